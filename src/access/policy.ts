@@ -1,0 +1,41 @@
+/**
+ * The one access check every data path goes through (read, vread, history, search and what it includes,
+ * batch/transaction entries, operations, export). Interactions never decide visibility themselves: they ask
+ * the caller's AccessPolicy. A resource the caller may not see is treated as absent (404, left out of results).
+ */
+import type { StoredVersion } from '../fhir/store/resource-store.js';
+
+export interface Caller {
+  /** Pseudonymous participant id (never a name), or 'anonymous' / 'system' for internal work. */
+  participant: string;
+  role: 'patient' | 'clinician' | 'lab' | 'system' | 'admin' | 'service' | 'open';
+  /** The organisation the caller acts for, e.g. `Organization/abc`: the custodian of what it writes. */
+  organization?: string;
+  /** The FHIR resource the participant is linked to (`Patient/1`, `Practitioner/2`...). */
+  fhirUser?: string;
+  scopes: string[];
+}
+
+export interface AccessPolicy {
+  readonly caller: Caller;
+  /** Throws FhirError (401/403) when the caller may not perform this interaction on this type at all (scopes, role). */
+  authorize(interaction: string, resourceType?: string): void;
+  /** May the caller see this stored version? (Consent, custodian rule, compartments.) */
+  canRead(version: StoredVersion): boolean;
+  /** May the caller write this resource (create/update/patch/delete)? `existing` is the current version, if any. */
+  canWrite(resourceType: string, existing: StoredVersion | undefined, patients: string[]): boolean;
+  /** Records the decision (AuditEvent + ledger access record), off the request's critical path. */
+  audit?(event: { interaction: string; resourceType?: string; id?: string; allowed: boolean; patients?: string[] }): void;
+}
+
+/** Everyone may do everything: used until authentication is configured, and for internal jobs. */
+export class OpenAccess implements AccessPolicy {
+  constructor(readonly caller: Caller = { participant: 'anonymous', role: 'open', scopes: ['system/*.*'] }) {}
+  authorize(): void {}
+  canRead(): boolean {
+    return true;
+  }
+  canWrite(): boolean {
+    return true;
+  }
+}

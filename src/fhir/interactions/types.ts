@@ -1,0 +1,68 @@
+/**
+ * FHIR interactions are plain async functions from a FhirRequest to a FhirResponse.
+ * The HTTP layer (src/fhir/http/) only translates HTTP to and from these shapes.
+ */
+import type { FhirResource } from '../../mapping/fhir-json.js';
+import type { ResourceStore } from '../store/resource-store.js';
+import type { AccessPolicy } from '../../access/policy.js';
+import type { ResourceValidator } from '../validation/validator.js';
+
+export type Interaction =
+  | 'read'
+  | 'vread'
+  | 'update'
+  | 'patch'
+  | 'delete'
+  | 'history-instance'
+  | 'history-type'
+  | 'history-system'
+  | 'create'
+  | 'search-type'
+  | 'search-system'
+  | 'capabilities'
+  | 'batch'
+  | 'transaction'
+  | 'operation';
+
+export interface FhirRequest {
+  interaction: Interaction;
+  method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  resourceType?: string;
+  id?: string;
+  versionId?: string;
+  /** Operation name without `$`, for interaction 'operation'. */
+  operation?: string;
+  /** Query parameters, repeated ones in order. */
+  query: Record<string, string[]>;
+  /** Raw request body text (already size-checked), if any. */
+  body?: string;
+  /** Media type of the body without parameters, e.g. application/fhir+json. */
+  contentType?: string;
+  ifMatch?: string;
+  ifNoneMatch?: string;
+  ifModifiedSince?: string;
+  ifNoneExist?: string;
+  /** The `return` preference of the Prefer header. */
+  preferReturn?: 'minimal' | 'representation' | 'OperationOutcome';
+  /** Absolute base URL of the FHIR endpoint, e.g. http://localhost:8080/fhir (no trailing slash). */
+  baseUrl: string;
+}
+
+export interface FhirResponse {
+  status: number;
+  /** Already-serialised JSON text (stored resources are served as stored), or an object to serialise. */
+  body?: string | FhirResource;
+  headers?: Record<string, string>;
+}
+
+/** What every interaction gets: the ports it works through, scoped to the caller. */
+export interface FhirContext {
+  store: ResourceStore;
+  validator: ResourceValidator;
+  /** The caller's access policy: every path that can reveal or change data asks it. */
+  access: AccessPolicy;
+  /** Request-scoped logger (pino-compatible). */
+  log: { info(obj: object | string, msg?: string): void; warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void; debug(obj: object | string, msg?: string): void };
+}
+
+export type InteractionHandler = (request: FhirRequest, context: FhirContext) => Promise<FhirResponse>;

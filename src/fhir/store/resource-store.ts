@@ -1,0 +1,150 @@
+/**
+ * The ResourceStore port: everything the FHIR core needs from persistence, and nothing more.
+ * Adapters: sqlite/ (embedded default) and, later, postgres/. Every adapter must pass
+ * test/store/contract.ts unchanged.
+ *
+ * Contract (what every adapter guarantees):
+ * - Every version of every resource is kept. Version ids are 1, 2, 3 ... per resource, assigned by the store.
+ * - A delete is a new version with `deleted: true` and no body; a later write revives the resource with the next version.
+ * - One `write` is one atomic transaction: the version row, its search index rows and its pending anchor
+ *   are all stored, or none is. `ifMatch` is checked inside that transaction, so of two writers with the same
+ *   `ifMatch` exactly one wins and the other gets a 412 FhirError.
+ * - `lastUpdated` is assigned by the store at write time, strictly increasing across the whole store
+ *   (ties broken by adding microseconds' worth of milliseconds is not allowed: use a monotonic clock per store).
+ * - Resource bodies are stored and returned as text exactly as serialised by src/mapping/fhir-json.ts,
+ *   so decimals keep their written precision.
+ */
+import type { FhirResource } from '../../mapping/fhir-json.js';
+
+export interface VersionKey {
+  resourceType: string;
+  id: string;
+  versionId: number;
+}
+
+export interface StoredVersion extends VersionKey {
+  /** ISO 8601 instant with milliseconds, e.g. 2026-11-25T16:03:00.123Z */
+  lastUpdated: string;
+  deleted: boolean;
+  /** The resource as served (meta.versionId and meta.lastUpdated included); undefined when deleted. */
+  json?: string;
+  /** The organisation (e.g. `Organization/abc`) that wrote this version through this service: its custodian. */
+  custodian?: string;
+  /** Patient compartments this version belongs to, as `Patient/{id}` references. */
+  patients?: string[];
+  /** The HTTP method that produced this version (for history bundles' entry.request). */
+  method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+}
+
+/** A search index row extracted at write time (src/fhir/search/ computes them). */
+export interface IndexEntry {
+  /** Search parameter code, e.g. `subject`, `code`, `_lastUpdated`. */
+  param: string;
+  type: 'string' | 'token' | 'reference' | 'date' | 'number' | 'quantity' | 'uri' | 'composite' | 'special';
+  /** Normalised values; meaning per type is documented in src/fhir/search/index-entries.ts. */
+  system?: string;
+  value?: string;
+  /** Numeric or date ranges as sortable values (dates: epoch ms). */
+  low?: number;
+  high?: number;
+  /** For reference params: the target `Type/id`. */
+  reference?: string;
+}
+
+/** An anchor waiting to go to the ledger, queued in the same transaction as its version. */
+export interface PendingAnchor extends VersionKey {
+  /** Per-version random salt (hex); stays in the custodian's store, never on the ledger. */
+  salt: string;
+  /** SHA-256 leaf hash (hex) of the salted canonical form; see src/mapping/. */
+  leafHash: string;
+  /** Ledger key: keyed HMAC of type, id and version (hex). */
+  ledgerKey: string;
+}
+
+export interface AnchorReference {
+  /** Ledger transaction that committed the batch containing this leaf. */
+  transactionId: string;
+  blockNumber: number;
+  batchId: string;
+  /** Position of the leaf in its batch and the batch size, to rebuild the Merkle proof. */
+  leafIndex: number;
+  leafCount: number;
+  root: string;
+}
+
+export type AnchorState =
+  | (PendingAnchor & { status: 'pending' })
+  | (PendingAnchor & { status: 'anchored'; anchor: AnchorReference })
+  /** The salt was erased: the on-chain hash is no longer linkable to the data (see docs/erasure.md). */
+  | (VersionKey & { status: 'erased' });
+
+export interface WriteRequest {
+  resourceType: string;
+  id: string;
+  /** The resource to store; the store sets `id`, `meta.versionId` and `meta.lastUpdated` on its own copy. Absent for deletes. */
+  resource?: FhirResource;
+  method: StoredVersion['method'];
+  /** Refuse with 412 unless the current version is exactly this one. */
+  ifMatch?: number;
+  /** Refuse with 409 (for creates with a server id: never happens) or 412 if the resource already exists and is not deleted. */
+  ifNoneExist?: boolean;
+  custodian?: string;
+  patients?: string[];
+  /** Search index rows for this version (replace those of the previous version). */
+  index?: IndexEntry[];
+  /**
+   * Called inside the write transaction with the exact stored text, before commit:
+   * returns the anchor to queue with this version (the integrity path), or undefined for none.
+   */
+  anchor?: (version: StoredVersion & { json?: string }) => PendingAnchor | undefined;
+}
+
+export interface HistoryQuery {
+  resourceType?: string;
+  id?: string;
+  /** Only versions with lastUpdated >= since. */
+  since?: string;
+  /** Only versions that were current at this instant (lastUpdated <= at, newest per resource first). */
+  at?: string;
+  count: number;
+  /** Opaque cursor from a previous page. */
+  cursor?: string;
+}
+
+export interface HistoryPage {
+  versions: StoredVersion[];
+  /** Total versions matching (for Bundle.total). */
+  total: number;
+  /** Cursor of the next page, if any. */
+  next?: string;
+}
+
+export interface ResourceStore {
+  /** Create tables / run migrations. Idempotent. */
+  init(): Promise<void>;
+  close(): Promise<void>;
+
+  /** The current version (possibly a deletion), or undefined if the resource never existed. */
+  read(resourceType: string, id: string): Promise<StoredVersion | undefined>;
+  vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined>;
+  write(request: WriteRequest): Promise<StoredVersion>;
+  history(query: HistoryQuery): Promise<HistoryPage>;
+
+  /**
+   * Run several reads and writes as one atomic transaction (FHIR transaction bundles).
+   * Writes of other callers wait; an exception rolls everything back.
+   */
+  transaction<T>(work: (store: ResourceStore) => Promise<T>): Promise<T>;
+
+  /** Current versions (not deleted) matching a compiled search; see src/fhir/search/. */
+  search?(query: unknown): Promise<{ versions: StoredVersion[]; total?: number }>;
+
+  // The integrity outbox (src/ledger/anchoring.ts drains it).
+  pendingAnchors(limit: number): Promise<PendingAnchor[]>;
+  markAnchored(keys: VersionKey[], anchor: Omit<AnchorReference, 'leafIndex'> & { leafIndexes: number[] }): Promise<void>;
+  anchorState(key: VersionKey): Promise<AnchorState | undefined>;
+  /** Every stored version with its anchor state, in store order, for the audit (`hie-ledger verify`). */
+  allVersions(): AsyncIterable<{ version: StoredVersion; anchor?: AnchorState }>;
+  /** Erase the salts of a resource's versions (GDPR-style erasure; see docs/erasure.md). */
+  eraseSalts(resourceType: string, id: string): Promise<number>;
+}

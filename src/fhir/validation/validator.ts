@@ -1,0 +1,26 @@
+/**
+ * The ResourceValidator port: every write passes through `validate` before anything is stored.
+ * Implementations (src/fhir/validation/): the R4 JSON schema (ajv, compiled per resource type at start-up),
+ * then StructureDefinition-driven structure, FHIRPath invariants and terminology bindings.
+ */
+import type { OperationOutcomeIssue } from '../outcome.js';
+
+export interface ValidationOptions {
+  /** Extra profiles (canonical URLs) to validate against, besides those the resource claims. */
+  profiles?: string[];
+  /** `$validate` mode. */
+  mode?: 'create' | 'update' | 'delete' | 'profile';
+}
+
+export interface ValidationResult {
+  /** False when any issue has severity error or fatal. */
+  valid: boolean;
+  issues: OperationOutcomeIssue[];
+}
+
+export interface ResourceValidator {
+  /** True for resource types of FHIR R4 (concrete, non-abstract). */
+  isResourceType(type: string): boolean;
+  /** Validate a plain-JSON resource (numbers as JS numbers). Never throws for bad input. */
+  validate(resource: unknown, options?: ValidationOptions): ValidationResult;
+}

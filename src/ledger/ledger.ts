@@ -1,0 +1,56 @@
+/**
+ * The Ledger port: how the service talks to the chaincode, whichever network runs it.
+ * Adapters: embedded/ (default: the same chaincode, in-process, with Fabric's semantics) and fabric/
+ * (@hyperledger/fabric-gateway). Nothing outside src/ledger/ knows which one runs; typed services
+ * (anchors, consent) are built on this port in src/ledger/*.ts.
+ *
+ * Transactions are those of the chaincode package (chaincode/README.md). Arguments and results are strings
+ * (the chaincode speaks deterministic JSON).
+ */
+
+export interface SubmitResult {
+  transactionId: string;
+  blockNumber: number;
+  /** The chaincode function's return value, UTF-8. */
+  result: string;
+}
+
+export interface LedgerEvent {
+  blockNumber: number;
+  transactionId: string;
+  eventName: string;
+  /** UTF-8 JSON payload set by the chaincode (one event per transaction). */
+  payload: string;
+}
+
+export interface EventStream extends AsyncIterable<LedgerEvent> {
+  close(): void;
+}
+
+/** Raised for a transaction the network refused or invalidated (endorsement failure, MVCC conflict...). */
+export class LedgerTransactionError extends Error {
+  constructor(
+    message: string,
+    /** Fabric validation code name, e.g. MVCC_READ_CONFLICT, PHANTOM_READ_CONFLICT, ENDORSEMENT_POLICY_FAILURE. */
+    readonly code: string,
+    readonly transactionId?: string,
+    /** True when retrying the same transaction later may succeed (conflicts, unavailable network). */
+    readonly retryable = false,
+  ) {
+    super(message);
+    this.name = 'LedgerTransactionError';
+  }
+}
+
+export interface Ledger {
+  readonly kind: 'embedded' | 'fabric';
+  /** Endorse, order and wait for commit; throws LedgerTransactionError when invalidated. */
+  submit(transaction: string, args: string[]): Promise<SubmitResult>;
+  /** Query committed state without writing (no ordering). */
+  evaluate(transaction: string, args: string[]): Promise<string>;
+  /** Chaincode events from `startBlock` (inclusive) onwards, then live ones as they commit. */
+  events(startBlock?: number): EventStream;
+  /** Height of the chain (number of committed blocks). */
+  height(): Promise<number>;
+  close(): Promise<void>;
+}
