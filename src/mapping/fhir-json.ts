@@ -6,7 +6,12 @@
  * lossless-json `LosslessNumber` (its written text) otherwise. stringifyFhirJson writes both back verbatim.
  * Most resources have no such number, so both functions take the native JSON fast path for them.
  */
-import { LosslessNumber, isLosslessNumber, parse as losslessParse, stringify as losslessStringify } from 'lossless-json';
+import {
+  LosslessNumber,
+  isLosslessNumber,
+  parse as losslessParse,
+  stringify as losslessStringify,
+} from 'lossless-json';
 
 export { LosslessNumber, isLosslessNumber };
 
