@@ -1,0 +1,125 @@
+/**
+ * The Merkle rule of anchor batches (binding across the project; docs/integrity.md):
+ *
+ *   leaf node  = SHA-256(0x00 || leafHash bytes)
+ *   inner node = SHA-256(0x01 || left || right)
+ *   a level with an odd number of nodes promotes its last node unchanged to the next level
+ *   the root of a one-leaf batch is that leaf's node
+ *
+ * The 0x00/0x01 prefixes keep a leaf from ever being read as an inner node (second-preimage safety).
+ * An inclusion proof lists, from the leaf upwards, the sibling of each level where the node has one:
+ * `{ side, hash }`, `side` saying whether the sibling is on the left or the right of the running node.
+ * Levels where the node is promoted contribute no step.
+ */
+import { createHash } from 'node:crypto';
+
+export interface ProofStep {
+  side: 'left' | 'right';
+  /** Sibling node, hex. */
+  hash: string;
+}
+
+const LEAF_PREFIX = Buffer.from([0]);
+const NODE_PREFIX = Buffer.from([1]);
+
+export function leafNode(leafHashHex: string): Buffer {
+  return createHash('sha256').update(LEAF_PREFIX).update(Buffer.from(leafHashHex, 'hex')).digest();
+}
+
+function innerNode(left: Buffer, right: Buffer): Buffer {
+  return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+}
+
+export class MerkleTree {
+  /** levels[0] are the leaf nodes, the last level is [root]. */
+  private readonly levels: Buffer[][];
+
+  constructor(leafHashes: readonly string[]) {
+    if (leafHashes.length === 0) throw new RangeError('A Merkle tree needs at least one leaf');
+    let level = leafHashes.map(leafNode);
+    this.levels = [level];
+    while (level.length > 1) {
+      const next: Buffer[] = new Array(Math.ceil(level.length / 2));
+      for (let i = 0; i + 1 < level.length; i += 2) next[i >> 1] = innerNode(level[i], level[i + 1]);
+      if (level.length % 2 === 1) next[next.length - 1] = level[level.length - 1];
+      this.levels.push(next);
+      level = next;
+    }
+  }
+
+  get leafCount(): number {
+    return this.levels[0].length;
+  }
+
+  get root(): string {
+    return this.levels[this.levels.length - 1][0].toString('hex');
+  }
+
+  proof(leafIndex: number): ProofStep[] {
+    if (!Number.isInteger(leafIndex) || leafIndex < 0 || leafIndex >= this.leafCount) {
+      throw new RangeError(`Leaf index ${leafIndex} is outside a batch of ${this.leafCount}`);
+    }
+    const steps: ProofStep[] = [];
+    let index = leafIndex;
+    for (let depth = 0; depth < this.levels.length - 1; depth++) {
+      const level = this.levels[depth];
+      const sibling = index ^ 1;
+      if (sibling < level.length) {
+        steps.push({ side: sibling < index ? 'left' : 'right', hash: level[sibling].toString('hex') });
+      }
+      index >>= 1;
+    }
+    return steps;
+  }
+}
+
+export function merkleRoot(leafHashes: readonly string[]): string {
+  return new MerkleTree(leafHashes).root;
+}
+
+/** The sides a proof for this position must have, bottom up (the shape is fixed by index and count). */
+export function proofSides(leafIndex: number, leafCount: number): ProofStep['side'][] {
+  const sides: ProofStep['side'][] = [];
+  let index = leafIndex;
+  let width = leafCount;
+  while (width > 1) {
+    const sibling = index ^ 1;
+    if (sibling < width) sides.push(sibling < index ? 'left' : 'right');
+    index >>= 1;
+    width = Math.ceil(width / 2);
+  }
+  return sides;
+}
+
+/**
+ * Does this proof lead from the leaf hash to the root? With `position`, the proof must also have exactly the
+ * shape of that leaf index in a batch of that size (so a proof cannot be replayed for another position).
+ */
+export function verifyProof(
+  leafHashHex: string,
+  proof: readonly ProofStep[],
+  rootHex: string,
+  position?: { leafIndex: number; leafCount: number },
+): boolean {
+  if (!/^[0-9a-f]{64}$/i.test(leafHashHex) || !/^[0-9a-f]{64}$/i.test(rootHex)) return false;
+  if (position) {
+    const { leafIndex, leafCount } = position;
+    if (
+      !Number.isInteger(leafIndex) ||
+      !Number.isInteger(leafCount) ||
+      leafIndex < 0 ||
+      leafIndex >= leafCount
+    ) {
+      return false;
+    }
+    const sides = proofSides(leafIndex, leafCount);
+    if (sides.length !== proof.length || sides.some((side, i) => proof[i].side !== side)) return false;
+  }
+  let node = leafNode(leafHashHex);
+  for (const step of proof) {
+    if ((step.side !== 'left' && step.side !== 'right') || !/^[0-9a-f]{64}$/i.test(step.hash)) return false;
+    const sibling = Buffer.from(step.hash, 'hex');
+    node = step.side === 'left' ? innerNode(sibling, node) : innerNode(node, sibling);
+  }
+  return node.toString('hex') === rootHex.toLowerCase();
+}
