@@ -1,0 +1,12 @@
+/**
+ * hie-ledger chaincode. fabric-shim loads `contracts` from this module (package.json "main") when the chaincode
+ * starts on a peer or as a chaincode-as-a-service server; the embedded ledger loads the same classes in-process.
+ */
+import { AnchorContract } from './anchor-contract';
+
+export { AnchorContract } from './anchor-contract';
+export type { AnchorRecord, BatchRecord, KeyModificationRecord } from './anchor-contract';
+export { stableStringify, requireServiceCaller, txMeta, ROLE_ATTRIBUTE, SERVICE_ROLE } from './common';
+export type { TxMeta } from './common';
+
+export const contracts: (typeof AnchorContract)[] = [AnchorContract];
