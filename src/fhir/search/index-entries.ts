@@ -1,0 +1,285 @@
+/**
+ * Search index rows extracted from a resource at write time (stored with the version, in the same transaction).
+ *
+ * Meaning of the IndexEntry columns per parameter type:
+ * - string:    value = normalised text (lower case, accents and punctuation-free spacing kept, diacritics stripped)
+ *              for the default prefix match and :contains; system = the exact text, for :exact.
+ *              HumanName and Address index each part (family, given, text, line, city...) as its own row.
+ * - token:     system = code system / identifier system / ContactPoint.system (absent when none);
+ *              value = the code / identifier value / `true`|`false`. For :text, a CodeableConcept's text and its
+ *              codings' displays go in extra rows of param `{code}:text` with type `string` (normalised as above).
+ * - reference: reference = `Type/id` of a literal relative reference (or the full URL of an absolute one,
+ *              `_history` dropped; `#id` for contained ones); system|value = the Reference.identifier, for :identifier.
+ *              Canonical references: reference = the canonical URL (version kept as written after `|`).
+ * - date:      low/high = first and last epoch millisecond covered by the value (partial dates and periods are ranges;
+ *              an open period end is ±8.64e15); dates without a time zone are read as UTC.
+ * - number, quantity: value = the number as written, low/high = its implicit precision range [v - δ, v + δ)
+ *              (`100` -> [99.5, 100.5)); quantity adds system = unit system and value = `number|code` ... see below.
+ *              For quantities: system = Quantity.system, value = Quantity.code (or unit when no code), and an extra row
+ *              with value = Quantity.unit when it differs, so `5.4||mg` matches code or unit.
+ * - uri:       value = the URI as written.
+ * `_id` and `_lastUpdated` come from the store's own row (id, last_updated), not from index rows.
+ * Composite and special parameters are not indexed (listed in searchDefinitions().unsupported).
+ */
+import { isLosslessNumber, type FhirResource } from '../../mapping/fhir-json.js';
+import type { IndexEntry } from '../store/resource-store.js';
+import { referenceKey, searchParametersOf, type SearchParamDef } from './definitions.js';
+
+export const DATE_MIN = -8.64e15;
+export const DATE_MAX = 8.64e15;
+
+/** Lower case, diacritics stripped: the normal form of string search (both sides). */
+export function normaliseString(text: string): string {
+  return text
+    .normalize('NFD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .toLowerCase();
+}
+
+/** Written text of a number (keeps precision of LosslessNumber and of round-tripping JS numbers). */
+function numberText(value: unknown): string | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : undefined;
+  if (isLosslessNumber(value)) return value.value;
+  if (typeof value === 'string' && /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(value)) return value;
+  return undefined;
+}
+
+/** The implicit range of a written decimal: `100` -> [99.5, 100.5], `1.50` -> [1.495, 1.505]. */
+export function numberRange(text: string): { value: number; low: number; high: number } | undefined {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text.trim());
+  if (!m) return undefined;
+  const value = Number(text);
+  if (!Number.isFinite(value)) return undefined;
+  const decimals = (m[3]?.length ?? 0) - Number(m[4] ?? 0);
+  const delta = 0.5 * Math.pow(10, -decimals);
+  return { value, low: value - delta, high: value + delta };
+}
+
+const DATE_RE = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+
+/**
+ * The epoch-ms range [low, high] (both inclusive) a FHIR date/dateTime/instant covers at its precision.
+ * Returns undefined for text that is not a FHIR date.
+ */
+export function dateRange(text: string): { low: number; high: number } | undefined {
+  const m = DATE_RE.exec(text.trim());
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s, frac, tz] = m;
+  const year = Number(y);
+  const offsetMs = tz && tz !== 'Z' ? (tz[0] === '-' ? -1 : 1) * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6))) * 60000 : 0;
+  const utc = (Y: number, M: number, D: number, H = 0, Mi = 0, S = 0, Ms = 0): number => {
+    const t = Date.UTC(Y, M, D, H, Mi, S, Ms);
+    // Date.UTC maps years 0..99 to 1900+; fix them.
+    if (Y < 100) {
+      const date = new Date(t);
+      date.setUTCFullYear(Y);
+      return date.getTime();
+    }
+    return t;
+  };
+  let low: number;
+  let next: number;
+  if (mo === undefined) {
+    low = utc(year, 0, 1);
+    next = utc(year + 1, 0, 1);
+  } else if (d === undefined) {
+    low = utc(year, Number(mo) - 1, 1);
+    next = utc(year, Number(mo), 1);
+  } else if (h === undefined) {
+    low = utc(year, Number(mo) - 1, Number(d));
+    next = low + 86400000;
+  } else if (s === undefined) {
+    low = utc(year, Number(mo) - 1, Number(d), Number(h), Number(mi)) - offsetMs;
+    next = low + 60000;
+  } else if (frac === undefined) {
+    low = utc(year, Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)) - offsetMs;
+    next = low + 1000;
+  } else {
+    const ms = Number(frac.padEnd(3, '0').slice(0, 3));
+    low = utc(year, Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s), ms) - offsetMs;
+    next = low + 1;
+  }
+  if (!Number.isFinite(low)) return undefined;
+  return { low, high: next - 1 };
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v) && !isLosslessNumber(v);
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
+
+function pushString(out: IndexEntry[], param: string, text: unknown): void {
+  if (typeof text !== 'string' || text.length === 0) return;
+  out.push({ param, type: 'string', value: normaliseString(text), system: text });
+}
+
+function stringEntries(out: IndexEntry[], param: string, value: unknown): void {
+  if (typeof value === 'string') return pushString(out, param, value);
+  if (!isObj(value)) return;
+  // HumanName, Address and the like: every textual part.
+  for (const key of ['text', 'family', 'given', 'prefix', 'suffix', 'line', 'city', 'district', 'state', 'postalCode', 'country']) {
+    const part = value[key];
+    if (Array.isArray(part)) for (const p of part) pushString(out, param, p);
+    else pushString(out, param, part);
+  }
+}
+
+function tokenEntries(out: IndexEntry[], param: string, value: unknown): void {
+  if (typeof value === 'string') {
+    out.push({ param, type: 'token', value });
+    return;
+  }
+  if (typeof value === 'boolean') {
+    out.push({ param, type: 'token', value: String(value) });
+    return;
+  }
+  if (!isObj(value)) return;
+  const textParam = `${param}:text`;
+  if (Array.isArray(value.coding) || 'text' in value) {
+    // CodeableConcept
+    for (const coding of (value.coding as unknown[]) ?? []) tokenEntries(out, param, coding);
+    pushString(out, textParam, value.text);
+    return;
+  }
+  if ('code' in value || 'display' in value) {
+    // Coding (also Quantity-like codes)
+    if (str(value.code) || str(value.system)) out.push({ param, type: 'token', system: str(value.system), value: str(value.code) });
+    pushString(out, textParam, value.display);
+    return;
+  }
+  if ('value' in value) {
+    // Identifier, ContactPoint
+    const v = value.value;
+    if (typeof v === 'string' || typeof v === 'boolean') out.push({ param, type: 'token', system: str(value.system), value: String(v) });
+    if (isObj(value.type)) pushString(out, textParam, (value.type as Obj).text);
+  }
+}
+
+function referenceEntries(out: IndexEntry[], param: string, value: unknown): void {
+  if (typeof value === 'string') {
+    // canonical / uri used as a reference target
+    out.push({ param, type: 'reference', reference: value });
+    return;
+  }
+  if (!isObj(value)) return;
+  const reference = str(value.reference);
+  if (reference) {
+    const absolute = /^[a-z][a-z0-9+.-]*:/i.test(reference);
+    const key = reference.startsWith('#') ? reference : absolute ? reference.split('/_history/')[0] : referenceKey(reference);
+    if (key) out.push({ param, type: 'reference', reference: key });
+  }
+  const identifier = value.identifier;
+  if (isObj(identifier) && str(identifier.value)) {
+    out.push({ param, type: 'reference', system: str(identifier.system), value: identifier.value as string });
+  }
+}
+
+function dateEntries(out: IndexEntry[], param: string, value: unknown): void {
+  if (typeof value === 'string') {
+    const range = dateRange(value);
+    if (range) out.push({ param, type: 'date', low: range.low, high: range.high });
+    return;
+  }
+  if (!isObj(value)) return;
+  if ('start' in value || 'end' in value) {
+    // Period
+    const start = typeof value.start === 'string' ? dateRange(value.start) : undefined;
+    const end = typeof value.end === 'string' ? dateRange(value.end) : undefined;
+    if (start || end) out.push({ param, type: 'date', low: start?.low ?? DATE_MIN, high: end?.high ?? DATE_MAX });
+    return;
+  }
+  if (Array.isArray(value.event)) {
+    // Timing
+    for (const event of value.event) dateEntries(out, param, event);
+    const bounds = isObj(value.repeat) ? (value.repeat as Obj).boundsPeriod : undefined;
+    if (bounds) dateEntries(out, param, bounds);
+  }
+}
+
+function numberEntries(out: IndexEntry[], param: string, type: 'number' | 'quantity', value: unknown): void {
+  if (isObj(value)) {
+    if ('low' in value || 'high' in value) {
+      // Range: its bounds as one row
+      const low = isObj(value.low) ? numberText(value.low.value) : undefined;
+      const high = isObj(value.high) ? numberText(value.high.value) : undefined;
+      const lowRange = low ? numberRange(low) : undefined;
+      const highRange = high ? numberRange(high) : undefined;
+      if (lowRange || highRange) {
+        const unit = (isObj(value.low) ? value.low : value.high) as Obj;
+        out.push({
+          param,
+          type,
+          system: str(unit?.system),
+          value: str(unit?.code) ?? str(unit?.unit),
+          low: lowRange?.value ?? -Number.MAX_VALUE,
+          high: highRange?.value ?? Number.MAX_VALUE,
+        });
+      }
+      return;
+    }
+    if ('origin' in value && isObj(value.origin)) return numberEntries(out, param, type, value.origin); // SampledData
+    const text = numberText(value.value);
+    const range = text ? numberRange(text) : undefined;
+    if (!range) return;
+    const code = str(value.code);
+    const unit = str(value.unit);
+    out.push({ param, type, system: str(value.system), value: code ?? unit, low: range.low, high: range.high });
+    if (code && unit && unit !== code) out.push({ param, type, value: unit, low: range.low, high: range.high });
+    return;
+  }
+  const text = numberText(value);
+  const range = text ? numberRange(text) : undefined;
+  if (range) out.push({ param, type, value: text, low: range.low, high: range.high });
+}
+
+function uriEntries(out: IndexEntry[], param: string, value: unknown): void {
+  if (typeof value === 'string' && value.length > 0) out.push({ param, type: 'uri', value });
+}
+
+function entriesOf(def: SearchParamDef, values: unknown[], out: IndexEntry[]): void {
+  const param = def.code;
+  for (const value of values) {
+    switch (def.type) {
+      case 'string':
+        stringEntries(out, param, value);
+        break;
+      case 'token':
+        tokenEntries(out, param, value);
+        break;
+      case 'reference':
+        referenceEntries(out, param, value);
+        break;
+      case 'date':
+        dateEntries(out, param, value);
+        break;
+      case 'number':
+      case 'quantity':
+        numberEntries(out, param, def.type, value);
+        break;
+      case 'uri':
+        uriEntries(out, param, value);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+/** All index rows of a resource (its type's parameters only), duplicates removed. */
+export function extractIndex(resource: FhirResource): IndexEntry[] {
+  const params = searchParametersOf(resource.resourceType);
+  if (!params) return [];
+  const out: IndexEntry[] = [];
+  for (const def of params.values()) {
+    if (!def.evaluate) continue;
+    const values = def.evaluate(resource);
+    if (values.length > 0) entriesOf(def, values, out);
+  }
+  if (out.length < 2) return out;
+  const seen = new Set<string>();
+  return out.filter((e) => {
+    const key = `${e.param}\u0000${e.system ?? ''}\u0000${e.value ?? ''}\u0000${e.reference ?? ''}\u0000${e.low ?? ''}\u0000${e.high ?? ''}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
