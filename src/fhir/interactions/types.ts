@@ -3,9 +3,10 @@
  * The HTTP layer (src/fhir/http/) only translates HTTP to and from these shapes.
  */
 import type { FhirResource } from '../../mapping/fhir-json.js';
-import type { ResourceStore } from '../store/resource-store.js';
+import type { IndexEntry, ResourceStore, WriteRequest } from '../store/resource-store.js';
 import type { AccessPolicy } from '../../access/policy.js';
 import type { ResourceValidator } from '../validation/validator.js';
+import type { FhirRegistry } from './registry.js';
 
 export type Interaction =
   | 'read'
@@ -46,6 +47,8 @@ export interface FhirRequest {
   preferReturn?: 'minimal' | 'representation' | 'OperationOutcome';
   /** Absolute base URL of the FHIR endpoint, e.g. http://localhost:8080/fhir (no trailing slash). */
   baseUrl: string;
+  /** The body already parsed (lossless), when an earlier step parsed it (POST [base] Bundles, batch entries). */
+  resource?: FhirResource;
 }
 
 export interface FhirResponse {
@@ -63,6 +66,14 @@ export interface FhirContext {
   access: AccessPolicy;
   /** Request-scoped logger (pino-compatible). */
   log: { info(obj: object | string, msg?: string): void; warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void; debug(obj: object | string, msg?: string): void };
+  /** What is registered (interactions call each other through it: conditional create -> search, bundles -> entries). */
+  registry?: FhirRegistry;
+  /** Search index rows of a version about to be written (src/fhir/search/ provides it). */
+  indexEntries?(resource: FhirResource): IndexEntry[];
+  /** Patient compartments (`Patient/{id}`) a resource belongs to, for the access policy and the store. */
+  patientsOf?(resource: FhirResource): string[];
+  /** The integrity path: queues the anchor of each version in its write transaction (src/ledger/anchoring.ts). */
+  anchor?: WriteRequest['anchor'];
 }
 
 export type InteractionHandler = (request: FhirRequest, context: FhirContext) => Promise<FhirResponse>;

@@ -1,0 +1,102 @@
+/**
+ * What this server actually does: every interaction and operation declares itself here, the router dispatches
+ * through it, and GET /metadata (capabilities.ts) is generated from it, so the CapabilityStatement can never
+ * claim more (or less) than the code serves.
+ *
+ * Other areas register themselves in src/app.ts, e.g.
+ *   registry.registerInteraction('search-type', searchType);
+ *   registry.registerOperation({ name: 'validate', levels: ['type', 'instance'], handler: validateOperation });
+ */
+import type { FhirRequest, Interaction, InteractionHandler } from './types.js';
+
+export type OperationLevel = 'system' | 'type' | 'instance';
+
+export interface OperationRegistration {
+  /** Operation name without `$`, e.g. `validate`. */
+  name: string;
+  /** Canonical URL of its OperationDefinition, e.g. http://hl7.org/fhir/OperationDefinition/Resource-validate. */
+  definition?: string;
+  levels: OperationLevel[];
+  /** Resource types it applies to at type/instance level; all types when absent. */
+  resourceTypes?: string[];
+  /** Methods it answers; GET and POST when absent (GET only makes sense for operations that change nothing). */
+  methods?: ('GET' | 'POST')[];
+  documentation?: string;
+  handler: InteractionHandler;
+}
+
+export interface SearchParamDeclaration {
+  name: string;
+  type: 'number' | 'date' | 'string' | 'token' | 'reference' | 'composite' | 'quantity' | 'uri' | 'special';
+  definition?: string;
+  documentation?: string;
+}
+
+interface InteractionRegistration {
+  handler: InteractionHandler;
+  /** Resource types the interaction serves; all supported types when absent. */
+  resourceTypes?: Set<string>;
+}
+
+export class FhirRegistry {
+  private readonly interactionHandlers = new Map<Interaction, InteractionRegistration>();
+  private readonly operationsByName = new Map<string, OperationRegistration>();
+  private readonly searchParamsByType = new Map<string, SearchParamDeclaration[]>();
+
+  /** Register (or replace) the handler of an interaction. */
+  registerInteraction(interaction: Interaction, handler: InteractionHandler, options: { resourceTypes?: string[] } = {}): this {
+    this.interactionHandlers.set(interaction, {
+      handler,
+      resourceTypes: options.resourceTypes ? new Set(options.resourceTypes) : undefined,
+    });
+    return this;
+  }
+
+  registerOperation(operation: OperationRegistration): this {
+    this.operationsByName.set(operation.name.replace(/^\$/, ''), { ...operation, name: operation.name.replace(/^\$/, '') });
+    return this;
+  }
+
+  /** Search parameters per resource type ('Resource' for those of every type), shown in the CapabilityStatement. */
+  declareSearchParams(resourceType: string, params: SearchParamDeclaration[]): this {
+    this.searchParamsByType.set(resourceType, params);
+    return this;
+  }
+
+  hasInteraction(interaction: Interaction, resourceType?: string): boolean {
+    const registration = this.interactionHandlers.get(interaction);
+    if (!registration) return false;
+    return !resourceType || !registration.resourceTypes || registration.resourceTypes.has(resourceType);
+  }
+
+  interactions(): Interaction[] {
+    return [...this.interactionHandlers.keys()];
+  }
+
+  operations(): OperationRegistration[] {
+    return [...this.operationsByName.values()];
+  }
+
+  operation(name: string): OperationRegistration | undefined {
+    return this.operationsByName.get(name);
+  }
+
+  searchParams(resourceType: string): SearchParamDeclaration[] {
+    return this.searchParamsByType.get(resourceType) ?? [];
+  }
+
+  /** The handler that serves this request, or undefined when nothing registered serves it. */
+  handlerFor(request: Pick<FhirRequest, 'interaction' | 'resourceType' | 'operation' | 'id' | 'method'>): InteractionHandler | undefined {
+    if (request.interaction === 'operation') {
+      const operation = request.operation ? this.operationsByName.get(request.operation) : undefined;
+      if (!operation) return undefined;
+      const level: OperationLevel = request.id ? 'instance' : request.resourceType ? 'type' : 'system';
+      if (!operation.levels.includes(level)) return undefined;
+      if (request.resourceType && operation.resourceTypes && !operation.resourceTypes.includes(request.resourceType))
+        return undefined;
+      return operation.handler;
+    }
+    if (!this.hasInteraction(request.interaction, request.resourceType)) return undefined;
+    return this.interactionHandlers.get(request.interaction)?.handler;
+  }
+}
