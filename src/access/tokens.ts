@@ -1,0 +1,279 @@
+/**
+ * SMART Backend Services authentication (client credentials with a signed JWT, RFC 7523) and the service's
+ * own access tokens.
+ *
+ * Client assertions are checked with `jose` against the public key of the participant's enrolled certificate.
+ * Access tokens are HMAC-SHA-256 signed compact tokens (`hat1.<payload>.<mac>`): a check costs one HMAC (and
+ * usually not even that: verified tokens are memoised) plus a revocation lookup, so it fits the per-request budget,
+ * and they survive a restart because the key lives in the data directory.
+ */
+import { createHmac, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
+import type { Caller } from './policy.js';
+import { grantScopes, type ParticipantRole } from './scopes.js';
+
+export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+/** RFC 7523 via SMART: an assertion may live at most five minutes. */
+export const MAX_ASSERTION_LIFETIME_SECONDS = 300;
+const CLOCK_TOLERANCE_SECONDS = 5;
+
+/** What the token service needs to know about a client (a participant with an enrolled certificate). */
+export interface ClientRecord {
+  clientId: string;
+  /** The participant's pseudonym (`hie.id`): the only name the ledger and audit records use. */
+  pseudonym: string;
+  role: ParticipantRole;
+  /** Linked FHIR resource (`Patient/1`, `Practitioner/2`, `Organization/3`). */
+  resource?: string;
+  /** The organisation the participant acts for (custodian of what it writes). */
+  organization?: string;
+  /** Public key of the enrolled certificate. */
+  publicKey: KeyObject;
+}
+
+/** The participants' directory (src/access/participants.ts implements it over its table). */
+export interface ClientDirectory {
+  /** The active (enrolled, not revoked) client with this id, or undefined. */
+  findClient(clientId: string): ClientRecord | undefined;
+  /** Is the client still enrolled and not revoked? Asked on every request, so must be cheap. */
+  isActive(clientId: string): boolean;
+}
+
+/** An RFC 6749 §5.2 error response. */
+export class OAuthError extends Error {
+  constructor(
+    readonly error: 'invalid_request' | 'invalid_client' | 'invalid_grant' | 'unsupported_grant_type' | 'invalid_scope',
+    readonly description: string,
+    readonly status = error === 'invalid_client' ? 401 : 400,
+  ) {
+    super(`${error}: ${description}`);
+    this.name = 'OAuthError';
+  }
+  toJSON(): { error: string; error_description: string } {
+    return { error: this.error, error_description: this.description };
+  }
+}
+
+/** A refused access token (RFC 6750 `invalid_token`). The reason never contains the token. */
+export class InvalidTokenError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = 'InvalidTokenError';
+  }
+}
+
+export interface TokenRequest {
+  grant_type?: string;
+  client_assertion_type?: string;
+  client_assertion?: string;
+  scope?: string;
+}
+
+export interface TokenResponse {
+  access_token: string;
+  token_type: 'Bearer';
+  expires_in: number;
+  scope: string;
+  /** SMART launch context: the patient in context (patients). */
+  patient?: string;
+  /** The FHIR resource of the user (clinicians, labs). */
+  fhirUser?: string;
+}
+
+/** The claims of the service's access token (short names: it travels on every request). */
+interface AccessClaims {
+  /** client id */
+  sub: string;
+  /** pseudonym */
+  pid: string;
+  role: ParticipantRole;
+  org?: string;
+  res?: string;
+  scp: string;
+  /** expiry, epoch seconds */
+  exp: number;
+}
+
+export interface TokenServiceOptions {
+  directory: ClientDirectory;
+  /** HMAC key for access tokens (32 bytes or more). */
+  secret: Buffer;
+  /** Access token lifetime; SMART recommends at most five minutes. */
+  accessTokenSeconds?: number;
+  now?: () => number;
+}
+
+const ALGORITHM_BY_CURVE: Record<string, 'ES256' | 'ES384'> = { prime256v1: 'ES256', secp384r1: 'ES384' };
+const TOKEN_PREFIX = 'hat1.';
+const MEMO_LIMIT = 10_000;
+
+export class TokenService {
+  private readonly directory: ClientDirectory;
+  private readonly secret: Buffer;
+  readonly accessTokenSeconds: number;
+  private readonly now: () => number;
+  /** `iss jti` -> expiry (ms): assertions already used, kept until they would have expired anyway. */
+  private readonly usedAssertions = new Map<string, number>();
+  private nextSweep = 0;
+  /** Verified access tokens -> caller, so a request costs a Map lookup instead of an HMAC and a JSON parse. */
+  private readonly verified = new Map<string, { caller: Caller; clientId: string; expiresAt: number }>();
+
+  constructor(options: TokenServiceOptions) {
+    if (options.secret.length < 32) throw new Error('access token secret must be at least 32 bytes');
+    this.directory = options.directory;
+    this.secret = options.secret;
+    this.accessTokenSeconds = options.accessTokenSeconds ?? 300;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** `POST /auth/token`: checks the client assertion and issues an access token, or throws OAuthError. */
+  async exchange(request: TokenRequest, tokenUrl: string): Promise<TokenResponse> {
+    if (request.grant_type === undefined || request.grant_type === '') throw new OAuthError('invalid_request', 'grant_type is required');
+    if (request.grant_type !== 'client_credentials') {
+      throw new OAuthError('unsupported_grant_type', 'only client_credentials is supported');
+    }
+    if (request.client_assertion_type !== CLIENT_ASSERTION_TYPE) {
+      throw new OAuthError('invalid_request', `client_assertion_type must be ${CLIENT_ASSERTION_TYPE}`);
+    }
+    const assertion = request.client_assertion;
+    if (typeof assertion !== 'string' || assertion === '') throw new OAuthError('invalid_request', 'client_assertion is required');
+
+    const client = await this.verifyAssertion(assertion, tokenUrl);
+    const scopes = grantScopes(client.role, request.scope);
+    if (scopes.length === 0) throw new OAuthError('invalid_scope', 'none of the requested scopes may be granted to this client');
+
+    const exp = Math.floor(this.now() / 1000) + this.accessTokenSeconds;
+    const claims: AccessClaims = { sub: client.clientId, pid: client.pseudonym, role: client.role, scp: scopes.join(' '), exp };
+    if (client.organization) claims.org = client.organization;
+    if (client.resource) claims.res = client.resource;
+    const response: TokenResponse = {
+      access_token: this.sign(claims),
+      token_type: 'Bearer',
+      expires_in: this.accessTokenSeconds,
+      scope: claims.scp,
+    };
+    if (client.role === 'patient' && client.resource?.startsWith('Patient/')) response.patient = client.resource.slice('Patient/'.length);
+    else if (client.resource && (client.role === 'clinician' || client.role === 'lab')) response.fhirUser = client.resource;
+    return response;
+  }
+
+  private async verifyAssertion(assertion: string, tokenUrl: string): Promise<ClientRecord> {
+    let alg: unknown;
+    let iss: unknown;
+    let sub: unknown;
+    try {
+      alg = decodeProtectedHeader(assertion).alg;
+      ({ iss, sub } = decodeJwt(assertion));
+    } catch {
+      throw new OAuthError('invalid_client', 'client_assertion is not a signed JWT');
+    }
+    // Asymmetric signatures only: `none` and HMAC (which would turn a public key into a shared secret) are refused.
+    if (alg !== 'ES384' && alg !== 'ES256') throw new OAuthError('invalid_client', 'client_assertion must be signed with ES384 or ES256');
+    if (typeof iss !== 'string' || iss === '' || iss !== sub) throw new OAuthError('invalid_client', 'iss and sub must both be the client id');
+
+    const client = this.directory.findClient(iss);
+    if (!client) throw new OAuthError('invalid_client', 'unknown or revoked client');
+    const expected = ALGORITHM_BY_CURVE[client.publicKey.asymmetricKeyDetails?.namedCurve ?? ''];
+    if (!expected) throw new OAuthError('invalid_client', 'the client key is not an ECDSA P-256 or P-384 key');
+    if (alg !== expected) throw new OAuthError('invalid_client', `this client's key signs with ${expected}`);
+
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(assertion, client.publicKey, {
+        algorithms: [expected],
+        issuer: client.clientId,
+        subject: client.clientId,
+        audience: tokenUrl,
+        requiredClaims: ['exp', 'jti'],
+        clockTolerance: CLOCK_TOLERANCE_SECONDS,
+        currentDate: new Date(this.now()),
+      }));
+    } catch (err) {
+      throw new OAuthError('invalid_client', assertionFailure(err));
+    }
+    const nowSeconds = this.now() / 1000;
+    if (payload.exp! > nowSeconds + MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_TOLERANCE_SECONDS) {
+      throw new OAuthError('invalid_client', 'client_assertion exp is more than five minutes ahead');
+    }
+    if (typeof payload.jti !== 'string' || payload.jti === '') throw new OAuthError('invalid_client', 'client_assertion jti is required');
+
+    this.sweepUsedAssertions();
+    const replayKey = `${client.clientId} ${payload.jti}`;
+    if (this.usedAssertions.has(replayKey)) throw new OAuthError('invalid_client', 'client_assertion jti was already used');
+    this.usedAssertions.set(replayKey, (payload.exp! + CLOCK_TOLERANCE_SECONDS) * 1000);
+    return client;
+  }
+
+  private sweepUsedAssertions(): void {
+    const now = this.now();
+    if (now < this.nextSweep) return;
+    this.nextSweep = now + 10_000;
+    for (const [key, expiresAt] of this.usedAssertions) if (expiresAt < now) this.usedAssertions.delete(key);
+  }
+
+  private mac(payload: string): string {
+    return createHmac('sha256', this.secret).update(payload).digest('base64url');
+  }
+
+  private sign(claims: AccessClaims): string {
+    // A random nonce keeps two tokens issued in the same second distinct.
+    const payload = Buffer.from(JSON.stringify({ ...claims, n: randomBytes(9).toString('base64url') })).toString('base64url');
+    return `${TOKEN_PREFIX}${payload}.${this.mac(payload)}`;
+  }
+
+  /**
+   * Checks a bearer token on a FHIR request: signature, expiry, and that the client is still active (a revoked
+   * participant is refused at once, even with an unexpired token). Returns the caller or throws InvalidTokenError.
+   */
+  verifyAccessToken(token: string): Caller {
+    const now = this.now();
+    const memo = this.verified.get(token);
+    if (memo) {
+      if (memo.expiresAt <= now) {
+        this.verified.delete(token);
+        throw new InvalidTokenError('the access token has expired');
+      }
+      if (!this.directory.isActive(memo.clientId)) throw new InvalidTokenError('the client was revoked');
+      return memo.caller;
+    }
+    if (!token.startsWith(TOKEN_PREFIX)) throw new InvalidTokenError('malformed access token');
+    const dot = token.indexOf('.', TOKEN_PREFIX.length);
+    if (dot < 0) throw new InvalidTokenError('malformed access token');
+    const payload = token.slice(TOKEN_PREFIX.length, dot);
+    const given = Buffer.from(token.slice(dot + 1), 'base64url');
+    const expected = Buffer.from(this.mac(payload), 'base64url');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new InvalidTokenError('invalid access token signature');
+    let claims: AccessClaims;
+    try {
+      claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as AccessClaims;
+    } catch {
+      throw new InvalidTokenError('malformed access token');
+    }
+    const expiresAt = claims.exp * 1000;
+    if (!(expiresAt > now)) throw new InvalidTokenError('the access token has expired');
+    if (!this.directory.isActive(claims.sub)) throw new InvalidTokenError('the client was revoked');
+    const caller: Caller = { participant: claims.pid, role: claims.role, scopes: claims.scp.split(' ') };
+    if (claims.org) caller.organization = claims.org;
+    if (claims.res) caller.fhirUser = claims.res;
+    // Organisations act for themselves: a system or lab linked to an Organization is its custodian.
+    if (!caller.organization && claims.res?.startsWith('Organization/')) caller.organization = claims.res;
+    Object.freeze(caller.scopes);
+    Object.freeze(caller);
+    if (this.verified.size >= MEMO_LIMIT) this.verified.clear();
+    this.verified.set(token, { caller, clientId: claims.sub, expiresAt });
+    return caller;
+  }
+
+  /** The client id behind a verified access token (for audit), without re-verifying. */
+  clientIdOf(token: string): string | undefined {
+    return this.verified.get(token)?.clientId;
+  }
+}
+
+function assertionFailure(err: unknown): string {
+  if (err instanceof joseErrors.JWTExpired) return 'client_assertion has expired';
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return `client_assertion claim check failed: ${err.claim} ${err.reason}`;
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'client_assertion signature does not verify';
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'client_assertion algorithm not allowed';
+  return 'client_assertion is invalid';
+}

@@ -1,0 +1,144 @@
+/**
+ * HTTP face of authentication: `POST /auth/token` (SMART Backend Services), the SMART configuration document, and
+ * the hook that authenticates every FHIR request and attaches the caller's AccessPolicy to it.
+ *
+ * `registerAuth(app, options)` adds the hook to the given (root) instance, so it applies to the FHIR routes
+ * whatever plugin registers them; the token route lives in its own encapsulated scope with its own form parser.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { OpenAccess, type AccessPolicy, type Caller } from '../../access/policy.js';
+import { InvalidTokenError, OAuthError, TokenService, type TokenRequest } from '../../access/tokens.js';
+import { roleScopes } from '../../access/scopes.js';
+import { issue, operationOutcome } from '../outcome.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The authenticated caller of a FHIR request (set by the auth hook). */
+    hieCaller?: Caller;
+    /** The caller's access policy: every FhirContext of this request uses it. */
+    hieAccess?: AccessPolicy;
+  }
+}
+
+export interface AuthOptions {
+  tokens: TokenService;
+  /** Builds the caller's access policy (src/access/access-policy.ts). */
+  policyFor: (caller: Caller, request: FastifyRequest) => AccessPolicy;
+  /** Mount point of the FHIR API. */
+  fhirPrefix?: string;
+  /** Public base URL of the service (no trailing slash); the token URL, which assertions must name as `aud`, derives from it. */
+  publicBaseUrl?: string;
+  /**
+   * Development only: no authentication, everyone may do everything, and only callers on a loopback address
+   * are served. Logged loudly at start.
+   */
+  devOpenLoopback?: boolean;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
+const FORM = 'application/x-www-form-urlencoded';
+const TOKEN_PARAMS = ['grant_type', 'client_assertion_type', 'client_assertion', 'scope'] as const;
+
+function baseUrlOf(request: FastifyRequest, configured: string | undefined): string {
+  return configured ?? `${request.protocol}://${request.host}`;
+}
+
+function sendUnauthorized(reply: FastifyReply, diagnostics: string, tokenError: boolean): FastifyReply {
+  // RFC 6750 §3: error attributes only when a token was presented. Never echo the token.
+  const challenge = tokenError
+    ? `Bearer realm="hie-ledger", error="invalid_token", error_description="${diagnostics.replace(/"/g, "'")}"`
+    : 'Bearer realm="hie-ledger"';
+  return reply
+    .code(401)
+    .header('www-authenticate', challenge)
+    .header('content-type', 'application/fhir+json; charset=utf-8')
+    .send(JSON.stringify(operationOutcome([issue('error', 'login', diagnostics)])));
+}
+
+export function smartConfiguration(baseUrl: string): Record<string, unknown> {
+  return {
+    issuer: baseUrl,
+    token_endpoint: `${baseUrl}/auth/token`,
+    grant_types_supported: ['client_credentials'],
+    token_endpoint_auth_methods_supported: ['private_key_jwt'],
+    token_endpoint_auth_signing_alg_values_supported: ['ES384', 'ES256'],
+    scopes_supported: [...new Set(['system', 'clinician', 'lab', 'patient'].flatMap((r) => roleScopes(r as 'system')))],
+    response_types_supported: ['token'],
+    capabilities: ['client-confidential-asymmetric', 'permission-v2', 'context-standalone-patient'],
+    code_challenge_methods_supported: [],
+  };
+}
+
+export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
+  const prefix = options.fhirPrefix ?? '/fhir';
+  const { tokens } = options;
+
+  if (options.devOpenLoopback) {
+    app.log.warn(
+      '!!! DEVELOPMENT MODE: authentication and consent are OFF; only loopback callers are served. Never use this with real data. !!!',
+    );
+  }
+
+  // Paths under the FHIR prefix that must stay public: the capability statement (clients discover auth from it)
+  // and the SMART configuration.
+  const publicFhirPaths = new Set([`${prefix}/metadata`, `${prefix}/.well-known/smart-configuration`]);
+
+  app.addHook('onRequest', async (request, reply) => {
+    const url = request.url;
+    if (!(url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`))) return;
+    const query = url.indexOf('?');
+    if (publicFhirPaths.has(query < 0 ? url : url.slice(0, query))) return;
+
+    if (options.devOpenLoopback) {
+      if (!LOOPBACK.has(request.socket.remoteAddress ?? '')) return sendUnauthorized(reply, 'development mode serves loopback callers only', false);
+      request.hieAccess = new OpenAccess({ participant: 'dev-open', role: 'open', scopes: ['system/*.*'] });
+      request.hieCaller = request.hieAccess.caller;
+      return;
+    }
+
+    const header = request.headers.authorization;
+    if (!header) return sendUnauthorized(reply, 'authentication required: send an access token from /auth/token as a Bearer token', false);
+    const match = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/i.exec(header);
+    if (!match) return sendUnauthorized(reply, 'malformed Authorization header: expected Bearer', true);
+    try {
+      const caller = tokens.verifyAccessToken(match[1]);
+      request.hieCaller = caller;
+      request.hieAccess = options.policyFor(caller, request);
+    } catch (err) {
+      if (err instanceof InvalidTokenError) return sendUnauthorized(reply, err.reason, true);
+      throw err;
+    }
+  });
+
+  const sendSmartConfiguration = async (request: FastifyRequest, reply: FastifyReply) =>
+    reply.header('cache-control', 'no-cache').send(smartConfiguration(baseUrlOf(request, options.publicBaseUrl)));
+  app.get('/.well-known/smart-configuration', sendSmartConfiguration);
+  app.get(`${prefix}/.well-known/smart-configuration`, sendSmartConfiguration);
+
+  void app.register(async (scope) => {
+    scope.addContentTypeParser(FORM, { parseAs: 'string', bodyLimit: 64 * 1024 }, (_request, body, done) => {
+      done(null, new URLSearchParams(body as string));
+    });
+    scope.setErrorHandler(async (error: Error & { statusCode?: number }, _request, reply) => {
+      const oauth =
+        error instanceof OAuthError
+          ? error
+          : new OAuthError('invalid_request', (error.statusCode ?? 500) < 500 ? `malformed token request (${error.message})` : 'the token request failed');
+      if (!(error instanceof OAuthError) && (error.statusCode ?? 500) >= 500) reply.log.error({ err: error.name }, 'token endpoint failure');
+      return reply.code(oauth.status).header('cache-control', 'no-store').header('pragma', 'no-cache').send(oauth.toJSON());
+    });
+    scope.post('/auth/token', async (request, reply) => {
+      if (!(request.body instanceof URLSearchParams)) throw new OAuthError('invalid_request', `the token request must be ${FORM}`);
+      const params = request.body;
+      const tokenRequest: TokenRequest = {};
+      for (const name of TOKEN_PARAMS) {
+        const values = params.getAll(name);
+        if (values.length > 1) throw new OAuthError('invalid_request', `${name} is repeated`);
+        if (values.length === 1) tokenRequest[name] = values[0];
+      }
+      const tokenUrl = `${baseUrlOf(request, options.publicBaseUrl)}/auth/token`;
+      const response = await tokens.exchange(tokenRequest, tokenUrl);
+      return reply.header('cache-control', 'no-store').header('pragma', 'no-cache').send(response);
+    });
+  });
+}

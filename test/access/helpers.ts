@@ -1,0 +1,61 @@
+/** Test helpers: clients with real ECDSA keys and RFC 7523 assertions signed with them. */
+import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { SignJWT } from 'jose';
+import type { ClientDirectory, ClientRecord } from '../../src/access/tokens.js';
+import type { ParticipantRole } from '../../src/access/scopes.js';
+
+export interface TestClient extends ClientRecord {
+  privateKey: KeyObject;
+}
+
+export function makeClient(clientId: string, role: ParticipantRole, extra: Partial<ClientRecord> = {}, curve: 'P-384' | 'P-256' = 'P-384'): TestClient {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: curve });
+  return { clientId, pseudonym: `ps-${clientId}`, role, publicKey, privateKey, ...extra };
+}
+
+export class MapDirectory implements ClientDirectory {
+  readonly clients = new Map<string, TestClient>();
+  readonly revoked = new Set<string>();
+  add(client: TestClient): TestClient {
+    this.clients.set(client.clientId, client);
+    return client;
+  }
+  findClient(clientId: string): ClientRecord | undefined {
+    return this.revoked.has(clientId) ? undefined : this.clients.get(clientId);
+  }
+  isActive(clientId: string): boolean {
+    return this.clients.has(clientId) && !this.revoked.has(clientId);
+  }
+}
+
+export interface AssertionOptions {
+  alg?: string;
+  iss?: string;
+  sub?: string;
+  aud?: string;
+  expSeconds?: number;
+  jti?: string;
+  key?: KeyObject;
+}
+
+export async function assertion(client: TestClient, tokenUrl: string, options: AssertionOptions = {}): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  const alg = options.alg ?? (client.publicKey.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? 'ES256' : 'ES384');
+  return new SignJWT({ jti: options.jti ?? randomUUID() })
+    .setProtectedHeader({ alg, typ: 'JWT' })
+    .setIssuer(options.iss ?? client.clientId)
+    .setSubject(options.sub ?? client.clientId)
+    .setAudience(options.aud ?? tokenUrl)
+    .setIssuedAt(now)
+    .setExpirationTime(now + (options.expSeconds ?? 240))
+    .sign(options.key ?? client.privateKey);
+}
+
+export function tokenForm(clientAssertion: string, extra: Record<string, string> = {}): string {
+  return new URLSearchParams({
+    grant_type: 'client_credentials',
+    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+    client_assertion: clientAssertion,
+    ...extra,
+  }).toString();
+}

@@ -1,0 +1,197 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { SignJWT } from 'jose';
+import { TokenService } from '../../src/access/tokens.js';
+import { OpenAccess } from '../../src/access/policy.js';
+import { registerAuth } from '../../src/fhir/http/auth-routes.js';
+import { assertion, makeClient, MapDirectory, tokenForm } from './helpers.js';
+
+const BASE = 'http://hie.test';
+const TOKEN_URL = `${BASE}/auth/token`;
+
+describe('SMART Backend Services token endpoint and FHIR authentication', () => {
+  const directory = new MapDirectory();
+  const system = directory.add(makeClient('ehr-system', 'system', { organization: 'Organization/hosp' }));
+  const clinician = directory.add(makeClient('dr-who', 'clinician', { resource: 'Practitioner/7', organization: 'Organization/hosp' }, 'P-256'));
+  const patient = directory.add(makeClient('pat-1', 'patient', { resource: 'Patient/p1' }));
+  const lab = directory.add(makeClient('lab-1', 'lab', { resource: 'Organization/lab' }));
+  const stranger = makeClient('stranger', 'system');
+  let now = Date.now();
+  const tokens = new TokenService({ directory, secret: randomBytes(32), now: () => now });
+  let app: FastifyInstance;
+  const logLines: string[] = [];
+
+  beforeAll(async () => {
+    app = Fastify({ logger: { level: 'info', stream: { write: (line: string) => void logLines.push(line) } } });
+    registerAuth(app, { tokens, policyFor: (caller) => new OpenAccess(caller), publicBaseUrl: BASE });
+    app.get('/fhir/Patient/:id', async (request) => ({ caller: request.hieCaller, hasPolicy: request.hieAccess !== undefined }));
+    app.get('/fhir/metadata', async () => ({ resourceType: 'CapabilityStatement' }));
+    await app.ready();
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  async function requestToken(body: string) {
+    return app.inject({ method: 'POST', url: '/auth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: body });
+  }
+
+  it('issues a short-lived token with role scopes to a system client', async () => {
+    const res = await requestToken(tokenForm(await assertion(system, TOKEN_URL)));
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['cache-control']).toBe('no-store');
+    const body = res.json();
+    expect(body.token_type).toBe('Bearer');
+    expect(body.expires_in).toBeLessThanOrEqual(300);
+    expect(body.scope.split(' ')).toEqual(['system/*.rs', 'system/*.cud']);
+    const fhir = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${body.access_token}` } });
+    expect(fhir.statusCode).toBe(200);
+    expect(fhir.json().caller).toMatchObject({ participant: 'ps-ehr-system', role: 'system', organization: 'Organization/hosp' });
+    expect(fhir.json().hasPolicy).toBe(true);
+  });
+
+  it('gives clinicians user scopes with fhirUser (ES256 key) and patients patient scopes with patient context', async () => {
+    const c = (await requestToken(tokenForm(await assertion(clinician, TOKEN_URL)))).json();
+    expect(c.scope).toBe('user/*.rs user/*.cud');
+    expect(c.fhirUser).toBe('Practitioner/7');
+    const p = (await requestToken(tokenForm(await assertion(patient, TOKEN_URL)))).json();
+    expect(p.scope).toBe('patient/*.rs patient/Consent.cud');
+    expect(p.patient).toBe('p1');
+    const l = (await requestToken(tokenForm(await assertion(lab, TOKEN_URL)))).json();
+    expect(l.scope).toContain('user/Observation.cud');
+    expect(l.scope).not.toContain('user/*.cud');
+  });
+
+  it('grants only the requested scopes the role allows', async () => {
+    const res = await requestToken(tokenForm(await assertion(patient, TOKEN_URL), { scope: 'patient/Observation.rs system/*.cruds' }));
+    expect(res.json().scope).toBe('patient/Observation.rs');
+    const none = await requestToken(tokenForm(await assertion(patient, TOKEN_URL), { scope: 'system/*.cruds' }));
+    expect(none.statusCode).toBe(400);
+    expect(none.json().error).toBe('invalid_scope');
+  });
+
+  const attacks: [string, () => Promise<string>][] = [
+    ['a bad signature (another key)', async () => assertion(system, TOKEN_URL, { key: stranger.privateKey })],
+    ['alg none', async () => {
+      const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+      const t = Math.floor(Date.now() / 1000);
+      return `${enc({ alg: 'none', typ: 'JWT' })}.${enc({ iss: system.clientId, sub: system.clientId, aud: TOKEN_URL, exp: t + 60, jti: 'x1' })}.`;
+    }],
+    ['HS256 keyed with the public key', async () => {
+      const pem = system.publicKey.export({ type: 'spki', format: 'pem' });
+      return new SignJWT({ jti: 'hs-1' }).setProtectedHeader({ alg: 'HS256' }).setIssuer(system.clientId).setSubject(system.clientId)
+        .setAudience(TOKEN_URL).setExpirationTime('2m').sign(new TextEncoder().encode(pem as string));
+    }],
+    ['the wrong aud', async () => assertion(system, TOKEN_URL, { aud: 'http://elsewhere/auth/token' })],
+    ['an expired assertion', async () => assertion(system, TOKEN_URL, { expSeconds: -60 })],
+    ['exp more than five minutes ahead', async () => assertion(system, TOKEN_URL, { expSeconds: 3600 })],
+    ['iss different from sub', async () => assertion(system, TOKEN_URL, { sub: 'someone-else' })],
+    ['ES256 with a P-384 key', async () => assertion(system, TOKEN_URL, { alg: 'ES256' }).catch(() => 'x.y.z')],
+    ['an unknown client', async () => assertion(stranger, TOKEN_URL)],
+    ['garbage', async () => 'not-a-jwt'],
+  ];
+  for (const [name, make] of attacks) {
+    it(`refuses ${name} with invalid_client and no token`, async () => {
+      const res = await requestToken(tokenForm(await make()));
+      expect(res.statusCode).toBe(401);
+      expect(res.json()).toMatchObject({ error: 'invalid_client' });
+      expect(res.body).not.toContain('access_token');
+    });
+  }
+
+  it('refuses a reused jti', async () => {
+    const a = await assertion(system, TOKEN_URL, { jti: 'once-only' });
+    expect((await requestToken(tokenForm(a))).statusCode).toBe(200);
+    const again = await requestToken(tokenForm(a));
+    expect(again.statusCode).toBe(401);
+    expect(again.json().error).toBe('invalid_client');
+  });
+
+  it('answers malformed requests with invalid_request / unsupported_grant_type', async () => {
+    const a = await assertion(system, TOKEN_URL);
+    expect((await requestToken(tokenForm(a, { grant_type: 'password' }))).json().error).toBe('unsupported_grant_type');
+    expect((await requestToken('grant_type=client_credentials')).json().error).toBe('invalid_request');
+    expect((await requestToken(`${tokenForm(a)}&client_assertion=${a}`)).json().error).toBe('invalid_request');
+    const json = await app.inject({ method: 'POST', url: '/auth/token', headers: { 'content-type': 'application/json' }, payload: '{}' });
+    expect(json.statusCode).toBe(400);
+    expect(json.json().error).toBe('invalid_request');
+  });
+
+  it('refuses a revoked client at once, even with an unexpired token', async () => {
+    const revocable = directory.add(makeClient('revocable', 'system'));
+    const token = (await requestToken(tokenForm(await assertion(revocable, TOKEN_URL)))).json().access_token;
+    const ok = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${token}` } });
+    expect(ok.statusCode).toBe(200);
+    directory.revoked.add('revocable');
+    const refused = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${token}` } });
+    expect(refused.statusCode).toBe(401);
+    const again = await requestToken(tokenForm(await assertion(revocable, TOKEN_URL)));
+    expect(again.json().error).toBe('invalid_client');
+  });
+
+  it('answers FHIR requests with no, forged or expired tokens with 401, WWW-Authenticate and an OperationOutcome', async () => {
+    const none = await app.inject({ method: 'GET', url: '/fhir/Patient/1' });
+    expect(none.statusCode).toBe(401);
+    expect(none.headers['www-authenticate']).toMatch(/^Bearer/);
+    expect(none.json()).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'login' }] });
+
+    const good = (await requestToken(tokenForm(await assertion(system, TOKEN_URL)))).json().access_token as string;
+    const [prefix, payload, mac] = good.split('.');
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString());
+    const forgedPayload = Buffer.from(JSON.stringify({ ...claims, role: 'admin' })).toString('base64url');
+    for (const forged of [`${prefix}.${forgedPayload}.${mac}`, `${good.slice(0, -2)}AA`, 'hat1.abc', 'eyJhbGciOiJub25lIn0.e30.']) {
+      const res = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${forged}` } });
+      expect(res.statusCode).toBe(401);
+      expect(res.headers['www-authenticate']).toContain('invalid_token');
+      expect(res.json().resourceType).toBe('OperationOutcome');
+    }
+    const basic = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: 'Basic Zm9vOmJhcg==' } });
+    expect(basic.statusCode).toBe(401);
+
+    now += 301_000;
+    const expired = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${good}` } });
+    now = Date.now();
+    expect(expired.statusCode).toBe(401);
+    expect(expired.json().issue[0].diagnostics).toContain('expired');
+  });
+
+  it('keeps /fhir/metadata and the SMART configuration public', async () => {
+    expect((await app.inject({ method: 'GET', url: '/fhir/metadata' })).statusCode).toBe(200);
+    for (const url of ['/.well-known/smart-configuration', '/fhir/.well-known/smart-configuration']) {
+      const res = await app.inject({ method: 'GET', url });
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toMatchObject({
+        token_endpoint: TOKEN_URL,
+        grant_types_supported: ['client_credentials'],
+        token_endpoint_auth_methods_supported: ['private_key_jwt'],
+        token_endpoint_auth_signing_alg_values_supported: ['ES384', 'ES256'],
+      });
+    }
+  });
+
+  it('never writes tokens or assertions to the log', async () => {
+    const a = await assertion(system, TOKEN_URL);
+    const token = (await requestToken(tokenForm(a))).json().access_token as string;
+    await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${token}` } });
+    await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${token}x` } });
+    const log = logLines.join('\n');
+    expect(log.length).toBeGreaterThan(0);
+    expect(log).not.toContain(token.split('.')[1]);
+    expect(log).not.toContain(a.split('.')[1]);
+  });
+});
+
+describe('development mode', () => {
+  it('opens access to loopback callers only', async () => {
+    const app = Fastify();
+    const tokens = new TokenService({ directory: new MapDirectory(), secret: randomBytes(32) });
+    registerAuth(app, { tokens, policyFor: () => { throw new Error('unused'); }, devOpenLoopback: true });
+    app.get('/fhir/Patient/:id', async (request) => ({ role: request.hieCaller?.role }));
+    const local = await app.inject({ method: 'GET', url: '/fhir/Patient/1', remoteAddress: '127.0.0.1' });
+    expect(local.json()).toEqual({ role: 'open' });
+    const remote = await app.inject({ method: 'GET', url: '/fhir/Patient/1', remoteAddress: '10.1.2.3' });
+    expect(remote.statusCode).toBe(401);
+    await app.close();
+  });
+});
