@@ -104,7 +104,7 @@ export class AnchorContract extends Contract {
     return readRecord(ctx, ctx.stub.createCompositeKey(BATCH_OBJECT, [root]));
   }
 
-  /** Every committed modification of an anchor key (getHistoryForKey), oldest first, as a JSON array. */
+  /** Every committed modification of an anchor key (getHistoryForKey: newest first, as in Fabric 2), as a JSON array. */
   @Transaction(false)
   @Param('key', 'string', 'HMAC-SHA-256 of the version reference, 64 lowercase hex')
   @Returns('string')
