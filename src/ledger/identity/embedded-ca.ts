@@ -37,7 +37,10 @@ interface RevokedEntry {
   revokedAt: string;
 }
 
-const crypto = webcrypto as unknown as Crypto;
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
+type EcKeyAlgorithm = webcrypto.EcKeyAlgorithm;
+const crypto = webcrypto;
 const HASH_FOR_CURVE: Record<EcKeyType, 'SHA-384' | 'SHA-256'> = { 'P-384': 'SHA-384', 'P-256': 'SHA-256' };
 const MSP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
