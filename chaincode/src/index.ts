@@ -3,10 +3,13 @@
  * starts on a peer or as a chaincode-as-a-service server; the embedded ledger loads the same classes in-process.
  */
 import { AnchorContract } from './anchor-contract';
+import { ConsentContract } from './consent-contract';
 
 export { AnchorContract } from './anchor-contract';
 export type { AnchorRecord, BatchRecord, KeyModificationRecord } from './anchor-contract';
 export { stableStringify, requireServiceCaller, txMeta, ROLE_ATTRIBUTE, SERVICE_ROLE } from './common';
 export type { TxMeta } from './common';
+export { ConsentContract, grantAllows } from './consent-contract';
+export type { AccessRecord, CheckResult, DenyRule, GrantRecord, PatientRecord, Period } from './consent-contract';
 
-export const contracts: (typeof AnchorContract)[] = [AnchorContract];
+export const contracts: (typeof AnchorContract | typeof ConsentContract)[] = [AnchorContract, ConsentContract];
