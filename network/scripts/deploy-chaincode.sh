@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Deploys the hie-ledger chaincode (chaincode/ package) as chaincode-as-a-service through the Fabric lifecycle:
+# package (connection.json + metadata.json), start the chaincode server with the package id, install on every
+# member org's peer, approve by each org, commit. Re-run with HIE_CHAINCODE_VERSION / HIE_CHAINCODE_SEQUENCE raised
+# to upgrade. Endorsement policy: HIE_SIGNATURE_POLICY (default: the channel's MAJORITY Endorsement).
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+require peer tar
+read -ra orderer <<<"$(orderer_args)"
+
+# 1. Package: for chaincode-as-a-service the code package only says where the chaincode server listens.
+work="$(mktemp -d)"
+trap 'rm -rf "${work}"' EXIT
+cp "${NETWORK_DIR}/chaincode/connection.json" "${work}/connection.json"
+sed "s/\"label\": *\"[^\"]*\"/\"label\": \"${CC_LABEL}\"/" "${NETWORK_DIR}/chaincode/metadata.json" >"${work}/metadata.json"
+package="${ARTIFACTS_DIR}/${CC_LABEL}.tar.gz"
+tar -C "${work}" -czf "${work}/code.tar.gz" connection.json
+tar -C "${work}" -czf "${package}" metadata.json code.tar.gz
+use_peer_admin hospital1
+package_id="$(peer lifecycle chaincode calculatepackageid "${package}")"
+log "package ${package}: ${package_id}"
+
+# 2. The chaincode server, identified by the package id.
+if [[ "${MODE}" == docker ]]; then
+  CHAINCODE_ID="${package_id}" compose up -d --build chaincode
+else
+  [[ -f "${PROJECT_DIR}/chaincode/dist/index.js" ]] || (cd "${PROJECT_DIR}" && npm run build --workspace chaincode)
+  [[ -f "${PID_DIR}/chaincode.pid" ]] && kill "$(cat "${PID_DIR}/chaincode.pid")" 2>/dev/null && rm -f "${PID_DIR}/chaincode.pid"
+  start_native chaincode env "CHAINCODE_ID=${package_id}" bash -c \
+    "cd '${PROJECT_DIR}/chaincode' && exec '${PROJECT_DIR}/node_modules/.bin/fabric-chaincode-node' server --chaincode-address=${CC_SERVER_ADDRESS} --chaincode-id=\"\${CHAINCODE_ID}\""
+fi
+wait_for_port "${CC_SERVER_ADDRESS##*:}" "the chaincode server"
+
+policy=()
+if [[ -n "${CC_SIGNATURE_POLICY}" ]]; then policy=(--signature-policy "${CC_SIGNATURE_POLICY}"); fi
+
+# 3. Install and approve, org by org (each org's admin acts for its org).
+for org in "${MEMBER_ORGS[@]}"; do
+  use_peer_admin "${org}"
+  if peer lifecycle chaincode queryinstalled --output json | grep -q "\"${package_id}\""; then
+    log "already installed on $(peer_name "${org}")"
+  else
+    log "installing on $(peer_name "${org}")"
+    peer lifecycle chaincode install "${package}"
+  fi
+  log "${ORG_MSP[${org}]} approves ${CC_NAME} ${CC_VERSION} (sequence ${CC_SEQUENCE})"
+  peer lifecycle chaincode approveformyorg "${orderer[@]}" --channelID "${CHANNEL}" --name "${CC_NAME}" \
+    --version "${CC_VERSION}" --package-id "${package_id}" --sequence "${CC_SEQUENCE}" "${policy[@]}"
+done
+
+# 4. Commit, endorsed by every member org's peer.
+use_peer_admin hospital1
+peer lifecycle chaincode checkcommitreadiness --channelID "${CHANNEL}" --name "${CC_NAME}" --version "${CC_VERSION}" \
+  --sequence "${CC_SEQUENCE}" "${policy[@]}" --output json
+peers=()
+for org in "${MEMBER_ORGS[@]}"; do
+  peers+=(--peerAddresses "localhost:${PEER_PORT[${org}]}" --tlsRootCertFiles "$(ca_cert "${org}")")
+done
+peer lifecycle chaincode commit "${orderer[@]}" --channelID "${CHANNEL}" --name "${CC_NAME}" --version "${CC_VERSION}" \
+  --sequence "${CC_SEQUENCE}" "${policy[@]}" "${peers[@]}"
+peer lifecycle chaincode querycommitted --channelID "${CHANNEL}" --name "${CC_NAME}"
+log "chaincode ${CC_NAME} is committed on ${CHANNEL}; next: enroll.sh service ORG and fabric-config.sh ORG"
