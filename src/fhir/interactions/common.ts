@@ -1,0 +1,181 @@
+/**
+ * What the interactions share: id rules, body parsing, validation at the door, version headers,
+ * the Prefer header, and the one path every write takes to the store.
+ */
+import {
+  FhirError,
+  badRequest,
+  forbidden,
+  issue,
+  notFound,
+  operationOutcome,
+  preconditionFailed,
+  unsupportedMediaType,
+  type OperationOutcomeIssue,
+} from '../outcome.js';
+import { JsonSyntaxError, parseFhirJson, toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
+import type { StoredVersion, WriteRequest } from '../store/resource-store.js';
+import type { ValidationOptions } from '../validation/validator.js';
+import type { FhirContext, FhirRequest, FhirResponse } from './types.js';
+import { jsonSyntaxError } from './router.js';
+
+/** FHIR R4 id: http://hl7.org/fhir/R4/datatypes.html#id */
+export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
+
+export const JSON_MEDIA_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json+fhir']);
+
+export function assertResourceType(context: FhirContext, resourceType: string | undefined): string {
+  if (!resourceType || !context.validator.isResourceType(resourceType)) {
+    throw notFound(`Resource type '${resourceType ?? ''}' is not supported by this server`);
+  }
+  return resourceType;
+}
+
+export function assertId(id: string | undefined, expression?: string): string {
+  if (id === undefined || !ID_PATTERN.test(id)) {
+    throw badRequest(`'${id ?? ''}' is not a valid FHIR id ([A-Za-z0-9-.]{1,64})`, expression);
+  }
+  return id;
+}
+
+/** Parse the request body as one FHIR resource (lossless numbers). 400 with the position for bad JSON. */
+export function parseResourceBody(request: FhirRequest): FhirResource {
+  if (request.resource) return request.resource;
+  if (request.body === undefined || request.body.trim() === '') throw badRequest('The request needs a FHIR resource as its body');
+  if (request.contentType && !JSON_MEDIA_TYPES.has(request.contentType)) {
+    throw unsupportedMediaType(`Content-Type '${request.contentType}' is not supported here; use application/fhir+json`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = parseFhirJson(request.body);
+  } catch (err) {
+    if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
+    throw err;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw badRequest('The body must be a JSON object (a FHIR resource)');
+  }
+  const resource = parsed as FhirResource;
+  if (typeof resource.resourceType !== 'string') throw badRequest('The body has no resourceType', 'resourceType');
+  return resource;
+}
+
+export function assertBodyType(resource: FhirResource, resourceType: string): void {
+  if (resource.resourceType !== resourceType) {
+    throw badRequest(
+      `The body is a ${resource.resourceType} but the URL names ${resourceType}`,
+      'resourceType',
+    );
+  }
+}
+
+/**
+ * Status of a failed validation. 400 when the resource is not valid FHIR R4 (schema, structure, cardinality,
+ * invariants, required bindings: FHIR's "failed basic FHIR validation rules"); 422 when it is valid R4 but breaks a
+ * profile or business rule (issues with code `business-rule`, FHIR's "violated applicable FHIR profiles or server
+ * business rules"). Patch results that fail validation are always 422: the request itself was well-formed.
+ */
+export function validationStatus(issues: OperationOutcomeIssue[]): 400 | 422 {
+  const errors = issues.filter((i) => i.severity === 'error' || i.severity === 'fatal');
+  return errors.length > 0 && errors.every((i) => i.code === 'business-rule') ? 422 : 400;
+}
+
+/** Validate before anything is stored; throws 400/422 with the validator's issues. */
+export function validateResource(
+  context: FhirContext,
+  resource: FhirResource,
+  mode: ValidationOptions['mode'],
+  statusOverride?: 422,
+): OperationOutcomeIssue[] {
+  const result = context.validator.validate(toPlainJson(resource), { mode });
+  if (!result.valid) throw new FhirError(statusOverride ?? validationStatus(result.issues), result.issues);
+  return result.issues;
+}
+
+/** `W/"3"`, `"3"` or `3` -> 3; undefined for anything else. */
+export function parseETagVersion(value: string): number | undefined {
+  const match = /^\s*(?:W\/)?"?(\d+)"?\s*$/.exec(value);
+  return match ? Number(match[1]) : undefined;
+}
+
+/** The If-Match precondition as a version number; 412 when it names no version at all. */
+export function ifMatchVersion(request: FhirRequest): number | undefined {
+  if (request.ifMatch === undefined) return undefined;
+  const version = parseETagVersion(request.ifMatch);
+  if (version === undefined) throw preconditionFailed(`If-Match '${request.ifMatch}' names no version (expected W/"n")`);
+  return version;
+}
+
+export function httpDate(instant: string): string {
+  return new Date(instant).toUTCString();
+}
+
+export function versionHeaders(version: StoredVersion): Record<string, string> {
+  return { ETag: `W/"${version.versionId}"`, 'Last-Modified': httpDate(version.lastUpdated) };
+}
+
+export function versionLocation(baseUrl: string, version: StoredVersion): string {
+  return `${baseUrl}/${version.resourceType}/${version.id}/_history/${version.versionId}`;
+}
+
+/** The stored version a caller may see, or a 404 that does not tell whether it exists. */
+export function visibleOr404(context: FhirContext, version: StoredVersion | undefined, what: string): StoredVersion {
+  if (!version || !context.access.canRead(version)) throw notFound(`${what} is not known`);
+  return version;
+}
+
+/** The response to a successful write, shaped by `Prefer: return=`. */
+export function writeResponse(
+  request: FhirRequest,
+  version: StoredVersion,
+  status: 200 | 201,
+  issues: OperationOutcomeIssue[] = [],
+): FhirResponse {
+  const headers: Record<string, string> = { ...versionHeaders(version) };
+  if (status === 201 || request.method !== 'DELETE') headers.Location = versionLocation(request.baseUrl, version);
+  switch (request.preferReturn) {
+    case 'minimal':
+      return { status, headers };
+    case 'OperationOutcome': {
+      const outcome = operationOutcome(
+        issues.length > 0
+          ? issues
+          : [issue('information', 'informational', `${version.resourceType}/${version.id} version ${version.versionId} stored`)],
+      );
+      return { status, headers, body: outcome as unknown as FhirResource };
+    }
+    default:
+      return { status, headers, body: version.json };
+  }
+}
+
+/** Patient compartments of a resource (the hook from src/fhir/search/, or the resource itself if a Patient). */
+export function patientsOf(context: FhirContext, resource: FhirResource, id: string): string[] {
+  if (context.patientsOf) return context.patientsOf({ ...resource, id });
+  return resource.resourceType === 'Patient' ? [`Patient/${id}`] : [];
+}
+
+/**
+ * The one path every write takes to the store: the write permission, then index rows, compartments, custodian
+ * and the anchor hook filled in from the context.
+ */
+export async function writeVersion(
+  context: FhirContext,
+  request: Omit<WriteRequest, 'patients' | 'index' | 'custodian' | 'anchor'>,
+  existing: StoredVersion | undefined,
+): Promise<StoredVersion> {
+  const patients = request.resource ? patientsOf(context, request.resource, request.id) : (existing?.patients ?? []);
+  if (!context.access.canWrite(request.resourceType, existing, patients)) {
+    context.access.audit?.({ interaction: request.method, resourceType: request.resourceType, id: request.id, allowed: false, patients });
+    throw forbidden(`You may not write ${request.resourceType}/${request.id}`);
+  }
+  const withId = request.resource ? { ...request.resource, id: request.id } : undefined;
+  return context.store.write({
+    ...request,
+    resource: withId,
+    patients,
+    index: withId && context.indexEntries ? context.indexEntries(withId) : undefined,
+    custodian: context.access.caller.organization,
+    anchor: context.anchor,
+  });
+}

@@ -1,0 +1,374 @@
+/**
+ * patch: PATCH [base]/[type]/[id] (http://hl7.org/fhir/R4/http.html#patch) with either
+ * - JSON Patch (RFC 6902, `application/json-patch+json`), applied by fast-json-patch, or
+ * - FHIRPath Patch (http://hl7.org/fhir/R4/fhirpatch.html): a Parameters body whose `operation`s
+ *   (add, insert, delete, replace, move) find their targets with fhirpath and its R4 model.
+ * The result must keep its type and id and pass validation (else 422: the request was well-formed but cannot
+ * be applied). It is written with If-Match on the version it was computed from, so a concurrent change is a 409
+ * rather than a lost update.
+ */
+import jsonPatch, { type Operation as JsonPatchOperation } from 'fast-json-patch';
+import fhirpath from 'fhirpath';
+import r4Model from 'fhirpath/fhir-context/r4/index.js';
+import { FhirError, badRequest, conflict, gone, preconditionFailed, unprocessable, unsupportedMediaType } from '../outcome.js';
+import {
+  JsonSyntaxError,
+  LosslessNumber,
+  cloneFhirJson,
+  parseFhirJson,
+  toPlainJson,
+  type FhirResource,
+} from '../../mapping/fhir-json.js';
+import {
+  assertId,
+  assertResourceType,
+  ifMatchVersion,
+  validateResource,
+  visibleOr404,
+  writeResponse,
+  writeVersion,
+} from './common.js';
+import { jsonSyntaxError } from './router.js';
+import type { InteractionHandler } from './types.js';
+
+const JSON_PATCH = 'application/json-patch+json';
+
+export const patch: InteractionHandler = async (request, context) => {
+  const resourceType = assertResourceType(context, request.resourceType);
+  context.access.authorize('patch', resourceType);
+  const id = assertId(request.id);
+  if (!request.body || request.body.trim() === '') throw badRequest('PATCH needs a JSON Patch or a FHIRPath Patch Parameters body');
+  const kind =
+    request.contentType === JSON_PATCH
+      ? 'json'
+      : request.contentType === 'application/fhir+json' || request.contentType === 'application/json'
+        ? 'fhirpath'
+        : undefined;
+  if (!kind) {
+    throw unsupportedMediaType(
+      `PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch), not '${request.contentType ?? 'none'}'`,
+    );
+  }
+  let document: unknown;
+  try {
+    document = parseFhirJson(request.body);
+  } catch (err) {
+    if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
+    throw err;
+  }
+
+  const ifMatch = ifMatchVersion(request);
+  const current = visibleOr404(context, await context.store.read(resourceType, id), `${resourceType}/${id}`);
+  if (current.deleted) throw gone(`${resourceType}/${id} was deleted; a patch needs a resource`);
+  if (ifMatch !== undefined && current.versionId !== ifMatch) {
+    throw preconditionFailed(`If-Match W/"${ifMatch}" does not match: the current version is ${current.versionId}`);
+  }
+
+  const original = parseFhirJson<FhirResource>(current.json!);
+  const patched = kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
+  if (patched === null || typeof patched !== 'object' || patched.resourceType !== resourceType || patched.id !== id) {
+    throw unprocessable(`The patch changes the resource's type or id; it must stay ${resourceType}/${id}`, `${resourceType}.id`);
+  }
+  const issues = validateResource(context, patched, 'update', 422);
+
+  let version;
+  try {
+    version = await writeVersion(context, { resourceType, id, resource: patched, method: 'PATCH', ifMatch: current.versionId }, current);
+  } catch (err) {
+    // Our own If-Match failed: someone wrote in between. The client asked for no precondition, so this is a conflict.
+    if (err instanceof FhirError && err.status === 412 && ifMatch === undefined) {
+      throw conflict(`${resourceType}/${id} changed while the patch was applied; read it again and retry`);
+    }
+    throw err;
+  }
+  return writeResponse(request, version, 200, issues.filter((i) => i.severity !== 'error' && i.severity !== 'fatal'));
+};
+
+// ---- JSON Patch -------------------------------------------------------------------------------------------
+
+function applyJsonPatch(resource: FhirResource, document: unknown): FhirResource {
+  if (!Array.isArray(document)) throw badRequest('A JSON Patch body is an array of operations');
+  const operations = document as JsonPatchOperation[];
+  const target = cloneFhirJson(resource);
+  const structural = jsonPatch.validate(operations, undefined);
+  if (structural) throw badRequest(`JSON Patch operation ${structural.index}: ${structural.message.split('\n')[0]}`);
+  try {
+    // Mutate our own clone: fast-json-patch's own cloning goes through JSON and would flatten LosslessNumbers.
+    jsonPatch.applyPatch(target, operations, true, true, true);
+  } catch (err) {
+    if (err instanceof jsonPatch.JsonPatchError) {
+      throw unprocessable(`JSON Patch operation ${err.index ?? '?'} cannot be applied: ${err.message.split('\n')[0]}`);
+    }
+    throw err;
+  }
+  return reviveLosslessNumbers(target) as FhirResource;
+}
+
+/** `copy` clones through JSON, turning LosslessNumbers into plain objects: turn them back. */
+function reviveLosslessNumbers(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || value instanceof LosslessNumber) return value;
+  if (Array.isArray(value)) return value.map(reviveLosslessNumbers);
+  const record = value as Record<string, unknown>;
+  if (record.isLosslessNumber === true && typeof record.value === 'string' && Object.keys(record).length === 2) {
+    return new LosslessNumber(record.value);
+  }
+  for (const key of Object.keys(record)) record[key] = reviveLosslessNumbers(record[key]);
+  return record;
+}
+
+// ---- FHIRPath Patch ---------------------------------------------------------------------------------------
+
+interface ParametersPart {
+  name?: string;
+  part?: ParametersPart[];
+  [valueX: string]: unknown;
+}
+
+interface PatchOperation {
+  type: 'add' | 'insert' | 'delete' | 'replace' | 'move';
+  path: string;
+  name?: string;
+  value?: unknown;
+  /** The `value[x]` type suffix (e.g. `String`), for choice elements. */
+  valueType?: string;
+  index?: number;
+  source?: number;
+  destination?: number;
+}
+
+interface Target {
+  /** The JSON object holding the element. */
+  parent: Record<string, unknown>;
+  /** Its JSON key (choice elements resolved, e.g. `deceasedBoolean`). */
+  key: string;
+  /** Position in the array, when the element repeats. */
+  index: number | null;
+  /** FHIR paths the model knows the element's parent by (its type, e.g. `HumanName`, and its path, e.g. `Patient.name`). */
+  parentTypePaths: string[];
+  /** The same for the element itself (where add puts children). */
+  typePaths: string[];
+}
+
+const model = r4Model as unknown as {
+  choiceTypePaths: Record<string, string[]>;
+  path2Repeating?: Record<string, boolean>;
+};
+
+function valueOf(part: ParametersPart): { value: unknown; valueType?: string } | undefined {
+  for (const key of Object.keys(part)) {
+    if (key.startsWith('value') && key.length > 5) return { value: part[key], valueType: key.slice(5) };
+  }
+  if (Array.isArray(part.part)) {
+    // A complex value given as parts: each part is one element of the value.
+    const value: Record<string, unknown> = {};
+    for (const sub of part.part) {
+      if (typeof sub.name !== 'string') continue;
+      const inner = valueOf(sub);
+      if (inner) value[sub.name] = inner.value;
+    }
+    return { value };
+  }
+  return undefined;
+}
+
+function parseOperations(document: unknown): PatchOperation[] {
+  const parameters = document as { resourceType?: unknown; parameter?: ParametersPart[] };
+  if (!parameters || typeof parameters !== 'object' || parameters.resourceType !== 'Parameters') {
+    throw badRequest('A FHIRPath Patch body is a Parameters resource', 'resourceType');
+  }
+  const operations: PatchOperation[] = [];
+  (parameters.parameter ?? []).forEach((parameter, i) => {
+    const where = `Parameters.parameter[${i}]`;
+    if (parameter.name !== 'operation') throw badRequest(`Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, `${where}.name`);
+    const parts = new Map<string, ParametersPart>();
+    for (const part of parameter.part ?? []) if (typeof part.name === 'string') parts.set(part.name, part);
+    const text = (name: string) => {
+      const part = parts.get(name);
+      const v = part && (part.valueCode ?? part.valueString ?? part.valueUri);
+      return typeof v === 'string' ? v : undefined;
+    };
+    const integer = (name: string) => {
+      const v = parts.get(name)?.valueInteger;
+      const n = v instanceof LosslessNumber ? Number(v.value) : v;
+      return typeof n === 'number' && Number.isInteger(n) ? n : undefined;
+    };
+    const type = text('type');
+    if (!type || !['add', 'insert', 'delete', 'replace', 'move'].includes(type)) {
+      throw badRequest(`Operation type must be add, insert, delete, replace or move, not '${type ?? ''}'`, `${where}.part`);
+    }
+    const path = text('path');
+    if (!path) throw badRequest('Every FHIRPath Patch operation needs a path', `${where}.part`);
+    const value = parts.has('value') ? valueOf(parts.get('value')!) : undefined;
+    const op: PatchOperation = {
+      type: type as PatchOperation['type'],
+      path,
+      name: text('name'),
+      value: value?.value,
+      valueType: value?.valueType,
+      index: integer('index'),
+      source: integer('source'),
+      destination: integer('destination'),
+    };
+    const need = (ok: boolean, what: string) => {
+      if (!ok) throw badRequest(`A FHIRPath Patch '${type}' operation needs ${what}`, `${where}.part`);
+    };
+    if (type === 'add') need(op.name !== undefined && value !== undefined, 'a name and a value');
+    if (type === 'insert') need(op.index !== undefined && value !== undefined, 'an index and a value');
+    if (type === 'replace') need(value !== undefined, 'a value');
+    if (type === 'move') need(op.source !== undefined && op.destination !== undefined, 'a source and a destination');
+    operations.push(op);
+  });
+  return operations;
+}
+
+/** JSON key of element `name` in `parent` (choice elements: `deceased` -> `deceasedBoolean`). */
+function jsonKey(parent: Record<string, unknown>, name: string): string {
+  if (name in parent) return name;
+  for (const key of Object.keys(parent)) {
+    if (key.startsWith(name) && key.length > name.length && /[A-Z]/.test(key[name.length])) return key;
+  }
+  return name;
+}
+
+interface FhirPathNode {
+  parentResNode: FhirPathNode | null;
+  propName: string | null;
+  index: number | null;
+  path: string | null;
+  fhirNodeDataType?: string | null;
+}
+
+/** Evaluate `path` and map each result back to its place in `resource` (which may hold LosslessNumbers). */
+function locate(resource: FhirResource, path: string, opIndex: number): Target[] {
+  let nodes: unknown[];
+  try {
+    nodes = fhirpath.evaluate(toPlainJson(resource), path, {}, r4Model, { resolveInternalTypes: false }) as unknown[];
+  } catch (err) {
+    throw badRequest(
+      `Operation ${opIndex}: the path '${path}' is not a FHIRPath expression this server evaluates: ${(err as Error).message}`,
+      `Parameters.parameter[${opIndex}]`,
+    );
+  }
+  return nodes.map((node) => {
+    const chain: FhirPathNode[] = [];
+    for (let n = node as FhirPathNode | null; n?.parentResNode; n = n.parentResNode) chain.unshift(n);
+    // The resource itself (path `Patient`): a holder whose only element is the resource, so add works at the top.
+    if (chain.length === 0) {
+      return { parent: { resource }, key: 'resource', index: null, parentTypePaths: [], typePaths: [resource.resourceType] };
+    }
+    let parent = resource as Record<string, unknown>;
+    for (let i = 0; i < chain.length; i++) {
+      const step = chain[i];
+      const key = jsonKey(parent, step.propName!);
+      if (i === chain.length - 1) {
+        return { parent, key, index: step.index, parentTypePaths: typePathsOf(step.parentResNode!), typePaths: typePathsOf(step) };
+      }
+      const child = parent[key];
+      parent = (step.index !== null && Array.isArray(child) ? child[step.index] : child) as Record<string, unknown>;
+    }
+    throw new Error('unreachable');
+  });
+}
+
+function typePathsOf(node: FhirPathNode): string[] {
+  return [node.fhirNodeDataType, node.path].filter((p): p is string => typeof p === 'string' && p !== '');
+}
+
+function single(targets: Target[], op: PatchOperation, i: number): Target {
+  if (targets.length !== 1) {
+    throw unprocessable(`Operation ${i} (${op.type}): '${op.path}' matches ${targets.length} elements; it must match exactly one`, `Parameters.parameter[${i}]`);
+  }
+  return targets[0];
+}
+
+function isRepeating(typePaths: string[], name: string): boolean {
+  return typePaths.some((p) => model.path2Repeating?.[`${p}.${name}`] === true);
+}
+
+function isChoice(typePaths: string[], name: string): boolean {
+  return typePaths.some((p) => model.choiceTypePaths[`${p}.${name}`] !== undefined);
+}
+
+function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirResource {
+  const operations = parseOperations(document);
+  const target = cloneFhirJson(resource);
+  operations.forEach((op, i) => {
+    switch (op.type) {
+      case 'add': {
+        const owner = single(locate(target, op.path, i), op, i);
+        const element = owner.index !== null ? (owner.parent[owner.key] as unknown[])[owner.index] : owner.parent[owner.key];
+        if (element === null || typeof element !== 'object' || Array.isArray(element)) {
+          throw unprocessable(`Operation ${i} (add): '${op.path}' is not an element that can have children`, `Parameters.parameter[${i}]`);
+        }
+        const container = element as Record<string, unknown>;
+        const key = isChoice(owner.typePaths, op.name!) && op.valueType ? `${op.name}${op.valueType}` : op.name!;
+        const existing = container[key];
+        if (Array.isArray(existing)) existing.push(op.value);
+        else if (existing === undefined) container[key] = isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value;
+        else throw unprocessable(`Operation ${i} (add): ${op.path}.${op.name} already has a value; use replace`, `Parameters.parameter[${i}]`);
+        break;
+      }
+      case 'insert': {
+        const list = listOf(locate(target, op.path, i), op, i);
+        if (op.index! < 0 || op.index! > list.items.length) {
+          throw unprocessable(`Operation ${i} (insert): index ${op.index} is outside 0..${list.items.length}`, `Parameters.parameter[${i}]`);
+        }
+        list.items.splice(op.index!, 0, op.value);
+        break;
+      }
+      case 'move': {
+        const list = listOf(locate(target, op.path, i), op, i);
+        const n = list.items.length;
+        if (op.source! < 0 || op.source! >= n || op.destination! < 0 || op.destination! >= n) {
+          throw unprocessable(`Operation ${i} (move): source and destination must be within 0..${n - 1}`, `Parameters.parameter[${i}]`);
+        }
+        const [moved] = list.items.splice(op.source!, 1);
+        list.items.splice(op.destination!, 0, moved);
+        break;
+      }
+      case 'delete': {
+        const targets = locate(target, op.path, i);
+        if (targets.length === 0) break; // deleting what is not there changes nothing (fhirpatch.html)
+        const one = single(targets, op, i);
+        if (one.index !== null && Array.isArray(one.parent[one.key])) {
+          const items = one.parent[one.key] as unknown[];
+          items.splice(one.index, 1);
+          if (items.length === 0) delete one.parent[one.key];
+        } else {
+          delete one.parent[one.key];
+        }
+        break;
+      }
+      case 'replace': {
+        const one = single(locate(target, op.path, i), op, i);
+        if (one.index !== null && Array.isArray(one.parent[one.key])) {
+          (one.parent[one.key] as unknown[])[one.index] = op.value;
+        } else {
+          // A choice element may change type: valueString -> valueQuantity.
+          const base = one.key.replace(/[A-Z][A-Za-z0-9]*$/, '');
+          if (isChoice(one.parentTypePaths, base) && op.valueType && one.key !== `${base}${op.valueType}`) {
+            delete one.parent[one.key];
+            one.parent[`${base}${op.valueType}`] = op.value;
+          } else {
+            one.parent[one.key] = op.value;
+          }
+        }
+        break;
+      }
+    }
+  });
+  return target;
+}
+
+/** The array an insert/move works on: `path` names the (repeating) element itself. */
+function listOf(targets: Target[], op: PatchOperation, i: number): { items: unknown[] } {
+  if (targets.length === 0) {
+    throw unprocessable(`Operation ${i} (${op.type}): '${op.path}' matches nothing`, `Parameters.parameter[${i}]`);
+  }
+  const first = targets[0];
+  const items = first.parent[first.key];
+  if (!Array.isArray(items) || targets.some((t) => t.parent !== first.parent || t.key !== first.key)) {
+    throw unprocessable(`Operation ${i} (${op.type}): '${op.path}' is not one list`, `Parameters.parameter[${i}]`);
+  }
+  return { items };
+}
