@@ -1,0 +1,199 @@
+/**
+ * The anchor batch journal: which versions went into which Merkle batch, in which order, with their leaf hashes.
+ *
+ * Why it exists, apart from the store's per-version anchor state:
+ * - Never anchor twice: a batch is written here ("prepared") before it is submitted, so after a crash or a lost
+ *   reply the very same batch (same root) is checked on the ledger and finished, instead of a new one being built.
+ * - Proofs: an inclusion proof needs every leaf of the batch; the journal has them in order.
+ * - Finding what is missing: a version row deleted behind the service's back is still named here, so the audit
+ *   can report `Type/id/_history/vid` as missing when its batch no longer recomputes to the on-chain root.
+ *
+ * It lives in its own tables (prefixed `integrity_`) of a SQLite file; leaf hashes and HMAC keys only, no health data.
+ */
+import Database from 'better-sqlite3';
+import type { VersionKey } from '../fhir/store/resource-store.js';
+
+export interface BatchMember extends VersionKey {
+  leafIndex: number;
+  leafHash: string;
+  ledgerKey: string;
+}
+
+export interface JournalBatch {
+  root: string;
+  leafCount: number;
+  state: 'prepared' | 'committed';
+  /** Chain height when the batch was prepared: where to look for its transaction after a crash. */
+  heightBefore: number;
+  transactionId?: string;
+  blockNumber?: number;
+  preparedAt: string;
+  committedAt?: string;
+}
+
+interface BatchRow {
+  root: string;
+  leaf_count: number;
+  state: 'prepared' | 'committed';
+  height_before: number;
+  transaction_id: string | null;
+  block_number: number | null;
+  prepared_at: string;
+  committed_at: string | null;
+}
+
+interface MemberRow {
+  leaf_index: number;
+  resource_type: string;
+  id: string;
+  version_id: number;
+  leaf_hash: string;
+  ledger_key: string;
+}
+
+const toBatch = (row: BatchRow): JournalBatch => ({
+  root: row.root,
+  leafCount: row.leaf_count,
+  state: row.state,
+  heightBefore: row.height_before,
+  transactionId: row.transaction_id ?? undefined,
+  blockNumber: row.block_number ?? undefined,
+  preparedAt: row.prepared_at,
+  committedAt: row.committed_at ?? undefined,
+});
+
+const toMember = (row: MemberRow): BatchMember => ({
+  leafIndex: row.leaf_index,
+  resourceType: row.resource_type,
+  id: row.id,
+  versionId: row.version_id,
+  leafHash: row.leaf_hash,
+  ledgerKey: row.ledger_key,
+});
+
+export class AnchorJournal {
+  private readonly db: Database.Database;
+
+  private constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('busy_timeout = 10000');
+    this.db.pragma('synchronous = FULL');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS integrity_batches (
+        root TEXT PRIMARY KEY,
+        leaf_count INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('prepared', 'committed')),
+        height_before INTEGER NOT NULL,
+        transaction_id TEXT,
+        block_number INTEGER,
+        prepared_at TEXT NOT NULL,
+        committed_at TEXT
+      );
+      CREATE TABLE IF NOT EXISTS integrity_batch_members (
+        root TEXT NOT NULL REFERENCES integrity_batches(root),
+        leaf_index INTEGER NOT NULL,
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version_id INTEGER NOT NULL,
+        leaf_hash TEXT NOT NULL,
+        ledger_key TEXT NOT NULL,
+        PRIMARY KEY (root, leaf_index)
+      );
+      CREATE INDEX IF NOT EXISTS integrity_batch_members_version
+        ON integrity_batch_members (resource_type, id, version_id);
+    `);
+  }
+
+  /** Opens (and creates) the journal tables in this SQLite file; `:memory:` for tests. */
+  static open(file: string): AnchorJournal {
+    return new AnchorJournal(file);
+  }
+
+  prepare(root: string, heightBefore: number, members: BatchMember[]): void {
+    const insertBatch = this.db.prepare(
+      `INSERT INTO integrity_batches (root, leaf_count, state, height_before, prepared_at)
+       VALUES (?, ?, 'prepared', ?, ?) ON CONFLICT (root) DO NOTHING`,
+    );
+    const insertMember = this.db.prepare(
+      `INSERT OR IGNORE INTO integrity_batch_members (root, leaf_index, resource_type, id, version_id, leaf_hash, ledger_key)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.db.transaction(() => {
+      insertBatch.run(root, members.length, heightBefore, new Date().toISOString());
+      for (const m of members) {
+        insertMember.run(root, m.leafIndex, m.resourceType, m.id, m.versionId, m.leafHash, m.ledgerKey);
+      }
+    })();
+  }
+
+  commit(root: string, transactionId: string, blockNumber: number): void {
+    this.db
+      .prepare(
+        `UPDATE integrity_batches SET state = 'committed', transaction_id = ?, block_number = ?, committed_at = ?
+         WHERE root = ?`,
+      )
+      .run(transactionId, blockNumber, new Date().toISOString(), root);
+  }
+
+  /** Batches prepared but not yet known to be committed, oldest first. */
+  prepared(): JournalBatch[] {
+    return (
+      this.db
+        .prepare(`SELECT * FROM integrity_batches WHERE state = 'prepared' ORDER BY prepared_at, rowid`)
+        .all() as BatchRow[]
+    ).map(toBatch);
+  }
+
+  batch(root: string): JournalBatch | undefined {
+    const row = this.db.prepare(`SELECT * FROM integrity_batches WHERE root = ?`).get(root) as
+      BatchRow | undefined;
+    return row && toBatch(row);
+  }
+
+  *batches(): IterableIterator<JournalBatch> {
+    for (const row of this.db
+      .prepare(`SELECT * FROM integrity_batches ORDER BY rowid`)
+      .iterate() as IterableIterator<BatchRow>) {
+      yield toBatch(row);
+    }
+  }
+
+  batchCount(): { prepared: number; committed: number } {
+    const rows = this.db
+      .prepare(`SELECT state, count(*) AS n FROM integrity_batches GROUP BY state`)
+      .all() as {
+      state: string;
+      n: number;
+    }[];
+    return {
+      prepared: rows.find((r) => r.state === 'prepared')?.n ?? 0,
+      committed: rows.find((r) => r.state === 'committed')?.n ?? 0,
+    };
+  }
+
+  /** The batch's members in leaf order. */
+  members(root: string): BatchMember[] {
+    return (
+      this.db
+        .prepare(`SELECT * FROM integrity_batch_members WHERE root = ? ORDER BY leaf_index`)
+        .all(root) as MemberRow[]
+    ).map(toMember);
+  }
+
+  /** The batch membership of one version (a version is in at most one committed batch). */
+  memberOf(key: VersionKey): (BatchMember & { root: string }) | undefined {
+    const row = this.db
+      .prepare(
+        `SELECT m.*, m.root AS root FROM integrity_batch_members m JOIN integrity_batches b ON b.root = m.root
+         WHERE m.resource_type = ? AND m.id = ? AND m.version_id = ?
+         ORDER BY b.state = 'committed' DESC, b.rowid DESC LIMIT 1`,
+      )
+      .get(key.resourceType, key.id, key.versionId) as (MemberRow & { root: string }) | undefined;
+    return row && { ...toMember(row), root: row.root };
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,286 @@
+/**
+ * The integrity path's write side (docs/integrity.md).
+ *
+ * 1. `anchorFor(version)` runs inside the store's write transaction (WriteRequest.anchor): it computes the
+ *    version's salted leaf hash and pseudonymous ledger key, and the store queues that PendingAnchor atomically
+ *    with the version. A crash after the write loses nothing: the anchor is in the outbox.
+ * 2. A background worker drains the outbox in Merkle batches (`batchSize`, or whatever is pending after
+ *    `intervalMs`), submits `anchor:AnchorBatch(root, leafCount)`, then marks the versions anchored.
+ *
+ * The ledger being slow or down never blocks or corrupts writes: the worker retries with backoff and the anchors
+ * stay pending (see `status()`). A batch is journalled before it is submitted and finished on restart, and an
+ * on-chain batch with the same root counts as committed, so nothing is ever anchored twice.
+ */
+import type {
+  PendingAnchor,
+  ResourceStore,
+  StoredVersion,
+  VersionKey,
+} from '../fhir/store/resource-store.js';
+import { canonicalOfVersion, leafHashOfCanonical, newSalt, type LedgerKeyring } from '../mapping/hashing.js';
+import { MerkleTree } from '../mapping/merkle.js';
+import type { BatchMember, JournalBatch, AnchorJournal } from './anchor-journal.js';
+import { AnchorContractClient } from './anchors.js';
+import type { Ledger } from './ledger.js';
+
+export interface AnchoringOptions {
+  /** Most leaves per ledger transaction. */
+  batchSize: number;
+  /** Longest wait before a partial batch goes out. */
+  intervalMs: number;
+  /** First retry delay after a ledger failure; doubles up to maxBackoffMs. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export const DEFAULT_ANCHORING: Required<AnchoringOptions> = {
+  batchSize: 1000,
+  intervalMs: 1000,
+  minBackoffMs: 200,
+  maxBackoffMs: 30_000,
+};
+
+interface Logger {
+  info(obj: object | string, msg?: string): void;
+  warn(obj: object | string, msg?: string): void;
+  error(obj: object | string, msg?: string): void;
+}
+
+const silent: Logger = { info() {}, warn() {}, error() {} };
+
+export interface AnchoringStatus {
+  running: boolean;
+  /** Batches prepared but not yet known committed (ledger down or slow). */
+  preparedBatches: number;
+  committedBatches: number;
+  /** Versions anchored by this process since start. */
+  anchoredSinceStart: number;
+  consecutiveFailures: number;
+  lastError?: string;
+  lastErrorAt?: string;
+  lastBatch?: { root: string; leafCount: number; transactionId: string; blockNumber: number; at: string };
+}
+
+/** Computes the PendingAnchor of a stored version (pure; the salt is fresh randomness). */
+export function pendingAnchorOf(
+  keyring: LedgerKeyring,
+  version: Pick<StoredVersion, 'resourceType' | 'id' | 'versionId' | 'lastUpdated' | 'deleted' | 'json'>,
+): PendingAnchor {
+  const salt = newSalt();
+  return {
+    resourceType: version.resourceType,
+    id: version.id,
+    versionId: version.versionId,
+    salt,
+    leafHash: leafHashOfCanonical(salt, canonicalOfVersion(version)),
+    ledgerKey: keyring.ledgerKey(version.resourceType, version.id, version.versionId),
+  };
+}
+
+export class Anchorer {
+  private readonly options: Required<AnchoringOptions>;
+  private readonly contract: AnchorContractClient;
+  private readonly log: Logger;
+  private running = false;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private queuedSinceDrain = 0;
+  private draining?: Promise<number>;
+  private readonly stats: Omit<AnchoringStatus, 'running' | 'preparedBatches' | 'committedBatches'> = {
+    anchoredSinceStart: 0,
+    consecutiveFailures: 0,
+  };
+
+  constructor(
+    private readonly store: ResourceStore,
+    private readonly ledger: Ledger,
+    private readonly keyring: LedgerKeyring,
+    private readonly journal: AnchorJournal,
+    options: Partial<AnchoringOptions> = {},
+    log: Logger = silent,
+  ) {
+    this.options = { ...DEFAULT_ANCHORING, ...options };
+    if (!Number.isInteger(this.options.batchSize) || this.options.batchSize < 1) {
+      throw new RangeError('anchor batch size must be a positive integer');
+    }
+    this.contract = new AnchorContractClient(ledger);
+    this.log = log;
+  }
+
+  /**
+   * The write-path hook: pass as `WriteRequest.anchor` (bound). Runs inside the store transaction, so it must
+   * not fail for any storable version; it only hashes.
+   */
+  readonly anchorFor = (version: StoredVersion & { json?: string }): PendingAnchor => {
+    const anchor = pendingAnchorOf(this.keyring, version);
+    // A full batch is waiting: wake the worker (after the write's transaction has committed).
+    if (++this.queuedSinceDrain >= this.options.batchSize && this.wake) setImmediate(this.wake);
+    return anchor;
+  };
+
+  /** Starts the background worker; the outbox left by a previous run drains first. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /** Stops the worker after the batch in flight (anchors left pending drain at the next start). */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.loop;
+    this.loop = undefined;
+  }
+
+  status(): AnchoringStatus {
+    const counts = this.journal.batchCount();
+    return {
+      running: this.running,
+      preparedBatches: counts.prepared,
+      committedBatches: counts.committed,
+      ...this.stats,
+    };
+  }
+
+  /** Anchors everything pending now (batch after batch); returns how many versions were anchored. */
+  async drain(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await this.drainOnce();
+      total += n;
+      if (n === 0) return total;
+    }
+  }
+
+  /**
+   * Anchors at most one batch: first a batch journalled earlier and not yet known committed, else a new one from
+   * the outbox. Returns the number of versions marked anchored (0 when nothing was pending). Throws ledger errors.
+   * Calls are serialised.
+   */
+  async drainOnce(): Promise<number> {
+    while (this.draining) await this.draining.catch(() => undefined);
+    const work = this.anchorOneBatch();
+    this.draining = work;
+    try {
+      return await work;
+    } finally {
+      this.draining = undefined;
+    }
+  }
+
+  private async anchorOneBatch(): Promise<number> {
+    const unfinished = this.journal.prepared()[0];
+    if (unfinished) return this.finish(unfinished, this.journal.members(unfinished.root));
+
+    this.queuedSinceDrain = 0;
+    const pending = await this.store.pendingAnchors(this.options.batchSize);
+    if (pending.length === 0) return 0;
+    const tree = new MerkleTree(pending.map((p) => p.leafHash));
+    const members: BatchMember[] = pending.map((p, leafIndex) => ({
+      resourceType: p.resourceType,
+      id: p.id,
+      versionId: p.versionId,
+      leafIndex,
+      leafHash: p.leafHash,
+      ledgerKey: p.ledgerKey,
+    }));
+    const heightBefore = await this.ledger.height();
+    this.journal.prepare(tree.root, heightBefore, members);
+    return this.finish(this.journal.batch(tree.root)!, members);
+  }
+
+  private async finish(batch: JournalBatch, members: BatchMember[]): Promise<number> {
+    const { root } = batch;
+    let committed = await this.findOnChain(batch);
+    if (!committed) {
+      try {
+        const result = await this.contract.anchorBatch(root, members.length);
+        committed = { transactionId: result.transactionId, blockNumber: result.blockNumber };
+      } catch (err) {
+        // A reply lost after the commit, or a concurrent worker: the root may be on the ledger after all.
+        committed = await this.findOnChain(batch);
+        if (!committed) throw err;
+      }
+    }
+    const keys: VersionKey[] = members.map(({ resourceType, id, versionId }) => ({
+      resourceType,
+      id,
+      versionId,
+    }));
+    await this.store.markAnchored(keys, {
+      transactionId: committed.transactionId,
+      blockNumber: committed.blockNumber,
+      batchId: root,
+      root,
+      leafCount: members.length,
+      leafIndexes: members.map((m) => m.leafIndex),
+    });
+    this.journal.commit(root, committed.transactionId, committed.blockNumber);
+    this.stats.anchoredSinceStart += members.length;
+    this.stats.lastBatch = { root, leafCount: members.length, ...committed, at: new Date().toISOString() };
+    return members.length;
+  }
+
+  private async findOnChain(
+    batch: JournalBatch,
+  ): Promise<{ transactionId: string; blockNumber: number } | undefined> {
+    const onChain = await this.contract.readBatch(batch.root);
+    if (!onChain) return undefined;
+    if (onChain.leafCount !== batch.leafCount) {
+      throw new Error(
+        `batch ${batch.root} is on the ledger with ${onChain.leafCount} leaves, not ${batch.leafCount}`,
+      );
+    }
+    const blockNumber = (await this.contract.findBlockOf(onChain.txId, batch.heightBefore)) ?? -1;
+    this.log.info(
+      { root: batch.root, transactionId: onChain.txId, blockNumber },
+      'anchor batch already on the ledger',
+    );
+    return { transactionId: onChain.txId, blockNumber };
+  }
+
+  private async run(): Promise<void> {
+    let backoff = this.options.minBackoffMs;
+    while (this.running) {
+      let delay: number;
+      try {
+        const n = await this.drainOnce();
+        if (this.stats.consecutiveFailures > 0)
+          this.log.info({ anchored: n }, 'ledger reachable again; anchoring resumed');
+        this.stats.consecutiveFailures = 0;
+        backoff = this.options.minBackoffMs;
+        // A full batch went out: there may be more right away. Otherwise let the next batch fill up.
+        delay =
+          n >= this.options.batchSize || this.queuedSinceDrain >= this.options.batchSize
+            ? 0
+            : this.options.intervalMs;
+      } catch (err) {
+        this.stats.consecutiveFailures++;
+        this.stats.lastError = err instanceof Error ? err.message : String(err);
+        this.stats.lastErrorAt = new Date().toISOString();
+        this.log.warn(
+          { err: this.stats.lastError, retryInMs: backoff, failures: this.stats.consecutiveFailures },
+          'anchoring failed; anchors stay pending',
+        );
+        delay = backoff;
+        backoff = Math.min(backoff * 2, this.options.maxBackoffMs);
+      }
+      if (delay > 0 && this.running) await this.sleep(delay);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = () => {
+        this.wake = undefined;
+        done();
+      };
+    });
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * Typed reads and writes of the anchor contract over the Ledger port (chaincode/src/anchor-contract.ts).
+ * Results are the chaincode's deterministic JSON; `null` means "not on the ledger".
+ */
+import type { Ledger, SubmitResult } from './ledger.js';
+
+export interface OnChainRecordMeta {
+  /** MSP id of the organisation whose service identity submitted it. */
+  mspId: string;
+  txId: string;
+  /** The proposal timestamp, ISO 8601. */
+  timestamp: string;
+}
+
+export interface OnChainBatch extends OnChainRecordMeta {
+  docType: 'batch';
+  root: string;
+  leafCount: number;
+}
+
+export interface OnChainAnchor extends OnChainRecordMeta {
+  docType: 'anchor';
+  key: string;
+  leafHash: string;
+}
+
+export interface KeyModification {
+  txId: string;
+  timestamp: string;
+  isDelete: boolean;
+  value: OnChainAnchor | null;
+}
+
+export class AnchorContractClient {
+  constructor(private readonly ledger: Ledger) {}
+
+  async readBatch(root: string): Promise<OnChainBatch | null> {
+    return JSON.parse(await this.ledger.evaluate('anchor:ReadBatch', [root])) as OnChainBatch | null;
+  }
+
+  async readAnchor(key: string): Promise<OnChainAnchor | null> {
+    return JSON.parse(await this.ledger.evaluate('anchor:ReadAnchor', [key])) as OnChainAnchor | null;
+  }
+
+  async keyHistory(key: string): Promise<KeyModification[]> {
+    return JSON.parse(await this.ledger.evaluate('anchor:KeyHistory', [key])) as KeyModification[];
+  }
+
+  async anchorBatch(root: string, leafCount: number): Promise<SubmitResult & { record: OnChainBatch }> {
+    const result = await this.ledger.submit('anchor:AnchorBatch', [root, String(leafCount)]);
+    return { ...result, record: JSON.parse(result.result) as OnChainBatch };
+  }
+
+  async anchorVersion(key: string, leafHash: string): Promise<SubmitResult & { record: OnChainAnchor }> {
+    const result = await this.ledger.submit('anchor:AnchorVersion', [key, leafHash]);
+    return { ...result, record: JSON.parse(result.result) as OnChainAnchor };
+  }
+
+  /**
+   * The block that committed a transaction, found through the chaincode events from `fromBlock` on.
+   * Used only to recover after a crash between a commit and its acknowledgement; gives up after `timeoutMs`
+   * (the event stream stays open for live blocks, so a missing transaction would otherwise wait forever).
+   */
+  async findBlockOf(transactionId: string, fromBlock: number, timeoutMs = 2000): Promise<number | undefined> {
+    const stream = this.ledger.events(Math.max(0, fromBlock));
+    const timer = setTimeout(() => stream.close(), timeoutMs);
+    try {
+      for await (const event of stream) {
+        if (event.transactionId === transactionId) return event.blockNumber;
+      }
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+      stream.close();
+    }
+  }
+}
