@@ -56,6 +56,11 @@ function shapeOf(segments: string[]): { shape: Shape; resourceType?: string; id?
     case 4:
       if (c === '_history') return { shape: 'vread', resourceType: a, id: b, versionId: d };
       return undefined;
+    case 5:
+      // An instance operation on one version, e.g. Patient/1/_history/2/$verify.
+      if (c === '_history' && segments[4].startsWith('$'))
+        return { shape: 'operation-instance', resourceType: a, id: b, versionId: d, operation: segments[4].slice(1) };
+      return undefined;
     default:
       return undefined;
   }
