@@ -1,0 +1,268 @@
+/**
+ * Participants of this service: patients, clinicians, labs, EHR systems and admins, each with a client id (what
+ * they call themselves when they authenticate), a random pseudonym (the only name the ledger and the CA see:
+ * enrolment id and `hie.id`), a role, and the FHIR resource they are linked to. The links pseudonym <-> client id
+ * <-> FHIR resource stay here, off the ledger, in `identity/participants.sqlite` of the data directory.
+ *
+ * The same table links FHIR references (patients, grantees, consents) to the pseudonyms used on the ledger.
+ */
+import { createPublicKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { ClientDirectory, ClientRecord } from './tokens.js';
+import { PARTICIPANT_ROLES, type ParticipantRole } from './scopes.js';
+import type { IdentityEnrollment, IdentityProvider } from './identity-provider.js';
+import type { EcKeyType } from '../ledger/identity/embedded-ca.js';
+
+export type ParticipantStatus = 'registered' | 'enrolled' | 'revoked';
+
+export interface Participant {
+  clientId: string;
+  pseudonym: string;
+  role: ParticipantRole;
+  resource?: string;
+  organization?: string;
+  status: ParticipantStatus;
+  serial?: string;
+  certificate?: string;
+  createdAt: string;
+  revokedAt?: string;
+}
+
+export interface ParticipantInput {
+  clientId: string;
+  role: ParticipantRole;
+  resource?: string;
+  organization?: string;
+}
+
+const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
+const REFERENCE = /^(Patient|Practitioner|PractitionerRole|Organization|Device|RelatedPerson|Consent)\/[A-Za-z0-9\-.]{1,64}$/;
+
+/** A fresh random pseudonym (128 bits, URL-safe): what the ledger and the CA know a participant or a patient by. */
+export function newPseudonym(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+interface Row {
+  client_id: string;
+  pseudonym: string;
+  role: ParticipantRole;
+  resource: string | null;
+  organization: string | null;
+  status: ParticipantStatus;
+  serial: string | null;
+  certificate: string | null;
+  created_at: string;
+  revoked_at: string | null;
+}
+
+function toParticipant(row: Row): Participant {
+  const p: Participant = { clientId: row.client_id, pseudonym: row.pseudonym, role: row.role, status: row.status, createdAt: row.created_at };
+  if (row.resource) p.resource = row.resource;
+  if (row.organization) p.organization = row.organization;
+  if (row.serial) p.serial = row.serial;
+  if (row.certificate) p.certificate = row.certificate;
+  if (row.revoked_at) p.revokedAt = row.revoked_at;
+  return p;
+}
+
+/** Checks what a role must be linked to (issue 4: patient -> Patient, clinician -> Practitioner + Organization, lab/system -> Organization). */
+export function validateParticipant(input: ParticipantInput): ParticipantInput {
+  if (!CLIENT_ID.test(input.clientId)) throw new Error(`invalid client id ${JSON.stringify(input.clientId)}: use [A-Za-z0-9._@-], at most 128`);
+  if (!PARTICIPANT_ROLES.includes(input.role)) throw new Error(`invalid role ${JSON.stringify(input.role)}: one of ${PARTICIPANT_ROLES.join(', ')}`);
+  for (const [name, value] of [['resource', input.resource], ['organization', input.organization]] as const) {
+    if (value !== undefined && !REFERENCE.test(value)) throw new Error(`invalid ${name} ${JSON.stringify(value)}: expected Type/id`);
+  }
+  if (input.organization !== undefined && !input.organization.startsWith('Organization/')) throw new Error('--organization must be an Organization reference');
+  const out: ParticipantInput = { ...input };
+  switch (input.role) {
+    case 'patient':
+      if (!input.resource?.startsWith('Patient/')) throw new Error('a patient participant needs --resource Patient/ID');
+      break;
+    case 'clinician':
+      if (!input.resource?.startsWith('Practitioner/')) throw new Error('a clinician participant needs --resource Practitioner/ID');
+      if (!input.organization) throw new Error('a clinician participant needs --organization Organization/ID');
+      break;
+    case 'lab':
+    case 'system':
+      if (input.resource !== undefined && !input.resource.startsWith('Organization/')) throw new Error(`a ${input.role} participant is linked to an Organization`);
+      out.organization ??= input.resource;
+      if (!out.organization) throw new Error(`a ${input.role} participant needs --resource or --organization Organization/ID`);
+      break;
+    case 'admin':
+      break;
+  }
+  return out;
+}
+
+export class ParticipantDirectory implements ClientDirectory {
+  private readonly db: Database.Database;
+  private readonly statusStatement: Database.Statement<[string], { status: ParticipantStatus }>;
+  private readonly rowStatement: Database.Statement<[string], Row>;
+  private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
+  private readonly pseudonymCache = new Map<string, string>();
+
+  constructor(
+    file: string,
+    private readonly identity?: IdentityProvider,
+  ) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS participants (
+        client_id TEXT PRIMARY KEY,
+        pseudonym TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        resource TEXT,
+        organization TEXT,
+        status TEXT NOT NULL,
+        serial TEXT,
+        certificate TEXT,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+      );
+      CREATE TABLE IF NOT EXISTS pseudonyms (
+        reference TEXT PRIMARY KEY,
+        pseudonym TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+      );
+    `);
+    this.statusStatement = this.db.prepare('SELECT status FROM participants WHERE client_id = ?');
+    this.rowStatement = this.db.prepare('SELECT * FROM participants WHERE client_id = ?');
+  }
+
+  /** The directory of a data directory (`DIR/identity/participants.sqlite`). */
+  static open(dataDir: string, identity?: IdentityProvider): ParticipantDirectory {
+    const dir = join(dataDir, 'identity');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return new ParticipantDirectory(join(dir, 'participants.sqlite'), identity);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  get(clientId: string): Participant | undefined {
+    const row = this.rowStatement.get(clientId);
+    return row ? toParticipant(row) : undefined;
+  }
+
+  list(): Participant[] {
+    return (this.db.prepare('SELECT * FROM participants ORDER BY created_at, client_id').all() as Row[]).map(toParticipant);
+  }
+
+  private requireIdentity(): IdentityProvider {
+    if (!this.identity) throw new Error('no certificate authority is configured for this participant directory');
+    return this.identity;
+  }
+
+  /** Registers a participant (pseudonym assigned; no certificate yet). */
+  async register(input: ParticipantInput): Promise<Participant> {
+    const valid = validateParticipant(input);
+    if (this.get(valid.clientId)) throw new Error(`participant ${valid.clientId} already exists`);
+    const pseudonym = newPseudonym();
+    await this.requireIdentity().register({ enrollmentId: pseudonym, type: 'client', attrs: { 'hie.role': valid.role, 'hie.id': pseudonym } });
+    this.db
+      .prepare(
+        `INSERT INTO participants (client_id, pseudonym, role, resource, organization, status, created_at)
+         VALUES (?, ?, ?, ?, ?, 'registered', ?)`,
+      )
+      .run(valid.clientId, pseudonym, valid.role, valid.resource ?? null, valid.organization ?? null, new Date().toISOString());
+    return this.get(valid.clientId)!;
+  }
+
+  /**
+   * Enrols a participant (registering it first if needed): a key pair and a certificate with hie.role and hie.id.
+   * Enrolling an enrolled participant again issues a new certificate and revokes the previous one.
+   */
+  async enroll(input: ParticipantInput & { keyType?: EcKeyType }): Promise<{ participant: Participant; enrollment: IdentityEnrollment }> {
+    let participant = this.get(input.clientId);
+    if (participant?.status === 'revoked') throw new Error(`participant ${input.clientId} is revoked; register a new client id`);
+    if (participant && (participant.role !== input.role || (input.resource !== undefined && participant.resource !== input.resource))) {
+      throw new Error(`participant ${input.clientId} is registered as ${participant.role} ${participant.resource ?? ''}; role and resource cannot change`);
+    }
+    participant ??= await this.register(input);
+    const identity = this.requireIdentity();
+    const enrollment = await identity.enroll({
+      enrollmentId: participant.pseudonym,
+      attrs: { 'hie.role': participant.role, 'hie.id': participant.pseudonym },
+      keyType: input.keyType ?? 'P-384',
+    });
+    if (participant.serial) await identity.revoke({ enrollmentId: participant.pseudonym, serial: participant.serial, reason: 'superseded' });
+    this.db
+      .prepare(`UPDATE participants SET status = 'enrolled', serial = ?, certificate = ? WHERE client_id = ?`)
+      .run(enrollment.serial, enrollment.certificate, participant.clientId);
+    return { participant: this.get(participant.clientId)!, enrollment };
+  }
+
+  /** Revokes a participant: refused by the service from the next request on, and its certificates revoked at the CA. */
+  async revoke(clientId: string): Promise<Participant> {
+    const participant = this.get(clientId);
+    if (!participant) throw new Error(`unknown participant ${clientId}`);
+    if (participant.status !== 'revoked') {
+      // The service refuses first; the CA follows.
+      this.db.prepare(`UPDATE participants SET status = 'revoked', revoked_at = ? WHERE client_id = ?`).run(new Date().toISOString(), clientId);
+      this.keys.delete(clientId);
+      if (this.identity) await this.identity.revoke({ enrollmentId: participant.pseudonym, reason: 'revoked by admin' });
+    }
+    return this.get(clientId)!;
+  }
+
+  // ClientDirectory (token service)
+
+  findClient(clientId: string): ClientRecord | undefined {
+    const row = this.rowStatement.get(clientId);
+    if (!row || row.status !== 'enrolled' || !row.certificate || !row.serial) return undefined;
+    let cached = this.keys.get(clientId);
+    if (!cached || cached.serial !== row.serial) {
+      cached = { serial: row.serial, key: createPublicKey(new X509Certificate(row.certificate).publicKey.export({ type: 'spki', format: 'pem' })) };
+      this.keys.set(clientId, cached);
+    }
+    const record: ClientRecord = { clientId, pseudonym: row.pseudonym, role: row.role, publicKey: cached.key };
+    if (row.resource) record.resource = row.resource;
+    if (row.organization) record.organization = row.organization;
+    return record;
+  }
+
+  /** One indexed SQLite read per request: a revocation by the CLI (another process) is seen at once. */
+  isActive(clientId: string): boolean {
+    return this.statusStatement.get(clientId)?.status === 'enrolled';
+  }
+
+  // Pseudonyms of FHIR references (patients, grantees, consents) for the ledger.
+
+  /** The pseudonym of a reference, created at first use. */
+  pseudonymOf(reference: string): string {
+    const cached = this.pseudonymCache.get(reference);
+    if (cached) return cached;
+    const insert = this.db.prepare('INSERT OR IGNORE INTO pseudonyms (reference, pseudonym, created_at) VALUES (?, ?, ?)');
+    insert.run(reference, newPseudonym(), new Date().toISOString());
+    const pseudonym = (this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?').get(reference) as { pseudonym: string }).pseudonym;
+    this.pseudonymCache.set(reference, pseudonym);
+    return pseudonym;
+  }
+
+  /** The pseudonym of a reference if it has one (no creation). */
+  existingPseudonymOf(reference: string): string | undefined {
+    const cached = this.pseudonymCache.get(reference);
+    if (cached) return cached;
+    const row = this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?').get(reference) as { pseudonym: string } | undefined;
+    if (row) this.pseudonymCache.set(reference, row.pseudonym);
+    return row?.pseudonym;
+  }
+
+  /** The reference behind a pseudonym (reference pseudonyms and participants' pseudonyms). */
+  referenceOf(pseudonym: string): string | undefined {
+    const row = this.db.prepare('SELECT reference FROM pseudonyms WHERE pseudonym = ?').get(pseudonym) as { reference: string } | undefined;
+    return row?.reference;
+  }
+
+  /** The participant with this pseudonym (for "who accessed my data"). */
+  byPseudonym(pseudonym: string): Participant | undefined {
+    const row = this.db.prepare('SELECT * FROM participants WHERE pseudonym = ?').get(pseudonym) as Row | undefined;
+    return row ? toParticipant(row) : undefined;
+  }
+}

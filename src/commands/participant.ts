@@ -1,0 +1,127 @@
+/**
+ * `hie-ledger participant register|enroll|revoke|list`: the admin's commands for participants (src/access/participants.ts).
+ * Certificates come from the organisation's embedded CA (DIR/identity/ca); the private key is written with mode 0600.
+ */
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { EmbeddedIdentityProvider } from '../access/identity-provider.js';
+import { ParticipantDirectory, type Participant } from '../access/participants.js';
+import { PARTICIPANT_ROLES, type ParticipantRole } from '../access/scopes.js';
+
+export const DEFAULT_MSP_ID = 'Org1MSP';
+
+/** The participants of a data directory with its embedded CA (`DIR/identity/ca`). */
+export async function openParticipantDirectory(dataDir: string, mspId: string = DEFAULT_MSP_ID): Promise<ParticipantDirectory> {
+  const identity = await EmbeddedIdentityProvider.open(join(dataDir, 'identity', 'ca'), { mspId });
+  return ParticipantDirectory.open(dataDir, identity);
+}
+
+interface ParticipantOptions {
+  dataDir: string;
+  mspId: string;
+  role?: string;
+  id?: string;
+  resource?: string;
+  organization?: string;
+  out?: string;
+  keyType?: string;
+  json?: boolean;
+}
+
+function requireRole(role: string | undefined): ParticipantRole {
+  if (!role || !PARTICIPANT_ROLES.includes(role as ParticipantRole)) throw new Error(`--role must be one of ${PARTICIPANT_ROLES.join(', ')}`);
+  return role as ParticipantRole;
+}
+
+function requireId(id: string | undefined): string {
+  if (!id) throw new Error('--id CLIENT_ID is required');
+  return id;
+}
+
+function describe(p: Participant): Record<string, string> {
+  const out: Record<string, string> = { clientId: p.clientId, pseudonym: p.pseudonym, role: p.role, status: p.status };
+  if (p.resource) out.resource = p.resource;
+  if (p.organization) out.organization = p.organization;
+  if (p.serial) out.serial = p.serial;
+  return out;
+}
+
+async function withDirectory<T>(options: ParticipantOptions, work: (directory: ParticipantDirectory) => Promise<T>): Promise<T> {
+  const directory = await openParticipantDirectory(resolve(options.dataDir), options.mspId);
+  try {
+    return await work(directory);
+  } finally {
+    directory.close();
+  }
+}
+
+function common(command: Command): Command {
+  return command
+    .option('--data-dir <dir>', 'data directory', process.env.HIE_DATA_DIR ?? './data')
+    .option('--msp-id <id>', "the organisation's MSP id (its embedded CA)", process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID);
+}
+
+export function registerParticipantCommand(program: Command): Command {
+  const participant = program.command('participant').description('manage participants (patients, clinicians, labs, EHR systems, admins)');
+
+  common(participant.command('register'))
+    .description('register a participant (a pseudonym is assigned; enrol to get a certificate)')
+    .requiredOption('--role <role>', PARTICIPANT_ROLES.join('|'))
+    .requiredOption('--id <clientId>', "the participant's client id (used as iss/sub of its assertions)")
+    .option('--resource <reference>', 'linked resource: Patient/ID, Practitioner/ID or Organization/ID')
+    .option('--organization <reference>', 'the organisation it acts for: Organization/ID')
+    .action(async (options: ParticipantOptions) => {
+      const registered = await withDirectory(options, (d) =>
+        d.register({ clientId: requireId(options.id), role: requireRole(options.role), resource: options.resource, organization: options.organization }),
+      );
+      console.log(JSON.stringify(describe(registered), null, 2));
+    });
+
+  common(participant.command('enroll'))
+    .description('enrol a participant (registering it if needed) and write OUT/cert.pem and OUT/key.pem (0600)')
+    .requiredOption('--role <role>', PARTICIPANT_ROLES.join('|'))
+    .requiredOption('--id <clientId>', "the participant's client id (used as iss/sub of its assertions)")
+    .option('--resource <reference>', 'linked resource: Patient/ID, Practitioner/ID or Organization/ID')
+    .option('--organization <reference>', 'the organisation it acts for: Organization/ID')
+    .requiredOption('--out <dir>', 'where to write cert.pem and key.pem')
+    .option('--key-type <curve>', 'P-384 (default, ES384) or P-256 (ES256)', 'P-384')
+    .action(async (options: ParticipantOptions) => {
+      if (options.keyType !== 'P-384' && options.keyType !== 'P-256') throw new Error('--key-type must be P-384 or P-256');
+      const keyType = options.keyType;
+      const { participant: enrolled, enrollment } = await withDirectory(options, (d) =>
+        d.enroll({ clientId: requireId(options.id), role: requireRole(options.role), resource: options.resource, organization: options.organization, keyType }),
+      );
+      const out = resolve(options.out!);
+      mkdirSync(out, { recursive: true, mode: 0o700 });
+      writeFileSync(join(out, 'cert.pem'), enrollment.certificate, { mode: 0o644 });
+      const keyPath = join(out, 'key.pem');
+      writeFileSync(keyPath, enrollment.privateKey, { mode: 0o600 });
+      chmodSync(keyPath, 0o600); // an existing file keeps its mode on write
+      console.log(JSON.stringify({ ...describe(enrolled), certificate: join(out, 'cert.pem'), privateKey: keyPath }, null, 2));
+    });
+
+  common(participant.command('revoke'))
+    .description('revoke a participant: refused by the service at once, certificates revoked at the CA')
+    .requiredOption('--id <clientId>', "the participant's client id")
+    .action(async (options: ParticipantOptions) => {
+      const revoked = await withDirectory(options, (d) => d.revoke(requireId(options.id)));
+      console.log(JSON.stringify(describe(revoked), null, 2));
+    });
+
+  common(participant.command('list'))
+    .description('list participants')
+    .option('--json', 'print JSON')
+    .action(async (options: ParticipantOptions) => {
+      const all = await withDirectory(options, async (d) => d.list());
+      if (options.json) console.log(JSON.stringify(all.map(describe), null, 2));
+      else {
+        const rows = all.map((p) => [p.clientId, p.role, p.status, p.resource ?? '', p.organization ?? '', p.pseudonym]);
+        const header = ['CLIENT ID', 'ROLE', 'STATUS', 'RESOURCE', 'ORGANIZATION', 'PSEUDONYM'];
+        const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+        for (const row of [header, ...rows]) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd());
+      }
+    });
+
+  return participant;
+}
