@@ -1,0 +1,383 @@
+/**
+ * The Ledger port on a real Fabric network, through the Fabric Gateway of the organisation's own peer
+ * (@hyperledger/fabric-gateway 1.11, Node 20). One long-lived gRPC connection with TLS; every proposal, transaction
+ * and request is signed with the organisation's service identity (hie.role=service).
+ *
+ * Never lost, never applied twice:
+ * - endorsement failures that are transient (peer unreachable, timeout) are retried with a fresh proposal: nothing
+ *   was written yet;
+ * - once endorsed, the *same* signed transaction is re-sent to the orderer and its commit status asked again for
+ *   the *same* transaction id: a repeat can only be refused by Fabric as a duplicate, never commit twice;
+ * - a transaction invalidated at commit (MVCC_READ_CONFLICT, PHANTOM_READ_CONFLICT) wrote nothing and is endorsed
+ *   again against the new state, with backoff; after `retry.attempts` it surfaces as a retryable
+ *   LedgerTransactionError, which the anchoring queue keeps pending.
+ */
+import { createPrivateKey } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import {
+  checkpointers,
+  connect,
+  GatewayError,
+  signers,
+  StatusCode,
+  type ChaincodeEvent,
+  type Checkpointer,
+  type CloseableAsyncIterable,
+  type Contract,
+  type Gateway,
+  type Network,
+  type Status,
+} from '@hyperledger/fabric-gateway';
+import { common } from '@hyperledger/fabric-protos';
+import {
+  LedgerTransactionError,
+  type EventStream,
+  type Ledger,
+  type LedgerEvent,
+  type SubmitResult,
+} from '../ledger.js';
+import type { FabricConfig } from './config.js';
+
+export interface LedgerLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface RetryPolicy {
+  /** Attempts per step (endorse, submit, commit status) and for re-endorsing after an MVCC/phantom conflict. */
+  attempts: number;
+  /** First delay; doubles per attempt up to maxDelayMs (with jitter). */
+  initialDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, initialDelayMs: 200, maxDelayMs: 5_000 };
+
+export interface FabricLedgerOptions {
+  config: FabricConfig;
+  /** Where `events()` without a start block keeps its position; default config.checkpointPath. */
+  checkpointPath?: string;
+  logger?: LedgerLogger;
+  retry?: Partial<RetryPolicy>;
+}
+
+const consoleLogger: LedgerLogger = {
+  info: (obj, msg) => console.info(`[fabric] ${msg ?? ''}`, JSON.stringify(obj)),
+  warn: (obj, msg) => console.warn(`[fabric] ${msg ?? ''}`, JSON.stringify(obj)),
+  error: (obj, msg) => console.error(`[fabric] ${msg ?? ''}`, JSON.stringify(obj)),
+};
+
+/** Fabric TxValidationCode number -> name (StatusCode is the protobuf enum, name -> number). */
+const STATUS_NAMES = new Map<number, string>(
+  Object.entries(StatusCode as unknown as Record<string, unknown>)
+    .filter((entry): entry is [string, number] => typeof entry[1] === 'number')
+    .map(([name, code]) => [code, name]),
+);
+
+/** Invalidations after which the same transaction, endorsed again, may succeed. */
+const RETRYABLE_VALIDATION = new Set(['MVCC_READ_CONFLICT', 'PHANTOM_READ_CONFLICT']);
+
+/** gRPC statuses that mean "the network is away or slow", not "the network said no". */
+const TRANSIENT_GRPC = new Set<number>([
+  grpc.status.UNAVAILABLE,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.RESOURCE_EXHAUSTED,
+  grpc.status.CANCELLED,
+  grpc.status.INTERNAL,
+]);
+// Not transient: UNKNOWN (evaluate refused by the chaincode), ABORTED (endorsement refused), FAILED_PRECONDITION
+// (access denied by channel policy), as the Fabric Gateway reports them.
+
+/** Opens the adapter. Does not wait for the peer: the service starts, and catches up, while the network is away. */
+export function openFabricLedger(options: FabricLedgerOptions): FabricLedger {
+  return new FabricLedger(options);
+}
+
+export class FabricLedger implements Ledger {
+  readonly kind = 'fabric' as const;
+  private readonly config: FabricConfig;
+  private readonly client: grpc.Client;
+  private readonly gateway: Gateway;
+  private readonly network: Network;
+  private readonly contract: Contract;
+  private readonly logger: LedgerLogger;
+  private readonly retry: RetryPolicy;
+  private readonly checkpointPath?: string;
+  private readonly streams = new Set<EventStream>();
+  private closed = false;
+
+  constructor(options: FabricLedgerOptions) {
+    this.config = options.config;
+    this.logger = options.logger ?? consoleLogger;
+    this.retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.checkpointPath = options.checkpointPath ?? options.config.checkpointPath;
+    const { config } = this;
+
+    const tlsRoot = readFileSync(config.tlsRootCertPath);
+    const channelOptions: grpc.ChannelOptions = {
+      // Keep the one long-lived connection alive through idle periods and notice a dead peer quickly.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    };
+    if (config.hostAlias) channelOptions['grpc.ssl_target_name_override'] = config.hostAlias;
+    this.client = new grpc.Client(config.peerEndpoint, grpc.credentials.createSsl(tlsRoot), channelOptions);
+
+    const privateKey = createPrivateKey(readFileSync(config.identity.keyPath));
+    if (privateKey.asymmetricKeyType !== 'ec') {
+      throw new Error(`the service identity key ${config.identity.keyPath} is not an ECDSA key`);
+    }
+    const deadline = (ms: number) => () => ({ deadline: Date.now() + ms });
+    this.gateway = connect({
+      client: this.client,
+      identity: { mspId: config.mspId, credentials: readFileSync(config.identity.certPath) },
+      signer: signers.newPrivateKeySigner(privateKey),
+      evaluateOptions: deadline(config.timeouts.evaluateMs),
+      endorseOptions: deadline(config.timeouts.endorseMs),
+      submitOptions: deadline(config.timeouts.submitMs),
+      commitStatusOptions: deadline(config.timeouts.commitStatusMs),
+    });
+    this.network = this.gateway.getNetwork(config.channel);
+    this.contract = this.network.getContract(config.chaincode);
+  }
+
+  async submit(transaction: string, args: string[]): Promise<SubmitResult> {
+    this.assertOpen();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.submitOnce(transaction, args);
+      } catch (error) {
+        const failure = this.toLedgerError(error, 'submit', transaction);
+        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) throw failure;
+        this.logger.warn(
+          { transaction, transactionId: failure.transactionId, code: failure.code, attempt },
+          `Fabric transaction ${transaction} not committed (${failure.code}); endorsing it again`,
+        );
+        await sleep(this.backoff(attempt));
+      }
+    }
+  }
+
+  private async submitOnce(transaction: string, args: string[]): Promise<SubmitResult> {
+    const proposal = this.contract.newProposal(transaction, { arguments: args });
+    const transactionId = proposal.getTransactionId();
+    const endorsed = await proposal.endorse();
+    // From here on, only the same signed transaction is re-sent: it can commit at most once.
+    const submitted = await this.step('submit to the orderer', transaction, transactionId, () => endorsed.submit());
+    const status: Status = await this.step('commit status', transaction, transactionId, () => submitted.getStatus());
+    if (!status.successful) {
+      const code = STATUS_NAMES.get(status.code) ?? `VALIDATION_CODE_${status.code}`;
+      throw new LedgerTransactionError(
+        `Fabric invalidated transaction ${transactionId} (${transaction}) in block ${status.blockNumber}: ${code}`,
+        code,
+        transactionId,
+        RETRYABLE_VALIDATION.has(code),
+      );
+    }
+    return {
+      transactionId,
+      blockNumber: Number(status.blockNumber),
+      result: Buffer.from(submitted.getResult()).toString('utf8'),
+    };
+  }
+
+  /** Repeats one idempotent step (same transaction id) while the network is unreachable or slow. */
+  private async step<T>(what: string, transaction: string, transactionId: string, run: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await run();
+      } catch (error) {
+        const failure = this.toLedgerError(error, what, transaction, transactionId);
+        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) {
+          // The transaction may still commit: callers find it by its id (anchors are keyed, never doubled).
+          throw new LedgerTransactionError(
+            `${failure.message}; transaction ${transactionId} may still commit`,
+            failure.code === 'UNAVAILABLE' ? 'COMMIT_STATUS_UNKNOWN' : failure.code,
+            transactionId,
+            failure.retryable,
+          );
+        }
+        await sleep(this.backoff(attempt));
+      }
+    }
+  }
+
+  async evaluate(transaction: string, args: string[]): Promise<string> {
+    this.assertOpen();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const result = await this.contract.evaluate(transaction, { arguments: args });
+        return Buffer.from(result).toString('utf8');
+      } catch (error) {
+        const failure = this.toLedgerError(error, 'evaluate', transaction);
+        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) throw failure;
+        await sleep(this.backoff(attempt));
+      }
+    }
+  }
+
+  async height(): Promise<number> {
+    this.assertOpen();
+    const qscc = this.network.getContract('qscc');
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const bytes = await qscc.evaluateTransaction('GetChainInfo', this.config.channel);
+        return common.BlockchainInfo.deserializeBinary(bytes).getHeight();
+      } catch (error) {
+        const failure = this.toLedgerError(error, 'chain height', 'qscc:GetChainInfo');
+        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) throw failure;
+        await sleep(this.backoff(attempt));
+      }
+    }
+  }
+
+  /**
+   * Chaincode events, resuming after the last event handed on whenever the connection drops. Without a start
+   * block the position is kept in the checkpoint file (checkpointers.file), so a restarted service resumes where
+   * it stopped; an event counts as handed on once the consumer asks for the next one.
+   */
+  events(startBlock?: number): EventStream {
+    this.assertOpen();
+    const state: { closed: boolean; current?: CloseableAsyncIterable<ChaincodeEvent> } = { closed: false };
+    const iterator = this.eventLoop(startBlock, state);
+    const stream: EventStream = {
+      [Symbol.asyncIterator]: () => iterator,
+      close: () => {
+        state.closed = true;
+        state.current?.close();
+        this.streams.delete(stream);
+        void iterator.return(undefined);
+      },
+    };
+    this.streams.add(stream);
+    return stream;
+  }
+
+  private async *eventLoop(
+    startBlock: number | undefined,
+    state: { closed: boolean; current?: CloseableAsyncIterable<ChaincodeEvent> },
+  ): AsyncGenerator<LedgerEvent, void, undefined> {
+    let checkpointer: Checkpointer;
+    if (startBlock === undefined && this.checkpointPath) {
+      mkdirSync(dirname(this.checkpointPath), { recursive: true });
+      checkpointer = await checkpointers.file(this.checkpointPath);
+    } else {
+      checkpointer = checkpointers.inMemory();
+    }
+    let failures = 0;
+    while (!state.closed) {
+      try {
+        const events = await this.network.getChaincodeEvents(this.config.chaincode, {
+          checkpoint: checkpointer,
+          startBlock: BigInt(startBlock ?? 0),
+        });
+        state.current = events;
+        if (state.closed) {
+          events.close();
+          return;
+        }
+        if (failures > 0) {
+          this.logger.info(
+            { peer: this.config.peerEndpoint, resumeBlock: checkpointer.getBlockNumber()?.toString() },
+            'Fabric chaincode event stream resumed',
+          );
+        }
+        failures = 0;
+        for await (const event of events) {
+          yield {
+            blockNumber: Number(event.blockNumber),
+            transactionId: event.transactionId,
+            eventName: event.eventName,
+            payload: Buffer.from(event.payload).toString('utf8'),
+          };
+          // The consumer asked for more: this event is handled, resume after it from now on.
+          await checkpointer.checkpointChaincodeEvent(event);
+        }
+        if (state.closed) return;
+        throw new Error('the peer ended the chaincode event stream');
+      } catch (error) {
+        if (state.closed) return;
+        failures++;
+        const failure = this.toLedgerError(error, 'chaincode events', this.config.chaincode);
+        this.logger.warn(
+          {
+            peer: this.config.peerEndpoint,
+            code: failure.code,
+            resumeBlock: checkpointer.getBlockNumber()?.toString(),
+            resumeAfterTransaction: checkpointer.getTransactionId(),
+            attempt: failures,
+          },
+          `Fabric chaincode event stream interrupted (${failure.message}); reconnecting`,
+        );
+        await sleep(this.backoff(failures));
+      } finally {
+        state.current?.close();
+        state.current = undefined;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const stream of [...this.streams]) stream.close();
+    this.gateway.close();
+    this.client.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('the Fabric ledger is closed');
+  }
+
+  private backoff(attempt: number): number {
+    const base = Math.min(this.retry.maxDelayMs, this.retry.initialDelayMs * 2 ** (attempt - 1));
+    return base / 2 + Math.random() * (base / 2);
+  }
+
+  /** Turns any Gateway/gRPC failure into a LedgerTransactionError and logs it with the peers' details. */
+  private toLedgerError(
+    error: unknown,
+    what: string,
+    transaction: string,
+    transactionId?: string,
+  ): LedgerTransactionError {
+    if (error instanceof LedgerTransactionError) return error;
+    const id = transactionId ?? (error as { transactionId?: unknown }).transactionId;
+    const txId = typeof id === 'string' ? id : undefined;
+    if (error instanceof GatewayError) {
+      const transient = TRANSIENT_GRPC.has(error.code);
+      const details = error.details.map((d) => ({ mspId: d.mspId, address: d.address, message: d.message }));
+      // The chaincode's or peer's own reason, when the Gateway passed one on (e.g. "caller is not a service").
+      const reason = details.map((d) => d.message).find((m) => m) ?? error.cause?.details ?? error.message;
+      const grpcName = grpc.status[error.code] ?? String(error.code);
+      const log = {
+        peer: this.config.peerEndpoint,
+        step: what,
+        transaction,
+        transactionId: txId,
+        grpcStatus: grpcName,
+        details,
+      };
+      if (transient) this.logger.warn(log, `Fabric ${what} failed: peer unavailable or slow (${grpcName})`);
+      else this.logger.error(log, `Fabric ${what} refused: ${reason}`);
+      const code = transient ? 'UNAVAILABLE' : what === 'evaluate' ? 'EVALUATION_FAILURE' : 'ENDORSEMENT_FAILURE';
+      return new LedgerTransactionError(
+        `Fabric ${what} of ${transaction} ${transient ? 'failed' : 'refused'} (${grpcName}): ${reason}`,
+        code,
+        txId,
+        transient,
+      );
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    this.logger.error({ peer: this.config.peerEndpoint, step: what, transaction, transactionId: txId }, message);
+    return new LedgerTransactionError(`Fabric ${what} of ${transaction} failed: ${message}`, 'UNAVAILABLE', txId, true);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
