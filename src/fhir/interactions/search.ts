@@ -1,0 +1,235 @@
+/**
+ * search: GET [base]/[type]?..., POST [base]/[type]/_search, GET [base]?_type=..., POST [base]/_search
+ * (http://hl7.org/fhir/R4/search.html) -> a searchset Bundle.
+ *
+ * Access: the store applies `context.access.canRead` to every candidate before it counts (so hidden resources
+ * are absent and `total` counts only visible ones), and chains/_has match only through visible resources
+ * (src/fhir/store/sqlite/sqlite-search.ts). Included resources are read here and pass `canRead` too.
+ */
+import { randomUUID } from 'node:crypto';
+import { badRequest, FhirError, issue, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
+import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { parseSearch, LIMITS, type CompiledQuery, type IncludeSpec } from '../search/parse.js';
+import { referenceKey, searchParameter, searchParametersOf, isKnownResourceType } from '../search/definitions.js';
+import type { StoreSearchRequest, StoreSearchResult } from '../search/request.js';
+import type { StoredVersion } from '../store/resource-store.js';
+import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
+
+/** Most resources added by _include/_revinclude to one page. */
+export const MAX_INCLUDED = 1000;
+/** How many rounds `:iterate` follows. */
+const MAX_ITERATE_DEPTH = 3;
+
+/** Query parameters of the request, merged with a form body (POST _search). */
+function searchQuery(request: FhirRequest): Record<string, string[]> {
+  const query: Record<string, string[]> = {};
+  for (const [name, values] of Object.entries(request.query)) query[name] = [...values];
+  if (request.method === 'POST' && request.body) {
+    if (request.contentType && request.contentType !== 'application/x-www-form-urlencoded') {
+      throw new FhirError(415, [issue('error', 'not-supported', 'POST _search takes an application/x-www-form-urlencoded body')]);
+    }
+    for (const [name, value] of new URLSearchParams(request.body)) (query[name] ??= []).push(value);
+  }
+  return query;
+}
+
+function isStrict(request: FhirRequest): boolean {
+  return (request as FhirRequest & { preferHandling?: string }).preferHandling === 'strict';
+}
+
+function queryString(pairs: [string, string][]): string {
+  return pairs.map(([k, v]) => `${encodeURIComponent(k).replace(/%3A/g, ':')}=${encodeURIComponent(v).replace(/%7C/g, '|').replace(/%2C/g, ',')}`).join('&');
+}
+
+function pageLink(base: string, query: CompiledQuery, offset: number): string {
+  const pairs = query.applied.filter(([k]) => k !== '_count' && k !== '_offset');
+  pairs.push(['_count', String(query.count)]);
+  if (offset > 0) pairs.push(['_offset', String(offset)]);
+  return `${base}?${queryString(pairs)}`;
+}
+
+/** `_elements`: keep the listed top-level elements (plus id, meta) and mark the resource SUBSETTED. */
+function subset(json: string, elements: string[]): string {
+  const resource = parseFhirJson<FhirResource>(json);
+  const out: FhirResource = { resourceType: resource.resourceType };
+  for (const key of Object.keys(resource)) {
+    if (key === 'id' || key === 'meta' || elements.includes(key)) out[key] = resource[key];
+  }
+  const meta = { ...(out.meta ?? {}) } as Record<string, unknown>;
+  const tags = Array.isArray(meta.tag) ? [...(meta.tag as unknown[])] : [];
+  tags.push({ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED' });
+  meta.tag = tags;
+  out.meta = meta;
+  return stringifyFhirJson(out);
+}
+
+interface Entry {
+  version: StoredVersion;
+  mode: 'match' | 'include';
+}
+
+async function runStoreSearch(context: FhirContext, request: StoreSearchRequest): Promise<StoreSearchResult> {
+  if (!context.store.search) throw notImplemented('This store does not support search');
+  return (await context.store.search(request)) as StoreSearchResult;
+}
+
+/** The `Type/id` references of a resource through reference parameter `param` ('*' = every reference parameter). */
+function referencesOf(resource: FhirResource, param: string): string[] {
+  const defs = param === '*' ? [...(searchParametersOf(resource.resourceType)?.values() ?? [])].filter((d) => d.type === 'reference') : [searchParameter(resource.resourceType, param)];
+  const out: string[] = [];
+  for (const def of defs) {
+    if (!def?.evaluate) continue;
+    for (const value of def.evaluate(resource)) {
+      const reference = (value as { reference?: unknown } | null)?.reference;
+      if (typeof reference !== 'string' || reference.startsWith('#') || /^[a-z][a-z0-9+.-]*:/i.test(reference)) continue;
+      const key = referenceKey(reference);
+      if (key) out.push(key);
+    }
+  }
+  return out;
+}
+
+async function addIncludes(
+  context: FhirContext,
+  query: CompiledQuery,
+  matches: StoredVersion[],
+  warnings: OperationOutcomeIssue[],
+): Promise<StoredVersion[]> {
+  const seen = new Set(matches.map((v) => `${v.resourceType}/${v.id}`));
+  const included: StoredVersion[] = [];
+  let frontier = matches;
+  const full = (): boolean => {
+    if (included.length < MAX_INCLUDED) return false;
+    warnings.push(issue('warning', 'too-costly', `Only the first ${MAX_INCLUDED} included resources are returned`));
+    return true;
+  };
+  for (let round = 0; round <= MAX_ITERATE_DEPTH && frontier.length > 0; round++) {
+    const next: StoredVersion[] = [];
+    const applies = (spec: IncludeSpec): boolean => (round === 0 ? true : spec.iterate);
+    // _include: follow the references of the frontier
+    for (const spec of query.include.filter(applies)) {
+      for (const version of frontier) {
+        if (!version.json || (spec.sourceType !== '*' && spec.sourceType !== version.resourceType)) continue;
+        const resource = parseFhirJson<FhirResource>(version.json);
+        for (const key of referencesOf(resource, spec.param)) {
+          if (seen.has(key)) continue;
+          const [type, id] = key.split('/');
+          if (spec.targetType && type !== spec.targetType) continue;
+          if (!isKnownResourceType(type)) continue;
+          seen.add(key);
+          const target = await context.store.read(type, id);
+          if (!target || target.deleted || !context.access.canRead(target)) continue;
+          if (full()) return included;
+          included.push(target);
+          next.push(target);
+        }
+      }
+    }
+    // _revinclude: resources whose `param` references the frontier (found through the index, access-filtered by the store)
+    for (const spec of query.revinclude.filter(applies)) {
+      if (spec.sourceType === '*' || spec.param === '*') {
+        warnings.push(issue('warning', 'not-supported', '_revinclude=* is not supported'));
+        continue;
+      }
+      const keys = frontier.map((v) => `${v.resourceType}/${v.id}`);
+      const revQuery: CompiledQuery = {
+        resourceTypes: [spec.sourceType],
+        filters: [{ kind: 'param', param: spec.param, type: 'reference', values: [{ kind: 'reference', references: keys }] }],
+        sort: [],
+        count: MAX_INCLUDED - included.length,
+        offset: 0,
+        total: 'none',
+        summaryCount: false,
+        include: [],
+        revinclude: [],
+        warnings: [],
+        applied: [],
+      };
+      const result = await runStoreSearch(context, { query: revQuery, canRead: (v) => context.access.canRead(v) });
+      for (const version of result.versions) {
+        const key = `${version.resourceType}/${version.id}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        if (full()) return included;
+        included.push(version);
+        next.push(version);
+      }
+      if (result.hasMore) full();
+    }
+    frontier = next;
+  }
+  return included;
+}
+
+async function search(request: FhirRequest, context: FhirContext, resourceType: string | undefined): Promise<FhirResponse> {
+  context.access.authorize(resourceType ? 'search-type' : 'search-system', resourceType);
+  const raw = searchQuery(request);
+  const query = parseSearch(raw, { resourceType, strict: isStrict(request) });
+  const warnings: OperationOutcomeIssue[] = query.warnings.map((w) => issue('warning', 'not-supported', w));
+
+  if (query.summaryCount) query.count = 0;
+  const wantTotal = query.summaryCount || query.total === 'accurate' || query.total === 'estimate';
+  const canRead = (v: StoredVersion): boolean => context.access.canRead(v);
+  const result = await runStoreSearch(context, { query, canRead, wantTotal });
+  const matches = result.versions.slice(0, query.count);
+  const hasMore = result.hasMore ?? result.versions.length > query.count;
+  // total when asked, or when it is known anyway (everything fits this page)
+  const total = result.total ?? (!hasMore && query.total !== 'none' ? query.offset + matches.length : undefined);
+
+  const included = query.include.length + query.revinclude.length > 0 && matches.length > 0 ? await addIncludes(context, query, matches, warnings) : [];
+
+  const patients = new Set<string>();
+  for (const v of [...matches, ...included]) for (const p of v.patients ?? []) patients.add(p);
+  context.access.audit?.({ interaction: resourceType ? 'search-type' : 'search-system', resourceType, allowed: true, patients: [...patients] });
+
+  const base = resourceType ? `${request.baseUrl}/${resourceType}` : request.baseUrl;
+  const links: { relation: string; url: string }[] = [{ relation: 'self', url: pageLink(base, query, query.offset) }];
+  if (hasMore && query.count > 0) links.push({ relation: 'next', url: pageLink(base, query, query.offset + query.count) });
+  if (query.offset > 0 && query.count > 0) links.push({ relation: 'previous', url: pageLink(base, query, Math.max(0, query.offset - query.count)) });
+
+  const entries: Entry[] = [...matches.map((version) => ({ version, mode: 'match' as const })), ...included.map((version) => ({ version, mode: 'include' as const }))];
+  // Assembled as text: stored resources are served exactly as stored (lossless numbers, no re-serialisation).
+  const parts: string[] = [];
+  for (const { version, mode } of entries) {
+    const json = mode === 'match' && query.elements?.length ? subset(version.json!, query.elements) : version.json!;
+    parts.push(
+      `{"fullUrl":${JSON.stringify(`${request.baseUrl}/${version.resourceType}/${version.id}`)},"resource":${json},"search":{"mode":"${mode}"}}`,
+    );
+  }
+  if (warnings.length > 0) {
+    const outcome = { resourceType: 'OperationOutcome', id: randomUUID(), issue: warnings };
+    parts.push(`{"fullUrl":"urn:uuid:${outcome.id}","resource":${JSON.stringify(outcome)},"search":{"mode":"outcome"}}`);
+  }
+  const head: Record<string, unknown> = {
+    resourceType: 'Bundle',
+    id: randomUUID(),
+    meta: { lastUpdated: new Date().toISOString() },
+    type: 'searchset',
+  };
+  if (total !== undefined) head.total = total;
+  head.link = links;
+  const headJson = JSON.stringify(head);
+  const body = parts.length > 0 ? `${headJson.slice(0, -1)},"entry":[${parts.join(',')}]}` : headJson;
+  return { status: 200, body, headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' } };
+}
+
+/** GET [base]/[type]?... and POST [base]/[type]/_search */
+export const searchType: InteractionHandler = async (request, context) => {
+  if (!request.resourceType || !isKnownResourceType(request.resourceType)) throw badRequest(`Unknown resource type '${request.resourceType}'`);
+  return search(request, context, request.resourceType);
+};
+
+/** GET [base]?_type=... and POST [base]/_search */
+export const searchSystem: InteractionHandler = async (request, context) => search(request, context, undefined);
+
+/** The search parameters of a type, for the CapabilityStatement (only those this server can search). */
+export function searchParamDeclarations(resourceType: string): { name: string; type: 'number' | 'date' | 'string' | 'token' | 'reference' | 'composite' | 'quantity' | 'uri' | 'special'; definition?: string }[] {
+  const defs = searchParametersOf(resourceType);
+  if (!defs) return [];
+  const out = [...defs.values()]
+    .filter((d) => d.evaluate || d.code === '_id' || d.code === '_lastUpdated')
+    .map((d) => ({ name: d.code, type: d.type, definition: d.url }));
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export { LIMITS };

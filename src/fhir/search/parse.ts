@@ -1,0 +1,491 @@
+/**
+ * Parses a FHIR search query (name -> values, repeated names in order) into a CompiledQuery that store
+ * adapters run (src/fhir/store/sqlite/sqlite-search.ts). Pure: no store access.
+ *
+ * AND = repeated parameter names; OR = commas inside one value (`\,` is a literal comma).
+ * Unknown or unsupported parameters are ignored with a warning (lenient, the default) or refused with 400
+ * under `Prefer: handling=strict`. Hostile input (huge values, thousands of parameters, deep chains) is refused with
+ * 400 before any SQL is built; every value reaches SQL as a bound parameter.
+ */
+import { badRequest, FhirError, issue } from '../outcome.js';
+import { searchDefinitions, searchParameter, type SearchParamDef, type SearchParamType } from './definitions.js';
+import { dateRange, normaliseString, numberRange, DATE_MAX, DATE_MIN } from './index-entries.js';
+
+export const LIMITS = {
+  /** Longest accepted parameter value (characters). */
+  maxValueLength: 2048,
+  /** Most parameters (names x repetitions) in one query. */
+  maxParameters: 64,
+  /** Most OR values in one parameter. */
+  maxOrValues: 100,
+  /** Deepest chain (`subject:Patient.organization.name` is 2). */
+  maxChainDepth: 3,
+  maxIncludes: 20,
+  defaultCount: 50,
+  maxCount: 1000,
+  /** Largest `_offset` served (deeper paging must narrow the query). */
+  maxOffset: 100_000,
+} as const;
+
+export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
+
+export type SearchValue =
+  | { kind: 'string'; text: string; exact: string }
+  | { kind: 'token'; system?: string; code?: string; text?: string }
+  | { kind: 'reference'; references?: string[]; identifier?: { system?: string; value: string } }
+  | { kind: 'range'; prefix: Prefix; low: number; high: number; value: number; system?: string; code?: string }
+  | { kind: 'uri'; uri: string }
+  | { kind: 'missing'; missing: boolean };
+
+/** One AND-ed condition on the resources of a type. */
+export type Filter =
+  | {
+      kind: 'param';
+      param: string;
+      type: SearchParamType;
+      modifier?: string;
+      /** OR-ed values. */
+      values: SearchValue[];
+      /** `:not` (tokens) / `ne`-style negation: the resource must have no matching row. */
+      negate?: boolean;
+    }
+  | { kind: 'id'; ids: string[]; negate?: boolean }
+  | { kind: 'lastUpdated'; values: Extract<SearchValue, { kind: 'range' }>[] }
+  /** `param:Type.rest=value`: a reference in `param` to a resource of one of `targetTypes` that matches `inner`. */
+  | { kind: 'chain'; param: string; targetTypes: string[]; inner: Filter }
+  /** `_has:Type:param:rest=value`: some `Type` resource whose `param` references this one matches `inner`. */
+  | { kind: 'has'; sourceType: string; param: string; inner: Filter };
+
+export interface SortKey {
+  param: string;
+  type: SearchParamType | '_id' | '_lastUpdated';
+  descending: boolean;
+}
+
+export interface IncludeSpec {
+  /** The type that holds the reference. */
+  sourceType: string;
+  /** Reference parameter code, or '*' for all reference parameters. */
+  param: string;
+  targetType?: string;
+  iterate: boolean;
+}
+
+export interface CompiledQuery {
+  /** The types searched: one for a type search; those of `_type` (or all) for a system search. */
+  resourceTypes: string[];
+  filters: Filter[];
+  sort: SortKey[];
+  count: number;
+  offset: number;
+  total: 'none' | 'estimate' | 'accurate';
+  summaryCount: boolean;
+  elements?: string[];
+  include: IncludeSpec[];
+  revinclude: IncludeSpec[];
+  /** Parameters ignored (lenient handling), for the Bundle's OperationOutcome. */
+  warnings: string[];
+  /** The parameters that were applied, for the self link. */
+  applied: [string, string][];
+}
+
+export interface ParseOptions {
+  /** The type of a type-level search; undefined for a system search. */
+  resourceType?: string;
+  strict?: boolean;
+}
+
+const PREFIXES = new Set<Prefix>(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap']);
+/** Result parameters handled elsewhere (HTTP layer or ignored by design). */
+const PASSIVE = new Set(['_format', '_pretty', '_summary', '_elements', '_count', '_offset', '_sort', '_total', '_include', '_revinclude', '_type', '_contained', '_containedType']);
+
+/** Splits on commas not escaped with a backslash; unescapes `\,` `\|` `\$` `\\`. */
+export function splitOr(value: string): string[] {
+  const out: string[] = [];
+  let current = '';
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i];
+    if (c === '\\' && i + 1 < value.length) {
+      current += value[i + 1] === ',' || value[i + 1] === '\\' || value[i + 1] === '$' ? value[i + 1] : c + value[i + 1];
+      i++;
+    } else if (c === ',') {
+      out.push(current);
+      current = '';
+    } else current += c;
+  }
+  out.push(current);
+  return out;
+}
+
+/** Splits `system|code` on the first unescaped `|`. */
+function splitPipe(value: string): [string, string] | undefined {
+  for (let i = 0; i < value.length; i++) {
+    if (value[i] === '\\') i++;
+    else if (value[i] === '|') return [value.slice(0, i).replace(/\\\|/g, '|'), value.slice(i + 1).replace(/\\\|/g, '|')];
+  }
+  return undefined;
+}
+
+function parsePrefixed(raw: string): { prefix: Prefix; rest: string } {
+  const candidate = raw.slice(0, 2) as Prefix;
+  if (PREFIXES.has(candidate) && raw.length > 2 && /[0-9-]/.test(raw[2])) return { prefix: candidate, rest: raw.slice(2) };
+  return { prefix: 'eq', rest: raw };
+}
+
+function dateValue(raw: string, name: string): Extract<SearchValue, { kind: 'range' }> {
+  const { prefix, rest } = parsePrefixed(raw);
+  // `+` in a query is often a decoded space: accept `2020-01-01T00:00:00 01:00`
+  const range = dateRange(rest.replace(/ (\d{2}:\d{2})$/, '+$1'));
+  if (!range) throw badRequest(`'${truncate(raw)}' is not a valid date for parameter '${name}'`);
+  return { kind: 'range', prefix, low: range.low, high: range.high, value: range.low };
+}
+
+function numberValue(raw: string, name: string, type: 'number' | 'quantity'): Extract<SearchValue, { kind: 'range' }> {
+  let numberPart = raw;
+  let system: string | undefined;
+  let code: string | undefined;
+  if (type === 'quantity') {
+    const [n, ...unit] = raw.split('|');
+    numberPart = n;
+    if (unit.length > 2) throw badRequest(`'${truncate(raw)}' is not a valid quantity for '${name}' (number|system|code)`);
+    system = unit[0] || undefined;
+    code = unit[1] || undefined;
+    if (unit.length === 1 && unit[0]) {
+      code = unit[0];
+      system = undefined;
+    }
+  }
+  const { prefix, rest } = parsePrefixed(numberPart);
+  const range = numberRange(rest);
+  if (!range) throw badRequest(`'${truncate(raw)}' is not a valid number for parameter '${name}'`);
+  return { kind: 'range', prefix, low: range.low, high: range.high, value: range.value, system, code };
+}
+
+function truncate(text: string): string {
+  return text.length > 80 ? `${text.slice(0, 80)}...` : text;
+}
+
+const MODIFIERS: Record<string, Set<string>> = {
+  string: new Set(['exact', 'contains', 'missing']),
+  token: new Set(['text', 'not', 'missing']),
+  reference: new Set(['identifier', 'missing']),
+  date: new Set(['missing']),
+  number: new Set(['missing']),
+  quantity: new Set(['missing']),
+  uri: new Set(['above', 'below', 'missing']),
+};
+
+class QueryParser {
+  readonly warnings: string[] = [];
+  constructor(private readonly strict: boolean) {}
+
+  /** An ignorable problem: a warning, or 400 when strict. */
+  ignore(message: string): void {
+    if (this.strict) throw new FhirError(400, [issue('error', 'not-supported', message)]);
+    this.warnings.push(message);
+  }
+
+  /**
+   * One `name=value` condition for resources of `types` (all must define the parameter the same way),
+   * or undefined when ignored. `depth` counts chain links.
+   */
+  filter(types: string[], name: string, rawValue: string, depth: number): Filter | undefined {
+    if (depth > LIMITS.maxChainDepth) throw badRequest(`Chains deeper than ${LIMITS.maxChainDepth} are not supported: '${truncate(name)}'`);
+    if (name.startsWith('_has:')) return this.hasFilter(types, name, rawValue, depth);
+    const dot = name.indexOf('.');
+    const head = dot >= 0 ? name.slice(0, dot) : name;
+    const [code, modifier, ...extra] = head.split(':');
+    if (extra.length > 0) throw badRequest(`Parameter '${truncate(name)}' has more than one modifier`);
+    if (code === '_id') return this.idFilter(name, modifier, rawValue, dot);
+    if (code === '_lastUpdated') {
+      if (modifier || dot >= 0) return this.ignore(`Parameter '${truncate(name)}': _lastUpdated takes no modifier or chain`), undefined;
+      const values = this.orValues(rawValue).map((v) => dateValue(v, code));
+      return { kind: 'lastUpdated', values };
+    }
+    const defs = types.map((t) => searchParameter(t, code));
+    if (defs.some((d) => d === undefined)) {
+      this.ignore(`Unknown search parameter '${truncate(code)}' for ${types.length === 1 ? types[0] : `types ${types.join(', ')}`}`);
+      return undefined;
+    }
+    const def = defs[0] as SearchParamDef;
+    if (!def.evaluate) {
+      this.ignore(`Search parameter '${code}' (${def.type}) is not supported by this server`);
+      return undefined;
+    }
+    if (defs.some((d) => d!.type !== def.type)) {
+      this.ignore(`Search parameter '${code}' differs between types ${types.join(', ')}`);
+      return undefined;
+    }
+    if (dot >= 0) return this.chainFilter(types, def, defs as SearchParamDef[], modifier, name.slice(dot + 1), rawValue, depth);
+
+    if (modifier === 'missing') {
+      if (rawValue !== 'true' && rawValue !== 'false') throw badRequest(`':missing' takes true or false, not '${truncate(rawValue)}'`);
+      return { kind: 'param', param: code, type: def.type, modifier, values: [{ kind: 'missing', missing: rawValue === 'true' }] };
+    }
+    // `reference:Type=id` is a type restriction, not a modifier.
+    let referenceType: string | undefined;
+    if (modifier && def.type === 'reference' && modifier !== 'identifier' && modifier !== 'missing') {
+      if (!searchDefinitions().byType.has(modifier)) throw badRequest(`'${modifier}' is not a resource type (in '${truncate(name)}')`);
+      referenceType = modifier;
+    } else if (modifier && !MODIFIERS[def.type]?.has(modifier)) {
+      this.ignore(`Modifier ':${truncate(modifier)}' is not supported for ${def.type} parameter '${code}'`);
+      return undefined;
+    }
+    const values = this.orValues(rawValue).map((v) => this.value(def, modifier, referenceType, v));
+    const filter: Filter = { kind: 'param', param: code, type: def.type, values };
+    if (modifier && !referenceType) filter.modifier = modifier;
+    if (modifier === 'not') filter.negate = true;
+    // `ne` on dates/numbers: none of the resource's values may equal it (all values must be ne).
+    return filter;
+  }
+
+  private orValues(rawValue: string): string[] {
+    const values = splitOr(rawValue);
+    if (values.length > LIMITS.maxOrValues) throw badRequest(`More than ${LIMITS.maxOrValues} OR values in one parameter`);
+    return values;
+  }
+
+  private idFilter(name: string, modifier: string | undefined, rawValue: string, dot: number): Filter | undefined {
+    if (dot >= 0 || (modifier && modifier !== 'not')) {
+      this.ignore(`Parameter '${truncate(name)}' is not supported`);
+      return undefined;
+    }
+    const ids = this.orValues(rawValue);
+    for (const id of ids) if (!/^[A-Za-z0-9\-.]{1,64}$/.test(id)) throw badRequest(`'${truncate(id)}' is not a valid resource id`);
+    return { kind: 'id', ids, negate: modifier === 'not' || undefined };
+  }
+
+  private value(def: SearchParamDef, modifier: string | undefined, referenceType: string | undefined, raw: string): SearchValue {
+    if (raw === '') throw badRequest(`Empty value for parameter '${def.code}'`);
+    switch (def.type) {
+      case 'string':
+        return { kind: 'string', text: normaliseString(raw), exact: raw };
+      case 'token': {
+        if (modifier === 'text') return { kind: 'token', text: normaliseString(raw) };
+        const pipe = splitPipe(raw);
+        if (!pipe) return { kind: 'token', code: raw };
+        // `|code`: no system; `system|`: any code of the system
+        return { kind: 'token', system: pipe[0], code: pipe[1] === '' ? undefined : pipe[1] };
+      }
+      case 'reference': {
+        if (modifier === 'identifier') {
+          const pipe = splitPipe(raw);
+          return { kind: 'reference', identifier: pipe ? { system: pipe[0] || undefined, value: pipe[1] } : { value: raw } };
+        }
+        return { kind: 'reference', references: this.referenceTargets(def, referenceType, raw) };
+      }
+      case 'date':
+        return dateValue(raw, def.code);
+      case 'number':
+      case 'quantity':
+        return numberValue(raw, def.code, def.type);
+      case 'uri':
+        return { kind: 'uri', uri: raw };
+      default:
+        throw badRequest(`Parameter '${def.code}' cannot be searched`);
+    }
+  }
+
+  /** The stored forms a reference search value can match. */
+  private referenceTargets(def: SearchParamDef, referenceType: string | undefined, raw: string): string[] {
+    const noHistory = raw.split('/_history/')[0];
+    if (/^[a-z][a-z0-9+.-]*:/i.test(noHistory)) {
+      // absolute: the URL as stored, and `Type/id` (our own base is stripped at write time only for relative refs)
+      const tail = /([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(noHistory);
+      return tail ? [noHistory, `${tail[1]}/${tail[2]}`] : [noHistory];
+    }
+    const typed = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(noHistory);
+    if (typed) {
+      if (referenceType && typed[1] !== referenceType) throw badRequest(`'${truncate(raw)}' is not a ${referenceType} reference`);
+      return [noHistory];
+    }
+    if (!/^[A-Za-z0-9\-.]{1,64}$/.test(noHistory)) throw badRequest(`'${truncate(raw)}' is not a valid reference for '${def.code}'`);
+    const targets = referenceType ? [referenceType] : def.target.length > 0 ? def.target : searchDefinitions().resourceTypes;
+    return targets.map((t) => `${t}/${noHistory}`);
+  }
+
+  private chainFilter(
+    types: string[],
+    def: SearchParamDef,
+    defs: SearchParamDef[],
+    modifier: string | undefined,
+    rest: string,
+    rawValue: string,
+    depth: number,
+  ): Filter | undefined {
+    if (def.type !== 'reference') throw badRequest(`Chained parameter '${def.code}' is not a reference`);
+    let targetTypes = [...new Set(defs.flatMap((d) => d.target))];
+    if (modifier) {
+      if (!targetTypes.includes(modifier)) throw badRequest(`'${modifier}' is not a target of '${def.code}'`);
+      targetTypes = [modifier];
+    }
+    // Keep the targets that define the next parameter; without any, the chain is unknown.
+    const nextCode = rest.split(/[.:]/)[0];
+    const viable = nextCode === '_id' || nextCode === '_lastUpdated' || nextCode === '_has' ? targetTypes : targetTypes.filter((t) => searchParameter(t, nextCode));
+    if (viable.length === 0) {
+      this.ignore(`Chain '${def.code}.${truncate(rest)}': no target of '${def.code}' has a parameter '${truncate(nextCode)}'`);
+      return undefined;
+    }
+    // Each viable target may define the next parameter differently: parse per target and OR them by type.
+    const inner = this.filter(viable.length > 1 ? [viable[0]] : viable, rest, rawValue, depth + 1);
+    if (!inner) return undefined;
+    if (viable.length > 1) {
+      // Only targets where the inner parameter has the same type keep it.
+      const innerType = inner.kind === 'param' ? inner.type : undefined;
+      const compatible = viable.filter((t) => {
+        if (!innerType) return true;
+        return searchParameter(t, nextCode)?.type === innerType;
+      });
+      return { kind: 'chain', param: def.code, targetTypes: compatible, inner };
+    }
+    return { kind: 'chain', param: def.code, targetTypes: viable, inner };
+  }
+
+  private hasFilter(types: string[], name: string, rawValue: string, depth: number): Filter | undefined {
+    // _has:Observation:patient:code=x   or   _has:Observation:patient:_has:AuditEvent:entity:agent=y
+    const m = /^_has:([A-Z][A-Za-z]+):([a-z][A-Za-z0-9-]*):(.+)$/.exec(name);
+    if (!m) throw badRequest(`Malformed _has parameter '${truncate(name)}' (expected _has:Type:reference:parameter)`);
+    const [, sourceType, param, rest] = m;
+    if (!searchDefinitions().byType.has(sourceType)) throw badRequest(`'${sourceType}' is not a resource type (in _has)`);
+    const ref = searchParameter(sourceType, param);
+    if (!ref || ref.type !== 'reference') {
+      this.ignore(`_has: '${param}' is not a reference parameter of ${sourceType}`);
+      return undefined;
+    }
+    if (ref.target.length > 0 && !types.some((t) => ref.target.includes(t))) {
+      this.ignore(`_has: ${sourceType}.${param} never references ${types.join(', ')}`);
+      return undefined;
+    }
+    const inner = this.filter([sourceType], rest, rawValue, depth + 1);
+    return inner ? { kind: 'has', sourceType, param, inner } : undefined;
+  }
+}
+
+function parseSort(types: string[], raw: string[], parser: QueryParser): SortKey[] {
+  const keys: SortKey[] = [];
+  for (const item of raw.flatMap((r) => r.split(','))) {
+    const descending = item.startsWith('-');
+    const code = descending ? item.slice(1) : item;
+    if (code === '_id' || code === '_lastUpdated') {
+      keys.push({ param: code, type: code, descending });
+      continue;
+    }
+    const def = types.length === 1 ? searchParameter(types[0], code) : undefined;
+    if (!def?.evaluate || def.type === 'composite' || def.type === 'special') {
+      parser.ignore(`Cannot sort by '${truncate(code)}'`);
+      continue;
+    }
+    keys.push({ param: code, type: def.type, descending });
+  }
+  return keys;
+}
+
+function parseInclude(raw: string, reverse: boolean, iterate: boolean, types: string[], parser: QueryParser): IncludeSpec | undefined {
+  if (raw === '*') return { sourceType: '*', param: '*', iterate };
+  const [sourceType, param, targetType, ...extra] = raw.split(':');
+  if (extra.length > 0 || !sourceType || !param) throw badRequest(`Malformed ${reverse ? '_revinclude' : '_include'} '${truncate(raw)}' (Type:param[:target])`);
+  if (!searchDefinitions().byType.has(sourceType)) throw badRequest(`'${truncate(sourceType)}' is not a resource type`);
+  if (!reverse && !iterate && !types.includes(sourceType)) {
+    parser.ignore(`_include '${truncate(raw)}' does not start from the searched type`);
+    return undefined;
+  }
+  if (param !== '*') {
+    const def = searchParameter(sourceType, param);
+    if (!def || def.type !== 'reference') {
+      parser.ignore(`'${truncate(param)}' is not a reference parameter of ${sourceType}`);
+      return undefined;
+    }
+  }
+  if (targetType && !searchDefinitions().byType.has(targetType)) throw badRequest(`'${truncate(targetType)}' is not a resource type`);
+  return { sourceType, param, targetType: targetType || undefined, iterate };
+}
+
+function singleInt(values: string[], name: string, min: number, max: number): number | undefined {
+  if (values.length === 0) return undefined;
+  const raw = values[values.length - 1];
+  if (!/^\d{1,9}$/.test(raw)) throw badRequest(`${name} must be a non-negative integer, not '${truncate(raw)}'`);
+  return Math.min(Math.max(Number(raw), min), max);
+}
+
+/** Parses a search query. Throws 400 FhirError for malformed or hostile input. */
+export function parseSearch(query: Record<string, string[]>, options: ParseOptions = {}): CompiledQuery {
+  const parser = new QueryParser(options.strict ?? false);
+  const defs = searchDefinitions();
+  const names = Object.keys(query);
+  let parameterCount = 0;
+  for (const name of names) {
+    if (name.length > 256) throw badRequest('A search parameter name is longer than 256 characters');
+    for (const value of query[name]) {
+      parameterCount++;
+      if (value.length > LIMITS.maxValueLength) throw badRequest(`A value of parameter '${truncate(name)}' is longer than ${LIMITS.maxValueLength} characters`);
+    }
+  }
+  if (parameterCount > LIMITS.maxParameters) throw badRequest(`Too many search parameters (${parameterCount}; at most ${LIMITS.maxParameters})`);
+
+  let resourceTypes: string[];
+  if (options.resourceType) resourceTypes = [options.resourceType];
+  else {
+    const listed = (query._type ?? []).flatMap((v) => v.split(',')).filter((t) => t !== '');
+    for (const t of listed) if (!defs.byType.has(t)) throw badRequest(`'${truncate(t)}' in _type is not a resource type`);
+    resourceTypes = listed.length > 0 ? [...new Set(listed)] : defs.resourceTypes;
+  }
+
+  const filters: Filter[] = [];
+  const applied: [string, string][] = [];
+  for (const name of names) {
+    if (PASSIVE.has(name) || name.startsWith('_include') || name.startsWith('_revinclude') || name.startsWith('_sort')) continue;
+    for (const value of query[name]) {
+      const filter = parser.filter(resourceTypes, name, value, 0);
+      if (filter) {
+        filters.push(filter);
+        applied.push([name, value]);
+      }
+    }
+  }
+
+  const count = singleInt(query._count ?? [], '_count', 0, LIMITS.maxCount) ?? LIMITS.defaultCount;
+  const offset = singleInt(query._offset ?? [], '_offset', 0, LIMITS.maxOffset) ?? 0;
+  const totalRaw = query._total?.[query._total.length - 1];
+  if (totalRaw !== undefined && !['none', 'estimate', 'accurate'].includes(totalRaw)) throw badRequest(`_total must be none, estimate or accurate`);
+  const summary = query._summary?.[query._summary.length - 1];
+  const summaryCount = summary === 'count';
+  const sort = parseSort(resourceTypes, query._sort ?? [], parser);
+  const elements = query._elements?.flatMap((v) => v.split(',')).map((e) => e.trim()).filter((e) => e !== '');
+
+  const include: IncludeSpec[] = [];
+  const revinclude: IncludeSpec[] = [];
+  for (const name of names) {
+    const m = /^_(rev)?include(:iterate|:recurse)?$/.exec(name);
+    if (!m) {
+      if (name.startsWith('_include') || name.startsWith('_revinclude')) parser.ignore(`Unknown parameter '${truncate(name)}'`);
+      continue;
+    }
+    for (const value of query[name]) {
+      const spec = parseInclude(value, m[1] === 'rev', m[2] !== undefined, resourceTypes, parser);
+      if (spec) (m[1] ? revinclude : include).push(spec);
+    }
+  }
+  if (include.length + revinclude.length > LIMITS.maxIncludes) throw badRequest(`Too many _include/_revinclude (at most ${LIMITS.maxIncludes})`);
+
+  for (const [name, values] of Object.entries(query)) {
+    if (['_count', '_offset', '_total', '_summary', '_sort', '_elements'].includes(name) || name.startsWith('_include') || name.startsWith('_revinclude'))
+      for (const v of values) applied.push([name, v]);
+  }
+
+  return {
+    resourceTypes,
+    filters,
+    sort,
+    count,
+    offset,
+    total: (totalRaw as CompiledQuery['total']) ?? 'accurate',
+    summaryCount,
+    elements,
+    include,
+    revinclude,
+    warnings: parser.warnings,
+    applied,
+  };
+}
+
+export { DATE_MAX, DATE_MIN };

@@ -1,0 +1,376 @@
+/**
+ * Runs a CompiledQuery (src/fhir/search/parse.ts) over the SQLite store's tables (schema.ts:
+ * resource_current, resource_version, search_index).
+ *
+ * Visibility (access control) is enforced here, in the one place candidates are produced:
+ * - every candidate row passes `canRead` before it is counted, paged or returned, so invisible resources are
+ *   absent and `total` counts visible ones only;
+ * - chains and `_has` are resolved inner-first into sets of *visible* resources (each inner match passes
+ *   `canRead`), and the outer query only matches through those sets, so nothing can be learned through an
+ *   invisible resource. An inner set larger than MAX_INNER_MATCHES is refused (400 too-costly).
+ * Every value reaches SQL as a bound parameter; only parameter-free fragments are concatenated.
+ */
+import type { Database, Statement } from 'better-sqlite3';
+import { FhirError, issue } from '../../outcome.js';
+import type { StoredVersion } from '../resource-store.js';
+import type { Filter, SearchValue, SortKey } from '../../search/parse.js';
+import type { StoreSearchRequest, StoreSearchResult } from '../../search/request.js';
+
+export const MAX_INNER_MATCHES = 10_000;
+
+export type SqliteSearchRequest = StoreSearchRequest;
+export type SqliteSearchResult = StoreSearchResult & { hasMore: boolean };
+
+type Bind = string | number;
+interface Fragment {
+  sql: string;
+  binds: Bind[];
+}
+
+interface Row {
+  resource_type: string;
+  id: string;
+  version_id: number;
+  last_updated: string;
+  deleted: number;
+  method: StoredVersion['method'];
+  json: string | null;
+  custodian: string | null;
+  patients: string | null;
+}
+
+function toVersion(row: Row): StoredVersion {
+  const version: StoredVersion = {
+    resourceType: row.resource_type,
+    id: row.id,
+    versionId: row.version_id,
+    lastUpdated: row.last_updated,
+    deleted: row.deleted !== 0,
+    method: row.method,
+  };
+  if (row.json !== null) version.json = row.json;
+  if (row.custodian !== null) version.custodian = row.custodian;
+  if (row.patients !== null) version.patients = JSON.parse(row.patients) as string[];
+  return version;
+}
+
+const escapeLike = (text: string): string => text.replace(/[\\%_]/g, (c) => `\\${c}`);
+
+/** ISO instant for an epoch ms, clamped to years 0000..9999 so text order = time order. */
+function isoInstant(ms: number): string {
+  const clamped = Math.min(Math.max(ms, -62167219200000), 253402300799999);
+  return new Date(clamped).toISOString();
+}
+
+/** One search value as a condition on search_index rows `si`. */
+function valueCondition(filterType: string, value: SearchValue): Fragment {
+  switch (value.kind) {
+    case 'string':
+      return { sql: 'si.value >= ? AND si.value < ?', binds: [value.text, `${value.text}\uffff`] };
+    case 'token': {
+      if (value.text !== undefined) return { sql: 'si.value >= ? AND si.value < ?', binds: [value.text, `${value.text}\uffff`] };
+      const parts: string[] = [];
+      const binds: Bind[] = [];
+      if (value.system === '') parts.push('si.system IS NULL');
+      else if (value.system !== undefined) {
+        parts.push('si.system = ?');
+        binds.push(value.system);
+      }
+      if (value.code !== undefined) {
+        parts.push('si.value = ?');
+        binds.push(value.code);
+      }
+      return { sql: parts.join(' AND ') || '1', binds };
+    }
+    case 'reference':
+      if (value.identifier) {
+        return value.identifier.system
+          ? { sql: 'si.system = ? AND si.value = ?', binds: [value.identifier.system, value.identifier.value] }
+          : { sql: 'si.value = ? AND si.reference IS NULL', binds: [value.identifier.value] };
+      }
+      return { sql: `si.reference IN (${value.references!.map(() => '?').join(', ')})`, binds: value.references! };
+    case 'uri':
+      return { sql: 'si.value = ?', binds: [value.uri] };
+    case 'range':
+      return filterType === 'date' ? dateCondition(value) : numberCondition(value);
+    case 'missing':
+      return { sql: '1', binds: [] };
+  }
+}
+
+/** Dates: the target's [low, high] against the search value's [low, high] (both inclusive ms). */
+function dateCondition(value: Extract<SearchValue, { kind: 'range' }>): Fragment {
+  const { low, high } = value;
+  switch (value.prefix) {
+    case 'eq':
+      return { sql: 'si.low >= ? AND si.high <= ?', binds: [low, high] };
+    case 'ne':
+      return { sql: 'NOT (si.low >= ? AND si.high <= ?)', binds: [low, high] };
+    case 'gt':
+      return { sql: 'si.high > ?', binds: [high] };
+    case 'lt':
+      return { sql: 'si.low < ?', binds: [low] };
+    case 'ge':
+      return { sql: 'si.high >= ?', binds: [low] };
+    case 'le':
+      return { sql: 'si.low <= ?', binds: [high] };
+    case 'sa':
+      return { sql: 'si.low > ?', binds: [high] };
+    case 'eb':
+      return { sql: 'si.high < ?', binds: [low] };
+    case 'ap': {
+      // approximately: within 10% of the distance to now, at least a day
+      const slack = Math.max(Math.abs(Date.now() - low) * 0.1, 86_400_000);
+      return { sql: 'si.high >= ? AND si.low <= ?', binds: [low - slack, high + slack] };
+    }
+  }
+}
+
+/**
+ * Numbers and quantities: the stored value (midpoint of its precision range) against the search value;
+ * `eq` uses the search value's implicit precision ([99.5, 100.5) for `100`), the others its exact value.
+ */
+function numberCondition(value: Extract<SearchValue, { kind: 'range' }>): Fragment {
+  const mid = '((si.low + si.high) / 2.0)';
+  const unit: Fragment = { sql: '', binds: [] };
+  if (value.system !== undefined) {
+    unit.sql += ' AND si.system = ?';
+    unit.binds.push(value.system);
+  }
+  if (value.code !== undefined) {
+    unit.sql += ' AND si.value = ?';
+    unit.binds.push(value.code);
+  }
+  let core: Fragment;
+  switch (value.prefix) {
+    case 'eq':
+      core = { sql: `${mid} >= ? AND ${mid} < ?`, binds: [value.low, value.high] };
+      break;
+    case 'ne':
+      core = { sql: `NOT (${mid} >= ? AND ${mid} < ?)`, binds: [value.low, value.high] };
+      break;
+    case 'gt':
+    case 'sa':
+      core = { sql: `${mid} > ?`, binds: [value.value] };
+      break;
+    case 'lt':
+    case 'eb':
+      core = { sql: `${mid} < ?`, binds: [value.value] };
+      break;
+    case 'ge':
+      core = { sql: `${mid} >= ?`, binds: [value.value] };
+      break;
+    case 'le':
+      core = { sql: `${mid} <= ?`, binds: [value.value] };
+      break;
+    case 'ap': {
+      const slack = Math.abs(value.value) * 0.1;
+      core = { sql: `${mid} >= ? AND ${mid} <= ?`, binds: [value.value - slack, value.value + slack] };
+      break;
+    }
+  }
+  return { sql: `(${core.sql})${unit.sql}`, binds: [...core.binds, ...unit.binds] };
+}
+
+function lastUpdatedCondition(value: Extract<SearchValue, { kind: 'range' }>): Fragment {
+  const low = isoInstant(value.low);
+  const high = isoInstant(value.high);
+  switch (value.prefix) {
+    case 'eq':
+      return { sql: 'v.last_updated >= ? AND v.last_updated <= ?', binds: [low, high] };
+    case 'ne':
+      return { sql: 'NOT (v.last_updated >= ? AND v.last_updated <= ?)', binds: [low, high] };
+    case 'gt':
+    case 'sa':
+      return { sql: 'v.last_updated > ?', binds: [high] };
+    case 'lt':
+    case 'eb':
+      return { sql: 'v.last_updated < ?', binds: [low] };
+    case 'ge':
+      return { sql: 'v.last_updated >= ?', binds: [low] };
+    case 'le':
+      return { sql: 'v.last_updated <= ?', binds: [high] };
+    case 'ap': {
+      const slack = Math.max(Math.abs(Date.now() - value.low) * 0.1, 86_400_000);
+      return { sql: 'v.last_updated >= ? AND v.last_updated <= ?', binds: [isoInstant(value.low - slack), isoInstant(value.high + slack)] };
+    }
+  }
+}
+
+const indexRowsOf = 'FROM search_index si WHERE si.resource_type = c.resource_type AND si.id = c.id AND si.param = ?';
+
+export class SqliteSearch {
+  private readonly statements = new Map<string, Statement>();
+
+  constructor(private readonly db: Database) {}
+
+  private prepare(sql: string): Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      if (this.statements.size > 500) this.statements.clear();
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  /** The condition of one filter on the current-row aliases `c` (resource_current) and `v` (resource_version). */
+  private filterCondition(filter: Filter, canRead: SqliteSearchRequest['canRead']): Fragment {
+    switch (filter.kind) {
+      case 'id':
+        return {
+          sql: `${filter.negate ? 'NOT ' : ''}c.id IN (${filter.ids.map(() => '?').join(', ')})`,
+          binds: filter.ids,
+        };
+      case 'lastUpdated': {
+        const parts = filter.values.map(lastUpdatedCondition);
+        return { sql: `(${parts.map((p) => `(${p.sql})`).join(' OR ')})`, binds: parts.flatMap((p) => p.binds) };
+      }
+      case 'param': {
+        const param = filter.modifier === 'text' ? `${filter.param}:text` : filter.param;
+        const missing = filter.values.find((v) => v.kind === 'missing');
+        if (missing && missing.kind === 'missing') {
+          return { sql: `${missing.missing ? 'NOT ' : ''}EXISTS (SELECT 1 ${indexRowsOf})`, binds: [param] };
+        }
+        const parts = filter.values.map((v) => {
+          if (filter.type === 'string' && v.kind === 'string') {
+            if (filter.modifier === 'exact') return { sql: 'si.system = ?', binds: [v.exact] };
+            if (filter.modifier === 'contains') return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`%${escapeLike(v.text)}%`] };
+          }
+          if (filter.type === 'uri' && v.kind === 'uri') {
+            if (filter.modifier === 'below') return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`${escapeLike(v.uri)}%`] };
+            if (filter.modifier === 'above') return { sql: 'substr(?, 1, length(si.value)) = si.value', binds: [v.uri] };
+          }
+          return valueCondition(filter.type, v);
+        });
+        const sql = `${filter.negate ? 'NOT ' : ''}EXISTS (SELECT 1 ${indexRowsOf} AND (${parts.map((p) => `(${p.sql})`).join(' OR ')}))`;
+        return { sql, binds: [param, ...parts.flatMap((p) => p.binds)] };
+      }
+      case 'chain': {
+        // Visible targets of the inner condition, then the references to them.
+        const keys: string[] = [];
+        for (const targetType of filter.targetTypes) {
+          for (const version of this.visibleMatches([targetType], [filter.inner], canRead)) keys.push(`${version.resourceType}/${version.id}`);
+        }
+        return {
+          sql: 'EXISTS (SELECT 1 FROM search_index si WHERE si.resource_type = c.resource_type AND si.id = c.id AND si.param = ? AND si.reference IN (SELECT value FROM json_each(?)))',
+          binds: [filter.param, JSON.stringify(keys)],
+        };
+      }
+      case 'has': {
+        // Visible sources matching the inner condition; this resource must be one they reference through `param`.
+        const sources = [...this.visibleMatches([filter.sourceType], [filter.inner], canRead)].map((v) => v.id);
+        const referenced = this.prepare(
+          `SELECT DISTINCT si.reference AS reference FROM search_index si
+           WHERE si.resource_type = ? AND si.param = ? AND si.id IN (SELECT value FROM json_each(?)) AND si.reference IS NOT NULL`,
+        )
+          .all(filter.sourceType, filter.param, JSON.stringify(sources))
+          .map((r) => (r as { reference: string }).reference);
+        return {
+          sql: "(c.resource_type || '/' || c.id) IN (SELECT value FROM json_each(?))",
+          binds: [JSON.stringify(referenced)],
+        };
+      }
+    }
+  }
+
+  /** Every visible current version of `types` matching all `filters` (for chains and _has); capped. */
+  private *visibleMatches(types: string[], filters: Filter[], canRead: SqliteSearchRequest['canRead']): Generator<StoredVersion> {
+    let count = 0;
+    for (const version of this.candidates(types, filters, [], canRead)) {
+      if (!canRead(version)) continue;
+      if (++count > MAX_INNER_MATCHES) {
+        throw new FhirError(400, [
+          issue('error', 'too-costly', `A chained or _has condition matches more than ${MAX_INNER_MATCHES} resources; narrow it`),
+        ]);
+      }
+      yield version;
+    }
+  }
+
+  private sortExpression(key: SortKey): Fragment {
+    const direction = key.descending ? 'DESC' : 'ASC';
+    if (key.type === '_id') return { sql: `c.id ${direction}`, binds: [] };
+    if (key.type === '_lastUpdated') return { sql: `v.seq ${direction}`, binds: [] };
+    const aggregate = key.descending ? 'MAX' : 'MIN';
+    const column =
+      key.type === 'date'
+        ? key.descending
+          ? 'si.high'
+          : 'si.low'
+        : key.type === 'number' || key.type === 'quantity'
+          ? '((si.low + si.high) / 2.0)'
+          : key.type === 'reference'
+            ? 'si.reference'
+            : 'si.value';
+    return { sql: `(SELECT ${aggregate}(${column}) ${indexRowsOf}) ${direction}`, binds: [key.param] };
+  }
+
+  /** Current, non-deleted versions matching the filters, in sort order (visibility not yet applied). */
+  private candidates(types: string[], filters: Filter[], sort: SortKey[], canRead: SqliteSearchRequest['canRead']): IterableIterator<StoredVersion> {
+    const where: string[] = ['c.deleted = 0'];
+    const binds: Bind[] = [];
+    where.push(`c.resource_type IN (${types.map(() => '?').join(', ')})`);
+    binds.push(...types);
+    for (const filter of filters) {
+      const fragment = this.filterCondition(filter, canRead);
+      where.push(fragment.sql);
+      binds.push(...fragment.binds);
+    }
+    const order = sort.map((k) => this.sortExpression(k));
+    const orderSql = [...order.map((o) => o.sql), 'v.seq ASC'].join(', ');
+    const sql = `SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.method, v.json, v.custodian, v.patients
+      FROM resource_current c JOIN resource_version v ON v.seq = c.seq
+      WHERE ${where.join(' AND ')}
+      ORDER BY ${orderSql}`;
+    const rows = this.prepare(sql).iterate(...binds, ...order.flatMap((o) => o.binds)) as IterableIterator<Row>;
+    return (function* () {
+      for (const row of rows) yield toVersion(row);
+    })();
+  }
+
+  search(request: SqliteSearchRequest): SqliteSearchResult {
+    const { query, canRead } = request;
+    const page: StoredVersion[] = [];
+    let visible = 0;
+    let hasMore = false;
+    const iterator = this.candidates(query.resourceTypes, query.filters, query.sort, canRead);
+    try {
+      for (const version of iterator) {
+        if (!canRead(version)) continue;
+        visible++;
+        if (visible <= query.offset) continue;
+        if (page.length < query.count) page.push(version);
+        else {
+          hasMore = true;
+          if (!request.wantTotal) break;
+        }
+      }
+    } finally {
+      iterator.return?.();
+    }
+    return { versions: page, total: request.wantTotal ? visible : undefined, hasMore };
+  }
+
+  /** Reference values (`Type/id`, URLs) that the given resources hold in reference parameter `param` (or all, for '*'). */
+  references(resourceType: string, ids: string[], param: string): { id: string; param: string; reference: string }[] {
+    const sql =
+      param === '*'
+        ? `SELECT si.id, si.param, si.reference FROM search_index si WHERE si.resource_type = ? AND si.id IN (SELECT value FROM json_each(?)) AND si.type = 'reference' AND si.reference IS NOT NULL`
+        : `SELECT si.id, si.param, si.reference FROM search_index si WHERE si.resource_type = ? AND si.id IN (SELECT value FROM json_each(?)) AND si.param = ? AND si.reference IS NOT NULL`;
+    const binds: Bind[] = param === '*' ? [resourceType, JSON.stringify(ids)] : [resourceType, JSON.stringify(ids), param];
+    return this.prepare(sql).all(...binds) as { id: string; param: string; reference: string }[];
+  }
+}
+
+const searchers = new WeakMap<Database, SqliteSearch>();
+
+/** Runs a compiled search on a SQLite store database (statements cached per database). */
+export function searchSqlite(db: Database, request: SqliteSearchRequest): SqliteSearchResult {
+  let searcher = searchers.get(db);
+  if (!searcher) {
+    searcher = new SqliteSearch(db);
+    searchers.set(db, searcher);
+  }
+  return searcher.search(request);
+}

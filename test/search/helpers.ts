@@ -1,0 +1,83 @@
+/** Shared fixtures for search tests: a SQLite store with search, loaded with Synthea patients. */
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import { searchSqlite } from '../../src/fhir/store/sqlite/sqlite-search.js';
+import { extractIndex } from '../../src/fhir/search/index-entries.js';
+import { patientCompartments } from '../../src/fhir/search/definitions.js';
+import { OpenAccess, type AccessPolicy } from '../../src/access/policy.js';
+import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
+import type { FhirContext, FhirRequest } from '../../src/fhir/interactions/types.js';
+import type { StoreSearchRequest } from '../../src/fhir/search/request.js';
+import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
+
+export const SYNTHEA_DIR = join(process.cwd(), '../shared/data/synthea-bundles');
+
+export function syntheaFiles(count: number): string[] {
+  return readdirSync(SYNTHEA_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .slice(0, count)
+    .map((f) => join(SYNTHEA_DIR, f));
+}
+
+/** An in-memory SQLite store whose `search` runs sqlite-search (if the store does not wire it itself yet). */
+export async function openStore(): Promise<SqliteResourceStore> {
+  const store = new SqliteResourceStore({ file: ':memory:' });
+  await store.init();
+  if (!store.search) {
+    (store as ResourceStore).search = async (q: unknown) => searchSqlite(store.db, q as StoreSearchRequest);
+  }
+  return store;
+}
+
+/** Writes a Synthea bundle's resources directly (ids = their urn:uuid, references rewritten to Type/id). */
+export async function loadSyntheaDirect(store: ResourceStore, file: string): Promise<FhirResource[]> {
+  let text = readFileSync(file, 'utf8');
+  const bundle = parseFhirJson<{ entry: { fullUrl: string; resource: FhirResource }[] }>(text);
+  const map = new Map<string, string>();
+  for (const e of bundle.entry) map.set(e.fullUrl, `${e.resource.resourceType}/${e.fullUrl.replace('urn:uuid:', '')}`);
+  text = text.replace(/urn:uuid:[0-9a-f-]{36}/g, (m) => map.get(m) ?? m);
+  const rewritten = parseFhirJson<{ entry: { resource: FhirResource }[] }>(text);
+  const out: FhirResource[] = [];
+  for (const [i, e] of rewritten.entry.entries()) {
+    const id = bundle.entry[i].fullUrl.replace('urn:uuid:', '');
+    const resource = { ...e.resource, id };
+    await store.write({
+      resourceType: resource.resourceType,
+      id,
+      resource,
+      method: 'PUT',
+      index: extractIndex(resource),
+      patients: patientCompartments(resource),
+    });
+    out.push(resource);
+  }
+  return out;
+}
+
+export function context(store: ResourceStore, access: AccessPolicy = new OpenAccess()): FhirContext {
+  const log = { info() {}, warn() {}, error() {}, debug() {} };
+  return {
+    store,
+    access,
+    validator: { validate: async () => [] } as unknown as FhirContext['validator'],
+    log,
+    indexEntries: extractIndex,
+    patientsOf: patientCompartments,
+  };
+}
+
+export function request(resourceType: string | undefined, query: Record<string, string | string[]>): FhirRequest {
+  const q: Record<string, string[]> = {};
+  for (const [k, v] of Object.entries(query)) q[k] = Array.isArray(v) ? v : [v];
+  return { interaction: resourceType ? 'search-type' : 'search-system', method: 'GET', resourceType, query: q, baseUrl: 'http://test/fhir' };
+}
+
+export interface SearchBundle {
+  resourceType: 'Bundle';
+  type: string;
+  total?: number;
+  link: { relation: string; url: string }[];
+  entry?: { fullUrl: string; resource: FhirResource; search: { mode: string } }[];
+}

@@ -1,0 +1,218 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
+import { searchType, searchSystem } from '../../src/fhir/interactions/search.js';
+import { FhirError } from '../../src/fhir/outcome.js';
+import { OpenAccess } from '../../src/access/policy.js';
+import type { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
+import { context, loadSyntheaDirect, openStore, request, syntheaFiles, type SearchBundle } from './helpers.js';
+
+let store: SqliteResourceStore;
+let loaded: FhirResource[] = [];
+
+async function run(type: string | undefined, query: Record<string, string | string[]>, ctx = context(store)): Promise<SearchBundle> {
+  const response = await (type ? searchType : searchSystem)(request(type, query), ctx);
+  expect(response.status).toBe(200);
+  return parseFhirJson<SearchBundle>(response.body as string);
+}
+const ids = (b: SearchBundle, mode = 'match') => (b.entry ?? []).filter((e) => e.search.mode === mode).map((e) => `${e.resource.resourceType}/${e.resource.id}`);
+
+beforeAll(async () => {
+  store = await openStore();
+  for (const file of syntheaFiles(3)) loaded.push(...(await loadSyntheaDirect(store, file)));
+});
+afterAll(async () => store.close());
+
+const patients = () => loaded.filter((r) => r.resourceType === 'Patient');
+const expected = (predicate: (r: FhirResource) => boolean) => loaded.filter(predicate).map((r) => `${r.resourceType}/${r.id}`).sort();
+
+describe('search over the SQLite index', () => {
+  it('finds observations of a patient by subject and LOINC code', async () => {
+    const patient = patients()[0];
+    const obs = loaded.find((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${patient.id}`)!;
+    const coding = obs.code.coding[0];
+    const bundle = await run('Observation', { subject: `Patient/${patient.id}`, code: `${coding.system}|${coding.code}`, _count: '1000' });
+    const want = expected((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${patient.id}` && r.code.coding.some((c: { system: string; code: string }) => c.system === coding.system && c.code === coding.code));
+    expect(ids(bundle).sort()).toEqual(want);
+    expect(bundle.total).toBe(want.length);
+    expect(want.length).toBeGreaterThan(0);
+  });
+
+  it('matches the patient param only for Patient subjects, also by bare id', async () => {
+    const patient = patients()[1];
+    const a = await run('Encounter', { patient: patient.id!, _count: '1000' });
+    expect(ids(a).sort()).toEqual(expected((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`));
+  });
+
+  it('string search: prefix, case and accent insensitive; :exact; :contains', async () => {
+    const patient = patients()[0];
+    const family: string = patient.name[0].family;
+    const prefix = family.slice(0, 3).toUpperCase();
+    const byPrefix = await run('Patient', { family: prefix });
+    expect(ids(byPrefix)).toContain(`Patient/${patient.id}`);
+    const exact = await run('Patient', { 'family:exact': family.toLowerCase() });
+    expect(ids(exact)).not.toContain(`Patient/${patient.id}`);
+    const exact2 = await run('Patient', { 'family:exact': family });
+    expect(ids(exact2)).toContain(`Patient/${patient.id}`);
+    const contains = await run('Patient', { 'family:contains': family.slice(1, 4) });
+    expect(ids(contains)).toContain(`Patient/${patient.id}`);
+  });
+
+  it('dates: prefixes over birthdate and Encounter periods', async () => {
+    const patient = patients()[0];
+    const birth: string = patient.birthDate;
+    expect(ids(await run('Patient', { birthdate: birth }))).toContain(`Patient/${patient.id}`);
+    expect(ids(await run('Patient', { birthdate: birth.slice(0, 4) }))).toContain(`Patient/${patient.id}`);
+    expect(ids(await run('Patient', { birthdate: `gt${birth}` }))).not.toContain(`Patient/${patient.id}`);
+    expect(ids(await run('Patient', { birthdate: `ge${birth}` }))).toContain(`Patient/${patient.id}`);
+    expect(ids(await run('Patient', { birthdate: `lt${birth}` }))).not.toContain(`Patient/${patient.id}`);
+    const all = await run('Patient', { birthdate: ['ge1900', 'lt2100'] });
+    expect(ids(all).sort()).toEqual(expected((r) => r.resourceType === 'Patient'));
+  });
+
+  it('quantities: value with prefix, system and code', async () => {
+    const obs = loaded.find((r) => r.resourceType === 'Observation' && r.valueQuantity)!;
+    const q = obs.valueQuantity;
+    const found = await run('Observation', { 'value-quantity': `ge${q.value}|${q.system}|${q.code}`, code: obs.code.coding[0].code, _count: '1000' });
+    expect(ids(found)).toContain(`Observation/${obs.id}`);
+    for (const e of found.entry ?? []) expect(e.resource.valueQuantity.value).toBeGreaterThanOrEqual(q.value);
+    const none = await run('Observation', { 'value-quantity': `gt${q.value}|${q.system}|${q.code}`, _id: obs.id! });
+    expect(ids(none)).toEqual([]);
+  });
+
+  it('tokens: :not, :missing and :text', async () => {
+    const male = await run('Patient', { gender: 'male' });
+    const notMale = await run('Patient', { 'gender:not': 'male' });
+    expect(ids(male).length + ids(notMale).length).toBe(patients().length);
+    const withDeath = await run('Patient', { 'death-date:missing': 'false' });
+    expect(ids(withDeath).sort()).toEqual(expected((r) => r.resourceType === 'Patient' && r.deceasedDateTime !== undefined));
+    const enc = loaded.find((r) => r.resourceType === 'Encounter')!;
+    const text: string = enc.type[0].text;
+    expect(ids(await run('Encounter', { 'type:text': text.slice(0, 6).toLowerCase(), _count: '1000' }))).toContain(`Encounter/${enc.id}`);
+  });
+
+  it('chains and reverse chains', async () => {
+    const patient = patients()[0];
+    const family: string = patient.name[0].family;
+    const chained = await run('Encounter', { 'subject:Patient.family': family, _count: '1000' });
+    expect(ids(chained).sort()).toEqual(expected((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`));
+    const obs = loaded.find((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${patient.id}`)!;
+    const has = await run('Patient', { '_has:Observation:patient:code': obs.code.coding[0].code });
+    expect(ids(has)).toContain(`Patient/${patient.id}`);
+    const hasNone = await run('Patient', { '_has:Observation:patient:code': 'no-such-code' });
+    expect(ids(hasNone)).toEqual([]);
+  });
+
+  it('_include and _revinclude (with :iterate)', async () => {
+    const patient = patients()[0];
+    const enc = loaded.find((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`)!;
+    const b = await run('Encounter', { _id: enc.id!, _include: 'Encounter:subject', _revinclude: 'Observation:encounter' });
+    expect(ids(b)).toEqual([`Encounter/${enc.id}`]);
+    const included = ids(b, 'include');
+    expect(included).toContain(`Patient/${patient.id}`);
+    const obsOfEnc = expected((r) => r.resourceType === 'Observation' && r.encounter?.reference === `Encounter/${enc.id}`);
+    for (const o of obsOfEnc) expect(included).toContain(o);
+    expect(b.total).toBe(1);
+    const iter = await run('Observation', { _id: obsOfEnc[0].split('/')[1], _include: 'Observation:encounter', '_include:iterate': 'Encounter:service-provider' });
+    const orgRef = enc.serviceProvider.reference as string;
+    expect(ids(iter, 'include')).toEqual(expect.arrayContaining([`Encounter/${enc.id}`, orgRef]));
+  });
+
+  it('sorts, pages with next links, and counts totals', async () => {
+    const all = await run('Patient', { _sort: 'birthdate' });
+    const dates = (all.entry ?? []).map((e) => e.resource.birthDate as string);
+    expect(dates).toEqual([...dates].sort());
+    const desc = await run('Patient', { _sort: '-birthdate' });
+    expect((desc.entry ?? []).map((e) => e.resource.birthDate)).toEqual([...dates].reverse());
+    const page1 = await run('Observation', { _count: '10', _total: 'accurate' });
+    expect(page1.entry).toHaveLength(10);
+    expect(page1.total).toBe(loaded.filter((r) => r.resourceType === 'Observation').length);
+    const next = page1.link.find((l) => l.relation === 'next')!.url;
+    const nextQuery: Record<string, string[]> = {};
+    for (const [k, v] of new URL(next).searchParams) (nextQuery[k] ??= []).push(v);
+    const page2 = await run('Observation', nextQuery);
+    expect(ids(page2).some((id) => ids(page1).includes(id))).toBe(false);
+    const count = await run('Observation', { _summary: 'count' });
+    expect(count.total).toBe(page1.total);
+    expect(count.entry).toBeUndefined();
+  });
+
+  it('system search with _type and _lastUpdated', async () => {
+    const b = await run(undefined, { _type: 'Patient,Organization', _lastUpdated: 'gt2000-01-01', _count: '1000' });
+    expect(ids(b).sort()).toEqual(expected((r) => r.resourceType === 'Patient' || r.resourceType === 'Organization'));
+    const none = await run(undefined, { _type: 'Patient', _lastUpdated: 'lt2000-01-01' });
+    expect(ids(none)).toEqual([]);
+  });
+
+  it('warns about unknown parameters, refuses them under strict handling', async () => {
+    const b = await run('Patient', { nonsense: 'x' });
+    const outcome = b.entry!.find((e) => e.search.mode === 'outcome')!;
+    expect(JSON.stringify(outcome.resource)).toContain('nonsense');
+    const strict = { ...request('Patient', { nonsense: 'x' }), preferHandling: 'strict' };
+    await expect(searchType(strict, context(store))).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('refuses hostile input with 400, never a crash', async () => {
+    const hostile: Record<string, string | string[]>[] = [
+      { name: 'x'.repeat(10_000) },
+      { "name'; DROP TABLE resource_version; --": 'x' },
+      { birthdate: "2020'; DELETE FROM search_index; --" },
+      { _count: '-1' },
+      { 'subject:Patient.organization.partof.partof.partof.name': 'x' },
+      Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`p${i}`, 'x'])),
+      { _id: "1' OR '1'='1" },
+      { 'value-quantity': 'gtabc' },
+    ];
+    for (const q of hostile) {
+      const promise = searchType(request(q === hostile[2] || q === hostile[0] ? 'Patient' : 'Observation', q), context(store));
+      await promise.then(
+        (r) => expect(r.status).toBe(200),
+        (err) => {
+          expect(err).toBeInstanceOf(FhirError);
+          expect((err as FhirError).status).toBe(400);
+        },
+      );
+    }
+    // SQL-looking values are just values: nothing matched, nothing dropped.
+    const b = await run('Patient', { name: "x'; DROP TABLE resource_version; --" });
+    expect(ids(b)).toEqual([]);
+    expect((await run('Patient', {})).entry!.length).toBe(patients().length);
+  });
+});
+
+describe('search honours access', () => {
+  /** Sees only what belongs to one patient's compartment, and resources outside every compartment. */
+  class OnePatient extends OpenAccess {
+    constructor(private readonly patient: string) {
+      super({ participant: 'p', role: 'patient', scopes: [] });
+    }
+    override canRead(v: StoredVersion): boolean {
+      return !v.patients?.length || v.patients.includes(this.patient);
+    }
+  }
+
+  it('hides other patients from matches, totals, includes, chains and _has', async () => {
+    const [mine, other] = patients();
+    const ctx = context(store, new OnePatient(`Patient/${mine.id}`));
+    const all = await run('Patient', { _total: 'accurate' }, ctx);
+    expect(ids(all)).toEqual([`Patient/${mine.id}`]);
+    expect(all.total).toBe(1);
+    const obs = await run('Observation', { _total: 'accurate', _count: '5' }, ctx);
+    expect(obs.total).toBe(loaded.filter((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${mine.id}`).length);
+    // chain through an invisible patient matches nothing
+    const chained = await run('Encounter', { 'subject:Patient.family': other.name[0].family }, ctx);
+    expect(ids(chained)).toEqual([]);
+    // _has through invisible observations matches nothing
+    const otherObs = loaded.find((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${other.id}`)!;
+    const has = await run('Patient', { '_has:Observation:patient:_id': otherObs.id! }, ctx);
+    expect(ids(has)).toEqual([]);
+    // revinclude from a visible Organization never brings in other patients' encounters
+    const enc = loaded.find((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${other.id}`)!;
+    const org = (enc.serviceProvider.reference as string).split('/')[1];
+    const rev = await run('Organization', { _id: org, _revinclude: 'Encounter:service-provider' }, ctx);
+    for (const e of rev.entry ?? []) if (e.resource.resourceType === 'Encounter') expect(e.resource.subject.reference).toBe(`Patient/${mine.id}`);
+    // include of an invisible patient is left out
+    const inc = await run('Encounter', { _id: enc.id!, _include: 'Encounter:subject' }, ctx);
+    expect(inc.entry ?? []).toEqual([]);
+  });
+});
