@@ -25,7 +25,7 @@ export function syntheaFiles(count: number): string[] {
 export async function openStore(): Promise<SqliteResourceStore> {
   const store = new SqliteResourceStore({ file: ':memory:' });
   await store.init();
-  if (!store.search) {
+  if (!(store as ResourceStore).search) {
     (store as ResourceStore).search = async (q: unknown) => searchSqlite(store.db, q as StoreSearchRequest);
   }
   return store;

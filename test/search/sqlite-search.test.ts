@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
 import { searchType, searchSystem } from '../../src/fhir/interactions/search.js';
 import { FhirError } from '../../src/fhir/outcome.js';
-import { OpenAccess } from '../../src/access/policy.js';
+import type { AccessPolicy, Caller } from '../../src/access/policy.js';
 import type { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { context, loadSyntheaDirect, openStore, request, syntheaFiles, type SearchBundle } from './helpers.js';
@@ -182,11 +182,14 @@ describe('search over the SQLite index', () => {
 
 describe('search honours access', () => {
   /** Sees only what belongs to one patient's compartment, and resources outside every compartment. */
-  class OnePatient extends OpenAccess {
-    constructor(private readonly patient: string) {
-      super({ participant: 'p', role: 'patient', scopes: [] });
+  class OnePatient implements AccessPolicy {
+    readonly caller: Caller = { participant: 'p', role: 'patient', scopes: [] };
+    constructor(private readonly patient: string) {}
+    authorize(): void {}
+    canWrite(): boolean {
+      return false;
     }
-    override canRead(v: StoredVersion): boolean {
+    canRead(v: StoredVersion): boolean {
       return !v.patients?.length || v.patients.includes(this.patient);
     }
   }
