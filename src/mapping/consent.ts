@@ -1,0 +1,201 @@
+/**
+ * FHIR R4 Consent (scope patient-privacy) <-> consent grants on the ledger.
+ *
+ * What R4 Consent can say and how it maps (docs/access.md):
+ * - each `provision.actor` of the root (permit) provision becomes one grant to that Organization or Practitioner;
+ * - `provision.class` (resource types) limits the grant to those types; `provision.period` limits it in time;
+ * - a nested `deny` provision (one level deep) narrows its parent: for its actors (all when none), its classes
+ *   (all when none), during its period (always when none). Deny wins over permit;
+ * - `status` other than `active` grants nothing (and revokes what the Consent granted before), as does a delete.
+ * Whatever the mapping cannot enforce (nested permits, deeper nesting, data/code/securityLabel/purpose limits) is
+ * refused with 422, never silently widened.
+ */
+import { unprocessable } from '../fhir/outcome.js';
+
+export const CONSENT_SCOPE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/consentscope';
+export const RESOURCE_TYPES_SYSTEM = 'http://hl7.org/fhir/resource-types';
+
+export interface GrantPeriod {
+  /** Inclusive start, ISO 8601 instant. */
+  start?: string;
+  /** Exclusive end, ISO 8601 instant: access stops at that instant. */
+  end?: string;
+}
+
+export interface GrantDenyRule {
+  classes: string[];
+  period?: GrantPeriod;
+}
+
+export interface GrantSpec {
+  /** `Organization/x` or `Practitioner/y`. */
+  grantee: string;
+  /** Resource types; empty = all. */
+  classes: string[];
+  period?: GrantPeriod;
+  deny: GrantDenyRule[];
+}
+
+export interface ConsentGrants {
+  /** `Patient/x` */
+  patient: string;
+  /** Grants in force under this Consent (empty when not active). */
+  grants: GrantSpec[];
+}
+
+type Json = Record<string, unknown>;
+const GRANTEE = /^(Organization|Practitioner)\/[A-Za-z0-9\-.]{1,64}$/;
+const PATIENT = /^Patient\/[A-Za-z0-9\-.]{1,64}$/;
+const TYPE = /^[A-Z][A-Za-z]{1,63}$/;
+/** Elements of a provision that restrict it in ways grants cannot express. */
+const UNSUPPORTED_LIMITS = ['securityLabel', 'purpose', 'code', 'dataPeriod', 'data'] as const;
+
+function asObject(value: unknown): Json | undefined {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Json) : undefined;
+}
+
+function asArray(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
+}
+
+/** Is this a patient-privacy Consent (the FHIR face of grants)? */
+export function isPrivacyConsent(resource: Json): boolean {
+  if (resource.resourceType !== 'Consent') return false;
+  return asArray(asObject(resource.scope)?.coding).some((coding) => {
+    const c = asObject(coding);
+    return c?.code === 'patient-privacy' && (c.system === undefined || c.system === CONSENT_SCOPE_SYSTEM);
+  });
+}
+
+/**
+ * Turns a FHIR date/dateTime into an instant. Partial dates cover their whole span: as a start they begin at
+ * its first instant, as an end they end after its last (FHIR periods are inclusive at the stated precision).
+ */
+export function periodInstant(value: unknown, edge: 'start' | 'end', path: string): string {
+  if (typeof value !== 'string') throw unprocessable(`${path} must be a date or dateTime`, path);
+  const partial = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$/.exec(value);
+  if (partial) {
+    const [, y, m, d] = partial;
+    const year = Number(y);
+    const month = m === undefined ? 0 : Number(m) - 1;
+    const day = d === undefined ? 1 : Number(d);
+    let ms = Date.UTC(year, month, day);
+    if (edge === 'end') ms = m === undefined ? Date.UTC(year + 1, 0, 1) : d === undefined ? Date.UTC(year, month + 1, 1) : Date.UTC(year, month, day + 1);
+    const check = new Date(Date.UTC(year, month, day));
+    if (check.getUTCMonth() !== month || check.getUTCDate() !== day) throw unprocessable(`${path} is not a valid date`, path);
+    return new Date(ms).toISOString();
+  }
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(value) || Number.isNaN(Date.parse(value))) {
+    throw unprocessable(`${path} must be a date or a dateTime with a time zone`, path);
+  }
+  return new Date(Date.parse(value)).toISOString();
+}
+
+function mapPeriod(value: unknown, path: string): GrantPeriod | undefined {
+  const period = asObject(value);
+  if (!period) return undefined;
+  const out: GrantPeriod = {};
+  if (period.start !== undefined) out.start = periodInstant(period.start, 'start', `${path}.start`);
+  if (period.end !== undefined) out.end = periodInstant(period.end, 'end', `${path}.end`);
+  if (out.start && out.end && Date.parse(out.end) < Date.parse(out.start)) throw unprocessable(`${path}.end is before its start`, path);
+  return out.start || out.end ? out : undefined;
+}
+
+function mapClasses(value: unknown, path: string): string[] {
+  const classes = asArray(value).map((item, index) => {
+    const coding = asObject(item);
+    const at = `${path}[${index}]`;
+    if (!coding || (coding.system !== undefined && coding.system !== RESOURCE_TYPES_SYSTEM)) {
+      throw unprocessable(`${at}: only resource types (${RESOURCE_TYPES_SYSTEM}) can limit a grant`, at);
+    }
+    if (typeof coding.code !== 'string' || !TYPE.test(coding.code)) throw unprocessable(`${at}.code must be a resource type`, `${at}.code`);
+    return coding.code;
+  });
+  return [...new Set(classes)].sort();
+}
+
+function mapActors(value: unknown, path: string): string[] {
+  return asArray(value).map((item, index) => {
+    const reference = asObject(asObject(item)?.reference)?.reference;
+    const at = `${path}[${index}].reference.reference`;
+    if (typeof reference !== 'string' || !GRANTEE.test(reference)) {
+      throw unprocessable(`${at} must reference an Organization or a Practitioner (relative reference)`, at);
+    }
+    return reference;
+  });
+}
+
+function refuseUnsupported(provision: Json, path: string): void {
+  for (const element of UNSUPPORTED_LIMITS) {
+    if (provision[element] !== undefined) throw unprocessable(`${path}.${element} cannot be enforced by this service`, `${path}.${element}`);
+  }
+}
+
+/**
+ * The grants a patient-privacy Consent puts in force. `deleted` (or an inactive status) gives none, which revokes
+ * what the Consent granted before.
+ */
+export function consentToGrants(consent: Json): ConsentGrants {
+  const patient = asObject(consent.patient)?.reference;
+  if (typeof patient !== 'string' || !PATIENT.test(patient)) throw unprocessable('Consent.patient must reference a Patient (relative reference)', 'Consent.patient');
+  if (consent.status !== 'active') return { patient, grants: [] };
+
+  const root = asObject(consent.provision);
+  if (!root) throw unprocessable('an active patient-privacy Consent needs a provision', 'Consent.provision');
+  const rootPath = 'Consent.provision';
+  refuseUnsupported(root, rootPath);
+  if (root.type === 'deny') {
+    // A root deny: nobody outside the care team, which is the default. No grants.
+    if (root.provision !== undefined) throw unprocessable('nested provisions under a deny provision are not supported', `${rootPath}.provision`);
+    return { patient, grants: [] };
+  }
+  if (root.type !== 'permit') throw unprocessable('Consent.provision.type must be permit or deny', `${rootPath}.type`);
+  const actors = mapActors(root.actor, `${rootPath}.actor`);
+  if (actors.length === 0) throw unprocessable('a permit provision needs at least one actor (the grantee)', `${rootPath}.actor`);
+  const classes = mapClasses(root.class, `${rootPath}.class`);
+  const period = mapPeriod(root.period, `${rootPath}.period`);
+
+  const denies = asArray(root.provision).map((item, index) => {
+    const path = `${rootPath}.provision[${index}]`;
+    const nested = asObject(item);
+    if (!nested) throw unprocessable(`${path} must be an object`, path);
+    if (nested.type !== 'deny') throw unprocessable(`${path}: only deny provisions may be nested (they narrow the permit)`, `${path}.type`);
+    if (nested.provision !== undefined) throw unprocessable(`${path}: provisions nest one level deep at most`, `${path}.provision`);
+    refuseUnsupported(nested, path);
+    return { actors: mapActors(nested.actor, `${path}.actor`), rule: { classes: mapClasses(nested.class, `${path}.class`), period: mapPeriod(nested.period, `${path}.period`) } };
+  });
+
+  const grants = [...new Set(actors)].map((grantee): GrantSpec => {
+    const deny = denies
+      .filter((d) => d.actors.length === 0 || d.actors.includes(grantee))
+      .map((d) => (d.rule.period ? d.rule : { classes: d.rule.classes }));
+    const grant: GrantSpec = { grantee, classes, deny };
+    if (period) grant.period = period;
+    return grant;
+  });
+  return { patient, grants };
+}
+
+/** Does a grant allow reading `resourceType` at `atMs`? Start inclusive, end exclusive; deny wins. */
+export function grantAllows(grant: { classes: string[]; period?: GrantPeriod; deny: GrantDenyRule[] }, resourceType: string, atMs: number): boolean {
+  if (!inPeriod(grant.period, atMs)) return false;
+  if (grant.classes.length > 0 && !grant.classes.includes(resourceType)) return false;
+  for (const rule of grant.deny) {
+    if ((rule.classes.length === 0 || rule.classes.includes(resourceType)) && inPeriod(rule.period, atMs)) return false;
+  }
+  return true;
+}
+
+function inPeriod(period: GrantPeriod | undefined, atMs: number): boolean {
+  if (!period) return true;
+  if (period.start !== undefined && atMs < Date.parse(period.start)) return false;
+  if (period.end !== undefined && atMs >= Date.parse(period.end)) return false;
+  return true;
+}
+
+/** Two grant specs say the same thing (so an unchanged Consent update submits nothing). */
+export function sameGrant(a: Omit<GrantSpec, 'grantee'>, b: Omit<GrantSpec, 'grantee'>): boolean {
+  const norm = (g: Omit<GrantSpec, 'grantee'>) =>
+    JSON.stringify([g.classes, g.period?.start ?? null, g.period?.end ?? null, g.deny.map((d) => [d.classes, d.period?.start ?? null, d.period?.end ?? null])]);
+  return norm(a) === norm(b);
+}

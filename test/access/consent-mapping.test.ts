@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest';
+import { consentToGrants, grantAllows, isPrivacyConsent, periodInstant } from '../../src/mapping/consent.js';
+import { FhirError } from '../../src/fhir/outcome.js';
+
+const scope = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] };
+const actor = (reference: string) => ({ role: { coding: [{ code: 'PRCP' }] }, reference: { reference } });
+const consent = (provision: object, status = 'active') => ({ resourceType: 'Consent', status, scope, patient: { reference: 'Patient/p1' }, provision });
+
+describe('FHIR Consent -> grants', () => {
+  it('recognises patient-privacy Consents only', () => {
+    expect(isPrivacyConsent(consent({}))).toBe(true);
+    expect(isPrivacyConsent({ resourceType: 'Consent', scope: { coding: [{ code: 'research' }] } })).toBe(false);
+  });
+
+  it('maps each actor to a grant with classes and period', () => {
+    const out = consentToGrants(
+      consent({
+        type: 'permit',
+        actor: [actor('Organization/b'), actor('Practitioner/9')],
+        class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Observation' }, { code: 'Condition' }],
+        period: { start: '2026-01-01', end: '2026-01-31' },
+      }),
+    );
+    expect(out.patient).toBe('Patient/p1');
+    expect(out.grants.map((g) => g.grantee)).toEqual(['Organization/b', 'Practitioner/9']);
+    expect(out.grants[0].classes).toEqual(['Condition', 'Observation']);
+    expect(out.grants[0].period).toEqual({ start: '2026-01-01T00:00:00.000Z', end: '2026-02-01T00:00:00.000Z' });
+  });
+
+  it('narrows with nested deny provisions (deny wins) for their actors only', () => {
+    const out = consentToGrants(
+      consent({
+        type: 'permit',
+        actor: [actor('Organization/b'), actor('Organization/c')],
+        provision: [{ type: 'deny', actor: [actor('Organization/c')], class: [{ code: 'MedicationRequest' }] }, { type: 'deny', period: { start: '2026-06-01T00:00:00Z', end: '2026-07-01T00:00:00Z' } }],
+      }),
+    );
+    const [b, c] = out.grants;
+    const may = Date.parse('2026-05-01T00:00:00Z');
+    const june = Date.parse('2026-06-15T00:00:00Z');
+    expect(grantAllows(b, 'MedicationRequest', may)).toBe(true);
+    expect(grantAllows(c, 'MedicationRequest', may)).toBe(false);
+    expect(grantAllows(c, 'Observation', may)).toBe(true);
+    expect(grantAllows(b, 'Observation', june)).toBe(false);
+    expect(grantAllows(b, 'Observation', Date.parse('2026-07-01T00:00:00Z'))).toBe(true);
+  });
+
+  it('grants nothing for inactive statuses and root deny', () => {
+    for (const status of ['inactive', 'rejected', 'entered-in-error', 'draft', 'proposed']) {
+      expect(consentToGrants(consent({ type: 'permit', actor: [actor('Organization/b')] }, status)).grants).toEqual([]);
+    }
+    expect(consentToGrants(consent({ type: 'deny', actor: [actor('Organization/b')] })).grants).toEqual([]);
+  });
+
+  it('refuses what it cannot enforce with 422', () => {
+    const bad = [
+      consent({ type: 'permit', actor: [actor('Organization/b')], provision: [{ type: 'permit' }] }),
+      consent({ type: 'permit', actor: [actor('Organization/b')], provision: [{ type: 'deny', provision: [{ type: 'deny' }] }] }),
+      consent({ type: 'permit', actor: [actor('Organization/b')], data: [{ meaning: 'instance', reference: { reference: 'Observation/1' } }] }),
+      consent({ type: 'permit', actor: [actor('Organization/b')], provision: [{ type: 'deny', securityLabel: [{ code: 'R' }] }] }),
+      consent({ type: 'permit', actor: [actor('Patient/other')] }),
+      consent({ type: 'permit' }),
+      consent({ type: 'permit', actor: [actor('Organization/b')], class: [{ system: 'http://loinc.org', code: '1234-5' }] }),
+      consent({ type: 'permit', actor: [actor('Organization/b')], period: { start: '2026-02-30' } }),
+      { ...consent({ type: 'permit', actor: [actor('Organization/b')] }), patient: { reference: 'http://elsewhere/Patient/1' } },
+    ];
+    for (const resource of bad) {
+      let error: unknown;
+      try {
+        consentToGrants(resource);
+      } catch (err) {
+        error = err;
+      }
+      expect(error, JSON.stringify(resource)).toBeInstanceOf(FhirError);
+      expect((error as FhirError).status).toBe(422);
+    }
+  });
+
+  it('turns partial dates into exact instants', () => {
+    expect(periodInstant('2026', 'end', 'p')).toBe('2027-01-01T00:00:00.000Z');
+    expect(periodInstant('2026-02', 'end', 'p')).toBe('2026-03-01T00:00:00.000Z');
+    expect(periodInstant('2026-02-03T04:05:06+01:00', 'start', 'p')).toBe('2026-02-03T03:05:06.000Z');
+    expect(() => periodInstant('2026-02-03T04:05:06', 'start', 'p')).toThrow(FhirError);
+  });
+});
