@@ -11,7 +11,8 @@ export const create: InteractionHandler = async (request, context) => {
   const body = parseResourceBody(request);
   assertBodyType(body, resourceType);
   // The server assigns the id; one in the body is ignored (R4 http.html#create), as are meta.versionId/lastUpdated.
-  const id = randomUUID();
+  // A transaction assigns the ids of its POST entries up front, to rewrite urn:uuid references (transaction.ts).
+  const id = request.assignedId ?? randomUUID();
   const resource: FhirResource = { ...body, id };
   const issues = validateResource(context, resource, 'create');
 

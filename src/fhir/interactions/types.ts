@@ -49,6 +49,10 @@ export interface FhirRequest {
   baseUrl: string;
   /** The body already parsed (lossless), when an earlier step parsed it (POST [base] Bundles, batch entries). */
   resource?: FhirResource;
+  /** For a create inside a transaction Bundle: the server id already assigned to it (src/fhir/interactions/transaction.ts). */
+  assignedId?: string;
+  /** `Prefer: handling=strict|lenient` (search: unknown parameters are an error under strict). */
+  preferHandling?: 'strict' | 'lenient';
 }
 
 export interface FhirResponse {
