@@ -127,6 +127,11 @@ export interface ResourceStore {
   /** The current version (possibly a deletion), or undefined if the resource never existed. */
   read(resourceType: string, id: string): Promise<StoredVersion | undefined>;
   vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined>;
+  /**
+   * Store a new version. A DELETE of a resource that never existed throws a 404 FhirError (notFound); a DELETE of
+   * a resource whose current version is already a deletion stores nothing and returns that deletion (FHIR: deleting
+   * a deleted resource succeeds and changes nothing). The HTTP layer decides the status it answers with.
+   */
   write(request: WriteRequest): Promise<StoredVersion>;
   history(query: HistoryQuery): Promise<HistoryPage>;
 
@@ -141,10 +146,19 @@ export interface ResourceStore {
 
   // The integrity outbox (src/ledger/anchoring.ts drains it).
   pendingAnchors(limit: number): Promise<PendingAnchor[]>;
-  markAnchored(keys: VersionKey[], anchor: Omit<AnchorReference, 'leafIndex'> & { leafIndexes: number[] }): Promise<void>;
+  markAnchored(
+    keys: VersionKey[],
+    anchor: Omit<AnchorReference, 'leafIndex'> & { leafIndexes: number[] },
+  ): Promise<void>;
   anchorState(key: VersionKey): Promise<AnchorState | undefined>;
   /** Every stored version with its anchor state, in store order, for the audit (`hie-ledger verify`). */
   allVersions(): AsyncIterable<{ version: StoredVersion; anchor?: AnchorState }>;
-  /** Erase the salts of a resource's versions (GDPR-style erasure; see docs/erasure.md). */
+  /**
+   * Erase the salts of a resource's versions (GDPR-style erasure; see docs/erasure.md). Returns how many versions
+   * were newly erased; their anchor state becomes `erased` and they leave the pending outbox.
+   */
   eraseSalts(resourceType: string, id: string): Promise<number>;
+
+  /** The search index rows stored for the resource's current version (none when deleted or unknown). */
+  indexEntries?(resourceType: string, id: string): Promise<IndexEntry[]>;
 }

@@ -1,0 +1,84 @@
+/**
+ * The SQLite store's schema, as numbered migrations. `schema_version` records which ones ran;
+ * a migration runs once, in its own transaction. Never edit a released migration: append a new one.
+ */
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'resource versions, current pointer, search index, anchor outbox',
+    sql: `
+      -- Every version of every resource. seq is the store order: assigned under the write lock together with
+      -- last_updated, so seq order = last_updated order (history and paging rely on it).
+      CREATE TABLE resource_version (
+        seq           INTEGER PRIMARY KEY,
+        resource_type TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        version_id    INTEGER NOT NULL,
+        last_updated  TEXT    NOT NULL,  -- ISO instant, always YYYY-MM-DDTHH:MM:SS.mmmZ (sorts as text)
+        deleted       INTEGER NOT NULL DEFAULT 0,
+        method        TEXT    NOT NULL CHECK (method IN ('POST', 'PUT', 'PATCH', 'DELETE')),
+        json          TEXT,              -- the resource exactly as served; NULL for deletions
+        custodian     TEXT,
+        patients      TEXT               -- JSON array of Patient/{id}, or NULL
+      );
+      CREATE UNIQUE INDEX resource_version_key ON resource_version (resource_type, id, version_id);
+      CREATE INDEX resource_version_type_seq ON resource_version (resource_type, seq);
+      CREATE INDEX resource_version_last_updated ON resource_version (last_updated);
+
+      -- The current version of each resource (deleted or not): fast read, and the list searches start from.
+      CREATE TABLE resource_current (
+        resource_type TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        version_id    INTEGER NOT NULL,
+        seq           INTEGER NOT NULL REFERENCES resource_version (seq),
+        deleted       INTEGER NOT NULL,
+        PRIMARY KEY (resource_type, id)
+      ) WITHOUT ROWID;
+
+      -- Search index rows of current, non-deleted versions only (replaced on each write, removed on delete).
+      -- Meaning of the columns per parameter type: src/fhir/search/index-entries.ts.
+      CREATE TABLE search_index (
+        resource_type TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        ord           INTEGER NOT NULL,  -- position of the entry in the version's list
+        param         TEXT    NOT NULL,
+        type          TEXT    NOT NULL,
+        system        TEXT,
+        value         TEXT,
+        low           REAL,
+        high          REAL,
+        reference     TEXT,
+        PRIMARY KEY (resource_type, id, ord)
+      ) WITHOUT ROWID;
+      CREATE INDEX search_index_value ON search_index (resource_type, param, value);
+      CREATE INDEX search_index_reference ON search_index (resource_type, param, reference);
+      CREATE INDEX search_index_range ON search_index (resource_type, param, low, high);
+
+      -- The integrity outbox and each version's anchor state (one row per anchored version, keyed by its seq).
+      CREATE TABLE anchor (
+        seq            INTEGER PRIMARY KEY REFERENCES resource_version (seq),
+        resource_type  TEXT    NOT NULL,
+        id             TEXT    NOT NULL,
+        version_id     INTEGER NOT NULL,
+        salt           TEXT,             -- NULL once erased
+        leaf_hash      TEXT    NOT NULL,
+        ledger_key     TEXT    NOT NULL,
+        status         TEXT    NOT NULL CHECK (status IN ('pending', 'anchored', 'erased')),
+        transaction_id TEXT,
+        block_number   INTEGER,
+        batch_id       TEXT,
+        batch_root     TEXT,
+        leaf_index     INTEGER,
+        leaf_count     INTEGER,
+        erased_at      TEXT              -- the erasure marker
+      );
+      CREATE INDEX anchor_pending ON anchor (seq) WHERE status = 'pending';
+    `,
+  },
+];

@@ -1,0 +1,774 @@
+/**
+ * The embedded ResourceStore adapter: one SQLite file (better-sqlite3, synchronous, in-process).
+ *
+ * Durability: WAL journal with synchronous=NORMAL by default. A commit is in the WAL (handed to the OS) before
+ * `write` resolves, so an acknowledged write survives a crash of the process (SIGKILL, OOM); a crash of the OS or
+ * a power cut may lose the last few commits, but never leaves half a transaction: each version is there with its
+ * index rows and anchor, or is not there at all. `synchronous: 'FULL'` also fsyncs the WAL on every commit
+ * (survives power loss, costs a disk flush per write). See docs/store.md.
+ *
+ * Concurrency: better-sqlite3 runs each statement synchronously, so one `write` (a single SQLite transaction)
+ * never interleaves with other JS. `transaction(work)` is async: an AsyncMutex makes other callers' writes and
+ * reads wait until it commits or rolls back, so nobody sees its uncommitted rows. Writers in other processes
+ * are kept out by BEGIN IMMEDIATE and waited for up to `busyTimeoutMs`.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import Database from 'better-sqlite3';
+import type { FhirResource } from '../../../mapping/fhir-json.js';
+import { stringifyFhirJson } from '../../../mapping/fhir-json.js';
+import { badRequest, notFound, preconditionFailed } from '../../outcome.js';
+import { AsyncMutex } from '../async-mutex.js';
+import type {
+  AnchorReference,
+  AnchorState,
+  HistoryPage,
+  HistoryQuery,
+  IndexEntry,
+  PendingAnchor,
+  ResourceStore,
+  StoredVersion,
+  VersionKey,
+  WriteRequest,
+} from '../resource-store.js';
+import { MIGRATIONS } from './schema.js';
+
+export interface SqliteStoreOptions {
+  /** Path of the database file, or ':memory:' (tests). */
+  file: string;
+  /** NORMAL (default): survives process crashes; FULL: also survives OS crashes and power loss, slower writes. */
+  synchronous?: 'NORMAL' | 'FULL';
+  /** How long a write waits for another process holding the write lock (ms). */
+  busyTimeoutMs?: number;
+  /** Page cache size in KiB. */
+  cacheSizeKiB?: number;
+}
+
+type Statement = Database.Statement;
+
+interface VersionRow {
+  seq: number;
+  resource_type: string;
+  id: string;
+  version_id: number;
+  last_updated: string;
+  deleted: number;
+  method: StoredVersion['method'];
+  json: string | null;
+  custodian: string | null;
+  patients: string | null;
+}
+
+interface AnchorRow {
+  a_resource_type: string | null;
+  a_id: string;
+  a_version_id: number;
+  salt: string | null;
+  leaf_hash: string;
+  ledger_key: string;
+  status: 'pending' | 'anchored' | 'erased';
+  transaction_id: string | null;
+  block_number: number | null;
+  batch_id: string | null;
+  batch_root: string | null;
+  leaf_index: number | null;
+  leaf_count: number | null;
+}
+
+interface CurrentRow {
+  version_id: number;
+  deleted: number;
+  seq: number;
+}
+
+const VERSION_COLUMNS =
+  'seq, resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients';
+const ANCHOR_COLUMNS =
+  'a.resource_type AS a_resource_type, a.id AS a_id, a.version_id AS a_version_id, a.salt, a.leaf_hash, a.ledger_key, ' +
+  'a.status, a.transaction_id, a.block_number, a.batch_id, a.batch_root, a.leaf_index, a.leaf_count';
+/** Rows per chunk of allVersions(). */
+const CHUNK = 500;
+/** ISO instants outside years 0000-9999 do not sort as text; clamp query bounds into that range. */
+const MIN_INSTANT = '0000-01-01T00:00:00.000Z';
+const MAX_INSTANT = '9999-12-31T23:59:59.999Z';
+
+function toStoredVersion(row: VersionRow): StoredVersion {
+  const version: StoredVersion = {
+    resourceType: row.resource_type,
+    id: row.id,
+    versionId: row.version_id,
+    lastUpdated: row.last_updated,
+    deleted: row.deleted !== 0,
+    method: row.method,
+  };
+  if (row.json !== null) version.json = row.json;
+  if (row.custodian !== null) version.custodian = row.custodian;
+  if (row.patients !== null) version.patients = JSON.parse(row.patients) as string[];
+  return version;
+}
+
+function toAnchorState(row: AnchorRow): AnchorState {
+  const key: VersionKey = { resourceType: row.a_resource_type!, id: row.a_id, versionId: row.a_version_id };
+  if (row.status === 'erased') return { ...key, status: 'erased' };
+  const pending: PendingAnchor = {
+    ...key,
+    salt: row.salt ?? '',
+    leafHash: row.leaf_hash,
+    ledgerKey: row.ledger_key,
+  };
+  if (row.status === 'pending') return { ...pending, status: 'pending' };
+  const anchor: AnchorReference = {
+    transactionId: row.transaction_id!,
+    blockNumber: row.block_number!,
+    batchId: row.batch_id!,
+    leafIndex: row.leaf_index!,
+    leafCount: row.leaf_count!,
+    root: row.batch_root!,
+  };
+  return { ...pending, status: 'anchored', anchor };
+}
+
+/** A query instant (_since, _at) as the stored text form, for comparison with last_updated. */
+function instantBound(value: string, name: string): string {
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms)) throw badRequest(`History parameter ${name} is not a valid instant: '${value}'`);
+  if (ms < Date.parse(MIN_INSTANT)) return MIN_INSTANT;
+  if (ms > Date.parse(MAX_INSTANT)) return MAX_INSTANT;
+  return new Date(ms).toISOString();
+}
+
+/** History paging state: rows with seq in [lo, min(hi, after - 1)], total fixed by the first page. */
+interface HistoryCursor {
+  after: number;
+  lo: number;
+  hi: number;
+  total: number;
+}
+
+function encodeCursor(c: HistoryCursor): string {
+  return Buffer.from(`${c.after}.${c.lo}.${c.hi}.${c.total}`).toString('base64url');
+}
+
+function decodeCursor(text: string): HistoryCursor {
+  const parts = Buffer.from(text, 'base64url').toString('latin1').split('.');
+  const numbers = parts.map((p) => (/^\d{1,15}$/.test(p) ? Number(p) : NaN));
+  if (numbers.length !== 4 || numbers.some(Number.isNaN))
+    throw badRequest(`Invalid history page cursor '${text}'`);
+  const [after, lo, hi, total] = numbers as [number, number, number, number];
+  return { after, lo, hi, total };
+}
+
+type HistoryLevel = 'system' | 'type' | 'instance';
+
+interface Statements {
+  current: Statement;
+  lastUpdated: Statement;
+  insertVersion: Statement;
+  upsertCurrent: Statement;
+  deleteIndex: Statement;
+  insertIndex: Statement;
+  insertAnchor: Statement;
+  read: Statement;
+  vread: Statement;
+  maxSeq: Statement;
+  seqSince: Statement;
+  seqAt: Statement;
+  pendingAnchors: Statement;
+  markAnchored: Statement;
+  anchorState: Statement;
+  allVersionsChunk: Statement;
+  eraseSalts: Statement;
+  indexEntries: Statement;
+}
+
+export class SqliteResourceStore implements ResourceStore {
+  /** The connection, for the search adapter (sqlite-search.ts) and diagnostics. Do not write through it. */
+  readonly db: Database.Database;
+  private readonly mutex = new AsyncMutex();
+  /** Marks the async context of the open transaction, so calls made from inside `work` join it. */
+  private readonly txContext = new AsyncLocalStorage<symbol>();
+  private activeTx: symbol | undefined;
+  private stmts: Statements | undefined;
+  private readonly historyStatements = new Map<string, Statement>();
+  private readonly writeTransaction: (request: WriteRequest) => StoredVersion;
+  private closed = false;
+
+  constructor(options: SqliteStoreOptions) {
+    this.db = new Database(options.file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma(`synchronous = ${options.synchronous === 'FULL' ? 'FULL' : 'NORMAL'}`);
+    this.db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`);
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma(`cache_size = -${Math.max(2000, Math.floor(options.cacheSizeKiB ?? 32_768))}`);
+    this.db.pragma('temp_store = MEMORY');
+    // Outside a transaction this is BEGIN IMMEDIATE; inside one (transaction(work)) it becomes a SAVEPOINT.
+    this.writeTransaction = this.db.transaction((request: WriteRequest) => this.writeNow(request)).immediate;
+  }
+
+  async init(): Promise<void> {
+    this.assertOpen();
+    if (this.stmts) return;
+    this.migrate();
+    this.stmts = this.prepareStatements();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    // Let an open transaction finish before the connection goes.
+    await this.mutex.run(() => {
+      this.closed = true;
+      this.db.close();
+    });
+  }
+
+  read(resourceType: string, id: string): Promise<StoredVersion | undefined> {
+    return this.guard(() => this.readNow(resourceType, id));
+  }
+
+  vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined> {
+    return this.guard(() => this.vreadNow(resourceType, id, versionId));
+  }
+
+  write(request: WriteRequest): Promise<StoredVersion> {
+    return this.guard(() => this.writeTransaction(request));
+  }
+
+  history(query: HistoryQuery): Promise<HistoryPage> {
+    return this.guard(() => this.historyNow(query));
+  }
+
+  async transaction<T>(work: (store: ResourceStore) => Promise<T>): Promise<T> {
+    if (this.insideTransaction()) return this.nestedTransaction(work);
+    return this.mutex.run(async () => {
+      this.assertReady();
+      const token = Symbol('transaction');
+      const view = this.transactionView(token);
+      this.db.prepare('BEGIN IMMEDIATE').run();
+      this.activeTx = token;
+      try {
+        const result = await this.txContext.run(token, () => work(view));
+        this.db.prepare('COMMIT').run();
+        return result;
+      } catch (err) {
+        if (this.db.inTransaction) this.db.prepare('ROLLBACK').run();
+        throw err;
+      } finally {
+        this.activeTx = undefined;
+      }
+    });
+  }
+
+  pendingAnchors(limit: number): Promise<PendingAnchor[]> {
+    return this.guard(() => {
+      const rows = this.statements().pendingAnchors.all(Math.max(0, Math.floor(limit))) as AnchorRow[];
+      return rows.map((row) => {
+        const { status: _status, ...pending } = toAnchorState(row) as PendingAnchor & { status: 'pending' };
+        return pending;
+      });
+    });
+  }
+
+  markAnchored(
+    keys: VersionKey[],
+    anchor: Omit<AnchorReference, 'leafIndex'> & { leafIndexes: number[] },
+  ): Promise<void> {
+    if (keys.length !== anchor.leafIndexes.length) {
+      return Promise.reject(
+        new Error(`markAnchored: ${keys.length} keys but ${anchor.leafIndexes.length} leaf indexes`),
+      );
+    }
+    return this.guard(() => {
+      const mark = this.statements().markAnchored;
+      const markAll = this.db.transaction(() => {
+        keys.forEach((key, i) => {
+          const changed = mark.run({
+            resource_type: key.resourceType,
+            id: key.id,
+            version_id: key.versionId,
+            transaction_id: anchor.transactionId,
+            block_number: anchor.blockNumber,
+            batch_id: anchor.batchId,
+            batch_root: anchor.root,
+            leaf_index: anchor.leafIndexes[i],
+            leaf_count: anchor.leafCount,
+          }).changes;
+          if (changed !== 1) {
+            throw new Error(
+              `markAnchored: no anchor queued for ${key.resourceType}/${key.id}/_history/${key.versionId}`,
+            );
+          }
+        });
+      });
+      markAll.immediate();
+    });
+  }
+
+  anchorState(key: VersionKey): Promise<AnchorState | undefined> {
+    return this.guard(() => {
+      const row = this.statements().anchorState.get(key.resourceType, key.id, key.versionId) as
+        AnchorRow | undefined;
+      return row ? toAnchorState(row) : undefined;
+    });
+  }
+
+  async *allVersions(): AsyncIterable<{ version: StoredVersion; anchor?: AnchorState }> {
+    // Keyset chunks, not one open iterator: a better-sqlite3 iterator keeps the connection busy, and the consumer
+    // awaits between items. The upper bound is fixed at the start, so versions written meanwhile are not included.
+    const top = await this.guard(() => (this.statements().maxSeq.get() as number | null) ?? 0);
+    let after = 0;
+    for (;;) {
+      const rows = await this.guard(
+        () => this.statements().allVersionsChunk.all(after, top, CHUNK) as (VersionRow & AnchorRow)[],
+      );
+      for (const row of rows) {
+        yield row.a_resource_type === null
+          ? { version: toStoredVersion(row) }
+          : { version: toStoredVersion(row), anchor: toAnchorState(row) };
+      }
+      if (rows.length < CHUNK) return;
+      after = rows[rows.length - 1]!.seq;
+    }
+  }
+
+  eraseSalts(resourceType: string, id: string): Promise<number> {
+    return this.guard(
+      () => this.statements().eraseSalts.run(new Date().toISOString(), resourceType, id).changes,
+    );
+  }
+
+  /** The search index rows stored for the resource's current version (none when deleted or unknown). */
+  indexEntries(resourceType: string, id: string): Promise<IndexEntry[]> {
+    return this.guard(() => {
+      const rows = this.statements().indexEntries.all(resourceType, id) as Record<string, unknown>[];
+      return rows.map((row) => {
+        const entry: IndexEntry = { param: row.param as string, type: row.type as IndexEntry['type'] };
+        for (const key of ['system', 'value', 'low', 'high', 'reference'] as const) {
+          if (row[key] !== null) (entry as unknown as Record<string, unknown>)[key] = row[key];
+        }
+        return entry;
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Synchronous core (runs either directly or inside the open transaction).
+
+  private writeNow(request: WriteRequest): StoredVersion {
+    const s = this.statements();
+    const { resourceType, id } = request;
+    const current = s.current.get(resourceType, id) as CurrentRow | undefined;
+    const isDelete = request.method === 'DELETE';
+
+    if (request.ifMatch !== undefined) {
+      if (!current) {
+        throw preconditionFailed(
+          `Version conflict: If-Match expects version ${request.ifMatch} of ${resourceType}/${id}, but the resource does not exist`,
+        );
+      }
+      if (current.version_id !== request.ifMatch) {
+        throw preconditionFailed(
+          `Version conflict: If-Match expects version ${request.ifMatch} of ${resourceType}/${id}, but the current version is ${current.version_id}`,
+        );
+      }
+    }
+    if (request.ifNoneExist && current && current.deleted === 0) {
+      throw preconditionFailed(`${resourceType}/${id} already exists (version ${current.version_id})`);
+    }
+    if (isDelete) {
+      if (!current) throw notFound(`${resourceType}/${id} does not exist`);
+      // Deleting a deleted resource changes nothing: answer with the deletion already stored.
+      if (current.deleted !== 0) return this.vreadNow(resourceType, id, current.version_id)!;
+    } else {
+      if (!request.resource)
+        throw new Error(`write ${request.method} ${resourceType}/${id} without a resource`);
+      if (request.resource.resourceType !== resourceType) {
+        throw badRequest(
+          `Resource type '${request.resource.resourceType}' does not match the target type '${resourceType}'`,
+          'resourceType',
+        );
+      }
+    }
+
+    const versionId = current ? current.version_id + 1 : 1;
+    const lastUpdated = this.nextInstant();
+    let json: string | undefined;
+    if (!isDelete) json = serialiseVersion(request.resource!, id, versionId, lastUpdated);
+
+    const patients = request.patients === undefined ? null : JSON.stringify(request.patients);
+    const seq = s.insertVersion.run(
+      resourceType,
+      id,
+      versionId,
+      lastUpdated,
+      isDelete ? 1 : 0,
+      request.method,
+      json ?? null,
+      request.custodian ?? null,
+      patients,
+    ).lastInsertRowid as number;
+    s.upsertCurrent.run(resourceType, id, versionId, seq, isDelete ? 1 : 0);
+
+    if (current && current.deleted === 0) s.deleteIndex.run(resourceType, id);
+    if (!isDelete && request.index) {
+      const insert = s.insertIndex;
+      const entries = request.index;
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!;
+        insert.run(
+          resourceType,
+          id,
+          i,
+          e.param,
+          e.type,
+          e.system ?? null,
+          e.value ?? null,
+          finiteOrNull(e.low),
+          finiteOrNull(e.high),
+          e.reference ?? null,
+        );
+      }
+    }
+
+    const version: StoredVersion = {
+      resourceType,
+      id,
+      versionId,
+      lastUpdated,
+      deleted: isDelete,
+      method: request.method,
+    };
+    if (json !== undefined) version.json = json;
+    if (request.custodian !== undefined) version.custodian = request.custodian;
+    if (request.patients !== undefined) version.patients = request.patients;
+
+    const pending = request.anchor?.(version);
+    if (pending) {
+      if (pending.resourceType !== resourceType || pending.id !== id || pending.versionId !== versionId) {
+        throw new Error(
+          `anchor callback returned ${pending.resourceType}/${pending.id}/_history/${pending.versionId} for ${resourceType}/${id}/_history/${versionId}`,
+        );
+      }
+      s.insertAnchor.run(seq, resourceType, id, versionId, pending.salt, pending.leafHash, pending.ledgerKey);
+    }
+    return version;
+  }
+
+  /** Strictly increasing across the store, also across restarts and other processes: read under the write lock. */
+  private nextInstant(): string {
+    const last = this.statements().lastUpdated.get() as string | undefined;
+    let ms = Date.now();
+    if (last !== undefined) {
+      const lastMs = Date.parse(last);
+      if (ms <= lastMs) ms = lastMs + 1;
+    }
+    return new Date(ms).toISOString();
+  }
+
+  private readNow(resourceType: string, id: string): StoredVersion | undefined {
+    const row = this.statements().read.get(resourceType, id) as VersionRow | undefined;
+    return row ? toStoredVersion(row) : undefined;
+  }
+
+  private vreadNow(resourceType: string, id: string, versionId: number): StoredVersion | undefined {
+    const row = this.statements().vread.get(resourceType, id, versionId) as VersionRow | undefined;
+    return row ? toStoredVersion(row) : undefined;
+  }
+
+  private historyNow(query: HistoryQuery): HistoryPage {
+    const s = this.statements();
+    if (query.id !== undefined && query.resourceType === undefined) {
+      throw new Error('history: an id needs a resourceType');
+    }
+    const count = Math.floor(query.count);
+    if (!(count >= 0)) throw badRequest(`Invalid history page size ${query.count}`);
+    const level: HistoryLevel =
+      query.id !== undefined ? 'instance' : query.resourceType !== undefined ? 'type' : 'system';
+    const at = query.at !== undefined;
+    const params: Record<string, string | number> = {};
+    if (query.resourceType !== undefined) params.type = query.resourceType;
+    if (query.id !== undefined) params.id = query.id;
+
+    let cursor: HistoryCursor;
+    if (query.cursor !== undefined) {
+      cursor = decodeCursor(query.cursor);
+    } else {
+      // First page: fix the range of seq this history covers, so later pages see the same versions.
+      const top = (s.maxSeq.get() as number | null) ?? 0;
+      let lo = 1;
+      let hi = top;
+      if (query.since !== undefined) {
+        const first = s.seqSince.get(instantBound(query.since, '_since')) as number | undefined;
+        lo = first ?? top + 1;
+      }
+      if (query.at !== undefined) {
+        const last = s.seqAt.get(instantBound(query.at, '_at')) as number | undefined;
+        hi = Math.min(top, last ?? 0);
+      }
+      const total =
+        hi < lo ? 0 : (this.historyStatement(level, at, 'count').get({ ...params, lo, hi }) as number);
+      cursor = { after: hi + 1, lo, hi, total };
+    }
+
+    const { lo, hi, total } = cursor;
+    if (count === 0 || cursor.after <= lo || hi < lo) return { versions: [], total };
+    const rows = this.historyStatement(level, at, 'page').all({
+      ...params,
+      lo,
+      hi,
+      after: cursor.after,
+      limit: count + 1,
+    }) as VersionRow[];
+    const page: HistoryPage = { versions: rows.slice(0, count).map(toStoredVersion), total };
+    if (rows.length > count) page.next = encodeCursor({ ...cursor, after: rows[count - 1]!.seq });
+    return page;
+  }
+
+  /**
+   * History SQL per level. Without `at`: versions with seq in [lo, hi]. With `at`: per resource, its newest
+   * version with seq <= hi (the one current at that instant), kept if seq >= lo. Pages go down from `after`.
+   */
+  private historyStatement(level: HistoryLevel, at: boolean, kind: 'count' | 'page'): Statement {
+    const key = `${level}:${at}:${kind}`;
+    let statement = this.historyStatements.get(key);
+    if (statement) return statement;
+    const scope =
+      level === 'instance'
+        ? ' AND resource_type = @type AND id = @id'
+        : level === 'type'
+          ? ' AND resource_type = @type'
+          : '';
+    // Without the hint the planner prefers the (resource_type, seq) range for one instance, scanning its whole type.
+    const table =
+      level === 'instance' ? 'resource_version INDEXED BY resource_version_key' : 'resource_version';
+    let sql: string;
+    if (!at) {
+      const where = `WHERE seq BETWEEN @lo AND @hi${scope}`;
+      sql =
+        kind === 'count'
+          ? `SELECT count(*) FROM ${table} ${where}`
+          : `SELECT ${VERSION_COLUMNS} FROM ${table} ${where} AND seq < @after ` +
+            // Per instance, version_id order = seq order and walks the key index.
+            (level === 'instance' ? 'ORDER BY version_id DESC' : 'ORDER BY seq DESC') +
+            ' LIMIT @limit';
+    } else {
+      const currentAt = `SELECT max(seq) AS seq FROM ${table} WHERE seq <= @hi${scope} GROUP BY resource_type, id`;
+      sql =
+        kind === 'count'
+          ? `SELECT count(*) FROM (${currentAt}) WHERE seq >= @lo`
+          : `SELECT ${VERSION_COLUMNS} FROM resource_version WHERE seq IN (${currentAt}) AND seq >= @lo AND seq < @after ` +
+            'ORDER BY seq DESC LIMIT @limit';
+    }
+    statement = this.db.prepare(sql);
+    if (kind === 'count') statement.pluck();
+    this.historyStatements.set(key, statement);
+    return statement;
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Transactions.
+
+  private insideTransaction(): boolean {
+    return this.activeTx !== undefined && this.txContext.getStore() === this.activeTx;
+  }
+
+  /** Run `fn` now, or, while another caller's transaction is open, after it ends. */
+  private guard<T>(fn: () => T): Promise<T> {
+    if (!this.mutex.locked || this.insideTransaction()) {
+      try {
+        this.assertReady();
+        return Promise.resolve(fn());
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.mutex.run(() => {
+      this.assertReady();
+      return fn();
+    });
+  }
+
+  private async nestedTransaction<T>(work: (store: ResourceStore) => Promise<T>): Promise<T> {
+    const name = `nested_${Math.random().toString(36).slice(2)}`;
+    this.db.prepare(`SAVEPOINT ${name}`).run();
+    try {
+      const result = await work(this.transactionView(this.activeTx!));
+      this.db.prepare(`RELEASE ${name}`).run();
+      return result;
+    } catch (err) {
+      if (this.db.inTransaction) {
+        this.db.prepare(`ROLLBACK TO ${name}`).run();
+        this.db.prepare(`RELEASE ${name}`).run();
+      }
+      throw err;
+    }
+  }
+
+  /** The store as seen from inside one transaction: its calls run in that transaction, never wait. */
+  private transactionView(token: symbol): ResourceStore & { readonly db: Database.Database } {
+    const live = <T>(fn: () => T): Promise<T> => {
+      if (this.activeTx !== token)
+        return Promise.reject(new Error('The transaction this store view belongs to has ended'));
+      return this.txContext.run(token, () => this.guard(fn));
+    };
+    const view: ResourceStore & { readonly db: Database.Database } = {
+      db: this.db,
+      init: async () => {},
+      close: () => Promise.reject(new Error('close() is not available inside a transaction')),
+      read: (type, id) => live(() => this.readNow(type, id)),
+      vread: (type, id, vid) => live(() => this.vreadNow(type, id, vid)),
+      write: (request) => live(() => this.writeTransaction(request)),
+      history: (query) => live(() => this.historyNow(query)),
+      transaction: (work) => {
+        if (this.activeTx !== token)
+          return Promise.reject(new Error('The transaction this store view belongs to has ended'));
+        return this.txContext.run(token, () => this.nestedTransaction(work));
+      },
+      pendingAnchors: (limit) => this.txContext.run(token, () => this.pendingAnchors(limit)),
+      markAnchored: (keys, anchor) => this.txContext.run(token, () => this.markAnchored(keys, anchor)),
+      anchorState: (key) => this.txContext.run(token, () => this.anchorState(key)),
+      allVersions: () => this.txContext.run(token, () => this.allVersions()),
+      eraseSalts: (type, id) => this.txContext.run(token, () => this.eraseSalts(type, id)),
+      indexEntries: (type, id) => this.txContext.run(token, () => this.indexEntries(type, id)),
+    };
+    return view;
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Setup.
+
+  private migrate(): void {
+    this.db.exec(
+      'CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)',
+    );
+    const known = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+    const applied = () =>
+      (this.db.prepare('SELECT max(version) FROM schema_version').pluck().get() as number | null) ?? 0;
+    if (applied() > known) {
+      throw new Error(
+        `The store's schema (version ${applied()}) is newer than this software knows (${known})`,
+      );
+    }
+    for (const migration of MIGRATIONS) {
+      // Re-checked under the write lock: another process may have migrated meanwhile.
+      this.db
+        .transaction(() => {
+          if (applied() >= migration.version) return;
+          this.db.exec(migration.sql);
+          this.db
+            .prepare('INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)')
+            .run(migration.version, migration.description, new Date().toISOString());
+        })
+        .immediate();
+    }
+  }
+
+  private prepareStatements(): Statements {
+    const db = this.db;
+    return {
+      current: db.prepare(
+        'SELECT version_id, deleted, seq FROM resource_current WHERE resource_type = ? AND id = ?',
+      ),
+      lastUpdated: db.prepare('SELECT last_updated FROM resource_version ORDER BY seq DESC LIMIT 1').pluck(),
+      insertVersion: db.prepare(
+        'INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients) ' +
+          'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      upsertCurrent: db.prepare(
+        'INSERT INTO resource_current (resource_type, id, version_id, seq, deleted) VALUES (?, ?, ?, ?, ?) ' +
+          'ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted',
+      ),
+      deleteIndex: db.prepare('DELETE FROM search_index WHERE resource_type = ? AND id = ?'),
+      insertIndex: db.prepare(
+        'INSERT INTO search_index (resource_type, id, ord, param, type, system, value, low, high, reference) ' +
+          'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      insertAnchor: db.prepare(
+        "INSERT INTO anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+      ),
+      read: db.prepare(
+        `SELECT ${VERSION_COLUMNS.split(', ')
+          .map((c) => `v.${c}`)
+          .join(', ')} FROM resource_current c ` +
+          'JOIN resource_version v ON v.seq = c.seq WHERE c.resource_type = ? AND c.id = ?',
+      ),
+      vread: db.prepare(
+        `SELECT ${VERSION_COLUMNS} FROM resource_version WHERE resource_type = ? AND id = ? AND version_id = ?`,
+      ),
+      maxSeq: db.prepare('SELECT max(seq) FROM resource_version').pluck(),
+      seqSince: db
+        .prepare(
+          'SELECT seq FROM resource_version WHERE last_updated >= ? ORDER BY last_updated, seq LIMIT 1',
+        )
+        .pluck(),
+      seqAt: db
+        .prepare(
+          'SELECT seq FROM resource_version WHERE last_updated <= ? ORDER BY last_updated DESC, seq DESC LIMIT 1',
+        )
+        .pluck(),
+      pendingAnchors: db.prepare(
+        `SELECT ${ANCHOR_COLUMNS} FROM anchor a WHERE a.status = 'pending' ORDER BY a.seq LIMIT ?`,
+      ),
+      markAnchored: db.prepare(
+        "UPDATE anchor SET status = CASE status WHEN 'erased' THEN 'erased' ELSE 'anchored' END, " +
+          'transaction_id = @transaction_id, block_number = @block_number, batch_id = @batch_id, batch_root = @batch_root, ' +
+          'leaf_index = @leaf_index, leaf_count = @leaf_count ' +
+          'WHERE seq = (SELECT seq FROM resource_version WHERE resource_type = @resource_type AND id = @id AND version_id = @version_id)',
+      ),
+      anchorState: db.prepare(
+        `SELECT ${ANCHOR_COLUMNS} FROM resource_version v JOIN anchor a ON a.seq = v.seq ` +
+          'WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?',
+      ),
+      allVersionsChunk: db.prepare(
+        `SELECT ${VERSION_COLUMNS.split(', ')
+          .map((c) => `v.${c}`)
+          .join(', ')}, ${ANCHOR_COLUMNS} ` +
+          'FROM resource_version v LEFT JOIN anchor a ON a.seq = v.seq WHERE v.seq > ? AND v.seq <= ? ORDER BY v.seq LIMIT ?',
+      ),
+      eraseSalts: db.prepare(
+        "UPDATE anchor SET status = 'erased', salt = NULL, erased_at = ? " +
+          "WHERE seq IN (SELECT seq FROM resource_version WHERE resource_type = ? AND id = ?) AND status <> 'erased'",
+      ),
+      indexEntries: db.prepare(
+        'SELECT param, type, system, value, low, high, reference FROM search_index WHERE resource_type = ? AND id = ? ORDER BY ord',
+      ),
+    };
+  }
+
+  private statements(): Statements {
+    if (!this.stmts) throw new Error('SqliteResourceStore: call init() first');
+    return this.stmts;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('SqliteResourceStore is closed');
+  }
+
+  private assertReady(): void {
+    this.assertOpen();
+    this.statements();
+  }
+}
+
+function finiteOrNull(n: number | undefined): number | null {
+  return n !== undefined && Number.isFinite(n) ? n : null;
+}
+
+/**
+ * The stored text of a version: resourceType, id and meta first (meta with versionId and lastUpdated first),
+ * then the other elements in their given order. Only the top level and meta are copied: the caller's object
+ * is never modified, and nested values are only read by the serialiser.
+ */
+function serialiseVersion(
+  resource: FhirResource,
+  id: string,
+  versionId: number,
+  lastUpdated: string,
+): string {
+  const { resourceType, id: _id, meta, ...rest } = resource;
+  const { versionId: _v, lastUpdated: _l, ...otherMeta } = meta ?? {};
+  return stringifyFhirJson({
+    resourceType,
+    id,
+    meta: { versionId: String(versionId), lastUpdated, ...otherMeta },
+    ...rest,
+  });
+}

@@ -1,0 +1,186 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import { describeResourceStoreContract } from './contract.js';
+
+const tempDirs: string[] = [];
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'hie-store-'));
+  tempDirs.push(dir);
+  return dir;
+}
+afterAll(() => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+async function openStore(file: string): Promise<SqliteResourceStore> {
+  const store = new SqliteResourceStore({ file });
+  await store.init();
+  return store;
+}
+
+describeResourceStoreContract('sqlite :memory:', () => openStore(':memory:'));
+describeResourceStoreContract('sqlite file', () => openStore(join(tempDir(), 'resources.sqlite')));
+
+describe('SqliteResourceStore', () => {
+  it('keeps its data in the file across close and reopen, and migrates once', async () => {
+    const file = join(tempDir(), 'resources.sqlite');
+    const first = await openStore(file);
+    await first.init();
+    const v1 = await first.write({
+      resourceType: 'Patient',
+      id: 'a',
+      method: 'PUT',
+      resource: { resourceType: 'Patient' },
+    });
+    const v2 = await first.write({
+      resourceType: 'Patient',
+      id: 'a',
+      method: 'PUT',
+      resource: { resourceType: 'Patient', active: true },
+      index: [{ param: 'active', type: 'token', value: 'true' }],
+    });
+    await first.close();
+
+    const second = await openStore(file);
+    expect(await second.vread('Patient', 'a', 1)).toEqual(v1);
+    expect(await second.read('Patient', 'a')).toEqual(v2);
+    expect(await second.indexEntries('Patient', 'a')).toEqual([
+      { param: 'active', type: 'token', value: 'true' },
+    ]);
+    expect(second.db.prepare('SELECT version FROM schema_version').pluck().all()).toEqual([1]);
+    // The clock continues after the stored instants, even if the wall clock were behind them.
+    const v3 = await second.write({
+      resourceType: 'Patient',
+      id: 'a',
+      method: 'PUT',
+      resource: { resourceType: 'Patient' },
+    });
+    expect(v3.versionId).toBe(3);
+    expect(v3.lastUpdated > v2.lastUpdated).toBe(true);
+    await second.close();
+  });
+
+  it('continues its clock after the last stored instant when the wall clock is behind', async () => {
+    const store = await openStore(':memory:');
+    const future = '2999-01-01T00:00:00.000Z';
+    // Simulate versions written by a clock far ahead (or a wall clock that went back since).
+    await store.write({
+      resourceType: 'Patient',
+      id: 'a',
+      method: 'PUT',
+      resource: { resourceType: 'Patient' },
+    });
+    store.db.prepare('UPDATE resource_version SET last_updated = ?').run(future);
+    const next = await store.write({
+      resourceType: 'Patient',
+      id: 'b',
+      method: 'PUT',
+      resource: { resourceType: 'Patient' },
+    });
+    expect(next.lastUpdated).toBe('2999-01-01T00:00:00.001Z');
+    await store.close();
+  });
+
+  it('runs in WAL mode with foreign keys, a busy timeout and synchronous NORMAL (FULL on request)', async () => {
+    const dir = tempDir();
+    const store = await openStore(join(dir, 'a.sqlite'));
+    expect(store.db.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(store.db.pragma('foreign_keys', { simple: true })).toBe(1);
+    expect(store.db.pragma('busy_timeout', { simple: true })).toBe(5000);
+    expect(store.db.pragma('synchronous', { simple: true })).toBe(1); // NORMAL
+    await store.close();
+    const full = new SqliteResourceStore({ file: join(dir, 'b.sqlite'), synchronous: 'FULL' });
+    await full.init();
+    expect(full.db.pragma('synchronous', { simple: true })).toBe(2); // FULL
+    await full.close();
+  });
+
+  it('refuses a database whose schema is newer than the software', async () => {
+    const file = join(tempDir(), 'resources.sqlite');
+    const store = await openStore(file);
+    store.db.prepare("INSERT INTO schema_version VALUES (99, 'from the future', '2999-01-01')").run();
+    await store.close();
+    await expect(openStore(file)).rejects.toThrow(/newer/);
+  });
+
+  it('rejects calls after close', async () => {
+    const store = await openStore(':memory:');
+    await store.close();
+    await expect(store.read('Patient', 'a')).rejects.toThrow(/closed/);
+  });
+
+  it('keeps every acknowledged version, and no half version, when the writing process is killed', async () => {
+    const file = join(tempDir(), 'resources.sqlite');
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/store/fixtures/crash-writer.ts', file], {
+      cwd: process.cwd(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const acknowledged = new Map<string, string>();
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.on('exit', (_code, signal) => resolve(signal)),
+    );
+    await new Promise<void>((resolve, reject) => {
+      let buffered = '';
+      child.stdout.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString();
+        const lines = buffered.split('\n');
+        buffered = lines.pop()!;
+        for (const line of lines) {
+          const m = /^ack (\S+) ([0-9a-f]{64})$/.exec(line);
+          if (m) acknowledged.set(m[1]!, m[2]!);
+        }
+        // Kill it mid-stream, while it keeps writing.
+        if (acknowledged.size >= 400 && !child.killed) {
+          child.kill('SIGKILL');
+          resolve();
+        }
+      });
+      child.on('exit', () => reject(new Error(`writer exited early: ${stderr}`)));
+    });
+    expect(await exited).toBe('SIGKILL');
+
+    const store = await openStore(file);
+    expect(store.db.pragma('integrity_check', { simple: true })).toBe('ok');
+    expect(store.db.pragma('foreign_key_check')).toEqual([]);
+    // Every acknowledged version is there, with exactly the acknowledged text.
+    for (const [path, digest] of acknowledged) {
+      const [type, id, vid] = path.split('/');
+      const version = await store.vread(type!, id!, Number(vid));
+      expect(version, path).toBeDefined();
+      expect(createHash('sha256').update(version!.json!).digest('hex')).toBe(digest);
+    }
+    // No half version: versions 1..current without gaps; each has its anchor; current ones have their index rows;
+    // both resources of each pair transaction or neither.
+    const current = store.db.prepare('SELECT resource_type, id, version_id FROM resource_current').all() as {
+      resource_type: string;
+      id: string;
+      version_id: number;
+    }[];
+    let versions = 0;
+    for (const c of current) {
+      const history = await store.history({ resourceType: c.resource_type, id: c.id, count: 1000 });
+      expect(history.versions.map((v) => v.versionId)).toEqual(
+        Array.from({ length: c.version_id }, (_, i) => c.version_id - i),
+      );
+      for (const v of history.versions) {
+        expect(JSON.parse(v.json!).meta.versionId).toBe(String(v.versionId));
+        expect((await store.anchorState(v))?.status).toBe('pending');
+      }
+      expect(await store.indexEntries(c.resource_type, c.id)).toHaveLength(2);
+      versions += c.version_id;
+    }
+    expect(versions).toBeGreaterThanOrEqual(acknowledged.size);
+    const pairs = (prefix: string) =>
+      new Set(current.filter((c) => c.id.startsWith(prefix)).map((c) => c.id.slice(prefix.length)));
+    expect(pairs('pa-')).toEqual(pairs('pb-'));
+    expect(pairs('pa-').size).toBeGreaterThan(0);
+    await store.close();
+  });
+});
