@@ -21,6 +21,8 @@ export interface ValidationResult {
 export interface ResourceValidator {
   /** True for resource types of FHIR R4 (concrete, non-abstract). */
   isResourceType(type: string): boolean;
+  /** Every type isResourceType accepts (the CapabilityStatement lists them). */
+  readonly resourceTypes?: string[];
   /** Validate a plain-JSON resource (numbers as JS numbers). Never throws for bad input. */
   validate(resource: unknown, options?: ValidationOptions): ValidationResult;
 }

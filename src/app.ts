@@ -1,0 +1,73 @@
+/**
+ * Wiring: creates the adapters the configuration names and builds the HTTP app on them.
+ * Other areas add their wiring here (ledger, access, operations), each as a few lines.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from './config.js';
+import { SqliteResourceStore } from './fhir/store/sqlite/sqlite-store.js';
+import type { ResourceStore } from './fhir/store/resource-store.js';
+import type { Ledger } from './ledger/ledger.js';
+import type { ResourceValidator } from './fhir/validation/validator.js';
+import { createSchemaValidator } from './fhir/validation/schema.js';
+import { FhirRegistry } from './fhir/interactions/registry.js';
+import { registerCoreInteractions } from './fhir/interactions/core.js';
+import { extractIndex } from './fhir/search/index-entries.js';
+import { patientCompartments } from './fhir/search/definitions.js';
+import { createHttpServer } from './fhir/http/server.js';
+import { registerFhirRoutes } from './fhir/http/fhir-routes.js';
+
+export const FHIR_PREFIX = '/fhir';
+
+export interface App {
+  fastify: FastifyInstance;
+  store: ResourceStore;
+  registry: FhirRegistry;
+  validator: ResourceValidator;
+  ledger?: Ledger;
+  /** Stop accepting, finish in-flight requests, close the adapters. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface AppOverrides {
+  /** Use this store instead of the one the configuration names (tests). */
+  store?: ResourceStore;
+  validator?: ResourceValidator;
+  /** Where logs go (tests); stdout when absent. */
+  logStream?: NodeJS.WritableStream;
+}
+
+export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
+  mkdirSync(config.dataDir, { recursive: true });
+  const store = overrides.store ?? new SqliteResourceStore({ file: join(config.dataDir, 'resources.sqlite') });
+  await store.init();
+  const closers: (() => Promise<void>)[] = [() => store.close()];
+  try {
+    const validator = overrides.validator ?? (await createSchemaValidator());
+    const registry = registerCoreInteractions(new FhirRegistry(), {
+      resourceTypes: validator.resourceTypes ?? [],
+      started: new Date(),
+    });
+
+    const fastify = createHttpServer({ logLevel: config.logLevel, bodyLimit: config.bodyLimit, logStream: overrides.logStream });
+    await registerFhirRoutes(fastify, {
+      prefix: FHIR_PREFIX,
+      registry,
+      publicBaseUrl: config.baseUrl,
+      context: { store, validator, indexEntries: extractIndex, patientsOf: patientCompartments },
+    });
+    await fastify.ready();
+
+    let closing: Promise<void> | undefined;
+    const close = () =>
+      (closing ??= (async () => {
+        await fastify.close();
+        for (const closer of closers.reverse()) await closer();
+      })());
+    return { fastify, store, registry, validator, close };
+  } catch (err) {
+    for (const closer of closers.reverse()) await closer().catch(() => undefined);
+    throw err;
+  }
+}

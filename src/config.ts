@@ -1,0 +1,145 @@
+/**
+ * One typed, validated configuration: command-line flags > environment variables > defaults.
+ * Every setting is one entry of CONFIG_OPTIONS (its flag, variable, default, parser and help), so the CLI,
+ * the docs (docs/configuration.md) and the validation never disagree. Invalid values are a ConfigError
+ * (the CLI prints it and exits with code 2).
+ */
+import { resolve } from 'node:path';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  /** TCP port (0: any free port). */
+  port: number;
+  /** Interface to listen on. */
+  host: string;
+  /** Absolute path of the data directory (created on demand). */
+  dataDir: string;
+  logLevel: LogLevel;
+  /** Largest request body accepted, in bytes (413 above). */
+  bodyLimit: number;
+  /** Public base URL of the FHIR endpoint, e.g. https://hie.example.org/fhir; derived from Host when absent. */
+  baseUrl?: string;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+interface OptionSpec<K extends keyof Config> {
+  key: K;
+  /** Commander flag, e.g. `--port <number>`. */
+  flag: string;
+  env: string;
+  default?: string;
+  description: string;
+  parse(text: string, source: string): Config[K];
+}
+
+const LOG_LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
+
+function parsePort(text: string, source: string): number {
+  if (!/^\d+$/.test(text) || Number(text) > 65535) throw new ConfigError(`${source}: '${text}' is not a port number (0-65535)`);
+  return Number(text);
+}
+
+function parseSize(text: string, source: string): number {
+  const match = /^(\d+)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = match ? SIZE_UNITS[match[2].toLowerCase()] : undefined;
+  if (!match || unit === undefined || Number(match[1]) === 0) {
+    throw new ConfigError(`${source}: '${text}' is not a size in bytes (e.g. 16777216 or 16MiB)`);
+  }
+  return Number(match[1]) * unit;
+}
+
+function parseBaseUrl(text: string, source: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError(`${source}: '${text}' is not an absolute URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`${source}: '${text}' must be http(s)`);
+  return text.replace(/\/+$/, '');
+}
+
+// Adding a setting: add it to Config and one entry here; `hie-ledger serve --help` and loadConfig pick it up.
+export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
+  { key: 'port', flag: '--port <number>', env: 'HIE_PORT', default: '8080', description: 'TCP port to listen on', parse: parsePort },
+  {
+    key: 'host',
+    flag: '--host <address>',
+    env: 'HIE_HOST',
+    default: '127.0.0.1',
+    description: 'interface to listen on (0.0.0.0 for all)',
+    parse: (text, source) => {
+      if (text.trim() === '') throw new ConfigError(`${source}: the host may not be empty`);
+      return text.trim();
+    },
+  },
+  {
+    key: 'dataDir',
+    flag: '--data-dir <path>',
+    env: 'HIE_DATA_DIR',
+    default: './data',
+    description: 'data directory (store, ledger, identities), created on demand',
+    parse: (text, source) => {
+      if (text.trim() === '') throw new ConfigError(`${source}: the data directory may not be empty`);
+      return resolve(text);
+    },
+  },
+  {
+    key: 'logLevel',
+    flag: '--log-level <level>',
+    env: 'HIE_LOG_LEVEL',
+    default: 'info',
+    description: `log level (${LOG_LEVELS.join(', ')})`,
+    parse: (text, source) => {
+      if (!LOG_LEVELS.includes(text as LogLevel)) throw new ConfigError(`${source}: '${text}' is not one of ${LOG_LEVELS.join(', ')}`);
+      return text as LogLevel;
+    },
+  },
+  {
+    key: 'bodyLimit',
+    flag: '--body-limit <bytes>',
+    env: 'HIE_BODY_LIMIT',
+    default: '16MiB',
+    description: 'largest request body accepted (bytes, or with KiB/MiB/GiB)',
+    parse: parseSize,
+  },
+  {
+    key: 'baseUrl',
+    flag: '--base-url <url>',
+    env: 'HIE_BASE_URL',
+    description: 'public base URL of the FHIR endpoint (default: from the Host header + /fhir)',
+    parse: parseBaseUrl,
+  },
+] as OptionSpec<keyof Config>[];
+
+/** Commander's camelCase name of a flag: `--data-dir <path>` -> `dataDir`. */
+export function flagName(flag: string): string {
+  return flag
+    .replace(/^--/, '')
+    .replace(/\s.*$/, '')
+    .replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+}
+
+/** Build the configuration from parsed flags (commander's camelCase names) and the environment. */
+export function loadConfig(flags: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const config: Partial<Record<keyof Config, unknown>> = {};
+  for (const option of CONFIG_OPTIONS) {
+    const flag = flags[flagName(option.flag)];
+    const [text, source] =
+      flag !== undefined
+        ? [String(flag), option.flag.split(' ')[0]]
+        : env[option.env] !== undefined && env[option.env] !== ''
+          ? [env[option.env]!, option.env]
+          : [option.default, 'default'];
+    if (text !== undefined) config[option.key] = option.parse(text, source);
+  }
+  return config as Config;
+}

@@ -1,0 +1,121 @@
+/**
+ * The FHIR REST API over HTTP: one catch-all route under the base that turns an HTTP request into a FhirRequest,
+ * lets the router and registry pick the interaction, and sends the FhirResponse back. Bodies are kept as text
+ * (parseAs: 'string') so the interactions parse them losslessly; stored resources are sent as stored unless
+ * `_pretty`, `_summary` or `_elements` ask for a different shape.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { OpenAccess, type AccessPolicy } from '../../access/policy.js';
+import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { notImplemented, unsupportedMediaType } from '../outcome.js';
+import { applyRepresentation, representationOf } from '../interactions/representation.js';
+import type { FhirRegistry } from '../interactions/registry.js';
+import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions/router.js';
+import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
+import { negotiateResponseType, preferReturnOf, requestMediaType } from './negotiation.js';
+
+export interface FhirRoutesOptions {
+  /** Mount point of the FHIR base, e.g. `/fhir`. */
+  prefix: string;
+  registry: FhirRegistry;
+  /** The request-independent part of every FhirContext (store, validator, hooks). */
+  context: Omit<FhirContext, 'access' | 'log' | 'registry'>;
+  /** The caller's access policy; by default the one the auth hook attached, else OpenAccess. */
+  accessFor?: (request: FastifyRequest) => AccessPolicy;
+  /** Public base URL of the FHIR endpoint (no trailing slash); derived from the request's Host when absent. */
+  publicBaseUrl?: string;
+}
+
+const BODY_TYPES = ['application/fhir+json', 'application/json', 'application/json+fhir', 'application/json-patch+json', 'application/x-www-form-urlencoded'];
+const XML_TYPES = ['application/fhir+xml', 'application/xml', 'text/xml', 'application/xml+fhir'];
+const METHODS: HttpMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
+const SINGLE_RESOURCE = new Set(['read', 'vread']);
+
+const openAccess = new OpenAccess();
+
+function defaultAccess(request: FastifyRequest): AccessPolicy {
+  return (request as FastifyRequest & { hieAccess?: AccessPolicy }).hieAccess ?? openAccess;
+}
+
+/** Query parameters in order, repeated ones kept. */
+export function parseQuery(text: string): Record<string, string[]> {
+  const query: Record<string, string[]> = {};
+  if (text === '') return query;
+  for (const [name, value] of new URLSearchParams(text)) (query[name] ??= []).push(value);
+  return query;
+}
+
+function header(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+function send(reply: FastifyReply, response: FhirResponse, mediaType: string, query: Record<string, string[]>, shape: boolean): FastifyReply {
+  reply.code(response.status);
+  if (response.headers) reply.headers(response.headers);
+  if (response.body === undefined) return reply.send();
+  const pretty = query._pretty?.[0] === 'true';
+  const representation = shape && response.status === 200 ? representationOf(query) : undefined;
+  let text: string;
+  if (typeof response.body === 'string' && !pretty && !representation) {
+    text = response.body;
+  } else {
+    let body = typeof response.body === 'string' ? parseFhirJson<FhirResource>(response.body) : response.body;
+    if (representation) body = applyRepresentation(body, representation);
+    text = stringifyFhirJson(body, pretty ? 2 : 0);
+  }
+  return reply.header('content-type', `${mediaType}; charset=utf-8`).send(text);
+}
+
+export async function registerFhirRoutes(app: FastifyInstance, options: FhirRoutesOptions): Promise<void> {
+  const { registry, prefix } = options;
+  const router = new FhirRouter(registry, (type) => options.context.validator.isResourceType(type));
+  const accessFor = options.accessFor ?? defaultAccess;
+
+  await app.register(
+    async (scope) => {
+      // Only these bodies are accepted, all kept as text; anything else is 415 from the error handler.
+      scope.removeAllContentTypeParsers();
+      scope.addContentTypeParser(BODY_TYPES, { parseAs: 'string' }, (_request, body, done) => done(null, body));
+      scope.addContentTypeParser(XML_TYPES, (_request, _payload, done) =>
+        done(unsupportedMediaType('XML is not supported; send application/fhir+json'), undefined),
+      );
+
+      const handle = async (request: FastifyRequest, reply: FastifyReply) => {
+        const url = request.url;
+        const q = url.indexOf('?');
+        const path = (q < 0 ? url : url.slice(0, q)).slice(prefix.length);
+        const query = parseQuery(q < 0 ? '' : url.slice(q + 1));
+        const mediaType = negotiateResponseType(query._format?.[0], header(request, 'accept'));
+        const method = request.method as HttpMethod;
+        const routed = router.route(method === 'HEAD' ? 'GET' : method, path);
+        const body = typeof request.body === 'string' ? request.body : undefined;
+        let fhirRequest: FhirRequest = {
+          ...routed,
+          method,
+          query,
+          body,
+          contentType: body !== undefined ? requestMediaType(header(request, 'content-type')) : undefined,
+          ifMatch: header(request, 'if-match'),
+          ifNoneMatch: header(request, 'if-none-match'),
+          ifModifiedSince: header(request, 'if-modified-since'),
+          ifNoneExist: header(request, 'if-none-exist'),
+          preferReturn: preferReturnOf(header(request, 'prefer')),
+          baseUrl: options.publicBaseUrl ?? `${request.protocol}://${request.host}${prefix}`,
+        };
+        if (fhirRequest.interaction === 'batch' || fhirRequest.interaction === 'transaction') {
+          fhirRequest = classifyBundlePost(fhirRequest, registry);
+        }
+        const handler = registry.handlerFor(fhirRequest);
+        if (!handler) throw notImplemented(`${fhirRequest.interaction} is not implemented`);
+        const context: FhirContext = { ...options.context, registry, access: accessFor(request), log: request.log };
+        const response = await handler(fhirRequest, context);
+        return send(reply, response, mediaType, query, SINGLE_RESOURCE.has(fhirRequest.interaction));
+      };
+
+      scope.route({ method: [...METHODS, 'OPTIONS'], url: '/', handler: handle, exposeHeadRoute: false });
+      scope.route({ method: [...METHODS, 'OPTIONS'], url: '/*', handler: handle, exposeHeadRoute: false });
+    },
+    { prefix },
+  );
+}

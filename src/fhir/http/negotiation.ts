@@ -1,0 +1,94 @@
+/**
+ * Content negotiation (http://hl7.org/fhir/R4/http.html#mime-type): JSON only, for now.
+ * - Response: `_format` wins over Accept. JSON (`application/fhir+json`, `application/json`, `json`) is served;
+ *   XML or anything else is 406. `fhirVersion` other than 4.0 is 406.
+ * - Request bodies: JSON media types; XML is 415. `fhirVersion` other than 4.0 is 415.
+ */
+import { notAcceptable, unsupportedMediaType } from '../outcome.js';
+
+export const FHIR_JSON = 'application/fhir+json';
+const JSON_FORMATS = new Set(['json', 'application/json', 'application/fhir+json', 'application/json+fhir']);
+const XML_FORMATS = new Set(['xml', 'text/xml', 'application/xml', 'application/fhir+xml', 'application/xml+fhir']);
+/** The FHIR versions this server speaks, as mime-type parameter values (R4 http.html#version-parameter). */
+const FHIR_VERSIONS = new Set(['4.0', '4.0.1']);
+
+interface MediaRange {
+  type: string;
+  params: Record<string, string>;
+  q: number;
+}
+
+function parseMediaRange(text: string): MediaRange {
+  const [type, ...rest] = text.split(';');
+  const params: Record<string, string> = {};
+  for (const param of rest) {
+    const eq = param.indexOf('=');
+    if (eq < 0) continue;
+    params[param.slice(0, eq).trim().toLowerCase()] = param.slice(eq + 1).trim().replace(/^"|"$/g, '');
+  }
+  const q = params.q === undefined ? 1 : Number(params.q);
+  return { type: type.trim().toLowerCase(), params, q: Number.isFinite(q) ? q : 0 };
+}
+
+/** The media type of the response, or a 406 FhirError. */
+export function negotiateResponseType(format: string | undefined, accept: string | undefined): string {
+  if (format !== undefined) {
+    const wanted = parseMediaRange(format);
+    if (JSON_FORMATS.has(wanted.type)) {
+      checkFhirVersion(wanted, 406);
+      return wanted.type === 'application/json' ? 'application/json' : FHIR_JSON;
+    }
+    if (XML_FORMATS.has(wanted.type)) throw notAcceptable(`_format=${format}: this server serves JSON only (XML is not supported)`, '_format');
+    throw notAcceptable(`_format=${format} is not a format this server serves; use json`, '_format');
+  }
+  if (accept === undefined || accept.trim() === '') return FHIR_JSON;
+  const ranges = accept
+    .split(',')
+    .map(parseMediaRange)
+    .filter((r) => r.q > 0)
+    .sort((a, b) => b.q - a.q);
+  for (const range of ranges) {
+    if (range.params.fhirversion !== undefined && !FHIR_VERSIONS.has(range.params.fhirversion)) continue;
+    if (range.type === 'application/json') return 'application/json';
+    if (range.type === FHIR_JSON || range.type === 'application/json+fhir' || range.type === '*/*' || range.type === 'application/*') {
+      return FHIR_JSON;
+    }
+  }
+  const versioned = ranges.find((r) => r.params.fhirversion !== undefined && !FHIR_VERSIONS.has(r.params.fhirversion));
+  if (versioned) throw notAcceptable(`This server speaks FHIR 4.0 (R4), not fhirVersion=${versioned.params.fhirversion}`);
+  throw notAcceptable(`Accept '${accept}' names no format this server serves; it serves application/fhir+json`);
+}
+
+function checkFhirVersion(range: MediaRange, status: 406 | 415): void {
+  const version = range.params.fhirversion;
+  if (version !== undefined && !FHIR_VERSIONS.has(version)) {
+    const message = `This server speaks FHIR 4.0 (R4), not fhirVersion=${version}`;
+    throw status === 406 ? notAcceptable(message) : unsupportedMediaType(message);
+  }
+}
+
+/** The request body's media type without parameters (checked: JSON, FHIR R4, UTF-8), or a 415 FhirError. */
+export function requestMediaType(contentType: string | undefined): string | undefined {
+  if (contentType === undefined || contentType.trim() === '') return undefined;
+  const range = parseMediaRange(contentType);
+  if (XML_FORMATS.has(range.type)) throw unsupportedMediaType(`Content-Type ${range.type}: XML is not supported; send application/fhir+json`);
+  checkFhirVersion(range, 415);
+  const charset = range.params.charset?.toLowerCase();
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+    throw unsupportedMediaType(`charset=${charset} is not supported; FHIR JSON is UTF-8`);
+  }
+  return range.type;
+}
+
+/** The `return` preference of a Prefer header (RFC 7240), if any. */
+export function preferReturnOf(prefer: string | undefined): 'minimal' | 'representation' | 'OperationOutcome' | undefined {
+  if (!prefer) return undefined;
+  for (const preference of prefer.split(',')) {
+    const match = /^\s*return\s*=\s*"?([A-Za-z]+)"?\s*$/.exec(preference.split(';')[0]);
+    if (match) {
+      const value = match[1];
+      if (value === 'minimal' || value === 'representation' || value === 'OperationOutcome') return value;
+    }
+  }
+  return undefined;
+}

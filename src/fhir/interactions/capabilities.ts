@@ -1,0 +1,104 @@
+/**
+ * capabilities: GET [base]/metadata (http://hl7.org/fhir/R4/http.html#capabilities). The CapabilityStatement is
+ * generated from the registry (interactions, operations, search parameters) and the validator's resource types,
+ * so it states exactly what this server serves. Built once per base URL and cached: registration happens at
+ * start-up.
+ */
+import { createRequire } from 'node:module';
+import type { FhirResource } from '../../mapping/fhir-json.js';
+import type { FhirRegistry, OperationRegistration } from './registry.js';
+import type { Interaction, InteractionHandler } from './types.js';
+
+const require = createRequire(import.meta.url);
+const SOFTWARE_VERSION: string = (() => {
+  try {
+    return (require('../../../package.json') as { version: string }).version; // from src/
+  } catch {
+    return (require('../../../../package.json') as { version: string }).version; // from dist/src/
+  }
+})();
+
+/** The media types the HTTP layer negotiates (src/fhir/http/negotiation.ts); XML is not offered. */
+export const SUPPORTED_FORMATS = ['application/fhir+json', 'application/json', 'json'];
+export const PATCH_FORMATS = ['application/json-patch+json', 'application/fhir+json'];
+
+const TYPE_INTERACTIONS: Interaction[] = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'];
+const SYSTEM_INTERACTIONS: Interaction[] = ['transaction', 'batch', 'search-system', 'history-system'];
+
+export interface CapabilitiesOptions {
+  registry: FhirRegistry;
+  resourceTypes: string[];
+  /** Server start, used as CapabilityStatement.date. */
+  started?: Date;
+}
+
+function operationEntry(operation: OperationRegistration) {
+  return {
+    name: operation.name,
+    definition: operation.definition ?? `http://hl7.org/fhir/OperationDefinition/${operation.name}`,
+    ...(operation.documentation ? { documentation: operation.documentation } : {}),
+  };
+}
+
+export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: string): FhirResource {
+  const { registry } = options;
+  const operations = registry.operations();
+  const resources = [...options.resourceTypes].sort().map((type) => {
+    const interactions = TYPE_INTERACTIONS.filter((code) => registry.hasInteraction(code, type));
+    const typeOperations = operations.filter(
+      (op) => (op.levels.includes('type') || op.levels.includes('instance')) && (!op.resourceTypes || op.resourceTypes.includes(type)),
+    );
+    const searchParams = [...registry.searchParams('Resource'), ...registry.searchParams(type)];
+    const canSearch = registry.hasInteraction('search-type', type);
+    return {
+      type,
+      profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
+      interaction: interactions.map((code) => ({ code })),
+      versioning: 'versioned-update',
+      readHistory: registry.hasInteraction('vread', type),
+      updateCreate: registry.hasInteraction('update', type),
+      conditionalCreate: canSearch && registry.hasInteraction('create', type),
+      conditionalRead: registry.hasInteraction('read', type) ? 'full-support' : 'not-supported',
+      conditionalUpdate: false,
+      conditionalDelete: 'not-supported',
+      ...(canSearch && searchParams.length > 0 ? { searchParam: searchParams } : {}),
+      ...(typeOperations.length > 0 ? { operation: typeOperations.map(operationEntry) } : {}),
+    };
+  });
+  const systemOperations = operations.filter((op) => op.levels.includes('system'));
+  return {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: (options.started ?? new Date()).toISOString(),
+    publisher: 'hie-ledger',
+    kind: 'instance',
+    software: { name: 'hie-ledger', version: SOFTWARE_VERSION },
+    implementation: { description: 'hie-ledger FHIR R4 server', url: baseUrl },
+    fhirVersion: '4.0.1',
+    format: SUPPORTED_FORMATS,
+    patchFormat: PATCH_FORMATS,
+    rest: [
+      {
+        mode: 'server',
+        resource: resources,
+        interaction: SYSTEM_INTERACTIONS.filter((code) => registry.hasInteraction(code)).map((code) => ({ code })),
+        ...(registry.searchParams('Resource').length > 0 && registry.hasInteraction('search-system')
+          ? { searchParam: registry.searchParams('Resource') }
+          : {}),
+        ...(systemOperations.length > 0 ? { operation: systemOperations.map(operationEntry) } : {}),
+      },
+    ],
+  };
+}
+
+export function capabilitiesHandler(options: CapabilitiesOptions): InteractionHandler {
+  const byBase = new Map<string, string>();
+  return async (request) => {
+    let text = byBase.get(request.baseUrl);
+    if (text === undefined) {
+      text = JSON.stringify(buildCapabilityStatement(options, request.baseUrl));
+      if (byBase.size < 16) byBase.set(request.baseUrl, text);
+    }
+    return { status: 200, body: text };
+  };
+}

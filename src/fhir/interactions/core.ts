@@ -1,0 +1,24 @@
+/** The interactions this area provides, registered in one call (src/app.ts). */
+import { capabilitiesHandler, type CapabilitiesOptions } from './capabilities.js';
+import { create } from './create.js';
+import { deleteResource } from './delete.js';
+import { historyInstance, historySystem, historyType } from './history.js';
+import { patch } from './patch.js';
+import { read } from './read.js';
+import type { FhirRegistry } from './registry.js';
+import { update } from './update.js';
+import { vread } from './vread.js';
+
+export function registerCoreInteractions(registry: FhirRegistry, capabilities: Omit<CapabilitiesOptions, 'registry'>): FhirRegistry {
+  return registry
+    .registerInteraction('capabilities', capabilitiesHandler({ ...capabilities, registry }))
+    .registerInteraction('read', read)
+    .registerInteraction('vread', vread)
+    .registerInteraction('create', create)
+    .registerInteraction('update', update)
+    .registerInteraction('patch', patch)
+    .registerInteraction('delete', deleteResource)
+    .registerInteraction('history-instance', historyInstance)
+    .registerInteraction('history-type', historyType)
+    .registerInteraction('history-system', historySystem);
+}

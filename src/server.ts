@@ -1,0 +1,35 @@
+/**
+ * `serve`: build the app, listen, and shut down gracefully on SIGTERM/SIGINT (stop accepting, finish in-flight
+ * requests, close the store and other adapters, exit 0). A second signal while closing exits at once (code 1).
+ */
+import { buildApp, FHIR_PREFIX, type App } from './app.js';
+import type { Config } from './config.js';
+
+export async function serve(config: Config): Promise<App> {
+  const app = await buildApp(config);
+  await app.fastify.listen({ port: config.port, host: config.host });
+  const address = app.fastify.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host;
+  app.fastify.log.info({ dataDir: config.dataDir, fhirBase: config.baseUrl ?? `http://${host}:${port}${FHIR_PREFIX}` }, 'hie-ledger serving FHIR R4');
+
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      app.fastify.log.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    stopping = true;
+    app.fastify.log.info({ signal }, 'shutting down: finishing in-flight requests');
+    app.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        app.fastify.log.error({ err }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  return app;
+}
