@@ -31,6 +31,7 @@ import type {
   WriteRequest,
 } from '../resource-store.js';
 import { MIGRATIONS } from './schema.js';
+import { searchSqlite, type SqliteSearchRequest, type SqliteSearchResult } from './sqlite-search.js';
 
 export interface SqliteStoreOptions {
   /** Path of the database file, or ':memory:' (tests). */
@@ -255,6 +256,11 @@ export class SqliteResourceStore implements ResourceStore {
         this.activeTx = undefined;
       }
     });
+  }
+
+  /** Current, non-deleted versions matching a compiled search (src/fhir/search/request.ts StoreSearchRequest). */
+  search(request: unknown): Promise<SqliteSearchResult> {
+    return this.guard(() => searchSqlite(this.db, request as SqliteSearchRequest));
   }
 
   pendingAnchors(limit: number): Promise<PendingAnchor[]> {
@@ -617,6 +623,7 @@ export class SqliteResourceStore implements ResourceStore {
       vread: (type, id, vid) => live(() => this.vreadNow(type, id, vid)),
       write: (request) => live(() => this.writeTransaction(request)),
       history: (query) => live(() => this.historyNow(query)),
+      search: (request) => live(() => searchSqlite(this.db, request as SqliteSearchRequest)),
       transaction: (work) => {
         if (this.activeTx !== token)
           return Promise.reject(new Error('The transaction this store view belongs to has ended'));
