@@ -1,0 +1,134 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { AnchorContractClient } from '../../src/ledger/anchors.js';
+import { verifyProof } from '../../src/mapping/merkle.js';
+import { eventually, observation, openFixture, type Fixture } from './helpers.js';
+
+let fixture: Fixture | undefined;
+afterEach(async () => {
+  await fixture?.close();
+  fixture = undefined;
+});
+
+async function anchorStates(f: Fixture, refs: { resourceType: string; id: string; versionId: number }[]) {
+  return Promise.all(refs.map((r) => f.store.anchorState(r)));
+}
+
+describe('anchoring', () => {
+  it('queues an anchor with every write and commits them in Merkle batches that verify', async () => {
+    fixture = await openFixture({ batchSize: 10 });
+    const f = fixture;
+    const written = [];
+    for (let i = 0; i < 20; i++) written.push(await f.write(observation(`o${i}`, `${i}.50`)));
+    written.push(await f.write(observation('o3', '3.75'))); // an update
+    written.push(await f.remove('Observation', 'o4')); // a deletion is anchored too
+    expect((await f.store.pendingAnchors(100)).length).toBe(22);
+
+    expect(await f.integrity.anchorer.drain()).toBe(22);
+    expect(await f.store.pendingAnchors(100)).toEqual([]);
+    expect(f.integrity.anchorer.status()).toMatchObject({
+      committedBatches: 3,
+      preparedBatches: 0,
+      anchoredSinceStart: 22,
+    });
+
+    const contract = new AnchorContractClient(f.ledger);
+    for (const version of written) {
+      const result = await f.integrity.verifier.verifyVersion(version);
+      expect(result, result.reference).toMatchObject({ status: 'anchored', verified: true });
+      const state = await f.store.anchorState(version);
+      if (state?.status !== 'anchored') throw new Error('not anchored');
+      expect(result.hash).toBe(state.leafHash);
+      expect(verifyProof(result.hash!, result.proof!, state.anchor.root, state.anchor)).toBe(true);
+      expect(await contract.readBatch(state.anchor.root)).toMatchObject({
+        leafCount: state.anchor.leafCount,
+        mspId: 'Org1MSP',
+      });
+      expect(state.anchor.blockNumber).toBeGreaterThanOrEqual(0);
+    }
+    const sizes = (await anchorStates(f, written)).map((s) =>
+      s?.status === 'anchored' ? s.anchor.leafCount : 0,
+    );
+    expect(sizes.filter((n) => n === 10).length).toBe(20);
+    expect(sizes.filter((n) => n === 2).length).toBe(2);
+  });
+
+  it('keeps writing while the ledger is down, shows anchors pending, then drains them', async () => {
+    fixture = await openFixture({ batchSize: 4, intervalMs: 20, minBackoffMs: 10, maxBackoffMs: 50 });
+    const f = fixture;
+    f.ledger.down = true;
+    f.integrity.anchorer.start();
+    const written = [];
+    for (let i = 0; i < 9; i++) written.push(await f.write(observation(`d${i}`, '1.0')));
+    await eventually(
+      () => f.integrity.anchorer.status().consecutiveFailures >= 3,
+      'the worker has failed a few times',
+    );
+    expect(f.integrity.anchorer.status().lastError).toMatch(/unavailable/);
+    for (const state of await anchorStates(f, written)) expect(state?.status).toBe('pending');
+    expect((await f.integrity.verifier.verifyVersion(written[0])).status).toBe('pending');
+    // The store kept working: every write is readable.
+    expect((await f.store.read('Observation', 'd8'))?.json).toContain('"d8"');
+
+    f.ledger.down = false;
+    await eventually(async () => (await f.store.pendingAnchors(1)).length === 0, 'the outbox is empty');
+    await eventually(
+      () => f.integrity.anchorer.status().consecutiveFailures === 0,
+      'the worker reports recovery',
+    );
+    for (const version of written) {
+      expect((await f.integrity.verifier.verifyVersion(version)).verified).toBe(true);
+    }
+  });
+
+  it('never anchors twice: a reply lost after the commit is recognised on the ledger', async () => {
+    fixture = await openFixture({ batchSize: 100 });
+    const f = fixture;
+    for (let i = 0; i < 5; i++) await f.write(observation(`l${i}`, '2'));
+    const heightBefore = await f.ledger.height();
+    f.ledger.loseReplies = 1;
+    expect(await f.integrity.anchorer.drainOnce()).toBe(5);
+    expect(f.ledger.submits).toBe(1);
+    expect(await f.ledger.height()).toBe(heightBefore + 1);
+    const state = await f.store.anchorState({ resourceType: 'Observation', id: 'l0', versionId: 1 });
+    if (state?.status !== 'anchored') throw new Error('not anchored');
+    // The block number was recovered from the chaincode events.
+    expect(state.anchor.blockNumber).toBe(heightBefore);
+    expect(
+      (await f.integrity.verifier.verifyVersion({ ...(await f.store.vread('Observation', 'l3', 1))! }))
+        .verified,
+    ).toBe(true);
+  });
+
+  it('finishes a journalled batch after a restart with exactly the same members', async () => {
+    fixture = await openFixture({ batchSize: 3 });
+    const f = fixture;
+    for (let i = 0; i < 3; i++) await f.write(observation(`r${i}`, '7.10'));
+    f.ledger.down = true;
+    // height() fails first: nothing is journalled while the ledger cannot be reached at all.
+    await expect(f.integrity.anchorer.drainOnce()).rejects.toThrow(/unavailable/);
+    expect(f.integrity.journal.prepared()).toEqual([]);
+    f.ledger.down = false;
+    const height = f.ledger.height.bind(f.ledger);
+    // Ledger reachable for height(), then down for the submission: the batch is journalled, not committed.
+    f.ledger.height = async () => {
+      const h = await height();
+      f.ledger.down = true;
+      return h;
+    };
+    await expect(f.integrity.anchorer.drainOnce()).rejects.toThrow(/unavailable/);
+    const [prepared] = f.integrity.journal.prepared();
+    expect(prepared.leafCount).toBe(3);
+    f.ledger.height = height;
+    f.ledger.down = false;
+
+    // More writes arrive, then the process restarts.
+    for (let i = 3; i < 5; i++) await f.write(observation(`r${i}`, '7.10'));
+    const integrity = await f.reopenIntegrity();
+    expect(await integrity.anchorer.drainOnce()).toBe(3);
+    expect(integrity.journal.batch(prepared.root)?.state).toBe('committed');
+    const first = await f.store.anchorState({ resourceType: 'Observation', id: 'r0', versionId: 1 });
+    expect(first?.status === 'anchored' && first.anchor.root).toBe(prepared.root);
+    expect(await integrity.anchorer.drain()).toBe(2);
+    expect(integrity.anchorer.status()).toMatchObject({ committedBatches: 2, preparedBatches: 0 });
+  });
+});

@@ -1,0 +1,150 @@
+/** Test fixtures of the integrity path: a real SQLite store and a real embedded ledger in a temporary data dir. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import type { StoredVersion, WriteRequest } from '../../src/fhir/store/resource-store.js';
+import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
+import { openIntegrity, type IntegrityService } from '../../src/ledger/integrity-service.js';
+import type { AnchoringOptions } from '../../src/ledger/anchoring.js';
+import {
+  LedgerTransactionError,
+  type EventStream,
+  type Ledger,
+  type SubmitResult,
+} from '../../src/ledger/ledger.js';
+import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
+
+export const MSP_ID = 'Org1MSP';
+
+/**
+ * Fault injection around a real ledger (the failures a network produces: unavailable, reply lost after commit).
+ * Everything else goes to the real embedded chain.
+ */
+export class FaultyLedger implements Ledger {
+  readonly kind = 'embedded' as const;
+  /** Refuse submissions as an unreachable network would. */
+  down = false;
+  /** Commit, then lose the reply this many times (the client sees an error although the batch is on the chain). */
+  loseReplies = 0;
+  submits = 0;
+
+  constructor(readonly inner: Ledger) {}
+
+  async submit(transaction: string, args: string[]): Promise<SubmitResult> {
+    this.submits++;
+    if (this.down)
+      throw new LedgerTransactionError('ledger unavailable (injected)', 'UNAVAILABLE', undefined, true);
+    const result = await this.inner.submit(transaction, args);
+    if (this.loseReplies > 0) {
+      this.loseReplies--;
+      throw new LedgerTransactionError(
+        'connection reset after commit (injected)',
+        'UNAVAILABLE',
+        undefined,
+        true,
+      );
+    }
+    return result;
+  }
+
+  evaluate(transaction: string, args: string[]): Promise<string> {
+    if (this.down)
+      return Promise.reject(
+        new LedgerTransactionError('ledger unavailable (injected)', 'UNAVAILABLE', undefined, true),
+      );
+    return this.inner.evaluate(transaction, args);
+  }
+
+  events(startBlock?: number): EventStream {
+    return this.inner.events(startBlock);
+  }
+
+  height(): Promise<number> {
+    if (this.down)
+      return Promise.reject(
+        new LedgerTransactionError('ledger unavailable (injected)', 'UNAVAILABLE', undefined, true),
+      );
+    return this.inner.height();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+export interface Fixture {
+  dir: string;
+  store: SqliteResourceStore;
+  ledger: FaultyLedger;
+  integrity: IntegrityService;
+  /** Reopen the integrity service (a restart of the worker over the same files). */
+  reopenIntegrity(options?: Partial<AnchoringOptions>): Promise<IntegrityService>;
+  write(resource: FhirResource, method?: WriteRequest['method']): Promise<StoredVersion>;
+  remove(resourceType: string, id: string): Promise<StoredVersion>;
+  close(): Promise<void>;
+}
+
+export async function openFixture(anchoring: Partial<AnchoringOptions> = {}, dir?: string): Promise<Fixture> {
+  const dataDir = dir ?? (await mkdtemp(path.join(os.tmpdir(), 'hie-integrity-')));
+  const store = new SqliteResourceStore({ file: path.join(dataDir, 'resources.sqlite') });
+  await store.init();
+  const ledger = new FaultyLedger(await openEmbeddedLedger({ dataDir, mspId: MSP_ID }));
+  const open = (options: Partial<AnchoringOptions>) =>
+    openIntegrity({ dataDir, store, ledger, anchoring: { ...anchoring, ...options } });
+  const fixture: Fixture = {
+    dir: dataDir,
+    store,
+    ledger,
+    integrity: await open({}),
+    async reopenIntegrity(options = {}) {
+      await fixture.integrity.close();
+      fixture.integrity = await open(options);
+      return fixture.integrity;
+    },
+    write(resource, method = 'PUT') {
+      return store.write({
+        resourceType: resource.resourceType,
+        id: resource.id!,
+        resource,
+        method,
+        anchor: fixture.integrity.anchorer.anchorFor,
+      });
+    },
+    remove(resourceType, id) {
+      return store.write({
+        resourceType,
+        id,
+        method: 'DELETE',
+        anchor: fixture.integrity.anchorer.anchorFor,
+      });
+    },
+    async close() {
+      await fixture.integrity.close();
+      await ledger.close();
+      await store.close();
+      if (!dir) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  return fixture;
+}
+
+/** Polls until `check` holds (for background work); fails with `what` after `timeoutMs`. */
+export async function eventually(
+  check: () => Promise<boolean> | boolean,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export function observation(id: string, value: string): FhirResource {
+  // Lossless: the value keeps its written digits (e.g. 1.50).
+  return parseFhirJson<FhirResource>(
+    `{"resourceType":"Observation","id":"${id}","status":"final","code":{"text":"weight"},"valueQuantity":{"value":${value},"unit":"kg"}}`,
+  );
+}
