@@ -1,0 +1,412 @@
+/**
+ * Consent on the ledger, typed: grants and revocations through the `consent` chaincode, and the consent cache the
+ * access policy asks on every decision (a few Map lookups).
+ *
+ * Fail closed:
+ * - a revocation (or a narrowing change) takes effect here the moment it is accepted, before it commits;
+ * - a grant takes effect only once committed (the submit returned, or its event arrived);
+ * - periods are checked against the clock at each decision, so access stops at the instant a period ends.
+ * The cache is fed by the chaincode events (so grants written by other instances of this service arrive too) and
+ * checkpointed with a snapshot in DATA/checkpoints/consent.json, so a restart replays only the new blocks.
+ */
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { EventStream, Ledger } from './ledger.js';
+import { grantAllows, sameGrant, type ConsentGrants, type GrantDenyRule, type GrantPeriod } from '../mapping/consent.js';
+
+/** The ledger's grant record (chaincode/src/consent-contract.ts GrantRecord). */
+export interface LedgerGrant {
+  docType: 'grant';
+  patient: string;
+  grantee: string;
+  consent: string;
+  classes: string[];
+  period?: GrantPeriod;
+  deny: GrantDenyRule[];
+  status: 'active' | 'revoked';
+  grantedBy: string;
+  grantedInPerson: boolean;
+  grantedTxId: string;
+  grantedAt: string;
+  mspId: string;
+  revokedBy?: string;
+  revokedInPerson?: boolean;
+  revokedTxId?: string;
+  revokedAt?: string;
+}
+
+export interface LedgerAccessRecord {
+  docType: 'access';
+  patient: string;
+  accessor: string;
+  interaction: string;
+  resourceType?: string;
+  outcome: 'allowed' | 'refused';
+  at: string;
+  mspId: string;
+  txId: string;
+}
+
+export interface AccessRecordInput {
+  /** `Patient/x` */
+  patient: string;
+  /** Accessor's pseudonym. */
+  accessor: string;
+  interaction: string;
+  resourceType?: string;
+  outcome: 'allowed' | 'refused';
+  at: string;
+}
+
+/** FHIR reference <-> pseudonym links kept off the ledger (src/access/participants.ts). */
+export interface PseudonymResolver {
+  pseudonymOf(reference: string): string;
+  existingPseudonymOf(reference: string): string | undefined;
+}
+
+export interface ConsentServiceOptions {
+  ledger: Ledger;
+  pseudonyms: PseudonymResolver;
+  /** Snapshot + checkpoint file (DATA/checkpoints/consent.json); none: replay from block 0. */
+  checkpointFile?: string;
+  log?: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
+  now?: () => number;
+  /** Access records per RecordAccess transaction, and how long one may wait for company. */
+  accessBatchSize?: number;
+  accessFlushMs?: number;
+}
+
+interface CachedGrant {
+  record: LedgerGrant;
+  blockNumber: number;
+}
+
+interface Snapshot {
+  /** Every event of blocks below `nextBlock` is in `grants`. */
+  nextBlock: number;
+  grants: CachedGrant[];
+}
+
+const keyOf = (patient: string, grantee: string, consent: string) => `${patient}\u0000${grantee}\u0000${consent}`;
+
+export class ConsentService {
+  private readonly ledger: Ledger;
+  private readonly pseudonyms: PseudonymResolver;
+  private readonly now: () => number;
+  private readonly log: NonNullable<ConsentServiceOptions['log']>;
+  /** patient -> grantee -> consent -> grant */
+  private readonly grants = new Map<string, Map<string, Map<string, CachedGrant>>>();
+  /** consent pseudonym -> keys of its grants */
+  private readonly byConsent = new Map<string, Set<string>>();
+  /** Revocations accepted here and not yet seen committed: refused already. */
+  private readonly pendingRevocations = new Set<string>();
+  private readonly registeredPatients = new Set<string>();
+  private nextBlock = 0;
+  private stream?: EventStream;
+  private feeding?: Promise<void>;
+  private dirty = false;
+  private checkpointTimer?: NodeJS.Timeout;
+  private accessQueue: AccessRecordInput[] = [];
+  private accessTimer?: NodeJS.Timeout;
+  private accessFlushing: Promise<void> = Promise.resolve();
+  private readonly accessBatchSize: number;
+  private readonly accessFlushMs: number;
+  private closed = false;
+
+  private constructor(private readonly options: ConsentServiceOptions) {
+    this.ledger = options.ledger;
+    this.pseudonyms = options.pseudonyms;
+    this.now = options.now ?? Date.now;
+    this.log = options.log ?? { warn: () => {}, error: () => {} };
+    this.accessBatchSize = options.accessBatchSize ?? 200;
+    this.accessFlushMs = options.accessFlushMs ?? 1000;
+  }
+
+  /** Loads the checkpoint, catches up with the chain, then follows its events. */
+  static async open(options: ConsentServiceOptions): Promise<ConsentService> {
+    const service = new ConsentService(options);
+    service.loadCheckpoint();
+    await service.follow();
+    return service;
+  }
+
+  private loadCheckpoint(): void {
+    if (!this.options.checkpointFile) return;
+    let snapshot: Snapshot;
+    try {
+      snapshot = JSON.parse(readFileSync(this.options.checkpointFile, 'utf8')) as Snapshot;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      // A damaged checkpoint costs a full replay, nothing else.
+      this.log.warn({ err: (err as Error).message }, 'consent checkpoint unreadable; replaying the chain');
+      return;
+    }
+    for (const cached of snapshot.grants) this.put(cached.record, cached.blockNumber);
+    this.nextBlock = snapshot.nextBlock;
+  }
+
+  private saveCheckpoint(): void {
+    if (!this.options.checkpointFile || !this.dirty) return;
+    this.dirty = false;
+    const snapshot: Snapshot = { nextBlock: this.nextBlock, grants: [] };
+    for (const byGrantee of this.grants.values()) for (const byConsent of byGrantee.values()) for (const cached of byConsent.values()) snapshot.grants.push(cached);
+    mkdirSync(dirname(this.options.checkpointFile), { recursive: true });
+    const tmp = `${this.options.checkpointFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify(snapshot), { mode: 0o600 });
+    renameSync(tmp, this.options.checkpointFile);
+  }
+
+  private scheduleCheckpoint(): void {
+    this.dirty = true;
+    if (this.checkpointTimer || !this.options.checkpointFile) return;
+    this.checkpointTimer = setTimeout(() => {
+      this.checkpointTimer = undefined;
+      try {
+        this.saveCheckpoint();
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'consent checkpoint write failed');
+      }
+    }, 500);
+    this.checkpointTimer.unref();
+  }
+
+  /**
+   * Follows the chain's events from the checkpoint on. Resolves once the replay reached the height the chain had
+   * at start (or went quiet: blocks without consent events send nothing), so the cache is complete before the
+   * first decision. Until then nothing is granted (fail closed).
+   */
+  private async follow(): Promise<void> {
+    const height = await this.ledger.height();
+    const stream = this.ledger.events(this.nextBlock);
+    this.stream = stream;
+    let caughtUp: () => void = () => {};
+    const ready = new Promise<void>((resolve) => (caughtUp = resolve));
+    let idle: NodeJS.Timeout | undefined;
+    const quiet = () => {
+      if (idle) clearTimeout(idle);
+      idle = setTimeout(caughtUp, 200);
+      idle.unref();
+    };
+    if (this.nextBlock >= height) caughtUp();
+    else quiet();
+    this.feeding = (async () => {
+      try {
+        for await (const event of stream) {
+          this.apply(event.eventName, event.payload, event.blockNumber);
+          this.nextBlock = Math.max(this.nextBlock, event.blockNumber);
+          this.scheduleCheckpoint();
+          if (event.blockNumber >= height - 1) caughtUp();
+          else quiet();
+        }
+      } catch (err) {
+        if (!this.closed) this.log.error({ err: (err as Error).message }, 'consent event feed stopped');
+      } finally {
+        caughtUp();
+      }
+    })();
+    await ready;
+    if (idle) clearTimeout(idle);
+  }
+
+  private apply(eventName: string, payload: string, blockNumber: number): void {
+    if (eventName === 'GrantAccess' || eventName === 'RevokeAccess') {
+      this.put(JSON.parse(payload) as LedgerGrant, blockNumber);
+    } else if (eventName === 'RegisterPatient') {
+      this.registeredPatients.add((JSON.parse(payload) as { patient: string }).patient);
+    }
+  }
+
+  /** Applies a committed grant record unless a later one for the same key is already here. */
+  private put(record: LedgerGrant, blockNumber: number): void {
+    let byGrantee = this.grants.get(record.patient);
+    if (!byGrantee) this.grants.set(record.patient, (byGrantee = new Map()));
+    let byConsent = byGrantee.get(record.grantee);
+    if (!byConsent) byGrantee.set(record.grantee, (byConsent = new Map()));
+    const existing = byConsent.get(record.consent);
+    if (existing && existing.blockNumber > blockNumber) return;
+    byConsent.set(record.consent, { record, blockNumber });
+    const key = keyOf(record.patient, record.grantee, record.consent);
+    let keys = this.byConsent.get(record.consent);
+    if (!keys) this.byConsent.set(record.consent, (keys = new Set()));
+    keys.add(key);
+    if (record.status === 'revoked') this.pendingRevocations.delete(key);
+    this.scheduleCheckpoint();
+  }
+
+  private cached(key: string): CachedGrant | undefined {
+    const [patient, grantee, consent] = key.split('\u0000');
+    return this.grants.get(patient)?.get(grantee)?.get(consent);
+  }
+
+  // Decisions (the hot path)
+
+  /**
+   * May one of `grantees` (FHIR references: the caller's Practitioner and Organization) read `resourceType` of
+   * `patient` (`Patient/x`) now?
+   */
+  allows(patient: string, grantees: readonly string[], resourceType: string): boolean {
+    const patientPseudonym = this.pseudonyms.existingPseudonymOf(patient);
+    if (!patientPseudonym) return false;
+    const byGrantee = this.grants.get(patientPseudonym);
+    if (!byGrantee) return false;
+    const at = this.now();
+    for (const grantee of grantees) {
+      const granteePseudonym = this.pseudonyms.existingPseudonymOf(grantee);
+      if (!granteePseudonym) continue;
+      const byConsent = byGrantee.get(granteePseudonym);
+      if (!byConsent) continue;
+      for (const { record } of byConsent.values()) {
+        if (record.status !== 'active') continue;
+        if (this.pendingRevocations.size > 0 && this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))) continue;
+        if (grantAllows(record, resourceType, at)) return true;
+      }
+    }
+    return false;
+  }
+
+  /** The grants (as committed, revoked ones included) of a patient, from the cache. */
+  grantsOf(patient: string): LedgerGrant[] {
+    const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
+    const out: LedgerGrant[] = [];
+    for (const byConsent of this.grants.get(pseudonym ?? '')?.values() ?? []) for (const { record } of byConsent.values()) out.push(record);
+    return out;
+  }
+
+  // Writes
+
+  /** Registers the patient with this service as home (idempotent). Throws when another organisation is home. */
+  async registerPatient(patient: string): Promise<void> {
+    const pseudonym = this.pseudonyms.pseudonymOf(patient);
+    if (this.registeredPatients.has(pseudonym)) return;
+    await this.ledger.submit('consent:RegisterPatient', [pseudonym]);
+    this.registeredPatients.add(pseudonym);
+  }
+
+  /**
+   * Phase 1 of a Consent write, before it is stored: refuses at once every grant of this Consent that the new
+   * version removes or changes (fail closed). Returns the work to do once the Consent is stored (phase 2), and a
+   * rollback if it is not.
+   */
+  prepareConsent(consent: string, target: ConsentGrants | undefined, actor: { pseudonym: string; inPerson: boolean }): PreparedConsent {
+    const consentPseudonym = this.pseudonyms.pseudonymOf(consent);
+    const patientPseudonym = target ? this.pseudonyms.pseudonymOf(target.patient) : undefined;
+    const desired = new Map<string, ConsentGrants['grants'][number]>();
+    for (const grant of target?.grants ?? []) desired.set(keyOf(patientPseudonym!, this.pseudonyms.pseudonymOf(grant.grantee), consentPseudonym), grant);
+
+    const revoke: string[] = [];
+    const submitGrants: [string, ConsentGrants['grants'][number]][] = [];
+    for (const key of this.byConsent.get(consentPseudonym) ?? []) {
+      const cached = this.cached(key);
+      if (!cached || cached.record.status !== 'active') continue;
+      const wanted = desired.get(key);
+      if (!wanted || !sameGrant(wanted, cached.record)) revoke.push(key);
+    }
+    for (const [key, grant] of desired) {
+      const cached = this.cached(key);
+      if (!cached || cached.record.status !== 'active' || !sameGrant(grant, cached.record) || this.pendingRevocations.has(key)) submitGrants.push([key, grant]);
+    }
+    const newlyPending = revoke.filter((key) => !this.pendingRevocations.has(key));
+    for (const key of newlyPending) this.pendingRevocations.add(key);
+
+    return {
+      rollback: () => {
+        for (const key of newlyPending) this.pendingRevocations.delete(key);
+      },
+      commit: async () => {
+        // Changed grants are overwritten by their new GrantAccess; removed ones are revoked.
+        const changed = new Set(submitGrants.map(([key]) => key));
+        for (const key of revoke) {
+          if (changed.has(key)) continue;
+          const [patient, grantee, consentId] = key.split('\u0000');
+          const result = await this.ledger.submit('consent:RevokeAccess', [
+            JSON.stringify({ patient, grantee, consent: consentId, actor: actor.pseudonym, inPerson: actor.inPerson }),
+          ]);
+          this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+        }
+        if (submitGrants.length > 0) await this.registerPatient(target!.patient);
+        for (const [key, grant] of submitGrants) {
+          const [patient, grantee, consentId] = key.split('\u0000');
+          const argument: Record<string, unknown> = {
+            patient,
+            grantee,
+            consent: consentId,
+            classes: grant.classes,
+            deny: grant.deny,
+            actor: actor.pseudonym,
+            inPerson: actor.inPerson,
+          };
+          if (grant.period) argument.period = grant.period;
+          const result = await this.ledger.submit('consent:GrantAccess', [JSON.stringify(argument)]);
+          // Committed: in force from now (the changed grant's pending refusal ends with it).
+          this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+          this.pendingRevocations.delete(key);
+        }
+      },
+    };
+  }
+
+  // Access records
+
+  /** Queues an access record; they go to the ledger in batches, off the request's critical path. */
+  recordAccess(record: AccessRecordInput): void {
+    if (this.closed) return;
+    this.accessQueue.push(record);
+    if (this.accessQueue.length >= this.accessBatchSize) this.flushAccess();
+    else if (!this.accessTimer) {
+      this.accessTimer = setTimeout(() => this.flushAccess(), this.accessFlushMs);
+      this.accessTimer.unref();
+    }
+  }
+
+  /** Sends the queued access records now; resolves when they are on the ledger (or failed and were logged). */
+  flushAccess(): Promise<void> {
+    if (this.accessTimer) clearTimeout(this.accessTimer);
+    this.accessTimer = undefined;
+    const batch = this.accessQueue;
+    this.accessQueue = [];
+    if (batch.length === 0) return this.accessFlushing;
+    this.accessFlushing = this.accessFlushing.then(async () => {
+      for (let start = 0; start < batch.length; start += 1000) {
+        const records = batch.slice(start, start + 1000).map((r) => ({ ...r, patient: this.pseudonyms.pseudonymOf(r.patient) }));
+        try {
+          await this.ledger.submit('consent:RecordAccess', [JSON.stringify(records)]);
+        } catch (err) {
+          this.log.error({ err: (err as Error).message, count: records.length }, 'access records not written to the ledger');
+        }
+      }
+    });
+    return this.accessFlushing;
+  }
+
+  /** Who accessed this patient's data (from the ledger). */
+  async listAccess(patient: string): Promise<LedgerAccessRecord[]> {
+    const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
+    if (!pseudonym) return [];
+    return JSON.parse(await this.ledger.evaluate('consent:ListAccess', [pseudonym])) as LedgerAccessRecord[];
+  }
+
+  /** Grants of a patient as committed on the ledger (not the cache). */
+  async listGrants(patient: string): Promise<LedgerGrant[]> {
+    const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
+    if (!pseudonym) return [];
+    return JSON.parse(await this.ledger.evaluate('consent:ListGrants', [pseudonym])) as LedgerGrant[];
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.flushAccess();
+    this.closed = true;
+    this.stream?.close();
+    await this.feeding;
+    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = undefined;
+    this.saveCheckpoint();
+  }
+}
+
+export interface PreparedConsent {
+  /** After the Consent is stored: revocations and grants to the ledger (grants in force once committed). */
+  commit(): Promise<void>;
+  /** The Consent was not stored: lift the refusals this preparation made. */
+  rollback(): void;
+}
