@@ -1,0 +1,200 @@
+/**
+ * A registry of conformance resources by canonical URL: the official R4 definitions (loaded once from the npm
+ * packages), the network's shared profiles (`--ig PATH`: a folder of JSON or a FHIR package .tgz) and
+ * StructureDefinition/ValueSet/CodeSystem/ConceptMap resources stored through the API (`registerResource`).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { createRequire } from 'node:module';
+import { generateSnapshot } from './snapshot.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export type Json = any;
+
+export type ConformanceType = 'StructureDefinition' | 'ValueSet' | 'CodeSystem' | 'ConceptMap';
+const CONFORMANCE_TYPES = new Set<string>(['StructureDefinition', 'ValueSet', 'CodeSystem', 'ConceptMap']);
+
+export interface LoadStats {
+  files: number;
+  resources: number;
+  millis: number;
+}
+
+export class DefinitionRegistry {
+  private readonly byUrl = new Map<string, Map<string, Json>>();
+  /** Bumped on every change, so compiled caches keyed on definitions know when to drop entries. */
+  generation = 0;
+  private readonly listeners: ((res: Json) => void)[] = [];
+
+  /** A registry layered over `parent` (e.g. the shared core definitions): lookups fall through to it. */
+  constructor(readonly parent?: DefinitionRegistry) {
+    for (const t of CONFORMANCE_TYPES) this.byUrl.set(t, new Map());
+  }
+
+  /** Called after a definition is added or replaced (validators drop their compiled forms). */
+  onChange(listener: (res: Json) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Adds or replaces a conformance resource. Other resource types are ignored; returns whether it was taken. */
+  registerResource(res: Json): boolean {
+    if (!res || typeof res !== 'object' || !CONFORMANCE_TYPES.has(res.resourceType) || typeof res.url !== 'string') return false;
+    const map = this.byUrl.get(res.resourceType)!;
+    map.set(res.url, res);
+    if (typeof res.version === 'string') map.set(`${res.url}|${res.version}`, res);
+    this.generation++;
+    for (const l of this.listeners) l(res);
+    return true;
+  }
+
+  private get(type: ConformanceType, url: string): Json | undefined {
+    const map = this.byUrl.get(type)!;
+    const own = map.get(url) ?? (url.includes('|') ? map.get(url.slice(0, url.indexOf('|'))) : undefined);
+    return own ?? this.parent?.get(type, url);
+  }
+
+  /** A StructureDefinition by canonical URL (`url` or `url|version`); a differential-only one gets its snapshot generated. */
+  structureDefinition(url: string): Json | undefined {
+    const sd = this.get('StructureDefinition', url);
+    if (sd && !sd.snapshot && sd.differential && !sd.__snapshotFailed) {
+      try {
+        sd.snapshot = generateSnapshot(sd, this);
+      } catch {
+        sd.__snapshotFailed = true;
+      }
+    }
+    return sd;
+  }
+
+  /** The core StructureDefinition of a type or resource name, e.g. `Patient`, `string`. */
+  typeDefinition(type: string): Json | undefined {
+    return this.structureDefinition(
+      type.includes('/') ? type : `http://hl7.org/fhir/StructureDefinition/${type}`,
+    );
+  }
+
+  valueSet(url: string): Json | undefined {
+    return this.get('ValueSet', url);
+  }
+
+  codeSystem(url: string): Json | undefined {
+    return this.get('CodeSystem', url);
+  }
+
+  conceptMap(url: string): Json | undefined {
+    return this.get('ConceptMap', url);
+  }
+
+  /** Every distinct resource of a type (versioned aliases counted once). */
+  all(type: ConformanceType): Json[] {
+    const own = [...new Set(this.byUrl.get(type)!.values())];
+    if (!this.parent) return own;
+    const urls = new Set(own.map((r) => r.url));
+    return [...own, ...this.parent.all(type).filter((r) => !urls.has(r.url))];
+  }
+
+  /** Loads every conformance resource of a folder (JSON files, recursively one level for `package/`) or a .tgz package. */
+  loadPath(p: string): LoadStats {
+    const started = performance.now();
+    let files = 0;
+    let resources = 0;
+    const take = (text: string): void => {
+      files++;
+      let res: Json;
+      try {
+        res = JSON.parse(text);
+      } catch {
+        return;
+      }
+      for (const r of res?.resourceType === 'Bundle' ? (res.entry ?? []).map((e: Json) => e?.resource) : [res]) {
+        if (this.registerResource(r)) resources++;
+      }
+    };
+    const stat = fs.statSync(p);
+    if (stat.isDirectory()) {
+      const walk = (dir: string, depth: number): void => {
+        for (const ent of fs.readdirSync(dir, { withFileTypes: true })) {
+          const full = path.join(dir, ent.name);
+          if (ent.isDirectory()) {
+            if (depth < 3 && !ent.name.startsWith('.')) walk(full, depth + 1);
+          } else if (ent.name.endsWith('.json') && !ent.name.startsWith('.') && ent.name !== 'package.json') {
+            take(fs.readFileSync(full, 'utf8'));
+          }
+        }
+      };
+      walk(p, 0);
+    } else if (/\.(tgz|tar\.gz)$/.test(p)) {
+      for (const entry of readTarGz(fs.readFileSync(p))) {
+        const base = entry.name.split('/').pop() ?? '';
+        if (base.endsWith('.json') && !base.startsWith('.') && base !== 'package.json') take(entry.data.toString('utf8'));
+      }
+    } else {
+      take(fs.readFileSync(p, 'utf8'));
+    }
+    return { files, resources, millis: performance.now() - started };
+  }
+
+  /**
+   * Loads the official R4 definitions: StructureDefinitions, ValueSets, CodeSystems and ConceptMaps from
+   * hl7.fhir.r4.examples, then the expansions of hl7.fhir.r4.expansions (stored as `expansion` on the ValueSets).
+   */
+  loadCore(): LoadStats {
+    const started = performance.now();
+    const require = createRequire(import.meta.url);
+    const examples = path.dirname(require.resolve('hl7.fhir.r4.examples/package.json'));
+    const expansions = path.dirname(require.resolve('hl7.fhir.r4.expansions/package.json'));
+    let files = 0;
+    let resources = 0;
+    for (const f of fs.readdirSync(examples)) {
+      if (!/^(StructureDefinition|ValueSet|CodeSystem|ConceptMap)-.*\.json$/.test(f)) continue;
+      files++;
+      if (this.registerResource(JSON.parse(fs.readFileSync(path.join(examples, f), 'utf8')))) resources++;
+    }
+    for (const f of fs.readdirSync(expansions)) {
+      if (!/^ValueSet-.*\.json$/.test(f)) continue;
+      files++;
+      const vs = JSON.parse(fs.readFileSync(path.join(expansions, f), 'utf8'));
+      const known = typeof vs.url === 'string' ? this.valueSet(vs.url) : undefined;
+      if (known && vs.expansion && !known.expansion) known.expansion = vs.expansion;
+      else if (!known && this.registerResource(vs)) resources++;
+    }
+    return { files, resources, millis: performance.now() - started };
+  }
+}
+
+/** Minimal ustar reader for FHIR package tarballs (regular files only). */
+export function readTarGz(buf: Buffer): { name: string; data: Buffer }[] {
+  const tar = zlib.gunzipSync(buf);
+  const out: { name: string; data: Buffer }[] = [];
+  let off = 0;
+  let longName: string | undefined;
+  while (off + 512 <= tar.length) {
+    const header = tar.subarray(off, off + 512);
+    if (header.every((b) => b === 0)) break;
+    const field = (start: number, len: number): string => header.subarray(start, start + len).toString('utf8').replace(/\0.*$/s, '');
+    let name = field(0, 100);
+    const prefix = field(345, 155);
+    if (prefix) name = `${prefix}/${name}`;
+    const size = parseInt(field(124, 12).trim() || '0', 8);
+    const kind = String.fromCharCode(header[156] || 48);
+    const data = tar.subarray(off + 512, off + 512 + size);
+    if (kind === 'L') longName = data.toString('utf8').replace(/\0.*$/s, '');
+    else if (kind === '0' || kind === '\0') {
+      out.push({ name: longName ?? name, data });
+      longName = undefined;
+    } else longName = undefined;
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return out;
+}
+
+let shared: DefinitionRegistry | undefined;
+/** The process-wide registry with the core R4 definitions (loaded on first use; ~1 s). */
+export function coreRegistry(): DefinitionRegistry {
+  if (!shared) {
+    shared = new DefinitionRegistry();
+    shared.loadCore();
+  }
+  return shared;
+}

@@ -1,0 +1,165 @@
+/**
+ * Snapshot generation for profiles published only as a differential (FHIR R4 "Snapshot generation", simplified):
+ * start from the base definition's snapshot, then apply each differential element in order, matched by element id:
+ * existing elements are constrained, new slices are cloned from their sliced element, and paths that go into a
+ * data type are expanded from that type's own snapshot first.
+ */
+import type { DefinitionRegistry, Json } from './registry.js';
+
+const MERGE_SKIP = new Set(['id', 'path', 'constraint', 'extension', 'base']);
+
+/** The element id of a differential element (older profiles carry only `path` and `sliceName`). */
+function elementId(el: Json): string {
+  if (typeof el.id === 'string') return el.id;
+  return typeof el.sliceName === 'string' ? `${el.path}:${el.sliceName}` : String(el.path);
+}
+
+/** Removes slice names from an id to get its path. */
+export function idToPath(id: string): string {
+  return id
+    .split('.')
+    .map((s) => (s.includes(':') ? s.slice(0, s.indexOf(':')) : s))
+    .join('.');
+}
+
+function clone<T>(v: T): T {
+  return v === undefined ? v : JSON.parse(JSON.stringify(v));
+}
+
+function renamePrefix(el: Json, fromId: string, toId: string): Json {
+  const out = clone(el);
+  out.id = toId + String(el.id ?? el.path).slice(fromId.length);
+  out.path = idToPath(out.id);
+  return out;
+}
+
+export function generateSnapshot(sd: Json, registry: DefinitionRegistry, depth = 0): { element: Json[] } {
+  if (depth > 10) throw new Error('snapshot: base chain too deep');
+  const baseUrl = sd.baseDefinition;
+  if (typeof baseUrl !== 'string') throw new Error('snapshot: no baseDefinition');
+  const base = registry.structureDefinition(baseUrl);
+  if (!base?.snapshot?.element) throw new Error(`snapshot: base ${baseUrl} unknown`);
+  const baseRoot: string = base.snapshot.element[0].path;
+  const root: string = sd.type ?? baseRoot;
+  // Logical models / specialisations may rename the root; constraints keep it.
+  const elements: Json[] = base.snapshot.element.map((e: Json) =>
+    baseRoot === root ? clone(e) : renamePrefix(e, baseRoot, root),
+  );
+  const indexOf = (id: string): number => elements.findIndex((e) => (e.id ?? e.path) === id);
+
+  /** Index just past the last descendant (children and slices) of the element at i. */
+  const endOf = (i: number): number => {
+    const id: string = elements[i].id;
+    let j = i + 1;
+    while (j < elements.length) {
+      const other: string = elements[j].id;
+      if (other.startsWith(id + '.') || other.startsWith(id + ':')) j++;
+      else break;
+    }
+    return j;
+  };
+
+  /** Makes sure an element with this id exists, expanding types and cloning slices as needed. */
+  const ensure = (id: string): number => {
+    let i = indexOf(id);
+    if (i >= 0) return i;
+    const dot = id.lastIndexOf('.');
+    const last = id.slice(dot + 1);
+    const parentId = id.slice(0, dot);
+    if (dot < 0) return -1;
+    if (last.includes(':')) {
+      // A new slice: clone the sliced element with its descendants, insert after the last existing slice.
+      const slicedId = parentId + '.' + last.slice(0, last.indexOf(':'));
+      let si = ensure(slicedId);
+      if (si < 0) {
+        // e.g. `valueQuantity` slice names on a choice element
+        si = ensure(parentId + '.' + choiceBaseName(last.slice(0, last.indexOf(':')), parentId));
+        if (si < 0) return -1;
+      }
+      const slicedRealId: string = elements[si].id;
+      const end = endOf(si);
+      const copies = [elements[si]];
+      for (let k = si + 1; k < end; k++) {
+        const e = elements[k];
+        if (e.id.startsWith(slicedRealId + '.')) copies.push(e);
+      }
+      const sliceName = last.slice(last.indexOf(':') + 1);
+      const newId = parentId + '.' + last;
+      const inserted = copies.map((e) => renamePrefix(e, slicedRealId, newId));
+      inserted[0].sliceName = sliceName;
+      delete inserted[0].slicing;
+      elements.splice(end, 0, ...inserted);
+      return end;
+    }
+    const pi = ensure(parentId);
+    if (pi < 0) return -1;
+    // A choice element named by its type (`valueQuantity`) stands for `value[x]`.
+    const viaChoice = indexOf(parentId + '.' + choiceBaseName(last, parentId));
+    if (viaChoice >= 0 && choiceBaseName(last, parentId) !== last) return viaChoice;
+    // Expand the parent's type, unless it already has children.
+    const parent = elements[pi];
+    const parentEnd = endOf(pi);
+    const hasChildren = elements.slice(pi + 1, parentEnd).some((e) => String(e.id).startsWith(parent.id + '.'));
+    if (hasChildren) return -1;
+    const types: Json[] = parent.type ?? [];
+    let typeSd: Json | undefined;
+    if (types.length >= 1) {
+      const t = types[0];
+      typeSd = (t.profile?.[0] && registry.structureDefinition(t.profile[0])) || registry.typeDefinition(t.code);
+    } else if (parent.contentReference) {
+      const refId = String(parent.contentReference).replace(/^#/, '');
+      const ri = indexOf(refId);
+      if (ri >= 0) {
+        const refEnd = endOf(ri);
+        const kids = elements
+          .slice(ri + 1, refEnd)
+          .filter((e) => String(e.id).startsWith(refId + '.') && !String(e.id).slice(refId.length).includes(':'))
+          .map((e) => renamePrefix(e, refId, parent.id));
+        elements.splice(pi + 1, 0, ...kids);
+        return indexOf(id);
+      }
+    }
+    if (!typeSd?.snapshot?.element) return -1;
+    const typeRoot: string = typeSd.snapshot.element[0].id ?? typeSd.snapshot.element[0].path;
+    const kids = typeSd.snapshot.element.slice(1).map((e: Json) => renamePrefix(e, typeRoot, parent.id));
+    elements.splice(pi + 1, 0, ...kids);
+    i = indexOf(id);
+    return i;
+  };
+
+  function choiceBaseName(name: string, parentId: string): string {
+    for (const e of elements) {
+      const eid: string = e.id;
+      if (!eid.startsWith(parentId + '.') || !eid.endsWith('[x]')) continue;
+      const stem = eid.slice(parentId.length + 1, -3);
+      if (!stem.includes('.') && name.startsWith(stem) && name.length > stem.length && /^[A-Z]/.test(name.slice(stem.length)))
+        return stem + '[x]';
+    }
+    return name;
+  }
+
+  for (const diff of sd.differential?.element ?? []) {
+    let id = elementId(diff);
+    if (baseRoot !== root && id.startsWith(baseRoot)) id = root + id.slice(baseRoot.length);
+    const i = ensure(id);
+    if (i < 0) continue;
+    const target = elements[i];
+    for (const [k, v] of Object.entries(diff)) {
+      if (MERGE_SKIP.has(k)) continue;
+      target[k] = clone(v);
+    }
+    // A type constraint on a choice element named by type (`valueQuantity`) restricts its types.
+    const diffLast = String(diff.path ?? '').split('.').pop() ?? '';
+    if (String(target.path).endsWith('[x]') && !diffLast.endsWith('[x]') && !diff.type) {
+      const stem = String(target.path).split('.').pop()!.slice(0, -3);
+      const typeName = diffLast.slice(stem.length);
+      const t = (target.type ?? []).filter((x: Json) => x.code.toLowerCase() === typeName.toLowerCase());
+      if (t.length) target.type = t;
+    }
+    if (Array.isArray(diff.constraint)) {
+      const keys = new Set((target.constraint ?? []).map((c: Json) => c.key));
+      target.constraint = [...(target.constraint ?? []), ...clone(diff.constraint).filter((c: Json) => !keys.has(c.key))];
+    }
+  }
+  return { element: elements };
+}

@@ -1,0 +1,62 @@
+/**
+ * The full FHIR validator (ResourceValidator port): StructureDefinition-driven structure, primitive formats,
+ * FHIRPath invariants, terminology bindings and profiles, over the official R4 definitions plus the network's
+ * shared profiles (`igPaths`) and conformance resources stored through the API (`registerResource`).
+ */
+import type { ResourceValidator, ValidationOptions, ValidationResult } from './validator.js';
+import type { OperationOutcomeIssue } from '../outcome.js';
+import { coreRegistry, DefinitionRegistry, type Json } from '../definitions/registry.js';
+import { Run, StructureWalker } from './walker.js';
+
+export interface FhirValidatorOptions {
+  /** Extra packages: folders of JSON or FHIR package .tgz files. */
+  igPaths?: string[];
+  /** Profiles every resource of a type must conform to, e.g. { Patient: ['http://example.org/fhir/StructureDefinition/patient'] }. */
+  requiredProfiles?: Record<string, string[]>;
+  /** Optional schema validator run first (a cheap structural gate); its issues are reported as-is. */
+  schema?: ResourceValidator;
+  /** Accept extensions with no known definition without a warning. */
+  allowUnknownExtensions?: boolean;
+}
+
+export interface FhirValidator extends ResourceValidator {
+  readonly registry: DefinitionRegistry;
+  readonly walker: StructureWalker;
+  /** Adds or replaces a StructureDefinition/ValueSet/CodeSystem/ConceptMap (e.g. after a write through the API). */
+  registerResource(resource: unknown): boolean;
+}
+
+export function createFhirValidatorSync(options: FhirValidatorOptions = {}): FhirValidator {
+  const registry = new DefinitionRegistry(coreRegistry());
+  for (const p of options.igPaths ?? []) registry.loadPath(p);
+  const walker = new StructureWalker(registry);
+  walker.allowUnknownExtensions = !!options.allowUnknownExtensions;
+  const required = options.requiredProfiles ?? {};
+  return {
+    registry,
+    walker,
+    registerResource: (res) => registry.registerResource(res as Json),
+    isResourceType: (type) => walker.isResourceType(type),
+    validate(resource: unknown, opts: ValidationOptions = {}): ValidationResult {
+      const issues: OperationOutcomeIssue[] = [];
+      try {
+        if (options.schema) {
+          const gate = options.schema.validate(resource, opts);
+          if (!gate.valid) return gate;
+        }
+        const type = resource && typeof resource === 'object' ? (resource as Json).resourceType : undefined;
+        const profiles = [...(opts.profiles ?? []), ...(typeof type === 'string' ? (required[type] ?? []) : [])];
+        const run = walker.validate(resource, profiles, new Run());
+        issues.push(...run.issues);
+      } catch (e) {
+        // Never throw for bad input: an internal failure is reported as an exception issue.
+        issues.push({ severity: 'error', code: 'exception', diagnostics: `Validation failed: ${e instanceof Error ? e.message : String(e)}` });
+      }
+      return { valid: !issues.some((i) => i.severity === 'error' || i.severity === 'fatal'), issues };
+    },
+  };
+}
+
+export async function createFhirValidator(options: FhirValidatorOptions = {}): Promise<FhirValidator> {
+  return createFhirValidatorSync(options);
+}

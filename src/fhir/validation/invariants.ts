@@ -1,0 +1,173 @@
+/**
+ * FHIRPath invariants: every constraint expression is compiled once (per base path) with fhirpath and its R4 model.
+ * The hottest core invariants are implemented natively, because they run on every resource and as FHIRPath they
+ * cost tens to hundreds of microseconds (ele-1, ext-1 live in the walker; dom-2..6, ref-1, per-1, qty-3 here).
+ * dom-3 is native because R4's expression throws in fhirpath.js (`as()` on a collection).
+ */
+import fhirpath from 'fhirpath';
+import r4model from 'fhirpath/fhir-context/r4';
+import type { Json } from '../definitions/registry.js';
+
+export type Evaluator = (node: Json, env: { resource: Json; rootResource: Json }) => boolean | undefined;
+
+const compiled = new Map<string, ((node: Json, env: Json) => unknown[]) | null>();
+
+function compileExpression(base: string | undefined, expression: string): ((node: Json, env: Json) => unknown[]) | null {
+  const key = `${base ?? ''}\u0000${expression}`;
+  let fn = compiled.get(key);
+  if (fn === undefined) {
+    try {
+      const path = base ? { base, expression } : expression;
+      fn = fhirpath.compile(path as never, r4model as never, { traceFn: () => undefined } as never) as unknown as (node: Json, env: Json) => unknown[];
+    } catch {
+      fn = null;
+    }
+    compiled.set(key, fn);
+  }
+  return fn;
+}
+
+/** Native implementations of core invariants, keyed by `key|expression` (profiles that redefine a key keep FHIRPath). */
+const NATIVE: Record<string, Evaluator> = {};
+function native(key: string, expression: string, fn: Evaluator): void {
+  NATIVE[`${key}|${expression}`] = fn;
+}
+
+const has = (v: unknown): boolean => v !== undefined && v !== null;
+
+native('dom-2', 'contained.contained.empty()', (r) => !(r.contained ?? []).some((c: Json) => has(c?.contained)));
+native(
+  'dom-4',
+  'contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()',
+  (r) => !(r.contained ?? []).some((c: Json) => has(c?.meta?.versionId) || has(c?.meta?.lastUpdated)),
+);
+native('dom-5', 'contained.meta.security.empty()', (r) => !(r.contained ?? []).some((c: Json) => has(c?.meta?.security)));
+native('dom-6', 'text.`div`.exists()', (r) => has(r.text?.div));
+native('qty-3', 'code.empty() or system.exists()', (q) => !has(q.code) || has(q.system));
+native('per-1', 'start.hasValue().not() or end.hasValue().not() or (start <= end)', (p) => {
+  if (typeof p.start !== 'string' || typeof p.end !== 'string') return true;
+  return compareDateTimes(p.start, p.end) !== 1;
+});
+native(
+  'ref-1',
+  "reference.startsWith('#').not() or (reference.substring(1).trace('url') in %rootResource.contained.id.trace('ids'))",
+  (ref, env) => {
+    const r = ref.reference;
+    if (typeof r !== 'string' || !r.startsWith('#')) return true;
+    const id = r.slice(1);
+    if (id === '') return true;
+    return (env.rootResource?.contained ?? []).some((c: Json) => c?.id === id);
+  },
+);
+native('att-1', 'data.empty() or contentType.exists()', (a) => !has(a.data) || has(a.contentType));
+native('cpt-2', 'value.empty() or system.exists()', (c) => !has(c.value) || has(c.system));
+native('tim-1', 'duration.empty() or durationUnit.exists()', (r) => !has(r.duration) || has(r.durationUnit));
+native('tim-2', 'period.empty() or periodUnit.exists()', (r) => !has(r.period) || has(r.periodUnit));
+native('tim-4', 'duration.exists() implies duration >= 0', (r) => typeof r.duration !== 'number' || r.duration >= 0);
+native('tim-5', 'period.exists() implies period >= 0', (r) => typeof r.period !== 'number' || r.period >= 0);
+native('tim-6', 'periodMax.empty() or period.exists()', (r) => !has(r.periodMax) || has(r.period));
+native('tim-7', 'durationMax.empty() or duration.exists()', (r) => !has(r.durationMax) || has(r.duration));
+native('tim-8', 'countMax.empty() or count.exists()', (r) => !has(r.countMax) || has(r.count));
+native(
+  'tim-9',
+  "offset.empty() or (when.exists() and ((when in ('C' | 'CM' | 'CD' | 'CV')).not()))",
+  (r) => !has(r.offset) || (Array.isArray(r.when) && r.when.length > 0 && !r.when.some((w: unknown) => ['C', 'CM', 'CD', 'CV'].includes(w as string))),
+);
+native('tim-10', 'timeOfDay.empty() or when.empty()', (r) => !has(r.timeOfDay) || !has(r.when));
+
+/**
+ * Compares two FHIR dates/dateTimes: -1, 0, 1, or undefined when their precisions make the answer unknown
+ * (FHIRPath semantics: comparing 2012 with 2012-01 is empty).
+ */
+export function compareDateTimes(a: string, b: string): -1 | 0 | 1 | undefined {
+  const full = /T\d\d:\d\d/;
+  if (full.test(a) && full.test(b)) {
+    const ta = Date.parse(a);
+    const tb = Date.parse(b);
+    if (Number.isNaN(ta) || Number.isNaN(tb)) return undefined;
+    return ta < tb ? -1 : ta > tb ? 1 : 0;
+  }
+  const da = a.slice(0, 10);
+  const db = b.slice(0, 10);
+  if (full.test(a) !== full.test(b) || da.length !== db.length) {
+    // Different precisions: decidable only if the common prefix differs.
+    const n = Math.min(da.length, db.length);
+    const pa = da.slice(0, n);
+    const pb = db.slice(0, n);
+    if (pa === pb) return undefined;
+    return pa < pb ? -1 : 1;
+  }
+  return da < db ? -1 : da > db ? 1 : 0;
+}
+
+/** dom-3: every contained resource is referenced from elsewhere in the resource, or refers to its container. */
+export function containedReferenced(resource: Json): string[] {
+  const contained: Json[] = Array.isArray(resource.contained) ? resource.contained : [];
+  if (contained.length === 0) return [];
+  const refs = new Set<string>();
+  const collect = (v: unknown, depth: number): void => {
+    if (depth > 60) return;
+    if (typeof v === 'string') {
+      if (v.startsWith('#')) refs.add(v);
+    } else if (Array.isArray(v)) for (const x of v) collect(x, depth + 1);
+    else if (v && typeof v === 'object') for (const k in v) collect((v as Json)[k], depth + 1);
+  };
+  collect(resource, 0);
+  const unmatched: string[] = [];
+  for (const c of contained) {
+    if (!c || typeof c.id !== 'string') continue;
+    if (refs.has('#' + c.id)) continue;
+    let refersToContainer = false;
+    const scan = (v: unknown, depth: number): void => {
+      if (refersToContainer || depth > 60) return;
+      if (Array.isArray(v)) for (const x of v) scan(x, depth + 1);
+      else if (v && typeof v === 'object') {
+        if ((v as Json).reference === '#') refersToContainer = true;
+        for (const k in v) scan((v as Json)[k], depth + 1);
+      }
+    };
+    scan(c, 0);
+    if (!refersToContainer) unmatched.push(c.id);
+  }
+  return unmatched;
+}
+
+/** Keys evaluated by the walker itself, never through FHIRPath. */
+export const WALKER_NATIVE_KEYS = new Set(['ele-1', 'ext-1', 'dom-3', 'txt-1', 'txt-2']);
+
+export interface InvariantOutcome {
+  ok: boolean;
+  /** Set when the expression could not be compiled or evaluated. */
+  error?: string;
+}
+
+/**
+ * Evaluates one constraint on a node. `base` is the FHIRPath type/path of the node for the model
+ * (e.g. `HumanName`, `Observation.component`), or undefined for a resource root.
+ */
+export function evaluateConstraint(
+  key: string,
+  expression: string,
+  base: string | undefined,
+  node: Json,
+  env: { resource: Json; rootResource: Json },
+): InvariantOutcome {
+  const nat = NATIVE[`${key}|${expression}`];
+  if (nat) {
+    try {
+      return { ok: nat(node, env) !== false };
+    } catch (e) {
+      return { ok: true, error: String(e) };
+    }
+  }
+  const fn = compileExpression(base, expression);
+  if (!fn) return { ok: true, error: 'expression does not compile' };
+  try {
+    const out = fn(node, env);
+    if (!Array.isArray(out) || out.length === 0) return { ok: true };
+    if (out.length === 1 && typeof out[0] === 'boolean') return { ok: out[0] };
+    return { ok: true };
+  } catch (e) {
+    return { ok: true, error: e instanceof Error ? e.message : String(e) };
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Narrative safety (FHIR R4 "Narrative" rules, txt-1/txt-2): the div is well-formed XHTML in the XHTML namespace,
+ * uses only the allowed elements and attributes, has no scripts, event handlers or javascript: URLs, and is not empty.
+ */
+
+const ALLOWED = new Set(
+  'a abbr acronym b big blockquote br caption cite code col colgroup dd dfn div dl dt em h1 h2 h3 h4 h5 h6 hr i img li ol p pre q samp small span strong sub sup table tbody td tfoot th thead tr tt ul var'.split(
+    ' ',
+  ),
+);
+const ALLOWED_ATTRS = new Set(
+  'abbr accesskey align alt axis bgcolor border cellhalign cellpadding cellspacing cellvalign char charoff charset cite class colspan compact coords dir frame headers height href hreflang hspace id lang longdesc name nowrap rel rev rowspan rules scope shape span src start style summary tabindex title type valign value vspace width xml:lang xmlns'.split(
+    ' ',
+  ),
+);
+
+export interface XhtmlProblem {
+  key: 'txt-1' | 'txt-2' | 'xhtml';
+  message: string;
+}
+
+/** Returns the problems found in a narrative div (empty when fine). */
+export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
+  const problems: XhtmlProblem[] = [];
+  const s = div.trim();
+  if (!/^<div[\s>/]/.test(s)) {
+    problems.push({ key: 'xhtml', message: 'The narrative must be a single <div> element' });
+    return problems;
+  }
+  const stack: string[] = [];
+  let text = '';
+  let roots = 0;
+  const tag = /<!--[\s\S]*?-->|<!\[CDATA\[[\s\S]*?\]\]>|<\?[\s\S]*?\?>|<!DOCTYPE[^>]*>|<(\/?)([A-Za-z][\w:.-]*)((?:\s+[^\s=/>]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+))?)*)\s*(\/?)>/g;
+  let last = 0;
+  let m: RegExpExecArray | null;
+  while ((m = tag.exec(s))) {
+    const between = s.slice(last, m.index);
+    if (between.includes('<')) {
+      problems.push({ key: 'xhtml', message: 'The narrative is not well-formed XHTML (stray "<")' });
+      return problems;
+    }
+    if (stack.length === 0 && between.trim()) {
+      problems.push({ key: 'xhtml', message: 'Text outside the root <div>' });
+      return problems;
+    }
+    text += between;
+    last = tag.lastIndex;
+    if (m[0].startsWith('<!DOCTYPE') || m[0].startsWith('<?')) {
+      problems.push({ key: 'txt-1', message: 'The narrative SHALL not contain processing instructions or a DOCTYPE' });
+      continue;
+    }
+    if (m[0].startsWith('<!')) continue;
+    const [, closing, rawName, attrs, selfClosing] = m;
+    const name = rawName.toLowerCase();
+    if (closing) {
+      if (stack.pop() !== rawName) {
+        problems.push({ key: 'xhtml', message: `The narrative is not well-formed XHTML: unexpected </${rawName}>` });
+        return problems;
+      }
+      continue;
+    }
+    if (stack.length === 0) {
+      roots++;
+      if (roots > 1) problems.push({ key: 'xhtml', message: 'The narrative must have exactly one root <div>' });
+      if (!/\sxmlns\s*=\s*["']http:\/\/www\.w3\.org\/1999\/xhtml["']/.test(attrs))
+        problems.push({ key: 'xhtml', message: 'The narrative div must be in the XHTML namespace (xmlns="http://www.w3.org/1999/xhtml")' });
+    }
+    if (!ALLOWED.has(name)) problems.push({ key: 'txt-1', message: `Illegal element name in the XHTML ('${rawName}')` });
+    const attrRe = /([^\s=/>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?/g;
+    let a: RegExpExecArray | null;
+    while ((a = attrRe.exec(attrs))) {
+      const an = a[1].toLowerCase();
+      const av = (a[2] ?? '').replace(/^["']|["']$/g, '');
+      if (an.startsWith('on') || (!ALLOWED_ATTRS.has(an) && !an.startsWith('xmlns:') && !an.startsWith('data-')))
+        problems.push({ key: 'txt-1', message: `Illegal attribute name in the XHTML ('${a[1]}' on '${rawName}')` });
+      if ((an === 'href' || an === 'src') && /^\s*(javascript|vbscript):/i.test(decodeEntities(av)))
+        problems.push({ key: 'txt-1', message: `Illegal script URL in the XHTML ('${an}' on '${rawName}')` });
+    }
+    if (!selfClosing) stack.push(rawName);
+  }
+  const tail = s.slice(last);
+  if (tail.trim() || stack.length) {
+    problems.push({ key: 'xhtml', message: 'The narrative is not well-formed XHTML (unclosed elements or trailing text)' });
+    return problems;
+  }
+  if (!text.trim() && !/<img\b/i.test(s)) problems.push({ key: 'txt-2', message: 'The narrative SHALL have some non-whitespace content' });
+  return problems;
+}
+
+function decodeEntities(s: string): string {
+  return s
+    .replace(/&#x([0-9a-f]+);?/gi, (_, h) => String.fromCharCode(parseInt(h, 16)))
+    .replace(/&#(\d+);?/g, (_, d) => String.fromCharCode(+d))
+    .replace(/\s/g, '');
+}
