@@ -1,0 +1,188 @@
+/**
+ * Runs the HL7 validator test cases (a folder laid out like FHIR/fhir-test-cases `validator/`) against our validator
+ * and compares with the Java reference validator's outcomes under `outcomes/java/`.
+ *
+ *   npm run conformance:validator -- [DIR]     (default ../shared/data/validator-r4)
+ *
+ * A run is a case's base validation, plus its `profile` validation where the case has one. Runs whose files are not
+ * all present as JSON are listed as not run. Prints a table per module, writes conformance/reports/validator-r4.json,
+ * and ends with `agreement: valid/invalid X% (n/N), error locations Y% (m/M)`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createFhirValidatorSync, type FhirValidator } from '../src/fhir/validation/index.js';
+import type { OperationOutcomeIssue } from '../src/fhir/outcome.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type Json = any;
+
+export interface RunResult {
+  case: string;
+  module: string;
+  kind: 'base' | 'profile';
+  expectedValid: boolean;
+  actualValid: boolean;
+  expectedErrors: number;
+  actualErrors: number;
+  /** Whether both report errors (the location denominator). */
+  bothErrors: boolean;
+  locationAgrees: boolean;
+  expectedLocations: string[];
+  actualLocations: string[];
+}
+
+export interface NotRun {
+  case: string;
+  kind: 'base' | 'profile';
+  reason: string;
+}
+
+export interface ConformanceReport {
+  dir: string;
+  runs: RunResult[];
+  notRun: NotRun[];
+  validAgree: number;
+  locationAgree: number;
+  locationRuns: number;
+}
+
+const isError = (i: { severity?: string }): boolean => i.severity === 'error' || i.severity === 'fatal';
+
+/** The reference's location with its `/*Type/id*\/` comments removed. */
+export function normaliseLocation(s: string): string {
+  return s.replace(/\/\*.*?\*\//g, '').trim();
+}
+
+function expectation(dir: string, java: Json): { errors: number; locations: string[] } | undefined {
+  if (java && typeof java === 'object' && typeof java.errorCount === 'number') return { errors: java.errorCount, locations: [] };
+  if (typeof java !== 'string') return undefined;
+  const file = path.join(dir, 'outcomes', java);
+  if (!fs.existsSync(file)) return undefined;
+  const oo = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const errors = (oo.issue ?? []).filter(isError);
+  return {
+    errors: errors.length,
+    locations: errors.flatMap((i: Json) => (i.expression ?? i.location ?? []).map((l: string) => normaliseLocation(l))),
+  };
+}
+
+function parseFile(file: string): { ok: true; value: Json } | { ok: false; message: string } {
+  try {
+    return { ok: true, value: JSON.parse(fs.readFileSync(file, 'utf8')) };
+  } catch (e) {
+    return { ok: false, message: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+function validateRun(validator: FhirValidator, file: string, profiles: string[]): OperationOutcomeIssue[] {
+  const parsed = parseFile(file);
+  if (!parsed.ok) return [{ severity: 'fatal', code: 'invalid', diagnostics: `The JSON is not valid: ${parsed.message}`, expression: ['$this'] }];
+  return validator.validate(parsed.value, { profiles }).issues;
+}
+
+export function runConformance(dir: string): ConformanceReport {
+  const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+  const cases: Json[] = manifest['test-cases'] ?? [];
+  const runs: RunResult[] = [];
+  const notRun: NotRun[] = [];
+  const present = (f: string): boolean => f.endsWith('.json') && fs.existsSync(path.join(dir, f));
+  for (const c of cases) {
+    if (c['use-test'] === false) continue;
+    const name: string = c.name ?? c.file;
+    const supporting: string[] = [...(c.profiles ?? []), ...(c.supporting ?? [])];
+    const baseFiles = [c.file, ...supporting];
+    const missing = baseFiles.filter((f) => !present(f));
+    const kinds: { kind: 'base' | 'profile'; files: string[]; java: Json; profileSource?: string }[] = [
+      { kind: 'base', files: baseFiles, java: c.java },
+    ];
+    if (c.profile) {
+      const extra: string[] = c.profile.supporting ?? [];
+      kinds.push({ kind: 'profile', files: [...baseFiles, c.profile.source, ...extra], java: c.profile.java, profileSource: c.profile.source });
+    }
+    for (const k of kinds) {
+      const miss = k.kind === 'base' ? missing : k.files.filter((f) => typeof f !== 'string' || !present(f));
+      if (miss.length) {
+        notRun.push({ case: name, kind: k.kind, reason: `not present as JSON: ${miss.join(', ')}` });
+        continue;
+      }
+      const expected = expectation(dir, k.java);
+      if (!expected) {
+        notRun.push({ case: name, kind: k.kind, reason: 'no reference outcome' });
+        continue;
+      }
+      const validator = createFhirValidatorSync();
+      for (const f of k.files.slice(1)) {
+        const parsed = parseFile(path.join(dir, f));
+        if (parsed.ok) {
+          const res = parsed.value;
+          for (const r of res?.resourceType === 'Bundle' ? (res.entry ?? []).map((e: Json) => e?.resource) : [res]) validator.registerResource(r);
+        }
+      }
+      let profiles: string[] = [];
+      if (k.profileSource) {
+        const p = parseFile(path.join(dir, k.profileSource));
+        if (p.ok && typeof p.value.url === 'string') profiles = [p.value.url];
+      }
+      const issues = validateRun(validator, path.join(dir, c.file), profiles);
+      const errors = issues.filter(isError);
+      const actualLocations = errors.flatMap((i) => i.expression ?? i.location ?? []);
+      const bothErrors = errors.length > 0 && expected.errors > 0;
+      const expectedSet = new Set(expected.locations);
+      runs.push({
+        case: name,
+        module: c.module ?? 'general',
+        kind: k.kind,
+        expectedValid: expected.errors === 0,
+        actualValid: errors.length === 0,
+        expectedErrors: expected.errors,
+        actualErrors: errors.length,
+        bothErrors,
+        locationAgrees: bothErrors && actualLocations.some((l) => expectedSet.has(l)),
+        expectedLocations: expected.locations,
+        actualLocations,
+      });
+    }
+  }
+  const validAgree = runs.filter((r) => r.expectedValid === r.actualValid).length;
+  const locRuns = runs.filter((r) => r.bothErrors);
+  return { dir, runs, notRun, validAgree, locationAgree: locRuns.filter((r) => r.locationAgrees).length, locationRuns: locRuns.length };
+}
+
+const pct = (n: number, d: number): string => (d === 0 ? '-' : `${((100 * n) / d).toFixed(1)}%`);
+
+function main(): void {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const dir = path.resolve(process.argv[2] ?? path.join(root, '../shared/data/validator-r4'));
+  const report = runConformance(dir);
+  const modules = [...new Set(report.runs.map((r) => r.module))].sort();
+  const rows = modules.map((m) => {
+    const rs = report.runs.filter((r) => r.module === m);
+    const lr = rs.filter((r) => r.bothErrors);
+    return { module: m, runs: rs.length, validAgree: rs.filter((r) => r.expectedValid === r.actualValid).length, loc: `${lr.filter((r) => r.locationAgrees).length}/${lr.length}` };
+  });
+  console.log('module'.padEnd(14) + 'runs'.padStart(6) + 'valid/invalid'.padStart(16) + 'locations'.padStart(12));
+  for (const r of rows) console.log(r.module.padEnd(14) + String(r.runs).padStart(6) + `${r.validAgree} (${pct(r.validAgree, r.runs)})`.padStart(16) + r.loc.padStart(12));
+  console.log('total'.padEnd(14) + String(report.runs.length).padStart(6) + `${report.validAgree} (${pct(report.validAgree, report.runs.length)})`.padStart(16) + `${report.locationAgree}/${report.locationRuns}`.padStart(12));
+  const misses = report.runs.filter((r) => r.expectedValid !== r.actualValid);
+  if (misses.length) {
+    console.log('\nvalid/invalid disagreements:');
+    for (const r of misses) console.log(`  ${r.case} (${r.kind}): expected ${r.expectedValid ? 'valid' : `${r.expectedErrors} error(s)`}, got ${r.actualValid ? 'valid' : `${r.actualErrors} error(s)`}${r.actualValid ? '' : ` at ${r.actualLocations.slice(0, 3).join(', ')}`}`);
+  }
+  const locMisses = report.runs.filter((r) => r.bothErrors && !r.locationAgrees);
+  if (locMisses.length) {
+    console.log('\nerror location disagreements:');
+    for (const r of locMisses) console.log(`  ${r.case} (${r.kind}): expected ${r.expectedLocations.slice(0, 3).join(', ')}; got ${r.actualLocations.slice(0, 3).join(', ')}`);
+  }
+  console.log(`\nnot run: ${report.notRun.length}`);
+  for (const n of report.notRun) console.log(`  ${n.case} (${n.kind}): ${n.reason}`);
+  const out = path.join(root, 'conformance/reports/validator-r4.json');
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
+  console.log(`report: ${path.relative(process.cwd(), out)}`);
+  console.log(
+    `agreement: valid/invalid ${pct(report.validAgree, report.runs.length)} (${report.validAgree}/${report.runs.length}), error locations ${pct(report.locationAgree, report.locationRuns)} (${report.locationAgree}/${report.locationRuns})`,
+  );
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) main();
