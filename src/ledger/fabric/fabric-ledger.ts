@@ -238,7 +238,8 @@ export class FabricLedger implements Ledger {
   /**
    * Chaincode events, resuming after the last event handed on whenever the connection drops. Without a start
    * block the position is kept in the checkpoint file (checkpointers.file), so a restarted service resumes where
-   * it stopped; an event counts as handed on once the consumer asks for the next one.
+   * it stopped (the first time: live events from the next block); an event counts as handed on once the consumer
+   * asks for the next one.
    */
   events(startBlock?: number): EventStream {
     this.assertOpen();
@@ -269,6 +270,15 @@ export class FabricLedger implements Ledger {
       checkpointer = checkpointers.inMemory();
     }
     let failures = 0;
+    // No start block and nothing checkpointed yet: live events from the next block, as the embedded ledger.
+    while (startBlock === undefined && checkpointer.getBlockNumber() === undefined && !state.closed) {
+      try {
+        startBlock = await this.height();
+      } catch {
+        failures++;
+        await sleep(this.backoff(failures));
+      }
+    }
     while (!state.closed) {
       try {
         const events = await this.network.getChaincodeEvents(this.config.chaincode, {
@@ -364,9 +374,12 @@ export class FabricLedger implements Ledger {
       };
       if (transient) this.logger.warn(log, `Fabric ${what} failed: peer unavailable or slow (${grpcName})`);
       else this.logger.error(log, `Fabric ${what} refused: ${reason}`);
-      const code = transient ? 'UNAVAILABLE' : what === 'evaluate' ? 'EVALUATION_FAILURE' : 'ENDORSEMENT_FAILURE';
+      // As the embedded ledger: the chaincode said no (CHAINCODE_ERROR), or the peer refused the proposal.
+      const chaincodeRefusal = /chaincode response \d+/.test(reason);
+      const code = transient ? 'UNAVAILABLE' : chaincodeRefusal ? 'CHAINCODE_ERROR' : 'ENDORSEMENT_FAILURE';
+      const shortReason = reason.replace(/^.*chaincode response \d+, /s, '');
       return new LedgerTransactionError(
-        `Fabric ${what} of ${transaction} ${transient ? 'failed' : 'refused'} (${grpcName}): ${reason}`,
+        `Fabric ${what} of ${transaction} ${transient ? 'failed' : 'refused'} (${grpcName}): ${shortReason}`,
         code,
         txId,
         transient,

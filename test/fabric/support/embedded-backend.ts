@@ -1,0 +1,156 @@
+/**
+ * The test Gateway server's chain: H5's EmbeddedChain, which runs the project's chaincode with Fabric's
+ * endorse (simulate) and commit (order, MVCC/phantom validation) phases. The read-write set is handed back in
+ * Fabric's protobuf form (rwset.TxReadWriteSet with one KV namespace), as a peer would put it in the
+ * ChaincodeAction.
+ */
+import { ledger } from '@hyperledger/fabric-protos';
+import { LedgerTransactionError } from '../../../src/ledger/ledger.js';
+import type { EmbeddedChain } from '../../../src/ledger/embedded/index.js';
+import type { Endorsement, ReadWriteSet } from '../../../src/ledger/embedded/types.js';
+import type {
+  BackendResponse,
+  BlockEvents,
+  CommittedStatus,
+  GatewayBackend,
+  SimulatedTransaction,
+  VerifiedProposal,
+} from './gateway-server.js';
+
+export class EmbeddedChainBackend implements GatewayBackend {
+  constructor(
+    private readonly chain: EmbeddedChain,
+    private readonly chaincodeName: string,
+  ) {}
+
+  async simulate(proposal: VerifiedProposal): Promise<SimulatedTransaction> {
+    const endorsement = await this.endorse(proposal);
+    const response = toResponse(endorsement);
+    if (response.status >= 400) return { response, handle: endorsement };
+    return {
+      response,
+      rwsetBytes: encodeRwset(this.chaincodeName, endorsement.rwset),
+      event: endorsement.event && { name: endorsement.event.name, payload: endorsement.event.payload },
+      handle: endorsement,
+    };
+  }
+
+  async evaluate(proposal: VerifiedProposal): Promise<BackendResponse> {
+    return toResponse(await this.endorse(proposal));
+  }
+
+  async commit(simulated: SimulatedTransaction): Promise<CommittedStatus> {
+    const status = await this.chain.commit(simulated.handle as Endorsement);
+    return { blockNumber: status.blockNumber, validationCode: status.validationCode };
+  }
+
+  async eventsFrom(fromBlock: number): Promise<BlockEvents[]> {
+    const blocks: BlockEvents[] = [];
+    for (let number = Math.max(0, fromBlock); number < this.chain.height; number++) {
+      const block = this.chain.block(number);
+      if (!block) break;
+      const events: BlockEvents['events'] = [];
+      for (const tx of block.transactions) {
+        if (tx.validationCode !== 'VALID') continue;
+        const envelope = JSON.parse(tx.envelope.toString('utf8')) as { event?: { name: string; payload: string } | null };
+        if (!envelope.event) continue;
+        events.push({
+          txId: tx.txId,
+          chaincodeId: this.chaincodeName,
+          eventName: envelope.event.name,
+          payload: Buffer.from(envelope.event.payload, 'base64'),
+        });
+      }
+      if (events.length > 0) blocks.push({ blockNumber: number, events });
+    }
+    return blocks;
+  }
+
+  async height(): Promise<number> {
+    return this.chain.height;
+  }
+
+  private async endorse(proposal: VerifiedProposal): Promise<Endorsement> {
+    try {
+      return await this.chain.endorse({
+        channelId: proposal.channelId,
+        transaction: proposal.transaction,
+        args: proposal.args,
+        creator: proposal.creator,
+        nonce: proposal.nonce,
+        timestamp: proposal.timestamp,
+        txId: proposal.txId,
+        transient: proposal.transient,
+      });
+    } catch (error) {
+      // The chain refuses creators it does not know (e.g. a revoked certificate): a chaincode-level 500 here.
+      if (error instanceof LedgerTransactionError) {
+        return {
+          txId: proposal.txId,
+          channelId: proposal.channelId,
+          transaction: proposal.transaction,
+          args: [],
+          creator: { mspid: proposal.creator.mspid, idBytes: Buffer.from(proposal.creator.idBytes) },
+          nonce: Buffer.from(proposal.nonce),
+          timestamp: proposal.timestamp,
+          response: { status: 500, message: error.message, payload: Buffer.alloc(0) },
+          rwset: { reads: [], rangeQueries: [], writes: [] },
+        };
+      }
+      throw error;
+    }
+  }
+}
+
+function toResponse(endorsement: Endorsement): BackendResponse {
+  const { status, message, payload } = endorsement.response;
+  return { status, message, payload };
+}
+
+function encodeRwset(namespace: string, rwset: ReadWriteSet): Uint8Array {
+  const { kvrwset } = ledger.rwset;
+  const version = (v: { blockNum: number; txNum: number } | null) => {
+    if (!v) return undefined;
+    const out = new kvrwset.Version();
+    out.setBlockNum(v.blockNum);
+    out.setTxNum(v.txNum);
+    return out;
+  };
+  const read = (r: ReadWriteSet['reads'][number]) => {
+    const out = new kvrwset.KVRead();
+    out.setKey(r.key);
+    const v = version(r.version);
+    if (v) out.setVersion(v);
+    return out;
+  };
+  const kv = new kvrwset.KVRWSet();
+  kv.setReadsList(rwset.reads.map(read));
+  kv.setRangeQueriesInfoList(
+    rwset.rangeQueries.map((query) => {
+      const info = new kvrwset.RangeQueryInfo();
+      info.setStartKey(query.startKey);
+      info.setEndKey(query.endKey);
+      info.setItrExhausted(query.itrExhausted);
+      const reads = new kvrwset.QueryReads();
+      reads.setKvReadsList(query.reads.map(read));
+      info.setRawReads(reads);
+      return info;
+    }),
+  );
+  kv.setWritesList(
+    rwset.writes.map((w) => {
+      const out = new kvrwset.KVWrite();
+      out.setKey(w.key);
+      out.setIsDelete(w.isDelete);
+      out.setValue(w.value);
+      return out;
+    }),
+  );
+  const ns = new ledger.rwset.NsReadWriteSet();
+  ns.setNamespace(namespace);
+  ns.setRwset(kv.serializeBinary());
+  const tx = new ledger.rwset.TxReadWriteSet();
+  tx.setDataModel(ledger.rwset.TxReadWriteSet.DataModel.KV);
+  tx.setNsRwsetList([ns]);
+  return tx.serializeBinary();
+}
