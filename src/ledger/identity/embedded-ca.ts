@@ -152,9 +152,23 @@ export class EmbeddedCa {
 
   /** True when the certificate (PEM) was issued by this CA and has been revoked. */
   isRevoked(certificatePem: string): boolean {
-    const certificate = new x509.X509Certificate(certificatePem);
-    return certificate.issuer === this.caCert.subject && this.revoked.has(normalizeSerial(certificate.serialNumber));
+    const { issuer, serial } = this.parsed(certificatePem);
+    return issuer === this.caCert.subject && this.revoked.has(serial);
   }
+
+  /** Issuer and serial of a certificate; cached because the ledger asks for every transaction. */
+  private parsed(certificatePem: string): { issuer: string; serial: string } {
+    let entry = this.parsedCertificates.get(certificatePem);
+    if (!entry) {
+      const certificate = new x509.X509Certificate(certificatePem);
+      entry = { issuer: certificate.issuer, serial: normalizeSerial(certificate.serialNumber) };
+      if (this.parsedCertificates.size >= 1024) this.parsedCertificates.clear();
+      this.parsedCertificates.set(certificatePem, entry);
+    }
+    return entry;
+  }
+
+  private readonly parsedCertificates = new Map<string, { issuer: string; serial: string }>();
 
   /** True when the certificate was signed by this CA, is within its validity period and is not revoked. */
   async verify(certificatePem: string, at: Date = new Date()): Promise<boolean> {
