@@ -13,6 +13,8 @@ import type { ResourceValidator } from './fhir/validation/validator.js';
 import { createSchemaValidator } from './fhir/validation/schema.js';
 import { FhirRegistry } from './fhir/interactions/registry.js';
 import { registerCoreInteractions } from './fhir/interactions/core.js';
+import { registerSearch } from './fhir/interactions/search.js';
+import { registerBundles } from './fhir/interactions/transaction.js';
 import { extractIndex } from './fhir/search/index-entries.js';
 import { patientCompartments } from './fhir/search/definitions.js';
 import { createHttpServer } from './fhir/http/server.js';
@@ -49,6 +51,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       resourceTypes: validator.resourceTypes ?? [],
       started: new Date(),
     });
+    registerSearch(registry);
+    registerBundles(registry);
 
     const fastify = createHttpServer({ logLevel: config.logLevel, bodyLimit: config.bodyLimit, logStream: overrides.logStream });
     await registerFhirRoutes(fastify, {

@@ -101,6 +101,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           ifModifiedSince: header(request, 'if-modified-since'),
           ifNoneExist: header(request, 'if-none-exist'),
           preferReturn: preferReturnOf(header(request, 'prefer')),
+          preferHandling: /(^|[,;\s])handling\s*=\s*"?strict"?/i.test(header(request, 'prefer') ?? '') ? 'strict' : undefined,
           baseUrl: options.publicBaseUrl ?? `${request.protocol}://${request.host}${prefix}`,
         };
         if (fhirRequest.interaction === 'batch' || fhirRequest.interaction === 'transaction') {

@@ -10,7 +10,9 @@ import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
 import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
 import { parseSearch, LIMITS, type CompiledQuery, type IncludeSpec } from '../search/parse.js';
-import { referenceKey, searchParameter, searchParametersOf, isKnownResourceType } from '../search/definitions.js';
+import { referenceKey, searchDefinitions, searchParameter, searchParametersOf, isKnownResourceType } from '../search/definitions.js';
+import type { FhirRegistry } from './registry.js';
+import { applyRepresentation, representationOf } from './representation.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../search/request.js';
 import type { StoredVersion } from '../store/resource-store.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
@@ -46,21 +48,6 @@ function pageLink(base: string, query: CompiledQuery, offset: number): string {
   pairs.push(['_count', String(query.count)]);
   if (offset > 0) pairs.push(['_offset', String(offset)]);
   return `${base}?${queryString(pairs)}`;
-}
-
-/** `_elements`: keep the listed top-level elements (plus id, meta) and mark the resource SUBSETTED. */
-function subset(json: string, elements: string[]): string {
-  const resource = parseFhirJson<FhirResource>(json);
-  const out: FhirResource = { resourceType: resource.resourceType };
-  for (const key of Object.keys(resource)) {
-    if (key === 'id' || key === 'meta' || elements.includes(key)) out[key] = resource[key];
-  }
-  const meta = { ...(out.meta ?? {}) } as Record<string, unknown>;
-  const tags = Array.isArray(meta.tag) ? [...(meta.tag as unknown[])] : [];
-  tags.push({ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED' });
-  meta.tag = tags;
-  out.meta = meta;
-  return stringifyFhirJson(out);
 }
 
 interface Entry {
@@ -187,11 +174,13 @@ async function search(request: FhirRequest, context: FhirContext, resourceType: 
   if (hasMore && query.count > 0) links.push({ relation: 'next', url: pageLink(base, query, query.offset + query.count) });
   if (query.offset > 0 && query.count > 0) links.push({ relation: 'previous', url: pageLink(base, query, Math.max(0, query.offset - query.count)) });
 
+  // _summary / _elements shape the matches (http://hl7.org/fhir/R4/search.html#summary); includes stay whole.
+  const representation = query.summaryCount ? undefined : representationOf(raw);
   const entries: Entry[] = [...matches.map((version) => ({ version, mode: 'match' as const })), ...included.map((version) => ({ version, mode: 'include' as const }))];
   // Assembled as text: stored resources are served exactly as stored (lossless numbers, no re-serialisation).
   const parts: string[] = [];
   for (const { version, mode } of entries) {
-    const json = mode === 'match' && query.elements?.length ? subset(version.json!, query.elements) : version.json!;
+    const json = mode === 'match' && representation ? stringifyFhirJson(applyRepresentation(parseFhirJson<FhirResource>(version.json!), representation)) : version.json!;
     parts.push(
       `{"fullUrl":${JSON.stringify(`${request.baseUrl}/${version.resourceType}/${version.id}`)},"resource":${json},"search":{"mode":"${mode}"}}`,
     );
@@ -233,3 +222,15 @@ export function searchParamDeclarations(resourceType: string): { name: string; t
 }
 
 export { LIMITS };
+
+/** Registers type and system search, and declares every searchable parameter (for /metadata). */
+export function registerSearch(registry: FhirRegistry): FhirRegistry {
+  registry.registerInteraction('search-type', searchType).registerInteraction('search-system', searchSystem);
+  const common = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
+  const anyType = searchParamDeclarations('Patient').filter((p) => common.has(p.name));
+  registry.declareSearchParams('Resource', anyType);
+  for (const type of searchDefinitions().resourceTypes) {
+    registry.declareSearchParams(type, searchParamDeclarations(type).filter((p) => !common.has(p.name)));
+  }
+  return registry;
+}

@@ -1,0 +1,285 @@
+/**
+ * batch: POST [base] with a Bundle of type `batch` (http://hl7.org/fhir/R4/http.html#transaction).
+ * Each entry is routed by the same URL grammar (router.ts) to the same registered handlers as a single request,
+ * so access, validation and audit apply per entry exactly as they do over plain HTTP. Entries are independent:
+ * one failing entry gets its own status and OperationOutcome and the others still run.
+ *
+ * The entry machinery here (parsing entries, conditional update/delete, turning a FhirResponse into a
+ * Bundle.entry.response) is shared with transaction.ts.
+ */
+import { randomUUID } from 'node:crypto';
+import { badRequest, FhirError, issue, preconditionFailed, type OperationOutcome } from '../outcome.js';
+import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { isKnownResourceType } from '../search/definitions.js';
+import { FhirRouter } from './router.js';
+import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
+
+/** Most entries accepted in one batch or transaction Bundle. */
+export const MAX_BUNDLE_ENTRIES = 20_000;
+
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
+
+export interface BundleEntryRequest {
+  method: FhirRequest['method'];
+  url: string;
+  ifNoneMatch?: string;
+  ifModifiedSince?: string;
+  ifMatch?: string;
+  ifNoneExist?: string;
+}
+
+export interface BundleEntry {
+  fullUrl?: string;
+  resource?: FhirResource;
+  request: BundleEntryRequest;
+}
+
+const REASONS: Record<number, string> = {
+  200: 'OK',
+  201: 'Created',
+  204: 'No Content',
+  304: 'Not Modified',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  406: 'Not Acceptable',
+  409: 'Conflict',
+  410: 'Gone',
+  412: 'Precondition Failed',
+  413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Entity',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  501: 'Not Implemented',
+  503: 'Service Unavailable',
+};
+
+export const statusLine = (status: number): string => `${status} ${REASONS[status] ?? ''}`.trim();
+
+/** The Bundle of a POST [base] request (parsed once by the router, or here), checked to be of `type`. */
+export function bundleOf(request: FhirRequest, type: 'batch' | 'transaction'): { bundle: FhirResource; entries: BundleEntry[] } {
+  let bundle = request.resource;
+  if (!bundle) {
+    if (!request.body) throw badRequest(`A ${type} needs a Bundle as its body`);
+    try {
+      bundle = parseFhirJson<FhirResource>(request.body);
+    } catch {
+      throw badRequest('The body is not valid JSON');
+    }
+  }
+  if (bundle === null || typeof bundle !== 'object' || bundle.resourceType !== 'Bundle') throw badRequest('The body must be a Bundle', 'Bundle');
+  if (bundle.type !== type) throw badRequest(`Bundle.type must be '${type}'`, 'Bundle.type');
+  const raw = bundle.entry ?? [];
+  if (!Array.isArray(raw)) throw badRequest('Bundle.entry must be an array', 'Bundle.entry');
+  if (raw.length > MAX_BUNDLE_ENTRIES) throw badRequest(`A ${type} may hold at most ${MAX_BUNDLE_ENTRIES} entries`, 'Bundle.entry');
+  return { bundle, entries: raw as BundleEntry[] };
+}
+
+/** Checks an entry's shape; throws 400 naming `Bundle.entry[i]`. */
+export function checkEntry(entry: unknown, index: number): BundleEntry {
+  const where = `Bundle.entry[${index}]`;
+  if (entry === null || typeof entry !== 'object') throw badRequest(`${where} is not an object`, where);
+  const e = entry as BundleEntry;
+  if (!e.request || typeof e.request !== 'object') throw badRequest(`${where}.request is missing`, `${where}.request`);
+  if (typeof e.request.method !== 'string' || !METHODS.has(e.request.method)) {
+    throw badRequest(`${where}.request.method must be one of ${[...METHODS].join(', ')}`, `${where}.request.method`);
+  }
+  if (typeof e.request.url !== 'string' || e.request.url.trim() === '') throw badRequest(`${where}.request.url is missing`, `${where}.request.url`);
+  if (e.resource !== undefined && (e.resource === null || typeof e.resource !== 'object' || typeof e.resource.resourceType !== 'string')) {
+    throw badRequest(`${where}.resource is not a FHIR resource`, `${where}.resource`);
+  }
+  if ((e.request.method === 'POST' || e.request.method === 'PUT') && !e.resource) {
+    throw badRequest(`${where} (${e.request.method}) needs a resource`, `${where}.resource`);
+  }
+  return e;
+}
+
+/** `Patient/1?x=y` -> path and query (the base URL, if the entry repeats it, is dropped). */
+export function splitEntryUrl(url: string, baseUrl: string): { path: string; query: Record<string, string[]>; search: string } {
+  let relative = url.trim();
+  if (relative.startsWith(`${baseUrl}/`)) relative = relative.slice(baseUrl.length + 1);
+  else if (/^[a-z][a-z0-9+.-]*:/i.test(relative)) throw badRequest(`Entry URL '${url}' is not on this server`);
+  relative = relative.replace(/^\/+/, '');
+  const q = relative.indexOf('?');
+  const path = q >= 0 ? relative.slice(0, q) : relative;
+  const search = q >= 0 ? relative.slice(q + 1) : '';
+  const query: Record<string, string[]> = {};
+  for (const [name, value] of new URLSearchParams(search)) (query[name] ??= []).push(value);
+  return { path, query, search };
+}
+
+function routerFor(context: FhirContext): FhirRouter {
+  if (!context.registry) throw new Error('Bundles need FhirContext.registry');
+  return new FhirRouter(context.registry, isKnownResourceType);
+}
+
+function handler(context: FhirContext, request: Pick<FhirRequest, 'interaction' | 'resourceType' | 'operation' | 'id' | 'method'>): InteractionHandler {
+  const found = context.registry?.handlerFor(request);
+  if (!found) throw new FhirError(405, [issue('error', 'not-supported', `${request.method} is not supported for this entry`)]);
+  return found;
+}
+
+/** The ids of the `resourceType` resources a conditional URL's criteria match (at most 2: enough to tell 0/1/many). */
+export async function conditionalMatches(context: FhirContext, resourceType: string, query: Record<string, string[]>, baseUrl: string): Promise<string[]> {
+  if (Object.keys(query).length === 0) throw badRequest('A conditional request needs search criteria');
+  const search = handler(context, { interaction: 'search-type', resourceType, method: 'GET' });
+  const response = await search(
+    { interaction: 'search-type', method: 'GET', resourceType, query: { ...query, _count: ['2'] }, baseUrl, preferHandling: 'strict' },
+    context,
+  );
+  const bundle = (typeof response.body === 'string' ? parseFhirJson(response.body) : response.body) as FhirResource;
+  return ((bundle?.entry ?? []) as { resource?: FhirResource; search?: { mode?: string } }[])
+    .filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match')
+    .map((e) => e.resource!.id as string);
+}
+
+/** Body and content type for an entry: PATCH entries carry a Binary (JSON Patch) or Parameters (FHIRPath Patch). */
+function entryBody(entry: BundleEntry): Pick<FhirRequest, 'body' | 'contentType' | 'resource'> {
+  const resource = entry.resource;
+  if (!resource) return {};
+  if (entry.request.method === 'PATCH' && resource.resourceType === 'Binary') {
+    const text = typeof resource.data === 'string' ? Buffer.from(resource.data, 'base64').toString('utf8') : '';
+    return { body: text, contentType: typeof resource.contentType === 'string' ? resource.contentType : 'application/json-patch+json' };
+  }
+  return { body: stringifyFhirJson(resource), contentType: 'application/fhir+json', resource };
+}
+
+export interface EntryOptions {
+  /** Pre-assigned id for a POST (transaction). */
+  assignedId?: string;
+  /** For a conditional PUT/DELETE already resolved (transaction): the id it resolved to, or null for no match. */
+  resolvedId?: string | null;
+  preferReturn?: FhirRequest['preferReturn'];
+}
+
+/** Runs one entry through the registered handlers. Throws FhirError for a refused entry. */
+export async function runEntry(entry: BundleEntry, context: FhirContext, bundleRequest: FhirRequest, options: EntryOptions = {}): Promise<FhirResponse> {
+  const { method } = entry.request;
+  const { path, query } = splitEntryUrl(entry.request.url, bundleRequest.baseUrl);
+  const segments = path.split('/').filter((s) => s !== '');
+  const base: Omit<FhirRequest, 'interaction'> = {
+    method,
+    query,
+    baseUrl: bundleRequest.baseUrl,
+    ifMatch: entry.request.ifMatch,
+    ifNoneMatch: entry.request.ifNoneMatch,
+    ifModifiedSince: entry.request.ifModifiedSince,
+    ifNoneExist: entry.request.ifNoneExist,
+    preferReturn: options.preferReturn ?? bundleRequest.preferReturn,
+    ...entryBody(entry),
+  };
+
+  // Conditional update / delete: `PUT Patient?identifier=x`, `DELETE Patient?identifier=x`.
+  if ((method === 'PUT' || method === 'DELETE') && segments.length === 1 && !segments[0].startsWith('$') && !segments[0].startsWith('_')) {
+    const resourceType = segments[0];
+    if (!isKnownResourceType(resourceType)) throw badRequest(`'${resourceType}' is not a resource type`);
+    let id = options.resolvedId;
+    if (id === undefined) {
+      const matches = await conditionalMatches(context, resourceType, query, bundleRequest.baseUrl);
+      if (matches.length > 1) throw preconditionFailed(`The criteria of '${entry.request.url}' match more than one ${resourceType}`);
+      id = matches[0] ?? null;
+    }
+    const plain = { ...base, query: {} };
+    if (method === 'DELETE') {
+      if (id === null) return { status: 204 };
+      return handler(context, { interaction: 'delete', resourceType, id, method })({ ...plain, interaction: 'delete', resourceType, id }, context);
+    }
+    const bodyId = entry.resource?.id as string | undefined;
+    if (id !== null && bodyId !== undefined && bodyId !== id) throw badRequest(`The resource's id '${bodyId}' is not the id '${id}' the criteria match`);
+    if (id === null && bodyId === undefined) {
+      // no match, no id: a create
+      return handler(context, { interaction: 'create', resourceType, method: 'POST' })(
+        { ...plain, method: 'POST', interaction: 'create', resourceType, assignedId: options.assignedId },
+        context,
+      );
+    }
+    const targetId = id ?? bodyId!;
+    const resource = { ...entry.resource!, id: targetId };
+    return handler(context, { interaction: 'update', resourceType, id: targetId, method })(
+      { ...plain, interaction: 'update', resourceType, id: targetId, resource, body: stringifyFhirJson(resource) },
+      context,
+    );
+  }
+
+  const routed = routerFor(context).route(method, path);
+  if (routed.interaction === 'batch' || routed.interaction === 'transaction') throw badRequest('A Bundle entry cannot itself be a batch or transaction');
+  const request: FhirRequest = { ...base, ...routed, assignedId: routed.interaction === 'create' ? options.assignedId : undefined };
+  return handler(context, request)(request, context);
+}
+
+function headerValue(headers: Record<string, string> | undefined, name: string): string | undefined {
+  if (!headers) return undefined;
+  const key = Object.keys(headers).find((k) => k.toLowerCase() === name.toLowerCase());
+  return key ? headers[key] : undefined;
+}
+
+/** A Bundle.entry (as JSON text) for a handler's response; resources are embedded as served. */
+export function responseEntry(response: FhirResponse, baseUrl: string): string {
+  const out: Record<string, unknown> = { status: statusLine(response.status) };
+  const location = headerValue(response.headers, 'Location') ?? headerValue(response.headers, 'Content-Location');
+  if (location) out.location = location.startsWith(`${baseUrl}/`) ? location.slice(baseUrl.length + 1) : location;
+  const etag = headerValue(response.headers, 'ETag');
+  if (etag) out.etag = etag;
+  let body = typeof response.body === 'string' ? response.body : response.body ? stringifyFhirJson(response.body) : undefined;
+  let fullUrl: string | undefined;
+  let resourceJson: string | undefined;
+  if (body !== undefined && body.trim() !== '') {
+    // Only a resource's meta and identity are read; the text itself is embedded unchanged.
+    const parsed = parseFhirJson<FhirResource>(body);
+    if (parsed.meta?.lastUpdated) out.lastModified = parsed.meta.lastUpdated;
+    if (parsed.resourceType === 'OperationOutcome' && response.status >= 300) {
+      out.outcome = parsed;
+      body = undefined;
+    } else {
+      resourceJson = body;
+      if (parsed.id && parsed.resourceType !== 'Bundle' && parsed.resourceType !== 'OperationOutcome') fullUrl = `${baseUrl}/${parsed.resourceType}/${parsed.id}`;
+    }
+  }
+  if (!out.lastModified) {
+    const lastModified = headerValue(response.headers, 'Last-Modified');
+    if (lastModified && !Number.isNaN(Date.parse(lastModified))) out.lastModified = new Date(lastModified).toISOString();
+  }
+  const parts: string[] = [];
+  if (fullUrl) parts.push(`"fullUrl":${JSON.stringify(fullUrl)}`);
+  if (resourceJson) parts.push(`"resource":${resourceJson}`);
+  parts.push(`"response":${stringifyFhirJson(out)}`);
+  return `{${parts.join(',')}}`;
+}
+
+/** A Bundle.entry for a refused entry. */
+export function errorEntry(error: FhirError): string {
+  return `{"response":${JSON.stringify({ status: statusLine(error.status), outcome: error.outcome })}}`;
+}
+
+export function responseBundle(type: 'batch-response' | 'transaction-response', entries: string[]): string {
+  const head = JSON.stringify({ resourceType: 'Bundle', id: randomUUID(), meta: { lastUpdated: new Date().toISOString() }, type });
+  return `${head.slice(0, -1)},"entry":[${entries.join(',')}]}`;
+}
+
+export function unexpectedOutcome(): OperationOutcome {
+  return { resourceType: 'OperationOutcome', issue: [issue('error', 'exception', 'The entry failed unexpectedly; see the server log')] };
+}
+
+/** POST [base] with a batch Bundle. */
+export const batch: InteractionHandler = async (request, context) => {
+  context.access.authorize('batch');
+  const { entries } = bundleOf(request, 'batch');
+  const out: string[] = [];
+  for (let i = 0; i < entries.length; i++) {
+    try {
+      const entry = checkEntry(entries[i], i);
+      const response = await runEntry(entry, context, request);
+      out.push(responseEntry(response, request.baseUrl));
+    } catch (err) {
+      if (err instanceof FhirError) out.push(errorEntry(err));
+      else {
+        context.log.error({ err, entry: i }, 'batch entry failed');
+        out.push(`{"response":${JSON.stringify({ status: statusLine(500), outcome: unexpectedOutcome() })}}`);
+      }
+    }
+  }
+  return { status: 200, body: responseBundle('batch-response', out), headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' } };
+};

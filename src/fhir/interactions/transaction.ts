@@ -1,0 +1,182 @@
+/**
+ * transaction: POST [base] with a Bundle of type `transaction` (http://hl7.org/fhir/R4/http.html#transaction).
+ * All or nothing: every entry runs inside one `store.transaction`, through the same registered handlers as single
+ * requests (so access and validation apply per entry); the first refused entry rolls everything back and its
+ * OperationOutcome (with its status, and `Bundle.entry[i]` in the expression) is the answer.
+ *
+ * Order (R4 http.html#trules): resolve ids first (POST ids are assigned up front; conditional creates, updates and
+ * deletes are resolved against the state before the transaction), then rewrite every reference to an entry's
+ * fullUrl (`urn:uuid:...` or an absolute URL of an entry) to the assigned `Type/id` anywhere in the bundle's
+ * resources (extensions included) and in entry URLs' queries, then process DELETE, POST, PUT/PATCH, GET/HEAD.
+ */
+import { randomUUID } from 'node:crypto';
+import { badRequest, FhirError, issue, preconditionFailed } from '../outcome.js';
+import { cloneFhirJson } from '../../mapping/fhir-json.js';
+import { isKnownResourceType } from '../search/definitions.js';
+import { batch, bundleOf, checkEntry, conditionalMatches, responseBundle, responseEntry, runEntry, splitEntryUrl, type BundleEntry, type EntryOptions } from './batch.js';
+import type { FhirRegistry } from './registry.js';
+import type { FhirContext, InteractionHandler } from './types.js';
+
+const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
+
+/** Replaces every string equal to a key of `map` (a reference to another entry) with its `Type/id`. */
+function rewriteReferences(value: unknown, map: Map<string, string>): unknown {
+  if (typeof value === 'string') return map.get(value) ?? rewriteFragment(value, map);
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = rewriteReferences(value[i], map);
+    return value;
+  }
+  if (!(value.constructor === Object || Object.getPrototypeOf(value) === null)) return value; // LosslessNumber
+  const record = value as Record<string, unknown>;
+  for (const key of Object.keys(record)) record[key] = rewriteReferences(record[key], map);
+  return record;
+}
+
+/** `urn:uuid:x/_history/1` or `urn:uuid:x#frag` style tails keep their suffix. */
+function rewriteFragment(text: string, map: Map<string, string>): string {
+  if (!text.startsWith('urn:uuid:') && !text.startsWith('urn:oid:')) return text;
+  const m = /^(urn:(?:uuid|oid):[^/#]+)([/#].*)$/.exec(text);
+  const target = m ? map.get(m[1]) : undefined;
+  return target ? target + m![2] : text;
+}
+
+function rewriteUrl(url: string, map: Map<string, string>): string {
+  const q = url.indexOf('?');
+  if (q < 0) return url;
+  const params = new URLSearchParams(url.slice(q + 1));
+  let changed = false;
+  const out = new URLSearchParams();
+  for (const [k, v] of params) {
+    const rewritten = map.get(v) ?? v;
+    if (rewritten !== v) changed = true;
+    out.append(k, rewritten);
+  }
+  return changed ? `${url.slice(0, q)}?${out.toString()}` : url;
+}
+
+interface Planned {
+  index: number;
+  entry: BundleEntry;
+  options: EntryOptions;
+  /** A conditional create that matched: answered with the existing resource, nothing written. */
+  existing?: { resourceType: string; id: string };
+}
+
+function entryError(err: unknown, index: number): unknown {
+  if (!(err instanceof FhirError)) return err;
+  const where = `Bundle.entry[${index}]`;
+  const issues = err.outcome.issue.map((i) => ({
+    ...i,
+    diagnostics: `${where}: ${i.diagnostics ?? i.code}`,
+    expression: i.expression?.map((e) => `${where}.resource.${e.replace(/^[A-Z][A-Za-z]+\.?/, '')}`.replace(/\.$/, '')) ?? [where],
+  }));
+  return new FhirError(err.status, issues, { headers: err.headers });
+}
+
+export const transaction: InteractionHandler = async (request, context) => {
+  context.access.authorize('transaction');
+  const { entries: raw } = bundleOf(request, 'transaction');
+  const entries = raw.map((e, i) => checkEntry(e, i));
+  // Work on copies: references are rewritten in place.
+  for (const e of entries) if (e.resource) e.resource = cloneFhirJson(e.resource);
+
+  const { responses } = await context.store.transaction(async (store) => {
+    const tx: FhirContext = { ...context, store };
+    const fullUrls = new Map<string, string>();
+    const planned: Planned[] = [];
+    const seenTargets = new Set<string>();
+
+    // 1. Resolve ids.
+    for (const [index, entry] of entries.entries()) {
+      const { method, url } = entry.request;
+      const { path, query } = splitEntryUrl(url, request.baseUrl);
+      const segments = path.split('/').filter((s) => s !== '');
+      const plan: Planned = { index, entry, options: {} };
+      try {
+        if (method === 'POST' && segments.length === 1 && isKnownResourceType(segments[0])) {
+          const resourceType = segments[0];
+          if (entry.resource!.resourceType !== resourceType) throw badRequest(`The resource is a ${entry.resource!.resourceType}, the URL says ${resourceType}`);
+          let id: string | undefined;
+          if (entry.request.ifNoneExist) {
+            const criteria: Record<string, string[]> = {};
+            for (const [k, v] of new URLSearchParams(entry.request.ifNoneExist.replace(/^\?/, ''))) (criteria[k] ??= []).push(v);
+            const matches = await conditionalMatches(tx, resourceType, criteria, request.baseUrl);
+            if (matches.length > 1) throw preconditionFailed(`If-None-Exist '${entry.request.ifNoneExist}' matches more than one ${resourceType}`);
+            if (matches.length === 1) {
+              id = matches[0];
+              plan.existing = { resourceType, id };
+            }
+          }
+          id ??= randomUUID();
+          plan.options.assignedId = id;
+          // Resolved here against the state before the transaction; the create must not re-run it.
+          plan.entry = { ...entry, request: { ...entry.request, ifNoneExist: undefined } };
+          if (entry.fullUrl) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
+        } else if ((method === 'PUT' || method === 'DELETE') && segments.length === 1 && isKnownResourceType(segments[0]) && Object.keys(query).length > 0) {
+          const resourceType = segments[0];
+          const matches = await conditionalMatches(tx, resourceType, query, request.baseUrl);
+          if (matches.length > 1) throw preconditionFailed(`The criteria of '${url}' match more than one ${resourceType}`);
+          plan.options.resolvedId = matches[0] ?? null;
+          if (method === 'PUT' && matches.length === 0 && entry.resource?.id === undefined) plan.options.assignedId = randomUUID();
+          const id = matches[0] ?? (entry.resource?.id as string | undefined) ?? plan.options.assignedId;
+          if (entry.fullUrl && id) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
+          if (id) {
+            if (seenTargets.has(`${resourceType}/${id}`)) throw badRequest(`${resourceType}/${id} appears in more than one entry`);
+            seenTargets.add(`${resourceType}/${id}`);
+          }
+        } else if ((method === 'PUT' || method === 'PATCH' || method === 'DELETE') && segments.length === 2) {
+          const key = `${segments[0]}/${segments[1]}`;
+          if (seenTargets.has(key)) throw badRequest(`${key} appears in more than one entry`);
+          seenTargets.add(key);
+          if (entry.fullUrl && method === 'PUT') fullUrls.set(entry.fullUrl, key);
+        }
+      } catch (err) {
+        throw entryError(err, index);
+      }
+      planned.push(plan);
+    }
+
+    // 2. Rewrite references to entries' fullUrls.
+    if (fullUrls.size > 0) {
+      for (const { entry } of planned) {
+        if (entry.resource) rewriteReferences(entry.resource, fullUrls);
+        entry.request = { ...entry.request, url: rewriteUrl(entry.request.url, fullUrls) };
+      }
+    }
+
+    // 3. Process in the spec's order; the first failure aborts (and rolls back) everything.
+    const responses = new Array<string>(planned.length);
+    const ordered = [...planned].sort((a, b) => ORDER[a.entry.request.method] - ORDER[b.entry.request.method] || a.index - b.index);
+    for (const plan of ordered) {
+      try {
+        if (plan.existing) {
+          const { resourceType, id } = plan.existing;
+          const readHandler = tx.registry?.handlerFor({ interaction: 'read', resourceType, id, method: 'GET' });
+          if (!readHandler) throw new FhirError(405, [issue('error', 'not-supported', 'read is not supported')]);
+          const found = await readHandler({ interaction: 'read', method: 'GET', resourceType, id, query: {}, baseUrl: request.baseUrl }, tx);
+          const versionId = /W\/"(\d+)"/.exec(found.headers?.ETag ?? '')?.[1];
+          const location = `${request.baseUrl}/${resourceType}/${id}${versionId ? `/_history/${versionId}` : ''}`;
+          responses[plan.index] = responseEntry({ ...found, status: 200, headers: { ...found.headers, Location: location } }, request.baseUrl);
+          continue;
+        }
+        const response = await runEntry(plan.entry, tx, request, plan.options);
+        if (response.status >= 400) {
+          const outcome = typeof response.body === 'object' && response.body?.resourceType === 'OperationOutcome' ? response.body : undefined;
+          throw new FhirError(response.status, (outcome as never) ?? [issue('error', 'processing', `The entry failed with status ${response.status}`)]);
+        }
+        responses[plan.index] = responseEntry(response, request.baseUrl);
+      } catch (err) {
+        throw entryError(err, plan.index);
+      }
+    }
+    return { responses };
+  });
+
+  return { status: 200, body: responseBundle('transaction-response', responses), headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' } };
+};
+
+/** Registers batch and transaction (POST [base]) in the registry. */
+export function registerBundles(registry: FhirRegistry): FhirRegistry {
+  return registry.registerInteraction('batch', batch).registerInteraction('transaction', transaction);
+}

@@ -1,0 +1,241 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, FHIR_JSON, json, type TestApp } from '../http/helpers.js';
+import { syntheaFiles } from '../search/helpers.js';
+
+let app: TestApp;
+const files = syntheaFiles(3);
+/** Transaction-response bundles of the loaded Synthea files. */
+const loadedResponses: any[] = [];
+
+async function get(url: string, headers: Record<string, string> = {}) {
+  return app.fastify.inject({ method: 'GET', url: `/fhir/${url}`, headers });
+}
+async function post(url: string, body: unknown, headers: Record<string, string> = FHIR_JSON) {
+  return app.fastify.inject({ method: 'POST', url: `/fhir${url}`, headers, payload: typeof body === 'string' ? body : JSON.stringify(body) });
+}
+const matchIds = (bundle: any) => (bundle.entry ?? []).filter((e: any) => e.search?.mode === 'match').map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
+
+beforeAll(async () => {
+  app = await startTestApp();
+  for (const file of files) {
+    const res = await post('', readFileSync(file, 'utf8'));
+    expect(res.statusCode, res.body.slice(0, 2000)).toBe(200);
+    loadedResponses.push(json(res.body));
+  }
+}, 120_000);
+afterAll(async () => app.stop());
+
+/** The server's id of the Synthea resource of fullUrl `urn:uuid:x` in bundle `i`. */
+function serverRef(i: number, predicate: (resource: any) => boolean): { ref: string; source: any } {
+  const source = JSON.parse(readFileSync(files[i], 'utf8'));
+  const index = source.entry.findIndex((e: any) => predicate(e.resource));
+  const location: string = loadedResponses[i].entry[index].response.location;
+  return { ref: location.split('/_history/')[0], source: source.entry[index].resource };
+}
+
+describe('transaction bundles', () => {
+  it('stores every Synthea entry, answering 201 with location, etag and lastModified, in entry order', () => {
+    for (const [i, response] of loadedResponses.entries()) {
+      const source = JSON.parse(readFileSync(files[i], 'utf8'));
+      expect(response.type).toBe('transaction-response');
+      expect(response.entry).toHaveLength(source.entry.length);
+      for (const [k, entry] of response.entry.entries()) {
+        expect(entry.response.status).toBe('201 Created');
+        expect(entry.response.location).toMatch(new RegExp(`^${source.entry[k].resource.resourceType}/[^/]+/_history/1$`));
+        expect(entry.response.etag).toBe('W/"1"');
+        expect(entry.response.lastModified).toMatch(/^\d{4}-\d{2}-\d{2}T/);
+      }
+    }
+  });
+
+  it('rewrote urn:uuid references to the assigned ids, so searches by patient and code work', async () => {
+    const { ref: patient } = serverRef(0, (r) => r.resourceType === 'Patient');
+    const source = JSON.parse(readFileSync(files[0], 'utf8'));
+    const patientUrn = source.entry.find((e: any) => e.resource.resourceType === 'Patient').fullUrl;
+    const obs = source.entry.filter((e: any) => e.resource.resourceType === 'Observation' && e.resource.subject.reference === patientUrn);
+    const code = obs[0].resource.code.coding[0];
+    const expected = obs.filter((e: any) => e.resource.code.coding.some((c: any) => c.system === code.system && c.code === code.code)).length;
+    const res = await get(`Observation?subject=${patient}&code=${encodeURIComponent(`${code.system}|${code.code}`)}&_count=500`);
+    expect(res.statusCode).toBe(200);
+    const bundle = json(res.body);
+    expect(bundle.type).toBe('searchset');
+    expect(bundle.total).toBe(expected);
+    for (const e of bundle.entry) {
+      expect(e.resource.subject.reference).toBe(patient);
+      expect(e.fullUrl).toMatch(/^http.*\/fhir\/Observation\//);
+    }
+    const raw = (await get(`${bundle.entry[0].resource.resourceType}/${bundle.entry[0].resource.id}`)).body;
+    expect(raw).not.toContain('urn:uuid:');
+  });
+
+  it('searches encounters of a patient with their observations (_revinclude)', async () => {
+    const { ref: patient } = serverRef(1, (r) => r.resourceType === 'Patient');
+    const res = await get(`Encounter?patient=${patient}&_revinclude=Observation:encounter&_count=1000`);
+    const bundle = json(res.body);
+    const encounters = matchIds(bundle);
+    expect(encounters.length).toBeGreaterThan(0);
+    const included = bundle.entry.filter((e: any) => e.search.mode === 'include');
+    expect(included.length).toBeGreaterThan(0);
+    for (const e of included) {
+      expect(e.resource.resourceType).toBe('Observation');
+      expect(encounters).toContain(e.resource.encounter.reference);
+    }
+  });
+
+  it('rolls everything back when one entry fails, answering with that entry\'s outcome', async () => {
+    const before = json((await get('Patient?_summary=count')).body).total;
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { fullUrl: 'urn:uuid:11111111-1111-4111-8111-111111111111', resource: { resourceType: 'Patient', name: [{ family: 'Rollback' }] }, request: { method: 'POST', url: 'Patient' } },
+        { resource: { resourceType: 'Observation', status: 'not-a-status', code: { text: 'x' } }, request: { method: 'POST', url: 'Observation' } },
+      ],
+    };
+    const res = await post('', bundle);
+    expect(res.statusCode).toBeGreaterThanOrEqual(400);
+    expect(res.statusCode).toBeLessThan(500);
+    const outcome = json(res.body);
+    expect(outcome.resourceType).toBe('OperationOutcome');
+    expect(JSON.stringify(outcome)).toContain('Bundle.entry[1]');
+    expect(json((await get('Patient?_summary=count')).body).total).toBe(before);
+    expect(json((await get('Patient?family=Rollback')).body).entry ?? []).toEqual([]);
+  });
+
+  it('conditional create (ifNoneExist) reuses the match and rewrites references to it; references in extensions too', async () => {
+    const patientEntry = (urn: string) => ({
+      fullUrl: urn,
+      resource: { resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'cond-1' }], name: [{ family: 'Conditional' }] },
+      request: { method: 'POST', url: 'Patient', ifNoneExist: 'identifier=urn:test:mrn|cond-1' },
+    });
+    const observation = (urn: string) => ({
+      resource: {
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'note' },
+        subject: { reference: urn },
+        extension: [{ url: 'http://example.org/ext', valueReference: { reference: urn } }],
+      },
+      request: { method: 'POST', url: 'Observation' },
+    });
+    const first = json((await post('', { resourceType: 'Bundle', type: 'transaction', entry: [patientEntry('urn:uuid:aaaaaaaa-0000-4000-8000-000000000001'), observation('urn:uuid:aaaaaaaa-0000-4000-8000-000000000001')] })).body);
+    expect(first.entry[0].response.status).toBe('201 Created');
+    const patientRef = first.entry[0].response.location.split('/_history/')[0];
+    const second = json((await post('', { resourceType: 'Bundle', type: 'transaction', entry: [patientEntry('urn:uuid:bbbbbbbb-0000-4000-8000-000000000002'), observation('urn:uuid:bbbbbbbb-0000-4000-8000-000000000002')] })).body);
+    expect(second.entry[0].response.status).toBe('200 OK');
+    expect(second.entry[0].response.location.split('/_history/')[0]).toBe(patientRef);
+    const obs = json((await get(second.entry[1].response.location.split('/_history/')[0])).body);
+    expect(obs.subject.reference).toBe(patientRef);
+    expect(obs.extension[0].valueReference.reference).toBe(patientRef);
+    expect(json((await get('Patient?identifier=urn:test:mrn|cond-1')).body).total).toBe(1);
+  });
+
+  it('processes DELETE before POST before PUT before GET, and conditional update/delete by search URL', async () => {
+    const created = json((await post('/Patient', { resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'order-1' }] })).body);
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { request: { method: 'GET', url: 'Patient?identifier=urn:test:mrn|order-2' } },
+        { resource: { resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'order-2' }], gender: 'female' }, request: { method: 'PUT', url: 'Patient?identifier=urn:test:mrn|order-2' } },
+        { request: { method: 'DELETE', url: 'Patient?identifier=urn:test:mrn|order-1' } },
+      ],
+    };
+    const res = await post('', bundle);
+    expect(res.statusCode, res.body).toBe(200);
+    const out = json(res.body);
+    expect(out.entry[2].response.status).toMatch(/^(200|204)/);
+    expect(out.entry[1].response.status).toBe('201 Created');
+    // the GET ran last: it sees the PUT's result
+    expect(out.entry[0].resource.total).toBe(1);
+    expect((await get(`Patient/${created.id}`)).statusCode).toBe(410);
+    // conditional update of the now existing one
+    const update = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ resource: { resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'order-2' }], gender: 'male' }, request: { method: 'PUT', url: 'Patient?identifier=urn:test:mrn|order-2' } }],
+    };
+    const updated = json((await post('', update)).body);
+    expect(updated.entry[0].response.status).toBe('200 OK');
+    expect(updated.entry[0].response.etag).toBe('W/"2"');
+  });
+
+  it('refuses malformed transactions with 400', async () => {
+    for (const body of [
+      { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Patient' } }] },
+      { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'FOO', url: 'Patient' } }] },
+      { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'POST', url: 'Patient' } }] },
+      { resourceType: 'Bundle', type: 'transaction', entry: 'nope' },
+      { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Patient', id: 'a' }, request: { method: 'PUT', url: 'Patient/a' } }, { resource: { resourceType: 'Patient', id: 'a' }, request: { method: 'PUT', url: 'Patient/a' } }] },
+    ]) {
+      const res = await post('', body);
+      expect(res.statusCode, JSON.stringify(body)).toBe(400);
+      expect(json(res.body).resourceType).toBe('OperationOutcome');
+    }
+  });
+});
+
+describe('batch bundles', () => {
+  it('runs entries independently, each with its own status', async () => {
+    const { ref: patient } = serverRef(0, (r) => r.resourceType === 'Patient');
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        { request: { method: 'GET', url: patient } },
+        { request: { method: 'GET', url: 'Patient/does-not-exist' } },
+        { resource: { resourceType: 'Patient', gender: 'not-a-gender' }, request: { method: 'POST', url: 'Patient' } },
+        { resource: { resourceType: 'Patient', name: [{ family: 'Batchy' }] }, request: { method: 'POST', url: 'Patient' } },
+        { request: { method: 'GET', url: 'Patient?family=Batchy' } },
+      ],
+    };
+    const res = await post('', bundle);
+    expect(res.statusCode).toBe(200);
+    const out = json(res.body);
+    expect(out.type).toBe('batch-response');
+    expect(out.entry[0].response.status).toBe('200 OK');
+    expect(`Patient/${out.entry[0].resource.id}`).toBe(patient);
+    expect(out.entry[1].response.status).toBe('404 Not Found');
+    expect(out.entry[1].response.outcome.resourceType).toBe('OperationOutcome');
+    expect(out.entry[2].response.status).toMatch(/^(400|422)/);
+    expect(out.entry[3].response.status).toBe('201 Created');
+    expect(out.entry[4].resource.total).toBe(1);
+  });
+});
+
+describe('search over HTTP', () => {
+  it('answers GET and POST _search alike, and system search with _type', async () => {
+    const a = json((await get('Patient?gender=male&_sort=birthdate')).body);
+    const b = json(
+      (await app.fastify.inject({ method: 'POST', url: '/fhir/Patient/_search', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: 'gender=male&_sort=birthdate' })).body,
+    );
+    expect(matchIds(b)).toEqual(matchIds(a));
+    const sys = json((await get('?_type=Patient&gender=male')).body);
+    expect(matchIds(sys).sort()).toEqual(matchIds(a).sort());
+  });
+
+  it('refuses unknown parameters under Prefer: handling=strict, warns otherwise', async () => {
+    const strict = await get('Patient?foo=bar', { prefer: 'handling=strict' });
+    expect(strict.statusCode).toBe(400);
+    const lenient = json((await get('Patient?foo=bar')).body);
+    expect(lenient.entry.some((e: any) => e.search.mode === 'outcome')).toBe(true);
+  });
+
+  it('applies _elements to matches', async () => {
+    const res = json((await get('Patient?_elements=gender&_count=2')).body);
+    for (const e of res.entry.filter((x: any) => x.search.mode === 'match')) {
+      expect(Object.keys(e.resource).sort()).toEqual(expect.arrayContaining(['gender', 'id', 'resourceType']));
+      expect(e.resource.name).toBeUndefined();
+    }
+  });
+
+  it('lists search parameters, batch and transaction in /metadata', async () => {
+    const cs = json((await get('metadata')).body);
+    const rest = cs.rest[0];
+    const patient = rest.resource.find((r: any) => r.type === 'Patient');
+    expect(patient.searchParam.map((p: any) => p.name)).toEqual(expect.arrayContaining(['name', 'birthdate', 'identifier', '_id']));
+    expect(patient.interaction.map((i: any) => i.code)).toContain('search-type');
+    expect(rest.interaction.map((i: any) => i.code)).toEqual(expect.arrayContaining(['batch', 'transaction', 'search-system']));
+  });
+});
