@@ -148,7 +148,7 @@ describe('search over the SQLite index', () => {
     const b = await run('Patient', { nonsense: 'x' });
     const outcome = b.entry!.find((e) => e.search.mode === 'outcome')!;
     expect(JSON.stringify(outcome.resource)).toContain('nonsense');
-    const strict = { ...request('Patient', { nonsense: 'x' }), preferHandling: 'strict' };
+    const strict = { ...request('Patient', { nonsense: 'x' }), preferHandling: 'strict' as const };
     await expect(searchType(strict, context(store))).rejects.toMatchObject({ status: 400 });
   });
 

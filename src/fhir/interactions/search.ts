@@ -36,7 +36,7 @@ function searchQuery(request: FhirRequest): Record<string, string[]> {
 }
 
 function isStrict(request: FhirRequest): boolean {
-  return (request as FhirRequest & { preferHandling?: string }).preferHandling === 'strict';
+  return request.preferHandling === 'strict';
 }
 
 function queryString(pairs: [string, string][]): string {
