@@ -123,6 +123,9 @@ export class FabricLedger implements Ledger {
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      // Reconnect soon after a peer restart (grpc's default first backoff is 1 s, growing to 120 s).
+      'grpc.initial_reconnect_backoff_ms': 250,
+      'grpc.max_reconnect_backoff_ms': 10_000,
     };
     if (config.hostAlias) channelOptions['grpc.ssl_target_name_override'] = config.hostAlias;
     this.client = new grpc.Client(config.peerEndpoint, grpc.credentials.createSsl(tlsRoot), channelOptions);
