@@ -1,0 +1,53 @@
+/** The examples test, one shard of it (the shards run in parallel, one file each). */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { json, startTestApp, type TestApp } from './helpers.js';
+import { EXAMPLES_BODY_LIMIT, SCHEMA_REFUSES, comparable, selectExamples } from './r4-examples.js';
+
+export function examplesShard(shard: number, shards: number): void {
+  const all = selectExamples();
+  const examples = all.filter((_e, i) => i % shards === shard);
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await startTestApp({}, { bodyLimit: EXAMPLES_BODY_LIMIT, logLevel: 'warn' });
+  });
+  afterAll(async () => {
+    await app?.stop();
+  });
+
+  describe(`official R4 examples, shard ${shard + 1}/${shards}`, () => {
+    it('selects several hundred instance examples of many resource types', () => {
+      expect(all.length).toBeGreaterThan(700);
+      expect(new Set(all.map((e) => e.resourceType)).size).toBeGreaterThan(120);
+    });
+
+    it('stores each example under its own id and reads it back with the same content (numbers as written)', async () => {
+      const refused: Record<string, string> = {};
+      const changed: string[] = [];
+      for (const example of examples) {
+        const url = `/fhir/${example.resourceType}/${example.id}`;
+        const res = await app.fastify.inject({ method: 'PUT', url, headers: { 'content-type': 'application/fhir+json' }, payload: example.text });
+        if (res.statusCode !== 201) {
+          expect(res.statusCode, `${example.file}: ${res.body.slice(0, 300)}`).toBe(400);
+          refused[example.file] = json(res.body).issue.map((i: any) => i.diagnostics).join(' | ');
+          continue;
+        }
+        const back = await app.fastify.inject({ url });
+        expect(back.statusCode).toBe(200);
+        if (comparable(back.body) !== comparable(example.text)) changed.push(example.file);
+      }
+      expect(changed).toEqual([]);
+      const expected = Object.keys(SCHEMA_REFUSES).filter((file) => examples.some((e) => e.file === file));
+      expect(Object.keys(refused).sort()).toEqual(expected.sort());
+      for (const [file, diagnostics] of Object.entries(refused)) {
+        const reason = SCHEMA_REFUSES[file];
+        if (reason === 'fhirVersion 4.0.1 not in the schema enum') expect(diagnostics, file).toMatch(/fhirVersion/);
+        else expect(diagnostics, file).toMatch(/format of a FHIR string/);
+      }
+      // Nothing refused was stored.
+      for (const file of Object.keys(refused)) {
+        const example = examples.find((e) => e.file === file)!;
+        expect((await app.fastify.inject({ url: `/fhir/${example.resourceType}/${example.id}` })).statusCode).toBe(404);
+      }
+    });
+  });
+}
