@@ -312,10 +312,10 @@ export class EmbeddedChain {
     const finish = (): void => {
       if (!current) return;
       const block = current;
-      const fail = (message: string): never => {
-        throw new ChainIntegrityError(message, block.number, this.file);
+      const fail = (message: string, blockNumber = block.number): never => {
+        throw new ChainIntegrityError(message, blockNumber, this.file);
       };
-      if (block.number !== expected) fail(expected < block.number ? `block ${expected} is missing` : 'block out of order');
+      if (block.number !== expected) fail(`block ${expected} is missing`, expected);
       if (block.txs.length !== block.txCount) fail(`holds ${block.txs.length} transactions, its header says ${block.txCount}`);
       block.txs.forEach((tx, index) => {
         if (tx.index !== index) fail(`transaction index ${index} is missing`);
