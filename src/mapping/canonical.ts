@@ -8,11 +8,19 @@
  * written precision of a decimal is part of the data. Numbers that JavaScript prints back identically are
  * plain numbers after parseFhirJson; the others are LosslessNumbers carrying their written text.
  */
-import { isLosslessNumber, parseFhirJson, type FhirJsonValue } from './fhir-json.js';
+import { JsonSyntaxError, isLosslessNumber } from './fhir-json.js';
 
-/** Canonical text of a stored version's JSON text (as stored by the ResourceStore). */
+/**
+ * Canonical text of a stored version's JSON text (as stored by the ResourceStore).
+ * Equal to `canonicalize(parseFhirJson(text))`, computed in one pass over the text without building objects
+ * (this runs inside every write transaction). Throws JsonSyntaxError for text that is not JSON, or that has
+ * a duplicate member name (ambiguous: parsers disagree on which one counts).
+ */
 export function canonicalizeText(storedJson: string): string {
-  return canonicalize(parseFhirJson<FhirJsonValue>(storedJson));
+  const scanner = new CanonicalScanner(storedJson);
+  const out = scanner.value();
+  scanner.end();
+  return out;
 }
 
 /** Canonical text of a parsed FHIR JSON value (plain numbers and LosslessNumbers). */
@@ -74,4 +82,161 @@ function write(value: unknown, out: string[]): void {
     write(member, out);
   }
   out.push('}');
+}
+
+const NUMBER = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$/;
+
+/** A JSON reader that writes the canonical form as it goes (numbers verbatim, members sorted). */
+class CanonicalScanner {
+  private pos = 0;
+
+  constructor(private readonly text: string) {}
+
+  private fail(message: string): never {
+    throw new JsonSyntaxError(`${message} at position ${this.pos}`, this.pos);
+  }
+
+  private skipWhitespace(): void {
+    const text = this.text;
+    let c = text.charCodeAt(this.pos);
+    while (c === 32 || c === 10 || c === 13 || c === 9) c = text.charCodeAt(++this.pos);
+  }
+
+  end(): void {
+    this.skipWhitespace();
+    if (this.pos !== this.text.length) this.fail('Unexpected text after the JSON value');
+  }
+
+  value(): string {
+    this.skipWhitespace();
+    const c = this.text.charCodeAt(this.pos);
+    switch (c) {
+      case 123 /* { */:
+        return this.object();
+      case 91 /* [ */:
+        return this.array();
+      case 34 /* " */:
+        return this.string().canonical;
+      case 116 /* t */:
+        return this.literal('true');
+      case 102 /* f */:
+        return this.literal('false');
+      case 110 /* n */:
+        return this.literal('null');
+      default:
+        if (c === 45 || (c >= 48 && c <= 57)) return this.number();
+        return this.fail(Number.isNaN(c) ? 'Unexpected end of JSON' : 'Unexpected character');
+    }
+  }
+
+  private literal(word: string): string {
+    if (!this.text.startsWith(word, this.pos)) this.fail('Unexpected character');
+    this.pos += word.length;
+    return word;
+  }
+
+  private number(): string {
+    const text = this.text;
+    const start = this.pos;
+    let c = text.charCodeAt(this.pos);
+    while (c === 45 || c === 43 || c === 46 || c === 101 || c === 69 || (c >= 48 && c <= 57))
+      c = text.charCodeAt(++this.pos);
+    const literal = text.slice(start, this.pos);
+    if (!NUMBER.test(literal)) this.fail(`Invalid number ${literal}`);
+    return literal; // verbatim: FHIR decimal precision
+  }
+
+  /** A string token: its decoded value and its canonical (JSON.stringify) text. */
+  private string(): { value: string; canonical: string } {
+    const text = this.text;
+    const start = this.pos; // the opening quote
+    let plain = true;
+    let i = start + 1;
+    for (;;) {
+      const c = text.charCodeAt(i);
+      if (c === 34) break;
+      if (Number.isNaN(c)) {
+        this.pos = i;
+        this.fail('Unterminated string');
+      }
+      if (c === 92 /* \ */) {
+        plain = false;
+        i += 2;
+        continue;
+      }
+      // Control characters are invalid (JSON.parse reports them); surrogates may be lone: escape per JSON.stringify.
+      if (c < 32 || (c >= 0xd800 && c <= 0xdfff)) plain = false;
+      i++;
+    }
+    this.pos = i + 1;
+    const quoted = text.slice(start, this.pos);
+    if (plain) return { value: quoted.slice(1, -1), canonical: quoted };
+    let value: string;
+    try {
+      value = JSON.parse(quoted) as string;
+    } catch (err) {
+      this.pos = start;
+      return this.fail(err instanceof Error ? err.message : 'Invalid string');
+    }
+    return { value, canonical: JSON.stringify(value) };
+  }
+
+  private array(): string {
+    this.pos++;
+    this.skipWhitespace();
+    if (this.text.charCodeAt(this.pos) === 93 /* ] */) {
+      this.pos++;
+      return '[]';
+    }
+    let out = '[';
+    for (;;) {
+      out += this.value();
+      this.skipWhitespace();
+      const c = this.text.charCodeAt(this.pos++);
+      if (c === 93) return out + ']';
+      if (c !== 44 /* , */) {
+        this.pos--;
+        this.fail("Expected ',' or ']'");
+      }
+      out += ',';
+    }
+  }
+
+  private object(): string {
+    this.pos++;
+    this.skipWhitespace();
+    if (this.text.charCodeAt(this.pos) === 125 /* } */) {
+      this.pos++;
+      return '{}';
+    }
+    const members: { key: string; text: string }[] = [];
+    for (;;) {
+      this.skipWhitespace();
+      if (this.text.charCodeAt(this.pos) !== 34) this.fail('Expected a member name');
+      const name = this.string();
+      this.skipWhitespace();
+      if (this.text.charCodeAt(this.pos) !== 58 /* : */) this.fail("Expected ':'");
+      this.pos++;
+      members.push({ key: name.value, text: name.canonical + ':' + this.value() });
+      this.skipWhitespace();
+      const c = this.text.charCodeAt(this.pos++);
+      if (c === 125) break;
+      if (c !== 44) {
+        this.pos--;
+        this.fail("Expected ',' or '}'");
+      }
+    }
+    // UTF-16 code unit order (JS string comparison), as RFC 8785 requires.
+    members.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    let out = '{';
+    for (let i = 0; i < members.length; i++) {
+      if (i > 0) {
+        if (members[i].key === members[i - 1].key)
+          this.fail(`Duplicate member name ${JSON.stringify(members[i].key)}`);
+        out += ',';
+      }
+      out += members[i].text;
+    }
+    return out + '}';
+  }
 }

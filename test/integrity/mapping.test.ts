@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import {
   newSalt,
 } from '../../src/mapping/hashing.js';
 import { MerkleTree, leafNode, merkleRoot, proofSides, verifyProof } from '../../src/mapping/merkle.js';
-import { parseFhirJson, stringifyFhirJson } from '../../src/mapping/fhir-json.js';
+import { JsonSyntaxError, parseFhirJson, stringifyFhirJson } from '../../src/mapping/fhir-json.js';
 
 const sha256 = (...parts: Buffer[]) => {
   const h = createHash('sha256');
@@ -71,6 +72,67 @@ describe('canonical form (RFC 8785 with numbers kept as written)', () => {
   it('drops undefined members like JSON, and refuses non-finite numbers', () => {
     expect(canonicalize({ b: undefined, a: [undefined, 1] })).toBe('{"a":[null,1]}');
     expect(() => canonicalize({ a: Number.NaN })).toThrow(TypeError);
+  });
+});
+
+describe('one-pass canonicalizeText agrees with canonicalize(parseFhirJson(text))', () => {
+  const same = (text: string) => expect(canonicalizeText(text)).toBe(canonicalize(parseFhirJson(text)));
+
+  it('on every resource of 4 Synthea bundles and 150 R4 examples, compact and pretty-printed', () => {
+    const texts: string[] = [];
+    const synthea = path.join('..', 'shared', 'data', 'synthea-bundles');
+    for (const file of readdirSync(synthea).slice(0, 4)) {
+      const bundle = parseFhirJson<{ entry: { resource: unknown }[] }>(
+        readFileSync(path.join(synthea, file), 'utf8'),
+      );
+      for (const entry of bundle.entry) texts.push(stringifyFhirJson(entry.resource));
+    }
+    const examples = path.join('node_modules', 'hl7.fhir.r4.examples');
+    // Small ones: the folder also holds whole-spec Bundles of tens of MB.
+    const small = readdirSync(examples).filter(
+      (f) => f.endsWith('.json') && statSync(path.join(examples, f)).size < 100_000,
+    );
+    for (const file of small.slice(0, 150)) {
+      texts.push(readFileSync(path.join(examples, file), 'utf8'));
+    }
+    expect(texts.length).toBeGreaterThan(1000);
+    for (const text of texts) {
+      same(text);
+      same(stringifyFhirJson(parseFhirJson(text), 2));
+    }
+  });
+
+  it('on escapes, surrogates, literals, numbers and empty containers', () => {
+    for (const text of [
+      '{"a":"\\u00e9\\n\\t\\"","b":"\\ud83d\\ude00 😀","c":"\\ud800 lone","d":"\ud800"}',
+      '[1.50, 105.00, -0, -0.0, 1E3, 1e-7, 0, 123456789012345678901234567890, true, false, null, {}, [], ""]',
+      '{"\\u0041":1,"B":2,"a":{"z":[{"y":{}}]}}',
+      '  "just a string"  ',
+      '42',
+    ]) {
+      same(text);
+    }
+  });
+
+  it('refuses what is not JSON, and duplicate member names', () => {
+    for (const bad of [
+      '',
+      '{',
+      '{"a":1,}',
+      '[1,]',
+      '{"a" 1}',
+      '01',
+      '1.',
+      '.5',
+      '+1',
+      'tru',
+      '"\\x"',
+      '"a\nb"',
+      '{"a":1} x',
+      '{"a":1,"a":2}',
+    ]) {
+      expect(() => canonicalizeText(bad), bad).toThrow(JsonSyntaxError);
+    }
   });
 });
 
