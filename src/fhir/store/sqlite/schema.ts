@@ -56,9 +56,11 @@ export const MIGRATIONS: readonly Migration[] = [
         reference     TEXT,
         PRIMARY KEY (resource_type, id, ord)
       ) WITHOUT ROWID;
-      CREATE INDEX search_index_value ON search_index (resource_type, param, value);
-      CREATE INDEX search_index_reference ON search_index (resource_type, param, reference);
-      CREATE INDEX search_index_range ON search_index (resource_type, param, low, high);
+      -- Partial indexes: each row goes only into the index its type uses (about one per row instead of three),
+      -- which halves the pages a write touches. A query uses one when it constrains that column (=, <, >, LIKE ...).
+      CREATE INDEX search_index_value ON search_index (resource_type, param, value) WHERE value IS NOT NULL;
+      CREATE INDEX search_index_reference ON search_index (resource_type, param, reference) WHERE reference IS NOT NULL;
+      CREATE INDEX search_index_range ON search_index (resource_type, param, low, high) WHERE low IS NOT NULL;
 
       -- The integrity outbox and each version's anchor state (one row per anchored version, keyed by its seq).
       CREATE TABLE anchor (

@@ -42,6 +42,11 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
   /** Page cache size in KiB. */
   cacheSizeKiB?: number;
+  /**
+   * WAL pages after which a commit checkpoints them into the database file (SQLite's default is 1000). A write
+   * touches tens of pages (random-key index pages), so the default checkpoints (and fsyncs) every few dozen writes.
+   */
+  walCheckpointPages?: number;
 }
 
 type Statement = Database.Statement;
@@ -199,8 +204,11 @@ export class SqliteResourceStore implements ResourceStore {
     this.db.pragma(`synchronous = ${options.synchronous === 'FULL' ? 'FULL' : 'NORMAL'}`);
     this.db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`);
     this.db.pragma('foreign_keys = ON');
-    this.db.pragma(`cache_size = -${Math.max(2000, Math.floor(options.cacheSizeKiB ?? 32_768))}`);
+    this.db.pragma(`cache_size = -${Math.max(2000, Math.floor(options.cacheSizeKiB ?? 65_536))}`);
     this.db.pragma('temp_store = MEMORY');
+    this.db.pragma(`wal_autocheckpoint = ${Math.max(100, Math.floor(options.walCheckpointPages ?? 8192))}`);
+    // After a checkpoint, shrink a WAL that grew past this (bytes), so it does not keep its peak size.
+    this.db.pragma('journal_size_limit = 67108864');
     // Outside a transaction this is BEGIN IMMEDIATE; inside one (transaction(work)) it becomes a SAVEPOINT.
     this.writeTransaction = this.db.transaction((request: WriteRequest) => this.writeNow(request)).immediate;
   }

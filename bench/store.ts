@@ -1,0 +1,133 @@
+/**
+ * Store benchmark: writes, reads and history pages of the SQLite ResourceStore with real Synthea resources
+ * (their search index rows and a salted-hash anchor per version, as the service writes them).
+ * Index extraction is done before timing: this measures the store alone.
+ *
+ *   npx tsx bench/store.ts [bundles=10]
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { patientCompartments } from '../src/fhir/search/definitions.js';
+import { extractIndex } from '../src/fhir/search/index-entries.js';
+import type { PendingAnchor, StoredVersion, WriteRequest } from '../src/fhir/store/resource-store.js';
+import { SqliteResourceStore } from '../src/fhir/store/sqlite/sqlite-store.js';
+import { parseFhirJson, type FhirResource } from '../src/mapping/fhir-json.js';
+
+const bundles = Number(process.argv[2] ?? 10);
+const dataDir = join(process.cwd(), '../shared/data/synthea-bundles');
+
+function anchor(version: StoredVersion): PendingAnchor {
+  const salt = randomBytes(16).toString('hex');
+  return {
+    resourceType: version.resourceType,
+    id: version.id,
+    versionId: version.versionId,
+    salt,
+    leafHash: createHash('sha256')
+      .update(salt)
+      .update(version.json ?? '')
+      .digest('hex'),
+    ledgerKey: createHash('sha256')
+      .update(`${version.resourceType}/${version.id}/_history/${version.versionId}`)
+      .digest('hex'),
+  };
+}
+
+const requests: WriteRequest[] = [];
+for (const file of readdirSync(dataDir)
+  .filter((f) => f.endsWith('.json'))
+  .sort()
+  .slice(0, bundles)) {
+  const bundle = parseFhirJson<{ entry: { fullUrl: string; resource: FhirResource }[] }>(
+    readFileSync(join(dataDir, file), 'utf8'),
+  );
+  for (const entry of bundle.entry) {
+    const id = entry.fullUrl.replace('urn:uuid:', '');
+    const resource = { ...entry.resource, id };
+    requests.push({
+      resourceType: resource.resourceType,
+      id,
+      method: 'POST',
+      resource,
+      index: extractIndex(resource),
+      patients: patientCompartments(resource),
+      custodian: 'Organization/bench',
+      anchor,
+    });
+  }
+}
+const indexRows = requests.reduce((n, r) => n + (r.index?.length ?? 0), 0);
+
+interface Row {
+  store: string;
+  operation: string;
+  count: number;
+  seconds: number;
+}
+const rows: Row[] = [];
+
+async function time(store: string, operation: string, count: number, fn: () => Promise<void>): Promise<void> {
+  const start = process.hrtime.bigint();
+  await fn();
+  rows.push({ store, operation, count, seconds: Number(process.hrtime.bigint() - start) / 1e9 });
+}
+
+async function run(label: string, file: string, synchronous: 'NORMAL' | 'FULL' = 'NORMAL'): Promise<void> {
+  const store = new SqliteResourceStore({ file, synchronous });
+  await store.init();
+  await time(label, 'create (1 write = 1 transaction)', requests.length, async () => {
+    for (const r of requests) await store.write(r);
+  });
+  await time(label, 'update (PUT, replaces index rows)', requests.length, async () => {
+    for (const r of requests) await store.write({ ...r, method: 'PUT' });
+  });
+  await time(label, 'create, 100 per transaction', requests.length, async () => {
+    for (let i = 0; i < requests.length; i += 100) {
+      await store.transaction(async (tx) => {
+        for (const r of requests.slice(i, i + 100)) await tx.write({ ...r, id: `${r.id}-t` });
+      });
+    }
+  });
+  await time(label, 'read', requests.length, async () => {
+    for (const r of requests) await store.read(r.resourceType, r.id);
+  });
+  await time(label, 'vread', requests.length, async () => {
+    for (const r of requests) await store.vread(r.resourceType, r.id, 1);
+  });
+  const pages = 200;
+  await time(label, 'history type Observation, page of 50', pages, async () => {
+    let cursor: string | undefined;
+    for (let i = 0; i < pages; i++) {
+      const page = await store.history({ resourceType: 'Observation', count: 50, cursor });
+      cursor = page.next;
+    }
+  });
+  let n = 0;
+  await time(label, 'allVersions', 3 * requests.length, async () => {
+    for await (const _ of store.allVersions()) n++;
+  });
+  if (n !== 3 * requests.length) throw new Error(`allVersions gave ${n}`);
+  await store.close();
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'hie-bench-store-'));
+try {
+  await run(':memory:', ':memory:');
+  await run('file, sync NORMAL', join(dir, 'normal.sqlite'));
+  await run('file, sync FULL', join(dir, 'full.sqlite'), 'FULL');
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+console.log(
+  `${requests.length} Synthea resources from ${bundles} bundles, ${(indexRows / requests.length).toFixed(1)} index rows each, one anchor per version`,
+);
+console.log('| store | operation | count | seconds | per second |');
+console.log('|---|---|---:|---:|---:|');
+for (const r of rows) {
+  console.log(
+    `| ${r.store} | ${r.operation} | ${r.count} | ${r.seconds.toFixed(2)} | ${Math.round(r.count / r.seconds)} |`,
+  );
+}
