@@ -57,6 +57,7 @@ const model = r4Model as unknown as Model;
 
 type Step =
   | { kind: 'field'; keys: string[] }
+  | { kind: 'index'; index: number }
   | { kind: 'refType'; resourceType: string }
   | { kind: 'eq'; field: string; literal: string };
 
@@ -119,6 +120,11 @@ function compileSimplePart(part: string, resourceType: string): Step[] | undefin
         const type = model.path2Type[nextPath];
         path = type && type !== 'BackboneElement' && type !== 'Element' ? type : nextPath;
       }
+    } else if ((m = /^([a-z]\w*)\[(\d+)\]$/.exec(segment)) && !model.choiceTypePaths[`${path}.${m[1]}`]) {
+      // `Bundle.entry[0].resource`
+      steps.push({ kind: 'field', keys: [m[1]] }, { kind: 'index', index: Number(m[2]) });
+      const type = model.path2Type[`${path}.${m[1]}`];
+      path = type && type !== 'BackboneElement' && type !== 'Element' ? type : `${path}.${m[1]}`;
     } else if ((m = /^as\(([A-Za-z]\w*)\)$/.exec(segment))) {
       return undefined; // `as` on a non-choice element: leave it to fhirpath
     } else if ((m = /^where\(resolve\(\) is ([A-Z]\w*)\)$/.exec(segment))) {
@@ -147,6 +153,11 @@ function referencesType(root: FhirResource, value: unknown, resourceType: string
 function runSteps(root: FhirResource, steps: Step[], out: unknown[]): void {
   let nodes: unknown[] = [root];
   for (const step of steps) {
+    if (step.kind === 'index') {
+      nodes = step.index < nodes.length ? [nodes[step.index]] : [];
+      if (nodes.length === 0) return;
+      continue;
+    }
     const next: unknown[] = [];
     for (const node of nodes) {
       if (node === null || typeof node !== 'object') continue;

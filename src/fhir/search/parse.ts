@@ -418,6 +418,9 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
     for (const value of query[name]) {
       parameterCount++;
       if (value.length > LIMITS.maxValueLength) throw badRequest(`A value of parameter '${truncate(name)}' is longer than ${LIMITS.maxValueLength} characters`);
+      let commas = 0;
+      for (let i = value.indexOf(','); i >= 0; i = value.indexOf(',', i + 1)) commas++;
+      if (commas >= LIMITS.maxOrValues) throw badRequest(`More than ${LIMITS.maxOrValues} OR values in parameter '${truncate(name)}'`);
     }
   }
   if (parameterCount > LIMITS.maxParameters) throw badRequest(`Too many search parameters (${parameterCount}; at most ${LIMITS.maxParameters})`);
