@@ -1,0 +1,204 @@
+/**
+ * The access policy of an authenticated caller: scopes and role rules (authorize), visibility (canRead: custodian
+ * rule, patient compartments, consent grants from the ledger cache), writes (canWrite), and the audit of every
+ * decision. One instance per request (src/fhir/http/auth-routes.ts builds it), so every path that reaches the
+ * store through a FhirContext goes through it.
+ *
+ * Rules (docs/access.md):
+ * - Resources outside every patient compartment (Practitioner, Organization, conformance...) are readable by
+ *   every authenticated participant and written by systems and admins.
+ * - Patient-compartment resources: the custodian organisation (its system, clinicians, labs) reads and writes
+ *   what it holds; a patient reads their whole compartment; others read only under a live grant of every patient
+ *   the resource belongs to. Admins read clinical data only with a recorded reason (X-Access-Reason header).
+ * - Whatever a caller may not see is absent (404), for writes too.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { AccessPolicy, Caller } from './policy.js';
+import { LAB_WRITABLE_TYPES, ScopeSet, type Permission } from './scopes.js';
+import type { StoredVersion } from '../fhir/store/resource-store.js';
+import { forbidden, notFound } from '../fhir/outcome.js';
+import type { AuditRecorder } from './audit.js';
+
+/** The consent decisions the policy needs (src/ledger/consent.ts ConsentService implements it). */
+export interface ConsentDecisions {
+  allows(patient: string, grantees: readonly string[], resourceType: string): boolean;
+}
+
+export interface AccessControlOptions {
+  /** Resource types of the patient compartment (CompartmentDefinition/patient, plus Patient). */
+  compartmentTypes: ReadonlySet<string>;
+  /** Grants; absent when no ledger is configured (then nothing is granted: custodian and patient rules only). */
+  consent?: ConsentDecisions;
+  audit?: AuditRecorder;
+}
+
+/** The policy of the request being served, for code below the interactions (the Consent ledger hook). */
+export const currentAccess = new AsyncLocalStorage<AccessPolicy>();
+
+const PERMISSION: Record<string, Permission | undefined> = {
+  read: 'r',
+  vread: 'r',
+  'history-instance': 'r',
+  'history-type': 'r',
+  'history-system': 'r',
+  'search-type': 's',
+  'search-system': 's',
+  create: 'c',
+  update: 'u',
+  patch: 'u',
+  delete: 'd',
+};
+const SYSTEM_LEVEL = new Set(['history-system', 'search-system']);
+const LAB_WRITABLE = new Set<string>(LAB_WRITABLE_TYPES);
+
+export interface RequestFacts {
+  /** A recorded reason for access (X-Access-Reason), required for admins' clinical reads and Consent writes. */
+  reason?: string;
+}
+
+export class AccessControl {
+  constructor(readonly options: AccessControlOptions) {}
+
+  policyFor(caller: Caller, facts: RequestFacts = {}): CallerAccessPolicy {
+    return new CallerAccessPolicy(caller, this.options, facts);
+  }
+}
+
+export class CallerAccessPolicy implements AccessPolicy {
+  private readonly scopes: ScopeSet;
+  private readonly grantees: string[];
+  /** The last interaction authorised: tells update-as-create from create in canWrite. */
+  interaction?: string;
+  /** What this request touched, for one audit record per request. */
+  readonly touched = new Map<string, { allowed: number; refused: number; types: Set<string> }>();
+  readonly refusals: { interaction: string; resourceType?: string; id?: string }[] = [];
+
+  constructor(
+    readonly caller: Caller,
+    private readonly options: AccessControlOptions,
+    readonly facts: RequestFacts = {},
+  ) {
+    this.scopes = new ScopeSet(caller.scopes);
+    const grantees: string[] = [];
+    if (caller.role === 'clinician' || caller.role === 'lab' || caller.role === 'system') {
+      if (caller.fhirUser && caller.fhirUser !== caller.organization) grantees.push(caller.fhirUser);
+      if (caller.organization) grantees.push(caller.organization);
+    }
+    this.grantees = grantees;
+  }
+
+  private get isAdminWithReason(): boolean {
+    return this.caller.role === 'admin' && (this.facts.reason ?? '').trim() !== '';
+  }
+
+  authorize(interaction: string, resourceType?: string): void {
+    this.interaction = interaction;
+    const permission = PERMISSION[interaction];
+    if (permission === undefined) return; // batch, transaction, capabilities, operations: their parts are checked
+    const allowed = resourceType && !SYSTEM_LEVEL.has(interaction) ? this.scopes.allows(resourceType, permission) : this.scopes.allowsAny(permission);
+    if (!allowed) {
+      this.refusals.push({ interaction, resourceType });
+      throw forbidden(`The granted scopes (${this.caller.scopes.join(' ')}) do not allow ${interaction}${resourceType ? ` on ${resourceType}` : ''}`);
+    }
+    if (
+      this.caller.role === 'admin' &&
+      (permission === 'r' || permission === 's') &&
+      resourceType &&
+      this.options.compartmentTypes.has(resourceType) &&
+      !this.isAdminWithReason
+    ) {
+      this.refusals.push({ interaction, resourceType });
+      throw forbidden('Admins read clinical data only with a recorded reason (send X-Access-Reason)');
+    }
+  }
+
+  canRead(version: StoredVersion): boolean {
+    const allowed = this.decide(version);
+    const patients = version.patients;
+    if (patients && patients.length > 0) {
+      for (const patient of patients) {
+        let entry = this.touched.get(patient);
+        if (!entry) this.touched.set(patient, (entry = { allowed: 0, refused: 0, types: new Set() }));
+        if (allowed) entry.allowed++;
+        else entry.refused++;
+        entry.types.add(version.resourceType);
+      }
+    }
+    return allowed;
+  }
+
+  private decide(version: StoredVersion): boolean {
+    const caller = this.caller;
+    if (caller.role === 'open') return true;
+    const patients = version.patients ?? [];
+    const inCompartment = patients.length > 0 || this.options.compartmentTypes.has(version.resourceType);
+    if (!inCompartment) return true;
+    if (caller.role === 'admin') {
+      if (!this.isAdminWithReason) return false;
+      return caller.organization === undefined || version.custodian === caller.organization;
+    }
+    if (caller.role === 'patient') {
+      return patients.length > 0 && caller.fhirUser !== undefined && patients.every((p) => p === caller.fhirUser);
+    }
+    if (caller.organization !== undefined && version.custodian === caller.organization) return true;
+    if (patients.length === 0) return false;
+    const consent = this.options.consent;
+    if (!consent || this.grantees.length === 0) return false;
+    // Every patient the resource belongs to must have opened it (fail closed for shared resources).
+    for (const patient of patients) if (!consent.allows(patient, this.grantees, version.resourceType)) return false;
+    return true;
+  }
+
+  canWrite(resourceType: string, existing: StoredVersion | undefined, patients: string[]): boolean {
+    const caller = this.caller;
+    if (caller.role === 'open') return true;
+    const present = existing !== undefined && !existing.deleted;
+    // Writes to what the caller may not see answer as if it did not exist.
+    if (existing && !this.decide(existing)) throw notFound(`${resourceType}/${existing.id} is not known`);
+    if (!present && this.interaction === 'update' && caller.role !== 'system' && caller.role !== 'admin') {
+      throw notFound(`${resourceType} with this id is not known; creating with a chosen id (update-as-create) is for systems and admins`);
+    }
+    const inCompartment = patients.length > 0 || this.options.compartmentTypes.has(resourceType);
+    if (!inCompartment) return caller.role === 'system' || caller.role === 'admin';
+
+    if (resourceType === 'Consent') return this.canWriteConsent(patients);
+    const ownRecord = !existing || existing.custodian === caller.organization;
+    switch (caller.role) {
+      case 'system':
+        return ownRecord;
+      case 'clinician':
+        return resourceType !== 'Patient' && ownRecord;
+      case 'lab':
+        return LAB_WRITABLE.has(resourceType) && ownRecord;
+      default:
+        return false;
+    }
+  }
+
+  /** The patient; an admin with a recorded reason; a system of the home organisation recording a consent given in person. */
+  private canWriteConsent(patients: string[]): boolean {
+    const caller = this.caller;
+    if (patients.length !== 1) return false;
+    if (caller.role === 'patient') return caller.fhirUser === patients[0];
+    if (caller.role === 'admin') return this.isAdminWithReason;
+    // The chaincode refuses grants from any service but the patient's home.
+    return caller.role === 'system';
+  }
+
+  /** Interactions report what they decided (search totals, write refusals); kept for the request's audit record. */
+  audit(event: { interaction: string; resourceType?: string; id?: string; allowed: boolean; patients?: string[] }): void {
+    if (!event.allowed) this.refusals.push({ interaction: event.interaction, resourceType: event.resourceType, id: event.id });
+    for (const patient of event.patients ?? []) {
+      let entry = this.touched.get(patient);
+      if (!entry) this.touched.set(patient, (entry = { allowed: 0, refused: 0, types: new Set() }));
+      if (event.allowed) entry.allowed++;
+      else entry.refused++;
+      if (event.resourceType) entry.types.add(event.resourceType);
+    }
+  }
+
+  /** Was a Consent written by this caller given in person (a system recording it at the desk)? */
+  get consentInPerson(): boolean {
+    return this.caller.role === 'system';
+  }
+}

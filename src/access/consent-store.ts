@@ -1,0 +1,127 @@
+/**
+ * Keeps the ledger's grants in step with the patient-privacy Consents written through the FHIR API: a store
+ * decorator, so every write path (create, update, patch, delete, transaction entries) goes through it.
+ *
+ * Order (fail closed): the Consent is mapped first (422 for what cannot be enforced, nothing stored), the patient's
+ * home is checked/registered on the ledger, the grants it removes or changes are refused at once, then the version
+ * is stored, then its revocations and grants are submitted (grants in force once committed). In a transaction the
+ * ledger work waits until the transaction has committed; a rollback lifts the refusals it made.
+ */
+import type { ConsentService, PreparedConsent } from '../ledger/consent.js';
+import { consentToGrants, isPrivacyConsent, type ConsentGrants } from '../mapping/consent.js';
+import { forbidden, serviceUnavailable } from '../fhir/outcome.js';
+import type { ResourceStore, StoredVersion, WriteRequest } from '../fhir/store/resource-store.js';
+import { currentAccess } from './access-policy.js';
+
+export interface ConsentStoreOptions {
+  consent: ConsentService;
+  log?: { error(obj: object | string, msg?: string): void };
+}
+
+/** Wraps a store so that Consent writes drive the ledger's grants. Other writes and all reads pass through. */
+export function withConsentLedger(store: ResourceStore, options: ConsentStoreOptions): ResourceStore {
+  return new ConsentLedgerStore(store, options, undefined);
+}
+
+class ConsentLedgerStore implements ResourceStore {
+  constructor(
+    private readonly inner: ResourceStore,
+    private readonly options: ConsentStoreOptions,
+    /** Inside a transaction: ledger work deferred until it commits. */
+    private readonly deferred: PreparedConsent[] | undefined,
+  ) {}
+
+  init(): Promise<void> {
+    return this.inner.init();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+  read(resourceType: string, id: string) {
+    return this.inner.read(resourceType, id);
+  }
+  vread(resourceType: string, id: string, versionId: number) {
+    return this.inner.vread(resourceType, id, versionId);
+  }
+  history(query: Parameters<ResourceStore['history']>[0]) {
+    return this.inner.history(query);
+  }
+  get search(): ResourceStore['search'] {
+    return this.inner.search?.bind(this.inner);
+  }
+  pendingAnchors(limit: number) {
+    return this.inner.pendingAnchors(limit);
+  }
+  markAnchored(...args: Parameters<ResourceStore['markAnchored']>) {
+    return this.inner.markAnchored(...args);
+  }
+  anchorState(key: Parameters<ResourceStore['anchorState']>[0]) {
+    return this.inner.anchorState(key);
+  }
+  allVersions() {
+    return this.inner.allVersions();
+  }
+  eraseSalts(resourceType: string, id: string) {
+    return this.inner.eraseSalts(resourceType, id);
+  }
+
+  async transaction<T>(work: (store: ResourceStore) => Promise<T>): Promise<T> {
+    if (this.deferred) return work(this); // nested: the outer transaction commits
+    const deferred: PreparedConsent[] = [];
+    let result: T;
+    try {
+      result = await this.inner.transaction((tx) => work(new ConsentLedgerStore(tx, this.options, deferred)));
+    } catch (err) {
+      for (const prepared of deferred) prepared.rollback();
+      throw err;
+    }
+    for (const prepared of deferred) await this.commitToLedger(prepared);
+    return result;
+  }
+
+  private async commitToLedger(prepared: PreparedConsent): Promise<void> {
+    try {
+      await prepared.commit();
+    } catch (err) {
+      this.options.log?.error({ err: (err as Error).message }, 'consent stored but its grants did not reach the ledger');
+      throw serviceUnavailable(
+        'The Consent was stored, but the ledger did not accept its grants: they are not in force. Send the Consent again to retry.',
+        undefined,
+        { cause: err },
+      );
+    }
+  }
+
+  async write(request: WriteRequest): Promise<StoredVersion> {
+    if (request.resourceType !== 'Consent') return this.inner.write(request);
+    const { consent } = this.options;
+    let target: ConsentGrants | undefined;
+    if (request.resource && isPrivacyConsent(request.resource)) {
+      target = consentToGrants(request.resource); // 422 before anything is stored
+      if (target.grants.length > 0) {
+        try {
+          await consent.registerPatient(target.patient);
+        } catch (err) {
+          if (/another organisation/.test((err as Error).message)) {
+            throw forbidden(`${target.patient} belongs to another organisation's service: only it may record grants`);
+          }
+          throw serviceUnavailable('The ledger is not reachable: grants cannot be recorded now', undefined, { cause: err });
+        }
+      }
+    }
+    const policy = currentAccess.getStore();
+    const caller = policy?.caller;
+    const actor = { pseudonym: caller?.participant ?? 'hie-ledger-service', inPerson: caller?.role === 'system' };
+    const prepared = consent.prepareConsent(`Consent/${request.id}`, target, actor);
+    let version: StoredVersion;
+    try {
+      version = await this.inner.write(request);
+    } catch (err) {
+      prepared.rollback();
+      throw err;
+    }
+    if (this.deferred) this.deferred.push(prepared);
+    else await this.commitToLedger(prepared);
+    return version;
+  }
+}

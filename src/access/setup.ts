@@ -1,0 +1,213 @@
+/**
+ * Wires access control into the app (src/app.ts calls it): participants and their CA, the token service (its HMAC
+ * key in DATA/secrets/), the consent service on the ledger, the per-request access policy, the audit, the auth
+ * routes and hooks, and the `$access-log` operation (who accessed a patient's data).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { EmbeddedIdentityProvider } from './identity-provider.js';
+import { ParticipantDirectory } from './participants.js';
+import { TokenService } from './tokens.js';
+import { AccessControl, CallerAccessPolicy, currentAccess } from './access-policy.js';
+import { AuditRecorder } from './audit.js';
+import { withConsentLedger } from './consent-store.js';
+import type { AccessPolicy, Caller } from './policy.js';
+import { OpenAccess } from './policy.js';
+import { ConsentService } from '../ledger/consent.js';
+import type { Ledger } from '../ledger/ledger.js';
+import type { FhirResource } from '../mapping/fhir-json.js';
+import type { IndexEntry, ResourceStore } from '../fhir/store/resource-store.js';
+import type { FhirRegistry } from '../fhir/interactions/registry.js';
+import type { InteractionHandler } from '../fhir/interactions/types.js';
+import { forbidden, notFound, unauthorized } from '../fhir/outcome.js';
+import { registerAuth } from '../fhir/http/auth-routes.js';
+import { searchDefinitions } from '../fhir/search/definitions.js';
+
+export type AuthMode = 'smart' | 'dev-open';
+export const DEFAULT_MSP_ID = 'Org1MSP';
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
+
+export interface AccessSetupOptions {
+  dataDir: string;
+  mode: AuthMode;
+  /** The interface the server listens on: dev-open refuses anything but loopback. */
+  host: string;
+  mspId?: string;
+  /** Public base URL of the FHIR endpoint (config.baseUrl), e.g. https://hie.example.org/fhir. */
+  fhirBaseUrl?: string;
+  fhirPrefix: string;
+  store: ResourceStore;
+  ledger?: Ledger;
+  indexEntries?: (resource: FhirResource) => IndexEntry[];
+  log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
+}
+
+export interface AccessSetup {
+  /** The store every FhirContext must use (Consent writes drive the ledger's grants). */
+  store: ResourceStore;
+  participants: ParticipantDirectory;
+  tokens: TokenService;
+  consent?: ConsentService;
+  control: AccessControl;
+  audit: AuditRecorder;
+  /** Adds the token endpoint, the SMART configuration and the authentication and audit hooks. */
+  install(fastify: FastifyInstance): void;
+  /** registerFhirRoutes' accessFor: the request's policy, also made current for the Consent ledger hook. */
+  accessFor(request: FastifyRequest): AccessPolicy;
+  /** Registers `$access-log` (Patient instance level). */
+  registerOperations(registry: FhirRegistry): void;
+  close(): Promise<void>;
+}
+
+/** The token HMAC key: 32 random bytes in DATA/secrets/access-token.key (0600), created at first start. */
+export function accessTokenSecret(dataDir: string): Buffer {
+  const dir = join(dataDir, 'secrets');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, 'access-token.key');
+  try {
+    writeFileSync(file, randomBytes(32).toString('hex'), { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return Buffer.from(readFileSync(file, 'utf8').trim(), 'hex');
+}
+
+/** Nothing but the capability statement: the policy of requests the auth hook let through unauthenticated. */
+class PublicOnlyAccess implements AccessPolicy {
+  readonly caller: Caller = { participant: 'anonymous', role: 'open', scopes: [] };
+  authorize(interaction: string): void {
+    if (interaction !== 'capabilities') throw unauthorized('authentication required', undefined, { headers: { 'WWW-Authenticate': 'Bearer realm="hie-ledger"' } });
+  }
+  canRead(): boolean {
+    return false;
+  }
+  canWrite(): boolean {
+    return false;
+  }
+}
+
+export function patientCompartmentTypes(): Set<string> {
+  return new Set(['Patient', ...searchDefinitions().patientCompartment.keys()]);
+}
+
+export async function setupAccess(options: AccessSetupOptions): Promise<AccessSetup> {
+  if (options.mode === 'dev-open' && !LOOPBACK_HOSTS.has(options.host)) {
+    throw new Error(`the development mode (auth dev-open) only runs on a loopback address, not ${options.host}`);
+  }
+  const mspId = options.mspId ?? DEFAULT_MSP_ID;
+  const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), { mspId });
+  const participants = ParticipantDirectory.open(options.dataDir, identity);
+  const tokens = new TokenService({ directory: participants, secret: accessTokenSecret(options.dataDir) });
+  const consent = options.ledger
+    ? await ConsentService.open({
+        ledger: options.ledger,
+        pseudonyms: participants,
+        checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
+        log: options.log,
+      })
+    : undefined;
+  const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
+  const control = new AccessControl({ compartmentTypes: patientCompartmentTypes(), consent });
+  const audit = new AuditRecorder({
+    store: options.store,
+    indexEntries: options.indexEntries,
+    recordAccess: consent ? (record) => consent.recordAccess(record) : undefined,
+    log: options.log,
+  });
+  const publicOnly = new PublicOnlyAccess();
+  const prefix = options.fhirPrefix;
+  const publicBaseUrl = options.fhirBaseUrl?.endsWith(prefix) ? options.fhirBaseUrl.slice(0, -prefix.length) : options.fhirBaseUrl;
+
+  const policyFor = (caller: Caller, request: FastifyRequest): AccessPolicy => {
+    const reason = request.headers['x-access-reason'];
+    return control.policyFor(caller, { reason: typeof reason === 'string' ? reason.slice(0, 500) : undefined });
+  };
+
+  const accessLog: InteractionHandler = async (request, context) => {
+    const patient = `Patient/${request.id}`;
+    const policy = context.access;
+    policy.authorize('read', 'Patient');
+    const current = await context.store.read('Patient', request.id!);
+    if (!current || current.deleted || !policy.canRead(current)) throw notFound(`${patient} is not known`);
+    const caller = policy.caller;
+    const isPatient = caller.role === 'patient' && caller.fhirUser === patient;
+    if (!isPatient && caller.role !== 'admin' && caller.role !== 'system' && caller.role !== 'open') {
+      throw forbidden('Only the patient, their home service and admins may see who accessed their data');
+    }
+    const records = consent ? await consent.listAccess(patient) : [];
+    const parameter = records.map((record) => {
+      const who = participants.byPseudonym(record.accessor);
+      const part: Record<string, unknown>[] = [
+        { name: 'accessor', valueString: record.accessor },
+        { name: 'interaction', valueCode: record.interaction },
+        { name: 'outcome', valueCode: record.outcome },
+        { name: 'at', valueInstant: record.at },
+        { name: 'transaction', valueString: record.txId },
+      ];
+      if (record.resourceType) part.push({ name: 'resourceType', valueCode: record.resourceType });
+      if (who) {
+        part.push({ name: 'role', valueCode: who.role });
+        if (who.resource) part.push({ name: 'who', valueReference: { reference: who.resource } });
+        if (who.organization) part.push({ name: 'organization', valueReference: { reference: who.organization } });
+      }
+      return { name: 'access', part };
+    });
+    return { status: 200, body: { resourceType: 'Parameters', parameter } as unknown as FhirResource };
+  };
+
+  return {
+    store,
+    participants,
+    tokens,
+    consent,
+    control,
+    audit,
+    install(fastify) {
+      registerAuth(fastify, {
+        tokens,
+        policyFor,
+        fhirPrefix: prefix,
+        publicBaseUrl,
+        devOpenLoopback: options.mode === 'dev-open',
+      });
+      fastify.addHook('onResponse', async (request, reply) => {
+        const policy = request.hieAccess;
+        if (!(policy instanceof CallerAccessPolicy)) return;
+        const url = request.url;
+        const q = url.indexOf('?');
+        audit.record({
+          caller: policy.caller,
+          interaction: policy.interaction ?? request.method.toLowerCase(),
+          method: request.method,
+          path: (q < 0 ? url : url.slice(0, q)).slice(prefix.length) || '/',
+          status: reply.statusCode,
+          touched: policy.touched,
+          refused: policy.refusals.length > 0,
+          at: new Date().toISOString(),
+        });
+      });
+    },
+    accessFor(request) {
+      const policy = request.hieAccess ?? (options.mode === 'dev-open' ? new OpenAccess() : publicOnly);
+      currentAccess.enterWith(policy);
+      return policy;
+    },
+    registerOperations(registry) {
+      registry.registerOperation({
+        name: 'access-log',
+        levels: ['instance'],
+        resourceTypes: ['Patient'],
+        methods: ['GET'],
+        documentation: 'Who accessed this patient\'s data: the access records on the ledger (participant role, resource, interaction, outcome, time).',
+        handler: accessLog,
+      });
+    },
+    async close() {
+      await audit.close();
+      await consent?.close();
+      participants.close();
+    },
+  };
+}
