@@ -191,7 +191,7 @@ class QueryParser {
    */
   filter(types: string[], name: string, rawValue: string, depth: number): Filter | undefined {
     if (depth > LIMITS.maxChainDepth) throw badRequest(`Chains deeper than ${LIMITS.maxChainDepth} are not supported: '${truncate(name)}'`);
-    if (name.startsWith('_has:')) return this.hasFilter(types, name, rawValue, depth);
+    if (name === '_has' || name.startsWith('_has:')) return this.hasFilter(types, name, rawValue, depth);
     const dot = name.indexOf('.');
     const head = dot >= 0 ? name.slice(0, dot) : name;
     const [code, modifier, ...extra] = head.split(':');
