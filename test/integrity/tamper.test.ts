@@ -121,7 +121,7 @@ describe('tampering with the store file', () => {
       'MISSING Observation/t7/_history/1',
     ]);
     expect(result.out).toMatch(
-      /MISSING  Observation\/t7\/_history\/1  \(anchored in batch [0-9a-f]{64}; no longer in the store\)/,
+      /MISSING {2}Observation\/t7\/_history\/1 {2}\(anchored in batch [0-9a-f]{64}; no longer in the store\)/,
     );
   });
 });
