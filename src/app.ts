@@ -9,6 +9,7 @@ import type { Config } from './config.js';
 import { SqliteResourceStore } from './fhir/store/sqlite/sqlite-store.js';
 import type { ResourceStore } from './fhir/store/resource-store.js';
 import type { Ledger } from './ledger/ledger.js';
+import { openConfiguredLedger } from './ledger/open-ledger.js';
 import type { ResourceValidator } from './fhir/validation/validator.js';
 import { createSchemaValidator } from './fhir/validation/schema.js';
 import { FhirRegistry } from './fhir/interactions/registry.js';
@@ -19,6 +20,7 @@ import { extractIndex } from './fhir/search/index-entries.js';
 import { patientCompartments } from './fhir/search/definitions.js';
 import { createHttpServer } from './fhir/http/server.js';
 import { registerFhirRoutes } from './fhir/http/fhir-routes.js';
+import { setupAccess } from './access/setup.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -38,6 +40,8 @@ export interface AppOverrides {
   validator?: ResourceValidator;
   /** Where logs go (tests); stdout when absent. */
   logStream?: NodeJS.WritableStream;
+  /** Use this ledger instead of the one the configuration names (tests). */
+  ledger?: Ledger;
 }
 
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
@@ -55,11 +59,30 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     registerBundles(registry);
 
     const fastify = createHttpServer({ logLevel: config.logLevel, bodyLimit: config.bodyLimit, logStream: overrides.logStream });
+    // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
+    const ledger = overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' })));
+    if (!overrides.ledger) closers.push(() => ledger.close());
+    // Authentication, the caller's access policy on every FhirContext, consent grants and the audit (docs/access.md).
+    const access = await setupAccess({
+      dataDir: config.dataDir,
+      mode: config.auth ?? 'smart',
+      host: config.host,
+      fhirBaseUrl: config.baseUrl,
+      fhirPrefix: FHIR_PREFIX,
+      store,
+      ledger,
+      indexEntries: extractIndex,
+      log: fastify.log.child({ component: 'access' }),
+    });
+    closers.push(() => access.close());
+    access.registerOperations(registry);
+    access.install(fastify);
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
       registry,
       publicBaseUrl: config.baseUrl,
-      context: { store, validator, indexEntries: extractIndex, patientsOf: patientCompartments },
+      accessFor: access.accessFor,
+      context: { store: access.store, validator, indexEntries: extractIndex, patientsOf: patientCompartments },
     });
     await fastify.ready();
 
@@ -69,7 +92,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         await fastify.close();
         for (const closer of closers.reverse()) await closer();
       })());
-    return { fastify, store, registry, validator, close };
+    return { fastify, store, registry, validator, ledger, close };
   } catch (err) {
     for (const closer of closers.reverse()) await closer().catch(() => undefined);
     throw err;

@@ -20,6 +20,12 @@ export interface Config {
   bodyLimit: number;
   /** Public base URL of the FHIR endpoint, e.g. https://hie.example.org/fhir; derived from Host when absent. */
   baseUrl?: string;
+  /** Which ledger adapter: the embedded chain (default) or a Fabric network (docs/fabric.md). */
+  ledger: 'embedded' | 'fabric';
+  /** The Fabric connection file (JSON) for `ledger: fabric`. */
+  fabricConfig?: string;
+  /** Authentication: SMART Backend Services tokens (default), or dev-open (no auth, loopback only; docs/access.md). */
+  auth: 'smart' | 'dev-open';
 }
 
 export class ConfigError extends Error {
@@ -118,6 +124,38 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     description: 'public base URL of the FHIR endpoint (default: from the Host header + /fhir)',
     parse: parseBaseUrl,
   },
+  {
+    key: 'ledger',
+    flag: '--ledger <kind>',
+    env: 'HIE_LEDGER',
+    default: 'embedded',
+    description: 'ledger adapter: embedded (in-process chain) or fabric (needs --fabric-config)',
+    parse: (text, source) => {
+      if (text !== 'embedded' && text !== 'fabric') throw new ConfigError(`${source}: '${text}' is not one of embedded, fabric`);
+      return text;
+    },
+  },
+  {
+    key: 'fabricConfig',
+    flag: '--fabric-config <file>',
+    env: 'HIE_FABRIC_CONFIG',
+    description: 'Fabric connection file (JSON: peer, TLS root, MSP id, channel, chaincode, identity; docs/fabric.md)',
+    parse: (text, source) => {
+      if (text.trim() === '') throw new ConfigError(`${source}: the Fabric configuration path may not be empty`);
+      return resolve(text);
+    },
+  },
+  {
+    key: 'auth',
+    flag: '--auth <mode>',
+    env: 'HIE_AUTH',
+    default: 'smart',
+    description: 'authentication: smart (SMART Backend Services tokens) or dev-open (NO authentication, loopback only, development)',
+    parse: (text, source) => {
+      if (text !== 'smart' && text !== 'dev-open') throw new ConfigError(`${source}: '${text}' is not one of smart, dev-open`);
+      return text;
+    },
+  },
 ] as OptionSpec<keyof Config>[];
 
 /** Commander's camelCase name of a flag: `--data-dir <path>` -> `dataDir`. */
@@ -140,6 +178,9 @@ export function loadConfig(flags: Record<string, unknown> = {}, env: NodeJS.Proc
           ? [env[option.env]!, option.env]
           : [option.default, 'default'];
     if (text !== undefined) config[option.key] = option.parse(text, source);
+  }
+  if (config.ledger === 'fabric' && config.fabricConfig === undefined) {
+    throw new ConfigError('--ledger fabric needs --fabric-config FILE (or HIE_FABRIC_CONFIG)');
   }
   return config as Config;
 }

@@ -1,0 +1,97 @@
+/**
+ * `hie-ledger serve --ledger fabric --fabric-config FILE`: configuration checks, the --fabric-config file format,
+ * and the app wired to a Fabric network (the Gateway test server) instead of the embedded ledger.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from '../../src/app.js';
+import { ConfigError, loadConfig } from '../../src/config.js';
+import { FabricConfigError, loadFabricConfig } from '../../src/ledger/fabric/config.js';
+import type { ResourceValidator } from '../../src/fhir/validation/validator.js';
+import { startFabricHarness, type FabricHarness } from './support/harness.js';
+
+let harness: FabricHarness;
+beforeAll(async () => {
+  harness = await startFabricHarness();
+});
+afterAll(async () => harness?.close());
+
+function writeConfig(content: unknown): string {
+  const file = join(harness.dir, `fabric-${randomBytes(4).toString('hex')}.json`);
+  writeFileSync(file, typeof content === 'string' ? content : JSON.stringify(content, null, 2));
+  return file;
+}
+
+describe('configuration', () => {
+  it('keeps the embedded ledger as the default and needs a file for fabric', () => {
+    expect(loadConfig({}, {}).ledger).toBe('embedded');
+    expect(() => loadConfig({ ledger: 'fabric' }, {})).toThrow(ConfigError);
+    expect(() => loadConfig({ ledger: 'quantum' }, {})).toThrow(/--ledger/);
+    const config = loadConfig({}, { HIE_LEDGER: 'fabric', HIE_FABRIC_CONFIG: 'net/hospital1.json' });
+    expect(config.ledger).toBe('fabric');
+    expect(config.fabricConfig).toMatch(/net\/hospital1\.json$/);
+  });
+
+  it('loads a --fabric-config file, resolving paths against its directory', () => {
+    const base = harness.config();
+    const file = writeConfig({
+      peerEndpoint: base.peerEndpoint,
+      hostAlias: base.hostAlias,
+      tlsRootCertPath: 'tls-ca.pem',
+      mspId: base.mspId,
+      channel: 'hie',
+      chaincode: 'hie',
+      identity: { certPath: base.identity.certPath, keyPath: base.identity.keyPath },
+      timeouts: { commitStatusMs: 1000 },
+    });
+    const loaded = loadFabricConfig(file);
+    expect(loaded.tlsRootCertPath).toBe(join(harness.dir, 'tls-ca.pem'));
+    expect(loaded.timeouts).toMatchObject({ commitStatusMs: 1000, endorseMs: 15000 });
+  });
+
+  it('names what is wrong in a bad file', () => {
+    const base = harness.config();
+    const valid = {
+      peerEndpoint: base.peerEndpoint,
+      tlsRootCertPath: base.tlsRootCertPath,
+      mspId: 'Hospital1MSP',
+      channel: 'hie',
+      chaincode: 'hie',
+      identity: { certPath: base.identity.certPath, keyPath: base.identity.keyPath },
+    };
+    expect(() => loadFabricConfig(writeConfig('{ not json'))).toThrow(/not valid JSON/);
+    expect(() => loadFabricConfig(writeConfig({ ...valid, peerEndpoint: 'grpcs://peer' }))).toThrow(/host:port/);
+    expect(() => loadFabricConfig(writeConfig({ ...valid, mspId: '' }))).toThrow(/mspId/);
+    expect(() => loadFabricConfig(writeConfig({ ...valid, identity: { certPath: 'missing.pem', keyPath: 'k' } }))).toThrow(
+      /cannot read .*missing\.pem/,
+    );
+    expect(() => loadFabricConfig(writeConfig({ ...valid, peer: 'x' }))).toThrow(FabricConfigError);
+    expect(() => loadFabricConfig(join(harness.dir, 'absent.json'))).toThrow(/cannot read it/);
+  });
+});
+
+describe('buildApp with --ledger fabric', () => {
+  it('connects the app to the Fabric network through the gateway', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'hie-serve-fabric-'));
+    const base = harness.config();
+    const file = writeConfig({ ...base, timeouts: undefined, checkpointPath: undefined, ca: undefined });
+    const validator: ResourceValidator = { validate: async () => ({ valid: true, issues: [] }) } as unknown as ResourceValidator;
+    const app = await buildApp(
+      loadConfig({ dataDir, ledger: 'fabric', fabricConfig: file, port: '0', logLevel: 'silent' }, {}),
+      { validator },
+    );
+    try {
+      expect(app.ledger?.kind).toBe('fabric');
+      const key = randomBytes(32).toString('hex');
+      const committed = await app.ledger!.submit('anchor:AnchorVersion', [key, randomBytes(32).toString('hex')]);
+      expect(harness.server.committed).toContain(committed.transactionId);
+      expect(JSON.parse(await app.ledger!.evaluate('anchor:ReadAnchor', [key])).txId).toBe(committed.transactionId);
+    } finally {
+      await app.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
