@@ -102,6 +102,22 @@ describe('create', () => {
     }
   });
 
+  it('creates conditionally with If-None-Exist: no match creates, one match returns it, several are 412', async () => {
+    const system = `urn:test:${Date.now()}`;
+    const withIdentifier = patient({ identifier: [{ system, value: '1' }] });
+    const ifNoneExist = { 'if-none-exist': `identifier=${system}|1` };
+    const first = await create(withIdentifier, ifNoneExist);
+    expect(first.statusCode).toBe(201);
+    const second = await create(withIdentifier, ifNoneExist);
+    expect(second.statusCode).toBe(200);
+    expect(json(second.body).id).toBe(json(first.body).id);
+    expect(second.headers.etag).toBe('W/"1"');
+    await create(withIdentifier); // a duplicate, created unconditionally
+    const third = await create(withIdentifier, ifNoneExist);
+    expect(third.statusCode).toBe(412);
+    expectOutcome(third.body);
+  });
+
   it('answers unknown resource types with 404', async () => {
     const res = await app.fastify.inject({ method: 'POST', url: '/fhir/Unicorn', headers: FHIR_JSON, payload: '{"resourceType":"Unicorn"}' });
     expect(res.statusCode).toBe(404);

@@ -22,7 +22,7 @@ export async function startTestApp(overrides: AppOverrides = {}, flags: Record<s
       done();
     },
   });
-  const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'info', ...flags }, {});
+  const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'info', auth: 'dev-open', ...flags }, {});
   const app = await buildApp(config, { logStream, ...overrides });
   return {
     ...app,
