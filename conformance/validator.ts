@@ -69,7 +69,7 @@ function expectation(dir: string, java: Json): { errors: number; locations: stri
 
 function parseFile(file: string): { ok: true; value: Json } | { ok: false; message: string } {
   try {
-    return { ok: true, value: JSON.parse(fs.readFileSync(file, 'utf8')) };
+    return { ok: true, value: JSON.parse(fs.readFileSync(file, 'utf8').replace(/^\uFEFF/, '')) };
   } catch (e) {
     return { ok: false, message: e instanceof Error ? e.message : String(e) };
   }

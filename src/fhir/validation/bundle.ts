@@ -6,7 +6,7 @@
 import type { Json } from '../definitions/registry.js';
 import type { Run, StructureWalker } from './walker.js';
 
-const ABSOLUTE = /^(urn:uuid:|urn:oid:|[a-z][a-z0-9+.-]*:\/\/)/i;
+const ABSOLUTE = /^[a-z][a-z0-9+.-]*:/i;
 
 export function checkBundle(bundle: Json, path: string, run: Run, walker: StructureWalker): void {
   const entries: Json[] = Array.isArray(bundle.entry) ? bundle.entry : [];

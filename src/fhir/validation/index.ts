@@ -15,8 +15,10 @@ export interface FhirValidatorOptions {
   requiredProfiles?: Record<string, string[]>;
   /** Optional schema validator run first (a cheap structural gate); its issues are reported as-is. */
   schema?: ResourceValidator;
-  /** Accept extensions with no known definition without a warning. */
-  allowUnknownExtensions?: boolean;
+  /** Severity of extensions with no known definition (default 'warning'; the reference validator uses 'error'). */
+  unknownExtensionSeverity?: 'error' | 'warning' | 'information';
+  /** Accept example.org/acme.com extension URLs (as the specification's own examples do). */
+  allowExampleUrls?: boolean;
 }
 
 export interface FhirValidator extends ResourceValidator {
@@ -30,7 +32,8 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   const registry = new DefinitionRegistry(coreRegistry());
   for (const p of options.igPaths ?? []) registry.loadPath(p);
   const walker = new StructureWalker(registry);
-  walker.allowUnknownExtensions = !!options.allowUnknownExtensions;
+  walker.allowExampleUrls = !!options.allowExampleUrls;
+  if (options.unknownExtensionSeverity) walker.unknownExtensionSeverity = options.unknownExtensionSeverity;
   const required = options.requiredProfiles ?? {};
   return {
     registry,

@@ -58,8 +58,14 @@ const RESOURCE_REF = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(\/_history\/([A-
 export class StructureWalker {
   readonly structures: StructureCache;
   readonly terminology: Terminology;
-  /** Allowed extension URL prefixes that need no definition (otherwise an unknown extension is an error). */
-  allowUnknownExtensions = false;
+  /**
+   * Severity of an extension whose definition is unknown here. 'warning' by default (EHRs carry local extensions);
+   * 'error' is the HL7 reference validator's default, used by the conformance run. Unknown modifier extensions are
+   * always errors.
+   */
+  unknownExtensionSeverity: 'error' | 'warning' | 'information' = 'warning';
+  /** Accept example.org/acme.com extension URLs (the specification's own examples use them). */
+  allowExampleUrls = false;
 
   constructor(readonly registry: DefinitionRegistry) {
     this.structures = new StructureCache(registry);
@@ -285,7 +291,8 @@ export class StructureWalker {
 
   /** Validates one value (not an array) of an element of a given type. */
   walkValue(value: Json, node: ElementNode, type: TypeRef | undefined, path: string, run: Run, frame: Frame): void {
-    const code = type?.code;
+    // R4 snapshots type Resource.id as System.String (fhir-type 'string'); the specification says `id`.
+    const code = node.raw.base?.path === 'Resource.id' ? 'id' : type?.code;
     if (code && isPrimitiveType(code)) {
       const problem = checkPrimitive(code, value);
       if (problem) {
@@ -300,6 +307,7 @@ export class StructureWalker {
       if (node.fixed !== undefined && !deepEqual(node.fixed, value)) run.add('error', 'value', `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`, path);
       if (node.pattern !== undefined && !deepEqual(node.pattern, value)) run.add('error', 'value', `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`, path);
       if (node.binding && (code === 'code' || code === 'string' || code === 'uri')) this.checkBinding(node, undefined, value as string, path, run);
+      checkMinMax(node, value, path, run);
       return;
     }
     if (code === 'Resource' || (code && /^[A-Z]/.test(code) && this.structures.type(code)?.kind === 'resource')) {
@@ -331,6 +339,7 @@ export class StructureWalker {
         if (node.binding) this.checkBinding(node, Array.isArray(value.coding) ? value.coding : [], undefined, path, run);
         break;
       case 'Quantity':
+        if (typeof value.value === 'number') checkMinMax(node, value, path, run);
         if (node.binding && typeof value.code === 'string') this.checkBinding(node, [{ system: value.system, code: value.code }], undefined, path, run);
         break;
     }
@@ -350,10 +359,18 @@ export class StructureWalker {
     } else {
       const profile = type.profiles[0];
       const ps = this.structures.get(url) ?? (profile ? this.structures.get(profile) : undefined);
-      if (ps && ps.type === 'Extension') owner = ps.root;
-      else if (!this.allowUnknownExtensions && !isExampleUrl(url)) {
-        const isModifier = path.endsWith('modifierExtension') || /\.modifierExtension\[\d+\]$/.test(path);
-        run.add(isModifier ? 'error' : 'warning', 'structure', `The extension ${url} is unknown, and not allowed here`, path);
+      const usedAsModifier = /\.modifierExtension(\[\d+\])?$/.test(path);
+      if (ps && ps.type === 'Extension') {
+        owner = ps.root;
+        const isModifier = !!ps.root.isModifier;
+        if (isModifier !== usedAsModifier)
+          run.add('error', 'structure', `The Extension '${url}' must not be used as ${usedAsModifier ? 'a modifierExtension' : 'an extension'} (it's ${isModifier ? 'a modifierExtension' : 'a regular extension'})`, path);
+      } else {
+        // As the reference validator: example domains are never real extensions.
+        const example = !this.allowExampleUrls && /^https?:\/\/([\w-]+\.)*(example\.(org|com)|acme\.(com|org))(\/|$)/.test(url);
+        const severity = usedAsModifier || example ? 'error' : this.unknownExtensionSeverity;
+        run.add(severity, 'structure', `The extension ${url} could not be found so is not allowed here`, path);
+        if (example) run.add('error', 'invalid', `Example URLs are not allowed in this context (${url})`, `${path}.url`);
       }
     }
     const hasValue = Object.keys(ext).some((k) => k.startsWith('value'));
@@ -604,8 +621,30 @@ function normalise(s: string): string {
   return s.trim().replace(/\s+/g, ' ').toLowerCase();
 }
 
-function isExampleUrl(url: string): boolean {
-  return /^https?:\/\/(example\.org|acme\.com|example\.com)\//.test(url);
+/** minValue[x]/maxValue[x] of an element (numbers, dates and Quantities with the same unit). */
+function checkMinMax(node: ElementNode, value: Json, path: string, run: Run): void {
+  const raw = node.raw;
+  for (const bound of ['minValue', 'maxValue'] as const) {
+    let limit: Json;
+    for (const k in raw) if (k.startsWith(bound) && k.length > bound.length) limit = raw[k];
+    if (limit === undefined) continue;
+    let cmp: number | undefined;
+    let shown: string;
+    if (typeof value === 'number' && typeof limit === 'number') {
+      cmp = value - limit;
+      shown = String(limit);
+    } else if (typeof value === 'string' && typeof limit === 'string') {
+      cmp = value < limit ? -1 : value > limit ? 1 : 0;
+      shown = limit;
+    } else if (value && typeof value === 'object' && limit && typeof limit === 'object' && typeof value.value === 'number' && typeof limit.value === 'number') {
+      if ((limit.code ?? limit.unit) !== (value.code ?? value.unit) && limit.code !== undefined) continue;
+      cmp = value.value - limit.value;
+      shown = String(limit.value);
+    } else continue;
+    const actual = typeof value === 'object' ? value.value : value;
+    if (bound === 'minValue' && cmp < 0) run.add('error', 'invalid', `The value in the instance ({${actual}}) is less than the specified minimum value ({${shown}})`, path);
+    if (bound === 'maxValue' && cmp > 0) run.add('error', 'invalid', `The value in the instance ({${actual}}) is greater than the specified maximum value ({${shown}})`, path);
+  }
 }
 
 function checkAttachment(att: Json, path: string, run: Run): void {
