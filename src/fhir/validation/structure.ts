@@ -54,6 +54,8 @@ export interface ElementNode {
   isModifier?: boolean;
   /** For `contentReference` elements: the element whose children apply. */
   contentTarget?: ElementNode;
+  minValue?: unknown;
+  maxValue?: unknown;
   /** JSON property names this element may appear under (choice types expanded). */
   jsonNames?: string[];
   raw: Json;
@@ -74,7 +76,7 @@ function toMax(max: unknown): number {
   return Number.isFinite(n) ? n : Infinity;
 }
 
-function valueWithPrefix(el: Json, prefix: 'fixed' | 'pattern'): unknown {
+function valueWithPrefix(el: Json, prefix: 'fixed' | 'pattern' | 'minValue' | 'maxValue'): unknown {
   for (const k in el) if (k.startsWith(prefix) && k.length > prefix.length && /[A-Z]/.test(k[prefix.length])) return el[k];
   return undefined;
 }
@@ -127,6 +129,8 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
       slices: [],
       sliceName: el.sliceName,
       maxLength: el.maxLength,
+      minValue: valueWithPrefix(el, 'minValue' as never),
+      maxValue: valueWithPrefix(el, 'maxValue' as never),
       mustSupport: el.mustSupport,
       isModifier: el.isModifier,
       raw: el,
@@ -162,7 +166,10 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
 export class StructureCache {
   private readonly cache = new Map<string, CompiledStructure | null>();
   constructor(private readonly registry: DefinitionRegistry) {
-    registry.onChange(() => this.cache.clear());
+    registry.onChange(() => {
+      this.cache.clear();
+      this.byType.clear();
+    });
   }
 
   get(url: string): CompiledStructure | undefined {
@@ -175,7 +182,14 @@ export class StructureCache {
     return c ?? undefined;
   }
 
+  private readonly byType = new Map<string, CompiledStructure | null>();
+
   type(code: string): CompiledStructure | undefined {
-    return this.get(code.includes('/') ? code : `http://hl7.org/fhir/StructureDefinition/${code}`);
+    let c = this.byType.get(code);
+    if (c === undefined) {
+      c = this.get(code.includes('/') ? code : `http://hl7.org/fhir/StructureDefinition/${code}`) ?? null;
+      this.byType.set(code, c);
+    }
+    return c ?? undefined;
   }
 }

@@ -72,10 +72,17 @@ export class StructureWalker {
     this.terminology = new Terminology(registry);
   }
 
+  private readonly resourceTypes = new Map<string, boolean>();
+
   isResourceType(type: string): boolean {
-    if (!/^[A-Z][A-Za-z]+$/.test(type)) return false;
-    const s = this.structures.type(type);
-    return !!s && s.kind === 'resource' && s.derivation === 'specialization' && !s.root.raw.abstract && !this.registry.typeDefinition(type)?.abstract;
+    let known = this.resourceTypes.get(type);
+    if (known === undefined) {
+      if (!/^[A-Z][A-Za-z]+$/.test(type)) return false;
+      const s = this.structures.type(type);
+      known = !!s && s.kind === 'resource' && s.derivation === 'specialization' && !this.registry.typeDefinition(type)?.abstract;
+      if (this.resourceTypes.size < 10_000) this.resourceTypes.set(type, known);
+    }
+    return known;
   }
 
   /** Validates a resource (top level) against its type, its claimed profiles and `profiles`. */
@@ -307,10 +314,10 @@ export class StructureWalker {
       if (node.fixed !== undefined && !deepEqual(node.fixed, value)) run.add('error', 'value', `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`, path);
       if (node.pattern !== undefined && !deepEqual(node.pattern, value)) run.add('error', 'value', `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`, path);
       if (node.binding && (code === 'code' || code === 'string' || code === 'uri')) this.checkBinding(node, undefined, value as string, path, run);
-      checkMinMax(node, value, path, run);
+      if (node.minValue !== undefined || node.maxValue !== undefined) checkMinMax(node, value, path, run);
       return;
     }
-    if (code === 'Resource' || (code && /^[A-Z]/.test(code) && this.structures.type(code)?.kind === 'resource')) {
+    if (code === 'Resource' || (code !== undefined && this.isResourceType(code))) {
       this.walkResource(value, path, path.includes('.contained[') || path.endsWith('.contained') ? frame.rootResource : undefined, run);
       return;
     }
@@ -339,7 +346,7 @@ export class StructureWalker {
         if (node.binding) this.checkBinding(node, Array.isArray(value.coding) ? value.coding : [], undefined, path, run);
         break;
       case 'Quantity':
-        if (typeof value.value === 'number') checkMinMax(node, value, path, run);
+        if (typeof value.value === 'number' && (node.minValue !== undefined || node.maxValue !== undefined)) checkMinMax(node, value, path, run);
         if (node.binding && typeof value.code === 'string') this.checkBinding(node, [{ system: value.system, code: value.code }], undefined, path, run);
         break;
     }
@@ -623,10 +630,8 @@ function normalise(s: string): string {
 
 /** minValue[x]/maxValue[x] of an element (numbers, dates and Quantities with the same unit). */
 function checkMinMax(node: ElementNode, value: Json, path: string, run: Run): void {
-  const raw = node.raw;
   for (const bound of ['minValue', 'maxValue'] as const) {
-    let limit: Json;
-    for (const k in raw) if (k.startsWith(bound) && k.length > bound.length) limit = raw[k];
+    const limit: Json = node[bound];
     if (limit === undefined) continue;
     let cmp: number | undefined;
     let shown: string;
