@@ -17,7 +17,12 @@ async function measure(name: string, transactions: number, run: () => Promise<vo
   const started = performance.now();
   await run();
   const elapsed = performance.now() - started;
-  rows.push({ case: name, transactions, 'ms/tx': (elapsed / transactions).toFixed(3), 'tx/s': Math.round((transactions * 1000) / elapsed) });
+  rows.push({
+    case: name,
+    transactions,
+    'ms/tx': (elapsed / transactions).toFixed(3),
+    'tx/s': Math.round((transactions * 1000) / elapsed),
+  });
 }
 
 const dir = await mkdtemp(path.join(os.tmpdir(), 'hie-bench-chain-'));
@@ -31,11 +36,13 @@ try {
   const creator = { mspid: 'Org1MSP', idBytes: Buffer.from(service.certificate) };
   const ledger = chain.connect({ mspId: 'Org1MSP', ...service });
   // Warm-up (JIT, lazily loaded modules), not measured.
-  for (let i = 0; i < 1000; i++) await chain.endorse({ transaction: 'anchor:AnchorBatch', args: [hex(`w${i}`), '100'], creator });
+  for (let i = 0; i < 1000; i++)
+    await chain.endorse({ transaction: 'anchor:AnchorBatch', args: [hex(`w${i}`), '100'], creator });
   for (let i = 0; i < 200; i++) await ledger.submit('anchor:AnchorBatch', [hex(`w${i}`), '100']);
 
   await measure('endorse only (AnchorBatch simulation)', count, async () => {
-    for (let i = 0; i < count; i++) await chain.endorse({ transaction: 'anchor:AnchorBatch', args: [hex(`e${i}`), '100'], creator });
+    for (let i = 0; i < count; i++)
+      await chain.endorse({ transaction: 'anchor:AnchorBatch', args: [hex(`e${i}`), '100'], creator });
   });
   await measure('evaluate ReadBatch', count, async () => {
     for (let i = 0; i < count; i++) await ledger.evaluate('anchor:ReadBatch', [hex(`e${i}`)]);
@@ -46,7 +53,9 @@ try {
   await measure('submit AnchorBatch, 100 concurrent (shared blocks)', count, async () => {
     for (let start = 0; start < count; start += 100) {
       await Promise.all(
-        Array.from({ length: Math.min(100, count - start) }, (_, j) => ledger.submit('anchor:AnchorBatch', [hex(`c${start + j}`), '100'])),
+        Array.from({ length: Math.min(100, count - start) }, (_, j) =>
+          ledger.submit('anchor:AnchorBatch', [hex(`c${start + j}`), '100']),
+        ),
       );
     }
   });

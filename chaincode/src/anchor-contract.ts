@@ -40,7 +40,10 @@ export interface KeyModificationRecord {
   value: AnchorRecord | null;
 }
 
-@Info({ title: 'AnchorContract', description: 'Write-once integrity anchors of resource versions and Merkle batches' })
+@Info({
+  title: 'AnchorContract',
+  description: 'Write-once integrity anchors of resource versions and Merkle batches',
+})
 export class AnchorContract extends Contract {
   constructor() {
     super('anchor');
@@ -119,9 +122,14 @@ export class AnchorContract extends Contract {
         const wholeSeconds = typeof seconds === 'number' ? seconds : Number(seconds.toString());
         modifications.push({
           txId: modification.txId,
-          timestamp: new Date(wholeSeconds * 1000 + Math.floor(modification.timestamp.nanos / 1_000_000)).toISOString(),
+          timestamp: new Date(
+            wholeSeconds * 1000 + Math.floor(modification.timestamp.nanos / 1_000_000),
+          ).toISOString(),
           isDelete: modification.isDelete,
-          value: modification.isDelete || modification.value.length === 0 ? null : JSON.parse(fromBytes(modification.value)),
+          value:
+            modification.isDelete || modification.value.length === 0
+              ? null
+              : JSON.parse(fromBytes(modification.value)),
         });
       }
     } finally {

@@ -70,7 +70,9 @@ const HEX_SHA256 = /^[0-9a-f]{64}$/;
 /** Checks a lowercase hex SHA-256/HMAC-SHA-256 value (64 characters). */
 export function requireHex256(name: string, value: unknown): string {
   if (typeof value !== 'string' || !HEX_SHA256.test(value)) {
-    throw new Error(`invalid argument ${name}: expected 64 lowercase hex characters (SHA-256), got ${describe(value)}`);
+    throw new Error(
+      `invalid argument ${name}: expected 64 lowercase hex characters (SHA-256), got ${describe(value)}`,
+    );
   }
   return value;
 }
@@ -89,7 +91,9 @@ export function requireCount(name: string, value: unknown, min: number, max: num
 
 function describe(value: unknown): string {
   if (typeof value !== 'string') return typeof value;
-  return value.length > 80 ? `${JSON.stringify(value.slice(0, 80))}... (${value.length} characters)` : JSON.stringify(value);
+  return value.length > 80
+    ? `${JSON.stringify(value.slice(0, 80))}... (${value.length} characters)`
+    : JSON.stringify(value);
 }
 
 export function toBytes(text: string): Buffer {

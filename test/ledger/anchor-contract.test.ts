@@ -51,7 +51,9 @@ describe('anchor:AnchorVersion', () => {
     expect(submitted.transactionId).toMatch(/^[0-9a-f]{64}$/);
     expect(submitted.blockNumber).toBe(1);
     // Deterministic JSON: keys sorted, no whitespace.
-    expect(submitted.result).toBe(`{"docType":"anchor","key":"${key}","leafHash":"${leafHash}","mspId":"Org1MSP","timestamp":"${record.timestamp}","txId":"${submitted.transactionId}"}`);
+    expect(submitted.result).toBe(
+      `{"docType":"anchor","key":"${key}","leafHash":"${leafHash}","mspId":"Org1MSP","timestamp":"${record.timestamp}","txId":"${submitted.transactionId}"}`,
+    );
     expect(await service.evaluate('anchor:ReadAnchor', [key])).toBe(submitted.result);
     expect(await service.height()).toBe(2);
   });
@@ -66,7 +68,12 @@ describe('anchor:AnchorVersion', () => {
       break;
     }
     expect(events).toEqual([
-      { blockNumber: 1, transactionId: submitted.transactionId, eventName: 'AnchorVersion', payload: submitted.result },
+      {
+        blockNumber: 1,
+        transactionId: submitted.transactionId,
+        eventName: 'AnchorVersion',
+        payload: submitted.result,
+      },
     ]);
   });
 
@@ -110,7 +117,9 @@ describe('anchor:AnchorVersion', () => {
 
     const noRole = await org1.ca.enroll({ enrollmentId: 'no-role', attrs: {} });
     const anonymous = chain.connect({ mspId: 'Org1MSP', ...noRole });
-    expect((await refusal(anonymous.submit('anchor:AnchorVersion', [hex('k'), hex('v')]))).message).toContain('has no role');
+    expect((await refusal(anonymous.submit('anchor:AnchorVersion', [hex('k'), hex('v')]))).message).toContain(
+      'has no role',
+    );
 
     expect(await service.evaluate('anchor:ReadAnchor', [hex('k')])).toBe('null');
     // Reading is open to every member identity.
@@ -128,21 +137,33 @@ describe('anchor:AnchorVersion', () => {
   it('refuses creators the channel does not trust: unknown CA, claimed foreign MSP, revoked certificate', async () => {
     const rogueCa = await EmbeddedCa.open(`${dir}/rogue-ca`, { mspId: 'Org1MSP' });
     const rogue = await rogueCa.enroll({ enrollmentId: 'rogue', attrs: { 'hie.role': 'service' } });
-    const forged = await refusal(chain.connect({ mspId: 'Org1MSP', ...rogue }).submit('anchor:AnchorVersion', [hex('k'), hex('v')]));
+    const forged = await refusal(
+      chain.connect({ mspId: 'Org1MSP', ...rogue }).submit('anchor:AnchorVersion', [hex('k'), hex('v')]),
+    );
     expect(forged.code).toBe('BAD_CREATOR_SIGNATURE');
     expect(forged.message).toContain("not issued by its organisation's CA");
 
-    const claimed = await refusal(chain.connect({ ...org1.service, mspId: 'Org2MSP' }).submit('anchor:AnchorVersion', [hex('k'), hex('v')]));
+    const claimed = await refusal(
+      chain
+        .connect({ ...org1.service, mspId: 'Org2MSP' })
+        .submit('anchor:AnchorVersion', [hex('k'), hex('v')]),
+    );
     expect(claimed.code).toBe('BAD_CREATOR_SIGNATURE');
 
-    const outsider = await refusal(chain.connect({ ...org1.service, mspId: 'Org9MSP' }).submit('anchor:AnchorVersion', [hex('k'), hex('v')]));
+    const outsider = await refusal(
+      chain
+        .connect({ ...org1.service, mspId: 'Org9MSP' })
+        .submit('anchor:AnchorVersion', [hex('k'), hex('v')]),
+    );
     expect(outsider.message).toContain('not a member of channel hie');
 
     const revocable = await org1.ca.enroll({ enrollmentId: 'old-service', attrs: { 'hie.role': 'service' } });
     const oldService = chain.connect({ mspId: 'Org1MSP', ...revocable });
     await oldService.submit('anchor:AnchorVersion', [hex('before revocation'), hex('v')]);
     org1.ca.revoke(revocable.serial);
-    const revoked = await refusal(oldService.submit('anchor:AnchorVersion', [hex('after revocation'), hex('v')]));
+    const revoked = await refusal(
+      oldService.submit('anchor:AnchorVersion', [hex('after revocation'), hex('v')]),
+    );
     expect(revoked.message).toContain('revoked');
     expect(await service.height()).toBe(2);
   });
@@ -152,7 +173,13 @@ describe('anchor:AnchorBatch', () => {
   it('anchors a Merkle root with its leaf count and reads it back', async () => {
     const root = hex('merkle root');
     const submitted = await service.submit('anchor:AnchorBatch', [root, '1000']);
-    expect(JSON.parse(submitted.result)).toMatchObject({ docType: 'batch', root, leafCount: 1000, mspId: 'Org1MSP', txId: submitted.transactionId });
+    expect(JSON.parse(submitted.result)).toMatchObject({
+      docType: 'batch',
+      root,
+      leafCount: 1000,
+      mspId: 'Org1MSP',
+      txId: submitted.transactionId,
+    });
     expect(await service.evaluate('anchor:ReadBatch', [root])).toBe(submitted.result);
     expect(await service.evaluate('anchor:ReadBatch', [hex('other root')])).toBe('null');
     // A batch root and a version key live in different composite-key spaces.
@@ -161,9 +188,13 @@ describe('anchor:AnchorBatch', () => {
 
   it('refuses a duplicate root and malformed leaf counts', async () => {
     await service.submit('anchor:AnchorBatch', [hex('root'), '2']);
-    expect((await refusal(service.submit('anchor:AnchorBatch', [hex('root'), '2']))).message).toContain('already exists');
+    expect((await refusal(service.submit('anchor:AnchorBatch', [hex('root'), '2']))).message).toContain(
+      'already exists',
+    );
     for (const leafCount of ['0', '01', '-1', '1.5', 'ten', '', '1000001']) {
-      const error = await refusal(service.submit('anchor:AnchorBatch', [hex(`root ${leafCount}`), leafCount]));
+      const error = await refusal(
+        service.submit('anchor:AnchorBatch', [hex(`root ${leafCount}`), leafCount]),
+      );
       expect(error.message).toContain('invalid argument leafCount');
     }
   });

@@ -2,7 +2,11 @@
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ChainIntegrityError, EmbeddedChain, type ChaincodeProposal } from '../../src/ledger/embedded/index.js';
+import {
+  ChainIntegrityError,
+  EmbeddedChain,
+  type ChaincodeProposal,
+} from '../../src/ledger/embedded/index.js';
 import { LedgerTransactionError, type LedgerEvent } from '../../src/ledger/ledger.js';
 import { creatorOf, hex, makeOrg, openChain, tempDir, type TestOrg } from './helpers.js';
 
@@ -24,12 +28,25 @@ afterEach(async () => {
   await cleanup();
 });
 
-function proposal(transaction: string, args: string[], extra: Partial<ChaincodeProposal> = {}): ChaincodeProposal {
+function proposal(
+  transaction: string,
+  args: string[],
+  extra: Partial<ChaincodeProposal> = {},
+): ChaincodeProposal {
   return { transaction, args, creator: creatorOf(org1.service), ...extra };
 }
 
 const accessRecord = (patient: string, at: string) =>
-  JSON.stringify([{ patient, accessor: 'clinician-0001', interaction: 'read', resourceType: 'Observation', outcome: 'allowed', at }]);
+  JSON.stringify([
+    {
+      patient,
+      accessor: 'clinician-0001',
+      interaction: 'read',
+      resourceType: 'Observation',
+      outcome: 'allowed',
+      at,
+    },
+  ]);
 
 describe('MVCC read conflicts', () => {
   it('invalidates the second of two transactions that read the same key, in the same block', async () => {
@@ -67,7 +84,11 @@ describe('MVCC read conflicts', () => {
     const first = await chain.endorse(proposal('anchor:AnchorVersion', [key, hex('first')]));
     const second = await chain.endorse(proposal('anchor:AnchorVersion', [key, hex('second')]));
     expect((await chain.commit(first)).validationCode).toBe('VALID');
-    expect(await chain.commit(second)).toEqual({ txId: second.txId, blockNumber: 2, validationCode: 'MVCC_READ_CONFLICT' });
+    expect(await chain.commit(second)).toEqual({
+      txId: second.txId,
+      blockNumber: 2,
+      validationCode: 'MVCC_READ_CONFLICT',
+    });
     expect(chain.height).toBe(3);
   });
 
@@ -98,7 +119,10 @@ describe('phantom reads', () => {
     expect(reader.rwset.rangeQueries[0]!.reads).toHaveLength(1);
     // Another transaction adds a key inside that range and commits first.
     await ledger.submit('consent:RecordAccess', [accessRecord('patient-0001', '2026-01-02T00:00:00Z')]);
-    expect(await chain.commit(reader)).toMatchObject({ txId: reader.txId, validationCode: 'PHANTOM_READ_CONFLICT' });
+    expect(await chain.commit(reader)).toMatchObject({
+      txId: reader.txId,
+      validationCode: 'PHANTOM_READ_CONFLICT',
+    });
   });
 
   it('keeps a range reader valid when writes land outside its range', async () => {
@@ -112,10 +136,15 @@ describe('phantom reads', () => {
   it('sees a phantom written by an earlier transaction of the same block', async () => {
     const ledger = chain.connect(org1.service);
     const reader = await chain.endorse(proposal('consent:ListAccess', ['patient-0003']));
-    const writer = await chain.endorse(proposal('consent:RecordAccess', [accessRecord('patient-0003', '2026-01-01T00:00:00Z')]));
+    const writer = await chain.endorse(
+      proposal('consent:RecordAccess', [accessRecord('patient-0003', '2026-01-01T00:00:00Z')]),
+    );
     const [writerStatus, readerStatus] = await Promise.all([chain.commit(writer), chain.commit(reader)]);
     expect(writerStatus.validationCode).toBe('VALID');
-    expect(readerStatus).toMatchObject({ blockNumber: writerStatus.blockNumber, validationCode: 'PHANTOM_READ_CONFLICT' });
+    expect(readerStatus).toMatchObject({
+      blockNumber: writerStatus.blockNumber,
+      validationCode: 'PHANTOM_READ_CONFLICT',
+    });
     expect(JSON.parse(await ledger.evaluate('consent:ListAccess', ['patient-0003']))).toHaveLength(1);
   });
 });
@@ -129,7 +158,9 @@ describe('transactions', () => {
     const [first, duplicate] = await Promise.all([chain.commit(endorsement), chain.commit(again)]);
     expect(first.validationCode).toBe('VALID');
     expect(duplicate.validationCode).toBe('DUPLICATE_TXID');
-    await expect(chain.endorse(proposal('anchor:AnchorBatch', [hex('r3'), '1'], { nonce }))).rejects.toMatchObject({
+    await expect(
+      chain.endorse(proposal('anchor:AnchorBatch', [hex('r3'), '1'], { nonce })),
+    ).rejects.toMatchObject({
       code: 'DUPLICATE_TXID',
     });
     expect(chain.transactionStatus(endorsement.txId)?.validationCode).toBe('VALID');
@@ -137,7 +168,9 @@ describe('transactions', () => {
 
   it('takes the timestamp from the proposal', async () => {
     const endorsement = await chain.endorse(
-      proposal('anchor:AnchorVersion', [hex('k'), hex('v')], { timestamp: { seconds: 1_700_000_000, nanos: 123_456_789 } }),
+      proposal('anchor:AnchorVersion', [hex('k'), hex('v')], {
+        timestamp: { seconds: 1_700_000_000, nanos: 123_456_789 },
+      }),
     );
     expect(JSON.parse(endorsement.response.payload.toString()).timestamp).toBe('2023-11-14T22:13:20.123Z');
   });
@@ -150,18 +183,32 @@ describe('transactions', () => {
   });
 
   it('is deterministic: the same proposals on two chains give the same results, events and block hashes', async () => {
-    const other = await EmbeddedChain.open({ file: path.join(dir, 'ledger', 'other.sqlite'), msps: [org1.msp] });
+    const other = await EmbeddedChain.open({
+      file: path.join(dir, 'ledger', 'other.sqlite'),
+      msps: [org1.msp],
+    });
     extraChains.push(other);
     const proposals = [
-      proposal('anchor:AnchorVersion', [hex('k1'), hex('v1')], { nonce: Buffer.alloc(24, 1), timestamp: { seconds: 1_800_000_000, nanos: 5 } }),
-      proposal('anchor:AnchorBatch', [hex('root'), '250'], { nonce: Buffer.alloc(24, 2), timestamp: { seconds: 1_800_000_001, nanos: 0 } }),
+      proposal('anchor:AnchorVersion', [hex('k1'), hex('v1')], {
+        nonce: Buffer.alloc(24, 1),
+        timestamp: { seconds: 1_800_000_000, nanos: 5 },
+      }),
+      proposal('anchor:AnchorBatch', [hex('root'), '250'], {
+        nonce: Buffer.alloc(24, 2),
+        timestamp: { seconds: 1_800_000_001, nanos: 0 },
+      }),
     ];
     const run = async (target: EmbeddedChain) => {
       const outcomes = [];
       for (const item of proposals) {
         const endorsement = await target.endorse(item);
         const status = await target.commit(endorsement);
-        outcomes.push({ txId: endorsement.txId, payload: endorsement.response.payload.toString(), event: endorsement.event, status });
+        outcomes.push({
+          txId: endorsement.txId,
+          payload: endorsement.response.payload.toString(),
+          event: endorsement.event,
+          status,
+        });
       }
       return { outcomes, hashes: [1, 2].map((number) => target.block(number)!.header.hash.toString('hex')) };
     };
@@ -228,7 +275,8 @@ describe('durability and the hash chain', () => {
 
   async function chainWithBlocks(): Promise<string> {
     const ledger = chain.connect(org1.service);
-    for (let index = 0; index < 4; index++) await ledger.submit('anchor:AnchorVersion', [hex(`k${index}`), hex(`v${index}`)]);
+    for (let index = 0; index < 4; index++)
+      await ledger.submit('anchor:AnchorVersion', [hex(`k${index}`), hex(`v${index}`)]);
     await chain.close();
     return path.join(dir, 'ledger', 'chain.sqlite');
   }
@@ -253,7 +301,10 @@ describe('durability and the hash chain', () => {
 
   it('reports an altered transaction with its block number', async () => {
     const file = await chainWithBlocks();
-    tamper(file, "UPDATE transactions SET envelope = CAST(replace(CAST(envelope AS TEXT), 'Org1MSP', 'Org2MSP') AS BLOB) WHERE block = 2");
+    tamper(
+      file,
+      "UPDATE transactions SET envelope = CAST(replace(CAST(envelope AS TEXT), 'Org1MSP', 'Org2MSP') AS BLOB) WHERE block = 2",
+    );
     const error = await openFails(file);
     expect(error.blockNumber).toBe(2);
     expect(error.message).toContain('block 2');
@@ -270,7 +321,10 @@ describe('durability and the hash chain', () => {
 
     tamper(file, 'UPDATE blocks SET previous_hash = zeroblob(32) WHERE number = 4');
     expect((await openFails(file)).blockNumber).toBe(4);
-    tamper(file, 'UPDATE blocks SET previous_hash = (SELECT hash FROM blocks WHERE number = 3) WHERE number = 4');
+    tamper(
+      file,
+      'UPDATE blocks SET previous_hash = (SELECT hash FROM blocks WHERE number = 3) WHERE number = 4',
+    );
 
     tamper(file, 'DELETE FROM transactions WHERE block = 2; DELETE FROM blocks WHERE number = 2');
     const missing = await openFails(file);

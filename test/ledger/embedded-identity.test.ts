@@ -6,7 +6,11 @@ import * as x509 from '@peculiar/x509';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ChainIntegrityError, openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
-import { EmbeddedCa, FABRIC_ATTRIBUTES_OID, certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
+import {
+  EmbeddedCa,
+  FABRIC_ATTRIBUTES_OID,
+  certificateAttributes,
+} from '../../src/ledger/identity/embedded-ca.js';
 import { hex, tempDir } from './helpers.js';
 
 const require = createRequire(import.meta.url);
@@ -44,13 +48,19 @@ function shimIdentity(mspId: string, certificate: string) {
 describe('EmbeddedCa', () => {
   it('issues ECDSA P-384 certificates with Fabric CA attributes that fabric-shim reads', async () => {
     const ca = await EmbeddedCa.open(path.join(dir, 'ca'), { mspId: 'Org1MSP' });
-    const enrollment = await ca.enroll({ enrollmentId: 'pseudo-7f3a', attrs: { 'hie.role': 'clinician', 'hie.id': 'pseudo-7f3a' } });
+    const enrollment = await ca.enroll({
+      enrollmentId: 'pseudo-7f3a',
+      attrs: { 'hie.role': 'clinician', 'hie.id': 'pseudo-7f3a' },
+    });
     const certificate = new x509.X509Certificate(enrollment.certificate);
     expect((certificate.publicKey.algorithm as { namedCurve: string }).namedCurve).toBe('P-384');
     expect(Buffer.from(certificate.getExtension(FABRIC_ATTRIBUTES_OID)!.value).toString()).toBe(
       '{"attrs":{"hie.role":"clinician","hie.id":"pseudo-7f3a"}}',
     );
-    expect(certificateAttributes(enrollment.certificate)).toEqual({ 'hie.role': 'clinician', 'hie.id': 'pseudo-7f3a' });
+    expect(certificateAttributes(enrollment.certificate)).toEqual({
+      'hie.role': 'clinician',
+      'hie.id': 'pseudo-7f3a',
+    });
     expect(await ca.verify(enrollment.certificate)).toBe(true);
 
     const identity = shimIdentity('Org1MSP', enrollment.certificate);
@@ -63,8 +73,14 @@ describe('EmbeddedCa', () => {
 
   it('accepts P-256 keys', async () => {
     const ca = await EmbeddedCa.open(path.join(dir, 'ca'), { mspId: 'Org1MSP' });
-    const enrollment = await ca.enroll({ enrollmentId: 'lab-0001', attrs: { 'hie.role': 'lab' }, keyType: 'P-256' });
-    const algorithm = new x509.X509Certificate(enrollment.certificate).publicKey.algorithm as { namedCurve: string };
+    const enrollment = await ca.enroll({
+      enrollmentId: 'lab-0001',
+      attrs: { 'hie.role': 'lab' },
+      keyType: 'P-256',
+    });
+    const algorithm = new x509.X509Certificate(enrollment.certificate).publicKey.algorithm as {
+      namedCurve: string;
+    };
     expect(algorithm.namedCurve).toBe('P-256');
     expect(shimIdentity('Org1MSP', enrollment.certificate).getAttributeValue('hie.role')).toBe('lab');
   });
@@ -115,7 +131,8 @@ describe('openEmbeddedLedger', () => {
     await ledger.close();
 
     const serviceDir = path.join(dir, 'identity', 'service');
-    for (const file of ['cert.pem', 'key.pem', 'enrollment-id']) expect(mode(path.join(serviceDir, file))).toBe(0o600);
+    for (const file of ['cert.pem', 'key.pem', 'enrollment-id'])
+      expect(mode(path.join(serviceDir, file))).toBe(0o600);
     expect(mode(path.join(dir, 'identity', 'ca', 'ca-key.pem'))).toBe(0o600);
     const certificate = readFileSync(path.join(serviceDir, 'cert.pem'), 'utf8');
     const enrollmentId = readFileSync(path.join(serviceDir, 'enrollment-id'), 'utf8').trim();
@@ -143,7 +160,9 @@ describe('openEmbeddedLedger', () => {
 
   it('refuses an MSP id that does not match the data directory CA', async () => {
     await (await openEmbeddedLedger({ dataDir: dir, mspId: 'Org1MSP' })).close();
-    await expect(openEmbeddedLedger({ dataDir: dir, mspId: 'Org2MSP' })).rejects.toThrow('belongs to Org1MSP, not Org2MSP');
+    await expect(openEmbeddedLedger({ dataDir: dir, mspId: 'Org2MSP' })).rejects.toThrow(
+      'belongs to Org1MSP, not Org2MSP',
+    );
   });
 
   it('refuses to start on a broken chain, naming the block', async () => {
@@ -154,7 +173,9 @@ describe('openEmbeddedLedger', () => {
     const db = new Database(path.join(dir, 'ledger', 'chain.sqlite'));
     db.prepare('UPDATE blocks SET data_hash = ? WHERE number = 1').run(Buffer.alloc(32, 1));
     db.close();
-    const error = await openEmbeddedLedger({ dataDir: dir, mspId: 'Org1MSP' }).catch((caught: unknown) => caught);
+    const error = await openEmbeddedLedger({ dataDir: dir, mspId: 'Org1MSP' }).catch(
+      (caught: unknown) => caught,
+    );
     expect(error).toBeInstanceOf(ChainIntegrityError);
     expect((error as ChainIntegrityError).blockNumber).toBe(1);
     expect((error as Error).message).toMatch(/integrity check failed at block 1 .*chain\.sqlite/);

@@ -3,7 +3,12 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { EmbeddedChain, type MspDefinition, type SerializedIdentity, type SigningIdentity } from '../../src/ledger/embedded/index.js';
+import {
+  EmbeddedChain,
+  type MspDefinition,
+  type SerializedIdentity,
+  type SigningIdentity,
+} from '../../src/ledger/embedded/index.js';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 
 export interface TestOrg {
@@ -23,7 +28,10 @@ export async function tempDir(): Promise<{ dir: string; cleanup(): Promise<void>
 export async function makeOrg(dir: string, mspId: string): Promise<TestOrg> {
   const ca = await EmbeddedCa.open(path.join(dir, `ca-${mspId}`), { mspId });
   const enrol = async (role: string): Promise<SigningIdentity> => {
-    const enrollment = await ca.enroll({ enrollmentId: `${role}-${mspId.toLowerCase()}`, attrs: { 'hie.role': role } });
+    const enrollment = await ca.enroll({
+      enrollmentId: `${role}-${mspId.toLowerCase()}`,
+      attrs: { 'hie.role': role },
+    });
     return { mspId, certificate: enrollment.certificate, privateKey: enrollment.privateKey };
   };
   return {

@@ -90,10 +90,16 @@ CREATE TABLE IF NOT EXISTS history (
 export const ZERO_HASH = Buffer.alloc(32);
 
 /** SHA-256 over each transaction's id, envelope and validation code, length-prefixed, in block order. */
-export function computeDataHash(transactions: readonly Pick<StoredTransaction, 'txId' | 'envelope' | 'validationCode'>[]) {
+export function computeDataHash(
+  transactions: readonly Pick<StoredTransaction, 'txId' | 'envelope' | 'validationCode'>[],
+) {
   const hash = createHash('sha256');
   for (const transaction of transactions) {
-    for (const part of [Buffer.from(transaction.txId, 'utf8'), transaction.envelope, Buffer.from(transaction.validationCode)]) {
+    for (const part of [
+      Buffer.from(transaction.txId, 'utf8'),
+      transaction.envelope,
+      Buffer.from(transaction.validationCode),
+    ]) {
       const length = Buffer.allocUnsafe(4);
       length.writeUInt32BE(part.length);
       hash.update(length);
@@ -126,17 +132,23 @@ export class ChainStore {
     const db = this.db;
     this.statements = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE name = ?'),
-      setMeta: db.prepare<[string, string]>('INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value'),
-      getState: db.prepare<[Buffer], { value: Buffer; block: number; tx: number }>('SELECT value, block, tx FROM state WHERE key = ?'),
-      rangeBounded: db.prepare<[Buffer, Buffer, number], { key: Buffer; value: Buffer; block: number; tx: number }>(
-        'SELECT key, value, block, tx FROM state WHERE key >= ? AND key < ? ORDER BY key LIMIT ?',
+      setMeta: db.prepare<[string, string]>(
+        'INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value',
       ),
+      getState: db.prepare<[Buffer], { value: Buffer; block: number; tx: number }>(
+        'SELECT value, block, tx FROM state WHERE key = ?',
+      ),
+      rangeBounded: db.prepare<
+        [Buffer, Buffer, number],
+        { key: Buffer; value: Buffer; block: number; tx: number }
+      >('SELECT key, value, block, tx FROM state WHERE key >= ? AND key < ? ORDER BY key LIMIT ?'),
       rangeOpen: db.prepare<[Buffer, number], { key: Buffer; value: Buffer; block: number; tx: number }>(
         'SELECT key, value, block, tx FROM state WHERE key >= ? ORDER BY key LIMIT ?',
       ),
-      rangeBoundedAfter: db.prepare<[Buffer, Buffer, number], { key: Buffer; value: Buffer; block: number; tx: number }>(
-        'SELECT key, value, block, tx FROM state WHERE key > ? AND key < ? ORDER BY key LIMIT ?',
-      ),
+      rangeBoundedAfter: db.prepare<
+        [Buffer, Buffer, number],
+        { key: Buffer; value: Buffer; block: number; tx: number }
+      >('SELECT key, value, block, tx FROM state WHERE key > ? AND key < ? ORDER BY key LIMIT ?'),
       rangeOpenAfter: db.prepare<[Buffer, number], { key: Buffer; value: Buffer; block: number; tx: number }>(
         'SELECT key, value, block, tx FROM state WHERE key > ? ORDER BY key LIMIT ?',
       ),
@@ -147,7 +159,10 @@ export class ChainStore {
       putHistory: db.prepare<[Buffer, number, number, string, number, number, number, Buffer]>(
         'INSERT INTO history (key, block, tx, tx_id, ts_seconds, ts_nanos, is_delete, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       ),
-      history: db.prepare<[Buffer], { tx_id: string; ts_seconds: number; ts_nanos: number; is_delete: number; value: Buffer }>(
+      history: db.prepare<
+        [Buffer],
+        { tx_id: string; ts_seconds: number; ts_nanos: number; is_delete: number; value: Buffer }
+      >(
         'SELECT tx_id, ts_seconds, ts_nanos, is_delete, value FROM history WHERE key = ? ORDER BY block DESC, tx DESC',
       ),
       putBlock: db.prepare<[number, Buffer, Buffer, Buffer, number]>(
@@ -156,23 +171,35 @@ export class ChainStore {
       putTransaction: db.prepare<[number, number, string, string, number, Buffer]>(
         'INSERT INTO transactions (block, idx, tx_id, validation_code, has_event, envelope) VALUES (?, ?, ?, ?, ?, ?)',
       ),
-      lastBlock: db.prepare<[], { number: number; hash: Buffer }>('SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1'),
+      lastBlock: db.prepare<[], { number: number; hash: Buffer }>(
+        'SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1',
+      ),
       findTransaction: db.prepare<[string], { block: number; idx: number; validation_code: string }>(
         'SELECT block, idx, validation_code FROM transactions WHERE tx_id = ? ORDER BY block, idx',
       ),
-      hasTransaction: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM transactions WHERE tx_id = ? LIMIT 1'),
-      events: db.prepare<[number, number, number], { block: number; idx: number; tx_id: string; envelope: Buffer }>(
+      hasTransaction: db.prepare<[string], { one: number }>(
+        'SELECT 1 AS one FROM transactions WHERE tx_id = ? LIMIT 1',
+      ),
+      events: db.prepare<
+        [number, number, number],
+        { block: number; idx: number; tx_id: string; envelope: Buffer }
+      >(
         "SELECT block, idx, tx_id, envelope FROM transactions WHERE block >= ? AND block < ? AND has_event = 1 AND validation_code = 'VALID' ORDER BY block, idx LIMIT ?",
       ),
-      eventsAfter: db.prepare<[number, number, number, number, number], { block: number; idx: number; tx_id: string; envelope: Buffer }>(
+      eventsAfter: db.prepare<
+        [number, number, number, number, number],
+        { block: number; idx: number; tx_id: string; envelope: Buffer }
+      >(
         "SELECT block, idx, tx_id, envelope FROM transactions WHERE (block > ? OR (block = ? AND idx > ?)) AND block < ? AND has_event = 1 AND validation_code = 'VALID' ORDER BY block, idx LIMIT ?",
       ),
-      block: db.prepare<[number], { number: number; previous_hash: Buffer; data_hash: Buffer; hash: Buffer; tx_count: number }>(
-        'SELECT number, previous_hash, data_hash, hash, tx_count FROM blocks WHERE number = ?',
-      ),
-      blockTransactions: db.prepare<[number], { idx: number; tx_id: string; validation_code: string; envelope: Buffer }>(
-        'SELECT idx, tx_id, validation_code, envelope FROM transactions WHERE block = ? ORDER BY idx',
-      ),
+      block: db.prepare<
+        [number],
+        { number: number; previous_hash: Buffer; data_hash: Buffer; hash: Buffer; tx_count: number }
+      >('SELECT number, previous_hash, data_hash, hash, tx_count FROM blocks WHERE number = ?'),
+      blockTransactions: db.prepare<
+        [number],
+        { idx: number; tx_id: string; validation_code: string; envelope: Buffer }
+      >('SELECT idx, tx_id, validation_code, envelope FROM transactions WHERE block = ? ORDER BY idx'),
       chainScan: db.prepare<
         [],
         {
@@ -247,26 +274,45 @@ export class ChainStore {
   }
 
   /** Where a transaction id was committed: its valid occurrence if any, else the first (invalid) one. */
-  findTransaction(txId: string): { blockNumber: number; index: number; validationCode: ValidationCode } | undefined {
+  findTransaction(
+    txId: string,
+  ): { blockNumber: number; index: number; validationCode: ValidationCode } | undefined {
     const rows = this.statements.findTransaction.all(txId);
     const row = rows.find((candidate) => candidate.validation_code === 'VALID') ?? rows[0];
-    return row ? { blockNumber: row.block, index: row.idx, validationCode: row.validation_code as ValidationCode } : undefined;
+    return row
+      ? { blockNumber: row.block, index: row.idx, validationCode: row.validation_code as ValidationCode }
+      : undefined;
   }
 
   /** Valid transactions carrying a chaincode event, from (fromBlock, afterIndex) exclusive, below toBlock. */
-  eventTransactions(fromBlock: number, toBlock: number, limit: number, after?: { block: number; index: number }): StoredEventRow[] {
+  eventTransactions(
+    fromBlock: number,
+    toBlock: number,
+    limit: number,
+    after?: { block: number; index: number },
+  ): StoredEventRow[] {
     const rows =
       after === undefined
         ? this.statements.events.all(fromBlock, toBlock, limit)
         : this.statements.eventsAfter.all(after.block, after.block, after.index, toBlock, limit);
-    return rows.map((row) => ({ blockNumber: row.block, index: row.idx, txId: row.tx_id, envelope: row.envelope }));
+    return rows.map((row) => ({
+      blockNumber: row.block,
+      index: row.idx,
+      txId: row.tx_id,
+      envelope: row.envelope,
+    }));
   }
 
   block(number: number): { header: BlockHeader; transactions: StoredTransaction[] } | undefined {
     const row = this.statements.block.get(number);
     if (!row) return undefined;
     return {
-      header: { number: row.number, previousHash: row.previous_hash, dataHash: row.data_hash, hash: row.hash },
+      header: {
+        number: row.number,
+        previousHash: row.previous_hash,
+        dataHash: row.data_hash,
+        hash: row.hash,
+      },
       transactions: this.statements.blockTransactions.all(number).map((tx) => ({
         blockNumber: number,
         index: tx.idx,
@@ -291,9 +337,22 @@ export class ChainStore {
     this.db.transaction(() => {
       const s = this.statements;
       const { header } = block;
-      s.putBlock.run(header.number, header.previousHash, header.dataHash, header.hash, block.transactions.length);
+      s.putBlock.run(
+        header.number,
+        header.previousHash,
+        header.dataHash,
+        header.hash,
+        block.transactions.length,
+      );
       block.transactions.forEach((tx, index) => {
-        s.putTransaction.run(header.number, tx.index, tx.txId, tx.validationCode, block.hasEvent[index] ? 1 : 0, tx.envelope);
+        s.putTransaction.run(
+          header.number,
+          tx.index,
+          tx.txId,
+          tx.validationCode,
+          block.hasEvent[index] ? 1 : 0,
+          tx.envelope,
+        );
       });
       for (const write of block.writes) {
         const key = keyBytes(write.key);

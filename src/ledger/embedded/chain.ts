@@ -14,7 +14,13 @@ import { msp } from '@hyperledger/fabric-protos';
 import * as x509 from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
 import { LedgerTransactionError, type EventStream, type Ledger, type LedgerEvent } from '../ledger.js';
-import { ChainStore, ZERO_HASH, computeBlockHash, computeDataHash, type AppliedWrite } from './chain-store.js';
+import {
+  ChainStore,
+  ZERO_HASH,
+  computeBlockHash,
+  computeDataHash,
+  type AppliedWrite,
+} from './chain-store.js';
 import { ChaincodeRuntime } from './chaincode-runtime.js';
 import { SimulationStub } from './simulation-stub.js';
 import type {
@@ -133,7 +139,11 @@ export class EmbeddedChain {
     try {
       const storedChannel = store.getMeta('channel_id');
       const channelId = storedChannel ?? options.channelId ?? DEFAULT_CHANNEL;
-      if (options.channelId !== undefined && storedChannel !== undefined && options.channelId !== storedChannel) {
+      if (
+        options.channelId !== undefined &&
+        storedChannel !== undefined &&
+        options.channelId !== storedChannel
+      ) {
         throw new Error(`${options.file} holds channel ${storedChannel}, not ${options.channelId}`);
       }
       const chain = new EmbeddedChain(store, options.file, channelId, options.maxBlockTransactions ?? 500);
@@ -171,10 +181,14 @@ export class EmbeddedChain {
     this.assertOpen();
     const channelId = proposal.channelId ?? this.channelId;
     if (channelId !== this.channelId) {
-      throw new LedgerTransactionError(`channel ${channelId} does not exist (this chain is ${this.channelId})`, 'BAD_CHANNEL_HEADER');
+      throw new LedgerTransactionError(
+        `channel ${channelId} does not exist (this chain is ${this.channelId})`,
+        'BAD_CHANNEL_HEADER',
+      );
     }
     const creatorProblem = await this.checkCreator(proposal.creator);
-    if (creatorProblem) throw new LedgerTransactionError(`access denied: ${creatorProblem}`, 'BAD_CREATOR_SIGNATURE');
+    if (creatorProblem)
+      throw new LedgerTransactionError(`access denied: ${creatorProblem}`, 'BAD_CREATOR_SIGNATURE');
     const creatorBytes = serializeIdentity(proposal.creator);
     const nonce = proposal.nonce ? Buffer.from(proposal.nonce) : randomBytes(24);
     const txId = proposal.txId ?? createHash('sha256').update(nonce).update(creatorBytes).digest('hex');
@@ -182,7 +196,9 @@ export class EmbeddedChain {
       throw new LedgerTransactionError(`duplicate transaction found [${txId}]`, 'DUPLICATE_TXID', txId);
     }
     const timestamp = proposal.timestamp ?? nowTimestamp();
-    const args = [proposal.transaction, ...proposal.args].map((arg) => (typeof arg === 'string' ? Buffer.from(arg, 'utf8') : Buffer.from(arg)));
+    const args = [proposal.transaction, ...proposal.args].map((arg) =>
+      typeof arg === 'string' ? Buffer.from(arg, 'utf8') : Buffer.from(arg),
+    );
     const transient = new Map<string, Uint8Array>(
       proposal.transient instanceof Map ? proposal.transient : Object.entries(proposal.transient ?? {}),
     );
@@ -226,7 +242,13 @@ export class EmbeddedChain {
       );
     }
     if (endorsement.channelId !== this.channelId) {
-      return Promise.reject(new LedgerTransactionError(`wrong channel ${endorsement.channelId}`, 'BAD_CHANNEL_HEADER', endorsement.txId));
+      return Promise.reject(
+        new LedgerTransactionError(
+          `wrong channel ${endorsement.channelId}`,
+          'BAD_CHANNEL_HEADER',
+          endorsement.txId,
+        ),
+      );
     }
     return new Promise<CommitStatus>((resolve, reject) => {
       this.pending.push({ endorsement, resolve, reject });
@@ -307,7 +329,14 @@ export class EmbeddedChain {
     let expected = 0;
     let previousHash: Buffer = ZERO_HASH;
     let current:
-      | { number: number; previousHash: Buffer; dataHash: Buffer; hash: Buffer; txCount: number; txs: StoredTransaction[] }
+      | {
+          number: number;
+          previousHash: Buffer;
+          dataHash: Buffer;
+          hash: Buffer;
+          txCount: number;
+          txs: StoredTransaction[];
+        }
       | undefined;
     const finish = (): void => {
       if (!current) return;
@@ -316,12 +345,15 @@ export class EmbeddedChain {
         throw new ChainIntegrityError(message, blockNumber, this.file);
       };
       if (block.number !== expected) fail(`block ${expected} is missing`, expected);
-      if (block.txs.length !== block.txCount) fail(`holds ${block.txs.length} transactions, its header says ${block.txCount}`);
+      if (block.txs.length !== block.txCount)
+        fail(`holds ${block.txs.length} transactions, its header says ${block.txCount}`);
       block.txs.forEach((tx, index) => {
         if (tx.index !== index) fail(`transaction index ${index} is missing`);
       });
-      if (!block.previousHash.equals(previousHash)) fail('previous-hash does not match the hash of the block before it');
-      if (!computeDataHash(block.txs).equals(block.dataHash)) fail('data hash does not match its transactions (a transaction was altered)');
+      if (!block.previousHash.equals(previousHash))
+        fail('previous-hash does not match the hash of the block before it');
+      if (!computeDataHash(block.txs).equals(block.dataHash))
+        fail('data hash does not match its transactions (a transaction was altered)');
       const hash = computeBlockHash(block.number, block.previousHash, block.dataHash);
       if (!hash.equals(block.hash)) fail('block hash does not match its header');
       previousHash = block.hash;
@@ -352,14 +384,26 @@ export class EmbeddedChain {
     finish();
     const recordedHeight = Number(this.store.getMeta('height') ?? '0');
     if (recordedHeight !== expected) {
-      throw new ChainIntegrityError(`the chain records height ${recordedHeight} but holds ${expected} blocks`, expected, this.file);
+      throw new ChainIntegrityError(
+        `the chain records height ${recordedHeight} but holds ${expected} blocks`,
+        expected,
+        this.file,
+      );
     }
     if (this.store.getMeta('last_hash') !== previousHash.toString('hex')) {
-      throw new ChainIntegrityError('the last block is not the one the chain recorded', expected - 1, this.file);
+      throw new ChainIntegrityError(
+        'the last block is not the one the chain recorded',
+        expected - 1,
+        this.file,
+      );
     }
     const stateBlock = this.store.maxStateBlock();
     if (stateBlock !== null && stateBlock >= expected) {
-      throw new ChainIntegrityError(`world state refers to block ${stateBlock}, beyond the chain`, expected, this.file);
+      throw new ChainIntegrityError(
+        `world state refers to block ${stateBlock}, beyond the chain`,
+        expected,
+        this.file,
+      );
     }
   }
 
@@ -373,7 +417,8 @@ export class EmbeddedChain {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new LedgerTransactionError('the embedded ledger is closed', 'UNAVAILABLE', undefined, true);
+    if (this.closed)
+      throw new LedgerTransactionError('the embedded ledger is closed', 'UNAVAILABLE', undefined, true);
   }
 
   private scheduleCut(): void {
@@ -458,7 +503,11 @@ export class EmbeddedChain {
   private validate(rwset: ReadWriteSet, overlay: Map<string, OverlayEntry>): ValidationCode {
     for (const read of rwset.reads) {
       const pending = overlay.get(read.key);
-      const current = pending ? (pending.value === null ? null : pending.version) : (this.store.getState(read.key)?.version ?? null);
+      const current = pending
+        ? pending.value === null
+          ? null
+          : pending.version
+        : (this.store.getState(read.key)?.version ?? null);
       if (!sameVersion(read.version, current)) return 'MVCC_READ_CONFLICT';
     }
     for (const query of rwset.rangeQueries) {
@@ -475,7 +524,8 @@ export class EmbeddedChain {
     const inRange = (key: string): boolean =>
       compareKeys(key, query.startKey) >= 0 && (endKey === '' || compareKeys(key, endKey) < 0);
     const current = new Map<string, Version>();
-    for (const row of this.store.range(query.startKey, endKey, Number.MAX_SAFE_INTEGER)) current.set(row.key, row.version);
+    for (const row of this.store.range(query.startKey, endKey, Number.MAX_SAFE_INTEGER))
+      current.set(row.key, row.version);
     for (const [key, entry] of overlay) {
       if (!inRange(key)) continue;
       if (entry.value === null) current.delete(key);
@@ -507,14 +557,23 @@ export class EmbeddedChain {
       rwset: {
         reads: endorsement.rwset.reads,
         rangeQueries: endorsement.rwset.rangeQueries,
-        writes: endorsement.rwset.writes.map((write) => ({ key: write.key, isDelete: write.isDelete, value: base64(write.value) })),
+        writes: endorsement.rwset.writes.map((write) => ({
+          key: write.key,
+          isDelete: write.isDelete,
+          value: base64(write.value),
+        })),
       },
-      event: endorsement.event ? { name: endorsement.event.name, payload: base64(endorsement.event.payload) } : null,
+      event: endorsement.event
+        ? { name: endorsement.event.name, payload: base64(endorsement.event.payload) }
+        : null,
     });
   }
 
   private createGenesisBlock(): void {
-    const envelope = Buffer.from(this.runtime.stableStringify({ type: 'CONFIG', channelId: this.channelId }), 'utf8');
+    const envelope = Buffer.from(
+      this.runtime.stableStringify({ type: 'CONFIG', channelId: this.channelId }),
+      'utf8',
+    );
     const transactions: StoredTransaction[] = [
       {
         blockNumber: 0,
@@ -525,7 +584,12 @@ export class EmbeddedChain {
       },
     ];
     const dataHash = computeDataHash(transactions);
-    const header: BlockHeader = { number: 0, previousHash: ZERO_HASH, dataHash, hash: computeBlockHash(0, ZERO_HASH, dataHash) };
+    const header: BlockHeader = {
+      number: 0,
+      previousHash: ZERO_HASH,
+      dataHash,
+      hash: computeBlockHash(0, ZERO_HASH, dataHash),
+    };
     this.store.db.transaction(() => {
       this.store.setMeta('channel_id', this.channelId);
       this.store.storeBlock({ header, transactions, hasEvent: [false], writes: [] });
@@ -559,10 +623,12 @@ async function verifyCertificate(pem: string, roots: x509.X509Certificate[]): Pr
     return 'the creator is not an X.509 certificate';
   }
   const now = new Date();
-  if (now < certificate.notBefore || now > certificate.notAfter) return "the creator's certificate is expired or not yet valid";
+  if (now < certificate.notBefore || now > certificate.notAfter)
+    return "the creator's certificate is expired or not yet valid";
   for (const root of roots) {
     if (certificate.issuer !== root.subject) continue;
-    if (await certificate.verify({ publicKey: root.publicKey, signatureOnly: true }, webcrypto)) return undefined;
+    if (await certificate.verify({ publicKey: root.publicKey, signatureOnly: true }, webcrypto))
+      return undefined;
   }
   return "the creator's certificate was not issued by its organisation's CA";
 }

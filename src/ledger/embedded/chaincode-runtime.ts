@@ -48,7 +48,9 @@ type ContractRouterClass = new (
   version: string,
 ) => ContractRouter;
 
-type ClientIdentityClass = new (stub: Pick<ChaincodeStub, 'getChannelID' | 'getTxID' | 'getCreator'>) => ClientIdentity;
+type ClientIdentityClass = new (
+  stub: Pick<ChaincodeStub, 'getChannelID' | 'getTxID' | 'getCreator'>,
+) => ClientIdentity;
 
 export interface ChaincodeModule {
   contracts: unknown[];
@@ -80,14 +82,24 @@ export function loadChaincode(): LoadedChaincode {
   process.env.CORE_CHAINCODE_LOGGING_LEVEL ??= 'CRITICAL';
   const chaincode = require('hie-ledger-chaincode') as ChaincodeModule;
   const packageJson = require('hie-ledger-chaincode/package.json') as { name: string; version: string };
-  const ChaincodeFromContract = require('fabric-shim/lib/contract-spi/chaincodefromcontract.js') as ContractRouterClass;
+  const ChaincodeFromContract =
+    require('fabric-shim/lib/contract-spi/chaincodefromcontract.js') as ContractRouterClass;
   const { JSONSerializer } = require('fabric-contract-api') as { JSONSerializer: unknown };
   const serializers = { transaction: 'jsonSerializer', serializers: { jsonSerializer: JSONSerializer } };
   // The router appends its system contract to the array it is given: hand it a copy.
-  const router = new ChaincodeFromContract([...chaincode.contracts], serializers, {}, packageJson.name, packageJson.version);
+  const router = new ChaincodeFromContract(
+    [...chaincode.contracts],
+    serializers,
+    {},
+    packageJson.name,
+    packageJson.version,
+  );
   const { ClientIdentity } = require('fabric-shim') as { ClientIdentity: ClientIdentityClass };
   const shimLogger = require('fabric-shim/lib/logger.js') as LoadedChaincode['shimLogger'];
-  muteFilteredDebugLogging(shimLogger, require('fabric-contract-api/lib/logger.js') as LoadedChaincode['shimLogger']);
+  muteFilteredDebugLogging(
+    shimLogger,
+    require('fabric-contract-api/lib/logger.js') as LoadedChaincode['shimLogger'],
+  );
   loaded = { router, chaincode, ClientIdentity, shimLogger };
   return loaded;
 }
@@ -119,19 +131,28 @@ export class ChaincodeRuntime {
   /** Runs one transaction: the stub carries the proposal (args[0] is `contract:Tx`) and records the rwset. */
   async invoke(stub: ChaincodeStub & { getBufferArgs(): Buffer[] }): Promise<InvokeResult> {
     const [functionBytes, ...txArgs] = stub.getBufferArgs();
-    if (!functionBytes) return { status: 200, message: '', payload: Buffer.from('Default initiator successful.') };
+    if (!functionBytes)
+      return { status: 200, message: '', payload: Buffer.from('Default initiator successful.') };
     const loggerPrefix = `[${stub.getChannelID()}-${stub.getTxID().substring(0, 8)}]`;
     const { router } = this.loaded;
     try {
-      const { contractName, function: functionName } = router._splitFunctionName(functionBytes.toString('utf8'));
+      const { contractName, function: functionName } = router._splitFunctionName(
+        functionBytes.toString('utf8'),
+      );
       const implementation = router.contractImplementations[contractName];
       if (!implementation) throw new Error(`Contract name is not known: ${contractName}`);
       const { contractInstance, dataMarshall } = implementation;
       const ctx = contractInstance.createContext();
       ctx.setChaincodeStub(stub);
       ctx.setClientIdentity(this.clientIdentity(stub));
-      ctx.logging = { setLevel: () => {}, getLogger: (name?: string) => this.loaded.shimLogger.getLogger(name ? `${contractName}:${name}` : contractName) };
-      const descriptor = router.metadata.contracts[contractName]!.transactions.find((tx) => tx.name === functionName);
+      ctx.logging = {
+        setLevel: () => {},
+        getLogger: (name?: string) =>
+          this.loaded.shimLogger.getLogger(name ? `${contractName}:${name}` : contractName),
+      };
+      const descriptor = router.metadata.contracts[contractName]!.transactions.find(
+        (tx) => tx.name === functionName,
+      );
       if (!descriptor) {
         try {
           await contractInstance.unknownTransaction(ctx);
@@ -154,7 +175,9 @@ export class ChaincodeRuntime {
   /** True for transactions declared read-only (`@Transaction(false)`, tagged EVALUATE in the metadata). */
   isEvaluateOnly(transaction: string): boolean {
     const { contractName, function: functionName } = this.loaded.router._splitFunctionName(transaction);
-    const declared = this.loaded.router.metadata.contracts[contractName]?.transactions.find((tx) => tx.name === functionName);
+    const declared = this.loaded.router.metadata.contracts[contractName]?.transactions.find(
+      (tx) => tx.name === functionName,
+    );
     return declared?.tag?.includes('EVALUATE') ?? false;
   }
 
@@ -177,5 +200,9 @@ export class ChaincodeRuntime {
 
 /** fabric-shim's shim.error(message): status 500, the error's message. */
 function failure(error: unknown): InvokeResult {
-  return { status: 500, message: error instanceof Error ? error.message : String(error), payload: Buffer.alloc(0) };
+  return {
+    status: 500,
+    message: error instanceof Error ? error.message : String(error),
+    payload: Buffer.alloc(0),
+  };
 }

@@ -48,13 +48,21 @@ export class EmbeddedLedger implements Ledger {
         RETRYABLE.has(status.validationCode),
       );
     }
-    return { transactionId: status.txId, blockNumber: status.blockNumber, result: endorsement.response.payload.toString('utf8') };
+    return {
+      transactionId: status.txId,
+      blockNumber: status.blockNumber,
+      result: endorsement.response.payload.toString('utf8'),
+    };
   }
 
   async evaluate(transaction: string, args: string[]): Promise<string> {
     const endorsement = await this.chain.endorse({ transaction, args, creator: this.creator });
     if (endorsement.response.status >= 400) {
-      throw new LedgerTransactionError(`${transaction} failed: ${endorsement.response.message}`, 'CHAINCODE_ERROR', endorsement.txId);
+      throw new LedgerTransactionError(
+        `${transaction} failed: ${endorsement.response.message}`,
+        'CHAINCODE_ERROR',
+        endorsement.txId,
+      );
     }
     return endorsement.response.payload.toString('utf8');
   }

@@ -33,7 +33,9 @@ export interface OpenEmbeddedLedgerOptions {
 const openChains = new Map<string, { chain: Promise<EmbeddedChain>; users: number }>();
 
 /** Opens the chain in `file`, or joins the one this process already has open. */
-export async function acquireChain(options: EmbeddedChainOptions): Promise<{ chain: EmbeddedChain; release(): Promise<void> }> {
+export async function acquireChain(
+  options: EmbeddedChainOptions,
+): Promise<{ chain: EmbeddedChain; release(): Promise<void> }> {
   const file = resolve(options.file);
   let entry = openChains.get(file);
   if (!entry) {
@@ -77,14 +79,18 @@ export async function openEmbeddedLedger(options: OpenEmbeddedLedgerOptions): Pr
   const ca = await EmbeddedCa.open(join(identityDir, 'ca'), { mspId: options.mspId });
   const caOrganisation = new x509.X509Certificate(ca.certificate).subjectName.getField('O')[0];
   if (caOrganisation !== options.mspId) {
-    throw new Error(`the CA in ${join(identityDir, 'ca')} belongs to ${caOrganisation}, not ${options.mspId}`);
+    throw new Error(
+      `the CA in ${join(identityDir, 'ca')} belongs to ${caOrganisation}, not ${options.mspId}`,
+    );
   }
   const identity = await serviceIdentity(ca, join(identityDir, 'service'));
   const { chain, release } = await acquireChain({
     file: join(options.dataDir, 'ledger', 'chain.sqlite'),
     channelId: options.channelId,
     maxBlockTransactions: options.maxBlockTransactions,
-    msps: [{ mspId: options.mspId, rootCertificates: [ca.certificate], isRevoked: (pem) => ca.isRevoked(pem) }],
+    msps: [
+      { mspId: options.mspId, rootCertificates: [ca.certificate], isRevoked: (pem) => ca.isRevoked(pem) },
+    ],
   });
   return new EmbeddedLedger(chain, identity, release);
 }
@@ -94,14 +100,21 @@ export async function serviceIdentity(ca: EmbeddedCa, dir: string): Promise<Sign
   const certPath = join(dir, 'cert.pem');
   const keyPath = join(dir, 'key.pem');
   try {
-    return { mspId: ca.mspId, certificate: readFileSync(certPath, 'utf8'), privateKey: readFileSync(keyPath, 'utf8') };
+    return {
+      mspId: ca.mspId,
+      certificate: readFileSync(certPath, 'utf8'),
+      privateKey: readFileSync(keyPath, 'utf8'),
+    };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   // A pseudonym: the ledger sees no organisation or host names beyond the MSP id.
   const enrollmentId = `svc-${randomBytes(9).toString('base64url')}`;
-  const enrollment = await ca.enroll({ enrollmentId, attrs: { 'hie.role': 'service', 'hie.id': enrollmentId } });
+  const enrollment = await ca.enroll({
+    enrollmentId,
+    attrs: { 'hie.role': 'service', 'hie.id': enrollmentId },
+  });
   writeAtomically(keyPath, enrollment.privateKey);
   writeAtomically(join(dir, 'enrollment-id'), `${enrollmentId}\n`);
   writeAtomically(certPath, enrollment.certificate);

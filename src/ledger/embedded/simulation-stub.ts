@@ -9,9 +9,23 @@
  */
 import { createHash } from 'node:crypto';
 import Long from 'long';
-import type { ChaincodeStub, Iterators, SerializedIdentity as ShimSerializedIdentity, SplitCompositekey, Timestamp } from 'fabric-shim-api';
+import type {
+  ChaincodeStub,
+  Iterators,
+  SerializedIdentity as ShimSerializedIdentity,
+  SplitCompositekey,
+  Timestamp,
+} from 'fabric-shim-api';
 import type { ChainStore } from './chain-store.js';
-import type { ChaincodeEvent, KVRead, RangeQueryInfo, ReadWriteSet, SerializedIdentity, TxTimestamp, Version } from './types.js';
+import type {
+  ChaincodeEvent,
+  KVRead,
+  RangeQueryInfo,
+  ReadWriteSet,
+  SerializedIdentity,
+  TxTimestamp,
+  Version,
+} from './types.js';
 
 const COMPOSITE_KEY_NAMESPACE = '\x00';
 const MIN_UNICODE_RUNE = '\u0000';
@@ -126,7 +140,10 @@ export class SimulationStub implements ChaincodeStub {
   }
 
   getTxTimestamp(): Timestamp {
-    return { seconds: Long.fromNumber(this.context.timestamp.seconds, true), nanos: this.context.timestamp.nanos };
+    return {
+      seconds: Long.fromNumber(this.context.timestamp.seconds, true),
+      nanos: this.context.timestamp.nanos,
+    };
   }
 
   getDateTimestamp(): Date {
@@ -136,7 +153,11 @@ export class SimulationStub implements ChaincodeStub {
 
   /** hex SHA-256(nonce || creator || epoch), epoch 0 as 8 little-endian bytes, as fabric-shim computes it. */
   getBinding(): string {
-    return createHash('sha256').update(this.context.nonce).update(this.context.creatorBytes).update(Buffer.alloc(8)).digest('hex');
+    return createHash('sha256')
+      .update(this.context.nonce)
+      .update(this.context.creatorBytes)
+      .update(Buffer.alloc(8))
+      .digest('hex');
   }
 
   // --- state -------------------------------------------------------------------------------------
@@ -150,7 +171,8 @@ export class SimulationStub implements ChaincodeStub {
 
   async putState(key: string, value: Uint8Array): Promise<void> {
     requireKey(key);
-    if (!(value instanceof Uint8Array)) throw new Error('putState: value must be bytes (Buffer or Uint8Array)');
+    if (!(value instanceof Uint8Array))
+      throw new Error('putState: value must be bytes (Buffer or Uint8Array)');
     this.writes.set(key, value.length === 0 ? null : Buffer.from(value));
   }
 
@@ -172,7 +194,9 @@ export class SimulationStub implements ChaincodeStub {
     const run = async (): Promise<StateIterator> => {
       for (const key of [start, endKey]) {
         if (key && key.charAt(0) === COMPOSITE_KEY_NAMESPACE) {
-          throw new Error(`first character of the key [${key}] contains a null character which is not allowed`);
+          throw new Error(
+            `first character of the key [${key}] contains a null character which is not allowed`,
+          );
         }
       }
       return this.rangeIterator(start, endKey ?? '');
@@ -180,7 +204,10 @@ export class SimulationStub implements ChaincodeStub {
     return asyncIterablePromise(run());
   }
 
-  getStateByPartialCompositeKey(objectType: string, attributes: string[]): Promise<StateIterator> & AsyncIterable<Iterators.KV> {
+  getStateByPartialCompositeKey(
+    objectType: string,
+    attributes: string[],
+  ): Promise<StateIterator> & AsyncIterable<Iterators.KV> {
     const run = async (): Promise<StateIterator> => {
       const partialKey = this.createCompositeKey(objectType, attributes);
       return this.rangeIterator(partialKey, partialKey + MAX_UNICODE_RUNE);
@@ -233,7 +260,8 @@ export class SimulationStub implements ChaincodeStub {
   }
 
   setEvent(name: string, payload: Uint8Array): void {
-    if (typeof name !== 'string' || name.length === 0) throw new Error('Event name must be a non-empty string');
+    if (typeof name !== 'string' || name.length === 0)
+      throw new Error('Event name must be a non-empty string');
     this.event = { name, payload: Buffer.from(payload ?? Buffer.alloc(0)) };
   }
 
@@ -316,7 +344,10 @@ export class SimulationStub implements ChaincodeStub {
         }
         info.reads.push({ key: row.key, version: row.version });
         // fabric-shim's KV carries key and value only.
-        return { value: { key: row.key, value: Buffer.from(row.value) } as unknown as Iterators.KV, done: false };
+        return {
+          value: { key: row.key, value: Buffer.from(row.value) } as unknown as Iterators.KV,
+          done: false,
+        };
       },
       close: async () => {
         closed = true;

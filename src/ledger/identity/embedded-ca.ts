@@ -202,11 +202,16 @@ export class EmbeddedCa {
 export function certificateAttributes(certificatePem: string): Record<string, string> {
   const extension = new x509.X509Certificate(certificatePem).getExtension(FABRIC_ATTRIBUTES_OID);
   if (!extension) return {};
-  const parsed = JSON.parse(Buffer.from(extension.value).toString('utf8')) as { attrs?: Record<string, string> };
+  const parsed = JSON.parse(Buffer.from(extension.value).toString('utf8')) as {
+    attrs?: Record<string, string>;
+  };
   return parsed.attrs ?? {};
 }
 
-async function createCa(mspId: string, keyType: EcKeyType): Promise<{ certificatePem: string; keyPem: string }> {
+async function createCa(
+  mspId: string,
+  keyType: EcKeyType,
+): Promise<{ certificatePem: string; keyPem: string }> {
   const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: keyType }, true, [
     'sign',
     'verify',
@@ -232,7 +237,10 @@ async function createCa(mspId: string, keyType: EcKeyType): Promise<{ certificat
     crypto,
   );
   const pkcs8 = await crypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return { certificatePem: certificate.toString('pem'), keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+  return {
+    certificatePem: certificate.toString('pem'),
+    keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY'),
+  };
 }
 
 function curveOf(certificate: x509.X509Certificate): EcKeyType {
