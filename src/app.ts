@@ -21,6 +21,9 @@ import { patientCompartments } from './fhir/search/definitions.js';
 import { createHttpServer } from './fhir/http/server.js';
 import { registerFhirRoutes } from './fhir/http/fhir-routes.js';
 import { setupAccess } from './access/setup.js';
+import { openIntegrity, type IntegrityService } from './ledger/integrity-service.js';
+import { verifyOperation } from './fhir/operations/verify.js';
+import { DEFAULT_AUDIT_CRON, scheduleAudit } from './jobs/audit.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -30,6 +33,8 @@ export interface App {
   registry: FhirRegistry;
   validator: ResourceValidator;
   ledger?: Ledger;
+  /** The integrity path: anchoring worker (status), verifier, audit (docs/integrity.md). */
+  integrity?: IntegrityService;
   /** Stop accepting, finish in-flight requests, close the adapters. Idempotent. */
   close(): Promise<void>;
 }
@@ -62,6 +67,23 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
     const ledger = overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' })));
     if (!overrides.ledger) closers.push(() => ledger.close());
+    // The integrity path: every write queues its anchor, a worker commits Merkle batches; $verify; the scheduled audit.
+    const integrity = await openIntegrity({
+      dataDir: config.dataDir,
+      store,
+      ledger,
+      anchoring: { batchSize: config.anchorBatchSize ?? 1000, intervalMs: config.anchorIntervalMs ?? 1000 },
+      log: fastify.log.child({ component: 'anchoring' }),
+    });
+    closers.push(() => integrity.close());
+    registry.registerOperation(verifyOperation(integrity.verifier));
+    const auditJob = scheduleAudit({
+      cron: config.auditCron ?? DEFAULT_AUDIT_CRON,
+      dataDir: config.dataDir,
+      audit: () => integrity.audit(),
+      log: fastify.log.child({ component: 'audit' }),
+    });
+    if (auditJob) closers.push(() => auditJob.stop());
     // Authentication, the caller's access policy on every FhirContext, consent grants and the audit (docs/access.md).
     const access = await setupAccess({
       dataDir: config.dataDir,
@@ -82,9 +104,16 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       registry,
       publicBaseUrl: config.baseUrl,
       accessFor: access.accessFor,
-      context: { store: access.store, validator, indexEntries: extractIndex, patientsOf: patientCompartments },
+      context: {
+        store: access.store,
+        validator,
+        indexEntries: extractIndex,
+        patientsOf: patientCompartments,
+        anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
+      },
     });
     await fastify.ready();
+    integrity.anchorer.start(); // drains what a previous run left pending, then follows the writes
 
     let closing: Promise<void> | undefined;
     const close = () =>
@@ -92,7 +121,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
         await fastify.close();
         for (const closer of closers.reverse()) await closer();
       })());
-    return { fastify, store, registry, validator, ledger, close };
+    return { fastify, store, registry, validator, ledger, integrity, close };
   } catch (err) {
     for (const closer of closers.reverse()) await closer().catch(() => undefined);
     throw err;

@@ -5,6 +5,7 @@
  * (the CLI prints it and exits with code 2).
  */
 import { resolve } from 'node:path';
+import cron from 'node-cron';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -26,6 +27,14 @@ export interface Config {
   fabricConfig?: string;
   /** Authentication: SMART Backend Services tokens (default), or dev-open (no auth, loopback only; docs/access.md). */
   auth: 'smart' | 'dev-open';
+  /** Integrity anchoring (docs/integrity.md): most anchors per ledger transaction (one Merkle batch). */
+  anchorBatchSize: number;
+  /** Longest wait (ms) before a partial anchor batch goes to the ledger. */
+  anchorIntervalMs: number;
+  /** Anchor every write (off only for benchmarks and diagnostics: versions are then reported unanchored). */
+  anchoring: boolean;
+  /** Schedule of the integrity audit (node-cron expression), or 'off'. */
+  auditCron: string;
 }
 
 export class ConfigError extends Error {
@@ -156,7 +165,55 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
       return text;
     },
   },
+  {
+    key: 'anchorBatchSize',
+    flag: '--anchor-batch-size <n>',
+    env: 'HIE_ANCHOR_BATCH_SIZE',
+    default: '1000',
+    description: 'most resource versions anchored per ledger transaction (Merkle batch)',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 1_000_000),
+  },
+  {
+    key: 'anchorIntervalMs',
+    flag: '--anchor-interval-ms <ms>',
+    env: 'HIE_ANCHOR_INTERVAL_MS',
+    default: '1000',
+    description: 'longest wait before a partial anchor batch goes to the ledger (ms)',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 3_600_000),
+  },
+  {
+    key: 'anchoring',
+    flag: '--anchoring <on|off>',
+    env: 'HIE_ANCHORING',
+    default: 'on',
+    description: 'anchor every write on the ledger (off: benchmarks and diagnostics only)',
+    parse: (text, source) => {
+      if (text !== 'on' && text !== 'off') throw new ConfigError(`${source}: '${text}' is not on or off`);
+      return text === 'on';
+    },
+  },
+  {
+    key: 'auditCron',
+    flag: '--audit-cron <expression>',
+    env: 'HIE_AUDIT_CRON',
+    default: '0 3 * * *',
+    description: "schedule of the integrity audit (cron expression, e.g. '0 3 * * *'), or off",
+    parse: (text, source) => {
+      const expression = text.trim();
+      if (!/^(off|false|none|disabled)$/i.test(expression) && !cron.validate(expression)) {
+        throw new ConfigError(`${source}: '${text}' is not a cron expression (or off)`);
+      }
+      return expression;
+    },
+  },
 ] as OptionSpec<keyof Config>[];
+
+function parseWholeNumber(text: string, source: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) < min || Number(text) > max) {
+    throw new ConfigError(`${source}: '${text}' is not a whole number from ${min} to ${max}`);
+  }
+  return Number(text);
+}
 
 /** Commander's camelCase name of a flag: `--data-dir <path>` -> `dataDir`. */
 export function flagName(flag: string): string {
