@@ -1,0 +1,188 @@
+/**
+ * `npm run bench:rest`: the FHIR REST facade under load, next to a bare fastify route as the ceiling.
+ *
+ * Starts two child processes on free ports: the service (`hie-ledger serve` on the embedded store and ledger, in a
+ * temporary data directory, no authentication) and a bare fastify app with one "hello" route. Loads each from this
+ * process with autocannon and prints requests/s and p50/p99 latency for: the bare route, read, create (validated,
+ * a Synthea Observation) and update (PUT of a new version, over a pool of resources).
+ *
+ * Targets on the 2-core development machine: read >= 40% of the bare route's throughput; create >= 2,000/s.
+ * Environment: BENCH_DURATION (seconds per scenario, default 10), BENCH_CONNECTIONS (default 10).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { loadavg, cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import autocannon from 'autocannon';
+
+const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
+const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+const POOL = 500;
+
+async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => done(port));
+    });
+  });
+}
+
+async function waitFor(url: string, child: ChildProcess, timeoutMs = 120_000): Promise<void> {
+  const start = Date.now();
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${url}: the server exited with code ${child.exitCode}`);
+    try {
+      const res = await fetch(url);
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() - start > timeoutMs) throw new Error(`${url} did not come up`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function startChild(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  return child;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/** A realistic resource: the first Observation of the first Synthea bundle, without its id. */
+function syntheaObservation(): Record<string, unknown> {
+  const dir = join(ROOT, '..', 'shared', 'data', 'synthea-bundles');
+  const file = readdirSync(dir).filter((f) => f.endsWith('.json')).sort()[0];
+  const bundle = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { entry: { resource: Record<string, unknown> }[] };
+  const observation = bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Observation');
+  if (!observation) throw new Error(`no Observation in ${file}`);
+  const { id: _id, ...rest } = observation;
+  return rest;
+}
+
+interface Row {
+  name: string;
+  requestsPerSecond: number;
+  p50: number;
+  p99: number;
+  ok: number;
+  failed: number;
+}
+
+async function load(name: string, options: autocannon.Options): Promise<Row> {
+  const result = await autocannon({ connections: CONNECTIONS, duration: DURATION, ...options });
+  const failed = result.non2xx + result.errors + result.timeouts;
+  return {
+    name,
+    requestsPerSecond: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    ok: result.requests.total - result.non2xx,
+    failed,
+  };
+}
+
+function printTable(rows: Row[], ceiling: number): void {
+  const header = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'ok', 'failed', '% of bare'];
+  const lines = rows.map((r) => [
+    r.name,
+    r.requestsPerSecond.toFixed(0),
+    r.p50.toFixed(1),
+    r.p99.toFixed(1),
+    String(r.ok),
+    String(r.failed),
+    `${((100 * r.requestsPerSecond) / ceiling).toFixed(0)}%`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const format = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  console.log(format(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const line of lines) console.log(format(line));
+}
+
+async function main(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-'));
+  const [servicePort, barePort] = [await freePort(), await freePort()];
+  console.log(
+    `bench:rest  ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}, ` +
+      `${CONNECTIONS} connections, ${DURATION}s per scenario`,
+  );
+  const service = startChild(['--import', 'tsx', 'src/cli.ts', 'serve', '--port', String(servicePort), '--data-dir', dataDir, '--log-level', 'warn'], {
+    HIE_AUTH: 'dev-open',
+  });
+  const bare = startChild([
+    '--input-type=module',
+    '-e',
+    `import Fastify from 'fastify';
+     const app = Fastify();
+     app.get('/hello', async () => ({ hello: 'world' }));
+     await app.listen({ port: ${barePort}, host: '127.0.0.1' });
+     process.on('SIGTERM', () => app.close().then(() => process.exit(0)));`,
+  ]);
+  try {
+    const base = `http://127.0.0.1:${servicePort}/fhir`;
+    await Promise.all([waitFor(`${base}/metadata`, service), waitFor(`http://127.0.0.1:${barePort}/hello`, bare)]);
+
+    const observation = syntheaObservation();
+    const body = JSON.stringify(observation);
+    const headers = { 'content-type': 'application/fhir+json' };
+    // A pool of stored resources to read and update.
+    const ids: string[] = [];
+    for (let i = 0; i < POOL; i++) {
+      const res = await fetch(`${base}/Observation`, { method: 'POST', headers: { ...headers, prefer: 'return=minimal' }, body });
+      if (res.status !== 201) throw new Error(`seeding failed: ${res.status} ${await res.text()}`);
+      ids.push(String(res.headers.get('location')).split('/')[5]);
+    }
+    const pick = () => ids[Math.floor(Math.random() * ids.length)];
+
+    const rows: Row[] = [];
+    rows.push(await load('bare fastify "hello"', { url: `http://127.0.0.1:${barePort}/hello` }));
+    rows.push(
+      await load('read', {
+        url: base,
+        requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/fhir/Observation/${pick()}` }) }],
+      }),
+    );
+    rows.push(await load('create (validated)', { url: `${base}/Observation`, method: 'POST', headers, body }));
+    rows.push(
+      await load('update (validated)', {
+        url: base,
+        requests: [
+          {
+            method: 'PUT',
+            headers,
+            setupRequest: (req) => {
+              const id = pick();
+              return { ...req, path: `/fhir/Observation/${id}`, body: JSON.stringify({ ...observation, id }) };
+            },
+          },
+        ],
+      }),
+    );
+    console.log('');
+    printTable(rows, rows[0].requestsPerSecond);
+    const read = rows[1].requestsPerSecond / rows[0].requestsPerSecond;
+    console.log('');
+    console.log(`read / bare = ${(100 * read).toFixed(0)}% (target >= 40%); create = ${rows[2].requestsPerSecond.toFixed(0)}/s (target >= 2000/s)`);
+    console.log(`load average after: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  } finally {
+    await Promise.all([stopChild(service), stopChild(bare)]);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
