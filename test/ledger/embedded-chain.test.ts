@@ -149,6 +149,58 @@ describe('phantom reads', () => {
   });
 });
 
+describe('range re-execution at commit (read-write sets as the validator sees them)', () => {
+  const ANCHORS = '\u0000anchor\u0000';
+  const anchorKey = (digit: string): string => `${ANCHORS}${digit.repeat(64)}\u0000`;
+
+  /** A real endorsement whose range-query record is replaced, to exercise the validator's rules directly. */
+  async function withRangeQuery(query: {
+    itrExhausted: boolean;
+    reads: { key: string; version: { blockNum: number; txNum: number } }[];
+  }) {
+    const endorsement = await chain.endorse(proposal('anchor:ReadAnchor', [hex(String(Math.random()))]));
+    endorsement.rwset.rangeQueries = [{ startKey: ANCHORS, endKey: `${ANCHORS}\u{10ffff}`, ...query }];
+    return endorsement;
+  }
+
+  it('re-checks an iteration stopped early only up to the last key read', async () => {
+    const ledger = chain.connect(org1.service);
+    await ledger.submit('anchor:AnchorVersion', ['3'.repeat(64), hex('v')]); // block 1
+    const firstOnly = {
+      itrExhausted: false,
+      reads: [{ key: anchorKey('3'), version: { blockNum: 1, txNum: 0 } }],
+    };
+
+    const unaffected = await withRangeQuery(firstOnly);
+    await ledger.submit('anchor:AnchorVersion', ['5'.repeat(64), hex('v')]); // after the last key read
+    expect((await chain.commit(unaffected)).validationCode).toBe('VALID');
+
+    const affected = await withRangeQuery(firstOnly);
+    await ledger.submit('anchor:AnchorVersion', ['1'.repeat(64), hex('v')]); // before it: a phantom
+    expect((await chain.commit(affected)).validationCode).toBe('PHANTOM_READ_CONFLICT');
+  });
+
+  it('re-checks an exhausted iteration over the whole range, versions included', async () => {
+    const ledger = chain.connect(org1.service);
+    await ledger.submit('anchor:AnchorVersion', ['3'.repeat(64), hex('v')]); // block 1
+    const whole = {
+      itrExhausted: true,
+      reads: [{ key: anchorKey('3'), version: { blockNum: 1, txNum: 0 } }],
+    };
+    expect((await chain.commit(await withRangeQuery(whole))).validationCode).toBe('VALID');
+
+    const stale = await withRangeQuery({
+      ...whole,
+      reads: [{ key: anchorKey('3'), version: { blockNum: 0, txNum: 0 } }],
+    });
+    expect((await chain.commit(stale)).validationCode).toBe('PHANTOM_READ_CONFLICT');
+
+    const beforeGrowth = await withRangeQuery(whole);
+    await ledger.submit('anchor:AnchorVersion', ['9'.repeat(64), hex('v')]);
+    expect((await chain.commit(beforeGrowth)).validationCode).toBe('PHANTOM_READ_CONFLICT');
+  });
+});
+
 describe('transactions', () => {
   it('computes the tx id like Fabric and refuses a duplicate tx id', async () => {
     const nonce = Buffer.alloc(24, 7);
