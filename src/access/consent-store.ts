@@ -2,20 +2,21 @@
  * Keeps the ledger's grants in step with the patient-privacy Consents written through the FHIR API: a store
  * decorator, so every write path (create, update, patch, delete, transaction entries) goes through it.
  *
- * Order (fail closed): the Consent is mapped first (422 for what cannot be enforced, nothing stored), the patient's
+ * Order (fail closed): the Consent is mapped first (one the mapping cannot enforce exactly is stored but grants
+ * nothing, with a warning in the log), the patient's
  * home is checked/registered on the ledger, the grants it removes or changes are refused at once, then the version
  * is stored, then its revocations and grants are submitted (grants in force once committed). In a transaction the
  * ledger work waits until the transaction has committed; a rollback lifts the refusals it made.
  */
 import type { ConsentService, PreparedConsent } from '../ledger/consent.js';
 import { consentToGrants, isPrivacyConsent, type ConsentGrants } from '../mapping/consent.js';
-import { forbidden, serviceUnavailable } from '../fhir/outcome.js';
+import { FhirError, forbidden, serviceUnavailable } from '../fhir/outcome.js';
 import type { ResourceStore, StoredVersion, WriteRequest } from '../fhir/store/resource-store.js';
 import { currentAccess } from './access-policy.js';
 
 export interface ConsentStoreOptions {
   consent: ConsentService;
-  log?: { error(obj: object | string, msg?: string): void };
+  log?: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
 }
 
 /** Wraps a store so that Consent writes drive the ledger's grants. Other writes and all reads pass through. */
@@ -97,8 +98,15 @@ class ConsentLedgerStore implements ResourceStore {
     const { consent } = this.options;
     let target: ConsentGrants | undefined;
     if (request.resource && isPrivacyConsent(request.resource)) {
-      target = consentToGrants(request.resource); // 422 before anything is stored
-      if (target.grants.length > 0) {
+      try {
+        target = consentToGrants(request.resource);
+      } catch (err) {
+        if (!(err instanceof FhirError)) throw err;
+        // What the service cannot enforce exactly grants nothing (fail closed); the Consent itself is kept.
+        this.options.log?.warn({ consent: request.id, reason: err.message }, 'Consent stored without grants: it cannot be enforced as written');
+        target = undefined;
+      }
+      if (target && target.grants.length > 0) {
         try {
           await consent.registerPatient(target.patient);
         } catch (err) {

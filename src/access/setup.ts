@@ -96,7 +96,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
   if (options.mode === 'dev-open' && !LOOPBACK_HOSTS.has(options.host)) {
     throw new Error(`the development mode (auth dev-open) only runs on a loopback address, not ${options.host}`);
   }
-  const mspId = options.mspId ?? DEFAULT_MSP_ID;
+  const mspId = options.mspId ?? process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID;
   const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), { mspId });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
   const tokens = new TokenService({ directory: participants, secret: accessTokenSecret(options.dataDir) });
