@@ -62,8 +62,10 @@ for (const [type, agg] of [...perType].sort((a, b) => b[1].n - a[1].n)) {
 // ---- 2. over HTTP ----
 if (httpBundles > 0) {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-search-'));
-  const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn' }, {});
-  const app = await buildApp(config, { logStream: new Writable({ write: (_c, _e, done) => done() }) });
+  const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn', auth: 'dev-open' }, {});
+  // buildApp awaits work that holds no event-loop handle (seen at the time of writing): keep the loop alive meanwhile.
+  const keepAlive = setInterval(() => undefined, 1000);
+  const app = await buildApp(config, { logStream: new Writable({ write: (_c, _e, done) => done() }) }).finally(() => clearInterval(keepAlive));
   try {
     const address = await app.fastify.listen({ port: 0, host: '127.0.0.1' });
     const base = `${address}/fhir`;

@@ -78,7 +78,8 @@ export interface CompiledQuery {
   sort: SortKey[];
   count: number;
   offset: number;
-  total: 'none' | 'estimate' | 'accurate';
+  /** As asked; undefined: the interaction gives a total only when it costs nothing. */
+  total?: 'none' | 'estimate' | 'accurate';
   summaryCount: boolean;
   elements?: string[];
   include: IncludeSpec[];
@@ -481,7 +482,7 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
     sort,
     count,
     offset,
-    total: (totalRaw as CompiledQuery['total']) ?? 'accurate',
+    total: totalRaw as CompiledQuery['total'],
     summaryCount,
     elements,
     include,

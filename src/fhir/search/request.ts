@@ -9,7 +9,8 @@ export interface StoreSearchRequest {
   query: CompiledQuery;
   /**
    * The caller's visibility predicate (AccessPolicy.canRead). Adapters apply it to every candidate before it
-   * counts, is paged or returned, and to every resource a chain or `_has` matches through.
+   * counts, is paged or returned, and to every resource a chain or `_has` matches through. It is called with the
+   * version's metadata (type, id, version, custodian, patients); `json` may be absent, so a policy must not need it.
    */
   canRead: (version: StoredVersion) => boolean;
   /** Count every visible match (Bundle.total); otherwise an adapter may stop once the page is full. */
