@@ -184,3 +184,47 @@ describe('SqliteResourceStore', () => {
     await store.close();
   });
 });
+
+describe('SqliteResourceStore schema guards', () => {
+  it('refuses to delete a version row, so seq stays dense (history totals rely on it)', async () => {
+    const store = await openStore(':memory:');
+    await store.write({
+      resourceType: 'Patient',
+      id: 'a',
+      method: 'PUT',
+      resource: { resourceType: 'Patient' },
+    });
+    expect(() => store.db.prepare('DELETE FROM resource_version').run()).toThrow(/never deleted/);
+    expect((await store.history({ count: 10 })).total).toBe(1);
+    await store.close();
+  });
+
+  it('counts system history exactly after rolled-back writes', async () => {
+    const store = await openStore(':memory:');
+    for (let i = 0; i < 3; i++) {
+      await store.write({
+        resourceType: 'Patient',
+        id: `p${i}`,
+        method: 'PUT',
+        resource: { resourceType: 'Patient' },
+      });
+      await store
+        .transaction(async (tx) => {
+          await tx.write({
+            resourceType: 'Patient',
+            id: `gone${i}`,
+            method: 'PUT',
+            resource: { resourceType: 'Patient' },
+          });
+          throw new Error('roll back');
+        })
+        .catch(() => undefined);
+    }
+    const page = await store.history({ count: 2 });
+    expect(page.total).toBe(3);
+    expect(store.db.prepare('SELECT seq FROM resource_version ORDER BY seq').pluck().all()).toEqual([
+      1, 2, 3,
+    ]);
+    await store.close();
+  });
+});

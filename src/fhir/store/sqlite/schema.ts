@@ -30,6 +30,11 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX resource_version_key ON resource_version (resource_type, id, version_id);
       CREATE INDEX resource_version_type_seq ON resource_version (resource_type, seq);
       CREATE INDEX resource_version_last_updated ON resource_version (last_updated);
+      -- Versions are never deleted: history relies on seq being dense (1..n), and the audit on every version existing.
+      CREATE TRIGGER resource_version_keep BEFORE DELETE ON resource_version
+      BEGIN
+        SELECT RAISE(ABORT, 'resource versions are never deleted');
+      END;
 
       -- The current version of each resource (deleted or not): fast read, and the list searches start from.
       CREATE TABLE resource_current (

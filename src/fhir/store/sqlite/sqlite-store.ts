@@ -80,10 +80,11 @@ interface AnchorRow {
   leaf_count: number | null;
 }
 
-interface CurrentRow {
-  version_id: number;
-  deleted: number;
-  seq: number;
+/** The write's one lookup: the resource's current version (NULLs if none) and the store's last instant. */
+interface WriteStateRow {
+  version_id: number | null;
+  deleted: number | null;
+  last_updated: string | null;
 }
 
 const VERSION_COLUMNS =
@@ -166,8 +167,7 @@ function decodeCursor(text: string): HistoryCursor {
 type HistoryLevel = 'system' | 'type' | 'instance';
 
 interface Statements {
-  current: Statement;
-  lastUpdated: Statement;
+  writeState: Statement;
   insertVersion: Statement;
   upsertCurrent: Statement;
   deleteIndex: Statement;
@@ -369,7 +369,9 @@ export class SqliteResourceStore implements ResourceStore {
   private writeNow(request: WriteRequest): StoredVersion {
     const s = this.statements();
     const { resourceType, id } = request;
-    const current = s.current.get(resourceType, id) as CurrentRow | undefined;
+    const state = s.writeState.get(resourceType, id) as WriteStateRow;
+    const current =
+      state.version_id === null ? undefined : { version_id: state.version_id, deleted: state.deleted! };
     const isDelete = request.method === 'DELETE';
 
     if (request.ifMatch !== undefined) {
@@ -403,7 +405,7 @@ export class SqliteResourceStore implements ResourceStore {
     }
 
     const versionId = current ? current.version_id + 1 : 1;
-    const lastUpdated = this.nextInstant();
+    const lastUpdated = nextInstant(state.last_updated);
     let json: string | undefined;
     if (!isDelete) json = serialiseVersion(request.resource!, id, versionId, lastUpdated);
 
@@ -466,17 +468,6 @@ export class SqliteResourceStore implements ResourceStore {
     return version;
   }
 
-  /** Strictly increasing across the store, also across restarts and other processes: read under the write lock. */
-  private nextInstant(): string {
-    const last = this.statements().lastUpdated.get() as string | undefined;
-    let ms = Date.now();
-    if (last !== undefined) {
-      const lastMs = Date.parse(last);
-      if (ms <= lastMs) ms = lastMs + 1;
-    }
-    return new Date(ms).toISOString();
-  }
-
   private readNow(resourceType: string, id: string): StoredVersion | undefined {
     const row = this.statements().read.get(resourceType, id) as VersionRow | undefined;
     return row ? toStoredVersion(row) : undefined;
@@ -517,8 +508,14 @@ export class SqliteResourceStore implements ResourceStore {
         const last = s.seqAt.get(instantBound(query.at, '_at')) as number | undefined;
         hi = Math.min(top, last ?? 0);
       }
+      // Version rows are never deleted (a trigger refuses it) and seq is rowid (max + 1), so seq is dense and
+      // the system-level count is arithmetic instead of a scan of every version.
       const total =
-        hi < lo ? 0 : (this.historyStatement(level, at, 'count').get({ ...params, lo, hi }) as number);
+        hi < lo
+          ? 0
+          : level === 'system' && !at
+            ? hi - lo + 1
+            : (this.historyStatement(level, at, 'count').get({ ...params, lo, hi }) as number);
       cursor = { after: hi + 1, lo, hi, total };
     }
 
@@ -679,10 +676,11 @@ export class SqliteResourceStore implements ResourceStore {
   private prepareStatements(): Statements {
     const db = this.db;
     return {
-      current: db.prepare(
-        'SELECT version_id, deleted, seq FROM resource_current WHERE resource_type = ? AND id = ?',
+      // The store's last instant is read under the write lock, so the clock holds across restarts and processes.
+      writeState: db.prepare(
+        'SELECT c.version_id, c.deleted, (SELECT max(last_updated) FROM resource_version) AS last_updated ' +
+          'FROM (SELECT 1) LEFT JOIN resource_current c ON c.resource_type = ? AND c.id = ?',
       ),
-      lastUpdated: db.prepare('SELECT last_updated FROM resource_version ORDER BY seq DESC LIMIT 1').pluck(),
       insertVersion: db.prepare(
         'INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients) ' +
           'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
@@ -761,6 +759,16 @@ export class SqliteResourceStore implements ResourceStore {
     this.assertOpen();
     this.statements();
   }
+}
+
+/** lastUpdated of a new version: the wall clock, or 1 ms after the store's last instant if that is not later. */
+function nextInstant(last: string | null): string {
+  let ms = Date.now();
+  if (last !== null) {
+    const lastMs = Date.parse(last);
+    if (ms <= lastMs) ms = lastMs + 1;
+  }
+  return new Date(ms).toISOString();
 }
 
 function finiteOrNull(n: number | undefined): number | null {
