@@ -35,9 +35,15 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   walker.allowExampleUrls = !!options.allowExampleUrls;
   if (options.unknownExtensionSeverity) walker.unknownExtensionSeverity = options.unknownExtensionSeverity;
   const required = options.requiredProfiles ?? {};
+  const resourceTypes = registry
+    .all('StructureDefinition')
+    .filter((sd) => sd.kind === 'resource' && sd.derivation === 'specialization' && !sd.abstract && sd.url === `http://hl7.org/fhir/StructureDefinition/${sd.id}`)
+    .map((sd) => sd.type as string)
+    .sort();
   return {
     registry,
     walker,
+    resourceTypes,
     registerResource: (res) => registry.registerResource(res as Json),
     isResourceType: (type) => walker.isResourceType(type),
     validate(resource: unknown, opts: ValidationOptions = {}): ValidationResult {

@@ -1,0 +1,85 @@
+/**
+ * $validate (http://hl7.org/fhir/R4/resource-operation-validate.html):
+ *
+ *   POST [base]/[type]/$validate        body: the resource, or Parameters with `resource`, `mode`, `profile`
+ *   POST [base]/[type]/[id]/$validate   the same, checked against the stored instance for mode update/delete
+ *   GET  [base]/[type]/[id]/$validate   validates the stored instance (`profile` as a query parameter)
+ *
+ * Answers 200 with an OperationOutcome whatever the verdict (its issues say whether the resource is valid); 400 only
+ * when the request itself is unusable (no resource, unparseable JSON, unknown mode), 404 for an unknown instance.
+ * Nothing is stored.
+ */
+import { badRequest, notFound, type OperationOutcomeIssue } from '../outcome.js';
+import { parseFhirJson, toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { assertId, assertResourceType } from '../interactions/common.js';
+import type { OperationRegistration } from '../interactions/registry.js';
+import type { InteractionHandler } from '../interactions/types.js';
+import type { ValidationOptions } from '../validation/validator.js';
+import { readOperationInput } from './terminology.js';
+import type { Json } from '../definitions/registry.js';
+
+const MODES = new Set(['create', 'update', 'delete', 'profile']);
+
+export interface ValidateOperationOptions {
+  /** Whether a profile URL is known (unknown requested profiles are an error); all accepted when absent. */
+  knowsProfile?(url: string): boolean;
+}
+
+export function validateHandler(options: ValidateOperationOptions = {}): InteractionHandler {
+  return async (request, context) => {
+    const resourceType = assertResourceType(context, request.resourceType);
+    context.access.authorize('read', resourceType);
+    const input = readOperationInput(request);
+    const modeParam = input.strings.get('mode')?.[0];
+    if (modeParam !== undefined && !MODES.has(modeParam)) throw badRequest(`Unknown $validate mode '${modeParam}' (create, update, delete or profile)`, 'mode');
+    const mode = modeParam as ValidationOptions['mode'];
+    const profiles = input.strings.get('profile') ?? [];
+    const issues: OperationOutcomeIssue[] = [];
+
+    let stored: Json | undefined;
+    if (request.id !== undefined) {
+      const id = assertId(request.id);
+      const version = await context.store.read(resourceType, id);
+      const exists = !!version && !version.deleted && !!version.json && context.access.canRead(version);
+      if (exists) stored = toPlainJson(parseFhirJson(version.json!));
+      else if (mode === 'delete' || request.method === 'GET' || request.method === 'HEAD') throw notFound(`${resourceType}/${id} is not known`);
+    }
+    if (mode === 'delete') {
+      if (request.id === undefined) throw badRequest('$validate with mode=delete needs an instance ([type]/[id]/$validate)');
+      issues.push({ severity: 'information', code: 'informational', diagnostics: `${resourceType}/${request.id} can be deleted` });
+      return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } as FhirResource };
+    }
+
+    let resource: Json | undefined = input.values.get('resource')?.[0] ?? input.values.get('__resource')?.[0];
+    if (!resource && (request.method === 'GET' || request.method === 'HEAD' || !request.body)) resource = stored;
+    if (!resource) throw badRequest('$validate needs a resource: the body, or a Parameters body with a `resource` parameter');
+    if (resource.resourceType !== resourceType)
+      issues.push({ severity: 'error', code: 'invalid', diagnostics: `The resource is a ${String(resource.resourceType)} but the URL names ${resourceType}`, expression: ['resourceType'] });
+    if (mode === 'update') {
+      if (typeof resource.id !== 'string') issues.push({ severity: 'error', code: 'required', diagnostics: 'A resource to update must have an id', expression: [`${resourceType}.id`] });
+      else if (request.id !== undefined && resource.id !== request.id)
+        issues.push({ severity: 'error', code: 'invalid', diagnostics: `The resource id '${resource.id}' does not match the URL id '${request.id}'`, expression: [`${resourceType}.id`] });
+    }
+    for (const p of profiles) {
+      if (options.knowsProfile && !options.knowsProfile(p))
+        issues.push({ severity: 'error', code: 'not-supported', diagnostics: `Profile '${p}' is not known to this server`, expression: [resourceType] });
+    }
+    const result = context.validator.validate(resource, { mode, profiles });
+    issues.push(...result.issues);
+    if (!issues.some((i) => i.severity === 'error' || i.severity === 'fatal')) {
+      issues.push({ severity: 'information', code: 'informational', diagnostics: 'All OK: no errors found' });
+    }
+    return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } as FhirResource };
+  };
+}
+
+export function validateOperation(options: ValidateOperationOptions = {}): OperationRegistration {
+  return {
+    name: 'validate',
+    definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate',
+    levels: ['type', 'instance'],
+    methods: ['GET', 'POST'],
+    documentation: 'Validates a resource (structure, invariants, bindings, claimed and requested profiles); mode create | update | delete | profile.',
+    handler: validateHandler(options),
+  };
+}
