@@ -1,0 +1,153 @@
+/**
+ * The Fabric CA identity provider (fabric-ca-client 2.2) against a Fabric CA REST test server: register with
+ * hie.* attributes by a restricted registrar, enrol, re-enrol, revoke with a CRL, list; the participant directory
+ * on top of it; and a service identity from it accepted by the chaincode.
+ */
+import { createPrivateKey, createPublicKey, randomBytes, sign, verify, X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ParticipantDirectory } from '../../src/access/participants.js';
+import { EmbeddedChain } from '../../src/ledger/embedded/index.js';
+import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
+import { enrollWithSecret, FabricCaIdentityProvider } from '../../src/ledger/identity/fabric-ca.js';
+import { FabricCaTestServer } from './support/fabric-ca-server.js';
+
+const MSP_ID = 'Hospital1MSP';
+let server: FabricCaTestServer;
+let provider: FabricCaIdentityProvider;
+let dir: string;
+
+function keyMatches(certificate: string, privateKey: string): boolean {
+  const data = randomBytes(32);
+  return verify('sha256', data, new X509Certificate(certificate).publicKey, sign('sha256', data, createPrivateKey(privateKey)));
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'hie-fabric-ca-'));
+  server = new FabricCaTestServer({ caName: 'ca-hospital1', mspId: MSP_ID });
+  await server.start();
+  const connection = { url: server.url, caName: 'ca-hospital1', tlsRootCertificate: server.tls.caCertificate };
+  // As network/scripts/enroll.sh: the CA admin registers hie-registrar, which may only hand out hie.* attributes.
+  const admin = await enrollWithSecret({ ...connection, enrollmentId: 'admin', secret: 'adminpw' });
+  const bootstrap = new FabricCaIdentityProvider({ ...connection, registrar: admin });
+  const { secret } = await bootstrap.register({
+    enrollmentId: 'hie-registrar',
+    attrs: {
+      'hf.Registrar.Roles': 'client',
+      'hf.Registrar.Attributes': 'hie.*',
+      'hf.Revoker': 'true',
+      'hf.GenCRL': 'true',
+    },
+  });
+  const registrar = await enrollWithSecret({ ...connection, enrollmentId: 'hie-registrar', secret: secret! });
+  provider = new FabricCaIdentityProvider({ ...connection, registrar });
+});
+
+afterAll(async () => {
+  await server?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('FabricCaIdentityProvider', () => {
+  it('registers with hie.role and hie.id as ecert attributes and enrols with a CSR', async () => {
+    const id = `p-${randomBytes(6).toString('hex')}`;
+    const { secret } = await provider.register({ enrollmentId: id, attrs: { 'hie.role': 'clinician', 'hie.id': id } });
+    expect(secret).toBeTruthy();
+    const enrollment = await provider.enroll({ enrollmentId: id, secret, attrs: { 'hie.role': 'clinician', 'hie.id': id } });
+    expect(certificateAttributes(enrollment.certificate)).toEqual({ 'hie.role': 'clinician', 'hie.id': id });
+    const certificate = new X509Certificate(enrollment.certificate);
+    expect(certificate.subject).toContain(`CN=${id}`);
+    expect(certificate.subject).toContain('OU=client');
+    expect(certificate.verify(createPublicKey(await provider.caCertificate()))).toBe(true);
+    expect(enrollment.serial).toBe(certificate.serialNumber.toLowerCase());
+    expect(createPrivateKey(enrollment.privateKey).asymmetricKeyDetails?.namedCurve).toBe('secp384r1');
+    expect(keyMatches(enrollment.certificate, enrollment.privateKey)).toBe(true);
+    expect(server.requests).toContain('POST register');
+  });
+
+  it('enrols without the secret (the registrar sets a fresh one) and registers on first use', async () => {
+    const id = `p-${randomBytes(6).toString('hex')}`;
+    const enrollment = await provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'lab', 'hie.id': id }, keyType: 'P-256' });
+    expect(certificateAttributes(enrollment.certificate)).toEqual({ 'hie.role': 'lab', 'hie.id': id });
+    const again = await provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'lab', 'hie.id': id } });
+    expect(again.serial).not.toBe(enrollment.serial);
+  });
+
+  it('refuses attributes outside the registrar’s hf.Registrar.Attributes', async () => {
+    await expect(
+      provider.register({ enrollmentId: `p-${randomBytes(6).toString('hex')}`, attrs: { 'hf.Revoker': 'true' } }),
+    ).rejects.toThrow(/may not register attribute hf\.Revoker/);
+  });
+
+  it('re-enrols with a new key and the same attributes', async () => {
+    const id = `p-${randomBytes(6).toString('hex')}`;
+    const first = await provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'patient', 'hie.id': id } });
+    const renewed = await provider.reenroll({ enrollmentId: id, current: first });
+    expect(renewed.serial).not.toBe(first.serial);
+    expect(renewed.privateKey).not.toBe(first.privateKey);
+    expect(keyMatches(renewed.certificate, renewed.privateKey)).toBe(true);
+    expect(certificateAttributes(renewed.certificate)).toEqual({ 'hie.role': 'patient', 'hie.id': id });
+    expect(server.requests).toContain('POST reenroll');
+  });
+
+  it('revokes one certificate or the identity, with a CRL listing them, and lists who is revoked', async () => {
+    const id = `p-${randomBytes(6).toString('hex')}`;
+    const first = await provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'clinician', 'hie.id': id } });
+    const second = await provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'clinician', 'hie.id': id } });
+    await provider.revoke({ enrollmentId: id, serial: first.serial, reason: 'superseded' });
+    let crl = new x509.X509Crl(await provider.crl());
+    expect(crl.entries.map((e) => e.serialNumber.toLowerCase())).toContain(first.serial);
+    expect(crl.entries.map((e) => e.serialNumber.toLowerCase())).not.toContain(second.serial);
+    expect((await provider.list()).find((r) => r.enrollmentId === id)).toMatchObject({ revoked: false, attrs: { 'hie.role': 'clinician' } });
+
+    await provider.revoke({ enrollmentId: id, reason: 'revoked by admin' });
+    crl = new x509.X509Crl(await provider.crl());
+    expect(crl.entries.map((e) => e.serialNumber.toLowerCase())).toContain(second.serial);
+    expect((await provider.list()).find((r) => r.enrollmentId === id)?.revoked).toBe(true);
+    await expect(provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'clinician', 'hie.id': id } })).rejects.toThrow(/revoked/);
+  });
+});
+
+describe('participants on Fabric CA', () => {
+  it('enrols, re-enrols and revokes participants through the participant directory', async () => {
+    const directory = ParticipantDirectory.open(join(dir, 'data'), provider);
+    try {
+      const { participant, enrollment } = await directory.enroll({ clientId: 'ehr-1', role: 'clinician', resource: 'Practitioner/p1', organization: 'Organization/o1' });
+      expect(certificateAttributes(enrollment.certificate)).toEqual({ 'hie.role': 'clinician', 'hie.id': participant.pseudonym });
+      expect(server.registry.get(participant.pseudonym)?.attrs.map((a) => a.name).sort()).toEqual(['hie.id', 'hie.role']);
+      const renewed = await directory.enroll({ clientId: 'ehr-1', role: 'clinician', resource: 'Practitioner/p1', organization: 'Organization/o1' });
+      // The superseded certificate is revoked at the CA.
+      expect(server.certificates.get(enrollment.serial)?.revokedAt).toBeDefined();
+      expect(server.certificates.get(renewed.enrollment.serial)?.revokedAt).toBeUndefined();
+      await directory.revoke('ehr-1');
+      expect(server.registry.get(participant.pseudonym)?.state).toBe(-1);
+      expect(server.certificates.get(renewed.enrollment.serial)?.revokedAt).toBeDefined();
+    } finally {
+      directory.close();
+    }
+  });
+});
+
+describe('service identity from Fabric CA', () => {
+  it('is accepted by the chaincode as a service (hie.role=service), and a clinician is not', async () => {
+    const chain = await EmbeddedChain.open({
+      file: join(dir, 'chain.sqlite'),
+      msps: [{ mspId: MSP_ID, rootCertificates: [await provider.caCertificate()] }],
+    });
+    try {
+      const service = await provider.enroll({ enrollmentId: 'hospital1-service', attrs: { 'hie.role': 'service', 'hie.id': 'hospital1-service' } });
+      const clinician = await provider.enroll({ enrollmentId: 'c-1', attrs: { 'hie.role': 'clinician', 'hie.id': 'c-1' } });
+      const key = randomBytes(32).toString('hex');
+      const committed = await chain.connect({ mspId: MSP_ID, ...service }).submit('anchor:AnchorVersion', [key, randomBytes(32).toString('hex')]);
+      expect(JSON.parse(committed.result)).toMatchObject({ key, mspId: MSP_ID });
+      await expect(
+        chain.connect({ mspId: MSP_ID, ...clinician }).submit('anchor:AnchorVersion', [randomBytes(32).toString('hex'), key]),
+      ).rejects.toThrow(/access denied/);
+    } finally {
+      await chain.close();
+    }
+  });
+});
