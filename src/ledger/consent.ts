@@ -184,8 +184,9 @@ export class ConsentService {
     let idle: NodeJS.Timeout | undefined;
     const quiet = () => {
       if (idle) clearTimeout(idle);
+      // Not unref'd: start-up awaits this timer, and `hie-ledger serve` has nothing else keeping Node alive yet
+      // (an unref'd timer let the process exit silently, code 0, before listening).
       idle = setTimeout(caughtUp, 200);
-      idle.unref();
     };
     if (this.nextBlock >= height) caughtUp();
     else quiet();
