@@ -144,7 +144,9 @@ function entryBody(entry: BundleEntry): Pick<FhirRequest, 'body' | 'contentType'
     const text = typeof resource.data === 'string' ? Buffer.from(resource.data, 'base64').toString('utf8') : '';
     return { body: text, contentType: typeof resource.contentType === 'string' ? resource.contentType : 'application/json-patch+json' };
   }
-  return { body: stringifyFhirJson(resource), contentType: 'application/fhir+json', resource };
+  // Handlers take the parsed resource (FhirRequest.resource); the text is only needed for PATCH bodies.
+  if (entry.request.method === 'PATCH') return { body: stringifyFhirJson(resource), contentType: 'application/fhir+json', resource };
+  return { contentType: 'application/fhir+json', resource };
 }
 
 export interface EntryOptions {
@@ -216,27 +218,25 @@ function headerValue(headers: Record<string, string> | undefined, name: string):
   return key ? headers[key] : undefined;
 }
 
-/** A Bundle.entry (as JSON text) for a handler's response; resources are embedded as served. */
+/** A Bundle.entry (as JSON text) for a handler's response; resources are embedded as served, not re-serialised. */
 export function responseEntry(response: FhirResponse, baseUrl: string): string {
   const out: Record<string, unknown> = { status: statusLine(response.status) };
   const location = headerValue(response.headers, 'Location') ?? headerValue(response.headers, 'Content-Location');
   if (location) out.location = location.startsWith(`${baseUrl}/`) ? location.slice(baseUrl.length + 1) : location;
   const etag = headerValue(response.headers, 'ETag');
   if (etag) out.etag = etag;
-  let body = typeof response.body === 'string' ? response.body : response.body ? stringifyFhirJson(response.body) : undefined;
-  let fullUrl: string | undefined;
+  const body = typeof response.body === 'string' ? response.body : response.body ? stringifyFhirJson(response.body) : undefined;
   let resourceJson: string | undefined;
+  let fullUrl: string | undefined;
   if (body !== undefined && body.trim() !== '') {
-    // Only a resource's meta and identity are read; the text itself is embedded unchanged.
-    const parsed = parseFhirJson<FhirResource>(body);
-    if (parsed.meta?.lastUpdated) out.lastModified = parsed.meta.lastUpdated;
-    if (parsed.resourceType === 'OperationOutcome' && response.status >= 300) {
-      out.outcome = parsed;
-      body = undefined;
-    } else {
-      resourceJson = body;
-      if (parsed.id && parsed.resourceType !== 'Bundle' && parsed.resourceType !== 'OperationOutcome') fullUrl = `${baseUrl}/${parsed.resourceType}/${parsed.id}`;
-    }
+    // Parsing every stored body again costs more than the rest of the entry: peek at what is needed instead.
+    const isOutcome = /^\s*\{\s*"resourceType"\s*:\s*"OperationOutcome"/.test(body) || (typeof response.body === 'object' && response.body?.resourceType === 'OperationOutcome');
+    if (isOutcome && response.status >= 300) out.outcome = parseFhirJson(body);
+    else resourceJson = body;
+    const lastUpdated = /"lastUpdated"\s*:\s*"([^"]+)"/.exec(body)?.[1];
+    if (lastUpdated && !isOutcome) out.lastModified = lastUpdated;
+    const typed = typeof out.location === 'string' ? /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/|$)/.exec(out.location) : null;
+    if (resourceJson && typed) fullUrl = `${baseUrl}/${typed[1]}/${typed[2]}`;
   }
   if (!out.lastModified) {
     const lastModified = headerValue(response.headers, 'Last-Modified');
