@@ -8,11 +8,27 @@ import type { Command } from 'commander';
 import { EmbeddedIdentityProvider } from '../access/identity-provider.js';
 import { ParticipantDirectory, type Participant } from '../access/participants.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from '../access/scopes.js';
+import { loadFabricConfig } from '../ledger/fabric/config.js';
+import { FabricCaIdentityProvider } from '../ledger/identity/fabric-ca.js';
 
 export const DEFAULT_MSP_ID = 'Org1MSP';
 
-/** The participants of a data directory with its embedded CA (`DIR/identity/ca`). */
-export async function openParticipantDirectory(dataDir: string, mspId: string = DEFAULT_MSP_ID): Promise<ParticipantDirectory> {
+/**
+ * The participants of a data directory with its embedded CA (`DIR/identity/ca`), or with the organisation's
+ * Fabric CA (`--ca fabric --fabric-config FILE`: the file's `ca` section, docs/fabric.md).
+ */
+export async function openParticipantDirectory(
+  dataDir: string,
+  mspId: string = DEFAULT_MSP_ID,
+  ca: { kind?: string; fabricConfig?: string } = {},
+): Promise<ParticipantDirectory> {
+  if (ca.kind === 'fabric') {
+    if (!ca.fabricConfig) throw new Error('--ca fabric needs --fabric-config FILE (with a "ca" section)');
+    const config = loadFabricConfig(ca.fabricConfig);
+    if (!config.ca) throw new Error(`${ca.fabricConfig} has no "ca" section (url, caName, tlsRootCertPath, registrar)`);
+    return ParticipantDirectory.open(dataDir, FabricCaIdentityProvider.fromConfig(config.ca));
+  }
+  if (ca.kind !== undefined && ca.kind !== 'embedded') throw new Error(`--ca must be embedded or fabric, not ${ca.kind}`);
   const identity = await EmbeddedIdentityProvider.open(join(dataDir, 'identity', 'ca'), { mspId });
   return ParticipantDirectory.open(dataDir, identity);
 }
@@ -27,6 +43,8 @@ interface ParticipantOptions {
   out?: string;
   keyType?: string;
   json?: boolean;
+  ca?: string;
+  fabricConfig?: string;
 }
 
 function requireRole(role: string | undefined): ParticipantRole {
@@ -48,7 +66,10 @@ function describe(p: Participant): Record<string, string> {
 }
 
 async function withDirectory<T>(options: ParticipantOptions, work: (directory: ParticipantDirectory) => Promise<T>): Promise<T> {
-  const directory = await openParticipantDirectory(resolve(options.dataDir), options.mspId);
+  const directory = await openParticipantDirectory(resolve(options.dataDir), options.mspId, {
+    kind: options.ca,
+    fabricConfig: options.fabricConfig,
+  });
   try {
     return await work(directory);
   } finally {
@@ -59,7 +80,9 @@ async function withDirectory<T>(options: ParticipantOptions, work: (directory: P
 function common(command: Command): Command {
   return command
     .option('--data-dir <dir>', 'data directory', process.env.HIE_DATA_DIR ?? './data')
-    .option('--msp-id <id>', "the organisation's MSP id (its embedded CA)", process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID);
+    .option('--msp-id <id>', "the organisation's MSP id (its embedded CA)", process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID)
+    .option('--ca <kind>', 'certificate authority: embedded (DIR/identity/ca) or fabric', process.env.HIE_CA ?? 'embedded')
+    .option('--fabric-config <file>', 'for --ca fabric: the Fabric connection file with a "ca" section', process.env.HIE_FABRIC_CONFIG);
 }
 
 export function registerParticipantCommand(program: Command): Command {

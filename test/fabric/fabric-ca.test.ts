@@ -4,12 +4,14 @@
  * on top of it; and a service identity from it accepted by the chaincode.
  */
 import { createPrivateKey, createPublicKey, randomBytes, sign, verify, X509Certificate } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Command } from 'commander';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ParticipantDirectory } from '../../src/access/participants.js';
+import { registerParticipantCommand } from '../../src/commands/participant.js';
 import { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
 import { enrollWithSecret, FabricCaIdentityProvider } from '../../src/ledger/identity/fabric-ca.js';
@@ -19,6 +21,7 @@ const MSP_ID = 'Hospital1MSP';
 let server: FabricCaTestServer;
 let provider: FabricCaIdentityProvider;
 let dir: string;
+let registrarIdentity: { certificate: string; privateKey: string };
 
 function keyMatches(certificate: string, privateKey: string): boolean {
   const data = randomBytes(32);
@@ -43,6 +46,7 @@ beforeAll(async () => {
     },
   });
   const registrar = await enrollWithSecret({ ...connection, enrollmentId: 'hie-registrar', secret: secret! });
+  registrarIdentity = registrar;
   provider = new FabricCaIdentityProvider({ ...connection, registrar });
 });
 
@@ -149,5 +153,53 @@ describe('service identity from Fabric CA', () => {
     } finally {
       await chain.close();
     }
+  });
+});
+
+describe('hie-ledger participant ... --ca fabric', () => {
+  it('enrols, lists and revokes a participant with the Fabric CA named in the --fabric-config file', async () => {
+    const files = join(dir, 'cli');
+    rmSync(files, { recursive: true, force: true });
+    const write = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    const fabricConfig = write(
+      'hospital1.fabric.json',
+      JSON.stringify({
+        peerEndpoint: '127.0.0.1:7051',
+        tlsRootCertPath: write('peer-tls.pem', server.tls.caCertificate),
+        mspId: MSP_ID,
+        channel: 'hie',
+        chaincode: 'hie',
+        identity: { certPath: write('svc-cert.pem', registrarIdentity.certificate), keyPath: write('svc-key.pem', registrarIdentity.privateKey) },
+        ca: {
+          url: server.url,
+          caName: 'ca-hospital1',
+          tlsRootCertPath: write('ca-tls.pem', server.tls.caCertificate),
+          registrar: { certPath: write('reg-cert.pem', registrarIdentity.certificate), keyPath: write('reg-key.pem', registrarIdentity.privateKey) },
+        },
+      }),
+    );
+    const cli = async (args: string[]) => {
+      const program = new Command().exitOverride();
+      registerParticipantCommand(program);
+      const lines: string[] = [];
+      const spy = vi.spyOn(console, 'log').mockImplementation((line: string) => void lines.push(line));
+      try {
+        await program.parseAsync(['node', 'hie-ledger', 'participant', ...args, '--data-dir', join(dir, 'cli-data'), '--ca', 'fabric', '--fabric-config', fabricConfig]);
+      } finally {
+        spy.mockRestore();
+      }
+      return lines.join('\n');
+    };
+    const enrolled = JSON.parse(await cli(['enroll', '--role', 'patient', '--id', 'patient-app-1', '--resource', 'Patient/pat1', '--out', files]));
+    expect(enrolled).toMatchObject({ clientId: 'patient-app-1', role: 'patient', status: 'enrolled' });
+    const certificate = readFileSync(join(files, 'cert.pem'), 'utf8');
+    expect(certificateAttributes(certificate)).toEqual({ 'hie.role': 'patient', 'hie.id': enrolled.pseudonym });
+    expect(new X509Certificate(certificate).verify(createPublicKey(server.caCertificate))).toBe(true);
+    const revoked = JSON.parse(await cli(['revoke', '--id', 'patient-app-1']));
+    expect(revoked.status).toBe('revoked');
+    expect(server.registry.get(enrolled.pseudonym)?.state).toBe(-1);
   });
 });
