@@ -14,9 +14,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import Database from 'better-sqlite3';
-import type { FhirResource } from '../../../mapping/fhir-json.js';
-import { stringifyFhirJson } from '../../../mapping/fhir-json.js';
-import { badRequest, notFound, preconditionFailed } from '../../outcome.js';
+import { badRequest } from '../../outcome.js';
 import { AsyncMutex } from '../async-mutex.js';
 import type {
   AnchorReference,
@@ -30,6 +28,23 @@ import type {
   VersionKey,
   WriteRequest,
 } from '../resource-store.js';
+import {
+  ANCHOR_COLUMNS,
+  anchorOf,
+  CHUNK,
+  decodeCursor,
+  encodeCursor,
+  finiteOrNull,
+  instantBound,
+  planWrite,
+  toAnchorState,
+  toStoredVersion,
+  VERSION_COLUMNS,
+  type AnchorRow,
+  type HistoryCursor,
+  type HistoryLevel,
+  type VersionRow,
+} from '../store-support.js';
 import { MIGRATIONS } from './schema.js';
 import { searchSqlite, type SqliteSearchRequest, type SqliteSearchResult } from './sqlite-search.js';
 
@@ -51,120 +66,12 @@ export interface SqliteStoreOptions {
 
 type Statement = Database.Statement;
 
-interface VersionRow {
-  seq: number;
-  resource_type: string;
-  id: string;
-  version_id: number;
-  last_updated: string;
-  deleted: number;
-  method: StoredVersion['method'];
-  json: string | null;
-  custodian: string | null;
-  patients: string | null;
-}
-
-interface AnchorRow {
-  a_resource_type: string | null;
-  a_id: string;
-  a_version_id: number;
-  salt: string | null;
-  leaf_hash: string;
-  ledger_key: string;
-  status: 'pending' | 'anchored' | 'erased';
-  transaction_id: string | null;
-  block_number: number | null;
-  batch_id: string | null;
-  batch_root: string | null;
-  leaf_index: number | null;
-  leaf_count: number | null;
-}
-
 /** The write's one lookup: the resource's current version (NULLs if none) and the store's last instant. */
 interface WriteStateRow {
   version_id: number | null;
   deleted: number | null;
   last_updated: string | null;
 }
-
-const VERSION_COLUMNS =
-  'seq, resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients';
-const ANCHOR_COLUMNS =
-  'a.resource_type AS a_resource_type, a.id AS a_id, a.version_id AS a_version_id, a.salt, a.leaf_hash, a.ledger_key, ' +
-  'a.status, a.transaction_id, a.block_number, a.batch_id, a.batch_root, a.leaf_index, a.leaf_count';
-/** Rows per chunk of allVersions(). */
-const CHUNK = 500;
-/** ISO instants outside years 0000-9999 do not sort as text; clamp query bounds into that range. */
-const MIN_INSTANT = '0000-01-01T00:00:00.000Z';
-const MAX_INSTANT = '9999-12-31T23:59:59.999Z';
-
-function toStoredVersion(row: VersionRow): StoredVersion {
-  const version: StoredVersion = {
-    resourceType: row.resource_type,
-    id: row.id,
-    versionId: row.version_id,
-    lastUpdated: row.last_updated,
-    deleted: row.deleted !== 0,
-    method: row.method,
-  };
-  if (row.json !== null) version.json = row.json;
-  if (row.custodian !== null) version.custodian = row.custodian;
-  if (row.patients !== null) version.patients = JSON.parse(row.patients) as string[];
-  return version;
-}
-
-function toAnchorState(row: AnchorRow): AnchorState {
-  const key: VersionKey = { resourceType: row.a_resource_type!, id: row.a_id, versionId: row.a_version_id };
-  if (row.status === 'erased') return { ...key, status: 'erased' };
-  const pending: PendingAnchor = {
-    ...key,
-    salt: row.salt ?? '',
-    leafHash: row.leaf_hash,
-    ledgerKey: row.ledger_key,
-  };
-  if (row.status === 'pending') return { ...pending, status: 'pending' };
-  const anchor: AnchorReference = {
-    transactionId: row.transaction_id!,
-    blockNumber: row.block_number!,
-    batchId: row.batch_id!,
-    leafIndex: row.leaf_index!,
-    leafCount: row.leaf_count!,
-    root: row.batch_root!,
-  };
-  return { ...pending, status: 'anchored', anchor };
-}
-
-/** A query instant (_since, _at) as the stored text form, for comparison with last_updated. */
-function instantBound(value: string, name: string): string {
-  const ms = Date.parse(value);
-  if (Number.isNaN(ms)) throw badRequest(`History parameter ${name} is not a valid instant: '${value}'`);
-  if (ms < Date.parse(MIN_INSTANT)) return MIN_INSTANT;
-  if (ms > Date.parse(MAX_INSTANT)) return MAX_INSTANT;
-  return new Date(ms).toISOString();
-}
-
-/** History paging state: rows with seq in [lo, min(hi, after - 1)], total fixed by the first page. */
-interface HistoryCursor {
-  after: number;
-  lo: number;
-  hi: number;
-  total: number;
-}
-
-function encodeCursor(c: HistoryCursor): string {
-  return Buffer.from(`${c.after}.${c.lo}.${c.hi}.${c.total}`).toString('base64url');
-}
-
-function decodeCursor(text: string): HistoryCursor {
-  const parts = Buffer.from(text, 'base64url').toString('latin1').split('.');
-  const numbers = parts.map((p) => (/^\d{1,15}$/.test(p) ? Number(p) : NaN));
-  if (numbers.length !== 4 || numbers.some(Number.isNaN))
-    throw badRequest(`Invalid history page cursor '${text}'`);
-  const [after, lo, hi, total] = numbers as [number, number, number, number];
-  return { after, lo, hi, total };
-}
-
-type HistoryLevel = 'system' | 'type' | 'instance';
 
 interface Statements {
   writeState: Statement;
@@ -371,43 +278,12 @@ export class SqliteResourceStore implements ResourceStore {
     const { resourceType, id } = request;
     const state = s.writeState.get(resourceType, id) as WriteStateRow;
     const current =
-      state.version_id === null ? undefined : { version_id: state.version_id, deleted: state.deleted! };
-    const isDelete = request.method === 'DELETE';
-
-    if (request.ifMatch !== undefined) {
-      if (!current) {
-        throw preconditionFailed(
-          `Version conflict: If-Match expects version ${request.ifMatch} of ${resourceType}/${id}, but the resource does not exist`,
-        );
-      }
-      if (current.version_id !== request.ifMatch) {
-        throw preconditionFailed(
-          `Version conflict: If-Match expects version ${request.ifMatch} of ${resourceType}/${id}, but the current version is ${current.version_id}`,
-        );
-      }
-    }
-    if (request.ifNoneExist && current && current.deleted === 0) {
-      throw preconditionFailed(`${resourceType}/${id} already exists (version ${current.version_id})`);
-    }
-    if (isDelete) {
-      if (!current) throw notFound(`${resourceType}/${id} does not exist`);
-      // Deleting a deleted resource changes nothing: answer with the deletion already stored.
-      if (current.deleted !== 0) return this.vreadNow(resourceType, id, current.version_id)!;
-    } else {
-      if (!request.resource)
-        throw new Error(`write ${request.method} ${resourceType}/${id} without a resource`);
-      if (request.resource.resourceType !== resourceType) {
-        throw badRequest(
-          `Resource type '${request.resource.resourceType}' does not match the target type '${resourceType}'`,
-          'resourceType',
-        );
-      }
-    }
-
-    const versionId = current ? current.version_id + 1 : 1;
-    const lastUpdated = nextInstant(state.last_updated);
-    let json: string | undefined;
-    if (!isDelete) json = serialiseVersion(request.resource!, id, versionId, lastUpdated);
+      state.version_id === null ? undefined : { versionId: state.version_id, deleted: state.deleted !== 0 };
+    const plan = planWrite(request, current, state.last_updated);
+    if (plan.kind === 'unchanged') return this.vreadNow(resourceType, id, plan.versionId)!;
+    const { version } = plan;
+    const { versionId, lastUpdated, deleted: isDelete } = version;
+    const json = version.json;
 
     const patients = request.patients === undefined ? null : JSON.stringify(request.patients);
     const seq = s.insertVersion.run(
@@ -423,7 +299,7 @@ export class SqliteResourceStore implements ResourceStore {
     ).lastInsertRowid as number;
     s.upsertCurrent.run(resourceType, id, versionId, seq, isDelete ? 1 : 0);
 
-    if (current && current.deleted === 0) s.deleteIndex.run(resourceType, id);
+    if (current && !current.deleted) s.deleteIndex.run(resourceType, id);
     if (!isDelete && request.index) {
       const insert = s.insertIndex;
       const entries = request.index;
@@ -444,25 +320,8 @@ export class SqliteResourceStore implements ResourceStore {
       }
     }
 
-    const version: StoredVersion = {
-      resourceType,
-      id,
-      versionId,
-      lastUpdated,
-      deleted: isDelete,
-      method: request.method,
-    };
-    if (json !== undefined) version.json = json;
-    if (request.custodian !== undefined) version.custodian = request.custodian;
-    if (request.patients !== undefined) version.patients = request.patients;
-
-    const pending = request.anchor?.(version);
+    const pending = anchorOf(request, version);
     if (pending) {
-      if (pending.resourceType !== resourceType || pending.id !== id || pending.versionId !== versionId) {
-        throw new Error(
-          `anchor callback returned ${pending.resourceType}/${pending.id}/_history/${pending.versionId} for ${resourceType}/${id}/_history/${versionId}`,
-        );
-      }
       s.insertAnchor.run(seq, resourceType, id, versionId, pending.salt, pending.leafHash, pending.ledgerKey);
     }
     return version;
@@ -759,39 +618,4 @@ export class SqliteResourceStore implements ResourceStore {
     this.assertOpen();
     this.statements();
   }
-}
-
-/** lastUpdated of a new version: the wall clock, or 1 ms after the store's last instant if that is not later. */
-function nextInstant(last: string | null): string {
-  let ms = Date.now();
-  if (last !== null) {
-    const lastMs = Date.parse(last);
-    if (ms <= lastMs) ms = lastMs + 1;
-  }
-  return new Date(ms).toISOString();
-}
-
-function finiteOrNull(n: number | undefined): number | null {
-  return n !== undefined && Number.isFinite(n) ? n : null;
-}
-
-/**
- * The stored text of a version: resourceType, id and meta first (meta with versionId and lastUpdated first),
- * then the other elements in their given order. Only the top level and meta are copied: the caller's object
- * is never modified, and nested values are only read by the serialiser.
- */
-function serialiseVersion(
-  resource: FhirResource,
-  id: string,
-  versionId: number,
-  lastUpdated: string,
-): string {
-  const { resourceType, id: _id, meta, ...rest } = resource;
-  const { versionId: _v, lastUpdated: _l, ...otherMeta } = meta ?? {};
-  return stringifyFhirJson({
-    resourceType,
-    id,
-    meta: { versionId: String(versionId), lastUpdated, ...otherMeta },
-    ...rest,
-  });
 }

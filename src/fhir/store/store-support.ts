@@ -1,0 +1,245 @@
+/**
+ * What the ResourceStore adapters share: the write rules (preconditions, version numbering, the stored text),
+ * the history cursor, and the row shapes both SQL schemas use. Keeping them here keeps the adapters' answers
+ * identical, which test/store/contract.ts checks.
+ */
+import type { FhirResource } from '../../mapping/fhir-json.js';
+import { stringifyFhirJson } from '../../mapping/fhir-json.js';
+import { badRequest, notFound, preconditionFailed } from '../outcome.js';
+import type {
+  AnchorReference,
+  AnchorState,
+  PendingAnchor,
+  StoredVersion,
+  VersionKey,
+  WriteRequest,
+} from './resource-store.js';
+
+/** A resource_version row as both adapters select it (VERSION_COLUMNS). */
+export interface VersionRow {
+  seq: number;
+  resource_type: string;
+  id: string;
+  version_id: number;
+  last_updated: string;
+  deleted: number | boolean;
+  method: StoredVersion['method'];
+  json: string | null;
+  custodian: string | null;
+  patients: string | null;
+}
+
+export interface AnchorRow {
+  a_resource_type: string | null;
+  a_id: string;
+  a_version_id: number;
+  salt: string | null;
+  leaf_hash: string;
+  ledger_key: string;
+  status: 'pending' | 'anchored' | 'erased';
+  transaction_id: string | null;
+  block_number: number | null;
+  batch_id: string | null;
+  batch_root: string | null;
+  leaf_index: number | null;
+  leaf_count: number | null;
+}
+
+export const VERSION_COLUMNS =
+  'seq, resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients';
+export const ANCHOR_COLUMNS =
+  'a.resource_type AS a_resource_type, a.id AS a_id, a.version_id AS a_version_id, a.salt, a.leaf_hash, a.ledger_key, ' +
+  'a.status, a.transaction_id, a.block_number, a.batch_id, a.batch_root, a.leaf_index, a.leaf_count';
+/** Rows per chunk of allVersions(). */
+export const CHUNK = 500;
+/** ISO instants outside years 0000-9999 do not sort as text; clamp query bounds into that range. */
+export const MIN_INSTANT = '0000-01-01T00:00:00.000Z';
+export const MAX_INSTANT = '9999-12-31T23:59:59.999Z';
+
+export function toStoredVersion(row: VersionRow): StoredVersion {
+  const version: StoredVersion = {
+    resourceType: row.resource_type,
+    id: row.id,
+    versionId: row.version_id,
+    lastUpdated: row.last_updated,
+    deleted: row.deleted === true || row.deleted === 1,
+    method: row.method,
+  };
+  if (row.json !== null) version.json = row.json;
+  if (row.custodian !== null) version.custodian = row.custodian;
+  if (row.patients !== null) version.patients = JSON.parse(row.patients) as string[];
+  return version;
+}
+
+export function toAnchorState(row: AnchorRow): AnchorState {
+  const key: VersionKey = { resourceType: row.a_resource_type!, id: row.a_id, versionId: row.a_version_id };
+  if (row.status === 'erased') return { ...key, status: 'erased' };
+  const pending: PendingAnchor = {
+    ...key,
+    salt: row.salt ?? '',
+    leafHash: row.leaf_hash,
+    ledgerKey: row.ledger_key,
+  };
+  if (row.status === 'pending') return { ...pending, status: 'pending' };
+  const anchor: AnchorReference = {
+    transactionId: row.transaction_id!,
+    blockNumber: row.block_number!,
+    batchId: row.batch_id!,
+    leafIndex: row.leaf_index!,
+    leafCount: row.leaf_count!,
+    root: row.batch_root!,
+  };
+  return { ...pending, status: 'anchored', anchor };
+}
+
+/** A query instant (_since, _at) as the stored text form, for comparison with last_updated. */
+export function instantBound(value: string, name: string): string {
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms)) throw badRequest(`History parameter ${name} is not a valid instant: '${value}'`);
+  if (ms < Date.parse(MIN_INSTANT)) return MIN_INSTANT;
+  if (ms > Date.parse(MAX_INSTANT)) return MAX_INSTANT;
+  return new Date(ms).toISOString();
+}
+
+/** History paging state: rows with seq in [lo, min(hi, after - 1)], total fixed by the first page. */
+export interface HistoryCursor {
+  after: number;
+  lo: number;
+  hi: number;
+  total: number;
+}
+
+export function encodeCursor(c: HistoryCursor): string {
+  return Buffer.from(`${c.after}.${c.lo}.${c.hi}.${c.total}`).toString('base64url');
+}
+
+export function decodeCursor(text: string): HistoryCursor {
+  const parts = Buffer.from(text, 'base64url').toString('latin1').split('.');
+  const numbers = parts.map((p) => (/^\d{1,15}$/.test(p) ? Number(p) : NaN));
+  if (numbers.length !== 4 || numbers.some(Number.isNaN))
+    throw badRequest(`Invalid history page cursor '${text}'`);
+  const [after, lo, hi, total] = numbers as [number, number, number, number];
+  return { after, lo, hi, total };
+}
+
+export type HistoryLevel = 'system' | 'type' | 'instance';
+
+/** lastUpdated of a new version: the wall clock, or 1 ms after the store's last instant if that is not later. */
+export function nextInstant(last: string | null): string {
+  let ms = Date.now();
+  if (last !== null) {
+    const lastMs = Date.parse(last);
+    if (ms <= lastMs) ms = lastMs + 1;
+  }
+  return new Date(ms).toISOString();
+}
+
+export function finiteOrNull(n: number | undefined): number | null {
+  return n !== undefined && Number.isFinite(n) ? n : null;
+}
+
+/**
+ * The stored text of a version: resourceType, id and meta first (meta with versionId and lastUpdated first),
+ * then the other elements in their given order. Only the top level and meta are copied: the caller's object
+ * is never modified, and nested values are only read by the serialiser.
+ */
+export function serialiseVersion(
+  resource: FhirResource,
+  id: string,
+  versionId: number,
+  lastUpdated: string,
+): string {
+  const { resourceType, id: _id, meta, ...rest } = resource;
+  const { versionId: _v, lastUpdated: _l, ...otherMeta } = meta ?? {};
+  return stringifyFhirJson({
+    resourceType,
+    id,
+    meta: { versionId: String(versionId), lastUpdated, ...otherMeta },
+    ...rest,
+  });
+}
+
+/** The current version of the resource a write targets, as the adapter read it under its write lock. */
+export interface CurrentVersion {
+  versionId: number;
+  deleted: boolean;
+}
+
+export type WritePlan =
+  /** Deleting a deleted resource: store nothing, answer with the deletion already stored (this version). */
+  | { kind: 'unchanged'; versionId: number }
+  /** Store this version (json set unless it is a deletion). */
+  | { kind: 'write'; version: StoredVersion };
+
+/**
+ * Checks a write against the current version (If-Match, ifNoneExist, delete of nothing) and builds the new
+ * version: next version id, lastUpdated after `lastInstant` (the store's newest), and the stored text.
+ * Throws the FhirError the contract names (412, 404, 400).
+ */
+export function planWrite(
+  request: WriteRequest,
+  current: CurrentVersion | undefined,
+  lastInstant: string | null,
+): WritePlan {
+  const { resourceType, id } = request;
+  const isDelete = request.method === 'DELETE';
+  if (request.ifMatch !== undefined) {
+    if (!current) {
+      throw preconditionFailed(
+        `Version conflict: If-Match expects version ${request.ifMatch} of ${resourceType}/${id}, but the resource does not exist`,
+      );
+    }
+    if (current.versionId !== request.ifMatch) {
+      throw preconditionFailed(
+        `Version conflict: If-Match expects version ${request.ifMatch} of ${resourceType}/${id}, but the current version is ${current.versionId}`,
+      );
+    }
+  }
+  if (request.ifNoneExist && current && !current.deleted) {
+    throw preconditionFailed(`${resourceType}/${id} already exists (version ${current.versionId})`);
+  }
+  if (isDelete) {
+    if (!current) throw notFound(`${resourceType}/${id} does not exist`);
+    if (current.deleted) return { kind: 'unchanged', versionId: current.versionId };
+  } else {
+    if (!request.resource)
+      throw new Error(`write ${request.method} ${resourceType}/${id} without a resource`);
+    if (request.resource.resourceType !== resourceType) {
+      throw badRequest(
+        `Resource type '${request.resource.resourceType}' does not match the target type '${resourceType}'`,
+        'resourceType',
+      );
+    }
+  }
+  const versionId = current ? current.versionId + 1 : 1;
+  const lastUpdated = nextInstant(lastInstant);
+  const version: StoredVersion = {
+    resourceType,
+    id,
+    versionId,
+    lastUpdated,
+    deleted: isDelete,
+    method: request.method,
+  };
+  if (!isDelete) version.json = serialiseVersion(request.resource!, id, versionId, lastUpdated);
+  if (request.custodian !== undefined) version.custodian = request.custodian;
+  if (request.patients !== undefined) version.patients = request.patients;
+  return { kind: 'write', version };
+}
+
+/** Runs the write's anchor callback on the version about to be committed, checking it anchors that version. */
+export function anchorOf(request: WriteRequest, version: StoredVersion): PendingAnchor | undefined {
+  const pending = request.anchor?.(version);
+  if (
+    pending &&
+    (pending.resourceType !== version.resourceType ||
+      pending.id !== version.id ||
+      pending.versionId !== version.versionId)
+  ) {
+    throw new Error(
+      `anchor callback returned ${pending.resourceType}/${pending.id}/_history/${pending.versionId} for ` +
+        `${version.resourceType}/${version.id}/_history/${version.versionId}`,
+    );
+  }
+  return pending;
+}
