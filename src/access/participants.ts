@@ -42,7 +42,11 @@ const REFERENCE = /^(Patient|Practitioner|PractitionerRole|Organization|Device|R
 
 /** A fresh random pseudonym (128 bits, URL-safe): what the ledger and the CA know a participant or a patient by. */
 export function newPseudonym(): string {
-  return randomBytes(16).toString('base64url');
+  // Enrolment ids (Fabric CA, the embedded CA) must start with a letter or digit.
+  for (;;) {
+    const pseudonym = randomBytes(16).toString('base64url');
+    if (/^[A-Za-z0-9]/.test(pseudonym)) return pseudonym;
+  }
 }
 
 interface Row {
