@@ -385,6 +385,41 @@ describe('durability and the hash chain', () => {
     chain = await openChain(dir, [org1], 'fresh.sqlite');
   });
 
+  it('reports a world-state row edited behind the chain (a forged anchor), removed or added', async () => {
+    const file = await chainWithBlocks();
+    const anchor = (label: string): Buffer => Buffer.from(`\u0000anchor\u0000${hex(label)}\u0000`, 'utf8');
+    const db = new Database(file);
+    const original = db.prepare('SELECT value FROM state WHERE key = ?').get(anchor('k1')) as {
+      value: Buffer;
+    };
+    const forged = Buffer.from(original.value.toString().replace(hex('v1'), hex('forged')));
+    db.prepare('UPDATE state SET value = ? WHERE key = ?').run(forged, anchor('k1'));
+    db.close();
+    const edited = await openFails(file);
+    expect(edited.blockNumber).toBe(2);
+    expect(edited.message).toContain('holds a value its last transaction did not write');
+
+    const restore = new Database(file);
+    restore.prepare('UPDATE state SET value = ? WHERE key = ?').run(original.value, anchor('k1'));
+    restore.close();
+    await EmbeddedChain.open({ file }).then((opened) => opened.close());
+
+    tamper(file, `DELETE FROM state WHERE key = X'${anchor('k2').toString('hex')}'`);
+    expect((await openFails(file)).message).toContain('is missing from the world state');
+    tamper(
+      file,
+      `INSERT INTO state (key, value, block, tx) VALUES (X'${anchor('k2').toString('hex')}', X'00', 3, 0)`,
+    );
+    expect((await openFails(file)).message).toContain('holds a value its last transaction did not write');
+    tamper(file, `DELETE FROM state WHERE key = X'${anchor('k2').toString('hex')}'`);
+    tamper(
+      file,
+      `INSERT INTO state (key, value, block, tx) VALUES (X'${anchor('extra').toString('hex')}', X'00', 1, 0)`,
+    );
+    expect((await openFails(file)).message).toContain('was not written by any valid transaction');
+    chain = await openChain(dir, [org1], 'fresh.sqlite');
+  });
+
   it('reports a truncated chain (last block removed)', async () => {
     const file = await chainWithBlocks();
     tamper(file, 'DELETE FROM transactions WHERE block = 4; DELETE FROM blocks WHERE number = 4');

@@ -218,6 +218,12 @@ export class ChainStore {
          FROM blocks b LEFT JOIN transactions t ON t.block = b.number ORDER BY b.number, t.idx`,
       ),
       maxStateBlock: db.prepare<[], { max: number | null }>('SELECT MAX(block) AS max FROM state'),
+      validEnvelopes: db.prepare<[], { block: number; idx: number; envelope: Buffer }>(
+        "SELECT block, idx, envelope FROM transactions WHERE validation_code = 'VALID' ORDER BY block, idx",
+      ),
+      allState: db.prepare<[], { key: Buffer; value: Buffer; block: number; tx: number }>(
+        'SELECT key, value, block, tx FROM state',
+      ),
     };
   }
 
@@ -326,6 +332,16 @@ export class ChainStore {
   /** Every block joined with its transactions, in order (for the integrity check at open). */
   scanChain() {
     return this.statements.chainScan.iterate();
+  }
+
+  /** Envelopes of every valid transaction, in commit order (to replay the world state). */
+  validEnvelopes() {
+    return this.statements.validEnvelopes.iterate();
+  }
+
+  /** Every world-state row, unordered. */
+  allState() {
+    return this.statements.allState.iterate();
   }
 
   maxStateBlock(): number | null {
