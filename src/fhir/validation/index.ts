@@ -19,6 +19,11 @@ export interface FhirValidatorOptions {
   unknownExtensionSeverity?: 'error' | 'warning' | 'information';
   /** Accept example.org/acme.com extension URLs (as the specification's own examples do). */
   allowExampleUrls?: boolean;
+  /**
+   * Time budget (ms) for FHIRPath invariants per validation (default 2000): some core invariants are quadratic on
+   * huge definitional resources; past the budget the rest are skipped with a warning instead of stalling a write.
+   */
+  invariantBudgetMs?: number;
 }
 
 export interface FhirValidator extends ResourceValidator {
@@ -55,7 +60,10 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
         }
         const type = resource && typeof resource === 'object' ? (resource as Json).resourceType : undefined;
         const profiles = [...(opts.profiles ?? []), ...(typeof type === 'string' ? (required[type] ?? []) : [])];
-        const run = walker.validate(resource, profiles, new Run());
+        const run = new Run();
+        const budget = options.invariantBudgetMs ?? 2000;
+        if (Number.isFinite(budget)) run.invariantDeadline = performance.now() + budget;
+        walker.validate(resource, profiles, run);
         issues.push(...run.issues);
       } catch (e) {
         // Never throw for bad input: an internal failure is reported as an exception issue.

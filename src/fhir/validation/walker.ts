@@ -31,6 +31,9 @@ export class Run {
   /** When set, only whether an error occurred matters (slice matching by profile). */
   errorsOnly = false;
   errorCount = 0;
+  /** performance.now() after which FHIRPath invariants are skipped (a bound on pathological inputs). */
+  invariantDeadline = Infinity;
+  invariantsSkipped = false;
 
   add(severity: IssueSeverity, code: IssueCode, message: string, expression: string): void {
     if (severity === 'error' || severity === 'fatal') this.errorCount++;
@@ -402,6 +405,13 @@ export class StructureWalker {
           done ??= new Set();
           if (done.has(c.key)) continue;
           done.add(c.key);
+        }
+        if (run.invariantDeadline !== Infinity && performance.now() > run.invariantDeadline) {
+          if (!run.invariantsSkipped) {
+            run.invariantsSkipped = true;
+            run.add('warning', 'too-costly', 'Invariant checking stopped: the time budget for this resource was used up (the rest of its FHIRPath invariants are not checked)', path);
+          }
+          return;
         }
         const base = isResourceRoot ? undefined : /^[A-Z]/.test(typeName) && !typeName.includes('.') ? typeName : typeName.replace(/\[x\]/g, '');
         const out = evaluateConstraint(c.key, c.expression, base, obj, { resource: frame.resource, rootResource: frame.rootResource });
