@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import { CONFIG_OPTIONS, ConfigError, loadConfig } from './config.js';
 import { serve } from './server.js';
 import { registerVerifyCommand } from './commands/verify.js';
+import { registerEraseCommand } from './commands/erase.js';
 import { registerParticipantCommand } from './commands/participant.js';
 
 function registerServeCommand(program: Command): void {
@@ -19,7 +20,7 @@ function registerServeCommand(program: Command): void {
   });
 }
 
-const COMMANDS: ((program: Command) => unknown)[] = [registerServeCommand, registerVerifyCommand, registerParticipantCommand];
+const COMMANDS: ((program: Command) => unknown)[] = [registerServeCommand, registerVerifyCommand, registerEraseCommand, registerParticipantCommand];
 
 export async function main(argv: string[] = process.argv): Promise<void> {
   const program = new Command('hie-ledger').description('FHIR R4 health information exchange with integrity anchors and consent on Hyperledger Fabric');

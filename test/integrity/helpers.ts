@@ -80,7 +80,7 @@ export interface Fixture {
   integrity: IntegrityService;
   /** Reopen the integrity service (a restart of the worker over the same files). */
   reopenIntegrity(options?: Partial<AnchoringOptions>): Promise<IntegrityService>;
-  write(resource: FhirResource, method?: WriteRequest['method']): Promise<StoredVersion>;
+  write(resource: FhirResource, method?: WriteRequest['method'], patients?: string[]): Promise<StoredVersion>;
   remove(resourceType: string, id: string): Promise<StoredVersion>;
   close(): Promise<void>;
 }
@@ -102,12 +102,13 @@ export async function openFixture(anchoring: Partial<AnchoringOptions> = {}, dir
       fixture.integrity = await open(options);
       return fixture.integrity;
     },
-    write(resource, method = 'PUT') {
+    write(resource, method = 'PUT', patients) {
       return store.write({
         resourceType: resource.resourceType,
         id: resource.id!,
         resource,
         method,
+        patients,
         anchor: fixture.integrity.anchorer.anchorFor,
       });
     },

@@ -158,6 +158,13 @@ export interface ResourceStore {
    * were newly erased; their anchor state becomes `erased` and they leave the pending outbox.
    */
   eraseSalts(resourceType: string, id: string): Promise<number>;
+  /**
+   * Erase a resource's content (GDPR-style erasure, after eraseSalts; docs/erasure.md): the stored text and patient
+   * compartments of every version and its search index rows are removed; the version rows stay, as deletions, so
+   * history and the integrity audit still account for them. Returns how many versions lost their content.
+   * Optional: `hie-ledger erase` reports the bodies as kept when an adapter lacks it.
+   */
+  eraseContent?(resourceType: string, id: string): Promise<number>;
 
   /** The search index rows stored for the resource's current version (none when deleted or unknown). */
   indexEntries?(resourceType: string, id: string): Promise<IndexEntry[]>;

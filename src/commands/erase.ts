@@ -1,0 +1,115 @@
+/**
+ * `hie-ledger erase --data-dir DIR Patient/123 [--yes]`: erase a patient's data (docs/erasure.md).
+ *
+ * Targets: the named resource and, for a Patient, every resource with a version in that patient's compartment.
+ * For each: its versions' salts are erased (store.eraseSalts), which makes their on-chain hashes unlinkable to any
+ * data; then their content is removed (store.eraseContent, where the store adapter supports it). The chain is not
+ * touched. The audit then runs: everything else must still verify (erased versions are counted, not failures).
+ * Without --yes it only lists what would be erased.
+ */
+import path from 'node:path';
+import type { Command } from 'commander';
+import { versionReference } from '../mapping/hashing.js';
+import { openDataDirIntegrity } from './data-dir.js';
+import { formatAuditReport } from './verify.js';
+import { writeAuditReport } from '../jobs/audit.js';
+
+export interface EraseOptions {
+  dataDir: string;
+  /** `Type/id` */
+  target: string;
+  /** Only the named resource, not the patient's compartment. */
+  only?: boolean;
+  /** Really erase (otherwise: a dry run listing the targets). */
+  yes?: boolean;
+  mspId?: string;
+  out?: NodeJS.WritableStream;
+  err?: NodeJS.WritableStream;
+}
+
+/** Returns the exit code: 0 erased (or dry run) and the audit passes, 1 the audit fails, 2 bad input or error. */
+export async function runErase(options: EraseOptions): Promise<number> {
+  const out = options.out ?? process.stdout;
+  const err = options.err ?? process.stderr;
+  const match = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(options.target);
+  if (!match) {
+    err.write(`hie-ledger erase: '${options.target}' is not a reference like Patient/123\n`);
+    return 2;
+  }
+  const [, resourceType, id] = match;
+  const opened = await openDataDirIntegrity({ dataDir: path.resolve(options.dataDir), mspId: options.mspId });
+  try {
+    const { store } = opened;
+    const reference = `${resourceType}/${id}`;
+    const targets = new Map<string, { resourceType: string; id: string; versions: number[] }>();
+    for await (const { version } of store.allVersions()) {
+      const own = version.resourceType === resourceType && version.id === id;
+      const inCompartment =
+        !options.only && resourceType === 'Patient' && (version.patients ?? []).includes(reference);
+      if (!own && !inCompartment) continue;
+      const key = `${version.resourceType}/${version.id}`;
+      const entry = targets.get(key) ?? { resourceType: version.resourceType, id: version.id, versions: [] };
+      entry.versions.push(version.versionId);
+      targets.set(key, entry);
+    }
+    if (targets.size === 0) {
+      err.write(`hie-ledger erase: ${reference} has no stored versions\n`);
+      return 2;
+    }
+    for (const t of targets.values()) {
+      out.write(
+        `${options.yes ? 'ERASE' : 'would erase'}  ${t.resourceType}/${t.id}  (versions ${t.versions.join(', ')})\n`,
+      );
+    }
+    if (!options.yes) {
+      out.write(`Dry run: ${targets.size} resources. Run again with --yes to erase them.\n`);
+      return 0;
+    }
+    let salts = 0;
+    let contents = 0;
+    for (const t of targets.values()) {
+      salts += await store.eraseSalts(t.resourceType, t.id);
+      if (store.eraseContent) contents += await store.eraseContent(t.resourceType, t.id);
+    }
+    out.write(
+      `Erased the salts of ${salts} versions of ${targets.size} resources: their ledger anchors are now unlinkable.\n`,
+    );
+    if (store.eraseContent) out.write(`Removed the content of ${contents} versions.\n`);
+    else {
+      out.write(
+        'WARNING: this store adapter cannot remove content (no eraseContent); the bodies of ' +
+          [...targets.values()]
+            .flatMap((t) => t.versions.map((v) => versionReference(t.resourceType, t.id, v)))
+            .join(', ') +
+          ' are still stored.\n',
+      );
+    }
+    const report = await opened.integrity.audit();
+    await writeAuditReport(path.resolve(options.dataDir), report);
+    out.write(formatAuditReport(report));
+    return report.ok ? 0 : 1;
+  } catch (e) {
+    err.write(`hie-ledger erase: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 2;
+  } finally {
+    await opened.close();
+  }
+}
+
+export function registerEraseCommand(program: Command): void {
+  program
+    .command('erase')
+    .description(
+      "erase a patient's data: salts (on-chain hashes become unlinkable) and content; the chain stays intact",
+    )
+    .argument('<reference>', 'what to erase, e.g. Patient/123 (with its compartment)')
+    .requiredOption('--data-dir <dir>', 'the data directory')
+    .option('--only', 'only this resource, not the patient compartment')
+    .option('--yes', 'really erase (default: list what would be erased)')
+    .option('--msp-id <id>', 'MSP id of this organisation on the embedded ledger')
+    .action(
+      async (target: string, opts: { dataDir: string; only?: boolean; yes?: boolean; mspId?: string }) => {
+        process.exitCode = await runErase({ ...opts, target });
+      },
+    );
+}
