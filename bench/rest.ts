@@ -7,10 +7,11 @@
  * a Synthea Observation) and update (PUT of a new version, over a pool of resources).
  *
  * Targets on the 2-core development machine: read >= 40% of the bare route's throughput; create >= 2,000/s.
- * Environment: BENCH_DURATION (seconds per scenario, default 10), BENCH_CONNECTIONS (default 10).
+ * Environment: BENCH_DURATION (seconds per scenario, default 10), BENCH_CONNECTIONS (default 10),
+ * BENCH_FROM=tsx to run the service from the sources instead of dist/.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -118,7 +119,11 @@ async function main(): Promise<void> {
     `bench:rest  ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}, ` +
       `${CONNECTIONS} connections, ${DURATION}s per scenario`,
   );
-  const service = startChild(['--import', 'tsx', 'src/cli.ts', 'serve', '--port', String(servicePort), '--data-dir', dataDir, '--log-level', 'warn'], {
+  // The built service (what `npm start` runs; npm run bench:rest builds first), else the sources through tsx.
+  const built = existsSync(join(ROOT, 'dist', 'src', 'cli.js')) && process.env.BENCH_FROM !== 'tsx';
+  const entry = built ? ['dist/src/cli.js'] : ['--import', 'tsx', 'src/cli.ts'];
+  console.log(`service: ${built ? 'dist/src/cli.js (built)' : 'src/cli.ts through tsx'}, embedded store and ledger, no authentication`);
+  const service = startChild([...entry, 'serve', '--port', String(servicePort), '--data-dir', dataDir, '--log-level', 'warn'], {
     HIE_AUTH: 'dev-open',
   });
   const bare = startChild([

@@ -85,11 +85,12 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         const url = request.url;
         const q = url.indexOf('?');
         const path = (q < 0 ? url : url.slice(0, q)).slice(prefix.length);
-        const query = parseQuery(q < 0 ? '' : url.slice(q + 1));
+        const query = q < 0 ? {} : parseQuery(url.slice(q + 1));
         const mediaType = negotiateResponseType(query._format?.[0], header(request, 'accept'));
         const method = request.method as HttpMethod;
         const routed = router.route(method === 'HEAD' ? 'GET' : method, path);
         const body = typeof request.body === 'string' ? request.body : undefined;
+        const prefer = header(request, 'prefer');
         let fhirRequest: FhirRequest = {
           ...routed,
           method,
@@ -100,8 +101,8 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           ifNoneMatch: header(request, 'if-none-match'),
           ifModifiedSince: header(request, 'if-modified-since'),
           ifNoneExist: header(request, 'if-none-exist'),
-          preferReturn: preferReturnOf(header(request, 'prefer')),
-          preferHandling: /(^|[,;\s])handling\s*=\s*"?strict"?/i.test(header(request, 'prefer') ?? '') ? 'strict' : undefined,
+          preferReturn: preferReturnOf(prefer),
+          preferHandling: prefer && /(^|[,;\s])handling\s*=\s*"?strict"?/i.test(prefer) ? 'strict' : undefined,
           baseUrl: options.publicBaseUrl ?? `${request.protocol}://${request.host}${prefix}`,
         };
         if (fhirRequest.interaction === 'batch' || fhirRequest.interaction === 'transaction') {

@@ -41,7 +41,8 @@ export function negotiateResponseType(format: string | undefined, accept: string
     if (XML_FORMATS.has(wanted.type)) throw notAcceptable(`_format=${format}: this server serves JSON only (XML is not supported)`, '_format');
     throw notAcceptable(`_format=${format} is not a format this server serves; use json`, '_format');
   }
-  if (accept === undefined || accept.trim() === '') return FHIR_JSON;
+  if (accept === undefined || accept === '*/*' || accept === FHIR_JSON || accept.trim() === '') return FHIR_JSON;
+  if (accept === 'application/json') return 'application/json';
   const ranges = accept
     .split(',')
     .map(parseMediaRange)

@@ -42,9 +42,12 @@ export class FhirRegistry {
   private readonly interactionHandlers = new Map<Interaction, InteractionRegistration>();
   private readonly operationsByName = new Map<string, OperationRegistration>();
   private readonly searchParamsByType = new Map<string, SearchParamDeclaration[]>();
+  /** Bumped by every registration, so what is derived from the registry (the router's method tables) can be cached. */
+  version = 0;
 
   /** Register (or replace) the handler of an interaction. */
   registerInteraction(interaction: Interaction, handler: InteractionHandler, options: { resourceTypes?: string[] } = {}): this {
+    this.version++;
     this.interactionHandlers.set(interaction, {
       handler,
       resourceTypes: options.resourceTypes ? new Set(options.resourceTypes) : undefined,
@@ -53,12 +56,14 @@ export class FhirRegistry {
   }
 
   registerOperation(operation: OperationRegistration): this {
+    this.version++;
     this.operationsByName.set(operation.name.replace(/^\$/, ''), { ...operation, name: operation.name.replace(/^\$/, '') });
     return this;
   }
 
   /** Search parameters per resource type ('Resource' for those of every type), shown in the CapabilityStatement. */
   declareSearchParams(resourceType: string, params: SearchParamDeclaration[]): this {
+    this.version++;
     this.searchParamsByType.set(resourceType, params);
     return this;
   }

@@ -67,13 +67,31 @@ function shapeOf(segments: string[]): { shape: Shape; resourceType?: string; id?
 }
 
 export class FhirRouter {
+  /** Method tables per (shape, type, operation), valid while the registry's version is unchanged. */
+  private readonly methodTables = new Map<string, Partial<Record<HttpMethod, Interaction>>>();
+  private tablesVersion = -1;
+
   constructor(
     private readonly registry: FhirRegistry,
     private readonly isResourceType: (type: string) => boolean,
   ) {}
 
-  /** Interaction per method for a URL shape, from what is registered. */
   private methodsFor(shape: Shape, resourceType?: string, operation?: string): Partial<Record<HttpMethod, Interaction>> {
+    if (this.tablesVersion !== this.registry.version) {
+      this.methodTables.clear();
+      this.tablesVersion = this.registry.version;
+    }
+    const key = `${shape}|${resourceType ?? ''}|${operation ?? ''}`;
+    let table = this.methodTables.get(key);
+    if (!table) {
+      table = this.computeMethods(shape, resourceType, operation);
+      if (this.methodTables.size < 10_000) this.methodTables.set(key, table);
+    }
+    return table;
+  }
+
+  /** Interaction per method for a URL shape, from what is registered. */
+  private computeMethods(shape: Shape, resourceType?: string, operation?: string): Partial<Record<HttpMethod, Interaction>> {
     const has = (interaction: Interaction) => this.registry.hasInteraction(interaction, resourceType);
     const out: Partial<Record<HttpMethod, Interaction>> = {};
     const get = (interaction: Interaction) => {
@@ -137,10 +155,8 @@ export class FhirRouter {
   route(method: HttpMethod, path: string): RoutedRequest {
     let segments: string[];
     try {
-      segments = path
-        .split('/')
-        .filter((s) => s !== '')
-        .map((s) => decodeURIComponent(s));
+      segments = path.split('/').filter((s) => s !== '');
+      if (path.includes('%')) segments = segments.map((s) => decodeURIComponent(s));
     } catch {
       throw badRequest(`The URL path is not valid percent-encoding: ${path}`);
     }
