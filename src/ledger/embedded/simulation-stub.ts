@@ -8,7 +8,7 @@
  * - setEvent keeps one event per transaction (the last call wins).
  */
 import { createHash } from 'node:crypto';
-import Long from 'long';
+import { createRequire } from 'node:module';
 import type {
   ChaincodeStub,
   Iterators,
@@ -26,6 +26,10 @@ import type {
   TxTimestamp,
   Version,
 } from './types.js';
+
+// The Long class fabric-shim itself uses for Timestamp.seconds (a dependency of fabric-shim, not of the service).
+const shimRequire = createRequire(createRequire(import.meta.url).resolve('fabric-shim'));
+const Long = shimRequire('long') as { fromNumber(value: number, unsigned?: boolean): Timestamp['seconds'] };
 
 const COMPOSITE_KEY_NAMESPACE = '\x00';
 const MIN_UNICODE_RUNE = '\u0000';
