@@ -84,7 +84,7 @@ function compiledValidator(schema: PublishedSchema, schemaText: string): Validat
   }
   const { ajv, validate } = compileResourceList(schema, true);
   try {
-    const code = standaloneCode.default
+    const code = (standaloneCode as any).default
       ? (standaloneCode as any).default(ajv, validate)
       : (standaloneCode as any)(ajv, validate);
     mkdirSync(dirname(file), { recursive: true });
