@@ -3,7 +3,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { readFileSync } from 'node:fs';
+import { CONFIG_OPTIONS, ConfigError, loadConfig } from '../../src/config.js';
 
 describe('configuration', () => {
   it('has defaults', () => {
@@ -20,6 +21,14 @@ describe('configuration', () => {
     expect(fromFlags.dataDir).toBe('/tmp/y');
     expect(fromFlags.bodyLimit).toBe(2048);
     expect(fromFlags.host).toBe('0.0.0.0');
+  });
+
+  it('is documented: docs/configuration.md names every flag and variable', () => {
+    const doc = readFileSync('docs/configuration.md', 'utf8');
+    for (const option of CONFIG_OPTIONS) {
+      expect(doc, option.flag).toContain(`\`${option.flag.replace('|', '\\|')}\``);
+      expect(doc, option.env).toContain(`\`${option.env}\``);
+    }
   });
 
   it('refuses invalid values, naming the source', () => {
