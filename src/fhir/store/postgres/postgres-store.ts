@@ -1,0 +1,560 @@
+/**
+ * The production ResourceStore adapter: PostgreSQL through `pg` (a connection pool).
+ *
+ * Concurrency: every write, and every `transaction(work)`, holds the store's transaction-scoped advisory lock
+ * (one per schema), so writes are serialised across all processes sharing the database. That is what the
+ * contract asks for: lastUpdated strictly increasing over the whole store, and seq (the history order) equal to
+ * commit order, so paging never misses a version that commits late. Reads take no lock: they see committed data
+ * (MVCC), never another caller's open transaction.
+ *
+ * Durability is PostgreSQL's: a write resolves after COMMIT, which with the default synchronous_commit=on has
+ * flushed the WAL to disk.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import { badRequest } from '../../outcome.js';
+import { AsyncMutex } from '../async-mutex.js';
+import type {
+  AnchorReference,
+  AnchorState,
+  HistoryPage,
+  HistoryQuery,
+  IndexEntry,
+  PendingAnchor,
+  ResourceStore,
+  StoredVersion,
+  VersionKey,
+  WriteRequest,
+} from '../resource-store.js';
+import {
+  ANCHOR_COLUMNS,
+  anchorOf,
+  CHUNK,
+  decodeCursor,
+  encodeCursor,
+  finiteOrNull,
+  instantBound,
+  planWrite,
+  toAnchorState,
+  toStoredVersion,
+  VERSION_COLUMNS,
+  type AnchorRow,
+  type HistoryCursor,
+  type HistoryLevel,
+  type VersionRow,
+} from '../store-support.js';
+import { PG_MIGRATIONS } from './schema.js';
+
+export interface PostgresStoreOptions {
+  /** e.g. postgres://user:password@host:5432/db; or give `pool`. */
+  connectionString?: string;
+  /** An existing pool (not closed by close()). */
+  pool?: pg.Pool;
+  /** The schema (namespace) holding the tables; created if missing. Default `hie`. */
+  schema?: string;
+  /** Pool size when the store creates the pool. */
+  maxConnections?: number;
+}
+
+/** Queries go to a pooled connection, or to the open transaction's connection. */
+type Queryable = Pick<pg.PoolClient, 'query'>;
+
+/**
+ * int8 (seq, counts, block numbers) as JS numbers: exact up to 2^53, far beyond any store's size.
+ * A pool passed in `options.pool` must be created with these types.
+ */
+const INT8_OID = 20;
+export const postgresTypes = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID && format !== 'binary'
+      ? (value: string) => Number(value)
+      : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+/** Namespace of the store's advisory locks ("HIE1"); the second key is derived from the schema name. */
+const LOCK_CLASS = 0x48494531;
+
+const quoteIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`;
+
+/** One open `transaction(work)`: its connection, and a mutex so that calls made concurrently inside `work` take turns. */
+class OpenTransaction {
+  readonly mutex = new AsyncMutex();
+  ended = false;
+  private savepoints = 0;
+
+  constructor(readonly client: pg.PoolClient) {}
+
+  run<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.mutex.run(() => {
+      if (this.ended) throw new Error('The transaction this store view belongs to has ended');
+      return fn(this.client);
+    });
+  }
+
+  /** A nested transaction: `work` runs inside a savepoint, set and released in turn with the other calls. */
+  async nested<T>(work: () => Promise<T>): Promise<T> {
+    const name = `nested_${++this.savepoints}`;
+    await this.run((client) => client.query(`SAVEPOINT ${name}`));
+    try {
+      const result = await work();
+      await this.run((client) => client.query(`RELEASE SAVEPOINT ${name}`));
+      return result;
+    } catch (err) {
+      await this.run(async (client) => {
+        await client.query(`ROLLBACK TO SAVEPOINT ${name}`);
+        await client.query(`RELEASE SAVEPOINT ${name}`);
+      });
+      throw err;
+    }
+  }
+
+  /** Runs fn inside a savepoint of this transaction: all of it or none. Call it from within run(). */
+  async savepoint<T>(fn: () => Promise<T>): Promise<T> {
+    const name = `sp_${++this.savepoints}`;
+    await this.client.query(`SAVEPOINT ${name}`);
+    try {
+      const result = await fn();
+      await this.client.query(`RELEASE SAVEPOINT ${name}`);
+      return result;
+    } catch (err) {
+      await this.client.query(`ROLLBACK TO SAVEPOINT ${name}`);
+      await this.client.query(`RELEASE SAVEPOINT ${name}`);
+      throw err;
+    }
+  }
+}
+
+interface WriteStateRow {
+  version_id: number | null;
+  deleted: boolean | null;
+  last_updated: string | null;
+}
+
+export class PostgresResourceStore implements ResourceStore {
+  readonly pool: pg.Pool;
+  readonly schema: string;
+  private readonly ownsPool: boolean;
+  private readonly S: string;
+  private readonly lockSql: string;
+  private readonly sql: ReturnType<typeof statements>;
+  private readonly txContext = new AsyncLocalStorage<OpenTransaction>();
+  private initialised = false;
+  private closed = false;
+
+  constructor(options: PostgresStoreOptions) {
+    if (!options.pool && !options.connectionString)
+      throw new Error('PostgresResourceStore needs a connectionString or a pool');
+    this.ownsPool = !options.pool;
+    this.pool =
+      options.pool ??
+      new pg.Pool({
+        connectionString: options.connectionString,
+        max: options.maxConnections ?? 10,
+        types: postgresTypes,
+      });
+    this.schema = options.schema ?? 'hie';
+    this.S = quoteIdent(this.schema);
+    const lockKey = createHash('sha256').update(this.schema).digest().readInt32BE(0);
+    this.lockSql = `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockKey})`;
+    this.sql = statements(this.S);
+  }
+
+  async init(): Promise<void> {
+    this.assertOpen();
+    if (this.initialised) return;
+    await this.inNewTransaction(async (client) => {
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${this.S}`);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS ${this.S}.schema_version (version integer PRIMARY KEY, description text NOT NULL, applied_at text NOT NULL)`,
+      );
+      const applied = Number(
+        (await client.query(`SELECT coalesce(max(version), 0) AS v FROM ${this.S}.schema_version`)).rows[0].v,
+      );
+      const known = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;
+      if (applied > known) {
+        throw new Error(
+          `The store's schema (version ${applied}) is newer than this software knows (${known})`,
+        );
+      }
+      for (const migration of PG_MIGRATIONS) {
+        if (migration.version <= applied) continue;
+        await client.query(migration.sql(this.S));
+        await client.query(
+          `INSERT INTO ${this.S}.schema_version (version, description, applied_at) VALUES ($1, $2, $3)`,
+          [migration.version, migration.description, new Date().toISOString()],
+        );
+      }
+    });
+    this.initialised = true;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ownsPool) await this.pool.end();
+  }
+
+  read(resourceType: string, id: string): Promise<StoredVersion | undefined> {
+    return this.onConnection(async (q) => {
+      const { rows } = await q.query<VersionRow>(this.sql.read, [resourceType, id]);
+      return rows[0] ? toStoredVersion(rows[0]) : undefined;
+    });
+  }
+
+  vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined> {
+    return this.onConnection((q) => this.vreadOn(q, resourceType, id, versionId));
+  }
+
+  write(request: WriteRequest): Promise<StoredVersion> {
+    const tx = this.openTransaction();
+    if (tx) return tx.run(() => tx.savepoint(() => this.writeOn(tx.client, request)));
+    return this.inNewTransaction((client) => this.writeOn(client, request));
+  }
+
+  history(query: HistoryQuery): Promise<HistoryPage> {
+    return this.onConnection((q) => this.historyOn(q, query));
+  }
+
+  async transaction<T>(work: (store: ResourceStore) => Promise<T>): Promise<T> {
+    const open = this.openTransaction();
+    if (open) return open.nested(() => work(this));
+    return this.inNewTransaction(async (client) => {
+      const tx = new OpenTransaction(client);
+      try {
+        return await this.txContext.run(tx, () => work(this));
+      } finally {
+        // Let calls `work` started but did not await finish before COMMIT/ROLLBACK, then refuse later ones.
+        await tx.mutex.run(() => undefined);
+        tx.ended = true;
+      }
+    });
+  }
+
+  pendingAnchors(limit: number): Promise<PendingAnchor[]> {
+    return this.onConnection(async (q) => {
+      const { rows } = await q.query<AnchorRow>(this.sql.pendingAnchors, [Math.max(0, Math.floor(limit))]);
+      return rows.map((row) => {
+        const { status: _status, ...pending } = toAnchorState(row) as PendingAnchor & { status: 'pending' };
+        return pending;
+      });
+    });
+  }
+
+  async markAnchored(
+    keys: VersionKey[],
+    anchor: Omit<AnchorReference, 'leafIndex'> & { leafIndexes: number[] },
+  ): Promise<void> {
+    if (keys.length !== anchor.leafIndexes.length) {
+      throw new Error(`markAnchored: ${keys.length} keys but ${anchor.leafIndexes.length} leaf indexes`);
+    }
+    await this.atomically(async (q) => {
+      const { rows } = await q.query<{ n: number }>(this.sql.markAnchored, [
+        keys.map((k) => k.resourceType),
+        keys.map((k) => k.id),
+        keys.map((k) => k.versionId),
+        anchor.leafIndexes,
+        anchor.transactionId,
+        anchor.blockNumber,
+        anchor.batchId,
+        anchor.root,
+        anchor.leafCount,
+      ]);
+      if (rows[0]!.n !== keys.length) {
+        throw new Error(
+          `markAnchored: ${keys.length - rows[0]!.n} of ${keys.length} versions have no queued anchor`,
+        );
+      }
+    });
+  }
+
+  anchorState(key: VersionKey): Promise<AnchorState | undefined> {
+    return this.onConnection(async (q) => {
+      const { rows } = await q.query<AnchorRow>(this.sql.anchorState, [
+        key.resourceType,
+        key.id,
+        key.versionId,
+      ]);
+      return rows[0] ? toAnchorState(rows[0]) : undefined;
+    });
+  }
+
+  async *allVersions(): AsyncIterable<{ version: StoredVersion; anchor?: AnchorState }> {
+    // Keyset chunks up to the newest seq at the start: fixed while new versions arrive, bounded memory.
+    const top = await this.onConnection(
+      async (q) => (await q.query<{ top: number | null }>(this.sql.maxSeq)).rows[0]!.top ?? 0,
+    );
+    let after = 0;
+    for (;;) {
+      const rows = await this.onConnection(
+        async (q) =>
+          (await q.query<VersionRow & AnchorRow>(this.sql.allVersionsChunk, [after, top, CHUNK])).rows,
+      );
+      for (const row of rows) {
+        yield row.a_resource_type === null
+          ? { version: toStoredVersion(row) }
+          : { version: toStoredVersion(row), anchor: toAnchorState(row) };
+      }
+      if (rows.length < CHUNK) return;
+      after = rows[rows.length - 1]!.seq;
+    }
+  }
+
+  eraseSalts(resourceType: string, id: string): Promise<number> {
+    return this.onConnection(
+      async (q) =>
+        (await q.query(this.sql.eraseSalts, [new Date().toISOString(), resourceType, id])).rowCount ?? 0,
+    );
+  }
+
+  indexEntries(resourceType: string, id: string): Promise<IndexEntry[]> {
+    return this.onConnection(async (q) => {
+      const { rows } = await q.query<Record<string, unknown>>(this.sql.indexEntries, [resourceType, id]);
+      return rows.map((row) => {
+        const entry: IndexEntry = { param: row.param as string, type: row.type as IndexEntry['type'] };
+        for (const key of ['system', 'value', 'low', 'high', 'reference'] as const) {
+          if (row[key] !== null) (entry as unknown as Record<string, unknown>)[key] = row[key];
+        }
+        return entry;
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+
+  private async writeOn(client: Queryable, request: WriteRequest): Promise<StoredVersion> {
+    const { resourceType, id } = request;
+    const state = (await client.query<WriteStateRow>(this.sql.writeState, [resourceType, id])).rows[0]!;
+    const current =
+      state.version_id === null
+        ? undefined
+        : { versionId: state.version_id, deleted: state.deleted === true };
+    const plan = planWrite(request, current, state.last_updated);
+    if (plan.kind === 'unchanged') return (await this.vreadOn(client, resourceType, id, plan.versionId))!;
+    const { version } = plan;
+    // Before the insert: a callback that throws leaves nothing, as the transaction rolls back.
+    const pending = anchorOf(request, version);
+    const entries = version.deleted ? [] : (request.index ?? []);
+    await client.query(this.sql.insertVersion, [
+      resourceType,
+      id,
+      version.versionId,
+      version.lastUpdated,
+      version.deleted,
+      version.method,
+      version.json ?? null,
+      version.custodian ?? null,
+      request.patients === undefined ? null : JSON.stringify(request.patients),
+      current !== undefined && !current.deleted,
+      entries.map((e) => e.param),
+      entries.map((e) => e.type),
+      entries.map((e) => e.system ?? null),
+      entries.map((e) => e.value ?? null),
+      entries.map((e) => finiteOrNull(e.low)),
+      entries.map((e) => finiteOrNull(e.high)),
+      entries.map((e) => e.reference ?? null),
+      pending !== undefined,
+      pending?.salt ?? null,
+      pending?.leafHash ?? null,
+      pending?.ledgerKey ?? null,
+    ]);
+    return version;
+  }
+
+  private async vreadOn(
+    q: Queryable,
+    resourceType: string,
+    id: string,
+    versionId: number,
+  ): Promise<StoredVersion | undefined> {
+    const { rows } = await q.query<VersionRow>(this.sql.vread, [resourceType, id, versionId]);
+    return rows[0] ? toStoredVersion(rows[0]) : undefined;
+  }
+
+  private async historyOn(q: Queryable, query: HistoryQuery): Promise<HistoryPage> {
+    if (query.id !== undefined && query.resourceType === undefined)
+      throw new Error('history: an id needs a resourceType');
+    const count = Math.floor(query.count);
+    if (!(count >= 0)) throw badRequest(`Invalid history page size ${query.count}`);
+    const level: HistoryLevel =
+      query.id !== undefined ? 'instance' : query.resourceType !== undefined ? 'type' : 'system';
+    const at = query.at !== undefined;
+    const scope =
+      level === 'instance' ? [query.resourceType!, query.id!] : level === 'type' ? [query.resourceType!] : [];
+    const statement = historySql(this.S, level, at);
+
+    let cursor: HistoryCursor;
+    if (query.cursor !== undefined) {
+      cursor = decodeCursor(query.cursor);
+    } else {
+      const top = (await q.query<{ top: number | null }>(this.sql.maxSeq)).rows[0]!.top ?? 0;
+      let lo = 1;
+      let hi = top;
+      if (query.since !== undefined) {
+        const first = (
+          await q.query<{ seq: number }>(this.sql.seqSince, [instantBound(query.since, '_since')])
+        ).rows[0];
+        lo = first?.seq ?? top + 1;
+      }
+      if (query.at !== undefined) {
+        const last = (await q.query<{ seq: number }>(this.sql.seqAt, [instantBound(query.at, '_at')]))
+          .rows[0];
+        hi = Math.min(top, last?.seq ?? 0);
+      }
+      const total =
+        hi < lo ? 0 : (await q.query<{ n: number }>(statement.count, [lo, hi, ...scope])).rows[0]!.n;
+      cursor = { after: hi + 1, lo, hi, total };
+    }
+    const { lo, hi, total } = cursor;
+    if (count === 0 || cursor.after <= lo || hi < lo) return { versions: [], total };
+    const { rows } = await q.query<VersionRow>(statement.page, [lo, hi, ...scope, cursor.after, count + 1]);
+    const page: HistoryPage = { versions: rows.slice(0, count).map(toStoredVersion), total };
+    if (rows.length > count) page.next = encodeCursor({ ...cursor, after: rows[count - 1]!.seq });
+    return page;
+  }
+
+  /** The open transaction of the calling async context, if any. */
+  private openTransaction(): OpenTransaction | undefined {
+    const tx = this.txContext.getStore();
+    return tx && !tx.ended ? tx : undefined;
+  }
+
+  /** A read: inside the caller's transaction (its connection, in turn), or on any pooled connection. */
+  private onConnection<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+    this.assertReady();
+    const tx = this.openTransaction();
+    return tx ? tx.run(fn) : fn(this.pool);
+  }
+
+  /** All of fn or nothing: a savepoint inside the caller's transaction, else a transaction of its own. */
+  private atomically<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+    this.assertReady();
+    const tx = this.openTransaction();
+    if (tx) return tx.run((client) => tx.savepoint(() => fn(client)));
+    return this.inNewTransaction(fn, false);
+  }
+
+  /** BEGIN (taking the store's write lock unless told not to), fn, COMMIT; ROLLBACK on a throw. */
+  private async inNewTransaction<T>(fn: (client: pg.PoolClient) => Promise<T>, writeLock = true): Promise<T> {
+    this.assertOpen();
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query(writeLock ? `BEGIN; ${this.lockSql}` : 'BEGIN');
+      try {
+        const result = await fn(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
+        throw err;
+      }
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('PostgresResourceStore is closed');
+  }
+
+  private assertReady(): void {
+    this.assertOpen();
+    if (!this.initialised) throw new Error('PostgresResourceStore: call init() first');
+  }
+}
+
+/** The adapter's SQL, for one schema. Texts are constant per store, so PostgreSQL can cache their plans. */
+function statements(S: string) {
+  const versionColumns = VERSION_COLUMNS.split(', ')
+    .map((c) => `v.${c}`)
+    .join(', ');
+  return {
+    writeState:
+      `SELECT c.version_id, c.deleted, (SELECT max(last_updated) FROM ${S}.resource_version) AS last_updated ` +
+      `FROM (SELECT 1) AS one LEFT JOIN ${S}.resource_current c ON c.resource_type = $1 AND c.id = $2`,
+    // One statement stores everything a write stores; its parts run against the same snapshot, so the DELETE
+    // removes only the previous version's index rows.
+    insertVersion: `
+      WITH v AS (
+        INSERT INTO ${S}.resource_version (resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq
+      ), c AS (
+        INSERT INTO ${S}.resource_current (resource_type, id, version_id, seq, deleted)
+        SELECT $1, $2, $3, v.seq, $5 FROM v
+        ON CONFLICT (resource_type, id) DO UPDATE
+          SET version_id = EXCLUDED.version_id, seq = EXCLUDED.seq, deleted = EXCLUDED.deleted
+      ), d AS (
+        DELETE FROM ${S}.search_index WHERE $10::boolean AND resource_type = $1 AND id = $2
+      ), i AS (
+        INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference)
+        SELECT $1, $2, x.ord - 1, x.param, x.type, x.system, x.value, x.low, x.high, x.reference
+        FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::float8[], $16::float8[], $17::text[])
+          WITH ORDINALITY AS x (param, type, system, value, low, high, reference, ord)
+      ), a AS (
+        INSERT INTO ${S}.anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status)
+        SELECT v.seq, $1, $2, $3, $19, $20, $21, 'pending' FROM v WHERE $18::boolean
+      )
+      SELECT seq FROM v`,
+    read:
+      `SELECT ${versionColumns} FROM ${S}.resource_current c JOIN ${S}.resource_version v ON v.seq = c.seq ` +
+      'WHERE c.resource_type = $1 AND c.id = $2',
+    vread: `SELECT ${VERSION_COLUMNS} FROM ${S}.resource_version WHERE resource_type = $1 AND id = $2 AND version_id = $3`,
+    maxSeq: `SELECT max(seq) AS top FROM ${S}.resource_version`,
+    seqSince: `SELECT seq FROM ${S}.resource_version WHERE last_updated >= $1 ORDER BY last_updated, seq LIMIT 1`,
+    seqAt: `SELECT seq FROM ${S}.resource_version WHERE last_updated <= $1 ORDER BY last_updated DESC, seq DESC LIMIT 1`,
+    pendingAnchors: `SELECT ${ANCHOR_COLUMNS} FROM ${S}.anchor a WHERE a.status = 'pending' ORDER BY a.seq LIMIT $1`,
+    markAnchored: `
+      WITH k AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::integer[]) AS k (resource_type, id, version_id, leaf_index)
+      ), u AS (
+        UPDATE ${S}.anchor a
+        SET status = CASE WHEN a.status = 'erased' THEN 'erased' ELSE 'anchored' END,
+            transaction_id = $5, block_number = $6, batch_id = $7, batch_root = $8, leaf_index = k.leaf_index, leaf_count = $9
+        FROM k JOIN ${S}.resource_version v ON v.resource_type = k.resource_type AND v.id = k.id AND v.version_id = k.version_id
+        WHERE a.seq = v.seq
+        RETURNING 1
+      )
+      SELECT count(*)::integer AS n FROM u`,
+    anchorState:
+      `SELECT ${ANCHOR_COLUMNS} FROM ${S}.resource_version v JOIN ${S}.anchor a ON a.seq = v.seq ` +
+      'WHERE v.resource_type = $1 AND v.id = $2 AND v.version_id = $3',
+    allVersionsChunk:
+      `SELECT ${versionColumns}, ${ANCHOR_COLUMNS} FROM ${S}.resource_version v LEFT JOIN ${S}.anchor a ON a.seq = v.seq ` +
+      'WHERE v.seq > $1 AND v.seq <= $2 ORDER BY v.seq LIMIT $3',
+    eraseSalts:
+      `UPDATE ${S}.anchor a SET status = 'erased', salt = NULL, erased_at = $1 FROM ${S}.resource_version v ` +
+      "WHERE v.seq = a.seq AND v.resource_type = $2 AND v.id = $3 AND a.status <> 'erased'",
+    indexEntries: `SELECT param, type, system, value, low, high, reference FROM ${S}.search_index WHERE resource_type = $1 AND id = $2 ORDER BY ord`,
+  };
+}
+
+/**
+ * History SQL per level (see the SQLite adapter): parameters $1 lo, $2 hi, then the scope (type, id),
+ * then for pages `after` and `limit`.
+ */
+function historySql(S: string, level: HistoryLevel, at: boolean): { count: string; page: string } {
+  const scope =
+    level === 'instance'
+      ? ' AND resource_type = $3 AND id = $4'
+      : level === 'type'
+        ? ' AND resource_type = $3'
+        : '';
+  const next = level === 'instance' ? 5 : level === 'type' ? 4 : 3;
+  const after = `$${next}`;
+  const limit = `$${next + 1}`;
+  if (!at) {
+    const where = `WHERE seq BETWEEN $1 AND $2${scope}`;
+    return {
+      count: `SELECT count(*) AS n FROM ${S}.resource_version ${where}`,
+      page: `SELECT ${VERSION_COLUMNS} FROM ${S}.resource_version ${where} AND seq < ${after} ORDER BY seq DESC LIMIT ${limit}`,
+    };
+  }
+  const currentAt = `SELECT max(seq) AS seq FROM ${S}.resource_version WHERE seq <= $2${scope} GROUP BY resource_type, id`;
+  return {
+    count: `SELECT count(*) AS n FROM (${currentAt}) AS cur WHERE seq >= $1`,
+    page:
+      `SELECT ${VERSION_COLUMNS} FROM ${S}.resource_version WHERE seq IN (${currentAt}) AND seq >= $1 AND seq < ${after} ` +
+      `ORDER BY seq DESC LIMIT ${limit}`,
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * The PostgreSQL store's schema, as numbered migrations over one schema (namespace) `S`. The tables mirror
+ * the SQLite store's (src/fhir/store/sqlite/schema.ts); text that is compared by order uses COLLATE "C".
+ * Never edit a released migration: append a new one.
+ */
+export interface PgMigration {
+  version: number;
+  description: string;
+  /** SQL with `S.` standing for the quoted schema name. */
+  sql: (schema: string) => string;
+}
+
+export const PG_MIGRATIONS: readonly PgMigration[] = [
+  {
+    version: 1,
+    description: 'resource versions, current pointer, search index, anchor outbox',
+    sql: (S) => `
+      -- seq is assigned under the store's write lock (an advisory lock), so seq order = commit order
+      -- = lastUpdated order. Rolled-back writes leave gaps in seq (sequences are not transactional).
+      CREATE TABLE ${S}.resource_version (
+        seq           bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        resource_type text    NOT NULL,
+        id            text    NOT NULL,
+        version_id    integer NOT NULL,
+        last_updated  text    COLLATE "C" NOT NULL,
+        deleted       boolean NOT NULL DEFAULT false,
+        method        text    NOT NULL CHECK (method IN ('POST', 'PUT', 'PATCH', 'DELETE')),
+        json          text,
+        custodian     text,
+        patients      text
+      );
+      CREATE UNIQUE INDEX resource_version_key ON ${S}.resource_version (resource_type, id, version_id);
+      CREATE INDEX resource_version_type_seq ON ${S}.resource_version (resource_type, seq);
+      CREATE INDEX resource_version_last_updated ON ${S}.resource_version (last_updated);
+
+      CREATE TABLE ${S}.resource_current (
+        resource_type text    NOT NULL,
+        id            text    NOT NULL,
+        version_id    integer NOT NULL,
+        seq           bigint  NOT NULL REFERENCES ${S}.resource_version (seq),
+        deleted       boolean NOT NULL,
+        PRIMARY KEY (resource_type, id)
+      );
+
+      -- No unique key: a write deletes the old rows and inserts the new ones in one statement.
+      CREATE TABLE ${S}.search_index (
+        resource_type text    NOT NULL,
+        id            text    NOT NULL,
+        ord           integer NOT NULL,
+        param         text    NOT NULL,
+        type          text    NOT NULL,
+        system        text,
+        value         text    COLLATE "C",
+        low           double precision,
+        high          double precision,
+        reference     text
+      );
+      CREATE INDEX search_index_resource ON ${S}.search_index (resource_type, id);
+      CREATE INDEX search_index_value ON ${S}.search_index (resource_type, param, value) WHERE value IS NOT NULL;
+      CREATE INDEX search_index_reference ON ${S}.search_index (resource_type, param, reference)
+        WHERE reference IS NOT NULL;
+      CREATE INDEX search_index_range ON ${S}.search_index (resource_type, param, low, high) WHERE low IS NOT NULL;
+
+      CREATE TABLE ${S}.anchor (
+        seq            bigint  PRIMARY KEY REFERENCES ${S}.resource_version (seq),
+        resource_type  text    NOT NULL,
+        id             text    NOT NULL,
+        version_id     integer NOT NULL,
+        salt           text,
+        leaf_hash      text    NOT NULL,
+        ledger_key     text    NOT NULL,
+        status         text    NOT NULL CHECK (status IN ('pending', 'anchored', 'erased')),
+        transaction_id text,
+        block_number   bigint,
+        batch_id       text,
+        batch_root     text,
+        leaf_index     integer,
+        leaf_count     integer,
+        erased_at      text
+      );
+      CREATE INDEX anchor_pending ON ${S}.anchor (seq) WHERE status = 'pending';
+
+      CREATE FUNCTION ${S}.resource_version_keep() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        RAISE EXCEPTION 'resource versions are never deleted';
+      END $$;
+      CREATE TRIGGER resource_version_keep BEFORE DELETE ON ${S}.resource_version
+        FOR EACH ROW EXECUTE FUNCTION ${S}.resource_version_keep();
+    `,
+  },
+];

@@ -1,0 +1,54 @@
+/**
+ * The store contract against PostgreSQL. Needs a server: set HIE_TEST_POSTGRES_URL, e.g.
+ * postgres://postgres@127.0.0.1:5432/postgres (each test works in a schema of its own, dropped afterwards).
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
+import { describeResourceStoreContract } from './contract.js';
+
+const url = process.env.HIE_TEST_POSTGRES_URL;
+if (!url) {
+  console.warn(
+    'PostgreSQL store contract skipped: set HIE_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)',
+  );
+}
+
+async function openStore(
+  schema = `hie_test_${randomBytes(6).toString('hex')}`,
+): Promise<PostgresResourceStore> {
+  const store = new PostgresResourceStore({ connectionString: url!, schema, maxConnections: 6 });
+  await store.init();
+  const close = store.close.bind(store);
+  store.close = async () => {
+    await store.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await close();
+  };
+  return store;
+}
+
+describe.skipIf(!url)('PostgreSQL store (skipped unless HIE_TEST_POSTGRES_URL is set)', () => {
+  describeResourceStoreContract('postgres', () => openStore());
+
+  it('keeps its data across reopen, migrates once, and refuses to delete versions', async () => {
+    const schema = `hie_test_${randomBytes(6).toString('hex')}`;
+    const first = new PostgresResourceStore({ connectionString: url!, schema });
+    await first.init();
+    const v1 = await first.write({
+      resourceType: 'Patient',
+      id: 'a',
+      method: 'PUT',
+      resource: { resourceType: 'Patient' },
+    });
+    await first.close();
+    const second = await openStore(schema);
+    await second.init();
+    expect(await second.read('Patient', 'a')).toEqual(v1);
+    const versions = await second.pool.query(`SELECT version FROM "${schema}".schema_version`);
+    expect(versions.rows).toEqual([{ version: 1 }]);
+    await expect(second.pool.query(`DELETE FROM "${schema}".resource_version`)).rejects.toThrow(
+      /never deleted/,
+    );
+    await second.close();
+  });
+});
