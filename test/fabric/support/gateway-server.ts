@@ -240,7 +240,20 @@ export class TestGatewayServer {
 
   // ---- verification ----
 
+  /** Verified creators, as a peer caches deserialized MSP identities (chain verification costs milliseconds). */
+  private readonly creators = new Map<string, { mspid: string; idBytes: Uint8Array; publicKey: KeyObject; validTo: number }>();
+
   private verifyCreator(creatorBytes: Uint8Array): { mspid: string; idBytes: Uint8Array; publicKey: KeyObject } {
+    const cacheKey = createHash('sha256').update(creatorBytes).digest('hex');
+    const cached = this.creators.get(cacheKey);
+    if (cached && Date.now() <= cached.validTo) return cached;
+    const verified = this.verifyCreatorUncached(creatorBytes);
+    if (this.creators.size > 1000) this.creators.clear();
+    this.creators.set(cacheKey, verified);
+    return verified;
+  }
+
+  private verifyCreatorUncached(creatorBytes: Uint8Array) {
     const creator = msp.SerializedIdentity.deserializeBinary(creatorBytes);
     const mspid = creator.getMspid();
     const ca = this.trusted.get(mspid);
@@ -258,7 +271,7 @@ export class TestGatewayServer {
     if (now < Date.parse(certificate.validFrom) || now > Date.parse(certificate.validTo)) {
       throw rpcError(grpc.status.PERMISSION_DENIED, 'access denied: certificate expired or not yet valid');
     }
-    return { mspid, idBytes: creator.getIdBytes_asU8(), publicKey: certificate.publicKey };
+    return { mspid, idBytes: creator.getIdBytes_asU8(), publicKey: certificate.publicKey, validTo: Date.parse(certificate.validTo) };
   }
 
   private verifySignature(publicKey: KeyObject, bytes: Uint8Array, signature: Uint8Array, what: string): void {
