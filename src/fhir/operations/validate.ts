@@ -15,7 +15,7 @@ import { assertId, assertResourceType } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { InteractionHandler } from '../interactions/types.js';
 import type { ValidationOptions } from '../validation/validator.js';
-import { readOperationInput } from './terminology.js';
+import { readOperationInput, terminologyOperations, type TerminologySource } from './terminology.js';
 import type { Json } from '../definitions/registry.js';
 
 const MODES = new Set(['create', 'update', 'delete', 'profile']);
@@ -82,4 +82,17 @@ export function validateOperation(options: ValidateOperationOptions = {}): Opera
     documentation: 'Validates a resource (structure, invariants, bindings, claimed and requested profiles); mode create | update | delete | profile.',
     handler: validateHandler(options),
   };
+}
+
+/**
+ * Registers $validate, and with a full validator (one that has definitions) the terminology operations, e.g. in
+ * src/app.ts: `registerValidationOperations(registry, validator)`.
+ */
+export function registerValidationOperations(
+  registry: { registerOperation(op: OperationRegistration): unknown },
+  validator: object,
+): void {
+  const full = validator as Partial<TerminologySource> & { registry?: { structureDefinition(url: string): unknown } };
+  registry.registerOperation(validateOperation(full.registry ? { knowsProfile: (url) => !!full.registry!.structureDefinition(url) } : {}));
+  if (full.registry && full.walker) for (const op of terminologyOperations(full as TerminologySource)) registry.registerOperation(op);
 }
