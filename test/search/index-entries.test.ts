@@ -124,7 +124,12 @@ describe('index extraction on the official examples', () => {
     expect(searchParameter('Bundle', 'composition')?.evaluate?.(bundle)).toEqual([{ resourceType: 'Composition', id: 'c1' }]);
   });
 
-  it('falls back to fhirpath for expressions the fast path cannot walk', () => {
+  it('bare paths (`name | alias` of InsurancePlan) start at the resource', () => {
+    const plan = { resourceType: 'InsurancePlan', name: 'Gold', alias: ['Oro'] } as FhirResource;
+    expect(rows(plan, 'name').map((r) => r.value)).toEqual(['gold', 'oro']);
+  });
+
+  it('deceased: the non-path expression is evaluated as fhirpath would', () => {
     const alive = { resourceType: 'Patient', deceasedBoolean: false } as FhirResource;
     const dead = { resourceType: 'Patient', deceasedDateTime: '2020-01-01' } as FhirResource;
     expect(rows(alive, 'deceased').map((r) => r.value)).toEqual(['false']);

@@ -10,8 +10,8 @@
  * each type keeps the union parts that start with its own name (or `Resource.`/`DomainResource.`).
  * Nearly every part is a plain path, optionally with `as T` / `.as(T)`, `.where(resolve() is T)` or
  * `.where(field='literal')`. Those are compiled to a direct walk over the JSON (a few µs; the full fhirpath
- * engine costs ~300 µs per Observation for all its parameters). The rest (a handful, e.g.
- * `Patient.deceased.exists() and ...`) go to fhirpath 5 with the R4 model.
+ * engine costs ~300 µs per Observation for all its parameters). `Patient.deceased.exists() and ...` is hand-written;
+ * anything else would go to fhirpath 5 with the R4 model (none of the R4 definitions do today).
  *
  * `resolve()` cannot be evaluated at write time (no store access): the rule is that
  * `X.where(resolve() is T)` keeps only the references of X that point at type T by their literal
@@ -96,7 +96,9 @@ function compileSimplePart(part: string, resourceType: string): Step[] | undefin
   if (paren) text = paren[1] + paren[2];
   text = text.replace(/ as ([A-Za-z]\w*)/g, '.as($1)');
   const segments = splitPath(text);
-  if (!segments || segments.length < 2) return undefined;
+  if (!segments || segments.length < 1) return undefined;
+  // A bare path (`name | alias` of InsurancePlan) starts at the resource.
+  if (/^[a-z]/.test(segments[0])) segments.unshift(resourceType);
   const [root, ...rest] = segments;
   if (root !== resourceType && root !== 'Resource' && root !== 'DomainResource') return undefined;
   const steps: Step[] = [];
@@ -182,7 +184,15 @@ function runSteps(root: FhirResource, steps: Step[], out: unknown[]): void {
 }
 
 /** Builds the evaluator of an expression for one type; undefined if neither path can evaluate it. */
+/** Hand-written equivalents of the non-path expressions worth the speed (Patient is in every bulk load). */
+const HAND_WRITTEN: Record<string, (r: FhirResource) => unknown[]> = {
+  // `deceased.exists() and deceased != false`: deceasedBoolean true, or any deceasedDateTime
+  'Patient.deceased.exists() and Patient.deceased != false': (r) => [r.deceasedBoolean === true || typeof r.deceasedDateTime === 'string'],
+};
+
 function compileExpression(expression: string, resourceType: string): ((r: FhirResource) => unknown[]) | undefined {
+  const handWritten = HAND_WRITTEN[expression];
+  if (handWritten) return handWritten;
   const parts = splitUnion(expression);
   const compiled = parts.map((p) => compileSimplePart(p, resourceType));
   if (compiled.every((c) => c !== undefined)) {
