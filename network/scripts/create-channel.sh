@@ -15,11 +15,15 @@ for orderer in "${ORDERERS[@]}"; do
   dir="$(orderer_dir "${orderer}")"
   admin=(-o "localhost:${ORDERER_ADMIN_PORT[${orderer}]}" --ca-file "$(orderer_tls_ca)"
     --client-cert "${dir}/tls/server.crt" --client-key "${dir}/tls/server.key")
-  if osnadmin channel list "${admin[@]}" --channelID "${CHANNEL}" >/dev/null 2>&1; then
+  # osnadmin exits 0 whatever the HTTP status: read the status line of its answer.
+  listed="$(osnadmin channel list "${admin[@]}" --channelID "${CHANNEL}" 2>&1 || true)"
+  if grep -q "Status: 200" <<<"${listed}"; then
     log "${orderer} has already joined ${CHANNEL}"
   else
     log "${orderer} joins ${CHANNEL}"
-    osnadmin channel join "${admin[@]}" --channelID "${CHANNEL}" --config-block "${block}"
+    joined="$(osnadmin channel join "${admin[@]}" --channelID "${CHANNEL}" --config-block "${block}" 2>&1 || true)"
+    echo "${joined}"
+    grep -q "Status: 201" <<<"${joined}" || fail "${orderer} did not join ${CHANNEL}"
   fi
 done
 

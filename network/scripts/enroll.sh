@@ -24,6 +24,7 @@ normalise_msp() {
 enroll_ca_admin() {
   local org="$1"
   log "enrolling the CA admin of ${org}"
+  rm -rf "$(registrar_msp "${org}")/keystore"
   fabric-ca-client enroll -u "https://admin:adminpw@localhost:${CA_PORT[${org}]}" --caname "ca-${org}" \
     --mspdir "$(registrar_msp "${org}")" --tls.certfiles "$(ca_cert "${org}")"
   normalise_msp "$(registrar_msp "${org}")"
@@ -45,6 +46,8 @@ register() { # org name secret type [attrs]
 enroll() { # org name secret dir [tls-hosts]
   local org="$1" name="$2" secret="$3" dir="$4" tls_hosts="${5:-}"
   local url="https://${name}:${secret}@localhost:${CA_PORT[${org}]}"
+  # A re-run must not leave an old key next to the new certificate.
+  rm -rf "${dir}/msp/keystore" "${dir}/tls/keystore"
   fabric-ca-client enroll -u "${url}" --caname "ca-${org}" --mspdir "${dir}/msp" --tls.certfiles "$(ca_cert "${org}")"
   normalise_msp "${dir}/msp"
   if [[ -n "${tls_hosts}" ]]; then
@@ -107,6 +110,7 @@ enroll_service() {
   register "${org}" "${name}" "${secret}" client "hie.role=service:ecert,hie.id=${name}:ecert"
   local dir
   dir="$(org_dir "${org}")/users/${name}@$(org_domain "${org}")"
+  rm -rf "${dir}/msp/keystore"
   fabric-ca-client enroll -u "https://${name}:${secret}@localhost:${CA_PORT[${org}]}" --caname "ca-${org}" \
     --mspdir "${dir}/msp" --tls.certfiles "$(ca_cert "${org}")" --enrollment.attrs "hie.role,hie.id"
   normalise_msp "${dir}/msp"
