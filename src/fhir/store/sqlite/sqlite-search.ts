@@ -471,5 +471,14 @@ export function searchSqlite(db: Database, request: SqliteSearchRequest): Sqlite
     searcher = new SqliteSearch(db);
     searchers.set(db, searcher);
   }
-  return searcher.search(request);
+  try {
+    return searcher.search(request);
+  } catch (err) {
+    // SQLite's own limits (variables, expression depth, pattern size) reached by a large query: the client's to narrow.
+    const message = err instanceof Error ? err.message : '';
+    if ((err as { code?: string }).code === 'SQLITE_TOOBIG' || /too many SQL variables|too large|too complex|too many terms/i.test(message)) {
+      throw new FhirError(400, [issue('error', 'too-costly', `The search is too large for this server: ${message}`)]);
+    }
+    throw err;
+  }
 }
