@@ -420,6 +420,26 @@ describe('durability and the hash chain', () => {
     chain = await openChain(dir, [org1], 'fresh.sqlite');
   });
 
+  it('fails the transactions of a block it cannot store as retryable, storing nothing of it', async () => {
+    const ledger = chain.connect(org1.service);
+    await ledger.submit('anchor:AnchorVersion', [hex('k'), hex('v')]);
+    // Another writer took block 2 behind this chain's back.
+    tamper(
+      path.join(dir, 'ledger', 'chain.sqlite'),
+      'INSERT INTO blocks (number, previous_hash, data_hash, hash, tx_count) VALUES (2, zeroblob(32), zeroblob(32), zeroblob(32), 0)',
+    );
+    const error = await ledger
+      .submit('anchor:AnchorVersion', [hex('k2'), hex('v2')])
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(LedgerTransactionError);
+    expect(error).toMatchObject({ code: 'UNAVAILABLE', retryable: true });
+    expect((error as Error).message).toContain('block 2 could not be stored');
+    expect(chain.height).toBe(2);
+    expect(await ledger.evaluate('anchor:ReadAnchor', [hex('k2')])).toBe('null');
+    tamper(path.join(dir, 'ledger', 'chain.sqlite'), 'DELETE FROM blocks WHERE number = 2');
+    expect((await ledger.submit('anchor:AnchorVersion', [hex('k2'), hex('v2')])).blockNumber).toBe(2);
+  });
+
   it('reports a truncated chain (last block removed)', async () => {
     const file = await chainWithBlocks();
     tamper(file, 'DELETE FROM transactions WHERE block = 4; DELETE FROM blocks WHERE number = 4');

@@ -492,7 +492,18 @@ export class EmbeddedChain {
         const statuses = this.commitBlock(batch.map((item) => item.endorsement));
         batch.forEach((item, index) => item.resolve(statuses[index]!));
       } catch (error) {
-        batch.forEach((item) => item.reject(error));
+        // Nothing of the block was stored (one SQLite transaction): the caller may submit again.
+        const reason = error instanceof Error ? error.message : String(error);
+        batch.forEach((item) =>
+          item.reject(
+            new LedgerTransactionError(
+              `block ${this.nextBlockNumber} could not be stored in ${this.file}: ${reason}`,
+              'UNAVAILABLE',
+              item.endorsement.txId,
+              true,
+            ),
+          ),
+        );
       } finally {
         for (const item of batch) this.pendingTxIds.delete(item.endorsement.txId);
       }
