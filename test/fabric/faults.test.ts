@@ -119,6 +119,22 @@ describe('commit faults', () => {
     expect(await writesOf(key)).toBe(1);
   });
 
+  it('never endorses again once the transaction may have reached the orderer', async () => {
+    const ledger = harness.connect({ retry: { attempts: 3 } });
+    const key = hex();
+    // Committed by the first submit, but every answer is lost.
+    for (let i = 0; i < 3; i++) harness.server.faults.push({ step: 'submit', kind: 'afterEffect' });
+    const endorsementsBefore = harness.server.calls.endorse;
+    const error = await ledger.submit('anchor:AnchorVersion', [key, hex()]).catch((e) => e);
+    expect(error).toBeInstanceOf(LedgerTransactionError);
+    expect(error.code).toBe('COMMIT_STATUS_UNKNOWN');
+    expect(error.retryable).toBe(true);
+    expect(error.message).toContain('may still commit');
+    expect(harness.server.calls.endorse - endorsementsBefore).toBe(1);
+    expect(harness.server.committed).toContain(error.transactionId);
+    expect(await writesOf(key)).toBe(1);
+  });
+
   it('asks the commit status again when it is lost, for the same transaction', async () => {
     const ledger = harness.connect();
     const key = hex();

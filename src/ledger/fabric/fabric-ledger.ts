@@ -155,7 +155,9 @@ export class FabricLedger implements Ledger {
         return await this.submitOnce(transaction, args);
       } catch (error) {
         const failure = this.toLedgerError(error, 'submit', transaction);
-        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) throw failure;
+        // Once a transaction may have reached the orderer, only the caller may decide (by its id) what to do.
+        const mayHaveCommitted = failure.code === 'COMMIT_STATUS_UNKNOWN';
+        if (!failure.retryable || mayHaveCommitted || attempt >= this.retry.attempts || this.closed) throw failure;
         this.logger.warn(
           { transaction, transactionId: failure.transactionId, code: failure.code, attempt },
           `Fabric transaction ${transaction} not committed (${failure.code}); endorsing it again`,
