@@ -105,7 +105,9 @@ describe('tampering with the store file', () => {
 
   it('names a version whose row was deleted as missing', async () => {
     const db = new Database(path.join(dir, 'resources.sqlite'));
-    db.pragma('foreign_keys = OFF'); // as someone bypassing the service would
+    // As someone bypassing the service would: no foreign keys, and without the store's keep-versions trigger.
+    db.pragma('foreign_keys = OFF');
+    db.exec('DROP TRIGGER IF EXISTS resource_version_keep');
     const deleted = db
       .prepare(
         `DELETE FROM resource_version WHERE resource_type = 'Observation' AND id = 't7' AND version_id = 1`,
