@@ -154,8 +154,11 @@ export class EmbeddedChain {
       const chain = new EmbeddedChain(store, options.file, channelId, options.maxBlockTransactions ?? 500);
       if (storedChannel === undefined) chain.createGenesisBlock();
       else {
-        chain.verifyChain();
-        if (options.verifyWorldState !== false) chain.verifyWorldState();
+        // One read transaction: a consistent snapshot even while another process (e.g. a running service) appends.
+        store.db.transaction(() => {
+          chain.verifyChain();
+          if (options.verifyWorldState !== false) chain.verifyWorldState();
+        })();
       }
       for (const definition of options.msps ?? []) chain.addMsp(definition);
       return chain;
