@@ -143,6 +143,14 @@ export class Anchorer {
     };
   }
 
+  /**
+   * How many versions wait in the outbox (counted up to `cap`: a backlog larger than that reads as `cap`).
+   * With status(), what an operator watches while the ledger is slow or down.
+   */
+  async pendingCount(cap = 100_000): Promise<number> {
+    return (await this.store.pendingAnchors(cap)).length;
+  }
+
   /** Anchors everything pending now (batch after batch); returns how many versions were anchored. */
   async drain(): Promise<number> {
     let total = 0;
