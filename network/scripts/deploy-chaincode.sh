@@ -21,7 +21,8 @@ log "package ${package}: ${package_id}"
 
 # 2. The chaincode server, identified by the package id.
 if [[ "${MODE}" == docker ]]; then
-  CHAINCODE_ID="${package_id}" compose up -d --build chaincode
+  export CHAINCODE_ID="${package_id}"
+  compose up -d --build chaincode
 else
   [[ -f "${PROJECT_DIR}/chaincode/dist/index.js" ]] || (cd "${PROJECT_DIR}" && npm run build --workspace chaincode)
   [[ -f "${PID_DIR}/chaincode.pid" ]] && kill "$(cat "${PID_DIR}/chaincode.pid")" 2>/dev/null && rm -f "${PID_DIR}/chaincode.pid"
@@ -33,14 +34,29 @@ wait_for_port "${CC_SERVER_ADDRESS##*:}" "the chaincode server"
 policy=()
 if [[ -n "${CC_SIGNATURE_POLICY}" ]]; then policy=(--signature-policy "${CC_SIGNATURE_POLICY}"); fi
 
+# Already committed at this sequence (a re-run, e.g. after down/up): the chaincode server is all that was needed.
+use_peer_admin hospital1
+committed="$(peer lifecycle chaincode querycommitted --channelID "${CHANNEL}" --name "${CC_NAME}" --output json 2>/dev/null || true)"
+if grep -q "\"sequence\": *${CC_SEQUENCE}[,}[:space:]]" <<<"${committed}"; then
+  log "${CC_NAME} sequence ${CC_SEQUENCE} is already committed on ${CHANNEL}"
+  exit 0
+fi
+
 # 3. Install and approve, org by org (each org's admin acts for its org).
 for org in "${MEMBER_ORGS[@]}"; do
   use_peer_admin "${org}"
-  if peer lifecycle chaincode queryinstalled --output json | grep -q "\"${package_id}\""; then
+  installed="$(peer lifecycle chaincode queryinstalled --output json)"
+  if grep -q "\"${package_id}\"" <<<"${installed}"; then
     log "already installed on $(peer_name "${org}")"
   else
     log "installing on $(peer_name "${org}")"
     peer lifecycle chaincode install "${package}"
+  fi
+  readiness="$(peer lifecycle chaincode checkcommitreadiness --channelID "${CHANNEL}" --name "${CC_NAME}" \
+    --version "${CC_VERSION}" --sequence "${CC_SEQUENCE}" "${policy[@]}" --output json)"
+  if grep -q "\"${ORG_MSP[${org}]}\": *true" <<<"${readiness}"; then
+    log "${ORG_MSP[${org}]} has already approved ${CC_NAME} ${CC_VERSION} (sequence ${CC_SEQUENCE})"
+    continue
   fi
   log "${ORG_MSP[${org}]} approves ${CC_NAME} ${CC_VERSION} (sequence ${CC_SEQUENCE})"
   peer lifecycle chaincode approveformyorg "${orderer[@]}" --channelID "${CHANNEL}" --name "${CC_NAME}" \

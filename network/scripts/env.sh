@@ -54,6 +54,8 @@ LOG_DIR="${RUN_DIR}/logs"
 PID_DIR="${RUN_DIR}/pids"
 ARTIFACTS_DIR="${RUN_DIR}/channel-artifacts"
 HIE_CONFIG_DIR="${RUN_DIR}/hie-ledger"
+# fabric-ca-client keeps its own config file in its home; keep it with the network's state, not in ~.
+export FABRIC_CA_CLIENT_HOME="${RUN_DIR}/fabric-ca-client"
 
 org_domain() { echo "$1.${DOMAIN}"; }
 org_dir() {
