@@ -50,7 +50,11 @@ async function waitFor(url: string, child: ChildProcess, timeoutMs = 120_000): P
 }
 
 function startChild(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   return child;
 }
 
@@ -64,8 +68,12 @@ async function stopChild(child: ChildProcess): Promise<void> {
 /** A realistic resource: the first Observation of the first Synthea bundle, without its id. */
 function syntheaObservation(): Record<string, unknown> {
   const dir = join(ROOT, '..', 'shared', 'data', 'synthea-bundles');
-  const file = readdirSync(dir).filter((f) => f.endsWith('.json')).sort()[0];
-  const bundle = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { entry: { resource: Record<string, unknown> }[] };
+  const file = readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()[0];
+  const bundle = JSON.parse(readFileSync(join(dir, file), 'utf8')) as {
+    entry: { resource: Record<string, unknown> }[];
+  };
   const observation = bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Observation');
   if (!observation) throw new Error(`no Observation in ${file}`);
   const { id: _id, ...rest } = observation;
@@ -106,7 +114,8 @@ function printTable(rows: Row[], ceiling: number): void {
     `${((100 * r.requestsPerSecond) / ceiling).toFixed(0)}%`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const format = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const format = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   console.log(format(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const line of lines) console.log(format(line));
@@ -116,16 +125,22 @@ async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-'));
   const [servicePort, barePort] = [await freePort(), await freePort()];
   console.log(
-    `bench:rest  ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}, ` +
-      `${CONNECTIONS} connections, ${DURATION}s per scenario`,
+    `bench:rest  ${cpus().length} cores, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}, ` + `${CONNECTIONS} connections, ${DURATION}s per scenario`,
   );
   // The built service (what `npm start` runs; npm run bench:rest builds first), else the sources through tsx.
   const built = existsSync(join(ROOT, 'dist', 'src', 'cli.js')) && process.env.BENCH_FROM !== 'tsx';
   const entry = built ? ['dist/src/cli.js'] : ['--import', 'tsx', 'src/cli.ts'];
-  console.log(`service: ${built ? 'dist/src/cli.js (built)' : 'src/cli.ts through tsx'}, embedded store and ledger, no authentication`);
-  const service = startChild([...entry, 'serve', '--port', String(servicePort), '--data-dir', dataDir, '--log-level', 'warn'], {
-    HIE_AUTH: 'dev-open',
-  });
+  console.log(
+    `service: ${built ? 'dist/src/cli.js (built)' : 'src/cli.ts through tsx'}, embedded store and ledger, no authentication`,
+  );
+  const service = startChild(
+    [...entry, 'serve', '--port', String(servicePort), '--data-dir', dataDir, '--log-level', 'warn'],
+    {
+      HIE_AUTH: 'dev-open',
+    },
+  );
   const bare = startChild([
     '--input-type=module',
     '-e',
@@ -137,7 +152,10 @@ async function main(): Promise<void> {
   ]);
   try {
     const base = `http://127.0.0.1:${servicePort}/fhir`;
-    await Promise.all([waitFor(`${base}/metadata`, service), waitFor(`http://127.0.0.1:${barePort}/hello`, bare)]);
+    await Promise.all([
+      waitFor(`${base}/metadata`, service),
+      waitFor(`http://127.0.0.1:${barePort}/hello`, bare),
+    ]);
 
     const observation = syntheaObservation();
     const body = JSON.stringify(observation);
@@ -145,7 +163,11 @@ async function main(): Promise<void> {
     // A pool of stored resources to read and update.
     const ids: string[] = [];
     for (let i = 0; i < POOL; i++) {
-      const res = await fetch(`${base}/Observation`, { method: 'POST', headers: { ...headers, prefer: 'return=minimal' }, body });
+      const res = await fetch(`${base}/Observation`, {
+        method: 'POST',
+        headers: { ...headers, prefer: 'return=minimal' },
+        body,
+      });
       if (res.status !== 201) throw new Error(`seeding failed: ${res.status} ${await res.text()}`);
       ids.push(String(res.headers.get('location')).split('/')[5]);
     }
@@ -156,10 +178,14 @@ async function main(): Promise<void> {
     rows.push(
       await load('read', {
         url: base,
-        requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/fhir/Observation/${pick()}` }) }],
+        requests: [
+          { method: 'GET', setupRequest: (req) => ({ ...req, path: `/fhir/Observation/${pick()}` }) },
+        ],
       }),
     );
-    rows.push(await load('create (validated)', { url: `${base}/Observation`, method: 'POST', headers, body }));
+    rows.push(
+      await load('create (validated)', { url: `${base}/Observation`, method: 'POST', headers, body }),
+    );
     rows.push(
       await load('update (validated)', {
         url: base,
@@ -169,7 +195,11 @@ async function main(): Promise<void> {
             headers,
             setupRequest: (req) => {
               const id = pick();
-              return { ...req, path: `/fhir/Observation/${id}`, body: JSON.stringify({ ...observation, id }) };
+              return {
+                ...req,
+                path: `/fhir/Observation/${id}`,
+                body: JSON.stringify({ ...observation, id }),
+              };
             },
           },
         ],
@@ -179,8 +209,14 @@ async function main(): Promise<void> {
     printTable(rows, rows[0].requestsPerSecond);
     const read = rows[1].requestsPerSecond / rows[0].requestsPerSecond;
     console.log('');
-    console.log(`read / bare = ${(100 * read).toFixed(0)}% (target >= 40%); create = ${rows[2].requestsPerSecond.toFixed(0)}/s (target >= 2000/s)`);
-    console.log(`load average after: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+    console.log(
+      `read / bare = ${(100 * read).toFixed(0)}% (target >= 40%); create = ${rows[2].requestsPerSecond.toFixed(0)}/s (target >= 2000/s)`,
+    );
+    console.log(
+      `load average after: ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
   } finally {
     await Promise.all([stopChild(service), stopChild(bare)]);
     rmSync(dataDir, { recursive: true, force: true });

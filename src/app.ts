@@ -51,7 +51,8 @@ export interface AppOverrides {
 
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   mkdirSync(config.dataDir, { recursive: true });
-  const store = overrides.store ?? new SqliteResourceStore({ file: join(config.dataDir, 'resources.sqlite') });
+  const store =
+    overrides.store ?? new SqliteResourceStore({ file: join(config.dataDir, 'resources.sqlite') });
   await store.init();
   const closers: (() => Promise<void>)[] = [() => store.close()];
   try {
@@ -63,9 +64,14 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     registerSearch(registry);
     registerBundles(registry);
 
-    const fastify = createHttpServer({ logLevel: config.logLevel, bodyLimit: config.bodyLimit, logStream: overrides.logStream });
+    const fastify = createHttpServer({
+      logLevel: config.logLevel,
+      bodyLimit: config.bodyLimit,
+      logStream: overrides.logStream,
+    });
     // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
-    const ledger = overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' })));
+    const ledger =
+      overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' })));
     if (!overrides.ledger) closers.push(() => ledger.close());
     // The integrity path: every write queues its anchor, a worker commits Merkle batches; $verify; the scheduled audit.
     const integrity = await openIntegrity({

@@ -13,17 +13,29 @@ import { registerParticipantCommand } from './commands/participant.js';
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
   for (const option of CONFIG_OPTIONS) {
-    command.addOption(new Option(option.flag, `${option.description} [env ${option.env}${option.default ? `, default ${option.default}` : ''}]`));
+    command.addOption(
+      new Option(
+        option.flag,
+        `${option.description} [env ${option.env}${option.default ? `, default ${option.default}` : ''}]`,
+      ),
+    );
   }
   command.action(async (flags: Record<string, unknown>) => {
     await serve(loadConfig(flags));
   });
 }
 
-const COMMANDS: ((program: Command) => unknown)[] = [registerServeCommand, registerVerifyCommand, registerEraseCommand, registerParticipantCommand];
+const COMMANDS: ((program: Command) => unknown)[] = [
+  registerServeCommand,
+  registerVerifyCommand,
+  registerEraseCommand,
+  registerParticipantCommand,
+];
 
 export async function main(argv: string[] = process.argv): Promise<void> {
-  const program = new Command('hie-ledger').description('FHIR R4 health information exchange with integrity anchors and consent on Hyperledger Fabric');
+  const program = new Command('hie-ledger').description(
+    'FHIR R4 health information exchange with integrity anchors and consent on Hyperledger Fabric',
+  );
   program.showHelpAfterError();
   for (const register of COMMANDS) register(program);
   try {

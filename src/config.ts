@@ -55,10 +55,22 @@ interface OptionSpec<K extends keyof Config> {
 }
 
 const LOG_LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  k: 1024,
+  kb: 1024,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1024 ** 3,
+  gib: 1024 ** 3,
+};
 
 function parsePort(text: string, source: string): number {
-  if (!/^\d+$/.test(text) || Number(text) > 65535) throw new ConfigError(`${source}: '${text}' is not a port number (0-65535)`);
+  if (!/^\d+$/.test(text) || Number(text) > 65535)
+    throw new ConfigError(`${source}: '${text}' is not a port number (0-65535)`);
   return Number(text);
 }
 
@@ -78,13 +90,21 @@ function parseBaseUrl(text: string, source: string): string {
   } catch {
     throw new ConfigError(`${source}: '${text}' is not an absolute URL`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`${source}: '${text}' must be http(s)`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new ConfigError(`${source}: '${text}' must be http(s)`);
   return text.replace(/\/+$/, '');
 }
 
 // Adding a setting: add it to Config and one entry here; `hie-ledger serve --help` and loadConfig pick it up.
 export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
-  { key: 'port', flag: '--port <number>', env: 'HIE_PORT', default: '8080', description: 'TCP port to listen on', parse: parsePort },
+  {
+    key: 'port',
+    flag: '--port <number>',
+    env: 'HIE_PORT',
+    default: '8080',
+    description: 'TCP port to listen on',
+    parse: parsePort,
+  },
   {
     key: 'host',
     flag: '--host <address>',
@@ -114,7 +134,8 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: 'info',
     description: `log level (${LOG_LEVELS.join(', ')})`,
     parse: (text, source) => {
-      if (!LOG_LEVELS.includes(text as LogLevel)) throw new ConfigError(`${source}: '${text}' is not one of ${LOG_LEVELS.join(', ')}`);
+      if (!LOG_LEVELS.includes(text as LogLevel))
+        throw new ConfigError(`${source}: '${text}' is not one of ${LOG_LEVELS.join(', ')}`);
       return text as LogLevel;
     },
   },
@@ -140,7 +161,8 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: 'embedded',
     description: 'ledger adapter: embedded (in-process chain) or fabric (needs --fabric-config)',
     parse: (text, source) => {
-      if (text !== 'embedded' && text !== 'fabric') throw new ConfigError(`${source}: '${text}' is not one of embedded, fabric`);
+      if (text !== 'embedded' && text !== 'fabric')
+        throw new ConfigError(`${source}: '${text}' is not one of embedded, fabric`);
       return text;
     },
   },
@@ -148,9 +170,11 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     key: 'fabricConfig',
     flag: '--fabric-config <file>',
     env: 'HIE_FABRIC_CONFIG',
-    description: 'Fabric connection file (JSON: peer, TLS root, MSP id, channel, chaincode, identity; docs/fabric.md)',
+    description:
+      'Fabric connection file (JSON: peer, TLS root, MSP id, channel, chaincode, identity; docs/fabric.md)',
     parse: (text, source) => {
-      if (text.trim() === '') throw new ConfigError(`${source}: the Fabric configuration path may not be empty`);
+      if (text.trim() === '')
+        throw new ConfigError(`${source}: the Fabric configuration path may not be empty`);
       return resolve(text);
     },
   },
@@ -159,9 +183,11 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     flag: '--auth <mode>',
     env: 'HIE_AUTH',
     default: 'smart',
-    description: 'authentication: smart (SMART Backend Services tokens) or dev-open (NO authentication, loopback only, development)',
+    description:
+      'authentication: smart (SMART Backend Services tokens) or dev-open (NO authentication, loopback only, development)',
     parse: (text, source) => {
-      if (text !== 'smart' && text !== 'dev-open') throw new ConfigError(`${source}: '${text}' is not one of smart, dev-open`);
+      if (text !== 'smart' && text !== 'dev-open')
+        throw new ConfigError(`${source}: '${text}' is not one of smart, dev-open`);
       return text;
     },
   },
@@ -224,7 +250,10 @@ export function flagName(flag: string): string {
 }
 
 /** Build the configuration from parsed flags (commander's camelCase names) and the environment. */
-export function loadConfig(flags: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(
+  flags: Record<string, unknown> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): Config {
   const config: Partial<Record<keyof Config, unknown>> = {};
   for (const option of CONFIG_OPTIONS) {
     const flag = flags[flagName(option.flag)];

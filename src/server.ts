@@ -10,8 +10,16 @@ export async function serve(config: Config): Promise<App> {
   await app.fastify.listen({ port: config.port, host: config.host });
   const address = app.fastify.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
-  const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host;
-  app.fastify.log.info({ dataDir: config.dataDir, fhirBase: config.baseUrl ?? `http://${host}:${port}${FHIR_PREFIX}` }, 'hie-ledger serving FHIR R4');
+  const host =
+    config.host === '0.0.0.0' || config.host === '::'
+      ? 'localhost'
+      : config.host.includes(':')
+        ? `[${config.host}]`
+        : config.host;
+  app.fastify.log.info(
+    { dataDir: config.dataDir, fhirBase: config.baseUrl ?? `http://${host}:${port}${FHIR_PREFIX}` },
+    'hie-ledger serving FHIR R4',
+  );
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {

@@ -28,18 +28,35 @@ describe('GET /metadata', () => {
     expect(types.length).toBeGreaterThan(140);
     const patient = statement.rest[0].resource.find((r: any) => r.type === 'Patient');
     const codes = patient.interaction.map((i: any) => i.code);
-    for (const code of ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create']) expect(codes).toContain(code);
+    for (const code of [
+      'read',
+      'vread',
+      'update',
+      'patch',
+      'delete',
+      'history-instance',
+      'history-type',
+      'create',
+    ])
+      expect(codes).toContain(code);
     expect(statement.rest[0].interaction.map((i: any) => i.code)).toContain('history-system');
     expect(statement.implementation.url).toBe('http://localhost:80/fhir');
     // The statement itself passes the R4 schema, except that the published fhir.schema.json's FHIRVersion enum
     // stops at 4.0.0 (it predates the 4.0.1 technical correction), so 4.0.1 may be flagged.
-    const issues = app.validator.validate(statement).issues.filter((i) => i.expression?.[0] !== 'CapabilityStatement.fhirVersion');
+    const issues = app.validator
+      .validate(statement)
+      .issues.filter((i) => i.expression?.[0] !== 'CapabilityStatement.fhirVersion');
     expect(issues).toEqual([]);
   });
 
   it('is generated from the registry: what is not registered is not claimed', () => {
-    const registry = registerCoreInteractions(new FhirRegistry(), { resourceTypes: ['Patient', 'Observation'] });
-    const before = buildCapabilityStatement({ registry, resourceTypes: ['Patient', 'Observation'] }, 'http://x/fhir');
+    const registry = registerCoreInteractions(new FhirRegistry(), {
+      resourceTypes: ['Patient', 'Observation'],
+    });
+    const before = buildCapabilityStatement(
+      { registry, resourceTypes: ['Patient', 'Observation'] },
+      'http://x/fhir',
+    );
     const patient = before.rest[0].resource.find((r: any) => r.type === 'Patient');
     expect(patient.interaction.map((i: any) => i.code)).not.toContain('search-type');
     expect(patient.conditionalCreate).toBe(false);
@@ -49,9 +66,21 @@ describe('GET /metadata', () => {
     registry.registerInteraction('search-type', async () => ({ status: 200 }));
     registry.registerInteraction('transaction', async () => ({ status: 200 }));
     registry.declareSearchParams('Patient', [{ name: 'family', type: 'string' }]);
-    registry.registerOperation({ name: 'validate', levels: ['type', 'instance'], handler: async () => ({ status: 200 }) });
-    registry.registerOperation({ name: 'verify', levels: ['system'], definition: 'http://example.org/verify', handler: async () => ({ status: 200 }) });
-    const after = buildCapabilityStatement({ registry, resourceTypes: ['Patient', 'Observation'] }, 'http://x/fhir');
+    registry.registerOperation({
+      name: 'validate',
+      levels: ['type', 'instance'],
+      handler: async () => ({ status: 200 }),
+    });
+    registry.registerOperation({
+      name: 'verify',
+      levels: ['system'],
+      definition: 'http://example.org/verify',
+      handler: async () => ({ status: 200 }),
+    });
+    const after = buildCapabilityStatement(
+      { registry, resourceTypes: ['Patient', 'Observation'] },
+      'http://x/fhir',
+    );
     const patientAfter = after.rest[0].resource.find((r: any) => r.type === 'Patient');
     expect(patientAfter.interaction.map((i: any) => i.code)).toContain('search-type');
     expect(patientAfter.conditionalCreate).toBe(true);
@@ -67,29 +96,60 @@ describe('GET /metadata', () => {
       levels: ['instance'],
       resourceTypes: ['Patient'],
       methods: ['POST'],
-      handler: async (request) => ({ status: 200, body: { resourceType: 'Parameters', parameter: [{ name: 'id', valueString: request.id }] } }),
+      handler: async (request) => ({
+        status: 200,
+        body: { resourceType: 'Parameters', parameter: [{ name: 'id', valueString: request.id }] },
+      }),
     });
-    const ok = await app.fastify.inject({ method: 'POST', url: '/fhir/Patient/abc/$echo', headers: FHIR_JSON, payload: '{"resourceType":"Parameters"}' });
+    const ok = await app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Patient/abc/$echo',
+      headers: FHIR_JSON,
+      payload: '{"resourceType":"Parameters"}',
+    });
     expect(ok.statusCode).toBe(200);
     expect(json(ok.body).parameter[0].valueString).toBe('abc');
     const get = await app.fastify.inject({ url: '/fhir/Patient/abc/$echo' });
     expect(get.statusCode).toBe(405);
     expect(get.headers.allow).toBe('POST');
-    expect((await app.fastify.inject({ method: 'POST', url: '/fhir/Observation/abc/$echo', headers: FHIR_JSON, payload: '{}' })).statusCode).toBe(404);
-    expect((await app.fastify.inject({ method: 'POST', url: '/fhir/$nothing', headers: FHIR_JSON, payload: '{}' })).statusCode).toBe(404);
+    expect(
+      (
+        await app.fastify.inject({
+          method: 'POST',
+          url: '/fhir/Observation/abc/$echo',
+          headers: FHIR_JSON,
+          payload: '{}',
+        })
+      ).statusCode,
+    ).toBe(404);
+    expect(
+      (await app.fastify.inject({ method: 'POST', url: '/fhir/$nothing', headers: FHIR_JSON, payload: '{}' }))
+        .statusCode,
+    ).toBe(404);
   });
 
   it('answers search and bundle endpoints that nothing registered with 404/405, never 500', async () => {
-    const registry = registerCoreInteractions(new FhirRegistry(), { resourceTypes: app.validator.resourceTypes! });
+    const registry = registerCoreInteractions(new FhirRegistry(), {
+      resourceTypes: app.validator.resourceTypes!,
+    });
     const { createHttpServer } = await import('../../src/fhir/http/server.js');
     const { registerFhirRoutes } = await import('../../src/fhir/http/fhir-routes.js');
     const fastify = createHttpServer({ logLevel: 'silent', bodyLimit: 1 << 20 });
-    await registerFhirRoutes(fastify, { prefix: '/fhir', registry, context: { store: app.store, validator: app.validator } });
+    await registerFhirRoutes(fastify, {
+      prefix: '/fhir',
+      registry,
+      context: { store: app.store, validator: app.validator },
+    });
     try {
       const search = await fastify.inject({ url: '/fhir/Patient?name=x' });
       expect(search.statusCode).toBe(405);
       expect(search.headers.allow).toBe('POST');
-      const bundle = await fastify.inject({ method: 'POST', url: '/fhir', headers: FHIR_JSON, payload: '{"resourceType":"Bundle","type":"transaction"}' });
+      const bundle = await fastify.inject({
+        method: 'POST',
+        url: '/fhir',
+        headers: FHIR_JSON,
+        payload: '{"resourceType":"Bundle","type":"transaction"}',
+      });
       expect(bundle.statusCode).toBe(404);
       const conditional = await fastify.inject({
         method: 'POST',

@@ -9,13 +9,33 @@ import { CONFIG_OPTIONS, ConfigError, loadConfig } from '../../src/config.js';
 describe('configuration', () => {
   it('has defaults', () => {
     const config = loadConfig({}, {});
-    expect(config).toMatchObject({ port: 8080, host: '127.0.0.1', dataDir: resolve('./data'), logLevel: 'info', bodyLimit: 16 * 1024 * 1024 });
+    expect(config).toMatchObject({
+      port: 8080,
+      host: '127.0.0.1',
+      dataDir: resolve('./data'),
+      logLevel: 'info',
+      bodyLimit: 16 * 1024 * 1024,
+    });
   });
 
   it('takes flags over environment over defaults', () => {
-    const env = { HIE_PORT: '9000', HIE_HOST: '0.0.0.0', HIE_DATA_DIR: '/tmp/x', HIE_LOG_LEVEL: 'warn', HIE_BODY_LIMIT: '1KiB', HIE_BASE_URL: 'https://hie.example.org/fhir/' };
+    const env = {
+      HIE_PORT: '9000',
+      HIE_HOST: '0.0.0.0',
+      HIE_DATA_DIR: '/tmp/x',
+      HIE_LOG_LEVEL: 'warn',
+      HIE_BODY_LIMIT: '1KiB',
+      HIE_BASE_URL: 'https://hie.example.org/fhir/',
+    };
     const fromEnv = loadConfig({}, env);
-    expect(fromEnv).toMatchObject({ port: 9000, host: '0.0.0.0', dataDir: '/tmp/x', logLevel: 'warn', bodyLimit: 1024, baseUrl: 'https://hie.example.org/fhir' });
+    expect(fromEnv).toMatchObject({
+      port: 9000,
+      host: '0.0.0.0',
+      dataDir: '/tmp/x',
+      logLevel: 'warn',
+      bodyLimit: 1024,
+      baseUrl: 'https://hie.example.org/fhir',
+    });
     const fromFlags = loadConfig({ port: '9100', dataDir: '/tmp/y', bodyLimit: '2048' }, env);
     expect(fromFlags.port).toBe(9100);
     expect(fromFlags.dataDir).toBe('/tmp/y');

@@ -17,7 +17,12 @@ const patient = (extra: Record<string, unknown> = {}) => ({
 });
 
 async function create(resource: unknown, headers: Record<string, string> = {}) {
-  return app.fastify.inject({ method: 'POST', url: '/fhir/Patient', headers: { ...FHIR_JSON, ...headers }, payload: JSON.stringify(resource) });
+  return app.fastify.inject({
+    method: 'POST',
+    url: '/fhir/Patient',
+    headers: { ...FHIR_JSON, ...headers },
+    payload: JSON.stringify(resource),
+  });
 }
 
 function expectOutcome(body: string, code?: string) {
@@ -46,7 +51,12 @@ describe('create', () => {
   it('keeps decimals exactly as written and partial dates partial', async () => {
     const text =
       '{"resourceType":"Observation","status":"final","code":{"text":"weight"},"effectiveDateTime":"2020-03","valueQuantity":{"value":1.50,"unit":"kg"},"component":[{"code":{"text":"x"},"valueQuantity":{"value":100.000}}]}';
-    const res = await app.fastify.inject({ method: 'POST', url: '/fhir/Observation', headers: FHIR_JSON, payload: text });
+    const res = await app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Observation',
+      headers: FHIR_JSON,
+      payload: text,
+    });
     expect(res.statusCode).toBe(201);
     expect(res.body).toContain('"value":1.50');
     expect(res.body).toContain('"value":100.000');
@@ -89,14 +99,24 @@ describe('create', () => {
   });
 
   it('answers malformed JSON with 400 naming the position', async () => {
-    const res = await app.fastify.inject({ method: 'POST', url: '/fhir/Patient', headers: FHIR_JSON, payload: '{"resourceType":"Patient",,}' });
+    const res = await app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Patient',
+      headers: FHIR_JSON,
+      payload: '{"resourceType":"Patient",,}',
+    });
     expect(res.statusCode).toBe(400);
     expect(expectOutcome(res.body, 'invalid').issue[0].diagnostics).toMatch(/character \d+/);
   });
 
   it('answers non-object JSON, empty bodies and missing resourceType with 400', async () => {
     for (const payload of ['[1,2]', '"text"', '{}', ' ']) {
-      const res = await app.fastify.inject({ method: 'POST', url: '/fhir/Patient', headers: FHIR_JSON, payload });
+      const res = await app.fastify.inject({
+        method: 'POST',
+        url: '/fhir/Patient',
+        headers: FHIR_JSON,
+        payload,
+      });
       expect(res.statusCode, payload).toBe(400);
       expectOutcome(res.body);
     }
@@ -119,7 +139,12 @@ describe('create', () => {
   });
 
   it('answers unknown resource types with 404', async () => {
-    const res = await app.fastify.inject({ method: 'POST', url: '/fhir/Unicorn', headers: FHIR_JSON, payload: '{"resourceType":"Unicorn"}' });
+    const res = await app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Unicorn',
+      headers: FHIR_JSON,
+      payload: '{"resourceType":"Unicorn"}',
+    });
     expect(res.statusCode).toBe(404);
     expectOutcome(res.body, 'not-found');
     expect((await app.fastify.inject({ url: '/fhir/Unicorn/1' })).statusCode).toBe(404);
@@ -144,8 +169,12 @@ describe('read and vread', () => {
     expect(v1.statusCode).toBe(200);
     expect(v1.headers.etag).toBe('W/"1"');
     expect(json(v1.body).gender).toBeUndefined();
-    expect((await app.fastify.inject({ url: `/fhir/Patient/${created.id}/_history/3` })).statusCode).toBe(404);
-    expect((await app.fastify.inject({ url: `/fhir/Patient/${created.id}/_history/abc` })).statusCode).toBe(404);
+    expect((await app.fastify.inject({ url: `/fhir/Patient/${created.id}/_history/3` })).statusCode).toBe(
+      404,
+    );
+    expect((await app.fastify.inject({ url: `/fhir/Patient/${created.id}/_history/abc` })).statusCode).toBe(
+      404,
+    );
   });
 
   it('answers 404 for an unknown id and 400 for a malformed one', async () => {
@@ -170,8 +199,13 @@ describe('read and vread', () => {
     const later = new Date(Date.now() + 60_000).toUTCString();
     expect((await app.fastify.inject({ url, headers: { 'if-modified-since': later } })).statusCode).toBe(304);
     const earlier = new Date(Date.now() - 3_600_000).toUTCString();
-    expect((await app.fastify.inject({ url, headers: { 'if-modified-since': earlier } })).statusCode).toBe(200);
-    const vread = await app.fastify.inject({ url: `${url}/_history/1`, headers: { 'if-none-match': 'W/"1"' } });
+    expect((await app.fastify.inject({ url, headers: { 'if-modified-since': earlier } })).statusCode).toBe(
+      200,
+    );
+    const vread = await app.fastify.inject({
+      url: `${url}/_history/1`,
+      headers: { 'if-none-match': 'W/"1"' },
+    });
     expect(vread.statusCode).toBe(304);
   });
 
@@ -188,7 +222,12 @@ describe('update', () => {
   it('creates with a client id (201), then updates (200) with a new version', async () => {
     const id = `client-${Date.now()}`;
     const put = (body: unknown, headers: Record<string, string> = {}) =>
-      app.fastify.inject({ method: 'PUT', url: `/fhir/Patient/${id}`, headers: { ...FHIR_JSON, ...headers }, payload: JSON.stringify(body) });
+      app.fastify.inject({
+        method: 'PUT',
+        url: `/fhir/Patient/${id}`,
+        headers: { ...FHIR_JSON, ...headers },
+        payload: JSON.stringify(body),
+      });
     const first = await put({ ...patient(), id });
     expect(first.statusCode).toBe(201);
     expect(first.headers.location).toBe(`http://localhost:80/fhir/Patient/${id}/_history/1`);
@@ -199,10 +238,20 @@ describe('update', () => {
   });
 
   it('requires the body id to be present and equal to the URL id (400)', async () => {
-    const missing = await app.fastify.inject({ method: 'PUT', url: '/fhir/Patient/abc', headers: FHIR_JSON, payload: JSON.stringify(patient()) });
+    const missing = await app.fastify.inject({
+      method: 'PUT',
+      url: '/fhir/Patient/abc',
+      headers: FHIR_JSON,
+      payload: JSON.stringify(patient()),
+    });
     expect(missing.statusCode).toBe(400);
     expect(expectOutcome(missing.body).issue[0].expression).toEqual(['Patient.id']);
-    const other = await app.fastify.inject({ method: 'PUT', url: '/fhir/Patient/abc', headers: FHIR_JSON, payload: JSON.stringify({ ...patient(), id: 'xyz' }) });
+    const other = await app.fastify.inject({
+      method: 'PUT',
+      url: '/fhir/Patient/abc',
+      headers: FHIR_JSON,
+      payload: JSON.stringify({ ...patient(), id: 'xyz' }),
+    });
     expect(other.statusCode).toBe(400);
   });
 
@@ -210,9 +259,19 @@ describe('update', () => {
     const created = json((await create(patient())).body);
     const url = `/fhir/Patient/${created.id}`;
     const body = JSON.stringify({ ...patient({ gender: 'female' }), id: created.id });
-    const ok = await app.fastify.inject({ method: 'PUT', url, headers: { ...FHIR_JSON, 'if-match': 'W/"1"' }, payload: body });
+    const ok = await app.fastify.inject({
+      method: 'PUT',
+      url,
+      headers: { ...FHIR_JSON, 'if-match': 'W/"1"' },
+      payload: body,
+    });
     expect(ok.statusCode).toBe(200);
-    const stale = await app.fastify.inject({ method: 'PUT', url, headers: { ...FHIR_JSON, 'if-match': 'W/"1"' }, payload: body });
+    const stale = await app.fastify.inject({
+      method: 'PUT',
+      url,
+      headers: { ...FHIR_JSON, 'if-match': 'W/"1"' },
+      payload: body,
+    });
     expect(stale.statusCode).toBe(412);
     expectOutcome(stale.body);
     expect((await app.fastify.inject({ url })).headers.etag).toBe('W/"2"');
@@ -248,14 +307,23 @@ describe('delete', () => {
     expect((await app.fastify.inject({ url: `${url}/_history/2` })).statusCode).toBe(410);
     const again = await app.fastify.inject({ method: 'DELETE', url, headers: { prefer: 'return=minimal' } });
     expect(again.statusCode).toBe(204);
-    const revived = await app.fastify.inject({ method: 'PUT', url, headers: FHIR_JSON, payload: JSON.stringify({ ...patient(), id: created.id }) });
+    const revived = await app.fastify.inject({
+      method: 'PUT',
+      url,
+      headers: FHIR_JSON,
+      payload: JSON.stringify({ ...patient(), id: created.id }),
+    });
     expect(revived.statusCode).toBe(201);
     expect(revived.headers.etag).toBe('W/"3"');
   });
 
   it('checks If-Match on delete (412)', async () => {
     const created = json((await create(patient())).body);
-    const res = await app.fastify.inject({ method: 'DELETE', url: `/fhir/Patient/${created.id}`, headers: { 'if-match': 'W/"5"' } });
+    const res = await app.fastify.inject({
+      method: 'DELETE',
+      url: `/fhir/Patient/${created.id}`,
+      headers: { 'if-match': 'W/"5"' },
+    });
     expect(res.statusCode).toBe(412);
     expect((await app.fastify.inject({ url: `/fhir/Patient/${created.id}` })).statusCode).toBe(200);
   });
@@ -267,7 +335,12 @@ describe('HTTP protocol refusals', () => {
     expect(res.statusCode).toBe(405);
     expect(res.headers.allow).toContain('POST');
     expectOutcome(res.body, 'not-supported');
-    const post = await app.fastify.inject({ method: 'POST', url: '/fhir/Patient/1', headers: FHIR_JSON, payload: '{}' });
+    const post = await app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Patient/1',
+      headers: FHIR_JSON,
+      payload: '{}',
+    });
     expect(post.statusCode).toBe(405);
     expect(String(post.headers.allow)).toMatch(/GET.*PUT.*PATCH.*DELETE/);
   });
@@ -289,17 +362,28 @@ describe('HTTP protocol refusals', () => {
     });
     expect(xml.statusCode).toBe(415);
     expectOutcome(xml.body, 'not-supported');
-    const text = await app.fastify.inject({ method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'text/plain' }, payload: 'hello' });
+    const text = await app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Patient',
+      headers: { 'content-type': 'text/plain' },
+      payload: 'hello',
+    });
     expect(text.statusCode).toBe(415);
     expectOutcome(text.body);
   });
 
   it('accepts fhirVersion=4.0 on Content-Type and Accept, refuses other versions (415/406)', async () => {
-    const ok = await create(patient(), { 'content-type': 'application/fhir+json; fhirVersion=4.0', accept: 'application/fhir+json; fhirVersion=4.0' });
+    const ok = await create(patient(), {
+      'content-type': 'application/fhir+json; fhirVersion=4.0',
+      accept: 'application/fhir+json; fhirVersion=4.0',
+    });
     expect(ok.statusCode).toBe(201);
     const wrongBody = await create(patient(), { 'content-type': 'application/fhir+json; fhirVersion=3.0' });
     expect(wrongBody.statusCode).toBe(415);
-    const wrongAccept = await app.fastify.inject({ url: '/fhir/metadata', headers: { accept: 'application/fhir+json; fhirVersion=5.0' } });
+    const wrongAccept = await app.fastify.inject({
+      url: '/fhir/metadata',
+      headers: { accept: 'application/fhir+json; fhirVersion=5.0' },
+    });
     expect(wrongAccept.statusCode).toBe(406);
     expectOutcome(wrongAccept.body);
     const plain = await create(patient(), { 'content-type': 'application/json', accept: 'application/json' });
@@ -308,13 +392,19 @@ describe('HTTP protocol refusals', () => {
   });
 
   it('answers Accept: application/fhir+xml only, and _format=xml, with 406', async () => {
-    const accept = await app.fastify.inject({ url: '/fhir/metadata', headers: { accept: 'application/fhir+xml' } });
+    const accept = await app.fastify.inject({
+      url: '/fhir/metadata',
+      headers: { accept: 'application/fhir+xml' },
+    });
     expect(accept.statusCode).toBe(406);
     expectOutcome(accept.body, 'not-supported');
     const format = await app.fastify.inject({ url: '/fhir/metadata?_format=xml' });
     expect(format.statusCode).toBe(406);
     expect(expectOutcome(format.body).issue[0].expression).toEqual(['_format']);
-    const both = await app.fastify.inject({ url: '/fhir/metadata', headers: { accept: 'application/fhir+xml, application/fhir+json;q=0.5' } });
+    const both = await app.fastify.inject({
+      url: '/fhir/metadata',
+      headers: { accept: 'application/fhir+xml, application/fhir+json;q=0.5' },
+    });
     expect(both.statusCode).toBe(200);
   });
 
@@ -323,11 +413,14 @@ describe('HTTP protocol refusals', () => {
       method: 'POST',
       url: '/fhir/Observation',
       headers: FHIR_JSON,
-      payload: '{"resourceType":"Observation","status":"final","code":{"text":"t"},"valueQuantity":{"value":2.50}}',
+      payload:
+        '{"resourceType":"Observation","status":"final","code":{"text":"t"},"valueQuantity":{"value":2.50}}',
     });
     const id = json(created.body).id;
     for (const format of ['json', 'application/fhir+json', 'application/json']) {
-      const res = await app.fastify.inject({ url: `/fhir/Observation/${id}?_format=${encodeURIComponent(format)}` });
+      const res = await app.fastify.inject({
+        url: `/fhir/Observation/${id}?_format=${encodeURIComponent(format)}`,
+      });
       expect(res.statusCode, format).toBe(200);
     }
     const pretty = await app.fastify.inject({ url: `/fhir/Observation/${id}?_pretty=true` });
@@ -338,8 +431,18 @@ describe('HTTP protocol refusals', () => {
   });
 
   it('applies _summary and _elements to a read', async () => {
-    const created = json((await create({ ...patient(), text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml">P</div>' }, gender: 'male' })).body);
-    const elements = json((await app.fastify.inject({ url: `/fhir/Patient/${created.id}?_elements=gender` })).body);
+    const created = json(
+      (
+        await create({
+          ...patient(),
+          text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml">P</div>' },
+          gender: 'male',
+        })
+      ).body,
+    );
+    const elements = json(
+      (await app.fastify.inject({ url: `/fhir/Patient/${created.id}?_elements=gender` })).body,
+    );
     expect(Object.keys(elements).sort()).toEqual(['gender', 'id', 'meta', 'resourceType']);
     expect(elements.meta.tag[0].code).toBe('SUBSETTED');
     const data = json((await app.fastify.inject({ url: `/fhir/Patient/${created.id}?_summary=data` })).body);
@@ -348,21 +451,31 @@ describe('HTTP protocol refusals', () => {
     const text = json((await app.fastify.inject({ url: `/fhir/Patient/${created.id}?_summary=text` })).body);
     expect(text.text).toBeDefined();
     expect(text.name).toBeUndefined();
-    const summary = json((await app.fastify.inject({ url: `/fhir/Patient/${created.id}?_summary=true` })).body);
+    const summary = json(
+      (await app.fastify.inject({ url: `/fhir/Patient/${created.id}?_summary=true` })).body,
+    );
     expect(summary.name).toBeDefined();
     expect(summary.text).toBeUndefined();
-    expect((await app.fastify.inject({ url: `/fhir/Patient/${created.id}?_summary=maybe` })).statusCode).toBe(400);
+    expect((await app.fastify.inject({ url: `/fhir/Patient/${created.id}?_summary=maybe` })).statusCode).toBe(
+      400,
+    );
   });
 
   it('echoes a sane X-Request-Id and replaces a hostile one', async () => {
     const given = await app.fastify.inject({ url: '/fhir/metadata', headers: { 'x-request-id': 'abc-123' } });
     expect(given.headers['x-request-id']).toBe('abc-123');
-    const hostile = await app.fastify.inject({ url: '/fhir/metadata', headers: { 'x-request-id': 'a\u0001b"}{' } });
+    const hostile = await app.fastify.inject({
+      url: '/fhir/metadata',
+      headers: { 'x-request-id': 'a\u0001b"}{' },
+    });
     expect(hostile.headers['x-request-id']).not.toContain('"');
   });
 
   it('never logs Authorization headers or tokens', async () => {
-    await app.fastify.inject({ url: '/fhir/metadata?access_token=SECRET-TOKEN-1', headers: { authorization: 'Bearer SECRET-TOKEN-2' } });
+    await app.fastify.inject({
+      url: '/fhir/metadata?access_token=SECRET-TOKEN-1',
+      headers: { authorization: 'Bearer SECRET-TOKEN-2' },
+    });
     const all = app.logs.join('');
     expect(all).toContain('/fhir/metadata');
     expect(all).not.toContain('SECRET-TOKEN');
@@ -374,7 +487,12 @@ describe('body limit', () => {
     const small = await startTestApp({}, { bodyLimit: '2048' });
     try {
       const big = JSON.stringify({ ...patient(), name: [{ family: 'x'.repeat(4096) }] });
-      const res = await small.fastify.inject({ method: 'POST', url: '/fhir/Patient', headers: FHIR_JSON, payload: big });
+      const res = await small.fastify.inject({
+        method: 'POST',
+        url: '/fhir/Patient',
+        headers: FHIR_JSON,
+        payload: big,
+      });
       expect(res.statusCode).toBe(413);
       expectOutcome(res.body, 'too-long');
       expect(json((await small.fastify.inject({ url: '/fhir/_history' })).body).total).toBe(0);

@@ -13,7 +13,10 @@ export interface TestApp extends App {
   stop(): Promise<void>;
 }
 
-export async function startTestApp(overrides: AppOverrides = {}, flags: Record<string, unknown> = {}): Promise<TestApp> {
+export async function startTestApp(
+  overrides: AppOverrides = {},
+  flags: Record<string, unknown> = {},
+): Promise<TestApp> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-http-'));
   const logs: string[] = [];
   const logStream = new Writable({
@@ -22,7 +25,10 @@ export async function startTestApp(overrides: AppOverrides = {}, flags: Record<s
       done();
     },
   });
-  const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'info', auth: 'dev-open', ...flags }, {});
+  const config = loadConfig(
+    { dataDir, port: 0, host: '127.0.0.1', logLevel: 'info', auth: 'dev-open', ...flags },
+    {},
+  );
   const app = await buildApp(config, { logStream, ...overrides });
   return {
     ...app,

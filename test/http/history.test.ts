@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OpenAccess } from '../../src/access/policy.js';
+import { OpenAccess, type AccessPolicy } from '../../src/access/policy.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { registerFhirRoutes } from '../../src/fhir/http/fhir-routes.js';
 import { createHttpServer } from '../../src/fhir/http/server.js';
@@ -12,16 +12,32 @@ beforeAll(async () => {
   app = await startTestApp();
   // Three patients; the first updated twice and then deleted: 3 + 3 = 6 versions.
   for (let i = 0; i < 3; i++) {
-    const res = await app.fastify.inject({ method: 'POST', url: '/fhir/Patient', headers: FHIR_JSON, payload: JSON.stringify({ resourceType: 'Patient', gender: 'male' }) });
+    const res = await app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Patient',
+      headers: FHIR_JSON,
+      payload: JSON.stringify({ resourceType: 'Patient', gender: 'male' }),
+    });
     ids.push(json(res.body).id);
   }
   createdAt = json((await app.fastify.inject({ url: `/fhir/Patient/${ids[2]}` })).body).meta.lastUpdated;
   await new Promise((resolve) => setTimeout(resolve, 5));
   for (const gender of ['female', 'other']) {
-    await app.fastify.inject({ method: 'PUT', url: `/fhir/Patient/${ids[0]}`, headers: FHIR_JSON, payload: JSON.stringify({ resourceType: 'Patient', id: ids[0], gender }) });
+    await app.fastify.inject({
+      method: 'PUT',
+      url: `/fhir/Patient/${ids[0]}`,
+      headers: FHIR_JSON,
+      payload: JSON.stringify({ resourceType: 'Patient', id: ids[0], gender }),
+    });
   }
   await app.fastify.inject({ method: 'DELETE', url: `/fhir/Patient/${ids[0]}` });
-  await app.fastify.inject({ method: 'POST', url: '/fhir/Observation', headers: FHIR_JSON, payload: '{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":3.10}}' });
+  await app.fastify.inject({
+    method: 'POST',
+    url: '/fhir/Observation',
+    headers: FHIR_JSON,
+    payload:
+      '{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":3.10}}',
+  });
 });
 afterAll(async () => {
   await app?.stop();
@@ -42,7 +58,10 @@ describe('history', () => {
     expect(bundle.entry[3].request).toEqual({ method: 'POST', url: 'Patient' });
     expect(bundle.entry[3].response.status).toBe('201 Created');
     expect(bundle.entry[1].fullUrl).toBe(`http://localhost:80/fhir/Patient/${ids[0]}`);
-    expect(bundle.link[0]).toEqual({ relation: 'self', url: `http://localhost:80/fhir/Patient/${ids[0]}/_history` });
+    expect(bundle.link[0]).toEqual({
+      relation: 'self',
+      url: `http://localhost:80/fhir/Patient/${ids[0]}/_history`,
+    });
   });
 
   it('lists type and system history, keeping stored decimals', async () => {
@@ -76,12 +95,23 @@ describe('history', () => {
   });
 
   it('filters with _since and _at', async () => {
-    const since = json((await app.fastify.inject({ url: `/fhir/Patient/_history?_since=${encodeURIComponent(createdAt)}` })).body);
+    const since = json(
+      (await app.fastify.inject({ url: `/fhir/Patient/_history?_since=${encodeURIComponent(createdAt)}` }))
+        .body,
+    );
     // The third create (at createdAt) and the three later versions of the first patient.
     expect(since.entry).toHaveLength(4);
-    const at = json((await app.fastify.inject({ url: `/fhir/Patient/${ids[0]}/_history?_at=${encodeURIComponent(createdAt)}` })).body);
+    const at = json(
+      (
+        await app.fastify.inject({
+          url: `/fhir/Patient/${ids[0]}/_history?_at=${encodeURIComponent(createdAt)}`,
+        })
+      ).body,
+    );
     expect(at.entry.map((e: any) => e.response.etag)).toEqual(['W/"1"']);
-    const future = json((await app.fastify.inject({ url: '/fhir/_history?_since=2999-01-01T00:00:00Z' })).body);
+    const future = json(
+      (await app.fastify.inject({ url: '/fhir/_history?_since=2999-01-01T00:00:00Z' })).body,
+    );
     expect(future.entry).toHaveLength(0);
     const year = json((await app.fastify.inject({ url: '/fhir/_history?_since=2000' })).body);
     expect(year.entry).toHaveLength(7);
@@ -106,21 +136,24 @@ describe('history', () => {
   });
 });
 
+const open = new OpenAccess();
+
 describe('access policy on read paths', () => {
   it('hides what the caller may not see: read is 404, history leaves it out', async () => {
     // The same store and registry behind a policy that hides the first patient.
     const hidden = ids[1];
-    class HideOne extends OpenAccess {
-      override canRead(version: StoredVersion): boolean {
-        return version.id !== hidden;
-      }
-    }
+    const hideOne: AccessPolicy = {
+      caller: open.caller,
+      authorize: () => undefined,
+      canRead: (version: StoredVersion) => version.id !== hidden,
+      canWrite: () => true,
+    };
     const fastify = createHttpServer({ logLevel: 'silent', bodyLimit: 1024 * 1024 });
     await registerFhirRoutes(fastify, {
       prefix: '/fhir',
       registry: app.registry,
       context: { store: app.store, validator: app.validator },
-      accessFor: () => new HideOne(),
+      accessFor: () => hideOne,
     });
     try {
       expect((await fastify.inject({ url: `/fhir/Patient/${hidden}` })).statusCode).toBe(404);
@@ -137,21 +170,27 @@ describe('access policy on read paths', () => {
   });
 
   it('refuses writes the policy forbids with 403, storing nothing', async () => {
-    class ReadOnly extends OpenAccess {
-      override canWrite(): boolean {
-        return false;
-      }
-    }
+    const readOnly: AccessPolicy = {
+      caller: open.caller,
+      authorize: () => undefined,
+      canRead: () => true,
+      canWrite: () => false,
+    };
     const fastify = createHttpServer({ logLevel: 'silent', bodyLimit: 1024 * 1024 });
     await registerFhirRoutes(fastify, {
       prefix: '/fhir',
       registry: app.registry,
       context: { store: app.store, validator: app.validator },
-      accessFor: () => new ReadOnly(),
+      accessFor: () => readOnly,
     });
     try {
       const before = json((await fastify.inject({ url: '/fhir/_history' })).body).total;
-      const res = await fastify.inject({ method: 'POST', url: '/fhir/Patient', headers: FHIR_JSON, payload: '{"resourceType":"Patient"}' });
+      const res = await fastify.inject({
+        method: 'POST',
+        url: '/fhir/Patient',
+        headers: FHIR_JSON,
+        payload: '{"resourceType":"Patient"}',
+      });
       expect(res.statusCode).toBe(403);
       expect(json(res.body).issue[0].code).toBe('forbidden');
       expect(json((await fastify.inject({ url: '/fhir/_history' })).body).total).toBe(before);

@@ -26,11 +26,19 @@ async function createPatient(testApp: TestApp = app) {
 }
 
 function patch(url: string, headers: Record<string, string>, payload: unknown) {
-  return app.fastify.inject({ method: 'PATCH', url, headers, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
+  return app.fastify.inject({
+    method: 'PATCH',
+    url,
+    headers,
+    payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+  });
 }
 
 const operation = (parts: Record<string, unknown>[]) => ({ name: 'operation', part: parts });
-const fhirPathPatch = (...operations: Record<string, unknown>[][]) => ({ resourceType: 'Parameters', parameter: operations.map(operation) });
+const fhirPathPatch = (...operations: Record<string, unknown>[][]) => ({
+  resourceType: 'Parameters',
+  parameter: operations.map(operation),
+});
 
 describe('JSON Patch', () => {
   it('applies operations, keeps untouched decimals, and makes a new version', async () => {
@@ -52,34 +60,48 @@ describe('JSON Patch', () => {
 
   it('keeps decimals written in the patch', async () => {
     const id = await createPatient();
-    const res = await patch(`/fhir/Patient/${id}`, JSON_PATCH, '[{"op":"replace","path":"/extension/0/valueDecimal","value":80.250}]');
+    const res = await patch(
+      `/fhir/Patient/${id}`,
+      JSON_PATCH,
+      '[{"op":"replace","path":"/extension/0/valueDecimal","value":80.250}]',
+    );
     expect(res.statusCode).toBe(200);
     expect(res.body).toContain('"valueDecimal":80.250');
   });
 
   it('answers a failing test op or a missing path with 422, storing nothing', async () => {
     const id = await createPatient();
-    const failedTest = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [{ op: 'test', path: '/active', value: false }]);
+    const failedTest = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [
+      { op: 'test', path: '/active', value: false },
+    ]);
     expect(failedTest.statusCode).toBe(422);
     expect(json(failedTest.body).resourceType).toBe('OperationOutcome');
-    const missing = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [{ op: 'replace', path: '/nothing/here', value: 1 }]);
+    const missing = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [
+      { op: 'replace', path: '/nothing/here', value: 1 },
+    ]);
     expect(missing.statusCode).toBe(422);
     expect((await app.fastify.inject({ url: `/fhir/Patient/${id}` })).headers.etag).toBe('W/"1"');
   });
 
   it('answers a patch that makes the resource invalid, or changes its id, with 422', async () => {
     const id = await createPatient();
-    const invalid = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [{ op: 'add', path: '/birthDate', value: 'not a date' }]);
+    const invalid = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [
+      { op: 'add', path: '/birthDate', value: 'not a date' },
+    ]);
     expect(invalid.statusCode).toBe(422);
     expect(json(invalid.body).issue[0].expression[0]).toContain('birthDate');
-    const renamed = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [{ op: 'replace', path: '/id', value: 'other' }]);
+    const renamed = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [
+      { op: 'replace', path: '/id', value: 'other' },
+    ]);
     expect(renamed.statusCode).toBe(422);
   });
 
   it('answers a malformed patch document with 400', async () => {
     const id = await createPatient();
     expect((await patch(`/fhir/Patient/${id}`, JSON_PATCH, { op: 'add' })).statusCode).toBe(400);
-    expect((await patch(`/fhir/Patient/${id}`, JSON_PATCH, [{ op: 'frobnicate', path: '/a' }])).statusCode).toBe(400);
+    expect(
+      (await patch(`/fhir/Patient/${id}`, JSON_PATCH, [{ op: 'frobnicate', path: '/a' }])).statusCode,
+    ).toBe(400);
     expect((await patch(`/fhir/Patient/${id}`, JSON_PATCH, '[{')).statusCode).toBe(400);
   });
 
@@ -111,13 +133,50 @@ describe('FHIRPath Patch', () => {
       `/fhir/Patient/${id}`,
       FHIR_JSON,
       fhirPathPatch(
-        [{ name: 'type', valueCode: 'add' }, { name: 'path', valueString: 'Patient' }, { name: 'name', valueString: 'gender' }, { name: 'value', valueCode: 'male' }],
-        [{ name: 'type', valueCode: 'insert' }, { name: 'path', valueString: 'Patient.name[0].given' }, { name: 'index', valueInteger: 0 }, { name: 'value', valueString: 'Zoe' }],
-        [{ name: 'type', valueCode: 'replace' }, { name: 'path', valueString: 'Patient.birthDate' }, { name: 'value', valueDate: '1971' }],
-        [{ name: 'type', valueCode: 'move' }, { name: 'path', valueString: 'Patient.name' }, { name: 'source', valueInteger: 1 }, { name: 'destination', valueInteger: 0 }],
-        [{ name: 'type', valueCode: 'delete' }, { name: 'path', valueString: "Patient.name.where(family='Ng').given[2]" }],
-        [{ name: 'type', valueCode: 'replace' }, { name: 'path', valueString: 'Patient.deceased' }, { name: 'value', valueDateTime: '2020-01' }],
-        [{ name: 'type', valueCode: 'add' }, { name: 'path', valueString: 'Patient' }, { name: 'name', valueString: 'telecom' }, { name: 'value', part: [{ name: 'system', valueCode: 'phone' }, { name: 'value', valueString: '555' }] }],
+        [
+          { name: 'type', valueCode: 'add' },
+          { name: 'path', valueString: 'Patient' },
+          { name: 'name', valueString: 'gender' },
+          { name: 'value', valueCode: 'male' },
+        ],
+        [
+          { name: 'type', valueCode: 'insert' },
+          { name: 'path', valueString: 'Patient.name[0].given' },
+          { name: 'index', valueInteger: 0 },
+          { name: 'value', valueString: 'Zoe' },
+        ],
+        [
+          { name: 'type', valueCode: 'replace' },
+          { name: 'path', valueString: 'Patient.birthDate' },
+          { name: 'value', valueDate: '1971' },
+        ],
+        [
+          { name: 'type', valueCode: 'move' },
+          { name: 'path', valueString: 'Patient.name' },
+          { name: 'source', valueInteger: 1 },
+          { name: 'destination', valueInteger: 0 },
+        ],
+        [
+          { name: 'type', valueCode: 'delete' },
+          { name: 'path', valueString: "Patient.name.where(family='Ng').given[2]" },
+        ],
+        [
+          { name: 'type', valueCode: 'replace' },
+          { name: 'path', valueString: 'Patient.deceased' },
+          { name: 'value', valueDateTime: '2020-01' },
+        ],
+        [
+          { name: 'type', valueCode: 'add' },
+          { name: 'path', valueString: 'Patient' },
+          { name: 'name', valueString: 'telecom' },
+          {
+            name: 'value',
+            part: [
+              { name: 'system', valueCode: 'phone' },
+              { name: 'value', valueString: '555' },
+            ],
+          },
+        ],
       ),
     );
     expect(res.statusCode, res.body).toBe(200);
@@ -137,13 +196,22 @@ describe('FHIRPath Patch', () => {
     const several = await patch(
       `/fhir/Patient/${id}`,
       FHIR_JSON,
-      fhirPathPatch([{ name: 'type', valueCode: 'replace' }, { name: 'path', valueString: 'Patient.name' }, { name: 'value', valueHumanName: { family: 'X' } }]),
+      fhirPathPatch([
+        { name: 'type', valueCode: 'replace' },
+        { name: 'path', valueString: 'Patient.name' },
+        { name: 'value', valueHumanName: { family: 'X' } },
+      ]),
     );
     expect(several.statusCode).toBe(422);
     const range = await patch(
       `/fhir/Patient/${id}`,
       FHIR_JSON,
-      fhirPathPatch([{ name: 'type', valueCode: 'insert' }, { name: 'path', valueString: 'Patient.name' }, { name: 'index', valueInteger: 7 }, { name: 'value', valueHumanName: { family: 'X' } }]),
+      fhirPathPatch([
+        { name: 'type', valueCode: 'insert' },
+        { name: 'path', valueString: 'Patient.name' },
+        { name: 'index', valueInteger: 7 },
+        { name: 'value', valueHumanName: { family: 'X' } },
+      ]),
     );
     expect(range.statusCode).toBe(422);
   });
@@ -152,9 +220,23 @@ describe('FHIRPath Patch', () => {
     const id = await createPatient();
     const notParameters = await patch(`/fhir/Patient/${id}`, FHIR_JSON, { resourceType: 'Patient' });
     expect(notParameters.statusCode).toBe(400);
-    const badType = await patch(`/fhir/Patient/${id}`, FHIR_JSON, fhirPathPatch([{ name: 'type', valueCode: 'explode' }, { name: 'path', valueString: 'Patient' }]));
+    const badType = await patch(
+      `/fhir/Patient/${id}`,
+      FHIR_JSON,
+      fhirPathPatch([
+        { name: 'type', valueCode: 'explode' },
+        { name: 'path', valueString: 'Patient' },
+      ]),
+    );
     expect(badType.statusCode).toBe(400);
-    const badPath = await patch(`/fhir/Patient/${id}`, FHIR_JSON, fhirPathPatch([{ name: 'type', valueCode: 'delete' }, { name: 'path', valueString: 'Patient.name.where(' }]));
+    const badPath = await patch(
+      `/fhir/Patient/${id}`,
+      FHIR_JSON,
+      fhirPathPatch([
+        { name: 'type', valueCode: 'delete' },
+        { name: 'path', valueString: 'Patient.name.where(' },
+      ]),
+    );
     expect(badPath.statusCode).toBe(400);
     expect(json(badPath.body).issue[0].expression).toEqual(['Parameters.parameter[0]']);
   });
@@ -164,7 +246,6 @@ describe('patch racing another write', () => {
   it('answers 409 when the resource changes between the patch being computed and stored', async () => {
     // A store whose read lets another writer in first: exactly the interleaving a busy server can produce.
     let raced = false;
-    let racing: TestApp | undefined;
     const createStore = (file: string): ResourceStore => {
       const store = new SqliteResourceStore({ file });
       const read = store.read.bind(store);
@@ -172,7 +253,12 @@ describe('patch racing another write', () => {
         const current = await read(type, id);
         if (!raced && current && type === 'Patient' && current.versionId === 2) {
           raced = true;
-          await store.write({ resourceType: type, id, method: 'PUT', resource: { ...JSON.parse(current.json!), gender: 'other' } });
+          await store.write({
+            resourceType: type,
+            id,
+            method: 'PUT',
+            resource: { ...JSON.parse(current.json!), gender: 'other' },
+          });
         }
         return current;
       };
@@ -181,12 +267,24 @@ describe('patch racing another write', () => {
     const { mkdtempSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
-    racing = await startTestApp({ store: createStore(join(mkdtempSync(join(tmpdir(), 'hie-race-')), 'r.sqlite')) });
+    const racing = await startTestApp({
+      store: createStore(join(mkdtempSync(join(tmpdir(), 'hie-race-')), 'r.sqlite')),
+    });
     try {
       const id = await createPatient(racing);
-      const first = await racing.fastify.inject({ method: 'PATCH', url: `/fhir/Patient/${id}`, headers: JSON_PATCH, payload: '[{"op":"replace","path":"/active","value":false}]' });
+      const first = await racing.fastify.inject({
+        method: 'PATCH',
+        url: `/fhir/Patient/${id}`,
+        headers: JSON_PATCH,
+        payload: '[{"op":"replace","path":"/active","value":false}]',
+      });
       expect(first.statusCode).toBe(200);
-      const second = await racing.fastify.inject({ method: 'PATCH', url: `/fhir/Patient/${id}`, headers: JSON_PATCH, payload: '[{"op":"replace","path":"/active","value":true}]' });
+      const second = await racing.fastify.inject({
+        method: 'PATCH',
+        url: `/fhir/Patient/${id}`,
+        headers: JSON_PATCH,
+        payload: '[{"op":"replace","path":"/active","value":true}]',
+      });
       expect(second.statusCode).toBe(409);
       expect(json(second.body).issue[0].code).toBe('conflict');
       const current = json((await racing.fastify.inject({ url: `/fhir/Patient/${id}` })).body);

@@ -13,7 +13,12 @@ describe('decimal precision of an official example', () => {
     try {
       const text = readFileSync(join(EXAMPLES_DIR, 'Claim-100151.json'), 'utf8');
       expect(text).toMatch(/"value": 105\.00/);
-      const put = await app.fastify.inject({ method: 'PUT', url: '/fhir/Claim/100151', headers: { 'content-type': 'application/fhir+json' }, payload: text });
+      const put = await app.fastify.inject({
+        method: 'PUT',
+        url: '/fhir/Claim/100151',
+        headers: { 'content-type': 'application/fhir+json' },
+        payload: text,
+      });
       expect(put.statusCode).toBe(201);
       const read = await app.fastify.inject({ url: '/fhir/Claim/100151' });
       expect(read.body).toContain('"value":105.00');

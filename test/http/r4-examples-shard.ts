@@ -25,10 +25,17 @@ export function examplesShard(shard: number, shards: number): void {
       const changed: string[] = [];
       for (const example of examples) {
         const url = `/fhir/${example.resourceType}/${example.id}`;
-        const res = await app.fastify.inject({ method: 'PUT', url, headers: { 'content-type': 'application/fhir+json' }, payload: example.text });
+        const res = await app.fastify.inject({
+          method: 'PUT',
+          url,
+          headers: { 'content-type': 'application/fhir+json' },
+          payload: example.text,
+        });
         if (res.statusCode !== 201) {
           expect(res.statusCode, `${example.file}: ${res.body.slice(0, 300)}`).toBe(400);
-          refused[example.file] = json(res.body).issue.map((i: any) => i.diagnostics).join(' | ');
+          refused[example.file] = json(res.body)
+            .issue.map((i: any) => i.diagnostics)
+            .join(' | ');
           continue;
         }
         const back = await app.fastify.inject({ url });
@@ -40,13 +47,16 @@ export function examplesShard(shard: number, shards: number): void {
       expect(Object.keys(refused).sort()).toEqual(expected.sort());
       for (const [file, diagnostics] of Object.entries(refused)) {
         const reason = SCHEMA_REFUSES[file];
-        if (reason === 'fhirVersion 4.0.1 not in the schema enum') expect(diagnostics, file).toMatch(/fhirVersion/);
+        if (reason === 'fhirVersion 4.0.1 not in the schema enum')
+          expect(diagnostics, file).toMatch(/fhirVersion/);
         else expect(diagnostics, file).toMatch(/format of a FHIR string/);
       }
       // Nothing refused was stored.
       for (const file of Object.keys(refused)) {
         const example = examples.find((e) => e.file === file)!;
-        expect((await app.fastify.inject({ url: `/fhir/${example.resourceType}/${example.id}` })).statusCode).toBe(404);
+        expect(
+          (await app.fastify.inject({ url: `/fhir/${example.resourceType}/${example.id}` })).statusCode,
+        ).toBe(404);
       }
     });
   });

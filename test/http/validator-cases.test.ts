@@ -26,7 +26,8 @@ function inputFiles(): string[] {
 
 /** Where to send a file that may not even be JSON: read its type and id with a regex, not a parser. */
 function target(text: string): { method: 'PUT' | 'POST'; url: string } {
-  const type = /"resourceType"\s*:\s*"([^"]*)"/.exec(text)?.[1] ?? /<([A-Z][A-Za-z]+)[\s>]/.exec(text)?.[1] ?? 'Basic';
+  const type =
+    /"resourceType"\s*:\s*"([^"]*)"/.exec(text)?.[1] ?? /<([A-Z][A-Za-z]+)[\s>]/.exec(text)?.[1] ?? 'Basic';
   const id = /^\s*\{\s*"resourceType"\s*:\s*"[^"]*"\s*,\s*"id"\s*:\s*"([^"]*)"/.exec(text)?.[1];
   return id !== undefined
     ? { method: 'PUT', url: `/fhir/${encodeURIComponent(type)}/${encodeURIComponent(id)}` }
@@ -43,7 +44,12 @@ describe('HL7 validator test inputs over HTTP', () => {
       const text = readFileSync(join(CASES_DIR, file), 'utf8');
       const { method, url } = target(text);
       const contentType = file.endsWith('.xml') ? 'application/fhir+xml' : 'application/fhir+json';
-      const res = await app.fastify.inject({ method, url, headers: { 'content-type': contentType }, payload: text });
+      const res = await app.fastify.inject({
+        method,
+        url,
+        headers: { 'content-type': contentType },
+        payload: text,
+      });
       expect(res.statusCode, `${file}: ${res.body.slice(0, 200)}`).toBeLessThan(500);
       if (res.statusCode < 300) {
         accepted++;
@@ -56,7 +62,11 @@ describe('HL7 validator test inputs over HTTP', () => {
         expect(outcome.resourceType, file).toBe('OperationOutcome');
         expect(outcome.issue.length, file).toBeGreaterThan(0);
         if (file.endsWith('.xml')) expect(res.statusCode, file).toBe(415);
-        if (file.startsWith('bad-json') || file.startsWith('json-comma-bad') || file.startsWith('json-no-quotes')) {
+        if (
+          file.startsWith('bad-json') ||
+          file.startsWith('json-comma-bad') ||
+          file.startsWith('json-no-quotes')
+        ) {
           expect(res.statusCode, file).toBe(400);
         }
       }

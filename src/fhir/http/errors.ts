@@ -11,7 +11,10 @@ import { jsonSyntaxError } from '../interactions/router.js';
 const OUTCOME_TYPE = 'application/fhir+json; charset=utf-8';
 
 /** fastify's error codes that are the client's fault, with the status and issue code they become. */
-const FASTIFY_ERRORS: Record<string, { status: number; code: IssueCode; diagnostics?: (err: FastifyError) => string }> = {
+const FASTIFY_ERRORS: Record<
+  string,
+  { status: number; code: IssueCode; diagnostics?: (err: FastifyError) => string }
+> = {
   FST_ERR_CTP_BODY_TOO_LARGE: {
     status: 413,
     code: 'too-long',
@@ -20,22 +23,47 @@ const FASTIFY_ERRORS: Record<string, { status: number; code: IssueCode; diagnost
   FST_ERR_CTP_INVALID_MEDIA_TYPE: {
     status: 415,
     code: 'not-supported',
-    diagnostics: () => 'Unsupported Content-Type; send application/fhir+json (or application/json-patch+json for PATCH)',
+    diagnostics: () =>
+      'Unsupported Content-Type; send application/fhir+json (or application/json-patch+json for PATCH)',
   },
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: { status: 400, code: 'invalid' },
-  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: 'invalid', diagnostics: () => 'The request body is empty' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: {
+    status: 400,
+    code: 'invalid',
+    diagnostics: () => 'The request body is empty',
+  },
   FST_ERR_CTP_INVALID_TYPE: { status: 415, code: 'not-supported' },
   FST_ERR_BAD_URL: { status: 400, code: 'invalid', diagnostics: () => 'The URL is not valid' },
   FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'invalid' },
 };
 
-export function sendOutcome(reply: FastifyReply, status: number, outcome: OperationOutcome, headers: Record<string, string> = {}): FastifyReply {
-  return reply.code(status).headers(headers).header('content-type', OUTCOME_TYPE).send(JSON.stringify(outcome));
+export function sendOutcome(
+  reply: FastifyReply,
+  status: number,
+  outcome: OperationOutcome,
+  headers: Record<string, string> = {},
+): FastifyReply {
+  return reply
+    .code(status)
+    .headers(headers)
+    .header('content-type', OUTCOME_TYPE)
+    .send(JSON.stringify(outcome));
 }
 
 /** Status, headers and OperationOutcome for any error; `bug` when it is not the client's fault. */
-export function outcomeOf(err: unknown): { status: number; outcome: OperationOutcome; headers: Record<string, string>; bug: boolean } {
-  if (err instanceof FhirError) return { status: err.status, outcome: err.outcome, headers: err.headers, bug: err.status >= 500 && err.status !== 503 };
+export function outcomeOf(err: unknown): {
+  status: number;
+  outcome: OperationOutcome;
+  headers: Record<string, string>;
+  bug: boolean;
+} {
+  if (err instanceof FhirError)
+    return {
+      status: err.status,
+      outcome: err.outcome,
+      headers: err.headers,
+      bug: err.status >= 500 && err.status !== 503,
+    };
   if (err instanceof JsonSyntaxError) {
     const fhirError = jsonSyntaxError(err);
     return { status: 400, outcome: fhirError.outcome, headers: {}, bug: false };
@@ -43,8 +71,14 @@ export function outcomeOf(err: unknown): { status: number; outcome: OperationOut
   const fastifyError = err as Partial<FastifyError>;
   const known = fastifyError.code ? FASTIFY_ERRORS[fastifyError.code] : undefined;
   if (known) {
-    const diagnostics = known.diagnostics?.(fastifyError as FastifyError) ?? fastifyError.message ?? 'Bad request';
-    return { status: known.status, outcome: operationOutcome([issue('error', known.code, diagnostics)]), headers: {}, bug: false };
+    const diagnostics =
+      known.diagnostics?.(fastifyError as FastifyError) ?? fastifyError.message ?? 'Bad request';
+    return {
+      status: known.status,
+      outcome: operationOutcome([issue('error', known.code, diagnostics)]),
+      headers: {},
+      bug: false,
+    };
   }
   const status = fastifyError.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {
@@ -57,7 +91,13 @@ export function outcomeOf(err: unknown): { status: number; outcome: OperationOut
   }
   return {
     status: 500,
-    outcome: operationOutcome([issue('fatal', 'exception', 'Internal server error; the request id in X-Request-Id identifies it in the logs')]),
+    outcome: operationOutcome([
+      issue(
+        'fatal',
+        'exception',
+        'Internal server error; the request id in X-Request-Id identifies it in the logs',
+      ),
+    ]),
     headers: {},
     bug: true,
   };
@@ -71,6 +111,12 @@ export function installErrorHandling(app: FastifyInstance): void {
     return sendOutcome(reply, status, outcome, headers);
   });
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) =>
-    sendOutcome(reply, 404, operationOutcome([issue('error', 'not-found', `Nothing at ${request.method} ${request.url.split('?')[0]}`)])),
+    sendOutcome(
+      reply,
+      404,
+      operationOutcome([
+        issue('error', 'not-found', `Nothing at ${request.method} ${request.url.split('?')[0]}`),
+      ]),
+    ),
   );
 }

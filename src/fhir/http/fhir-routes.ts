@@ -26,7 +26,13 @@ export interface FhirRoutesOptions {
   publicBaseUrl?: string;
 }
 
-const BODY_TYPES = ['application/fhir+json', 'application/json', 'application/json+fhir', 'application/json-patch+json', 'application/x-www-form-urlencoded'];
+const BODY_TYPES = [
+  'application/fhir+json',
+  'application/json',
+  'application/json+fhir',
+  'application/json-patch+json',
+  'application/x-www-form-urlencoded',
+];
 const XML_TYPES = ['application/fhir+xml', 'application/xml', 'text/xml', 'application/xml+fhir'];
 const METHODS: HttpMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
 const SINGLE_RESOURCE = new Set(['read', 'vread']);
@@ -50,7 +56,13 @@ function header(request: FastifyRequest, name: string): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value;
 }
 
-function send(reply: FastifyReply, response: FhirResponse, mediaType: string, query: Record<string, string[]>, shape: boolean): FastifyReply {
+function send(
+  reply: FastifyReply,
+  response: FhirResponse,
+  mediaType: string,
+  query: Record<string, string[]>,
+  shape: boolean,
+): FastifyReply {
   reply.code(response.status);
   if (response.headers) reply.headers(response.headers);
   if (response.body === undefined) return reply.send();
@@ -76,7 +88,9 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
     async (scope) => {
       // Only these bodies are accepted, all kept as text; anything else is 415 from the error handler.
       scope.removeAllContentTypeParsers();
-      scope.addContentTypeParser(BODY_TYPES, { parseAs: 'string' }, (_request, body, done) => done(null, body));
+      scope.addContentTypeParser(BODY_TYPES, { parseAs: 'string' }, (_request, body, done) =>
+        done(null, body),
+      );
       scope.addContentTypeParser(XML_TYPES, (_request, _payload, done) =>
         done(unsupportedMediaType('XML is not supported; send application/fhir+json'), undefined),
       );
@@ -102,7 +116,8 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           ifModifiedSince: header(request, 'if-modified-since'),
           ifNoneExist: header(request, 'if-none-exist'),
           preferReturn: preferReturnOf(prefer),
-          preferHandling: prefer && /(^|[,;\s])handling\s*=\s*"?strict"?/i.test(prefer) ? 'strict' : undefined,
+          preferHandling:
+            prefer && /(^|[,;\s])handling\s*=\s*"?strict"?/i.test(prefer) ? 'strict' : undefined,
           baseUrl: options.publicBaseUrl ?? `${request.protocol}://${request.host}${prefix}`,
         };
         if (fhirRequest.interaction === 'batch' || fhirRequest.interaction === 'transaction') {
@@ -110,7 +125,12 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         }
         const handler = registry.handlerFor(fhirRequest);
         if (!handler) throw notImplemented(`${fhirRequest.interaction} is not implemented`);
-        const context: FhirContext = { ...options.context, registry, access: accessFor(request), log: request.log };
+        const context: FhirContext = {
+          ...options.context,
+          registry,
+          access: accessFor(request),
+          log: request.log,
+        };
         const response = await handler(fhirRequest, context);
         return send(reply, response, mediaType, query, SINGLE_RESOURCE.has(fhirRequest.interaction));
       };

@@ -8,7 +8,13 @@ import { notAcceptable, unsupportedMediaType } from '../outcome.js';
 
 export const FHIR_JSON = 'application/fhir+json';
 const JSON_FORMATS = new Set(['json', 'application/json', 'application/fhir+json', 'application/json+fhir']);
-const XML_FORMATS = new Set(['xml', 'text/xml', 'application/xml', 'application/fhir+xml', 'application/xml+fhir']);
+const XML_FORMATS = new Set([
+  'xml',
+  'text/xml',
+  'application/xml',
+  'application/fhir+xml',
+  'application/xml+fhir',
+]);
 /** The FHIR versions this server speaks, as mime-type parameter values (R4 http.html#version-parameter). */
 const FHIR_VERSIONS = new Set(['4.0', '4.0.1']);
 
@@ -24,7 +30,10 @@ function parseMediaRange(text: string): MediaRange {
   for (const param of rest) {
     const eq = param.indexOf('=');
     if (eq < 0) continue;
-    params[param.slice(0, eq).trim().toLowerCase()] = param.slice(eq + 1).trim().replace(/^"|"$/g, '');
+    params[param.slice(0, eq).trim().toLowerCase()] = param
+      .slice(eq + 1)
+      .trim()
+      .replace(/^"|"$/g, '');
   }
   const q = params.q === undefined ? 1 : Number(params.q);
   return { type: type.trim().toLowerCase(), params, q: Number.isFinite(q) ? q : 0 };
@@ -38,10 +47,15 @@ export function negotiateResponseType(format: string | undefined, accept: string
       checkFhirVersion(wanted, 406);
       return wanted.type === 'application/json' ? 'application/json' : FHIR_JSON;
     }
-    if (XML_FORMATS.has(wanted.type)) throw notAcceptable(`_format=${format}: this server serves JSON only (XML is not supported)`, '_format');
+    if (XML_FORMATS.has(wanted.type))
+      throw notAcceptable(
+        `_format=${format}: this server serves JSON only (XML is not supported)`,
+        '_format',
+      );
     throw notAcceptable(`_format=${format} is not a format this server serves; use json`, '_format');
   }
-  if (accept === undefined || accept === '*/*' || accept === FHIR_JSON || accept.trim() === '') return FHIR_JSON;
+  if (accept === undefined || accept === '*/*' || accept === FHIR_JSON || accept.trim() === '')
+    return FHIR_JSON;
   if (accept === 'application/json') return 'application/json';
   const ranges = accept
     .split(',')
@@ -51,13 +65,23 @@ export function negotiateResponseType(format: string | undefined, accept: string
   for (const range of ranges) {
     if (range.params.fhirversion !== undefined && !FHIR_VERSIONS.has(range.params.fhirversion)) continue;
     if (range.type === 'application/json') return 'application/json';
-    if (range.type === FHIR_JSON || range.type === 'application/json+fhir' || range.type === '*/*' || range.type === 'application/*') {
+    if (
+      range.type === FHIR_JSON ||
+      range.type === 'application/json+fhir' ||
+      range.type === '*/*' ||
+      range.type === 'application/*'
+    ) {
       return FHIR_JSON;
     }
   }
-  const versioned = ranges.find((r) => r.params.fhirversion !== undefined && !FHIR_VERSIONS.has(r.params.fhirversion));
-  if (versioned) throw notAcceptable(`This server speaks FHIR 4.0 (R4), not fhirVersion=${versioned.params.fhirversion}`);
-  throw notAcceptable(`Accept '${accept}' names no format this server serves; it serves application/fhir+json`);
+  const versioned = ranges.find(
+    (r) => r.params.fhirversion !== undefined && !FHIR_VERSIONS.has(r.params.fhirversion),
+  );
+  if (versioned)
+    throw notAcceptable(`This server speaks FHIR 4.0 (R4), not fhirVersion=${versioned.params.fhirversion}`);
+  throw notAcceptable(
+    `Accept '${accept}' names no format this server serves; it serves application/fhir+json`,
+  );
 }
 
 function checkFhirVersion(range: MediaRange, status: 406 | 415): void {
@@ -72,7 +96,10 @@ function checkFhirVersion(range: MediaRange, status: 406 | 415): void {
 export function requestMediaType(contentType: string | undefined): string | undefined {
   if (contentType === undefined || contentType.trim() === '') return undefined;
   const range = parseMediaRange(contentType);
-  if (XML_FORMATS.has(range.type)) throw unsupportedMediaType(`Content-Type ${range.type}: XML is not supported; send application/fhir+json`);
+  if (XML_FORMATS.has(range.type))
+    throw unsupportedMediaType(
+      `Content-Type ${range.type}: XML is not supported; send application/fhir+json`,
+    );
   checkFhirVersion(range, 415);
   const charset = range.params.charset?.toLowerCase();
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
@@ -82,7 +109,9 @@ export function requestMediaType(contentType: string | undefined): string | unde
 }
 
 /** The `return` preference of a Prefer header (RFC 7240), if any. */
-export function preferReturnOf(prefer: string | undefined): 'minimal' | 'representation' | 'OperationOutcome' | undefined {
+export function preferReturnOf(
+  prefer: string | undefined,
+): 'minimal' | 'representation' | 'OperationOutcome' | undefined {
   if (!prefer) return undefined;
   for (const preference of prefer.split(',')) {
     const match = /^\s*return\s*=\s*"?([A-Za-z]+)"?\s*$/.exec(preference.split(';')[0]);

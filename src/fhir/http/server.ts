@@ -36,7 +36,11 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     },
     serializers: {
       req(request: { method: string; url: string; ip?: string; hostname?: string }) {
-        return { method: request.method, url: request.url.replace(SECRET_PARAMS, '$1[redacted]'), remoteAddress: request.ip };
+        return {
+          method: request.method,
+          url: request.url.replace(SECRET_PARAMS, '$1[redacted]'),
+          remoteAddress: request.ip,
+        };
       },
     },
     ...(options.logStream ? { stream: options.logStream } : {}),

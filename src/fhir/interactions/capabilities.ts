@@ -22,7 +22,17 @@ const SOFTWARE_VERSION: string = (() => {
 export const SUPPORTED_FORMATS = ['application/fhir+json', 'application/json', 'json'];
 export const PATCH_FORMATS = ['application/json-patch+json', 'application/fhir+json'];
 
-const TYPE_INTERACTIONS: Interaction[] = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'];
+const TYPE_INTERACTIONS: Interaction[] = [
+  'read',
+  'vread',
+  'update',
+  'patch',
+  'delete',
+  'history-instance',
+  'history-type',
+  'create',
+  'search-type',
+];
 const SYSTEM_INTERACTIONS: Interaction[] = ['transaction', 'batch', 'search-system', 'history-system'];
 
 export interface CapabilitiesOptions {
@@ -46,7 +56,9 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
   const resources = [...options.resourceTypes].sort().map((type) => {
     const interactions = TYPE_INTERACTIONS.filter((code) => registry.hasInteraction(code, type));
     const typeOperations = operations.filter(
-      (op) => (op.levels.includes('type') || op.levels.includes('instance')) && (!op.resourceTypes || op.resourceTypes.includes(type)),
+      (op) =>
+        (op.levels.includes('type') || op.levels.includes('instance')) &&
+        (!op.resourceTypes || op.resourceTypes.includes(type)),
     );
     const searchParams = [...registry.searchParams('Resource'), ...registry.searchParams(type)];
     const canSearch = registry.hasInteraction('search-type', type);
@@ -81,7 +93,9 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
       {
         mode: 'server',
         resource: resources,
-        interaction: SYSTEM_INTERACTIONS.filter((code) => registry.hasInteraction(code)).map((code) => ({ code })),
+        interaction: SYSTEM_INTERACTIONS.filter((code) => registry.hasInteraction(code)).map((code) => ({
+          code,
+        })),
         ...(registry.searchParams('Resource').length > 0 && registry.hasInteraction('search-system')
           ? { searchParam: registry.searchParams('Resource') }
           : {}),

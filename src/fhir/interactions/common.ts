@@ -22,7 +22,11 @@ import { jsonSyntaxError } from './router.js';
 /** FHIR R4 id: http://hl7.org/fhir/R4/datatypes.html#id */
 export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
 
-export const JSON_MEDIA_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json+fhir']);
+export const JSON_MEDIA_TYPES = new Set([
+  'application/fhir+json',
+  'application/json',
+  'application/json+fhir',
+]);
 
 export function assertResourceType(context: FhirContext, resourceType: string | undefined): string {
   if (!resourceType || !context.validator.isResourceType(resourceType)) {
@@ -41,9 +45,12 @@ export function assertId(id: string | undefined, expression?: string): string {
 /** Parse the request body as one FHIR resource (lossless numbers). 400 with the position for bad JSON. */
 export function parseResourceBody(request: FhirRequest): FhirResource {
   if (request.resource) return request.resource;
-  if (request.body === undefined || request.body.trim() === '') throw badRequest('The request needs a FHIR resource as its body');
+  if (request.body === undefined || request.body.trim() === '')
+    throw badRequest('The request needs a FHIR resource as its body');
   if (request.contentType && !JSON_MEDIA_TYPES.has(request.contentType)) {
-    throw unsupportedMediaType(`Content-Type '${request.contentType}' is not supported here; use application/fhir+json`);
+    throw unsupportedMediaType(
+      `Content-Type '${request.contentType}' is not supported here; use application/fhir+json`,
+    );
   }
   let parsed: unknown;
   try {
@@ -56,7 +63,8 @@ export function parseResourceBody(request: FhirRequest): FhirResource {
     throw badRequest('The body must be a JSON object (a FHIR resource)');
   }
   const resource = parsed as FhirResource;
-  if (typeof resource.resourceType !== 'string') throw badRequest('The body has no resourceType', 'resourceType');
+  if (typeof resource.resourceType !== 'string')
+    throw badRequest('The body has no resourceType', 'resourceType');
   return resource;
 }
 
@@ -102,7 +110,8 @@ export function parseETagVersion(value: string): number | undefined {
 export function ifMatchVersion(request: FhirRequest): number | undefined {
   if (request.ifMatch === undefined) return undefined;
   const version = parseETagVersion(request.ifMatch);
-  if (version === undefined) throw preconditionFailed(`If-Match '${request.ifMatch}' names no version (expected W/"n")`);
+  if (version === undefined)
+    throw preconditionFailed(`If-Match '${request.ifMatch}' names no version (expected W/"n")`);
   return version;
 }
 
@@ -119,7 +128,11 @@ export function versionLocation(baseUrl: string, version: StoredVersion): string
 }
 
 /** The stored version a caller may see, or a 404 that does not tell whether it exists. */
-export function visibleOr404(context: FhirContext, version: StoredVersion | undefined, what: string): StoredVersion {
+export function visibleOr404(
+  context: FhirContext,
+  version: StoredVersion | undefined,
+  what: string,
+): StoredVersion {
   if (!version || !context.access.canRead(version)) throw notFound(`${what} is not known`);
   return version;
 }
@@ -132,7 +145,8 @@ export function writeResponse(
   issues: OperationOutcomeIssue[] = [],
 ): FhirResponse {
   const headers: Record<string, string> = { ...versionHeaders(version) };
-  if (status === 201 || request.method !== 'DELETE') headers.Location = versionLocation(request.baseUrl, version);
+  if (status === 201 || request.method !== 'DELETE')
+    headers.Location = versionLocation(request.baseUrl, version);
   switch (request.preferReturn) {
     case 'minimal':
       return { status, headers };
@@ -140,7 +154,13 @@ export function writeResponse(
       const outcome = operationOutcome(
         issues.length > 0
           ? issues
-          : [issue('information', 'informational', `${version.resourceType}/${version.id} version ${version.versionId} stored`)],
+          : [
+              issue(
+                'information',
+                'informational',
+                `${version.resourceType}/${version.id} version ${version.versionId} stored`,
+              ),
+            ],
       );
       return { status, headers, body: outcome as unknown as FhirResource };
     }
@@ -164,9 +184,17 @@ export async function writeVersion(
   request: Omit<WriteRequest, 'patients' | 'index' | 'custodian' | 'anchor'>,
   existing: StoredVersion | undefined,
 ): Promise<StoredVersion> {
-  const patients = request.resource ? patientsOf(context, request.resource, request.id) : (existing?.patients ?? []);
+  const patients = request.resource
+    ? patientsOf(context, request.resource, request.id)
+    : (existing?.patients ?? []);
   if (!context.access.canWrite(request.resourceType, existing, patients)) {
-    context.access.audit?.({ interaction: request.method, resourceType: request.resourceType, id: request.id, allowed: false, patients });
+    context.access.audit?.({
+      interaction: request.method,
+      resourceType: request.resourceType,
+      id: request.id,
+      allowed: false,
+      patients,
+    });
     throw forbidden(`You may not write ${request.resourceType}/${request.id}`);
   }
   const withId = request.resource ? { ...request.resource, id: request.id } : undefined;

@@ -9,7 +9,10 @@ import type { FhirRegistry } from './registry.js';
 import { update } from './update.js';
 import { vread } from './vread.js';
 
-export function registerCoreInteractions(registry: FhirRegistry, capabilities: Omit<CapabilitiesOptions, 'registry'>): FhirRegistry {
+export function registerCoreInteractions(
+  registry: FhirRegistry,
+  capabilities: Omit<CapabilitiesOptions, 'registry'>,
+): FhirRegistry {
   return registry
     .registerInteraction('capabilities', capabilitiesHandler({ ...capabilities, registry }))
     .registerInteraction('read', read)

@@ -2,7 +2,16 @@
 import { randomUUID } from 'node:crypto';
 import { badRequest, preconditionFailed } from '../outcome.js';
 import { parseFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
-import { assertBodyType, assertResourceType, parseResourceBody, validateResource, versionHeaders, versionLocation, writeResponse, writeVersion } from './common.js';
+import {
+  assertBodyType,
+  assertResourceType,
+  parseResourceBody,
+  validateResource,
+  versionHeaders,
+  versionLocation,
+  writeResponse,
+  writeVersion,
+} from './common.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 
 export const create: InteractionHandler = async (request, context) => {
@@ -21,20 +30,36 @@ export const create: InteractionHandler = async (request, context) => {
     if (existing) return existing;
   }
 
-  const version = await writeVersion(context, { resourceType, id, resource, method: 'POST', ifNoneExist: true }, undefined);
-  return writeResponse(request, version, 201, issues.filter((i) => i.severity !== 'error' && i.severity !== 'fatal'));
+  const version = await writeVersion(
+    context,
+    { resourceType, id, resource, method: 'POST', ifNoneExist: true },
+    undefined,
+  );
+  return writeResponse(
+    request,
+    version,
+    201,
+    issues.filter((i) => i.severity !== 'error' && i.severity !== 'fatal'),
+  );
 };
 
 /**
  * Conditional create (If-None-Exist): no match -> create; one match -> 200 with the match, nothing stored;
  * several -> 412. Runs the registered search, so it sees exactly what a search would (access rules included).
  */
-async function conditionalMatch(request: FhirRequest, context: FhirContext, resourceType: string): Promise<FhirResponse | undefined> {
+async function conditionalMatch(
+  request: FhirRequest,
+  context: FhirContext,
+  resourceType: string,
+): Promise<FhirResponse | undefined> {
   const criteria = request.ifNoneExist!.replace(/^\?/, '').trim();
-  if (criteria === '') throw badRequest('If-None-Exist is empty; it needs search criteria like identifier=sys|123');
+  if (criteria === '')
+    throw badRequest('If-None-Exist is empty; it needs search criteria like identifier=sys|123');
   const search = context.registry?.handlerFor({ interaction: 'search-type', resourceType, method: 'GET' });
   if (!search) {
-    throw preconditionFailed('Conditional create (If-None-Exist) needs search, which this server does not offer yet');
+    throw preconditionFailed(
+      'Conditional create (If-None-Exist) needs search, which this server does not offer yet',
+    );
   }
   const query: Record<string, string[]> = {};
   for (const [name, value] of new URLSearchParams(criteria)) (query[name] ??= []).push(value);
@@ -43,12 +68,14 @@ async function conditionalMatch(request: FhirRequest, context: FhirContext, reso
     { interaction: 'search-type', method: 'GET', resourceType, query, baseUrl: request.baseUrl },
     context,
   );
-  const bundle = (typeof result.body === 'string' ? parseFhirJson(result.body) : result.body) as FhirResource | undefined;
+  const bundle = (typeof result.body === 'string' ? parseFhirJson(result.body) : result.body) as
+    FhirResource | undefined;
   const matches = ((bundle?.entry ?? []) as { resource?: FhirResource; search?: { mode?: string } }[]).filter(
     (entry) => entry.resource && (entry.search?.mode ?? 'match') === 'match',
   );
   if (matches.length === 0) return undefined;
-  if (matches.length > 1) throw preconditionFailed(`If-None-Exist '${criteria}' matches more than one ${resourceType}`);
+  if (matches.length > 1)
+    throw preconditionFailed(`If-None-Exist '${criteria}' matches more than one ${resourceType}`);
   const match = matches[0].resource!;
   const stored = await context.store.read(resourceType, match.id!);
   if (!stored || stored.deleted) return undefined;

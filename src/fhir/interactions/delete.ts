@@ -23,13 +23,19 @@ export const deleteResource: InteractionHandler = async (request, context) => {
     return {
       status: request.preferReturn === 'minimal' ? 204 : 200,
       headers: visible ? versionHeaders(visible) : {},
-      body: request.preferReturn === 'minimal' ? undefined : outcome(`${resourceType}/${id} is not there: nothing to delete`),
+      body:
+        request.preferReturn === 'minimal'
+          ? undefined
+          : outcome(`${resourceType}/${id} is not there: nothing to delete`),
     };
   }
   const version = await writeVersion(context, { resourceType, id, method: 'DELETE', ifMatch }, visible);
   return {
     status: request.preferReturn === 'minimal' ? 204 : 200,
     headers: { ETag: `W/"${version.versionId}"` },
-    body: request.preferReturn === 'minimal' ? undefined : outcome(`${resourceType}/${id} deleted (version ${version.versionId})`),
+    body:
+      request.preferReturn === 'minimal'
+        ? undefined
+        : outcome(`${resourceType}/${id} deleted (version ${version.versionId})`),
   };
 };

@@ -45,10 +45,14 @@ function atOf(request: FhirRequest): string | undefined {
   if (PARTIAL_DATE.test(text)) {
     const [y, m, d] = dateParts(text);
     const parts = text.split('-').length;
-    const end = parts === 1 ? Date.UTC(y + 1, 0, 1) : parts === 2 ? Date.UTC(y, m + 1, 1) : Date.UTC(y, m, d + 1);
+    const end =
+      parts === 1 ? Date.UTC(y + 1, 0, 1) : parts === 2 ? Date.UTC(y, m + 1, 1) : Date.UTC(y, m, d + 1);
     return new Date(end - 1).toISOString();
   }
-  throw badRequest(`_at must be a date or date-time like 2024-01-31 or 2024-01-31T12:00:00Z, not '${text}'`, '_at');
+  throw badRequest(
+    `_at must be a date or date-time like 2024-01-31 or 2024-01-31T12:00:00Z, not '${text}'`,
+    '_at',
+  );
 }
 
 function dateParts(text: string): [number, number, number] {
@@ -65,8 +69,13 @@ const STATUS_OF: Record<StoredVersion['method'], string> = {
 
 function entryText(baseUrl: string, version: StoredVersion): string {
   const fullUrl = `${baseUrl}/${version.resourceType}/${version.id}`;
-  const requestUrl = version.method === 'POST' ? version.resourceType : `${version.resourceType}/${version.id}`;
-  const response = { status: STATUS_OF[version.method], etag: `W/"${version.versionId}"`, lastModified: version.lastUpdated };
+  const requestUrl =
+    version.method === 'POST' ? version.resourceType : `${version.resourceType}/${version.id}`;
+  const response = {
+    status: STATUS_OF[version.method],
+    etag: `W/"${version.versionId}"`,
+    lastModified: version.lastUpdated,
+  };
   return (
     `{"fullUrl":${JSON.stringify(fullUrl)}` +
     (version.deleted || version.json === undefined ? '' : `,"resource":${version.json}`) +
@@ -86,7 +95,12 @@ function pageUrl(request: FhirRequest, path: string, cursor?: string): string {
   return `${request.baseUrl}/${path}${query ? `?${query}` : ''}`;
 }
 
-async function historyBundle(request: FhirRequest, context: FhirContext, query: HistoryQuery, path: string): Promise<FhirResponse> {
+async function historyBundle(
+  request: FhirRequest,
+  context: FhirContext,
+  query: HistoryQuery,
+  path: string,
+): Promise<FhirResponse> {
   const page = await context.store.history(query);
   const visible = page.versions.filter((version) => context.access.canRead(version));
   const hidden = page.versions.length - visible.length;
@@ -115,7 +129,12 @@ export const historyInstance: InteractionHandler = async (request, context) => {
   const id = assertId(request.id);
   // A resource the caller may not see (or that never existed) has no history to show: 404.
   visibleOr404(context, await context.store.read(resourceType, id), `${resourceType}/${id}`);
-  return historyBundle(request, context, { ...baseQuery(request), resourceType, id }, `${resourceType}/${id}/_history`);
+  return historyBundle(
+    request,
+    context,
+    { ...baseQuery(request), resourceType, id },
+    `${resourceType}/${id}/_history`,
+  );
 };
 
 export const historyType: InteractionHandler = async (request, context) => {

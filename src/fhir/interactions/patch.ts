@@ -10,7 +10,15 @@
 import jsonPatch, { type Operation as JsonPatchOperation } from 'fast-json-patch';
 import fhirpath from 'fhirpath';
 import r4Model from 'fhirpath/fhir-context/r4/index.js';
-import { FhirError, badRequest, conflict, gone, preconditionFailed, unprocessable, unsupportedMediaType } from '../outcome.js';
+import {
+  FhirError,
+  badRequest,
+  conflict,
+  gone,
+  preconditionFailed,
+  unprocessable,
+  unsupportedMediaType,
+} from '../outcome.js';
 import {
   JsonSyntaxError,
   LosslessNumber,
@@ -37,7 +45,8 @@ export const patch: InteractionHandler = async (request, context) => {
   const resourceType = assertResourceType(context, request.resourceType);
   context.access.authorize('patch', resourceType);
   const id = assertId(request.id);
-  if (!request.body || request.body.trim() === '') throw badRequest('PATCH needs a JSON Patch or a FHIRPath Patch Parameters body');
+  if (!request.body || request.body.trim() === '')
+    throw badRequest('PATCH needs a JSON Patch or a FHIRPath Patch Parameters body');
   const kind =
     request.contentType === JSON_PATCH
       ? 'json'
@@ -61,19 +70,34 @@ export const patch: InteractionHandler = async (request, context) => {
   const current = visibleOr404(context, await context.store.read(resourceType, id), `${resourceType}/${id}`);
   if (current.deleted) throw gone(`${resourceType}/${id} was deleted; a patch needs a resource`);
   if (ifMatch !== undefined && current.versionId !== ifMatch) {
-    throw preconditionFailed(`If-Match W/"${ifMatch}" does not match: the current version is ${current.versionId}`);
+    throw preconditionFailed(
+      `If-Match W/"${ifMatch}" does not match: the current version is ${current.versionId}`,
+    );
   }
 
   const original = parseFhirJson<FhirResource>(current.json!);
-  const patched = kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
-  if (patched === null || typeof patched !== 'object' || patched.resourceType !== resourceType || patched.id !== id) {
-    throw unprocessable(`The patch changes the resource's type or id; it must stay ${resourceType}/${id}`, `${resourceType}.id`);
+  const patched =
+    kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
+  if (
+    patched === null ||
+    typeof patched !== 'object' ||
+    patched.resourceType !== resourceType ||
+    patched.id !== id
+  ) {
+    throw unprocessable(
+      `The patch changes the resource's type or id; it must stay ${resourceType}/${id}`,
+      `${resourceType}.id`,
+    );
   }
   const issues = validateResource(context, patched, 'update', 422);
 
   let version;
   try {
-    version = await writeVersion(context, { resourceType, id, resource: patched, method: 'PATCH', ifMatch: current.versionId }, current);
+    version = await writeVersion(
+      context,
+      { resourceType, id, resource: patched, method: 'PATCH', ifMatch: current.versionId },
+      current,
+    );
   } catch (err) {
     // Our own If-Match failed: someone wrote in between. The client asked for no precondition, so this is a conflict.
     if (err instanceof FhirError && err.status === 412 && ifMatch === undefined) {
@@ -81,7 +105,12 @@ export const patch: InteractionHandler = async (request, context) => {
     }
     throw err;
   }
-  return writeResponse(request, version, 200, issues.filter((i) => i.severity !== 'error' && i.severity !== 'fatal'));
+  return writeResponse(
+    request,
+    version,
+    200,
+    issues.filter((i) => i.severity !== 'error' && i.severity !== 'fatal'),
+  );
 };
 
 // ---- JSON Patch -------------------------------------------------------------------------------------------
@@ -91,13 +120,16 @@ function applyJsonPatch(resource: FhirResource, document: unknown): FhirResource
   const operations = document as JsonPatchOperation[];
   const target = cloneFhirJson(resource);
   const structural = jsonPatch.validate(operations, undefined);
-  if (structural) throw badRequest(`JSON Patch operation ${structural.index}: ${structural.message.split('\n')[0]}`);
+  if (structural)
+    throw badRequest(`JSON Patch operation ${structural.index}: ${structural.message.split('\n')[0]}`);
   try {
     // Mutate our own clone: fast-json-patch's own cloning goes through JSON and would flatten LosslessNumbers.
     jsonPatch.applyPatch(target, operations, true, true, true);
   } catch (err) {
     if (err instanceof jsonPatch.JsonPatchError) {
-      throw unprocessable(`JSON Patch operation ${err.index ?? '?'} cannot be applied: ${err.message.split('\n')[0]}`);
+      throw unprocessable(
+        `JSON Patch operation ${err.index ?? '?'} cannot be applied: ${err.message.split('\n')[0]}`,
+      );
     }
     throw err;
   }
@@ -109,7 +141,11 @@ function reviveLosslessNumbers(value: unknown): unknown {
   if (value === null || typeof value !== 'object' || value instanceof LosslessNumber) return value;
   if (Array.isArray(value)) return value.map(reviveLosslessNumbers);
   const record = value as Record<string, unknown>;
-  if (record.isLosslessNumber === true && typeof record.value === 'string' && Object.keys(record).length === 2) {
+  if (
+    record.isLosslessNumber === true &&
+    typeof record.value === 'string' &&
+    Object.keys(record).length === 2
+  ) {
     return new LosslessNumber(record.value);
   }
   for (const key of Object.keys(record)) record[key] = reviveLosslessNumbers(record[key]);
@@ -179,7 +215,8 @@ function parseOperations(document: unknown): PatchOperation[] {
   const operations: PatchOperation[] = [];
   (parameters.parameter ?? []).forEach((parameter, i) => {
     const where = `Parameters.parameter[${i}]`;
-    if (parameter.name !== 'operation') throw badRequest(`Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, `${where}.name`);
+    if (parameter.name !== 'operation')
+      throw badRequest(`Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, `${where}.name`);
     const parts = new Map<string, ParametersPart>();
     for (const part of parameter.part ?? []) if (typeof part.name === 'string') parts.set(part.name, part);
     const text = (name: string) => {
@@ -194,7 +231,10 @@ function parseOperations(document: unknown): PatchOperation[] {
     };
     const type = text('type');
     if (!type || !['add', 'insert', 'delete', 'replace', 'move'].includes(type)) {
-      throw badRequest(`Operation type must be add, insert, delete, replace or move, not '${type ?? ''}'`, `${where}.part`);
+      throw badRequest(
+        `Operation type must be add, insert, delete, replace or move, not '${type ?? ''}'`,
+        `${where}.part`,
+      );
     }
     const path = text('path');
     if (!path) throw badRequest('Every FHIRPath Patch operation needs a path', `${where}.part`);
@@ -215,7 +255,8 @@ function parseOperations(document: unknown): PatchOperation[] {
     if (type === 'add') need(op.name !== undefined && value !== undefined, 'a name and a value');
     if (type === 'insert') need(op.index !== undefined && value !== undefined, 'an index and a value');
     if (type === 'replace') need(value !== undefined, 'a value');
-    if (type === 'move') need(op.source !== undefined && op.destination !== undefined, 'a source and a destination');
+    if (type === 'move')
+      need(op.source !== undefined && op.destination !== undefined, 'a source and a destination');
     operations.push(op);
   });
   return operations;
@@ -242,7 +283,9 @@ interface FhirPathNode {
 function locate(resource: FhirResource, path: string, opIndex: number): Target[] {
   let nodes: unknown[];
   try {
-    nodes = fhirpath.evaluate(toPlainJson(resource), path, {}, r4Model, { resolveInternalTypes: false }) as unknown[];
+    nodes = fhirpath.evaluate(toPlainJson(resource), path, {}, r4Model, {
+      resolveInternalTypes: false,
+    }) as unknown[];
   } catch (err) {
     throw badRequest(
       `Operation ${opIndex}: the path '${path}' is not a FHIRPath expression this server evaluates: ${(err as Error).message}`,
@@ -254,17 +297,32 @@ function locate(resource: FhirResource, path: string, opIndex: number): Target[]
     for (let n = node as FhirPathNode | null; n?.parentResNode; n = n.parentResNode) chain.unshift(n);
     // The resource itself (path `Patient`): a holder whose only element is the resource, so add works at the top.
     if (chain.length === 0) {
-      return { parent: { resource }, key: 'resource', index: null, parentTypePaths: [], typePaths: [resource.resourceType] };
+      return {
+        parent: { resource },
+        key: 'resource',
+        index: null,
+        parentTypePaths: [],
+        typePaths: [resource.resourceType],
+      };
     }
     let parent = resource as Record<string, unknown>;
     for (let i = 0; i < chain.length; i++) {
       const step = chain[i];
       const key = jsonKey(parent, step.propName!);
       if (i === chain.length - 1) {
-        return { parent, key, index: step.index, parentTypePaths: typePathsOf(step.parentResNode!), typePaths: typePathsOf(step) };
+        return {
+          parent,
+          key,
+          index: step.index,
+          parentTypePaths: typePathsOf(step.parentResNode!),
+          typePaths: typePathsOf(step),
+        };
       }
       const child = parent[key];
-      parent = (step.index !== null && Array.isArray(child) ? child[step.index] : child) as Record<string, unknown>;
+      parent = (step.index !== null && Array.isArray(child) ? child[step.index] : child) as Record<
+        string,
+        unknown
+      >;
     }
     throw new Error('unreachable');
   });
@@ -276,7 +334,10 @@ function typePathsOf(node: FhirPathNode): string[] {
 
 function single(targets: Target[], op: PatchOperation, i: number): Target {
   if (targets.length !== 1) {
-    throw unprocessable(`Operation ${i} (${op.type}): '${op.path}' matches ${targets.length} elements; it must match exactly one`, `Parameters.parameter[${i}]`);
+    throw unprocessable(
+      `Operation ${i} (${op.type}): '${op.path}' matches ${targets.length} elements; it must match exactly one`,
+      `Parameters.parameter[${i}]`,
+    );
   }
   return targets[0];
 }
@@ -296,22 +357,37 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
     switch (op.type) {
       case 'add': {
         const owner = single(locate(target, op.path, i), op, i);
-        const element = owner.index !== null ? (owner.parent[owner.key] as unknown[])[owner.index] : owner.parent[owner.key];
+        const element =
+          owner.index !== null
+            ? (owner.parent[owner.key] as unknown[])[owner.index]
+            : owner.parent[owner.key];
         if (element === null || typeof element !== 'object' || Array.isArray(element)) {
-          throw unprocessable(`Operation ${i} (add): '${op.path}' is not an element that can have children`, `Parameters.parameter[${i}]`);
+          throw unprocessable(
+            `Operation ${i} (add): '${op.path}' is not an element that can have children`,
+            `Parameters.parameter[${i}]`,
+          );
         }
         const container = element as Record<string, unknown>;
-        const key = isChoice(owner.typePaths, op.name!) && op.valueType ? `${op.name}${op.valueType}` : op.name!;
+        const key =
+          isChoice(owner.typePaths, op.name!) && op.valueType ? `${op.name}${op.valueType}` : op.name!;
         const existing = container[key];
         if (Array.isArray(existing)) existing.push(op.value);
-        else if (existing === undefined) container[key] = isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value;
-        else throw unprocessable(`Operation ${i} (add): ${op.path}.${op.name} already has a value; use replace`, `Parameters.parameter[${i}]`);
+        else if (existing === undefined)
+          container[key] = isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value;
+        else
+          throw unprocessable(
+            `Operation ${i} (add): ${op.path}.${op.name} already has a value; use replace`,
+            `Parameters.parameter[${i}]`,
+          );
         break;
       }
       case 'insert': {
         const list = listOf(locate(target, op.path, i), op, i);
         if (op.index! < 0 || op.index! > list.items.length) {
-          throw unprocessable(`Operation ${i} (insert): index ${op.index} is outside 0..${list.items.length}`, `Parameters.parameter[${i}]`);
+          throw unprocessable(
+            `Operation ${i} (insert): index ${op.index} is outside 0..${list.items.length}`,
+            `Parameters.parameter[${i}]`,
+          );
         }
         list.items.splice(op.index!, 0, op.value);
         break;
@@ -320,7 +396,10 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
         const list = listOf(locate(target, op.path, i), op, i);
         const n = list.items.length;
         if (op.source! < 0 || op.source! >= n || op.destination! < 0 || op.destination! >= n) {
-          throw unprocessable(`Operation ${i} (move): source and destination must be within 0..${n - 1}`, `Parameters.parameter[${i}]`);
+          throw unprocessable(
+            `Operation ${i} (move): source and destination must be within 0..${n - 1}`,
+            `Parameters.parameter[${i}]`,
+          );
         }
         const [moved] = list.items.splice(op.source!, 1);
         list.items.splice(op.destination!, 0, moved);
@@ -363,12 +442,18 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
 /** The array an insert/move works on: `path` names the (repeating) element itself. */
 function listOf(targets: Target[], op: PatchOperation, i: number): { items: unknown[] } {
   if (targets.length === 0) {
-    throw unprocessable(`Operation ${i} (${op.type}): '${op.path}' matches nothing`, `Parameters.parameter[${i}]`);
+    throw unprocessable(
+      `Operation ${i} (${op.type}): '${op.path}' matches nothing`,
+      `Parameters.parameter[${i}]`,
+    );
   }
   const first = targets[0];
   const items = first.parent[first.key];
   if (!Array.isArray(items) || targets.some((t) => t.parent !== first.parent || t.key !== first.key)) {
-    throw unprocessable(`Operation ${i} (${op.type}): '${op.path}' is not one list`, `Parameters.parameter[${i}]`);
+    throw unprocessable(
+      `Operation ${i} (${op.type}): '${op.path}' is not one list`,
+      `Parameters.parameter[${i}]`,
+    );
   }
   return { items };
 }

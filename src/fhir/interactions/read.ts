@@ -14,5 +14,7 @@ export const read: InteractionHandler = async (request, context) => {
       headers: versionHeaders(version),
     });
   }
-  return notModified(request, version) ?? { status: 200, headers: versionHeaders(version), body: version.json };
+  return (
+    notModified(request, version) ?? { status: 200, headers: versionHeaders(version), body: version.json }
+  );
 };

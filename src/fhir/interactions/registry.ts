@@ -46,7 +46,11 @@ export class FhirRegistry {
   version = 0;
 
   /** Register (or replace) the handler of an interaction. */
-  registerInteraction(interaction: Interaction, handler: InteractionHandler, options: { resourceTypes?: string[] } = {}): this {
+  registerInteraction(
+    interaction: Interaction,
+    handler: InteractionHandler,
+    options: { resourceTypes?: string[] } = {},
+  ): this {
     this.version++;
     this.interactionHandlers.set(interaction, {
       handler,
@@ -57,7 +61,10 @@ export class FhirRegistry {
 
   registerOperation(operation: OperationRegistration): this {
     this.version++;
-    this.operationsByName.set(operation.name.replace(/^\$/, ''), { ...operation, name: operation.name.replace(/^\$/, '') });
+    this.operationsByName.set(operation.name.replace(/^\$/, ''), {
+      ...operation,
+      name: operation.name.replace(/^\$/, ''),
+    });
     return this;
   }
 
@@ -91,13 +98,19 @@ export class FhirRegistry {
   }
 
   /** The handler that serves this request, or undefined when nothing registered serves it. */
-  handlerFor(request: Pick<FhirRequest, 'interaction' | 'resourceType' | 'operation' | 'id' | 'method'>): InteractionHandler | undefined {
+  handlerFor(
+    request: Pick<FhirRequest, 'interaction' | 'resourceType' | 'operation' | 'id' | 'method'>,
+  ): InteractionHandler | undefined {
     if (request.interaction === 'operation') {
       const operation = request.operation ? this.operationsByName.get(request.operation) : undefined;
       if (!operation) return undefined;
       const level: OperationLevel = request.id ? 'instance' : request.resourceType ? 'type' : 'system';
       if (!operation.levels.includes(level)) return undefined;
-      if (request.resourceType && operation.resourceTypes && !operation.resourceTypes.includes(request.resourceType))
+      if (
+        request.resourceType &&
+        operation.resourceTypes &&
+        !operation.resourceTypes.includes(request.resourceType)
+      )
         return undefined;
       return operation.handler;
     }

@@ -12,7 +12,11 @@ import type { FhirResource } from '../../mapping/fhir-json.js';
 const require = createRequire(import.meta.url);
 const EXAMPLES_DIR = dirname(require.resolve('hl7.fhir.r4.examples/package.json'));
 
-const SUBSETTED = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED', display: 'subsetted' };
+const SUBSETTED = {
+  system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue',
+  code: 'SUBSETTED',
+  display: 'subsetted',
+};
 const ALWAYS = new Set(['resourceType', 'id', 'meta']);
 
 export interface Representation {
@@ -23,11 +27,15 @@ export interface Representation {
 /** `_summary`/`_elements` of a query, validated; undefined when the full resource is wanted. */
 export function representationOf(query: Record<string, string[]>): Representation | undefined {
   const summary = query._summary?.[0];
-  const elements = query._elements?.flatMap((v) => v.split(',')).map((e) => e.trim()).filter((e) => e !== '');
+  const elements = query._elements
+    ?.flatMap((v) => v.split(','))
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
   if (summary !== undefined && !['true', 'text', 'data', 'false', 'count'].includes(summary)) {
     throw badRequest(`_summary must be true, text, data, count or false, not '${summary}'`, '_summary');
   }
-  if ((summary === undefined || summary === 'false') && (!elements || elements.length === 0)) return undefined;
+  if ((summary === undefined || summary === 'false') && (!elements || elements.length === 0))
+    return undefined;
   return { summary: summary as Representation['summary'], elements };
 }
 
@@ -38,13 +46,16 @@ function summaryElements(resourceType: string): Set<string> | undefined {
   if (summaryElementsByType.has(resourceType)) return summaryElementsByType.get(resourceType);
   let names: Set<string> | undefined;
   try {
-    const definition = JSON.parse(readFileSync(join(EXAMPLES_DIR, `StructureDefinition-${resourceType}.json`), 'utf8')) as {
+    const definition = JSON.parse(
+      readFileSync(join(EXAMPLES_DIR, `StructureDefinition-${resourceType}.json`), 'utf8'),
+    ) as {
       snapshot?: { element?: { path: string; isSummary?: boolean; min?: number }[] };
     };
     names = new Set();
     for (const element of definition.snapshot?.element ?? []) {
       const parts = element.path.split('.');
-      if (parts.length === 2 && (element.isSummary || (element.min ?? 0) > 0)) names.add(parts[1].replace('[x]', ''));
+      if (parts.length === 2 && (element.isSummary || (element.min ?? 0) > 0))
+        names.add(parts[1].replace('[x]', ''));
     }
   } catch {
     names = undefined;
@@ -87,7 +98,9 @@ export function applyRepresentation(resource: FhirResource, representation: Repr
     return markSubsetted(out);
   }
   if (elements && elements.length > 0) {
-    const wanted = new Set(elements.map((e) => e.replace(new RegExp(`^${resource.resourceType}\\.`), '').split('.')[0]));
+    const wanted = new Set(
+      elements.map((e) => e.replace(new RegExp(`^${resource.resourceType}\\.`), '').split('.')[0]),
+    );
     const out: FhirResource = { resourceType: resource.resourceType };
     for (const key of Object.keys(resource)) {
       const bare = key.replace(/^_/, '');

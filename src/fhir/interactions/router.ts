@@ -33,7 +33,9 @@ type Shape =
   | 'vread'
   | 'operation-instance';
 
-function shapeOf(segments: string[]): { shape: Shape; resourceType?: string; id?: string; versionId?: string; operation?: string } | undefined {
+function shapeOf(
+  segments: string[],
+): { shape: Shape; resourceType?: string; id?: string; versionId?: string; operation?: string } | undefined {
   const [a, b, c, d] = segments;
   switch (segments.length) {
     case 0:
@@ -51,7 +53,8 @@ function shapeOf(segments: string[]): { shape: Shape; resourceType?: string; id?
       return { shape: 'instance', resourceType: a, id: b };
     case 3:
       if (c === '_history') return { shape: 'history-instance', resourceType: a, id: b };
-      if (c.startsWith('$')) return { shape: 'operation-instance', resourceType: a, id: b, operation: c.slice(1) };
+      if (c.startsWith('$'))
+        return { shape: 'operation-instance', resourceType: a, id: b, operation: c.slice(1) };
       return undefined;
     case 4:
       if (c === '_history') return { shape: 'vread', resourceType: a, id: b, versionId: d };
@@ -59,7 +62,13 @@ function shapeOf(segments: string[]): { shape: Shape; resourceType?: string; id?
     case 5:
       // An instance operation on one version, e.g. Patient/1/_history/2/$verify.
       if (c === '_history' && segments[4].startsWith('$'))
-        return { shape: 'operation-instance', resourceType: a, id: b, versionId: d, operation: segments[4].slice(1) };
+        return {
+          shape: 'operation-instance',
+          resourceType: a,
+          id: b,
+          versionId: d,
+          operation: segments[4].slice(1),
+        };
       return undefined;
     default:
       return undefined;
@@ -76,7 +85,11 @@ export class FhirRouter {
     private readonly isResourceType: (type: string) => boolean,
   ) {}
 
-  private methodsFor(shape: Shape, resourceType?: string, operation?: string): Partial<Record<HttpMethod, Interaction>> {
+  private methodsFor(
+    shape: Shape,
+    resourceType?: string,
+    operation?: string,
+  ): Partial<Record<HttpMethod, Interaction>> {
     if (this.tablesVersion !== this.registry.version) {
       this.methodTables.clear();
       this.tablesVersion = this.registry.version;
@@ -91,7 +104,11 @@ export class FhirRouter {
   }
 
   /** Interaction per method for a URL shape, from what is registered. */
-  private computeMethods(shape: Shape, resourceType?: string, operation?: string): Partial<Record<HttpMethod, Interaction>> {
+  private computeMethods(
+    shape: Shape,
+    resourceType?: string,
+    operation?: string,
+  ): Partial<Record<HttpMethod, Interaction>> {
     const has = (interaction: Interaction) => this.registry.hasInteraction(interaction, resourceType);
     const out: Partial<Record<HttpMethod, Interaction>> = {};
     const get = (interaction: Interaction) => {
@@ -133,7 +150,8 @@ export class FhirRouter {
       case 'operation-type':
       case 'operation-instance': {
         const registration = operation ? this.registry.operation(operation) : undefined;
-        const level = shape === 'operation-system' ? 'system' : shape === 'operation-type' ? 'type' : 'instance';
+        const level =
+          shape === 'operation-system' ? 'system' : shape === 'operation-type' ? 'type' : 'instance';
         if (
           registration &&
           registration.levels.includes(level) &&
@@ -163,19 +181,26 @@ export class FhirRouter {
     const found = shapeOf(segments);
     if (!found) throw notFound(`No FHIR endpoint at /${segments.join('/')}`);
     if (found.resourceType !== undefined && !this.isResourceType(found.resourceType)) {
-      throw notFound(`Resource type '${found.resourceType}' is not supported by this server (FHIR R4 resource types only)`);
+      throw notFound(
+        `Resource type '${found.resourceType}' is not supported by this server (FHIR R4 resource types only)`,
+      );
     }
     const methods = this.methodsFor(found.shape, found.resourceType, found.operation);
     const allowed = Object.keys(methods) as HttpMethod[];
     if (allowed.length === 0) {
-      if (found.operation !== undefined) throw notFound(`Operation '$${found.operation}' is not supported here`);
+      if (found.operation !== undefined)
+        throw notFound(`Operation '$${found.operation}' is not supported here`);
       throw notFound(`No FHIR endpoint at /${segments.join('/')}`);
     }
     const interaction = methods[method];
     if (!interaction) {
-      throw methodNotAllowed(`${method} is not allowed on /${segments.join('/')}; allowed: ${allowed.join(', ')}`, undefined, {
-        headers: { Allow: allowed.join(', ') },
-      });
+      throw methodNotAllowed(
+        `${method} is not allowed on /${segments.join('/')}; allowed: ${allowed.join(', ')}`,
+        undefined,
+        {
+          headers: { Allow: allowed.join(', ') },
+        },
+      );
     }
     return {
       interaction,
@@ -204,7 +229,8 @@ export function classifyBundlePost(request: FhirRequest, registry: FhirRegistry)
     throw badRequest('POST to the base needs a Bundle', 'Bundle');
   const interaction: Interaction | undefined =
     bundle.type === 'batch' ? 'batch' : bundle.type === 'transaction' ? 'transaction' : undefined;
-  if (!interaction) throw badRequest(`Bundle.type must be batch or transaction, not '${String(bundle.type)}'`, 'Bundle.type');
+  if (!interaction)
+    throw badRequest(`Bundle.type must be batch or transaction, not '${String(bundle.type)}'`, 'Bundle.type');
   if (!registry.hasInteraction(interaction)) {
     throw methodNotAllowed(`This server does not process ${interaction} Bundles`, 'Bundle.type');
   }

@@ -18,8 +18,13 @@ export const update: InteractionHandler = async (request, context) => {
   const id = assertId(request.id);
   const resource = parseResourceBody(request);
   assertBodyType(resource, resourceType);
-  if (resource.id === undefined) throw badRequest(`The body has no id; it must be '${id}', as in the URL`, `${resourceType}.id`);
-  if (resource.id !== id) throw badRequest(`The body's id '${String(resource.id)}' is not the URL's id '${id}'`, `${resourceType}.id`);
+  if (resource.id === undefined)
+    throw badRequest(`The body has no id; it must be '${id}', as in the URL`, `${resourceType}.id`);
+  if (resource.id !== id)
+    throw badRequest(
+      `The body's id '${String(resource.id)}' is not the URL's id '${id}'`,
+      `${resourceType}.id`,
+    );
   const issues = validateResource(context, resource, 'update');
 
   const ifMatch = ifMatchVersion(request);
@@ -29,7 +34,16 @@ export const update: InteractionHandler = async (request, context) => {
       `If-Match W/"${ifMatch}" does not match: ${existing && !existing.deleted ? `the current version is ${existing.versionId}` : `${resourceType}/${id} does not exist`}`,
     );
   }
-  const version = await writeVersion(context, { resourceType, id, resource, method: 'PUT', ifMatch }, existing);
+  const version = await writeVersion(
+    context,
+    { resourceType, id, resource, method: 'PUT', ifMatch },
+    existing,
+  );
   const created = !existing || existing.deleted;
-  return writeResponse(request, version, created ? 201 : 200, issues.filter((i) => i.severity !== 'error' && i.severity !== 'fatal'));
+  return writeResponse(
+    request,
+    version,
+    created ? 201 : 200,
+    issues.filter((i) => i.severity !== 'error' && i.severity !== 'fatal'),
+  );
 };

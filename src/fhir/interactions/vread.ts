@@ -13,7 +13,13 @@ export const vread: InteractionHandler = async (request, context) => {
     throw notFound(`${resourceType}/${id} has no version '${request.versionId ?? ''}'`);
   }
   const what = `${resourceType}/${id}/_history/${request.versionId}`;
-  const version = visibleOr404(context, await context.store.vread(resourceType, id, Number(request.versionId)), what);
+  const version = visibleOr404(
+    context,
+    await context.store.vread(resourceType, id, Number(request.versionId)),
+    what,
+  );
   if (version.deleted) throw gone(`${what} is a deletion`, undefined, { headers: versionHeaders(version) });
-  return notModified(request, version) ?? { status: 200, headers: versionHeaders(version), body: version.json };
+  return (
+    notModified(request, version) ?? { status: 200, headers: versionHeaders(version), body: version.json }
+  );
 };
