@@ -65,6 +65,7 @@ describe('anchoring', () => {
     );
     expect(f.integrity.anchorer.status().lastError).toMatch(/unavailable/);
     for (const state of await anchorStates(f, written)) expect(state?.status).toBe('pending');
+    expect(await f.integrity.anchorer.pendingCount()).toBe(9);
     expect((await f.integrity.verifier.verifyVersion(written[0])).status).toBe('pending');
     // The store kept working: every write is readable.
     expect((await f.store.read('Observation', 'd8'))?.json).toContain('"d8"');
@@ -75,6 +76,7 @@ describe('anchoring', () => {
       () => f.integrity.anchorer.status().consecutiveFailures === 0,
       'the worker reports recovery',
     );
+    expect(await f.integrity.anchorer.pendingCount()).toBe(0);
     for (const version of written) {
       expect((await f.integrity.verifier.verifyVersion(version)).verified).toBe(true);
     }
