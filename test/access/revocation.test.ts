@@ -1,0 +1,68 @@
+/**
+ * Revocation: a clinician reading in a loop loses access on the first request after the revocation is accepted,
+ * and a grant only opens access once committed on the ledger.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { actor, privacyConsent, startHarness, type Harness } from './app-harness.js';
+
+describe('revocation while a clinician reads in a loop', () => {
+  let h: Harness;
+  let sys: string;
+  let doctor: string;
+  let patient: string;
+
+  beforeAll(async () => {
+    h = await startHarness();
+    sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
+    doctor = await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
+    patient = await h.enrol('pat-9', 'patient', 'Patient/p9');
+    expect((await h.request(sys, 'PUT', '/Patient/p9', { resourceType: 'Patient', id: 'p9' })).status).toBe(201);
+    const obs = { resourceType: 'Observation', id: 'o9', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/p9' } };
+    expect((await h.request(sys, 'PUT', '/Observation/o9', obs)).status).toBe(201);
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  it('no access before the grant, access once the grant is committed, none from the first request after revocation', async () => {
+    expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(404);
+    const granted = await h.request(patient, 'POST', '/Consent', privacyConsent('Patient/p9', { type: 'permit', actor: [actor('Practitioner/dr-b')] }));
+    expect(granted.status, granted.text).toBe(201);
+    // The 201 came after the grant committed: in force at once.
+    expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(200);
+
+    for (let round = 0; round < 3; round++) {
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) statuses.push((await h.request(doctor, 'GET', '/Observation/o9')).status);
+      expect(statuses.every((s) => s === 200)).toBe(true);
+
+      // Revoke without waiting for the answer; reads go on meanwhile.
+      const revoking = h.request(patient, 'PUT', `/Consent/${granted.body.id}`, { ...granted.body, status: 'inactive' });
+      const during: number[] = [];
+      let revoked = false;
+      void revoking.then(() => (revoked = true));
+      while (!revoked && during.length < 5000) {
+        during.push((await h.request(doctor, 'GET', '/Observation/o9')).status);
+        await new Promise((resolve) => setImmediate(resolve)); // let the ledger's timers run
+      }
+      const revocation = await revoking;
+      expect(revocation.status, revocation.text).toBe(200);
+      // Once refused, never allowed again: the refusal starts when the revocation is accepted, not at commit.
+      const firstRefusal = during.indexOf(404);
+      if (firstRefusal >= 0) expect(during.slice(firstRefusal).every((s) => s === 404)).toBe(true);
+      for (let i = 0; i < 5; i++) expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(404);
+      expect((await h.request(doctor, 'GET', '/Observation?subject=Patient/p9')).body.entry ?? []).toEqual([]);
+
+      // Grant again for the next round.
+      const regrant = await h.request(patient, 'PUT', `/Consent/${granted.body.id}`, { ...granted.body, status: 'active' });
+      expect(regrant.status, regrant.text).toBe(200);
+      expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(200);
+    }
+
+    // Deleting the Consent revokes too.
+    expect((await h.request(patient, 'DELETE', `/Consent/${granted.body.id}`)).status).toBe(200);
+    expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(404);
+    const grants = await h.app.ledger!.evaluate('consent:ListGrants', [h.participants.existingPseudonymOf('Patient/p9')!]);
+    expect(JSON.parse(grants).map((g: { status: string }) => g.status)).toEqual(['revoked']);
+  });
+});
