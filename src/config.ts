@@ -23,7 +23,7 @@ export interface Config {
   baseUrl?: string;
   /** Which ledger adapter: the embedded chain (default) or a Fabric network (docs/fabric.md). */
   ledger: 'embedded' | 'fabric';
-  /** The Fabric connection file (JSON) for `ledger: fabric`. */
+  /** The Fabric connection file (JSON or YAML) for `ledger: fabric`. */
   fabricConfig?: string;
   /** Authentication: SMART Backend Services tokens (default), or dev-open (no auth, loopback only; docs/access.md). */
   auth: 'smart' | 'dev-open';

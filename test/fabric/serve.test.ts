@@ -52,6 +52,34 @@ describe('configuration', () => {
     expect(loaded.timeouts).toMatchObject({ commitStatusMs: 1000, endorseMs: 15000 });
   });
 
+  it('reads the same configuration from YAML', () => {
+    const base = harness.config();
+    const file = join(harness.dir, 'hospital1.fabric.yaml');
+    writeFileSync(
+      file,
+      [
+        `peerEndpoint: ${base.peerEndpoint}`,
+        `hostAlias: ${base.hostAlias}`,
+        'tlsRootCertPath: tls-ca.pem',
+        `mspId: ${base.mspId}`,
+        'channel: hie',
+        'chaincode: hie',
+        'identity:',
+        `  certPath: ${base.identity.certPath}`,
+        `  keyPath: ${base.identity.keyPath}`,
+        'timeouts:',
+        '  endorseMs: 2500',
+      ].join('\n'),
+    );
+    expect(loadFabricConfig(file)).toMatchObject({
+      peerEndpoint: base.peerEndpoint,
+      tlsRootCertPath: join(harness.dir, 'tls-ca.pem'),
+      timeouts: { endorseMs: 2500 },
+    });
+    writeFileSync(file, 'peerEndpoint: [unclosed');
+    expect(() => loadFabricConfig(file)).toThrow(/not valid YAML/);
+  });
+
   it('names what is wrong in a bad file', () => {
     const base = harness.config();
     const valid = {

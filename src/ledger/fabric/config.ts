@@ -1,10 +1,11 @@
 /**
  * The `--fabric-config` file: where an organisation's hie-ledger service finds its peer, channel, chaincode and
  * service identity (docs/fabric.md, "The --fabric-config file"; network/scripts/fabric-config.sh writes one).
- * JSON; relative paths are resolved against the file's directory.
+ * JSON, or YAML when the file name ends in .yaml/.yml; relative paths are resolved against the file's directory.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, extname, isAbsolute, resolve } from 'node:path';
+import { load as loadYaml } from 'js-yaml';
 
 export interface FabricTimeouts {
   evaluateMs: number;
@@ -61,11 +62,12 @@ export function loadFabricConfig(file: string): FabricConfig {
   } catch (error) {
     throw new FabricConfigError(file, `cannot read it (${(error as Error).message})`);
   }
+  const yaml = ['.yaml', '.yml'].includes(extname(file).toLowerCase());
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    raw = yaml ? loadYaml(text) : JSON.parse(text);
   } catch (error) {
-    throw new FabricConfigError(file, `not valid JSON (${(error as Error).message})`);
+    throw new FabricConfigError(file, `not valid ${yaml ? 'YAML' : 'JSON'} (${(error as Error).message})`);
   }
   const config = parseFabricConfig(raw, file, dirname(resolve(file)));
   for (const path of referencedFiles(config)) {
