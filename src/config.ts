@@ -171,7 +171,7 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     flag: '--fabric-config <file>',
     env: 'HIE_FABRIC_CONFIG',
     description:
-      'Fabric connection file (JSON: peer, TLS root, MSP id, channel, chaincode, identity; docs/fabric.md)',
+      'Fabric connection file (JSON or YAML: peer, TLS root, MSP id, channel, chaincode, identity; docs/fabric.md)',
     parse: (text, source) => {
       if (text.trim() === '')
         throw new ConfigError(`${source}: the Fabric configuration path may not be empty`);
