@@ -5,6 +5,7 @@
  *   npm run bench:validate [-- --limit N]
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createFhirValidatorSync } from '../src/fhir/validation/index.js';
@@ -33,12 +34,10 @@ interface Row {
 }
 
 function measure(name: string, v: ResourceValidator, startupMs: number): Row {
-  // One warm-up pass (compiles per-type structures and expressions, warms the JIT), then the timed pass.
-  for (const r of resources) v.validate(r);
+  // One counting pass (also the warm-up: compiles per-type structures and expressions), then timed passes.
   let invalid = 0;
   let errors = 0;
   let warnings = 0;
-  const t = performance.now();
   for (const r of resources) {
     const out = v.validate(r);
     if (!out.valid) invalid++;
@@ -47,7 +46,13 @@ function measure(name: string, v: ResourceValidator, startupMs: number): Row {
       else if (i.severity === 'warning') warnings++;
     }
   }
-  const ms = performance.now() - t;
+  // The machine is shared: the best of three timed passes.
+  let ms = Infinity;
+  for (let pass = 0; pass < 3; pass++) {
+    const t = performance.now();
+    for (const r of resources) v.validate(r);
+    ms = Math.min(ms, performance.now() - t);
+  }
   return { validator: name, startupMs: Math.round(startupMs), resources: resources.length, perSecond: Math.round((resources.length * 1000) / ms), invalid, errors, warnings };
 }
 
@@ -58,8 +63,10 @@ rows.push(measure('schema-only (ajv)', schema, performance.now() - t));
 t = performance.now();
 const full = createFhirValidatorSync();
 rows.push(measure('full (structure+invariants+bindings)', full, performance.now() - t));
+const gated = createFhirValidatorSync({ schema });
+rows.push(measure('schema gate, then full', gated, 0));
 
-console.log(`node ${process.version}, ${resources.length} Synthea resources`);
+console.log(`node ${process.version}, ${resources.length} Synthea resources, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} on ${os.cpus().length} cores`);
 console.table(rows);
 if (process.argv.includes('--issues')) {
   const tally = new Map<string, number>();

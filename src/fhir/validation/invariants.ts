@@ -61,6 +61,23 @@ native(
     return (env.rootResource?.contained ?? []).some((c: Json) => c?.id === id);
   },
 );
+const hasChoice = (o: Json, stem: string): boolean => {
+  for (const k in o) if (k.length > stem.length && k.startsWith(stem) && k.charCodeAt(stem.length) < 91 && k.charCodeAt(stem.length) > 64) return true;
+  return false;
+};
+native('obs-6', 'dataAbsentReason.empty() or value.empty()', (o) => !has(o.dataAbsentReason) || !hasChoice(o, 'value'));
+native(
+  'obs-7',
+  'value.empty() or component.code.where(coding.intersect(%resource.code.coding).exists()).empty()',
+  (o) => {
+    if (!hasChoice(o, 'value') || !Array.isArray(o.component)) return true;
+    const own: Json[] = Array.isArray(o.code?.coding) ? o.code.coding : [];
+    return !o.component.some((c: Json) =>
+      (Array.isArray(c?.code?.coding) ? c.code.coding : []).some((x: Json) => own.some((y) => deepEqualJson(x, y))),
+    );
+  },
+);
+native('prr-1', 'orderDetail.empty() or code.exists()', (r) => !has(r.orderDetail) || has(r.code));
 native('att-1', 'data.empty() or contentType.exists()', (a) => !has(a.data) || has(a.contentType));
 native('cpt-2', 'value.empty() or system.exists()', (c) => !has(c.value) || has(c.system));
 native('tim-1', 'duration.empty() or durationUnit.exists()', (r) => !has(r.duration) || has(r.durationUnit));
@@ -76,6 +93,14 @@ native(
   (r) => !has(r.offset) || (Array.isArray(r.when) && r.when.length > 0 && !r.when.some((w: unknown) => ['C', 'CM', 'CD', 'CV'].includes(w as string))),
 );
 native('tim-10', 'timeOfDay.empty() or when.empty()', (r) => !has(r.timeOfDay) || !has(r.when));
+
+function deepEqualJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (!a || !b || typeof a !== 'object' || typeof b !== 'object') return false;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => deepEqualJson((a as Json)[k], (b as Json)[k]));
+}
 
 /**
  * Compares two FHIR dates/dateTimes: -1, 0, 1, or undefined when their precisions make the answer unknown
