@@ -19,7 +19,8 @@ describe('search parameter definitions', () => {
     expect(searchParameter('Observation', 'value-quantity')?.type).toBe('quantity');
     expect(searchParameter('Observation', 'patient')?.target).toContain('Patient');
     expect(searchParameter('Patient', '_tag')?.type).toBe('token');
-    expect(defs.unsupported).toContain('Observation.code-value-quantity');
+    expect(defs.unsupported).not.toContain('Observation.code-value-quantity');
+    expect(defs.unsupported).toContain('DocumentReference.relationship'); // reference+token composites are not indexed
   });
 
   it('keeps only the union parts of a shared expression that belong to the type', () => {

@@ -48,6 +48,13 @@ describe('search query parsing', () => {
     expect(e.values[0].references).toEqual(['http://x.org/fhir/Patient/5', 'Patient/5']);
   });
 
+  it('composites: token$quantity, token$token; malformed ones are 400', () => {
+    const [bp, concept] = parse('Observation', { 'component-code-value-quantity': 'http://loinc.org|8480-6$gt100|http://unitsofmeasure.org|mm[Hg]', 'code-value-concept': '1234-5$http://snomed.info/sct|123' }).filters as any[];
+    expect(bp.values[0]).toMatchObject({ kind: 'composite', secondType: 'quantity', first: { system: 'http://loinc.org', code: '8480-6' }, second: { prefix: 'gt', value: 100, code: 'mm[Hg]' } });
+    expect(concept.values[0]).toMatchObject({ first: { code: '1234-5' }, second: { system: 'http://snomed.info/sct', code: '123' } });
+    expect(status(() => parse('Observation', { 'code-value-quantity': 'no-dollar' }))).toBe(400);
+  });
+
   it('chains (multi-level) and _has', () => {
     const [chain] = parse('Observation', { 'subject:Patient.organization.name': 'acme' }).filters as any[];
     expect(chain).toMatchObject({ kind: 'chain', param: 'subject', targetTypes: ['Patient'], inner: { kind: 'chain', param: 'organization', inner: { kind: 'param', param: 'name' } } });

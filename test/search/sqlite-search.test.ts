@@ -80,6 +80,24 @@ describe('search over the SQLite index', () => {
     expect(ids(none)).toEqual([]);
   });
 
+  it('composites: component-code-value-quantity (blood pressure) and code-value-quantity', async () => {
+    const systolic = (r: FhirResource) =>
+      (r.component ?? []).find((c: any) => c.code.coding.some((x: any) => x.system === 'http://loinc.org' && x.code === '8480-6'))?.valueQuantity?.value as number | undefined;
+    const bp = loaded.filter((r) => r.resourceType === 'Observation' && systolic(r) !== undefined);
+    expect(bp.length).toBeGreaterThan(0);
+    const threshold = [...bp.map((r) => systolic(r)!)].sort((a, b) => a - b)[Math.floor(bp.length / 2)];
+    const found = await run('Observation', { 'component-code-value-quantity': `http://loinc.org|8480-6$gt${threshold}`, _count: '1000' });
+    expect(ids(found).sort()).toEqual(expected((r) => r.resourceType === 'Observation' && (systolic(r) ?? -1) > threshold));
+    const withUnit = await run('Observation', { 'component-code-value-quantity': `8480-6$gt${threshold}|http://unitsofmeasure.org|mm[Hg]`, _count: '1000' });
+    expect(ids(withUnit).sort()).toEqual(ids(found).sort());
+    const wrongUnit = await run('Observation', { 'component-code-value-quantity': `8480-6$gt${threshold}|http://unitsofmeasure.org|kg` });
+    expect(ids(wrongUnit)).toEqual([]);
+    const height = loaded.find((r) => r.resourceType === 'Observation' && r.code.coding[0].code === '8302-2')!;
+    const h = await run('Observation', { 'code-value-quantity': `http://loinc.org|8302-2$${height.valueQuantity.value}`, _count: '1000' });
+    expect(ids(h)).toContain(`Observation/${height.id}`);
+    for (const e of h.entry ?? []) expect(e.resource.code.coding[0].code).toBe('8302-2');
+  });
+
   it('tokens: :not, :missing and :text', async () => {
     const male = await run('Patient', { gender: 'male' });
     const notMale = await run('Patient', { 'gender:not': 'male' });

@@ -39,8 +39,24 @@ export interface SearchParamDef {
   target: string[];
   /** Evaluates the expression on a resource; undefined when this parameter is not indexed (see `unsupported`). */
   evaluate?: (resource: FhirResource) => unknown[];
-  /** Composite parts (not indexed yet). */
+  /** Composite parts as defined. */
   component?: { definition: string; expression: string }[];
+  /**
+   * For the composites indexed (a token, then a token, quantity, date or string): each component's type and its
+   * evaluator relative to a node `evaluate` returned.
+   */
+  composite?: { type: SearchParamType; evaluate: (node: unknown, root: FhirResource) => unknown[] }[];
+}
+
+/** Evaluator of a component expression relative to the composite's nodes (path `startPath`); plain paths only. */
+function compileComponent(expression: string, resourceType: string, startPath: string): ((node: unknown, root: FhirResource) => unknown[]) | undefined {
+  const parts = splitUnion(expression).map((p) => compileSimplePart(p, resourceType, startPath));
+  if (parts.some((p) => p === undefined)) return undefined;
+  return (node, root) => {
+    const out: unknown[] = [];
+    for (const steps of parts as Step[][]) runSteps(root, steps, out, node);
+    return out;
+  };
 }
 
 const require = createRequire(import.meta.url);
@@ -89,7 +105,7 @@ function splitPath(text: string): string[] | undefined {
  * Compiles one union part to steps, or returns undefined when it is not a plain path.
  * `(Observation.value as Quantity)` and `Observation.value.as(Quantity)` both become field step `valueQuantity`.
  */
-function compileSimplePart(part: string, resourceType: string): Step[] | undefined {
+function compileSimplePart(part: string, resourceType: string, startPath = resourceType): Step[] | undefined {
   let text = part.trim();
   // `(X as T).rest` and `(X as T)` -> `X.as(T).rest`
   const paren = /^\(([^()]*)\)(.*)$/.exec(text);
@@ -102,7 +118,7 @@ function compileSimplePart(part: string, resourceType: string): Step[] | undefin
   const [root, ...rest] = segments;
   if (root !== resourceType && root !== 'Resource' && root !== 'DomainResource') return undefined;
   const steps: Step[] = [];
-  let path = resourceType;
+  let path = startPath;
   for (let i = 0; i < rest.length; i++) {
     const segment = rest[i];
     let m: RegExpExecArray | null;
@@ -152,8 +168,8 @@ function referencesType(root: FhirResource, value: unknown, resourceType: string
   return typed.length >= 2 && typed[typed.length - 2] === resourceType;
 }
 
-function runSteps(root: FhirResource, steps: Step[], out: unknown[]): void {
-  let nodes: unknown[] = [root];
+function runSteps(root: FhirResource, steps: Step[], out: unknown[], start: unknown = root): void {
+  let nodes: unknown[] = [start];
   for (const step of steps) {
     if (step.kind === 'index') {
       nodes = step.index < nodes.length ? [nodes[step.index]] : [];
@@ -183,13 +199,13 @@ function runSteps(root: FhirResource, steps: Step[], out: unknown[]): void {
   for (const node of nodes) out.push(node);
 }
 
-/** Builds the evaluator of an expression for one type; undefined if neither path can evaluate it. */
 /** Hand-written equivalents of the non-path expressions worth the speed (Patient is in every bulk load). */
 const HAND_WRITTEN: Record<string, (r: FhirResource) => unknown[]> = {
   // `deceased.exists() and deceased != false`: deceasedBoolean true, or any deceasedDateTime
   'Patient.deceased.exists() and Patient.deceased != false': (r) => [r.deceasedBoolean === true || typeof r.deceasedDateTime === 'string'],
 };
 
+/** Builds the evaluator of an expression for one type; undefined if neither path can evaluate it. */
 function compileExpression(expression: string, resourceType: string): ((r: FhirResource) => unknown[]) | undefined {
   const handWritten = HAND_WRITTEN[expression];
   if (handWritten) return handWritten;
@@ -280,6 +296,20 @@ function load(): SearchDefinitions {
   const resourceTypes = Object.keys(model.type2Parent).filter(isResourceType).sort();
   const byType = new Map<string, Map<string, SearchParamDef>>(resourceTypes.map((t) => [t, new Map()]));
   const unsupported: string[] = [];
+  const typeByUrl = new Map(bundle.entry.map(({ resource }) => [resource.url, resource.type]));
+  const compositeOf = (raw: RawSearchParameter, resourceType: string, expression: string): SearchParamDef['composite'] => {
+    const components = raw.component ?? [];
+    const types = components.map((c) => typeByUrl.get(c.definition));
+    if (components.length !== 2 || types[0] !== 'token' || !['token', 'quantity', 'date', 'string'].includes(types[1] ?? '')) return undefined;
+    // The nodes' path: `Observation.component` for `Observation.component`, the type for `Observation`. For unions
+    // (`Observation | Observation.component` of combo-*), the first part's: the R4 ones share their components' shape.
+    const parts = splitUnion(expression);
+    if (!parts.every((p) => /^[A-Z][A-Za-z]+(\.[a-z]\w*)*$/.test(p))) return undefined;
+    const startPath = parts[0];
+    const compiled = components.map((c) => compileComponent(c.expression, resourceType, startPath));
+    if (compiled.some((c) => c === undefined)) return undefined;
+    return compiled.map((evaluate, i) => ({ type: types[i] as SearchParamType, evaluate: evaluate! }));
+  };
   const add = (raw: RawSearchParameter, resourceType: string, expression: string | undefined): void => {
     const def: SearchParamDef = {
       code: raw.code,
@@ -290,9 +320,16 @@ function load(): SearchDefinitions {
       target: raw.target ?? [],
       component: raw.component,
     };
+    if (raw.type === 'composite' && expression) {
+      const composite = compositeOf(raw, resourceType, expression);
+      if (composite) {
+        def.composite = composite;
+        def.evaluate = compileExpressionLazily(expression, resourceType);
+      }
+    }
     const indexable = raw.type !== 'composite' && raw.type !== 'special' && expression && !STORE_COLUMN_PARAMS.has(raw.code);
     if (indexable) def.evaluate = compileExpressionLazily(expression, resourceType);
-    else if (!STORE_COLUMN_PARAMS.has(raw.code)) unsupported.push(`${resourceType}.${raw.code}`);
+    else if (!def.composite && !STORE_COLUMN_PARAMS.has(raw.code)) unsupported.push(`${resourceType}.${raw.code}`);
     byType.get(resourceType)?.set(raw.code, def);
   };
   for (const { resource: raw } of bundle.entry) {

@@ -13,13 +13,14 @@
  *              Canonical references: reference = the canonical URL (version kept as written after `|`).
  * - date:      low/high = first and last epoch millisecond covered by the value (partial dates and periods are ranges;
  *              an open period end is ±8.64e15); dates without a time zone are read as UTC.
- * - number, quantity: value = the number as written, low/high = its implicit precision range [v - δ, v + δ)
- *              (`100` -> [99.5, 100.5)); quantity adds system = unit system and value = `number|code` ... see below.
- *              For quantities: system = Quantity.system, value = Quantity.code (or unit when no code), and an extra row
- *              with value = Quantity.unit when it differs, so `5.4||mg` matches code or unit.
+ * - number:    value = the number as written, low/high = its implicit precision range [v - δ, v + δ)
+ *              (`100` -> [99.5, 100.5)).
+ * - quantity:  low/high as for numbers; system = Quantity.system, value = Quantity.code (or unit when no code), and an
+ *              extra row with value = Quantity.unit when it differs, so `5.4||mg` matches code or unit.
  * - uri:       value = the URI as written.
+ * - composite: (token + token/quantity/date/string) see compositeEntries.
  * `_id` and `_lastUpdated` come from the store's own row (id, last_updated), not from index rows.
- * Composite and special parameters are not indexed (listed in searchDefinitions().unsupported).
+ * Special parameters and the other composites are not indexed (listed in searchDefinitions().unsupported).
  */
 import { isLosslessNumber, type FhirResource } from '../../mapping/fhir-json.js';
 import type { IndexEntry } from '../store/resource-store.js';
@@ -51,7 +52,9 @@ export function numberRange(text: string): { value: number; low: number; high: n
   const value = Number(text);
   if (!Number.isFinite(value)) return undefined;
   const decimals = (m[3]?.length ?? 0) - Number(m[4] ?? 0);
-  const delta = 0.5 * Math.pow(10, -decimals);
+  // Below the float's own resolution (e.g. 14 decimals on 178.69...) keep a range of at least a few ulps,
+  // so that the value is always inside [low, high).
+  const delta = Math.max(0.5 * Math.pow(10, -decimals), Math.abs(value) * Number.EPSILON * 4, Number.MIN_VALUE);
   return { value, low: value - delta, high: value + delta };
 }
 
@@ -235,6 +238,41 @@ function uriEntries(out: IndexEntry[], param: string, value: unknown): void {
   if (typeof value === 'string' && value.length > 0) out.push({ param, type: 'uri', value });
 }
 
+/** `system|code` of token rows (the :text rows left out): the form composite rows store. */
+function tokenKeys(values: unknown[]): string[] {
+  const rows: IndexEntry[] = [];
+  for (const value of values) tokenEntries(rows, '', value);
+  return rows.filter((r) => r.type === 'token').map((r) => `${r.system ?? ''}|${r.value ?? ''}`);
+}
+
+/**
+ * Composite rows (a token, then a second part), one per combination found on the same node:
+ * system = the first token as `system|code`; second token: value = `system|code`; quantity: value = `unitSystem|unitCode`
+ * and low/high; date: low/high; string: value = normalised text.
+ */
+function compositeEntries(def: SearchParamDef, resource: FhirResource, nodes: unknown[], out: IndexEntry[]): void {
+  const [first, second] = def.composite!;
+  for (const node of nodes) {
+    const keys = tokenKeys(first.evaluate(node, resource));
+    if (keys.length === 0) continue;
+    const values = second.evaluate(node, resource);
+    const seconds: IndexEntry[] = [];
+    if (second.type === 'token') for (const key of tokenKeys(values)) seconds.push({ param: def.code, type: 'composite', value: key });
+    else if (second.type === 'quantity') {
+      const rows: IndexEntry[] = [];
+      for (const value of values) numberEntries(rows, def.code, 'quantity', value);
+      for (const r of rows) seconds.push({ param: def.code, type: 'composite', value: `${r.system ?? ''}|${r.value ?? ''}`, low: r.low, high: r.high });
+    } else if (second.type === 'date') {
+      const rows: IndexEntry[] = [];
+      for (const value of values) dateEntries(rows, def.code, value);
+      for (const r of rows) seconds.push({ param: def.code, type: 'composite', low: r.low, high: r.high });
+    } else if (second.type === 'string') {
+      for (const value of values) if (typeof value === 'string' && value) seconds.push({ param: def.code, type: 'composite', value: normaliseString(value) });
+    }
+    for (const key of keys) for (const row of seconds) out.push({ ...row, system: key });
+  }
+}
+
 function entriesOf(def: SearchParamDef, values: unknown[], out: IndexEntry[]): void {
   const param = def.code;
   for (const value of values) {
@@ -272,7 +310,9 @@ export function extractIndex(resource: FhirResource): IndexEntry[] {
   for (const def of params.values()) {
     if (!def.evaluate) continue;
     const values = def.evaluate(resource);
-    if (values.length > 0) entriesOf(def, values, out);
+    if (values.length === 0) continue;
+    if (def.composite) compositeEntries(def, resource, values, out);
+    else entriesOf(def, values, out);
   }
   if (out.length < 2) return out;
   const seen = new Set<string>();

@@ -35,7 +35,9 @@ export type SearchValue =
   | { kind: 'reference'; references?: string[]; identifier?: { system?: string; value: string } }
   | { kind: 'range'; prefix: Prefix; low: number; high: number; value: number; system?: string; code?: string }
   | { kind: 'uri'; uri: string }
-  | { kind: 'missing'; missing: boolean };
+  | { kind: 'missing'; missing: boolean }
+  /** `token$second` of a composite: second is a token, range (quantity/date) or string value. */
+  | { kind: 'composite'; first: Extract<SearchValue, { kind: 'token' }>; second: SearchValue; secondType: SearchParamType };
 
 /** One AND-ed condition on the resources of a type. */
 export type Filter =
@@ -174,7 +176,17 @@ const MODIFIERS: Record<string, Set<string>> = {
   number: new Set(['missing']),
   quantity: new Set(['missing']),
   uri: new Set(['above', 'below', 'missing']),
+  composite: new Set(['missing']),
 };
+
+/** Splits `a$b` on the first `$` not escaped with a backslash. */
+function splitDollar(value: string): [string, string] | undefined {
+  for (let i = 0; i < value.length; i++) {
+    if (value[i] === '\\') i++;
+    else if (value[i] === '$') return [value.slice(0, i), value.slice(i + 1)];
+  }
+  return undefined;
+}
 
 class QueryParser {
   readonly warnings: string[] = [];
@@ -282,6 +294,15 @@ class QueryParser {
         return numberValue(raw, def.code, def.type);
       case 'uri':
         return { kind: 'uri', uri: raw };
+      case 'composite': {
+        const parts = splitDollar(raw);
+        const components = def.composite;
+        if (!parts || !components || parts[0] === '' || parts[1] === '') throw badRequest(`'${truncate(raw)}' is not a composite value for '${def.code}' (first$second)`);
+        const firstDef = { ...def, type: 'token' as const };
+        const first = this.value(firstDef, undefined, undefined, parts[0]) as Extract<SearchValue, { kind: 'token' }>;
+        const second = this.value({ ...def, type: components[1].type }, undefined, undefined, parts[1]);
+        return { kind: 'composite', first, second, secondType: components[1].type };
+      }
       default:
         throw badRequest(`Parameter '${def.code}' cannot be searched`);
     }

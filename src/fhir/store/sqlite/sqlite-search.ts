@@ -108,7 +108,32 @@ function valueCondition(filterType: string, value: SearchValue): Fragment {
       return filterType === 'date' ? dateCondition(value) : numberCondition(value);
     case 'missing':
       return { sql: '1', binds: [] };
+    case 'composite':
+      return compositeCondition(value);
   }
+}
+
+/** A token as stored in composite rows (`system|code` text in `column`). */
+function compositeToken(column: string, token: { system?: string; code?: string }): Fragment {
+  if (token.system !== undefined && token.code !== undefined) return { sql: `${column} = ?`, binds: [`${token.system}|${token.code}`] };
+  if (token.system !== undefined) return { sql: `${column} LIKE ? ESCAPE '\\'`, binds: [`${escapeLike(token.system)}|%`] };
+  return { sql: `${column} LIKE ? ESCAPE '\\'`, binds: [`%|${escapeLike(token.code ?? '')}`] };
+}
+
+/** Composite rows (index-entries.ts compositeEntries): first token in `system`, the second part per its type. */
+function compositeCondition(value: Extract<SearchValue, { kind: 'composite' }>): Fragment {
+  const first = compositeToken('si.system', value.first);
+  const second = value.second;
+  let rest: Fragment;
+  if (second.kind === 'token') rest = compositeToken('si.value', second);
+  else if (second.kind === 'string') rest = { sql: 'si.value >= ? AND si.value < ?', binds: [second.text, `${second.text}\uffff`] };
+  else if (second.kind === 'range' && value.secondType === 'date') rest = dateCondition(second);
+  else if (second.kind === 'range') {
+    const core = numberCondition({ ...second, system: undefined, code: undefined });
+    const unit = second.system !== undefined || second.code !== undefined ? compositeToken('si.value', { system: second.system ?? (second.code !== undefined ? undefined : ''), code: second.code }) : undefined;
+    rest = unit ? { sql: `${core.sql} AND ${unit.sql}`, binds: [...core.binds, ...unit.binds] } : core;
+  } else rest = { sql: '0', binds: [] };
+  return { sql: `${first.sql} AND ${rest.sql}`, binds: [...first.binds, ...rest.binds] };
 }
 
 /** Dates: the target's [low, high] against the search value's [low, high] (both inclusive ms). */
