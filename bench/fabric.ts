@@ -35,7 +35,12 @@ interface Row {
   p95Ms: number;
 }
 
-async function measure(ledger: string, operation: string, parallel: number, run: () => Promise<unknown>): Promise<Row> {
+async function measure(
+  ledger: string,
+  operation: string,
+  parallel: number,
+  run: () => Promise<unknown>,
+): Promise<Row> {
   for (let i = 0; i < Math.min(20, count); i++) await run(); // warm-up: connections, JIT, statements
   const latencies: number[] = [];
   let next = 0;
@@ -82,7 +87,9 @@ function print(table: Row[]): void {
   console.log('| ledger | operation | mode | tx/s | mean ms | p95 ms |');
   console.log('| --- | --- | --- | ---: | ---: | ---: |');
   for (const r of table) {
-    console.log(`| ${r.ledger} | ${r.operation} | ${r.mode} | ${r.perSecond.toFixed(0)} | ${r.meanMs.toFixed(2)} | ${r.p95Ms.toFixed(2)} |`);
+    console.log(
+      `| ${r.ledger} | ${r.operation} | ${r.mode} | ${r.perSecond.toFixed(0)} | ${r.meanMs.toFixed(2)} | ${r.p95Ms.toFixed(2)} |`,
+    );
   }
 }
 
@@ -93,8 +100,14 @@ try {
   table.push(...(await rows('embedded (direct)', direct)));
   table.push(...(await rows('fabric adapter -> test gateway (P-384 identity)', harness.connect())));
   // Fabric CA issues P-256 keys by default: ECDSA signing (3 signatures per submit) is a large part of the cost.
-  const p256 = await harness.ca.enroll({ enrollmentId: 'svc-p256', attrs: { 'hie.role': 'service' }, keyType: 'P-256' });
-  table.push(...(await rows('fabric adapter -> test gateway (P-256 identity)', harness.connect({ identity: p256 }))));
+  const p256 = await harness.ca.enroll({
+    enrollmentId: 'svc-p256',
+    attrs: { 'hie.role': 'service' },
+    keyType: 'P-256',
+  });
+  table.push(
+    ...(await rows('fabric adapter -> test gateway (P-256 identity)', harness.connect({ identity: p256 }))),
+  );
 } finally {
   await harness.close();
 }
@@ -106,11 +119,17 @@ if (args['fabric-config']) {
     await network.close();
   }
 }
-console.log(`${count} transactions per row (Node ${process.version}, load average ${(await import('node:os')).loadavg()[0].toFixed(1)})\n`);
+console.log(
+  `${count} transactions per row (Node ${process.version}, load average ${(await import('node:os')).loadavg()[0].toFixed(1)})\n`,
+);
 print(table);
 const pairs = ['submit AnchorBatch', 'evaluate ReadBatch'].map((operation) => {
-  const base = table.find((r) => r.ledger === 'embedded (direct)' && r.operation === operation && r.mode === 'sequential')!;
-  const over = table.find((r) => r.ledger.includes('P-256') && r.operation === operation && r.mode === 'sequential')!;
+  const base = table.find(
+    (r) => r.ledger === 'embedded (direct)' && r.operation === operation && r.mode === 'sequential',
+  )!;
+  const over = table.find(
+    (r) => r.ledger.includes('P-256') && r.operation === operation && r.mode === 'sequential',
+  )!;
   return `${operation}: +${(over.meanMs - base.meanMs).toFixed(2)} ms per transaction (sequential, P-256)`;
 });
 console.log(`\nAdapter + wire overhead: ${pairs.join('; ')}`);

@@ -19,12 +19,20 @@ export interface LedgerSelection {
   mspId?: string;
 }
 
-export async function openConfiguredLedger(selection: LedgerSelection, logger?: LedgerLogger): Promise<Ledger> {
+export async function openConfiguredLedger(
+  selection: LedgerSelection,
+  logger?: LedgerLogger,
+): Promise<Ledger> {
   if (selection.ledger === 'fabric') {
     if (!selection.fabricConfig) throw new Error('--ledger fabric needs --fabric-config FILE');
     const config = loadFabricConfig(selection.fabricConfig);
     logger?.info(
-      { peer: config.peerEndpoint, mspId: config.mspId, channel: config.channel, chaincode: config.chaincode },
+      {
+        peer: config.peerEndpoint,
+        mspId: config.mspId,
+        channel: config.channel,
+        chaincode: config.chaincode,
+      },
       'ledger: Fabric network',
     );
     return openFabricLedger({
@@ -33,5 +41,8 @@ export async function openConfiguredLedger(selection: LedgerSelection, logger?: 
       logger,
     });
   }
-  return openEmbeddedLedger({ dataDir: selection.dataDir, mspId: selection.mspId ?? process.env.HIE_MSP_ID ?? 'Org1MSP' });
+  return openEmbeddedLedger({
+    dataDir: selection.dataDir,
+    mspId: selection.mspId ?? process.env.HIE_MSP_ID ?? 'Org1MSP',
+  });
 }

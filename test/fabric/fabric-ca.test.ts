@@ -25,14 +25,23 @@ let registrarIdentity: { certificate: string; privateKey: string };
 
 function keyMatches(certificate: string, privateKey: string): boolean {
   const data = randomBytes(32);
-  return verify('sha256', data, new X509Certificate(certificate).publicKey, sign('sha256', data, createPrivateKey(privateKey)));
+  return verify(
+    'sha256',
+    data,
+    new X509Certificate(certificate).publicKey,
+    sign('sha256', data, createPrivateKey(privateKey)),
+  );
 }
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hie-fabric-ca-'));
   server = new FabricCaTestServer({ caName: 'ca-hospital1', mspId: MSP_ID });
   await server.start();
-  const connection = { url: server.url, caName: 'ca-hospital1', tlsRootCertificate: server.tls.caCertificate };
+  const connection = {
+    url: server.url,
+    caName: 'ca-hospital1',
+    tlsRootCertificate: server.tls.caCertificate,
+  };
   // As network/scripts/enroll.sh: the CA admin registers hie-registrar, which may only hand out hie.* attributes.
   const admin = await enrollWithSecret({ ...connection, enrollmentId: 'admin', secret: 'adminpw' });
   const bootstrap = new FabricCaIdentityProvider({ ...connection, registrar: admin });
@@ -58,9 +67,16 @@ afterAll(async () => {
 describe('FabricCaIdentityProvider', () => {
   it('registers with hie.role and hie.id as ecert attributes and enrols with a CSR', async () => {
     const id = `p-${randomBytes(6).toString('hex')}`;
-    const { secret } = await provider.register({ enrollmentId: id, attrs: { 'hie.role': 'clinician', 'hie.id': id } });
+    const { secret } = await provider.register({
+      enrollmentId: id,
+      attrs: { 'hie.role': 'clinician', 'hie.id': id },
+    });
     expect(secret).toBeTruthy();
-    const enrollment = await provider.enroll({ enrollmentId: id, secret, attrs: { 'hie.role': 'clinician', 'hie.id': id } });
+    const enrollment = await provider.enroll({
+      enrollmentId: id,
+      secret,
+      attrs: { 'hie.role': 'clinician', 'hie.id': id },
+    });
     expect(certificateAttributes(enrollment.certificate)).toEqual({ 'hie.role': 'clinician', 'hie.id': id });
     const certificate = new X509Certificate(enrollment.certificate);
     expect(certificate.subject).toContain(`CN=${id}`);
@@ -74,7 +90,11 @@ describe('FabricCaIdentityProvider', () => {
 
   it('enrols without the secret (the registrar sets a fresh one) and registers on first use', async () => {
     const id = `p-${randomBytes(6).toString('hex')}`;
-    const enrollment = await provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'lab', 'hie.id': id }, keyType: 'P-256' });
+    const enrollment = await provider.enroll({
+      enrollmentId: id,
+      attrs: { 'hie.role': 'lab', 'hie.id': id },
+      keyType: 'P-256',
+    });
     expect(certificateAttributes(enrollment.certificate)).toEqual({ 'hie.role': 'lab', 'hie.id': id });
     const again = await provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'lab', 'hie.id': id } });
     expect(again.serial).not.toBe(enrollment.serial);
@@ -82,7 +102,10 @@ describe('FabricCaIdentityProvider', () => {
 
   it('refuses attributes outside the registrar’s hf.Registrar.Attributes', async () => {
     await expect(
-      provider.register({ enrollmentId: `p-${randomBytes(6).toString('hex')}`, attrs: { 'hf.Revoker': 'true' } }),
+      provider.register({
+        enrollmentId: `p-${randomBytes(6).toString('hex')}`,
+        attrs: { 'hf.Revoker': 'true' },
+      }),
     ).rejects.toThrow(/may not register attribute hf\.Revoker/);
   });
 
@@ -99,19 +122,30 @@ describe('FabricCaIdentityProvider', () => {
 
   it('revokes one certificate or the identity, with a CRL listing them, and lists who is revoked', async () => {
     const id = `p-${randomBytes(6).toString('hex')}`;
-    const first = await provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'clinician', 'hie.id': id } });
-    const second = await provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'clinician', 'hie.id': id } });
+    const first = await provider.enroll({
+      enrollmentId: id,
+      attrs: { 'hie.role': 'clinician', 'hie.id': id },
+    });
+    const second = await provider.enroll({
+      enrollmentId: id,
+      attrs: { 'hie.role': 'clinician', 'hie.id': id },
+    });
     await provider.revoke({ enrollmentId: id, serial: first.serial, reason: 'superseded' });
     let crl = new x509.X509Crl(await provider.crl());
     expect(crl.entries.map((e) => e.serialNumber.toLowerCase())).toContain(first.serial);
     expect(crl.entries.map((e) => e.serialNumber.toLowerCase())).not.toContain(second.serial);
-    expect((await provider.list()).find((r) => r.enrollmentId === id)).toMatchObject({ revoked: false, attrs: { 'hie.role': 'clinician' } });
+    expect((await provider.list()).find((r) => r.enrollmentId === id)).toMatchObject({
+      revoked: false,
+      attrs: { 'hie.role': 'clinician' },
+    });
 
     await provider.revoke({ enrollmentId: id, reason: 'revoked by admin' });
     crl = new x509.X509Crl(await provider.crl());
     expect(crl.entries.map((e) => e.serialNumber.toLowerCase())).toContain(second.serial);
     expect((await provider.list()).find((r) => r.enrollmentId === id)?.revoked).toBe(true);
-    await expect(provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'clinician', 'hie.id': id } })).rejects.toThrow(/revoked/);
+    await expect(
+      provider.enroll({ enrollmentId: id, attrs: { 'hie.role': 'clinician', 'hie.id': id } }),
+    ).rejects.toThrow(/revoked/);
   });
 });
 
@@ -119,10 +153,28 @@ describe('participants on Fabric CA', () => {
   it('enrols, re-enrols and revokes participants through the participant directory', async () => {
     const directory = ParticipantDirectory.open(join(dir, 'data'), provider);
     try {
-      const { participant, enrollment } = await directory.enroll({ clientId: 'ehr-1', role: 'clinician', resource: 'Practitioner/p1', organization: 'Organization/o1' });
-      expect(certificateAttributes(enrollment.certificate)).toEqual({ 'hie.role': 'clinician', 'hie.id': participant.pseudonym });
-      expect(server.registry.get(participant.pseudonym)?.attrs.map((a) => a.name).sort()).toEqual(['hie.id', 'hie.role']);
-      const renewed = await directory.enroll({ clientId: 'ehr-1', role: 'clinician', resource: 'Practitioner/p1', organization: 'Organization/o1' });
+      const { participant, enrollment } = await directory.enroll({
+        clientId: 'ehr-1',
+        role: 'clinician',
+        resource: 'Practitioner/p1',
+        organization: 'Organization/o1',
+      });
+      expect(certificateAttributes(enrollment.certificate)).toEqual({
+        'hie.role': 'clinician',
+        'hie.id': participant.pseudonym,
+      });
+      expect(
+        server.registry
+          .get(participant.pseudonym)
+          ?.attrs.map((a) => a.name)
+          .sort(),
+      ).toEqual(['hie.id', 'hie.role']);
+      const renewed = await directory.enroll({
+        clientId: 'ehr-1',
+        role: 'clinician',
+        resource: 'Practitioner/p1',
+        organization: 'Organization/o1',
+      });
       // The superseded certificate is revoked at the CA.
       expect(server.certificates.get(enrollment.serial)?.revokedAt).toBeDefined();
       expect(server.certificates.get(renewed.enrollment.serial)?.revokedAt).toBeUndefined();
@@ -142,13 +194,23 @@ describe('service identity from Fabric CA', () => {
       msps: [{ mspId: MSP_ID, rootCertificates: [await provider.caCertificate()] }],
     });
     try {
-      const service = await provider.enroll({ enrollmentId: 'hospital1-service', attrs: { 'hie.role': 'service', 'hie.id': 'hospital1-service' } });
-      const clinician = await provider.enroll({ enrollmentId: 'c-1', attrs: { 'hie.role': 'clinician', 'hie.id': 'c-1' } });
+      const service = await provider.enroll({
+        enrollmentId: 'hospital1-service',
+        attrs: { 'hie.role': 'service', 'hie.id': 'hospital1-service' },
+      });
+      const clinician = await provider.enroll({
+        enrollmentId: 'c-1',
+        attrs: { 'hie.role': 'clinician', 'hie.id': 'c-1' },
+      });
       const key = randomBytes(32).toString('hex');
-      const committed = await chain.connect({ mspId: MSP_ID, ...service }).submit('anchor:AnchorVersion', [key, randomBytes(32).toString('hex')]);
+      const committed = await chain
+        .connect({ mspId: MSP_ID, ...service })
+        .submit('anchor:AnchorVersion', [key, randomBytes(32).toString('hex')]);
       expect(JSON.parse(committed.result)).toMatchObject({ key, mspId: MSP_ID });
       await expect(
-        chain.connect({ mspId: MSP_ID, ...clinician }).submit('anchor:AnchorVersion', [randomBytes(32).toString('hex'), key]),
+        chain
+          .connect({ mspId: MSP_ID, ...clinician })
+          .submit('anchor:AnchorVersion', [randomBytes(32).toString('hex'), key]),
       ).rejects.toThrow(/access denied/);
     } finally {
       await chain.close();
@@ -172,12 +234,18 @@ describe('hie-ledger participant ... --ca fabric', () => {
         mspId: MSP_ID,
         channel: 'hie',
         chaincode: 'hie',
-        identity: { certPath: write('svc-cert.pem', registrarIdentity.certificate), keyPath: write('svc-key.pem', registrarIdentity.privateKey) },
+        identity: {
+          certPath: write('svc-cert.pem', registrarIdentity.certificate),
+          keyPath: write('svc-key.pem', registrarIdentity.privateKey),
+        },
         ca: {
           url: server.url,
           caName: 'ca-hospital1',
           tlsRootCertPath: write('ca-tls.pem', server.tls.caCertificate),
-          registrar: { certPath: write('reg-cert.pem', registrarIdentity.certificate), keyPath: write('reg-key.pem', registrarIdentity.privateKey) },
+          registrar: {
+            certPath: write('reg-cert.pem', registrarIdentity.certificate),
+            keyPath: write('reg-key.pem', registrarIdentity.privateKey),
+          },
         },
       }),
     );
@@ -187,16 +255,42 @@ describe('hie-ledger participant ... --ca fabric', () => {
       const lines: string[] = [];
       const spy = vi.spyOn(console, 'log').mockImplementation((line: string) => void lines.push(line));
       try {
-        await program.parseAsync(['node', 'hie-ledger', 'participant', ...args, '--data-dir', join(dir, 'cli-data'), '--ca', 'fabric', '--fabric-config', fabricConfig]);
+        await program.parseAsync([
+          'node',
+          'hie-ledger',
+          'participant',
+          ...args,
+          '--data-dir',
+          join(dir, 'cli-data'),
+          '--ca',
+          'fabric',
+          '--fabric-config',
+          fabricConfig,
+        ]);
       } finally {
         spy.mockRestore();
       }
       return lines.join('\n');
     };
-    const enrolled = JSON.parse(await cli(['enroll', '--role', 'patient', '--id', 'patient-app-1', '--resource', 'Patient/pat1', '--out', files]));
+    const enrolled = JSON.parse(
+      await cli([
+        'enroll',
+        '--role',
+        'patient',
+        '--id',
+        'patient-app-1',
+        '--resource',
+        'Patient/pat1',
+        '--out',
+        files,
+      ]),
+    );
     expect(enrolled).toMatchObject({ clientId: 'patient-app-1', role: 'patient', status: 'enrolled' });
     const certificate = readFileSync(join(files, 'cert.pem'), 'utf8');
-    expect(certificateAttributes(certificate)).toEqual({ 'hie.role': 'patient', 'hie.id': enrolled.pseudonym });
+    expect(certificateAttributes(certificate)).toEqual({
+      'hie.role': 'patient',
+      'hie.id': enrolled.pseudonym,
+    });
     expect(new X509Certificate(certificate).verify(createPublicKey(server.caCertificate))).toBe(true);
     const revoked = JSON.parse(await cli(['revoke', '--id', 'patient-app-1']));
     expect(revoked.status).toBe('revoked');

@@ -31,7 +31,10 @@ describe('endorsement faults', () => {
   it('retries an endorsement the peer could not take (UNAVAILABLE) and commits once', async () => {
     const ledger = harness.connect();
     const key = hex();
-    harness.server.faults.push({ step: 'endorse', kind: 'unavailable' }, { step: 'endorse', kind: 'unavailable' });
+    harness.server.faults.push(
+      { step: 'endorse', kind: 'unavailable' },
+      { step: 'endorse', kind: 'unavailable' },
+    );
     const before = harness.server.calls.endorse;
     const committed = await ledger.submit('anchor:AnchorVersion', [key, hex()]);
     expect(harness.server.calls.endorse - before).toBe(3);
@@ -51,7 +54,9 @@ describe('endorsement faults', () => {
     expect(error.message).toContain('simulated policy refusal');
     expect(harness.server.committed.length).toBe(committedBefore);
     expect(await writesOf(key)).toBe(0);
-    const logged = harness.logs.find((line) => line.level === 'error' && line.msg.includes('simulated policy refusal'));
+    const logged = harness.logs.find(
+      (line) => line.level === 'error' && line.msg.includes('simulated policy refusal'),
+    );
     expect(logged?.obj).toMatchObject({
       step: 'submit',
       transaction: 'anchor:AnchorVersion',
@@ -89,7 +94,9 @@ describe('commit faults', () => {
     expect(harness.server.committed.slice(committedBefore)).toHaveLength(2);
     expect(harness.server.committed.at(-1)).toBe(committed.transactionId);
     expect(await writesOf(key)).toBe(1);
-    expect(harness.logs.some((line) => line.level === 'warn' && line.msg.includes('MVCC_READ_CONFLICT'))).toBe(true);
+    expect(
+      harness.logs.some((line) => line.level === 'warn' && line.msg.includes('MVCC_READ_CONFLICT')),
+    ).toBe(true);
   });
 
   it('gives up after its attempts with a retryable error, and nothing applied', async () => {
@@ -138,7 +145,10 @@ describe('commit faults', () => {
   it('asks the commit status again when it is lost, for the same transaction', async () => {
     const ledger = harness.connect();
     const key = hex();
-    harness.server.faults.push({ step: 'commitStatus', kind: 'afterEffect' }, { step: 'commitStatus', kind: 'unavailable' });
+    harness.server.faults.push(
+      { step: 'commitStatus', kind: 'afterEffect' },
+      { step: 'commitStatus', kind: 'unavailable' },
+    );
     const committedBefore = harness.server.committed.length;
     const committed = await ledger.submit('anchor:AnchorVersion', [key, hex()]);
     expect(harness.server.committed.slice(committedBefore)).toEqual([committed.transactionId]);
@@ -150,7 +160,10 @@ describe('slow and absent network', () => {
   it('times out a slow endorsement and a slow submit, retries, and commits once', async () => {
     const ledger = harness.connect({ timeouts: { endorseMs: 150, submitMs: 150 } });
     const key = hex();
-    harness.server.faults.push({ step: 'endorse', kind: 'delay', delayMs: 600 }, { step: 'submit', kind: 'delay', delayMs: 600 });
+    harness.server.faults.push(
+      { step: 'endorse', kind: 'delay', delayMs: 600 },
+      { step: 'submit', kind: 'delay', delayMs: 600 },
+    );
     const committedBefore = harness.server.committed.length;
     const committed = await ledger.submit('anchor:AnchorVersion', [key, hex()]);
     expect(JSON.parse(committed.result).key).toBe(key);
@@ -169,7 +182,9 @@ describe('slow and absent network', () => {
       expect(error.retryable).toBe(true);
       const read = await ledger.evaluate('anchor:ReadAnchor', [hex()]).catch((e) => e);
       expect(read).toMatchObject({ code: 'UNAVAILABLE', retryable: true });
-      expect(harness.logs.some((line) => line.level === 'warn' && (line.obj as { peer?: string }).peer)).toBe(true);
+      expect(harness.logs.some((line) => line.level === 'warn' && (line.obj as { peer?: string }).peer)).toBe(
+        true,
+      );
     } finally {
       await harness.server.start();
     }
@@ -196,12 +211,22 @@ describe('chaincode events', () => {
     const stream = ledger.events(start);
     const iterator = stream[Symbol.asyncIterator]();
     try {
-      const first = [await ledger.submit('anchor:AnchorBatch', [hex(), '1']), await ledger.submit('anchor:AnchorBatch', [hex(), '2'])];
-      expect((await nextEvents(iterator, 2)).map((e) => e.transactionId)).toEqual(first.map((c) => c.transactionId));
+      const first = [
+        await ledger.submit('anchor:AnchorBatch', [hex(), '1']),
+        await ledger.submit('anchor:AnchorBatch', [hex(), '2']),
+      ];
+      expect((await nextEvents(iterator, 2)).map((e) => e.transactionId)).toEqual(
+        first.map((c) => c.transactionId),
+      );
       const streamsBefore = harness.server.calls.chaincodeEvents;
       await harness.server.dropConnections(100);
-      const second = [await ledger.submit('anchor:AnchorBatch', [hex(), '3']), await ledger.submit('anchor:AnchorBatch', [hex(), '4'])];
-      expect((await nextEvents(iterator, 2)).map((e) => e.transactionId)).toEqual(second.map((c) => c.transactionId));
+      const second = [
+        await ledger.submit('anchor:AnchorBatch', [hex(), '3']),
+        await ledger.submit('anchor:AnchorBatch', [hex(), '4']),
+      ];
+      expect((await nextEvents(iterator, 2)).map((e) => e.transactionId)).toEqual(
+        second.map((c) => c.transactionId),
+      );
       expect(harness.server.calls.chaincodeEvents).toBeGreaterThan(streamsBefore);
     } finally {
       stream.close();
@@ -217,7 +242,10 @@ describe('chaincode events', () => {
     // The first run starts live: events committed from now on.
     const pendingFirst = nextEvents(iterator, 2);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    const handled = [await writer.submit('anchor:AnchorBatch', [hex(), '1']), await writer.submit('anchor:AnchorBatch', [hex(), '1'])];
+    const handled = [
+      await writer.submit('anchor:AnchorBatch', [hex(), '1']),
+      await writer.submit('anchor:AnchorBatch', [hex(), '1']),
+    ];
     expect((await pendingFirst).map((e) => e.transactionId)).toEqual(handled.map((c) => c.transactionId));
     // Asking for the next event marks the second as handled; then the service stops.
     const waiting = iterator.next();

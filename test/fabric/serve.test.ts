@@ -91,11 +91,13 @@ describe('configuration', () => {
       identity: { certPath: base.identity.certPath, keyPath: base.identity.keyPath },
     };
     expect(() => loadFabricConfig(writeConfig('{ not json'))).toThrow(/not valid JSON/);
-    expect(() => loadFabricConfig(writeConfig({ ...valid, peerEndpoint: 'grpcs://peer' }))).toThrow(/host:port/);
-    expect(() => loadFabricConfig(writeConfig({ ...valid, mspId: '' }))).toThrow(/mspId/);
-    expect(() => loadFabricConfig(writeConfig({ ...valid, identity: { certPath: 'missing.pem', keyPath: 'k' } }))).toThrow(
-      /cannot read .*missing\.pem/,
+    expect(() => loadFabricConfig(writeConfig({ ...valid, peerEndpoint: 'grpcs://peer' }))).toThrow(
+      /host:port/,
     );
+    expect(() => loadFabricConfig(writeConfig({ ...valid, mspId: '' }))).toThrow(/mspId/);
+    expect(() =>
+      loadFabricConfig(writeConfig({ ...valid, identity: { certPath: 'missing.pem', keyPath: 'k' } })),
+    ).toThrow(/cannot read .*missing\.pem/);
     expect(() => loadFabricConfig(writeConfig({ ...valid, peer: 'x' }))).toThrow(FabricConfigError);
     expect(() => loadFabricConfig(join(harness.dir, 'absent.json'))).toThrow(/cannot read it/);
   });
@@ -106,7 +108,9 @@ describe('buildApp with --ledger fabric', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'hie-serve-fabric-'));
     const base = harness.config();
     const file = writeConfig({ ...base, timeouts: undefined, checkpointPath: undefined, ca: undefined });
-    const validator: ResourceValidator = { validate: async () => ({ valid: true, issues: [] }) } as unknown as ResourceValidator;
+    const validator: ResourceValidator = {
+      validate: async () => ({ valid: true, issues: [] }),
+    } as unknown as ResourceValidator;
     const app = await buildApp(
       loadConfig({ dataDir, ledger: 'fabric', fabricConfig: file, port: '0', logLevel: 'silent' }, {}),
       { validator },
@@ -114,9 +118,14 @@ describe('buildApp with --ledger fabric', () => {
     try {
       expect(app.ledger?.kind).toBe('fabric');
       const key = randomBytes(32).toString('hex');
-      const committed = await app.ledger!.submit('anchor:AnchorVersion', [key, randomBytes(32).toString('hex')]);
+      const committed = await app.ledger!.submit('anchor:AnchorVersion', [
+        key,
+        randomBytes(32).toString('hex'),
+      ]);
       expect(harness.server.committed).toContain(committed.transactionId);
-      expect(JSON.parse(await app.ledger!.evaluate('anchor:ReadAnchor', [key])).txId).toBe(committed.transactionId);
+      expect(JSON.parse(await app.ledger!.evaluate('anchor:ReadAnchor', [key])).txId).toBe(
+        committed.transactionId,
+      );
     } finally {
       await app.close();
       rmSync(dataDir, { recursive: true, force: true });

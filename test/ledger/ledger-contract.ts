@@ -59,25 +59,34 @@ export function describeLedgerContract(name: string, open: () => Promise<LedgerU
       expect(await subject.ledger.height()).toBe(heightBefore);
       const leafHash = hex();
       await subject.ledger.submit('anchor:AnchorVersion', [key, leafHash]);
-      expect(JSON.parse(await subject.ledger.evaluate('anchor:ReadAnchor', [key]))).toMatchObject({ key, leafHash });
+      expect(JSON.parse(await subject.ledger.evaluate('anchor:ReadAnchor', [key]))).toMatchObject({
+        key,
+        leafHash,
+      });
     });
 
     it('refuses what the chaincode refuses, with a non-retryable LedgerTransactionError and its reason', async () => {
       const key = hex();
       await subject.ledger.submit('anchor:AnchorVersion', [key, hex()]);
-      const duplicate = await subject.ledger.submit('anchor:AnchorVersion', [key, hex()]).catch((error) => error);
+      const duplicate = await subject.ledger
+        .submit('anchor:AnchorVersion', [key, hex()])
+        .catch((error) => error);
       expect(duplicate).toBeInstanceOf(LedgerTransactionError);
       expect(duplicate.code).toBe('CHAINCODE_ERROR');
       expect(duplicate.retryable).toBe(false);
       expect(duplicate.message).toContain('already exists');
-      const badArgument = await subject.ledger.evaluate('anchor:ReadAnchor', ['not-hex']).catch((error) => error);
+      const badArgument = await subject.ledger
+        .evaluate('anchor:ReadAnchor', ['not-hex'])
+        .catch((error) => error);
       expect(badArgument).toBeInstanceOf(LedgerTransactionError);
       expect(badArgument.code).toBe('CHAINCODE_ERROR');
     });
 
     it('lets only service identities write', async () => {
       const key = hex();
-      const refused = await subject.nonServiceLedger.submit('anchor:AnchorVersion', [key, hex()]).catch((e) => e);
+      const refused = await subject.nonServiceLedger
+        .submit('anchor:AnchorVersion', [key, hex()])
+        .catch((e) => e);
       expect(refused).toBeInstanceOf(LedgerTransactionError);
       expect(refused.message).toContain('access denied');
       expect(await subject.ledger.evaluate('anchor:ReadAnchor', [key])).toBe('null');
@@ -87,10 +96,15 @@ export function describeLedgerContract(name: string, open: () => Promise<LedgerU
 
     it('commits concurrent submissions, each once', async () => {
       const roots = Array.from({ length: 12 }, hex);
-      const results = await Promise.all(roots.map((root) => subject.ledger.submit('anchor:AnchorBatch', [root, '3'])));
+      const results = await Promise.all(
+        roots.map((root) => subject.ledger.submit('anchor:AnchorBatch', [root, '3'])),
+      );
       expect(new Set(results.map((r) => r.transactionId)).size).toBe(roots.length);
       for (const root of roots) {
-        expect(JSON.parse(await subject.ledger.evaluate('anchor:ReadBatch', [root]))).toMatchObject({ root, leafCount: 3 });
+        expect(JSON.parse(await subject.ledger.evaluate('anchor:ReadBatch', [root]))).toMatchObject({
+          root,
+          leafCount: 3,
+        });
       }
     });
 

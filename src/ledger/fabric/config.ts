@@ -90,7 +90,9 @@ export function parseFabricConfig(raw: unknown, source: string, baseDir: string)
       ? (value as Record<string, unknown>)
       : fail(`${at} must be an object`);
   const string = (value: unknown, at: string): string =>
-    typeof value === 'string' && value.trim() !== '' ? value.trim() : fail(`${at} must be a non-empty string`);
+    typeof value === 'string' && value.trim() !== ''
+      ? value.trim()
+      : fail(`${at} must be a non-empty string`);
   const optionalString = (value: unknown, at: string): string | undefined =>
     value === undefined || value === null ? undefined : string(value, at);
   const path = (value: unknown, at: string): string => {
@@ -152,7 +154,8 @@ export function parseFabricConfig(raw: unknown, source: string, baseDir: string)
       certPath: path(identity.certPath, 'identity.certPath'),
       keyPath: path(identity.keyPath, 'identity.keyPath'),
     },
-    checkpointPath: root.checkpointPath === undefined ? undefined : path(root.checkpointPath, 'checkpointPath'),
+    checkpointPath:
+      root.checkpointPath === undefined ? undefined : path(root.checkpointPath, 'checkpointPath'),
     timeouts: {
       evaluateMs: positive(timeouts.evaluateMs, 'timeouts.evaluateMs', DEFAULT_FABRIC_TIMEOUTS.evaluateMs),
       endorseMs: positive(timeouts.endorseMs, 'timeouts.endorseMs', DEFAULT_FABRIC_TIMEOUTS.endorseMs),
@@ -169,6 +172,7 @@ export function parseFabricConfig(raw: unknown, source: string, baseDir: string)
 
 function referencedFiles(config: FabricConfig): string[] {
   const files = [config.tlsRootCertPath, config.identity.certPath, config.identity.keyPath];
-  if (config.ca) files.push(config.ca.tlsRootCertPath, config.ca.registrar.certPath, config.ca.registrar.keyPath);
+  if (config.ca)
+    files.push(config.ca.tlsRootCertPath, config.ca.registrar.certPath, config.ca.registrar.keyPath);
   return files;
 }

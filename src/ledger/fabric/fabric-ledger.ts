@@ -157,7 +157,8 @@ export class FabricLedger implements Ledger {
         const failure = this.toLedgerError(error, 'submit', transaction);
         // Once a transaction may have reached the orderer, only the caller may decide (by its id) what to do.
         const mayHaveCommitted = failure.code === 'COMMIT_STATUS_UNKNOWN';
-        if (!failure.retryable || mayHaveCommitted || attempt >= this.retry.attempts || this.closed) throw failure;
+        if (!failure.retryable || mayHaveCommitted || attempt >= this.retry.attempts || this.closed)
+          throw failure;
         this.logger.warn(
           { transaction, transactionId: failure.transactionId, code: failure.code, attempt },
           `Fabric transaction ${transaction} not committed (${failure.code}); endorsing it again`,
@@ -172,8 +173,12 @@ export class FabricLedger implements Ledger {
     const transactionId = proposal.getTransactionId();
     const endorsed = await proposal.endorse();
     // From here on, only the same signed transaction is re-sent: it can commit at most once.
-    const submitted = await this.step('submit to the orderer', transaction, transactionId, () => endorsed.submit());
-    const status: Status = await this.step('commit status', transaction, transactionId, () => submitted.getStatus());
+    const submitted = await this.step('submit to the orderer', transaction, transactionId, () =>
+      endorsed.submit(),
+    );
+    const status: Status = await this.step('commit status', transaction, transactionId, () =>
+      submitted.getStatus(),
+    );
     if (!status.successful) {
       const code = STATUS_NAMES.get(status.code) ?? `VALIDATION_CODE_${status.code}`;
       throw new LedgerTransactionError(
@@ -191,7 +196,12 @@ export class FabricLedger implements Ledger {
   }
 
   /** Repeats one idempotent step (same transaction id) while the network is unreachable or slow. */
-  private async step<T>(what: string, transaction: string, transactionId: string, run: () => Promise<T>): Promise<T> {
+  private async step<T>(
+    what: string,
+    transaction: string,
+    transactionId: string,
+    run: () => Promise<T>,
+  ): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await run();
@@ -391,8 +401,16 @@ export class FabricLedger implements Ledger {
       );
     }
     const message = error instanceof Error ? error.message : String(error);
-    this.logger.error({ peer: this.config.peerEndpoint, step: what, transaction, transactionId: txId }, message);
-    return new LedgerTransactionError(`Fabric ${what} of ${transaction} failed: ${message}`, 'UNAVAILABLE', txId, true);
+    this.logger.error(
+      { peer: this.config.peerEndpoint, step: what, transaction, transactionId: txId },
+      message,
+    );
+    return new LedgerTransactionError(
+      `Fabric ${what} of ${transaction} failed: ${message}`,
+      'UNAVAILABLE',
+      txId,
+      true,
+    );
   }
 }
 

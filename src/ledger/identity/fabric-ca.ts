@@ -12,7 +12,14 @@
  * - Revocation also produces a CRL. Peers refuse a revoked certificate only once that CRL is in the channel's MSP
  *   configuration (network/scripts/update-crl.sh; docs/fabric.md).
  */
-import { randomBytes, sign as signBytes, webcrypto, X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import {
+  randomBytes,
+  sign as signBytes,
+  webcrypto,
+  X509Certificate,
+  createPrivateKey,
+  type KeyObject,
+} from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import FabricCAServices from 'fabric-ca-client';
@@ -86,14 +93,20 @@ interface CaServices {
   generateCRL(request: object, registrar: User): Promise<string>;
   newIdentityService(): {
     update(id: string, request: object, registrar: User): Promise<unknown>;
-    getAll(registrar: User): Promise<CaResponse<{ identities?: { id: string; attrs?: { name: string; value: string }[] }[] }>>;
+    getAll(
+      registrar: User,
+    ): Promise<CaResponse<{ identities?: { id: string; attrs?: { name: string; value: string }[] }[] }>>;
   };
   newCertificateService(): {
     getCertificates(request: object, registrar: User): Promise<CaResponse<{ certs?: { PEM: string }[] }>>;
   };
   /** FabricCAServices.reenroll makes its own key (P-256 only); the underlying client takes our CSR. */
   _fabricCAClient: {
-    reenroll(csr: string, signingIdentity: unknown, attrReqs?: object[]): Promise<CaResponse<{ Cert: string }>>;
+    reenroll(
+      csr: string,
+      signingIdentity: unknown,
+      attrReqs?: object[],
+    ): Promise<CaResponse<{ Cert: string }>>;
   };
 }
 
@@ -107,11 +120,9 @@ export class FabricCaIdentityProvider implements IdentityProvider {
     const tlsOptions = options.tlsRootCertificate
       ? { trustedRoots: [options.tlsRootCertificate], verify: true }
       : undefined;
-    this.ca = new (FabricCAServices as unknown as new (url: string, tls?: object, caName?: string) => CaServices)(
-      options.url,
-      tlsOptions,
-      options.caName ?? '',
-    );
+    this.ca = new (
+      FabricCAServices as unknown as new (url: string, tls?: object, caName?: string) => CaServices
+    )(options.url, tlsOptions, options.caName ?? '');
     this.registrar = new User(options.registrar.certificate, createPrivateKey(options.registrar.privateKey));
   }
 
@@ -159,11 +170,16 @@ export class FabricCaIdentityProvider implements IdentityProvider {
     if (!secret) {
       secret = randomBytes(18).toString('base64url');
       try {
-        await this.ca.newIdentityService().update(request.enrollmentId, { enrollmentSecret: secret }, this.registrar);
+        await this.ca
+          .newIdentityService()
+          .update(request.enrollmentId, { enrollmentSecret: secret }, this.registrar);
       } catch (error) {
-        if (!/not found|does not exist|code: 63|"code":63/i.test(String((error as Error).message ?? error))) throw error;
+        if (!/not found|does not exist|code: 63|"code":63/i.test(String((error as Error).message ?? error)))
+          throw error;
         // Not registered yet (as the embedded CA, enrol registers on first use).
-        secret = (await this.register({ enrollmentId: request.enrollmentId, type: 'client', attrs: request.attrs })).secret!;
+        secret = (
+          await this.register({ enrollmentId: request.enrollmentId, type: 'client', attrs: request.attrs })
+        ).secret!;
       }
     }
     const { csr, privateKey } = await newKeyAndCsr(request.enrollmentId, request.keyType ?? 'P-384');
@@ -189,7 +205,10 @@ export class FabricCaIdentityProvider implements IdentityProvider {
   }
 
   async revoke(request: { enrollmentId: string; serial?: string; reason?: string }): Promise<void> {
-    const reason = request.reason && REVOCATION_REASONS.has(request.reason.toLowerCase()) ? request.reason.toLowerCase() : 'unspecified';
+    const reason =
+      request.reason && REVOCATION_REASONS.has(request.reason.toLowerCase())
+        ? request.reason.toLowerCase()
+        : 'unspecified';
     const revocation: Record<string, unknown> = { enrollmentID: request.enrollmentId, reason, gencrl: true };
     if (request.serial) {
       revocation.serial = request.serial.toLowerCase();
@@ -244,12 +263,12 @@ export async function enrollWithSecret(options: {
   requiredAttrs?: string[];
   keyType?: EcKeyType;
 }): Promise<IdentityEnrollment> {
-  const tlsOptions = options.tlsRootCertificate ? { trustedRoots: [options.tlsRootCertificate], verify: true } : undefined;
-  const ca = new (FabricCAServices as unknown as new (url: string, tls?: object, caName?: string) => CaServices)(
-    options.url,
-    tlsOptions,
-    options.caName ?? '',
-  );
+  const tlsOptions = options.tlsRootCertificate
+    ? { trustedRoots: [options.tlsRootCertificate], verify: true }
+    : undefined;
+  const ca = new (
+    FabricCAServices as unknown as new (url: string, tls?: object, caName?: string) => CaServices
+  )(options.url, tlsOptions, options.caName ?? '');
   const { csr, privateKey } = await newKeyAndCsr(options.enrollmentId, options.keyType ?? 'P-256');
   const enrolled = await ca.enroll({
     enrollmentID: options.enrollmentId,
@@ -260,7 +279,10 @@ export async function enrollWithSecret(options: {
   return { certificate: enrolled.certificate, privateKey, serial: serialOf(enrolled.certificate) };
 }
 
-async function newKeyAndCsr(enrollmentId: string, keyType: EcKeyType): Promise<{ csr: string; privateKey: string }> {
+async function newKeyAndCsr(
+  enrollmentId: string,
+  keyType: EcKeyType,
+): Promise<{ csr: string; privateKey: string }> {
   const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: keyType }, true, [
     'sign',
     'verify',

@@ -52,7 +52,9 @@ export class EmbeddedChainBackend implements GatewayBackend {
       const events: BlockEvents['events'] = [];
       for (const tx of block.transactions) {
         if (tx.validationCode !== 'VALID') continue;
-        const envelope = JSON.parse(tx.envelope.toString('utf8')) as { event?: { name: string; payload: string } | null };
+        const envelope = JSON.parse(tx.envelope.toString('utf8')) as {
+          event?: { name: string; payload: string } | null;
+        };
         if (!envelope.event) continue;
         events.push({
           txId: tx.txId,

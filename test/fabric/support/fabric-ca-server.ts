@@ -108,7 +108,9 @@ export class FabricCaTestServer {
         name: [{ CN: [`${this.options.caName}`] }, { O: [this.options.mspId] }],
         notBefore: new Date(Date.now() - 60_000),
         notAfter: new Date(Date.now() + 365 * 86_400_000),
-        keys: this.caKeys as unknown as Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]['keys'],
+        keys: this.caKeys as unknown as Parameters<
+          typeof x509.X509CertificateGenerator.createSelfSigned
+        >[0]['keys'],
         signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
         extensions: [
           new x509.BasicConstraintsExtension(true, 1, true),
@@ -153,10 +155,15 @@ export class FabricCaTestServer {
         else if (route === 'POST reenroll') result = await this.reenroll(caller, body);
         else if (route === 'POST register') result = this.register(caller, body);
         else if (route === 'POST revoke') result = await this.revoke(caller, body);
-        else if (route === 'POST gencrl') result = { CRL: Buffer.from(await this.crl(caller)).toString('base64') };
+        else if (route === 'POST gencrl')
+          result = { CRL: Buffer.from(await this.crl(caller)).toString('base64') };
         else if (route === 'GET identities') result = this.listIdentities(caller);
         else if (req.method === 'PUT' && url.pathname.startsWith('/api/v1/identities/')) {
-          result = this.modifyIdentity(caller, decodeURIComponent(url.pathname.slice('/api/v1/identities/'.length)), body);
+          result = this.modifyIdentity(
+            caller,
+            decodeURIComponent(url.pathname.slice('/api/v1/identities/'.length)),
+            body,
+          );
         } else if (route === 'GET certificates') result = this.listCertificates(caller, url.searchParams);
         else throw new CaError(404, 0, `no such API: ${route}`);
       }
@@ -165,7 +172,14 @@ export class FabricCaTestServer {
     } catch (error) {
       const caError = error instanceof CaError ? error : new CaError(500, 0, (error as Error).message);
       res.writeHead(caError.status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ success: false, result: null, errors: [{ code: caError.code, message: caError.message }], messages: [] }));
+      res.end(
+        JSON.stringify({
+          success: false,
+          result: null,
+          errors: [{ code: caError.code, message: caError.message }],
+          messages: [],
+        }),
+      );
     }
   }
 
@@ -186,7 +200,8 @@ export class FabricCaTestServer {
       throw new CaError(401, 20, 'Authorization failure: certificate not issued by this CA');
     }
     const issued = this.certificates.get(certificate.serialNumber.toLowerCase());
-    if (!issued || issued.revokedAt) throw new CaError(401, 20, 'Authorization failure: certificate revoked or unknown');
+    if (!issued || issued.revokedAt)
+      throw new CaError(401, 20, 'Authorization failure: certificate revoked or unknown');
     const body = rawBody ? Buffer.from(rawBody).toString('base64') : '';
     const signed = `${req.method}.${Buffer.from(req.url ?? '').toString('base64')}.${body}.${certB64}`;
     if (!verify('sha256', Buffer.from(signed), certificate.publicKey, Buffer.from(signatureB64, 'base64'))) {
@@ -204,13 +219,22 @@ export class FabricCaTestServer {
   private requireRegistrar(caller: RegistryEntry, type: string): void {
     const roles = this.attr(caller, 'hf.Registrar.Roles');
     if (!roles || !(roles === '*' || roles.split(',').includes(type))) {
-      throw new CaError(403, 71, `Authorization failure: ${caller.id} may not act on identities of type ${type}`);
+      throw new CaError(
+        403,
+        71,
+        `Authorization failure: ${caller.id} may not act on identities of type ${type}`,
+      );
     }
   }
 
   private mayGrant(caller: RegistryEntry, name: string): boolean {
     const allowed = (this.attr(caller, 'hf.Registrar.Attributes') ?? '').split(',').map((a) => a.trim());
-    return allowed.some((pattern) => pattern === '*' || pattern === name || (pattern.endsWith('*') && name.startsWith(pattern.slice(0, -1))));
+    return allowed.some(
+      (pattern) =>
+        pattern === '*' ||
+        pattern === name ||
+        (pattern.endsWith('*') && name.startsWith(pattern.slice(0, -1))),
+    );
   }
 
   // ---- API ----
@@ -232,7 +256,8 @@ export class FabricCaTestServer {
     const separator = decoded.indexOf(':');
     const id = decoded.slice(0, separator);
     const entry = this.registry.get(id);
-    if (!entry || entry.secret !== decoded.slice(separator + 1)) throw new CaError(401, 20, 'Authentication failure');
+    if (!entry || entry.secret !== decoded.slice(separator + 1))
+      throw new CaError(401, 20, 'Authentication failure');
     if (entry.state === -1) throw new CaError(401, 20, `Identity ${id} is revoked`);
     if (entry.maxEnrollments > 0 && entry.enrollments >= entry.maxEnrollments) {
       throw new CaError(401, 20, `The identity ${id} has already enrolled ${entry.enrollments} times`);
@@ -256,10 +281,15 @@ export class FabricCaTestServer {
     const attrs = (body.attrs as Attribute[] | undefined) ?? [];
     for (const attr of attrs) {
       if (!this.mayGrant(caller, attr.name)) {
-        throw new CaError(403, 71, `Authorization failure: ${caller.id} may not register attribute ${attr.name}`);
+        throw new CaError(
+          403,
+          71,
+          `Authorization failure: ${caller.id} may not register attribute ${attr.name}`,
+        );
       }
     }
-    const secret = typeof body.secret === 'string' && body.secret ? body.secret : randomBytes(12).toString('hex');
+    const secret =
+      typeof body.secret === 'string' && body.secret ? body.secret : randomBytes(12).toString('hex');
     const requested = Number(body.max_enrollments ?? 0);
     this.registry.set(id, {
       id,
@@ -285,7 +315,10 @@ export class FabricCaTestServer {
 
   private listIdentities(caller: RegistryEntry) {
     this.requireRegistrar(caller, 'client');
-    return { identities: [...this.registry.values()].map((entry) => this.describe(entry)), caname: this.options.caName };
+    return {
+      identities: [...this.registry.values()].map((entry) => this.describe(entry)),
+      caname: this.options.caName,
+    };
   }
 
   private describe(entry: RegistryEntry) {
@@ -299,10 +332,13 @@ export class FabricCaTestServer {
   }
 
   private async revoke(caller: RegistryEntry, body: Record<string, unknown>) {
-    if (this.attr(caller, 'hf.Revoker') !== 'true') throw new CaError(403, 71, `Authorization failure: ${caller.id} is not a revoker`);
+    if (this.attr(caller, 'hf.Revoker') !== 'true')
+      throw new CaError(403, 71, `Authorization failure: ${caller.id} is not a revoker`);
     const reason = String(body.reason ?? 'unspecified');
     const id = String(body.id ?? '');
-    const serial = String(body.serial ?? '').toLowerCase().replace(/^0+/, '');
+    const serial = String(body.serial ?? '')
+      .toLowerCase()
+      .replace(/^0+/, '');
     const revoked: { Serial: string; AKI: string }[] = [];
     const aki = this.authorityKeyId();
     const revokeOne = (cert: IssuedCertificate) => {
@@ -312,9 +348,11 @@ export class FabricCaTestServer {
       revoked.push({ Serial: cert.serial, AKI: aki });
     };
     if (serial) {
-      if (String(body.aki ?? '').toLowerCase() !== aki) throw new CaError(404, 48, 'Certificate with that AKI and serial not found');
+      if (String(body.aki ?? '').toLowerCase() !== aki)
+        throw new CaError(404, 48, 'Certificate with that AKI and serial not found');
       const cert = [...this.certificates.values()].find((c) => c.serial.replace(/^0+/, '') === serial);
-      if (!cert || (id && cert.id !== id)) throw new CaError(404, 48, `Certificate ${serial} of ${id} not found`);
+      if (!cert || (id && cert.id !== id))
+        throw new CaError(404, 48, `Certificate ${serial} of ${id} not found`);
       revokeOne(cert);
     } else {
       const entry = this.registry.get(id);
@@ -340,7 +378,8 @@ export class FabricCaTestServer {
 
   /** The CRL (PEM) signed by the CA listing every revoked certificate. */
   async crl(caller?: RegistryEntry): Promise<string> {
-    if (caller && this.attr(caller, 'hf.GenCRL') !== 'true') throw new CaError(403, 71, `Authorization failure: ${caller.id} may not generate CRLs`);
+    if (caller && this.attr(caller, 'hf.GenCRL') !== 'true')
+      throw new CaError(403, 71, `Authorization failure: ${caller.id} may not generate CRLs`);
     const revoked = [...this.certificates.values()].filter((c) => c.revokedAt);
     const crl = await x509.X509CrlGenerator.create(
       {
@@ -370,7 +409,8 @@ export class FabricCaTestServer {
       for (const request of requests) {
         const found = entry.attrs.find((a) => a.name === request.name);
         if (found) attrs.push(found);
-        else if (!request.optional) throw new CaError(400, 0, `Identity '${entry.id}' does not have attribute '${request.name}'`);
+        else if (!request.optional)
+          throw new CaError(400, 0, `Identity '${entry.id}' does not have attribute '${request.name}'`);
       }
     } else {
       attrs = entry.attrs.filter((a) => a.ecert);

@@ -143,7 +143,8 @@ export class TestGatewayServer {
 
   constructor(private readonly options: GatewayServerOptions) {
     this.backend = options.backend;
-    for (const [mspId, pem] of Object.entries(options.msps)) this.trusted.set(mspId, new X509Certificate(pem));
+    for (const [mspId, pem] of Object.entries(options.msps))
+      this.trusted.set(mspId, new X509Certificate(pem));
     this.peerKey = createPrivateKey(options.peerIdentity.privateKey);
     const identity = new msp.SerializedIdentity();
     identity.setMspid(options.peerIdentity.mspId);
@@ -171,11 +172,18 @@ export class TestGatewayServer {
     });
     const credentials = grpc.ServerCredentials.createSsl(
       null,
-      [{ private_key: Buffer.from(this.options.tls.serverKey), cert_chain: Buffer.from(this.options.tls.serverCertificate) }],
+      [
+        {
+          private_key: Buffer.from(this.options.tls.serverKey),
+          cert_chain: Buffer.from(this.options.tls.serverCertificate),
+        },
+      ],
       false,
     );
     this.port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`127.0.0.1:${this.port}`, credentials, (error, port) => (error ? reject(error) : resolve(port))),
+      server.bindAsync(`127.0.0.1:${this.port}`, credentials, (error, port) =>
+        error ? reject(error) : resolve(port),
+      ),
     );
     this.server = server;
   }
@@ -204,12 +212,16 @@ export class TestGatewayServer {
       this.calls[step]++;
       const fault = this.takeFault(step);
       const run = async (): Promise<Res> => {
-        if (fault?.kind === 'delay') await new Promise((resolve) => setTimeout(resolve, fault.delayMs ?? 1000));
-        if (fault?.kind === 'unavailable') throw rpcError(grpc.status.UNAVAILABLE, 'injected: peer unavailable');
+        if (fault?.kind === 'delay')
+          await new Promise((resolve) => setTimeout(resolve, fault.delayMs ?? 1000));
+        if (fault?.kind === 'unavailable')
+          throw rpcError(grpc.status.UNAVAILABLE, 'injected: peer unavailable');
         if (fault?.kind === 'reject') {
-          throw rpcError(grpc.status.ABORTED, 'failed to endorse transaction, see attached details for more info', [
-            this.errorDetail(`chaincode response 500, ${fault.message ?? 'injected endorsement refusal'}`),
-          ]);
+          throw rpcError(
+            grpc.status.ABORTED,
+            'failed to endorse transaction, see attached details for more info',
+            [this.errorDetail(`chaincode response 500, ${fault.message ?? 'injected endorsement refusal'}`)],
+          );
         }
         this.activeFault = fault?.kind === 'invalidate' ? fault : undefined;
         const response = await handle(call.request);
@@ -241,9 +253,16 @@ export class TestGatewayServer {
   // ---- verification ----
 
   /** Verified creators, as a peer caches deserialized MSP identities (chain verification costs milliseconds). */
-  private readonly creators = new Map<string, { mspid: string; idBytes: Uint8Array; publicKey: KeyObject; validTo: number }>();
+  private readonly creators = new Map<
+    string,
+    { mspid: string; idBytes: Uint8Array; publicKey: KeyObject; validTo: number }
+  >();
 
-  private verifyCreator(creatorBytes: Uint8Array): { mspid: string; idBytes: Uint8Array; publicKey: KeyObject } {
+  private verifyCreator(creatorBytes: Uint8Array): {
+    mspid: string;
+    idBytes: Uint8Array;
+    publicKey: KeyObject;
+  } {
     const cacheKey = createHash('sha256').update(creatorBytes).digest('hex');
     const cached = this.creators.get(cacheKey);
     if (cached && Date.now() <= cached.validTo) return cached;
@@ -271,10 +290,20 @@ export class TestGatewayServer {
     if (now < Date.parse(certificate.validFrom) || now > Date.parse(certificate.validTo)) {
       throw rpcError(grpc.status.PERMISSION_DENIED, 'access denied: certificate expired or not yet valid');
     }
-    return { mspid, idBytes: creator.getIdBytes_asU8(), publicKey: certificate.publicKey, validTo: Date.parse(certificate.validTo) };
+    return {
+      mspid,
+      idBytes: creator.getIdBytes_asU8(),
+      publicKey: certificate.publicKey,
+      validTo: Date.parse(certificate.validTo),
+    };
   }
 
-  private verifySignature(publicKey: KeyObject, bytes: Uint8Array, signature: Uint8Array, what: string): void {
+  private verifySignature(
+    publicKey: KeyObject,
+    bytes: Uint8Array,
+    signature: Uint8Array,
+    what: string,
+  ): void {
     if (signature.length === 0 || !verify('sha256', bytes, publicKey, signature)) {
       throw rpcError(grpc.status.PERMISSION_DENIED, `access denied: bad signature on the ${what}`);
     }
@@ -309,9 +338,11 @@ export class TestGatewayServer {
     const [fn, ...args] = spec?.getInput()?.getArgsList_asU8() ?? [];
     const timestamp = channelHeader.getTimestamp();
     const transient = new Map<string, Uint8Array>();
-    payload.getTransientmapMap().forEach((value: Uint8Array | string, key: string) =>
-      transient.set(key, typeof value === 'string' ? Buffer.from(value, 'base64') : value),
-    );
+    payload
+      .getTransientmapMap()
+      .forEach((value: Uint8Array | string, key: string) =>
+        transient.set(key, typeof value === 'string' ? Buffer.from(value, 'base64') : value),
+      );
     return {
       channelId,
       chaincodeId,
@@ -354,9 +385,11 @@ export class TestGatewayServer {
     const proposal = this.decodeProposal(signed, request.getTransactionId());
     const simulated = await this.backend.simulate(proposal);
     if (simulated.response.status < 200 || simulated.response.status >= 400) {
-      throw rpcError(grpc.status.ABORTED, 'failed to endorse transaction, see attached details for more info', [
-        this.errorDetail(`chaincode response ${simulated.response.status}, ${simulated.response.message}`),
-      ]);
+      throw rpcError(
+        grpc.status.ABORTED,
+        'failed to endorse transaction, see attached details for more info',
+        [this.errorDetail(`chaincode response ${simulated.response.status}, ${simulated.response.message}`)],
+      );
     }
     const proposalBytes = signed!.getProposalBytes_asU8();
     const proposalMessage = peer.Proposal.deserializeBinary(proposalBytes);
@@ -430,13 +463,19 @@ export class TestGatewayServer {
       payload.getHeader()!.getSignatureHeader_asU8(),
     );
     const creator = this.verifyCreator(signatureHeader.getCreator_asU8());
-    this.verifySignature(creator.publicKey, payloadBytes, envelope.getSignature_asU8(), 'transaction envelope');
+    this.verifySignature(
+      creator.publicKey,
+      payloadBytes,
+      envelope.getSignature_asU8(),
+      'transaction envelope',
+    );
     if (this.statuses.has(txId) || this.committed.includes(txId)) {
       // The orderer would order it again and the peers invalidate it as DUPLICATE_TXID: nothing is applied.
       return new gateway.SubmitResponse();
     }
     const pending = this.pending.get(txId);
-    if (!pending) throw rpcError(grpc.status.FAILED_PRECONDITION, `transaction ${txId} was not endorsed here`);
+    if (!pending)
+      throw rpcError(grpc.status.FAILED_PRECONDITION, `transaction ${txId} was not endorsed here`);
     if (!Buffer.from(pending.payloadBytes).equals(Buffer.from(payloadBytes))) {
       throw rpcError(grpc.status.INVALID_ARGUMENT, 'the transaction differs from the endorsed one');
     }
@@ -446,7 +485,10 @@ export class TestGatewayServer {
     let status: CommittedStatus;
     if (fault?.kind === 'invalidate') {
       // Ordered into a block but invalidated by the peers' validation: its writes are never applied.
-      status = { blockNumber: Math.max(0, (await this.backend.height()) - 1), validationCode: fault.validationCode ?? 'MVCC_READ_CONFLICT' };
+      status = {
+        blockNumber: Math.max(0, (await this.backend.height()) - 1),
+        validationCode: fault.validationCode ?? 'MVCC_READ_CONFLICT',
+      };
     } else {
       status = await this.backend.commit(pending.simulated, pending.proposal);
     }
@@ -458,11 +500,18 @@ export class TestGatewayServer {
     return new gateway.SubmitResponse();
   }
 
-  private async commitStatus(request: gateway.SignedCommitStatusRequest): Promise<gateway.CommitStatusResponse> {
+  private async commitStatus(
+    request: gateway.SignedCommitStatusRequest,
+  ): Promise<gateway.CommitStatusResponse> {
     const requestBytes = request.getRequest_asU8();
     const statusRequest = gateway.CommitStatusRequest.deserializeBinary(requestBytes);
     const creator = this.verifyCreator(statusRequest.getIdentity_asU8());
-    this.verifySignature(creator.publicKey, requestBytes, request.getSignature_asU8(), 'commit status request');
+    this.verifySignature(
+      creator.publicKey,
+      requestBytes,
+      request.getSignature_asU8(),
+      'commit status request',
+    );
     const txId = statusRequest.getTransactionId();
     if (!this.statuses.has(txId)) {
       // Like the peer: wait for the transaction's block (the client's deadline bounds the wait).
@@ -475,7 +524,8 @@ export class TestGatewayServer {
     const status = this.statuses.get(txId)!;
     const response = new gateway.CommitStatusResponse();
     response.setResult(
-      (TX_VALIDATION[status.validationCode] ?? TX_VALIDATION.INVALID_OTHER_REASON) as peer.TxValidationCodeMap[keyof peer.TxValidationCodeMap],
+      (TX_VALIDATION[status.validationCode] ??
+        TX_VALIDATION.INVALID_OTHER_REASON) as peer.TxValidationCodeMap[keyof peer.TxValidationCodeMap],
     );
     response.setBlockNumber(status.blockNumber);
     return response;
@@ -498,11 +548,17 @@ export class TestGatewayServer {
     call.on('close', finish);
     call.on('error', finish);
     try {
-      if (fault?.kind === 'unavailable') throw rpcError(grpc.status.UNAVAILABLE, 'injected: peer unavailable');
+      if (fault?.kind === 'unavailable')
+        throw rpcError(grpc.status.UNAVAILABLE, 'injected: peer unavailable');
       const requestBytes = call.request.getRequest_asU8();
       const eventsRequest = gateway.ChaincodeEventsRequest.deserializeBinary(requestBytes);
       const creator = this.verifyCreator(eventsRequest.getIdentity_asU8());
-      this.verifySignature(creator.publicKey, requestBytes, call.request.getSignature_asU8(), 'events request');
+      this.verifySignature(
+        creator.publicKey,
+        requestBytes,
+        call.request.getSignature_asU8(),
+        'events request',
+      );
       if (eventsRequest.getChannelId() !== this.options.channel) {
         throw rpcError(grpc.status.NOT_FOUND, `channel '${eventsRequest.getChannelId()}' not found`);
       }
@@ -600,7 +656,8 @@ function asServiceError(error: unknown): grpc.ServiceError {
  * by hand: fabric-protos ships google.rpc.Status but not google.protobuf.Any's typings.
  */
 function encodeRpcStatus(code: number, message: string, details: gateway.ErrorDetail[]): Buffer {
-  const field = (tag: number, bytes: Uint8Array) => Buffer.concat([Buffer.from([tag]), varint(bytes.length), bytes]);
+  const field = (tag: number, bytes: Uint8Array) =>
+    Buffer.concat([Buffer.from([tag]), varint(bytes.length), bytes]);
   const parts = [Buffer.from([0x08]), varint(code), field(0x12, Buffer.from(message))];
   for (const detail of details) {
     const any = Buffer.concat([

@@ -8,7 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbeddedChain } from '../../../src/ledger/embedded/index.js';
 import { parseFabricConfig, type FabricConfig } from '../../../src/ledger/fabric/config.js';
-import { openFabricLedger, type FabricLedger, type LedgerLogger, type RetryPolicy } from '../../../src/ledger/fabric/fabric-ledger.js';
+import {
+  openFabricLedger,
+  type FabricLedger,
+  type LedgerLogger,
+  type RetryPolicy,
+} from '../../../src/ledger/fabric/fabric-ledger.js';
 import { EmbeddedCa } from '../../../src/ledger/identity/embedded-ca.js';
 import { EmbeddedChainBackend } from './embedded-backend.js';
 import { TestGatewayServer } from './gateway-server.js';
@@ -38,7 +43,12 @@ export interface FabricHarness {
   service: Identity;
   logs: LogLine[];
   /** A FabricLedger adapter for `identity` (default: the service identity). */
-  connect(options?: { identity?: Identity; retry?: Partial<RetryPolicy>; checkpointPath?: string; timeouts?: Partial<FabricConfig['timeouts']> }): FabricLedger;
+  connect(options?: {
+    identity?: Identity;
+    retry?: Partial<RetryPolicy>;
+    checkpointPath?: string;
+    timeouts?: Partial<FabricConfig['timeouts']>;
+  }): FabricLedger;
   config(identity?: Identity): FabricConfig;
   close(): Promise<void>;
 }
@@ -46,7 +56,10 @@ export interface FabricHarness {
 export async function startFabricHarness(): Promise<FabricHarness> {
   const dir = mkdtempSync(join(tmpdir(), 'hie-fabric-'));
   const ca = await EmbeddedCa.open(join(dir, 'ca'), { mspId: MSP_ID });
-  const service = await ca.enroll({ enrollmentId: 'svc-test', attrs: { 'hie.role': 'service', 'hie.id': 'svc-test' } });
+  const service = await ca.enroll({
+    enrollmentId: 'svc-test',
+    attrs: { 'hie.role': 'service', 'hie.id': 'svc-test' },
+  });
   const peer = await ca.enroll({ enrollmentId: 'peer0', attrs: {}, nodeOu: 'peer' });
   const chain = await EmbeddedChain.open({
     file: join(dir, 'chain.sqlite'),
