@@ -501,3 +501,97 @@ describe('body limit', () => {
     }
   });
 });
+
+describe('hostile input', () => {
+  it('answers every one of these with a 4xx OperationOutcome, never a 500', async () => {
+    const J = FHIR_JSON;
+    await app.fastify.inject({
+      method: 'PUT',
+      url: '/fhir/Patient/h1',
+      headers: J,
+      payload: '{"resourceType":"Patient","id":"h1","name":[{"given":["a"]}]}',
+    });
+    const parameters = (parameter: unknown) => JSON.stringify({ resourceType: 'Parameters', parameter });
+    const cases: {
+      method?: 'GET' | 'POST' | 'PUT' | 'PATCH';
+      url: string;
+      headers?: Record<string, string>;
+      payload?: string;
+    }[] = [
+      { url: '/fhir/%E0%A4%A' },
+      { url: '/fhir/Patient/%00' },
+      { url: `/fhir/Patient/${'a'.repeat(5000)}` },
+      { url: '/fhir/_history?_cursor=%7B%22a%22%3A1%7D' },
+      {
+        method: 'POST',
+        url: '/fhir/Patient',
+        headers: J,
+        payload: '{"resourceType":"Patient","__proto__":{"x":1}}',
+      },
+      { method: 'POST', url: '/fhir/Patient', headers: J, payload: '['.repeat(100_000) },
+      {
+        method: 'POST',
+        url: '/fhir/Patient',
+        headers: J,
+        payload: '{"resourceType":"Patient","birthDate":1e999}',
+      },
+      {
+        method: 'POST',
+        url: '/fhir/Patient',
+        headers: { 'content-type': 'application/fhir+json; charset=utf-16' },
+        payload: '{}',
+      },
+      {
+        method: 'PATCH',
+        url: '/fhir/Patient/h1',
+        headers: { 'content-type': 'application/json-patch+json' },
+        payload: '[{"op":"add","path":"/__proto__/x","value":1}]',
+      },
+      { method: 'PATCH', url: '/fhir/Patient/h1', headers: J, payload: parameters('x') },
+      { method: 'PATCH', url: '/fhir/Patient/h1', headers: J, payload: parameters([null, 1, 'x']) },
+      {
+        method: 'PATCH',
+        url: '/fhir/Patient/h1',
+        headers: J,
+        payload: parameters([
+          {
+            name: 'operation',
+            part: [
+              null,
+              { name: 'type', valueCode: 'replace' },
+              { name: 'path', valueString: 'Patient.name' },
+            ],
+          },
+        ]),
+      },
+      {
+        method: 'PATCH',
+        url: '/fhir/Patient/h1',
+        headers: J,
+        payload: parameters([
+          {
+            name: 'operation',
+            part: [
+              { name: 'type', valueCode: 'add' },
+              { name: 'path', valueString: 'Patient' },
+              { name: 'name', valueString: '__proto__' },
+              { name: 'value', valueString: 'y' },
+            ],
+          },
+        ]),
+      },
+    ];
+    for (const request of cases) {
+      const res = await app.fastify.inject(request);
+      expect(res.statusCode, `${request.method ?? 'GET'} ${request.url.slice(0, 60)}`).toBeGreaterThanOrEqual(
+        400,
+      );
+      expect(
+        res.statusCode,
+        `${request.method ?? 'GET'} ${request.url.slice(0, 60)}: ${res.body.slice(0, 200)}`,
+      ).toBeLessThan(500);
+      expectOutcome(res.body);
+    }
+    expect((await app.fastify.inject({ url: '/fhir/Patient/h1' })).headers.etag).toBe('W/"1"');
+  });
+});

@@ -3,8 +3,13 @@
  * token, else a UUID; echoed back), secrets redacted, the body limit, and the one error handler.
  */
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import { installErrorHandling } from './errors.js';
+import Fastify, {
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from 'fastify';
+import { installErrorHandling, outcomeOf, sendOutcome } from './errors.js';
 
 export interface HttpServerOptions {
   logLevel: string;
@@ -57,6 +62,11 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: 500 },
+    // Errors fastify raises before routing (a URL that is not valid percent-encoding): an OperationOutcome too.
+    frameworkErrors: (error: unknown, _request: FastifyRequest, reply: FastifyReply) => {
+      const { status, outcome, headers } = outcomeOf(error);
+      return sendOutcome(reply, status, outcome, headers);
+    },
   } as FastifyServerOptions);
   app.addHook('onSend', async (request, reply) => {
     reply.header('X-Request-Id', request.id);

@@ -76,6 +76,11 @@ export const patch: InteractionHandler = async (request, context) => {
   }
 
   const original = parseFhirJson<FhirResource>(current.json!);
+  if (kind === 'fhirpath') {
+    // The Parameters body is a FHIR resource like any other: the validator checks its shape first.
+    const shape = context.validator.validate(toPlainJson(document));
+    if (!shape.valid) throw new FhirError(400, shape.issues);
+  }
   const patched =
     kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
   if (
@@ -131,6 +136,8 @@ function applyJsonPatch(resource: FhirResource, document: unknown): FhirResource
         `JSON Patch operation ${err.index ?? '?'} cannot be applied: ${err.message.split('\n')[0]}`,
       );
     }
+    // fast-json-patch refuses paths through __proto__ / constructor.prototype with a plain Error.
+    if (err instanceof Error && /banned/.test(err.message)) throw badRequest(`JSON Patch: ${err.message}`);
     throw err;
   }
   return reviveLosslessNumbers(target) as FhirResource;
@@ -198,7 +205,7 @@ function valueOf(part: ParametersPart): { value: unknown; valueType?: string } |
     // A complex value given as parts: each part is one element of the value.
     const value: Record<string, unknown> = {};
     for (const sub of part.part) {
-      if (typeof sub.name !== 'string') continue;
+      if (sub === null || typeof sub !== 'object' || typeof sub.name !== 'string') continue;
       const inner = valueOf(sub);
       if (inner) value[sub.name] = inner.value;
     }
@@ -213,12 +220,21 @@ function parseOperations(document: unknown): PatchOperation[] {
     throw badRequest('A FHIRPath Patch body is a Parameters resource', 'resourceType');
   }
   const operations: PatchOperation[] = [];
+  if (parameters.parameter !== undefined && !Array.isArray(parameters.parameter)) {
+    throw badRequest('Parameters.parameter must be an array', 'Parameters.parameter');
+  }
   (parameters.parameter ?? []).forEach((parameter, i) => {
+    if (parameter === null || typeof parameter !== 'object') {
+      throw badRequest('Each parameter must be an object', `Parameters.parameter[${i}]`);
+    }
     const where = `Parameters.parameter[${i}]`;
     if (parameter.name !== 'operation')
       throw badRequest(`Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, `${where}.name`);
     const parts = new Map<string, ParametersPart>();
-    for (const part of parameter.part ?? []) if (typeof part.name === 'string') parts.set(part.name, part);
+    for (const part of Array.isArray(parameter.part) ? parameter.part : []) {
+      if (part !== null && typeof part === 'object' && typeof part.name === 'string')
+        parts.set(part.name, part);
+    }
     const text = (name: string) => {
       const part = parts.get(name);
       const v = part && (part.valueCode ?? part.valueString ?? part.valueUri);
@@ -253,6 +269,9 @@ function parseOperations(document: unknown): PatchOperation[] {
       if (!ok) throw badRequest(`A FHIRPath Patch '${type}' operation needs ${what}`, `${where}.part`);
     };
     if (type === 'add') need(op.name !== undefined && value !== undefined, 'a name and a value');
+    if (op.name !== undefined && !/^[a-z][A-Za-z0-9]*$/.test(op.name)) {
+      throw badRequest(`'${op.name}' is not a FHIR element name`, `${where}.part`);
+    }
     if (type === 'insert') need(op.index !== undefined && value !== undefined, 'an index and a value');
     if (type === 'replace') need(value !== undefined, 'a value');
     if (type === 'move')
