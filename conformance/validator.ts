@@ -111,7 +111,8 @@ export function runConformance(dir: string): ConformanceReport {
         notRun.push({ case: name, kind: k.kind, reason: 'no reference outcome' });
         continue;
       }
-      const validator = createFhirValidatorSync();
+      // Per-case settings of the manifest that map onto validator options.
+      const validator = createFhirValidatorSync({ validateContained: c.validateContains !== 'IGNORE' });
       for (const f of k.files.slice(1)) {
         const parsed = parseFile(path.join(dir, f));
         if (parsed.ok) {

@@ -33,8 +33,8 @@ function renamePrefix(el: Json, fromId: string, toId: string): Json {
   return out;
 }
 
-export function generateSnapshot(sd: Json, registry: DefinitionRegistry, depth = 0): { element: Json[] } {
-  if (depth > 10) throw new Error('snapshot: base chain too deep');
+/** `problems`, when given, collects differential elements that match nothing in the base. */
+export function generateSnapshot(sd: Json, registry: DefinitionRegistry, problems?: string[]): { element: Json[] } {
   const baseUrl = sd.baseDefinition;
   if (typeof baseUrl !== 'string') throw new Error('snapshot: no baseDefinition');
   const base = registry.structureDefinition(baseUrl);
@@ -142,7 +142,10 @@ export function generateSnapshot(sd: Json, registry: DefinitionRegistry, depth =
     let id = elementId(diff);
     if (baseRoot !== root && id.startsWith(baseRoot)) id = root + id.slice(baseRoot.length);
     const i = ensure(id);
-    if (i < 0) continue;
+    if (i < 0) {
+      problems?.push(`The differential element '${id}' matches no element of the base ${baseUrl}`);
+      continue;
+    }
     const target = elements[i];
     for (const [k, v] of Object.entries(diff)) {
       if (MERGE_SKIP.has(k)) continue;

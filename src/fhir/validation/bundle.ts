@@ -10,6 +10,8 @@ const ABSOLUTE = /^[a-z][a-z0-9+.-]*:/i;
 
 export function checkBundle(bundle: Json, path: string, run: Run, walker: StructureWalker): void {
   const entries: Json[] = Array.isArray(bundle.entry) ? bundle.entry : [];
+  if (bundle.type === 'searchset') checkSearchset(bundle, entries, path, run);
+  if (bundle.type === 'document') checkDocumentReferences(entries, path, run);
   const seen = new Map<string, number>();
   entries.forEach((e, i) => {
     if (!e || typeof e !== 'object') return;
@@ -31,4 +33,67 @@ export function checkBundle(bundle: Json, path: string, run: Run, walker: Struct
       }
     }
   });
+}
+
+/** Searchset entries: `outcome` entries are OperationOutcomes; `match` entries have ids and the searched types. */
+function checkSearchset(bundle: Json, entries: Json[], path: string, run: Run): void {
+  const self = (Array.isArray(bundle.link) ? bundle.link : []).find((l: Json) => l?.relation === 'self')?.url;
+  let types: string[] | undefined;
+  if (typeof self === 'string') {
+    const t = /[?&]_type=([^&]*)/.exec(self);
+    if (t) types = decodeURIComponent(t[1]).split(',').filter(Boolean);
+    else {
+      const m = /(?:^|\/)([A-Z][A-Za-z]+)(?:\?|$)/.exec(self.split('?')[0].split('/').pop() ?? '');
+      if (m) types = [m[1]];
+    }
+  }
+  entries.forEach((e, i) => {
+    const res = e?.resource;
+    if (!res || typeof res !== 'object') return;
+    const mode = e.search?.mode;
+    const where = `${path}.entry[${i}].resource`;
+    if (mode === 'outcome' && res.resourceType !== 'OperationOutcome') run.add('error', 'invalid', `This is not an OperationOutcome (${res.resourceType})`, where);
+    if (mode === 'match') {
+      if (typeof res.id !== 'string') run.add('error', 'invalid', 'Search results must have ids', where);
+      if (types && !types.includes(res.resourceType))
+        run.add('error', 'invalid', `This is not a matching resource type for the specified search (${res.resourceType} expecting [${types.join(', ')}])`, where);
+    }
+  });
+}
+
+/**
+ * In a document, references resolve inside the Bundle: a relative reference `Type/id` is resolved against the
+ * fullUrl base of the entry that holds it; several entries matching an unversioned reference is an error, and a
+ * versioned reference (`/_history/v`) must find that version.
+ */
+function checkDocumentReferences(entries: Json[], path: string, run: Run): void {
+  const byUrl = new Map<string, Json[]>();
+  for (const e of entries) if (e && typeof e.fullUrl === 'string') byUrl.set(e.fullUrl, [...(byUrl.get(e.fullUrl) ?? []), e]);
+  entries.forEach((e, i) => {
+    if (!e?.resource || typeof e.resource !== 'object' || typeof e.fullUrl !== 'string') return;
+    const base = /^(.*\/)[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.exec(e.fullUrl)?.[1];
+    visitReferences(e.resource, `${path}.entry[${i}].resource`, 0, (ref, where) => {
+      const m = /^([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(\/_history\/([A-Za-z0-9\-.]{1,64}))?$/.exec(ref);
+      if (!m || !base) return;
+      const matches = byUrl.get(base + m[1]) ?? [];
+      if (m[3] !== undefined) {
+        if (matches.length && !matches.some((x) => x.resource?.meta?.versionId === m[3]))
+          run.add('error', 'invalid', `Can't find '${ref}' in the bundle: ${matches.length} entries have the type and id, but not that version`, where);
+      } else if (matches.length > 1) run.add('error', 'forbidden', `Multiple matches in bundle for reference ${ref}`, where);
+    });
+  });
+}
+
+function visitReferences(v: Json, where: string, depth: number, fn: (ref: string, where: string) => void): void {
+  if (depth > 40 || !v || typeof v !== 'object') return;
+  if (Array.isArray(v)) {
+    v.forEach((x, i) => visitReferences(x, `${where}[${i}]`, depth + 1, fn));
+    return;
+  }
+  if (typeof v.reference === 'string') fn(v.reference, where);
+  for (const k in v) {
+    if (k === 'contained' || k.startsWith('_')) continue;
+    const x = v[k];
+    if (x && typeof x === 'object') visitReferences(x, `${where}.${k}`, depth + 1, fn);
+  }
 }

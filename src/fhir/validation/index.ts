@@ -24,6 +24,8 @@ export interface FhirValidatorOptions {
    * huge definitional resources; past the budget the rest are skipped with a warning instead of stalling a write.
    */
   invariantBudgetMs?: number;
+  /** Validate contained resources (default true; the reference validator's validateContains=IGNORE is false). */
+  validateContained?: boolean;
 }
 
 export interface FhirValidator extends ResourceValidator {
@@ -38,6 +40,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   for (const p of options.igPaths ?? []) registry.loadPath(p);
   const walker = new StructureWalker(registry);
   walker.allowExampleUrls = !!options.allowExampleUrls;
+  walker.validateContained = options.validateContained ?? true;
   if (options.unknownExtensionSeverity) walker.unknownExtensionSeverity = options.unknownExtensionSeverity;
   const required = options.requiredProfiles ?? {};
   const resourceTypes = registry

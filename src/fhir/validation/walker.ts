@@ -12,6 +12,7 @@ import { Terminology } from './terminology.js';
 import { checkNarrativeXhtml } from './xhtml.js';
 import { containedReferenced, evaluateConstraint, WALKER_NATIVE_KEYS } from './invariants.js';
 import { checkBundle } from './bundle.js';
+import { generateSnapshot } from '../definitions/snapshot.js';
 
 const MAX_DEPTH = 64;
 const MAX_ISSUES = 500;
@@ -69,6 +70,8 @@ export class StructureWalker {
   unknownExtensionSeverity: 'error' | 'warning' | 'information' = 'warning';
   /** Accept example.org/acme.com extension URLs (the specification's own examples use them). */
   allowExampleUrls = false;
+  /** Validate contained resources (and dom-3). Off only to mirror a reference-validator setting. */
+  validateContained = true;
 
   constructor(readonly registry: DefinitionRegistry) {
     this.structures = new StructureCache(registry);
@@ -118,12 +121,22 @@ export class StructureWalker {
     const s = this.structures.type(rt)!;
     const frame: Frame = { resource: res, rootResource: container ?? res };
     this.walkObject(res, s.root, s.root, rt, path, run, frame, true);
-    if (Array.isArray(res.contained) && res.contained.length) {
+    if (this.validateContained && Array.isArray(res.contained) && res.contained.length) {
       for (const id of containedReferenced(res)) {
         run.add('error', 'invariant', `Constraint failed: dom-3: 'If the resource is contained in another resource, it SHALL be referred to from elsewhere in the resource or SHALL refer to the containing resource' (contained '${id}')`, path);
       }
     }
     if (rt === 'Bundle') checkBundle(res, path, run, this);
+    if (rt === 'StructureDefinition' && !res.snapshot && Array.isArray(res.differential?.element) && typeof res.baseDefinition === 'string') {
+      // A differential-only profile must be usable: its snapshot is generated here as it would be on use.
+      const problems: string[] = [];
+      try {
+        generateSnapshot(res, this.registry, problems);
+      } catch (e) {
+        problems.push(e instanceof Error ? e.message : String(e));
+      }
+      for (const p of problems) run.add('error', 'exception', `Error generating Snapshot: ${p}`, path);
+    }
     const claimed: string[] = Array.isArray(res.meta?.profile) ? res.meta.profile.filter((p: unknown) => typeof p === 'string') : [];
     const all = [...new Set([...claimed, ...extraProfiles])];
     for (const url of all) {
@@ -321,6 +334,7 @@ export class StructureWalker {
       return;
     }
     if (code === 'Resource' || (code !== undefined && this.isResourceType(code))) {
+      if (!this.validateContained && /\.contained\[\d+\]$/.test(path)) return;
       this.walkResource(value, path, path.includes('.contained[') || path.endsWith('.contained') ? frame.rootResource : undefined, run);
       return;
     }
