@@ -1,12 +1,13 @@
 /**
  * Opens what the integrity commands (verify, erase) need over an existing data directory: the SQLite store
- * (`resources.sqlite`), the embedded ledger (`ledger/`) with the organisation's service identity, and the
+ * (`resources.sqlite`), the ledger (the embedded chain in `ledger/` with the organisation's service identity, or a
+ * Fabric network with --ledger fabric --fabric-config FILE), and the
  * integrity service (HMAC key, batch journal). The anchoring worker is not started unless asked.
  */
 import path from 'node:path';
 import { SqliteResourceStore } from '../fhir/store/sqlite/sqlite-store.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
-import { openEmbeddedLedger } from '../ledger/embedded/index.js';
+import { openConfiguredLedger } from '../ledger/open-ledger.js';
 import { openIntegrity, type IntegrityService } from '../ledger/integrity-service.js';
 import type { Ledger } from '../ledger/ledger.js';
 
@@ -22,13 +23,18 @@ export interface OpenedDataDir {
 export async function openDataDirIntegrity(options: {
   dataDir: string;
   mspId?: string;
+  /** The ledger the service uses: the data directory's embedded chain (default) or a Fabric network. */
+  ledger?: 'embedded' | 'fabric';
+  fabricConfig?: string;
   startWorker?: boolean;
 }): Promise<OpenedDataDir> {
   const store = new SqliteResourceStore({ file: path.join(options.dataDir, 'resources.sqlite') });
   let ledger: Ledger | undefined;
   try {
     await store.init();
-    ledger = await openEmbeddedLedger({
+    ledger = await openConfiguredLedger({
+      ledger: options.ledger ?? 'embedded',
+      fabricConfig: options.fabricConfig,
       dataDir: options.dataDir,
       mspId: options.mspId ?? process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID,
     });

@@ -15,6 +15,8 @@ import { openDataDirIntegrity } from './data-dir.js';
 export interface VerifyCommandOptions {
   dataDir: string;
   mspId?: string;
+  ledger?: 'embedded' | 'fabric';
+  fabricConfig?: string;
   /** Show a progress bar (default: when stderr is a terminal). */
   progress?: boolean;
   /** Write the report to DIR/audits/ (default true). */
@@ -95,7 +97,13 @@ export async function runVerify(options: VerifyCommandOptions): Promise<number> 
   }
   let opened;
   try {
-    opened = await openDataDirIntegrity({ dataDir, mspId: options.mspId, startWorker: false });
+    opened = await openDataDirIntegrity({
+      dataDir,
+      mspId: options.mspId,
+      ledger: options.ledger,
+      fabricConfig: options.fabricConfig,
+      startWorker: false,
+    });
   } catch (e) {
     err.write(`hie-ledger verify: cannot open ${dataDir}: ${e instanceof Error ? e.message : String(e)}\n`);
     return 2;
@@ -124,12 +132,31 @@ export function registerVerifyCommand(program: Command): void {
     .description('re-check every stored version against the ledger; names every altered or missing version')
     .requiredOption('--data-dir <dir>', 'the data directory to audit')
     .option('--msp-id <id>', 'MSP id of this organisation on the embedded ledger')
+    .option('--ledger <kind>', 'embedded (default) or fabric')
+    .option('--fabric-config <file>', 'Fabric connection file, with --ledger fabric')
     .option('--no-progress', 'no progress bar')
-    .action(async (opts: { dataDir: string; mspId?: string; progress: boolean }) => {
-      process.exitCode = await runVerify({
-        dataDir: opts.dataDir,
-        mspId: opts.mspId,
-        progress: opts.progress === false ? false : undefined,
-      });
-    });
+    .action(
+      async (opts: {
+        dataDir: string;
+        mspId?: string;
+        ledger?: string;
+        fabricConfig?: string;
+        progress: boolean;
+      }) => {
+        if (opts.ledger !== undefined && opts.ledger !== 'embedded' && opts.ledger !== 'fabric') {
+          process.stderr.write(
+            `hie-ledger verify: --ledger must be embedded or fabric, not '${opts.ledger}'\n`,
+          );
+          process.exitCode = 2;
+          return;
+        }
+        process.exitCode = await runVerify({
+          dataDir: opts.dataDir,
+          mspId: opts.mspId,
+          ledger: opts.ledger as 'embedded' | 'fabric' | undefined,
+          fabricConfig: opts.fabricConfig,
+          progress: opts.progress === false ? false : undefined,
+        });
+      },
+    );
 }
