@@ -94,6 +94,12 @@ describe('history', () => {
     expect(new Set(seen).size).toBe(7);
   });
 
+  it('answers _count=0 with the total only', async () => {
+    const bundle = json((await app.fastify.inject({ url: '/fhir/_history?_count=0' })).body);
+    expect(bundle.total).toBe(7);
+    expect(bundle.entry).toEqual([]);
+  });
+
   it('filters with _since and _at', async () => {
     const since = json(
       (await app.fastify.inject({ url: `/fhir/Patient/_history?_since=${encodeURIComponent(createdAt)}` }))

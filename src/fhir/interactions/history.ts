@@ -25,7 +25,8 @@ function countOf(request: FhirRequest): number {
   const text = single(request, '_count');
   if (text === undefined) return DEFAULT_HISTORY_COUNT;
   if (!/^\d+$/.test(text)) throw badRequest(`_count must be a whole number, not '${text}'`, '_count');
-  return Math.min(Math.max(Number(text), 1), MAX_HISTORY_COUNT);
+  // _count=0 asks only for the total (FHIR search.html#count).
+  return Math.min(Number(text), MAX_HISTORY_COUNT);
 }
 
 /** `_since`: an instant (R4); a bare date is taken as its first moment, UTC. */
