@@ -3,7 +3,7 @@
  * (their search index rows and a salted-hash anchor per version, as the service writes them).
  * Index extraction is done before timing: this measures the store alone.
  *
- *   npx tsx bench/store.ts [bundles=10]
+ *   npx tsx bench/store.ts [bundles=10]      (also PostgreSQL when HIE_TEST_POSTGRES_URL is set)
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { patientCompartments } from '../src/fhir/search/definitions.js';
 import { extractIndex } from '../src/fhir/search/index-entries.js';
 import type { PendingAnchor, StoredVersion, WriteRequest } from '../src/fhir/store/resource-store.js';
+import { PostgresResourceStore } from '../src/fhir/store/postgres/postgres-store.js';
+import type { ResourceStore } from '../src/fhir/store/resource-store.js';
 import { SqliteResourceStore } from '../src/fhir/store/sqlite/sqlite-store.js';
 import { parseFhirJson, type FhirResource } from '../src/mapping/fhir-json.js';
 
@@ -74,8 +76,7 @@ async function time(store: string, operation: string, count: number, fn: () => P
   rows.push({ store, operation, count, seconds: Number(process.hrtime.bigint() - start) / 1e9 });
 }
 
-async function run(label: string, file: string, synchronous: 'NORMAL' | 'FULL' = 'NORMAL'): Promise<void> {
-  const store = new SqliteResourceStore({ file, synchronous });
+async function run(label: string, store: ResourceStore): Promise<void> {
   await store.init();
   await time(label, 'create (1 write = 1 transaction)', requests.length, async () => {
     for (const r of requests) await store.write(r);
@@ -114,9 +115,23 @@ async function run(label: string, file: string, synchronous: 'NORMAL' | 'FULL' =
 
 const dir = mkdtempSync(join(tmpdir(), 'hie-bench-store-'));
 try {
-  await run(':memory:', ':memory:');
-  await run('file, sync NORMAL', join(dir, 'normal.sqlite'));
-  await run('file, sync FULL', join(dir, 'full.sqlite'), 'FULL');
+  await run('sqlite :memory:', new SqliteResourceStore({ file: ':memory:' }));
+  await run('sqlite file, sync NORMAL', new SqliteResourceStore({ file: join(dir, 'normal.sqlite') }));
+  await run(
+    'sqlite file, sync FULL',
+    new SqliteResourceStore({ file: join(dir, 'full.sqlite'), synchronous: 'FULL' }),
+  );
+  const url = process.env.HIE_TEST_POSTGRES_URL;
+  if (url) {
+    const schema = `hie_bench_${process.pid}`;
+    const store = new PostgresResourceStore({ connectionString: url, schema });
+    const close = store.close.bind(store);
+    store.close = async () => {
+      await store.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await close();
+    };
+    await run('postgres', store);
+  }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
