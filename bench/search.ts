@@ -29,7 +29,9 @@ const loadMs = performance.now() - t0;
 
 const resources: FhirResource[] = [];
 for (const file of files.slice(0, extractionBundles)) {
-  const bundle = parseFhirJson<{ entry: { resource: FhirResource }[] }>(readFileSync(join(dir, file), 'utf8'));
+  const bundle = parseFhirJson<{ entry: { resource: FhirResource }[] }>(
+    readFileSync(join(dir, file), 'utf8'),
+  );
   for (const entry of bundle.entry) resources.push(entry.resource);
 }
 for (const r of resources.slice(0, 2000)) extractIndex(r); // warm-up: lazy compilation
@@ -50,7 +52,9 @@ for (const r of resources) {
 }
 const totalMs = performance.now() - t1;
 
-console.log(`definitions load: ${loadMs.toFixed(1)} ms (${defs.resourceTypes.length} types, ${defs.unsupported.length} parameters not indexed)`);
+console.log(
+  `definitions load: ${loadMs.toFixed(1)} ms (${defs.resourceTypes.length} types, ${defs.unsupported.length} parameters not indexed)`,
+);
 console.log(
   `extraction: ${resources.length} resources from ${extractionBundles} bundles, ${rows} rows, ${((totalMs * 1000) / resources.length).toFixed(1)} µs/resource, ${Math.round(resources.length / (totalMs / 1000))} resources/s\n`,
 );
@@ -65,7 +69,9 @@ if (httpBundles > 0) {
   const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn', auth: 'dev-open' }, {});
   // buildApp awaits work that holds no event-loop handle (seen at the time of writing): keep the loop alive meanwhile.
   const keepAlive = setInterval(() => undefined, 1000);
-  const app = await buildApp(config, { logStream: new Writable({ write: (_c, _e, done) => done() }) }).finally(() => clearInterval(keepAlive));
+  const app = await buildApp(config, {
+    logStream: new Writable({ write: (_c, _e, done) => done() }),
+  }).finally(() => clearInterval(keepAlive));
   try {
     const address = await app.fastify.listen({ port: 0, host: '127.0.0.1' });
     const base = `${address}/fhir`;
@@ -76,7 +82,11 @@ if (httpBundles > 0) {
     for (const file of files.slice(0, httpBundles)) {
       const body = readFileSync(join(dir, file), 'utf8');
       bytes += body.length;
-      const res = await fetch(base, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body });
+      const res = await fetch(base, {
+        method: 'POST',
+        headers: { 'content-type': 'application/fhir+json' },
+        body,
+      });
       const out = (await res.json()) as { entry: { response: { location: string } }[] };
       if (res.status !== 200) throw new Error(`${file}: ${res.status} ${JSON.stringify(out).slice(0, 500)}`);
       entries += out.entry.length;
@@ -90,12 +100,31 @@ if (httpBundles > 0) {
 
     const queries: [string, (i: number) => string][] = [
       ['Patient?family=prefix', (i) => `Patient?family=${['Sm', 'Jo', 'Ma', 'Ro'][i % 4]}`],
-      ['Observation?subject&code', (i) => `Observation?subject=${patients[i % patients.length]}&code=http://loinc.org|8302-2`],
-      ['Observation?patient&date=ge&_sort=-date', (i) => `Observation?patient=${patients[i % patients.length]}&date=ge2015-01-01&_sort=-date&_count=20`],
-      ['Observation?code&value-quantity=gt', () => `Observation?code=http://loinc.org|8302-2&value-quantity=gt170&_count=20`],
-      ['Encounter?patient&_revinclude=Observation:encounter', (i) => `Encounter?patient=${patients[i % patients.length]}&_revinclude=Observation:encounter&_count=10`],
-      ['Encounter?subject:Patient.family (chain)', (i) => `Encounter?subject:Patient.family=${['Sm', 'Jo', 'Ma', 'Ro'][i % 4]}&_count=20`],
-      ['Patient?_has:Observation:patient:code', () => `Patient?_has:Observation:patient:code=http://loinc.org|8302-2&_count=20`],
+      [
+        'Observation?subject&code',
+        (i) => `Observation?subject=${patients[i % patients.length]}&code=http://loinc.org|8302-2`,
+      ],
+      [
+        'Observation?patient&date=ge&_sort=-date',
+        (i) => `Observation?patient=${patients[i % patients.length]}&date=ge2015-01-01&_sort=-date&_count=20`,
+      ],
+      [
+        'Observation?code&value-quantity=gt',
+        () => `Observation?code=http://loinc.org|8302-2&value-quantity=gt170&_count=20`,
+      ],
+      [
+        'Encounter?patient&_revinclude=Observation:encounter',
+        (i) =>
+          `Encounter?patient=${patients[i % patients.length]}&_revinclude=Observation:encounter&_count=10`,
+      ],
+      [
+        'Encounter?subject:Patient.family (chain)',
+        (i) => `Encounter?subject:Patient.family=${['Sm', 'Jo', 'Ma', 'Ro'][i % 4]}&_count=20`,
+      ],
+      [
+        'Patient?_has:Observation:patient:code',
+        () => `Patient?_has:Observation:patient:code=http://loinc.org|8302-2&_count=20`,
+      ],
       ['Observation?_total=accurate (all)', () => `Observation?_total=accurate&_count=20`],
       ['Observation?_count=20 (first page)', () => `Observation?_count=20`],
     ];
@@ -108,13 +137,16 @@ if (httpBundles > 0) {
         const s = performance.now();
         const res = await fetch(`${base}/${url(i)}`);
         const bundle = (await res.json()) as { entry?: unknown[] };
-        if (res.status !== 200) throw new Error(`${url(i)}: ${res.status} ${JSON.stringify(bundle).slice(0, 300)}`);
+        if (res.status !== 200)
+          throw new Error(`${url(i)}: ${res.status} ${JSON.stringify(bundle).slice(0, 300)}`);
         times.push(performance.now() - s);
         lastEntries = bundle.entry?.length ?? 0;
       }
       times.sort((a, b) => a - b);
       const mean = times.reduce((a, b) => a + b, 0) / times.length;
-      console.log(`| ${name} | ${runs} | ${mean.toFixed(1)} | ${times[Math.floor(runs * 0.95)].toFixed(1)} | ${lastEntries} |`);
+      console.log(
+        `| ${name} | ${runs} | ${mean.toFixed(1)} | ${times[Math.floor(runs * 0.95)].toFixed(1)} | ${lastEntries} |`,
+      );
     }
   } finally {
     await app.close();

@@ -12,9 +12,17 @@ async function get(url: string, headers: Record<string, string> = {}) {
   return app.fastify.inject({ method: 'GET', url: `/fhir/${url}`, headers });
 }
 async function post(url: string, body: unknown, headers: Record<string, string> = FHIR_JSON) {
-  return app.fastify.inject({ method: 'POST', url: `/fhir${url}`, headers, payload: typeof body === 'string' ? body : JSON.stringify(body) });
+  return app.fastify.inject({
+    method: 'POST',
+    url: `/fhir${url}`,
+    headers,
+    payload: typeof body === 'string' ? body : JSON.stringify(body),
+  });
 }
-const matchIds = (bundle: any) => (bundle.entry ?? []).filter((e: any) => e.search?.mode === 'match').map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
+const matchIds = (bundle: any) =>
+  (bundle.entry ?? [])
+    .filter((e: any) => e.search?.mode === 'match')
+    .map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
 
 beforeAll(async () => {
   app = await startTestApp();
@@ -42,7 +50,9 @@ describe('transaction bundles', () => {
       expect(response.entry).toHaveLength(source.entry.length);
       for (const [k, entry] of response.entry.entries()) {
         expect(entry.response.status).toBe('201 Created');
-        expect(entry.response.location).toMatch(new RegExp(`^${source.entry[k].resource.resourceType}/[^/]+/_history/1$`));
+        expect(entry.response.location).toMatch(
+          new RegExp(`^${source.entry[k].resource.resourceType}/[^/]+/_history/1$`),
+        );
         expect(entry.response.etag).toBe('W/"1"');
         expect(entry.response.lastModified).toMatch(/^\d{4}-\d{2}-\d{2}T/);
       }
@@ -53,10 +63,16 @@ describe('transaction bundles', () => {
     const { ref: patient } = serverRef(0, (r) => r.resourceType === 'Patient');
     const source = JSON.parse(readFileSync(files[0], 'utf8'));
     const patientUrn = source.entry.find((e: any) => e.resource.resourceType === 'Patient').fullUrl;
-    const obs = source.entry.filter((e: any) => e.resource.resourceType === 'Observation' && e.resource.subject.reference === patientUrn);
+    const obs = source.entry.filter(
+      (e: any) => e.resource.resourceType === 'Observation' && e.resource.subject.reference === patientUrn,
+    );
     const code = obs[0].resource.code.coding[0];
-    const expected = obs.filter((e: any) => e.resource.code.coding.some((c: any) => c.system === code.system && c.code === code.code)).length;
-    const res = await get(`Observation?subject=${patient}&code=${encodeURIComponent(`${code.system}|${code.code}`)}&_count=500`);
+    const expected = obs.filter((e: any) =>
+      e.resource.code.coding.some((c: any) => c.system === code.system && c.code === code.code),
+    ).length;
+    const res = await get(
+      `Observation?subject=${patient}&code=${encodeURIComponent(`${code.system}|${code.code}`)}&_count=500`,
+    );
     expect(res.statusCode).toBe(200);
     const bundle = json(res.body);
     expect(bundle.type).toBe('searchset');
@@ -83,14 +99,21 @@ describe('transaction bundles', () => {
     }
   });
 
-  it('rolls everything back when one entry fails, answering with that entry\'s outcome', async () => {
+  it("rolls everything back when one entry fails, answering with that entry's outcome", async () => {
     const before = json((await get('Patient?_summary=count')).body).total;
     const bundle = {
       resourceType: 'Bundle',
       type: 'transaction',
       entry: [
-        { fullUrl: 'urn:uuid:11111111-1111-4111-8111-111111111111', resource: { resourceType: 'Patient', name: [{ family: 'Rollback' }] }, request: { method: 'POST', url: 'Patient' } },
-        { resource: { resourceType: 'Observation', status: 'not-a-status', code: { text: 'x' } }, request: { method: 'POST', url: 'Observation' } },
+        {
+          fullUrl: 'urn:uuid:11111111-1111-4111-8111-111111111111',
+          resource: { resourceType: 'Patient', name: [{ family: 'Rollback' }] },
+          request: { method: 'POST', url: 'Patient' },
+        },
+        {
+          resource: { resourceType: 'Observation', status: 'not-a-status', code: { text: 'x' } },
+          request: { method: 'POST', url: 'Observation' },
+        },
       ],
     };
     const res = await post('', bundle);
@@ -106,7 +129,11 @@ describe('transaction bundles', () => {
   it('conditional create (ifNoneExist) reuses the match and rewrites references to it; references in extensions too', async () => {
     const patientEntry = (urn: string) => ({
       fullUrl: urn,
-      resource: { resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'cond-1' }], name: [{ family: 'Conditional' }] },
+      resource: {
+        resourceType: 'Patient',
+        identifier: [{ system: 'urn:test:mrn', value: 'cond-1' }],
+        name: [{ family: 'Conditional' }],
+      },
       request: { method: 'POST', url: 'Patient', ifNoneExist: 'identifier=urn:test:mrn|cond-1' },
     });
     const observation = (urn: string) => ({
@@ -119,10 +146,32 @@ describe('transaction bundles', () => {
       },
       request: { method: 'POST', url: 'Observation' },
     });
-    const first = json((await post('', { resourceType: 'Bundle', type: 'transaction', entry: [patientEntry('urn:uuid:aaaaaaaa-0000-4000-8000-000000000001'), observation('urn:uuid:aaaaaaaa-0000-4000-8000-000000000001')] })).body);
+    const first = json(
+      (
+        await post('', {
+          resourceType: 'Bundle',
+          type: 'transaction',
+          entry: [
+            patientEntry('urn:uuid:aaaaaaaa-0000-4000-8000-000000000001'),
+            observation('urn:uuid:aaaaaaaa-0000-4000-8000-000000000001'),
+          ],
+        })
+      ).body,
+    );
     expect(first.entry[0].response.status).toBe('201 Created');
     const patientRef = first.entry[0].response.location.split('/_history/')[0];
-    const second = json((await post('', { resourceType: 'Bundle', type: 'transaction', entry: [patientEntry('urn:uuid:bbbbbbbb-0000-4000-8000-000000000002'), observation('urn:uuid:bbbbbbbb-0000-4000-8000-000000000002')] })).body);
+    const second = json(
+      (
+        await post('', {
+          resourceType: 'Bundle',
+          type: 'transaction',
+          entry: [
+            patientEntry('urn:uuid:bbbbbbbb-0000-4000-8000-000000000002'),
+            observation('urn:uuid:bbbbbbbb-0000-4000-8000-000000000002'),
+          ],
+        })
+      ).body,
+    );
     expect(second.entry[0].response.status).toBe('200 OK');
     expect(second.entry[0].response.location.split('/_history/')[0]).toBe(patientRef);
     const obs = json((await get(second.entry[1].response.location.split('/_history/')[0])).body);
@@ -132,13 +181,27 @@ describe('transaction bundles', () => {
   });
 
   it('processes DELETE before POST before PUT before GET, and conditional update/delete by search URL', async () => {
-    const created = json((await post('/Patient', { resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'order-1' }] })).body);
+    const created = json(
+      (
+        await post('/Patient', {
+          resourceType: 'Patient',
+          identifier: [{ system: 'urn:test:mrn', value: 'order-1' }],
+        })
+      ).body,
+    );
     const bundle = {
       resourceType: 'Bundle',
       type: 'transaction',
       entry: [
         { request: { method: 'GET', url: 'Patient?identifier=urn:test:mrn|order-2' } },
-        { resource: { resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'order-2' }], gender: 'female' }, request: { method: 'PUT', url: 'Patient?identifier=urn:test:mrn|order-2' } },
+        {
+          resource: {
+            resourceType: 'Patient',
+            identifier: [{ system: 'urn:test:mrn', value: 'order-2' }],
+            gender: 'female',
+          },
+          request: { method: 'PUT', url: 'Patient?identifier=urn:test:mrn|order-2' },
+        },
         { request: { method: 'DELETE', url: 'Patient?identifier=urn:test:mrn|order-1' } },
       ],
     };
@@ -154,7 +217,16 @@ describe('transaction bundles', () => {
     const update = {
       resourceType: 'Bundle',
       type: 'transaction',
-      entry: [{ resource: { resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'order-2' }], gender: 'male' }, request: { method: 'PUT', url: 'Patient?identifier=urn:test:mrn|order-2' } }],
+      entry: [
+        {
+          resource: {
+            resourceType: 'Patient',
+            identifier: [{ system: 'urn:test:mrn', value: 'order-2' }],
+            gender: 'male',
+          },
+          request: { method: 'PUT', url: 'Patient?identifier=urn:test:mrn|order-2' },
+        },
+      ],
     };
     const updated = json((await post('', update)).body);
     expect(updated.entry[0].response.status).toBe('200 OK');
@@ -164,10 +236,25 @@ describe('transaction bundles', () => {
   it('refuses malformed transactions with 400', async () => {
     for (const body of [
       { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Patient' } }] },
-      { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'FOO', url: 'Patient' } }] },
-      { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'POST', url: 'Patient' } }] },
+      {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [{ request: { method: 'FOO', url: 'Patient' } }],
+      },
+      {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [{ request: { method: 'POST', url: 'Patient' } }],
+      },
       { resourceType: 'Bundle', type: 'transaction', entry: 'nope' },
-      { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Patient', id: 'a' }, request: { method: 'PUT', url: 'Patient/a' } }, { resource: { resourceType: 'Patient', id: 'a' }, request: { method: 'PUT', url: 'Patient/a' } }] },
+      {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          { resource: { resourceType: 'Patient', id: 'a' }, request: { method: 'PUT', url: 'Patient/a' } },
+          { resource: { resourceType: 'Patient', id: 'a' }, request: { method: 'PUT', url: 'Patient/a' } },
+        ],
+      },
     ]) {
       const res = await post('', body);
       expect(res.statusCode, JSON.stringify(body)).toBe(400);
@@ -185,8 +272,14 @@ describe('batch bundles', () => {
       entry: [
         { request: { method: 'GET', url: patient } },
         { request: { method: 'GET', url: 'Patient/does-not-exist' } },
-        { resource: { resourceType: 'Patient', gender: 'not-a-gender' }, request: { method: 'POST', url: 'Patient' } },
-        { resource: { resourceType: 'Patient', name: [{ family: 'Batchy' }] }, request: { method: 'POST', url: 'Patient' } },
+        {
+          resource: { resourceType: 'Patient', gender: 'not-a-gender' },
+          request: { method: 'POST', url: 'Patient' },
+        },
+        {
+          resource: { resourceType: 'Patient', name: [{ family: 'Batchy' }] },
+          request: { method: 'POST', url: 'Patient' },
+        },
         { request: { method: 'GET', url: 'Patient?family=Batchy' } },
       ],
     };
@@ -208,7 +301,14 @@ describe('search over HTTP', () => {
   it('answers GET and POST _search alike, and system search with _type', async () => {
     const a = json((await get('Patient?gender=male&_sort=birthdate')).body);
     const b = json(
-      (await app.fastify.inject({ method: 'POST', url: '/fhir/Patient/_search', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: 'gender=male&_sort=birthdate' })).body,
+      (
+        await app.fastify.inject({
+          method: 'POST',
+          url: '/fhir/Patient/_search',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          payload: 'gender=male&_sort=birthdate',
+        })
+      ).body,
     );
     expect(matchIds(b)).toEqual(matchIds(a));
     const sys = json((await get('?_type=Patient&gender=male')).body);
@@ -225,17 +325,60 @@ describe('search over HTTP', () => {
   it('applies _elements to matches', async () => {
     const res = json((await get('Patient?_elements=gender&_count=2')).body);
     for (const e of res.entry.filter((x: any) => x.search.mode === 'match')) {
-      expect(Object.keys(e.resource).sort()).toEqual(expect.arrayContaining(['gender', 'id', 'resourceType']));
+      expect(Object.keys(e.resource).sort()).toEqual(
+        expect.arrayContaining(['gender', 'id', 'resourceType']),
+      );
       expect(e.resource.name).toBeUndefined();
     }
+  });
+
+  it('answers hostile queries with a 400 OperationOutcome (never a 500), and stores nothing odd', async () => {
+    const hostile = [
+      `Patient?name=${'x'.repeat(5000)}`,
+      `Patient?${Array.from({ length: 300 }, (_, i) => `p${i}=1`).join('&')}`,
+      'Observation?subject:Patient.organization.partof.partof.partof.name=x',
+      `Observation?code=${Array.from({ length: 500 }, () => 'a').join(',')}`,
+      'Patient?birthdate=2020%27%3B%20DROP%20TABLE%20resource_version%3B--',
+      'Patient?_count=abc',
+      'Patient?_sort=-',
+      'Observation?value-quantity=gt%27OR%271',
+      'Patient?_has:Observation:patient:_has:Observation:patient:_has:Observation:patient:_has:Observation:patient:code=x',
+      'Patient?_include=Patient:*:*:*',
+    ];
+    for (const url of hostile) {
+      const res = await get(url);
+      expect(res.statusCode, url.slice(0, 80)).toBeLessThan(500);
+      if (res.statusCode !== 200) {
+        expect(res.statusCode, url.slice(0, 80)).toBe(400);
+        expect(json(res.body).resourceType).toBe('OperationOutcome');
+      }
+    }
+    const sqlish = await get("Patient?name=x'%3B%20DROP%20TABLE%20resource_version%3B%20--");
+    expect(sqlish.statusCode).toBe(200);
+    expect(json(sqlish.body).entry ?? []).toEqual([]);
+    expect(json((await get('Patient?_summary=count')).body).total).toBeGreaterThan(0);
+  });
+
+  it('serves conditional create (If-None-Exist) through search', async () => {
+    const body = { resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'ine-1' }] };
+    const headers = { ...FHIR_JSON, 'if-none-exist': 'identifier=urn:test:mrn|ine-1' };
+    const first = await post('/Patient', body, headers);
+    expect(first.statusCode).toBe(201);
+    const second = await post('/Patient', body, headers);
+    expect(second.statusCode).toBe(200);
+    expect(json(second.body).id).toBe(json(first.body).id);
   });
 
   it('lists search parameters, batch and transaction in /metadata', async () => {
     const cs = json((await get('metadata')).body);
     const rest = cs.rest[0];
     const patient = rest.resource.find((r: any) => r.type === 'Patient');
-    expect(patient.searchParam.map((p: any) => p.name)).toEqual(expect.arrayContaining(['name', 'birthdate', 'identifier', '_id']));
+    expect(patient.searchParam.map((p: any) => p.name)).toEqual(
+      expect.arrayContaining(['name', 'birthdate', 'identifier', '_id']),
+    );
     expect(patient.interaction.map((i: any) => i.code)).toContain('search-type');
-    expect(rest.interaction.map((i: any) => i.code)).toEqual(expect.arrayContaining(['batch', 'transaction', 'search-system']));
+    expect(rest.interaction.map((i: any) => i.code)).toEqual(
+      expect.arrayContaining(['batch', 'transaction', 'search-system']),
+    );
   });
 });

@@ -36,7 +36,8 @@ export async function loadSyntheaDirect(store: ResourceStore, file: string): Pro
   let text = readFileSync(file, 'utf8');
   const bundle = parseFhirJson<{ entry: { fullUrl: string; resource: FhirResource }[] }>(text);
   const map = new Map<string, string>();
-  for (const e of bundle.entry) map.set(e.fullUrl, `${e.resource.resourceType}/${e.fullUrl.replace('urn:uuid:', '')}`);
+  for (const e of bundle.entry)
+    map.set(e.fullUrl, `${e.resource.resourceType}/${e.fullUrl.replace('urn:uuid:', '')}`);
   text = text.replace(/urn:uuid:[0-9a-f-]{36}/g, (m) => map.get(m) ?? m);
   const rewritten = parseFhirJson<{ entry: { resource: FhirResource }[] }>(text);
   const out: FhirResource[] = [];
@@ -68,10 +69,19 @@ export function context(store: ResourceStore, access: AccessPolicy = new OpenAcc
   };
 }
 
-export function request(resourceType: string | undefined, query: Record<string, string | string[]>): FhirRequest {
+export function request(
+  resourceType: string | undefined,
+  query: Record<string, string | string[]>,
+): FhirRequest {
   const q: Record<string, string[]> = {};
   for (const [k, v] of Object.entries(query)) q[k] = Array.isArray(v) ? v : [v];
-  return { interaction: resourceType ? 'search-type' : 'search-system', method: 'GET', resourceType, query: q, baseUrl: 'http://test/fhir' };
+  return {
+    interaction: resourceType ? 'search-type' : 'search-system',
+    method: 'GET',
+    resourceType,
+    query: q,
+    baseUrl: 'http://test/fhir',
+  };
 }
 
 export interface SearchBundle {

@@ -3,11 +3,22 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
-import { dateRange, extractIndex, numberRange, normaliseString, DATE_MAX } from '../../src/fhir/search/index-entries.js';
-import { patientCompartments, searchDefinitions, searchParameter } from '../../src/fhir/search/definitions.js';
+import {
+  dateRange,
+  extractIndex,
+  numberRange,
+  normaliseString,
+  DATE_MAX,
+} from '../../src/fhir/search/index-entries.js';
+import {
+  patientCompartments,
+  searchDefinitions,
+  searchParameter,
+} from '../../src/fhir/search/definitions.js';
 
 const examplesDir = dirname(createRequire(import.meta.url).resolve('hl7.fhir.r4.examples/package.json'));
-const example = (name: string): FhirResource => parseFhirJson<FhirResource>(readFileSync(join(examplesDir, `${name}.json`), 'utf8'));
+const example = (name: string): FhirResource =>
+  parseFhirJson<FhirResource>(readFileSync(join(examplesDir, `${name}.json`), 'utf8'));
 const rows = (r: FhirResource, param: string) => extractIndex(r).filter((e) => e.param === param);
 
 describe('search parameter definitions', () => {
@@ -32,8 +43,11 @@ describe('search parameter definitions', () => {
 describe('index extraction on the official examples', () => {
   it('never throws on any example resource', () => {
     // every example but the big definition files and bundles (the bundles' entries are examples themselves)
-    const skip = /^(StructureDefinition|SearchParameter|Bundle|CodeSystem|ValueSet|ConceptMap|OperationDefinition|CapabilityStatement|ImplementationGuide|NamingSystem|CompartmentDefinition)-/;
-    const files = readdirSync(examplesDir).filter((f) => /^[A-Z][A-Za-z]+-.+\.json$/.test(f) && !skip.test(f));
+    const skip =
+      /^(StructureDefinition|SearchParameter|Bundle|CodeSystem|ValueSet|ConceptMap|OperationDefinition|CapabilityStatement|ImplementationGuide|NamingSystem|CompartmentDefinition)-/;
+    const files = readdirSync(examplesDir).filter(
+      (f) => /^[A-Z][A-Za-z]+-.+\.json$/.test(f) && !skip.test(f),
+    );
     let total = 0;
     for (const f of files) {
       const resource = parseFhirJson<FhirResource>(readFileSync(join(examplesDir, f), 'utf8'));
@@ -45,10 +59,18 @@ describe('index extraction on the official examples', () => {
 
   it('Observation-example: tokens, references, quantity with precision, date', () => {
     const obs = example('Observation-example');
-    expect(rows(obs, 'code')).toEqual(expect.arrayContaining([{ param: 'code', type: 'token', system: 'http://loinc.org', value: '29463-7' }]));
+    expect(rows(obs, 'code')).toEqual(
+      expect.arrayContaining([
+        { param: 'code', type: 'token', system: 'http://loinc.org', value: '29463-7' },
+      ]),
+    );
     expect(rows(obs, 'code:text').map((r) => r.value)).toContain('body weight');
-    expect(rows(obs, 'subject')).toEqual([{ param: 'subject', type: 'reference', reference: 'Patient/example' }]);
-    expect(rows(obs, 'patient')).toEqual([{ param: 'patient', type: 'reference', reference: 'Patient/example' }]);
+    expect(rows(obs, 'subject')).toEqual([
+      { param: 'subject', type: 'reference', reference: 'Patient/example' },
+    ]);
+    expect(rows(obs, 'patient')).toEqual([
+      { param: 'patient', type: 'reference', reference: 'Patient/example' },
+    ]);
     const [q] = rows(obs, 'value-quantity');
     expect(q.system).toBe('http://unitsofmeasure.org');
     expect(q.value).toBe('[lb_av]');
@@ -67,20 +89,34 @@ describe('index extraction on the official examples', () => {
     expect(rows(p, 'family').map((r) => r.system)).toContain('Chalmers');
     expect(rows(p, 'given').map((r) => r.value)).toEqual(expect.arrayContaining(['peter', 'james', 'jim']));
     expect(rows(p, 'gender')).toEqual([{ param: 'gender', type: 'token', value: 'male' }]);
-    expect(rows(p, 'identifier')).toEqual(expect.arrayContaining([{ param: 'identifier', type: 'token', system: 'urn:oid:1.2.36.146.595.217.0.1', value: '12345' }]));
+    expect(rows(p, 'identifier')).toEqual(
+      expect.arrayContaining([
+        { param: 'identifier', type: 'token', system: 'urn:oid:1.2.36.146.595.217.0.1', value: '12345' },
+      ]),
+    );
     expect(rows(p, 'birthdate')[0].low).toBe(Date.UTC(1974, 11, 25));
     expect(rows(p, 'address-city').map((r) => r.value)).toContain('pleasantville');
-    expect(rows(p, 'organization')).toEqual([{ param: 'organization', type: 'reference', reference: 'Organization/1' }]);
+    expect(rows(p, 'organization')).toEqual([
+      { param: 'organization', type: 'reference', reference: 'Organization/1' },
+    ]);
     expect(normaliseString('Agustín Müller')).toBe('agustin muller');
   });
 
   it('Encounter periods become ranges; open ends are unbounded', () => {
     const e = example('Encounter-example');
     expect(rows(e, 'status')).toEqual([{ param: 'status', type: 'token', value: 'in-progress' }]);
-    const closed = extractIndex({ resourceType: 'Encounter', status: 'finished', period: { start: '2020-01-01T10:00:00Z', end: '2020-01-01T11:00' } } as FhirResource).find((r) => r.param === 'date')!;
+    const closed = extractIndex({
+      resourceType: 'Encounter',
+      status: 'finished',
+      period: { start: '2020-01-01T10:00:00Z', end: '2020-01-01T11:00' },
+    } as FhirResource).find((r) => r.param === 'date')!;
     expect(closed.low).toBe(Date.UTC(2020, 0, 1, 10));
     expect(closed.high).toBe(Date.UTC(2020, 0, 1, 11, 1) - 1);
-    const open = extractIndex({ resourceType: 'Encounter', status: 'in-progress', period: { start: '2020-01-01' } } as FhirResource).find((r) => r.param === 'date')!;
+    const open = extractIndex({
+      resourceType: 'Encounter',
+      status: 'in-progress',
+      period: { start: '2020-01-01' },
+    } as FhirResource).find((r) => r.param === 'date')!;
     expect(open.low).toBe(Date.UTC(2020, 0, 1));
     expect(open.high).toBe(DATE_MAX);
   });
@@ -93,13 +129,21 @@ describe('index extraction on the official examples', () => {
     expect(numberRange('1e2')!.low).toBeCloseTo(50);
     expect(dateRange('2020')).toEqual({ low: Date.UTC(2020, 0, 1), high: Date.UTC(2021, 0, 1) - 1 });
     expect(dateRange('2020-02')).toEqual({ low: Date.UTC(2020, 1, 1), high: Date.UTC(2020, 2, 1) - 1 });
-    expect(dateRange('2020-02-03T04:05:06+02:00')).toEqual({ low: Date.UTC(2020, 1, 3, 2, 5, 6), high: Date.UTC(2020, 1, 3, 2, 5, 6) + 999 });
-    expect(dateRange('2020-02-03T04:05:06.123Z')).toEqual({ low: Date.UTC(2020, 1, 3, 4, 5, 6, 123), high: Date.UTC(2020, 1, 3, 4, 5, 6, 123) });
+    expect(dateRange('2020-02-03T04:05:06+02:00')).toEqual({
+      low: Date.UTC(2020, 1, 3, 2, 5, 6),
+      high: Date.UTC(2020, 1, 3, 2, 5, 6) + 999,
+    });
+    expect(dateRange('2020-02-03T04:05:06.123Z')).toEqual({
+      low: Date.UTC(2020, 1, 3, 4, 5, 6, 123),
+      high: Date.UTC(2020, 1, 3, 4, 5, 6, 123),
+    });
     expect(dateRange('not a date')).toBeUndefined();
   });
 
   it('keeps the written precision of decimals parsed losslessly', () => {
-    const obs = parseFhirJson<FhirResource>('{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.50,"code":"mg"}}');
+    const obs = parseFhirJson<FhirResource>(
+      '{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.50,"code":"mg"}}',
+    );
     const [q] = rows(obs, 'value-quantity');
     expect(q.low).toBeCloseTo(1.495, 10);
     expect(q.high).toBeCloseTo(1.505, 10);
@@ -116,13 +160,25 @@ describe('index extraction on the official examples', () => {
     } as FhirResource;
     expect(rows(obs, 'patient')).toEqual([]);
     expect(rows(obs, 'subject')).toEqual([{ param: 'subject', type: 'reference', reference: 'Group/1' }]);
-    expect(rows(obs, 'performer').map((r) => r.reference)).toEqual(['#p1', 'http://other.org/fhir/Practitioner/9']);
+    expect(rows(obs, 'performer').map((r) => r.reference)).toEqual([
+      '#p1',
+      'http://other.org/fhir/Practitioner/9',
+    ]);
   });
 
   it('indexes `Bundle.entry[0].resource` (composition, message)', () => {
-    const bundle = { resourceType: 'Bundle', type: 'document', entry: [{ resource: { resourceType: 'Composition', id: 'c1' } }, { resource: { resourceType: 'Patient', id: 'p' } }] } as FhirResource;
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'document',
+      entry: [
+        { resource: { resourceType: 'Composition', id: 'c1' } },
+        { resource: { resourceType: 'Patient', id: 'p' } },
+      ],
+    } as FhirResource;
     expect(rows(bundle, 'composition')).toHaveLength(0); // a resource, not a Reference: nothing to index as reference
-    expect(searchParameter('Bundle', 'composition')?.evaluate?.(bundle)).toEqual([{ resourceType: 'Composition', id: 'c1' }]);
+    expect(searchParameter('Bundle', 'composition')?.evaluate?.(bundle)).toEqual([
+      { resourceType: 'Composition', id: 'c1' },
+    ]);
   });
 
   it('bare paths (`name | alias` of InsurancePlan) start at the resource', () => {

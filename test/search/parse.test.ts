@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { parseSearch, splitOr, LIMITS } from '../../src/fhir/search/parse.js';
 import { FhirError } from '../../src/fhir/outcome.js';
 
-const q = (o: Record<string, string | string[]>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
-const parse = (type: string | undefined, o: Record<string, string | string[]>, strict = false) => parseSearch(q(o), { resourceType: type, strict });
+const q = (o: Record<string, string | string[]>) =>
+  Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
+const parse = (type: string | undefined, o: Record<string, string | string[]>, strict = false) =>
+  parseSearch(q(o), { resourceType: type, strict });
 const status = (fn: () => unknown) => {
   try {
     fn();
@@ -19,11 +21,19 @@ describe('search query parsing', () => {
     expect(splitOr('a,b\\,c,d')).toEqual(['a', 'b,c', 'd']);
     const c = parse('Patient', { gender: 'male,female', family: ['smith', 'jones'] });
     expect(c.filters).toHaveLength(3);
-    expect(c.filters[0]).toMatchObject({ kind: 'param', param: 'gender', values: [{ code: 'male' }, { code: 'female' }] });
+    expect(c.filters[0]).toMatchObject({
+      kind: 'param',
+      param: 'gender',
+      values: [{ code: 'male' }, { code: 'female' }],
+    });
   });
 
   it('tokens: system|code, |code, system|, :text, :not', () => {
-    const [a, b, c, d, e] = parse('Observation', { code: ['http://loinc.org|1234-5', '|x', 'http://loinc.org|'], 'code:text': 'Body', 'status:not': 'final' }).filters as any[];
+    const [a, b, c, d, e] = parse('Observation', {
+      code: ['http://loinc.org|1234-5', '|x', 'http://loinc.org|'],
+      'code:text': 'Body',
+      'status:not': 'final',
+    }).filters as any[];
     expect(a.values[0]).toEqual({ kind: 'token', system: 'http://loinc.org', code: '1234-5' });
     expect(b.values[0]).toEqual({ kind: 'token', system: '', code: 'x' });
     expect(c.values[0]).toEqual({ kind: 'token', system: 'http://loinc.org', code: undefined });
@@ -32,14 +42,31 @@ describe('search query parsing', () => {
   });
 
   it('dates and quantities with prefixes and implicit precision', () => {
-    const [d, n] = parse('Observation', { date: 'ge2020-01', 'value-quantity': 'lt5.4|http://unitsofmeasure.org|mg' }).filters as any[];
-    expect(d.values[0]).toMatchObject({ prefix: 'ge', low: Date.UTC(2020, 0, 1), high: Date.UTC(2020, 1, 1) - 1 });
-    expect(n.values[0]).toMatchObject({ prefix: 'lt', value: 5.4, system: 'http://unitsofmeasure.org', code: 'mg' });
+    const [d, n] = parse('Observation', {
+      date: 'ge2020-01',
+      'value-quantity': 'lt5.4|http://unitsofmeasure.org|mg',
+    }).filters as any[];
+    expect(d.values[0]).toMatchObject({
+      prefix: 'ge',
+      low: Date.UTC(2020, 0, 1),
+      high: Date.UTC(2020, 1, 1) - 1,
+    });
+    expect(n.values[0]).toMatchObject({
+      prefix: 'lt',
+      value: 5.4,
+      system: 'http://unitsofmeasure.org',
+      code: 'mg',
+    });
     expect(n.values[0].low).toBeCloseTo(5.35);
   });
 
   it('references: Type/id, bare id expanded to targets, :Type, :identifier, absolute URLs', () => {
-    const [a, b, c, d] = parse('Observation', { subject: 'Patient/1', patient: '2', 'subject:Group': '3', 'subject:identifier': 'urn:mrn|9' }).filters as any[];
+    const [a, b, c, d] = parse('Observation', {
+      subject: 'Patient/1',
+      patient: '2',
+      'subject:Group': '3',
+      'subject:identifier': 'urn:mrn|9',
+    }).filters as any[];
     expect(a.values[0].references).toEqual(['Patient/1']);
     expect(b.values[0].references).toEqual(expect.arrayContaining(['Patient/2']));
     expect(c.values[0].references).toEqual(['Group/3']);
@@ -49,17 +76,38 @@ describe('search query parsing', () => {
   });
 
   it('composites: token$quantity, token$token; malformed ones are 400', () => {
-    const [bp, concept] = parse('Observation', { 'component-code-value-quantity': 'http://loinc.org|8480-6$gt100|http://unitsofmeasure.org|mm[Hg]', 'code-value-concept': '1234-5$http://snomed.info/sct|123' }).filters as any[];
-    expect(bp.values[0]).toMatchObject({ kind: 'composite', secondType: 'quantity', first: { system: 'http://loinc.org', code: '8480-6' }, second: { prefix: 'gt', value: 100, code: 'mm[Hg]' } });
-    expect(concept.values[0]).toMatchObject({ first: { code: '1234-5' }, second: { system: 'http://snomed.info/sct', code: '123' } });
+    const [bp, concept] = parse('Observation', {
+      'component-code-value-quantity': 'http://loinc.org|8480-6$gt100|http://unitsofmeasure.org|mm[Hg]',
+      'code-value-concept': '1234-5$http://snomed.info/sct|123',
+    }).filters as any[];
+    expect(bp.values[0]).toMatchObject({
+      kind: 'composite',
+      secondType: 'quantity',
+      first: { system: 'http://loinc.org', code: '8480-6' },
+      second: { prefix: 'gt', value: 100, code: 'mm[Hg]' },
+    });
+    expect(concept.values[0]).toMatchObject({
+      first: { code: '1234-5' },
+      second: { system: 'http://snomed.info/sct', code: '123' },
+    });
     expect(status(() => parse('Observation', { 'code-value-quantity': 'no-dollar' }))).toBe(400);
   });
 
   it('chains (multi-level) and _has', () => {
     const [chain] = parse('Observation', { 'subject:Patient.organization.name': 'acme' }).filters as any[];
-    expect(chain).toMatchObject({ kind: 'chain', param: 'subject', targetTypes: ['Patient'], inner: { kind: 'chain', param: 'organization', inner: { kind: 'param', param: 'name' } } });
+    expect(chain).toMatchObject({
+      kind: 'chain',
+      param: 'subject',
+      targetTypes: ['Patient'],
+      inner: { kind: 'chain', param: 'organization', inner: { kind: 'param', param: 'name' } },
+    });
     const [has] = parse('Patient', { '_has:Observation:patient:code': '1234-5' }).filters as any[];
-    expect(has).toMatchObject({ kind: 'has', sourceType: 'Observation', param: 'patient', inner: { param: 'code' } });
+    expect(has).toMatchObject({
+      kind: 'has',
+      sourceType: 'Observation',
+      param: 'patient',
+      inner: { param: 'code' },
+    });
   });
 
   it('result parameters: _sort, _count (capped), _offset, _total, _summary=count, _include(:iterate), _revinclude, _elements', () => {
@@ -86,7 +134,9 @@ describe('search query parsing', () => {
       { sourceType: 'Observation', param: 'subject', targetType: undefined, iterate: false },
       { sourceType: 'Patient', param: 'organization', targetType: undefined, iterate: true },
     ]);
-    expect(c.revinclude).toEqual([{ sourceType: 'Provenance', param: 'target', targetType: undefined, iterate: false }]);
+    expect(c.revinclude).toEqual([
+      { sourceType: 'Provenance', param: 'target', targetType: undefined, iterate: false },
+    ]);
     expect(c.elements).toEqual(['status', 'code']);
   });
 
@@ -106,7 +156,9 @@ describe('search query parsing', () => {
   it('hostile input is a 400, never anything else', () => {
     const cases: Record<string, string | string[]>[] = [
       { name: 'x'.repeat(LIMITS.maxValueLength + 1) },
-      Object.fromEntries(Array.from({ length: LIMITS.maxParameters + 1 }, (_, i) => [`name`.concat(String(i)), 'x'])),
+      Object.fromEntries(
+        Array.from({ length: LIMITS.maxParameters + 1 }, (_, i) => [`name`.concat(String(i)), 'x']),
+      ),
       { name: Array.from({ length: LIMITS.maxParameters + 1 }, () => 'x') },
       { name: Array.from({ length: LIMITS.maxOrValues + 1 }, () => 'x').join(',') },
       { 'subject:Patient.organization.partof.partof.partof.name': 'x' },
@@ -121,6 +173,10 @@ describe('search query parsing', () => {
       { subject: 'Patient/1/2/3/4 x' },
       { _type: 'Nope' },
     ];
-    for (const c of cases) expect(status(() => parse(c._type ? undefined : 'Observation', c)), JSON.stringify(c).slice(0, 100)).toBe(400);
+    for (const c of cases)
+      expect(
+        status(() => parse(c._type ? undefined : 'Observation', c)),
+        JSON.stringify(c).slice(0, 100),
+      ).toBe(400);
   });
 });

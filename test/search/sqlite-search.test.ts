@@ -5,17 +5,31 @@ import { FhirError } from '../../src/fhir/outcome.js';
 import type { AccessPolicy, Caller } from '../../src/access/policy.js';
 import type { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
-import { context, loadSyntheaDirect, openStore, request, syntheaFiles, type SearchBundle } from './helpers.js';
+import {
+  context,
+  loadSyntheaDirect,
+  openStore,
+  request,
+  syntheaFiles,
+  type SearchBundle,
+} from './helpers.js';
 
 let store: SqliteResourceStore;
-let loaded: FhirResource[] = [];
+const loaded: FhirResource[] = [];
 
-async function run(type: string | undefined, query: Record<string, string | string[]>, ctx = context(store)): Promise<SearchBundle> {
+async function run(
+  type: string | undefined,
+  query: Record<string, string | string[]>,
+  ctx = context(store),
+): Promise<SearchBundle> {
   const response = await (type ? searchType : searchSystem)(request(type, query), ctx);
   expect(response.status).toBe(200);
   return parseFhirJson<SearchBundle>(response.body as string);
 }
-const ids = (b: SearchBundle, mode = 'match') => (b.entry ?? []).filter((e) => e.search.mode === mode).map((e) => `${e.resource.resourceType}/${e.resource.id}`);
+const ids = (b: SearchBundle, mode = 'match') =>
+  (b.entry ?? [])
+    .filter((e) => e.search.mode === mode)
+    .map((e) => `${e.resource.resourceType}/${e.resource.id}`);
 
 beforeAll(async () => {
   store = await openStore();
@@ -24,15 +38,32 @@ beforeAll(async () => {
 afterAll(async () => store.close());
 
 const patients = () => loaded.filter((r) => r.resourceType === 'Patient');
-const expected = (predicate: (r: FhirResource) => boolean) => loaded.filter(predicate).map((r) => `${r.resourceType}/${r.id}`).sort();
+const expected = (predicate: (r: FhirResource) => boolean) =>
+  loaded
+    .filter(predicate)
+    .map((r) => `${r.resourceType}/${r.id}`)
+    .sort();
 
 describe('search over the SQLite index', () => {
   it('finds observations of a patient by subject and LOINC code', async () => {
     const patient = patients()[0];
-    const obs = loaded.find((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${patient.id}`)!;
+    const obs = loaded.find(
+      (r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${patient.id}`,
+    )!;
     const coding = obs.code.coding[0];
-    const bundle = await run('Observation', { subject: `Patient/${patient.id}`, code: `${coding.system}|${coding.code}`, _count: '1000' });
-    const want = expected((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${patient.id}` && r.code.coding.some((c: { system: string; code: string }) => c.system === coding.system && c.code === coding.code));
+    const bundle = await run('Observation', {
+      subject: `Patient/${patient.id}`,
+      code: `${coding.system}|${coding.code}`,
+      _count: '1000',
+    });
+    const want = expected(
+      (r) =>
+        r.resourceType === 'Observation' &&
+        r.subject.reference === `Patient/${patient.id}` &&
+        r.code.coding.some(
+          (c: { system: string; code: string }) => c.system === coding.system && c.code === coding.code,
+        ),
+    );
     expect(ids(bundle).sort()).toEqual(want);
     expect(bundle.total).toBe(want.length);
     expect(want.length).toBeGreaterThan(0);
@@ -41,7 +72,9 @@ describe('search over the SQLite index', () => {
   it('matches the patient param only for Patient subjects, also by bare id', async () => {
     const patient = patients()[1];
     const a = await run('Encounter', { patient: patient.id!, _count: '1000' });
-    expect(ids(a).sort()).toEqual(expected((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`));
+    expect(ids(a).sort()).toEqual(
+      expected((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`),
+    );
   });
 
   it('string search: prefix, case and accent insensitive; :exact; :contains', async () => {
@@ -73,27 +106,51 @@ describe('search over the SQLite index', () => {
   it('quantities: value with prefix, system and code', async () => {
     const obs = loaded.find((r) => r.resourceType === 'Observation' && r.valueQuantity)!;
     const q = obs.valueQuantity;
-    const found = await run('Observation', { 'value-quantity': `ge${q.value}|${q.system}|${q.code}`, code: obs.code.coding[0].code, _count: '1000' });
+    const found = await run('Observation', {
+      'value-quantity': `ge${q.value}|${q.system}|${q.code}`,
+      code: obs.code.coding[0].code,
+      _count: '1000',
+    });
     expect(ids(found)).toContain(`Observation/${obs.id}`);
     for (const e of found.entry ?? []) expect(e.resource.valueQuantity.value).toBeGreaterThanOrEqual(q.value);
-    const none = await run('Observation', { 'value-quantity': `gt${q.value}|${q.system}|${q.code}`, _id: obs.id! });
+    const none = await run('Observation', {
+      'value-quantity': `gt${q.value}|${q.system}|${q.code}`,
+      _id: obs.id!,
+    });
     expect(ids(none)).toEqual([]);
   });
 
   it('composites: component-code-value-quantity (blood pressure) and code-value-quantity', async () => {
     const systolic = (r: FhirResource) =>
-      (r.component ?? []).find((c: any) => c.code.coding.some((x: any) => x.system === 'http://loinc.org' && x.code === '8480-6'))?.valueQuantity?.value as number | undefined;
+      (r.component ?? []).find((c: any) =>
+        c.code.coding.some((x: any) => x.system === 'http://loinc.org' && x.code === '8480-6'),
+      )?.valueQuantity?.value as number | undefined;
     const bp = loaded.filter((r) => r.resourceType === 'Observation' && systolic(r) !== undefined);
     expect(bp.length).toBeGreaterThan(0);
     const threshold = [...bp.map((r) => systolic(r)!)].sort((a, b) => a - b)[Math.floor(bp.length / 2)];
-    const found = await run('Observation', { 'component-code-value-quantity': `http://loinc.org|8480-6$gt${threshold}`, _count: '1000' });
-    expect(ids(found).sort()).toEqual(expected((r) => r.resourceType === 'Observation' && (systolic(r) ?? -1) > threshold));
-    const withUnit = await run('Observation', { 'component-code-value-quantity': `8480-6$gt${threshold}|http://unitsofmeasure.org|mm[Hg]`, _count: '1000' });
+    const found = await run('Observation', {
+      'component-code-value-quantity': `http://loinc.org|8480-6$gt${threshold}`,
+      _count: '1000',
+    });
+    expect(ids(found).sort()).toEqual(
+      expected((r) => r.resourceType === 'Observation' && (systolic(r) ?? -1) > threshold),
+    );
+    const withUnit = await run('Observation', {
+      'component-code-value-quantity': `8480-6$gt${threshold}|http://unitsofmeasure.org|mm[Hg]`,
+      _count: '1000',
+    });
     expect(ids(withUnit).sort()).toEqual(ids(found).sort());
-    const wrongUnit = await run('Observation', { 'component-code-value-quantity': `8480-6$gt${threshold}|http://unitsofmeasure.org|kg` });
+    const wrongUnit = await run('Observation', {
+      'component-code-value-quantity': `8480-6$gt${threshold}|http://unitsofmeasure.org|kg`,
+    });
     expect(ids(wrongUnit)).toEqual([]);
-    const height = loaded.find((r) => r.resourceType === 'Observation' && r.code.coding[0].code === '8302-2')!;
-    const h = await run('Observation', { 'code-value-quantity': `http://loinc.org|8302-2$${height.valueQuantity.value}`, _count: '1000' });
+    const height = loaded.find(
+      (r) => r.resourceType === 'Observation' && r.code.coding[0].code === '8302-2',
+    )!;
+    const h = await run('Observation', {
+      'code-value-quantity': `http://loinc.org|8302-2$${height.valueQuantity.value}`,
+      _count: '1000',
+    });
     expect(ids(h)).toContain(`Observation/${height.id}`);
     for (const e of h.entry ?? []) expect(e.resource.code.coding[0].code).toBe('8302-2');
   });
@@ -103,18 +160,26 @@ describe('search over the SQLite index', () => {
     const notMale = await run('Patient', { 'gender:not': 'male' });
     expect(ids(male).length + ids(notMale).length).toBe(patients().length);
     const withDeath = await run('Patient', { 'death-date:missing': 'false' });
-    expect(ids(withDeath).sort()).toEqual(expected((r) => r.resourceType === 'Patient' && r.deceasedDateTime !== undefined));
+    expect(ids(withDeath).sort()).toEqual(
+      expected((r) => r.resourceType === 'Patient' && r.deceasedDateTime !== undefined),
+    );
     const enc = loaded.find((r) => r.resourceType === 'Encounter')!;
     const text: string = enc.type[0].text;
-    expect(ids(await run('Encounter', { 'type:text': text.slice(0, 6).toLowerCase(), _count: '1000' }))).toContain(`Encounter/${enc.id}`);
+    expect(
+      ids(await run('Encounter', { 'type:text': text.slice(0, 6).toLowerCase(), _count: '1000' })),
+    ).toContain(`Encounter/${enc.id}`);
   });
 
   it('chains and reverse chains', async () => {
     const patient = patients()[0];
     const family: string = patient.name[0].family;
     const chained = await run('Encounter', { 'subject:Patient.family': family, _count: '1000' });
-    expect(ids(chained).sort()).toEqual(expected((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`));
-    const obs = loaded.find((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${patient.id}`)!;
+    expect(ids(chained).sort()).toEqual(
+      expected((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`),
+    );
+    const obs = loaded.find(
+      (r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${patient.id}`,
+    )!;
     const has = await run('Patient', { '_has:Observation:patient:code': obs.code.coding[0].code });
     expect(ids(has)).toContain(`Patient/${patient.id}`);
     const hasNone = await run('Patient', { '_has:Observation:patient:code': 'no-such-code' });
@@ -123,15 +188,27 @@ describe('search over the SQLite index', () => {
 
   it('_include and _revinclude (with :iterate)', async () => {
     const patient = patients()[0];
-    const enc = loaded.find((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`)!;
-    const b = await run('Encounter', { _id: enc.id!, _include: 'Encounter:subject', _revinclude: 'Observation:encounter' });
+    const enc = loaded.find(
+      (r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`,
+    )!;
+    const b = await run('Encounter', {
+      _id: enc.id!,
+      _include: 'Encounter:subject',
+      _revinclude: 'Observation:encounter',
+    });
     expect(ids(b)).toEqual([`Encounter/${enc.id}`]);
     const included = ids(b, 'include');
     expect(included).toContain(`Patient/${patient.id}`);
-    const obsOfEnc = expected((r) => r.resourceType === 'Observation' && r.encounter?.reference === `Encounter/${enc.id}`);
+    const obsOfEnc = expected(
+      (r) => r.resourceType === 'Observation' && r.encounter?.reference === `Encounter/${enc.id}`,
+    );
     for (const o of obsOfEnc) expect(included).toContain(o);
     expect(b.total).toBe(1);
-    const iter = await run('Observation', { _id: obsOfEnc[0].split('/')[1], _include: 'Observation:encounter', '_include:iterate': 'Encounter:service-provider' });
+    const iter = await run('Observation', {
+      _id: obsOfEnc[0].split('/')[1],
+      _include: 'Observation:encounter',
+      '_include:iterate': 'Encounter:service-provider',
+    });
     const orgRef = enc.serviceProvider.reference as string;
     expect(ids(iter, 'include')).toEqual(expect.arrayContaining([`Encounter/${enc.id}`, orgRef]));
   });
@@ -156,8 +233,14 @@ describe('search over the SQLite index', () => {
   });
 
   it('system search with _type and _lastUpdated', async () => {
-    const b = await run(undefined, { _type: 'Patient,Organization', _lastUpdated: 'gt2000-01-01', _count: '1000' });
-    expect(ids(b).sort()).toEqual(expected((r) => r.resourceType === 'Patient' || r.resourceType === 'Organization'));
+    const b = await run(undefined, {
+      _type: 'Patient,Organization',
+      _lastUpdated: 'gt2000-01-01',
+      _count: '1000',
+    });
+    expect(ids(b).sort()).toEqual(
+      expected((r) => r.resourceType === 'Patient' || r.resourceType === 'Organization'),
+    );
     const none = await run(undefined, { _type: 'Patient', _lastUpdated: 'lt2000-01-01' });
     expect(ids(none)).toEqual([]);
   });
@@ -182,7 +265,10 @@ describe('search over the SQLite index', () => {
       { 'value-quantity': 'gtabc' },
     ];
     for (const q of hostile) {
-      const promise = searchType(request(q === hostile[2] || q === hostile[0] ? 'Patient' : 'Observation', q), context(store));
+      const promise = searchType(
+        request(q === hostile[2] || q === hostile[0] ? 'Patient' : 'Observation', q),
+        context(store),
+      );
       await promise.then(
         (r) => expect(r.status).toBe(200),
         (err) => {
@@ -219,19 +305,28 @@ describe('search honours access', () => {
     expect(ids(all)).toEqual([`Patient/${mine.id}`]);
     expect(all.total).toBe(1);
     const obs = await run('Observation', { _total: 'accurate', _count: '5' }, ctx);
-    expect(obs.total).toBe(loaded.filter((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${mine.id}`).length);
+    expect(obs.total).toBe(
+      loaded.filter((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${mine.id}`)
+        .length,
+    );
     // chain through an invisible patient matches nothing
     const chained = await run('Encounter', { 'subject:Patient.family': other.name[0].family }, ctx);
     expect(ids(chained)).toEqual([]);
     // _has through invisible observations matches nothing
-    const otherObs = loaded.find((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${other.id}`)!;
+    const otherObs = loaded.find(
+      (r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${other.id}`,
+    )!;
     const has = await run('Patient', { '_has:Observation:patient:_id': otherObs.id! }, ctx);
     expect(ids(has)).toEqual([]);
     // revinclude from a visible Organization never brings in other patients' encounters
-    const enc = loaded.find((r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${other.id}`)!;
+    const enc = loaded.find(
+      (r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${other.id}`,
+    )!;
     const org = (enc.serviceProvider.reference as string).split('/')[1];
     const rev = await run('Organization', { _id: org, _revinclude: 'Encounter:service-provider' }, ctx);
-    for (const e of rev.entry ?? []) if (e.resource.resourceType === 'Encounter') expect(e.resource.subject.reference).toBe(`Patient/${mine.id}`);
+    for (const e of rev.entry ?? [])
+      if (e.resource.resourceType === 'Encounter')
+        expect(e.resource.subject.reference).toBe(`Patient/${mine.id}`);
     // include of an invisible patient is left out
     const inc = await run('Encounter', { _id: enc.id!, _include: 'Encounter:subject' }, ctx);
     expect(inc.entry ?? []).toEqual([]);

@@ -60,7 +60,10 @@ const REASONS: Record<number, string> = {
 export const statusLine = (status: number): string => `${status} ${REASONS[status] ?? ''}`.trim();
 
 /** The Bundle of a POST [base] request (parsed once by the router, or here), checked to be of `type`. */
-export function bundleOf(request: FhirRequest, type: 'batch' | 'transaction'): { bundle: FhirResource; entries: BundleEntry[] } {
+export function bundleOf(
+  request: FhirRequest,
+  type: 'batch' | 'transaction',
+): { bundle: FhirResource; entries: BundleEntry[] } {
   let bundle = request.resource;
   if (!bundle) {
     if (!request.body) throw badRequest(`A ${type} needs a Bundle as its body`);
@@ -70,11 +73,13 @@ export function bundleOf(request: FhirRequest, type: 'batch' | 'transaction'): {
       throw badRequest('The body is not valid JSON');
     }
   }
-  if (bundle === null || typeof bundle !== 'object' || bundle.resourceType !== 'Bundle') throw badRequest('The body must be a Bundle', 'Bundle');
+  if (bundle === null || typeof bundle !== 'object' || bundle.resourceType !== 'Bundle')
+    throw badRequest('The body must be a Bundle', 'Bundle');
   if (bundle.type !== type) throw badRequest(`Bundle.type must be '${type}'`, 'Bundle.type');
   const raw = bundle.entry ?? [];
   if (!Array.isArray(raw)) throw badRequest('Bundle.entry must be an array', 'Bundle.entry');
-  if (raw.length > MAX_BUNDLE_ENTRIES) throw badRequest(`A ${type} may hold at most ${MAX_BUNDLE_ENTRIES} entries`, 'Bundle.entry');
+  if (raw.length > MAX_BUNDLE_ENTRIES)
+    throw badRequest(`A ${type} may hold at most ${MAX_BUNDLE_ENTRIES} entries`, 'Bundle.entry');
   return { bundle, entries: raw as BundleEntry[] };
 }
 
@@ -83,12 +88,20 @@ export function checkEntry(entry: unknown, index: number): BundleEntry {
   const where = `Bundle.entry[${index}]`;
   if (entry === null || typeof entry !== 'object') throw badRequest(`${where} is not an object`, where);
   const e = entry as BundleEntry;
-  if (!e.request || typeof e.request !== 'object') throw badRequest(`${where}.request is missing`, `${where}.request`);
+  if (!e.request || typeof e.request !== 'object')
+    throw badRequest(`${where}.request is missing`, `${where}.request`);
   if (typeof e.request.method !== 'string' || !METHODS.has(e.request.method)) {
-    throw badRequest(`${where}.request.method must be one of ${[...METHODS].join(', ')}`, `${where}.request.method`);
+    throw badRequest(
+      `${where}.request.method must be one of ${[...METHODS].join(', ')}`,
+      `${where}.request.method`,
+    );
   }
-  if (typeof e.request.url !== 'string' || e.request.url.trim() === '') throw badRequest(`${where}.request.url is missing`, `${where}.request.url`);
-  if (e.resource !== undefined && (e.resource === null || typeof e.resource !== 'object' || typeof e.resource.resourceType !== 'string')) {
+  if (typeof e.request.url !== 'string' || e.request.url.trim() === '')
+    throw badRequest(`${where}.request.url is missing`, `${where}.request.url`);
+  if (
+    e.resource !== undefined &&
+    (e.resource === null || typeof e.resource !== 'object' || typeof e.resource.resourceType !== 'string')
+  ) {
     throw badRequest(`${where}.resource is not a FHIR resource`, `${where}.resource`);
   }
   if ((e.request.method === 'POST' || e.request.method === 'PUT') && !e.resource) {
@@ -98,10 +111,14 @@ export function checkEntry(entry: unknown, index: number): BundleEntry {
 }
 
 /** `Patient/1?x=y` -> path and query (the base URL, if the entry repeats it, is dropped). */
-export function splitEntryUrl(url: string, baseUrl: string): { path: string; query: Record<string, string[]>; search: string } {
+export function splitEntryUrl(
+  url: string,
+  baseUrl: string,
+): { path: string; query: Record<string, string[]>; search: string } {
   let relative = url.trim();
   if (relative.startsWith(`${baseUrl}/`)) relative = relative.slice(baseUrl.length + 1);
-  else if (/^[a-z][a-z0-9+.-]*:/i.test(relative)) throw badRequest(`Entry URL '${url}' is not on this server`);
+  else if (/^[a-z][a-z0-9+.-]*:/i.test(relative))
+    throw badRequest(`Entry URL '${url}' is not on this server`);
   relative = relative.replace(/^\/+/, '');
   const q = relative.indexOf('?');
   const path = q >= 0 ? relative.slice(0, q) : relative;
@@ -116,21 +133,41 @@ function routerFor(context: FhirContext): FhirRouter {
   return new FhirRouter(context.registry, isKnownResourceType);
 }
 
-function handler(context: FhirContext, request: Pick<FhirRequest, 'interaction' | 'resourceType' | 'operation' | 'id' | 'method'>): InteractionHandler {
+function handler(
+  context: FhirContext,
+  request: Pick<FhirRequest, 'interaction' | 'resourceType' | 'operation' | 'id' | 'method'>,
+): InteractionHandler {
   const found = context.registry?.handlerFor(request);
-  if (!found) throw new FhirError(405, [issue('error', 'not-supported', `${request.method} is not supported for this entry`)]);
+  if (!found)
+    throw new FhirError(405, [
+      issue('error', 'not-supported', `${request.method} is not supported for this entry`),
+    ]);
   return found;
 }
 
 /** The ids of the `resourceType` resources a conditional URL's criteria match (at most 2: enough to tell 0/1/many). */
-export async function conditionalMatches(context: FhirContext, resourceType: string, query: Record<string, string[]>, baseUrl: string): Promise<string[]> {
+export async function conditionalMatches(
+  context: FhirContext,
+  resourceType: string,
+  query: Record<string, string[]>,
+  baseUrl: string,
+): Promise<string[]> {
   if (Object.keys(query).length === 0) throw badRequest('A conditional request needs search criteria');
   const search = handler(context, { interaction: 'search-type', resourceType, method: 'GET' });
   const response = await search(
-    { interaction: 'search-type', method: 'GET', resourceType, query: { ...query, _count: ['2'] }, baseUrl, preferHandling: 'strict' },
+    {
+      interaction: 'search-type',
+      method: 'GET',
+      resourceType,
+      query: { ...query, _count: ['2'] },
+      baseUrl,
+      preferHandling: 'strict',
+    },
     context,
   );
-  const bundle = (typeof response.body === 'string' ? parseFhirJson(response.body) : response.body) as FhirResource;
+  const bundle = (
+    typeof response.body === 'string' ? parseFhirJson(response.body) : response.body
+  ) as FhirResource;
   return ((bundle?.entry ?? []) as { resource?: FhirResource; search?: { mode?: string } }[])
     .filter((e) => e.resource && (e.search?.mode ?? 'match') === 'match')
     .map((e) => e.resource!.id as string);
@@ -141,11 +178,17 @@ function entryBody(entry: BundleEntry): Pick<FhirRequest, 'body' | 'contentType'
   const resource = entry.resource;
   if (!resource) return {};
   if (entry.request.method === 'PATCH' && resource.resourceType === 'Binary') {
-    const text = typeof resource.data === 'string' ? Buffer.from(resource.data, 'base64').toString('utf8') : '';
-    return { body: text, contentType: typeof resource.contentType === 'string' ? resource.contentType : 'application/json-patch+json' };
+    const text =
+      typeof resource.data === 'string' ? Buffer.from(resource.data, 'base64').toString('utf8') : '';
+    return {
+      body: text,
+      contentType:
+        typeof resource.contentType === 'string' ? resource.contentType : 'application/json-patch+json',
+    };
   }
   // Handlers take the parsed resource (FhirRequest.resource); the text is only needed for PATCH bodies.
-  if (entry.request.method === 'PATCH') return { body: stringifyFhirJson(resource), contentType: 'application/fhir+json', resource };
+  if (entry.request.method === 'PATCH')
+    return { body: stringifyFhirJson(resource), contentType: 'application/fhir+json', resource };
   return { contentType: 'application/fhir+json', resource };
 }
 
@@ -158,7 +201,12 @@ export interface EntryOptions {
 }
 
 /** Runs one entry through the registered handlers. Throws FhirError for a refused entry. */
-export async function runEntry(entry: BundleEntry, context: FhirContext, bundleRequest: FhirRequest, options: EntryOptions = {}): Promise<FhirResponse> {
+export async function runEntry(
+  entry: BundleEntry,
+  context: FhirContext,
+  bundleRequest: FhirRequest,
+  options: EntryOptions = {},
+): Promise<FhirResponse> {
   const { method } = entry.request;
   const { path, query } = splitEntryUrl(entry.request.url, bundleRequest.baseUrl);
   const segments = path.split('/').filter((s) => s !== '');
@@ -175,22 +223,34 @@ export async function runEntry(entry: BundleEntry, context: FhirContext, bundleR
   };
 
   // Conditional update / delete: `PUT Patient?identifier=x`, `DELETE Patient?identifier=x`.
-  if ((method === 'PUT' || method === 'DELETE') && segments.length === 1 && !segments[0].startsWith('$') && !segments[0].startsWith('_')) {
+  if (
+    (method === 'PUT' || method === 'DELETE') &&
+    segments.length === 1 &&
+    !segments[0].startsWith('$') &&
+    !segments[0].startsWith('_')
+  ) {
     const resourceType = segments[0];
     if (!isKnownResourceType(resourceType)) throw badRequest(`'${resourceType}' is not a resource type`);
     let id = options.resolvedId;
     if (id === undefined) {
       const matches = await conditionalMatches(context, resourceType, query, bundleRequest.baseUrl);
-      if (matches.length > 1) throw preconditionFailed(`The criteria of '${entry.request.url}' match more than one ${resourceType}`);
+      if (matches.length > 1)
+        throw preconditionFailed(
+          `The criteria of '${entry.request.url}' match more than one ${resourceType}`,
+        );
       id = matches[0] ?? null;
     }
     const plain = { ...base, query: {} };
     if (method === 'DELETE') {
       if (id === null) return { status: 204 };
-      return handler(context, { interaction: 'delete', resourceType, id, method })({ ...plain, interaction: 'delete', resourceType, id }, context);
+      return handler(context, { interaction: 'delete', resourceType, id, method })(
+        { ...plain, interaction: 'delete', resourceType, id },
+        context,
+      );
     }
     const bodyId = entry.resource?.id as string | undefined;
-    if (id !== null && bodyId !== undefined && bodyId !== id) throw badRequest(`The resource's id '${bodyId}' is not the id '${id}' the criteria match`);
+    if (id !== null && bodyId !== undefined && bodyId !== id)
+      throw badRequest(`The resource's id '${bodyId}' is not the id '${id}' the criteria match`);
     if (id === null && bodyId === undefined) {
       // no match, no id: a create
       return handler(context, { interaction: 'create', resourceType, method: 'POST' })(
@@ -201,14 +261,26 @@ export async function runEntry(entry: BundleEntry, context: FhirContext, bundleR
     const targetId = id ?? bodyId!;
     const resource = { ...entry.resource!, id: targetId };
     return handler(context, { interaction: 'update', resourceType, id: targetId, method })(
-      { ...plain, interaction: 'update', resourceType, id: targetId, resource, body: stringifyFhirJson(resource) },
+      {
+        ...plain,
+        interaction: 'update',
+        resourceType,
+        id: targetId,
+        resource,
+        body: stringifyFhirJson(resource),
+      },
       context,
     );
   }
 
   const routed = routerFor(context).route(method, path);
-  if (routed.interaction === 'batch' || routed.interaction === 'transaction') throw badRequest('A Bundle entry cannot itself be a batch or transaction');
-  const request: FhirRequest = { ...base, ...routed, assignedId: routed.interaction === 'create' ? options.assignedId : undefined };
+  if (routed.interaction === 'batch' || routed.interaction === 'transaction')
+    throw badRequest('A Bundle entry cannot itself be a batch or transaction');
+  const request: FhirRequest = {
+    ...base,
+    ...routed,
+    assignedId: routed.interaction === 'create' ? options.assignedId : undefined,
+  };
   return handler(context, request)(request, context);
 }
 
@@ -221,26 +293,39 @@ function headerValue(headers: Record<string, string> | undefined, name: string):
 /** A Bundle.entry (as JSON text) for a handler's response; resources are embedded as served, not re-serialised. */
 export function responseEntry(response: FhirResponse, baseUrl: string): string {
   const out: Record<string, unknown> = { status: statusLine(response.status) };
-  const location = headerValue(response.headers, 'Location') ?? headerValue(response.headers, 'Content-Location');
-  if (location) out.location = location.startsWith(`${baseUrl}/`) ? location.slice(baseUrl.length + 1) : location;
+  const location =
+    headerValue(response.headers, 'Location') ?? headerValue(response.headers, 'Content-Location');
+  if (location)
+    out.location = location.startsWith(`${baseUrl}/`) ? location.slice(baseUrl.length + 1) : location;
   const etag = headerValue(response.headers, 'ETag');
   if (etag) out.etag = etag;
-  const body = typeof response.body === 'string' ? response.body : response.body ? stringifyFhirJson(response.body) : undefined;
+  const body =
+    typeof response.body === 'string'
+      ? response.body
+      : response.body
+        ? stringifyFhirJson(response.body)
+        : undefined;
   let resourceJson: string | undefined;
   let fullUrl: string | undefined;
   if (body !== undefined && body.trim() !== '') {
     // Parsing every stored body again costs more than the rest of the entry: peek at what is needed instead.
-    const isOutcome = /^\s*\{\s*"resourceType"\s*:\s*"OperationOutcome"/.test(body) || (typeof response.body === 'object' && response.body?.resourceType === 'OperationOutcome');
+    const isOutcome =
+      /^\s*\{\s*"resourceType"\s*:\s*"OperationOutcome"/.test(body) ||
+      (typeof response.body === 'object' && response.body?.resourceType === 'OperationOutcome');
     if (isOutcome && response.status >= 300) out.outcome = parseFhirJson(body);
     else resourceJson = body;
     const lastUpdated = /"lastUpdated"\s*:\s*"([^"]+)"/.exec(body)?.[1];
     if (lastUpdated && !isOutcome) out.lastModified = lastUpdated;
-    const typed = typeof out.location === 'string' ? /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/|$)/.exec(out.location) : null;
+    const typed =
+      typeof out.location === 'string'
+        ? /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/|$)/.exec(out.location)
+        : null;
     if (resourceJson && typed) fullUrl = `${baseUrl}/${typed[1]}/${typed[2]}`;
   }
   if (!out.lastModified) {
     const lastModified = headerValue(response.headers, 'Last-Modified');
-    if (lastModified && !Number.isNaN(Date.parse(lastModified))) out.lastModified = new Date(lastModified).toISOString();
+    if (lastModified && !Number.isNaN(Date.parse(lastModified)))
+      out.lastModified = new Date(lastModified).toISOString();
   }
   const parts: string[] = [];
   if (fullUrl) parts.push(`"fullUrl":${JSON.stringify(fullUrl)}`);
@@ -255,12 +340,20 @@ export function errorEntry(error: FhirError): string {
 }
 
 export function responseBundle(type: 'batch-response' | 'transaction-response', entries: string[]): string {
-  const head = JSON.stringify({ resourceType: 'Bundle', id: randomUUID(), meta: { lastUpdated: new Date().toISOString() }, type });
+  const head = JSON.stringify({
+    resourceType: 'Bundle',
+    id: randomUUID(),
+    meta: { lastUpdated: new Date().toISOString() },
+    type,
+  });
   return `${head.slice(0, -1)},"entry":[${entries.join(',')}]}`;
 }
 
 export function unexpectedOutcome(): OperationOutcome {
-  return { resourceType: 'OperationOutcome', issue: [issue('error', 'exception', 'The entry failed unexpectedly; see the server log')] };
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [issue('error', 'exception', 'The entry failed unexpectedly; see the server log')],
+  };
 }
 
 /** POST [base] with a batch Bundle. */
@@ -281,5 +374,9 @@ export const batch: InteractionHandler = async (request, context) => {
       }
     }
   }
-  return { status: 200, body: responseBundle('batch-response', out), headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' } };
+  return {
+    status: 200,
+    body: responseBundle('batch-response', out),
+    headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' },
+  };
 };

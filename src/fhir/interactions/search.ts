@@ -10,7 +10,13 @@ import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
 import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
 import { parseSearch, LIMITS, type CompiledQuery, type IncludeSpec } from '../search/parse.js';
-import { referenceKey, searchDefinitions, searchParameter, searchParametersOf, isKnownResourceType } from '../search/definitions.js';
+import {
+  referenceKey,
+  searchDefinitions,
+  searchParameter,
+  searchParametersOf,
+  isKnownResourceType,
+} from '../search/definitions.js';
 import type { FhirRegistry } from './registry.js';
 import { applyRepresentation, representationOf } from './representation.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../search/request.js';
@@ -28,7 +34,9 @@ function searchQuery(request: FhirRequest): Record<string, string[]> {
   for (const [name, values] of Object.entries(request.query)) query[name] = [...values];
   if (request.method === 'POST' && request.body) {
     if (request.contentType && request.contentType !== 'application/x-www-form-urlencoded') {
-      throw new FhirError(415, [issue('error', 'not-supported', 'POST _search takes an application/x-www-form-urlencoded body')]);
+      throw new FhirError(415, [
+        issue('error', 'not-supported', 'POST _search takes an application/x-www-form-urlencoded body'),
+      ]);
     }
     for (const [name, value] of new URLSearchParams(request.body)) (query[name] ??= []).push(value);
   }
@@ -40,7 +48,12 @@ function isStrict(request: FhirRequest): boolean {
 }
 
 function queryString(pairs: [string, string][]): string {
-  return pairs.map(([k, v]) => `${encodeURIComponent(k).replace(/%3A/g, ':')}=${encodeURIComponent(v).replace(/%7C/g, '|').replace(/%2C/g, ',')}`).join('&');
+  return pairs
+    .map(
+      ([k, v]) =>
+        `${encodeURIComponent(k).replace(/%3A/g, ':')}=${encodeURIComponent(v).replace(/%7C/g, '|').replace(/%2C/g, ',')}`,
+    )
+    .join('&');
 }
 
 function pageLink(base: string, query: CompiledQuery, offset: number): string {
@@ -62,13 +75,21 @@ async function runStoreSearch(context: FhirContext, request: StoreSearchRequest)
 
 /** The `Type/id` references of a resource through reference parameter `param` ('*' = every reference parameter). */
 function referencesOf(resource: FhirResource, param: string): string[] {
-  const defs = param === '*' ? [...(searchParametersOf(resource.resourceType)?.values() ?? [])].filter((d) => d.type === 'reference') : [searchParameter(resource.resourceType, param)];
+  const defs =
+    param === '*'
+      ? [...(searchParametersOf(resource.resourceType)?.values() ?? [])].filter((d) => d.type === 'reference')
+      : [searchParameter(resource.resourceType, param)];
   const out: string[] = [];
   for (const def of defs) {
     if (!def?.evaluate) continue;
     for (const value of def.evaluate(resource)) {
       const reference = (value as { reference?: unknown } | null)?.reference;
-      if (typeof reference !== 'string' || reference.startsWith('#') || /^[a-z][a-z0-9+.-]*:/i.test(reference)) continue;
+      if (
+        typeof reference !== 'string' ||
+        reference.startsWith('#') ||
+        /^[a-z][a-z0-9+.-]*:/i.test(reference)
+      )
+        continue;
       const key = referenceKey(reference);
       if (key) out.push(key);
     }
@@ -87,7 +108,9 @@ async function addIncludes(
   let frontier = matches;
   const full = (): boolean => {
     if (included.length < MAX_INCLUDED) return false;
-    warnings.push(issue('warning', 'too-costly', `Only the first ${MAX_INCLUDED} included resources are returned`));
+    warnings.push(
+      issue('warning', 'too-costly', `Only the first ${MAX_INCLUDED} included resources are returned`),
+    );
     return true;
   };
   for (let round = 0; round <= MAX_ITERATE_DEPTH && frontier.length > 0; round++) {
@@ -121,7 +144,14 @@ async function addIncludes(
       const keys = frontier.map((v) => `${v.resourceType}/${v.id}`);
       const revQuery: CompiledQuery = {
         resourceTypes: [spec.sourceType],
-        filters: [{ kind: 'param', param: spec.param, type: 'reference', values: [{ kind: 'reference', references: keys }] }],
+        filters: [
+          {
+            kind: 'param',
+            param: spec.param,
+            type: 'reference',
+            values: [{ kind: 'reference', references: keys }],
+          },
+        ],
         sort: [],
         count: MAX_INCLUDED - included.length,
         offset: 0,
@@ -132,7 +162,10 @@ async function addIncludes(
         warnings: [],
         applied: [],
       };
-      const result = await runStoreSearch(context, { query: revQuery, canRead: (v) => context.access.canRead(v) });
+      const result = await runStoreSearch(context, {
+        query: revQuery,
+        canRead: (v) => context.access.canRead(v),
+      });
       for (const version of result.versions) {
         const key = `${version.resourceType}/${version.id}`;
         if (seen.has(key)) continue;
@@ -148,7 +181,11 @@ async function addIncludes(
   return included;
 }
 
-async function search(request: FhirRequest, context: FhirContext, resourceType: string | undefined): Promise<FhirResponse> {
+async function search(
+  request: FhirRequest,
+  context: FhirContext,
+  resourceType: string | undefined,
+): Promise<FhirResponse> {
   context.access.authorize(resourceType ? 'search-type' : 'search-system', resourceType);
   const raw = searchQuery(request);
   const query = parseSearch(raw, { resourceType, strict: isStrict(request) });
@@ -161,33 +198,54 @@ async function search(request: FhirRequest, context: FhirContext, resourceType: 
   const matches = result.versions.slice(0, query.count);
   const hasMore = result.hasMore ?? result.versions.length > query.count;
   // total when asked, or when it is known anyway (everything fits this page)
-  const total = result.total ?? (!hasMore && query.total !== 'none' ? query.offset + matches.length : undefined);
+  const total =
+    result.total ?? (!hasMore && query.total !== 'none' ? query.offset + matches.length : undefined);
 
-  const included = query.include.length + query.revinclude.length > 0 && matches.length > 0 ? await addIncludes(context, query, matches, warnings) : [];
+  const included =
+    query.include.length + query.revinclude.length > 0 && matches.length > 0
+      ? await addIncludes(context, query, matches, warnings)
+      : [];
 
   const patients = new Set<string>();
   for (const v of [...matches, ...included]) for (const p of v.patients ?? []) patients.add(p);
-  context.access.audit?.({ interaction: resourceType ? 'search-type' : 'search-system', resourceType, allowed: true, patients: [...patients] });
+  context.access.audit?.({
+    interaction: resourceType ? 'search-type' : 'search-system',
+    resourceType,
+    allowed: true,
+    patients: [...patients],
+  });
 
   const base = resourceType ? `${request.baseUrl}/${resourceType}` : request.baseUrl;
-  const links: { relation: string; url: string }[] = [{ relation: 'self', url: pageLink(base, query, query.offset) }];
-  if (hasMore && query.count > 0) links.push({ relation: 'next', url: pageLink(base, query, query.offset + query.count) });
-  if (query.offset > 0 && query.count > 0) links.push({ relation: 'previous', url: pageLink(base, query, Math.max(0, query.offset - query.count)) });
+  const links: { relation: string; url: string }[] = [
+    { relation: 'self', url: pageLink(base, query, query.offset) },
+  ];
+  if (hasMore && query.count > 0)
+    links.push({ relation: 'next', url: pageLink(base, query, query.offset + query.count) });
+  if (query.offset > 0 && query.count > 0)
+    links.push({ relation: 'previous', url: pageLink(base, query, Math.max(0, query.offset - query.count)) });
 
   // _summary / _elements shape the matches (http://hl7.org/fhir/R4/search.html#summary); includes stay whole.
   const representation = query.summaryCount ? undefined : representationOf(raw);
-  const entries: Entry[] = [...matches.map((version) => ({ version, mode: 'match' as const })), ...included.map((version) => ({ version, mode: 'include' as const }))];
+  const entries: Entry[] = [
+    ...matches.map((version) => ({ version, mode: 'match' as const })),
+    ...included.map((version) => ({ version, mode: 'include' as const })),
+  ];
   // Assembled as text: stored resources are served exactly as stored (lossless numbers, no re-serialisation).
   const parts: string[] = [];
   for (const { version, mode } of entries) {
-    const json = mode === 'match' && representation ? stringifyFhirJson(applyRepresentation(parseFhirJson<FhirResource>(version.json!), representation)) : version.json!;
+    const json =
+      mode === 'match' && representation
+        ? stringifyFhirJson(applyRepresentation(parseFhirJson<FhirResource>(version.json!), representation))
+        : version.json!;
     parts.push(
       `{"fullUrl":${JSON.stringify(`${request.baseUrl}/${version.resourceType}/${version.id}`)},"resource":${json},"search":{"mode":"${mode}"}}`,
     );
   }
   if (warnings.length > 0) {
     const outcome = { resourceType: 'OperationOutcome', id: randomUUID(), issue: warnings };
-    parts.push(`{"fullUrl":"urn:uuid:${outcome.id}","resource":${JSON.stringify(outcome)},"search":{"mode":"outcome"}}`);
+    parts.push(
+      `{"fullUrl":"urn:uuid:${outcome.id}","resource":${JSON.stringify(outcome)},"search":{"mode":"outcome"}}`,
+    );
   }
   const head: Record<string, unknown> = {
     resourceType: 'Bundle',
@@ -204,15 +262,23 @@ async function search(request: FhirRequest, context: FhirContext, resourceType: 
 
 /** GET [base]/[type]?... and POST [base]/[type]/_search */
 export const searchType: InteractionHandler = async (request, context) => {
-  if (!request.resourceType || !isKnownResourceType(request.resourceType)) throw badRequest(`Unknown resource type '${request.resourceType}'`);
+  if (!request.resourceType || !isKnownResourceType(request.resourceType))
+    throw badRequest(`Unknown resource type '${request.resourceType}'`);
   return search(request, context, request.resourceType);
 };
 
 /** GET [base]?_type=... and POST [base]/_search */
-export const searchSystem: InteractionHandler = async (request, context) => search(request, context, undefined);
+export const searchSystem: InteractionHandler = async (request, context) =>
+  search(request, context, undefined);
 
 /** The search parameters of a type, for the CapabilityStatement (only those this server can search). */
-export function searchParamDeclarations(resourceType: string): { name: string; type: 'number' | 'date' | 'string' | 'token' | 'reference' | 'composite' | 'quantity' | 'uri' | 'special'; definition?: string }[] {
+export function searchParamDeclarations(
+  resourceType: string,
+): {
+  name: string;
+  type: 'number' | 'date' | 'string' | 'token' | 'reference' | 'composite' | 'quantity' | 'uri' | 'special';
+  definition?: string;
+}[] {
   const defs = searchParametersOf(resourceType);
   if (!defs) return [];
   const out = [...defs.values()]
@@ -230,7 +296,10 @@ export function registerSearch(registry: FhirRegistry): FhirRegistry {
   const anyType = searchParamDeclarations('Patient').filter((p) => common.has(p.name));
   registry.declareSearchParams('Resource', anyType);
   for (const type of searchDefinitions().resourceTypes) {
-    registry.declareSearchParams(type, searchParamDeclarations(type).filter((p) => !common.has(p.name)));
+    registry.declareSearchParams(
+      type,
+      searchParamDeclarations(type).filter((p) => !common.has(p.name)),
+    );
   }
   return registry;
 }

@@ -13,7 +13,18 @@ import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, preconditionFailed } from '../outcome.js';
 import { cloneFhirJson } from '../../mapping/fhir-json.js';
 import { isKnownResourceType } from '../search/definitions.js';
-import { batch, bundleOf, checkEntry, conditionalMatches, responseBundle, responseEntry, runEntry, splitEntryUrl, type BundleEntry, type EntryOptions } from './batch.js';
+import {
+  batch,
+  bundleOf,
+  checkEntry,
+  conditionalMatches,
+  responseBundle,
+  responseEntry,
+  runEntry,
+  splitEntryUrl,
+  type BundleEntry,
+  type EntryOptions,
+} from './batch.js';
 import type { FhirRegistry } from './registry.js';
 import type { FhirContext, InteractionHandler } from './types.js';
 
@@ -69,7 +80,9 @@ function entryError(err: unknown, index: number): unknown {
   const issues = err.outcome.issue.map((i) => ({
     ...i,
     diagnostics: `${where}: ${i.diagnostics ?? i.code}`,
-    expression: i.expression?.map((e) => `${where}.resource.${e.replace(/^[A-Z][A-Za-z]+\.?/, '')}`.replace(/\.$/, '')) ?? [where],
+    expression: i.expression?.map((e) =>
+      `${where}.resource.${e.replace(/^[A-Z][A-Za-z]+\.?/, '')}`.replace(/\.$/, ''),
+    ) ?? [where],
   }));
   return new FhirError(err.status, issues, { headers: err.headers });
 }
@@ -96,13 +109,20 @@ export const transaction: InteractionHandler = async (request, context) => {
       try {
         if (method === 'POST' && segments.length === 1 && isKnownResourceType(segments[0])) {
           const resourceType = segments[0];
-          if (entry.resource!.resourceType !== resourceType) throw badRequest(`The resource is a ${entry.resource!.resourceType}, the URL says ${resourceType}`);
+          if (entry.resource!.resourceType !== resourceType)
+            throw badRequest(
+              `The resource is a ${entry.resource!.resourceType}, the URL says ${resourceType}`,
+            );
           let id: string | undefined;
           if (entry.request.ifNoneExist) {
             const criteria: Record<string, string[]> = {};
-            for (const [k, v] of new URLSearchParams(entry.request.ifNoneExist.replace(/^\?/, ''))) (criteria[k] ??= []).push(v);
+            for (const [k, v] of new URLSearchParams(entry.request.ifNoneExist.replace(/^\?/, '')))
+              (criteria[k] ??= []).push(v);
             const matches = await conditionalMatches(tx, resourceType, criteria, request.baseUrl);
-            if (matches.length > 1) throw preconditionFailed(`If-None-Exist '${entry.request.ifNoneExist}' matches more than one ${resourceType}`);
+            if (matches.length > 1)
+              throw preconditionFailed(
+                `If-None-Exist '${entry.request.ifNoneExist}' matches more than one ${resourceType}`,
+              );
             if (matches.length === 1) {
               id = matches[0];
               plan.existing = { resourceType, id };
@@ -113,16 +133,24 @@ export const transaction: InteractionHandler = async (request, context) => {
           // Resolved here against the state before the transaction; the create must not re-run it.
           plan.entry = { ...entry, request: { ...entry.request, ifNoneExist: undefined } };
           if (entry.fullUrl) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
-        } else if ((method === 'PUT' || method === 'DELETE') && segments.length === 1 && isKnownResourceType(segments[0]) && Object.keys(query).length > 0) {
+        } else if (
+          (method === 'PUT' || method === 'DELETE') &&
+          segments.length === 1 &&
+          isKnownResourceType(segments[0]) &&
+          Object.keys(query).length > 0
+        ) {
           const resourceType = segments[0];
           const matches = await conditionalMatches(tx, resourceType, query, request.baseUrl);
-          if (matches.length > 1) throw preconditionFailed(`The criteria of '${url}' match more than one ${resourceType}`);
+          if (matches.length > 1)
+            throw preconditionFailed(`The criteria of '${url}' match more than one ${resourceType}`);
           plan.options.resolvedId = matches[0] ?? null;
-          if (method === 'PUT' && matches.length === 0 && entry.resource?.id === undefined) plan.options.assignedId = randomUUID();
+          if (method === 'PUT' && matches.length === 0 && entry.resource?.id === undefined)
+            plan.options.assignedId = randomUUID();
           const id = matches[0] ?? (entry.resource?.id as string | undefined) ?? plan.options.assignedId;
           if (entry.fullUrl && id) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
           if (id) {
-            if (seenTargets.has(`${resourceType}/${id}`)) throw badRequest(`${resourceType}/${id} appears in more than one entry`);
+            if (seenTargets.has(`${resourceType}/${id}`))
+              throw badRequest(`${resourceType}/${id} appears in more than one entry`);
             seenTargets.add(`${resourceType}/${id}`);
           }
         } else if ((method === 'PUT' || method === 'PATCH' || method === 'DELETE') && segments.length === 2) {
@@ -147,23 +175,45 @@ export const transaction: InteractionHandler = async (request, context) => {
 
     // 3. Process in the spec's order; the first failure aborts (and rolls back) everything.
     const responses = new Array<string>(planned.length);
-    const ordered = [...planned].sort((a, b) => ORDER[a.entry.request.method] - ORDER[b.entry.request.method] || a.index - b.index);
+    const ordered = [...planned].sort(
+      (a, b) => ORDER[a.entry.request.method] - ORDER[b.entry.request.method] || a.index - b.index,
+    );
     for (const plan of ordered) {
       try {
         if (plan.existing) {
           const { resourceType, id } = plan.existing;
-          const readHandler = tx.registry?.handlerFor({ interaction: 'read', resourceType, id, method: 'GET' });
-          if (!readHandler) throw new FhirError(405, [issue('error', 'not-supported', 'read is not supported')]);
-          const found = await readHandler({ interaction: 'read', method: 'GET', resourceType, id, query: {}, baseUrl: request.baseUrl }, tx);
+          const readHandler = tx.registry?.handlerFor({
+            interaction: 'read',
+            resourceType,
+            id,
+            method: 'GET',
+          });
+          if (!readHandler)
+            throw new FhirError(405, [issue('error', 'not-supported', 'read is not supported')]);
+          const found = await readHandler(
+            { interaction: 'read', method: 'GET', resourceType, id, query: {}, baseUrl: request.baseUrl },
+            tx,
+          );
           const versionId = /W\/"(\d+)"/.exec(found.headers?.ETag ?? '')?.[1];
           const location = `${request.baseUrl}/${resourceType}/${id}${versionId ? `/_history/${versionId}` : ''}`;
-          responses[plan.index] = responseEntry({ ...found, status: 200, headers: { ...found.headers, Location: location } }, request.baseUrl);
+          responses[plan.index] = responseEntry(
+            { ...found, status: 200, headers: { ...found.headers, Location: location } },
+            request.baseUrl,
+          );
           continue;
         }
         const response = await runEntry(plan.entry, tx, request, plan.options);
         if (response.status >= 400) {
-          const outcome = typeof response.body === 'object' && response.body?.resourceType === 'OperationOutcome' ? response.body : undefined;
-          throw new FhirError(response.status, (outcome as never) ?? [issue('error', 'processing', `The entry failed with status ${response.status}`)]);
+          const outcome =
+            typeof response.body === 'object' && response.body?.resourceType === 'OperationOutcome'
+              ? response.body
+              : undefined;
+          throw new FhirError(
+            response.status,
+            (outcome as never) ?? [
+              issue('error', 'processing', `The entry failed with status ${response.status}`),
+            ],
+          );
         }
         responses[plan.index] = responseEntry(response, request.baseUrl);
       } catch (err) {
@@ -173,7 +223,11 @@ export const transaction: InteractionHandler = async (request, context) => {
     return { responses };
   });
 
-  return { status: 200, body: responseBundle('transaction-response', responses), headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' } };
+  return {
+    status: 200,
+    body: responseBundle('transaction-response', responses),
+    headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' },
+  };
 };
 
 /** Registers batch and transaction (POST [base]) in the registry. */

@@ -49,7 +49,11 @@ export interface SearchParamDef {
 }
 
 /** Evaluator of a component expression relative to the composite's nodes (path `startPath`); plain paths only. */
-function compileComponent(expression: string, resourceType: string, startPath: string): ((node: unknown, root: FhirResource) => unknown[]) | undefined {
+function compileComponent(
+  expression: string,
+  resourceType: string,
+  startPath: string,
+): ((node: unknown, root: FhirResource) => unknown[]) | undefined {
   const parts = splitUnion(expression).map((p) => compileSimplePart(p, resourceType, startPath));
   if (parts.some((p) => p === undefined)) return undefined;
   return (node, root) => {
@@ -161,7 +165,9 @@ function referencesType(root: FhirResource, value: unknown, resourceType: string
   const reference = (value as { reference?: unknown }).reference;
   if (typeof reference !== 'string') return false;
   if (reference.startsWith('#')) {
-    const contained = (root.contained as FhirResource[] | undefined)?.find((c) => c?.id === reference.slice(1));
+    const contained = (root.contained as FhirResource[] | undefined)?.find(
+      (c) => c?.id === reference.slice(1),
+    );
     return contained?.resourceType === resourceType;
   }
   const typed = reference.split('/_history/')[0].split('/');
@@ -202,11 +208,16 @@ function runSteps(root: FhirResource, steps: Step[], out: unknown[], start: unkn
 /** Hand-written equivalents of the non-path expressions worth the speed (Patient is in every bulk load). */
 const HAND_WRITTEN: Record<string, (r: FhirResource) => unknown[]> = {
   // `deceased.exists() and deceased != false`: deceasedBoolean true, or any deceasedDateTime
-  'Patient.deceased.exists() and Patient.deceased != false': (r) => [r.deceasedBoolean === true || typeof r.deceasedDateTime === 'string'],
+  'Patient.deceased.exists() and Patient.deceased != false': (r) => [
+    r.deceasedBoolean === true || typeof r.deceasedDateTime === 'string',
+  ],
 };
 
 /** Builds the evaluator of an expression for one type; undefined if neither path can evaluate it. */
-function compileExpression(expression: string, resourceType: string): ((r: FhirResource) => unknown[]) | undefined {
+function compileExpression(
+  expression: string,
+  resourceType: string,
+): ((r: FhirResource) => unknown[]) | undefined {
   const handWritten = HAND_WRITTEN[expression];
   if (handWritten) return handWritten;
   const parts = splitUnion(expression);
@@ -220,7 +231,10 @@ function compileExpression(expression: string, resourceType: string): ((r: FhirR
     };
   }
   // fhirpath 5 with the R4 model; `resolve()` rewritten per the rule above.
-  const rewritten = expression.replace(/\.where\(resolve\(\) is ([A-Z]\w*)\)/g, ".where(reference.matches('(^|/)$1/[^/]+(/_history/.*)?$'))");
+  const rewritten = expression.replace(
+    /\.where\(resolve\(\) is ([A-Z]\w*)\)/g,
+    ".where(reference.matches('(^|/)$1/[^/]+(/_history/.*)?$'))",
+  );
   try {
     const fn = fhirpath.compile(rewritten, r4Model as never);
     return (resource) => {
@@ -297,10 +311,19 @@ function load(): SearchDefinitions {
   const byType = new Map<string, Map<string, SearchParamDef>>(resourceTypes.map((t) => [t, new Map()]));
   const unsupported: string[] = [];
   const typeByUrl = new Map(bundle.entry.map(({ resource }) => [resource.url, resource.type]));
-  const compositeOf = (raw: RawSearchParameter, resourceType: string, expression: string): SearchParamDef['composite'] => {
+  const compositeOf = (
+    raw: RawSearchParameter,
+    resourceType: string,
+    expression: string,
+  ): SearchParamDef['composite'] => {
     const components = raw.component ?? [];
     const types = components.map((c) => typeByUrl.get(c.definition));
-    if (components.length !== 2 || types[0] !== 'token' || !['token', 'quantity', 'date', 'string'].includes(types[1] ?? '')) return undefined;
+    if (
+      components.length !== 2 ||
+      types[0] !== 'token' ||
+      !['token', 'quantity', 'date', 'string'].includes(types[1] ?? '')
+    )
+      return undefined;
     // The nodes' path: `Observation.component` for `Observation.component`, the type for `Observation`. For unions
     // (`Observation | Observation.component` of combo-*), the first part's: the R4 ones share their components' shape.
     const parts = splitUnion(expression);
@@ -327,16 +350,19 @@ function load(): SearchDefinitions {
         def.evaluate = compileExpressionLazily(expression, resourceType);
       }
     }
-    const indexable = raw.type !== 'composite' && raw.type !== 'special' && expression && !STORE_COLUMN_PARAMS.has(raw.code);
+    const indexable =
+      raw.type !== 'composite' && raw.type !== 'special' && expression && !STORE_COLUMN_PARAMS.has(raw.code);
     if (indexable) def.evaluate = compileExpressionLazily(expression, resourceType);
-    else if (!def.composite && !STORE_COLUMN_PARAMS.has(raw.code)) unsupported.push(`${resourceType}.${raw.code}`);
+    else if (!def.composite && !STORE_COLUMN_PARAMS.has(raw.code))
+      unsupported.push(`${resourceType}.${raw.code}`);
     byType.get(resourceType)?.set(raw.code, def);
   };
   for (const { resource: raw } of bundle.entry) {
     for (const base of raw.base) {
       if (base === 'Resource' || base === 'DomainResource') {
         for (const type of resourceTypes) {
-          if (base === 'DomainResource' && (type === 'Bundle' || type === 'Binary' || type === 'Parameters')) continue;
+          if (base === 'DomainResource' && (type === 'Bundle' || type === 'Binary' || type === 'Parameters'))
+            continue;
           add(raw, type, raw.expression?.replace(/^(Resource|DomainResource)\./, `${type}.`));
         }
         continue;
@@ -349,7 +375,9 @@ function load(): SearchDefinitions {
       add(raw, base, expression);
     }
   }
-  const compartment = JSON.parse(readFileSync(join(examplesDir, 'CompartmentDefinition-patient.json'), 'utf8')) as {
+  const compartment = JSON.parse(
+    readFileSync(join(examplesDir, 'CompartmentDefinition-patient.json'), 'utf8'),
+  ) as {
     resource: { code: string; param?: string[] }[];
   };
   const patientCompartment = new Map<string, string[]>();

@@ -54,11 +54,16 @@ export function numberRange(text: string): { value: number; low: number; high: n
   const decimals = (m[3]?.length ?? 0) - Number(m[4] ?? 0);
   // Below the float's own resolution (e.g. 14 decimals on 178.69...) keep a range of at least a few ulps,
   // so that the value is always inside [low, high).
-  const delta = Math.max(0.5 * Math.pow(10, -decimals), Math.abs(value) * Number.EPSILON * 4, Number.MIN_VALUE);
+  const delta = Math.max(
+    0.5 * Math.pow(10, -decimals),
+    Math.abs(value) * Number.EPSILON * 4,
+    Number.MIN_VALUE,
+  );
   return { value, low: value - delta, high: value + delta };
 }
 
-const DATE_RE = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+const DATE_RE =
+  /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
 
 /**
  * The epoch-ms range [low, high] (both inclusive) a FHIR date/dateTime/instant covers at its precision.
@@ -69,7 +74,10 @@ export function dateRange(text: string): { low: number; high: number } | undefin
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s, frac, tz] = m;
   const year = Number(y);
-  const offsetMs = tz && tz !== 'Z' ? (tz[0] === '-' ? -1 : 1) * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6))) * 60000 : 0;
+  const offsetMs =
+    tz && tz !== 'Z'
+      ? (tz[0] === '-' ? -1 : 1) * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6))) * 60000
+      : 0;
   const utc = (Y: number, M: number, D: number, H = 0, Mi = 0, S = 0, Ms = 0): number => {
     const t = Date.UTC(Y, M, D, H, Mi, S, Ms);
     // Date.UTC maps years 0..99 to 1900+; fix them.
@@ -107,7 +115,8 @@ export function dateRange(text: string): { low: number; high: number } | undefin
 }
 
 type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v) && !isLosslessNumber(v);
+const isObj = (v: unknown): v is Obj =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) && !isLosslessNumber(v);
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
 
 function pushString(out: IndexEntry[], param: string, text: unknown): void {
@@ -119,7 +128,19 @@ function stringEntries(out: IndexEntry[], param: string, value: unknown): void {
   if (typeof value === 'string') return pushString(out, param, value);
   if (!isObj(value)) return;
   // HumanName, Address and the like: every textual part.
-  for (const key of ['text', 'family', 'given', 'prefix', 'suffix', 'line', 'city', 'district', 'state', 'postalCode', 'country']) {
+  for (const key of [
+    'text',
+    'family',
+    'given',
+    'prefix',
+    'suffix',
+    'line',
+    'city',
+    'district',
+    'state',
+    'postalCode',
+    'country',
+  ]) {
     const part = value[key];
     if (Array.isArray(part)) for (const p of part) pushString(out, param, p);
     else pushString(out, param, part);
@@ -145,14 +166,16 @@ function tokenEntries(out: IndexEntry[], param: string, value: unknown): void {
   }
   if ('code' in value || 'display' in value) {
     // Coding (also Quantity-like codes)
-    if (str(value.code) || str(value.system)) out.push({ param, type: 'token', system: str(value.system), value: str(value.code) });
+    if (str(value.code) || str(value.system))
+      out.push({ param, type: 'token', system: str(value.system), value: str(value.code) });
     pushString(out, textParam, value.display);
     return;
   }
   if ('value' in value) {
     // Identifier, ContactPoint
     const v = value.value;
-    if (typeof v === 'string' || typeof v === 'boolean') out.push({ param, type: 'token', system: str(value.system), value: String(v) });
+    if (typeof v === 'string' || typeof v === 'boolean')
+      out.push({ param, type: 'token', system: str(value.system), value: String(v) });
     if (isObj(value.type)) pushString(out, textParam, (value.type as Obj).text);
   }
 }
@@ -167,7 +190,11 @@ function referenceEntries(out: IndexEntry[], param: string, value: unknown): voi
   const reference = str(value.reference);
   if (reference) {
     const absolute = /^[a-z][a-z0-9+.-]*:/i.test(reference);
-    const key = reference.startsWith('#') ? reference : absolute ? reference.split('/_history/')[0] : referenceKey(reference);
+    const key = reference.startsWith('#')
+      ? reference
+      : absolute
+        ? reference.split('/_history/')[0]
+        : referenceKey(reference);
     if (key) out.push({ param, type: 'reference', reference: key });
   }
   const identifier = value.identifier;
@@ -187,7 +214,8 @@ function dateEntries(out: IndexEntry[], param: string, value: unknown): void {
     // Period
     const start = typeof value.start === 'string' ? dateRange(value.start) : undefined;
     const end = typeof value.end === 'string' ? dateRange(value.end) : undefined;
-    if (start || end) out.push({ param, type: 'date', low: start?.low ?? DATE_MIN, high: end?.high ?? DATE_MAX });
+    if (start || end)
+      out.push({ param, type: 'date', low: start?.low ?? DATE_MIN, high: end?.high ?? DATE_MAX });
     return;
   }
   if (Array.isArray(value.event)) {
@@ -225,8 +253,16 @@ function numberEntries(out: IndexEntry[], param: string, type: 'number' | 'quant
     if (!range) return;
     const code = str(value.code);
     const unit = str(value.unit);
-    out.push({ param, type, system: str(value.system), value: code ?? unit, low: range.low, high: range.high });
-    if (code && unit && unit !== code) out.push({ param, type, value: unit, low: range.low, high: range.high });
+    out.push({
+      param,
+      type,
+      system: str(value.system),
+      value: code ?? unit,
+      low: range.low,
+      high: range.high,
+    });
+    if (code && unit && unit !== code)
+      out.push({ param, type, value: unit, low: range.low, high: range.high });
     return;
   }
   const text = numberText(value);
@@ -250,24 +286,39 @@ function tokenKeys(values: unknown[]): string[] {
  * system = the first token as `system|code`; second token: value = `system|code`; quantity: value = `unitSystem|unitCode`
  * and low/high; date: low/high; string: value = normalised text.
  */
-function compositeEntries(def: SearchParamDef, resource: FhirResource, nodes: unknown[], out: IndexEntry[]): void {
+function compositeEntries(
+  def: SearchParamDef,
+  resource: FhirResource,
+  nodes: unknown[],
+  out: IndexEntry[],
+): void {
   const [first, second] = def.composite!;
   for (const node of nodes) {
     const keys = tokenKeys(first.evaluate(node, resource));
     if (keys.length === 0) continue;
     const values = second.evaluate(node, resource);
     const seconds: IndexEntry[] = [];
-    if (second.type === 'token') for (const key of tokenKeys(values)) seconds.push({ param: def.code, type: 'composite', value: key });
+    if (second.type === 'token')
+      for (const key of tokenKeys(values)) seconds.push({ param: def.code, type: 'composite', value: key });
     else if (second.type === 'quantity') {
       const rows: IndexEntry[] = [];
       for (const value of values) numberEntries(rows, def.code, 'quantity', value);
-      for (const r of rows) seconds.push({ param: def.code, type: 'composite', value: `${r.system ?? ''}|${r.value ?? ''}`, low: r.low, high: r.high });
+      for (const r of rows)
+        seconds.push({
+          param: def.code,
+          type: 'composite',
+          value: `${r.system ?? ''}|${r.value ?? ''}`,
+          low: r.low,
+          high: r.high,
+        });
     } else if (second.type === 'date') {
       const rows: IndexEntry[] = [];
       for (const value of values) dateEntries(rows, def.code, value);
       for (const r of rows) seconds.push({ param: def.code, type: 'composite', low: r.low, high: r.high });
     } else if (second.type === 'string') {
-      for (const value of values) if (typeof value === 'string' && value) seconds.push({ param: def.code, type: 'composite', value: normaliseString(value) });
+      for (const value of values)
+        if (typeof value === 'string' && value)
+          seconds.push({ param: def.code, type: 'composite', value: normaliseString(value) });
     }
     for (const key of keys) for (const row of seconds) out.push({ ...row, system: key });
   }

@@ -8,7 +8,12 @@
  * 400 before any SQL is built; every value reaches SQL as a bound parameter.
  */
 import { badRequest, FhirError, issue } from '../outcome.js';
-import { searchDefinitions, searchParameter, type SearchParamDef, type SearchParamType } from './definitions.js';
+import {
+  searchDefinitions,
+  searchParameter,
+  type SearchParamDef,
+  type SearchParamType,
+} from './definitions.js';
 import { dateRange, normaliseString, numberRange, DATE_MAX, DATE_MIN } from './index-entries.js';
 
 export const LIMITS = {
@@ -33,11 +38,24 @@ export type SearchValue =
   | { kind: 'string'; text: string; exact: string }
   | { kind: 'token'; system?: string; code?: string; text?: string }
   | { kind: 'reference'; references?: string[]; identifier?: { system?: string; value: string } }
-  | { kind: 'range'; prefix: Prefix; low: number; high: number; value: number; system?: string; code?: string }
+  | {
+      kind: 'range';
+      prefix: Prefix;
+      low: number;
+      high: number;
+      value: number;
+      system?: string;
+      code?: string;
+    }
   | { kind: 'uri'; uri: string }
   | { kind: 'missing'; missing: boolean }
   /** `token$second` of a composite: second is a token, range (quantity/date) or string value. */
-  | { kind: 'composite'; first: Extract<SearchValue, { kind: 'token' }>; second: SearchValue; secondType: SearchParamType };
+  | {
+      kind: 'composite';
+      first: Extract<SearchValue, { kind: 'token' }>;
+      second: SearchValue;
+      secondType: SearchParamType;
+    };
 
 /** One AND-ed condition on the resources of a type. */
 export type Filter =
@@ -100,7 +118,21 @@ export interface ParseOptions {
 
 const PREFIXES = new Set<Prefix>(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap']);
 /** Result parameters handled elsewhere (HTTP layer or ignored by design). */
-const PASSIVE = new Set(['_format', '_pretty', '_summary', '_elements', '_count', '_offset', '_sort', '_total', '_include', '_revinclude', '_type', '_contained', '_containedType']);
+const PASSIVE = new Set([
+  '_format',
+  '_pretty',
+  '_summary',
+  '_elements',
+  '_count',
+  '_offset',
+  '_sort',
+  '_total',
+  '_include',
+  '_revinclude',
+  '_type',
+  '_contained',
+  '_containedType',
+]);
 
 /** Splits on commas not escaped with a backslash; unescapes `\,` `\|` `\$` `\\`. */
 export function splitOr(value: string): string[] {
@@ -109,7 +141,10 @@ export function splitOr(value: string): string[] {
   for (let i = 0; i < value.length; i++) {
     const c = value[i];
     if (c === '\\' && i + 1 < value.length) {
-      current += value[i + 1] === ',' || value[i + 1] === '\\' || value[i + 1] === '$' ? value[i + 1] : c + value[i + 1];
+      current +=
+        value[i + 1] === ',' || value[i + 1] === '\\' || value[i + 1] === '$'
+          ? value[i + 1]
+          : c + value[i + 1];
       i++;
     } else if (c === ',') {
       out.push(current);
@@ -124,14 +159,16 @@ export function splitOr(value: string): string[] {
 function splitPipe(value: string): [string, string] | undefined {
   for (let i = 0; i < value.length; i++) {
     if (value[i] === '\\') i++;
-    else if (value[i] === '|') return [value.slice(0, i).replace(/\\\|/g, '|'), value.slice(i + 1).replace(/\\\|/g, '|')];
+    else if (value[i] === '|')
+      return [value.slice(0, i).replace(/\\\|/g, '|'), value.slice(i + 1).replace(/\\\|/g, '|')];
   }
   return undefined;
 }
 
 function parsePrefixed(raw: string): { prefix: Prefix; rest: string } {
   const candidate = raw.slice(0, 2) as Prefix;
-  if (PREFIXES.has(candidate) && raw.length > 2 && /[0-9-]/.test(raw[2])) return { prefix: candidate, rest: raw.slice(2) };
+  if (PREFIXES.has(candidate) && raw.length > 2 && /[0-9-]/.test(raw[2]))
+    return { prefix: candidate, rest: raw.slice(2) };
   return { prefix: 'eq', rest: raw };
 }
 
@@ -143,14 +180,19 @@ function dateValue(raw: string, name: string): Extract<SearchValue, { kind: 'ran
   return { kind: 'range', prefix, low: range.low, high: range.high, value: range.low };
 }
 
-function numberValue(raw: string, name: string, type: 'number' | 'quantity'): Extract<SearchValue, { kind: 'range' }> {
+function numberValue(
+  raw: string,
+  name: string,
+  type: 'number' | 'quantity',
+): Extract<SearchValue, { kind: 'range' }> {
   let numberPart = raw;
   let system: string | undefined;
   let code: string | undefined;
   if (type === 'quantity') {
     const [n, ...unit] = raw.split('|');
     numberPart = n;
-    if (unit.length > 2) throw badRequest(`'${truncate(raw)}' is not a valid quantity for '${name}' (number|system|code)`);
+    if (unit.length > 2)
+      throw badRequest(`'${truncate(raw)}' is not a valid quantity for '${name}' (number|system|code)`);
     system = unit[0] || undefined;
     code = unit[1] || undefined;
     if (unit.length === 1 && unit[0]) {
@@ -203,7 +245,8 @@ class QueryParser {
    * or undefined when ignored. `depth` counts chain links.
    */
   filter(types: string[], name: string, rawValue: string, depth: number): Filter | undefined {
-    if (depth > LIMITS.maxChainDepth) throw badRequest(`Chains deeper than ${LIMITS.maxChainDepth} are not supported: '${truncate(name)}'`);
+    if (depth > LIMITS.maxChainDepth)
+      throw badRequest(`Chains deeper than ${LIMITS.maxChainDepth} are not supported: '${truncate(name)}'`);
     if (name === '_has' || name.startsWith('_has:')) return this.hasFilter(types, name, rawValue, depth);
     const dot = name.indexOf('.');
     const head = dot >= 0 ? name.slice(0, dot) : name;
@@ -211,13 +254,19 @@ class QueryParser {
     if (extra.length > 0) throw badRequest(`Parameter '${truncate(name)}' has more than one modifier`);
     if (code === '_id') return this.idFilter(name, modifier, rawValue, dot);
     if (code === '_lastUpdated') {
-      if (modifier || dot >= 0) return this.ignore(`Parameter '${truncate(name)}': _lastUpdated takes no modifier or chain`), undefined;
+      if (modifier || dot >= 0)
+        return (
+          this.ignore(`Parameter '${truncate(name)}': _lastUpdated takes no modifier or chain`),
+          undefined
+        );
       const values = this.orValues(rawValue).map((v) => dateValue(v, code));
       return { kind: 'lastUpdated', values };
     }
     const defs = types.map((t) => searchParameter(t, code));
     if (defs.some((d) => d === undefined)) {
-      this.ignore(`Unknown search parameter '${truncate(code)}' for ${types.length === 1 ? types[0] : `types ${types.join(', ')}`}`);
+      this.ignore(
+        `Unknown search parameter '${truncate(code)}' for ${types.length === 1 ? types[0] : `types ${types.join(', ')}`}`,
+      );
       return undefined;
     }
     const def = defs[0] as SearchParamDef;
@@ -229,16 +278,33 @@ class QueryParser {
       this.ignore(`Search parameter '${code}' differs between types ${types.join(', ')}`);
       return undefined;
     }
-    if (dot >= 0) return this.chainFilter(types, def, defs as SearchParamDef[], modifier, name.slice(dot + 1), rawValue, depth);
+    if (dot >= 0)
+      return this.chainFilter(
+        types,
+        def,
+        defs as SearchParamDef[],
+        modifier,
+        name.slice(dot + 1),
+        rawValue,
+        depth,
+      );
 
     if (modifier === 'missing') {
-      if (rawValue !== 'true' && rawValue !== 'false') throw badRequest(`':missing' takes true or false, not '${truncate(rawValue)}'`);
-      return { kind: 'param', param: code, type: def.type, modifier, values: [{ kind: 'missing', missing: rawValue === 'true' }] };
+      if (rawValue !== 'true' && rawValue !== 'false')
+        throw badRequest(`':missing' takes true or false, not '${truncate(rawValue)}'`);
+      return {
+        kind: 'param',
+        param: code,
+        type: def.type,
+        modifier,
+        values: [{ kind: 'missing', missing: rawValue === 'true' }],
+      };
     }
     // `reference:Type=id` is a type restriction, not a modifier.
     let referenceType: string | undefined;
     if (modifier && def.type === 'reference' && modifier !== 'identifier' && modifier !== 'missing') {
-      if (!searchDefinitions().byType.has(modifier)) throw badRequest(`'${modifier}' is not a resource type (in '${truncate(name)}')`);
+      if (!searchDefinitions().byType.has(modifier))
+        throw badRequest(`'${modifier}' is not a resource type (in '${truncate(name)}')`);
       referenceType = modifier;
     } else if (modifier && !MODIFIERS[def.type]?.has(modifier)) {
       this.ignore(`Modifier ':${truncate(modifier)}' is not supported for ${def.type} parameter '${code}'`);
@@ -254,21 +320,34 @@ class QueryParser {
 
   private orValues(rawValue: string): string[] {
     const values = splitOr(rawValue);
-    if (values.length > LIMITS.maxOrValues) throw badRequest(`More than ${LIMITS.maxOrValues} OR values in one parameter`);
+    if (values.length > LIMITS.maxOrValues)
+      throw badRequest(`More than ${LIMITS.maxOrValues} OR values in one parameter`);
     return values;
   }
 
-  private idFilter(name: string, modifier: string | undefined, rawValue: string, dot: number): Filter | undefined {
+  private idFilter(
+    name: string,
+    modifier: string | undefined,
+    rawValue: string,
+    dot: number,
+  ): Filter | undefined {
     if (dot >= 0 || (modifier && modifier !== 'not')) {
       this.ignore(`Parameter '${truncate(name)}' is not supported`);
       return undefined;
     }
     const ids = this.orValues(rawValue);
-    for (const id of ids) if (!/^[A-Za-z0-9\-.]{1,64}$/.test(id)) throw badRequest(`'${truncate(id)}' is not a valid resource id`);
+    for (const id of ids)
+      if (!/^[A-Za-z0-9\-.]{1,64}$/.test(id))
+        throw badRequest(`'${truncate(id)}' is not a valid resource id`);
     return { kind: 'id', ids, negate: modifier === 'not' || undefined };
   }
 
-  private value(def: SearchParamDef, modifier: string | undefined, referenceType: string | undefined, raw: string): SearchValue {
+  private value(
+    def: SearchParamDef,
+    modifier: string | undefined,
+    referenceType: string | undefined,
+    raw: string,
+  ): SearchValue {
     if (raw === '') throw badRequest(`Empty value for parameter '${def.code}'`);
     switch (def.type) {
       case 'string':
@@ -283,7 +362,10 @@ class QueryParser {
       case 'reference': {
         if (modifier === 'identifier') {
           const pipe = splitPipe(raw);
-          return { kind: 'reference', identifier: pipe ? { system: pipe[0] || undefined, value: pipe[1] } : { value: raw } };
+          return {
+            kind: 'reference',
+            identifier: pipe ? { system: pipe[0] || undefined, value: pipe[1] } : { value: raw },
+          };
         }
         return { kind: 'reference', references: this.referenceTargets(def, referenceType, raw) };
       }
@@ -297,9 +379,13 @@ class QueryParser {
       case 'composite': {
         const parts = splitDollar(raw);
         const components = def.composite;
-        if (!parts || !components || parts[0] === '' || parts[1] === '') throw badRequest(`'${truncate(raw)}' is not a composite value for '${def.code}' (first$second)`);
+        if (!parts || !components || parts[0] === '' || parts[1] === '')
+          throw badRequest(`'${truncate(raw)}' is not a composite value for '${def.code}' (first$second)`);
         const firstDef = { ...def, type: 'token' as const };
-        const first = this.value(firstDef, undefined, undefined, parts[0]) as Extract<SearchValue, { kind: 'token' }>;
+        const first = this.value(firstDef, undefined, undefined, parts[0]) as Extract<
+          SearchValue,
+          { kind: 'token' }
+        >;
         const second = this.value({ ...def, type: components[1].type }, undefined, undefined, parts[1]);
         return { kind: 'composite', first, second, secondType: components[1].type };
       }
@@ -318,11 +404,17 @@ class QueryParser {
     }
     const typed = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(noHistory);
     if (typed) {
-      if (referenceType && typed[1] !== referenceType) throw badRequest(`'${truncate(raw)}' is not a ${referenceType} reference`);
+      if (referenceType && typed[1] !== referenceType)
+        throw badRequest(`'${truncate(raw)}' is not a ${referenceType} reference`);
       return [noHistory];
     }
-    if (!/^[A-Za-z0-9\-.]{1,64}$/.test(noHistory)) throw badRequest(`'${truncate(raw)}' is not a valid reference for '${def.code}'`);
-    const targets = referenceType ? [referenceType] : def.target.length > 0 ? def.target : searchDefinitions().resourceTypes;
+    if (!/^[A-Za-z0-9\-.]{1,64}$/.test(noHistory))
+      throw badRequest(`'${truncate(raw)}' is not a valid reference for '${def.code}'`);
+    const targets = referenceType
+      ? [referenceType]
+      : def.target.length > 0
+        ? def.target
+        : searchDefinitions().resourceTypes;
     return targets.map((t) => `${t}/${noHistory}`);
   }
 
@@ -343,9 +435,14 @@ class QueryParser {
     }
     // Keep the targets that define the next parameter; without any, the chain is unknown.
     const nextCode = rest.split(/[.:]/)[0];
-    const viable = nextCode === '_id' || nextCode === '_lastUpdated' || nextCode === '_has' ? targetTypes : targetTypes.filter((t) => searchParameter(t, nextCode));
+    const viable =
+      nextCode === '_id' || nextCode === '_lastUpdated' || nextCode === '_has'
+        ? targetTypes
+        : targetTypes.filter((t) => searchParameter(t, nextCode));
     if (viable.length === 0) {
-      this.ignore(`Chain '${def.code}.${truncate(rest)}': no target of '${def.code}' has a parameter '${truncate(nextCode)}'`);
+      this.ignore(
+        `Chain '${def.code}.${truncate(rest)}': no target of '${def.code}' has a parameter '${truncate(nextCode)}'`,
+      );
       return undefined;
     }
     // Each viable target may define the next parameter differently: parse per target and OR them by type.
@@ -366,9 +463,13 @@ class QueryParser {
   private hasFilter(types: string[], name: string, rawValue: string, depth: number): Filter | undefined {
     // _has:Observation:patient:code=x   or   _has:Observation:patient:_has:AuditEvent:entity:agent=y
     const m = /^_has:([A-Z][A-Za-z]+):([a-z][A-Za-z0-9-]*):(.+)$/.exec(name);
-    if (!m) throw badRequest(`Malformed _has parameter '${truncate(name)}' (expected _has:Type:reference:parameter)`);
+    if (!m)
+      throw badRequest(
+        `Malformed _has parameter '${truncate(name)}' (expected _has:Type:reference:parameter)`,
+      );
     const [, sourceType, param, rest] = m;
-    if (!searchDefinitions().byType.has(sourceType)) throw badRequest(`'${sourceType}' is not a resource type (in _has)`);
+    if (!searchDefinitions().byType.has(sourceType))
+      throw badRequest(`'${sourceType}' is not a resource type (in _has)`);
     const ref = searchParameter(sourceType, param);
     if (!ref || ref.type !== 'reference') {
       this.ignore(`_has: '${param}' is not a reference parameter of ${sourceType}`);
@@ -402,11 +503,21 @@ function parseSort(types: string[], raw: string[], parser: QueryParser): SortKey
   return keys;
 }
 
-function parseInclude(raw: string, reverse: boolean, iterate: boolean, types: string[], parser: QueryParser): IncludeSpec | undefined {
+function parseInclude(
+  raw: string,
+  reverse: boolean,
+  iterate: boolean,
+  types: string[],
+  parser: QueryParser,
+): IncludeSpec | undefined {
   if (raw === '*') return { sourceType: '*', param: '*', iterate };
   const [sourceType, param, targetType, ...extra] = raw.split(':');
-  if (extra.length > 0 || !sourceType || !param) throw badRequest(`Malformed ${reverse ? '_revinclude' : '_include'} '${truncate(raw)}' (Type:param[:target])`);
-  if (!searchDefinitions().byType.has(sourceType)) throw badRequest(`'${truncate(sourceType)}' is not a resource type`);
+  if (extra.length > 0 || !sourceType || !param)
+    throw badRequest(
+      `Malformed ${reverse ? '_revinclude' : '_include'} '${truncate(raw)}' (Type:param[:target])`,
+    );
+  if (!searchDefinitions().byType.has(sourceType))
+    throw badRequest(`'${truncate(sourceType)}' is not a resource type`);
   if (!reverse && !iterate && !types.includes(sourceType)) {
     parser.ignore(`_include '${truncate(raw)}' does not start from the searched type`);
     return undefined;
@@ -418,14 +529,16 @@ function parseInclude(raw: string, reverse: boolean, iterate: boolean, types: st
       return undefined;
     }
   }
-  if (targetType && !searchDefinitions().byType.has(targetType)) throw badRequest(`'${truncate(targetType)}' is not a resource type`);
+  if (targetType && !searchDefinitions().byType.has(targetType))
+    throw badRequest(`'${truncate(targetType)}' is not a resource type`);
   return { sourceType, param, targetType: targetType || undefined, iterate };
 }
 
 function singleInt(values: string[], name: string, min: number, max: number): number | undefined {
   if (values.length === 0) return undefined;
   const raw = values[values.length - 1];
-  if (!/^\d{1,9}$/.test(raw)) throw badRequest(`${name} must be a non-negative integer, not '${truncate(raw)}'`);
+  if (!/^\d{1,9}$/.test(raw))
+    throw badRequest(`${name} must be a non-negative integer, not '${truncate(raw)}'`);
   return Math.min(Math.max(Number(raw), min), max);
 }
 
@@ -439,26 +552,38 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
     if (name.length > 256) throw badRequest('A search parameter name is longer than 256 characters');
     for (const value of query[name]) {
       parameterCount++;
-      if (value.length > LIMITS.maxValueLength) throw badRequest(`A value of parameter '${truncate(name)}' is longer than ${LIMITS.maxValueLength} characters`);
+      if (value.length > LIMITS.maxValueLength)
+        throw badRequest(
+          `A value of parameter '${truncate(name)}' is longer than ${LIMITS.maxValueLength} characters`,
+        );
       let commas = 0;
       for (let i = value.indexOf(','); i >= 0; i = value.indexOf(',', i + 1)) commas++;
-      if (commas >= LIMITS.maxOrValues) throw badRequest(`More than ${LIMITS.maxOrValues} OR values in parameter '${truncate(name)}'`);
+      if (commas >= LIMITS.maxOrValues)
+        throw badRequest(`More than ${LIMITS.maxOrValues} OR values in parameter '${truncate(name)}'`);
     }
   }
-  if (parameterCount > LIMITS.maxParameters) throw badRequest(`Too many search parameters (${parameterCount}; at most ${LIMITS.maxParameters})`);
+  if (parameterCount > LIMITS.maxParameters)
+    throw badRequest(`Too many search parameters (${parameterCount}; at most ${LIMITS.maxParameters})`);
 
   let resourceTypes: string[];
   if (options.resourceType) resourceTypes = [options.resourceType];
   else {
     const listed = (query._type ?? []).flatMap((v) => v.split(',')).filter((t) => t !== '');
-    for (const t of listed) if (!defs.byType.has(t)) throw badRequest(`'${truncate(t)}' in _type is not a resource type`);
+    for (const t of listed)
+      if (!defs.byType.has(t)) throw badRequest(`'${truncate(t)}' in _type is not a resource type`);
     resourceTypes = listed.length > 0 ? [...new Set(listed)] : defs.resourceTypes;
   }
 
   const filters: Filter[] = [];
   const applied: [string, string][] = [];
   for (const name of names) {
-    if (PASSIVE.has(name) || name.startsWith('_include') || name.startsWith('_revinclude') || name.startsWith('_sort')) continue;
+    if (
+      PASSIVE.has(name) ||
+      name.startsWith('_include') ||
+      name.startsWith('_revinclude') ||
+      name.startsWith('_sort')
+    )
+      continue;
     for (const value of query[name]) {
       const filter = parser.filter(resourceTypes, name, value, 0);
       if (filter) {
@@ -471,18 +596,23 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
   const count = singleInt(query._count ?? [], '_count', 0, LIMITS.maxCount) ?? LIMITS.defaultCount;
   const offset = singleInt(query._offset ?? [], '_offset', 0, LIMITS.maxOffset) ?? 0;
   const totalRaw = query._total?.[query._total.length - 1];
-  if (totalRaw !== undefined && !['none', 'estimate', 'accurate'].includes(totalRaw)) throw badRequest(`_total must be none, estimate or accurate`);
+  if (totalRaw !== undefined && !['none', 'estimate', 'accurate'].includes(totalRaw))
+    throw badRequest(`_total must be none, estimate or accurate`);
   const summary = query._summary?.[query._summary.length - 1];
   const summaryCount = summary === 'count';
   const sort = parseSort(resourceTypes, query._sort ?? [], parser);
-  const elements = query._elements?.flatMap((v) => v.split(',')).map((e) => e.trim()).filter((e) => e !== '');
+  const elements = query._elements
+    ?.flatMap((v) => v.split(','))
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
 
   const include: IncludeSpec[] = [];
   const revinclude: IncludeSpec[] = [];
   for (const name of names) {
     const m = /^_(rev)?include(:iterate|:recurse)?$/.exec(name);
     if (!m) {
-      if (name.startsWith('_include') || name.startsWith('_revinclude')) parser.ignore(`Unknown parameter '${truncate(name)}'`);
+      if (name.startsWith('_include') || name.startsWith('_revinclude'))
+        parser.ignore(`Unknown parameter '${truncate(name)}'`);
       continue;
     }
     for (const value of query[name]) {
@@ -490,10 +620,15 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
       if (spec) (m[1] ? revinclude : include).push(spec);
     }
   }
-  if (include.length + revinclude.length > LIMITS.maxIncludes) throw badRequest(`Too many _include/_revinclude (at most ${LIMITS.maxIncludes})`);
+  if (include.length + revinclude.length > LIMITS.maxIncludes)
+    throw badRequest(`Too many _include/_revinclude (at most ${LIMITS.maxIncludes})`);
 
   for (const [name, values] of Object.entries(query)) {
-    if (['_count', '_offset', '_total', '_summary', '_sort', '_elements'].includes(name) || name.startsWith('_include') || name.startsWith('_revinclude'))
+    if (
+      ['_count', '_offset', '_total', '_summary', '_sort', '_elements'].includes(name) ||
+      name.startsWith('_include') ||
+      name.startsWith('_revinclude')
+    )
       for (const v of values) applied.push([name, v]);
   }
 

@@ -81,7 +81,8 @@ function valueCondition(filterType: string, value: SearchValue): Fragment {
     case 'string':
       return { sql: 'si.value >= ? AND si.value < ?', binds: [value.text, `${value.text}\uffff`] };
     case 'token': {
-      if (value.text !== undefined) return { sql: 'si.value >= ? AND si.value < ?', binds: [value.text, `${value.text}\uffff`] };
+      if (value.text !== undefined)
+        return { sql: 'si.value >= ? AND si.value < ?', binds: [value.text, `${value.text}\uffff`] };
       const parts: string[] = [];
       const binds: Bind[] = [];
       if (value.system === '') parts.push('si.system IS NULL');
@@ -98,10 +99,16 @@ function valueCondition(filterType: string, value: SearchValue): Fragment {
     case 'reference':
       if (value.identifier) {
         return value.identifier.system
-          ? { sql: 'si.system = ? AND si.value = ?', binds: [value.identifier.system, value.identifier.value] }
+          ? {
+              sql: 'si.system = ? AND si.value = ?',
+              binds: [value.identifier.system, value.identifier.value],
+            }
           : { sql: 'si.value = ? AND si.reference IS NULL', binds: [value.identifier.value] };
       }
-      return { sql: `si.reference IN (${value.references!.map(() => '?').join(', ')})`, binds: value.references! };
+      return {
+        sql: `si.reference IN (${value.references!.map(() => '?').join(', ')})`,
+        binds: value.references!,
+      };
     case 'uri':
       return { sql: 'si.value = ?', binds: [value.uri] };
     case 'range':
@@ -115,8 +122,10 @@ function valueCondition(filterType: string, value: SearchValue): Fragment {
 
 /** A token as stored in composite rows (`system|code` text in `column`). */
 function compositeToken(column: string, token: { system?: string; code?: string }): Fragment {
-  if (token.system !== undefined && token.code !== undefined) return { sql: `${column} = ?`, binds: [`${token.system}|${token.code}`] };
-  if (token.system !== undefined) return { sql: `${column} LIKE ? ESCAPE '\\'`, binds: [`${escapeLike(token.system)}|%`] };
+  if (token.system !== undefined && token.code !== undefined)
+    return { sql: `${column} = ?`, binds: [`${token.system}|${token.code}`] };
+  if (token.system !== undefined)
+    return { sql: `${column} LIKE ? ESCAPE '\\'`, binds: [`${escapeLike(token.system)}|%`] };
   return { sql: `${column} LIKE ? ESCAPE '\\'`, binds: [`%|${escapeLike(token.code ?? '')}`] };
 }
 
@@ -126,11 +135,18 @@ function compositeCondition(value: Extract<SearchValue, { kind: 'composite' }>):
   const second = value.second;
   let rest: Fragment;
   if (second.kind === 'token') rest = compositeToken('si.value', second);
-  else if (second.kind === 'string') rest = { sql: 'si.value >= ? AND si.value < ?', binds: [second.text, `${second.text}\uffff`] };
+  else if (second.kind === 'string')
+    rest = { sql: 'si.value >= ? AND si.value < ?', binds: [second.text, `${second.text}\uffff`] };
   else if (second.kind === 'range' && value.secondType === 'date') rest = dateCondition(second);
   else if (second.kind === 'range') {
     const core = numberCondition({ ...second, system: undefined, code: undefined });
-    const unit = second.system !== undefined || second.code !== undefined ? compositeToken('si.value', { system: second.system ?? (second.code !== undefined ? undefined : ''), code: second.code }) : undefined;
+    const unit =
+      second.system !== undefined || second.code !== undefined
+        ? compositeToken('si.value', {
+            system: second.system ?? (second.code !== undefined ? undefined : ''),
+            code: second.code,
+          })
+        : undefined;
     rest = unit ? { sql: `${core.sql} AND ${unit.sql}`, binds: [...core.binds, ...unit.binds] } : core;
   } else rest = { sql: '0', binds: [] };
   return { sql: `${first.sql} AND ${rest.sql}`, binds: [...first.binds, ...rest.binds] };
@@ -230,12 +246,16 @@ function lastUpdatedCondition(value: Extract<SearchValue, { kind: 'range' }>): F
       return { sql: 'v.last_updated <= ?', binds: [high] };
     case 'ap': {
       const slack = Math.max(Math.abs(Date.now() - value.low) * 0.1, 86_400_000);
-      return { sql: 'v.last_updated >= ? AND v.last_updated <= ?', binds: [isoInstant(value.low - slack), isoInstant(value.high + slack)] };
+      return {
+        sql: 'v.last_updated >= ? AND v.last_updated <= ?',
+        binds: [isoInstant(value.low - slack), isoInstant(value.high + slack)],
+      };
     }
   }
 }
 
-const indexRowsOf = 'FROM search_index si WHERE si.resource_type = c.resource_type AND si.id = c.id AND si.param = ?';
+const indexRowsOf =
+  'FROM search_index si WHERE si.resource_type = c.resource_type AND si.id = c.id AND si.param = ?';
 
 const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
 
@@ -283,7 +303,8 @@ function driveRank(filter: Filter): number {
     case 'param': {
       if (filter.negate || filter.values.some((v) => v.kind === 'missing')) return NEVER_DRIVES;
       if (filter.type === 'reference') return 2;
-      if (filter.type === 'token' && filter.modifier !== 'text') return filter.values.every((v) => v.kind === 'token' && v.code !== undefined) ? 3 : 6;
+      if (filter.type === 'token' && filter.modifier !== 'text')
+        return filter.values.every((v) => v.kind === 'token' && v.code !== undefined) ? 3 : 6;
       if (filter.type === 'string' && filter.modifier === 'exact') return 3;
       if (filter.type === 'string' || filter.type === 'uri') return filter.modifier === 'contains' ? 8 : 4;
       return 7;
@@ -331,7 +352,12 @@ export class SqliteSearch {
   }
 
   /** The condition of one filter on the current-row aliases `c` (resource_current) and `v` (resource_version). */
-  private filterCondition(types: string[], filter: Filter, canRead: SqliteSearchRequest['canRead'], drive: boolean): Fragment {
+  private filterCondition(
+    types: string[],
+    filter: Filter,
+    canRead: SqliteSearchRequest['canRead'],
+    drive: boolean,
+  ): Fragment {
     switch (filter.kind) {
       case 'id':
         return {
@@ -340,43 +366,63 @@ export class SqliteSearch {
         };
       case 'lastUpdated': {
         const parts = filter.values.map(lastUpdatedCondition);
-        return { sql: `(${parts.map((p) => `(${p.sql})`).join(' OR ')})`, binds: parts.flatMap((p) => p.binds) };
+        return {
+          sql: `(${parts.map((p) => `(${p.sql})`).join(' OR ')})`,
+          binds: parts.flatMap((p) => p.binds),
+        };
       }
       case 'param': {
         const param = filter.modifier === 'text' ? `${filter.param}:text` : filter.param;
         const missing = filter.values.find((v) => v.kind === 'missing');
         if (missing && missing.kind === 'missing') {
-          return { sql: `${missing.missing ? 'NOT ' : ''}${matchingIds(types, '', filter.type, drive)}`, binds: matchingBinds(types, param, filter.type, drive) };
+          return {
+            sql: `${missing.missing ? 'NOT ' : ''}${matchingIds(types, '', filter.type, drive)}`,
+            binds: matchingBinds(types, param, filter.type, drive),
+          };
         }
         const parts = filter.values.map((v) => {
           if (filter.type === 'string' && v.kind === 'string') {
             if (filter.modifier === 'exact') return { sql: 'si.system = ?', binds: [v.exact] };
-            if (filter.modifier === 'contains') return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`%${escapeLike(v.text)}%`] };
+            if (filter.modifier === 'contains')
+              return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`%${escapeLike(v.text)}%`] };
           }
           if (filter.type === 'uri' && v.kind === 'uri') {
-            if (filter.modifier === 'below') return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`${escapeLike(v.uri)}%`] };
-            if (filter.modifier === 'above') return { sql: 'substr(?, 1, length(si.value)) = si.value', binds: [v.uri] };
+            if (filter.modifier === 'below')
+              return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`${escapeLike(v.uri)}%`] };
+            if (filter.modifier === 'above')
+              return { sql: 'substr(?, 1, length(si.value)) = si.value', binds: [v.uri] };
           }
           return valueCondition(filter.type, v);
         });
         const indexType = filter.modifier === 'text' ? 'string' : filter.type;
         const sql = `${filter.negate ? 'NOT ' : ''}${matchingIds(types, ` AND (${parts.map((p) => `(${p.sql})`).join(' OR ')})`, indexType, drive)}`;
-        return { sql, binds: [...matchingBinds(types, param, indexType, drive), ...parts.flatMap((p) => p.binds)] };
+        return {
+          sql,
+          binds: [...matchingBinds(types, param, indexType, drive), ...parts.flatMap((p) => p.binds)],
+        };
       }
       case 'chain': {
         // Visible targets of the inner condition, then the references to them.
         const keys: string[] = [];
         for (const targetType of filter.targetTypes) {
-          for (const version of this.visibleMatches([targetType], [filter.inner], canRead)) keys.push(`${version.resourceType}/${version.id}`);
+          for (const version of this.visibleMatches([targetType], [filter.inner], canRead))
+            keys.push(`${version.resourceType}/${version.id}`);
         }
         return {
-          sql: matchingIds(types, ' AND si.reference IN (SELECT value FROM json_each(?))', 'reference', drive),
+          sql: matchingIds(
+            types,
+            ' AND si.reference IN (SELECT value FROM json_each(?))',
+            'reference',
+            drive,
+          ),
           binds: [...matchingBinds(types, filter.param, 'reference', drive), JSON.stringify(keys)],
         };
       }
       case 'has': {
         // Visible sources matching the inner condition; this resource must be one they reference through `param`.
-        const sources = [...this.visibleMatches([filter.sourceType], [filter.inner], canRead)].map((v) => v.id);
+        const sources = [...this.visibleMatches([filter.sourceType], [filter.inner], canRead)].map(
+          (v) => v.id,
+        );
         const referenced = this.prepare(
           `SELECT DISTINCT si.reference AS reference FROM search_index si
            WHERE si.resource_type = ? AND si.param = ? AND si.id IN (SELECT value FROM json_each(?)) AND si.reference IS NOT NULL`,
@@ -392,13 +438,21 @@ export class SqliteSearch {
   }
 
   /** Every visible current version of `types` matching all `filters` (for chains and _has); capped. */
-  private *visibleMatches(types: string[], filters: Filter[], canRead: SqliteSearchRequest['canRead']): Generator<StoredVersion> {
+  private *visibleMatches(
+    types: string[],
+    filters: Filter[],
+    canRead: SqliteSearchRequest['canRead'],
+  ): Generator<StoredVersion> {
     let count = 0;
     for (const version of this.candidates(types, filters, [], canRead)) {
       if (!canRead(version)) continue;
       if (++count > MAX_INNER_MATCHES) {
         throw new FhirError(400, [
-          issue('error', 'too-costly', `A chained or _has condition matches more than ${MAX_INNER_MATCHES} resources; narrow it`),
+          issue(
+            'error',
+            'too-costly',
+            `A chained or _has condition matches more than ${MAX_INNER_MATCHES} resources; narrow it`,
+          ),
         ]);
       }
       yield version;
@@ -424,14 +478,20 @@ export class SqliteSearch {
   }
 
   /** Current, non-deleted versions matching the filters, in sort order (visibility not yet applied). */
-  private candidates(types: string[], filters: Filter[], sort: SortKey[], canRead: SqliteSearchRequest['canRead']): IterableIterator<StoredVersion & { seq: number }> {
+  private candidates(
+    types: string[],
+    filters: Filter[],
+    sort: SortKey[],
+    canRead: SqliteSearchRequest['canRead'],
+  ): IterableIterator<StoredVersion & { seq: number }> {
     const where: string[] = ['c.deleted = 0'];
     const binds: Bind[] = [];
     where.push(`v.resource_type IN (${types.map(() => '?').join(', ')})`);
     binds.push(...types);
     // One filter drives (an IN list SQLite builds once); the others are probed per candidate.
     let driver: Filter | undefined;
-    for (const filter of filters) if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
+    for (const filter of filters)
+      if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
     for (const filter of filters) {
       const fragment = this.filterCondition(types, filter, canRead, filter === driver);
       where.push(fragment.sql);
@@ -443,7 +503,10 @@ export class SqliteSearch {
       FROM resource_version v JOIN resource_current c ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq
       WHERE ${where.join(' AND ')}
       ORDER BY ${orderSql}`;
-    const rows = this.prepare(sql).iterate(...binds, ...order.flatMap((o) => o.binds)) as IterableIterator<Row>;
+    const rows = this.prepare(sql).iterate(
+      ...binds,
+      ...order.flatMap((o) => o.binds),
+    ) as IterableIterator<Row>;
     return (function* () {
       for (const row of rows) yield Object.assign(toVersion(row), { seq: row.seq });
     })();
@@ -477,12 +540,17 @@ export class SqliteSearch {
   }
 
   /** Reference values (`Type/id`, URLs) that the given resources hold in reference parameter `param` (or all, for '*'). */
-  references(resourceType: string, ids: string[], param: string): { id: string; param: string; reference: string }[] {
+  references(
+    resourceType: string,
+    ids: string[],
+    param: string,
+  ): { id: string; param: string; reference: string }[] {
     const sql =
       param === '*'
         ? `SELECT si.id, si.param, si.reference FROM search_index si WHERE si.resource_type = ? AND si.id IN (SELECT value FROM json_each(?)) AND si.type = 'reference' AND si.reference IS NOT NULL`
         : `SELECT si.id, si.param, si.reference FROM search_index si WHERE si.resource_type = ? AND si.id IN (SELECT value FROM json_each(?)) AND si.param = ? AND si.reference IS NOT NULL`;
-    const binds: Bind[] = param === '*' ? [resourceType, JSON.stringify(ids)] : [resourceType, JSON.stringify(ids), param];
+    const binds: Bind[] =
+      param === '*' ? [resourceType, JSON.stringify(ids)] : [resourceType, JSON.stringify(ids), param];
     return this.prepare(sql).all(...binds) as { id: string; param: string; reference: string }[];
   }
 }
@@ -501,8 +569,13 @@ export function searchSqlite(db: Database, request: SqliteSearchRequest): Sqlite
   } catch (err) {
     // SQLite's own limits (variables, expression depth, pattern size) reached by a large query: the client's to narrow.
     const message = err instanceof Error ? err.message : '';
-    if ((err as { code?: string }).code === 'SQLITE_TOOBIG' || /too many SQL variables|too large|too complex|too many terms/i.test(message)) {
-      throw new FhirError(400, [issue('error', 'too-costly', `The search is too large for this server: ${message}`)]);
+    if (
+      (err as { code?: string }).code === 'SQLITE_TOOBIG' ||
+      /too many SQL variables|too large|too complex|too many terms/i.test(message)
+    ) {
+      throw new FhirError(400, [
+        issue('error', 'too-costly', `The search is too large for this server: ${message}`),
+      ]);
     }
     throw err;
   }
