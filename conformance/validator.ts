@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createFhirValidatorSync, type FhirValidator } from '../src/fhir/validation/index.js';
 import type { OperationOutcomeIssue } from '../src/fhir/outcome.js';
+import { parseJsonLeniently } from '../src/fhir/validation/json-syntax.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
@@ -76,9 +77,10 @@ function parseFile(file: string): { ok: true; value: Json } | { ok: false; messa
 }
 
 function validateRun(validator: FhirValidator, file: string, profiles: string[]): OperationOutcomeIssue[] {
-  const parsed = parseFile(file);
-  if (!parsed.ok) return [{ severity: 'fatal', code: 'invalid', diagnostics: `The JSON is not valid: ${parsed.message}`, expression: ['$this'] }];
-  return validator.validate(parsed.value, { profiles }).issues;
+  // Like the reference validator: syntax problems are reported where they are, and what can be read is validated.
+  const parsed = parseJsonLeniently(fs.readFileSync(file, 'utf8'));
+  if (parsed.value === undefined) return parsed.issues;
+  return [...parsed.issues, ...validator.validate(parsed.value, { profiles }).issues];
 }
 
 export function runConformance(dir: string): ConformanceReport {
