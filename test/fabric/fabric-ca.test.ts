@@ -16,6 +16,12 @@ import { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
 import { enrollWithSecret, FabricCaIdentityProvider } from '../../src/ledger/identity/fabric-ca.js';
 import { FabricCaTestServer } from './support/fabric-ca-server.js';
+import { EmbeddedChainBackend } from './support/embedded-backend.js';
+import { TestGatewayServer } from './support/gateway-server.js';
+import { createTestTls } from './support/tls.js';
+import { openFabricLedger } from '../../src/ledger/fabric/fabric-ledger.js';
+import { parseFabricConfig } from '../../src/ledger/fabric/config.js';
+import { LedgerTransactionError } from '../../src/ledger/ledger.js';
 
 const MSP_ID = 'Hospital1MSP';
 let server: FabricCaTestServer;
@@ -295,5 +301,75 @@ describe('hie-ledger participant ... --ca fabric', () => {
     const revoked = JSON.parse(await cli(['revoke', '--id', 'patient-app-1']));
     expect(revoked.status).toBe('revoked');
     expect(server.registry.get(enrolled.pseudonym)?.state).toBe(-1);
+  });
+});
+
+describe('revocation reaches the peers only through the channel configuration', () => {
+  it('keeps accepting a revoked service certificate until its CRL is in the channel MSP, then refuses it', async () => {
+    const chain = await EmbeddedChain.open({
+      file: join(dir, 'crl-chain.sqlite'),
+      msps: [{ mspId: MSP_ID, rootCertificates: [await provider.caCertificate()] }],
+    });
+    const tls = await createTestTls('peer0.hospital1.hie.example.com');
+    const peer = await provider.enroll({ enrollmentId: 'peer0-crl', attrs: {}, keyType: 'P-256' });
+    const gateway = new TestGatewayServer({
+      backend: new EmbeddedChainBackend(chain, 'hie'),
+      tls,
+      channel: 'hie',
+      msps: { [MSP_ID]: await provider.caCertificate() },
+      peerIdentity: { mspId: MSP_ID, ...peer },
+    });
+    await gateway.start();
+    const service = await provider.enroll({
+      enrollmentId: 'hospital1-service-crl',
+      attrs: { 'hie.role': 'service', 'hie.id': 'hospital1-service-crl' },
+      keyType: 'P-256',
+    });
+    const write = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return name;
+    };
+    const ledger = openFabricLedger({
+      config: parseFabricConfig(
+        {
+          peerEndpoint: gateway.address,
+          hostAlias: 'peer0.hospital1.hie.example.com',
+          tlsRootCertPath: write('crl-tls.pem', tls.caCertificate),
+          mspId: MSP_ID,
+          channel: 'hie',
+          chaincode: 'hie',
+          identity: {
+            certPath: write('crl-svc.pem', service.certificate),
+            keyPath: write('crl-svc-key.pem', service.privateKey),
+          },
+        },
+        'test',
+        dir,
+      ),
+      logger: { info() {}, warn() {}, error() {} },
+      retry: { initialDelayMs: 10, maxDelayMs: 50 },
+    });
+    const anchor = () => ledger.submit('anchor:AnchorBatch', [randomBytes(32).toString('hex'), '1']);
+    try {
+      await anchor();
+      await provider.revoke({
+        enrollmentId: 'hospital1-service-crl',
+        serial: service.serial,
+        reason: 'keycompromise',
+      });
+      // Revoked at the CA, but the channel does not know yet: the peer still accepts it.
+      await anchor();
+      // network/scripts/update-crl.sh: the CA's CRL goes into the channel's MSP configuration.
+      await gateway.setChannelCrl(MSP_ID, await provider.crl());
+      const refused = await anchor().catch((error) => error);
+      expect(refused).toBeInstanceOf(LedgerTransactionError);
+      expect(refused.code).toBe('ENDORSEMENT_FAILURE');
+      expect(refused.retryable).toBe(false);
+      expect(refused.message).toContain('revoked');
+    } finally {
+      await ledger.close();
+      await gateway.close();
+      await chain.close();
+    }
   });
 });

@@ -23,7 +23,9 @@
  */
 import { createHash, createPrivateKey, sign as signBytes, verify, X509Certificate } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import * as x509 from '@peculiar/x509';
 import { common, gateway, ledger, msp, orderer, peer } from '@hyperledger/fabric-protos';
 import type { TestTls } from './tls.js';
 
@@ -252,6 +254,25 @@ export class TestGatewayServer {
 
   // ---- verification ----
 
+  /** Revoked serials per MSP: the CRLs in the channel's MSP configuration (network/scripts/update-crl.sh). */
+  private readonly channelCrls = new Map<string, Set<string>>();
+
+  /**
+   * Puts an MSP's CRL into the "channel configuration": from now on its revoked certificates are refused, as
+   * peers do once a config update carries the CRL (before that, a revocation at the CA changes nothing here).
+   */
+  async setChannelCrl(mspId: string, crlPem: string): Promise<void> {
+    const ca = this.options.msps[mspId];
+    if (!ca) throw new Error(`unknown MSP ${mspId}`);
+    const crl = new x509.X509Crl(crlPem);
+    const caCertificate = new x509.X509Certificate(ca);
+    if (!(await crl.verify({ publicKey: caCertificate.publicKey }, webcrypto as never))) {
+      throw new Error(`the CRL is not signed by the CA of ${mspId}`);
+    }
+    this.channelCrls.set(mspId, new Set(crl.entries.map((entry) => normalizeSerial(entry.serialNumber))));
+    this.creators.clear();
+  }
+
   /** Verified creators, as a peer caches deserialized MSP identities (chain verification costs milliseconds). */
   private readonly creators = new Map<
     string,
@@ -285,6 +306,9 @@ export class TestGatewayServer {
     }
     if (!certificate.checkIssued(ca) || !certificate.verify(ca.publicKey)) {
       throw rpcError(grpc.status.PERMISSION_DENIED, `access denied: certificate not issued by ${mspid}`);
+    }
+    if (this.channelCrls.get(mspid)?.has(normalizeSerial(certificate.serialNumber))) {
+      throw rpcError(grpc.status.PERMISSION_DENIED, `access denied: certificate revoked by ${mspid} (channel CRL)`);
     }
     const now = Date.now();
     if (now < Date.parse(certificate.validFrom) || now > Date.parse(certificate.validTo)) {
@@ -614,6 +638,10 @@ export class TestGatewayServer {
       finish();
     }
   }
+}
+
+function normalizeSerial(serial: string): string {
+  return serial.toLowerCase().replace(/^0+/, '');
 }
 
 function toPeerResponse(result: BackendResponse): peer.Response {
