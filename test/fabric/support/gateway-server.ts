@@ -308,7 +308,10 @@ export class TestGatewayServer {
       throw rpcError(grpc.status.PERMISSION_DENIED, `access denied: certificate not issued by ${mspid}`);
     }
     if (this.channelCrls.get(mspid)?.has(normalizeSerial(certificate.serialNumber))) {
-      throw rpcError(grpc.status.PERMISSION_DENIED, `access denied: certificate revoked by ${mspid} (channel CRL)`);
+      throw rpcError(
+        grpc.status.PERMISSION_DENIED,
+        `access denied: certificate revoked by ${mspid} (channel CRL)`,
+      );
     }
     const now = Date.now();
     if (now < Date.parse(certificate.validFrom) || now > Date.parse(certificate.validTo)) {
