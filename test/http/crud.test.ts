@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { issue } from '../../src/fhir/outcome.js';
+import type { ResourceValidator } from '../../src/fhir/validation/validator.js';
 import { FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;
@@ -593,5 +595,48 @@ describe('hostile input', () => {
       expectOutcome(res.body);
     }
     expect((await app.fastify.inject({ url: '/fhir/Patient/h1' })).headers.etag).toBe('W/"1"');
+  });
+});
+
+describe('validation status', () => {
+  it('answers 422 when the only errors are business rules (profiles), 400 when the resource is not valid R4', async () => {
+    // The real schema validator plus one business rule, as a network profile would add.
+    const base = app.validator;
+    const withRule: ResourceValidator = {
+      isResourceType: (type) => base.isResourceType(type),
+      resourceTypes: base.resourceTypes,
+      validate(resource, options) {
+        const result = base.validate(resource, options);
+        const r = resource as { resourceType?: string; gender?: string };
+        if (r.resourceType === 'Patient' && r.gender === 'unknown') {
+          const rule = issue(
+            'error',
+            'business-rule',
+            'The network profile requires a known gender',
+            'Patient.gender',
+          );
+          return { valid: false, issues: [...result.issues, rule] };
+        }
+        return result;
+      },
+    };
+    const ruled = await startTestApp({ validator: withRule });
+    try {
+      const post = (payload: unknown) =>
+        ruled.fastify.inject({
+          method: 'POST',
+          url: '/fhir/Patient',
+          headers: FHIR_JSON,
+          payload: JSON.stringify(payload),
+        });
+      const business = await post({ resourceType: 'Patient', gender: 'unknown' });
+      expect(business.statusCode).toBe(422);
+      expect(expectOutcome(business.body, 'business-rule').issue[0].expression).toEqual(['Patient.gender']);
+      const both = await post({ resourceType: 'Patient', gender: 'unknown', birthDate: 'soon' });
+      expect(both.statusCode).toBe(400);
+      expect((await post({ resourceType: 'Patient', gender: 'male' })).statusCode).toBe(201);
+    } finally {
+      await ruled.stop();
+    }
   });
 });
