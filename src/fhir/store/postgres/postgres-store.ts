@@ -208,7 +208,9 @@ export class PostgresResourceStore implements ResourceStore {
 
   write(request: WriteRequest): Promise<StoredVersion> {
     const tx = this.openTransaction();
-    if (tx) return tx.run(() => tx.savepoint(() => this.writeOn(tx.client, request)));
+    // No savepoint needed: a write's checks and anchor callback run before its one INSERT statement, so a write
+    // that fails leaves nothing (a failing statement would abort the whole transaction anyway).
+    if (tx) return tx.run(() => this.writeOn(tx.client, request));
     return this.inNewTransaction((client) => this.writeOn(client, request));
   }
 
