@@ -132,13 +132,17 @@ export function generateSnapshot(sd: Json, registry: DefinitionRegistry, problem
       const eid: string = e.id;
       if (!eid.startsWith(parentId + '.') || !eid.endsWith('[x]')) continue;
       const stem = eid.slice(parentId.length + 1, -3);
-      if (!stem.includes('.') && name.startsWith(stem) && name.length > stem.length && /^[A-Z]/.test(name.slice(stem.length)))
+      const suffix = name.slice(stem.length).toLowerCase();
+      // Only a type the choice allows (`valueQuantity`), not any capitalised suffix (`valueBla`).
+      if (!stem.includes('.') && name.startsWith(stem) && /^[A-Z]/.test(name.slice(stem.length)) && (e.type ?? []).some((t: Json) => String(t.code).toLowerCase() === suffix))
         return stem + '[x]';
     }
     return name;
   }
 
   for (const diff of sd.differential?.element ?? []) {
+    if (typeof diff.id === 'string' && typeof diff.path === 'string' && idToPath(diff.id) !== diff.path)
+      problems?.push(`The path must be '${idToPath(diff.id)}' not '${diff.path}' (element id '${diff.id}')`);
     let id = elementId(diff);
     if (baseRoot !== root && id.startsWith(baseRoot)) id = root + id.slice(baseRoot.length);
     const i = ensure(id);

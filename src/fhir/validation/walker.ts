@@ -319,7 +319,10 @@ export class StructureWalker {
     if (code && isPrimitiveType(code)) {
       const problem = checkPrimitive(code, value);
       if (problem) {
-        run.add('error', 'invalid', problem, path);
+        // Attachment data is reported on the attachment (as the reference validator does).
+        if (node.path.endsWith('.data') && code === 'base64Binary' && path.endsWith('.data'))
+          run.add('error', 'structure', `The base64 content in the data element is not valid base64: ${problem}`, path.slice(0, -5));
+        else run.add('error', 'invalid', problem, path);
         return;
       }
       if (code === 'xhtml') {
