@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
 import { searchType, searchSystem } from '../../src/fhir/interactions/search.js';
-import { FhirError } from '../../src/fhir/outcome.js';
+import { FhirError, forbidden } from '../../src/fhir/outcome.js';
 import type { AccessPolicy, Caller } from '../../src/access/policy.js';
 import type { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
@@ -330,5 +330,36 @@ describe('search honours access', () => {
     // include of an invisible patient is left out
     const inc = await run('Encounter', { _id: enc.id!, _include: 'Encounter:subject' }, ctx);
     expect(inc.entry ?? []).toEqual([]);
+  });
+
+  it('includes, chains and _has respect the types the caller may read at all', async () => {
+    class EncounterOnly implements AccessPolicy {
+      readonly caller: Caller = { participant: 's', role: 'system', scopes: ['system/Encounter.rs'] };
+      authorize(_interaction: string, resourceType?: string): void {
+        if (resourceType && resourceType !== 'Encounter') throw forbidden(`not ${resourceType}`);
+      }
+      canWrite(): boolean {
+        return false;
+      }
+      canRead(): boolean {
+        return true;
+      }
+    }
+    const ctx = context(store, new EncounterOnly());
+    const enc = loaded.find((r) => r.resourceType === 'Encounter')!;
+    const b = await run(
+      'Encounter',
+      { _id: enc.id!, _include: 'Encounter:subject', _revinclude: 'Observation:encounter' },
+      ctx,
+    );
+    expect(ids(b)).toEqual([`Encounter/${enc.id}`]);
+    expect(ids(b, 'include')).toEqual([]);
+    expect(JSON.stringify(b.entry!.find((e) => e.search.mode === 'outcome'))).toContain('not included');
+    await expect(
+      searchType(request('Encounter', { 'subject:Patient.family': 'x' }), ctx),
+    ).rejects.toMatchObject({ status: 403 });
+    await expect(
+      searchType(request('Encounter', { '_has:Observation:encounter:code': 'x' }), ctx),
+    ).rejects.toMatchObject({ status: 403 });
   });
 });

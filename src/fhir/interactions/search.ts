@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
 import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
-import { parseSearch, LIMITS, type CompiledQuery, type IncludeSpec } from '../search/parse.js';
+import { parseSearch, LIMITS, type CompiledQuery, type Filter, type IncludeSpec } from '../search/parse.js';
 import {
   referenceKey,
   searchDefinitions,
@@ -97,12 +97,54 @@ function referencesOf(resource: FhirResource, param: string): string[] {
   return out;
 }
 
+/** The types a query reads through (chain targets, _has sources), recursively. */
+function typesSearchedThrough(filters: Filter[], out = new Set<string>()): Set<string> {
+  for (const filter of filters) {
+    if (filter.kind === 'chain') {
+      for (const t of filter.targetTypes) out.add(t);
+      typesSearchedThrough([filter.inner], out);
+    } else if (filter.kind === 'has') {
+      out.add(filter.sourceType);
+      typesSearchedThrough([filter.inner], out);
+    }
+  }
+  return out;
+}
+
+/**
+ * Whether the caller's scopes and role allow reading a type at all (asked once per type and request): included
+ * resources of a type the caller may not read are left out, as `canRead` leaves out single resources.
+ */
+function typeReadable(
+  context: FhirContext,
+  cache: Map<string, boolean>,
+  type: string,
+  warnings: OperationOutcomeIssue[],
+): boolean {
+  let allowed = cache.get(type);
+  if (allowed === undefined) {
+    try {
+      context.access.authorize('read', type);
+      allowed = true;
+    } catch (err) {
+      if (!(err instanceof FhirError)) throw err;
+      allowed = false;
+      warnings.push(
+        issue('warning', 'forbidden', `${type} resources are not included: your access does not cover them`),
+      );
+    }
+    cache.set(type, allowed);
+  }
+  return allowed;
+}
+
 async function addIncludes(
   context: FhirContext,
   query: CompiledQuery,
   matches: StoredVersion[],
   warnings: OperationOutcomeIssue[],
 ): Promise<StoredVersion[]> {
+  const readable = new Map<string, boolean>();
   const seen = new Set(matches.map((v) => `${v.resourceType}/${v.id}`));
   const included: StoredVersion[] = [];
   let frontier = matches;
@@ -125,7 +167,7 @@ async function addIncludes(
           if (seen.has(key)) continue;
           const [type, id] = key.split('/');
           if (spec.targetType && type !== spec.targetType) continue;
-          if (!isKnownResourceType(type)) continue;
+          if (!isKnownResourceType(type) || !typeReadable(context, readable, type, warnings)) continue;
           seen.add(key);
           const target = await context.store.read(type, id);
           if (!target || target.deleted || !context.access.canRead(target)) continue;
@@ -141,6 +183,7 @@ async function addIncludes(
         warnings.push(issue('warning', 'not-supported', '_revinclude=* is not supported'));
         continue;
       }
+      if (!typeReadable(context, readable, spec.sourceType, warnings)) continue;
       const keys = frontier.map((v) => `${v.resourceType}/${v.id}`);
       const revQuery: CompiledQuery = {
         resourceTypes: [spec.sourceType],
@@ -189,6 +232,8 @@ async function search(
   context.access.authorize(resourceType ? 'search-type' : 'search-system', resourceType);
   const raw = searchQuery(request);
   const query = parseSearch(raw, { resourceType, strict: isStrict(request) });
+  // Searching through another type (chains, _has) needs the right to search that type too (403 otherwise).
+  for (const type of typesSearchedThrough(query.filters)) context.access.authorize('search-type', type);
   const warnings: OperationOutcomeIssue[] = query.warnings.map((w) => issue('warning', 'not-supported', w));
 
   if (query.summaryCount) query.count = 0;
@@ -272,9 +317,7 @@ export const searchSystem: InteractionHandler = async (request, context) =>
   search(request, context, undefined);
 
 /** The search parameters of a type, for the CapabilityStatement (only those this server can search). */
-export function searchParamDeclarations(
-  resourceType: string,
-): {
+export function searchParamDeclarations(resourceType: string): {
   name: string;
   type: 'number' | 'date' | 'string' | 'token' | 'reference' | 'composite' | 'quantity' | 'uri' | 'special';
   definition?: string;
