@@ -227,6 +227,9 @@ describe('search over the SQLite index', () => {
     for (const [k, v] of new URL(next).searchParams) (nextQuery[k] ??= []).push(v);
     const page2 = await run('Observation', nextQuery);
     expect(ids(page2).some((id) => ids(page1).includes(id))).toBe(false);
+    const zero = await run('Observation', { _count: '0' });
+    expect(zero.total).toBe(page1.total);
+    expect(zero.entry).toBeUndefined();
     const count = await run('Observation', { _summary: 'count' });
     expect(count.total).toBe(page1.total);
     expect(count.entry).toBeUndefined();

@@ -237,7 +237,12 @@ async function search(
   const warnings: OperationOutcomeIssue[] = query.warnings.map((w) => issue('warning', 'not-supported', w));
 
   if (query.summaryCount) query.count = 0;
-  const wantTotal = query.summaryCount || query.total === 'accurate' || query.total === 'estimate';
+  // _count=0 asks for no entries: the count is then what the client wants, as with _summary=count.
+  const wantTotal =
+    query.summaryCount ||
+    (query.count === 0 && query.total !== 'none') ||
+    query.total === 'accurate' ||
+    query.total === 'estimate';
   const canRead = (v: StoredVersion): boolean => context.access.canRead(v);
   const result = await runStoreSearch(context, { query, canRead, wantTotal });
   const matches = result.versions.slice(0, query.count);
