@@ -409,3 +409,34 @@ export async function auditStore(
     ok: problems.length === 0,
   };
 }
+
+/** What travels with a record sent to another member: enough to prove it against the ledger without secrets. */
+export interface RecordProof {
+  salt: string;
+  root: string;
+  leafIndex: number;
+  leafCount: number;
+  proof: ProofStep[];
+}
+
+/**
+ * The receiver's check of a record from another member: the salted hash of the received text's canonical form
+ * must prove into `root`, and the ledger must hold that root with that leaf count. No custodian secret needed.
+ */
+export async function verifyReceivedRecord(
+  version: Pick<StoredVersion, 'resourceType' | 'id' | 'versionId' | 'lastUpdated' | 'deleted' | 'json'>,
+  evidence: RecordProof,
+  ledger: Ledger,
+): Promise<{ verified: boolean; reason?: string; anchoredBy?: string }> {
+  const { hash, error } = recomputeLeafHash(version as StoredVersion, evidence.salt);
+  if (!hash) return { verified: false, reason: error };
+  const position = { leafIndex: evidence.leafIndex, leafCount: evidence.leafCount };
+  if (!verifyProof(hash, evidence.proof, evidence.root, position)) {
+    return { verified: false, reason: 'the record does not prove into the given root' };
+  }
+  const onChain = await new AnchorContractClient(ledger).readBatch(evidence.root);
+  if (!onChain) return { verified: false, reason: 'the ledger has no batch with this root' };
+  if (onChain.leafCount !== evidence.leafCount)
+    return { verified: false, reason: 'the leaf count differs from the ledger' };
+  return { verified: true, anchoredBy: onChain.mspId };
+}

@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
 import { verifyProof, type ProofStep } from '../../src/mapping/merkle.js';
+import { verifyReceivedRecord } from '../../src/ledger/integrity.js';
 import { FHIR_JSON, json, startTestApp, type TestApp } from '../http/helpers.js';
 import { FaultyLedger, MSP_ID, eventually } from './helpers.js';
 
@@ -78,6 +79,29 @@ describe('$verify over HTTP', () => {
     expect(
       verifyProof(param(result, 'hash') as string, proof, param(result, 'root') as string, position),
     ).toBe(true);
+
+    // Another member receiving the record with this evidence verifies it against the ledger, without secrets.
+    const evidence = {
+      salt: param(result, 'salt') as string,
+      root: param(result, 'root') as string,
+      proof,
+      ...position,
+    };
+    const received = JSON.parse(read.body) as { meta: { versionId: string; lastUpdated: string } };
+    const version = {
+      resourceType: 'Observation',
+      id,
+      versionId: Number(received.meta.versionId),
+      lastUpdated: received.meta.lastUpdated,
+      deleted: false,
+      json: read.body,
+    };
+    expect(await verifyReceivedRecord(version, evidence, app.ledger!)).toMatchObject({
+      verified: true,
+      anchoredBy: 'Org1MSP',
+    });
+    const forged = { ...version, json: read.body.replace('"value":1.50', '"value":1.5') };
+    expect((await verifyReceivedRecord(forged, evidence, app.ledger!)).verified).toBe(false);
   });
 
   it('verifies each version, names a tampered one as mismatch, and answers 404 for unknown ones', async () => {
