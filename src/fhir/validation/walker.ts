@@ -665,6 +665,14 @@ function checkMinMax(node: ElementNode, value: Json, path: string, run: Run): vo
     if (typeof value === 'number' && typeof limit === 'number') {
       cmp = value - limit;
       shown = String(limit);
+    } else if (typeof value === 'string' && limit && typeof limit === 'object' && typeof limit.value === 'number' && /^\d{4}/.test(value)) {
+      // minValueDuration/maxValueDuration on a date: relative to now (min: not further in the past, max: not further ahead).
+      const ms = durationMs(limit.value, String(limit.code ?? limit.unit ?? ''));
+      const t = Date.parse(value.length === 4 ? `${value}-01-01` : value.length === 7 ? `${value}-01` : value);
+      if (ms === undefined || Number.isNaN(t)) continue;
+      const boundary = bound === 'minValue' ? Date.now() - ms : Date.now() + ms;
+      cmp = t - boundary;
+      shown = `${limit.value} ${limit.code ?? limit.unit}`;
     } else if (typeof value === 'string' && typeof limit === 'string') {
       cmp = value < limit ? -1 : value > limit ? 1 : 0;
       shown = limit;
@@ -677,6 +685,12 @@ function checkMinMax(node: ElementNode, value: Json, path: string, run: Run): vo
     if (bound === 'minValue' && cmp < 0) run.add('error', 'invalid', `The value in the instance ({${actual}}) is less than the specified minimum value ({${shown}})`, path);
     if (bound === 'maxValue' && cmp > 0) run.add('error', 'invalid', `The value in the instance ({${actual}}) is greater than the specified maximum value ({${shown}})`, path);
   }
+}
+
+function durationMs(value: number, unit: string): number | undefined {
+  const perUnit: Record<string, number> = { a: 365.25 * 864e5, mo: 30.4375 * 864e5, wk: 7 * 864e5, d: 864e5, h: 36e5, min: 6e4, s: 1e3, ms: 1 };
+  const u = perUnit[unit] ?? perUnit[{ year: 'a', years: 'a', month: 'mo', months: 'mo', week: 'wk', weeks: 'wk', day: 'd', days: 'd' }[unit] ?? ''];
+  return u === undefined ? undefined : value * u;
 }
 
 function checkAttachment(att: Json, path: string, run: Run): void {
