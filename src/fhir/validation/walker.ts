@@ -12,6 +12,7 @@ import { Terminology } from './terminology.js';
 import { checkNarrativeXhtml } from './xhtml.js';
 import { containedReferenced, evaluateConstraint, WALKER_NATIVE_KEYS } from './invariants.js';
 import { checkBundle } from './bundle.js';
+import { checkValueSetParameters } from './conformance-resources.js';
 import { generateSnapshot } from '../definitions/snapshot.js';
 
 const MAX_DEPTH = 64;
@@ -127,6 +128,7 @@ export class StructureWalker {
       }
     }
     if (rt === 'Bundle') checkBundle(res, path, run, this);
+    if (rt === 'ValueSet') checkValueSetParameters(res, path, run);
     if (rt === 'StructureDefinition' && !res.snapshot && Array.isArray(res.differential?.element) && typeof res.baseDefinition === 'string') {
       // A differential-only profile must be usable: its snapshot is generated here as it would be on use.
       const problems: string[] = [];

@@ -1,0 +1,53 @@
+/**
+ * Rules on conformance resources beyond their StructureDefinitions.
+ *
+ * ValueSet parameters (FHIR tools IG, extension `valueset-parameter`): a compose filter value given as a
+ * `cqf-expression` must be FHIRPath (`text/fhirpath`), must parse, and may only use declared parameters (`%name`).
+ * Locations follow the reference validator: the filter's `_value` extensions are reported on the filter.
+ */
+import fhirpath from 'fhirpath';
+import type { Json } from '../definitions/registry.js';
+import type { Run } from './walker.js';
+
+const PARAMETER_EXT = 'http://hl7.org/fhir/tools/StructureDefinition/valueset-parameter';
+const EXPRESSION_EXT = 'http://hl7.org/fhir/StructureDefinition/cqf-expression';
+const STANDARD_VARS = new Set(['resource', 'rootResource', 'context', 'ucum', 'sct', 'loinc', 'factory', 'terminologies', 'server']);
+
+export function checkValueSetParameters(vs: Json, path: string, run: Run): void {
+  const declared = new Map<string, number>();
+  (Array.isArray(vs.extension) ? vs.extension : []).forEach((e: Json, i: number) => {
+    if (e?.url !== PARAMETER_EXT) return;
+    const name = (Array.isArray(e.extension) ? e.extension : []).find((x: Json) => x?.url === 'name')?.valueCode;
+    if (typeof name === 'string') declared.set(name, i);
+  });
+  const used = new Set<string>();
+  for (const part of ['include', 'exclude'] as const) {
+    (Array.isArray(vs.compose?.[part]) ? vs.compose[part] : []).forEach((inc: Json, i: number) => {
+      (Array.isArray(inc?.filter) ? inc.filter : []).forEach((f: Json, j: number) => {
+        (Array.isArray(f?._value?.extension) ? f._value.extension : []).forEach((ext: Json, k: number) => {
+          if (ext?.url !== EXPRESSION_EXT || !ext.valueExpression) return;
+          const where = `${path}.compose.${part}[${i}].filter[${j}].extension[${k}].value.ofType(Expression)`;
+          const { language, expression } = ext.valueExpression;
+          if (language !== 'text/fhirpath') {
+            run.add('error', 'invalid', `A ValueSet expression language must be 'text/fhirpath' not '${String(language)}'`, where);
+            return;
+          }
+          if (typeof expression !== 'string') return;
+          try {
+            fhirpath.parse(expression);
+          } catch (e) {
+            run.add('error', 'exception', `The value of the expression '${expression}' is not a valid FHIRPath: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`, where);
+            return;
+          }
+          for (const m of expression.matchAll(/%([A-Za-z][\w-]*)/g)) {
+            const name = m[1];
+            if (STANDARD_VARS.has(name) || name.startsWith('vs-') || name.startsWith('ext-')) continue;
+            used.add(name);
+            if (!declared.has(name)) run.add('error', 'exception', `The filter parameter expression '${expression}' refers to the unknown parameter '${name}'`, where);
+          }
+        });
+      });
+    });
+  }
+  for (const [name, i] of declared) if (!used.has(name)) run.add('warning', 'informational', `The value set parameter '${name}' is not used`, `${path}.extension[${i}]`);
+}
