@@ -66,6 +66,7 @@ describe("erasing a patient's data", () => {
       err: out.stream,
     });
     expect(out.text()).toContain('Erased the salts of 4 versions of 4 resources');
+    expect(out.text()).toContain('Removed the content of 4 versions.');
     expect(out.text()).toContain('OK: every stored version matches the ledger.');
     expect(code).toBe(0);
 
@@ -81,6 +82,12 @@ describe("erasing a patient's data", () => {
         expect(result.status, result.reference).toBe(erased ? 'erased' : 'anchored');
         expect(result.salt).toBe(erased ? undefined : result.salt);
       }
+      // The content is gone: each erased version is a deletion without text; the others are intact.
+      const erasedPatient = await f.store.vread('Patient', 'p1', 1);
+      expect(erasedPatient).toMatchObject({ deleted: true });
+      expect(erasedPatient?.json).toBeUndefined();
+      expect((await f.store.read('Observation', 'e0'))?.deleted).toBe(true);
+      expect((await f.store.read('Observation', 'e1'))?.json).toContain('"e1"');
       // Every batch is still on the chain, untouched.
       const contract = new AnchorContractClient(f.ledger);
       for (const root of roots) expect(await contract.readBatch(root)).not.toBeNull();

@@ -256,6 +256,29 @@ export class SqliteResourceStore implements ResourceStore {
     );
   }
 
+  /** GDPR erasure of content (docs/erasure.md): every version keeps its row, as a deletion without text. */
+  eraseContent(resourceType: string, id: string): Promise<number> {
+    return this.guard(() =>
+      this.db
+        .transaction(() => {
+          const erased = this.db
+            .prepare(
+              'UPDATE resource_version SET json = NULL, patients = NULL, deleted = 1 ' +
+                'WHERE resource_type = ? AND id = ? AND (json IS NOT NULL OR patients IS NOT NULL OR deleted = 0)',
+            )
+            .run(resourceType, id).changes;
+          this.db
+            .prepare('DELETE FROM search_index WHERE resource_type = ? AND id = ?')
+            .run(resourceType, id);
+          this.db
+            .prepare('UPDATE resource_current SET deleted = 1 WHERE resource_type = ? AND id = ?')
+            .run(resourceType, id);
+          return erased;
+        })
+        .immediate(),
+    );
+  }
+
   /** The search index rows stored for the resource's current version (none when deleted or unknown). */
   indexEntries(resourceType: string, id: string): Promise<IndexEntry[]> {
     return this.guard(() => {
