@@ -71,8 +71,11 @@ export interface AccessRecord {
   interaction: string;
   resourceType?: string;
   outcome: 'allowed' | 'refused';
-  /** When the service decided (its clock), ISO 8601. */
+  /** When the service decided (its clock), ISO 8601: the last decision of an aggregate. */
   at: string;
+  /** An aggregate of identical decisions: the first one's time, and how many (1 when single). */
+  from?: string;
+  count: number;
   /** Which service recorded it, and in which transaction. */
   mspId: string;
   txId: string;
@@ -268,9 +271,11 @@ export class ConsentContract extends Contract {
         interaction: requireMatch(`records[${index}].interaction`, item.interaction, INTERACTION),
         outcome: item.outcome === 'allowed' || item.outcome === 'refused' ? item.outcome : fail(`records[${index}].outcome`),
         at: requireInstant(`records[${index}].at`, item.at),
+        count: item.count === undefined ? 1 : requireCount(`records[${index}].count`, item.count),
         mspId: meta.mspId,
         txId: meta.txId,
       };
+      if (item.from !== undefined) record.from = requireInstant(`records[${index}].from`, item.from);
       if (item.resourceType !== undefined) record.resourceType = requireMatch(`records[${index}].resourceType`, item.resourceType, RESOURCE_TYPE);
       const key = ctx.stub.createCompositeKey(ACCESS_OBJECT, [record.patient, meta.txId, String(index).padStart(4, '0')]);
       await ctx.stub.putState(key, toBytes(stableStringify(record)));
@@ -366,6 +371,11 @@ function requirePseudonym(name: string, value: unknown): string {
   if (typeof value !== 'string' || !PSEUDONYM.test(value)) {
     throw new Error(`invalid argument ${name}: expected a pseudonym of 8 to 128 characters [A-Za-z0-9_-]`);
   }
+  return value;
+}
+
+function requireCount(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 1_000_000_000) fail(name);
   return value;
 }
 

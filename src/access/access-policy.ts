@@ -51,6 +51,9 @@ const PERMISSION: Record<string, Permission | undefined> = {
 const SYSTEM_LEVEL = new Set(['history-system', 'search-system']);
 const LAB_WRITABLE = new Set<string>(LAB_WRITABLE_TYPES);
 
+/** Compiled scopes per caller object (the token service hands out one frozen Caller per token). */
+const scopeSets = new WeakMap<Caller, ScopeSet>();
+
 export interface RequestFacts {
   /** A recorded reason for access (X-Access-Reason), required for admins' clinical reads and Consent writes. */
   reason?: string;
@@ -78,7 +81,9 @@ export class CallerAccessPolicy implements AccessPolicy {
     private readonly options: AccessControlOptions,
     readonly facts: RequestFacts = {},
   ) {
-    this.scopes = new ScopeSet(caller.scopes);
+    let scopes = scopeSets.get(caller);
+    if (!scopes) scopeSets.set(caller, (scopes = new ScopeSet(caller.scopes)));
+    this.scopes = scopes;
     const grantees: string[] = [];
     if (caller.role === 'clinician' || caller.role === 'lab' || caller.role === 'system') {
       if (caller.fhirUser && caller.fhirUser !== caller.organization) grantees.push(caller.fhirUser);

@@ -144,8 +144,10 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         { name: 'interaction', valueCode: record.interaction },
         { name: 'outcome', valueCode: record.outcome },
         { name: 'at', valueInstant: record.at },
+        { name: 'count', valueInteger: record.count ?? 1 },
         { name: 'transaction', valueString: record.txId },
       ];
+      if (record.from && record.from !== record.at) part.push({ name: 'from', valueInstant: record.from });
       if (record.resourceType) part.push({ name: 'resourceType', valueCode: record.resourceType });
       if (who) {
         part.push({ name: 'role', valueCode: who.role });

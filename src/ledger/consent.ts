@@ -43,6 +43,8 @@ export interface LedgerAccessRecord {
   resourceType?: string;
   outcome: 'allowed' | 'refused';
   at: string;
+  from?: string;
+  count: number;
   mspId: string;
   txId: string;
 }
@@ -56,6 +58,9 @@ export interface AccessRecordInput {
   resourceType?: string;
   outcome: 'allowed' | 'refused';
   at: string;
+  /** For an aggregate of several decisions: the first one's time, and how many. */
+  from?: string;
+  count?: number;
 }
 
 /** FHIR reference <-> pseudonym links kept off the ledger (src/access/participants.ts). */

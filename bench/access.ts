@@ -1,0 +1,237 @@
+/**
+ * `npm run bench:access`: what authentication and consent cost.
+ *
+ * 1. Decision latency, in process: verifying an access token (HMAC, revocation lookup in SQLite) + building the
+ *    caller's policy + one consent decision through the ledger-fed cache (a clinician of another organisation
+ *    reading under a grant), per call: p50 / p99 / max over many calls.
+ * 2. Read throughput over HTTP (autocannon): the service with authentication and consent on (a granted clinician
+ *    reading, AuditEvents and ledger access records written in the background) versus off (--auth dev-open),
+ *    alternating runs on the same data directory.
+ *
+ * Targets: decision p99 < 1 ms; read throughput with access control >= 85% of without (overhead <= 15%).
+ * Environment: BENCH_DURATION (seconds per run, default 8), BENCH_CONNECTIONS (default 10), BENCH_ROUNDS (default 2).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import autocannon from 'autocannon';
+import { SignJWT } from 'jose';
+import { openParticipantDirectory } from '../src/commands/participant.js';
+import { TokenService } from '../src/access/tokens.js';
+import { AccessControl } from '../src/access/access-policy.js';
+import { patientCompartmentTypes } from '../src/access/setup.js';
+import { ConsentService } from '../src/ledger/consent.js';
+import { openEmbeddedLedger } from '../src/ledger/embedded/index.js';
+import { consentToGrants } from '../src/mapping/consent.js';
+import type { StoredVersion } from '../src/fhir/store/resource-store.js';
+
+const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
+const DURATION = Number(process.env.BENCH_DURATION ?? 8);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function decisionLatency(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-access-decision-'));
+  try {
+    const participants = await openParticipantDirectory(dataDir);
+    const ledger = await openEmbeddedLedger({ dataDir, mspId: 'Org1MSP' });
+    const consent = await ConsentService.open({ ledger, pseudonyms: participants });
+    const { enrollment } = await participants.enroll({ clientId: 'dr-b', role: 'clinician', resource: 'Practitioner/dr-b', organization: 'Organization/hosp-b' });
+    // 1,000 patients with a grant each to other organisations, one to hosp-b: a realistic cache, not an empty one.
+    for (let i = 0; i < 200; i++) {
+      const consentJson = {
+        resourceType: 'Consent',
+        status: 'active',
+        patient: { reference: `Patient/p${i}` },
+        provision: { type: 'permit', actor: [{ reference: { reference: i === 7 ? 'Organization/hosp-b' : `Organization/other-${i}` } }], class: [{ code: 'Observation' }] },
+      };
+      await consent.prepareConsent(`Consent/c${i}`, consentToGrants(consentJson), { pseudonym: 'bench-actor', inPerson: false }).commit();
+    }
+    const tokens = new TokenService({ directory: participants, secret: randomBytes(32) });
+    const assertion = await new SignJWT({ jti: randomUUID() })
+      .setProtectedHeader({ alg: 'ES384' })
+      .setIssuer('dr-b')
+      .setSubject('dr-b')
+      .setAudience('http://bench/auth/token')
+      .setExpirationTime('2m')
+      .sign(createPrivateKey(enrollment.privateKey));
+    const { access_token: token } = await tokens.exchange({ grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion }, 'http://bench/auth/token');
+    const control = new AccessControl({ compartmentTypes: patientCompartmentTypes(), consent });
+    const version: StoredVersion = {
+      resourceType: 'Observation',
+      id: 'o7',
+      versionId: 1,
+      lastUpdated: new Date().toISOString(),
+      deleted: false,
+      custodian: 'Organization/hosp-a',
+      patients: ['Patient/p7'],
+      method: 'PUT',
+    };
+    const hidden: StoredVersion = { ...version, id: 'o8', patients: ['Patient/p8'] };
+
+    const N = 200_000;
+    const times: number[] = new Array(N);
+    let allowed = 0;
+    for (let i = 0; i < N; i++) {
+      const start = process.hrtime.bigint();
+      const caller = tokens.verifyAccessToken(token);
+      const policy = control.policyFor(caller);
+      policy.authorize('read', 'Observation');
+      if (policy.canRead(i % 2 === 0 ? version : hidden)) allowed++;
+      times[i] = Number(process.hrtime.bigint() - start) / 1e6;
+    }
+    if (allowed !== N / 2) throw new Error(`expected half the decisions to allow, got ${allowed}`);
+    times.sort((a, b) => a - b);
+    console.log('\nDecision (token check + revocation lookup + policy + one consent decision), per request, in process:');
+    console.log(`  calls ${N}  p50 ${(percentile(times, 50) * 1000).toFixed(1)} µs  p99 ${(percentile(times, 99) * 1000).toFixed(1)} µs  p99.9 ${(percentile(times, 99.9) * 1000).toFixed(1)} µs  max ${times[N - 1].toFixed(3)} ms  target p99 < 1 ms: ${percentile(times, 99) < 1 ? 'met' : 'NOT met'}`);
+    await consent.close();
+    await ledger.close();
+    participants.close();
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+async function startService(dataDir: string, auth: 'smart' | 'dev-open'): Promise<{ child: ChildProcess; base: string }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn', '--auth', auth], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const base = `http://127.0.0.1:${port}`;
+  const started = Date.now();
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`service exited with ${child.exitCode}`);
+    try {
+      if ((await fetch(`${base}/fhir/metadata`)).ok) return { child, base };
+    } catch {
+      // not yet listening
+    }
+    if (Date.now() - started > 120_000) throw new Error('service did not start');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function stopService(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+async function throughput(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-access-http-'));
+  try {
+    const participants = await openParticipantDirectory(dataDir);
+    const keys = new Map<string, string>();
+    for (const [clientId, role, resource, organization] of [
+      ['sys-a', 'system', 'Organization/hosp-a', undefined],
+      ['dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b'],
+      ['pat-1', 'patient', 'Patient/p1', undefined],
+    ] as const) {
+      keys.set(clientId, (await participants.enroll({ clientId, role, resource, organization })).enrollment.privateKey);
+    }
+    participants.close();
+
+    const tokenFor = async (base: string, clientId: string): Promise<string> => {
+      const assertion = await new SignJWT({ jti: randomUUID() })
+        .setProtectedHeader({ alg: 'ES384' })
+        .setIssuer(clientId)
+        .setSubject(clientId)
+        .setAudience(`${base}/auth/token`)
+        .setExpirationTime('2m')
+        .sign(createPrivateKey(keys.get(clientId)!));
+      const res = await fetch(`${base}/auth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion }),
+      });
+      if (!res.ok) throw new Error(`token ${clientId}: ${res.status} ${await res.text()}`);
+      return ((await res.json()) as { access_token: string }).access_token;
+    };
+
+    // Data: hosp-a's patient and observation; the patient grants hosp-b (the reader is NOT the custodian).
+    {
+      const { child, base } = await startService(dataDir, 'smart');
+      try {
+        const sys = await tokenFor(base, 'sys-a');
+        const patient = await tokenFor(base, 'pat-1');
+        const put = async (token: string, path: string, body: unknown, method = 'PUT') => {
+          const res = await fetch(`${base}/fhir/${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
+          if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+        };
+        await put(sys, 'Patient/p1', { resourceType: 'Patient', id: 'p1', gender: 'female' });
+        await put(sys, 'Observation/o1', { resourceType: 'Observation', id: 'o1', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, subject: { reference: 'Patient/p1' }, valueQuantity: { value: 72, unit: '/min' } });
+        await put(patient, 'Consent', {
+          resourceType: 'Consent',
+          status: 'active',
+          scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+          category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
+          patient: { reference: 'Patient/p1' },
+          policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
+          provision: { type: 'permit', actor: [{ role: { text: 'reader' }, reference: { reference: 'Organization/hosp-b' } }] },
+        }, 'POST');
+      } finally {
+        await stopService(child);
+      }
+    }
+
+    const rows: { name: string; rps: number; p50: number; p99: number; non2xx: number }[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const auth of ['dev-open', 'smart'] as const) {
+        const { child, base } = await startService(dataDir, auth);
+        try {
+          const headers: Record<string, string> = {};
+          if (auth === 'smart') headers.authorization = `Bearer ${await tokenFor(base, 'dr-b')}`;
+          const check = await fetch(`${base}/fhir/Observation/o1`, { headers });
+          if (check.status !== 200) throw new Error(`${auth}: read gave ${check.status}`);
+          await autocannon({ url: `${base}/fhir/Observation/o1`, connections: CONNECTIONS, duration: 2, headers }); // warm-up
+          const result = await autocannon({ url: `${base}/fhir/Observation/o1`, connections: CONNECTIONS, duration: DURATION, headers });
+          rows.push({ name: `${auth === 'smart' ? 'auth + consent ON ' : 'access control OFF'} (round ${round + 1})`, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx });
+        } finally {
+          await stopService(child);
+        }
+      }
+    }
+    console.log(`\nRead throughput, GET /fhir/Observation/o1, ${CONNECTIONS} connections, ${DURATION}s per run (reader ON: a clinician of another organisation under the patient's grant):`);
+    console.log('  run                                  req/s   p50 ms  p99 ms  non-2xx');
+    for (const r of rows) console.log(`  ${r.name.padEnd(34)} ${r.rps.toFixed(0).padStart(7)} ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(7)} ${String(r.non2xx).padStart(8)}`);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const off = mean(rows.filter((r) => r.name.includes('OFF')).map((r) => r.rps));
+    const on = mean(rows.filter((r) => r.name.includes('ON')).map((r) => r.rps));
+    const overhead = 100 * (1 - on / off);
+    console.log(`  mean OFF ${off.toFixed(0)} req/s, ON ${on.toFixed(0)} req/s: overhead ${overhead.toFixed(1)}%  target <= 15%: ${overhead <= 15 ? 'met' : 'NOT met'}`);
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  console.log(`bench:access  ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  await decisionLatency();
+  if (process.env.BENCH_SKIP_HTTP !== '1') await throughput();
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
