@@ -173,7 +173,8 @@ describe('slow and absent network', () => {
   });
 
   it('keeps running while the peer is away, reports UNAVAILABLE, and works again when it returns', async () => {
-    const ledger = harness.connect();
+    // Enough attempts to outlast gRPC's reconnect backoff once the peer is back.
+    const ledger = harness.connect({ retry: { attempts: 12, maxDelayMs: 500 } });
     harness.server.stop();
     try {
       const error = await ledger.submit('anchor:AnchorVersion', [hex(), hex()]).catch((e) => e);

@@ -146,6 +146,22 @@ export class FabricLedger implements Ledger {
     });
     this.network = this.gateway.getNetwork(config.channel);
     this.contract = this.network.getContract(config.chaincode);
+    // Connect now, without making anyone wait: say in the log whether the peer is there.
+    this.client.waitForReady(Date.now() + config.timeouts.endorseMs, (error) => {
+      if (this.closed) return;
+      const peer = { peer: config.peerEndpoint, hostAlias: config.hostAlias, mspId: config.mspId };
+      if (error) {
+        this.logger.warn(
+          { ...peer, reason: error.message },
+          'Fabric peer not reachable yet; the service keeps running and ledger work waits for it',
+        );
+      } else {
+        this.logger.info(
+          { ...peer, channel: config.channel, chaincode: config.chaincode },
+          'connected to the Fabric peer',
+        );
+      }
+    });
   }
 
   async submit(transaction: string, args: string[]): Promise<SubmitResult> {
