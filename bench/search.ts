@@ -12,6 +12,7 @@ import { Writable } from 'node:stream';
 import { parseFhirJson, type FhirResource } from '../src/mapping/fhir-json.js';
 import { searchDefinitions } from '../src/fhir/search/definitions.js';
 import { extractIndex } from '../src/fhir/search/index-entries.js';
+import { parseSearch } from '../src/fhir/search/parse.js';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 
@@ -128,6 +129,28 @@ if (httpBundles > 0) {
       ['Observation?_total=accurate (all)', () => `Observation?_total=accurate&_count=20`],
       ['Observation?_count=20 (first page)', () => `Observation?_count=20`],
     ];
+    // In-process first (the store's share: parse + SQL + access predicate), then over HTTP (adds JSON, HTTP, includes).
+    console.log('In-process (parseSearch + store.search, open access):\n');
+    console.log('| query | runs | mean ms | p95 ms |\n|---|---:|---:|---:|');
+    for (const [name, url] of queries) {
+      const times: number[] = [];
+      const runs = 30;
+      for (let i = 0; i < runs; i++) {
+        const [path, search] = url(i).split('?');
+        const raw: Record<string, string[]> = {};
+        for (const [k, v] of new URLSearchParams(search)) (raw[k] ??= []).push(v);
+        const s = performance.now();
+        const query = parseSearch(raw, { resourceType: path });
+        await app.store.search!({ query, canRead: () => true, wantTotal: query.total === 'accurate' });
+        times.push(performance.now() - s);
+      }
+      times.sort((a, b) => a - b);
+      const mean = times.reduce((a, b) => a + b, 0) / times.length;
+      console.log(
+        `| ${name} | ${runs} | ${mean.toFixed(2)} | ${times[Math.floor(runs * 0.95)].toFixed(2)} |`,
+      );
+    }
+    console.log('\nOver HTTP (one client):\n');
     console.log('| query | runs | mean ms | p95 ms | entries |\n|---|---:|---:|---:|---:|');
     for (const [name, url] of queries) {
       const times: number[] = [];
