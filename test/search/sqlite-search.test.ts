@@ -213,6 +213,32 @@ describe('search over the SQLite index', () => {
     expect(ids(iter, 'include')).toEqual(expect.arrayContaining([`Encounter/${enc.id}`, orgRef]));
   });
 
+  it('_revinclude:iterate follows reverse references of included resources; _include=* follows all references', async () => {
+    const patient = patients()[2];
+    const b = await run('Patient', {
+      _id: patient.id!,
+      _revinclude: 'Encounter:subject',
+      '_revinclude:iterate': 'Observation:encounter',
+    });
+    const included = ids(b, 'include');
+    const encounters = expected(
+      (r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`,
+    );
+    for (const e of encounters) expect(included).toContain(e);
+    const encounterObs = expected(
+      (r) => r.resourceType === 'Observation' && encounters.includes(r.encounter?.reference),
+    );
+    expect(encounterObs.length).toBeGreaterThan(0);
+    for (const o of encounterObs) expect(included).toContain(o);
+    const enc = loaded.find(
+      (r) => r.resourceType === 'Encounter' && r.subject.reference === `Patient/${patient.id}`,
+    )!;
+    const all = await run('Encounter', { _id: enc.id!, _include: '*' });
+    expect(ids(all, 'include')).toEqual(
+      expect.arrayContaining([`Patient/${patient.id}`, enc.serviceProvider.reference]),
+    );
+  });
+
   it('sorts, pages with next links, and counts totals', async () => {
     const all = await run('Patient', { _sort: 'birthdate' });
     const dates = (all.entry ?? []).map((e) => e.resource.birthDate as string);
