@@ -26,6 +26,8 @@ export interface RequestAudit {
   touched: ReadonlyMap<string, { allowed: number; refused: number; types: ReadonlySet<string> }>;
   refused: boolean;
   at: string;
+  /** The recorded reason for access (X-Access-Reason), if one was given. */
+  reason?: string;
 }
 
 export interface AuditRecorderOptions {
@@ -82,6 +84,7 @@ function auditEvent(aggregate: Aggregate): FhirResource {
     source: { observer: { display: 'hie-ledger' }, type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4' }] },
   };
   if (entities.length > 0) resource.entity = entities;
+  if (entry.reason) resource.purposeOfEvent = [{ text: entry.reason }];
   return resource as FhirResource;
 }
 
@@ -110,7 +113,7 @@ export class AuditRecorder {
     if (this.closed) return;
     const path = pathShape(entry.path);
     const statusClass = entry.status >= 500 ? 5 : entry.status >= 400 ? 4 : 2;
-    const key = [entry.caller.participant, entry.interaction, entry.method, path, statusClass, entry.refused, [...entry.touched.keys()].sort().join(',')].join('\u0000');
+    const key = [entry.caller.participant, entry.interaction, entry.method, path, statusClass, entry.refused, entry.reason ?? '', [...entry.touched.keys()].sort().join(',')].join('\u0000');
     let aggregate = this.pending.get(key);
     if (!aggregate) {
       aggregate = { first: { ...entry, path }, count: 0, from: entry.at, to: entry.at, touched: new Map() };

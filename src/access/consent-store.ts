@@ -106,6 +106,15 @@ class ConsentLedgerStore implements ResourceStore {
         this.options.log?.warn({ consent: request.id, reason: err.message }, 'Consent stored without grants: it cannot be enforced as written');
         target = undefined;
       }
+      const caller = currentAccess.getStore()?.caller;
+      if (target && caller?.role === 'system') {
+        // A system records consents given in person for the patients its own organisation holds.
+        const [, patientId] = target.patient.split('/');
+        const patientRecord = await this.inner.read('Patient', patientId);
+        if (!patientRecord || patientRecord.deleted || patientRecord.custodian !== caller.organization) {
+          throw forbidden(`${target.patient} is not held by ${caller.organization ?? 'this system'}: only the patient's home organisation records consents given in person`);
+        }
+      }
       if (target && target.grants.length > 0) {
         try {
           await consent.registerPatient(target.patient);

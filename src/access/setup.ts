@@ -188,6 +188,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
           touched: policy.touched,
           refused: policy.refusals.length > 0,
           at: new Date().toISOString(),
+          reason: policy.facts.reason,
         });
       });
     },

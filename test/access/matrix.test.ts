@@ -231,6 +231,14 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       expect(res.status, res.text).toBe(201);
       expect((await h.request(tokens.labB, 'GET', '/Observation/obs2')).status).toBe(200);
       expect((await h.request(tokens.labB, 'GET', '/Patient/p2')).status).toBe(404);
+      // Not a system of another organisation; an admin only with a recorded reason.
+      expect((await h.request(tokens.sysB, 'POST', '/Consent', consent)).status).toBe(403);
+      const byAdmin = await h.request(tokens.admin, 'POST', '/Consent', consent, { 'x-access-reason': 'paper consent form 2026-117' });
+      expect(byAdmin.status, byAdmin.text).toBe(201);
+      const grants = JSON.parse(await h.app.ledger!.evaluate('consent:ListGrants', [h.participants.existingPseudonymOf('Patient/p2')!]));
+      const inPerson = grants.filter((g: any) => g.status === 'active' && g.grantedInPerson);
+      expect(inPerson.length).toBe(1);
+      expect(JSON.stringify(grants)).not.toMatch(/Patient\/|Organization\/|lab-b/);
     });
   });
 
