@@ -18,7 +18,10 @@ const limitArg = process.argv.indexOf('--limit');
 const limit = limitArg > 0 ? Number(process.argv[limitArg + 1]) : Infinity;
 
 const resources: unknown[] = [];
-for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.json')).sort()) {
+for (const f of fs
+  .readdirSync(dir)
+  .filter((x) => x.endsWith('.json'))
+  .sort()) {
   const bundle = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
   for (const e of bundle.entry ?? []) if (e.resource && resources.length < limit) resources.push(e.resource);
 }
@@ -53,7 +56,15 @@ function measure(name: string, v: ResourceValidator, startupMs: number): Row {
     for (const r of resources) v.validate(r);
     ms = Math.min(ms, performance.now() - t);
   }
-  return { validator: name, startupMs: Math.round(startupMs), resources: resources.length, perSecond: Math.round((resources.length * 1000) / ms), invalid, errors, warnings };
+  return {
+    validator: name,
+    startupMs: Math.round(startupMs),
+    resources: resources.length,
+    perSecond: Math.round((resources.length * 1000) / ms),
+    invalid,
+    errors,
+    warnings,
+  };
 }
 
 const rows: Row[] = [];
@@ -66,7 +77,12 @@ rows.push(measure('full (structure+invariants+bindings)', full, performance.now(
 const gated = createFhirValidatorSync({ schema });
 rows.push(measure('schema gate, then full', gated, 0));
 
-console.log(`node ${process.version}, ${resources.length} Synthea resources, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} on ${os.cpus().length} cores`);
+console.log(
+  `node ${process.version}, ${resources.length} Synthea resources, load average ${os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ')} on ${os.cpus().length} cores`,
+);
 console.table(rows);
 if (process.argv.includes('--issues')) {
   const tally = new Map<string, number>();
@@ -75,5 +91,11 @@ if (process.argv.includes('--issues')) {
       const k = `${i.severity} ${(i.diagnostics ?? '').replace(/'[^']*'/g, "'*'").slice(0, 100)}`;
       tally.set(k, (tally.get(k) ?? 0) + 1);
     }
-  console.log([...tally].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([k, c]) => `${c}\t${k}`).join('\n'));
+  console.log(
+    [...tally]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 25)
+      .map(([k, c]) => `${c}\t${k}`)
+      .join('\n'),
+  );
 }

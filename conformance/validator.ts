@@ -15,7 +15,6 @@ import { createFhirValidatorSync, type FhirValidator } from '../src/fhir/validat
 import type { OperationOutcomeIssue } from '../src/fhir/outcome.js';
 import { parseJsonLeniently } from '../src/fhir/validation/json-syntax.js';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
 
 export interface RunResult {
@@ -56,7 +55,8 @@ export function normaliseLocation(s: string): string {
 }
 
 function expectation(dir: string, java: Json): { errors: number; locations: string[] } | undefined {
-  if (java && typeof java === 'object' && typeof java.errorCount === 'number') return { errors: java.errorCount, locations: [] };
+  if (java && typeof java === 'object' && typeof java.errorCount === 'number')
+    return { errors: java.errorCount, locations: [] };
   if (typeof java !== 'string') return undefined;
   const file = path.join(dir, 'outcomes', java);
   if (!fs.existsSync(file)) return undefined;
@@ -64,7 +64,9 @@ function expectation(dir: string, java: Json): { errors: number; locations: stri
   const errors = (oo.issue ?? []).filter(isError);
   return {
     errors: errors.length,
-    locations: errors.flatMap((i: Json) => (i.expression ?? i.location ?? []).map((l: string) => normaliseLocation(l))),
+    locations: errors.flatMap((i: Json) =>
+      (i.expression ?? i.location ?? []).map((l: string) => normaliseLocation(l)),
+    ),
   };
 }
 
@@ -100,7 +102,12 @@ export function runConformance(dir: string): ConformanceReport {
     ];
     if (c.profile) {
       const extra: string[] = c.profile.supporting ?? [];
-      kinds.push({ kind: 'profile', files: [...baseFiles, c.profile.source, ...extra], java: c.profile.java, profileSource: c.profile.source });
+      kinds.push({
+        kind: 'profile',
+        files: [...baseFiles, c.profile.source, ...extra],
+        java: c.profile.java,
+        profileSource: c.profile.source,
+      });
     }
     for (const k of kinds) {
       const miss = k.kind === 'base' ? missing : k.files.filter((f) => typeof f !== 'string' || !present(f));
@@ -119,7 +126,10 @@ export function runConformance(dir: string): ConformanceReport {
         const parsed = parseFile(path.join(dir, f));
         if (parsed.ok) {
           const res = parsed.value;
-          for (const r of res?.resourceType === 'Bundle' ? (res.entry ?? []).map((e: Json) => e?.resource) : [res]) validator.registerResource(r);
+          for (const r of res?.resourceType === 'Bundle'
+            ? (res.entry ?? []).map((e: Json) => e?.resource)
+            : [res])
+            validator.registerResource(r);
         }
       }
       let profiles: string[] = [];
@@ -149,7 +159,14 @@ export function runConformance(dir: string): ConformanceReport {
   }
   const validAgree = runs.filter((r) => r.expectedValid === r.actualValid).length;
   const locRuns = runs.filter((r) => r.bothErrors);
-  return { dir, runs, notRun, validAgree, locationAgree: locRuns.filter((r) => r.locationAgrees).length, locationRuns: locRuns.length };
+  return {
+    dir,
+    runs,
+    notRun,
+    validAgree,
+    locationAgree: locRuns.filter((r) => r.locationAgrees).length,
+    locationRuns: locRuns.length,
+  };
 }
 
 const pct = (n: number, d: number): string => (d === 0 ? '-' : `${((100 * n) / d).toFixed(1)}%`);
@@ -162,20 +179,44 @@ function main(): void {
   const rows = modules.map((m) => {
     const rs = report.runs.filter((r) => r.module === m);
     const lr = rs.filter((r) => r.bothErrors);
-    return { module: m, runs: rs.length, validAgree: rs.filter((r) => r.expectedValid === r.actualValid).length, loc: `${lr.filter((r) => r.locationAgrees).length}/${lr.length}` };
+    return {
+      module: m,
+      runs: rs.length,
+      validAgree: rs.filter((r) => r.expectedValid === r.actualValid).length,
+      loc: `${lr.filter((r) => r.locationAgrees).length}/${lr.length}`,
+    };
   });
-  console.log('module'.padEnd(14) + 'runs'.padStart(6) + 'valid/invalid'.padStart(16) + 'locations'.padStart(12));
-  for (const r of rows) console.log(r.module.padEnd(14) + String(r.runs).padStart(6) + `${r.validAgree} (${pct(r.validAgree, r.runs)})`.padStart(16) + r.loc.padStart(12));
-  console.log('total'.padEnd(14) + String(report.runs.length).padStart(6) + `${report.validAgree} (${pct(report.validAgree, report.runs.length)})`.padStart(16) + `${report.locationAgree}/${report.locationRuns}`.padStart(12));
+  console.log(
+    'module'.padEnd(14) + 'runs'.padStart(6) + 'valid/invalid'.padStart(16) + 'locations'.padStart(12),
+  );
+  for (const r of rows)
+    console.log(
+      r.module.padEnd(14) +
+        String(r.runs).padStart(6) +
+        `${r.validAgree} (${pct(r.validAgree, r.runs)})`.padStart(16) +
+        r.loc.padStart(12),
+    );
+  console.log(
+    'total'.padEnd(14) +
+      String(report.runs.length).padStart(6) +
+      `${report.validAgree} (${pct(report.validAgree, report.runs.length)})`.padStart(16) +
+      `${report.locationAgree}/${report.locationRuns}`.padStart(12),
+  );
   const misses = report.runs.filter((r) => r.expectedValid !== r.actualValid);
   if (misses.length) {
     console.log('\nvalid/invalid disagreements:');
-    for (const r of misses) console.log(`  ${r.case} (${r.kind}): expected ${r.expectedValid ? 'valid' : `${r.expectedErrors} error(s)`}, got ${r.actualValid ? 'valid' : `${r.actualErrors} error(s)`}${r.actualValid ? '' : ` at ${r.actualLocations.slice(0, 3).join(', ')}`}`);
+    for (const r of misses)
+      console.log(
+        `  ${r.case} (${r.kind}): expected ${r.expectedValid ? 'valid' : `${r.expectedErrors} error(s)`}, got ${r.actualValid ? 'valid' : `${r.actualErrors} error(s)`}${r.actualValid ? '' : ` at ${r.actualLocations.slice(0, 3).join(', ')}`}`,
+      );
   }
   const locMisses = report.runs.filter((r) => r.bothErrors && !r.locationAgrees);
   if (locMisses.length) {
     console.log('\nerror location disagreements:');
-    for (const r of locMisses) console.log(`  ${r.case} (${r.kind}): expected ${r.expectedLocations.slice(0, 3).join(', ')}; got ${r.actualLocations.slice(0, 3).join(', ')}`);
+    for (const r of locMisses)
+      console.log(
+        `  ${r.case} (${r.kind}): expected ${r.expectedLocations.slice(0, 3).join(', ')}; got ${r.actualLocations.slice(0, 3).join(', ')}`,
+      );
   }
   console.log(`\nnot run: ${report.notRun.length}`);
   for (const n of report.notRun) console.log(`  ${n.case} (${n.kind}): ${n.reason}`);

@@ -16,6 +16,8 @@ describe('validator conformance (HL7 test cases)', () => {
   }, 180_000);
 
   it('strips the reference locations of their /*Type/id*/ comments', () => {
-    expect(normaliseLocation('Bundle.entry[0].resource/*Composition/x*/.section[0]')).toBe('Bundle.entry[0].resource.section[0]');
+    expect(normaliseLocation('Bundle.entry[0].resource/*Composition/x*/.section[0]')).toBe(
+      'Bundle.entry[0].resource.section[0]',
+    );
   });
 });

@@ -11,7 +11,8 @@ const KNOWN_BAD: Record<string, string> = {
   'ActivityDefinition-heart-valve-replacement.json': 'txt-2: the narrative div is only whitespace',
   'EventDefinition-example.json': 'txt-2: the narrative div is only whitespace',
   'Questionnaire-zika-virus-exposure-assessment.json': 'txt-2: the narrative div is only whitespace',
-  'Basic-referral.json': 'modifierExtension with URLs that have no definition (they cannot be processed safely)',
+  'Basic-referral.json':
+    'modifierExtension with URLs that have no definition (they cannot be processed safely)',
   'Bundle-10bb101f-a121-4264-a920-67be9cb82c74.json': "fullUrl .../Patient/pat12 holds Patient 'pat2'",
   'Bundle-3a0707d3-549e-4467-b8b8-5a2ab3800efe.json': "fullUrl .../Patient/pat12 holds Patient 'pat2'",
   'Bundle-lri-example.json': "fullUrls .../Observation/lri-X hold Observations with id 'X'",
@@ -19,18 +20,24 @@ const KNOWN_BAD: Record<string, string> = {
   'DeviceMetric-example.json': 'DeviceMetric.parent refers to a DeviceDefinition (only Device allowed)',
   'DeviceUseStatement-example.json': 'reasonReference refers to a Procedure (not an allowed target)',
   'Library-zika-virus-intervention-logic.json': "valueSet 'urn:oid:X.Y.Z' is not a valid OID",
-  'MedicationRequest-medrx0301.json': 'dispenseRequest.performer refers to a Practitioner (only Organization allowed)',
+  'MedicationRequest-medrx0301.json':
+    'dispenseRequest.performer refers to a Practitioner (only Organization allowed)',
   'Observation-clinical-gender.json': 'performer refers to an Encounter (not an allowed target)',
   'Questionnaire-bb.json': "que-7: enableWhen with operator 'exists' has a non-boolean answer",
   'Questionnaire-qs1.json': 'nested items have no linkId (required)',
 };
 
-const DEFINITIONAL = /^(StructureDefinition|ValueSet|CodeSystem|ConceptMap|SearchParameter|OperationDefinition|CompartmentDefinition|ImplementationGuide|NamingSystem|CapabilityStatement)-/;
+const DEFINITIONAL =
+  /^(StructureDefinition|ValueSet|CodeSystem|ConceptMap|SearchParameter|OperationDefinition|CompartmentDefinition|ImplementationGuide|NamingSystem|CapabilityStatement)-/;
 
 describe('official R4 examples', () => {
   it('validate with no errors (known bad examples listed with the reason)', () => {
     const dir = path.dirname(createRequire(import.meta.url).resolve('hl7.fhir.r4.examples/package.json'));
-    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.json') && f !== 'package.json' && f !== 'ig-r4.json' && !DEFINITIONAL.test(f));
+    const files = fs
+      .readdirSync(dir)
+      .filter(
+        (f) => f.endsWith('.json') && f !== 'package.json' && f !== 'ig-r4.json' && !DEFINITIONAL.test(f),
+      );
     expect(files.length).toBeGreaterThan(700);
     // The specification's examples use example.org extension URLs (the reference validator's "examples" mode).
     const v = createFhirValidatorSync({ allowExampleUrls: true });

@@ -7,7 +7,11 @@ export function validator(): FhirValidator {
   return shared;
 }
 
-export function errors(resource: unknown, profiles?: string[], v: FhirValidator = validator()): { expression: string; diagnostics: string; code: string }[] {
+export function errors(
+  resource: unknown,
+  profiles?: string[],
+  v: FhirValidator = validator(),
+): { expression: string; diagnostics: string; code: string }[] {
   return v
     .validate(resource, { profiles })
     .issues.filter((i) => i.severity === 'error' || i.severity === 'fatal')

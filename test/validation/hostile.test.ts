@@ -12,13 +12,27 @@ describe('hostile input', () => {
   };
 
   it('non-objects and missing or unknown resource types', () => {
-    for (const x of [null, undefined, 42, 'Patient', [], [{ resourceType: 'Patient' }], {}, { resourceType: 7 }, { resourceType: 'NotAType' }, { resourceType: '__proto__' }, { resourceType: 'Resource' }, { resourceType: 'DomainResource' }])
+    for (const x of [
+      null,
+      undefined,
+      42,
+      'Patient',
+      [],
+      [{ resourceType: 'Patient' }],
+      {},
+      { resourceType: 7 },
+      { resourceType: 'NotAType' },
+      { resourceType: '__proto__' },
+      { resourceType: 'Resource' },
+      { resourceType: 'DomainResource' },
+    ])
       invalid(x);
   });
 
   it('deeply nested JSON is bounded', () => {
     let deep: Record<string, unknown> = { family: 'x' };
-    for (let i = 0; i < 10_000; i++) deep = { extension: [{ url: 'http://example.net/e', extension: [deep] }] };
+    for (let i = 0; i < 10_000; i++)
+      deep = { extension: [{ url: 'http://example.net/e', extension: [deep] }] };
     const out = invalid({ resourceType: 'Patient', extension: [deep] });
     expect(out.issues.some((i) => i.code === 'too-costly' || i.code === 'structure')).toBe(true);
 
@@ -28,7 +42,10 @@ describe('hostile input', () => {
   });
 
   it('huge arrays cap the number of issues', () => {
-    const out = invalid({ resourceType: 'Patient', name: Array.from({ length: 50_000 }, () => ({ given: [7] })) });
+    const out = invalid({
+      resourceType: 'Patient',
+      name: Array.from({ length: 50_000 }, () => ({ given: [7] })),
+    });
     expect(out.issues.length).toBeLessThanOrEqual(501);
     expect(out.issues.at(-1)!.code).toBe('too-costly');
   });
@@ -56,11 +73,26 @@ describe('hostile input', () => {
   });
 
   it('hostile narratives', () => {
-    for (const div of ['<div', '<div xmlns="http://www.w3.org/1999/xhtml">' + '<p>'.repeat(20_000) + '</div>', '<div xmlns="http://www.w3.org/1999/xhtml"><img src=x onerror=alert(1)></div>', '<!DOCTYPE x><div/>'])
+    for (const div of [
+      '<div',
+      '<div xmlns="http://www.w3.org/1999/xhtml">' + '<p>'.repeat(20_000) + '</div>',
+      '<div xmlns="http://www.w3.org/1999/xhtml"><img src=x onerror=alert(1)></div>',
+      '<!DOCTYPE x><div/>',
+    ])
       invalid({ resourceType: 'Patient', text: { status: 'generated', div } });
   });
 
   it('hostile bundles', () => {
-    invalid({ resourceType: 'Bundle', type: 'transaction', entry: [null, 1, 'x', { resource: 'x' }, { fullUrl: 7, resource: { resourceType: 'Bundle', type: 'x', entry: [{}] } }] });
+    invalid({
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        null,
+        1,
+        'x',
+        { resource: 'x' },
+        { fullUrl: 7, resource: { resourceType: 'Bundle', type: 'x', entry: [{}] } },
+      ],
+    });
   });
 });

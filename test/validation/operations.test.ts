@@ -13,9 +13,11 @@ afterAll(async () => {
   await app?.stop();
 });
 
-const post = (url: string, body: unknown) => app.fastify.inject({ method: 'POST', url, headers: FHIR_JSON, payload: JSON.stringify(body) });
+const post = (url: string, body: unknown) =>
+  app.fastify.inject({ method: 'POST', url, headers: FHIR_JSON, payload: JSON.stringify(body) });
 const get = (url: string) => app.fastify.inject({ method: 'GET', url });
-const param = (out: { parameter: { name: string }[] }, name: string) => out.parameter.find((p) => p.name === name) as Record<string, unknown> | undefined;
+const param = (out: { parameter: { name: string }[] }, name: string) =>
+  out.parameter.find((p) => p.name === name) as Record<string, unknown> | undefined;
 
 describe('$validate', () => {
   it('type level: a valid resource gives 200 and an all-OK outcome; nothing is stored', async () => {
@@ -28,10 +30,17 @@ describe('$validate', () => {
   });
 
   it('type level: an invalid resource gives 200 with its errors and their locations', async () => {
-    const res = await post('/fhir/Patient/$validate', { resourceType: 'Patient', gender: 'mail', birthDate: '1980-13-01' });
+    const res = await post('/fhir/Patient/$validate', {
+      resourceType: 'Patient',
+      gender: 'mail',
+      birthDate: '1980-13-01',
+    });
     expect(res.statusCode).toBe(200);
     const errors = json(res.body).issue.filter((i: { severity: string }) => i.severity === 'error');
-    expect(errors.map((e: { expression: string[] }) => e.expression[0]).sort()).toEqual(['Patient.birthDate', 'Patient.gender']);
+    expect(errors.map((e: { expression: string[] }) => e.expression[0]).sort()).toEqual([
+      'Patient.birthDate',
+      'Patient.gender',
+    ]);
   });
 
   it('accepts a Parameters body with resource, mode and profile', async () => {
@@ -44,7 +53,10 @@ describe('$validate', () => {
     };
     const oo = json((await post('/fhir/Observation/$validate', body)).body);
     expect(oo.issue.some((i: { severity: string }) => i.severity === 'error')).toBe(true);
-    const unknownProfile = { resourceType: 'Parameters', parameter: [body.parameter[0], { name: 'profile', valueUri: 'http://nowhere.example.net/p' }] };
+    const unknownProfile = {
+      resourceType: 'Parameters',
+      parameter: [body.parameter[0], { name: 'profile', valueUri: 'http://nowhere.example.net/p' }],
+    };
     const oo2 = json((await post('/fhir/Observation/$validate', unknownProfile)).body);
     expect(oo2.issue).toContainEqual(expect.objectContaining({ severity: 'error', code: 'not-supported' }));
     const badMode = await post('/fhir/Observation/$validate?mode=explode', body.parameter[0].resource);
@@ -52,19 +64,33 @@ describe('$validate', () => {
   });
 
   it('instance level: GET validates the stored resource; mode=update checks the id; mode=delete needs the instance', async () => {
-    const put = await app.fastify.inject({ method: 'PUT', url: '/fhir/Patient/v1', headers: FHIR_JSON, payload: JSON.stringify({ resourceType: 'Patient', id: 'v1', active: true }) });
+    const put = await app.fastify.inject({
+      method: 'PUT',
+      url: '/fhir/Patient/v1',
+      headers: FHIR_JSON,
+      payload: JSON.stringify({ resourceType: 'Patient', id: 'v1', active: true }),
+    });
     expect(put.statusCode).toBeLessThan(300);
     const stored = await get('/fhir/Patient/v1/$validate');
     expect(stored.statusCode).toBe(200);
     expect(json(stored.body).issue.some((i: { severity: string }) => i.severity === 'error')).toBe(false);
-    const mismatch = json((await post('/fhir/Patient/v1/$validate?mode=update', { resourceType: 'Patient', id: 'other' })).body);
-    expect(mismatch.issue).toContainEqual(expect.objectContaining({ severity: 'error', expression: ['Patient.id'] }));
+    const mismatch = json(
+      (await post('/fhir/Patient/v1/$validate?mode=update', { resourceType: 'Patient', id: 'other' })).body,
+    );
+    expect(mismatch.issue).toContainEqual(
+      expect.objectContaining({ severity: 'error', expression: ['Patient.id'] }),
+    );
     expect((await post('/fhir/Patient/v1/$validate?mode=delete', {})).statusCode).toBe(200);
     expect((await get('/fhir/Patient/nope/$validate')).statusCode).toBe(404);
   });
 
   it('bad bodies are 400 OperationOutcomes', async () => {
-    const res = await app.fastify.inject({ method: 'POST', url: '/fhir/Patient/$validate', headers: FHIR_JSON, payload: '{"resourceType":' });
+    const res = await app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Patient/$validate',
+      headers: FHIR_JSON,
+      payload: '{"resourceType":',
+    });
     expect(res.statusCode).toBe(400);
     expect(json(res.body).resourceType).toBe('OperationOutcome');
   });
@@ -72,39 +98,85 @@ describe('$validate', () => {
 
 describe('terminology operations', () => {
   it('CodeSystem/$lookup', async () => {
-    const out = json((await get('/fhir/CodeSystem/$lookup?system=http://hl7.org/fhir/administrative-gender&code=female')).body);
+    const out = json(
+      (await get('/fhir/CodeSystem/$lookup?system=http://hl7.org/fhir/administrative-gender&code=female'))
+        .body,
+    );
     expect(param(out, 'display')?.valueString).toBe('Female');
-    expect((await get('/fhir/CodeSystem/$lookup?system=http://hl7.org/fhir/administrative-gender&code=nope')).statusCode).toBe(404);
-    expect((await get('/fhir/CodeSystem/$lookup?system=http://nowhere.example.net&code=x')).statusCode).toBe(404);
+    expect(
+      (await get('/fhir/CodeSystem/$lookup?system=http://hl7.org/fhir/administrative-gender&code=nope'))
+        .statusCode,
+    ).toBe(404);
+    expect((await get('/fhir/CodeSystem/$lookup?system=http://nowhere.example.net&code=x')).statusCode).toBe(
+      404,
+    );
   });
 
   it('ValueSet/$expand with filter and paging', async () => {
-    const all = json((await get('/fhir/ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender')).body);
+    const all = json(
+      (await get('/fhir/ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender')).body,
+    );
     expect(all.expansion.total).toBe(4);
-    expect(all.expansion.contains.map((c: { code: string }) => c.code).sort()).toEqual(['female', 'male', 'other', 'unknown']);
-    const page = json((await get('/fhir/ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender&offset=1&count=2')).body);
+    expect(all.expansion.contains.map((c: { code: string }) => c.code).sort()).toEqual([
+      'female',
+      'male',
+      'other',
+      'unknown',
+    ]);
+    const page = json(
+      (
+        await get(
+          '/fhir/ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender&offset=1&count=2',
+        )
+      ).body,
+    );
     expect(page.expansion.contains).toHaveLength(2);
     expect(page.expansion.offset).toBe(1);
-    const filtered = json((await get('/fhir/ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender&filter=fem')).body);
+    const filtered = json(
+      (await get('/fhir/ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender&filter=fem'))
+        .body,
+    );
     expect(filtered.expansion.contains.map((c: { code: string }) => c.code)).toEqual(['female']);
     expect((await get('/fhir/ValueSet/$expand?url=http://nowhere.example.net/vs')).statusCode).toBe(404);
   });
 
   it('ValueSet/$validate-code', async () => {
-    const yes = json((await get('/fhir/ValueSet/$validate-code?url=http://hl7.org/fhir/ValueSet/administrative-gender&system=http://hl7.org/fhir/administrative-gender&code=male')).body);
+    const yes = json(
+      (
+        await get(
+          '/fhir/ValueSet/$validate-code?url=http://hl7.org/fhir/ValueSet/administrative-gender&system=http://hl7.org/fhir/administrative-gender&code=male',
+        )
+      ).body,
+    );
     expect(param(yes, 'result')?.valueBoolean).toBe(true);
-    const no = json((await get('/fhir/ValueSet/$validate-code?url=http://hl7.org/fhir/ValueSet/administrative-gender&system=http://hl7.org/fhir/administrative-gender&code=mail')).body);
+    const no = json(
+      (
+        await get(
+          '/fhir/ValueSet/$validate-code?url=http://hl7.org/fhir/ValueSet/administrative-gender&system=http://hl7.org/fhir/administrative-gender&code=mail',
+        )
+      ).body,
+    );
     expect(param(no, 'result')?.valueBoolean).toBe(false);
   });
 
   it('ConceptMap/$translate, forwards and reverse', async () => {
     const base = '/fhir/ConceptMap/$translate?url=http://hl7.org/fhir/ConceptMap/cm-administrative-gender-v2';
-    const out = json((await get(`${base}&system=http://hl7.org/fhir/administrative-gender&code=female`)).body);
+    const out = json(
+      (await get(`${base}&system=http://hl7.org/fhir/administrative-gender&code=female`)).body,
+    );
     expect(param(out, 'result')?.valueBoolean).toBe(true);
     const match = out.parameter.find((p: { name: string }) => p.name === 'match');
-    expect(match.part).toContainEqual({ name: 'concept', valueCoding: { system: 'http://terminology.hl7.org/CodeSystem/v2-0001', code: 'F' } });
-    const back = json((await get(`${base}&system=http://terminology.hl7.org/CodeSystem/v2-0001&code=F&reverse=true`)).body);
-    expect(back.parameter.find((p: { name: string }) => p.name === 'match').part).toContainEqual({ name: 'concept', valueCoding: { system: 'http://hl7.org/fhir/administrative-gender', code: 'female' } });
+    expect(match.part).toContainEqual({
+      name: 'concept',
+      valueCoding: { system: 'http://terminology.hl7.org/CodeSystem/v2-0001', code: 'F' },
+    });
+    const back = json(
+      (await get(`${base}&system=http://terminology.hl7.org/CodeSystem/v2-0001&code=F&reverse=true`)).body,
+    );
+    expect(back.parameter.find((p: { name: string }) => p.name === 'match').part).toContainEqual({
+      name: 'concept',
+      valueCoding: { system: 'http://hl7.org/fhir/administrative-gender', code: 'female' },
+    });
     const none = json((await get(`${base}&system=http://hl7.org/fhir/administrative-gender&code=nope`)).body);
     expect(param(none, 'result')?.valueBoolean).toBe(false);
   });

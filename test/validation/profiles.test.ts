@@ -22,9 +22,19 @@ const profile = {
   differential: {
     element: [
       { id: 'Patient', path: 'Patient' },
-      { id: 'Patient.identifier', path: 'Patient.identifier', slicing: { discriminator: [{ type: 'value', path: 'system' }], rules: 'open' }, min: 1 },
+      {
+        id: 'Patient.identifier',
+        path: 'Patient.identifier',
+        slicing: { discriminator: [{ type: 'value', path: 'system' }], rules: 'open' },
+        min: 1,
+      },
       { id: 'Patient.identifier:mrn', path: 'Patient.identifier', sliceName: 'mrn', min: 1, max: '1' },
-      { id: 'Patient.identifier:mrn.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'http://hospital.example.net/mrn' },
+      {
+        id: 'Patient.identifier:mrn.system',
+        path: 'Patient.identifier.system',
+        min: 1,
+        fixedUri: 'http://hospital.example.net/mrn',
+      },
       { id: 'Patient.name', path: 'Patient.name', max: '1' },
       { id: 'Patient.birthDate', path: 'Patient.birthDate', min: 1 },
       { id: 'Patient.deceased[x]', path: 'Patient.deceased[x]', type: [{ code: 'boolean' }] },
@@ -35,7 +45,10 @@ const profile = {
 const conforming = {
   resourceType: 'Patient',
   meta: { profile: [profile.url] },
-  identifier: [{ system: 'http://hospital.example.net/mrn', value: '123' }, { system: 'http://other.example.net', value: 'x' }],
+  identifier: [
+    { system: 'http://hospital.example.net/mrn', value: '123' },
+    { system: 'http://other.example.net', value: 'x' },
+  ],
   name: [{ family: 'Doe' }],
   birthDate: '1980-01-01',
 };
@@ -64,7 +77,13 @@ describe('profiles', () => {
 
   it('checks cardinality, slices and choice restrictions of a claimed profile', () => {
     const v = withProfile();
-    const bad = { ...conforming, identifier: [{ system: 'http://other.example.net', value: 'x' }], name: [{ family: 'a' }, { family: 'b' }], birthDate: undefined, deceasedDateTime: '2020-01-01' };
+    const bad = {
+      ...conforming,
+      identifier: [{ system: 'http://other.example.net', value: 'x' }],
+      name: [{ family: 'a' }, { family: 'b' }],
+      birthDate: undefined,
+      deceasedDateTime: '2020-01-01',
+    };
     const out = errors(bad, undefined, v);
     const text = out.map((e) => `${e.expression} ${e.diagnostics}`).join('\n');
     expect(text).toContain('Patient.birthDate: minimum required = 1');
@@ -84,9 +103,14 @@ describe('profiles', () => {
   });
 
   it('an unknown claimed profile is a warning', () => {
-    const out = createFhirValidatorSync().validate({ resourceType: 'Patient', meta: { profile: ['http://nowhere.example.net/p'] } });
+    const out = createFhirValidatorSync().validate({
+      resourceType: 'Patient',
+      meta: { profile: ['http://nowhere.example.net/p'] },
+    });
     expect(out.valid).toBe(true);
-    expect(out.issues).toContainEqual(expect.objectContaining({ severity: 'warning', expression: ['Patient.meta.profile[0]'] }));
+    expect(out.issues).toContainEqual(
+      expect.objectContaining({ severity: 'warning', expression: ['Patient.meta.profile[0]'] }),
+    );
   });
 
   it('uses the core profiles shipped with R4 (vital signs: slicing by pattern on coding)', () => {
@@ -94,7 +118,13 @@ describe('profiles', () => {
       resourceType: 'Observation',
       meta: { profile: ['http://hl7.org/fhir/StructureDefinition/bodytemp'] },
       status: 'final',
-      category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+      category: [
+        {
+          coding: [
+            { system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' },
+          ],
+        },
+      ],
       code: { coding: [{ system: 'http://loinc.org', code: '8310-5' }] },
       subject: { reference: 'Patient/1' },
       effectiveDateTime: '2020-01-01',
@@ -109,12 +139,24 @@ describe('profiles', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ig-'));
     try {
       fs.mkdirSync(path.join(dir, 'folder'));
-      fs.writeFileSync(path.join(dir, 'folder', 'StructureDefinition-network-patient.json'), JSON.stringify(profile));
+      fs.writeFileSync(
+        path.join(dir, 'folder', 'StructureDefinition-network-patient.json'),
+        JSON.stringify(profile),
+      );
       const fromFolder = createFhirValidatorSync({ igPaths: [path.join(dir, 'folder')] });
-      expect(fromFolder.validate({ resourceType: 'Patient', meta: { profile: [profile.url] } }).valid).toBe(false);
+      expect(fromFolder.validate({ resourceType: 'Patient', meta: { profile: [profile.url] } }).valid).toBe(
+        false,
+      );
 
       const tgz = path.join(dir, 'package.tgz');
-      fs.writeFileSync(tgz, zlib.gzipSync(tarOf([{ name: 'package/StructureDefinition-network-patient.json', data: JSON.stringify(profile) }])));
+      fs.writeFileSync(
+        tgz,
+        zlib.gzipSync(
+          tarOf([
+            { name: 'package/StructureDefinition-network-patient.json', data: JSON.stringify(profile) },
+          ]),
+        ),
+      );
       const fromTgz = createFhirValidatorSync({ igPaths: [tgz] });
       expect(fromTgz.registry.structureDefinition(profile.url)).toBeDefined();
       expect(fromTgz.validate(conforming).valid).toBe(true);

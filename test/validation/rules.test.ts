@@ -5,7 +5,9 @@ const patient = (extra: object = {}) => ({ resourceType: 'Patient', id: 'p1', ..
 
 describe('structure', () => {
   it('accepts a minimal valid resource', () => {
-    expect(errors(patient({ name: [{ family: 'Chalmers', given: ['Peter', 'James'] }], birthDate: '1974-12-25' }))).toEqual([]);
+    expect(
+      errors(patient({ name: [{ family: 'Chalmers', given: ['Peter', 'James'] }], birthDate: '1974-12-25' })),
+    ).toEqual([]);
   });
 
   it('reports unknown properties at the object that holds them', () => {
@@ -28,19 +30,27 @@ describe('structure', () => {
 
   it('checks minimum cardinality', () => {
     const out = errors({ resourceType: 'Observation', status: 'final' });
-    expect(out.map((e) => e.diagnostics)).toEqual([expect.stringContaining('Observation.code: minimum required = 1')]);
+    expect(out.map((e) => e.diagnostics)).toEqual([
+      expect.stringContaining('Observation.code: minimum required = 1'),
+    ]);
     expect(out[0].expression).toBe('Observation');
   });
 
   it('names choice types with ofType() and rejects two choices at once', () => {
     const obs = { resourceType: 'Observation', status: 'final', code: { text: 'x' } };
-    expect(errorPaths({ ...obs, valueQuantity: { value: 'high' } })).toEqual(['Observation.value.ofType(Quantity).value']);
+    expect(errorPaths({ ...obs, valueQuantity: { value: 'high' } })).toEqual([
+      'Observation.value.ofType(Quantity).value',
+    ]);
     expect(errors({ ...obs, valueString: 'a', valueBoolean: true })[0].diagnostics).toContain('Only one of');
     expect(errorPaths({ ...obs, valueFoo: 1 })).toEqual(['Observation']);
   });
 
   it('validates primitive extensions (_name), including parallel arrays', () => {
-    const ext = { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'unknown' }] };
+    const ext = {
+      extension: [
+        { url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'unknown' },
+      ],
+    };
     expect(errors(patient({ _birthDate: ext }))).toEqual([]);
     expect(errors(patient({ name: [{ given: ['A', null], _given: [null, ext] }] }))).toEqual([]);
     expect(errorPaths(patient({ name: [{ given: ['A', null] }] }))).toEqual(['Patient.name[0].given[1]']);
@@ -48,7 +58,11 @@ describe('structure', () => {
   });
 
   it('walks backbone elements and contentReference elements', () => {
-    const q = { resourceType: 'Questionnaire', status: 'draft', item: [{ linkId: '1', type: 'group', item: [{ type: 'string' }] }] };
+    const q = {
+      resourceType: 'Questionnaire',
+      status: 'draft',
+      item: [{ linkId: '1', type: 'group', item: [{ type: 'string' }] }],
+    };
     expect(errors(q).map((e) => e.expression)).toEqual(['Questionnaire.item[0].item[0]']);
   });
 });
@@ -59,7 +73,11 @@ describe('primitive formats', () => {
     ['id too long', { id: 'x'.repeat(65) }, 'Patient.id'],
     ['date', { birthDate: '1974-13-01' }, 'Patient.birthDate'],
     ['date with no such day', { birthDate: '2023-02-30' }, 'Patient.birthDate'],
-    ['dateTime without timezone', { deceasedDateTime: '2020-01-01T10:00:00' }, 'Patient.deceased.ofType(dateTime)'],
+    [
+      'dateTime without timezone',
+      { deceasedDateTime: '2020-01-01T10:00:00' },
+      'Patient.deceased.ofType(dateTime)',
+    ],
     ['boolean as string', { active: 'true' }, 'Patient.active'],
     ['code with double space', { gender: 'fe  male' }, 'Patient.gender'],
     ['uri with a space', { implicitRules: 'http://a b' }, 'Patient.implicitRules'],
@@ -71,7 +89,13 @@ describe('primitive formats', () => {
 
   it('accepts good values of each format', () => {
     expect(
-      errors(patient({ birthDate: '2000-02-29', deceasedDateTime: '2020-01-01T10:00:00.123+01:00', meta: { lastUpdated: '2020-01-01T00:00:00Z' } })),
+      errors(
+        patient({
+          birthDate: '2000-02-29',
+          deceasedDateTime: '2020-01-01T10:00:00.123+01:00',
+          meta: { lastUpdated: '2020-01-01T00:00:00Z' },
+        }),
+      ),
     ).toEqual([]);
   });
 
@@ -79,24 +103,44 @@ describe('primitive formats', () => {
     const media = (content: object) => ({ resourceType: 'Media', status: 'completed', content });
     expect(errors(media({ contentType: 'text/plain', data: 'aGVsbG8=' }))).toEqual([]);
     expect(errorPaths(media({ contentType: 'text/plain', data: 'not base64!' }))).toEqual(['Media.content']);
-    expect(errorPaths(media({ contentType: 'text/plain', data: 'aGVsbG8=', size: 100 }))).toEqual(['Media.content']);
+    expect(errorPaths(media({ contentType: 'text/plain', data: 'aGVsbG8=', size: 100 }))).toEqual([
+      'Media.content',
+    ]);
   });
 });
 
 describe('invariants', () => {
   it('evaluates FHIRPath invariants with their key', () => {
-    const out = errors({ resourceType: 'RiskAssessment', status: 'final', subject: { reference: 'Patient/1' }, prediction: [{ probabilityDecimal: 101 }] });
-    expect(out).toEqual([expect.objectContaining({ code: 'invariant', expression: 'RiskAssessment.prediction[0]', diagnostics: expect.stringContaining('ras-2') })]);
+    const out = errors({
+      resourceType: 'RiskAssessment',
+      status: 'final',
+      subject: { reference: 'Patient/1' },
+      prediction: [{ probabilityDecimal: 101 }],
+    });
+    expect(out).toEqual([
+      expect.objectContaining({
+        code: 'invariant',
+        expression: 'RiskAssessment.prediction[0]',
+        diagnostics: expect.stringContaining('ras-2'),
+      }),
+    ]);
   });
 
   it('per-1: a period may not end before it starts', () => {
-    const enc = (period: object) => ({ resourceType: 'Encounter', status: 'finished', class: { code: 'AMB' }, period });
+    const enc = (period: object) => ({
+      resourceType: 'Encounter',
+      status: 'finished',
+      class: { code: 'AMB' },
+      period,
+    });
     expect(errors(enc({ start: '2020-01-02', end: '2020-01-01' }))[0].diagnostics).toContain('per-1');
     expect(errors(enc({ start: '2020-01-01T10:00:00Z', end: '2020-01-01T11:00:00+00:00' }))).toEqual([]);
   });
 
   it('ext-1: an extension has a value or extensions, not both', () => {
-    expect(errorPaths(patient({ extension: [{ url: 'http://example.net/x' }] }))).toEqual(['Patient.extension[0]']);
+    expect(errorPaths(patient({ extension: [{ url: 'http://example.net/x' }] }))).toEqual([
+      'Patient.extension[0]',
+    ]);
   });
 
   it('dom-3 natively: contained resources must be referenced', () => {
@@ -120,36 +164,57 @@ describe('invariants', () => {
 
 describe('references', () => {
   it('checks the target type against the element', () => {
-    expect(errors(patient({ managingOrganization: { reference: 'Patient/2' } }))[0].diagnostics).toContain('not a valid Target');
+    expect(errors(patient({ managingOrganization: { reference: 'Patient/2' } }))[0].diagnostics).toContain(
+      'not a valid Target',
+    );
     expect(errors(patient({ managingOrganization: { reference: 'Organization/2' } }))).toEqual([]);
-    expect(errors(patient({ managingOrganization: { reference: 'urn:uuid:2b4c0c3e-0e4b-4c43-8d6b-0e2b1b6b8f10' } }))).toEqual([]);
+    expect(
+      errors(
+        patient({ managingOrganization: { reference: 'urn:uuid:2b4c0c3e-0e4b-4c43-8d6b-0e2b1b6b8f10' } }),
+      ),
+    ).toEqual([]);
   });
 });
 
 describe('terminology', () => {
   it('required bindings are errors, with the code location', () => {
-    expect(errors(patient({ gender: 'mail' }))).toEqual([expect.objectContaining({ code: 'code-invalid', expression: 'Patient.gender' })]);
+    expect(errors(patient({ gender: 'mail' }))).toEqual([
+      expect.objectContaining({ code: 'code-invalid', expression: 'Patient.gender' }),
+    ]);
   });
 
   it('unknown codes in a loaded CodeSystem are errors; unknown systems are not', () => {
-    const obs = (coding: object) => ({ resourceType: 'Observation', status: 'final', code: { coding: [coding] } });
-    expect(errorPaths(obs({ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'nope' }))).toEqual(['Observation.code.coding[0].code']);
+    const obs = (coding: object) => ({
+      resourceType: 'Observation',
+      status: 'final',
+      code: { coding: [coding] },
+    });
+    expect(
+      errorPaths(obs({ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'nope' })),
+    ).toEqual(['Observation.code.coding[0].code']);
     expect(errors(obs({ system: 'http://loinc.org', code: '8310-5' }))).toEqual([]);
     expect(errors(obs({ system: 'http://example.net/local-codes', code: 'x' }))).toEqual([]);
   });
 
   it('extensible bindings give warnings, not errors', () => {
     const v = validator();
-    const out = v.validate({ resourceType: 'Patient', maritalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'DL' }] } });
+    const out = v.validate({
+      resourceType: 'Patient',
+      maritalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'DL' }] },
+    });
     expect(out.valid).toBe(true);
-    expect(out.issues.some((i) => i.severity === 'warning' && i.expression?.[0] === 'Patient.maritalStatus')).toBe(true);
+    expect(
+      out.issues.some((i) => i.severity === 'warning' && i.expression?.[0] === 'Patient.maritalStatus'),
+    ).toBe(true);
   });
 });
 
 describe('narrative', () => {
   const withDiv = (div: string) => patient({ text: { status: 'generated', div } });
   it('accepts safe XHTML', () => {
-    expect(errors(withDiv('<div xmlns="http://www.w3.org/1999/xhtml"><p>Hello <b>there</b></p></div>'))).toEqual([]);
+    expect(
+      errors(withDiv('<div xmlns="http://www.w3.org/1999/xhtml"><p>Hello <b>there</b></p></div>')),
+    ).toEqual([]);
   });
   it.each([
     ['<div xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script></div>'],
@@ -165,19 +230,36 @@ describe('narrative', () => {
 
 describe('extensions', () => {
   it('validates a known extension against its definition', () => {
-    const bad = patient({ extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthPlace', valueString: 'Paris' }] });
+    const bad = patient({
+      extension: [
+        { url: 'http://hl7.org/fhir/StructureDefinition/patient-birthPlace', valueString: 'Paris' },
+      ],
+    });
     expect(errorPaths(bad).length).toBeGreaterThan(0);
-    const good = patient({ extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/patient-birthPlace', valueAddress: { city: 'Paris' } }] });
+    const good = patient({
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/StructureDefinition/patient-birthPlace',
+          valueAddress: { city: 'Paris' },
+        },
+      ],
+    });
     expect(errors(good)).toEqual([]);
   });
 
   it('unknown extensions are warnings, unknown modifier extensions errors, example domains errors', () => {
     const v = validator();
-    const unknown = v.validate(patient({ extension: [{ url: 'http://example.net/fhir/x', valueString: 'a' }] }));
+    const unknown = v.validate(
+      patient({ extension: [{ url: 'http://example.net/fhir/x', valueString: 'a' }] }),
+    );
     expect(unknown.valid).toBe(true);
     expect(unknown.issues.some((i) => i.severity === 'warning')).toBe(true);
-    expect(errorPaths(patient({ modifierExtension: [{ url: 'http://example.net/fhir/x', valueString: 'a' }] }))).toEqual(['Patient.modifierExtension[0]']);
-    expect(errorPaths(patient({ extension: [{ url: 'http://example.org/fhir/x', valueString: 'a' }] }))).toContain('Patient.extension[0]');
+    expect(
+      errorPaths(patient({ modifierExtension: [{ url: 'http://example.net/fhir/x', valueString: 'a' }] })),
+    ).toEqual(['Patient.modifierExtension[0]']);
+    expect(
+      errorPaths(patient({ extension: [{ url: 'http://example.org/fhir/x', valueString: 'a' }] })),
+    ).toContain('Patient.extension[0]');
   });
 });
 
@@ -195,12 +277,20 @@ describe('bundles', () => {
   });
 
   it('reports errors inside entries with their path', () => {
-    const b = { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', gender: 'x' } }] };
+    const b = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [{ resource: { resourceType: 'Patient', gender: 'x' } }],
+    };
     expect(errorPaths(b)).toEqual(['Bundle.entry[0].resource.gender']);
   });
 
   it('evaluates bdl invariants (a transaction entry needs a request)', () => {
-    const b = { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Patient' } }] };
+    const b = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ resource: { resourceType: 'Patient' } }],
+    };
     expect(errors(b).some((e) => e.diagnostics.includes('bdl-3'))).toBe(true);
   });
 });

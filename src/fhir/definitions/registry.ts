@@ -9,7 +9,6 @@ import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
 import { generateSnapshot } from './snapshot.js';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 export type Json = any;
 
 export type ConformanceType = 'StructureDefinition' | 'ValueSet' | 'CodeSystem' | 'ConceptMap';
@@ -39,7 +38,13 @@ export class DefinitionRegistry {
 
   /** Adds or replaces a conformance resource. Other resource types are ignored; returns whether it was taken. */
   registerResource(res: Json): boolean {
-    if (!res || typeof res !== 'object' || !CONFORMANCE_TYPES.has(res.resourceType) || typeof res.url !== 'string') return false;
+    if (
+      !res ||
+      typeof res !== 'object' ||
+      !CONFORMANCE_TYPES.has(res.resourceType) ||
+      typeof res.url !== 'string'
+    )
+      return false;
     const map = this.byUrl.get(res.resourceType)!;
     map.set(res.url, res);
     if (typeof res.version === 'string') map.set(`${res.url}|${res.version}`, res);
@@ -107,7 +112,9 @@ export class DefinitionRegistry {
       } catch {
         return;
       }
-      for (const r of res?.resourceType === 'Bundle' ? (res.entry ?? []).map((e: Json) => e?.resource) : [res]) {
+      for (const r of res?.resourceType === 'Bundle'
+        ? (res.entry ?? []).map((e: Json) => e?.resource)
+        : [res]) {
         if (this.registerResource(r)) resources++;
       }
     };
@@ -127,7 +134,8 @@ export class DefinitionRegistry {
     } else if (/\.(tgz|tar\.gz)$/.test(p)) {
       for (const entry of readTarGz(fs.readFileSync(p))) {
         const base = entry.name.split('/').pop() ?? '';
-        if (base.endsWith('.json') && !base.startsWith('.') && base !== 'package.json') take(entry.data.toString('utf8'));
+        if (base.endsWith('.json') && !base.startsWith('.') && base !== 'package.json')
+          take(entry.data.toString('utf8'));
       }
     } else {
       take(fs.readFileSync(p, 'utf8'));
@@ -172,7 +180,11 @@ export function readTarGz(buf: Buffer): { name: string; data: Buffer }[] {
   while (off + 512 <= tar.length) {
     const header = tar.subarray(off, off + 512);
     if (header.every((b) => b === 0)) break;
-    const field = (start: number, len: number): string => header.subarray(start, start + len).toString('utf8').replace(/\0.*$/s, '');
+    const field = (start: number, len: number): string =>
+      header
+        .subarray(start, start + len)
+        .toString('utf8')
+        .replace(/\0.*$/s, '');
     let name = field(0, 100);
     const prefix = field(345, 155);
     if (prefix) name = `${prefix}/${name}`;

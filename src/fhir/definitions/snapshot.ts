@@ -34,7 +34,11 @@ function renamePrefix(el: Json, fromId: string, toId: string): Json {
 }
 
 /** `problems`, when given, collects differential elements that match nothing in the base. */
-export function generateSnapshot(sd: Json, registry: DefinitionRegistry, problems?: string[]): { element: Json[] } {
+export function generateSnapshot(
+  sd: Json,
+  registry: DefinitionRegistry,
+  problems?: string[],
+): { element: Json[] } {
   const baseUrl = sd.baseDefinition;
   if (typeof baseUrl !== 'string') throw new Error('snapshot: no baseDefinition');
   const base = registry.structureDefinition(baseUrl);
@@ -99,13 +103,16 @@ export function generateSnapshot(sd: Json, registry: DefinitionRegistry, problem
     // Expand the parent's type, unless it already has children.
     const parent = elements[pi];
     const parentEnd = endOf(pi);
-    const hasChildren = elements.slice(pi + 1, parentEnd).some((e) => String(e.id).startsWith(parent.id + '.'));
+    const hasChildren = elements
+      .slice(pi + 1, parentEnd)
+      .some((e) => String(e.id).startsWith(parent.id + '.'));
     if (hasChildren) return -1;
     const types: Json[] = parent.type ?? [];
     let typeSd: Json | undefined;
     if (types.length >= 1) {
       const t = types[0];
-      typeSd = (t.profile?.[0] && registry.structureDefinition(t.profile[0])) || registry.typeDefinition(t.code);
+      typeSd =
+        (t.profile?.[0] && registry.structureDefinition(t.profile[0])) || registry.typeDefinition(t.code);
     } else if (parent.contentReference) {
       const refId = String(parent.contentReference).replace(/^#/, '');
       const ri = indexOf(refId);
@@ -113,7 +120,9 @@ export function generateSnapshot(sd: Json, registry: DefinitionRegistry, problem
         const refEnd = endOf(ri);
         const kids = elements
           .slice(ri + 1, refEnd)
-          .filter((e) => String(e.id).startsWith(refId + '.') && !String(e.id).slice(refId.length).includes(':'))
+          .filter(
+            (e) => String(e.id).startsWith(refId + '.') && !String(e.id).slice(refId.length).includes(':'),
+          )
           .map((e) => renamePrefix(e, refId, parent.id));
         elements.splice(pi + 1, 0, ...kids);
         return indexOf(id);
@@ -134,7 +143,12 @@ export function generateSnapshot(sd: Json, registry: DefinitionRegistry, problem
       const stem = eid.slice(parentId.length + 1, -3);
       const suffix = name.slice(stem.length).toLowerCase();
       // Only a type the choice allows (`valueQuantity`), not any capitalised suffix (`valueBla`).
-      if (!stem.includes('.') && name.startsWith(stem) && /^[A-Z]/.test(name.slice(stem.length)) && (e.type ?? []).some((t: Json) => String(t.code).toLowerCase() === suffix))
+      if (
+        !stem.includes('.') &&
+        name.startsWith(stem) &&
+        /^[A-Z]/.test(name.slice(stem.length)) &&
+        (e.type ?? []).some((t: Json) => String(t.code).toLowerCase() === suffix)
+      )
         return stem + '[x]';
     }
     return name;
@@ -156,7 +170,10 @@ export function generateSnapshot(sd: Json, registry: DefinitionRegistry, problem
       target[k] = clone(v);
     }
     // A type constraint on a choice element named by type (`valueQuantity`) restricts its types.
-    const diffLast = String(diff.path ?? '').split('.').pop() ?? '';
+    const diffLast =
+      String(diff.path ?? '')
+        .split('.')
+        .pop() ?? '';
     if (String(target.path).endsWith('[x]') && !diffLast.endsWith('[x]') && !diff.type) {
       const stem = String(target.path).split('.').pop()!.slice(0, -3);
       const typeName = diffLast.slice(stem.length);
@@ -165,7 +182,10 @@ export function generateSnapshot(sd: Json, registry: DefinitionRegistry, problem
     }
     if (Array.isArray(diff.constraint)) {
       const keys = new Set((target.constraint ?? []).map((c: Json) => c.key));
-      target.constraint = [...(target.constraint ?? []), ...clone(diff.constraint).filter((c: Json) => !keys.has(c.key))];
+      target.constraint = [
+        ...(target.constraint ?? []),
+        ...clone(diff.constraint).filter((c: Json) => !keys.has(c.key)),
+      ];
     }
   }
   return { element: elements };

@@ -54,7 +54,8 @@ export function readOperationInput(request: FhirRequest): OperationInput {
       for (const k of Object.keys(p)) {
         if (!k.startsWith('value')) continue;
         const v = p[k];
-        if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') push(strings, p.name, String(v));
+        if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean')
+          push(strings, p.name, String(v));
         else push(values, p.name, v);
       }
     }
@@ -70,10 +71,15 @@ function parameters(parameter: Json[]): FhirResource {
   return { resourceType: 'Parameters', parameter } as FhirResource;
 }
 
-async function storedResource(request: FhirRequest, context: FhirContext, type: string): Promise<Json | undefined> {
+async function storedResource(
+  request: FhirRequest,
+  context: FhirContext,
+  type: string,
+): Promise<Json | undefined> {
   if (!request.id) return undefined;
   const version = await context.store.read(type, request.id);
-  if (!version || version.deleted || !version.json || !context.access.canRead(version)) throw notFound(`${type}/${request.id} is not known`);
+  if (!version || version.deleted || !version.json || !context.access.canRead(version))
+    throw notFound(`${type}/${request.id} is not known`);
   return toPlainJson(parseFhirJson(version.json));
 }
 
@@ -100,10 +106,20 @@ export function lookupHandler(source: TerminologySource): InteractionHandler {
       if (d.use) part.push({ name: 'use', valueCoding: d.use });
       out.push({ name: 'designation', part });
     }
-    if (concept.parent) out.push({ name: 'property', part: [{ name: 'code', valueCode: 'parent' }, { name: 'value', valueCode: concept.parent }] });
+    if (concept.parent)
+      out.push({
+        name: 'property',
+        part: [
+          { name: 'code', valueCode: 'parent' },
+          { name: 'value', valueCode: concept.parent },
+        ],
+      });
     for (const p of concept.property ?? []) {
       const value = Object.keys(p).find((k) => k.startsWith('value'));
-      out.push({ name: 'property', part: [{ name: 'code', valueCode: p.code }, ...(value ? [{ name: 'value', [value]: p[value] }] : [])] });
+      out.push({
+        name: 'property',
+        part: [{ name: 'code', valueCode: p.code }, ...(value ? [{ name: 'value', [value]: p[value] }] : [])],
+      });
     }
     return { status: 200, body: parameters(out) };
   };
@@ -114,12 +130,19 @@ export function lookupHandler(source: TerminologySource): InteractionHandler {
 export function expandHandler(source: TerminologySource): InteractionHandler {
   return async (request, context) => {
     const input = readOperationInput(request);
-    let vs: Json | undefined = input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
+    let vs: Json | undefined =
+      input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
     const url = one(input, 'url');
     if (!vs && url) vs = source.registry.valueSet(url);
-    if (!vs) throw url ? notFound(`ValueSet '${url}' is not known to this server`) : badRequest('$expand needs url, a valueSet, or a ValueSet id');
+    if (!vs)
+      throw url
+        ? notFound(`ValueSet '${url}' is not known to this server`)
+        : badRequest('$expand needs url, a valueSet, or a ValueSet id');
     const terminology = source.walker.terminology;
-    let expansion = typeof vs.url === 'string' && source.registry.valueSet(vs.url) === vs ? terminology.expand(vs.url) : undefined;
+    let expansion =
+      typeof vs.url === 'string' && source.registry.valueSet(vs.url) === vs
+        ? terminology.expand(vs.url)
+        : undefined;
     if (!expansion) {
       // A value set not in the registry (in the body, or stored): expand it in a scratch registry layer.
       const { DefinitionRegistry } = await import('../definitions/registry.js');
@@ -131,7 +154,11 @@ export function expandHandler(source: TerminologySource): InteractionHandler {
     }
     if (!expansion || !expansion.complete) {
       throw new (await import('../outcome.js')).FhirError(422, [
-        { severity: 'error', code: 'too-costly', diagnostics: `ValueSet '${vs.url ?? ''}' cannot be expanded here (it draws on code systems not loaded on this server)` },
+        {
+          severity: 'error',
+          code: 'too-costly',
+          diagnostics: `ValueSet '${vs.url ?? ''}' cannot be expanded here (it draws on code systems not loaded on this server)`,
+        },
       ]);
     }
     const filter = one(input, 'filter')?.toLowerCase();
@@ -139,10 +166,15 @@ export function expandHandler(source: TerminologySource): InteractionHandler {
     const countParam = one(input, 'count');
     const count = countParam === undefined ? 1000 : Math.max(0, Math.min(10_000, Number(countParam) || 0));
     const matches = filter
-      ? expansion.concepts.filter((c) => c.code.toLowerCase().includes(filter) || (c.display ?? '').toLowerCase().includes(filter))
+      ? expansion.concepts.filter(
+          (c) => c.code.toLowerCase().includes(filter) || (c.display ?? '').toLowerCase().includes(filter),
+        )
       : expansion.concepts;
     const page = matches.slice(offset, offset + count);
-    const params: Json[] = [{ name: 'offset', valueInteger: offset }, { name: 'count', valueInteger: count }];
+    const params: Json[] = [
+      { name: 'offset', valueInteger: offset },
+      { name: 'count', valueInteger: count },
+    ];
     if (filter) params.push({ name: 'filter', valueString: filter });
     const body = {
       resourceType: 'ValueSet',
@@ -157,7 +189,15 @@ export function expandHandler(source: TerminologySource): InteractionHandler {
         total: matches.length,
         offset,
         parameter: params,
-        ...(page.length ? { contains: page.map((c) => ({ system: c.system, code: c.code, ...(c.display ? { display: c.display } : {}) })) } : {}),
+        ...(page.length
+          ? {
+              contains: page.map((c) => ({
+                system: c.system,
+                code: c.code,
+                ...(c.display ? { display: c.display } : {}),
+              })),
+            }
+          : {}),
       },
     };
     return { status: 200, body: body as FhirResource };
@@ -169,15 +209,18 @@ export function expandHandler(source: TerminologySource): InteractionHandler {
 export function validateCodeHandler(source: TerminologySource): InteractionHandler {
   return async (request, context) => {
     const input = readOperationInput(request);
-    const vs: Json | undefined = input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
+    const vs: Json | undefined =
+      input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
     const url = one(input, 'url') ?? vs?.url;
     if (!url) throw badRequest('$validate-code needs url (or a ValueSet id or valueSet)');
-    if (!source.registry.valueSet(url) && !vs) throw notFound(`ValueSet '${url}' is not known to this server`);
+    if (!source.registry.valueSet(url) && !vs)
+      throw notFound(`ValueSet '${url}' is not known to this server`);
     let codings: Json[] = [];
     const code = one(input, 'code');
     if (code) codings = [{ system: one(input, 'system'), code, display: one(input, 'display') }];
     else if (input.values.get('coding')) codings = input.values.get('coding')!;
-    else if (input.values.get('codeableConcept')) codings = input.values.get('codeableConcept')![0]?.coding ?? [];
+    else if (input.values.get('codeableConcept'))
+      codings = input.values.get('codeableConcept')![0]?.coding ?? [];
     if (!codings.length) throw badRequest('$validate-code needs code, coding or codeableConcept');
     const terminology = source.walker.terminology;
     let unknown = false;
@@ -185,11 +228,19 @@ export function validateCodeHandler(source: TerminologySource): InteractionHandl
       if (!c || typeof c.code !== 'string') continue;
       const m = terminology.member(url, typeof c.system === 'string' ? c.system : undefined, c.code);
       if (m === 'yes') {
-        const display = typeof c.system === 'string' ? terminology.codeInSystem(c.system, c.code).display : undefined;
+        const display =
+          typeof c.system === 'string' ? terminology.codeInSystem(c.system, c.code).display : undefined;
         const out: Json[] = [{ name: 'result', valueBoolean: true }];
         if (display) out.push({ name: 'display', valueString: display });
-        if (display && typeof c.display === 'string' && c.display.trim().toLowerCase() !== display.toLowerCase())
-          out.push({ name: 'message', valueString: `The display '${c.display}' is not the display of ${c.system}#${c.code} ('${display}')` });
+        if (
+          display &&
+          typeof c.display === 'string' &&
+          c.display.trim().toLowerCase() !== display.toLowerCase()
+        )
+          out.push({
+            name: 'message',
+            valueString: `The display '${c.display}' is not the display of ${c.system}#${c.code} ('${display}')`,
+          });
         return { status: 200, body: parameters(out) };
       }
       if (m === 'unknown') unknown = true;
@@ -197,7 +248,13 @@ export function validateCodeHandler(source: TerminologySource): InteractionHandl
     const message = unknown
       ? `The code cannot be checked against ValueSet '${url}' here (it draws on code systems not loaded on this server)`
       : `The code is not in ValueSet '${url}'`;
-    return { status: 200, body: parameters([{ name: 'result', valueBoolean: false }, { name: 'message', valueString: message }]) };
+    return {
+      status: 200,
+      body: parameters([
+        { name: 'result', valueBoolean: false },
+        { name: 'message', valueString: message },
+      ]),
+    };
   };
 }
 
@@ -241,12 +298,23 @@ export function translateHandler(source: TerminologySource): InteractionHandler 
           for (const t of el.target ?? []) {
             const hit = reverse ? t.code === code : el.code === code;
             if (!hit) continue;
-            const mapped = reverse ? { system: group.source, code: el.code, display: el.display } : { system: group.target, code: t.code, display: t.display };
+            const mapped = reverse
+              ? { system: group.source, code: el.code, display: el.display }
+              : { system: group.target, code: t.code, display: t.display };
             matches.push({
               name: 'match',
               part: [
                 { name: 'equivalence', valueCode: t.equivalence ?? 'equivalent' },
-                ...(mapped.code ? [{ name: 'concept', valueCoding: Object.fromEntries(Object.entries(mapped).filter(([, v]) => v !== undefined)) }] : []),
+                ...(mapped.code
+                  ? [
+                      {
+                        name: 'concept',
+                        valueCoding: Object.fromEntries(
+                          Object.entries(mapped).filter(([, v]) => v !== undefined),
+                        ),
+                      },
+                    ]
+                  : []),
                 ...(cm.url ? [{ name: 'source', valueUri: cm.url }] : []),
               ],
             });
@@ -259,7 +327,10 @@ export function translateHandler(source: TerminologySource): InteractionHandler 
       status: 200,
       body: parameters([
         { name: 'result', valueBoolean: ok },
-        { name: 'message', valueString: ok ? `${matches.length} match(es)` : `No mapping found for ${system ?? ''}#${code}` },
+        {
+          name: 'message',
+          valueString: ok ? `${matches.length} match(es)` : `No mapping found for ${system ?? ''}#${code}`,
+        },
         ...matches,
       ]),
     };
@@ -270,9 +341,37 @@ export function translateHandler(source: TerminologySource): InteractionHandler 
 export function terminologyOperations(source: TerminologySource): OperationRegistration[] {
   const base = 'http://hl7.org/fhir/OperationDefinition/';
   return [
-    { name: 'lookup', definition: `${base}CodeSystem-lookup`, levels: ['type'], resourceTypes: ['CodeSystem'], documentation: 'Details of a code in a loaded CodeSystem.', handler: lookupHandler(source) },
-    { name: 'expand', definition: `${base}ValueSet-expand`, levels: ['type', 'instance'], resourceTypes: ['ValueSet'], documentation: 'Expands a loaded or given ValueSet (filter, offset, count).', handler: expandHandler(source) },
-    { name: 'validate-code', definition: `${base}ValueSet-validate-code`, levels: ['type', 'instance'], resourceTypes: ['ValueSet'], documentation: 'Is a code in a ValueSet.', handler: validateCodeHandler(source) },
-    { name: 'translate', definition: `${base}ConceptMap-translate`, levels: ['type', 'instance'], resourceTypes: ['ConceptMap'], documentation: 'Translates a code with the loaded ConceptMaps.', handler: translateHandler(source) },
+    {
+      name: 'lookup',
+      definition: `${base}CodeSystem-lookup`,
+      levels: ['type'],
+      resourceTypes: ['CodeSystem'],
+      documentation: 'Details of a code in a loaded CodeSystem.',
+      handler: lookupHandler(source),
+    },
+    {
+      name: 'expand',
+      definition: `${base}ValueSet-expand`,
+      levels: ['type', 'instance'],
+      resourceTypes: ['ValueSet'],
+      documentation: 'Expands a loaded or given ValueSet (filter, offset, count).',
+      handler: expandHandler(source),
+    },
+    {
+      name: 'validate-code',
+      definition: `${base}ValueSet-validate-code`,
+      levels: ['type', 'instance'],
+      resourceTypes: ['ValueSet'],
+      documentation: 'Is a code in a ValueSet.',
+      handler: validateCodeHandler(source),
+    },
+    {
+      name: 'translate',
+      definition: `${base}ConceptMap-translate`,
+      levels: ['type', 'instance'],
+      resourceTypes: ['ConceptMap'],
+      documentation: 'Translates a code with the loaded ConceptMaps.',
+      handler: translateHandler(source),
+    },
   ];
 }

@@ -31,7 +31,8 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     context.access.authorize('read', resourceType);
     const input = readOperationInput(request);
     const modeParam = input.strings.get('mode')?.[0];
-    if (modeParam !== undefined && !MODES.has(modeParam)) throw badRequest(`Unknown $validate mode '${modeParam}' (create, update, delete or profile)`, 'mode');
+    if (modeParam !== undefined && !MODES.has(modeParam))
+      throw badRequest(`Unknown $validate mode '${modeParam}' (create, update, delete or profile)`, 'mode');
     const mode = modeParam as ValidationOptions['mode'];
     const profiles = input.strings.get('profile') ?? [];
     const issues: OperationOutcomeIssue[] = [];
@@ -42,27 +43,58 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
       const version = await context.store.read(resourceType, id);
       const exists = !!version && !version.deleted && !!version.json && context.access.canRead(version);
       if (exists) stored = toPlainJson(parseFhirJson(version.json!));
-      else if (mode === 'delete' || request.method === 'GET' || request.method === 'HEAD') throw notFound(`${resourceType}/${id} is not known`);
+      else if (mode === 'delete' || request.method === 'GET' || request.method === 'HEAD')
+        throw notFound(`${resourceType}/${id} is not known`);
     }
     if (mode === 'delete') {
-      if (request.id === undefined) throw badRequest('$validate with mode=delete needs an instance ([type]/[id]/$validate)');
-      issues.push({ severity: 'information', code: 'informational', diagnostics: `${resourceType}/${request.id} can be deleted` });
+      if (request.id === undefined)
+        throw badRequest('$validate with mode=delete needs an instance ([type]/[id]/$validate)');
+      issues.push({
+        severity: 'information',
+        code: 'informational',
+        diagnostics: `${resourceType}/${request.id} can be deleted`,
+      });
       return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } as FhirResource };
     }
 
     let resource: Json | undefined = input.values.get('resource')?.[0] ?? input.values.get('__resource')?.[0];
-    if (!resource && (request.method === 'GET' || request.method === 'HEAD' || !request.body)) resource = stored;
-    if (!resource) throw badRequest('$validate needs a resource: the body, or a Parameters body with a `resource` parameter');
+    if (!resource && (request.method === 'GET' || request.method === 'HEAD' || !request.body))
+      resource = stored;
+    if (!resource)
+      throw badRequest(
+        '$validate needs a resource: the body, or a Parameters body with a `resource` parameter',
+      );
     if (resource.resourceType !== resourceType)
-      issues.push({ severity: 'error', code: 'invalid', diagnostics: `The resource is a ${String(resource.resourceType)} but the URL names ${resourceType}`, expression: ['resourceType'] });
+      issues.push({
+        severity: 'error',
+        code: 'invalid',
+        diagnostics: `The resource is a ${String(resource.resourceType)} but the URL names ${resourceType}`,
+        expression: ['resourceType'],
+      });
     if (mode === 'update') {
-      if (typeof resource.id !== 'string') issues.push({ severity: 'error', code: 'required', diagnostics: 'A resource to update must have an id', expression: [`${resourceType}.id`] });
+      if (typeof resource.id !== 'string')
+        issues.push({
+          severity: 'error',
+          code: 'required',
+          diagnostics: 'A resource to update must have an id',
+          expression: [`${resourceType}.id`],
+        });
       else if (request.id !== undefined && resource.id !== request.id)
-        issues.push({ severity: 'error', code: 'invalid', diagnostics: `The resource id '${resource.id}' does not match the URL id '${request.id}'`, expression: [`${resourceType}.id`] });
+        issues.push({
+          severity: 'error',
+          code: 'invalid',
+          diagnostics: `The resource id '${resource.id}' does not match the URL id '${request.id}'`,
+          expression: [`${resourceType}.id`],
+        });
     }
     for (const p of profiles) {
       if (options.knowsProfile && !options.knowsProfile(p))
-        issues.push({ severity: 'error', code: 'not-supported', diagnostics: `Profile '${p}' is not known to this server`, expression: [resourceType] });
+        issues.push({
+          severity: 'error',
+          code: 'not-supported',
+          diagnostics: `Profile '${p}' is not known to this server`,
+          expression: [resourceType],
+        });
     }
     const result = context.validator.validate(resource, { mode, profiles });
     issues.push(...result.issues);
@@ -79,7 +111,8 @@ export function validateOperation(options: ValidateOperationOptions = {}): Opera
     definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate',
     levels: ['type', 'instance'],
     methods: ['GET', 'POST'],
-    documentation: 'Validates a resource (structure, invariants, bindings, claimed and requested profiles); mode create | update | delete | profile.',
+    documentation:
+      'Validates a resource (structure, invariants, bindings, claimed and requested profiles); mode create | update | delete | profile.',
     handler: validateHandler(options),
   };
 }
@@ -92,7 +125,14 @@ export function registerValidationOperations(
   registry: { registerOperation(op: OperationRegistration): unknown },
   validator: object,
 ): void {
-  const full = validator as Partial<TerminologySource> & { registry?: { structureDefinition(url: string): unknown } };
-  registry.registerOperation(validateOperation(full.registry ? { knowsProfile: (url) => !!full.registry!.structureDefinition(url) } : {}));
-  if (full.registry && full.walker) for (const op of terminologyOperations(full as TerminologySource)) registry.registerOperation(op);
+  const full = validator as Partial<TerminologySource> & {
+    registry?: { structureDefinition(url: string): unknown };
+  };
+  registry.registerOperation(
+    validateOperation(
+      full.registry ? { knowsProfile: (url) => !!full.registry!.structureDefinition(url) } : {},
+    ),
+  );
+  if (full.registry && full.walker)
+    for (const op of terminologyOperations(full as TerminologySource)) registry.registerOperation(op);
 }

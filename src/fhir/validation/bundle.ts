@@ -18,16 +18,37 @@ export function checkBundle(bundle: Json, path: string, run: Run, walker: Struct
     const fullUrl = e.fullUrl;
     const where = `${path}.entry[${i}]`;
     if (typeof fullUrl === 'string') {
-      if (!ABSOLUTE.test(fullUrl)) run.add('error', 'invalid', `The fullUrl must be an absolute URL (not '${fullUrl.slice(0, 100)}')`, where);
+      if (!ABSOLUTE.test(fullUrl))
+        run.add(
+          'error',
+          'invalid',
+          `The fullUrl must be an absolute URL (not '${fullUrl.slice(0, 100)}')`,
+          where,
+        );
       const res = e.resource;
       if (res && typeof res === 'object' && typeof res.resourceType === 'string') {
         const m = /^[a-z][a-z0-9+.-]*:\/\/.*\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/i.exec(fullUrl);
-        if (m && walker.isResourceType(m[1]) && (m[1] !== res.resourceType || (typeof res.id === 'string' && m[2] !== res.id)))
-          run.add('error', 'invalid', `The fullUrl '${fullUrl.slice(0, 100)}' does not match the resource ${res.resourceType}/${res.id ?? ''}`, where);
+        if (
+          m &&
+          walker.isResourceType(m[1]) &&
+          (m[1] !== res.resourceType || (typeof res.id === 'string' && m[2] !== res.id))
+        )
+          run.add(
+            'error',
+            'invalid',
+            `The fullUrl '${fullUrl.slice(0, 100)}' does not match the resource ${res.resourceType}/${res.id ?? ''}`,
+            where,
+          );
         const key = `${fullUrl}|${res.meta?.versionId ?? ''}`;
         if (bundle.type !== 'history') {
           const prior = seen.get(key);
-          if (prior !== undefined) run.add('error', 'invalid', `Duplicate fullUrl '${fullUrl.slice(0, 100)}' (also in entry ${prior})`, where);
+          if (prior !== undefined)
+            run.add(
+              'error',
+              'invalid',
+              `Duplicate fullUrl '${fullUrl.slice(0, 100)}' (also in entry ${prior})`,
+              where,
+            );
           else seen.set(key, i);
         }
       }
@@ -52,11 +73,17 @@ function checkSearchset(bundle: Json, entries: Json[], path: string, run: Run): 
     if (!res || typeof res !== 'object') return;
     const mode = e.search?.mode;
     const where = `${path}.entry[${i}].resource`;
-    if (mode === 'outcome' && res.resourceType !== 'OperationOutcome') run.add('error', 'invalid', `This is not an OperationOutcome (${res.resourceType})`, where);
+    if (mode === 'outcome' && res.resourceType !== 'OperationOutcome')
+      run.add('error', 'invalid', `This is not an OperationOutcome (${res.resourceType})`, where);
     if (mode === 'match') {
       if (typeof res.id !== 'string') run.add('error', 'invalid', 'Search results must have ids', where);
       if (types && !types.includes(res.resourceType))
-        run.add('error', 'invalid', `This is not a matching resource type for the specified search (${res.resourceType} expecting [${types.join(', ')}])`, where);
+        run.add(
+          'error',
+          'invalid',
+          `This is not a matching resource type for the specified search (${res.resourceType} expecting [${types.join(', ')}])`,
+          where,
+        );
     }
   });
 }
@@ -68,7 +95,8 @@ function checkSearchset(bundle: Json, entries: Json[], path: string, run: Run): 
  */
 function checkDocumentReferences(entries: Json[], path: string, run: Run): void {
   const byUrl = new Map<string, Json[]>();
-  for (const e of entries) if (e && typeof e.fullUrl === 'string') byUrl.set(e.fullUrl, [...(byUrl.get(e.fullUrl) ?? []), e]);
+  for (const e of entries)
+    if (e && typeof e.fullUrl === 'string') byUrl.set(e.fullUrl, [...(byUrl.get(e.fullUrl) ?? []), e]);
   entries.forEach((e, i) => {
     if (!e?.resource || typeof e.resource !== 'object' || typeof e.fullUrl !== 'string') return;
     const base = /^(.*\/)[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.exec(e.fullUrl)?.[1];
@@ -78,13 +106,24 @@ function checkDocumentReferences(entries: Json[], path: string, run: Run): void 
       const matches = byUrl.get(base + m[1]) ?? [];
       if (m[3] !== undefined) {
         if (matches.length && !matches.some((x) => x.resource?.meta?.versionId === m[3]))
-          run.add('error', 'invalid', `Can't find '${ref}' in the bundle: ${matches.length} entries have the type and id, but not that version`, where);
-      } else if (matches.length > 1) run.add('error', 'forbidden', `Multiple matches in bundle for reference ${ref}`, where);
+          run.add(
+            'error',
+            'invalid',
+            `Can't find '${ref}' in the bundle: ${matches.length} entries have the type and id, but not that version`,
+            where,
+          );
+      } else if (matches.length > 1)
+        run.add('error', 'forbidden', `Multiple matches in bundle for reference ${ref}`, where);
     });
   });
 }
 
-function visitReferences(v: Json, where: string, depth: number, fn: (ref: string, where: string) => void): void {
+function visitReferences(
+  v: Json,
+  where: string,
+  depth: number,
+  fn: (ref: string, where: string) => void,
+): void {
   if (depth > 40 || !v || typeof v !== 'object') return;
   if (Array.isArray(v)) {
     v.forEach((x, i) => visitReferences(x, `${where}[${i}]`, depth + 1, fn));

@@ -11,13 +11,25 @@ import type { Run } from './walker.js';
 
 const PARAMETER_EXT = 'http://hl7.org/fhir/tools/StructureDefinition/valueset-parameter';
 const EXPRESSION_EXT = 'http://hl7.org/fhir/StructureDefinition/cqf-expression';
-const STANDARD_VARS = new Set(['resource', 'rootResource', 'context', 'ucum', 'sct', 'loinc', 'factory', 'terminologies', 'server']);
+const STANDARD_VARS = new Set([
+  'resource',
+  'rootResource',
+  'context',
+  'ucum',
+  'sct',
+  'loinc',
+  'factory',
+  'terminologies',
+  'server',
+]);
 
 export function checkValueSetParameters(vs: Json, path: string, run: Run): void {
   const declared = new Map<string, number>();
   (Array.isArray(vs.extension) ? vs.extension : []).forEach((e: Json, i: number) => {
     if (e?.url !== PARAMETER_EXT) return;
-    const name = (Array.isArray(e.extension) ? e.extension : []).find((x: Json) => x?.url === 'name')?.valueCode;
+    const name = (Array.isArray(e.extension) ? e.extension : []).find(
+      (x: Json) => x?.url === 'name',
+    )?.valueCode;
     if (typeof name === 'string') declared.set(name, i);
   });
   const used = new Set<string>();
@@ -29,25 +41,48 @@ export function checkValueSetParameters(vs: Json, path: string, run: Run): void 
           const where = `${path}.compose.${part}[${i}].filter[${j}].extension[${k}].value.ofType(Expression)`;
           const { language, expression } = ext.valueExpression;
           if (language !== 'text/fhirpath') {
-            run.add('error', 'invalid', `A ValueSet expression language must be 'text/fhirpath' not '${String(language)}'`, where);
+            run.add(
+              'error',
+              'invalid',
+              `A ValueSet expression language must be 'text/fhirpath' not '${String(language)}'`,
+              where,
+            );
             return;
           }
           if (typeof expression !== 'string') return;
           try {
             fhirpath.parse(expression);
           } catch (e) {
-            run.add('error', 'exception', `The value of the expression '${expression}' is not a valid FHIRPath: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`, where);
+            run.add(
+              'error',
+              'exception',
+              `The value of the expression '${expression}' is not a valid FHIRPath: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
+              where,
+            );
             return;
           }
           for (const m of expression.matchAll(/%([A-Za-z][\w-]*)/g)) {
             const name = m[1];
             if (STANDARD_VARS.has(name) || name.startsWith('vs-') || name.startsWith('ext-')) continue;
             used.add(name);
-            if (!declared.has(name)) run.add('error', 'exception', `The filter parameter expression '${expression}' refers to the unknown parameter '${name}'`, where);
+            if (!declared.has(name))
+              run.add(
+                'error',
+                'exception',
+                `The filter parameter expression '${expression}' refers to the unknown parameter '${name}'`,
+                where,
+              );
           }
         });
       });
     });
   }
-  for (const [name, i] of declared) if (!used.has(name)) run.add('warning', 'informational', `The value set parameter '${name}' is not used`, `${path}.extension[${i}]`);
+  for (const [name, i] of declared)
+    if (!used.has(name))
+      run.add(
+        'warning',
+        'informational',
+        `The value set parameter '${name}' is not used`,
+        `${path}.extension[${i}]`,
+      );
 }

@@ -45,7 +45,13 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   const required = options.requiredProfiles ?? {};
   const resourceTypes = registry
     .all('StructureDefinition')
-    .filter((sd) => sd.kind === 'resource' && sd.derivation === 'specialization' && !sd.abstract && sd.url === `http://hl7.org/fhir/StructureDefinition/${sd.id}`)
+    .filter(
+      (sd) =>
+        sd.kind === 'resource' &&
+        sd.derivation === 'specialization' &&
+        !sd.abstract &&
+        sd.url === `http://hl7.org/fhir/StructureDefinition/${sd.id}`,
+    )
     .map((sd) => sd.type as string)
     .sort();
   return {
@@ -62,7 +68,10 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
           if (!gate.valid) return gate;
         }
         const type = resource && typeof resource === 'object' ? (resource as Json).resourceType : undefined;
-        const profiles = [...(opts.profiles ?? []), ...(typeof type === 'string' ? (required[type] ?? []) : [])];
+        const profiles = [
+          ...(opts.profiles ?? []),
+          ...(typeof type === 'string' ? (required[type] ?? []) : []),
+        ];
         const run = new Run();
         const budget = options.invariantBudgetMs ?? 2000;
         if (Number.isFinite(budget)) run.invariantDeadline = performance.now() + budget;
@@ -70,7 +79,11 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
         issues.push(...run.issues);
       } catch (e) {
         // Never throw for bad input: an internal failure is reported as an exception issue.
-        issues.push({ severity: 'error', code: 'exception', diagnostics: `Validation failed: ${e instanceof Error ? e.message : String(e)}` });
+        issues.push({
+          severity: 'error',
+          code: 'exception',
+          diagnostics: `Validation failed: ${e instanceof Error ? e.message : String(e)}`,
+        });
       }
       return { valid: !issues.some((i) => i.severity === 'error' || i.severity === 'fatal'), issues };
     },

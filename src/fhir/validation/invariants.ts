@@ -12,13 +12,20 @@ export type Evaluator = (node: Json, env: { resource: Json; rootResource: Json }
 
 const compiled = new Map<string, ((node: Json, env: Json) => unknown[]) | null>();
 
-function compileExpression(base: string | undefined, expression: string): ((node: Json, env: Json) => unknown[]) | null {
+function compileExpression(
+  base: string | undefined,
+  expression: string,
+): ((node: Json, env: Json) => unknown[]) | null {
   const key = `${base ?? ''}\u0000${expression}`;
   let fn = compiled.get(key);
   if (fn === undefined) {
     try {
       const path = base ? { base, expression } : expression;
-      fn = fhirpath.compile(path as never, r4model as never, { traceFn: () => undefined } as never) as unknown as (node: Json, env: Json) => unknown[];
+      fn = fhirpath.compile(
+        path as never,
+        r4model as never,
+        { traceFn: () => undefined } as never,
+      ) as unknown as (node: Json, env: Json) => unknown[];
     } catch {
       fn = null;
     }
@@ -35,13 +42,21 @@ function native(key: string, expression: string, fn: Evaluator): void {
 
 const has = (v: unknown): boolean => v !== undefined && v !== null;
 
-native('dom-2', 'contained.contained.empty()', (r) => !(r.contained ?? []).some((c: Json) => has(c?.contained)));
+native(
+  'dom-2',
+  'contained.contained.empty()',
+  (r) => !(r.contained ?? []).some((c: Json) => has(c?.contained)),
+);
 native(
   'dom-4',
   'contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()',
   (r) => !(r.contained ?? []).some((c: Json) => has(c?.meta?.versionId) || has(c?.meta?.lastUpdated)),
 );
-native('dom-5', 'contained.meta.security.empty()', (r) => !(r.contained ?? []).some((c: Json) => has(c?.meta?.security)));
+native(
+  'dom-5',
+  'contained.meta.security.empty()',
+  (r) => !(r.contained ?? []).some((c: Json) => has(c?.meta?.security)),
+);
 native('dom-6', 'text.`div`.exists()', (r) => has(r.text?.div));
 native('qty-3', 'code.empty() or system.exists()', (q) => !has(q.code) || has(q.system));
 native('per-1', 'start.hasValue().not() or end.hasValue().not() or (start <= end)', (p) => {
@@ -62,10 +77,21 @@ native(
   },
 );
 const hasChoice = (o: Json, stem: string): boolean => {
-  for (const k in o) if (k.length > stem.length && k.startsWith(stem) && k.charCodeAt(stem.length) < 91 && k.charCodeAt(stem.length) > 64) return true;
+  for (const k in o)
+    if (
+      k.length > stem.length &&
+      k.startsWith(stem) &&
+      k.charCodeAt(stem.length) < 91 &&
+      k.charCodeAt(stem.length) > 64
+    )
+      return true;
   return false;
 };
-native('obs-6', 'dataAbsentReason.empty() or value.empty()', (o) => !has(o.dataAbsentReason) || !hasChoice(o, 'value'));
+native(
+  'obs-6',
+  'dataAbsentReason.empty() or value.empty()',
+  (o) => !has(o.dataAbsentReason) || !hasChoice(o, 'value'),
+);
 native(
   'obs-7',
   'value.empty() or component.code.where(coding.intersect(%resource.code.coding).exists()).empty()',
@@ -73,7 +99,9 @@ native(
     if (!hasChoice(o, 'value') || !Array.isArray(o.component)) return true;
     const own: Json[] = Array.isArray(o.code?.coding) ? o.code.coding : [];
     return !o.component.some((c: Json) =>
-      (Array.isArray(c?.code?.coding) ? c.code.coding : []).some((x: Json) => own.some((y) => deepEqualJson(x, y))),
+      (Array.isArray(c?.code?.coding) ? c.code.coding : []).some((x: Json) =>
+        own.some((y) => deepEqualJson(x, y)),
+      ),
     );
   },
 );
@@ -82,7 +110,11 @@ native('att-1', 'data.empty() or contentType.exists()', (a) => !has(a.data) || h
 native('cpt-2', 'value.empty() or system.exists()', (c) => !has(c.value) || has(c.system));
 native('tim-1', 'duration.empty() or durationUnit.exists()', (r) => !has(r.duration) || has(r.durationUnit));
 native('tim-2', 'period.empty() or periodUnit.exists()', (r) => !has(r.period) || has(r.periodUnit));
-native('tim-4', 'duration.exists() implies duration >= 0', (r) => typeof r.duration !== 'number' || r.duration >= 0);
+native(
+  'tim-4',
+  'duration.exists() implies duration >= 0',
+  (r) => typeof r.duration !== 'number' || r.duration >= 0,
+);
 native('tim-5', 'period.exists() implies period >= 0', (r) => typeof r.period !== 'number' || r.period >= 0);
 native('tim-6', 'periodMax.empty() or period.exists()', (r) => !has(r.periodMax) || has(r.period));
 native('tim-7', 'durationMax.empty() or duration.exists()', (r) => !has(r.durationMax) || has(r.duration));
@@ -90,7 +122,11 @@ native('tim-8', 'countMax.empty() or count.exists()', (r) => !has(r.countMax) ||
 native(
   'tim-9',
   "offset.empty() or (when.exists() and ((when in ('C' | 'CM' | 'CD' | 'CV')).not()))",
-  (r) => !has(r.offset) || (Array.isArray(r.when) && r.when.length > 0 && !r.when.some((w: unknown) => ['C', 'CM', 'CD', 'CV'].includes(w as string))),
+  (r) =>
+    !has(r.offset) ||
+    (Array.isArray(r.when) &&
+      r.when.length > 0 &&
+      !r.when.some((w: unknown) => ['C', 'CM', 'CD', 'CV'].includes(w as string))),
 );
 native('tim-10', 'timeOfDay.empty() or when.empty()', (r) => !has(r.timeOfDay) || !has(r.when));
 

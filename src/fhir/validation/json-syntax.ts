@@ -47,7 +47,9 @@ class Reader {
     if (c === '{') return this.object(at, depth);
     if (c === '[') return this.array(at, depth);
     if (c === '"') return this.string();
-    const lit = /^(-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?|true|false|null)/.exec(this.text.slice(this.i, this.i + 400));
+    const lit = /^(-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?|true|false|null)/.exec(
+      this.text.slice(this.i, this.i + 400),
+    );
     if (!lit) this.fail(`Unexpected character '${c ?? 'end of text'}'`);
     this.i += lit[0].length;
     return lit[0] === 'true' ? true : lit[0] === 'false' ? false : lit[0] === 'null' ? null : Number(lit[0]);
@@ -84,7 +86,10 @@ class Reader {
         if (!id) this.fail(`Unexpected character '${this.text[this.i] ?? 'end of text'}'`);
         key = id[0];
         this.i += key.length;
-        this.problems.push({ message: `The JSON property '${key}' has no quotes around the name of the property`, at });
+        this.problems.push({
+          message: `The JSON property '${key}' has no quotes around the name of the property`,
+          at,
+        });
       }
       if (this.pendingComment) {
         this.problems.push({ message: 'Comments are not allowed in JSON', at: [...at, key] });
@@ -93,14 +98,20 @@ class Reader {
       this.skip();
       if (this.text[this.i] !== ':') this.fail(`Expected ':' after '${key}'`);
       this.i++;
-      Object.defineProperty(out, key, { value: this.value([...at, key], depth + 1), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(out, key, {
+        value: this.value([...at, key], depth + 1),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
       this.skip();
       const c = this.text[this.i];
       if (c === ',') this.i++;
       else if (c === '}') {
         this.i++;
         return out;
-      } else if (c === '"' || (c !== undefined && /[A-Za-z_$]/.test(c))) this.problems.push({ message: 'A Comma is missing in the JSON', at });
+      } else if (c === '"' || (c !== undefined && /[A-Za-z_$]/.test(c)))
+        this.problems.push({ message: 'A Comma is missing in the JSON', at });
       else this.fail(`Unexpected character '${c ?? 'end of text'}' in an object`);
     }
   }
@@ -122,7 +133,8 @@ class Reader {
       else if (c === ']') {
         this.i++;
         return out;
-      } else if (c !== undefined && /["{[\d\-tfn]/.test(c)) this.problems.push({ message: 'A Comma is missing in the JSON', at });
+      } else if (c !== undefined && /["{[\d\-tfn]/.test(c))
+        this.problems.push({ message: 'A Comma is missing in the JSON', at });
       else this.fail(`Unexpected character '${c ?? 'end of text'}' in an array`);
     }
   }
@@ -142,11 +154,29 @@ export function parseJsonLeniently(text: string): LenientParse {
     reader.skip();
     if (reader.i < text.length) reader.fail('Unexpected content after the end of the JSON');
   } catch (e) {
-    return { issues: [{ severity: 'fatal', code: 'invalid', diagnostics: `Unable to parse the JSON: ${e instanceof Error ? e.message : String(e)}` }] };
+    return {
+      issues: [
+        {
+          severity: 'fatal',
+          code: 'invalid',
+          diagnostics: `Unable to parse the JSON: ${e instanceof Error ? e.message : String(e)}`,
+        },
+      ],
+    };
   }
-  const rt = value && typeof value === 'object' && typeof (value as { resourceType?: unknown }).resourceType === 'string' ? (value as { resourceType: string }).resourceType : 'Resource';
+  const rt =
+    value &&
+    typeof value === 'object' &&
+    typeof (value as { resourceType?: unknown }).resourceType === 'string'
+      ? (value as { resourceType: string }).resourceType
+      : 'Resource';
   return {
     value,
-    issues: reader.problems.map((p) => ({ severity: 'error', code: 'invalid', diagnostics: p.message, expression: [toExpression(rt, p.at)] })),
+    issues: reader.problems.map((p) => ({
+      severity: 'error',
+      code: 'invalid',
+      diagnostics: p.message,
+      expression: [toExpression(rt, p.at)],
+    })),
   };
 }

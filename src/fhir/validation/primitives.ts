@@ -53,7 +53,15 @@ export function isPrimitiveType(code: string): boolean {
 export function systemTypeToPrimitive(code: string): string | undefined {
   const m = /^http:\/\/hl7\.org\/fhirpath\/System\.(\w+)$/.exec(code);
   if (!m) return undefined;
-  return { String: 'string', Boolean: 'boolean', Integer: 'integer', Decimal: 'decimal', Date: 'date', DateTime: 'dateTime', Time: 'time' }[m[1]];
+  return {
+    String: 'string',
+    Boolean: 'boolean',
+    Integer: 'integer',
+    Decimal: 'decimal',
+    Date: 'date',
+    DateTime: 'dateTime',
+    Time: 'time',
+  }[m[1]];
 }
 
 // Control characters other than tab, CR and LF are not allowed in FHIR strings.
@@ -72,8 +80,10 @@ export function checkPrimitive(type: string, value: unknown): string | undefined
     if (type === 'decimal') return undefined;
     if (!Number.isInteger(n)) return `The value '${n}' is not a valid integer`;
     if (n > 2147483647 || n < -2147483648) return `The value '${n}' is outside the range of a 32-bit integer`;
-    if (type === 'positiveInt' && n < 1) return `The value '${n}' is not a valid positiveInt (must be 1 or more)`;
-    if (type === 'unsignedInt' && n < 0) return `The value '${n}' is not a valid unsignedInt (must be 0 or more)`;
+    if (type === 'positiveInt' && n < 1)
+      return `The value '${n}' is not a valid positiveInt (must be 1 or more)`;
+    if (type === 'unsignedInt' && n < 0)
+      return `The value '${n}' is not a valid unsignedInt (must be 0 or more)`;
     return undefined;
   }
   if (jsonType === 'boolean') return undefined;
@@ -86,12 +96,17 @@ export function checkPrimitive(type: string, value: unknown): string | undefined
     return undefined;
   }
   const re = PRIMITIVE_REGEX[type];
-  if (re && !re.test(s)) return `The value '${s.length > 100 ? s.slice(0, 100) + '...' : s}' is not a valid ${type}`;
+  if (re && !re.test(s))
+    return `The value '${s.length > 100 ? s.slice(0, 100) + '...' : s}' is not a valid ${type}`;
   if ((type === 'date' || type === 'dateTime' || type === 'instant') && !validCalendarDate(s))
     return `The value '${s}' is not a valid ${type} (no such day)`;
   if (type === 'uri' || type === 'url' || type === 'canonical') {
-    if (s.startsWith('urn:oid:') && !PRIMITIVE_REGEX.oid.test(s)) return `The value '${s}' is not a valid OID`;
-    if (s.startsWith('urn:uuid:') && !/^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(s))
+    if (s.startsWith('urn:oid:') && !PRIMITIVE_REGEX.oid.test(s))
+      return `The value '${s}' is not a valid OID`;
+    if (
+      s.startsWith('urn:uuid:') &&
+      !/^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(s)
+    )
       return `The value '${s}' is not a valid UUID`;
   }
   return undefined;
@@ -102,6 +117,19 @@ function validCalendarDate(s: string): boolean {
   const y = +s.slice(0, 4);
   const m = +s.slice(5, 7);
   const d = +s.slice(8, 10);
-  const days = [31, y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1];
+  const days = [
+    31,
+    y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0) ? 29 : 28,
+    31,
+    30,
+    31,
+    30,
+    31,
+    31,
+    30,
+    31,
+    30,
+    31,
+  ][m - 1];
   return d <= days;
 }

@@ -77,7 +77,8 @@ function toMax(max: unknown): number {
 }
 
 function valueWithPrefix(el: Json, prefix: 'fixed' | 'pattern' | 'minValue' | 'maxValue'): unknown {
-  for (const k in el) if (k.startsWith(prefix) && k.length > prefix.length && /[A-Z]/.test(k[prefix.length])) return el[k];
+  for (const k in el)
+    if (k.startsWith(prefix) && k.length > prefix.length && /[A-Z]/.test(k[prefix.length])) return el[k];
   return undefined;
 }
 
@@ -88,7 +89,8 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
   let root: ElementNode | undefined;
   for (const el of elements) {
     if (!el || typeof el.path !== 'string') continue;
-    const id: string = typeof el.id === 'string' ? el.id : el.sliceName ? `${el.path}:${el.sliceName}` : el.path;
+    const id: string =
+      typeof el.id === 'string' ? el.id : el.sliceName ? `${el.path}:${el.sliceName}` : el.path;
     const path = idToPath(id);
     const last = path.slice(path.lastIndexOf('.') + 1);
     const choice = last.endsWith('[x]');
@@ -96,7 +98,9 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
       let code: string = t.code;
       const sys = typeof code === 'string' ? systemTypeToPrimitive(code) : undefined;
       if (sys) {
-        const ext = (t.extension ?? []).find((e: Json) => e.url === 'http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type');
+        const ext = (t.extension ?? []).find(
+          (e: Json) => e.url === 'http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type',
+        );
         code = ext?.valueUrl ?? ext?.valueUri ?? sys;
       }
       return { code, profiles: t.profile ?? [], targetProfiles: t.targetProfile ?? [] };
@@ -115,13 +119,24 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
       contentReference: el.contentReference,
       fixed: valueWithPrefix(el, 'fixed'),
       pattern: valueWithPrefix(el, 'pattern'),
-      binding: el.binding?.strength ? { strength: el.binding.strength, valueSet: el.binding.valueSet } : undefined,
+      binding: el.binding?.strength
+        ? { strength: el.binding.strength, valueSet: el.binding.valueSet }
+        : undefined,
       constraints: (el.constraint ?? [])
         .filter((c: Json) => typeof c.expression === 'string' && c.key)
-        .map((c: Json) => ({ key: c.key, severity: c.severity === 'error' ? 'error' : 'warning', human: c.human ?? '', expression: c.expression, source: c.source })),
+        .map((c: Json) => ({
+          key: c.key,
+          severity: c.severity === 'error' ? 'error' : 'warning',
+          human: c.human ?? '',
+          expression: c.expression,
+          source: c.source,
+        })),
       slicing: el.slicing
         ? {
-            discriminators: (el.slicing.discriminator ?? []).map((d: Json) => ({ type: d.type, path: d.path })),
+            discriminators: (el.slicing.discriminator ?? []).map((d: Json) => ({
+              type: d.type,
+              path: d.path,
+            })),
             rules: el.slicing.rules ?? 'open',
             ordered: !!el.slicing.ordered,
           }
@@ -144,7 +159,8 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
     const parentId = id.slice(0, dot);
     const lastSeg = id.slice(dot + 1);
     if (lastSeg.includes(':')) {
-      const slicedId = parentId + '.' + lastSeg.slice(0, lastSeg.lastIndexOf(lastSeg.includes('/') ? '/' : ':'));
+      const slicedId =
+        parentId + '.' + lastSeg.slice(0, lastSeg.lastIndexOf(lastSeg.includes('/') ? '/' : ':'));
       const sliced = byId.get(slicedId);
       if (sliced) sliced.slices.push(node);
       continue;

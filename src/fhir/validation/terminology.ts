@@ -59,7 +59,14 @@ export class Terminology {
           if (depth > 50) return;
           for (const c of concepts) {
             if (!c || typeof c.code !== 'string') continue;
-            idx!.set(c.code, { code: c.code, display: c.display, definition: c.definition, designation: c.designation, property: c.property, parent });
+            idx!.set(c.code, {
+              code: c.code,
+              display: c.display,
+              definition: c.definition,
+              designation: c.designation,
+              property: c.property,
+              parent,
+            });
             if (Array.isArray(c.concept)) add(c.concept, c.code, depth + 1);
           }
         };
@@ -93,7 +100,13 @@ export class Terminology {
   }
 
   private expandValueSet(vs: Json): Expansion {
-    const out: Expansion = { keys: new Set(), codes: new Set(), concepts: [], complete: true, systems: new Set() };
+    const out: Expansion = {
+      keys: new Set(),
+      codes: new Set(),
+      concepts: [],
+      complete: true,
+      systems: new Set(),
+    };
     const add = (c: ExpandedConcept): void => {
       const key = `${c.system}|${c.code}`;
       if (out.keys.has(key)) return;
@@ -112,12 +125,18 @@ export class Terminology {
       const walk = (items: Json[], depth: number): void => {
         if (depth > 50) return;
         for (const c of items) {
-          if (c?.code && c.system && !c.abstract) add({ system: c.system, code: c.code, display: c.display, version: c.version });
+          if (c?.code && c.system && !c.abstract)
+            add({ system: c.system, code: c.code, display: c.display, version: c.version });
           if (Array.isArray(c?.contains)) walk(c.contains, depth + 1);
         }
       };
       walk(vs.expansion.contains, 0);
-      if (vs.expansion.total !== undefined && typeof vs.expansion.total === 'number' && vs.expansion.total > out.concepts.length) out.complete = false;
+      if (
+        vs.expansion.total !== undefined &&
+        typeof vs.expansion.total === 'number' &&
+        vs.expansion.total > out.concepts.length
+      )
+        out.complete = false;
       return out;
     }
     if (composed) {
@@ -129,7 +148,13 @@ export class Terminology {
   }
 
   private compose(compose: Json): Expansion {
-    const result: Expansion = { keys: new Set(), codes: new Set(), concepts: [], complete: true, systems: new Set() };
+    const result: Expansion = {
+      keys: new Set(),
+      codes: new Set(),
+      concepts: [],
+      complete: true,
+      systems: new Set(),
+    };
     const includeSet = (inc: Json): ExpandedConcept[] | undefined => {
       let concepts: ExpandedConcept[] | undefined;
       if (typeof inc.system === 'string') {
@@ -138,14 +163,20 @@ export class Terminology {
         if (Array.isArray(inc.concept)) {
           concepts = inc.concept
             .filter((c: Json) => typeof c?.code === 'string')
-            .map((c: Json) => ({ system: inc.system, code: c.code, display: c.display ?? idx?.get(c.code)?.display }));
+            .map((c: Json) => ({
+              system: inc.system,
+              code: c.code,
+              display: c.display ?? idx?.get(c.code)?.display,
+            }));
         } else if (!idx) return undefined;
         else if (Array.isArray(inc.filter) && inc.filter.length) {
           concepts = [];
           for (const c of idx.values()) {
-            if (inc.filter.every((f: Json) => this.filterMatches(idx, c, f))) concepts.push({ system: inc.system, code: c.code, display: c.display });
+            if (inc.filter.every((f: Json) => this.filterMatches(idx, c, f)))
+              concepts.push({ system: inc.system, code: c.code, display: c.display });
           }
-          if (!inc.filter.every((f: Json) => ['is-a', 'descendent-of', 'is-not-a', '='].includes(f.op))) return undefined;
+          if (!inc.filter.every((f: Json) => ['is-a', 'descendent-of', 'is-not-a', '='].includes(f.op)))
+            return undefined;
         } else {
           concepts = [...idx.values()].map((c) => ({ system: inc.system, code: c.code, display: c.display }));
         }

@@ -46,7 +46,12 @@ export class Run {
     if (this.issues.length >= MAX_ISSUES) {
       if (!this.truncated) {
         this.truncated = true;
-        this.issues.push({ severity: 'information', code: 'too-costly', diagnostics: `More than ${MAX_ISSUES} issues; the rest are not reported`, expression: [expression] });
+        this.issues.push({
+          severity: 'information',
+          code: 'too-costly',
+          diagnostics: `More than ${MAX_ISSUES} issues; the rest are not reported`,
+          expression: [expression],
+        });
       }
       return;
     }
@@ -86,7 +91,11 @@ export class StructureWalker {
     if (known === undefined) {
       if (!/^[A-Z][A-Za-z]+$/.test(type)) return false;
       const s = this.structures.type(type);
-      known = !!s && s.kind === 'resource' && s.derivation === 'specialization' && !this.registry.typeDefinition(type)?.abstract;
+      known =
+        !!s &&
+        s.kind === 'resource' &&
+        s.derivation === 'specialization' &&
+        !this.registry.typeDefinition(type)?.abstract;
       if (this.resourceTypes.size < 10_000) this.resourceTypes.set(type, known);
     }
     return known;
@@ -105,7 +114,13 @@ export class StructureWalker {
 
   // ---------------------------------------------------------------- resources
 
-  walkResource(res: Json, path: string, container: Json | undefined, run: Run, extraProfiles: string[] = []): void {
+  walkResource(
+    res: Json,
+    path: string,
+    container: Json | undefined,
+    run: Run,
+    extraProfiles: string[] = [],
+  ): void {
     if (!res || typeof res !== 'object' || Array.isArray(res)) {
       run.add('error', 'structure', 'A resource must be a JSON object', path);
       return;
@@ -124,12 +139,22 @@ export class StructureWalker {
     this.walkObject(res, s.root, s.root, rt, path, run, frame, true);
     if (this.validateContained && Array.isArray(res.contained) && res.contained.length) {
       for (const id of containedReferenced(res)) {
-        run.add('error', 'invariant', `Constraint failed: dom-3: 'If the resource is contained in another resource, it SHALL be referred to from elsewhere in the resource or SHALL refer to the containing resource' (contained '${id}')`, path);
+        run.add(
+          'error',
+          'invariant',
+          `Constraint failed: dom-3: 'If the resource is contained in another resource, it SHALL be referred to from elsewhere in the resource or SHALL refer to the containing resource' (contained '${id}')`,
+          path,
+        );
       }
     }
     if (rt === 'Bundle') checkBundle(res, path, run, this);
     if (rt === 'ValueSet') checkValueSetParameters(res, path, run);
-    if (rt === 'StructureDefinition' && !res.snapshot && Array.isArray(res.differential?.element) && typeof res.baseDefinition === 'string') {
+    if (
+      rt === 'StructureDefinition' &&
+      !res.snapshot &&
+      Array.isArray(res.differential?.element) &&
+      typeof res.baseDefinition === 'string'
+    ) {
       // A differential-only profile must be usable: its snapshot is generated here as it would be on use.
       const problems: string[] = [];
       try {
@@ -139,14 +164,21 @@ export class StructureWalker {
       }
       for (const p of problems) run.add('error', 'exception', `Error generating Snapshot: ${p}`, path);
     }
-    const claimed: string[] = Array.isArray(res.meta?.profile) ? res.meta.profile.filter((p: unknown) => typeof p === 'string') : [];
+    const claimed: string[] = Array.isArray(res.meta?.profile)
+      ? res.meta.profile.filter((p: unknown) => typeof p === 'string')
+      : [];
     const all = [...new Set([...claimed, ...extraProfiles])];
     for (const url of all) {
       const ps = this.structures.get(url);
       const idx = claimed.indexOf(url);
       const where = idx >= 0 ? `${path}.meta.profile[${idx}]` : path;
       if (!ps) {
-        run.add('warning', 'structure', `Profile reference '${url}' has not been checked because it could not be found`, where);
+        run.add(
+          'warning',
+          'structure',
+          `Profile reference '${url}' has not been checked because it could not be found`,
+          where,
+        );
         continue;
       }
       if (ps.type !== rt || ps.kind !== 'resource') {
@@ -192,13 +224,27 @@ export class StructureWalker {
     return map;
   }
 
-  walkObject(obj: Json, node: ElementNode, owner: ElementNode | undefined, typeName: string, path: string, run: Run, frame: Frame, isResourceRoot = false): void {
+  walkObject(
+    obj: Json,
+    node: ElementNode,
+    owner: ElementNode | undefined,
+    typeName: string,
+    path: string,
+    run: Run,
+    frame: Frame,
+    isResourceRoot = false,
+  ): void {
     if (run.depth >= MAX_DEPTH) {
       run.add('error', 'too-costly', `The content is nested more than ${MAX_DEPTH} levels deep`, path);
       return;
     }
     if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
-      run.add('error', 'structure', `The property must be a JSON object, not ${obj === null ? 'null' : Array.isArray(obj) ? 'an array' : typeof obj}`, path);
+      run.add(
+        'error',
+        'structure',
+        `The property must be a JSON object, not ${obj === null ? 'null' : Array.isArray(obj) ? 'an array' : typeof obj}`,
+        path,
+      );
       return;
     }
     if (!owner) return;
@@ -216,7 +262,16 @@ export class StructureWalker {
             run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
             continue;
           }
-          this.walkPrimitiveExtras(obj, key, value, entry.node, entry.type, this.elementPath(path, entry.node, entry.type), run, frame);
+          this.walkPrimitiveExtras(
+            obj,
+            key,
+            value,
+            entry.node,
+            entry.type,
+            this.elementPath(path, entry.node, entry.type),
+            run,
+            frame,
+          );
           continue;
         }
         const entry = props.get(key);
@@ -232,11 +287,21 @@ export class StructureWalker {
         }
         if (child.isArray) {
           if (!Array.isArray(value)) {
-            run.add('error', 'structure', `This property must be an Array, not ${typeof value === 'object' ? 'an Object' : 'a primitive'}`, childPath);
+            run.add(
+              'error',
+              'structure',
+              `This property must be an Array, not ${typeof value === 'object' ? 'an Object' : 'a primitive'}`,
+              childPath,
+            );
             continue;
           }
           if (value.length === 0) {
-            run.add('error', 'invalid', 'Array cannot be empty - the property should not be present if it has no values', childPath);
+            run.add(
+              'error',
+              'invalid',
+              'Array cannot be empty - the property should not be present if it has no values',
+              childPath,
+            );
             continue;
           }
           const primitive = entry.type && isPrimitiveType(entry.type.code);
@@ -244,19 +309,22 @@ export class StructureWalker {
           for (let i = 0; i < value.length; i++) {
             const item = value[i];
             if (item === null) {
-              if (!(primitive && Array.isArray(extras) && extras[i])) run.add('error', 'invalid', 'Null values are not allowed in arrays', `${childPath}[${i}]`);
+              if (!(primitive && Array.isArray(extras) && extras[i]))
+                run.add('error', 'invalid', 'Null values are not allowed in arrays', `${childPath}[${i}]`);
               continue;
             }
             this.walkValue(item, child, entry.type, `${childPath}[${i}]`, run, frame);
           }
-          if (child.slicing && child.slices.length) this.checkSlices(value, child, entry.type, childPath, path, run, frame);
+          if (child.slicing && child.slices.length)
+            this.checkSlices(value, child, entry.type, childPath, path, run, frame);
         } else {
           if (Array.isArray(value)) {
             run.add('error', 'structure', 'This property must be a single value, not an Array', childPath);
             continue;
           }
           this.walkValue(value, child, entry.type, childPath, run, frame);
-          if (child.slices.length && child.choice) this.checkChoiceSlices(value, child, entry.type, childPath, run, frame);
+          if (child.slices.length && child.choice)
+            this.checkChoiceSlices(value, child, entry.type, childPath, run, frame);
         }
       }
       if (keyCount === 0 || (keyCount === 1 && obj.id !== undefined && !isResourceRoot)) {
@@ -273,9 +341,22 @@ export class StructureWalker {
           present++;
           count += Array.isArray(v) ? v.length : 1;
         }
-        if (c.choice && present > 1) run.add('error', 'structure', `Only one of ${c.jsonNames!.filter((n) => obj[n] !== undefined).join(', ')} may be present`, path);
-        if (count < c.min) run.add('error', 'structure', `${c.path}: minimum required = ${c.min}, but only found ${count}`, path);
-        else if (count > c.max) run.add('error', 'structure', `${c.path}: max allowed = ${c.max}, but found ${count}`, path);
+        if (c.choice && present > 1)
+          run.add(
+            'error',
+            'structure',
+            `Only one of ${c.jsonNames!.filter((n) => obj[n] !== undefined).join(', ')} may be present`,
+            path,
+          );
+        if (count < c.min)
+          run.add(
+            'error',
+            'structure',
+            `${c.path}: minimum required = ${c.min}, but only found ${count}`,
+            path,
+          );
+        else if (count > c.max)
+          run.add('error', 'structure', `${c.path}: max allowed = ${c.max}, but found ${count}`, path);
       }
       this.checkConstraints(obj, node, owner, typeName, path, run, frame, isResourceRoot);
     } finally {
@@ -288,7 +369,16 @@ export class StructureWalker {
   }
 
   /** `_name`: the id and extensions of a primitive (an array parallel to the values for repeating elements). */
-  private walkPrimitiveExtras(obj: Json, key: string, value: unknown, node: ElementNode, type: TypeRef, path: string, run: Run, frame: Frame): void {
+  private walkPrimitiveExtras(
+    obj: Json,
+    key: string,
+    value: unknown,
+    node: ElementNode,
+    type: TypeRef,
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
     const owner = this.structures.type(type.code)?.root;
     const one = (v: unknown, p: string): void => {
       if (v === null) return;
@@ -309,13 +399,25 @@ export class StructureWalker {
         return;
       }
       if (Array.isArray(values) && values.length !== value.length)
-        run.add('error', 'structure', `The arrays ${key.slice(1)} and ${key} must have the same length`, path);
+        run.add(
+          'error',
+          'structure',
+          `The arrays ${key.slice(1)} and ${key} must have the same length`,
+          path,
+        );
       value.forEach((v, i) => one(v, `${path}[${i}]`));
     } else one(value, path);
   }
 
   /** Validates one value (not an array) of an element of a given type. */
-  walkValue(value: Json, node: ElementNode, type: TypeRef | undefined, path: string, run: Run, frame: Frame): void {
+  walkValue(
+    value: Json,
+    node: ElementNode,
+    type: TypeRef | undefined,
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
     // R4 snapshots type Resource.id as System.String (fhir-type 'string'); the specification says `id`.
     const code = node.raw.base?.path === 'Resource.id' ? 'id' : type?.code;
     if (code && isPrimitiveType(code)) {
@@ -323,24 +425,53 @@ export class StructureWalker {
       if (problem) {
         // Attachment data is reported on the attachment (as the reference validator does).
         if (node.path.endsWith('.data') && code === 'base64Binary' && path.endsWith('.data'))
-          run.add('error', 'structure', `The base64 content in the data element is not valid base64: ${problem}`, path.slice(0, -5));
+          run.add(
+            'error',
+            'structure',
+            `The base64 content in the data element is not valid base64: ${problem}`,
+            path.slice(0, -5),
+          );
         else run.add('error', 'invalid', problem, path);
         return;
       }
       if (code === 'xhtml') {
-        for (const p of checkNarrativeXhtml(value as string)) run.add('error', p.key === 'xhtml' ? 'invalid' : 'invariant', p.key === 'xhtml' ? p.message : `Constraint failed: ${p.key}: ${p.message}`, path);
+        for (const p of checkNarrativeXhtml(value as string))
+          run.add(
+            'error',
+            p.key === 'xhtml' ? 'invalid' : 'invariant',
+            p.key === 'xhtml' ? p.message : `Constraint failed: ${p.key}: ${p.message}`,
+            path,
+          );
       }
       if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
         run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
-      if (node.fixed !== undefined && !deepEqual(node.fixed, value)) run.add('error', 'value', `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`, path);
-      if (node.pattern !== undefined && !deepEqual(node.pattern, value)) run.add('error', 'value', `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`, path);
-      if (node.binding && (code === 'code' || code === 'string' || code === 'uri')) this.checkBinding(node, undefined, value as string, path, run);
+      if (node.fixed !== undefined && !deepEqual(node.fixed, value))
+        run.add(
+          'error',
+          'value',
+          `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`,
+          path,
+        );
+      if (node.pattern !== undefined && !deepEqual(node.pattern, value))
+        run.add(
+          'error',
+          'value',
+          `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`,
+          path,
+        );
+      if (node.binding && (code === 'code' || code === 'string' || code === 'uri'))
+        this.checkBinding(node, undefined, value as string, path, run);
       if (node.minValue !== undefined || node.maxValue !== undefined) checkMinMax(node, value, path, run);
       return;
     }
     if (code === 'Resource' || (code !== undefined && this.isResourceType(code))) {
       if (!this.validateContained && /\.contained\[\d+\]$/.test(path)) return;
-      this.walkResource(value, path, path.includes('.contained[') || path.endsWith('.contained') ? frame.rootResource : undefined, run);
+      this.walkResource(
+        value,
+        path,
+        path.includes('.contained[') || path.endsWith('.contained') ? frame.rootResource : undefined,
+        run,
+      );
       return;
     }
     if (code === 'Extension') {
@@ -348,10 +479,30 @@ export class StructureWalker {
       return;
     }
     const owner = this.childOwner(node, type);
-    this.walkObject(value, node, owner, code && code !== 'BackboneElement' && code !== 'Element' ? code : node.path, path, run, frame);
+    this.walkObject(
+      value,
+      node,
+      owner,
+      code && code !== 'BackboneElement' && code !== 'Element' ? code : node.path,
+      path,
+      run,
+      frame,
+    );
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return;
-    if (node.fixed !== undefined && !deepEqual(node.fixed, value)) run.add('error', 'value', `Value does not match the fixed value ${JSON.stringify(node.fixed).slice(0, 200)}`, path);
-    if (node.pattern !== undefined && !patternMatches(node.pattern, value)) run.add('error', 'value', `Value does not match the required pattern ${JSON.stringify(node.pattern).slice(0, 200)}`, path);
+    if (node.fixed !== undefined && !deepEqual(node.fixed, value))
+      run.add(
+        'error',
+        'value',
+        `Value does not match the fixed value ${JSON.stringify(node.fixed).slice(0, 200)}`,
+        path,
+      );
+    if (node.pattern !== undefined && !patternMatches(node.pattern, value))
+      run.add(
+        'error',
+        'value',
+        `Value does not match the required pattern ${JSON.stringify(node.pattern).slice(0, 200)}`,
+        path,
+      );
     switch (code) {
       case 'Reference':
         this.checkReference(value, node, type!, path, run, frame);
@@ -364,17 +515,31 @@ export class StructureWalker {
         if (node.binding) this.checkBinding(node, [value], undefined, path, run);
         break;
       case 'CodeableConcept':
-        if (Array.isArray(value.coding)) value.coding.forEach((c: Json, i: number) => c && typeof c === 'object' && this.checkCoding(c, `${path}.coding[${i}]`, run));
-        if (node.binding) this.checkBinding(node, Array.isArray(value.coding) ? value.coding : [], undefined, path, run);
+        if (Array.isArray(value.coding))
+          value.coding.forEach(
+            (c: Json, i: number) =>
+              c && typeof c === 'object' && this.checkCoding(c, `${path}.coding[${i}]`, run),
+          );
+        if (node.binding)
+          this.checkBinding(node, Array.isArray(value.coding) ? value.coding : [], undefined, path, run);
         break;
       case 'Quantity':
-        if (typeof value.value === 'number' && (node.minValue !== undefined || node.maxValue !== undefined)) checkMinMax(node, value, path, run);
-        if (node.binding && typeof value.code === 'string') this.checkBinding(node, [{ system: value.system, code: value.code }], undefined, path, run);
+        if (typeof value.value === 'number' && (node.minValue !== undefined || node.maxValue !== undefined))
+          checkMinMax(node, value, path, run);
+        if (node.binding && typeof value.code === 'string')
+          this.checkBinding(node, [{ system: value.system, code: value.code }], undefined, path, run);
         break;
     }
   }
 
-  private walkExtension(ext: Json, node: ElementNode, type: TypeRef, path: string, run: Run, frame: Frame): void {
+  private walkExtension(
+    ext: Json,
+    node: ElementNode,
+    type: TypeRef,
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
     if (ext === null || typeof ext !== 'object' || Array.isArray(ext)) {
       run.add('error', 'structure', 'An extension must be a JSON object', path);
       return;
@@ -393,28 +558,64 @@ export class StructureWalker {
         owner = ps.root;
         const isModifier = !!ps.root.isModifier;
         if (isModifier !== usedAsModifier)
-          run.add('error', 'structure', `The Extension '${url}' must not be used as ${usedAsModifier ? 'a modifierExtension' : 'an extension'} (it's ${isModifier ? 'a modifierExtension' : 'a regular extension'})`, path);
+          run.add(
+            'error',
+            'structure',
+            `The Extension '${url}' must not be used as ${usedAsModifier ? 'a modifierExtension' : 'an extension'} (it's ${isModifier ? 'a modifierExtension' : 'a regular extension'})`,
+            path,
+          );
       } else {
         // As the reference validator: example domains are never real extensions.
-        const example = !this.allowExampleUrls && /^https?:\/\/([\w-]+\.)*(example\.(org|com)|acme\.(com|org))(\/|$)/.test(url);
+        const example =
+          !this.allowExampleUrls &&
+          /^https?:\/\/([\w-]+\.)*(example\.(org|com)|acme\.(com|org))(\/|$)/.test(url);
         const severity = usedAsModifier || example ? 'error' : this.unknownExtensionSeverity;
-        run.add(severity, 'structure', `The extension ${url} could not be found so is not allowed here`, path);
-        if (example) run.add('error', 'invalid', `Example URLs are not allowed in this context (${url})`, `${path}.url`);
+        run.add(
+          severity,
+          'structure',
+          `The extension ${url} could not be found so is not allowed here`,
+          path,
+        );
+        if (example)
+          run.add('error', 'invalid', `Example URLs are not allowed in this context (${url})`, `${path}.url`);
       }
     }
     const hasValue = Object.keys(ext).some((k) => k.startsWith('value'));
     const hasExtensions = Array.isArray(ext.extension) && ext.extension.length > 0;
-    if (hasValue === hasExtensions) run.add('error', 'invariant', "Constraint failed: ext-1: 'Must have either extensions or value[x], not both'", path);
+    if (hasValue === hasExtensions)
+      run.add(
+        'error',
+        'invariant',
+        "Constraint failed: ext-1: 'Must have either extensions or value[x], not both'",
+        path,
+      );
     if (owner) this.walkObject(ext, owner, owner, 'Extension', path, run, frame);
     else {
       const base = this.structures.type('Extension')!.root;
-      this.walkObject(ext, node.children.length ? node : base, node.children.length ? node : base, 'Extension', path, run, frame);
+      this.walkObject(
+        ext,
+        node.children.length ? node : base,
+        node.children.length ? node : base,
+        'Extension',
+        path,
+        run,
+        frame,
+      );
     }
   }
 
   // ---------------------------------------------------------------- constraints
 
-  private checkConstraints(obj: Json, node: ElementNode, owner: ElementNode, typeName: string, path: string, run: Run, frame: Frame, isResourceRoot: boolean): void {
+  private checkConstraints(
+    obj: Json,
+    node: ElementNode,
+    owner: ElementNode,
+    typeName: string,
+    path: string,
+    run: Run,
+    frame: Frame,
+    isResourceRoot: boolean,
+  ): void {
     const lists = owner === node ? [node.constraints] : [node.constraints, owner.constraints];
     let done: Set<string> | undefined;
     for (const list of lists) {
@@ -428,12 +629,24 @@ export class StructureWalker {
         if (run.invariantDeadline !== Infinity && performance.now() > run.invariantDeadline) {
           if (!run.invariantsSkipped) {
             run.invariantsSkipped = true;
-            run.add('warning', 'too-costly', 'Invariant checking stopped: the time budget for this resource was used up (the rest of its FHIRPath invariants are not checked)', path);
+            run.add(
+              'warning',
+              'too-costly',
+              'Invariant checking stopped: the time budget for this resource was used up (the rest of its FHIRPath invariants are not checked)',
+              path,
+            );
           }
           return;
         }
-        const base = isResourceRoot ? undefined : /^[A-Z]/.test(typeName) && !typeName.includes('.') ? typeName : typeName.replace(/\[x\]/g, '');
-        const out = evaluateConstraint(c.key, c.expression, base, obj, { resource: frame.resource, rootResource: frame.rootResource });
+        const base = isResourceRoot
+          ? undefined
+          : /^[A-Z]/.test(typeName) && !typeName.includes('.')
+            ? typeName
+            : typeName.replace(/\[x\]/g, '');
+        const out = evaluateConstraint(c.key, c.expression, base, obj, {
+          resource: frame.resource,
+          rootResource: frame.rootResource,
+        });
         if (!out.ok) run.add(c.severity, 'invariant', `Constraint failed: ${c.key}: '${c.human}'`, path);
       }
     }
@@ -441,53 +654,125 @@ export class StructureWalker {
 
   // ---------------------------------------------------------------- slicing
 
-  private checkSlices(items: Json[], node: ElementNode, type: TypeRef | undefined, path: string, parentPath: string, run: Run, frame: Frame): void {
+  private checkSlices(
+    items: Json[],
+    node: ElementNode,
+    type: TypeRef | undefined,
+    path: string,
+    parentPath: string,
+    run: Run,
+    frame: Frame,
+  ): void {
     const slicing = node.slicing!;
     const counts = new Array(node.slices.length).fill(0);
     items.forEach((item, i) => {
       if (item === null || item === undefined) return;
-      const idx = node.slices.findIndex((s) => this.sliceMatches(item, s, slicing.discriminators, type, frame));
+      const idx = node.slices.findIndex((s) =>
+        this.sliceMatches(item, s, slicing.discriminators, type, frame),
+      );
       if (idx < 0) {
         if (slicing.rules === 'closed')
-          run.add('error', 'structure', `This element does not match any known slice defined in the profile (slicing of ${node.path} is closed)`, `${path}[${i}]`);
+          run.add(
+            'error',
+            'structure',
+            `This element does not match any known slice defined in the profile (slicing of ${node.path} is closed)`,
+            `${path}[${i}]`,
+          );
         return;
       }
       counts[idx]++;
       const slice = node.slices[idx];
       const sliceType = slice.types.length === 1 ? slice.types[0] : type;
-      if (slice.children.length || (sliceType && sliceType.profiles.length)) this.walkValue(item, slice, sliceType, `${path}[${i}]`, run, frame);
+      if (slice.children.length || (sliceType && sliceType.profiles.length))
+        this.walkValue(item, slice, sliceType, `${path}[${i}]`, run, frame);
       else this.checkSliceLeaf(item, slice, sliceType, `${path}[${i}]`, run, frame);
     });
     node.slices.forEach((s, k) => {
-      if (counts[k] < s.min) run.add('error', 'structure', `Slice '${s.path}:${s.sliceName}': a matching slice is required, but not found (minimum required = ${s.min}, found ${counts[k]})`, parentPath);
-      else if (counts[k] > s.max) run.add('error', 'structure', `Slice '${s.path}:${s.sliceName}': max allowed = ${s.max}, but found ${counts[k]}`, parentPath);
+      if (counts[k] < s.min)
+        run.add(
+          'error',
+          'structure',
+          `Slice '${s.path}:${s.sliceName}': a matching slice is required, but not found (minimum required = ${s.min}, found ${counts[k]})`,
+          parentPath,
+        );
+      else if (counts[k] > s.max)
+        run.add(
+          'error',
+          'structure',
+          `Slice '${s.path}:${s.sliceName}': max allowed = ${s.max}, but found ${counts[k]}`,
+          parentPath,
+        );
     });
   }
 
   /** A slice without children: only its own fixed/pattern/binding apply (the base walk did the rest). */
-  private checkSliceLeaf(item: Json, slice: ElementNode, type: TypeRef | undefined, path: string, run: Run, frame: Frame): void {
-    const probe: ElementNode = { ...slice, children: [], slices: [], constraints: slice.constraints.filter((c) => !c.source || !c.source.startsWith('http://hl7.org/fhir/StructureDefinition/')) };
+  private checkSliceLeaf(
+    item: Json,
+    slice: ElementNode,
+    type: TypeRef | undefined,
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
+    const probe: ElementNode = {
+      ...slice,
+      children: [],
+      slices: [],
+      constraints: slice.constraints.filter(
+        (c) => !c.source || !c.source.startsWith('http://hl7.org/fhir/StructureDefinition/'),
+      ),
+    };
     if (type && isPrimitiveType(type.code)) this.walkValue(item, probe, type, path, run, frame);
     else {
-      if (probe.fixed !== undefined && !deepEqual(probe.fixed, item)) run.add('error', 'value', `Value does not match the fixed value ${JSON.stringify(probe.fixed).slice(0, 200)}`, path);
-      if (probe.pattern !== undefined && !patternMatches(probe.pattern, item)) run.add('error', 'value', `Value does not match the required pattern ${JSON.stringify(probe.pattern).slice(0, 200)}`, path);
-      if (probe.binding && type?.code === 'CodeableConcept') this.checkBinding(probe, Array.isArray(item.coding) ? item.coding : [], undefined, path, run);
+      if (probe.fixed !== undefined && !deepEqual(probe.fixed, item))
+        run.add(
+          'error',
+          'value',
+          `Value does not match the fixed value ${JSON.stringify(probe.fixed).slice(0, 200)}`,
+          path,
+        );
+      if (probe.pattern !== undefined && !patternMatches(probe.pattern, item))
+        run.add(
+          'error',
+          'value',
+          `Value does not match the required pattern ${JSON.stringify(probe.pattern).slice(0, 200)}`,
+          path,
+        );
+      if (probe.binding && type?.code === 'CodeableConcept')
+        this.checkBinding(probe, Array.isArray(item.coding) ? item.coding : [], undefined, path, run);
       if (probe.binding && type?.code === 'Coding') this.checkBinding(probe, [item], undefined, path, run);
     }
   }
 
   /** Type slices on a choice element (`value[x]:valueQuantity`) constrain the value of that type. */
-  private checkChoiceSlices(value: Json, node: ElementNode, type: TypeRef | undefined, path: string, run: Run, frame: Frame): void {
+  private checkChoiceSlices(
+    value: Json,
+    node: ElementNode,
+    type: TypeRef | undefined,
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
     if (!type) return;
     for (const s of node.slices) {
-      if (s.sliceName === node.name + upperFirst(type.code) || (s.types.length === 1 && s.types[0].code === type.code)) {
-        if (s.children.length || s.types[0]?.profiles.length) this.walkValue(value, s, s.types[0] ?? type, path, run, frame);
+      if (
+        s.sliceName === node.name + upperFirst(type.code) ||
+        (s.types.length === 1 && s.types[0].code === type.code)
+      ) {
+        if (s.children.length || s.types[0]?.profiles.length)
+          this.walkValue(value, s, s.types[0] ?? type, path, run, frame);
         else this.checkSliceLeaf(value, s, type, path, run, frame);
       }
     }
   }
 
-  private sliceMatches(item: Json, slice: ElementNode, discriminators: { type: string; path: string }[], type: TypeRef | undefined, frame: Frame): boolean {
+  private sliceMatches(
+    item: Json,
+    slice: ElementNode,
+    discriminators: { type: string; path: string }[],
+    type: TypeRef | undefined,
+    frame: Frame,
+  ): boolean {
     for (const d of discriminators) {
       const segments = d.path === '$this' ? [] : d.path.split('.').filter((x) => x !== '$this');
       const values = navigate([item], segments);
@@ -502,8 +787,15 @@ export class StructureWalker {
             if (!values.some((v) => patternMatches(target.pattern, v))) return false;
           } else if (target.binding?.valueSet && target.binding.strength === 'required') {
             const ok = values.some((v) => {
-              const codings: Json[] = typeof v === 'string' ? [{ code: v }] : Array.isArray(v?.coding) ? v.coding : [v];
-              return codings.some((c) => c && typeof c.code === 'string' && this.terminology.member(target.binding!.valueSet!.split('|')[0], c.system, c.code) === 'yes');
+              const codings: Json[] =
+                typeof v === 'string' ? [{ code: v }] : Array.isArray(v?.coding) ? v.coding : [v];
+              return codings.some(
+                (c) =>
+                  c &&
+                  typeof c.code === 'string' &&
+                  this.terminology.member(target.binding!.valueSet!.split('|')[0], c.system, c.code) ===
+                    'yes',
+              );
             });
             if (!ok) return false;
           } else return false;
@@ -519,13 +811,17 @@ export class StructureWalker {
         case 'type': {
           const want = (target ?? slice).types.map((t) => t.code);
           if (!want.length) return false;
-          const actual = values.map((v) => (v && typeof v === 'object' && typeof v.resourceType === 'string' ? v.resourceType : undefined));
+          const actual = values.map((v) =>
+            v && typeof v === 'object' && typeof v.resourceType === 'string' ? v.resourceType : undefined,
+          );
           if (actual.some((a) => a && want.includes(a))) break;
           if (segments.length === 0 && type && want.includes(type.code)) break;
           return false;
         }
         case 'profile': {
-          const profiles = (target ?? slice).types.flatMap((t) => (t.profiles.length ? t.profiles : t.targetProfiles));
+          const profiles = (target ?? slice).types.flatMap((t) =>
+            t.profiles.length ? t.profiles : t.targetProfiles,
+          );
           if (!profiles.length) return false;
           const ok = values.some((v) =>
             profiles.some((p) => {
@@ -549,7 +845,11 @@ export class StructureWalker {
   }
 
   /** The element of a slice at a discriminator path (following own children, then the type's definition). */
-  private sliceElementAt(slice: ElementNode, segments: string[], type: TypeRef | undefined): ElementNode | undefined {
+  private sliceElementAt(
+    slice: ElementNode,
+    segments: string[],
+    type: TypeRef | undefined,
+  ): ElementNode | undefined {
     let node: ElementNode | undefined = slice;
     let t: TypeRef | undefined = slice.types.length === 1 ? slice.types[0] : type;
     for (const seg of segments) {
@@ -576,7 +876,14 @@ export class StructureWalker {
 
   // ---------------------------------------------------------------- references and terminology
 
-  private checkReference(ref: Json, node: ElementNode, type: TypeRef, path: string, run: Run, frame: Frame): void {
+  private checkReference(
+    ref: Json,
+    node: ElementNode,
+    type: TypeRef,
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
     const r = ref.reference;
     if (typeof r !== 'string') return;
     if (r.startsWith('#')) {
@@ -585,48 +892,102 @@ export class StructureWalker {
         run.add('error', 'structure', `Unable to resolve resource with reference '${r.slice(0, 100)}'`, path);
       return;
     }
-    const m = RESOURCE_REF.exec(r) ?? /^https?:\/\/.*\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(\/_history\/([A-Za-z0-9\-.]{1,64}))?$/.exec(r);
+    const m =
+      RESOURCE_REF.exec(r) ??
+      /^https?:\/\/.*\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(\/_history\/([A-Za-z0-9\-.]{1,64}))?$/.exec(
+        r,
+      );
     if (m) {
       const refType = m[1];
       if (!this.isResourceType(refType)) {
-        if (!/^https?:/.test(r)) run.add('error', 'structure', `Unknown resource type '${refType}' in the reference '${r.slice(0, 100)}'`, path);
+        if (!/^https?:/.test(r))
+          run.add(
+            'error',
+            'structure',
+            `Unknown resource type '${refType}' in the reference '${r.slice(0, 100)}'`,
+            path,
+          );
         return;
       }
       const targets = type.targetProfiles;
       if (targets.length && !targets.some((t) => t.endsWith('/Resource'))) {
         const allowed = targets.map((t) => this.structures.get(t)?.type ?? t.slice(t.lastIndexOf('/') + 1));
         if (!allowed.includes(refType))
-          run.add('error', 'structure', `The type '${refType}' implied by the reference URL ${r.slice(0, 100)} is not a valid Target for this element (must be one of [${allowed.join(', ')}])`, path);
+          run.add(
+            'error',
+            'structure',
+            `The type '${refType}' implied by the reference URL ${r.slice(0, 100)} is not a valid Target for this element (must be one of [${allowed.join(', ')}])`,
+            path,
+          );
       }
       if (typeof ref.type === 'string' && ref.type !== refType && this.isResourceType(ref.type))
-        run.add('error', 'structure', `The reference type '${ref.type}' does not match the type in the reference URL '${refType}'`, path);
+        run.add(
+          'error',
+          'structure',
+          `The reference type '${ref.type}' does not match the type in the reference URL '${refType}'`,
+          path,
+        );
       return;
     }
     if (/^(urn:uuid:|urn:oid:|https?:\/\/|[a-z][a-z0-9+.-]*:)/i.test(r)) return;
-    if (/\s/.test(r) || r === '') run.add('error', 'invalid', `The reference '${r.slice(0, 100)}' is not a valid reference`, path);
+    if (/\s/.test(r) || r === '')
+      run.add('error', 'invalid', `The reference '${r.slice(0, 100)}' is not a valid reference`, path);
   }
 
   private checkCoding(coding: Json, path: string, run: Run): void {
     if (typeof coding.system !== 'string' || typeof coding.code !== 'string') return;
     const { result, display } = this.terminology.codeInSystem(coding.system, coding.code);
     if (result === 'no') {
-      run.add('error', 'code-invalid', `Unknown code '${coding.code.slice(0, 100)}' in the CodeSystem '${coding.system}'`, `${path}.code`);
+      run.add(
+        'error',
+        'code-invalid',
+        `Unknown code '${coding.code.slice(0, 100)}' in the CodeSystem '${coding.system}'`,
+        `${path}.code`,
+      );
       return;
     }
-    if (result === 'yes' && typeof coding.display === 'string' && display && normalise(display) !== normalise(coding.display)) {
-      const designations = (this.terminology.codeSystemIndex(coding.system)?.get(coding.code)?.designation ?? []).map((d: Json) => normalise(String(d?.value ?? '')));
+    if (
+      result === 'yes' &&
+      typeof coding.display === 'string' &&
+      display &&
+      normalise(display) !== normalise(coding.display)
+    ) {
+      const designations = (
+        this.terminology.codeSystemIndex(coding.system)?.get(coding.code)?.designation ?? []
+      ).map((d: Json) => normalise(String(d?.value ?? '')));
       if (!designations.includes(normalise(coding.display)))
-        run.add('warning', 'invalid', `Wrong Display Name '${coding.display.slice(0, 100)}' for ${coding.system}#${coding.code}. Valid display is '${display}'`, `${path}.display`);
+        run.add(
+          'warning',
+          'invalid',
+          `Wrong Display Name '${coding.display.slice(0, 100)}' for ${coding.system}#${coding.code}. Valid display is '${display}'`,
+          `${path}.display`,
+        );
     }
   }
 
-  private checkBinding(node: ElementNode, codings: Json[] | undefined, code: string | undefined, path: string, run: Run): void {
+  private checkBinding(
+    node: ElementNode,
+    codings: Json[] | undefined,
+    code: string | undefined,
+    path: string,
+    run: Run,
+  ): void {
     const b = node.binding!;
-    if (!b.valueSet || (b.strength !== 'required' && b.strength !== 'extensible' && b.strength !== 'preferred')) return;
+    if (
+      !b.valueSet ||
+      (b.strength !== 'required' && b.strength !== 'extensible' && b.strength !== 'preferred')
+    )
+      return;
     const vsUrl = b.valueSet.split('|')[0];
     if (code !== undefined) {
       const m = this.terminology.member(vsUrl, undefined, code);
-      if (m === 'no') this.bindingIssue(b.strength, `The value provided ('${code.slice(0, 100)}') is not in the value set '${vsUrl}'`, path, run);
+      if (m === 'no')
+        this.bindingIssue(
+          b.strength,
+          `The value provided ('${code.slice(0, 100)}') is not in the value set '${vsUrl}'`,
+          path,
+          run,
+        );
       return;
     }
     const valid = (codings ?? []).filter((c) => c && typeof c === 'object' && typeof c.code === 'string');
@@ -636,7 +997,11 @@ export class StructureWalker {
       const m = this.terminology.member(vsUrl, typeof c.system === 'string' ? c.system : undefined, c.code);
       if (m === 'yes') return;
       if (m === 'unknown') unknown = true;
-      else if (typeof c.system === 'string' && !this.terminology.knowsSystem(c.system) && !this.terminology.expand(vsUrl)?.systems.has(c.system)) {
+      else if (
+        typeof c.system === 'string' &&
+        !this.terminology.knowsSystem(c.system) &&
+        !this.terminology.expand(vsUrl)?.systems.has(c.system)
+      ) {
         // A code from a system the value set does not use: not in the set (decidable when the expansion is complete).
       }
     }
@@ -667,10 +1032,18 @@ function checkMinMax(node: ElementNode, value: Json, path: string, run: Run): vo
     if (typeof value === 'number' && typeof limit === 'number') {
       cmp = value - limit;
       shown = String(limit);
-    } else if (typeof value === 'string' && limit && typeof limit === 'object' && typeof limit.value === 'number' && /^\d{4}/.test(value)) {
+    } else if (
+      typeof value === 'string' &&
+      limit &&
+      typeof limit === 'object' &&
+      typeof limit.value === 'number' &&
+      /^\d{4}/.test(value)
+    ) {
       // minValueDuration/maxValueDuration on a date: relative to now (min: not further in the past, max: not further ahead).
       const ms = durationMs(limit.value, String(limit.code ?? limit.unit ?? ''));
-      const t = Date.parse(value.length === 4 ? `${value}-01-01` : value.length === 7 ? `${value}-01` : value);
+      const t = Date.parse(
+        value.length === 4 ? `${value}-01-01` : value.length === 7 ? `${value}-01` : value,
+      );
       if (ms === undefined || Number.isNaN(t)) continue;
       const boundary = bound === 'minValue' ? Date.now() - ms : Date.now() + ms;
       cmp = t - boundary;
@@ -678,20 +1051,54 @@ function checkMinMax(node: ElementNode, value: Json, path: string, run: Run): vo
     } else if (typeof value === 'string' && typeof limit === 'string') {
       cmp = value < limit ? -1 : value > limit ? 1 : 0;
       shown = limit;
-    } else if (value && typeof value === 'object' && limit && typeof limit === 'object' && typeof value.value === 'number' && typeof limit.value === 'number') {
+    } else if (
+      value &&
+      typeof value === 'object' &&
+      limit &&
+      typeof limit === 'object' &&
+      typeof value.value === 'number' &&
+      typeof limit.value === 'number'
+    ) {
       if ((limit.code ?? limit.unit) !== (value.code ?? value.unit) && limit.code !== undefined) continue;
       cmp = value.value - limit.value;
       shown = String(limit.value);
     } else continue;
     const actual = typeof value === 'object' ? value.value : value;
-    if (bound === 'minValue' && cmp < 0) run.add('error', 'invalid', `The value in the instance ({${actual}}) is less than the specified minimum value ({${shown}})`, path);
-    if (bound === 'maxValue' && cmp > 0) run.add('error', 'invalid', `The value in the instance ({${actual}}) is greater than the specified maximum value ({${shown}})`, path);
+    if (bound === 'minValue' && cmp < 0)
+      run.add(
+        'error',
+        'invalid',
+        `The value in the instance ({${actual}}) is less than the specified minimum value ({${shown}})`,
+        path,
+      );
+    if (bound === 'maxValue' && cmp > 0)
+      run.add(
+        'error',
+        'invalid',
+        `The value in the instance ({${actual}}) is greater than the specified maximum value ({${shown}})`,
+        path,
+      );
   }
 }
 
 function durationMs(value: number, unit: string): number | undefined {
-  const perUnit: Record<string, number> = { a: 365.25 * 864e5, mo: 30.4375 * 864e5, wk: 7 * 864e5, d: 864e5, h: 36e5, min: 6e4, s: 1e3, ms: 1 };
-  const u = perUnit[unit] ?? perUnit[{ year: 'a', years: 'a', month: 'mo', months: 'mo', week: 'wk', weeks: 'wk', day: 'd', days: 'd' }[unit] ?? ''];
+  const perUnit: Record<string, number> = {
+    a: 365.25 * 864e5,
+    mo: 30.4375 * 864e5,
+    wk: 7 * 864e5,
+    d: 864e5,
+    h: 36e5,
+    min: 6e4,
+    s: 1e3,
+    ms: 1,
+  };
+  const u =
+    perUnit[unit] ??
+    perUnit[
+      { year: 'a', years: 'a', month: 'mo', months: 'mo', week: 'wk', weeks: 'wk', day: 'd', days: 'd' }[
+        unit
+      ] ?? ''
+    ];
   return u === undefined ? undefined : value * u;
 }
 
@@ -700,7 +1107,13 @@ function checkAttachment(att: Json, path: string, run: Run): void {
     const clean = att.data.replace(/\s/g, '');
     const pad = clean.endsWith('==') ? 2 : clean.endsWith('=') ? 1 : 0;
     const actual = Math.floor((clean.length * 3) / 4) - pad;
-    if (actual !== att.size) run.add('error', 'structure', `Stated Attachment Size ${att.size} does not match actual attachment size ${actual}`, path);
+    if (actual !== att.size)
+      run.add(
+        'error',
+        'structure',
+        `Stated Attachment Size ${att.size} does not match actual attachment size ${actual}`,
+        path,
+      );
   }
 }
 
@@ -759,6 +1172,7 @@ export function patternMatches(pattern: unknown, value: unknown): boolean {
     return pattern.every((p) => arr.some((v) => patternMatches(p, v)));
   }
   if (Array.isArray(value)) return value.some((v) => patternMatches(pattern, v));
-  for (const k in pattern as Json) if (!patternMatches((pattern as Json)[k], (value as Json)[k])) return false;
+  for (const k in pattern as Json)
+    if (!patternMatches((pattern as Json)[k], (value as Json)[k])) return false;
   return true;
 }

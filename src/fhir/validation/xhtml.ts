@@ -30,7 +30,8 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
   const stack: string[] = [];
   let text = '';
   let roots = 0;
-  const tag = /<!--[\s\S]*?-->|<!\[CDATA\[[\s\S]*?\]\]>|<\?[\s\S]*?\?>|<!DOCTYPE[^>]*>|<(\/?)([A-Za-z][\w:.-]*)((?:\s+[^\s=/>]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+))?)*)\s*(\/?)>/g;
+  const tag =
+    /<!--[\s\S]*?-->|<!\[CDATA\[[\s\S]*?\]\]>|<\?[\s\S]*?\?>|<!DOCTYPE[^>]*>|<(\/?)([A-Za-z][\w:.-]*)((?:\s+[^\s=/>]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+))?)*)\s*(\/?)>/g;
   let last = 0;
   let m: RegExpExecArray | null;
   while ((m = tag.exec(s))) {
@@ -46,7 +47,10 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
     text += between;
     last = tag.lastIndex;
     if (m[0].startsWith('<!DOCTYPE') || m[0].startsWith('<?')) {
-      problems.push({ key: 'txt-1', message: 'The narrative SHALL not contain processing instructions or a DOCTYPE' });
+      problems.push({
+        key: 'txt-1',
+        message: 'The narrative SHALL not contain processing instructions or a DOCTYPE',
+      });
       continue;
     }
     if (m[0].startsWith('<!')) continue;
@@ -54,25 +58,39 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
     const name = rawName.toLowerCase();
     if (closing) {
       if (stack.pop() !== rawName) {
-        problems.push({ key: 'xhtml', message: `The narrative is not well-formed XHTML: unexpected </${rawName}>` });
+        problems.push({
+          key: 'xhtml',
+          message: `The narrative is not well-formed XHTML: unexpected </${rawName}>`,
+        });
         return problems;
       }
       continue;
     }
     if (stack.length === 0) {
       roots++;
-      if (roots > 1) problems.push({ key: 'xhtml', message: 'The narrative must have exactly one root <div>' });
+      if (roots > 1)
+        problems.push({ key: 'xhtml', message: 'The narrative must have exactly one root <div>' });
       if (!/\sxmlns\s*=\s*["']http:\/\/www\.w3\.org\/1999\/xhtml["']/.test(attrs))
-        problems.push({ key: 'xhtml', message: 'The narrative div must be in the XHTML namespace (xmlns="http://www.w3.org/1999/xhtml")' });
+        problems.push({
+          key: 'xhtml',
+          message: 'The narrative div must be in the XHTML namespace (xmlns="http://www.w3.org/1999/xhtml")',
+        });
     }
-    if (!ALLOWED.has(name)) problems.push({ key: 'txt-1', message: `Illegal element name in the XHTML ('${rawName}')` });
+    if (!ALLOWED.has(name))
+      problems.push({ key: 'txt-1', message: `Illegal element name in the XHTML ('${rawName}')` });
     const attrRe = /([^\s=/>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?/g;
     let a: RegExpExecArray | null;
     while ((a = attrRe.exec(attrs))) {
       const an = a[1].toLowerCase();
       const av = (a[2] ?? '').replace(/^["']|["']$/g, '');
-      if (an.startsWith('on') || (!ALLOWED_ATTRS.has(an) && !an.startsWith('xmlns:') && !an.startsWith('data-')))
-        problems.push({ key: 'txt-1', message: `Illegal attribute name in the XHTML ('${a[1]}' on '${rawName}')` });
+      if (
+        an.startsWith('on') ||
+        (!ALLOWED_ATTRS.has(an) && !an.startsWith('xmlns:') && !an.startsWith('data-'))
+      )
+        problems.push({
+          key: 'txt-1',
+          message: `Illegal attribute name in the XHTML ('${a[1]}' on '${rawName}')`,
+        });
       if ((an === 'href' || an === 'src') && /^\s*(javascript|vbscript):/i.test(decodeEntities(av)))
         problems.push({ key: 'txt-1', message: `Illegal script URL in the XHTML ('${an}' on '${rawName}')` });
     }
@@ -80,10 +98,14 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
   }
   const tail = s.slice(last);
   if (tail.trim() || stack.length) {
-    problems.push({ key: 'xhtml', message: 'The narrative is not well-formed XHTML (unclosed elements or trailing text)' });
+    problems.push({
+      key: 'xhtml',
+      message: 'The narrative is not well-formed XHTML (unclosed elements or trailing text)',
+    });
     return problems;
   }
-  if (!text.trim() && !/<img\b/i.test(s)) problems.push({ key: 'txt-2', message: 'The narrative SHALL have some non-whitespace content' });
+  if (!text.trim() && !/<img\b/i.test(s))
+    problems.push({ key: 'txt-2', message: 'The narrative SHALL have some non-whitespace content' });
   return problems;
 }
 
