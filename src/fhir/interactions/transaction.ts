@@ -11,7 +11,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, preconditionFailed } from '../outcome.js';
-import { cloneFhirJson } from '../../mapping/fhir-json.js';
 import { isKnownResourceType } from '../search/definitions.js';
 import {
   batch,
@@ -91,8 +90,7 @@ export const transaction: InteractionHandler = async (request, context) => {
   context.access.authorize('transaction');
   const { entries: raw } = bundleOf(request, 'transaction');
   const entries = raw.map((e, i) => checkEntry(e, i));
-  // Work on copies: references are rewritten in place.
-  for (const e of entries) if (e.resource) e.resource = cloneFhirJson(e.resource);
+  // References are rewritten in place: the parsed Bundle belongs to this request alone (no copy of large bundles).
 
   const { responses } = await context.store.transaction(async (store) => {
     const tx: FhirContext = { ...context, store };
