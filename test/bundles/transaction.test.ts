@@ -233,6 +233,54 @@ describe('transaction bundles', () => {
     expect(updated.entry[0].response.etag).toBe('W/"2"');
   });
 
+  it('applies PATCH entries (JSON Patch in a Binary, FHIRPath Patch in Parameters)', async () => {
+    const created = json(
+      (await post('/Patient', { resourceType: 'Patient', gender: 'male', active: true })).body,
+    );
+    const jsonPatch = Buffer.from(
+      JSON.stringify([{ op: 'replace', path: '/gender', value: 'female' }]),
+    ).toString('base64');
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          resource: { resourceType: 'Binary', contentType: 'application/json-patch+json', data: jsonPatch },
+          request: { method: 'PATCH', url: `Patient/${created.id}` },
+        },
+      ],
+    };
+    const res = await post('', bundle);
+    expect(res.statusCode, res.body).toBe(200);
+    expect(json(res.body).entry[0].response.status).toBe('200 OK');
+    expect(json((await get(`Patient/${created.id}`)).body).gender).toBe('female');
+    const fhirPathPatch = {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        {
+          resource: {
+            resourceType: 'Parameters',
+            parameter: [
+              {
+                name: 'operation',
+                part: [
+                  { name: 'type', valueCode: 'replace' },
+                  { name: 'path', valueString: 'Patient.active' },
+                  { name: 'value', valueBoolean: false },
+                ],
+              },
+            ],
+          },
+          request: { method: 'PATCH', url: `Patient/${created.id}` },
+        },
+      ],
+    };
+    const res2 = json((await post('', fhirPathPatch)).body);
+    expect(res2.entry[0].response.status, JSON.stringify(res2)).toBe('200 OK');
+    expect(json((await get(`Patient/${created.id}`)).body).active).toBe(false);
+  });
+
   it('refuses malformed transactions with 400', async () => {
     for (const body of [
       { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Patient' } }] },
