@@ -466,6 +466,10 @@ describe('HTTP protocol refusals', () => {
   it('echoes a sane X-Request-Id and replaces a hostile one', async () => {
     const given = await app.fastify.inject({ url: '/fhir/metadata', headers: { 'x-request-id': 'abc-123' } });
     expect(given.headers['x-request-id']).toBe('abc-123');
+    for (const url of ['/fhir/Patient/unknown-id', '/nowhere', '/fhir/Patient/a_b']) {
+      const refused = await app.fastify.inject({ url, headers: { 'x-request-id': 'req-7' } });
+      expect(refused.headers['x-request-id'], url).toBe('req-7');
+    }
     const hostile = await app.fastify.inject({
       url: '/fhir/metadata',
       headers: { 'x-request-id': 'a\u0001b"}{' },

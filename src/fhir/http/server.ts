@@ -68,8 +68,10 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
       return sendOutcome(reply, status, outcome, headers);
     },
   } as FastifyServerOptions);
-  app.addHook('onSend', async (request, reply) => {
+  // A callback hook, not an async one: no promise per response on the hot path.
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('X-Request-Id', request.id);
+    done();
   });
   installErrorHandling(app);
   return app;
