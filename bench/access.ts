@@ -44,16 +44,30 @@ async function decisionLatency(): Promise<void> {
     const participants = await openParticipantDirectory(dataDir);
     const ledger = await openEmbeddedLedger({ dataDir, mspId: 'Org1MSP' });
     const consent = await ConsentService.open({ ledger, pseudonyms: participants });
-    const { enrollment } = await participants.enroll({ clientId: 'dr-b', role: 'clinician', resource: 'Practitioner/dr-b', organization: 'Organization/hosp-b' });
+    const { enrollment } = await participants.enroll({
+      clientId: 'dr-b',
+      role: 'clinician',
+      resource: 'Practitioner/dr-b',
+      organization: 'Organization/hosp-b',
+    });
     // 1,000 patients with a grant each to other organisations, one to hosp-b: a realistic cache, not an empty one.
     for (let i = 0; i < 200; i++) {
       const consentJson = {
         resourceType: 'Consent',
         status: 'active',
         patient: { reference: `Patient/p${i}` },
-        provision: { type: 'permit', actor: [{ reference: { reference: i === 7 ? 'Organization/hosp-b' : `Organization/other-${i}` } }], class: [{ code: 'Observation' }] },
+        provision: {
+          type: 'permit',
+          actor: [{ reference: { reference: i === 7 ? 'Organization/hosp-b' : `Organization/other-${i}` } }],
+          class: [{ code: 'Observation' }],
+        },
       };
-      await consent.prepareConsent(`Consent/c${i}`, consentToGrants(consentJson), { pseudonym: 'bench-actor', inPerson: false }).commit();
+      await consent
+        .prepareConsent(`Consent/c${i}`, consentToGrants(consentJson), {
+          pseudonym: 'bench-actor',
+          inPerson: false,
+        })
+        .commit();
     }
     const tokens = new TokenService({ directory: participants, secret: randomBytes(32) });
     const assertion = await new SignJWT({ jti: randomUUID() })
@@ -63,7 +77,14 @@ async function decisionLatency(): Promise<void> {
       .setAudience('http://bench/auth/token')
       .setExpirationTime('2m')
       .sign(createPrivateKey(enrollment.privateKey));
-    const { access_token: token } = await tokens.exchange({ grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion }, 'http://bench/auth/token');
+    const { access_token: token } = await tokens.exchange(
+      {
+        grant_type: 'client_credentials',
+        client_assertion_type: ASSERTION_TYPE,
+        client_assertion: assertion,
+      },
+      'http://bench/auth/token',
+    );
     const control = new AccessControl({ compartmentTypes: patientCompartmentTypes(), consent });
     const version: StoredVersion = {
       resourceType: 'Observation',
@@ -90,8 +111,12 @@ async function decisionLatency(): Promise<void> {
     }
     if (allowed !== N / 2) throw new Error(`expected half the decisions to allow, got ${allowed}`);
     times.sort((a, b) => a - b);
-    console.log('\nDecision (token check + revocation lookup + policy + one consent decision), per request, in process:');
-    console.log(`  calls ${N}  p50 ${(percentile(times, 50) * 1000).toFixed(1)} µs  p99 ${(percentile(times, 99) * 1000).toFixed(1)} µs  p99.9 ${(percentile(times, 99.9) * 1000).toFixed(1)} µs  max ${times[N - 1].toFixed(3)} ms  target p99 < 1 ms: ${percentile(times, 99) < 1 ? 'met' : 'NOT met'}`);
+    console.log(
+      '\nDecision (token check + revocation lookup + policy + one consent decision), per request, in process:',
+    );
+    console.log(
+      `  calls ${N}  p50 ${(percentile(times, 50) * 1000).toFixed(1)} µs  p99 ${(percentile(times, 99) * 1000).toFixed(1)} µs  p99.9 ${(percentile(times, 99.9) * 1000).toFixed(1)} µs  max ${times[N - 1].toFixed(3)} ms  target p99 < 1 ms: ${percentile(times, 99) < 1 ? 'met' : 'NOT met'}`,
+    );
     await consent.close();
     await ledger.close();
     participants.close();
@@ -111,12 +136,32 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function startService(dataDir: string, auth: 'smart' | 'dev-open'): Promise<{ child: ChildProcess; base: string }> {
+async function startService(
+  dataDir: string,
+  auth: 'smart' | 'dev-open',
+): Promise<{ child: ChildProcess; base: string }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn', '--auth', auth], {
-    cwd: ROOT,
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'src/cli.ts',
+      'serve',
+      '--port',
+      String(port),
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      'warn',
+      '--auth',
+      auth,
+    ],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
   const base = `http://127.0.0.1:${port}`;
   const started = Date.now();
   for (;;) {
@@ -148,7 +193,10 @@ async function throughput(): Promise<void> {
       ['dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b'],
       ['pat-1', 'patient', 'Patient/p1', undefined],
     ] as const) {
-      keys.set(clientId, (await participants.enroll({ clientId, role, resource, organization })).enrollment.privateKey);
+      keys.set(
+        clientId,
+        (await participants.enroll({ clientId, role, resource, organization })).enrollment.privateKey,
+      );
     }
     participants.close();
 
@@ -163,7 +211,11 @@ async function throughput(): Promise<void> {
       const res = await fetch(`${base}/auth/token`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion }),
+        body: new URLSearchParams({
+          grant_type: 'client_credentials',
+          client_assertion_type: ASSERTION_TYPE,
+          client_assertion: assertion,
+        }),
       });
       if (!res.ok) throw new Error(`token ${clientId}: ${res.status} ${await res.text()}`);
       return ((await res.json()) as { access_token: string }).access_token;
@@ -176,20 +228,45 @@ async function throughput(): Promise<void> {
         const sys = await tokenFor(base, 'sys-a');
         const patient = await tokenFor(base, 'pat-1');
         const put = async (token: string, path: string, body: unknown, method = 'PUT') => {
-          const res = await fetch(`${base}/fhir/${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
+          const res = await fetch(`${base}/fhir/${path}`, {
+            method,
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' },
+            body: JSON.stringify(body),
+          });
           if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
         };
         await put(sys, 'Patient/p1', { resourceType: 'Patient', id: 'p1', gender: 'female' });
-        await put(sys, 'Observation/o1', { resourceType: 'Observation', id: 'o1', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] }, subject: { reference: 'Patient/p1' }, valueQuantity: { value: 72, unit: '/min' } });
-        await put(patient, 'Consent', {
-          resourceType: 'Consent',
-          status: 'active',
-          scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
-          category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
-          patient: { reference: 'Patient/p1' },
-          policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
-          provision: { type: 'permit', actor: [{ role: { text: 'reader' }, reference: { reference: 'Organization/hosp-b' } }] },
-        }, 'POST');
+        await put(sys, 'Observation/o1', {
+          resourceType: 'Observation',
+          id: 'o1',
+          status: 'final',
+          code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+          subject: { reference: 'Patient/p1' },
+          valueQuantity: { value: 72, unit: '/min' },
+        });
+        await put(
+          patient,
+          'Consent',
+          {
+            resourceType: 'Consent',
+            status: 'active',
+            scope: {
+              coding: [
+                { system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' },
+              ],
+            },
+            category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
+            patient: { reference: 'Patient/p1' },
+            policyRule: {
+              coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }],
+            },
+            provision: {
+              type: 'permit',
+              actor: [{ role: { text: 'reader' }, reference: { reference: 'Organization/hosp-b' } }],
+            },
+          },
+          'POST',
+        );
       } finally {
         await stopService(child);
       }
@@ -204,29 +281,56 @@ async function throughput(): Promise<void> {
           if (auth === 'smart') headers.authorization = `Bearer ${await tokenFor(base, 'dr-b')}`;
           const check = await fetch(`${base}/fhir/Observation/o1`, { headers });
           if (check.status !== 200) throw new Error(`${auth}: read gave ${check.status}`);
-          await autocannon({ url: `${base}/fhir/Observation/o1`, connections: CONNECTIONS, duration: 2, headers }); // warm-up
-          const result = await autocannon({ url: `${base}/fhir/Observation/o1`, connections: CONNECTIONS, duration: DURATION, headers });
-          rows.push({ name: `${auth === 'smart' ? 'auth + consent ON ' : 'access control OFF'} (round ${round + 1})`, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx });
+          await autocannon({
+            url: `${base}/fhir/Observation/o1`,
+            connections: CONNECTIONS,
+            duration: 2,
+            headers,
+          }); // warm-up
+          const result = await autocannon({
+            url: `${base}/fhir/Observation/o1`,
+            connections: CONNECTIONS,
+            duration: DURATION,
+            headers,
+          });
+          rows.push({
+            name: `${auth === 'smart' ? 'auth + consent ON ' : 'access control OFF'} (round ${round + 1})`,
+            rps: result.requests.average,
+            p50: result.latency.p50,
+            p99: result.latency.p99,
+            non2xx: result.non2xx,
+          });
         } finally {
           await stopService(child);
         }
       }
     }
-    console.log(`\nRead throughput, GET /fhir/Observation/o1, ${CONNECTIONS} connections, ${DURATION}s per run (reader ON: a clinician of another organisation under the patient's grant):`);
+    console.log(
+      `\nRead throughput, GET /fhir/Observation/o1, ${CONNECTIONS} connections, ${DURATION}s per run (reader ON: a clinician of another organisation under the patient's grant):`,
+    );
     console.log('  run                                  req/s   p50 ms  p99 ms  non-2xx');
-    for (const r of rows) console.log(`  ${r.name.padEnd(34)} ${r.rps.toFixed(0).padStart(7)} ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(7)} ${String(r.non2xx).padStart(8)}`);
+    for (const r of rows)
+      console.log(
+        `  ${r.name.padEnd(34)} ${r.rps.toFixed(0).padStart(7)} ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(7)} ${String(r.non2xx).padStart(8)}`,
+      );
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const off = mean(rows.filter((r) => r.name.includes('OFF')).map((r) => r.rps));
     const on = mean(rows.filter((r) => r.name.includes('ON')).map((r) => r.rps));
     const overhead = 100 * (1 - on / off);
-    console.log(`  mean OFF ${off.toFixed(0)} req/s, ON ${on.toFixed(0)} req/s: overhead ${overhead.toFixed(1)}%  target <= 15%: ${overhead <= 15 ? 'met' : 'NOT met'}`);
+    console.log(
+      `  mean OFF ${off.toFixed(0)} req/s, ON ${on.toFixed(0)} req/s: overhead ${overhead.toFixed(1)}%  target <= 15%: ${overhead <= 15 ? 'met' : 'NOT met'}`,
+    );
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
 async function main(): Promise<void> {
-  console.log(`bench:access  ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(
+    `bench:access  ${cpus().length} cores, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
   await decisionLatency();
   if (process.env.BENCH_SKIP_HTTP !== '1') await throughput();
 }

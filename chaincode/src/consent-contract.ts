@@ -9,7 +9,15 @@
  * every transaction sets exactly one event.
  */
 import { Context, Contract, Info, Param, Returns, Transaction } from 'fabric-contract-api';
-import { fromBytes, requireServiceCaller, stableStringify, toBytes, txMeta, txTimestampIso, type TxMeta } from './common';
+import {
+  fromBytes,
+  requireServiceCaller,
+  stableStringify,
+  toBytes,
+  txMeta,
+  txTimestampIso,
+  type TxMeta,
+} from './common';
 
 export const PATIENT_OBJECT = 'patient';
 export const GRANT_OBJECT = 'grant';
@@ -135,9 +143,11 @@ export class ConsentContract extends Contract {
     const inPerson = requireBoolean('inPerson', input.inPerson);
     const classes = requireClasses('classes', input.classes);
     const period = input.period === undefined ? undefined : requirePeriod('period', input.period);
-    if (input.deny !== undefined && !Array.isArray(input.deny)) throw new Error('invalid argument deny: expected an array');
+    if (input.deny !== undefined && !Array.isArray(input.deny))
+      throw new Error('invalid argument deny: expected an array');
     const deny = ((input.deny as unknown[] | undefined) ?? []).map((rule, index) => {
-      if (rule === null || typeof rule !== 'object' || Array.isArray(rule)) throw new Error(`invalid argument deny[${index}]: expected an object`);
+      if (rule === null || typeof rule !== 'object' || Array.isArray(rule))
+        throw new Error(`invalid argument deny[${index}]: expected an object`);
       const r = rule as Record<string, unknown>;
       const out: DenyRule = { classes: requireClasses(`deny[${index}].classes`, r.classes) };
       if (r.period !== undefined) out.period = requirePeriod(`deny[${index}].period`, r.period);
@@ -162,7 +172,10 @@ export class ConsentContract extends Contract {
       mspId: meta.mspId,
     };
     const json = stableStringify(record);
-    await ctx.stub.putState(ctx.stub.createCompositeKey(GRANT_OBJECT, [patient, grantee, consent]), toBytes(json));
+    await ctx.stub.putState(
+      ctx.stub.createCompositeKey(GRANT_OBJECT, [patient, grantee, consent]),
+      toBytes(json),
+    );
     ctx.stub.setEvent('GrantAccess', toBytes(json));
     return json;
   }
@@ -182,7 +195,8 @@ export class ConsentContract extends Contract {
     await requireHome(ctx, patient);
     const key = ctx.stub.createCompositeKey(GRANT_OBJECT, [patient, grantee, consent]);
     const bytes = await ctx.stub.getState(key);
-    if (bytes.length === 0) throw new Error(`no grant of patient ${patient} to ${grantee} under consent ${consent}`);
+    if (bytes.length === 0)
+      throw new Error(`no grant of patient ${patient} to ${grantee} under consent ${consent}`);
     const record = JSON.parse(fromBytes(bytes)) as GrantRecord;
     if (record.status === 'revoked') {
       ctx.stub.setEvent('RevokeAccess', bytes);
@@ -210,7 +224,13 @@ export class ConsentContract extends Contract {
   @Param('resourceType', 'string', 'FHIR resource type')
   @Param('at', 'string', 'ISO 8601 instant, or empty for now')
   @Returns('string')
-  public async CheckAccess(ctx: Context, patient: string, grantee: string, resourceType: string, at: string): Promise<string> {
+  public async CheckAccess(
+    ctx: Context,
+    patient: string,
+    grantee: string,
+    resourceType: string,
+    at: string,
+  ): Promise<string> {
     requirePseudonym('patient', patient);
     requirePseudonym('grantee', grantee);
     if (!RESOURCE_TYPE.test(resourceType)) throw new Error('invalid argument resourceType');
@@ -263,21 +283,34 @@ export class ConsentContract extends Contract {
     const meta = txMeta(ctx);
     for (let index = 0; index < parsed.length; index++) {
       const item = parsed[index] as Record<string, unknown>;
-      if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new Error(`invalid argument records[${index}]`);
+      if (item === null || typeof item !== 'object' || Array.isArray(item))
+        throw new Error(`invalid argument records[${index}]`);
       const record: AccessRecord = {
         docType: 'access',
         patient: requirePseudonym(`records[${index}].patient`, item.patient),
         accessor: requirePseudonym(`records[${index}].accessor`, item.accessor),
         interaction: requireMatch(`records[${index}].interaction`, item.interaction, INTERACTION),
-        outcome: item.outcome === 'allowed' || item.outcome === 'refused' ? item.outcome : fail(`records[${index}].outcome`),
+        outcome:
+          item.outcome === 'allowed' || item.outcome === 'refused'
+            ? item.outcome
+            : fail(`records[${index}].outcome`),
         at: requireInstant(`records[${index}].at`, item.at),
         count: item.count === undefined ? 1 : requireCount(`records[${index}].count`, item.count),
         mspId: meta.mspId,
         txId: meta.txId,
       };
       if (item.from !== undefined) record.from = requireInstant(`records[${index}].from`, item.from);
-      if (item.resourceType !== undefined) record.resourceType = requireMatch(`records[${index}].resourceType`, item.resourceType, RESOURCE_TYPE);
-      const key = ctx.stub.createCompositeKey(ACCESS_OBJECT, [record.patient, meta.txId, String(index).padStart(4, '0')]);
+      if (item.resourceType !== undefined)
+        record.resourceType = requireMatch(
+          `records[${index}].resourceType`,
+          item.resourceType,
+          RESOURCE_TYPE,
+        );
+      const key = ctx.stub.createCompositeKey(ACCESS_OBJECT, [
+        record.patient,
+        meta.txId,
+        String(index).padStart(4, '0'),
+      ]);
       await ctx.stub.putState(key, toBytes(stableStringify(record)));
     }
     const summary = stableStringify({ count: parsed.length, mspId: meta.mspId, txId: meta.txId });
@@ -310,7 +343,8 @@ export function grantAllows(grant: GrantRecord, resourceType: string, atMs: numb
   if (!inPeriod(grant.period, atMs)) return false;
   if (grant.classes.length > 0 && !grant.classes.includes(resourceType)) return false;
   for (const rule of grant.deny) {
-    if ((rule.classes.length === 0 || rule.classes.includes(resourceType)) && inPeriod(rule.period, atMs)) return false;
+    if ((rule.classes.length === 0 || rule.classes.includes(resourceType)) && inPeriod(rule.period, atMs))
+      return false;
   }
   return true;
 }
@@ -342,7 +376,9 @@ async function requireHome(ctx: Context, patient: string): Promise<PatientRecord
   const record = JSON.parse(fromBytes(bytes)) as PatientRecord;
   const caller = ctx.clientIdentity.getMSPID();
   if (record.homeMsp !== caller) {
-    throw new Error(`access denied: only the home service of patient ${patient} may grant or revoke (caller ${caller})`);
+    throw new Error(
+      `access denied: only the home service of patient ${patient} may grant or revoke (caller ${caller})`,
+    );
   }
   return record;
 }
@@ -358,7 +394,8 @@ function parseObject(name: string, text: string): Record<string, unknown> {
   } catch {
     throw new Error(`invalid argument ${name}: not JSON`);
   }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`invalid argument ${name}: expected a JSON object`);
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    throw new Error(`invalid argument ${name}: expected a JSON object`);
   return value as Record<string, unknown>;
 }
 
@@ -404,7 +441,11 @@ function requirePeriod(name: string, value: unknown): Period {
   const period: Period = {};
   if (v.start !== undefined) period.start = requireInstant(`${name}.start`, v.start);
   if (v.end !== undefined) period.end = requireInstant(`${name}.end`, v.end);
-  if (period.start !== undefined && period.end !== undefined && Date.parse(period.end) < Date.parse(period.start)) {
+  if (
+    period.start !== undefined &&
+    period.end !== undefined &&
+    Date.parse(period.end) < Date.parse(period.start)
+  ) {
     throw new Error(`invalid argument ${name}: end before start`);
   }
   return period;

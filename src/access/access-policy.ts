@@ -100,10 +100,15 @@ export class CallerAccessPolicy implements AccessPolicy {
     this.interaction = interaction;
     const permission = PERMISSION[interaction];
     if (permission === undefined) return; // batch, transaction, capabilities, operations: their parts are checked
-    const allowed = resourceType && !SYSTEM_LEVEL.has(interaction) ? this.scopes.allows(resourceType, permission) : this.scopes.allowsAny(permission);
+    const allowed =
+      resourceType && !SYSTEM_LEVEL.has(interaction)
+        ? this.scopes.allows(resourceType, permission)
+        : this.scopes.allowsAny(permission);
     if (!allowed) {
       this.refusals.push({ interaction, resourceType });
-      throw forbidden(`The granted scopes (${this.caller.scopes.join(' ')}) do not allow ${interaction}${resourceType ? ` on ${resourceType}` : ''}`);
+      throw forbidden(
+        `The granted scopes (${this.caller.scopes.join(' ')}) do not allow ${interaction}${resourceType ? ` on ${resourceType}` : ''}`,
+      );
     }
     if (
       this.caller.role === 'admin' &&
@@ -143,14 +148,17 @@ export class CallerAccessPolicy implements AccessPolicy {
       return caller.organization === undefined || version.custodian === caller.organization;
     }
     if (caller.role === 'patient') {
-      return patients.length > 0 && caller.fhirUser !== undefined && patients.every((p) => p === caller.fhirUser);
+      return (
+        patients.length > 0 && caller.fhirUser !== undefined && patients.every((p) => p === caller.fhirUser)
+      );
     }
     if (caller.organization !== undefined && version.custodian === caller.organization) return true;
     if (patients.length === 0) return false;
     const consent = this.options.consent;
     if (!consent || this.grantees.length === 0) return false;
     // Every patient the resource belongs to must have opened it (fail closed for shared resources).
-    for (const patient of patients) if (!consent.allows(patient, this.grantees, version.resourceType)) return false;
+    for (const patient of patients)
+      if (!consent.allows(patient, this.grantees, version.resourceType)) return false;
     return true;
   }
 
@@ -161,7 +169,9 @@ export class CallerAccessPolicy implements AccessPolicy {
     // Writes to what the caller may not see answer as if it did not exist.
     if (existing && !this.decide(existing)) throw notFound(`${resourceType}/${existing.id} is not known`);
     if (!present && this.interaction === 'update' && caller.role !== 'system' && caller.role !== 'admin') {
-      throw notFound(`${resourceType} with this id is not known; creating with a chosen id (update-as-create) is for systems and admins`);
+      throw notFound(
+        `${resourceType} with this id is not known; creating with a chosen id (update-as-create) is for systems and admins`,
+      );
     }
     const inCompartment = patients.length > 0 || this.options.compartmentTypes.has(resourceType);
     if (!inCompartment) return caller.role === 'system' || caller.role === 'admin';
@@ -191,8 +201,15 @@ export class CallerAccessPolicy implements AccessPolicy {
   }
 
   /** Interactions report what they decided (search totals, write refusals); kept for the request's audit record. */
-  audit(event: { interaction: string; resourceType?: string; id?: string; allowed: boolean; patients?: string[] }): void {
-    if (!event.allowed) this.refusals.push({ interaction: event.interaction, resourceType: event.resourceType, id: event.id });
+  audit(event: {
+    interaction: string;
+    resourceType?: string;
+    id?: string;
+    allowed: boolean;
+    patients?: string[];
+  }): void {
+    if (!event.allowed)
+      this.refusals.push({ interaction: event.interaction, resourceType: event.resourceType, id: event.id });
     for (const patient of event.patients ?? []) {
       let entry = this.touched.get(patient);
       if (!entry) this.touched.set(patient, (entry = { allowed: 0, refused: 0, types: new Set() }));

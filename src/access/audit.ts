@@ -61,19 +61,28 @@ function auditEvent(aggregate: Aggregate): FhirResource {
   };
   if (entry.caller.fhirUser) (agent.who as Record<string, unknown>).reference = entry.caller.fhirUser;
   const agents: Record<string, unknown>[] = [agent];
-  if (entry.caller.organization) agents.push({ who: { reference: entry.caller.organization }, requestor: false });
+  if (entry.caller.organization)
+    agents.push({ who: { reference: entry.caller.organization }, requestor: false });
   const entities: Record<string, unknown>[] = [];
   for (const [patient, t] of aggregate.touched) {
     entities.push({
       what: { reference: patient },
-      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '1', display: 'Person' },
+      type: {
+        system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type',
+        code: '1',
+        display: 'Person',
+      },
       role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1', display: 'Patient' },
       description: `${[...t.types].sort().join(' ')}: ${t.allowed} shown, ${t.refused} withheld`,
     });
   }
   const resource: Record<string, unknown> = {
     resourceType: 'AuditEvent',
-    type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' },
+    type: {
+      system: 'http://terminology.hl7.org/CodeSystem/audit-event-type',
+      code: 'rest',
+      display: 'RESTful Operation',
+    },
     subtype: [{ system: 'http://hl7.org/fhir/restful-interaction', code: entry.interaction }],
     action: ACTION[entry.method] ?? (entry.interaction.startsWith('search') ? 'E' : 'R'),
     period: { start: aggregate.from, end: aggregate.to },
@@ -81,7 +90,10 @@ function auditEvent(aggregate: Aggregate): FhirResource {
     outcome,
     outcomeDesc: `${aggregate.count} x ${entry.method} ${entry.path} -> ${entry.status}`,
     agent: agents,
-    source: { observer: { display: 'hie-ledger' }, type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4' }] },
+    source: {
+      observer: { display: 'hie-ledger' },
+      type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4' }],
+    },
   };
   if (entities.length > 0) resource.entity = entities;
   if (entry.reason) resource.purposeOfEvent = [{ text: entry.reason }];
@@ -113,7 +125,16 @@ export class AuditRecorder {
     if (this.closed) return;
     const path = pathShape(entry.path);
     const statusClass = entry.status >= 500 ? 5 : entry.status >= 400 ? 4 : 2;
-    const key = [entry.caller.participant, entry.interaction, entry.method, path, statusClass, entry.refused, entry.reason ?? '', [...entry.touched.keys()].sort().join(',')].join('\u0000');
+    const key = [
+      entry.caller.participant,
+      entry.interaction,
+      entry.method,
+      path,
+      statusClass,
+      entry.refused,
+      entry.reason ?? '',
+      [...entry.touched.keys()].sort().join(','),
+    ].join('\u0000');
     let aggregate = this.pending.get(key);
     if (!aggregate) {
       aggregate = { first: { ...entry, path }, count: 0, from: entry.at, to: entry.at, touched: new Map() };
@@ -145,7 +166,11 @@ export class AuditRecorder {
     const { store, indexEntries, recordAccess } = this.options;
     if (recordAccess) {
       for (const aggregate of batch) {
-        const interaction = aggregate.first.interaction.toLowerCase().replace(/[^a-z0-9$-]/g, '-').slice(0, 40) || 'request';
+        const interaction =
+          aggregate.first.interaction
+            .toLowerCase()
+            .replace(/[^a-z0-9$-]/g, '-')
+            .slice(0, 40) || 'request';
         for (const [patient, t] of aggregate.touched) {
           recordAccess({
             patient,
@@ -177,7 +202,10 @@ export class AuditRecorder {
           }
         });
       } catch (err) {
-        this.options.log?.error({ err: (err as Error).message, count: batch.length }, 'audit events not stored');
+        this.options.log?.error(
+          { err: (err as Error).message, count: batch.length },
+          'audit events not stored',
+        );
       }
     });
     return this.flushing;

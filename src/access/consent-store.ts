@@ -84,7 +84,10 @@ class ConsentLedgerStore implements ResourceStore {
     try {
       await prepared.commit();
     } catch (err) {
-      this.options.log?.error({ err: (err as Error).message }, 'consent stored but its grants did not reach the ledger');
+      this.options.log?.error(
+        { err: (err as Error).message },
+        'consent stored but its grants did not reach the ledger',
+      );
       throw serviceUnavailable(
         'The Consent was stored, but the ledger did not accept its grants: they are not in force. Send the Consent again to retry.',
         undefined,
@@ -103,7 +106,10 @@ class ConsentLedgerStore implements ResourceStore {
       } catch (err) {
         if (!(err instanceof FhirError)) throw err;
         // What the service cannot enforce exactly grants nothing (fail closed); the Consent itself is kept.
-        this.options.log?.warn({ consent: request.id, reason: err.message }, 'Consent stored without grants: it cannot be enforced as written');
+        this.options.log?.warn(
+          { consent: request.id, reason: err.message },
+          'Consent stored without grants: it cannot be enforced as written',
+        );
         target = undefined;
       }
       const caller = currentAccess.getStore()?.caller;
@@ -112,7 +118,9 @@ class ConsentLedgerStore implements ResourceStore {
         const [, patientId] = target.patient.split('/');
         const patientRecord = await this.inner.read('Patient', patientId);
         if (!patientRecord || patientRecord.deleted || patientRecord.custodian !== caller.organization) {
-          throw forbidden(`${target.patient} is not held by ${caller.organization ?? 'this system'}: only the patient's home organisation records consents given in person`);
+          throw forbidden(
+            `${target.patient} is not held by ${caller.organization ?? 'this system'}: only the patient's home organisation records consents given in person`,
+          );
         }
       }
       if (target && target.grants.length > 0) {
@@ -120,15 +128,22 @@ class ConsentLedgerStore implements ResourceStore {
           await consent.registerPatient(target.patient);
         } catch (err) {
           if (/another organisation/.test((err as Error).message)) {
-            throw forbidden(`${target.patient} belongs to another organisation's service: only it may record grants`);
+            throw forbidden(
+              `${target.patient} belongs to another organisation's service: only it may record grants`,
+            );
           }
-          throw serviceUnavailable('The ledger is not reachable: grants cannot be recorded now', undefined, { cause: err });
+          throw serviceUnavailable('The ledger is not reachable: grants cannot be recorded now', undefined, {
+            cause: err,
+          });
         }
       }
     }
     const policy = currentAccess.getStore();
     const caller = policy?.caller;
-    const actor = { pseudonym: caller?.participant ?? 'hie-ledger-service', inPerson: caller?.role === 'system' };
+    const actor = {
+      pseudonym: caller?.participant ?? 'hie-ledger-service',
+      inPerson: caller?.role === 'system',
+    };
     const prepared = consent.prepareConsent(`Consent/${request.id}`, target, actor);
     let version: StoredVersion;
     try {

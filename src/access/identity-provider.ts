@@ -44,7 +44,11 @@ export interface IdentityProvider {
   register(request: RegisterIdentityRequest): Promise<{ secret?: string }>;
   enroll(request: EnrollIdentityRequest): Promise<IdentityEnrollment>;
   /** A new key and certificate for an enrolled identity (same attributes). */
-  reenroll(request: { enrollmentId: string; current: IdentityEnrollment; keyType?: EcKeyType }): Promise<IdentityEnrollment>;
+  reenroll(request: {
+    enrollmentId: string;
+    current: IdentityEnrollment;
+    keyType?: EcKeyType;
+  }): Promise<IdentityEnrollment>;
   /** Revokes the identity (every certificate when no serial is given, else that one). */
   revoke(request: { enrollmentId: string; serial?: string; reason?: string }): Promise<void>;
   list(): Promise<IdentityRecord[]>;
@@ -94,7 +98,12 @@ export class EmbeddedIdentityProvider implements IdentityProvider {
   async register(request: RegisterIdentityRequest): Promise<{ secret?: string }> {
     const existing = this.entries.get(request.enrollmentId);
     if (existing) throw new Error(`identity ${request.enrollmentId} is already registered`);
-    this.entries.set(request.enrollmentId, { enrollmentId: request.enrollmentId, attrs: { ...request.attrs }, serials: [], revoked: false });
+    this.entries.set(request.enrollmentId, {
+      enrollmentId: request.enrollmentId,
+      attrs: { ...request.attrs },
+      serials: [],
+      revoked: false,
+    });
     this.save();
     return {};
   }
@@ -103,19 +112,33 @@ export class EmbeddedIdentityProvider implements IdentityProvider {
     let entry = this.entries.get(request.enrollmentId);
     if (entry?.revoked) throw new Error(`identity ${request.enrollmentId} is revoked`);
     if (!entry) {
-      entry = { enrollmentId: request.enrollmentId, attrs: { ...request.attrs }, serials: [], revoked: false };
+      entry = {
+        enrollmentId: request.enrollmentId,
+        attrs: { ...request.attrs },
+        serials: [],
+        revoked: false,
+      };
       this.entries.set(request.enrollmentId, entry);
     }
-    const enrollment = await this.ca.enroll({ enrollmentId: request.enrollmentId, attrs: entry.attrs, keyType: request.keyType });
+    const enrollment = await this.ca.enroll({
+      enrollmentId: request.enrollmentId,
+      attrs: entry.attrs,
+      keyType: request.keyType,
+    });
     entry.serials.push(enrollment.serial);
     this.save();
     return enrollment;
   }
 
-  async reenroll(request: { enrollmentId: string; current: IdentityEnrollment; keyType?: EcKeyType }): Promise<IdentityEnrollment> {
+  async reenroll(request: {
+    enrollmentId: string;
+    current: IdentityEnrollment;
+    keyType?: EcKeyType;
+  }): Promise<IdentityEnrollment> {
     const entry = this.entries.get(request.enrollmentId);
     if (!entry || entry.revoked) throw new Error(`identity ${request.enrollmentId} is not enrolled`);
-    if (!(await this.ca.verify(request.current.certificate))) throw new Error('the current certificate is not valid');
+    if (!(await this.ca.verify(request.current.certificate)))
+      throw new Error('the current certificate is not valid');
     return this.enroll({ enrollmentId: request.enrollmentId, attrs: entry.attrs, keyType: request.keyType });
   }
 
@@ -129,6 +152,10 @@ export class EmbeddedIdentityProvider implements IdentityProvider {
   }
 
   async list(): Promise<IdentityRecord[]> {
-    return [...this.entries.values()].map((e) => ({ enrollmentId: e.enrollmentId, attrs: { ...e.attrs }, revoked: e.revoked }));
+    return [...this.entries.values()].map((e) => ({
+      enrollmentId: e.enrollmentId,
+      attrs: { ...e.attrs },
+      revoked: e.revoked,
+    }));
   }
 }

@@ -38,7 +38,8 @@ export interface ParticipantInput {
 }
 
 const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
-const REFERENCE = /^(Patient|Practitioner|PractitionerRole|Organization|Device|RelatedPerson|Consent)\/[A-Za-z0-9\-.]{1,64}$/;
+const REFERENCE =
+  /^(Patient|Practitioner|PractitionerRole|Organization|Device|RelatedPerson|Consent)\/[A-Za-z0-9\-.]{1,64}$/;
 
 /** A fresh random pseudonym (128 bits, URL-safe): what the ledger and the CA know a participant or a patient by. */
 export function newPseudonym(): string {
@@ -63,7 +64,13 @@ interface Row {
 }
 
 function toParticipant(row: Row): Participant {
-  const p: Participant = { clientId: row.client_id, pseudonym: row.pseudonym, role: row.role, status: row.status, createdAt: row.created_at };
+  const p: Participant = {
+    clientId: row.client_id,
+    pseudonym: row.pseudonym,
+    role: row.role,
+    status: row.status,
+    createdAt: row.created_at,
+  };
   if (row.resource) p.resource = row.resource;
   if (row.organization) p.organization = row.organization;
   if (row.serial) p.serial = row.serial;
@@ -74,26 +81,38 @@ function toParticipant(row: Row): Participant {
 
 /** Checks what a role must be linked to (issue 4: patient -> Patient, clinician -> Practitioner + Organization, lab/system -> Organization). */
 export function validateParticipant(input: ParticipantInput): ParticipantInput {
-  if (!CLIENT_ID.test(input.clientId)) throw new Error(`invalid client id ${JSON.stringify(input.clientId)}: use [A-Za-z0-9._@-], at most 128`);
-  if (!PARTICIPANT_ROLES.includes(input.role)) throw new Error(`invalid role ${JSON.stringify(input.role)}: one of ${PARTICIPANT_ROLES.join(', ')}`);
-  for (const [name, value] of [['resource', input.resource], ['organization', input.organization]] as const) {
-    if (value !== undefined && !REFERENCE.test(value)) throw new Error(`invalid ${name} ${JSON.stringify(value)}: expected Type/id`);
+  if (!CLIENT_ID.test(input.clientId))
+    throw new Error(`invalid client id ${JSON.stringify(input.clientId)}: use [A-Za-z0-9._@-], at most 128`);
+  if (!PARTICIPANT_ROLES.includes(input.role))
+    throw new Error(`invalid role ${JSON.stringify(input.role)}: one of ${PARTICIPANT_ROLES.join(', ')}`);
+  for (const [name, value] of [
+    ['resource', input.resource],
+    ['organization', input.organization],
+  ] as const) {
+    if (value !== undefined && !REFERENCE.test(value))
+      throw new Error(`invalid ${name} ${JSON.stringify(value)}: expected Type/id`);
   }
-  if (input.organization !== undefined && !input.organization.startsWith('Organization/')) throw new Error('--organization must be an Organization reference');
+  if (input.organization !== undefined && !input.organization.startsWith('Organization/'))
+    throw new Error('--organization must be an Organization reference');
   const out: ParticipantInput = { ...input };
   switch (input.role) {
     case 'patient':
-      if (!input.resource?.startsWith('Patient/')) throw new Error('a patient participant needs --resource Patient/ID');
+      if (!input.resource?.startsWith('Patient/'))
+        throw new Error('a patient participant needs --resource Patient/ID');
       break;
     case 'clinician':
-      if (!input.resource?.startsWith('Practitioner/')) throw new Error('a clinician participant needs --resource Practitioner/ID');
-      if (!input.organization) throw new Error('a clinician participant needs --organization Organization/ID');
+      if (!input.resource?.startsWith('Practitioner/'))
+        throw new Error('a clinician participant needs --resource Practitioner/ID');
+      if (!input.organization)
+        throw new Error('a clinician participant needs --organization Organization/ID');
       break;
     case 'lab':
     case 'system':
-      if (input.resource !== undefined && !input.resource.startsWith('Organization/')) throw new Error(`a ${input.role} participant is linked to an Organization`);
+      if (input.resource !== undefined && !input.resource.startsWith('Organization/'))
+        throw new Error(`a ${input.role} participant is linked to an Organization`);
       out.organization ??= input.resource;
-      if (!out.organization) throw new Error(`a ${input.role} participant needs --resource or --organization Organization/ID`);
+      if (!out.organization)
+        throw new Error(`a ${input.role} participant needs --resource or --organization Organization/ID`);
       break;
     case 'admin':
       break;
@@ -155,11 +174,14 @@ export class ParticipantDirectory implements ClientDirectory {
   }
 
   list(): Participant[] {
-    return (this.db.prepare('SELECT * FROM participants ORDER BY created_at, client_id').all() as Row[]).map(toParticipant);
+    return (this.db.prepare('SELECT * FROM participants ORDER BY created_at, client_id').all() as Row[]).map(
+      toParticipant,
+    );
   }
 
   private requireIdentity(): IdentityProvider {
-    if (!this.identity) throw new Error('no certificate authority is configured for this participant directory');
+    if (!this.identity)
+      throw new Error('no certificate authority is configured for this participant directory');
     return this.identity;
   }
 
@@ -168,13 +190,24 @@ export class ParticipantDirectory implements ClientDirectory {
     const valid = validateParticipant(input);
     if (this.get(valid.clientId)) throw new Error(`participant ${valid.clientId} already exists`);
     const pseudonym = newPseudonym();
-    await this.requireIdentity().register({ enrollmentId: pseudonym, type: 'client', attrs: { 'hie.role': valid.role, 'hie.id': pseudonym } });
+    await this.requireIdentity().register({
+      enrollmentId: pseudonym,
+      type: 'client',
+      attrs: { 'hie.role': valid.role, 'hie.id': pseudonym },
+    });
     this.db
       .prepare(
         `INSERT INTO participants (client_id, pseudonym, role, resource, organization, status, created_at)
          VALUES (?, ?, ?, ?, ?, 'registered', ?)`,
       )
-      .run(valid.clientId, pseudonym, valid.role, valid.resource ?? null, valid.organization ?? null, new Date().toISOString());
+      .run(
+        valid.clientId,
+        pseudonym,
+        valid.role,
+        valid.resource ?? null,
+        valid.organization ?? null,
+        new Date().toISOString(),
+      );
     return this.get(valid.clientId)!;
   }
 
@@ -182,11 +215,20 @@ export class ParticipantDirectory implements ClientDirectory {
    * Enrols a participant (registering it first if needed): a key pair and a certificate with hie.role and hie.id.
    * Enrolling an enrolled participant again issues a new certificate and revokes the previous one.
    */
-  async enroll(input: ParticipantInput & { keyType?: EcKeyType }): Promise<{ participant: Participant; enrollment: IdentityEnrollment }> {
+  async enroll(
+    input: ParticipantInput & { keyType?: EcKeyType },
+  ): Promise<{ participant: Participant; enrollment: IdentityEnrollment }> {
     let participant = this.get(input.clientId);
-    if (participant?.status === 'revoked') throw new Error(`participant ${input.clientId} is revoked; register a new client id`);
-    if (participant && (participant.role !== input.role || (input.resource !== undefined && participant.resource !== input.resource))) {
-      throw new Error(`participant ${input.clientId} is registered as ${participant.role} ${participant.resource ?? ''}; role and resource cannot change`);
+    if (participant?.status === 'revoked')
+      throw new Error(`participant ${input.clientId} is revoked; register a new client id`);
+    if (
+      participant &&
+      (participant.role !== input.role ||
+        (input.resource !== undefined && participant.resource !== input.resource))
+    ) {
+      throw new Error(
+        `participant ${input.clientId} is registered as ${participant.role} ${participant.resource ?? ''}; role and resource cannot change`,
+      );
     }
     participant ??= await this.register(input);
     const identity = this.requireIdentity();
@@ -195,7 +237,12 @@ export class ParticipantDirectory implements ClientDirectory {
       attrs: { 'hie.role': participant.role, 'hie.id': participant.pseudonym },
       keyType: input.keyType ?? 'P-384',
     });
-    if (participant.serial) await identity.revoke({ enrollmentId: participant.pseudonym, serial: participant.serial, reason: 'superseded' });
+    if (participant.serial)
+      await identity.revoke({
+        enrollmentId: participant.pseudonym,
+        serial: participant.serial,
+        reason: 'superseded',
+      });
     this.db
       .prepare(`UPDATE participants SET status = 'enrolled', serial = ?, certificate = ? WHERE client_id = ?`)
       .run(enrollment.serial, enrollment.certificate, participant.clientId);
@@ -208,9 +255,12 @@ export class ParticipantDirectory implements ClientDirectory {
     if (!participant) throw new Error(`unknown participant ${clientId}`);
     if (participant.status !== 'revoked') {
       // The service refuses first; the CA follows.
-      this.db.prepare(`UPDATE participants SET status = 'revoked', revoked_at = ? WHERE client_id = ?`).run(new Date().toISOString(), clientId);
+      this.db
+        .prepare(`UPDATE participants SET status = 'revoked', revoked_at = ? WHERE client_id = ?`)
+        .run(new Date().toISOString(), clientId);
       this.keys.delete(clientId);
-      if (this.identity) await this.identity.revoke({ enrollmentId: participant.pseudonym, reason: 'revoked by admin' });
+      if (this.identity)
+        await this.identity.revoke({ enrollmentId: participant.pseudonym, reason: 'revoked by admin' });
     }
     return this.get(clientId)!;
   }
@@ -222,10 +272,20 @@ export class ParticipantDirectory implements ClientDirectory {
     if (!row || row.status !== 'enrolled' || !row.certificate || !row.serial) return undefined;
     let cached = this.keys.get(clientId);
     if (!cached || cached.serial !== row.serial) {
-      cached = { serial: row.serial, key: createPublicKey(new X509Certificate(row.certificate).publicKey.export({ type: 'spki', format: 'pem' })) };
+      cached = {
+        serial: row.serial,
+        key: createPublicKey(
+          new X509Certificate(row.certificate).publicKey.export({ type: 'spki', format: 'pem' }),
+        ),
+      };
       this.keys.set(clientId, cached);
     }
-    const record: ClientRecord = { clientId, pseudonym: row.pseudonym, role: row.role, publicKey: cached.key };
+    const record: ClientRecord = {
+      clientId,
+      pseudonym: row.pseudonym,
+      role: row.role,
+      publicKey: cached.key,
+    };
     if (row.resource) record.resource = row.resource;
     if (row.organization) record.organization = row.organization;
     return record;
@@ -242,9 +302,15 @@ export class ParticipantDirectory implements ClientDirectory {
   pseudonymOf(reference: string): string {
     const cached = this.pseudonymCache.get(reference);
     if (cached) return cached;
-    const insert = this.db.prepare('INSERT OR IGNORE INTO pseudonyms (reference, pseudonym, created_at) VALUES (?, ?, ?)');
+    const insert = this.db.prepare(
+      'INSERT OR IGNORE INTO pseudonyms (reference, pseudonym, created_at) VALUES (?, ?, ?)',
+    );
     insert.run(reference, newPseudonym(), new Date().toISOString());
-    const pseudonym = (this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?').get(reference) as { pseudonym: string }).pseudonym;
+    const pseudonym = (
+      this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?').get(reference) as {
+        pseudonym: string;
+      }
+    ).pseudonym;
     this.pseudonymCache.set(reference, pseudonym);
     return pseudonym;
   }
@@ -253,20 +319,23 @@ export class ParticipantDirectory implements ClientDirectory {
   existingPseudonymOf(reference: string): string | undefined {
     const cached = this.pseudonymCache.get(reference);
     if (cached) return cached;
-    const row = this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?').get(reference) as { pseudonym: string } | undefined;
+    const row = this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?').get(reference) as
+      { pseudonym: string } | undefined;
     if (row) this.pseudonymCache.set(reference, row.pseudonym);
     return row?.pseudonym;
   }
 
   /** The reference behind a pseudonym (reference pseudonyms and participants' pseudonyms). */
   referenceOf(pseudonym: string): string | undefined {
-    const row = this.db.prepare('SELECT reference FROM pseudonyms WHERE pseudonym = ?').get(pseudonym) as { reference: string } | undefined;
+    const row = this.db.prepare('SELECT reference FROM pseudonyms WHERE pseudonym = ?').get(pseudonym) as
+      { reference: string } | undefined;
     return row?.reference;
   }
 
   /** The participant with this pseudonym (for "who accessed my data"). */
   byPseudonym(pseudonym: string): Participant | undefined {
-    const row = this.db.prepare('SELECT * FROM participants WHERE pseudonym = ?').get(pseudonym) as Row | undefined;
+    const row = this.db.prepare('SELECT * FROM participants WHERE pseudonym = ?').get(pseudonym) as
+      Row | undefined;
     return row ? toParticipant(row) : undefined;
   }
 }

@@ -4,7 +4,13 @@
  */
 
 export type ParticipantRole = 'patient' | 'clinician' | 'lab' | 'system' | 'admin';
-export const PARTICIPANT_ROLES: readonly ParticipantRole[] = ['patient', 'clinician', 'lab', 'system', 'admin'];
+export const PARTICIPANT_ROLES: readonly ParticipantRole[] = [
+  'patient',
+  'clinician',
+  'lab',
+  'system',
+  'admin',
+];
 
 /** SMART v2 permission letters: create, read, update, delete, search. */
 export type Permission = 'c' | 'r' | 'u' | 'd' | 's';

@@ -78,7 +78,10 @@ export function accessTokenSecret(dataDir: string): Buffer {
 class PublicOnlyAccess implements AccessPolicy {
   readonly caller: Caller = { participant: 'anonymous', role: 'open', scopes: [] };
   authorize(interaction: string): void {
-    if (interaction !== 'capabilities') throw unauthorized('authentication required', undefined, { headers: { 'WWW-Authenticate': 'Bearer realm="hie-ledger"' } });
+    if (interaction !== 'capabilities')
+      throw unauthorized('authentication required', undefined, {
+        headers: { 'WWW-Authenticate': 'Bearer realm="hie-ledger"' },
+      });
   }
   canRead(): boolean {
     return false;
@@ -94,7 +97,9 @@ export function patientCompartmentTypes(): Set<string> {
 
 export async function setupAccess(options: AccessSetupOptions): Promise<AccessSetup> {
   if (options.mode === 'dev-open' && !LOOPBACK_HOSTS.has(options.host)) {
-    throw new Error(`the development mode (auth dev-open) only runs on a loopback address, not ${options.host}`);
+    throw new Error(
+      `the development mode (auth dev-open) only runs on a loopback address, not ${options.host}`,
+    );
   }
   const mspId = options.mspId ?? process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID;
   const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), { mspId });
@@ -118,11 +123,15 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
   });
   const publicOnly = new PublicOnlyAccess();
   const prefix = options.fhirPrefix;
-  const publicBaseUrl = options.fhirBaseUrl?.endsWith(prefix) ? options.fhirBaseUrl.slice(0, -prefix.length) : options.fhirBaseUrl;
+  const publicBaseUrl = options.fhirBaseUrl?.endsWith(prefix)
+    ? options.fhirBaseUrl.slice(0, -prefix.length)
+    : options.fhirBaseUrl;
 
   const policyFor = (caller: Caller, request: FastifyRequest): AccessPolicy => {
     const reason = request.headers['x-access-reason'];
-    return control.policyFor(caller, { reason: typeof reason === 'string' ? reason.slice(0, 500) : undefined });
+    return control.policyFor(caller, {
+      reason: typeof reason === 'string' ? reason.slice(0, 500) : undefined,
+    });
   };
 
   const accessLog: InteractionHandler = async (request, context) => {
@@ -152,7 +161,8 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
       if (who) {
         part.push({ name: 'role', valueCode: who.role });
         if (who.resource) part.push({ name: 'who', valueReference: { reference: who.resource } });
-        if (who.organization) part.push({ name: 'organization', valueReference: { reference: who.organization } });
+        if (who.organization)
+          part.push({ name: 'organization', valueReference: { reference: who.organization } });
       }
       return { name: 'access', part };
     });
@@ -203,7 +213,8 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         levels: ['instance'],
         resourceTypes: ['Patient'],
         methods: ['GET'],
-        documentation: 'Who accessed this patient\'s data: the access records on the ledger (participant role, resource, interaction, outcome, time).',
+        documentation:
+          "Who accessed this patient's data: the access records on the ledger (participant role, resource, interaction, outcome, time).",
         handler: accessLog,
       });
     },

@@ -42,7 +42,8 @@ export interface ClientDirectory {
 /** An RFC 6749 §5.2 error response. */
 export class OAuthError extends Error {
   constructor(
-    readonly error: 'invalid_request' | 'invalid_client' | 'invalid_grant' | 'unsupported_grant_type' | 'invalid_scope',
+    readonly error:
+      'invalid_request' | 'invalid_client' | 'invalid_grant' | 'unsupported_grant_type' | 'invalid_scope',
     readonly description: string,
     readonly status = error === 'invalid_client' ? 401 : 400,
   ) {
@@ -128,7 +129,8 @@ export class TokenService {
 
   /** `POST /auth/token`: checks the client assertion and issues an access token, or throws OAuthError. */
   async exchange(request: TokenRequest, tokenUrl: string): Promise<TokenResponse> {
-    if (request.grant_type === undefined || request.grant_type === '') throw new OAuthError('invalid_request', 'grant_type is required');
+    if (request.grant_type === undefined || request.grant_type === '')
+      throw new OAuthError('invalid_request', 'grant_type is required');
     if (request.grant_type !== 'client_credentials') {
       throw new OAuthError('unsupported_grant_type', 'only client_credentials is supported');
     }
@@ -136,14 +138,22 @@ export class TokenService {
       throw new OAuthError('invalid_request', `client_assertion_type must be ${CLIENT_ASSERTION_TYPE}`);
     }
     const assertion = request.client_assertion;
-    if (typeof assertion !== 'string' || assertion === '') throw new OAuthError('invalid_request', 'client_assertion is required');
+    if (typeof assertion !== 'string' || assertion === '')
+      throw new OAuthError('invalid_request', 'client_assertion is required');
 
     const client = await this.verifyAssertion(assertion, tokenUrl);
     const scopes = grantScopes(client.role, request.scope);
-    if (scopes.length === 0) throw new OAuthError('invalid_scope', 'none of the requested scopes may be granted to this client');
+    if (scopes.length === 0)
+      throw new OAuthError('invalid_scope', 'none of the requested scopes may be granted to this client');
 
     const exp = Math.floor(this.now() / 1000) + this.accessTokenSeconds;
-    const claims: AccessClaims = { sub: client.clientId, pid: client.pseudonym, role: client.role, scp: scopes.join(' '), exp };
+    const claims: AccessClaims = {
+      sub: client.clientId,
+      pid: client.pseudonym,
+      role: client.role,
+      scp: scopes.join(' '),
+      exp,
+    };
     if (client.organization) claims.org = client.organization;
     if (client.resource) claims.res = client.resource;
     const response: TokenResponse = {
@@ -152,8 +162,10 @@ export class TokenService {
       expires_in: this.accessTokenSeconds,
       scope: claims.scp,
     };
-    if (client.role === 'patient' && client.resource?.startsWith('Patient/')) response.patient = client.resource.slice('Patient/'.length);
-    else if (client.resource && (client.role === 'clinician' || client.role === 'lab')) response.fhirUser = client.resource;
+    if (client.role === 'patient' && client.resource?.startsWith('Patient/'))
+      response.patient = client.resource.slice('Patient/'.length);
+    else if (client.resource && (client.role === 'clinician' || client.role === 'lab'))
+      response.fhirUser = client.resource;
     return response;
   }
 
@@ -168,13 +180,16 @@ export class TokenService {
       throw new OAuthError('invalid_client', 'client_assertion is not a signed JWT');
     }
     // Asymmetric signatures only: `none` and HMAC (which would turn a public key into a shared secret) are refused.
-    if (alg !== 'ES384' && alg !== 'ES256') throw new OAuthError('invalid_client', 'client_assertion must be signed with ES384 or ES256');
-    if (typeof iss !== 'string' || iss === '' || iss !== sub) throw new OAuthError('invalid_client', 'iss and sub must both be the client id');
+    if (alg !== 'ES384' && alg !== 'ES256')
+      throw new OAuthError('invalid_client', 'client_assertion must be signed with ES384 or ES256');
+    if (typeof iss !== 'string' || iss === '' || iss !== sub)
+      throw new OAuthError('invalid_client', 'iss and sub must both be the client id');
 
     const client = this.directory.findClient(iss);
     if (!client) throw new OAuthError('invalid_client', 'unknown or revoked client');
     const expected = ALGORITHM_BY_CURVE[client.publicKey.asymmetricKeyDetails?.namedCurve ?? ''];
-    if (!expected) throw new OAuthError('invalid_client', 'the client key is not an ECDSA P-256 or P-384 key');
+    if (!expected)
+      throw new OAuthError('invalid_client', 'the client key is not an ECDSA P-256 or P-384 key');
     if (alg !== expected) throw new OAuthError('invalid_client', `this client's key signs with ${expected}`);
 
     let payload;
@@ -195,11 +210,13 @@ export class TokenService {
     if (payload.exp! > nowSeconds + MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_TOLERANCE_SECONDS) {
       throw new OAuthError('invalid_client', 'client_assertion exp is more than five minutes ahead');
     }
-    if (typeof payload.jti !== 'string' || payload.jti === '') throw new OAuthError('invalid_client', 'client_assertion jti is required');
+    if (typeof payload.jti !== 'string' || payload.jti === '')
+      throw new OAuthError('invalid_client', 'client_assertion jti is required');
 
     this.sweepUsedAssertions();
     const replayKey = `${client.clientId} ${payload.jti}`;
-    if (this.usedAssertions.has(replayKey)) throw new OAuthError('invalid_client', 'client_assertion jti was already used');
+    if (this.usedAssertions.has(replayKey))
+      throw new OAuthError('invalid_client', 'client_assertion jti was already used');
     this.usedAssertions.set(replayKey, (payload.exp! + CLOCK_TOLERANCE_SECONDS) * 1000);
     return client;
   }
@@ -217,7 +234,9 @@ export class TokenService {
 
   private sign(claims: AccessClaims): string {
     // A random nonce keeps two tokens issued in the same second distinct.
-    const payload = Buffer.from(JSON.stringify({ ...claims, n: randomBytes(9).toString('base64url') })).toString('base64url');
+    const payload = Buffer.from(
+      JSON.stringify({ ...claims, n: randomBytes(9).toString('base64url') }),
+    ).toString('base64url');
     return `${TOKEN_PREFIX}${payload}.${this.mac(payload)}`;
   }
 
@@ -242,7 +261,8 @@ export class TokenService {
     const payload = token.slice(TOKEN_PREFIX.length, dot);
     const given = Buffer.from(token.slice(dot + 1), 'base64url');
     const expected = Buffer.from(this.mac(payload), 'base64url');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new InvalidTokenError('invalid access token signature');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected))
+      throw new InvalidTokenError('invalid access token signature');
     let claims: AccessClaims;
     try {
       claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as AccessClaims;
@@ -272,8 +292,10 @@ export class TokenService {
 
 function assertionFailure(err: unknown): string {
   if (err instanceof joseErrors.JWTExpired) return 'client_assertion has expired';
-  if (err instanceof joseErrors.JWTClaimValidationFailed) return `client_assertion claim check failed: ${err.claim} ${err.reason}`;
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'client_assertion signature does not verify';
+  if (err instanceof joseErrors.JWTClaimValidationFailed)
+    return `client_assertion claim check failed: ${err.claim} ${err.reason}`;
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed)
+    return 'client_assertion signature does not verify';
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'client_assertion algorithm not allowed';
   return 'client_assertion is invalid';
 }

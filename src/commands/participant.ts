@@ -25,10 +25,12 @@ export async function openParticipantDirectory(
   if (ca.kind === 'fabric') {
     if (!ca.fabricConfig) throw new Error('--ca fabric needs --fabric-config FILE (with a "ca" section)');
     const config = loadFabricConfig(ca.fabricConfig);
-    if (!config.ca) throw new Error(`${ca.fabricConfig} has no "ca" section (url, caName, tlsRootCertPath, registrar)`);
+    if (!config.ca)
+      throw new Error(`${ca.fabricConfig} has no "ca" section (url, caName, tlsRootCertPath, registrar)`);
     return ParticipantDirectory.open(dataDir, FabricCaIdentityProvider.fromConfig(config.ca));
   }
-  if (ca.kind !== undefined && ca.kind !== 'embedded') throw new Error(`--ca must be embedded or fabric, not ${ca.kind}`);
+  if (ca.kind !== undefined && ca.kind !== 'embedded')
+    throw new Error(`--ca must be embedded or fabric, not ${ca.kind}`);
   const identity = await EmbeddedIdentityProvider.open(join(dataDir, 'identity', 'ca'), { mspId });
   return ParticipantDirectory.open(dataDir, identity);
 }
@@ -48,7 +50,8 @@ interface ParticipantOptions {
 }
 
 function requireRole(role: string | undefined): ParticipantRole {
-  if (!role || !PARTICIPANT_ROLES.includes(role as ParticipantRole)) throw new Error(`--role must be one of ${PARTICIPANT_ROLES.join(', ')}`);
+  if (!role || !PARTICIPANT_ROLES.includes(role as ParticipantRole))
+    throw new Error(`--role must be one of ${PARTICIPANT_ROLES.join(', ')}`);
   return role as ParticipantRole;
 }
 
@@ -58,14 +61,22 @@ function requireId(id: string | undefined): string {
 }
 
 function describe(p: Participant): Record<string, string> {
-  const out: Record<string, string> = { clientId: p.clientId, pseudonym: p.pseudonym, role: p.role, status: p.status };
+  const out: Record<string, string> = {
+    clientId: p.clientId,
+    pseudonym: p.pseudonym,
+    role: p.role,
+    status: p.status,
+  };
   if (p.resource) out.resource = p.resource;
   if (p.organization) out.organization = p.organization;
   if (p.serial) out.serial = p.serial;
   return out;
 }
 
-async function withDirectory<T>(options: ParticipantOptions, work: (directory: ParticipantDirectory) => Promise<T>): Promise<T> {
+async function withDirectory<T>(
+  options: ParticipantOptions,
+  work: (directory: ParticipantDirectory) => Promise<T>,
+): Promise<T> {
   const directory = await openParticipantDirectory(resolve(options.dataDir), options.mspId, {
     kind: options.ca,
     fabricConfig: options.fabricConfig,
@@ -80,13 +91,27 @@ async function withDirectory<T>(options: ParticipantOptions, work: (directory: P
 function common(command: Command): Command {
   return command
     .option('--data-dir <dir>', 'data directory', process.env.HIE_DATA_DIR ?? './data')
-    .option('--msp-id <id>', "the organisation's MSP id (its embedded CA)", process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID)
-    .option('--ca <kind>', 'certificate authority: embedded (DIR/identity/ca) or fabric', process.env.HIE_CA ?? 'embedded')
-    .option('--fabric-config <file>', 'for --ca fabric: the Fabric connection file with a "ca" section', process.env.HIE_FABRIC_CONFIG);
+    .option(
+      '--msp-id <id>',
+      "the organisation's MSP id (its embedded CA)",
+      process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID,
+    )
+    .option(
+      '--ca <kind>',
+      'certificate authority: embedded (DIR/identity/ca) or fabric',
+      process.env.HIE_CA ?? 'embedded',
+    )
+    .option(
+      '--fabric-config <file>',
+      'for --ca fabric: the Fabric connection file with a "ca" section',
+      process.env.HIE_FABRIC_CONFIG,
+    );
 }
 
 export function registerParticipantCommand(program: Command): Command {
-  const participant = program.command('participant').description('manage participants (patients, clinicians, labs, EHR systems, admins)');
+  const participant = program
+    .command('participant')
+    .description('manage participants (patients, clinicians, labs, EHR systems, admins)');
 
   common(participant.command('register'))
     .description('register a participant (a pseudonym is assigned; enrol to get a certificate)')
@@ -96,13 +121,20 @@ export function registerParticipantCommand(program: Command): Command {
     .option('--organization <reference>', 'the organisation it acts for: Organization/ID')
     .action(async (options: ParticipantOptions) => {
       const registered = await withDirectory(options, (d) =>
-        d.register({ clientId: requireId(options.id), role: requireRole(options.role), resource: options.resource, organization: options.organization }),
+        d.register({
+          clientId: requireId(options.id),
+          role: requireRole(options.role),
+          resource: options.resource,
+          organization: options.organization,
+        }),
       );
       console.log(JSON.stringify(describe(registered), null, 2));
     });
 
   common(participant.command('enroll'))
-    .description('enrol a participant (registering it if needed) and write OUT/cert.pem and OUT/key.pem (0600)')
+    .description(
+      'enrol a participant (registering it if needed) and write OUT/cert.pem and OUT/key.pem (0600)',
+    )
     .requiredOption('--role <role>', PARTICIPANT_ROLES.join('|'))
     .requiredOption('--id <clientId>', "the participant's client id (used as iss/sub of its assertions)")
     .option('--resource <reference>', 'linked resource: Patient/ID, Practitioner/ID or Organization/ID')
@@ -110,10 +142,17 @@ export function registerParticipantCommand(program: Command): Command {
     .requiredOption('--out <dir>', 'where to write cert.pem and key.pem')
     .option('--key-type <curve>', 'P-384 (default, ES384) or P-256 (ES256)', 'P-384')
     .action(async (options: ParticipantOptions) => {
-      if (options.keyType !== 'P-384' && options.keyType !== 'P-256') throw new Error('--key-type must be P-384 or P-256');
+      if (options.keyType !== 'P-384' && options.keyType !== 'P-256')
+        throw new Error('--key-type must be P-384 or P-256');
       const keyType = options.keyType;
       const { participant: enrolled, enrollment } = await withDirectory(options, (d) =>
-        d.enroll({ clientId: requireId(options.id), role: requireRole(options.role), resource: options.resource, organization: options.organization, keyType }),
+        d.enroll({
+          clientId: requireId(options.id),
+          role: requireRole(options.role),
+          resource: options.resource,
+          organization: options.organization,
+          keyType,
+        }),
       );
       const out = resolve(options.out!);
       mkdirSync(out, { recursive: true, mode: 0o700 });
@@ -121,7 +160,13 @@ export function registerParticipantCommand(program: Command): Command {
       const keyPath = join(out, 'key.pem');
       writeFileSync(keyPath, enrollment.privateKey, { mode: 0o600 });
       chmodSync(keyPath, 0o600); // an existing file keeps its mode on write
-      console.log(JSON.stringify({ ...describe(enrolled), certificate: join(out, 'cert.pem'), privateKey: keyPath }, null, 2));
+      console.log(
+        JSON.stringify(
+          { ...describe(enrolled), certificate: join(out, 'cert.pem'), privateKey: keyPath },
+          null,
+          2,
+        ),
+      );
     });
 
   common(participant.command('revoke'))
@@ -139,10 +184,23 @@ export function registerParticipantCommand(program: Command): Command {
       const all = await withDirectory(options, async (d) => d.list());
       if (options.json) console.log(JSON.stringify(all.map(describe), null, 2));
       else {
-        const rows = all.map((p) => [p.clientId, p.role, p.status, p.resource ?? '', p.organization ?? '', p.pseudonym]);
+        const rows = all.map((p) => [
+          p.clientId,
+          p.role,
+          p.status,
+          p.resource ?? '',
+          p.organization ?? '',
+          p.pseudonym,
+        ]);
         const header = ['CLIENT ID', 'ROLE', 'STATUS', 'RESOURCE', 'ORGANIZATION', 'PSEUDONYM'];
         const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-        for (const row of [header, ...rows]) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd());
+        for (const row of [header, ...rows])
+          console.log(
+            row
+              .map((cell, i) => cell.padEnd(widths[i]))
+              .join('  ')
+              .trimEnd(),
+          );
       }
     });
 

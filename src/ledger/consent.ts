@@ -12,7 +12,13 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { EventStream, Ledger } from './ledger.js';
-import { grantAllows, sameGrant, type ConsentGrants, type GrantDenyRule, type GrantPeriod } from '../mapping/consent.js';
+import {
+  grantAllows,
+  sameGrant,
+  type ConsentGrants,
+  type GrantDenyRule,
+  type GrantPeriod,
+} from '../mapping/consent.js';
 
 /** The ledger's grant record (chaincode/src/consent-contract.ts GrantRecord). */
 export interface LedgerGrant {
@@ -92,7 +98,8 @@ interface Snapshot {
   grants: CachedGrant[];
 }
 
-const keyOf = (patient: string, grantee: string, consent: string) => `${patient}\u0000${grantee}\u0000${consent}`;
+const keyOf = (patient: string, grantee: string, consent: string) =>
+  `${patient}\u0000${grantee}\u0000${consent}`;
 
 export class ConsentService {
   private readonly ledger: Ledger;
@@ -154,7 +161,9 @@ export class ConsentService {
     if (!this.options.checkpointFile || !this.dirty) return;
     this.dirty = false;
     const snapshot: Snapshot = { nextBlock: this.nextBlock, grants: [] };
-    for (const byGrantee of this.grants.values()) for (const byConsent of byGrantee.values()) for (const cached of byConsent.values()) snapshot.grants.push(cached);
+    for (const byGrantee of this.grants.values())
+      for (const byConsent of byGrantee.values())
+        for (const cached of byConsent.values()) snapshot.grants.push(cached);
     mkdirSync(dirname(this.options.checkpointFile), { recursive: true });
     const tmp = `${this.options.checkpointFile}.tmp`;
     writeFileSync(tmp, JSON.stringify(snapshot), { mode: 0o600 });
@@ -263,7 +272,11 @@ export class ConsentService {
       if (!byConsent) continue;
       for (const { record } of byConsent.values()) {
         if (record.status !== 'active') continue;
-        if (this.pendingRevocations.size > 0 && this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))) continue;
+        if (
+          this.pendingRevocations.size > 0 &&
+          this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))
+        )
+          continue;
         if (grantAllows(record, resourceType, at)) return true;
       }
     }
@@ -274,7 +287,8 @@ export class ConsentService {
   grantsOf(patient: string): LedgerGrant[] {
     const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
     const out: LedgerGrant[] = [];
-    for (const byConsent of this.grants.get(pseudonym ?? '')?.values() ?? []) for (const { record } of byConsent.values()) out.push(record);
+    for (const byConsent of this.grants.get(pseudonym ?? '')?.values() ?? [])
+      for (const { record } of byConsent.values()) out.push(record);
     return out;
   }
 
@@ -293,11 +307,19 @@ export class ConsentService {
    * version removes or changes (fail closed). Returns the work to do once the Consent is stored (phase 2), and a
    * rollback if it is not.
    */
-  prepareConsent(consent: string, target: ConsentGrants | undefined, actor: { pseudonym: string; inPerson: boolean }): PreparedConsent {
+  prepareConsent(
+    consent: string,
+    target: ConsentGrants | undefined,
+    actor: { pseudonym: string; inPerson: boolean },
+  ): PreparedConsent {
     const consentPseudonym = this.pseudonyms.pseudonymOf(consent);
     const patientPseudonym = target ? this.pseudonyms.pseudonymOf(target.patient) : undefined;
     const desired = new Map<string, ConsentGrants['grants'][number]>();
-    for (const grant of target?.grants ?? []) desired.set(keyOf(patientPseudonym!, this.pseudonyms.pseudonymOf(grant.grantee), consentPseudonym), grant);
+    for (const grant of target?.grants ?? [])
+      desired.set(
+        keyOf(patientPseudonym!, this.pseudonyms.pseudonymOf(grant.grantee), consentPseudonym),
+        grant,
+      );
 
     const revoke: string[] = [];
     const submitGrants: [string, ConsentGrants['grants'][number]][] = [];
@@ -309,7 +331,13 @@ export class ConsentService {
     }
     for (const [key, grant] of desired) {
       const cached = this.cached(key);
-      if (!cached || cached.record.status !== 'active' || !sameGrant(grant, cached.record) || this.pendingRevocations.has(key)) submitGrants.push([key, grant]);
+      if (
+        !cached ||
+        cached.record.status !== 'active' ||
+        !sameGrant(grant, cached.record) ||
+        this.pendingRevocations.has(key)
+      )
+        submitGrants.push([key, grant]);
     }
     const newlyPending = revoke.filter((key) => !this.pendingRevocations.has(key));
     for (const key of newlyPending) this.pendingRevocations.add(key);
@@ -325,7 +353,13 @@ export class ConsentService {
           if (changed.has(key)) continue;
           const [patient, grantee, consentId] = key.split('\u0000');
           const result = await this.ledger.submit('consent:RevokeAccess', [
-            JSON.stringify({ patient, grantee, consent: consentId, actor: actor.pseudonym, inPerson: actor.inPerson }),
+            JSON.stringify({
+              patient,
+              grantee,
+              consent: consentId,
+              actor: actor.pseudonym,
+              inPerson: actor.inPerson,
+            }),
           ]);
           this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
         }
@@ -373,11 +407,16 @@ export class ConsentService {
     if (batch.length === 0) return this.accessFlushing;
     this.accessFlushing = this.accessFlushing.then(async () => {
       for (let start = 0; start < batch.length; start += 1000) {
-        const records = batch.slice(start, start + 1000).map((r) => ({ ...r, patient: this.pseudonyms.pseudonymOf(r.patient) }));
+        const records = batch
+          .slice(start, start + 1000)
+          .map((r) => ({ ...r, patient: this.pseudonyms.pseudonymOf(r.patient) }));
         try {
           await this.ledger.submit('consent:RecordAccess', [JSON.stringify(records)]);
         } catch (err) {
-          this.log.error({ err: (err as Error).message, count: records.length }, 'access records not written to the ledger');
+          this.log.error(
+            { err: (err as Error).message, count: records.length },
+            'access records not written to the ledger',
+          );
         }
       }
     });

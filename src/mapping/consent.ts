@@ -80,12 +80,22 @@ export function periodInstant(value: unknown, edge: 'start' | 'end', path: strin
     const month = m === undefined ? 0 : Number(m) - 1;
     const day = d === undefined ? 1 : Number(d);
     let ms = Date.UTC(year, month, day);
-    if (edge === 'end') ms = m === undefined ? Date.UTC(year + 1, 0, 1) : d === undefined ? Date.UTC(year, month + 1, 1) : Date.UTC(year, month, day + 1);
+    if (edge === 'end')
+      ms =
+        m === undefined
+          ? Date.UTC(year + 1, 0, 1)
+          : d === undefined
+            ? Date.UTC(year, month + 1, 1)
+            : Date.UTC(year, month, day + 1);
     const check = new Date(Date.UTC(year, month, day));
-    if (check.getUTCMonth() !== month || check.getUTCDate() !== day) throw unprocessable(`${path} is not a valid date`, path);
+    if (check.getUTCMonth() !== month || check.getUTCDate() !== day)
+      throw unprocessable(`${path} is not a valid date`, path);
     return new Date(ms).toISOString();
   }
-  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(value) || Number.isNaN(Date.parse(value))) {
+  if (
+    !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(value) ||
+    Number.isNaN(Date.parse(value))
+  ) {
     throw unprocessable(`${path} must be a date or a dateTime with a time zone`, path);
   }
   return new Date(Date.parse(value)).toISOString();
@@ -97,7 +107,8 @@ function mapPeriod(value: unknown, path: string): GrantPeriod | undefined {
   const out: GrantPeriod = {};
   if (period.start !== undefined) out.start = periodInstant(period.start, 'start', `${path}.start`);
   if (period.end !== undefined) out.end = periodInstant(period.end, 'end', `${path}.end`);
-  if (out.start && out.end && Date.parse(out.end) < Date.parse(out.start)) throw unprocessable(`${path}.end is before its start`, path);
+  if (out.start && out.end && Date.parse(out.end) < Date.parse(out.start))
+    throw unprocessable(`${path}.end is before its start`, path);
   return out.start || out.end ? out : undefined;
 }
 
@@ -108,7 +119,8 @@ function mapClasses(value: unknown, path: string): string[] {
     if (!coding || (coding.system !== undefined && coding.system !== RESOURCE_TYPES_SYSTEM)) {
       throw unprocessable(`${at}: only resource types (${RESOURCE_TYPES_SYSTEM}) can limit a grant`, at);
     }
-    if (typeof coding.code !== 'string' || !TYPE.test(coding.code)) throw unprocessable(`${at}.code must be a resource type`, `${at}.code`);
+    if (typeof coding.code !== 'string' || !TYPE.test(coding.code))
+      throw unprocessable(`${at}.code must be a resource type`, `${at}.code`);
     return coding.code;
   });
   return [...new Set(classes)].sort();
@@ -127,7 +139,8 @@ function mapActors(value: unknown, path: string): string[] {
 
 function refuseUnsupported(provision: Json, path: string): void {
   for (const element of UNSUPPORTED_LIMITS) {
-    if (provision[element] !== undefined) throw unprocessable(`${path}.${element} cannot be enforced by this service`, `${path}.${element}`);
+    if (provision[element] !== undefined)
+      throw unprocessable(`${path}.${element} cannot be enforced by this service`, `${path}.${element}`);
   }
 }
 
@@ -137,7 +150,8 @@ function refuseUnsupported(provision: Json, path: string): void {
  */
 export function consentToGrants(consent: Json): ConsentGrants {
   const patient = asObject(consent.patient)?.reference;
-  if (typeof patient !== 'string' || !PATIENT.test(patient)) throw unprocessable('Consent.patient must reference a Patient (relative reference)', 'Consent.patient');
+  if (typeof patient !== 'string' || !PATIENT.test(patient))
+    throw unprocessable('Consent.patient must reference a Patient (relative reference)', 'Consent.patient');
   if (consent.status !== 'active') return { patient, grants: [] };
 
   const root = asObject(consent.provision);
@@ -146,12 +160,18 @@ export function consentToGrants(consent: Json): ConsentGrants {
   refuseUnsupported(root, rootPath);
   if (root.type === 'deny') {
     // A root deny: nobody outside the care team, which is the default. No grants.
-    if (root.provision !== undefined) throw unprocessable('nested provisions under a deny provision are not supported', `${rootPath}.provision`);
+    if (root.provision !== undefined)
+      throw unprocessable(
+        'nested provisions under a deny provision are not supported',
+        `${rootPath}.provision`,
+      );
     return { patient, grants: [] };
   }
-  if (root.type !== 'permit') throw unprocessable('Consent.provision.type must be permit or deny', `${rootPath}.type`);
+  if (root.type !== 'permit')
+    throw unprocessable('Consent.provision.type must be permit or deny', `${rootPath}.type`);
   const actors = mapActors(root.actor, `${rootPath}.actor`);
-  if (actors.length === 0) throw unprocessable('a permit provision needs at least one actor (the grantee)', `${rootPath}.actor`);
+  if (actors.length === 0)
+    throw unprocessable('a permit provision needs at least one actor (the grantee)', `${rootPath}.actor`);
   const classes = mapClasses(root.class, `${rootPath}.class`);
   const period = mapPeriod(root.period, `${rootPath}.period`);
 
@@ -159,10 +179,21 @@ export function consentToGrants(consent: Json): ConsentGrants {
     const path = `${rootPath}.provision[${index}]`;
     const nested = asObject(item);
     if (!nested) throw unprocessable(`${path} must be an object`, path);
-    if (nested.type !== 'deny') throw unprocessable(`${path}: only deny provisions may be nested (they narrow the permit)`, `${path}.type`);
-    if (nested.provision !== undefined) throw unprocessable(`${path}: provisions nest one level deep at most`, `${path}.provision`);
+    if (nested.type !== 'deny')
+      throw unprocessable(
+        `${path}: only deny provisions may be nested (they narrow the permit)`,
+        `${path}.type`,
+      );
+    if (nested.provision !== undefined)
+      throw unprocessable(`${path}: provisions nest one level deep at most`, `${path}.provision`);
     refuseUnsupported(nested, path);
-    return { actors: mapActors(nested.actor, `${path}.actor`), rule: { classes: mapClasses(nested.class, `${path}.class`), period: mapPeriod(nested.period, `${path}.period`) } };
+    return {
+      actors: mapActors(nested.actor, `${path}.actor`),
+      rule: {
+        classes: mapClasses(nested.class, `${path}.class`),
+        period: mapPeriod(nested.period, `${path}.period`),
+      },
+    };
   });
 
   const grants = [...new Set(actors)].map((grantee): GrantSpec => {
@@ -177,11 +208,16 @@ export function consentToGrants(consent: Json): ConsentGrants {
 }
 
 /** Does a grant allow reading `resourceType` at `atMs`? Start inclusive, end exclusive; deny wins. */
-export function grantAllows(grant: { classes: string[]; period?: GrantPeriod; deny: GrantDenyRule[] }, resourceType: string, atMs: number): boolean {
+export function grantAllows(
+  grant: { classes: string[]; period?: GrantPeriod; deny: GrantDenyRule[] },
+  resourceType: string,
+  atMs: number,
+): boolean {
   if (!inPeriod(grant.period, atMs)) return false;
   if (grant.classes.length > 0 && !grant.classes.includes(resourceType)) return false;
   for (const rule of grant.deny) {
-    if ((rule.classes.length === 0 || rule.classes.includes(resourceType)) && inPeriod(rule.period, atMs)) return false;
+    if ((rule.classes.length === 0 || rule.classes.includes(resourceType)) && inPeriod(rule.period, atMs))
+      return false;
   }
   return true;
 }
@@ -196,6 +232,11 @@ function inPeriod(period: GrantPeriod | undefined, atMs: number): boolean {
 /** Two grant specs say the same thing (so an unchanged Consent update submits nothing). */
 export function sameGrant(a: Omit<GrantSpec, 'grantee'>, b: Omit<GrantSpec, 'grantee'>): boolean {
   const norm = (g: Omit<GrantSpec, 'grantee'>) =>
-    JSON.stringify([g.classes, g.period?.start ?? null, g.period?.end ?? null, g.deny.map((d) => [d.classes, d.period?.start ?? null, d.period?.end ?? null])]);
+    JSON.stringify([
+      g.classes,
+      g.period?.start ?? null,
+      g.period?.end ?? null,
+      g.deny.map((d) => [d.classes, d.period?.start ?? null, d.period?.end ?? null]),
+    ]);
   return norm(a) === norm(b);
 }

@@ -25,7 +25,13 @@ export interface Harness {
   /** Enrols a participant and returns a fresh access token for it. */
   enrol(clientId: string, role: ParticipantRole, resource?: string, organization?: string): Promise<string>;
   token(clientId: string): Promise<string>;
-  request(token: string | undefined, method: string, url: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Record<string, unknown>; text: string }>;
+  request(
+    token: string | undefined,
+    method: string,
+    url: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: any; headers: Record<string, unknown>; text: string }>;
   stop(): Promise<void>;
 }
 
@@ -38,7 +44,10 @@ export async function startHarness(): Promise<Harness> {
       done();
     },
   });
-  const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn', auth: 'smart', baseUrl: `${BASE}/fhir` }, {});
+  const config = loadConfig(
+    { dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn', auth: 'smart', baseUrl: `${BASE}/fhir` },
+    {},
+  );
   const app = await buildApp(config, { logStream });
   const participants = await openParticipantDirectory(dataDir);
   const keys = new Map<string, string>();
@@ -103,10 +112,17 @@ export async function startHarness(): Promise<Harness> {
   };
 }
 
-const consentScope = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] };
+const consentScope = {
+  coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }],
+};
 const consentCategory = [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }];
 
-export function privacyConsent(patient: string, provision: object, status = 'active', id?: string): Record<string, unknown> {
+export function privacyConsent(
+  patient: string,
+  provision: object,
+  status = 'active',
+  id?: string,
+): Record<string, unknown> {
   return {
     resourceType: 'Consent',
     ...(id ? { id } : {}),

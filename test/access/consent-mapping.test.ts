@@ -2,14 +2,24 @@ import { describe, expect, it } from 'vitest';
 import { consentToGrants, grantAllows, isPrivacyConsent, periodInstant } from '../../src/mapping/consent.js';
 import { FhirError } from '../../src/fhir/outcome.js';
 
-const scope = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] };
+const scope = {
+  coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }],
+};
 const actor = (reference: string) => ({ role: { coding: [{ code: 'PRCP' }] }, reference: { reference } });
-const consent = (provision: object, status = 'active') => ({ resourceType: 'Consent', status, scope, patient: { reference: 'Patient/p1' }, provision });
+const consent = (provision: object, status = 'active') => ({
+  resourceType: 'Consent',
+  status,
+  scope,
+  patient: { reference: 'Patient/p1' },
+  provision,
+});
 
 describe('FHIR Consent -> grants', () => {
   it('recognises patient-privacy Consents only', () => {
     expect(isPrivacyConsent(consent({}))).toBe(true);
-    expect(isPrivacyConsent({ resourceType: 'Consent', scope: { coding: [{ code: 'research' }] } })).toBe(false);
+    expect(isPrivacyConsent({ resourceType: 'Consent', scope: { coding: [{ code: 'research' }] } })).toBe(
+      false,
+    );
   });
 
   it('maps each actor to a grant with classes and period', () => {
@@ -24,7 +34,10 @@ describe('FHIR Consent -> grants', () => {
     expect(out.patient).toBe('Patient/p1');
     expect(out.grants.map((g) => g.grantee)).toEqual(['Organization/b', 'Practitioner/9']);
     expect(out.grants[0].classes).toEqual(['Condition', 'Observation']);
-    expect(out.grants[0].period).toEqual({ start: '2026-01-01T00:00:00.000Z', end: '2026-02-01T00:00:00.000Z' });
+    expect(out.grants[0].period).toEqual({
+      start: '2026-01-01T00:00:00.000Z',
+      end: '2026-02-01T00:00:00.000Z',
+    });
   });
 
   it('narrows with nested deny provisions (deny wins) for their actors only', () => {
@@ -32,7 +45,10 @@ describe('FHIR Consent -> grants', () => {
       consent({
         type: 'permit',
         actor: [actor('Organization/b'), actor('Organization/c')],
-        provision: [{ type: 'deny', actor: [actor('Organization/c')], class: [{ code: 'MedicationRequest' }] }, { type: 'deny', period: { start: '2026-06-01T00:00:00Z', end: '2026-07-01T00:00:00Z' } }],
+        provision: [
+          { type: 'deny', actor: [actor('Organization/c')], class: [{ code: 'MedicationRequest' }] },
+          { type: 'deny', period: { start: '2026-06-01T00:00:00Z', end: '2026-07-01T00:00:00Z' } },
+        ],
       }),
     );
     const [b, c] = out.grants;
@@ -47,7 +63,9 @@ describe('FHIR Consent -> grants', () => {
 
   it('grants nothing for inactive statuses and root deny', () => {
     for (const status of ['inactive', 'rejected', 'entered-in-error', 'draft', 'proposed']) {
-      expect(consentToGrants(consent({ type: 'permit', actor: [actor('Organization/b')] }, status)).grants).toEqual([]);
+      expect(
+        consentToGrants(consent({ type: 'permit', actor: [actor('Organization/b')] }, status)).grants,
+      ).toEqual([]);
     }
     expect(consentToGrants(consent({ type: 'deny', actor: [actor('Organization/b')] })).grants).toEqual([]);
   });
@@ -55,14 +73,33 @@ describe('FHIR Consent -> grants', () => {
   it('refuses what it cannot enforce with 422', () => {
     const bad = [
       consent({ type: 'permit', actor: [actor('Organization/b')], provision: [{ type: 'permit' }] }),
-      consent({ type: 'permit', actor: [actor('Organization/b')], provision: [{ type: 'deny', provision: [{ type: 'deny' }] }] }),
-      consent({ type: 'permit', actor: [actor('Organization/b')], data: [{ meaning: 'instance', reference: { reference: 'Observation/1' } }] }),
-      consent({ type: 'permit', actor: [actor('Organization/b')], provision: [{ type: 'deny', securityLabel: [{ code: 'R' }] }] }),
+      consent({
+        type: 'permit',
+        actor: [actor('Organization/b')],
+        provision: [{ type: 'deny', provision: [{ type: 'deny' }] }],
+      }),
+      consent({
+        type: 'permit',
+        actor: [actor('Organization/b')],
+        data: [{ meaning: 'instance', reference: { reference: 'Observation/1' } }],
+      }),
+      consent({
+        type: 'permit',
+        actor: [actor('Organization/b')],
+        provision: [{ type: 'deny', securityLabel: [{ code: 'R' }] }],
+      }),
       consent({ type: 'permit', actor: [actor('Patient/other')] }),
       consent({ type: 'permit' }),
-      consent({ type: 'permit', actor: [actor('Organization/b')], class: [{ system: 'http://loinc.org', code: '1234-5' }] }),
+      consent({
+        type: 'permit',
+        actor: [actor('Organization/b')],
+        class: [{ system: 'http://loinc.org', code: '1234-5' }],
+      }),
       consent({ type: 'permit', actor: [actor('Organization/b')], period: { start: '2026-02-30' } }),
-      { ...consent({ type: 'permit', actor: [actor('Organization/b')] }), patient: { reference: 'http://elsewhere/Patient/1' } },
+      {
+        ...consent({ type: 'permit', actor: [actor('Organization/b')] }),
+        patient: { reference: 'http://elsewhere/Patient/1' },
+      },
     ];
     for (const resource of bad) {
       let error: unknown;

@@ -8,7 +8,12 @@ export interface TestClient extends ClientRecord {
   privateKey: KeyObject;
 }
 
-export function makeClient(clientId: string, role: ParticipantRole, extra: Partial<ClientRecord> = {}, curve: 'P-384' | 'P-256' = 'P-384'): TestClient {
+export function makeClient(
+  clientId: string,
+  role: ParticipantRole,
+  extra: Partial<ClientRecord> = {},
+  curve: 'P-384' | 'P-256' = 'P-384',
+): TestClient {
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: curve });
   return { clientId, pseudonym: `ps-${clientId}`, role, publicKey, privateKey, ...extra };
 }
@@ -38,9 +43,14 @@ export interface AssertionOptions {
   key?: KeyObject;
 }
 
-export async function assertion(client: TestClient, tokenUrl: string, options: AssertionOptions = {}): Promise<string> {
+export async function assertion(
+  client: TestClient,
+  tokenUrl: string,
+  options: AssertionOptions = {},
+): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  const alg = options.alg ?? (client.publicKey.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? 'ES256' : 'ES384');
+  const alg =
+    options.alg ?? (client.publicKey.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? 'ES256' : 'ES384');
   return new SignJWT({ jti: options.jti ?? randomUUID() })
     .setProtectedHeader({ alg, typ: 'JWT' })
     .setIssuer(options.iss ?? client.clientId)

@@ -19,14 +19,44 @@ const RESOURCES: Resource[] = [
   { ref: 'Organization/hosp-a', writer: 'sysA', body: { resourceType: 'Organization', name: 'Hospital A' } },
   { ref: 'Practitioner/dr-a', writer: 'sysA', body: { resourceType: 'Practitioner', active: true } },
   { ref: 'Patient/p1', writer: 'sysA', body: { resourceType: 'Patient', gender: 'female' } },
-  { ref: 'Observation/obs1', writer: 'sysA', body: { resourceType: 'Observation', status: 'final', code, subject: subject('Patient/p1') } },
-  { ref: 'Condition/cond1', writer: 'sysA', body: { resourceType: 'Condition', subject: subject('Patient/p1'), code } },
-  { ref: 'MedicationRequest/mr1', writer: 'sysA', body: { resourceType: 'MedicationRequest', status: 'active', intent: 'order', subject: subject('Patient/p1'), medicationCodeableConcept: code } },
+  {
+    ref: 'Observation/obs1',
+    writer: 'sysA',
+    body: { resourceType: 'Observation', status: 'final', code, subject: subject('Patient/p1') },
+  },
+  {
+    ref: 'Condition/cond1',
+    writer: 'sysA',
+    body: { resourceType: 'Condition', subject: subject('Patient/p1'), code },
+  },
+  {
+    ref: 'MedicationRequest/mr1',
+    writer: 'sysA',
+    body: {
+      resourceType: 'MedicationRequest',
+      status: 'active',
+      intent: 'order',
+      subject: subject('Patient/p1'),
+      medicationCodeableConcept: code,
+    },
+  },
   { ref: 'Patient/p2', writer: 'sysA', body: { resourceType: 'Patient', gender: 'male' } },
-  { ref: 'Observation/obs2', writer: 'sysA', body: { resourceType: 'Observation', status: 'final', code, subject: subject('Patient/p2') } },
+  {
+    ref: 'Observation/obs2',
+    writer: 'sysA',
+    body: { resourceType: 'Observation', status: 'final', code, subject: subject('Patient/p2') },
+  },
   { ref: 'Patient/p3', writer: 'sysA', body: { resourceType: 'Patient', gender: 'other' } },
-  { ref: 'Observation/obs3', writer: 'sysA', body: { resourceType: 'Observation', status: 'final', code, subject: subject('Patient/p3') } },
-  { ref: 'Observation/obsB', writer: 'sysB', body: { resourceType: 'Observation', status: 'final', code, subject: subject('Patient/p1') } },
+  {
+    ref: 'Observation/obs3',
+    writer: 'sysA',
+    body: { resourceType: 'Observation', status: 'final', code, subject: subject('Patient/p3') },
+  },
+  {
+    ref: 'Observation/obsB',
+    writer: 'sysB',
+    body: { resourceType: 'Observation', status: 'final', code, subject: subject('Patient/p1') },
+  },
 ];
 
 /** Who sees what: the expected visibility of every resource for every caller. */
@@ -37,12 +67,31 @@ const EXPECTED: Record<string, { visible: string[]; relation: string }> = {
   sysA: { visible: HOSP_A, relation: 'custodian of everything but obsB' },
   drA: { visible: HOSP_A, relation: 'custodian (own organisation)' },
   // p1 granted hosp-b Patient/Observation/Condition with a nested deny of Condition; p2's grant expired; p3's was revoked.
-  sysB: { visible: [...NON_COMPARTMENT, 'Patient/p1', 'Observation/obs1', 'Observation/obsB'], relation: 'granted (organisation) + custodian of obsB' },
-  drB: { visible: [...NON_COMPARTMENT, 'Patient/p1', 'Observation/obs1', 'Observation/obsB'], relation: 'granted via organisation' },
+  sysB: {
+    visible: [...NON_COMPARTMENT, 'Patient/p1', 'Observation/obs1', 'Observation/obsB'],
+    relation: 'granted (organisation) + custodian of obsB',
+  },
+  drB: {
+    visible: [...NON_COMPARTMENT, 'Patient/p1', 'Observation/obs1', 'Observation/obsB'],
+    relation: 'granted via organisation',
+  },
   // A grant opens the patient's records held by this service, whichever of its organisations holds them.
-  drC: { visible: [...NON_COMPARTMENT, 'Patient/p1', 'Observation/obs1', 'Observation/obsB'], relation: 'granted individually' },
+  drC: {
+    visible: [...NON_COMPARTMENT, 'Patient/p1', 'Observation/obs1', 'Observation/obsB'],
+    relation: 'granted individually',
+  },
   labB: { visible: NON_COMPARTMENT, relation: 'not granted' },
-  patient1: { visible: [...NON_COMPARTMENT, 'Patient/p1', 'Observation/obs1', 'Condition/cond1', 'MedicationRequest/mr1', 'Observation/obsB'], relation: 'own compartment' },
+  patient1: {
+    visible: [
+      ...NON_COMPARTMENT,
+      'Patient/p1',
+      'Observation/obs1',
+      'Condition/cond1',
+      'MedicationRequest/mr1',
+      'Observation/obsB',
+    ],
+    relation: 'own compartment',
+  },
   patient2: { visible: [...NON_COMPARTMENT, 'Patient/p2', 'Observation/obs2'], relation: 'own compartment' },
   admin: { visible: NON_COMPARTMENT, relation: 'no recorded reason' },
   adminWithReason: { visible: ALL, relation: 'recorded reason' },
@@ -51,9 +100,11 @@ const EXPECTED: Record<string, { visible: string[]; relation: string }> = {
 describe('access matrix (roles x relations x interactions x resource types)', () => {
   let h: Harness;
   const tokens: Record<string, string> = {};
-  const headersOf = (caller: string): Record<string, string> => (caller === 'adminWithReason' ? { 'x-access-reason': 'audit ticket 42' } : {});
+  const headersOf = (caller: string): Record<string, string> =>
+    caller === 'adminWithReason' ? { 'x-access-reason': 'audit ticket 42' } : {};
   const tokenOf = (caller: string) => tokens[caller === 'adminWithReason' ? 'admin' : caller];
-  const get = (caller: string, url: string) => h.request(tokenOf(caller), 'GET', url, undefined, headersOf(caller));
+  const get = (caller: string, url: string) =>
+    h.request(tokenOf(caller), 'GET', url, undefined, headersOf(caller));
 
   beforeAll(async () => {
     h = await startHarness();
@@ -69,25 +120,56 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
     tokens.admin = await h.enrol('admin-1', 'admin');
 
     for (const r of RESOURCES) {
-      const res = await h.request(tokens[r.writer], 'PUT', `/${r.ref}`, { ...r.body, id: r.ref.split('/')[1] });
+      const res = await h.request(tokens[r.writer], 'PUT', `/${r.ref}`, {
+        ...r.body,
+        id: r.ref.split('/')[1],
+      });
       expect(res.status, `${r.ref}: ${res.text}`).toBe(201);
     }
     // p1: hosp-b and Dr C may read Patient, Observation, Condition, but a nested deny takes Condition back.
-    const c1 = await h.request(tokens.patient1, 'POST', '/Consent', privacyConsent('Patient/p1', {
-      type: 'permit',
-      actor: [actor('Organization/hosp-b'), actor('Practitioner/dr-c')],
-      class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Patient' }, { system: 'http://hl7.org/fhir/resource-types', code: 'Observation' }, { system: 'http://hl7.org/fhir/resource-types', code: 'Condition' }],
-      provision: [{ type: 'deny', class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Condition' }] }],
-    }));
+    const c1 = await h.request(
+      tokens.patient1,
+      'POST',
+      '/Consent',
+      privacyConsent('Patient/p1', {
+        type: 'permit',
+        actor: [actor('Organization/hosp-b'), actor('Practitioner/dr-c')],
+        class: [
+          { system: 'http://hl7.org/fhir/resource-types', code: 'Patient' },
+          { system: 'http://hl7.org/fhir/resource-types', code: 'Observation' },
+          { system: 'http://hl7.org/fhir/resource-types', code: 'Condition' },
+        ],
+        provision: [
+          { type: 'deny', class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Condition' }] },
+        ],
+      }),
+    );
     expect(c1.status, c1.text).toBe(201);
     // p2: a grant to hosp-b that expired.
-    const c2 = await h.request(tokens.patient2, 'POST', '/Consent', privacyConsent('Patient/p2', { type: 'permit', actor: [actor('Organization/hosp-b')], period: { start: '2020-01-01', end: '2021-01-01' } }));
+    const c2 = await h.request(
+      tokens.patient2,
+      'POST',
+      '/Consent',
+      privacyConsent('Patient/p2', {
+        type: 'permit',
+        actor: [actor('Organization/hosp-b')],
+        period: { start: '2020-01-01', end: '2021-01-01' },
+      }),
+    );
     expect(c2.status, c2.text).toBe(201);
     // p3: a grant to hosp-b, then revoked (status inactive).
-    const c3 = await h.request(tokens.patient3, 'POST', '/Consent', privacyConsent('Patient/p3', { type: 'permit', actor: [actor('Organization/hosp-b')] }));
+    const c3 = await h.request(
+      tokens.patient3,
+      'POST',
+      '/Consent',
+      privacyConsent('Patient/p3', { type: 'permit', actor: [actor('Organization/hosp-b')] }),
+    );
     expect(c3.status, c3.text).toBe(201);
     expect((await h.request(tokens.sysB, 'GET', '/Observation/obs3')).status).toBe(200); // in force before the revocation
-    const revoked = await h.request(tokens.patient3, 'PUT', `/Consent/${c3.body.id}`, { ...c3.body, status: 'inactive' });
+    const revoked = await h.request(tokens.patient3, 'PUT', `/Consent/${c3.body.id}`, {
+      ...c3.body,
+      status: 'inactive',
+    });
     expect(revoked.status, revoked.text).toBe(200);
   });
   afterAll(async () => {
@@ -119,12 +201,16 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
             continue;
           }
           expect(res.status, `${caller} search ${type}: ${res.text.slice(0, 300)}`).toBe(200);
-          const ids = (res.body.entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`).sort();
+          const ids = (res.body.entry ?? [])
+            .map((e: any) => `${e.resource.resourceType}/${e.resource.id}`)
+            .sort();
           const expected = EXPECTED[caller].visible.filter((r) => r.startsWith(`${type}/`)).sort();
           expect(ids, `${caller} search ${type}`).toEqual(expected);
           if (res.body.total !== undefined) expect(res.body.total).toBe(expected.length);
           // Searching for a hidden id by _id finds nothing, as for one that does not exist.
-          for (const hidden of RESOURCES.filter((r) => r.ref.startsWith(`${type}/`) && !EXPECTED[caller].visible.includes(r.ref))) {
+          for (const hidden of RESOURCES.filter(
+            (r) => r.ref.startsWith(`${type}/`) && !EXPECTED[caller].visible.includes(r.ref),
+          )) {
             const one = await get(caller, `/${type}?_id=${hidden.ref.split('/')[1]}&_total=accurate`);
             expect(one.body.entry ?? []).toEqual([]);
             expect(one.body.total ?? 0).toBe(0);
@@ -137,30 +223,50 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
         const visible = new Set(EXPECTED[caller].visible);
         const inc = await get(caller, '/Observation?_include=Observation:subject&_count=100');
         expect(inc.status, inc.text.slice(0, 300)).toBe(200);
-        for (const e of inc.body.entry ?? []) expect(visible.has(`${e.resource.resourceType}/${e.resource.id}`), `${caller} include ${e.resource.id}`).toBe(true);
-        const rev = await get(caller, '/Patient?_revinclude=Observation:subject&_revinclude=Condition:subject&_count=100');
+        for (const e of inc.body.entry ?? [])
+          expect(
+            visible.has(`${e.resource.resourceType}/${e.resource.id}`),
+            `${caller} include ${e.resource.id}`,
+          ).toBe(true);
+        const rev = await get(
+          caller,
+          '/Patient?_revinclude=Observation:subject&_revinclude=Condition:subject&_count=100',
+        );
         expect(rev.status, rev.text.slice(0, 300)).toBe(200);
         const revIds = (rev.body.entry ?? []).map((e: any) => `${e.resource.resourceType}/${e.resource.id}`);
         for (const ref of revIds) expect(visible.has(ref), `${caller} revinclude ${ref}`).toBe(true);
-        for (const ref of visible) if (/^(Patient|Observation|Condition)\//.test(ref)) {
-          const isRevTarget = ref.startsWith('Patient/') || visible.has(`Patient/${RESOURCES.find((r) => r.ref === ref)?.body.subject ? (RESOURCES.find((r) => r.ref === ref)!.body.subject as any).reference.split('/')[1] : ''}`);
-          if (isRevTarget) expect(revIds, `${caller} revinclude should show ${ref}`).toContain(ref);
-        }
+        for (const ref of visible)
+          if (/^(Patient|Observation|Condition)\//.test(ref)) {
+            const isRevTarget =
+              ref.startsWith('Patient/') ||
+              visible.has(
+                `Patient/${RESOURCES.find((r) => r.ref === ref)?.body.subject ? (RESOURCES.find((r) => r.ref === ref)!.body.subject as any).reference.split('/')[1] : ''}`,
+              );
+            if (isRevTarget) expect(revIds, `${caller} revinclude should show ${ref}`).toContain(ref);
+          }
         // A chain through a hidden patient matches nothing.
         const chained = await get(caller, '/Observation?subject:Patient.gender=other&_total=accurate');
         const chainedIds = (chained.body.entry ?? []).map((e: any) => `Observation/${e.resource.id}`);
-        expect(chainedIds).toEqual(visible.has('Patient/p3') && visible.has('Observation/obs3') ? ['Observation/obs3'] : []);
+        expect(chainedIds).toEqual(
+          visible.has('Patient/p3') && visible.has('Observation/obs3') ? ['Observation/obs3'] : [],
+        );
       });
 
       it('batch GET entries answer 200 or 404 per entry', async () => {
-        const bundle = { resourceType: 'Bundle', type: 'batch', entry: RESOURCES.map((r) => ({ request: { method: 'GET', url: r.ref } })) };
+        const bundle = {
+          resourceType: 'Bundle',
+          type: 'batch',
+          entry: RESOURCES.map((r) => ({ request: { method: 'GET', url: r.ref } })),
+        };
         const res = await h.request(tokenOf(caller), 'POST', '', bundle, headersOf(caller));
         expect(res.status, res.text.slice(0, 300)).toBe(200);
         RESOURCES.forEach((r, i) => {
           const visible = EXPECTED[caller].visible.includes(r.ref);
           const adminRefused = caller === 'admin' && !NON_COMPARTMENT.includes(r.ref);
           const status = res.body.entry[i].response.status as string;
-          expect(status.slice(0, 3), `${caller} batch GET ${r.ref}`).toBe(adminRefused ? '403' : visible ? '200' : '404');
+          expect(status.slice(0, 3), `${caller} batch GET ${r.ref}`).toBe(
+            adminRefused ? '403' : visible ? '200' : '404',
+          );
         });
       });
 
@@ -194,10 +300,22 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
   describe('writes', () => {
     it('a write to a hidden resource answers as one to a missing resource (404); to a visible foreign one 403', async () => {
       const cond = RESOURCES.find((r) => r.ref === 'Condition/cond1')!;
-      expect((await h.request(tokens.drB, 'PUT', '/Condition/cond1', { ...cond.body, id: 'cond1' })).status).toBe(404);
-      expect((await h.request(tokens.drB, 'PUT', '/Condition/nope', { ...cond.body, id: 'nope' })).status).toBe(404);
+      expect(
+        (await h.request(tokens.drB, 'PUT', '/Condition/cond1', { ...cond.body, id: 'cond1' })).status,
+      ).toBe(404);
+      expect(
+        (await h.request(tokens.drB, 'PUT', '/Condition/nope', { ...cond.body, id: 'nope' })).status,
+      ).toBe(404);
       const obs = RESOURCES.find((r) => r.ref === 'Observation/obs1')!;
-      expect((await h.request(tokens.drB, 'PUT', '/Observation/obs1', { ...obs.body, id: 'obs1', status: 'amended' })).status).toBe(403);
+      expect(
+        (
+          await h.request(tokens.drB, 'PUT', '/Observation/obs1', {
+            ...obs.body,
+            id: 'obs1',
+            status: 'amended',
+          })
+        ).status,
+      ).toBe(403);
       expect((await h.request(tokens.drB, 'DELETE', '/Observation/obs1')).status).toBe(403);
       const hiddenDelete = await h.request(tokens.drB, 'DELETE', '/Condition/cond1');
       const missingDelete = await h.request(tokens.drB, 'DELETE', '/Condition/never-was');
@@ -212,12 +330,36 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       expect((await h.request(tokens.drB, 'GET', `/Observation/${created.body.id}`)).status).toBe(200);
       expect((await h.request(tokens.drA, 'GET', `/Observation/${created.body.id}`)).status).toBe(404); // hosp-b's record, not granted to hosp-a
       expect((await h.request(tokens.labB, 'POST', '/Observation', obs)).status).toBe(201);
-      expect((await h.request(tokens.labB, 'POST', '/MedicationRequest', RESOURCES[5].body)).status).toBe(403);
+      expect((await h.request(tokens.labB, 'POST', '/MedicationRequest', RESOURCES[5].body)).status).toBe(
+        403,
+      );
       expect((await h.request(tokens.patient1, 'POST', '/Observation', obs)).status).toBe(403);
-      expect((await h.request(tokens.drB, 'POST', '/Organization', { resourceType: 'Organization', name: 'X' })).status).toBe(403);
-      expect((await h.request(tokens.admin, 'POST', '/Organization', { resourceType: 'Organization', name: 'X' })).status).toBe(201);
-      expect((await h.request(tokens.drB, 'PUT', '/Organization/made-up', { resourceType: 'Organization', id: 'made-up', name: 'X' })).status).toBe(404);
-      expect((await h.request(tokens.sysA, 'PUT', '/Organization/made-up', { resourceType: 'Organization', id: 'made-up', name: 'X' })).status).toBe(201);
+      expect(
+        (await h.request(tokens.drB, 'POST', '/Organization', { resourceType: 'Organization', name: 'X' }))
+          .status,
+      ).toBe(403);
+      expect(
+        (await h.request(tokens.admin, 'POST', '/Organization', { resourceType: 'Organization', name: 'X' }))
+          .status,
+      ).toBe(201);
+      expect(
+        (
+          await h.request(tokens.drB, 'PUT', '/Organization/made-up', {
+            resourceType: 'Organization',
+            id: 'made-up',
+            name: 'X',
+          })
+        ).status,
+      ).toBe(404);
+      expect(
+        (
+          await h.request(tokens.sysA, 'PUT', '/Organization/made-up', {
+            resourceType: 'Organization',
+            id: 'made-up',
+            name: 'X',
+          })
+        ).status,
+      ).toBe(201);
       // Consents: not the clinician, not another patient, not an admin without a reason.
       const consent = privacyConsent('Patient/p1', { type: 'permit', actor: [actor('Organization/lab-b')] });
       expect((await h.request(tokens.drB, 'POST', '/Consent', consent)).status).toBe(403);
@@ -226,16 +368,26 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
     });
 
     it('a system of the home organisation records a consent given in person (marked on the ledger)', async () => {
-      const consent = privacyConsent('Patient/p2', { type: 'permit', actor: [actor('Organization/lab-b')], class: [{ code: 'Observation' }] });
+      const consent = privacyConsent('Patient/p2', {
+        type: 'permit',
+        actor: [actor('Organization/lab-b')],
+        class: [{ code: 'Observation' }],
+      });
       const res = await h.request(tokens.sysA, 'POST', '/Consent', consent);
       expect(res.status, res.text).toBe(201);
       expect((await h.request(tokens.labB, 'GET', '/Observation/obs2')).status).toBe(200);
       expect((await h.request(tokens.labB, 'GET', '/Patient/p2')).status).toBe(404);
       // Not a system of another organisation; an admin only with a recorded reason.
       expect((await h.request(tokens.sysB, 'POST', '/Consent', consent)).status).toBe(403);
-      const byAdmin = await h.request(tokens.admin, 'POST', '/Consent', consent, { 'x-access-reason': 'paper consent form 2026-117' });
+      const byAdmin = await h.request(tokens.admin, 'POST', '/Consent', consent, {
+        'x-access-reason': 'paper consent form 2026-117',
+      });
       expect(byAdmin.status, byAdmin.text).toBe(201);
-      const grants = JSON.parse(await h.app.ledger!.evaluate('consent:ListGrants', [h.participants.existingPseudonymOf('Patient/p2')!]));
+      const grants = JSON.parse(
+        await h.app.ledger!.evaluate('consent:ListGrants', [
+          h.participants.existingPseudonymOf('Patient/p2')!,
+        ]),
+      );
       const inPerson = grants.filter((g: any) => g.status === 'active' && g.grantedInPerson);
       expect(inPerson.length).toBe(1);
       expect(JSON.stringify(grants)).not.toMatch(/Patient\/|Organization\/|lab-b/);
@@ -266,10 +418,23 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       for (let attempt = 0; attempt < 40; attempt++) {
         log = await h.request(tokens.patient1, 'GET', '/Patient/p1/$access-log');
         expect(log.status, log.text).toBe(200);
-        if ((log.body.parameter ?? []).length > 0 && log.body.parameter.some((p: any) => p.part.some((x: any) => x.valueReference?.reference === 'Practitioner/dr-b'))) break;
+        if (
+          (log.body.parameter ?? []).length > 0 &&
+          log.body.parameter.some((p: any) =>
+            p.part.some((x: any) => x.valueReference?.reference === 'Practitioner/dr-b'),
+          )
+        )
+          break;
         await new Promise((r) => setTimeout(r, 100));
       }
-      const entries = log.body.parameter.map((p: any) => Object.fromEntries(p.part.map((x: any) => [x.name, x.valueCode ?? x.valueString ?? x.valueReference?.reference ?? x.valueInstant])));
+      const entries = log.body.parameter.map((p: any) =>
+        Object.fromEntries(
+          p.part.map((x: any) => [
+            x.name,
+            x.valueCode ?? x.valueString ?? x.valueReference?.reference ?? x.valueInstant,
+          ]),
+        ),
+      );
       const byDrB = entries.filter((e: any) => e.who === 'Practitioner/dr-b');
       expect(byDrB.some((e: any) => e.outcome === 'allowed' && e.resourceType === 'Observation')).toBe(true);
       expect(byDrB.some((e: any) => e.outcome === 'refused' && e.resourceType === 'Condition')).toBe(true);
@@ -278,9 +443,14 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       const events = await h.request(tokens.patient1, 'GET', '/AuditEvent?_count=100');
       expect(events.status, events.text.slice(0, 200)).toBe(200);
       expect((events.body.entry ?? []).length).toBeGreaterThan(0);
-      for (const e of events.body.entry) expect(JSON.stringify(e.resource.entity ?? [])).toContain('Patient/p1');
+      for (const e of events.body.entry)
+        expect(JSON.stringify(e.resource.entity ?? [])).toContain('Patient/p1');
       // No names or resource ids on the ledger: only pseudonyms.
-      const ledgerText = JSON.stringify(await h.app.ledger!.evaluate('consent:ListAccess', [h.participants.existingPseudonymOf('Patient/p1')!]));
+      const ledgerText = JSON.stringify(
+        await h.app.ledger!.evaluate('consent:ListAccess', [
+          h.participants.existingPseudonymOf('Patient/p1')!,
+        ]),
+      );
       expect(ledgerText).not.toContain('Patient/p1');
       expect(ledgerText).not.toContain('dr-b');
     });

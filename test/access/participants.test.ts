@@ -49,8 +49,28 @@ describe('participants', () => {
 
   it('enrols through the CLI: cert.pem with hie.role and a pseudonymous hie.id, key.pem mode 0600', async () => {
     const out = join(dataDir, 'out-ehr');
-    const printed = JSON.parse(await cli(['participant', 'enroll', '--data-dir', dataDir, '--role', 'system', '--id', 'ehr-a', '--resource', 'Organization/hosp-a', '--out', out]));
-    expect(printed).toMatchObject({ clientId: 'ehr-a', role: 'system', status: 'enrolled', organization: 'Organization/hosp-a' });
+    const printed = JSON.parse(
+      await cli([
+        'participant',
+        'enroll',
+        '--data-dir',
+        dataDir,
+        '--role',
+        'system',
+        '--id',
+        'ehr-a',
+        '--resource',
+        'Organization/hosp-a',
+        '--out',
+        out,
+      ]),
+    );
+    expect(printed).toMatchObject({
+      clientId: 'ehr-a',
+      role: 'system',
+      status: 'enrolled',
+      organization: 'Organization/hosp-a',
+    });
     const cert = readFileSync(join(out, 'cert.pem'), 'utf8');
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
     const attrs = certificateAttributes(cert);
@@ -64,15 +84,58 @@ describe('participants', () => {
   });
 
   it('validates role links', async () => {
-    await expect(cli(['participant', 'register', '--data-dir', dataDir, '--role', 'patient', '--id', 'p-x'])).rejects.toThrow(/Patient/);
-    await expect(cli(['participant', 'register', '--data-dir', dataDir, '--role', 'clinician', '--id', 'c-x', '--resource', 'Practitioner/1'])).rejects.toThrow(/organization/);
-    await expect(cli(['participant', 'register', '--data-dir', dataDir, '--role', 'root', '--id', 'r-x'])).rejects.toThrow(/role/);
+    await expect(
+      cli(['participant', 'register', '--data-dir', dataDir, '--role', 'patient', '--id', 'p-x']),
+    ).rejects.toThrow(/Patient/);
+    await expect(
+      cli([
+        'participant',
+        'register',
+        '--data-dir',
+        dataDir,
+        '--role',
+        'clinician',
+        '--id',
+        'c-x',
+        '--resource',
+        'Practitioner/1',
+      ]),
+    ).rejects.toThrow(/organization/);
+    await expect(
+      cli(['participant', 'register', '--data-dir', dataDir, '--role', 'root', '--id', 'r-x']),
+    ).rejects.toThrow(/role/);
   });
 
   it('register then enroll (P-256), list, and the token service accepts assertions signed with the enrolled key', async () => {
-    await cli(['participant', 'register', '--data-dir', dataDir, '--role', 'clinician', '--id', 'dr-b', '--resource', 'Practitioner/7', '--organization', 'Organization/hosp-a']);
+    await cli([
+      'participant',
+      'register',
+      '--data-dir',
+      dataDir,
+      '--role',
+      'clinician',
+      '--id',
+      'dr-b',
+      '--resource',
+      'Practitioner/7',
+      '--organization',
+      'Organization/hosp-a',
+    ]);
     const out = join(dataDir, 'out-dr');
-    await cli(['participant', 'enroll', '--data-dir', dataDir, '--role', 'clinician', '--id', 'dr-b', '--out', out, '--key-type', 'P-256']);
+    await cli([
+      'participant',
+      'enroll',
+      '--data-dir',
+      dataDir,
+      '--role',
+      'clinician',
+      '--id',
+      'dr-b',
+      '--out',
+      out,
+      '--key-type',
+      'P-256',
+    ]);
     const listed = JSON.parse(await cli(['participant', 'list', '--data-dir', dataDir, '--json']));
     expect(listed.map((p: { clientId: string }) => p.clientId).sort()).toEqual(['dr-b', 'ehr-a']);
     const table = await cli(['participant', 'list', '--data-dir', dataDir]);
@@ -82,17 +145,29 @@ describe('participants', () => {
     const tokens = new TokenService({ directory, secret: randomBytes(32) });
     const drKey = readFileSync(join(out, 'key.pem'), 'utf8');
     const response = await tokens.exchange(
-      { grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertionFrom(drKey, 'dr-b', 'ES256') },
+      {
+        grant_type: 'client_credentials',
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: await assertionFrom(drKey, 'dr-b', 'ES256'),
+      },
       TOKEN_URL,
     );
     expect(response.fhirUser).toBe('Practitioner/7');
     const caller = tokens.verifyAccessToken(response.access_token);
-    expect(caller).toMatchObject({ role: 'clinician', organization: 'Organization/hosp-a', fhirUser: 'Practitioner/7' });
+    expect(caller).toMatchObject({
+      role: 'clinician',
+      organization: 'Organization/hosp-a',
+      fhirUser: 'Practitioner/7',
+    });
 
     const ehrKey = readFileSync(join(dataDir, 'out-ehr', 'key.pem'), 'utf8');
     const ehrToken = (
       await tokens.exchange(
-        { grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertionFrom(ehrKey, 'ehr-a') },
+        {
+          grant_type: 'client_credentials',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: await assertionFrom(ehrKey, 'ehr-a'),
+        },
         TOKEN_URL,
       )
     ).access_token;
@@ -103,15 +178,34 @@ describe('participants', () => {
     expect(() => tokens.verifyAccessToken(ehrToken)).toThrow(/revoked/);
     await expect(
       tokens.exchange(
-        { grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertionFrom(ehrKey, 'ehr-a') },
+        {
+          grant_type: 'client_credentials',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: await assertionFrom(ehrKey, 'ehr-a'),
+        },
         TOKEN_URL,
       ),
     ).rejects.toMatchObject({ error: 'invalid_client' });
     // The CA revoked its certificate too.
     const identity = (await import('../../src/access/identity-provider.js')).EmbeddedIdentityProvider;
     const provider = await identity.open(join(dataDir, 'identity', 'ca'), { mspId: 'Org1MSP' });
-    expect(provider.embeddedCa.isRevoked(readFileSync(join(dataDir, 'out-ehr', 'cert.pem'), 'utf8'))).toBe(true);
-    await expect(cli(['participant', 'enroll', '--data-dir', dataDir, '--role', 'system', '--id', 'ehr-a', '--out', join(dataDir, 'again')])).rejects.toThrow(/revoked/);
+    expect(provider.embeddedCa.isRevoked(readFileSync(join(dataDir, 'out-ehr', 'cert.pem'), 'utf8'))).toBe(
+      true,
+    );
+    await expect(
+      cli([
+        'participant',
+        'enroll',
+        '--data-dir',
+        dataDir,
+        '--role',
+        'system',
+        '--id',
+        'ehr-a',
+        '--out',
+        join(dataDir, 'again'),
+      ]),
+    ).rejects.toThrow(/revoked/);
   });
 
   it('re-enrolment issues a new certificate and the old key stops working', async () => {
@@ -122,7 +216,11 @@ describe('participants', () => {
     const tokens = new TokenService({ directory: d, secret: randomBytes(32) });
     const request = async (key: string) =>
       tokens.exchange(
-        { grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertionFrom(key, 'lab-1') },
+        {
+          grant_type: 'client_credentials',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: await assertionFrom(key, 'lab-1'),
+        },
         TOKEN_URL,
       );
     await expect(request(first.enrollment.privateKey)).rejects.toMatchObject({ error: 'invalid_client' });

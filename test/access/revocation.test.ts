@@ -16,8 +16,16 @@ describe('revocation while a clinician reads in a loop', () => {
     sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
     doctor = await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
     patient = await h.enrol('pat-9', 'patient', 'Patient/p9');
-    expect((await h.request(sys, 'PUT', '/Patient/p9', { resourceType: 'Patient', id: 'p9' })).status).toBe(201);
-    const obs = { resourceType: 'Observation', id: 'o9', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/p9' } };
+    expect((await h.request(sys, 'PUT', '/Patient/p9', { resourceType: 'Patient', id: 'p9' })).status).toBe(
+      201,
+    );
+    const obs = {
+      resourceType: 'Observation',
+      id: 'o9',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: 'Patient/p9' },
+    };
     expect((await h.request(sys, 'PUT', '/Observation/o9', obs)).status).toBe(201);
   });
   afterAll(async () => {
@@ -26,7 +34,12 @@ describe('revocation while a clinician reads in a loop', () => {
 
   it('no access before the grant, access once the grant is committed, none from the first request after revocation', async () => {
     expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(404);
-    const granted = await h.request(patient, 'POST', '/Consent', privacyConsent('Patient/p9', { type: 'permit', actor: [actor('Practitioner/dr-b')] }));
+    const granted = await h.request(
+      patient,
+      'POST',
+      '/Consent',
+      privacyConsent('Patient/p9', { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
+    );
     expect(granted.status, granted.text).toBe(201);
     // The 201 came after the grant committed: in force at once.
     expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(200);
@@ -37,7 +50,10 @@ describe('revocation while a clinician reads in a loop', () => {
       expect(statuses.every((s) => s === 200)).toBe(true);
 
       // Revoke without waiting for the answer; reads go on meanwhile.
-      const revoking = h.request(patient, 'PUT', `/Consent/${granted.body.id}`, { ...granted.body, status: 'inactive' });
+      const revoking = h.request(patient, 'PUT', `/Consent/${granted.body.id}`, {
+        ...granted.body,
+        status: 'inactive',
+      });
       const during: number[] = [];
       let revoked = false;
       void revoking.then(() => (revoked = true));
@@ -50,11 +66,17 @@ describe('revocation while a clinician reads in a loop', () => {
       // Once refused, never allowed again: the refusal starts when the revocation is accepted, not at commit.
       const firstRefusal = during.indexOf(404);
       if (firstRefusal >= 0) expect(during.slice(firstRefusal).every((s) => s === 404)).toBe(true);
-      for (let i = 0; i < 5; i++) expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(404);
-      expect((await h.request(doctor, 'GET', '/Observation?subject=Patient/p9')).body.entry ?? []).toEqual([]);
+      for (let i = 0; i < 5; i++)
+        expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(404);
+      expect((await h.request(doctor, 'GET', '/Observation?subject=Patient/p9')).body.entry ?? []).toEqual(
+        [],
+      );
 
       // Grant again for the next round.
-      const regrant = await h.request(patient, 'PUT', `/Consent/${granted.body.id}`, { ...granted.body, status: 'active' });
+      const regrant = await h.request(patient, 'PUT', `/Consent/${granted.body.id}`, {
+        ...granted.body,
+        status: 'active',
+      });
       expect(regrant.status, regrant.text).toBe(200);
       expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(200);
     }
@@ -62,7 +84,9 @@ describe('revocation while a clinician reads in a loop', () => {
     // Deleting the Consent revokes too.
     expect((await h.request(patient, 'DELETE', `/Consent/${granted.body.id}`)).status).toBe(200);
     expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(404);
-    const grants = await h.app.ledger!.evaluate('consent:ListGrants', [h.participants.existingPseudonymOf('Patient/p9')!]);
+    const grants = await h.app.ledger!.evaluate('consent:ListGrants', [
+      h.participants.existingPseudonymOf('Patient/p9')!,
+    ]);
     expect(JSON.parse(grants).map((g: { status: string }) => g.status)).toEqual(['revoked']);
   });
 });

@@ -13,7 +13,14 @@ const TOKEN_URL = `${BASE}/auth/token`;
 describe('SMART Backend Services token endpoint and FHIR authentication', () => {
   const directory = new MapDirectory();
   const system = directory.add(makeClient('ehr-system', 'system', { organization: 'Organization/hosp' }));
-  const clinician = directory.add(makeClient('dr-who', 'clinician', { resource: 'Practitioner/7', organization: 'Organization/hosp' }, 'P-256'));
+  const clinician = directory.add(
+    makeClient(
+      'dr-who',
+      'clinician',
+      { resource: 'Practitioner/7', organization: 'Organization/hosp' },
+      'P-256',
+    ),
+  );
   const patient = directory.add(makeClient('pat-1', 'patient', { resource: 'Patient/p1' }));
   const lab = directory.add(makeClient('lab-1', 'lab', { resource: 'Organization/lab' }));
   const stranger = makeClient('stranger', 'system');
@@ -23,9 +30,14 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
   const logLines: string[] = [];
 
   beforeAll(async () => {
-    app = Fastify({ logger: { level: 'info', stream: { write: (line: string) => void logLines.push(line) } } });
+    app = Fastify({
+      logger: { level: 'info', stream: { write: (line: string) => void logLines.push(line) } },
+    });
     registerAuth(app, { tokens, policyFor: (caller) => new OpenAccess(caller), publicBaseUrl: BASE });
-    app.get('/fhir/Patient/:id', async (request) => ({ caller: request.hieCaller, hasPolicy: request.hieAccess !== undefined }));
+    app.get('/fhir/Patient/:id', async (request) => ({
+      caller: request.hieCaller,
+      hasPolicy: request.hieAccess !== undefined,
+    }));
     app.get('/fhir/metadata', async () => ({ resourceType: 'CapabilityStatement' }));
     await app.ready();
   });
@@ -34,7 +46,12 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
   });
 
   async function requestToken(body: string) {
-    return app.inject({ method: 'POST', url: '/auth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: body });
+    return app.inject({
+      method: 'POST',
+      url: '/auth/token',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: body,
+    });
   }
 
   it('issues a short-lived token with role scopes to a system client', async () => {
@@ -45,9 +62,17 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
     expect(body.token_type).toBe('Bearer');
     expect(body.expires_in).toBeLessThanOrEqual(300);
     expect(body.scope.split(' ')).toEqual(['system/*.rs', 'system/*.cud']);
-    const fhir = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${body.access_token}` } });
+    const fhir = await app.inject({
+      method: 'GET',
+      url: '/fhir/Patient/1',
+      headers: { authorization: `Bearer ${body.access_token}` },
+    });
     expect(fhir.statusCode).toBe(200);
-    expect(fhir.json().caller).toMatchObject({ participant: 'ps-ehr-system', role: 'system', organization: 'Organization/hosp' });
+    expect(fhir.json().caller).toMatchObject({
+      participant: 'ps-ehr-system',
+      role: 'system',
+      organization: 'Organization/hosp',
+    });
     expect(fhir.json().hasPolicy).toBe(true);
   });
 
@@ -64,30 +89,48 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
   });
 
   it('grants only the requested scopes the role allows', async () => {
-    const res = await requestToken(tokenForm(await assertion(patient, TOKEN_URL), { scope: 'patient/Observation.rs system/*.cruds' }));
+    const res = await requestToken(
+      tokenForm(await assertion(patient, TOKEN_URL), { scope: 'patient/Observation.rs system/*.cruds' }),
+    );
     expect(res.json().scope).toBe('patient/Observation.rs');
-    const none = await requestToken(tokenForm(await assertion(patient, TOKEN_URL), { scope: 'system/*.cruds' }));
+    const none = await requestToken(
+      tokenForm(await assertion(patient, TOKEN_URL), { scope: 'system/*.cruds' }),
+    );
     expect(none.statusCode).toBe(400);
     expect(none.json().error).toBe('invalid_scope');
   });
 
   const attacks: [string, () => Promise<string>][] = [
     ['a bad signature (another key)', async () => assertion(system, TOKEN_URL, { key: stranger.privateKey })],
-    ['alg none', async () => {
-      const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
-      const t = Math.floor(Date.now() / 1000);
-      return `${enc({ alg: 'none', typ: 'JWT' })}.${enc({ iss: system.clientId, sub: system.clientId, aud: TOKEN_URL, exp: t + 60, jti: 'x1' })}.`;
-    }],
-    ['HS256 keyed with the public key', async () => {
-      const pem = system.publicKey.export({ type: 'spki', format: 'pem' });
-      return new SignJWT({ jti: 'hs-1' }).setProtectedHeader({ alg: 'HS256' }).setIssuer(system.clientId).setSubject(system.clientId)
-        .setAudience(TOKEN_URL).setExpirationTime('2m').sign(new TextEncoder().encode(pem as string));
-    }],
+    [
+      'alg none',
+      async () => {
+        const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+        const t = Math.floor(Date.now() / 1000);
+        return `${enc({ alg: 'none', typ: 'JWT' })}.${enc({ iss: system.clientId, sub: system.clientId, aud: TOKEN_URL, exp: t + 60, jti: 'x1' })}.`;
+      },
+    ],
+    [
+      'HS256 keyed with the public key',
+      async () => {
+        const pem = system.publicKey.export({ type: 'spki', format: 'pem' });
+        return new SignJWT({ jti: 'hs-1' })
+          .setProtectedHeader({ alg: 'HS256' })
+          .setIssuer(system.clientId)
+          .setSubject(system.clientId)
+          .setAudience(TOKEN_URL)
+          .setExpirationTime('2m')
+          .sign(new TextEncoder().encode(pem as string));
+      },
+    ],
     ['the wrong aud', async () => assertion(system, TOKEN_URL, { aud: 'http://elsewhere/auth/token' })],
     ['an expired assertion', async () => assertion(system, TOKEN_URL, { expSeconds: -60 })],
     ['exp more than five minutes ahead', async () => assertion(system, TOKEN_URL, { expSeconds: 3600 })],
     ['iss different from sub', async () => assertion(system, TOKEN_URL, { sub: 'someone-else' })],
-    ['ES256 with a P-384 key', async () => assertion(system, TOKEN_URL, { alg: 'ES256' }).catch(() => 'x.y.z')],
+    [
+      'ES256 with a P-384 key',
+      async () => assertion(system, TOKEN_URL, { alg: 'ES256' }).catch(() => 'x.y.z'),
+    ],
     ['an unknown client', async () => assertion(stranger, TOKEN_URL)],
     ['garbage', async () => 'not-a-jwt'],
   ];
@@ -110,10 +153,19 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
 
   it('answers malformed requests with invalid_request / unsupported_grant_type', async () => {
     const a = await assertion(system, TOKEN_URL);
-    expect((await requestToken(tokenForm(a, { grant_type: 'password' }))).json().error).toBe('unsupported_grant_type');
+    expect((await requestToken(tokenForm(a, { grant_type: 'password' }))).json().error).toBe(
+      'unsupported_grant_type',
+    );
     expect((await requestToken('grant_type=client_credentials')).json().error).toBe('invalid_request');
-    expect((await requestToken(`${tokenForm(a)}&client_assertion=${a}`)).json().error).toBe('invalid_request');
-    const json = await app.inject({ method: 'POST', url: '/auth/token', headers: { 'content-type': 'application/json' }, payload: '{}' });
+    expect((await requestToken(`${tokenForm(a)}&client_assertion=${a}`)).json().error).toBe(
+      'invalid_request',
+    );
+    const json = await app.inject({
+      method: 'POST',
+      url: '/auth/token',
+      headers: { 'content-type': 'application/json' },
+      payload: '{}',
+    });
     expect(json.statusCode).toBe(400);
     expect(json.json().error).toBe('invalid_request');
   });
@@ -121,10 +173,18 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
   it('refuses a revoked client at once, even with an unexpired token', async () => {
     const revocable = directory.add(makeClient('revocable', 'system'));
     const token = (await requestToken(tokenForm(await assertion(revocable, TOKEN_URL)))).json().access_token;
-    const ok = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${token}` } });
+    const ok = await app.inject({
+      method: 'GET',
+      url: '/fhir/Patient/1',
+      headers: { authorization: `Bearer ${token}` },
+    });
     expect(ok.statusCode).toBe(200);
     directory.revoked.add('revocable');
-    const refused = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${token}` } });
+    const refused = await app.inject({
+      method: 'GET',
+      url: '/fhir/Patient/1',
+      headers: { authorization: `Bearer ${token}` },
+    });
     expect(refused.statusCode).toBe(401);
     const again = await requestToken(tokenForm(await assertion(revocable, TOKEN_URL)));
     expect(again.json().error).toBe('invalid_client');
@@ -136,21 +196,39 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
     expect(none.headers['www-authenticate']).toMatch(/^Bearer/);
     expect(none.json()).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'login' }] });
 
-    const good = (await requestToken(tokenForm(await assertion(system, TOKEN_URL)))).json().access_token as string;
+    const good = (await requestToken(tokenForm(await assertion(system, TOKEN_URL)))).json()
+      .access_token as string;
     const [prefix, payload, mac] = good.split('.');
     const claims = JSON.parse(Buffer.from(payload, 'base64url').toString());
     const forgedPayload = Buffer.from(JSON.stringify({ ...claims, role: 'admin' })).toString('base64url');
-    for (const forged of [`${prefix}.${forgedPayload}.${mac}`, `${good.slice(0, -2)}AA`, 'hat1.abc', 'eyJhbGciOiJub25lIn0.e30.']) {
-      const res = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${forged}` } });
+    for (const forged of [
+      `${prefix}.${forgedPayload}.${mac}`,
+      `${good.slice(0, -2)}AA`,
+      'hat1.abc',
+      'eyJhbGciOiJub25lIn0.e30.',
+    ]) {
+      const res = await app.inject({
+        method: 'GET',
+        url: '/fhir/Patient/1',
+        headers: { authorization: `Bearer ${forged}` },
+      });
       expect(res.statusCode).toBe(401);
       expect(res.headers['www-authenticate']).toContain('invalid_token');
       expect(res.json().resourceType).toBe('OperationOutcome');
     }
-    const basic = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: 'Basic Zm9vOmJhcg==' } });
+    const basic = await app.inject({
+      method: 'GET',
+      url: '/fhir/Patient/1',
+      headers: { authorization: 'Basic Zm9vOmJhcg==' },
+    });
     expect(basic.statusCode).toBe(401);
 
     now += 301_000;
-    const expired = await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${good}` } });
+    const expired = await app.inject({
+      method: 'GET',
+      url: '/fhir/Patient/1',
+      headers: { authorization: `Bearer ${good}` },
+    });
     now = Date.now();
     expect(expired.statusCode).toBe(401);
     expect(expired.json().issue[0].diagnostics).toContain('expired');
@@ -173,8 +251,16 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
   it('never writes tokens or assertions to the log', async () => {
     const a = await assertion(system, TOKEN_URL);
     const token = (await requestToken(tokenForm(a))).json().access_token as string;
-    await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${token}` } });
-    await app.inject({ method: 'GET', url: '/fhir/Patient/1', headers: { authorization: `Bearer ${token}x` } });
+    await app.inject({
+      method: 'GET',
+      url: '/fhir/Patient/1',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    await app.inject({
+      method: 'GET',
+      url: '/fhir/Patient/1',
+      headers: { authorization: `Bearer ${token}x` },
+    });
     const log = logLines.join('\n');
     expect(log.length).toBeGreaterThan(0);
     expect(log).not.toContain(token.split('.')[1]);
@@ -186,7 +272,13 @@ describe('development mode', () => {
   it('opens access to loopback callers only', async () => {
     const app = Fastify();
     const tokens = new TokenService({ directory: new MapDirectory(), secret: randomBytes(32) });
-    registerAuth(app, { tokens, policyFor: () => { throw new Error('unused'); }, devOpenLoopback: true });
+    registerAuth(app, {
+      tokens,
+      policyFor: () => {
+        throw new Error('unused');
+      },
+      devOpenLoopback: true,
+    });
     app.get('/fhir/Patient/:id', async (request) => ({ role: request.hieCaller?.role }));
     const local = await app.inject({ method: 'GET', url: '/fhir/Patient/1', remoteAddress: '127.0.0.1' });
     expect(local.json()).toEqual({ role: 'open' });

@@ -62,7 +62,9 @@ export function smartConfiguration(baseUrl: string): Record<string, unknown> {
     grant_types_supported: ['client_credentials'],
     token_endpoint_auth_methods_supported: ['private_key_jwt'],
     token_endpoint_auth_signing_alg_values_supported: ['ES384', 'ES256'],
-    scopes_supported: [...new Set(['system', 'clinician', 'lab', 'patient'].flatMap((r) => roleScopes(r as 'system')))],
+    scopes_supported: [
+      ...new Set(['system', 'clinician', 'lab', 'patient'].flatMap((r) => roleScopes(r as 'system'))),
+    ],
     response_types_supported: ['token'],
     capabilities: ['client-confidential-asymmetric', 'permission-v2', 'context-standalone-patient'],
     code_challenge_methods_supported: [],
@@ -90,14 +92,20 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
     if (publicFhirPaths.has(query < 0 ? url : url.slice(0, query))) return;
 
     if (options.devOpenLoopback) {
-      if (!LOOPBACK.has(request.socket.remoteAddress ?? '')) return sendUnauthorized(reply, 'development mode serves loopback callers only', false);
+      if (!LOOPBACK.has(request.socket.remoteAddress ?? ''))
+        return sendUnauthorized(reply, 'development mode serves loopback callers only', false);
       request.hieAccess = new OpenAccess({ participant: 'dev-open', role: 'open', scopes: ['system/*.*'] });
       request.hieCaller = request.hieAccess.caller;
       return;
     }
 
     const header = request.headers.authorization;
-    if (!header) return sendUnauthorized(reply, 'authentication required: send an access token from /auth/token as a Bearer token', false);
+    if (!header)
+      return sendUnauthorized(
+        reply,
+        'authentication required: send an access token from /auth/token as a Bearer token',
+        false,
+      );
     const match = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/i.exec(header);
     if (!match) return sendUnauthorized(reply, 'malformed Authorization header: expected Bearer', true);
     try {
@@ -111,7 +119,9 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
   });
 
   const sendSmartConfiguration = async (request: FastifyRequest, reply: FastifyReply) =>
-    reply.header('cache-control', 'no-cache').send(smartConfiguration(baseUrlOf(request, options.publicBaseUrl)));
+    reply
+      .header('cache-control', 'no-cache')
+      .send(smartConfiguration(baseUrlOf(request, options.publicBaseUrl)));
   app.get('/.well-known/smart-configuration', sendSmartConfiguration);
   app.get(`${prefix}/.well-known/smart-configuration`, sendSmartConfiguration);
 
@@ -123,12 +133,23 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
       const oauth =
         error instanceof OAuthError
           ? error
-          : new OAuthError('invalid_request', (error.statusCode ?? 500) < 500 ? `malformed token request (${error.message})` : 'the token request failed');
-      if (!(error instanceof OAuthError) && (error.statusCode ?? 500) >= 500) reply.log.error({ err: error.name }, 'token endpoint failure');
-      return reply.code(oauth.status).header('cache-control', 'no-store').header('pragma', 'no-cache').send(oauth.toJSON());
+          : new OAuthError(
+              'invalid_request',
+              (error.statusCode ?? 500) < 500
+                ? `malformed token request (${error.message})`
+                : 'the token request failed',
+            );
+      if (!(error instanceof OAuthError) && (error.statusCode ?? 500) >= 500)
+        reply.log.error({ err: error.name }, 'token endpoint failure');
+      return reply
+        .code(oauth.status)
+        .header('cache-control', 'no-store')
+        .header('pragma', 'no-cache')
+        .send(oauth.toJSON());
     });
     scope.post('/auth/token', async (request, reply) => {
-      if (!(request.body instanceof URLSearchParams)) throw new OAuthError('invalid_request', `the token request must be ${FORM}`);
+      if (!(request.body instanceof URLSearchParams))
+        throw new OAuthError('invalid_request', `the token request must be ${FORM}`);
       const params = request.body;
       const tokenRequest: TokenRequest = {};
       for (const name of TOKEN_PARAMS) {
