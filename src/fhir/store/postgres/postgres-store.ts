@@ -309,6 +309,15 @@ export class PostgresResourceStore implements ResourceStore {
     );
   }
 
+  /** GDPR erasure of content (docs/erasure.md): every version keeps its row, as a deletion without text. */
+  eraseContent(resourceType: string, id: string): Promise<number> {
+    this.assertReady();
+    const erase = async (q: Queryable) =>
+      (await q.query<{ n: number }>(this.sql.eraseContent, [resourceType, id])).rows[0]!.n;
+    const tx = this.openTransaction();
+    return tx ? tx.run(erase) : this.inNewTransaction(erase);
+  }
+
   indexEntries(resourceType: string, id: string): Promise<IndexEntry[]> {
     return this.onConnection(async (q) => {
       const { rows } = await q.query<Record<string, unknown>>(this.sql.indexEntries, [resourceType, id]);
@@ -527,6 +536,17 @@ function statements(S: string) {
     eraseSalts:
       `UPDATE ${S}.anchor a SET status = 'erased', salt = NULL, erased_at = $1 FROM ${S}.resource_version v ` +
       "WHERE v.seq = a.seq AND v.resource_type = $2 AND v.id = $3 AND a.status <> 'erased'",
+    eraseContent: `
+      WITH e AS (
+        UPDATE ${S}.resource_version SET json = NULL, patients = NULL, deleted = true
+        WHERE resource_type = $1 AND id = $2 AND (json IS NOT NULL OR patients IS NOT NULL OR NOT deleted)
+        RETURNING 1
+      ), d AS (
+        DELETE FROM ${S}.search_index WHERE resource_type = $1 AND id = $2
+      ), c AS (
+        UPDATE ${S}.resource_current SET deleted = true WHERE resource_type = $1 AND id = $2
+      )
+      SELECT count(*)::integer AS n FROM e`,
     indexEntries: `SELECT param, type, system, value, low, high, reference FROM ${S}.search_index WHERE resource_type = $1 AND id = $2 ORDER BY ord`,
   };
 }
