@@ -79,6 +79,10 @@ async function conditionalMatch(
   const match = matches[0].resource!;
   const stored = await context.store.read(resourceType, match.id!);
   if (!stored || stored.deleted) return undefined;
+  // The search answers only with what the caller may see; the version read here must be visible too.
+  if (!context.access.canRead(stored)) {
+    throw preconditionFailed(`If-None-Exist '${criteria}' cannot be evaluated for this caller`);
+  }
   const headers = { ...versionHeaders(stored), Location: versionLocation(request.baseUrl, stored) };
   if (request.preferReturn === 'minimal') return { status: 200, headers };
   return { status: 200, headers, body: stored.json };
