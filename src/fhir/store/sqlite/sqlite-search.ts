@@ -538,21 +538,6 @@ export class SqliteSearch {
     const versions = page.map(({ seq, ...version }) => ({ ...version, json: body.get(seq) as string }));
     return { versions, total: request.wantTotal ? visible : undefined, hasMore };
   }
-
-  /** Reference values (`Type/id`, URLs) that the given resources hold in reference parameter `param` (or all, for '*'). */
-  references(
-    resourceType: string,
-    ids: string[],
-    param: string,
-  ): { id: string; param: string; reference: string }[] {
-    const sql =
-      param === '*'
-        ? `SELECT si.id, si.param, si.reference FROM search_index si WHERE si.resource_type = ? AND si.id IN (SELECT value FROM json_each(?)) AND si.type = 'reference' AND si.reference IS NOT NULL`
-        : `SELECT si.id, si.param, si.reference FROM search_index si WHERE si.resource_type = ? AND si.id IN (SELECT value FROM json_each(?)) AND si.param = ? AND si.reference IS NOT NULL`;
-    const binds: Bind[] =
-      param === '*' ? [resourceType, JSON.stringify(ids)] : [resourceType, JSON.stringify(ids), param];
-    return this.prepare(sql).all(...binds) as { id: string; param: string; reference: string }[];
-  }
 }
 
 const searchers = new WeakMap<Database, SqliteSearch>();
