@@ -879,6 +879,22 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         expect(await store.eraseContent!('Patient', 'a')).toBe(0);
         expect((await store.write(patient('a'))).versionId).toBe(3);
       });
+
+      it('works inside a transaction, and rolls back with it', async () => {
+        await store.write(patient('a'));
+        await store.write(patient('b'));
+        await expect(
+          store.transaction(async (tx) => {
+            expect(await tx.eraseContent!('Patient', 'a')).toBe(1);
+            throw new Error('changed my mind');
+          }),
+        ).rejects.toThrow('changed my mind');
+        expect((await store.read('Patient', 'a'))?.json).toBeDefined();
+        await store.transaction(async (tx) => {
+          expect(await tx.eraseContent!('Patient', 'b')).toBe(1);
+        });
+        expect((await store.read('Patient', 'b'))?.json).toBeUndefined();
+      });
     });
 
     describe('eraseSalts', () => {

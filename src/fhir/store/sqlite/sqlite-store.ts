@@ -521,6 +521,7 @@ export class SqliteResourceStore implements ResourceStore {
       anchorState: (key) => this.txContext.run(token, () => this.anchorState(key)),
       allVersions: () => this.txContext.run(token, () => this.allVersions()),
       eraseSalts: (type, id) => this.txContext.run(token, () => this.eraseSalts(type, id)),
+      eraseContent: (type, id) => this.txContext.run(token, () => this.eraseContent(type, id)),
       indexEntries: (type, id) => this.txContext.run(token, () => this.indexEntries(type, id)),
     };
     return view;
