@@ -205,6 +205,29 @@ async function main(): Promise<void> {
         ],
       }),
     );
+    // The same create without ledger anchoring (its own service and data directory): what the facade and the
+    // store cost on their own, to see where create time goes. Not a configuration to run in production.
+    const plainDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-plain-'));
+    const plainPort = await freePort();
+    const plain = startChild(
+      [...entry, 'serve', '--port', String(plainPort), '--data-dir', plainDir, '--log-level', 'warn'],
+      { HIE_AUTH: 'dev-open', HIE_ANCHORING: 'off' },
+    );
+    try {
+      await waitFor(`http://127.0.0.1:${plainPort}/fhir/metadata`, plain);
+      rows.push(
+        await load('create (validated, anchoring off)', {
+          url: `http://127.0.0.1:${plainPort}/fhir/Observation`,
+          method: 'POST',
+          headers,
+          body,
+        }),
+      );
+    } finally {
+      await stopChild(plain);
+      rmSync(plainDir, { recursive: true, force: true });
+    }
+
     console.log('');
     printTable(rows, rows[0].requestsPerSecond);
     const read = rows[1].requestsPerSecond / rows[0].requestsPerSecond;
