@@ -24,6 +24,11 @@ async function openStore(file: string): Promise<SqliteResourceStore> {
 }
 
 describeResourceStoreContract('sqlite :memory:', () => openStore(':memory:'));
+describeResourceStoreContract('sqlite :memory: without group commit', async () => {
+  const store = new SqliteResourceStore({ file: ':memory:', groupCommit: false });
+  await store.init();
+  return store;
+});
 describeResourceStoreContract('sqlite file', () => openStore(join(tempDir(), 'resources.sqlite')));
 
 describe('SqliteResourceStore', () => {
@@ -181,6 +186,80 @@ describe('SqliteResourceStore', () => {
       new Set(current.filter((c) => c.id.startsWith(prefix)).map((c) => c.id.slice(prefix.length)));
     expect(pairs('pa-')).toEqual(pairs('pb-'));
     expect(pairs('pa-').size).toBeGreaterThan(0);
+    await store.close();
+  });
+});
+
+describe('SqliteResourceStore group commit', () => {
+  it('commits writes issued together as one batch, each write atomic on its own', async () => {
+    const store = await openStore(join(tempDir(), 'resources.sqlite'));
+    await store.write({
+      resourceType: 'Patient',
+      id: 'x',
+      method: 'PUT',
+      resource: { resourceType: 'Patient' },
+    });
+    const patient = (id: string) => ({
+      resourceType: 'Patient',
+      id,
+      method: 'PUT' as const,
+      resource: { resourceType: 'Patient' },
+    });
+    const results = await Promise.allSettled([
+      store.write(patient('a')),
+      store.write({ ...patient('x'), ifMatch: 7 }),
+      store.write({
+        ...patient('b'),
+        index: [{ param: 'active', type: 'token', value: 'true' }],
+        anchor: () => {
+          throw new Error('no anchor');
+        },
+      }),
+      store.write({ ...patient('x'), ifMatch: 1 }),
+      store.write(patient('c')),
+    ]);
+    expect(results.map((r) => r.status)).toEqual([
+      'fulfilled',
+      'rejected',
+      'rejected',
+      'fulfilled',
+      'fulfilled',
+    ]);
+    expect(((results[1] as PromiseRejectedResult).reason as { status?: number }).status).toBe(412);
+    expect(await store.read('Patient', 'b')).toBeUndefined();
+    expect(await store.indexEntries('Patient', 'b')).toEqual([]);
+    expect((await store.read('Patient', 'x'))?.versionId).toBe(2);
+    expect((await store.read('Patient', 'c'))?.versionId).toBe(1);
+    // Instants still strictly increase inside the batch.
+    const [a, , , x2, c] = results.map((r) => (r.status === 'fulfilled' ? r.value.lastUpdated : ''));
+    expect(a! < x2! && x2! < c!).toBe(true);
+    await store.close();
+  });
+
+  it('waits for an open transaction before committing a batch', async () => {
+    const store = await openStore(':memory:');
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const tx = store.transaction(async (view) => {
+      await view.write({
+        resourceType: 'Patient',
+        id: 'a',
+        method: 'PUT',
+        resource: { resourceType: 'Patient' },
+      });
+      await gate;
+    });
+    await new Promise((r) => setTimeout(r, 5));
+    const outside = store.write({
+      resourceType: 'Patient',
+      id: 'a',
+      method: 'PUT',
+      resource: { resourceType: 'Patient' },
+    });
+    await new Promise((r) => setTimeout(r, 5));
+    release();
+    await tx;
+    expect((await outside).versionId).toBe(2);
     await store.close();
   });
 });

@@ -62,7 +62,11 @@ export interface SqliteStoreOptions {
    * touches tens of pages (random-key index pages), so the default checkpoints (and fsyncs) every few dozen writes.
    */
   walCheckpointPages?: number;
+  /** Store the writes that arrive together (concurrent requests) in one commit; default true. */
+  groupCommit?: boolean;
 }
+
+type WriteOutcome = { ok: true; version: StoredVersion } | { ok: false; error: unknown };
 
 type Statement = Database.Statement;
 
@@ -103,6 +107,11 @@ export class SqliteResourceStore implements ResourceStore {
   private stmts: Statements | undefined;
   private readonly historyStatements = new Map<string, Statement>();
   private readonly writeTransaction: (request: WriteRequest) => StoredVersion;
+  private readonly writeBatch: (requests: WriteRequest[]) => WriteOutcome[];
+  private readonly groupCommit: boolean;
+  private queued:
+    | { request: WriteRequest; resolve: (v: StoredVersion) => void; reject: (e: unknown) => void }[]
+    | undefined;
   private closed = false;
 
   constructor(options: SqliteStoreOptions) {
@@ -118,6 +127,16 @@ export class SqliteResourceStore implements ResourceStore {
     this.db.pragma('journal_size_limit = 67108864');
     // Outside a transaction this is BEGIN IMMEDIATE; inside one (transaction(work)) it becomes a SAVEPOINT.
     this.writeTransaction = this.db.transaction((request: WriteRequest) => this.writeNow(request)).immediate;
+    this.writeBatch = this.db.transaction((requests: WriteRequest[]) =>
+      requests.map((request): WriteOutcome => {
+        try {
+          return { ok: true, version: this.writeTransaction(request) };
+        } catch (error) {
+          return { ok: false, error };
+        }
+      }),
+    ).immediate;
+    this.groupCommit = options.groupCommit ?? true;
   }
 
   async init(): Promise<void> {
@@ -145,7 +164,46 @@ export class SqliteResourceStore implements ResourceStore {
   }
 
   write(request: WriteRequest): Promise<StoredVersion> {
-    return this.guard(() => this.writeTransaction(request));
+    if (!this.groupCommit || this.insideTransaction())
+      return this.guard(() => this.writeTransaction(request));
+    return new Promise<StoredVersion>((resolve, reject) => {
+      if (!this.queued) {
+        this.queued = [];
+        setImmediate(() => this.flushQueued());
+      }
+      this.queued.push({ request, resolve, reject });
+    });
+  }
+
+  /**
+   * Group commit: the writes that arrived during one turn of the event loop (concurrent requests) are stored in
+   * one SQLite transaction, each in a savepoint of its own (a failing write affects no other), and all are
+   * acknowledged after the one COMMIT. Saves a commit (WAL frames, and an fsync with FULL) per write.
+   */
+  private flushQueued(): void {
+    const batch = this.queued ?? [];
+    this.queued = undefined;
+    const run = () => {
+      this.assertReady();
+      if (batch.length === 1) {
+        batch[0]!.resolve(this.writeTransaction(batch[0]!.request));
+        return;
+      }
+      const outcomes = this.writeBatch(batch.map((q) => q.request));
+      outcomes.forEach((outcome, i) =>
+        outcome.ok ? batch[i]!.resolve(outcome.version) : batch[i]!.reject(outcome.error),
+      );
+    };
+    const fail = (error: unknown) => batch.forEach((q) => q.reject(error));
+    if (!this.mutex.locked) {
+      try {
+        run();
+      } catch (error) {
+        fail(error);
+      }
+    } else {
+      this.mutex.run(run).catch(fail);
+    }
   }
 
   history(query: HistoryQuery): Promise<HistoryPage> {
