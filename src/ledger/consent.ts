@@ -190,7 +190,18 @@ export class ConsentService {
    * first decision. Until then nothing is granted (fail closed).
    */
   private async follow(): Promise<void> {
-    const height = await this.ledger.height();
+    let height: number;
+    try {
+      height = await this.ledger.height();
+    } catch (err) {
+      // The ledger is away at start (a Fabric peer down): serve from the checkpoint, as when it goes away later;
+      // the event stream reconnects and catches up when it returns.
+      this.log.warn(
+        { err: (err as Error).message },
+        'ledger unreachable at start; consent cache from its checkpoint',
+      );
+      height = this.nextBlock;
+    }
     const stream = this.ledger.events(this.nextBlock);
     this.stream = stream;
     let caughtUp: () => void = () => {};

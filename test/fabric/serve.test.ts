@@ -14,6 +14,12 @@ import type { ResourceValidator } from '../../src/fhir/validation/validator.js';
 import { startFabricHarness, type FabricHarness } from './support/harness.js';
 
 let harness: FabricHarness;
+/** The validator port, accepting Patients (the ledger is under test here, not validation). */
+const validator: ResourceValidator = {
+  isResourceType: (type) => type === 'Patient',
+  resourceTypes: ['Patient'],
+  validate: () => ({ valid: true, issues: [] }),
+};
 beforeAll(async () => {
   harness = await startFabricHarness();
 });
@@ -128,6 +134,54 @@ describe('buildApp with --ledger fabric', () => {
       );
     } finally {
       await app.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('serve on Fabric while the peer is away', () => {
+  it('starts, stores writes with their anchors pending, and anchors them once the peer returns', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'hie-serve-away-'));
+    const base = harness.config();
+    const file = writeConfig({ ...base, timeouts: undefined, checkpointPath: undefined, ca: undefined });
+    const committedBefore = harness.server.committed.length;
+    harness.server.stop();
+    let app: Awaited<ReturnType<typeof buildApp>> | undefined;
+    try {
+      app = await buildApp(
+        loadConfig(
+          {
+            dataDir,
+            ledger: 'fabric',
+            fabricConfig: file,
+            logLevel: 'silent',
+            auth: 'dev-open',
+            anchorBatchSize: '10',
+            anchorIntervalMs: '50',
+            auditCron: 'off',
+          },
+          {},
+        ),
+        { validator },
+      );
+      const created = await app.fastify.inject({
+        method: 'POST',
+        url: '/fhir/Patient',
+        headers: { 'content-type': 'application/fhir+json' },
+        payload: JSON.stringify({ resourceType: 'Patient', gender: 'female' }),
+      });
+      expect(created.statusCode, created.body).toBe(201);
+      const anchorer = app.integrity!.anchorer;
+      while (anchorer.status().consecutiveFailures === 0) await new Promise((r) => setTimeout(r, 50));
+      expect(anchorer.status().committedBatches).toBe(0);
+      expect(harness.server.committed.length).toBe(committedBefore);
+
+      await harness.server.start();
+      while (anchorer.status().committedBatches === 0) await new Promise((r) => setTimeout(r, 100));
+      expect(harness.server.committed.length).toBe(committedBefore + 1);
+    } finally {
+      await app?.close();
+      if (!harness.server.listening) await harness.server.start();
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -154,6 +154,10 @@ export class TestGatewayServer {
     this.peerSerialized = identity.serializeBinary();
   }
 
+  get listening(): boolean {
+    return this.server !== undefined;
+  }
+
   get address(): string {
     return `127.0.0.1:${this.port}`;
   }
