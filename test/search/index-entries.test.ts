@@ -181,6 +181,23 @@ describe('index extraction on the official examples', () => {
     ]);
   });
 
+  it('aliases (combo-*, phonetic) have no rows of their own: the rows of the parameters they unite answer them', () => {
+    expect(searchParameter('Observation', 'combo-code')?.indexedAs?.sort()).toEqual([
+      'code',
+      'component-code',
+    ]);
+    expect(searchParameter('Observation', 'combo-code-value-quantity')?.indexedAs?.sort()).toEqual([
+      'code-value-quantity',
+      'component-code-value-quantity',
+    ]);
+    expect(searchParameter('Patient', 'phonetic')?.indexedAs).toEqual(['name']);
+    expect(searchParameter('Observation', 'patient')?.indexedAs).toBeUndefined();
+    expect(searchParameter('Observation', 'subject')?.indexedAs).toBeUndefined();
+    const obs = example('Observation-example');
+    expect(extractIndex(obs).filter((r) => r.param.startsWith('combo-'))).toEqual([]);
+    expect(rows(example('Patient-example'), 'phonetic')).toEqual([]);
+  });
+
   it('bare paths (`name | alias` of InsurancePlan) start at the resource', () => {
     const plan = { resourceType: 'InsurancePlan', name: 'Gold', alias: ['Oro'] } as FhirResource;
     expect(rows(plan, 'name').map((r) => r.value)).toEqual(['gold', 'oro']);

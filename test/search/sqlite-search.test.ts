@@ -155,6 +155,22 @@ describe('search over the SQLite index', () => {
     for (const e of h.entry ?? []) expect(e.resource.code.coding[0].code).toBe('8302-2');
   });
 
+  it('aliases: combo-code finds codes and component codes; phonetic answers like name', async () => {
+    const hasCode = (r: FhirResource, code: string) =>
+      r.code?.coding?.some((c: any) => c.code === code) ||
+      (r.component ?? []).some((k: any) => k.code.coding.some((c: any) => c.code === code));
+    const combo = await run('Observation', { 'combo-code': '8480-6,8302-2', _count: '1000' });
+    expect(ids(combo).sort()).toEqual(
+      expected((r) => r.resourceType === 'Observation' && (hasCode(r, '8480-6') || hasCode(r, '8302-2'))),
+    );
+    const comboText = await run('Observation', { 'combo-code:text': 'systolic', _count: '1000' });
+    expect(ids(comboText).length).toBeGreaterThan(0);
+    const family: string = patients()[0].name[0].family;
+    expect(ids(await run('Patient', { phonetic: family }))).toEqual(
+      ids(await run('Patient', { name: family })),
+    );
+  });
+
   it('tokens: :not, :missing and :text', async () => {
     const male = await run('Patient', { gender: 'male' });
     const notMale = await run('Patient', { 'gender:not': 'male' });

@@ -359,7 +359,7 @@ export function extractIndex(resource: FhirResource): IndexEntry[] {
   if (!params) return [];
   const out: IndexEntry[] = [];
   for (const def of params.values()) {
-    if (!def.evaluate) continue;
+    if (!def.evaluate || def.indexedAs) continue;
     const values = def.evaluate(resource);
     if (values.length === 0) continue;
     if (def.composite) compositeEntries(def, resource, values, out);
