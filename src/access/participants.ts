@@ -126,6 +126,8 @@ export class ParticipantDirectory implements ClientDirectory {
   private readonly rowStatement: Database.Statement<[string], Row>;
   private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
   private readonly pseudonymCache = new Map<string, string>();
+  private readonly pseudonymMisses = new Map<string, number>();
+  private readonly pseudonymStatement: Database.Statement<[string], { pseudonym: string }>;
 
   constructor(
     file: string,
@@ -155,6 +157,7 @@ export class ParticipantDirectory implements ClientDirectory {
     `);
     this.statusStatement = this.db.prepare('SELECT status FROM participants WHERE client_id = ?');
     this.rowStatement = this.db.prepare('SELECT * FROM participants WHERE client_id = ?');
+    this.pseudonymStatement = this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?');
   }
 
   /** The directory of a data directory (`DIR/identity/participants.sqlite`). */
@@ -312,16 +315,28 @@ export class ParticipantDirectory implements ClientDirectory {
       }
     ).pseudonym;
     this.pseudonymCache.set(reference, pseudonym);
+    this.pseudonymMisses.delete(reference);
     return pseudonym;
   }
 
-  /** The pseudonym of a reference if it has one (no creation). */
+  /**
+   * The pseudonym of a reference if it has one (no creation). Asked on every consent decision, so misses are
+   * remembered too (briefly: another process sharing the data directory may create one).
+   */
   existingPseudonymOf(reference: string): string | undefined {
     const cached = this.pseudonymCache.get(reference);
     if (cached) return cached;
-    const row = this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?').get(reference) as
-      { pseudonym: string } | undefined;
-    if (row) this.pseudonymCache.set(reference, row.pseudonym);
+    const now = Date.now();
+    const missedUntil = this.pseudonymMisses.get(reference);
+    if (missedUntil !== undefined && missedUntil > now) return undefined;
+    const row = this.pseudonymStatement.get(reference);
+    if (row) {
+      this.pseudonymCache.set(reference, row.pseudonym);
+      this.pseudonymMisses.delete(reference);
+    } else {
+      if (this.pseudonymMisses.size >= 100_000) this.pseudonymMisses.clear();
+      this.pseudonymMisses.set(reference, now + 1000);
+    }
     return row?.pseudonym;
   }
 
