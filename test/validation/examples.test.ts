@@ -25,6 +25,8 @@ const KNOWN_BAD: Record<string, string> = {
   'Observation-clinical-gender.json': 'performer refers to an Encounter (not an allowed target)',
   'Questionnaire-bb.json': "que-7: enableWhen with operator 'exists' has a non-boolean answer",
   'Questionnaire-qs1.json': 'nested items have no linkId (required)',
+  'Observation-f202.json':
+    'a body temperature (LOINC 8310-5) without effective[x], which the R4 vital signs profile requires',
 };
 
 const DEFINITIONAL =

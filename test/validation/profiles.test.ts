@@ -135,6 +135,59 @@ describe('profiles', () => {
     expect(errorPaths(wrongCode)).toContain('Observation.code');
   });
 
+  it('applies the R4 vital signs profiles to Observations with their LOINC codes, and slices through coding slices', () => {
+    const temp = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '8310-5' }] },
+      subject: { reference: 'Patient/1' },
+      effectiveDateTime: '2020-01-01',
+      valueQuantity: { value: 37, unit: 'C', system: 'http://unitsofmeasure.org', code: 'Cel' },
+    };
+    expect(errors(temp).map((e) => e.diagnostics)).toEqual([
+      'Observation.category: minimum required = 1, but only found 0',
+    ]);
+    expect(errors({ ...temp, code: { coding: [{ system: 'http://loinc.org', code: '2345-7' }] } })).toEqual(
+      [],
+    );
+    const vitalSigns = [
+      {
+        coding: [
+          { system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' },
+        ],
+      },
+    ];
+    const loinc = (code: string) => ({
+      coding: [
+        { system: 'http://loinc.org', code },
+        { system: 'http://snomed.info/sct', code: '1' },
+      ],
+    });
+    const bp = {
+      resourceType: 'Observation',
+      status: 'final',
+      category: vitalSigns,
+      code: loinc('85354-9'),
+      subject: { reference: 'Patient/1' },
+      effectiveDateTime: '2020-01-01',
+      component: [
+        {
+          code: loinc('8480-6'),
+          valueQuantity: { value: 120, unit: 'mmHg', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+        },
+        {
+          code: loinc('8462-4'),
+          valueQuantity: { value: 80, unit: 'mmHg', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+        },
+      ],
+    };
+    expect(errors(bp)).toEqual([]);
+    const noDiastolic = { ...bp, component: [bp.component[0]] };
+    expect(errors(noDiastolic).map((e) => e.diagnostics)).toEqual([
+      expect.stringContaining("Slice 'Observation.component:DiastolicBP'"),
+    ]);
+  });
+
   it('loads IG packages from a folder and from a .tgz', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ig-'));
     try {

@@ -76,6 +76,40 @@ export class StructureWalker {
   unknownExtensionSeverity: 'error' | 'warning' | 'information' = 'warning';
   /** Accept example.org/acme.com extension URLs (the specification's own examples use them). */
   allowExampleUrls = false;
+  /**
+   * R4 requires Observations with the vital-sign LOINC codes to conform to the matching core profile
+   * (http://hl7.org/fhir/R4/observation-vitalsigns.html); on by default.
+   */
+  vitalSigns = true;
+  private vitalSignCodes: Map<string, string> | undefined;
+
+  private vitalSignsProfiles(obs: Json): string[] {
+    if (!this.vitalSignCodes) {
+      this.vitalSignCodes = new Map();
+      for (const sd of this.registry.all('StructureDefinition')) {
+        if (
+          sd.type !== 'Observation' ||
+          sd.baseDefinition !== 'http://hl7.org/fhir/StructureDefinition/vitalsigns' ||
+          !sd.url?.startsWith('http://hl7.org/fhir/StructureDefinition/')
+        )
+          continue;
+        for (const e of sd.snapshot?.element ?? []) {
+          if (/^Observation\.code\.coding:[^.]*\.code$/.test(e.id ?? '') && typeof e.fixedCode === 'string')
+            this.vitalSignCodes.set(e.fixedCode, sd.url);
+        }
+      }
+    }
+    const out: string[] = [];
+    for (const c of Array.isArray(obs.code?.coding) ? obs.code.coding : []) {
+      const url =
+        c?.system === 'http://loinc.org' && typeof c.code === 'string'
+          ? this.vitalSignCodes.get(c.code)
+          : undefined;
+      if (url) out.push(url);
+    }
+    return out;
+  }
+
   /** Validate contained resources (and dom-3). Off only to mirror a reference-validator setting. */
   validateContained = true;
 
@@ -167,7 +201,8 @@ export class StructureWalker {
     const claimed: string[] = Array.isArray(res.meta?.profile)
       ? res.meta.profile.filter((p: unknown) => typeof p === 'string')
       : [];
-    const all = [...new Set([...claimed, ...extraProfiles])];
+    const implied = rt === 'Observation' && this.vitalSigns ? this.vitalSignsProfiles(res) : [];
+    const all = [...new Set([...claimed, ...extraProfiles, ...implied])];
     for (const url of all) {
       const ps = this.structures.get(url);
       const idx = claimed.indexOf(url);
@@ -850,11 +885,25 @@ export class StructureWalker {
     segments: string[],
     type: TypeRef | undefined,
   ): ElementNode | undefined {
-    let node: ElementNode | undefined = slice;
-    let t: TypeRef | undefined = slice.types.length === 1 ? slice.types[0] : type;
-    for (const seg of segments) {
-      if (!node) return undefined;
-      if (/^resolve\(\)$/.test(seg)) return undefined;
+    return this.elementAt(slice, slice.types.length === 1 ? slice.types[0] : type, segments, 0);
+  }
+
+  /**
+   * Follows a discriminator path from an element. Where the path crosses a sliced element (e.g. `code.coding` with
+   * a slice fixing the LOINC code), the slices are tried first: the fixed value usually lives in one of them.
+   */
+  private elementAt(
+    start: ElementNode,
+    startType: TypeRef | undefined,
+    segments: string[],
+    depth: number,
+  ): ElementNode | undefined {
+    let node: ElementNode | undefined = start;
+    let t = startType;
+    for (let k = 0; k < segments.length; k++) {
+      const seg = segments[k];
+      if (!node || depth > 8) return undefined;
+      if (seg === 'resolve()') return undefined;
       const ext = /^extension\('(.*)'\)$/.exec(seg);
       const owner = this.childOwner(node, t);
       if (!owner) return undefined;
@@ -868,6 +917,17 @@ export class StructureWalker {
       }
       const name = seg.replace(/\.?ofType\(.*\)$/, '');
       const child = owner.children.find((c) => c.name === name || c.name + '[x]' === name);
+      if (child && child.slices.length && k < segments.length - 1) {
+        for (const s of child.slices) {
+          const found = this.elementAt(
+            s,
+            s.types.length === 1 ? s.types[0] : child.types[0],
+            segments.slice(k + 1),
+            depth + 1,
+          );
+          if (found && (found.fixed !== undefined || found.pattern !== undefined)) return found;
+        }
+      }
       node = child;
       t = child?.types.length === 1 ? child.types[0] : undefined;
     }
