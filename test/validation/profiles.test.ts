@@ -183,9 +183,10 @@ describe('profiles', () => {
     };
     expect(errors(bp)).toEqual([]);
     const noDiastolic = { ...bp, component: [bp.component[0]] };
-    expect(errors(noDiastolic).map((e) => e.diagnostics)).toEqual([
-      expect.stringContaining("Slice 'Observation.component:DiastolicBP'"),
-    ]);
+    const messages = errors(noDiastolic).map((e) => e.diagnostics);
+    expect(messages).toHaveLength(2);
+    expect(messages).toContain('Observation.component: minimum required = 2, but only found 1');
+    expect(messages).toContainEqual(expect.stringContaining("Slice 'Observation.component:DiastolicBP'"));
   });
 
   it('loads IG packages from a folder and from a .tgz', () => {
