@@ -101,6 +101,11 @@ describe('GET /metadata', () => {
         body: { resourceType: 'Parameters', parameter: [{ name: 'id', valueString: request.id }] },
       }),
     });
+    const statement = json((await app.fastify.inject({ url: '/fhir/metadata' })).body);
+    const patient = statement.rest[0].resource.find((r: any) => r.type === 'Patient');
+    expect(patient.operation.map((o: any) => o.name)).toContain('echo');
+    const observation = statement.rest[0].resource.find((r: any) => r.type === 'Observation');
+    expect((observation.operation ?? []).map((o: any) => o.name)).not.toContain('echo');
     const ok = await app.fastify.inject({
       method: 'POST',
       url: '/fhir/Patient/abc/$echo',

@@ -107,7 +107,13 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
 
 export function capabilitiesHandler(options: CapabilitiesOptions): InteractionHandler {
   const byBase = new Map<string, string>();
+  let builtFor = options.registry.version;
   return async (request) => {
+    // A registration after start-up (an operation plugged in later) invalidates what was built.
+    if (builtFor !== options.registry.version) {
+      byBase.clear();
+      builtFor = options.registry.version;
+    }
     let text = byBase.get(request.baseUrl);
     if (text === undefined) {
       text = JSON.stringify(buildCapabilityStatement(options, request.baseUrl));
