@@ -247,9 +247,9 @@ async function search(
   const result = await runStoreSearch(context, { query, canRead, wantTotal });
   const matches = result.versions.slice(0, query.count);
   const hasMore = result.hasMore ?? result.versions.length > query.count;
-  // total when asked, or when it is known anyway (everything fits this page)
-  const total =
-    result.total ?? (!hasMore && query.total !== 'none' ? query.offset + matches.length : undefined);
+  // total when asked, or when it is known anyway (this page holds the last match; past the end it is unknown)
+  const known = !hasMore && (query.offset === 0 || matches.length > 0);
+  const total = result.total ?? (known && query.total !== 'none' ? query.offset + matches.length : undefined);
 
   const included =
     query.include.length + query.revinclude.length > 0 && matches.length > 0
