@@ -100,6 +100,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       store,
       ledger,
       indexEntries: extractIndex,
+      anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
       log: fastify.log.child({ component: 'access' }),
     });
     closers.push(() => access.close());

@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Caller } from './policy.js';
 import type { FhirResource } from '../mapping/fhir-json.js';
-import type { IndexEntry, ResourceStore } from '../fhir/store/resource-store.js';
+import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { AccessRecordInput } from '../ledger/consent.js';
 
 export const PARTICIPANT_SYSTEM = 'urn:hie-ledger:participant';
@@ -33,6 +33,8 @@ export interface RequestAudit {
 export interface AuditRecorderOptions {
   store: ResourceStore;
   indexEntries?: (resource: FhirResource) => IndexEntry[];
+  /** The integrity hook (WriteRequest.anchor), so AuditEvents are anchored like every stored version. */
+  anchor?: WriteRequest['anchor'];
   /** Ledger access records (ConsentService.recordAccess); absent without a ledger. */
   recordAccess?: (record: AccessRecordInput) => void;
   batchSize?: number;
@@ -198,6 +200,7 @@ export class AuditRecorder {
               method: 'POST',
               patients: [...aggregate.touched.keys()],
               index: indexEntries ? indexEntries(resource) : undefined,
+              anchor: this.options.anchor,
             });
           }
         });

@@ -18,7 +18,7 @@ import { OpenAccess } from './policy.js';
 import { ConsentService } from '../ledger/consent.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { FhirResource } from '../mapping/fhir-json.js';
-import type { IndexEntry, ResourceStore } from '../fhir/store/resource-store.js';
+import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { FhirRegistry } from '../fhir/interactions/registry.js';
 import type { InteractionHandler } from '../fhir/interactions/types.js';
 import { forbidden, notFound, unauthorized } from '../fhir/outcome.js';
@@ -41,6 +41,8 @@ export interface AccessSetupOptions {
   store: ResourceStore;
   ledger?: Ledger;
   indexEntries?: (resource: FhirResource) => IndexEntry[];
+  /** The integrity hook: AuditEvents are stored versions too, anchored like every other. */
+  anchor?: WriteRequest['anchor'];
   log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
 }
 
@@ -118,6 +120,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
   const audit = new AuditRecorder({
     store: options.store,
     indexEntries: options.indexEntries,
+    anchor: options.anchor,
     recordAccess: consent ? (record) => consent.recordAccess(record) : undefined,
     log: options.log,
   });

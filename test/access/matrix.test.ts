@@ -445,6 +445,13 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       expect((events.body.entry ?? []).length).toBeGreaterThan(0);
       for (const e of events.body.entry)
         expect(JSON.stringify(e.resource.entity ?? [])).toContain('Patient/p1');
+      // AuditEvents are stored versions like any other: anchored.
+      const anchor = await h.app.store.anchorState({
+        resourceType: 'AuditEvent',
+        id: events.body.entry[0].resource.id,
+        versionId: 1,
+      });
+      expect(anchor?.status).toMatch(/pending|anchored/);
       // No names or resource ids on the ledger: only pseudonyms.
       const ledgerText = JSON.stringify(
         await h.app.ledger!.evaluate('consent:ListAccess', [
