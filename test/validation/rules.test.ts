@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { errorPaths, errors, validator } from './helpers.js';
+import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
 
 const patient = (extra: object = {}) => ({ resourceType: 'Patient', id: 'p1', ...extra });
 
@@ -194,6 +195,25 @@ describe('terminology', () => {
     ).toEqual(['Observation.code.coding[0].code']);
     expect(errors(obs({ system: 'http://loinc.org', code: '2345-7' }))).toEqual([]);
     expect(errors(obs({ system: 'http://example.net/local-codes', code: 'x' }))).toEqual([]);
+  });
+
+  it('unknown codes can be downgraded to warnings (bulk imports), required bindings stay errors', () => {
+    const lenient = createFhirValidatorSync({ unknownCodeSeverity: 'warning' });
+    const obs = {
+      resourceType: 'Observation',
+      status: 'final',
+      category: [
+        {
+          coding: [
+            { system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-sign' },
+          ],
+        },
+      ],
+      code: { text: 'x' },
+    };
+    expect(lenient.validate(obs).valid).toBe(true);
+    expect(validator().validate(obs).valid).toBe(false);
+    expect(lenient.validate({ ...obs, status: 'done' }).valid).toBe(false);
   });
 
   it('extensible bindings give warnings, not errors', () => {

@@ -24,6 +24,10 @@ export interface FhirValidatorOptions {
    * huge definitional resources; past the budget the rest are skipped with a warning instead of stalling a write.
    */
   invariantBudgetMs?: number;
+  /** Severity of unknown codes in loaded CodeSystems outside required bindings (default 'error'). */
+  unknownCodeSeverity?: 'error' | 'warning';
+  /** Apply the R4 vital signs profiles to Observations by LOINC code (default true, as R4 requires). */
+  vitalSigns?: boolean;
   /** Validate contained resources (default true; the reference validator's validateContains=IGNORE is false). */
   validateContained?: boolean;
 }
@@ -41,6 +45,8 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   const walker = new StructureWalker(registry);
   walker.allowExampleUrls = !!options.allowExampleUrls;
   walker.validateContained = options.validateContained ?? true;
+  walker.vitalSigns = options.vitalSigns ?? true;
+  if (options.unknownCodeSeverity) walker.unknownCodeSeverity = options.unknownCodeSeverity;
   if (options.unknownExtensionSeverity) walker.unknownExtensionSeverity = options.unknownExtensionSeverity;
   const required = options.requiredProfiles ?? {};
   const resourceTypes = registry

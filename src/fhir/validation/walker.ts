@@ -74,6 +74,11 @@ export class StructureWalker {
    * always errors.
    */
   unknownExtensionSeverity: 'error' | 'warning' | 'information' = 'warning';
+  /**
+   * Severity of a code that is not in a loaded, complete CodeSystem (outside required bindings, which are always
+   * errors). 'error' as in the reference validator; bulk imports of imperfect data may choose 'warning'.
+   */
+  unknownCodeSeverity: 'error' | 'warning' = 'error';
   /** Accept example.org/acme.com extension URLs (the specification's own examples use them). */
   allowExampleUrls = false;
   /**
@@ -999,7 +1004,7 @@ export class StructureWalker {
     const { result, display } = this.terminology.codeInSystem(coding.system, coding.code);
     if (result === 'no') {
       run.add(
-        'error',
+        this.unknownCodeSeverity,
         'code-invalid',
         `Unknown code '${coding.code.slice(0, 100)}' in the CodeSystem '${coding.system}'`,
         `${path}.code`,
