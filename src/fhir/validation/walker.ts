@@ -566,7 +566,9 @@ export class StructureWalker {
       case 'Quantity':
         if (typeof value.value === 'number' && (node.minValue !== undefined || node.maxValue !== undefined))
           checkMinMax(node, value, path, run);
-        if (node.binding && typeof value.code === 'string')
+        // A unit binding on an open choice (value[x] of many types, as in the vital signs base profile) is not
+        // applied to Quantities, as in the reference validator; on a Quantity-only element it is.
+        if (node.binding && typeof value.code === 'string' && node.types.every((t) => t.code === 'Quantity'))
           this.checkBinding(node, [{ system: value.system, code: value.code }], undefined, path, run);
         break;
     }
