@@ -5,6 +5,12 @@ import { SignJWT } from 'jose';
 import { TokenService } from '../../src/access/tokens.js';
 import { OpenAccess } from '../../src/access/policy.js';
 import { registerAuth } from '../../src/fhir/http/auth-routes.js';
+import { setupAccess } from '../../src/access/setup.js';
+import { loadConfig } from '../../src/config.js';
+import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { assertion, makeClient, MapDirectory, tokenForm } from './helpers.js';
 
 const BASE = 'http://hie.test';
@@ -269,6 +275,25 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
 });
 
 describe('development mode', () => {
+  it('refuses to start on a non-loopback interface, and is off by default', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'hie-devopen-'));
+    try {
+      await expect(
+        setupAccess({
+          dataDir,
+          mode: 'dev-open',
+          host: '0.0.0.0',
+          fhirPrefix: '/fhir',
+          store: {} as ResourceStore,
+          log: console,
+        }),
+      ).rejects.toThrow(/loopback/);
+      expect(loadConfig({}, {}).auth).toBe('smart');
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('opens access to loopback callers only', async () => {
     const app = Fastify();
     const tokens = new TokenService({ directory: new MapDirectory(), secret: randomBytes(32) });
