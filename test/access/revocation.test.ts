@@ -89,4 +89,30 @@ describe('revocation while a clinician reads in a loop', () => {
     ]);
     expect(JSON.parse(grants).map((g: { status: string }) => g.status)).toEqual(['revoked']);
   });
+
+  it('a Consent in a transaction grants once the transaction commits; a rolled-back one grants nothing', async () => {
+    const consent = privacyConsent('Patient/p9', { type: 'permit', actor: [actor('Organization/hosp-b')] });
+    const failing = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:0f8e7b52-7c56-4d0b-9d8a-1c1f1f1f1f1f',
+          resource: consent,
+          request: { method: 'POST', url: 'Consent' },
+        },
+        {
+          resource: { resourceType: 'Observation', status: 'not-a-status' },
+          request: { method: 'POST', url: 'Observation' },
+        },
+      ],
+    };
+    const failed = await h.request(patient, 'POST', '', failing);
+    expect(failed.status).toBeGreaterThanOrEqual(400);
+    expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(404);
+    const ok = { ...failing, entry: [failing.entry[0]] };
+    const committed = await h.request(patient, 'POST', '', ok);
+    expect(committed.status, committed.text.slice(0, 300)).toBe(200);
+    expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(200);
+  });
 });
