@@ -193,7 +193,8 @@ export class StructureCache {
     if (c === undefined) {
       const sd = this.registry.structureDefinition(url);
       c = (sd ? compileStructure(sd) : undefined) ?? null;
-      this.cache.set(url, c);
+      // Unknown URLs come from input (meta.profile): remember only a bounded number of them.
+      if (c || this.cache.size < 10_000) this.cache.set(url, c);
     }
     return c ?? undefined;
   }
