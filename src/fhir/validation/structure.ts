@@ -205,7 +205,7 @@ export class StructureCache {
     let c = this.byType.get(code);
     if (c === undefined) {
       c = this.get(code.includes('/') ? code : `http://hl7.org/fhir/StructureDefinition/${code}`) ?? null;
-      this.byType.set(code, c);
+      if (c || this.byType.size < 10_000) this.byType.set(code, c);
     }
     return c ?? undefined;
   }
