@@ -84,6 +84,17 @@ describe('$validate', () => {
     expect((await get('/fhir/Patient/nope/$validate')).statusCode).toBe(404);
   });
 
+  it('Parameters/$validate takes a bare Parameters body as the resource', async () => {
+    const res = await post('/fhir/Parameters/$validate', {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'x', valueFoo: 1 }],
+    });
+    expect(res.statusCode).toBe(200);
+    expect(json(res.body).issue).toContainEqual(
+      expect.objectContaining({ severity: 'error', expression: ['Parameters.parameter[0]'] }),
+    );
+  });
+
   it('bad bodies are 400 OperationOutcomes', async () => {
     const res = await app.fastify.inject({
       method: 'POST',

@@ -58,6 +58,9 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     }
 
     let resource: Json | undefined = input.values.get('resource')?.[0] ?? input.values.get('__resource')?.[0];
+    // Parameters/$validate with a bare Parameters body: the body is the resource to validate.
+    if (!resource && resourceType === 'Parameters' && request.body)
+      resource = toPlainJson(parseFhirJson(request.body));
     if (!resource && (request.method === 'GET' || request.method === 'HEAD' || !request.body))
       resource = stored;
     if (!resource)
