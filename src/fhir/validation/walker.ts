@@ -1064,15 +1064,28 @@ export class StructureWalker {
       const m = this.terminology.member(vsUrl, typeof c.system === 'string' ? c.system : undefined, c.code);
       if (m === 'yes') return;
       if (m === 'unknown') unknown = true;
-      else if (
-        typeof c.system === 'string' &&
-        !this.terminology.knowsSystem(c.system) &&
-        !this.terminology.expand(vsUrl)?.systems.has(c.system)
-      ) {
-        // A code from a system the value set does not use: not in the set (decidable when the expansion is complete).
-      }
     }
-    if (unknown) return;
+    if (unknown) {
+      // Cannot be decided here: say so for required bindings (the code systems are not loaded on this server).
+      if (b.strength === 'required') {
+        const systems = [
+          ...new Set(
+            valid
+              .map((c) => c.system)
+              .filter((x) => typeof x === 'string' && !this.terminology.knowsSystem(x)),
+          ),
+        ];
+        run.add(
+          'information',
+          'not-found',
+          systems.length
+            ? `A definition for CodeSystem ${systems.map((x) => `'${x}'`).join(', ')} could not be found, so the code cannot be validated against '${vsUrl}'`
+            : `The value set '${vsUrl}' cannot be expanded here, so the code cannot be validated`,
+          path,
+        );
+      }
+      return;
+    }
     this.bindingIssue(b.strength, `None of the codings provided are in the value set '${vsUrl}'`, path, run);
   }
 
