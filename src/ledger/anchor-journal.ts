@@ -73,6 +73,7 @@ const toMember = (row: MemberRow): BatchMember => ({
 
 export class AnchorJournal {
   private readonly db: Database.Database;
+  private committedMemberStatement?: Database.Statement;
 
   private constructor(file: string) {
     this.db = new Database(file);
@@ -179,6 +180,17 @@ export class AnchorJournal {
         .prepare(`SELECT * FROM integrity_batch_members WHERE root = ? ORDER BY leaf_index`)
         .all(root) as MemberRow[]
     ).map(toMember);
+  }
+
+  /** Is this version a member of a batch already committed to the ledger? */
+  inCommittedBatch(key: VersionKey): boolean {
+    this.committedMemberStatement ??= this.db
+      .prepare(
+        `SELECT 1 FROM integrity_batch_members m JOIN integrity_batches b ON b.root = m.root
+         WHERE m.resource_type = ? AND m.id = ? AND m.version_id = ? AND b.state = 'committed' LIMIT 1`,
+      )
+      .pluck();
+    return this.committedMemberStatement.get(key.resourceType, key.id, key.versionId) !== undefined;
   }
 
   /** The batch membership of one version (a version is in at most one committed batch). */

@@ -148,7 +148,7 @@ export class Anchorer {
    * With status(), what an operator watches while the ledger is slow or down.
    */
   async pendingCount(cap = 100_000): Promise<number> {
-    return (await this.store.pendingAnchors(cap)).length;
+    return (await this.store.pendingAnchors(cap)).filter((p) => !this.journal.inCommittedBatch(p)).length;
   }
 
   /** Anchors everything pending now (batch after batch); returns how many versions were anchored. */
@@ -182,7 +182,7 @@ export class Anchorer {
     if (unfinished) return this.finish(unfinished, this.journal.members(unfinished.root));
 
     this.queuedSinceDrain = 0;
-    const pending = await this.store.pendingAnchors(this.options.batchSize);
+    const pending = await this.nextPending();
     if (pending.length === 0) return 0;
     const tree = new MerkleTree(pending.map((p) => p.leafHash));
     const members: BatchMember[] = pending.map((p, leafIndex) => ({
@@ -196,6 +196,20 @@ export class Anchorer {
     const heightBefore = await this.ledger.height();
     this.journal.prepare(tree.root, heightBefore, members);
     return this.finish(this.journal.batch(tree.root)!, members);
+  }
+
+  /**
+   * The next batch from the outbox, without versions already in a committed batch: a version that vanished from
+   * the store after its batch committed keeps its outbox row (the store cannot mark it), and must not be anchored
+   * again and again. Such rows are rare (tampering), so the outbox is normally read once.
+   */
+  private async nextPending(): Promise<PendingAnchor[]> {
+    const size = this.options.batchSize;
+    for (let limit = size; ; limit *= 2) {
+      const fetched = await this.store.pendingAnchors(limit);
+      const fresh = fetched.filter((p) => !this.journal.inCommittedBatch(p));
+      if (fresh.length >= size || fetched.length < limit) return fresh.slice(0, size);
+    }
   }
 
   private async finish(batch: JournalBatch, members: BatchMember[]): Promise<number> {
@@ -216,14 +230,35 @@ export class Anchorer {
       id,
       versionId,
     }));
-    await this.store.markAnchored(keys, {
+    const reference = {
       transactionId: committed.transactionId,
       blockNumber: committed.blockNumber,
       batchId: root,
       root,
       leafCount: members.length,
-      leafIndexes: members.map((m) => m.leafIndex),
-    });
+    };
+    try {
+      await this.store.markAnchored(keys, { ...reference, leafIndexes: members.map((m) => m.leafIndex) });
+    } catch (err) {
+      // A member whose version vanished from the store (removed behind the service's back) must not stall the
+      // outbox forever: mark the others; the audit names the vanished one as missing from its batch.
+      const present: BatchMember[] = [];
+      for (const member of members) if (await this.store.anchorState(member)) present.push(member);
+      if (present.length === members.length) throw err;
+      this.log.error(
+        {
+          root,
+          missing: members
+            .filter((m) => !present.includes(m))
+            .map((m) => `${m.resourceType}/${m.id}/_history/${m.versionId}`),
+        },
+        'anchored versions are no longer in the store',
+      );
+      await this.store.markAnchored(
+        present.map(({ resourceType, id, versionId }) => ({ resourceType, id, versionId })),
+        { ...reference, leafIndexes: present.map((m) => m.leafIndex) },
+      );
+    }
     this.journal.commit(root, committed.transactionId, committed.blockNumber);
     this.stats.anchoredSinceStart += members.length;
     this.stats.lastBatch = { root, leafCount: members.length, ...committed, at: new Date().toISOString() };

@@ -1,3 +1,5 @@
+import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AnchorContractClient } from '../../src/ledger/anchors.js';
 import { verifyProof } from '../../src/mapping/merkle.js';
@@ -132,5 +134,29 @@ describe('anchoring', () => {
     expect(first?.status === 'anchored' && first.anchor.root).toBe(prepared.root);
     expect(await integrity.anchorer.drain()).toBe(2);
     expect(integrity.anchorer.status()).toMatchObject({ committedBatches: 2, preparedBatches: 0 });
+  });
+});
+
+describe('anchoring when a pending version vanished from the store', () => {
+  it('anchors the rest of its batch, and the audit names the vanished version as missing', async () => {
+    fixture = await openFixture({ batchSize: 10 });
+    const f = fixture;
+    for (let i = 0; i < 3; i++) await f.write(observation(`v${i}`, '4.20'));
+    const db = new Database(path.join(f.dir, 'resources.sqlite'));
+    db.pragma('foreign_keys = OFF');
+    db.exec('DROP TRIGGER IF EXISTS resource_version_keep');
+    expect(db.prepare(`DELETE FROM resource_version WHERE id = 'v1'`).run().changes).toBe(1);
+    db.close();
+
+    // pendingAnchors still lists v1 (its outbox row survives); the worker must not stall on it.
+    expect(await f.integrity.anchorer.drain()).toBe(3);
+    expect(await f.integrity.anchorer.pendingCount()).toBe(0);
+    expect(
+      (await f.integrity.verifier.verifyVersion((await f.store.vread('Observation', 'v2', 1))!)).verified,
+    ).toBe(true);
+    const report = await f.integrity.audit();
+    expect(report.missing).toEqual(['Observation/v1/_history/1']);
+    expect(report.altered).toEqual([]);
+    expect(report.ok).toBe(false);
   });
 });
