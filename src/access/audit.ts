@@ -118,7 +118,7 @@ export class AuditRecorder {
   private readonly maxAggregates: number;
 
   constructor(private readonly options: AuditRecorderOptions) {
-    this.flushMs = options.flushMs ?? 250;
+    this.flushMs = options.flushMs ?? 1000;
     this.maxAggregates = options.batchSize ?? 500;
   }
 

@@ -122,7 +122,7 @@ export function validateParticipant(input: ParticipantInput): ParticipantInput {
 
 export class ParticipantDirectory implements ClientDirectory {
   private readonly db: Database.Database;
-  private readonly statusStatement: Database.Statement<[string], { status: ParticipantStatus }>;
+  private readonly statusStatement: Database.Statement<[string], ParticipantStatus>;
   private readonly rowStatement: Database.Statement<[string], Row>;
   private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
   private readonly pseudonymCache = new Map<string, string>();
@@ -155,7 +155,10 @@ export class ParticipantDirectory implements ClientDirectory {
         created_at TEXT NOT NULL
       );
     `);
-    this.statusStatement = this.db.prepare('SELECT status FROM participants WHERE client_id = ?');
+    // pluck: the bare value, no row object per request.
+    this.statusStatement = this.db
+      .prepare<[string], ParticipantStatus>('SELECT status FROM participants WHERE client_id = ?')
+      .pluck();
     this.rowStatement = this.db.prepare('SELECT * FROM participants WHERE client_id = ?');
     this.pseudonymStatement = this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?');
   }
@@ -296,7 +299,7 @@ export class ParticipantDirectory implements ClientDirectory {
 
   /** One indexed SQLite read per request: a revocation by the CLI (another process) is seen at once. */
   isActive(clientId: string): boolean {
-    return this.statusStatement.get(clientId)?.status === 'enrolled';
+    return this.statusStatement.get(clientId) === 'enrolled';
   }
 
   // Pseudonyms of FHIR references (patients, grantees, consents) for the ledger.

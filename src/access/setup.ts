@@ -187,9 +187,10 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         publicBaseUrl,
         devOpenLoopback: options.mode === 'dev-open',
       });
-      fastify.addHook('onResponse', async (request, reply) => {
+      // A callback hook (no promise per request): the audit only counts here; it writes later.
+      fastify.addHook('onResponse', (request, reply, done) => {
         const policy = request.hieAccess;
-        if (!(policy instanceof CallerAccessPolicy)) return;
+        if (!(policy instanceof CallerAccessPolicy)) return done();
         const url = request.url;
         const q = url.indexOf('?');
         audit.record({
@@ -203,6 +204,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
           at: new Date().toISOString(),
           reason: policy.facts.reason,
         });
+        done();
       });
     },
     accessFor(request) {
