@@ -146,29 +146,89 @@ export class DefinitionRegistry {
   /**
    * Loads the official R4 definitions: StructureDefinitions, ValueSets, CodeSystems and ConceptMaps from
    * hl7.fhir.r4.examples, then the expansions of hl7.fhir.r4.expansions (stored as `expansion` on the ValueSets).
+   * Documentation-only content (narratives, element definitions/comments, mappings) is dropped. With `cacheDir`,
+   * the compact form is written there once and read from there afterwards (about 3x faster than the packages).
    */
-  loadCore(): LoadStats {
+  loadCore(options: { cacheDir?: string } = {}): LoadStats {
     const started = performance.now();
     const require = createRequire(import.meta.url);
     const examples = path.dirname(require.resolve('hl7.fhir.r4.examples/package.json'));
     const expansions = path.dirname(require.resolve('hl7.fhir.r4.expansions/package.json'));
+    const version = (dir: string): string =>
+      String(JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version);
+    const cacheFile = options.cacheDir
+      ? path.join(options.cacheDir, `r4-definitions-${version(examples)}-${version(expansions)}-v1.json`)
+      : undefined;
+    if (cacheFile && fs.existsSync(cacheFile)) {
+      try {
+        const cached: Json[] = JSON.parse(fs.readFileSync(cacheFile, 'utf8'));
+        let resources = 0;
+        for (const r of cached) if (this.registerResource(r)) resources++;
+        return { files: 1, resources, millis: performance.now() - started };
+      } catch {
+        // A damaged cache is rebuilt below.
+      }
+    }
     let files = 0;
     let resources = 0;
     for (const f of fs.readdirSync(examples)) {
       if (!/^(StructureDefinition|ValueSet|CodeSystem|ConceptMap)-.*\.json$/.test(f)) continue;
       files++;
-      if (this.registerResource(JSON.parse(fs.readFileSync(path.join(examples, f), 'utf8')))) resources++;
+      const res = compactDefinition(JSON.parse(fs.readFileSync(path.join(examples, f), 'utf8')));
+      if (this.registerResource(res)) resources++;
     }
     for (const f of fs.readdirSync(expansions)) {
       if (!/^ValueSet-.*\.json$/.test(f)) continue;
       files++;
-      const vs = JSON.parse(fs.readFileSync(path.join(expansions, f), 'utf8'));
+      const vs = compactDefinition(JSON.parse(fs.readFileSync(path.join(expansions, f), 'utf8')));
       const known = typeof vs.url === 'string' ? this.valueSet(vs.url) : undefined;
       if (known && vs.expansion && !known.expansion) known.expansion = vs.expansion;
       else if (!known && this.registerResource(vs)) resources++;
     }
+    if (cacheFile) {
+      try {
+        fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
+        const tmp = `${cacheFile}.${process.pid}.tmp`;
+        const all = [
+          ...this.all('StructureDefinition'),
+          ...this.all('ValueSet'),
+          ...this.all('CodeSystem'),
+          ...this.all('ConceptMap'),
+        ];
+        fs.writeFileSync(tmp, JSON.stringify(all));
+        fs.renameSync(tmp, cacheFile);
+      } catch {
+        // The cache is an optimisation only.
+      }
+    }
     return { files, resources, millis: performance.now() - started };
   }
+}
+
+const ELEMENT_DOCUMENTATION = [
+  'definition',
+  'comment',
+  'requirements',
+  'mapping',
+  'alias',
+  'example',
+  'meaningWhenMissing',
+  'isModifierReason',
+  'orderMeaning',
+];
+
+/** Drops what validation and terminology never read: narratives, mappings, element documentation. */
+export function compactDefinition(res: Json): Json {
+  if (!res || typeof res !== 'object') return res;
+  delete res.text;
+  if (res.resourceType === 'StructureDefinition') {
+    delete res.mapping;
+    for (const list of [res.snapshot?.element, res.differential?.element]) {
+      if (!Array.isArray(list)) continue;
+      for (const el of list) for (const k of ELEMENT_DOCUMENTATION) delete el[k];
+    }
+  }
+  return res;
 }
 
 /** Minimal ustar reader for FHIR package tarballs (regular files only). */
@@ -202,11 +262,14 @@ export function readTarGz(buf: Buffer): { name: string; data: Buffer }[] {
 }
 
 let shared: DefinitionRegistry | undefined;
-/** The process-wide registry with the core R4 definitions (loaded on first use; ~1 s). */
-export function coreRegistry(): DefinitionRegistry {
+/**
+ * The process-wide registry with the core R4 definitions, loaded on first use (about 1 s from the packages, a third
+ * of that from the compact cache in `cacheDir` when given; the first call decides).
+ */
+export function coreRegistry(options: { cacheDir?: string } = {}): DefinitionRegistry {
   if (!shared) {
     shared = new DefinitionRegistry();
-    shared.loadCore();
+    shared.loadCore(options);
   }
   return shared;
 }

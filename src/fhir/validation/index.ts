@@ -9,6 +9,8 @@ import { coreRegistry, DefinitionRegistry, type Json } from '../definitions/regi
 import { Run, StructureWalker } from './walker.js';
 
 export interface FhirValidatorOptions {
+  /** Where to keep the compact core definitions between runs (e.g. `${dataDir}/cache`); none when absent. */
+  definitionsCacheDir?: string;
   /** Extra packages: folders of JSON or FHIR package .tgz files. */
   igPaths?: string[];
   /** Profiles every resource of a type must conform to, e.g. { Patient: ['http://example.org/fhir/StructureDefinition/patient'] }. */
@@ -40,7 +42,7 @@ export interface FhirValidator extends ResourceValidator {
 }
 
 export function createFhirValidatorSync(options: FhirValidatorOptions = {}): FhirValidator {
-  const registry = new DefinitionRegistry(coreRegistry());
+  const registry = new DefinitionRegistry(coreRegistry({ cacheDir: options.definitionsCacheDir }));
   for (const p of options.igPaths ?? []) registry.loadPath(p);
   const walker = new StructureWalker(registry);
   walker.allowExampleUrls = !!options.allowExampleUrls;
