@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { grantScopes, parseScope, roleScopes, ScopeSet } from '../../src/access/scopes.js';
+
+describe('SMART scopes', () => {
+  it('parses v2 and v1 syntax and refuses malformed scopes', () => {
+    expect(parseScope('system/*.rs')).toMatchObject({ context: 'system', resourceType: '*' });
+    expect([...parseScope('patient/Observation.cruds')!.permissions]).toEqual(['c', 'r', 'u', 'd', 's']);
+    expect([...parseScope('user/Patient.read')!.permissions]).toEqual(['r', 's']);
+    expect([...parseScope('user/Patient.write')!.permissions]).toEqual(['c', 'u', 'd']);
+    for (const bad of [
+      'system/*.sr',
+      'system/*.rr',
+      'admin/*.rs',
+      'system/*',
+      'system/Obs-x.rs',
+      'openid',
+      '',
+    ]) {
+      expect(parseScope(bad), bad).toBeUndefined();
+    }
+  });
+
+  it('grants the role set, or the requested subset of it', () => {
+    expect(grantScopes('system', undefined)).toEqual(roleScopes('system'));
+    expect(grantScopes('clinician', 'user/Observation.rs user/Patient.r system/*.rs launch')).toEqual([
+      'user/Observation.rs',
+      'user/Patient.r',
+    ]);
+    expect(grantScopes('lab', 'user/MedicationRequest.c')).toEqual([]);
+    expect(grantScopes('lab', 'user/Observation.c')).toEqual(['user/Observation.c']);
+    expect(grantScopes('patient', 'patient/Consent.u patient/Observation.d')).toEqual(['patient/Consent.u']);
+  });
+
+  it('checks interactions against granted scopes', () => {
+    const lab = new ScopeSet(roleScopes('lab'));
+    expect(lab.allows('Observation', 'c')).toBe(true);
+    expect(lab.allows('MedicationRequest', 'c')).toBe(false);
+    expect(lab.allows('MedicationRequest', 'r')).toBe(true);
+    const patient = new ScopeSet(['patient/Observation.r']);
+    expect(patient.allows('Observation', 's')).toBe(false);
+    expect(patient.allowsAny('r')).toBe(true);
+    expect(patient.allowsAny('c')).toBe(false);
+  });
+});
