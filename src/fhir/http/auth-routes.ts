@@ -83,6 +83,10 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
 
   // Paths under the FHIR prefix that must stay public: the capability statement (clients discover auth from it)
   // and the SMART configuration.
+  // Declared up front so every request object keeps one shape (fastify's advice for per-request properties).
+  app.decorateRequest('hieCaller', undefined);
+  app.decorateRequest('hieAccess', undefined);
+
   const publicFhirPaths = new Set([`${prefix}/metadata`, `${prefix}/.well-known/smart-configuration`]);
 
   app.addHook('onRequest', async (request, reply) => {
