@@ -244,3 +244,58 @@ function tarOf(files: { name: string; data: string }[]): Buffer {
   blocks.push(Buffer.alloc(1024));
   return Buffer.concat(blocks);
 }
+
+describe('conformance resources', () => {
+  it('OperationDefinition input profiles must agree with the declared parameters', () => {
+    const v = createFhirValidatorSync();
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url: 'http://hie.example.net/fhir/StructureDefinition/op-in',
+      name: 'OpIn',
+      status: 'active',
+      kind: 'resource',
+      abstract: false,
+      type: 'Parameters',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Parameters',
+      derivation: 'constraint',
+      differential: {
+        element: [
+          {
+            id: 'Parameters.parameter',
+            path: 'Parameters.parameter',
+            slicing: { discriminator: [{ type: 'value', path: 'name' }], rules: 'open' },
+          },
+          {
+            id: 'Parameters.parameter:subject',
+            path: 'Parameters.parameter',
+            sliceName: 'subject',
+            min: 1,
+            max: '1',
+          },
+          {
+            id: 'Parameters.parameter:subject.name',
+            path: 'Parameters.parameter.name',
+            fixedString: 'subject',
+          },
+        ],
+      },
+    });
+    const op = (min: number, max: string) => ({
+      resourceType: 'OperationDefinition',
+      name: 'Op',
+      status: 'active',
+      kind: 'operation',
+      code: 'op',
+      system: false,
+      type: true,
+      instance: false,
+      inputProfile: 'http://hie.example.net/fhir/StructureDefinition/op-in',
+      parameter: [{ name: 'subject', use: 'in', min, max, type: 'string' }],
+    });
+    expect(errors(op(1, '1'), undefined, v)).toEqual([]);
+    expect(errors(op(0, '*'), undefined, v).map((e) => e.expression)).toEqual([
+      'OperationDefinition.inputProfile.parameter[0]',
+      'OperationDefinition.inputProfile.parameter[0]',
+    ]);
+  });
+});

@@ -8,6 +8,7 @@
 import fhirpath from 'fhirpath';
 import type { Json } from '../definitions/registry.js';
 import type { Run } from './walker.js';
+import type { CompiledStructure } from './structure.js';
 
 const PARAMETER_EXT = 'http://hl7.org/fhir/tools/StructureDefinition/valueset-parameter';
 const EXPRESSION_EXT = 'http://hl7.org/fhir/StructureDefinition/cqf-expression';
@@ -85,4 +86,71 @@ export function checkValueSetParameters(vs: Json, path: string, run: Run): void 
         `The value set parameter '${name}' is not used`,
         `${path}.extension[${i}]`,
       );
+}
+
+/**
+ * OperationDefinition `inputProfile`/`outputProfile`: a Parameters profile whose parameter slices must agree with
+ * the declared parameters of that direction (same names, same cardinality). Reported on the parameter, at
+ * `OperationDefinition.inputProfile.parameter[i]` as the reference validator does.
+ */
+export function checkOperationDefinitionProfiles(
+  op: Json,
+  path: string,
+  run: Run,
+  structureOf: (url: string) => CompiledStructure | undefined,
+): void {
+  const params: Json[] = Array.isArray(op.parameter) ? op.parameter : [];
+  for (const [prop, use] of [
+    ['inputProfile', 'in'],
+    ['outputProfile', 'out'],
+  ] as const) {
+    const url = op[prop];
+    if (typeof url !== 'string') continue;
+    const profile = structureOf(url);
+    if (!profile) continue;
+    const parameterEl = profile.root.children.find((c) => c.name === 'parameter');
+    if (!parameterEl) continue;
+    const slices = new Map<string, { min: number; max: number }>();
+    for (const s of parameterEl.slices) {
+      const nameEl = s.children.find((c) => c.name === 'name');
+      const name =
+        typeof nameEl?.fixed === 'string'
+          ? nameEl.fixed
+          : typeof nameEl?.pattern === 'string'
+            ? nameEl.pattern
+            : undefined;
+      if (name) slices.set(name, { min: s.min, max: s.max });
+    }
+    params.forEach((p, i) => {
+      if (p?.use !== use || typeof p.name !== 'string') return;
+      const where = `${path}.${prop}.parameter[${i}]`;
+      const slice = slices.get(p.name);
+      if (!slice) {
+        run.add(
+          'warning',
+          'unknown',
+          `The '${use}' profile does not have a parameter '${p.name}' but it is in the parameters list in the operation definition`,
+          where,
+        );
+        return;
+      }
+      const declaredMax = p.max === '*' ? Infinity : Number(p.max);
+      if (typeof p.min === 'number' && p.min !== slice.min)
+        run.add(
+          'error',
+          'unknown',
+          `The parameter '${p.name}' has a value for 'min' of '${slice.min}' in the '${use}' profile that is different to '${p.min}' which is the value in the parameter definition in the operation definition`,
+          where,
+        );
+      if (Number.isFinite(declaredMax) || p.max === '*') {
+        if (declaredMax !== slice.max)
+          run.add(
+            'error',
+            'unknown',
+            `The parameter '${p.name}' has a value for 'max' of '${slice.max === Infinity ? '*' : slice.max}' in the '${use}' profile that is different to '${p.max}' which is the value in the parameter definition in the operation definition`,
+            where,
+          );
+      }
+    });
+  }
 }
