@@ -33,11 +33,19 @@ function renamePrefix(el: Json, fromId: string, toId: string): Json {
   return out;
 }
 
-/** `problems`, when given, collects differential elements that match nothing in the base. */
+/**
+ * `problems`, when given, collects what makes the differential unusable: elements that match nothing in the base,
+ * and fixed values that contradict the base's (a profile may only constrain further). `location` is the element path.
+ */
+export interface SnapshotProblem {
+  message: string;
+  location?: string;
+}
+
 export function generateSnapshot(
   sd: Json,
   registry: DefinitionRegistry,
-  problems?: string[],
+  problems?: SnapshotProblem[],
 ): { element: Json[] } {
   const baseUrl = sd.baseDefinition;
   if (typeof baseUrl !== 'string') throw new Error('snapshot: no baseDefinition');
@@ -156,17 +164,32 @@ export function generateSnapshot(
 
   for (const diff of sd.differential?.element ?? []) {
     if (typeof diff.id === 'string' && typeof diff.path === 'string' && idToPath(diff.id) !== diff.path)
-      problems?.push(`The path must be '${idToPath(diff.id)}' not '${diff.path}' (element id '${diff.id}')`);
+      problems?.push({
+        message: `The path must be '${idToPath(diff.id)}' not '${diff.path}' (element id '${diff.id}')`,
+      });
     let id = elementId(diff);
     if (baseRoot !== root && id.startsWith(baseRoot)) id = root + id.slice(baseRoot.length);
     const i = ensure(id);
     if (i < 0) {
-      problems?.push(`The differential element '${id}' matches no element of the base ${baseUrl}`);
+      problems?.push({
+        message: `The differential element '${id}' matches no element of the base ${baseUrl}`,
+      });
       continue;
     }
     const target = elements[i];
     for (const [k, v] of Object.entries(diff)) {
       if (MERGE_SKIP.has(k)) continue;
+      if (
+        problems &&
+        /^fixed[A-Z]/.test(k) &&
+        target[k] !== undefined &&
+        JSON.stringify(target[k]) !== JSON.stringify(v)
+      ) {
+        problems.push({
+          message: `Value is '${String(typeof v === 'object' ? JSON.stringify(v) : v)}' but is fixed to '${String(typeof target[k] === 'object' ? JSON.stringify(target[k]) : target[k])}' in the base ${baseUrl}`,
+          location: String(diff.path ?? id),
+        });
+      }
       target[k] = clone(v);
     }
     // A type constraint on a choice element named by type (`valueQuantity`) restricts its types.

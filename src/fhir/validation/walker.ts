@@ -13,7 +13,7 @@ import { checkNarrativeXhtml } from './xhtml.js';
 import { containedReferenced, evaluateConstraint, WALKER_NATIVE_KEYS } from './invariants.js';
 import { checkBundle } from './bundle.js';
 import { checkOperationDefinitionProfiles, checkValueSetParameters } from './conformance-resources.js';
-import { generateSnapshot } from '../definitions/snapshot.js';
+import { generateSnapshot, type SnapshotProblem } from '../definitions/snapshot.js';
 
 const MAX_DEPTH = 64;
 const MAX_ISSUES = 500;
@@ -197,13 +197,15 @@ export class StructureWalker {
       typeof res.baseDefinition === 'string'
     ) {
       // A differential-only profile must be usable: its snapshot is generated here as it would be on use.
-      const problems: string[] = [];
+      const problems: SnapshotProblem[] = [];
       try {
         generateSnapshot(res, this.registry, problems);
       } catch (e) {
-        problems.push(e instanceof Error ? e.message : String(e));
+        problems.push({ message: e instanceof Error ? e.message : String(e) });
       }
-      for (const p of problems) run.add('error', 'exception', `Error generating Snapshot: ${p}`, path);
+      for (const p of problems)
+        if (p.location) run.add('error', 'value', p.message, p.location);
+        else run.add('error', 'exception', `Error generating Snapshot: ${p.message}`, path);
     }
     const claimed: string[] = Array.isArray(res.meta?.profile)
       ? res.meta.profile.filter((p: unknown) => typeof p === 'string')
