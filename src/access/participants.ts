@@ -7,8 +7,8 @@
  * The same table links FHIR references (patients, grantees, consents) to the pseudonyms used on the ledger.
  */
 import { createPublicKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, watch, type FSWatcher } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ClientDirectory, ClientRecord } from './tokens.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from './scopes.js';
@@ -126,6 +126,8 @@ export class ParticipantDirectory implements ClientDirectory {
   private readonly rowStatement: Database.Statement<[string], Row>;
   private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
   private readonly pseudonymCache = new Map<string, string>();
+  private readonly activeCache = new Map<string, boolean>();
+  private watcher?: FSWatcher;
   private readonly pseudonymMisses = new Map<string, number>();
   private readonly pseudonymStatement: Database.Statement<[string], { pseudonym: string }>;
 
@@ -161,6 +163,7 @@ export class ParticipantDirectory implements ClientDirectory {
       .pluck();
     this.rowStatement = this.db.prepare('SELECT * FROM participants WHERE client_id = ?');
     this.pseudonymStatement = this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?');
+    this.watchForChanges(file);
   }
 
   /** The directory of a data directory (`DIR/identity/participants.sqlite`). */
@@ -171,7 +174,26 @@ export class ParticipantDirectory implements ClientDirectory {
   }
 
   close(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
     this.db.close();
+  }
+
+  private watchForChanges(file: string): void {
+    const names = new Set([basename(file), `${basename(file)}-wal`]);
+    try {
+      // Reads touch only the -shm file; every committed write changes the database or its -wal file.
+      const watcher = watch(dirname(file), { persistent: false }, (_event, name) => {
+        if (name === null || names.has(String(name))) this.activeCache.clear();
+      });
+      watcher.on('error', () => {
+        this.watcher = undefined;
+        this.activeCache.clear();
+      });
+      this.watcher = watcher;
+    } catch {
+      this.watcher = undefined; // no inotify: read SQLite on every call
+    }
   }
 
   get(clientId: string): Participant | undefined {
@@ -252,6 +274,7 @@ export class ParticipantDirectory implements ClientDirectory {
     this.db
       .prepare(`UPDATE participants SET status = 'enrolled', serial = ?, certificate = ? WHERE client_id = ?`)
       .run(enrollment.serial, enrollment.certificate, participant.clientId);
+    this.activeCache.clear();
     return { participant: this.get(participant.clientId)!, enrollment };
   }
 
@@ -265,6 +288,7 @@ export class ParticipantDirectory implements ClientDirectory {
         .prepare(`UPDATE participants SET status = 'revoked', revoked_at = ? WHERE client_id = ?`)
         .run(new Date().toISOString(), clientId);
       this.keys.delete(clientId);
+      this.activeCache.clear();
       if (this.identity)
         await this.identity.revoke({ enrollmentId: participant.pseudonym, reason: 'revoked by admin' });
     }
@@ -297,9 +321,20 @@ export class ParticipantDirectory implements ClientDirectory {
     return record;
   }
 
-  /** One indexed SQLite read per request: a revocation by the CLI (another process) is seen at once. */
+  /**
+   * Asked on every request. Answers come from a cache that any change to the database files clears (inotify:
+   * a revocation by the CLI, another process, reaches this process within the event loop's next turn, and this
+   * process's own revocations clear it synchronously). Without a file watcher, every call reads SQLite.
+   */
   isActive(clientId: string): boolean {
-    return this.statusStatement.get(clientId) === 'enrolled';
+    if (!this.watcher) return this.statusStatement.get(clientId) === 'enrolled';
+    let active = this.activeCache.get(clientId);
+    if (active === undefined) {
+      active = this.statusStatement.get(clientId) === 'enrolled';
+      if (this.activeCache.size >= 100_000) this.activeCache.clear();
+      this.activeCache.set(clientId, active);
+    }
+    return active;
   }
 
   // Pseudonyms of FHIR references (patients, grantees, consents) for the ledger.

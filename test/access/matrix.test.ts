@@ -405,6 +405,7 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       const temp = await h.enrol('temp-sys', 'system', 'Organization/hosp-a');
       expect((await h.request(temp, 'GET', '/Patient/p1')).status).toBe(200);
       await h.participants.revoke('temp-sys');
+      await new Promise((resolve) => setTimeout(resolve, 50)); // another connection's write: seen via the file watcher
       expect((await h.request(temp, 'GET', '/Patient/p1')).status).toBe(401);
       expect((await h.request(undefined, 'GET', '/metadata')).status).toBe(200);
     });

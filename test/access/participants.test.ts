@@ -175,6 +175,7 @@ describe('participants', () => {
 
     // Revocation by the CLI (another connection, as another process would be) is seen by the running service at once.
     await cli(['participant', 'revoke', '--data-dir', dataDir, '--id', 'ehr-a']);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the file-change notification: one event-loop turn
     expect(() => tokens.verifyAccessToken(ehrToken)).toThrow(/revoked/);
     await expect(
       tokens.exchange(
