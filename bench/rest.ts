@@ -7,6 +7,8 @@
  * a Synthea Observation) and update (PUT of a new version, over a pool of resources).
  *
  * Targets on the 2-core development machine: read >= 40% of the bare route's throughput; create >= 2,000/s.
+ * The bare route and read are measured in alternating slices (BENCH_ROUNDS, default 5), so a change in the
+ * machine's load affects both alike.
  * Environment: BENCH_DURATION (seconds per scenario, default 10), BENCH_CONNECTIONS (default 10),
  * BENCH_FROM=tsx to run the service from the sources instead of dist/.
  */
@@ -21,6 +23,8 @@ const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathna
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const POOL = 500;
+/** Alternating slices of the bare route and read. */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 
 async function freePort(): Promise<number> {
   return new Promise((done, fail) => {
@@ -102,6 +106,19 @@ async function load(name: string, options: autocannon.Options): Promise<Row> {
   };
 }
 
+/** Several measurement slices of one scenario as one row: throughput over all, latencies as the median slice's. */
+function merge(name: string, slices: Row[]): Row {
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  return {
+    name,
+    requestsPerSecond: slices.reduce((sum, r) => sum + r.requestsPerSecond, 0) / slices.length,
+    p50: median(slices.map((r) => r.p50)),
+    p99: median(slices.map((r) => r.p99)),
+    ok: slices.reduce((sum, r) => sum + r.ok, 0),
+    failed: slices.reduce((sum, r) => sum + r.failed, 0),
+  };
+}
+
 function printTable(rows: Row[], ceiling: number): void {
   const header = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'ok', 'failed', '% of bare'];
   const lines = rows.map((r) => [
@@ -174,15 +191,23 @@ async function main(): Promise<void> {
     const pick = () => ids[Math.floor(Math.random() * ids.length)];
 
     const rows: Row[] = [];
-    rows.push(await load('bare fastify "hello"', { url: `http://127.0.0.1:${barePort}/hello` }));
-    rows.push(
-      await load('read', {
-        url: base,
-        requests: [
-          { method: 'GET', setupRequest: (req) => ({ ...req, path: `/fhir/Observation/${pick()}` }) },
-        ],
-      }),
-    );
+    // The ceiling and read alternate in short slices, so a change in the machine's load hits both alike.
+    const bareSlices: Row[] = [];
+    const readSlices: Row[] = [];
+    const slice = Math.max(1, Math.round(DURATION / ROUNDS));
+    for (let round = 0; round < ROUNDS; round++) {
+      bareSlices.push(await load('bare', { url: `http://127.0.0.1:${barePort}/hello`, duration: slice }));
+      readSlices.push(
+        await load('read', {
+          url: base,
+          duration: slice,
+          requests: [
+            { method: 'GET', setupRequest: (req) => ({ ...req, path: `/fhir/Observation/${pick()}` }) },
+          ],
+        }),
+      );
+    }
+    rows.push(merge('bare fastify "hello"', bareSlices), merge('read', readSlices));
     rows.push(
       await load('create (validated)', { url: `${base}/Observation`, method: 'POST', headers, body }),
     );
