@@ -3,12 +3,12 @@ import path from 'node:path';
 import { normaliseLocation, runConformance } from '../../conformance/validator.js';
 
 // The HL7 reference validator's own test cases (../shared/data/validator-r4): agreement floors, so a regression fails.
-// Figures reached when these floors were set: valid/invalid 93.5% (87/93), error locations 86.0% (37/43).
+// Figures reached when these floors were set: valid/invalid 94.6% (88/93), error locations 86.4% (38/44).
 describe('validator conformance (HL7 test cases)', () => {
   it('agrees with the reference validator at least as often as before', () => {
     const report = runConformance(path.resolve('../shared/data/validator-r4'));
     expect(report.runs.length).toBeGreaterThanOrEqual(90);
-    expect(report.validAgree / report.runs.length).toBeGreaterThanOrEqual(0.91);
+    expect(report.validAgree / report.runs.length).toBeGreaterThanOrEqual(0.93);
     expect(report.locationAgree / report.locationRuns).toBeGreaterThanOrEqual(0.83);
     // Runs needing XML profiles or packages not in the folder are listed, not silently dropped.
     expect(report.notRun.length).toBeGreaterThan(0);

@@ -298,4 +298,28 @@ describe('conformance resources', () => {
       'OperationDefinition.inputProfile.parameter[0]',
     ]);
   });
+
+  it('a MeasureReport of a cohort Measure has no measureScore', () => {
+    const v = createFhirValidatorSync();
+    v.registerResource({
+      resourceType: 'Measure',
+      url: 'http://hie.example.net/fhir/Measure/beds',
+      status: 'active',
+      scoring: {
+        coding: [{ system: 'http://terminology.hl7.org/CodeSystem/measure-scoring', code: 'cohort' }],
+      },
+    });
+    const report = {
+      resourceType: 'MeasureReport',
+      status: 'complete',
+      type: 'summary',
+      measure: 'http://hie.example.net/fhir/Measure/beds',
+      period: { start: '2020-01-01', end: '2020-01-31' },
+      group: [{ population: [{ count: 3 }], measureScore: { value: 3 } }],
+    };
+    expect(errors(report, undefined, v).map((e) => e.expression)).toEqual([
+      'MeasureReport.group[0].measureScore',
+    ]);
+    expect(errors({ ...report, group: [{ population: [{ count: 3 }] }] }, undefined, v)).toEqual([]);
+  });
 });

@@ -22,6 +22,13 @@ export interface LoadStats {
 
 export class DefinitionRegistry {
   private readonly byUrl = new Map<string, Map<string, Json>>();
+  private readonly otherCanonicals = new Map<string, Json>();
+
+  /** A canonical resource of another type (e.g. a Measure) registered here or in a parent, by URL. */
+  canonical(type: string, url: string): Json | undefined {
+    const bare = url.includes('|') ? url.slice(0, url.indexOf('|')) : url;
+    return this.otherCanonicals.get(`${type}|${bare}`) ?? this.parent?.canonical(type, url);
+  }
   /** Bumped on every change, so compiled caches keyed on definitions know when to drop entries. */
   generation = 0;
   private readonly listeners: ((res: Json) => void)[] = [];
@@ -41,10 +48,16 @@ export class DefinitionRegistry {
     if (
       !res ||
       typeof res !== 'object' ||
-      !CONFORMANCE_TYPES.has(res.resourceType) ||
-      typeof res.url !== 'string'
+      typeof res.url !== 'string' ||
+      typeof res.resourceType !== 'string'
     )
       return false;
+    if (!CONFORMANCE_TYPES.has(res.resourceType)) {
+      // Other canonical resources (Measure, Questionnaire, ...) that rules refer to by URL.
+      if (!/^[A-Z][A-Za-z]+$/.test(res.resourceType)) return false;
+      this.otherCanonicals.set(`${res.resourceType}|${res.url}`, res);
+      return false;
+    }
     const map = this.byUrl.get(res.resourceType)!;
     map.set(res.url, res);
     if (typeof res.version === 'string') map.set(`${res.url}|${res.version}`, res);

@@ -154,3 +154,31 @@ export function checkOperationDefinitionProfiles(
     });
   }
 }
+
+/**
+ * MeasureReport against its Measure (when the Measure is known here): a cohort measure has no measureScore
+ * (http://hl7.org/fhir/R4/measurereport.html, scoring).
+ */
+export function checkMeasureReport(
+  report: Json,
+  path: string,
+  run: Run,
+  measureOf: (url: string) => Json | undefined,
+): void {
+  if (typeof report.measure !== 'string') return;
+  const measure = measureOf(report.measure);
+  if (!measure) return;
+  const scoring = (Array.isArray(measure.scoring?.coding) ? measure.scoring.coding : []).find(
+    (c: Json) => c?.system === 'http://terminology.hl7.org/CodeSystem/measure-scoring',
+  )?.code;
+  if (scoring !== 'cohort') return;
+  (Array.isArray(report.group) ? report.group : []).forEach((g: Json, i: number) => {
+    if (g && g.measureScore !== undefined)
+      run.add(
+        'error',
+        'business-rule',
+        `No measureScore when the scoring of the message is 'cohort'`,
+        `${path}.group[${i}].measureScore`,
+      );
+  });
+}

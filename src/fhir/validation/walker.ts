@@ -12,7 +12,11 @@ import { Terminology } from './terminology.js';
 import { checkNarrativeXhtml } from './xhtml.js';
 import { containedReferenced, evaluateConstraint, WALKER_NATIVE_KEYS } from './invariants.js';
 import { checkBundle } from './bundle.js';
-import { checkOperationDefinitionProfiles, checkValueSetParameters } from './conformance-resources.js';
+import {
+  checkMeasureReport,
+  checkOperationDefinitionProfiles,
+  checkValueSetParameters,
+} from './conformance-resources.js';
 import { generateSnapshot, type SnapshotProblem } from '../definitions/snapshot.js';
 
 const MAX_DEPTH = 64;
@@ -188,6 +192,8 @@ export class StructureWalker {
     }
     if (rt === 'Bundle') checkBundle(res, path, run, this);
     if (rt === 'ValueSet') checkValueSetParameters(res, path, run);
+    if (rt === 'MeasureReport')
+      checkMeasureReport(res, path, run, (url) => this.registry.canonical('Measure', url));
     if (rt === 'OperationDefinition')
       checkOperationDefinitionProfiles(res, path, run, (url) => this.structures.get(url));
     if (
