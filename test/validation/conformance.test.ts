@@ -3,13 +3,13 @@ import path from 'node:path';
 import { normaliseLocation, runConformance } from '../../conformance/validator.js';
 
 // The HL7 reference validator's own test cases (../shared/data/validator-r4): agreement floors, so a regression fails.
-// Figures reached when these floors were set: valid/invalid 94.6% (88/93), error locations 86.4% (38/44).
+// Figures reached when these floors were set: valid/invalid 95.7% (89/93), error locations 86.7% (39/45).
 describe('validator conformance (HL7 test cases)', () => {
   it('agrees with the reference validator at least as often as before', () => {
     const report = runConformance(path.resolve('../shared/data/validator-r4'));
     expect(report.runs.length).toBeGreaterThanOrEqual(90);
-    expect(report.validAgree / report.runs.length).toBeGreaterThanOrEqual(0.93);
-    expect(report.locationAgree / report.locationRuns).toBeGreaterThanOrEqual(0.83);
+    expect(report.validAgree / report.runs.length).toBeGreaterThanOrEqual(0.94);
+    expect(report.locationAgree / report.locationRuns).toBeGreaterThanOrEqual(0.84);
     // Runs needing XML profiles or packages not in the folder are listed, not silently dropped.
     expect(report.notRun.length).toBeGreaterThan(0);
     expect(report.notRun.every((n) => n.reason.length > 0)).toBe(true);

@@ -322,4 +322,22 @@ describe('conformance resources', () => {
     ]);
     expect(errors({ ...report, group: [{ population: [{ count: 3 }] }] }, undefined, v)).toEqual([]);
   });
+
+  it('a SearchParameter expression starts from its base types', () => {
+    const sp = (expression: string) => ({
+      resourceType: 'SearchParameter',
+      url: 'http://hie.example.net/fhir/SearchParameter/x',
+      name: 'x',
+      status: 'active',
+      description: 'x',
+      code: 'x',
+      base: ['Patient'],
+      type: 'string',
+      expression,
+    });
+    expect(errors(sp('Patient.name | (Patient.contact.name)'))).toEqual([]);
+    expect(
+      errors(sp("Patient.name | Organization.name.where(value = 'a|b')")).map((e) => e.expression),
+    ).toEqual(['SearchParameter.expression']);
+  });
 });

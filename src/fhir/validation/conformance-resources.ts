@@ -182,3 +182,46 @@ export function checkMeasureReport(
       );
   });
 }
+
+/**
+ * SearchParameter: every `Type.path` term of the expression starts with one of the parameter's base types (or
+ * Resource/DomainResource).
+ */
+export function checkSearchParameter(sp: Json, path: string, run: Run): void {
+  if (typeof sp.expression !== 'string' || !Array.isArray(sp.base)) return;
+  const bases = new Set(sp.base.filter((b: unknown) => typeof b === 'string'));
+  if (bases.has('Resource') || bases.has('DomainResource')) return;
+  for (const term of splitTopLevelUnion(sp.expression)) {
+    const m = /^\(*\s*([A-Z][A-Za-z]+)(\.|\s|$)/.exec(term.trim());
+    if (!m) continue;
+    const type = m[1];
+    if (bases.has(type) || type === 'Resource' || type === 'DomainResource') continue;
+    run.add(
+      'error',
+      'invalid',
+      `Error in search expression '${sp.expression.slice(0, 200)}': The name '${type}' is not valid for any of the possible types: [${[...bases].join(', ')}]`,
+      `${path}.expression`,
+    );
+    return;
+  }
+}
+
+function splitTopLevelUnion(expression: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let quote = false;
+  let start = 0;
+  for (let i = 0; i < expression.length; i++) {
+    const c = expression[i];
+    if (c === "'" && expression[i - 1] !== '\\') quote = !quote;
+    else if (quote) continue;
+    else if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (c === '|' && depth === 0) {
+      out.push(expression.slice(start, i));
+      start = i + 1;
+    }
+  }
+  out.push(expression.slice(start));
+  return out;
+}

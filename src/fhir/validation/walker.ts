@@ -15,6 +15,7 @@ import { checkBundle } from './bundle.js';
 import {
   checkMeasureReport,
   checkOperationDefinitionProfiles,
+  checkSearchParameter,
   checkValueSetParameters,
 } from './conformance-resources.js';
 import { generateSnapshot, type SnapshotProblem } from '../definitions/snapshot.js';
@@ -192,6 +193,7 @@ export class StructureWalker {
     }
     if (rt === 'Bundle') checkBundle(res, path, run, this);
     if (rt === 'ValueSet') checkValueSetParameters(res, path, run);
+    if (rt === 'SearchParameter') checkSearchParameter(res, path, run);
     if (rt === 'MeasureReport')
       checkMeasureReport(res, path, run, (url) => this.registry.canonical('Measure', url));
     if (rt === 'OperationDefinition')
