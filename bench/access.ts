@@ -9,7 +9,8 @@
  *    alternating runs on the same data directory.
  *
  * Targets: decision p99 < 1 ms; read throughput with access control >= 85% of without (overhead <= 15%).
- * Environment: BENCH_DURATION (seconds per run, default 8), BENCH_CONNECTIONS (default 10), BENCH_ROUNDS (default 2).
+ * Environment: BENCH_DURATION (seconds per run, default 8), BENCH_CONNECTIONS (default 10), BENCH_ROUNDS (default 2),
+ * BENCH_READER (dr-b, default, or sys-a: the custodian), BENCH_SKIP_HTTP=1.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
@@ -32,6 +33,8 @@ const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathna
 const DURATION = Number(process.env.BENCH_DURATION ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+/** Who reads when access control is on: dr-b (another organisation, under the patient's grant) or sys-a (the custodian). */
+const READER = process.env.BENCH_READER === 'sys-a' ? 'sys-a' : 'dr-b';
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 function percentile(sorted: number[], p: number): number {
@@ -288,7 +291,7 @@ async function throughput(): Promise<void> {
         const { child, base } = await startService(dataDir, auth);
         try {
           const headers: Record<string, string> = {};
-          if (auth === 'smart') headers.authorization = `Bearer ${await tokenFor(base, 'dr-b')}`;
+          if (auth === 'smart') headers.authorization = `Bearer ${await tokenFor(base, READER)}`;
           const check = await fetch(`${base}/fhir/Observation/o1`, { headers });
           if (check.status !== 200) throw new Error(`${auth}: read gave ${check.status}`);
           await autocannon({
