@@ -84,6 +84,16 @@ async function run(label: string, store: ResourceStore): Promise<void> {
   await time(label, 'update (PUT, replaces index rows)', requests.length, async () => {
     for (const r of requests) await store.write({ ...r, method: 'PUT' });
   });
+  await time(label, 'create, 10 concurrent writers', requests.length, async () => {
+    let next = 0;
+    const writer = async () => {
+      for (let i = next++; i < requests.length; i = next++) {
+        await new Promise((resolve) => setImmediate(resolve)); // one request per event-loop turn, as over HTTP
+        await store.write({ ...requests[i]!, id: `${requests[i]!.id}-c` });
+      }
+    };
+    await Promise.all(Array.from({ length: 10 }, writer));
+  });
   await time(label, 'create, 100 per transaction', requests.length, async () => {
     for (let i = 0; i < requests.length; i += 100) {
       await store.transaction(async (tx) => {
@@ -106,10 +116,10 @@ async function run(label: string, store: ResourceStore): Promise<void> {
     }
   });
   let n = 0;
-  await time(label, 'allVersions', 3 * requests.length, async () => {
+  await time(label, 'allVersions', 4 * requests.length, async () => {
     for await (const _ of store.allVersions()) n++;
   });
-  if (n !== 3 * requests.length) throw new Error(`allVersions gave ${n}`);
+  if (n !== 4 * requests.length) throw new Error(`allVersions gave ${n}`);
   await store.close();
 }
 
