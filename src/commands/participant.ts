@@ -9,7 +9,6 @@ import { EmbeddedIdentityProvider } from '../access/identity-provider.js';
 import { ParticipantDirectory, type Participant } from '../access/participants.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from '../access/scopes.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
-import { FabricCaIdentityProvider } from '../ledger/identity/fabric-ca.js';
 
 export const DEFAULT_MSP_ID = 'Org1MSP';
 
@@ -27,6 +26,9 @@ export async function openParticipantDirectory(
     const config = loadFabricConfig(ca.fabricConfig);
     if (!config.ca)
       throw new Error(`${ca.fabricConfig} has no "ca" section (url, caName, tlsRootCertPath, registrar)`);
+    // Loaded only when asked for: fabric-ca-client parses process.argv (yargs) when it loads, which would
+    // answer every `hie-ledger ... --help` with its own text.
+    const { FabricCaIdentityProvider } = await import('../ledger/identity/fabric-ca.js');
     return ParticipantDirectory.open(dataDir, FabricCaIdentityProvider.fromConfig(config.ca));
   }
   if (ca.kind !== undefined && ca.kind !== 'embedded')
