@@ -25,6 +25,8 @@ const KNOWN_BAD: Record<string, string> = {
   'Observation-clinical-gender.json': 'performer refers to an Encounter (not an allowed target)',
   'Questionnaire-bb.json': "que-7: enableWhen with operator 'exists' has a non-boolean answer",
   'Questionnaire-qs1.json': 'nested items have no linkId (required)',
+  'Bundle-dataelements.json': "two entries share the fullUrl '.../StructureDefinition/de-Quantity.value'",
+  'Bundle-v2-valuesets.json': 'ext-1: a v2 CodeSystem concept extension with neither a value nor extensions',
   'Observation-f202.json':
     'a body temperature (LOINC 8310-5) without effective[x], which the R4 vital signs profile requires',
 };

@@ -50,6 +50,18 @@ describe('hostile input', () => {
     expect(out.issues.at(-1)!.code).toBe('too-costly');
   });
 
+  it('an error after hundreds of warnings still makes the resource invalid, and is listed', () => {
+    const extension = Array.from({ length: 600 }, (_, i) => ({
+      url: `http://unknown.example.net/e${i}`,
+      valueString: 'x',
+    }));
+    const out = v.validate({ resourceType: 'Patient', extension, gender: 'not-a-gender' });
+    expect(out.valid).toBe(false);
+    expect(out.issues.some((i) => i.severity === 'error' && i.expression?.[0] === 'Patient.gender')).toBe(
+      true,
+    );
+  });
+
   it('control characters and wrong types everywhere', () => {
     invalid({ resourceType: 'Patient', id: 'a\u0000b', name: [{ family: '\u0007' }] });
     invalid({

@@ -70,6 +70,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
     isResourceType: (type) => walker.isResourceType(type),
     validate(resource: unknown, opts: ValidationOptions = {}): ValidationResult {
       const issues: OperationOutcomeIssue[] = [];
+      let errorCount = 0;
       try {
         if (options.schema) {
           const gate = options.schema.validate(resource, opts);
@@ -84,6 +85,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
         const budget = options.invariantBudgetMs ?? 2000;
         if (Number.isFinite(budget)) run.invariantDeadline = performance.now() + budget;
         walker.validate(resource, profiles, run);
+        errorCount = run.errorCount;
         issues.push(...run.issues);
       } catch (e) {
         // Never throw for bad input: an internal failure is reported as an exception issue.
@@ -93,7 +95,8 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
           diagnostics: `Validation failed: ${e instanceof Error ? e.message : String(e)}`,
         });
       }
-      return { valid: !issues.some((i) => i.severity === 'error' || i.severity === 'fatal'), issues };
+      const valid = errorCount === 0 && !issues.some((i) => i.severity === 'error' || i.severity === 'fatal');
+      return { valid, issues };
     },
   };
 }

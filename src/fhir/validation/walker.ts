@@ -42,13 +42,17 @@ export class Run {
   invariantDeadline = Infinity;
   invariantsSkipped = false;
 
+  private listedErrors = 0;
+
   add(severity: IssueSeverity, code: IssueCode, message: string, expression: string): void {
-    if (severity === 'error' || severity === 'fatal') this.errorCount++;
+    const isError = severity === 'error' || severity === 'fatal';
+    if (isError) this.errorCount++;
     if (this.errorsOnly) return;
     const key = `${severity}|${expression}|${message}`;
     if (this.seen.has(key)) return;
     this.seen.add(key);
-    if (this.issues.length >= MAX_ISSUES) {
+    // Past the cap, the first error is still listed, so an invalid verdict always shows a reason.
+    if (this.issues.length >= MAX_ISSUES && !(isError && this.listedErrors === 0)) {
       if (!this.truncated) {
         this.truncated = true;
         this.issues.push({
@@ -60,6 +64,7 @@ export class Run {
       }
       return;
     }
+    if (isError) this.listedErrors++;
     this.issues.push({ severity, code, diagnostics: message, expression: [expression] });
   }
 }
