@@ -23,6 +23,7 @@ import { registerFhirRoutes } from './fhir/http/fhir-routes.js';
 import { setupAccess } from './access/setup.js';
 import { openIntegrity, type IntegrityService } from './ledger/integrity-service.js';
 import { verifyOperation } from './fhir/operations/verify.js';
+import { everythingOperation } from './fhir/operations/everything.js';
 import { DEFAULT_AUDIT_CRON, scheduleAudit } from './jobs/audit.js';
 
 export const FHIR_PREFIX = '/fhir';
@@ -63,6 +64,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     });
     registerSearch(registry);
     registerBundles(registry);
+    registry.registerOperation(everythingOperation());
 
     const fastify = createHttpServer({
       logLevel: config.logLevel,
