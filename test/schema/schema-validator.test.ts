@@ -62,3 +62,29 @@ describe('R4 JSON schema validator', () => {
     expect(pointerToExpression('Patient', '')).toBe('Patient');
   });
 });
+
+describe('corrections to the published schema', () => {
+  it('accepts R4 4.0.1 as a FHIR version', () => {
+    const capability = {
+      resourceType: 'CapabilityStatement',
+      status: 'active',
+      date: '2026-11-25',
+      kind: 'instance',
+      fhirVersion: '4.0.1',
+      format: ['json'],
+    };
+    expect(validator.validate(capability).valid).toBe(true);
+    expect(validator.validate({ ...capability, fhirVersion: '4.0.9' }).valid).toBe(false);
+  });
+
+  it('reads whitespace as XML Schema does: a no-break space is string content', () => {
+    expect(validator.validate({ resourceType: 'Patient', name: [{ text: 'Anne\u00a0Marie' }] }).valid).toBe(
+      true,
+    );
+    expect(validator.validate({ resourceType: 'Patient', gender: 'fe male' }).valid).toBe(false);
+    expect(validator.validate({ resourceType: 'Patient', implicitRules: 'http://x y' }).valid).toBe(false);
+    expect(validator.validate({ resourceType: 'Patient', implicitRules: 'http://x\u00a0y' }).valid).toBe(
+      true,
+    );
+  });
+});

@@ -47,7 +47,50 @@ function loadSchema(): { schema: PublishedSchema; resourceTypes: string[]; text:
     discriminator: { propertyName: 'resourceType' },
     oneOf: schema.definitions.ResourceList.oneOf,
   };
-  return { schema, resourceTypes, text };
+  correctPublishedDefects(schema);
+  return { schema, resourceTypes, text: JSON.stringify(schema) };
+}
+
+/**
+ * Defects of the published schema that refuse valid R4 content (21 of the official examples):
+ * - Its regexes follow XML Schema, where `\s` is only space, tab, CR and LF; in JavaScript `\s` also matches
+ *   the no-break space and other Unicode spaces, so a string containing U+00A0 was refused.
+ * - Its FHIRVersion enums stop at 4.0.0, so anything stating R4's own 4.0.1 was refused.
+ * - Some elements of type canonical (e.g. StructureDefinition.baseDefinition) lack the `_element` sibling that
+ *   carries a primitive's id and extensions.
+ */
+function correctPublishedDefects(schema: PublishedSchema): void {
+  const ws = ' \\t\\n\\r';
+  const xmlToJavaScript: Record<string, string> = {
+    '^[ \\r\\n\\t\\S]+$': '^[\\s\\S]+$',
+    '^\\S*$': `^[^${ws}]*$`,
+    '^[^\\s]+(\\s[^\\s]+)*$': `^[^${ws}]+([${ws}][^${ws}]+)*$`,
+    '^(\\s*([0-9a-zA-Z\\+/=]){4}\\s*)+$': `^([${ws}]*([0-9a-zA-Z\\+/=]){4}[${ws}]*)+$`,
+  };
+  const correct = (node: { pattern?: string } | undefined) => {
+    if (node?.pattern !== undefined && xmlToJavaScript[node.pattern])
+      node.pattern = xmlToJavaScript[node.pattern];
+  };
+  for (const definition of Object.values(schema.definitions)) {
+    correct(definition);
+    const properties: Record<string, any> = definition.properties ?? {};
+    for (const [name, property] of Object.entries(properties)) {
+      correct(property);
+      correct(property.items);
+      if (name === 'fhirVersion') {
+        const values = property.enum ?? property.items?.enum;
+        if (Array.isArray(values) && !values.includes('4.0.1')) values.push('4.0.1');
+      }
+      const type =
+        String(property.$ref ?? property.items?.$ref ?? '')
+          .split('/')
+          .pop() ?? '';
+      if (/^[a-z]/.test(type) && !name.startsWith('_') && !(`_${name}` in properties) && type !== 'xhtml') {
+        const element = { $ref: '#/definitions/Element' };
+        properties[`_${name}`] = property.items ? { type: 'array', items: element } : element;
+      }
+    }
+  }
 }
 
 function compileResourceList(
