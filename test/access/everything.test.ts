@@ -23,7 +23,14 @@ const P1_RECORD = [
     generalPractitioner: [{ reference: 'Practitioner/dr-a' }],
     managingOrganization: { reference: 'Organization/hosp-a' },
   },
-  { resourceType: 'Encounter', id: 'enc1', status: 'finished', class: { code: 'AMB' }, subject: subject('Patient/p1'), location: [{ location: { reference: 'Location/ward-1' } }] },
+  {
+    resourceType: 'Encounter',
+    id: 'enc1',
+    status: 'finished',
+    class: { code: 'AMB' },
+    subject: subject('Patient/p1'),
+    location: [{ location: { reference: 'Location/ward-1' } }],
+  },
   { resourceType: 'Condition', id: 'cond1', subject: subject('Patient/p1'), code },
   ...[1, 2, 3, 4, 5].map((n) => ({
     resourceType: 'Observation',
@@ -37,7 +44,14 @@ const P1_RECORD = [
 ];
 const P2_RECORD = [
   { resourceType: 'Patient', id: 'p2', gender: 'male' },
-  { resourceType: 'Observation', id: 'obs-p2', status: 'final', code, subject: subject('Patient/p2'), performer: [{ reference: 'Practitioner/dr-a' }] },
+  {
+    resourceType: 'Observation',
+    id: 'obs-p2',
+    status: 'final',
+    code,
+    subject: subject('Patient/p2'),
+    performer: [{ reference: 'Practitioner/dr-a' }],
+  },
   { resourceType: 'Condition', id: 'cond-p2', subject: subject('Patient/p2'), code },
 ];
 const P1_REFS = P1_RECORD.map((r) => `${r.resourceType}/${r.id}`);
@@ -57,11 +71,18 @@ describe('Patient/[id]/$everything honours access', () => {
   let h: Harness;
   const tokens: Record<string, string> = {};
 
-  const everything = async (caller: string, url: string, method = 'GET', body?: unknown): Promise<EverythingPage> => {
+  const everything = async (
+    caller: string,
+    url: string,
+    method = 'GET',
+    body?: unknown,
+  ): Promise<EverythingPage> => {
     const res = await h.request(tokens[caller], method, url, body);
     const entries: any[] = res.body?.entry ?? [];
     const refs = (mode: string) =>
-      entries.filter((e) => e.search?.mode === mode).map((e) => `${e.resource.resourceType}/${e.resource.id}`);
+      entries
+        .filter((e) => e.search?.mode === mode)
+        .map((e) => `${e.resource.resourceType}/${e.resource.id}`);
     return {
       status: res.status,
       total: res.body?.total,
@@ -73,7 +94,10 @@ describe('Patient/[id]/$everything honours access', () => {
     };
   };
   /** Follows `next` links to the end; returns every match in page order. */
-  const allPages = async (caller: string, url: string): Promise<{ matches: string[]; totals: number[]; pages: number }> => {
+  const allPages = async (
+    caller: string,
+    url: string,
+  ): Promise<{ matches: string[]; totals: number[]; pages: number }> => {
     const matches: string[] = [];
     const totals: number[] = [];
     let pages = 0;
@@ -99,7 +123,10 @@ describe('Patient/[id]/$everything honours access', () => {
   const revoke = async (consentId: string): Promise<void> => {
     const current = await h.request(tokens.patient1, 'GET', `/Consent/${consentId}`);
     expect(current.status, current.text).toBe(200);
-    const res = await h.request(tokens.patient1, 'PUT', `/Consent/${consentId}`, { ...current.body, status: 'inactive' });
+    const res = await h.request(tokens.patient1, 'PUT', `/Consent/${consentId}`, {
+      ...current.body,
+      status: 'inactive',
+    });
     expect(res.status, res.text).toBe(200);
   };
 
@@ -186,7 +213,14 @@ describe('Patient/[id]/$everything honours access', () => {
     });
     const page = await everything('drB', '/Patient/p1/$everything?_count=100');
     expect(page.status, page.text).toBe(200);
-    expect(page.matches.sort()).toEqual(['Observation/obs1', 'Observation/obs2', 'Observation/obs3', 'Observation/obs4', 'Observation/obs5', 'Patient/p1']);
+    expect(page.matches.sort()).toEqual([
+      'Observation/obs1',
+      'Observation/obs2',
+      'Observation/obs3',
+      'Observation/obs4',
+      'Observation/obs5',
+      'Patient/p1',
+    ]);
     expect(page.total).toBe(6);
     await revoke(consentId);
     expect((await everything('drB', '/Patient/p1/$everything')).status).toBe(404);
@@ -195,7 +229,13 @@ describe('Patient/[id]/$everything honours access', () => {
   it('_type narrows the record (GET and POST with Parameters)', async () => {
     const observations = await everything('sysA', '/Patient/p1/$everything?_type=Observation');
     expect(observations.status, observations.text).toBe(200);
-    expect(observations.matches.sort()).toEqual(['Observation/obs1', 'Observation/obs2', 'Observation/obs3', 'Observation/obs4', 'Observation/obs5']);
+    expect(observations.matches.sort()).toEqual([
+      'Observation/obs1',
+      'Observation/obs2',
+      'Observation/obs3',
+      'Observation/obs4',
+      'Observation/obs5',
+    ]);
     expect(observations.total).toBe(5);
     expect(observations.includes).toEqual(['Practitioner/dr-a']);
 
@@ -220,7 +260,13 @@ describe('Patient/[id]/$everything honours access', () => {
 
     const typed = await allPages('sysA', '/Patient/p1/$everything?_type=Observation&_count=2');
     expect(typed.pages).toBe(3);
-    expect(typed.matches.sort()).toEqual(['Observation/obs1', 'Observation/obs2', 'Observation/obs3', 'Observation/obs4', 'Observation/obs5']);
+    expect(typed.matches.sort()).toEqual([
+      'Observation/obs1',
+      'Observation/obs2',
+      'Observation/obs3',
+      'Observation/obs4',
+      'Observation/obs5',
+    ]);
 
     expect((await everything('sysA', '/Patient/p1/$everything?_count=-1')).status).toBe(400);
     expect((await everything('sysA', '/Patient/p1/$everything?_count=abc')).status).toBe(400);
@@ -228,10 +274,16 @@ describe('Patient/[id]/$everything honours access', () => {
 
   it('_since keeps what changed at or after the instant', async () => {
     const before = await everything('sysA', '/Patient/p1/$everything?_count=100');
-    const updated = await h.request(tokens.sysA, 'PUT', '/Observation/obs3', { ...P1_RECORD.find((r) => r.id === 'obs3'), status: 'amended' });
+    const updated = await h.request(tokens.sysA, 'PUT', '/Observation/obs3', {
+      ...P1_RECORD.find((r) => r.id === 'obs3'),
+      status: 'amended',
+    });
     expect(updated.status, updated.text).toBe(200);
     const since: string = updated.body.meta.lastUpdated;
-    const page = await everything('sysA', `/Patient/p1/$everything?_since=${encodeURIComponent(since)}&_count=100`);
+    const page = await everything(
+      'sysA',
+      `/Patient/p1/$everything?_since=${encodeURIComponent(since)}&_count=100`,
+    );
     expect(page.status, page.text).toBe(200);
     expect(page.matches).toContain('Observation/obs3');
     const olderThanSince = before.body.entry
@@ -242,5 +294,47 @@ describe('Patient/[id]/$everything honours access', () => {
     for (const ref of olderThanSince) expect(page.matches).not.toContain(ref);
     expect(page.total).toBe(page.matches.length);
     expect((await everything('sysA', '/Patient/p1/$everything?_since=yesterday')).status).toBe(400);
+  });
+
+  it("a resource shared with another patient shows only with every patient's grant (fail closed)", async () => {
+    const shared = {
+      resourceType: 'Observation',
+      id: 'obs-shared',
+      status: 'final',
+      code,
+      subject: subject('Patient/p1'),
+      performer: [{ reference: 'Patient/p2' }],
+    };
+    const written = await h.request(tokens.sysA, 'PUT', '/Observation/obs-shared', shared);
+    expect(written.status, written.text).toBe(201);
+    for (const patient of ['p1', 'p2']) {
+      const page = await everything('sysA', `/Patient/${patient}/$everything?_type=Observation&_count=100`);
+      expect(page.matches, patient).toContain('Observation/obs-shared');
+    }
+    const fromP1 = await grant({ type: 'permit', actor: [actor('Organization/hosp-b')] });
+    const onlyP1 = await everything('drB', '/Patient/p1/$everything?_type=Observation&_count=100');
+    expect(onlyP1.status, onlyP1.text).toBe(200);
+    expect(onlyP1.matches.sort()).toEqual([
+      'Observation/obs1',
+      'Observation/obs2',
+      'Observation/obs3',
+      'Observation/obs4',
+      'Observation/obs5',
+    ]);
+    expect(onlyP1.total).toBe(5);
+
+    const fromP2 = await h.request(
+      tokens.patient2,
+      'POST',
+      '/Consent',
+      privacyConsent('Patient/p2', { type: 'permit', actor: [actor('Organization/hosp-b')] }),
+    );
+    expect(fromP2.status, fromP2.text).toBe(201);
+    const both = await everything('drB', '/Patient/p1/$everything?_type=Observation&_count=100');
+    expect(both.matches).toContain('Observation/obs-shared');
+    expect(both.total).toBe(6);
+    // p2's own records are still not in p1's $everything
+    for (const ref of P2_REFS) expect(both.matches).not.toContain(ref);
+    await revoke(fromP1);
   });
 });

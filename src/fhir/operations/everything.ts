@@ -14,7 +14,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { parseFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
-import { badRequest, FhirError, gone, issue, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
+import {
+  badRequest,
+  FhirError,
+  gone,
+  issue,
+  notImplemented,
+  type OperationOutcomeIssue,
+} from '../outcome.js';
 import { assertId, visibleOr404 } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
@@ -49,7 +56,8 @@ function compartmentQueries(types: Set<string> | undefined): Map<string, string[
 
 function nonNegativeInteger(value: string | undefined, name: string, max: number): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^\d{1,9}$/.test(value)) throw badRequest(`${name} must be a non-negative integer, not '${value}'`, name);
+  if (!/^\d{1,9}$/.test(value))
+    throw badRequest(`${name} must be a non-negative integer, not '${value}'`, name);
   return Math.min(Number(value), max);
 }
 
@@ -59,7 +67,8 @@ function parseSince(value: string | undefined): number | undefined {
   const ok =
     /^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/.test(value) &&
     !Number.isNaN(Date.parse(value.length === 4 ? `${value}-01-01` : value));
-  if (!ok) throw badRequest(`_since must be an instant such as 2024-01-01T00:00:00Z, not '${value}'`, '_since');
+  if (!ok)
+    throw badRequest(`_since must be an instant such as 2024-01-01T00:00:00Z, not '${value}'`, '_since');
   const zoned = value.includes('T') && !/(Z|[+-]\d{2}:\d{2})$/.test(value) ? `${value}Z` : value;
   return Date.parse(value.length === 4 ? `${value}-01-01` : zoned);
 }
@@ -89,7 +98,8 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
   context.access.authorize('read', 'Patient');
   const id = assertId(request.id);
   const patientRef = `Patient/${id}`;
-  if (!context.store.search) throw notImplemented('This store does not support search, which $everything needs');
+  if (!context.store.search)
+    throw notImplemented('This store does not support search, which $everything needs');
 
   const input = readOperationInput(request);
   const one = (name: string): string | undefined => input.strings.get(name)?.[0];
@@ -100,8 +110,12 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
   const typeValues = input.strings.get('_type');
   if (typeValues) {
     types = new Set();
-    for (const type of typeValues.flatMap((v) => v.split(',')).map((t) => t.trim()).filter(Boolean)) {
-      if (!isKnownResourceType(type)) throw badRequest(`_type names an unknown resource type '${type}'`, '_type');
+    for (const type of typeValues
+      .flatMap((v) => v.split(','))
+      .map((t) => t.trim())
+      .filter(Boolean)) {
+      if (!isKnownResourceType(type))
+        throw badRequest(`_type names an unknown resource type '${type}'`, '_type');
       types.add(type);
     }
   }
@@ -149,7 +163,12 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
     const query: CompiledQuery = {
       resourceTypes: searchTypes,
       filters: [
-        { kind: 'param', param, type: 'reference', values: [{ kind: 'reference', references: [patientRef] }] },
+        {
+          kind: 'param',
+          param,
+          type: 'reference',
+          values: [{ kind: 'reference', references: [patientRef] }],
+        },
       ],
       sort: [],
       count: 0,
@@ -208,7 +227,9 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
       if (type === 'Patient' || compartmentTypes.has(type) || !isKnownResourceType(type)) continue;
       if (!typeReadable(type)) continue;
       if (referenced.length >= MAX_REFERENCED) {
-        warnings.push(issue('warning', 'too-costly', `Only ${MAX_REFERENCED} referenced resources are included per page`));
+        warnings.push(
+          issue('warning', 'too-costly', `Only ${MAX_REFERENCED} referenced resources are included per page`),
+        );
         break;
       }
       const target = await context.store.read(type, refId);
@@ -220,7 +241,11 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
 
   if (leftOut.length > 0)
     warnings.push(
-      issue('warning', 'forbidden', `Left out, as your access does not cover them: ${leftOut.sort().join(', ')}`),
+      issue(
+        'warning',
+        'forbidden',
+        `Left out, as your access does not cover them: ${leftOut.sort().join(', ')}`,
+      ),
     );
 
   context.access.audit?.({
@@ -241,7 +266,8 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
   };
   const links = [{ relation: 'self', url: linkParams(offset) }];
   if (count > 0 && offset + count < total) links.push({ relation: 'next', url: linkParams(offset + count) });
-  if (count > 0 && offset > 0) links.push({ relation: 'previous', url: linkParams(Math.max(0, offset - count)) });
+  if (count > 0 && offset > 0)
+    links.push({ relation: 'previous', url: linkParams(Math.max(0, offset - count)) });
 
   // Assembled as text: stored resources are served exactly as stored (lossless numbers).
   const parts: string[] = [];
@@ -251,7 +277,9 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
   for (const version of referenced) parts.push(entry(version, 'include'));
   if (warnings.length > 0) {
     const outcome = { resourceType: 'OperationOutcome', id: randomUUID(), issue: warnings };
-    parts.push(`{"fullUrl":"urn:uuid:${outcome.id}","resource":${JSON.stringify(outcome)},"search":{"mode":"outcome"}}`);
+    parts.push(
+      `{"fullUrl":"urn:uuid:${outcome.id}","resource":${JSON.stringify(outcome)},"search":{"mode":"outcome"}}`,
+    );
   }
   const head = JSON.stringify({
     resourceType: 'Bundle',
