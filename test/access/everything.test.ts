@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actor, BASE, privacyConsent, startHarness, type Harness } from './app-harness.js';
 
-const code = { coding: [{ system: 'http://loinc.org', code: '8867-4' }] };
+// Glucose (not a vital sign, so no vital-signs profile applies): the tests are about access, not profiles.
+const code = { coding: [{ system: 'http://loinc.org', code: '2339-0' }] };
 const subject = (p: string) => ({ reference: p });
 
 /** p1's record (written by hospital A's system), the directory it references, and p2's record. */
@@ -39,7 +40,7 @@ const P1_RECORD = [
     code,
     subject: subject('Patient/p1'),
     performer: [{ reference: 'Practitioner/dr-a' }],
-    valueQuantity: { value: 70 + n, unit: '/min' },
+    valueQuantity: { value: 70 + n, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
   })),
 ];
 const P2_RECORD = [
