@@ -183,6 +183,12 @@ describe('Patient/[id]/$everything honours access', () => {
     expect(hidden.text).not.toContain('Observation');
     expect((await everything('labB', '/Patient/p1/$everything')).status).toBe(404);
     expect((await everything('admin', '/Patient/p1/$everything')).status).toBe(403);
+    // only on a Patient instance
+    const onObservation = await everything('sysA', '/Observation/obs1/$everything');
+    expect(onObservation.status).toBe(404);
+    expect(onObservation.text).not.toContain('"valueQuantity"');
+    const typeLevel = await everything('sysA', '/Patient/$everything');
+    expect(typeLevel.status).toBe(404);
   });
 
   it("another organisation's clinician sees the record while granted, and 404 again after revocation", async () => {

@@ -19,10 +19,11 @@ import {
   FhirError,
   gone,
   issue,
+  notFound,
   notImplemented,
   type OperationOutcomeIssue,
 } from '../outcome.js';
-import { assertId, visibleOr404 } from '../interactions/common.js';
+import { assertId } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import {
@@ -127,9 +128,19 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
     warnings.push(issue('warning', 'not-supported', message));
   }
 
+  // One decision per version and request: a resource found through several compartment parameters, and read again
+  // for its page, is asked (and recorded by the policy's audit) once.
+  const decisions = new Map<string, boolean>();
+  const canRead = (v: StoredVersion): boolean => {
+    const key = `${v.resourceType}/${v.id}/${v.versionId}`;
+    let allowed = decisions.get(key);
+    if (allowed === undefined) decisions.set(key, (allowed = context.access.canRead(v)));
+    return allowed;
+  };
+
   const patient = await context.store.read('Patient', id);
-  visibleOr404(context, patient, patientRef);
-  if (patient!.deleted) throw gone(`${patientRef} has been deleted`);
+  if (!patient || !canRead(patient)) throw notFound(`${patientRef} is not known`);
+  if (patient.deleted) throw gone(`${patientRef} has been deleted`);
 
   // Types outside the caller's scopes are left out (as search leaves out _include of such types), asked once each.
   const readable = new Map<string, boolean>();
@@ -156,7 +167,7 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
   const members = new Map<string, StoredVersion>();
   const keep = (v: StoredVersion): boolean =>
     !v.deleted && (since === undefined || Date.parse(v.lastUpdated) >= since);
-  if ((!types || types.has('Patient')) && keep(patient!)) members.set(patientRef, patient!);
+  if ((!types || types.has('Patient')) && keep(patient)) members.set(patientRef, patient);
   for (const [param, paramTypes] of compartmentQueries(types)) {
     const searchTypes = paramTypes.filter(typeReadable);
     if (searchTypes.length === 0) continue;
@@ -184,7 +195,7 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
       query,
       wantTotal: true,
       canRead: (v) => {
-        if (!context.access.canRead(v)) return false;
+        if (!canRead(v)) return false;
         const key = `${v.resourceType}/${v.id}`;
         if (!members.has(key) && keep(v) && (v.patients ?? []).includes(patientRef)) members.set(key, v);
         return true;
@@ -209,7 +220,7 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
   for (const member of ordered.slice(offset, offset + count)) {
     const current =
       member.json !== undefined ? member : await context.store.read(member.resourceType, member.id);
-    if (!current || current.deleted || !current.json || !context.access.canRead(current)) continue;
+    if (!current || current.deleted || !current.json || !canRead(current)) continue;
     page.push(current);
   }
 
@@ -233,7 +244,7 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
         break;
       }
       const target = await context.store.read(type, refId);
-      if (!target || target.deleted || !target.json || !context.access.canRead(target)) continue;
+      if (!target || target.deleted || !target.json || !canRead(target)) continue;
       referenced.push(target);
     }
     if (referenced.length >= MAX_REFERENCED) break;
@@ -247,14 +258,6 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
         `Left out, as your access does not cover them: ${leftOut.sort().join(', ')}`,
       ),
     );
-
-  context.access.audit?.({
-    interaction: 'operation',
-    resourceType: 'Patient',
-    id,
-    allowed: true,
-    patients: [patientRef],
-  });
 
   const linkParams = (at: number): string => {
     const pairs: [string, string][] = [];
