@@ -12,6 +12,8 @@ import type { Ledger } from './ledger/ledger.js';
 import { openConfiguredLedger } from './ledger/open-ledger.js';
 import type { ResourceValidator } from './fhir/validation/validator.js';
 import { createSchemaValidator } from './fhir/validation/schema.js';
+import { createFhirValidator } from './fhir/validation/index.js';
+import { registerValidationOperations } from './fhir/operations/validate.js';
 import { FhirRegistry } from './fhir/interactions/registry.js';
 import { registerCoreInteractions } from './fhir/interactions/core.js';
 import { registerSearch } from './fhir/interactions/search.js';
@@ -57,7 +59,19 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   await store.init();
   const closers: (() => Promise<void>)[] = [() => store.close()];
   try {
-    const validator = overrides.validator ?? (await createSchemaValidator());
+    const validator =
+      overrides.validator ??
+      (config.validation === 'schema'
+        ? await createSchemaValidator()
+        : await createFhirValidator({
+            definitionsCacheDir: join(config.dataDir, 'cache'),
+            igPaths: config.igPaths,
+            requiredProfiles: config.requiredProfiles,
+            // EHRs send local extensions the network has not published: accepted with a warning, as are
+            // example.org URLs (the specification's own examples use them).
+            unknownExtensionSeverity: 'warning',
+            allowExampleUrls: true,
+          }));
     const registry = registerCoreInteractions(new FhirRegistry(), {
       resourceTypes: validator.resourceTypes ?? [],
       started: new Date(),
@@ -65,6 +79,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     registerSearch(registry);
     registerBundles(registry);
     registry.registerOperation(everythingOperation());
+    registerValidationOperations(registry, validator);
 
     const fastify = createHttpServer({
       logLevel: config.logLevel,

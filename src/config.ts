@@ -35,6 +35,12 @@ export interface Config {
   anchoring: boolean;
   /** Schedule of the integrity audit (node-cron expression), or 'off'. */
   auditCron: string;
+  /** Validation of writes: full R4 rules (structure, invariants, bindings, profiles) or the JSON schema only. */
+  validation: 'full' | 'schema';
+  /** The network's shared profiles: folders of JSON or FHIR package tarballs (docs/validation.md). */
+  igPaths: string[];
+  /** Profiles every resource of a type must conform to, e.g. { Patient: ['http://example.org/fhir/StructureDefinition/hie-patient'] }. */
+  requiredProfiles: Record<string, string[]>;
 }
 
 export class ConfigError extends Error {
@@ -230,6 +236,51 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
         throw new ConfigError(`${source}: '${text}' is not a cron expression (or off)`);
       }
       return expression;
+    },
+  },
+  {
+    key: 'validation',
+    flag: '--validation <full|schema>',
+    env: 'HIE_VALIDATION',
+    default: 'full',
+    description: 'validation of every write: full R4 rules and profiles, or the R4 JSON schema only',
+    parse: (text, source) => {
+      if (text !== 'full' && text !== 'schema')
+        throw new ConfigError(`${source}: '${text}' is not full or schema`);
+      return text;
+    },
+  },
+  {
+    key: 'igPaths',
+    flag: '--ig <paths>',
+    env: 'HIE_IG',
+    default: '',
+    description: 'shared profiles to load: folders of JSON or FHIR package .tgz files, comma-separated',
+    parse: (text) =>
+      text
+        .split(',')
+        .map((path) => path.trim())
+        .filter((path) => path !== '')
+        .map((path) => resolve(path)),
+  },
+  {
+    key: 'requiredProfiles',
+    flag: '--require-profile <type=url,...>',
+    env: 'HIE_REQUIRE_PROFILE',
+    default: '',
+    description:
+      'profiles every resource of a type must conform to, e.g. Patient=http://example.org/StructureDefinition/p',
+    parse: (text, source) => {
+      const required: Record<string, string[]> = {};
+      for (const pair of text
+        .split(',')
+        .map((p) => p.trim())
+        .filter((p) => p !== '')) {
+        const match = /^([A-Z][A-Za-z]+)=(\S+)$/.exec(pair);
+        if (!match) throw new ConfigError(`${source}: '${pair}' is not Type=profile-url`);
+        (required[match[1]] ??= []).push(match[2]);
+      }
+      return required;
     },
   },
 ] as OptionSpec<keyof Config>[];

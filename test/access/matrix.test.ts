@@ -14,7 +14,7 @@ interface Resource {
 }
 
 const subject = (p: string) => ({ reference: p });
-const code = { coding: [{ system: 'http://loinc.org', code: '8867-4' }] };
+const code = { coding: [{ system: 'http://loinc.org', code: '2339-0' }] };
 const RESOURCES: Resource[] = [
   { ref: 'Organization/hosp-a', writer: 'sysA', body: { resourceType: 'Organization', name: 'Hospital A' } },
   { ref: 'Practitioner/dr-a', writer: 'sysA', body: { resourceType: 'Practitioner', active: true } },

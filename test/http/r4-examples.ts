@@ -84,13 +84,8 @@ function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/**
- * Official examples the R4 JSON schema (src/fhir/validation/schema.ts) refuses, each with a pattern its
- * diagnostics must match. None today: the published fhir.schema.json refused 21 (a FHIRVersion enum that stops at
- * 4.0.0, and XML Schema regexes whose \\s means something else in JavaScript); schema.ts corrects both.
- * An example added here must be refused, for that reason, and not stored.
- */
-export const SCHEMA_REFUSES: Record<string, RegExp> = {};
+/** Official examples the service refuses (they break R4 rules), with the reason: test/support/known-bad-examples.ts. */
+export { KNOWN_BAD_EXAMPLES as REFUSED_EXAMPLES } from '../support/known-bad-examples.js';
 
 /** The body limit for this test: the largest example (Bundle-resources.json) is 35 MB. */
 export const EXAMPLES_BODY_LIMIT = '64MiB';

@@ -96,7 +96,8 @@ export function validateResource(
   statusOverride?: 422,
 ): OperationOutcomeIssue[] {
   const result = context.validator.validate(toPlainJson(resource), { mode });
-  if (!result.valid) throw new FhirError(statusOverride ?? validationStatus(result.issues), result.issues);
+  if (!result.valid)
+    throw new FhirError(statusOverride ?? validationStatus(result.issues), bySeverity(result.issues));
   return result.issues;
 }
 
@@ -137,6 +138,13 @@ export function visibleOr404(
   return version;
 }
 
+const SEVERITY_ORDER = { fatal: 0, error: 1, warning: 2, information: 3 } as const;
+
+/** Most severe first, so a client reading the first issue reads the reason for a refusal. */
+function bySeverity(issues: OperationOutcomeIssue[]): OperationOutcomeIssue[] {
+  return [...issues].sort((a, b) => SEVERITY_ORDER[a.severity] - SEVERITY_ORDER[b.severity]);
+}
+
 /** The response to a successful write, shaped by `Prefer: return=`. */
 export function writeResponse(
   request: FhirRequest,
@@ -151,17 +159,15 @@ export function writeResponse(
     case 'minimal':
       return { status, headers };
     case 'OperationOutcome': {
-      const outcome = operationOutcome(
-        issues.length > 0
-          ? issues
-          : [
-              issue(
-                'information',
-                'informational',
-                `${version.resourceType}/${version.id} version ${version.versionId} stored`,
-              ),
-            ],
-      );
+      // What was stored first, then what validation noticed without refusing (warnings).
+      const outcome = operationOutcome([
+        issue(
+          'information',
+          'informational',
+          `${version.resourceType}/${version.id} version ${version.versionId} stored`,
+        ),
+        ...bySeverity(issues),
+      ]);
       return { status, headers, body: outcome as unknown as FhirResource };
     }
     default:
