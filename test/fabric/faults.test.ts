@@ -189,6 +189,13 @@ describe('slow and absent network', () => {
     } finally {
       await harness.server.start();
     }
+    // gRPC reconnects with its own backoff (at most 10 s, see fabric-ledger.ts): wait for a read to get through,
+    // bounded, rather than betting on how long that takes on a loaded machine.
+    const deadline = Date.now() + 30_000;
+    while ((await ledger.evaluate('anchor:ReadAnchor', [hex()]).catch((e) => e)) instanceof Error) {
+      expect(Date.now()).toBeLessThan(deadline);
+      await new Promise((r) => setTimeout(r, 250));
+    }
     const key = hex();
     await ledger.submit('anchor:AnchorVersion', [key, hex()]);
     expect(await writesOf(key)).toBe(1);
