@@ -250,7 +250,7 @@ async function throughput(): Promise<void> {
           resourceType: 'Observation',
           id: 'o1',
           status: 'final',
-          code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+          code: { coding: [{ system: 'http://loinc.org', code: '2339-0' }] },
           subject: { reference: 'Patient/p1' },
           valueQuantity: { value: 72, unit: '/min' },
         });
