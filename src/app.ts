@@ -75,6 +75,11 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     const registry = registerCoreInteractions(new FhirRegistry(), {
       resourceTypes: validator.resourceTypes ?? [],
       started: new Date(),
+      // The token endpoint sits beside the FHIR base: http://host/fhir -> http://host/auth/token.
+      tokenUrl:
+        (config.auth ?? 'smart') === 'smart'
+          ? (fhirBase) => `${fhirBase.slice(0, fhirBase.length - FHIR_PREFIX.length)}/auth/token`
+          : undefined,
     });
     registerSearch(registry);
     registerBundles(registry);

@@ -40,6 +40,29 @@ export interface CapabilitiesOptions {
   resourceTypes: string[];
   /** Server start, used as CapabilityStatement.date. */
   started?: Date;
+  /** How clients get a token (SMART Backend Services), from the FHIR base URL; absent when access is open. */
+  tokenUrl?: (fhirBaseUrl: string) => string;
+}
+
+/** rest.security as SMART App Launch 1.0/2.0 describe it, so EHR clients find the token endpoint from /metadata. */
+function securityEntry(tokenUrl: string) {
+  return {
+    extension: [
+      {
+        url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
+        extension: [{ url: 'token', valueUri: tokenUrl }],
+      },
+    ],
+    service: [
+      {
+        coding: [
+          { system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' },
+        ],
+      },
+    ],
+    description:
+      'SMART Backend Services: client_credentials with a private_key_jwt assertion signed by the enrolled key (ES384 or ES256); see .well-known/smart-configuration',
+  };
 }
 
 function operationEntry(operation: OperationRegistration) {
@@ -92,6 +115,7 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
     rest: [
       {
         mode: 'server',
+        ...(options.tokenUrl ? { security: securityEntry(options.tokenUrl(baseUrl)) } : {}),
         resource: resources,
         interaction: SYSTEM_INTERACTIONS.filter((code) => registry.hasInteraction(code)).map((code) => ({
           code,
