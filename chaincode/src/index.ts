@@ -10,6 +10,16 @@ export type { AnchorRecord, BatchRecord, KeyModificationRecord } from './anchor-
 export { stableStringify, requireServiceCaller, txMeta, ROLE_ATTRIBUTE, SERVICE_ROLE } from './common';
 export type { TxMeta } from './common';
 export { ConsentContract, grantAllows } from './consent-contract';
-export type { AccessRecord, CheckResult, DenyRule, GrantRecord, PatientRecord, Period } from './consent-contract';
+export type {
+  AccessRecord,
+  CheckResult,
+  DenyRule,
+  GrantRecord,
+  PatientRecord,
+  Period,
+} from './consent-contract';
 
-export const contracts: (typeof AnchorContract | typeof ConsentContract)[] = [AnchorContract, ConsentContract];
+export const contracts: (typeof AnchorContract | typeof ConsentContract)[] = [
+  AnchorContract,
+  ConsentContract,
+];

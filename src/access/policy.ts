@@ -25,7 +25,13 @@ export interface AccessPolicy {
   /** May the caller write this resource (create/update/patch/delete)? `existing` is the current version, if any. */
   canWrite(resourceType: string, existing: StoredVersion | undefined, patients: string[]): boolean;
   /** Records the decision (AuditEvent + ledger access record), off the request's critical path. */
-  audit?(event: { interaction: string; resourceType?: string; id?: string; allowed: boolean; patients?: string[] }): void;
+  audit?(event: {
+    interaction: string;
+    resourceType?: string;
+    id?: string;
+    allowed: boolean;
+    patients?: string[];
+  }): void;
 }
 
 /** Everyone may do everything: used until authentication is configured, and for internal jobs. */

@@ -80,9 +80,15 @@ export class FhirError extends Error {
   readonly outcome: OperationOutcome;
   readonly headers: Record<string, string>;
 
-  constructor(status: number, outcome: OperationOutcome | OperationOutcomeIssue[], options: FhirErrorOptions = {}) {
+  constructor(
+    status: number,
+    outcome: OperationOutcome | OperationOutcomeIssue[],
+    options: FhirErrorOptions = {},
+  ) {
     const oo = Array.isArray(outcome) ? operationOutcome(outcome) : outcome;
-    super(oo.issue.map((i) => i.diagnostics ?? i.code).join('; ') || `HTTP ${status}`, { cause: options.cause });
+    super(oo.issue.map((i) => i.diagnostics ?? i.code).join('; ') || `HTTP ${status}`, {
+      cause: options.cause,
+    });
     this.name = 'FhirError';
     this.status = status;
     this.outcome = oo;

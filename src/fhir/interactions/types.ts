@@ -69,7 +69,12 @@ export interface FhirContext {
   /** The caller's access policy: every path that can reveal or change data asks it. */
   access: AccessPolicy;
   /** Request-scoped logger (pino-compatible). */
-  log: { info(obj: object | string, msg?: string): void; warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void; debug(obj: object | string, msg?: string): void };
+  log: {
+    info(obj: object | string, msg?: string): void;
+    warn(obj: object | string, msg?: string): void;
+    error(obj: object | string, msg?: string): void;
+    debug(obj: object | string, msg?: string): void;
+  };
   /** What is registered (interactions call each other through it: conditional create -> search, bundles -> entries). */
   registry?: FhirRegistry;
   /** Search index rows of a version about to be written (src/fhir/search/ provides it). */
