@@ -339,7 +339,18 @@ export class ConsentContract extends Contract {
 
 /** Does this grant allow reading `resourceType` at `atMs`? Deny rules win over the permit. */
 export function grantAllows(grant: GrantRecord, resourceType: string, atMs: number): boolean {
-  if (grant.status !== 'active') return false;
+  return grant.status === 'active' && grantRulesAllow(grant, resourceType, atMs);
+}
+
+/**
+ * The rule a grant's terms apply: its classes and period permit, its deny rules (one level deep) narrow, deny wins.
+ * The one implementation: the chaincode's CheckAccess and the service's consent cache both decide with it.
+ */
+export function grantRulesAllow(
+  grant: { classes: string[]; period?: Period; deny: DenyRule[] },
+  resourceType: string,
+  atMs: number,
+): boolean {
   if (!inPeriod(grant.period, atMs)) return false;
   if (grant.classes.length > 0 && !grant.classes.includes(resourceType)) return false;
   for (const rule of grant.deny) {

@@ -207,27 +207,11 @@ export function consentToGrants(consent: Json): ConsentGrants {
   return { patient, grants };
 }
 
-/** Does a grant allow reading `resourceType` at `atMs`? Start inclusive, end exclusive; deny wins. */
-export function grantAllows(
-  grant: { classes: string[]; period?: GrantPeriod; deny: GrantDenyRule[] },
-  resourceType: string,
-  atMs: number,
-): boolean {
-  if (!inPeriod(grant.period, atMs)) return false;
-  if (grant.classes.length > 0 && !grant.classes.includes(resourceType)) return false;
-  for (const rule of grant.deny) {
-    if ((rule.classes.length === 0 || rule.classes.includes(resourceType)) && inPeriod(rule.period, atMs))
-      return false;
-  }
-  return true;
-}
-
-function inPeriod(period: GrantPeriod | undefined, atMs: number): boolean {
-  if (!period) return true;
-  if (period.start !== undefined && atMs < Date.parse(period.start)) return false;
-  if (period.end !== undefined && atMs >= Date.parse(period.end)) return false;
-  return true;
-}
+/**
+ * Does a grant allow reading `resourceType` at `atMs`? Start inclusive, end exclusive; deny wins.
+ * The chaincode's own rule, so the consent cache and the ledger's CheckAccess can never disagree.
+ */
+export { grantRulesAllow as grantAllows } from 'hie-ledger-chaincode';
 
 /** Two grant specs say the same thing (so an unchanged Consent update submits nothing). */
 export function sameGrant(a: Omit<GrantSpec, 'grantee'>, b: Omit<GrantSpec, 'grantee'>): boolean {
