@@ -9,6 +9,7 @@
  * every transaction sets exactly one event.
  */
 import { Context, Contract, Info, Param, Returns, Transaction } from 'fabric-contract-api';
+import { grantRulesAllow, type DenyRule, type Period } from './grant-rules';
 import {
   fromBytes,
   requireServiceCaller,
@@ -38,16 +39,7 @@ export interface PatientRecord extends TxMeta {
   homeMsp: string;
 }
 
-export interface Period {
-  start?: string;
-  end?: string;
-}
-
-/** A nested deny provision: refuses these classes (all when empty) during this period (always when absent). */
-export interface DenyRule {
-  classes: string[];
-  period?: Period;
-}
+export type { DenyRule, Period } from './grant-rules';
 
 export interface GrantRecord {
   docType: 'grant';
@@ -340,32 +332,6 @@ export class ConsentContract extends Contract {
 /** Does this grant allow reading `resourceType` at `atMs`? Deny rules win over the permit. */
 export function grantAllows(grant: GrantRecord, resourceType: string, atMs: number): boolean {
   return grant.status === 'active' && grantRulesAllow(grant, resourceType, atMs);
-}
-
-/**
- * The rule a grant's terms apply: its classes and period permit, its deny rules (one level deep) narrow, deny wins.
- * The one implementation: the chaincode's CheckAccess and the service's consent cache both decide with it.
- */
-export function grantRulesAllow(
-  grant: { classes: string[]; period?: Period; deny: DenyRule[] },
-  resourceType: string,
-  atMs: number,
-): boolean {
-  if (!inPeriod(grant.period, atMs)) return false;
-  if (grant.classes.length > 0 && !grant.classes.includes(resourceType)) return false;
-  for (const rule of grant.deny) {
-    if ((rule.classes.length === 0 || rule.classes.includes(resourceType)) && inPeriod(rule.period, atMs))
-      return false;
-  }
-  return true;
-}
-
-/** Start inclusive, end exclusive: access stops at the instant the period ends. */
-function inPeriod(period: Period | undefined, atMs: number): boolean {
-  if (!period) return true;
-  if (period.start !== undefined && atMs < Date.parse(period.start)) return false;
-  if (period.end !== undefined && atMs >= Date.parse(period.end)) return false;
-  return true;
 }
 
 async function grantsOf(ctx: Context, partialKey: string[]): Promise<GrantRecord[]> {

@@ -9,7 +9,8 @@ export { AnchorContract } from './anchor-contract';
 export type { AnchorRecord, BatchRecord, KeyModificationRecord } from './anchor-contract';
 export { stableStringify, requireServiceCaller, txMeta, ROLE_ATTRIBUTE, SERVICE_ROLE } from './common';
 export type { TxMeta } from './common';
-export { ConsentContract, grantAllows, grantRulesAllow } from './consent-contract';
+export { ConsentContract, grantAllows } from './consent-contract';
+export { grantRulesAllow } from './grant-rules';
 export type {
   AccessRecord,
   CheckResult,

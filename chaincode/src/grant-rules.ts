@@ -1,0 +1,39 @@
+/**
+ * The rule a consent grant applies, shared by the chaincode (CheckAccess) and the service's consent cache, so the two
+ * never disagree. Plain functions with no Fabric dependency: the service imports this file alone
+ * (`hie-ledger-chaincode/dist/grant-rules.js`) without loading the contract runtime.
+ */
+
+export interface Period {
+  start?: string;
+  end?: string;
+}
+
+/** A nested deny provision: refuses these classes (all when empty) during this period (always when absent). */
+export interface DenyRule {
+  classes: string[];
+  period?: Period;
+}
+
+/** A grant's classes and period permit, its deny rules (one level deep) narrow, and deny wins. */
+export function grantRulesAllow(
+  grant: { classes: string[]; period?: Period; deny: DenyRule[] },
+  resourceType: string,
+  atMs: number,
+): boolean {
+  if (!inPeriod(grant.period, atMs)) return false;
+  if (grant.classes.length > 0 && !grant.classes.includes(resourceType)) return false;
+  for (const rule of grant.deny) {
+    if ((rule.classes.length === 0 || rule.classes.includes(resourceType)) && inPeriod(rule.period, atMs))
+      return false;
+  }
+  return true;
+}
+
+/** Start inclusive, end exclusive: access stops at the instant the period ends. */
+function inPeriod(period: Period | undefined, atMs: number): boolean {
+  if (!period) return true;
+  if (period.start !== undefined && atMs < Date.parse(period.start)) return false;
+  if (period.end !== undefined && atMs >= Date.parse(period.end)) return false;
+  return true;
+}
