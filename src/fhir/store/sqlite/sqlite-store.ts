@@ -58,8 +58,10 @@ export interface SqliteStoreOptions {
   /** Page cache size in KiB. */
   cacheSizeKiB?: number;
   /**
-   * WAL pages after which a commit checkpoints them into the database file (SQLite's default is 1000). A write
-   * touches tens of pages (random-key index pages), so the default checkpoints (and fsyncs) every few dozen writes.
+   * WAL pages after which a commit checkpoints them into the database file (SQLite's default is 1000; ours 32768,
+   * a WAL of up to ~128 MiB with 4 KiB pages). A write touches tens of pages (random-key index pages), so the
+   * default checkpoints (and fsyncs) every few dozen writes; a longer WAL holds many writes to the same hot pages,
+   * which a checkpoint copies once (measured: +10% validated creates/s against 8192).
    */
   walCheckpointPages?: number;
   /** Store the writes that arrive together (concurrent requests) in one commit; default true. */
@@ -122,9 +124,12 @@ export class SqliteResourceStore implements ResourceStore {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma(`cache_size = -${Math.max(2000, Math.floor(options.cacheSizeKiB ?? 65_536))}`);
     this.db.pragma('temp_store = MEMORY');
-    this.db.pragma(`wal_autocheckpoint = ${Math.max(100, Math.floor(options.walCheckpointPages ?? 8192))}`);
-    // After a checkpoint, shrink a WAL that grew past this (bytes), so it does not keep its peak size.
-    this.db.pragma('journal_size_limit = 67108864');
+    const walCheckpointPages = Math.max(100, Math.floor(options.walCheckpointPages ?? 32_768));
+    this.db.pragma(`wal_autocheckpoint = ${walCheckpointPages}`);
+    // After a checkpoint, shrink a WAL that grew past this (bytes). Above the checkpoint threshold (plus the commit
+    // that crosses it), so a WAL of normal size is reused in place instead of truncated and grown again each cycle.
+    const pageSize = this.db.pragma('page_size', { simple: true }) as number;
+    this.db.pragma(`journal_size_limit = ${Math.ceil(walCheckpointPages * 1.25) * (pageSize + 24)}`);
     // Outside a transaction this is BEGIN IMMEDIATE; inside one (transaction(work)) it becomes a SAVEPOINT.
     this.writeTransaction = this.db.transaction((request: WriteRequest) => this.writeNow(request)).immediate;
     this.writeBatch = this.db.transaction((requests: WriteRequest[]) =>
