@@ -236,6 +236,42 @@ describe('SqliteResourceStore group commit', () => {
     await store.close();
   });
 
+  it('stores every write of a batch without failures with its index rows and anchor, once', async () => {
+    const store = await openStore(join(tempDir(), 'resources.sqlite'));
+    const ids = ['a', 'b', 'c', 'd'];
+    const versions = await Promise.all(
+      ids.map((id) =>
+        store.write({
+          resourceType: 'Patient',
+          id,
+          method: 'PUT',
+          resource: { resourceType: 'Patient', active: true },
+          index: [{ param: 'active', type: 'token', value: 'true' }],
+          anchor: (v) => ({
+            resourceType: v.resourceType,
+            id: v.id,
+            versionId: v.versionId,
+            salt: 's',
+            leafHash: `h-${v.id}`,
+            ledgerKey: `k-${v.id}`,
+          }),
+        }),
+      ),
+    );
+    expect(versions.map((v) => v.versionId)).toEqual([1, 1, 1, 1]);
+    for (const id of ids) {
+      expect(await store.indexEntries('Patient', id)).toEqual([
+        { param: 'active', type: 'token', value: 'true' },
+      ]);
+      expect(await store.anchorState({ resourceType: 'Patient', id, versionId: 1 })).toMatchObject({
+        status: 'pending',
+        leafHash: `h-${id}`,
+      });
+    }
+    expect(await store.pendingAnchors(100)).toHaveLength(4);
+    await store.close();
+  });
+
   it('waits for an open transaction before committing a batch', async () => {
     const store = await openStore(':memory:');
     let release!: () => void;

@@ -110,6 +110,8 @@ export class SqliteResourceStore implements ResourceStore {
   private readonly historyStatements = new Map<string, Statement>();
   private readonly writeTransaction: (request: WriteRequest) => StoredVersion;
   private readonly writeBatch: (requests: WriteRequest[]) => WriteOutcome[];
+  /** The batch in one transaction without savepoints; throws (everything rolled back) if any write fails. */
+  private readonly writeAllOrNothing: (requests: WriteRequest[], onWriteError: () => void) => StoredVersion[];
   private readonly groupCommit: boolean;
   private queued:
     | { request: WriteRequest; resolve: (v: StoredVersion) => void; reject: (e: unknown) => void }[]
@@ -140,6 +142,17 @@ export class SqliteResourceStore implements ResourceStore {
           return { ok: false, error };
         }
       }),
+    ).immediate;
+    this.writeAllOrNothing = this.db.transaction(
+      (requests: WriteRequest[], onWriteError: () => void): StoredVersion[] =>
+        requests.map((request) => {
+          try {
+            return this.writeNow(request);
+          } catch (error) {
+            onWriteError();
+            throw error;
+          }
+        }),
     ).immediate;
     this.groupCommit = options.groupCommit ?? true;
   }
@@ -184,6 +197,9 @@ export class SqliteResourceStore implements ResourceStore {
    * Group commit: the writes that arrived during one turn of the event loop (concurrent requests) are stored in
    * one SQLite transaction, each in a savepoint of its own (a failing write affects no other), and all are
    * acknowledged after the one COMMIT. Saves a commit (WAL frames, and an fsync with FULL) per write.
+   * The batch is first tried without savepoints (they copy every page a write changes to the subjournal: ~6%
+   * fewer creates/s); only if one of its writes fails is it rolled back whole and stored again with savepoints,
+   * so the outcome of each write is the same either way.
    */
   private flushQueued(): void {
     const batch = this.queued ?? [];
@@ -194,7 +210,7 @@ export class SqliteResourceStore implements ResourceStore {
         batch[0]!.resolve(this.writeTransaction(batch[0]!.request));
         return;
       }
-      const outcomes = this.writeBatch(batch.map((q) => q.request));
+      const outcomes = this.writeBatchOptimistically(batch.map((q) => q.request));
       outcomes.forEach((outcome, i) =>
         outcome.ok ? batch[i]!.resolve(outcome.version) : batch[i]!.reject(outcome.error),
       );
@@ -208,6 +224,20 @@ export class SqliteResourceStore implements ResourceStore {
       }
     } else {
       this.mutex.run(run).catch(fail);
+    }
+  }
+
+  private writeBatchOptimistically(requests: WriteRequest[]): WriteOutcome[] {
+    let aWriteFailed = false;
+    try {
+      return this.writeAllOrNothing(requests, () => (aWriteFailed = true)).map((version) => ({
+        ok: true,
+        version,
+      }));
+    } catch (error) {
+      // BEGIN or COMMIT failing (busy, I/O) fails the whole batch, as with savepoints; a write failing does not.
+      if (!aWriteFailed) throw error;
+      return this.writeBatch(requests);
     }
   }
 
