@@ -12,48 +12,11 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { EventStream, Ledger } from './ledger.js';
-import {
-  grantAllows,
-  sameGrant,
-  type ConsentGrants,
-  type GrantDenyRule,
-  type GrantPeriod,
-} from '../mapping/consent.js';
+import type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
+import { grantAllows, sameGrant, type ConsentGrants } from '../mapping/consent.js';
 
-/** The ledger's grant record (chaincode/src/consent-contract.ts GrantRecord). */
-export interface LedgerGrant {
-  docType: 'grant';
-  patient: string;
-  grantee: string;
-  consent: string;
-  classes: string[];
-  period?: GrantPeriod;
-  deny: GrantDenyRule[];
-  status: 'active' | 'revoked';
-  grantedBy: string;
-  grantedInPerson: boolean;
-  grantedTxId: string;
-  grantedAt: string;
-  mspId: string;
-  revokedBy?: string;
-  revokedInPerson?: boolean;
-  revokedTxId?: string;
-  revokedAt?: string;
-}
-
-export interface LedgerAccessRecord {
-  docType: 'access';
-  patient: string;
-  accessor: string;
-  interaction: string;
-  resourceType?: string;
-  outcome: 'allowed' | 'refused';
-  at: string;
-  from?: string;
-  count: number;
-  mspId: string;
-  txId: string;
-}
+/** The ledger's records, as the chaincode writes them: one definition, in the chaincode package (types only). */
+export type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
 
 export interface AccessRecordInput {
   /** `Patient/x` */
