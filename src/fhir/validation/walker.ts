@@ -546,20 +546,7 @@ export class StructureWalker {
       frame,
     );
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return;
-    if (node.fixed !== undefined && !deepEqual(node.fixed, value))
-      run.add(
-        'error',
-        'value',
-        `Value does not match the fixed value ${JSON.stringify(node.fixed).slice(0, 200)}`,
-        path,
-      );
-    if (node.pattern !== undefined && !patternMatches(node.pattern, value))
-      run.add(
-        'error',
-        'value',
-        `Value does not match the required pattern ${JSON.stringify(node.pattern).slice(0, 200)}`,
-        path,
-      );
+    checkFixedAndPattern(node, value, path, run);
     switch (code) {
       case 'Reference':
         this.checkReference(value, node, type!, path, run, frame);
@@ -783,20 +770,7 @@ export class StructureWalker {
     };
     if (type && isPrimitiveType(type.code)) this.walkValue(item, probe, type, path, run, frame);
     else {
-      if (probe.fixed !== undefined && !deepEqual(probe.fixed, item))
-        run.add(
-          'error',
-          'value',
-          `Value does not match the fixed value ${JSON.stringify(probe.fixed).slice(0, 200)}`,
-          path,
-        );
-      if (probe.pattern !== undefined && !patternMatches(probe.pattern, item))
-        run.add(
-          'error',
-          'value',
-          `Value does not match the required pattern ${JSON.stringify(probe.pattern).slice(0, 200)}`,
-          path,
-        );
+      checkFixedAndPattern(probe, item, path, run);
       if (probe.binding && type?.code === 'CodeableConcept')
         this.checkBinding(probe, Array.isArray(item.coding) ? item.coding : [], undefined, path, run);
       if (probe.binding && type?.code === 'Coding') this.checkBinding(probe, [item], undefined, path, run);
@@ -1120,6 +1094,24 @@ function normalise(s: string): string {
 }
 
 /** minValue[x]/maxValue[x] of an element (numbers, dates and Quantities with the same unit). */
+/** fixed[x] (exactly this value) and pattern[x] (at least these parts) of a complex element. */
+function checkFixedAndPattern(node: ElementNode, value: Json, path: string, run: Run): void {
+  if (node.fixed !== undefined && !deepEqual(node.fixed, value))
+    run.add(
+      'error',
+      'value',
+      `Value does not match the fixed value ${JSON.stringify(node.fixed).slice(0, 200)}`,
+      path,
+    );
+  if (node.pattern !== undefined && !patternMatches(node.pattern, value))
+    run.add(
+      'error',
+      'value',
+      `Value does not match the required pattern ${JSON.stringify(node.pattern).slice(0, 200)}`,
+      path,
+    );
+}
+
 function checkMinMax(node: ElementNode, value: Json, path: string, run: Run): void {
   for (const bound of ['minValue', 'maxValue'] as const) {
     const limit: Json = node[bound];
