@@ -12,7 +12,6 @@
  *   the resource belongs to. Admins read clinical data only with a recorded reason (X-Access-Reason header).
  * - Whatever a caller may not see is absent (404), for writes too.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { AccessPolicy, Caller } from './policy.js';
 import { LAB_WRITABLE_TYPES, ScopeSet, type Permission } from './scopes.js';
 import type { StoredVersion } from '../fhir/store/resource-store.js';
@@ -31,9 +30,6 @@ export interface AccessControlOptions {
   consent?: ConsentDecisions;
   audit?: AuditRecorder;
 }
-
-/** The policy of the request being served, for code below the interactions (the Consent ledger hook). */
-export const currentAccess = new AsyncLocalStorage<AccessPolicy>();
 
 const PERMISSION: Record<string, Permission | undefined> = {
   read: 'r',

@@ -12,7 +12,6 @@ import type { ConsentService, PreparedConsent } from '../ledger/consent.js';
 import { consentToGrants, isPrivacyConsent, type ConsentGrants } from '../mapping/consent.js';
 import { FhirError, forbidden, serviceUnavailable } from '../fhir/outcome.js';
 import type { ResourceStore, StoredVersion, WriteRequest } from '../fhir/store/resource-store.js';
-import { currentAccess } from './access-policy.js';
 
 export interface ConsentStoreOptions {
   consent: ConsentService;
@@ -112,7 +111,7 @@ class ConsentLedgerStore implements ResourceStore {
         );
         target = undefined;
       }
-      const caller = currentAccess.getStore()?.caller;
+      const caller = request.actor;
       if (target && caller?.role === 'system') {
         // A system records consents given in person for the patients its own organisation holds.
         const [, patientId] = target.patient.split('/');
@@ -138,8 +137,7 @@ class ConsentLedgerStore implements ResourceStore {
         }
       }
     }
-    const policy = currentAccess.getStore();
-    const caller = policy?.caller;
+    const caller = request.actor;
     const actor = {
       pseudonym: caller?.participant ?? 'hie-ledger-service',
       inPerson: caller?.role === 'system',

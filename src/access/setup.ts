@@ -10,7 +10,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { EmbeddedIdentityProvider } from './identity-provider.js';
 import { ParticipantDirectory } from './participants.js';
 import { TokenService } from './tokens.js';
-import { AccessControl, CallerAccessPolicy, currentAccess } from './access-policy.js';
+import { AccessControl, CallerAccessPolicy } from './access-policy.js';
 import { AuditRecorder } from './audit.js';
 import { withConsentLedger } from './consent-store.js';
 import type { AccessPolicy, Caller } from './policy.js';
@@ -208,9 +208,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
       });
     },
     accessFor(request) {
-      const policy = request.hieAccess ?? (options.mode === 'dev-open' ? new OpenAccess() : publicOnly);
-      currentAccess.enterWith(policy);
-      return policy;
+      return request.hieAccess ?? (options.mode === 'dev-open' ? new OpenAccess() : publicOnly);
     },
     registerOperations(registry) {
       registry.registerOperation({

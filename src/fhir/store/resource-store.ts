@@ -89,6 +89,11 @@ export interface WriteRequest {
   /** Refuse with 409 (for creates with a server id: never happens) or 412 if the resource already exists and is not deleted. */
   ifNoneExist?: boolean;
   custodian?: string;
+  /**
+   * Who asks for this write (the caller's pseudonym, role, organisation), for store decorators that act on the
+   * ledger on the caller's behalf (src/access/consent-store.ts). Stores do not keep it.
+   */
+  actor?: { participant: string; role: string; organization?: string };
   patients?: string[];
   /** Search index rows for this version (replace those of the previous version). */
   index?: IndexEntry[];
