@@ -142,7 +142,8 @@ export interface ResourceStore {
 
   /**
    * Run several reads and writes as one atomic transaction (FHIR transaction bundles).
-   * Writes of other callers wait; an exception rolls everything back.
+   * Writes of other callers wait; an exception rolls everything back. `work` reaches the store only through
+   * the store it is given: a call to the outer store from inside `work` waits for the transaction to end.
    */
   transaction<T>(work: (store: ResourceStore) => Promise<T>): Promise<T>;
 
