@@ -7,11 +7,11 @@
  * Per-request AuditEvents would cost a store write per read (the store writes ~2,000/s; reads run at ~6,000/s);
  * the aggregate keeps every decision accounted for at a bounded cost, written off the request's critical path.
  */
-import { randomUUID } from 'node:crypto';
 import type { Caller } from './policy.js';
 import type { FhirResource } from '../mapping/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { AccessRecordInput } from '../ledger/consent.js';
+import { newResourceId } from '../fhir/interactions/ids.js';
 
 export const PARTICIPANT_SYSTEM = 'urn:hie-ledger:participant';
 
@@ -191,7 +191,7 @@ export class AuditRecorder {
       try {
         await store.transaction(async (tx) => {
           for (const aggregate of batch) {
-            const id = randomUUID();
+            const id = newResourceId();
             const resource = { ...auditEvent(aggregate), id };
             await tx.write({
               resourceType: 'AuditEvent',

@@ -1,5 +1,4 @@
 /** create: POST [base]/[type] with a server-assigned id (http://hl7.org/fhir/R4/http.html#create). */
-import { randomUUID } from 'node:crypto';
 import { badRequest, preconditionFailed } from '../outcome.js';
 import { parseFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
 import {
@@ -13,6 +12,7 @@ import {
   writeVersion,
 } from './common.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
+import { newResourceId } from './ids.js';
 
 export const create: InteractionHandler = async (request, context) => {
   const resourceType = assertResourceType(context, request.resourceType);
@@ -21,7 +21,7 @@ export const create: InteractionHandler = async (request, context) => {
   assertBodyType(body, resourceType);
   // The server assigns the id; one in the body is ignored (R4 http.html#create), as are meta.versionId/lastUpdated.
   // A transaction assigns the ids of its POST entries up front, to rewrite urn:uuid references (transaction.ts).
-  const id = request.assignedId ?? randomUUID();
+  const id = request.assignedId ?? newResourceId();
   const resource: FhirResource = { ...body, id };
   const issues = validateResource(context, resource, 'create');
 

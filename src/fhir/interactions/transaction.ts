@@ -9,7 +9,6 @@
  * fullUrl (`urn:uuid:...` or an absolute URL of an entry) to the assigned `Type/id` anywhere in the bundle's
  * resources (extensions included) and in entry URLs' queries, then process DELETE, POST, PUT/PATCH, GET/HEAD.
  */
-import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, preconditionFailed } from '../outcome.js';
 import { isKnownResourceType } from '../search/definitions.js';
 import {
@@ -26,6 +25,7 @@ import {
 } from './batch.js';
 import type { FhirRegistry } from './registry.js';
 import type { FhirContext, InteractionHandler } from './types.js';
+import { newResourceId } from './ids.js';
 
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
 
@@ -126,7 +126,7 @@ export const transaction: InteractionHandler = async (request, context) => {
               plan.existing = { resourceType, id };
             }
           }
-          id ??= randomUUID();
+          id ??= newResourceId();
           plan.options.assignedId = id;
           // Resolved here against the state before the transaction; the create must not re-run it.
           plan.entry = { ...entry, request: { ...entry.request, ifNoneExist: undefined } };
@@ -143,7 +143,7 @@ export const transaction: InteractionHandler = async (request, context) => {
             throw preconditionFailed(`The criteria of '${url}' match more than one ${resourceType}`);
           plan.options.resolvedId = matches[0] ?? null;
           if (method === 'PUT' && matches.length === 0 && entry.resource?.id === undefined)
-            plan.options.assignedId = randomUUID();
+            plan.options.assignedId = newResourceId();
           const id = matches[0] ?? (entry.resource?.id as string | undefined) ?? plan.options.assignedId;
           if (entry.fullUrl && id) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
           if (id) {
