@@ -6,7 +6,7 @@
  * - leafHash = SHA-256(salt || UTF-8(canonical form)), hex.
  * - ledger key = HMAC-SHA-256(custodian key, `${type}/${id}/_history/${vid}`), hex: no resource id on the chain.
  */
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomFillSync } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { canonicalizeText } from './canonical.js';
@@ -14,8 +14,18 @@ import { canonicalizeText } from './canonical.js';
 export const SALT_BYTES = 32;
 export const HMAC_KEY_BYTES = 32;
 
+/** CSPRNG bytes drawn 4 KiB at a time: one call into OpenSSL per 128 salts instead of one per write. */
+const saltPool = Buffer.alloc(SALT_BYTES * 128);
+let saltPoolOffset = saltPool.length;
+
 export function newSalt(): string {
-  return randomBytes(SALT_BYTES).toString('hex');
+  if (saltPoolOffset === saltPool.length) {
+    randomFillSync(saltPool);
+    saltPoolOffset = 0;
+  }
+  const salt = saltPool.toString('hex', saltPoolOffset, saltPoolOffset + SALT_BYTES);
+  saltPoolOffset += SALT_BYTES;
+  return salt;
 }
 
 /** SHA-256(salt bytes || UTF-8 canonical text), hex. */

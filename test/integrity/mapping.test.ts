@@ -153,6 +153,12 @@ describe('salted leaf hashes and ledger keys', () => {
     expect(leafHashOfCanonical(salt, lessPrecise)).not.toBe(expected);
   });
 
+  it('draws every salt fresh: 32 bytes, none repeated across refills of the random pool', () => {
+    const salts = Array.from({ length: 1000 }, () => newSalt());
+    for (const salt of salts) expect(salt).toMatch(/^[0-9a-f]{64}$/);
+    expect(new Set(salts).size).toBe(salts.length);
+  });
+
   it('has a fixed canonical tombstone for deletions', () => {
     const c = canonicalOfVersion({
       resourceType: 'Patient',
