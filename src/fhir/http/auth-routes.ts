@@ -89,37 +89,49 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
 
   const publicFhirPaths = new Set([`${prefix}/metadata`, `${prefix}/.well-known/smart-configuration`]);
 
-  app.addHook('onRequest', async (request, reply) => {
+  // A callback hook, not an async one: no promise per request. Early answers send without calling done().
+  app.addHook('onRequest', (request, reply, done) => {
     const url = request.url;
-    if (!(url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`))) return;
+    if (!(url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`))) return done();
     const query = url.indexOf('?');
-    if (publicFhirPaths.has(query < 0 ? url : url.slice(0, query))) return;
+    if (publicFhirPaths.has(query < 0 ? url : url.slice(0, query))) return done();
 
     if (options.devOpenLoopback) {
-      if (!LOOPBACK.has(request.socket.remoteAddress ?? ''))
-        return sendUnauthorized(reply, 'development mode serves loopback callers only', false);
+      if (!LOOPBACK.has(request.socket.remoteAddress ?? '')) {
+        sendUnauthorized(reply, 'development mode serves loopback callers only', false);
+        return;
+      }
       request.hieAccess = new OpenAccess({ participant: 'dev-open', role: 'open', scopes: ['system/*.*'] });
       request.hieCaller = request.hieAccess.caller;
-      return;
+      return done();
     }
 
     const header = request.headers.authorization;
-    if (!header)
-      return sendUnauthorized(
+    if (!header) {
+      sendUnauthorized(
         reply,
         'authentication required: send an access token from /auth/token as a Bearer token',
         false,
       );
+      return;
+    }
     const match = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/i.exec(header);
-    if (!match) return sendUnauthorized(reply, 'malformed Authorization header: expected Bearer', true);
+    if (!match) {
+      sendUnauthorized(reply, 'malformed Authorization header: expected Bearer', true);
+      return;
+    }
     try {
       const caller = tokens.verifyAccessToken(match[1]);
       request.hieCaller = caller;
       request.hieAccess = options.policyFor(caller, request);
     } catch (err) {
-      if (err instanceof InvalidTokenError) return sendUnauthorized(reply, err.reason, true);
-      throw err;
+      if (err instanceof InvalidTokenError) {
+        sendUnauthorized(reply, err.reason, true);
+        return;
+      }
+      return done(err as Error);
     }
+    done();
   });
 
   const sendSmartConfiguration = async (request: FastifyRequest, reply: FastifyReply) =>
