@@ -189,9 +189,17 @@ export function writeResponse(
   }
 }
 
+/**
+ * The resource with this id: itself when it has it already (a write's body usually does), else a copy.
+ * (Not `{ ...resource, id }`: on Node 20 every property added after a spread costs ~0.9 µs.)
+ */
+function withIdOf(resource: FhirResource, id: string): FhirResource {
+  return resource.id === id ? resource : { ...resource, id };
+}
+
 /** Patient compartments of a resource (the hook from src/fhir/search/, or the resource itself if a Patient). */
 export function patientsOf(context: FhirContext, resource: FhirResource, id: string): string[] {
-  if (context.patientsOf) return context.patientsOf({ ...resource, id });
+  if (context.patientsOf) return context.patientsOf(withIdOf(resource, id));
   return resource.resourceType === 'Patient' ? [`Patient/${id}`] : [];
 }
 
@@ -204,9 +212,8 @@ export async function writeVersion(
   request: Omit<WriteRequest, 'patients' | 'index' | 'custodian' | 'actor' | 'anchor'>,
   existing: StoredVersion | undefined,
 ): Promise<StoredVersion> {
-  const patients = request.resource
-    ? patientsOf(context, request.resource, request.id)
-    : (existing?.patients ?? []);
+  const withId = request.resource ? withIdOf(request.resource, request.id) : undefined;
+  const patients = withId ? patientsOf(context, withId, request.id) : (existing?.patients ?? []);
   if (!context.access.canWrite(request.resourceType, existing, patients)) {
     context.access.audit?.({
       interaction: request.method,
@@ -217,10 +224,14 @@ export async function writeVersion(
     });
     throw forbidden(`You may not write ${request.resourceType}/${request.id}`);
   }
-  const withId = request.resource ? { ...request.resource, id: request.id } : undefined;
+  // Listed property by property, not spread from `request` (see withIdOf).
   return context.store.write({
-    ...request,
+    resourceType: request.resourceType,
+    id: request.id,
     resource: withId,
+    method: request.method,
+    ifMatch: request.ifMatch,
+    ifNoneExist: request.ifNoneExist,
     patients,
     index: withId && context.indexEntries ? context.indexEntries(withId) : undefined,
     custodian: context.access.caller.organization,
