@@ -58,6 +58,7 @@ native(
   (r) => !(r.contained ?? []).some((c: Json) => has(c?.meta?.security)),
 );
 native('dom-6', 'text.`div`.exists()', (r) => has(r.text?.div));
+
 native('qty-3', 'code.empty() or system.exists()', (q) => !has(q.code) || has(q.system));
 native('per-1', 'start.hasValue().not() or end.hasValue().not() or (start <= end)', (p) => {
   if (typeof p.start !== 'string' || typeof p.end !== 'string') return true;
@@ -87,6 +88,19 @@ const hasChoice = (o: Json, stem: string): boolean => {
       return true;
   return false;
 };
+const nonEmpty = (v: unknown): boolean => (Array.isArray(v) ? v.length > 0 : has(v));
+
+// The R4 vital-signs profiles (every Observation with a vital-sign LOINC code goes through vs-2).
+native(
+  'vs-2',
+  '(component.empty() and hasMember.empty()) implies (dataAbsentReason.exists() or value.exists())',
+  (o) => nonEmpty(o.component) || nonEmpty(o.hasMember) || has(o.dataAbsentReason) || hasChoice(o, 'value'),
+);
+native(
+  'vs-3',
+  'value.exists() or dataAbsentReason.exists()',
+  (c) => has(c.dataAbsentReason) || hasChoice(c, 'value'),
+);
 native(
   'obs-6',
   'dataAbsentReason.empty() or value.empty()',
@@ -223,6 +237,21 @@ export function evaluateConstraint(
       return { ok: true, error: String(e) };
     }
   }
+  return evaluateWithFhirPath(expression, base, node, env);
+}
+
+/** Whether an invariant has a native evaluator (keyed by key and exact expression). */
+export function hasNativeEvaluator(key: string, expression: string): boolean {
+  return NATIVE[`${key}|${expression}`] !== undefined;
+}
+
+/** The FHIRPath evaluation of a constraint, bypassing native evaluators (tests compare the two). */
+export function evaluateWithFhirPath(
+  expression: string,
+  base: string | undefined,
+  node: Json,
+  env: { resource: Json; rootResource: Json },
+): InvariantOutcome {
   const fn = compileExpression(base, expression);
   if (!fn) return { ok: true, error: 'expression does not compile' };
   try {
