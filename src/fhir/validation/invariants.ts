@@ -35,9 +35,18 @@ function compileExpression(
 }
 
 /** Native implementations of core invariants, keyed by `key|expression` (profiles that redefine a key keep FHIRPath). */
-const NATIVE: Record<string, Evaluator> = {};
+/**
+ * Native evaluators by key, then by exact expression (a profile may reuse a key with another expression).
+ * Two lookups of the definitions' own strings, whose hashes V8 keeps: no key string built per evaluation.
+ */
+const NATIVE = new Map<string, Map<string, Evaluator>>();
 function native(key: string, expression: string, fn: Evaluator): void {
-  NATIVE[`${key}|${expression}`] = fn;
+  let byExpression = NATIVE.get(key);
+  if (!byExpression) NATIVE.set(key, (byExpression = new Map()));
+  byExpression.set(expression, fn);
+}
+function nativeEvaluator(key: string, expression: string): Evaluator | undefined {
+  return NATIVE.get(key)?.get(expression);
 }
 
 const has = (v: unknown): boolean => v !== undefined && v !== null;
@@ -229,7 +238,7 @@ export function evaluateConstraint(
   node: Json,
   env: { resource: Json; rootResource: Json },
 ): InvariantOutcome {
-  const nat = NATIVE[`${key}|${expression}`];
+  const nat = nativeEvaluator(key, expression);
   if (nat) {
     try {
       return { ok: nat(node, env) !== false };
@@ -242,7 +251,7 @@ export function evaluateConstraint(
 
 /** Whether an invariant has a native evaluator (keyed by key and exact expression). */
 export function hasNativeEvaluator(key: string, expression: string): boolean {
-  return NATIVE[`${key}|${expression}`] !== undefined;
+  return nativeEvaluator(key, expression) !== undefined;
 }
 
 /** The FHIRPath evaluation of a constraint, bypassing native evaluators (tests compare the two). */

@@ -32,7 +32,8 @@ interface Frame {
 /** One validation run: issues deduplicated (base and profile walks overlap). */
 export class Run {
   readonly issues: OperationOutcomeIssue[] = [];
-  private readonly seen = new Set<string>();
+  /** Keys of the listed issues, made once the list is long (below that a scan is cheaper than building keys). */
+  private seen: Set<string> | undefined;
   depth = 0;
   truncated = false;
   /** When set, only whether an error occurred matters (slice matching by profile). */
@@ -48,9 +49,7 @@ export class Run {
     const isError = severity === 'error' || severity === 'fatal';
     if (isError) this.errorCount++;
     if (this.errorsOnly) return;
-    const key = `${severity}|${expression}|${message}`;
-    if (this.seen.has(key)) return;
-    this.seen.add(key);
+    if (this.isListed(severity, message, expression)) return;
     // Past the cap, the first error is still listed, so an invalid verdict always shows a reason.
     if (this.issues.length >= MAX_ISSUES && !(isError && this.listedErrors === 0)) {
       if (!this.truncated) {
@@ -66,6 +65,28 @@ export class Run {
     }
     if (isError) this.listedErrors++;
     this.issues.push({ severity, code, diagnostics: message, expression: [expression] });
+  }
+
+  /** Whether the same issue is listed already (base and profile walks report the same problems). */
+  private isListed(severity: IssueSeverity, message: string, expression: string): boolean {
+    const issues = this.issues;
+    if (issues.length < 16 && this.seen === undefined) {
+      for (const issue of issues) {
+        if (
+          issue.severity === severity &&
+          issue.diagnostics === message &&
+          issue.expression?.[0] === expression
+        )
+          return true;
+      }
+      return false;
+    }
+    const keyOf = (s: string, m: string, e: string) => `${s}|${e}|${m}`;
+    this.seen ??= new Set(issues.map((i) => keyOf(i.severity, i.diagnostics ?? '', i.expression?.[0] ?? '')));
+    const key = keyOf(severity, message, expression);
+    if (this.seen.has(key)) return true;
+    this.seen.add(key);
+    return false;
   }
 }
 
