@@ -10,11 +10,12 @@
  *
  * Targets: decision p99 < 1 ms; read throughput with access control >= 85% of without (overhead <= 15%).
  * Environment: BENCH_DURATION (seconds per run, default 8), BENCH_CONNECTIONS (default 10), BENCH_ROUNDS (default 2),
- * BENCH_READER (dr-b, default, or sys-a: the custodian), BENCH_SKIP_HTTP=1.
+ * BENCH_READER (dr-b, default, or sys-a: the custodian), BENCH_SKIP_HTTP=1, BENCH_CPU_PROF=dir (CPU profiles),
+ * BENCH_FROM=tsx (run the service from the sources instead of dist/).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -35,6 +36,7 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 /** Who reads when access control is on: dr-b (another organisation, under the patient's grant) or sys-a (the custodian). */
 const READER = process.env.BENCH_READER === 'sys-a' ? 'sys-a' : 'dr-b';
+const BUILT = existsSync(join(ROOT, 'dist', 'src', 'cli.js')) && process.env.BENCH_FROM !== 'tsx';
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 function percentile(sorted: number[], p: number): number {
@@ -154,9 +156,10 @@ async function startService(
   const child = spawn(
     process.execPath,
     [
-      '--import',
-      'tsx',
-      'src/cli.ts',
+      // BENCH_CPU_PROF=dir: a V8 CPU profile of each service run, to see where the time goes.
+      ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
+      // The built service (what `npm start` runs; npm run bench:access builds first), else the sources via tsx.
+      ...(BUILT ? ['dist/src/cli.js'] : ['--import', 'tsx', 'src/cli.ts']),
       'serve',
       '--port',
       String(port),

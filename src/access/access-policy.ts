@@ -47,8 +47,18 @@ const PERMISSION: Record<string, Permission | undefined> = {
 const SYSTEM_LEVEL = new Set(['history-system', 'search-system']);
 const LAB_WRITABLE = new Set<string>(LAB_WRITABLE_TYPES);
 
-/** Compiled scopes per caller object (the token service hands out one frozen Caller per token). */
-const scopeSets = new WeakMap<Caller, ScopeSet>();
+/** Compiled scopes and grantee references per caller object (the token service hands out one frozen Caller per token). */
+const compiledCallers = new WeakMap<Caller, { scopes: ScopeSet; grantees: readonly string[] }>();
+
+function compileCaller(caller: Caller): { scopes: ScopeSet; grantees: readonly string[] } {
+  // Who a grant can name for this caller: the practitioner (or lab) and their organisation.
+  const grantees: string[] = [];
+  if (caller.role === 'clinician' || caller.role === 'lab' || caller.role === 'system') {
+    if (caller.fhirUser && caller.fhirUser !== caller.organization) grantees.push(caller.fhirUser);
+    if (caller.organization) grantees.push(caller.organization);
+  }
+  return { scopes: new ScopeSet(caller.scopes), grantees: Object.freeze(grantees) };
+}
 
 export interface RequestFacts {
   /** A recorded reason for access (X-Access-Reason), required for admins' clinical reads and Consent writes. */
@@ -65,7 +75,7 @@ export class AccessControl {
 
 export class CallerAccessPolicy implements AccessPolicy {
   private readonly scopes: ScopeSet;
-  private readonly grantees: string[];
+  private readonly grantees: readonly string[];
   /** The last interaction authorised: tells update-as-create from create in canWrite. */
   interaction?: string;
   /** What this request touched, for one audit record per request. */
@@ -77,15 +87,10 @@ export class CallerAccessPolicy implements AccessPolicy {
     private readonly options: AccessControlOptions,
     readonly facts: RequestFacts = {},
   ) {
-    let scopes = scopeSets.get(caller);
-    if (!scopes) scopeSets.set(caller, (scopes = new ScopeSet(caller.scopes)));
-    this.scopes = scopes;
-    const grantees: string[] = [];
-    if (caller.role === 'clinician' || caller.role === 'lab' || caller.role === 'system') {
-      if (caller.fhirUser && caller.fhirUser !== caller.organization) grantees.push(caller.fhirUser);
-      if (caller.organization) grantees.push(caller.organization);
-    }
-    this.grantees = grantees;
+    let compiled = compiledCallers.get(caller);
+    if (!compiled) compiledCallers.set(caller, (compiled = compileCaller(caller)));
+    this.scopes = compiled.scopes;
+    this.grantees = compiled.grantees;
   }
 
   private get isAdminWithReason(): boolean {

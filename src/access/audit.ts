@@ -25,7 +25,8 @@ export interface RequestAudit {
   status: number;
   touched: ReadonlyMap<string, { allowed: number; refused: number; types: ReadonlySet<string> }>;
   refused: boolean;
-  at: string;
+  /** When it was answered (epoch ms); now when absent. Made an instant only when the aggregate is written. */
+  at?: number;
   /** The recorded reason for access (X-Access-Reason), if one was given. */
   reason?: string;
 }
@@ -47,8 +48,9 @@ const ACTION: Record<string, string> = { POST: 'C', PUT: 'U', PATCH: 'U', DELETE
 interface Aggregate {
   first: RequestAudit;
   count: number;
-  from: string;
-  to: string;
+  /** Epoch ms of the first and last request counted. */
+  from: number;
+  to: number;
   touched: Map<string, { allowed: number; refused: number; types: Set<string> }>;
 }
 
@@ -87,8 +89,8 @@ function auditEvent(aggregate: Aggregate): FhirResource {
     },
     subtype: [{ system: 'http://hl7.org/fhir/restful-interaction', code: entry.interaction }],
     action: ACTION[entry.method] ?? (entry.interaction.startsWith('search') ? 'E' : 'R'),
-    period: { start: aggregate.from, end: aggregate.to },
-    recorded: aggregate.to,
+    period: { start: new Date(aggregate.from).toISOString(), end: new Date(aggregate.to).toISOString() },
+    recorded: new Date(aggregate.to).toISOString(),
     outcome,
     outcomeDesc: `${aggregate.count} x ${entry.method} ${entry.path} -> ${entry.status}`,
     agent: agents,
@@ -103,14 +105,32 @@ function auditEvent(aggregate: Aggregate): FhirResource {
 }
 
 /** The first path segment (a resource type, `_history`, `metadata`...) and an operation name: never ids. */
-function pathShape(path: string): string {
-  const segments = path.split('/').filter((s) => s !== '');
-  const operation = segments.find((s) => s.startsWith('$'));
-  return `/${segments[0] ?? ''}${operation ? `/${operation}` : ''}`;
+export function pathShape(path: string): string {
+  // By hand rather than split/filter/find: this runs for every audited request.
+  let first: string | undefined;
+  let operation: string | undefined;
+  for (let i = 0; i < path.length;) {
+    let end = path.indexOf('/', i);
+    if (end < 0) end = path.length;
+    if (end > i) {
+      if (first === undefined) first = path.slice(i, end);
+      else if (operation === undefined && path.charCodeAt(i) === 36 /* $ */) operation = path.slice(i, end);
+    }
+    i = end + 1;
+  }
+  return `/${first ?? ''}${operation ? `/${operation}` : ''}`;
+}
+
+function sameKeys(a: ReadonlyMap<string, unknown>, b: ReadonlyMap<string, unknown>): boolean {
+  if (a.size !== b.size) return false;
+  for (const key of a.keys()) if (!b.has(key)) return false;
+  return true;
 }
 
 export class AuditRecorder {
   private pending = new Map<string, Aggregate>();
+  /** The previous request's aggregate and what keyed it. */
+  private last: { entry: RequestAudit; statusClass: number; key: string; aggregate: Aggregate } | undefined;
   private timer?: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
   private closed = false;
@@ -125,25 +145,26 @@ export class AuditRecorder {
   /** Counts one request's decisions into its aggregate; returns at once. */
   record(entry: RequestAudit): void {
     if (this.closed) return;
-    const path = pathShape(entry.path);
+    const at = entry.at ?? Date.now();
     const statusClass = entry.status >= 500 ? 5 : entry.status >= 400 ? 4 : 2;
-    const key = [
-      entry.caller.participant,
-      entry.interaction,
-      entry.method,
-      path,
-      statusClass,
-      entry.refused,
-      entry.reason ?? '',
-      [...entry.touched.keys()].sort().join(','),
-    ].join('\u0000');
-    let aggregate = this.pending.get(key);
-    if (!aggregate) {
-      aggregate = { first: { ...entry, path }, count: 0, from: entry.at, to: entry.at, touched: new Map() };
-      this.pending.set(key, aggregate);
-    }
+    // A client repeating the same request (bulk reads) lands in the aggregate of its previous one: no key built.
+    const last = this.last;
+    let aggregate =
+      last &&
+      last.entry.caller === entry.caller &&
+      last.entry.path === entry.path &&
+      last.entry.interaction === entry.interaction &&
+      last.entry.method === entry.method &&
+      last.statusClass === statusClass &&
+      last.entry.refused === entry.refused &&
+      last.entry.reason === entry.reason &&
+      sameKeys(last.entry.touched, entry.touched) &&
+      this.pending.get(last.key) === last.aggregate
+        ? last.aggregate
+        : undefined;
+    if (!aggregate) aggregate = this.aggregateFor(entry, statusClass, at);
     aggregate.count++;
-    aggregate.to = entry.at;
+    aggregate.to = at;
     for (const [patient, t] of entry.touched) {
       let sum = aggregate.touched.get(patient);
       if (!sum) aggregate.touched.set(patient, (sum = { allowed: 0, refused: 0, types: new Set() }));
@@ -156,6 +177,26 @@ export class AuditRecorder {
       this.timer = setTimeout(() => void this.flush(), this.flushMs);
       this.timer.unref();
     }
+  }
+
+  private aggregateFor(entry: RequestAudit, statusClass: number, at: number): Aggregate {
+    const path = pathShape(entry.path);
+    const touched =
+      entry.touched.size === 0
+        ? ''
+        : entry.touched.size === 1
+          ? entry.touched.keys().next().value!
+          : [...entry.touched.keys()].sort().join(',');
+    const key =
+      `${entry.caller.participant}\u0000${entry.interaction}\u0000${entry.method}\u0000${path}\u0000` +
+      `${statusClass}\u0000${entry.refused}\u0000${entry.reason ?? ''}\u0000${touched}`;
+    let aggregate = this.pending.get(key);
+    if (!aggregate) {
+      aggregate = { first: { ...entry, path }, count: 0, from: at, to: at, touched: new Map() };
+      this.pending.set(key, aggregate);
+    }
+    this.last = { entry, statusClass, key, aggregate };
+    return aggregate;
   }
 
   /** Writes the pending aggregates: AuditEvents (one store transaction) and ledger access records. */
@@ -180,8 +221,8 @@ export class AuditRecorder {
             interaction,
             resourceType: t.types.size === 1 ? [...t.types][0] : undefined,
             outcome: t.allowed > 0 ? 'allowed' : 'refused',
-            at: aggregate.to,
-            from: aggregate.from,
+            at: new Date(aggregate.to).toISOString(),
+            from: new Date(aggregate.from).toISOString(),
             count: aggregate.count,
           });
         }

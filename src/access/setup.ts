@@ -201,7 +201,6 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
           status: reply.statusCode,
           touched: policy.touched,
           refused: policy.refusals.length > 0,
-          at: new Date().toISOString(),
           reason: policy.facts.reason,
         });
         done();

@@ -245,16 +245,9 @@ export class TokenService {
    * participant is refused at once, even with an unexpired token). Returns the caller or throws InvalidTokenError.
    */
   verifyAccessToken(token: string): Caller {
+    const known = this.verifiedCaller(token);
+    if (known) return known;
     const now = this.now();
-    const memo = this.verified.get(token);
-    if (memo) {
-      if (memo.expiresAt <= now) {
-        this.verified.delete(token);
-        throw new InvalidTokenError('the access token has expired');
-      }
-      if (!this.directory.isActive(memo.clientId)) throw new InvalidTokenError('the client was revoked');
-      return memo.caller;
-    }
     if (!token.startsWith(TOKEN_PREFIX)) throw new InvalidTokenError('malformed access token');
     const dot = token.indexOf('.', TOKEN_PREFIX.length);
     if (dot < 0) throw new InvalidTokenError('malformed access token');
@@ -282,6 +275,21 @@ export class TokenService {
     if (this.verified.size >= MEMO_LIMIT) this.verified.clear();
     this.verified.set(token, { caller, clientId: claims.sub, expiresAt });
     return caller;
+  }
+
+  /**
+   * The caller of a token this service has verified before (its signature and syntax checked then), with its
+   * expiry and the client's revocation checked now; undefined for a token not seen before.
+   */
+  verifiedCaller(token: string): Caller | undefined {
+    const memo = this.verified.get(token);
+    if (!memo) return undefined;
+    if (memo.expiresAt <= this.now()) {
+      this.verified.delete(token);
+      throw new InvalidTokenError('the access token has expired');
+    }
+    if (!this.directory.isActive(memo.clientId)) throw new InvalidTokenError('the client was revoked');
+    return memo.caller;
   }
 
   /** The client id behind a verified access token (for audit), without re-verifying. */

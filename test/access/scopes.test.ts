@@ -42,3 +42,17 @@ describe('SMART scopes', () => {
     expect(patient.allowsAny('c')).toBe(false);
   });
 });
+
+describe('audit path shapes', () => {
+  it('keep the type and the operation, never ids', async () => {
+    const { pathShape } = await import('../../src/access/audit.js');
+    expect(pathShape('/Observation/0193-abc')).toBe('/Observation');
+    expect(pathShape('/Patient/p1/$everything')).toBe('/Patient/$everything');
+    expect(pathShape('/Patient/p1/_history/2/$verify')).toBe('/Patient/$verify');
+    expect(pathShape('//Patient//p1//$everything/')).toBe('/Patient/$everything');
+    expect(pathShape('/$export')).toBe('/$export');
+    expect(pathShape('/metadata')).toBe('/metadata');
+    expect(pathShape('/')).toBe('/');
+    expect(pathShape('')).toBe('/');
+  });
+});
