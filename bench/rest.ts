@@ -12,62 +12,16 @@
  * Environment: BENCH_DURATION (seconds per scenario, default 10), BENCH_CONNECTIONS (default 10),
  * BENCH_FROM=tsx to run the service from the sources instead of dist/.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import autocannon from 'autocannon';
-
-const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
+import { freePort, ROOT, serviceEntry, startChild, stopChild, waitFor } from './support.js';
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const POOL = 500;
 /** Alternating slices of the bare route and read. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-
-async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => done(port));
-    });
-  });
-}
-
-async function waitFor(url: string, child: ChildProcess, timeoutMs = 120_000): Promise<void> {
-  const start = Date.now();
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${url}: the server exited with code ${child.exitCode}`);
-    try {
-      const res = await fetch(url);
-      if (res.ok) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() - start > timeoutMs) throw new Error(`${url} did not come up`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-function startChild(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  const child = spawn(process.execPath, args, {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return child;
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-}
 
 /** A realistic resource: the first Observation of the first Synthea bundle, without its id. */
 function syntheaObservation(): Record<string, unknown> {
@@ -147,8 +101,7 @@ async function main(): Promise<void> {
       .join(' ')}, ` + `${CONNECTIONS} connections, ${DURATION}s per scenario`,
   );
   // The built service (what `npm start` runs; npm run bench:rest builds first), else the sources through tsx.
-  const built = existsSync(join(ROOT, 'dist', 'src', 'cli.js')) && process.env.BENCH_FROM !== 'tsx';
-  const entry = built ? ['dist/src/cli.js'] : ['--import', 'tsx', 'src/cli.ts'];
+  const { args: entry, built } = serviceEntry();
   console.log(
     `service: ${built ? 'dist/src/cli.js (built)' : 'src/cli.ts through tsx'}, embedded store and ledger, no authentication`,
   );
