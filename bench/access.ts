@@ -15,11 +15,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import autocannon from 'autocannon';
+import { freePort, ROOT, serviceEntry } from './support.js';
 import { SignJWT } from 'jose';
 import { openParticipantDirectory } from '../src/commands/participant.js';
 import { TokenService } from '../src/access/tokens.js';
@@ -30,13 +30,11 @@ import { openEmbeddedLedger } from '../src/ledger/embedded/index.js';
 import { consentToGrants } from '../src/mapping/consent.js';
 import type { StoredVersion } from '../src/fhir/store/resource-store.js';
 
-const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 const DURATION = Number(process.env.BENCH_DURATION ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 /** Who reads when access control is on: dr-b (another organisation, under the patient's grant) or sys-a (the custodian). */
 const READER = process.env.BENCH_READER === 'sys-a' ? 'sys-a' : 'dr-b';
-const BUILT = existsSync(join(ROOT, 'dist', 'src', 'cli.js')) && process.env.BENCH_FROM !== 'tsx';
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 function percentile(sorted: number[], p: number): number {
@@ -137,17 +135,6 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
 async function startService(
   dataDir: string,
   auth: 'smart' | 'dev-open',
@@ -159,7 +146,7 @@ async function startService(
       // BENCH_CPU_PROF=dir: a V8 CPU profile of each service run, to see where the time goes.
       ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
       // The built service (what `npm start` runs; npm run bench:access builds first), else the sources via tsx.
-      ...(BUILT ? ['dist/src/cli.js'] : ['--import', 'tsx', 'src/cli.ts']),
+      ...serviceEntry().args,
       'serve',
       '--port',
       String(port),

@@ -30,10 +30,22 @@ export function grantRulesAllow(
   return true;
 }
 
+/** Periods' bounds in epoch ms, parsed once per period object (the service's cache asks on every read). */
+const parsedPeriods = new WeakMap<Period, { start: number; end: number }>();
+
 /** Start inclusive, end exclusive: access stops at the instant the period ends. */
 function inPeriod(period: Period | undefined, atMs: number): boolean {
   if (!period) return true;
-  if (period.start !== undefined && atMs < Date.parse(period.start)) return false;
-  if (period.end !== undefined && atMs >= Date.parse(period.end)) return false;
+  let bounds = parsedPeriods.get(period);
+  if (!bounds) {
+    bounds = {
+      start: period.start === undefined ? -Infinity : Date.parse(period.start),
+      end: period.end === undefined ? Infinity : Date.parse(period.end),
+    };
+    parsedPeriods.set(period, bounds);
+  }
+  // NaN (an unparseable bound) compares false both ways, as Date.parse did here before: the bound is ignored.
+  if (atMs < bounds.start) return false;
+  if (atMs >= bounds.end) return false;
   return true;
 }
