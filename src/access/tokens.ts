@@ -107,6 +107,12 @@ export interface TokenServiceOptions {
 const ALGORITHM_BY_CURVE: Record<string, 'ES256' | 'ES384'> = { prime256v1: 'ES256', secp384r1: 'ES384' };
 const TOKEN_PREFIX = 'hat1.';
 const MEMO_LIMIT = 10_000;
+/** 22 base64url characters: 132 bits of the token's MAC. */
+const MEMO_KEY_CHARS = 22;
+
+function memoKey(token: string): string {
+  return token.length > MEMO_KEY_CHARS ? token.slice(-MEMO_KEY_CHARS) : token;
+}
 
 export class TokenService {
   private readonly directory: ClientDirectory;
@@ -117,7 +123,14 @@ export class TokenService {
   private readonly usedAssertions = new Map<string, number>();
   private nextSweep = 0;
   /** Verified access tokens -> caller, so a request costs a Map lookup instead of an HMAC and a JSON parse. */
-  private readonly verified = new Map<string, { caller: Caller; clientId: string; expiresAt: number }>();
+  /**
+   * Verified tokens by the last MEMO_KEY_CHARS characters of their MAC (hashing a 300-character token string on
+   * every request cost more than the rest of the lookup); an entry counts only if its whole token is equal.
+   */
+  private readonly verified = new Map<
+    string,
+    { token: string; caller: Caller; clientId: string; expiresAt: number }
+  >();
 
   constructor(options: TokenServiceOptions) {
     if (options.secret.length < 32) throw new Error('access token secret must be at least 32 bytes');
@@ -273,7 +286,7 @@ export class TokenService {
     Object.freeze(caller.scopes);
     Object.freeze(caller);
     if (this.verified.size >= MEMO_LIMIT) this.verified.clear();
-    this.verified.set(token, { caller, clientId: claims.sub, expiresAt });
+    this.verified.set(memoKey(token), { token, caller, clientId: claims.sub, expiresAt });
     return caller;
   }
 
@@ -282,10 +295,10 @@ export class TokenService {
    * expiry and the client's revocation checked now; undefined for a token not seen before.
    */
   verifiedCaller(token: string): Caller | undefined {
-    const memo = this.verified.get(token);
-    if (!memo) return undefined;
+    const memo = this.verified.get(memoKey(token));
+    if (memo === undefined || memo.token !== token) return undefined;
     if (memo.expiresAt <= this.now()) {
-      this.verified.delete(token);
+      this.verified.delete(memoKey(token));
       throw new InvalidTokenError('the access token has expired');
     }
     if (!this.directory.isActive(memo.clientId)) throw new InvalidTokenError('the client was revoked');
@@ -294,7 +307,8 @@ export class TokenService {
 
   /** The client id behind a verified access token (for audit), without re-verifying. */
   clientIdOf(token: string): string | undefined {
-    return this.verified.get(token)?.clientId;
+    const memo = this.verified.get(memoKey(token));
+    return memo?.token === token ? memo.clientId : undefined;
   }
 }
 
