@@ -6,16 +6,16 @@
  *    reading under a grant), per call: p50 / p99 / max over many calls.
  * 2. Read throughput over HTTP (autocannon): the service with authentication and consent on (a granted clinician
  *    reading, AuditEvents and ledger access records written in the background) versus off (--auth dev-open),
- *    alternating runs on the same data directory.
+ *    both running at once on copies of the same data, loaded in alternating slices.
  *
  * Targets: decision p99 < 1 ms; read throughput with access control >= 85% of without (overhead <= 15%).
- * Environment: BENCH_DURATION (seconds per run, default 8), BENCH_CONNECTIONS (default 10), BENCH_ROUNDS (default 2),
- * BENCH_READER (dr-b, default, or sys-a: the custodian), BENCH_SKIP_HTTP=1, BENCH_CPU_PROF=dir (CPU profiles),
- * BENCH_FROM=tsx (run the service from the sources instead of dist/).
+ * Environment: BENCH_DURATION (seconds per side, default 12), BENCH_ROUNDS (slices per side, default 6),
+ * BENCH_CONNECTIONS (default 10), BENCH_READER (dr-b, default, or sys-a: the custodian), BENCH_SKIP_HTTP=1,
+ * BENCH_CPU_PROF=dir (CPU profiles), BENCH_FROM=tsx (run the service from the sources instead of dist/).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
@@ -30,9 +30,9 @@ import { openEmbeddedLedger } from '../src/ledger/embedded/index.js';
 import { consentToGrants } from '../src/mapping/consent.js';
 import type { StoredVersion } from '../src/fhir/store/resource-store.js';
 
-const DURATION = Number(process.env.BENCH_DURATION ?? 8);
+const DURATION = Number(process.env.BENCH_DURATION ?? 12);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
 /** Who reads when access control is on: dr-b (another organisation, under the patient's grant) or sys-a (the custodian). */
 const READER = process.env.BENCH_READER === 'sys-a' ? 'sys-a' : 'dr-b';
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -272,47 +272,62 @@ async function throughput(): Promise<void> {
       }
     }
 
+    // Both services run at once, each on its own copy of the data, and are loaded in alternating slices: a change
+    // in the machine's load (or a process that happens to start slower) hits both alike.
+    const openDir = mkdtempSync(join(tmpdir(), 'hie-bench-access-open-'));
+    cpSync(dataDir, openDir, { recursive: true });
+    const services = {
+      'dev-open': await startService(openDir, 'dev-open'),
+      smart: await startService(dataDir, 'smart'),
+    };
     const rows: { name: string; rps: number; p50: number; p99: number; non2xx: number; cpuUs: number }[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      // Alternate which goes first, so neither side always runs on a warmer (or busier) machine.
-      for (const auth of round % 2 === 0
-        ? (['dev-open', 'smart'] as const)
-        : (['smart', 'dev-open'] as const)) {
-        const { child, base } = await startService(dataDir, auth);
-        try {
-          const headers: Record<string, string> = {};
-          if (auth === 'smart') headers.authorization = `Bearer ${await tokenFor(base, READER)}`;
-          const check = await fetch(`${base}/fhir/Observation/o1`, { headers });
-          if (check.status !== 200) throw new Error(`${auth}: read gave ${check.status}`);
-          await autocannon({
-            url: `${base}/fhir/Observation/o1`,
-            connections: CONNECTIONS,
-            duration: 2,
-            headers,
-          }); // warm-up
+    try {
+      const headersOf: Record<string, Record<string, string>> = { 'dev-open': {}, smart: {} };
+      headersOf.smart!.authorization = `Bearer ${await tokenFor(services.smart.base, READER)}`;
+      for (const auth of ['dev-open', 'smart'] as const) {
+        const { base } = services[auth];
+        const check = await fetch(`${base}/fhir/Observation/o1`, { headers: headersOf[auth] });
+        if (check.status !== 200) throw new Error(`${auth}: read gave ${check.status}`);
+        // warm-up
+        await autocannon({
+          url: `${base}/fhir/Observation/o1`,
+          connections: CONNECTIONS,
+          duration: 2,
+          headers: headersOf[auth],
+        });
+      }
+      const slice = Math.max(1, Math.round(DURATION / ROUNDS));
+      for (let round = 0; round < ROUNDS; round++) {
+        // Alternate which goes first, so neither side always follows the other.
+        for (const auth of round % 2 === 0
+          ? (['dev-open', 'smart'] as const)
+          : (['smart', 'dev-open'] as const)) {
+          const { child, base } = services[auth];
           const cpuBefore = cpuSeconds(child.pid!);
           const result = await autocannon({
             url: `${base}/fhir/Observation/o1`,
             connections: CONNECTIONS,
-            duration: DURATION,
-            headers,
+            duration: slice,
+            headers: headersOf[auth],
           });
           const cpuUs = ((cpuSeconds(child.pid!) - cpuBefore) * 1e6) / Math.max(1, result.requests.total);
           rows.push({
-            name: `${auth === 'smart' ? 'auth + consent ON ' : 'access control OFF'} (round ${round + 1})`,
+            name: `${auth === 'smart' ? 'auth + consent ON ' : 'access control OFF'} (slice ${round + 1})`,
             rps: result.requests.average,
             p50: result.latency.p50,
             p99: result.latency.p99,
             non2xx: result.non2xx,
             cpuUs,
           });
-        } finally {
-          await stopService(child);
         }
       }
+    } finally {
+      await stopService(services['dev-open'].child);
+      await stopService(services.smart.child);
+      rmSync(openDir, { recursive: true, force: true });
     }
     console.log(
-      `\nRead throughput, GET /fhir/Observation/o1, ${CONNECTIONS} connections, ${DURATION}s per run (reader ON: a clinician of another organisation under the patient's grant):`,
+      `\nRead throughput, GET /fhir/Observation/o1, ${CONNECTIONS} connections, ${DURATION}s per side in ${ROUNDS} alternating slices (reader ON: a clinician of another organisation under the patient's grant):`,
     );
     console.log('  run                                  req/s   p50 ms  p99 ms  non-2xx  service CPU µs/req');
     for (const r of rows)
