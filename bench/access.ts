@@ -13,13 +13,12 @@
  * BENCH_CONNECTIONS (default 10), BENCH_READER (dr-b, default, or sys-a: the custodian), BENCH_SKIP_HTTP=1,
  * BENCH_CPU_PROF=dir (CPU profiles), BENCH_FROM=tsx (run the service from the sources instead of dist/).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { freePort, ROOT, serviceEntry } from './support.js';
+import { startService, stopChild } from './support.js';
 import { SignJWT } from 'jose';
 import { openParticipantDirectory } from '../src/commands/participant.js';
 import { TokenService } from '../src/access/tokens.js';
@@ -135,54 +134,6 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-async function startService(
-  dataDir: string,
-  auth: 'smart' | 'dev-open',
-): Promise<{ child: ChildProcess; base: string }> {
-  const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      // BENCH_CPU_PROF=dir: a V8 CPU profile of each service run, to see where the time goes.
-      ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
-      // The built service (what `npm start` runs; npm run bench:access builds first), else the sources via tsx.
-      ...serviceEntry().args,
-      'serve',
-      '--port',
-      String(port),
-      '--data-dir',
-      dataDir,
-      '--log-level',
-      'warn',
-      '--auth',
-      auth,
-    ],
-    {
-      cwd: ROOT,
-      stdio: ['ignore', 'ignore', 'inherit'],
-    },
-  );
-  const base = `http://127.0.0.1:${port}`;
-  const started = Date.now();
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`service exited with ${child.exitCode}`);
-    try {
-      if ((await fetch(`${base}/fhir/metadata`)).ok) return { child, base };
-    } catch {
-      // not yet listening
-    }
-    if (Date.now() - started > 120_000) throw new Error('service did not start');
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function stopService(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-}
-
 async function throughput(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-access-http-'));
   try {
@@ -223,7 +174,7 @@ async function throughput(): Promise<void> {
 
     // Data: hosp-a's patient and observation; the patient grants hosp-b (the reader is NOT the custodian).
     {
-      const { child, base } = await startService(dataDir, 'smart');
+      const { child, base } = await startService(dataDir, ['--auth', 'smart']);
       try {
         const sys = await tokenFor(base, 'sys-a');
         const patient = await tokenFor(base, 'pat-1');
@@ -268,7 +219,7 @@ async function throughput(): Promise<void> {
           'POST',
         );
       } finally {
-        await stopService(child);
+        await stopChild(child);
       }
     }
 
@@ -277,8 +228,8 @@ async function throughput(): Promise<void> {
     const openDir = mkdtempSync(join(tmpdir(), 'hie-bench-access-open-'));
     cpSync(dataDir, openDir, { recursive: true });
     const services = {
-      'dev-open': await startService(openDir, 'dev-open'),
-      smart: await startService(dataDir, 'smart'),
+      'dev-open': await startService(openDir, ['--auth', 'dev-open']),
+      smart: await startService(dataDir, ['--auth', 'smart']),
     };
     const rows: { name: string; rps: number; p50: number; p99: number; non2xx: number; cpuUs: number }[] = [];
     try {
@@ -322,8 +273,8 @@ async function throughput(): Promise<void> {
         }
       }
     } finally {
-      await stopService(services['dev-open'].child);
-      await stopService(services.smart.child);
+      await stopChild(services['dev-open'].child);
+      await stopChild(services.smart.child);
       rmSync(openDir, { recursive: true, force: true });
     }
     console.log(

@@ -10,7 +10,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, ROOT, serviceEntry, startChild, stopChild, waitFor } from './support.js';
+import { ROOT, serviceEntry, startService, stopChild } from './support.js';
 
 const BUNDLES = Number(process.env.BENCH_BUNDLES ?? 40);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
@@ -39,25 +39,11 @@ function bundles(): { name: string; text: string; entries: number }[] {
 
 async function run(mode: 'full' | 'schema', work: ReturnType<typeof bundles>): Promise<Row> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-import-'));
-  const port = await freePort();
-  const service = startChild(
-    [
-      ...serviceEntry().args,
-      'serve',
-      '--port',
-      String(port),
-      '--data-dir',
-      dataDir,
-      '--log-level',
-      'warn',
-      '--validation',
-      mode,
-    ],
-    { HIE_AUTH: 'dev-open' },
-  );
+  const { child: service, base: root } = await startService(dataDir, ['--validation', mode], {
+    HIE_AUTH: 'dev-open',
+  });
   try {
-    const base = `http://127.0.0.1:${port}/fhir`;
-    await waitFor(`${base}/metadata`, service);
+    const base = `${root}/fhir`;
     const latencies: number[] = [];
     let accepted = 0;
     let refused = 0;

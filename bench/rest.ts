@@ -16,7 +16,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { freePort, ROOT, serviceEntry, startChild, stopChild, waitFor } from './support.js';
+import { freePort, ROOT, serviceEntry, startChild, startService, stopChild, waitFor } from './support.js';
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const POOL = 500;
@@ -94,23 +94,17 @@ function printTable(rows: Row[], ceiling: number): void {
 
 async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-'));
-  const [servicePort, barePort] = [await freePort(), await freePort()];
+  const barePort = await freePort();
   console.log(
     `bench:rest  ${cpus().length} cores, load average ${loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}, ` + `${CONNECTIONS} connections, ${DURATION}s per scenario`,
   );
   // The built service (what `npm start` runs; npm run bench:rest builds first), else the sources through tsx.
-  const { args: entry, built } = serviceEntry();
   console.log(
-    `service: ${built ? 'dist/src/cli.js (built)' : 'src/cli.ts through tsx'}, embedded store and ledger, no authentication`,
+    `service: ${serviceEntry().built ? 'dist/src/cli.js (built)' : 'src/cli.ts through tsx'}, embedded store and ledger, no authentication`,
   );
-  const service = startChild(
-    [...entry, 'serve', '--port', String(servicePort), '--data-dir', dataDir, '--log-level', 'warn'],
-    {
-      HIE_AUTH: 'dev-open',
-    },
-  );
+  const service = await startService(dataDir, [], { HIE_AUTH: 'dev-open' });
   const bare = startChild([
     '--input-type=module',
     '-e',
@@ -121,11 +115,8 @@ async function main(): Promise<void> {
      process.on('SIGTERM', () => app.close().then(() => process.exit(0)));`,
   ]);
   try {
-    const base = `http://127.0.0.1:${servicePort}/fhir`;
-    await Promise.all([
-      waitFor(`${base}/metadata`, service),
-      waitFor(`http://127.0.0.1:${barePort}/hello`, bare),
-    ]);
+    const base = `${service.base}/fhir`;
+    await waitFor(`http://127.0.0.1:${barePort}/hello`, bare);
 
     const observation = syntheaObservation();
     const body = JSON.stringify(observation);
@@ -186,23 +177,18 @@ async function main(): Promise<void> {
     // The same create without ledger anchoring (its own service and data directory): what the facade and the
     // store cost on their own, to see where create time goes. Not a configuration to run in production.
     const plainDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-plain-'));
-    const plainPort = await freePort();
-    const plain = startChild(
-      [...entry, 'serve', '--port', String(plainPort), '--data-dir', plainDir, '--log-level', 'warn'],
-      { HIE_AUTH: 'dev-open', HIE_ANCHORING: 'off' },
-    );
+    const plain = await startService(plainDir, [], { HIE_AUTH: 'dev-open', HIE_ANCHORING: 'off' });
     try {
-      await waitFor(`http://127.0.0.1:${plainPort}/fhir/metadata`, plain);
       rows.push(
         await load('create (validated, anchoring off)', {
-          url: `http://127.0.0.1:${plainPort}/fhir/Observation`,
+          url: `${plain.base}/fhir/Observation`,
           method: 'POST',
           headers,
           body,
         }),
       );
     } finally {
-      await stopChild(plain);
+      await stopChild(plain.child);
       rmSync(plainDir, { recursive: true, force: true });
     }
 
@@ -219,7 +205,7 @@ async function main(): Promise<void> {
         .join(' ')}`,
     );
   } finally {
-    await Promise.all([stopChild(service), stopChild(bare)]);
+    await Promise.all([stopChild(service.child), stopChild(bare)]);
     rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -53,3 +53,36 @@ export async function stopChild(child: ChildProcess): Promise<void> {
   child.kill('SIGTERM');
   await exited;
 }
+
+/**
+ * `hie-ledger serve` on a free port with its data in `dataDir` (log level warn), started and waited for.
+ * BENCH_CPU_PROF=dir writes a V8 CPU profile of each service run there, to see where the time goes.
+ */
+export async function startService(
+  dataDir: string,
+  flags: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ child: ChildProcess; base: string }> {
+  const port = await freePort();
+  const profile = process.env.BENCH_CPU_PROF
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+    : [];
+  const child = startChild(
+    [
+      ...profile,
+      ...serviceEntry().args,
+      'serve',
+      '--port',
+      String(port),
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      'warn',
+      ...flags,
+    ],
+    env,
+  );
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(`${base}/fhir/metadata`, child);
+  return { child, base };
+}
