@@ -4,7 +4,8 @@
  * Starts two child processes on free ports: the service (`hie-ledger serve` on the embedded store and ledger, in a
  * temporary data directory, no authentication) and a bare fastify app with one "hello" route. Loads each from this
  * process with autocannon and prints requests/s and p50/p99 latency for: the bare route, read, create (validated,
- * a Synthea Observation) and update (PUT of a new version, over a pool of resources).
+ * a Synthea Observation) and update (PUT of a new version, over a pool of resources); read also from a second
+ * service started with `--read-cache 0`, to show the store's read path without its cache.
  *
  * Targets on the 2-core development machine: read >= 40% of the bare route's throughput; create >= 2,000/s.
  * The bare route and read are measured in alternating slices (BENCH_ROUNDS, default 5), so a change in the
@@ -121,37 +122,61 @@ async function main(): Promise<void> {
     const observation = syntheaObservation();
     const body = JSON.stringify(observation);
     const headers = { 'content-type': 'application/fhir+json' };
-    // A pool of stored resources to read and update.
-    const ids: string[] = [];
-    for (let i = 0; i < POOL; i++) {
-      const res = await fetch(`${base}/Observation`, {
-        method: 'POST',
-        headers: { ...headers, prefer: 'return=minimal' },
-        body,
-      });
-      if (res.status !== 201) throw new Error(`seeding failed: ${res.status} ${await res.text()}`);
-      ids.push(String(res.headers.get('location')).split('/')[5]);
-    }
+    // A pool of stored resources to read and update, in the service and in a second one without the read cache.
+    const seed = async (fhirBase: string): Promise<string[]> => {
+      const ids: string[] = [];
+      for (let i = 0; i < POOL; i++) {
+        const res = await fetch(`${fhirBase}/Observation`, {
+          method: 'POST',
+          headers: { ...headers, prefer: 'return=minimal' },
+          body,
+        });
+        if (res.status !== 201) throw new Error(`seeding failed: ${res.status} ${await res.text()}`);
+        ids.push(String(res.headers.get('location')).split('/')[5]);
+      }
+      return ids;
+    };
+    const ids = await seed(base);
     const pick = () => ids[Math.floor(Math.random() * ids.length)];
-
+    const uncachedDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-uncached-'));
+    const uncached = await startService(uncachedDir, ['--read-cache', '0'], { HIE_AUTH: 'dev-open' });
     const rows: Row[] = [];
-    // The ceiling and read alternate in short slices, so a change in the machine's load hits both alike.
-    const bareSlices: Row[] = [];
-    const readSlices: Row[] = [];
-    const slice = Math.max(1, Math.round(DURATION / ROUNDS));
-    for (let round = 0; round < ROUNDS; round++) {
-      bareSlices.push(await load('bare', { url: `http://127.0.0.1:${barePort}/hello`, duration: slice }));
-      readSlices.push(
-        await load('read', {
-          url: base,
-          duration: slice,
-          requests: [
-            { method: 'GET', setupRequest: (req) => ({ ...req, path: `/fhir/Observation/${pick()}` }) },
-          ],
-        }),
+    try {
+      const uncachedIds = await seed(`${uncached.base}/fhir`);
+      const readRequests = (pool: string[]) => [
+        {
+          method: 'GET' as const,
+          setupRequest: (req: autocannon.Request) => ({
+            ...req,
+            path: `/fhir/Observation/${pool[Math.floor(Math.random() * pool.length)]}`,
+          }),
+        },
+      ];
+      // The ceiling and the reads alternate in short slices, so a change in the machine's load hits all alike.
+      const bareSlices: Row[] = [];
+      const readSlices: Row[] = [];
+      const uncachedSlices: Row[] = [];
+      const slice = Math.max(1, Math.round(DURATION / ROUNDS));
+      for (let round = 0; round < ROUNDS; round++) {
+        bareSlices.push(await load('bare', { url: `http://127.0.0.1:${barePort}/hello`, duration: slice }));
+        readSlices.push(await load('read', { url: base, duration: slice, requests: readRequests(ids) }));
+        uncachedSlices.push(
+          await load('read, cache off', {
+            url: uncached.base,
+            duration: slice,
+            requests: readRequests(uncachedIds),
+          }),
+        );
+      }
+      rows.push(
+        merge('bare fastify "hello"', bareSlices),
+        merge('read', readSlices),
+        merge('read (--read-cache 0)', uncachedSlices),
       );
+    } finally {
+      await stopChild(uncached.child);
+      rmSync(uncachedDir, { recursive: true, force: true });
     }
-    rows.push(merge('bare fastify "hello"', bareSlices), merge('read', readSlices));
     rows.push(
       await load('create (validated)', { url: `${base}/Observation`, method: 'POST', headers, body }),
     );
@@ -195,9 +220,11 @@ async function main(): Promise<void> {
     console.log('');
     printTable(rows, rows[0].requestsPerSecond);
     const read = rows[1].requestsPerSecond / rows[0].requestsPerSecond;
+    const uncachedRead = rows[2].requestsPerSecond / rows[0].requestsPerSecond;
     console.log('');
     console.log(
-      `read / bare = ${(100 * read).toFixed(0)}% (target >= 40%); create = ${rows[2].requestsPerSecond.toFixed(0)}/s (target >= 2000/s)`,
+      `read / bare = ${(100 * read).toFixed(0)}% (target >= 40%; without the read cache ${(100 * uncachedRead).toFixed(0)}%); ` +
+        `create = ${rows[3].requestsPerSecond.toFixed(0)}/s (target >= 2000/s)`,
     );
     console.log(
       `load average after: ${loadavg()

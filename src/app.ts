@@ -55,7 +55,11 @@ export interface AppOverrides {
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   mkdirSync(config.dataDir, { recursive: true });
   const store =
-    overrides.store ?? new SqliteResourceStore({ file: join(config.dataDir, 'resources.sqlite') });
+    overrides.store ??
+    new SqliteResourceStore({
+      file: join(config.dataDir, 'resources.sqlite'),
+      readCacheBytes: config.readCache,
+    });
   await store.init();
   const closers: (() => Promise<void>)[] = [() => store.close()];
   try {

@@ -29,6 +29,8 @@ export interface Config {
   auth: 'smart' | 'dev-open';
   /** Integrity anchoring (docs/integrity.md): most anchors per ledger transaction (one Merkle batch). */
   anchorBatchSize: number;
+  /** Memory for the store's cache of recently read current versions (bytes); 0 turns it off. */
+  readCache: number;
   /** Longest wait (ms) before a partial anchor batch goes to the ledger. */
   anchorIntervalMs: number;
   /** Anchor every write (off only for benchmarks and diagnostics: versions are then reported unanchored). */
@@ -80,10 +82,10 @@ function parsePort(text: string, source: string): number {
   return Number(text);
 }
 
-function parseSize(text: string, source: string): number {
+function parseSize(text: string, source: string, allowZero = false): number {
   const match = /^(\d+)\s*([a-z]*)$/i.exec(text.trim());
   const unit = match ? SIZE_UNITS[match[2].toLowerCase()] : undefined;
-  if (!match || unit === undefined || Number(match[1]) === 0) {
+  if (!match || unit === undefined || (Number(match[1]) === 0 && !allowZero)) {
     throw new ConfigError(`${source}: '${text}' is not a size in bytes (e.g. 16777216 or 16MiB)`);
   }
   return Number(match[1]) * unit;
@@ -196,6 +198,14 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
         throw new ConfigError(`${source}: '${text}' is not one of smart, dev-open`);
       return text;
     },
+  },
+  {
+    key: 'readCache',
+    flag: '--read-cache <bytes>',
+    env: 'HIE_READ_CACHE',
+    default: '32MiB',
+    description: 'memory for recently read resources (bytes, or with KiB/MiB/GiB); 0 turns the cache off',
+    parse: (text, source) => parseSize(text, source, true),
   },
   {
     key: 'anchorBatchSize',

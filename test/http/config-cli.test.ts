@@ -57,6 +57,9 @@ describe('configuration', () => {
     expect(() => loadConfig({ logLevel: 'loud' }, {})).toThrow(/--log-level/);
     expect(() => loadConfig({ bodyLimit: '12 parsecs' }, {})).toThrow(/size/);
     expect(() => loadConfig({ bodyLimit: '0' }, {})).toThrow(ConfigError);
+    expect(loadConfig({}, { HIE_READ_CACHE: '0' }).readCache).toBe(0);
+    expect(loadConfig({ readCache: '8MiB' }, {}).readCache).toBe(8 * 1024 * 1024);
+    expect(() => loadConfig({ readCache: 'lots' }, {})).toThrow(/--read-cache/);
     expect(() => loadConfig({ baseUrl: 'ftp://x' }, {})).toThrow(ConfigError);
   });
 });
