@@ -11,7 +11,7 @@
  * milliseconds.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
@@ -114,6 +114,22 @@ function cacheDir(): string {
   return process.env.HIE_CACHE_DIR ?? join(dirname(SCHEMA_FILE), '..', '..', '.cache', 'hie-ledger');
 }
 
+/**
+ * Removes the compiled validators of other schema or ajv versions (~10 MB each) once a new one is written;
+ * left-over temporary files of crashed starts older than an hour go too.
+ */
+function pruneOtherCaches(dir: string, keep: string): void {
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (path === keep || !name.startsWith('fhir-schema-')) continue;
+    try {
+      if (name.endsWith('.cjs') || Date.now() - statSync(path).mtimeMs > 3_600_000) unlinkSync(path);
+    } catch {
+      // another process pruned it first
+    }
+  }
+}
+
 /** Load the compiled validator from the cache, or compile and cache it. */
 function compiledValidator(schema: PublishedSchema, schemaText: string): ValidateFunction {
   const key = createHash('sha256').update(schemaText).update(AJV_VERSION).digest('hex').slice(0, 16);
@@ -134,6 +150,7 @@ function compiledValidator(schema: PublishedSchema, schemaText: string): Validat
     const temporary = `${file}.${process.pid}.tmp`;
     writeFileSync(temporary, code);
     renameSync(temporary, file); // atomic: concurrent starts never read half a file
+    pruneOtherCaches(dirname(file), file);
   } catch {
     // Caching is an optimisation: a read-only install still validates.
   }
