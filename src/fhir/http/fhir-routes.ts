@@ -39,6 +39,15 @@ const SINGLE_RESOURCE = new Set(['read', 'vread']);
 
 const openAccess = new OpenAccess();
 
+/**
+ * The FhirContext is built field by field below (not spread: see there). This fails to compile when FhirContext
+ * gains a field that list does not set.
+ */
+type ContextFieldsSet =
+  'store' | 'validator' | 'indexEntries' | 'patientsOf' | 'anchor' | 'registry' | 'access' | 'log';
+const everyContextFieldSet: Exclude<keyof FhirContext, ContextFieldsSet> extends never ? true : never = true;
+void everyContextFieldSet;
+
 function defaultAccess(request: FastifyRequest): AccessPolicy {
   return (request as FastifyRequest & { hieAccess?: AccessPolicy }).hieAccess ?? openAccess;
 }

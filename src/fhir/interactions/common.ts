@@ -203,6 +203,23 @@ export function patientsOf(context: FhirContext, resource: FhirResource, id: str
   return resource.resourceType === 'Patient' ? [`Patient/${id}`] : [];
 }
 
+/** Fails to compile when WriteRequest gains a field that `writeVersion` does not pass on. */
+type WriteFieldsPassed =
+  | 'resourceType'
+  | 'id'
+  | 'resource'
+  | 'method'
+  | 'ifMatch'
+  | 'ifNoneExist'
+  | 'patients'
+  | 'index'
+  | 'custodian'
+  | 'actor'
+  | 'anchor';
+const everyWriteFieldPassed: Exclude<keyof WriteRequest, WriteFieldsPassed> extends never ? true : never =
+  true;
+void everyWriteFieldPassed;
+
 /**
  * The one path every write takes to the store: the write permission, then index rows, compartments, custodian
  * and the anchor hook filled in from the context.
