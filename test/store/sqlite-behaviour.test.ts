@@ -1,7 +1,9 @@
 /**
- * The SQLite store's cache of current versions (src/fhir/store/sqlite/current-cache.ts) never serves a version
- * that is no longer current: not after its own writes, erasures or rolled-back transactions, and not after another
- * connection (another process on the same file) commits.
+ * What the SQLite adapter adds to the store contract:
+ * - its cache of current versions (src/fhir/store/sqlite/current-cache.ts) never serves a version that is no longer
+ *   current: not after its own writes, erasures or rolled-back transactions, nor after another connection (another
+ *   process on the same file) commits;
+ * - writes inside transaction(work) run without savepoints, and one that fails half-way rolls the transaction back.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -135,5 +137,41 @@ describe('CurrentVersionCache', () => {
     cache.set('huge', version('huge', 100_000)); // larger than the whole budget: not kept
     expect(cache.get('huge')).toBeUndefined();
     expect(cache.size).toBe(2);
+  });
+});
+
+describe('SqliteResourceStore writes inside transaction(work)', () => {
+  it('rolls the whole transaction back when a write fails after storing part of its rows', async () => {
+    const store = await open(tempFile());
+    await put(store, 'kept', 'Before');
+    await expect(
+      store.transaction(async (tx) => {
+        await tx.write({
+          resourceType: 'Patient',
+          id: 'kept',
+          method: 'PUT',
+          resource: { resourceType: 'Patient', name: [{ family: 'Changed' }] },
+        });
+        // An index row SQLite refuses (type is NOT NULL): the version row is in, the index row is not.
+        await expect(
+          tx.write({
+            resourceType: 'Patient',
+            id: 'half',
+            method: 'PUT',
+            resource: { resourceType: 'Patient' },
+            index: [{ param: 'x', type: undefined as unknown as 'token', value: 'y' }],
+          }),
+        ).rejects.toThrow(/NOT NULL/);
+        // work carries on as if nothing happened...
+        await put(tx as SqliteResourceStore, 'later', 'Later');
+      }),
+    ).rejects.toThrow(/rolled back/);
+    // ...but nothing of the transaction was committed, and the store works on.
+    expect(familyOf(await store.read('Patient', 'kept'))).toBe('Before');
+    expect(await store.read('Patient', 'half')).toBeUndefined();
+    expect(await store.read('Patient', 'later')).toBeUndefined();
+    await put(store, 'after', 'After');
+    expect(familyOf(await store.read('Patient', 'after'))).toBe('After');
+    await store.close();
   });
 });
