@@ -59,6 +59,34 @@ describe('transaction bundles', () => {
     }
   });
 
+  it('gives each entry the exact lastModified of its version, milliseconds included, even with return=minimal', async () => {
+    for (const prefer of ['return=minimal', 'return=representation']) {
+      const res = await post(
+        '',
+        {
+          resourceType: 'Bundle',
+          type: 'transaction',
+          entry: [
+            {
+              request: { method: 'POST', url: 'Patient' },
+              resource: { resourceType: 'Patient', active: true },
+            },
+            {
+              request: { method: 'PUT', url: 'Patient/lm-1' },
+              resource: { resourceType: 'Patient', id: 'lm-1' },
+            },
+          ],
+        },
+        { ...FHIR_JSON, prefer },
+      );
+      expect(res.statusCode).toBe(200);
+      for (const entry of json(res.body).entry) {
+        const stored = json((await get(entry.response.location.split('/_history/')[0])).body);
+        expect(entry.response.lastModified, prefer).toBe(stored.meta.lastUpdated);
+      }
+    }
+  });
+
   it('rewrote urn:uuid references to the assigned ids, so searches by patient and code work', async () => {
     const { ref: patient } = serverRef(0, (r) => r.resourceType === 'Patient');
     const source = JSON.parse(readFileSync(files[0], 'utf8'));

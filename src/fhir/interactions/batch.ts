@@ -321,6 +321,7 @@ export function responseEntry(response: FhirResponse, baseUrl: string): string {
         : null;
     if (resourceJson && typed) fullUrl = `${baseUrl}/${typed[1]}/${typed[2]}`;
   }
+  if (!out.lastModified && response.lastModified) out.lastModified = response.lastModified;
   if (!out.lastModified) {
     const lastModified = headerValue(response.headers, 'Last-Modified');
     if (lastModified && !Number.isNaN(Date.parse(lastModified)))

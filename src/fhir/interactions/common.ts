@@ -166,12 +166,13 @@ export function writeResponse(
   status: 200 | 201,
   issues: OperationOutcomeIssue[] = [],
 ): FhirResponse {
-  const headers: Record<string, string> = { ...versionHeaders(version) };
+  const headers = versionHeaders(version);
   if (status === 201 || request.method !== 'DELETE')
     headers.Location = versionLocation(request.baseUrl, version);
+  const lastModified = version.lastUpdated;
   switch (request.preferReturn) {
     case 'minimal':
-      return { status, headers };
+      return { status, headers, lastModified };
     case 'OperationOutcome': {
       // What was stored first, then what validation noticed without refusing (warnings).
       const outcome = operationOutcome([
@@ -182,10 +183,10 @@ export function writeResponse(
         ),
         ...bySeverity(issues),
       ]);
-      return { status, headers, body: outcome as unknown as FhirResource };
+      return { status, headers, body: outcome as unknown as FhirResource, lastModified };
     }
     default:
-      return { status, headers, body: version.json };
+      return { status, headers, body: version.json, lastModified };
   }
 }
 

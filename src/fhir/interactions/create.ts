@@ -83,7 +83,9 @@ async function conditionalMatch(
   if (!context.access.canRead(stored)) {
     throw preconditionFailed(`If-None-Exist '${criteria}' cannot be evaluated for this caller`);
   }
-  const headers = { ...versionHeaders(stored), Location: versionLocation(request.baseUrl, stored) };
-  if (request.preferReturn === 'minimal') return { status: 200, headers };
-  return { status: 200, headers, body: stored.json };
+  const headers = versionHeaders(stored);
+  headers.Location = versionLocation(request.baseUrl, stored);
+  const lastModified = stored.lastUpdated;
+  if (request.preferReturn === 'minimal') return { status: 200, headers, lastModified };
+  return { status: 200, headers, body: stored.json, lastModified };
 }

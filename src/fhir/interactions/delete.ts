@@ -37,5 +37,6 @@ export const deleteResource: InteractionHandler = async (request, context) => {
       request.preferReturn === 'minimal'
         ? undefined
         : outcome(`${resourceType}/${id} deleted (version ${version.versionId})`),
+    lastModified: version.lastUpdated,
   };
 };

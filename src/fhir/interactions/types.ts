@@ -60,6 +60,11 @@ export interface FhirResponse {
   /** Already-serialised JSON text (stored resources are served as stored), or an object to serialise. */
   body?: string | FhirResource;
   headers?: Record<string, string>;
+  /**
+   * The exact instant of the version the response is about (Last-Modified has whole seconds only): Bundle entries'
+   * `response.lastModified` use it. Not sent over HTTP.
+   */
+  lastModified?: string;
 }
 
 /** What every interaction gets: the ports it works through, scoped to the caller. */
