@@ -142,6 +142,33 @@ export function versionLocation(baseUrl: string, version: StoredVersion): string
   return `${baseUrl}/${version.resourceType}/${version.id}/_history/${version.versionId}`;
 }
 
+/**
+ * Whether the caller's scopes and role allow reading a type at all, asked of the access policy once per type
+ * (per request): search leaves out `_include`s and `$everything` members of types it may not read.
+ * `onRefused` hears each refused type once, for the response to say what was left out.
+ */
+export function typeReadability(
+  context: FhirContext,
+  onRefused: (type: string) => void,
+): (type: string) => boolean {
+  const answers = new Map<string, boolean>();
+  return (type) => {
+    let allowed = answers.get(type);
+    if (allowed === undefined) {
+      try {
+        context.access.authorize('read', type);
+        allowed = true;
+      } catch (err) {
+        if (!(err instanceof FhirError)) throw err;
+        allowed = false;
+        onRefused(type);
+      }
+      answers.set(type, allowed);
+    }
+    return allowed;
+  };
+}
+
 /** The stored version a caller may see, or a 404 that does not tell whether it exists. */
 export function visibleOr404(
   context: FhirContext,

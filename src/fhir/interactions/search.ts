@@ -18,6 +18,7 @@ import {
   isKnownResourceType,
 } from '../search/definitions.js';
 import type { FhirRegistry } from './registry.js';
+import { typeReadability } from './common.js';
 import { applyRepresentation, representationOf } from './representation.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../search/request.js';
 import type { StoredVersion } from '../store/resource-store.js';
@@ -111,40 +112,18 @@ function typesSearchedThrough(filters: Filter[], out = new Set<string>()): Set<s
   return out;
 }
 
-/**
- * Whether the caller's scopes and role allow reading a type at all (asked once per type and request): included
- * resources of a type the caller may not read are left out, as `canRead` leaves out single resources.
- */
-function typeReadable(
-  context: FhirContext,
-  cache: Map<string, boolean>,
-  type: string,
-  warnings: OperationOutcomeIssue[],
-): boolean {
-  let allowed = cache.get(type);
-  if (allowed === undefined) {
-    try {
-      context.access.authorize('read', type);
-      allowed = true;
-    } catch (err) {
-      if (!(err instanceof FhirError)) throw err;
-      allowed = false;
-      warnings.push(
-        issue('warning', 'forbidden', `${type} resources are not included: your access does not cover them`),
-      );
-    }
-    cache.set(type, allowed);
-  }
-  return allowed;
-}
-
 async function addIncludes(
   context: FhirContext,
   query: CompiledQuery,
   matches: StoredVersion[],
   warnings: OperationOutcomeIssue[],
 ): Promise<StoredVersion[]> {
-  const readable = new Map<string, boolean>();
+  // Included resources of a type the caller may not read are left out, as `canRead` leaves out single resources.
+  const readable = typeReadability(context, (type) =>
+    warnings.push(
+      issue('warning', 'forbidden', `${type} resources are not included: your access does not cover them`),
+    ),
+  );
   const seen = new Set(matches.map((v) => `${v.resourceType}/${v.id}`));
   const included: StoredVersion[] = [];
   let frontier = matches;
@@ -167,7 +146,7 @@ async function addIncludes(
           if (seen.has(key)) continue;
           const [type, id] = key.split('/');
           if (spec.targetType && type !== spec.targetType) continue;
-          if (!isKnownResourceType(type) || !typeReadable(context, readable, type, warnings)) continue;
+          if (!isKnownResourceType(type) || !readable(type)) continue;
           seen.add(key);
           const target = await context.store.read(type, id);
           if (!target || target.deleted || !context.access.canRead(target)) continue;
@@ -183,7 +162,7 @@ async function addIncludes(
         warnings.push(issue('warning', 'not-supported', '_revinclude=* is not supported'));
         continue;
       }
-      if (!typeReadable(context, readable, spec.sourceType, warnings)) continue;
+      if (!readable(spec.sourceType)) continue;
       const keys = frontier.map((v) => `${v.resourceType}/${v.id}`);
       const revQuery: CompiledQuery = {
         resourceTypes: [spec.sourceType],

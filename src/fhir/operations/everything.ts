@@ -14,16 +14,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { parseFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
-import {
-  badRequest,
-  FhirError,
-  gone,
-  issue,
-  notFound,
-  notImplemented,
-  type OperationOutcomeIssue,
-} from '../outcome.js';
-import { assertId } from '../interactions/common.js';
+import { badRequest, gone, issue, notFound, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
+import { assertId, typeReadability } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import {
@@ -143,23 +135,8 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
   if (patient.deleted) throw gone(`${patientRef} has been deleted`);
 
   // Types outside the caller's scopes are left out (as search leaves out _include of such types), asked once each.
-  const readable = new Map<string, boolean>();
   const leftOut: string[] = [];
-  const typeReadable = (type: string): boolean => {
-    let allowed = readable.get(type);
-    if (allowed === undefined) {
-      try {
-        context.access.authorize('read', type);
-        allowed = true;
-      } catch (err) {
-        if (!(err instanceof FhirError)) throw err;
-        allowed = false;
-        leftOut.push(type);
-      }
-      readable.set(type, allowed);
-    }
-    return allowed;
-  };
+  const typeReadable = typeReadability(context, (type) => leftOut.push(type));
 
   // Phase 1, metadata only: the visible current members of the compartment, one indexed reference search per
   // compartment parameter. With count 0 and wantTotal the store visits every candidate through `canRead` without
