@@ -18,19 +18,14 @@ import { grantAllows, sameGrant, type ConsentGrants } from '../mapping/consent.j
 /** The ledger's records, as the chaincode writes them: one definition, in the chaincode package (types only). */
 export type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
 
-export interface AccessRecordInput {
-  /** `Patient/x` */
-  patient: string;
-  /** Accessor's pseudonym. */
-  accessor: string;
-  interaction: string;
-  resourceType?: string;
-  outcome: 'allowed' | 'refused';
-  at: string;
-  /** For an aggregate of several decisions: the first one's time, and how many. */
-  from?: string;
-  count?: number;
-}
+/**
+ * An access record as the service hands it over: the ledger's AccessRecord fields it decides, with the patient as
+ * a FHIR reference (`Patient/x`, pseudonymised on the way) and `count` 1 when absent.
+ */
+export type AccessRecordInput = Pick<
+  LedgerAccessRecord,
+  'accessor' | 'interaction' | 'resourceType' | 'outcome' | 'at' | 'from'
+> & { patient: string; count?: number };
 
 /** FHIR reference <-> pseudonym links kept off the ledger (src/access/participants.ts). */
 export interface PseudonymResolver {
