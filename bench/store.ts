@@ -5,13 +5,15 @@
  *
  *   npx tsx bench/store.ts [bundles=10]      (also PostgreSQL when HIE_TEST_POSTGRES_URL is set)
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { patientCompartments } from '../src/fhir/search/definitions.js';
 import { extractIndex } from '../src/fhir/search/index-entries.js';
-import type { PendingAnchor, StoredVersion, WriteRequest } from '../src/fhir/store/resource-store.js';
+import type { StoredVersion, WriteRequest } from '../src/fhir/store/resource-store.js';
+import { pendingAnchorOf } from '../src/ledger/anchoring.js';
+import { LedgerKeyring } from '../src/mapping/hashing.js';
 import { PostgresResourceStore } from '../src/fhir/store/postgres/postgres-store.js';
 import type { ResourceStore } from '../src/fhir/store/resource-store.js';
 import { SqliteResourceStore } from '../src/fhir/store/sqlite/sqlite-store.js';
@@ -20,22 +22,9 @@ import { parseFhirJson, type FhirResource } from '../src/mapping/fhir-json.js';
 const bundles = Number(process.argv[2] ?? 10);
 const dataDir = join(process.cwd(), '../shared/data/synthea-bundles');
 
-function anchor(version: StoredVersion): PendingAnchor {
-  const salt = randomBytes(16).toString('hex');
-  return {
-    resourceType: version.resourceType,
-    id: version.id,
-    versionId: version.versionId,
-    salt,
-    leafHash: createHash('sha256')
-      .update(salt)
-      .update(version.json ?? '')
-      .digest('hex'),
-    ledgerKey: createHash('sha256')
-      .update(`${version.resourceType}/${version.id}/_history/${version.versionId}`)
-      .digest('hex'),
-  };
-}
+// The service's own anchor hook (salted leaf hash of the canonical form, HMAC ledger key), as every write runs it.
+const keyring = new LedgerKeyring(randomBytes(32));
+const anchor = (version: StoredVersion) => pendingAnchorOf(keyring, version);
 
 const requests: WriteRequest[] = [];
 for (const file of readdirSync(dataDir)
