@@ -30,7 +30,8 @@ export class EmbeddedLedger implements Ledger {
     this.creator = { mspid: identity.mspId, idBytes: Buffer.from(identity.certificate, 'utf8') };
   }
 
-  async submit(transaction: string, args: string[]): Promise<SubmitResult> {
+  /** Simulates the transaction; a chaincode error is a LedgerTransactionError, as from a peer. */
+  private async endorse(transaction: string, args: string[]) {
     const endorsement = await this.chain.endorse({ transaction, args, creator: this.creator });
     if (endorsement.response.status >= 400) {
       throw new LedgerTransactionError(
@@ -39,6 +40,11 @@ export class EmbeddedLedger implements Ledger {
         endorsement.txId,
       );
     }
+    return endorsement;
+  }
+
+  async submit(transaction: string, args: string[]): Promise<SubmitResult> {
+    const endorsement = await this.endorse(transaction, args);
     const status = await this.chain.commit(endorsement);
     if (status.validationCode !== 'VALID') {
       throw new LedgerTransactionError(
@@ -56,14 +62,7 @@ export class EmbeddedLedger implements Ledger {
   }
 
   async evaluate(transaction: string, args: string[]): Promise<string> {
-    const endorsement = await this.chain.endorse({ transaction, args, creator: this.creator });
-    if (endorsement.response.status >= 400) {
-      throw new LedgerTransactionError(
-        `${transaction} failed: ${endorsement.response.message}`,
-        'CHAINCODE_ERROR',
-        endorsement.txId,
-      );
-    }
+    const endorsement = await this.endorse(transaction, args);
     return endorsement.response.payload.toString('utf8');
   }
 
