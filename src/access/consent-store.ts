@@ -98,6 +98,7 @@ class ConsentLedgerStore implements ResourceStore {
   async write(request: WriteRequest): Promise<StoredVersion> {
     if (request.resourceType !== 'Consent') return this.inner.write(request);
     const { consent } = this.options;
+    const caller = request.actor;
     let target: ConsentGrants | undefined;
     if (request.resource && isPrivacyConsent(request.resource)) {
       try {
@@ -111,7 +112,6 @@ class ConsentLedgerStore implements ResourceStore {
         );
         target = undefined;
       }
-      const caller = request.actor;
       if (target && caller?.role === 'system') {
         // A system records consents given in person for the patients its own organisation holds.
         const [, patientId] = target.patient.split('/');
@@ -137,7 +137,6 @@ class ConsentLedgerStore implements ResourceStore {
         }
       }
     }
-    const caller = request.actor;
     const actor = {
       pseudonym: caller?.participant ?? 'hie-ledger-service',
       inPerson: caller?.role === 'system',
