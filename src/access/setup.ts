@@ -145,10 +145,17 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     if (!current || current.deleted || !policy.canRead(current)) throw notFound(`${patient} is not known`);
     const caller = policy.caller;
     const isPatient = caller.role === 'patient' && caller.fhirUser === patient;
-    if (!isPatient && caller.role !== 'admin' && caller.role !== 'system' && caller.role !== 'open') {
-      throw forbidden('Only the patient, their home service and admins may see who accessed their data');
+    // Who else looked is the patient's to know, and the custodian's for the disclosures it made: a system or admin
+    // of another organisation (even one the patient granted) learns nothing of other readers.
+    const isCustodian =
+      (caller.role === 'admin' || caller.role === 'system') &&
+      (caller.organization === undefined || caller.organization === current.custodian);
+    if (!isPatient && !isCustodian && caller.role !== 'open') {
+      throw forbidden('Only the patient and the organisation holding their record may see who accessed it');
     }
-    const records = consent ? await consent.listAccess(patient) : [];
+    const all = consent ? await consent.listAccess(patient) : [];
+    // The custodian sees the disclosures this service recorded; the patient sees every member's.
+    const records = isPatient || caller.role === 'open' ? all : all.filter((r) => r.mspId === mspId);
     const parameter = records.map((record) => {
       const who = participants.byPseudonym(record.accessor);
       const part: Record<string, unknown>[] = [
