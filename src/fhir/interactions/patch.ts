@@ -26,6 +26,7 @@ import {
   parseFhirJson,
   toPlainJson,
   type FhirResource,
+  parseClientJson,
 } from '../../mapping/fhir-json.js';
 import {
   assertId,
@@ -60,7 +61,7 @@ export const patch: InteractionHandler = async (request, context) => {
   }
   let document: unknown;
   try {
-    document = parseFhirJson(request.body);
+    document = parseClientJson(request.body);
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
     throw err;
