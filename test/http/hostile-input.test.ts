@@ -411,3 +411,97 @@ describe('with authentication on', () => {
     },
   );
 });
+
+describe('member names like __proto__ in patches', () => {
+  it('a FHIRPath Patch value part named __proto__ is judged like any unknown element, not silently dropped', async () => {
+    const created = await app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Patient',
+      headers: FHIR_JSON,
+      payload: JSON.stringify({ resourceType: 'Patient', gender: 'female' }),
+    });
+    const id = json(created.body).id;
+    const patch = {
+      resourceType: 'Parameters',
+      parameter: [
+        {
+          name: 'operation',
+          part: [
+            { name: 'type', valueCode: 'add' },
+            { name: 'path', valueString: 'Patient' },
+            { name: 'name', valueString: 'contact' },
+            {
+              name: 'value',
+              part: [
+                { name: 'gender', valueCode: 'male' },
+                { name: 'name', part: [{ name: 'family', valueString: 'Contact' }] },
+                { name: '__proto__', part: [{ name: 'gender', valueCode: 'other' }] },
+              ],
+            },
+          ],
+        },
+      ],
+    };
+    const res = await app.fastify.inject({
+      method: 'PATCH',
+      url: `/fhir/Patient/${id}`,
+      headers: FHIR_JSON,
+      payload: JSON.stringify(patch),
+    });
+    expect(res.statusCode, res.body).toBeGreaterThanOrEqual(400);
+    expect(res.statusCode).toBeLessThan(500);
+    expect(res.body).toContain('__proto__');
+    const read = await app.fastify.inject({ url: `/fhir/Patient/${id}` });
+    expect(json(read.body).meta.versionId).toBe('1');
+  });
+
+  it.each(['constructor', 'toString', 'hasOwnProperty'])(
+    'a FHIRPath Patch adding an element named %s is refused as an unknown element',
+    async (name) => {
+      const patch = {
+        resourceType: 'Parameters',
+        parameter: [
+          {
+            name: 'operation',
+            part: [
+              { name: 'type', valueCode: 'add' },
+              { name: 'path', valueString: 'Patient' },
+              { name: 'name', valueString: name },
+              { name: 'value', valueString: 'x' },
+            ],
+          },
+        ],
+      };
+      const res = await app.fastify.inject({
+        method: 'PATCH',
+        url: `/fhir/Patient/${patientId}`,
+        headers: FHIR_JSON,
+        payload: JSON.stringify(patch),
+      });
+      expect(res.statusCode, res.body).toBe(422);
+      expect(res.body).toContain(`Unrecognized property '${name}'`);
+    },
+  );
+
+  it('a JSON Patch path through __proto__ is refused and changes nothing', async () => {
+    const version = async () =>
+      json((await app.fastify.inject({ url: `/fhir/Patient/${patientId}` })).body).meta.versionId;
+    const before = await version();
+    for (const operation of [
+      { op: 'add', path: '/__proto__/polluted', value: 'yes' },
+      { op: 'add', path: '/name/__proto__', value: [{ family: 'X' }] },
+      { op: 'replace', path: '/constructor/prototype', value: {} },
+    ]) {
+      const res = await app.fastify.inject({
+        method: 'PATCH',
+        url: `/fhir/Patient/${patientId}`,
+        headers: { 'content-type': 'application/json-patch+json' },
+        payload: JSON.stringify([operation]),
+      });
+      expect(res.statusCode, `${operation.path}: ${res.body}`).toBeGreaterThanOrEqual(400);
+      expect(res.statusCode).toBeLessThan(500);
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(await version()).toBe(before);
+  });
+});
