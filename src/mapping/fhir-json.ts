@@ -76,10 +76,16 @@ export function parseFhirJson<T = FhirJsonValue>(text: string): T {
   return parseText<T>(text, numbersRoundTrip(text));
 }
 
+const LOSSLESS_OPTIONS = {
+  parseNumber,
+  onDuplicateKey: ({ newValue }: { newValue: unknown }) => newValue,
+} as const;
+
 function parseText<T>(text: string, exactNumbers: boolean): T {
   try {
     if (exactNumbers) return JSON.parse(text) as T;
-    return losslessParse(text, null, parseNumber) as T;
+    // Last wins on duplicate names, as in JSON.parse: both paths behave alike (parseClientJson refuses them).
+    return losslessParse(text, null, LOSSLESS_OPTIONS) as T;
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     const position = /position (\d+)/.exec(message)?.[1];

@@ -148,3 +148,22 @@ describe('JSON from clients (parseClientJson)', () => {
     expect(firstInvalidUtf8(Buffer.from([0xe2, 0x82, 0x41]))).toBe(0);
   });
 });
+
+describe('duplicate names with numbers that need the lossless path', () => {
+  it('are refused by parseClientJson with the same message as on the native path', () => {
+    for (const [text, position] of [
+      ['{"a":1.50,"a":2.50}', 10],
+      ['{"a":1,"a":2}', 7],
+    ] as const) {
+      try {
+        parseClientJson(text);
+        expect.unreachable();
+      } catch (err) {
+        expect((err as JsonSyntaxError).message).toBe(
+          "the property 'a' appears more than once in one object",
+        );
+        expect((err as JsonSyntaxError).position).toBe(position);
+      }
+    }
+  });
+});
