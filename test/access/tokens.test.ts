@@ -3,6 +3,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { SignJWT } from 'jose';
 import { MAX_CLOCK_SKEW_SECONDS, TokenService } from '../../src/access/tokens.js';
+import { addressKey, RateLimiter } from '../../src/access/rate-limit.js';
 import { OpenAccess } from '../../src/access/policy.js';
 import { registerAuth } from '../../src/fhir/http/auth-routes.js';
 import { setupAccess } from '../../src/access/setup.js';
@@ -452,6 +453,23 @@ describe('rate limits on POST /auth/token', () => {
     expect((await post('10.2.0.98', tokenForm(await assertion(other, TOKEN_URL)))).statusCode).toBe(200);
     clock += 20_000;
     expect((await post('10.2.0.97', tokenForm(await assertion(system, TOKEN_URL)))).statusCode).toBe(200);
+  });
+
+  it('remembers a bounded number of keys (the oldest forgotten first, full buckets before them)', () => {
+    let t = 0;
+    const limiter = new RateLimiter({ perMinute: 1, maxKeys: 2, now: () => t });
+    expect(limiter.take('a')).toBe(0);
+    expect(limiter.take('b')).toBe(0);
+    expect(limiter.take('b')).toBe(60);
+    expect(limiter.take('c')).toBe(0); // 'a' forgotten: no bucket was full again
+    expect(limiter.take('b')).toBe(60);
+    t = 60_000; // every bucket full again: dropped before anything else
+    expect(limiter.take('d')).toBe(0);
+    expect(limiter.take('d')).toBe(60);
+    expect(addressKey('::ffff:10.0.0.1')).toBe('10.0.0.1');
+    expect(addressKey('2001:DB8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
+    expect(addressKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
   });
 
   it('is configured by --token-rate-limit / HIE_TOKEN_RATE_LIMIT (default 60 a minute, 0 off)', () => {
