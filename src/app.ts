@@ -122,6 +122,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       mode: config.auth ?? 'smart',
       host: config.host,
       fhirBaseUrl: config.baseUrl,
+      tokenRateLimit: config.tokenRateLimit,
       fhirPrefix: FHIR_PREFIX,
       store,
       ledger,

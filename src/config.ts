@@ -43,6 +43,8 @@ export interface Config {
   igPaths: string[];
   /** Profiles every resource of a type must conform to, e.g. { Patient: ['http://example.org/fhir/StructureDefinition/hie-patient'] }. */
   requiredProfiles: Record<string, string[]>;
+  /** Token requests a minute allowed per client address and per client at POST /auth/token; 0 turns the limit off. */
+  tokenRateLimit: number;
 }
 
 export class ConfigError extends Error {
@@ -292,6 +294,15 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
       }
       return required;
     },
+  },
+  {
+    key: 'tokenRateLimit',
+    flag: '--token-rate-limit <n>',
+    env: 'HIE_TOKEN_RATE_LIMIT',
+    default: '60',
+    description:
+      'token requests a minute per client address and per client at /auth/token (429 above); 0: off',
+    parse: (text, source) => parseWholeNumber(text, source, 0, 1_000_000),
   },
 ] as OptionSpec<keyof Config>[];
 

@@ -37,6 +37,8 @@ export interface AccessSetupOptions {
   mspId?: string;
   /** Public base URL of the FHIR endpoint (config.baseUrl), e.g. https://hie.example.org/fhir. */
   fhirBaseUrl?: string;
+  /** Token requests a minute per client address and per client at /auth/token; 0 or absent: no limit. */
+  tokenRateLimit?: number;
   fhirPrefix: string;
   store: ResourceStore;
   ledger?: Ledger;
@@ -193,6 +195,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         fhirPrefix: prefix,
         publicBaseUrl,
         devOpenLoopback: options.mode === 'dev-open',
+        tokenRateLimit: options.tokenRateLimit ? { perMinute: options.tokenRateLimit } : undefined,
       });
       // A callback hook (no promise per request): the audit only counts here; it writes later.
       fastify.addHook('onResponse', (request, reply, done) => {

@@ -10,12 +10,19 @@
 import { createHmac, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import type { Caller } from './policy.js';
-import { grantScopes, type ParticipantRole } from './scopes.js';
+import { grantScopes, PARTICIPANT_ROLES, type ParticipantRole } from './scopes.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** RFC 7523 via SMART: an assertion may live at most five minutes. */
 export const MAX_ASSERTION_LIFETIME_SECONDS = 300;
 const CLOCK_TOLERANCE_SECONDS = 5;
+/**
+ * How far ahead of this server's clock an assertion's `iat` may be (a client whose clock runs fast). An assertion
+ * issued further in the future is refused: it would be a token made now for later use. (`nbf` ahead by more than
+ * CLOCK_TOLERANCE_SECONDS is refused by jose.)
+ */
+export const MAX_CLOCK_SKEW_SECONDS = 60;
+const ROLES: ReadonlySet<string> = new Set<string>(PARTICIPANT_ROLES);
 
 /** What the token service needs to know about a client (a participant with an enrolled certificate). */
 export interface ClientRecord {
@@ -43,9 +50,16 @@ export interface ClientDirectory {
 export class OAuthError extends Error {
   constructor(
     readonly error:
-      'invalid_request' | 'invalid_client' | 'invalid_grant' | 'unsupported_grant_type' | 'invalid_scope',
+      | 'invalid_request'
+      | 'invalid_client'
+      | 'invalid_grant'
+      | 'unsupported_grant_type'
+      | 'invalid_scope'
+      | 'temporarily_unavailable',
     readonly description: string,
-    readonly status = error === 'invalid_client' ? 401 : 400,
+    readonly status = error === 'invalid_client' ? 401 : error === 'temporarily_unavailable' ? 429 : 400,
+    /** Seconds to wait before trying again (sent as Retry-After). */
+    readonly retryAfterSeconds?: number,
   ) {
     super(`${error}: ${description}`);
     this.name = 'OAuthError';
@@ -141,7 +155,12 @@ export class TokenService {
   }
 
   /** `POST /auth/token`: checks the client assertion and issues an access token, or throws OAuthError. */
-  async exchange(request: TokenRequest, tokenUrl: string): Promise<TokenResponse> {
+  async exchange(
+    request: TokenRequest,
+    tokenUrl: string,
+    /** Called with the client once its assertion verified, before a token is issued; may throw OAuthError. */
+    admit?: (client: ClientRecord) => void,
+  ): Promise<TokenResponse> {
     if (request.grant_type === undefined || request.grant_type === '')
       throw new OAuthError('invalid_request', 'grant_type is required');
     if (request.grant_type !== 'client_credentials') {
@@ -155,6 +174,7 @@ export class TokenService {
       throw new OAuthError('invalid_request', 'client_assertion is required');
 
     const client = await this.verifyAssertion(assertion, tokenUrl);
+    admit?.(client);
     const scopes = grantScopes(client.role, request.scope);
     if (scopes.length === 0)
       throw new OAuthError('invalid_scope', 'none of the requested scopes may be granted to this client');
@@ -223,6 +243,11 @@ export class TokenService {
     if (payload.exp! > nowSeconds + MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_TOLERANCE_SECONDS) {
       throw new OAuthError('invalid_client', 'client_assertion exp is more than five minutes ahead');
     }
+    if (payload.iat !== undefined && payload.iat > nowSeconds + MAX_CLOCK_SKEW_SECONDS)
+      throw new OAuthError(
+        'invalid_client',
+        `client_assertion iat is in the future (more than ${MAX_CLOCK_SKEW_SECONDS} s ahead of this server's clock)`,
+      );
     if (typeof payload.jti !== 'string' || payload.jti === '')
       throw new OAuthError('invalid_client', 'client_assertion jti is required');
 
@@ -269,12 +294,15 @@ export class TokenService {
     const expected = Buffer.from(this.mac(payload), 'base64url');
     if (given.length !== expected.length || !timingSafeEqual(given, expected))
       throw new InvalidTokenError('invalid access token signature');
-    let claims: AccessClaims;
+    let parsed: unknown;
     try {
-      claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as AccessClaims;
+      parsed = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
     } catch {
       throw new InvalidTokenError('malformed access token');
     }
+    // Signed by this service, but perhaps by an older version or with a leaked key: every claim is checked.
+    if (!isAccessClaims(parsed)) throw new InvalidTokenError('malformed access token');
+    const claims = parsed;
     const expiresAt = claims.exp * 1000;
     if (!(expiresAt > now)) throw new InvalidTokenError('the access token has expired');
     if (!this.directory.isActive(claims.sub)) throw new InvalidTokenError('the client was revoked');
@@ -310,6 +338,23 @@ export class TokenService {
     const memo = this.verified.get(memoKey(token));
     return memo?.token === token ? memo.clientId : undefined;
   }
+}
+
+/** The claims this service puts in its access tokens, with their types. */
+function isAccessClaims(value: unknown): value is AccessClaims {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const claims = value as Record<string, unknown>;
+  return (
+    typeof claims.sub === 'string' &&
+    typeof claims.pid === 'string' &&
+    typeof claims.role === 'string' &&
+    ROLES.has(claims.role) &&
+    typeof claims.scp === 'string' &&
+    typeof claims.exp === 'number' &&
+    Number.isFinite(claims.exp) &&
+    (claims.org === undefined || typeof claims.org === 'string') &&
+    (claims.res === undefined || typeof claims.res === 'string')
+  );
 }
 
 function assertionFailure(err: unknown): string {

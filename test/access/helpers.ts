@@ -41,6 +41,10 @@ export interface AssertionOptions {
   expSeconds?: number;
   jti?: string;
   key?: KeyObject;
+  /** `iat` relative to now (seconds; default 0). */
+  iatSeconds?: number;
+  /** `nbf` relative to now (seconds); absent by default. */
+  nbfSeconds?: number;
 }
 
 export async function assertion(
@@ -51,14 +55,15 @@ export async function assertion(
   const now = Math.floor(Date.now() / 1000);
   const alg =
     options.alg ?? (client.publicKey.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? 'ES256' : 'ES384');
-  return new SignJWT({ jti: options.jti ?? randomUUID() })
+  const jwt = new SignJWT({ jti: options.jti ?? randomUUID() })
     .setProtectedHeader({ alg, typ: 'JWT' })
     .setIssuer(options.iss ?? client.clientId)
     .setSubject(options.sub ?? client.clientId)
     .setAudience(options.aud ?? tokenUrl)
-    .setIssuedAt(now)
-    .setExpirationTime(now + (options.expSeconds ?? 240))
-    .sign(options.key ?? client.privateKey);
+    .setIssuedAt(now + (options.iatSeconds ?? 0))
+    .setExpirationTime(now + (options.expSeconds ?? 240));
+  if (options.nbfSeconds !== undefined) jwt.setNotBefore(now + options.nbfSeconds);
+  return jwt.sign(options.key ?? client.privateKey);
 }
 
 export function tokenForm(clientAssertion: string, extra: Record<string, string> = {}): string {

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { SignJWT } from 'jose';
-import { TokenService } from '../../src/access/tokens.js';
+import { MAX_CLOCK_SKEW_SECONDS, TokenService } from '../../src/access/tokens.js';
+import { addressKey, RateLimiter } from '../../src/access/rate-limit.js';
 import { OpenAccess } from '../../src/access/policy.js';
 import { registerAuth } from '../../src/fhir/http/auth-routes.js';
 import { setupAccess } from '../../src/access/setup.js';
@@ -31,7 +32,8 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
   const lab = directory.add(makeClient('lab-1', 'lab', { resource: 'Organization/lab' }));
   const stranger = makeClient('stranger', 'system');
   let now = Date.now();
-  const tokens = new TokenService({ directory, secret: randomBytes(32), now: () => now });
+  const secret = randomBytes(32);
+  const tokens = new TokenService({ directory, secret, now: () => now });
   let app: FastifyInstance;
   const logLines: string[] = [];
 
@@ -138,6 +140,13 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
       async () => assertion(system, TOKEN_URL, { alg: 'ES256' }).catch(() => 'x.y.z'),
     ],
     ['an unknown client', async () => assertion(stranger, TOKEN_URL)],
+    ['iat an hour in the future', async () => assertion(system, TOKEN_URL, { iatSeconds: 3600 })],
+    ['iat a year in the future', async () => assertion(system, TOKEN_URL, { iatSeconds: 365 * 86400 })],
+    [
+      'iat beyond the allowed clock skew',
+      async () => assertion(system, TOKEN_URL, { iatSeconds: MAX_CLOCK_SKEW_SECONDS + 5 }),
+    ],
+    ['nbf an hour in the future', async () => assertion(system, TOKEN_URL, { nbfSeconds: 3600 })],
     ['garbage', async () => 'not-a-jwt'],
   ];
   for (const [name, make] of attacks) {
@@ -148,6 +157,54 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
       expect(res.body).not.toContain('access_token');
     });
   }
+
+  it('names a future iat as the reason, and accepts a client clock a little ahead', async () => {
+    const future = await requestToken(tokenForm(await assertion(system, TOKEN_URL, { iatSeconds: 3600 })));
+    expect(future.json().error_description).toMatch(/iat is in the future/);
+    const skewed = await requestToken(
+      tokenForm(await assertion(system, TOKEN_URL, { iatSeconds: MAX_CLOCK_SKEW_SECONDS - 10 })),
+    );
+    expect(skewed.statusCode).toBe(200);
+  });
+
+  it('answers a validly signed access token with missing or mistyped claims with 401, never 500', async () => {
+    const sign = (claims: unknown) => {
+      const payload = Buffer.from(JSON.stringify(claims)).toString('base64url');
+      return `hat1.${payload}.${createHmac('sha256', secret).update(payload).digest('base64url')}`;
+    };
+    const exp = Math.floor(now / 1000) + 60;
+    const valid = { sub: 'ehr-system', pid: 'ps-ehr-system', role: 'system', scp: 'system/*.rs', exp };
+    // The same MAC check as the service's own tokens: a well-formed one passes.
+    const accepted = await app.inject({
+      method: 'GET',
+      url: '/fhir/Patient/1',
+      headers: { authorization: `Bearer ${sign(valid)}` },
+    });
+    expect(accepted.statusCode).toBe(200);
+    const { scp: _scp, ...noScope } = valid;
+    for (const claims of [
+      noScope,
+      { ...valid, scp: 42 },
+      { ...valid, scp: ['system/*.rs'] },
+      { ...valid, scp: null },
+      { ...valid, sub: 7 },
+      { ...valid, role: 'superuser' },
+      { ...valid, exp: 'tomorrow' },
+      { ...valid, org: { reference: 'Organization/x' } },
+      null,
+      [],
+      'system/*.rs',
+    ]) {
+      const res = await app.inject({
+        method: 'GET',
+        url: '/fhir/Patient/1',
+        headers: { authorization: `Bearer ${sign(claims)}` },
+      });
+      expect(res.statusCode, JSON.stringify(claims)).toBe(401);
+      expect(res.headers['www-authenticate']).toContain('invalid_token');
+      expect(res.json().issue[0].diagnostics).toBe('malformed access token');
+    }
+  });
 
   it('refuses a reused jti', async () => {
     const a = await assertion(system, TOKEN_URL, { jti: 'once-only' });
@@ -310,5 +367,115 @@ describe('development mode', () => {
     const remote = await app.inject({ method: 'GET', url: '/fhir/Patient/1', remoteAddress: '10.1.2.3' });
     expect(remote.statusCode).toBe(401);
     await app.close();
+  });
+});
+
+describe('rate limits on POST /auth/token', () => {
+  const directory = new MapDirectory();
+  const system = directory.add(makeClient('rl-system', 'system', { organization: 'Organization/hosp' }));
+  const other = directory.add(makeClient('rl-other', 'system', { organization: 'Organization/hosp' }));
+  const stranger = makeClient('rl-stranger', 'system');
+  const PER_MINUTE = 3;
+  let clock = Date.now();
+  const tokens = new TokenService({ directory, secret: randomBytes(32), now: () => clock });
+  let app: FastifyInstance;
+
+  beforeAll(async () => {
+    app = Fastify();
+    registerAuth(app, {
+      tokens,
+      policyFor: (caller) => new OpenAccess(caller),
+      publicBaseUrl: BASE,
+      tokenRateLimit: { perMinute: PER_MINUTE, now: () => clock },
+    });
+    await app.ready();
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  const post = (remoteAddress: string, payload: string) =>
+    app.inject({
+      method: 'POST',
+      url: '/auth/token',
+      remoteAddress,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload,
+    });
+
+  function expectLimited(res: Awaited<ReturnType<typeof post>>, who: string, retryAfter: number): void {
+    expect(res.statusCode).toBe(429);
+    expect(res.headers['retry-after']).toBe(String(retryAfter));
+    expect(res.headers['cache-control']).toBe('no-store');
+    expect(res.json()).toEqual({
+      error: 'temporarily_unavailable',
+      error_description: `too many token requests from ${who}; retry after ${retryAfter} s`,
+    });
+  }
+
+  it('allows a burst per address, then answers 429 with Retry-After until the bucket refills', async () => {
+    for (let i = 0; i < PER_MINUTE; i++)
+      expect((await post('10.0.0.1', 'grant_type=client_credentials')).statusCode).toBe(400);
+    expectLimited(await post('10.0.0.1', 'grant_type=client_credentials'), 'this address', 20);
+    // Even a well-formed request: the address is refused before its body is read.
+    expectLimited(await post('10.0.0.1', tokenForm(await assertion(system, TOKEN_URL))), 'this address', 20);
+    // Another address is not affected.
+    expect((await post('10.0.0.2', 'grant_type=client_credentials')).statusCode).toBe(400);
+    // One request regained every 60/PER_MINUTE = 20 s.
+    clock += 10_000;
+    expectLimited(await post('10.0.0.1', 'grant_type=client_credentials'), 'this address', 10);
+    clock += 10_000;
+    expect((await post('10.0.0.1', 'grant_type=client_credentials')).statusCode).toBe(400);
+    expectLimited(await post('10.0.0.1', 'grant_type=client_credentials'), 'this address', 20);
+  });
+
+  it('counts an IPv6 /64 as one address', async () => {
+    for (const address of ['2001:db8:1:2::1', '2001:db8:1:2::2', '2001:db8:1:2:aaaa:bbbb:cccc:dddd'])
+      expect((await post(address, 'grant_type=client_credentials')).statusCode).toBe(400);
+    expectLimited(await post('2001:0db8:0001:0002::9', 'grant_type=client_credentials'), 'this address', 20);
+    expect((await post('2001:db8:1:3::1', 'grant_type=client_credentials')).statusCode).toBe(400);
+  });
+
+  it('limits each client once its assertion verified, so forgeries naming it use up nothing', async () => {
+    // Forged assertions naming the client (signed with another key), each from a fresh address.
+    for (let i = 0; i < 2 * PER_MINUTE; i++) {
+      const forged = await post(
+        `10.1.0.${i}`,
+        tokenForm(await assertion(system, TOKEN_URL, { key: stranger.privateKey })),
+      );
+      expect(forged.statusCode).toBe(401);
+    }
+    for (let i = 0; i < PER_MINUTE; i++)
+      expect((await post(`10.2.0.${i}`, tokenForm(await assertion(system, TOKEN_URL)))).statusCode).toBe(200);
+    const limited = await post('10.2.0.99', tokenForm(await assertion(system, TOKEN_URL)));
+    expectLimited(limited, 'this client', 20);
+    expect(limited.body).not.toContain('access_token');
+    expect((await post('10.2.0.98', tokenForm(await assertion(other, TOKEN_URL)))).statusCode).toBe(200);
+    clock += 20_000;
+    expect((await post('10.2.0.97', tokenForm(await assertion(system, TOKEN_URL)))).statusCode).toBe(200);
+  });
+
+  it('remembers a bounded number of keys (the oldest forgotten first, full buckets before them)', () => {
+    let t = 0;
+    const limiter = new RateLimiter({ perMinute: 1, maxKeys: 2, now: () => t });
+    expect(limiter.take('a')).toBe(0);
+    expect(limiter.take('b')).toBe(0);
+    expect(limiter.take('b')).toBe(60);
+    expect(limiter.take('c')).toBe(0); // 'a' forgotten: no bucket was full again
+    expect(limiter.take('b')).toBe(60);
+    t = 60_000; // every bucket full again: dropped before anything else
+    expect(limiter.take('d')).toBe(0);
+    expect(limiter.take('d')).toBe(60);
+    expect(addressKey('::ffff:10.0.0.1')).toBe('10.0.0.1');
+    expect(addressKey('2001:DB8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
+    expect(addressKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+  });
+
+  it('is configured by --token-rate-limit / HIE_TOKEN_RATE_LIMIT (default 60 a minute, 0 off)', () => {
+    expect(loadConfig({}, {}).tokenRateLimit).toBe(60);
+    expect(loadConfig({ tokenRateLimit: '0' }, {}).tokenRateLimit).toBe(0);
+    expect(loadConfig({}, { HIE_TOKEN_RATE_LIMIT: '5' }).tokenRateLimit).toBe(5);
+    expect(() => loadConfig({ tokenRateLimit: 'many' }, {})).toThrow(/--token-rate-limit/);
   });
 });

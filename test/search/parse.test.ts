@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseSearch, splitOr, LIMITS } from '../../src/fhir/search/parse.js';
 import { FhirError } from '../../src/fhir/outcome.js';
+import { parseQuery } from '../../src/fhir/interactions/query.js';
 
 const q = (o: Record<string, string | string[]>) =>
   Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
@@ -178,5 +179,27 @@ describe('search query parsing', () => {
         status(() => parse(c._type ? undefined : 'Observation', c)),
         JSON.stringify(c).slice(0, 100),
       ).toBe(400);
+  });
+});
+
+describe('query maps without a prototype', () => {
+  const names = ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__'];
+
+  it.each(names)('keeps %s as an ordinary parameter, repeated ones in order', (name) => {
+    const query = parseQuery(`${name}=1&_count=5&${name}=2`);
+    expect(Object.getPrototypeOf(query)).toBeNull();
+    expect(Object.keys(query)).toEqual([name, '_count']);
+    expect(query[name]).toEqual(['1', '2']);
+    expect(query._format).toBeUndefined();
+  });
+
+  it.each(names)('parses a search with %s as an unknown parameter (ignored, or 400 when strict)', (name) => {
+    const compiled = parseSearch(parseQuery(`${name}=1&_count=5&_sort=${name}`), { resourceType: 'Patient' });
+    expect(compiled.count).toBe(5);
+    expect(compiled.filters).toEqual([]);
+    expect(compiled.warnings.join(' ')).toContain(name);
+    expect(() => parseSearch(parseQuery(`${name}=1`), { resourceType: 'Patient', strict: true })).toThrow(
+      FhirError,
+    );
   });
 });

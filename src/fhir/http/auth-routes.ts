@@ -7,8 +7,15 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OpenAccess, type AccessPolicy, type Caller } from '../../access/policy.js';
-import { InvalidTokenError, OAuthError, TokenService, type TokenRequest } from '../../access/tokens.js';
+import {
+  InvalidTokenError,
+  OAuthError,
+  TokenService,
+  type ClientRecord,
+  type TokenRequest,
+} from '../../access/tokens.js';
 import { roleScopes } from '../../access/scopes.js';
+import { addressKey, RateLimiter } from '../../access/rate-limit.js';
 import { issue, operationOutcome } from '../outcome.js';
 
 declare module 'fastify' {
@@ -33,6 +40,11 @@ export interface AuthOptions {
    * are served. Logged loudly at start.
    */
   devOpenLoopback?: boolean;
+  /**
+   * Rate limit of `POST /auth/token`: requests a minute per client address (every request, before its body is read)
+   * and per client (once its assertion verified, so no one else can use up a client's allowance). Off when absent.
+   */
+  tokenRateLimit?: { perMinute: number; now?: () => number };
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
@@ -41,6 +53,15 @@ const TOKEN_PARAMS = ['grant_type', 'client_assertion_type', 'client_assertion',
 
 function baseUrlOf(request: FastifyRequest, configured: string | undefined): string {
   return configured ?? `${request.protocol}://${request.host}`;
+}
+
+function tooManyRequests(who: string, retryAfterSeconds: number): OAuthError {
+  return new OAuthError(
+    'temporarily_unavailable',
+    `too many token requests ${who}; retry after ${retryAfterSeconds} s`,
+    429,
+    retryAfterSeconds,
+  );
 }
 
 function sendUnauthorized(reply: FastifyReply, diagnostics: string, tokenError: boolean): FastifyReply {
@@ -145,7 +166,23 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
   app.get('/.well-known/smart-configuration', sendSmartConfiguration);
   app.get(`${prefix}/.well-known/smart-configuration`, sendSmartConfiguration);
 
+  const limit = options.tokenRateLimit;
+  const perAddress = limit ? new RateLimiter(limit) : undefined;
+  const perClient = limit ? new RateLimiter(limit) : undefined;
+  const admit = perClient
+    ? (client: ClientRecord) => {
+        const wait = perClient.take(client.clientId);
+        if (wait > 0) throw tooManyRequests('from this client', wait);
+      }
+    : undefined;
+
   void app.register(async (scope) => {
+    if (perAddress)
+      scope.addHook('onRequest', (request, _reply, done) => {
+        const wait = perAddress.take(addressKey(request.ip));
+        if (wait > 0) done(tooManyRequests('from this address', wait));
+        else done();
+      });
     scope.addContentTypeParser(FORM, { parseAs: 'string', bodyLimit: 64 * 1024 }, (_request, body, done) => {
       done(null, new URLSearchParams(body as string));
     });
@@ -161,6 +198,7 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
             );
       if (!(error instanceof OAuthError) && (error.statusCode ?? 500) >= 500)
         reply.log.error({ err: error.name }, 'token endpoint failure');
+      if (oauth.retryAfterSeconds !== undefined) reply.header('retry-after', String(oauth.retryAfterSeconds));
       return reply
         .code(oauth.status)
         .header('cache-control', 'no-store')
@@ -178,7 +216,7 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
         if (values.length === 1) tokenRequest[name] = values[0];
       }
       const tokenUrl = `${baseUrlOf(request, options.publicBaseUrl)}/auth/token`;
-      const response = await tokens.exchange(tokenRequest, tokenUrl);
+      const response = await tokens.exchange(tokenRequest, tokenUrl, admit);
       return reply.header('cache-control', 'no-store').header('pragma', 'no-cache').send(response);
     });
   });

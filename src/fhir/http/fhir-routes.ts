@@ -6,12 +6,19 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OpenAccess, type AccessPolicy } from '../../access/policy.js';
-import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
-import { notImplemented, unsupportedMediaType } from '../outcome.js';
+import {
+  firstInvalidUtf8,
+  parseFhirJson,
+  stringifyFhirJson,
+  type FhirResource,
+} from '../../mapping/fhir-json.js';
+import { isUtf8 } from 'node:buffer';
+import { badRequest, notImplemented, unsupportedMediaType, type FhirError } from '../outcome.js';
 import { applyRepresentation, representationOf } from '../interactions/representation.js';
 import type { FhirRegistry } from '../interactions/registry.js';
 import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions/router.js';
 import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
+import { emptyQuery, parseQuery } from '../interactions/query.js';
 import { negotiateResponseType, preferReturnOf, requestMediaType } from './negotiation.js';
 
 export interface FhirRoutesOptions {
@@ -39,6 +46,14 @@ const SINGLE_RESOURCE = new Set(['read', 'vread']);
 
 const openAccess = new OpenAccess();
 
+/** 400 naming the offset of the first byte that is not UTF-8 (RFC 8259 §8.1: JSON text is UTF-8). */
+function invalidUtf8(bytes: Buffer): FhirError {
+  const at = firstInvalidUtf8(bytes);
+  return badRequest(
+    `The body is not valid UTF-8: byte ${at} (0x${bytes[at]?.toString(16) ?? ''}) starts no UTF-8 character`,
+  );
+}
+
 /**
  * The FhirContext is built field by field below (not spread: see there). This fails to compile when FhirContext
  * gains a field that list does not set.
@@ -52,13 +67,8 @@ function defaultAccess(request: FastifyRequest): AccessPolicy {
   return (request as FastifyRequest & { hieAccess?: AccessPolicy }).hieAccess ?? openAccess;
 }
 
-/** Query parameters in order, repeated ones kept. */
-export function parseQuery(text: string): Record<string, string[]> {
-  const query: Record<string, string[]> = {};
-  if (text === '') return query;
-  for (const [name, value] of new URLSearchParams(text)) (query[name] ??= []).push(value);
-  return query;
-}
+/** Query parameters in order, repeated ones kept, in a map without a prototype (interactions/query.ts). */
+export { parseQuery };
 
 function header(request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name];
@@ -96,11 +106,14 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
 
   await app.register(
     async (scope) => {
-      // Only these bodies are accepted, all kept as text; anything else is 415 from the error handler.
+      // Only these bodies are accepted, all kept as text; anything else is 415 from the error handler. Taken as
+      // bytes so that invalid UTF-8 is refused instead of becoming U+FFFD in what is stored.
       scope.removeAllContentTypeParsers();
-      scope.addContentTypeParser(BODY_TYPES, { parseAs: 'string' }, (_request, body, done) =>
-        done(null, body),
-      );
+      scope.addContentTypeParser(BODY_TYPES, { parseAs: 'buffer' }, (_request, body, done) => {
+        const bytes = body as Buffer;
+        if (isUtf8(bytes)) done(null, bytes.toString('utf8'));
+        else done(invalidUtf8(bytes), undefined);
+      });
       scope.addContentTypeParser(XML_TYPES, (_request, _payload, done) =>
         done(unsupportedMediaType('XML is not supported; send application/fhir+json'), undefined),
       );
@@ -109,7 +122,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         const url = request.url;
         const q = url.indexOf('?');
         const path = (q < 0 ? url : url.slice(0, q)).slice(prefix.length);
-        const query = q < 0 ? {} : parseQuery(url.slice(q + 1));
+        const query = q < 0 ? emptyQuery() : parseQuery(url.slice(q + 1));
         const mediaType = negotiateResponseType(query._format?.[0], header(request, 'accept'));
         const method = request.method as HttpMethod;
         const routed = router.route(method === 'HEAD' ? 'GET' : method, path);

@@ -9,9 +9,16 @@
  */
 import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, preconditionFailed, type OperationOutcome } from '../outcome.js';
-import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
+import {
+  JsonSyntaxError,
+  parseClientJson,
+  parseFhirJson,
+  stringifyFhirJson,
+  type FhirResource,
+} from '../../mapping/fhir-json.js';
 import { isKnownResourceType } from '../search/definitions.js';
-import { FhirRouter } from './router.js';
+import { FhirRouter, jsonSyntaxError } from './router.js';
+import { copyQuery, emptyQuery, parseQuery } from './query.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 
 /** Most entries accepted in one batch or transaction Bundle. */
@@ -68,9 +75,10 @@ export function bundleOf(
   if (!bundle) {
     if (!request.body) throw badRequest(`A ${type} needs a Bundle as its body`);
     try {
-      bundle = parseFhirJson<FhirResource>(request.body);
-    } catch {
-      throw badRequest('The body is not valid JSON');
+      bundle = parseClientJson<FhirResource>(request.body);
+    } catch (err) {
+      if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
+      throw err;
     }
   }
   if (bundle === null || typeof bundle !== 'object' || bundle.resourceType !== 'Bundle')
@@ -123,8 +131,7 @@ export function splitEntryUrl(
   const q = relative.indexOf('?');
   const path = q >= 0 ? relative.slice(0, q) : relative;
   const search = q >= 0 ? relative.slice(q + 1) : '';
-  const query: Record<string, string[]> = {};
-  for (const [name, value] of new URLSearchParams(search)) (query[name] ??= []).push(value);
+  const query = parseQuery(search);
   return { path, query, search };
 }
 
@@ -159,7 +166,7 @@ export async function conditionalMatches(
       interaction: 'search-type',
       method: 'GET',
       resourceType,
-      query: { ...query, _count: ['2'] },
+      query: Object.assign(copyQuery(query), { _count: ['2'] }),
       baseUrl,
       preferHandling: 'strict',
     },
@@ -240,7 +247,7 @@ export async function runEntry(
         );
       id = matches[0] ?? null;
     }
-    const plain = { ...base, query: {} };
+    const plain = { ...base, query: emptyQuery() };
     if (method === 'DELETE') {
       if (id === null) return { status: 204 };
       return handler(context, { interaction: 'delete', resourceType, id, method })(

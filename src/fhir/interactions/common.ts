@@ -13,7 +13,7 @@ import {
   unsupportedMediaType,
   type OperationOutcomeIssue,
 } from '../outcome.js';
-import { JsonSyntaxError, parseFhirJson, toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { JsonSyntaxError, toPlainJson, type FhirResource, parseClientJson } from '../../mapping/fhir-json.js';
 import type { StoredVersion, WriteRequest } from '../store/resource-store.js';
 import type { ValidationOptions } from '../validation/validator.js';
 import type { FhirContext, FhirRequest, FhirResponse } from './types.js';
@@ -54,7 +54,7 @@ export function parseResourceBody(request: FhirRequest): FhirResource {
   }
   let parsed: unknown;
   try {
-    parsed = parseFhirJson(request.body);
+    parsed = parseClientJson(request.body);
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
     throw err;

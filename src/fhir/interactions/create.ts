@@ -13,6 +13,7 @@ import {
 } from './common.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 import { newResourceId } from './ids.js';
+import { parseQuery } from './query.js';
 
 export const create: InteractionHandler = async (request, context) => {
   const resourceType = assertResourceType(context, request.resourceType);
@@ -61,8 +62,7 @@ async function conditionalMatch(
       'Conditional create (If-None-Exist) needs search, which this server does not offer yet',
     );
   }
-  const query: Record<string, string[]> = {};
-  for (const [name, value] of new URLSearchParams(criteria)) (query[name] ??= []).push(value);
+  const query = parseQuery(criteria);
   query._count = ['2'];
   const result = await search(
     { interaction: 'search-type', method: 'GET', resourceType, query, baseUrl: request.baseUrl },

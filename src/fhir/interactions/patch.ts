@@ -26,6 +26,7 @@ import {
   parseFhirJson,
   toPlainJson,
   type FhirResource,
+  parseClientJson,
 } from '../../mapping/fhir-json.js';
 import {
   assertId,
@@ -60,7 +61,7 @@ export const patch: InteractionHandler = async (request, context) => {
   }
   let document: unknown;
   try {
-    document = parseFhirJson(request.body);
+    document = parseClientJson(request.body);
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
     throw err;
@@ -197,6 +198,16 @@ const model = r4Model as unknown as {
   path2Repeating?: Record<string, boolean>;
 };
 
+/**
+ * Sets a member named by the client: `__proto__` becomes an own member (which validation then refuses like any
+ * unknown element) instead of changing the object's prototype and vanishing.
+ */
+function setMember(record: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === '__proto__')
+    Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+  else record[key] = value;
+}
+
 function valueOf(part: ParametersPart): { value: unknown; valueType?: string } | undefined {
   for (const key of Object.keys(part)) {
     if (key.startsWith('value') && key.length > 5) return { value: part[key], valueType: key.slice(5) };
@@ -207,7 +218,7 @@ function valueOf(part: ParametersPart): { value: unknown; valueType?: string } |
     for (const sub of part.part) {
       if (sub === null || typeof sub !== 'object' || typeof sub.name !== 'string') continue;
       const inner = valueOf(sub);
-      if (inner) value[sub.name] = inner.value;
+      if (inner) setMember(value, sub.name, inner.value);
     }
     return { value };
   }
@@ -389,10 +400,11 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
         const container = element as Record<string, unknown>;
         const key =
           isChoice(owner.typePaths, op.name!) && op.valueType ? `${op.name}${op.valueType}` : op.name!;
-        const existing = container[key];
+        // Own members only: `constructor` or `toString` is not already there.
+        const existing = Object.hasOwn(container, key) ? container[key] : undefined;
         if (Array.isArray(existing)) existing.push(op.value);
         else if (existing === undefined)
-          container[key] = isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value;
+          setMember(container, key, isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value);
         else
           throw unprocessable(
             `Operation ${i} (add): ${op.path}.${op.name} already has a value; use replace`,

@@ -4,7 +4,7 @@
  * What a path may do is derived from the registry, so 405's Allow header lists exactly what is served.
  */
 import { methodNotAllowed, notFound, badRequest } from '../outcome.js';
-import { parseFhirJson, JsonSyntaxError, type FhirResource } from '../../mapping/fhir-json.js';
+import { JsonSyntaxError, type FhirResource, parseClientJson } from '../../mapping/fhir-json.js';
 import type { FhirRegistry } from './registry.js';
 import type { FhirRequest, Interaction } from './types.js';
 
@@ -220,7 +220,7 @@ export function classifyBundlePost(request: FhirRequest, registry: FhirRegistry)
   if (!request.body) throw badRequest('POST to the base needs a Bundle of type batch or transaction');
   let bundle: FhirResource;
   try {
-    bundle = parseFhirJson<FhirResource>(request.body);
+    bundle = parseClientJson<FhirResource>(request.body);
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
     throw err;

@@ -23,6 +23,7 @@ import { applyRepresentation, representationOf } from './representation.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../search/request.js';
 import type { StoredVersion } from '../store/resource-store.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
+import { appendQuery, copyQuery } from './query.js';
 
 /** Most resources added by _include/_revinclude to one page. */
 export const MAX_INCLUDED = 1000;
@@ -31,15 +32,14 @@ const MAX_ITERATE_DEPTH = 3;
 
 /** Query parameters of the request, merged with a form body (POST _search). */
 function searchQuery(request: FhirRequest): Record<string, string[]> {
-  const query: Record<string, string[]> = {};
-  for (const [name, values] of Object.entries(request.query)) query[name] = [...values];
+  const query = copyQuery(request.query);
   if (request.method === 'POST' && request.body) {
     if (request.contentType && request.contentType !== 'application/x-www-form-urlencoded') {
       throw new FhirError(415, [
         issue('error', 'not-supported', 'POST _search takes an application/x-www-form-urlencoded body'),
       ]);
     }
-    for (const [name, value] of new URLSearchParams(request.body)) (query[name] ??= []).push(value);
+    appendQuery(query, request.body);
   }
   return query;
 }

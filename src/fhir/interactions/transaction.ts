@@ -26,6 +26,7 @@ import {
 import type { FhirRegistry } from './registry.js';
 import type { FhirContext, InteractionHandler } from './types.js';
 import { newResourceId } from './ids.js';
+import { emptyQuery, parseQuery } from './query.js';
 
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
 
@@ -113,9 +114,7 @@ export const transaction: InteractionHandler = async (request, context) => {
             );
           let id: string | undefined;
           if (entry.request.ifNoneExist) {
-            const criteria: Record<string, string[]> = {};
-            for (const [k, v] of new URLSearchParams(entry.request.ifNoneExist.replace(/^\?/, '')))
-              (criteria[k] ??= []).push(v);
+            const criteria = parseQuery(entry.request.ifNoneExist.replace(/^\?/, ''));
             const matches = await conditionalMatches(tx, resourceType, criteria, request.baseUrl);
             if (matches.length > 1)
               throw preconditionFailed(
@@ -189,7 +188,14 @@ export const transaction: InteractionHandler = async (request, context) => {
           if (!readHandler)
             throw new FhirError(405, [issue('error', 'not-supported', 'read is not supported')]);
           const found = await readHandler(
-            { interaction: 'read', method: 'GET', resourceType, id, query: {}, baseUrl: request.baseUrl },
+            {
+              interaction: 'read',
+              method: 'GET',
+              resourceType,
+              id,
+              query: emptyQuery(),
+              baseUrl: request.baseUrl,
+            },
             tx,
           );
           const versionId = /W\/"(\d+)"/.exec(found.headers?.ETag ?? '')?.[1];

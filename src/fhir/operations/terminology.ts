@@ -8,7 +8,14 @@
  *   GET|POST [base]/ConceptMap/$translate     url, system, code (or coding), source, target, reverse -> result, match*
  */
 import { badRequest, notFound } from '../outcome.js';
-import { parseFhirJson, toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
+import {
+  JsonSyntaxError,
+  parseClientJson,
+  parseFhirJson,
+  toPlainJson,
+  type FhirResource,
+} from '../../mapping/fhir-json.js';
+import { jsonSyntaxError } from '../interactions/router.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import type { DefinitionRegistry, Json } from '../definitions/registry.js';
@@ -39,9 +46,10 @@ export function readOperationInput(request: FhirRequest): OperationInput {
   let body: Json = request.resource ? toPlainJson(request.resource) : undefined;
   if (!body && request.body && request.body.trim()) {
     try {
-      body = toPlainJson(parseFhirJson(request.body));
-    } catch {
-      throw badRequest('The body is not valid JSON');
+      body = toPlainJson(parseClientJson(request.body));
+    } catch (err) {
+      if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
+      throw err;
     }
   }
   if (body && typeof body === 'object' && body.resourceType === 'Parameters') {

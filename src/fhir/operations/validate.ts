@@ -10,7 +10,7 @@
  * Nothing is stored.
  */
 import { badRequest, notFound, type OperationOutcomeIssue } from '../outcome.js';
-import { parseFhirJson, toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { parseClientJson, parseFhirJson, toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
 import { assertId, assertResourceType } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { InteractionHandler } from '../interactions/types.js';
@@ -60,7 +60,7 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     let resource: Json | undefined = input.values.get('resource')?.[0] ?? input.values.get('__resource')?.[0];
     // Parameters/$validate with a bare Parameters body: the body is the resource to validate.
     if (!resource && resourceType === 'Parameters' && request.body)
-      resource = toPlainJson(parseFhirJson(request.body));
+      resource = toPlainJson(parseClientJson(request.body));
     if (!resource && (request.method === 'GET' || request.method === 'HEAD' || !request.body))
       resource = stored;
     if (!resource)

@@ -1,0 +1,34 @@
+/**
+ * Query parameters as a name -> values map (repeated names in order). The map has no prototype: a parameter named
+ * like an Object.prototype member (`constructor`, `__proto__`, `toString` ...) is a plain entry, never a
+ * function or the map's prototype. Every query map the service builds from client text comes from here.
+ */
+export type QueryMap = Record<string, string[]>;
+
+/** An empty query map without a prototype. */
+export function emptyQuery(): QueryMap {
+  return Object.create(null) as QueryMap;
+}
+
+/** Adds the parameters of `text` (form/query encoding, without the `?`) to `query`, in order. */
+export function appendQuery(query: QueryMap, text: string): QueryMap {
+  if (text === '') return query;
+  for (const [name, value] of new URLSearchParams(text)) {
+    const values = query[name];
+    if (values === undefined) query[name] = [value];
+    else values.push(value);
+  }
+  return query;
+}
+
+/** The parameters of `text` (without the `?`), in a new map without a prototype. */
+export function parseQuery(text: string): QueryMap {
+  return appendQuery(emptyQuery(), text);
+}
+
+/** A copy of `query` (own entries only; the arrays copied too), without a prototype. */
+export function copyQuery(query: QueryMap): QueryMap {
+  const copy = emptyQuery();
+  for (const name of Object.keys(query)) copy[name] = [...query[name]];
+  return copy;
+}
