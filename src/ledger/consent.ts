@@ -240,7 +240,6 @@ export class ConsentService {
       const byConsent = byGrantee.get(granteePseudonym);
       if (!byConsent) continue;
       for (const { record } of byConsent.values()) {
-        if (record.status !== 'active') continue;
         if (
           this.pendingRevocations.size > 0 &&
           this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))
