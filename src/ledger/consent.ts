@@ -3,7 +3,10 @@
  * access policy asks on every decision (a few Map lookups).
  *
  * Fail closed:
- * - a revocation (or a narrowing change) takes effect here the moment it is accepted, before it commits;
+ * - a revocation (or a narrowing change) takes effect here the moment it is accepted, before it commits: a durable
+ *   local deny (src/ledger/revocation-outbox.ts, DATA/consent-revocations.json) written before the Consent is
+ *   stored, consulted by every decision, kept across restarts and sent to the ledger by a retrying outbox; it ends
+ *   only when the ledger holds the revocation. A revocation never fails for want of a ledger;
  * - a grant takes effect only once committed (the submit returned, or its event arrived);
  * - periods are checked against the clock at each decision, so access stops at the instant a period ends.
  * The cache is fed by the chaincode events (so grants written by other instances of this service arrive too) and
@@ -12,6 +15,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { EventStream, Ledger } from './ledger.js';
+import { RevocationOutbox, type PendingRevocation } from './revocation-outbox.js';
 import type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
 import { grantAllows, sameGrant, type ConsentGrants } from '../mapping/consent.js';
 
@@ -38,6 +42,10 @@ export interface ConsentServiceOptions {
   pseudonyms: PseudonymResolver;
   /** Snapshot + checkpoint file (DATA/checkpoints/consent.json); none: replay from block 0. */
   checkpointFile?: string;
+  /** Durable local denies and their outbox (DATA/consent-revocations.json); none: in memory only (tests). */
+  revocationsFile?: string;
+  /** Retry delays of the revocation outbox while the ledger is away: first, then doubling up to the last. */
+  revocationRetryMs?: { first: number; max: number };
   log?: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
   now?: () => number;
   /** Access records per RecordAccess transaction, and how long one may wait for company. */
@@ -68,8 +76,14 @@ export class ConsentService {
   private readonly grants = new Map<string, Map<string, Map<string, CachedGrant>>>();
   /** consent pseudonym -> keys of its grants */
   private readonly byConsent = new Map<string, Set<string>>();
-  /** Revocations accepted here and not yet seen committed: refused already. */
-  private readonly pendingRevocations = new Set<string>();
+  /** Revocations accepted here and not yet confirmed by the ledger: refused already, durably. */
+  private readonly pendingRevocations: RevocationOutbox;
+  /** Ledger writes of consent (commits and the outbox), one at a time, so a retried revocation never lands
+   * after the newer grant of the same key. */
+  private ledgerWrites: Promise<void> = Promise.resolve();
+  private revocationTimer?: NodeJS.Timeout;
+  private revocationDelay: number;
+  private revocationBacklogLogged = false;
   private readonly registeredPatients = new Set<string>();
   private nextBlock = 0;
   private stream?: EventStream;
@@ -90,6 +104,14 @@ export class ConsentService {
     this.log = options.log ?? { warn: () => {}, error: () => {} };
     this.accessBatchSize = options.accessBatchSize ?? 200;
     this.accessFlushMs = options.accessFlushMs ?? 1000;
+    this.pendingRevocations = new RevocationOutbox(options.revocationsFile, (entry) =>
+      keyOf(entry.patient, entry.grantee, entry.consent),
+    );
+    this.revocationDelay = this.revocationRetry.first;
+  }
+
+  private get revocationRetry(): { first: number; max: number } {
+    return this.options.revocationRetryMs ?? { first: 250, max: 5_000 };
   }
 
   /** Loads the checkpoint, catches up with the chain, then follows its events. */
@@ -97,6 +119,8 @@ export class ConsentService {
     const service = new ConsentService(options);
     service.loadCheckpoint();
     await service.follow();
+    // Revocations a previous run could not send: refused already (loaded above), now sent.
+    if (service.pendingRevocations.size > 0) service.scheduleRevocations(0);
     return service;
   }
 
@@ -213,7 +237,11 @@ export class ConsentService {
     let keys = this.byConsent.get(record.consent);
     if (!keys) this.byConsent.set(record.consent, (keys = new Set()));
     keys.add(key);
-    if (record.status === 'revoked') this.pendingRevocations.delete(key);
+    if (record.status === 'revoked') {
+      // Confirms a local deny only when committed after the grant it revoked (not an older revocation replayed).
+      const pending = this.pendingRevocations.get(key);
+      if (pending && blockNumber > pending.grantBlock) this.pendingRevocations.remove([key]);
+    }
     this.scheduleCheckpoint();
   }
 
@@ -308,49 +336,129 @@ export class ConsentService {
         submitGrants.push([key, grant]);
     }
     const newlyPending = revoke.filter((key) => !this.pendingRevocations.has(key));
-    for (const key of newlyPending) this.pendingRevocations.add(key);
+    // Durable before the Consent version is stored (throws, and nothing is stored, when it cannot be written).
+    this.pendingRevocations.add(
+      newlyPending.map((key): PendingRevocation => {
+        const [patient, grantee, consentId] = key.split('\u0000');
+        return {
+          patient,
+          grantee,
+          consent: consentId,
+          actor: actor.pseudonym,
+          inPerson: actor.inPerson,
+          grantBlock: this.cached(key)?.blockNumber ?? -1,
+        };
+      }),
+    );
 
     return {
-      rollback: () => {
-        for (const key of newlyPending) this.pendingRevocations.delete(key);
-      },
-      commit: async () => {
-        // Changed grants are overwritten by their new GrantAccess; removed ones are revoked.
-        const changed = new Set(submitGrants.map(([key]) => key));
-        for (const key of revoke) {
-          if (changed.has(key)) continue;
-          const [patient, grantee, consentId] = key.split('\u0000');
-          const result = await this.ledger.submit('consent:RevokeAccess', [
-            JSON.stringify({
-              patient,
-              grantee,
-              consent: consentId,
-              actor: actor.pseudonym,
-              inPerson: actor.inPerson,
-            }),
-          ]);
-          this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
-        }
-        if (submitGrants.length > 0) await this.registerPatient(target!.patient);
-        for (const [key, grant] of submitGrants) {
-          const [patient, grantee, consentId] = key.split('\u0000');
-          const argument: Record<string, unknown> = {
-            patient,
-            grantee,
-            consent: consentId,
-            classes: grant.classes,
-            deny: grant.deny,
-            actor: actor.pseudonym,
-            inPerson: actor.inPerson,
-          };
-          if (grant.period) argument.period = grant.period;
-          const result = await this.ledger.submit('consent:GrantAccess', [JSON.stringify(argument)]);
-          // Committed: in force from now (the changed grant's pending refusal ends with it).
-          this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
-          this.pendingRevocations.delete(key);
-        }
-      },
+      rollback: () => this.pendingRevocations.remove(newlyPending),
+      commit: () =>
+        this.serialised(async () => {
+          // Removed grants are revoked now, or by the outbox once the ledger is back: never an error.
+          const changed = new Set(submitGrants.map(([key]) => key));
+          for (const key of revoke) {
+            if (changed.has(key)) continue;
+            const pending = this.pendingRevocations.get(key);
+            if (pending && !(await this.sendRevocation(key, pending))) this.scheduleRevocations();
+          }
+          try {
+            await this.submitGrants(submitGrants, target, actor);
+          } catch (err) {
+            // A changed grant whose new terms did not commit: its old terms stay refused, and are revoked.
+            if (this.pendingRevocations.size > 0) this.scheduleRevocations();
+            throw err;
+          }
+        }),
     };
+  }
+
+  /** Runs ledger writes of consent one at a time (a failed one does not stop the next). */
+  private serialised(work: () => Promise<void>): Promise<void> {
+    const run = this.ledgerWrites.then(work);
+    this.ledgerWrites = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Changed grants are overwritten by their new GrantAccess (in force once committed). */
+  private async submitGrants(
+    submitGrants: [string, ConsentGrants['grants'][number]][],
+    target: ConsentGrants | undefined,
+    actor: { pseudonym: string; inPerson: boolean },
+  ): Promise<void> {
+    if (submitGrants.length > 0) await this.registerPatient(target!.patient);
+    for (const [key, grant] of submitGrants) {
+      const [patient, grantee, consentId] = key.split('\u0000');
+      const argument: Record<string, unknown> = {
+        patient,
+        grantee,
+        consent: consentId,
+        classes: grant.classes,
+        deny: grant.deny,
+        actor: actor.pseudonym,
+        inPerson: actor.inPerson,
+      };
+      if (grant.period) argument.period = grant.period;
+      const result = await this.ledger.submit('consent:GrantAccess', [JSON.stringify(argument)]);
+      // Committed: in force from now (the changed grant's pending refusal ends with it).
+      this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+      this.pendingRevocations.remove([key]);
+    }
+  }
+
+  /** Sends one pending revocation; true once the ledger holds it (false: it stays pending, and refused). */
+  private async sendRevocation(key: string, pending: PendingRevocation): Promise<boolean> {
+    const cached = this.cached(key);
+    if (cached && cached.record.status === 'revoked' && cached.blockNumber > pending.grantBlock) {
+      this.pendingRevocations.remove([key]);
+      return true;
+    }
+    try {
+      const result = await this.ledger.submit('consent:RevokeAccess', [
+        JSON.stringify({
+          patient: pending.patient,
+          grantee: pending.grantee,
+          consent: pending.consent,
+          actor: pending.actor,
+          inPerson: pending.inPerson,
+        }),
+      ]);
+      this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+      this.pendingRevocations.remove([key]);
+      return true;
+    } catch (err) {
+      if (!this.revocationBacklogLogged) {
+        this.revocationBacklogLogged = true;
+        this.log.warn(
+          { err: (err as Error).message, pending: this.pendingRevocations.size },
+          'revocation in force here but not yet on the ledger; retrying until the ledger takes it',
+        );
+      }
+      return false;
+    }
+  }
+
+  /** Retries the outbox after `delayMs` (default: the current backoff), until it is empty. */
+  private scheduleRevocations(delayMs = this.revocationDelay): void {
+    if (this.revocationTimer || this.closed) return;
+    this.revocationTimer = setTimeout(() => {
+      this.revocationTimer = undefined;
+      void this.serialised(async () => {
+        for (const pending of this.pendingRevocations.values()) {
+          const key = keyOf(pending.patient, pending.grantee, pending.consent);
+          if (this.closed) return;
+          if (!(await this.sendRevocation(key, pending))) {
+            this.revocationDelay = Math.min(this.revocationDelay * 2, this.revocationRetry.max);
+            this.scheduleRevocations();
+            return;
+          }
+        }
+        if (this.revocationBacklogLogged) this.log.warn({}, 'pending revocations are on the ledger');
+        this.revocationBacklogLogged = false;
+        this.revocationDelay = this.revocationRetry.first;
+      });
+    }, delayMs);
+    this.revocationTimer.unref();
   }
 
   // Access records
@@ -409,6 +517,9 @@ export class ConsentService {
     if (this.closed) return;
     await this.flushAccess();
     this.closed = true;
+    if (this.revocationTimer) clearTimeout(this.revocationTimer);
+    this.revocationTimer = undefined;
+    await this.ledgerWrites;
     this.stream?.close();
     await this.feeding;
     if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
