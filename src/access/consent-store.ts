@@ -100,6 +100,10 @@ class ConsentLedgerStore implements ResourceStore {
   async write(request: WriteRequest): Promise<StoredVersion> {
     if (request.resourceType !== 'Consent') return this.inner.write(request);
     const { consent } = this.options;
+    if (consent.ledgerMismatch)
+      throw serviceUnavailable(
+        'The ledger does not hold what this service committed: consents cannot be recorded now',
+      );
     const caller = request.actor;
     let target: ConsentGrants | undefined;
     if (request.resource && isPrivacyConsent(request.resource)) {

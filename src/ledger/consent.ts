@@ -10,12 +10,17 @@
  * - a grant takes effect only once committed (the submit returned, or its event arrived);
  * - periods are checked against the clock at each decision, so access stops at the instant a period ends.
  * The cache is fed by the chaincode events (so grants written by other instances of this service arrive too) and
- * checkpointed with a snapshot in DATA/checkpoints/consent.json, so a restart replays only the new blocks.
+ * checkpointed with a snapshot in DATA/checkpoints/consent.json, so a restart replays only the new blocks. The
+ * snapshot names the last transaction it reflects; at start that transaction must be on the ledger, in the same
+ * block (src/ledger/ledger-continuity.ts), or the service refuses to start: a lost or replaced ledger is never
+ * papered over by the checkpoint. A snapshot without that position is not trusted: the cache is rebuilt from the
+ * ledger.
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { EventStream, Ledger } from './ledger.js';
 import { RevocationOutbox, type PendingRevocation } from './revocation-outbox.js';
+import { LedgerMismatchError, verifyLedgerHolds, type CommittedClaim } from './ledger-continuity.js';
 import type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
 import { grantAllows, sameGrant, type ConsentGrants } from '../mapping/consent.js';
 
@@ -58,10 +63,18 @@ interface CachedGrant {
   blockNumber: number;
 }
 
+/** A committed transaction: where the cache stands on the ledger. */
+interface LedgerPosition {
+  blockNumber: number;
+  transactionId: string;
+}
+
 interface Snapshot {
   /** Every event of blocks below `nextBlock` is in `grants`. */
   nextBlock: number;
   grants: CachedGrant[];
+  /** The latest committed transaction the snapshot reflects (absent in old snapshots: those are not trusted). */
+  committed?: LedgerPosition;
 }
 
 const keyOf = (patient: string, grantee: string, consent: string) =>
@@ -86,6 +99,13 @@ export class ConsentService {
   private revocationBacklogLogged = false;
   private readonly registeredPatients = new Set<string>();
   private nextBlock = 0;
+  /** The latest committed transaction applied here; saved with the snapshot. */
+  private committed?: LedgerPosition;
+  /** The checkpoint's position, until the ledger has confirmed it holds it. */
+  private unverified?: CommittedClaim;
+  private verifyTimer?: NodeJS.Timeout;
+  /** Set when the ledger turned out not to hold the checkpoint's position: every decision refuses. */
+  private mismatch?: string;
   private stream?: EventStream;
   private feeding?: Promise<void>;
   private dirty = false;
@@ -118,6 +138,7 @@ export class ConsentService {
   static async open(options: ConsentServiceOptions): Promise<ConsentService> {
     const service = new ConsentService(options);
     service.loadCheckpoint();
+    await service.verifyCheckpoint();
     await service.follow();
     // Revocations a previous run could not send: refused already (loaded above), now sent.
     if (service.pendingRevocations.size > 0) service.scheduleRevocations(0);
@@ -135,14 +156,79 @@ export class ConsentService {
       this.log.warn({ err: (err as Error).message }, 'consent checkpoint unreadable; replaying the chain');
       return;
     }
+    if (!snapshot.committed) {
+      // Without its ledger position the snapshot cannot be checked against the ledger: rebuilt from the ledger.
+      if (snapshot.grants.length > 0)
+        this.log.warn(
+          {},
+          'consent checkpoint without its ledger position; rebuilding the cache from the ledger',
+        );
+      return;
+    }
     for (const cached of snapshot.grants) this.put(cached.record, cached.blockNumber);
     this.nextBlock = snapshot.nextBlock;
+    this.committed = snapshot.committed;
+    this.unverified = {
+      source: `the consent checkpoint ${this.options.checkpointFile}`,
+      transactionId: snapshot.committed.transactionId,
+      blockNumber: snapshot.committed.blockNumber,
+    };
+  }
+
+  /**
+   * The ledger must hold the checkpoint's last transaction: throws LedgerMismatchError when it does not. When the
+   * ledger cannot be asked (a Fabric peer away) the cache serves from the checkpoint, as when the ledger goes away
+   * later, and the check is retried until the ledger answers; a mismatch found then refuses every decision.
+   */
+  private async verifyCheckpoint(): Promise<void> {
+    const claim = this.unverified;
+    if (!claim) return;
+    if ((await verifyLedgerHolds(this.ledger, [claim])) === 'verified') {
+      this.unverified = undefined;
+      return;
+    }
+    this.log.warn({}, 'ledger unreachable at start: consent checkpoint not yet checked against it');
+    this.scheduleVerification();
+  }
+
+  private scheduleVerification(): void {
+    if (this.verifyTimer || this.closed || !this.unverified) return;
+    this.verifyTimer = setTimeout(() => {
+      this.verifyTimer = undefined;
+      const claim = this.unverified;
+      if (!claim || this.closed) return;
+      verifyLedgerHolds(this.ledger, [claim]).then(
+        (result) => {
+          if (result === 'verified') this.unverified = undefined;
+          else this.scheduleVerification();
+        },
+        (err: unknown) => {
+          if (!(err instanceof LedgerMismatchError)) return this.scheduleVerification();
+          this.mismatch = err.message;
+          this.log.error(
+            { err: err.message },
+            'the ledger does not hold the consent checkpoint; access refused',
+          );
+        },
+      );
+    }, this.revocationRetry.max);
+    this.verifyTimer.unref();
+  }
+
+  /** Why consent decisions are refused (the ledger does not hold what this service committed), if they are. */
+  get ledgerMismatch(): string | undefined {
+    return this.mismatch;
+  }
+
+  private noteCommitted(blockNumber: number, transactionId: string): void {
+    if (!this.committed || blockNumber >= this.committed.blockNumber)
+      this.committed = { blockNumber, transactionId };
   }
 
   private saveCheckpoint(): void {
     if (!this.options.checkpointFile || !this.dirty) return;
     this.dirty = false;
-    const snapshot: Snapshot = { nextBlock: this.nextBlock, grants: [] };
+    const snapshot: Snapshot = { nextBlock: this.nextBlock, grants: [], committed: this.committed };
     for (const byGrantee of this.grants.values())
       for (const byConsent of byGrantee.values())
         for (const cached of byConsent.values()) snapshot.grants.push(cached);
@@ -201,6 +287,7 @@ export class ConsentService {
       try {
         for await (const event of stream) {
           this.apply(event.eventName, event.payload, event.blockNumber);
+          this.noteCommitted(event.blockNumber, event.transactionId);
           this.nextBlock = Math.max(this.nextBlock, event.blockNumber);
           this.scheduleCheckpoint();
           if (event.blockNumber >= height - 1) caughtUp();
@@ -257,6 +344,7 @@ export class ConsentService {
    * `patient` (`Patient/x`) now?
    */
   allows(patient: string, grantees: readonly string[], resourceType: string): boolean {
+    if (this.mismatch) return false;
     const patientPseudonym = this.pseudonyms.existingPseudonymOf(patient);
     if (!patientPseudonym) return false;
     const byGrantee = this.grants.get(patientPseudonym);
@@ -294,8 +382,10 @@ export class ConsentService {
   async registerPatient(patient: string): Promise<void> {
     const pseudonym = this.pseudonyms.pseudonymOf(patient);
     if (this.registeredPatients.has(pseudonym)) return;
-    await this.ledger.submit('consent:RegisterPatient', [pseudonym]);
+    const result = await this.ledger.submit('consent:RegisterPatient', [pseudonym]);
     this.registeredPatients.add(pseudonym);
+    this.noteCommitted(result.blockNumber, result.transactionId);
+    this.scheduleCheckpoint();
   }
 
   /**
@@ -402,6 +492,7 @@ export class ConsentService {
       const result = await this.ledger.submit('consent:GrantAccess', [JSON.stringify(argument)]);
       // Committed: in force from now (the changed grant's pending refusal ends with it).
       this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+      this.noteCommitted(result.blockNumber, result.transactionId);
       this.pendingRevocations.remove([key]);
     }
   }
@@ -424,6 +515,7 @@ export class ConsentService {
         }),
       ]);
       this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+      this.noteCommitted(result.blockNumber, result.transactionId);
       this.pendingRevocations.remove([key]);
       return true;
     } catch (err) {
@@ -519,6 +611,8 @@ export class ConsentService {
     this.closed = true;
     if (this.revocationTimer) clearTimeout(this.revocationTimer);
     this.revocationTimer = undefined;
+    if (this.verifyTimer) clearTimeout(this.verifyTimer);
+    this.verifyTimer = undefined;
     await this.ledgerWrites;
     this.stream?.close();
     await this.feeding;

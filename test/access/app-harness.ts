@@ -33,8 +33,11 @@ export interface Harness {
     body?: unknown,
     headers?: Record<string, string>,
   ): Promise<{ status: number; body: any; headers: Record<string, unknown>; text: string }>;
-  /** Closes the app and builds it again over the same data directory (and `ledger`, when given). */
-  restart(ledger?: Ledger): Promise<void>;
+  /**
+   * Closes the app and builds it again over the same data directory (and `ledger`, when given), running
+   * `whileStopped` in between (e.g. to lose a file).
+   */
+  restart(options?: { ledger?: Ledger; whileStopped?: () => void | Promise<void> }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -112,9 +115,10 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       }
       return { status: res.statusCode, body: parsed, headers: res.headers, text: res.body };
     },
-    async restart(ledger) {
+    async restart(restartOptions = {}) {
       await app.close();
-      app = await buildApp(config, { logStream, ledger });
+      await restartOptions.whileStopped?.();
+      app = await buildApp(config, { logStream, ledger: restartOptions.ledger });
       harness.app = app;
     },
     async stop() {

@@ -178,7 +178,7 @@ describe('revocation while the ledger is away (Fabric peer down)', () => {
     expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o7')).status).toBe(404);
 
     // Restarted while the ledger is still away: the revocation is still in force.
-    await h.restart(connect());
+    await h.restart({ ledger: connect() });
     expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o7')).status).toBe(404);
 
     // The ledger is back: the outbox sends the revocation, and the local deny ends only once it is there.
