@@ -13,6 +13,7 @@ import { ConsentService } from '../../src/ledger/consent.js';
 import { LedgerMismatchError } from '../../src/ledger/ledger-continuity.js';
 import { consentToGrants } from '../../src/mapping/consent.js';
 import { actor, privacyConsent, startHarness, type Harness } from '../access/app-harness.js';
+import { startFabricHarness, type FabricHarness } from '../fabric/support/harness.js';
 
 /** Removes the chain file and its SQLite companions (-wal, -shm), as a lost disk or a careless restore would. */
 function loseChain(dataDir: string): void {
@@ -170,5 +171,60 @@ describe('the consent checkpoint against the ledger', () => {
       ConsentService.open({ ledger, pseudonyms, checkpointFile: checkpointFile() }),
     ).rejects.toThrow(LedgerMismatchError);
     await release();
+  });
+});
+
+describe('the consent checkpoint against a Fabric channel that was away at start', () => {
+  let fabric: FabricHarness;
+  let dir: string;
+  const pseudonyms = new Pseudonyms();
+
+  beforeAll(async () => {
+    fabric = await startFabricHarness();
+    dir = mkdtempSync(join(tmpdir(), 'hie-continuity-fabric-'));
+  });
+  afterAll(async () => {
+    await fabric?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves from the checkpoint while the peer is away, and refuses every decision once the channel proves different', async () => {
+    // A checkpoint written against another chain (an embedded one), as after pointing the service at a new network.
+    const ca = await EmbeddedCa.open(join(dir, 'ca'), { mspId: 'Org1MSP' });
+    const { chain, release } = await acquireChain({
+      file: join(dir, 'chain-a.sqlite'),
+      msps: [{ mspId: 'Org1MSP', rootCertificates: [ca.certificate], isRevoked: (pem) => ca.isRevoked(pem) }],
+    });
+    const checkpointFile = join(dir, 'consent.json');
+    const first = await ConsentService.open({
+      ledger: chain.connect(await serviceIdentity(ca, join(dir, 'svc'))),
+      pseudonyms,
+      checkpointFile,
+    });
+    const consent = privacyConsent('Patient/p1', { type: 'permit', actor: [actor('Practitioner/d')] });
+    await first
+      .prepareConsent('Consent/c1', consentToGrants(consent), {
+        pseudonym: 'actor-pseudonym',
+        inPerson: true,
+      })
+      .commit();
+    await first.close();
+    await release();
+
+    fabric.server.stop();
+    const service = await ConsentService.open({
+      ledger: fabric.connect({ retry: { attempts: 2, initialDelayMs: 20, maxDelayMs: 50 } }),
+      pseudonyms,
+      checkpointFile,
+      revocationRetryMs: { first: 50, max: 100 },
+    });
+    // Not checked yet: the checkpoint serves, as when the ledger goes away later.
+    expect(service.allows('Patient/p1', ['Practitioner/d'], 'Observation')).toBe(true);
+    expect(service.ledgerMismatch).toBeUndefined();
+    await fabric.server.start();
+    for (let i = 0; i < 400 && !service.ledgerMismatch; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(service.ledgerMismatch).toMatch(/does not hold what the consent checkpoint .* says was committed/);
+    expect(service.allows('Patient/p1', ['Practitioner/d'], 'Observation')).toBe(false);
+    await service.close();
   });
 });
