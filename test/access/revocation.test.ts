@@ -130,6 +130,8 @@ describe('revocation while the ledger is away (Fabric peer down)', () => {
   beforeAll(async () => {
     fabric = await startFabricHarness();
     h = await startHarness({ ledger: connect() });
+    await h.enrol('sys-a', 'system', 'Organization/hosp-a');
+    await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
   });
   afterAll(async () => {
     await h?.stop();
@@ -137,8 +139,7 @@ describe('revocation while the ledger is away (Fabric peer down)', () => {
   });
 
   it('is accepted, refused at once and after a restart, and reaches the ledger once it is back', async () => {
-    const sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
-    await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
+    const sys = await h.token('sys-a');
     const patient = await h.enrol('pat-7', 'patient', 'Patient/p7');
     expect((await h.request(sys, 'PUT', '/Patient/p7', { resourceType: 'Patient', id: 'p7' })).status).toBe(
       201,
@@ -201,5 +202,64 @@ describe('revocation while the ledger is away (Fabric peer down)', () => {
     )
       await new Promise((resolve) => setTimeout(resolve, 20));
     expect(JSON.parse(readFileSync(pendingFile, 'utf8')).revocations).toEqual([]);
+  });
+
+  it('a narrowing change while the ledger is away: old terms refused at once and after a restart, revoked once it is back', async () => {
+    const sys = await h.token('sys-a');
+    const patient = await h.enrol('pat-8', 'patient', 'Patient/p8');
+    expect((await h.request(sys, 'PUT', '/Patient/p8', { resourceType: 'Patient', id: 'p8' })).status).toBe(
+      201,
+    );
+    const obs = {
+      resourceType: 'Observation',
+      id: 'o8',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: 'Patient/p8' },
+    };
+    expect((await h.request(sys, 'PUT', '/Observation/o8', obs)).status).toBe(201);
+    const granted = await h.request(
+      patient,
+      'POST',
+      '/Consent',
+      privacyConsent('Patient/p8', { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
+    );
+    expect(granted.status, granted.text).toBe(201);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(200);
+
+    fabric.server.stop();
+    const narrowed = {
+      ...granted.body,
+      provision: {
+        type: 'permit',
+        actor: [actor('Practitioner/dr-b')],
+        class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Encounter' }],
+      },
+    };
+    // Its new grant needs the ledger (503), but what it withdraws is refused now.
+    expect((await h.request(patient, 'PUT', `/Consent/${granted.body.id}`, narrowed)).status).toBe(503);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(404);
+    await h.restart({ ledger: connect() });
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(404);
+
+    await fabric.server.start();
+    const patientPseudonym = h.participants.existingPseudonymOf('Patient/p8')!;
+    const reader = connect();
+    const grants = async () =>
+      JSON.parse(await reader.evaluate('consent:ListGrants', [patientPseudonym])) as {
+        status: string;
+        classes: string[];
+      }[];
+    for (let i = 0; i < 400 && (await grants()).some((grant) => grant.status === 'active'); i++)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await grants()).map((grant) => grant.status)).toEqual(['revoked']);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(404);
+
+    // Sent again with the ledger back: the narrowed grant is in force, and only it.
+    expect((await h.request(patient, 'PUT', `/Consent/${granted.body.id}`, narrowed)).status).toBe(200);
+    expect((await grants()).map((grant) => [grant.status, grant.classes])).toEqual([
+      ['active', ['Encounter']],
+    ]);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(404);
   });
 });
