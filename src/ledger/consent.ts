@@ -18,7 +18,7 @@
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { EventStream, Ledger } from './ledger.js';
+import { LedgerTransactionError, type EventStream, type Ledger } from './ledger.js';
 import { RevocationOutbox, type PendingRevocation } from './revocation-outbox.js';
 import { LedgerMismatchError, verifyLedgerHolds, type CommittedClaim } from './ledger-continuity.js';
 import type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
@@ -97,6 +97,8 @@ export class ConsentService {
   private revocationTimer?: NodeJS.Timeout;
   private revocationDelay: number;
   private revocationBacklogLogged = false;
+  /** Pending revocations the ledger refused (logged once each). */
+  private readonly refusedRevocations = new Set<string>();
   private readonly registeredPatients = new Set<string>();
   private nextBlock = 0;
   /** The latest committed transaction applied here; saved with the snapshot. */
@@ -450,7 +452,7 @@ export class ConsentService {
           for (const key of revoke) {
             if (changed.has(key)) continue;
             const pending = this.pendingRevocations.get(key);
-            if (pending && !(await this.sendRevocation(key, pending))) this.scheduleRevocations();
+            if (pending && (await this.sendRevocation(key, pending)) !== 'sent') this.scheduleRevocations();
           }
           try {
             await this.submitGrants(submitGrants, target, actor);
@@ -497,12 +499,18 @@ export class ConsentService {
     }
   }
 
-  /** Sends one pending revocation; true once the ledger holds it (false: it stays pending, and refused). */
-  private async sendRevocation(key: string, pending: PendingRevocation): Promise<boolean> {
+  /**
+   * Sends one pending revocation: 'sent' once the ledger holds it; otherwise it stays pending (and refused):
+   * 'away' when the ledger could not be reached, 'refused' when the ledger said no (logged once per grant).
+   */
+  private async sendRevocation(
+    key: string,
+    pending: PendingRevocation,
+  ): Promise<'sent' | 'away' | 'refused'> {
     const cached = this.cached(key);
     if (cached && cached.record.status === 'revoked' && cached.blockNumber > pending.grantBlock) {
       this.pendingRevocations.remove([key]);
-      return true;
+      return 'sent';
     }
     try {
       const result = await this.ledger.submit('consent:RevokeAccess', [
@@ -517,8 +525,18 @@ export class ConsentService {
       this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
       this.noteCommitted(result.blockNumber, result.transactionId);
       this.pendingRevocations.remove([key]);
-      return true;
+      return 'sent';
     } catch (err) {
+      if (!(err instanceof LedgerTransactionError) || !err.retryable) {
+        if (!this.refusedRevocations.has(key)) {
+          this.refusedRevocations.add(key);
+          this.log.error(
+            { err: (err as Error).message },
+            'the ledger refused a revocation; it stays in force here and is retried',
+          );
+        }
+        return 'refused';
+      }
       if (!this.revocationBacklogLogged) {
         this.revocationBacklogLogged = true;
         this.log.warn(
@@ -526,7 +544,7 @@ export class ConsentService {
           'revocation in force here but not yet on the ledger; retrying until the ledger takes it',
         );
       }
-      return false;
+      return 'away';
     }
   }
 
@@ -536,14 +554,22 @@ export class ConsentService {
     this.revocationTimer = setTimeout(() => {
       this.revocationTimer = undefined;
       void this.serialised(async () => {
+        let unsent = false;
         for (const pending of this.pendingRevocations.values()) {
-          const key = keyOf(pending.patient, pending.grantee, pending.consent);
           if (this.closed) return;
-          if (!(await this.sendRevocation(key, pending))) {
-            this.revocationDelay = Math.min(this.revocationDelay * 2, this.revocationRetry.max);
-            this.scheduleRevocations();
-            return;
-          }
+          const outcome = await this.sendRevocation(
+            keyOf(pending.patient, pending.grantee, pending.consent),
+            pending,
+          );
+          if (outcome === 'sent') continue;
+          unsent = true;
+          // The ledger is away: the rest waits for the next round. A refusal does not hold up the others.
+          if (outcome === 'away') break;
+        }
+        if (unsent) {
+          this.revocationDelay = Math.min(this.revocationDelay * 2, this.revocationRetry.max);
+          this.scheduleRevocations();
+          return;
         }
         if (this.revocationBacklogLogged) this.log.warn({}, 'pending revocations are on the ledger');
         this.revocationBacklogLogged = false;
