@@ -6,7 +6,7 @@
 import { copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.js';
 import { ConsentService } from '../../src/ledger/consent.js';
@@ -21,7 +21,7 @@ function loseChain(dataDir: string): void {
   for (const name of readdirSync(dir)) if (name.startsWith('chain.sqlite')) rmSync(join(dir, name));
 }
 
-async function grantedHarness(): Promise<{ h: Harness; doctor: () => Promise<string> }> {
+async function grantedHarness(): Promise<{ h: Harness }> {
   const h = await startHarness();
   const sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
   await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
@@ -44,20 +44,24 @@ async function grantedHarness(): Promise<{ h: Harness; doctor: () => Promise<str
     privacyConsent('Patient/p5', { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
   );
   expect(granted.status, granted.text).toBe(201);
-  const doctor = () => h.token('dr-b');
-  expect((await h.request(await doctor(), 'GET', '/Observation/o5')).status).toBe(200);
-  return { h, doctor };
+  expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o5')).status).toBe(200);
+  return { h };
 }
 
 describe('the embedded chain file lost or replaced between runs', () => {
-  const harnesses: Harness[] = [];
-  afterEach(async () => {
-    for (const h of harnesses.splice(0)) await h.stop();
+  // Built once (the first app of a run loads the validator's definitions): a granted service, and another one.
+  let h: Harness;
+  let other: Harness;
+  beforeAll(async () => {
+    ({ h } = await grantedHarness());
+    ({ h: other } = await grantedHarness());
+  });
+  afterAll(async () => {
+    await h?.stop();
+    await other?.stop();
   });
 
   it('lost: the start is refused, naming the missing transaction and the chain file to restore', async () => {
-    const { h } = await grantedHarness();
-    harnesses.push(h);
     // Every write anchored (the anchor journal then names a committed batch too).
     const anchorer = h.app.integrity!.anchorer;
     await anchorer.drain();
@@ -85,16 +89,12 @@ describe('the embedded chain file lost or replaced between runs', () => {
   });
 
   it("replaced by another data directory's chain: the start is refused", async () => {
-    const { h } = await grantedHarness();
-    harnesses.push(h);
-    const other = await grantedHarness();
-    harnesses.push(other.h);
-    await other.h.app.close();
+    await other.app.close();
     const restart = h.restart({
       whileStopped: () => {
         loseChain(h.dataDir);
         copyFileSync(
-          join(other.h.dataDir, 'ledger', 'chain.sqlite'),
+          join(other.dataDir, 'ledger', 'chain.sqlite'),
           join(h.dataDir, 'ledger', 'chain.sqlite'),
         );
       },
