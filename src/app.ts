@@ -23,7 +23,8 @@ import { patientCompartments } from './fhir/search/definitions.js';
 import { createHttpServer } from './fhir/http/server.js';
 import { registerFhirRoutes } from './fhir/http/fhir-routes.js';
 import { setupAccess } from './access/setup.js';
-import { openIntegrity, type IntegrityService } from './ledger/integrity-service.js';
+import { journalPath, openIntegrity, type IntegrityService } from './ledger/integrity-service.js';
+import { verifyAnchorJournal } from './ledger/ledger-continuity.js';
 import { verifyOperation } from './fhir/operations/verify.js';
 import { everythingOperation } from './fhir/operations/everything.js';
 import { DEFAULT_AUDIT_CRON, scheduleAudit } from './jobs/audit.js';
@@ -108,6 +109,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       log: fastify.log.child({ component: 'anchoring' }),
     });
     closers.push(() => integrity.close());
+    // A lost or replaced ledger refuses the start (src/ledger/ledger-continuity.ts; the consent checkpoint likewise).
+    await verifyAnchorJournal(ledger, integrity.journal, journalPath(config.dataDir), fastify.log);
     registry.registerOperation(verifyOperation(integrity.verifier));
     const auditJob = scheduleAudit({
       cron: config.auditCron ?? DEFAULT_AUDIT_CRON,

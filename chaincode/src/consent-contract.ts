@@ -9,7 +9,7 @@
  * every transaction sets exactly one event.
  */
 import { Context, Contract, Info, Param, Returns, Transaction } from 'fabric-contract-api';
-import { grantRulesAllow, type DenyRule, type Period } from './grant-rules';
+import { grantAllows, type DenyRule, type Period } from './grant-rules';
 import {
   fromBytes,
   requireServiceCaller,
@@ -327,11 +327,6 @@ export class ConsentContract extends Contract {
     }
     return stableStringify(out);
   }
-}
-
-/** Does this grant allow reading `resourceType` at `atMs`? Deny rules win over the permit. */
-export function grantAllows(grant: GrantRecord, resourceType: string, atMs: number): boolean {
-  return grant.status === 'active' && grantRulesAllow(grant, resourceType, atMs);
 }
 
 async function grantsOf(ctx: Context, partialKey: string[]): Promise<GrantRecord[]> {

@@ -1,6 +1,6 @@
 /**
- * The rule a consent grant applies, shared by the chaincode (CheckAccess) and the service's consent cache, so the two
- * never disagree. Plain functions with no Fabric dependency: the service imports this file alone
+ * The rule a consent grant applies, one function shared by the chaincode (CheckAccess) and the service's consent
+ * cache, so the two never disagree. Plain functions with no Fabric dependency: the service imports this file alone
  * (`hie-ledger-chaincode/dist/grant-rules.js`) without loading the contract runtime.
  */
 
@@ -15,12 +15,20 @@ export interface DenyRule {
   period?: Period;
 }
 
-/** A grant's classes and period permit, its deny rules (one level deep) narrow, and deny wins. */
-export function grantRulesAllow(
-  grant: { classes: string[]; period?: Period; deny: DenyRule[] },
-  resourceType: string,
-  atMs: number,
-): boolean {
+/** What the rule reads of a grant: the ledger's GrantRecord has these fields (and more). */
+export interface GrantTerms {
+  status: 'active' | 'revoked';
+  classes: string[];
+  period?: Period;
+  deny: DenyRule[];
+}
+
+/**
+ * THE grant rule (the only one): does this grant allow reading `resourceType` at `atMs`? Only an active grant
+ * allows; its classes and period permit, its deny rules (one level deep) narrow, and deny wins.
+ */
+export function grantAllows(grant: GrantTerms, resourceType: string, atMs: number): boolean {
+  if (grant.status !== 'active') return false;
   if (!inPeriod(grant.period, atMs)) return false;
   if (grant.classes.length > 0 && !grant.classes.includes(resourceType)) return false;
   for (const rule of grant.deny) {

@@ -9,8 +9,9 @@ export { AnchorContract } from './anchor-contract';
 export type { AnchorRecord, BatchRecord, KeyModificationRecord } from './anchor-contract';
 export { stableStringify, requireServiceCaller, txMeta, ROLE_ATTRIBUTE, SERVICE_ROLE } from './common';
 export type { TxMeta } from './common';
-export { ConsentContract, grantAllows } from './consent-contract';
-export { grantRulesAllow } from './grant-rules';
+export { ConsentContract } from './consent-contract';
+export { grantAllows } from './grant-rules';
+export type { GrantTerms } from './grant-rules';
 export type {
   AccessRecord,
   CheckResult,

@@ -5,8 +5,9 @@
  * Order (fail closed): the Consent is mapped first (one the mapping cannot enforce exactly is stored but grants
  * nothing, with a warning in the log), the patient's
  * home is checked/registered on the ledger, the grants it removes or changes are refused at once, then the version
- * is stored, then its revocations and grants are submitted (grants in force once committed). In a transaction the
- * ledger work waits until the transaction has committed; a rollback lifts the refusals it made.
+ * is stored, then its revocations and grants are submitted (grants in force once committed). A revocation never
+ * fails: its refusal is durable before the version is stored, and it reaches the ledger when the ledger is back.
+ * In a transaction the ledger work waits until the transaction has committed; a rollback lifts the refusals it made.
  */
 import type { ConsentService, PreparedConsent } from '../ledger/consent.js';
 import { consentToGrants, isPrivacyConsent, type ConsentGrants } from '../mapping/consent.js';
@@ -83,12 +84,13 @@ class ConsentLedgerStore implements ResourceStore {
     try {
       await prepared.commit();
     } catch (err) {
+      // Only grants fail here: revocations are in force locally already and go to the ledger when it is back.
       this.options.log?.error(
         { err: (err as Error).message },
         'consent stored but its grants did not reach the ledger',
       );
       throw serviceUnavailable(
-        'The Consent was stored, but the ledger did not accept its grants: they are not in force. Send the Consent again to retry.',
+        'The Consent was stored and what it withdraws is refused, but the ledger did not accept its grants: they are not in force. Send the Consent again to retry.',
         undefined,
         { cause: err },
       );
@@ -98,6 +100,10 @@ class ConsentLedgerStore implements ResourceStore {
   async write(request: WriteRequest): Promise<StoredVersion> {
     if (request.resourceType !== 'Consent') return this.inner.write(request);
     const { consent } = this.options;
+    if (consent.ledgerMismatch)
+      throw serviceUnavailable(
+        'The ledger does not hold what this service committed: consents cannot be recorded now',
+      );
     const caller = request.actor;
     let target: ConsentGrants | undefined;
     if (request.resource && isPrivacyConsent(request.resource)) {

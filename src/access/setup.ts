@@ -114,6 +114,8 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         ledger: options.ledger,
         pseudonyms: participants,
         checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
+        // Durable local denies: a revocation in force before the ledger has it, across restarts.
+        revocationsFile: join(options.dataDir, 'consent-revocations.json'),
         log: options.log,
       })
     : undefined;

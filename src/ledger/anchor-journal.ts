@@ -173,6 +173,17 @@ export class AnchorJournal {
     };
   }
 
+  /** The committed batch in the highest block (the latest the ledger must hold), if any. */
+  lastCommitted(): JournalBatch | undefined {
+    const row = this.db
+      .prepare(
+        `SELECT * FROM integrity_batches WHERE state = 'committed' AND transaction_id IS NOT NULL
+         ORDER BY block_number DESC, rowid DESC LIMIT 1`,
+      )
+      .get() as BatchRow | undefined;
+    return row && toBatch(row);
+  }
+
   /** The batch's members in leaf order. */
   members(root: string): BatchMember[] {
     return (

@@ -3,15 +3,24 @@
  * access policy asks on every decision (a few Map lookups).
  *
  * Fail closed:
- * - a revocation (or a narrowing change) takes effect here the moment it is accepted, before it commits;
+ * - a revocation (or a narrowing change) takes effect here the moment it is accepted, before it commits: a durable
+ *   local deny (src/ledger/revocation-outbox.ts, DATA/consent-revocations.json) written before the Consent is
+ *   stored, consulted by every decision, kept across restarts and sent to the ledger by a retrying outbox; it ends
+ *   only when the ledger holds the revocation. A revocation never fails for want of a ledger;
  * - a grant takes effect only once committed (the submit returned, or its event arrived);
  * - periods are checked against the clock at each decision, so access stops at the instant a period ends.
  * The cache is fed by the chaincode events (so grants written by other instances of this service arrive too) and
- * checkpointed with a snapshot in DATA/checkpoints/consent.json, so a restart replays only the new blocks.
+ * checkpointed with a snapshot in DATA/checkpoints/consent.json, so a restart replays only the new blocks. The
+ * snapshot names the last transaction it reflects; at start that transaction must be on the ledger, in the same
+ * block (src/ledger/ledger-continuity.ts), or the service refuses to start: a lost or replaced ledger is never
+ * papered over by the checkpoint. A snapshot without that position is not trusted: the cache is rebuilt from the
+ * ledger.
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { EventStream, Ledger } from './ledger.js';
+import { LedgerTransactionError, type EventStream, type Ledger } from './ledger.js';
+import { RevocationOutbox, type PendingRevocation } from './revocation-outbox.js';
+import { LedgerMismatchError, verifyLedgerHolds, type CommittedClaim } from './ledger-continuity.js';
 import type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
 import { grantAllows, sameGrant, type ConsentGrants } from '../mapping/consent.js';
 
@@ -38,6 +47,10 @@ export interface ConsentServiceOptions {
   pseudonyms: PseudonymResolver;
   /** Snapshot + checkpoint file (DATA/checkpoints/consent.json); none: replay from block 0. */
   checkpointFile?: string;
+  /** Durable local denies and their outbox (DATA/consent-revocations.json); none: in memory only (tests). */
+  revocationsFile?: string;
+  /** Retry delays of the revocation outbox while the ledger is away: first, then doubling up to the last. */
+  revocationRetryMs?: { first: number; max: number };
   log?: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
   now?: () => number;
   /** Access records per RecordAccess transaction, and how long one may wait for company. */
@@ -50,10 +63,18 @@ interface CachedGrant {
   blockNumber: number;
 }
 
+/** A committed transaction: where the cache stands on the ledger. */
+interface LedgerPosition {
+  blockNumber: number;
+  transactionId: string;
+}
+
 interface Snapshot {
   /** Every event of blocks below `nextBlock` is in `grants`. */
   nextBlock: number;
   grants: CachedGrant[];
+  /** The latest committed transaction the snapshot reflects (absent in old snapshots: those are not trusted). */
+  committed?: LedgerPosition;
 }
 
 const keyOf = (patient: string, grantee: string, consent: string) =>
@@ -68,10 +89,25 @@ export class ConsentService {
   private readonly grants = new Map<string, Map<string, Map<string, CachedGrant>>>();
   /** consent pseudonym -> keys of its grants */
   private readonly byConsent = new Map<string, Set<string>>();
-  /** Revocations accepted here and not yet seen committed: refused already. */
-  private readonly pendingRevocations = new Set<string>();
+  /** Revocations accepted here and not yet confirmed by the ledger: refused already, durably. */
+  private readonly pendingRevocations: RevocationOutbox;
+  /** Ledger writes of consent (commits and the outbox), one at a time, so a retried revocation never lands
+   * after the newer grant of the same key. */
+  private ledgerWrites: Promise<void> = Promise.resolve();
+  private revocationTimer?: NodeJS.Timeout;
+  private revocationDelay: number;
+  private revocationBacklogLogged = false;
+  /** Pending revocations the ledger refused (logged once each). */
+  private readonly refusedRevocations = new Set<string>();
   private readonly registeredPatients = new Set<string>();
   private nextBlock = 0;
+  /** The latest committed transaction applied here; saved with the snapshot. */
+  private committed?: LedgerPosition;
+  /** The checkpoint's position, until the ledger has confirmed it holds it. */
+  private unverified?: CommittedClaim;
+  private verifyTimer?: NodeJS.Timeout;
+  /** Set when the ledger turned out not to hold the checkpoint's position: every decision refuses. */
+  private mismatch?: string;
   private stream?: EventStream;
   private feeding?: Promise<void>;
   private dirty = false;
@@ -90,13 +126,24 @@ export class ConsentService {
     this.log = options.log ?? { warn: () => {}, error: () => {} };
     this.accessBatchSize = options.accessBatchSize ?? 200;
     this.accessFlushMs = options.accessFlushMs ?? 1000;
+    this.pendingRevocations = new RevocationOutbox(options.revocationsFile, (entry) =>
+      keyOf(entry.patient, entry.grantee, entry.consent),
+    );
+    this.revocationDelay = this.revocationRetry.first;
+  }
+
+  private get revocationRetry(): { first: number; max: number } {
+    return this.options.revocationRetryMs ?? { first: 250, max: 5_000 };
   }
 
   /** Loads the checkpoint, catches up with the chain, then follows its events. */
   static async open(options: ConsentServiceOptions): Promise<ConsentService> {
     const service = new ConsentService(options);
     service.loadCheckpoint();
+    await service.verifyCheckpoint();
     await service.follow();
+    // Revocations a previous run could not send: refused already (loaded above), now sent.
+    if (service.pendingRevocations.size > 0) service.scheduleRevocations(0);
     return service;
   }
 
@@ -111,14 +158,79 @@ export class ConsentService {
       this.log.warn({ err: (err as Error).message }, 'consent checkpoint unreadable; replaying the chain');
       return;
     }
+    if (!snapshot.committed) {
+      // Without its ledger position the snapshot cannot be checked against the ledger: rebuilt from the ledger.
+      if (snapshot.grants.length > 0)
+        this.log.warn(
+          {},
+          'consent checkpoint without its ledger position; rebuilding the cache from the ledger',
+        );
+      return;
+    }
     for (const cached of snapshot.grants) this.put(cached.record, cached.blockNumber);
     this.nextBlock = snapshot.nextBlock;
+    this.committed = snapshot.committed;
+    this.unverified = {
+      source: `the consent checkpoint ${this.options.checkpointFile}`,
+      transactionId: snapshot.committed.transactionId,
+      blockNumber: snapshot.committed.blockNumber,
+    };
+  }
+
+  /**
+   * The ledger must hold the checkpoint's last transaction: throws LedgerMismatchError when it does not. When the
+   * ledger cannot be asked (a Fabric peer away) the cache serves from the checkpoint, as when the ledger goes away
+   * later, and the check is retried until the ledger answers; a mismatch found then refuses every decision.
+   */
+  private async verifyCheckpoint(): Promise<void> {
+    const claim = this.unverified;
+    if (!claim) return;
+    if ((await verifyLedgerHolds(this.ledger, [claim])) === 'verified') {
+      this.unverified = undefined;
+      return;
+    }
+    this.log.warn({}, 'ledger unreachable at start: consent checkpoint not yet checked against it');
+    this.scheduleVerification();
+  }
+
+  private scheduleVerification(): void {
+    if (this.verifyTimer || this.closed || !this.unverified) return;
+    this.verifyTimer = setTimeout(() => {
+      this.verifyTimer = undefined;
+      const claim = this.unverified;
+      if (!claim || this.closed) return;
+      verifyLedgerHolds(this.ledger, [claim]).then(
+        (result) => {
+          if (result === 'verified') this.unverified = undefined;
+          else this.scheduleVerification();
+        },
+        (err: unknown) => {
+          if (!(err instanceof LedgerMismatchError)) return this.scheduleVerification();
+          this.mismatch = err.message;
+          this.log.error(
+            { err: err.message },
+            'the ledger does not hold the consent checkpoint; access refused',
+          );
+        },
+      );
+    }, this.revocationRetry.max);
+    this.verifyTimer.unref();
+  }
+
+  /** Why consent decisions are refused (the ledger does not hold what this service committed), if they are. */
+  get ledgerMismatch(): string | undefined {
+    return this.mismatch;
+  }
+
+  private noteCommitted(blockNumber: number, transactionId: string): void {
+    if (!this.committed || blockNumber >= this.committed.blockNumber)
+      this.committed = { blockNumber, transactionId };
   }
 
   private saveCheckpoint(): void {
     if (!this.options.checkpointFile || !this.dirty) return;
     this.dirty = false;
-    const snapshot: Snapshot = { nextBlock: this.nextBlock, grants: [] };
+    const snapshot: Snapshot = { nextBlock: this.nextBlock, grants: [], committed: this.committed };
     for (const byGrantee of this.grants.values())
       for (const byConsent of byGrantee.values())
         for (const cached of byConsent.values()) snapshot.grants.push(cached);
@@ -177,6 +289,7 @@ export class ConsentService {
       try {
         for await (const event of stream) {
           this.apply(event.eventName, event.payload, event.blockNumber);
+          this.noteCommitted(event.blockNumber, event.transactionId);
           this.nextBlock = Math.max(this.nextBlock, event.blockNumber);
           this.scheduleCheckpoint();
           if (event.blockNumber >= height - 1) caughtUp();
@@ -213,7 +326,11 @@ export class ConsentService {
     let keys = this.byConsent.get(record.consent);
     if (!keys) this.byConsent.set(record.consent, (keys = new Set()));
     keys.add(key);
-    if (record.status === 'revoked') this.pendingRevocations.delete(key);
+    if (record.status === 'revoked') {
+      // Confirms a local deny only when committed after the grant it revoked (not an older revocation replayed).
+      const pending = this.pendingRevocations.get(key);
+      if (pending && blockNumber > pending.grantBlock) this.pendingRevocations.remove([key]);
+    }
     this.scheduleCheckpoint();
   }
 
@@ -229,6 +346,7 @@ export class ConsentService {
    * `patient` (`Patient/x`) now?
    */
   allows(patient: string, grantees: readonly string[], resourceType: string): boolean {
+    if (this.mismatch) return false;
     const patientPseudonym = this.pseudonyms.existingPseudonymOf(patient);
     if (!patientPseudonym) return false;
     const byGrantee = this.grants.get(patientPseudonym);
@@ -240,7 +358,6 @@ export class ConsentService {
       const byConsent = byGrantee.get(granteePseudonym);
       if (!byConsent) continue;
       for (const { record } of byConsent.values()) {
-        if (record.status !== 'active') continue;
         if (
           this.pendingRevocations.size > 0 &&
           this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))
@@ -267,8 +384,10 @@ export class ConsentService {
   async registerPatient(patient: string): Promise<void> {
     const pseudonym = this.pseudonyms.pseudonymOf(patient);
     if (this.registeredPatients.has(pseudonym)) return;
-    await this.ledger.submit('consent:RegisterPatient', [pseudonym]);
+    const result = await this.ledger.submit('consent:RegisterPatient', [pseudonym]);
     this.registeredPatients.add(pseudonym);
+    this.noteCommitted(result.blockNumber, result.transactionId);
+    this.scheduleCheckpoint();
   }
 
   /**
@@ -309,49 +428,155 @@ export class ConsentService {
         submitGrants.push([key, grant]);
     }
     const newlyPending = revoke.filter((key) => !this.pendingRevocations.has(key));
-    for (const key of newlyPending) this.pendingRevocations.add(key);
+    // Durable before the Consent version is stored (throws, and nothing is stored, when it cannot be written).
+    this.pendingRevocations.add(
+      newlyPending.map((key): PendingRevocation => {
+        const [patient, grantee, consentId] = key.split('\u0000');
+        return {
+          patient,
+          grantee,
+          consent: consentId,
+          actor: actor.pseudonym,
+          inPerson: actor.inPerson,
+          grantBlock: this.cached(key)?.blockNumber ?? -1,
+        };
+      }),
+    );
 
     return {
-      rollback: () => {
-        for (const key of newlyPending) this.pendingRevocations.delete(key);
-      },
-      commit: async () => {
-        // Changed grants are overwritten by their new GrantAccess; removed ones are revoked.
-        const changed = new Set(submitGrants.map(([key]) => key));
-        for (const key of revoke) {
-          if (changed.has(key)) continue;
-          const [patient, grantee, consentId] = key.split('\u0000');
-          const result = await this.ledger.submit('consent:RevokeAccess', [
-            JSON.stringify({
-              patient,
-              grantee,
-              consent: consentId,
-              actor: actor.pseudonym,
-              inPerson: actor.inPerson,
-            }),
-          ]);
-          this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
-        }
-        if (submitGrants.length > 0) await this.registerPatient(target!.patient);
-        for (const [key, grant] of submitGrants) {
-          const [patient, grantee, consentId] = key.split('\u0000');
-          const argument: Record<string, unknown> = {
-            patient,
-            grantee,
-            consent: consentId,
-            classes: grant.classes,
-            deny: grant.deny,
-            actor: actor.pseudonym,
-            inPerson: actor.inPerson,
-          };
-          if (grant.period) argument.period = grant.period;
-          const result = await this.ledger.submit('consent:GrantAccess', [JSON.stringify(argument)]);
-          // Committed: in force from now (the changed grant's pending refusal ends with it).
-          this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
-          this.pendingRevocations.delete(key);
-        }
-      },
+      rollback: () => this.pendingRevocations.remove(newlyPending),
+      commit: () =>
+        this.serialised(async () => {
+          // Removed grants are revoked now, or by the outbox once the ledger is back: never an error.
+          const changed = new Set(submitGrants.map(([key]) => key));
+          for (const key of revoke) {
+            if (changed.has(key)) continue;
+            const pending = this.pendingRevocations.get(key);
+            if (pending && (await this.sendRevocation(key, pending)) !== 'sent') this.scheduleRevocations();
+          }
+          try {
+            await this.submitGrants(submitGrants, target, actor);
+          } catch (err) {
+            // A changed grant whose new terms did not commit: its old terms stay refused, and are revoked.
+            if (this.pendingRevocations.size > 0) this.scheduleRevocations();
+            throw err;
+          }
+        }),
     };
+  }
+
+  /** Runs ledger writes of consent one at a time (a failed one does not stop the next). */
+  private serialised(work: () => Promise<void>): Promise<void> {
+    const run = this.ledgerWrites.then(work);
+    this.ledgerWrites = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Changed grants are overwritten by their new GrantAccess (in force once committed). */
+  private async submitGrants(
+    submitGrants: [string, ConsentGrants['grants'][number]][],
+    target: ConsentGrants | undefined,
+    actor: { pseudonym: string; inPerson: boolean },
+  ): Promise<void> {
+    if (submitGrants.length > 0) await this.registerPatient(target!.patient);
+    for (const [key, grant] of submitGrants) {
+      const [patient, grantee, consentId] = key.split('\u0000');
+      const argument: Record<string, unknown> = {
+        patient,
+        grantee,
+        consent: consentId,
+        classes: grant.classes,
+        deny: grant.deny,
+        actor: actor.pseudonym,
+        inPerson: actor.inPerson,
+      };
+      if (grant.period) argument.period = grant.period;
+      const result = await this.ledger.submit('consent:GrantAccess', [JSON.stringify(argument)]);
+      // Committed: in force from now (the changed grant's pending refusal ends with it).
+      this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+      this.noteCommitted(result.blockNumber, result.transactionId);
+      this.pendingRevocations.remove([key]);
+    }
+  }
+
+  /**
+   * Sends one pending revocation: 'sent' once the ledger holds it; otherwise it stays pending (and refused):
+   * 'away' when the ledger could not be reached, 'refused' when the ledger said no (logged once per grant).
+   */
+  private async sendRevocation(
+    key: string,
+    pending: PendingRevocation,
+  ): Promise<'sent' | 'away' | 'refused'> {
+    const cached = this.cached(key);
+    if (cached && cached.record.status === 'revoked' && cached.blockNumber > pending.grantBlock) {
+      this.pendingRevocations.remove([key]);
+      return 'sent';
+    }
+    try {
+      const result = await this.ledger.submit('consent:RevokeAccess', [
+        JSON.stringify({
+          patient: pending.patient,
+          grantee: pending.grantee,
+          consent: pending.consent,
+          actor: pending.actor,
+          inPerson: pending.inPerson,
+        }),
+      ]);
+      this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+      this.noteCommitted(result.blockNumber, result.transactionId);
+      this.pendingRevocations.remove([key]);
+      return 'sent';
+    } catch (err) {
+      if (!(err instanceof LedgerTransactionError) || !err.retryable) {
+        if (!this.refusedRevocations.has(key)) {
+          this.refusedRevocations.add(key);
+          this.log.error(
+            { err: (err as Error).message },
+            'the ledger refused a revocation; it stays in force here and is retried',
+          );
+        }
+        return 'refused';
+      }
+      if (!this.revocationBacklogLogged) {
+        this.revocationBacklogLogged = true;
+        this.log.warn(
+          { err: (err as Error).message, pending: this.pendingRevocations.size },
+          'revocation in force here but not yet on the ledger; retrying until the ledger takes it',
+        );
+      }
+      return 'away';
+    }
+  }
+
+  /** Retries the outbox after `delayMs` (default: the current backoff), until it is empty. */
+  private scheduleRevocations(delayMs = this.revocationDelay): void {
+    if (this.revocationTimer || this.closed) return;
+    this.revocationTimer = setTimeout(() => {
+      this.revocationTimer = undefined;
+      void this.serialised(async () => {
+        let unsent = false;
+        for (const pending of this.pendingRevocations.values()) {
+          if (this.closed) return;
+          const outcome = await this.sendRevocation(
+            keyOf(pending.patient, pending.grantee, pending.consent),
+            pending,
+          );
+          if (outcome === 'sent') continue;
+          unsent = true;
+          // The ledger is away: the rest waits for the next round. A refusal does not hold up the others.
+          if (outcome === 'away') break;
+        }
+        if (unsent) {
+          this.revocationDelay = Math.min(this.revocationDelay * 2, this.revocationRetry.max);
+          this.scheduleRevocations();
+          return;
+        }
+        if (this.revocationBacklogLogged) this.log.warn({}, 'pending revocations are on the ledger');
+        this.revocationBacklogLogged = false;
+        this.revocationDelay = this.revocationRetry.first;
+      });
+    }, delayMs);
+    this.revocationTimer.unref();
   }
 
   // Access records
@@ -410,6 +635,11 @@ export class ConsentService {
     if (this.closed) return;
     await this.flushAccess();
     this.closed = true;
+    if (this.revocationTimer) clearTimeout(this.revocationTimer);
+    this.revocationTimer = undefined;
+    if (this.verifyTimer) clearTimeout(this.verifyTimer);
+    this.verifyTimer = undefined;
+    await this.ledgerWrites;
     this.stream?.close();
     await this.feeding;
     if (this.checkpointTimer) clearTimeout(this.checkpointTimer);

@@ -23,6 +23,13 @@ export interface LedgerEvent {
   payload: string;
 }
 
+/** Where a chain committed a transaction. */
+export interface TransactionStatus {
+  blockNumber: number;
+  /** Fabric TxValidationCode name: VALID, or why the transaction was invalidated (it then wrote nothing). */
+  validationCode: string;
+}
+
 export interface EventStream extends AsyncIterable<LedgerEvent> {
   close(): void;
 }
@@ -52,5 +59,10 @@ export interface Ledger {
   events(startBlock?: number): EventStream;
   /** Height of the chain (number of committed blocks). */
   height(): Promise<number>;
+  /**
+   * Where this chain committed `transactionId`; undefined when it holds no transaction with that id (how the
+   * service checks at start that its ledger holds what its checkpoints and journal say was committed).
+   */
+  transactionStatus(transactionId: string): Promise<TransactionStatus | undefined>;
   close(): Promise<void>;
 }

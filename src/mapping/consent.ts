@@ -208,10 +208,10 @@ export function consentToGrants(consent: Json): ConsentGrants {
 }
 
 /**
- * Does a grant allow reading `resourceType` at `atMs`? Start inclusive, end exclusive; deny wins.
- * The chaincode's own rule, so the consent cache and the ledger's CheckAccess can never disagree.
+ * Does a grant allow reading `resourceType` at `atMs`? Only an active grant; start inclusive, end exclusive; deny
+ * wins. The chaincode's own function (not a copy), so the consent cache and the ledger's CheckAccess never disagree.
  */
-export { grantRulesAllow as grantAllows } from 'hie-ledger-chaincode/dist/grant-rules.js';
+export { grantAllows } from 'hie-ledger-chaincode/dist/grant-rules.js';
 
 /** Two grant specs say the same thing (so an unchanged Consent update submits nothing). */
 export function sameGrant(a: Omit<GrantSpec, 'grantee'>, b: Omit<GrantSpec, 'grantee'>): boolean {

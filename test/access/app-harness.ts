@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config.js';
 import { openParticipantDirectory } from '../../src/commands/participant.js';
 import type { ParticipantDirectory } from '../../src/access/participants.js';
 import type { ParticipantRole } from '../../src/access/scopes.js';
+import type { Ledger } from '../../src/ledger/ledger.js';
 
 export const BASE = 'http://hie.test';
 export const TOKEN_URL = `${BASE}/auth/token`;
@@ -32,10 +33,20 @@ export interface Harness {
     body?: unknown,
     headers?: Record<string, string>,
   ): Promise<{ status: number; body: any; headers: Record<string, unknown>; text: string }>;
+  /**
+   * Closes the app and builds it again over the same data directory (and `ledger`, when given), running
+   * `whileStopped` in between (e.g. to lose a file).
+   */
+  restart(options?: { ledger?: Ledger; whileStopped?: () => void | Promise<void> }): Promise<void>;
   stop(): Promise<void>;
 }
 
-export async function startHarness(): Promise<Harness> {
+export interface HarnessOptions {
+  /** A ledger of the test's (e.g. a Fabric adapter to the test Gateway server); default the embedded one. */
+  ledger?: Ledger;
+}
+
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-access-'));
   const logs: string[] = [];
   const logStream = new Writable({
@@ -48,7 +59,7 @@ export async function startHarness(): Promise<Harness> {
     { dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn', auth: 'smart', baseUrl: `${BASE}/fhir` },
     {},
   );
-  const app = await buildApp(config, { logStream });
+  let app = await buildApp(config, { logStream, ledger: options.ledger });
   const participants = await openParticipantDirectory(dataDir);
   const keys = new Map<string, string>();
 
@@ -74,7 +85,7 @@ export async function startHarness(): Promise<Harness> {
     return res.json().access_token;
   };
 
-  return {
+  const harness: Harness = {
     app,
     dataDir,
     participants,
@@ -104,12 +115,19 @@ export async function startHarness(): Promise<Harness> {
       }
       return { status: res.statusCode, body: parsed, headers: res.headers, text: res.body };
     },
+    async restart(restartOptions = {}) {
+      await app.close();
+      await restartOptions.whileStopped?.();
+      app = await buildApp(config, { logStream, ledger: restartOptions.ledger });
+      harness.app = app;
+    },
     async stop() {
       participants.close();
       await app.close();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+  return harness;
 }
 
 const consentScope = {

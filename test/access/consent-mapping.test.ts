@@ -51,7 +51,8 @@ describe('FHIR Consent -> grants', () => {
         ],
       }),
     );
-    const [b, c] = out.grants;
+    // The rule reads a grant as the ledger records it: with its status.
+    const [b, c] = out.grants.map((grant) => ({ ...grant, status: 'active' as const }));
     const may = Date.parse('2026-05-01T00:00:00Z');
     const june = Date.parse('2026-06-15T00:00:00Z');
     expect(grantAllows(b, 'MedicationRequest', may)).toBe(true);

@@ -1,9 +1,13 @@
 /**
  * Revocation: a clinician reading in a loop loses access on the first request after the revocation is accepted,
- * and a grant only opens access once committed on the ledger.
+ * and a grant only opens access once committed on the ledger. A revocation never fails and is never undone: with
+ * the ledger away it is accepted, in force at once and across restarts, and reaches the ledger when it is back.
  */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actor, privacyConsent, startHarness, type Harness } from './app-harness.js';
+import { startFabricHarness, type FabricHarness } from '../fabric/support/harness.js';
 
 describe('revocation while a clinician reads in a loop', () => {
   let h: Harness;
@@ -114,5 +118,148 @@ describe('revocation while a clinician reads in a loop', () => {
     const committed = await h.request(patient, 'POST', '', ok);
     expect(committed.status, committed.text.slice(0, 300)).toBe(200);
     expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(200);
+  });
+});
+
+describe('revocation while the ledger is away (Fabric peer down)', () => {
+  let fabric: FabricHarness;
+  let h: Harness;
+  // Short waits: the peer is refused at once while stopped, so these only bound the adapter's own retries.
+  const connect = () => fabric.connect({ retry: { attempts: 2, initialDelayMs: 20, maxDelayMs: 100 } });
+
+  beforeAll(async () => {
+    fabric = await startFabricHarness();
+    h = await startHarness({ ledger: connect() });
+    await h.enrol('sys-a', 'system', 'Organization/hosp-a');
+    await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
+  });
+  afterAll(async () => {
+    await h?.stop();
+    await fabric?.close();
+  });
+
+  it('is accepted, refused at once and after a restart, and reaches the ledger once it is back', async () => {
+    const sys = await h.token('sys-a');
+    const patient = await h.enrol('pat-7', 'patient', 'Patient/p7');
+    expect((await h.request(sys, 'PUT', '/Patient/p7', { resourceType: 'Patient', id: 'p7' })).status).toBe(
+      201,
+    );
+    const obs = {
+      resourceType: 'Observation',
+      id: 'o7',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: 'Patient/p7' },
+    };
+    expect((await h.request(sys, 'PUT', '/Observation/o7', obs)).status).toBe(201);
+    const granted = await h.request(
+      patient,
+      'POST',
+      '/Consent',
+      privacyConsent('Patient/p7', { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
+    );
+    expect(granted.status, granted.text).toBe(201);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o7')).status).toBe(200);
+
+    fabric.server.stop();
+    // A grant needs the ledger: refused while it is away (nothing of it in force).
+    const otherGrant = await h.request(
+      patient,
+      'POST',
+      '/Consent',
+      privacyConsent('Patient/p7', { type: 'permit', actor: [actor('Organization/hosp-c')] }),
+    );
+    expect(otherGrant.status).toBe(503);
+    // The revocation is stored and in force at once (FHIR: the Consent update succeeded).
+    const revoked = await h.request(patient, 'PUT', `/Consent/${granted.body.id}`, {
+      ...granted.body,
+      status: 'inactive',
+    });
+    expect(revoked.status, revoked.text).toBe(200);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o7')).status).toBe(404);
+
+    // Restarted while the ledger is still away: the revocation is still in force.
+    await h.restart({ ledger: connect() });
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o7')).status).toBe(404);
+
+    // The ledger is back: the outbox sends the revocation, and the local deny ends only once it is there.
+    await fabric.server.start();
+    const patientPseudonym = h.participants.existingPseudonymOf('Patient/p7')!;
+    const reader = connect();
+    const statuses = async () =>
+      (
+        JSON.parse(await reader.evaluate('consent:ListGrants', [patientPseudonym])) as { status: string }[]
+      ).map((grant) => grant.status);
+    for (let i = 0; i < 400 && (await statuses()).includes('active'); i++)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await statuses()).toEqual(['revoked']);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o7')).status).toBe(404);
+    const pendingFile = join(h.dataDir, 'consent-revocations.json');
+    for (
+      let i = 0;
+      i < 100 && existsSync(pendingFile) && readFileSync(pendingFile, 'utf8').includes(patientPseudonym);
+      i++
+    )
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(JSON.parse(readFileSync(pendingFile, 'utf8')).revocations).toEqual([]);
+  });
+
+  it('a narrowing change while the ledger is away: old terms refused at once and after a restart, revoked once it is back', async () => {
+    const sys = await h.token('sys-a');
+    const patient = await h.enrol('pat-8', 'patient', 'Patient/p8');
+    expect((await h.request(sys, 'PUT', '/Patient/p8', { resourceType: 'Patient', id: 'p8' })).status).toBe(
+      201,
+    );
+    const obs = {
+      resourceType: 'Observation',
+      id: 'o8',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: 'Patient/p8' },
+    };
+    expect((await h.request(sys, 'PUT', '/Observation/o8', obs)).status).toBe(201);
+    const granted = await h.request(
+      patient,
+      'POST',
+      '/Consent',
+      privacyConsent('Patient/p8', { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
+    );
+    expect(granted.status, granted.text).toBe(201);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(200);
+
+    fabric.server.stop();
+    const narrowed = {
+      ...granted.body,
+      provision: {
+        type: 'permit',
+        actor: [actor('Practitioner/dr-b')],
+        class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Encounter' }],
+      },
+    };
+    // Its new grant needs the ledger (503), but what it withdraws is refused now.
+    expect((await h.request(patient, 'PUT', `/Consent/${granted.body.id}`, narrowed)).status).toBe(503);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(404);
+    await h.restart({ ledger: connect() });
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(404);
+
+    await fabric.server.start();
+    const patientPseudonym = h.participants.existingPseudonymOf('Patient/p8')!;
+    const reader = connect();
+    const grants = async () =>
+      JSON.parse(await reader.evaluate('consent:ListGrants', [patientPseudonym])) as {
+        status: string;
+        classes: string[];
+      }[];
+    for (let i = 0; i < 400 && (await grants()).some((grant) => grant.status === 'active'); i++)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await grants()).map((grant) => grant.status)).toEqual(['revoked']);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(404);
+
+    // Sent again with the ledger back: the narrowed grant is in force, and only it.
+    expect((await h.request(patient, 'PUT', `/Consent/${granted.body.id}`, narrowed)).status).toBe(200);
+    expect((await grants()).map((grant) => [grant.status, grant.classes])).toEqual([
+      ['active', ['Encounter']],
+    ]);
+    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(404);
   });
 });

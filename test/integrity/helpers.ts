@@ -12,6 +12,7 @@ import {
   type EventStream,
   type Ledger,
   type SubmitResult,
+  type TransactionStatus,
 } from '../../src/ledger/ledger.js';
 import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
 
@@ -66,6 +67,14 @@ export class FaultyLedger implements Ledger {
         new LedgerTransactionError('ledger unavailable (injected)', 'UNAVAILABLE', undefined, true),
       );
     return this.inner.height();
+  }
+
+  transactionStatus(transactionId: string): Promise<TransactionStatus | undefined> {
+    if (this.down)
+      return Promise.reject(
+        new LedgerTransactionError('ledger unavailable (injected)', 'UNAVAILABLE', undefined, true),
+      );
+    return this.inner.transactionStatus(transactionId);
   }
 
   close(): Promise<void> {

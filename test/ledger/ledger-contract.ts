@@ -51,6 +51,15 @@ export function describeLedgerContract(name: string, open: () => Promise<LedgerU
       expect(await subject.ledger.height()).toBeGreaterThan(committed.blockNumber);
     });
 
+    it('says where a committed transaction is, and nothing for an id the chain does not hold', async () => {
+      const committed = await subject.ledger.submit('anchor:AnchorVersion', [hex(), hex()]);
+      expect(await subject.ledger.transactionStatus(committed.transactionId)).toEqual({
+        blockNumber: committed.blockNumber,
+        validationCode: 'VALID',
+      });
+      expect(await subject.ledger.transactionStatus(hex())).toBeUndefined();
+    });
+
     it('evaluates against committed state without writing', async () => {
       const key = hex();
       expect(await subject.ledger.evaluate('anchor:ReadAnchor', [key])).toBe('null');

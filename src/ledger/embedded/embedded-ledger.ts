@@ -3,7 +3,13 @@
  * endorsed (simulated) and then committed in a block; an invalidated transaction throws LedgerTransactionError
  * with Fabric's validation code.
  */
-import { LedgerTransactionError, type EventStream, type Ledger, type SubmitResult } from '../ledger.js';
+import {
+  LedgerTransactionError,
+  type EventStream,
+  type Ledger,
+  type SubmitResult,
+  type TransactionStatus,
+} from '../ledger.js';
 import type { EmbeddedChain } from './chain.js';
 import type { SerializedIdentity } from './types.js';
 
@@ -72,6 +78,11 @@ export class EmbeddedLedger implements Ledger {
 
   async height(): Promise<number> {
     return this.chain.height;
+  }
+
+  async transactionStatus(transactionId: string): Promise<TransactionStatus | undefined> {
+    const status = this.chain.transactionStatus(transactionId);
+    return status && { blockNumber: status.blockNumber, validationCode: status.validationCode };
   }
 
   async close(): Promise<void> {

@@ -30,13 +30,14 @@ import {
   type Network,
   type Status,
 } from '@hyperledger/fabric-gateway';
-import { common } from '@hyperledger/fabric-protos';
+import { common, peer } from '@hyperledger/fabric-protos';
 import {
   LedgerTransactionError,
   type EventStream,
   type Ledger,
   type LedgerEvent,
   type SubmitResult,
+  type TransactionStatus,
 } from '../ledger.js';
 import type { FabricConfig } from './config.js';
 
@@ -266,6 +267,33 @@ export class FabricLedger implements Ledger {
     }
   }
 
+  /** Through qscc (GetTransactionByID for the validation code, GetBlockByTxID for the block). */
+  async transactionStatus(transactionId: string): Promise<TransactionStatus | undefined> {
+    this.assertOpen();
+    const qscc = this.network.getContract('qscc');
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const processed = peer.ProcessedTransaction.deserializeBinary(
+          await qscc.evaluateTransaction('GetTransactionByID', this.config.channel, transactionId),
+        );
+        const block = common.Block.deserializeBinary(
+          await qscc.evaluateTransaction('GetBlockByTxID', this.config.channel, transactionId),
+        );
+        const code = processed.getValidationcode();
+        return {
+          blockNumber: block.getHeader()?.getNumber() ?? -1,
+          validationCode: STATUS_NAMES.get(code) ?? String(code),
+        };
+      } catch (error) {
+        // The peer's ledger has no such transaction: an answer, not a failure (qscc reports it as an error).
+        if (isTransactionNotFound(error)) return undefined;
+        const failure = this.toLedgerError(error, 'transaction lookup', 'qscc:GetTransactionByID');
+        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) throw failure;
+        await sleep(this.backoff(attempt));
+      }
+    }
+  }
+
   /**
    * Chaincode events, resuming after the last event handed on whenever the connection drops. Without a start
    * block the position is kept in the checkpoint file (checkpointers.file), so a restarted service resumes where
@@ -428,6 +456,13 @@ export class FabricLedger implements Ledger {
       true,
     );
   }
+}
+
+/** qscc's refusal for an unknown transaction id ("no such transaction ID [...] in index" in Fabric 2.x). */
+function isTransactionNotFound(error: unknown): boolean {
+  if (!(error instanceof GatewayError) || TRANSIENT_GRPC.has(error.code)) return false;
+  const texts = [error.message, ...error.details.map((detail) => detail.message)];
+  return texts.some((text) => /no such transaction id|entry not found in index/i.test(text));
 }
 
 function sleep(ms: number): Promise<void> {

@@ -72,6 +72,11 @@ export class EmbeddedChainBackend implements GatewayBackend {
     return this.chain.height;
   }
 
+  async transaction(txId: string): Promise<CommittedStatus | undefined> {
+    const status = this.chain.transactionStatus(txId);
+    return status && { blockNumber: status.blockNumber, validationCode: status.validationCode };
+  }
+
   private async endorse(proposal: VerifiedProposal): Promise<Endorsement> {
     try {
       return await this.chain.endorse({

@@ -15,7 +15,8 @@
  *   orders and commits it; a repeated transaction id is not committed again (Fabric: DUPLICATE_TXID);
  * - answers CommitStatus (signed request) once the transaction is in a block, and streams ChaincodeEvents from a
  *   SeekPosition, skipping up to `after_transaction_id`, then live;
- * - answers `qscc GetChainInfo` evaluations with a common.BlockchainInfo.
+ * - answers `qscc GetChainInfo` evaluations with a common.BlockchainInfo, and `GetTransactionByID` /
+ *   `GetBlockByTxID` with the transaction's validation code and block number.
  * Not emulated: ordering service, several peers and orgs, endorsement policies, private data.
  *
  * Faults for tests (`faults`): drop every connection, refuse an endorsement, invalidate a transaction at commit,
@@ -81,6 +82,8 @@ export interface GatewayBackend {
   /** Blocks (from `fromBlock` on) that hold chaincode events of valid transactions, in block order. */
   eventsFrom(fromBlock: number): Promise<BlockEvents[]>;
   height(): Promise<number>;
+  /** Where a transaction id was committed (its valid occurrence if any); undefined when never. */
+  transaction(txId: string): Promise<CommittedStatus | undefined>;
 }
 
 export type FaultStep = 'evaluate' | 'endorse' | 'submit' | 'commitStatus' | 'chaincodeEvents';
@@ -397,6 +400,14 @@ export class TestGatewayServer {
       const info = new common.BlockchainInfo();
       info.setHeight(await this.backend.height());
       result = { status: 200, message: '', payload: info.serializeBinary() };
+    } else if (
+      proposal.chaincodeId === 'qscc' &&
+      (proposal.transaction === 'GetTransactionByID' || proposal.transaction === 'GetBlockByTxID')
+    ) {
+      result = await this.lookUpTransaction(
+        proposal.transaction,
+        Buffer.from(proposal.args[1] ?? []).toString(),
+      );
     } else {
       result = await this.backend.evaluate(proposal);
     }
@@ -409,6 +420,32 @@ export class TestGatewayServer {
     const response = new gateway.EvaluateResponse();
     response.setResult(toPeerResponse(result));
     return response;
+  }
+
+  /**
+   * qscc GetTransactionByID (a peer.ProcessedTransaction with the validation code) and GetBlockByTxID (the
+   * common.Block, here its header only), refused for an unknown id with Fabric's message.
+   */
+  private async lookUpTransaction(fn: string, txId: string): Promise<BackendResponse> {
+    const status = await this.backend.transaction(txId);
+    if (!status) {
+      const what = fn === 'GetBlockByTxID' ? 'block for txID' : 'transaction with id';
+      return {
+        status: 500,
+        message: `Failed to get ${what} ${txId}, error no such transaction ID [${txId}] in index`,
+        payload: new Uint8Array(),
+      };
+    }
+    if (fn === 'GetTransactionByID') {
+      const processed = new peer.ProcessedTransaction();
+      processed.setValidationcode(TX_VALIDATION[status.validationCode] ?? TX_VALIDATION.INVALID_OTHER_REASON);
+      return { status: 200, message: '', payload: processed.serializeBinary() };
+    }
+    const header = new common.BlockHeader();
+    header.setNumber(status.blockNumber);
+    const block = new common.Block();
+    block.setHeader(header);
+    return { status: 200, message: '', payload: block.serializeBinary() };
   }
 
   private async endorse(request: gateway.EndorseRequest): Promise<gateway.EndorseResponse> {
