@@ -93,6 +93,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     const fastify = createHttpServer({
       logLevel: config.logLevel,
       bodyLimit: config.bodyLimit,
+      logValues: config.logValues,
       logStream: overrides.logStream,
     });
     // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).

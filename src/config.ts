@@ -17,6 +17,8 @@ export interface Config {
   /** Absolute path of the data directory (created on demand). */
   dataDir: string;
   logLevel: LogLevel;
+  /** Debugging only: log query values, ids in paths and refusal texts (health data; docs/configuration.md). */
+  logValues: boolean;
   /** Largest request body accepted, in bytes (413 above). */
   bodyLimit: number;
   /** Public base URL of the FHIR endpoint, e.g. https://hie.example.org/fhir; derived from Host when absent. */
@@ -146,6 +148,15 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
         throw new ConfigError(`${source}: '${text}' is not one of ${LOG_LEVELS.join(', ')}`);
       return text as LogLevel;
     },
+  },
+  {
+    key: 'logValues',
+    flag: '--log-values <on|off>',
+    env: 'HIE_LOG_VALUES',
+    default: 'off',
+    description:
+      'debugging only: log full URLs (query values, ids), refusal texts and error messages: these hold HEALTH DATA',
+    parse: parseOnOff,
   },
   {
     key: 'bodyLimit',
@@ -294,6 +305,11 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     },
   },
 ] as OptionSpec<keyof Config>[];
+
+function parseOnOff(text: string, source: string): boolean {
+  if (text !== 'on' && text !== 'off') throw new ConfigError(`${source}: '${text}' is not on or off`);
+  return text === 'on';
+}
 
 function parseWholeNumber(text: string, source: string, min: number, max: number): number {
   if (!/^\d+$/.test(text.trim()) || Number(text) < min || Number(text) > max) {

@@ -13,6 +13,7 @@ import type { FhirRegistry } from '../interactions/registry.js';
 import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions/router.js';
 import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
 import { negotiateResponseType, preferReturnOf, requestMediaType } from './negotiation.js';
+import type { RouteLogConfig } from './server.js';
 
 export interface FhirRoutesOptions {
   /** Mount point of the FHIR base, e.g. `/fhir`. */
@@ -58,6 +59,54 @@ export function parseQuery(text: string): Record<string, string[]> {
   if (text === '') return query;
   for (const [name, value] of new URLSearchParams(text)) (query[name] ??= []).push(value);
   return query;
+}
+
+/**
+ * The route template of a path under the FHIR base, for the logs and metrics: ids and version ids become `:id` and
+ * `:vid`, unknown types and operations `:type` and `$:operation` (a client may put anything in a path), e.g.
+ * `/fhir/Patient/123/_history/2` -> `/fhir/Patient/:id/_history/:vid`. The shapes are those of FhirRouter.
+ */
+export function fhirPathTemplate(
+  prefix: string,
+  path: string,
+  isResourceType: (type: string) => boolean,
+  isOperation: (name: string) => boolean,
+): string {
+  const segments = path
+    .slice(prefix.length)
+    .split('/')
+    .filter((s) => s !== '');
+  const type = (s: string) => (isResourceType(s) ? s : ':type');
+  const operation = (s: string) => (isOperation(s.slice(1)) ? s : '$:operation');
+  const [a, b, c, , e] = segments;
+  let tail: string[] | undefined;
+  switch (segments.length) {
+    case 0:
+      tail = [];
+      break;
+    case 1:
+      tail = [
+        a === 'metadata' || a === '_history' || a === '_search'
+          ? a
+          : a.startsWith('$')
+            ? operation(a)
+            : type(a),
+      ];
+      break;
+    case 2:
+      tail = [type(a), b === '_history' || b === '_search' ? b : b.startsWith('$') ? operation(b) : ':id'];
+      break;
+    case 3:
+      if (c === '_history' || c.startsWith('$')) tail = [type(a), ':id', c === '_history' ? c : operation(c)];
+      break;
+    case 4:
+      if (c === '_history') tail = [type(a), ':id', c, ':vid'];
+      break;
+    case 5:
+      if (c === '_history' && e.startsWith('$')) tail = [type(a), ':id', c, ':vid', operation(e)];
+      break;
+  }
+  return tail ? `${prefix}${tail.length ? '/' : ''}${tail.join('/')}` : `${prefix}/:unknown`;
 }
 
 function header(request: FastifyRequest, name: string): string | undefined {
@@ -155,8 +204,23 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         return send(reply, response, mediaType, query, SINGLE_RESOURCE.has(fhirRequest.interaction));
       };
 
-      scope.route({ method: [...METHODS, 'OPTIONS'], url: '/', handler: handle, exposeHeadRoute: false });
-      scope.route({ method: [...METHODS, 'OPTIONS'], url: '/*', handler: handle, exposeHeadRoute: false });
+      const config: RouteLogConfig = {
+        pathTemplate: (path) =>
+          fhirPathTemplate(
+            prefix,
+            path,
+            (type) => shared.validator.isResourceType(type),
+            (name) => registry.operation(name) !== undefined,
+          ),
+      };
+      for (const url of ['/', '/*'])
+        scope.route({
+          method: [...METHODS, 'OPTIONS'],
+          url,
+          handler: handle,
+          exposeHeadRoute: false,
+          config,
+        });
     },
     { prefix },
   );
