@@ -2,7 +2,6 @@
  * Wiring: creates the adapters the configuration names and builds the HTTP app on them.
  * Other areas add their wiring here (ledger, access, operations), each as a few lines.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
@@ -27,6 +26,7 @@ import { openIntegrity, type IntegrityService } from './ledger/integrity-service
 import { verifyOperation } from './fhir/operations/verify.js';
 import { everythingOperation } from './fhir/operations/everything.js';
 import { DEFAULT_AUDIT_CRON, scheduleAudit } from './jobs/audit.js';
+import { mkdirPrivate, tightenDataDir } from './private-files.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -53,7 +53,9 @@ export interface AppOverrides {
 }
 
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
-  mkdirSync(config.dataDir, { recursive: true });
+  // Data directory 0700, its files 0600, those of older versions too (src/private-files.ts).
+  mkdirPrivate(config.dataDir);
+  const tightened = tightenDataDir(config.dataDir);
   const store =
     overrides.store ??
     new SqliteResourceStore({
@@ -96,6 +98,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       logValues: config.logValues,
       logStream: overrides.logStream,
     });
+    if (tightened > 0)
+      fastify.log.warn({ entries: tightened }, 'data directory entries made private (0700/0600)');
     // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
     const ledger =
       overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' })));

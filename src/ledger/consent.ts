@@ -122,7 +122,7 @@ export class ConsentService {
     for (const byGrantee of this.grants.values())
       for (const byConsent of byGrantee.values())
         for (const cached of byConsent.values()) snapshot.grants.push(cached);
-    mkdirSync(dirname(this.options.checkpointFile), { recursive: true });
+    mkdirSync(dirname(this.options.checkpointFile), { recursive: true, mode: 0o700 });
     const tmp = `${this.options.checkpointFile}.tmp`;
     writeFileSync(tmp, JSON.stringify(snapshot), { mode: 0o600 });
     renameSync(tmp, this.options.checkpointFile);
