@@ -26,6 +26,8 @@ import { openIntegrity, type IntegrityService } from './ledger/integrity-service
 import { verifyOperation } from './fhir/operations/verify.js';
 import { everythingOperation } from './fhir/operations/everything.js';
 import { DEFAULT_AUDIT_CRON, scheduleAudit } from './jobs/audit.js';
+import { ServiceMetrics } from './metrics.js';
+import { registerOperatorRoutes } from './fhir/http/operator-routes.js';
 import { mkdirPrivate, tightenDataDir } from './private-files.js';
 
 export const FHIR_PREFIX = '/fhir';
@@ -98,11 +100,15 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       logValues: config.logValues,
       logStream: overrides.logStream,
     });
+    // Prometheus metrics (GET /metrics): every response counted; the ledger's calls and the validations too.
+    const metrics = new ServiceMetrics();
+    metrics.install(fastify);
     if (tightened > 0)
       fastify.log.warn({ entries: tightened }, 'data directory entries made private (0700/0600)');
     // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
-    const ledger =
-      overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' })));
+    const ledger = metrics.countingLedger(
+      overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' }))),
+    );
     if (!overrides.ledger) closers.push(() => ledger.close());
     // The integrity path: every write queues its anchor, a worker commits Merkle batches; $verify; the scheduled audit.
     const integrity = await openIntegrity({
@@ -144,11 +150,47 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       accessFor: access.accessFor,
       context: {
         store: access.store,
-        validator,
+        validator: metrics.countingValidator(validator),
         indexEntries: extractIndex,
         patientsOf: patientCompartments,
         anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
       },
+    });
+    // GET /healthz, /readyz (the anchor backlog is a metric, not readiness), /metrics: docs/configuration.md.
+    const consent = access.consent;
+    registerOperatorRoutes(fastify, {
+      checks: [
+        { name: 'store', check: async () => void (await store.pendingAnchors(1)) },
+        { name: 'ledger', check: async () => void (await ledger.height()) },
+        {
+          name: 'validator',
+          check: () => {
+            if (!validator.isResourceType('Patient')) throw new Error('no R4 definitions loaded');
+          },
+        },
+        {
+          name: 'consent',
+          check: async () => {
+            const lag = consent ? await consent.lag() : undefined;
+            if (lag && !lag.following) throw new Error('the consent event feed stopped');
+            if (lag && lag.behind > config.readyConsentLag)
+              throw new Error(`the consent cache is ${lag.behind} blocks behind the ledger`);
+          },
+        },
+      ],
+      metrics,
+      metricsAllow: config.metricsAllow,
+      log: fastify.log.child({ component: 'readiness' }),
+    });
+    metrics.observe({
+      anchorBacklog: () => integrity.anchorer.pendingCount(10_000),
+      oldestPendingAnchor: async () => {
+        const [oldest] = await store.pendingAnchors(1);
+        const version = oldest && (await store.vread(oldest.resourceType, oldest.id, oldest.versionId));
+        return version ? Date.parse(version.lastUpdated) : undefined;
+      },
+      consentDecisions: consent && (() => consent.decisions),
+      auditBacklog: () => access.audit.backlog,
     });
     await fastify.ready();
     integrity.anchorer.start(); // drains what a previous run left pending, then follows the writes

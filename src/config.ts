@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import cron from 'node-cron';
+import { parseMetricsAllow, type MetricsAllow } from './fhir/http/operator-routes.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -43,6 +44,10 @@ export interface Config {
   validation: 'full' | 'schema';
   /** The network's shared profiles: folders of JSON or FHIR package tarballs (docs/validation.md). */
   igPaths: string[];
+  /** Who may read GET /metrics besides loopback callers: `all`, or listed addresses and networks. */
+  metricsAllow: MetricsAllow;
+  /** Readiness: the most blocks the consent cache may be behind the ledger's last block. */
+  readyConsentLag: number;
   /** Profiles every resource of a type must conform to, e.g. { Patient: ['http://example.org/fhir/StructureDefinition/hie-patient'] }. */
   requiredProfiles: Record<string, string[]>;
 }
@@ -303,6 +308,29 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
       }
       return required;
     },
+  },
+  {
+    key: 'metricsAllow',
+    flag: '--metrics-allow <addresses>',
+    env: 'HIE_METRICS_ALLOW',
+    default: 'loopback',
+    description:
+      'who may read GET /metrics: loopback (default), all, or loopback and these comma-separated addresses/CIDR networks',
+    parse: (text, source) => {
+      try {
+        return parseMetricsAllow(text);
+      } catch (err) {
+        throw new ConfigError(`${source}: ${(err as Error).message}`);
+      }
+    },
+  },
+  {
+    key: 'readyConsentLag',
+    flag: '--ready-consent-lag <blocks>',
+    env: 'HIE_READY_CONSENT_LAG',
+    default: '100',
+    description: "readiness: the most blocks the consent cache may be behind the ledger's last block",
+    parse: (text, source) => parseWholeNumber(text, source, 0, 1_000_000_000),
   },
 ] as OptionSpec<keyof Config>[];
 

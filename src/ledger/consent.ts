@@ -82,6 +82,10 @@ export class ConsentService {
   private readonly accessBatchSize: number;
   private readonly accessFlushMs: number;
   private closed = false;
+  /** Decisions answered since start, by outcome (read by the metrics at scrape time). */
+  readonly decisions = { permit: 0, deny: 0 };
+  /** The event feed ended while the service runs (a Fabric stream that gave up): the cache no longer follows. */
+  private feedStopped = false;
 
   private constructor(private readonly options: ConsentServiceOptions) {
     this.ledger = options.ledger;
@@ -185,6 +189,7 @@ export class ConsentService {
       } catch (err) {
         if (!this.closed) this.log.error({ err: (err as Error).message }, 'consent event feed stopped');
       } finally {
+        if (!this.closed) this.feedStopped = true;
         caughtUp();
       }
     })();
@@ -229,6 +234,13 @@ export class ConsentService {
    * `patient` (`Patient/x`) now?
    */
   allows(patient: string, grantees: readonly string[], resourceType: string): boolean {
+    const allowed = this.decide(patient, grantees, resourceType);
+    if (allowed) this.decisions.permit++;
+    else this.decisions.deny++;
+    return allowed;
+  }
+
+  private decide(patient: string, grantees: readonly string[], resourceType: string): boolean {
     const patientPseudonym = this.pseudonyms.existingPseudonymOf(patient);
     if (!patientPseudonym) return false;
     const byGrantee = this.grants.get(patientPseudonym);
@@ -404,6 +416,23 @@ export class ConsentService {
     const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
     if (!pseudonym) return [];
     return JSON.parse(await this.ledger.evaluate('consent:ListGrants', [pseudonym])) as LedgerGrant[];
+  }
+
+  /**
+   * How far the consent cache is behind the ledger (readiness, docs/configuration.md): the last block whose events
+   * it applied, the ledger's last block, and whether the event feed still runs. Blocks without events of this
+   * chaincode (config blocks, invalidated transactions, other chaincodes on a shared channel) count as behind.
+   * Throws when the ledger cannot be reached.
+   */
+  async lag(): Promise<{ following: boolean; seenBlock: number; tipBlock: number; behind: number }> {
+    const tipBlock = (await this.ledger.height()) - 1;
+    const seenBlock = this.nextBlock;
+    return {
+      following: !this.feedStopped && !this.closed,
+      seenBlock,
+      tipBlock,
+      behind: Math.max(0, tipBlock - seenBlock),
+    };
   }
 
   async close(): Promise<void> {

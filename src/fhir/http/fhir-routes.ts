@@ -41,6 +41,16 @@ const SINGLE_RESOURCE = new Set(['read', 'vread']);
 const openAccess = new OpenAccess();
 
 /**
+ * What the metrics label a FHIR request with (set by the route, read in onResponse): the interaction (an
+ * operation as `$name`; `unrouted` for a path the router refused) and the resource type. Both come from what is
+ * registered, never from the caller: a bounded set of labels.
+ */
+export interface FhirRouteLabels {
+  fhirInteraction?: string;
+  fhirResourceType?: string;
+}
+
+/**
  * The FhirContext is built field by field below (not spread: see there). This fails to compile when FhirContext
  * gains a field that list does not set.
  */
@@ -161,6 +171,8 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         const query = q < 0 ? {} : parseQuery(url.slice(q + 1));
         const mediaType = negotiateResponseType(query._format?.[0], header(request, 'accept'));
         const method = request.method as HttpMethod;
+        const labels = request as FastifyRequest & FhirRouteLabels;
+        labels.fhirInteraction = 'unrouted';
         const routed = router.route(method === 'HEAD' ? 'GET' : method, path);
         const body = typeof request.body === 'string' ? request.body : undefined;
         const prefer = header(request, 'prefer');
@@ -190,6 +202,9 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         }
         const handler = registry.handlerFor(fhirRequest);
         if (!handler) throw notImplemented(`${fhirRequest.interaction} is not implemented`);
+        labels.fhirInteraction =
+          fhirRequest.interaction === 'operation' ? `$${fhirRequest.operation}` : fhirRequest.interaction;
+        labels.fhirResourceType = fhirRequest.resourceType;
         const context: FhirContext = {
           store: shared.store,
           validator: shared.validator,
