@@ -152,6 +152,9 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
   const router = new FhirRouter(registry, (type) => options.context.validator.isResourceType(type));
   const accessFor = options.accessFor ?? defaultAccess;
   const shared = options.context;
+  // Declared up front so every request object keeps one shape (fastify's advice for per-request properties).
+  for (const label of ['fhirInteraction', 'fhirResourceType'])
+    if (!app.hasRequestDecorator(label)) app.decorateRequest(label, undefined);
 
   await app.register(
     async (scope) => {
