@@ -28,6 +28,19 @@ export interface MetricSources {
 
 const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
 
+/**
+ * A scrape-time reading; null when it failed (the store closing, a query refused): the gauge keeps its last value
+ * and the rest of the scrape is still served.
+ */
+async function scraped<T>(read: (() => Promise<T>) | undefined): Promise<T | undefined | null> {
+  if (!read) return undefined;
+  try {
+    return await read();
+  } catch {
+    return null;
+  }
+}
+
 export class ServiceMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter<keyof RequestLabels>;
@@ -71,8 +84,8 @@ export class ServiceMetrics {
       help: 'Stored versions waiting for their integrity anchor on the ledger (counted up to 10000)',
       registers,
       async collect() {
-        const count = await sources().anchorBacklog?.();
-        if (count !== undefined) this.set(count);
+        const count = await scraped(sources().anchorBacklog);
+        if (typeof count === 'number') this.set(count);
       },
     });
     new Gauge({
@@ -82,7 +95,8 @@ export class ServiceMetrics {
       async collect() {
         const source = sources().oldestPendingAnchor;
         if (!source) return;
-        const stored = await source();
+        const stored = await scraped(source);
+        if (stored === null) return;
         this.set(stored === undefined ? 0 : Math.max(0, (Date.now() - stored) / 1000));
       },
     });

@@ -118,6 +118,14 @@ describe('GET /metrics', () => {
     expect((await from(open, '203.0.113.9')).statusCode).toBe(200);
   });
 
+  it('still answers when a backlog cannot be read (the store closed)', async () => {
+    const app = await start();
+    await app.store.close();
+    const res = await app.fastify.inject({ method: 'GET', url: '/metrics' });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toContain('# TYPE hie_anchor_backlog gauge');
+  });
+
   it('refuses a --metrics-allow that is not addresses or networks', () => {
     for (const bad of ['10.0.0.0/33', 'example.org', '10.0.0.1/8/2', '::1/129', 'fe80::/x'])
       expect(() => loadConfig({ metricsAllow: bad }, {}), bad).toThrow(ConfigError);
