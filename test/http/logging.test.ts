@@ -4,6 +4,8 @@
  * refusal lines carry the status and issue code, never the text quoting the resource.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { createHttpServer } from '../../src/fhir/http/server.js';
 import { startTestApp, FHIR_JSON, type TestApp } from './helpers.js';
 
 describe('request logs', () => {
@@ -203,5 +205,32 @@ describe('request logs with --log-values on (operator debugging)', () => {
     } finally {
       await app.stop();
     }
+  });
+});
+
+describe('errors in the logs', () => {
+  const loggedError = (logValues: boolean) => {
+    const lines: string[] = [];
+    const logStream = new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(String(chunk));
+        done();
+      },
+    });
+    const app = createHttpServer({ logLevel: 'info', bodyLimit: 1024, logStream, logValues });
+    const err = Object.assign(new TypeError("Cannot read 'MRN7730219' of Zebulonova"), { code: 'E_TEST' });
+    app.log.child({ component: 'store' }).error({ err }, 'a bug');
+    return JSON.parse(lines[0]) as { err: { type: string; code?: string; message: string; stack: string } };
+  };
+
+  it('carry the type, code and stack frames, not the message (which may quote a request)', () => {
+    const { err } = loggedError(false);
+    expect(err).toMatchObject({ type: 'TypeError', code: 'E_TEST' });
+    expect(err.stack).toMatch(/^TypeError\n {4}at /);
+    expect(JSON.stringify(err)).not.toMatch(/MRN7730219|Zebulonova/);
+  });
+
+  it('carry the message with --log-values on', () => {
+    expect(loggedError(true).err.message).toBe("Cannot read 'MRN7730219' of Zebulonova");
   });
 });
