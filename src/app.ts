@@ -2,7 +2,6 @@
  * Wiring: creates the adapters the configuration names and builds the HTTP app on them.
  * Other areas add their wiring here (ledger, access, operations), each as a few lines.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
@@ -28,6 +27,9 @@ import { verifyAnchorJournal } from './ledger/ledger-continuity.js';
 import { verifyOperation } from './fhir/operations/verify.js';
 import { everythingOperation } from './fhir/operations/everything.js';
 import { DEFAULT_AUDIT_CRON, scheduleAudit } from './jobs/audit.js';
+import { ServiceMetrics } from './metrics.js';
+import { registerOperatorRoutes } from './fhir/http/operator-routes.js';
+import { mkdirPrivate, tightenDataDir } from './private-files.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -54,7 +56,9 @@ export interface AppOverrides {
 }
 
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
-  mkdirSync(config.dataDir, { recursive: true });
+  // Data directory 0700, its files 0600, those of older versions too (src/private-files.ts).
+  mkdirPrivate(config.dataDir);
+  const tightened = tightenDataDir(config.dataDir);
   const store =
     overrides.store ??
     new SqliteResourceStore({
@@ -94,11 +98,18 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     const fastify = createHttpServer({
       logLevel: config.logLevel,
       bodyLimit: config.bodyLimit,
+      logValues: config.logValues,
       logStream: overrides.logStream,
     });
+    // Prometheus metrics (GET /metrics): every response counted; the ledger's calls and the validations too.
+    const metrics = new ServiceMetrics();
+    metrics.install(fastify);
+    if (tightened > 0)
+      fastify.log.warn({ entries: tightened }, 'data directory entries made private (0700/0600)');
     // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
-    const ledger =
-      overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' })));
+    const ledger = metrics.countingLedger(
+      overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' }))),
+    );
     if (!overrides.ledger) closers.push(() => ledger.close());
     // The integrity path: every write queues its anchor, a worker commits Merkle batches; $verify; the scheduled audit.
     const integrity = await openIntegrity({
@@ -143,11 +154,48 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       accessFor: access.accessFor,
       context: {
         store: access.store,
-        validator,
+        validator: metrics.countingValidator(validator),
         indexEntries: extractIndex,
         patientsOf: patientCompartments,
         anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
       },
+    });
+    // GET /healthz, /readyz (the anchor backlog is a metric, not readiness), /metrics: docs/configuration.md.
+    const consent = access.consent;
+    registerOperatorRoutes(fastify, {
+      checks: [
+        { name: 'store', check: async () => void (await store.pendingAnchors(1)) },
+        { name: 'ledger', check: async () => void (await ledger.height()) },
+        {
+          name: 'validator',
+          check: () => {
+            if (!validator.isResourceType('Patient')) throw new Error('no R4 definitions loaded');
+          },
+        },
+        {
+          name: 'consent',
+          check: async () => {
+            const lag = consent ? await consent.lag() : undefined;
+            if (consent?.ledgerMismatch) throw new Error('the ledger does not hold what this service committed');
+            if (lag && !lag.following) throw new Error('the consent event feed stopped');
+            if (lag && lag.behind > config.readyConsentLag)
+              throw new Error(`the consent cache is ${lag.behind} blocks behind the ledger`);
+          },
+        },
+      ],
+      metrics,
+      metricsAllow: config.metricsAllow,
+      log: fastify.log.child({ component: 'readiness' }),
+    });
+    metrics.observe({
+      anchorBacklog: () => integrity.anchorer.pendingCount(10_000),
+      oldestPendingAnchor: async () => {
+        const [oldest] = await store.pendingAnchors(1);
+        const version = oldest && (await store.vread(oldest.resourceType, oldest.id, oldest.versionId));
+        return version ? Date.parse(version.lastUpdated) : undefined;
+      },
+      consentDecisions: consent && (() => consent.decisions),
+      auditBacklog: () => access.audit.backlog,
     });
     await fastify.ready();
     integrity.anchorer.start(); // drains what a previous run left pending, then follows the writes

@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import cron from 'node-cron';
+import { parseMetricsAllow, type MetricsAllow } from './fhir/http/operator-routes.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -17,6 +18,8 @@ export interface Config {
   /** Absolute path of the data directory (created on demand). */
   dataDir: string;
   logLevel: LogLevel;
+  /** Debugging only: log query values, ids in paths and refusal texts (health data; docs/configuration.md). */
+  logValues: boolean;
   /** Largest request body accepted, in bytes (413 above). */
   bodyLimit: number;
   /** Public base URL of the FHIR endpoint, e.g. https://hie.example.org/fhir; derived from Host when absent. */
@@ -41,6 +44,10 @@ export interface Config {
   validation: 'full' | 'schema';
   /** The network's shared profiles: folders of JSON or FHIR package tarballs (docs/validation.md). */
   igPaths: string[];
+  /** Who may read GET /metrics besides loopback callers: `all`, or listed addresses and networks. */
+  metricsAllow: MetricsAllow;
+  /** Readiness: the most blocks the consent cache may be behind the ledger's last block. */
+  readyConsentLag: number;
   /** Profiles every resource of a type must conform to, e.g. { Patient: ['http://example.org/fhir/StructureDefinition/hie-patient'] }. */
   requiredProfiles: Record<string, string[]>;
   /** Token requests a minute allowed per client address and per client at POST /auth/token; 0 turns the limit off. */
@@ -148,6 +155,15 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
         throw new ConfigError(`${source}: '${text}' is not one of ${LOG_LEVELS.join(', ')}`);
       return text as LogLevel;
     },
+  },
+  {
+    key: 'logValues',
+    flag: '--log-values <on|off>',
+    env: 'HIE_LOG_VALUES',
+    default: 'off',
+    description:
+      'debugging only: log full URLs (query values, ids), refusal texts and error messages: these hold HEALTH DATA',
+    parse: parseOnOff,
   },
   {
     key: 'bodyLimit',
@@ -304,7 +320,35 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
       'token requests a minute per client address and per client at /auth/token (429 above); 0: off',
     parse: (text, source) => parseWholeNumber(text, source, 0, 1_000_000),
   },
+  {
+    key: 'metricsAllow',
+    flag: '--metrics-allow <addresses>',
+    env: 'HIE_METRICS_ALLOW',
+    default: 'loopback',
+    description:
+      'who may read GET /metrics: loopback (default), all, or loopback and these comma-separated addresses/CIDR networks',
+    parse: (text, source) => {
+      try {
+        return parseMetricsAllow(text);
+      } catch (err) {
+        throw new ConfigError(`${source}: ${(err as Error).message}`);
+      }
+    },
+  },
+  {
+    key: 'readyConsentLag',
+    flag: '--ready-consent-lag <blocks>',
+    env: 'HIE_READY_CONSENT_LAG',
+    default: '100',
+    description: "readiness: the most blocks the consent cache may be behind the ledger's last block",
+    parse: (text, source) => parseWholeNumber(text, source, 0, 1_000_000_000),
+  },
 ] as OptionSpec<keyof Config>[];
+
+function parseOnOff(text: string, source: string): boolean {
+  if (text !== 'on' && text !== 'off') throw new ConfigError(`${source}: '${text}' is not on or off`);
+  return text === 'on';
+}
 
 function parseWholeNumber(text: string, source: string, min: number, max: number): number {
   if (!/^\d+$/.test(text.trim()) || Number(text) < min || Number(text) > max) {

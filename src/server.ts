@@ -6,6 +6,8 @@ import { buildApp, FHIR_PREFIX, type App } from './app.js';
 import type { Config } from './config.js';
 
 export async function serve(config: Config): Promise<App> {
+  // Whatever the service or its libraries create is for its own user only (0700/0600; docs/configuration.md).
+  process.umask(0o077);
   const app = await buildApp(config);
   await app.fastify.listen({ port: config.port, host: config.host });
   const address = app.fastify.server.address();

@@ -142,6 +142,11 @@ export class AuditRecorder {
     this.maxAggregates = options.batchSize ?? 500;
   }
 
+  /** Aggregated audit records waiting to be stored (the metrics' audit backlog). */
+  get backlog(): number {
+    return this.pending.size;
+  }
+
   /** Counts one request's decisions into its aggregate; returns at once. */
   record(entry: RequestAudit): void {
     if (this.closed) return;

@@ -113,7 +113,8 @@ class ConsentLedgerStore implements ResourceStore {
         if (!(err instanceof FhirError)) throw err;
         // What the service cannot enforce exactly grants nothing (fail closed); the Consent itself is kept.
         this.options.log?.warn(
-          { consent: request.id, reason: err.message },
+          // The reason's text quotes the Consent (ids, references): the issue code only (no health data in logs).
+          { code: err.outcome.issue[0]?.code },
           'Consent stored without grants: it cannot be enforced as written',
         );
         target = undefined;

@@ -14,6 +14,7 @@ import type { ClientDirectory, ClientRecord } from './tokens.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from './scopes.js';
 import type { IdentityEnrollment, IdentityProvider } from './identity-provider.js';
 import type { EcKeyType } from '../ledger/identity/embedded-ca.js';
+import { ensurePrivateFile } from '../private-files.js';
 
 export type ParticipantStatus = 'registered' | 'enrolled' | 'revoked';
 
@@ -135,6 +136,7 @@ export class ParticipantDirectory implements ClientDirectory {
     file: string,
     private readonly identity?: IdentityProvider,
   ) {
+    ensurePrivateFile(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');

@@ -1,8 +1,8 @@
 /**
  * The scheduled integrity audit: the same checks as `hie-ledger verify` (src/ledger/integrity.ts), on a cron
  * schedule (node-cron; default daily at 03:00, `--audit-cron`, `off` disables it). Each run is logged and its
- * report written to `dataDir/audits/audit-<timestamp>.json`; a failed audit is logged as an error naming every
- * altered and missing version.
+ * report written to `dataDir/audits/audit-<timestamp>.json`; a failed audit is logged as an error counting the
+ * altered and missing versions, which the report names (ids stay out of the logs).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -66,8 +66,9 @@ export function scheduleAudit(options: AuditJobOptions): AuditJob | undefined {
           anchored: report.anchored,
           pending: report.pending,
           erased: report.erased,
-          altered: report.altered,
-          missing: report.missing,
+          // Counts: the references name resources by id (ids can be record numbers); the report file (0600) lists them.
+          altered: report.altered.length,
+          missing: report.missing.length,
           problems: report.problems.length,
         };
         if (report.ok) options.log.info(summary, 'integrity audit passed');

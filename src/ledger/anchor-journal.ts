@@ -12,6 +12,7 @@
  */
 import Database from 'better-sqlite3';
 import type { VersionKey } from '../fhir/store/resource-store.js';
+import { ensurePrivateFile } from '../private-files.js';
 
 export interface BatchMember extends VersionKey {
   leafIndex: number;
@@ -76,6 +77,7 @@ export class AnchorJournal {
   private committedMemberStatement?: Database.Statement;
 
   private constructor(file: string) {
+    ensurePrivateFile(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 10000');

@@ -118,6 +118,10 @@ export class ConsentService {
   private readonly accessBatchSize: number;
   private readonly accessFlushMs: number;
   private closed = false;
+  /** Decisions answered since start, by outcome (read by the metrics at scrape time). */
+  readonly decisions = { permit: 0, deny: 0 };
+  /** The event feed ended while the service runs (a Fabric stream that gave up): the cache no longer follows. */
+  private feedStopped = false;
 
   private constructor(private readonly options: ConsentServiceOptions) {
     this.ledger = options.ledger;
@@ -234,7 +238,7 @@ export class ConsentService {
     for (const byGrantee of this.grants.values())
       for (const byConsent of byGrantee.values())
         for (const cached of byConsent.values()) snapshot.grants.push(cached);
-    mkdirSync(dirname(this.options.checkpointFile), { recursive: true });
+    mkdirSync(dirname(this.options.checkpointFile), { recursive: true, mode: 0o700 });
     const tmp = `${this.options.checkpointFile}.tmp`;
     writeFileSync(tmp, JSON.stringify(snapshot), { mode: 0o600 });
     renameSync(tmp, this.options.checkpointFile);
@@ -298,6 +302,7 @@ export class ConsentService {
       } catch (err) {
         if (!this.closed) this.log.error({ err: (err as Error).message }, 'consent event feed stopped');
       } finally {
+        if (!this.closed) this.feedStopped = true;
         caughtUp();
       }
     })();
@@ -346,6 +351,13 @@ export class ConsentService {
    * `patient` (`Patient/x`) now?
    */
   allows(patient: string, grantees: readonly string[], resourceType: string): boolean {
+    const allowed = this.decide(patient, grantees, resourceType);
+    if (allowed) this.decisions.permit++;
+    else this.decisions.deny++;
+    return allowed;
+  }
+
+  private decide(patient: string, grantees: readonly string[], resourceType: string): boolean {
     if (this.mismatch) return false;
     const patientPseudonym = this.pseudonyms.existingPseudonymOf(patient);
     if (!patientPseudonym) return false;
@@ -629,6 +641,23 @@ export class ConsentService {
     const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
     if (!pseudonym) return [];
     return JSON.parse(await this.ledger.evaluate('consent:ListGrants', [pseudonym])) as LedgerGrant[];
+  }
+
+  /**
+   * How far the consent cache is behind the ledger (readiness, docs/configuration.md): the last block whose events
+   * it applied, the ledger's last block, and whether the event feed still runs. Blocks without events of this
+   * chaincode (config blocks, invalidated transactions, other chaincodes on a shared channel) count as behind.
+   * Throws when the ledger cannot be reached.
+   */
+  async lag(): Promise<{ following: boolean; seenBlock: number; tipBlock: number; behind: number }> {
+    const tipBlock = (await this.ledger.height()) - 1;
+    const seenBlock = this.nextBlock;
+    return {
+      following: !this.feedStopped && !this.closed,
+      seenBlock,
+      tipBlock,
+      behind: Math.max(0, tipBlock - seenBlock),
+    };
   }
 
   async close(): Promise<void> {

@@ -70,4 +70,32 @@ describe('scheduled integrity audit', () => {
       await job.stop();
     }
   });
+
+  it('logs a failed audit with counts, not the ids of the versions (the report names them)', async () => {
+    fixture = await openFixture({ batchSize: 10 });
+    const f = fixture;
+    await f.write(observation('MRN4471093', '2.50'));
+    await f.integrity.anchorer.drain();
+    f.store.db
+      .prepare(
+        `UPDATE resource_version SET json = replace(json, '2.50', '2.51') WHERE resource_type = 'Observation' AND id = 'MRN4471093'`,
+      )
+      .run();
+    const log = logger();
+    const job = scheduleAudit({ cron: '0 3 * * *', dataDir: f.dir, audit: () => f.integrity.audit(), log })!;
+    try {
+      const run = await job.runNow();
+      expect(run.report?.ok).toBe(false);
+      expect(run.report?.altered).toEqual(['Observation/MRN4471093/_history/1']);
+      expect(log.lines).toEqual([
+        expect.objectContaining({
+          level: 'error',
+          obj: expect.objectContaining({ altered: 1, missing: 0 }),
+        }),
+      ]);
+      expect(JSON.stringify(log.lines)).not.toContain('MRN4471093');
+    } finally {
+      await job.stop();
+    }
+  });
 });

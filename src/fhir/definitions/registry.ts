@@ -200,7 +200,7 @@ export class DefinitionRegistry {
     }
     if (cacheFile) {
       try {
-        fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
+        fs.mkdirSync(path.dirname(cacheFile), { recursive: true, mode: 0o700 });
         const tmp = `${cacheFile}.${process.pid}.tmp`;
         const all = [
           ...this.all('StructureDefinition'),
@@ -208,7 +208,7 @@ export class DefinitionRegistry {
           ...this.all('CodeSystem'),
           ...this.all('ConceptMap'),
         ];
-        fs.writeFileSync(tmp, JSON.stringify(all));
+        fs.writeFileSync(tmp, JSON.stringify(all), { mode: 0o600 });
         fs.renameSync(tmp, cacheFile);
       } catch {
         // The cache is an optimisation only.

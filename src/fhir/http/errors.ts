@@ -103,11 +103,14 @@ export function outcomeOf(err: unknown): {
   };
 }
 
-export function installErrorHandling(app: FastifyInstance): void {
+export function installErrorHandling(app: FastifyInstance, options: { logValues: boolean }): void {
   app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const { status, outcome, headers, bug } = outcomeOf(err);
     if (bug) request.log.error({ err }, 'unhandled error');
-    else request.log.info({ status, issue: outcome.issue[0]?.diagnostics }, 'request refused');
+    // A refusal's text quotes ids and field values: logged only when the operator asked for values.
+    else if (options.logValues)
+      request.log.info({ status, issue: outcome.issue[0]?.diagnostics }, 'request refused');
+    else request.log.info({ status, code: outcome.issue[0]?.code }, 'request refused');
     return sendOutcome(reply, status, outcome, headers);
   });
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) =>

@@ -20,6 +20,7 @@ import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions
 import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
 import { emptyQuery, parseQuery } from '../interactions/query.js';
 import { negotiateResponseType, preferReturnOf, requestMediaType } from './negotiation.js';
+import type { RouteLogConfig } from './server.js';
 
 export interface FhirRoutesOptions {
   /** Mount point of the FHIR base, e.g. `/fhir`. */
@@ -55,6 +56,16 @@ function invalidUtf8(bytes: Buffer): FhirError {
 }
 
 /**
+ * What the metrics label a FHIR request with (set by the route, read in onResponse): the interaction (an
+ * operation as `$name`; `unrouted` for a path the router refused) and the resource type. Both come from what is
+ * registered, never from the caller: a bounded set of labels.
+ */
+export interface FhirRouteLabels {
+  fhirInteraction?: string;
+  fhirResourceType?: string;
+}
+
+/**
  * The FhirContext is built field by field below (not spread: see there). This fails to compile when FhirContext
  * gains a field that list does not set.
  */
@@ -69,6 +80,54 @@ function defaultAccess(request: FastifyRequest): AccessPolicy {
 
 /** Query parameters in order, repeated ones kept, in a map without a prototype (interactions/query.ts). */
 export { parseQuery };
+
+/**
+ * The route template of a path under the FHIR base, for the logs and metrics: ids and version ids become `:id` and
+ * `:vid`, unknown types and operations `:type` and `$:operation` (a client may put anything in a path), e.g.
+ * `/fhir/Patient/123/_history/2` -> `/fhir/Patient/:id/_history/:vid`. The shapes are those of FhirRouter.
+ */
+export function fhirPathTemplate(
+  prefix: string,
+  path: string,
+  isResourceType: (type: string) => boolean,
+  isOperation: (name: string) => boolean,
+): string {
+  const segments = path
+    .slice(prefix.length)
+    .split('/')
+    .filter((s) => s !== '');
+  const type = (s: string) => (isResourceType(s) ? s : ':type');
+  const operation = (s: string) => (isOperation(s.slice(1)) ? s : '$:operation');
+  const [a, b, c, , e] = segments;
+  let tail: string[] | undefined;
+  switch (segments.length) {
+    case 0:
+      tail = [];
+      break;
+    case 1:
+      tail = [
+        a === 'metadata' || a === '_history' || a === '_search'
+          ? a
+          : a.startsWith('$')
+            ? operation(a)
+            : type(a),
+      ];
+      break;
+    case 2:
+      tail = [type(a), b === '_history' || b === '_search' ? b : b.startsWith('$') ? operation(b) : ':id'];
+      break;
+    case 3:
+      if (c === '_history' || c.startsWith('$')) tail = [type(a), ':id', c === '_history' ? c : operation(c)];
+      break;
+    case 4:
+      if (c === '_history') tail = [type(a), ':id', c, ':vid'];
+      break;
+    case 5:
+      if (c === '_history' && e.startsWith('$')) tail = [type(a), ':id', c, ':vid', operation(e)];
+      break;
+  }
+  return tail ? `${prefix}${tail.length ? '/' : ''}${tail.join('/')}` : `${prefix}/:unknown`;
+}
 
 function header(request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name];
@@ -103,6 +162,9 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
   const router = new FhirRouter(registry, (type) => options.context.validator.isResourceType(type));
   const accessFor = options.accessFor ?? defaultAccess;
   const shared = options.context;
+  // Declared up front so every request object keeps one shape (fastify's advice for per-request properties).
+  for (const label of ['fhirInteraction', 'fhirResourceType'])
+    if (!app.hasRequestDecorator(label)) app.decorateRequest(label, undefined);
 
   await app.register(
     async (scope) => {
@@ -125,6 +187,8 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         const query = q < 0 ? emptyQuery() : parseQuery(url.slice(q + 1));
         const mediaType = negotiateResponseType(query._format?.[0], header(request, 'accept'));
         const method = request.method as HttpMethod;
+        const labels = request as FastifyRequest & FhirRouteLabels;
+        labels.fhirInteraction = 'unrouted';
         const routed = router.route(method === 'HEAD' ? 'GET' : method, path);
         const body = typeof request.body === 'string' ? request.body : undefined;
         const prefer = header(request, 'prefer');
@@ -154,6 +218,9 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         }
         const handler = registry.handlerFor(fhirRequest);
         if (!handler) throw notImplemented(`${fhirRequest.interaction} is not implemented`);
+        labels.fhirInteraction =
+          fhirRequest.interaction === 'operation' ? `$${fhirRequest.operation}` : fhirRequest.interaction;
+        labels.fhirResourceType = fhirRequest.resourceType;
         const context: FhirContext = {
           store: shared.store,
           validator: shared.validator,
@@ -168,8 +235,23 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         return send(reply, response, mediaType, query, SINGLE_RESOURCE.has(fhirRequest.interaction));
       };
 
-      scope.route({ method: [...METHODS, 'OPTIONS'], url: '/', handler: handle, exposeHeadRoute: false });
-      scope.route({ method: [...METHODS, 'OPTIONS'], url: '/*', handler: handle, exposeHeadRoute: false });
+      const config: RouteLogConfig = {
+        pathTemplate: (path) =>
+          fhirPathTemplate(
+            prefix,
+            path,
+            (type) => shared.validator.isResourceType(type),
+            (name) => registry.operation(name) !== undefined,
+          ),
+      };
+      for (const url of ['/', '/*'])
+        scope.route({
+          method: [...METHODS, 'OPTIONS'],
+          url,
+          handler: handle,
+          exposeHeadRoute: false,
+          config,
+        });
     },
     { prefix },
   );

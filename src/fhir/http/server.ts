@@ -15,6 +15,11 @@ import { installErrorHandling, outcomeOf, sendOutcome } from './errors.js';
 export interface HttpServerOptions {
   logLevel: string;
   bodyLimit: number;
+  /**
+   * Operator debugging only: log full URLs (query values, ids), refusal texts and error messages, which carry
+   * health data. Off: request lines carry the route template and query parameter names only.
+   */
+  logValues?: boolean;
   /** A pino destination/stream for tests; stdout when absent. */
   logStream?: NodeJS.WritableStream;
 }
@@ -74,8 +79,60 @@ class LazyRequestLogger {
     return this.logger.child(bindings, options);
   }
 }
-/** Query parameters that may carry secrets: their values never reach the logs. */
+/** Query parameters that may carry secrets: their values never reach the logs, not even with logValues. */
 const SECRET_PARAMS = /([?&](?:access_token|token|client_assertion|code|password)=)[^&]*/gi;
+
+/** Per-route log settings (fastify route `config`). */
+export interface RouteLogConfig {
+  /**
+   * The template of a path served by a catch-all route (the FHIR base): `/fhir/Patient/123` ->
+   * `/fhir/Patient/:id`. Routes without it are logged by their fastify route pattern.
+   */
+  pathTemplate?: (path: string) => string;
+}
+
+/** What a request line says about the URL: the route template, never the path's ids. */
+export function routeTemplateOf(request: Pick<FastifyRequest, 'url' | 'routeOptions'>): string {
+  const routeOptions = request.routeOptions as FastifyRequest['routeOptions'] | undefined;
+  const template = (routeOptions?.config as RouteLogConfig | undefined)?.pathTemplate;
+  if (template) {
+    const q = request.url.indexOf('?');
+    return template(q < 0 ? request.url : request.url.slice(0, q));
+  }
+  // An unrouted path (404) may hold anything: it is not logged.
+  return routeOptions?.url ?? '(no route)';
+}
+
+const MAX_LOGGED_PARAMS = 32;
+
+/** The query's parameter names (with modifiers, e.g. `code:text`), each once; never their values. */
+export function queryParamNames(url: string): string[] | undefined {
+  const q = url.indexOf('?');
+  if (q < 0 || q === url.length - 1) return undefined;
+  const names = new Set<string>();
+  for (const name of new URLSearchParams(url.slice(q + 1)).keys()) {
+    if (names.size >= MAX_LOGGED_PARAMS) break;
+    names.add(name.length > 100 ? `${name.slice(0, 100)}…` : name);
+  }
+  return [...names];
+}
+
+/**
+ * An error for the logs without its message (messages may quote what a request carried): its type, code and the
+ * stack frames. With logValues, pino's standard serialiser (message included).
+ */
+function errorWithoutValues(err: Error): { type: string; message: string; stack: string; code?: string } {
+  // pino passes whatever sits under `err`, strings included: those are the service's own texts, kept.
+  if (!(err instanceof Error)) return err;
+  const stack = err.stack ?? '';
+  const frames = stack.indexOf('\n    at ');
+  return {
+    type: err.name,
+    message: '[not logged: --log-values]',
+    stack: frames < 0 ? '' : `${err.name}${stack.slice(frames)}`,
+    ...('code' in err && typeof err.code === 'string' ? { code: err.code } : {}),
+  };
+}
 
 export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   const logger: FastifyServerOptions['logger'] = {
@@ -95,13 +152,22 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
       censor: '[redacted]',
     },
     serializers: {
-      req(request: { method: string; url: string; ip?: string; hostname?: string }) {
-        return {
-          method: request.method,
-          url: request.url.replace(SECRET_PARAMS, '$1[redacted]'),
-          remoteAddress: request.ip,
-        };
-      },
+      // Built property by property (no spread on a per-request path: docs/architecture.md).
+      req: options.logValues
+        ? (request: FastifyRequest) => ({
+            method: request.method,
+            route: routeTemplateOf(request),
+            params: queryParamNames(request.url),
+            url: request.url.replace(SECRET_PARAMS, '$1[redacted]'),
+            remoteAddress: request.ip,
+          })
+        : (request: FastifyRequest) => ({
+            method: request.method,
+            route: routeTemplateOf(request),
+            params: queryParamNames(request.url),
+            remoteAddress: request.ip,
+          }),
+      ...(options.logValues ? {} : { err: errorWithoutValues }),
     },
     ...(options.logStream ? { stream: options.logStream } : {}),
   };
@@ -137,6 +203,6 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     reply.header('X-Request-Id', request.id);
     done();
   });
-  installErrorHandling(app);
+  installErrorHandling(app, { logValues: options.logValues ?? false });
   return app;
 }

@@ -155,9 +155,9 @@ function compiledValidator(schema: PublishedSchema, schemaText: string): Validat
     const code = (standaloneCode as any).default
       ? (standaloneCode as any).default(ajv, validate)
       : (standaloneCode as any)(ajv, validate);
-    mkdirSync(dirname(file), { recursive: true });
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     const temporary = `${file}.${process.pid}.tmp`;
-    writeFileSync(temporary, code);
+    writeFileSync(temporary, code, { mode: 0o600 });
     renameSync(temporary, file); // atomic: concurrent starts never read half a file
     pruneOtherCaches(dirname(file), file);
   } catch {

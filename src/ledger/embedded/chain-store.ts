@@ -8,6 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { BlockHeader, StoredTransaction, TxTimestamp, ValidationCode, Version } from './types.js';
+import { ensurePrivateFile } from '../../private-files.js';
 
 export interface StateEntry {
   value: Buffer;
@@ -124,6 +125,7 @@ export class ChainStore {
 
   constructor(file: string) {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    ensurePrivateFile(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     // WAL + NORMAL: a committed block survives a process crash; FULL would also survive power loss at a cost.

@@ -323,7 +323,7 @@ export class FabricLedger implements Ledger {
   ): AsyncGenerator<LedgerEvent, void, undefined> {
     let checkpointer: Checkpointer;
     if (startBlock === undefined && this.checkpointPath) {
-      mkdirSync(dirname(this.checkpointPath), { recursive: true });
+      mkdirSync(dirname(this.checkpointPath), { recursive: true, mode: 0o700 });
       checkpointer = await checkpointers.file(this.checkpointPath);
     } else {
       checkpointer = checkpointers.inMemory();

@@ -47,6 +47,7 @@ import {
 import { MIGRATIONS } from './schema.js';
 import { CurrentVersionCache } from './current-cache.js';
 import { searchSqlite, type SqliteSearchRequest, type SqliteSearchResult } from './sqlite-search.js';
+import { ensurePrivateFile } from '../../../private-files.js';
 
 export interface SqliteStoreOptions {
   /** Path of the database file, or ':memory:' (tests). */
@@ -137,6 +138,7 @@ export class SqliteResourceStore implements ResourceStore {
   private cacheDataVersion: unknown = undefined;
 
   constructor(options: SqliteStoreOptions) {
+    ensurePrivateFile(options.file);
     this.db = new Database(options.file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma(`synchronous = ${options.synchronous === 'FULL' ? 'FULL' : 'NORMAL'}`);

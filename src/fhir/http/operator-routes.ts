@@ -1,0 +1,135 @@
+/**
+ * What an operator's probes and Prometheus ask, beside the FHIR base and without authentication:
+ * - GET /healthz: the process serves HTTP (liveness);
+ * - GET /readyz: every readiness check passes (store, ledger, validator, consent feed), else 503;
+ * - GET /metrics: Prometheus text (src/metrics.ts), for loopback callers and the addresses --metrics-allow lists.
+ * Probe answers name the checks and say ok or failing: no data, no counts, no block numbers.
+ */
+import { BlockList, isIP } from 'node:net';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ServiceMetrics } from '../../metrics.js';
+
+/** One readiness check: resolves when ready, throws (or rejects) when not. */
+export interface ReadinessCheck {
+  name: string;
+  check(): Promise<void> | void;
+}
+
+export interface OperatorRoutesOptions {
+  checks: ReadinessCheck[];
+  metrics?: ServiceMetrics;
+  /** Who may read /metrics (parseMetricsAllow). */
+  metricsAllow: MetricsAllow;
+  /** The longest a check may take before it counts as failing (ms). */
+  checkTimeoutMs?: number;
+  log: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
+}
+
+/** `all`, or the addresses and networks besides loopback that may read /metrics. */
+export type MetricsAllow = 'all' | BlockList;
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/**
+ * Parses --metrics-allow: `loopback` (default), `all`, or comma-separated addresses and CIDR networks. Throws a
+ * RangeError naming the entry that is neither.
+ */
+export function parseMetricsAllow(text: string): MetricsAllow {
+  const value = text.trim();
+  if (value === 'all') return 'all';
+  const list = new BlockList();
+  for (const entry of value.split(',').map((e) => e.trim())) {
+    if (entry === '' || entry === 'loopback') continue;
+    const [address, prefix, ...rest] = entry.split('/');
+    const family = isIP(address);
+    const bits = family === 4 ? 32 : 128;
+    if (family === 0 || rest.length > 0 || (prefix !== undefined && !/^\d{1,3}$/.test(prefix)))
+      throw new RangeError(`'${entry}' is not an IP address or CIDR network`);
+    if (prefix !== undefined && Number(prefix) > bits)
+      throw new RangeError(`'${entry}' has a prefix longer than ${bits}`);
+    const type = family === 4 ? 'ipv4' : 'ipv6';
+    if (prefix === undefined) list.addAddress(address, type);
+    else list.addSubnet(address, Number(prefix), type);
+  }
+  return list;
+}
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+
+function metricsAllowed(allow: MetricsAllow, remote: string | undefined): boolean {
+  if (allow === 'all') return true;
+  if (!remote) return false;
+  // A dual-stack socket reports IPv4 callers as ::ffff:a.b.c.d.
+  const address = remote.startsWith('::ffff:') && isIP(remote.slice(7)) === 4 ? remote.slice(7) : remote;
+  const type = isIP(address) === 6 ? 'ipv6' : 'ipv4';
+  return LOOPBACK.check(address, type) || allow.check(address, type);
+}
+
+async function withTimeout(work: Promise<void> | void, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      work,
+      new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+        timer.unref();
+      }),
+    ]);
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}
+
+export function registerOperatorRoutes(app: FastifyInstance, options: OperatorRoutesOptions): void {
+  const timeoutMs = options.checkTimeoutMs ?? 2000;
+  /** Each check's last state, to log changes once rather than every probe. */
+  const failing = new Set<string>();
+
+  app.get('/healthz', (_request, reply) =>
+    reply.header('content-type', JSON_TYPE).header('cache-control', 'no-store').send('{"status":"alive"}'),
+  );
+
+  app.get('/readyz', async (_request, reply) => {
+    const results = await Promise.all(
+      options.checks.map(async ({ name, check }) => {
+        try {
+          await withTimeout(check(), timeoutMs);
+          if (failing.delete(name)) options.log.info({ check: name }, 'readiness check passes again');
+          return [name, 'ok'] as const;
+        } catch (err) {
+          if (!failing.has(name)) {
+            failing.add(name);
+            // The reason is the service's own (a ledger or store error): no request data.
+            options.log.warn(
+              { check: name, reason: err instanceof Error ? err.message : String(err) },
+              'readiness check failing',
+            );
+          }
+          return [name, 'failing'] as const;
+        }
+      }),
+    );
+    const ready = results.every(([, state]) => state === 'ok');
+    return reply
+      .code(ready ? 200 : 503)
+      .header('content-type', JSON_TYPE)
+      .header('cache-control', 'no-store')
+      .send(JSON.stringify({ status: ready ? 'ready' : 'not ready', checks: Object.fromEntries(results) }));
+  });
+
+  const metrics = options.metrics;
+  if (metrics) {
+    app.get('/metrics', async (request: FastifyRequest, reply: FastifyReply) => {
+      if (!metricsAllowed(options.metricsAllow, request.socket.remoteAddress)) {
+        return reply
+          .code(403)
+          .header('content-type', 'text/plain; charset=utf-8')
+          .send('metrics are served to loopback callers and the addresses of --metrics-allow only\n');
+      }
+      const { contentType, body } = await metrics.text();
+      return reply.header('content-type', contentType).header('cache-control', 'no-store').send(body);
+    });
+  }
+}
