@@ -176,7 +176,8 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
           name: 'consent',
           check: async () => {
             const lag = consent ? await consent.lag() : undefined;
-            if (consent?.ledgerMismatch) throw new Error('the ledger does not hold what this service committed');
+            if (consent?.ledgerMismatch)
+              throw new Error('the ledger does not hold what this service committed');
             if (lag && !lag.following) throw new Error('the consent event feed stopped');
             if (lag && lag.behind > config.readyConsentLag)
               throw new Error(`the consent cache is ${lag.behind} blocks behind the ledger`);
