@@ -35,6 +35,8 @@ export interface AccessSetupOptions {
   /** The interface the server listens on: dev-open refuses anything but loopback. */
   host: string;
   mspId?: string;
+  /** The organisation this service keeps records for (config.organization): its systems choose ids of new resources. */
+  organization?: string;
   /** Public base URL of the FHIR endpoint (config.baseUrl), e.g. https://hie.example.org/fhir. */
   fhirBaseUrl?: string;
   fhirPrefix: string;
@@ -116,7 +118,11 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
       })
     : undefined;
   const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
-  const control = new AccessControl({ compartmentTypes: patientCompartmentTypes(), consent });
+  const control = new AccessControl({
+    compartmentTypes: patientCompartmentTypes(),
+    consent,
+    organization: options.organization,
+  });
   const audit = new AuditRecorder({
     store: options.store,
     indexEntries: options.indexEntries,

@@ -35,7 +35,10 @@ export interface Harness {
   stop(): Promise<void>;
 }
 
-export async function startHarness(): Promise<Harness> {
+/** This service's own organisation in the harness (`--organization`): its systems create with chosen ids. */
+export const HOME_ORGANIZATION = 'Organization/hosp-a';
+
+export async function startHarness(flags: Record<string, unknown> = {}): Promise<Harness> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-access-'));
   const logs: string[] = [];
   const logStream = new Writable({
@@ -45,7 +48,16 @@ export async function startHarness(): Promise<Harness> {
     },
   });
   const config = loadConfig(
-    { dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn', auth: 'smart', baseUrl: `${BASE}/fhir` },
+    {
+      dataDir,
+      port: 0,
+      host: '127.0.0.1',
+      logLevel: 'warn',
+      auth: 'smart',
+      baseUrl: `${BASE}/fhir`,
+      organization: HOME_ORGANIZATION,
+      ...flags,
+    },
     {},
   );
   const app = await buildApp(config, { logStream });
