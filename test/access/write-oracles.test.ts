@@ -271,6 +271,33 @@ describe('writes to absent, hidden and visible ids (two organisations)', () => {
     });
   }
 
+  it('a deletion the caller can see: PUT 404 for a clinician, PATCH 410, DELETE 200 with its ETag or 412 with If-Match', async () => {
+    const { id } = await visibleTarget();
+    expect((await send('drB', 'DELETE', id, undefined, 'direct')).status).toBe(200);
+    for (const ifMatch of [undefined, tag(7), tag(2)]) {
+      const put = await send('drB', 'PUT', id, ifMatch, 'direct');
+      expect(put.status, `PUT ${ifMatch}`).toBe(404);
+      expect(put.text).toBe(notKnown('{id}'));
+      const patch = await send('drB', 'PATCH', id, ifMatch, 'direct');
+      expect(patch.status, `PATCH ${ifMatch}`).toBe(410);
+      const del = await send('drB', 'DELETE', id, ifMatch, 'direct');
+      if (ifMatch === undefined) {
+        expect(del.status).toBe(200);
+        expect(del.headers.etag).toBe('W/"2"');
+        expect(del.text).toBe(notThere('{id}'));
+      } else {
+        expect(del.status).toBe(412);
+        expect(JSON.parse(del.text).issue[0].diagnostics).toBe(
+          `If-Match ${ifMatch} does not match: Observation/{id} is deleted`,
+        );
+      }
+    }
+    // A system of its custodian may revive it.
+    const revived = await send('sysB', 'PUT', id, undefined, 'direct');
+    expect(revived.status).toBe(201);
+    expect(revived.headers.etag).toBe('W/"3"');
+  });
+
   it("this service's own system creates with a chosen id; If-Match on an unused id is 412; a hidden id is 404 and stays untouched", async () => {
     const hiddenFromA = (await visibleTarget()).id; // hosp-b's record: hosp-a has no grant to it
     expect((await h.request(tokens.sysA, 'GET', `/Observation/${hiddenFromA}`)).status).toBe(404);
