@@ -182,8 +182,17 @@ export class CallerAccessPolicy implements AccessPolicy {
     const caller = this.caller;
     if (caller.role === 'open') return true;
     const present = existing !== undefined && !existing.deleted;
-    // Writes to what the caller may not see answer exactly as for an id never used (same status and text).
-    if (existing && !this.decide(existing)) throw notKnown(resourceType, id);
+    // Writes to what the caller may not see answer exactly as for an id never used (same status and text). For a
+    // caller who chooses ids, that is the role rules' refusal when it may not create such a resource at all.
+    if (existing && !this.decide(existing)) {
+      if (
+        this.interaction === 'update' &&
+        this.choosesIds &&
+        !this.canWrite(resourceType, undefined, patients, id)
+      )
+        return false;
+      throw notKnown(resourceType, id);
+    }
     // Choosing the id of a new resource (update-as-create) is for this service's own organisation: anyone else
     // could squat ids, and would learn from 201-versus-404 which ids are taken.
     if (!present && this.interaction === 'update' && !(existing ? this.revives : this.choosesIds))

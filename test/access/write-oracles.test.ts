@@ -298,6 +298,15 @@ describe('writes to absent, hidden and visible ids (two organisations)', () => {
     expect(revived.headers.etag).toBe('W/"3"');
   });
 
+  it('an admin without a recorded reason gets the same 403 for a hidden clinical id as for an unused one', async () => {
+    tokens.admin ??= await h.enrol('admin-1', 'admin');
+    const hidden = await send('admin', 'PUT', HIDDEN, undefined, 'direct');
+    const absent = await send('admin', 'PUT', ABSENT, undefined, 'direct');
+    expect(hidden).toEqual(absent);
+    expect(absent.status).toBe(403);
+    expect((await h.request(tokens.sysA, 'GET', `/Observation/${ABSENT}`)).status).toBe(404);
+  });
+
   it("this service's own system creates with a chosen id; If-Match on an unused id is 412; a hidden id is 404 and stays untouched", async () => {
     const hiddenFromA = (await visibleTarget()).id; // hosp-b's record: hosp-a has no grant to it
     expect((await h.request(tokens.sysA, 'GET', `/Observation/${hiddenFromA}`)).status).toBe(404);
