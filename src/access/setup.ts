@@ -105,6 +105,10 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
       `the development mode (auth dev-open) only runs on a loopback address, not ${options.host}`,
     );
   }
+  if (options.mode === 'smart' && options.organization === undefined)
+    options.log.warn(
+      "no --organization: only admins create resources with chosen ids (PUT of a new id); set this service's organisation to let its systems do so",
+    );
   const mspId = options.mspId ?? process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID;
   const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), { mspId });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
