@@ -339,7 +339,7 @@ export async function writeVersion(
       ifNoneExist,
       unchanged: unchanged || undefined,
       patients,
-      index: withId && context.indexEntries ? context.indexEntries(withId) : undefined,
+      index: withId && !unchanged && context.indexEntries ? context.indexEntries(withId) : undefined,
       custodian: context.access.caller.organization,
       actor: context.access.caller,
       anchor: context.anchor,
