@@ -174,7 +174,12 @@ async function throughput(): Promise<void> {
 
     // Data: hosp-a's patient and observation; the patient grants hosp-b (the reader is NOT the custodian).
     {
-      const { child, base } = await startService(dataDir, ['--auth', 'smart']);
+      const { child, base } = await startService(dataDir, [
+        '--auth',
+        'smart',
+        '--organization',
+        'Organization/hosp-a',
+      ]);
       try {
         const sys = await tokenFor(base, 'sys-a');
         const patient = await tokenFor(base, 'pat-1');

@@ -138,6 +138,7 @@ async function main(): Promise<void> {
     };
     const ids = await seed(base);
     const pick = () => ids[Math.floor(Math.random() * ids.length)];
+    let updates = 0;
     const uncachedDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-uncached-'));
     const uncached = await startService(uncachedDir, ['--read-cache', '0'], { HIE_AUTH: 'dev-open' });
     const rows: Row[] = [];
@@ -189,10 +190,16 @@ async function main(): Promise<void> {
             headers,
             setupRequest: (req) => {
               const id = pick();
+              // A new `issued` each time: a PUT of the current content stores nothing (a no-op), not an update.
+              updates++;
               return {
                 ...req,
                 path: `/fhir/Observation/${id}`,
-                body: JSON.stringify({ ...observation, id }),
+                body: JSON.stringify({
+                  ...observation,
+                  id,
+                  issued: new Date(Date.UTC(2020, 0, 1) + updates).toISOString(),
+                }),
               };
             },
           },

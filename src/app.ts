@@ -135,6 +135,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       dataDir: config.dataDir,
       mode: config.auth ?? 'smart',
       host: config.host,
+      organization: config.organization,
       fhirBaseUrl: config.baseUrl,
       tokenRateLimit: config.tokenRateLimit,
       fhirPrefix: FHIR_PREFIX,

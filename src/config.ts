@@ -28,6 +28,8 @@ export interface Config {
   ledger: 'embedded' | 'fabric';
   /** The Fabric connection file (JSON or YAML) for `ledger: fabric`. */
   fabricConfig?: string;
+  /** The organisation this service keeps records for (`Organization/id`): its systems choose ids of new resources. */
+  organization?: string;
   /** Authentication: SMART Backend Services tokens (default), or dev-open (no auth, loopback only; docs/access.md). */
   auth: 'smart' | 'dev-open';
   /** Integrity anchoring (docs/integrity.md): most anchors per ledger transaction (one Merkle batch). */
@@ -215,6 +217,18 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
       if (text !== 'smart' && text !== 'dev-open')
         throw new ConfigError(`${source}: '${text}' is not one of smart, dev-open`);
       return text;
+    },
+  },
+  {
+    key: 'organization',
+    flag: '--organization <reference>',
+    env: 'HIE_ORGANIZATION',
+    description:
+      "the organisation this service keeps records for (Organization/ID): its systems may create with chosen ids (PUT); others' may not",
+    parse: (text, source) => {
+      if (!/^Organization\/[A-Za-z0-9\-.]{1,64}$/.test(text.trim()))
+        throw new ConfigError(`${source}: '${text}' is not an Organization reference (Organization/ID)`);
+      return text.trim();
     },
   },
   {

@@ -15,8 +15,13 @@
 import type { AccessPolicy, Caller } from './policy.js';
 import { LAB_WRITABLE_TYPES, ScopeSet, type Permission } from './scopes.js';
 import type { StoredVersion } from '../fhir/store/resource-store.js';
-import { forbidden, notFound } from '../fhir/outcome.js';
+import { FhirError, forbidden, notFound } from '../fhir/outcome.js';
 import type { AuditRecorder } from './audit.js';
+
+/** The one answer for a write to an id the caller may not see or that does not exist (docs/access.md). */
+export function notKnown(resourceType: string, id: string | undefined): FhirError {
+  return notFound(`${resourceType}/${id ?? ''} is not known`);
+}
 
 /** The consent decisions the policy needs (src/ledger/consent.ts ConsentService implements it). */
 export interface ConsentDecisions {
@@ -29,6 +34,11 @@ export interface AccessControlOptions {
   /** Grants; absent when no ledger is configured (then nothing is granted: custodian and patient rules only). */
   consent?: ConsentDecisions;
   audit?: AuditRecorder;
+  /**
+   * The organisation this service keeps records for (config `--organization`): its systems, and admins, choose
+   * the ids of new resources (update-as-create). Unset: only admins do.
+   */
+  organization?: string;
 }
 
 const PERMISSION: Record<string, Permission | undefined> = {
@@ -163,17 +173,30 @@ export class CallerAccessPolicy implements AccessPolicy {
     return true;
   }
 
-  canWrite(resourceType: string, existing: StoredVersion | undefined, patients: string[]): boolean {
+  canWrite(
+    resourceType: string,
+    existing: StoredVersion | undefined,
+    patients: string[],
+    id: string | undefined = existing?.id,
+  ): boolean {
     const caller = this.caller;
     if (caller.role === 'open') return true;
     const present = existing !== undefined && !existing.deleted;
-    // Writes to what the caller may not see answer as if it did not exist.
-    if (existing && !this.decide(existing)) throw notFound(`${resourceType}/${existing.id} is not known`);
-    if (!present && this.interaction === 'update' && caller.role !== 'system' && caller.role !== 'admin') {
-      throw notFound(
-        `${resourceType} with this id is not known; creating with a chosen id (update-as-create) is for systems and admins`,
-      );
+    // Writes to what the caller may not see answer exactly as for an id never used (same status and text). For a
+    // caller who chooses ids, that is the role rules' refusal when it may not create such a resource at all.
+    if (existing && !this.decide(existing)) {
+      if (
+        this.interaction === 'update' &&
+        this.choosesIds &&
+        !this.canWrite(resourceType, undefined, patients, id)
+      )
+        return false;
+      throw notKnown(resourceType, id);
     }
+    // Choosing the id of a new resource (update-as-create) is for this service's own organisation: anyone else
+    // could squat ids, and would learn from 201-versus-404 which ids are taken.
+    if (!present && this.interaction === 'update' && !(existing ? this.revives : this.choosesIds))
+      throw notKnown(resourceType, id);
     const inCompartment = patients.length > 0 || this.options.compartmentTypes.has(resourceType);
     if (!inCompartment) return caller.role === 'system' || caller.role === 'admin';
 
@@ -189,6 +212,20 @@ export class CallerAccessPolicy implements AccessPolicy {
       default:
         return false;
     }
+  }
+
+  /** Systems of this service's organisation, and admins (of it, or of none), choose the ids of new resources. */
+  private get choosesIds(): boolean {
+    const caller = this.caller;
+    const home = this.options.organization;
+    if (caller.role === 'system') return home !== undefined && caller.organization === home;
+    if (caller.role === 'admin') return caller.organization === undefined || caller.organization === home;
+    return false;
+  }
+
+  /** Reviving a deletion the caller can see (its id is known to it): systems and admins, as the role rules allow. */
+  private get revives(): boolean {
+    return this.caller.role === 'system' || this.caller.role === 'admin';
   }
 
   /** The patient; an admin with a recorded reason; a system of the home organisation recording a consent given in person. */

@@ -22,8 +22,16 @@ export interface AccessPolicy {
   authorize(interaction: string, resourceType?: string): void;
   /** May the caller see this stored version? (Consent, custodian rule, compartments.) */
   canRead(version: StoredVersion): boolean;
-  /** May the caller write this resource (create/update/patch/delete)? `existing` is the current version, if any. */
-  canWrite(resourceType: string, existing: StoredVersion | undefined, patients: string[]): boolean;
+  /**
+   * May the caller write this resource (create/update/patch/delete)? `existing` is the current version, if any;
+   * `id` the target's id. Throws the 404 of an unknown id for a target the caller may not see or (update) create.
+   */
+  canWrite(
+    resourceType: string,
+    existing: StoredVersion | undefined,
+    patients: string[],
+    id?: string,
+  ): boolean;
   /** Records the decision (AuditEvent + ledger access record), off the request's critical path. */
   audit?(event: {
     interaction: string;

@@ -35,6 +35,8 @@ export interface AccessSetupOptions {
   /** The interface the server listens on: dev-open refuses anything but loopback. */
   host: string;
   mspId?: string;
+  /** The organisation this service keeps records for (config.organization): its systems choose ids of new resources. */
+  organization?: string;
   /** Public base URL of the FHIR endpoint (config.baseUrl), e.g. https://hie.example.org/fhir. */
   fhirBaseUrl?: string;
   /** Token requests a minute per client address and per client at /auth/token; 0 or absent: no limit. */
@@ -105,6 +107,10 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
       `the development mode (auth dev-open) only runs on a loopback address, not ${options.host}`,
     );
   }
+  if (options.mode === 'smart' && options.organization === undefined)
+    options.log.warn(
+      "no --organization: only admins create resources with chosen ids (PUT of a new id); set this service's organisation to let its systems do so",
+    );
   const mspId = options.mspId ?? process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID;
   const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), { mspId });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
@@ -120,7 +126,11 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
       })
     : undefined;
   const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
-  const control = new AccessControl({ compartmentTypes: patientCompartmentTypes(), consent });
+  const control = new AccessControl({
+    compartmentTypes: patientCompartmentTypes(),
+    consent,
+    organization: options.organization,
+  });
   const audit = new AuditRecorder({
     store: options.store,
     indexEntries: options.indexEntries,

@@ -44,9 +44,15 @@ export interface Harness {
 export interface HarnessOptions {
   /** A ledger of the test's (e.g. a Fabric adapter to the test Gateway server); default the embedded one. */
   ledger?: Ledger;
+  /** Configuration flags over the harness's own (commander's camelCase names). */
+  flags?: Record<string, unknown>;
 }
 
+/** This service's own organisation in the harness (`--organization`): its systems create with chosen ids. */
+export const HOME_ORGANIZATION = 'Organization/hosp-a';
+
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
+  const flags = options.flags ?? {};
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-access-'));
   const logs: string[] = [];
   const logStream = new Writable({
@@ -56,7 +62,16 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
   });
   const config = loadConfig(
-    { dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn', auth: 'smart', baseUrl: `${BASE}/fhir` },
+    {
+      dataDir,
+      port: 0,
+      host: '127.0.0.1',
+      logLevel: 'warn',
+      auth: 'smart',
+      baseUrl: `${BASE}/fhir`,
+      organization: HOME_ORGANIZATION,
+      ...flags,
+    },
     {},
   );
   let app = await buildApp(config, { logStream, ledger: options.ledger });

@@ -58,6 +58,11 @@ describe('configuration', () => {
     expect(() => loadConfig({ bodyLimit: '12 parsecs' }, {})).toThrow(/size/);
     expect(() => loadConfig({ bodyLimit: '0' }, {})).toThrow(ConfigError);
     expect(loadConfig({}, { HIE_READ_CACHE: '0' }).readCache).toBe(0);
+    expect(loadConfig({}, { HIE_ORGANIZATION: 'Organization/hosp-a' }).organization).toBe(
+      'Organization/hosp-a',
+    );
+    expect(loadConfig({}, {}).organization).toBeUndefined();
+    expect(() => loadConfig({ organization: 'hosp-a' }, {})).toThrow(/--organization/);
     expect(loadConfig({ readCache: '8MiB' }, {}).readCache).toBe(8 * 1024 * 1024);
     expect(() => loadConfig({ readCache: 'lots' }, {})).toThrow(/--read-cache/);
     expect(() => loadConfig({ baseUrl: 'ftp://x' }, {})).toThrow(ConfigError);

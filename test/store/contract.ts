@@ -265,6 +265,27 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         expect(await store.read('Patient', 'p1')).toBeUndefined();
       });
 
+      it('stores nothing for a write marked unchanged at the current version, and refuses it (412) at any other', async () => {
+        const anchored: number[] = [];
+        const v1 = await store.write(patient('p1'));
+        const same = await store.write({
+          ...patient('p1'),
+          ifMatch: 1,
+          unchanged: true,
+          anchor: (version) => {
+            anchored.push(version.versionId);
+            return undefined;
+          },
+        });
+        expect(same).toEqual(v1);
+        expect(anchored).toEqual([]);
+        expect((await store.history({ resourceType: 'Patient', id: 'p1', count: 10 })).total).toBe(1);
+        await store.write(patient('p1'));
+        await expectFhirError(store.write({ ...patient('p1'), ifMatch: 1, unchanged: true }), 412);
+        await expectFhirError(store.write({ ...patient('p2'), ifMatch: 1, unchanged: true }), 412);
+        expect((await store.read('Patient', 'p1'))?.versionId).toBe(2);
+      });
+
       it('refuses ifNoneExist with 412 while the resource exists, and allows it after a delete', async () => {
         await store.write({ ...patient('p1'), ifNoneExist: true });
         await expectFhirError(store.write({ ...patient('p1'), ifNoneExist: true }), 412);

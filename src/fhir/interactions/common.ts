@@ -5,6 +5,7 @@
 import {
   FhirError,
   badRequest,
+  conflict,
   forbidden,
   issue,
   notFound,
@@ -14,7 +15,9 @@ import {
   type OperationOutcomeIssue,
 } from '../outcome.js';
 import { JsonSyntaxError, toPlainJson, type FhirResource, parseClientJson } from '../../mapping/fhir-json.js';
+import { canonicalizeText } from '../../mapping/canonical.js';
 import type { StoredVersion, WriteRequest } from '../store/resource-store.js';
+import { serialiseVersion } from '../store/store-support.js';
 import type { ValidationOptions } from '../validation/validator.js';
 import type { FhirContext, FhirRequest, FhirResponse } from './types.js';
 import { jsonSyntaxError } from './router.js';
@@ -116,6 +119,28 @@ export function ifMatchVersion(request: FhirRequest): number | undefined {
   return version;
 }
 
+/**
+ * The If-Match precondition against the write's target as the caller knows it: `target` is undefined for an id that
+ * does not exist or that the caller may not see (the same answer for both). Evaluated only once the request would
+ * otherwise succeed (RFC 9110 §13.2.1): after the access decision.
+ */
+export function checkIfMatch(
+  ifMatch: number | undefined,
+  target: StoredVersion | undefined,
+  resourceType: string,
+  id: string,
+): void {
+  if (ifMatch === undefined) return;
+  if (!target)
+    throw preconditionFailed(`If-Match W/"${ifMatch}" does not match: ${resourceType}/${id} is not known`);
+  if (target.deleted)
+    throw preconditionFailed(`If-Match W/"${ifMatch}" does not match: ${resourceType}/${id} is deleted`);
+  if (target.versionId !== ifMatch)
+    throw preconditionFailed(
+      `If-Match W/"${ifMatch}" does not match: the current version is ${target.versionId}`,
+    );
+}
+
 /** "Wed, 25 Nov 2026" per YYYY-MM-DD: parsing and formatting a Date per response cost ~2 µs a read. */
 const httpDays = new Map<string, string>();
 const STORED_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
@@ -192,6 +217,8 @@ export function writeResponse(
   version: StoredVersion,
   status: 200 | 201,
   issues: OperationOutcomeIssue[] = [],
+  /** Nothing was stored: `version` is the current version, identical to what was sent (a no-op write). */
+  unchanged = false,
 ): FhirResponse {
   const headers = versionHeaders(version);
   if (status === 201 || request.method !== 'DELETE')
@@ -206,7 +233,7 @@ export function writeResponse(
         issue(
           'information',
           'informational',
-          `${version.resourceType}/${version.id} version ${version.versionId} stored`,
+          `${version.resourceType}/${version.id} version ${version.versionId} ${unchanged ? 'unchanged: nothing stored' : 'stored'}`,
         ),
         ...bySeverity(issues),
       ]);
@@ -231,6 +258,19 @@ export function patientsOf(context: FhirContext, resource: FhirResource, id: str
   return resource.resourceType === 'Patient' ? [`Patient/${id}`] : [];
 }
 
+/**
+ * Is `resource` the same content as the stored version (meta.versionId and meta.lastUpdated aside)? Compared as
+ * canonical JSON (member order aside; strings by value; numbers as written, so `1.50` is not `1.5`).
+ */
+export function sameContent(stored: StoredVersion, resource: FhirResource): boolean {
+  if (stored.json === undefined || stored.deleted) return false;
+  // Serialised as the store would with the stored version's meta: equal text is the common case of a re-sent body.
+  const text = serialiseVersion(resource, stored.id, stored.versionId, stored.lastUpdated);
+  if (text === stored.json) return true;
+  // Both texts come from the same serialiser, so the same content differs at most in member order: same length.
+  return text.length === stored.json.length && canonicalizeText(text) === canonicalizeText(stored.json);
+}
+
 /** Fails to compile when WriteRequest gains a field that `writeVersion` does not pass on. */
 type WriteFieldsPassed =
   | 'resourceType'
@@ -239,6 +279,7 @@ type WriteFieldsPassed =
   | 'method'
   | 'ifMatch'
   | 'ifNoneExist'
+  | 'unchanged'
   | 'patients'
   | 'index'
   | 'custodian'
@@ -248,39 +289,73 @@ const everyWriteFieldPassed: Exclude<keyof WriteRequest, WriteFieldsPassed> exte
   true;
 void everyWriteFieldPassed;
 
+/** The write permission: 404 for a target the caller may not see (canWrite throws it), 403 (audited) otherwise. */
+export function assertCanWrite(
+  context: FhirContext,
+  method: WriteRequest['method'],
+  resourceType: string,
+  id: string,
+  existing: StoredVersion | undefined,
+  patients: string[],
+): void {
+  if (context.access.canWrite(resourceType, existing, patients, id)) return;
+  context.access.audit?.({ interaction: method, resourceType, id, allowed: false, patients });
+  throw forbidden(`You may not write ${resourceType}/${id}`);
+}
+
 /**
- * The one path every write takes to the store: the write permission, then index rows, compartments, custodian
- * and the anchor hook filled in from the context.
+ * The one path every write takes to the store, in this order: the write permission (a target the caller may not
+ * see is answered as an unknown id: canWrite throws that 404), then the If-Match precondition against the target
+ * (`existing`: the current version as read, or undefined), then index rows, compartments, custodian and the anchor
+ * hook filled in from the context. A PUT or PATCH whose result is identical to the current version stores
+ * nothing and returns that version (same versionId as `existing`); an update-as-create stores only if the id is
+ * still unused.
  */
 export async function writeVersion(
   context: FhirContext,
-  request: Omit<WriteRequest, 'patients' | 'index' | 'custodian' | 'actor' | 'anchor'>,
+  request: Omit<WriteRequest, 'patients' | 'index' | 'custodian' | 'actor' | 'anchor' | 'unchanged'>,
   existing: StoredVersion | undefined,
 ): Promise<StoredVersion> {
   const withId = request.resource ? withIdOf(request.resource, request.id) : undefined;
   const patients = withId ? patientsOf(context, withId, request.id) : (existing?.patients ?? []);
-  if (!context.access.canWrite(request.resourceType, existing, patients)) {
-    context.access.audit?.({
-      interaction: request.method,
+  assertCanWrite(context, request.method, request.resourceType, request.id, existing, patients);
+  if (request.method !== 'POST') checkIfMatch(request.ifMatch, existing, request.resourceType, request.id);
+  const unchanged =
+    withId !== undefined &&
+    existing !== undefined &&
+    (request.method === 'PUT' || request.method === 'PATCH') &&
+    sameContent(existing, withId);
+  // Pinned to the version decided on: a no-op only if it is still current; a PUT of a new id only if still unused.
+  const ifMatch = unchanged ? existing.versionId : request.ifMatch;
+  const ifNoneExist = request.ifNoneExist ?? (request.method === 'PUT' && !existing ? true : undefined);
+  try {
+    // Listed property by property, not spread from `request` (see withIdOf).
+    const version = await context.store.write({
       resourceType: request.resourceType,
       id: request.id,
-      allowed: false,
+      resource: withId,
+      method: request.method,
+      ifMatch,
+      ifNoneExist,
+      unchanged: unchanged || undefined,
       patients,
+      index: withId && !unchanged && context.indexEntries ? context.indexEntries(withId) : undefined,
+      custodian: context.access.caller.organization,
+      actor: context.access.caller,
+      anchor: context.anchor,
     });
-    throw forbidden(`You may not write ${request.resourceType}/${request.id}`);
+    return version;
+  } catch (err) {
+    // Another write came in between: the store's words may name a version this caller does not see.
+    if (err instanceof FhirError && err.status === 412 && request.method !== 'POST') {
+      if (request.ifMatch === undefined)
+        throw conflict(
+          `${request.resourceType}/${request.id} changed while this request was processed; read it again and retry`,
+        );
+      throw preconditionFailed(
+        `If-Match W/"${request.ifMatch}" does not match: ${request.resourceType}/${request.id} changed`,
+      );
+    }
+    throw err;
   }
-  // Listed property by property, not spread from `request` (see withIdOf).
-  return context.store.write({
-    resourceType: request.resourceType,
-    id: request.id,
-    resource: withId,
-    method: request.method,
-    ifMatch: request.ifMatch,
-    ifNoneExist: request.ifNoneExist,
-    patients,
-    index: withId && context.indexEntries ? context.indexEntries(withId) : undefined,
-    custodian: context.access.caller.organization,
-    actor: context.access.caller,
-    anchor: context.anchor,
-  });
 }

@@ -10,15 +10,7 @@
 import jsonPatch, { type Operation as JsonPatchOperation } from 'fast-json-patch';
 import fhirpath from 'fhirpath';
 import r4Model from 'fhirpath/fhir-context/r4/index.js';
-import {
-  FhirError,
-  badRequest,
-  conflict,
-  gone,
-  preconditionFailed,
-  unprocessable,
-  unsupportedMediaType,
-} from '../outcome.js';
+import { FhirError, badRequest, conflict, gone, unprocessable, unsupportedMediaType } from '../outcome.js';
 import {
   JsonSyntaxError,
   LosslessNumber,
@@ -28,9 +20,12 @@ import {
   type FhirResource,
   parseClientJson,
 } from '../../mapping/fhir-json.js';
+import type { StoredVersion } from '../store/resource-store.js';
 import {
+  assertCanWrite,
   assertId,
   assertResourceType,
+  checkIfMatch,
   ifMatchVersion,
   validateResource,
   visibleOr404,
@@ -41,6 +36,7 @@ import { jsonSyntaxError } from './router.js';
 import type { InteractionHandler } from './types.js';
 
 const JSON_PATCH = 'application/json-patch+json';
+const RFC6902_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
 
 export const patch: InteractionHandler = async (request, context) => {
   const resourceType = assertResourceType(context, request.resourceType);
@@ -68,13 +64,11 @@ export const patch: InteractionHandler = async (request, context) => {
   }
 
   const ifMatch = ifMatchVersion(request);
+  // Visibility first (hidden is answered as unknown), then the write permission, then If-Match (RFC 9110 §13.2.1).
   const current = visibleOr404(context, await context.store.read(resourceType, id), `${resourceType}/${id}`);
   if (current.deleted) throw gone(`${resourceType}/${id} was deleted; a patch needs a resource`);
-  if (ifMatch !== undefined && current.versionId !== ifMatch) {
-    throw preconditionFailed(
-      `If-Match W/"${ifMatch}" does not match: the current version is ${current.versionId}`,
-    );
-  }
+  assertCanWrite(context, 'PATCH', resourceType, id, current, current.patients ?? []);
+  checkIfMatch(ifMatch, current, resourceType, id);
 
   const original = parseFhirJson<FhirResource>(current.json!);
   if (kind === 'fhirpath') {
@@ -97,7 +91,7 @@ export const patch: InteractionHandler = async (request, context) => {
   }
   const issues = validateResource(context, patched, 'update', 422);
 
-  let version;
+  let version: StoredVersion;
   try {
     version = await writeVersion(
       context,
@@ -116,6 +110,7 @@ export const patch: InteractionHandler = async (request, context) => {
     version,
     200,
     issues.filter((i) => i.severity !== 'error' && i.severity !== 'fatal'),
+    version.versionId === current.versionId,
   );
 };
 
@@ -124,6 +119,12 @@ export const patch: InteractionHandler = async (request, context) => {
 function applyJsonPatch(resource: FhirResource, document: unknown): FhirResource {
   if (!Array.isArray(document)) throw badRequest('A JSON Patch body is an array of operations');
   const operations = document as JsonPatchOperation[];
+  // fast-json-patch also runs its own `_get` op (a no-op): only RFC 6902's six are a JSON Patch.
+  operations.forEach((operation, i) => {
+    const op = (operation as { op?: unknown } | null)?.op;
+    if (typeof op !== 'string' || !RFC6902_OPS.has(op))
+      throw badRequest(`JSON Patch operation ${i}: 'op' must be one of ${[...RFC6902_OPS].join(', ')}`);
+  });
   const target = cloneFhirJson(resource);
   const structural = jsonPatch.validate(operations, undefined);
   if (structural)

@@ -1,5 +1,5 @@
 /** update: PUT [base]/[type]/[id], update-as-create allowed (http://hl7.org/fhir/R4/http.html#update). */
-import { badRequest, preconditionFailed } from '../outcome.js';
+import { badRequest } from '../outcome.js';
 import {
   assertBodyType,
   assertId,
@@ -29,11 +29,9 @@ export const update: InteractionHandler = async (request, context) => {
 
   const ifMatch = ifMatchVersion(request);
   const existing = await context.store.read(resourceType, id);
-  if (ifMatch !== undefined && (!existing || existing.deleted || existing.versionId !== ifMatch)) {
-    throw preconditionFailed(
-      `If-Match W/"${ifMatch}" does not match: ${existing && !existing.deleted ? `the current version is ${existing.versionId}` : `${resourceType}/${id} does not exist`}`,
-    );
-  }
+  // writeVersion decides in this order: a target the caller may not see is an unknown id (404, whatever If-Match
+  // says); creating a new id is for this service's organisation (404 for others); the role rules (403); If-Match
+  // (412); a body identical to the current version stores nothing (200).
   const version = await writeVersion(
     context,
     { resourceType, id, resource, method: 'PUT', ifMatch },
@@ -45,5 +43,6 @@ export const update: InteractionHandler = async (request, context) => {
     version,
     created ? 201 : 200,
     issues.filter((i) => i.severity !== 'error' && i.severity !== 'fatal'),
+    !created && version.versionId === existing.versionId,
   );
 };

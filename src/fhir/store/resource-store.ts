@@ -88,6 +88,12 @@ export interface WriteRequest {
   ifMatch?: number;
   /** Refuse with 409 (for creates with a server id: never happens) or 412 if the resource already exists and is not deleted. */
   ifNoneExist?: boolean;
+  /**
+   * The writer found `resource` identical to version `ifMatch` (meta.versionId and meta.lastUpdated aside): store
+   * nothing and return that version, if it is still the current one (else 412, as for any If-Match). No new
+   * version, index rows or anchor; store decorators still see the write (src/access/consent-store.ts).
+   */
+  unchanged?: boolean;
   custodian?: string;
   /**
    * Who asks for this write (the caller's pseudonym, role, organisation), for store decorators that act on the

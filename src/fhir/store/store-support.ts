@@ -167,6 +167,7 @@ export interface CurrentVersion {
 
 export type WritePlan =
   /** Deleting a deleted resource: store nothing, answer with the deletion already stored (this version). */
+  /** Or a write found identical to the current version (WriteRequest.unchanged). */
   | { kind: 'unchanged'; versionId: number }
   /** Store this version (json set unless it is a deletion). */
   | { kind: 'write'; version: StoredVersion };
@@ -194,6 +195,13 @@ export function planWrite(
         `Version conflict: If-Match expects version ${request.ifMatch} of ${resourceType}/${id}, but the current version is ${current.versionId}`,
       );
     }
+  }
+  if (request.unchanged) {
+    if (request.ifMatch === undefined || !current || current.deleted || isDelete)
+      throw new Error(
+        `write ${request.method} ${resourceType}/${id}: unchanged needs ifMatch on a current version`,
+      );
+    return { kind: 'unchanged', versionId: current.versionId };
   }
   if (request.ifNoneExist && current && !current.deleted) {
     throw preconditionFailed(`${resourceType}/${id} already exists (version ${current.versionId})`);
