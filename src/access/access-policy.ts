@@ -16,7 +16,7 @@ import type { AccessPolicy, Caller } from './policy.js';
 import { LAB_WRITABLE_TYPES, ScopeSet, type Permission } from './scopes.js';
 import type { StoredVersion } from '../fhir/store/resource-store.js';
 import { forbidden, notFound } from '../fhir/outcome.js';
-import type { AuditRecorder } from './audit.js';
+import { touch, type AuditRecorder, type Touched } from './audit.js';
 
 /** The consent decisions the policy needs (src/ledger/consent.ts ConsentService implements it). */
 export interface ConsentDecisions {
@@ -78,8 +78,8 @@ export class CallerAccessPolicy implements AccessPolicy {
   private readonly grantees: readonly string[];
   /** The last interaction authorised: tells update-as-create from create in canWrite. */
   interaction?: string;
-  /** What this request touched, for one audit record per request. */
-  readonly touched = new Map<string, { allowed: number; refused: number; types: Set<string> }>();
+  /** What this request touched (per patient and custodian), for one audit record per request. */
+  readonly touched: Touched = new Map();
   readonly refusals: { interaction: string; resourceType?: string; id?: string }[] = [];
 
   constructor(
@@ -127,13 +127,8 @@ export class CallerAccessPolicy implements AccessPolicy {
     const allowed = this.decide(version);
     const patients = version.patients;
     if (patients && patients.length > 0) {
-      for (const patient of patients) {
-        let entry = this.touched.get(patient);
-        if (!entry) this.touched.set(patient, (entry = { allowed: 0, refused: 0, types: new Set() }));
-        if (allowed) entry.allowed++;
-        else entry.refused++;
-        entry.types.add(version.resourceType);
-      }
+      for (const patient of patients)
+        touch(this.touched, patient, version.custodian, allowed, version.resourceType);
     }
     return allowed;
   }
@@ -154,6 +149,8 @@ export class CallerAccessPolicy implements AccessPolicy {
       );
     }
     if (caller.organization !== undefined && version.custodian === caller.organization) return true;
+    // An AuditEvent is its patient's and its custodian's (the disclosure it records): no grant opens it.
+    if (version.resourceType === 'AuditEvent') return false;
     if (patients.length === 0) return false;
     const consent = this.options.consent;
     if (!consent || this.grantees.length === 0) return false;
@@ -207,17 +204,13 @@ export class CallerAccessPolicy implements AccessPolicy {
     resourceType?: string;
     id?: string;
     allowed: boolean;
-    patients?: string[];
+    patients?: readonly string[];
+    custodian?: string;
   }): void {
     if (!event.allowed)
       this.refusals.push({ interaction: event.interaction, resourceType: event.resourceType, id: event.id });
-    for (const patient of event.patients ?? []) {
-      let entry = this.touched.get(patient);
-      if (!entry) this.touched.set(patient, (entry = { allowed: 0, refused: 0, types: new Set() }));
-      if (event.allowed) entry.allowed++;
-      else entry.refused++;
-      if (event.resourceType) entry.types.add(event.resourceType);
-    }
+    for (const patient of event.patients ?? [])
+      touch(this.touched, patient, event.custodian, event.allowed, event.resourceType);
   }
 
   /** Was a Consent written by this caller given in person (a system recording it at the desk)? */

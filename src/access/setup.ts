@@ -145,8 +145,13 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     if (!current || current.deleted || !policy.canRead(current)) throw notFound(`${patient} is not known`);
     const caller = policy.caller;
     const isPatient = caller.role === 'patient' && caller.fhirUser === patient;
-    if (!isPatient && caller.role !== 'admin' && caller.role !== 'system' && caller.role !== 'open') {
-      throw forbidden('Only the patient, their home service and admins may see who accessed their data');
+    // The ledger's access records name no custodian: they are the patient's (and a service-wide admin's). An
+    // organisation reads the disclosures of its own records as AuditEvents (custodian rule), never those of others.
+    const serviceAdmin = caller.role === 'admin' && caller.organization === undefined;
+    if (!isPatient && !serviceAdmin && caller.role !== 'open') {
+      throw forbidden(
+        'Only the patient and service administrators may see the access log; organisations search AuditEvent',
+      );
     }
     const records = consent ? await consent.listAccess(patient) : [];
     const parameter = records.map((record) => {

@@ -266,6 +266,7 @@ export async function writeVersion(
       id: request.id,
       allowed: false,
       patients,
+      custodian: existing?.custodian,
     });
     throw forbidden(`You may not write ${request.resourceType}/${request.id}`);
   }
