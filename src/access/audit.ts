@@ -231,7 +231,10 @@ export class AuditRecorder {
     for (const [patient, byCustodian] of entry.touched) {
       let sum = aggregate.patients.get(patient);
       if (!sum)
-        aggregate.patients.set(patient, (sum = { ...newSpan(at, entry.status), custodians: new Map() }));
+        aggregate.patients.set(
+          patient,
+          (sum = Object.assign(newSpan(at, entry.status), { custodians: new Map<string, PairSum>() })),
+        );
       sum.requests++;
       sum.to = at;
       for (const [custodian, t] of byCustodian) {
@@ -267,7 +270,9 @@ export class AuditRecorder {
       `${statusClass}\u0000${entry.refused}\u0000${entry.reason ?? ''}`;
     let aggregate = this.pending.get(key);
     if (!aggregate) {
-      aggregate = { first: { ...entry, path, at, touched: new Map() }, patients: new Map() };
+      // Object.assign, not a spread and more properties (docs/architecture.md, hot paths).
+      const first: RequestAudit = Object.assign({}, entry, { path, at, touched: new Map() });
+      aggregate = { first, patients: new Map() };
       this.pending.set(key, aggregate);
     }
     this.last = { entry, statusClass, key, aggregate };
