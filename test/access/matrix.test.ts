@@ -462,5 +462,46 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       expect(ledgerText).not.toContain('Patient/p1');
       expect(ledgerText).not.toContain('dr-b');
     });
+
+    it('every caller reads exactly the AuditEvents of its own patient or of its organisation as custodian', async () => {
+      const stored: { id: string; patients: string[]; custodian?: string }[] = [];
+      for await (const { version } of h.app.store.allVersions())
+        if (version.resourceType === 'AuditEvent')
+          stored.push({ id: version.id, patients: version.patients ?? [], custodian: version.custodian });
+      expect(stored.some((e) => e.patients.length === 1 && e.custodian === 'Organization/hosp-a')).toBe(true);
+      const organisationOf: Record<string, string | undefined> = {
+        sysA: 'Organization/hosp-a',
+        drA: 'Organization/hosp-a',
+        sysB: 'Organization/hosp-b',
+        drB: 'Organization/hosp-b',
+        drC: 'Organization/hosp-c',
+        labB: 'Organization/lab-b',
+      };
+      const patientOf: Record<string, string> = { patient1: 'Patient/p1', patient2: 'Patient/p2' };
+      for (const caller of callers) {
+        const res = await get(caller, '/AuditEvent?_count=1000');
+        if (caller === 'admin') {
+          expect(res.status).toBe(403);
+          continue;
+        }
+        expect(res.status, `${caller}: ${res.text.slice(0, 200)}`).toBe(200);
+        const known = new Set(stored.map((e) => e.id));
+        const ids = ((res.body.entry ?? []) as { resource: { id: string } }[])
+          .map((e) => e.resource.id)
+          .filter((id) => known.has(id)) // left out: events stored after the snapshot above
+          .sort();
+        const expected = stored
+          .filter((e) =>
+            caller === 'adminWithReason'
+              ? true
+              : patientOf[caller]
+                ? e.patients.length === 1 && e.patients[0] === patientOf[caller]
+                : e.custodian !== undefined && e.custodian === organisationOf[caller],
+          )
+          .map((e) => e.id)
+          .sort();
+        expect(ids, caller).toEqual(expected);
+      }
+    });
   });
 });
