@@ -60,6 +60,21 @@ function compileCaller(caller: Caller): { scopes: ScopeSet; grantees: readonly s
   return { scopes: new ScopeSet(caller.scopes), grantees: Object.freeze(grantees) };
 }
 
+/**
+ * Counts a decision on a record for the audit: in its patient's AuditEvent when it has one patient; a record of
+ * several patients none of them may read alone (the patient rule), so an event they read would tell them it exists:
+ * it is counted under no patient (its custodian's event only).
+ */
+function touchRecord(
+  touched: Touched,
+  patients: readonly string[],
+  custodian: string | undefined,
+  allowed: boolean,
+  resourceType: string | undefined,
+): void {
+  touch(touched, patients.length === 1 ? patients[0] : '', custodian, allowed, resourceType);
+}
+
 export interface RequestFacts {
   /** A recorded reason for access (X-Access-Reason), required for admins' clinical reads and Consent writes. */
   reason?: string;
@@ -126,10 +141,8 @@ export class CallerAccessPolicy implements AccessPolicy {
   canRead(version: StoredVersion): boolean {
     const allowed = this.decide(version);
     const patients = version.patients;
-    if (patients && patients.length > 0) {
-      for (const patient of patients)
-        touch(this.touched, patient, version.custodian, allowed, version.resourceType);
-    }
+    if (patients && patients.length > 0)
+      touchRecord(this.touched, patients, version.custodian, allowed, version.resourceType);
     return allowed;
   }
 
@@ -209,8 +222,8 @@ export class CallerAccessPolicy implements AccessPolicy {
   }): void {
     if (!event.allowed)
       this.refusals.push({ interaction: event.interaction, resourceType: event.resourceType, id: event.id });
-    for (const patient of event.patients ?? [])
-      touch(this.touched, patient, event.custodian, event.allowed, event.resourceType);
+    if (event.patients && event.patients.length > 0)
+      touchRecord(this.touched, event.patients, event.custodian, event.allowed, event.resourceType);
   }
 
   /** Was a Consent written by this caller given in person (a system recording it at the desk)? */

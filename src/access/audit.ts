@@ -28,7 +28,10 @@ export interface TouchCounts {
   types: Set<string>;
 }
 
-/** patient (`Patient/id`) -> custodian (`Organization/id`, '' when none) -> counts: what a request touched. */
+/**
+ * patient (`Patient/id`, '' for records of several patients) -> custodian (`Organization/id`, '' when none) ->
+ * counts: what a request touched.
+ */
 export type Touched = Map<string, Map<string, TouchCounts>>;
 
 /** Adds one decision on a version of `custodian` (undefined: none) belonging to `patient` to `touched`. */
@@ -114,7 +117,7 @@ function newSpan(at: number, status: number): Span & TouchCounts {
 function auditEvent(
   entry: RequestAudit,
   span: Span,
-  about?: { patient: string; counts: TouchCounts },
+  about?: { patient?: string; counts: TouchCounts },
 ): FhirResource {
   // Outcome codes: 0 success, 4 minor failure (refused / not found), 8 serious failure.
   const outcome = span.status >= 500 ? '8' : span.status >= 400 || entry.refused ? '4' : '0';
@@ -153,17 +156,25 @@ function auditEvent(
   };
   if (about) {
     const t = about.counts;
+    const description = `${[...t.types].sort().join(' ')}: ${t.allowed} shown, ${t.refused} withheld`;
     resource.entity = [
-      {
-        what: { reference: about.patient },
-        type: {
-          system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type',
-          code: '1',
-          display: 'Person',
-        },
-        role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1', display: 'Patient' },
-        description: `${[...t.types].sort().join(' ')}: ${t.allowed} shown, ${t.refused} withheld`,
-      },
+      about.patient === undefined
+        ? // Records of several patients: counted here, in the custodian's event, and named by no patient.
+          { description: `${description} (records of several patients)` }
+        : {
+            what: { reference: about.patient },
+            type: {
+              system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type',
+              code: '1',
+              display: 'Person',
+            },
+            role: {
+              system: 'http://terminology.hl7.org/CodeSystem/object-role',
+              code: '1',
+              display: 'Patient',
+            },
+            description,
+          },
     ];
   }
   if (entry.reason) resource.purposeOfEvent = [{ text: entry.reason }];
@@ -295,6 +306,7 @@ export class AuditRecorder {
             .replace(/[^a-z0-9$-]/g, '-')
             .slice(0, 40) || 'request';
         for (const [patient, sum] of aggregate.patients) {
+          if (patient === '') continue; // records of several patients: in their custodian's AuditEvent only
           recordAccess({
             patient,
             accessor: aggregate.first.caller.participant,
@@ -315,8 +327,11 @@ export class AuditRecorder {
       for (const [patient, sum] of aggregate.patients) {
         for (const [custodian, pair] of sum.custodians) {
           events.push({
-            resource: auditEvent(aggregate.first, pair, { patient, counts: pair }),
-            patients: [patient],
+            resource: auditEvent(aggregate.first, pair, {
+              patient: patient === '' ? undefined : patient,
+              counts: pair,
+            }),
+            patients: patient === '' ? [] : [patient],
             custodian: custodian === '' ? undefined : custodian,
           });
         }

@@ -87,6 +87,11 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
     });
     await put(tokens.sysA, 'Observation/obs2', obs('Patient/p2'));
     await put(tokens.sysB, 'Observation/obsB', obs('Patient/p1'));
+    // A record of two patients (subject p1, performer p2): neither patient may read it alone.
+    await put(tokens.sysA, 'Observation/obs-shared', {
+      ...obs('Patient/p1'),
+      performer: [{ reference: 'Patient/p2' }],
+    });
     // p1 opens everything to hosp-b and Dr C but Condition (a nested deny): AuditEvent is not denied by the grant.
     const consent = await h.request(
       tokens.patient1,
@@ -110,6 +115,7 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
     expect((await h.request(tokens.drB, 'GET', '/Observation/obsB')).status).toBe(200);
     expect((await h.request(tokens.drB, 'GET', '/Condition/cond1')).status).toBe(404);
     expect((await h.request(tokens.patient1, 'GET', '/Observation/obs2')).status).toBe(404);
+    expect((await h.request(tokens.drC, 'GET', '/Observation/obs-shared')).status).toBe(404);
 
     events = await eventsWith(
       about('Patient/p1', 'Organization/hosp-a', 'Practitioner/dr-c', 'Observation: 1 shown'),
@@ -117,6 +123,11 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
       about('Patient/p1', 'Organization/hosp-a', 'Practitioner/dr-b', 'Observation: 1 shown'),
       about('Patient/p1', 'Organization/hosp-b', 'Practitioner/dr-b', 'Observation: 1 shown'),
       about('Patient/p2', 'Organization/hosp-a', '"code":"patient"', 'Observation: 0 shown, 1 withheld'),
+      (e) =>
+        (e.version.patients ?? []).length === 0 &&
+        e.version.custodian === 'Organization/hosp-a' &&
+        e.text.includes('Practitioner/dr-c') &&
+        e.text.includes('records of several patients'),
     );
   });
   afterAll(async () => {
@@ -126,9 +137,11 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
   it('every AuditEvent names exactly one patient or none, and one whose records were touched has their custodian', () => {
     for (const e of events) {
       const body = JSON.parse(e.text);
-      const entities = (body.entity ?? []) as { what: { reference: string } }[];
+      const entities = (body.entity ?? []) as { what?: { reference: string } }[];
       expect(entities.length, e.text).toBeLessThanOrEqual(1);
-      expect(e.version.patients ?? [], e.text).toEqual(entities.map((x) => x.what.reference));
+      expect(e.version.patients ?? [], e.text).toEqual(
+        entities.filter((x) => x.what).map((x) => x.what!.reference),
+      );
       if (entities.length === 0) expect(e.version.custodian, e.text).toBeUndefined();
     }
   });
@@ -215,6 +228,19 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
     expect(mine.text).not.toContain('Patient/p2');
     expect(mine.text).toContain('Practitioner/dr-c'); // the patient sees who read their records
     expect((await h.request(tokens.patient1, 'GET', '/Patient/p1/$access-log')).status).toBe(200);
+  });
+
+  it("a record of several patients is counted in its custodian's event only, named by no patient", async () => {
+    // Dr C's refused read of it: in neither p1's events (Dr C's other reads of p1's records were a 200 and a
+    // Condition) nor p2's (Dr C touched nothing else of p2's).
+    const p1 = await h.request(tokens.patient1, 'GET', '/AuditEvent?_count=1000');
+    expect(p1.text).toContain('Practitioner/dr-c');
+    expect(p1.text).not.toContain('GET /Observation -> 404');
+    const p2 = await h.request(tokens.patient2, 'GET', '/AuditEvent?_count=1000');
+    expect(p2.text).not.toContain('Practitioner/dr-c');
+    for (const res of [p1, p2]) expect(res.text).not.toContain('several patients');
+    const custodian = await h.request(tokens.sysA, 'GET', '/AuditEvent?_count=1000');
+    expect(custodian.text).toContain('Observation: 0 shown, 1 withheld (records of several patients)');
   });
 
   it('a refused read of a hidden record and a read of an absent id leave the same trace for the reader', async () => {
