@@ -25,7 +25,10 @@ export const PARTICIPANT_SYSTEM = 'urn:hie-ledger:participant';
 export interface TouchCounts {
   allowed: number;
   refused: number;
+  /** Types of the records decided on (shown or withheld). */
   types: Set<string>;
+  /** Types of the records shown. */
+  shown: Set<string>;
 }
 
 /**
@@ -46,10 +49,14 @@ export function touch(
   if (!byCustodian) touched.set(patient, (byCustodian = new Map()));
   const key = custodian ?? '';
   let counts = byCustodian.get(key);
-  if (!counts) byCustodian.set(key, (counts = { allowed: 0, refused: 0, types: new Set() }));
+  if (!counts)
+    byCustodian.set(key, (counts = { allowed: 0, refused: 0, types: new Set(), shown: new Set() }));
   if (allowed) counts.allowed++;
   else counts.refused++;
-  if (resourceType) counts.types.add(resourceType);
+  if (resourceType) {
+    counts.types.add(resourceType);
+    if (allowed) counts.shown.add(resourceType);
+  }
 }
 
 /** What one request touched and decided (CallerAccessPolicy collects it). */
@@ -94,8 +101,11 @@ interface Span {
 
 interface PairSum extends Span, TouchCounts {}
 
-interface PatientSum extends Span, TouchCounts {
+interface PatientSum {
   custodians: Map<string, PairSum>;
+  /** The requests that showed some of this patient's records, and the types shown: what the ledger records. */
+  disclosures?: Span;
+  shown: Set<string>;
 }
 
 interface Aggregate {
@@ -106,7 +116,16 @@ interface Aggregate {
 }
 
 function newSpan(at: number, status: number): Span & TouchCounts {
-  return { requests: 0, from: at, to: at, status, allowed: 0, refused: 0, types: new Set() };
+  return {
+    requests: 0,
+    from: at,
+    to: at,
+    status,
+    allowed: 0,
+    refused: 0,
+    types: new Set(),
+    shown: new Set(),
+  };
 }
 
 /**
@@ -238,16 +257,11 @@ export class AuditRecorder {
       span.requests++;
       span.to = at;
     }
-    // Counted per patient and per (patient, custodian): each AuditEvent spans only the requests of its own pair.
+    // Counted per (patient, custodian): each AuditEvent spans only the requests of its own pair.
     for (const [patient, byCustodian] of entry.touched) {
       let sum = aggregate.patients.get(patient);
-      if (!sum)
-        aggregate.patients.set(
-          patient,
-          (sum = Object.assign(newSpan(at, entry.status), { custodians: new Map<string, PairSum>() })),
-        );
-      sum.requests++;
-      sum.to = at;
+      if (!sum) aggregate.patients.set(patient, (sum = { custodians: new Map(), shown: new Set() }));
+      let disclosed = false;
       for (const [custodian, t] of byCustodian) {
         let pair = sum.custodians.get(custodian);
         if (!pair) sum.custodians.set(custodian, (pair = newSpan(at, entry.status)));
@@ -255,12 +269,17 @@ export class AuditRecorder {
         pair.to = at;
         pair.allowed += t.allowed;
         pair.refused += t.refused;
-        sum.allowed += t.allowed;
-        sum.refused += t.refused;
-        for (const type of t.types) {
-          pair.types.add(type);
-          sum.types.add(type);
+        for (const type of t.types) pair.types.add(type);
+        for (const type of t.shown) {
+          pair.shown.add(type);
+          sum.shown.add(type);
         }
+        if (t.allowed > 0) disclosed = true;
+      }
+      if (disclosed) {
+        const span = (sum.disclosures ??= newSpan(at, entry.status));
+        span.requests++;
+        span.to = at;
       }
     }
     if (this.pending.size >= this.maxAggregates) void this.flush();
@@ -306,16 +325,20 @@ export class AuditRecorder {
             .replace(/[^a-z0-9$-]/g, '-')
             .slice(0, 40) || 'request';
         for (const [patient, sum] of aggregate.patients) {
-          if (patient === '') continue; // records of several patients: in their custodian's AuditEvent only
+          // Only disclosures go on the ledger, which every member reads: a refused touch of a record the caller may
+          // not see leaves no trace there, as a read of an absent id leaves none. Refusals stay in the AuditEvents
+          // of the patient and the custodian. Records of several patients: in their custodian's AuditEvent only.
+          const disclosures = sum.disclosures;
+          if (patient === '' || !disclosures) continue;
           recordAccess({
             patient,
             accessor: aggregate.first.caller.participant,
             interaction,
-            resourceType: sum.types.size === 1 ? [...sum.types][0] : undefined,
-            outcome: sum.allowed > 0 ? 'allowed' : 'refused',
-            at: new Date(sum.to).toISOString(),
-            from: new Date(sum.from).toISOString(),
-            count: sum.requests,
+            resourceType: sum.shown.size === 1 ? [...sum.shown][0] : undefined,
+            outcome: 'allowed',
+            at: new Date(disclosures.to).toISOString(),
+            from: new Date(disclosures.from).toISOString(),
+            count: disclosures.requests,
           });
         }
       }

@@ -1,6 +1,6 @@
 /** The audit aggregates: every request counted once, in the aggregate of its caller, path shape and outcome. */
 import { describe, expect, it } from 'vitest';
-import { AuditRecorder, type RequestAudit } from '../../src/access/audit.js';
+import { AuditRecorder, type RequestAudit, type TouchCounts } from '../../src/access/audit.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { AccessRecordInput } from '../../src/ledger/consent.js';
 import type { Caller } from '../../src/access/policy.js';
@@ -13,6 +13,14 @@ const clinician: Caller = Object.freeze({
   scopes: ['user/*.rs'],
 });
 const other: Caller = Object.freeze({ participant: 'ps-other', role: 'lab', scopes: ['user/*.rs'] });
+
+/** A request's decisions on `allowed` shown and `refused` withheld Observations of one patient and custodian. */
+const counts = (allowed: number, refused: number): TouchCounts => ({
+  allowed,
+  refused,
+  types: new Set(['Observation']),
+  shown: new Set(allowed > 0 ? ['Observation'] : []),
+});
 
 function entry(
   caller: Caller,
@@ -27,21 +35,7 @@ function entry(
     method: 'GET',
     path,
     status,
-    touched: new Map([
-      [
-        patient,
-        new Map([
-          [
-            custodian,
-            {
-              allowed: status === 200 ? 1 : 0,
-              refused: status === 200 ? 0 : 1,
-              types: new Set(['Observation']),
-            },
-          ],
-        ]),
-      ],
-    ]),
+    touched: new Map([[patient, new Map([[custodian, status === 200 ? counts(1, 0) : counts(0, 1)]])]]),
     refused: status !== 200,
   };
 }
@@ -86,10 +80,10 @@ describe('AuditRecorder', () => {
       'ps-clin 7 x GET /Observation -> 200',
       'ps-other 1 x GET /Observation -> 200',
     ]);
-    const counts = records.map((r) => `${r.accessor} ${r.patient} ${r.outcome} ${r.count}`).sort();
-    expect(counts).toEqual([
+    // The refused read is in the AuditEvents only: the ledger, which every member reads, records disclosures.
+    const ledger = records.map((r) => `${r.accessor} ${r.patient} ${r.outcome} ${r.count}`).sort();
+    expect(ledger).toEqual([
       'ps-clin Patient/p1 allowed 7',
-      'ps-clin Patient/p1 refused 1',
       'ps-clin Patient/p2 allowed 1',
       'ps-other Patient/p1 allowed 1',
     ]);
@@ -102,11 +96,6 @@ describe('AuditRecorder', () => {
     await store.init();
     const audit = new AuditRecorder({ store, flushMs: 60_000 });
     // One search that touched p1's records of two custodians and p2's record of one.
-    const counts = (allowed: number, refused: number) => ({
-      allowed,
-      refused,
-      types: new Set(['Observation']),
-    });
     audit.record({
       caller: clinician,
       interaction: 'search-type',
@@ -182,14 +171,8 @@ describe('AuditRecorder', () => {
       scopes: ['patient/*.rs'],
     });
     const touched = new Map([
-      [
-        'Patient/p1',
-        new Map([['Organization/a', { allowed: 1, refused: 0, types: new Set(['Observation']) }]]),
-      ],
-      [
-        'Patient/p2',
-        new Map([['Organization/a', { allowed: 0, refused: 1, types: new Set(['Observation']) }]]),
-      ],
+      ['Patient/p1', new Map([['Organization/a', counts(1, 0)]])],
+      ['Patient/p2', new Map([['Organization/a', counts(0, 1)]])],
     ]);
     audit.record({
       caller: patient,
@@ -208,5 +191,41 @@ describe('AuditRecorder', () => {
     expect(about('Patient/p2').agent[0]!.who.identifier!.value).toBe('ps-pat1');
     await audit.close();
     await store.close();
+  });
+
+  it('the ledger records of a patient are the same whether a request also touched records hidden from the caller', async () => {
+    const ledgerOf = async (touchesHidden: boolean): Promise<AccessRecordInput[]> => {
+      const store = new SqliteResourceStore({ file: ':memory:' });
+      await store.init();
+      const records: AccessRecordInput[] = [];
+      const audit = new AuditRecorder({ store, recordAccess: (r) => records.push(r), flushMs: 60_000 });
+      // A search showing hosp-b's Observation of p1 and, with touchesHidden, withholding hosp-a's Condition of p1;
+      // then a read of a hidden record of p1 (or of an absent id).
+      const shownAndWithheld = new Map([['Organization/b', counts(1, 0)]]);
+      if (touchesHidden)
+        shownAndWithheld.set('Organization/a', { ...counts(0, 1), types: new Set(['Condition']) });
+      audit.record({
+        caller: clinician,
+        interaction: 'search-type',
+        method: 'GET',
+        path: '/Observation',
+        status: 200,
+        touched: new Map([['Patient/p1', shownAndWithheld]]),
+        refused: false,
+        at: 1000,
+      });
+      const hiddenRead = entry(clinician, '/Observation/x', 404, 'Patient/p1', 'Organization/a');
+      if (!touchesHidden) hiddenRead.touched = new Map();
+      audit.record({ ...hiddenRead, at: 2000 });
+      await audit.flush();
+      await audit.close();
+      await store.close();
+      return records;
+    };
+    const withHidden = await ledgerOf(true);
+    expect(
+      withHidden.map((r) => `${r.patient} ${r.resourceType} ${r.outcome} ${r.count} ${r.from} ${r.at}`),
+    ).toEqual(['Patient/p1 Observation allowed 1 1970-01-01T00:00:01.000Z 1970-01-01T00:00:01.000Z']);
+    expect(await ledgerOf(false)).toEqual(withHidden);
   });
 });
