@@ -62,6 +62,18 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
 
   let events: StoredEvent[] = [];
 
+  /** Every AuditEvent in `bundle` records a disclosure of hosp-b's own records (stored with hosp-b as custodian). */
+  async function onlyHospB(
+    caller: string,
+    bundle: { entry?: { resource?: { resourceType: string; id: string } }[] },
+  ) {
+    for (const { resource } of bundle.entry ?? []) {
+      if (resource?.resourceType !== 'AuditEvent') continue;
+      const stored = await h.app.store.read('AuditEvent', resource.id);
+      expect(stored?.custodian, `${caller} ${JSON.stringify(resource)}`).toBe('Organization/hosp-b');
+    }
+  }
+
   beforeAll(async () => {
     h = await startHarness();
     tokens.sysA = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
@@ -134,6 +146,34 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
     await h?.stop();
   });
 
+  // First: what other callers do later (their searches of AuditEvents touch hosp-b's events) is hosp-b's to read.
+  it('a grantee under a grant denying Condition reads nothing of what other organisations disclosed', async () => {
+    for (const caller of ['sysB', 'drB']) {
+      const res = await h.request(tokens[caller], 'GET', '/AuditEvent?_count=1000');
+      await onlyHospB(caller, res.body);
+      const text = res.text;
+      expect(text, caller).not.toContain('Practitioner/dr-c');
+      expect(text, caller).not.toContain('Condition');
+      expect(text, caller).not.toContain('Patient/p2');
+      // Through _has, _revinclude and $everything neither.
+      const has = await h.request(
+        tokens[caller],
+        'GET',
+        '/Patient?_has:AuditEvent:patient:agent=Practitioner/dr-c',
+      );
+      expect(has.status, has.text.slice(0, 300)).toBe(200);
+      expect(has.body.entry ?? [], caller).toEqual([]);
+      // _revinclude and $everything bring only the events of hosp-b's own records.
+      const rev = await h.request(tokens[caller], 'GET', '/Patient?_id=p1&_revinclude=AuditEvent:patient');
+      expect(rev.status, rev.text.slice(0, 300)).toBe(200);
+      const everything = await h.request(tokens[caller], 'GET', '/Patient/p1/$everything');
+      expect(everything.status, everything.text.slice(0, 300)).toBe(200);
+      for (const bundle of [rev.body, everything.body]) await onlyHospB(caller, bundle);
+      // The ledger's access log (no custodian in its records) is the patient's, not a grantee's.
+      expect((await h.request(tokens[caller], 'GET', '/Patient/p1/$access-log')).status).toBe(403);
+    }
+  });
+
   it('every AuditEvent names exactly one patient or none, and one whose records were touched has their custodian', () => {
     for (const e of events) {
       const body = JSON.parse(e.text);
@@ -161,40 +201,6 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
     }
   });
 
-  it('a grantee under a grant denying Condition reads nothing of what other organisations disclosed', async () => {
-    for (const caller of ['sysB', 'drB']) {
-      const res = await h.request(tokens[caller], 'GET', '/AuditEvent?_count=1000');
-      const text = res.text;
-      expect(text, caller).not.toContain('Practitioner/dr-c');
-      expect(text, caller).not.toContain('Condition');
-      expect(text, caller).not.toContain('Patient/p2');
-      // Through _has, _revinclude and $everything neither.
-      const has = await h.request(
-        tokens[caller],
-        'GET',
-        '/Patient?_has:AuditEvent:patient:agent=Practitioner/dr-c',
-      );
-      expect(has.status, has.text.slice(0, 300)).toBe(200);
-      expect(has.body.entry ?? [], caller).toEqual([]);
-      // _revinclude and $everything bring only the events of hosp-b's own records.
-      const rev = await h.request(tokens[caller], 'GET', '/Patient?_id=p1&_revinclude=AuditEvent:patient');
-      expect(rev.status, rev.text.slice(0, 300)).toBe(200);
-      const everything = await h.request(tokens[caller], 'GET', '/Patient/p1/$everything');
-      expect(everything.status, everything.text.slice(0, 300)).toBe(200);
-      for (const bundle of [rev.body, everything.body]) {
-        const shown = ((bundle.entry ?? []) as { resource: { resourceType: string; id: string } }[])
-          .map((x) => x.resource)
-          .filter((r) => r.resourceType === 'AuditEvent');
-        for (const r of shown) {
-          const stored = await h.app.store.read('AuditEvent', r.id);
-          expect(stored?.custodian, `${caller} ${JSON.stringify(r)}`).toBe('Organization/hosp-b');
-        }
-      }
-      // The ledger's access log (no custodian in its records) is the patient's, not a grantee's.
-      expect((await h.request(tokens[caller], 'GET', '/Patient/p1/$access-log')).status).toBe(403);
-    }
-  });
-
   it('read, vread and history of an event: 200 for its patient and custodian, 404 for everyone else', async () => {
     const drCRead = events.find(
       about('Patient/p1', 'Organization/hosp-a', 'Practitioner/dr-c', 'Observation'),
@@ -216,7 +222,7 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
     }
     const history = await h.request(tokens.drB, 'GET', '/AuditEvent/_history?_count=1000');
     expect(history.status).toBe(200);
-    expect(history.text).not.toContain('Practitioner/dr-c');
+    await onlyHospB('drB', history.body);
   });
 
   it('patients never see each other: an event about p2 names the patient who tried by pseudonym only', async () => {
@@ -230,15 +236,40 @@ describe('AuditEvents: readable by their one patient and the custodian whose dis
     expect((await h.request(tokens.patient1, 'GET', '/Patient/p1/$access-log')).status).toBe(200);
   });
 
+  it("a search's shown records are audited per patient and custodian", async () => {
+    const res = await h.request(tokens.drB, 'GET', '/Observation?subject=Patient/p1&_count=100');
+    expect(res.status).toBe(200);
+    expect(
+      ((res.body.entry ?? []) as { resource: { id: string } }[]).map((e) => e.resource.id).sort(),
+    ).toEqual(['obs1', 'obsB']);
+    const searchBy = (custodian: string) =>
+      about(
+        'Patient/p1',
+        custodian,
+        '"code":"search-type"',
+        'Practitioner/dr-b',
+        'Observation: 1 shown, 0 withheld',
+      );
+    await eventsWith(searchBy('Organization/hosp-a'), searchBy('Organization/hosp-b'));
+  });
+
   it("a record of several patients is counted in its custodian's event only, named by no patient", async () => {
-    // Dr C's refused read of it: in neither p1's events (Dr C's other reads of p1's records were a 200 and a
-    // Condition) nor p2's (Dr C touched nothing else of p2's).
-    const p1 = await h.request(tokens.patient1, 'GET', '/AuditEvent?_count=1000');
-    expect(p1.text).toContain('Practitioner/dr-c');
-    expect(p1.text).not.toContain('GET /Observation -> 404');
-    const p2 = await h.request(tokens.patient2, 'GET', '/AuditEvent?_count=1000');
-    expect(p2.text).not.toContain('Practitioner/dr-c');
-    for (const res of [p1, p2]) expect(res.text).not.toContain('several patients');
+    // Dr C's refused read of it (a 404 on /Observation, the only one Dr C had): in neither patient's events.
+    const eventsOf = async (caller: string): Promise<string[]> =>
+      (
+        ((await h.request(tokens[caller], 'GET', '/AuditEvent?_count=1000')).body.entry ?? []) as {
+          resource: unknown;
+        }[]
+      ).map((x) => JSON.stringify(x.resource));
+    for (const caller of ['patient1', 'patient2']) {
+      const events = await eventsOf(caller);
+      expect(events.length, caller).toBeGreaterThan(0);
+      for (const event of events) {
+        expect(event).not.toContain('several patients');
+        if (event.includes('Practitioner/dr-c'))
+          expect(event, caller).not.toContain('GET /Observation -> 404');
+      }
+    }
     const custodian = await h.request(tokens.sysA, 'GET', '/AuditEvent?_count=1000');
     expect(custodian.text).toContain('Observation: 0 shown, 1 withheld (records of several patients)');
   });
