@@ -8,8 +8,10 @@
  * (`outcomeDesc`) and status are those of the requests that touched that pair only: what a caller did with other
  * custodians' (possibly hidden) records changes nothing in the events of its own organisation's records. Requests
  * that touched no patient make one AuditEvent with neither patient nor custodian (service admins only), so a refused
- * read of a hidden record and a read of an absent id leave the same trace for everyone but the custodian. Plus one
- * ledger access record per patient (consent:RecordAccess, with a count). Per-request AuditEvents would cost a store
+ * read of a hidden record and a read of an absent id leave the same trace for everyone but the custodian (and the
+ * patient). Records of several patients are counted under no patient (their custodian's event only). Plus one ledger
+ * access record per patient whose records were shown (consent:RecordAccess, with a count): disclosures only, since
+ * every ledger member reads them. Per-request AuditEvents would cost a store
  * write per read (the store writes ~2,000/s; reads run at ~6,000/s); the aggregate keeps every decision accounted
  * for at a bounded cost, written off the request's critical path.
  */
