@@ -11,9 +11,9 @@
  * read of a hidden record and a read of an absent id leave the same trace for everyone but the custodian (and the
  * patient). Records of several patients are counted under no patient (their custodian's event only). Plus one ledger
  * access record per patient whose records were shown (consent:RecordAccess, with a count): disclosures only, since
- * every ledger member reads them. Per-request AuditEvents would cost a store
- * write per read (the store writes ~2,000/s; reads run at ~6,000/s); the aggregate keeps every decision accounted
- * for at a bounded cost, written off the request's critical path.
+ * every ledger member reads them. Per-request AuditEvents would cost a store write per read (the store writes
+ * ~2,000/s; reads run at ~6,000/s); the aggregate keeps every decision accounted for at a bounded cost, written off
+ * the request's critical path.
  */
 import type { Caller } from './policy.js';
 import type { FhirResource } from '../mapping/fhir-json.js';
