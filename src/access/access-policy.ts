@@ -16,7 +16,7 @@ import type { AccessPolicy, Caller } from './policy.js';
 import { LAB_WRITABLE_TYPES, ScopeSet, type Permission } from './scopes.js';
 import type { StoredVersion } from '../fhir/store/resource-store.js';
 import { FhirError, forbidden, notFound } from '../fhir/outcome.js';
-import type { AuditRecorder } from './audit.js';
+import { touch, type AuditRecorder, type Touched } from './audit.js';
 
 /** The one answer for a write to an id the caller may not see or that does not exist (docs/access.md). */
 export function notKnown(resourceType: string, id: string | undefined): FhirError {
@@ -70,6 +70,21 @@ function compileCaller(caller: Caller): { scopes: ScopeSet; grantees: readonly s
   return { scopes: new ScopeSet(caller.scopes), grantees: Object.freeze(grantees) };
 }
 
+/**
+ * Counts a decision on a record for the audit: in its patient's AuditEvent when it has one patient; a record of
+ * several patients none of them may read alone (the patient rule), so an event they read would tell them it exists:
+ * it is counted under no patient (its custodian's event only).
+ */
+function touchRecord(
+  touched: Touched,
+  patients: readonly string[],
+  custodian: string | undefined,
+  allowed: boolean,
+  resourceType: string | undefined,
+): void {
+  touch(touched, patients.length === 1 ? patients[0] : '', custodian, allowed, resourceType);
+}
+
 export interface RequestFacts {
   /** A recorded reason for access (X-Access-Reason), required for admins' clinical reads and Consent writes. */
   reason?: string;
@@ -88,8 +103,8 @@ export class CallerAccessPolicy implements AccessPolicy {
   private readonly grantees: readonly string[];
   /** The last interaction authorised: tells update-as-create from create in canWrite. */
   interaction?: string;
-  /** What this request touched, for one audit record per request. */
-  readonly touched = new Map<string, { allowed: number; refused: number; types: Set<string> }>();
+  /** What this request touched (per patient and custodian), for one audit record per request. */
+  readonly touched: Touched = new Map();
   readonly refusals: { interaction: string; resourceType?: string; id?: string }[] = [];
 
   constructor(
@@ -136,15 +151,8 @@ export class CallerAccessPolicy implements AccessPolicy {
   canRead(version: StoredVersion): boolean {
     const allowed = this.decide(version);
     const patients = version.patients;
-    if (patients && patients.length > 0) {
-      for (const patient of patients) {
-        let entry = this.touched.get(patient);
-        if (!entry) this.touched.set(patient, (entry = { allowed: 0, refused: 0, types: new Set() }));
-        if (allowed) entry.allowed++;
-        else entry.refused++;
-        entry.types.add(version.resourceType);
-      }
-    }
+    if (patients && patients.length > 0)
+      touchRecord(this.touched, patients, version.custodian, allowed, version.resourceType);
     return allowed;
   }
 
@@ -164,6 +172,8 @@ export class CallerAccessPolicy implements AccessPolicy {
       );
     }
     if (caller.organization !== undefined && version.custodian === caller.organization) return true;
+    // An AuditEvent is its patient's and its custodian's (the disclosure it records): no grant opens it.
+    if (version.resourceType === 'AuditEvent') return false;
     if (patients.length === 0) return false;
     const consent = this.options.consent;
     if (!consent || this.grantees.length === 0) return false;
@@ -244,17 +254,13 @@ export class CallerAccessPolicy implements AccessPolicy {
     resourceType?: string;
     id?: string;
     allowed: boolean;
-    patients?: string[];
+    patients?: readonly string[];
+    custodian?: string;
   }): void {
     if (!event.allowed)
       this.refusals.push({ interaction: event.interaction, resourceType: event.resourceType, id: event.id });
-    for (const patient of event.patients ?? []) {
-      let entry = this.touched.get(patient);
-      if (!entry) this.touched.set(patient, (entry = { allowed: 0, refused: 0, types: new Set() }));
-      if (event.allowed) entry.allowed++;
-      else entry.refused++;
-      if (event.resourceType) entry.types.add(event.resourceType);
-    }
+    if (event.patients && event.patients.length > 0)
+      touchRecord(this.touched, event.patients, event.custodian, event.allowed, event.resourceType);
   }
 
   /** Was a Consent written by this caller given in person (a system recording it at the desk)? */

@@ -1,11 +1,19 @@
 /**
  * The audit of access decisions. Every FHIR request's decision is counted into an aggregate keyed by who (the
- * participant's pseudonym), what (interaction, method, resource type, the patients touched), and the outcome;
- * each aggregate becomes, per flush window (250 ms by default), one FHIR AuditEvent (its `period` spans the
- * requests, the count is in `outcomeDesc`; stored in the compartments of the patients it touched, so a patient can
- * search who accessed their data) and one ledger access record per patient (consent:RecordAccess, with a count).
- * Per-request AuditEvents would cost a store write per read (the store writes ~2,000/s; reads run at ~6,000/s);
- * the aggregate keeps every decision accounted for at a bounded cost, written off the request's critical path.
+ * participant's pseudonym), what (interaction, method, path shape) and the outcome; inside it, the records touched
+ * are counted per patient and per custodian (the organisation whose records they are). Per flush window (250 ms by
+ * default) each aggregate becomes one FHIR AuditEvent per (patient, custodian) pair: it names exactly that patient
+ * (its only compartment) and has that custodian (StoredVersion.custodian), so only the patient and the custodian
+ * whose disclosure it records may read it (access-policy.ts), never another grantee. Its `period`, request count
+ * (`outcomeDesc`) and status are those of the requests that touched that pair only: what a caller did with other
+ * custodians' (possibly hidden) records changes nothing in the events of its own organisation's records. Requests
+ * that touched no patient make one AuditEvent with neither patient nor custodian (service admins only), so a refused
+ * read of a hidden record and a read of an absent id leave the same trace for everyone but the custodian (and the
+ * patient). Records of several patients are counted under no patient (their custodian's event only). Plus one ledger
+ * access record per patient whose records were shown (consent:RecordAccess, with a count): disclosures only, since
+ * every ledger member reads them. Per-request AuditEvents would cost a store write per read (the store writes
+ * ~2,000/s; reads run at ~6,000/s); the aggregate keeps every decision accounted for at a bounded cost, written off
+ * the request's critical path.
  */
 import type { Caller } from './policy.js';
 import type { FhirResource } from '../mapping/fhir-json.js';
@@ -15,6 +23,44 @@ import { newResourceId } from '../fhir/interactions/ids.js';
 
 export const PARTICIPANT_SYSTEM = 'urn:hie-ledger:participant';
 
+/** What a request did with one custodian's records of one patient. */
+export interface TouchCounts {
+  allowed: number;
+  refused: number;
+  /** Types of the records decided on (shown or withheld). */
+  types: Set<string>;
+  /** Types of the records shown. */
+  shown: Set<string>;
+}
+
+/**
+ * patient (`Patient/id`, '' for records of several patients) -> custodian (`Organization/id`, '' when none) ->
+ * counts: what a request touched.
+ */
+export type Touched = Map<string, Map<string, TouchCounts>>;
+
+/** Adds one decision on a version of `custodian` (undefined: none) belonging to `patient` to `touched`. */
+export function touch(
+  touched: Touched,
+  patient: string,
+  custodian: string | undefined,
+  allowed: boolean,
+  resourceType: string | undefined,
+): void {
+  let byCustodian = touched.get(patient);
+  if (!byCustodian) touched.set(patient, (byCustodian = new Map()));
+  const key = custodian ?? '';
+  let counts = byCustodian.get(key);
+  if (!counts)
+    byCustodian.set(key, (counts = { allowed: 0, refused: 0, types: new Set(), shown: new Set() }));
+  if (allowed) counts.allowed++;
+  else counts.refused++;
+  if (resourceType) {
+    counts.types.add(resourceType);
+    if (allowed) counts.shown.add(resourceType);
+  }
+}
+
 /** What one request touched and decided (CallerAccessPolicy collects it). */
 export interface RequestAudit {
   caller: Caller;
@@ -23,7 +69,7 @@ export interface RequestAudit {
   /** Path of the request under the FHIR base, without the query (never tokens). */
   path: string;
   status: number;
-  touched: ReadonlyMap<string, { allowed: number; refused: number; types: ReadonlySet<string> }>;
+  touched: ReadonlyMap<string, ReadonlyMap<string, Readonly<TouchCounts>>>;
   refused: boolean;
   /** When it was answered (epoch ms); now when absent. Made an instant only when the aggregate is written. */
   at?: number;
@@ -45,41 +91,71 @@ export interface AuditRecorderOptions {
 
 const ACTION: Record<string, string> = { POST: 'C', PUT: 'U', PATCH: 'U', DELETE: 'D' };
 
-interface Aggregate {
-  first: RequestAudit;
-  count: number;
+/** Requests of an aggregate that touched one thing (a pair, a patient, or nothing): their count and span. */
+interface Span {
+  requests: number;
   /** Epoch ms of the first and last request counted. */
   from: number;
   to: number;
-  touched: Map<string, { allowed: number; refused: number; types: Set<string> }>;
+  /** The status of the first request counted (all share the aggregate's status class). */
+  status: number;
 }
 
-function auditEvent(aggregate: Aggregate): FhirResource {
-  const entry = aggregate.first;
-  // Outcome codes: 0 success, 4 minor failure (refused / not found), 8 serious failure.
-  const outcome = entry.status >= 500 ? '8' : entry.status >= 400 || entry.refused ? '4' : '0';
-  const agent: Record<string, unknown> = {
-    type: { coding: [{ system: 'urn:hie-ledger:role', code: entry.caller.role }] },
-    who: { identifier: { system: PARTICIPANT_SYSTEM, value: entry.caller.participant } },
-    requestor: true,
+interface PairSum extends Span, TouchCounts {}
+
+interface PatientSum {
+  custodians: Map<string, PairSum>;
+  /** The requests that showed some of this patient's records, and the types shown: what the ledger records. */
+  disclosures?: Span;
+  shown: Set<string>;
+}
+
+interface Aggregate {
+  first: RequestAudit;
+  /** Requests that touched no patient's record. */
+  untouched?: Span;
+  patients: Map<string, PatientSum>;
+}
+
+function newSpan(at: number, status: number): Span & TouchCounts {
+  return {
+    requests: 0,
+    from: at,
+    to: at,
+    status,
+    allowed: 0,
+    refused: 0,
+    types: new Set(),
+    shown: new Set(),
   };
-  if (entry.caller.fhirUser) (agent.who as Record<string, unknown>).reference = entry.caller.fhirUser;
-  const agents: Record<string, unknown>[] = [agent];
+}
+
+/**
+ * One AuditEvent: the requests of `span`, about `patient`'s records of one custodian (`counts`), or about no
+ * patient. A patient caller is named by reference only in events about themselves: to any other reader (another
+ * patient, a custodian) it is a pseudonym.
+ */
+function auditEvent(
+  entry: RequestAudit,
+  span: Span,
+  about?: { patient?: string; counts: TouchCounts },
+): FhirResource {
+  // Outcome codes: 0 success, 4 minor failure (refused / not found), 8 serious failure.
+  const outcome = span.status >= 500 ? '8' : span.status >= 400 || entry.refused ? '4' : '0';
+  const who: Record<string, unknown> = {
+    identifier: { system: PARTICIPANT_SYSTEM, value: entry.caller.participant },
+  };
+  if (entry.caller.fhirUser && (entry.caller.role !== 'patient' || entry.caller.fhirUser === about?.patient))
+    who.reference = entry.caller.fhirUser;
+  const agents: Record<string, unknown>[] = [
+    {
+      type: { coding: [{ system: 'urn:hie-ledger:role', code: entry.caller.role }] },
+      who,
+      requestor: true,
+    },
+  ];
   if (entry.caller.organization)
     agents.push({ who: { reference: entry.caller.organization }, requestor: false });
-  const entities: Record<string, unknown>[] = [];
-  for (const [patient, t] of aggregate.touched) {
-    entities.push({
-      what: { reference: patient },
-      type: {
-        system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type',
-        code: '1',
-        display: 'Person',
-      },
-      role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1', display: 'Patient' },
-      description: `${[...t.types].sort().join(' ')}: ${t.allowed} shown, ${t.refused} withheld`,
-    });
-  }
   const resource: Record<string, unknown> = {
     resourceType: 'AuditEvent',
     type: {
@@ -89,17 +165,39 @@ function auditEvent(aggregate: Aggregate): FhirResource {
     },
     subtype: [{ system: 'http://hl7.org/fhir/restful-interaction', code: entry.interaction }],
     action: ACTION[entry.method] ?? (entry.interaction.startsWith('search') ? 'E' : 'R'),
-    period: { start: new Date(aggregate.from).toISOString(), end: new Date(aggregate.to).toISOString() },
-    recorded: new Date(aggregate.to).toISOString(),
+    period: { start: new Date(span.from).toISOString(), end: new Date(span.to).toISOString() },
+    recorded: new Date(span.to).toISOString(),
     outcome,
-    outcomeDesc: `${aggregate.count} x ${entry.method} ${entry.path} -> ${entry.status}`,
+    outcomeDesc: `${span.requests} x ${entry.method} ${entry.path} -> ${span.status}`,
     agent: agents,
     source: {
       observer: { display: 'hie-ledger' },
       type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4' }],
     },
   };
-  if (entities.length > 0) resource.entity = entities;
+  if (about) {
+    const t = about.counts;
+    const description = `${[...t.types].sort().join(' ')}: ${t.allowed} shown, ${t.refused} withheld`;
+    resource.entity = [
+      about.patient === undefined
+        ? // Records of several patients: counted here, in the custodian's event, and named by no patient.
+          { description: `${description} (records of several patients)` }
+        : {
+            what: { reference: about.patient },
+            type: {
+              system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type',
+              code: '1',
+              display: 'Person',
+            },
+            role: {
+              system: 'http://terminology.hl7.org/CodeSystem/object-role',
+              code: '1',
+              display: 'Patient',
+            },
+            description,
+          },
+    ];
+  }
   if (entry.reason) resource.purposeOfEvent = [{ text: entry.reason }];
   return resource as FhirResource;
 }
@@ -119,12 +217,6 @@ export function pathShape(path: string): string {
     i = end + 1;
   }
   return `/${first ?? ''}${operation ? `/${operation}` : ''}`;
-}
-
-function sameKeys(a: ReadonlyMap<string, unknown>, b: ReadonlyMap<string, unknown>): boolean {
-  if (a.size !== b.size) return false;
-  for (const key of a.keys()) if (!b.has(key)) return false;
-  return true;
 }
 
 export class AuditRecorder {
@@ -163,19 +255,39 @@ export class AuditRecorder {
       last.statusClass === statusClass &&
       last.entry.refused === entry.refused &&
       last.entry.reason === entry.reason &&
-      sameKeys(last.entry.touched, entry.touched) &&
       this.pending.get(last.key) === last.aggregate
         ? last.aggregate
         : undefined;
     if (!aggregate) aggregate = this.aggregateFor(entry, statusClass, at);
-    aggregate.count++;
-    aggregate.to = at;
-    for (const [patient, t] of entry.touched) {
-      let sum = aggregate.touched.get(patient);
-      if (!sum) aggregate.touched.set(patient, (sum = { allowed: 0, refused: 0, types: new Set() }));
-      sum.allowed += t.allowed;
-      sum.refused += t.refused;
-      for (const type of t.types) sum.types.add(type);
+    if (entry.touched.size === 0) {
+      const span = (aggregate.untouched ??= newSpan(at, entry.status));
+      span.requests++;
+      span.to = at;
+    }
+    // Counted per (patient, custodian): each AuditEvent spans only the requests of its own pair.
+    for (const [patient, byCustodian] of entry.touched) {
+      let sum = aggregate.patients.get(patient);
+      if (!sum) aggregate.patients.set(patient, (sum = { custodians: new Map(), shown: new Set() }));
+      let disclosed = false;
+      for (const [custodian, t] of byCustodian) {
+        let pair = sum.custodians.get(custodian);
+        if (!pair) sum.custodians.set(custodian, (pair = newSpan(at, entry.status)));
+        pair.requests++;
+        pair.to = at;
+        pair.allowed += t.allowed;
+        pair.refused += t.refused;
+        for (const type of t.types) pair.types.add(type);
+        for (const type of t.shown) {
+          pair.shown.add(type);
+          sum.shown.add(type);
+        }
+        if (t.allowed > 0) disclosed = true;
+      }
+      if (disclosed) {
+        const span = (sum.disclosures ??= newSpan(at, entry.status));
+        span.requests++;
+        span.to = at;
+      }
     }
     if (this.pending.size >= this.maxAggregates) void this.flush();
     else if (!this.timer) {
@@ -184,20 +296,20 @@ export class AuditRecorder {
     }
   }
 
+  /**
+   * The aggregate of this caller, interaction, path shape and outcome. What the request touched is not part of the
+   * key: whether it also touched records the caller may not see must not split the events of those it may.
+   */
   private aggregateFor(entry: RequestAudit, statusClass: number, at: number): Aggregate {
     const path = pathShape(entry.path);
-    const touched =
-      entry.touched.size === 0
-        ? ''
-        : entry.touched.size === 1
-          ? entry.touched.keys().next().value!
-          : [...entry.touched.keys()].sort().join(',');
     const key =
       `${entry.caller.participant}\u0000${entry.interaction}\u0000${entry.method}\u0000${path}\u0000` +
-      `${statusClass}\u0000${entry.refused}\u0000${entry.reason ?? ''}\u0000${touched}`;
+      `${statusClass}\u0000${entry.refused}\u0000${entry.reason ?? ''}`;
     let aggregate = this.pending.get(key);
     if (!aggregate) {
-      aggregate = { first: { ...entry, path }, count: 0, from: at, to: at, touched: new Map() };
+      // Object.assign, not a spread and more properties (docs/architecture.md, hot paths).
+      const first: RequestAudit = Object.assign({}, entry, { path, at, touched: new Map() });
+      aggregate = { first, patients: new Map() };
       this.pending.set(key, aggregate);
     }
     this.last = { entry, statusClass, key, aggregate };
@@ -219,16 +331,38 @@ export class AuditRecorder {
             .toLowerCase()
             .replace(/[^a-z0-9$-]/g, '-')
             .slice(0, 40) || 'request';
-        for (const [patient, t] of aggregate.touched) {
+        for (const [patient, sum] of aggregate.patients) {
+          // Only disclosures go on the ledger, which every member reads: a refused touch of a record the caller may
+          // not see leaves no trace there, as a read of an absent id leaves none. Refusals stay in the AuditEvents
+          // of the patient and the custodian. Records of several patients: in their custodian's AuditEvent only.
+          const disclosures = sum.disclosures;
+          if (patient === '' || !disclosures) continue;
           recordAccess({
             patient,
             accessor: aggregate.first.caller.participant,
             interaction,
-            resourceType: t.types.size === 1 ? [...t.types][0] : undefined,
-            outcome: t.allowed > 0 ? 'allowed' : 'refused',
-            at: new Date(aggregate.to).toISOString(),
-            from: new Date(aggregate.from).toISOString(),
-            count: aggregate.count,
+            resourceType: sum.shown.size === 1 ? [...sum.shown][0] : undefined,
+            outcome: 'allowed',
+            at: new Date(disclosures.to).toISOString(),
+            from: new Date(disclosures.from).toISOString(),
+            count: disclosures.requests,
+          });
+        }
+      }
+    }
+    const events: { resource: FhirResource; patients: string[]; custodian?: string }[] = [];
+    for (const aggregate of batch) {
+      if (aggregate.untouched)
+        events.push({ resource: auditEvent(aggregate.first, aggregate.untouched), patients: [] });
+      for (const [patient, sum] of aggregate.patients) {
+        for (const [custodian, pair] of sum.custodians) {
+          events.push({
+            resource: auditEvent(aggregate.first, pair, {
+              patient: patient === '' ? undefined : patient,
+              counts: pair,
+            }),
+            patients: patient === '' ? [] : [patient],
+            custodian: custodian === '' ? undefined : custodian,
           });
         }
       }
@@ -236,15 +370,17 @@ export class AuditRecorder {
     this.flushing = this.flushing.then(async () => {
       try {
         await store.transaction(async (tx) => {
-          for (const aggregate of batch) {
+          for (const event of events) {
             const id = newResourceId();
-            const resource = { ...auditEvent(aggregate), id };
+            const resource = { ...event.resource, id };
             await tx.write({
               resourceType: 'AuditEvent',
               id,
               resource,
               method: 'POST',
-              patients: [...aggregate.touched.keys()],
+              patients: event.patients,
+              // The custodian whose disclosure it records: with the patient, its only reader (besides admins).
+              custodian: event.custodian,
               index: indexEntries ? indexEntries(resource) : undefined,
               anchor: this.options.anchor,
             });
@@ -252,7 +388,7 @@ export class AuditRecorder {
         });
       } catch (err) {
         this.options.log?.error(
-          { err: (err as Error).message, count: batch.length },
+          { err: (err as Error).message, count: events.length },
           'audit events not stored',
         );
       }

@@ -38,7 +38,9 @@ export interface AccessPolicy {
     resourceType?: string;
     id?: string;
     allowed: boolean;
-    patients?: string[];
+    patients?: readonly string[];
+    /** The custodian of the record decided on (StoredVersion.custodian), if any: the audit is per custodian. */
+    custodian?: string;
   }): void;
 }
 

@@ -159,13 +159,13 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     if (!current || current.deleted || !policy.canRead(current)) throw notFound(`${patient} is not known`);
     const caller = policy.caller;
     const isPatient = caller.role === 'patient' && caller.fhirUser === patient;
-    // Who else looked is the patient's to know, and the custodian's for the disclosures it made: a system or admin
-    // of another organisation (even one the patient granted) learns nothing of other readers.
-    const isCustodian =
-      (caller.role === 'admin' || caller.role === 'system') &&
-      (caller.organization === undefined || caller.organization === current.custodian);
-    if (!isPatient && !isCustodian && caller.role !== 'open') {
-      throw forbidden('Only the patient and the organisation holding their record may see who accessed it');
+    // The ledger's access records name no custodian: they are the patient's (and a service-wide admin's). An
+    // organisation reads the disclosures of its own records as AuditEvents (custodian rule), never those of others.
+    const serviceAdmin = caller.role === 'admin' && caller.organization === undefined;
+    if (!isPatient && !serviceAdmin && caller.role !== 'open') {
+      throw forbidden(
+        'Only the patient and service administrators may see the access log; organisations search AuditEvent',
+      );
     }
     const all = consent ? await consent.listAccess(patient) : [];
     // The custodian sees the disclosures this service recorded; the patient sees every member's.

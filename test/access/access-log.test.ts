@@ -1,7 +1,8 @@
 /**
- * `Patient/[id]/$access-log` tells who looked at a patient's data. That is the patient's to know, and the
- * custodian's for the disclosures it made; a grantee (even a system of another organisation the patient opened
- * their record to) learns nothing of who else looked.
+ * `Patient/[id]/$access-log` tells who looked at a patient's data. That is the patient's to know (and a
+ * service-wide admin's); the ledger's access records name no custodian, so an organisation reads the disclosures of
+ * its own records as AuditEvents instead. A grantee (even a system of another organisation the patient opened their
+ * record to) learns nothing of who else looked.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actor, privacyConsent, startHarness, type Harness } from './app-harness.js';
@@ -17,6 +18,7 @@ describe('$access-log: who else looked is not a grantee’s to learn', () => {
     tokens.drB = await h.enrol('log-dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
     tokens.patient1 = await h.enrol('log-patient-1', 'patient', 'Patient/p1');
     tokens.patient2 = await h.enrol('log-patient-2', 'patient', 'Patient/p2');
+    tokens.admin = await h.enrol('log-admin', 'admin');
     for (const id of ['p1', 'p2']) {
       const res = await h.request(tokens.sysA, 'PUT', `/Patient/${id}`, { resourceType: 'Patient', id });
       expect(res.status, res.text).toBe(201);
@@ -36,10 +38,13 @@ describe('$access-log: who else looked is not a grantee’s to learn', () => {
     await h?.stop();
   });
 
-  it('the patient and the custodian see the log; grantees get 403 and no record', async () => {
+  it('the patient and a service admin see the log; grantees and organisations get 403 and no record', async () => {
     expect((await h.request(tokens.patient1, 'GET', '/Patient/p1/$access-log')).status).toBe(200);
-    expect((await h.request(tokens.sysA, 'GET', '/Patient/p1/$access-log')).status).toBe(200);
-    for (const grantee of ['sysB', 'drB']) {
+    const admin = await h.request(tokens.admin, 'GET', '/Patient/p1/$access-log', undefined, {
+      'x-access-reason': 'patient request 7',
+    });
+    expect(admin.status, admin.text).toBe(200);
+    for (const grantee of ['sysB', 'drB', 'sysA']) {
       const res = await h.request(tokens[grantee], 'GET', '/Patient/p1/$access-log');
       expect(res.status, `${grantee}: ${res.text}`).toBe(403);
       expect(res.text).not.toContain('accessor');

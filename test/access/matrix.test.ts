@@ -448,7 +448,8 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       );
       const byDrB = entries.filter((e: any) => e.who === 'Practitioner/dr-b');
       expect(byDrB.some((e: any) => e.outcome === 'allowed' && e.resourceType === 'Observation')).toBe(true);
-      expect(byDrB.some((e: any) => e.outcome === 'refused' && e.resourceType === 'Condition')).toBe(true);
+      // The ledger (read by every member) records disclosures only: a refusal would tell that the record exists.
+      expect(entries.some((e: any) => e.outcome === 'refused')).toBe(false);
       // Another patient may not see p1's access log; p1's AuditEvents are in p1's compartment.
       expect((await h.request(tokens.patient2, 'GET', '/Patient/p1/$access-log')).status).toBe(404);
       const events = await h.request(tokens.patient1, 'GET', '/AuditEvent?_count=100');
@@ -456,6 +457,20 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       expect((events.body.entry ?? []).length).toBeGreaterThan(0);
       for (const e of events.body.entry)
         expect(JSON.stringify(e.resource.entity ?? [])).toContain('Patient/p1');
+      // The refusal of the denied Condition is in the patient's AuditEvents.
+      const refusalByDrB = (text: string): boolean =>
+        (JSON.parse(text).entry ?? []).some((x: any) => {
+          const event = JSON.stringify(x.resource);
+          return event.includes('Practitioner/dr-b') && event.includes('Condition: 0 shown, 1 withheld');
+        });
+      await expect
+        .poll(
+          async () => refusalByDrB((await h.request(tokens.patient1, 'GET', '/AuditEvent?_count=1000')).text),
+          {
+            timeout: 10_000,
+          },
+        )
+        .toBe(true);
       // AuditEvents are stored versions like any other: anchored.
       const anchor = await h.app.store.anchorState({
         resourceType: 'AuditEvent',
@@ -471,6 +486,47 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
       );
       expect(ledgerText).not.toContain('Patient/p1');
       expect(ledgerText).not.toContain('dr-b');
+    });
+
+    it('every caller reads exactly the AuditEvents of its own patient or of its organisation as custodian', async () => {
+      const stored: { id: string; patients: string[]; custodian?: string }[] = [];
+      for await (const { version } of h.app.store.allVersions())
+        if (version.resourceType === 'AuditEvent')
+          stored.push({ id: version.id, patients: version.patients ?? [], custodian: version.custodian });
+      expect(stored.some((e) => e.patients.length === 1 && e.custodian === 'Organization/hosp-a')).toBe(true);
+      const organisationOf: Record<string, string | undefined> = {
+        sysA: 'Organization/hosp-a',
+        drA: 'Organization/hosp-a',
+        sysB: 'Organization/hosp-b',
+        drB: 'Organization/hosp-b',
+        drC: 'Organization/hosp-c',
+        labB: 'Organization/lab-b',
+      };
+      const patientOf: Record<string, string> = { patient1: 'Patient/p1', patient2: 'Patient/p2' };
+      for (const caller of callers) {
+        const res = await get(caller, '/AuditEvent?_count=1000');
+        if (caller === 'admin') {
+          expect(res.status).toBe(403);
+          continue;
+        }
+        expect(res.status, `${caller}: ${res.text.slice(0, 200)}`).toBe(200);
+        const known = new Set(stored.map((e) => e.id));
+        const ids = ((res.body.entry ?? []) as { resource: { id: string } }[])
+          .map((e) => e.resource.id)
+          .filter((id) => known.has(id)) // left out: events stored after the snapshot above
+          .sort();
+        const expected = stored
+          .filter((e) =>
+            caller === 'adminWithReason'
+              ? true
+              : patientOf[caller]
+                ? e.patients.length === 1 && e.patients[0] === patientOf[caller]
+                : e.custodian !== undefined && e.custodian === organisationOf[caller],
+          )
+          .map((e) => e.id)
+          .sort();
+        expect(ids, caller).toEqual(expected);
+      }
     });
   });
 });

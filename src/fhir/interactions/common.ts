@@ -299,7 +299,14 @@ export function assertCanWrite(
   patients: string[],
 ): void {
   if (context.access.canWrite(resourceType, existing, patients, id)) return;
-  context.access.audit?.({ interaction: method, resourceType, id, allowed: false, patients });
+  context.access.audit?.({
+    interaction: method,
+    resourceType,
+    id,
+    allowed: false,
+    patients,
+    custodian: existing?.custodian,
+  });
   throw forbidden(`You may not write ${resourceType}/${id}`);
 }
 

@@ -235,14 +235,8 @@ async function search(
       ? await addIncludes(context, query, matches, warnings)
       : [];
 
-  const patients = new Set<string>();
-  for (const v of [...matches, ...included]) for (const p of v.patients ?? []) patients.add(p);
-  context.access.audit?.({
-    interaction: resourceType ? 'search-type' : 'search-system',
-    resourceType,
-    allowed: true,
-    patients: [...patients],
-  });
+  // No audit call here: every match and included version passed `canRead`, which counts it for the audit (per
+  // patient and custodian); reporting them again would count them twice.
 
   const base = resourceType ? `${request.baseUrl}/${resourceType}` : request.baseUrl;
   const links: { relation: string; url: string }[] = [
