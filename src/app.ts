@@ -198,6 +198,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       },
       consentDecisions: consent && (() => consent.decisions),
       auditBacklog: () => access.audit.backlog,
+      accessRecordBacklog: consent && (() => consent.accessBacklog),
     });
     await fastify.ready();
     integrity.anchorer.start(); // drains what a previous run left pending, then follows the writes

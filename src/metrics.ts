@@ -24,6 +24,8 @@ export interface MetricSources {
   consentDecisions?: () => { permit: number; deny: number };
   /** Audit records waiting to be stored. */
   auditBacklog?: () => number;
+  /** Access records waiting for the ledger (kept while it is away). */
+  accessRecordBacklog?: () => number;
 }
 
 const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
@@ -122,6 +124,15 @@ export class ServiceMetrics {
       registers,
       collect() {
         const count = sources().auditBacklog?.();
+        if (count !== undefined) this.set(count);
+      },
+    });
+    new Gauge({
+      name: 'hie_access_record_backlog',
+      help: 'Ledger access records (who read which patient data) waiting for the ledger',
+      registers,
+      collect() {
+        const count = sources().accessRecordBacklog?.();
         if (count !== undefined) this.set(count);
       },
     });

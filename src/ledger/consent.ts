@@ -25,6 +25,12 @@ import type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } f
 import { grantAllows, sameGrant, type ConsentGrants } from '../mapping/consent.js';
 
 /** The ledger's records, as the chaincode writes them: one definition, in the chaincode package (types only). */
+
+/** Most access records one RecordAccess transaction carries (the chaincode's MAX_ACCESS_RECORDS). */
+const MAX_ACCESS_RECORDS_PER_TX = 1000;
+/** Retry of access records while the ledger is away: first delay, doubling up to the last. */
+const ACCESS_RETRY_FIRST_MS = 250;
+const ACCESS_RETRY_MAX_MS = 30_000;
 export type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
 
 /**
@@ -113,6 +119,8 @@ export class ConsentService {
   private dirty = false;
   private checkpointTimer?: NodeJS.Timeout;
   private accessQueue: AccessRecordInput[] = [];
+  private accessBacklogLogged = false;
+  private accessRetryDelay = ACCESS_RETRY_FIRST_MS;
   private accessTimer?: NodeJS.Timeout;
   private accessFlushing: Promise<void> = Promise.resolve();
   private readonly accessBatchSize: number;
@@ -604,7 +612,11 @@ export class ConsentService {
     }
   }
 
-  /** Sends the queued access records now; resolves when they are on the ledger (or failed and were logged). */
+  /**
+   * Sends the queued access records now; resolves when they are on the ledger, or kept for a retry. A ledger that is
+   * away (a retryable error) never loses them: they go back to the front of the queue and are sent again with
+   * backoff, logged once per outage. Only records the chaincode itself refuses are dropped (logged).
+   */
   flushAccess(): Promise<void> {
     if (this.accessTimer) clearTimeout(this.accessTimer);
     this.accessTimer = undefined;
@@ -612,21 +624,48 @@ export class ConsentService {
     this.accessQueue = [];
     if (batch.length === 0) return this.accessFlushing;
     this.accessFlushing = this.accessFlushing.then(async () => {
-      for (let start = 0; start < batch.length; start += 1000) {
-        const records = batch
-          .slice(start, start + 1000)
-          .map((r) => ({ ...r, patient: this.pseudonyms.pseudonymOf(r.patient) }));
+      for (let start = 0; start < batch.length; start += MAX_ACCESS_RECORDS_PER_TX) {
+        const chunk = batch.slice(start, start + MAX_ACCESS_RECORDS_PER_TX);
+        const records = chunk.map((r) => ({ ...r, patient: this.pseudonyms.pseudonymOf(r.patient) }));
         try {
           await this.ledger.submit('consent:RecordAccess', [JSON.stringify(records)]);
         } catch (err) {
-          this.log.error(
-            { err: (err as Error).message, count: records.length },
-            'access records not written to the ledger',
-          );
+          if (err instanceof LedgerTransactionError && !err.retryable) {
+            this.log.error({ code: err.code, count: records.length }, 'access records refused by the ledger');
+            continue;
+          }
+          // Kept, in order, ahead of what was queued meanwhile; sent again once the ledger answers.
+          this.accessQueue = batch.slice(start).concat(this.accessQueue);
+          if (!this.accessBacklogLogged)
+            this.log.warn(
+              { count: this.accessQueue.length },
+              'access records wait for the ledger (kept and retried)',
+            );
+          this.accessBacklogLogged = true;
+          this.scheduleAccessRetry();
+          return;
         }
+      }
+      if (this.accessBacklogLogged && this.accessQueue.length === 0) {
+        this.accessBacklogLogged = false;
+        this.accessRetryDelay = ACCESS_RETRY_FIRST_MS;
+        this.log.warn({}, 'access records are on the ledger again');
       }
     });
     return this.accessFlushing;
+  }
+
+  /** Access records kept while the ledger is away (for readiness and metrics). */
+  get accessBacklog(): number {
+    return this.accessQueue.length;
+  }
+
+  private scheduleAccessRetry(): void {
+    if (this.closed || this.accessTimer) return;
+    const delay = this.accessRetryDelay;
+    this.accessRetryDelay = Math.min(delay * 2, ACCESS_RETRY_MAX_MS);
+    this.accessTimer = setTimeout(() => void this.flushAccess(), delay);
+    this.accessTimer.unref();
   }
 
   /** Who accessed this patient's data (from the ledger). */
