@@ -128,8 +128,10 @@ export class ChainStore {
     ensurePrivateFile(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
-    // WAL + NORMAL: a committed block survives a process crash; FULL would also survive power loss at a cost.
-    this.db.pragma('synchronous = NORMAL');
+    // WAL + FULL: a committed block survives power loss too. The anchor journal (FULL) and the consent checkpoint
+    // name committed transactions, and the start-up check refuses a chain that lacks them (docs/ledger.md), so a
+    // block the OS had not yet written must not vanish. One fsync per block; blocks carry whole batches.
+    this.db.pragma('synchronous = FULL');
     this.db.exec(SCHEMA);
     const db = this.db;
     this.statements = {
