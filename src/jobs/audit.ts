@@ -68,6 +68,7 @@ export function scheduleAudit(options: AuditJobOptions): AuditJob | undefined {
           erased: report.erased,
           altered: report.altered,
           missing: report.missing,
+          rows: report.rows,
           problems: report.problems.length,
         };
         if (report.ok) options.log.info(summary, 'integrity audit passed');

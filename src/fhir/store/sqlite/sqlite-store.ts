@@ -480,7 +480,16 @@ export class SqliteResourceStore implements ResourceStore {
     }
 
     if (pending) {
-      s.insertAnchor.run(seq, resourceType, id, versionId, pending.salt, pending.leafHash, pending.ledgerKey);
+      s.insertAnchor.run(
+        seq,
+        resourceType,
+        id,
+        versionId,
+        pending.salt,
+        pending.leafHash,
+        pending.ledgerKey,
+        pending.leafVersion ?? 1,
+      );
     }
     this.rowsPending = false;
     return version;
@@ -744,7 +753,7 @@ export class SqliteResourceStore implements ResourceStore {
           'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       insertAnchor: db.prepare(
-        "INSERT INTO anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+        "INSERT INTO anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status, leaf_version) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
       ),
       read: db.prepare(
         `SELECT ${VERSION_COLUMNS.split(', ')
