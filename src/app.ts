@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
 import { SqliteResourceStore } from './fhir/store/sqlite/sqlite-store.js';
+import { logIntegrityCheck } from './fhir/store/sqlite/integrity-check.js';
 import type { ResourceStore } from './fhir/store/resource-store.js';
 import type { Ledger } from './ledger/ledger.js';
 import { openConfiguredLedger } from './ledger/open-ledger.js';
@@ -95,6 +96,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       bodyLimit: config.bodyLimit,
       logStream: overrides.logStream,
     });
+    // The store's start-up integrity check (docs/store.md): its time, and where, if it fails in the background.
+    if (store instanceof SqliteResourceStore)
+      logIntegrityCheck(store.integrityChecked(), fastify.log.child({ component: 'store' }));
     // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
     const ledger =
       overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' })));
