@@ -110,6 +110,39 @@ describe('disk full over HTTP', () => {
   });
 });
 
+describe('the storage condition in the log', () => {
+  it('is logged once when it starts and once when a write succeeds again', async () => {
+    const { startTestApp } = await import('../http/helpers.js');
+    const app = await startTestApp({}, { validation: 'schema', auditCron: 'off' });
+    try {
+      const store = app.store as SqliteResourceStore;
+      const post = (i: number) =>
+        app.fastify.inject({
+          method: 'POST',
+          url: '/fhir/Observation',
+          headers: { 'content-type': 'application/fhir+json' },
+          payload: JSON.stringify(bigObservation(i)),
+        });
+      await fill(store);
+      for (let i = 0; i < 3; i++) expect((await post(i)).statusCode).toBe(503);
+      makeRoom(store);
+      expect((await post(7)).statusCode).toBe(201);
+      expect((await post(8)).statusCode).toBe(201);
+      const lines = app.logs.filter((l) => l.includes('the storage'));
+      expect(lines).toHaveLength(2);
+      expect(JSON.parse(lines[0]!)).toMatchObject({ level: 50, fault: 'full', code: 'SQLITE_FULL' });
+      expect(JSON.parse(lines[1]!)).toMatchObject({
+        level: 30,
+        msg: 'requests: the storage writes again',
+        refusedMeanwhile: 3,
+      });
+      expect(app.logs.join('')).not.toContain('"stack"');
+    } finally {
+      await app.stop();
+    }
+  });
+});
+
 describe('the audit recorder when the store refuses', () => {
   const caller: Caller = { participant: 'pseudo-1', role: 'clinician', scopes: [] };
   const read = (path: string): RequestAudit => ({
