@@ -150,6 +150,8 @@ describe('tampering with the rows that decide access and search', () => {
     for (let i = 1; i <= 4; i++) await f.write(observation(`o${i}`, `${i}.5`, 'Patient/pa'));
     await f.integrity.anchorer.drain();
     await f.write(observation('o5', '5.5', 'Patient/pa')); // stays pending
+    await f.write(observation('o6', '6.5', 'Patient/pa'));
+    await f.write(observation('o6', '6.75', 'Patient/pa')); // two versions
     await f.close();
   });
 
@@ -189,8 +191,15 @@ describe('tampering with the rows that decide access and search', () => {
         `SELECT id, param, ord FROM search_index WHERE resource_type = 'Observation' AND id = 'o3' AND param = 'subject'`,
       )
       .all() as { ord: number }[];
+    // The current pointer turned back to an older version: reads would serve it.
+    const turnedBack = db
+      .prepare(
+        `UPDATE resource_current SET version_id = 1, seq = (SELECT seq FROM resource_version WHERE ${version('o6')}) ` +
+          `WHERE resource_type = 'Observation' AND id = 'o6'`,
+      )
+      .run().changes;
     db.close();
-    expect([moved, removed]).toEqual([1, 1]);
+    expect([moved, removed, turnedBack]).toEqual([1, 1, 1]);
 
     const f = await openFixture({ batchSize: 4 }, dir);
     const o4 = await f.store.read('Observation', 'o4');
@@ -211,6 +220,7 @@ describe('tampering with the rows that decide access and search', () => {
         'Observation/o2/_history/1 patients',
         `Observation/o3 search_index#${ords[0]!.ord} (subject)`,
         `Observation/o4 search_index#${statusOrd} (status)`,
+        'Observation/o6 resource_current',
       ].sort(),
     );
     expect(result.out).toContain(
