@@ -248,7 +248,7 @@ export interface AuditProblem {
   kind: 'altered' | 'missing' | 'unanchored' | 'batch' | 'unverifiable' | 'row';
   /**
    * kind `row`: which one, e.g. `Observation/a/_history/2 patients`, `Observation/a/_history/2 custodian`,
-   * `Observation/a search_index#3 (code)`, `Observation/a resource_current`.
+   * `Observation/a/_history/2 search_index#3 (code)`, `Observation/a resource_current`.
    */
   row?: string;
   reason: string;
@@ -693,13 +693,15 @@ async function auditCurrentRows(
           `but the newest stored version is ${seen.versionId}${seen.deleted ? ' (deleted)' : ''}`,
       );
     }
-    // An altered text is named as such: the rows derived from it prove nothing more.
-    if (!store.indexEntries || altered.has(versionReference(resourceType, id, seen.versionId))) continue;
+    // The index rows are those of the newest version. An altered text is named as such: the rows derived from it
+    // prove nothing more.
+    const newest = versionReference(resourceType, id, seen.versionId);
+    if (!store.indexEntries || altered.has(newest)) continue;
     const stored = await store.indexEntries(resourceType, id);
     let expected: IndexEntry[] = [];
     if (!seen.deleted) {
-      const newest = await store.vread(resourceType, id, seen.versionId);
-      const resource = newest && parsedText(newest);
+      const version = await store.vread(resourceType, id, seen.versionId);
+      const resource = version && parsedText(version);
       if (!resource) continue; // An unparsable text is reported by the hash check.
       expected = derived.indexEntries(resource);
     }
@@ -723,7 +725,7 @@ async function auditCurrentRows(
       const changed = added.findIndex((other) => other.param === row.param);
       if (changed >= 0) added.splice(changed, 1);
       rowProblem(
-        `${resourceKey} search_index#${ord} (${row.param})`,
+        `${newest} search_index#${ord} (${row.param})`,
         changed >= 0
           ? 'differs from the search index row recomputed from the anchored text'
           : 'missing: the anchored text gives this search index row',
@@ -731,7 +733,7 @@ async function auditCurrentRows(
     }
     for (const row of added) {
       rowProblem(
-        `${resourceKey} search_index (${row.param})`,
+        `${newest} search_index (${row.param})`,
         'not derived from the anchored text (an added search index row)',
       );
     }

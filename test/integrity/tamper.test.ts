@@ -218,8 +218,8 @@ describe('tampering with the rows that decide access and search', () => {
         'Observation/o1/_history/1 custodian',
         'Observation/o5/_history/1 custodian',
         'Observation/o2/_history/1 patients',
-        `Observation/o3 search_index#${ords[0]!.ord} (subject)`,
-        `Observation/o4 search_index#${statusOrd} (status)`,
+        `Observation/o3/_history/1 search_index#${ords[0]!.ord} (subject)`,
+        `Observation/o4/_history/1 search_index#${statusOrd} (status)`,
         'Observation/o6 resource_current',
       ].sort(),
     );
