@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
 import { SqliteResourceStore } from './fhir/store/sqlite/sqlite-store.js';
+import { logIntegrityCheck } from './fhir/store/sqlite/integrity-check.js';
 import type { ResourceStore } from './fhir/store/resource-store.js';
 import type { Ledger } from './ledger/ledger.js';
 import { openConfiguredLedger } from './ledger/open-ledger.js';
@@ -106,6 +107,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     metrics.install(fastify);
     if (tightened > 0)
       fastify.log.warn({ entries: tightened }, 'data directory entries made private (0700/0600)');
+    // The store's start-up integrity check (docs/store.md): its time, and where, if it fails in the background.
+    if (store instanceof SqliteResourceStore)
+      logIntegrityCheck(store.integrityChecked(), fastify.log.child({ component: 'store' }));
     // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
     const ledger = metrics.countingLedger(
       overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' }))),
@@ -166,6 +170,16 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     registerOperatorRoutes(fastify, {
       checks: [
         { name: 'store', check: async () => void (await store.pendingAnchors(1)) },
+        {
+          // A large store is checked for corrupt pages in the background at start (docs/store.md).
+          name: 'store-integrity',
+          check: () => {
+            if (!(store instanceof SqliteResourceStore)) return;
+            const status = store.integrityStatus();
+            if (status === 'checking') throw new Error('the start-up integrity check is running');
+            if (typeof status === 'object') throw new Error('the start-up integrity check failed');
+          },
+        },
         { name: 'ledger', check: async () => void (await ledger.height()) },
         {
           name: 'validator',

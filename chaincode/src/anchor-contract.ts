@@ -20,6 +20,10 @@ export const ANCHOR_OBJECT = 'anchor';
 export const BATCH_OBJECT = 'batch';
 /** Largest batch a single AnchorBatch transaction may declare. */
 export const MAX_BATCH_LEAVES = 1_000_000;
+/** Hex digits per leaf tag (the first 64 bits of each salted leaf hash; docs/integrity.md). */
+export const LEAF_TAG_HEX = 16;
+/** Largest batch AnchorBatchTagged accepts: its tag list stays under 1 MiB of transaction argument. */
+export const MAX_TAGGED_BATCH_LEAVES = 65_536;
 
 export interface AnchorRecord extends TxMeta {
   docType: 'anchor';
@@ -31,6 +35,11 @@ export interface BatchRecord extends TxMeta {
   docType: 'batch';
   root: string;
   leafCount: number;
+  /**
+   * AnchorBatchTagged only: the first 16 hex digits of each leaf hash, concatenated in leaf order. Lets the
+   * custodian name the one altered leaf of a batch; salted hashes, no data.
+   */
+  leafTags?: string;
 }
 
 export interface KeyModificationRecord {
@@ -86,6 +95,46 @@ export class AnchorContract extends Contract {
     const json = stableStringify(record);
     await ctx.stub.putState(stateKey, toBytes(json));
     ctx.stub.setEvent('AnchorBatch', toBytes(json));
+    return json;
+  }
+
+  /**
+   * Anchors a batch by its Merkle root, its number of leaves and the tag of every leaf (the first 16 hex digits of
+   * its salted leaf hash, in leaf order): with the tags an audit names which leaf of a failing batch was altered.
+   */
+  @Transaction()
+  @Param('root', 'string', 'Merkle root, 64 lowercase hex')
+  @Param('leafCount', 'string', 'number of leaves, decimal')
+  @Param('leafTags', 'string', 'leafCount x 16 lowercase hex digits: the leading 64 bits of each leaf hash')
+  @Returns('string')
+  public async AnchorBatchTagged(
+    ctx: Context,
+    root: string,
+    leafCount: string,
+    leafTags: string,
+  ): Promise<string> {
+    requireServiceCaller(ctx);
+    requireHex256('root', root);
+    const count = requireCount('leafCount', leafCount, 1, MAX_TAGGED_BATCH_LEAVES);
+    if (
+      typeof leafTags !== 'string' ||
+      leafTags.length !== count * LEAF_TAG_HEX ||
+      !/^[0-9a-f]*$/.test(leafTags)
+    ) {
+      throw new Error(
+        `invalid argument leafTags: expected ${count * LEAF_TAG_HEX} lowercase hex digits (${LEAF_TAG_HEX} per leaf)`,
+      );
+    }
+    const stateKey = ctx.stub.createCompositeKey(BATCH_OBJECT, [root]);
+    if ((await ctx.stub.getState(stateKey)).length > 0) {
+      throw new Error(`batch ${root} already exists; anchors are write-once`);
+    }
+    const record: BatchRecord = { docType: 'batch', root, leafCount: count, leafTags, ...txMeta(ctx) };
+    const json = stableStringify(record);
+    await ctx.stub.putState(stateKey, toBytes(json));
+    // The event carries the batch without its tags (listeners need the root; the tags stay in the state).
+    const { leafTags: _tags, ...event } = record;
+    ctx.stub.setEvent('AnchorBatch', toBytes(stableStringify(event)));
     return json;
   }
 

@@ -14,12 +14,17 @@
  * every ledger member reads them. Per-request AuditEvents would cost a store write per read (the store writes
  * ~2,000/s; reads run at ~6,000/s); the aggregate keeps every decision accounted for at a bounded cost, written off
  * the request's critical path.
+ *
+ * An AuditEvent is never dropped: when the store cannot take them (disk full, I/O errors) they stay in memory and
+ * are retried with backoff (logged once when it starts, once when they are stored again); past `maxKept`
+ * events waiting, `canKeep()` is false and the service refuses requests with 503 until they are stored.
  */
 import type { Caller } from './policy.js';
 import type { FhirResource } from '../mapping/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { AccessRecordInput } from '../ledger/consent.js';
 import { newResourceId } from '../fhir/interactions/ids.js';
+import { storageFaultOf } from '../fhir/http/errors.js';
 
 export const PARTICIPANT_SYSTEM = 'urn:hie-ledger:participant';
 
@@ -86,7 +91,11 @@ export interface AuditRecorderOptions {
   recordAccess?: (record: AccessRecordInput) => void;
   batchSize?: number;
   flushMs?: number;
-  log?: { error(obj: object | string, msg?: string): void };
+  /** Most aggregates kept in memory while the store refuses them; beyond, requests are refused (canKeep). */
+  maxKept?: number;
+  /** First retry delay after the store refused a flush (doubles up to 30 s). */
+  retryMs?: number;
+  log?: { error(obj: object | string, msg?: string): void; info?(obj: object | string, msg?: string): void };
 }
 
 const ACTION: Record<string, string> = { POST: 'C', PUT: 'U', PATCH: 'U', DELETE: 'D' };
@@ -219,6 +228,13 @@ export function pathShape(path: string): string {
   return `/${first ?? ''}${operation ? `/${operation}` : ''}`;
 }
 
+/** One AuditEvent to store: the resource, its one patient (or none) and its custodian. */
+interface KeptAuditEvent {
+  resource: FhirResource;
+  patients: string[];
+  custodian?: string;
+}
+
 export class AuditRecorder {
   private pending = new Map<string, Aggregate>();
   /** The previous request's aggregate and what keyed it. */
@@ -228,15 +244,31 @@ export class AuditRecorder {
   private closed = false;
   private readonly flushMs: number;
   private readonly maxAggregates: number;
+  /** AuditEvents the store refused: kept, written before newer ones at the next flush. */
+  private kept: KeptAuditEvent[] = [];
+  private readonly maxKept: number;
+  private readonly minRetryMs: number;
+  private retryMs: number;
+  private retryTimer?: NodeJS.Timeout;
+  /** The store is refusing AuditEvents (logged once when it starts and once when it ends). */
+  private failing = false;
 
   constructor(private readonly options: AuditRecorderOptions) {
     this.flushMs = options.flushMs ?? 1000;
     this.maxAggregates = options.batchSize ?? 500;
+    this.maxKept = options.maxKept ?? 100_000;
+    this.minRetryMs = options.retryMs ?? 1000;
+    this.retryMs = this.minRetryMs;
   }
 
-  /** Aggregated audit records waiting to be stored (the metrics' audit backlog). */
+  /** Can another request's audit be kept? False while too many AuditEvents wait for the store: refuse requests. */
+  canKeep(): boolean {
+    return this.kept.length + this.pending.size < this.maxKept;
+  }
+
+  /** Audit records waiting for the store: aggregates not yet flushed, and AuditEvents refused and kept for a retry. */
   get backlog(): number {
-    return this.pending.size;
+    return this.kept.length + this.pending.size;
   }
 
   /** Counts one request's decisions into its aggregate; returns at once. */
@@ -322,7 +354,7 @@ export class AuditRecorder {
     this.timer = undefined;
     const batch = [...this.pending.values()];
     this.pending = new Map();
-    if (batch.length === 0) return this.flushing;
+    if (batch.length === 0 && this.kept.length === 0) return this.flushing;
     const { store, indexEntries, recordAccess } = this.options;
     if (recordAccess) {
       for (const aggregate of batch) {
@@ -350,7 +382,7 @@ export class AuditRecorder {
         }
       }
     }
-    const events: { resource: FhirResource; patients: string[]; custodian?: string }[] = [];
+    const events: KeptAuditEvent[] = [];
     for (const aggregate of batch) {
       if (aggregate.untouched)
         events.push({ resource: auditEvent(aggregate.first, aggregate.untouched), patients: [] });
@@ -368,9 +400,13 @@ export class AuditRecorder {
       }
     }
     this.flushing = this.flushing.then(async () => {
+      // Those refused before go first (their ledger access records were sent when they were counted).
+      const toStore = this.kept.length > 0 ? this.kept.concat(events) : events;
+      this.kept = [];
+      if (toStore.length === 0) return;
       try {
         await store.transaction(async (tx) => {
-          for (const event of events) {
+          for (const event of toStore) {
             const id = newResourceId();
             const resource = { ...event.resource, id };
             await tx.write({
@@ -386,11 +422,29 @@ export class AuditRecorder {
             });
           }
         });
+        if (this.failing) {
+          this.failing = false;
+          this.retryMs = this.minRetryMs;
+          this.options.log?.info?.({ stored: toStore.length }, 'audit events stored again');
+        }
       } catch (err) {
-        this.options.log?.error(
-          { err: (err as Error).message, count: events.length },
-          'audit events not stored',
-        );
+        // Never dropped: kept in memory and retried; logged once per condition, not per attempt.
+        this.kept = toStore;
+        if (!this.failing) {
+          this.failing = true;
+          this.options.log?.error(
+            { err: (err as Error).message, fault: storageFaultOf(err), kept: toStore.length },
+            'audit events not stored: kept in memory and retried',
+          );
+        }
+        if (!this.retryTimer && !this.closed) {
+          this.retryTimer = setTimeout(() => {
+            this.retryTimer = undefined;
+            void this.flush();
+          }, this.retryMs);
+          this.retryTimer.unref();
+          this.retryMs = Math.min(this.retryMs * 2, 30_000);
+        }
       }
     });
     return this.flushing;
@@ -399,5 +453,13 @@ export class AuditRecorder {
   async close(): Promise<void> {
     await this.flush();
     this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    if (this.kept.length > 0) {
+      this.options.log?.error(
+        { kept: this.kept.length },
+        'audit events still not stored at shutdown (the storage refuses them)',
+      );
+    }
   }
 }

@@ -21,7 +21,7 @@ import type { FhirResource } from '../mapping/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { FhirRegistry } from '../fhir/interactions/registry.js';
 import type { InteractionHandler } from '../fhir/interactions/types.js';
-import { forbidden, notFound, unauthorized } from '../fhir/outcome.js';
+import { forbidden, notFound, serviceUnavailable, unauthorized } from '../fhir/outcome.js';
 import { registerAuth } from '../fhir/http/auth-routes.js';
 import { searchDefinitions } from '../fhir/search/definitions.js';
 
@@ -208,6 +208,18 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         publicBaseUrl,
         devOpenLoopback: options.mode === 'dev-open',
         tokenRateLimit: options.tokenRateLimit ? { perMinute: options.tokenRateLimit } : undefined,
+      });
+      // Every request is audited: while the AuditEvents the store refuses (disk full) fill what may be kept in
+      // memory, requests are refused rather than served unaudited.
+      fastify.addHook('preHandler', (request, _reply, done) => {
+        if (audit.canKeep() || !(request.hieAccess instanceof CallerAccessPolicy)) return done();
+        done(
+          serviceUnavailable(
+            'The audit trail cannot be stored right now, so no request is served; retry later',
+            undefined,
+            { headers: { 'retry-after': '30' } },
+          ),
+        );
       });
       // A callback hook (no promise per request): the audit only counts here; it writes later.
       fastify.addHook('onResponse', (request, reply, done) => {

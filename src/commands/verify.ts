@@ -32,8 +32,14 @@ export function formatAuditReport(report: AuditReport): string {
     `Checked ${report.versions} stored versions and ${report.batches} anchored batches: ` +
       `${report.anchored} anchored, ${report.pending} pending, ${report.erased} erased.`,
   );
+  if (report.leafFormat1 > 0) {
+    lines.push(
+      `${report.leafFormat1} versions are anchored in leaf format 1 (before custodians were anchored): ` +
+        'their custodian is not covered.',
+    );
+  }
   for (const reference of report.altered) {
-    const why = report.problems.find((p) => p.reference === reference)?.reason;
+    const why = report.problems.find((p) => p.reference === reference && p.kind === 'altered')?.reason;
     lines.push(`ALTERED  ${reference}${why ? `  (${why})` : ''}`);
   }
   for (const reference of report.missing) {
@@ -42,6 +48,10 @@ export function formatAuditReport(report: AuditReport): string {
   }
   for (const reference of report.unanchored)
     lines.push(`UNANCHORED  ${reference}  (never queued for anchoring)`);
+  for (const row of report.rows) {
+    const why = report.problems.find((p) => p.kind === 'row' && p.row === row)?.reason;
+    lines.push(`ROW  ${row}${why ? `  (${why})` : ''}`);
+  }
   for (const p of report.problems) {
     if (p.kind === 'batch' || p.kind === 'unverifiable') {
       lines.push(
@@ -53,6 +63,7 @@ export function formatAuditReport(report: AuditReport): string {
     report.ok
       ? 'OK: every stored version matches the ledger.'
       : `FAILED: ${report.altered.length} altered, ${report.missing.length} missing, ${report.unanchored.length} unanchored, ` +
+          `${report.rows.length} altered rows, ` +
           `${report.problems.filter((p) => p.kind === 'batch' || p.kind === 'unverifiable').length} other problems.`,
   );
   return lines.join('\n') + '\n';
@@ -72,7 +83,12 @@ function progressReporter(err: NodeJS.WritableStream): { update(p: AuditProgress
   return {
     update(p) {
       let bar = byPhase.get(p.phase);
-      const phase = p.phase === 'versions' ? 'Stored versions' : 'Ledger batches ';
+      const phase =
+        p.phase === 'versions'
+          ? 'Stored versions'
+          : p.phase === 'batches'
+            ? 'Ledger batches '
+            : 'Current rows   ';
       if (!bar) {
         bar = bars.create(p.total, 0, { phase });
         byPhase.set(p.phase, bar);
@@ -129,7 +145,10 @@ export async function runVerify(options: VerifyCommandOptions): Promise<number> 
 export function registerVerifyCommand(program: Command): void {
   program
     .command('verify')
-    .description('re-check every stored version against the ledger; names every altered or missing version')
+    .description(
+      're-check every stored version against the ledger; names every altered or missing version and every ' +
+        'altered custodian, compartment or search index row',
+    )
     .requiredOption('--data-dir <dir>', 'the data directory to audit')
     .option('--msp-id <id>', 'MSP id of this organisation on the embedded ledger')
     .option('--ledger <kind>', 'embedded (default) or fabric')

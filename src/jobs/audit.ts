@@ -69,6 +69,7 @@ export function scheduleAudit(options: AuditJobOptions): AuditJob | undefined {
           // Counts: the references name resources by id (ids can be record numbers); the report file (0600) lists them.
           altered: report.altered.length,
           missing: report.missing.length,
+          rows: report.rows.length,
           problems: report.problems.length,
         };
         if (report.ok) options.log.info(summary, 'integrity audit passed');

@@ -13,11 +13,14 @@
 import Database from 'better-sqlite3';
 import type { VersionKey } from '../fhir/store/resource-store.js';
 import { ensurePrivateFile } from '../private-files.js';
+import type { LeafVersion } from '../mapping/hashing.js';
 
 export interface BatchMember extends VersionKey {
   leafIndex: number;
   leafHash: string;
   ledgerKey: string;
+  /** The leaf format of `leafHash` (src/mapping/hashing.ts): 1 or 2. */
+  leafVersion: LeafVersion;
 }
 
 export interface JournalBatch {
@@ -50,6 +53,7 @@ interface MemberRow {
   version_id: number;
   leaf_hash: string;
   ledger_key: string;
+  leaf_version: number;
 }
 
 const toBatch = (row: BatchRow): JournalBatch => ({
@@ -70,6 +74,7 @@ const toMember = (row: MemberRow): BatchMember => ({
   versionId: row.version_id,
   leafHash: row.leaf_hash,
   ledgerKey: row.ledger_key,
+  leafVersion: row.leaf_version === 2 ? 2 : 1,
 });
 
 export class AnchorJournal {
@@ -106,6 +111,11 @@ export class AnchorJournal {
       CREATE INDEX IF NOT EXISTS integrity_batch_members_version
         ON integrity_batch_members (resource_type, id, version_id);
     `);
+    // Journals written before leaf formats were recorded: their members are all format 1.
+    const columns = this.db.prepare(`PRAGMA table_info(integrity_batch_members)`).all() as { name: string }[];
+    if (!columns.some((c) => c.name === 'leaf_version')) {
+      this.db.exec(`ALTER TABLE integrity_batch_members ADD COLUMN leaf_version INTEGER NOT NULL DEFAULT 1`);
+    }
   }
 
   /** Opens (and creates) the journal tables in this SQLite file; `:memory:` for tests. */
@@ -119,13 +129,23 @@ export class AnchorJournal {
        VALUES (?, ?, 'prepared', ?, ?) ON CONFLICT (root) DO NOTHING`,
     );
     const insertMember = this.db.prepare(
-      `INSERT OR IGNORE INTO integrity_batch_members (root, leaf_index, resource_type, id, version_id, leaf_hash, ledger_key)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT OR IGNORE INTO integrity_batch_members
+         (root, leaf_index, resource_type, id, version_id, leaf_hash, ledger_key, leaf_version)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.db.transaction(() => {
       insertBatch.run(root, members.length, heightBefore, new Date().toISOString());
       for (const m of members) {
-        insertMember.run(root, m.leafIndex, m.resourceType, m.id, m.versionId, m.leafHash, m.ledgerKey);
+        insertMember.run(
+          root,
+          m.leafIndex,
+          m.resourceType,
+          m.id,
+          m.versionId,
+          m.leafHash,
+          m.ledgerKey,
+          m.leafVersion,
+        );
       }
     })();
   }

@@ -17,8 +17,14 @@ import type {
   StoredVersion,
   VersionKey,
 } from '../fhir/store/resource-store.js';
-import { canonicalOfVersion, leafHashOfCanonical, newSalt, type LedgerKeyring } from '../mapping/hashing.js';
-import { MerkleTree } from '../mapping/merkle.js';
+import {
+  CURRENT_LEAF_VERSION,
+  canonicalOfVersion,
+  leafHashOf,
+  newSalt,
+  type LedgerKeyring,
+} from '../mapping/hashing.js';
+import { MerkleTree, leafTagsOf } from '../mapping/merkle.js';
 import type { BatchMember, JournalBatch, AnchorJournal } from './anchor-journal.js';
 import { AnchorContractClient } from './anchors.js';
 import type { Ledger } from './ledger.js';
@@ -31,13 +37,23 @@ export interface AnchoringOptions {
   /** First retry delay after a ledger failure; doubles up to maxBackoffMs. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /**
+   * Put each leaf's tag on the ledger with the root (`anchor:AnchorBatchTagged`), so the audit can name an altered
+   * version of a batch whose journal was rewritten too (default true). False for a Fabric network whose chaincode
+   * predates that transaction: batches then go out as `anchor:AnchorBatch` (root and count only).
+   */
+  leafTags?: boolean;
 }
+
+/** The chaincode's limit for AnchorBatchTagged (chaincode/src/anchor-contract.ts); larger batches go untagged. */
+const MAX_TAGGED_BATCH_LEAVES = 65_536;
 
 export const DEFAULT_ANCHORING: Required<AnchoringOptions> = {
   batchSize: 1000,
   intervalMs: 1000,
   minBackoffMs: 200,
   maxBackoffMs: 30_000,
+  leafTags: true,
 };
 
 interface Logger {
@@ -61,10 +77,16 @@ export interface AnchoringStatus {
   lastBatch?: { root: string; leafCount: number; transactionId: string; blockNumber: number; at: string };
 }
 
-/** Computes the PendingAnchor of a stored version (pure; the salt is fresh randomness). */
+/**
+ * Computes the PendingAnchor of a stored version (pure; the salt is fresh randomness), in the current leaf format
+ * (v2: the canonical text and the custodian).
+ */
 export function pendingAnchorOf(
   keyring: LedgerKeyring,
-  version: Pick<StoredVersion, 'resourceType' | 'id' | 'versionId' | 'lastUpdated' | 'deleted' | 'json'>,
+  version: Pick<
+    StoredVersion,
+    'resourceType' | 'id' | 'versionId' | 'lastUpdated' | 'deleted' | 'json' | 'custodian'
+  >,
 ): PendingAnchor {
   const salt = newSalt();
   return {
@@ -72,8 +94,9 @@ export function pendingAnchorOf(
     id: version.id,
     versionId: version.versionId,
     salt,
-    leafHash: leafHashOfCanonical(salt, canonicalOfVersion(version)),
+    leafHash: leafHashOf(salt, canonicalOfVersion(version), CURRENT_LEAF_VERSION, version.custodian),
     ledgerKey: keyring.ledgerKey(version.resourceType, version.id, version.versionId),
+    leafVersion: CURRENT_LEAF_VERSION,
   };
 }
 
@@ -192,6 +215,7 @@ export class Anchorer {
       leafIndex,
       leafHash: p.leafHash,
       ledgerKey: p.ledgerKey,
+      leafVersion: p.leafVersion ?? 1,
     }));
     const heightBefore = await this.ledger.height();
     this.journal.prepare(tree.root, heightBefore, members);
@@ -217,7 +241,14 @@ export class Anchorer {
     let committed = await this.findOnChain(batch);
     if (!committed) {
       try {
-        const result = await this.contract.anchorBatch(root, members.length);
+        // Tagged: the ledger also keeps each leaf's tag, so the audit can name an altered leaf (docs/integrity.md).
+        const result = await this.contract.anchorBatch(
+          root,
+          members.length,
+          this.options.leafTags && members.length <= MAX_TAGGED_BATCH_LEAVES
+            ? leafTagsOf(members.map((m) => m.leafHash))
+            : undefined,
+        );
         committed = { transactionId: result.transactionId, blockNumber: result.blockNumber };
       } catch (err) {
         // A reply lost after the commit, or a concurrent worker: the root may be on the ledger after all.

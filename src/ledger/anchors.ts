@@ -16,6 +16,8 @@ export interface OnChainBatch extends OnChainRecordMeta {
   docType: 'batch';
   root: string;
   leafCount: number;
+  /** Batches anchored with AnchorBatchTagged: 16 hex digits per leaf, in leaf order (merkle.ts leafTagsOf). */
+  leafTags?: string;
 }
 
 export interface OnChainAnchor extends OnChainRecordMeta {
@@ -46,8 +48,16 @@ export class AnchorContractClient {
     return JSON.parse(await this.ledger.evaluate('anchor:KeyHistory', [key])) as KeyModification[];
   }
 
-  async anchorBatch(root: string, leafCount: number): Promise<SubmitResult & { record: OnChainBatch }> {
-    const result = await this.ledger.submit('anchor:AnchorBatch', [root, String(leafCount)]);
+  /** Anchors a batch; with `leafTags`, through AnchorBatchTagged (per-leaf evidence on the ledger). */
+  async anchorBatch(
+    root: string,
+    leafCount: number,
+    leafTags?: string,
+  ): Promise<SubmitResult & { record: OnChainBatch }> {
+    const result =
+      leafTags === undefined
+        ? await this.ledger.submit('anchor:AnchorBatch', [root, String(leafCount)])
+        : await this.ledger.submit('anchor:AnchorBatchTagged', [root, String(leafCount), leafTags]);
     return { ...result, record: JSON.parse(result.result) as OnChainBatch };
   }
 

@@ -8,7 +8,15 @@ import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { loadOrCreateKeyring, type LedgerKeyring } from '../mapping/hashing.js';
 import { AnchorJournal } from './anchor-journal.js';
 import { Anchorer, type AnchoringOptions } from './anchoring.js';
-import { IntegrityVerifier, auditStore, type AuditProgress, type AuditReport } from './integrity.js';
+import { patientCompartments } from '../fhir/search/definitions.js';
+import { extractIndex } from '../fhir/search/index-entries.js';
+import {
+  IntegrityVerifier,
+  auditStore,
+  type AuditProgress,
+  type AuditReport,
+  type DerivedRows,
+} from './integrity.js';
 import type { Ledger } from './ledger.js';
 
 interface Logger {
@@ -25,7 +33,18 @@ export interface IntegrityOptions {
   log?: Logger;
   /** The journal's SQLite file; default `dataDir/integrity.sqlite`. */
   journalFile?: string;
+  /**
+   * How the audit recomputes patient compartments and search index rows from a version's text: by default the
+   * functions the write path uses (src/app.ts passes the same to every FhirContext).
+   */
+  derivedRows?: DerivedRows;
 }
+
+/** The write path's derivations (src/app.ts: patientsOf, indexEntries). */
+export const WRITE_PATH_DERIVED_ROWS: DerivedRows = {
+  patientsOf: patientCompartments,
+  indexEntries: extractIndex,
+};
 
 export interface IntegrityService {
   keyring: LedgerKeyring;
@@ -58,7 +77,14 @@ export async function openIntegrity(options: IntegrityOptions): Promise<Integrit
     journal,
     anchorer,
     verifier,
-    audit: (onProgress) => auditStore(options.store, options.ledger, journal, onProgress),
+    audit: (onProgress) =>
+      auditStore(
+        options.store,
+        options.ledger,
+        journal,
+        onProgress,
+        options.derivedRows ?? WRITE_PATH_DERIVED_ROWS,
+      ),
     async close() {
       await anchorer.stop();
       journal.close();

@@ -7,9 +7,23 @@
  * leaf count. Anything else that was anchored is a `mismatch`. Versions still in the outbox are `pending`
  * (their queued hash is still checked locally); versions whose salt was erased are `erased`.
  */
-import type { AnchorState, ResourceStore, StoredVersion, VersionKey } from '../fhir/store/resource-store.js';
-import { canonicalOfVersion, leafHashOfCanonical, versionReference } from '../mapping/hashing.js';
-import { MerkleTree, merkleRoot, verifyProof, type ProofStep } from '../mapping/merkle.js';
+import type {
+  AnchorState,
+  IndexEntry,
+  ResourceStore,
+  StoredVersion,
+  VersionKey,
+} from '../fhir/store/resource-store.js';
+import { parseFhirJson, type FhirResource } from '../mapping/fhir-json.js';
+import { canonicalOfVersion, leafHashOf, versionReference, type LeafVersion } from '../mapping/hashing.js';
+import {
+  MerkleTree,
+  leafTag,
+  leafTagAt,
+  merkleRoot,
+  verifyProof,
+  type ProofStep,
+} from '../mapping/merkle.js';
 import type { AnchorJournal, BatchMember } from './anchor-journal.js';
 import { AnchorContractClient, type OnChainBatch } from './anchors.js';
 import type { Ledger } from './ledger.js';
@@ -25,8 +39,12 @@ export interface VersionVerification {
   verified: boolean;
   /** Why it is not verified (mismatch, unverifiable). */
   reason?: string;
-  /** The leaf hash recomputed now from the stored text and salt. */
+  /** The leaf hash recomputed now from the stored text and salt (and custodian, leaf format 2). */
   hash?: string;
+  /** The leaf format of the anchor (1: text; 2: text and custodian). */
+  leafVersion?: LeafVersion;
+  /** The custodian the leaf hash was recomputed with (leaf format 2). */
+  custodian?: string;
   /** The leaf hash anchored (or queued) for this version, when it differs from `hash`. */
   expectedHash?: string;
   salt?: string;
@@ -42,10 +60,20 @@ export interface VersionVerification {
   anchoredAt?: string;
 }
 
-/** The recomputed leaf hash of a stored version, or an error message when its text no longer parses. */
-export function recomputeLeafHash(version: StoredVersion, salt: string): { hash?: string; error?: string } {
+/**
+ * The recomputed leaf hash of a stored version in the given leaf format (2 also covers the stored custodian), or
+ * an error message when its text no longer parses.
+ */
+export function recomputeLeafHash(
+  version: Pick<
+    StoredVersion,
+    'resourceType' | 'id' | 'versionId' | 'lastUpdated' | 'deleted' | 'json' | 'custodian'
+  >,
+  salt: string,
+  leafVersion: LeafVersion = 1,
+): { hash?: string; error?: string } {
   try {
-    return { hash: leafHashOfCanonical(salt, canonicalOfVersion(version)) };
+    return { hash: leafHashOf(salt, canonicalOfVersion(version), leafVersion, version.custodian) };
   } catch (err) {
     return { error: `the stored text no longer parses: ${err instanceof Error ? err.message : String(err)}` };
   }
@@ -116,8 +144,13 @@ export class IntegrityVerifier {
         reason: 'the salt was erased: the anchor is unlinkable',
       };
     }
-    const { hash, error } = recomputeLeafHash(version, state.salt);
-    const base = { reference, hash, salt: state.salt, ledgerKey: state.ledgerKey };
+    const leafVersion = state.leafVersion ?? 1;
+    const { hash, error } = recomputeLeafHash(version, state.salt, leafVersion);
+    const base: Pick<
+      VersionVerification,
+      'reference' | 'hash' | 'salt' | 'ledgerKey' | 'leafVersion' | 'custodian'
+    > = { reference, hash, salt: state.salt, ledgerKey: state.ledgerKey, leafVersion };
+    if (leafVersion === 2 && version.custodian !== undefined) base.custodian = version.custodian;
     if (state.status === 'pending') {
       if (hash !== state.leafHash) {
         return {
@@ -193,12 +226,31 @@ export class IntegrityVerifier {
   }
 }
 
+/**
+ * How the rows that decide access and search are derived from a version's text: the write path's own functions
+ * (src/fhir/search/definitions.ts patientCompartments, src/fhir/search/index-entries.ts extractIndex), so the
+ * audit recomputes exactly what a write stores.
+ */
+export interface DerivedRows {
+  patientsOf(resource: FhirResource): string[];
+  indexEntries(resource: FhirResource): IndexEntry[];
+}
+
 export interface AuditProblem {
   /** `Type/id/_history/vid`, when the problem is one version. */
   reference?: string;
   /** Batch root, when the problem is a batch. */
   root?: string;
-  kind: 'altered' | 'missing' | 'unanchored' | 'batch' | 'unverifiable';
+  /**
+   * `row`: a stored row or column that is not what the anchored text (or, for the custodian, the anchored leaf)
+   * says it must be; `row` names it.
+   */
+  kind: 'altered' | 'missing' | 'unanchored' | 'batch' | 'unverifiable' | 'row';
+  /**
+   * kind `row`: which one, e.g. `Observation/a/_history/2 patients`, `Observation/a/_history/2 custodian`,
+   * `Observation/a/_history/2 search_index#3 (code)`, `Observation/a resource_current`.
+   */
+  row?: string;
   reason: string;
 }
 
@@ -210,33 +262,105 @@ export interface AuditReport {
   pending: number;
   erased: number;
   batches: number;
+  /** Versions anchored in leaf format 1 (before the custodian was anchored): their custodian is not covered. */
+  leafFormat1: number;
   /** Every version whose stored text no longer matches its anchor, `Type/id/_history/vid`, sorted. */
   altered: string[];
   /** Every anchored version that is gone from the store. */
   missing: string[];
   unanchored: string[];
+  /** Every altered row or column that decides access or search (AuditProblem.row), sorted. */
+  rows: string[];
   problems: AuditProblem[];
   ok: boolean;
 }
 
 export interface AuditProgress {
-  phase: 'versions' | 'batches';
+  phase: 'versions' | 'batches' | 'rows';
   done: number;
   /** Best estimate of the phase's total. */
   total: number;
 }
 
+/** What the audit remembers of a resource while streaming its versions (in store order: newest last). */
+interface ResourceSeen {
+  versionId: number;
+  deleted: boolean;
+  /** The patient compartments the newest version must have (what a deletion after it inherits). */
+  patients: readonly string[];
+}
+
+interface AnchoredSeen {
+  root: string;
+  leafIndex: number;
+  leafVersion: LeafVersion;
+  salt: string;
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  const left = new Set(a);
+  const right = new Set(b);
+  if (left.size !== right.size) return false;
+  for (const x of left) if (!right.has(x)) return false;
+  return true;
+}
+
+/** An index row as the store keeps it (no non-finite numbers, absent = null). */
+function indexRowKey(e: IndexEntry): string {
+  const finite = (n: number | undefined) => (n !== undefined && Number.isFinite(n) ? n : null);
+  return JSON.stringify([
+    e.param,
+    e.type,
+    e.system ?? null,
+    e.value ?? null,
+    finite(e.low),
+    finite(e.high),
+    e.reference ?? null,
+  ]);
+}
+
+function parsedText(version: StoredVersion): FhirResource | undefined {
+  if (version.deleted || version.json === undefined) return undefined;
+  try {
+    return parseFhirJson<FhirResource>(version.json);
+  } catch {
+    return undefined; // An unparsable text is reported by the hash check.
+  }
+}
+
+/**
+ * The custodian a format-2 leaf was anchored with, when the stored text still matches it but the stored custodian
+ * does not: tried among the custodians the store names (a handful of organisations) and none.
+ */
+function anchoredCustodian(
+  version: StoredVersion,
+  salt: string,
+  candidates: ReadonlySet<string | undefined>,
+  matches: (hash: string) => boolean,
+): { custodian: string | undefined } | undefined {
+  for (const custodian of candidates) {
+    if (custodian === version.custodian) continue;
+    const { hash } = recomputeLeafHash({ ...version, custodian }, salt, 2);
+    if (hash !== undefined && matches(hash)) return { custodian };
+  }
+  return undefined;
+}
+
 /**
  * Re-checks every stored version and every journalled batch against the ledger:
- * 1. each stored version's hash is recomputed from its text and salt;
+ * 1. each stored version's hash is recomputed from its text and salt (leaf format 2: and its custodian);
+ *    its patient compartments are recomputed from its text (a deletion: those of the version before);
  * 2. each committed batch must recompute, from the stored versions, to the root the ledger holds; its members
- *    that no longer match are altered, those no longer stored are missing.
+ *    that no longer match are altered, those no longer stored are missing. A batch anchored with leaf tags names
+ *    each altered leaf by the ledger's tag even when the journal of the batch was rewritten too;
+ * 3. each resource's current pointer and search index rows must be those its newest version's text gives.
  */
 export async function auditStore(
   store: ResourceStore,
   ledger: Ledger,
   journal: AnchorJournal,
   onProgress?: (progress: AuditProgress) => void,
+  derived?: DerivedRows,
 ): Promise<AuditReport> {
   const startedAt = new Date().toISOString();
   const contract = new AnchorContractClient(ledger);
@@ -244,13 +368,31 @@ export async function auditStore(
   const altered = new Set<string>();
   const missing = new Set<string>();
   const unanchored = new Set<string>();
+  const rows = new Set<string>();
   const recomputed = new Map<string, string | null>(); // anchored: hash (null: unparsable)
   const erasedRefs = new Set<string>();
-  const anchoredAt = new Map<string, { root: string; leafIndex: number }>();
+  const anchoredAt = new Map<string, AnchoredSeen>();
+  const resources = new Map<string, ResourceSeen>();
+  const custodians = new Set<string | undefined>([undefined]);
+  /** Versions whose stored compartments differ from their text's (reported unless the text itself is altered). */
+  const alteredCompartments: string[] = [];
+  const pendingMismatches: {
+    version: StoredVersion;
+    salt: string;
+    leafHash: string;
+    leafVersion: LeafVersion;
+    error?: string;
+  }[] = [];
   let versions = 0;
   let anchoredCount = 0;
   let pending = 0;
   let erased = 0;
+  let leafFormat1 = 0;
+
+  const rowProblem = (row: string, reason: string, reference?: string) => {
+    rows.add(row);
+    problems.push({ kind: 'row', row, reference, reason });
+  };
 
   const counts = journal.batchCount();
   let expectedVersions = 0;
@@ -263,6 +405,29 @@ export async function auditStore(
       onProgress({ phase: 'versions', done: versions, total: Math.max(expectedVersions, versions) });
     }
     const reference = refOf(version);
+    const resourceKey = `${version.resourceType}/${version.id}`;
+    if (version.custodian !== undefined) custodians.add(version.custodian);
+    const erasedVersion = anchor?.status === 'erased';
+    const before = resources.get(resourceKey);
+    let patients: readonly string[] = version.patients ?? [];
+    if (derived && !erasedVersion) {
+      // What the write path stores (interactions/common.ts writeVersion): the compartments of the text, or for a
+      // deletion those of the version it deletes.
+      const resource = parsedText(version);
+      const expected = resource
+        ? derived.patientsOf(resource)
+        : version.deleted
+          ? (before?.patients ?? [])
+          : undefined;
+      if (expected && !sameSet(expected, version.patients ?? [])) alteredCompartments.push(reference);
+      if (expected) patients = expected;
+    }
+    resources.set(resourceKey, {
+      versionId: version.versionId,
+      deleted: version.deleted,
+      patients,
+    });
+
     if (!anchor) {
       if (journal.memberOf(version)) {
         altered.add(reference);
@@ -278,28 +443,53 @@ export async function auditStore(
       erasedRefs.add(reference);
       continue;
     }
-    const { hash, error } = recomputeLeafHash(version, anchor.salt);
+    const leafVersion = anchor.leafVersion ?? 1;
+    if (leafVersion === 1) leafFormat1++;
+    const { hash, error } = recomputeLeafHash(version, anchor.salt, leafVersion);
     if (anchor.status === 'pending') {
       pending++;
       if (hash !== anchor.leafHash) {
-        altered.add(reference);
-        problems.push({
-          reference,
-          kind: 'altered',
-          reason: error ?? 'differs from the hash queued at write time (pending)',
-        });
+        pendingMismatches.push({ version, salt: anchor.salt, leafHash: anchor.leafHash, leafVersion, error });
       }
       continue;
     }
     anchoredCount++;
     recomputed.set(reference, hash ?? null);
-    anchoredAt.set(reference, { root: anchor.anchor.root, leafIndex: anchor.anchor.leafIndex });
+    anchoredAt.set(reference, {
+      root: anchor.anchor.root,
+      leafIndex: anchor.anchor.leafIndex,
+      leafVersion,
+      salt: anchor.salt,
+    });
     if (error) {
       altered.add(reference);
       problems.push({ reference, kind: 'altered', reason: error });
     }
   }
   onProgress?.({ phase: 'versions', done: versions, total: versions });
+  // Diagnosed once every custodian the store names is known.
+  for (const { version, salt, leafHash, leafVersion, error } of pendingMismatches) {
+    const reference = refOf(version);
+    const custodian =
+      leafVersion === 2 && error === undefined
+        ? anchoredCustodian(version, salt, custodians, (h) => h === leafHash)
+        : undefined;
+    if (custodian) {
+      rowProblem(
+        `${reference} custodian`,
+        `its custodian differs from the one queued at write time (${custodian.custodian ?? 'none'}) ` +
+          '(this changes who may read it)',
+        reference,
+      );
+    } else {
+      altered.add(reference);
+      problems.push({
+        reference,
+        kind: 'altered',
+        reason: error ?? 'differs from the hash queued at write time (pending)',
+      });
+    }
+  }
 
   const committed = batches.filter((b) => b.state === 'committed');
   const journalled = new Set<string>();
@@ -307,6 +497,8 @@ export async function auditStore(
   for (const batch of committed) {
     const members = journal.members(batch.root);
     const onChain: OnChainBatch | null = await contract.readBatch(batch.root);
+    // The journal's leaves are evidence only when, together, they give the root on the ledger.
+    let journalProven = false;
     if (!onChain) {
       problems.push({ root: batch.root, kind: 'batch', reason: 'the ledger has no batch with this root' });
     } else if (onChain.leafCount !== members.length) {
@@ -315,17 +507,34 @@ export async function auditStore(
         kind: 'batch',
         reason: `the ledger's batch has ${onChain.leafCount} leaves, the journal ${members.length}`,
       });
-    } else if (merkleRoot(members.map((m) => m.leafHash)) !== onChain.root) {
+    } else if (members.length > 0 && merkleRoot(members.map((m) => m.leafHash)) !== onChain.root) {
       problems.push({
         root: batch.root,
         kind: 'batch',
         reason: 'the journal’s leaves of this batch do not recompute to the on-chain root',
       });
+    } else {
+      journalProven = true;
     }
+    // Per-leaf evidence on the ledger (AnchorBatchTagged): names the altered leaf whatever the journal says.
+    const tags =
+      onChain && typeof onChain.leafTags === 'string' && onChain.leafTags.length === onChain.leafCount * 16
+        ? onChain.leafTags
+        : undefined;
     const leaves: string[] = [];
     for (const member of members) {
       const reference = refOf(member);
       journalled.add(reference);
+      const tag = tags === undefined ? undefined : leafTagAt(tags, member.leafIndex);
+      if (tag !== undefined && leafTag(member.leafHash) !== tag) {
+        problems.push({
+          reference,
+          root: batch.root,
+          kind: 'batch',
+          reason:
+            'the journal’s hash of this leaf differs from its tag on the ledger (the journal was altered)',
+        });
+      }
       if (erasedRefs.has(reference)) {
         leaves.push(member.leafHash); // Erased: the journal's hash stands in, so its neighbours still verify.
         continue;
@@ -354,27 +563,49 @@ export async function auditStore(
         });
         altered.add(reference);
       }
-      if (hash !== member.leafHash) {
-        if (!altered.has(reference)) {
+      const offTag = tag !== undefined && (hash == null || leafTag(hash) !== tag);
+      if (hash !== member.leafHash || offTag) {
+        // Whether a hash is the anchored one: by the ledger's tag, else by the journal when it is proven.
+        const isAnchored = (h: string) =>
+          tag !== undefined ? leafTag(h) === tag : journalProven && h === member.leafHash;
+        const custodian =
+          position?.leafVersion === 2 && hash != null
+            ? await custodianOfAnchored(store, member, position.salt, custodians, isAnchored)
+            : undefined;
+        if (custodian) {
+          rowProblem(
+            `${reference} custodian`,
+            `its custodian differs from the one anchored (${custodian.custodian ?? 'none'}) ` +
+              '(this changes who may read it)',
+            reference,
+          );
+        } else if (!altered.has(reference)) {
           problems.push({
             reference,
             root: batch.root,
             kind: 'altered',
-            reason: 'no longer matches its anchored hash',
+            reason: offTag
+              ? 'no longer matches its leaf tag on the ledger'
+              : 'no longer matches its anchored hash',
           });
         }
-        altered.add(reference);
+        if (!custodian) altered.add(reference);
       }
       leaves.push(hash ?? member.leafHash);
     }
     if (onChain && members.length > 0 && merkleRoot(leaves) !== onChain.root) {
       // The stored versions no longer recompute to the root on the ledger; the members named above say why.
-      const named = members.some((m) => altered.has(refOf(m)) || missing.has(refOf(m)));
+      const named = members.some(
+        (m) => altered.has(refOf(m)) || missing.has(refOf(m)) || rows.has(`${refOf(m)} custodian`),
+      );
       if (!named)
         problems.push({
           root: batch.root,
           kind: 'batch',
-          reason: 'the stored versions do not recompute to the on-chain root',
+          reason: tags
+            ? 'the stored versions do not recompute to the on-chain root'
+            : 'the stored versions do not recompute to the on-chain root; the batch has no leaf tags on the ' +
+              'ledger (anchored before they were), so the altered version cannot be named',
         });
     }
     done++;
@@ -393,6 +624,18 @@ export async function auditStore(
     }
   }
 
+  for (const reference of alteredCompartments) {
+    // An altered text is named as such: the rows derived from it prove nothing more.
+    if (altered.has(reference)) continue;
+    rowProblem(
+      `${reference} patients`,
+      'its patient compartments differ from those recomputed from the anchored text ' +
+        '(this changes who may read it)',
+      reference,
+    );
+  }
+  if (derived) await auditCurrentRows(store, resources, derived, altered, rowProblem, onProgress);
+
   const sorted = (s: Set<string>) => [...s].sort();
   return {
     startedAt,
@@ -402,17 +645,108 @@ export async function auditStore(
     pending,
     erased,
     batches: counts.committed,
+    leafFormat1,
     altered: sorted(altered),
     missing: sorted(missing),
     unanchored: sorted(unanchored),
+    rows: sorted(rows),
     problems,
     ok: problems.length === 0,
   };
 }
 
+async function custodianOfAnchored(
+  store: ResourceStore,
+  key: VersionKey,
+  salt: string,
+  candidates: ReadonlySet<string | undefined>,
+  isAnchored: (hash: string) => boolean,
+): Promise<{ custodian: string | undefined } | undefined> {
+  const version = await store.vread(key.resourceType, key.id, key.versionId);
+  return version ? anchoredCustodian(version, salt, candidates, isAnchored) : undefined;
+}
+
+/**
+ * Each resource's current pointer must name its newest version, and its search index rows must be exactly those
+ * the newest version's text gives (none for a deletion). Rows are compared by position (`ord`).
+ */
+async function auditCurrentRows(
+  store: ResourceStore,
+  resources: ReadonlyMap<string, ResourceSeen>,
+  derived: DerivedRows,
+  altered: ReadonlySet<string>,
+  rowProblem: (row: string, reason: string, reference?: string) => void,
+  onProgress?: (progress: AuditProgress) => void,
+): Promise<void> {
+  let done = 0;
+  for (const [resourceKey, seen] of resources) {
+    done++;
+    if (onProgress && done % 256 === 0) onProgress({ phase: 'rows', done, total: resources.size });
+    const slash = resourceKey.indexOf('/');
+    const resourceType = resourceKey.slice(0, slash);
+    const id = resourceKey.slice(slash + 1);
+    const current = await store.read(resourceType, id);
+    if (!current || current.versionId !== seen.versionId || current.deleted !== seen.deleted) {
+      rowProblem(
+        `${resourceKey} resource_current`,
+        `the current version is recorded as ${current ? `${current.versionId}${current.deleted ? ' (deleted)' : ''}` : 'none'}, ` +
+          `but the newest stored version is ${seen.versionId}${seen.deleted ? ' (deleted)' : ''}`,
+      );
+    }
+    // The index rows are those of the newest version. An altered text is named as such: the rows derived from it
+    // prove nothing more.
+    const newest = versionReference(resourceType, id, seen.versionId);
+    if (!store.indexEntries || altered.has(newest)) continue;
+    const stored = await store.indexEntries(resourceType, id);
+    let expected: IndexEntry[] = [];
+    if (!seen.deleted) {
+      const version = await store.vread(resourceType, id, seen.versionId);
+      const resource = version && parsedText(version);
+      if (!resource) continue; // An unparsable text is reported by the hash check.
+      expected = derived.indexEntries(resource);
+    }
+    // Compared as multisets: a row removed from the middle must not make every later one look different.
+    const unmatched = new Map<string, IndexEntry[]>();
+    for (const row of stored) {
+      const key = indexRowKey(row);
+      const same = unmatched.get(key);
+      if (same) same.push(row);
+      else unmatched.set(key, [row]);
+    }
+    const lost: { ord: number; row: IndexEntry }[] = [];
+    expected.forEach((row, ord) => {
+      const same = unmatched.get(indexRowKey(row));
+      if (same && same.length > 0) same.pop();
+      else lost.push({ ord, row });
+    });
+    const added = [...unmatched.values()].flat();
+    for (const { ord, row } of lost) {
+      // A row of the same parameter in its place: that row was changed, not added.
+      const changed = added.findIndex((other) => other.param === row.param);
+      if (changed >= 0) added.splice(changed, 1);
+      rowProblem(
+        `${newest} search_index#${ord} (${row.param})`,
+        changed >= 0
+          ? 'differs from the search index row recomputed from the anchored text'
+          : 'missing: the anchored text gives this search index row',
+      );
+    }
+    for (const row of added) {
+      rowProblem(
+        `${newest} search_index (${row.param})`,
+        'not derived from the anchored text (an added search index row)',
+      );
+    }
+  }
+  onProgress?.({ phase: 'rows', done, total: resources.size });
+}
+
 /** What travels with a record sent to another member: enough to prove it against the ledger without secrets. */
 export interface RecordProof {
   salt: string;
+  /** The leaf format (absent: 1); format 2 also needs the custodian the sender's `$verify` names. */
+  leafVersion?: LeafVersion;
+  custodian?: string;
   root: string;
   leafIndex: number;
   leafCount: number;
@@ -428,7 +762,11 @@ export async function verifyReceivedRecord(
   evidence: RecordProof,
   ledger: Ledger,
 ): Promise<{ verified: boolean; reason?: string; anchoredBy?: string }> {
-  const { hash, error } = recomputeLeafHash(version as StoredVersion, evidence.salt);
+  const { hash, error } = recomputeLeafHash(
+    { ...version, custodian: evidence.custodian },
+    evidence.salt,
+    evidence.leafVersion ?? 1,
+  );
   if (!hash) return { verified: false, reason: error };
   const position = { leafIndex: evidence.leafIndex, leafCount: evidence.leafCount };
   if (!verifyProof(hash, evidence.proof, evidence.root, position)) {

@@ -3,7 +3,10 @@
  *
  * - salt: 32 random bytes per version, kept by the custodian only. Without it, the on-chain hash cannot be
  *   linked to (or brute-forced from) the data; erasing it makes the hash unlinkable (docs/erasure.md).
- * - leafHash = SHA-256(salt || UTF-8(canonical form)), hex.
+ * - leafHash, by leaf format (recorded with each anchor; docs/integrity.md):
+ *     v1 = SHA-256(salt || UTF-8(canonical form))                                   (anchors written before v2)
+ *     v2 = SHA-256(salt || UTF-8("hie-ledger leaf v2\n" || JSON(custodian|null) || "\n" || canonical form))
+ *   v2 also commits to the custodian, which decides who may read the version and cannot be recomputed from the text.
  * - ledger key = HMAC-SHA-256(custodian key, `${type}/${id}/_history/${vid}`), hex: no resource id on the chain.
  */
 import { createHash, createHmac, randomBytes, randomFillSync } from 'node:crypto';
@@ -31,6 +34,37 @@ export function newSalt(): string {
 /** SHA-256(salt bytes || UTF-8 canonical text), hex. */
 export function leafHashOfCanonical(saltHex: string, canonical: string): string {
   return createHash('sha256').update(Buffer.from(saltHex, 'hex')).update(canonical, 'utf8').digest('hex');
+}
+
+/** The leaf formats: 1 (salt + canonical text), 2 (also the custodian). New anchors use CURRENT_LEAF_VERSION. */
+export type LeafVersion = 1 | 2;
+export const CURRENT_LEAF_VERSION: LeafVersion = 2;
+/** Starts every v2 leaf input: no v1 input (canonical JSON, starting with `{`) can be read as a v2 one. */
+const LEAF_V2_PREFIX = 'hie-ledger leaf v2\n';
+
+export function isLeafVersion(value: unknown): value is LeafVersion {
+  return value === 1 || value === 2;
+}
+
+/**
+ * The leaf hash of a version in a given leaf format. v2 = SHA-256(salt || "hie-ledger leaf v2\n" ||
+ * JSON.stringify(custodian ?? null) || "\n" || canonical): a JSON string literal ends at its one unescaped quote,
+ * so the custodian and the canonical text cannot trade characters.
+ */
+export function leafHashOf(
+  saltHex: string,
+  canonical: string,
+  leafVersion: LeafVersion,
+  custodian: string | undefined,
+): string {
+  if (leafVersion === 1) return leafHashOfCanonical(saltHex, canonical);
+  return createHash('sha256')
+    .update(Buffer.from(saltHex, 'hex'))
+    .update(LEAF_V2_PREFIX, 'utf8')
+    .update(JSON.stringify(custodian ?? null), 'utf8')
+    .update('\n', 'utf8')
+    .update(canonical, 'utf8')
+    .digest('hex');
 }
 
 /** The canonical text hashed for a version: the canonical JSON of its body, or a fixed tombstone for a deletion. */

@@ -123,3 +123,29 @@ export function verifyProof(
   }
   return node.toString('hex') === rootHex.toLowerCase();
 }
+
+/**
+ * Hex digits of a leaf's tag: the first 64 bits of its leaf hash. A batch anchored with
+ * `anchor:AnchorBatchTagged` puts the tags of its leaves, in leaf order, on the ledger next to the root, so a
+ * version whose stored text (and every local copy of its hash) was rewritten is named by its own position even
+ * when the custodian's journal of the batch was rewritten too (docs/integrity.md). The root still decides
+ * whether the batch verifies; a tag only says which leaf differs.
+ */
+export const LEAF_TAG_HEX = 16;
+
+export function leafTag(leafHashHex: string): string {
+  return leafHashHex.slice(0, LEAF_TAG_HEX).toLowerCase();
+}
+
+/** The tags of a batch's leaves, concatenated in leaf order (what goes on the ledger). */
+export function leafTagsOf(leafHashes: readonly string[]): string {
+  return leafHashes.map(leafTag).join('');
+}
+
+/** The tag of leaf `leafIndex` in an on-chain tag list, or undefined when the list has no such leaf. */
+export function leafTagAt(leafTags: string, leafIndex: number): string | undefined {
+  const start = leafIndex * LEAF_TAG_HEX;
+  if (!Number.isInteger(leafIndex) || leafIndex < 0 || start + LEAF_TAG_HEX > leafTags.length)
+    return undefined;
+  return leafTags.slice(start, start + LEAF_TAG_HEX);
+}

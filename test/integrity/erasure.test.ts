@@ -29,11 +29,11 @@ describe("erasing a patient's data", () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'hie-erase-'));
     const f = await openFixture({ batchSize: 4 }, dir);
-    written.push(await f.write({ resourceType: 'Patient', id: 'p1' }, 'PUT', ['Patient/p1']));
-    written.push(await f.write({ resourceType: 'Patient', id: 'p2' }, 'PUT', ['Patient/p2']));
+    written.push(await f.write({ resourceType: 'Patient', id: 'p1' }));
+    written.push(await f.write({ resourceType: 'Patient', id: 'p2' }));
     for (let i = 0; i < 6; i++) {
       const patient = i % 2 === 0 ? 'p1' : 'p2';
-      written.push(await f.write(observation(`e${i}`, `${i}.0`), 'PUT', [`Patient/${patient}`]));
+      written.push(await f.write(observation(`e${i}`, `${i}.0`, `Patient/${patient}`)));
     }
     await f.integrity.anchorer.drain();
     for (const v of written) {

@@ -15,6 +15,11 @@ import {
   type TransactionStatus,
 } from '../../src/ledger/ledger.js';
 import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
+import { patientCompartments } from '../../src/fhir/search/definitions.js';
+import { extractIndex } from '../../src/fhir/search/index-entries.js';
+
+/** The organisation the fixture writes as (the custodian of its versions). */
+export const CUSTODIAN = 'Organization/org1';
 
 export const MSP_ID = 'Org1MSP';
 
@@ -111,21 +116,27 @@ export async function openFixture(anchoring: Partial<AnchoringOptions> = {}, dir
       fixture.integrity = await open(options);
       return fixture.integrity;
     },
+    // As the write path stores a version (interactions/common.ts writeVersion): compartments, index rows and
+    // custodian derived the same way.
     write(resource, method = 'PUT', patients) {
       return store.write({
         resourceType: resource.resourceType,
         id: resource.id!,
         resource,
         method,
-        patients,
+        patients: patients ?? patientCompartments(resource),
+        index: extractIndex(resource),
+        custodian: CUSTODIAN,
         anchor: fixture.integrity.anchorer.anchorFor,
       });
     },
-    remove(resourceType, id) {
+    async remove(resourceType, id) {
       return store.write({
         resourceType,
         id,
         method: 'DELETE',
+        patients: (await store.read(resourceType, id))?.patients ?? [],
+        custodian: CUSTODIAN,
         anchor: fixture.integrity.anchorer.anchorFor,
       });
     },
@@ -152,9 +163,10 @@ export async function eventually(
   }
 }
 
-export function observation(id: string, value: string): FhirResource {
+export function observation(id: string, value: string, subject?: string): FhirResource {
   // Lossless: the value keeps its written digits (e.g. 1.50).
+  const about = subject === undefined ? '' : `"subject":{"reference":"${subject}"},`;
   return parseFhirJson<FhirResource>(
-    `{"resourceType":"Observation","id":"${id}","status":"final","code":{"text":"weight"},"valueQuantity":{"value":${value},"unit":"kg"}}`,
+    `{"resourceType":"Observation","id":"${id}","status":"final","code":{"text":"weight"},${about}"valueQuantity":{"value":${value},"unit":"kg"}}`,
   );
 }

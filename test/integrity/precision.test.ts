@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { canonicalizeText } from '../../src/mapping/canonical.js';
 import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
-import { openFixture, type Fixture } from './helpers.js';
+import { CUSTODIAN, openFixture, type Fixture } from './helpers.js';
 
 let fixture: Fixture | undefined;
 afterEach(async () => {
@@ -39,16 +39,17 @@ describe('decimal precision through the integrity path', () => {
 
     const result = await f.integrity.verifier.verifyVersion(read!);
     expect(result).toMatchObject({ status: 'anchored', verified: true });
-    // The anchored hash is the salted hash of the canonical text with the written digits, recomputable by anyone.
-    const expected = createHash('sha256')
-      .update(Buffer.from(result.salt!, 'hex'))
-      .update(canonical, 'utf8')
-      .digest('hex');
+    // The anchored hash is the salted hash (leaf format 2: with the custodian) of the canonical text with the
+    // written digits, recomputable by anyone holding the record, its salt and custodian.
+    expect(result).toMatchObject({ leafVersion: 2, custodian: CUSTODIAN });
+    const leaf = (text: string) =>
+      createHash('sha256')
+        .update(Buffer.from(result.salt!, 'hex'))
+        .update(`hie-ledger leaf v2\n${JSON.stringify(CUSTODIAN)}\n${text}`, 'utf8')
+        .digest('hex');
+    const expected = leaf(canonical);
     expect(result.hash).toBe(expected);
-    const lessPrecise = canonical.replace('"value":1.50', '"value":1.5');
-    expect(
-      createHash('sha256').update(Buffer.from(result.salt!, 'hex')).update(lessPrecise).digest('hex'),
-    ).not.toBe(expected);
+    expect(leaf(canonical.replace('"value":1.50', '"value":1.5'))).not.toBe(expected);
   });
 
   it('treats dropping a trailing zero (1.50 -> 1.5) in the stored text as an alteration', async () => {

@@ -9,6 +9,7 @@ import { verifyProof, type ProofStep } from '../../src/mapping/merkle.js';
 import { verifyReceivedRecord } from '../../src/ledger/integrity.js';
 import { FHIR_JSON, json, startTestApp, type TestApp } from '../http/helpers.js';
 import { FaultyLedger, MSP_ID, eventually } from './helpers.js';
+import { startHarness } from '../access/app-harness.js';
 
 type Parameters = { resourceType: string; parameter: { name: string; [k: string]: unknown }[] };
 const param = (p: Parameters, name: string) => {
@@ -83,6 +84,8 @@ describe('$verify over HTTP', () => {
     // Another member receiving the record with this evidence verifies it against the ledger, without secrets.
     const evidence = {
       salt: param(result, 'salt') as string,
+      leafVersion: param(result, 'leafVersion') as 1 | 2,
+      custodian: param(result, 'custodian') as string | undefined,
       root: param(result, 'root') as string,
       proof,
       ...position,
@@ -203,6 +206,63 @@ describe('ledger down, over HTTP', () => {
         const res = await app.fastify.inject({ method: 'GET', url: `/fhir/Observation/${id}/$verify` });
         return param(json(res.body) as Parameters, 'verified') === true;
       }, `Observation/${id} verifies`);
+    }
+  });
+});
+
+describe('the audit over what the HTTP write path stores, with authentication on', () => {
+  it('finds no altered custodian, compartment or index row where nothing was tampered with', async () => {
+    const h = await startHarness();
+    try {
+      const sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
+      const patient = await h.request(sys, 'PUT', '/Patient/p1', {
+        resourceType: 'Patient',
+        id: 'p1',
+        birthDate: '1970-01',
+      });
+      expect(patient.status, patient.text).toBe(201);
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await h.request(sys, 'POST', '/Observation', {
+          resourceType: 'Observation',
+          status: 'final',
+          code: { text: 'glucose' },
+          subject: { reference: 'Patient/p1' },
+          valueQuantity: { value: i + 0.5, unit: 'mmol/L' },
+        });
+        expect(res.status, res.text).toBe(201);
+        ids.push(res.body.id as string);
+      }
+      const patched = await h.request(
+        sys,
+        'PATCH',
+        `/Observation/${ids[0]}`,
+        [{ op: 'replace', path: '/status', value: 'amended' }],
+        { 'content-type': 'application/json-patch+json' },
+      );
+      expect(patched.status, patched.text).toBe(200);
+      expect((await h.request(sys, 'DELETE', `/Observation/${ids[1]}`)).status).toBe(200);
+      // Reads and a search: their AuditEvents are stored in the patient's compartment.
+      for (const url of [`Observation/${ids[2]}`, 'Observation?subject=Patient/p1', 'Patient/p1']) {
+        expect((await h.request(sys, 'GET', `/${url}`)).status).toBe(200);
+      }
+      const store = h.app.store;
+      await eventually(
+        async () => (await store.history({ resourceType: 'AuditEvent', count: 0 })).total > 0,
+        'the reads are audited',
+      );
+      await h.app.integrity!.anchorer.drain();
+      const report = await h.app.integrity!.audit();
+      expect(report.problems).toEqual([]);
+      expect(report.rows).toEqual([]);
+      expect(report.leafFormat1).toBe(0);
+      // The custodian is anchored: the current Observation's leaf names it.
+      const verified = await h.app.integrity!.verifier.verifyVersion(
+        (await store.read('Observation', ids[2]!))!,
+      );
+      expect(verified).toMatchObject({ verified: true, leafVersion: 2, custodian: 'Organization/hosp-a' });
+    } finally {
+      await h.stop();
     }
   });
 });

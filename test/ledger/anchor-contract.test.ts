@@ -200,6 +200,35 @@ describe('anchor:AnchorBatch', () => {
   });
 });
 
+describe('anchor:AnchorBatchTagged', () => {
+  it('keeps the tag of every leaf with the root, and refuses tags that do not fit the leaf count', async () => {
+    const root = hex('tagged root');
+    const tags = hex('leaf 0').slice(0, 16) + hex('leaf 1').slice(0, 16) + hex('leaf 2').slice(0, 16);
+    const submitted = await service.submit('anchor:AnchorBatchTagged', [root, '3', tags]);
+    expect(JSON.parse(submitted.result)).toMatchObject({
+      docType: 'batch',
+      root,
+      leafCount: 3,
+      leafTags: tags,
+    });
+    expect(await service.evaluate('anchor:ReadBatch', [root])).toBe(submitted.result);
+    expect((await refusal(service.submit('anchor:AnchorBatchTagged', [root, '3', tags]))).message).toContain(
+      'already exists',
+    );
+    // Write-once across both forms: the same root cannot be anchored again untagged.
+    expect((await refusal(service.submit('anchor:AnchorBatch', [root, '3']))).message).toContain(
+      'already exists',
+    );
+    for (const bad of [tags.slice(0, 32), tags + '0', tags.toUpperCase(), `${tags.slice(0, 47)}g`, '']) {
+      const error = await refusal(service.submit('anchor:AnchorBatchTagged', [hex(`r ${bad}`), '3', bad]));
+      expect(error.message).toContain('invalid argument leafTags');
+    }
+    expect(
+      (await refusal(service.submit('anchor:AnchorBatchTagged', [hex('big'), '65537', '']))).message,
+    ).toContain('invalid argument leafCount');
+  });
+});
+
 describe('anchor:KeyHistory', () => {
   it('returns the committed modifications of an anchor key from getHistoryForKey', async () => {
     const key = hex('Patient/2/_history/3');

@@ -24,7 +24,7 @@ describe('chaincode package', () => {
     const runtime = new ChaincodeRuntime();
     for (const name of ['ReadAnchor', 'ReadBatch', 'KeyHistory'])
       expect(runtime.isEvaluateOnly(`anchor:${name}`)).toBe(true);
-    for (const name of ['AnchorVersion', 'AnchorBatch'])
+    for (const name of ['AnchorVersion', 'AnchorBatch', 'AnchorBatchTagged'])
       expect(runtime.isEvaluateOnly(`anchor:${name}`)).toBe(false);
   });
 

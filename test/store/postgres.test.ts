@@ -45,7 +45,7 @@ describe.skipIf(!url)('PostgreSQL store (skipped unless HIE_TEST_POSTGRES_URL is
     await second.init();
     expect(await second.read('Patient', 'a')).toEqual(v1);
     const versions = await second.pool.query(`SELECT version FROM "${schema}".schema_version`);
-    expect(versions.rows).toEqual([{ version: 1 }]);
+    expect(versions.rows).toEqual([{ version: 1 }, { version: 2 }]);
     await expect(second.pool.query(`DELETE FROM "${schema}".resource_version`)).rejects.toThrow(
       /never deleted/,
     );

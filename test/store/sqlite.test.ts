@@ -57,7 +57,7 @@ describe('SqliteResourceStore', () => {
     expect(await second.indexEntries('Patient', 'a')).toEqual([
       { param: 'active', type: 'token', value: 'true' },
     ]);
-    expect(second.db.prepare('SELECT version FROM schema_version').pluck().all()).toEqual([1]);
+    expect(second.db.prepare('SELECT version FROM schema_version').pluck().all()).toEqual([1, 2]);
     // The clock continues after the stored instants, even if the wall clock were behind them.
     const v3 = await second.write({
       resourceType: 'Patient',

@@ -1,7 +1,8 @@
 /**
  * The one place where refusals become HTTP: FhirError -> its status, headers and OperationOutcome; fastify's own
  * errors (body too large, unsupported media type, bad URL ...) -> the matching 4xx OperationOutcome; an unknown
- * route -> 404. Anything else is a bug: logged with its stack, answered 500 with no internals.
+ * route -> 404. The storage failing (disk full, I/O errors: storageFaultOf) is 503 with Retry-After, logged once
+ * per condition, not per request. Anything else is a bug: logged with its stack, answered 500 with no internals.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { FhirError, issue, operationOutcome, type IssueCode, type OperationOutcome } from '../outcome.js';
@@ -37,6 +38,82 @@ const FASTIFY_ERRORS: Record<
   FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'invalid' },
 };
 
+/** The storage failing under a request: full (no space) or an I/O error of the disk. */
+export type StorageFault = 'full' | 'io';
+
+/** How long a client should wait before retrying a request refused because the storage failed (seconds). */
+export const STORAGE_RETRY_AFTER_SECONDS = 30;
+
+/**
+ * The one classification of storage failures (SQLite's SQLITE_FULL, SQLITE_IOERR_*, the OS's ENOSPC, EDQUOT, EIO),
+ * looked for along the error's `cause` chain (a failed transaction wraps the write's error).
+ */
+export function storageFaultOf(err: unknown): StorageFault | undefined {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code !== 'string') continue;
+    if (code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT') return 'full';
+    if (code.startsWith('SQLITE_IOERR') || code === 'EIO') return 'io';
+  }
+  return undefined;
+}
+
+const STORAGE_FAULT_TEXT: Record<StorageFault, string> = {
+  full: 'The server has no storage space left; nothing was stored. Retry later',
+  io: 'The server cannot write to its storage right now; nothing was stored. Retry later',
+};
+
+/** The 503 FhirError (with Retry-After) a storage failure answers, or undefined for any other error. */
+export function storageFaultError(err: unknown): FhirError | undefined {
+  const fault = storageFaultOf(err);
+  if (!fault) return undefined;
+  return new FhirError(503, [issue('error', 'transient', STORAGE_FAULT_TEXT[fault])], {
+    headers: { 'retry-after': String(STORAGE_RETRY_AFTER_SECONDS) },
+    cause: err,
+  });
+}
+
+/**
+ * Logs a storage condition once when it starts (with the first error) and once when it clears, instead of once
+ * per refused request.
+ */
+export class StorageFaultLog {
+  private current: StorageFault | undefined;
+  private refused = 0;
+
+  constructor(
+    private readonly log: { error(obj: object, msg: string): void; info(obj: object, msg: string): void },
+    private readonly what: string,
+  ) {}
+
+  get active(): StorageFault | undefined {
+    return this.current;
+  }
+
+  fault(kind: StorageFault, err: unknown): void {
+    this.refused++;
+    if (this.current === kind) return;
+    this.current = kind;
+    const code = (err as { code?: unknown } | null)?.code;
+    this.log.error(
+      { fault: kind, code: typeof code === 'string' ? code : undefined },
+      kind === 'full'
+        ? `${this.what}: the storage is full; refusing with 503 until it has space again`
+        : `${this.what}: the storage fails to write (I/O error); refusing with 503 until it writes again`,
+    );
+  }
+
+  cleared(): void {
+    if (this.current === undefined) return;
+    this.log.info(
+      { fault: this.current, refusedMeanwhile: this.refused },
+      `${this.what}: the storage writes again`,
+    );
+    this.current = undefined;
+    this.refused = 0;
+  }
+}
+
 export function sendOutcome(
   reply: FastifyReply,
   status: number,
@@ -64,6 +141,8 @@ export function outcomeOf(err: unknown): {
       headers: err.headers,
       bug: err.status >= 500 && err.status !== 503,
     };
+  const storage = storageFaultError(err);
+  if (storage) return { status: 503, outcome: storage.outcome, headers: storage.headers, bug: false };
   if (err instanceof JsonSyntaxError) {
     const fhirError = jsonSyntaxError(err);
     return { status: 400, outcome: fhirError.outcome, headers: {}, bug: false };
@@ -103,15 +182,26 @@ export function outcomeOf(err: unknown): {
   };
 }
 
+const WRITES = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
 export function installErrorHandling(app: FastifyInstance, options: { logValues: boolean }): void {
+  const storage = new StorageFaultLog(app.log, 'requests');
   app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const { status, outcome, headers, bug } = outcomeOf(err);
-    if (bug) request.log.error({ err }, 'unhandled error');
+    const fault = storageFaultOf(err);
+    if (fault)
+      storage.fault(fault, err); // once per condition, not per request
+    else if (bug) request.log.error({ err }, 'unhandled error');
     // A refusal's text quotes ids and field values: logged only when the operator asked for values.
     else if (options.logValues)
       request.log.info({ status, issue: outcome.issue[0]?.diagnostics }, 'request refused');
     else request.log.info({ status, code: outcome.issue[0]?.code }, 'request refused');
     return sendOutcome(reply, status, outcome, headers);
+  });
+  // A write that succeeds ends the condition (logged once).
+  app.addHook('onResponse', (request, reply, done) => {
+    if (storage.active && WRITES.has(request.method) && reply.statusCode < 400) storage.cleared();
+    done();
   });
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) =>
     sendOutcome(

@@ -7,6 +7,7 @@
  * The entry machinery here (parsing entries, conditional update/delete, turning a FhirResponse into a
  * Bundle.entry.response) is shared with transaction.ts.
  */
+import { storageFaultError } from '../http/errors.js';
 import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, preconditionFailed, type OperationOutcome } from '../outcome.js';
 import {
@@ -374,7 +375,9 @@ export const batch: InteractionHandler = async (request, context) => {
       const response = await runEntry(entry, context, request);
       out.push(responseEntry(response, request.baseUrl));
     } catch (err) {
-      if (err instanceof FhirError) out.push(errorEntry(err));
+      // The storage failing (disk full) is a 503 entry, like the same write alone, not an unexpected error.
+      const storage = err instanceof FhirError ? undefined : storageFaultError(err);
+      if (err instanceof FhirError || storage) out.push(errorEntry(storage ?? (err as FhirError)));
       else {
         context.log.error({ err, entry: i }, 'batch entry failed');
         out.push(`{"response":${JSON.stringify({ status: statusLine(500), outcome: unexpectedOutcome() })}}`);

@@ -32,6 +32,8 @@ export function verificationParameters(result: VersionVerification): FhirResourc
   };
   add('reason', 'valueString', result.reason);
   add('hash', 'valueString', result.hash);
+  add('leafVersion', 'valueInteger', result.leafVersion);
+  add('custodian', 'valueString', result.custodian);
   add('expectedHash', 'valueString', result.expectedHash);
   add('salt', 'valueString', result.salt);
   add('ledgerKey', 'valueString', result.ledgerKey);

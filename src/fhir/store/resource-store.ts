@@ -59,6 +59,11 @@ export interface PendingAnchor extends VersionKey {
   leafHash: string;
   /** Ledger key: keyed HMAC of type, id and version (hex). */
   ledgerKey: string;
+  /**
+   * The leaf format `leafHash` was computed in (src/mapping/hashing.ts; docs/integrity.md): 2 also commits to the
+   * custodian. Absent: 1, the format of anchors written before leaf formats were recorded.
+   */
+  leafVersion?: 1 | 2;
 }
 
 export interface AnchorReference {

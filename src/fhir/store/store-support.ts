@@ -36,6 +36,7 @@ export interface AnchorRow {
   salt: string | null;
   leaf_hash: string;
   ledger_key: string;
+  leaf_version: number | null;
   status: 'pending' | 'anchored' | 'erased';
   transaction_id: string | null;
   block_number: number | null;
@@ -48,7 +49,7 @@ export interface AnchorRow {
 export const VERSION_COLUMNS =
   'seq, resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients';
 export const ANCHOR_COLUMNS =
-  'a.resource_type AS a_resource_type, a.id AS a_id, a.version_id AS a_version_id, a.salt, a.leaf_hash, a.ledger_key, ' +
+  'a.resource_type AS a_resource_type, a.id AS a_id, a.version_id AS a_version_id, a.salt, a.leaf_hash, a.ledger_key, a.leaf_version, ' +
   'a.status, a.transaction_id, a.block_number, a.batch_id, a.batch_root, a.leaf_index, a.leaf_count';
 /** Rows per chunk of allVersions(). */
 export const CHUNK = 500;
@@ -80,6 +81,7 @@ export function toAnchorState(row: AnchorRow): AnchorState {
     leafHash: row.leaf_hash,
     ledgerKey: row.ledger_key,
   };
+  if (row.leaf_version === 2) pending.leafVersion = 2;
   if (row.status === 'pending') return { ...pending, status: 'pending' };
   const anchor: AnchorReference = {
     transactionId: row.transaction_id!,

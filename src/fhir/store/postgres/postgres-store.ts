@@ -368,6 +368,7 @@ export class PostgresResourceStore implements ResourceStore {
       pending?.salt ?? null,
       pending?.leafHash ?? null,
       pending?.ledgerKey ?? null,
+      pending?.leafVersion ?? 1,
     ]);
     return version;
   }
@@ -503,8 +504,8 @@ function statements(S: string) {
         FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::float8[], $16::float8[], $17::text[])
           WITH ORDINALITY AS x (param, type, system, value, low, high, reference, ord)
       ), a AS (
-        INSERT INTO ${S}.anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status)
-        SELECT v.seq, $1, $2, $3, $19, $20, $21, 'pending' FROM v WHERE $18::boolean
+        INSERT INTO ${S}.anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status, leaf_version)
+        SELECT v.seq, $1, $2, $3, $19, $20, $21, 'pending', $22 FROM v WHERE $18::boolean
       )
       SELECT seq FROM v`,
     read:

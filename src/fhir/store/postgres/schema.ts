@@ -88,4 +88,9 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         FOR EACH ROW EXECUTE FUNCTION ${S}.resource_version_keep();
     `,
   },
+  {
+    version: 2,
+    description: 'the leaf format of each anchor (1: salt + canonical text; 2: also the custodian)',
+    sql: (S) => `ALTER TABLE ${S}.anchor ADD COLUMN leaf_version integer NOT NULL DEFAULT 1;`,
+  },
 ];

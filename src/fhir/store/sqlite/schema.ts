@@ -88,4 +88,9 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX anchor_pending ON anchor (seq) WHERE status = 'pending';
     `,
   },
+  {
+    version: 2,
+    description: 'the leaf format of each anchor (1: salt + canonical text; 2: also the custodian)',
+    sql: `ALTER TABLE anchor ADD COLUMN leaf_version INTEGER NOT NULL DEFAULT 1;`,
+  },
 ];

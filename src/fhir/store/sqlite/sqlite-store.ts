@@ -12,6 +12,8 @@
  * reads wait until it commits or rolls back, so nobody sees its uncommitted rows. Writers in other processes
  * are kept out by BEGIN IMMEDIATE and waited for up to `busyTimeoutMs`.
  */
+import { statSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { badRequest } from '../../outcome.js';
 import { AsyncMutex } from '../async-mutex.js';
@@ -46,6 +48,16 @@ import {
 } from '../store-support.js';
 import { MIGRATIONS } from './schema.js';
 import { CurrentVersionCache } from './current-cache.js';
+import {
+  checkInWorker,
+  checkNow,
+  describeFailure,
+  interpret,
+  type CheckOutcome,
+  type IntegrityCheckMode,
+  type IntegrityCheckResult,
+  type StoreIntegrityStatus,
+} from './integrity-check.js';
 import { searchSqlite, type SqliteSearchRequest, type SqliteSearchResult } from './sqlite-search.js';
 import { ensurePrivateFile } from '../../../private-files.js';
 
@@ -72,7 +84,31 @@ export interface SqliteStoreOptions {
   readCacheBytes?: number;
   /** Store the writes that arrive together (concurrent requests) in one commit; default true. */
   groupCommit?: boolean;
+  /**
+   * The integrity check `init()` starts (docs/store.md): 'full' (`PRAGMA integrity_check`, default), 'quick'
+   * (`quick_check`: no index-content cross-check, faster), 'off'.
+   */
+  integrityCheck?: IntegrityCheckMode | 'off';
+  /**
+   * A store up to this size (database and WAL files, bytes) is checked before `init()` returns, and a failure
+   * refuses to open it; a larger one is checked in a worker thread while it serves (`integrityStatus()` says
+   * 'checking' until then). Default 64 MiB.
+   */
+  integrityCheckSyncMaxBytes?: number;
 }
+
+/** A store whose start-up integrity check failed: the service refuses to start on it. */
+export class StoreCorruptError extends Error {
+  constructor(
+    message: string,
+    readonly result: IntegrityCheckResult,
+  ) {
+    super(message);
+    this.name = 'StoreCorruptError';
+  }
+}
+
+const DEFAULT_SYNC_CHECK_BYTES = 64 * 1024 * 1024;
 
 type WriteOutcome = { ok: true; version: StoredVersion } | { ok: false; error: unknown };
 
@@ -136,9 +172,19 @@ export class SqliteResourceStore implements ResourceStore {
   private readonly cache: CurrentVersionCache | undefined;
   /** PRAGMA data_version when the cache was last known valid: it changes when another connection commits. */
   private cacheDataVersion: unknown = undefined;
+  private readonly file: string;
+  private readonly integrityOptions: { mode: IntegrityCheckMode | 'off'; syncMaxBytes: number };
+  private integrity: StoreIntegrityStatus = 'ok';
+  private integrityResult: Promise<IntegrityCheckResult | undefined> = Promise.resolve(undefined);
+  private integrityWorker: { stop: () => Promise<void> } | undefined;
 
   constructor(options: SqliteStoreOptions) {
     ensurePrivateFile(options.file);
+    this.file = options.file;
+    this.integrityOptions = {
+      mode: options.integrityCheck ?? 'full',
+      syncMaxBytes: options.integrityCheckSyncMaxBytes ?? DEFAULT_SYNC_CHECK_BYTES,
+    };
     this.db = new Database(options.file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma(`synchronous = ${options.synchronous === 'FULL' ? 'FULL' : 'NORMAL'}`);
@@ -182,12 +228,96 @@ export class SqliteResourceStore implements ResourceStore {
   async init(): Promise<void> {
     this.assertOpen();
     if (this.stmts) return;
+    this.checkIntegrityAtStart();
     this.migrate();
     this.stmts = this.prepareStatements();
   }
 
+  /** The start-up integrity check: 'checking' (in the background), 'ok', or failed with where and what. */
+  integrityStatus(): StoreIntegrityStatus {
+    return this.integrity;
+  }
+
+  /** The start-up check's result once it has finished (undefined when it is off), for the log. */
+  integrityChecked(): Promise<IntegrityCheckResult | undefined> {
+    return this.integrityResult;
+  }
+
+  /**
+   * Checks the file before it serves (small stores; a failure throws StoreCorruptError) or starts the check in a
+   * worker thread (large ones). A page that is corrupt is otherwise served without notice until a read hits it.
+   */
+  private checkIntegrityAtStart(): void {
+    const { mode, syncMaxBytes } = this.integrityOptions;
+    if (mode === 'off') return;
+    const started = performance.now();
+    const finish = (outcome: CheckOutcome, background: boolean): IntegrityCheckResult => {
+      const ms = Math.round(performance.now() - started);
+      const { messages, where } = this.closed ? { messages: [], where: [] } : interpret(this.db, outcome);
+      const result: IntegrityCheckResult = {
+        ok: messages.length === 0,
+        mode,
+        background,
+        ms,
+        messages,
+        where,
+      };
+      this.integrity = result.ok ? 'ok' : { failed: describeFailure(result) };
+      return result;
+    };
+    if (this.file === ':memory:' || this.fileBytes() <= syncMaxBytes) {
+      const result = finish(checkNow(this.db, mode), false);
+      this.integrityResult = Promise.resolve(result);
+      if (!result.ok) {
+        this.closed = true;
+        this.db.close();
+        throw new StoreCorruptError(
+          `The store ${this.file} failed its integrity check (${mode}, ${result.ms} ms): ${describeFailure(result)}. ` +
+            'It is not opened: restore it from a backup (docs/store.md).',
+          result,
+        );
+      }
+      return;
+    }
+    this.integrity = 'checking';
+    const worker = checkInWorker(this.file, mode);
+    this.integrityWorker = worker;
+    this.integrityResult = worker.done.then(
+      (outcome) => finish(outcome, true),
+      (err: unknown) =>
+        // Stopped by close(): no result. Otherwise the check could not run: not known sound.
+        this.integrityWorker === undefined
+          ? undefined
+          : finish(
+              {
+                error: `the check could not run: ${err instanceof Error ? err.message : String(err)}`,
+                tables: [],
+              },
+              true,
+            ),
+    );
+    void this.integrityResult.finally(() => {
+      this.integrityWorker = undefined;
+    });
+  }
+
+  private fileBytes(): number {
+    let bytes = 0;
+    for (const file of [this.file, `${this.file}-wal`]) {
+      try {
+        bytes += statSync(file).size;
+      } catch {
+        // No WAL yet.
+      }
+    }
+    return bytes;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
+    const worker = this.integrityWorker;
+    this.integrityWorker = undefined;
+    await worker?.stop();
     // Let an open transaction finish before the connection goes.
     await this.mutex.run(() => {
       this.closed = true;
@@ -482,7 +612,16 @@ export class SqliteResourceStore implements ResourceStore {
     }
 
     if (pending) {
-      s.insertAnchor.run(seq, resourceType, id, versionId, pending.salt, pending.leafHash, pending.ledgerKey);
+      s.insertAnchor.run(
+        seq,
+        resourceType,
+        id,
+        versionId,
+        pending.salt,
+        pending.leafHash,
+        pending.ledgerKey,
+        pending.leafVersion ?? 1,
+      );
     }
     this.rowsPending = false;
     return version;
@@ -746,7 +885,7 @@ export class SqliteResourceStore implements ResourceStore {
           'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       insertAnchor: db.prepare(
-        "INSERT INTO anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+        "INSERT INTO anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status, leaf_version) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
       ),
       read: db.prepare(
         `SELECT ${VERSION_COLUMNS.split(', ')
