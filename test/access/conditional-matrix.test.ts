@@ -44,6 +44,8 @@ function masked(
 describe('access matrix: conditional interactions, _has and chains decide over what the caller may see', () => {
   let h: Harness;
   const tokens: Record<string, string> = {};
+  /** Server-assigned ids of hospital B's records, by the name the test gives them. */
+  const ids: Record<string, string> = {};
 
   beforeAll(async () => {
     h = await startHarness();
@@ -55,6 +57,13 @@ describe('access matrix: conditional interactions, _has and chains decide over w
     tokens.patient2 = await h.enrol('patient-2', 'patient', 'Patient/p2');
 
     const put = async (token: string, ref: string, body: Record<string, unknown>) => {
+      // Only this service's organisation (hosp-a) chooses ids: hospital B's records get server-assigned ones.
+      if (token === tokens.sysB) {
+        const res = await h.request(token, 'POST', `/${ref.split('/')[0]}`, body);
+        expect(res.status, `${ref}: ${res.text}`).toBe(201);
+        ids[ref.split('/')[1]] = res.body.id;
+        return;
+      }
       const res = await h.request(token, 'PUT', `/${ref}`, { ...body, id: ref.split('/')[1] });
       expect(res.status, `${ref}: ${res.text}`).toBe(201);
     };
@@ -119,10 +128,10 @@ describe('access matrix: conditional interactions, _has and chains decide over w
     expect(await sees('drB', 'Patient/p1')).toBe(200);
     expect(await sees('drB', 'Condition/cond1')).toBe(404);
     expect(await sees('drB', 'Observation/obs3')).toBe(404);
-    expect(await sees('drB', 'Observation/obsB1')).toBe(200);
+    expect(await sees('drB', `Observation/${ids.obsB1}`)).toBe(200);
     expect(await sees('labB', 'Observation/obs2')).toBe(200);
     expect(await sees('labB', 'Patient/p2')).toBe(404);
-    expect(await sees('labB', 'Observation/obsB1')).toBe(404);
+    expect(await sees('labB', `Observation/${ids.obsB1}`)).toBe(404);
   });
   afterAll(async () => {
     await h?.stop();
@@ -241,7 +250,7 @@ describe('access matrix: conditional interactions, _has and chains decide over w
           });
           if (visibleToCaller) {
             expect(res.status, res.text).toBe(200);
-            expect(res.body.id).toBe(id);
+            expect(res.body.id).toBe(ids[id]);
           } else expect(res.status, res.text).toBe(201);
         }
         if (visibleToCaller) {
@@ -257,7 +266,9 @@ describe('access matrix: conditional interactions, _has and chains decide over w
           });
           expect(batch.status).toBe(200);
           expect(batch.body.entry[0].response.status, batch.text).toMatch(/^200/);
-          expect(batch.body.entry[0].response.location).toMatch(/^Observation\/obsB1\/_history\/\d+$/);
+          expect(batch.body.entry[0].response.location).toMatch(
+            new RegExp(`^Observation/${ids.obsB1}/_history/\\d+$`),
+          );
         }
       });
 

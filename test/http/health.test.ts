@@ -57,7 +57,16 @@ async function start(ledger?: PeerFaults, flags: Record<string, unknown> = {}): 
   return app;
 }
 
-const READY = { status: 'ready', checks: { store: 'ok', ledger: 'ok', validator: 'ok', consent: 'ok' } };
+const READY = {
+  status: 'ready',
+  checks: {
+    store: 'ok',
+    'store-integrity': 'ok',
+    ledger: 'ok',
+    validator: 'ok',
+    consent: 'ok',
+  },
+};
 
 describe('GET /healthz and /readyz', () => {
   it('answer without authentication, naming the checks and nothing else', async () => {
@@ -85,7 +94,13 @@ describe('GET /healthz and /readyz', () => {
     expect(down.statusCode).toBe(503);
     expect(json(down.body)).toEqual({
       status: 'not ready',
-      checks: { store: 'ok', ledger: 'failing', validator: 'ok', consent: 'failing' },
+      checks: {
+        store: 'ok',
+        'store-integrity': 'ok',
+        ledger: 'failing',
+        validator: 'ok',
+        consent: 'failing',
+      },
     });
     // Liveness is not readiness: the process still serves.
     expect((await app.fastify.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
@@ -112,6 +127,7 @@ describe('GET /healthz and /readyz', () => {
     expect(behind.statusCode).toBe(503);
     expect(json(behind.body).checks).toEqual({
       store: 'ok',
+      'store-integrity': 'ok',
       ledger: 'ok',
       validator: 'ok',
       consent: 'failing',

@@ -40,6 +40,9 @@ describe('HL7 validator test inputs over HTTP', () => {
     expect(files.length).toBeGreaterThan(80);
     let accepted = 0;
     let refused = 0;
+    // Versions stored: a PUT of content identical to the current version is accepted but stores nothing (its
+    // Location names the version already there).
+    const versions = new Set<string>();
     for (const file of files) {
       const text = readFileSync(join(CASES_DIR, file), 'utf8');
       const { method, url } = target(text);
@@ -54,6 +57,7 @@ describe('HL7 validator test inputs over HTTP', () => {
       if (res.statusCode < 300) {
         accepted++;
         const location = String(res.headers.location).replace(/^https?:\/\/[^/]+/, '');
+        versions.add(location);
         const stored = await app.fastify.inject({ url: location });
         expect(stored.statusCode, file).toBe(200);
       } else {
@@ -74,6 +78,6 @@ describe('HL7 validator test inputs over HTTP', () => {
     expect(accepted).toBeGreaterThan(0);
     expect(refused).toBeGreaterThan(0);
     const history = json((await app.fastify.inject({ url: '/fhir/_history?_count=1' })).body);
-    expect(history.total).toBe(accepted);
+    expect(history.total).toBe(versions.size);
   });
 });
