@@ -13,6 +13,7 @@ import { TokenService } from './tokens.js';
 import { AccessControl, CallerAccessPolicy } from './access-policy.js';
 import { AuditRecorder } from './audit.js';
 import { withConsentLedger } from './consent-store.js';
+import { cursorKeyOf } from './cursor-seal.js';
 import type { AccessPolicy, Caller } from './policy.js';
 import { OpenAccess } from './policy.js';
 import { ConsentService } from '../ledger/consent.js';
@@ -106,7 +107,8 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
   const mspId = options.mspId ?? process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID;
   const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), { mspId });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
-  const tokens = new TokenService({ directory: participants, secret: accessTokenSecret(options.dataDir) });
+  const secret = accessTokenSecret(options.dataDir);
+  const tokens = new TokenService({ directory: participants, secret });
   const consent = options.ledger
     ? await ConsentService.open({
         ledger: options.ledger,
@@ -116,7 +118,11 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
       })
     : undefined;
   const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
-  const control = new AccessControl({ compartmentTypes: patientCompartmentTypes(), consent });
+  const control = new AccessControl({
+    compartmentTypes: patientCompartmentTypes(),
+    consent,
+    cursorKey: cursorKeyOf(secret),
+  });
   const audit = new AuditRecorder({
     store: options.store,
     indexEntries: options.indexEntries,

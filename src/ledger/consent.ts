@@ -31,6 +31,8 @@ export type AccessRecordInput = Pick<
 export interface PseudonymResolver {
   pseudonymOf(reference: string): string;
   existingPseudonymOf(reference: string): string | undefined;
+  /** The reference of a pseudonym (for listing a grantee's patients); absent: patientsAllowing lists none. */
+  referenceOf?(pseudonym: string): string | undefined;
 }
 
 export interface ConsentServiceOptions {
@@ -71,6 +73,14 @@ export class ConsentService {
   /** Revocations accepted here and not yet seen committed: refused already. */
   private readonly pendingRevocations = new Set<string>();
   private readonly registeredPatients = new Set<string>();
+  /** grantee pseudonym -> pseudonyms of the patients with a grant record for it (any status: allows() decides). */
+  private readonly patientsOfGrantee = new Map<string, Set<string>>();
+  /** Bumped by every change of a grant or a pending revocation: patientsAllowing's answers older than it are stale. */
+  private generation = 0;
+  private allowingCache = new Map<
+    string,
+    { generation: number; until: number; patients: readonly string[] }
+  >();
   private nextBlock = 0;
   private stream?: EventStream;
   private feeding?: Promise<void>;
@@ -209,6 +219,10 @@ export class ConsentService {
     const existing = byConsent.get(record.consent);
     if (existing && existing.blockNumber > blockNumber) return;
     byConsent.set(record.consent, { record, blockNumber });
+    let patients = this.patientsOfGrantee.get(record.grantee);
+    if (!patients) this.patientsOfGrantee.set(record.grantee, (patients = new Set()));
+    patients.add(record.patient);
+    this.generation++;
     const key = keyOf(record.patient, record.grantee, record.consent);
     let keys = this.byConsent.get(record.consent);
     if (!keys) this.byConsent.set(record.consent, (keys = new Set()));
@@ -239,17 +253,65 @@ export class ConsentService {
       if (!granteePseudonym) continue;
       const byConsent = byGrantee.get(granteePseudonym);
       if (!byConsent) continue;
-      for (const { record } of byConsent.values()) {
-        if (record.status !== 'active') continue;
-        if (
-          this.pendingRevocations.size > 0 &&
-          this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))
-        )
-          continue;
-        if (grantAllows(record, resourceType, at)) return true;
-      }
+      for (const { record } of byConsent.values())
+        if (this.grantInForce(record, resourceType, at)) return true;
     }
     return false;
+  }
+
+  /** The one rule allows() and patientsAllowing() apply to a grant record. */
+  private grantInForce(record: LedgerGrant, resourceType: string, at: number): boolean {
+    if (record.status !== 'active') return false;
+    if (
+      this.pendingRevocations.size > 0 &&
+      this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))
+    )
+      return false;
+    return grantAllows(record, resourceType, at);
+  }
+
+  /**
+   * Every patient (`Patient/x`) for whom allows(patient, grantees, resourceType) holds now: what a search may be
+   * narrowed to inside its query (AccessPolicy.readScope). Kept per (grantees, type) until a grant or a pending
+   * revocation changes, or the clock passes the next bound of a period of one of the grants looked at.
+   */
+  patientsAllowing(grantees: readonly string[], resourceType: string): readonly string[] | undefined {
+    const referenceOf = this.pseudonyms.referenceOf?.bind(this.pseudonyms);
+    if (!referenceOf) return undefined;
+    const at = this.now();
+    const cacheKey = `${grantees.join('\u0000')}\u0001${resourceType}`;
+    const hit = this.allowingCache.get(cacheKey);
+    if (hit && hit.generation === this.generation && at < hit.until) return hit.patients;
+    let until = Infinity;
+    const found = new Set<string>();
+    for (const grantee of grantees) {
+      const granteePseudonym = this.pseudonyms.existingPseudonymOf(grantee);
+      if (!granteePseudonym) continue;
+      for (const patientPseudonym of this.patientsOfGrantee.get(granteePseudonym) ?? []) {
+        if (found.has(patientPseudonym)) continue;
+        const byConsent = this.grants.get(patientPseudonym)?.get(granteePseudonym);
+        for (const { record } of byConsent?.values() ?? []) {
+          until = Math.min(until, nextPeriodBound(record, at));
+          if (this.grantInForce(record, resourceType, at)) {
+            found.add(patientPseudonym);
+            break;
+          }
+        }
+      }
+    }
+    const patients: string[] = [];
+    for (const pseudonym of found) {
+      const reference = referenceOf(pseudonym);
+      if (reference !== undefined) patients.push(reference);
+    }
+    patients.sort();
+    if (this.allowingCache.size >= 1000) this.allowingCache = new Map();
+    this.allowingCache.set(cacheKey, {
+      generation: this.generation,
+      until,
+      patients: Object.freeze(patients),
+    });
+    return patients;
   }
 
   /** The grants (as committed, revoked ones included) of a patient, from the cache. */
@@ -310,10 +372,12 @@ export class ConsentService {
     }
     const newlyPending = revoke.filter((key) => !this.pendingRevocations.has(key));
     for (const key of newlyPending) this.pendingRevocations.add(key);
+    if (newlyPending.length > 0) this.generation++;
 
     return {
       rollback: () => {
         for (const key of newlyPending) this.pendingRevocations.delete(key);
+        this.generation++;
       },
       commit: async () => {
         // Changed grants are overwritten by their new GrantAccess; removed ones are revoked.
@@ -349,6 +413,7 @@ export class ConsentService {
           // Committed: in force from now (the changed grant's pending refusal ends with it).
           this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
           this.pendingRevocations.delete(key);
+          this.generation++;
         }
       },
     };
@@ -416,6 +481,23 @@ export class ConsentService {
     this.checkpointTimer = undefined;
     this.saveCheckpoint();
   }
+}
+
+/** The first bound (start or end of the grant's period or of a deny rule's) after `at`, in epoch ms. */
+function nextPeriodBound(record: LedgerGrant, at: number): number {
+  let next = Infinity;
+  const consider = (text: string | undefined) => {
+    if (text === undefined) return;
+    const ms = Date.parse(text);
+    if (ms > at && ms < next) next = ms;
+  };
+  consider(record.period?.start);
+  consider(record.period?.end);
+  for (const rule of record.deny) {
+    consider(rule.period?.start);
+    consider(rule.period?.end);
+  }
+  return next;
 }
 
 export interface PreparedConsent {

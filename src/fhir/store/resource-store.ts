@@ -114,11 +114,16 @@ export interface HistoryQuery {
   count: number;
   /** Opaque cursor from a previous page. */
   cursor?: string;
+  /**
+   * The caller's visibility (AccessPolicy.sees): when given, versions it refuses are not counted, paged or
+   * returned, as if they did not exist (total, page sizes and cursors count visible versions only).
+   */
+  visible?: (version: StoredVersion) => boolean;
 }
 
 export interface HistoryPage {
   versions: StoredVersion[];
-  /** Total versions matching (for Bundle.total). */
+  /** Total versions matching (visible ones, with HistoryQuery.visible) (for Bundle.total). */
   total: number;
   /** Cursor of the next page, if any. */
   next?: string;

@@ -94,6 +94,7 @@ interface Statements {
   read: Statement;
   dataVersion: Statement;
   vread: Statement;
+  bySeq: Statement;
   maxSeq: Statement;
   seqSince: Statement;
   seqAt: Statement;
@@ -538,6 +539,7 @@ export class SqliteResourceStore implements ResourceStore {
     const level: HistoryLevel =
       query.id !== undefined ? 'instance' : query.resourceType !== undefined ? 'type' : 'system';
     const at = query.at !== undefined;
+    const visible = query.visible;
     const params: Record<string, string | number> = {};
     if (query.resourceType !== undefined) params.type = query.resourceType;
     if (query.id !== undefined) params.id = query.id;
@@ -563,14 +565,18 @@ export class SqliteResourceStore implements ResourceStore {
       const total =
         hi < lo
           ? 0
-          : level === 'system' && !at
-            ? hi - lo + 1
-            : (this.historyStatement(level, at, 'count').get({ ...params, lo, hi }) as number);
+          : visible
+            ? this.countVisible(level, at, { ...params, lo, hi, after: hi + 1 }, visible)
+            : level === 'system' && !at
+              ? hi - lo + 1
+              : (this.historyStatement(level, at, 'count').get({ ...params, lo, hi }) as number);
       cursor = { after: hi + 1, lo, hi, total };
     }
 
     const { lo, hi, total } = cursor;
     if (count === 0 || cursor.after <= lo || hi < lo) return { versions: [], total };
+    if (visible)
+      return this.visiblePage(level, at, { ...params, lo, hi, after: cursor.after }, visible, count, cursor);
     const rows = this.historyStatement(level, at, 'page').all({
       ...params,
       lo,
@@ -583,11 +589,56 @@ export class SqliteResourceStore implements ResourceStore {
     return page;
   }
 
+  /** Versions of the history range the caller may see (metadata rows only: no body is read to count). */
+  private countVisible(
+    level: HistoryLevel,
+    at: boolean,
+    params: Record<string, string | number>,
+    visible: (version: StoredVersion) => boolean,
+  ): number {
+    let total = 0;
+    for (const row of this.historyStatement(level, at, 'meta').iterate(
+      params,
+    ) as IterableIterator<VersionRow>)
+      if (visible(toStoredVersion(row))) total++;
+    return total;
+  }
+
+  /** The next `count` visible versions below `after`, bodies read for those only, and the cursor after them. */
+  private visiblePage(
+    level: HistoryLevel,
+    at: boolean,
+    params: Record<string, string | number>,
+    visible: (version: StoredVersion) => boolean,
+    count: number,
+    cursor: HistoryCursor,
+  ): HistoryPage {
+    const seqs: number[] = [];
+    let more = false;
+    const rows = this.historyStatement(level, at, 'meta').iterate(params) as IterableIterator<VersionRow>;
+    for (const row of rows) {
+      if (!visible(toStoredVersion(row))) continue;
+      if (seqs.length === count) {
+        more = true;
+        rows.return?.();
+        break;
+      }
+      seqs.push(row.seq);
+    }
+    const bySeq = this.statements().bySeq;
+    const page: HistoryPage = {
+      versions: seqs.map((seq) => toStoredVersion(bySeq.get(seq) as VersionRow)),
+      total: cursor.total,
+    };
+    if (more) page.next = encodeCursor({ ...cursor, after: seqs[seqs.length - 1]! });
+    return page;
+  }
+
   /**
    * History SQL per level. Without `at`: versions with seq in [lo, hi]. With `at`: per resource, its newest
    * version with seq <= hi (the one current at that instant), kept if seq >= lo. Pages go down from `after`.
    */
-  private historyStatement(level: HistoryLevel, at: boolean, kind: 'count' | 'page'): Statement {
+  private historyStatement(level: HistoryLevel, at: boolean, kind: 'count' | 'page' | 'meta'): Statement {
     const key = `${level}:${at}:${kind}`;
     let statement = this.historyStatements.get(key);
     if (statement) return statement;
@@ -600,23 +651,27 @@ export class SqliteResourceStore implements ResourceStore {
     // Without the hint the planner prefers the (resource_type, seq) range for one instance, scanning its whole type.
     const table =
       level === 'instance' ? 'resource_version INDEXED BY resource_version_key' : 'resource_version';
+    // 'meta': the page's rows without bodies and without a limit, walked while the caller's visibility filters them.
+    const columns = kind === 'meta' ? VERSION_COLUMNS.replace('json', 'NULL AS json') : VERSION_COLUMNS;
+    const limit = kind === 'meta' ? '' : ' LIMIT @limit';
     let sql: string;
     if (!at) {
       const where = `WHERE seq BETWEEN @lo AND @hi${scope}`;
       sql =
         kind === 'count'
           ? `SELECT count(*) FROM ${table} ${where}`
-          : `SELECT ${VERSION_COLUMNS} FROM ${table} ${where} AND seq < @after ` +
+          : `SELECT ${columns} FROM ${table} ${where} AND seq < @after ` +
             // Per instance, version_id order = seq order and walks the key index.
             (level === 'instance' ? 'ORDER BY version_id DESC' : 'ORDER BY seq DESC') +
-            ' LIMIT @limit';
+            limit;
     } else {
       const currentAt = `SELECT max(seq) AS seq FROM ${table} WHERE seq <= @hi${scope} GROUP BY resource_type, id`;
       sql =
         kind === 'count'
           ? `SELECT count(*) FROM (${currentAt}) WHERE seq >= @lo`
-          : `SELECT ${VERSION_COLUMNS} FROM resource_version WHERE seq IN (${currentAt}) AND seq >= @lo AND seq < @after ` +
-            'ORDER BY seq DESC LIMIT @limit';
+          : `SELECT ${columns} FROM resource_version WHERE seq IN (${currentAt}) AND seq >= @lo AND seq < @after ` +
+            'ORDER BY seq DESC' +
+            limit;
     }
     statement = this.db.prepare(sql);
     if (kind === 'count') statement.pluck();
@@ -756,6 +811,7 @@ export class SqliteResourceStore implements ResourceStore {
       vread: db.prepare(
         `SELECT ${VERSION_COLUMNS} FROM resource_version WHERE resource_type = ? AND id = ? AND version_id = ?`,
       ),
+      bySeq: db.prepare(`SELECT ${VERSION_COLUMNS} FROM resource_version WHERE seq = ?`),
       maxSeq: db.prepare('SELECT max(seq) FROM resource_version').pluck(),
       seqSince: db
         .prepare(
