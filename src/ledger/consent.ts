@@ -79,7 +79,7 @@ export class ConsentService {
   private generation = 0;
   private allowingCache = new Map<
     string,
-    { generation: number; until: number; patients: readonly string[] }
+    { generation: number; from: number; until: number; patients: readonly string[] }
   >();
   private nextBlock = 0;
   private stream?: EventStream;
@@ -281,7 +281,8 @@ export class ConsentService {
     const at = this.now();
     const cacheKey = `${grantees.join('\u0000')}\u0001${resourceType}`;
     const hit = this.allowingCache.get(cacheKey);
-    if (hit && hit.generation === this.generation && at < hit.until) return hit.patients;
+    // Valid from the instant it was made (a clock set back makes it again) to the next bound of a period.
+    if (hit && hit.generation === this.generation && at >= hit.from && at < hit.until) return hit.patients;
     let until = Infinity;
     const found = new Set<string>();
     for (const grantee of grantees) {
@@ -308,6 +309,7 @@ export class ConsentService {
     if (this.allowingCache.size >= 1000) this.allowingCache = new Map();
     this.allowingCache.set(cacheKey, {
       generation: this.generation,
+      from: at,
       until,
       patients: Object.freeze(patients),
     });

@@ -306,6 +306,116 @@ function matchingBinds(types: string[], params: string[], paramType: string, dri
   return RANGE_TYPES.has(paramType) ? [...types, ...params, -Number.MAX_VALUE] : [...types, ...params];
 }
 
+/** A parameter filter's values as one condition on its index rows `si`, and the index type that answers it. */
+function paramCondition(filter: Extract<Filter, { kind: 'param' }>): {
+  condition: Fragment;
+  indexType: string;
+} {
+  const parts = filter.values.map((v): Fragment => {
+    if (filter.type === 'string' && v.kind === 'string') {
+      if (filter.modifier === 'exact') return { sql: 'si.system = ?', binds: [v.exact] };
+      if (filter.modifier === 'contains')
+        return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`%${escapeLike(v.text)}%`] };
+    }
+    if (filter.type === 'uri' && v.kind === 'uri') {
+      if (filter.modifier === 'below')
+        return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`${escapeLike(v.uri)}%`] };
+      if (filter.modifier === 'above')
+        return { sql: 'substr(?, 1, length(si.value)) = si.value', binds: [v.uri] };
+    }
+    return valueCondition(filter.type, v);
+  });
+  return {
+    condition: {
+      sql: ` AND (${parts.map((p) => `(${p.sql})`).join(' OR ')})`,
+      binds: parts.flatMap((p) => p.binds),
+    },
+    indexType: filter.modifier === 'text' ? 'string' : filter.type,
+  };
+}
+
+/** Prefix of a custodian's key in the access_key table (a patient's key is its `Patient/x` reference). */
+export const ACCESS_KEY_CUSTODIAN = 'custodian|';
+
+/**
+ * Below this many rows a side of a search is small: the caller's rows of the searched types (access_key), or a
+ * filter's index matches. The query starts from the caller's rows unless they are many and the filter's matches
+ * few, so rows the caller may not see are never visited, or at most SMALL_SIDE of them when the caller's own
+ * rows are more than that anyway.
+ */
+const SMALL_SIDE = 1000;
+
+const HAS_PATIENTS = "(v.patients IS NOT NULL AND v.patients <> '[]')";
+
+/** JSON text of a patient list, made once per list (consent lists are cached and frozen: one per grant state). */
+const patientsJson = new WeakMap<readonly string[], string>();
+function jsonOfList(list: readonly string[]): string {
+  let text = patientsJson.get(list);
+  if (text === undefined) patientsJson.set(list, (text = JSON.stringify(list)));
+  return text;
+}
+
+/** The caller's read scopes of the searched types as SQL. */
+interface AccessFilter {
+  /** On the current-row alias `v`: admits exactly what the scopes admit (decide()'s rules, per type). */
+  residual: Fragment;
+  /** A SELECT of the keys of every row the scopes admit, when every type's scope is narrow (no public rows). */
+  keys?: Fragment;
+}
+
+function accessFilter(types: string[], scope: SqliteSearchRequest['scope']): AccessFilter | undefined {
+  if (!scope) return undefined;
+  const parts: Fragment[] = [];
+  const keySelects: string[] = [];
+  const keyBinds: Bind[] = [];
+  let restricted = false;
+  let keyed = true;
+  for (const type of types) {
+    const s = scope(type);
+    if (s.unrestricted) {
+      parts.push({ sql: 'v.resource_type = ?', binds: [type] });
+      keyed = false;
+      continue;
+    }
+    restricted = true;
+    const admits: string[] = [];
+    const binds: Bind[] = [type];
+    if (s.withoutPatients) {
+      admits.push(`NOT ${HAS_PATIENTS}`);
+      keyed = false;
+    }
+    if (s.custodian !== undefined) {
+      admits.push('v.custodian = ?');
+      binds.push(s.custodian);
+      keySelects.push('SELECT ?');
+      keyBinds.push(`${ACCESS_KEY_CUSTODIAN}${s.custodian}`);
+    }
+    if (s.patients.length > 0) {
+      // At least one patient, and all of them in the list (decide(): every patient must have opened it).
+      admits.push(
+        `(${HAS_PATIENTS} AND NOT EXISTS (SELECT 1 FROM json_each(v.patients) p WHERE p.value NOT IN (SELECT value FROM json_each(?))))`,
+      );
+      const json = jsonOfList(s.patients);
+      binds.push(json);
+      keySelects.push('SELECT value FROM json_each(?)');
+      keyBinds.push(json);
+    }
+    parts.push({
+      sql: `(v.resource_type = ? AND ${admits.length > 0 ? `(${admits.join(' OR ')})` : '0'})`,
+      binds,
+    });
+  }
+  if (!restricted) return undefined;
+  const residual = { sql: `(${parts.map((p) => p.sql).join(' OR ')})`, binds: parts.flatMap((p) => p.binds) };
+  if (!keyed) return { residual };
+  // No key at all (no custodian, no patient): nothing is visible; the empty key list says so.
+  const keys =
+    keySelects.length > 0
+      ? { sql: keySelects.join(' UNION '), binds: keyBinds }
+      : { sql: 'SELECT NULL WHERE 0', binds: [] };
+  return { residual, keys };
+}
+
 const NEVER_DRIVES = 99;
 
 /**
@@ -341,7 +451,15 @@ export class SqliteSearch {
   private analyzedAtSeq = 0;
   private searchesSinceCheck = 0;
 
-  constructor(private readonly db: Database) {}
+  /** See SMALL_SIDE (a smaller bound lets tests and benchmarks take either side of the choice on little data). */
+  private readonly smallSide: number;
+
+  constructor(
+    private readonly db: Database,
+    options: { smallSide?: number } = {},
+  ) {
+    this.smallSide = options.smallSide ?? SMALL_SIDE;
+  }
 
   /**
    * Keeps SQLite's planner statistics current: without them it cannot tell a selective condition (one patient) from
@@ -378,6 +496,7 @@ export class SqliteSearch {
     types: string[],
     filter: Filter,
     canRead: SqliteSearchRequest['canRead'],
+    scope: SqliteSearchRequest['scope'],
     drive: boolean,
   ): Fragment {
     switch (filter.kind) {
@@ -402,32 +521,15 @@ export class SqliteSearch {
             binds: matchingBinds(types, params, filter.type, drive),
           };
         }
-        const parts = filter.values.map((v) => {
-          if (filter.type === 'string' && v.kind === 'string') {
-            if (filter.modifier === 'exact') return { sql: 'si.system = ?', binds: [v.exact] };
-            if (filter.modifier === 'contains')
-              return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`%${escapeLike(v.text)}%`] };
-          }
-          if (filter.type === 'uri' && v.kind === 'uri') {
-            if (filter.modifier === 'below')
-              return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`${escapeLike(v.uri)}%`] };
-            if (filter.modifier === 'above')
-              return { sql: 'substr(?, 1, length(si.value)) = si.value', binds: [v.uri] };
-          }
-          return valueCondition(filter.type, v);
-        });
-        const indexType = filter.modifier === 'text' ? 'string' : filter.type;
-        const sql = `${filter.negate ? 'NOT ' : ''}${matchingIds(types, params, ` AND (${parts.map((p) => `(${p.sql})`).join(' OR ')})`, indexType, drive)}`;
-        return {
-          sql,
-          binds: [...matchingBinds(types, params, indexType, drive), ...parts.flatMap((p) => p.binds)],
-        };
+        const { condition, indexType } = paramCondition(filter);
+        const sql = `${filter.negate ? 'NOT ' : ''}${matchingIds(types, params, condition.sql, indexType, drive)}`;
+        return { sql, binds: [...matchingBinds(types, params, indexType, drive), ...condition.binds] };
       }
       case 'chain': {
         // Visible targets of the inner condition, then the references to them.
         const keys: string[] = [];
         for (const targetType of filter.targetTypes) {
-          for (const version of this.visibleMatches([targetType], [filter.inner], canRead))
+          for (const version of this.visibleMatches([targetType], [filter.inner], canRead, scope))
             keys.push(`${version.resourceType}/${version.id}`);
         }
         return {
@@ -446,7 +548,7 @@ export class SqliteSearch {
       }
       case 'has': {
         // Visible sources matching the inner condition; this resource must be one they reference through `param`.
-        const sources = [...this.visibleMatches([filter.sourceType], [filter.inner], canRead)].map(
+        const sources = [...this.visibleMatches([filter.sourceType], [filter.inner], canRead, scope)].map(
           (v) => v.id,
         );
         const hasParams = rowParams([filter.sourceType], filter.param);
@@ -469,9 +571,10 @@ export class SqliteSearch {
     types: string[],
     filters: Filter[],
     canRead: SqliteSearchRequest['canRead'],
+    scope: SqliteSearchRequest['scope'],
   ): Generator<StoredVersion> {
     let count = 0;
-    for (const version of this.candidates(types, filters, [], canRead)) {
+    for (const version of this.candidates(types, filters, [], canRead, scope)) {
       if (!canRead(version)) continue;
       if (++count > MAX_INNER_MATCHES) {
         throw new FhirError(400, [
@@ -484,6 +587,31 @@ export class SqliteSearch {
       }
       yield version;
     }
+  }
+
+  /** Does this SELECT give fewer than smallSide rows? (Reads at most that many.) */
+  private fewer(select: string, binds: Bind[]): boolean {
+    const count = this.prepare(`SELECT count(*) FROM (${select} LIMIT ${this.smallSide})`)
+      .pluck()
+      .get(...binds) as number;
+    return count < this.smallSide;
+  }
+
+  /**
+   * Does this driving filter match few index rows (whoever may see them)? Ids name at most the resources the
+   * client listed; a parameter is counted up to smallSide; chains and _has are not counted (their inner sets
+   * are resolved first): the caller's rows drive.
+   */
+  private fewMatches(types: string[], filter: Filter): boolean {
+    if (filter.kind === 'id') return true;
+    if (filter.kind !== 'param') return false;
+    const params = rowParams(types, filter.param, filter.modifier === 'text' ? ':text' : '');
+    const { condition, indexType } = paramCondition(filter);
+    const range = RANGE_TYPES.has(indexType);
+    const select =
+      `SELECT 1 FROM search_index si${range ? ' INDEXED BY search_index_range' : ''} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
+      `AND si.param IN (${placeholders(params.length)})${range ? ' AND si.low >= ?' : ''}${condition.sql}`;
+    return this.fewer(select, [...matchingBinds(types, params, indexType, true), ...condition.binds]);
   }
 
   private sortExpression(types: string[], key: SortKey): Fragment {
@@ -511,6 +639,7 @@ export class SqliteSearch {
     filters: Filter[],
     sort: SortKey[],
     canRead: SqliteSearchRequest['canRead'],
+    scope: SqliteSearchRequest['scope'],
   ): IterableIterator<StoredVersion & { seq: number }> {
     const where: string[] = ['c.deleted = 0'];
     const binds: Bind[] = [];
@@ -520,8 +649,23 @@ export class SqliteSearch {
     let driver: Filter | undefined;
     for (const filter of filters)
       if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
+    // The caller's read scope inside the query: its rows drive unless a filter's matches are the smaller side.
+    const access = accessFilter(types, scope);
+    if (access?.keys) {
+      const callerRows = `SELECT ak.resource_type, ak.id FROM access_key ak WHERE ak.resource_type IN (${placeholders(types.length)}) AND ak.key IN (${access.keys.sql})`;
+      const callerBinds = [...types, ...access.keys.binds];
+      if (!driver || !this.fewMatches(types, driver) || this.fewer(callerRows, callerBinds)) {
+        driver = undefined;
+        where.push(`(c.resource_type, c.id) IN (${callerRows})`);
+        binds.push(...callerBinds);
+      }
+    }
+    if (access) {
+      where.push(access.residual.sql);
+      binds.push(...access.residual.binds);
+    }
     for (const filter of filters) {
-      const fragment = this.filterCondition(types, filter, canRead, filter === driver);
+      const fragment = this.filterCondition(types, filter, canRead, scope, filter === driver);
       where.push(fragment.sql);
       binds.push(...fragment.binds);
     }
@@ -542,11 +686,11 @@ export class SqliteSearch {
 
   search(request: SqliteSearchRequest): SqliteSearchResult {
     this.refreshStatistics();
-    const { query, canRead } = request;
+    const { query, canRead, scope } = request;
     const page: (StoredVersion & { seq: number })[] = [];
     let visible = 0;
     let hasMore = false;
-    const iterator = this.candidates(query.resourceTypes, query.filters, query.sort, canRead);
+    const iterator = this.candidates(query.resourceTypes, query.filters, query.sort, canRead, scope);
     try {
       for (const version of iterator) {
         if (!canRead(version)) continue;

@@ -46,7 +46,12 @@ import {
 } from '../store-support.js';
 import { MIGRATIONS } from './schema.js';
 import { CurrentVersionCache } from './current-cache.js';
-import { searchSqlite, type SqliteSearchRequest, type SqliteSearchResult } from './sqlite-search.js';
+import {
+  ACCESS_KEY_CUSTODIAN,
+  searchSqlite,
+  type SqliteSearchRequest,
+  type SqliteSearchResult,
+} from './sqlite-search.js';
 
 export interface SqliteStoreOptions {
   /** Path of the database file, or ':memory:' (tests). */
@@ -90,6 +95,8 @@ interface Statements {
   upsertCurrent: Statement;
   deleteIndex: Statement;
   insertIndex: Statement;
+  deleteAccessKeys: Statement;
+  insertAccessKey: Statement;
   insertAnchor: Statement;
   read: Statement;
   dataVersion: Statement;
@@ -399,6 +406,7 @@ export class SqliteResourceStore implements ResourceStore {
           this.db
             .prepare('DELETE FROM search_index WHERE resource_type = ? AND id = ?')
             .run(resourceType, id);
+          this.db.prepare('DELETE FROM access_key WHERE resource_type = ? AND id = ?').run(resourceType, id);
           this.db
             .prepare('UPDATE resource_current SET deleted = 1 WHERE resource_type = ? AND id = ?')
             .run(resourceType, id);
@@ -459,7 +467,15 @@ export class SqliteResourceStore implements ResourceStore {
     ).lastInsertRowid as number;
     s.upsertCurrent.run(resourceType, id, versionId, seq, isDelete ? 1 : 0);
 
-    if (current && !current.deleted) s.deleteIndex.run(resourceType, id);
+    if (current && !current.deleted) {
+      s.deleteIndex.run(resourceType, id);
+      s.deleteAccessKeys.run(resourceType, id);
+    }
+    if (!isDelete) {
+      if (request.custodian !== undefined)
+        s.insertAccessKey.run(resourceType, `${ACCESS_KEY_CUSTODIAN}${request.custodian}`, id);
+      for (const patient of request.patients ?? []) s.insertAccessKey.run(resourceType, patient, id);
+    }
     if (!isDelete && request.index) {
       const insert = s.insertIndex;
       const entries = request.index;
@@ -794,6 +810,10 @@ export class SqliteResourceStore implements ResourceStore {
           'ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted',
       ),
       deleteIndex: db.prepare('DELETE FROM search_index WHERE resource_type = ? AND id = ?'),
+      deleteAccessKeys: db.prepare('DELETE FROM access_key WHERE resource_type = ? AND id = ?'),
+      insertAccessKey: db.prepare(
+        'INSERT OR IGNORE INTO access_key (resource_type, key, id) VALUES (?, ?, ?)',
+      ),
       insertIndex: db.prepare(
         'INSERT INTO search_index (resource_type, id, ord, param, type, system, value, low, high, reference) ' +
           'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
