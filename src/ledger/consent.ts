@@ -60,6 +60,7 @@ interface Snapshot {
 
 const keyOf = (patient: string, grantee: string, consent: string) =>
   `${patient}\u0000${grantee}\u0000${consent}`;
+const granteeOfKey = (key: string): string => key.split('\u0000')[1]!;
 
 export class ConsentService {
   private readonly ledger: Ledger;
@@ -75,11 +76,14 @@ export class ConsentService {
   private readonly registeredPatients = new Set<string>();
   /** grantee pseudonym -> pseudonyms of the patients with a grant record for it (any status: allows() decides). */
   private readonly patientsOfGrantee = new Map<string, Set<string>>();
-  /** Bumped by every change of a grant or a pending revocation: patientsAllowing's answers older than it are stale. */
-  private generation = 0;
+  /**
+   * grantee pseudonym -> a counter bumped by every change of one of its grants or pending revocations:
+   * patientsAllowing's answers made under other counts are stale (a grant to one grantee keeps the others').
+   */
+  private readonly granteeGeneration = new Map<string, number>();
   private allowingCache = new Map<
     string,
-    { generation: number; from: number; until: number; patients: readonly string[] }
+    { stamp: string; from: number; until: number; patients: readonly string[] }
   >();
   private nextBlock = 0;
   private stream?: EventStream;
@@ -222,7 +226,7 @@ export class ConsentService {
     let patients = this.patientsOfGrantee.get(record.grantee);
     if (!patients) this.patientsOfGrantee.set(record.grantee, (patients = new Set()));
     patients.add(record.patient);
-    this.generation++;
+    this.changed(record.grantee);
     const key = keyOf(record.patient, record.grantee, record.consent);
     let keys = this.byConsent.get(record.consent);
     if (!keys) this.byConsent.set(record.consent, (keys = new Set()));
@@ -259,6 +263,20 @@ export class ConsentService {
     return false;
   }
 
+  private changed(granteePseudonym: string): void {
+    this.granteeGeneration.set(granteePseudonym, (this.granteeGeneration.get(granteePseudonym) ?? 0) + 1);
+  }
+
+  /** The grant state of these grantees, as a string that changes when any of their grants does. */
+  private stampOf(grantees: readonly string[]): string {
+    let stamp = '';
+    for (const grantee of grantees) {
+      const pseudonym = this.pseudonyms.existingPseudonymOf(grantee);
+      stamp += `${pseudonym === undefined ? -1 : (this.granteeGeneration.get(pseudonym) ?? 0)},`;
+    }
+    return stamp;
+  }
+
   /** The one rule allows() and patientsAllowing() apply to a grant record. */
   private grantInForce(record: LedgerGrant, resourceType: string, at: number): boolean {
     if (record.status !== 'active') return false;
@@ -282,7 +300,8 @@ export class ConsentService {
     const cacheKey = `${grantees.join('\u0000')}\u0001${resourceType}`;
     const hit = this.allowingCache.get(cacheKey);
     // Valid from the instant it was made (a clock set back makes it again) to the next bound of a period.
-    if (hit && hit.generation === this.generation && at >= hit.from && at < hit.until) return hit.patients;
+    const stamp = this.stampOf(grantees);
+    if (hit && hit.stamp === stamp && at >= hit.from && at < hit.until) return hit.patients;
     let until = Infinity;
     const found = new Set<string>();
     for (const grantee of grantees) {
@@ -308,7 +327,7 @@ export class ConsentService {
     patients.sort();
     if (this.allowingCache.size >= 1000) this.allowingCache = new Map();
     this.allowingCache.set(cacheKey, {
-      generation: this.generation,
+      stamp,
       from: at,
       until,
       patients: Object.freeze(patients),
@@ -374,12 +393,14 @@ export class ConsentService {
     }
     const newlyPending = revoke.filter((key) => !this.pendingRevocations.has(key));
     for (const key of newlyPending) this.pendingRevocations.add(key);
-    if (newlyPending.length > 0) this.generation++;
+    for (const key of newlyPending) this.changed(granteeOfKey(key));
 
     return {
       rollback: () => {
-        for (const key of newlyPending) this.pendingRevocations.delete(key);
-        this.generation++;
+        for (const key of newlyPending) {
+          this.pendingRevocations.delete(key);
+          this.changed(granteeOfKey(key));
+        }
       },
       commit: async () => {
         // Changed grants are overwritten by their new GrantAccess; removed ones are revoked.
@@ -415,7 +436,7 @@ export class ConsentService {
           // Committed: in force from now (the changed grant's pending refusal ends with it).
           this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
           this.pendingRevocations.delete(key);
-          this.generation++;
+          this.changed(granteeOfKey(key));
         }
       },
     };

@@ -16,6 +16,7 @@ import type { StoredVersion } from '../resource-store.js';
 import type { Filter, SearchValue, SortKey } from '../../search/parse.js';
 import { searchParameter } from '../../search/definitions.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../../search/request.js';
+import type { ReadScope } from '../../../access/policy.js';
 
 export const MAX_INNER_MATCHES = 10_000;
 
@@ -359,61 +360,78 @@ function jsonOfList(list: readonly string[]): string {
 interface AccessFilter {
   /** On the current-row alias `v`: admits exactly what the scopes admit (decide()'s rules, per type). */
   residual: Fragment;
-  /** A SELECT of the keys of every row the scopes admit, when every type's scope is narrow (no public rows). */
-  keys?: Fragment;
+  /**
+   * When every type's scope is narrow (no public rows): the keys (JSON array) of every row the scopes admit, and
+   * the residual to use when the query starts from those keys' rows.
+   */
+  keyed?: { keys: string; residual: Fragment };
 }
 
 function accessFilter(types: string[], scope: SqliteSearchRequest['scope']): AccessFilter | undefined {
   if (!scope) return undefined;
-  const parts: Fragment[] = [];
-  const keySelects: string[] = [];
-  const keyBinds: Bind[] = [];
-  let restricted = false;
-  let keyed = true;
-  for (const type of types) {
-    const s = scope(type);
+  const scopes = types.map((type) => scope(type));
+  if (scopes.every((s) => s.unrestricted)) return undefined;
+  const exact: Fragment[] = [];
+  const whenKeyed: Fragment[] = [];
+  scopes.forEach((s, i) => {
+    const type = types[i]!;
     if (s.unrestricted) {
-      parts.push({ sql: 'v.resource_type = ?', binds: [type] });
-      keyed = false;
-      continue;
+      exact.push({ sql: 'v.resource_type = ?', binds: [type] });
+      return;
     }
-    restricted = true;
-    const admits: string[] = [];
-    const binds: Bind[] = [type];
-    if (s.withoutPatients) {
-      admits.push(`NOT ${HAS_PATIENTS}`);
-      keyed = false;
-    }
-    if (s.custodian !== undefined) {
-      admits.push('v.custodian = ?');
-      binds.push(s.custodian);
-      keySelects.push('SELECT ?');
-      keyBinds.push(`${ACCESS_KEY_CUSTODIAN}${s.custodian}`);
-    }
+    const admits: Fragment[] = [];
+    if (s.withoutPatients) admits.push({ sql: `NOT ${HAS_PATIENTS}`, binds: [] });
+    if (s.custodian !== undefined) admits.push({ sql: 'v.custodian = ?', binds: [s.custodian] });
+    let allPatients: Fragment | undefined;
     if (s.patients.length > 0) {
       // At least one patient, and all of them in the list (decide(): every patient must have opened it).
-      admits.push(
-        `(${HAS_PATIENTS} AND NOT EXISTS (SELECT 1 FROM json_each(v.patients) p WHERE p.value NOT IN (SELECT value FROM json_each(?))))`,
-      );
-      const json = jsonOfList(s.patients);
-      binds.push(json);
-      keySelects.push('SELECT value FROM json_each(?)');
-      keyBinds.push(json);
+      allPatients = {
+        sql: `(${HAS_PATIENTS} AND NOT EXISTS (SELECT 1 FROM json_each(v.patients) p WHERE p.value NOT IN (SELECT value FROM json_each(?))))`,
+        binds: [jsonOfList(s.patients)],
+      };
+      admits.push(allPatients);
     }
-    parts.push({
-      sql: `(v.resource_type = ? AND ${admits.length > 0 ? `(${admits.join(' OR ')})` : '0'})`,
-      binds,
+    const either = (parts: Fragment[]): Fragment => ({
+      sql: `(v.resource_type = ? AND ${parts.length > 0 ? `(${parts.map((p) => p.sql).join(' OR ')})` : '0'})`,
+      binds: [type, ...parts.flatMap((p) => p.binds)],
     });
-  }
-  if (!restricted) return undefined;
-  const residual = { sql: `(${parts.map((p) => p.sql).join(' OR ')})`, binds: parts.flatMap((p) => p.binds) };
-  if (!keyed) return { residual };
-  // No key at all (no custodian, no patient): nothing is visible; the empty key list says so.
-  const keys =
-    keySelects.length > 0
-      ? { sql: keySelects.join(' UNION '), binds: keyBinds }
-      : { sql: 'SELECT NULL WHERE 0', binds: [] };
-  return { residual, keys };
+    exact.push(either(admits));
+    // Reached through its keys (one scope for all types): a row whose custodian is not the caller's came through
+    // a patient in the list, so with one patient (no comma in its list: ids have none) it is admitted.
+    whenKeyed.push(
+      either([
+        ...(s.custodian !== undefined ? [{ sql: 'v.custodian = ?', binds: [s.custodian] }] : []),
+        ...(allPatients ? [{ sql: "instr(v.patients, ',') = 0", binds: [] }, allPatients] : []),
+      ]),
+    );
+  });
+  const or = (parts: Fragment[]): Fragment => ({
+    sql: `(${parts.map((p) => p.sql).join(' OR ')})`,
+    binds: parts.flatMap((p) => p.binds),
+  });
+  const residual = or(exact);
+  if (scopes.some((s) => s.unrestricted || s.withoutPatients)) return { residual };
+  const first = scopes[0]!;
+  const oneScope = scopes.every((s) => s.custodian === first.custodian && s.patients === first.patients);
+  return {
+    residual,
+    keyed: { keys: keysJson(scopes), residual: oneScope ? or(whenKeyed) : residual },
+  };
+}
+
+/** The access_key keys of these scopes as one JSON array (the custodian's key, then the patients). */
+function keysJson(scopes: ReadScope[]): string {
+  const custodians = [...new Set(scopes.flatMap((s) => (s.custodian !== undefined ? [s.custodian] : [])))];
+  const head = custodians.map((c) => JSON.stringify(`${ACCESS_KEY_CUSTODIAN}${c}`)).join(',');
+  const lists = [...new Set(scopes.map((s) => s.patients))].filter((list) => list.length > 0);
+  // One patient list (the usual case: one type, or types granted alike): its cached JSON text, not rebuilt.
+  const patients =
+    lists.length === 0
+      ? ''
+      : lists.length === 1
+        ? jsonOfList(lists[0]!).slice(1, -1)
+        : JSON.stringify([...new Set(lists.flat())]).slice(1, -1);
+  return `[${[head, patients].filter((part) => part !== '').join(',')}]`;
 }
 
 const NEVER_DRIVES = 99;
@@ -651,18 +669,22 @@ export class SqliteSearch {
       if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
     // The caller's read scope inside the query: its rows drive unless a filter's matches are the smaller side.
     const access = accessFilter(types, scope);
-    if (access?.keys) {
-      const callerRows = `SELECT ak.resource_type, ak.id FROM access_key ak WHERE ak.resource_type IN (${placeholders(types.length)}) AND ak.key IN (${access.keys.sql})`;
-      const callerBinds = [...types, ...access.keys.binds];
-      if (!driver || !this.fewMatches(types, driver) || this.fewer(callerRows, callerBinds)) {
+    let residual = access?.residual;
+    if (access?.keyed) {
+      // CROSS JOIN: from the keys to their rows (SQLite may not reorder it), one primary-key probe per key.
+      const callerRows = `SELECT ak.resource_type, ak.id FROM json_each(?) k CROSS JOIN access_key ak WHERE ak.resource_type IN (${placeholders(types.length)}) AND ak.key = k.value`;
+      const callerBinds = [access.keyed.keys, ...types];
+      // The caller's rows first: when they are few, the filter's matches are not even counted (they may be hidden).
+      if (!driver || this.fewer(callerRows, callerBinds) || !this.fewMatches(types, driver)) {
         driver = undefined;
         where.push(`(c.resource_type, c.id) IN (${callerRows})`);
         binds.push(...callerBinds);
+        residual = access.keyed.residual;
       }
     }
-    if (access) {
-      where.push(access.residual.sql);
-      binds.push(...access.residual.binds);
+    if (residual) {
+      where.push(residual.sql);
+      binds.push(...residual.binds);
     }
     for (const filter of filters) {
       const fragment = this.filterCondition(types, filter, canRead, scope, filter === driver);
