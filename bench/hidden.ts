@@ -4,8 +4,8 @@
  * `_total=accurate`) while N Observations with that code exist that only hospital A may see (N = 0, 1,000,
  * 10,000), first with few grants, then with 10,000 patients' grants to hospital B. Each row gives the median time
  * with the read scope inside the query (the service's path) and, for comparison, filtered after the query
- * (canRead on every match, the former path), each as a ratio to the same search with no hidden match in the same
- * run. In process: the SQLite store, the real access policy and consent cache (grants loaded from a consent
+ * (canRead on every match, the former path), each as a ratio to the same search on a store without hidden
+ * matches, the stores measured in turn in the same run. In process: the SQLite store, the real access policy and consent cache (grants loaded from a consent
  * checkpoint, as the service does at start), no HTTP.
  * Run: npm run bench:hidden
  */
@@ -95,8 +95,11 @@ interface Setup {
   close(): Promise<void>;
 }
 
-/** A store and a consent cache whose checkpoint holds `grants` patients' grants to hospital B. */
-async function setup(dir: string, grants: number): Promise<Setup> {
+/**
+ * A store and a consent cache whose checkpoint holds `grants` patients' grants to hospital B, with `hidden`
+ * Observations of hospital A's own patients (no grants): matches hospital B may not see.
+ */
+async function setup(dir: string, grants: number, hidden: number): Promise<Setup> {
   const pseudonyms = new Pseudonyms();
   const ca = await EmbeddedCa.open(join(dir, 'ca'), { mspId: 'Org1MSP' });
   const { chain, release } = await acquireChain({
@@ -133,6 +136,7 @@ async function setup(dir: string, grants: number): Promise<Setup> {
   await writeObservations(store, 0, 50, 'own', HOSP_B, (i) => `Patient/own-${i % 10}`);
   // Each granting patient's Observation, held by hospital A: visible to B under the grant.
   await writeObservations(store, 0, grants, 'granted', HOSP_A, (i) => `Patient/granted-${i}`);
+  await writeObservations(store, 0, hidden, 'hidden', HOSP_A, (i) => `Patient/a-${i % 1000}`);
   return {
     store,
     control,
@@ -149,80 +153,83 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-/** Median ms of the search for the caller, with the scope in the query or filtered afterwards only. */
-function time(s: Setup, total: boolean, inQuery: boolean): { ms: number; found: number } {
+/** One timed search for the caller: the read scope in the query, or canRead after the query only. */
+function timeOnce(s: Setup, total: boolean, inQuery: boolean): { ms: number; found: number } {
   const query = parseSearch(
     { code: ['http://loinc.org|2339-0'], ...(total ? { _total: ['accurate'] } : {}) },
     { resourceType: 'Observation' },
   );
-  const samples: number[] = [];
-  let found = 0;
-  for (let run = 0; run < RUNS + 3; run++) {
-    const policy = s.control.policyFor(caller); // one per request, as the service makes them
-    const start = process.hrtime.bigint();
-    const result = searchSqlite(s.store.db, {
-      query,
-      canRead: (v) => policy.canRead(v),
-      scope: inQuery ? (t) => policy.readScope(t) : undefined,
-      wantTotal: total,
-    });
-    const ms = Number(process.hrtime.bigint() - start) / 1e6;
-    found = total ? result.total! : result.versions.length;
-    if (run >= 3) samples.push(ms);
-  }
-  return { ms: median(samples), found };
+  const policy = s.control.policyFor(caller); // one per request, as the service makes them
+  const start = process.hrtime.bigint();
+  const result = searchSqlite(s.store.db, {
+    query,
+    canRead: (v) => policy.canRead(v),
+    scope: inQuery ? (t) => policy.readScope(t) : undefined,
+    wantTotal: total,
+  });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  return { ms, found: total ? result.total! : result.versions.length };
 }
 
 const rows: string[][] = [];
-async function scenario(grants: number, hiddenSteps: number[]): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'hie-bench-hidden-'));
-  const s = await setup(dir, grants);
+const HIDDEN = [0, 1_000, 10_000];
+
+/**
+ * One store per hidden count (the same grants and visible data in each), measured in alternation, so that the
+ * machine's load falls on every store alike and the ratios to the store without hidden matches hold.
+ */
+async function scenario(grants: number): Promise<void> {
+  const dirs = HIDDEN.map(() => mkdtempSync(join(tmpdir(), 'hie-bench-hidden-')));
+  const setups: Setup[] = [];
   try {
-    const baseline = new Map<string, number>();
-    let hidden = 0;
-    for (const target of hiddenSteps) {
-      // Hospital A's Observations of its own patients (no grants): matches hospital B may not see.
-      await writeObservations(s.store, hidden, target, 'hidden', HOSP_A, (i) => `Patient/a-${i % 1000}`);
-      hidden = target;
-      for (const total of [false, true]) {
-        const cells = [
-          grants.toLocaleString('en'),
-          hidden.toLocaleString('en'),
-          total ? 'accurate' : 'page of 50',
-        ];
-        let found = 0;
-        for (const inQuery of [true, false]) {
-          const key = `${total}:${inQuery}`;
-          const { ms, found: n } = time(s, total, inQuery);
-          found = n;
-          if (hidden === 0) baseline.set(key, ms);
-          cells.push(ms.toFixed(3), `${(ms / baseline.get(key)!).toFixed(2)}x`);
+    for (const [i, hidden] of HIDDEN.entries()) setups.push(await setup(dirs[i]!, grants, hidden));
+    for (const total of [false, true]) {
+      for (const inQuery of [true, false]) {
+        const samples = HIDDEN.map(() => [] as number[]);
+        const found = HIDDEN.map(() => 0);
+        for (let run = 0; run < RUNS + 3; run++) {
+          setups.forEach((s, i) => {
+            const { ms, found: n } = timeOnce(s, total, inQuery);
+            found[i] = n;
+            if (run >= 3) samples[i]!.push(ms);
+          });
         }
-        cells.push(found.toLocaleString('en'));
-        rows.push(cells);
+        const medians = samples.map(median);
+        HIDDEN.forEach((hidden, i) =>
+          rows.push([
+            grants.toLocaleString('en'),
+            hidden.toLocaleString('en'),
+            total ? 'accurate' : 'page of 50',
+            inQuery ? 'in the query' : 'after the query',
+            medians[i]!.toFixed(3),
+            `${(medians[i]! / medians[0]!).toFixed(2)}x`,
+            found[i]!.toLocaleString('en'),
+          ]),
+        );
       }
     }
   } finally {
-    await s.close();
-    rmSync(dir, { recursive: true, force: true });
+    for (const s of setups) await s.close();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   }
 }
 
-await scenario(0, [0, 1_000, 10_000]);
-await scenario(10_000, [0, 1_000, 10_000]);
+await scenario(0);
+await scenario(10_000);
 
 const header = [
   'grants',
   'hidden matches',
   '_total',
-  'in query ms',
-  'vs none',
-  'after query ms',
+  'access filter',
+  'median ms',
   'vs none',
   'visible found',
 ];
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-console.log(`Observation?code=X for a clinician of hospital B (median of ${RUNS} runs)`);
+console.log(
+  `Observation?code=X for a clinician of hospital B (median of ${RUNS} runs, stores measured in turn)`,
+);
 console.log(line(header));
 for (const row of rows) console.log(line(row));
