@@ -38,7 +38,8 @@ describe('history totals, windows, pages and cursors count only what the caller 
       expect(res.status, res.text).toBe(200);
       sizes.push(res.body.entry.length);
       totals.push(res.body.total);
-      for (const e of res.body.entry) entries.push(`${e.fullUrl.split('/fhir/')[1]}@${e.response.etag}`);
+      for (const e of res.body.entry)
+        entries.push(`${e.fullUrl.split('/fhir/')[1]}@${e.response?.etag ?? e.search?.mode}`);
       const link = (res.body.link as { relation: string; url: string }[]).find((l) => l.relation === 'next');
       next = link ? link.url.split('/fhir')[1] : undefined;
     }
@@ -123,6 +124,18 @@ describe('history totals, windows, pages and cursors count only what the caller 
     expect(patient2.totals).toEqual([4, 4]);
     const drC = await allPages('drC', '/_history?_count=1');
     expect(drC.sizes).toEqual([0]);
+  });
+
+  it('search paging links and totals count visible matches only', async () => {
+    // hosp-b sees a1 and b1 of the three Observations (a2 hidden): two pages of one, total 2.
+    const pages = await allPages('sysB', '/Observation?_count=1&_total=accurate');
+    expect(pages.sizes).toEqual([1, 1]);
+    expect(pages.totals).toEqual([2, 2]);
+    expect((await get('sysB', '/Observation?_summary=count')).body.total).toBe(2);
+    expect((await get('drC', '/Observation?_summary=count')).body.total).toBe(0);
+    const past = await get('sysB', '/Observation?_count=1&_offset=2&_total=accurate');
+    expect(past.body.entry ?? []).toEqual([]);
+    expect(past.body.total).toBe(2);
   });
 
   it('a cursor is opaque and only its caller can use it: replayed by another caller it reveals nothing', async () => {
