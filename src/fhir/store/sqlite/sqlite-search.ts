@@ -385,9 +385,15 @@ function accessFilter(types: string[], scope: SqliteSearchRequest['scope']): Acc
     let allPatients: Fragment | undefined;
     if (s.patients.length > 0) {
       // At least one patient, and all of them in the list (decide(): every patient must have opened it).
+      // One patient (no comma: ids have none): its reference is the text between `["` and `"]`, probed in the
+      // list (built once per query); several: each of them must be in the list.
+      const list = jsonOfList(s.patients);
       allPatients = {
-        sql: `(${HAS_PATIENTS} AND NOT EXISTS (SELECT 1 FROM json_each(v.patients) p WHERE p.value NOT IN (SELECT value FROM json_each(?))))`,
-        binds: [jsonOfList(s.patients)],
+        sql:
+          `(${HAS_PATIENTS} AND CASE WHEN instr(v.patients, ',') = 0 ` +
+          'THEN substr(v.patients, 3, length(v.patients) - 4) IN (SELECT value FROM json_each(?)) ' +
+          'ELSE NOT EXISTS (SELECT 1 FROM json_each(v.patients) p WHERE p.value NOT IN (SELECT value FROM json_each(?))) END)',
+        binds: [list, list],
       };
       admits.push(allPatients);
     }
