@@ -101,7 +101,7 @@ describe('history totals, windows, pages and cursors count only what the caller 
     expect(everything.entries).toHaveLength(7);
   });
 
-  it('_since windows count visible versions only', async () => {
+  it('_since and _at windows count visible versions only', async () => {
     const url = `/Observation/_history?_since=${encodeURIComponent(since)}`;
     const sysB = await get('sysB', url);
     expect(sysB.body.total).toBe(2);
@@ -111,6 +111,11 @@ describe('history totals, windows, pages and cursors count only what the caller 
     ]);
     expect((await get('drC', url)).body.total).toBe(0);
     expect((await get('sysB', `/_history?_count=0&_since=${encodeURIComponent(since)}`)).body.total).toBe(2);
+    // _at: the versions current at that instant (a1 v3, a2 v3, b1 v2), counted per caller.
+    const at = `/Observation/_history?_at=${encodeURIComponent(since)}`;
+    expect((await get('sysB', at)).body.total).toBe(2);
+    expect((await get('patient2', at)).body.total).toBe(1);
+    expect((await get('drC', at)).body.total).toBe(0);
   });
 
   it('pages are full pages of visible versions, with the same total on each', async () => {

@@ -127,8 +127,12 @@ async function historyBundle(
   if (sealed !== undefined) query.cursor = openCursor(seal, sealed, path);
   // The store counts and pages only what the caller may see: totals, page sizes and cursors reveal nothing else.
   // (OpenAccess sees everything: nothing to filter.)
-  if (!(access instanceof OpenAccess))
+  if (!(access instanceof OpenAccess)) {
     query.visible = access.sees ? (version) => access.sees!(version) : (version) => access.canRead(version);
+    // One type: its read scope goes into the store's query too (hidden versions are dropped there, cheaper).
+    if (query.resourceType !== undefined && access.readScope)
+      query.scope = access.readScope(query.resourceType);
+  }
   const page = await context.store.history(query);
   // Every version returned was decided visible; canRead records the disclosure (and stays the last word).
   const visible = page.versions.filter((version) => access.canRead(version));

@@ -15,6 +15,7 @@
  *   so decimals keep their written precision.
  */
 import type { FhirResource } from '../../mapping/fhir-json.js';
+import type { ReadScope } from '../../access/policy.js';
 
 export interface VersionKey {
   resourceType: string;
@@ -119,6 +120,11 @@ export interface HistoryQuery {
    * returned, as if they did not exist (total, page sizes and cursors count visible versions only).
    */
   visible?: (version: StoredVersion) => boolean;
+  /**
+   * The caller's read scope of `resourceType` (type and instance level, with `visible`): an adapter may filter
+   * with it inside its query so hidden versions cost less; `visible` still decides every version.
+   */
+  scope?: ReadScope;
 }
 
 export interface HistoryPage {

@@ -24,7 +24,7 @@ export type SqliteSearchRequest = StoreSearchRequest;
 export type SqliteSearchResult = StoreSearchResult & { hasMore: boolean };
 
 type Bind = string | number;
-interface Fragment {
+export interface Fragment {
   sql: string;
   binds: Bind[];
 }
@@ -367,6 +367,38 @@ interface AccessFilter {
   keyed?: { keys: string; residual: Fragment };
 }
 
+/** The clauses of one type's read scope on the version row alias `v` (each a branch of decide()). */
+function admitsOf(s: ReadScope): { admits: Fragment[]; allPatients?: Fragment } {
+  const admits: Fragment[] = [];
+  if (s.withoutPatients) admits.push({ sql: `NOT ${HAS_PATIENTS}`, binds: [] });
+  if (s.custodian !== undefined) admits.push({ sql: 'v.custodian = ?', binds: [s.custodian] });
+  if (s.patients.length === 0) return { admits };
+  // At least one patient, and all of them in the list (decide(): every patient must have opened it).
+  // One patient (no comma: ids have none): its reference is the text between `["` and `"]`, probed in the
+  // list (built once per query); several: each of them must be in the list.
+  const list = jsonOfList(s.patients);
+  const allPatients = {
+    sql:
+      `(${HAS_PATIENTS} AND CASE WHEN instr(v.patients, ',') = 0 ` +
+      'THEN substr(v.patients, 3, length(v.patients) - 4) IN (SELECT value FROM json_each(?)) ' +
+      'ELSE NOT EXISTS (SELECT 1 FROM json_each(v.patients) p WHERE p.value NOT IN (SELECT value FROM json_each(?))) END)',
+    binds: [list, list],
+  };
+  admits.push(allPatients);
+  return { admits, allPatients };
+}
+
+/**
+ * What a narrow read scope admits, as a condition on the version row alias `v` (the history of one type or
+ * resource: sqlite-store.ts); undefined for an unrestricted scope.
+ */
+export function scopeCondition(s: ReadScope): Fragment | undefined {
+  if (s.unrestricted) return undefined;
+  const { admits } = admitsOf(s);
+  if (admits.length === 0) return { sql: '0', binds: [] };
+  return { sql: `(${admits.map((p) => p.sql).join(' OR ')})`, binds: admits.flatMap((p) => p.binds) };
+}
+
 function accessFilter(types: string[], scope: SqliteSearchRequest['scope']): AccessFilter | undefined {
   if (!scope) return undefined;
   const scopes = types.map((type) => scope(type));
@@ -379,24 +411,7 @@ function accessFilter(types: string[], scope: SqliteSearchRequest['scope']): Acc
       exact.push({ sql: 'v.resource_type = ?', binds: [type] });
       return;
     }
-    const admits: Fragment[] = [];
-    if (s.withoutPatients) admits.push({ sql: `NOT ${HAS_PATIENTS}`, binds: [] });
-    if (s.custodian !== undefined) admits.push({ sql: 'v.custodian = ?', binds: [s.custodian] });
-    let allPatients: Fragment | undefined;
-    if (s.patients.length > 0) {
-      // At least one patient, and all of them in the list (decide(): every patient must have opened it).
-      // One patient (no comma: ids have none): its reference is the text between `["` and `"]`, probed in the
-      // list (built once per query); several: each of them must be in the list.
-      const list = jsonOfList(s.patients);
-      allPatients = {
-        sql:
-          `(${HAS_PATIENTS} AND CASE WHEN instr(v.patients, ',') = 0 ` +
-          'THEN substr(v.patients, 3, length(v.patients) - 4) IN (SELECT value FROM json_each(?)) ' +
-          'ELSE NOT EXISTS (SELECT 1 FROM json_each(v.patients) p WHERE p.value NOT IN (SELECT value FROM json_each(?))) END)',
-        binds: [list, list],
-      };
-      admits.push(allPatients);
-    }
+    const { admits, allPatients } = admitsOf(s);
     const either = (parts: Fragment[]): Fragment => ({
       sql: `(v.resource_type = ? AND ${parts.length > 0 ? `(${parts.map((p) => p.sql).join(' OR ')})` : '0'})`,
       binds: [type, ...parts.flatMap((p) => p.binds)],

@@ -48,7 +48,9 @@ import { MIGRATIONS } from './schema.js';
 import { CurrentVersionCache } from './current-cache.js';
 import {
   ACCESS_KEY_CUSTODIAN,
+  scopeCondition,
   searchSqlite,
+  type Fragment,
   type SqliteSearchRequest,
   type SqliteSearchResult,
 } from './sqlite-search.js';
@@ -556,6 +558,8 @@ export class SqliteResourceStore implements ResourceStore {
       query.id !== undefined ? 'instance' : query.resourceType !== undefined ? 'type' : 'system';
     const at = query.at !== undefined;
     const visible = query.visible;
+    // The caller's scope of the one type, inside the query: hidden versions never become JavaScript rows.
+    const scoped = visible && query.scope && level !== 'system' ? scopeCondition(query.scope) : undefined;
     const params: Record<string, string | number> = {};
     if (query.resourceType !== undefined) params.type = query.resourceType;
     if (query.id !== undefined) params.id = query.id;
@@ -582,7 +586,7 @@ export class SqliteResourceStore implements ResourceStore {
         hi < lo
           ? 0
           : visible
-            ? this.countVisible(level, at, { ...params, lo, hi, after: hi + 1 }, visible)
+            ? this.countVisible(level, at, { ...params, lo, hi, after: hi + 1 }, visible, scoped)
             : level === 'system' && !at
               ? hi - lo + 1
               : (this.historyStatement(level, at, 'count').get({ ...params, lo, hi }) as number);
@@ -592,7 +596,15 @@ export class SqliteResourceStore implements ResourceStore {
     const { lo, hi, total } = cursor;
     if (count === 0 || cursor.after <= lo || hi < lo) return { versions: [], total };
     if (visible)
-      return this.visiblePage(level, at, { ...params, lo, hi, after: cursor.after }, visible, count, cursor);
+      return this.visiblePage(
+        level,
+        at,
+        { ...params, lo, hi, after: cursor.after },
+        visible,
+        count,
+        cursor,
+        scoped,
+      );
     const rows = this.historyStatement(level, at, 'page').all({
       ...params,
       lo,
@@ -611,12 +623,14 @@ export class SqliteResourceStore implements ResourceStore {
     at: boolean,
     params: Record<string, string | number>,
     visible: (version: StoredVersion) => boolean,
+    scoped: Fragment | undefined,
   ): number {
     let total = 0;
-    for (const row of this.historyStatement(level, at, 'meta').iterate(
+    const rows = this.historyStatement(level, at, 'meta', scoped).iterate(
+      ...(scoped?.binds ?? []),
       params,
-    ) as IterableIterator<VersionRow>)
-      if (visible(toStoredVersion(row))) total++;
+    ) as IterableIterator<VersionRow>;
+    for (const row of rows) if (visible(toStoredVersion(row))) total++;
     return total;
   }
 
@@ -628,10 +642,14 @@ export class SqliteResourceStore implements ResourceStore {
     visible: (version: StoredVersion) => boolean,
     count: number,
     cursor: HistoryCursor,
+    scoped: Fragment | undefined,
   ): HistoryPage {
     const seqs: number[] = [];
     let more = false;
-    const rows = this.historyStatement(level, at, 'meta').iterate(params) as IterableIterator<VersionRow>;
+    const rows = this.historyStatement(level, at, 'meta', scoped).iterate(
+      ...(scoped?.binds ?? []),
+      params,
+    ) as IterableIterator<VersionRow>;
     for (const row of rows) {
       if (!visible(toStoredVersion(row))) continue;
       if (seqs.length === count) {
@@ -654,8 +672,13 @@ export class SqliteResourceStore implements ResourceStore {
    * History SQL per level. Without `at`: versions with seq in [lo, hi]. With `at`: per resource, its newest
    * version with seq <= hi (the one current at that instant), kept if seq >= lo. Pages go down from `after`.
    */
-  private historyStatement(level: HistoryLevel, at: boolean, kind: 'count' | 'page' | 'meta'): Statement {
-    const key = `${level}:${at}:${kind}`;
+  private historyStatement(
+    level: HistoryLevel,
+    at: boolean,
+    kind: 'count' | 'page' | 'meta',
+    scoped?: Fragment,
+  ): Statement {
+    const key = `${level}:${at}:${kind}:${scoped?.sql ?? ''}`;
     let statement = this.historyStatements.get(key);
     if (statement) return statement;
     const scope =
@@ -667,6 +690,12 @@ export class SqliteResourceStore implements ResourceStore {
     // Without the hint the planner prefers the (resource_type, seq) range for one instance, scanning its whole type.
     const table =
       level === 'instance' ? 'resource_version INDEXED BY resource_version_key' : 'resource_version';
+    // The scope's condition is on the alias `v` of the rows listed (sqlite-search.ts scopeCondition).
+    const listed =
+      level === 'instance'
+        ? 'resource_version AS v INDEXED BY resource_version_key'
+        : 'resource_version AS v';
+    const admitted = scoped ? ` AND ${scoped.sql}` : '';
     // 'meta': the page's rows without bodies and without a limit, walked while the caller's visibility filters them.
     const columns = kind === 'meta' ? VERSION_COLUMNS.replace('json', 'NULL AS json') : VERSION_COLUMNS;
     const limit = kind === 'meta' ? '' : ' LIMIT @limit';
@@ -676,7 +705,7 @@ export class SqliteResourceStore implements ResourceStore {
       sql =
         kind === 'count'
           ? `SELECT count(*) FROM ${table} ${where}`
-          : `SELECT ${columns} FROM ${table} ${where} AND seq < @after ` +
+          : `SELECT ${columns} FROM ${listed} ${where} AND seq < @after${admitted} ` +
             // Per instance, version_id order = seq order and walks the key index.
             (level === 'instance' ? 'ORDER BY version_id DESC' : 'ORDER BY seq DESC') +
             limit;
@@ -685,7 +714,7 @@ export class SqliteResourceStore implements ResourceStore {
       sql =
         kind === 'count'
           ? `SELECT count(*) FROM (${currentAt}) WHERE seq >= @lo`
-          : `SELECT ${columns} FROM resource_version WHERE seq IN (${currentAt}) AND seq >= @lo AND seq < @after ` +
+          : `SELECT ${columns} FROM resource_version AS v WHERE seq IN (${currentAt}) AND seq >= @lo AND seq < @after${admitted} ` +
             'ORDER BY seq DESC' +
             limit;
     }
