@@ -131,6 +131,9 @@ export class ParticipantDirectory implements ClientDirectory {
   private watcher?: FSWatcher;
   private readonly pseudonymMisses = new Map<string, number>();
   private readonly pseudonymStatement: Database.Statement<[string], { pseudonym: string }>;
+  /** pseudonym -> reference: the links never change once made. */
+  private readonly referenceCache = new Map<string, string>();
+  private readonly referenceStatement: Database.Statement<[string], { reference: string }>;
 
   constructor(
     file: string,
@@ -165,6 +168,7 @@ export class ParticipantDirectory implements ClientDirectory {
       .pluck();
     this.rowStatement = this.db.prepare('SELECT * FROM participants WHERE client_id = ?');
     this.pseudonymStatement = this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?');
+    this.referenceStatement = this.db.prepare('SELECT reference FROM pseudonyms WHERE pseudonym = ?');
     this.watchForChanges(file);
   }
 
@@ -360,6 +364,21 @@ export class ParticipantDirectory implements ClientDirectory {
   }
 
   /**
+   * The reference behind a pseudonym (the consent cache lists a grantee's patients by it; "who accessed my data").
+   * Cached: a link never changes once made.
+   */
+  referenceOf(pseudonym: string): string | undefined {
+    const cached = this.referenceCache.get(pseudonym);
+    if (cached !== undefined) return cached;
+    const row = this.referenceStatement.get(pseudonym);
+    if (row) {
+      if (this.referenceCache.size >= 100_000) this.referenceCache.clear();
+      this.referenceCache.set(pseudonym, row.reference);
+    }
+    return row?.reference;
+  }
+
+  /**
    * The pseudonym of a reference if it has one (no creation). Asked on every consent decision, so misses are
    * remembered too (briefly: another process sharing the data directory may create one).
    */
@@ -378,13 +397,6 @@ export class ParticipantDirectory implements ClientDirectory {
       this.pseudonymMisses.set(reference, now + 1000);
     }
     return row?.pseudonym;
-  }
-
-  /** The reference behind a pseudonym (reference pseudonyms and participants' pseudonyms). */
-  referenceOf(pseudonym: string): string | undefined {
-    const row = this.db.prepare('SELECT reference FROM pseudonyms WHERE pseudonym = ?').get(pseudonym) as
-      { reference: string } | undefined;
-    return row?.reference;
   }
 
   /** The participant with this pseudonym (for "who accessed my data"). */

@@ -23,6 +23,20 @@ export interface AccessPolicy {
   /** May the caller see this stored version? (Consent, custodian rule, compartments.) */
   canRead(version: StoredVersion): boolean;
   /**
+   * The same decision as canRead, not recorded in the audit: for counting what the caller may see (history totals)
+   * without counting every version counted as "shown". Absent: everything is visible (OpenAccess).
+   */
+  sees?(version: StoredVersion): boolean;
+  /**
+   * What canRead admits of one resource type, as data a store can put inside its query, so that rows the caller
+   * may not see are never visited (src/fhir/store/sqlite/sqlite-search.ts). It must admit at least every version
+   * canRead admits (the store still calls canRead on each row it returns, so a wider scope costs time, never
+   * access); test/access/read-scope.test.ts checks it admits exactly canRead's set. Absent: no restriction.
+   */
+  readScope?(resourceType: string): ReadScope;
+  /** Seals a paging cursor to this caller (history `_cursor`): opaque, and useless to any other caller. */
+  readonly cursors?: CursorSeal;
+  /**
    * May the caller write this resource (create/update/patch/delete)? `existing` is the current version, if any;
    * `id` the target's id. Throws the 404 of an unknown id for a target the caller may not see or (update) create.
    */
@@ -42,6 +56,27 @@ export interface AccessPolicy {
     /** The custodian of the record decided on (StoredVersion.custodian), if any: the audit is per custodian. */
     custodian?: string;
   }): void;
+}
+
+/**
+ * A version of the type is visible when any clause admits it:
+ * - `unrestricted`: every version;
+ * - `withoutPatients`: versions outside every patient compartment (no patients);
+ * - `custodian`: versions whose custodian is this organisation;
+ * - `patients`: versions with at least one patient, all of them in this list.
+ */
+export interface ReadScope {
+  unrestricted: boolean;
+  withoutPatients: boolean;
+  custodian?: string;
+  patients: readonly string[];
+}
+
+/** Seals and opens paging cursors for one caller (src/access/cursor-seal.ts). */
+export interface CursorSeal {
+  seal(cursor: string): string;
+  /** The cursor, or undefined when it was not sealed by this service for this caller (or was altered). */
+  open(sealed: string): string | undefined;
 }
 
 /** Everyone may do everything: used until authentication is configured, and for internal jobs. */

@@ -13,6 +13,7 @@ import { TokenService } from './tokens.js';
 import { AccessControl, CallerAccessPolicy } from './access-policy.js';
 import { AuditRecorder } from './audit.js';
 import { withConsentLedger } from './consent-store.js';
+import { cursorKeyOf } from './cursor-seal.js';
 import type { AccessPolicy, Caller } from './policy.js';
 import { OpenAccess } from './policy.js';
 import { ConsentService } from '../ledger/consent.js';
@@ -114,7 +115,8 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
   const mspId = options.mspId ?? process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID;
   const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), { mspId });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
-  const tokens = new TokenService({ directory: participants, secret: accessTokenSecret(options.dataDir) });
+  const secret = accessTokenSecret(options.dataDir);
+  const tokens = new TokenService({ directory: participants, secret });
   const consent = options.ledger
     ? await ConsentService.open({
         ledger: options.ledger,
@@ -130,6 +132,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     compartmentTypes: patientCompartmentTypes(),
     consent,
     organization: options.organization,
+    cursorKey: cursorKeyOf(secret),
   });
   const audit = new AuditRecorder({
     store: options.store,

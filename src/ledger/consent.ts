@@ -46,6 +46,8 @@ export type AccessRecordInput = Pick<
 export interface PseudonymResolver {
   pseudonymOf(reference: string): string;
   existingPseudonymOf(reference: string): string | undefined;
+  /** The reference of a pseudonym (for listing a grantee's patients); absent: patientsAllowing lists none. */
+  referenceOf?(pseudonym: string): string | undefined;
 }
 
 export interface ConsentServiceOptions {
@@ -85,6 +87,7 @@ interface Snapshot {
 
 const keyOf = (patient: string, grantee: string, consent: string) =>
   `${patient}\u0000${grantee}\u0000${consent}`;
+const granteeOfKey = (key: string): string => key.split('\u0000')[1]!;
 
 export class ConsentService {
   private readonly ledger: Ledger;
@@ -106,6 +109,17 @@ export class ConsentService {
   /** Pending revocations the ledger refused (logged once each). */
   private readonly refusedRevocations = new Set<string>();
   private readonly registeredPatients = new Set<string>();
+  /** grantee pseudonym -> pseudonyms of the patients with a grant record for it (any status: allows() decides). */
+  private readonly patientsOfGrantee = new Map<string, Set<string>>();
+  /**
+   * grantee pseudonym -> a counter bumped by every change of one of its grants or pending revocations:
+   * patientsAllowing's answers made under other counts are stale (a grant to one grantee keeps the others').
+   */
+  private readonly granteeGeneration = new Map<string, number>();
+  private allowingCache = new Map<
+    string,
+    { stamp: string; from: number; until: number; patients: readonly string[] }
+  >();
   private nextBlock = 0;
   /** The latest committed transaction applied here; saved with the snapshot. */
   private committed?: LedgerPosition;
@@ -335,6 +349,10 @@ export class ConsentService {
     const existing = byConsent.get(record.consent);
     if (existing && existing.blockNumber > blockNumber) return;
     byConsent.set(record.consent, { record, blockNumber });
+    let patients = this.patientsOfGrantee.get(record.grantee);
+    if (!patients) this.patientsOfGrantee.set(record.grantee, (patients = new Set()));
+    patients.add(record.patient);
+    this.changed(record.grantee);
     const key = keyOf(record.patient, record.grantee, record.consent);
     let keys = this.byConsent.get(record.consent);
     if (!keys) this.byConsent.set(record.consent, (keys = new Set()));
@@ -342,7 +360,7 @@ export class ConsentService {
     if (record.status === 'revoked') {
       // Confirms a local deny only when committed after the grant it revoked (not an older revocation replayed).
       const pending = this.pendingRevocations.get(key);
-      if (pending && blockNumber > pending.grantBlock) this.pendingRevocations.remove([key]);
+      if (pending && blockNumber > pending.grantBlock) this.removePending([key]);
     }
     this.scheduleCheckpoint();
   }
@@ -377,16 +395,94 @@ export class ConsentService {
       if (!granteePseudonym) continue;
       const byConsent = byGrantee.get(granteePseudonym);
       if (!byConsent) continue;
-      for (const { record } of byConsent.values()) {
-        if (
-          this.pendingRevocations.size > 0 &&
-          this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))
-        )
-          continue;
-        if (grantAllows(record, resourceType, at)) return true;
-      }
+      for (const { record } of byConsent.values())
+        if (this.grantInForce(record, resourceType, at)) return true;
     }
     return false;
+  }
+
+  /** Local denies recorded (durably) before their Consent is stored: the grantees' scope caches must drop them. */
+  private addPending(entries: PendingRevocation[]): void {
+    this.pendingRevocations.add(entries);
+    for (const entry of entries) this.changed(entry.grantee);
+  }
+
+  /** Local denies the ledger now holds (or a rollback lifted). */
+  private removePending(keys: readonly string[]): void {
+    this.pendingRevocations.remove(keys);
+    for (const key of keys) this.changed(granteeOfKey(key));
+  }
+
+  private changed(granteePseudonym: string): void {
+    this.granteeGeneration.set(granteePseudonym, (this.granteeGeneration.get(granteePseudonym) ?? 0) + 1);
+  }
+
+  /** The grant state of these grantees, as a string that changes when any of their grants does. */
+  private stampOf(grantees: readonly string[]): string {
+    let stamp = '';
+    for (const grantee of grantees) {
+      const pseudonym = this.pseudonyms.existingPseudonymOf(grantee);
+      stamp += `${pseudonym === undefined ? -1 : (this.granteeGeneration.get(pseudonym) ?? 0)},`;
+    }
+    return stamp;
+  }
+
+  /** The one rule allows() and patientsAllowing() apply to a grant record. */
+  private grantInForce(record: LedgerGrant, resourceType: string, at: number): boolean {
+    if (
+      this.pendingRevocations.size > 0 &&
+      this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))
+    )
+      return false;
+    return grantAllows(record, resourceType, at);
+  }
+
+  /**
+   * Every patient (`Patient/x`) for whom allows(patient, grantees, resourceType) holds now: what a search may be
+   * narrowed to inside its query (AccessPolicy.readScope). Kept per (grantees, type) until a grant or a pending
+   * revocation changes, or the clock passes the next bound of a period of one of the grants looked at.
+   */
+  patientsAllowing(grantees: readonly string[], resourceType: string): readonly string[] | undefined {
+    if (this.mismatch) return []; // every decision is refused (the ledger lacks what this service committed)
+    const referenceOf = this.pseudonyms.referenceOf?.bind(this.pseudonyms);
+    if (!referenceOf) return undefined;
+    const at = this.now();
+    const cacheKey = `${grantees.join('\u0000')}\u0001${resourceType}`;
+    const hit = this.allowingCache.get(cacheKey);
+    // Valid from the instant it was made (a clock set back makes it again) to the next bound of a period.
+    const stamp = this.stampOf(grantees);
+    if (hit && hit.stamp === stamp && at >= hit.from && at < hit.until) return hit.patients;
+    let until = Infinity;
+    const found = new Set<string>();
+    for (const grantee of grantees) {
+      const granteePseudonym = this.pseudonyms.existingPseudonymOf(grantee);
+      if (!granteePseudonym) continue;
+      for (const patientPseudonym of this.patientsOfGrantee.get(granteePseudonym) ?? []) {
+        if (found.has(patientPseudonym)) continue;
+        const byConsent = this.grants.get(patientPseudonym)?.get(granteePseudonym);
+        for (const { record } of byConsent?.values() ?? []) {
+          until = Math.min(until, nextPeriodBound(record, at));
+          if (this.grantInForce(record, resourceType, at)) {
+            found.add(patientPseudonym);
+            break;
+          }
+        }
+      }
+    }
+    const patients: string[] = [];
+    for (const pseudonym of found) {
+      const reference = referenceOf(pseudonym);
+      if (reference !== undefined) patients.push(reference);
+    }
+    patients.sort();
+    if (this.allowingCache.size >= 1000) this.allowingCache = new Map();
+    this.allowingCache.set(cacheKey, {
+      stamp,
+      from: at,
+      until,
+      patients: Object.freeze(patients),
+    });
+    return patients;
   }
 
   /** The grants (as committed, revoked ones included) of a patient, from the cache. */
@@ -449,7 +545,7 @@ export class ConsentService {
     }
     const newlyPending = revoke.filter((key) => !this.pendingRevocations.has(key));
     // Durable before the Consent version is stored (throws, and nothing is stored, when it cannot be written).
-    this.pendingRevocations.add(
+    this.addPending(
       newlyPending.map((key): PendingRevocation => {
         const [patient, grantee, consentId] = key.split('\u0000');
         return {
@@ -464,7 +560,7 @@ export class ConsentService {
     );
 
     return {
-      rollback: () => this.pendingRevocations.remove(newlyPending),
+      rollback: () => this.removePending(newlyPending),
       commit: () =>
         this.serialised(async () => {
           // Removed grants are revoked now, or by the outbox once the ledger is back: never an error.
@@ -515,7 +611,7 @@ export class ConsentService {
       // Committed: in force from now (the changed grant's pending refusal ends with it).
       this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
       this.noteCommitted(result.blockNumber, result.transactionId);
-      this.pendingRevocations.remove([key]);
+      this.removePending([key]);
     }
   }
 
@@ -529,7 +625,7 @@ export class ConsentService {
   ): Promise<'sent' | 'away' | 'refused'> {
     const cached = this.cached(key);
     if (cached && cached.record.status === 'revoked' && cached.blockNumber > pending.grantBlock) {
-      this.pendingRevocations.remove([key]);
+      this.removePending([key]);
       return 'sent';
     }
     try {
@@ -544,7 +640,7 @@ export class ConsentService {
       ]);
       this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
       this.noteCommitted(result.blockNumber, result.transactionId);
-      this.pendingRevocations.remove([key]);
+      this.removePending([key]);
       return 'sent';
     } catch (err) {
       if (!(err instanceof LedgerTransactionError) || !err.retryable) {
@@ -714,6 +810,23 @@ export class ConsentService {
     this.checkpointTimer = undefined;
     this.saveCheckpoint();
   }
+}
+
+/** The first bound (start or end of the grant's period or of a deny rule's) after `at`, in epoch ms. */
+function nextPeriodBound(record: LedgerGrant, at: number): number {
+  let next = Infinity;
+  const consider = (text: string | undefined) => {
+    if (text === undefined) return;
+    const ms = Date.parse(text);
+    if (ms > at && ms < next) next = ms;
+  };
+  consider(record.period?.start);
+  consider(record.period?.end);
+  for (const rule of record.deny) {
+    consider(rule.period?.start);
+    consider(rule.period?.end);
+  }
+  return next;
 }
 
 export interface PreparedConsent {

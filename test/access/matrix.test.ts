@@ -295,6 +295,23 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
         }
       });
 
+      it('history totals and _count=0 count only visible versions; cursors do not open for another caller', async () => {
+        if (caller === 'admin') return;
+        // Each Observation was written once: one version per visible Observation.
+        const visibleObservations = EXPECTED[caller].visible.filter((r) => r.startsWith('Observation/'));
+        for (const url of ['/Observation/_history', '/Observation/_history?_count=0']) {
+          const res = await get(caller, url);
+          expect(res.body.total, `${caller} ${url}`).toBe(visibleObservations.length);
+        }
+        const first = await get(caller, '/Observation/_history?_count=1');
+        const next = (first.body.link as { relation: string; url: string }[]).find(
+          (l) => l.relation === 'next',
+        );
+        if (!next) return;
+        const replay = await get(caller === 'sysA' ? 'labB' : 'sysA', next.url.split('/fhir')[1]!);
+        expect(replay.status, `${caller}'s cursor replayed`).toBe(400);
+      });
+
       it('$verify of a hidden resource is 404', async () => {
         for (const r of RESOURCES) {
           const res = await get(caller, `/${r.ref}/$verify`);

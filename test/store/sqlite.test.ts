@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import { MIGRATIONS } from '../../src/fhir/store/sqlite/schema.js';
 import { describeResourceStoreContract } from './contract.js';
 
 const tempDirs: string[] = [];
@@ -57,7 +58,9 @@ describe('SqliteResourceStore', () => {
     expect(await second.indexEntries('Patient', 'a')).toEqual([
       { param: 'active', type: 'token', value: 'true' },
     ]);
-    expect(second.db.prepare('SELECT version FROM schema_version').pluck().all()).toEqual([1, 2]);
+    expect(second.db.prepare('SELECT version FROM schema_version').pluck().all()).toEqual(
+      MIGRATIONS.map((m) => m.version),
+    );
     // The clock continues after the stored instants, even if the wall clock were behind them.
     const v3 = await second.write({
       resourceType: 'Patient',
@@ -68,6 +71,41 @@ describe('SqliteResourceStore', () => {
     expect(v3.versionId).toBe(3);
     expect(v3.lastUpdated > v2.lastUpdated).toBe(true);
     await second.close();
+  });
+
+  it('keeps access keys of current versions, and a store made before them gets them when it migrates', async () => {
+    const file = join(tempDir(), 'resources.sqlite');
+    const store = await openStore(file);
+    await store.init();
+    const observation = (subject: string) => ({
+      resourceType: 'Observation',
+      subject: { reference: subject },
+    });
+    const put = (id: string, subject: string, custodian?: string) =>
+      store.write({
+        resourceType: 'Observation',
+        id,
+        method: 'PUT',
+        resource: observation(subject),
+        custodian,
+        patients: [subject],
+      });
+    await put('o1', 'Patient/p1', 'Organization/a');
+    await put('o2', 'Patient/p1', 'Organization/a');
+    await put('o2', 'Patient/p2'); // moved to p2, no custodian any more
+    await put('o3', 'Patient/p3', 'Organization/b');
+    await store.write({ resourceType: 'Observation', id: 'o3', method: 'DELETE', patients: ['Patient/p3'] });
+    const keys = (db: typeof store.db) =>
+      db.prepare("SELECT id || ' ' || key FROM access_key ORDER BY id, key").pluck().all();
+    const expected = ['o1 Patient/p1', 'o1 custodian|Organization/a', 'o2 Patient/p2'];
+    expect(keys(store.db)).toEqual(expected);
+    // As a store from before migration 2 would be.
+    store.db.exec('DROP TABLE access_key; DELETE FROM schema_version WHERE version = 2;');
+    await store.close();
+    const reopened = await openStore(file);
+    await reopened.init();
+    expect(keys(reopened.db)).toEqual(expected);
+    await reopened.close();
   });
 
   it('continues its clock after the last stored instant when the wall clock is behind', async () => {

@@ -1,8 +1,10 @@
 /**
  * history at instance, type and system level (http://hl7.org/fhir/R4/http.html#history): a `history` Bundle,
- * newest first, with `_count`, `_since`, `_at` and `self`/`next` links (the store's opaque cursor in `_cursor`).
- * Versions the caller may not see are left out. Stored bodies are spliced into the Bundle text as stored.
+ * newest first, with `_count`, `_since`, `_at` and `self`/`next` links (the store's cursor, sealed to the caller and
+ * the history, in `_cursor`). Versions the caller may not see are left out before anything is counted or paged. Stored bodies are spliced into the Bundle text as stored.
  */
+import { CallerCursorSeal, processCursorKey } from '../../access/cursor-seal.js';
+import { OpenAccess, type AccessPolicy, type CursorSeal } from '../../access/policy.js';
 import { badRequest } from '../outcome.js';
 import type { HistoryQuery, StoredVersion } from '../store/resource-store.js';
 import { assertId, assertResourceType, httpDate, visibleOr404 } from './common.js';
@@ -85,6 +87,23 @@ function entryText(baseUrl: string, version: StoredVersion): string {
   );
 }
 
+/** The caller's cursor seal; OpenAccess and other policies without one get a seal of this process. */
+function cursorSealOf(access: AccessPolicy): CursorSeal {
+  return access.cursors ?? new CallerCursorSeal(processCursorKey(), access.caller);
+}
+
+/**
+ * The store's cursor inside a sealed `_cursor`, made for this caller and this history (path). Anything else
+ * (another caller's cursor, another history's, an altered or made-up one) is the same 400, naming nothing.
+ */
+function openCursor(seal: CursorSeal, sealed: string, path: string): string {
+  const text = seal.open(sealed);
+  const newline = text?.indexOf('\n') ?? -1;
+  if (text === undefined || text.slice(0, newline) !== path)
+    throw badRequest('Invalid history page cursor: start again from the first page', '_cursor');
+  return text.slice(newline + 1);
+}
+
 function pageUrl(request: FhirRequest, path: string, cursor?: string): string {
   const params = new URLSearchParams();
   for (const [name, values] of Object.entries(request.query)) {
@@ -102,15 +121,26 @@ async function historyBundle(
   query: HistoryQuery,
   path: string,
 ): Promise<FhirResponse> {
+  const access = context.access;
+  const seal = cursorSealOf(access);
+  const sealed = query.cursor;
+  if (sealed !== undefined) query.cursor = openCursor(seal, sealed, path);
+  // The store counts and pages only what the caller may see: totals, page sizes and cursors reveal nothing else.
+  // (OpenAccess sees everything: nothing to filter.)
+  if (!(access instanceof OpenAccess)) {
+    query.visible = access.sees ? (version) => access.sees!(version) : (version) => access.canRead(version);
+    // One type: its read scope goes into the store's query too (hidden versions are dropped there, cheaper).
+    if (query.resourceType !== undefined && access.readScope)
+      query.scope = access.readScope(query.resourceType);
+  }
   const page = await context.store.history(query);
-  const visible = page.versions.filter((version) => context.access.canRead(version));
-  const hidden = page.versions.length - visible.length;
-  const links = [{ relation: 'self', url: pageUrl(request, path, query.cursor) }];
-  if (page.next !== undefined) links.push({ relation: 'next', url: pageUrl(request, path, page.next) });
-  // The total would count versions the caller may not see: give it only when none was hidden.
-  const total = hidden === 0 && query.cursor === undefined ? `,"total":${page.total}` : '';
+  // Every version returned was decided visible; canRead records the disclosure (and stays the last word).
+  const visible = page.versions.filter((version) => access.canRead(version));
+  const links = [{ relation: 'self', url: pageUrl(request, path, sealed) }];
+  if (page.next !== undefined)
+    links.push({ relation: 'next', url: pageUrl(request, path, seal.seal(`${path}\n${page.next}`)) });
   const body =
-    `{"resourceType":"Bundle","type":"history"${total},"link":${JSON.stringify(links)}` +
+    `{"resourceType":"Bundle","type":"history","total":${page.total},"link":${JSON.stringify(links)}` +
     `,"entry":[${visible.map((version) => entryText(request.baseUrl, version)).join(',')}]}`;
   const headers: Record<string, string> = {};
   if (visible[0]) headers['Last-Modified'] = httpDate(visible[0].lastUpdated);

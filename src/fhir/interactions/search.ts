@@ -2,8 +2,9 @@
  * search: GET [base]/[type]?..., POST [base]/[type]/_search, GET [base]?_type=..., POST [base]/_search
  * (http://hl7.org/fhir/R4/search.html) -> a searchset Bundle.
  *
- * Access: the store applies `context.access.canRead` to every candidate before it counts (so hidden resources
- * are absent and `total` counts only visible ones), and chains/_has match only through visible resources
+ * Access: the store narrows its query to the caller's read scope (`context.access.readScope`: rows the caller may
+ * not see are not visited) and applies `context.access.canRead` to every candidate before it counts (so hidden
+ * resources are absent and `total` counts only visible ones), and chains/_has match only through visible resources
  * (src/fhir/store/sqlite/sqlite-search.ts). Included resources are read here and pass `canRead` too.
  */
 import { randomUUID } from 'node:crypto';
@@ -55,6 +56,12 @@ function queryString(pairs: [string, string][]): string {
         `${encodeURIComponent(k).replace(/%3A/g, ':')}=${encodeURIComponent(v).replace(/%7C/g, '|').replace(/%2C/g, ',')}`,
     )
     .join('&');
+}
+
+/** The caller's read scope for the store to apply inside its query (AccessPolicy.readScope), if it has one. */
+function scopeOf(context: FhirContext): StoreSearchRequest['scope'] {
+  const access = context.access;
+  return access.readScope ? (resourceType) => access.readScope!(resourceType) : undefined;
 }
 
 function pageLink(base: string, query: CompiledQuery, offset: number): string {
@@ -187,6 +194,7 @@ async function addIncludes(
       const result = await runStoreSearch(context, {
         query: revQuery,
         canRead: (v) => context.access.canRead(v),
+        scope: scopeOf(context),
       });
       for (const version of result.versions) {
         const key = `${version.resourceType}/${version.id}`;
@@ -223,7 +231,7 @@ async function search(
     query.total === 'accurate' ||
     query.total === 'estimate';
   const canRead = (v: StoredVersion): boolean => context.access.canRead(v);
-  const result = await runStoreSearch(context, { query, canRead, wantTotal });
+  const result = await runStoreSearch(context, { query, canRead, wantTotal, scope: scopeOf(context) });
   const matches = result.versions.slice(0, query.count);
   const hasMore = result.hasMore ?? result.versions.length > query.count;
   // total when asked, or when it is known anyway (this page holds the last match; past the end it is unknown)

@@ -15,6 +15,7 @@
  *   so decimals keep their written precision.
  */
 import type { FhirResource } from '../../mapping/fhir-json.js';
+import type { ReadScope } from '../../access/policy.js';
 
 export interface VersionKey {
   resourceType: string;
@@ -125,11 +126,21 @@ export interface HistoryQuery {
   count: number;
   /** Opaque cursor from a previous page. */
   cursor?: string;
+  /**
+   * The caller's visibility (AccessPolicy.sees): when given, versions it refuses are not counted, paged or
+   * returned, as if they did not exist (total, page sizes and cursors count visible versions only).
+   */
+  visible?: (version: StoredVersion) => boolean;
+  /**
+   * The caller's read scope of `resourceType` (type and instance level, with `visible`): an adapter may filter
+   * with it inside its query so hidden versions cost less; `visible` still decides every version.
+   */
+  scope?: ReadScope;
 }
 
 export interface HistoryPage {
   versions: StoredVersion[];
-  /** Total versions matching (for Bundle.total). */
+  /** Total versions matching (visible ones, with HistoryQuery.visible) (for Bundle.total). */
   total: number;
   /** Cursor of the next page, if any. */
   next?: string;

@@ -394,6 +394,16 @@ export class PostgresResourceStore implements ResourceStore {
     const scope =
       level === 'instance' ? [query.resourceType!, query.id!] : level === 'type' ? [query.resourceType!] : [];
     const statement = historySql(this.S, level, at);
+    const visible = query.visible;
+    /** Rows of the range below `after`, newest first, in chunks, while `onRow` returns true. */
+    const walk = async (lo: number, hi: number, after: number, onRow: (row: VersionRow) => boolean) => {
+      for (let from = after; ;) {
+        const { rows } = await q.query<VersionRow>(statement.page, [lo, hi, ...scope, from, HISTORY_CHUNK]);
+        for (const row of rows) if (!onRow(row)) return;
+        if (rows.length < HISTORY_CHUNK) return;
+        from = rows[rows.length - 1]!.seq;
+      }
+    };
 
     let cursor: HistoryCursor;
     if (query.cursor !== undefined) {
@@ -413,12 +423,35 @@ export class PostgresResourceStore implements ResourceStore {
           .rows[0];
         hi = Math.min(top, last?.seq ?? 0);
       }
-      const total =
-        hi < lo ? 0 : (await q.query<{ n: number }>(statement.count, [lo, hi, ...scope])).rows[0]!.n;
+      let total = 0;
+      if (hi >= lo && visible) {
+        // No search here: the caller's visibility is applied after the query (every version of the range read).
+        await walk(lo, hi, hi + 1, (row) => {
+          if (visible(toStoredVersion(row))) total++;
+          return true;
+        });
+      } else if (hi >= lo)
+        total = (await q.query<{ n: number }>(statement.count, [lo, hi, ...scope])).rows[0]!.n;
       cursor = { after: hi + 1, lo, hi, total };
     }
     const { lo, hi, total } = cursor;
     if (count === 0 || cursor.after <= lo || hi < lo) return { versions: [], total };
+    if (visible) {
+      const kept: VersionRow[] = [];
+      let more = false;
+      await walk(lo, hi, cursor.after, (row) => {
+        if (!visible(toStoredVersion(row))) return true;
+        if (kept.length === count) {
+          more = true;
+          return false;
+        }
+        kept.push(row);
+        return true;
+      });
+      const page: HistoryPage = { versions: kept.map(toStoredVersion), total };
+      if (more) page.next = encodeCursor({ ...cursor, after: kept[kept.length - 1]!.seq });
+      return page;
+    }
     const { rows } = await q.query<VersionRow>(statement.page, [lo, hi, ...scope, cursor.after, count + 1]);
     const page: HistoryPage = { versions: rows.slice(0, count).map(toStoredVersion), total };
     if (rows.length > count) page.next = encodeCursor({ ...cursor, after: rows[count - 1]!.seq });
@@ -551,6 +584,9 @@ function statements(S: string) {
     indexEntries: `SELECT param, type, system, value, low, high, reference FROM ${S}.search_index WHERE resource_type = $1 AND id = $2 ORDER BY ord`,
   };
 }
+
+/** Version rows read per query while history filters them by the caller's visibility. */
+const HISTORY_CHUNK = 500;
 
 /**
  * History SQL per level (see the SQLite adapter): parameters $1 lo, $2 hi, then the scope (type, id),

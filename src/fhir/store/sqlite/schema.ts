@@ -93,4 +93,30 @@ export const MIGRATIONS: readonly Migration[] = [
     description: 'the leaf format of each anchor (1: salt + canonical text; 2: also the custodian)',
     sql: `ALTER TABLE anchor ADD COLUMN leaf_version INTEGER NOT NULL DEFAULT 1;`,
   },
+  {
+    version: 3,
+    description:
+      'access keys of current versions (custodian, patients): searches narrowed to what a caller may see',
+    sql: `
+      -- Who may see each current, non-deleted version, as keys a caller's read scope names (AccessPolicy.readScope):
+      -- 'custodian|Organization/x' for its custodian and 'Patient/x' for each patient compartment it is in. A search
+      -- of a caller with a narrow scope starts from these rows (sqlite-search.ts), so rows it may not see are never
+      -- visited. Replaced on each write, removed on delete, like search_index.
+      CREATE TABLE access_key (
+        resource_type TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        id            TEXT NOT NULL,
+        PRIMARY KEY (resource_type, key, id)
+      ) WITHOUT ROWID;
+      CREATE INDEX access_key_resource ON access_key (resource_type, id);
+      INSERT OR IGNORE INTO access_key (resource_type, key, id)
+        SELECT v.resource_type, 'custodian|' || v.custodian, v.id
+        FROM resource_current c JOIN resource_version v ON v.seq = c.seq
+        WHERE c.deleted = 0 AND v.custodian IS NOT NULL;
+      INSERT OR IGNORE INTO access_key (resource_type, key, id)
+        SELECT v.resource_type, p.value, v.id
+        FROM resource_current c JOIN resource_version v ON v.seq = c.seq, json_each(v.patients) p
+        WHERE c.deleted = 0 AND v.patients IS NOT NULL;
+    `,
+  },
 ];

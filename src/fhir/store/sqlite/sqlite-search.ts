@@ -16,6 +16,7 @@ import type { StoredVersion } from '../resource-store.js';
 import type { Filter, SearchValue, SortKey } from '../../search/parse.js';
 import { searchParameter } from '../../search/definitions.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../../search/request.js';
+import type { ReadScope } from '../../../access/policy.js';
 
 export const MAX_INNER_MATCHES = 10_000;
 
@@ -23,7 +24,7 @@ export type SqliteSearchRequest = StoreSearchRequest;
 export type SqliteSearchResult = StoreSearchResult & { hasMore: boolean };
 
 type Bind = string | number;
-interface Fragment {
+export interface Fragment {
   sql: string;
   binds: Bind[];
 }
@@ -306,6 +307,154 @@ function matchingBinds(types: string[], params: string[], paramType: string, dri
   return RANGE_TYPES.has(paramType) ? [...types, ...params, -Number.MAX_VALUE] : [...types, ...params];
 }
 
+/** A parameter filter's values as one condition on its index rows `si`, and the index type that answers it. */
+function paramCondition(filter: Extract<Filter, { kind: 'param' }>): {
+  condition: Fragment;
+  indexType: string;
+} {
+  const parts = filter.values.map((v): Fragment => {
+    if (filter.type === 'string' && v.kind === 'string') {
+      if (filter.modifier === 'exact') return { sql: 'si.system = ?', binds: [v.exact] };
+      if (filter.modifier === 'contains')
+        return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`%${escapeLike(v.text)}%`] };
+    }
+    if (filter.type === 'uri' && v.kind === 'uri') {
+      if (filter.modifier === 'below')
+        return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`${escapeLike(v.uri)}%`] };
+      if (filter.modifier === 'above')
+        return { sql: 'substr(?, 1, length(si.value)) = si.value', binds: [v.uri] };
+    }
+    return valueCondition(filter.type, v);
+  });
+  return {
+    condition: {
+      sql: ` AND (${parts.map((p) => `(${p.sql})`).join(' OR ')})`,
+      binds: parts.flatMap((p) => p.binds),
+    },
+    indexType: filter.modifier === 'text' ? 'string' : filter.type,
+  };
+}
+
+/** Prefix of a custodian's key in the access_key table (a patient's key is its `Patient/x` reference). */
+export const ACCESS_KEY_CUSTODIAN = 'custodian|';
+
+/**
+ * Below this many rows a side of a search is small: the caller's rows of the searched types (access_key), or a
+ * filter's index matches. The query starts from the caller's rows unless they are many and the filter's matches
+ * few, so rows the caller may not see are never visited, or at most SMALL_SIDE of them when the caller's own
+ * rows are more than that anyway.
+ */
+const SMALL_SIDE = 1000;
+
+const HAS_PATIENTS = "(v.patients IS NOT NULL AND v.patients <> '[]')";
+
+/** JSON text of a patient list, made once per list (consent lists are cached and frozen: one per grant state). */
+const patientsJson = new WeakMap<readonly string[], string>();
+function jsonOfList(list: readonly string[]): string {
+  let text = patientsJson.get(list);
+  if (text === undefined) patientsJson.set(list, (text = JSON.stringify(list)));
+  return text;
+}
+
+/** The caller's read scopes of the searched types as SQL. */
+interface AccessFilter {
+  /** On the current-row alias `v`: admits exactly what the scopes admit (decide()'s rules, per type). */
+  residual: Fragment;
+  /**
+   * When every type's scope is narrow (no public rows): the keys (JSON array) of every row the scopes admit, and
+   * the residual to use when the query starts from those keys' rows.
+   */
+  keyed?: { keys: string; residual: Fragment };
+}
+
+/** The clauses of one type's read scope on the version row alias `v` (each a branch of decide()). */
+function admitsOf(s: ReadScope): { admits: Fragment[]; allPatients?: Fragment } {
+  const admits: Fragment[] = [];
+  if (s.withoutPatients) admits.push({ sql: `NOT ${HAS_PATIENTS}`, binds: [] });
+  if (s.custodian !== undefined) admits.push({ sql: 'v.custodian = ?', binds: [s.custodian] });
+  if (s.patients.length === 0) return { admits };
+  // At least one patient, and all of them in the list (decide(): every patient must have opened it).
+  // One patient (no comma: ids have none): its reference is the text between `["` and `"]`, probed in the
+  // list (built once per query); several: each of them must be in the list.
+  const list = jsonOfList(s.patients);
+  const allPatients = {
+    sql:
+      `(${HAS_PATIENTS} AND CASE WHEN instr(v.patients, ',') = 0 ` +
+      'THEN substr(v.patients, 3, length(v.patients) - 4) IN (SELECT value FROM json_each(?)) ' +
+      'ELSE NOT EXISTS (SELECT 1 FROM json_each(v.patients) p WHERE p.value NOT IN (SELECT value FROM json_each(?))) END)',
+    binds: [list, list],
+  };
+  admits.push(allPatients);
+  return { admits, allPatients };
+}
+
+/**
+ * What a narrow read scope admits, as a condition on the version row alias `v` (the history of one type or
+ * resource: sqlite-store.ts); undefined for an unrestricted scope.
+ */
+export function scopeCondition(s: ReadScope): Fragment | undefined {
+  if (s.unrestricted) return undefined;
+  const { admits } = admitsOf(s);
+  if (admits.length === 0) return { sql: '0', binds: [] };
+  return { sql: `(${admits.map((p) => p.sql).join(' OR ')})`, binds: admits.flatMap((p) => p.binds) };
+}
+
+function accessFilter(types: string[], scope: SqliteSearchRequest['scope']): AccessFilter | undefined {
+  if (!scope) return undefined;
+  const scopes = types.map((type) => scope(type));
+  if (scopes.every((s) => s.unrestricted)) return undefined;
+  const exact: Fragment[] = [];
+  const whenKeyed: Fragment[] = [];
+  scopes.forEach((s, i) => {
+    const type = types[i]!;
+    if (s.unrestricted) {
+      exact.push({ sql: 'v.resource_type = ?', binds: [type] });
+      return;
+    }
+    const { admits, allPatients } = admitsOf(s);
+    const either = (parts: Fragment[]): Fragment => ({
+      sql: `(v.resource_type = ? AND ${parts.length > 0 ? `(${parts.map((p) => p.sql).join(' OR ')})` : '0'})`,
+      binds: [type, ...parts.flatMap((p) => p.binds)],
+    });
+    exact.push(either(admits));
+    // Reached through its keys (one scope for all types): a row whose custodian is not the caller's came through
+    // a patient in the list, so with one patient (no comma in its list: ids have none) it is admitted.
+    whenKeyed.push(
+      either([
+        ...(s.custodian !== undefined ? [{ sql: 'v.custodian = ?', binds: [s.custodian] }] : []),
+        ...(allPatients ? [{ sql: "instr(v.patients, ',') = 0", binds: [] }, allPatients] : []),
+      ]),
+    );
+  });
+  const or = (parts: Fragment[]): Fragment => ({
+    sql: `(${parts.map((p) => p.sql).join(' OR ')})`,
+    binds: parts.flatMap((p) => p.binds),
+  });
+  const residual = or(exact);
+  if (scopes.some((s) => s.unrestricted || s.withoutPatients)) return { residual };
+  const first = scopes[0]!;
+  const oneScope = scopes.every((s) => s.custodian === first.custodian && s.patients === first.patients);
+  return {
+    residual,
+    keyed: { keys: keysJson(scopes), residual: oneScope ? or(whenKeyed) : residual },
+  };
+}
+
+/** The access_key keys of these scopes as one JSON array (the custodian's key, then the patients). */
+function keysJson(scopes: ReadScope[]): string {
+  const custodians = [...new Set(scopes.flatMap((s) => (s.custodian !== undefined ? [s.custodian] : [])))];
+  const head = custodians.map((c) => JSON.stringify(`${ACCESS_KEY_CUSTODIAN}${c}`)).join(',');
+  const lists = [...new Set(scopes.map((s) => s.patients))].filter((list) => list.length > 0);
+  // One patient list (the usual case: one type, or types granted alike): its cached JSON text, not rebuilt.
+  const patients =
+    lists.length === 0
+      ? ''
+      : lists.length === 1
+        ? jsonOfList(lists[0]!).slice(1, -1)
+        : JSON.stringify([...new Set(lists.flat())]).slice(1, -1);
+  return `[${[head, patients].filter((part) => part !== '').join(',')}]`;
+}
+
 const NEVER_DRIVES = 99;
 
 /**
@@ -341,7 +490,15 @@ export class SqliteSearch {
   private analyzedAtSeq = 0;
   private searchesSinceCheck = 0;
 
-  constructor(private readonly db: Database) {}
+  /** See SMALL_SIDE (a smaller bound lets tests and benchmarks take either side of the choice on little data). */
+  private readonly smallSide: number;
+
+  constructor(
+    private readonly db: Database,
+    options: { smallSide?: number } = {},
+  ) {
+    this.smallSide = options.smallSide ?? SMALL_SIDE;
+  }
 
   /**
    * Keeps SQLite's planner statistics current: without them it cannot tell a selective condition (one patient) from
@@ -378,6 +535,7 @@ export class SqliteSearch {
     types: string[],
     filter: Filter,
     canRead: SqliteSearchRequest['canRead'],
+    scope: SqliteSearchRequest['scope'],
     drive: boolean,
   ): Fragment {
     switch (filter.kind) {
@@ -402,32 +560,15 @@ export class SqliteSearch {
             binds: matchingBinds(types, params, filter.type, drive),
           };
         }
-        const parts = filter.values.map((v) => {
-          if (filter.type === 'string' && v.kind === 'string') {
-            if (filter.modifier === 'exact') return { sql: 'si.system = ?', binds: [v.exact] };
-            if (filter.modifier === 'contains')
-              return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`%${escapeLike(v.text)}%`] };
-          }
-          if (filter.type === 'uri' && v.kind === 'uri') {
-            if (filter.modifier === 'below')
-              return { sql: "si.value LIKE ? ESCAPE '\\'", binds: [`${escapeLike(v.uri)}%`] };
-            if (filter.modifier === 'above')
-              return { sql: 'substr(?, 1, length(si.value)) = si.value', binds: [v.uri] };
-          }
-          return valueCondition(filter.type, v);
-        });
-        const indexType = filter.modifier === 'text' ? 'string' : filter.type;
-        const sql = `${filter.negate ? 'NOT ' : ''}${matchingIds(types, params, ` AND (${parts.map((p) => `(${p.sql})`).join(' OR ')})`, indexType, drive)}`;
-        return {
-          sql,
-          binds: [...matchingBinds(types, params, indexType, drive), ...parts.flatMap((p) => p.binds)],
-        };
+        const { condition, indexType } = paramCondition(filter);
+        const sql = `${filter.negate ? 'NOT ' : ''}${matchingIds(types, params, condition.sql, indexType, drive)}`;
+        return { sql, binds: [...matchingBinds(types, params, indexType, drive), ...condition.binds] };
       }
       case 'chain': {
         // Visible targets of the inner condition, then the references to them.
         const keys: string[] = [];
         for (const targetType of filter.targetTypes) {
-          for (const version of this.visibleMatches([targetType], [filter.inner], canRead))
+          for (const version of this.visibleMatches([targetType], [filter.inner], canRead, scope))
             keys.push(`${version.resourceType}/${version.id}`);
         }
         return {
@@ -446,7 +587,7 @@ export class SqliteSearch {
       }
       case 'has': {
         // Visible sources matching the inner condition; this resource must be one they reference through `param`.
-        const sources = [...this.visibleMatches([filter.sourceType], [filter.inner], canRead)].map(
+        const sources = [...this.visibleMatches([filter.sourceType], [filter.inner], canRead, scope)].map(
           (v) => v.id,
         );
         const hasParams = rowParams([filter.sourceType], filter.param);
@@ -469,9 +610,10 @@ export class SqliteSearch {
     types: string[],
     filters: Filter[],
     canRead: SqliteSearchRequest['canRead'],
+    scope: SqliteSearchRequest['scope'],
   ): Generator<StoredVersion> {
     let count = 0;
-    for (const version of this.candidates(types, filters, [], canRead)) {
+    for (const version of this.candidates(types, filters, [], canRead, scope)) {
       if (!canRead(version)) continue;
       if (++count > MAX_INNER_MATCHES) {
         throw new FhirError(400, [
@@ -484,6 +626,31 @@ export class SqliteSearch {
       }
       yield version;
     }
+  }
+
+  /** Does this SELECT give fewer than smallSide rows? (Reads at most that many.) */
+  private fewer(select: string, binds: Bind[]): boolean {
+    const count = this.prepare(`SELECT count(*) FROM (${select} LIMIT ${this.smallSide})`)
+      .pluck()
+      .get(...binds) as number;
+    return count < this.smallSide;
+  }
+
+  /**
+   * Does this driving filter match few index rows (whoever may see them)? Ids name at most the resources the
+   * client listed; a parameter is counted up to smallSide; chains and _has are not counted (their inner sets
+   * are resolved first): the caller's rows drive.
+   */
+  private fewMatches(types: string[], filter: Filter): boolean {
+    if (filter.kind === 'id') return true;
+    if (filter.kind !== 'param') return false;
+    const params = rowParams(types, filter.param, filter.modifier === 'text' ? ':text' : '');
+    const { condition, indexType } = paramCondition(filter);
+    const range = RANGE_TYPES.has(indexType);
+    const select =
+      `SELECT 1 FROM search_index si${range ? ' INDEXED BY search_index_range' : ''} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
+      `AND si.param IN (${placeholders(params.length)})${range ? ' AND si.low >= ?' : ''}${condition.sql}`;
+    return this.fewer(select, [...matchingBinds(types, params, indexType, true), ...condition.binds]);
   }
 
   private sortExpression(types: string[], key: SortKey): Fragment {
@@ -511,6 +678,7 @@ export class SqliteSearch {
     filters: Filter[],
     sort: SortKey[],
     canRead: SqliteSearchRequest['canRead'],
+    scope: SqliteSearchRequest['scope'],
   ): IterableIterator<StoredVersion & { seq: number }> {
     const where: string[] = ['c.deleted = 0'];
     const binds: Bind[] = [];
@@ -520,8 +688,27 @@ export class SqliteSearch {
     let driver: Filter | undefined;
     for (const filter of filters)
       if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
+    // The caller's read scope inside the query: its rows drive unless a filter's matches are the smaller side.
+    const access = accessFilter(types, scope);
+    let residual = access?.residual;
+    if (access?.keyed) {
+      // CROSS JOIN: from the keys to their rows (SQLite may not reorder it), one primary-key probe per key.
+      const callerRows = `SELECT ak.resource_type, ak.id FROM json_each(?) k CROSS JOIN access_key ak WHERE ak.resource_type IN (${placeholders(types.length)}) AND ak.key = k.value`;
+      const callerBinds = [access.keyed.keys, ...types];
+      // The caller's rows first: when they are few, the filter's matches are not even counted (they may be hidden).
+      if (!driver || this.fewer(callerRows, callerBinds) || !this.fewMatches(types, driver)) {
+        driver = undefined;
+        where.push(`(c.resource_type, c.id) IN (${callerRows})`);
+        binds.push(...callerBinds);
+        residual = access.keyed.residual;
+      }
+    }
+    if (residual) {
+      where.push(residual.sql);
+      binds.push(...residual.binds);
+    }
     for (const filter of filters) {
-      const fragment = this.filterCondition(types, filter, canRead, filter === driver);
+      const fragment = this.filterCondition(types, filter, canRead, scope, filter === driver);
       where.push(fragment.sql);
       binds.push(...fragment.binds);
     }
@@ -542,11 +729,11 @@ export class SqliteSearch {
 
   search(request: SqliteSearchRequest): SqliteSearchResult {
     this.refreshStatistics();
-    const { query, canRead } = request;
+    const { query, canRead, scope } = request;
     const page: (StoredVersion & { seq: number })[] = [];
     let visible = 0;
     let hasMore = false;
-    const iterator = this.candidates(query.resourceTypes, query.filters, query.sort, canRead);
+    const iterator = this.candidates(query.resourceTypes, query.filters, query.sort, canRead, scope);
     try {
       for (const version of iterator) {
         if (!canRead(version)) continue;

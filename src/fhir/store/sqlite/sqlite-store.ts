@@ -58,7 +58,14 @@ import {
   type IntegrityCheckResult,
   type StoreIntegrityStatus,
 } from './integrity-check.js';
-import { searchSqlite, type SqliteSearchRequest, type SqliteSearchResult } from './sqlite-search.js';
+import {
+  ACCESS_KEY_CUSTODIAN,
+  scopeCondition,
+  searchSqlite,
+  type Fragment,
+  type SqliteSearchRequest,
+  type SqliteSearchResult,
+} from './sqlite-search.js';
 import { ensurePrivateFile } from '../../../private-files.js';
 
 export interface SqliteStoreOptions {
@@ -127,10 +134,13 @@ interface Statements {
   upsertCurrent: Statement;
   deleteIndex: Statement;
   insertIndex: Statement;
+  deleteAccessKeys: Statement;
+  insertAccessKey: Statement;
   insertAnchor: Statement;
   read: Statement;
   dataVersion: Statement;
   vread: Statement;
+  bySeq: Statement;
   maxSeq: Statement;
   seqSince: Statement;
   seqAt: Statement;
@@ -530,6 +540,7 @@ export class SqliteResourceStore implements ResourceStore {
           this.db
             .prepare('DELETE FROM search_index WHERE resource_type = ? AND id = ?')
             .run(resourceType, id);
+          this.db.prepare('DELETE FROM access_key WHERE resource_type = ? AND id = ?').run(resourceType, id);
           this.db
             .prepare('UPDATE resource_current SET deleted = 1 WHERE resource_type = ? AND id = ?')
             .run(resourceType, id);
@@ -590,7 +601,15 @@ export class SqliteResourceStore implements ResourceStore {
     ).lastInsertRowid as number;
     s.upsertCurrent.run(resourceType, id, versionId, seq, isDelete ? 1 : 0);
 
-    if (current && !current.deleted) s.deleteIndex.run(resourceType, id);
+    if (current && !current.deleted) {
+      s.deleteIndex.run(resourceType, id);
+      s.deleteAccessKeys.run(resourceType, id);
+    }
+    if (!isDelete) {
+      if (request.custodian !== undefined)
+        s.insertAccessKey.run(resourceType, `${ACCESS_KEY_CUSTODIAN}${request.custodian}`, id);
+      for (const patient of request.patients ?? []) s.insertAccessKey.run(resourceType, patient, id);
+    }
     if (!isDelete && request.index) {
       const insert = s.insertIndex;
       const entries = request.index;
@@ -679,6 +698,9 @@ export class SqliteResourceStore implements ResourceStore {
     const level: HistoryLevel =
       query.id !== undefined ? 'instance' : query.resourceType !== undefined ? 'type' : 'system';
     const at = query.at !== undefined;
+    const visible = query.visible;
+    // The caller's scope of the one type, inside the query: hidden versions never become JavaScript rows.
+    const scoped = visible && query.scope && level !== 'system' ? scopeCondition(query.scope) : undefined;
     const params: Record<string, string | number> = {};
     if (query.resourceType !== undefined) params.type = query.resourceType;
     if (query.id !== undefined) params.id = query.id;
@@ -704,14 +726,26 @@ export class SqliteResourceStore implements ResourceStore {
       const total =
         hi < lo
           ? 0
-          : level === 'system' && !at
-            ? hi - lo + 1
-            : (this.historyStatement(level, at, 'count').get({ ...params, lo, hi }) as number);
+          : visible
+            ? this.countVisible(level, at, { ...params, lo, hi, after: hi + 1 }, visible, scoped)
+            : level === 'system' && !at
+              ? hi - lo + 1
+              : (this.historyStatement(level, at, 'count').get({ ...params, lo, hi }) as number);
       cursor = { after: hi + 1, lo, hi, total };
     }
 
     const { lo, hi, total } = cursor;
     if (count === 0 || cursor.after <= lo || hi < lo) return { versions: [], total };
+    if (visible)
+      return this.visiblePage(
+        level,
+        at,
+        { ...params, lo, hi, after: cursor.after },
+        visible,
+        count,
+        cursor,
+        scoped,
+      );
     const rows = this.historyStatement(level, at, 'page').all({
       ...params,
       lo,
@@ -724,12 +758,68 @@ export class SqliteResourceStore implements ResourceStore {
     return page;
   }
 
+  /** Versions of the history range the caller may see (metadata rows only: no body is read to count). */
+  private countVisible(
+    level: HistoryLevel,
+    at: boolean,
+    params: Record<string, string | number>,
+    visible: (version: StoredVersion) => boolean,
+    scoped: Fragment | undefined,
+  ): number {
+    let total = 0;
+    const rows = this.historyStatement(level, at, 'meta', scoped).iterate(
+      ...(scoped?.binds ?? []),
+      params,
+    ) as IterableIterator<VersionRow>;
+    for (const row of rows) if (visible(toStoredVersion(row))) total++;
+    return total;
+  }
+
+  /** The next `count` visible versions below `after`, bodies read for those only, and the cursor after them. */
+  private visiblePage(
+    level: HistoryLevel,
+    at: boolean,
+    params: Record<string, string | number>,
+    visible: (version: StoredVersion) => boolean,
+    count: number,
+    cursor: HistoryCursor,
+    scoped: Fragment | undefined,
+  ): HistoryPage {
+    const seqs: number[] = [];
+    let more = false;
+    const rows = this.historyStatement(level, at, 'meta', scoped).iterate(
+      ...(scoped?.binds ?? []),
+      params,
+    ) as IterableIterator<VersionRow>;
+    for (const row of rows) {
+      if (!visible(toStoredVersion(row))) continue;
+      if (seqs.length === count) {
+        more = true;
+        rows.return?.();
+        break;
+      }
+      seqs.push(row.seq);
+    }
+    const bySeq = this.statements().bySeq;
+    const page: HistoryPage = {
+      versions: seqs.map((seq) => toStoredVersion(bySeq.get(seq) as VersionRow)),
+      total: cursor.total,
+    };
+    if (more) page.next = encodeCursor({ ...cursor, after: seqs[seqs.length - 1]! });
+    return page;
+  }
+
   /**
    * History SQL per level. Without `at`: versions with seq in [lo, hi]. With `at`: per resource, its newest
    * version with seq <= hi (the one current at that instant), kept if seq >= lo. Pages go down from `after`.
    */
-  private historyStatement(level: HistoryLevel, at: boolean, kind: 'count' | 'page'): Statement {
-    const key = `${level}:${at}:${kind}`;
+  private historyStatement(
+    level: HistoryLevel,
+    at: boolean,
+    kind: 'count' | 'page' | 'meta',
+    scoped?: Fragment,
+  ): Statement {
+    const key = `${level}:${at}:${kind}:${scoped?.sql ?? ''}`;
     let statement = this.historyStatements.get(key);
     if (statement) return statement;
     const scope =
@@ -741,23 +831,33 @@ export class SqliteResourceStore implements ResourceStore {
     // Without the hint the planner prefers the (resource_type, seq) range for one instance, scanning its whole type.
     const table =
       level === 'instance' ? 'resource_version INDEXED BY resource_version_key' : 'resource_version';
+    // The scope's condition is on the alias `v` of the rows listed (sqlite-search.ts scopeCondition).
+    const listed =
+      level === 'instance'
+        ? 'resource_version AS v INDEXED BY resource_version_key'
+        : 'resource_version AS v';
+    const admitted = scoped ? ` AND ${scoped.sql}` : '';
+    // 'meta': the page's rows without bodies and without a limit, walked while the caller's visibility filters them.
+    const columns = kind === 'meta' ? VERSION_COLUMNS.replace('json', 'NULL AS json') : VERSION_COLUMNS;
+    const limit = kind === 'meta' ? '' : ' LIMIT @limit';
     let sql: string;
     if (!at) {
       const where = `WHERE seq BETWEEN @lo AND @hi${scope}`;
       sql =
         kind === 'count'
           ? `SELECT count(*) FROM ${table} ${where}`
-          : `SELECT ${VERSION_COLUMNS} FROM ${table} ${where} AND seq < @after ` +
+          : `SELECT ${columns} FROM ${listed} ${where} AND seq < @after${admitted} ` +
             // Per instance, version_id order = seq order and walks the key index.
             (level === 'instance' ? 'ORDER BY version_id DESC' : 'ORDER BY seq DESC') +
-            ' LIMIT @limit';
+            limit;
     } else {
       const currentAt = `SELECT max(seq) AS seq FROM ${table} WHERE seq <= @hi${scope} GROUP BY resource_type, id`;
       sql =
         kind === 'count'
           ? `SELECT count(*) FROM (${currentAt}) WHERE seq >= @lo`
-          : `SELECT ${VERSION_COLUMNS} FROM resource_version WHERE seq IN (${currentAt}) AND seq >= @lo AND seq < @after ` +
-            'ORDER BY seq DESC LIMIT @limit';
+          : `SELECT ${columns} FROM resource_version AS v WHERE seq IN (${currentAt}) AND seq >= @lo AND seq < @after${admitted} ` +
+            'ORDER BY seq DESC' +
+            limit;
     }
     statement = this.db.prepare(sql);
     if (kind === 'count') statement.pluck();
@@ -880,6 +980,10 @@ export class SqliteResourceStore implements ResourceStore {
           'ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted',
       ),
       deleteIndex: db.prepare('DELETE FROM search_index WHERE resource_type = ? AND id = ?'),
+      deleteAccessKeys: db.prepare('DELETE FROM access_key WHERE resource_type = ? AND id = ?'),
+      insertAccessKey: db.prepare(
+        'INSERT OR IGNORE INTO access_key (resource_type, key, id) VALUES (?, ?, ?)',
+      ),
       insertIndex: db.prepare(
         'INSERT INTO search_index (resource_type, id, ord, param, type, system, value, low, high, reference) ' +
           'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
@@ -897,6 +1001,7 @@ export class SqliteResourceStore implements ResourceStore {
       vread: db.prepare(
         `SELECT ${VERSION_COLUMNS} FROM resource_version WHERE resource_type = ? AND id = ? AND version_id = ?`,
       ),
+      bySeq: db.prepare(`SELECT ${VERSION_COLUMNS} FROM resource_version WHERE seq = ?`),
       maxSeq: db.prepare('SELECT max(seq) FROM resource_version').pluck(),
       seqSince: db
         .prepare(
