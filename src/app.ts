@@ -54,6 +54,8 @@ export interface AppOverrides {
   logStream?: NodeJS.WritableStream;
   /** Use this ledger instead of the one the configuration names (tests). */
   ledger?: Ledger;
+  /** The audit's aggregation window (tests that must not depend on when AuditEvents are stored); default 1 s. */
+  auditFlushMs?: number;
 }
 
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
@@ -147,6 +149,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       ledger,
       indexEntries: extractIndex,
       anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
+      auditFlushMs: overrides.auditFlushMs,
       log: fastify.log.child({ component: 'access' }),
     });
     closers.push(() => access.close());

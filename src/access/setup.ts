@@ -46,6 +46,8 @@ export interface AccessSetupOptions {
   store: ResourceStore;
   ledger?: Ledger;
   indexEntries?: (resource: FhirResource) => IndexEntry[];
+  /** The audit's aggregation window (AuditRecorder flushMs). */
+  auditFlushMs?: number;
   /** The integrity hook: AuditEvents are stored versions too, anchored like every other. */
   anchor?: WriteRequest['anchor'];
   log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
@@ -139,6 +141,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     indexEntries: options.indexEntries,
     anchor: options.anchor,
     recordAccess: consent ? (record) => consent.recordAccess(record) : undefined,
+    flushMs: options.auditFlushMs,
     log: options.log,
   });
   const publicOnly = new PublicOnlyAccess();

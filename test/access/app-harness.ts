@@ -46,6 +46,8 @@ export interface HarnessOptions {
   ledger?: Ledger;
   /** Configuration flags over the harness's own (commander's camelCase names). */
   flags?: Record<string, unknown>;
+  /** The audit's aggregation window; a test comparing counts sets it past its own length (no AuditEvent stored). */
+  auditFlushMs?: number;
 }
 
 /** This service's own organisation in the harness (`--organization`): its systems create with chosen ids. */
@@ -74,7 +76,11 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
     {},
   );
-  let app = await buildApp(config, { logStream, ledger: options.ledger });
+  let app = await buildApp(config, {
+    logStream,
+    ledger: options.ledger,
+    auditFlushMs: options.auditFlushMs,
+  });
   const participants = await openParticipantDirectory(dataDir);
   const keys = new Map<string, string>();
 

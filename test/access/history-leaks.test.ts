@@ -21,7 +21,20 @@ describe('history totals, windows, pages and cursors count only what the caller 
   const tokens: Record<string, string> = {};
   let since = '';
 
+  /** Server-assigned ids of hospital B's records (only this service's organisation chooses ids), by test name. */
+  const ids: Record<string, string> = {};
   const put = async (who: string, body: Record<string, unknown>) => {
+    const name = String(body.id);
+    if (who === 'sysB' && ids[name] === undefined) {
+      const created = await h.request(tokens[who], 'POST', `/${body.resourceType}`, {
+        ...body,
+        id: undefined,
+      });
+      expect(created.status, created.text).toBe(201);
+      ids[name] = created.body.id;
+      return created.body as { meta: { lastUpdated: string } };
+    }
+    if (ids[name] !== undefined) body = { ...body, id: ids[name] };
     const res = await h.request(tokens[who], 'PUT', `/${body.resourceType}/${body.id}`, body);
     expect([200, 201], res.text).toContain(res.status);
     return res.body as { meta: { lastUpdated: string } };
@@ -105,10 +118,9 @@ describe('history totals, windows, pages and cursors count only what the caller 
     const url = `/Observation/_history?_since=${encodeURIComponent(since)}`;
     const sysB = await get('sysB', url);
     expect(sysB.body.total).toBe(2);
-    expect(sysB.body.entry.map((e: { fullUrl: string }) => e.fullUrl.split('/').pop()).sort()).toEqual([
-      'a1',
-      'b1',
-    ]);
+    expect(sysB.body.entry.map((e: { fullUrl: string }) => e.fullUrl.split('/').pop()).sort()).toEqual(
+      ['a1', ids.b1].sort(),
+    );
     expect((await get('drC', url)).body.total).toBe(0);
     expect((await get('sysB', `/_history?_count=0&_since=${encodeURIComponent(since)}`)).body.total).toBe(2);
     // _at: the versions current at that instant (a1 v3, a2 v3, b1 v2), counted per caller.

@@ -310,7 +310,9 @@ describe('anchors written before leaf format 2', () => {
       await f.close();
       const store = new Database(path.join(dir, 'resources.sqlite'));
       store.exec(
-        `ALTER TABLE anchor DROP COLUMN leaf_version; DELETE FROM schema_version WHERE version = 2;`,
+        `ALTER TABLE anchor DROP COLUMN leaf_version; DELETE FROM schema_version WHERE version = 2;` +
+          // Migration 3 (access keys) came later; the previous release had neither.
+          `DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;`,
       );
       store.close();
       const journal = new Database(path.join(dir, 'integrity.sqlite'));

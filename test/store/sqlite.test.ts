@@ -99,8 +99,8 @@ describe('SqliteResourceStore', () => {
       db.prepare("SELECT id || ' ' || key FROM access_key ORDER BY id, key").pluck().all();
     const expected = ['o1 Patient/p1', 'o1 custodian|Organization/a', 'o2 Patient/p2'];
     expect(keys(store.db)).toEqual(expected);
-    // As a store from before migration 2 would be.
-    store.db.exec('DROP TABLE access_key; DELETE FROM schema_version WHERE version = 2;');
+    // As a store from before migration 3 would be.
+    store.db.exec('DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;');
     await store.close();
     const reopened = await openStore(file);
     await reopened.init();
