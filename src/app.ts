@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import type { Config } from './config.js';
+import type { ServeConfig } from './config.js';
 import { SqliteResourceStore } from './fhir/store/sqlite/sqlite-store.js';
 import { logIntegrityCheck } from './fhir/store/sqlite/integrity-check.js';
 import type { ResourceStore } from './fhir/store/resource-store.js';
@@ -27,7 +27,7 @@ import { journalPath, openIntegrity, type IntegrityService } from './ledger/inte
 import { verifyAnchorJournal } from './ledger/ledger-continuity.js';
 import { verifyOperation } from './fhir/operations/verify.js';
 import { everythingOperation } from './fhir/operations/everything.js';
-import { DEFAULT_AUDIT_CRON, scheduleAudit } from './jobs/audit.js';
+import { scheduleAudit } from './jobs/audit.js';
 import { ServiceMetrics } from './metrics.js';
 import { registerOperatorRoutes } from './fhir/http/operator-routes.js';
 import { mkdirPrivate, tightenDataDir } from './private-files.js';
@@ -58,7 +58,7 @@ export interface AppOverrides {
   auditFlushMs?: number;
 }
 
-export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
+export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}): Promise<App> {
   // Data directory 0700, its files 0600, those of older versions too (src/private-files.ts).
   mkdirPrivate(config.dataDir);
   const tightened = tightenDataDir(config.dataDir);
@@ -74,7 +74,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     const validator =
       overrides.validator ??
       (config.validation === 'schema'
-        ? await createSchemaValidator()
+        ? await createSchemaValidator({ cacheDir: config.cacheDir })
         : await createFhirValidator({
             definitionsCacheDir: join(config.dataDir, 'cache'),
             igPaths: config.igPaths,
@@ -89,7 +89,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       started: new Date(),
       // The token endpoint sits beside the FHIR base: http://host/fhir -> http://host/auth/token.
       tokenUrl:
-        (config.auth ?? 'smart') === 'smart'
+        config.auth === 'smart'
           ? (fhirBase) => `${fhirBase.slice(0, fhirBase.length - FHIR_PREFIX.length)}/auth/token`
           : undefined,
     });
@@ -122,7 +122,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
       dataDir: config.dataDir,
       store,
       ledger,
-      anchoring: { batchSize: config.anchorBatchSize ?? 1000, intervalMs: config.anchorIntervalMs ?? 1000 },
+      anchoring: { batchSize: config.anchorBatchSize, intervalMs: config.anchorIntervalMs },
       log: fastify.log.child({ component: 'anchoring' }),
     });
     closers.push(() => integrity.close());
@@ -130,7 +130,7 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     await verifyAnchorJournal(ledger, integrity.journal, journalPath(config.dataDir), fastify.log);
     registry.registerOperation(verifyOperation(integrity.verifier));
     const auditJob = scheduleAudit({
-      cron: config.auditCron ?? DEFAULT_AUDIT_CRON,
+      cron: config.auditCron,
       dataDir: config.dataDir,
       audit: () => integrity.audit(),
       log: fastify.log.child({ component: 'audit' }),
@@ -139,8 +139,9 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
     // Authentication, the caller's access policy on every FhirContext, consent grants and the audit (docs/access.md).
     const access = await setupAccess({
       dataDir: config.dataDir,
-      mode: config.auth ?? 'smart',
+      mode: config.auth,
       host: config.host,
+      mspId: config.mspId,
       organization: config.organization,
       fhirBaseUrl: config.baseUrl,
       tokenRateLimit: config.tokenRateLimit,

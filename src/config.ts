@@ -5,8 +5,12 @@
  * (the CLI prints it and exits with code 2).
  */
 import { resolve } from 'node:path';
+import { Option, type Command } from 'commander';
 import cron from 'node-cron';
 import { parseMetricsAllow, type MetricsAllow } from './fhir/http/operator-routes.js';
+
+/** The organisation of the embedded ledger and CA when none is configured (--msp-id, HIE_MSP_ID). */
+export const DEFAULT_MSP_ID = 'Org1MSP';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -26,8 +30,14 @@ export interface Config {
   baseUrl?: string;
   /** Which ledger adapter: the embedded chain (default) or a Fabric network (docs/fabric.md). */
   ledger: 'embedded' | 'fabric';
-  /** The Fabric connection file (JSON or YAML) for `ledger: fabric`. */
+  /** The Fabric connection file (JSON or YAML) for `ledger: fabric` (and `ca: fabric`). */
   fabricConfig?: string;
+  /** The organisation's MSP id on the embedded ledger and its embedded CA. */
+  mspId: string;
+  /** The participant commands' certificate authority: the data directory's embedded CA or the Fabric CA. */
+  ca: 'embedded' | 'fabric';
+  /** Where the compiled JSON-schema validator is kept (absent: node_modules/.cache/hie-ledger). */
+  cacheDir?: string;
   /** The organisation this service keeps records for (`Organization/id`): its systems choose ids of new resources. */
   organization?: string;
   /** Authentication: SMART Backend Services tokens (default), or dev-open (no auth, loopback only; docs/access.md). */
@@ -63,7 +73,7 @@ export class ConfigError extends Error {
   }
 }
 
-interface OptionSpec<K extends keyof Config> {
+export interface OptionSpec<K extends keyof Config> {
   key: K;
   /** Commander flag, e.g. `--port <number>`. */
   flag: string;
@@ -114,7 +124,8 @@ function parseBaseUrl(text: string, source: string): string {
   return text.replace(/\/+$/, '');
 }
 
-// Adding a setting: add it to Config and one entry here; `hie-ledger serve --help` and loadConfig pick it up.
+// Adding a setting: add it to Config and one entry here, and name its key in the settings list of each command
+// that reads it (SERVE_SETTINGS takes every key but 'ca'); the help and loadSettings pick it up.
 export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
   {
     key: 'port',
@@ -140,7 +151,7 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     flag: '--data-dir <path>',
     env: 'HIE_DATA_DIR',
     default: './data',
-    description: 'data directory (store, ledger, identities), created on demand',
+    description: 'data directory (store, ledger, identities; serve creates it on demand)',
     parse: (text, source) => {
       if (text.trim() === '') throw new ConfigError(`${source}: the data directory may not be empty`);
       return resolve(text);
@@ -203,6 +214,40 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     parse: (text, source) => {
       if (text.trim() === '')
         throw new ConfigError(`${source}: the Fabric configuration path may not be empty`);
+      return resolve(text);
+    },
+  },
+  {
+    key: 'mspId',
+    flag: '--msp-id <id>',
+    env: 'HIE_MSP_ID',
+    default: DEFAULT_MSP_ID,
+    description: "the organisation's MSP id on the embedded ledger and its embedded CA",
+    parse: (text, source) => {
+      if (text.trim() === '') throw new ConfigError(`${source}: the MSP id may not be empty`);
+      return text.trim();
+    },
+  },
+  {
+    key: 'ca',
+    flag: '--ca <kind>',
+    env: 'HIE_CA',
+    default: 'embedded',
+    description:
+      'certificate authority of the participant commands: embedded (DIR/identity/ca) or fabric (the "ca" section of --fabric-config)',
+    parse: (text, source) => {
+      if (text !== 'embedded' && text !== 'fabric')
+        throw new ConfigError(`${source}: '${text}' is not one of embedded, fabric`);
+      return text;
+    },
+  },
+  {
+    key: 'cacheDir',
+    flag: '--cache-dir <path>',
+    env: 'HIE_CACHE_DIR',
+    description: 'where the compiled JSON-schema validator is kept (default: node_modules/.cache/hie-ledger)',
+    parse: (text, source) => {
+      if (text.trim() === '') throw new ConfigError(`${source}: the cache directory may not be empty`);
       return resolve(text);
     },
   },
@@ -379,13 +424,56 @@ export function flagName(flag: string): string {
     .replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
 }
 
-/** Build the configuration from parsed flags (commander's camelCase names) and the environment. */
-export function loadConfig(
+export type ConfigKey = keyof Config;
+
+/** What `serve` reads: every setting but the participant commands' certificate authority. */
+export type ServeConfig = Omit<Config, 'ca'>;
+export const SERVE_SETTINGS: readonly (keyof ServeConfig)[] = CONFIG_OPTIONS.map(
+  (option) => option.key,
+).filter((key): key is keyof ServeConfig => key !== 'ca');
+
+function optionOf(key: ConfigKey): OptionSpec<ConfigKey> {
+  const option = CONFIG_OPTIONS.find((candidate) => candidate.key === key);
+  if (!option) throw new Error(`no configuration option ${key}`);
+  return option;
+}
+
+/**
+ * Adds the flags of these settings to a command, their variable and default in the help; the flags carry no
+ * commander default, so loadSettings can tell a flag from the environment.
+ */
+export function addConfigOptions(command: Command, keys: readonly ConfigKey[]): Command {
+  for (const key of keys) {
+    const option = optionOf(key);
+    const flag = new Option(
+      option.flag,
+      `${option.description} [env ${option.env}${option.default ? `, default ${option.default}` : ''}]`,
+    );
+    settingFlags.set(flag, option);
+    command.addOption(flag);
+  }
+  return command;
+}
+
+const settingFlags = new WeakMap<Option, OptionSpec<ConfigKey>>();
+
+/** The setting a command's flag stands for, when addConfigOptions added it (the docs test lists them). */
+export function settingOf(flag: Option): OptionSpec<ConfigKey> | undefined {
+  return settingFlags.get(flag);
+}
+
+/**
+ * The settings a command reads, from its parsed flags (commander's camelCase names), the environment and the
+ * defaults: flag > variable > default.
+ */
+export function loadSettings<K extends ConfigKey>(
+  keys: readonly K[],
   flags: Record<string, unknown> = {},
   env: NodeJS.ProcessEnv = process.env,
-): Config {
-  const config: Partial<Record<keyof Config, unknown>> = {};
-  for (const option of CONFIG_OPTIONS) {
+): Pick<Config, K> {
+  const config: Partial<Record<ConfigKey, unknown>> = {};
+  for (const key of keys) {
+    const option = optionOf(key);
     const flag = flags[flagName(option.flag)];
     const [text, source] =
       flag !== undefined
@@ -393,10 +481,27 @@ export function loadConfig(
         : env[option.env] !== undefined && env[option.env] !== ''
           ? [env[option.env]!, option.env]
           : [option.default, 'default'];
-    if (text !== undefined) config[option.key] = option.parse(text, source);
+    if (text !== undefined) config[key] = option.parse(text, source);
   }
-  if (config.ledger === 'fabric' && config.fabricConfig === undefined) {
+  if (config.ledger === 'fabric' && keys.includes('fabricConfig' as K) && config.fabricConfig === undefined) {
     throw new ConfigError('--ledger fabric needs --fabric-config FILE (or HIE_FABRIC_CONFIG)');
   }
-  return config as Config;
+  if (config.ca === 'fabric' && keys.includes('fabricConfig' as K) && config.fabricConfig === undefined) {
+    throw new ConfigError(
+      '--ca fabric needs --fabric-config FILE (or HIE_FABRIC_CONFIG) with a "ca" section',
+    );
+  }
+  return config as Pick<Config, K>;
+}
+
+/** Every setting, from parsed flags (commander's camelCase names), the environment and the defaults. */
+export function loadConfig(
+  flags: Record<string, unknown> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): Config {
+  return loadSettings(
+    CONFIG_OPTIONS.map((option) => option.key),
+    flags,
+    env,
+  );
 }

@@ -3,9 +3,9 @@
  * requests, close the store and other adapters, exit 0). A second signal while closing exits at once (code 1).
  */
 import { buildApp, FHIR_PREFIX, type App } from './app.js';
-import type { Config } from './config.js';
+import type { ServeConfig } from './config.js';
 
-export async function serve(config: Config): Promise<App> {
+export async function serve(config: ServeConfig): Promise<App> {
   // Whatever the service or its libraries create is for its own user only (0700/0600; docs/configuration.md).
   process.umask(0o077);
   const app = await buildApp(config);

@@ -27,7 +27,6 @@ import { registerAuth } from '../fhir/http/auth-routes.js';
 import { searchDefinitions } from '../fhir/search/definitions.js';
 
 export type AuthMode = 'smart' | 'dev-open';
-export const DEFAULT_MSP_ID = 'Org1MSP';
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
 
 export interface AccessSetupOptions {
@@ -35,7 +34,8 @@ export interface AccessSetupOptions {
   mode: AuthMode;
   /** The interface the server listens on: dev-open refuses anything but loopback. */
   host: string;
-  mspId?: string;
+  /** The organisation's MSP id: its embedded CA (config.mspId). */
+  mspId: string;
   /** The organisation this service keeps records for (config.organization): its systems choose ids of new resources. */
   organization?: string;
   /** Public base URL of the FHIR endpoint (config.baseUrl), e.g. https://hie.example.org/fhir. */
@@ -114,7 +114,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     options.log.warn(
       "no --organization: only admins create resources with chosen ids (PUT of a new id); set this service's organisation to let its systems do so",
     );
-  const mspId = options.mspId ?? process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID;
+  const mspId = options.mspId;
   const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), { mspId });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
   const secret = accessTokenSecret(options.dataDir);

@@ -10,8 +10,11 @@ import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { openConfiguredLedger } from '../ledger/open-ledger.js';
 import { openIntegrity, type IntegrityService } from '../ledger/integrity-service.js';
 import type { Ledger } from '../ledger/ledger.js';
+import type { Config } from '../config.js';
 
-export const DEFAULT_MSP_ID = 'Org1MSP';
+/** The settings of the commands that open a data directory's store, ledger and integrity service. */
+export const DATA_DIR_SETTINGS = ['dataDir', 'mspId', 'ledger', 'fabricConfig'] as const;
+export type DataDirConfig = Pick<Config, (typeof DATA_DIR_SETTINGS)[number]>;
 
 export interface OpenedDataDir {
   store: ResourceStore;
@@ -20,24 +23,14 @@ export interface OpenedDataDir {
   close(): Promise<void>;
 }
 
-export async function openDataDirIntegrity(options: {
-  dataDir: string;
-  mspId?: string;
-  /** The ledger the service uses: the data directory's embedded chain (default) or a Fabric network. */
-  ledger?: 'embedded' | 'fabric';
-  fabricConfig?: string;
-  startWorker?: boolean;
-}): Promise<OpenedDataDir> {
+export async function openDataDirIntegrity(
+  options: DataDirConfig & { startWorker?: boolean },
+): Promise<OpenedDataDir> {
   const store = new SqliteResourceStore({ file: path.join(options.dataDir, 'resources.sqlite') });
   let ledger: Ledger | undefined;
   try {
     await store.init();
-    ledger = await openConfiguredLedger({
-      ledger: options.ledger ?? 'embedded',
-      fabricConfig: options.fabricConfig,
-      dataDir: options.dataDir,
-      mspId: options.mspId ?? process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID,
-    });
+    ledger = await openConfiguredLedger(options);
     const integrity = await openIntegrity({ dataDir: options.dataDir, store, ledger });
     if (options.startWorker) integrity.anchorer.start();
     const opened = ledger;

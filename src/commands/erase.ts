@@ -7,22 +7,22 @@
  * touched. The audit then runs: everything else must still verify (erased versions are counted, not failures).
  * Without --yes it only lists what would be erased.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { versionReference } from '../mapping/hashing.js';
-import { openDataDirIntegrity } from './data-dir.js';
+import { addConfigOptions, loadSettings } from '../config.js';
+import { DATA_DIR_SETTINGS, openDataDirIntegrity, type DataDirConfig } from './data-dir.js';
 import { formatAuditReport } from './verify.js';
 import { writeAuditReport } from '../jobs/audit.js';
 
-export interface EraseOptions {
-  dataDir: string;
+export interface EraseOptions extends DataDirConfig {
   /** `Type/id` */
   target: string;
   /** Only the named resource, not the patient's compartment. */
   only?: boolean;
   /** Really erase (otherwise: a dry run listing the targets). */
   yes?: boolean;
-  mspId?: string;
   out?: NodeJS.WritableStream;
   err?: NodeJS.WritableStream;
 }
@@ -37,7 +37,11 @@ export async function runErase(options: EraseOptions): Promise<number> {
     return 2;
   }
   const [, resourceType, id] = match;
-  const opened = await openDataDirIntegrity({ dataDir: path.resolve(options.dataDir), mspId: options.mspId });
+  if (!existsSync(options.dataDir)) {
+    err.write(`hie-ledger erase: no data directory at ${path.resolve(options.dataDir)}\n`);
+    return 2;
+  }
+  const opened = await openDataDirIntegrity({ ...options, dataDir: path.resolve(options.dataDir) });
   try {
     const { store } = opened;
     const reference = `${resourceType}/${id}`;
@@ -97,19 +101,21 @@ export async function runErase(options: EraseOptions): Promise<number> {
 }
 
 export function registerEraseCommand(program: Command): void {
-  program
+  const command = program
     .command('erase')
     .description(
       "erase a patient's data: salts (on-chain hashes become unlinkable) and content; the chain stays intact",
     )
-    .argument('<reference>', 'what to erase, e.g. Patient/123 (with its compartment)')
-    .requiredOption('--data-dir <dir>', 'the data directory')
+    .argument('<reference>', 'what to erase, e.g. Patient/123 (with its compartment)');
+  addConfigOptions(command, DATA_DIR_SETTINGS)
     .option('--only', 'only this resource, not the patient compartment')
     .option('--yes', 'really erase (default: list what would be erased)')
-    .option('--msp-id <id>', 'MSP id of this organisation on the embedded ledger')
-    .action(
-      async (target: string, opts: { dataDir: string; only?: boolean; yes?: boolean; mspId?: string }) => {
-        process.exitCode = await runErase({ ...opts, target });
-      },
-    );
+    .action(async (target: string, opts: { only?: boolean; yes?: boolean } & Record<string, unknown>) => {
+      process.exitCode = await runErase({
+        ...loadSettings(DATA_DIR_SETTINGS, opts),
+        target,
+        only: opts.only,
+        yes: opts.yes,
+      });
+    });
 }

@@ -9,8 +9,11 @@ import { EmbeddedIdentityProvider } from '../access/identity-provider.js';
 import { ParticipantDirectory, type Participant } from '../access/participants.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from '../access/scopes.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
+import { addConfigOptions, DEFAULT_MSP_ID, loadSettings, type Config } from '../config.js';
 
-export const DEFAULT_MSP_ID = 'Org1MSP';
+/** The settings of every participant command (src/config.ts). */
+export const PARTICIPANT_SETTINGS = ['dataDir', 'mspId', 'ca', 'fabricConfig'] as const;
+export type ParticipantConfig = Pick<Config, (typeof PARTICIPANT_SETTINGS)[number]>;
 
 /**
  * The participants of a data directory with its embedded CA (`DIR/identity/ca`), or with the organisation's
@@ -19,7 +22,7 @@ export const DEFAULT_MSP_ID = 'Org1MSP';
 export async function openParticipantDirectory(
   dataDir: string,
   mspId: string = DEFAULT_MSP_ID,
-  ca: { kind?: string; fabricConfig?: string } = {},
+  ca: { kind?: Config['ca']; fabricConfig?: string } = {},
 ): Promise<ParticipantDirectory> {
   if (ca.kind === 'fabric') {
     if (!ca.fabricConfig) throw new Error('--ca fabric needs --fabric-config FILE (with a "ca" section)');
@@ -37,9 +40,8 @@ export async function openParticipantDirectory(
   return ParticipantDirectory.open(dataDir, identity);
 }
 
+/** A participant command's own flags; its settings (data directory, CA) are read by loadSettings. */
 interface ParticipantOptions {
-  dataDir: string;
-  mspId: string;
   role?: string;
   id?: string;
   resource?: string;
@@ -47,8 +49,8 @@ interface ParticipantOptions {
   out?: string;
   keyType?: string;
   json?: boolean;
-  ca?: string;
-  fabricConfig?: string;
+  /** The settings' flags (--data-dir, --msp-id, --ca, --fabric-config), as commander parsed them. */
+  [flag: string]: unknown;
 }
 
 function requireRole(role: string | undefined): ParticipantRole {
@@ -79,9 +81,10 @@ async function withDirectory<T>(
   options: ParticipantOptions,
   work: (directory: ParticipantDirectory) => Promise<T>,
 ): Promise<T> {
-  const directory = await openParticipantDirectory(resolve(options.dataDir), options.mspId, {
-    kind: options.ca,
-    fabricConfig: options.fabricConfig,
+  const config: ParticipantConfig = loadSettings(PARTICIPANT_SETTINGS, options);
+  const directory = await openParticipantDirectory(config.dataDir, config.mspId, {
+    kind: config.ca,
+    fabricConfig: config.fabricConfig,
   });
   try {
     return await work(directory);
@@ -91,23 +94,7 @@ async function withDirectory<T>(
 }
 
 function common(command: Command): Command {
-  return command
-    .option('--data-dir <dir>', 'data directory', process.env.HIE_DATA_DIR ?? './data')
-    .option(
-      '--msp-id <id>',
-      "the organisation's MSP id (its embedded CA)",
-      process.env.HIE_MSP_ID ?? DEFAULT_MSP_ID,
-    )
-    .option(
-      '--ca <kind>',
-      'certificate authority: embedded (DIR/identity/ca) or fabric',
-      process.env.HIE_CA ?? 'embedded',
-    )
-    .option(
-      '--fabric-config <file>',
-      'for --ca fabric: the Fabric connection file with a "ca" section',
-      process.env.HIE_FABRIC_CONFIG,
-    );
+  return addConfigOptions(command, PARTICIPANT_SETTINGS);
 }
 
 export function registerParticipantCommand(program: Command): Command {

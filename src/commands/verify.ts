@@ -10,13 +10,10 @@ import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import type { AuditProgress, AuditReport } from '../ledger/integrity.js';
 import { writeAuditReport } from '../jobs/audit.js';
-import { openDataDirIntegrity } from './data-dir.js';
+import { addConfigOptions, loadSettings } from '../config.js';
+import { DATA_DIR_SETTINGS, openDataDirIntegrity, type DataDirConfig } from './data-dir.js';
 
-export interface VerifyCommandOptions {
-  dataDir: string;
-  mspId?: string;
-  ledger?: 'embedded' | 'fabric';
-  fabricConfig?: string;
+export interface VerifyCommandOptions extends DataDirConfig {
   /** Show a progress bar (default: when stderr is a terminal). */
   progress?: boolean;
   /** Write the report to DIR/audits/ (default true). */
@@ -143,39 +140,18 @@ export async function runVerify(options: VerifyCommandOptions): Promise<number> 
 
 /** Registers `verify` on the CLI program (src/cli.ts). */
 export function registerVerifyCommand(program: Command): void {
-  program
+  const command = program
     .command('verify')
     .description(
       're-check every stored version against the ledger; names every altered or missing version and every ' +
         'altered custodian, compartment or search index row',
-    )
-    .requiredOption('--data-dir <dir>', 'the data directory to audit')
-    .option('--msp-id <id>', 'MSP id of this organisation on the embedded ledger')
-    .option('--ledger <kind>', 'embedded (default) or fabric')
-    .option('--fabric-config <file>', 'Fabric connection file, with --ledger fabric')
-    .option('--no-progress', 'no progress bar')
-    .action(
-      async (opts: {
-        dataDir: string;
-        mspId?: string;
-        ledger?: string;
-        fabricConfig?: string;
-        progress: boolean;
-      }) => {
-        if (opts.ledger !== undefined && opts.ledger !== 'embedded' && opts.ledger !== 'fabric') {
-          process.stderr.write(
-            `hie-ledger verify: --ledger must be embedded or fabric, not '${opts.ledger}'\n`,
-          );
-          process.exitCode = 2;
-          return;
-        }
-        process.exitCode = await runVerify({
-          dataDir: opts.dataDir,
-          mspId: opts.mspId,
-          ledger: opts.ledger as 'embedded' | 'fabric' | undefined,
-          fabricConfig: opts.fabricConfig,
-          progress: opts.progress === false ? false : undefined,
-        });
-      },
     );
+  addConfigOptions(command, DATA_DIR_SETTINGS)
+    .option('--no-progress', 'no progress bar')
+    .action(async (opts: { progress: boolean } & Record<string, unknown>) => {
+      process.exitCode = await runVerify({
+        ...loadSettings(DATA_DIR_SETTINGS, opts),
+        progress: opts.progress === false ? false : undefined,
+      });
+    });
 }

@@ -9,8 +9,6 @@ import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { AuditReport } from '../ledger/integrity.js';
 
-export const DEFAULT_AUDIT_CRON = '0 3 * * *';
-
 interface Logger {
   info(obj: object | string, msg?: string): void;
   error(obj: object | string, msg?: string): void;

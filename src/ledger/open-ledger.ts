@@ -15,8 +15,8 @@ export interface LedgerSelection {
   /** Required for `fabric`. */
   fabricConfig?: string;
   dataDir: string;
-  /** The embedded ledger's organisation; default HIE_MSP_ID or Org1MSP. */
-  mspId?: string;
+  /** The embedded ledger's organisation (config.mspId). */
+  mspId: string;
 }
 
 export async function openConfiguredLedger(
@@ -43,6 +43,6 @@ export async function openConfiguredLedger(
   }
   return openEmbeddedLedger({
     dataDir: selection.dataDir,
-    mspId: selection.mspId ?? process.env.HIE_MSP_ID ?? 'Org1MSP',
+    mspId: selection.mspId,
   });
 }

@@ -7,7 +7,7 @@ import { addressKey, RateLimiter } from '../../src/access/rate-limit.js';
 import { OpenAccess } from '../../src/access/policy.js';
 import { registerAuth } from '../../src/fhir/http/auth-routes.js';
 import { setupAccess } from '../../src/access/setup.js';
-import { loadConfig } from '../../src/config.js';
+import { DEFAULT_MSP_ID, loadConfig } from '../../src/config.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -340,6 +340,7 @@ describe('development mode', () => {
           dataDir,
           mode: 'dev-open',
           host: '0.0.0.0',
+          mspId: DEFAULT_MSP_ID,
           fhirPrefix: '/fhir',
           store: {} as ResourceStore,
           log: console,

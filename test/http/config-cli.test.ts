@@ -1,10 +1,48 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { CONFIG_OPTIONS, ConfigError, loadConfig } from '../../src/config.js';
+import type { Command } from 'commander';
+import {
+  CONFIG_OPTIONS,
+  ConfigError,
+  DEFAULT_MSP_ID,
+  loadConfig,
+  loadSettings,
+  settingOf,
+} from '../../src/config.js';
+import { createProgram } from '../../src/commands/program.js';
+
+/** Every command that runs (no subcommands of its own), with its path: ['participant', 'enroll']. */
+function leafCommands(command: Command, path: string[] = []): { path: string[]; command: Command }[] {
+  if (command.commands.length === 0) return [{ path, command }];
+  return command.commands.flatMap((sub) => leafCommands(sub, [...path, sub.name()]));
+}
+
+/** The rows of a Markdown table whose first cell starts with `start`, as cells. */
+function tableRows(doc: string, start: string): string[][] {
+  return doc
+    .split('\n')
+    .filter((line) => line.startsWith(`| ${start}`))
+    .map((line) =>
+      line
+        .split(/(?<!\\)\|/)
+        .slice(1, -1)
+        .map((cell) => cell.trim()),
+    );
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+    entry.isDirectory()
+      ? sourceFiles(join(dir, entry.name))
+      : entry.name.endsWith('.ts')
+        ? [join(dir, entry.name)]
+        : [],
+  );
+}
 
 describe('configuration', () => {
   it('has defaults', () => {
@@ -51,6 +89,97 @@ describe('configuration', () => {
     }
   });
 
+  it('has the MSP id, the CA and the schema cache directory in the one table', () => {
+    expect(loadConfig({}, {})).toMatchObject({ mspId: DEFAULT_MSP_ID, ca: 'embedded' });
+    expect(loadConfig({}, {}).cacheDir).toBeUndefined();
+    expect(DEFAULT_MSP_ID).toBe('Org1MSP');
+    const fromEnv = loadConfig(
+      {},
+      { HIE_MSP_ID: 'Org2MSP', HIE_CA: 'fabric', HIE_FABRIC_CONFIG: 'net/f.json', HIE_CACHE_DIR: 'cache' },
+    );
+    expect(fromEnv).toMatchObject({
+      mspId: 'Org2MSP',
+      ca: 'fabric',
+      fabricConfig: resolve('net/f.json'),
+      cacheDir: resolve('cache'),
+    });
+    expect(loadConfig({ mspId: 'Org3MSP' }, { HIE_MSP_ID: 'Org2MSP' }).mspId).toBe('Org3MSP');
+    expect(() => loadConfig({}, { HIE_CA: 'vault' })).toThrow(
+      /HIE_CA: 'vault' is not one of embedded, fabric/,
+    );
+    expect(() => loadConfig({ ca: 'fabric' }, {})).toThrow(/--ca fabric needs --fabric-config/);
+    expect(() => loadConfig({ mspId: ' ' }, {})).toThrow(/--msp-id/);
+  });
+
+  it("loads only a command's settings: another command's bad variable does not matter", () => {
+    const env = { HIE_CA: 'vault', HIE_PORT: 'eighty', HIE_DATA_DIR: '/tmp/d' };
+    expect(loadSettings(['dataDir', 'mspId'], {}, env)).toEqual({ dataDir: '/tmp/d', mspId: DEFAULT_MSP_ID });
+    expect(() => loadSettings(['ca'], {}, env)).toThrow(/HIE_CA/);
+  });
+
+  it('reads the environment in src/config.ts only', () => {
+    // CORE_CHAINCODE_LOGGING_LEVEL is fabric-shim's own variable (docs/configuration.md): the library reads it.
+    const allowed = new Set([
+      join('src', 'config.ts'),
+      join('src', 'ledger', 'embedded', 'chaincode-runtime.ts'),
+    ]);
+    const readers = sourceFiles('src').filter(
+      (file) => !allowed.has(file) && /process\.env\b/.test(readFileSync(file, 'utf8')),
+    );
+    expect(readers).toEqual([]);
+    const runtime = readFileSync(join('src', 'ledger', 'embedded', 'chaincode-runtime.ts'), 'utf8');
+    expect(
+      runtime.match(/process\.env\.[A-Z_]+/g)?.every((read) => read.endsWith('CORE_CHAINCODE_LOGGING_LEVEL')),
+    ).toBe(true);
+  });
+
+  it('gives every command its settings from the one table: same flag, variable in the help', () => {
+    const settings = new Map(CONFIG_OPTIONS.map((option) => [option.flag.split(' ')[0], option]));
+    // The participant commands' --organization is the participant's organisation, not the service's setting.
+    const ownOptions = new Set(['participant register --organization', 'participant enroll --organization']);
+    for (const { path, command } of leafCommands(createProgram())) {
+      for (const option of command.options) {
+        const setting = settings.get(option.long ?? '');
+        if (!setting || ownOptions.has(`${path.join(' ')} ${option.long}`)) continue;
+        expect(settingOf(option), `${path.join(' ')} ${option.long}`).toBe(setting);
+        expect(option.flags, `${path.join(' ')} ${option.long}`).toBe(setting.flag);
+        expect(option.description, `${path.join(' ')} ${option.long}`).toContain(`env ${setting.env}`);
+        expect(option.defaultValue, `${path.join(' ')} ${option.long}: defaults come from the table`).toBe(
+          undefined,
+        );
+      }
+    }
+  });
+
+  it('documents every option of every command once: the settings table and the commands table', () => {
+    const doc = readFileSync('docs/configuration.md', 'utf8');
+    const settingRows = tableRows(doc, '`--');
+    const commandRows = tableRows(doc, '`hie-ledger ');
+    for (const option of CONFIG_OPTIONS) {
+      const rows = settingRows.filter((row) => row[0] === `\`${option.flag.replace('|', '\\|')}\``);
+      expect(rows, option.flag).toHaveLength(1);
+      expect(rows[0][1], option.flag).toBe(`\`${option.env}\``);
+    }
+    const readers = new Map<string, Set<string>>();
+    for (const { path, command } of leafCommands(createProgram())) {
+      const row = commandRows.find((cells) => cells[0].startsWith(`\`hie-ledger ${path.join(' ')}`));
+      expect(row, path.join(' ')).toBeDefined();
+      for (const option of command.options) {
+        const long = option.long!;
+        if (settingOf(option)) {
+          readers.set(long, (readers.get(long) ?? new Set()).add(path[0]));
+        } else {
+          expect(row![1], `${path.join(' ')} ${long}`).toMatch(new RegExp(`\`${long}\``));
+        }
+      }
+    }
+    for (const row of settingRows) {
+      const long = row[0].replace(/^`/, '').split(' ')[0];
+      const documented = row[row.length - 1].split(',').map((name) => name.trim());
+      expect(documented.sort(), `read by of ${long}`).toEqual([...(readers.get(long) ?? [])].sort());
+    }
+  });
+
   it('refuses invalid values, naming the source', () => {
     expect(() => loadConfig({ port: '99999' }, {})).toThrow(ConfigError);
     expect(() => loadConfig({}, { HIE_PORT: 'eighty' })).toThrow(/HIE_PORT/);
@@ -81,6 +210,29 @@ function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 }
+
+describe('hie-ledger verify and erase', () => {
+  async function run(args: string[], env: NodeJS.ProcessEnv = {}) {
+    const child = cli(args, env);
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    const code = await new Promise((done) => child.on('exit', done));
+    return { code, stderr };
+  }
+
+  it('take the data directory from HIE_DATA_DIR and check their settings like serve (exit 2)', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'hie-cli-'));
+    temporary.push(root);
+    const missing = join(root, 'absent');
+    const verify = await run(['verify', '--no-progress'], { HIE_DATA_DIR: missing });
+    expect(verify).toMatchObject({ code: 2 });
+    expect(verify.stderr).toContain(`hie-ledger verify: no data directory at ${missing}`);
+    const erase = await run(['erase', 'Patient/p1', '--ledger', 'fabric'], { HIE_DATA_DIR: missing });
+    expect(erase).toMatchObject({ code: 2 });
+    expect(erase.stderr).toMatch(/invalid configuration: --ledger fabric needs --fabric-config/);
+    expect(existsSync(missing)).toBe(false);
+  });
+});
 
 describe('hie-ledger serve', () => {
   it('exits with code 2 and a clear message on invalid configuration', async () => {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runVerify } from '../../src/commands/verify.js';
-import { eventually } from './helpers.js';
+import { dataDirConfig, eventually } from './helpers.js';
 
 interface Server {
   child: ChildProcess;
@@ -137,7 +137,7 @@ describe('crash in the middle of a stream of writes', () => {
         done();
       },
     });
-    const code = await runVerify({ dataDir, progress: false, out: sink, err: sink });
+    const code = await runVerify({ ...dataDirConfig(dataDir), progress: false, out: sink, err: sink });
     expect(out).toContain('OK: every stored version matches the ledger.');
     expect(code).toBe(0);
   }, 120_000);

@@ -1,4 +1,5 @@
 /** Erasure: a patient's salts (and, where the store can, content) are erased; the chain is intact and all else verifies. */
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,7 +9,7 @@ import { runErase } from '../../src/commands/erase.js';
 import { runVerify } from '../../src/commands/verify.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { AnchorContractClient } from '../../src/ledger/anchors.js';
-import { observation, openFixture } from './helpers.js';
+import { dataDirConfig, observation, openFixture } from './helpers.js';
 
 function sink() {
   let text = '';
@@ -47,9 +48,26 @@ describe("erasing a patient's data", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('refuses a data directory that does not exist (exit 2), creating nothing', async () => {
+    const missing = path.join(dir, 'no-such-data');
+    const out = sink();
+    const code = await runErase({
+      ...dataDirConfig(missing),
+      target: 'Patient/p1',
+      yes: true,
+      out: out.stream,
+      err: out.stream,
+    });
+    expect(code).toBe(2);
+    expect(out.text()).toContain(`hie-ledger erase: no data directory at ${missing}`);
+    expect(existsSync(missing)).toBe(false);
+  });
+
   it('lists the patient and its compartment without --yes, and changes nothing', async () => {
     const out = sink();
-    expect(await runErase({ dataDir: dir, target: 'Patient/p1', out: out.stream, err: out.stream })).toBe(0);
+    expect(
+      await runErase({ ...dataDirConfig(dir), target: 'Patient/p1', out: out.stream, err: out.stream }),
+    ).toBe(0);
     expect(out.text()).toContain('would erase  Patient/p1');
     expect(out.text()).toContain('would erase  Observation/e0');
     expect(out.text()).not.toContain('Observation/e1');
@@ -59,7 +77,7 @@ describe("erasing a patient's data", () => {
   it('erases the salts: the chain stays, erased versions are unlinkable, and everything else verifies', async () => {
     const out = sink();
     const code = await runErase({
-      dataDir: dir,
+      ...dataDirConfig(dir),
       target: 'Patient/p1',
       yes: true,
       out: out.stream,
@@ -96,9 +114,9 @@ describe("erasing a patient's data", () => {
     }
 
     const verify = sink();
-    expect(await runVerify({ dataDir: dir, progress: false, out: verify.stream, err: verify.stream })).toBe(
-      0,
-    );
+    expect(
+      await runVerify({ ...dataDirConfig(dir), progress: false, out: verify.stream, err: verify.stream }),
+    ).toBe(0);
     expect(verify.text()).toMatch(/4 anchored, 0 pending, 4 erased/);
   });
 });

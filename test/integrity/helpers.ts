@@ -17,6 +17,8 @@ import {
 import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
+import { loadSettings } from '../../src/config.js';
+import { DATA_DIR_SETTINGS, type DataDirConfig } from '../../src/commands/data-dir.js';
 
 /** The organisation the fixture writes as (the custodian of its versions). */
 export const CUSTODIAN = 'Organization/org1';
@@ -161,6 +163,11 @@ export async function eventually(
     if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** The settings of `verify` and `erase` over this data directory, the rest at their defaults. */
+export function dataDirConfig(dataDir: string): DataDirConfig {
+  return loadSettings(DATA_DIR_SETTINGS, { dataDir }, {});
 }
 
 export function observation(id: string, value: string, subject?: string): FhirResource {

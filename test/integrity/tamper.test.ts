@@ -14,7 +14,7 @@ import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { pendingAnchorOf } from '../../src/ledger/anchoring.js';
 import { canonicalizeText } from '../../src/mapping/canonical.js';
 import { canonicalOfVersion, leafHashOf, leafHashOfCanonical } from '../../src/mapping/hashing.js';
-import { observation, openFixture } from './helpers.js';
+import { dataDirConfig, observation, openFixture } from './helpers.js';
 
 function capture(): { stream: Writable; text: () => string } {
   let text = '';
@@ -30,7 +30,12 @@ function capture(): { stream: Writable; text: () => string } {
 async function verifyCli(dataDir: string) {
   const out = capture();
   const err = capture();
-  const code = await runVerify({ dataDir, progress: false, out: out.stream, err: err.stream });
+  const code = await runVerify({
+    ...dataDirConfig(dataDir),
+    progress: false,
+    out: out.stream,
+    err: err.stream,
+  });
   return { code, out: out.text(), err: err.text() };
 }
 

@@ -6,7 +6,6 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 
 const dir = mkdtempSync(join(tmpdir(), 'hie-schema-cache-'));
 afterAll(() => {
-  delete process.env.HIE_CACHE_DIR;
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -20,10 +19,9 @@ describe('schema validator cache', () => {
     writeFileSync(join(dir, 'fhir-schema-2222222222222222.cjs.98.tmp'), 'another start, still writing');
     writeFileSync(join(dir, 'unrelated.txt'), 'not ours');
 
-    process.env.HIE_CACHE_DIR = dir;
     vi.resetModules();
     const { createSchemaValidator } = await import('../../src/fhir/validation/schema.js');
-    const validator = await createSchemaValidator();
+    const validator = await createSchemaValidator({ cacheDir: dir });
     expect(validator.validate({ resourceType: 'Patient', active: true }).valid).toBe(true);
 
     const files = readdirSync(dir).sort();
@@ -37,9 +35,10 @@ describe('schema validator cache', () => {
     // The next start loads that file instead of compiling again.
     vi.resetModules();
     const again = await import('../../src/fhir/validation/schema.js');
-    expect((await again.createSchemaValidator()).validate({ resourceType: 'Patient', active: 1 }).valid).toBe(
-      false,
-    );
+    expect(
+      (await again.createSchemaValidator({ cacheDir: dir })).validate({ resourceType: 'Patient', active: 1 })
+        .valid,
+    ).toBe(false);
     expect(readdirSync(dir).filter((f) => f.endsWith('.cjs'))).toEqual(compiled);
   }, 120_000);
 });

@@ -119,8 +119,9 @@ function compileResourceList(
   return { ajv, validate };
 }
 
-function cacheDir(): string {
-  return process.env.HIE_CACHE_DIR ?? join(dirname(SCHEMA_FILE), '..', '..', '.cache', 'hie-ledger');
+/** The default home of the compiled validator: node_modules/.cache/hie-ledger (config.cacheDir overrides it). */
+function defaultCacheDir(): string {
+  return join(dirname(SCHEMA_FILE), '..', '..', '.cache', 'hie-ledger');
 }
 
 /**
@@ -140,9 +141,9 @@ function pruneOtherCaches(dir: string, keep: string): void {
 }
 
 /** Load the compiled validator from the cache, or compile and cache it. */
-function compiledValidator(schema: PublishedSchema, schemaText: string): ValidateFunction {
+function compiledValidator(schema: PublishedSchema, schemaText: string, cacheDir: string): ValidateFunction {
   const key = createHash('sha256').update(schemaText).update(AJV_VERSION).digest('hex').slice(0, 16);
-  const file = join(cacheDir(), `fhir-schema-${key}.cjs`);
+  const file = join(cacheDir, `fhir-schema-${key}.cjs`);
   if (existsSync(file)) {
     try {
       return require(file) as ValidateFunction;
@@ -275,11 +276,17 @@ export class SchemaValidator implements ResourceValidator {
 
 let shared: Promise<SchemaValidator> | undefined;
 
-/** The schema validator, compiled (or loaded from cache) once per process. */
-export function createSchemaValidator(): Promise<SchemaValidator> {
+/**
+ * The schema validator, compiled (or loaded from the cache in `cacheDir`, config.cacheDir) once per process: the
+ * first call's directory is the one used.
+ */
+export function createSchemaValidator(options: { cacheDir?: string } = {}): Promise<SchemaValidator> {
   shared ??= Promise.resolve().then(() => {
     const { schema, resourceTypes, text } = loadSchema();
-    return new SchemaValidator(compiledValidator(schema, text), resourceTypes);
+    return new SchemaValidator(
+      compiledValidator(schema, text, options.cacheDir ?? defaultCacheDir()),
+      resourceTypes,
+    );
   });
   return shared;
 }

@@ -1,0 +1,34 @@
+/**
+ * The `hie-ledger` program: each subcommand registers itself with one line in COMMANDS (a
+ * `register...Command(program)` function). Every setting a subcommand reads comes from the one option table
+ * (src/config.ts: flag, variable, default), handed to it typed; docs/configuration.md lists them per command.
+ */
+import { Command } from 'commander';
+import { addConfigOptions, loadSettings, SERVE_SETTINGS } from '../config.js';
+import { serve } from '../server.js';
+import { registerVerifyCommand } from './verify.js';
+import { registerEraseCommand } from './erase.js';
+import { registerParticipantCommand } from './participant.js';
+
+function registerServeCommand(program: Command): void {
+  const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
+  addConfigOptions(command, SERVE_SETTINGS).action(async (flags: Record<string, unknown>) => {
+    await serve(loadSettings(SERVE_SETTINGS, flags));
+  });
+}
+
+const COMMANDS: ((program: Command) => unknown)[] = [
+  registerServeCommand,
+  registerVerifyCommand,
+  registerEraseCommand,
+  registerParticipantCommand,
+];
+
+export function createProgram(): Command {
+  const program = new Command('hie-ledger').description(
+    'FHIR R4 health information exchange with integrity anchors and consent on Hyperledger Fabric',
+  );
+  program.showHelpAfterError();
+  for (const register of COMMANDS) register(program);
+  return program;
+}
