@@ -328,117 +328,147 @@ export class StructureWalker {
     if (!owner) return;
     run.depth++;
     try {
-      const props = this.props(owner);
-      let keyCount = 0;
-      for (const key in obj) {
-        keyCount++;
-        if (isResourceRoot && key === 'resourceType') continue;
-        const value = obj[key];
-        if (key.charCodeAt(0) === 95 /* _ */) {
-          const entry = props.get(key.slice(1));
-          if (!entry || !entry.type || !isPrimitiveType(entry.type.code)) {
-            run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
-            continue;
-          }
-          this.walkPrimitiveExtras(
-            obj,
-            key,
-            value,
-            entry.node,
-            entry.type,
-            this.elementPath(path, entry.node, entry.type),
-            run,
-            frame,
-          );
-          continue;
-        }
-        const entry = props.get(key);
-        if (!entry) {
-          run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
-          continue;
-        }
-        const child = entry.node;
-        const childPath = this.elementPath(path, child, entry.type);
-        if (value === null) {
-          run.add('error', 'invalid', 'A property cannot be null', childPath);
-          continue;
-        }
-        if (child.isArray) {
-          if (!Array.isArray(value)) {
-            run.add(
-              'error',
-              'structure',
-              `This property must be an Array, not ${typeof value === 'object' ? 'an Object' : 'a primitive'}`,
-              childPath,
-            );
-            continue;
-          }
-          if (value.length === 0) {
-            run.add(
-              'error',
-              'invalid',
-              'Array cannot be empty - the property should not be present if it has no values',
-              childPath,
-            );
-            continue;
-          }
-          const primitive = entry.type && isPrimitiveType(entry.type.code);
-          const extras = primitive ? obj['_' + key] : undefined;
-          for (let i = 0; i < value.length; i++) {
-            const item = value[i];
-            if (item === null) {
-              if (!(primitive && Array.isArray(extras) && extras[i]))
-                run.add('error', 'invalid', 'Null values are not allowed in arrays', `${childPath}[${i}]`);
-              continue;
-            }
-            this.walkValue(item, child, entry.type, `${childPath}[${i}]`, run, frame);
-          }
-          if (child.slicing && child.slices.length)
-            this.checkSlices(value, child, entry.type, childPath, path, run, frame);
-        } else {
-          if (Array.isArray(value)) {
-            run.add('error', 'structure', 'This property must be a single value, not an Array', childPath);
-            continue;
-          }
-          this.walkValue(value, child, entry.type, childPath, run, frame);
-          if (child.slices.length && child.choice)
-            this.checkChoiceSlices(value, child, entry.type, childPath, run, frame);
-        }
-      }
+      const keyCount = this.walkProperties(obj, owner, path, run, frame, isResourceRoot);
       if (keyCount === 0 || (keyCount === 1 && obj.id !== undefined && !isResourceRoot)) {
         run.add('error', 'invalid', 'Object must have some content (ele-1)', path);
       }
-      // Cardinality of every child.
-      for (const c of owner.children) {
-        if (c.min === 0 && c.max >= (c.isArray ? Infinity : 1) && !c.choice) continue;
-        let count = 0;
-        let present = 0;
-        for (const n of c.jsonNames!) {
-          const v = obj[n] ?? obj['_' + n];
-          if (v === undefined || v === null) continue;
-          present++;
-          count += Array.isArray(v) ? v.length : 1;
-        }
-        if (c.choice && present > 1)
-          run.add(
-            'error',
-            'structure',
-            `Only one of ${c.jsonNames!.filter((n) => obj[n] !== undefined).join(', ')} may be present`,
-            path,
-          );
-        if (count < c.min)
-          run.add(
-            'error',
-            'structure',
-            `${c.path}: minimum required = ${c.min}, but only found ${count}`,
-            path,
-          );
-        else if (count > c.max)
-          run.add('error', 'structure', `${c.path}: max allowed = ${c.max}, but found ${count}`, path);
-      }
+      this.checkCardinality(obj, owner, path, run);
       this.checkConstraints(obj, node, owner, typeName, path, run, frame, isResourceRoot);
     } finally {
       run.depth--;
+    }
+  }
+
+  /** Every property of an object against the element it names; returns how many properties there are. */
+  private walkProperties(
+    obj: Json,
+    owner: ElementNode,
+    path: string,
+    run: Run,
+    frame: Frame,
+    isResourceRoot: boolean,
+  ): number {
+    const props = this.props(owner);
+    let keyCount = 0;
+    for (const key in obj) {
+      keyCount++;
+      if (isResourceRoot && key === 'resourceType') continue;
+      const value = obj[key];
+      if (key.charCodeAt(0) === 95 /* _ */) {
+        const entry = props.get(key.slice(1));
+        if (!entry || !entry.type || !isPrimitiveType(entry.type.code)) {
+          run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
+          continue;
+        }
+        this.walkPrimitiveExtras(
+          obj,
+          key,
+          value,
+          entry.node,
+          entry.type,
+          this.elementPath(path, entry.node, entry.type),
+          run,
+          frame,
+        );
+        continue;
+      }
+      const entry = props.get(key);
+      if (!entry) {
+        run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
+        continue;
+      }
+      this.walkProperty(obj, key, value, entry, path, run, frame);
+    }
+    return keyCount;
+  }
+
+  /** One (non-`_`) property: null, array or single value as its element's cardinality allows, then its slices. */
+  private walkProperty(
+    obj: Json,
+    key: string,
+    value: Json,
+    entry: { node: ElementNode; type?: TypeRef },
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
+    const child = entry.node;
+    const childPath = this.elementPath(path, child, entry.type);
+    if (value === null) {
+      run.add('error', 'invalid', 'A property cannot be null', childPath);
+      return;
+    }
+    if (child.isArray) {
+      if (!Array.isArray(value)) {
+        run.add(
+          'error',
+          'structure',
+          `This property must be an Array, not ${typeof value === 'object' ? 'an Object' : 'a primitive'}`,
+          childPath,
+        );
+        return;
+      }
+      if (value.length === 0) {
+        run.add(
+          'error',
+          'invalid',
+          'Array cannot be empty - the property should not be present if it has no values',
+          childPath,
+        );
+        return;
+      }
+      const primitive = entry.type && isPrimitiveType(entry.type.code);
+      const extras = primitive ? obj['_' + key] : undefined;
+      for (let i = 0; i < value.length; i++) {
+        const item = value[i];
+        if (item === null) {
+          if (!(primitive && Array.isArray(extras) && extras[i]))
+            run.add('error', 'invalid', 'Null values are not allowed in arrays', `${childPath}[${i}]`);
+          continue;
+        }
+        this.walkValue(item, child, entry.type, `${childPath}[${i}]`, run, frame);
+      }
+      if (child.slicing && child.slices.length)
+        this.checkSlices(value, child, entry.type, childPath, path, run, frame);
+    } else {
+      if (Array.isArray(value)) {
+        run.add('error', 'structure', 'This property must be a single value, not an Array', childPath);
+        return;
+      }
+      this.walkValue(value, child, entry.type, childPath, run, frame);
+      if (child.slices.length && child.choice)
+        this.checkChoiceSlices(value, child, entry.type, childPath, run, frame);
+    }
+  }
+
+  /** Cardinality of every child of the object's element, and at most one type of a choice. */
+  private checkCardinality(obj: Json, owner: ElementNode, path: string, run: Run): void {
+    for (const c of owner.children) {
+      if (c.min === 0 && c.max >= (c.isArray ? Infinity : 1) && !c.choice) continue;
+      let count = 0;
+      let present = 0;
+      for (const n of c.jsonNames!) {
+        const v = obj[n] ?? obj['_' + n];
+        if (v === undefined || v === null) continue;
+        present++;
+        count += Array.isArray(v) ? v.length : 1;
+      }
+      if (c.choice && present > 1)
+        run.add(
+          'error',
+          'structure',
+          `Only one of ${c.jsonNames!.filter((n) => obj[n] !== undefined).join(', ')} may be present`,
+          path,
+        );
+      if (count < c.min)
+        run.add(
+          'error',
+          'structure',
+          `${c.path}: minimum required = ${c.min}, but only found ${count}`,
+          path,
+        );
+      else if (count > c.max)
+        run.add('error', 'structure', `${c.path}: max allowed = ${c.max}, but found ${count}`, path);
     }
   }
 
@@ -499,47 +529,7 @@ export class StructureWalker {
     // R4 snapshots type Resource.id as System.String (fhir-type 'string'); the specification says `id`.
     const code = node.raw.base?.path === 'Resource.id' ? 'id' : type?.code;
     if (code && isPrimitiveType(code)) {
-      const problem = checkPrimitive(code, value);
-      if (problem) {
-        // Attachment data is reported on the attachment (as the reference validator does).
-        if (node.path.endsWith('.data') && code === 'base64Binary' && path.endsWith('.data'))
-          run.add(
-            'error',
-            'structure',
-            `The base64 content in the data element is not valid base64: ${problem}`,
-            path.slice(0, -5),
-          );
-        else run.add('error', 'invalid', problem, path);
-        return;
-      }
-      if (code === 'xhtml') {
-        for (const p of checkNarrativeXhtml(value as string))
-          run.add(
-            'error',
-            p.key === 'xhtml' ? 'invalid' : 'invariant',
-            p.key === 'xhtml' ? p.message : `Constraint failed: ${p.key}: ${p.message}`,
-            path,
-          );
-      }
-      if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
-        run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
-      if (node.fixed !== undefined && !deepEqual(node.fixed, value))
-        run.add(
-          'error',
-          'value',
-          `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`,
-          path,
-        );
-      if (node.pattern !== undefined && !deepEqual(node.pattern, value))
-        run.add(
-          'error',
-          'value',
-          `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`,
-          path,
-        );
-      if (node.binding && (code === 'code' || code === 'string' || code === 'uri'))
-        this.checkBinding(node, undefined, value as string, path, run);
-      if (node.minValue !== undefined || node.maxValue !== undefined) checkMinMax(node, value, path, run);
+      this.checkPrimitiveValue(code, value, node, path, run);
       return;
     }
     if (code === 'Resource' || (code !== undefined && this.isResourceType(code))) {
@@ -568,6 +558,64 @@ export class StructureWalker {
     );
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return;
     checkFixedAndPattern(node, value, path, run);
+    this.checkDataType(code, value, node, type, path, run, frame);
+  }
+
+  /** A primitive value: its syntax, then its element's length, fixed value, pattern, binding and bounds. */
+  private checkPrimitiveValue(code: string, value: Json, node: ElementNode, path: string, run: Run): void {
+    const problem = checkPrimitive(code, value);
+    if (problem) {
+      // Attachment data is reported on the attachment (as the reference validator does).
+      if (node.path.endsWith('.data') && code === 'base64Binary' && path.endsWith('.data'))
+        run.add(
+          'error',
+          'structure',
+          `The base64 content in the data element is not valid base64: ${problem}`,
+          path.slice(0, -5),
+        );
+      else run.add('error', 'invalid', problem, path);
+      return;
+    }
+    if (code === 'xhtml') {
+      for (const p of checkNarrativeXhtml(value as string))
+        run.add(
+          'error',
+          p.key === 'xhtml' ? 'invalid' : 'invariant',
+          p.key === 'xhtml' ? p.message : `Constraint failed: ${p.key}: ${p.message}`,
+          path,
+        );
+    }
+    if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
+      run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
+    if (node.fixed !== undefined && !deepEqual(node.fixed, value))
+      run.add(
+        'error',
+        'value',
+        `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`,
+        path,
+      );
+    if (node.pattern !== undefined && !deepEqual(node.pattern, value))
+      run.add(
+        'error',
+        'value',
+        `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`,
+        path,
+      );
+    if (node.binding && (code === 'code' || code === 'string' || code === 'uri'))
+      this.checkBinding(node, undefined, value as string, path, run);
+    if (node.minValue !== undefined || node.maxValue !== undefined) checkMinMax(node, value, path, run);
+  }
+
+  /** The rules of the complex data types that have their own (references, codings, quantities, attachments). */
+  private checkDataType(
+    code: string | undefined,
+    value: Json,
+    node: ElementNode,
+    type: TypeRef | undefined,
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
     switch (code) {
       case 'Reference':
         this.checkReference(value, node, type!, path, run, frame);
