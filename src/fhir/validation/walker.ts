@@ -207,6 +207,12 @@ export class StructureWalker {
     const s = this.structures.type(rt)!;
     const frame: Frame = { resource: res, rootResource: container ?? res };
     this.walkObject(res, s.root, s.root, rt, path, run, frame, true);
+    this.checkResourceRules(res, rt, path, run);
+    this.walkProfiles(res, rt, s.url, path, run, frame, extraProfiles);
+  }
+
+  /** The rules a resource type has beyond its structure (dom-3, Bundle, terminology and conformance resources). */
+  private checkResourceRules(res: Json, rt: string, path: string, run: Run): void {
     if (this.validateContained && Array.isArray(res.contained) && res.contained.length) {
       for (const id of containedReferenced(res)) {
         run.add(
@@ -241,6 +247,18 @@ export class StructureWalker {
         if (p.location) run.add('error', 'value', p.message, p.location);
         else run.add('error', 'exception', `Error generating Snapshot: ${p.message}`, path);
     }
+  }
+
+  /** The profiles the resource claims, is given, or implies (vital signs), each walked over the whole resource. */
+  private walkProfiles(
+    res: Json,
+    rt: string,
+    baseUrl: string,
+    path: string,
+    run: Run,
+    frame: Frame,
+    extraProfiles: string[],
+  ): void {
     const claimed: string[] = Array.isArray(res.meta?.profile)
       ? res.meta.profile.filter((p: unknown) => typeof p === 'string')
       : [];
@@ -263,7 +281,7 @@ export class StructureWalker {
         run.add('error', 'structure', `Profile '${url}' is for ${ps.type}, not ${rt}`, where);
         continue;
       }
-      if (ps.url === s.url) continue;
+      if (ps.url === baseUrl) continue;
       this.walkObject(res, ps.root, ps.root, rt, path, run, frame, true);
     }
   }
@@ -659,7 +677,33 @@ export class StructureWalker {
       run.add('error', 'structure', 'An extension must be a JSON object', path);
       return;
     }
-    const url = ext.url;
+    const owner = this.extensionDefinition(ext.url, type, path, run);
+    const hasValue = Object.keys(ext).some((k) => k.startsWith('value'));
+    const hasExtensions = Array.isArray(ext.extension) && ext.extension.length > 0;
+    if (hasValue === hasExtensions)
+      run.add(
+        'error',
+        'invariant',
+        "Constraint failed: ext-1: 'Must have either extensions or value[x], not both'",
+        path,
+      );
+    if (owner) this.walkObject(ext, owner, owner, 'Extension', path, run, frame);
+    else {
+      const base = this.structures.type('Extension')!.root;
+      this.walkObject(
+        ext,
+        node.children.length ? node : base,
+        node.children.length ? node : base,
+        'Extension',
+        path,
+        run,
+        frame,
+      );
+    }
+  }
+
+  /** The definition of an extension's url (checked as extension or modifier), or undefined when it has none. */
+  private extensionDefinition(url: Json, type: TypeRef, path: string, run: Run): ElementNode | undefined {
     let owner: ElementNode | undefined;
     if (typeof url !== 'string' || url === '') {
       run.add('error', 'structure', 'Extension.url is required', path);
@@ -695,28 +739,7 @@ export class StructureWalker {
           run.add('error', 'invalid', `Example URLs are not allowed in this context (${url})`, `${path}.url`);
       }
     }
-    const hasValue = Object.keys(ext).some((k) => k.startsWith('value'));
-    const hasExtensions = Array.isArray(ext.extension) && ext.extension.length > 0;
-    if (hasValue === hasExtensions)
-      run.add(
-        'error',
-        'invariant',
-        "Constraint failed: ext-1: 'Must have either extensions or value[x], not both'",
-        path,
-      );
-    if (owner) this.walkObject(ext, owner, owner, 'Extension', path, run, frame);
-    else {
-      const base = this.structures.type('Extension')!.root;
-      this.walkObject(
-        ext,
-        node.children.length ? node : base,
-        node.children.length ? node : base,
-        'Extension',
-        path,
-        run,
-        frame,
-      );
-    }
+    return owner;
   }
 
   // ---------------------------------------------------------------- constraints
@@ -881,69 +904,59 @@ export class StructureWalker {
       const target = this.sliceElementAt(slice, segments, type);
       switch (d.type) {
         case 'value':
-        case 'pattern': {
-          if (!target) return false;
-          if (target.fixed !== undefined) {
-            if (!values.some((v) => deepEqual(target.fixed, v))) return false;
-          } else if (target.pattern !== undefined) {
-            if (!values.some((v) => patternMatches(target.pattern, v))) return false;
-          } else if (target.binding?.valueSet && target.binding.strength === 'required') {
-            const ok = values.some((v) => {
-              const codings: Json[] =
-                typeof v === 'string' ? [{ code: v }] : Array.isArray(v?.coding) ? v.coding : [v];
-              return codings.some(
-                (c) =>
-                  c &&
-                  typeof c.code === 'string' &&
-                  this.terminology.member(target.binding!.valueSet!.split('|')[0], c.system, c.code) ===
-                    'yes',
-              );
-            });
-            if (!ok) return false;
-          } else return false;
+        case 'pattern':
+          if (!target || !this.valueDiscriminatorMatches(target, values)) return false;
           break;
-        }
-        case 'exists': {
-          const exists = values.length > 0;
-          if (!target) return false;
-          if (target.min >= 1 && !exists) return false;
-          if (target.max === 0 && exists) return false;
+        case 'exists':
+          if (!target || !existsDiscriminatorMatches(target, values)) return false;
           break;
-        }
-        case 'type': {
-          const want = (target ?? slice).types.map((t) => t.code);
-          if (!want.length) return false;
-          const actual = values.map((v) =>
-            v && typeof v === 'object' && typeof v.resourceType === 'string' ? v.resourceType : undefined,
-          );
-          if (actual.some((a) => a && want.includes(a))) break;
-          if (segments.length === 0 && type && want.includes(type.code)) break;
-          return false;
-        }
-        case 'profile': {
-          const profiles = (target ?? slice).types.flatMap((t) =>
-            t.profiles.length ? t.profiles : t.targetProfiles,
-          );
-          if (!profiles.length) return false;
-          const ok = values.some((v) =>
-            profiles.some((p) => {
-              const ps = this.structures.get(p);
-              if (!ps) return false;
-              const probe = new Run();
-              probe.errorsOnly = true;
-              if (ps.kind === 'resource') this.walkResource(v, 'probe', undefined, probe, [p]);
-              else this.walkObject(v, ps.root, ps.root, ps.type, 'probe', probe, frame);
-              return probe.errorCount === 0;
-            }),
-          );
-          if (!ok) return false;
+        case 'type':
+          if (!typeDiscriminatorMatches(target ?? slice, values, segments, type)) return false;
           break;
-        }
+        case 'profile':
+          if (!this.profileDiscriminatorMatches(target ?? slice, values, frame)) return false;
+          break;
         default:
           return false;
       }
     }
     return true;
+  }
+
+  /** `value`/`pattern`: the slice's fixed value, pattern, or required binding. */
+  private valueDiscriminatorMatches(target: ElementNode, values: Json[]): boolean {
+    if (target.fixed !== undefined) return values.some((v) => deepEqual(target.fixed, v));
+    if (target.pattern !== undefined) return values.some((v) => patternMatches(target.pattern, v));
+    if (target.binding?.valueSet && target.binding.strength === 'required') {
+      return values.some((v) => {
+        const codings: Json[] =
+          typeof v === 'string' ? [{ code: v }] : Array.isArray(v?.coding) ? v.coding : [v];
+        return codings.some(
+          (c) =>
+            c &&
+            typeof c.code === 'string' &&
+            this.terminology.member(target.binding!.valueSet!.split('|')[0], c.system, c.code) === 'yes',
+        );
+      });
+    }
+    return false;
+  }
+
+  /** `profile`: some value conforms (no errors) to one of the slice's profiles. */
+  private profileDiscriminatorMatches(element: ElementNode, values: Json[], frame: Frame): boolean {
+    const profiles = element.types.flatMap((t) => (t.profiles.length ? t.profiles : t.targetProfiles));
+    if (!profiles.length) return false;
+    return values.some((v) =>
+      profiles.some((p) => {
+        const ps = this.structures.get(p);
+        if (!ps) return false;
+        const probe = new Run();
+        probe.errorsOnly = true;
+        if (ps.kind === 'resource') this.walkResource(v, 'probe', undefined, probe, [p]);
+        else this.walkObject(v, ps.root, ps.root, ps.type, 'probe', probe, frame);
+        return probe.errorCount === 0;
+      }),
+    );
   }
 
   /** The element of a slice at a discriminator path (following own children, then the type's definition). */
@@ -1156,6 +1169,30 @@ export class StructureWalker {
   compiled(url: string): CompiledStructure | undefined {
     return this.structures.get(url);
   }
+}
+
+/** `exists`: present when the slice requires it, absent when it forbids it. */
+function existsDiscriminatorMatches(target: ElementNode, values: Json[]): boolean {
+  const exists = values.length > 0;
+  if (target.min >= 1 && !exists) return false;
+  if (target.max === 0 && exists) return false;
+  return true;
+}
+
+/** `type`: a value's resource type (or, at `$this`, the element's own type) is one the slice allows. */
+function typeDiscriminatorMatches(
+  element: ElementNode,
+  values: Json[],
+  segments: string[],
+  type: TypeRef | undefined,
+): boolean {
+  const want = element.types.map((t) => t.code);
+  if (!want.length) return false;
+  const actual = values.map((v) =>
+    v && typeof v === 'object' && typeof v.resourceType === 'string' ? v.resourceType : undefined,
+  );
+  if (actual.some((a) => a && want.includes(a))) return true;
+  return segments.length === 0 && type !== undefined && want.includes(type.code);
 }
 
 function normalise(s: string): string {
