@@ -687,7 +687,7 @@ async function checkMember(
   findings: AuditFindings,
 ): Promise<string> {
   const { problems, altered } = findings;
-  const { root, tags, journalProven } = check;
+  const { root, tags } = check;
   const reference = refOf(member);
   const tag = tags === undefined ? undefined : leafTagAt(tags, member.leafIndex);
   if (tag !== undefined && leafTag(member.leafHash) !== tag) {
@@ -726,33 +726,55 @@ async function checkMember(
   }
   const offTag = tag !== undefined && (hash == null || leafTag(hash) !== tag);
   if (hash !== member.leafHash || offTag) {
-    // Whether a hash is the anchored one: by the ledger's tag, else by the journal when it is proven.
-    const isAnchored = (h: string) =>
-      tag !== undefined ? leafTag(h) === tag : journalProven && h === member.leafHash;
-    const custodian =
-      position?.leafVersion === 2 && hash != null
-        ? await custodianOfAnchored(input.store, member, position.salt, seen.custodians, isAnchored)
-        : undefined;
-    if (custodian) {
-      findings.rowProblem(
-        `${reference} custodian`,
-        `its custodian differs from the one anchored (${custodian.custodian ?? 'none'}) ` +
-          '(this changes who may read it)',
-        reference,
-      );
-    } else if (!altered.has(reference)) {
-      problems.push({
-        reference,
-        root,
-        kind: 'altered',
-        reason: offTag
-          ? 'no longer matches its leaf tag on the ledger'
-          : 'no longer matches its anchored hash',
-      });
-    }
-    if (!custodian) altered.add(reference);
+    await reportLeafMismatch(input, check, member, { hash, offTag, tag, position }, seen, findings);
   }
   return hash ?? member.leafHash;
+}
+
+/**
+ * A stored version that no longer gives its leaf (by the journal's hash or the ledger's tag): a changed custodian
+ * when another custodian gives the anchored hash (leaf format 2), else altered.
+ */
+async function reportLeafMismatch(
+  input: AuditInput,
+  check: BatchCheck,
+  member: BatchMember,
+  leaf: {
+    hash: string | null | undefined;
+    offTag: boolean;
+    tag: string | undefined;
+    position: AnchoredSeen | undefined;
+  },
+  seen: VersionsSeen,
+  findings: AuditFindings,
+): Promise<void> {
+  const { problems, altered } = findings;
+  const { root, journalProven } = check;
+  const { hash, offTag, tag, position } = leaf;
+  const reference = refOf(member);
+  // Whether a hash is the anchored one: by the ledger's tag, else by the journal when it is proven.
+  const isAnchored = (h: string) =>
+    tag !== undefined ? leafTag(h) === tag : journalProven && h === member.leafHash;
+  const custodian =
+    position?.leafVersion === 2 && hash != null
+      ? await custodianOfAnchored(input.store, member, position.salt, seen.custodians, isAnchored)
+      : undefined;
+  if (custodian) {
+    findings.rowProblem(
+      `${reference} custodian`,
+      `its custodian differs from the one anchored (${custodian.custodian ?? 'none'}) ` +
+        '(this changes who may read it)',
+      reference,
+    );
+  } else if (!altered.has(reference)) {
+    problems.push({
+      reference,
+      root,
+      kind: 'altered',
+      reason: offTag ? 'no longer matches its leaf tag on the ledger' : 'no longer matches its anchored hash',
+    });
+  }
+  if (!custodian) altered.add(reference);
 }
 
 /** Phase 4: anchored versions whose batch the journal does not know cannot be verified. */
