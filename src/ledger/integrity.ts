@@ -8,6 +8,7 @@
  * (their queued hash is still checked locally); versions whose salt was erased are `erased`.
  */
 import type {
+  AnchorReference,
   AnchorState,
   IndexEntry,
   ResourceStore,
@@ -164,7 +165,23 @@ export class IntegrityVerifier {
       return { ...base, status: 'pending', verified: false, reason: 'queued; not yet on the ledger' };
     }
 
-    const { anchor } = state;
+    return this.verifyAgainstLedger(base, state.anchor, hash, error);
+  }
+
+  /**
+   * An anchored version: its position against the batch journal, then its inclusion proof against the root the
+   * ledger holds.
+   */
+  private async verifyAgainstLedger(
+    base: Pick<
+      VersionVerification,
+      'reference' | 'hash' | 'salt' | 'ledgerKey' | 'leafVersion' | 'custodian'
+    >,
+    anchor: AnchorReference,
+    hash: string | undefined,
+    error: string | undefined,
+  ): Promise<VersionVerification> {
+    const { reference } = base;
     const located = {
       ...base,
       root: anchor.root,
