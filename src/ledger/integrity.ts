@@ -901,40 +901,50 @@ async function auditCurrentRows(
       if (!resource) continue; // An unparsable text is reported by the hash check.
       expected = derived.indexEntries(resource);
     }
-    // Compared as multisets: a row removed from the middle must not make every later one look different.
-    const unmatched = new Map<string, IndexEntry[]>();
-    for (const row of stored) {
-      const key = indexRowKey(row);
-      const same = unmatched.get(key);
-      if (same) same.push(row);
-      else unmatched.set(key, [row]);
-    }
-    const lost: { ord: number; row: IndexEntry }[] = [];
-    expected.forEach((row, ord) => {
-      const same = unmatched.get(indexRowKey(row));
-      if (same && same.length > 0) same.pop();
-      else lost.push({ ord, row });
-    });
-    const added = [...unmatched.values()].flat();
-    for (const { ord, row } of lost) {
-      // A row of the same parameter in its place: that row was changed, not added.
-      const changed = added.findIndex((other) => other.param === row.param);
-      if (changed >= 0) added.splice(changed, 1);
-      rowProblem(
-        `${newest} search_index#${ord} (${row.param})`,
-        changed >= 0
-          ? 'differs from the search index row recomputed from the anchored text'
-          : 'missing: the anchored text gives this search index row',
-      );
-    }
-    for (const row of added) {
-      rowProblem(
-        `${newest} search_index (${row.param})`,
-        'not derived from the anchored text (an added search index row)',
-      );
-    }
+    compareIndexRows(newest, stored, expected, rowProblem);
   }
   onProgress?.({ phase: 'rows', done, total: resources.size });
+}
+
+/** The newest version's stored search index rows against those its text gives: each lost, changed or added row. */
+function compareIndexRows(
+  newest: string,
+  stored: readonly IndexEntry[],
+  expected: readonly IndexEntry[],
+  rowProblem: (row: string, reason: string, reference?: string) => void,
+): void {
+  // Compared as multisets: a row removed from the middle must not make every later one look different.
+  const unmatched = new Map<string, IndexEntry[]>();
+  for (const row of stored) {
+    const key = indexRowKey(row);
+    const same = unmatched.get(key);
+    if (same) same.push(row);
+    else unmatched.set(key, [row]);
+  }
+  const lost: { ord: number; row: IndexEntry }[] = [];
+  expected.forEach((row, ord) => {
+    const same = unmatched.get(indexRowKey(row));
+    if (same && same.length > 0) same.pop();
+    else lost.push({ ord, row });
+  });
+  const added = [...unmatched.values()].flat();
+  for (const { ord, row } of lost) {
+    // A row of the same parameter in its place: that row was changed, not added.
+    const changed = added.findIndex((other) => other.param === row.param);
+    if (changed >= 0) added.splice(changed, 1);
+    rowProblem(
+      `${newest} search_index#${ord} (${row.param})`,
+      changed >= 0
+        ? 'differs from the search index row recomputed from the anchored text'
+        : 'missing: the anchored text gives this search index row',
+    );
+  }
+  for (const row of added) {
+    rowProblem(
+      `${newest} search_index (${row.param})`,
+      'not derived from the anchored text (an added search index row)',
+    );
+  }
 }
 
 /** What travels with a record sent to another member: enough to prove it against the ledger without secrets. */
