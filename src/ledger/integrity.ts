@@ -8,6 +8,7 @@
  * (their queued hash is still checked locally); versions whose salt was erased are `erased`.
  */
 import type {
+  AnchorReference,
   AnchorState,
   IndexEntry,
   ResourceStore,
@@ -24,7 +25,7 @@ import {
   verifyProof,
   type ProofStep,
 } from '../mapping/merkle.js';
-import type { AnchorJournal, BatchMember } from './anchor-journal.js';
+import type { AnchorJournal, BatchMember, JournalBatch } from './anchor-journal.js';
 import { AnchorContractClient, type OnChainBatch } from './anchors.js';
 import type { Ledger } from './ledger.js';
 
@@ -164,7 +165,23 @@ export class IntegrityVerifier {
       return { ...base, status: 'pending', verified: false, reason: 'queued; not yet on the ledger' };
     }
 
-    const { anchor } = state;
+    return this.verifyAgainstLedger(base, state.anchor, hash, error);
+  }
+
+  /**
+   * An anchored version: its position against the batch journal, then its inclusion proof against the root the
+   * ledger holds.
+   */
+  private async verifyAgainstLedger(
+    base: Pick<
+      VersionVerification,
+      'reference' | 'hash' | 'salt' | 'ledgerKey' | 'leafVersion' | 'custodian'
+    >,
+    anchor: AnchorReference,
+    hash: string | undefined,
+    error: string | undefined,
+  ): Promise<VersionVerification> {
+    const { reference } = base;
     const located = {
       ...base,
       root: anchor.root,
@@ -363,259 +380,429 @@ export async function auditStore(
   derived?: DerivedRows,
 ): Promise<AuditReport> {
   const startedAt = new Date().toISOString();
-  const contract = new AnchorContractClient(ledger);
-  const problems: AuditProblem[] = [];
-  const altered = new Set<string>();
-  const missing = new Set<string>();
-  const unanchored = new Set<string>();
-  const rows = new Set<string>();
-  const recomputed = new Map<string, string | null>(); // anchored: hash (null: unparsable)
-  const erasedRefs = new Set<string>();
-  const anchoredAt = new Map<string, AnchoredSeen>();
-  const resources = new Map<string, ResourceSeen>();
-  const custodians = new Set<string | undefined>([undefined]);
-  /** Versions whose stored compartments differ from their text's (reported unless the text itself is altered). */
-  const alteredCompartments: string[] = [];
-  const pendingMismatches: {
-    version: StoredVersion;
-    salt: string;
-    leafHash: string;
-    leafVersion: LeafVersion;
-    error?: string;
-  }[] = [];
-  let versions = 0;
-  let anchoredCount = 0;
-  let pending = 0;
-  let erased = 0;
-  let leafFormat1 = 0;
+  const input: AuditInput = {
+    store,
+    contract: new AnchorContractClient(ledger),
+    journal,
+    onProgress,
+    derived,
+  };
+  const findings = newFindings();
+  const counts = journal.batchCount();
+  const batches = [...journal.batches()];
+  const seen = await checkVersions(input, batches, findings);
+  diagnosePendingMismatches(seen, findings);
+  const journalled = await checkBatches(input, batches, seen, findings);
+  reportUnjournalled(seen.anchoredAt, journalled, findings);
+  reportAlteredCompartments(seen.alteredCompartments, findings);
+  if (derived)
+    await auditCurrentRows(store, seen.resources, derived, findings.altered, findings.rowProblem, onProgress);
+  return auditReport(startedAt, counts.committed, seen, findings);
+}
 
+/** What every phase of the audit reads from. */
+interface AuditInput {
+  store: ResourceStore;
+  contract: AnchorContractClient;
+  journal: AnchorJournal;
+  onProgress?: (progress: AuditProgress) => void;
+  derived?: DerivedRows;
+}
+
+/** The audit's findings so far, shared by its phases: every problem in the order found, and the named sets. */
+interface AuditFindings {
+  problems: AuditProblem[];
+  altered: Set<string>;
+  missing: Set<string>;
+  unanchored: Set<string>;
+  rows: Set<string>;
+  rowProblem: (row: string, reason: string, reference?: string) => void;
+}
+
+function newFindings(): AuditFindings {
+  const problems: AuditProblem[] = [];
+  const rows = new Set<string>();
   const rowProblem = (row: string, reason: string, reference?: string) => {
     rows.add(row);
     problems.push({ kind: 'row', row, reference, reason });
   };
+  return { problems, altered: new Set(), missing: new Set(), unanchored: new Set(), rows, rowProblem };
+}
 
-  const counts = journal.batchCount();
+/** A pending version whose text no longer gives its queued hash: diagnosed once every custodian is known. */
+interface PendingMismatch {
+  version: StoredVersion;
+  salt: string;
+  leafHash: string;
+  leafVersion: LeafVersion;
+  error?: string;
+}
+
+/** What phase 1 learns from streaming every stored version. */
+interface VersionsSeen {
+  versions: number;
+  anchored: number;
+  pending: number;
+  erased: number;
+  leafFormat1: number;
+  /** Anchored versions: the hash recomputed now (null: unparsable). */
+  recomputed: Map<string, string | null>;
+  erasedRefs: Set<string>;
+  anchoredAt: Map<string, AnchoredSeen>;
+  resources: Map<string, ResourceSeen>;
+  /** Every custodian the store names, and none. */
+  custodians: Set<string | undefined>;
+  /** Versions whose stored compartments differ from their text's (reported unless the text itself is altered). */
+  alteredCompartments: string[];
+  pendingMismatches: PendingMismatch[];
+}
+
+/** Phase 1: every stored version's hash recomputed from its text and salt, and its compartments from its text. */
+async function checkVersions(
+  input: AuditInput,
+  batches: readonly JournalBatch[],
+  findings: AuditFindings,
+): Promise<VersionsSeen> {
+  const { store, onProgress } = input;
+  const seen: VersionsSeen = {
+    versions: 0,
+    anchored: 0,
+    pending: 0,
+    erased: 0,
+    leafFormat1: 0,
+    recomputed: new Map(),
+    erasedRefs: new Set(),
+    anchoredAt: new Map(),
+    resources: new Map(),
+    custodians: new Set([undefined]),
+    alteredCompartments: [],
+    pendingMismatches: [],
+  };
   let expectedVersions = 0;
-  const batches = [...journal.batches()];
   for (const b of batches) expectedVersions += b.leafCount;
-
   for await (const { version, anchor } of store.allVersions()) {
-    versions++;
-    if (onProgress && versions % 256 === 0) {
-      onProgress({ phase: 'versions', done: versions, total: Math.max(expectedVersions, versions) });
+    seen.versions++;
+    if (onProgress && seen.versions % 256 === 0) {
+      onProgress({
+        phase: 'versions',
+        done: seen.versions,
+        total: Math.max(expectedVersions, seen.versions),
+      });
     }
-    const reference = refOf(version);
-    const resourceKey = `${version.resourceType}/${version.id}`;
-    if (version.custodian !== undefined) custodians.add(version.custodian);
-    const erasedVersion = anchor?.status === 'erased';
-    const before = resources.get(resourceKey);
-    let patients: readonly string[] = version.patients ?? [];
-    if (derived && !erasedVersion) {
-      // What the write path stores (interactions/common.ts writeVersion): the compartments of the text, or for a
-      // deletion those of the version it deletes.
-      const resource = parsedText(version);
-      const expected = resource
-        ? derived.patientsOf(resource)
-        : version.deleted
-          ? (before?.patients ?? [])
-          : undefined;
-      if (expected && !sameSet(expected, version.patients ?? [])) alteredCompartments.push(reference);
-      if (expected) patients = expected;
-    }
-    resources.set(resourceKey, {
-      versionId: version.versionId,
-      deleted: version.deleted,
-      patients,
-    });
-
-    if (!anchor) {
-      if (journal.memberOf(version)) {
-        altered.add(reference);
-        problems.push({ reference, kind: 'altered', reason: 'its anchor state was removed from the store' });
-      } else {
-        unanchored.add(reference);
-        problems.push({ reference, kind: 'unanchored', reason: 'never queued for anchoring' });
-      }
-      continue;
-    }
-    if (anchor.status === 'erased') {
-      erased++;
-      erasedRefs.add(reference);
-      continue;
-    }
-    const leafVersion = anchor.leafVersion ?? 1;
-    if (leafVersion === 1) leafFormat1++;
-    const { hash, error } = recomputeLeafHash(version, anchor.salt, leafVersion);
-    if (anchor.status === 'pending') {
-      pending++;
-      if (hash !== anchor.leafHash) {
-        pendingMismatches.push({ version, salt: anchor.salt, leafHash: anchor.leafHash, leafVersion, error });
-      }
-      continue;
-    }
-    anchoredCount++;
-    recomputed.set(reference, hash ?? null);
-    anchoredAt.set(reference, {
-      root: anchor.anchor.root,
-      leafIndex: anchor.anchor.leafIndex,
-      leafVersion,
-      salt: anchor.salt,
-    });
-    if (error) {
-      altered.add(reference);
-      problems.push({ reference, kind: 'altered', reason: error });
-    }
+    if (version.custodian !== undefined) seen.custodians.add(version.custodian);
+    recordResource(input, seen, version, anchor?.status === 'erased');
+    checkAnchorState(input, seen, findings, version, anchor);
   }
-  onProgress?.({ phase: 'versions', done: versions, total: versions });
-  // Diagnosed once every custodian the store names is known.
-  for (const { version, salt, leafHash, leafVersion, error } of pendingMismatches) {
+  onProgress?.({ phase: 'versions', done: seen.versions, total: seen.versions });
+  return seen;
+}
+
+/** Remembers the resource's newest version and the compartments it must have (checked against the stored ones). */
+function recordResource(
+  input: AuditInput,
+  seen: VersionsSeen,
+  version: StoredVersion,
+  erasedVersion: boolean,
+): void {
+  const { derived } = input;
+  const resourceKey = `${version.resourceType}/${version.id}`;
+  const before = seen.resources.get(resourceKey);
+  let patients: readonly string[] = version.patients ?? [];
+  if (derived && !erasedVersion) {
+    // What the write path stores (interactions/common.ts writeVersion): the compartments of the text, or for a
+    // deletion those of the version it deletes.
+    const resource = parsedText(version);
+    const expected = resource
+      ? derived.patientsOf(resource)
+      : version.deleted
+        ? (before?.patients ?? [])
+        : undefined;
+    if (expected && !sameSet(expected, version.patients ?? [])) seen.alteredCompartments.push(refOf(version));
+    if (expected) patients = expected;
+  }
+  seen.resources.set(resourceKey, {
+    versionId: version.versionId,
+    deleted: version.deleted,
+    patients,
+  });
+}
+
+/** One version's anchor state: unanchored, erased, pending (its queued hash) or anchored (recomputed for phase 3). */
+function checkAnchorState(
+  input: AuditInput,
+  seen: VersionsSeen,
+  findings: AuditFindings,
+  version: StoredVersion,
+  anchor: AnchorState | undefined,
+): void {
+  const { problems, altered } = findings;
+  const reference = refOf(version);
+  if (!anchor) {
+    if (input.journal.memberOf(version)) {
+      altered.add(reference);
+      problems.push({ reference, kind: 'altered', reason: 'its anchor state was removed from the store' });
+    } else {
+      findings.unanchored.add(reference);
+      problems.push({ reference, kind: 'unanchored', reason: 'never queued for anchoring' });
+    }
+    return;
+  }
+  if (anchor.status === 'erased') {
+    seen.erased++;
+    seen.erasedRefs.add(reference);
+    return;
+  }
+  const leafVersion = anchor.leafVersion ?? 1;
+  if (leafVersion === 1) seen.leafFormat1++;
+  const { hash, error } = recomputeLeafHash(version, anchor.salt, leafVersion);
+  if (anchor.status === 'pending') {
+    seen.pending++;
+    if (hash !== anchor.leafHash) {
+      seen.pendingMismatches.push({
+        version,
+        salt: anchor.salt,
+        leafHash: anchor.leafHash,
+        leafVersion,
+        error,
+      });
+    }
+    return;
+  }
+  seen.anchored++;
+  seen.recomputed.set(reference, hash ?? null);
+  seen.anchoredAt.set(reference, {
+    root: anchor.anchor.root,
+    leafIndex: anchor.anchor.leafIndex,
+    leafVersion,
+    salt: anchor.salt,
+  });
+  if (error) {
+    altered.add(reference);
+    problems.push({ reference, kind: 'altered', reason: error });
+  }
+}
+
+/** Phase 2: a pending mismatch is a changed custodian when another custodian gives the queued hash, else altered. */
+function diagnosePendingMismatches(seen: VersionsSeen, findings: AuditFindings): void {
+  for (const { version, salt, leafHash, leafVersion, error } of seen.pendingMismatches) {
     const reference = refOf(version);
     const custodian =
       leafVersion === 2 && error === undefined
-        ? anchoredCustodian(version, salt, custodians, (h) => h === leafHash)
+        ? anchoredCustodian(version, salt, seen.custodians, (h) => h === leafHash)
         : undefined;
     if (custodian) {
-      rowProblem(
+      findings.rowProblem(
         `${reference} custodian`,
         `its custodian differs from the one queued at write time (${custodian.custodian ?? 'none'}) ` +
           '(this changes who may read it)',
         reference,
       );
     } else {
-      altered.add(reference);
-      problems.push({
+      findings.altered.add(reference);
+      findings.problems.push({
         reference,
         kind: 'altered',
         reason: error ?? 'differs from the hash queued at write time (pending)',
       });
     }
   }
+}
 
+/** Phase 3: each committed batch against the ledger; returns every version the journal names. */
+async function checkBatches(
+  input: AuditInput,
+  batches: readonly JournalBatch[],
+  seen: VersionsSeen,
+  findings: AuditFindings,
+): Promise<Set<string>> {
+  const { onProgress } = input;
   const committed = batches.filter((b) => b.state === 'committed');
   const journalled = new Set<string>();
   let done = 0;
   for (const batch of committed) {
-    const members = journal.members(batch.root);
-    const onChain: OnChainBatch | null = await contract.readBatch(batch.root);
-    // The journal's leaves are evidence only when, together, they give the root on the ledger.
-    let journalProven = false;
-    if (!onChain) {
-      problems.push({ root: batch.root, kind: 'batch', reason: 'the ledger has no batch with this root' });
-    } else if (onChain.leafCount !== members.length) {
-      problems.push({
-        root: batch.root,
-        kind: 'batch',
-        reason: `the ledger's batch has ${onChain.leafCount} leaves, the journal ${members.length}`,
-      });
-    } else if (members.length > 0 && merkleRoot(members.map((m) => m.leafHash)) !== onChain.root) {
-      problems.push({
-        root: batch.root,
-        kind: 'batch',
-        reason: 'the journal’s leaves of this batch do not recompute to the on-chain root',
-      });
-    } else {
-      journalProven = true;
-    }
-    // Per-leaf evidence on the ledger (AnchorBatchTagged): names the altered leaf whatever the journal says.
-    const tags =
-      onChain && typeof onChain.leafTags === 'string' && onChain.leafTags.length === onChain.leafCount * 16
-        ? onChain.leafTags
-        : undefined;
-    const leaves: string[] = [];
-    for (const member of members) {
-      const reference = refOf(member);
-      journalled.add(reference);
-      const tag = tags === undefined ? undefined : leafTagAt(tags, member.leafIndex);
-      if (tag !== undefined && leafTag(member.leafHash) !== tag) {
-        problems.push({
-          reference,
-          root: batch.root,
-          kind: 'batch',
-          reason:
-            'the journal’s hash of this leaf differs from its tag on the ledger (the journal was altered)',
-        });
-      }
-      if (erasedRefs.has(reference)) {
-        leaves.push(member.leafHash); // Erased: the journal's hash stands in, so its neighbours still verify.
-        continue;
-      }
-      if (!recomputed.has(reference)) {
-        if (!altered.has(reference) && !unanchored.has(reference)) {
-          missing.add(reference);
-          problems.push({
-            reference,
-            root: batch.root,
-            kind: 'missing',
-            reason: 'anchored in this batch but no longer in the store',
-          });
-        }
-        leaves.push(member.leafHash);
-        continue;
-      }
-      const hash = recomputed.get(reference);
-      const position = anchoredAt.get(reference);
-      if (position && (position.root !== batch.root || position.leafIndex !== member.leafIndex)) {
-        problems.push({
-          reference,
-          root: batch.root,
-          kind: 'altered',
-          reason: 'the store’s anchor position disagrees with the batch journal',
-        });
-        altered.add(reference);
-      }
-      const offTag = tag !== undefined && (hash == null || leafTag(hash) !== tag);
-      if (hash !== member.leafHash || offTag) {
-        // Whether a hash is the anchored one: by the ledger's tag, else by the journal when it is proven.
-        const isAnchored = (h: string) =>
-          tag !== undefined ? leafTag(h) === tag : journalProven && h === member.leafHash;
-        const custodian =
-          position?.leafVersion === 2 && hash != null
-            ? await custodianOfAnchored(store, member, position.salt, custodians, isAnchored)
-            : undefined;
-        if (custodian) {
-          rowProblem(
-            `${reference} custodian`,
-            `its custodian differs from the one anchored (${custodian.custodian ?? 'none'}) ` +
-              '(this changes who may read it)',
-            reference,
-          );
-        } else if (!altered.has(reference)) {
-          problems.push({
-            reference,
-            root: batch.root,
-            kind: 'altered',
-            reason: offTag
-              ? 'no longer matches its leaf tag on the ledger'
-              : 'no longer matches its anchored hash',
-          });
-        }
-        if (!custodian) altered.add(reference);
-      }
-      leaves.push(hash ?? member.leafHash);
-    }
-    if (onChain && members.length > 0 && merkleRoot(leaves) !== onChain.root) {
-      // The stored versions no longer recompute to the root on the ledger; the members named above say why.
-      const named = members.some(
-        (m) => altered.has(refOf(m)) || missing.has(refOf(m)) || rows.has(`${refOf(m)} custodian`),
-      );
-      if (!named)
-        problems.push({
-          root: batch.root,
-          kind: 'batch',
-          reason: tags
-            ? 'the stored versions do not recompute to the on-chain root'
-            : 'the stored versions do not recompute to the on-chain root; the batch has no leaf tags on the ' +
-              'ledger (anchored before they were), so the altered version cannot be named',
-        });
-    }
+    await checkBatch(input, batch, seen, findings, journalled);
     done++;
     if (onProgress && done % 16 === 0) onProgress({ phase: 'batches', done, total: committed.length });
   }
   onProgress?.({ phase: 'batches', done, total: committed.length });
+  return journalled;
+}
 
+/** One batch being checked: its journalled members and what the ledger says of it. */
+interface BatchCheck {
+  root: string;
+  /** The journal's leaves, together, give the root on the ledger: they are evidence. */
+  journalProven: boolean;
+  /** Per-leaf evidence on the ledger (AnchorBatchTagged), when the batch has it. */
+  tags: string | undefined;
+}
+
+/** The journal's leaves against the on-chain batch, then every member's stored version against its leaf. */
+async function checkBatch(
+  input: AuditInput,
+  batch: JournalBatch,
+  seen: VersionsSeen,
+  findings: AuditFindings,
+  journalled: Set<string>,
+): Promise<void> {
+  const { problems, altered, missing, rows } = findings;
+  const members = input.journal.members(batch.root);
+  const onChain: OnChainBatch | null = await input.contract.readBatch(batch.root);
+  // The journal's leaves are evidence only when, together, they give the root on the ledger.
+  let journalProven = false;
+  if (!onChain) {
+    problems.push({ root: batch.root, kind: 'batch', reason: 'the ledger has no batch with this root' });
+  } else if (onChain.leafCount !== members.length) {
+    problems.push({
+      root: batch.root,
+      kind: 'batch',
+      reason: `the ledger's batch has ${onChain.leafCount} leaves, the journal ${members.length}`,
+    });
+  } else if (members.length > 0 && merkleRoot(members.map((m) => m.leafHash)) !== onChain.root) {
+    problems.push({
+      root: batch.root,
+      kind: 'batch',
+      reason: 'the journal’s leaves of this batch do not recompute to the on-chain root',
+    });
+  } else {
+    journalProven = true;
+  }
+  // Per-leaf evidence on the ledger (AnchorBatchTagged): names the altered leaf whatever the journal says.
+  const tags =
+    onChain && typeof onChain.leafTags === 'string' && onChain.leafTags.length === onChain.leafCount * 16
+      ? onChain.leafTags
+      : undefined;
+  const check: BatchCheck = { root: batch.root, journalProven, tags };
+  const leaves: string[] = [];
+  for (const member of members) {
+    journalled.add(refOf(member));
+    leaves.push(await checkMember(input, check, member, seen, findings));
+  }
+  if (onChain && members.length > 0 && merkleRoot(leaves) !== onChain.root) {
+    // The stored versions no longer recompute to the root on the ledger; the members named above say why.
+    const named = members.some(
+      (m) => altered.has(refOf(m)) || missing.has(refOf(m)) || rows.has(`${refOf(m)} custodian`),
+    );
+    if (!named)
+      problems.push({
+        root: batch.root,
+        kind: 'batch',
+        reason: tags
+          ? 'the stored versions do not recompute to the on-chain root'
+          : 'the stored versions do not recompute to the on-chain root; the batch has no leaf tags on the ' +
+            'ledger (anchored before they were), so the altered version cannot be named',
+      });
+  }
+}
+
+/** One member of a batch: its stored version against its leaf; returns the leaf hash to rebuild the root with. */
+async function checkMember(
+  input: AuditInput,
+  check: BatchCheck,
+  member: BatchMember,
+  seen: VersionsSeen,
+  findings: AuditFindings,
+): Promise<string> {
+  const { problems, altered } = findings;
+  const { root, tags } = check;
+  const reference = refOf(member);
+  const tag = tags === undefined ? undefined : leafTagAt(tags, member.leafIndex);
+  if (tag !== undefined && leafTag(member.leafHash) !== tag) {
+    problems.push({
+      reference,
+      root,
+      kind: 'batch',
+      reason: 'the journal’s hash of this leaf differs from its tag on the ledger (the journal was altered)',
+    });
+  }
+  if (seen.erasedRefs.has(reference)) {
+    return member.leafHash; // Erased: the journal's hash stands in, so its neighbours still verify.
+  }
+  if (!seen.recomputed.has(reference)) {
+    if (!altered.has(reference) && !findings.unanchored.has(reference)) {
+      findings.missing.add(reference);
+      problems.push({
+        reference,
+        root,
+        kind: 'missing',
+        reason: 'anchored in this batch but no longer in the store',
+      });
+    }
+    return member.leafHash;
+  }
+  const hash = seen.recomputed.get(reference);
+  const position = seen.anchoredAt.get(reference);
+  if (position && (position.root !== root || position.leafIndex !== member.leafIndex)) {
+    problems.push({
+      reference,
+      root,
+      kind: 'altered',
+      reason: 'the store’s anchor position disagrees with the batch journal',
+    });
+    altered.add(reference);
+  }
+  const offTag = tag !== undefined && (hash == null || leafTag(hash) !== tag);
+  if (hash !== member.leafHash || offTag) {
+    await reportLeafMismatch(input, check, member, { hash, offTag, tag, position }, seen, findings);
+  }
+  return hash ?? member.leafHash;
+}
+
+/**
+ * A stored version that no longer gives its leaf (by the journal's hash or the ledger's tag): a changed custodian
+ * when another custodian gives the anchored hash (leaf format 2), else altered.
+ */
+async function reportLeafMismatch(
+  input: AuditInput,
+  check: BatchCheck,
+  member: BatchMember,
+  leaf: {
+    hash: string | null | undefined;
+    offTag: boolean;
+    tag: string | undefined;
+    position: AnchoredSeen | undefined;
+  },
+  seen: VersionsSeen,
+  findings: AuditFindings,
+): Promise<void> {
+  const { problems, altered } = findings;
+  const { root, journalProven } = check;
+  const { hash, offTag, tag, position } = leaf;
+  const reference = refOf(member);
+  // Whether a hash is the anchored one: by the ledger's tag, else by the journal when it is proven.
+  const isAnchored = (h: string) =>
+    tag !== undefined ? leafTag(h) === tag : journalProven && h === member.leafHash;
+  const custodian =
+    position?.leafVersion === 2 && hash != null
+      ? await custodianOfAnchored(input.store, member, position.salt, seen.custodians, isAnchored)
+      : undefined;
+  if (custodian) {
+    findings.rowProblem(
+      `${reference} custodian`,
+      `its custodian differs from the one anchored (${custodian.custodian ?? 'none'}) ` +
+        '(this changes who may read it)',
+      reference,
+    );
+  } else if (!altered.has(reference)) {
+    problems.push({
+      reference,
+      root,
+      kind: 'altered',
+      reason: offTag ? 'no longer matches its leaf tag on the ledger' : 'no longer matches its anchored hash',
+    });
+  }
+  if (!custodian) altered.add(reference);
+}
+
+/** Phase 4: anchored versions whose batch the journal does not know cannot be verified. */
+function reportUnjournalled(
+  anchoredAt: ReadonlyMap<string, AnchoredSeen>,
+  journalled: ReadonlySet<string>,
+  findings: AuditFindings,
+): void {
   for (const [reference, position] of anchoredAt) {
     if (!journalled.has(reference)) {
-      problems.push({
+      findings.problems.push({
         reference,
         root: position.root,
         kind: 'unverifiable',
@@ -623,35 +810,44 @@ export async function auditStore(
       });
     }
   }
+}
 
+/** Phase 5: stored compartments that differ from the text's, unless the text itself is altered. */
+function reportAlteredCompartments(alteredCompartments: readonly string[], findings: AuditFindings): void {
   for (const reference of alteredCompartments) {
     // An altered text is named as such: the rows derived from it prove nothing more.
-    if (altered.has(reference)) continue;
-    rowProblem(
+    if (findings.altered.has(reference)) continue;
+    findings.rowProblem(
       `${reference} patients`,
       'its patient compartments differ from those recomputed from the anchored text ' +
         '(this changes who may read it)',
       reference,
     );
   }
-  if (derived) await auditCurrentRows(store, resources, derived, altered, rowProblem, onProgress);
+}
 
+function auditReport(
+  startedAt: string,
+  batches: number,
+  seen: VersionsSeen,
+  findings: AuditFindings,
+): AuditReport {
   const sorted = (s: Set<string>) => [...s].sort();
   return {
     startedAt,
     finishedAt: new Date().toISOString(),
-    versions,
-    anchored: anchoredCount,
-    pending,
-    erased,
-    batches: counts.committed,
-    leafFormat1,
-    altered: sorted(altered),
-    missing: sorted(missing),
-    unanchored: sorted(unanchored),
-    rows: sorted(rows),
-    problems,
-    ok: problems.length === 0,
+    versions: seen.versions,
+    anchored: seen.anchored,
+    pending: seen.pending,
+    erased: seen.erased,
+    batches,
+    leafFormat1: seen.leafFormat1,
+    altered: sorted(findings.altered),
+    missing: sorted(findings.missing),
+    unanchored: sorted(findings.unanchored),
+    rows: sorted(findings.rows),
+    problems: findings.problems,
+    ok: findings.problems.length === 0,
   };
 }
 
@@ -705,40 +901,50 @@ async function auditCurrentRows(
       if (!resource) continue; // An unparsable text is reported by the hash check.
       expected = derived.indexEntries(resource);
     }
-    // Compared as multisets: a row removed from the middle must not make every later one look different.
-    const unmatched = new Map<string, IndexEntry[]>();
-    for (const row of stored) {
-      const key = indexRowKey(row);
-      const same = unmatched.get(key);
-      if (same) same.push(row);
-      else unmatched.set(key, [row]);
-    }
-    const lost: { ord: number; row: IndexEntry }[] = [];
-    expected.forEach((row, ord) => {
-      const same = unmatched.get(indexRowKey(row));
-      if (same && same.length > 0) same.pop();
-      else lost.push({ ord, row });
-    });
-    const added = [...unmatched.values()].flat();
-    for (const { ord, row } of lost) {
-      // A row of the same parameter in its place: that row was changed, not added.
-      const changed = added.findIndex((other) => other.param === row.param);
-      if (changed >= 0) added.splice(changed, 1);
-      rowProblem(
-        `${newest} search_index#${ord} (${row.param})`,
-        changed >= 0
-          ? 'differs from the search index row recomputed from the anchored text'
-          : 'missing: the anchored text gives this search index row',
-      );
-    }
-    for (const row of added) {
-      rowProblem(
-        `${newest} search_index (${row.param})`,
-        'not derived from the anchored text (an added search index row)',
-      );
-    }
+    compareIndexRows(newest, stored, expected, rowProblem);
   }
   onProgress?.({ phase: 'rows', done, total: resources.size });
+}
+
+/** The newest version's stored search index rows against those its text gives: each lost, changed or added row. */
+function compareIndexRows(
+  newest: string,
+  stored: readonly IndexEntry[],
+  expected: readonly IndexEntry[],
+  rowProblem: (row: string, reason: string, reference?: string) => void,
+): void {
+  // Compared as multisets: a row removed from the middle must not make every later one look different.
+  const unmatched = new Map<string, IndexEntry[]>();
+  for (const row of stored) {
+    const key = indexRowKey(row);
+    const same = unmatched.get(key);
+    if (same) same.push(row);
+    else unmatched.set(key, [row]);
+  }
+  const lost: { ord: number; row: IndexEntry }[] = [];
+  expected.forEach((row, ord) => {
+    const same = unmatched.get(indexRowKey(row));
+    if (same && same.length > 0) same.pop();
+    else lost.push({ ord, row });
+  });
+  const added = [...unmatched.values()].flat();
+  for (const { ord, row } of lost) {
+    // A row of the same parameter in its place: that row was changed, not added.
+    const changed = added.findIndex((other) => other.param === row.param);
+    if (changed >= 0) added.splice(changed, 1);
+    rowProblem(
+      `${newest} search_index#${ord} (${row.param})`,
+      changed >= 0
+        ? 'differs from the search index row recomputed from the anchored text'
+        : 'missing: the anchored text gives this search index row',
+    );
+  }
+  for (const row of added) {
+    rowProblem(
+      `${newest} search_index (${row.param})`,
+      'not derived from the anchored text (an added search index row)',
+    );
+  }
 }
 
 /** What travels with a record sent to another member: enough to prove it against the ledger without secrets. */

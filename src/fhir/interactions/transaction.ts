@@ -24,7 +24,7 @@ import {
   type EntryOptions,
 } from './batch.js';
 import type { FhirRegistry } from './registry.js';
-import type { FhirContext, InteractionHandler } from './types.js';
+import type { FhirContext, FhirRequest, InteractionHandler } from './types.js';
 import { newResourceId } from './ids.js';
 import { emptyQuery, parseQuery } from './query.js';
 
@@ -87,6 +87,23 @@ function entryError(err: unknown, index: number): unknown {
   return new FhirError(err.status, issues, { headers: err.headers });
 }
 
+/** What phase 1 (resolve ids) hands on: the entries' plans in bundle order, and each fullUrl's `Type/id`. */
+interface Resolution {
+  planned: Planned[];
+  fullUrls: Map<string, string>;
+}
+
+/** One entry being planned: its place, its URL's parts, and the bundle-wide maps it adds to. */
+interface PlanStep {
+  plan: Planned;
+  method: string;
+  url: string;
+  segments: string[];
+  query: ReturnType<typeof splitEntryUrl>['query'];
+  fullUrls: Map<string, string>;
+  seenTargets: Set<string>;
+}
+
 export const transaction: InteractionHandler = async (request, context) => {
   context.access.authorize('transaction');
   const { entries: raw } = bundleOf(request, 'transaction');
@@ -95,136 +112,9 @@ export const transaction: InteractionHandler = async (request, context) => {
 
   const { responses } = await context.store.transaction(async (store) => {
     const tx: FhirContext = { ...context, store };
-    const fullUrls = new Map<string, string>();
-    const planned: Planned[] = [];
-    const seenTargets = new Set<string>();
-
-    // 1. Resolve ids.
-    for (const [index, entry] of entries.entries()) {
-      const { method, url } = entry.request;
-      const { path, query } = splitEntryUrl(url, request.baseUrl);
-      const segments = path.split('/').filter((s) => s !== '');
-      const plan: Planned = { index, entry, options: {} };
-      try {
-        if (method === 'POST' && segments.length === 1 && isKnownResourceType(segments[0])) {
-          const resourceType = segments[0];
-          if (entry.resource!.resourceType !== resourceType)
-            throw badRequest(
-              `The resource is a ${entry.resource!.resourceType}, the URL says ${resourceType}`,
-            );
-          let id: string | undefined;
-          if (entry.request.ifNoneExist) {
-            const criteria = parseQuery(entry.request.ifNoneExist.replace(/^\?/, ''));
-            const matches = await conditionalMatches(tx, resourceType, criteria, request.baseUrl);
-            if (matches.length > 1)
-              throw preconditionFailed(
-                `If-None-Exist '${entry.request.ifNoneExist}' matches more than one ${resourceType}`,
-              );
-            if (matches.length === 1) {
-              id = matches[0];
-              plan.existing = { resourceType, id };
-            }
-          }
-          id ??= newResourceId();
-          plan.options.assignedId = id;
-          // Resolved here against the state before the transaction; the create must not re-run it.
-          plan.entry = { ...entry, request: { ...entry.request, ifNoneExist: undefined } };
-          if (entry.fullUrl) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
-        } else if (
-          (method === 'PUT' || method === 'DELETE') &&
-          segments.length === 1 &&
-          isKnownResourceType(segments[0]) &&
-          Object.keys(query).length > 0
-        ) {
-          const resourceType = segments[0];
-          const matches = await conditionalMatches(tx, resourceType, query, request.baseUrl);
-          if (matches.length > 1)
-            throw preconditionFailed(`The criteria of '${url}' match more than one ${resourceType}`);
-          plan.options.resolvedId = matches[0] ?? null;
-          if (method === 'PUT' && matches.length === 0 && entry.resource?.id === undefined)
-            plan.options.assignedId = newResourceId();
-          const id = matches[0] ?? (entry.resource?.id as string | undefined) ?? plan.options.assignedId;
-          if (entry.fullUrl && id) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
-          if (id) {
-            if (seenTargets.has(`${resourceType}/${id}`))
-              throw badRequest(`${resourceType}/${id} appears in more than one entry`);
-            seenTargets.add(`${resourceType}/${id}`);
-          }
-        } else if ((method === 'PUT' || method === 'PATCH' || method === 'DELETE') && segments.length === 2) {
-          const key = `${segments[0]}/${segments[1]}`;
-          if (seenTargets.has(key)) throw badRequest(`${key} appears in more than one entry`);
-          seenTargets.add(key);
-          if (entry.fullUrl && method === 'PUT') fullUrls.set(entry.fullUrl, key);
-        }
-      } catch (err) {
-        throw entryError(err, index);
-      }
-      planned.push(plan);
-    }
-
-    // 2. Rewrite references to entries' fullUrls.
-    if (fullUrls.size > 0) {
-      for (const { entry } of planned) {
-        if (entry.resource) rewriteReferences(entry.resource, fullUrls);
-        entry.request = { ...entry.request, url: rewriteUrl(entry.request.url, fullUrls) };
-      }
-    }
-
-    // 3. Process in the spec's order; the first failure aborts (and rolls back) everything.
-    const responses = new Array<string>(planned.length);
-    const ordered = [...planned].sort(
-      (a, b) => ORDER[a.entry.request.method] - ORDER[b.entry.request.method] || a.index - b.index,
-    );
-    for (const plan of ordered) {
-      try {
-        if (plan.existing) {
-          const { resourceType, id } = plan.existing;
-          const readHandler = tx.registry?.handlerFor({
-            interaction: 'read',
-            resourceType,
-            id,
-            method: 'GET',
-          });
-          if (!readHandler)
-            throw new FhirError(405, [issue('error', 'not-supported', 'read is not supported')]);
-          const found = await readHandler(
-            {
-              interaction: 'read',
-              method: 'GET',
-              resourceType,
-              id,
-              query: emptyQuery(),
-              baseUrl: request.baseUrl,
-            },
-            tx,
-          );
-          const versionId = /W\/"(\d+)"/.exec(found.headers?.ETag ?? '')?.[1];
-          const location = `${request.baseUrl}/${resourceType}/${id}${versionId ? `/_history/${versionId}` : ''}`;
-          responses[plan.index] = responseEntry(
-            { ...found, status: 200, headers: { ...found.headers, Location: location } },
-            request.baseUrl,
-          );
-          continue;
-        }
-        const response = await runEntry(plan.entry, tx, request, plan.options);
-        if (response.status >= 400) {
-          const outcome =
-            typeof response.body === 'object' && response.body?.resourceType === 'OperationOutcome'
-              ? response.body
-              : undefined;
-          throw new FhirError(
-            response.status,
-            (outcome as never) ?? [
-              issue('error', 'processing', `The entry failed with status ${response.status}`),
-            ],
-          );
-        }
-        responses[plan.index] = responseEntry(response, request.baseUrl);
-      } catch (err) {
-        throw entryError(err, plan.index);
-      }
-    }
-    return { responses };
+    const { planned, fullUrls } = await resolveIds(entries, tx, request);
+    rewriteEntryReferences(planned, fullUrls);
+    return { responses: await processInOrder(planned, tx, request) };
   });
 
   return {
@@ -233,6 +123,166 @@ export const transaction: InteractionHandler = async (request, context) => {
     headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' },
   };
 };
+
+/** Phase 1: assigns POST ids and resolves conditional creates, updates and deletes against the state before. */
+async function resolveIds(
+  entries: BundleEntry[],
+  tx: FhirContext,
+  request: FhirRequest,
+): Promise<Resolution> {
+  const fullUrls = new Map<string, string>();
+  const planned: Planned[] = [];
+  const seenTargets = new Set<string>();
+  for (const [index, entry] of entries.entries()) {
+    const { method, url } = entry.request;
+    const { path, query } = splitEntryUrl(url, request.baseUrl);
+    const segments = path.split('/').filter((s) => s !== '');
+    const step: PlanStep = {
+      plan: { index, entry, options: {} },
+      method,
+      url,
+      segments,
+      query,
+      fullUrls,
+      seenTargets,
+    };
+    try {
+      if (method === 'POST' && segments.length === 1 && isKnownResourceType(segments[0])) {
+        await planCreate(step, tx, request.baseUrl);
+      } else if (
+        (method === 'PUT' || method === 'DELETE') &&
+        segments.length === 1 &&
+        isKnownResourceType(segments[0]) &&
+        Object.keys(query).length > 0
+      ) {
+        await planConditionalWrite(step, tx, request.baseUrl);
+      } else if ((method === 'PUT' || method === 'PATCH' || method === 'DELETE') && segments.length === 2) {
+        planTargetedWrite(step);
+      }
+    } catch (err) {
+      throw entryError(err, index);
+    }
+    planned.push(step.plan);
+  }
+  return { planned, fullUrls };
+}
+
+/** POST [type]: a new id up front, or the one existing match of If-None-Exist. */
+async function planCreate(step: PlanStep, tx: FhirContext, baseUrl: string): Promise<void> {
+  const { plan, segments, fullUrls } = step;
+  const { entry } = plan;
+  const resourceType = segments[0];
+  if (entry.resource!.resourceType !== resourceType)
+    throw badRequest(`The resource is a ${entry.resource!.resourceType}, the URL says ${resourceType}`);
+  let id: string | undefined;
+  if (entry.request.ifNoneExist) {
+    const criteria = parseQuery(entry.request.ifNoneExist.replace(/^\?/, ''));
+    const matches = await conditionalMatches(tx, resourceType, criteria, baseUrl);
+    if (matches.length > 1)
+      throw preconditionFailed(
+        `If-None-Exist '${entry.request.ifNoneExist}' matches more than one ${resourceType}`,
+      );
+    if (matches.length === 1) {
+      id = matches[0];
+      plan.existing = { resourceType, id };
+    }
+  }
+  id ??= newResourceId();
+  plan.options.assignedId = id;
+  // Resolved here against the state before the transaction; the create must not re-run it.
+  plan.entry = { ...entry, request: { ...entry.request, ifNoneExist: undefined } };
+  if (entry.fullUrl) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
+}
+
+/** PUT/DELETE [type]?criteria: at most one match; a PUT without a match or an id gets a new id. */
+async function planConditionalWrite(step: PlanStep, tx: FhirContext, baseUrl: string): Promise<void> {
+  const { plan, method, url, segments, query, fullUrls, seenTargets } = step;
+  const { entry } = plan;
+  const resourceType = segments[0];
+  const matches = await conditionalMatches(tx, resourceType, query, baseUrl);
+  if (matches.length > 1)
+    throw preconditionFailed(`The criteria of '${url}' match more than one ${resourceType}`);
+  plan.options.resolvedId = matches[0] ?? null;
+  if (method === 'PUT' && matches.length === 0 && entry.resource?.id === undefined)
+    plan.options.assignedId = newResourceId();
+  const id = matches[0] ?? (entry.resource?.id as string | undefined) ?? plan.options.assignedId;
+  if (entry.fullUrl && id) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
+  if (id) {
+    if (seenTargets.has(`${resourceType}/${id}`))
+      throw badRequest(`${resourceType}/${id} appears in more than one entry`);
+    seenTargets.add(`${resourceType}/${id}`);
+  }
+}
+
+/** PUT/PATCH/DELETE [type]/[id]: each target at most once in the bundle. */
+function planTargetedWrite(step: PlanStep): void {
+  const { plan, method, segments, fullUrls, seenTargets } = step;
+  const key = `${segments[0]}/${segments[1]}`;
+  if (seenTargets.has(key)) throw badRequest(`${key} appears in more than one entry`);
+  seenTargets.add(key);
+  if (plan.entry.fullUrl && method === 'PUT') fullUrls.set(plan.entry.fullUrl, key);
+}
+
+/** Phase 2: rewrites references to entries' fullUrls in the resources and in the entry URLs' queries. */
+function rewriteEntryReferences(planned: Planned[], fullUrls: Map<string, string>): void {
+  if (fullUrls.size === 0) return;
+  for (const { entry } of planned) {
+    if (entry.resource) rewriteReferences(entry.resource, fullUrls);
+    entry.request = { ...entry.request, url: rewriteUrl(entry.request.url, fullUrls) };
+  }
+}
+
+/** Phase 3: runs the entries in the spec's order; the first failure aborts (and rolls back) everything. */
+async function processInOrder(planned: Planned[], tx: FhirContext, request: FhirRequest): Promise<string[]> {
+  const responses = new Array<string>(planned.length);
+  const ordered = [...planned].sort(
+    (a, b) => ORDER[a.entry.request.method] - ORDER[b.entry.request.method] || a.index - b.index,
+  );
+  for (const plan of ordered) {
+    try {
+      responses[plan.index] = plan.existing
+        ? await answerExisting(plan.existing, tx, request.baseUrl)
+        : await runPlanned(plan, tx, request);
+    } catch (err) {
+      throw entryError(err, plan.index);
+    }
+  }
+  return responses;
+}
+
+/** A conditional create that matched answers with the existing resource (read through the read handler). */
+async function answerExisting(
+  existing: NonNullable<Planned['existing']>,
+  tx: FhirContext,
+  baseUrl: string,
+): Promise<string> {
+  const { resourceType, id } = existing;
+  const readHandler = tx.registry?.handlerFor({ interaction: 'read', resourceType, id, method: 'GET' });
+  if (!readHandler) throw new FhirError(405, [issue('error', 'not-supported', 'read is not supported')]);
+  const found = await readHandler(
+    { interaction: 'read', method: 'GET', resourceType, id, query: emptyQuery(), baseUrl },
+    tx,
+  );
+  const versionId = /W\/"(\d+)"/.exec(found.headers?.ETag ?? '')?.[1];
+  const location = `${baseUrl}/${resourceType}/${id}${versionId ? `/_history/${versionId}` : ''}`;
+  return responseEntry({ ...found, status: 200, headers: { ...found.headers, Location: location } }, baseUrl);
+}
+
+/** Any other entry runs through its registered handler; a refusal becomes the transaction's error. */
+async function runPlanned(plan: Planned, tx: FhirContext, request: FhirRequest): Promise<string> {
+  const response = await runEntry(plan.entry, tx, request, plan.options);
+  if (response.status >= 400) {
+    const outcome =
+      typeof response.body === 'object' && response.body?.resourceType === 'OperationOutcome'
+        ? response.body
+        : undefined;
+    throw new FhirError(
+      response.status,
+      (outcome as never) ?? [issue('error', 'processing', `The entry failed with status ${response.status}`)],
+    );
+  }
+  return responseEntry(response, request.baseUrl);
+}
 
 /** Registers batch and transaction (POST [base]) in the registry. */
 export function registerBundles(registry: FhirRegistry): FhirRegistry {

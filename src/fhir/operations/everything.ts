@@ -86,17 +86,67 @@ function queryString(pairs: [string, string][]): string {
   return pairs.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
 }
 
+/** The operation's parameters, checked. */
+interface EverythingParameters {
+  /** `_since` as given (for the page links) and as epoch ms. */
+  sinceText: string | undefined;
+  since: number | undefined;
+  count: number;
+  offset: number;
+  /** `_type`, when given: the only types returned. */
+  types: Set<string> | undefined;
+}
+
+/** What every phase of one request shares: the patient, and the caller's access asked once per version or type. */
+interface EverythingRun {
+  context: FhirContext;
+  id: string;
+  patientRef: string;
+  /** One decision per version and request (a resource found several times is asked, and audited, once). */
+  canRead: (version: StoredVersion) => boolean;
+  /** Whether the caller's scopes cover a type; the types they do not are collected in `leftOut`. */
+  typeReadable: (type: string) => boolean;
+  leftOut: string[];
+  /** Warnings for the Bundle's OperationOutcome entry, in the order they arise. */
+  warnings: OperationOutcomeIssue[];
+}
+
 export const everythingHandler: InteractionHandler = async (request: FhirRequest, context: FhirContext) => {
   if (request.resourceType !== 'Patient') throw badRequest('$everything is defined on Patient only');
   context.access.authorize('read', 'Patient');
   const id = assertId(request.id);
-  const patientRef = `Patient/${id}`;
   if (!context.store.search)
     throw notImplemented('This store does not support search, which $everything needs');
 
+  const warnings: OperationOutcomeIssue[] = [];
+  const parameters = readEverythingParameters(request, warnings);
+  const run = startRun(context, id, warnings);
+  const patient = await readPatient(run);
+  const ordered = await findMembers(run, patient, parameters);
+  const page = await loadPage(run, ordered.slice(parameters.offset, parameters.offset + parameters.count));
+  const referenced = await findReferenced(run, page);
+  if (run.leftOut.length > 0)
+    warnings.push(
+      issue(
+        'warning',
+        'forbidden',
+        `Left out, as your access does not cover them: ${run.leftOut.sort().join(', ')}`,
+      ),
+    );
+  const links = pageLinks(request.baseUrl, id, parameters, ordered.length);
+  const body = searchsetBundle(request.baseUrl, { total: ordered.length, links, page, referenced, warnings });
+  return { status: 200, body, headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' } };
+};
+
+/** Phase 0: `_since`, `_count`, `_offset`, `_type`; `start`/`end` are warned about (refused when strict). */
+function readEverythingParameters(
+  request: FhirRequest,
+  warnings: OperationOutcomeIssue[],
+): EverythingParameters {
   const input = readOperationInput(request);
   const one = (name: string): string | undefined => input.strings.get(name)?.[0];
-  const since = parseSince(one('_since'));
+  const sinceText = one('_since');
+  const since = parseSince(sinceText);
   const count = nonNegativeInteger(one('_count'), '_count', LIMITS.maxCount) ?? LIMITS.defaultCount;
   const offset = nonNegativeInteger(one('_offset'), '_offset', LIMITS.maxOffset) ?? 0;
   let types: Set<string> | undefined;
@@ -112,16 +162,16 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
       types.add(type);
     }
   }
-  const warnings: OperationOutcomeIssue[] = [];
   for (const name of ['start', 'end']) {
     if (one(name) === undefined) continue;
     const message = `$everything parameter '${name}' is not supported and was ignored`;
     if (request.preferHandling === 'strict') throw badRequest(message, name);
     warnings.push(issue('warning', 'not-supported', message));
   }
+  return { sinceText, since, count, offset, types };
+}
 
-  // One decision per version and request: a resource found through several compartment parameters, and read again
-  // for its page, is asked (and recorded by the policy's audit) once.
+function startRun(context: FhirContext, id: string, warnings: OperationOutcomeIssue[]): EverythingRun {
   const decisions = new Map<string, boolean>();
   const canRead = (v: StoredVersion): boolean => {
     const key = `${v.resourceType}/${v.id}/${v.versionId}`;
@@ -129,47 +179,41 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
     if (allowed === undefined) decisions.set(key, (allowed = context.access.canRead(v)));
     return allowed;
   };
-
-  const patient = await context.store.read('Patient', id);
-  if (!patient || !canRead(patient)) throw notFound(`${patientRef} is not known`);
-  if (patient.deleted) throw gone(`${patientRef} has been deleted`);
-
   // Types outside the caller's scopes are left out (as search leaves out _include of such types), asked once each.
   const leftOut: string[] = [];
   const typeReadable = typeReadability(context, (type) => leftOut.push(type));
+  return { context, id, patientRef: `Patient/${id}`, canRead, typeReadable, leftOut, warnings };
+}
 
-  // Phase 1, metadata only: the visible current members of the compartment, one indexed reference search per
-  // compartment parameter. With count 0 and wantTotal the store visits every candidate through `canRead` without
-  // loading bodies; we keep the ones canRead allows (and that the stored compartments confirm).
+/** A Patient the caller may not read is a 404, as a missing one. */
+async function readPatient(run: EverythingRun): Promise<StoredVersion> {
+  const patient = await run.context.store.read('Patient', run.id);
+  if (!patient || !run.canRead(patient)) throw notFound(`${run.patientRef} is not known`);
+  if (patient.deleted) throw gone(`${run.patientRef} has been deleted`);
+  return patient;
+}
+
+/**
+ * Phase 1, metadata only: the visible current members of the compartment, one indexed reference search per
+ * compartment parameter. With count 0 and wantTotal the store visits every candidate through `canRead` without
+ * loading bodies; we keep the ones canRead allows (and that the stored compartments confirm). Returned in a stable
+ * order for paging: the Patient first, then by type, last update and id.
+ */
+async function findMembers(
+  run: EverythingRun,
+  patient: StoredVersion,
+  { since, types }: EverythingParameters,
+): Promise<StoredVersion[]> {
+  const { context, id, patientRef, canRead } = run;
   const members = new Map<string, StoredVersion>();
   const keep = (v: StoredVersion): boolean =>
     !v.deleted && (since === undefined || Date.parse(v.lastUpdated) >= since);
   if ((!types || types.has('Patient')) && keep(patient)) members.set(patientRef, patient);
   for (const [param, paramTypes] of compartmentQueries(types)) {
-    const searchTypes = paramTypes.filter(typeReadable);
+    const searchTypes = paramTypes.filter(run.typeReadable);
     if (searchTypes.length === 0) continue;
-    const query: CompiledQuery = {
-      resourceTypes: searchTypes,
-      filters: [
-        {
-          kind: 'param',
-          param,
-          type: 'reference',
-          values: [{ kind: 'reference', references: [patientRef] }],
-        },
-      ],
-      sort: [],
-      count: 0,
-      offset: 0,
-      total: 'accurate',
-      summaryCount: false,
-      include: [],
-      revinclude: [],
-      warnings: [],
-      applied: [],
-    };
     const storeRequest: StoreSearchRequest = {
-      query,
+      query: compartmentQuery(searchTypes, param, patientRef),
       wantTotal: true,
       canRead: (v) => {
         if (!canRead(v)) return false;
@@ -178,11 +222,10 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
         return true;
       },
     };
-    await context.store.search(storeRequest);
+    await context.store.search!(storeRequest);
   }
 
-  // Stable order for paging: the Patient first, then by type, last update and id.
-  const ordered = [...members.values()].sort((a, b) => {
+  return [...members.values()].sort((a, b) => {
     const ap = a.resourceType === 'Patient' && a.id === id ? 0 : 1;
     const bp = b.resourceType === 'Patient' && b.id === id ? 0 : 1;
     if (ap !== bp) return ap - bp;
@@ -190,18 +233,46 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
     if (a.lastUpdated !== b.lastUpdated) return a.lastUpdated < b.lastUpdated ? -1 : 1;
     return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
   });
-  const total = ordered.length;
+}
 
-  // Phase 2: bodies for this page only, read again (it may have changed since phase 1) and checked again.
+/** `param=patientRef` over `types`, counting only (no page, no bodies). */
+function compartmentQuery(types: string[], param: string, patientRef: string): CompiledQuery {
+  return {
+    resourceTypes: types,
+    filters: [
+      {
+        kind: 'param',
+        param,
+        type: 'reference',
+        values: [{ kind: 'reference', references: [patientRef] }],
+      },
+    ],
+    sort: [],
+    count: 0,
+    offset: 0,
+    total: 'accurate',
+    summaryCount: false,
+    include: [],
+    revinclude: [],
+    warnings: [],
+    applied: [],
+  };
+}
+
+/** Phase 2: bodies for this page only, read again (it may have changed since phase 1) and checked again. */
+async function loadPage(run: EverythingRun, members: StoredVersion[]): Promise<StoredVersion[]> {
   const page: StoredVersion[] = [];
-  for (const member of ordered.slice(offset, offset + count)) {
+  for (const member of members) {
     const current =
-      member.json !== undefined ? member : await context.store.read(member.resourceType, member.id);
-    if (!current || current.deleted || !current.json || !canRead(current)) continue;
+      member.json !== undefined ? member : await run.context.store.read(member.resourceType, member.id);
+    if (!current || current.deleted || !current.json || !run.canRead(current)) continue;
     page.push(current);
   }
+  return page;
+}
 
-  // Referenced resources outside every compartment (directory data), for this page.
+/** Phase 3: the resources the page references that lie outside every compartment (directory data). */
+async function findReferenced(run: EverythingRun, page: StoredVersion[]): Promise<StoredVersion[]> {
   const compartmentTypes = searchDefinitions().patientCompartment;
   const seen = new Set(page.map((v) => `${v.resourceType}/${v.id}`));
   const referenced: StoredVersion[] = [];
@@ -213,46 +284,59 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
       seen.add(ref);
       const [type, refId] = ref.split('/');
       if (type === 'Patient' || compartmentTypes.has(type) || !isKnownResourceType(type)) continue;
-      if (!typeReadable(type)) continue;
+      if (!run.typeReadable(type)) continue;
       if (referenced.length >= MAX_REFERENCED) {
-        warnings.push(
+        run.warnings.push(
           issue('warning', 'too-costly', `Only ${MAX_REFERENCED} referenced resources are included per page`),
         );
         break;
       }
-      const target = await context.store.read(type, refId);
-      if (!target || target.deleted || !target.json || !canRead(target)) continue;
+      const target = await run.context.store.read(type, refId);
+      if (!target || target.deleted || !target.json || !run.canRead(target)) continue;
       referenced.push(target);
     }
     if (referenced.length >= MAX_REFERENCED) break;
   }
+  return referenced;
+}
 
-  if (leftOut.length > 0)
-    warnings.push(
-      issue(
-        'warning',
-        'forbidden',
-        `Left out, as your access does not cover them: ${leftOut.sort().join(', ')}`,
-      ),
-    );
-
+/** self, and next/previous when there are such pages. */
+function pageLinks(
+  baseUrl: string,
+  id: string,
+  { sinceText, types, count, offset }: EverythingParameters,
+  total: number,
+): { relation: string; url: string }[] {
   const linkParams = (at: number): string => {
     const pairs: [string, string][] = [];
-    if (one('_since') !== undefined) pairs.push(['_since', one('_since')!]);
+    if (sinceText !== undefined) pairs.push(['_since', sinceText]);
     if (types) pairs.push(['_type', [...types].join(',')]);
     pairs.push(['_count', String(count)]);
     if (at > 0) pairs.push(['_offset', String(at)]);
-    return `${request.baseUrl}/Patient/${id}/$everything?${queryString(pairs)}`;
+    return `${baseUrl}/Patient/${id}/$everything?${queryString(pairs)}`;
   };
   const links = [{ relation: 'self', url: linkParams(offset) }];
   if (count > 0 && offset + count < total) links.push({ relation: 'next', url: linkParams(offset + count) });
   if (count > 0 && offset > 0)
     links.push({ relation: 'previous', url: linkParams(Math.max(0, offset - count)) });
+  return links;
+}
 
-  // Assembled as text: stored resources are served exactly as stored (lossless numbers).
+/** Phase 4: the searchset, assembled as text: stored resources are served exactly as stored (lossless numbers). */
+function searchsetBundle(
+  baseUrl: string,
+  contents: {
+    total: number;
+    links: { relation: string; url: string }[];
+    page: StoredVersion[];
+    referenced: StoredVersion[];
+    warnings: OperationOutcomeIssue[];
+  },
+): string {
+  const { total, links, page, referenced, warnings } = contents;
   const parts: string[] = [];
   const entry = (version: StoredVersion, mode: 'match' | 'include'): string =>
-    `{"fullUrl":${JSON.stringify(`${request.baseUrl}/${version.resourceType}/${version.id}`)},"resource":${version.json},"search":{"mode":"${mode}"}}`;
+    `{"fullUrl":${JSON.stringify(`${baseUrl}/${version.resourceType}/${version.id}`)},"resource":${version.json},"search":{"mode":"${mode}"}}`;
   for (const version of page) parts.push(entry(version, 'match'));
   for (const version of referenced) parts.push(entry(version, 'include'));
   if (warnings.length > 0) {
@@ -269,9 +353,8 @@ export const everythingHandler: InteractionHandler = async (request: FhirRequest
     total,
     link: links,
   });
-  const body = parts.length > 0 ? `${head.slice(0, -1)},"entry":[${parts.join(',')}]}` : head;
-  return { status: 200, body, headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' } };
-};
+  return parts.length > 0 ? `${head.slice(0, -1)},"entry":[${parts.join(',')}]}` : head;
+}
 
 export function everythingOperation(): OperationRegistration {
   return {

@@ -207,6 +207,12 @@ export class StructureWalker {
     const s = this.structures.type(rt)!;
     const frame: Frame = { resource: res, rootResource: container ?? res };
     this.walkObject(res, s.root, s.root, rt, path, run, frame, true);
+    this.checkResourceRules(res, rt, path, run);
+    this.walkProfiles(res, rt, s.url, path, run, frame, extraProfiles);
+  }
+
+  /** The rules a resource type has beyond its structure (dom-3, Bundle, terminology and conformance resources). */
+  private checkResourceRules(res: Json, rt: string, path: string, run: Run): void {
     if (this.validateContained && Array.isArray(res.contained) && res.contained.length) {
       for (const id of containedReferenced(res)) {
         run.add(
@@ -241,6 +247,18 @@ export class StructureWalker {
         if (p.location) run.add('error', 'value', p.message, p.location);
         else run.add('error', 'exception', `Error generating Snapshot: ${p.message}`, path);
     }
+  }
+
+  /** The profiles the resource claims, is given, or implies (vital signs), each walked over the whole resource. */
+  private walkProfiles(
+    res: Json,
+    rt: string,
+    baseUrl: string,
+    path: string,
+    run: Run,
+    frame: Frame,
+    extraProfiles: string[],
+  ): void {
     const claimed: string[] = Array.isArray(res.meta?.profile)
       ? res.meta.profile.filter((p: unknown) => typeof p === 'string')
       : [];
@@ -263,7 +281,7 @@ export class StructureWalker {
         run.add('error', 'structure', `Profile '${url}' is for ${ps.type}, not ${rt}`, where);
         continue;
       }
-      if (ps.url === s.url) continue;
+      if (ps.url === baseUrl) continue;
       this.walkObject(res, ps.root, ps.root, rt, path, run, frame, true);
     }
   }
@@ -328,117 +346,147 @@ export class StructureWalker {
     if (!owner) return;
     run.depth++;
     try {
-      const props = this.props(owner);
-      let keyCount = 0;
-      for (const key in obj) {
-        keyCount++;
-        if (isResourceRoot && key === 'resourceType') continue;
-        const value = obj[key];
-        if (key.charCodeAt(0) === 95 /* _ */) {
-          const entry = props.get(key.slice(1));
-          if (!entry || !entry.type || !isPrimitiveType(entry.type.code)) {
-            run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
-            continue;
-          }
-          this.walkPrimitiveExtras(
-            obj,
-            key,
-            value,
-            entry.node,
-            entry.type,
-            this.elementPath(path, entry.node, entry.type),
-            run,
-            frame,
-          );
-          continue;
-        }
-        const entry = props.get(key);
-        if (!entry) {
-          run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
-          continue;
-        }
-        const child = entry.node;
-        const childPath = this.elementPath(path, child, entry.type);
-        if (value === null) {
-          run.add('error', 'invalid', 'A property cannot be null', childPath);
-          continue;
-        }
-        if (child.isArray) {
-          if (!Array.isArray(value)) {
-            run.add(
-              'error',
-              'structure',
-              `This property must be an Array, not ${typeof value === 'object' ? 'an Object' : 'a primitive'}`,
-              childPath,
-            );
-            continue;
-          }
-          if (value.length === 0) {
-            run.add(
-              'error',
-              'invalid',
-              'Array cannot be empty - the property should not be present if it has no values',
-              childPath,
-            );
-            continue;
-          }
-          const primitive = entry.type && isPrimitiveType(entry.type.code);
-          const extras = primitive ? obj['_' + key] : undefined;
-          for (let i = 0; i < value.length; i++) {
-            const item = value[i];
-            if (item === null) {
-              if (!(primitive && Array.isArray(extras) && extras[i]))
-                run.add('error', 'invalid', 'Null values are not allowed in arrays', `${childPath}[${i}]`);
-              continue;
-            }
-            this.walkValue(item, child, entry.type, `${childPath}[${i}]`, run, frame);
-          }
-          if (child.slicing && child.slices.length)
-            this.checkSlices(value, child, entry.type, childPath, path, run, frame);
-        } else {
-          if (Array.isArray(value)) {
-            run.add('error', 'structure', 'This property must be a single value, not an Array', childPath);
-            continue;
-          }
-          this.walkValue(value, child, entry.type, childPath, run, frame);
-          if (child.slices.length && child.choice)
-            this.checkChoiceSlices(value, child, entry.type, childPath, run, frame);
-        }
-      }
+      const keyCount = this.walkProperties(obj, owner, path, run, frame, isResourceRoot);
       if (keyCount === 0 || (keyCount === 1 && obj.id !== undefined && !isResourceRoot)) {
         run.add('error', 'invalid', 'Object must have some content (ele-1)', path);
       }
-      // Cardinality of every child.
-      for (const c of owner.children) {
-        if (c.min === 0 && c.max >= (c.isArray ? Infinity : 1) && !c.choice) continue;
-        let count = 0;
-        let present = 0;
-        for (const n of c.jsonNames!) {
-          const v = obj[n] ?? obj['_' + n];
-          if (v === undefined || v === null) continue;
-          present++;
-          count += Array.isArray(v) ? v.length : 1;
-        }
-        if (c.choice && present > 1)
-          run.add(
-            'error',
-            'structure',
-            `Only one of ${c.jsonNames!.filter((n) => obj[n] !== undefined).join(', ')} may be present`,
-            path,
-          );
-        if (count < c.min)
-          run.add(
-            'error',
-            'structure',
-            `${c.path}: minimum required = ${c.min}, but only found ${count}`,
-            path,
-          );
-        else if (count > c.max)
-          run.add('error', 'structure', `${c.path}: max allowed = ${c.max}, but found ${count}`, path);
-      }
+      this.checkCardinality(obj, owner, path, run);
       this.checkConstraints(obj, node, owner, typeName, path, run, frame, isResourceRoot);
     } finally {
       run.depth--;
+    }
+  }
+
+  /** Every property of an object against the element it names; returns how many properties there are. */
+  private walkProperties(
+    obj: Json,
+    owner: ElementNode,
+    path: string,
+    run: Run,
+    frame: Frame,
+    isResourceRoot: boolean,
+  ): number {
+    const props = this.props(owner);
+    let keyCount = 0;
+    for (const key in obj) {
+      keyCount++;
+      if (isResourceRoot && key === 'resourceType') continue;
+      const value = obj[key];
+      if (key.charCodeAt(0) === 95 /* _ */) {
+        const entry = props.get(key.slice(1));
+        if (!entry || !entry.type || !isPrimitiveType(entry.type.code)) {
+          run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
+          continue;
+        }
+        this.walkPrimitiveExtras(
+          obj,
+          key,
+          value,
+          entry.node,
+          entry.type,
+          this.elementPath(path, entry.node, entry.type),
+          run,
+          frame,
+        );
+        continue;
+      }
+      const entry = props.get(key);
+      if (!entry) {
+        run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
+        continue;
+      }
+      this.walkProperty(obj, key, value, entry, path, run, frame);
+    }
+    return keyCount;
+  }
+
+  /** One (non-`_`) property: null, array or single value as its element's cardinality allows, then its slices. */
+  private walkProperty(
+    obj: Json,
+    key: string,
+    value: Json,
+    entry: { node: ElementNode; type?: TypeRef },
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
+    const child = entry.node;
+    const childPath = this.elementPath(path, child, entry.type);
+    if (value === null) {
+      run.add('error', 'invalid', 'A property cannot be null', childPath);
+      return;
+    }
+    if (child.isArray) {
+      if (!Array.isArray(value)) {
+        run.add(
+          'error',
+          'structure',
+          `This property must be an Array, not ${typeof value === 'object' ? 'an Object' : 'a primitive'}`,
+          childPath,
+        );
+        return;
+      }
+      if (value.length === 0) {
+        run.add(
+          'error',
+          'invalid',
+          'Array cannot be empty - the property should not be present if it has no values',
+          childPath,
+        );
+        return;
+      }
+      const primitive = entry.type && isPrimitiveType(entry.type.code);
+      const extras = primitive ? obj['_' + key] : undefined;
+      for (let i = 0; i < value.length; i++) {
+        const item = value[i];
+        if (item === null) {
+          if (!(primitive && Array.isArray(extras) && extras[i]))
+            run.add('error', 'invalid', 'Null values are not allowed in arrays', `${childPath}[${i}]`);
+          continue;
+        }
+        this.walkValue(item, child, entry.type, `${childPath}[${i}]`, run, frame);
+      }
+      if (child.slicing && child.slices.length)
+        this.checkSlices(value, child, entry.type, childPath, path, run, frame);
+    } else {
+      if (Array.isArray(value)) {
+        run.add('error', 'structure', 'This property must be a single value, not an Array', childPath);
+        return;
+      }
+      this.walkValue(value, child, entry.type, childPath, run, frame);
+      if (child.slices.length && child.choice)
+        this.checkChoiceSlices(value, child, entry.type, childPath, run, frame);
+    }
+  }
+
+  /** Cardinality of every child of the object's element, and at most one type of a choice. */
+  private checkCardinality(obj: Json, owner: ElementNode, path: string, run: Run): void {
+    for (const c of owner.children) {
+      if (c.min === 0 && c.max >= (c.isArray ? Infinity : 1) && !c.choice) continue;
+      let count = 0;
+      let present = 0;
+      for (const n of c.jsonNames!) {
+        const v = obj[n] ?? obj['_' + n];
+        if (v === undefined || v === null) continue;
+        present++;
+        count += Array.isArray(v) ? v.length : 1;
+      }
+      if (c.choice && present > 1)
+        run.add(
+          'error',
+          'structure',
+          `Only one of ${c.jsonNames!.filter((n) => obj[n] !== undefined).join(', ')} may be present`,
+          path,
+        );
+      if (count < c.min)
+        run.add(
+          'error',
+          'structure',
+          `${c.path}: minimum required = ${c.min}, but only found ${count}`,
+          path,
+        );
+      else if (count > c.max)
+        run.add('error', 'structure', `${c.path}: max allowed = ${c.max}, but found ${count}`, path);
     }
   }
 
@@ -499,47 +547,7 @@ export class StructureWalker {
     // R4 snapshots type Resource.id as System.String (fhir-type 'string'); the specification says `id`.
     const code = node.raw.base?.path === 'Resource.id' ? 'id' : type?.code;
     if (code && isPrimitiveType(code)) {
-      const problem = checkPrimitive(code, value);
-      if (problem) {
-        // Attachment data is reported on the attachment (as the reference validator does).
-        if (node.path.endsWith('.data') && code === 'base64Binary' && path.endsWith('.data'))
-          run.add(
-            'error',
-            'structure',
-            `The base64 content in the data element is not valid base64: ${problem}`,
-            path.slice(0, -5),
-          );
-        else run.add('error', 'invalid', problem, path);
-        return;
-      }
-      if (code === 'xhtml') {
-        for (const p of checkNarrativeXhtml(value as string))
-          run.add(
-            'error',
-            p.key === 'xhtml' ? 'invalid' : 'invariant',
-            p.key === 'xhtml' ? p.message : `Constraint failed: ${p.key}: ${p.message}`,
-            path,
-          );
-      }
-      if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
-        run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
-      if (node.fixed !== undefined && !deepEqual(node.fixed, value))
-        run.add(
-          'error',
-          'value',
-          `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`,
-          path,
-        );
-      if (node.pattern !== undefined && !deepEqual(node.pattern, value))
-        run.add(
-          'error',
-          'value',
-          `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`,
-          path,
-        );
-      if (node.binding && (code === 'code' || code === 'string' || code === 'uri'))
-        this.checkBinding(node, undefined, value as string, path, run);
-      if (node.minValue !== undefined || node.maxValue !== undefined) checkMinMax(node, value, path, run);
+      this.checkPrimitiveValue(code, value, node, path, run);
       return;
     }
     if (code === 'Resource' || (code !== undefined && this.isResourceType(code))) {
@@ -568,6 +576,64 @@ export class StructureWalker {
     );
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return;
     checkFixedAndPattern(node, value, path, run);
+    this.checkDataType(code, value, node, type, path, run, frame);
+  }
+
+  /** A primitive value: its syntax, then its element's length, fixed value, pattern, binding and bounds. */
+  private checkPrimitiveValue(code: string, value: Json, node: ElementNode, path: string, run: Run): void {
+    const problem = checkPrimitive(code, value);
+    if (problem) {
+      // Attachment data is reported on the attachment (as the reference validator does).
+      if (node.path.endsWith('.data') && code === 'base64Binary' && path.endsWith('.data'))
+        run.add(
+          'error',
+          'structure',
+          `The base64 content in the data element is not valid base64: ${problem}`,
+          path.slice(0, -5),
+        );
+      else run.add('error', 'invalid', problem, path);
+      return;
+    }
+    if (code === 'xhtml') {
+      for (const p of checkNarrativeXhtml(value as string))
+        run.add(
+          'error',
+          p.key === 'xhtml' ? 'invalid' : 'invariant',
+          p.key === 'xhtml' ? p.message : `Constraint failed: ${p.key}: ${p.message}`,
+          path,
+        );
+    }
+    if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
+      run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
+    if (node.fixed !== undefined && !deepEqual(node.fixed, value))
+      run.add(
+        'error',
+        'value',
+        `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`,
+        path,
+      );
+    if (node.pattern !== undefined && !deepEqual(node.pattern, value))
+      run.add(
+        'error',
+        'value',
+        `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`,
+        path,
+      );
+    if (node.binding && (code === 'code' || code === 'string' || code === 'uri'))
+      this.checkBinding(node, undefined, value as string, path, run);
+    if (node.minValue !== undefined || node.maxValue !== undefined) checkMinMax(node, value, path, run);
+  }
+
+  /** The rules of the complex data types that have their own (references, codings, quantities, attachments). */
+  private checkDataType(
+    code: string | undefined,
+    value: Json,
+    node: ElementNode,
+    type: TypeRef | undefined,
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void {
     switch (code) {
       case 'Reference':
         this.checkReference(value, node, type!, path, run, frame);
@@ -611,7 +677,33 @@ export class StructureWalker {
       run.add('error', 'structure', 'An extension must be a JSON object', path);
       return;
     }
-    const url = ext.url;
+    const owner = this.extensionDefinition(ext.url, type, path, run);
+    const hasValue = Object.keys(ext).some((k) => k.startsWith('value'));
+    const hasExtensions = Array.isArray(ext.extension) && ext.extension.length > 0;
+    if (hasValue === hasExtensions)
+      run.add(
+        'error',
+        'invariant',
+        "Constraint failed: ext-1: 'Must have either extensions or value[x], not both'",
+        path,
+      );
+    if (owner) this.walkObject(ext, owner, owner, 'Extension', path, run, frame);
+    else {
+      const base = this.structures.type('Extension')!.root;
+      this.walkObject(
+        ext,
+        node.children.length ? node : base,
+        node.children.length ? node : base,
+        'Extension',
+        path,
+        run,
+        frame,
+      );
+    }
+  }
+
+  /** The definition of an extension's url (checked as extension or modifier), or undefined when it has none. */
+  private extensionDefinition(url: Json, type: TypeRef, path: string, run: Run): ElementNode | undefined {
     let owner: ElementNode | undefined;
     if (typeof url !== 'string' || url === '') {
       run.add('error', 'structure', 'Extension.url is required', path);
@@ -647,28 +739,7 @@ export class StructureWalker {
           run.add('error', 'invalid', `Example URLs are not allowed in this context (${url})`, `${path}.url`);
       }
     }
-    const hasValue = Object.keys(ext).some((k) => k.startsWith('value'));
-    const hasExtensions = Array.isArray(ext.extension) && ext.extension.length > 0;
-    if (hasValue === hasExtensions)
-      run.add(
-        'error',
-        'invariant',
-        "Constraint failed: ext-1: 'Must have either extensions or value[x], not both'",
-        path,
-      );
-    if (owner) this.walkObject(ext, owner, owner, 'Extension', path, run, frame);
-    else {
-      const base = this.structures.type('Extension')!.root;
-      this.walkObject(
-        ext,
-        node.children.length ? node : base,
-        node.children.length ? node : base,
-        'Extension',
-        path,
-        run,
-        frame,
-      );
-    }
+    return owner;
   }
 
   // ---------------------------------------------------------------- constraints
@@ -833,69 +904,59 @@ export class StructureWalker {
       const target = this.sliceElementAt(slice, segments, type);
       switch (d.type) {
         case 'value':
-        case 'pattern': {
-          if (!target) return false;
-          if (target.fixed !== undefined) {
-            if (!values.some((v) => deepEqual(target.fixed, v))) return false;
-          } else if (target.pattern !== undefined) {
-            if (!values.some((v) => patternMatches(target.pattern, v))) return false;
-          } else if (target.binding?.valueSet && target.binding.strength === 'required') {
-            const ok = values.some((v) => {
-              const codings: Json[] =
-                typeof v === 'string' ? [{ code: v }] : Array.isArray(v?.coding) ? v.coding : [v];
-              return codings.some(
-                (c) =>
-                  c &&
-                  typeof c.code === 'string' &&
-                  this.terminology.member(target.binding!.valueSet!.split('|')[0], c.system, c.code) ===
-                    'yes',
-              );
-            });
-            if (!ok) return false;
-          } else return false;
+        case 'pattern':
+          if (!target || !this.valueDiscriminatorMatches(target, values)) return false;
           break;
-        }
-        case 'exists': {
-          const exists = values.length > 0;
-          if (!target) return false;
-          if (target.min >= 1 && !exists) return false;
-          if (target.max === 0 && exists) return false;
+        case 'exists':
+          if (!target || !existsDiscriminatorMatches(target, values)) return false;
           break;
-        }
-        case 'type': {
-          const want = (target ?? slice).types.map((t) => t.code);
-          if (!want.length) return false;
-          const actual = values.map((v) =>
-            v && typeof v === 'object' && typeof v.resourceType === 'string' ? v.resourceType : undefined,
-          );
-          if (actual.some((a) => a && want.includes(a))) break;
-          if (segments.length === 0 && type && want.includes(type.code)) break;
-          return false;
-        }
-        case 'profile': {
-          const profiles = (target ?? slice).types.flatMap((t) =>
-            t.profiles.length ? t.profiles : t.targetProfiles,
-          );
-          if (!profiles.length) return false;
-          const ok = values.some((v) =>
-            profiles.some((p) => {
-              const ps = this.structures.get(p);
-              if (!ps) return false;
-              const probe = new Run();
-              probe.errorsOnly = true;
-              if (ps.kind === 'resource') this.walkResource(v, 'probe', undefined, probe, [p]);
-              else this.walkObject(v, ps.root, ps.root, ps.type, 'probe', probe, frame);
-              return probe.errorCount === 0;
-            }),
-          );
-          if (!ok) return false;
+        case 'type':
+          if (!typeDiscriminatorMatches(target ?? slice, values, segments, type)) return false;
           break;
-        }
+        case 'profile':
+          if (!this.profileDiscriminatorMatches(target ?? slice, values, frame)) return false;
+          break;
         default:
           return false;
       }
     }
     return true;
+  }
+
+  /** `value`/`pattern`: the slice's fixed value, pattern, or required binding. */
+  private valueDiscriminatorMatches(target: ElementNode, values: Json[]): boolean {
+    if (target.fixed !== undefined) return values.some((v) => deepEqual(target.fixed, v));
+    if (target.pattern !== undefined) return values.some((v) => patternMatches(target.pattern, v));
+    if (target.binding?.valueSet && target.binding.strength === 'required') {
+      return values.some((v) => {
+        const codings: Json[] =
+          typeof v === 'string' ? [{ code: v }] : Array.isArray(v?.coding) ? v.coding : [v];
+        return codings.some(
+          (c) =>
+            c &&
+            typeof c.code === 'string' &&
+            this.terminology.member(target.binding!.valueSet!.split('|')[0], c.system, c.code) === 'yes',
+        );
+      });
+    }
+    return false;
+  }
+
+  /** `profile`: some value conforms (no errors) to one of the slice's profiles. */
+  private profileDiscriminatorMatches(element: ElementNode, values: Json[], frame: Frame): boolean {
+    const profiles = element.types.flatMap((t) => (t.profiles.length ? t.profiles : t.targetProfiles));
+    if (!profiles.length) return false;
+    return values.some((v) =>
+      profiles.some((p) => {
+        const ps = this.structures.get(p);
+        if (!ps) return false;
+        const probe = new Run();
+        probe.errorsOnly = true;
+        if (ps.kind === 'resource') this.walkResource(v, 'probe', undefined, probe, [p]);
+        else this.walkObject(v, ps.root, ps.root, ps.type, 'probe', probe, frame);
+        return probe.errorCount === 0;
+      }),
+    );
   }
 
   /** The element of a slice at a discriminator path (following own children, then the type's definition). */
@@ -1108,6 +1169,30 @@ export class StructureWalker {
   compiled(url: string): CompiledStructure | undefined {
     return this.structures.get(url);
   }
+}
+
+/** `exists`: present when the slice requires it, absent when it forbids it. */
+function existsDiscriminatorMatches(target: ElementNode, values: Json[]): boolean {
+  const exists = values.length > 0;
+  if (target.min >= 1 && !exists) return false;
+  if (target.max === 0 && exists) return false;
+  return true;
+}
+
+/** `type`: a value's resource type (or, at `$this`, the element's own type) is one the slice allows. */
+function typeDiscriminatorMatches(
+  element: ElementNode,
+  values: Json[],
+  segments: string[],
+  type: TypeRef | undefined,
+): boolean {
+  const want = element.types.map((t) => t.code);
+  if (!want.length) return false;
+  const actual = values.map((v) =>
+    v && typeof v === 'object' && typeof v.resourceType === 'string' ? v.resourceType : undefined,
+  );
+  if (actual.some((a) => a && want.includes(a))) return true;
+  return segments.length === 0 && type !== undefined && want.includes(type.code);
 }
 
 function normalise(s: string): string {
