@@ -1,6 +1,10 @@
 /**
  * The ResourceStore contract: every adapter (SQLite, PostgreSQL ...) runs this suite unchanged.
  * `makeStore` returns a fresh, empty, initialised store; the suite closes it after each test.
+ *
+ * Capabilities: `indexEntries` and `eraseContent` are optional in the port's types but required here (every
+ * adapter has them). `search` is optional and not part of this suite: an adapter that searches has its own suite
+ * (test/search/sqlite-search.test.ts); the in-memory adapter does not search.
  */
 import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
