@@ -1,12 +1,39 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
+
+/**
+ * The fast lane (`npm run test:unit`): pure modules and the in-memory store contract. A file belongs here when
+ * it boots no app, opens no SQLite file or database, starts no embedded chain or child process, needs no build
+ * step (the chaincode package) and runs no whole corpus (the R4 examples, the HL7 validator cases, compiling the
+ * definitions or schema caches). Everything else runs in the `app` project; `npm test` runs both, each file once.
+ */
+const UNIT_TESTS = [
+  'test/mapping/**/*.test.ts',
+  'test/store/memory.test.ts',
+  'test/access/{scopes,consent-mapping,tokens}.test.ts',
+  'test/http/{http-date,ids}.test.ts',
+  'test/integrity/mapping.test.ts',
+  'test/search/{parse,index-entries}.test.ts',
+  'test/schema/schema-validator.test.ts',
+  'test/validation/{json-syntax,native-invariants,rules,hostile,profiles}.test.ts',
+];
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts', 'chaincode/test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     reporters: ['default'],
+    projects: [
+      { extends: true, test: { name: 'unit', include: UNIT_TESTS } },
+      {
+        extends: true,
+        test: {
+          name: 'app',
+          include: ['test/**/*.test.ts', 'chaincode/test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, ...UNIT_TESTS],
+        },
+      },
+    ],
   },
 });
