@@ -494,6 +494,28 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         await expectFhirError(store.history({ count: 5, since: 'yesterday' }), 400);
       });
 
+      it('counts, pages and returns only the versions `visible` admits, as if the others did not exist', async () => {
+        const w = await seed();
+        const visible = (version: StoredVersion) => version.id !== 'b';
+        const expected = [w[5], w[3], w[2], w[0]].map((v) => key(v!));
+        const system = await store.history({ count: 50, visible });
+        expect(system.versions.map(key)).toEqual(expected);
+        expect(system.total).toBe(4);
+        const paged = await allPages(store, { count: 1, visible });
+        expect(paged.versions.map(key)).toEqual(expected);
+        expect(paged.totals).toEqual([4, 4, 4, 4]);
+        const type = await store.history({ resourceType: 'Patient', count: 50, visible });
+        expect(type.versions.map(key)).toEqual([w[5], w[2], w[0]].map((v) => key(v!)));
+        expect(type.total).toBe(3);
+        const at = await store.history({ at: w[4]!.lastUpdated, count: 50, visible });
+        expect(at.versions.map(key)).toEqual([w[3], w[2]].map((v) => key(v!)));
+        expect(at.total).toBe(2);
+        expect(await store.history({ resourceType: 'Patient', id: 'b', count: 10, visible })).toEqual({
+          versions: [],
+          total: 0,
+        });
+      });
+
       for (const level of ['system', 'type', 'instance'] as const) {
         it(`pages ${level} history with count and cursor, no duplicate and no gap while new writes arrive`, async () => {
           for (let i = 0; i < 17; i++) {
