@@ -53,13 +53,7 @@ describe('create', () => {
   it('keeps decimals exactly as written and partial dates partial', async () => {
     const text =
       '{"resourceType":"Observation","status":"final","code":{"text":"weight"},"effectiveDateTime":"2020-03","valueQuantity":{"value":1.50,"unit":"kg"},"component":[{"code":{"text":"x"},"valueQuantity":{"value":100.000}}]}';
-    const res = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Observation',
-      headers: FHIR_JSON,
-      payload: text,
-    });
-    expect(res.statusCode).toBe(201);
+    const res = await send(app, { method: 'POST', url: '/fhir/Observation', body: text }, 201);
     expect(res.body).toContain('"value":1.50');
     expect(res.body).toContain('"value":100.000');
     expect(res.body).toContain('"effectiveDateTime":"2020-03"');
@@ -242,20 +236,12 @@ describe('update', () => {
     const created = json((await create(patient())).body);
     const url = `/fhir/Patient/${created.id}`;
     const body = JSON.stringify({ ...patient({ gender: 'female' }), id: created.id });
-    const ok = await app.fastify.inject({
-      method: 'PUT',
-      url,
-      headers: { ...FHIR_JSON, 'if-match': 'W/"1"' },
-      payload: body,
-    });
-    expect(ok.statusCode).toBe(200);
-    const stale = await app.fastify.inject({
-      method: 'PUT',
-      url,
-      headers: { ...FHIR_JSON, 'if-match': 'W/"1"' },
-      payload: body,
-    });
-    expect(stale.statusCode).toBe(412);
+    await send(app, { method: 'PUT', url, headers: { ...FHIR_JSON, 'if-match': 'W/"1"' }, body: body }, 200);
+    const stale = await send(
+      app,
+      { method: 'PUT', url, headers: { ...FHIR_JSON, 'if-match': 'W/"1"' }, body: body },
+      412,
+    );
     expectOutcome(stale.body);
     expect((await app.fastify.inject({ url })).headers.etag).toBe('W/"2"');
   });
@@ -461,13 +447,7 @@ describe('body limit', () => {
     const small = await startTestApp({}, { bodyLimit: '2048' });
     try {
       const big = JSON.stringify({ ...patient(), name: [{ family: 'x'.repeat(4096) }] });
-      const res = await small.fastify.inject({
-        method: 'POST',
-        url: '/fhir/Patient',
-        headers: FHIR_JSON,
-        payload: big,
-      });
-      expect(res.statusCode).toBe(413);
+      const res = await send(small, { method: 'POST', url: '/fhir/Patient', body: big }, 413);
       expectOutcome(res.body, 'too-long');
       expect(json((await small.fastify.inject({ url: '/fhir/_history' })).body).total).toBe(0);
     } finally {

@@ -82,13 +82,7 @@ describe('query parameters named like Object.prototype members', () => {
     async (name) => {
       const before = await count('Patient');
       const body = JSON.stringify({ resourceType: 'Patient' });
-      const create = await app.fastify.inject({
-        method: 'POST',
-        url: `/fhir/Patient?${name}=1`,
-        headers: FHIR_JSON,
-        payload: body,
-      });
-      expect(create.statusCode).toBe(201);
+      await send(app, { method: 'POST', url: `/fhir/Patient?${name}=1`, body: body }, 201);
       const conditionalCreate = await app.fastify.inject({
         method: 'POST',
         url: '/fhir/Patient',
