@@ -40,6 +40,8 @@ export default defineConfig({
           // wall on 2 busy cores).
           pool: 'threads',
           isolate: false,
+          // npm test: the unit lane first, then the app project, so the two pools never share the 2 cores.
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -48,6 +50,7 @@ export default defineConfig({
           name: 'app',
           include: ['test/**/*.test.ts', 'chaincode/test/**/*.test.ts'],
           exclude: [...configDefaults.exclude, ...UNIT_TESTS],
+          sequence: { groupOrder: 1 },
         },
       },
     ],
