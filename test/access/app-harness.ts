@@ -1,19 +1,16 @@
 /**
- * The real app (buildApp: SQLite store, embedded ledger, SMART auth on) with enrolled participants of two
- * hospitals, a lab, patients and an admin, for the access matrix and the revocation tests.
+ * The real app (the shared harness, test/support/app-harness.ts: SQLite store, embedded ledger) with SMART auth on
+ * and enrolled participants of two hospitals, a lab, patients and an admin, for the access matrix and the
+ * revocation tests.
  */
 import { createPrivateKey, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { SignJWT } from 'jose';
-import { buildApp, type App } from '../../src/app.js';
-import { loadConfig } from '../../src/config.js';
+import type { App } from '../../src/app.js';
 import { openParticipantDirectory } from '../../src/commands/participant.js';
 import type { ParticipantDirectory } from '../../src/access/participants.js';
 import type { ParticipantRole } from '../../src/access/scopes.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
+import { bootApp, parsed, send, type ParsedResponse } from '../support/app-harness.js';
 
 export const BASE = 'http://hie.test';
 export const TOKEN_URL = `${BASE}/auth/token`;
@@ -32,7 +29,7 @@ export interface Harness {
     url: string,
     body?: unknown,
     headers?: Record<string, string>,
-  ): Promise<{ status: number; body: any; headers: Record<string, unknown>; text: string }>;
+  ): Promise<ParsedResponse>;
   /**
    * Closes the app and builds it again over the same data directory (and `ledger`, when given), running
    * `whileStopped` in between (e.g. to lose a file).
@@ -54,33 +51,19 @@ export interface HarnessOptions {
 export const HOME_ORGANIZATION = 'Organization/hosp-a';
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
-  const flags = options.flags ?? {};
-  const dataDir = mkdtempSync(join(tmpdir(), 'hie-access-'));
-  const logs: string[] = [];
-  const logStream = new Writable({
-    write(chunk, _e, done) {
-      logs.push(String(chunk));
-      done();
-    },
-  });
-  const config = loadConfig(
+  const booted = await bootApp(
     {
-      dataDir,
-      port: 0,
-      host: '127.0.0.1',
       logLevel: 'warn',
       auth: 'smart',
       baseUrl: `${BASE}/fhir`,
       organization: HOME_ORGANIZATION,
-      ...flags,
+      ...options.flags,
     },
-    {},
+    { ledger: options.ledger, auditFlushMs: options.auditFlushMs },
+    'hie-access-',
   );
-  let app = await buildApp(config, {
-    logStream,
-    ledger: options.ledger,
-    auditFlushMs: options.auditFlushMs,
-  });
+  const { dataDir, logs } = booted;
+  let app = booted.app;
   const participants = await openParticipantDirectory(dataDir);
   const keys = new Map<string, string>();
 
@@ -118,34 +101,21 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       return token(clientId);
     },
     async request(token, method, url, body, headers = {}) {
-      const res = await app.fastify.inject({
+      const res = await send(app, {
         method: method as 'GET',
         url: `/fhir${url}`,
-        headers: {
-          ...(token ? { authorization: `Bearer ${token}` } : {}),
-          ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}),
-          ...headers,
-        },
-        payload: body === undefined ? undefined : JSON.stringify(body),
+        headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+        body: body === undefined ? undefined : JSON.stringify(body),
       });
-      let parsed: unknown;
-      try {
-        parsed = res.body ? JSON.parse(res.body) : undefined;
-      } catch {
-        parsed = undefined;
-      }
-      return { status: res.statusCode, body: parsed, headers: res.headers, text: res.body };
+      return parsed(res);
     },
     async restart(restartOptions = {}) {
-      await app.close();
-      await restartOptions.whileStopped?.();
-      app = await buildApp(config, { logStream, ledger: restartOptions.ledger });
+      app = await booted.restart({ ledger: restartOptions.ledger }, restartOptions.whileStopped);
       harness.app = app;
     },
     async stop() {
       participants.close();
-      await app.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      await booted.stop();
     },
   };
   return harness;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApp, type TestApp } from '../http/helpers.js';
+import { send, startTestApp, type TestApp } from '../http/helpers.js';
 
 describe('CapabilityStatement security', () => {
   let smart: TestApp;
@@ -14,8 +14,7 @@ describe('CapabilityStatement security', () => {
   });
 
   it('tells SMART clients where the token endpoint is, and that it is the one /auth/token answers at', async () => {
-    const res = await smart.fastify.inject({ url: '/fhir/metadata', headers: { host: 'hie.example:8443' } });
-    expect(res.statusCode).toBe(200);
+    const res = await send(smart, { url: '/fhir/metadata', headers: { host: 'hie.example:8443' } }, 200);
     const security = JSON.parse(res.body).rest[0].security;
     expect(security.service[0].coding[0].code).toBe('SMART-on-FHIR');
     const oauth = security.extension.find((e: any) => e.url.endsWith('/oauth-uris'));

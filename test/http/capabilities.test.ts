@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FhirRegistry } from '../../src/fhir/interactions/registry.js';
 import { registerCoreInteractions } from '../../src/fhir/interactions/core.js';
 import { buildCapabilityStatement } from '../../src/fhir/interactions/capabilities.js';
-import { FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -14,8 +14,7 @@ afterAll(async () => {
 
 describe('GET /metadata', () => {
   it('is a valid R4 CapabilityStatement listing every resource type the validator knows', async () => {
-    const res = await app.fastify.inject({ url: '/fhir/metadata' });
-    expect(res.statusCode).toBe(200);
+    const res = await send(app, { url: '/fhir/metadata' }, 200);
     const statement = json(res.body);
     expect(statement.resourceType).toBe('CapabilityStatement');
     expect(statement.fhirVersion).toBe('4.0.1');
@@ -105,16 +104,13 @@ describe('GET /metadata', () => {
     expect(patient.operation.map((o: any) => o.name)).toContain('echo');
     const observation = statement.rest[0].resource.find((r: any) => r.type === 'Observation');
     expect((observation.operation ?? []).map((o: any) => o.name)).not.toContain('echo');
-    const ok = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Patient/abc/$echo',
-      headers: FHIR_JSON,
-      payload: '{"resourceType":"Parameters"}',
-    });
-    expect(ok.statusCode).toBe(200);
+    const ok = await send(
+      app,
+      { method: 'POST', url: '/fhir/Patient/abc/$echo', body: '{"resourceType":"Parameters"}' },
+      200,
+    );
     expect(json(ok.body).parameter[0].valueString).toBe('abc');
-    const get = await app.fastify.inject({ url: '/fhir/Patient/abc/$echo' });
-    expect(get.statusCode).toBe(405);
+    const get = await send(app, { url: '/fhir/Patient/abc/$echo' }, 405);
     expect(get.headers.allow).toBe('POST');
     expect(
       (

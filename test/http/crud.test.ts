@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issue } from '../../src/fhir/outcome.js';
 import type { ResourceValidator } from '../../src/fhir/validation/validator.js';
-import { FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -53,13 +53,7 @@ describe('create', () => {
   it('keeps decimals exactly as written and partial dates partial', async () => {
     const text =
       '{"resourceType":"Observation","status":"final","code":{"text":"weight"},"effectiveDateTime":"2020-03","valueQuantity":{"value":1.50,"unit":"kg"},"component":[{"code":{"text":"x"},"valueQuantity":{"value":100.000}}]}';
-    const res = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Observation',
-      headers: FHIR_JSON,
-      payload: text,
-    });
-    expect(res.statusCode).toBe(201);
+    const res = await send(app, { method: 'POST', url: '/fhir/Observation', body: text }, 201);
     expect(res.body).toContain('"value":1.50');
     expect(res.body).toContain('"value":100.000');
     expect(res.body).toContain('"effectiveDateTime":"2020-03"');
@@ -90,24 +84,20 @@ describe('create', () => {
   });
 
   it('refuses a body whose resourceType is not the URL type (400, expression resourceType)', async () => {
-    const res = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Observation',
-      headers: FHIR_JSON,
-      payload: JSON.stringify(patient()),
-    });
-    expect(res.statusCode).toBe(400);
+    const res = await send(
+      app,
+      { method: 'POST', url: '/fhir/Observation', body: JSON.stringify(patient()) },
+      400,
+    );
     expect(expectOutcome(res.body).issue[0].expression).toEqual(['resourceType']);
   });
 
   it('answers malformed JSON with 400 naming the position', async () => {
-    const res = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Patient',
-      headers: FHIR_JSON,
-      payload: '{"resourceType":"Patient",,}',
-    });
-    expect(res.statusCode).toBe(400);
+    const res = await send(
+      app,
+      { method: 'POST', url: '/fhir/Patient', body: '{"resourceType":"Patient",,}' },
+      400,
+    );
     expect(expectOutcome(res.body, 'invalid').issue[0].diagnostics).toMatch(/character \d+/);
   });
 
@@ -141,13 +131,11 @@ describe('create', () => {
   });
 
   it('answers unknown resource types with 404', async () => {
-    const res = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Unicorn',
-      headers: FHIR_JSON,
-      payload: '{"resourceType":"Unicorn"}',
-    });
-    expect(res.statusCode).toBe(404);
+    const res = await send(
+      app,
+      { method: 'POST', url: '/fhir/Unicorn', body: '{"resourceType":"Unicorn"}' },
+      404,
+    );
     expectOutcome(res.body, 'not-found');
     expect((await app.fastify.inject({ url: '/fhir/Unicorn/1' })).statusCode).toBe(404);
   });
@@ -156,19 +144,19 @@ describe('create', () => {
 describe('read and vread', () => {
   it('reads the current version and a given version, with ETag and Last-Modified', async () => {
     const created = json((await create(patient())).body);
-    const update = await app.fastify.inject({
-      method: 'PUT',
-      url: `/fhir/Patient/${created.id}`,
-      headers: FHIR_JSON,
-      payload: JSON.stringify({ ...patient({ gender: 'male' }), id: created.id }),
-    });
-    expect(update.statusCode).toBe(200);
-    const read = await app.fastify.inject({ url: `/fhir/Patient/${created.id}` });
-    expect(read.statusCode).toBe(200);
+    await send(
+      app,
+      {
+        method: 'PUT',
+        url: `/fhir/Patient/${created.id}`,
+        body: JSON.stringify({ ...patient({ gender: 'male' }), id: created.id }),
+      },
+      200,
+    );
+    const read = await send(app, { url: `/fhir/Patient/${created.id}` }, 200);
     expect(read.headers.etag).toBe('W/"2"');
     expect(json(read.body).gender).toBe('male');
-    const v1 = await app.fastify.inject({ url: `/fhir/Patient/${created.id}/_history/1` });
-    expect(v1.statusCode).toBe(200);
+    const v1 = await send(app, { url: `/fhir/Patient/${created.id}/_history/1` }, 200);
     expect(v1.headers.etag).toBe('W/"1"');
     expect(json(v1.body).gender).toBeUndefined();
     expect((await app.fastify.inject({ url: `/fhir/Patient/${created.id}/_history/3` })).statusCode).toBe(
@@ -180,20 +168,16 @@ describe('read and vread', () => {
   });
 
   it('answers 404 for an unknown id and 400 for a malformed one', async () => {
-    const missing = await app.fastify.inject({ url: '/fhir/Patient/does-not-exist' });
-    expect(missing.statusCode).toBe(404);
+    const missing = await send(app, { url: '/fhir/Patient/does-not-exist' }, 404);
     expectOutcome(missing.body, 'not-found');
-    const bad = await app.fastify.inject({ url: `/fhir/Patient/${'x'.repeat(65)}` });
-    expect(bad.statusCode).toBe(400);
-    const underscore = await app.fastify.inject({ url: '/fhir/Patient/a_b' });
-    expect(underscore.statusCode).toBe(400);
+    await send(app, { url: `/fhir/Patient/${'x'.repeat(65)}` }, 400);
+    await send(app, { url: '/fhir/Patient/a_b' }, 400);
   });
 
   it('answers 304 to If-None-Match (W/"n" and *) and If-Modified-Since', async () => {
     const created = json((await create(patient())).body);
     const url = `/fhir/Patient/${created.id}`;
-    const etag = await app.fastify.inject({ url, headers: { 'if-none-match': 'W/"1"' } });
-    expect(etag.statusCode).toBe(304);
+    const etag = await send(app, { url, headers: { 'if-none-match': 'W/"1"' } }, 304);
     expect(etag.body).toBe('');
     expect(etag.headers.etag).toBe('W/"1"');
     expect((await app.fastify.inject({ url, headers: { 'if-none-match': '*' } })).statusCode).toBe(304);
@@ -204,17 +188,12 @@ describe('read and vread', () => {
     expect((await app.fastify.inject({ url, headers: { 'if-modified-since': earlier } })).statusCode).toBe(
       200,
     );
-    const vread = await app.fastify.inject({
-      url: `${url}/_history/1`,
-      headers: { 'if-none-match': 'W/"1"' },
-    });
-    expect(vread.statusCode).toBe(304);
+    await send(app, { url: `${url}/_history/1`, headers: { 'if-none-match': 'W/"1"' } }, 304);
   });
 
   it('answers HEAD like GET without a body', async () => {
     const created = json((await create(patient())).body);
-    const head = await app.fastify.inject({ method: 'HEAD', url: `/fhir/Patient/${created.id}` });
-    expect(head.statusCode).toBe(200);
+    const head = await send(app, { method: 'HEAD', url: `/fhir/Patient/${created.id}` }, 200);
     expect(head.headers.etag).toBe('W/"1"');
     expect(head.body).toBe('');
   });
@@ -240,41 +219,29 @@ describe('update', () => {
   });
 
   it('requires the body id to be present and equal to the URL id (400)', async () => {
-    const missing = await app.fastify.inject({
-      method: 'PUT',
-      url: '/fhir/Patient/abc',
-      headers: FHIR_JSON,
-      payload: JSON.stringify(patient()),
-    });
-    expect(missing.statusCode).toBe(400);
+    const missing = await send(
+      app,
+      { method: 'PUT', url: '/fhir/Patient/abc', body: JSON.stringify(patient()) },
+      400,
+    );
     expect(expectOutcome(missing.body).issue[0].expression).toEqual(['Patient.id']);
-    const other = await app.fastify.inject({
-      method: 'PUT',
-      url: '/fhir/Patient/abc',
-      headers: FHIR_JSON,
-      payload: JSON.stringify({ ...patient(), id: 'xyz' }),
-    });
-    expect(other.statusCode).toBe(400);
+    await send(
+      app,
+      { method: 'PUT', url: '/fhir/Patient/abc', body: JSON.stringify({ ...patient(), id: 'xyz' }) },
+      400,
+    );
   });
 
   it('checks If-Match: the right version wins, a stale one gets 412 and stores nothing', async () => {
     const created = json((await create(patient())).body);
     const url = `/fhir/Patient/${created.id}`;
     const body = JSON.stringify({ ...patient({ gender: 'female' }), id: created.id });
-    const ok = await app.fastify.inject({
-      method: 'PUT',
-      url,
-      headers: { ...FHIR_JSON, 'if-match': 'W/"1"' },
-      payload: body,
-    });
-    expect(ok.statusCode).toBe(200);
-    const stale = await app.fastify.inject({
-      method: 'PUT',
-      url,
-      headers: { ...FHIR_JSON, 'if-match': 'W/"1"' },
-      payload: body,
-    });
-    expect(stale.statusCode).toBe(412);
+    await send(app, { method: 'PUT', url, headers: { ...FHIR_JSON, 'if-match': 'W/"1"' }, body: body }, 200);
+    const stale = await send(
+      app,
+      { method: 'PUT', url, headers: { ...FHIR_JSON, 'if-match': 'W/"1"' }, body: body },
+      412,
+    );
     expectOutcome(stale.body);
     expect((await app.fastify.inject({ url })).headers.etag).toBe('W/"2"');
   });
@@ -298,52 +265,39 @@ describe('delete', () => {
   it('deletes logically: read gives 410, vread of the old version still works, a PUT revives', async () => {
     const created = json((await create(patient())).body);
     const url = `/fhir/Patient/${created.id}`;
-    const deleted = await app.fastify.inject({ method: 'DELETE', url });
-    expect(deleted.statusCode).toBe(200);
+    const deleted = await send(app, { method: 'DELETE', url }, 200);
     expect(deleted.headers.etag).toBe('W/"2"');
     expectOutcome(deleted.body, 'informational');
-    const gone = await app.fastify.inject({ url });
-    expect(gone.statusCode).toBe(410);
+    const gone = await send(app, { url }, 410);
     expectOutcome(gone.body, 'deleted');
     expect((await app.fastify.inject({ url: `${url}/_history/1` })).statusCode).toBe(200);
     expect((await app.fastify.inject({ url: `${url}/_history/2` })).statusCode).toBe(410);
-    const again = await app.fastify.inject({ method: 'DELETE', url, headers: { prefer: 'return=minimal' } });
-    expect(again.statusCode).toBe(204);
-    const revived = await app.fastify.inject({
-      method: 'PUT',
-      url,
-      headers: FHIR_JSON,
-      payload: JSON.stringify({ ...patient(), id: created.id }),
-    });
-    expect(revived.statusCode).toBe(201);
+    await send(app, { method: 'DELETE', url, headers: { prefer: 'return=minimal' } }, 204);
+    const revived = await send(
+      app,
+      { method: 'PUT', url, body: JSON.stringify({ ...patient(), id: created.id }) },
+      201,
+    );
     expect(revived.headers.etag).toBe('W/"3"');
   });
 
   it('checks If-Match on delete (412)', async () => {
     const created = json((await create(patient())).body);
-    const res = await app.fastify.inject({
-      method: 'DELETE',
-      url: `/fhir/Patient/${created.id}`,
-      headers: { 'if-match': 'W/"5"' },
-    });
-    expect(res.statusCode).toBe(412);
+    await send(
+      app,
+      { method: 'DELETE', url: `/fhir/Patient/${created.id}`, headers: { 'if-match': 'W/"5"' } },
+      412,
+    );
     expect((await app.fastify.inject({ url: `/fhir/Patient/${created.id}` })).statusCode).toBe(200);
   });
 });
 
 describe('HTTP protocol refusals', () => {
   it('answers a method a path does not serve with 405 and Allow', async () => {
-    const res = await app.fastify.inject({ method: 'DELETE', url: '/fhir/Patient' });
-    expect(res.statusCode).toBe(405);
+    const res = await send(app, { method: 'DELETE', url: '/fhir/Patient' }, 405);
     expect(res.headers.allow).toContain('POST');
     expectOutcome(res.body, 'not-supported');
-    const post = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Patient/1',
-      headers: FHIR_JSON,
-      payload: '{}',
-    });
-    expect(post.statusCode).toBe(405);
+    const post = await send(app, { method: 'POST', url: '/fhir/Patient/1', body: '{}' }, 405);
     expect(String(post.headers.allow)).toMatch(/GET.*PUT.*PATCH.*DELETE/);
   });
 
@@ -356,21 +310,22 @@ describe('HTTP protocol refusals', () => {
   });
 
   it('answers XML bodies with 415 and other media types with 415', async () => {
-    const xml = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Patient',
-      headers: { 'content-type': 'application/fhir+xml' },
-      payload: '<Patient xmlns="http://hl7.org/fhir"/>',
-    });
-    expect(xml.statusCode).toBe(415);
+    const xml = await send(
+      app,
+      {
+        method: 'POST',
+        url: '/fhir/Patient',
+        headers: { 'content-type': 'application/fhir+xml' },
+        body: '<Patient xmlns="http://hl7.org/fhir"/>',
+      },
+      415,
+    );
     expectOutcome(xml.body, 'not-supported');
-    const text = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Patient',
-      headers: { 'content-type': 'text/plain' },
-      payload: 'hello',
-    });
-    expect(text.statusCode).toBe(415);
+    const text = await send(
+      app,
+      { method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'text/plain' }, body: 'hello' },
+      415,
+    );
     expectOutcome(text.body);
   });
 
@@ -382,11 +337,11 @@ describe('HTTP protocol refusals', () => {
     expect(ok.statusCode).toBe(201);
     const wrongBody = await create(patient(), { 'content-type': 'application/fhir+json; fhirVersion=3.0' });
     expect(wrongBody.statusCode).toBe(415);
-    const wrongAccept = await app.fastify.inject({
-      url: '/fhir/metadata',
-      headers: { accept: 'application/fhir+json; fhirVersion=5.0' },
-    });
-    expect(wrongAccept.statusCode).toBe(406);
+    const wrongAccept = await send(
+      app,
+      { url: '/fhir/metadata', headers: { accept: 'application/fhir+json; fhirVersion=5.0' } },
+      406,
+    );
     expectOutcome(wrongAccept.body);
     const plain = await create(patient(), { 'content-type': 'application/json', accept: 'application/json' });
     expect(plain.statusCode).toBe(201);
@@ -394,20 +349,19 @@ describe('HTTP protocol refusals', () => {
   });
 
   it('answers Accept: application/fhir+xml only, and _format=xml, with 406', async () => {
-    const accept = await app.fastify.inject({
-      url: '/fhir/metadata',
-      headers: { accept: 'application/fhir+xml' },
-    });
-    expect(accept.statusCode).toBe(406);
+    const accept = await send(
+      app,
+      { url: '/fhir/metadata', headers: { accept: 'application/fhir+xml' } },
+      406,
+    );
     expectOutcome(accept.body, 'not-supported');
-    const format = await app.fastify.inject({ url: '/fhir/metadata?_format=xml' });
-    expect(format.statusCode).toBe(406);
+    const format = await send(app, { url: '/fhir/metadata?_format=xml' }, 406);
     expect(expectOutcome(format.body).issue[0].expression).toEqual(['_format']);
-    const both = await app.fastify.inject({
-      url: '/fhir/metadata',
-      headers: { accept: 'application/fhir+xml, application/fhir+json;q=0.5' },
-    });
-    expect(both.statusCode).toBe(200);
+    await send(
+      app,
+      { url: '/fhir/metadata', headers: { accept: 'application/fhir+xml, application/fhir+json;q=0.5' } },
+      200,
+    );
   });
 
   it('serves _format=json and pretty-prints with _pretty=true, keeping decimals', async () => {
@@ -493,13 +447,7 @@ describe('body limit', () => {
     const small = await startTestApp({}, { bodyLimit: '2048' });
     try {
       const big = JSON.stringify({ ...patient(), name: [{ family: 'x'.repeat(4096) }] });
-      const res = await small.fastify.inject({
-        method: 'POST',
-        url: '/fhir/Patient',
-        headers: FHIR_JSON,
-        payload: big,
-      });
-      expect(res.statusCode).toBe(413);
+      const res = await send(small, { method: 'POST', url: '/fhir/Patient', body: big }, 413);
       expectOutcome(res.body, 'too-long');
       expect(json((await small.fastify.inject({ url: '/fhir/_history' })).body).total).toBe(0);
     } finally {

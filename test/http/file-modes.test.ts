@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type App } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { FHIR_JSON } from './helpers.js';
+import { send } from './helpers.js';
 
 /** Every entry under `dir` (the directory itself included) with its permission bits, e.g. `ledger/ 700`. */
 function modesUnder(dir: string): Map<string, string> {
@@ -44,15 +44,16 @@ async function start(dataDir: string): Promise<App> {
 
 /** Writes, reads and searches, and lets everything the service keeps on disk reach it. */
 async function use(app: App): Promise<void> {
-  const created = await app.fastify.inject({
-    method: 'POST',
-    url: '/fhir/Patient',
-    headers: FHIR_JSON,
-    payload: JSON.stringify({ resourceType: 'Patient', birthDate: '1970' }),
-  });
-  expect(created.statusCode).toBe(201);
-  const search = await app.fastify.inject({ method: 'GET', url: '/fhir/Patient?birthdate=1970' });
-  expect(search.statusCode).toBe(200);
+  await send(
+    app,
+    {
+      method: 'POST',
+      url: '/fhir/Patient',
+      body: JSON.stringify({ resourceType: 'Patient', birthDate: '1970' }),
+    },
+    201,
+  );
+  await send(app, { method: 'GET', url: '/fhir/Patient?birthdate=1970' }, 200);
   await app.integrity!.anchorer.drain();
 }
 

@@ -10,7 +10,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
 import { LedgerTransactionError, type EventStream, type SubmitResult } from '../../src/ledger/ledger.js';
 import { FaultyLedger, MSP_ID } from '../integrity/helpers.js';
-import { startTestApp, FHIR_JSON, json, type TestApp } from './helpers.js';
+import { send, startTestApp, json, type TestApp } from './helpers.js';
 
 /**
  * The Fabric-peer edge: a real embedded ledger whose orderer refuses submissions, or whose event service delivers
@@ -73,13 +73,11 @@ describe('GET /healthz and /readyz', () => {
     const app = await start(undefined, { auth: 'smart' });
     expect((await app.fastify.inject({ method: 'GET', url: '/fhir/Patient' })).statusCode).toBe(401);
 
-    const alive = await app.fastify.inject({ method: 'GET', url: '/healthz' });
-    expect(alive.statusCode).toBe(200);
+    const alive = await send(app, { method: 'GET', url: '/healthz' }, 200);
     expect(alive.headers['content-type']).toMatch(/^application\/json/);
     expect(json(alive.body)).toEqual({ status: 'alive' });
 
-    const ready = await app.fastify.inject({ method: 'GET', url: '/readyz' });
-    expect(ready.statusCode).toBe(200);
+    const ready = await send(app, { method: 'GET', url: '/readyz' }, 200);
     expect(json(ready.body)).toEqual(READY);
     expect(ready.headers['cache-control']).toBe('no-store');
   });
@@ -90,8 +88,7 @@ describe('GET /healthz and /readyz', () => {
     expect((await app.fastify.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
 
     ledger.down = true;
-    const down = await app.fastify.inject({ method: 'GET', url: '/readyz' });
-    expect(down.statusCode).toBe(503);
+    const down = await send(app, { method: 'GET', url: '/readyz' }, 503);
     expect(json(down.body)).toEqual({
       status: 'not ready',
       checks: {
@@ -115,16 +112,17 @@ describe('GET /healthz and /readyz', () => {
     ledger.eventsStalled = true;
     const app = await start(ledger, { readyConsentLag: '0' });
     // A write is anchored: a new block the stalled consent feed never sees.
-    const created = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Patient',
-      headers: FHIR_JSON,
-      payload: JSON.stringify({ resourceType: 'Patient', active: true }),
-    });
-    expect(created.statusCode).toBe(201);
+    await send(
+      app,
+      {
+        method: 'POST',
+        url: '/fhir/Patient',
+        body: JSON.stringify({ resourceType: 'Patient', active: true }),
+      },
+      201,
+    );
     expect(await app.integrity!.anchorer.drain()).toBe(1);
-    const behind = await app.fastify.inject({ method: 'GET', url: '/readyz' });
-    expect(behind.statusCode).toBe(503);
+    const behind = await send(app, { method: 'GET', url: '/readyz' }, 503);
     expect(json(behind.body).checks).toEqual({
       store: 'ok',
       'store-integrity': 'ok',
@@ -138,13 +136,15 @@ describe('GET /healthz and /readyz', () => {
     const ledger = await peer();
     const app = await start(ledger);
     ledger.submissionsRefused = true;
-    const created = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Patient',
-      headers: FHIR_JSON,
-      payload: JSON.stringify({ resourceType: 'Patient', active: true }),
-    });
-    expect(created.statusCode).toBe(201);
+    await send(
+      app,
+      {
+        method: 'POST',
+        url: '/fhir/Patient',
+        body: JSON.stringify({ resourceType: 'Patient', active: true }),
+      },
+      201,
+    );
     await expect(app.integrity!.anchorer.drain()).rejects.toThrow(/unavailable/);
     expect(await app.integrity!.anchorer.pendingCount()).toBe(1);
     expect(json((await app.fastify.inject({ method: 'GET', url: '/readyz' })).body)).toEqual(READY);
@@ -153,8 +153,7 @@ describe('GET /healthz and /readyz', () => {
   it('is 503 when the store is closed', async () => {
     const app = await start();
     await app.store.close();
-    const res = await app.fastify.inject({ method: 'GET', url: '/readyz' });
-    expect(res.statusCode).toBe(503);
+    const res = await send(app, { method: 'GET', url: '/readyz' }, 503);
     expect(json(res.body).checks.store).toBe('failing');
   });
 });

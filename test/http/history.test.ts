@@ -3,7 +3,7 @@ import { OpenAccess, type AccessPolicy } from '../../src/access/policy.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { registerFhirRoutes } from '../../src/fhir/http/fhir-routes.js';
 import { createHttpServer } from '../../src/fhir/http/server.js';
-import { FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;
 const ids: string[] = [];
@@ -45,8 +45,7 @@ afterAll(async () => {
 
 describe('history', () => {
   it('lists an instance history newest first, with request/response per entry and the deletion without a resource', async () => {
-    const res = await app.fastify.inject({ url: `/fhir/Patient/${ids[0]}/_history` });
-    expect(res.statusCode).toBe(200);
+    const res = await send(app, { url: `/fhir/Patient/${ids[0]}/_history` }, 200);
     const bundle = json(res.body);
     expect(bundle.resourceType).toBe('Bundle');
     expect(bundle.type).toBe('history');
@@ -78,8 +77,7 @@ describe('history', () => {
     let url: string | undefined = '/fhir/_history?_count=2';
     let pages = 0;
     while (url) {
-      const res = await app.fastify.inject({ url });
-      expect(res.statusCode).toBe(200);
+      const res = await send(app, { url }, 200);
       const bundle = json(res.body);
       expect(bundle.entry.length).toBeLessThanOrEqual(2);
       for (const entry of bundle.entry) seen.push(`${entry.fullUrl}|${entry.response.etag}`);

@@ -5,20 +5,22 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_JSON_DEPTH } from '../../src/mapping/fhir-json.js';
-import { FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;
 let patientId: string;
 
 beforeAll(async () => {
   app = await startTestApp();
-  const created = await app.fastify.inject({
-    method: 'POST',
-    url: '/fhir/Patient',
-    headers: FHIR_JSON,
-    payload: JSON.stringify({ resourceType: 'Patient', gender: 'female' }),
-  });
-  expect(created.statusCode).toBe(201);
+  const created = await send(
+    app,
+    {
+      method: 'POST',
+      url: '/fhir/Patient',
+      body: JSON.stringify({ resourceType: 'Patient', gender: 'female' }),
+    },
+    201,
+  );
   patientId = json(created.body).id;
 });
 afterAll(async () => {
@@ -35,8 +37,7 @@ function expectOutcome(res: Injected, status: number, diagnostics?: RegExp): voi
 }
 
 async function count(type: string): Promise<number> {
-  const res = await app.fastify.inject({ url: `/fhir/${type}?_summary=count` });
-  expect(res.statusCode).toBe(200);
+  const res = await send(app, { url: `/fhir/${type}?_summary=count` }, 200);
   return json(res.body).total;
 }
 
@@ -81,13 +82,7 @@ describe('query parameters named like Object.prototype members', () => {
     async (name) => {
       const before = await count('Patient');
       const body = JSON.stringify({ resourceType: 'Patient' });
-      const create = await app.fastify.inject({
-        method: 'POST',
-        url: `/fhir/Patient?${name}=1`,
-        headers: FHIR_JSON,
-        payload: body,
-      });
-      expect(create.statusCode).toBe(201);
+      await send(app, { method: 'POST', url: `/fhir/Patient?${name}=1`, body: body }, 201);
       const conditionalCreate = await app.fastify.inject({
         method: 'POST',
         url: '/fhir/Patient',
@@ -392,21 +387,23 @@ describe('with authentication on', () => {
       const metadata = await smart.fastify.inject({ url: `/fhir/metadata?${name}=1` });
       expect(metadata.statusCode, metadata.body).toBe(200);
       expect(json(metadata.body).resourceType).toBe('CapabilityStatement');
-      const read = await smart.fastify.inject({ url: `/fhir/Patient/x?${name}=1` });
-      expect(read.statusCode).toBe(401);
+      await send(smart, { url: `/fhir/Patient/x?${name}=1` }, 401);
     },
   );
 
   it.each(PROTOTYPE_NAMES)(
     'answers a token request with a %s form field with an OAuth error',
     async (name) => {
-      const res = await smart.fastify.inject({
-        method: 'POST',
-        url: `/auth/token?${name}=1`,
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        payload: `${name}=1&grant_type=client_credentials&${name}=2`,
-      });
-      expect(res.statusCode).toBe(400);
+      const res = await send(
+        smart,
+        {
+          method: 'POST',
+          url: `/auth/token?${name}=1`,
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: `${name}=1&grant_type=client_credentials&${name}=2`,
+        },
+        400,
+      );
       expect(res.json().error).toBe('invalid_request');
     },
   );

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { createHttpServer } from '../../src/fhir/http/server.js';
-import { startTestApp, FHIR_JSON, type TestApp } from './helpers.js';
+import { send, startTestApp, FHIR_JSON, type TestApp } from './helpers.js';
 
 describe('request logs', () => {
   let app: TestApp;
@@ -21,8 +21,7 @@ describe('request logs', () => {
     app.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.reqId === reqId);
 
   it('logs incoming and completed with the request id it answers in X-Request-Id', async () => {
-    const res = await app.fastify.inject({ method: 'GET', url: '/fhir/Patient/nobody' });
-    expect(res.statusCode).toBe(404);
+    const res = await send(app, { method: 'GET', url: '/fhir/Patient/nobody' }, 404);
     const reqId = String(res.headers['x-request-id']);
     expect(reqId).toMatch(/^[0-9a-f-]{36}$/);
     const lines = linesOf(reqId);
@@ -34,13 +33,16 @@ describe('request logs', () => {
   });
 
   it("uses the client's X-Request-Id when it is a sane token, and never logs the Authorization header", async () => {
-    const res = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Patient',
-      headers: { ...FHIR_JSON, 'x-request-id': 'ehr-42.a', authorization: 'Bearer secret-token' },
-      payload: JSON.stringify({ resourceType: 'Patient', active: true }),
-    });
-    expect(res.statusCode).toBe(201);
+    const res = await send(
+      app,
+      {
+        method: 'POST',
+        url: '/fhir/Patient',
+        headers: { ...FHIR_JSON, 'x-request-id': 'ehr-42.a', authorization: 'Bearer secret-token' },
+        body: JSON.stringify({ resourceType: 'Patient', active: true }),
+      },
+      201,
+    );
     expect(res.headers['x-request-id']).toBe('ehr-42.a');
     expect(linesOf('ehr-42.a').length).toBe(2);
     expect(app.logs.join('\n')).not.toContain('secret-token');
@@ -185,11 +187,11 @@ describe('request logs with --log-values on (operator debugging)', () => {
   it('logs the full URL and refusal texts, secrets still redacted', async () => {
     const app = await startTestApp({}, { logValues: 'on' });
     try {
-      const res = await app.fastify.inject({
-        method: 'GET',
-        url: '/fhir/Patient/MRN5512840?name=Zebulonova&access_token=secret-token',
-      });
-      expect(res.statusCode).toBe(404);
+      const res = await send(
+        app,
+        { method: 'GET', url: '/fhir/Patient/MRN5512840?name=Zebulonova&access_token=secret-token' },
+        404,
+      );
       const reqId = String(res.headers['x-request-id']);
       const lines = app.logs
         .map((l) => JSON.parse(l) as Record<string, unknown>)

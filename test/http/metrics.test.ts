@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
-import { startTestApp, FHIR_JSON, type TestApp } from './helpers.js';
+import { send, startTestApp, FHIR_JSON, type TestApp } from './helpers.js';
 import { actor, privacyConsent, startHarness } from '../access/app-harness.js';
 
 const apps: TestApp[] = [];
@@ -121,8 +121,7 @@ describe('GET /metrics', () => {
   it('still answers when a backlog cannot be read (the store closed)', async () => {
     const app = await start();
     await app.store.close();
-    const res = await app.fastify.inject({ method: 'GET', url: '/metrics' });
-    expect(res.statusCode).toBe(200);
+    const res = await send(app, { method: 'GET', url: '/metrics' }, 200);
     expect(res.body).toContain('# TYPE hie_anchor_backlog gauge');
   });
 

@@ -5,7 +5,7 @@
  * written (`1.50` is not `1.5`). An unknown JSON Patch op is 400.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -21,13 +21,7 @@ const ORIGINAL =
 
 /** A new Observation: its URL, its stored text (JSON.parse would lose `70.50`), id and Last-Modified. */
 async function created(): Promise<{ url: string; id: string; text: string; lastModified: string }> {
-  const res = await app.fastify.inject({
-    method: 'POST',
-    url: '/fhir/Observation',
-    headers: FHIR_JSON,
-    payload: ORIGINAL,
-  });
-  expect(res.statusCode).toBe(201);
+  const res = await send(app, { method: 'POST', url: '/fhir/Observation', body: ORIGINAL }, 201);
   const id = json(res.body).id as string;
   return {
     url: `/fhir/Observation/${id}`,

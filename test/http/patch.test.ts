@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
-import { FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -14,14 +14,15 @@ afterAll(async () => {
 const JSON_PATCH = { 'content-type': 'application/json-patch+json' };
 
 async function createPatient(testApp: TestApp = app) {
-  const res = await testApp.fastify.inject({
-    method: 'POST',
-    url: '/fhir/Patient',
-    headers: FHIR_JSON,
-    payload:
-      '{"resourceType":"Patient","active":true,"name":[{"family":"Ng","given":["Ann","Bea"]},{"family":"Old"}],"birthDate":"1970-05","deceasedBoolean":false,"extension":[{"url":"http://example.org/w","valueDecimal":70.50}]}',
-  });
-  expect(res.statusCode).toBe(201);
+  const res = await send(
+    testApp,
+    {
+      method: 'POST',
+      url: '/fhir/Patient',
+      body: '{"resourceType":"Patient","active":true,"name":[{"family":"Ng","given":["Ann","Bea"]},{"family":"Old"}],"birthDate":"1970-05","deceasedBoolean":false,"extension":[{"url":"http://example.org/w","valueDecimal":70.50}]}',
+    },
+    201,
+  );
   return json(res.body).id as string;
 }
 
@@ -107,13 +108,16 @@ describe('JSON Patch', () => {
 
   it('checks If-Match (412), answers 404 for unknown and 410 for deleted resources', async () => {
     const id = await createPatient();
-    const stale = await app.fastify.inject({
-      method: 'PATCH',
-      url: `/fhir/Patient/${id}`,
-      headers: { ...JSON_PATCH, 'if-match': 'W/"9"' },
-      payload: '[{"op":"replace","path":"/active","value":false}]',
-    });
-    expect(stale.statusCode).toBe(412);
+    await send(
+      app,
+      {
+        method: 'PATCH',
+        url: `/fhir/Patient/${id}`,
+        headers: { ...JSON_PATCH, 'if-match': 'W/"9"' },
+        body: '[{"op":"replace","path":"/active","value":false}]',
+      },
+      412,
+    );
     expect((await patch('/fhir/Patient/nope', JSON_PATCH, [])).statusCode).toBe(404);
     await app.fastify.inject({ method: 'DELETE', url: `/fhir/Patient/${id}` });
     expect((await patch(`/fhir/Patient/${id}`, JSON_PATCH, [])).statusCode).toBe(410);
@@ -272,20 +276,26 @@ describe('patch racing another write', () => {
     });
     try {
       const id = await createPatient(racing);
-      const first = await racing.fastify.inject({
-        method: 'PATCH',
-        url: `/fhir/Patient/${id}`,
-        headers: JSON_PATCH,
-        payload: '[{"op":"replace","path":"/active","value":false}]',
-      });
-      expect(first.statusCode).toBe(200);
-      const second = await racing.fastify.inject({
-        method: 'PATCH',
-        url: `/fhir/Patient/${id}`,
-        headers: JSON_PATCH,
-        payload: '[{"op":"replace","path":"/active","value":true}]',
-      });
-      expect(second.statusCode).toBe(409);
+      await send(
+        racing,
+        {
+          method: 'PATCH',
+          url: `/fhir/Patient/${id}`,
+          headers: JSON_PATCH,
+          body: '[{"op":"replace","path":"/active","value":false}]',
+        },
+        200,
+      );
+      const second = await send(
+        racing,
+        {
+          method: 'PATCH',
+          url: `/fhir/Patient/${id}`,
+          headers: JSON_PATCH,
+          body: '[{"op":"replace","path":"/active","value":true}]',
+        },
+        409,
+      );
       expect(json(second.body).issue[0].code).toBe('conflict');
       const current = json((await racing.fastify.inject({ url: `/fhir/Patient/${id}` })).body);
       expect(current.gender).toBe('other');

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
 import { verifyProof, type ProofStep } from '../../src/mapping/merkle.js';
 import { verifyReceivedRecord } from '../../src/ledger/integrity.js';
-import { FHIR_JSON, json, startTestApp, type TestApp } from '../http/helpers.js';
+import { send, FHIR_JSON, json, startTestApp, type TestApp } from '../http/helpers.js';
 import { FaultyLedger, MSP_ID, eventually } from './helpers.js';
 import { startHarness } from '../access/app-harness.js';
 
@@ -183,13 +183,7 @@ describe('ledger down, over HTTP', () => {
     ledger.down = true;
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) {
-      const res = await app.fastify.inject({
-        method: 'POST',
-        url: '/fhir/Observation',
-        headers: FHIR_JSON,
-        payload: OBSERVATION,
-      });
-      expect(res.statusCode).toBe(201);
+      const res = await send(app, { method: 'POST', url: '/fhir/Observation', body: OBSERVATION }, 201);
       ids.push(json(res.body).id as string);
     }
     await eventually(

@@ -1,6 +1,10 @@
 /**
  * The ResourceStore contract: every adapter (SQLite, PostgreSQL ...) runs this suite unchanged.
  * `makeStore` returns a fresh, empty, initialised store; the suite closes it after each test.
+ *
+ * Capabilities: `indexEntries` and `eraseContent` are optional in the port's types but required here (every
+ * adapter has them). `search` is optional and not part of this suite: an adapter that searches has its own suite
+ * (test/search/sqlite-search.test.ts); the in-memory adapter does not search.
  */
 import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -488,6 +492,28 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         expect(await store.history({ count: 0 })).toEqual({ versions: [], total: 6 });
         await expectFhirError(store.history({ count: 5, cursor: 'not-a-cursor!' }), 400);
         await expectFhirError(store.history({ count: 5, since: 'yesterday' }), 400);
+      });
+
+      it('counts, pages and returns only the versions `visible` admits, as if the others did not exist', async () => {
+        const w = await seed();
+        const visible = (version: StoredVersion) => version.id !== 'b';
+        const expected = [w[5], w[3], w[2], w[0]].map((v) => key(v!));
+        const system = await store.history({ count: 50, visible });
+        expect(system.versions.map(key)).toEqual(expected);
+        expect(system.total).toBe(4);
+        const paged = await allPages(store, { count: 1, visible });
+        expect(paged.versions.map(key)).toEqual(expected);
+        expect(paged.totals).toEqual([4, 4, 4, 4]);
+        const type = await store.history({ resourceType: 'Patient', count: 50, visible });
+        expect(type.versions.map(key)).toEqual([w[5], w[2], w[0]].map((v) => key(v!)));
+        expect(type.total).toBe(3);
+        const at = await store.history({ at: w[4]!.lastUpdated, count: 50, visible });
+        expect(at.versions.map(key)).toEqual([w[3], w[2]].map((v) => key(v!)));
+        expect(at.total).toBe(2);
+        expect(await store.history({ resourceType: 'Patient', id: 'b', count: 10, visible })).toEqual({
+          versions: [],
+          total: 0,
+        });
       });
 
       for (const level of ['system', 'type', 'instance'] as const) {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
 import { registerValidationOperations } from '../../src/fhir/operations/validate.js';
-import { FHIR_JSON, json, startTestApp, type TestApp } from '../http/helpers.js';
+import { send, FHIR_JSON, json, startTestApp, type TestApp } from '../http/helpers.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -96,13 +96,11 @@ describe('$validate', () => {
   });
 
   it('bad bodies are 400 OperationOutcomes', async () => {
-    const res = await app.fastify.inject({
-      method: 'POST',
-      url: '/fhir/Patient/$validate',
-      headers: FHIR_JSON,
-      payload: '{"resourceType":',
-    });
-    expect(res.statusCode).toBe(400);
+    const res = await send(
+      app,
+      { method: 'POST', url: '/fhir/Patient/$validate', body: '{"resourceType":' },
+      400,
+    );
     expect(json(res.body).resourceType).toBe('OperationOutcome');
   });
 });
