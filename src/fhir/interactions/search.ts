@@ -21,7 +21,7 @@ import {
 import type { FhirRegistry } from './registry.js';
 import { typeReadability } from './common.js';
 import { applyRepresentation, representationOf } from './representation.js';
-import type { StoreSearchRequest, StoreSearchResult } from '../search/request.js';
+import type { StoreSearchRequest, StoreSearchResult } from '../store/search-query.js';
 import type { StoredVersion } from '../store/resource-store.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 import { appendQuery, copyQuery } from './query.js';
@@ -78,7 +78,7 @@ interface Entry {
 
 async function runStoreSearch(context: FhirContext, request: StoreSearchRequest): Promise<StoreSearchResult> {
   if (!context.store.search) throw notImplemented('This store does not support search');
-  return (await context.store.search(request)) as StoreSearchResult;
+  return context.store.search(request);
 }
 
 /** The `Type/id` references of a resource through reference parameter `param` ('*' = every reference parameter). */
