@@ -18,7 +18,7 @@ import { applyRepresentation, representationOf } from '../interactions/represent
 import type { FhirRegistry } from '../interactions/registry.js';
 import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions/router.js';
 import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
-import { emptyQuery, parseQuery } from '../interactions/query.js';
+import { emptyQuery, parseQuery } from '../query.js';
 import { negotiateResponseType, preferReturnOf, requestMediaType } from './negotiation.js';
 import type { RouteLogConfig } from './server.js';
 
@@ -78,7 +78,7 @@ function defaultAccess(request: FastifyRequest): AccessPolicy {
   return (request as FastifyRequest & { hieAccess?: AccessPolicy }).hieAccess ?? openAccess;
 }
 
-/** Query parameters in order, repeated ones kept, in a map without a prototype (interactions/query.ts). */
+/** Query parameters in order, repeated ones kept, in a map without a prototype (fhir/query.ts). */
 export { parseQuery };
 
 /**

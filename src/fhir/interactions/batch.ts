@@ -19,7 +19,7 @@ import {
 } from '../../mapping/fhir-json.js';
 import { isKnownResourceType } from '../search/definitions.js';
 import { FhirRouter, jsonSyntaxError } from './router.js';
-import { copyQuery, emptyQuery, parseQuery } from './query.js';
+import { copyQuery, emptyQuery, parseQuery } from '../query.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 
 /** Most entries accepted in one batch or transaction Bundle. */

@@ -24,7 +24,7 @@ import { applyRepresentation, representationOf } from './representation.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../store/search-query.js';
 import type { StoredVersion } from '../store/resource-store.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
-import { appendQuery, copyQuery } from './query.js';
+import { appendQuery, copyQuery } from '../query.js';
 
 /** Most resources added by _include/_revinclude to one page. */
 export const MAX_INCLUDED = 1000;

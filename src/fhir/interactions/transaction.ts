@@ -26,7 +26,7 @@ import {
 import type { FhirRegistry } from './registry.js';
 import type { FhirContext, InteractionHandler } from './types.js';
 import { newResourceId } from './ids.js';
-import { emptyQuery, parseQuery } from './query.js';
+import { emptyQuery, parseQuery } from '../query.js';
 
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
 
