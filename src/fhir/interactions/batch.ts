@@ -20,6 +20,7 @@ import {
 import { isKnownResourceType } from '../search/definitions.js';
 import { FhirRouter, jsonSyntaxError } from './router.js';
 import { copyQuery, emptyQuery, parseQuery } from '../query.js';
+import { FHIR_JSON, FHIR_JSON_UTF8, JSON_PATCH } from '../media-types.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 
 /** Most entries accepted in one batch or transaction Bundle. */
@@ -190,14 +191,13 @@ function entryBody(entry: BundleEntry): Pick<FhirRequest, 'body' | 'contentType'
       typeof resource.data === 'string' ? Buffer.from(resource.data, 'base64').toString('utf8') : '';
     return {
       body: text,
-      contentType:
-        typeof resource.contentType === 'string' ? resource.contentType : 'application/json-patch+json',
+      contentType: typeof resource.contentType === 'string' ? resource.contentType : JSON_PATCH,
     };
   }
   // Handlers take the parsed resource (FhirRequest.resource); the text is only needed for PATCH bodies.
   if (entry.request.method === 'PATCH')
-    return { body: stringifyFhirJson(resource), contentType: 'application/fhir+json', resource };
-  return { contentType: 'application/fhir+json', resource };
+    return { body: stringifyFhirJson(resource), contentType: FHIR_JSON, resource };
+  return { contentType: FHIR_JSON, resource };
 }
 
 export interface EntryOptions {
@@ -387,6 +387,6 @@ export const batch: InteractionHandler = async (request, context) => {
   return {
     status: 200,
     body: responseBundle('batch-response', out),
-    headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' },
+    headers: { 'Content-Type': FHIR_JSON_UTF8 },
   };
 };

@@ -21,15 +21,10 @@ import { serialiseVersion } from '../store/store-support.js';
 import type { ValidationOptions } from '../validation/validator.js';
 import type { FhirContext, FhirRequest, FhirResponse } from './types.js';
 import { jsonSyntaxError } from './router.js';
+import { JSON_MEDIA_TYPES } from '../media-types.js';
 
 /** FHIR R4 id: http://hl7.org/fhir/R4/datatypes.html#id */
 export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
-
-export const JSON_MEDIA_TYPES = new Set([
-  'application/fhir+json',
-  'application/json',
-  'application/json+fhir',
-]);
 
 export function assertResourceType(context: FhirContext, resourceType: string | undefined): string {
   if (!resourceType || !context.validator.isResourceType(resourceType)) {

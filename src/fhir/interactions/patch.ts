@@ -34,8 +34,8 @@ import {
 } from './common.js';
 import { jsonSyntaxError } from './router.js';
 import type { InteractionHandler } from './types.js';
+import { FHIR_JSON, JSON_PATCH, PLAIN_JSON } from '../media-types.js';
 
-const JSON_PATCH = 'application/json-patch+json';
 const RFC6902_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
 
 export const patch: InteractionHandler = async (request, context) => {
@@ -47,7 +47,7 @@ export const patch: InteractionHandler = async (request, context) => {
   const kind =
     request.contentType === JSON_PATCH
       ? 'json'
-      : request.contentType === 'application/fhir+json' || request.contentType === 'application/json'
+      : request.contentType === FHIR_JSON || request.contentType === PLAIN_JSON
         ? 'fhirpath'
         : undefined;
   if (!kind) {

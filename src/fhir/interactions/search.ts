@@ -25,6 +25,7 @@ import type { StoreSearchRequest, StoreSearchResult } from '../store/search-quer
 import type { StoredVersion } from '../store/resource-store.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 import { appendQuery, copyQuery } from '../query.js';
+import { FHIR_JSON_UTF8, FORM } from '../media-types.js';
 
 /** Most resources added by _include/_revinclude to one page. */
 export const MAX_INCLUDED = 1000;
@@ -35,7 +36,7 @@ const MAX_ITERATE_DEPTH = 3;
 function searchQuery(request: FhirRequest): Record<string, string[]> {
   const query = copyQuery(request.query);
   if (request.method === 'POST' && request.body) {
-    if (request.contentType && request.contentType !== 'application/x-www-form-urlencoded') {
+    if (request.contentType && request.contentType !== FORM) {
       throw new FhirError(415, [
         issue('error', 'not-supported', 'POST _search takes an application/x-www-form-urlencoded body'),
       ]);
@@ -288,7 +289,7 @@ async function search(
   head.link = links;
   const headJson = JSON.stringify(head);
   const body = parts.length > 0 ? `${headJson.slice(0, -1)},"entry":[${parts.join(',')}]}` : headJson;
-  return { status: 200, body, headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' } };
+  return { status: 200, body, headers: { 'Content-Type': FHIR_JSON_UTF8 } };
 }
 
 /** GET [base]/[type]?... and POST [base]/[type]/_search */
