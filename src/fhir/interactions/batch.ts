@@ -10,15 +10,9 @@
 import { storageFaultError } from '../http/errors.js';
 import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, preconditionFailed, type OperationOutcome } from '../outcome.js';
-import {
-  JsonSyntaxError,
-  parseClientJson,
-  parseFhirJson,
-  stringifyFhirJson,
-  type FhirResource,
-} from '../../mapping/fhir-json.js';
+import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
 import { isKnownResourceType } from '../search/definitions.js';
-import { FhirRouter, jsonSyntaxError } from './router.js';
+import { FhirRouter, parseRequestJson } from './router.js';
 import { copyQuery, emptyQuery, parseQuery } from '../query.js';
 import { FHIR_JSON, FHIR_JSON_UTF8, JSON_PATCH } from '../media-types.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
@@ -76,12 +70,7 @@ export function bundleOf(
   let bundle = request.resource;
   if (!bundle) {
     if (!request.body) throw badRequest(`A ${type} needs a Bundle as its body`);
-    try {
-      bundle = parseClientJson<FhirResource>(request.body);
-    } catch (err) {
-      if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
-      throw err;
-    }
+    bundle = parseRequestJson<FhirResource>(request.body);
   }
   if (bundle === null || typeof bundle !== 'object' || bundle.resourceType !== 'Bundle')
     throw badRequest('The body must be a Bundle', 'Bundle');
