@@ -83,10 +83,13 @@ export function request(
   };
 }
 
+/** A resource read as loose JSON by assertions (FhirResource types only what every resource has). */
+export type LooseResource = FhirResource & Record<string, any>;
+
 export interface SearchBundle {
   resourceType: 'Bundle';
   type: string;
   total?: number;
   link: { relation: string; url: string }[];
-  entry?: { fullUrl: string; resource: FhirResource; search: { mode: string } }[];
+  entry?: { fullUrl: string; resource: LooseResource; search: { mode: string } }[];
 }
