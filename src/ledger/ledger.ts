@@ -34,6 +34,19 @@ export interface EventStream extends AsyncIterable<LedgerEvent> {
   close(): void;
 }
 
+/**
+ * The validation codes after which the same transaction, endorsed again against the new state, may succeed: the
+ * one definition every adapter uses for `LedgerTransactionError.retryable` of an invalidated transaction.
+ */
+const RETRYABLE_VALIDATION_CODES: ReadonlySet<string> = new Set([
+  'MVCC_READ_CONFLICT',
+  'PHANTOM_READ_CONFLICT',
+]);
+
+export function isRetryableValidationCode(code: string): boolean {
+  return RETRYABLE_VALIDATION_CODES.has(code);
+}
+
 /** Raised for a transaction the network refused or invalidated (endorsement failure, MVCC conflict...). */
 export class LedgerTransactionError extends Error {
   constructor(

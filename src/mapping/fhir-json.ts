@@ -28,7 +28,8 @@ export interface FhirResource {
   resourceType: string;
   id?: string;
   meta?: { versionId?: string; lastUpdated?: string; profile?: string[]; [key: string]: unknown };
-  [key: string]: any;
+  /** Any other element: `unknown` until narrowed (client JSON is untrusted; the validator judges it). */
+  [key: string]: unknown;
 }
 
 /** Thrown for text that is not JSON; `position` is the character offset of the problem. */

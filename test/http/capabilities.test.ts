@@ -3,6 +3,7 @@ import { FhirRegistry } from '../../src/fhir/interactions/registry.js';
 import { registerCoreInteractions } from '../../src/fhir/interactions/core.js';
 import { buildCapabilityStatement } from '../../src/fhir/interactions/capabilities.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import type { LooseResource } from '../search/helpers.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -54,7 +55,7 @@ describe('GET /metadata', () => {
     const before = buildCapabilityStatement(
       { registry, resourceTypes: ['Patient', 'Observation'] },
       'http://x/fhir',
-    );
+    ) as LooseResource;
     const patient = before.rest[0].resource.find((r: any) => r.type === 'Patient');
     expect(patient.interaction.map((i: any) => i.code)).not.toContain('search-type');
     expect(patient.conditionalCreate).toBe(false);
@@ -78,7 +79,7 @@ describe('GET /metadata', () => {
     const after = buildCapabilityStatement(
       { registry, resourceTypes: ['Patient', 'Observation'] },
       'http://x/fhir',
-    );
+    ) as LooseResource;
     const patientAfter = after.rest[0].resource.find((r: any) => r.type === 'Patient');
     expect(patientAfter.interaction.map((i: any) => i.code)).toContain('search-type');
     expect(patientAfter.conditionalCreate).toBe(true);

@@ -8,7 +8,6 @@ import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { OpenAccess, type AccessPolicy } from '../../src/access/policy.js';
 import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
 import type { FhirContext, FhirRequest } from '../../src/fhir/interactions/types.js';
-import type { StoreSearchRequest } from '../../src/fhir/search/request.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 
 export const SYNTHEA_DIR = join(process.cwd(), '../shared/data/synthea-bundles');
@@ -26,7 +25,7 @@ export async function openStore(): Promise<SqliteResourceStore> {
   const store = new SqliteResourceStore({ file: ':memory:' });
   await store.init();
   if (!(store as ResourceStore).search) {
-    (store as ResourceStore).search = async (q: unknown) => searchSqlite(store.db, q as StoreSearchRequest);
+    (store as ResourceStore).search = async (request) => searchSqlite(store.db, request);
   }
   return store;
 }
@@ -84,10 +83,13 @@ export function request(
   };
 }
 
+/** A resource read as loose JSON by assertions (FhirResource types only what every resource has). */
+export type LooseResource = FhirResource & Record<string, any>;
+
 export interface SearchBundle {
   resourceType: 'Bundle';
   type: string;
   total?: number;
   link: { relation: string; url: string }[];
-  entry?: { fullUrl: string; resource: FhirResource; search: { mode: string } }[];
+  entry?: { fullUrl: string; resource: LooseResource; search: { mode: string } }[];
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseSearch, splitOr, LIMITS } from '../../src/fhir/search/parse.js';
 import { FhirError } from '../../src/fhir/outcome.js';
-import { parseQuery } from '../../src/fhir/interactions/query.js';
+import { parseQuery } from '../../src/fhir/query.js';
 
 const q = (o: Record<string, string | string[]>) =>
   Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));

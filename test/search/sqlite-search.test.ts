@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
+import { parseFhirJson } from '../../src/mapping/fhir-json.js';
 import { searchType, searchSystem } from '../../src/fhir/interactions/search.js';
 import { FhirError, forbidden } from '../../src/fhir/outcome.js';
 import type { AccessPolicy, Caller } from '../../src/access/policy.js';
@@ -11,11 +11,12 @@ import {
   openStore,
   request,
   syntheaFiles,
+  type LooseResource,
   type SearchBundle,
 } from './helpers.js';
 
 let store: SqliteResourceStore;
-const loaded: FhirResource[] = [];
+const loaded: LooseResource[] = [];
 
 async function run(
   type: string | undefined,
@@ -38,7 +39,7 @@ beforeAll(async () => {
 afterAll(async () => store.close());
 
 const patients = () => loaded.filter((r) => r.resourceType === 'Patient');
-const expected = (predicate: (r: FhirResource) => boolean) =>
+const expected = (predicate: (r: LooseResource) => boolean) =>
   loaded
     .filter(predicate)
     .map((r) => `${r.resourceType}/${r.id}`)
@@ -121,7 +122,7 @@ describe('search over the SQLite index', () => {
   });
 
   it('composites: component-code-value-quantity (blood pressure) and code-value-quantity', async () => {
-    const systolic = (r: FhirResource) =>
+    const systolic = (r: LooseResource) =>
       (r.component ?? []).find((c: any) =>
         c.code.coding.some((x: any) => x.system === 'http://loinc.org' && x.code === '8480-6'),
       )?.valueQuantity?.value as number | undefined;
@@ -156,7 +157,7 @@ describe('search over the SQLite index', () => {
   });
 
   it('aliases: combo-code finds codes and component codes; phonetic answers like name', async () => {
-    const hasCode = (r: FhirResource, code: string) =>
+    const hasCode = (r: LooseResource, code: string) =>
       r.code?.coding?.some((c: any) => c.code === code) ||
       (r.component ?? []).some((k: any) => k.code.coding.some((c: any) => c.code === code));
     const combo = await run('Observation', { 'combo-code': '8480-6,8302-2', _count: '1000' });

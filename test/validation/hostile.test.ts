@@ -107,4 +107,29 @@ describe('hostile input', () => {
       ],
     });
   });
+
+  it('a searchset whose self link has a malformed escape is judged by its content, not an exception', () => {
+    const searchset = (self: string) => ({
+      resourceType: 'Bundle',
+      type: 'searchset',
+      link: [{ relation: 'self', url: self }],
+      entry: [
+        {
+          fullUrl: 'http://example.net/fhir/Patient/1',
+          resource: { resourceType: 'Patient', id: '1' },
+          search: { mode: 'match' },
+        },
+      ],
+    });
+    const malformed = v.validate(searchset('http://example.net/fhir/Patient?_type=%E0'));
+    expect(malformed.issues.map((i) => i.code)).not.toContain('exception');
+    // The _type named (not Patient) is what the entry is held to.
+    expect(
+      malformed.issues.some((i) => i.code === 'invalid' && i.expression?.[0] === 'Bundle.entry[0].resource'),
+    ).toBe(true);
+    expect(v.validate(searchset('http://example.net/fhir/Patient?_type=Patient%2CObservation')).valid).toBe(
+      true,
+    );
+    expect(v.validate(searchset('http://example.net/fhir/Patient?_type=Observation')).valid).toBe(false);
+  });
 });

@@ -18,7 +18,8 @@ import { applyRepresentation, representationOf } from '../interactions/represent
 import type { FhirRegistry } from '../interactions/registry.js';
 import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions/router.js';
 import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
-import { emptyQuery, parseQuery } from '../interactions/query.js';
+import { emptyQuery, parseQuery } from '../query.js';
+import { BODY_MEDIA_TYPES, XML_MEDIA_TYPES } from '../media-types.js';
 import { negotiateResponseType, preferReturnOf, requestMediaType } from './negotiation.js';
 import type { RouteLogConfig } from './server.js';
 
@@ -34,14 +35,6 @@ export interface FhirRoutesOptions {
   publicBaseUrl?: string;
 }
 
-const BODY_TYPES = [
-  'application/fhir+json',
-  'application/json',
-  'application/json+fhir',
-  'application/json-patch+json',
-  'application/x-www-form-urlencoded',
-];
-const XML_TYPES = ['application/fhir+xml', 'application/xml', 'text/xml', 'application/xml+fhir'];
 const METHODS: HttpMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
 const SINGLE_RESOURCE = new Set(['read', 'vread']);
 
@@ -78,7 +71,7 @@ function defaultAccess(request: FastifyRequest): AccessPolicy {
   return (request as FastifyRequest & { hieAccess?: AccessPolicy }).hieAccess ?? openAccess;
 }
 
-/** Query parameters in order, repeated ones kept, in a map without a prototype (interactions/query.ts). */
+/** Query parameters in order, repeated ones kept, in a map without a prototype (fhir/query.ts). */
 export { parseQuery };
 
 /**
@@ -171,12 +164,12 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
       // Only these bodies are accepted, all kept as text; anything else is 415 from the error handler. Taken as
       // bytes so that invalid UTF-8 is refused instead of becoming U+FFFD in what is stored.
       scope.removeAllContentTypeParsers();
-      scope.addContentTypeParser(BODY_TYPES, { parseAs: 'buffer' }, (_request, body, done) => {
+      scope.addContentTypeParser([...BODY_MEDIA_TYPES], { parseAs: 'buffer' }, (_request, body, done) => {
         const bytes = body as Buffer;
         if (isUtf8(bytes)) done(null, bytes.toString('utf8'));
         else done(invalidUtf8(bytes), undefined);
       });
-      scope.addContentTypeParser(XML_TYPES, (_request, _payload, done) =>
+      scope.addContentTypeParser([...XML_MEDIA_TYPES], (_request, _payload, done) =>
         done(unsupportedMediaType('XML is not supported; send application/fhir+json'), undefined),
       );
 

@@ -5,16 +5,8 @@
  * - Request bodies: JSON media types; XML is 415. `fhirVersion` other than 4.0 is 415.
  */
 import { notAcceptable, unsupportedMediaType } from '../outcome.js';
+import { FHIR_JSON, JSON_FORMATS, LEGACY_FHIR_JSON, PLAIN_JSON, XML_FORMATS } from '../media-types.js';
 
-export const FHIR_JSON = 'application/fhir+json';
-const JSON_FORMATS = new Set(['json', 'application/json', 'application/fhir+json', 'application/json+fhir']);
-const XML_FORMATS = new Set([
-  'xml',
-  'text/xml',
-  'application/xml',
-  'application/fhir+xml',
-  'application/xml+fhir',
-]);
 /** The FHIR versions this server speaks, as mime-type parameter values (R4 http.html#version-parameter). */
 const FHIR_VERSIONS = new Set(['4.0', '4.0.1']);
 
@@ -45,7 +37,7 @@ export function negotiateResponseType(format: string | undefined, accept: string
     const wanted = parseMediaRange(format);
     if (JSON_FORMATS.has(wanted.type)) {
       checkFhirVersion(wanted, 406);
-      return wanted.type === 'application/json' ? 'application/json' : FHIR_JSON;
+      return wanted.type === PLAIN_JSON ? PLAIN_JSON : FHIR_JSON;
     }
     if (XML_FORMATS.has(wanted.type))
       throw notAcceptable(
@@ -56,7 +48,7 @@ export function negotiateResponseType(format: string | undefined, accept: string
   }
   if (accept === undefined || accept === '*/*' || accept === FHIR_JSON || accept.trim() === '')
     return FHIR_JSON;
-  if (accept === 'application/json') return 'application/json';
+  if (accept === PLAIN_JSON) return PLAIN_JSON;
   const ranges = accept
     .split(',')
     .map(parseMediaRange)
@@ -64,10 +56,10 @@ export function negotiateResponseType(format: string | undefined, accept: string
     .sort((a, b) => b.q - a.q);
   for (const range of ranges) {
     if (range.params.fhirversion !== undefined && !FHIR_VERSIONS.has(range.params.fhirversion)) continue;
-    if (range.type === 'application/json') return 'application/json';
+    if (range.type === PLAIN_JSON) return PLAIN_JSON;
     if (
       range.type === FHIR_JSON ||
-      range.type === 'application/json+fhir' ||
+      range.type === LEGACY_FHIR_JSON ||
       range.type === '*/*' ||
       range.type === 'application/*'
     ) {

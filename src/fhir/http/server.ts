@@ -11,6 +11,7 @@ import Fastify, {
 } from 'fastify';
 import type { Bindings, ChildLoggerOptions, Level, Logger } from 'pino';
 import { installErrorHandling, outcomeOf, sendOutcome } from './errors.js';
+import { queryNames } from '../query.js';
 
 export interface HttpServerOptions {
   logLevel: string;
@@ -109,12 +110,9 @@ const MAX_LOGGED_PARAMS = 32;
 export function queryParamNames(url: string): string[] | undefined {
   const q = url.indexOf('?');
   if (q < 0 || q === url.length - 1) return undefined;
-  const names = new Set<string>();
-  for (const name of new URLSearchParams(url.slice(q + 1)).keys()) {
-    if (names.size >= MAX_LOGGED_PARAMS) break;
-    names.add(name.length > 100 ? `${name.slice(0, 100)}…` : name);
-  }
-  return [...names];
+  return queryNames(url.slice(q + 1), MAX_LOGGED_PARAMS, (name) =>
+    name.length > 100 ? `${name.slice(0, 100)}…` : name,
+  );
 }
 
 /**

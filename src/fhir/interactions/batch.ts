@@ -10,16 +10,11 @@
 import { storageFaultError } from '../http/errors.js';
 import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, preconditionFailed, type OperationOutcome } from '../outcome.js';
-import {
-  JsonSyntaxError,
-  parseClientJson,
-  parseFhirJson,
-  stringifyFhirJson,
-  type FhirResource,
-} from '../../mapping/fhir-json.js';
+import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
 import { isKnownResourceType } from '../search/definitions.js';
-import { FhirRouter, jsonSyntaxError } from './router.js';
-import { copyQuery, emptyQuery, parseQuery } from './query.js';
+import { FhirRouter, parseRequestJson } from './router.js';
+import { copyQuery, emptyQuery, parseQuery } from '../query.js';
+import { FHIR_JSON, FHIR_JSON_UTF8, JSON_PATCH } from '../media-types.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 
 /** Most entries accepted in one batch or transaction Bundle. */
@@ -75,12 +70,7 @@ export function bundleOf(
   let bundle = request.resource;
   if (!bundle) {
     if (!request.body) throw badRequest(`A ${type} needs a Bundle as its body`);
-    try {
-      bundle = parseClientJson<FhirResource>(request.body);
-    } catch (err) {
-      if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
-      throw err;
-    }
+    bundle = parseRequestJson<FhirResource>(request.body);
   }
   if (bundle === null || typeof bundle !== 'object' || bundle.resourceType !== 'Bundle')
     throw badRequest('The body must be a Bundle', 'Bundle');
@@ -190,14 +180,13 @@ function entryBody(entry: BundleEntry): Pick<FhirRequest, 'body' | 'contentType'
       typeof resource.data === 'string' ? Buffer.from(resource.data, 'base64').toString('utf8') : '';
     return {
       body: text,
-      contentType:
-        typeof resource.contentType === 'string' ? resource.contentType : 'application/json-patch+json',
+      contentType: typeof resource.contentType === 'string' ? resource.contentType : JSON_PATCH,
     };
   }
   // Handlers take the parsed resource (FhirRequest.resource); the text is only needed for PATCH bodies.
   if (entry.request.method === 'PATCH')
-    return { body: stringifyFhirJson(resource), contentType: 'application/fhir+json', resource };
-  return { contentType: 'application/fhir+json', resource };
+    return { body: stringifyFhirJson(resource), contentType: FHIR_JSON, resource };
+  return { contentType: FHIR_JSON, resource };
 }
 
 export interface EntryOptions {
@@ -387,6 +376,6 @@ export const batch: InteractionHandler = async (request, context) => {
   return {
     status: 200,
     body: responseBundle('batch-response', out),
-    headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' },
+    headers: { 'Content-Type': FHIR_JSON_UTF8 },
   };
 };

@@ -8,6 +8,8 @@ import { createRequire } from 'node:module';
 import type { FhirResource } from '../../mapping/fhir-json.js';
 import type { FhirRegistry, OperationRegistration } from './registry.js';
 import type { Interaction, InteractionHandler } from './types.js';
+// The media types the HTTP layer negotiates; XML is not offered.
+import { PATCH_FORMATS, SUPPORTED_FORMATS } from '../media-types.js';
 
 const require = createRequire(import.meta.url);
 const SOFTWARE_VERSION: string = (() => {
@@ -17,10 +19,6 @@ const SOFTWARE_VERSION: string = (() => {
     return (require('../../../../package.json') as { version: string }).version; // from dist/src/
   }
 })();
-
-/** The media types the HTTP layer negotiates (src/fhir/http/negotiation.ts); XML is not offered. */
-export const SUPPORTED_FORMATS = ['application/fhir+json', 'application/json', 'json'];
-export const PATCH_FORMATS = ['application/json-patch+json', 'application/fhir+json'];
 
 const TYPE_INTERACTIONS: Interaction[] = [
   'read',

@@ -14,22 +14,17 @@ import {
   unsupportedMediaType,
   type OperationOutcomeIssue,
 } from '../outcome.js';
-import { JsonSyntaxError, toPlainJson, type FhirResource, parseClientJson } from '../../mapping/fhir-json.js';
+import { toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
 import { canonicalizeText } from '../../mapping/canonical.js';
 import type { StoredVersion, WriteRequest } from '../store/resource-store.js';
 import { serialiseVersion } from '../store/store-support.js';
 import type { ValidationOptions } from '../validation/validator.js';
 import type { FhirContext, FhirRequest, FhirResponse } from './types.js';
-import { jsonSyntaxError } from './router.js';
+import { parseRequestJson } from './router.js';
+import { JSON_MEDIA_TYPES } from '../media-types.js';
 
 /** FHIR R4 id: http://hl7.org/fhir/R4/datatypes.html#id */
 export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
-
-export const JSON_MEDIA_TYPES = new Set([
-  'application/fhir+json',
-  'application/json',
-  'application/json+fhir',
-]);
 
 export function assertResourceType(context: FhirContext, resourceType: string | undefined): string {
   if (!resourceType || !context.validator.isResourceType(resourceType)) {
@@ -55,13 +50,7 @@ export function parseResourceBody(request: FhirRequest): FhirResource {
       `Content-Type '${request.contentType}' is not supported here; use application/fhir+json`,
     );
   }
-  let parsed: unknown;
-  try {
-    parsed = parseClientJson(request.body);
-  } catch (err) {
-    if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
-    throw err;
-  }
+  const parsed = parseRequestJson(request.body);
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw badRequest('The body must be a JSON object (a FHIR resource)');
   }

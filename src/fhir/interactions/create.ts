@@ -13,7 +13,7 @@ import {
 } from './common.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 import { newResourceId } from './ids.js';
-import { parseQuery } from './query.js';
+import { parseQuery } from '../query.js';
 
 export const create: InteractionHandler = async (request, context) => {
   const resourceType = assertResourceType(context, request.resourceType);

@@ -12,13 +12,11 @@ import fhirpath from 'fhirpath';
 import r4Model from 'fhirpath/fhir-context/r4/index.js';
 import { FhirError, badRequest, conflict, gone, unprocessable, unsupportedMediaType } from '../outcome.js';
 import {
-  JsonSyntaxError,
   LosslessNumber,
   cloneFhirJson,
   parseFhirJson,
   toPlainJson,
   type FhirResource,
-  parseClientJson,
 } from '../../mapping/fhir-json.js';
 import type { StoredVersion } from '../store/resource-store.js';
 import {
@@ -32,10 +30,10 @@ import {
   writeResponse,
   writeVersion,
 } from './common.js';
-import { jsonSyntaxError } from './router.js';
+import { parseRequestJson } from './router.js';
 import type { InteractionHandler } from './types.js';
+import { FHIR_JSON, JSON_PATCH, PLAIN_JSON } from '../media-types.js';
 
-const JSON_PATCH = 'application/json-patch+json';
 const RFC6902_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
 
 export const patch: InteractionHandler = async (request, context) => {
@@ -47,7 +45,7 @@ export const patch: InteractionHandler = async (request, context) => {
   const kind =
     request.contentType === JSON_PATCH
       ? 'json'
-      : request.contentType === 'application/fhir+json' || request.contentType === 'application/json'
+      : request.contentType === FHIR_JSON || request.contentType === PLAIN_JSON
         ? 'fhirpath'
         : undefined;
   if (!kind) {
@@ -55,13 +53,7 @@ export const patch: InteractionHandler = async (request, context) => {
       `PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch), not '${request.contentType ?? 'none'}'`,
     );
   }
-  let document: unknown;
-  try {
-    document = parseClientJson(request.body);
-  } catch (err) {
-    if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
-    throw err;
-  }
+  const document = parseRequestJson(request.body);
 
   const ifMatch = ifMatchVersion(request);
   // Visibility first (hidden is answered as unknown), then the write permission, then If-Match (RFC 9110 §13.2.1).

@@ -218,13 +218,7 @@ export class FhirRouter {
  */
 export function classifyBundlePost(request: FhirRequest, registry: FhirRegistry): FhirRequest {
   if (!request.body) throw badRequest('POST to the base needs a Bundle of type batch or transaction');
-  let bundle: FhirResource;
-  try {
-    bundle = parseClientJson<FhirResource>(request.body);
-  } catch (err) {
-    if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
-    throw err;
-  }
+  const bundle = parseRequestJson<FhirResource>(request.body);
   if (bundle === null || typeof bundle !== 'object' || bundle.resourceType !== 'Bundle')
     throw badRequest('POST to the base needs a Bundle', 'Bundle');
   const interaction: Interaction | undefined =
@@ -238,6 +232,16 @@ export function classifyBundlePost(request: FhirRequest, registry: FhirRegistry)
 }
 
 /** The 400 for text that is not JSON, saying where. */
+/** A request body as client JSON (lossless numbers), or the 400 FhirError naming where it is malformed. */
+export function parseRequestJson<T = unknown>(text: string): T {
+  try {
+    return parseClientJson<T>(text);
+  } catch (err) {
+    if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
+    throw err;
+  }
+}
+
 export function jsonSyntaxError(err: JsonSyntaxError) {
   const where = err.position === undefined ? '' : ` at character ${err.position}`;
   return badRequest(`The body is not valid JSON${where}: ${err.message}`);

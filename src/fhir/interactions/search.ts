@@ -21,10 +21,11 @@ import {
 import type { FhirRegistry } from './registry.js';
 import { typeReadability } from './common.js';
 import { applyRepresentation, representationOf } from './representation.js';
-import type { StoreSearchRequest, StoreSearchResult } from '../search/request.js';
+import type { StoreSearchRequest, StoreSearchResult } from '../store/search-query.js';
 import type { StoredVersion } from '../store/resource-store.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
-import { appendQuery, copyQuery } from './query.js';
+import { appendQuery, copyQuery } from '../query.js';
+import { FHIR_JSON_UTF8, FORM } from '../media-types.js';
 
 /** Most resources added by _include/_revinclude to one page. */
 export const MAX_INCLUDED = 1000;
@@ -35,7 +36,7 @@ const MAX_ITERATE_DEPTH = 3;
 function searchQuery(request: FhirRequest): Record<string, string[]> {
   const query = copyQuery(request.query);
   if (request.method === 'POST' && request.body) {
-    if (request.contentType && request.contentType !== 'application/x-www-form-urlencoded') {
+    if (request.contentType && request.contentType !== FORM) {
       throw new FhirError(415, [
         issue('error', 'not-supported', 'POST _search takes an application/x-www-form-urlencoded body'),
       ]);
@@ -78,7 +79,7 @@ interface Entry {
 
 async function runStoreSearch(context: FhirContext, request: StoreSearchRequest): Promise<StoreSearchResult> {
   if (!context.store.search) throw notImplemented('This store does not support search');
-  return (await context.store.search(request)) as StoreSearchResult;
+  return context.store.search(request);
 }
 
 /** The `Type/id` references of a resource through reference parameter `param` ('*' = every reference parameter). */
@@ -288,7 +289,7 @@ async function search(
   head.link = links;
   const headJson = JSON.stringify(head);
   const body = parts.length > 0 ? `${headJson.slice(0, -1)},"entry":[${parts.join(',')}]}` : headJson;
-  return { status: 200, body, headers: { 'Content-Type': 'application/fhir+json; charset=utf-8' } };
+  return { status: 200, body, headers: { 'Content-Type': FHIR_JSON_UTF8 } };
 }
 
 /** GET [base]/[type]?... and POST [base]/[type]/_search */

@@ -26,7 +26,7 @@ import {
 import type { FhirRegistry } from './registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from './types.js';
 import { newResourceId } from './ids.js';
-import { emptyQuery, parseQuery } from './query.js';
+import { emptyQuery, parseQuery, rewriteQueryValues } from '../query.js';
 
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
 
@@ -55,15 +55,8 @@ function rewriteFragment(text: string, map: Map<string, string>): string {
 function rewriteUrl(url: string, map: Map<string, string>): string {
   const q = url.indexOf('?');
   if (q < 0) return url;
-  const params = new URLSearchParams(url.slice(q + 1));
-  let changed = false;
-  const out = new URLSearchParams();
-  for (const [k, v] of params) {
-    const rewritten = map.get(v) ?? v;
-    if (rewritten !== v) changed = true;
-    out.append(k, rewritten);
-  }
-  return changed ? `${url.slice(0, q)}?${out.toString()}` : url;
+  const rewritten = rewriteQueryValues(url.slice(q + 1), (value) => map.get(value) ?? value);
+  return rewritten === undefined ? url : `${url.slice(0, q)}?${rewritten}`;
 }
 
 interface Planned {

@@ -25,7 +25,7 @@ import {
   searchParameter,
 } from '../search/definitions.js';
 import { LIMITS, type CompiledQuery } from '../search/parse.js';
-import type { StoreSearchRequest } from '../search/request.js';
+import type { StoreSearchRequest } from '../store/search-query.js';
 import type { StoredVersion } from '../store/resource-store.js';
 import { readOperationInput } from './terminology.js';
 

@@ -8,14 +8,8 @@
  *   GET|POST [base]/ConceptMap/$translate     url, system, code (or coding), source, target, reverse -> result, match*
  */
 import { badRequest, notFound } from '../outcome.js';
-import {
-  JsonSyntaxError,
-  parseClientJson,
-  parseFhirJson,
-  toPlainJson,
-  type FhirResource,
-} from '../../mapping/fhir-json.js';
-import { jsonSyntaxError } from '../interactions/router.js';
+import { parseFhirJson, toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { parseRequestJson } from '../interactions/router.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import type { DefinitionRegistry, Json } from '../definitions/registry.js';
@@ -45,12 +39,7 @@ export function readOperationInput(request: FhirRequest): OperationInput {
   for (const [k, vs] of Object.entries(request.query)) for (const v of vs) push(strings, k, v);
   let body: Json = request.resource ? toPlainJson(request.resource) : undefined;
   if (!body && request.body && request.body.trim()) {
-    try {
-      body = toPlainJson(parseClientJson(request.body));
-    } catch (err) {
-      if (err instanceof JsonSyntaxError) throw jsonSyntaxError(err);
-      throw err;
-    }
+    body = toPlainJson(parseRequestJson(request.body));
   }
   if (body && typeof body === 'object' && body.resourceType === 'Parameters') {
     for (const p of Array.isArray(body.parameter) ? body.parameter : []) {

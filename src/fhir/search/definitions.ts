@@ -23,9 +23,9 @@ import { dirname, join } from 'node:path';
 import fhirpath from 'fhirpath';
 import r4Model from 'fhirpath/fhir-context/r4/index.js';
 import { toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
-import type { IndexEntry } from '../store/resource-store.js';
+import type { SearchParamType } from '../store/search-query.js';
 
-export type SearchParamType = IndexEntry['type'];
+export type { SearchParamType };
 
 export interface SearchParamDef {
   code: string;

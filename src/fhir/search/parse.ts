@@ -8,13 +8,19 @@
  * 400 before any SQL is built; every value reaches SQL as a bound parameter.
  */
 import { badRequest, FhirError, issue } from '../outcome.js';
-import {
-  searchDefinitions,
-  searchParameter,
-  type SearchParamDef,
-  type SearchParamType,
-} from './definitions.js';
+import { searchDefinitions, searchParameter, type SearchParamDef } from './definitions.js';
 import { dateRange, normaliseString, numberRange, DATE_MAX, DATE_MIN } from './index-entries.js';
+import type {
+  CompiledQuery,
+  Filter,
+  IncludeSpec,
+  Prefix,
+  SearchValue,
+  SortKey,
+} from '../store/search-query.js';
+
+// The compiled query is the store port's type (search depends on the store port, not the other way round).
+export type { CompiledQuery, Filter, IncludeSpec, Prefix, SearchValue, SortKey };
 
 export const LIMITS = {
   /** Longest accepted parameter value (characters). */
@@ -31,84 +37,6 @@ export const LIMITS = {
   /** Largest `_offset` served (deeper paging must narrow the query). */
   maxOffset: 100_000,
 } as const;
-
-export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
-
-export type SearchValue =
-  | { kind: 'string'; text: string; exact: string }
-  | { kind: 'token'; system?: string; code?: string; text?: string }
-  | { kind: 'reference'; references?: string[]; identifier?: { system?: string; value: string } }
-  | {
-      kind: 'range';
-      prefix: Prefix;
-      low: number;
-      high: number;
-      value: number;
-      system?: string;
-      code?: string;
-    }
-  | { kind: 'uri'; uri: string }
-  | { kind: 'missing'; missing: boolean }
-  /** `token$second` of a composite: second is a token, range (quantity/date) or string value. */
-  | {
-      kind: 'composite';
-      first: Extract<SearchValue, { kind: 'token' }>;
-      second: SearchValue;
-      secondType: SearchParamType;
-    };
-
-/** One AND-ed condition on the resources of a type. */
-export type Filter =
-  | {
-      kind: 'param';
-      param: string;
-      type: SearchParamType;
-      modifier?: string;
-      /** OR-ed values. */
-      values: SearchValue[];
-      /** `:not` (tokens) / `ne`-style negation: the resource must have no matching row. */
-      negate?: boolean;
-    }
-  | { kind: 'id'; ids: string[]; negate?: boolean }
-  | { kind: 'lastUpdated'; values: Extract<SearchValue, { kind: 'range' }>[] }
-  /** `param:Type.rest=value`: a reference in `param` to a resource of one of `targetTypes` that matches `inner`. */
-  | { kind: 'chain'; param: string; targetTypes: string[]; inner: Filter }
-  /** `_has:Type:param:rest=value`: some `Type` resource whose `param` references this one matches `inner`. */
-  | { kind: 'has'; sourceType: string; param: string; inner: Filter };
-
-export interface SortKey {
-  param: string;
-  type: SearchParamType | '_id' | '_lastUpdated';
-  descending: boolean;
-}
-
-export interface IncludeSpec {
-  /** The type that holds the reference. */
-  sourceType: string;
-  /** Reference parameter code, or '*' for all reference parameters. */
-  param: string;
-  targetType?: string;
-  iterate: boolean;
-}
-
-export interface CompiledQuery {
-  /** The types searched: one for a type search; those of `_type` (or all) for a system search. */
-  resourceTypes: string[];
-  filters: Filter[];
-  sort: SortKey[];
-  count: number;
-  offset: number;
-  /** As asked; undefined: the interaction gives a total only when it costs nothing. */
-  total?: 'none' | 'estimate' | 'accurate';
-  summaryCount: boolean;
-  elements?: string[];
-  include: IncludeSpec[];
-  revinclude: IncludeSpec[];
-  /** Parameters ignored (lenient handling), for the Bundle's OperationOutcome. */
-  warnings: string[];
-  /** The parameters that were applied, for the self link. */
-  applied: [string, string][];
-}
 
 export interface ParseOptions {
   /** The type of a type-level search; undefined for a system search. */

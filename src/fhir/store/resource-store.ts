@@ -16,6 +16,7 @@
  */
 import type { FhirResource } from '../../mapping/fhir-json.js';
 import type { ReadScope } from '../../access/policy.js';
+import type { StoreSearchRequest, StoreSearchResult } from './search-query.js';
 
 export interface VersionKey {
   resourceType: string;
@@ -169,8 +170,8 @@ export interface ResourceStore {
    */
   transaction<T>(work: (store: ResourceStore) => Promise<T>): Promise<T>;
 
-  /** Current versions (not deleted) matching a compiled search; see src/fhir/search/. */
-  search?(query: unknown): Promise<{ versions: StoredVersion[]; total?: number }>;
+  /** Current versions (not deleted) matching a compiled search (search-query.ts; produced by src/fhir/search/). */
+  search?(request: StoreSearchRequest): Promise<StoreSearchResult>;
 
   // The integrity outbox (src/ledger/anchoring.ts drains it).
   pendingAnchors(limit: number): Promise<PendingAnchor[]>;

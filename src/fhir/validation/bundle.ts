@@ -4,6 +4,7 @@
  * to exactly one entry.
  */
 import type { Json } from '../definitions/registry.js';
+import { parseQuery } from '../query.js';
 import type { Run, StructureWalker } from './walker.js';
 
 const ABSOLUTE = /^[a-z][a-z0-9+.-]*:/i;
@@ -61,8 +62,10 @@ function checkSearchset(bundle: Json, entries: Json[], path: string, run: Run): 
   const self = (Array.isArray(bundle.link) ? bundle.link : []).find((l: Json) => l?.relation === 'self')?.url;
   let types: string[] | undefined;
   if (typeof self === 'string') {
-    const t = /[?&]_type=([^&]*)/.exec(self);
-    if (t) types = decodeURIComponent(t[1]).split(',').filter(Boolean);
+    const q = self.indexOf('?');
+    // The one query parser: a malformed escape (`%E0`) is text, never an exception.
+    const typeParam = q < 0 ? undefined : parseQuery(self.slice(q + 1))._type?.[0];
+    if (typeParam !== undefined) types = typeParam.split(',').filter(Boolean);
     else {
       const m = /(?:^|\/)([A-Z][A-Za-z]+)(?:\?|$)/.exec(self.split('?')[0].split('/').pop() ?? '');
       if (m) types = [m[1]];

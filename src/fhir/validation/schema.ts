@@ -153,9 +153,11 @@ function compiledValidator(schema: PublishedSchema, schemaText: string, cacheDir
   }
   const { ajv, validate } = compileResourceList(schema, true);
   try {
-    const code = (standaloneCode as any).default
-      ? (standaloneCode as any).default(ajv, validate)
-      : (standaloneCode as any)(ajv, validate);
+    // CommonJS interop: the function is the module or its `default`, depending on how it was loaded.
+    type Generate = (ajv: Ajv, validate: ValidateFunction) => string;
+    const loaded = standaloneCode as unknown as Generate & { default?: Generate };
+    const generate = loaded.default ?? loaded;
+    const code = generate(ajv, validate);
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     const temporary = `${file}.${process.pid}.tmp`;
     writeFileSync(temporary, code, { mode: 0o600 });

@@ -93,12 +93,6 @@ interface OverlayEntry {
 
 type EventListener = (events: LedgerEvent[]) => void;
 
-const RETRYABLE_CODES = new Set<string>(['MVCC_READ_CONFLICT', 'PHANTOM_READ_CONFLICT']);
-
-export function isRetryableValidationCode(code: string): boolean {
-  return RETRYABLE_CODES.has(code);
-}
-
 function serializeIdentity(identity: SerializedIdentity): Buffer {
   const serialized = new msp.SerializedIdentity();
   serialized.setMspid(identity.mspid);

@@ -4,6 +4,7 @@
  * with Fabric's validation code.
  */
 import {
+  isRetryableValidationCode,
   LedgerTransactionError,
   type EventStream,
   type Ledger,
@@ -19,8 +20,6 @@ export interface SigningIdentity {
   certificate: string;
   privateKey: string;
 }
-
-const RETRYABLE = new Set(['MVCC_READ_CONFLICT', 'PHANTOM_READ_CONFLICT', 'UNAVAILABLE']);
 
 export class EmbeddedLedger implements Ledger {
   readonly kind = 'embedded' as const;
@@ -57,7 +56,7 @@ export class EmbeddedLedger implements Ledger {
         `transaction ${status.txId} (${transaction}) was invalidated in block ${status.blockNumber}: ${status.validationCode}`,
         status.validationCode,
         status.txId,
-        RETRYABLE.has(status.validationCode),
+        isRetryableValidationCode(status.validationCode),
       );
     }
     return {

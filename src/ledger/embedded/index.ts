@@ -16,7 +16,7 @@ import type { Ledger } from '../ledger.js';
 import { EmbeddedChain, type EmbeddedChainOptions } from './chain.js';
 import { EmbeddedLedger, type SigningIdentity } from './embedded-ledger.js';
 
-export { EmbeddedChain, ChainIntegrityError, DEFAULT_CHANNEL, isRetryableValidationCode } from './chain.js';
+export { EmbeddedChain, ChainIntegrityError, DEFAULT_CHANNEL } from './chain.js';
 export type { EmbeddedChainOptions, MspDefinition } from './chain.js';
 export { EmbeddedLedger } from './embedded-ledger.js';
 export type { SigningIdentity } from './embedded-ledger.js';

@@ -32,6 +32,7 @@ import {
 } from '@hyperledger/fabric-gateway';
 import { common, peer } from '@hyperledger/fabric-protos';
 import {
+  isRetryableValidationCode,
   LedgerTransactionError,
   type EventStream,
   type Ledger,
@@ -77,9 +78,6 @@ const STATUS_NAMES = new Map<number, string>(
     .filter((entry): entry is [string, number] => typeof entry[1] === 'number')
     .map(([name, code]) => [code, name]),
 );
-
-/** Invalidations after which the same transaction, endorsed again, may succeed. */
-const RETRYABLE_VALIDATION = new Set(['MVCC_READ_CONFLICT', 'PHANTOM_READ_CONFLICT']);
 
 /** gRPC statuses that mean "the network is away or slow", not "the network said no". */
 const TRANSIENT_GRPC = new Set<number>([
@@ -167,19 +165,41 @@ export class FabricLedger implements Ledger {
 
   async submit(transaction: string, args: string[]): Promise<SubmitResult> {
     this.assertOpen();
+    return this.retrying(
+      () => this.submitOnce(transaction, args),
+      (error) => this.toLedgerError(error, 'submit', transaction),
+      {
+        // Once a transaction may have reached the orderer, only the caller may decide (by its id) what to do.
+        final: (failure) => failure.code === 'COMMIT_STATUS_UNKNOWN',
+        beforeRetry: (failure, attempt) =>
+          this.logger.warn(
+            { transaction, transactionId: failure.transactionId, code: failure.code, attempt },
+            `Fabric transaction ${transaction} not committed (${failure.code}); endorsing it again`,
+          ),
+      },
+    );
+  }
+
+  /**
+   * The one retry loop of this adapter: runs `run` again, after a backoff, while its failure is retryable, attempts
+   * remain (`retry.attempts`), the adapter is open and `final` does not say stop; otherwise throws the failure.
+   */
+  private async retrying<T>(
+    run: () => Promise<T>,
+    failureOf: (error: unknown) => LedgerTransactionError,
+    options: {
+      final?: (failure: LedgerTransactionError) => boolean;
+      beforeRetry?: (failure: LedgerTransactionError, attempt: number) => void;
+    } = {},
+  ): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.submitOnce(transaction, args);
+        return await run();
       } catch (error) {
-        const failure = this.toLedgerError(error, 'submit', transaction);
-        // Once a transaction may have reached the orderer, only the caller may decide (by its id) what to do.
-        const mayHaveCommitted = failure.code === 'COMMIT_STATUS_UNKNOWN';
-        if (!failure.retryable || mayHaveCommitted || attempt >= this.retry.attempts || this.closed)
+        const failure = failureOf(error);
+        if (!failure.retryable || options.final?.(failure) || attempt >= this.retry.attempts || this.closed)
           throw failure;
-        this.logger.warn(
-          { transaction, transactionId: failure.transactionId, code: failure.code, attempt },
-          `Fabric transaction ${transaction} not committed (${failure.code}); endorsing it again`,
-        );
+        options.beforeRetry?.(failure, attempt);
         await sleep(this.backoff(attempt));
       }
     }
@@ -202,7 +222,7 @@ export class FabricLedger implements Ledger {
         `Fabric invalidated transaction ${transactionId} (${transaction}) in block ${status.blockNumber}: ${code}`,
         code,
         transactionId,
-        RETRYABLE_VALIDATION.has(code),
+        isRetryableValidationCode(code),
       );
     }
     return {
@@ -219,79 +239,67 @@ export class FabricLedger implements Ledger {
     transactionId: string,
     run: () => Promise<T>,
   ): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await run();
-      } catch (error) {
-        const failure = this.toLedgerError(error, what, transaction, transactionId);
-        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) {
-          // The transaction may still commit: callers find it by its id (anchors are keyed, never doubled).
-          throw new LedgerTransactionError(
-            `${failure.message}; transaction ${transactionId} may still commit`,
-            failure.code === 'UNAVAILABLE' ? 'COMMIT_STATUS_UNKNOWN' : failure.code,
-            transactionId,
-            failure.retryable,
-          );
-        }
-        await sleep(this.backoff(attempt));
-      }
+    try {
+      return await this.retrying(run, (error) => this.toLedgerError(error, what, transaction, transactionId));
+    } catch (error) {
+      // The transaction may still commit: callers find it by its id (anchors are keyed, never doubled).
+      const failure = error as LedgerTransactionError;
+      throw new LedgerTransactionError(
+        `${failure.message}; transaction ${transactionId} may still commit`,
+        failure.code === 'UNAVAILABLE' ? 'COMMIT_STATUS_UNKNOWN' : failure.code,
+        transactionId,
+        failure.retryable,
+      );
     }
   }
 
   async evaluate(transaction: string, args: string[]): Promise<string> {
     this.assertOpen();
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const result = await this.contract.evaluate(transaction, { arguments: args });
-        return Buffer.from(result).toString('utf8');
-      } catch (error) {
-        const failure = this.toLedgerError(error, 'evaluate', transaction);
-        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) throw failure;
-        await sleep(this.backoff(attempt));
-      }
-    }
+    return this.retrying(
+      async () =>
+        Buffer.from(await this.contract.evaluate(transaction, { arguments: args })).toString('utf8'),
+      (error) => this.toLedgerError(error, 'evaluate', transaction),
+    );
   }
 
   async height(): Promise<number> {
     this.assertOpen();
     const qscc = this.network.getContract('qscc');
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const bytes = await qscc.evaluateTransaction('GetChainInfo', this.config.channel);
-        return common.BlockchainInfo.deserializeBinary(bytes).getHeight();
-      } catch (error) {
-        const failure = this.toLedgerError(error, 'chain height', 'qscc:GetChainInfo');
-        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) throw failure;
-        await sleep(this.backoff(attempt));
-      }
-    }
+    return this.retrying(
+      async () =>
+        common.BlockchainInfo.deserializeBinary(
+          await qscc.evaluateTransaction('GetChainInfo', this.config.channel),
+        ).getHeight(),
+      (error) => this.toLedgerError(error, 'chain height', 'qscc:GetChainInfo'),
+    );
   }
 
   /** Through qscc (GetTransactionByID for the validation code, GetBlockByTxID for the block). */
   async transactionStatus(transactionId: string): Promise<TransactionStatus | undefined> {
     this.assertOpen();
     const qscc = this.network.getContract('qscc');
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const processed = peer.ProcessedTransaction.deserializeBinary(
-          await qscc.evaluateTransaction('GetTransactionByID', this.config.channel, transactionId),
-        );
-        const block = common.Block.deserializeBinary(
-          await qscc.evaluateTransaction('GetBlockByTxID', this.config.channel, transactionId),
-        );
-        const code = processed.getValidationcode();
-        return {
-          blockNumber: block.getHeader()?.getNumber() ?? -1,
-          validationCode: STATUS_NAMES.get(code) ?? String(code),
-        };
-      } catch (error) {
-        // The peer's ledger has no such transaction: an answer, not a failure (qscc reports it as an error).
-        if (isTransactionNotFound(error)) return undefined;
-        const failure = this.toLedgerError(error, 'transaction lookup', 'qscc:GetTransactionByID');
-        if (!failure.retryable || attempt >= this.retry.attempts || this.closed) throw failure;
-        await sleep(this.backoff(attempt));
-      }
-    }
+    return this.retrying(
+      async (): Promise<TransactionStatus | undefined> => {
+        try {
+          const processed = peer.ProcessedTransaction.deserializeBinary(
+            await qscc.evaluateTransaction('GetTransactionByID', this.config.channel, transactionId),
+          );
+          const block = common.Block.deserializeBinary(
+            await qscc.evaluateTransaction('GetBlockByTxID', this.config.channel, transactionId),
+          );
+          const code = processed.getValidationcode();
+          return {
+            blockNumber: block.getHeader()?.getNumber() ?? -1,
+            validationCode: STATUS_NAMES.get(code) ?? String(code),
+          };
+        } catch (error) {
+          // The peer's ledger has no such transaction: an answer, not a failure (qscc reports it as an error).
+          if (isTransactionNotFound(error)) return undefined;
+          throw error;
+        }
+      },
+      (error) => this.toLedgerError(error, 'transaction lookup', 'qscc:GetTransactionByID'),
+    );
   }
 
   /**

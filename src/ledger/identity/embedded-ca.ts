@@ -8,11 +8,12 @@ import { randomBytes, webcrypto } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
+import { ecdsaSigning, newEcKeyPair, privateKeyPem, type EcKeyType } from './ec-keys.js';
 
 /** OID of Fabric CA's attribute extension (fabric-ca/lib/attrmgr). */
 export const FABRIC_ATTRIBUTES_OID = '1.2.3.4.5.6.7.8.1';
 
-export type EcKeyType = 'P-384' | 'P-256';
+export type { EcKeyType };
 
 export interface EnrollRequest {
   /** The subject's common name: a random pseudonym, never a person's name. */
@@ -38,10 +39,8 @@ interface RevokedEntry {
 }
 
 type CryptoKey = webcrypto.CryptoKey;
-type CryptoKeyPair = webcrypto.CryptoKeyPair;
 type EcKeyAlgorithm = webcrypto.EcKeyAlgorithm;
 const crypto = webcrypto;
-const HASH_FOR_CURVE: Record<EcKeyType, 'SHA-384' | 'SHA-256'> = { 'P-384': 'SHA-384', 'P-256': 'SHA-256' };
 const MSP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export class EmbeddedCa {
@@ -105,10 +104,7 @@ export class EmbeddedCa {
       throw new Error(`invalid enrollment id ${JSON.stringify(enrollmentId)}`);
     }
     const keyType = request.keyType ?? 'P-384';
-    const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: keyType }, true, [
-      'sign',
-      'verify',
-    ])) as CryptoKeyPair;
+    const keys = await newEcKeyPair(keyType);
     const notBefore = new Date(Date.now() - 60_000);
     const notAfter = new Date(notBefore.getTime() + (request.validityDays ?? 365) * 86_400_000);
     const serial = randomSerial();
@@ -121,7 +117,7 @@ export class EmbeddedCa {
         notAfter,
         publicKey: keys.publicKey,
         signingKey: this.caKey,
-        signingAlgorithm: { name: 'ECDSA', hash: HASH_FOR_CURVE[this.keyType] },
+        signingAlgorithm: ecdsaSigning(this.keyType),
         extensions: [
           new x509.BasicConstraintsExtension(false, undefined, true),
           new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
@@ -132,10 +128,9 @@ export class EmbeddedCa {
       },
       crypto,
     );
-    const pkcs8 = await crypto.subtle.exportKey('pkcs8', keys.privateKey);
     return {
       certificate: certificate.toString('pem'),
-      privateKey: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY'),
+      privateKey: await privateKeyPem(keys.privateKey),
       serial: certificate.serialNumber,
     };
   }
@@ -186,7 +181,7 @@ export class EmbeddedCa {
         thisUpdate: new Date(),
         nextUpdate: new Date(Date.now() + 7 * 86_400_000),
         signingKey: this.caKey,
-        signingAlgorithm: { name: 'ECDSA', hash: HASH_FOR_CURVE[this.keyType] },
+        signingAlgorithm: ecdsaSigning(this.keyType),
         entries: [...this.revoked.values()].map((entry) => ({
           serialNumber: entry.serial,
           revocationDate: new Date(entry.revokedAt),
@@ -212,10 +207,7 @@ async function createCa(
   mspId: string,
   keyType: EcKeyType,
 ): Promise<{ certificatePem: string; keyPem: string }> {
-  const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: keyType }, true, [
-    'sign',
-    'verify',
-  ])) as CryptoKeyPair;
+  const keys = await newEcKeyPair(keyType);
   const notBefore = new Date(Date.now() - 60_000);
   const certificate = await x509.X509CertificateGenerator.createSelfSigned(
     {
@@ -224,7 +216,7 @@ async function createCa(
       notBefore,
       notAfter: new Date(notBefore.getTime() + 10 * 365 * 86_400_000),
       keys,
-      signingAlgorithm: { name: 'ECDSA', hash: HASH_FOR_CURVE[keyType] },
+      signingAlgorithm: ecdsaSigning(keyType),
       extensions: [
         new x509.BasicConstraintsExtension(true, 1, true),
         new x509.KeyUsagesExtension(
@@ -236,10 +228,9 @@ async function createCa(
     },
     crypto,
   );
-  const pkcs8 = await crypto.subtle.exportKey('pkcs8', keys.privateKey);
   return {
     certificatePem: certificate.toString('pem'),
-    keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY'),
+    keyPem: await privateKeyPem(keys.privateKey),
   };
 }
 

@@ -31,10 +31,9 @@ import type {
   RegisterIdentityRequest,
 } from '../../access/identity-provider.js';
 import type { FabricCaConfig } from '../fabric/config.js';
-import type { EcKeyType } from './embedded-ca.js';
+import { ecdsaSigning, newEcKeyPair, privateKeyPem, type EcKeyType } from './ec-keys.js';
 
 const crypto = webcrypto;
-const HASH_FOR_CURVE: Record<EcKeyType, 'SHA-256' | 'SHA-384'> = { 'P-256': 'SHA-256', 'P-384': 'SHA-384' };
 /** Revocation reasons Fabric CA accepts (RFC 5280 names, lower case). */
 const REVOCATION_REASONS = new Set([
   'unspecified',
@@ -283,20 +282,16 @@ async function newKeyAndCsr(
   enrollmentId: string,
   keyType: EcKeyType,
 ): Promise<{ csr: string; privateKey: string }> {
-  const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: keyType }, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
+  const keys = await newEcKeyPair(keyType);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create(
     {
       name: [{ CN: [enrollmentId] }],
       keys: keys as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[0]['keys'],
-      signingAlgorithm: { name: 'ECDSA', hash: HASH_FOR_CURVE[keyType] },
+      signingAlgorithm: ecdsaSigning(keyType),
     },
     crypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
   );
-  const pkcs8 = await crypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return { csr: csr.toString('pem'), privateKey: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+  return { csr: csr.toString('pem'), privateKey: await privateKeyPem(keys.privateKey) };
 }
 
 function serialOf(certificatePem: string): string {

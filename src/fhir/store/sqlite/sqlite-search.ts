@@ -13,9 +13,8 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { FhirError, issue } from '../../outcome.js';
 import type { StoredVersion } from '../resource-store.js';
-import type { Filter, SearchValue, SortKey } from '../../search/parse.js';
 import { searchParameter } from '../../search/definitions.js';
-import type { StoreSearchRequest, StoreSearchResult } from '../../search/request.js';
+import type { Filter, SearchValue, SortKey, StoreSearchRequest, StoreSearchResult } from '../search-query.js';
 import type { ReadScope } from '../../../access/policy.js';
 
 export const MAX_INNER_MATCHES = 10_000;

@@ -436,9 +436,9 @@ export class SqliteResourceStore implements ResourceStore {
     });
   }
 
-  /** Current, non-deleted versions matching a compiled search (src/fhir/search/request.ts StoreSearchRequest). */
-  search(request: unknown): Promise<SqliteSearchResult> {
-    return this.guard(() => searchSqlite(this.db, request as SqliteSearchRequest));
+  /** Current, non-deleted versions matching a compiled search (../search-query.ts StoreSearchRequest). */
+  search(request: SqliteSearchRequest): Promise<SqliteSearchResult> {
+    return this.guard(() => searchSqlite(this.db, request));
   }
 
   pendingAnchors(limit: number): Promise<PendingAnchor[]> {

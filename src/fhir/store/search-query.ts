@@ -1,0 +1,114 @@
+/**
+ * The search a store adapter runs (`ResourceStore.search`): the compiled query that src/fhir/search/parse.ts
+ * produces, and what the caller may see. Port-level types: the search module depends on them, the store port
+ * and its adapters never depend on the search module's code (docs/architecture.md, "Direction").
+ */
+import type { ReadScope } from '../../access/policy.js';
+import type { IndexEntry, StoredVersion } from './resource-store.js';
+
+/** The kinds of search parameter (R4 SearchParameter.type that are indexed). */
+export type SearchParamType = IndexEntry['type'];
+
+export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
+
+export type SearchValue =
+  | { kind: 'string'; text: string; exact: string }
+  | { kind: 'token'; system?: string; code?: string; text?: string }
+  | { kind: 'reference'; references?: string[]; identifier?: { system?: string; value: string } }
+  | {
+      kind: 'range';
+      prefix: Prefix;
+      low: number;
+      high: number;
+      value: number;
+      system?: string;
+      code?: string;
+    }
+  | { kind: 'uri'; uri: string }
+  | { kind: 'missing'; missing: boolean }
+  /** `token$second` of a composite: second is a token, range (quantity/date) or string value. */
+  | {
+      kind: 'composite';
+      first: Extract<SearchValue, { kind: 'token' }>;
+      second: SearchValue;
+      secondType: SearchParamType;
+    };
+
+/** One AND-ed condition on the resources of a type. */
+export type Filter =
+  | {
+      kind: 'param';
+      param: string;
+      type: SearchParamType;
+      modifier?: string;
+      /** OR-ed values. */
+      values: SearchValue[];
+      /** `:not` (tokens) / `ne`-style negation: the resource must have no matching row. */
+      negate?: boolean;
+    }
+  | { kind: 'id'; ids: string[]; negate?: boolean }
+  | { kind: 'lastUpdated'; values: Extract<SearchValue, { kind: 'range' }>[] }
+  /** `param:Type.rest=value`: a reference in `param` to a resource of one of `targetTypes` that matches `inner`. */
+  | { kind: 'chain'; param: string; targetTypes: string[]; inner: Filter }
+  /** `_has:Type:param:rest=value`: some `Type` resource whose `param` references this one matches `inner`. */
+  | { kind: 'has'; sourceType: string; param: string; inner: Filter };
+
+export interface SortKey {
+  param: string;
+  type: SearchParamType | '_id' | '_lastUpdated';
+  descending: boolean;
+}
+
+export interface IncludeSpec {
+  /** The type that holds the reference. */
+  sourceType: string;
+  /** Reference parameter code, or '*' for all reference parameters. */
+  param: string;
+  targetType?: string;
+  iterate: boolean;
+}
+
+export interface CompiledQuery {
+  /** The types searched: one for a type search; those of `_type` (or all) for a system search. */
+  resourceTypes: string[];
+  filters: Filter[];
+  sort: SortKey[];
+  count: number;
+  offset: number;
+  /** As asked; undefined: the interaction gives a total only when it costs nothing. */
+  total?: 'none' | 'estimate' | 'accurate';
+  summaryCount: boolean;
+  elements?: string[];
+  include: IncludeSpec[];
+  revinclude: IncludeSpec[];
+  /** Parameters ignored (lenient handling), for the Bundle's OperationOutcome. */
+  warnings: string[];
+  /** The parameters that were applied, for the self link. */
+  applied: [string, string][];
+}
+
+export interface StoreSearchRequest {
+  query: CompiledQuery;
+  /**
+   * The caller's visibility predicate (AccessPolicy.canRead). Adapters apply it to every candidate before it
+   * counts, is paged or returned, and to every resource a chain or `_has` matches through. It is called with the
+   * version's metadata (type, id, version, custodian, patients); `json` may be absent, so a policy must not need it.
+   */
+  canRead: (version: StoredVersion) => boolean;
+  /**
+   * The caller's read scope per type (AccessPolicy.readScope): adapters that can put it inside their query do, so
+   * rows the caller may not see are not visited. It only narrows: `canRead` still decides every row.
+   */
+  scope?: (resourceType: string) => ReadScope;
+  /** Count every visible match (Bundle.total); otherwise an adapter may stop once the page is full. */
+  wantTotal?: boolean;
+}
+
+export interface StoreSearchResult {
+  /** One page of visible current versions, in the query's sort order (at most query.count). */
+  versions: StoredVersion[];
+  /** Visible matches in all, when wantTotal. */
+  total?: number;
+  /** More visible matches exist after this page. */
+  hasMore?: boolean;
+}
