@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { send, startTestApp } from './helpers.js';
 import { EXAMPLES_DIR } from './r4-examples.js';
 
-examplesShard(0, 3);
+examplesShard(0, 6);
 
 describe('decimal precision of an official example', () => {
   it("serves Claim-100151.json's 105.00 as 105.00", async () => {

@@ -1,3 +1,3 @@
 import { examplesShard } from './r4-examples-shard.js';
 
-examplesShard(1, 3);
+examplesShard(1, 6);

@@ -1,3 +1,3 @@
 import { examplesShard } from './r4-examples-shard.js';
 
-examplesShard(2, 3);
+examplesShard(2, 6);

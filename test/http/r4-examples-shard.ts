@@ -1,11 +1,35 @@
-/** The examples test, one shard of it (the shards run in parallel, one file each). */
+/**
+ * The examples test, one shard of it (the shards run in parallel, one file each). Shards are of about equal size
+ * in bytes (a few examples are megabytes: split by position, one shard took three times as long as the others
+ * and neared the test timeout on a busy machine).
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { json, startTestApp, type TestApp } from './helpers.js';
-import { EXAMPLES_BODY_LIMIT, REFUSED_EXAMPLES, comparable, selectExamples } from './r4-examples.js';
+import {
+  EXAMPLES_BODY_LIMIT,
+  REFUSED_EXAMPLES,
+  comparable,
+  selectExamples,
+  type Example,
+} from './r4-examples.js';
+
+/** The examples of one shard: largest first, each to the shard with the fewest bytes so far (deterministic). */
+export function shardOf(all: Example[], shard: number, shards: number): Example[] {
+  const bytes = new Array<number>(shards).fill(0);
+  const member = new Array<number>(all.length);
+  const order = all.map((_e, i) => i).sort((a, b) => all[b].text.length - all[a].text.length || a - b);
+  for (const i of order) {
+    let lightest = 0;
+    for (let k = 1; k < shards; k++) if (bytes[k] < bytes[lightest]) lightest = k;
+    member[i] = lightest;
+    bytes[lightest] += all[i].text.length;
+  }
+  return all.filter((_e, i) => member[i] === shard);
+}
 
 export function examplesShard(shard: number, shards: number): void {
   const all = selectExamples();
-  const examples = all.filter((_e, i) => i % shards === shard);
+  const examples = shardOf(all, shard, shards);
   let app: TestApp;
   beforeAll(async () => {
     app = await startTestApp({}, { bodyLimit: EXAMPLES_BODY_LIMIT, logLevel: 'warn' });

@@ -1,0 +1,3 @@
+import { examplesShard } from './r4-examples-shard.js';
+
+examplesShard(4, 6);
