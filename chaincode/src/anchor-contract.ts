@@ -87,15 +87,7 @@ export class AnchorContract extends Contract {
     requireServiceCaller(ctx);
     requireHex256('root', root);
     const count = requireCount('leafCount', leafCount, 1, MAX_BATCH_LEAVES);
-    const stateKey = ctx.stub.createCompositeKey(BATCH_OBJECT, [root]);
-    if ((await ctx.stub.getState(stateKey)).length > 0) {
-      throw new Error(`batch ${root} already exists; anchors are write-once`);
-    }
-    const record: BatchRecord = { docType: 'batch', root, leafCount: count, ...txMeta(ctx) };
-    const json = stableStringify(record);
-    await ctx.stub.putState(stateKey, toBytes(json));
-    ctx.stub.setEvent('AnchorBatch', toBytes(json));
-    return json;
+    return putBatch(ctx, { docType: 'batch', root, leafCount: count, ...txMeta(ctx) });
   }
 
   /**
@@ -125,17 +117,7 @@ export class AnchorContract extends Contract {
         `invalid argument leafTags: expected ${count * LEAF_TAG_HEX} lowercase hex digits (${LEAF_TAG_HEX} per leaf)`,
       );
     }
-    const stateKey = ctx.stub.createCompositeKey(BATCH_OBJECT, [root]);
-    if ((await ctx.stub.getState(stateKey)).length > 0) {
-      throw new Error(`batch ${root} already exists; anchors are write-once`);
-    }
-    const record: BatchRecord = { docType: 'batch', root, leafCount: count, leafTags, ...txMeta(ctx) };
-    const json = stableStringify(record);
-    await ctx.stub.putState(stateKey, toBytes(json));
-    // The event carries the batch without its tags (listeners need the root; the tags stay in the state).
-    const { leafTags: _tags, ...event } = record;
-    ctx.stub.setEvent('AnchorBatch', toBytes(stableStringify(event)));
-    return json;
+    return putBatch(ctx, { docType: 'batch', root, leafCount: count, leafTags, ...txMeta(ctx) });
   }
 
   /** The anchor record as JSON, or `null` when the key was never anchored. */
@@ -191,4 +173,20 @@ export class AnchorContract extends Contract {
 async function readRecord(ctx: Context, stateKey: string): Promise<string> {
   const bytes = await ctx.stub.getState(stateKey);
   return bytes.length === 0 ? 'null' : fromBytes(bytes);
+}
+
+/**
+ * Stores a batch record once (write-once by root) and emits the `AnchorBatch` event, which carries the batch
+ * without its tags (listeners need the root; the tags stay in the state). Returns the stored record as JSON.
+ */
+async function putBatch(ctx: Context, record: BatchRecord): Promise<string> {
+  const stateKey = ctx.stub.createCompositeKey(BATCH_OBJECT, [record.root]);
+  if ((await ctx.stub.getState(stateKey)).length > 0) {
+    throw new Error(`batch ${record.root} already exists; anchors are write-once`);
+  }
+  const json = stableStringify(record);
+  await ctx.stub.putState(stateKey, toBytes(json));
+  const { leafTags: _tags, ...event } = record;
+  ctx.stub.setEvent('AnchorBatch', toBytes(stableStringify(event)));
+  return json;
 }
