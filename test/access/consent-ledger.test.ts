@@ -7,6 +7,7 @@ import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.j
 import type { Ledger } from '../../src/ledger/ledger.js';
 import { ConsentService, type LedgerGrant } from '../../src/ledger/consent.js';
 import { consentToGrants } from '../../src/mapping/consent.js';
+import { TestPseudonyms } from '../ledger/helpers.js';
 
 const scope = {
   coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }],
@@ -16,25 +17,12 @@ function privacyConsent(patient: string, provision: object, status = 'active') {
   return { resourceType: 'Consent', status, scope, patient: { reference: patient }, provision };
 }
 
-/** Pseudonyms as the participant directory keeps them (random, stable). */
-class Pseudonyms {
-  private readonly map = new Map<string, string>();
-  pseudonymOf(reference: string): string {
-    let p = this.map.get(reference);
-    if (!p) this.map.set(reference, (p = `ps-${Math.random().toString(36).slice(2, 12)}`));
-    return p;
-  }
-  existingPseudonymOf(reference: string): string | undefined {
-    return this.map.get(reference);
-  }
-}
-
 describe('consent chaincode and the consent service over the embedded ledger', () => {
   let dir: string;
   let org1: Ledger;
   let org2: Ledger;
   let releaseChain: () => Promise<void>;
-  const pseudonyms = new Pseudonyms();
+  const pseudonyms = new TestPseudonyms();
   let clock = Date.parse('2026-03-01T12:00:00Z');
   let service: ConsentService;
   const actorPs = 'actor-pseudonym-1';

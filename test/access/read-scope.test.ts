@@ -23,27 +23,7 @@ import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import type { FhirResource } from '../../src/mapping/fhir-json.js';
 import { openStore } from '../search/helpers.js';
-
-/** Pseudonyms as the participant directory keeps them: stable, both ways. */
-class Pseudonyms {
-  private readonly byReference = new Map<string, string>();
-  private readonly byPseudonym = new Map<string, string>();
-  pseudonymOf(reference: string): string {
-    let p = this.byReference.get(reference);
-    if (!p) {
-      p = `pseudonym-${this.byReference.size + 1}`;
-      this.byReference.set(reference, p);
-      this.byPseudonym.set(p, reference);
-    }
-    return p;
-  }
-  existingPseudonymOf(reference: string): string | undefined {
-    return this.byReference.get(reference);
-  }
-  referenceOf(pseudonym: string): string | undefined {
-    return this.byPseudonym.get(pseudonym);
-  }
-}
+import { TestPseudonyms } from '../ledger/helpers.js';
 
 const LOINC = 'http://loinc.org';
 const consentScope = {
@@ -122,7 +102,7 @@ describe('the in-query access filter admits exactly what canRead admits', () => 
   let store: SqliteResourceStore;
   let control: AccessControl;
   let clock = Date.parse('2026-03-01T12:00:00Z');
-  const pseudonyms = new Pseudonyms();
+  const pseudonyms = new TestPseudonyms();
 
   const write = async (
     id: string,

@@ -10,19 +10,7 @@ import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.js';
 import { ConsentService } from '../../src/ledger/consent.js';
 import { FaultyLedger } from '../integrity/helpers.js';
-
-/** Pseudonyms as the participant directory keeps them (stable; counted, not random). */
-class Pseudonyms {
-  private readonly map = new Map<string, string>();
-  pseudonymOf(reference: string): string {
-    let p = this.map.get(reference);
-    if (!p) this.map.set(reference, (p = `pseudonym-${this.map.size + 1}`));
-    return p;
-  }
-  existingPseudonymOf(reference: string): string | undefined {
-    return this.map.get(reference);
-  }
-}
+import { TestPseudonyms } from './helpers.js';
 
 describe('access records while the ledger is away', () => {
   let dir: string;
@@ -41,7 +29,7 @@ describe('access records while the ledger is away', () => {
     ledger = new FaultyLedger(acquired.chain.connect(await serviceIdentity(ca, join(dir, 'svc'))));
     service = await ConsentService.open({
       ledger,
-      pseudonyms: new Pseudonyms(),
+      pseudonyms: new TestPseudonyms(),
       checkpointFile: join(dir, 'checkpoints', 'consent.json'),
     });
   });

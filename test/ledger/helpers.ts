@@ -55,3 +55,27 @@ export function creatorOf(identity: SigningIdentity): SerializedIdentity {
 export function hex(label: string): string {
   return createHash('sha256').update(label).digest('hex');
 }
+
+/**
+ * Pseudonyms as the participant directory keeps them: stable, both ways, counted (never random, so two never
+ * collide), and shaped as the chaincode requires (`pseudonym-N`).
+ */
+export class TestPseudonyms {
+  private readonly byReference = new Map<string, string>();
+  private readonly byPseudonym = new Map<string, string>();
+  pseudonymOf(reference: string): string {
+    let p = this.byReference.get(reference);
+    if (!p) {
+      p = `pseudonym-${this.byReference.size + 1}`;
+      this.byReference.set(reference, p);
+      this.byPseudonym.set(p, reference);
+    }
+    return p;
+  }
+  existingPseudonymOf(reference: string): string | undefined {
+    return this.byReference.get(reference);
+  }
+  referenceOf(pseudonym: string): string | undefined {
+    return this.byPseudonym.get(pseudonym);
+  }
+}

@@ -14,6 +14,7 @@ import { LedgerMismatchError } from '../../src/ledger/ledger-continuity.js';
 import { consentToGrants } from '../../src/mapping/consent.js';
 import { actor, privacyConsent, startHarness, type Harness } from '../access/app-harness.js';
 import { startFabricHarness, type FabricHarness } from '../fabric/support/harness.js';
+import { TestPseudonyms } from './helpers.js';
 
 /** Removes the chain file and its SQLite companions (-wal, -shm), as a lost disk or a careless restore would. */
 function loseChain(dataDir: string): void {
@@ -103,24 +104,10 @@ describe('the embedded chain file lost or replaced between runs', () => {
   });
 });
 
-/** Pseudonyms as the participant directory keeps them (stable within the test). */
-class Pseudonyms {
-  private readonly map = new Map<string, string>();
-  private next = 0;
-  pseudonymOf(reference: string): string {
-    let p = this.map.get(reference);
-    if (!p) this.map.set(reference, (p = `pseudonym-${++this.next}`));
-    return p;
-  }
-  existingPseudonymOf(reference: string): string | undefined {
-    return this.map.get(reference);
-  }
-}
-
 describe('the consent checkpoint against the ledger', () => {
   let dir: string;
   let ca: EmbeddedCa;
-  const pseudonyms = new Pseudonyms();
+  const pseudonyms = new TestPseudonyms();
   const checkpointFile = () => join(dir, 'checkpoints', 'consent.json');
   const openChain = async (file: string) => {
     const { chain, release } = await acquireChain({
@@ -177,7 +164,7 @@ describe('the consent checkpoint against the ledger', () => {
 describe('the consent checkpoint against a Fabric channel that was away at start', () => {
   let fabric: FabricHarness;
   let dir: string;
-  const pseudonyms = new Pseudonyms();
+  const pseudonyms = new TestPseudonyms();
 
   beforeAll(async () => {
     fabric = await startFabricHarness();

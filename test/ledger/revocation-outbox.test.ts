@@ -14,25 +14,13 @@ import { ConsentService, type LedgerGrant } from '../../src/ledger/consent.js';
 import type { PendingRevocation } from '../../src/ledger/revocation-outbox.js';
 import { consentToGrants } from '../../src/mapping/consent.js';
 import { actor, privacyConsent } from '../access/app-harness.js';
-
-class Pseudonyms {
-  private readonly map = new Map<string, string>();
-  private next = 0;
-  pseudonymOf(reference: string): string {
-    let p = this.map.get(reference);
-    if (!p) this.map.set(reference, (p = `pseudonym-${++this.next}`));
-    return p;
-  }
-  existingPseudonymOf(reference: string): string | undefined {
-    return this.map.get(reference);
-  }
-}
+import { TestPseudonyms } from './helpers.js';
 
 describe('the revocation outbox', () => {
   let dir: string;
   let ledger: Ledger;
   let release: () => Promise<void>;
-  const pseudonyms = new Pseudonyms();
+  const pseudonyms = new TestPseudonyms();
   const revocationsFile = () => join(dir, 'consent-revocations.json');
   const open = () =>
     ConsentService.open({
