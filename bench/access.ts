@@ -22,11 +22,11 @@ import { startService, stopChild } from './support.js';
 import { SignJWT } from 'jose';
 import { openParticipantDirectory } from '../src/commands/participant.js';
 import { TokenService } from '../src/access/tokens.js';
-import { AccessControl } from '../src/access/access-policy.js';
+import { AccessControl } from '../src/access/caller-access-policy.js';
 import { patientCompartmentTypes } from '../src/access/setup.js';
-import { ConsentService } from '../src/ledger/consent.js';
+import { ConsentService } from '../src/consent/consent-service.js';
 import { openEmbeddedLedger } from '../src/ledger/embedded/index.js';
-import { consentToGrants } from '../src/mapping/consent.js';
+import { consentToGrants } from '../src/consent/consent-resource.js';
 import type { StoredVersion } from '../src/fhir/store/resource-store.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 12);

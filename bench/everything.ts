@@ -8,8 +8,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { buildApp } from '../src/app.js';
-import { loadConfig } from '../src/config.js';
+import { buildApp } from '../src/app/app.js';
+import { loadConfig } from '../src/config/config.js';
 
 const dir = join(process.cwd(), '../shared/data/synthea-bundles');
 const bundles = Number(process.argv[2] ?? 10);

@@ -19,14 +19,14 @@ import { SqliteResourceStore } from '../src/fhir/store/sqlite/sqlite-store.js';
 import type { IndexEntry, StoredVersion } from '../src/fhir/store/resource-store.js';
 import { openEmbeddedLedger } from '../src/ledger/embedded/index.js';
 import { loadFabricConfig, openFabricLedger } from '../src/ledger/fabric/index.js';
-import { openIntegrity } from '../src/ledger/integrity-service.js';
-import { pendingAnchorOf } from '../src/ledger/anchoring.js';
+import { openIntegrity } from '../src/integrity/integrity-service.js';
+import { pendingAnchorOf } from '../src/integrity/anchorer.js';
 import type { Ledger } from '../src/ledger/ledger.js';
-import { loadOrCreateKeyring } from '../src/mapping/hashing.js';
-import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../src/mapping/fhir-json.js';
+import { loadOrCreateKeyring } from '../src/integrity/hashing.js';
+import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../src/fhir/fhir-json.js';
 import { extractIndex } from '../src/fhir/search/index-entries.js';
-import { buildApp } from '../src/app.js';
-import { loadConfig } from '../src/config.js';
+import { buildApp } from '../src/app/app.js';
+import { loadConfig } from '../src/config/config.js';
 
 const { values: args } = parseArgs({
   options: {

@@ -9,12 +9,12 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { parseFhirJson, type FhirResource } from '../src/mapping/fhir-json.js';
+import { parseFhirJson, type FhirResource } from '../src/fhir/fhir-json.js';
 import { searchDefinitions } from '../src/fhir/search/definitions.js';
 import { extractIndex } from '../src/fhir/search/index-entries.js';
 import { parseSearch } from '../src/fhir/search/parse.js';
-import { buildApp } from '../src/app.js';
-import { loadConfig } from '../src/config.js';
+import { buildApp } from '../src/app/app.js';
+import { loadConfig } from '../src/config/config.js';
 
 const dir = join(process.cwd(), '../shared/data/synthea-bundles');
 const extractionBundles = Number(process.argv[2] ?? 20);

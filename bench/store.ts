@@ -12,12 +12,12 @@ import { join } from 'node:path';
 import { patientCompartments } from '../src/fhir/search/definitions.js';
 import { extractIndex } from '../src/fhir/search/index-entries.js';
 import type { StoredVersion, WriteRequest } from '../src/fhir/store/resource-store.js';
-import { pendingAnchorOf } from '../src/ledger/anchoring.js';
-import { LedgerKeyring } from '../src/mapping/hashing.js';
+import { pendingAnchorOf } from '../src/integrity/anchorer.js';
+import { LedgerKeyring } from '../src/integrity/hashing.js';
 import { PostgresResourceStore } from '../src/fhir/store/postgres/postgres-store.js';
 import type { ResourceStore } from '../src/fhir/store/resource-store.js';
 import { SqliteResourceStore } from '../src/fhir/store/sqlite/sqlite-store.js';
-import { parseFhirJson, type FhirResource } from '../src/mapping/fhir-json.js';
+import { parseFhirJson, type FhirResource } from '../src/fhir/fhir-json.js';
 
 const bundles = Number(process.argv[2] ?? 10);
 const dataDir = join(process.cwd(), '../shared/data/synthea-bundles');

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** The `hie-ledger` command (its subcommands: src/commands/program.ts). */
-import { ConfigError } from './config.js';
+import { ConfigError } from './config/config.js';
 import { createProgram } from './commands/program.js';
 
 export async function main(argv: string[] = process.argv): Promise<void> {

@@ -19,10 +19,10 @@
  * are retried with backoff (logged once when it starts, once when they are stored again); past `maxKept`
  * events waiting, `canKeep()` is false and the service refuses requests with 503 until they are stored.
  */
-import type { Caller } from './policy.js';
-import type { FhirResource } from '../mapping/fhir-json.js';
+import type { Caller } from '../fhir/interactions/access-policy.js';
+import type { FhirResource } from '../fhir/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
-import type { AccessRecordInput } from '../ledger/consent.js';
+import type { AccessRecordInput } from '../consent/consent-service.js';
 import { newResourceId } from '../fhir/interactions/ids.js';
 import { storageFaultOf } from '../fhir/http/errors.js';
 

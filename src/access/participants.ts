@@ -12,9 +12,9 @@ import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ClientDirectory, ClientRecord } from './tokens.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from './scopes.js';
-import type { IdentityEnrollment, IdentityProvider } from './identity-provider.js';
+import type { IdentityEnrollment, IdentityProvider } from '../ledger/identity/identity-provider.js';
 import type { EcKeyType } from '../ledger/identity/embedded-ca.js';
-import { ensurePrivateFile } from '../private-files.js';
+import { ensurePrivateFile } from '../platform/private-files.js';
 
 export type ParticipantStatus = 'registered' | 'enrolled' | 'revoked';
 

@@ -1,5 +1,5 @@
 /**
- * Token buckets per key, for `POST /auth/token` (per client address and per client id; src/fhir/http/auth-routes.ts).
+ * Token buckets per key, for `POST /auth/token` (per client address and per client id; src/access/auth-routes.ts).
  * Each key may spend `perMinute` requests at once and regains them at `perMinute` a minute. The clock is injected,
  * so tests are exact. Memory is bounded: at `maxKeys` keys, buckets that are full again are dropped, then the oldest.
  */

@@ -1,5 +1,5 @@
 /**
- * Wires access control into the app (src/app.ts calls it): participants and their CA, the token service (its HMAC
+ * Wires access control into the app (src/app/app.ts calls it): participants and their CA, the token service (its HMAC
  * key in DATA/secrets/), the consent service on the ledger, the per-request access policy, the audit, the auth
  * routes and hooks, and the `$access-log` operation (who accessed a patient's data).
  */
@@ -7,23 +7,23 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { EmbeddedIdentityProvider } from './identity-provider.js';
+import { EmbeddedIdentityProvider } from '../ledger/identity/identity-provider.js';
 import { ParticipantDirectory } from './participants.js';
 import { TokenService } from './tokens.js';
-import { AccessControl, CallerAccessPolicy } from './access-policy.js';
+import { AccessControl, CallerAccessPolicy } from './caller-access-policy.js';
 import { AuditRecorder } from './audit.js';
-import { withConsentLedger } from './consent-store.js';
-import { cursorKeyOf } from './cursor-seal.js';
-import type { AccessPolicy, Caller } from './policy.js';
-import { OpenAccess } from './policy.js';
-import { ConsentService } from '../ledger/consent.js';
+import { withConsentLedger } from '../consent/consent-store.js';
+import { cursorKeyOf } from '../fhir/interactions/cursor-seal.js';
+import type { AccessPolicy, Caller } from '../fhir/interactions/access-policy.js';
+import { OpenAccess } from '../fhir/interactions/access-policy.js';
+import { ConsentService } from '../consent/consent-service.js';
 import type { Ledger } from '../ledger/ledger.js';
-import type { FhirResource } from '../mapping/fhir-json.js';
+import type { FhirResource } from '../fhir/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { FhirRegistry } from '../fhir/interactions/registry.js';
 import type { InteractionHandler } from '../fhir/interactions/types.js';
 import { forbidden, notFound, serviceUnavailable, unauthorized } from '../fhir/outcome.js';
-import { registerAuth } from '../fhir/http/auth-routes.js';
+import { registerAuth } from './auth-routes.js';
 import { searchDefinitions } from '../fhir/search/definitions.js';
 
 export type AuthMode = 'smart' | 'dev-open';

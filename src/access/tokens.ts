@@ -9,7 +9,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
-import type { Caller } from './policy.js';
+import type { Caller } from '../fhir/interactions/access-policy.js';
 import { grantScopes, PARTICIPANT_ROLES, type ParticipantRole } from './scopes.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';

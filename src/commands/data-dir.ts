@@ -7,10 +7,10 @@
 import path from 'node:path';
 import { SqliteResourceStore } from '../fhir/store/sqlite/sqlite-store.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
-import { openConfiguredLedger } from '../ledger/open-ledger.js';
-import { openIntegrity, type IntegrityService } from '../ledger/integrity-service.js';
+import { openConfiguredLedger } from '../app/open-ledger.js';
+import { openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
 import type { Ledger } from '../ledger/ledger.js';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 
 /** The settings of the commands that open a data directory's store, ledger and integrity service. */
 export const DATA_DIR_SETTINGS = ['dataDir', 'mspId', 'ledger', 'fabricConfig'] as const;

@@ -10,11 +10,11 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { versionReference } from '../mapping/hashing.js';
-import { addConfigOptions, loadSettings } from '../config.js';
+import { versionReference } from '../integrity/hashing.js';
+import { addConfigOptions, loadSettings } from '../config/config.js';
 import { DATA_DIR_SETTINGS, openDataDirIntegrity, type DataDirConfig } from './data-dir.js';
 import { formatAuditReport } from './verify.js';
-import { writeAuditReport } from '../jobs/audit.js';
+import { writeAuditReport } from '../integrity/scheduled-audit.js';
 
 export interface EraseOptions extends DataDirConfig {
   /** `Type/id` */

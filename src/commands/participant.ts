@@ -5,13 +5,13 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { EmbeddedIdentityProvider } from '../access/identity-provider.js';
+import { EmbeddedIdentityProvider } from '../ledger/identity/identity-provider.js';
 import { ParticipantDirectory, type Participant } from '../access/participants.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from '../access/scopes.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
-import { addConfigOptions, DEFAULT_MSP_ID, loadSettings, type Config } from '../config.js';
+import { addConfigOptions, DEFAULT_MSP_ID, loadSettings, type Config } from '../config/config.js';
 
-/** The settings of every participant command (src/config.ts). */
+/** The settings of every participant command (src/config/config.ts). */
 export const PARTICIPANT_SETTINGS = ['dataDir', 'mspId', 'ca', 'fabricConfig'] as const;
 export type ParticipantConfig = Pick<Config, (typeof PARTICIPANT_SETTINGS)[number]>;
 

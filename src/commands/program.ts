@@ -1,11 +1,11 @@
 /**
  * The `hie-ledger` program: each subcommand registers itself with one line in COMMANDS (a
  * `register...Command(program)` function). Every setting a subcommand reads comes from the one option table
- * (src/config.ts: flag, variable, default), handed to it typed; docs/configuration.md lists them per command.
+ * (src/config/config.ts: flag, variable, default), handed to it typed; docs/configuration.md lists them per command.
  */
 import { Command } from 'commander';
-import { addConfigOptions, loadSettings, SERVE_SETTINGS } from '../config.js';
-import { serve } from '../server.js';
+import { addConfigOptions, loadSettings, SERVE_SETTINGS } from '../config/config.js';
+import { serve } from '../app/server.js';
 import { registerVerifyCommand } from './verify.js';
 import { registerEraseCommand } from './erase.js';
 import { registerParticipantCommand } from './participant.js';

@@ -1,6 +1,6 @@
 /**
  * `hie-ledger verify --data-dir DIR`: re-checks every stored version of a data directory against the ledger
- * (src/ledger/integrity.ts), with a progress bar on a terminal, and prints a summary naming every altered and
+ * (src/integrity/verification.ts), with a progress bar on a terminal, and prints a summary naming every altered and
  * every missing version as `Type/id/_history/vid`. Exit code 0 when everything matches, 1 otherwise, 2 when the
  * audit could not run. The report is also written to DIR/audits/ (like the scheduled audit).
  */
@@ -8,9 +8,9 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import type { AuditProgress, AuditReport } from '../ledger/integrity.js';
-import { writeAuditReport } from '../jobs/audit.js';
-import { addConfigOptions, loadSettings } from '../config.js';
+import type { AuditProgress, AuditReport } from '../integrity/verification.js';
+import { writeAuditReport } from '../integrity/scheduled-audit.js';
+import { addConfigOptions, loadSettings } from '../config/config.js';
 import { DATA_DIR_SETTINGS, openDataDirIntegrity, type DataDirConfig } from './data-dir.js';
 
 export interface VerifyCommandOptions extends DataDirConfig {

@@ -6,7 +6,7 @@
  * the ledger no longer backs (and letting revoked grants come back). Transaction ids are SHA-256 of a random nonce
  * and the creator, so no other chain holds the same one.
  */
-import type { AnchorJournal } from './anchor-journal.js';
+import type { AnchorJournal } from '../integrity/anchor-journal.js';
 import { LedgerTransactionError, type Ledger } from './ledger.js';
 
 /** A transaction that some file of the data directory says is on the ledger. */

@@ -5,7 +5,7 @@
  */
 import { createPrivateKey, randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
-import type { App } from '../../src/app.js';
+import type { App } from '../../src/app/app.js';
 import { openParticipantDirectory } from '../../src/commands/participant.js';
 import type { ParticipantDirectory } from '../../src/access/participants.js';
 import type { ParticipantRole } from '../../src/access/scopes.js';

@@ -2,8 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { AuditRecorder, type RequestAudit, type TouchCounts } from '../../src/access/audit.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
-import type { AccessRecordInput } from '../../src/ledger/consent.js';
-import type { Caller } from '../../src/access/policy.js';
+import type { AccessRecordInput } from '../../src/consent/consent-service.js';
+import type { Caller } from '../../src/fhir/interactions/access-policy.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 
 const clinician: Caller = Object.freeze({

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
-import { ConsentService, type LedgerGrant } from '../../src/ledger/consent.js';
-import { consentToGrants } from '../../src/mapping/consent.js';
+import { ConsentService, type LedgerGrant } from '../../src/consent/consent-service.js';
+import { consentToGrants } from '../../src/consent/consent-resource.js';
 import { TestPseudonyms } from '../ledger/helpers.js';
 
 const scope = {

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { consentToGrants, grantAllows, isPrivacyConsent, periodInstant } from '../../src/mapping/consent.js';
+import {
+  consentToGrants,
+  grantAllows,
+  isPrivacyConsent,
+  periodInstant,
+} from '../../src/consent/consent-resource.js';
 import { FhirError } from '../../src/fhir/outcome.js';
 
 const scope = {

@@ -188,7 +188,8 @@ describe('participants', () => {
       ),
     ).rejects.toMatchObject({ error: 'invalid_client' });
     // The CA revoked its certificate too.
-    const identity = (await import('../../src/access/identity-provider.js')).EmbeddedIdentityProvider;
+    const identity = (await import('../../src/ledger/identity/identity-provider.js'))
+      .EmbeddedIdentityProvider;
     const provider = await identity.open(join(dataDir, 'identity', 'ca'), { mspId: 'Org1MSP' });
     expect(provider.embeddedCa.isRevoked(readFileSync(join(dataDir, 'out-ehr', 'cert.pem'), 'utf8'))).toBe(
       true,

@@ -6,9 +6,9 @@
  * Only this service's organisation (hosp-a) chooses ids: a system of hosp-b cannot squat one.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AccessControl } from '../../src/access/access-policy.js';
+import { AccessControl } from '../../src/access/caller-access-policy.js';
 import { patientCompartmentTypes } from '../../src/access/setup.js';
-import type { Caller } from '../../src/access/policy.js';
+import type { Caller } from '../../src/fhir/interactions/access-policy.js';
 import { FhirError } from '../../src/fhir/outcome.js';
 import { actor, privacyConsent, startHarness, type Harness } from './app-harness.js';
 

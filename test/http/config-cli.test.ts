@@ -12,7 +12,7 @@ import {
   loadConfig,
   loadSettings,
   settingOf,
-} from '../../src/config.js';
+} from '../../src/config/config.js';
 import { createProgram } from '../../src/commands/program.js';
 
 /** Every command that runs (no subcommands of its own), with its path: ['participant', 'enroll']. */
@@ -117,10 +117,10 @@ describe('configuration', () => {
     expect(() => loadSettings(['ca'], {}, env)).toThrow(/HIE_CA/);
   });
 
-  it('reads the environment in src/config.ts only', () => {
+  it('reads the environment in src/config/config.ts only', () => {
     // CORE_CHAINCODE_LOGGING_LEVEL is fabric-shim's own variable (docs/configuration.md): the library reads it.
     const allowed = new Set([
-      join('src', 'config.ts'),
+      join('src', 'config/config.ts'),
       join('src', 'ledger', 'embedded', 'chaincode-runtime.ts'),
     ]);
     const readers = sourceFiles('src').filter(

@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp, type App } from '../../src/app.js';
-import { loadConfig } from '../../src/config.js';
+import { buildApp, type App } from '../../src/app/app.js';
+import { loadConfig } from '../../src/config/config.js';
 import { send } from './helpers.js';
 
 /** Every entry under `dir` (the directory itself included) with its permission bits, e.g. `ledger/ 700`. */

@@ -2,7 +2,7 @@
  * The app in development mode (no tokens) for HTTP tests: the shared harness (test/support/app-harness.ts) with
  * the SQLite store in a temp data dir and the schema validator, driven with inject.
  */
-import type { App, AppOverrides } from '../../src/app.js';
+import type { App, AppOverrides } from '../../src/app/app.js';
 import { bootApp } from '../support/app-harness.js';
 
 export { FHIR_JSON, send } from '../support/app-harness.js';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OpenAccess, type AccessPolicy } from '../../src/access/policy.js';
+import { OpenAccess, type AccessPolicy } from '../../src/fhir/interactions/access-policy.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { registerFhirRoutes } from '../../src/fhir/http/fhir-routes.js';
 import { createHttpServer } from '../../src/fhir/http/server.js';

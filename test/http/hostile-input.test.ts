@@ -4,7 +4,7 @@
  * too deeply, duplicate property names, invalid UTF-8 and lone UTF-16 surrogates, on every route family.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_JSON_DEPTH } from '../../src/mapping/fhir-json.js';
+import { MAX_JSON_DEPTH } from '../../src/fhir/fhir-json.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;

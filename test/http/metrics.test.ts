@@ -5,7 +5,7 @@
  * --metrics-allow lists the caller (or says all).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { send, startTestApp, FHIR_JSON, type TestApp } from './helpers.js';
 import { actor, privacyConsent, startHarness } from '../access/app-harness.js';
 

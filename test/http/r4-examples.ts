@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { isLosslessNumber, parseFhirJson } from '../../src/mapping/fhir-json.js';
+import { isLosslessNumber, parseFhirJson } from '../../src/fhir/fhir-json.js';
 
 const require = createRequire(import.meta.url);
 export const EXAMPLES_DIR = dirname(require.resolve('hl7.fhir.r4.examples/package.json'));

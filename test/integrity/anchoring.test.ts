@@ -1,8 +1,8 @@
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AnchorContractClient } from '../../src/ledger/anchors.js';
-import { verifyProof } from '../../src/mapping/merkle.js';
+import { AnchorContractClient } from '../../src/integrity/anchor-contract-client.js';
+import { verifyProof } from '../../src/integrity/merkle.js';
 import { eventually, observation, openFixture, type Fixture } from './helpers.js';
 
 let fixture: Fixture | undefined;

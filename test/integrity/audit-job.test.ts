@@ -2,8 +2,8 @@
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isAuditDisabled, scheduleAudit } from '../../src/jobs/audit.js';
-import type { AuditReport } from '../../src/ledger/integrity.js';
+import { isAuditDisabled, scheduleAudit } from '../../src/integrity/scheduled-audit.js';
+import type { AuditReport } from '../../src/integrity/verification.js';
 import { observation, openFixture, type Fixture } from './helpers.js';
 
 let fixture: Fixture | undefined;

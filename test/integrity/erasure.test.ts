@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runErase } from '../../src/commands/erase.js';
 import { runVerify } from '../../src/commands/verify.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
-import { AnchorContractClient } from '../../src/ledger/anchors.js';
+import { AnchorContractClient } from '../../src/integrity/anchor-contract-client.js';
 import { dataDirConfig, observation, openFixture } from './helpers.js';
 
 function sink() {

@@ -5,8 +5,8 @@ import path from 'node:path';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { StoredVersion, WriteRequest } from '../../src/fhir/store/resource-store.js';
 import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
-import { openIntegrity, type IntegrityService } from '../../src/ledger/integrity-service.js';
-import type { AnchoringOptions } from '../../src/ledger/anchoring.js';
+import { openIntegrity, type IntegrityService } from '../../src/integrity/integrity-service.js';
+import type { AnchoringOptions } from '../../src/integrity/anchorer.js';
 import {
   LedgerTransactionError,
   type EventStream,
@@ -14,10 +14,10 @@ import {
   type SubmitResult,
   type TransactionStatus,
 } from '../../src/ledger/ledger.js';
-import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
+import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
-import { loadSettings } from '../../src/config.js';
+import { loadSettings } from '../../src/config/config.js';
 import { DATA_DIR_SETTINGS, type DataDirConfig } from '../../src/commands/data-dir.js';
 
 /** The organisation the fixture writes as (the custodian of its versions). */

@@ -4,16 +4,16 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { canonicalize, canonicalizeText } from '../../src/mapping/canonical.js';
+import { canonicalize, canonicalizeText } from '../../src/integrity/canonical.js';
 import {
   canonicalOfVersion,
   hmacKeyPath,
   leafHashOfCanonical,
   loadOrCreateKeyring,
   newSalt,
-} from '../../src/mapping/hashing.js';
-import { MerkleTree, leafNode, merkleRoot, proofSides, verifyProof } from '../../src/mapping/merkle.js';
-import { JsonSyntaxError, parseFhirJson, stringifyFhirJson } from '../../src/mapping/fhir-json.js';
+} from '../../src/integrity/hashing.js';
+import { MerkleTree, leafNode, merkleRoot, proofSides, verifyProof } from '../../src/integrity/merkle.js';
+import { JsonSyntaxError, parseFhirJson, stringifyFhirJson } from '../../src/fhir/fhir-json.js';
 
 const sha256 = (...parts: Buffer[]) => {
   const h = createHash('sha256');

@@ -11,9 +11,9 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runVerify } from '../../src/commands/verify.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
-import { pendingAnchorOf } from '../../src/ledger/anchoring.js';
-import { canonicalizeText } from '../../src/mapping/canonical.js';
-import { canonicalOfVersion, leafHashOf, leafHashOfCanonical } from '../../src/mapping/hashing.js';
+import { pendingAnchorOf } from '../../src/integrity/anchorer.js';
+import { canonicalizeText } from '../../src/integrity/canonical.js';
+import { canonicalOfVersion, leafHashOf, leafHashOfCanonical } from '../../src/integrity/hashing.js';
 import { dataDirConfig, observation, openFixture } from './helpers.js';
 
 function capture(): { stream: Writable; text: () => string } {

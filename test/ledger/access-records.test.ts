@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.js';
-import { ConsentService } from '../../src/ledger/consent.js';
+import { ConsentService } from '../../src/consent/consent-service.js';
 import { FaultyLedger } from '../integrity/helpers.js';
 import { TestPseudonyms } from './helpers.js';
 

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { grantAllows as chaincodeGrantAllows, type GrantRecord } from 'hie-ledger-chaincode';
-import { grantAllows as serviceGrantAllows } from '../../src/mapping/consent.js';
+import { grantAllows as serviceGrantAllows } from '../../src/consent/consent-resource.js';
 
 const base: GrantRecord = {
   docType: 'grant',

@@ -10,9 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
-import { ConsentService, type LedgerGrant } from '../../src/ledger/consent.js';
-import type { PendingRevocation } from '../../src/ledger/revocation-outbox.js';
-import { consentToGrants } from '../../src/mapping/consent.js';
+import { ConsentService, type LedgerGrant } from '../../src/consent/consent-service.js';
+import type { PendingRevocation } from '../../src/consent/revocation-outbox.js';
+import { consentToGrants } from '../../src/consent/consent-resource.js';
 import { actor, privacyConsent } from '../access/app-harness.js';
 import { TestPseudonyms } from './helpers.js';
 

@@ -9,7 +9,7 @@ import {
   parseFhirJson,
   stringifyFhirJson,
   toPlainJson,
-} from '../../src/mapping/fhir-json.js';
+} from '../../src/fhir/fhir-json.js';
 
 describe('FHIR JSON keeps numbers as written', () => {
   it.each(['1.50', '105.00', '1e2', '1E+2', '-0', '0.10', '100000000000000000000', '1.0'])(

@@ -3,7 +3,7 @@
  * reads client JSON has to check what it reads. Checked by the typechecker (`npx tsc --noEmit` compiles test/).
  */
 import { describe, expectTypeOf, it } from 'vitest';
-import type { FhirResource } from '../../src/mapping/fhir-json.js';
+import type { FhirResource } from '../../src/fhir/fhir-json.js';
 
 describe('FhirResource', () => {
   it('types what every resource has, and nothing else as any', () => {

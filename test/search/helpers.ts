@@ -5,8 +5,8 @@ import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js
 import { searchSqlite } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
-import { OpenAccess, type AccessPolicy } from '../../src/access/policy.js';
-import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
+import { OpenAccess, type AccessPolicy } from '../../src/fhir/interactions/access-policy.js';
+import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import type { FhirContext, FhirRequest } from '../../src/fhir/interactions/types.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 

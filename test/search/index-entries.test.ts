@@ -2,7 +2,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
+import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import {
   dateRange,
   extractIndex,

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseFhirJson } from '../../src/mapping/fhir-json.js';
+import { parseFhirJson } from '../../src/fhir/fhir-json.js';
 import { searchType, searchSystem } from '../../src/fhir/interactions/search.js';
 import { FhirError, forbidden } from '../../src/fhir/outcome.js';
-import type { AccessPolicy, Caller } from '../../src/access/policy.js';
+import type { AccessPolicy, Caller } from '../../src/fhir/interactions/access-policy.js';
 import type { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import {

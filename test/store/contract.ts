@@ -17,7 +17,7 @@ import type {
   VersionKey,
   WriteRequest,
 } from '../../src/fhir/store/resource-store.js';
-import { parseFhirJson, type FhirResource } from '../../src/mapping/fhir-json.js';
+import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 
 const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 

@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { AuditRecorder, touch, type RequestAudit, type Touched } from '../../src/access/audit.js';
-import type { Caller } from '../../src/access/policy.js';
+import type { Caller } from '../../src/fhir/interactions/access-policy.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { startHarness, type Harness } from '../access/app-harness.js';
 import { newResourceId } from '../../src/fhir/interactions/ids.js';

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { expect } from 'vitest';
-import { buildApp, type App, type AppOverrides } from '../../src/app.js';
-import { loadConfig, type Config } from '../../src/config.js';
+import { buildApp, type App, type AppOverrides } from '../../src/app/app.js';
+import { loadConfig, type Config } from '../../src/config/config.js';
 
 export const FHIR_JSON = { 'content-type': 'application/fhir+json' };
 

@@ -6,7 +6,7 @@
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { FhirError, issue, operationOutcome, type IssueCode, type OperationOutcome } from '../outcome.js';
-import { JsonSyntaxError } from '../../mapping/fhir-json.js';
+import { JsonSyntaxError } from '../fhir-json.js';
 import { jsonSyntaxError } from '../interactions/router.js';
 
 const OUTCOME_TYPE = 'application/fhir+json; charset=utf-8';

@@ -5,13 +5,8 @@
  * `_pretty`, `_summary` or `_elements` ask for a different shape.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { OpenAccess, type AccessPolicy } from '../../access/policy.js';
-import {
-  firstInvalidUtf8,
-  parseFhirJson,
-  stringifyFhirJson,
-  type FhirResource,
-} from '../../mapping/fhir-json.js';
+import { OpenAccess, type AccessPolicy } from '../interactions/access-policy.js';
+import { firstInvalidUtf8, parseFhirJson, stringifyFhirJson, type FhirResource } from '../fhir-json.js';
 import { isUtf8 } from 'node:buffer';
 import { badRequest, notImplemented, unsupportedMediaType, type FhirError } from '../outcome.js';
 import { applyRepresentation, representationOf } from '../interactions/representation.js';

@@ -10,7 +10,7 @@
 import { storageFaultError } from '../http/errors.js';
 import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, preconditionFailed, type OperationOutcome } from '../outcome.js';
-import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../fhir-json.js';
 import { isKnownResourceType } from '../search/definitions.js';
 import { FhirRouter, parseRequestJson } from './router.js';
 import { copyQuery, emptyQuery, parseQuery } from '../query.js';

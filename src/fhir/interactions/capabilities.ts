@@ -5,7 +5,7 @@
  * start-up.
  */
 import { createRequire } from 'node:module';
-import type { FhirResource } from '../../mapping/fhir-json.js';
+import type { FhirResource } from '../fhir-json.js';
 import type { FhirRegistry, OperationRegistration } from './registry.js';
 import type { Interaction, InteractionHandler } from './types.js';
 // The media types the HTTP layer negotiates; XML is not offered.

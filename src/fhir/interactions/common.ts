@@ -14,8 +14,8 @@ import {
   unsupportedMediaType,
   type OperationOutcomeIssue,
 } from '../outcome.js';
-import { toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
-import { canonicalizeText } from '../../mapping/canonical.js';
+import { toPlainJson, type FhirResource } from '../fhir-json.js';
+import { canonicalizeText } from '../../integrity/canonical.js';
 import type { StoredVersion, WriteRequest } from '../store/resource-store.js';
 import { serialiseVersion } from '../store/store-support.js';
 import type { ValidationOptions } from '../validation/validator.js';

@@ -1,4 +1,4 @@
-/** The interactions this area provides, registered in one call (src/app.ts). */
+/** The interactions this area provides, registered in one call (src/app/app.ts). */
 import { capabilitiesHandler, type CapabilitiesOptions } from './capabilities.js';
 import { create } from './create.js';
 import { deleteResource } from './delete.js';

@@ -1,6 +1,6 @@
 /** create: POST [base]/[type] with a server-assigned id (http://hl7.org/fhir/R4/http.html#create). */
 import { badRequest, preconditionFailed } from '../outcome.js';
-import { parseFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { parseFhirJson, type FhirResource } from '../fhir-json.js';
 import {
   assertBodyType,
   assertResourceType,

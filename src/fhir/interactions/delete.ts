@@ -1,6 +1,6 @@
 /** delete: DELETE [base]/[type]/[id], logical (a deleted version) (http://hl7.org/fhir/R4/http.html#delete). */
 import { issue, operationOutcome } from '../outcome.js';
-import type { FhirResource } from '../../mapping/fhir-json.js';
+import type { FhirResource } from '../fhir-json.js';
 import {
   assertId,
   assertResourceType,

@@ -3,8 +3,8 @@
  * newest first, with `_count`, `_since`, `_at` and `self`/`next` links (the store's cursor, sealed to the caller and
  * the history, in `_cursor`). Versions the caller may not see are left out before anything is counted or paged. Stored bodies are spliced into the Bundle text as stored.
  */
-import { CallerCursorSeal, processCursorKey } from '../../access/cursor-seal.js';
-import { OpenAccess, type AccessPolicy, type CursorSeal } from '../../access/policy.js';
+import { CallerCursorSeal, processCursorKey } from './cursor-seal.js';
+import { OpenAccess, type AccessPolicy, type CursorSeal } from './access-policy.js';
 import { badRequest } from '../outcome.js';
 import type { HistoryQuery, StoredVersion } from '../store/resource-store.js';
 import { assertId, assertResourceType, httpDate, visibleOr404 } from './common.js';

@@ -17,7 +17,7 @@ import {
   parseFhirJson,
   toPlainJson,
   type FhirResource,
-} from '../../mapping/fhir-json.js';
+} from '../fhir-json.js';
 import type { StoredVersion } from '../store/resource-store.js';
 import {
   assertCanWrite,

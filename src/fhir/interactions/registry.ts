@@ -3,7 +3,7 @@
  * through it, and GET /metadata (capabilities.ts) is generated from it, so the CapabilityStatement can never
  * claim more (or less) than the code serves.
  *
- * Other areas register themselves in src/app.ts, e.g.
+ * Other areas register themselves in src/app/app.ts, e.g.
  *   registry.registerInteraction('search-type', searchType);
  *   registry.registerOperation({ name: 'validate', levels: ['type', 'instance'], handler: validateOperation });
  */

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { badRequest } from '../outcome.js';
-import type { FhirResource } from '../../mapping/fhir-json.js';
+import type { FhirResource } from '../fhir-json.js';
 
 const require = createRequire(import.meta.url);
 const EXAMPLES_DIR = dirname(require.resolve('hl7.fhir.r4.examples/package.json'));

@@ -4,7 +4,7 @@
  * What a path may do is derived from the registry, so 405's Allow header lists exactly what is served.
  */
 import { methodNotAllowed, notFound, badRequest } from '../outcome.js';
-import { JsonSyntaxError, type FhirResource, parseClientJson } from '../../mapping/fhir-json.js';
+import { JsonSyntaxError, type FhirResource, parseClientJson } from '../fhir-json.js';
 import type { FhirRegistry } from './registry.js';
 import type { FhirRequest, Interaction } from './types.js';
 

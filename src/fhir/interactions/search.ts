@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
-import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../fhir-json.js';
 import { parseSearch, LIMITS, type CompiledQuery, type Filter, type IncludeSpec } from '../search/parse.js';
 import {
   referenceKey,

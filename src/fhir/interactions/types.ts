@@ -2,9 +2,9 @@
  * FHIR interactions are plain async functions from a FhirRequest to a FhirResponse.
  * The HTTP layer (src/fhir/http/) only translates HTTP to and from these shapes.
  */
-import type { FhirResource } from '../../mapping/fhir-json.js';
+import type { FhirResource } from '../fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../store/resource-store.js';
-import type { AccessPolicy } from '../../access/policy.js';
+import type { AccessPolicy } from './access-policy.js';
 import type { ResourceValidator } from '../validation/validator.js';
 import type { FhirRegistry } from './registry.js';
 
@@ -86,7 +86,7 @@ export interface FhirContext {
   indexEntries?(resource: FhirResource): IndexEntry[];
   /** Patient compartments (`Patient/{id}`) a resource belongs to, for the access policy and the store. */
   patientsOf?(resource: FhirResource): string[];
-  /** The integrity path: queues the anchor of each version in its write transaction (src/ledger/anchoring.ts). */
+  /** The integrity path: queues the anchor of each version in its write transaction (src/integrity/anchorer.ts). */
   anchor?: WriteRequest['anchor'];
 }
 

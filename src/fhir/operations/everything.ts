@@ -13,7 +13,7 @@
  * with a warning, refused under `Prefer: handling=strict`.
  */
 import { randomUUID } from 'node:crypto';
-import { parseFhirJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { parseFhirJson, type FhirResource } from '../fhir-json.js';
 import { badRequest, gone, issue, notFound, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
 import { assertId, typeReadability } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/registry.js';

@@ -8,7 +8,7 @@
  *   GET|POST [base]/ConceptMap/$translate     url, system, code (or coding), source, target, reverse -> result, match*
  */
 import { badRequest, notFound } from '../outcome.js';
-import { parseFhirJson, toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { parseRequestJson } from '../interactions/router.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';

@@ -10,7 +10,7 @@
  * Nothing is stored.
  */
 import { badRequest, notFound, type OperationOutcomeIssue } from '../outcome.js';
-import { parseClientJson, parseFhirJson, toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { parseClientJson, parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { assertId, assertResourceType } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { InteractionHandler } from '../interactions/types.js';
@@ -122,7 +122,7 @@ export function validateOperation(options: ValidateOperationOptions = {}): Opera
 
 /**
  * Registers $validate, and with a full validator (one that has definitions) the terminology operations, e.g. in
- * src/app.ts: `registerValidationOperations(registry, validator)`.
+ * src/app/app.ts: `registerValidationOperations(registry, validator)`.
  */
 export function registerValidationOperations(
   registry: { registerOperation(op: OperationRegistration): unknown },

@@ -22,7 +22,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import fhirpath from 'fhirpath';
 import r4Model from 'fhirpath/fhir-context/r4/index.js';
-import { toPlainJson, type FhirResource } from '../../mapping/fhir-json.js';
+import { toPlainJson, type FhirResource } from '../fhir-json.js';
 import type { SearchParamType } from '../store/search-query.js';
 
 export type { SearchParamType };

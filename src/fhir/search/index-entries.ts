@@ -22,7 +22,7 @@
  * `_id` and `_lastUpdated` come from the store's own row (id, last_updated), not from index rows.
  * Special parameters and the other composites are not indexed (listed in searchDefinitions().unsupported).
  */
-import { isLosslessNumber, type FhirResource } from '../../mapping/fhir-json.js';
+import { isLosslessNumber, type FhirResource } from '../fhir-json.js';
 import type { IndexEntry } from '../store/resource-store.js';
 import { referenceKey, searchParametersOf, type SearchParamDef } from './definitions.js';
 

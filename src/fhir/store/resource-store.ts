@@ -11,11 +11,11 @@
  *   `ifMatch` exactly one wins and the other gets a 412 FhirError.
  * - `lastUpdated` is assigned by the store at write time, strictly increasing across the whole store
  *   (ties broken by adding microseconds' worth of milliseconds is not allowed: use a monotonic clock per store).
- * - Resource bodies are stored and returned as text exactly as serialised by src/mapping/fhir-json.ts,
+ * - Resource bodies are stored and returned as text exactly as serialised by src/fhir/fhir-json.ts,
  *   so decimals keep their written precision.
  */
-import type { FhirResource } from '../../mapping/fhir-json.js';
-import type { ReadScope } from '../../access/policy.js';
+import type { FhirResource } from '../fhir-json.js';
+import type { ReadScope } from '../interactions/access-policy.js';
 import type { StoreSearchRequest, StoreSearchResult } from './search-query.js';
 
 export interface VersionKey {
@@ -57,12 +57,12 @@ export interface IndexEntry {
 export interface PendingAnchor extends VersionKey {
   /** Per-version random salt (hex); stays in the custodian's store, never on the ledger. */
   salt: string;
-  /** SHA-256 leaf hash (hex) of the salted canonical form; see src/mapping/. */
+  /** SHA-256 leaf hash (hex) of the salted canonical form; see src/integrity/hashing.ts. */
   leafHash: string;
   /** Ledger key: keyed HMAC of type, id and version (hex). */
   ledgerKey: string;
   /**
-   * The leaf format `leafHash` was computed in (src/mapping/hashing.ts; docs/integrity.md): 2 also commits to the
+   * The leaf format `leafHash` was computed in (src/integrity/hashing.ts; docs/integrity.md): 2 also commits to the
    * custodian. Absent: 1, the format of anchors written before leaf formats were recorded.
    */
   leafVersion?: 1 | 2;
@@ -98,13 +98,13 @@ export interface WriteRequest {
   /**
    * The writer found `resource` identical to version `ifMatch` (meta.versionId and meta.lastUpdated aside): store
    * nothing and return that version, if it is still the current one (else 412, as for any If-Match). No new
-   * version, index rows or anchor; store decorators still see the write (src/access/consent-store.ts).
+   * version, index rows or anchor; store decorators still see the write (src/consent/consent-store.ts).
    */
   unchanged?: boolean;
   custodian?: string;
   /**
    * Who asks for this write (the caller's pseudonym, role, organisation), for store decorators that act on the
-   * ledger on the caller's behalf (src/access/consent-store.ts). Stores do not keep it.
+   * ledger on the caller's behalf (src/consent/consent-store.ts). Stores do not keep it.
    */
   actor?: { participant: string; role: string; organization?: string };
   patients?: string[];
@@ -173,7 +173,7 @@ export interface ResourceStore {
   /** Current versions (not deleted) matching a compiled search (search-query.ts; produced by src/fhir/search/). */
   search?(request: StoreSearchRequest): Promise<StoreSearchResult>;
 
-  // The integrity outbox (src/ledger/anchoring.ts drains it).
+  // The integrity outbox (src/integrity/anchorer.ts drains it).
   pendingAnchors(limit: number): Promise<PendingAnchor[]>;
   markAnchored(
     keys: VersionKey[],

@@ -3,8 +3,8 @@
  * produces, and what the caller may see. Port-level types: the search module depends on them, the store port
  * and its adapters never depend on the search module's code (docs/architecture.md, "Direction").
  */
-import type { ReadScope } from '../../access/policy.js';
-import type { IndexEntry, StoredVersion } from './resource-store.js';
+import type { ReadScope } from '../interactions/access-policy.js';
+import type { IndexEntry, StoredVersion } from '../store/resource-store.js';
 
 /** The kinds of search parameter (R4 SearchParameter.type that are indexed). */
 export type SearchParamType = IndexEntry['type'];

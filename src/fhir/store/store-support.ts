@@ -3,8 +3,8 @@
  * the history cursor, and the row shapes both SQL schemas use. Keeping them here keeps the adapters' answers
  * identical, which test/store/contract.ts checks.
  */
-import type { FhirResource } from '../../mapping/fhir-json.js';
-import { stringifyFhirJson } from '../../mapping/fhir-json.js';
+import type { FhirResource } from '../fhir-json.js';
+import { stringifyFhirJson } from '../fhir-json.js';
 import { badRequest, notFound, preconditionFailed } from '../outcome.js';
 import type {
   AnchorReference,

@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { BlockHeader, StoredTransaction, TxTimestamp, ValidationCode, Version } from './types.js';
-import { ensurePrivateFile } from '../../private-files.js';
+import { ensurePrivateFile } from '../../platform/private-files.js';
 
 export interface StateEntry {
   value: Buffer;

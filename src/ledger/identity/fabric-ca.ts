@@ -1,6 +1,6 @@
 /**
  * Participants' and services' identities from a Fabric CA (fabric-ca-client 2.2), behind the same IdentityProvider
- * interface as the embedded CA (src/access/identity-provider.ts): `hie-ledger participant ... --ca fabric`.
+ * interface as the embedded CA (src/ledger/identity/identity-provider.ts): `hie-ledger participant ... --ca fabric`.
  *
  * - A registrar identity (hf.Registrar.Roles, hf.Registrar.Attributes covering hie.*, hf.Revoker, hf.GenCRL;
  *   network/scripts/enroll.sh creates `hie-registrar`) registers identities with the `hie.role` and `hie.id`
@@ -29,7 +29,7 @@ import type {
   IdentityProvider,
   IdentityRecord,
   RegisterIdentityRequest,
-} from '../../access/identity-provider.js';
+} from './identity-provider.js';
 import type { FabricCaConfig } from '../fabric/config.js';
 import { ecdsaSigning, newEcKeyPair, privateKeyPem, type EcKeyType } from './ec-keys.js';
 

@@ -66,7 +66,7 @@ import {
   type SqliteSearchRequest,
   type SqliteSearchResult,
 } from './sqlite-search.js';
-import { ensurePrivateFile } from '../../../private-files.js';
+import { ensurePrivateFile } from '../../../platform/private-files.js';
 
 export interface SqliteStoreOptions {
   /** Path of the database file, or ':memory:' (tests). */

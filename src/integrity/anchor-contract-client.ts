@@ -2,7 +2,7 @@
  * Typed reads and writes of the anchor contract over the Ledger port (chaincode/src/anchor-contract.ts).
  * Results are the chaincode's deterministic JSON; `null` means "not on the ledger".
  */
-import type { Ledger, SubmitResult } from './ledger.js';
+import type { Ledger, SubmitResult } from '../ledger/ledger.js';
 
 export interface OnChainRecordMeta {
   /** MSP id of the organisation whose service identity submitted it. */

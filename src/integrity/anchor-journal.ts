@@ -12,14 +12,14 @@
  */
 import Database from 'better-sqlite3';
 import type { VersionKey } from '../fhir/store/resource-store.js';
-import { ensurePrivateFile } from '../private-files.js';
-import type { LeafVersion } from '../mapping/hashing.js';
+import { ensurePrivateFile } from '../platform/private-files.js';
+import type { LeafVersion } from './hashing.js';
 
 export interface BatchMember extends VersionKey {
   leafIndex: number;
   leafHash: string;
   ledgerKey: string;
-  /** The leaf format of `leafHash` (src/mapping/hashing.ts): 1 or 2. */
+  /** The leaf format of `leafHash` (src/integrity/hashing.ts): 1 or 2. */
   leafVersion: LeafVersion;
 }
 

@@ -2,12 +2,12 @@
  * What an operator's probes and Prometheus ask, beside the FHIR base and without authentication:
  * - GET /healthz: the process serves HTTP (liveness);
  * - GET /readyz: every readiness check passes (store, ledger, validator, consent feed), else 503;
- * - GET /metrics: Prometheus text (src/metrics.ts), for loopback callers and the addresses --metrics-allow lists.
+ * - GET /metrics: Prometheus text (src/operator/metrics.ts), for loopback callers and the addresses --metrics-allow lists.
  * Probe answers name the checks and say ok or failing: no data, no counts, no block numbers.
  */
 import { BlockList, isIP } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { ServiceMetrics } from '../../metrics.js';
+import type { ServiceMetrics } from './metrics.js';
 
 /** One readiness check: resolves when ready, throws (or rejects) when not. */
 export interface ReadinessCheck {

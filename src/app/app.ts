@@ -4,33 +4,33 @@
  */
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import type { ServeConfig } from './config.js';
-import { SqliteResourceStore } from './fhir/store/sqlite/sqlite-store.js';
-import { logIntegrityCheck } from './fhir/store/sqlite/integrity-check.js';
-import type { ResourceStore } from './fhir/store/resource-store.js';
-import type { Ledger } from './ledger/ledger.js';
-import { openConfiguredLedger } from './ledger/open-ledger.js';
-import type { ResourceValidator } from './fhir/validation/validator.js';
-import { createSchemaValidator } from './fhir/validation/schema.js';
-import { createFhirValidator } from './fhir/validation/index.js';
-import { registerValidationOperations } from './fhir/operations/validate.js';
-import { FhirRegistry } from './fhir/interactions/registry.js';
-import { registerCoreInteractions } from './fhir/interactions/core.js';
-import { registerSearch } from './fhir/interactions/search.js';
-import { registerBundles } from './fhir/interactions/transaction.js';
-import { extractIndex } from './fhir/search/index-entries.js';
-import { patientCompartments } from './fhir/search/definitions.js';
-import { createHttpServer } from './fhir/http/server.js';
-import { registerFhirRoutes } from './fhir/http/fhir-routes.js';
-import { setupAccess } from './access/setup.js';
-import { journalPath, openIntegrity, type IntegrityService } from './ledger/integrity-service.js';
-import { verifyAnchorJournal } from './ledger/ledger-continuity.js';
-import { verifyOperation } from './fhir/operations/verify.js';
-import { everythingOperation } from './fhir/operations/everything.js';
-import { scheduleAudit } from './jobs/audit.js';
-import { ServiceMetrics } from './metrics.js';
-import { registerOperatorRoutes } from './fhir/http/operator-routes.js';
-import { mkdirPrivate, tightenDataDir } from './private-files.js';
+import type { ServeConfig } from '../config/config.js';
+import { SqliteResourceStore } from '../fhir/store/sqlite/sqlite-store.js';
+import { logIntegrityCheck } from '../fhir/store/sqlite/integrity-check.js';
+import type { ResourceStore } from '../fhir/store/resource-store.js';
+import type { Ledger } from '../ledger/ledger.js';
+import { openConfiguredLedger } from './open-ledger.js';
+import type { ResourceValidator } from '../fhir/validation/validator.js';
+import { createSchemaValidator } from '../fhir/validation/schema.js';
+import { createFhirValidator } from '../fhir/validation/index.js';
+import { registerValidationOperations } from '../fhir/operations/validate.js';
+import { FhirRegistry } from '../fhir/interactions/registry.js';
+import { registerCoreInteractions } from '../fhir/interactions/core.js';
+import { registerSearch } from '../fhir/interactions/search.js';
+import { registerBundles } from '../fhir/interactions/transaction.js';
+import { extractIndex } from '../fhir/search/index-entries.js';
+import { patientCompartments } from '../fhir/search/definitions.js';
+import { createHttpServer } from '../fhir/http/server.js';
+import { registerFhirRoutes } from '../fhir/http/fhir-routes.js';
+import { setupAccess } from '../access/setup.js';
+import { journalPath, openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
+import { verifyAnchorJournal } from '../ledger/ledger-continuity.js';
+import { verifyOperation } from '../integrity/verify-operation.js';
+import { everythingOperation } from '../fhir/operations/everything.js';
+import { scheduleAudit } from '../integrity/scheduled-audit.js';
+import { ServiceMetrics } from '../operator/metrics.js';
+import { registerOperatorRoutes } from '../operator/operator-routes.js';
+import { mkdirPrivate, tightenDataDir } from '../platform/private-files.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -59,7 +59,7 @@ export interface AppOverrides {
 }
 
 export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}): Promise<App> {
-  // Data directory 0700, its files 0600, those of older versions too (src/private-files.ts).
+  // Data directory 0700, its files 0600, those of older versions too (src/platform/private-files.ts).
   mkdirPrivate(config.dataDir);
   const tightened = tightenDataDir(config.dataDir);
   const store =

@@ -3,10 +3,10 @@
  * the Fabric Gateway (`--ledger fabric --fabric-config FILE`, docs/fabric.md).
  */
 import { join } from 'node:path';
-import { openEmbeddedLedger } from './embedded/index.js';
-import { loadFabricConfig } from './fabric/config.js';
-import { openFabricLedger, type LedgerLogger } from './fabric/fabric-ledger.js';
-import type { Ledger } from './ledger.js';
+import { openEmbeddedLedger } from '../ledger/embedded/index.js';
+import { loadFabricConfig } from '../ledger/fabric/config.js';
+import { openFabricLedger, type LedgerLogger } from '../ledger/fabric/fabric-ledger.js';
+import type { Ledger } from '../ledger/ledger.js';
 
 export type LedgerKind = 'embedded' | 'fabric';
 

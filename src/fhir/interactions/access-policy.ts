@@ -3,7 +3,7 @@
  * batch/transaction entries, operations, export). Interactions never decide visibility themselves: they ask
  * the caller's AccessPolicy. A resource the caller may not see is treated as absent (404, left out of results).
  */
-import type { StoredVersion } from '../fhir/store/resource-store.js';
+import type { StoredVersion } from '../store/resource-store.js';
 
 export interface Caller {
   /** Pseudonymous participant id (never a name), or 'anonymous' / 'system' for internal work. */
@@ -72,7 +72,7 @@ export interface ReadScope {
   patients: readonly string[];
 }
 
-/** Seals and opens paging cursors for one caller (src/access/cursor-seal.ts). */
+/** Seals and opens paging cursors for one caller (src/fhir/interactions/cursor-seal.ts). */
 export interface CursorSeal {
   seal(cursor: string): string;
   /** The cursor, or undefined when it was not sealed by this service for this caller (or was altered). */

@@ -9,8 +9,8 @@
  * fails: its refusal is durable before the version is stored, and it reaches the ledger when the ledger is back.
  * In a transaction the ledger work waits until the transaction has committed; a rollback lifts the refusals it made.
  */
-import type { ConsentService, PreparedConsent } from '../ledger/consent.js';
-import { consentToGrants, isPrivacyConsent, type ConsentGrants } from '../mapping/consent.js';
+import type { ConsentService, PreparedConsent } from './consent-service.js';
+import { consentToGrants, isPrivacyConsent, type ConsentGrants } from './consent-resource.js';
 import { FhirError, forbidden, serviceUnavailable } from '../fhir/outcome.js';
 import type { ResourceStore, StoredVersion, WriteRequest } from '../fhir/store/resource-store.js';
 

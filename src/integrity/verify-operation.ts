@@ -11,12 +11,12 @@
  * `leafIndex`, `leafCount` and `root`, anyone holding the record can check it against the ledger without secrets.
  * Reading a version's proof is reading the version: the caller's access policy decides (404 when not visible).
  */
-import type { IntegrityVerifier, VersionVerification } from '../../ledger/integrity.js';
-import { FhirError, notFound, serviceUnavailable } from '../outcome.js';
-import { assertId, assertResourceType, visibleOr404 } from '../interactions/common.js';
-import type { OperationRegistration } from '../interactions/registry.js';
-import type { FhirResource } from '../../mapping/fhir-json.js';
-import type { InteractionHandler } from '../interactions/types.js';
+import type { IntegrityVerifier, VersionVerification } from './verification.js';
+import { FhirError, notFound, serviceUnavailable } from '../fhir/outcome.js';
+import { assertId, assertResourceType, visibleOr404 } from '../fhir/interactions/common.js';
+import type { OperationRegistration } from '../fhir/interactions/registry.js';
+import type { FhirResource } from '../fhir/fhir-json.js';
+import type { InteractionHandler } from '../fhir/interactions/types.js';
 
 type Parameter = { name: string; [value: string]: unknown };
 

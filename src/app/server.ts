@@ -3,7 +3,7 @@
  * requests, close the store and other adapters, exit 0). A second signal while closing exits at once (code 1).
  */
 import { buildApp, FHIR_PREFIX, type App } from './app.js';
-import type { ServeConfig } from './config.js';
+import type { ServeConfig } from '../config/config.js';
 
 export async function serve(config: ServeConfig): Promise<App> {
   // Whatever the service or its libraries create is for its own user only (0700/0600; docs/configuration.md).

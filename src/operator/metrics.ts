@@ -1,5 +1,5 @@
 /**
- * The service's Prometheus metrics (prom-client), served at GET /metrics (src/fhir/http/operator-routes.ts).
+ * The service's Prometheus metrics (prom-client), served at GET /metrics (src/operator/operator-routes.ts).
  * Labels carry the interaction, the resource type and the status class only: never ids, pseudonyms or patients.
  *
  * Per request: one counter increment and one histogram observation, with label objects built once per
@@ -8,9 +8,9 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Ledger } from './ledger/ledger.js';
-import type { ResourceValidator } from './fhir/validation/validator.js';
-import type { FhirRouteLabels } from './fhir/http/fhir-routes.js';
+import type { Ledger } from '../ledger/ledger.js';
+import type { ResourceValidator } from '../fhir/validation/validator.js';
+import type { FhirRouteLabels } from '../fhir/http/fhir-routes.js';
 
 type RequestLabels = { interaction: string; resource_type: string; status_class: string };
 

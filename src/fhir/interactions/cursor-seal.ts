@@ -8,7 +8,7 @@
  * a restart; without a data directory (OpenAccess in tests) a random key of this process is used.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import type { Caller, CursorSeal } from './policy.js';
+import type { Caller, CursorSeal } from './access-policy.js';
 
 const IV_BYTES = 12;
 const TAG_BYTES = 16;

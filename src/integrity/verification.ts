@@ -15,19 +15,12 @@ import type {
   StoredVersion,
   VersionKey,
 } from '../fhir/store/resource-store.js';
-import { parseFhirJson, type FhirResource } from '../mapping/fhir-json.js';
-import { canonicalOfVersion, leafHashOf, versionReference, type LeafVersion } from '../mapping/hashing.js';
-import {
-  MerkleTree,
-  leafTag,
-  leafTagAt,
-  merkleRoot,
-  verifyProof,
-  type ProofStep,
-} from '../mapping/merkle.js';
+import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
+import { canonicalOfVersion, leafHashOf, versionReference, type LeafVersion } from './hashing.js';
+import { MerkleTree, leafTag, leafTagAt, merkleRoot, verifyProof, type ProofStep } from './merkle.js';
 import type { AnchorJournal, BatchMember, JournalBatch } from './anchor-journal.js';
-import { AnchorContractClient, type OnChainBatch } from './anchors.js';
-import type { Ledger } from './ledger.js';
+import { AnchorContractClient, type OnChainBatch } from './anchor-contract-client.js';
+import type { Ledger } from '../ledger/ledger.js';
 
 export type VerificationStatus =
   'anchored' | 'pending' | 'mismatch' | 'erased' | 'unanchored' | 'unverifiable';

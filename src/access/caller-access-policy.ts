@@ -1,7 +1,7 @@
 /**
  * The access policy of an authenticated caller: scopes and role rules (authorize), visibility (canRead: custodian
  * rule, patient compartments, consent grants from the ledger cache), writes (canWrite), and the audit of every
- * decision. One instance per request (src/fhir/http/auth-routes.ts builds it), so every path that reaches the
+ * decision. One instance per request (src/access/auth-routes.ts builds it), so every path that reaches the
  * store through a FhirContext goes through it.
  *
  * Rules (docs/access.md):
@@ -12,8 +12,8 @@
  *   the resource belongs to. Admins read clinical data only with a recorded reason (X-Access-Reason header).
  * - Whatever a caller may not see is absent (404), for writes too.
  */
-import type { AccessPolicy, Caller, CursorSeal, ReadScope } from './policy.js';
-import { CallerCursorSeal, processCursorKey } from './cursor-seal.js';
+import type { AccessPolicy, Caller, CursorSeal, ReadScope } from '../fhir/interactions/access-policy.js';
+import { CallerCursorSeal, processCursorKey } from '../fhir/interactions/cursor-seal.js';
 import { LAB_WRITABLE_TYPES, ScopeSet, type Permission } from './scopes.js';
 import type { StoredVersion } from '../fhir/store/resource-store.js';
 import { FhirError, forbidden, notFound } from '../fhir/outcome.js';
@@ -24,7 +24,7 @@ export function notKnown(resourceType: string, id: string | undefined): FhirErro
   return notFound(`${resourceType}/${id ?? ''} is not known`);
 }
 
-/** The consent decisions the policy needs (src/ledger/consent.ts ConsentService implements it). */
+/** The consent decisions the policy needs (src/consent/consent-service.ts ConsentService implements it). */
 export interface ConsentDecisions {
   allows(patient: string, grantees: readonly string[], resourceType: string): boolean;
   /**

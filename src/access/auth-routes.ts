@@ -6,17 +6,17 @@
  * whatever plugin registers them; the token route lives in its own encapsulated scope with its own form parser.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { OpenAccess, type AccessPolicy, type Caller } from '../../access/policy.js';
+import { OpenAccess, type AccessPolicy, type Caller } from '../fhir/interactions/access-policy.js';
 import {
   InvalidTokenError,
   OAuthError,
   TokenService,
   type ClientRecord,
   type TokenRequest,
-} from '../../access/tokens.js';
-import { roleScopes } from '../../access/scopes.js';
-import { addressKey, RateLimiter } from '../../access/rate-limit.js';
-import { issue, operationOutcome } from '../outcome.js';
+} from './tokens.js';
+import { roleScopes } from './scopes.js';
+import { addressKey, RateLimiter } from './rate-limit.js';
+import { issue, operationOutcome } from '../fhir/outcome.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -29,7 +29,7 @@ declare module 'fastify' {
 
 export interface AuthOptions {
   tokens: TokenService;
-  /** Builds the caller's access policy (src/access/access-policy.ts). */
+  /** Builds the caller's access policy (src/access/caller-access-policy.ts). */
   policyFor: (caller: Caller, request: FastifyRequest) => AccessPolicy;
   /** Mount point of the FHIR API. */
   fhirPrefix?: string;

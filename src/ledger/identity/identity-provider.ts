@@ -5,7 +5,7 @@
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { EmbeddedCa, type EcKeyType } from '../ledger/identity/embedded-ca.js';
+import { EmbeddedCa, type EcKeyType } from './embedded-ca.js';
 
 export interface IdentityEnrollment {
   certificate: string;

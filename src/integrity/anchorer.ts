@@ -23,11 +23,11 @@ import {
   leafHashOf,
   newSalt,
   type LedgerKeyring,
-} from '../mapping/hashing.js';
-import { MerkleTree, leafTagsOf } from '../mapping/merkle.js';
+} from './hashing.js';
+import { MerkleTree, leafTagsOf } from './merkle.js';
 import type { BatchMember, JournalBatch, AnchorJournal } from './anchor-journal.js';
-import { AnchorContractClient } from './anchors.js';
-import type { Ledger } from './ledger.js';
+import { AnchorContractClient } from './anchor-contract-client.js';
+import type { Ledger } from '../ledger/ledger.js';
 
 export interface AnchoringOptions {
   /** Most leaves per ledger transaction. */

@@ -1,13 +1,13 @@
 /**
  * Wires the integrity path for one data directory: the custodian HMAC key (secrets/hmac.key), the batch
- * journal (integrity.sqlite), the anchoring worker, the verifier and the audit. src/app.ts builds it when a
+ * journal (integrity.sqlite), the anchoring worker, the verifier and the audit. src/app/app.ts builds it when a
  * ledger is configured; `hie-ledger verify` and `hie-ledger erase` open it over an existing data directory.
  */
 import path from 'node:path';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
-import { loadOrCreateKeyring, type LedgerKeyring } from '../mapping/hashing.js';
+import { loadOrCreateKeyring, type LedgerKeyring } from './hashing.js';
 import { AnchorJournal } from './anchor-journal.js';
-import { Anchorer, type AnchoringOptions } from './anchoring.js';
+import { Anchorer, type AnchoringOptions } from './anchorer.js';
 import { patientCompartments } from '../fhir/search/definitions.js';
 import { extractIndex } from '../fhir/search/index-entries.js';
 import {
@@ -16,8 +16,8 @@ import {
   type AuditProgress,
   type AuditReport,
   type DerivedRows,
-} from './integrity.js';
-import type { Ledger } from './ledger.js';
+} from './verification.js';
+import type { Ledger } from '../ledger/ledger.js';
 
 interface Logger {
   info(obj: object | string, msg?: string): void;
@@ -35,12 +35,12 @@ export interface IntegrityOptions {
   journalFile?: string;
   /**
    * How the audit recomputes patient compartments and search index rows from a version's text: by default the
-   * functions the write path uses (src/app.ts passes the same to every FhirContext).
+   * functions the write path uses (src/app/app.ts passes the same to every FhirContext).
    */
   derivedRows?: DerivedRows;
 }
 
-/** The write path's derivations (src/app.ts: patientsOf, indexEntries). */
+/** The write path's derivations (src/app/app.ts: patientsOf, indexEntries). */
 export const WRITE_PATH_DERIVED_ROWS: DerivedRows = {
   patientsOf: patientCompartments,
   indexEntries: extractIndex,

@@ -1,5 +1,5 @@
 /**
- * The scheduled integrity audit: the same checks as `hie-ledger verify` (src/ledger/integrity.ts), on a cron
+ * The scheduled integrity audit: the same checks as `hie-ledger verify` (src/integrity/verification.ts), on a cron
  * schedule (node-cron; default daily at 03:00, `--audit-cron`, `off` disables it). Each run is logged and its
  * report written to `dataDir/audits/audit-<timestamp>.json`; a failed audit is logged as an error counting the
  * altered and missing versions, which the report names (ids stay out of the logs).
@@ -7,7 +7,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
-import type { AuditReport } from '../ledger/integrity.js';
+import type { AuditReport } from './verification.js';
 
 interface Logger {
   info(obj: object | string, msg?: string): void;

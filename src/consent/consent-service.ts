@@ -4,7 +4,7 @@
  *
  * Fail closed:
  * - a revocation (or a narrowing change) takes effect here the moment it is accepted, before it commits: a durable
- *   local deny (src/ledger/revocation-outbox.ts, DATA/consent-revocations.json) written before the Consent is
+ *   local deny (src/consent/revocation-outbox.ts, DATA/consent-revocations.json) written before the Consent is
  *   stored, consulted by every decision, kept across restarts and sent to the ledger by a retrying outbox; it ends
  *   only when the ledger holds the revocation. A revocation never fails for want of a ledger;
  * - a grant takes effect only once committed (the submit returned, or its event arrived);
@@ -18,11 +18,11 @@
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { LedgerTransactionError, type EventStream, type Ledger } from './ledger.js';
+import { LedgerTransactionError, type EventStream, type Ledger } from '../ledger/ledger.js';
 import { RevocationOutbox, type PendingRevocation } from './revocation-outbox.js';
-import { LedgerMismatchError, verifyLedgerHolds, type CommittedClaim } from './ledger-continuity.js';
+import { LedgerMismatchError, verifyLedgerHolds, type CommittedClaim } from '../ledger/ledger-continuity.js';
 import type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
-import { grantAllows, sameGrant, type ConsentGrants } from '../mapping/consent.js';
+import { grantAllows, sameGrant, type ConsentGrants } from './consent-resource.js';
 
 /** The ledger's records, as the chaincode writes them: one definition, in the chaincode package (types only). */
 
