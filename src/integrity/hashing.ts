@@ -12,7 +12,7 @@
 import { createHash, createHmac, randomBytes, randomFillSync } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { canonicalizeText } from './canonical.js';
+import { canonicalizeText } from '../fhir/canonical.js';
 
 export const SALT_BYTES = 32;
 export const HMAC_KEY_BYTES = 32;

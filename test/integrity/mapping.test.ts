@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { canonicalize, canonicalizeText } from '../../src/integrity/canonical.js';
+import { canonicalize, canonicalizeText } from '../../src/fhir/canonical.js';
 import {
   canonicalOfVersion,
   hmacKeyPath,

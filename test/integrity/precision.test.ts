@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { canonicalizeText } from '../../src/integrity/canonical.js';
+import { canonicalizeText } from '../../src/fhir/canonical.js';
 import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import { CUSTODIAN, openFixture, type Fixture } from './helpers.js';
 

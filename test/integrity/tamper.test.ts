@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runVerify } from '../../src/commands/verify.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { pendingAnchorOf } from '../../src/integrity/anchorer.js';
-import { canonicalizeText } from '../../src/integrity/canonical.js';
+import { canonicalizeText } from '../../src/fhir/canonical.js';
 import { canonicalOfVersion, leafHashOf, leafHashOfCanonical } from '../../src/integrity/hashing.js';
 import { dataDirConfig, observation, openFixture } from './helpers.js';
 

@@ -15,7 +15,7 @@ import {
   type OperationOutcomeIssue,
 } from '../outcome.js';
 import { toPlainJson, type FhirResource } from '../fhir-json.js';
-import { canonicalizeText } from '../../integrity/canonical.js';
+import { canonicalizeText } from '../canonical.js';
 import type { StoredVersion, WriteRequest } from '../store/resource-store.js';
 import { serialiseVersion } from '../store/store-support.js';
 import type { ValidationOptions } from '../validation/validator.js';

@@ -8,7 +8,7 @@
  * written precision of a decimal is part of the data. Numbers that JavaScript prints back identically are
  * plain numbers after parseFhirJson; the others are LosslessNumbers carrying their written text.
  */
-import { JsonSyntaxError, isLosslessNumber } from '../fhir/fhir-json.js';
+import { JsonSyntaxError, isLosslessNumber } from './fhir-json.js';
 
 /**
  * Canonical text of a stored version's JSON text (as stored by the ResourceStore).
