@@ -24,7 +24,7 @@ import { createHttpServer } from '../fhir/http/server.js';
 import { registerFhirRoutes } from '../fhir/http/fhir-routes.js';
 import { setupAccess } from '../access/setup.js';
 import { journalPath, openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
-import { verifyAnchorJournal } from '../ledger/ledger-continuity.js';
+import { verifyAnchorJournal } from '../integrity/journal-continuity.js';
 import { verifyOperation } from '../integrity/verify-operation.js';
 import { everythingOperation } from '../fhir/operations/everything.js';
 import { scheduleAudit } from '../integrity/scheduled-audit.js';

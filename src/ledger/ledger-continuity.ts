@@ -6,7 +6,6 @@
  * the ledger no longer backs (and letting revoked grants come back). Transaction ids are SHA-256 of a random nonce
  * and the creator, so no other chain holds the same one.
  */
-import type { AnchorJournal } from '../integrity/anchor-journal.js';
 import { LedgerTransactionError, type Ledger } from './ledger.js';
 
 /** A transaction that some file of the data directory says is on the ledger. */
@@ -68,25 +67,4 @@ function mismatchMessage(ledger: Ledger, claim: CommittedClaim, problem: string)
     `transaction ${claim.transactionId}${where} ${problem}. The ledger was lost or replaced; serving on it would ` +
     `bring back revoked grants and drop anchors. ${remedy}, then start again.`
   );
-}
-
-/**
- * The anchor journal's last committed batch must be on the ledger (throws LedgerMismatchError otherwise). A ledger
- * that cannot be asked now is logged and not waited for: anchors stay pending until it is back.
- */
-export async function verifyAnchorJournal(
-  ledger: Ledger,
-  journal: AnchorJournal,
-  journalFile: string,
-  log: { warn(obj: object, msg?: string): void },
-): Promise<void> {
-  const last = journal.lastCommitted();
-  if (!last?.transactionId) return;
-  const claim: CommittedClaim = {
-    source: `the anchor journal ${journalFile} (batch ${last.root})`,
-    transactionId: last.transactionId,
-    blockNumber: last.blockNumber ?? -1,
-  };
-  if ((await verifyLedgerHolds(ledger, [claim])) === 'unreachable')
-    log.warn({}, 'ledger unreachable at start: the anchor journal was not checked against it');
 }
