@@ -12,7 +12,8 @@
  *   the resource belongs to. Admins read clinical data only with a recorded reason (X-Access-Reason header).
  * - Whatever a caller may not see is absent (404), for writes too.
  */
-import type { AccessPolicy, Caller, CursorSeal, ReadScope } from '../fhir/interactions/access-policy.js';
+import type { AccessPolicy, Caller, CursorSeal } from '../fhir/interactions/access-policy.js';
+import type { ReadScope } from '../fhir/store/search-query.js';
 import { CallerCursorSeal, processCursorKey } from '../fhir/interactions/cursor-seal.js';
 import { LAB_WRITABLE_TYPES, ScopeSet, type Permission } from './scopes.js';
 import type { StoredVersion } from '../fhir/store/resource-store.js';

@@ -4,6 +4,7 @@
  * the caller's AccessPolicy. A resource the caller may not see is treated as absent (404, left out of results).
  */
 import type { StoredVersion } from '../store/resource-store.js';
+import type { ReadScope } from '../store/search-query.js';
 
 export interface Caller {
   /** Pseudonymous participant id (never a name), or 'anonymous' / 'system' for internal work. */
@@ -56,20 +57,6 @@ export interface AccessPolicy {
     /** The custodian of the record decided on (StoredVersion.custodian), if any: the audit is per custodian. */
     custodian?: string;
   }): void;
-}
-
-/**
- * A version of the type is visible when any clause admits it:
- * - `unrestricted`: every version;
- * - `withoutPatients`: versions outside every patient compartment (no patients);
- * - `custodian`: versions whose custodian is this organisation;
- * - `patients`: versions with at least one patient, all of them in this list.
- */
-export interface ReadScope {
-  unrestricted: boolean;
-  withoutPatients: boolean;
-  custodian?: string;
-  patients: readonly string[];
 }
 
 /** Seals and opens paging cursors for one caller (src/fhir/interactions/cursor-seal.ts). */

@@ -15,7 +15,7 @@
  *   so decimals keep their written precision.
  */
 import type { FhirResource } from '../fhir-json.js';
-import type { ReadScope } from '../interactions/access-policy.js';
+import type { ReadScope } from './search-query.js';
 import type { StoreSearchRequest, StoreSearchResult } from './search-query.js';
 
 export interface VersionKey {

@@ -3,7 +3,6 @@
  * produces, and what the caller may see. Port-level types: the search module depends on them, the store port
  * and its adapters never depend on the search module's code (docs/architecture.md, "Direction").
  */
-import type { ReadScope } from '../interactions/access-policy.js';
 import type { IndexEntry, StoredVersion } from '../store/resource-store.js';
 
 /** The kinds of search parameter (R4 SearchParameter.type that are indexed). */
@@ -85,6 +84,21 @@ export interface CompiledQuery {
   warnings: string[];
   /** The parameters that were applied, for the self link. */
   applied: [string, string][];
+}
+
+/**
+ * What a caller may see of one resource type (AccessPolicy.readScope), as data a store puts inside its query.
+ * A version of the type is visible when any clause admits it:
+ * - `unrestricted`: every version;
+ * - `withoutPatients`: versions outside every patient compartment (no patients);
+ * - `custodian`: versions whose custodian is this organisation;
+ * - `patients`: versions with at least one patient, all of them in this list.
+ */
+export interface ReadScope {
+  unrestricted: boolean;
+  withoutPatients: boolean;
+  custodian?: string;
+  patients: readonly string[];
 }
 
 export interface StoreSearchRequest {

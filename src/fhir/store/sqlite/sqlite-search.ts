@@ -14,8 +14,14 @@ import type { Database, Statement } from 'better-sqlite3';
 import { FhirError, issue } from '../../outcome.js';
 import type { StoredVersion } from '../resource-store.js';
 import { searchParameter } from '../../search/definitions.js';
-import type { Filter, SearchValue, SortKey, StoreSearchRequest, StoreSearchResult } from '../search-query.js';
-import type { ReadScope } from '../../interactions/access-policy.js';
+import type {
+  Filter,
+  ReadScope,
+  SearchValue,
+  SortKey,
+  StoreSearchRequest,
+  StoreSearchResult,
+} from '../search-query.js';
 
 export const MAX_INNER_MATCHES = 10_000;
 
