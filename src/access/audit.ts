@@ -24,7 +24,7 @@ import type { FhirResource } from '../fhir/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { AccessRecordInput } from '../consent/consent-service.js';
 import { newResourceId } from '../fhir/interactions/ids.js';
-import { storageFaultOf } from '../fhir/http/errors.js';
+import { storageFaultOf } from '../fhir/store/storage-fault.js';
 
 export const PARTICIPANT_SYSTEM = 'urn:hie-ledger:participant';
 

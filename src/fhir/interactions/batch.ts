@@ -7,7 +7,7 @@
  * The entry machinery here (parsing entries, conditional update/delete, turning a FhirResponse into a
  * Bundle.entry.response) is shared with transaction.ts.
  */
-import { storageFaultError } from '../http/errors.js';
+import { storageFaultError } from '../store/storage-fault.js';
 import { randomUUID } from 'node:crypto';
 import { badRequest, FhirError, issue, preconditionFailed, type OperationOutcome } from '../outcome.js';
 import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../fhir-json.js';
