@@ -12,6 +12,7 @@ import { badRequest, FhirError, issue, notImplemented, type OperationOutcomeIssu
 import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../fhir-json.js';
 import { parseSearch, LIMITS, type CompiledQuery, type Filter, type IncludeSpec } from '../search/parse.js';
 import {
+  indexedAs,
   referenceKey,
   searchDefinitions,
   searchParameter,
@@ -196,6 +197,7 @@ async function addIncludes(
         query: revQuery,
         canRead: (v) => context.access.canRead(v),
         scope: scopeOf(context),
+        indexedAs,
       });
       for (const version of result.versions) {
         const key = `${version.resourceType}/${version.id}`;
@@ -232,7 +234,13 @@ async function search(
     query.total === 'accurate' ||
     query.total === 'estimate';
   const canRead = (v: StoredVersion): boolean => context.access.canRead(v);
-  const result = await runStoreSearch(context, { query, canRead, wantTotal, scope: scopeOf(context) });
+  const result = await runStoreSearch(context, {
+    query,
+    canRead,
+    wantTotal,
+    scope: scopeOf(context),
+    indexedAs,
+  });
   const matches = result.versions.slice(0, query.count);
   const hasMore = result.hasMore ?? result.versions.length > query.count;
   // total when asked, or when it is known anyway (this page holds the last match; past the end it is unknown)

@@ -19,6 +19,7 @@ import { assertId, typeReadability } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import {
+  indexedAs,
   isKnownResourceType,
   referenceKey,
   searchDefinitions,
@@ -215,6 +216,7 @@ async function findMembers(
     const storeRequest: StoreSearchRequest = {
       query: compartmentQuery(searchTypes, param, patientRef),
       wantTotal: true,
+      indexedAs,
       canRead: (v) => {
         if (!canRead(v)) return false;
         const key = `${v.resourceType}/${v.id}`;

@@ -444,6 +444,11 @@ export function searchParameter(resourceType: string, code: string): SearchParam
   return searchDefinitions().byType.get(resourceType)?.get(code);
 }
 
+/** The index params of a parameter indexed under others' codes (StoreSearchRequest.indexedAs). */
+export function indexedAs(resourceType: string, code: string): readonly string[] | undefined {
+  return searchParameter(resourceType, code)?.indexedAs;
+}
+
 export function isKnownResourceType(type: string): boolean {
   return searchDefinitions().byType.has(type);
 }

@@ -101,6 +101,9 @@ export interface ReadScope {
   patients: readonly string[];
 }
 
+/** The index params of a search parameter of a type, or undefined when it is indexed under its own code. */
+export type IndexedAs = (resourceType: string, code: string) => readonly string[] | undefined;
+
 export interface StoreSearchRequest {
   query: CompiledQuery;
   /**
@@ -114,6 +117,12 @@ export interface StoreSearchRequest {
    * rows the caller may not see are not visited. It only narrows: `canRead` still decides every row.
    */
   scope?: (resourceType: string) => ReadScope;
+  /**
+   * The index rows that answer search parameter `code` of a type, when not `code` itself: aliases such as
+   * Observation `combo-code`, indexed under its parts (SearchParamDef.indexedAs; the search interaction passes
+   * src/fhir/search/definitions.ts's `indexedAs`). Absent: every parameter is indexed under its own code.
+   */
+  indexedAs?: IndexedAs;
   /** Count every visible match (Bundle.total); otherwise an adapter may stop once the page is full. */
   wantTotal?: boolean;
 }

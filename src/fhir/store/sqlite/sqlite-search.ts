@@ -13,9 +13,9 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { FhirError, issue } from '../../outcome.js';
 import type { StoredVersion } from '../resource-store.js';
-import { searchParameter } from '../../search/definitions.js';
 import type {
   Filter,
+  IndexedAs,
   ReadScope,
   SearchValue,
   SortKey,
@@ -267,17 +267,6 @@ const placeholders = (n: number): string => Array.from({ length: n }, () => '?')
 const indexRowsOf = (params: string[]): string =>
   `FROM search_index si WHERE si.resource_type = c.resource_type AND si.id = c.id AND si.param IN (${placeholders(params.length)})`;
 
-/**
- * The index row params that answer `code` on `types` (more than one for aliases such as Observation `combo-code`,
- * see SearchParamDef.indexedAs); `suffix` selects derived rows (`:text`).
- */
-function rowParams(types: string[], code: string, suffix = ''): string[] {
-  const out = new Set<string>();
-  for (const type of types)
-    for (const c of searchParameter(type, code)?.indexedAs ?? [code]) out.add(c + suffix);
-  return [...out];
-}
-
 const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
 
 /**
@@ -498,6 +487,9 @@ export class SqliteSearch {
   /** See SMALL_SIDE (a smaller bound lets tests and benchmarks take either side of the choice on little data). */
   private readonly smallSide: number;
 
+  /** The current search's aliases (StoreSearchRequest.indexedAs); set by search(), which runs synchronously. */
+  private indexedAs: IndexedAs = () => undefined;
+
   constructor(
     private readonly db: Database,
     options: { smallSide?: number } = {},
@@ -523,6 +515,16 @@ export class SqliteSearch {
     } catch {
       // busy (another process writing): try again at the next check
     }
+  }
+
+  /**
+   * The index row params that answer `code` on `types` (more than one for aliases such as Observation `combo-code`,
+   * see StoreSearchRequest.indexedAs); `suffix` selects derived rows (`:text`).
+   */
+  private rowParams(types: string[], code: string, suffix = ''): string[] {
+    const out = new Set<string>();
+    for (const type of types) for (const c of this.indexedAs(type, code) ?? [code]) out.add(c + suffix);
+    return [...out];
   }
 
   private prepare(sql: string): Statement {
@@ -557,7 +559,7 @@ export class SqliteSearch {
         };
       }
       case 'param': {
-        const params = rowParams(types, filter.param, filter.modifier === 'text' ? ':text' : '');
+        const params = this.rowParams(types, filter.param, filter.modifier === 'text' ? ':text' : '');
         const missing = filter.values.find((v) => v.kind === 'missing');
         if (missing && missing.kind === 'missing') {
           return {
@@ -579,13 +581,13 @@ export class SqliteSearch {
         return {
           sql: matchingIds(
             types,
-            rowParams(types, filter.param),
+            this.rowParams(types, filter.param),
             ' AND si.reference IN (SELECT value FROM json_each(?))',
             'reference',
             drive,
           ),
           binds: [
-            ...matchingBinds(types, rowParams(types, filter.param), 'reference', drive),
+            ...matchingBinds(types, this.rowParams(types, filter.param), 'reference', drive),
             JSON.stringify(keys),
           ],
         };
@@ -595,7 +597,7 @@ export class SqliteSearch {
         const sources = [...this.visibleMatches([filter.sourceType], [filter.inner], canRead, scope)].map(
           (v) => v.id,
         );
-        const hasParams = rowParams([filter.sourceType], filter.param);
+        const hasParams = this.rowParams([filter.sourceType], filter.param);
         const referenced = this.prepare(
           `SELECT DISTINCT si.reference AS reference FROM search_index si
            WHERE si.resource_type = ? AND si.param IN (${placeholders(hasParams.length)}) AND si.id IN (SELECT value FROM json_each(?)) AND si.reference IS NOT NULL`,
@@ -649,7 +651,7 @@ export class SqliteSearch {
   private fewMatches(types: string[], filter: Filter): boolean {
     if (filter.kind === 'id') return true;
     if (filter.kind !== 'param') return false;
-    const params = rowParams(types, filter.param, filter.modifier === 'text' ? ':text' : '');
+    const params = this.rowParams(types, filter.param, filter.modifier === 'text' ? ':text' : '');
     const { condition, indexType } = paramCondition(filter);
     const range = RANGE_TYPES.has(indexType);
     const select =
@@ -673,7 +675,7 @@ export class SqliteSearch {
           : key.type === 'reference'
             ? 'si.reference'
             : 'si.value';
-    const params = rowParams(types, key.param);
+    const params = this.rowParams(types, key.param);
     return { sql: `(SELECT ${aggregate}(${column}) ${indexRowsOf(params)}) ${direction}`, binds: params };
   }
 
@@ -734,6 +736,7 @@ export class SqliteSearch {
 
   search(request: SqliteSearchRequest): SqliteSearchResult {
     this.refreshStatistics();
+    this.indexedAs = request.indexedAs ?? (() => undefined);
     const { query, canRead, scope } = request;
     const page: (StoredVersion & { seq: number })[] = [];
     let visible = 0;
