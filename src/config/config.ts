@@ -7,7 +7,7 @@
 import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import cron from 'node-cron';
-import { parseMetricsAllow, type MetricsAllow } from '../operator/operator-routes.js';
+import { parseMetricsAllow, type MetricsAllow } from './metrics-allow.js';
 
 /** The organisation of the embedded ledger and CA when none is configured (--msp-id, HIE_MSP_ID). */
 export const DEFAULT_MSP_ID = 'Org1MSP';

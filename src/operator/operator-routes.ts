@@ -8,6 +8,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServiceMetrics } from './metrics.js';
+import type { MetricsAllow } from '../config/metrics-allow.js';
 
 /** One readiness check: resolves when ready, throws (or rejects) when not. */
 export interface ReadinessCheck {
@@ -25,34 +26,7 @@ export interface OperatorRoutesOptions {
   log: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
 }
 
-/** `all`, or the addresses and networks besides loopback that may read /metrics. */
-export type MetricsAllow = 'all' | BlockList;
-
 const JSON_TYPE = 'application/json; charset=utf-8';
-
-/**
- * Parses --metrics-allow: `loopback` (default), `all`, or comma-separated addresses and CIDR networks. Throws a
- * RangeError naming the entry that is neither.
- */
-export function parseMetricsAllow(text: string): MetricsAllow {
-  const value = text.trim();
-  if (value === 'all') return 'all';
-  const list = new BlockList();
-  for (const entry of value.split(',').map((e) => e.trim())) {
-    if (entry === '' || entry === 'loopback') continue;
-    const [address, prefix, ...rest] = entry.split('/');
-    const family = isIP(address);
-    const bits = family === 4 ? 32 : 128;
-    if (family === 0 || rest.length > 0 || (prefix !== undefined && !/^\d{1,3}$/.test(prefix)))
-      throw new RangeError(`'${entry}' is not an IP address or CIDR network`);
-    if (prefix !== undefined && Number(prefix) > bits)
-      throw new RangeError(`'${entry}' has a prefix longer than ${bits}`);
-    const type = family === 4 ? 'ipv4' : 'ipv6';
-    if (prefix === undefined) list.addAddress(address, type);
-    else list.addSubnet(address, Number(prefix), type);
-  }
-  return list;
-}
 
 const LOOPBACK = new BlockList();
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
