@@ -8,6 +8,7 @@ import { configDefaults, defineConfig } from 'vitest/config';
  * Everything else runs in the `app` project; `npm test` runs both, each file once.
  */
 const UNIT_TESTS = [
+  'test/architecture.test.ts',
   'test/mapping/**/*.test.ts',
   'test/store/memory.test.ts',
   'test/access/{scopes,consent-mapping,tokens}.test.ts',
