@@ -18,7 +18,7 @@ import { CallerCursorSeal, processCursorKey } from '../fhir/interactions/cursor-
 import { LAB_WRITABLE_TYPES, ScopeSet, type Permission } from './scopes.js';
 import type { StoredVersion } from '../fhir/store/resource-store.js';
 import { FhirError, forbidden, notFound } from '../fhir/outcome.js';
-import { touch, type AuditRecorder, type Touched } from './audit.js';
+import { touch, type AuditRecorder, type Touched } from './access-audit.js';
 
 /** The one answer for a write to an id the caller may not see or that does not exist (docs/access.md). */
 export function notKnown(resourceType: string, id: string | undefined): FhirError {

@@ -11,7 +11,7 @@ import { EmbeddedIdentityProvider } from '../ledger/identity/identity-provider.j
 import { ParticipantDirectory } from './participants.js';
 import { TokenService } from './tokens.js';
 import { AccessControl, CallerAccessPolicy } from './caller-access-policy.js';
-import { AuditRecorder } from './audit.js';
+import { AuditRecorder } from './access-audit.js';
 import { withConsentLedger } from '../consent/consent-store.js';
 import { cursorKeyOf } from '../fhir/interactions/cursor-seal.js';
 import type { AccessPolicy, Caller } from '../fhir/interactions/access-policy.js';
@@ -20,7 +20,7 @@ import { ConsentService } from '../consent/consent-service.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
-import type { FhirRegistry } from '../fhir/interactions/registry.js';
+import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { InteractionHandler } from '../fhir/interactions/types.js';
 import { forbidden, notFound, serviceUnavailable, unauthorized } from '../fhir/outcome.js';
 import { registerAuth } from './auth-routes.js';

@@ -14,7 +14,7 @@ import type { ResourceValidator } from '../fhir/validation/validator.js';
 import { createSchemaValidator } from '../fhir/validation/schema.js';
 import { createFhirValidator } from '../fhir/validation/index.js';
 import { registerValidationOperations } from '../fhir/operations/validate.js';
-import { FhirRegistry } from '../fhir/interactions/registry.js';
+import { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import { registerCoreInteractions } from '../fhir/interactions/core.js';
 import { registerSearch } from '../fhir/interactions/search.js';
 import { registerBundles } from '../fhir/interactions/transaction.js';

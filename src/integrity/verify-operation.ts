@@ -14,7 +14,7 @@
 import type { IntegrityVerifier, VersionVerification } from './verification.js';
 import { FhirError, notFound, serviceUnavailable } from '../fhir/outcome.js';
 import { assertId, assertResourceType, visibleOr404 } from '../fhir/interactions/common.js';
-import type { OperationRegistration } from '../fhir/interactions/registry.js';
+import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import type { InteractionHandler } from '../fhir/interactions/types.js';
 

@@ -1,6 +1,6 @@
 /** The audit aggregates: every request counted once, in the aggregate of its caller, path shape and outcome. */
 import { describe, expect, it } from 'vitest';
-import { AuditRecorder, type RequestAudit, type TouchCounts } from '../../src/access/audit.js';
+import { AuditRecorder, type RequestAudit, type TouchCounts } from '../../src/access/access-audit.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { AccessRecordInput } from '../../src/consent/consent-service.js';
 import type { Caller } from '../../src/fhir/interactions/access-policy.js';

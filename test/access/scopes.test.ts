@@ -45,7 +45,7 @@ describe('SMART scopes', () => {
 
 describe('audit path shapes', () => {
   it('keep the type and the operation, never ids', async () => {
-    const { pathShape } = await import('../../src/access/audit.js');
+    const { pathShape } = await import('../../src/access/access-audit.js');
     expect(pathShape('/Observation/0193-abc')).toBe('/Observation');
     expect(pathShape('/Patient/p1/$everything')).toBe('/Patient/$everything');
     expect(pathShape('/Patient/p1/_history/2/$verify')).toBe('/Patient/$verify');

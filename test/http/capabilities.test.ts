@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FhirRegistry } from '../../src/fhir/interactions/registry.js';
+import { FhirRegistry } from '../../src/fhir/interactions/fhir-registry.js';
 import { registerCoreInteractions } from '../../src/fhir/interactions/core.js';
 import { buildCapabilityStatement } from '../../src/fhir/interactions/capabilities.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';

@@ -5,7 +5,7 @@
  * and requests are refused rather than served unaudited when too many wait.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { AuditRecorder, touch, type RequestAudit, type Touched } from '../../src/access/audit.js';
+import { AuditRecorder, touch, type RequestAudit, type Touched } from '../../src/access/access-audit.js';
 import type { Caller } from '../../src/fhir/interactions/access-policy.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { startHarness, type Harness } from '../access/app-harness.js';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DefinitionRegistry } from '../../src/fhir/definitions/registry.js';
+import { DefinitionRegistry } from '../../src/fhir/definitions/definition-registry.js';
 
 describe('core definitions', () => {
   it('load from the packages, write a compact cache, and load the same content from it', () => {

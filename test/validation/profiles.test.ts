@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
-import { DefinitionRegistry, coreRegistry } from '../../src/fhir/definitions/registry.js';
+import { DefinitionRegistry, coreRegistry } from '../../src/fhir/definitions/definition-registry.js';
 import { errorPaths, errors } from './helpers.js';
 
 // A differential-only profile: Patient needs a birthDate, at most one name, an identifier slice by system,

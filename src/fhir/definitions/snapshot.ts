@@ -4,7 +4,7 @@
  * existing elements are constrained, new slices are cloned from their sliced element, and paths that go into a
  * data type are expanded from that type's own snapshot first.
  */
-import type { DefinitionRegistry, Json } from './registry.js';
+import type { DefinitionRegistry, Json } from './definition-registry.js';
 
 const MERGE_SKIP = new Set(['id', 'path', 'constraint', 'extension', 'base']);
 

@@ -10,7 +10,7 @@ import { firstInvalidUtf8, parseFhirJson, stringifyFhirJson, type FhirResource }
 import { isUtf8 } from 'node:buffer';
 import { badRequest, notImplemented, unsupportedMediaType, type FhirError } from '../outcome.js';
 import { applyRepresentation, representationOf } from '../interactions/representation.js';
-import type { FhirRegistry } from '../interactions/registry.js';
+import type { FhirRegistry } from '../interactions/fhir-registry.js';
 import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions/router.js';
 import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
 import { emptyQuery, parseQuery } from '../query.js';

@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import type { FhirResource } from '../fhir-json.js';
-import type { FhirRegistry, OperationRegistration } from './registry.js';
+import type { FhirRegistry, OperationRegistration } from './fhir-registry.js';
 import type { Interaction, InteractionHandler } from './types.js';
 // The media types the HTTP layer negotiates; XML is not offered.
 import { PATCH_FORMATS, SUPPORTED_FORMATS } from '../media-types.js';

@@ -5,7 +5,7 @@ import { deleteResource } from './delete.js';
 import { historyInstance, historySystem, historyType } from './history.js';
 import { patch } from './patch.js';
 import { read } from './read.js';
-import type { FhirRegistry } from './registry.js';
+import type { FhirRegistry } from './fhir-registry.js';
 import { update } from './update.js';
 import { vread } from './vread.js';
 

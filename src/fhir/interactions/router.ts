@@ -5,7 +5,7 @@
  */
 import { methodNotAllowed, notFound, badRequest } from '../outcome.js';
 import { JsonSyntaxError, type FhirResource, parseClientJson } from '../fhir-json.js';
-import type { FhirRegistry } from './registry.js';
+import type { FhirRegistry } from './fhir-registry.js';
 import type { FhirRequest, Interaction } from './types.js';
 
 export type HttpMethod = FhirRequest['method'];

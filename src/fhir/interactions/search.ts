@@ -19,7 +19,7 @@ import {
   searchParametersOf,
   isKnownResourceType,
 } from '../search/definitions.js';
-import type { FhirRegistry } from './registry.js';
+import type { FhirRegistry } from './fhir-registry.js';
 import { typeReadability } from './common.js';
 import { applyRepresentation, representationOf } from './representation.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../store/search-query.js';

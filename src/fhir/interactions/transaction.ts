@@ -23,7 +23,7 @@ import {
   type BundleEntry,
   type EntryOptions,
 } from './batch.js';
-import type { FhirRegistry } from './registry.js';
+import type { FhirRegistry } from './fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from './types.js';
 import { newResourceId } from './ids.js';
 import { emptyQuery, parseQuery, rewriteQueryValues } from '../query.js';

@@ -6,7 +6,7 @@ import type { FhirResource } from '../fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../store/resource-store.js';
 import type { AccessPolicy } from './access-policy.js';
 import type { ResourceValidator } from '../validation/validator.js';
-import type { FhirRegistry } from './registry.js';
+import type { FhirRegistry } from './fhir-registry.js';
 
 export type Interaction =
   | 'read'

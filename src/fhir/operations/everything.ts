@@ -16,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { parseFhirJson, type FhirResource } from '../fhir-json.js';
 import { badRequest, gone, issue, notFound, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
 import { assertId, typeReadability } from '../interactions/common.js';
-import type { OperationRegistration } from '../interactions/registry.js';
+import type { OperationRegistration } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import {
   indexedAs,

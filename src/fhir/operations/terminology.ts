@@ -10,9 +10,9 @@
 import { badRequest, notFound } from '../outcome.js';
 import { parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { parseRequestJson } from '../interactions/router.js';
-import type { OperationRegistration } from '../interactions/registry.js';
+import type { OperationRegistration } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
-import type { DefinitionRegistry, Json } from '../definitions/registry.js';
+import type { DefinitionRegistry, Json } from '../definitions/definition-registry.js';
 import type { Terminology } from '../validation/terminology.js';
 
 /** What terminology operations need from the validator: its definitions and terminology. */
@@ -142,7 +142,7 @@ export function expandHandler(source: TerminologySource): InteractionHandler {
         : undefined;
     if (!expansion) {
       // A value set not in the registry (in the body, or stored): expand it in a scratch registry layer.
-      const { DefinitionRegistry } = await import('../definitions/registry.js');
+      const { DefinitionRegistry } = await import('../definitions/definition-registry.js');
       const { Terminology } = await import('../validation/terminology.js');
       const scratch = new DefinitionRegistry(source.registry);
       const copy = { ...vs, url: typeof vs.url === 'string' ? vs.url : 'urn:scratch:valueset' };

@@ -12,11 +12,11 @@
 import { badRequest, notFound, type OperationOutcomeIssue } from '../outcome.js';
 import { parseClientJson, parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { assertId, assertResourceType } from '../interactions/common.js';
-import type { OperationRegistration } from '../interactions/registry.js';
+import type { OperationRegistration } from '../interactions/fhir-registry.js';
 import type { InteractionHandler } from '../interactions/types.js';
 import type { ValidationOptions } from '../validation/validator.js';
 import { readOperationInput, terminologyOperations, type TerminologySource } from './terminology.js';
-import type { Json } from '../definitions/registry.js';
+import type { Json } from '../definitions/definition-registry.js';
 
 const MODES = new Set(['create', 'update', 'delete', 'profile']);
 

@@ -3,7 +3,7 @@
  * agrees with the resource id, and is unique (bdl-7 for versions); references inside a document or message resolve
  * to exactly one entry.
  */
-import type { Json } from '../definitions/registry.js';
+import type { Json } from '../definitions/definition-registry.js';
 import { parseQuery } from '../query.js';
 import type { Run, StructureWalker } from './walker.js';
 

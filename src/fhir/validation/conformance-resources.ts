@@ -6,7 +6,7 @@
  * Locations follow the reference validator: the filter's `_value` extensions are reported on the filter.
  */
 import fhirpath from 'fhirpath';
-import type { Json } from '../definitions/registry.js';
+import type { Json } from '../definitions/definition-registry.js';
 import type { Run } from './walker.js';
 import type { CompiledStructure } from './structure.js';
 

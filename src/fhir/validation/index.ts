@@ -5,7 +5,7 @@
  */
 import type { ResourceValidator, ValidationOptions, ValidationResult } from './validator.js';
 import type { OperationOutcomeIssue } from '../outcome.js';
-import { coreRegistry, DefinitionRegistry, type Json } from '../definitions/registry.js';
+import { coreRegistry, DefinitionRegistry, type Json } from '../definitions/definition-registry.js';
 import { Run, StructureWalker } from './walker.js';
 
 export interface FhirValidatorOptions {

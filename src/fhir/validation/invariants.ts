@@ -6,7 +6,7 @@
  */
 import fhirpath from 'fhirpath';
 import r4model from 'fhirpath/fhir-context/r4';
-import type { Json } from '../definitions/registry.js';
+import type { Json } from '../definitions/definition-registry.js';
 
 export type Evaluator = (node: Json, env: { resource: Json; rootResource: Json }) => boolean | undefined;
 

@@ -3,7 +3,7 @@
  * name (choice types expanded to `valueQuantity` ...), cardinality, types, fixed/pattern values, bindings,
  * constraints, slicing and slices.
  */
-import type { DefinitionRegistry, Json } from '../definitions/registry.js';
+import type { DefinitionRegistry, Json } from '../definitions/definition-registry.js';
 import { idToPath } from '../definitions/snapshot.js';
 import { systemTypeToPrimitive } from './primitives.js';
 

@@ -3,7 +3,7 @@
  * over loaded CodeSystems), code membership, and CodeSystem lookups. Content that cannot be expanded here
  * (SNOMED CT, LOINC, filters on external systems) answers "unknown" rather than failing.
  */
-import type { DefinitionRegistry, Json } from '../definitions/registry.js';
+import type { DefinitionRegistry, Json } from '../definitions/definition-registry.js';
 
 export interface ExpandedConcept {
   system: string;

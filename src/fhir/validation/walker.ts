@@ -5,7 +5,7 @@
  * OperationOutcome issue with a FHIRPath `expression` (array indexes included, choice types as `.ofType(T)`).
  */
 import type { IssueCode, IssueSeverity, OperationOutcomeIssue } from '../outcome.js';
-import type { DefinitionRegistry, Json } from '../definitions/registry.js';
+import type { DefinitionRegistry, Json } from '../definitions/definition-registry.js';
 import { StructureCache, type CompiledStructure, type ElementNode, type TypeRef } from './structure.js';
 import { checkPrimitive, isPrimitiveType } from './primitives.js';
 import { Terminology } from './terminology.js';
