@@ -9,9 +9,10 @@ import { configDefaults, defineConfig } from 'vitest/config';
  */
 const UNIT_TESTS = [
   'test/architecture.test.ts',
-  'test/mapping/**/*.test.ts',
+  'test/fhir/**/*.test.ts',
   'test/store/memory.test.ts',
-  'test/access/{scopes,consent-mapping,tokens}.test.ts',
+  'test/access/{scopes,tokens}.test.ts',
+  'test/consent/consent-resource.test.ts',
   'test/http/{http-date,ids}.test.ts',
   'test/integrity/mapping.test.ts',
   'test/search/{parse,index-entries}.test.ts',

@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
-import { send, startTestApp, FHIR_JSON, type TestApp } from './helpers.js';
+import { send, startTestApp, FHIR_JSON, type TestApp } from '../http/helpers.js';
 import { actor, privacyConsent, startHarness } from '../access/app-harness.js';
 
 const apps: TestApp[] = [];

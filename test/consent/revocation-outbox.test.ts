@@ -14,7 +14,7 @@ import { ConsentService, type LedgerGrant } from '../../src/consent/consent-serv
 import type { PendingRevocation } from '../../src/consent/revocation-outbox.js';
 import { consentToGrants } from '../../src/consent/consent-resource.js';
 import { actor, privacyConsent } from '../access/app-harness.js';
-import { TestPseudonyms } from './helpers.js';
+import { TestPseudonyms } from '../ledger/helpers.js';
 
 describe('the revocation outbox', () => {
   let dir: string;

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { actor, privacyConsent, startHarness, type Harness } from './app-harness.js';
+import { actor, privacyConsent, startHarness, type Harness } from '../access/app-harness.js';
 import { startFabricHarness, type FabricHarness } from '../fabric/support/harness.js';
 
 describe('revocation while a clinician reads in a loop', () => {

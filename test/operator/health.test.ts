@@ -10,7 +10,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
 import { LedgerTransactionError, type EventStream, type SubmitResult } from '../../src/ledger/ledger.js';
 import { FaultyLedger, MSP_ID } from '../integrity/helpers.js';
-import { send, startTestApp, json, type TestApp } from './helpers.js';
+import { send, startTestApp, json, type TestApp } from '../http/helpers.js';
 
 /**
  * The Fabric-peer edge: a real embedded ledger whose orderer refuses submissions, or whose event service delivers
