@@ -165,44 +165,38 @@ export class MemberHttpClient {
     if (request.signal?.aborted)
       return Promise.reject(new MemberCallError('deadline', mspId, 'the overall deadline passed'));
 
+    const headers: Record<string, string> = {};
+    if (request.headers)
+      for (const name of Object.keys(request.headers)) headers[name] = request.headers[name];
+    if (request.body !== undefined) headers['content-length'] = String(Buffer.byteLength(request.body));
+
     return new Promise<MemberResponse>((resolve, reject) => {
+      const outgoing = (secure ? httpsRequest : httpRequest)(url, {
+        method: request.method,
+        headers,
+        agent: this.agentFor(member, secure),
+        lookup: this.lookupFor(mspId),
+      });
       let settled = false;
-      const timer = setTimeout(
-        () =>
-          fail(
-            new MemberCallError(
-              'timeout',
-              mspId,
-              `no complete answer within ${this.options.memberTimeoutMs} ms`,
-            ),
-          ),
-        this.options.memberTimeoutMs,
-      );
-      const onDeadline = () => fail(new MemberCallError('deadline', mspId, 'the overall deadline passed'));
-      request.signal?.addEventListener('abort', onDeadline, { once: true });
-      const finish = () => {
-        settled = true;
-        clearTimeout(timer);
-        request.signal?.removeEventListener('abort', onDeadline);
-      };
       const fail = (err: MemberCallError) => {
         if (settled) return;
         finish();
         outgoing.destroy();
         reject(err);
       };
+      const onDeadline = () => fail(new MemberCallError('deadline', mspId, 'the overall deadline passed'));
+      const timeoutMs = this.options.memberTimeoutMs;
+      const timer = setTimeout(
+        () => fail(new MemberCallError('timeout', mspId, `no complete answer within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      request.signal?.addEventListener('abort', onDeadline, { once: true });
+      function finish(): void {
+        settled = true;
+        clearTimeout(timer);
+        request.signal?.removeEventListener('abort', onDeadline);
+      }
 
-      const send = secure ? httpsRequest : httpRequest;
-      const headers: Record<string, string> = {};
-      if (request.headers)
-        for (const name of Object.keys(request.headers)) headers[name] = request.headers[name];
-      if (request.body !== undefined) headers['content-length'] = String(Buffer.byteLength(request.body));
-      const outgoing = send(url, {
-        method: request.method,
-        headers,
-        agent: this.agentFor(member, secure),
-        lookup: this.lookupFor(mspId),
-      });
       outgoing.on('error', (err: NodeJS.ErrnoException) => {
         if (err instanceof MemberCallError) return fail(err);
         if (err.code !== undefined && TLS_ERRORS.has(err.code))

@@ -109,6 +109,8 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
   }
 
   async exchange(request: TokenRequest, tokenUrl: string): Promise<TokenResponse> {
+    if (request.grant_type === undefined || request.grant_type === '')
+      throw new OAuthError('invalid_request', 'grant_type is required');
     if (request.grant_type !== 'client_credentials')
       throw new OAuthError('unsupported_grant_type', 'only client_credentials is supported');
     if (request.client_assertion_type !== CLIENT_ASSERTION_TYPE)

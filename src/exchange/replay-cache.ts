@@ -4,8 +4,9 @@
  * every admission, which is cheap because token requests are few (tokens are cached by callers for minutes, and
  * /auth/token is rate-limited) and the set holds only unexpired assertions (five minutes at most each).
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { mkdirPrivate, PRIVATE_FILE_MODE } from '../platform/private-files.js';
 
 /** Past this many live entries new assertions are refused rather than an old one forgotten (a forgotten one could be replayed). */
 const MAX_ENTRIES = 100_000;
@@ -49,9 +50,9 @@ export class ReplayCache {
 
   private save(): void {
     if (this.file === undefined) return;
-    mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
+    mkdirPrivate(dirname(this.file));
     const temporary = `${this.file}.tmp`;
-    writeFileSync(temporary, JSON.stringify(Object.fromEntries(this.used)), { mode: 0o600 });
+    writeFileSync(temporary, JSON.stringify(Object.fromEntries(this.used)), { mode: PRIVATE_FILE_MODE });
     renameSync(temporary, this.file);
   }
 }
