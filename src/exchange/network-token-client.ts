@@ -90,6 +90,8 @@ interface CachedToken {
 }
 
 const CACHE_LIMIT = 10_000;
+/** A custodian's token is reused at most this long, whatever lifetime it announces. */
+const MAX_TOKEN_SECONDS = 3600;
 
 export class NetworkTokenClient {
   private readonly identity: ServiceIdentity;
@@ -174,7 +176,7 @@ export class NetworkTokenClient {
     )
       throw new MemberCallError('network', custodian.mspId, 'the token response is not a bearer token');
     // Counted from when the request was made: the token may have been issued just after.
-    const useUntil = requestedAt + expiresIn * 1000 - this.marginMs;
+    const useUntil = requestedAt + Math.min(expiresIn, MAX_TOKEN_SECONDS) * 1000 - this.marginMs;
     if (useUntil > this.now()) {
       if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
       this.cache.set(key, { token, useUntil });

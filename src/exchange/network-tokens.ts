@@ -135,7 +135,12 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
       throw new OAuthError('invalid_client', 'iss and sub must both be the member client id member:<mspId>');
 
     // Unknown and revoked members get the same answer.
-    const member = await this.members.member(mspId);
+    let member;
+    try {
+      member = await this.members.member(mspId);
+    } catch {
+      throw new OAuthError('temporarily_unavailable', 'the member directory is unavailable', 503, 5);
+    }
     if (!member || member.status !== 'active' || member.mspId !== mspId)
       throw new OAuthError('invalid_client', 'unknown or revoked member');
     const publicKey = this.serviceKey(member.serviceCertificate);
@@ -207,7 +212,8 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
 
   /**
    * The caller behind a network token: its MAC, syntax and expiry checked, and its member still active in the
-   * directory (a revoked member is refused at once). Throws InvalidTokenError.
+   * directory (a revoked member is refused at once). Throws InvalidTokenError; a failure of the directory itself
+   * propagates as it is (the operation answers 503, not 401).
    */
   async verify(token: string): Promise<NetworkCaller> {
     if (!token.startsWith(TOKEN_PREFIX)) throw new InvalidTokenError('not a network token');

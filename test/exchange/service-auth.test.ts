@@ -283,6 +283,24 @@ describe('service-to-service tokens', () => {
     expect((await network.verify(allowed.body.access_token as string)).purposes).toEqual(['HPAYMT']);
   });
 
+  it('answers 503, not a refusal, while the member directory is unavailable', async () => {
+    network = new NetworkTokenService({
+      members: { member: () => Promise.reject(new Error('the ledger is away')) },
+      secret,
+      now,
+    });
+    const assertion = await clientAssertion(
+      { mspId: B, privateKey: bKey },
+      tokenUrlOf(custodian),
+      clinician,
+      clock,
+    );
+    expect(await postToken(assertion)).toMatchObject({
+      status: 503,
+      body: { error: 'temporarily_unavailable' },
+    });
+  });
+
   it('refuses an assertion for another audience', async () => {
     const elsewhere = await clientAssertion(
       { mspId: B, privateKey: bKey },
