@@ -1,7 +1,7 @@
 /**
  * Calls out to other members, safe against a hostile or broken member (docs/exchange.md, "Service-to-service
  * calls"; docs/threat-model.md, SSRF):
- * - only the member's own origin (the directory's FHIR base URL), and only https outside local-network mode;
+ * - only active members, and only the member's own origin (the directory's FHIR base URL), and only https outside local-network mode;
  * - only public unicast addresses outside local-network mode, checked on the addresses the connection actually
  *   uses (the resolver runs at connect time inside the socket's lookup), so a name that resolves to a private
  *   address, now or after a DNS change (rebinding), is refused;
@@ -27,6 +27,8 @@ import type { MemberEntry } from './members.js';
 
 /** Why a call to a member failed; the pull names the member and this in an OperationOutcome. */
 export type MemberCallErrorKind =
+  /** the member's directory entry is revoked: it is not called (not even told who asks) */
+  | 'revoked'
   /** http:// outside local-network mode, or not http(s) at all */
   | 'scheme'
   /** a URL outside the member's origin */
@@ -47,6 +49,7 @@ export type MemberCallErrorKind =
   | 'network';
 
 const ISSUE_CODE: Record<MemberCallErrorKind, OperationOutcomeIssue['code']> = {
+  revoked: 'security',
   scheme: 'security',
   origin: 'security',
   address: 'security',
@@ -144,6 +147,8 @@ export class MemberHttpClient {
   /** Calls a member; resolves with the whole (capped) response, or rejects with a MemberCallError. */
   request(member: MemberEntry, request: MemberRequest): Promise<MemberResponse> {
     const mspId = member.mspId;
+    if (member.status !== 'active')
+      return Promise.reject(new MemberCallError('revoked', mspId, 'the member is revoked in the directory'));
     let url: URL;
     let origin: URL;
     try {

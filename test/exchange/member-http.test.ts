@@ -85,6 +85,15 @@ describe('calls to members', () => {
     expect(response.body.toString()).toBe('{"resourceType":"Bundle"}');
   });
 
+  it('does not call a revoked member', async () => {
+    let called = false;
+    const a = await httpMember((_req, res) => ((called = true), res.end()));
+    a.status = 'revoked';
+    const err = await failure(client().request(a, { method: 'GET', url: `${a.fhirBaseUrl}/metadata` }));
+    expect(err.kind).toBe('revoked');
+    expect(called).toBe(false);
+  });
+
   it('never follows a redirect', async () => {
     let followed = false;
     const a = await httpMember((req, res) => {
