@@ -14,6 +14,7 @@ const FEATURES = [
   'commands',
   'config',
   'consent',
+  'exchange',
   'fhir',
   'integrity',
   'ledger',
@@ -29,6 +30,10 @@ const LAYERS = [
   // features
   { folder: 'access', mayImport: ['consent', 'fhir', 'ledger', 'platform'] },
   { folder: 'consent', mayImport: ['fhir', 'ledger', 'platform'] },
+  {
+    folder: 'exchange',
+    mayImport: ['access', 'config', 'consent', 'fhir', 'integrity', 'ledger', 'platform'],
+  },
   { folder: 'integrity', mayImport: ['fhir', 'ledger', 'platform'] },
   { folder: 'operator', mayImport: ['config', 'fhir', 'ledger', 'platform'] },
   // the FHIR core and the ledger know no feature; the ledger knows no FHIR
