@@ -243,6 +243,19 @@ describe('key-level endorsement of a directory entry', () => {
     expect(await read('Org1MSP')).toMatchObject({ fhirBaseUrl: 'https://a2.example/fhir' });
   });
 
+  it('still enforces the policy after the chain is reopened', async () => {
+    await register(service1, 'Org1MSP', 'Hospital A', URL1, cert1);
+    await chain.close();
+    chain = await openChain(dir, [org1, org2]);
+    const forged = await chain.endorse({
+      transaction: 'member:UpdateMember',
+      args: ['Org1MSP', 'Hospital A', 'https://evil.example/fhir', cert1],
+      creator: creatorOf(org1.service),
+    });
+    const status = await chain.commit({ ...forged, creator: creatorOf(org2.service) });
+    expect(status.validationCode).toBe('ENDORSEMENT_POLICY_FAILURE');
+  });
+
   it('invalidates a change of the entry’s policy itself by another organisation', async () => {
     await register(service1, 'Org1MSP', 'Hospital A', URL1, cert1);
     const registration = await chain.endorse({

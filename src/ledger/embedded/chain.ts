@@ -24,7 +24,12 @@ import {
 } from './chain-store.js';
 import { ChaincodeRuntime } from './chaincode-runtime.js';
 import { SimulationStub } from './simulation-stub.js';
-import { keyOfValidationParameter, satisfiesPolicy, validationParameterKey } from './endorsement-policy.js';
+import {
+  keyOfValidationParameter,
+  satisfiesPolicy,
+  VALIDATION_PARAMETER_PREFIX,
+  validationParameterKey,
+} from './endorsement-policy.js';
 import type {
   BlockHeader,
   ChaincodeProposal,
@@ -118,6 +123,8 @@ export class EmbeddedChain {
   private nextBlockNumber: number;
   private lastHash: Buffer;
   private closed = false;
+  /** False while no key has a key-level policy: commits then skip the policy look-ups (one per written key). */
+  private keyPolicies: boolean;
 
   private constructor(
     private readonly store: ChainStore,
@@ -128,6 +135,8 @@ export class EmbeddedChain {
     const last = store.lastBlock();
     this.nextBlockNumber = last ? last.number + 1 : 0;
     this.lastHash = last ? last.hash : ZERO_HASH;
+    this.keyPolicies =
+      store.range(VALIDATION_PARAMETER_PREFIX, `${VALIDATION_PARAMETER_PREFIX}\u{10ffff}`, 1).length > 0;
   }
 
   /**
@@ -571,9 +580,13 @@ export class EmbeddedChain {
     const { rwset } = endorsement;
     // The embedded chain endorses as the creator's organisation's peer: one endorsement, the creator's MSP.
     const endorsers = [{ mspId: endorsement.creator.mspid }];
+    let setsPolicy = false;
     for (const write of rwset.writes) {
+      const policyOf = keyOfValidationParameter(write.key);
+      if (policyOf !== undefined) setsPolicy = true;
+      if (!this.keyPolicies) continue;
       // Writing a key, or changing its policy, needs the policy the key has now.
-      const policyKey = validationParameterKey(keyOfValidationParameter(write.key) ?? write.key);
+      const policyKey = validationParameterKey(policyOf ?? write.key);
       const pending = overlay.get(policyKey);
       const policy = pending ? pending.value : (this.store.getState(policyKey)?.value ?? null);
       if (policy && !satisfiesPolicy(policy, endorsers)) return 'ENDORSEMENT_POLICY_FAILURE';
@@ -590,6 +603,8 @@ export class EmbeddedChain {
     for (const query of rwset.rangeQueries) {
       if (!this.rangeUnchanged(query, overlay)) return 'PHANTOM_READ_CONFLICT';
     }
+    // From this valid transaction on (later ones of the block included), writes are checked against policies.
+    if (setsPolicy) this.keyPolicies = true;
     return 'VALID';
   }
 
