@@ -159,6 +159,12 @@ export function registerMemberCommand(program: Command): Command {
     )
     .action(async (options: MemberOptions) => {
       const config = loadSettings(MEMBER_REGISTER_SETTINGS, options);
+      if (config.ledger === 'fabric' && config.ca !== 'fabric' && options.serviceCert === undefined) {
+        // The embedded CA of a data directory is not the Fabric MSP's CA: the chaincode would refuse its certificate.
+        throw new Error(
+          'with --ledger fabric the service certificate comes from the MSP CA: add --ca fabric, or give --service-cert',
+        );
+      }
       const written = await withDirectory(config, async (directory, mspId) => {
         const { certificate, keyFile } = await serviceCertificate(options, config, mspId);
         const result = await directory.register({

@@ -125,6 +125,25 @@ describe('hie-ledger member', () => {
     expect(await cli(['member', 'list', '--data-dir', dataDir, '--json'])).toBe(before);
   });
 
+  it('on Fabric, issues the service certificate only from the MSP’s Fabric CA', async () => {
+    await expect(
+      cli([
+        'member',
+        'register',
+        '--data-dir',
+        dataDir,
+        '--ledger',
+        'fabric',
+        '--fabric-config',
+        join(root, 'hospital1.fabric.json'),
+        '--organization-name',
+        'Hospital 1',
+        '--fhir-base-url',
+        'https://h1.example/fhir',
+      ]),
+    ).rejects.toThrow(/with --ledger fabric the service certificate comes from the MSP CA: add --ca fabric/);
+  });
+
   it('takes a given certificate and key, refusing a key that is not the certificate’s', async () => {
     const ca = await EmbeddedCa.open(join(dataDir, 'identity', 'ca'), { mspId: 'Org1MSP' });
     const given = await ca.enroll({ enrollmentId: 'given-service', attrs: {}, keyType: 'P-256' });
