@@ -27,13 +27,13 @@ const LAYERS = [
   // the composition root and the command line see everything
   { folder: 'app', mayImport: FEATURES.filter((f) => f !== 'commands') },
   { folder: 'commands', mayImport: FEATURES },
-  // features
-  { folder: 'access', mayImport: ['consent', 'fhir', 'ledger', 'platform'] },
-  { folder: 'consent', mayImport: ['fhir', 'ledger', 'platform'] },
+  // features; exchange (members calling each other) sits above the features it combines
   {
     folder: 'exchange',
-    mayImport: ['access', 'config', 'consent', 'fhir', 'integrity', 'ledger', 'platform'],
+    mayImport: ['access', 'consent', 'integrity', 'fhir', 'ledger', 'config', 'platform'],
   },
+  { folder: 'access', mayImport: ['consent', 'fhir', 'ledger', 'platform'] },
+  { folder: 'consent', mayImport: ['fhir', 'ledger', 'platform'] },
   { folder: 'integrity', mayImport: ['fhir', 'ledger', 'platform'] },
   { folder: 'operator', mayImport: ['config', 'fhir', 'ledger', 'platform'] },
   // the FHIR core and the ledger know no feature; the ledger knows no FHIR

@@ -246,7 +246,7 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     env: 'HIE_CA',
     default: 'embedded',
     description:
-      'certificate authority of the participant commands: embedded (DIR/identity/ca) or fabric (the "ca" section of --fabric-config)',
+      'certificate authority of the participant commands and member register: embedded (DIR/identity/ca) or fabric (the "ca" section of --fabric-config)',
     parse: (text, source) => {
       if (text !== 'embedded' && text !== 'fabric')
         throw new ConfigError(`${source}: '${text}' is not one of embedded, fabric`);
