@@ -109,6 +109,13 @@ export function errorCodeOf(outcome: OperationOutcome): ErrorCode | undefined {
   return undefined;
 }
 
+/** The code of an error given by status: the code its issues carry when it has that status, else the generic one. */
+function codeForStatus(status: number, issues: OperationOutcomeIssue[]): ErrorCode {
+  const carried = errorCodeOf(operationOutcome(issues));
+  if (carried && ERROR_CATALOGUE[carried].status === status) return carried;
+  return GENERIC_ERROR_CODE[status] ?? (status >= 500 ? 'internal-error' : 'request-invalid');
+}
+
 export class FhirError extends Error {
   /** The catalogue code (src/fhir/error-catalogue.ts, docs/errors.md). */
   readonly code: ErrorCode;
@@ -126,11 +133,8 @@ export class FhirError extends Error {
     options: FhirErrorOptions = {},
   ) {
     const status = typeof code === 'number' ? code : ERROR_CATALOGUE[code].status;
-    const coded: ErrorCode =
-      typeof code === 'number'
-        ? (GENERIC_ERROR_CODE[code] ?? (code >= 500 ? 'internal-error' : 'request-invalid'))
-        : code;
     const given = Array.isArray(outcome) ? outcome : outcome.issue;
+    const coded: ErrorCode = typeof code === 'number' ? codeForStatus(code, given) : code;
     const issues = given.map((i) => withCode(i, coded));
     const oo: OperationOutcome = Array.isArray(outcome)
       ? operationOutcome(issues)

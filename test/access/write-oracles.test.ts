@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AccessControl } from '../../src/access/caller-access-policy.js';
 import { patientCompartmentTypes } from '../../src/access/setup.js';
 import type { Caller } from '../../src/fhir/interactions/access-policy.js';
-import { FhirError } from '../../src/fhir/outcome.js';
+import { ERROR_CODE_SYSTEM, FhirError, type ErrorCode } from '../../src/fhir/outcome.js';
 import { actor, privacyConsent, startHarness, type Harness } from './app-harness.js';
 
 const HIDDEN = 'hid-0001'; // hosp-a's Observation of p1: hosp-b has no grant
@@ -28,10 +28,19 @@ interface Answer {
   headers: Record<string, unknown>;
 }
 
+/** The catalogue code of a refusal, as every issue of it carries it (docs/errors.md). */
+const coded = (code: ErrorCode) => ({ coding: [{ system: ERROR_CODE_SYSTEM, code }] });
 const notKnown = (id: string) =>
   JSON.stringify({
     resourceType: 'OperationOutcome',
-    issue: [{ severity: 'error', code: 'not-found', diagnostics: `Observation/${id} is not known` }],
+    issue: [
+      {
+        severity: 'error',
+        code: 'not-found',
+        diagnostics: `Observation/${id} is not known`,
+        details: coded('resource-not-found'),
+      },
+    ],
   });
 const ifMatchNotKnown = (tag: string, id: string) =>
   JSON.stringify({
@@ -41,6 +50,7 @@ const ifMatchNotKnown = (tag: string, id: string) =>
         severity: 'error',
         code: 'conflict',
         diagnostics: `If-Match ${tag} does not match: Observation/${id} is not known`,
+        details: coded('version-conflict'),
       },
     ],
   });
@@ -263,7 +273,12 @@ describe('writes to absent, hidden and visible ids (two organisations)', () => {
             JSON.stringify({
               resourceType: 'OperationOutcome',
               issue: [
-                { severity: 'error', code: 'forbidden', diagnostics: 'You may not write Observation/{id}' },
+                {
+                  severity: 'error',
+                  code: 'forbidden',
+                  diagnostics: 'You may not write Observation/{id}',
+                  details: coded('access-denied'),
+                },
               ],
             }),
           );
@@ -345,7 +360,14 @@ describe('writes to absent, hidden and visible ids (two organisations)', () => {
     expect(patient.text).toBe(
       JSON.stringify({
         resourceType: 'OperationOutcome',
-        issue: [{ severity: 'error', code: 'not-found', diagnostics: 'Patient/squat-1 is not known' }],
+        issue: [
+          {
+            severity: 'error',
+            code: 'not-found',
+            diagnostics: 'Patient/squat-1 is not known',
+            details: coded('resource-not-found'),
+          },
+        ],
       }),
     );
     expect(neverUsed.text.replace('squat-2', 'squat-1')).toBe(patient.text);
