@@ -5,7 +5,14 @@
  * per condition, not per request. Anything else is a bug: logged with its stack, answered 500 with no internals.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { FhirError, fhirError, issue, operationOutcome, type OperationOutcome } from '../outcome.js';
+import {
+  errorCodeOf,
+  FhirError,
+  fhirError,
+  issue,
+  operationOutcome,
+  type OperationOutcome,
+} from '../outcome.js';
 import { ERROR_CATALOGUE, GENERIC_ERROR_CODE, type ErrorCode } from '../error-catalogue.js';
 import { JsonSyntaxError } from '../fhir-json.js';
 import { jsonSyntaxError } from '../interactions/router.js';
@@ -95,10 +102,18 @@ export function installErrorHandling(app: FastifyInstance, options: { logValues:
     if (fault)
       storage.fault(fault, err); // once per condition, not per request
     else if (bug) request.log.error({ err }, 'unhandled error');
-    // A refusal's text quotes ids and field values: logged only when the operator asked for values.
+    // A refusal's text quotes ids and field values: logged only when the operator asked for values. Its catalogue
+    // code (docs/errors.md) names only the kind of refusal, so it is always logged.
     else if (options.logValues)
-      request.log.info({ status, issue: outcome.issue[0]?.diagnostics }, 'request refused');
-    else request.log.info({ status, code: outcome.issue[0]?.code }, 'request refused');
+      request.log.info(
+        { status, error: errorCodeOf(outcome), issue: outcome.issue[0]?.diagnostics },
+        'request refused',
+      );
+    else
+      request.log.info(
+        { status, error: errorCodeOf(outcome), code: outcome.issue[0]?.code },
+        'request refused',
+      );
     return sendOutcome(reply, status, outcome, headers);
   });
   // A write that succeeds ends the condition (logged once).
