@@ -17,7 +17,7 @@ import {
 } from './tokens.js';
 import { roleScopes } from './scopes.js';
 import { addressKey, RateLimiter } from './rate-limit.js';
-import { issue, operationOutcome } from '../fhir/outcome.js';
+import { fhirError } from '../fhir/outcome.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -67,16 +67,21 @@ function tooManyRequests(who: string, retryAfterSeconds: number): OAuthError {
   );
 }
 
-function sendUnauthorized(reply: FastifyReply, diagnostics: string, tokenError: boolean): FastifyReply {
+function sendUnauthorized(
+  reply: FastifyReply,
+  code: 'authentication-required' | 'token-invalid' | 'token-expired',
+  diagnostics: string,
+): FastifyReply {
   // RFC 6750 §3: error attributes only when a token was presented. Never echo the token.
-  const challenge = tokenError
-    ? `Bearer realm="hie-ledger", error="invalid_token", error_description="${diagnostics.replace(/"/g, "'")}"`
-    : 'Bearer realm="hie-ledger"';
+  const challenge =
+    code !== 'authentication-required'
+      ? `Bearer realm="hie-ledger", error="invalid_token", error_description="${diagnostics.replace(/"/g, "'")}"`
+      : 'Bearer realm="hie-ledger"';
   return reply
     .code(401)
     .header('www-authenticate', challenge)
     .header('content-type', 'application/fhir+json; charset=utf-8')
-    .send(JSON.stringify(operationOutcome([issue('error', 'login', diagnostics)])));
+    .send(JSON.stringify(fhirError(code, diagnostics).outcome));
 }
 
 export function smartConfiguration(baseUrl: string): Record<string, unknown> {
@@ -122,7 +127,7 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
 
     if (options.devOpenLoopback) {
       if (!LOOPBACK.has(request.socket.remoteAddress ?? '')) {
-        sendUnauthorized(reply, 'development mode serves loopback callers only', false);
+        sendUnauthorized(reply, 'authentication-required', 'development mode serves loopback callers only');
         return;
       }
       request.hieAccess = new OpenAccess({ participant: 'dev-open', role: 'open', scopes: ['system/*.*'] });
@@ -134,8 +139,8 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
     if (!header) {
       sendUnauthorized(
         reply,
+        'authentication-required',
         'authentication required: send an access token from /auth/token as a Bearer token',
-        false,
       );
       return;
     }
@@ -145,7 +150,7 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
       if (!caller) {
         const match = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/i.exec(header);
         if (!match) {
-          sendUnauthorized(reply, 'malformed Authorization header: expected Bearer', true);
+          sendUnauthorized(reply, 'token-invalid', 'malformed Authorization header: expected Bearer');
           return;
         }
         caller = tokens.verifyAccessToken(match[1]);
@@ -154,7 +159,7 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
       request.hieAccess = options.policyFor(caller, request);
     } catch (err) {
       if (err instanceof InvalidTokenError) {
-        sendUnauthorized(reply, err.reason, true);
+        sendUnauthorized(reply, err.code, err.reason);
         return;
       }
       return done(err as Error);

@@ -17,12 +17,12 @@ import type { ReadScope } from '../fhir/store/search-query.js';
 import { CallerCursorSeal, processCursorKey } from '../fhir/interactions/cursor-seal.js';
 import { LAB_WRITABLE_TYPES, ScopeSet, type Permission } from './scopes.js';
 import type { StoredVersion } from '../fhir/store/resource-store.js';
-import { FhirError, forbidden, notFound } from '../fhir/outcome.js';
+import { FhirError, fhirError } from '../fhir/outcome.js';
 import { touch, type AuditRecorder, type Touched } from './access-audit.js';
 
 /** The one answer for a write to an id the caller may not see or that does not exist (docs/access.md). */
 export function notKnown(resourceType: string, id: string | undefined): FhirError {
-  return notFound(`${resourceType}/${id ?? ''} is not known`);
+  return fhirError('resource-not-found', `${resourceType}/${id ?? ''} is not known`);
 }
 
 /** The consent decisions the policy needs (src/consent/consent-service.ts ConsentService implements it). */
@@ -142,7 +142,8 @@ export class CallerAccessPolicy implements AccessPolicy {
         : this.scopes.allowsAny(permission);
     if (!allowed) {
       this.refusals.push({ interaction, resourceType });
-      throw forbidden(
+      throw fhirError(
+        'scope-insufficient',
         `The granted scopes (${this.caller.scopes.join(' ')}) do not allow ${interaction}${resourceType ? ` on ${resourceType}` : ''}`,
       );
     }
@@ -154,7 +155,10 @@ export class CallerAccessPolicy implements AccessPolicy {
       !this.isAdminWithReason
     ) {
       this.refusals.push({ interaction, resourceType });
-      throw forbidden('Admins read clinical data only with a recorded reason (send X-Access-Reason)');
+      throw fhirError(
+        'access-reason-required',
+        'Admins read clinical data only with a recorded reason (send X-Access-Reason)',
+      );
     }
   }
 

@@ -22,7 +22,7 @@ import type { FhirResource } from '../fhir/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { InteractionHandler } from '../fhir/interactions/types.js';
-import { forbidden, notFound, serviceUnavailable, unauthorized } from '../fhir/outcome.js';
+import { fhirError } from '../fhir/outcome.js';
 import { registerAuth } from './auth-routes.js';
 import { searchDefinitions } from '../fhir/search/definitions.js';
 
@@ -90,7 +90,7 @@ class PublicOnlyAccess implements AccessPolicy {
   readonly caller: Caller = { participant: 'anonymous', role: 'open', scopes: [] };
   authorize(interaction: string): void {
     if (interaction !== 'capabilities')
-      throw unauthorized('authentication required', undefined, {
+      throw fhirError('authentication-required', 'authentication required', {
         headers: { 'WWW-Authenticate': 'Bearer realm="hie-ledger"' },
       });
   }
@@ -164,14 +164,16 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     const policy = context.access;
     policy.authorize('read', 'Patient');
     const current = await context.store.read('Patient', request.id!);
-    if (!current || current.deleted || !policy.canRead(current)) throw notFound(`${patient} is not known`);
+    if (!current || current.deleted || !policy.canRead(current))
+      throw fhirError('resource-not-found', `${patient} is not known`);
     const caller = policy.caller;
     const isPatient = caller.role === 'patient' && caller.fhirUser === patient;
     // The ledger's access records name no custodian: they are the patient's (and a service-wide admin's). An
     // organisation reads the disclosures of its own records as AuditEvents (custodian rule), never those of others.
     const serviceAdmin = caller.role === 'admin' && caller.organization === undefined;
     if (!isPatient && !serviceAdmin && caller.role !== 'open') {
-      throw forbidden(
+      throw fhirError(
+        'access-denied',
         'Only the patient and service administrators may see the access log; organisations search AuditEvent',
       );
     }
@@ -223,9 +225,9 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
       fastify.addHook('preHandler', (request, _reply, done) => {
         if (audit.canKeep() || !(request.hieAccess instanceof CallerAccessPolicy)) return done();
         done(
-          serviceUnavailable(
+          fhirError(
+            'audit-unavailable',
             'The audit trail cannot be stored right now, so no request is served; retry later',
-            undefined,
             { headers: { 'retry-after': '30' } },
           ),
         );

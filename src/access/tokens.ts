@@ -71,7 +71,11 @@ export class OAuthError extends Error {
 
 /** A refused access token (RFC 6750 `invalid_token`). The reason never contains the token. */
 export class InvalidTokenError extends Error {
-  constructor(readonly reason: string) {
+  /** The catalogue code of the refusal: an expired token is worth a new one, any other is not. */
+  constructor(
+    readonly reason: string,
+    readonly code: 'token-invalid' | 'token-expired' = 'token-invalid',
+  ) {
     super(reason);
     this.name = 'InvalidTokenError';
   }
@@ -315,7 +319,7 @@ export class TokenService {
     if (!isAccessClaims(parsed)) throw new InvalidTokenError('malformed access token');
     const claims = parsed;
     const expiresAt = claims.exp * 1000;
-    if (!(expiresAt > now)) throw new InvalidTokenError('the access token has expired');
+    if (!(expiresAt > now)) throw new InvalidTokenError('the access token has expired', 'token-expired');
     if (!this.directory.isActive(claims.sub)) throw new InvalidTokenError('the client was revoked');
     const caller: Caller = { participant: claims.pid, role: claims.role, scopes: claims.scp.split(' ') };
     if (claims.org) caller.organization = claims.org;
@@ -338,7 +342,7 @@ export class TokenService {
     if (memo === undefined || memo.token !== token) return undefined;
     if (memo.expiresAt <= this.now()) {
       this.verified.delete(memoKey(token));
-      throw new InvalidTokenError('the access token has expired');
+      throw new InvalidTokenError('the access token has expired', 'token-expired');
     }
     if (!this.directory.isActive(memo.clientId)) throw new InvalidTokenError('the client was revoked');
     return memo.caller;

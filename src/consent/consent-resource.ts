@@ -10,7 +10,7 @@
  * Whatever the mapping cannot enforce (nested permits, deeper nesting, data/code/securityLabel/purpose limits) is
  * refused with 422, never silently widened.
  */
-import { unprocessable } from '../fhir/outcome.js';
+import { fhirError } from '../fhir/outcome.js';
 
 export const CONSENT_SCOPE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/consentscope';
 export const RESOURCE_TYPES_SYSTEM = 'http://hl7.org/fhir/resource-types';
@@ -72,7 +72,8 @@ export function isPrivacyConsent(resource: Json): boolean {
  * its first instant, as an end they end after its last (FHIR periods are inclusive at the stated precision).
  */
 export function periodInstant(value: unknown, edge: 'start' | 'end', path: string): string {
-  if (typeof value !== 'string') throw unprocessable(`${path} must be a date or dateTime`, path);
+  if (typeof value !== 'string')
+    throw fhirError('consent-not-enforceable', `${path} must be a date or dateTime`, { expression: path });
   const partial = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$/.exec(value);
   if (partial) {
     const [, y, m, d] = partial;
@@ -89,14 +90,16 @@ export function periodInstant(value: unknown, edge: 'start' | 'end', path: strin
             : Date.UTC(year, month, day + 1);
     const check = new Date(Date.UTC(year, month, day));
     if (check.getUTCMonth() !== month || check.getUTCDate() !== day)
-      throw unprocessable(`${path} is not a valid date`, path);
+      throw fhirError('consent-not-enforceable', `${path} is not a valid date`, { expression: path });
     return new Date(ms).toISOString();
   }
   if (
     !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(value) ||
     Number.isNaN(Date.parse(value))
   ) {
-    throw unprocessable(`${path} must be a date or a dateTime with a time zone`, path);
+    throw fhirError('consent-not-enforceable', `${path} must be a date or a dateTime with a time zone`, {
+      expression: path,
+    });
   }
   return new Date(Date.parse(value)).toISOString();
 }
@@ -108,7 +111,7 @@ function mapPeriod(value: unknown, path: string): GrantPeriod | undefined {
   if (period.start !== undefined) out.start = periodInstant(period.start, 'start', `${path}.start`);
   if (period.end !== undefined) out.end = periodInstant(period.end, 'end', `${path}.end`);
   if (out.start && out.end && Date.parse(out.end) < Date.parse(out.start))
-    throw unprocessable(`${path}.end is before its start`, path);
+    throw fhirError('consent-not-enforceable', `${path}.end is before its start`, { expression: path });
   return out.start || out.end ? out : undefined;
 }
 
@@ -117,10 +120,16 @@ function mapClasses(value: unknown, path: string): string[] {
     const coding = asObject(item);
     const at = `${path}[${index}]`;
     if (!coding || (coding.system !== undefined && coding.system !== RESOURCE_TYPES_SYSTEM)) {
-      throw unprocessable(`${at}: only resource types (${RESOURCE_TYPES_SYSTEM}) can limit a grant`, at);
+      throw fhirError(
+        'consent-not-enforceable',
+        `${at}: only resource types (${RESOURCE_TYPES_SYSTEM}) can limit a grant`,
+        { expression: at },
+      );
     }
     if (typeof coding.code !== 'string' || !TYPE.test(coding.code))
-      throw unprocessable(`${at}.code must be a resource type`, `${at}.code`);
+      throw fhirError('consent-not-enforceable', `${at}.code must be a resource type`, {
+        expression: `${at}.code`,
+      });
     return coding.code;
   });
   return [...new Set(classes)].sort();
@@ -131,7 +140,11 @@ function mapActors(value: unknown, path: string): string[] {
     const reference = asObject(asObject(item)?.reference)?.reference;
     const at = `${path}[${index}].reference.reference`;
     if (typeof reference !== 'string' || !GRANTEE.test(reference)) {
-      throw unprocessable(`${at} must reference an Organization or a Practitioner (relative reference)`, at);
+      throw fhirError(
+        'consent-not-enforceable',
+        `${at} must reference an Organization or a Practitioner (relative reference)`,
+        { expression: at },
+      );
     }
     return reference;
   });
@@ -140,7 +153,9 @@ function mapActors(value: unknown, path: string): string[] {
 function refuseUnsupported(provision: Json, path: string): void {
   for (const element of UNSUPPORTED_LIMITS) {
     if (provision[element] !== undefined)
-      throw unprocessable(`${path}.${element} cannot be enforced by this service`, `${path}.${element}`);
+      throw fhirError('consent-not-enforceable', `${path}.${element} cannot be enforced by this service`, {
+        expression: `${path}.${element}`,
+      });
   }
 }
 
@@ -151,41 +166,57 @@ function refuseUnsupported(provision: Json, path: string): void {
 export function consentToGrants(consent: Json): ConsentGrants {
   const patient = asObject(consent.patient)?.reference;
   if (typeof patient !== 'string' || !PATIENT.test(patient))
-    throw unprocessable('Consent.patient must reference a Patient (relative reference)', 'Consent.patient');
+    throw fhirError(
+      'consent-not-enforceable',
+      'Consent.patient must reference a Patient (relative reference)',
+      { expression: 'Consent.patient' },
+    );
   if (consent.status !== 'active') return { patient, grants: [] };
 
   const root = asObject(consent.provision);
-  if (!root) throw unprocessable('an active patient-privacy Consent needs a provision', 'Consent.provision');
+  if (!root)
+    throw fhirError('consent-not-enforceable', 'an active patient-privacy Consent needs a provision', {
+      expression: 'Consent.provision',
+    });
   const rootPath = 'Consent.provision';
   refuseUnsupported(root, rootPath);
   if (root.type === 'deny') {
     // A root deny: nobody outside the care team, which is the default. No grants.
     if (root.provision !== undefined)
-      throw unprocessable(
+      throw fhirError(
+        'consent-not-enforceable',
         'nested provisions under a deny provision are not supported',
-        `${rootPath}.provision`,
+        { expression: `${rootPath}.provision` },
       );
     return { patient, grants: [] };
   }
   if (root.type !== 'permit')
-    throw unprocessable('Consent.provision.type must be permit or deny', `${rootPath}.type`);
+    throw fhirError('consent-not-enforceable', 'Consent.provision.type must be permit or deny', {
+      expression: `${rootPath}.type`,
+    });
   const actors = mapActors(root.actor, `${rootPath}.actor`);
   if (actors.length === 0)
-    throw unprocessable('a permit provision needs at least one actor (the grantee)', `${rootPath}.actor`);
+    throw fhirError('consent-not-enforceable', 'a permit provision needs at least one actor (the grantee)', {
+      expression: `${rootPath}.actor`,
+    });
   const classes = mapClasses(root.class, `${rootPath}.class`);
   const period = mapPeriod(root.period, `${rootPath}.period`);
 
   const denies = asArray(root.provision).map((item, index) => {
     const path = `${rootPath}.provision[${index}]`;
     const nested = asObject(item);
-    if (!nested) throw unprocessable(`${path} must be an object`, path);
+    if (!nested)
+      throw fhirError('consent-not-enforceable', `${path} must be an object`, { expression: path });
     if (nested.type !== 'deny')
-      throw unprocessable(
+      throw fhirError(
+        'consent-not-enforceable',
         `${path}: only deny provisions may be nested (they narrow the permit)`,
-        `${path}.type`,
+        { expression: `${path}.type` },
       );
     if (nested.provision !== undefined)
-      throw unprocessable(`${path}: provisions nest one level deep at most`, `${path}.provision`);
+      throw fhirError('consent-not-enforceable', `${path}: provisions nest one level deep at most`, {
+        expression: `${path}.provision`,
+      });
     refuseUnsupported(nested, path);
     return {
       actors: mapActors(nested.actor, `${path}.actor`),

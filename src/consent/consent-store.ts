@@ -11,7 +11,7 @@
  */
 import type { ConsentService, PreparedConsent } from './consent-service.js';
 import { consentToGrants, isPrivacyConsent, type ConsentGrants } from './consent-resource.js';
-import { FhirError, forbidden, serviceUnavailable } from '../fhir/outcome.js';
+import { FhirError, fhirError } from '../fhir/outcome.js';
 import type { ResourceStore, StoredVersion, WriteRequest } from '../fhir/store/resource-store.js';
 
 export interface ConsentStoreOptions {
@@ -89,9 +89,9 @@ class ConsentLedgerStore implements ResourceStore {
         { err: (err as Error).message },
         'consent stored but its grants did not reach the ledger',
       );
-      throw serviceUnavailable(
+      throw fhirError(
+        'ledger-unavailable',
         'The Consent was stored and what it withdraws is refused, but the ledger did not accept its grants: they are not in force. Send the Consent again to retry.',
-        undefined,
         { cause: err },
       );
     }
@@ -101,7 +101,8 @@ class ConsentLedgerStore implements ResourceStore {
     if (request.resourceType !== 'Consent') return this.inner.write(request);
     const { consent } = this.options;
     if (consent.ledgerMismatch)
-      throw serviceUnavailable(
+      throw fhirError(
+        'ledger-unavailable',
         'The ledger does not hold what this service committed: consents cannot be recorded now',
       );
     const caller = request.actor;
@@ -124,7 +125,8 @@ class ConsentLedgerStore implements ResourceStore {
         const [, patientId] = target.patient.split('/');
         const patientRecord = await this.inner.read('Patient', patientId);
         if (!patientRecord || patientRecord.deleted || patientRecord.custodian !== caller.organization) {
-          throw forbidden(
+          throw fhirError(
+            'consent-not-custodian',
             `${target.patient} is not held by ${caller.organization ?? 'this system'}: only the patient's home organisation records consents given in person`,
           );
         }
@@ -134,13 +136,16 @@ class ConsentLedgerStore implements ResourceStore {
           await consent.registerPatient(target.patient);
         } catch (err) {
           if (/another organisation/.test((err as Error).message)) {
-            throw forbidden(
+            throw fhirError(
+              'consent-not-custodian',
               `${target.patient} belongs to another organisation's service: only it may record grants`,
             );
           }
-          throw serviceUnavailable('The ledger is not reachable: grants cannot be recorded now', undefined, {
-            cause: err,
-          });
+          throw fhirError(
+            'ledger-unavailable',
+            'The ledger is not reachable: grants cannot be recorded now',
+            { cause: err },
+          );
         }
       }
     }

@@ -12,7 +12,7 @@
  * Reading a version's proof is reading the version: the caller's access policy decides (404 when not visible).
  */
 import type { IntegrityVerifier, VersionVerification } from './verification.js';
-import { FhirError, notFound, serviceUnavailable } from '../fhir/outcome.js';
+import { FhirError, fhirError } from '../fhir/outcome.js';
 import { assertId, assertResourceType, visibleOr404 } from '../fhir/interactions/common.js';
 import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
@@ -67,7 +67,7 @@ export function verifyHandler(verifier: IntegrityVerifier): InteractionHandler {
     let version;
     if (request.versionId !== undefined) {
       if (!/^[1-9]\d{0,15}$/.test(request.versionId)) {
-        throw notFound(`${resourceType}/${id} has no version '${request.versionId}'`);
+        throw fhirError('resource-not-found', `${resourceType}/${id} has no version '${request.versionId}'`);
       }
       const what = `${resourceType}/${id}/_history/${request.versionId}`;
       version = visibleOr404(
@@ -87,7 +87,7 @@ export function verifyHandler(verifier: IntegrityVerifier): InteractionHandler {
         { err: err instanceof Error ? err.message : String(err) },
         '$verify could not reach the ledger',
       );
-      throw serviceUnavailable('The ledger cannot be read right now; try $verify again later', undefined, {
+      throw fhirError('ledger-unavailable', 'The ledger cannot be read right now; try $verify again later', {
         cause: err,
       });
     }

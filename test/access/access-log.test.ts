@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actor, privacyConsent, startHarness, type Harness } from './app-harness.js';
+import { expectErrorCode } from '../support/error-codes.js';
 
 describe('$access-log: who else looked is not a grantee’s to learn', () => {
   let h: Harness;
@@ -54,6 +55,8 @@ describe('$access-log: who else looked is not a grantee’s to learn', () => {
   it('another patient gets the same 404 as for an unknown patient', async () => {
     const hidden = await h.request(tokens.patient2, 'GET', '/Patient/p1/$access-log');
     const absent = await h.request(tokens.patient2, 'GET', '/Patient/nobody/$access-log');
+    expectErrorCode(hidden.text, 'resource-not-found');
+    expectErrorCode(absent.text, 'resource-not-found');
     expect(hidden.status).toBe(404);
     expect(absent.status).toBe(404);
     expect(hidden.body.issue[0].code).toBe(absent.body.issue[0].code);

@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { assertion, makeClient, MapDirectory, tokenForm } from './helpers.js';
+import { expectErrorCode } from '../support/error-codes.js';
 
 const BASE = 'http://hie.test';
 const TOKEN_URL = `${BASE}/auth/token`;
@@ -202,7 +203,7 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
       });
       expect(res.statusCode, JSON.stringify(claims)).toBe(401);
       expect(res.headers['www-authenticate']).toContain('invalid_token');
-      expect(res.json().issue[0].diagnostics).toBe('malformed access token');
+      expectErrorCode(res, 'token-invalid');
     }
   });
 
@@ -258,6 +259,7 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
     expect(none.statusCode).toBe(401);
     expect(none.headers['www-authenticate']).toMatch(/^Bearer/);
     expect(none.json()).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'login' }] });
+    expectErrorCode(none, 'authentication-required');
 
     const good = (await requestToken(tokenForm(await assertion(system, TOKEN_URL)))).json()
       .access_token as string;
@@ -277,14 +279,14 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
       });
       expect(res.statusCode).toBe(401);
       expect(res.headers['www-authenticate']).toContain('invalid_token');
-      expect(res.json().resourceType).toBe('OperationOutcome');
+      expectErrorCode(res, 'token-invalid');
     }
     const basic = await app.inject({
       method: 'GET',
       url: '/fhir/Patient/1',
       headers: { authorization: 'Basic Zm9vOmJhcg==' },
     });
-    expect(basic.statusCode).toBe(401);
+    expectErrorCode(basic, 'token-invalid');
 
     now += 301_000;
     const expired = await app.inject({
@@ -293,8 +295,7 @@ describe('SMART Backend Services token endpoint and FHIR authentication', () => 
       headers: { authorization: `Bearer ${good}` },
     });
     now = Date.now();
-    expect(expired.statusCode).toBe(401);
-    expect(expired.json().issue[0].diagnostics).toContain('expired');
+    expectErrorCode(expired, 'token-expired');
   });
 
   it('keeps /fhir/metadata and the SMART configuration public', async () => {

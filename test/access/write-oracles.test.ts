@@ -9,8 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AccessControl } from '../../src/access/caller-access-policy.js';
 import { patientCompartmentTypes } from '../../src/access/setup.js';
 import type { Caller } from '../../src/fhir/interactions/access-policy.js';
-import { FhirError } from '../../src/fhir/outcome.js';
+import { ERROR_CODE_SYSTEM, FhirError, type ErrorCode } from '../../src/fhir/outcome.js';
 import { actor, privacyConsent, startHarness, type Harness } from './app-harness.js';
+import { expectErrorCode } from '../support/error-codes.js';
 
 const HIDDEN = 'hid-0001'; // hosp-a's Observation of p1: hosp-b has no grant
 const ABSENT = 'abs-0001'; // never used
@@ -28,10 +29,19 @@ interface Answer {
   headers: Record<string, unknown>;
 }
 
+/** The catalogue code of a refusal, as every issue of it carries it (docs/errors.md). */
+const coded = (code: ErrorCode) => ({ coding: [{ system: ERROR_CODE_SYSTEM, code }] });
 const notKnown = (id: string) =>
   JSON.stringify({
     resourceType: 'OperationOutcome',
-    issue: [{ severity: 'error', code: 'not-found', diagnostics: `Observation/${id} is not known` }],
+    issue: [
+      {
+        severity: 'error',
+        code: 'not-found',
+        diagnostics: `Observation/${id} is not known`,
+        details: coded('resource-not-found'),
+      },
+    ],
   });
 const ifMatchNotKnown = (tag: string, id: string) =>
   JSON.stringify({
@@ -41,6 +51,7 @@ const ifMatchNotKnown = (tag: string, id: string) =>
         severity: 'error',
         code: 'conflict',
         diagnostics: `If-Match ${tag} does not match: Observation/${id} is not known`,
+        details: coded('version-conflict'),
       },
     ],
   });
@@ -263,7 +274,12 @@ describe('writes to absent, hidden and visible ids (two organisations)', () => {
             JSON.stringify({
               resourceType: 'OperationOutcome',
               issue: [
-                { severity: 'error', code: 'forbidden', diagnostics: 'You may not write Observation/{id}' },
+                {
+                  severity: 'error',
+                  code: 'forbidden',
+                  diagnostics: 'You may not write Observation/{id}',
+                  details: coded('access-denied'),
+                },
               ],
             }),
           );
@@ -287,9 +303,7 @@ describe('writes to absent, hidden and visible ids (two organisations)', () => {
         expect(del.text).toBe(notThere('{id}'));
       } else {
         expect(del.status).toBe(412);
-        expect(JSON.parse(del.text).issue[0].diagnostics).toBe(
-          `If-Match ${ifMatch} does not match: Observation/{id} is deleted`,
-        );
+        expectErrorCode(del.text, 'version-conflict');
       }
     }
     // A system of its custodian may revive it.
@@ -345,7 +359,14 @@ describe('writes to absent, hidden and visible ids (two organisations)', () => {
     expect(patient.text).toBe(
       JSON.stringify({
         resourceType: 'OperationOutcome',
-        issue: [{ severity: 'error', code: 'not-found', diagnostics: 'Patient/squat-1 is not known' }],
+        issue: [
+          {
+            severity: 'error',
+            code: 'not-found',
+            diagnostics: 'Patient/squat-1 is not known',
+            details: coded('resource-not-found'),
+          },
+        ],
       }),
     );
     expect(neverUsed.text.replace('squat-2', 'squat-1')).toBe(patient.text);

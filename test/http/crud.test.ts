@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issue } from '../../src/fhir/outcome.js';
 import type { ResourceValidator } from '../../src/fhir/validation/validator.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { expectErrorCode } from '../support/error-codes.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -77,7 +78,7 @@ describe('create', () => {
     const before = json((await app.fastify.inject({ url: '/fhir/Patient/_history' })).body).total;
     const res = await create({ resourceType: 'Patient', birthDate: 'yesterday', foo: 1 });
     expect(res.statusCode).toBe(400);
-    const outcome = expectOutcome(res.body);
+    const outcome = expectErrorCode(res, 'resource-invalid');
     expect(outcome.issue.some((i: any) => i.expression?.length > 0)).toBe(true);
     const after = json((await app.fastify.inject({ url: '/fhir/Patient/_history' })).body).total;
     expect(after).toBe(before);
@@ -89,7 +90,7 @@ describe('create', () => {
       { method: 'POST', url: '/fhir/Observation', body: JSON.stringify(patient()) },
       400,
     );
-    expect(expectOutcome(res.body).issue[0].expression).toEqual(['resourceType']);
+    expect(expectErrorCode(res, 'resource-type-mismatch').issue[0].expression).toEqual(['resourceType']);
   });
 
   it('answers malformed JSON with 400 naming the position', async () => {
@@ -98,7 +99,7 @@ describe('create', () => {
       { method: 'POST', url: '/fhir/Patient', body: '{"resourceType":"Patient",,}' },
       400,
     );
-    expect(expectOutcome(res.body, 'invalid').issue[0].diagnostics).toMatch(/character \d+/);
+    expect(expectErrorCode(res, 'body-not-json').issue[0].diagnostics).toMatch(/character \d+/);
   });
 
   it('answers non-object JSON, empty bodies and missing resourceType with 400', async () => {
@@ -127,7 +128,7 @@ describe('create', () => {
     await create(withIdentifier); // a duplicate, created unconditionally
     const third = await create(withIdentifier, ifNoneExist);
     expect(third.statusCode).toBe(412);
-    expectOutcome(third.body);
+    expectErrorCode(third, 'conditional-multiple-matches');
   });
 
   it('answers unknown resource types with 404', async () => {
@@ -136,7 +137,7 @@ describe('create', () => {
       { method: 'POST', url: '/fhir/Unicorn', body: '{"resourceType":"Unicorn"}' },
       404,
     );
-    expectOutcome(res.body, 'not-found');
+    expectErrorCode(res, 'resource-type-unsupported');
     expect((await app.fastify.inject({ url: '/fhir/Unicorn/1' })).statusCode).toBe(404);
   });
 });
@@ -169,7 +170,7 @@ describe('read and vread', () => {
 
   it('answers 404 for an unknown id and 400 for a malformed one', async () => {
     const missing = await send(app, { url: '/fhir/Patient/does-not-exist' }, 404);
-    expectOutcome(missing.body, 'not-found');
+    expectErrorCode(missing, 'resource-not-found');
     await send(app, { url: `/fhir/Patient/${'x'.repeat(65)}` }, 400);
     await send(app, { url: '/fhir/Patient/a_b' }, 400);
   });
@@ -224,7 +225,7 @@ describe('update', () => {
       { method: 'PUT', url: '/fhir/Patient/abc', body: JSON.stringify(patient()) },
       400,
     );
-    expect(expectOutcome(missing.body).issue[0].expression).toEqual(['Patient.id']);
+    expect(expectErrorCode(missing, 'resource-id-mismatch').issue[0].expression).toEqual(['Patient.id']);
     await send(
       app,
       { method: 'PUT', url: '/fhir/Patient/abc', body: JSON.stringify({ ...patient(), id: 'xyz' }) },
@@ -242,7 +243,7 @@ describe('update', () => {
       { method: 'PUT', url, headers: { ...FHIR_JSON, 'if-match': 'W/"1"' }, body: body },
       412,
     );
-    expectOutcome(stale.body);
+    expectErrorCode(stale, 'version-conflict');
     expect((await app.fastify.inject({ url })).headers.etag).toBe('W/"2"');
   });
 
@@ -269,7 +270,7 @@ describe('delete', () => {
     expect(deleted.headers.etag).toBe('W/"2"');
     expectOutcome(deleted.body, 'informational');
     const gone = await send(app, { url }, 410);
-    expectOutcome(gone.body, 'deleted');
+    expectErrorCode(gone, 'resource-deleted');
     expect((await app.fastify.inject({ url: `${url}/_history/1` })).statusCode).toBe(200);
     expect((await app.fastify.inject({ url: `${url}/_history/2` })).statusCode).toBe(410);
     await send(app, { method: 'DELETE', url, headers: { prefer: 'return=minimal' } }, 204);
@@ -296,7 +297,7 @@ describe('HTTP protocol refusals', () => {
   it('answers a method a path does not serve with 405 and Allow', async () => {
     const res = await send(app, { method: 'DELETE', url: '/fhir/Patient' }, 405);
     expect(res.headers.allow).toContain('POST');
-    expectOutcome(res.body, 'not-supported');
+    expectErrorCode(res, 'method-not-allowed');
     const post = await send(app, { method: 'POST', url: '/fhir/Patient/1', body: '{}' }, 405);
     expect(String(post.headers.allow)).toMatch(/GET.*PUT.*PATCH.*DELETE/);
   });
@@ -305,7 +306,7 @@ describe('HTTP protocol refusals', () => {
     for (const url of ['/fhir/Patient/1/foo/bar/baz', '/nothing-here']) {
       const res = await app.fastify.inject({ url });
       expect(res.statusCode, url).toBe(404);
-      expectOutcome(res.body, 'not-found');
+      expectErrorCode(res, 'endpoint-not-found');
     }
   });
 
@@ -320,13 +321,13 @@ describe('HTTP protocol refusals', () => {
       },
       415,
     );
-    expectOutcome(xml.body, 'not-supported');
+    expectErrorCode(xml, 'media-type-unsupported');
     const text = await send(
       app,
       { method: 'POST', url: '/fhir/Patient', headers: { 'content-type': 'text/plain' }, body: 'hello' },
       415,
     );
-    expectOutcome(text.body);
+    expectErrorCode(text, 'media-type-unsupported');
   });
 
   it('accepts fhirVersion=4.0 on Content-Type and Accept, refuses other versions (415/406)', async () => {
@@ -342,7 +343,7 @@ describe('HTTP protocol refusals', () => {
       { url: '/fhir/metadata', headers: { accept: 'application/fhir+json; fhirVersion=5.0' } },
       406,
     );
-    expectOutcome(wrongAccept.body);
+    expectErrorCode(wrongAccept, 'format-not-acceptable');
     const plain = await create(patient(), { 'content-type': 'application/json', accept: 'application/json' });
     expect(plain.statusCode).toBe(201);
     expect(plain.headers['content-type']).toBe('application/json; charset=utf-8');
@@ -354,9 +355,9 @@ describe('HTTP protocol refusals', () => {
       { url: '/fhir/metadata', headers: { accept: 'application/fhir+xml' } },
       406,
     );
-    expectOutcome(accept.body, 'not-supported');
+    expectErrorCode(accept, 'format-not-acceptable');
     const format = await send(app, { url: '/fhir/metadata?_format=xml' }, 406);
-    expect(expectOutcome(format.body).issue[0].expression).toEqual(['_format']);
+    expect(expectErrorCode(format, 'format-not-acceptable').issue[0].expression).toEqual(['_format']);
     await send(
       app,
       { url: '/fhir/metadata', headers: { accept: 'application/fhir+xml, application/fhir+json;q=0.5' } },
@@ -448,7 +449,7 @@ describe('body limit', () => {
     try {
       const big = JSON.stringify({ ...patient(), name: [{ family: 'x'.repeat(4096) }] });
       const res = await send(small, { method: 'POST', url: '/fhir/Patient', body: big }, 413);
-      expectOutcome(res.body, 'too-long');
+      expectErrorCode(res, 'body-too-large');
       expect(json((await small.fastify.inject({ url: '/fhir/_history' })).body).total).toBe(0);
     } finally {
       await small.stop();
@@ -583,7 +584,9 @@ describe('validation status', () => {
         });
       const business = await post({ resourceType: 'Patient', gender: 'unknown' });
       expect(business.statusCode).toBe(422);
-      expect(expectOutcome(business.body, 'business-rule').issue[0].expression).toEqual(['Patient.gender']);
+      expect(expectErrorCode(business, 'resource-rule-violated').issue[0].expression).toEqual([
+        'Patient.gender',
+      ]);
       const both = await post({ resourceType: 'Patient', gender: 'unknown', birthDate: 'soon' });
       expect(both.statusCode).toBe(400);
       expect((await post({ resourceType: 'Patient', gender: 'male' })).statusCode).toBe(201);

@@ -4,6 +4,7 @@ import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { registerFhirRoutes } from '../../src/fhir/http/fhir-routes.js';
 import { createHttpServer } from '../../src/fhir/http/server.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { expectErrorCode } from '../support/error-codes.js';
 
 let app: TestApp;
 const ids: string[] = [];
@@ -129,10 +130,12 @@ describe('history', () => {
       ['_since=2020-01-01T00:00:00Z&_since=2021-01-01T00:00:00Z', '_since'],
     ]) {
       const res = await app.fastify.inject({ url: `/fhir/_history?${query}` });
-      expect(res.statusCode, query).toBe(400);
-      expect(json(res.body).issue[0].expression).toEqual([name]);
+      expect(expectErrorCode(res, 'parameter-invalid').issue[0].expression).toEqual([name]);
     }
-    expect((await app.fastify.inject({ url: '/fhir/_history?_cursor=garbage' })).statusCode).toBe(400);
+    expectErrorCode(
+      await app.fastify.inject({ url: '/fhir/_history?_cursor=garbage' }),
+      'page-cursor-invalid',
+    );
   });
 
   it('answers 404 for the history of an unknown resource', async () => {
@@ -196,8 +199,7 @@ describe('access policy on read paths', () => {
         headers: FHIR_JSON,
         payload: '{"resourceType":"Patient"}',
       });
-      expect(res.statusCode).toBe(403);
-      expect(json(res.body).issue[0].code).toBe('forbidden');
+      expectErrorCode(res, 'access-denied');
       expect(json((await fastify.inject({ url: '/fhir/_history' })).body).total).toBe(before);
     } finally {
       await fastify.close();

@@ -6,6 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_JSON_DEPTH } from '../../src/fhir/fhir-json.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { expectErrorCode } from '../support/error-codes.js';
+import type { ErrorCode } from '../../src/fhir/error-catalogue.js';
 
 let app: TestApp;
 let patientId: string;
@@ -29,10 +31,9 @@ afterAll(async () => {
 
 type Injected = Awaited<ReturnType<TestApp['fastify']['inject']>>;
 
-function expectOutcome(res: Injected, status: number, diagnostics?: RegExp): void {
-  expect(res.statusCode, res.body).toBe(status);
-  const outcome = json(res.body);
-  expect(outcome.resourceType).toBe('OperationOutcome');
+/** The refusal's code (and status); the diagnostics too where naming the place is the point of the test. */
+function expectOutcome(res: Injected, code: ErrorCode, diagnostics?: RegExp): void {
+  const outcome = expectErrorCode(res, code);
   if (diagnostics) expect(outcome.issue[0].diagnostics).toMatch(diagnostics);
 }
 
@@ -154,7 +155,7 @@ describe('JSON nested too deeply is 400 before anything walks it', () => {
       ['POST', '/fhir/Patient/$validate'],
     ] as const) {
       const res = await app.fastify.inject({ method, url, headers: FHIR_JSON, payload: body });
-      expectOutcome(res, 400, DEPTH_REFUSED);
+      expectOutcome(res, 'body-not-json', DEPTH_REFUSED);
     }
     for (const type of ['batch', 'transaction']) {
       const res = await app.fastify.inject({
@@ -163,7 +164,7 @@ describe('JSON nested too deeply is 400 before anything walks it', () => {
         headers: FHIR_JSON,
         payload: `{"resourceType":"Bundle","type":"${type}","entry":[{"resource":${body},"request":{"method":"POST","url":"Patient"}}]}`,
       });
-      expectOutcome(res, 400, DEPTH_REFUSED);
+      expectOutcome(res, 'body-not-json', DEPTH_REFUSED);
     }
     expect(await count('Patient')).toBe(before);
   });
@@ -176,14 +177,14 @@ describe('JSON nested too deeply is 400 before anything walks it', () => {
       headers: { 'content-type': 'application/json-patch+json' },
       payload: `[{"op":"add","path":"/extension","value":${nested}}]`,
     });
-    expectOutcome(jsonPatch, 400, DEPTH_REFUSED);
+    expectOutcome(jsonPatch, 'body-not-json', DEPTH_REFUSED);
     const fhirPathPatch = await app.fastify.inject({
       method: 'PATCH',
       url: `/fhir/Patient/${patientId}`,
       headers: FHIR_JSON,
       payload: `{"resourceType":"Parameters","parameter":[{"name":"operation","part":[{"name":"type","valueCode":"add"},{"name":"value","valueString":"x"}]}],"x":${nested}}`,
     });
-    expectOutcome(fhirPathPatch, 400, DEPTH_REFUSED);
+    expectOutcome(fhirPathPatch, 'body-not-json', DEPTH_REFUSED);
     const read = await app.fastify.inject({ url: `/fhir/Patient/${patientId}` });
     expect(json(read.body).meta.versionId).toBe('1');
   });
@@ -208,7 +209,7 @@ describe('duplicate property names are 400, never last-wins', () => {
       '{"resourceType":"Patient","resourceType":"Observation","status":"final","code":{"text":"x"}}';
     for (const url of ['/fhir/Patient', '/fhir/Observation']) {
       const res = await app.fastify.inject({ method: 'POST', url, headers: FHIR_JSON, payload: text });
-      expectOutcome(res, 400, /property 'resourceType' appears more than once in one object/);
+      expectOutcome(res, 'body-not-json', /property 'resourceType' appears more than once in one object/);
       expect(json(res.body).issue[0].diagnostics).toMatch(/at character 26/);
     }
     expect(await count('Patient')).toBe(before.patients);
@@ -245,7 +246,7 @@ describe('duplicate property names are 400, never last-wins', () => {
     ];
     for (const [method, url, headers, payload] of cases) {
       const res = await app.fastify.inject({ method: method as 'POST', url, headers, payload });
-      expectOutcome(res, 400, /appears more than once in one object/);
+      expectOutcome(res, 'body-not-json', /appears more than once in one object/);
     }
     const read = await app.fastify.inject({ url: `/fhir/Patient/${patientId}` });
     expect(json(read.body).meta.versionId).toBe('1');
@@ -277,7 +278,7 @@ describe('text that is not Unicode is 400, never U+FFFD', () => {
         headers: { 'content-type': type },
         payload: bytes(prefix, raw, '"}]}'),
       });
-      expectOutcome(res, 400, new RegExp(`not valid UTF-8: byte ${Buffer.byteLength(prefix)} `));
+      expectOutcome(res, 'body-not-json', new RegExp(`not valid UTF-8: byte ${Buffer.byteLength(prefix)} `));
     }
     expect(await count('Patient')).toBe(before);
   });
@@ -295,7 +296,7 @@ describe('text that is not Unicode is 400, never U+FFFD', () => {
       headers: FHIR_JSON,
       payload: `{"resourceType":"Patient","name":[{"family":"a${escaped}b"}]}`,
     });
-    expectOutcome(res, 400, /UTF-16 surrogate .* without its pair/);
+    expectOutcome(res, 'body-not-json', /UTF-16 surrogate .* without its pair/);
     expect(json(res.body).issue[0].diagnostics).toContain(named);
     expect(await count('Patient')).toBe(before);
   });

@@ -153,7 +153,10 @@ describe('request logs carry no health data', () => {
       birthDate: 'not-a-date-8812',
     });
     expect(invalid.status).toBe(400);
-    expect(invalid.lines.find((l) => l.msg === 'request refused')).toMatchObject({ status: 400 });
+    expect(invalid.lines.find((l) => l.msg === 'request refused')).toMatchObject({
+      status: 400,
+      error: 'resource-invalid',
+    });
     const mismatch = await send('PUT', '/fhir/Patient/MRN9981123', {
       resourceType: 'Patient',
       id: 'MRN3320045',

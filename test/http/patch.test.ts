@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { expectErrorCode } from '../support/error-codes.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -75,12 +76,12 @@ describe('JSON Patch', () => {
     const failedTest = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [
       { op: 'test', path: '/active', value: false },
     ]);
-    expect(failedTest.statusCode).toBe(422);
+    expectErrorCode(failedTest, 'patch-not-applicable');
     expect(json(failedTest.body).resourceType).toBe('OperationOutcome');
     const missing = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [
       { op: 'replace', path: '/nothing/here', value: 1 },
     ]);
-    expect(missing.statusCode).toBe(422);
+    expectErrorCode(missing, 'patch-not-applicable');
     expect((await app.fastify.inject({ url: `/fhir/Patient/${id}` })).headers.etag).toBe('W/"1"');
   });
 
@@ -89,21 +90,22 @@ describe('JSON Patch', () => {
     const invalid = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [
       { op: 'add', path: '/birthDate', value: 'not a date' },
     ]);
-    expect(invalid.statusCode).toBe(422);
+    expectErrorCode(invalid, 'patch-result-invalid');
     expect(json(invalid.body).issue[0].expression[0]).toContain('birthDate');
     const renamed = await patch(`/fhir/Patient/${id}`, JSON_PATCH, [
       { op: 'replace', path: '/id', value: 'other' },
     ]);
-    expect(renamed.statusCode).toBe(422);
+    expectErrorCode(renamed, 'patch-not-applicable');
   });
 
   it('answers a malformed patch document with 400', async () => {
     const id = await createPatient();
-    expect((await patch(`/fhir/Patient/${id}`, JSON_PATCH, { op: 'add' })).statusCode).toBe(400);
-    expect(
-      (await patch(`/fhir/Patient/${id}`, JSON_PATCH, [{ op: 'frobnicate', path: '/a' }])).statusCode,
-    ).toBe(400);
-    expect((await patch(`/fhir/Patient/${id}`, JSON_PATCH, '[{')).statusCode).toBe(400);
+    expectErrorCode(await patch(`/fhir/Patient/${id}`, JSON_PATCH, { op: 'add' }), 'patch-invalid');
+    expectErrorCode(
+      await patch(`/fhir/Patient/${id}`, JSON_PATCH, [{ op: 'frobnicate', path: '/a' }]),
+      'patch-invalid',
+    );
+    expectErrorCode(await patch(`/fhir/Patient/${id}`, JSON_PATCH, '[{'), 'body-not-json');
   });
 
   it('checks If-Match (412), answers 404 for unknown and 410 for deleted resources', async () => {
@@ -118,15 +120,15 @@ describe('JSON Patch', () => {
       },
       412,
     );
-    expect((await patch('/fhir/Patient/nope', JSON_PATCH, [])).statusCode).toBe(404);
+    expectErrorCode(await patch('/fhir/Patient/nope', JSON_PATCH, []), 'resource-not-found');
     await app.fastify.inject({ method: 'DELETE', url: `/fhir/Patient/${id}` });
-    expect((await patch(`/fhir/Patient/${id}`, JSON_PATCH, [])).statusCode).toBe(410);
+    expectErrorCode(await patch(`/fhir/Patient/${id}`, JSON_PATCH, []), 'resource-deleted');
   });
 
   it('answers other patch media types with 415', async () => {
     const id = await createPatient();
     const res = await patch(`/fhir/Patient/${id}`, { 'content-type': 'application/merge-patch+json' }, '{}');
-    expect(res.statusCode).toBe(415);
+    expectErrorCode(res, 'media-type-unsupported');
   });
 });
 
@@ -206,7 +208,7 @@ describe('FHIRPath Patch', () => {
         { name: 'value', valueHumanName: { family: 'X' } },
       ]),
     );
-    expect(several.statusCode).toBe(422);
+    expectErrorCode(several, 'patch-not-applicable');
     const range = await patch(
       `/fhir/Patient/${id}`,
       FHIR_JSON,
@@ -217,13 +219,13 @@ describe('FHIRPath Patch', () => {
         { name: 'value', valueHumanName: { family: 'X' } },
       ]),
     );
-    expect(range.statusCode).toBe(422);
+    expectErrorCode(range, 'patch-not-applicable');
   });
 
   it('answers malformed FHIRPath Patch documents with 400', async () => {
     const id = await createPatient();
     const notParameters = await patch(`/fhir/Patient/${id}`, FHIR_JSON, { resourceType: 'Patient' });
-    expect(notParameters.statusCode).toBe(400);
+    expectErrorCode(notParameters, 'patch-invalid');
     const badType = await patch(
       `/fhir/Patient/${id}`,
       FHIR_JSON,
@@ -232,7 +234,7 @@ describe('FHIRPath Patch', () => {
         { name: 'path', valueString: 'Patient' },
       ]),
     );
-    expect(badType.statusCode).toBe(400);
+    expectErrorCode(badType, 'patch-invalid');
     const badPath = await patch(
       `/fhir/Patient/${id}`,
       FHIR_JSON,
@@ -241,7 +243,7 @@ describe('FHIRPath Patch', () => {
         { name: 'path', valueString: 'Patient.name.where(' },
       ]),
     );
-    expect(badPath.statusCode).toBe(400);
+    expectErrorCode(badPath, 'patch-invalid');
     expect(json(badPath.body).issue[0].expression).toEqual(['Parameters.parameter[0]']);
   });
 });

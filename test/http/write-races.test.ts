@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
+import { expectErrorCode } from '../support/error-codes.js';
 
 /** Ids whose next read lets another writer in first (the interleaving a busy server can produce). */
 const raceOnRead = new Map<string, () => Promise<unknown>>();
@@ -52,10 +53,7 @@ describe('a PUT racing another write', () => {
   it('does not overwrite a resource created after it found the id unused (409)', async () => {
     raceOnRead.set('Patient/race-1', otherWriter('race-1', 'female'));
     const res = await put('race-1', 'male');
-    expect(res.statusCode, res.body).toBe(409);
-    expect(json(res.body).issue[0].diagnostics).toBe(
-      'Patient/race-1 changed while this request was processed; read it again and retry',
-    );
+    expectErrorCode(res, 'concurrent-update');
     const current = json((await app.fastify.inject({ url: '/fhir/Patient/race-1' })).body);
     expect(current.gender).toBe('female');
     expect(current.meta.versionId).toBe('1');
@@ -70,10 +68,7 @@ describe('a PUT racing another write', () => {
 
     raceOnRead.set('Patient/race-2', otherWriter('race-2', 'other'));
     const withIfMatch = await put('race-2', 'female', { 'if-match': 'W/"2"' });
-    expect(withIfMatch.statusCode, withIfMatch.body).toBe(412);
-    expect(json(withIfMatch.body).issue[0].diagnostics).toBe(
-      'If-Match W/"2" does not match: Patient/race-2 changed',
-    );
+    expectErrorCode(withIfMatch, 'version-conflict');
     const current = json((await app.fastify.inject({ url: '/fhir/Patient/race-2' })).body);
     expect(current.gender).toBe('other');
     expect(current.meta.versionId).toBe('3');

@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FhirError } from '../../src/fhir/outcome.js';
+import { FhirError, type ErrorCode } from '../../src/fhir/outcome.js';
 import type {
   IndexEntry,
   PendingAnchor,
@@ -55,13 +55,15 @@ function key(v: VersionKey): string {
   return `${v.resourceType}/${v.id}/_history/${v.versionId}`;
 }
 
-async function expectFhirError(promise: Promise<unknown>, status: number): Promise<FhirError> {
+/** The refusal a promise rejects with: a FhirError of this catalogue code (docs/errors.md), or of this status. */
+async function expectFhirError(promise: Promise<unknown>, expected: number | ErrorCode): Promise<FhirError> {
   const error = await promise.then(
     () => undefined,
     (err: unknown) => err,
   );
-  expect(error, `expected a FhirError ${status}`).toBeInstanceOf(FhirError);
-  expect((error as FhirError).status).toBe(status);
+  expect(error, `expected a FhirError ${expected}`).toBeInstanceOf(FhirError);
+  if (typeof expected === 'number') expect((error as FhirError).status).toBe(expected);
+  else expect((error as FhirError).code).toBe(expected);
   return error as FhirError;
 }
 
@@ -195,7 +197,7 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
             method: 'PUT',
             resource: { resourceType: 'Observation' },
           }),
-          400,
+          'resource-type-mismatch',
         );
         expect(await store.read('Patient', 'p1')).toBeUndefined();
       });
@@ -225,7 +227,7 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
       });
 
       it('answers 404 for deleting what never existed, and stores nothing', async () => {
-        await expectFhirError(store.write(removal('Patient', 'ghost')), 404);
+        await expectFhirError(store.write(removal('Patient', 'ghost')), 'resource-not-found');
         expect(await store.read('Patient', 'ghost')).toBeUndefined();
         expect((await store.history({ count: 10 })).total).toBe(0);
       });
@@ -253,19 +255,19 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         await store.write(patient('p1'));
         const error = await expectFhirError(
           store.write({ ...patient('p1', { active: false }), ifMatch: 1 }),
-          412,
+          'version-conflict',
         );
         expect(error.outcome.resourceType).toBe('OperationOutcome');
         const diagnostics = error.outcome.issue.map((i) => i.diagnostics).join(' ');
         expect(diagnostics).toMatch(/\b1\b/);
         expect(diagnostics).toMatch(/\b2\b/);
         expect((await store.read('Patient', 'p1'))?.versionId).toBe(2);
-        await expectFhirError(store.write(removal('Patient', 'p1', 1)), 412);
+        await expectFhirError(store.write(removal('Patient', 'p1', 1)), 'version-conflict');
         expect((await store.read('Patient', 'p1'))?.deleted).toBe(false);
       });
 
       it('refuses with 412 when If-Match is given and the resource does not exist', async () => {
-        await expectFhirError(store.write({ ...patient('p1'), ifMatch: 1 }), 412);
+        await expectFhirError(store.write({ ...patient('p1'), ifMatch: 1 }), 'version-conflict');
         expect(await store.read('Patient', 'p1')).toBeUndefined();
       });
 
@@ -285,14 +287,20 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         expect(anchored).toEqual([]);
         expect((await store.history({ resourceType: 'Patient', id: 'p1', count: 10 })).total).toBe(1);
         await store.write(patient('p1'));
-        await expectFhirError(store.write({ ...patient('p1'), ifMatch: 1, unchanged: true }), 412);
-        await expectFhirError(store.write({ ...patient('p2'), ifMatch: 1, unchanged: true }), 412);
+        await expectFhirError(
+          store.write({ ...patient('p1'), ifMatch: 1, unchanged: true }),
+          'version-conflict',
+        );
+        await expectFhirError(
+          store.write({ ...patient('p2'), ifMatch: 1, unchanged: true }),
+          'version-conflict',
+        );
         expect((await store.read('Patient', 'p1'))?.versionId).toBe(2);
       });
 
       it('refuses ifNoneExist with 412 while the resource exists, and allows it after a delete', async () => {
         await store.write({ ...patient('p1'), ifNoneExist: true });
-        await expectFhirError(store.write({ ...patient('p1'), ifNoneExist: true }), 412);
+        await expectFhirError(store.write({ ...patient('p1'), ifNoneExist: true }), 'resource-exists');
         await store.write(removal('Patient', 'p1'));
         const revived = await store.write({ ...patient('p1'), ifNoneExist: true });
         expect(revived.versionId).toBe(3);
@@ -490,8 +498,8 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
       it('answers only the total for count 0, and 400 for a bad cursor or instant', async () => {
         await seed();
         expect(await store.history({ count: 0 })).toEqual({ versions: [], total: 6 });
-        await expectFhirError(store.history({ count: 5, cursor: 'not-a-cursor!' }), 400);
-        await expectFhirError(store.history({ count: 5, since: 'yesterday' }), 400);
+        await expectFhirError(store.history({ count: 5, cursor: 'not-a-cursor!' }), 'page-cursor-invalid');
+        await expectFhirError(store.history({ count: 5, since: 'yesterday' }), 'parameter-invalid');
       });
 
       it('counts, pages and returns only the versions `visible` admits, as if the others did not exist', async () => {
@@ -607,7 +615,7 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         await store.write(patient('a'));
         await store.transaction(async (tx) => {
           await tx.write(patient('b'));
-          await expectFhirError(tx.write({ ...patient('a'), ifMatch: 7 }), 412);
+          await expectFhirError(tx.write({ ...patient('a'), ifMatch: 7 }), 'version-conflict');
           await expect(
             tx.write({
               ...patient('c'),
@@ -675,7 +683,10 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         await opened2.promise;
         const concurrent = store.write(patient('a'));
         // Version 1 was current when this write was issued, but it runs after the transaction made version 2.
-        const concurrentIfMatch = expectFhirError(store.write({ ...patient('a'), ifMatch: 1 }), 412);
+        const concurrentIfMatch = expectFhirError(
+          store.write({ ...patient('a'), ifMatch: 1 }),
+          'version-conflict',
+        );
         release2.resolve();
         const inTx = await committed;
         expect(inTx.versionId).toBe(2);
@@ -734,7 +745,10 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         expect(await entries('Patient', 'a')).toEqual([]);
         await store.write({ ...patient('a'), index: replaced });
 
-        await expectFhirError(store.write({ ...patient('a'), index: female, ifMatch: 1 }), 412);
+        await expectFhirError(
+          store.write({ ...patient('a'), index: female, ifMatch: 1 }),
+          'version-conflict',
+        );
         expect(await entries('Patient', 'a')).toEqual(replaced);
 
         await store.write(removal('Patient', 'a'));

@@ -5,39 +5,43 @@
  * per condition, not per request. Anything else is a bug: logged with its stack, answered 500 with no internals.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { FhirError, issue, operationOutcome, type IssueCode, type OperationOutcome } from '../outcome.js';
+import {
+  errorCodeOf,
+  FhirError,
+  fhirError,
+  issue,
+  operationOutcome,
+  type OperationOutcome,
+} from '../outcome.js';
+import { ERROR_CATALOGUE, GENERIC_ERROR_CODE, type ErrorCode } from '../error-catalogue.js';
 import { JsonSyntaxError } from '../fhir-json.js';
 import { jsonSyntaxError } from '../interactions/router.js';
 import { storageFaultError, storageFaultOf, StorageFaultLog } from '../store/storage-fault.js';
 
 const OUTCOME_TYPE = 'application/fhir+json; charset=utf-8';
 
-/** fastify's error codes that are the client's fault, with the status and issue code they become. */
-const FASTIFY_ERRORS: Record<
-  string,
-  { status: number; code: IssueCode; diagnostics?: (err: FastifyError) => string }
-> = {
+/** fastify's error codes that are the client's fault, with the catalogue code they become. */
+const FASTIFY_ERRORS: Record<string, { code: ErrorCode; diagnostics?: string }> = {
   FST_ERR_CTP_BODY_TOO_LARGE: {
-    status: 413,
-    code: 'too-long',
-    diagnostics: () => 'The request body is larger than this server accepts (see --body-limit)',
+    code: 'body-too-large',
+    diagnostics: 'The request body is larger than this server accepts (see --body-limit)',
   },
   FST_ERR_CTP_INVALID_MEDIA_TYPE: {
-    status: 415,
-    code: 'not-supported',
-    diagnostics: () =>
+    code: 'media-type-unsupported',
+    diagnostics:
       'Unsupported Content-Type; send application/fhir+json (or application/json-patch+json for PATCH)',
   },
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { status: 400, code: 'invalid' },
-  FST_ERR_CTP_EMPTY_JSON_BODY: {
-    status: 400,
-    code: 'invalid',
-    diagnostics: () => 'The request body is empty',
-  },
-  FST_ERR_CTP_INVALID_TYPE: { status: 415, code: 'not-supported' },
-  FST_ERR_BAD_URL: { status: 400, code: 'invalid', diagnostics: () => 'The URL is not valid' },
-  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'invalid' },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { code: 'request-invalid' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { code: 'body-missing', diagnostics: 'The request body is empty' },
+  FST_ERR_CTP_INVALID_TYPE: { code: 'media-type-unsupported' },
+  FST_ERR_BAD_URL: { code: 'request-invalid', diagnostics: 'The URL is not valid' },
+  FST_ERR_CTP_INVALID_JSON_BODY: { code: 'body-not-json' },
 };
+
+/** A client error as an answer: the status and headers its catalogue code gives. */
+function coded(err: FhirError): ReturnType<typeof outcomeOf> {
+  return { status: err.status, outcome: err.outcome, headers: err.headers, bug: false };
+}
 
 export function sendOutcome(
   reply: FastifyReply,
@@ -67,44 +71,25 @@ export function outcomeOf(err: unknown): {
       bug: err.status >= 500 && err.status !== 503,
     };
   const storage = storageFaultError(err);
-  if (storage) return { status: 503, outcome: storage.outcome, headers: storage.headers, bug: false };
-  if (err instanceof JsonSyntaxError) {
-    const fhirError = jsonSyntaxError(err);
-    return { status: 400, outcome: fhirError.outcome, headers: {}, bug: false };
-  }
+  if (storage) return coded(storage);
+  if (err instanceof JsonSyntaxError) return coded(jsonSyntaxError(err));
   const fastifyError = err as Partial<FastifyError>;
   const known = fastifyError.code ? FASTIFY_ERRORS[fastifyError.code] : undefined;
-  if (known) {
-    const diagnostics =
-      known.diagnostics?.(fastifyError as FastifyError) ?? fastifyError.message ?? 'Bad request';
-    return {
-      status: known.status,
-      outcome: operationOutcome([issue('error', known.code, diagnostics)]),
-      headers: {},
-      bug: false,
-    };
-  }
+  if (known) return coded(fhirError(known.code, known.diagnostics ?? fastifyError.message ?? 'Bad request'));
   const status = fastifyError.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {
-    return {
-      status,
-      outcome: operationOutcome([issue('error', 'invalid', fastifyError.message ?? `HTTP ${status}`)]),
-      headers: {},
-      bug: false,
-    };
+    // Another client error of fastify's: the generic code of its status (the status is the catalogue's).
+    const code = GENERIC_ERROR_CODE[status] ?? 'request-invalid';
+    return coded(fhirError(code, fastifyError.message ?? `HTTP ${status}`));
   }
-  return {
-    status: 500,
-    outcome: operationOutcome([
-      issue(
-        'fatal',
-        'exception',
-        'Internal server error; the request id in X-Request-Id identifies it in the logs',
-      ),
-    ]),
-    headers: {},
-    bug: true,
-  };
+  const internal = operationOutcome([
+    issue(
+      'fatal',
+      'exception',
+      'Internal server error; the request id in X-Request-Id identifies it in the logs',
+    ),
+  ]);
+  return { status: 500, outcome: new FhirError('internal-error', internal).outcome, headers: {}, bug: true };
 }
 
 const WRITES = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -117,10 +102,18 @@ export function installErrorHandling(app: FastifyInstance, options: { logValues:
     if (fault)
       storage.fault(fault, err); // once per condition, not per request
     else if (bug) request.log.error({ err }, 'unhandled error');
-    // A refusal's text quotes ids and field values: logged only when the operator asked for values.
+    // A refusal's text quotes ids and field values: logged only when the operator asked for values. Its catalogue
+    // code (docs/errors.md) names only the kind of refusal, so it is always logged.
     else if (options.logValues)
-      request.log.info({ status, issue: outcome.issue[0]?.diagnostics }, 'request refused');
-    else request.log.info({ status, code: outcome.issue[0]?.code }, 'request refused');
+      request.log.info(
+        { status, error: errorCodeOf(outcome), issue: outcome.issue[0]?.diagnostics },
+        'request refused',
+      );
+    else
+      request.log.info(
+        { status, error: errorCodeOf(outcome), code: outcome.issue[0]?.code },
+        'request refused',
+      );
     return sendOutcome(reply, status, outcome, headers);
   });
   // A write that succeeds ends the condition (logged once).
@@ -131,10 +124,8 @@ export function installErrorHandling(app: FastifyInstance, options: { logValues:
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) =>
     sendOutcome(
       reply,
-      404,
-      operationOutcome([
-        issue('error', 'not-found', `Nothing at ${request.method} ${request.url.split('?')[0]}`),
-      ]),
+      ERROR_CATALOGUE['endpoint-not-found'].status,
+      fhirError('endpoint-not-found', `Nothing at ${request.method} ${request.url.split('?')[0]}`).outcome,
     ),
   );
 }

@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OpenAccess, type AccessPolicy } from '../interactions/access-policy.js';
 import { firstInvalidUtf8, parseFhirJson, stringifyFhirJson, type FhirResource } from '../fhir-json.js';
 import { isUtf8 } from 'node:buffer';
-import { badRequest, notImplemented, unsupportedMediaType, type FhirError } from '../outcome.js';
+import { type FhirError, fhirError } from '../outcome.js';
 import { applyRepresentation, representationOf } from '../interactions/representation.js';
 import type { FhirRegistry } from '../interactions/fhir-registry.js';
 import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions/router.js';
@@ -38,7 +38,8 @@ const openAccess = new OpenAccess();
 /** 400 naming the offset of the first byte that is not UTF-8 (RFC 8259 §8.1: JSON text is UTF-8). */
 function invalidUtf8(bytes: Buffer): FhirError {
   const at = firstInvalidUtf8(bytes);
-  return badRequest(
+  return fhirError(
+    'body-not-json',
     `The body is not valid UTF-8: byte ${at} (0x${bytes[at]?.toString(16) ?? ''}) starts no UTF-8 character`,
   );
 }
@@ -165,7 +166,10 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         else done(invalidUtf8(bytes), undefined);
       });
       scope.addContentTypeParser([...XML_MEDIA_TYPES], (_request, _payload, done) =>
-        done(unsupportedMediaType('XML is not supported; send application/fhir+json'), undefined),
+        done(
+          fhirError('media-type-unsupported', 'XML is not supported; send application/fhir+json'),
+          undefined,
+        ),
       );
 
       const handle = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -205,7 +209,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           fhirRequest = classifyBundlePost(fhirRequest, registry);
         }
         const handler = registry.handlerFor(fhirRequest);
-        if (!handler) throw notImplemented(`${fhirRequest.interaction} is not implemented`);
+        if (!handler) throw fhirError('not-implemented', `${fhirRequest.interaction} is not implemented`);
         labels.fhirInteraction =
           fhirRequest.interaction === 'operation' ? `$${fhirRequest.operation}` : fhirRequest.interaction;
         labels.fhirResourceType = fhirRequest.resourceType;

@@ -4,7 +4,7 @@
  *   XML or anything else is 406. `fhirVersion` other than 4.0 is 406.
  * - Request bodies: JSON media types; XML is 415. `fhirVersion` other than 4.0 is 415.
  */
-import { notAcceptable, unsupportedMediaType } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import { FHIR_JSON, JSON_FORMATS, LEGACY_FHIR_JSON, PLAIN_JSON, XML_FORMATS } from '../media-types.js';
 
 /** The FHIR versions this server speaks, as mime-type parameter values (R4 http.html#version-parameter). */
@@ -40,11 +40,16 @@ export function negotiateResponseType(format: string | undefined, accept: string
       return wanted.type === PLAIN_JSON ? PLAIN_JSON : FHIR_JSON;
     }
     if (XML_FORMATS.has(wanted.type))
-      throw notAcceptable(
+      throw fhirError(
+        'format-not-acceptable',
         `_format=${format}: this server serves JSON only (XML is not supported)`,
-        '_format',
+        { expression: '_format' },
       );
-    throw notAcceptable(`_format=${format} is not a format this server serves; use json`, '_format');
+    throw fhirError(
+      'format-not-acceptable',
+      `_format=${format} is not a format this server serves; use json`,
+      { expression: '_format' },
+    );
   }
   if (accept === undefined || accept === '*/*' || accept === FHIR_JSON || accept.trim() === '')
     return FHIR_JSON;
@@ -70,8 +75,12 @@ export function negotiateResponseType(format: string | undefined, accept: string
     (r) => r.params.fhirversion !== undefined && !FHIR_VERSIONS.has(r.params.fhirversion),
   );
   if (versioned)
-    throw notAcceptable(`This server speaks FHIR 4.0 (R4), not fhirVersion=${versioned.params.fhirversion}`);
-  throw notAcceptable(
+    throw fhirError(
+      'format-not-acceptable',
+      `This server speaks FHIR 4.0 (R4), not fhirVersion=${versioned.params.fhirversion}`,
+    );
+  throw fhirError(
+    'format-not-acceptable',
     `Accept '${accept}' names no format this server serves; it serves application/fhir+json`,
   );
 }
@@ -80,7 +89,9 @@ function checkFhirVersion(range: MediaRange, status: 406 | 415): void {
   const version = range.params.fhirversion;
   if (version !== undefined && !FHIR_VERSIONS.has(version)) {
     const message = `This server speaks FHIR 4.0 (R4), not fhirVersion=${version}`;
-    throw status === 406 ? notAcceptable(message) : unsupportedMediaType(message);
+    throw status === 406
+      ? fhirError('format-not-acceptable', message)
+      : fhirError('media-type-unsupported', message);
   }
 }
 
@@ -89,13 +100,14 @@ export function requestMediaType(contentType: string | undefined): string | unde
   if (contentType === undefined || contentType.trim() === '') return undefined;
   const range = parseMediaRange(contentType);
   if (XML_FORMATS.has(range.type))
-    throw unsupportedMediaType(
+    throw fhirError(
+      'media-type-unsupported',
       `Content-Type ${range.type}: XML is not supported; send application/fhir+json`,
     );
   checkFhirVersion(range, 415);
   const charset = range.params.charset?.toLowerCase();
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
-    throw unsupportedMediaType(`charset=${charset} is not supported; FHIR JSON is UTF-8`);
+    throw fhirError('media-type-unsupported', `charset=${charset} is not supported; FHIR JSON is UTF-8`);
   }
   return range.type;
 }

@@ -2,18 +2,8 @@
  * What the interactions share: id rules, body parsing, validation at the door, version headers,
  * the Prefer header, and the one path every write takes to the store.
  */
-import {
-  FhirError,
-  badRequest,
-  conflict,
-  forbidden,
-  issue,
-  notFound,
-  operationOutcome,
-  preconditionFailed,
-  unsupportedMediaType,
-  type OperationOutcomeIssue,
-} from '../outcome.js';
+import { FhirError, fhirError, issue, operationOutcome, type OperationOutcomeIssue } from '../outcome.js';
+import { ERROR_CATALOGUE } from '../error-catalogue.js';
 import { toPlainJson, type FhirResource } from '../fhir-json.js';
 import { canonicalizeText } from '../canonical.js';
 import type { StoredVersion, WriteRequest } from '../store/resource-store.js';
@@ -28,14 +18,19 @@ export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
 
 export function assertResourceType(context: FhirContext, resourceType: string | undefined): string {
   if (!resourceType || !context.validator.isResourceType(resourceType)) {
-    throw notFound(`Resource type '${resourceType ?? ''}' is not supported by this server`);
+    throw fhirError(
+      'resource-type-unsupported',
+      `Resource type '${resourceType ?? ''}' is not supported by this server`,
+    );
   }
   return resourceType;
 }
 
 export function assertId(id: string | undefined, expression?: string): string {
   if (id === undefined || !ID_PATTERN.test(id)) {
-    throw badRequest(`'${id ?? ''}' is not a valid FHIR id ([A-Za-z0-9-.]{1,64})`, expression);
+    throw fhirError('id-invalid', `'${id ?? ''}' is not a valid FHIR id ([A-Za-z0-9-.]{1,64})`, {
+      expression: expression,
+    });
   }
   return id;
 }
@@ -44,27 +39,29 @@ export function assertId(id: string | undefined, expression?: string): string {
 export function parseResourceBody(request: FhirRequest): FhirResource {
   if (request.resource) return request.resource;
   if (request.body === undefined || request.body.trim() === '')
-    throw badRequest('The request needs a FHIR resource as its body');
+    throw fhirError('body-missing', 'The request needs a FHIR resource as its body');
   if (request.contentType && !JSON_MEDIA_TYPES.has(request.contentType)) {
-    throw unsupportedMediaType(
+    throw fhirError(
+      'media-type-unsupported',
       `Content-Type '${request.contentType}' is not supported here; use application/fhir+json`,
     );
   }
   const parsed = parseRequestJson(request.body);
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw badRequest('The body must be a JSON object (a FHIR resource)');
+    throw fhirError('body-not-resource', 'The body must be a JSON object (a FHIR resource)');
   }
   const resource = parsed as FhirResource;
   if (typeof resource.resourceType !== 'string')
-    throw badRequest('The body has no resourceType', 'resourceType');
+    throw fhirError('body-not-resource', 'The body has no resourceType', { expression: 'resourceType' });
   return resource;
 }
 
 export function assertBodyType(resource: FhirResource, resourceType: string): void {
   if (resource.resourceType !== resourceType) {
-    throw badRequest(
+    throw fhirError(
+      'resource-type-mismatch',
       `The body is a ${resource.resourceType} but the URL names ${resourceType}`,
-      'resourceType',
+      { expression: 'resourceType' },
     );
   }
 }
@@ -76,20 +73,32 @@ export function assertBodyType(resource: FhirResource, resourceType: string): vo
  * business rules"). Patch results that fail validation are always 422: the request itself was well-formed.
  */
 export function validationStatus(issues: OperationOutcomeIssue[]): 400 | 422 {
-  const errors = issues.filter((i) => i.severity === 'error' || i.severity === 'fatal');
-  return errors.length > 0 && errors.every((i) => i.code === 'business-rule') ? 422 : 400;
+  return ERROR_CATALOGUE[validationErrorCode(issues)].status;
 }
 
-/** Validate before anything is stored; throws 400/422 with the validator's issues. */
+/** The refusal of a failed validation: `resource-rule-violated` (422) or `resource-invalid` (400), see above. */
+export function validationErrorCode(
+  issues: OperationOutcomeIssue[],
+): 'resource-invalid' | 'resource-rule-violated' {
+  const errors = issues.filter((i) => i.severity === 'error' || i.severity === 'fatal');
+  return errors.length > 0 && errors.every((i) => i.code === 'business-rule')
+    ? 'resource-rule-violated'
+    : 'resource-invalid';
+}
+
+/**
+ * Validate before anything is stored; throws 400/422 with the validator's issues (each coded with the refusal's
+ * code unless it has one). `failureCode` replaces the code chosen from the issues (a patch result: 422).
+ */
 export function validateResource(
   context: FhirContext,
   resource: FhirResource,
   mode: ValidationOptions['mode'],
-  statusOverride?: 422,
+  failureCode?: 'patch-result-invalid',
 ): OperationOutcomeIssue[] {
   const result = context.validator.validate(toPlainJson(resource), { mode });
   if (!result.valid)
-    throw new FhirError(statusOverride ?? validationStatus(result.issues), bySeverity(result.issues));
+    throw new FhirError(failureCode ?? validationErrorCode(result.issues), bySeverity(result.issues));
   return result.issues;
 }
 
@@ -104,7 +113,7 @@ export function ifMatchVersion(request: FhirRequest): number | undefined {
   if (request.ifMatch === undefined) return undefined;
   const version = parseETagVersion(request.ifMatch);
   if (version === undefined)
-    throw preconditionFailed(`If-Match '${request.ifMatch}' names no version (expected W/"n")`);
+    throw fhirError('if-match-invalid', `If-Match '${request.ifMatch}' names no version (expected W/"n")`);
   return version;
 }
 
@@ -121,11 +130,18 @@ export function checkIfMatch(
 ): void {
   if (ifMatch === undefined) return;
   if (!target)
-    throw preconditionFailed(`If-Match W/"${ifMatch}" does not match: ${resourceType}/${id} is not known`);
+    throw fhirError(
+      'version-conflict',
+      `If-Match W/"${ifMatch}" does not match: ${resourceType}/${id} is not known`,
+    );
   if (target.deleted)
-    throw preconditionFailed(`If-Match W/"${ifMatch}" does not match: ${resourceType}/${id} is deleted`);
+    throw fhirError(
+      'version-conflict',
+      `If-Match W/"${ifMatch}" does not match: ${resourceType}/${id} is deleted`,
+    );
   if (target.versionId !== ifMatch)
-    throw preconditionFailed(
+    throw fhirError(
+      'version-conflict',
       `If-Match W/"${ifMatch}" does not match: the current version is ${target.versionId}`,
     );
 }
@@ -189,7 +205,8 @@ export function visibleOr404(
   version: StoredVersion | undefined,
   what: string,
 ): StoredVersion {
-  if (!version || !context.access.canRead(version)) throw notFound(`${what} is not known`);
+  if (!version || !context.access.canRead(version))
+    throw fhirError('resource-not-found', `${what} is not known`);
   return version;
 }
 
@@ -296,7 +313,7 @@ export function assertCanWrite(
     patients,
     custodian: existing?.custodian,
   });
-  throw forbidden(`You may not write ${resourceType}/${id}`);
+  throw fhirError('access-denied', `You may not write ${resourceType}/${id}`);
 }
 
 /**
@@ -345,10 +362,12 @@ export async function writeVersion(
     // Another write came in between: the store's words may name a version this caller does not see.
     if (err instanceof FhirError && err.status === 412 && request.method !== 'POST') {
       if (request.ifMatch === undefined)
-        throw conflict(
+        throw fhirError(
+          'concurrent-update',
           `${request.resourceType}/${request.id} changed while this request was processed; read it again and retry`,
         );
-      throw preconditionFailed(
+      throw fhirError(
+        'version-conflict',
         `If-Match W/"${request.ifMatch}" does not match: ${request.resourceType}/${request.id} changed`,
       );
     }

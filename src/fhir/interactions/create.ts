@@ -1,5 +1,5 @@
 /** create: POST [base]/[type] with a server-assigned id (http://hl7.org/fhir/R4/http.html#create). */
-import { badRequest, preconditionFailed } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import { parseFhirJson, type FhirResource } from '../fhir-json.js';
 import {
   assertBodyType,
@@ -55,10 +55,14 @@ async function conditionalMatch(
 ): Promise<FhirResponse | undefined> {
   const criteria = request.ifNoneExist!.replace(/^\?/, '').trim();
   if (criteria === '')
-    throw badRequest('If-None-Exist is empty; it needs search criteria like identifier=sys|123');
+    throw fhirError(
+      'conditional-criteria-missing',
+      'If-None-Exist is empty; it needs search criteria like identifier=sys|123',
+    );
   const search = context.registry?.handlerFor({ interaction: 'search-type', resourceType, method: 'GET' });
   if (!search) {
-    throw preconditionFailed(
+    throw fhirError(
+      'conditional-unavailable',
       'Conditional create (If-None-Exist) needs search, which this server does not offer yet',
     );
   }
@@ -75,13 +79,19 @@ async function conditionalMatch(
   );
   if (matches.length === 0) return undefined;
   if (matches.length > 1)
-    throw preconditionFailed(`If-None-Exist '${criteria}' matches more than one ${resourceType}`);
+    throw fhirError(
+      'conditional-multiple-matches',
+      `If-None-Exist '${criteria}' matches more than one ${resourceType}`,
+    );
   const match = matches[0].resource!;
   const stored = await context.store.read(resourceType, match.id!);
   if (!stored || stored.deleted) return undefined;
   // The search answers only with what the caller may see; the version read here must be visible too.
   if (!context.access.canRead(stored)) {
-    throw preconditionFailed(`If-None-Exist '${criteria}' cannot be evaluated for this caller`);
+    throw fhirError(
+      'conditional-unavailable',
+      `If-None-Exist '${criteria}' cannot be evaluated for this caller`,
+    );
   }
   const headers = versionHeaders(stored);
   headers.Location = versionLocation(request.baseUrl, stored);

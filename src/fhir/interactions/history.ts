@@ -5,7 +5,7 @@
  */
 import { CallerCursorSeal, processCursorKey } from './cursor-seal.js';
 import { OpenAccess, type AccessPolicy, type CursorSeal } from './access-policy.js';
-import { badRequest } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import type { HistoryQuery, StoredVersion } from '../store/resource-store.js';
 import { assertId, assertResourceType, httpDate, visibleOr404 } from './common.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
@@ -19,14 +19,18 @@ const PARTIAL_DATE = /^\d{4}(-\d{2}(-\d{2})?)?$/;
 function single(request: FhirRequest, name: string): string | undefined {
   const values = request.query[name];
   if (!values || values.length === 0) return undefined;
-  if (values.length > 1) throw badRequest(`${name} may be given once`, name);
+  if (values.length > 1)
+    throw fhirError('parameter-invalid', `${name} may be given once`, { expression: name });
   return values[0];
 }
 
 function countOf(request: FhirRequest): number {
   const text = single(request, '_count');
   if (text === undefined) return DEFAULT_HISTORY_COUNT;
-  if (!/^\d+$/.test(text)) throw badRequest(`_count must be a whole number, not '${text}'`, '_count');
+  if (!/^\d+$/.test(text))
+    throw fhirError('parameter-invalid', `_count must be a whole number, not '${text}'`, {
+      expression: '_count',
+    });
   // _count=0 asks only for the total (FHIR search.html#count).
   return Math.min(Number(text), MAX_HISTORY_COUNT);
 }
@@ -37,7 +41,9 @@ function sinceOf(request: FhirRequest): string | undefined {
   if (text === undefined) return undefined;
   if (INSTANT.test(text) && !Number.isNaN(Date.parse(text))) return new Date(text).toISOString();
   if (PARTIAL_DATE.test(text)) return new Date(Date.UTC(...dateParts(text))).toISOString();
-  throw badRequest(`_since must be an instant like 2024-01-31T12:00:00Z, not '${text}'`, '_since');
+  throw fhirError('parameter-invalid', `_since must be an instant like 2024-01-31T12:00:00Z, not '${text}'`, {
+    expression: '_since',
+  });
 }
 
 /** `_at`: a date-time, possibly partial; versions current at its end are returned. */
@@ -52,9 +58,10 @@ function atOf(request: FhirRequest): string | undefined {
       parts === 1 ? Date.UTC(y + 1, 0, 1) : parts === 2 ? Date.UTC(y, m + 1, 1) : Date.UTC(y, m, d + 1);
     return new Date(end - 1).toISOString();
   }
-  throw badRequest(
+  throw fhirError(
+    'parameter-invalid',
     `_at must be a date or date-time like 2024-01-31 or 2024-01-31T12:00:00Z, not '${text}'`,
-    '_at',
+    { expression: '_at' },
   );
 }
 
@@ -100,7 +107,9 @@ function openCursor(seal: CursorSeal, sealed: string, path: string): string {
   const text = seal.open(sealed);
   const newline = text?.indexOf('\n') ?? -1;
   if (text === undefined || text.slice(0, newline) !== path)
-    throw badRequest('Invalid history page cursor: start again from the first page', '_cursor');
+    throw fhirError('page-cursor-invalid', 'Invalid history page cursor: start again from the first page', {
+      expression: '_cursor',
+    });
   return text.slice(newline + 1);
 }
 

@@ -10,7 +10,7 @@
 import jsonPatch, { type Operation as JsonPatchOperation } from 'fast-json-patch';
 import fhirpath from 'fhirpath';
 import r4Model from 'fhirpath/fhir-context/r4/index.js';
-import { FhirError, badRequest, conflict, gone, unprocessable, unsupportedMediaType } from '../outcome.js';
+import { FhirError, fhirError } from '../outcome.js';
 import {
   LosslessNumber,
   cloneFhirJson,
@@ -41,7 +41,7 @@ export const patch: InteractionHandler = async (request, context) => {
   context.access.authorize('patch', resourceType);
   const id = assertId(request.id);
   if (!request.body || request.body.trim() === '')
-    throw badRequest('PATCH needs a JSON Patch or a FHIRPath Patch Parameters body');
+    throw fhirError('body-missing', 'PATCH needs a JSON Patch or a FHIRPath Patch Parameters body');
   const kind =
     request.contentType === JSON_PATCH
       ? 'json'
@@ -49,7 +49,8 @@ export const patch: InteractionHandler = async (request, context) => {
         ? 'fhirpath'
         : undefined;
   if (!kind) {
-    throw unsupportedMediaType(
+    throw fhirError(
+      'media-type-unsupported',
       `PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch), not '${request.contentType ?? 'none'}'`,
     );
   }
@@ -58,7 +59,8 @@ export const patch: InteractionHandler = async (request, context) => {
   const ifMatch = ifMatchVersion(request);
   // Visibility first (hidden is answered as unknown), then the write permission, then If-Match (RFC 9110 §13.2.1).
   const current = visibleOr404(context, await context.store.read(resourceType, id), `${resourceType}/${id}`);
-  if (current.deleted) throw gone(`${resourceType}/${id} was deleted; a patch needs a resource`);
+  if (current.deleted)
+    throw fhirError('resource-deleted', `${resourceType}/${id} was deleted; a patch needs a resource`);
   assertCanWrite(context, 'PATCH', resourceType, id, current, current.patients ?? []);
   checkIfMatch(ifMatch, current, resourceType, id);
 
@@ -66,7 +68,7 @@ export const patch: InteractionHandler = async (request, context) => {
   if (kind === 'fhirpath') {
     // The Parameters body is a FHIR resource like any other: the validator checks its shape first.
     const shape = context.validator.validate(toPlainJson(document));
-    if (!shape.valid) throw new FhirError(400, shape.issues);
+    if (!shape.valid) throw new FhirError('patch-invalid', shape.issues);
   }
   const patched =
     kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
@@ -76,12 +78,13 @@ export const patch: InteractionHandler = async (request, context) => {
     patched.resourceType !== resourceType ||
     patched.id !== id
   ) {
-    throw unprocessable(
+    throw fhirError(
+      'patch-not-applicable',
       `The patch changes the resource's type or id; it must stay ${resourceType}/${id}`,
-      `${resourceType}.id`,
+      { expression: `${resourceType}.id` },
     );
   }
-  const issues = validateResource(context, patched, 'update', 422);
+  const issues = validateResource(context, patched, 'update', 'patch-result-invalid');
 
   let version: StoredVersion;
   try {
@@ -93,7 +96,10 @@ export const patch: InteractionHandler = async (request, context) => {
   } catch (err) {
     // Our own If-Match failed: someone wrote in between. The client asked for no precondition, so this is a conflict.
     if (err instanceof FhirError && err.status === 412 && ifMatch === undefined) {
-      throw conflict(`${resourceType}/${id} changed while the patch was applied; read it again and retry`);
+      throw fhirError(
+        'concurrent-update',
+        `${resourceType}/${id} changed while the patch was applied; read it again and retry`,
+      );
     }
     throw err;
   }
@@ -109,29 +115,38 @@ export const patch: InteractionHandler = async (request, context) => {
 // ---- JSON Patch -------------------------------------------------------------------------------------------
 
 function applyJsonPatch(resource: FhirResource, document: unknown): FhirResource {
-  if (!Array.isArray(document)) throw badRequest('A JSON Patch body is an array of operations');
+  if (!Array.isArray(document))
+    throw fhirError('patch-invalid', 'A JSON Patch body is an array of operations');
   const operations = document as JsonPatchOperation[];
   // fast-json-patch also runs its own `_get` op (a no-op): only RFC 6902's six are a JSON Patch.
   operations.forEach((operation, i) => {
     const op = (operation as { op?: unknown } | null)?.op;
     if (typeof op !== 'string' || !RFC6902_OPS.has(op))
-      throw badRequest(`JSON Patch operation ${i}: 'op' must be one of ${[...RFC6902_OPS].join(', ')}`);
+      throw fhirError(
+        'patch-invalid',
+        `JSON Patch operation ${i}: 'op' must be one of ${[...RFC6902_OPS].join(', ')}`,
+      );
   });
   const target = cloneFhirJson(resource);
   const structural = jsonPatch.validate(operations, undefined);
   if (structural)
-    throw badRequest(`JSON Patch operation ${structural.index}: ${structural.message.split('\n')[0]}`);
+    throw fhirError(
+      'patch-invalid',
+      `JSON Patch operation ${structural.index}: ${structural.message.split('\n')[0]}`,
+    );
   try {
     // Mutate our own clone: fast-json-patch's own cloning goes through JSON and would flatten LosslessNumbers.
     jsonPatch.applyPatch(target, operations, true, true, true);
   } catch (err) {
     if (err instanceof jsonPatch.JsonPatchError) {
-      throw unprocessable(
+      throw fhirError(
+        'patch-not-applicable',
         `JSON Patch operation ${err.index ?? '?'} cannot be applied: ${err.message.split('\n')[0]}`,
       );
     }
     // fast-json-patch refuses paths through __proto__ / constructor.prototype with a plain Error.
-    if (err instanceof Error && /banned/.test(err.message)) throw badRequest(`JSON Patch: ${err.message}`);
+    if (err instanceof Error && /banned/.test(err.message))
+      throw fhirError('patch-invalid', `JSON Patch: ${err.message}`);
     throw err;
   }
   return reviveLosslessNumbers(target) as FhirResource;
@@ -221,19 +236,27 @@ function valueOf(part: ParametersPart): { value: unknown; valueType?: string } |
 function parseOperations(document: unknown): PatchOperation[] {
   const parameters = document as { resourceType?: unknown; parameter?: ParametersPart[] };
   if (!parameters || typeof parameters !== 'object' || parameters.resourceType !== 'Parameters') {
-    throw badRequest('A FHIRPath Patch body is a Parameters resource', 'resourceType');
+    throw fhirError('patch-invalid', 'A FHIRPath Patch body is a Parameters resource', {
+      expression: 'resourceType',
+    });
   }
   const operations: PatchOperation[] = [];
   if (parameters.parameter !== undefined && !Array.isArray(parameters.parameter)) {
-    throw badRequest('Parameters.parameter must be an array', 'Parameters.parameter');
+    throw fhirError('patch-invalid', 'Parameters.parameter must be an array', {
+      expression: 'Parameters.parameter',
+    });
   }
   (parameters.parameter ?? []).forEach((parameter, i) => {
     if (parameter === null || typeof parameter !== 'object') {
-      throw badRequest('Each parameter must be an object', `Parameters.parameter[${i}]`);
+      throw fhirError('patch-invalid', 'Each parameter must be an object', {
+        expression: `Parameters.parameter[${i}]`,
+      });
     }
     const where = `Parameters.parameter[${i}]`;
     if (parameter.name !== 'operation')
-      throw badRequest(`Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, `${where}.name`);
+      throw fhirError('patch-invalid', `Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, {
+        expression: `${where}.name`,
+      });
     const parts = new Map<string, ParametersPart>();
     for (const part of Array.isArray(parameter.part) ? parameter.part : []) {
       if (part !== null && typeof part === 'object' && typeof part.name === 'string')
@@ -251,13 +274,17 @@ function parseOperations(document: unknown): PatchOperation[] {
     };
     const type = text('type');
     if (!type || !['add', 'insert', 'delete', 'replace', 'move'].includes(type)) {
-      throw badRequest(
+      throw fhirError(
+        'patch-invalid',
         `Operation type must be add, insert, delete, replace or move, not '${type ?? ''}'`,
-        `${where}.part`,
+        { expression: `${where}.part` },
       );
     }
     const path = text('path');
-    if (!path) throw badRequest('Every FHIRPath Patch operation needs a path', `${where}.part`);
+    if (!path)
+      throw fhirError('patch-invalid', 'Every FHIRPath Patch operation needs a path', {
+        expression: `${where}.part`,
+      });
     const value = parts.has('value') ? valueOf(parts.get('value')!) : undefined;
     const op: PatchOperation = {
       type: type as PatchOperation['type'],
@@ -270,11 +297,16 @@ function parseOperations(document: unknown): PatchOperation[] {
       destination: integer('destination'),
     };
     const need = (ok: boolean, what: string) => {
-      if (!ok) throw badRequest(`A FHIRPath Patch '${type}' operation needs ${what}`, `${where}.part`);
+      if (!ok)
+        throw fhirError('patch-invalid', `A FHIRPath Patch '${type}' operation needs ${what}`, {
+          expression: `${where}.part`,
+        });
     };
     if (type === 'add') need(op.name !== undefined && value !== undefined, 'a name and a value');
     if (op.name !== undefined && !/^[a-z][A-Za-z0-9]*$/.test(op.name)) {
-      throw badRequest(`'${op.name}' is not a FHIR element name`, `${where}.part`);
+      throw fhirError('patch-invalid', `'${op.name}' is not a FHIR element name`, {
+        expression: `${where}.part`,
+      });
     }
     if (type === 'insert') need(op.index !== undefined && value !== undefined, 'an index and a value');
     if (type === 'replace') need(value !== undefined, 'a value');
@@ -310,9 +342,10 @@ function locate(resource: FhirResource, path: string, opIndex: number): Target[]
       resolveInternalTypes: false,
     }) as unknown[];
   } catch (err) {
-    throw badRequest(
+    throw fhirError(
+      'patch-invalid',
       `Operation ${opIndex}: the path '${path}' is not a FHIRPath expression this server evaluates: ${(err as Error).message}`,
-      `Parameters.parameter[${opIndex}]`,
+      { expression: `Parameters.parameter[${opIndex}]` },
     );
   }
   return nodes.map((node) => {
@@ -357,9 +390,10 @@ function typePathsOf(node: FhirPathNode): string[] {
 
 function single(targets: Target[], op: PatchOperation, i: number): Target {
   if (targets.length !== 1) {
-    throw unprocessable(
+    throw fhirError(
+      'patch-not-applicable',
       `Operation ${i} (${op.type}): '${op.path}' matches ${targets.length} elements; it must match exactly one`,
-      `Parameters.parameter[${i}]`,
+      { expression: `Parameters.parameter[${i}]` },
     );
   }
   return targets[0];
@@ -385,9 +419,10 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
             ? (owner.parent[owner.key] as unknown[])[owner.index]
             : owner.parent[owner.key];
         if (element === null || typeof element !== 'object' || Array.isArray(element)) {
-          throw unprocessable(
+          throw fhirError(
+            'patch-not-applicable',
             `Operation ${i} (add): '${op.path}' is not an element that can have children`,
-            `Parameters.parameter[${i}]`,
+            { expression: `Parameters.parameter[${i}]` },
           );
         }
         const container = element as Record<string, unknown>;
@@ -399,18 +434,20 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
         else if (existing === undefined)
           setMember(container, key, isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value);
         else
-          throw unprocessable(
+          throw fhirError(
+            'patch-not-applicable',
             `Operation ${i} (add): ${op.path}.${op.name} already has a value; use replace`,
-            `Parameters.parameter[${i}]`,
+            { expression: `Parameters.parameter[${i}]` },
           );
         break;
       }
       case 'insert': {
         const list = listOf(locate(target, op.path, i), op, i);
         if (op.index! < 0 || op.index! > list.items.length) {
-          throw unprocessable(
+          throw fhirError(
+            'patch-not-applicable',
             `Operation ${i} (insert): index ${op.index} is outside 0..${list.items.length}`,
-            `Parameters.parameter[${i}]`,
+            { expression: `Parameters.parameter[${i}]` },
           );
         }
         list.items.splice(op.index!, 0, op.value);
@@ -420,9 +457,10 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
         const list = listOf(locate(target, op.path, i), op, i);
         const n = list.items.length;
         if (op.source! < 0 || op.source! >= n || op.destination! < 0 || op.destination! >= n) {
-          throw unprocessable(
+          throw fhirError(
+            'patch-not-applicable',
             `Operation ${i} (move): source and destination must be within 0..${n - 1}`,
-            `Parameters.parameter[${i}]`,
+            { expression: `Parameters.parameter[${i}]` },
           );
         }
         const [moved] = list.items.splice(op.source!, 1);
@@ -466,18 +504,16 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
 /** The array an insert/move works on: `path` names the (repeating) element itself. */
 function listOf(targets: Target[], op: PatchOperation, i: number): { items: unknown[] } {
   if (targets.length === 0) {
-    throw unprocessable(
-      `Operation ${i} (${op.type}): '${op.path}' matches nothing`,
-      `Parameters.parameter[${i}]`,
-    );
+    throw fhirError('patch-not-applicable', `Operation ${i} (${op.type}): '${op.path}' matches nothing`, {
+      expression: `Parameters.parameter[${i}]`,
+    });
   }
   const first = targets[0];
   const items = first.parent[first.key];
   if (!Array.isArray(items) || targets.some((t) => t.parent !== first.parent || t.key !== first.key)) {
-    throw unprocessable(
-      `Operation ${i} (${op.type}): '${op.path}' is not one list`,
-      `Parameters.parameter[${i}]`,
-    );
+    throw fhirError('patch-not-applicable', `Operation ${i} (${op.type}): '${op.path}' is not one list`, {
+      expression: `Parameters.parameter[${i}]`,
+    });
   }
   return { items };
 }

@@ -1,5 +1,5 @@
 /** read: GET [base]/[type]/[id] (http://hl7.org/fhir/R4/http.html#read). */
-import { gone } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import { assertId, assertResourceType, versionHeaders, visibleOr404 } from './common.js';
 import { notModified } from './conditional.js';
 import type { InteractionHandler } from './types.js';
@@ -10,7 +10,7 @@ export const read: InteractionHandler = async (request, context) => {
   const id = assertId(request.id);
   const version = visibleOr404(context, await context.store.read(resourceType, id), `${resourceType}/${id}`);
   if (version.deleted) {
-    throw gone(`${resourceType}/${id} was deleted (version ${version.versionId})`, undefined, {
+    throw fhirError('resource-deleted', `${resourceType}/${id} was deleted (version ${version.versionId})`, {
       headers: versionHeaders(version),
     });
   }

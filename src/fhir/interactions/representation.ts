@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { badRequest } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import type { FhirResource } from '../fhir-json.js';
 
 const require = createRequire(import.meta.url);
@@ -32,7 +32,11 @@ export function representationOf(query: Record<string, string[]>): Representatio
     .map((e) => e.trim())
     .filter((e) => e !== '');
   if (summary !== undefined && !['true', 'text', 'data', 'false', 'count'].includes(summary)) {
-    throw badRequest(`_summary must be true, text, data, count or false, not '${summary}'`, '_summary');
+    throw fhirError(
+      'parameter-invalid',
+      `_summary must be true, text, data, count or false, not '${summary}'`,
+      { expression: '_summary' },
+    );
   }
   if ((summary === undefined || summary === 'false') && (!elements || elements.length === 0))
     return undefined;

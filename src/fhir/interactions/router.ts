@@ -3,7 +3,7 @@
  * base -> which interaction, on what. Used by the HTTP layer and by batch/transaction for their entries' URLs.
  * What a path may do is derived from the registry, so 405's Allow header lists exactly what is served.
  */
-import { methodNotAllowed, notFound, badRequest } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import { JsonSyntaxError, type FhirResource, parseClientJson } from '../fhir-json.js';
 import type { FhirRegistry } from './fhir-registry.js';
 import type { FhirRequest, Interaction } from './types.js';
@@ -176,12 +176,13 @@ export class FhirRouter {
       segments = path.split('/').filter((s) => s !== '');
       if (path.includes('%')) segments = segments.map((s) => decodeURIComponent(s));
     } catch {
-      throw badRequest(`The URL path is not valid percent-encoding: ${path}`);
+      throw fhirError('request-invalid', `The URL path is not valid percent-encoding: ${path}`);
     }
     const found = shapeOf(segments);
-    if (!found) throw notFound(`No FHIR endpoint at /${segments.join('/')}`);
+    if (!found) throw fhirError('endpoint-not-found', `No FHIR endpoint at /${segments.join('/')}`);
     if (found.resourceType !== undefined && !this.isResourceType(found.resourceType)) {
-      throw notFound(
+      throw fhirError(
+        'resource-type-unsupported',
         `Resource type '${found.resourceType}' is not supported by this server (FHIR R4 resource types only)`,
       );
     }
@@ -189,17 +190,15 @@ export class FhirRouter {
     const allowed = Object.keys(methods) as HttpMethod[];
     if (allowed.length === 0) {
       if (found.operation !== undefined)
-        throw notFound(`Operation '$${found.operation}' is not supported here`);
-      throw notFound(`No FHIR endpoint at /${segments.join('/')}`);
+        throw fhirError('operation-unsupported', `Operation '$${found.operation}' is not supported here`);
+      throw fhirError('endpoint-not-found', `No FHIR endpoint at /${segments.join('/')}`);
     }
     const interaction = methods[method];
     if (!interaction) {
-      throw methodNotAllowed(
+      throw fhirError(
+        'method-not-allowed',
         `${method} is not allowed on /${segments.join('/')}; allowed: ${allowed.join(', ')}`,
-        undefined,
-        {
-          headers: { Allow: allowed.join(', ') },
-        },
+        { headers: { Allow: allowed.join(', ') } },
       );
     }
     return {
@@ -217,16 +216,23 @@ export class FhirRouter {
  * parsed Bundle on (FhirRequest.resource) so the bundle handlers do not parse it again.
  */
 export function classifyBundlePost(request: FhirRequest, registry: FhirRegistry): FhirRequest {
-  if (!request.body) throw badRequest('POST to the base needs a Bundle of type batch or transaction');
+  if (!request.body)
+    throw fhirError('body-missing', 'POST to the base needs a Bundle of type batch or transaction');
   const bundle = parseRequestJson<FhirResource>(request.body);
   if (bundle === null || typeof bundle !== 'object' || bundle.resourceType !== 'Bundle')
-    throw badRequest('POST to the base needs a Bundle', 'Bundle');
+    throw fhirError('body-not-resource', 'POST to the base needs a Bundle', { expression: 'Bundle' });
   const interaction: Interaction | undefined =
     bundle.type === 'batch' ? 'batch' : bundle.type === 'transaction' ? 'transaction' : undefined;
   if (!interaction)
-    throw badRequest(`Bundle.type must be batch or transaction, not '${String(bundle.type)}'`, 'Bundle.type');
+    throw fhirError(
+      'bundle-invalid',
+      `Bundle.type must be batch or transaction, not '${String(bundle.type)}'`,
+      { expression: 'Bundle.type' },
+    );
   if (!registry.hasInteraction(interaction)) {
-    throw methodNotAllowed(`This server does not process ${interaction} Bundles`, 'Bundle.type');
+    throw fhirError('method-not-allowed', `This server does not process ${interaction} Bundles`, {
+      expression: 'Bundle.type',
+    });
   }
   return { ...request, interaction, resource: bundle };
 }
@@ -244,5 +250,5 @@ export function parseRequestJson<T = unknown>(text: string): T {
 
 export function jsonSyntaxError(err: JsonSyntaxError) {
   const where = err.position === undefined ? '' : ` at character ${err.position}`;
-  return badRequest(`The body is not valid JSON${where}: ${err.message}`);
+  return fhirError('body-not-json', `The body is not valid JSON${where}: ${err.message}`);
 }

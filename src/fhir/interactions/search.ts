@@ -8,7 +8,7 @@
  * (src/fhir/store/sqlite/sqlite-search.ts). Included resources are read here and pass `canRead` too.
  */
 import { randomUUID } from 'node:crypto';
-import { badRequest, FhirError, issue, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
+import { fhirError, issue, type OperationOutcomeIssue } from '../outcome.js';
 import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../fhir-json.js';
 import { parseSearch, LIMITS, type CompiledQuery, type Filter, type IncludeSpec } from '../search/parse.js';
 import {
@@ -38,9 +38,10 @@ function searchQuery(request: FhirRequest): Record<string, string[]> {
   const query = copyQuery(request.query);
   if (request.method === 'POST' && request.body) {
     if (request.contentType && request.contentType !== FORM) {
-      throw new FhirError(415, [
-        issue('error', 'not-supported', 'POST _search takes an application/x-www-form-urlencoded body'),
-      ]);
+      throw fhirError(
+        'media-type-unsupported',
+        'POST _search takes an application/x-www-form-urlencoded body',
+      );
     }
     appendQuery(query, request.body);
   }
@@ -79,7 +80,7 @@ interface Entry {
 }
 
 async function runStoreSearch(context: FhirContext, request: StoreSearchRequest): Promise<StoreSearchResult> {
-  if (!context.store.search) throw notImplemented('This store does not support search');
+  if (!context.store.search) throw fhirError('not-implemented', 'This store does not support search');
   return context.store.search(request);
 }
 
@@ -303,7 +304,7 @@ async function search(
 /** GET [base]/[type]?... and POST [base]/[type]/_search */
 export const searchType: InteractionHandler = async (request, context) => {
   if (!request.resourceType || !isKnownResourceType(request.resourceType))
-    throw badRequest(`Unknown resource type '${request.resourceType}'`);
+    throw fhirError('request-invalid', `Unknown resource type '${request.resourceType}'`);
   return search(request, context, request.resourceType);
 };
 

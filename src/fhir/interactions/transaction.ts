@@ -9,7 +9,7 @@
  * fullUrl (`urn:uuid:...` or an absolute URL of an entry) to the assigned `Type/id` anywhere in the bundle's
  * resources (extensions included) and in entry URLs' queries, then process DELETE, POST, PUT/PATCH, GET/HEAD.
  */
-import { badRequest, FhirError, issue, preconditionFailed } from '../outcome.js';
+import { FhirError, fhirError, issue } from '../outcome.js';
 import { isKnownResourceType } from '../search/definitions.js';
 import {
   batch,
@@ -77,7 +77,7 @@ function entryError(err: unknown, index: number): unknown {
       `${where}.resource.${e.replace(/^[A-Z][A-Za-z]+\.?/, '')}`.replace(/\.$/, ''),
     ) ?? [where],
   }));
-  return new FhirError(err.status, issues, { headers: err.headers });
+  return new FhirError(err.code, issues, { headers: err.headers });
 }
 
 /** What phase 1 (resolve ids) hands on: the entries' plans in bundle order, and each fullUrl's `Type/id`. */
@@ -166,13 +166,17 @@ async function planCreate(step: PlanStep, tx: FhirContext, baseUrl: string): Pro
   const { entry } = plan;
   const resourceType = segments[0];
   if (entry.resource!.resourceType !== resourceType)
-    throw badRequest(`The resource is a ${entry.resource!.resourceType}, the URL says ${resourceType}`);
+    throw fhirError(
+      'resource-type-mismatch',
+      `The resource is a ${entry.resource!.resourceType}, the URL says ${resourceType}`,
+    );
   let id: string | undefined;
   if (entry.request.ifNoneExist) {
     const criteria = parseQuery(entry.request.ifNoneExist.replace(/^\?/, ''));
     const matches = await conditionalMatches(tx, resourceType, criteria, baseUrl);
     if (matches.length > 1)
-      throw preconditionFailed(
+      throw fhirError(
+        'conditional-multiple-matches',
         `If-None-Exist '${entry.request.ifNoneExist}' matches more than one ${resourceType}`,
       );
     if (matches.length === 1) {
@@ -194,7 +198,10 @@ async function planConditionalWrite(step: PlanStep, tx: FhirContext, baseUrl: st
   const resourceType = segments[0];
   const matches = await conditionalMatches(tx, resourceType, query, baseUrl);
   if (matches.length > 1)
-    throw preconditionFailed(`The criteria of '${url}' match more than one ${resourceType}`);
+    throw fhirError(
+      'conditional-multiple-matches',
+      `The criteria of '${url}' match more than one ${resourceType}`,
+    );
   plan.options.resolvedId = matches[0] ?? null;
   if (method === 'PUT' && matches.length === 0 && entry.resource?.id === undefined)
     plan.options.assignedId = newResourceId();
@@ -202,7 +209,7 @@ async function planConditionalWrite(step: PlanStep, tx: FhirContext, baseUrl: st
   if (entry.fullUrl && id) fullUrls.set(entry.fullUrl, `${resourceType}/${id}`);
   if (id) {
     if (seenTargets.has(`${resourceType}/${id}`))
-      throw badRequest(`${resourceType}/${id} appears in more than one entry`);
+      throw fhirError('bundle-invalid', `${resourceType}/${id} appears in more than one entry`);
     seenTargets.add(`${resourceType}/${id}`);
   }
 }
@@ -211,7 +218,7 @@ async function planConditionalWrite(step: PlanStep, tx: FhirContext, baseUrl: st
 function planTargetedWrite(step: PlanStep): void {
   const { plan, method, segments, fullUrls, seenTargets } = step;
   const key = `${segments[0]}/${segments[1]}`;
-  if (seenTargets.has(key)) throw badRequest(`${key} appears in more than one entry`);
+  if (seenTargets.has(key)) throw fhirError('bundle-invalid', `${key} appears in more than one entry`);
   seenTargets.add(key);
   if (plan.entry.fullUrl && method === 'PUT') fullUrls.set(plan.entry.fullUrl, key);
 }
@@ -251,7 +258,7 @@ async function answerExisting(
 ): Promise<string> {
   const { resourceType, id } = existing;
   const readHandler = tx.registry?.handlerFor({ interaction: 'read', resourceType, id, method: 'GET' });
-  if (!readHandler) throw new FhirError(405, [issue('error', 'not-supported', 'read is not supported')]);
+  if (!readHandler) throw fhirError('method-not-allowed', 'read is not supported');
   const found = await readHandler(
     { interaction: 'read', method: 'GET', resourceType, id, query: emptyQuery(), baseUrl },
     tx,
@@ -269,6 +276,7 @@ async function runPlanned(plan: Planned, tx: FhirContext, request: FhirRequest):
       typeof response.body === 'object' && response.body?.resourceType === 'OperationOutcome'
         ? response.body
         : undefined;
+    // The entry's own answer, status and outcome as they are (its issues keep their catalogue code).
     throw new FhirError(
       response.status,
       (outcome as never) ?? [issue('error', 'processing', `The entry failed with status ${response.status}`)],

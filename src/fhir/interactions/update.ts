@@ -1,5 +1,5 @@
 /** update: PUT [base]/[type]/[id], update-as-create allowed (http://hl7.org/fhir/R4/http.html#update). */
-import { badRequest } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import {
   assertBodyType,
   assertId,
@@ -19,11 +19,14 @@ export const update: InteractionHandler = async (request, context) => {
   const resource = parseResourceBody(request);
   assertBodyType(resource, resourceType);
   if (resource.id === undefined)
-    throw badRequest(`The body has no id; it must be '${id}', as in the URL`, `${resourceType}.id`);
+    throw fhirError('resource-id-mismatch', `The body has no id; it must be '${id}', as in the URL`, {
+      expression: `${resourceType}.id`,
+    });
   if (resource.id !== id)
-    throw badRequest(
+    throw fhirError(
+      'resource-id-mismatch',
       `The body's id '${String(resource.id)}' is not the URL's id '${id}'`,
-      `${resourceType}.id`,
+      { expression: `${resourceType}.id` },
     );
   const issues = validateResource(context, resource, 'update');
 

@@ -14,7 +14,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { parseFhirJson, type FhirResource } from '../fhir-json.js';
-import { badRequest, gone, issue, notFound, notImplemented, type OperationOutcomeIssue } from '../outcome.js';
+import { fhirError, issue, type OperationOutcomeIssue } from '../outcome.js';
 import { assertId, typeReadability } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
@@ -51,7 +51,9 @@ function compartmentQueries(types: Set<string> | undefined): Map<string, string[
 function nonNegativeInteger(value: string | undefined, name: string, max: number): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d{1,9}$/.test(value))
-    throw badRequest(`${name} must be a non-negative integer, not '${value}'`, name);
+    throw fhirError('parameter-invalid', `${name} must be a non-negative integer, not '${value}'`, {
+      expression: name,
+    });
   return Math.min(Number(value), max);
 }
 
@@ -62,7 +64,11 @@ function parseSince(value: string | undefined): number | undefined {
     /^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/.test(value) &&
     !Number.isNaN(Date.parse(value.length === 4 ? `${value}-01-01` : value));
   if (!ok)
-    throw badRequest(`_since must be an instant such as 2024-01-01T00:00:00Z, not '${value}'`, '_since');
+    throw fhirError(
+      'parameter-invalid',
+      `_since must be an instant such as 2024-01-01T00:00:00Z, not '${value}'`,
+      { expression: '_since' },
+    );
   const zoned = value.includes('T') && !/(Z|[+-]\d{2}:\d{2})$/.test(value) ? `${value}Z` : value;
   return Date.parse(value.length === 4 ? `${value}-01-01` : zoned);
 }
@@ -113,11 +119,12 @@ interface EverythingRun {
 }
 
 export const everythingHandler: InteractionHandler = async (request: FhirRequest, context: FhirContext) => {
-  if (request.resourceType !== 'Patient') throw badRequest('$everything is defined on Patient only');
+  if (request.resourceType !== 'Patient')
+    throw fhirError('request-invalid', '$everything is defined on Patient only');
   context.access.authorize('read', 'Patient');
   const id = assertId(request.id);
   if (!context.store.search)
-    throw notImplemented('This store does not support search, which $everything needs');
+    throw fhirError('not-implemented', 'This store does not support search, which $everything needs');
 
   const warnings: OperationOutcomeIssue[] = [];
   const parameters = readEverythingParameters(request, warnings);
@@ -159,14 +166,17 @@ function readEverythingParameters(
       .map((t) => t.trim())
       .filter(Boolean)) {
       if (!isKnownResourceType(type))
-        throw badRequest(`_type names an unknown resource type '${type}'`, '_type');
+        throw fhirError('parameter-invalid', `_type names an unknown resource type '${type}'`, {
+          expression: '_type',
+        });
       types.add(type);
     }
   }
   for (const name of ['start', 'end']) {
     if (one(name) === undefined) continue;
     const message = `$everything parameter '${name}' is not supported and was ignored`;
-    if (request.preferHandling === 'strict') throw badRequest(message, name);
+    if (request.preferHandling === 'strict')
+      throw fhirError('parameter-invalid', message, { expression: name });
     warnings.push(issue('warning', 'not-supported', message));
   }
   return { sinceText, since, count, offset, types };
@@ -189,8 +199,9 @@ function startRun(context: FhirContext, id: string, warnings: OperationOutcomeIs
 /** A Patient the caller may not read is a 404, as a missing one. */
 async function readPatient(run: EverythingRun): Promise<StoredVersion> {
   const patient = await run.context.store.read('Patient', run.id);
-  if (!patient || !run.canRead(patient)) throw notFound(`${run.patientRef} is not known`);
-  if (patient.deleted) throw gone(`${run.patientRef} has been deleted`);
+  if (!patient || !run.canRead(patient))
+    throw fhirError('resource-not-found', `${run.patientRef} is not known`);
+  if (patient.deleted) throw fhirError('resource-deleted', `${run.patientRef} has been deleted`);
   return patient;
 }
 

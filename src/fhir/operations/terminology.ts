@@ -7,7 +7,7 @@
  *   GET|POST [base]/ValueSet/$validate-code   url, code + system | coding | codeableConcept, display -> result, message, display
  *   GET|POST [base]/ConceptMap/$translate     url, system, code (or coding), source, target, reverse -> result, match*
  */
-import { badRequest, notFound } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import { parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { parseRequestJson } from '../interactions/router.js';
 import type { OperationRegistration } from '../interactions/fhir-registry.js';
@@ -76,7 +76,7 @@ async function storedResource(
   if (!request.id) return undefined;
   const version = await context.store.read(type, request.id);
   if (!version || version.deleted || !version.json || !context.access.canRead(version))
-    throw notFound(`${type}/${request.id} is not known`);
+    throw fhirError('resource-not-found', `${type}/${request.id} is not known`);
   return toPlainJson(parseFhirJson(version.json));
 }
 
@@ -88,11 +88,11 @@ export function lookupHandler(source: TerminologySource): InteractionHandler {
     const coding = input.values.get('coding')?.[0];
     const system = one(input, 'system') ?? coding?.system;
     const code = one(input, 'code') ?? coding?.code;
-    if (!system || !code) throw badRequest('$lookup needs system and code (or coding)');
+    if (!system || !code) throw fhirError('parameter-missing', '$lookup needs system and code (or coding)');
     const cs = source.registry.codeSystem(system);
-    if (!cs) throw notFound(`CodeSystem '${system}' is not known to this server`);
+    if (!cs) throw fhirError('terminology-not-found', `CodeSystem '${system}' is not known to this server`);
     const concept = source.walker.terminology.codeSystemIndex(system)?.get(code);
-    if (!concept) throw notFound(`Code '${code}' is not in CodeSystem '${system}'`);
+    if (!concept) throw fhirError('terminology-not-found', `Code '${code}' is not in CodeSystem '${system}'`);
     const out: Json[] = [{ name: 'name', valueString: cs.name ?? cs.title ?? system }];
     if (cs.version) out.push({ name: 'version', valueString: cs.version });
     if (concept.display) out.push({ name: 'display', valueString: concept.display });
@@ -133,8 +133,8 @@ export function expandHandler(source: TerminologySource): InteractionHandler {
     if (!vs && url) vs = source.registry.valueSet(url);
     if (!vs)
       throw url
-        ? notFound(`ValueSet '${url}' is not known to this server`)
-        : badRequest('$expand needs url, a valueSet, or a ValueSet id');
+        ? fhirError('terminology-not-found', `ValueSet '${url}' is not known to this server`)
+        : fhirError('parameter-missing', '$expand needs url, a valueSet, or a ValueSet id');
     const terminology = source.walker.terminology;
     let expansion =
       typeof vs.url === 'string' && source.registry.valueSet(vs.url) === vs
@@ -209,16 +209,17 @@ export function validateCodeHandler(source: TerminologySource): InteractionHandl
     const vs: Json | undefined =
       input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
     const url = one(input, 'url') ?? vs?.url;
-    if (!url) throw badRequest('$validate-code needs url (or a ValueSet id or valueSet)');
+    if (!url) throw fhirError('parameter-missing', '$validate-code needs url (or a ValueSet id or valueSet)');
     if (!source.registry.valueSet(url) && !vs)
-      throw notFound(`ValueSet '${url}' is not known to this server`);
+      throw fhirError('terminology-not-found', `ValueSet '${url}' is not known to this server`);
     let codings: Json[] = [];
     const code = one(input, 'code');
     if (code) codings = [{ system: one(input, 'system'), code, display: one(input, 'display') }];
     else if (input.values.get('coding')) codings = input.values.get('coding')!;
     else if (input.values.get('codeableConcept'))
       codings = input.values.get('codeableConcept')![0]?.coding ?? [];
-    if (!codings.length) throw badRequest('$validate-code needs code, coding or codeableConcept');
+    if (!codings.length)
+      throw fhirError('parameter-missing', '$validate-code needs code, coding or codeableConcept');
     const terminology = source.walker.terminology;
     let unknown = false;
     for (const c of codings) {
@@ -263,7 +264,7 @@ export function translateHandler(source: TerminologySource): InteractionHandler 
     const coding = input.values.get('coding')?.[0] ?? input.values.get('codeableConcept')?.[0]?.coding?.[0];
     const system = one(input, 'system') ?? coding?.system;
     const code = one(input, 'code') ?? coding?.code;
-    if (!code) throw badRequest('$translate needs code (with system) or coding');
+    if (!code) throw fhirError('parameter-missing', '$translate needs code (with system) or coding');
     const reverse = one(input, 'reverse') === 'true';
     const sourceVs = one(input, 'source');
     const targetVs = one(input, 'target');
@@ -275,7 +276,7 @@ export function translateHandler(source: TerminologySource): InteractionHandler 
     else if (input.values.get('conceptMap')) maps = input.values.get('conceptMap')!;
     else if (url) {
       const cm = source.registry.conceptMap(url);
-      if (!cm) throw notFound(`ConceptMap '${url}' is not known to this server`);
+      if (!cm) throw fhirError('terminology-not-found', `ConceptMap '${url}' is not known to this server`);
       maps = [cm];
     } else {
       maps = source.registry.all('ConceptMap').filter((cm) => {

@@ -9,7 +9,7 @@
  * when the request itself is unusable (no resource, unparseable JSON, unknown mode), 404 for an unknown instance.
  * Nothing is stored.
  */
-import { badRequest, notFound, type OperationOutcomeIssue } from '../outcome.js';
+import { fhirError, type OperationOutcomeIssue } from '../outcome.js';
 import { parseClientJson, parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { assertId, assertResourceType } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/fhir-registry.js';
@@ -32,7 +32,11 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     const input = readOperationInput(request);
     const modeParam = input.strings.get('mode')?.[0];
     if (modeParam !== undefined && !MODES.has(modeParam))
-      throw badRequest(`Unknown $validate mode '${modeParam}' (create, update, delete or profile)`, 'mode');
+      throw fhirError(
+        'parameter-invalid',
+        `Unknown $validate mode '${modeParam}' (create, update, delete or profile)`,
+        { expression: 'mode' },
+      );
     const mode = modeParam as ValidationOptions['mode'];
     const profiles = input.strings.get('profile') ?? [];
     const issues: OperationOutcomeIssue[] = [];
@@ -44,11 +48,14 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
       const exists = !!version && !version.deleted && !!version.json && context.access.canRead(version);
       if (exists) stored = toPlainJson(parseFhirJson(version.json!));
       else if (mode === 'delete' || request.method === 'GET' || request.method === 'HEAD')
-        throw notFound(`${resourceType}/${id} is not known`);
+        throw fhirError('resource-not-found', `${resourceType}/${id} is not known`);
     }
     if (mode === 'delete') {
       if (request.id === undefined)
-        throw badRequest('$validate with mode=delete needs an instance ([type]/[id]/$validate)');
+        throw fhirError(
+          'parameter-invalid',
+          '$validate with mode=delete needs an instance ([type]/[id]/$validate)',
+        );
       issues.push({
         severity: 'information',
         code: 'informational',
@@ -64,7 +71,8 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     if (!resource && (request.method === 'GET' || request.method === 'HEAD' || !request.body))
       resource = stored;
     if (!resource)
-      throw badRequest(
+      throw fhirError(
+        'parameter-missing',
         '$validate needs a resource: the body, or a Parameters body with a `resource` parameter',
       );
     if (resource.resourceType !== resourceType)

@@ -7,7 +7,7 @@
  * under `Prefer: handling=strict`. Hostile input (huge values, thousands of parameters, deep chains) is refused with
  * 400 before any SQL is built; every value reaches SQL as a bound parameter.
  */
-import { badRequest, FhirError, issue } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import { searchDefinitions, searchParameter, type SearchParamDef } from './definitions.js';
 import { dateRange, normaliseString, numberRange, DATE_MAX, DATE_MIN } from './index-entries.js';
 import type {
@@ -104,7 +104,8 @@ function dateValue(raw: string, name: string): Extract<SearchValue, { kind: 'ran
   const { prefix, rest } = parsePrefixed(raw);
   // `+` in a query is often a decoded space: accept `2020-01-01T00:00:00 01:00`
   const range = dateRange(rest.replace(/ (\d{2}:\d{2})$/, '+$1'));
-  if (!range) throw badRequest(`'${truncate(raw)}' is not a valid date for parameter '${name}'`);
+  if (!range)
+    throw fhirError('search-param-invalid', `'${truncate(raw)}' is not a valid date for parameter '${name}'`);
   return { kind: 'range', prefix, low: range.low, high: range.high, value: range.low };
 }
 
@@ -120,7 +121,10 @@ function numberValue(
     const [n, ...unit] = raw.split('|');
     numberPart = n;
     if (unit.length > 2)
-      throw badRequest(`'${truncate(raw)}' is not a valid quantity for '${name}' (number|system|code)`);
+      throw fhirError(
+        'search-param-invalid',
+        `'${truncate(raw)}' is not a valid quantity for '${name}' (number|system|code)`,
+      );
     system = unit[0] || undefined;
     code = unit[1] || undefined;
     if (unit.length === 1 && unit[0]) {
@@ -130,7 +134,11 @@ function numberValue(
   }
   const { prefix, rest } = parsePrefixed(numberPart);
   const range = numberRange(rest);
-  if (!range) throw badRequest(`'${truncate(raw)}' is not a valid number for parameter '${name}'`);
+  if (!range)
+    throw fhirError(
+      'search-param-invalid',
+      `'${truncate(raw)}' is not a valid number for parameter '${name}'`,
+    );
   return { kind: 'range', prefix, low: range.low, high: range.high, value: range.value, system, code };
 }
 
@@ -164,7 +172,7 @@ class QueryParser {
 
   /** An ignorable problem: a warning, or 400 when strict. */
   ignore(message: string): void {
-    if (this.strict) throw new FhirError(400, [issue('error', 'not-supported', message)]);
+    if (this.strict) throw fhirError('search-param-unsupported', message);
     this.warnings.push(message);
   }
 
@@ -174,12 +182,16 @@ class QueryParser {
    */
   filter(types: string[], name: string, rawValue: string, depth: number): Filter | undefined {
     if (depth > LIMITS.maxChainDepth)
-      throw badRequest(`Chains deeper than ${LIMITS.maxChainDepth} are not supported: '${truncate(name)}'`);
+      throw fhirError(
+        'search-limit-exceeded',
+        `Chains deeper than ${LIMITS.maxChainDepth} are not supported: '${truncate(name)}'`,
+      );
     if (name === '_has' || name.startsWith('_has:')) return this.hasFilter(types, name, rawValue, depth);
     const dot = name.indexOf('.');
     const head = dot >= 0 ? name.slice(0, dot) : name;
     const [code, modifier, ...extra] = head.split(':');
-    if (extra.length > 0) throw badRequest(`Parameter '${truncate(name)}' has more than one modifier`);
+    if (extra.length > 0)
+      throw fhirError('search-param-invalid', `Parameter '${truncate(name)}' has more than one modifier`);
     if (code === '_id') return this.idFilter(name, modifier, rawValue, dot);
     if (code === '_lastUpdated') {
       if (modifier || dot >= 0)
@@ -219,7 +231,10 @@ class QueryParser {
 
     if (modifier === 'missing') {
       if (rawValue !== 'true' && rawValue !== 'false')
-        throw badRequest(`':missing' takes true or false, not '${truncate(rawValue)}'`);
+        throw fhirError(
+          'search-param-invalid',
+          `':missing' takes true or false, not '${truncate(rawValue)}'`,
+        );
       return {
         kind: 'param',
         param: code,
@@ -232,7 +247,10 @@ class QueryParser {
     let referenceType: string | undefined;
     if (modifier && def.type === 'reference' && modifier !== 'identifier' && modifier !== 'missing') {
       if (!searchDefinitions().byType.has(modifier))
-        throw badRequest(`'${modifier}' is not a resource type (in '${truncate(name)}')`);
+        throw fhirError(
+          'search-param-invalid',
+          `'${modifier}' is not a resource type (in '${truncate(name)}')`,
+        );
       referenceType = modifier;
     } else if (modifier && !MODIFIERS[def.type]?.has(modifier)) {
       this.ignore(`Modifier ':${truncate(modifier)}' is not supported for ${def.type} parameter '${code}'`);
@@ -249,7 +267,7 @@ class QueryParser {
   private orValues(rawValue: string): string[] {
     const values = splitOr(rawValue);
     if (values.length > LIMITS.maxOrValues)
-      throw badRequest(`More than ${LIMITS.maxOrValues} OR values in one parameter`);
+      throw fhirError('search-limit-exceeded', `More than ${LIMITS.maxOrValues} OR values in one parameter`);
     return values;
   }
 
@@ -266,7 +284,7 @@ class QueryParser {
     const ids = this.orValues(rawValue);
     for (const id of ids)
       if (!/^[A-Za-z0-9\-.]{1,64}$/.test(id))
-        throw badRequest(`'${truncate(id)}' is not a valid resource id`);
+        throw fhirError('search-param-invalid', `'${truncate(id)}' is not a valid resource id`);
     return { kind: 'id', ids, negate: modifier === 'not' || undefined };
   }
 
@@ -276,7 +294,7 @@ class QueryParser {
     referenceType: string | undefined,
     raw: string,
   ): SearchValue {
-    if (raw === '') throw badRequest(`Empty value for parameter '${def.code}'`);
+    if (raw === '') throw fhirError('search-param-invalid', `Empty value for parameter '${def.code}'`);
     switch (def.type) {
       case 'string':
         return { kind: 'string', text: normaliseString(raw), exact: raw };
@@ -308,7 +326,10 @@ class QueryParser {
         const parts = splitDollar(raw);
         const components = def.composite;
         if (!parts || !components || parts[0] === '' || parts[1] === '')
-          throw badRequest(`'${truncate(raw)}' is not a composite value for '${def.code}' (first$second)`);
+          throw fhirError(
+            'search-param-invalid',
+            `'${truncate(raw)}' is not a composite value for '${def.code}' (first$second)`,
+          );
         const firstDef = { ...def, type: 'token' as const };
         const first = this.value(firstDef, undefined, undefined, parts[0]) as Extract<
           SearchValue,
@@ -318,7 +339,7 @@ class QueryParser {
         return { kind: 'composite', first, second, secondType: components[1].type };
       }
       default:
-        throw badRequest(`Parameter '${def.code}' cannot be searched`);
+        throw fhirError('search-param-invalid', `Parameter '${def.code}' cannot be searched`);
     }
   }
 
@@ -333,11 +354,14 @@ class QueryParser {
     const typed = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(noHistory);
     if (typed) {
       if (referenceType && typed[1] !== referenceType)
-        throw badRequest(`'${truncate(raw)}' is not a ${referenceType} reference`);
+        throw fhirError('search-param-invalid', `'${truncate(raw)}' is not a ${referenceType} reference`);
       return [noHistory];
     }
     if (!/^[A-Za-z0-9\-.]{1,64}$/.test(noHistory))
-      throw badRequest(`'${truncate(raw)}' is not a valid reference for '${def.code}'`);
+      throw fhirError(
+        'search-param-invalid',
+        `'${truncate(raw)}' is not a valid reference for '${def.code}'`,
+      );
     const targets = referenceType
       ? [referenceType]
       : def.target.length > 0
@@ -355,10 +379,12 @@ class QueryParser {
     rawValue: string,
     depth: number,
   ): Filter | undefined {
-    if (def.type !== 'reference') throw badRequest(`Chained parameter '${def.code}' is not a reference`);
+    if (def.type !== 'reference')
+      throw fhirError('search-param-invalid', `Chained parameter '${def.code}' is not a reference`);
     let targetTypes = [...new Set(defs.flatMap((d) => d.target))];
     if (modifier) {
-      if (!targetTypes.includes(modifier)) throw badRequest(`'${modifier}' is not a target of '${def.code}'`);
+      if (!targetTypes.includes(modifier))
+        throw fhirError('search-param-invalid', `'${modifier}' is not a target of '${def.code}'`);
       targetTypes = [modifier];
     }
     // Keep the targets that define the next parameter; without any, the chain is unknown.
@@ -392,12 +418,13 @@ class QueryParser {
     // _has:Observation:patient:code=x   or   _has:Observation:patient:_has:AuditEvent:entity:agent=y
     const m = /^_has:([A-Z][A-Za-z]+):([a-z][A-Za-z0-9-]*):(.+)$/.exec(name);
     if (!m)
-      throw badRequest(
+      throw fhirError(
+        'search-param-invalid',
         `Malformed _has parameter '${truncate(name)}' (expected _has:Type:reference:parameter)`,
       );
     const [, sourceType, param, rest] = m;
     if (!searchDefinitions().byType.has(sourceType))
-      throw badRequest(`'${sourceType}' is not a resource type (in _has)`);
+      throw fhirError('search-param-invalid', `'${sourceType}' is not a resource type (in _has)`);
     const ref = searchParameter(sourceType, param);
     if (!ref || ref.type !== 'reference') {
       this.ignore(`_has: '${param}' is not a reference parameter of ${sourceType}`);
@@ -441,11 +468,12 @@ function parseInclude(
   if (raw === '*') return { sourceType: '*', param: '*', iterate };
   const [sourceType, param, targetType, ...extra] = raw.split(':');
   if (extra.length > 0 || !sourceType || !param)
-    throw badRequest(
+    throw fhirError(
+      'search-param-invalid',
       `Malformed ${reverse ? '_revinclude' : '_include'} '${truncate(raw)}' (Type:param[:target])`,
     );
   if (!searchDefinitions().byType.has(sourceType))
-    throw badRequest(`'${truncate(sourceType)}' is not a resource type`);
+    throw fhirError('search-param-invalid', `'${truncate(sourceType)}' is not a resource type`);
   if (!reverse && !iterate && !types.includes(sourceType)) {
     parser.ignore(`_include '${truncate(raw)}' does not start from the searched type`);
     return undefined;
@@ -458,7 +486,7 @@ function parseInclude(
     }
   }
   if (targetType && !searchDefinitions().byType.has(targetType))
-    throw badRequest(`'${truncate(targetType)}' is not a resource type`);
+    throw fhirError('search-param-invalid', `'${truncate(targetType)}' is not a resource type`);
   return { sourceType, param, targetType: targetType || undefined, iterate };
 }
 
@@ -466,7 +494,7 @@ function singleInt(values: string[], name: string, min: number, max: number): nu
   if (values.length === 0) return undefined;
   const raw = values[values.length - 1];
   if (!/^\d{1,9}$/.test(raw))
-    throw badRequest(`${name} must be a non-negative integer, not '${truncate(raw)}'`);
+    throw fhirError('search-param-invalid', `${name} must be a non-negative integer, not '${truncate(raw)}'`);
   return Math.min(Math.max(Number(raw), min), max);
 }
 
@@ -477,28 +505,37 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
   const names = Object.keys(query);
   let parameterCount = 0;
   for (const name of names) {
-    if (name.length > 256) throw badRequest('A search parameter name is longer than 256 characters');
+    if (name.length > 256)
+      throw fhirError('search-limit-exceeded', 'A search parameter name is longer than 256 characters');
     for (const value of query[name]) {
       parameterCount++;
       if (value.length > LIMITS.maxValueLength)
-        throw badRequest(
+        throw fhirError(
+          'search-limit-exceeded',
           `A value of parameter '${truncate(name)}' is longer than ${LIMITS.maxValueLength} characters`,
         );
       let commas = 0;
       for (let i = value.indexOf(','); i >= 0; i = value.indexOf(',', i + 1)) commas++;
       if (commas >= LIMITS.maxOrValues)
-        throw badRequest(`More than ${LIMITS.maxOrValues} OR values in parameter '${truncate(name)}'`);
+        throw fhirError(
+          'search-limit-exceeded',
+          `More than ${LIMITS.maxOrValues} OR values in parameter '${truncate(name)}'`,
+        );
     }
   }
   if (parameterCount > LIMITS.maxParameters)
-    throw badRequest(`Too many search parameters (${parameterCount}; at most ${LIMITS.maxParameters})`);
+    throw fhirError(
+      'search-limit-exceeded',
+      `Too many search parameters (${parameterCount}; at most ${LIMITS.maxParameters})`,
+    );
 
   let resourceTypes: string[];
   if (options.resourceType) resourceTypes = [options.resourceType];
   else {
     const listed = (query._type ?? []).flatMap((v) => v.split(',')).filter((t) => t !== '');
     for (const t of listed)
-      if (!defs.byType.has(t)) throw badRequest(`'${truncate(t)}' in _type is not a resource type`);
+      if (!defs.byType.has(t))
+        throw fhirError('search-param-invalid', `'${truncate(t)}' in _type is not a resource type`);
     resourceTypes = listed.length > 0 ? [...new Set(listed)] : defs.resourceTypes;
   }
 
@@ -525,7 +562,7 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
   const offset = singleInt(query._offset ?? [], '_offset', 0, LIMITS.maxOffset) ?? 0;
   const totalRaw = query._total?.[query._total.length - 1];
   if (totalRaw !== undefined && !['none', 'estimate', 'accurate'].includes(totalRaw))
-    throw badRequest(`_total must be none, estimate or accurate`);
+    throw fhirError('search-param-invalid', `_total must be none, estimate or accurate`);
   const summary = query._summary?.[query._summary.length - 1];
   const summaryCount = summary === 'count';
   const sort = parseSort(resourceTypes, query._sort ?? [], parser);
@@ -549,7 +586,7 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
     }
   }
   if (include.length + revinclude.length > LIMITS.maxIncludes)
-    throw badRequest(`Too many _include/_revinclude (at most ${LIMITS.maxIncludes})`);
+    throw fhirError('search-limit-exceeded', `Too many _include/_revinclude (at most ${LIMITS.maxIncludes})`);
 
   for (const [name, values] of Object.entries(query)) {
     if (

@@ -3,7 +3,7 @@
  * Retry-After) and a log that speaks once per condition. Writers (the store's callers, batch entries, the access
  * audit) and the HTTP error handler (src/fhir/http/errors.ts) share it.
  */
-import { FhirError, issue } from '../outcome.js';
+import { FhirError, fhirError } from '../outcome.js';
 
 /** The storage failing under a request: full (no space) or an I/O error of the disk. */
 export type StorageFault = 'full' | 'io';
@@ -34,7 +34,7 @@ const STORAGE_FAULT_TEXT: Record<StorageFault, string> = {
 export function storageFaultError(err: unknown): FhirError | undefined {
   const fault = storageFaultOf(err);
   if (!fault) return undefined;
-  return new FhirError(503, [issue('error', 'transient', STORAGE_FAULT_TEXT[fault])], {
+  return fhirError('storage-unavailable', STORAGE_FAULT_TEXT[fault], {
     headers: { 'retry-after': String(STORAGE_RETRY_AFTER_SECONDS) },
     cause: err,
   });

@@ -5,7 +5,7 @@
  */
 import type { FhirResource } from '../fhir-json.js';
 import { stringifyFhirJson } from '../fhir-json.js';
-import { badRequest, notFound, preconditionFailed } from '../outcome.js';
+import { fhirError } from '../outcome.js';
 import type {
   AnchorReference,
   AnchorState,
@@ -97,7 +97,8 @@ export function toAnchorState(row: AnchorRow): AnchorState {
 /** A query instant (_since, _at) as the stored text form, for comparison with last_updated. */
 export function instantBound(value: string, name: string): string {
   const ms = Date.parse(value);
-  if (Number.isNaN(ms)) throw badRequest(`History parameter ${name} is not a valid instant: '${value}'`);
+  if (Number.isNaN(ms))
+    throw fhirError('parameter-invalid', `History parameter ${name} is not a valid instant: '${value}'`);
   if (ms < Date.parse(MIN_INSTANT)) return MIN_INSTANT;
   if (ms > Date.parse(MAX_INSTANT)) return MAX_INSTANT;
   return new Date(ms).toISOString();
@@ -119,7 +120,7 @@ export function decodeCursor(text: string): HistoryCursor {
   const parts = Buffer.from(text, 'base64url').toString('latin1').split('.');
   const numbers = parts.map((p) => (/^\d{1,15}$/.test(p) ? Number(p) : NaN));
   if (numbers.length !== 4 || numbers.some(Number.isNaN))
-    throw badRequest(`Invalid history page cursor '${text}'`);
+    throw fhirError('page-cursor-invalid', `Invalid history page cursor '${text}'`);
   const [after, lo, hi, total] = numbers as [number, number, number, number];
   return { after, lo, hi, total };
 }
@@ -188,12 +189,14 @@ export function planWrite(
   const isDelete = request.method === 'DELETE';
   if (request.ifMatch !== undefined) {
     if (!current) {
-      throw preconditionFailed(
+      throw fhirError(
+        'version-conflict',
         `Version conflict: If-Match expects version ${request.ifMatch} of ${resourceType}/${id}, but the resource does not exist`,
       );
     }
     if (current.versionId !== request.ifMatch) {
-      throw preconditionFailed(
+      throw fhirError(
+        'version-conflict',
         `Version conflict: If-Match expects version ${request.ifMatch} of ${resourceType}/${id}, but the current version is ${current.versionId}`,
       );
     }
@@ -206,18 +209,19 @@ export function planWrite(
     return { kind: 'unchanged', versionId: current.versionId };
   }
   if (request.ifNoneExist && current && !current.deleted) {
-    throw preconditionFailed(`${resourceType}/${id} already exists (version ${current.versionId})`);
+    throw fhirError('resource-exists', `${resourceType}/${id} already exists (version ${current.versionId})`);
   }
   if (isDelete) {
-    if (!current) throw notFound(`${resourceType}/${id} does not exist`);
+    if (!current) throw fhirError('resource-not-found', `${resourceType}/${id} does not exist`);
     if (current.deleted) return { kind: 'unchanged', versionId: current.versionId };
   } else {
     if (!request.resource)
       throw new Error(`write ${request.method} ${resourceType}/${id} without a resource`);
     if (request.resource.resourceType !== resourceType) {
-      throw badRequest(
+      throw fhirError(
+        'resource-type-mismatch',
         `Resource type '${request.resource.resourceType}' does not match the target type '${resourceType}'`,
-        'resourceType',
+        { expression: 'resourceType' },
       );
     }
   }

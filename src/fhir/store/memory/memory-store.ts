@@ -9,7 +9,7 @@
  * `transaction(work)` is async: an AsyncMutex makes other callers wait until it commits or rolls back, and its
  * changes are undone from an undo log if it fails (a nested transaction undoes back to its own mark).
  */
-import { badRequest } from '../../outcome.js';
+import { fhirError } from '../../outcome.js';
 import { AsyncMutex } from '../async-mutex.js';
 import type {
   AnchorReference,
@@ -221,7 +221,7 @@ export class MemoryResourceStore implements ResourceStore {
       throw new Error('history: an id needs a resourceType');
     }
     const count = Math.floor(query.count);
-    if (!(count >= 0)) throw badRequest(`Invalid history page size ${query.count}`);
+    if (!(count >= 0)) throw fhirError('parameter-invalid', `Invalid history page size ${query.count}`);
 
     let cursor: HistoryCursor;
     if (query.cursor !== undefined) {

@@ -13,7 +13,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { badRequest } from '../../outcome.js';
+import { fhirError } from '../../outcome.js';
 import { AsyncMutex } from '../async-mutex.js';
 import type {
   AnchorReference,
@@ -387,7 +387,7 @@ export class PostgresResourceStore implements ResourceStore {
     if (query.id !== undefined && query.resourceType === undefined)
       throw new Error('history: an id needs a resourceType');
     const count = Math.floor(query.count);
-    if (!(count >= 0)) throw badRequest(`Invalid history page size ${query.count}`);
+    if (!(count >= 0)) throw fhirError('parameter-invalid', `Invalid history page size ${query.count}`);
     const level: HistoryLevel =
       query.id !== undefined ? 'instance' : query.resourceType !== undefined ? 'type' : 'system';
     const at = query.at !== undefined;

@@ -11,7 +11,7 @@
  * Every value reaches SQL as a bound parameter; only parameter-free fragments are concatenated.
  */
 import type { Database, Statement } from 'better-sqlite3';
-import { FhirError, issue } from '../../outcome.js';
+import { fhirError } from '../../outcome.js';
 import type { StoredVersion } from '../resource-store.js';
 import type {
   Filter,
@@ -623,13 +623,10 @@ export class SqliteSearch {
     for (const version of this.candidates(types, filters, [], canRead, scope)) {
       if (!canRead(version)) continue;
       if (++count > MAX_INNER_MATCHES) {
-        throw new FhirError(400, [
-          issue(
-            'error',
-            'too-costly',
-            `A chained or _has condition matches more than ${MAX_INNER_MATCHES} resources; narrow it`,
-          ),
-        ]);
+        throw fhirError(
+          'search-too-costly',
+          `A chained or _has condition matches more than ${MAX_INNER_MATCHES} resources; narrow it`,
+        );
       }
       yield version;
     }
@@ -781,9 +778,7 @@ export function searchSqlite(db: Database, request: SqliteSearchRequest): Sqlite
       (err as { code?: string }).code === 'SQLITE_TOOBIG' ||
       /too many SQL variables|too large|too complex|too many terms/i.test(message)
     ) {
-      throw new FhirError(400, [
-        issue('error', 'too-costly', `The search is too large for this server: ${message}`),
-      ]);
+      throw fhirError('search-too-costly', `The search is too large for this server: ${message}`);
     }
     throw err;
   }

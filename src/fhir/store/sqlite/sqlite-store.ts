@@ -15,7 +15,7 @@
 import { statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
-import { badRequest } from '../../outcome.js';
+import { fhirError } from '../../outcome.js';
 import { AsyncMutex } from '../async-mutex.js';
 import type {
   AnchorReference,
@@ -694,7 +694,7 @@ export class SqliteResourceStore implements ResourceStore {
       throw new Error('history: an id needs a resourceType');
     }
     const count = Math.floor(query.count);
-    if (!(count >= 0)) throw badRequest(`Invalid history page size ${query.count}`);
+    if (!(count >= 0)) throw fhirError('parameter-invalid', `Invalid history page size ${query.count}`);
     const level: HistoryLevel =
       query.id !== undefined ? 'instance' : query.resourceType !== undefined ? 'type' : 'system';
     const at = query.at !== undefined;
