@@ -187,7 +187,10 @@ describe('salted leaf hashes and ledger keys', () => {
     expect(b.ledgerKey('Patient', '123', 1)).toBe(key);
     expect((await loadOrCreateKeyring(dir)).ledgerKey('Patient', '123', 1)).toBe(key);
     expect(a.ledgerKey('Patient', '123', 2)).not.toBe(key);
-    expect(key).not.toContain('123');
+    // keyed: another custodian's key gives another ledger key for the same version (no guessable hash of the id)
+    const otherDir = await mkdtemp(path.join(os.tmpdir(), 'hie-keys-'));
+    dirs.push(otherDir);
+    expect((await loadOrCreateKeyring(otherDir)).ledgerKey('Patient', '123', 1)).not.toBe(key);
     expect((await stat(hmacKeyPath(dir))).mode & 0o777).toBe(0o600);
     const secret = Buffer.from((await readFile(hmacKeyPath(dir), 'utf8')).trim(), 'hex');
     const { createHmac } = await import('node:crypto');
