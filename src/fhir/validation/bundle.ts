@@ -5,11 +5,11 @@
  */
 import type { Json } from '../definitions/registry.js';
 import { parseQuery } from '../query.js';
-import type { Run, StructureWalker } from './walker.js';
+import type { Run, WalkContext } from './walk-context.js';
 
 const ABSOLUTE = /^[a-z][a-z0-9+.-]*:/i;
 
-export function checkBundle(bundle: Json, path: string, run: Run, walker: StructureWalker): void {
+export function checkBundle(bundle: Json, path: string, run: Run, walker: WalkContext): void {
   const entries: Json[] = Array.isArray(bundle.entry) ? bundle.entry : [];
   if (bundle.type === 'searchset') checkSearchset(bundle, entries, path, run);
   if (bundle.type === 'document') checkDocumentReferences(entries, path, run);

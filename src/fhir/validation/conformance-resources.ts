@@ -7,7 +7,7 @@
  */
 import fhirpath from 'fhirpath';
 import type { Json } from '../definitions/registry.js';
-import type { Run } from './walker.js';
+import type { Run } from './walk-context.js';
 import type { CompiledStructure } from './structure.js';
 
 const PARAMETER_EXT = 'http://hl7.org/fhir/tools/StructureDefinition/valueset-parameter';
