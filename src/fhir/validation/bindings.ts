@@ -1,9 +1,9 @@
 /** Terminology: codes in their code systems (and their display names), and bindings to value sets. */
-import type { Json } from '../definitions/registry.js';
+import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import type { ElementNode } from './structure.js';
 import type { Run, WalkContext } from './walk-context.js';
 
-export function checkCoding(w: WalkContext, coding: Json, path: string, run: Run): void {
+export function checkCoding(w: WalkContext, coding: JsonObject, path: string, run: Run): void {
   if (typeof coding.system !== 'string' || typeof coding.code !== 'string') return;
   const { result, display } = w.terminology.codeInSystem(coding.system, coding.code);
   if (result === 'no') {
@@ -23,7 +23,7 @@ export function checkCoding(w: WalkContext, coding: Json, path: string, run: Run
   ) {
     const designations = (
       w.terminology.codeSystemIndex(coding.system)?.get(coding.code)?.designation ?? []
-    ).map((d: Json) => normalise(String(d?.value ?? '')));
+    ).map((d) => normalise(String(d?.value ?? '')));
     if (!designations.includes(normalise(coding.display)))
       run.add(
         'warning',
@@ -37,7 +37,7 @@ export function checkCoding(w: WalkContext, coding: Json, path: string, run: Run
 export function checkBinding(
   w: WalkContext,
   node: ElementNode,
-  codings: Json[] | undefined,
+  codings: unknown[] | undefined,
   code: string | undefined,
   path: string,
   run: Run,
@@ -58,7 +58,9 @@ export function checkBinding(
       );
     return;
   }
-  const valid = (codings ?? []).filter((c) => c && typeof c === 'object' && typeof c.code === 'string');
+  const valid = (codings ?? []).filter(
+    (c): c is JsonObject & { code: string } => isJsonObject(c) && typeof c.code === 'string',
+  );
   if (!valid.length) return;
   let unknown = false;
   for (const c of valid) {
@@ -71,7 +73,9 @@ export function checkBinding(
     if (b.strength === 'required') {
       const systems = [
         ...new Set(
-          valid.map((c) => c.system).filter((x) => typeof x === 'string' && !w.terminology.knowsSystem(x)),
+          valid
+            .map((c) => c.system)
+            .filter((x): x is string => typeof x === 'string' && !w.terminology.knowsSystem(x)),
         ),
       ];
       run.add(

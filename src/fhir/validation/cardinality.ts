@@ -1,12 +1,12 @@
 /** Cardinality: how many values each child element of an object has, and at most one type of a choice. */
-import type { Json } from '../definitions/registry.js';
+import type { JsonObject } from '../definitions/json.js';
 import type { ElementNode } from './structure.js';
 import type { Run, WalkContext } from './walk-context.js';
 
 /** Cardinality of every child of the object's element, and at most one type of a choice. */
 export function checkCardinality(
   w: WalkContext,
-  obj: Json,
+  obj: JsonObject,
   owner: ElementNode,
   path: string,
   run: Run,

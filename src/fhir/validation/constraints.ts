@@ -1,12 +1,12 @@
 /** Invariants: the FHIRPath constraints of an element and of its type (those not checked natively by the walk). */
-import type { Json } from '../definitions/registry.js';
+import type { JsonObject } from '../definitions/json.js';
 import type { ElementNode } from './structure.js';
 import { evaluateConstraint, WALKER_NATIVE_KEYS } from './invariants.js';
 import type { Frame, Run, WalkContext } from './walk-context.js';
 
 export function checkConstraints(
   w: WalkContext,
-  obj: Json,
+  obj: JsonObject,
   node: ElementNode,
   owner: ElementNode,
   typeName: string,

@@ -1,5 +1,5 @@
 /** Values of primitive types and of the complex data types with rules of their own (references, codings, quantities, attachments). */
-import type { Json } from '../definitions/registry.js';
+import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import type { ElementNode, TypeRef } from './structure.js';
 import { checkPrimitive } from './primitives.js';
 import { checkNarrativeXhtml } from './xhtml.js';
@@ -12,7 +12,7 @@ import { checkBinding, checkCoding } from './bindings.js';
 export function checkPrimitiveValue(
   w: WalkContext,
   code: string,
-  value: Json,
+  value: unknown,
   node: ElementNode,
   path: string,
   run: Run,
@@ -30,8 +30,9 @@ export function checkPrimitiveValue(
     else run.add('error', 'invalid', problem, path);
     return;
   }
-  if (code === 'xhtml') {
-    for (const p of checkNarrativeXhtml(value as string))
+  // Past checkPrimitive, a value of these types is a string.
+  if (code === 'xhtml' && typeof value === 'string') {
+    for (const p of checkNarrativeXhtml(value))
       run.add(
         'error',
         p.key === 'xhtml' ? 'invalid' : 'invariant',
@@ -55,8 +56,8 @@ export function checkPrimitiveValue(
       `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`,
       path,
     );
-  if (node.binding && (code === 'code' || code === 'string' || code === 'uri'))
-    checkBinding(w, node, undefined, value as string, path, run);
+  if (node.binding && (code === 'code' || code === 'string' || code === 'uri') && typeof value === 'string')
+    checkBinding(w, node, undefined, value, path, run);
   if (node.minValue !== undefined || node.maxValue !== undefined) checkMinMax(node, value, path, run);
 }
 
@@ -64,7 +65,7 @@ export function checkPrimitiveValue(
 export function checkDataType(
   w: WalkContext,
   code: string | undefined,
-  value: Json,
+  value: JsonObject,
   node: ElementNode,
   type: TypeRef | undefined,
   path: string,
@@ -85,8 +86,7 @@ export function checkDataType(
     case 'CodeableConcept':
       if (Array.isArray(value.coding))
         value.coding.forEach(
-          (c: Json, i: number) =>
-            c && typeof c === 'object' && checkCoding(w, c, `${path}.coding[${i}]`, run),
+          (c: unknown, i: number) => isJsonObject(c) && checkCoding(w, c, `${path}.coding[${i}]`, run),
         );
       if (node.binding)
         checkBinding(w, node, Array.isArray(value.coding) ? value.coding : [], undefined, path, run);
@@ -102,7 +102,7 @@ export function checkDataType(
   }
 }
 
-export function checkAttachment(att: Json, path: string, run: Run): void {
+export function checkAttachment(att: JsonObject, path: string, run: Run): void {
   if (typeof att.data === 'string' && typeof att.size === 'number') {
     const clean = att.data.replace(/\s/g, '');
     const pad = clean.endsWith('==') ? 2 : clean.endsWith('=') ? 1 : 0;

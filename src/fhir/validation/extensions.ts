@@ -1,18 +1,18 @@
 /** Extensions: the definition of an extension's url (as extension or modifier), ext-1, and the walk of its content. */
-import type { Json } from '../definitions/registry.js';
+import { isJsonObject } from '../definitions/json.js';
 import type { ElementNode, TypeRef } from './structure.js';
 import type { Frame, Run, WalkContext } from './walk-context.js';
 
 export function walkExtension(
   w: WalkContext,
-  ext: Json,
+  ext: unknown,
   node: ElementNode,
   type: TypeRef,
   path: string,
   run: Run,
   frame: Frame,
 ): void {
-  if (ext === null || typeof ext !== 'object' || Array.isArray(ext)) {
+  if (!isJsonObject(ext)) {
     run.add('error', 'structure', 'An extension must be a JSON object', path);
     return;
   }
@@ -44,7 +44,7 @@ export function walkExtension(
 /** The definition of an extension's url (checked as extension or modifier), or undefined when it has none. */
 export function extensionDefinition(
   w: WalkContext,
-  url: Json,
+  url: unknown,
   type: TypeRef,
   path: string,
   run: Run,

@@ -1,10 +1,10 @@
 /** Fixed values, patterns and min/max bounds of elements, and the JSON comparisons they use. */
-import type { Json } from '../definitions/registry.js';
+import { isJsonObject } from '../definitions/json.js';
 import type { ElementNode } from './structure.js';
 import type { Run } from './walk-context.js';
 
 /** fixed[x] (exactly this value) and pattern[x] (at least these parts) of a complex element. */
-export function checkFixedAndPattern(node: ElementNode, value: Json, path: string, run: Run): void {
+export function checkFixedAndPattern(node: ElementNode, value: unknown, path: string, run: Run): void {
   if (node.fixed !== undefined && !deepEqual(node.fixed, value))
     run.add(
       'error',
@@ -21,9 +21,10 @@ export function checkFixedAndPattern(node: ElementNode, value: Json, path: strin
     );
 }
 
-export function checkMinMax(node: ElementNode, value: Json, path: string, run: Run): void {
+/** minValue[x]/maxValue[x] of an element (numbers, dates and Quantities with the same unit). */
+export function checkMinMax(node: ElementNode, value: unknown, path: string, run: Run): void {
   for (const bound of ['minValue', 'maxValue'] as const) {
-    const limit: Json = node[bound];
+    const limit = node[bound];
     if (limit === undefined) continue;
     let cmp: number | undefined;
     let shown: string;
@@ -32,8 +33,7 @@ export function checkMinMax(node: ElementNode, value: Json, path: string, run: R
       shown = String(limit);
     } else if (
       typeof value === 'string' &&
-      limit &&
-      typeof limit === 'object' &&
+      isJsonObject(limit) &&
       typeof limit.value === 'number' &&
       /^\d{4}/.test(value)
     ) {
@@ -50,10 +50,8 @@ export function checkMinMax(node: ElementNode, value: Json, path: string, run: R
       cmp = value < limit ? -1 : value > limit ? 1 : 0;
       shown = limit;
     } else if (
-      value &&
-      typeof value === 'object' &&
-      limit &&
-      typeof limit === 'object' &&
+      isJsonObject(value) &&
+      isJsonObject(limit) &&
       typeof value.value === 'number' &&
       typeof limit.value === 'number'
     ) {
@@ -61,7 +59,7 @@ export function checkMinMax(node: ElementNode, value: Json, path: string, run: R
       cmp = value.value - limit.value;
       shown = String(limit.value);
     } else continue;
-    const actual = typeof value === 'object' ? value.value : value;
+    const actual = isJsonObject(value) ? value.value : value;
     if (bound === 'minValue' && cmp < 0)
       run.add(
         'error',
@@ -108,9 +106,12 @@ export function deepEqual(a: unknown, b: unknown): boolean {
     const bb = b as unknown[];
     return a.length === bb.length && a.every((x, i) => deepEqual(x, bb[i]));
   }
-  const ka = Object.keys(a as object);
+  const ka = Object.keys(a);
   const kb = Object.keys(b as object);
-  return ka.length === kb.length && ka.every((k) => deepEqual((a as Json)[k], (b as Json)[k]));
+  return (
+    ka.length === kb.length &&
+    ka.every((k) => deepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]))
+  );
 }
 
 /** FHIR pattern matching: every property of the pattern appears in the value (arrays: each pattern item matches some item). */
@@ -123,7 +124,8 @@ export function patternMatches(pattern: unknown, value: unknown): boolean {
     return pattern.every((p) => arr.some((v) => patternMatches(p, v)));
   }
   if (Array.isArray(value)) return value.some((v) => patternMatches(pattern, v));
-  for (const k in pattern as Json)
-    if (!patternMatches((pattern as Json)[k], (value as Json)[k])) return false;
+  for (const k in pattern)
+    if (!patternMatches((pattern as Record<string, unknown>)[k], (value as Record<string, unknown>)[k]))
+      return false;
   return true;
 }

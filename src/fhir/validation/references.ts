@@ -1,5 +1,5 @@
 /** References: local (`#id`) references resolve, and a reference's type is one its element allows. */
-import type { Json } from '../definitions/registry.js';
+import { field, type JsonObject } from '../definitions/json.js';
 import type { ElementNode, TypeRef } from './structure.js';
 import type { Frame, Run, WalkContext } from './walk-context.js';
 
@@ -7,7 +7,7 @@ const RESOURCE_REF = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(\/_history\/([A-
 
 export function checkReference(
   w: WalkContext,
-  ref: Json,
+  ref: JsonObject,
   node: ElementNode,
   type: TypeRef,
   path: string,
@@ -18,7 +18,9 @@ export function checkReference(
   if (typeof r !== 'string') return;
   if (r.startsWith('#')) {
     const id = r.slice(1);
-    if (id && !(frame.rootResource.contained ?? []).some((c: Json) => c?.id === id))
+    // Not narrowed: a `contained` that is not an array throws here (reported as an exception), as it always has.
+    const contained = (frame.rootResource.contained ?? []) as unknown[];
+    if (id && !contained.some((c) => field(c, 'id') === id))
       run.add('error', 'structure', `Unable to resolve resource with reference '${r.slice(0, 100)}'`, path);
     return;
   }

@@ -1,5 +1,6 @@
 /** Rules of whole resources: dom-3, the rules of particular resource types, and the profiles a resource claims. */
-import type { Json } from '../definitions/registry.js';
+import type { StructureDefinition } from 'fhir/r4.js';
+import { field, type JsonObject } from '../definitions/json.js';
 import { generateSnapshot, type SnapshotProblem } from '../definitions/snapshot.js';
 import { containedReferenced } from './invariants.js';
 import { checkBundle } from './bundle.js';
@@ -14,7 +15,7 @@ import type { Frame, Run, WalkContext } from './walk-context.js';
 /** The vital-sign LOINC codes and their core profiles, per walker (built on first use). */
 const vitalSignCodesOf = new WeakMap<WalkContext, Map<string, string>>();
 
-export function vitalSignsProfiles(w: WalkContext, obs: Json): string[] {
+export function vitalSignsProfiles(w: WalkContext, obs: JsonObject): string[] {
   let vitalSignCodes = vitalSignCodesOf.get(w);
   if (!vitalSignCodes) {
     vitalSignCodes = new Map();
@@ -33,16 +34,26 @@ export function vitalSignsProfiles(w: WalkContext, obs: Json): string[] {
     }
   }
   const out: string[] = [];
-  for (const c of Array.isArray(obs.code?.coding) ? obs.code.coding : []) {
+  const codings = field(obs.code, 'coding');
+  for (const c of Array.isArray(codings) ? codings : []) {
+    const code = field(c, 'code');
     const url =
-      c?.system === 'http://loinc.org' && typeof c.code === 'string' ? vitalSignCodes.get(c.code) : undefined;
+      field(c, 'system') === 'http://loinc.org' && typeof code === 'string'
+        ? vitalSignCodes.get(code)
+        : undefined;
     if (url) out.push(url);
   }
   return out;
 }
 
 /** The rules a resource type has beyond its structure (dom-3, Bundle, terminology and conformance resources). */
-export function checkResourceRules(w: WalkContext, res: Json, rt: string, path: string, run: Run): void {
+export function checkResourceRules(
+  w: WalkContext,
+  res: JsonObject,
+  rt: string,
+  path: string,
+  run: Run,
+): void {
   if (w.validateContained && Array.isArray(res.contained) && res.contained.length) {
     for (const id of containedReferenced(res)) {
       run.add(
@@ -60,12 +71,7 @@ export function checkResourceRules(w: WalkContext, res: Json, rt: string, path: 
     checkMeasureReport(res, path, run, (url) => w.registry.canonical('Measure', url));
   if (rt === 'OperationDefinition')
     checkOperationDefinitionProfiles(res, path, run, (url) => w.structures.get(url));
-  if (
-    rt === 'StructureDefinition' &&
-    !res.snapshot &&
-    Array.isArray(res.differential?.element) &&
-    typeof res.baseDefinition === 'string'
-  ) {
+  if (rt === 'StructureDefinition' && isDifferentialOnly(res)) {
     // A differential-only profile must be usable: its snapshot is generated here as it would be on use.
     const problems: SnapshotProblem[] = [];
     try {
@@ -82,7 +88,7 @@ export function checkResourceRules(w: WalkContext, res: Json, rt: string, path: 
 /** The profiles the resource claims, is given, or implies (vital signs), each walked over the whole resource. */
 export function walkProfiles(
   w: WalkContext,
-  res: Json,
+  res: JsonObject,
   rt: string,
   baseUrl: string,
   path: string,
@@ -90,8 +96,9 @@ export function walkProfiles(
   frame: Frame,
   extraProfiles: string[],
 ): void {
-  const claimed: string[] = Array.isArray(res.meta?.profile)
-    ? res.meta.profile.filter((p: unknown) => typeof p === 'string')
+  const metaProfiles = field(res.meta, 'profile');
+  const claimed = Array.isArray(metaProfiles)
+    ? metaProfiles.filter((p: unknown): p is string => typeof p === 'string')
     : [];
   const implied = rt === 'Observation' && w.vitalSigns ? vitalSignsProfiles(w, res) : [];
   const all = [...new Set([...claimed, ...extraProfiles, ...implied])];
@@ -115,4 +122,16 @@ export function walkProfiles(
     if (ps.url === baseUrl) continue;
     w.walkObject(res, ps.root, ps.root, rt, path, run, frame, true);
   }
+}
+
+/**
+ * A StructureDefinition with a differential and a base but no snapshot. Only these fields are checked: snapshot
+ * generation reads the rest as the walk left it, and what it cannot read is reported as a problem.
+ */
+function isDifferentialOnly(res: JsonObject): res is JsonObject & StructureDefinition {
+  return (
+    !res.snapshot &&
+    Array.isArray(field(res.differential, 'element')) &&
+    typeof res.baseDefinition === 'string'
+  );
 }

@@ -1,5 +1,5 @@
 /** Slicing: which slice each item of a sliced element matches (by discriminator), slice cardinality, and choice type slices. */
-import type { Json } from '../definitions/registry.js';
+import { arrayField, field } from '../definitions/json.js';
 import type { ElementNode, TypeRef } from './structure.js';
 import { isPrimitiveType } from './primitives.js';
 import { type Frame, Run, upperFirst, type WalkContext } from './walk-context.js';
@@ -8,7 +8,7 @@ import { checkBinding } from './bindings.js';
 
 export function checkSlices(
   w: WalkContext,
-  items: Json[],
+  items: unknown[],
   node: ElementNode,
   type: TypeRef | undefined,
   path: string,
@@ -59,7 +59,7 @@ export function checkSlices(
 /** A slice without children: only its own fixed/pattern/binding apply (the base walk did the rest). */
 export function checkSliceLeaf(
   w: WalkContext,
-  item: Json,
+  item: unknown,
   slice: ElementNode,
   type: TypeRef | undefined,
   path: string,
@@ -78,7 +78,7 @@ export function checkSliceLeaf(
   else {
     checkFixedAndPattern(probe, item, path, run);
     if (probe.binding && type?.code === 'CodeableConcept')
-      checkBinding(w, probe, Array.isArray(item.coding) ? item.coding : [], undefined, path, run);
+      checkBinding(w, probe, arrayField(item, 'coding'), undefined, path, run);
     if (probe.binding && type?.code === 'Coding') checkBinding(w, probe, [item], undefined, path, run);
   }
 }
@@ -86,7 +86,7 @@ export function checkSliceLeaf(
 /** Type slices on a choice element (`value[x]:valueQuantity`) constrain the value of that type. */
 export function checkChoiceSlices(
   w: WalkContext,
-  value: Json,
+  value: unknown,
   node: ElementNode,
   type: TypeRef | undefined,
   path: string,
@@ -108,7 +108,7 @@ export function checkChoiceSlices(
 
 export function sliceMatches(
   w: WalkContext,
-  item: Json,
+  item: unknown,
   slice: ElementNode,
   discriminators: { type: string; path: string }[],
   type: TypeRef | undefined,
@@ -140,19 +140,26 @@ export function sliceMatches(
 }
 
 /** `value`/`pattern`: the slice's fixed value, pattern, or required binding. */
-export function valueDiscriminatorMatches(w: WalkContext, target: ElementNode, values: Json[]): boolean {
+export function valueDiscriminatorMatches(w: WalkContext, target: ElementNode, values: unknown[]): boolean {
   if (target.fixed !== undefined) return values.some((v) => deepEqual(target.fixed, v));
   if (target.pattern !== undefined) return values.some((v) => patternMatches(target.pattern, v));
   if (target.binding?.valueSet && target.binding.strength === 'required') {
     return values.some((v) => {
-      const codings: Json[] =
-        typeof v === 'string' ? [{ code: v }] : Array.isArray(v?.coding) ? v.coding : [v];
-      return codings.some(
-        (c) =>
-          c &&
-          typeof c.code === 'string' &&
-          w.terminology.member(target.binding!.valueSet!.split('|')[0], c.system, c.code) === 'yes',
-      );
+      const coding = field(v, 'coding');
+      const codings: unknown[] = typeof v === 'string' ? [{ code: v }] : Array.isArray(coding) ? coding : [v];
+      return codings.some((c) => {
+        const code = field(c, 'code');
+        const system = field(c, 'system');
+        // A system that is not a string is looked up as its text, as a template string makes it.
+        return (
+          typeof code === 'string' &&
+          w.terminology.member(
+            target.binding!.valueSet!.split('|')[0],
+            system === undefined ? undefined : String(system),
+            code,
+          ) === 'yes'
+        );
+      });
     });
   }
   return false;
@@ -162,7 +169,7 @@ export function valueDiscriminatorMatches(w: WalkContext, target: ElementNode, v
 export function profileDiscriminatorMatches(
   w: WalkContext,
   element: ElementNode,
-  values: Json[],
+  values: unknown[],
   frame: Frame,
 ): boolean {
   const profiles = element.types.flatMap((t) => (t.profiles.length ? t.profiles : t.targetProfiles));
@@ -239,7 +246,7 @@ export function elementAt(
 }
 
 /** `exists`: present when the slice requires it, absent when it forbids it. */
-export function existsDiscriminatorMatches(target: ElementNode, values: Json[]): boolean {
+export function existsDiscriminatorMatches(target: ElementNode, values: unknown[]): boolean {
   const exists = values.length > 0;
   if (target.min >= 1 && !exists) return false;
   if (target.max === 0 && exists) return false;
@@ -249,42 +256,43 @@ export function existsDiscriminatorMatches(target: ElementNode, values: Json[]):
 /** `type`: a value's resource type (or, at `$this`, the element's own type) is one the slice allows. */
 export function typeDiscriminatorMatches(
   element: ElementNode,
-  values: Json[],
+  values: unknown[],
   segments: string[],
   type: TypeRef | undefined,
 ): boolean {
   const want = element.types.map((t) => t.code);
   if (!want.length) return false;
-  const actual = values.map((v) =>
-    v && typeof v === 'object' && typeof v.resourceType === 'string' ? v.resourceType : undefined,
-  );
+  const actual = values.map((v) => {
+    const resourceType = field(v, 'resourceType');
+    return typeof resourceType === 'string' ? resourceType : undefined;
+  });
   if (actual.some((a) => a && want.includes(a))) return true;
   return segments.length === 0 && type !== undefined && want.includes(type.code);
 }
 
 /** Values at a simple discriminator path (`code.coding`, `url`, `extension('x').value`, `ofType(T)`). */
-export function navigate(values: Json[], segments: string[]): Json[] {
+export function navigate(values: unknown[], segments: string[]): unknown[] {
   let cur = values;
   for (const seg of segments) {
-    const next: Json[] = [];
+    const next: unknown[] = [];
     const ext = /^extension\('(.*)'\)$/.exec(seg);
     for (const v of cur) {
       if (!v || typeof v !== 'object') continue;
       if (ext) {
-        for (const e of Array.isArray(v.extension) ? v.extension : []) if (e?.url === ext[1]) next.push(e);
+        for (const e of arrayField(v, 'extension')) if (field(e, 'url') === ext[1]) next.push(e);
         continue;
       }
       if (seg === 'resolve()') continue;
       const ofType = /^(\w+)?\.?ofType\((\w+)\)$/.exec(seg);
       if (ofType) {
         const key = (ofType[1] ?? '') + upperFirst(ofType[2]);
-        if (v[key] !== undefined) next.push(v[key]);
+        if (field(v, key) !== undefined) next.push(field(v, key));
         continue;
       }
-      let x = v[seg];
+      let x = field(v, seg);
       if (x === undefined) {
         // choice element: value -> valueX
-        for (const k in v) if (k.startsWith(seg) && /^[A-Z]/.test(k.slice(seg.length))) x = v[k];
+        for (const k in v) if (k.startsWith(seg) && /^[A-Z]/.test(k.slice(seg.length))) x = field(v, k);
       }
       if (Array.isArray(x)) next.push(...x.filter((y) => y !== null && y !== undefined));
       else if (x !== undefined && x !== null) next.push(x);

@@ -3,7 +3,8 @@
  * name (choice types expanded to `valueQuantity` ...), cardinality, types, fixed/pattern values, bindings,
  * constraints, slicing and slices.
  */
-import type { DefinitionRegistry, Json } from '../definitions/registry.js';
+import type { ElementDefinition, ElementDefinitionConstraint, StructureDefinition } from 'fhir/r4.js';
+import type { DefinitionRegistry } from '../definitions/registry.js';
 import { idToPath } from '../definitions/snapshot.js';
 import { systemTypeToPrimitive } from './primitives.js';
 
@@ -58,7 +59,7 @@ export interface ElementNode {
   maxValue?: unknown;
   /** JSON property names this element may appear under (choice types expanded). */
   jsonNames?: string[];
-  raw: Json;
+  raw: ElementDefinition;
 }
 
 export interface CompiledStructure {
@@ -76,14 +77,24 @@ function toMax(max: unknown): number {
   return Number.isFinite(n) ? n : Infinity;
 }
 
-function valueWithPrefix(el: Json, prefix: 'fixed' | 'pattern' | 'minValue' | 'maxValue'): unknown {
-  for (const k in el)
-    if (k.startsWith(prefix) && k.length > prefix.length && /[A-Z]/.test(k[prefix.length])) return el[k];
+function valueWithPrefix(
+  el: ElementDefinition,
+  prefix: 'fixed' | 'pattern' | 'minValue' | 'maxValue',
+): unknown {
+  for (const [k, v] of Object.entries(el))
+    if (k.startsWith(prefix) && k.length > prefix.length && /[A-Z]/.test(k[prefix.length])) return v;
   return undefined;
 }
 
-export function compileStructure(sd: Json): CompiledStructure | undefined {
-  const elements: Json[] | undefined = sd?.snapshot?.element;
+/** A constraint the walker can evaluate: it has a key and a FHIRPath expression. */
+function isEvaluable(
+  c: ElementDefinitionConstraint,
+): c is ElementDefinitionConstraint & { expression: string } {
+  return typeof c.expression === 'string' && !!c.key;
+}
+
+export function compileStructure(sd: StructureDefinition): CompiledStructure | undefined {
+  const elements = sd?.snapshot?.element;
   if (!Array.isArray(elements) || elements.length === 0) return undefined;
   const byId = new Map<string, ElementNode>();
   let root: ElementNode | undefined;
@@ -94,12 +105,12 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
     const path = idToPath(id);
     const last = path.slice(path.lastIndexOf('.') + 1);
     const choice = last.endsWith('[x]');
-    const types: TypeRef[] = (el.type ?? []).map((t: Json) => {
+    const types: TypeRef[] = (el.type ?? []).map((t) => {
       let code: string = t.code;
       const sys = typeof code === 'string' ? systemTypeToPrimitive(code) : undefined;
       if (sys) {
         const ext = (t.extension ?? []).find(
-          (e: Json) => e.url === 'http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type',
+          (e) => e.url === 'http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type',
         );
         code = ext?.valueUrl ?? ext?.valueUri ?? sys;
       }
@@ -122,18 +133,16 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
       binding: el.binding?.strength
         ? { strength: el.binding.strength, valueSet: el.binding.valueSet }
         : undefined,
-      constraints: (el.constraint ?? [])
-        .filter((c: Json) => typeof c.expression === 'string' && c.key)
-        .map((c: Json) => ({
-          key: c.key,
-          severity: c.severity === 'error' ? 'error' : 'warning',
-          human: c.human ?? '',
-          expression: c.expression,
-          source: c.source,
-        })),
+      constraints: (el.constraint ?? []).filter(isEvaluable).map((c) => ({
+        key: c.key,
+        severity: c.severity === 'error' ? 'error' : 'warning',
+        human: c.human ?? '',
+        expression: c.expression,
+        source: c.source,
+      })),
       slicing: el.slicing
         ? {
-            discriminators: (el.slicing.discriminator ?? []).map((d: Json) => ({
+            discriminators: (el.slicing.discriminator ?? []).map((d) => ({
               type: d.type,
               path: d.path,
             })),
@@ -144,8 +153,8 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
       slices: [],
       sliceName: el.sliceName,
       maxLength: el.maxLength,
-      minValue: valueWithPrefix(el, 'minValue' as never),
-      maxValue: valueWithPrefix(el, 'maxValue' as never),
+      minValue: valueWithPrefix(el, 'minValue'),
+      maxValue: valueWithPrefix(el, 'maxValue'),
       mustSupport: el.mustSupport,
       isModifier: el.isModifier,
       raw: el,

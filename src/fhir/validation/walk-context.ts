@@ -4,7 +4,8 @@
  * (definitions, terminology, settings, and the walk itself for nested values).
  */
 import type { IssueCode, IssueSeverity, OperationOutcomeIssue } from '../outcome.js';
-import type { DefinitionRegistry, Json } from '../definitions/registry.js';
+import type { DefinitionRegistry } from '../definitions/registry.js';
+import type { JsonObject } from '../definitions/json.js';
 import type { StructureCache, ElementNode, TypeRef } from './structure.js';
 import type { Terminology } from './terminology.js';
 
@@ -12,9 +13,9 @@ export const MAX_DEPTH = 64;
 const MAX_ISSUES = 500;
 
 export interface Frame {
-  resource: Json;
+  resource: JsonObject;
   /** The resource holding `contained` for references `#id` (the container, or the resource itself). */
-  rootResource: Json;
+  rootResource: JsonObject;
 }
 
 /** One validation run: issues deduplicated (base and profile walks overlap). */
@@ -91,14 +92,14 @@ export interface WalkContext {
   isResourceType(type: string): boolean;
   childOwner(node: ElementNode, type: TypeRef | undefined): ElementNode | undefined;
   walkResource(
-    res: Json,
+    res: unknown,
     path: string,
-    container: Json | undefined,
+    container: JsonObject | undefined,
     run: Run,
     extraProfiles?: string[],
   ): void;
   walkObject(
-    obj: Json,
+    obj: unknown,
     node: ElementNode,
     owner: ElementNode | undefined,
     typeName: string,
@@ -108,7 +109,7 @@ export interface WalkContext {
     isResourceRoot?: boolean,
   ): void;
   walkValue(
-    value: Json,
+    value: unknown,
     node: ElementNode,
     type: TypeRef | undefined,
     path: string,

@@ -5,7 +5,8 @@
  * OperationOutcome issue with a FHIRPath `expression` (array indexes included, choice types as `.ofType(T)`).
  * This file is the traversal; each rule family has its own file around the walk context (walk-context.ts).
  */
-import type { DefinitionRegistry, Json } from '../definitions/registry.js';
+import type { DefinitionRegistry } from '../definitions/registry.js';
+import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import { StructureCache, type CompiledStructure, type ElementNode, type TypeRef } from './structure.js';
 import { isPrimitiveType } from './primitives.js';
 import { Terminology } from './terminology.js';
@@ -70,25 +71,25 @@ export class StructureWalker implements WalkContext {
 
   /** Validates a resource (top level) against its type, its claimed profiles and `profiles`. */
   validate(resource: unknown, profiles: string[] = [], run = new Run()): Run {
-    if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
+    if (!isJsonObject(resource)) {
       run.add('fatal', 'structure', 'The content is not a JSON object', '$this');
       return run;
     }
-    const rt = (resource as Json).resourceType;
-    this.walkResource(resource as Json, typeof rt === 'string' ? rt : 'Resource', undefined, run, profiles);
+    const rt = resource.resourceType;
+    this.walkResource(resource, typeof rt === 'string' ? rt : 'Resource', undefined, run, profiles);
     return run;
   }
 
   // ---------------------------------------------------------------- resources
 
   walkResource(
-    res: Json,
+    res: unknown,
     path: string,
-    container: Json | undefined,
+    container: JsonObject | undefined,
     run: Run,
     extraProfiles: string[] = [],
   ): void {
-    if (!res || typeof res !== 'object' || Array.isArray(res)) {
+    if (!isJsonObject(res)) {
       run.add('error', 'structure', 'A resource must be a JSON object', path);
       return;
     }
@@ -143,7 +144,7 @@ export class StructureWalker implements WalkContext {
   }
 
   walkObject(
-    obj: Json,
+    obj: unknown,
     node: ElementNode,
     owner: ElementNode | undefined,
     typeName: string,
@@ -156,7 +157,7 @@ export class StructureWalker implements WalkContext {
       run.add('error', 'too-costly', `The content is nested more than ${MAX_DEPTH} levels deep`, path);
       return;
     }
-    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
+    if (!isJsonObject(obj)) {
       run.add(
         'error',
         'structure',
@@ -181,7 +182,7 @@ export class StructureWalker implements WalkContext {
 
   /** Every property of an object against the element it names; returns how many properties there are. */
   private walkProperties(
-    obj: Json,
+    obj: JsonObject,
     owner: ElementNode,
     path: string,
     run: Run,
@@ -224,9 +225,9 @@ export class StructureWalker implements WalkContext {
 
   /** One (non-`_`) property: null, array or single value as its element's cardinality allows, then its slices. */
   private walkProperty(
-    obj: Json,
+    obj: JsonObject,
     key: string,
-    value: Json,
+    value: unknown,
     entry: { node: ElementNode; type?: TypeRef },
     path: string,
     run: Run,
@@ -283,7 +284,7 @@ export class StructureWalker implements WalkContext {
 
   /** `_name`: the id and extensions of a primitive (an array parallel to the values for repeating elements). */
   private walkPrimitiveExtras(
-    obj: Json,
+    obj: JsonObject,
     key: string,
     value: unknown,
     node: ElementNode,
@@ -295,11 +296,11 @@ export class StructureWalker implements WalkContext {
     const owner = this.structures.type(type.code)?.root;
     const one = (v: unknown, p: string): void => {
       if (v === null) return;
-      if (typeof v !== 'object' || Array.isArray(v)) {
+      if (!isJsonObject(v)) {
         run.add('error', 'structure', `The property ${key} must be a JSON object`, p);
         return;
       }
-      if ('value' in (v as Json)) {
+      if ('value' in v) {
         run.add('error', 'structure', `Unrecognized property 'value'`, p);
         return;
       }
@@ -324,7 +325,7 @@ export class StructureWalker implements WalkContext {
 
   /** Validates one value (not an array) of an element of a given type. */
   walkValue(
-    value: Json,
+    value: unknown,
     node: ElementNode,
     type: TypeRef | undefined,
     path: string,
@@ -361,20 +362,12 @@ export class StructureWalker implements WalkContext {
       run,
       frame,
     );
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) return;
+    if (!isJsonObject(value)) return;
     checkFixedAndPattern(node, value, path, run);
     checkDataType(this, code, value, node, type, path, run, frame);
   }
-
-  // ---------------------------------------------------------------- constraints
-
-  // ---------------------------------------------------------------- slicing
-
-  // ---------------------------------------------------------------- references and terminology
 
   compiled(url: string): CompiledStructure | undefined {
     return this.structures.get(url);
   }
 }
-
-/** minValue[x]/maxValue[x] of an element (numbers, dates and Quantities with the same unit). */
