@@ -42,41 +42,7 @@ export function checkValueSetParameters(vs: JsonObject, path: string, run: Run):
           const valueExpression = field(ext, 'valueExpression');
           if (field(ext, 'url') !== EXPRESSION_EXT || !valueExpression) return;
           const where = `${path}.compose.${part}[${i}].filter[${j}].extension[${k}].value.ofType(Expression)`;
-          const language = field(valueExpression, 'language');
-          const expression = field(valueExpression, 'expression');
-          if (language !== 'text/fhirpath') {
-            run.add(
-              'error',
-              'invalid',
-              `A ValueSet expression language must be 'text/fhirpath' not '${String(language)}'`,
-              where,
-            );
-            return;
-          }
-          if (typeof expression !== 'string') return;
-          try {
-            fhirpath.parse(expression);
-          } catch (e) {
-            run.add(
-              'error',
-              'exception',
-              `The value of the expression '${expression}' is not a valid FHIRPath: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
-              where,
-            );
-            return;
-          }
-          for (const m of expression.matchAll(/%([A-Za-z][\w-]*)/g)) {
-            const name = m[1];
-            if (STANDARD_VARS.has(name) || name.startsWith('vs-') || name.startsWith('ext-')) continue;
-            used.add(name);
-            if (!declared.has(name))
-              run.add(
-                'error',
-                'exception',
-                `The filter parameter expression '${expression}' refers to the unknown parameter '${name}'`,
-                where,
-              );
-          }
+          checkParameterExpression(valueExpression, where, declared, used, run);
         });
       });
     });
@@ -89,6 +55,51 @@ export function checkValueSetParameters(vs: JsonObject, path: string, run: Run):
         `The value set parameter '${name}' is not used`,
         `${path}.extension[${i}]`,
       );
+}
+
+/** One filter value given as an expression: FHIRPath that parses and uses only declared parameters. */
+function checkParameterExpression(
+  valueExpression: unknown,
+  where: string,
+  declared: Map<string, number>,
+  used: Set<string>,
+  run: Run,
+): void {
+  const language = field(valueExpression, 'language');
+  const expression = field(valueExpression, 'expression');
+  if (language !== 'text/fhirpath') {
+    run.add(
+      'error',
+      'invalid',
+      `A ValueSet expression language must be 'text/fhirpath' not '${String(language)}'`,
+      where,
+    );
+    return;
+  }
+  if (typeof expression !== 'string') return;
+  try {
+    fhirpath.parse(expression);
+  } catch (e) {
+    run.add(
+      'error',
+      'exception',
+      `The value of the expression '${expression}' is not a valid FHIRPath: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
+      where,
+    );
+    return;
+  }
+  for (const m of expression.matchAll(/%([A-Za-z][\w-]*)/g)) {
+    const name = m[1];
+    if (STANDARD_VARS.has(name) || name.startsWith('vs-') || name.startsWith('ext-')) continue;
+    used.add(name);
+    if (!declared.has(name))
+      run.add(
+        'error',
+        'exception',
+        `The filter parameter expression '${expression}' refers to the unknown parameter '${name}'`,
+        where,
+      );
+  }
 }
 
 /**
@@ -111,19 +122,8 @@ export function checkOperationDefinitionProfiles(
     if (typeof url !== 'string') continue;
     const profile = structureOf(url);
     if (!profile) continue;
-    const parameterEl = profile.root.children.find((c) => c.name === 'parameter');
-    if (!parameterEl) continue;
-    const slices = new Map<string, { min: number; max: number }>();
-    for (const s of parameterEl.slices) {
-      const nameEl = s.children.find((c) => c.name === 'name');
-      const name =
-        typeof nameEl?.fixed === 'string'
-          ? nameEl.fixed
-          : typeof nameEl?.pattern === 'string'
-            ? nameEl.pattern
-            : undefined;
-      if (name) slices.set(name, { min: s.min, max: s.max });
-    }
+    const slices = parameterSlices(profile);
+    if (!slices) continue;
     params.forEach((p, i) => {
       const name = field(p, 'name');
       if (field(p, 'use') !== use || typeof name !== 'string') return;
@@ -159,6 +159,24 @@ export function checkOperationDefinitionProfiles(
       }
     });
   }
+}
+
+/** The parameter slices of a Parameters profile by fixed name, with their cardinality. */
+function parameterSlices(profile: CompiledStructure): Map<string, { min: number; max: number }> | undefined {
+  const parameterEl = profile.root.children.find((c) => c.name === 'parameter');
+  if (!parameterEl) return undefined;
+  const slices = new Map<string, { min: number; max: number }>();
+  for (const s of parameterEl.slices) {
+    const nameEl = s.children.find((c) => c.name === 'name');
+    const name =
+      typeof nameEl?.fixed === 'string'
+        ? nameEl.fixed
+        : typeof nameEl?.pattern === 'string'
+          ? nameEl.pattern
+          : undefined;
+    if (name) slices.set(name, { min: s.min, max: s.max });
+  }
+  return slices;
 }
 
 /**

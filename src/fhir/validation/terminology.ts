@@ -157,6 +157,45 @@ export class Terminology {
     return out;
   }
 
+  /** The concepts one include (or exclude) selects; undefined when they cannot be known here. */
+  private includeSet(inc: ValueSetComposeInclude, systems: Set<string>): ExpandedConcept[] | undefined {
+    let concepts: ExpandedConcept[] | undefined;
+    const system = inc.system;
+    if (typeof system === 'string') {
+      systems.add(system);
+      const idx = this.codeSystemIndex(system);
+      if (Array.isArray(inc.concept)) {
+        concepts = inc.concept
+          .filter((c) => typeof c?.code === 'string')
+          .map((c) => ({
+            system,
+            code: c.code,
+            display: c.display ?? idx?.get(c.code)?.display,
+          }));
+      } else if (!idx) return undefined;
+      else if (Array.isArray(inc.filter) && inc.filter.length) {
+        concepts = [];
+        for (const c of idx.values()) {
+          if (inc.filter.every((f) => this.filterMatches(idx, c, f)))
+            concepts.push({ system, code: c.code, display: c.display });
+        }
+        if (!inc.filter.every((f) => ['is-a', 'descendent-of', 'is-not-a', '='].includes(f.op)))
+          return undefined;
+      } else {
+        concepts = [...idx.values()].map((c) => ({ system, code: c.code, display: c.display }));
+      }
+    }
+    if (Array.isArray(inc.valueSet)) {
+      for (const u of inc.valueSet) {
+        const e = this.expand(u);
+        if (!e || !e.complete) return undefined;
+        const keys = e.keys;
+        concepts = concepts ? concepts.filter((c) => keys.has(`${c.system}|${c.code}`)) : e.concepts;
+      }
+    }
+    return concepts;
+  }
+
   private compose(compose: ValueSetCompose): Expansion {
     const result: Expansion = {
       keys: new Set(),
@@ -165,51 +204,14 @@ export class Terminology {
       complete: true,
       systems: new Set(),
     };
-    const includeSet = (inc: ValueSetComposeInclude): ExpandedConcept[] | undefined => {
-      let concepts: ExpandedConcept[] | undefined;
-      const system = inc.system;
-      if (typeof system === 'string') {
-        result.systems.add(system);
-        const idx = this.codeSystemIndex(system);
-        if (Array.isArray(inc.concept)) {
-          concepts = inc.concept
-            .filter((c) => typeof c?.code === 'string')
-            .map((c) => ({
-              system,
-              code: c.code,
-              display: c.display ?? idx?.get(c.code)?.display,
-            }));
-        } else if (!idx) return undefined;
-        else if (Array.isArray(inc.filter) && inc.filter.length) {
-          concepts = [];
-          for (const c of idx.values()) {
-            if (inc.filter.every((f) => this.filterMatches(idx, c, f)))
-              concepts.push({ system, code: c.code, display: c.display });
-          }
-          if (!inc.filter.every((f) => ['is-a', 'descendent-of', 'is-not-a', '='].includes(f.op)))
-            return undefined;
-        } else {
-          concepts = [...idx.values()].map((c) => ({ system, code: c.code, display: c.display }));
-        }
-      }
-      if (Array.isArray(inc.valueSet)) {
-        for (const u of inc.valueSet) {
-          const e = this.expand(u);
-          if (!e || !e.complete) return undefined;
-          const keys = e.keys;
-          concepts = concepts ? concepts.filter((c) => keys.has(`${c.system}|${c.code}`)) : e.concepts;
-        }
-      }
-      return concepts;
-    };
     const excluded = new Set<string>();
     for (const exc of compose.exclude ?? []) {
-      const cs = includeSet(exc);
+      const cs = this.includeSet(exc, result.systems);
       if (!cs) continue;
       for (const c of cs) excluded.add(`${c.system}|${c.code}`);
     }
     for (const inc of compose.include ?? []) {
-      const cs = includeSet(inc);
+      const cs = this.includeSet(inc, result.systems);
       if (!cs) {
         result.complete = false;
         continue;
