@@ -64,11 +64,11 @@ describe('profiles', () => {
     const reg = new DefinitionRegistry(coreRegistry());
     reg.registerResource(structuredClone(profile));
     const sd = reg.structureDefinition(profile.url);
-    const ids = sd.snapshot.element.map((e: { id: string }) => e.id);
+    const ids = sd?.snapshot?.element.map((e) => e.id);
     expect(ids).toContain('Patient.identifier:mrn');
     expect(ids).toContain('Patient.identifier:mrn.system');
     expect(ids).toContain('Patient.contact.name'); // inherited from the base
-    expect(sd.snapshot.element.find((e: { id: string }) => e.id === 'Patient.birthDate').min).toBe(1);
+    expect(sd?.snapshot?.element.find((e) => e.id === 'Patient.birthDate')?.min).toBe(1);
   });
 
   it('accepts a conforming resource that claims the profile', () => {

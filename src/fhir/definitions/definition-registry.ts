@@ -7,11 +7,24 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
+import type { CodeSystem, ConceptMap, StructureDefinition, ValueSet } from 'fhir/r4.js';
 import { generateSnapshot } from './snapshot.js';
+import { isJsonObject, type JsonObject } from './json.js';
 
-export type Json = any;
+export type { JsonObject } from './json.js';
 
-export type ConformanceType = 'StructureDefinition' | 'ValueSet' | 'CodeSystem' | 'ConceptMap';
+/** The definitions the registry holds, by resource type (trusted: the core packages, IGs, or validated writes). */
+export interface ConformanceResources {
+  /** `__snapshotFailed` marks a differential-only profile whose snapshot could not be generated (not tried again). */
+  StructureDefinition: StructureDefinition & { __snapshotFailed?: boolean };
+  ValueSet: ValueSet;
+  CodeSystem: CodeSystem;
+  ConceptMap: ConceptMap;
+}
+export type ConformanceType = keyof ConformanceResources;
+export type ConformanceResource = ConformanceResources[ConformanceType];
+/** Another canonical resource rules refer to by URL (a Measure ...): plain JSON with a url. */
+export type CanonicalResource = JsonObject & { resourceType: string; url: string };
 const CONFORMANCE_TYPES = new Set<string>(['StructureDefinition', 'ValueSet', 'CodeSystem', 'ConceptMap']);
 
 export interface LoadStats {
@@ -21,17 +34,17 @@ export interface LoadStats {
 }
 
 export class DefinitionRegistry {
-  private readonly byUrl = new Map<string, Map<string, Json>>();
-  private readonly otherCanonicals = new Map<string, Json>();
+  private readonly byUrl = new Map<string, Map<string, ConformanceResource>>();
+  private readonly otherCanonicals = new Map<string, CanonicalResource>();
 
   /** A canonical resource of another type (e.g. a Measure) registered here or in a parent, by URL. */
-  canonical(type: string, url: string): Json | undefined {
+  canonical(type: string, url: string): CanonicalResource | undefined {
     const bare = url.includes('|') ? url.slice(0, url.indexOf('|')) : url;
     return this.otherCanonicals.get(`${type}|${bare}`) ?? this.parent?.canonical(type, url);
   }
   /** Bumped on every change, so compiled caches keyed on definitions know when to drop entries. */
   generation = 0;
-  private readonly listeners: ((res: Json) => void)[] = [];
+  private readonly listeners: ((res: ConformanceResource) => void)[] = [];
 
   /** A registry layered over `parent` (e.g. the shared core definitions): lookups fall through to it. */
   constructor(readonly parent?: DefinitionRegistry) {
@@ -39,25 +52,20 @@ export class DefinitionRegistry {
   }
 
   /** Called after a definition is added or replaced (validators drop their compiled forms). */
-  onChange(listener: (res: Json) => void): void {
+  onChange(listener: (res: ConformanceResource) => void): void {
     this.listeners.push(listener);
   }
 
   /** Adds or replaces a conformance resource. Other resource types are ignored; returns whether it was taken. */
-  registerResource(res: Json): boolean {
-    if (
-      !res ||
-      typeof res !== 'object' ||
-      typeof res.url !== 'string' ||
-      typeof res.resourceType !== 'string'
-    )
-      return false;
-    if (!CONFORMANCE_TYPES.has(res.resourceType)) {
+  registerResource(input: unknown): boolean {
+    if (!isCanonical(input)) return false;
+    if (!isConformanceResource(input)) {
       // Other canonical resources (Measure, Questionnaire, ...) that rules refer to by URL.
-      if (!/^[A-Z][A-Za-z]+$/.test(res.resourceType)) return false;
-      this.otherCanonicals.set(`${res.resourceType}|${res.url}`, res);
+      if (!/^[A-Z][A-Za-z]+$/.test(input.resourceType)) return false;
+      this.otherCanonicals.set(`${input.resourceType}|${input.url}`, input);
       return false;
     }
+    const res = input;
     const map = this.byUrl.get(res.resourceType)!;
     map.set(res.url, res);
     if (typeof res.version === 'string') map.set(`${res.url}|${res.version}`, res);
@@ -66,14 +74,15 @@ export class DefinitionRegistry {
     return true;
   }
 
-  private get(type: ConformanceType, url: string): Json | undefined {
-    const map = this.byUrl.get(type)!;
+  private get<T extends ConformanceType>(type: T, url: string): ConformanceResources[T] | undefined {
+    // Each map holds only resources of its type (registerResource files them by resourceType).
+    const map = this.byUrl.get(type)! as Map<string, ConformanceResources[T]>;
     const own = map.get(url) ?? (url.includes('|') ? map.get(url.slice(0, url.indexOf('|'))) : undefined);
     return own ?? this.parent?.get(type, url);
   }
 
   /** A StructureDefinition by canonical URL (`url` or `url|version`); a differential-only one gets its snapshot generated. */
-  structureDefinition(url: string): Json | undefined {
+  structureDefinition(url: string): ConformanceResources['StructureDefinition'] | undefined {
     const sd = this.get('StructureDefinition', url);
     if (sd && !sd.snapshot && sd.differential && !sd.__snapshotFailed) {
       try {
@@ -86,27 +95,27 @@ export class DefinitionRegistry {
   }
 
   /** The core StructureDefinition of a type or resource name, e.g. `Patient`, `string`. */
-  typeDefinition(type: string): Json | undefined {
+  typeDefinition(type: string): ConformanceResources['StructureDefinition'] | undefined {
     return this.structureDefinition(
       type.includes('/') ? type : `http://hl7.org/fhir/StructureDefinition/${type}`,
     );
   }
 
-  valueSet(url: string): Json | undefined {
+  valueSet(url: string): ValueSet | undefined {
     return this.get('ValueSet', url);
   }
 
-  codeSystem(url: string): Json | undefined {
+  codeSystem(url: string): CodeSystem | undefined {
     return this.get('CodeSystem', url);
   }
 
-  conceptMap(url: string): Json | undefined {
+  conceptMap(url: string): ConceptMap | undefined {
     return this.get('ConceptMap', url);
   }
 
   /** Every distinct resource of a type (versioned aliases counted once). */
-  all(type: ConformanceType): Json[] {
-    const own = [...new Set(this.byUrl.get(type)!.values())];
+  all<T extends ConformanceType>(type: T): ConformanceResources[T][] {
+    const own = [...new Set((this.byUrl.get(type)! as Map<string, ConformanceResources[T]>).values())];
     if (!this.parent) return own;
     const urls = new Set(own.map((r) => r.url));
     return [...own, ...this.parent.all(type).filter((r) => !urls.has(r.url))];
@@ -119,15 +128,13 @@ export class DefinitionRegistry {
     let resources = 0;
     const take = (text: string): void => {
       files++;
-      let res: Json;
+      let res: unknown;
       try {
         res = JSON.parse(text);
       } catch {
         return;
       }
-      for (const r of res?.resourceType === 'Bundle'
-        ? (res.entry ?? []).map((e: Json) => e?.resource)
-        : [res]) {
+      for (const r of bundleOrResource(res)) {
         if (this.registerResource(r)) resources++;
       }
     };
@@ -174,7 +181,7 @@ export class DefinitionRegistry {
       : undefined;
     if (cacheFile && fs.existsSync(cacheFile)) {
       try {
-        const cached: Json[] = JSON.parse(fs.readFileSync(cacheFile, 'utf8'));
+        const cached: unknown[] = JSON.parse(fs.readFileSync(cacheFile, 'utf8'));
         let resources = 0;
         for (const r of cached) if (this.registerResource(r)) resources++;
         return { files: 1, resources, millis: performance.now() - started };
@@ -193,7 +200,7 @@ export class DefinitionRegistry {
     for (const f of fs.readdirSync(expansions)) {
       if (!/^ValueSet-.*\.json$/.test(f)) continue;
       files++;
-      const vs = compactDefinition(JSON.parse(fs.readFileSync(path.join(expansions, f), 'utf8')));
+      const vs: ValueSet = compactDefinition(JSON.parse(fs.readFileSync(path.join(expansions, f), 'utf8')));
       const known = typeof vs.url === 'string' ? this.valueSet(vs.url) : undefined;
       if (known && vs.expansion && !known.expansion) known.expansion = vs.expansion;
       else if (!known && this.registerResource(vs)) resources++;
@@ -231,17 +238,35 @@ const ELEMENT_DOCUMENTATION = [
 ];
 
 /** Drops what validation and terminology never read: narratives, mappings, element documentation. */
-export function compactDefinition(res: Json): Json {
+export function compactDefinition<T>(res: T): T {
   if (!res || typeof res !== 'object') return res;
-  delete res.text;
-  if (res.resourceType === 'StructureDefinition') {
-    delete res.mapping;
-    for (const list of [res.snapshot?.element, res.differential?.element]) {
+  const r = res as JsonObject;
+  delete r.text;
+  if (r.resourceType === 'StructureDefinition') {
+    delete r.mapping;
+    for (const part of [r.snapshot, r.differential]) {
+      const list = isJsonObject(part) ? part.element : undefined;
       if (!Array.isArray(list)) continue;
-      for (const el of list) for (const k of ELEMENT_DOCUMENTATION) delete el[k];
+      for (const el of list) for (const k of ELEMENT_DOCUMENTATION) delete (el as JsonObject)[k];
     }
   }
   return res;
+}
+
+function isCanonical(value: unknown): value is CanonicalResource {
+  return isJsonObject(value) && typeof value.url === 'string' && typeof value.resourceType === 'string';
+}
+
+/** A StructureDefinition, ValueSet, CodeSystem or ConceptMap with a url (its content is trusted as its type). */
+function isConformanceResource(value: CanonicalResource): value is CanonicalResource & ConformanceResource {
+  return CONFORMANCE_TYPES.has(value.resourceType);
+}
+
+/** The resources of a Bundle's entries, or the resource itself. */
+export function bundleOrResource(res: unknown): unknown[] {
+  if (!isJsonObject(res) || res.resourceType !== 'Bundle') return [res];
+  const entries = res.entry ?? [];
+  return (entries as unknown[]).map((e) => (e as JsonObject | null | undefined)?.resource);
 }
 
 /** Minimal ustar reader for FHIR package tarballs (regular files only). */

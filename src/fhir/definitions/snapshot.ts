@@ -4,12 +4,20 @@
  * existing elements are constrained, new slices are cloned from their sliced element, and paths that go into a
  * data type are expanded from that type's own snapshot first.
  */
-import type { DefinitionRegistry, Json } from './definition-registry.js';
+import type { ElementDefinition, ElementDefinitionType, StructureDefinition } from 'fhir/r4.js';
+import type { DefinitionRegistry } from './definition-registry.js';
+import type { JsonObject } from './json.js';
+
+/**
+ * An element of the snapshot being built. Snapshot elements always carry an id (R4 snapshots do, and every element
+ * made here gets one); any other property is copied through as JSON.
+ */
+type WorkElement = ElementDefinition & { id: string } & JsonObject;
 
 const MERGE_SKIP = new Set(['id', 'path', 'constraint', 'extension', 'base']);
 
 /** The element id of a differential element (older profiles carry only `path` and `sliceName`). */
-function elementId(el: Json): string {
+function elementId(el: ElementDefinition): string {
   if (typeof el.id === 'string') return el.id;
   return typeof el.sliceName === 'string' ? `${el.path}:${el.sliceName}` : String(el.path);
 }
@@ -26,8 +34,8 @@ function clone<T>(v: T): T {
   return v === undefined ? v : JSON.parse(JSON.stringify(v));
 }
 
-function renamePrefix(el: Json, fromId: string, toId: string): Json {
-  const out = clone(el);
+function renamePrefix(el: ElementDefinition, fromId: string, toId: string): WorkElement {
+  const out = clone(el) as WorkElement;
   out.id = toId + String(el.id ?? el.path).slice(fromId.length);
   out.path = idToPath(out.id);
   return out;
@@ -43,10 +51,10 @@ export interface SnapshotProblem {
 }
 
 export function generateSnapshot(
-  sd: Json,
+  sd: StructureDefinition,
   registry: DefinitionRegistry,
   problems?: SnapshotProblem[],
-): { element: Json[] } {
+): { element: ElementDefinition[] } {
   const working = startFromBase(sd, registry);
   for (const diff of sd.differential?.element ?? []) applyDifferential(working, diff, problems);
   return { element: working.elements };
@@ -55,7 +63,7 @@ export function generateSnapshot(
 /** The snapshot being built: the base's elements (root renamed when the profile renames it), grown in place. */
 class WorkingSnapshot {
   constructor(
-    readonly elements: Json[],
+    readonly elements: WorkElement[],
     private readonly registry: DefinitionRegistry,
     readonly baseUrl: string,
     readonly baseRoot: string,
@@ -69,10 +77,10 @@ class WorkingSnapshot {
   /** Index just past the last descendant (children and slices) of the element at i. */
   endOf(i: number): number {
     const elements = this.elements;
-    const id: string = elements[i].id;
+    const id = elements[i].id;
     let j = i + 1;
     while (j < elements.length) {
-      const other: string = elements[j].id;
+      const other = elements[j].id;
       if (other.startsWith(id + '.') || other.startsWith(id + ':')) j++;
       else break;
     }
@@ -106,7 +114,7 @@ class WorkingSnapshot {
       si = this.ensure(parentId + '.' + this.choiceBaseName(last.slice(0, last.indexOf(':')), parentId));
       if (si < 0) return -1;
     }
-    const slicedRealId: string = elements[si].id;
+    const slicedRealId = elements[si].id;
     const end = this.endOf(si);
     const copies = [elements[si]];
     for (let k = si + 1; k < end; k++) {
@@ -131,8 +139,8 @@ class WorkingSnapshot {
       .slice(pi + 1, parentEnd)
       .some((e) => String(e.id).startsWith(parent.id + '.'));
     if (hasChildren) return -1;
-    const types: Json[] = parent.type ?? [];
-    let typeSd: Json | undefined;
+    const types: ElementDefinitionType[] = parent.type ?? [];
+    let typeSd: StructureDefinition | undefined;
     if (types.length >= 1) {
       const t = types[0];
       typeSd =
@@ -154,14 +162,14 @@ class WorkingSnapshot {
     }
     if (!typeSd?.snapshot?.element) return -1;
     const typeRoot: string = typeSd.snapshot.element[0].id ?? typeSd.snapshot.element[0].path;
-    const kids = typeSd.snapshot.element.slice(1).map((e: Json) => renamePrefix(e, typeRoot, parent.id));
+    const kids = typeSd.snapshot.element.slice(1).map((e) => renamePrefix(e, typeRoot, parent.id));
     elements.splice(pi + 1, 0, ...kids);
     return this.indexOf(id);
   }
 
   choiceBaseName(name: string, parentId: string): string {
     for (const e of this.elements) {
-      const eid: string = e.id;
+      const eid = e.id;
       if (!eid.startsWith(parentId + '.') || !eid.endsWith('[x]')) continue;
       const stem = eid.slice(parentId.length + 1, -3);
       const suffix = name.slice(stem.length).toLowerCase();
@@ -170,7 +178,7 @@ class WorkingSnapshot {
         !stem.includes('.') &&
         name.startsWith(stem) &&
         /^[A-Z]/.test(name.slice(stem.length)) &&
-        (e.type ?? []).some((t: Json) => String(t.code).toLowerCase() === suffix)
+        (e.type ?? []).some((t) => String(t.code).toLowerCase() === suffix)
       )
         return stem + '[x]';
     }
@@ -179,7 +187,7 @@ class WorkingSnapshot {
 }
 
 /** Phase 1: a copy of the base definition's snapshot. */
-function startFromBase(sd: Json, registry: DefinitionRegistry): WorkingSnapshot {
+function startFromBase(sd: StructureDefinition, registry: DefinitionRegistry): WorkingSnapshot {
   const baseUrl = sd.baseDefinition;
   if (typeof baseUrl !== 'string') throw new Error('snapshot: no baseDefinition');
   const base = registry.structureDefinition(baseUrl);
@@ -187,8 +195,8 @@ function startFromBase(sd: Json, registry: DefinitionRegistry): WorkingSnapshot 
   const baseRoot: string = base.snapshot.element[0].path;
   const root: string = sd.type ?? baseRoot;
   // Logical models / specialisations may rename the root; constraints keep it.
-  const elements: Json[] = base.snapshot.element.map((e: Json) =>
-    baseRoot === root ? clone(e) : renamePrefix(e, baseRoot, root),
+  const elements = base.snapshot.element.map((e) =>
+    baseRoot === root ? (clone(e) as WorkElement) : renamePrefix(e, baseRoot, root),
   );
   return new WorkingSnapshot(elements, registry, baseUrl, baseRoot, root);
 }
@@ -196,7 +204,7 @@ function startFromBase(sd: Json, registry: DefinitionRegistry): WorkingSnapshot 
 /** Phase 2, per differential element in order: find (or make) its element, then constrain it. */
 function applyDifferential(
   working: WorkingSnapshot,
-  diff: Json,
+  diff: ElementDefinition,
   problems: SnapshotProblem[] | undefined,
 ): void {
   const { baseRoot, root, baseUrl } = working;
@@ -217,18 +225,18 @@ function applyDifferential(
   mergeProperties(target, diff, id, baseUrl, problems);
   narrowChoiceTypes(target, diff);
   if (Array.isArray(diff.constraint)) {
-    const keys = new Set((target.constraint ?? []).map((c: Json) => c.key));
+    const keys = new Set((target.constraint ?? []).map((c) => c.key));
     target.constraint = [
       ...(target.constraint ?? []),
-      ...clone(diff.constraint).filter((c: Json) => !keys.has(c.key)),
+      ...clone(diff.constraint).filter((c) => !keys.has(c.key)),
     ];
   }
 }
 
 /** The differential's properties replace the base's; a fixed value may not contradict the base's. */
 function mergeProperties(
-  target: Json,
-  diff: Json,
+  target: WorkElement,
+  diff: ElementDefinition,
   id: string,
   baseUrl: string,
   problems: SnapshotProblem[] | undefined,
@@ -251,7 +259,7 @@ function mergeProperties(
 }
 
 /** A type constraint on a choice element named by type (`valueQuantity`) restricts its types. */
-function narrowChoiceTypes(target: Json, diff: Json): void {
+function narrowChoiceTypes(target: WorkElement, diff: ElementDefinition): void {
   const diffLast =
     String(diff.path ?? '')
       .split('.')
@@ -259,7 +267,7 @@ function narrowChoiceTypes(target: Json, diff: Json): void {
   if (String(target.path).endsWith('[x]') && !diffLast.endsWith('[x]') && !diff.type) {
     const stem = String(target.path).split('.').pop()!.slice(0, -3);
     const typeName = diffLast.slice(stem.length);
-    const t = (target.type ?? []).filter((x: Json) => x.code.toLowerCase() === typeName.toLowerCase());
+    const t = (target.type ?? []).filter((x) => x.code.toLowerCase() === typeName.toLowerCase());
     if (t.length) target.type = t;
   }
 }

@@ -12,8 +12,11 @@ import { parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { parseRequestJson } from '../interactions/router.js';
 import type { OperationRegistration } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
-import type { DefinitionRegistry, Json } from '../definitions/definition-registry.js';
+import type { DefinitionRegistry } from '../definitions/definition-registry.js';
 import type { Terminology } from '../validation/terminology.js';
+
+/** Untyped JSON, as before registry.ts stopped exporting `Json = any` (this file is not typed yet). */
+type Json = any;
 
 /** What terminology operations need from the validator: its definitions and terminology. */
 export interface TerminologySource {
@@ -112,10 +115,13 @@ export function lookupHandler(source: TerminologySource): InteractionHandler {
         ],
       });
     for (const p of concept.property ?? []) {
-      const value = Object.keys(p).find((k) => k.startsWith('value'));
+      const value = Object.entries(p).find(([k]) => k.startsWith('value'));
       out.push({
         name: 'property',
-        part: [{ name: 'code', valueCode: p.code }, ...(value ? [{ name: 'value', [value]: p[value] }] : [])],
+        part: [
+          { name: 'code', valueCode: p.code },
+          ...(value ? [{ name: 'value', [value[0]]: value[1] }] : []),
+        ],
       });
     }
     return { status: 200, body: parameters(out) };

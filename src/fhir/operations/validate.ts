@@ -16,7 +16,8 @@ import type { OperationRegistration } from '../interactions/fhir-registry.js';
 import type { InteractionHandler } from '../interactions/types.js';
 import type { ValidationOptions } from '../validation/validator.js';
 import { readOperationInput, terminologyOperations, type TerminologySource } from './terminology.js';
-import type { Json } from '../definitions/definition-registry.js';
+/** Untyped JSON, as before registry.ts stopped exporting `Json = any` (this file is not typed yet). */
+type Json = any;
 
 const MODES = new Set(['create', 'update', 'delete', 'profile']);
 

@@ -3,20 +3,20 @@
  * agrees with the resource id, and is unique (bdl-7 for versions); references inside a document or message resolve
  * to exactly one entry.
  */
-import type { Json } from '../definitions/definition-registry.js';
+import { arrayField, field, isJsonObject, type JsonObject } from '../definitions/json.js';
 import { parseQuery } from '../query.js';
-import type { Run, StructureWalker } from './walker.js';
+import type { Run, WalkContext } from './walk-context.js';
 
 const ABSOLUTE = /^[a-z][a-z0-9+.-]*:/i;
 
-export function checkBundle(bundle: Json, path: string, run: Run, walker: StructureWalker): void {
-  const entries: Json[] = Array.isArray(bundle.entry) ? bundle.entry : [];
+export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: WalkContext): void {
+  const entries = arrayField(bundle, 'entry');
   if (bundle.type === 'searchset') checkSearchset(bundle, entries, path, run);
   if (bundle.type === 'document') checkDocumentReferences(entries, path, run);
   const seen = new Map<string, number>();
   entries.forEach((e, i) => {
     if (!e || typeof e !== 'object') return;
-    const fullUrl = e.fullUrl;
+    const fullUrl = field(e, 'fullUrl');
     const where = `${path}.entry[${i}]`;
     if (typeof fullUrl === 'string') {
       if (!ABSOLUTE.test(fullUrl))
@@ -26,8 +26,8 @@ export function checkBundle(bundle: Json, path: string, run: Run, walker: Struct
           `The fullUrl must be an absolute URL (not '${fullUrl.slice(0, 100)}')`,
           where,
         );
-      const res = e.resource;
-      if (res && typeof res === 'object' && typeof res.resourceType === 'string') {
+      const res = field(e, 'resource');
+      if (isJsonObject(res) && typeof res.resourceType === 'string') {
         const m = /^[a-z][a-z0-9+.-]*:\/\/.*\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/i.exec(fullUrl);
         if (
           m &&
@@ -40,7 +40,7 @@ export function checkBundle(bundle: Json, path: string, run: Run, walker: Struct
             `The fullUrl '${fullUrl.slice(0, 100)}' does not match the resource ${res.resourceType}/${res.id ?? ''}`,
             where,
           );
-        const key = `${fullUrl}|${res.meta?.versionId ?? ''}`;
+        const key = `${fullUrl}|${field(res.meta, 'versionId') ?? ''}`;
         if (bundle.type !== 'history') {
           const prior = seen.get(key);
           if (prior !== undefined)
@@ -58,8 +58,11 @@ export function checkBundle(bundle: Json, path: string, run: Run, walker: Struct
 }
 
 /** Searchset entries: `outcome` entries are OperationOutcomes; `match` entries have ids and the searched types. */
-function checkSearchset(bundle: Json, entries: Json[], path: string, run: Run): void {
-  const self = (Array.isArray(bundle.link) ? bundle.link : []).find((l: Json) => l?.relation === 'self')?.url;
+function checkSearchset(bundle: JsonObject, entries: unknown[], path: string, run: Run): void {
+  const self = field(
+    arrayField(bundle, 'link').find((l) => field(l, 'relation') === 'self'),
+    'url',
+  );
   let types: string[] | undefined;
   if (typeof self === 'string') {
     const q = self.indexOf('?');
@@ -72,19 +75,21 @@ function checkSearchset(bundle: Json, entries: Json[], path: string, run: Run): 
     }
   }
   entries.forEach((e, i) => {
-    const res = e?.resource;
+    const res = field(e, 'resource');
     if (!res || typeof res !== 'object') return;
-    const mode = e.search?.mode;
+    const mode = field(field(e, 'search'), 'mode');
     const where = `${path}.entry[${i}].resource`;
-    if (mode === 'outcome' && res.resourceType !== 'OperationOutcome')
-      run.add('error', 'invalid', `This is not an OperationOutcome (${res.resourceType})`, where);
+    const resourceType = field(res, 'resourceType');
+    if (mode === 'outcome' && resourceType !== 'OperationOutcome')
+      run.add('error', 'invalid', `This is not an OperationOutcome (${resourceType})`, where);
     if (mode === 'match') {
-      if (typeof res.id !== 'string') run.add('error', 'invalid', 'Search results must have ids', where);
-      if (types && !types.includes(res.resourceType))
+      if (typeof field(res, 'id') !== 'string')
+        run.add('error', 'invalid', 'Search results must have ids', where);
+      if (types && !(typeof resourceType === 'string' && types.includes(resourceType)))
         run.add(
           'error',
           'invalid',
-          `This is not a matching resource type for the specified search (${res.resourceType} expecting [${types.join(', ')}])`,
+          `This is not a matching resource type for the specified search (${resourceType} expecting [${types.join(', ')}])`,
           where,
         );
     }
@@ -96,19 +101,26 @@ function checkSearchset(bundle: Json, entries: Json[], path: string, run: Run): 
  * fullUrl base of the entry that holds it; several entries matching an unversioned reference is an error, and a
  * versioned reference (`/_history/v`) must find that version.
  */
-function checkDocumentReferences(entries: Json[], path: string, run: Run): void {
-  const byUrl = new Map<string, Json[]>();
-  for (const e of entries)
-    if (e && typeof e.fullUrl === 'string') byUrl.set(e.fullUrl, [...(byUrl.get(e.fullUrl) ?? []), e]);
+function checkDocumentReferences(entries: unknown[], path: string, run: Run): void {
+  const byUrl = new Map<string, unknown[]>();
+  for (const e of entries) {
+    const fullUrl = field(e, 'fullUrl');
+    if (typeof fullUrl === 'string') byUrl.set(fullUrl, [...(byUrl.get(fullUrl) ?? []), e]);
+  }
   entries.forEach((e, i) => {
-    if (!e?.resource || typeof e.resource !== 'object' || typeof e.fullUrl !== 'string') return;
-    const base = /^(.*\/)[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.exec(e.fullUrl)?.[1];
-    visitReferences(e.resource, `${path}.entry[${i}].resource`, 0, (ref, where) => {
+    const resource = field(e, 'resource');
+    const fullUrl = field(e, 'fullUrl');
+    if (!resource || typeof resource !== 'object' || typeof fullUrl !== 'string') return;
+    const base = /^(.*\/)[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.exec(fullUrl)?.[1];
+    visitReferences(resource, `${path}.entry[${i}].resource`, 0, (ref, where) => {
       const m = /^([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(\/_history\/([A-Za-z0-9\-.]{1,64}))?$/.exec(ref);
       if (!m || !base) return;
       const matches = byUrl.get(base + m[1]) ?? [];
       if (m[3] !== undefined) {
-        if (matches.length && !matches.some((x) => x.resource?.meta?.versionId === m[3]))
+        if (
+          matches.length &&
+          !matches.some((x) => field(field(field(x, 'resource'), 'meta'), 'versionId') === m[3])
+        )
           run.add(
             'error',
             'invalid',
@@ -122,7 +134,7 @@ function checkDocumentReferences(entries: Json[], path: string, run: Run): void 
 }
 
 function visitReferences(
-  v: Json,
+  v: unknown,
   where: string,
   depth: number,
   fn: (ref: string, where: string) => void,
@@ -132,10 +144,11 @@ function visitReferences(
     v.forEach((x, i) => visitReferences(x, `${where}[${i}]`, depth + 1, fn));
     return;
   }
-  if (typeof v.reference === 'string') fn(v.reference, where);
+  const reference = field(v, 'reference');
+  if (typeof reference === 'string') fn(reference, where);
   for (const k in v) {
     if (k === 'contained' || k.startsWith('_')) continue;
-    const x = v[k];
+    const x = field(v, k);
     if (x && typeof x === 'object') visitReferences(x, `${where}.${k}`, depth + 1, fn);
   }
 }

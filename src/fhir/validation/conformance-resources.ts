@@ -6,8 +6,8 @@
  * Locations follow the reference validator: the filter's `_value` extensions are reported on the filter.
  */
 import fhirpath from 'fhirpath';
-import type { Json } from '../definitions/definition-registry.js';
-import type { Run } from './walker.js';
+import { arrayField, field, type JsonObject } from '../definitions/json.js';
+import type { Run } from './walk-context.js';
 import type { CompiledStructure } from './structure.js';
 
 const PARAMETER_EXT = 'http://hl7.org/fhir/tools/StructureDefinition/valueset-parameter';
@@ -24,56 +24,25 @@ const STANDARD_VARS = new Set([
   'server',
 ]);
 
-export function checkValueSetParameters(vs: Json, path: string, run: Run): void {
+export function checkValueSetParameters(vs: JsonObject, path: string, run: Run): void {
   const declared = new Map<string, number>();
-  (Array.isArray(vs.extension) ? vs.extension : []).forEach((e: Json, i: number) => {
-    if (e?.url !== PARAMETER_EXT) return;
-    const name = (Array.isArray(e.extension) ? e.extension : []).find(
-      (x: Json) => x?.url === 'name',
-    )?.valueCode;
+  arrayField(vs, 'extension').forEach((e, i) => {
+    if (field(e, 'url') !== PARAMETER_EXT) return;
+    const name = field(
+      arrayField(e, 'extension').find((x) => field(x, 'url') === 'name'),
+      'valueCode',
+    );
     if (typeof name === 'string') declared.set(name, i);
   });
   const used = new Set<string>();
   for (const part of ['include', 'exclude'] as const) {
-    (Array.isArray(vs.compose?.[part]) ? vs.compose[part] : []).forEach((inc: Json, i: number) => {
-      (Array.isArray(inc?.filter) ? inc.filter : []).forEach((f: Json, j: number) => {
-        (Array.isArray(f?._value?.extension) ? f._value.extension : []).forEach((ext: Json, k: number) => {
-          if (ext?.url !== EXPRESSION_EXT || !ext.valueExpression) return;
+    arrayField(vs.compose, part).forEach((inc, i) => {
+      arrayField(inc, 'filter').forEach((f, j) => {
+        arrayField(field(f, '_value'), 'extension').forEach((ext, k) => {
+          const valueExpression = field(ext, 'valueExpression');
+          if (field(ext, 'url') !== EXPRESSION_EXT || !valueExpression) return;
           const where = `${path}.compose.${part}[${i}].filter[${j}].extension[${k}].value.ofType(Expression)`;
-          const { language, expression } = ext.valueExpression;
-          if (language !== 'text/fhirpath') {
-            run.add(
-              'error',
-              'invalid',
-              `A ValueSet expression language must be 'text/fhirpath' not '${String(language)}'`,
-              where,
-            );
-            return;
-          }
-          if (typeof expression !== 'string') return;
-          try {
-            fhirpath.parse(expression);
-          } catch (e) {
-            run.add(
-              'error',
-              'exception',
-              `The value of the expression '${expression}' is not a valid FHIRPath: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
-              where,
-            );
-            return;
-          }
-          for (const m of expression.matchAll(/%([A-Za-z][\w-]*)/g)) {
-            const name = m[1];
-            if (STANDARD_VARS.has(name) || name.startsWith('vs-') || name.startsWith('ext-')) continue;
-            used.add(name);
-            if (!declared.has(name))
-              run.add(
-                'error',
-                'exception',
-                `The filter parameter expression '${expression}' refers to the unknown parameter '${name}'`,
-                where,
-              );
-          }
+          checkParameterExpression(valueExpression, where, declared, used, run);
         });
       });
     });
@@ -88,18 +57,63 @@ export function checkValueSetParameters(vs: Json, path: string, run: Run): void 
       );
 }
 
+/** One filter value given as an expression: FHIRPath that parses and uses only declared parameters. */
+function checkParameterExpression(
+  valueExpression: unknown,
+  where: string,
+  declared: Map<string, number>,
+  used: Set<string>,
+  run: Run,
+): void {
+  const language = field(valueExpression, 'language');
+  const expression = field(valueExpression, 'expression');
+  if (language !== 'text/fhirpath') {
+    run.add(
+      'error',
+      'invalid',
+      `A ValueSet expression language must be 'text/fhirpath' not '${String(language)}'`,
+      where,
+    );
+    return;
+  }
+  if (typeof expression !== 'string') return;
+  try {
+    fhirpath.parse(expression);
+  } catch (e) {
+    run.add(
+      'error',
+      'exception',
+      `The value of the expression '${expression}' is not a valid FHIRPath: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
+      where,
+    );
+    return;
+  }
+  for (const m of expression.matchAll(/%([A-Za-z][\w-]*)/g)) {
+    const name = m[1];
+    if (STANDARD_VARS.has(name) || name.startsWith('vs-') || name.startsWith('ext-')) continue;
+    used.add(name);
+    if (!declared.has(name))
+      run.add(
+        'error',
+        'exception',
+        `The filter parameter expression '${expression}' refers to the unknown parameter '${name}'`,
+        where,
+      );
+  }
+}
+
 /**
  * OperationDefinition `inputProfile`/`outputProfile`: a Parameters profile whose parameter slices must agree with
  * the declared parameters of that direction (same names, same cardinality). Reported on the parameter, at
  * `OperationDefinition.inputProfile.parameter[i]` as the reference validator does.
  */
 export function checkOperationDefinitionProfiles(
-  op: Json,
+  op: JsonObject,
   path: string,
   run: Run,
   structureOf: (url: string) => CompiledStructure | undefined,
 ): void {
-  const params: Json[] = Array.isArray(op.parameter) ? op.parameter : [];
+  const params = arrayField(op, 'parameter');
   for (const [prop, use] of [
     ['inputProfile', 'in'],
     ['outputProfile', 'out'],
@@ -108,46 +122,38 @@ export function checkOperationDefinitionProfiles(
     if (typeof url !== 'string') continue;
     const profile = structureOf(url);
     if (!profile) continue;
-    const parameterEl = profile.root.children.find((c) => c.name === 'parameter');
-    if (!parameterEl) continue;
-    const slices = new Map<string, { min: number; max: number }>();
-    for (const s of parameterEl.slices) {
-      const nameEl = s.children.find((c) => c.name === 'name');
-      const name =
-        typeof nameEl?.fixed === 'string'
-          ? nameEl.fixed
-          : typeof nameEl?.pattern === 'string'
-            ? nameEl.pattern
-            : undefined;
-      if (name) slices.set(name, { min: s.min, max: s.max });
-    }
+    const slices = parameterSlices(profile);
+    if (!slices) continue;
     params.forEach((p, i) => {
-      if (p?.use !== use || typeof p.name !== 'string') return;
+      const name = field(p, 'name');
+      if (field(p, 'use') !== use || typeof name !== 'string') return;
+      const min = field(p, 'min');
+      const max = field(p, 'max');
       const where = `${path}.${prop}.parameter[${i}]`;
-      const slice = slices.get(p.name);
+      const slice = slices.get(name);
       if (!slice) {
         run.add(
           'warning',
           'unknown',
-          `The '${use}' profile does not have a parameter '${p.name}' but it is in the parameters list in the operation definition`,
+          `The '${use}' profile does not have a parameter '${name}' but it is in the parameters list in the operation definition`,
           where,
         );
         return;
       }
-      const declaredMax = p.max === '*' ? Infinity : Number(p.max);
-      if (typeof p.min === 'number' && p.min !== slice.min)
+      const declaredMax = max === '*' ? Infinity : Number(max);
+      if (typeof min === 'number' && min !== slice.min)
         run.add(
           'error',
           'unknown',
-          `The parameter '${p.name}' has a value for 'min' of '${slice.min}' in the '${use}' profile that is different to '${p.min}' which is the value in the parameter definition in the operation definition`,
+          `The parameter '${name}' has a value for 'min' of '${slice.min}' in the '${use}' profile that is different to '${min}' which is the value in the parameter definition in the operation definition`,
           where,
         );
-      if (Number.isFinite(declaredMax) || p.max === '*') {
+      if (Number.isFinite(declaredMax) || max === '*') {
         if (declaredMax !== slice.max)
           run.add(
             'error',
             'unknown',
-            `The parameter '${p.name}' has a value for 'max' of '${slice.max === Infinity ? '*' : slice.max}' in the '${use}' profile that is different to '${p.max}' which is the value in the parameter definition in the operation definition`,
+            `The parameter '${name}' has a value for 'max' of '${slice.max === Infinity ? '*' : slice.max}' in the '${use}' profile that is different to '${max}' which is the value in the parameter definition in the operation definition`,
             where,
           );
       }
@@ -155,25 +161,46 @@ export function checkOperationDefinitionProfiles(
   }
 }
 
+/** The parameter slices of a Parameters profile by fixed name, with their cardinality. */
+function parameterSlices(profile: CompiledStructure): Map<string, { min: number; max: number }> | undefined {
+  const parameterEl = profile.root.children.find((c) => c.name === 'parameter');
+  if (!parameterEl) return undefined;
+  const slices = new Map<string, { min: number; max: number }>();
+  for (const s of parameterEl.slices) {
+    const nameEl = s.children.find((c) => c.name === 'name');
+    const name =
+      typeof nameEl?.fixed === 'string'
+        ? nameEl.fixed
+        : typeof nameEl?.pattern === 'string'
+          ? nameEl.pattern
+          : undefined;
+    if (name) slices.set(name, { min: s.min, max: s.max });
+  }
+  return slices;
+}
+
 /**
  * MeasureReport against its Measure (when the Measure is known here): a cohort measure has no measureScore
  * (http://hl7.org/fhir/R4/measurereport.html, scoring).
  */
 export function checkMeasureReport(
-  report: Json,
+  report: JsonObject,
   path: string,
   run: Run,
-  measureOf: (url: string) => Json | undefined,
+  measureOf: (url: string) => JsonObject | undefined,
 ): void {
   if (typeof report.measure !== 'string') return;
   const measure = measureOf(report.measure);
   if (!measure) return;
-  const scoring = (Array.isArray(measure.scoring?.coding) ? measure.scoring.coding : []).find(
-    (c: Json) => c?.system === 'http://terminology.hl7.org/CodeSystem/measure-scoring',
-  )?.code;
+  const scoring = field(
+    arrayField(measure.scoring, 'coding').find(
+      (c) => field(c, 'system') === 'http://terminology.hl7.org/CodeSystem/measure-scoring',
+    ),
+    'code',
+  );
   if (scoring !== 'cohort') return;
-  (Array.isArray(report.group) ? report.group : []).forEach((g: Json, i: number) => {
-    if (g && g.measureScore !== undefined)
+  arrayField(report, 'group').forEach((g, i) => {
+    if (g && field(g, 'measureScore') !== undefined)
       run.add(
         'error',
         'business-rule',
@@ -187,11 +214,12 @@ export function checkMeasureReport(
  * SearchParameter: every `Type.path` term of the expression starts with one of the parameter's base types (or
  * Resource/DomainResource).
  */
-export function checkSearchParameter(sp: Json, path: string, run: Run): void {
-  if (typeof sp.expression !== 'string' || !Array.isArray(sp.base)) return;
-  const bases = new Set(sp.base.filter((b: unknown) => typeof b === 'string'));
+export function checkSearchParameter(sp: JsonObject, path: string, run: Run): void {
+  const expression = sp.expression;
+  if (typeof expression !== 'string' || !Array.isArray(sp.base)) return;
+  const bases = new Set(sp.base.filter((b: unknown): b is string => typeof b === 'string'));
   if (bases.has('Resource') || bases.has('DomainResource')) return;
-  for (const term of splitTopLevelUnion(sp.expression)) {
+  for (const term of splitTopLevelUnion(expression)) {
     const m = /^\(*\s*([A-Z][A-Za-z]+)(\.|\s|$)/.exec(term.trim());
     if (!m) continue;
     const type = m[1];
@@ -199,7 +227,7 @@ export function checkSearchParameter(sp: Json, path: string, run: Run): void {
     run.add(
       'error',
       'invalid',
-      `Error in search expression '${sp.expression.slice(0, 200)}': The name '${type}' is not valid for any of the possible types: [${[...bases].join(', ')}]`,
+      `Error in search expression '${expression.slice(0, 200)}': The name '${type}' is not valid for any of the possible types: [${[...bases].join(', ')}]`,
       `${path}.expression`,
     );
     return;

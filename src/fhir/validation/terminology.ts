@@ -3,7 +3,17 @@
  * over loaded CodeSystems), code membership, and CodeSystem lookups. Content that cannot be expanded here
  * (SNOMED CT, LOINC, filters on external systems) answers "unknown" rather than failing.
  */
-import type { DefinitionRegistry, Json } from '../definitions/definition-registry.js';
+import type {
+  CodeSystemConcept as FhirCodeSystemConcept,
+  CodeSystemConceptDesignation,
+  CodeSystemConceptProperty,
+  ValueSet,
+  ValueSetCompose,
+  ValueSetComposeInclude,
+  ValueSetComposeIncludeFilter,
+  ValueSetExpansionContains,
+} from 'fhir/r4.js';
+import type { DefinitionRegistry } from '../definitions/definition-registry.js';
 
 export interface ExpandedConcept {
   system: string;
@@ -30,8 +40,8 @@ export interface CodeSystemConcept {
   code: string;
   display?: string;
   definition?: string;
-  designation?: Json[];
-  property?: Json[];
+  designation?: CodeSystemConceptDesignation[];
+  property?: CodeSystemConceptProperty[];
   parent?: string;
 }
 
@@ -55,7 +65,7 @@ export class Terminology {
       if (!cs || !Array.isArray(cs.concept) || (cs.content && cs.content !== 'complete')) idx = null;
       else {
         idx = new Map();
-        const add = (concepts: Json[], parent: string | undefined, depth: number): void => {
+        const add = (concepts: FhirCodeSystemConcept[], parent: string | undefined, depth: number): void => {
           if (depth > 50) return;
           for (const c of concepts) {
             if (!c || typeof c.code !== 'string') continue;
@@ -99,7 +109,7 @@ export class Terminology {
     return exp ?? undefined;
   }
 
-  private expandValueSet(vs: Json): Expansion {
+  private expandValueSet(vs: ValueSet): Expansion {
     const out: Expansion = {
       keys: new Set(),
       codes: new Set(),
@@ -122,7 +132,7 @@ export class Terminology {
       return out;
     }
     if (Array.isArray(vs.expansion?.contains)) {
-      const walk = (items: Json[], depth: number): void => {
+      const walk = (items: ValueSetExpansionContains[], depth: number): void => {
         if (depth > 50) return;
         for (const c of items) {
           if (c?.code && c.system && !c.abstract)
@@ -147,7 +157,46 @@ export class Terminology {
     return out;
   }
 
-  private compose(compose: Json): Expansion {
+  /** The concepts one include (or exclude) selects; undefined when they cannot be known here. */
+  private includeSet(inc: ValueSetComposeInclude, systems: Set<string>): ExpandedConcept[] | undefined {
+    let concepts: ExpandedConcept[] | undefined;
+    const system = inc.system;
+    if (typeof system === 'string') {
+      systems.add(system);
+      const idx = this.codeSystemIndex(system);
+      if (Array.isArray(inc.concept)) {
+        concepts = inc.concept
+          .filter((c) => typeof c?.code === 'string')
+          .map((c) => ({
+            system,
+            code: c.code,
+            display: c.display ?? idx?.get(c.code)?.display,
+          }));
+      } else if (!idx) return undefined;
+      else if (Array.isArray(inc.filter) && inc.filter.length) {
+        concepts = [];
+        for (const c of idx.values()) {
+          if (inc.filter.every((f) => this.filterMatches(idx, c, f)))
+            concepts.push({ system, code: c.code, display: c.display });
+        }
+        if (!inc.filter.every((f) => ['is-a', 'descendent-of', 'is-not-a', '='].includes(f.op)))
+          return undefined;
+      } else {
+        concepts = [...idx.values()].map((c) => ({ system, code: c.code, display: c.display }));
+      }
+    }
+    if (Array.isArray(inc.valueSet)) {
+      for (const u of inc.valueSet) {
+        const e = this.expand(u);
+        if (!e || !e.complete) return undefined;
+        const keys = e.keys;
+        concepts = concepts ? concepts.filter((c) => keys.has(`${c.system}|${c.code}`)) : e.concepts;
+      }
+    }
+    return concepts;
+  }
+
+  private compose(compose: ValueSetCompose): Expansion {
     const result: Expansion = {
       keys: new Set(),
       codes: new Set(),
@@ -155,50 +204,14 @@ export class Terminology {
       complete: true,
       systems: new Set(),
     };
-    const includeSet = (inc: Json): ExpandedConcept[] | undefined => {
-      let concepts: ExpandedConcept[] | undefined;
-      if (typeof inc.system === 'string') {
-        result.systems.add(inc.system);
-        const idx = this.codeSystemIndex(inc.system);
-        if (Array.isArray(inc.concept)) {
-          concepts = inc.concept
-            .filter((c: Json) => typeof c?.code === 'string')
-            .map((c: Json) => ({
-              system: inc.system,
-              code: c.code,
-              display: c.display ?? idx?.get(c.code)?.display,
-            }));
-        } else if (!idx) return undefined;
-        else if (Array.isArray(inc.filter) && inc.filter.length) {
-          concepts = [];
-          for (const c of idx.values()) {
-            if (inc.filter.every((f: Json) => this.filterMatches(idx, c, f)))
-              concepts.push({ system: inc.system, code: c.code, display: c.display });
-          }
-          if (!inc.filter.every((f: Json) => ['is-a', 'descendent-of', 'is-not-a', '='].includes(f.op)))
-            return undefined;
-        } else {
-          concepts = [...idx.values()].map((c) => ({ system: inc.system, code: c.code, display: c.display }));
-        }
-      }
-      if (Array.isArray(inc.valueSet)) {
-        for (const u of inc.valueSet) {
-          const e = this.expand(u);
-          if (!e || !e.complete) return undefined;
-          const keys = e.keys;
-          concepts = concepts ? concepts.filter((c) => keys.has(`${c.system}|${c.code}`)) : e.concepts;
-        }
-      }
-      return concepts;
-    };
     const excluded = new Set<string>();
     for (const exc of compose.exclude ?? []) {
-      const cs = includeSet(exc);
+      const cs = this.includeSet(exc, result.systems);
       if (!cs) continue;
       for (const c of cs) excluded.add(`${c.system}|${c.code}`);
     }
     for (const inc of compose.include ?? []) {
-      const cs = includeSet(inc);
+      const cs = this.includeSet(inc, result.systems);
       if (!cs) {
         result.complete = false;
         continue;
@@ -214,7 +227,11 @@ export class Terminology {
     return result;
   }
 
-  private filterMatches(idx: Map<string, CodeSystemConcept>, c: CodeSystemConcept, f: Json): boolean {
+  private filterMatches(
+    idx: Map<string, CodeSystemConcept>,
+    c: CodeSystemConcept,
+    f: ValueSetComposeIncludeFilter,
+  ): boolean {
     const isDescendant = (code: string, ancestor: string): boolean => {
       let cur = idx.get(code)?.parent;
       for (let i = 0; cur && i < 50; i++) {
@@ -230,7 +247,7 @@ export class Terminology {
       if (f.op === '=') return c.code === f.value;
     }
     if (f.op === '=') {
-      const p = (c.property ?? []).find((x: Json) => x.code === f.property);
+      const p = (c.property ?? []).find((x) => x.code === f.property);
       if (!p) return false;
       const v = p.valueCode ?? p.valueString ?? p.valueBoolean ?? p.valueCoding?.code;
       return String(v) === String(f.value);

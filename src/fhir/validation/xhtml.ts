@@ -55,7 +55,6 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
     }
     if (m[0].startsWith('<!')) continue;
     const [, closing, rawName, attrs, selfClosing] = m;
-    const name = rawName.toLowerCase();
     if (closing) {
       if (stack.pop() !== rawName) {
         problems.push({
@@ -68,45 +67,58 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
     }
     if (stack.length === 0) {
       roots++;
-      if (roots > 1)
-        problems.push({ key: 'xhtml', message: 'The narrative must have exactly one root <div>' });
-      if (!/\sxmlns\s*=\s*["']http:\/\/www\.w3\.org\/1999\/xhtml["']/.test(attrs))
-        problems.push({
-          key: 'xhtml',
-          message: 'The narrative div must be in the XHTML namespace (xmlns="http://www.w3.org/1999/xhtml")',
-        });
+      checkRoot(roots, attrs, problems);
     }
-    if (!ALLOWED.has(name))
-      problems.push({ key: 'txt-1', message: `Illegal element name in the XHTML ('${rawName}')` });
-    const attrRe = /([^\s=/>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?/g;
-    let a: RegExpExecArray | null;
-    while ((a = attrRe.exec(attrs))) {
-      const an = a[1].toLowerCase();
-      const av = (a[2] ?? '').replace(/^["']|["']$/g, '');
-      if (
-        an.startsWith('on') ||
-        (!ALLOWED_ATTRS.has(an) && !an.startsWith('xmlns:') && !an.startsWith('data-'))
-      )
-        problems.push({
-          key: 'txt-1',
-          message: `Illegal attribute name in the XHTML ('${a[1]}' on '${rawName}')`,
-        });
-      if ((an === 'href' || an === 'src') && /^\s*(javascript|vbscript):/i.test(decodeEntities(av)))
-        problems.push({ key: 'txt-1', message: `Illegal script URL in the XHTML ('${an}' on '${rawName}')` });
-    }
+    checkOpeningTag(rawName, attrs, problems);
     if (!selfClosing) stack.push(rawName);
   }
-  const tail = s.slice(last);
-  if (tail.trim() || stack.length) {
+  checkEnd(s, s.slice(last), stack.length, text, problems);
+  return problems;
+}
+
+/** After the last tag: nothing left open or trailing, and some content (txt-2). */
+function checkEnd(div: string, tail: string, open: number, text: string, problems: XhtmlProblem[]): void {
+  if (tail.trim() || open) {
     problems.push({
       key: 'xhtml',
       message: 'The narrative is not well-formed XHTML (unclosed elements or trailing text)',
     });
-    return problems;
+    return;
   }
-  if (!text.trim() && !/<img\b/i.test(s))
+  if (!text.trim() && !/<img\b/i.test(div))
     problems.push({ key: 'txt-2', message: 'The narrative SHALL have some non-whitespace content' });
-  return problems;
+}
+
+/** The root element: exactly one, in the XHTML namespace. */
+function checkRoot(roots: number, attrs: string, problems: XhtmlProblem[]): void {
+  if (roots > 1) problems.push({ key: 'xhtml', message: 'The narrative must have exactly one root <div>' });
+  if (!/\sxmlns\s*=\s*["']http:\/\/www\.w3\.org\/1999\/xhtml["']/.test(attrs))
+    problems.push({
+      key: 'xhtml',
+      message: 'The narrative div must be in the XHTML namespace (xmlns="http://www.w3.org/1999/xhtml")',
+    });
+}
+
+/** An opening tag: an allowed element, allowed attributes, no event handlers, no script URLs (txt-1). */
+function checkOpeningTag(rawName: string, attrs: string, problems: XhtmlProblem[]): void {
+  if (!ALLOWED.has(rawName.toLowerCase()))
+    problems.push({ key: 'txt-1', message: `Illegal element name in the XHTML ('${rawName}')` });
+  const attrRe = /([^\s=/>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?/g;
+  let a: RegExpExecArray | null;
+  while ((a = attrRe.exec(attrs))) {
+    const an = a[1].toLowerCase();
+    const av = (a[2] ?? '').replace(/^["']|["']$/g, '');
+    if (
+      an.startsWith('on') ||
+      (!ALLOWED_ATTRS.has(an) && !an.startsWith('xmlns:') && !an.startsWith('data-'))
+    )
+      problems.push({
+        key: 'txt-1',
+        message: `Illegal attribute name in the XHTML ('${a[1]}' on '${rawName}')`,
+      });
+    if ((an === 'href' || an === 'src') && /^\s*(javascript|vbscript):/i.test(decodeEntities(av)))
+      problems.push({ key: 'txt-1', message: `Illegal script URL in the XHTML ('${an}' on '${rawName}')` });
+  }
 }
 
 function decodeEntities(s: string): string {

@@ -1,0 +1,107 @@
+/** Terminology: codes in their code systems (and their display names), and bindings to value sets. */
+import { isJsonObject, type JsonObject } from '../definitions/json.js';
+import type { ElementNode } from './structure.js';
+import type { Run, WalkContext } from './walk-context.js';
+
+export function checkCoding(w: WalkContext, coding: JsonObject, path: string, run: Run): void {
+  if (typeof coding.system !== 'string' || typeof coding.code !== 'string') return;
+  const { result, display } = w.terminology.codeInSystem(coding.system, coding.code);
+  if (result === 'no') {
+    run.add(
+      w.unknownCodeSeverity,
+      'code-invalid',
+      `Unknown code '${coding.code.slice(0, 100)}' in the CodeSystem '${coding.system}'`,
+      `${path}.code`,
+    );
+    return;
+  }
+  if (
+    result === 'yes' &&
+    typeof coding.display === 'string' &&
+    display &&
+    normalise(display) !== normalise(coding.display)
+  ) {
+    const designations = (
+      w.terminology.codeSystemIndex(coding.system)?.get(coding.code)?.designation ?? []
+    ).map((d) => normalise(String(d?.value ?? '')));
+    if (!designations.includes(normalise(coding.display)))
+      run.add(
+        'warning',
+        'invalid',
+        `Wrong Display Name '${coding.display.slice(0, 100)}' for ${coding.system}#${coding.code}. Valid display is '${display}'`,
+        `${path}.display`,
+      );
+  }
+}
+
+export function checkBinding(
+  w: WalkContext,
+  node: ElementNode,
+  codings: unknown[] | undefined,
+  code: string | undefined,
+  path: string,
+  run: Run,
+): void {
+  const b = node.binding!;
+  if (!b.valueSet || (b.strength !== 'required' && b.strength !== 'extensible' && b.strength !== 'preferred'))
+    return;
+  const vsUrl = b.valueSet.split('|')[0];
+  if (code !== undefined) {
+    const m = w.terminology.member(vsUrl, undefined, code);
+    if (m === 'no')
+      bindingIssue(
+        w,
+        b.strength,
+        `The value provided ('${code.slice(0, 100)}') is not in the value set '${vsUrl}'`,
+        path,
+        run,
+      );
+    return;
+  }
+  const valid = (codings ?? []).filter(
+    (c): c is JsonObject & { code: string } => isJsonObject(c) && typeof c.code === 'string',
+  );
+  if (!valid.length) return;
+  let unknown = false;
+  for (const c of valid) {
+    const m = w.terminology.member(vsUrl, typeof c.system === 'string' ? c.system : undefined, c.code);
+    if (m === 'yes') return;
+    if (m === 'unknown') unknown = true;
+  }
+  if (unknown) {
+    // Cannot be decided here: say so for required bindings (the code systems are not loaded on this server).
+    if (b.strength === 'required') {
+      const systems = [
+        ...new Set(
+          valid
+            .map((c) => c.system)
+            .filter((x): x is string => typeof x === 'string' && !w.terminology.knowsSystem(x)),
+        ),
+      ];
+      run.add(
+        'information',
+        'not-found',
+        systems.length
+          ? `A definition for CodeSystem ${systems.map((x) => `'${x}'`).join(', ')} could not be found, so the code cannot be validated against '${vsUrl}'`
+          : `The value set '${vsUrl}' cannot be expanded here, so the code cannot be validated`,
+        path,
+      );
+    }
+    return;
+  }
+  bindingIssue(w, b.strength, `None of the codings provided are in the value set '${vsUrl}'`, path, run);
+}
+
+export function bindingIssue(
+  w: WalkContext,
+  strength: string,
+  message: string,
+  path: string,
+  run: Run,
+): void {
+  run.add(strength === 'required' ? 'error' : 'warning', 'code-invalid', message, path);
+}
+
+export function normalise(s: string): string {
+  return s.trim().replace(/\s+/g, ' ').toLowerCase();
+}

@@ -1,0 +1,118 @@
+/** Values of primitive types and of the complex data types with rules of their own (references, codings, quantities, attachments). */
+import { isJsonObject, type JsonObject } from '../definitions/json.js';
+import type { ElementNode, TypeRef } from './structure.js';
+import { checkPrimitive } from './primitives.js';
+import { checkNarrativeXhtml } from './xhtml.js';
+import type { Frame, Run, WalkContext } from './walk-context.js';
+import { checkMinMax, deepEqual } from './fixed-values.js';
+import { checkReference } from './references.js';
+import { checkBinding, checkCoding } from './bindings.js';
+
+/** A primitive value: its syntax, then its element's length, fixed value, pattern, binding and bounds. */
+export function checkPrimitiveValue(
+  w: WalkContext,
+  code: string,
+  value: unknown,
+  node: ElementNode,
+  path: string,
+  run: Run,
+): void {
+  const problem = checkPrimitive(code, value);
+  if (problem) {
+    // Attachment data is reported on the attachment (as the reference validator does).
+    if (node.path.endsWith('.data') && code === 'base64Binary' && path.endsWith('.data'))
+      run.add(
+        'error',
+        'structure',
+        `The base64 content in the data element is not valid base64: ${problem}`,
+        path.slice(0, -5),
+      );
+    else run.add('error', 'invalid', problem, path);
+    return;
+  }
+  // Past checkPrimitive, a value of these types is a string.
+  if (code === 'xhtml' && typeof value === 'string') {
+    for (const p of checkNarrativeXhtml(value))
+      run.add(
+        'error',
+        p.key === 'xhtml' ? 'invalid' : 'invariant',
+        p.key === 'xhtml' ? p.message : `Constraint failed: ${p.key}: ${p.message}`,
+        path,
+      );
+  }
+  if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
+    run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
+  if (node.fixed !== undefined && !deepEqual(node.fixed, value))
+    run.add(
+      'error',
+      'value',
+      `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`,
+      path,
+    );
+  if (node.pattern !== undefined && !deepEqual(node.pattern, value))
+    run.add(
+      'error',
+      'value',
+      `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`,
+      path,
+    );
+  if (node.binding && (code === 'code' || code === 'string' || code === 'uri') && typeof value === 'string')
+    checkBinding(w, node, undefined, value, path, run);
+  if (node.minValue !== undefined || node.maxValue !== undefined) checkMinMax(node, value, path, run);
+}
+
+/** The rules of the complex data types that have their own (references, codings, quantities, attachments). */
+export function checkDataType(
+  w: WalkContext,
+  code: string | undefined,
+  value: JsonObject,
+  node: ElementNode,
+  type: TypeRef | undefined,
+  path: string,
+  run: Run,
+  frame: Frame,
+): void {
+  switch (code) {
+    case 'Reference':
+      checkReference(w, value, node, type!, path, run, frame);
+      break;
+    case 'Attachment':
+      checkAttachment(value, path, run);
+      break;
+    case 'Coding':
+      checkCoding(w, value, path, run);
+      if (node.binding) checkBinding(w, node, [value], undefined, path, run);
+      break;
+    case 'CodeableConcept':
+      if (Array.isArray(value.coding))
+        value.coding.forEach(
+          (c: unknown, i: number) => isJsonObject(c) && checkCoding(w, c, `${path}.coding[${i}]`, run),
+        );
+      if (node.binding)
+        checkBinding(w, node, Array.isArray(value.coding) ? value.coding : [], undefined, path, run);
+      break;
+    case 'Quantity':
+      if (typeof value.value === 'number' && (node.minValue !== undefined || node.maxValue !== undefined))
+        checkMinMax(node, value, path, run);
+      // A unit binding on an open choice (value[x] of many types, as in the vital signs base profile) is not
+      // applied to Quantities, as in the reference validator; on a Quantity-only element it is.
+      if (node.binding && typeof value.code === 'string' && node.types.every((t) => t.code === 'Quantity'))
+        checkBinding(w, node, [{ system: value.system, code: value.code }], undefined, path, run);
+      break;
+  }
+}
+
+export function checkAttachment(att: JsonObject, path: string, run: Run): void {
+  if (typeof att.data === 'string' && typeof att.size === 'number') {
+    const clean = att.data.replace(/\s/g, '');
+    const pad = clean.endsWith('==') ? 2 : clean.endsWith('=') ? 1 : 0;
+    const actual = Math.floor((clean.length * 3) / 4) - pad;
+    if (actual !== att.size)
+      run.add(
+        'error',
+        'structure',
+        `Stated Attachment Size ${att.size} does not match actual attachment size ${actual}`,
+        path,
+      );
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * The walk context: what every rule family of the StructureDefinition walker works with. `Run` collects one
+ * validation's issues; `Frame` is the resource being walked; `WalkContext` is the walker as the rule families see it
+ * (definitions, terminology, settings, and the walk itself for nested values).
+ */
+import type { IssueCode, IssueSeverity, OperationOutcomeIssue } from '../outcome.js';
+import type { DefinitionRegistry } from '../definitions/definition-registry.js';
+import type { JsonObject } from '../definitions/json.js';
+import type { StructureCache, ElementNode, TypeRef } from './structure.js';
+import type { Terminology } from './terminology.js';
+
+export const MAX_DEPTH = 64;
+const MAX_ISSUES = 500;
+
+export interface Frame {
+  resource: JsonObject;
+  /** The resource holding `contained` for references `#id` (the container, or the resource itself). */
+  rootResource: JsonObject;
+}
+
+/** One validation run: issues deduplicated (base and profile walks overlap). */
+export class Run {
+  readonly issues: OperationOutcomeIssue[] = [];
+  /** Keys of the listed issues, made once the list is long (below that a scan is cheaper than building keys). */
+  private seen: Set<string> | undefined;
+  depth = 0;
+  truncated = false;
+  /** When set, only whether an error occurred matters (slice matching by profile). */
+  errorsOnly = false;
+  errorCount = 0;
+  /** performance.now() after which FHIRPath invariants are skipped (a bound on pathological inputs). */
+  invariantDeadline = Infinity;
+  invariantsSkipped = false;
+
+  private listedErrors = 0;
+
+  add(severity: IssueSeverity, code: IssueCode, message: string, expression: string): void {
+    const isError = severity === 'error' || severity === 'fatal';
+    if (isError) this.errorCount++;
+    if (this.errorsOnly) return;
+    if (this.isListed(severity, message, expression)) return;
+    // Past the cap, the first error is still listed, so an invalid verdict always shows a reason.
+    if (this.issues.length >= MAX_ISSUES && !(isError && this.listedErrors === 0)) {
+      if (!this.truncated) {
+        this.truncated = true;
+        this.issues.push({
+          severity: 'information',
+          code: 'too-costly',
+          diagnostics: `More than ${MAX_ISSUES} issues; the rest are not reported`,
+          expression: [expression],
+        });
+      }
+      return;
+    }
+    if (isError) this.listedErrors++;
+    this.issues.push({ severity, code, diagnostics: message, expression: [expression] });
+  }
+
+  /** Whether the same issue is listed already (base and profile walks report the same problems). */
+  private isListed(severity: IssueSeverity, message: string, expression: string): boolean {
+    const issues = this.issues;
+    if (issues.length < 16 && this.seen === undefined) {
+      for (const issue of issues) {
+        if (
+          issue.severity === severity &&
+          issue.diagnostics === message &&
+          issue.expression?.[0] === expression
+        )
+          return true;
+      }
+      return false;
+    }
+    const keyOf = (s: string, m: string, e: string) => `${s}|${e}|${m}`;
+    this.seen ??= new Set(issues.map((i) => keyOf(i.severity, i.diagnostics ?? '', i.expression?.[0] ?? '')));
+    const key = keyOf(severity, message, expression);
+    if (this.seen.has(key)) return true;
+    this.seen.add(key);
+    return false;
+  }
+}
+
+/** The walker as its rule families see it: definitions, settings, and the walk for nested values. */
+export interface WalkContext {
+  readonly registry: DefinitionRegistry;
+  readonly structures: StructureCache;
+  readonly terminology: Terminology;
+  unknownExtensionSeverity: 'error' | 'warning' | 'information';
+  unknownCodeSeverity: 'error' | 'warning';
+  allowExampleUrls: boolean;
+  vitalSigns: boolean;
+  validateContained: boolean;
+  isResourceType(type: string): boolean;
+  childOwner(node: ElementNode, type: TypeRef | undefined): ElementNode | undefined;
+  walkResource(
+    res: unknown,
+    path: string,
+    container: JsonObject | undefined,
+    run: Run,
+    extraProfiles?: string[],
+  ): void;
+  walkObject(
+    obj: unknown,
+    node: ElementNode,
+    owner: ElementNode | undefined,
+    typeName: string,
+    path: string,
+    run: Run,
+    frame: Frame,
+    isResourceRoot?: boolean,
+  ): void;
+  walkValue(
+    value: unknown,
+    node: ElementNode,
+    type: TypeRef | undefined,
+    path: string,
+    run: Run,
+    frame: Frame,
+  ): void;
+}
+
+export function upperFirst(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/** The FHIRPath of a child element (a choice type as `.ofType(T)`). */
+export function elementPath(path: string, child: ElementNode, type: TypeRef | undefined): string {
+  return child.choice && type ? `${path}.${child.name}.ofType(${type.code})` : `${path}.${child.name}`;
+}
