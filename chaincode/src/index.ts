@@ -10,14 +10,14 @@ export type { AnchorRecord, BatchRecord, KeyModificationRecord } from './anchor-
 export { stableStringify, requireServiceCaller, txMeta, ROLE_ATTRIBUTE, SERVICE_ROLE } from './common';
 export type { TxMeta } from './common';
 export { ConsentContract } from './consent-contract';
-export { grantAllows } from './grant-rules';
+export { DEFAULT_PURPOSE, grantAllows } from './grant-rules';
 export type { GrantTerms } from './grant-rules';
 export type {
+  AccessPage,
   AccessRecord,
   CheckResult,
   DenyRule,
   GrantRecord,
-  PatientRecord,
   Period,
 } from './consent-contract';
 

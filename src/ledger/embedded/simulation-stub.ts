@@ -185,8 +185,12 @@ export class SimulationStub implements ChaincodeStub {
     this.writes.set(key, null);
   }
 
-  async setStateValidationParameter(): Promise<void> {
-    unsupported('setStateValidationParameter (key-level endorsement)');
+  /**
+   * Accepted and not kept: the embedded chain has one endorser, so a key-level policy adds nothing to the
+   * chaincode's own creator-MSP checks (which every endorser runs). On Fabric the peer enforces it.
+   */
+  async setStateValidationParameter(key: string, _policy: Uint8Array): Promise<void> {
+    requireKey(key);
   }
 
   async getStateValidationParameter(): Promise<Uint8Array> {
