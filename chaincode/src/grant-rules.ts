@@ -1,5 +1,5 @@
 /**
- * The rule a consent grant applies, one function shared by the chaincode (CheckAccess) and the service's consent
+ * The rule a consent grant applies, one function shared by the chaincode (CheckGrant) and the service's consent
  * cache, so the two never disagree. Plain functions with no Fabric dependency: the service imports this file alone
  * (`hie-ledger-chaincode/dist/grant-rules.js`) without loading the contract runtime.
  */

@@ -239,7 +239,7 @@ export function consentToGrants(consent: Json): ConsentGrants {
 
 /**
  * Does a grant allow reading `resourceType` at `atMs`? Only an active grant; start inclusive, end exclusive; deny
- * wins. The chaincode's own function (not a copy), so the consent cache and the ledger's CheckAccess never disagree.
+ * wins. The chaincode's own function (not a copy), so the consent cache and the ledger's CheckGrant never disagree.
  */
 export { grantAllows } from 'hie-ledger-chaincode/dist/grant-rules.js';
 
