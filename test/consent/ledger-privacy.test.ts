@@ -17,7 +17,7 @@ import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.j
 import type { Ledger } from '../../src/ledger/ledger.js';
 import { ConsentService } from '../../src/consent/consent-service.js';
 import { consentToGrants } from '../../src/consent/consent-resource.js';
-import { NetworkIds, newRecordId, patientTag } from '../../src/consent/network-ids.js';
+import { grantTag, NetworkIds, newRecordId, patientTag } from '../../src/consent/network-ids.js';
 import { actor, privacyConsent } from '../access/app-harness.js';
 import { TestPseudonyms } from '../ledger/helpers.js';
 
@@ -308,5 +308,32 @@ describe('the consent records on the ledger, read raw by another member', () => 
       await new Promise((resolve) => setTimeout(resolve, 10));
     expect((await service.lag()).behind).toBe(0);
     expect(service.allows(p1, ['Practitioner/x'], 'Observation')).toBe(false);
+  });
+
+  it('an access opened by a grant names it by a grant tag only the npid holder can check', async () => {
+    const npid = service.networkIdOf('Patient/p2')!;
+    const grantId = (await service.listGrants('Patient/p2'))[0].grantId;
+    for (let i = 0; i < 2; i++)
+      service.recordAccess({
+        patient: 'Patient/p2',
+        accessor: pseudonyms.pseudonymOf('Organization/b'),
+        interaction: 'read',
+        outcome: 'allowed',
+        at: '2026-03-04T10:00:00.000Z',
+        grantId,
+        accessorMsp: 'OtherMSP',
+        purpose: 'TREAT',
+      });
+    await service.flushAccess();
+    const tagged = recordsOf(rawConsentState(), 'Patient/p2')
+      .map((e) => e.record)
+      .filter((r): r is AccessRecord => r.docType === 'access' && r.grantTag !== undefined);
+    expect(tagged).toHaveLength(2);
+    for (const record of tagged) {
+      expect(record.grantTag).toBe(grantTag(npid, record.recordId, grantId));
+      expect(record).toMatchObject({ custodianMsp: 'HomeMSP', accessorMsp: 'OtherMSP', purpose: 'TREAT' });
+      expect(JSON.stringify(record)).not.toContain(grantId);
+    }
+    expect(tagged[0].grantTag).not.toBe(tagged[1].grantTag);
   });
 });
