@@ -14,6 +14,7 @@ const FEATURES = [
   'commands',
   'config',
   'consent',
+  'exchange',
   'fhir',
   'integrity',
   'ledger',
@@ -26,7 +27,11 @@ const LAYERS = [
   // the composition root and the command line see everything
   { folder: 'app', mayImport: FEATURES.filter((f) => f !== 'commands') },
   { folder: 'commands', mayImport: FEATURES },
-  // features
+  // features; exchange (members calling each other) sits above the features it combines
+  {
+    folder: 'exchange',
+    mayImport: ['access', 'consent', 'integrity', 'fhir', 'ledger', 'config', 'platform'],
+  },
   { folder: 'access', mayImport: ['consent', 'fhir', 'ledger', 'platform'] },
   { folder: 'consent', mayImport: ['fhir', 'ledger', 'platform'] },
   { folder: 'integrity', mayImport: ['fhir', 'ledger', 'platform'] },

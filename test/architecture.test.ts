@@ -29,6 +29,8 @@ describe('architecture lint rules', () => {
     ['integrity does not import consent', 'src/integrity/probe.ts', '../consent/consent-service.js'],
     ['config imports no feature', 'src/config/probe.ts', '../operator/metrics.js'],
     ['no feature imports the composition root', 'src/access/probe.ts', '../app/app.js'],
+    ['no feature imports the exchange', 'src/integrity/probe.ts', '../exchange/member-directory.js'],
+    ['the exchange imports no Fabric client', 'src/exchange/probe.ts', '@hyperledger/fabric-gateway'],
   ])('%s', async (_what, filePath, specifier) => {
     expect(await ruleIds(filePath, importing(specifier))).toContain('no-restricted-imports');
   });
@@ -42,6 +44,8 @@ describe('architecture lint rules', () => {
     ],
     ['interactions use the store', 'src/fhir/interactions/probe.ts', '../store/resource-store.js'],
     ['the composition root wires adapters', 'src/app/probe.ts', '../ledger/fabric/fabric-ledger.js'],
+    ['the exchange uses the ledger port', 'src/exchange/probe.ts', '../ledger/ledger.js'],
+    ['commands use the exchange', 'src/commands/probe.ts', '../exchange/member-directory.js'],
   ])('allowed: %s', async (_what, filePath, specifier) => {
     expect(await ruleIds(filePath, importing(specifier))).toEqual([]);
   });

@@ -2,6 +2,9 @@
  * Integrity anchors: the salted hash of one stored resource version, or the Merkle root of a batch of them.
  * No health data and no resource ids reach the ledger: a version's key is an HMAC the custodian computes with its
  * own secret, and the values are salted hashes (docs/integrity.md). Records are write-once.
+ *
+ * Every record names its creator: `mspId` is the MSP of the submitting identity (ctx.clientIdentity, never an
+ * argument), so a member receiving a record checks that its batch was anchored by the custodian's own MSP.
  */
 import { Context, Contract, Info, Param, Returns, Transaction } from 'fabric-contract-api';
 import {

@@ -12,6 +12,7 @@ import {
   OAuthError,
   TokenService,
   type ClientRecord,
+  type NetworkTokenEndpoint,
   type TokenRequest,
 } from './tokens.js';
 import { roleScopes } from './scopes.js';
@@ -45,6 +46,8 @@ export interface AuthOptions {
    * and per client (once its assertion verified, so no one else can use up a client's allowance). Off when absent.
    */
   tokenRateLimit?: { perMinute: number; now?: () => number };
+  /** Other members' services at `POST /auth/token` (src/exchange); absent: members' assertions are refused. */
+  network?: NetworkTokenEndpoint;
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
@@ -216,7 +219,11 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
         if (values.length === 1) tokenRequest[name] = values[0];
       }
       const tokenUrl = `${baseUrlOf(request, options.publicBaseUrl)}/auth/token`;
-      const response = await tokens.exchange(tokenRequest, tokenUrl, admit);
+      const network = options.network;
+      const response =
+        network && tokenRequest.client_assertion && network.accepts(tokenRequest.client_assertion)
+          ? await network.exchange(tokenRequest, tokenUrl)
+          : await tokens.exchange(tokenRequest, tokenUrl, admit);
       return reply.header('cache-control', 'no-store').header('pragma', 'no-cache').send(response);
     });
   });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { EmbeddedIdentityProvider } from '../ledger/identity/identity-provider.js';
 import { ParticipantDirectory } from './participants.js';
-import { TokenService } from './tokens.js';
+import { TokenService, type NetworkTokenEndpoint } from './tokens.js';
 import { AccessControl, CallerAccessPolicy } from './caller-access-policy.js';
 import { AuditRecorder } from './access-audit.js';
 import { withConsentLedger } from '../consent/consent-store.js';
@@ -52,6 +52,8 @@ export interface AccessSetupOptions {
   /** The integrity hook: AuditEvents are stored versions too, anchored like every other. */
   anchor?: WriteRequest['anchor'];
   log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
+  /** Other members' services at /auth/token (src/exchange/network-tokens.ts); absent: refused. */
+  network?: NetworkTokenEndpoint;
 }
 
 export interface AccessSetup {
@@ -220,6 +222,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         publicBaseUrl,
         devOpenLoopback: options.mode === 'dev-open',
         tokenRateLimit: options.tokenRateLimit ? { perMinute: options.tokenRateLimit } : undefined,
+        network: options.network,
       });
       // Every request is audited: while the AuditEvents the store refuses (disk full) fill what may be kept in
       // memory, requests are refused rather than served unaudited.

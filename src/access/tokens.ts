@@ -15,7 +15,7 @@ import { grantScopes, PARTICIPANT_ROLES, type ParticipantRole } from './scopes.j
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** RFC 7523 via SMART: an assertion may live at most five minutes. */
 export const MAX_ASSERTION_LIFETIME_SECONDS = 300;
-const CLOCK_TOLERANCE_SECONDS = 5;
+export const CLOCK_TOLERANCE_SECONDS = 5;
 /**
  * How far ahead of this server's clock an assertion's `iat` may be (a client whose clock runs fast). An assertion
  * issued further in the future is refused: it would be a token made now for later use. (`nbf` ahead by more than
@@ -93,6 +93,17 @@ export interface TokenResponse {
   patient?: string;
   /** The FHIR resource of the user (clinicians, labs). */
   fhirUser?: string;
+}
+
+/**
+ * The token endpoint's second kind of client: other members' services (src/exchange/network-tokens.ts), whose
+ * assertions name `member:<mspId>` as issuer. Their tokens open only network operations, never this API's rules.
+ */
+export interface NetworkTokenEndpoint {
+  /** Is this (not yet verified) client assertion a member's? */
+  accepts(assertion: string): boolean;
+  /** Verifies the member's assertion and issues a network token, or throws OAuthError. */
+  exchange(request: TokenRequest, tokenUrl: string): Promise<TokenResponse>;
 }
 
 /** The claims of the service's access token (short names: it travels on every request). */
@@ -357,7 +368,7 @@ function isAccessClaims(value: unknown): value is AccessClaims {
   );
 }
 
-function assertionFailure(err: unknown): string {
+export function assertionFailure(err: unknown): string {
   if (err instanceof joseErrors.JWTExpired) return 'client_assertion has expired';
   if (err instanceof joseErrors.JWTClaimValidationFailed)
     return `client_assertion claim check failed: ${err.claim} ${err.reason}`;

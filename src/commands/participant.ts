@@ -5,7 +5,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { EmbeddedIdentityProvider } from '../ledger/identity/identity-provider.js';
+import { EmbeddedIdentityProvider, type IdentityProvider } from '../ledger/identity/identity-provider.js';
 import { ParticipantDirectory, type Participant } from '../access/participants.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from '../access/scopes.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
@@ -24,6 +24,15 @@ export async function openParticipantDirectory(
   mspId: string = DEFAULT_MSP_ID,
   ca: { kind?: Config['ca']; fabricConfig?: string } = {},
 ): Promise<ParticipantDirectory> {
+  return ParticipantDirectory.open(dataDir, await openIdentityProvider(dataDir, mspId, ca));
+}
+
+/** The organisation's CA: embedded (`DIR/identity/ca`) or Fabric CA (`--ca fabric`, the `ca` section). */
+export async function openIdentityProvider(
+  dataDir: string,
+  mspId: string,
+  ca: { kind?: Config['ca']; fabricConfig?: string },
+): Promise<IdentityProvider> {
   if (ca.kind === 'fabric') {
     if (!ca.fabricConfig) throw new Error('--ca fabric needs --fabric-config FILE (with a "ca" section)');
     const config = loadFabricConfig(ca.fabricConfig);
@@ -32,12 +41,11 @@ export async function openParticipantDirectory(
     // Loaded only when asked for: fabric-ca-client parses process.argv (yargs) when it loads, which would
     // answer every `hie-ledger ... --help` with its own text.
     const { FabricCaIdentityProvider } = await import('../ledger/identity/fabric-ca.js');
-    return ParticipantDirectory.open(dataDir, FabricCaIdentityProvider.fromConfig(config.ca));
+    return FabricCaIdentityProvider.fromConfig(config.ca);
   }
   if (ca.kind !== undefined && ca.kind !== 'embedded')
     throw new Error(`--ca must be embedded or fabric, not ${ca.kind}`);
-  const identity = await EmbeddedIdentityProvider.open(join(dataDir, 'identity', 'ca'), { mspId });
-  return ParticipantDirectory.open(dataDir, identity);
+  return EmbeddedIdentityProvider.open(join(dataDir, 'identity', 'ca'), { mspId });
 }
 
 /** A participant command's own flags; its settings (data directory, CA) are read by loadSettings. */

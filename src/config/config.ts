@@ -64,6 +64,18 @@ export interface Config {
   requiredProfiles: Record<string, string[]>;
   /** Token requests a minute allowed per client address and per client at POST /auth/token; 0 turns the limit off. */
   tokenRateLimit: number;
+  /** Local-network mode (development, demos, CI): calls to members may use http and private or loopback addresses. */
+  networkLocal: boolean;
+  /** PurposeOfUse codes this service serves to other members (default TREAT). */
+  networkPurposes: string[];
+  /** Largest response accepted from another member (bytes). */
+  networkMaxResponse: number;
+  /** Most simultaneous connections to one member. */
+  networkConnections: number;
+  /** Per call to a member: connection, headers and body within this time (ms). */
+  networkMemberTimeoutMs: number;
+  /** Overall deadline of a request that calls other members (ms). */
+  networkDeadlineMs: number;
 }
 
 export class ConfigError extends Error {
@@ -234,7 +246,7 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     env: 'HIE_CA',
     default: 'embedded',
     description:
-      'certificate authority of the participant commands: embedded (DIR/identity/ca) or fabric (the "ca" section of --fabric-config)',
+      'certificate authority of the participant commands and member register: embedded (DIR/identity/ca) or fabric (the "ca" section of --fabric-config)',
     parse: (text, source) => {
       if (text !== 'embedded' && text !== 'fabric')
         throw new ConfigError(`${source}: '${text}' is not one of embedded, fabric`);
@@ -401,6 +413,70 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: '100',
     description: "readiness: the most blocks the consent cache may be behind the ledger's last block",
     parse: (text, source) => parseWholeNumber(text, source, 0, 1_000_000_000),
+  },
+  {
+    key: 'networkLocal',
+    flag: '--network-local <on|off>',
+    env: 'HIE_NETWORK_LOCAL',
+    default: 'off',
+    description:
+      'local-network mode (development, demos, CI only): calls to other members may use http and private or loopback addresses',
+    parse: parseOnOff,
+  },
+  {
+    key: 'networkPurposes',
+    flag: '--network-purposes <codes>',
+    env: 'HIE_NETWORK_PURPOSES',
+    default: 'TREAT',
+    description: 'PurposeOfUse codes this service serves to other members, comma-separated',
+    parse: (text, source) => {
+      const codes = [
+        ...new Set(
+          text
+            .split(',')
+            .map((code) => code.trim())
+            .filter((code) => code !== ''),
+        ),
+      ];
+      if (codes.length === 0 || codes.some((code) => !/^[A-Z][A-Z0-9_-]{0,63}$/.test(code)))
+        throw new ConfigError(
+          `${source}: '${text}' is not a comma-separated list of PurposeOfUse codes (e.g. TREAT)`,
+        );
+      return codes;
+    },
+  },
+  {
+    key: 'networkMaxResponse',
+    flag: '--network-max-response <bytes>',
+    env: 'HIE_NETWORK_MAX_RESPONSE',
+    default: '64MiB',
+    description:
+      'largest response accepted from another member (bytes, or with KiB/MiB/GiB); larger is aborted',
+    parse: parseSize,
+  },
+  {
+    key: 'networkConnections',
+    flag: '--network-connections <n>',
+    env: 'HIE_NETWORK_CONNECTIONS',
+    default: '4',
+    description: 'most simultaneous connections to one member',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 1000),
+  },
+  {
+    key: 'networkMemberTimeoutMs',
+    flag: '--network-member-timeout-ms <ms>',
+    env: 'HIE_NETWORK_MEMBER_TIMEOUT_MS',
+    default: '10000',
+    description: 'per call to another member: connection, headers and the whole body within this time (ms)',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 600_000),
+  },
+  {
+    key: 'networkDeadlineMs',
+    flag: '--network-deadline-ms <ms>',
+    env: 'HIE_NETWORK_DEADLINE_MS',
+    default: '20000',
+    description: 'overall deadline of a request that calls other members (ms)',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 600_000),
   },
 ] as OptionSpec<keyof Config>[];
 

@@ -5,8 +5,13 @@
 import type { Ledger, SubmitResult } from '../ledger/ledger.js';
 
 export interface OnChainRecordMeta {
-  /** MSP id of the organisation whose service identity submitted it. */
-  mspId: string;
+  /**
+   * The creator: MSP id of the organisation whose service identity submitted it, set by the chaincode from the
+   * transaction's creator (ctx.clientIdentity), never from an argument. Every record the anchor contract has
+   * written carries it; a record without it (none known) has an unknown creator: anchorCreatorMsp gives undefined
+   * and a check against an expected custodian fails.
+   */
+  mspId?: string;
   txId: string;
   /** The proposal timestamp, ISO 8601. */
   timestamp: string;
@@ -31,6 +36,11 @@ export interface KeyModification {
   timestamp: string;
   isDelete: boolean;
   value: OnChainAnchor | null;
+}
+
+/** The MSP that wrote an anchor or batch record, or undefined when the record does not say (unknown creator). */
+export function anchorCreatorMsp(record: OnChainRecordMeta): string | undefined {
+  return typeof record.mspId === 'string' && record.mspId.length > 0 ? record.mspId : undefined;
 }
 
 export class AnchorContractClient {

@@ -19,7 +19,7 @@ import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
 import { canonicalOfVersion, leafHashOf, versionReference, type LeafVersion } from './hashing.js';
 import { MerkleTree, leafTag, leafTagAt, merkleRoot, verifyProof, type ProofStep } from './merkle.js';
 import type { AnchorJournal, BatchMember, JournalBatch } from './anchor-journal.js';
-import { AnchorContractClient, type OnChainBatch } from './anchor-contract-client.js';
+import { AnchorContractClient, anchorCreatorMsp, type OnChainBatch } from './anchor-contract-client.js';
 import type { Ledger } from '../ledger/ledger.js';
 
 export type VerificationStatus =
@@ -952,28 +952,65 @@ export interface RecordProof {
   proof: ProofStep[];
 }
 
+/** What the receiver expects of the record's anchor. */
+export interface ReceivedRecordExpectation {
+  /**
+   * The MSP of the member the record came from (its custodian). When given, the batch must have been anchored by
+   * that MSP: a member must not be able to anchor a fabricated record and present it as another's. An anchor
+   * whose creator is unknown (a record without `mspId`) fails this check.
+   */
+  custodianMsp?: string;
+}
+
+/**
+ * How a received record stands: `verified` (it proves into a root the ledger holds, anchored by the expected
+ * custodian), `pending` (the ledger does not hold the root yet: not yet anchored, or not yet seen by this peer), or
+ * `failed` (the text does not prove into the root, the leaf count differs, or another MSP anchored it).
+ */
+export type ReceivedRecordStatus = 'verified' | 'pending' | 'failed';
+
 /**
  * The receiver's check of a record from another member: the salted hash of the received text's canonical form
- * must prove into `root`, and the ledger must hold that root with that leaf count. No custodian secret needed.
+ * must prove into `root`, the ledger must hold that root with that leaf count and, with
+ * `expected.custodianMsp`, the root must have been anchored by that MSP. No custodian secret needed.
  */
 export async function verifyReceivedRecord(
   version: Pick<StoredVersion, 'resourceType' | 'id' | 'versionId' | 'lastUpdated' | 'deleted' | 'json'>,
   evidence: RecordProof,
   ledger: Ledger,
-): Promise<{ verified: boolean; reason?: string; anchoredBy?: string }> {
+  expected: ReceivedRecordExpectation = {},
+): Promise<{ verified: boolean; status: ReceivedRecordStatus; reason?: string; anchoredBy?: string }> {
   const { hash, error } = recomputeLeafHash(
     { ...version, custodian: evidence.custodian },
     evidence.salt,
     evidence.leafVersion ?? 1,
   );
-  if (!hash) return { verified: false, reason: error };
+  if (!hash) return { verified: false, status: 'failed', reason: error };
   const position = { leafIndex: evidence.leafIndex, leafCount: evidence.leafCount };
   if (!verifyProof(hash, evidence.proof, evidence.root, position)) {
-    return { verified: false, reason: 'the record does not prove into the given root' };
+    return { verified: false, status: 'failed', reason: 'the record does not prove into the given root' };
   }
   const onChain = await new AnchorContractClient(ledger).readBatch(evidence.root);
-  if (!onChain) return { verified: false, reason: 'the ledger has no batch with this root' };
+  if (!onChain)
+    return { verified: false, status: 'pending', reason: 'the ledger has no batch with this root' };
+  const anchoredBy = anchorCreatorMsp(onChain);
   if (onChain.leafCount !== evidence.leafCount)
-    return { verified: false, reason: 'the leaf count differs from the ledger' };
-  return { verified: true, anchoredBy: onChain.mspId };
+    return {
+      verified: false,
+      status: 'failed',
+      reason: 'the leaf count differs from the ledger',
+      anchoredBy,
+    };
+  if (expected.custodianMsp !== undefined && anchoredBy !== expected.custodianMsp) {
+    return {
+      verified: false,
+      status: 'failed',
+      reason:
+        anchoredBy === undefined
+          ? `the anchor does not name its creator; expected ${expected.custodianMsp}`
+          : `the root was anchored by ${anchoredBy}, not by the custodian ${expected.custodianMsp}`,
+      anchoredBy,
+    };
+  }
+  return { verified: true, status: 'verified', anchoredBy };
 }

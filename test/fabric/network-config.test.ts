@@ -201,6 +201,7 @@ describe('network configuration', () => {
       'create-channel',
       'deploy-chaincode',
       'fabric-config',
+      'register-member',
       'update-crl',
     ]) {
       const path = join(NETWORK, 'scripts', `${script}.sh`);

@@ -26,6 +26,10 @@ describe('chaincode package', () => {
       expect(runtime.isEvaluateOnly(`anchor:${name}`)).toBe(true);
     for (const name of ['AnchorVersion', 'AnchorBatch', 'AnchorBatchTagged'])
       expect(runtime.isEvaluateOnly(`anchor:${name}`)).toBe(false);
+    for (const name of ['ReadMember', 'ListMembers'])
+      expect(runtime.isEvaluateOnly(`member:${name}`)).toBe(true);
+    for (const name of ['RegisterMember', 'UpdateMember', 'RevokeMember'])
+      expect(runtime.isEvaluateOnly(`member:${name}`)).toBe(false);
   });
 
   it('uses no wall clock, randomness or environment in contract code', () => {

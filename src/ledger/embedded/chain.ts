@@ -6,7 +6,8 @@
  * set; commit(endorsement) queues it for ordering; a small block cutter puts every queued transaction of the
  * same event-loop turn (up to maxBlockTransactions) into one block, validates them in order (duplicate tx id,
  * MVCC read versions, phantom re-execution of range queries; earlier valid transactions of the same block
- * count), applies the writes of valid ones only, and stores the block chained by hash. Invalid transactions
+ * count; key-level endorsement policies set by the chaincode, endorsement-policy.ts), applies the writes of valid
+ * ones only, and stores the block chained by hash. Invalid transactions
  * stay in the block with their validation code, as on Fabric.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -23,13 +24,18 @@ import {
 } from './chain-store.js';
 import { ChaincodeRuntime } from './chaincode-runtime.js';
 import { SimulationStub } from './simulation-stub.js';
+import {
+  keyOfValidationParameter,
+  satisfiesPolicy,
+  VALIDATION_PARAMETER_PREFIX,
+  validationParameterKey,
+} from './endorsement-policy.js';
 import type {
   BlockHeader,
   ChaincodeProposal,
   CommitStatus,
   Endorsement,
   RangeQueryInfo,
-  ReadWriteSet,
   SerializedIdentity,
   StoredTransaction,
   TxTimestamp,
@@ -117,6 +123,8 @@ export class EmbeddedChain {
   private nextBlockNumber: number;
   private lastHash: Buffer;
   private closed = false;
+  /** False while no key has a key-level policy: commits then skip the policy look-ups (one per written key). */
+  private keyPolicies: boolean;
 
   private constructor(
     private readonly store: ChainStore,
@@ -127,6 +135,8 @@ export class EmbeddedChain {
     const last = store.lastBlock();
     this.nextBlockNumber = last ? last.number + 1 : 0;
     this.lastHash = last ? last.hash : ZERO_HASH;
+    this.keyPolicies =
+      store.range(VALIDATION_PARAMETER_PREFIX, `${VALIDATION_PARAMETER_PREFIX}\u{10ffff}`, 1).length > 0;
   }
 
   /**
@@ -519,7 +529,7 @@ export class EmbeddedChain {
     endorsements.forEach((endorsement, index) => {
       const duplicate = seen.has(endorsement.txId) || this.store.hasTransaction(endorsement.txId);
       seen.add(endorsement.txId);
-      const code: ValidationCode = duplicate ? 'DUPLICATE_TXID' : this.validate(endorsement.rwset, overlay);
+      const code: ValidationCode = duplicate ? 'DUPLICATE_TXID' : this.validate(endorsement, overlay);
       if (code === 'VALID') {
         const version = { blockNum: number, txNum: index };
         for (const write of endorsement.rwset.writes) {
@@ -562,8 +572,25 @@ export class EmbeddedChain {
     return statuses;
   }
 
-  /** MVCC and phantom checks against committed state plus the earlier valid transactions of this block. */
-  private validate(rwset: ReadWriteSet, overlay: Map<string, OverlayEntry>): ValidationCode {
+  /**
+   * Key-level endorsement policies, then MVCC and phantom checks, against committed state plus the earlier valid
+   * transactions of this block (the order of a Fabric peer's validator: endorsement policy before MVCC).
+   */
+  private validate(endorsement: Endorsement, overlay: Map<string, OverlayEntry>): ValidationCode {
+    const { rwset } = endorsement;
+    // The embedded chain endorses as the creator's organisation's peer: one endorsement, the creator's MSP.
+    const endorsers = [{ mspId: endorsement.creator.mspid }];
+    let setsPolicy = false;
+    for (const write of rwset.writes) {
+      const policyOf = keyOfValidationParameter(write.key);
+      if (policyOf !== undefined) setsPolicy = true;
+      if (!this.keyPolicies) continue;
+      // Writing a key, or changing its policy, needs the policy the key has now.
+      const policyKey = validationParameterKey(policyOf ?? write.key);
+      const pending = overlay.get(policyKey);
+      const policy = pending ? pending.value : (this.store.getState(policyKey)?.value ?? null);
+      if (policy && !satisfiesPolicy(policy, endorsers)) return 'ENDORSEMENT_POLICY_FAILURE';
+    }
     for (const read of rwset.reads) {
       const pending = overlay.get(read.key);
       const current = pending
@@ -576,6 +603,8 @@ export class EmbeddedChain {
     for (const query of rwset.rangeQueries) {
       if (!this.rangeUnchanged(query, overlay)) return 'PHANTOM_READ_CONFLICT';
     }
+    // From this valid transaction on (later ones of the block included), writes are checked against policies.
+    if (setsPolicy) this.keyPolicies = true;
     return 'VALID';
   }
 

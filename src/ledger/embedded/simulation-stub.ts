@@ -17,6 +17,7 @@ import type {
   Timestamp,
 } from 'fabric-shim-api';
 import type { ChainStore } from './chain-store.js';
+import { VALIDATION_PARAMETER_PREFIX, validationParameterKey } from './endorsement-policy.js';
 import type {
   ChaincodeEvent,
   KVRead,
@@ -186,15 +187,24 @@ export class SimulationStub implements ChaincodeStub {
   }
 
   /**
-   * Accepted and not kept: the embedded chain has one endorser, so a key-level policy adds nothing to the
-   * chaincode's own creator-MSP checks (which every endorser runs). On Fabric the peer enforces it.
+   * Key-level endorsement: the policy (a serialized SignaturePolicyEnvelope, as fabric-shim's
+   * KeyEndorsementPolicy makes it) is written, in the same transaction, to the key's reserved companion key
+   * (validationParameterKey), so it is versioned, replayed and MVCC-checked like any state; the chain enforces it at
+   * commit on later writes of the key (chain.ts, endorsement-policy.ts).
    */
-  async setStateValidationParameter(key: string, _policy: Uint8Array): Promise<void> {
+  async setStateValidationParameter(key: string, policy: Uint8Array): Promise<void> {
     requireKey(key);
+    if (!(policy instanceof Uint8Array))
+      throw new Error('setStateValidationParameter: policy must be bytes (Buffer or Uint8Array)');
+    this.writes.set(validationParameterKey(key), policy.length === 0 ? null : Buffer.from(policy));
   }
 
-  async getStateValidationParameter(): Promise<Uint8Array> {
-    return unsupported('getStateValidationParameter (key-level endorsement)');
+  async getStateValidationParameter(key: string): Promise<Uint8Array> {
+    requireKey(key);
+    const reserved = validationParameterKey(key);
+    const entry = this.store.getState(reserved);
+    if (!this.reads.has(reserved)) this.reads.set(reserved, entry?.version ?? null);
+    return entry ? Buffer.from(entry.value) : Buffer.alloc(0);
   }
 
   getStateByRange(startKey: string, endKey: string): Promise<StateIterator> & AsyncIterable<Iterators.KV> {
@@ -366,6 +376,8 @@ export class SimulationStub implements ChaincodeStub {
 
 function requireKey(key: string): void {
   if (typeof key !== 'string' || key.length === 0) throw new Error('key must not be an empty string');
+  if (key.startsWith(VALIDATION_PARAMETER_PREFIX))
+    throw new Error('keys starting with \\x00\\x00 are reserved by the embedded ledger');
 }
 
 /** The same check as fabric-shim's node stub (which, unlike the Go shim, does not reject U+0000 inside). */

@@ -92,7 +92,8 @@ export interface Endorsement {
 }
 
 /** Fabric TxValidationCode names used by the embedded chain. */
-export type ValidationCode = 'VALID' | 'MVCC_READ_CONFLICT' | 'PHANTOM_READ_CONFLICT' | 'DUPLICATE_TXID';
+export type ValidationCode =
+  'VALID' | 'MVCC_READ_CONFLICT' | 'PHANTOM_READ_CONFLICT' | 'DUPLICATE_TXID' | 'ENDORSEMENT_POLICY_FAILURE';
 
 export interface CommitStatus {
   txId: string;

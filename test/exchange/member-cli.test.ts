@@ -1,0 +1,219 @@
+/**
+ * `hie-ledger member register|list|revoke` on a data directory with the embedded ledger, and the MemberDirectory
+ * client over the same chain: a member is an active entry with a valid service certificate.
+ */
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { exchangeIdentityDir, registerMemberCommand } from '../../src/commands/member.js';
+import { MemberDirectory } from '../../src/exchange/member-directory.js';
+import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
+import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
+import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
+
+async function cli(args: string[]): Promise<string> {
+  const program = new Command().exitOverride();
+  registerMemberCommand(program);
+  const lines: string[] = [];
+  const spy = vi.spyOn(console, 'log').mockImplementation((line: string) => void lines.push(line));
+  try {
+    await program.parseAsync(['node', 'hie-ledger', ...args]);
+  } finally {
+    spy.mockRestore();
+  }
+  return lines.join('\n');
+}
+
+describe('hie-ledger member', () => {
+  let root: string;
+  let dataDir: string;
+
+  beforeAll(() => {
+    root = mkdtempSync(join(tmpdir(), 'hie-member-'));
+    dataDir = join(root, 'data');
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('registers this organisation with a P-256 service key issued by its CA, then lists it', async () => {
+    const printed = JSON.parse(
+      await cli([
+        'member',
+        'register',
+        '--data-dir',
+        dataDir,
+        '--organization-name',
+        'Hospital A',
+        '--fhir-base-url',
+        'http://127.0.0.1:8081/fhir',
+      ]),
+    );
+    expect(printed).toMatchObject({
+      action: 'registered',
+      mspId: 'Org1MSP',
+      organization: 'Hospital A',
+      fhirBaseUrl: 'http://127.0.0.1:8081/fhir',
+      status: 'active',
+      serviceKey: join(exchangeIdentityDir(dataDir), 'key.pem'),
+    });
+    const keyPath = join(exchangeIdentityDir(dataDir), 'key.pem');
+    expect(statSync(keyPath).mode & 0o777).toBe(0o600);
+    expect(statSync(exchangeIdentityDir(dataDir)).mode & 0o777).toBe(0o700);
+    const certificate = readFileSync(join(exchangeIdentityDir(dataDir), 'cert.pem'), 'utf8');
+    const x509 = new X509Certificate(certificate);
+    expect(x509.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    expect(x509.fingerprint256).toBe(printed.serviceCertificateSha256);
+    // Issued by the organisation's own CA, with a role that opens no ledger or FHIR access.
+    const ca = await EmbeddedCa.open(join(dataDir, 'identity', 'ca'), { mspId: 'Org1MSP' });
+    expect(await ca.verify(certificate)).toBe(true);
+    expect(certificateAttributes(certificate)['hie.role']).toBe('exchange-service');
+
+    const listed = JSON.parse(await cli(['member', 'list', '--data-dir', dataDir, '--json']));
+    expect(listed).toEqual([
+      expect.objectContaining({ mspId: 'Org1MSP', serviceCertificate: certificate, status: 'active' }),
+    ]);
+    const table = (await cli(['member', 'list', '--data-dir', dataDir])).split('\n');
+    expect(table[0]).toMatch(/^MSP ID\s+ORGANIZATION\s+STATUS\s+FHIR BASE URL\s+UPDATED$/);
+    expect(table[1]).toMatch(/^Org1MSP\s+Hospital A\s+active\s+http:\/\/127\.0\.0\.1:8081\/fhir\s+\d{4}-/);
+  });
+
+  it('updates the entry on a second register, keeping the service key', async () => {
+    const key = readFileSync(join(exchangeIdentityDir(dataDir), 'key.pem'), 'utf8');
+    const printed = JSON.parse(
+      await cli([
+        'member',
+        'register',
+        '--data-dir',
+        dataDir,
+        '--organization-name',
+        'Hospital A (North)',
+        '--fhir-base-url',
+        'https://a-north.example/fhir',
+      ]),
+    );
+    expect(printed).toMatchObject({ action: 'updated', organization: 'Hospital A (North)' });
+    expect(readFileSync(join(exchangeIdentityDir(dataDir), 'key.pem'), 'utf8')).toBe(key);
+  });
+
+  it('refuses a URL the directory does not accept and a certificate of another CA, changing nothing', async () => {
+    const before = await cli(['member', 'list', '--data-dir', dataDir, '--json']);
+    const register = (url: string, ...extra: string[]) =>
+      cli([
+        'member',
+        'register',
+        '--data-dir',
+        dataDir,
+        '--organization-name',
+        'Hospital A',
+        '--fhir-base-url',
+        url,
+        ...extra,
+      ]);
+    await expect(register('http://hospital-a.example/fhir')).rejects.toThrow(
+      /http is allowed only for a loopback host/,
+    );
+    // Another organisation's CA (the chaincode compares issuers; members verify the chain to the MSP root).
+    const foreignCa = await EmbeddedCa.open(join(root, 'foreign-ca'), { mspId: 'Org2MSP' });
+    const foreign = await foreignCa.enroll({ enrollmentId: 'impostor', attrs: {}, keyType: 'P-256' });
+    const certFile = join(root, 'foreign.pem');
+    writeFileSync(certFile, foreign.certificate);
+    await expect(register('https://a.example/fhir', '--service-cert', certFile)).rejects.toThrow(
+      /not issued by the CA of Org1MSP/,
+    );
+    expect(await cli(['member', 'list', '--data-dir', dataDir, '--json'])).toBe(before);
+  });
+
+  it('on Fabric, issues the service certificate only from the MSP’s Fabric CA', async () => {
+    await expect(
+      cli([
+        'member',
+        'register',
+        '--data-dir',
+        dataDir,
+        '--ledger',
+        'fabric',
+        '--fabric-config',
+        join(root, 'hospital1.fabric.json'),
+        '--organization-name',
+        'Hospital 1',
+        '--fhir-base-url',
+        'https://h1.example/fhir',
+      ]),
+    ).rejects.toThrow(/with --ledger fabric the service certificate comes from the MSP CA: add --ca fabric/);
+  });
+
+  it('takes a given certificate and key, refusing a key that is not the certificate’s', async () => {
+    const ca = await EmbeddedCa.open(join(dataDir, 'identity', 'ca'), { mspId: 'Org1MSP' });
+    const given = await ca.enroll({ enrollmentId: 'given-service', attrs: {}, keyType: 'P-256' });
+    const other = await ca.enroll({ enrollmentId: 'other-service', attrs: {}, keyType: 'P-256' });
+    writeFileSync(join(root, 'given.pem'), given.certificate);
+    writeFileSync(join(root, 'given-key.pem'), given.privateKey);
+    writeFileSync(join(root, 'other-key.pem'), other.privateKey);
+    const args = ['member', 'register', '--data-dir', dataDir, '--organization-name', 'Hospital A'];
+    await expect(
+      cli([
+        ...args,
+        '--fhir-base-url',
+        'https://a.example/fhir',
+        '--service-cert',
+        join(root, 'given.pem'),
+        '--service-key',
+        join(root, 'other-key.pem'),
+      ]),
+    ).rejects.toThrow(/is not the private key of --service-cert/);
+    const printed = JSON.parse(
+      await cli([
+        ...args,
+        '--fhir-base-url',
+        'https://a.example/fhir',
+        '--service-cert',
+        join(root, 'given.pem'),
+        '--service-key',
+        join(root, 'given-key.pem'),
+      ]),
+    );
+    expect(printed.serviceCertificateSha256).toBe(new X509Certificate(given.certificate).fingerprint256);
+    expect(readFileSync(join(exchangeIdentityDir(dataDir), 'key.pem'), 'utf8')).toBe(given.privateKey);
+  });
+
+  it('revokes the entry: listed as revoked, no longer a member', async () => {
+    const printed = JSON.parse(await cli(['member', 'revoke', '--data-dir', dataDir]));
+    expect(printed).toMatchObject({ mspId: 'Org1MSP', status: 'revoked' });
+    const ledger = await openEmbeddedLedger({ dataDir, mspId: 'Org1MSP' });
+    try {
+      const directory = new MemberDirectory(ledger);
+      expect(await directory.read('Org1MSP')).toMatchObject({ status: 'revoked' });
+      expect(await directory.member('Org1MSP')).toBeUndefined();
+      expect(await directory.member('Org2MSP')).toBeUndefined();
+    } finally {
+      await ledger.close();
+    }
+  });
+});
+
+describe('MemberDirectory.member', () => {
+  it('is an active entry whose service certificate is valid at the time asked', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'hie-member-dir-'));
+    const ledger = await openEmbeddedLedger({ dataDir: root, mspId: 'Org1MSP' });
+    try {
+      const ca = await EmbeddedCa.open(join(root, 'identity', 'ca'), { mspId: 'Org1MSP' });
+      const { certificate } = await ca.enroll({ enrollmentId: 'svc-x', attrs: {}, keyType: 'P-256' });
+      const directory = new MemberDirectory(ledger);
+      const written = await directory.register({
+        mspId: 'Org1MSP',
+        organization: 'Hospital A',
+        fhirBaseUrl: 'https://a.example/fhir',
+        serviceCertificate: certificate,
+      });
+      expect(written.updated).toBe(false);
+      const validTo = new Date(new X509Certificate(certificate).validTo);
+      expect(await directory.member('Org1MSP')).toEqual(written.entry);
+      expect(await directory.member('Org1MSP', new Date(validTo.getTime() + 1000))).toBeUndefined();
+    } finally {
+      await ledger.close();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
