@@ -108,26 +108,35 @@ async function setup(dir: string, grants: number, hidden: number): Promise<Setup
   });
   const ledger = chain.connect(await serviceIdentity(ca, join(dir, 'svc')));
   const checkpointFile = join(dir, 'checkpoints', 'consent.json');
-  const records: { record: LedgerGrant; blockNumber: number }[] = [];
+  const records: { record: LedgerGrant; blockNumber: number; patient: string; consent: string }[] = [];
   for (let i = 0; i < grants; i++) {
     const record: LedgerGrant = {
       docType: 'grant',
-      patient: pseudonyms.pseudonymOf(`Patient/granted-${i}`),
+      grantId: `bench-grant-${i}`,
+      patientTag: '0'.repeat(64),
       grantee: pseudonyms.pseudonymOf(HOSP_B),
-      consent: pseudonyms.pseudonymOf(`Consent/k-${i}`),
+      granteeMsp: 'Org1MSP',
+      homeMsp: 'Org1MSP',
       classes: [],
       deny: [],
+      purpose: ['TREAT'],
       status: 'active',
-      grantedBy: 'bench-patient',
       grantedInPerson: false,
       grantedTxId: `tx-${i}`,
       grantedAt: '2026-01-01T00:00:00.000Z',
-      mspId: 'Org1MSP',
     };
-    records.push({ record, blockNumber: 0 });
+    records.push({
+      record,
+      blockNumber: 0,
+      patient: pseudonyms.pseudonymOf(`Patient/granted-${i}`),
+      consent: pseudonyms.pseudonymOf(`Consent/k-${i}`),
+    });
   }
   mkdirSync(join(dir, 'checkpoints'), { recursive: true });
-  writeFileSync(checkpointFile, JSON.stringify({ nextBlock: await ledger.height(), grants: records }));
+  writeFileSync(
+    checkpointFile,
+    JSON.stringify({ format: 2, nextBlock: await ledger.height(), grants: records }),
+  );
   const consent = await ConsentService.open({ ledger, pseudonyms, checkpointFile });
   const control = new AccessControl({ compartmentTypes: patientCompartmentTypes(), consent });
   const store = new SqliteResourceStore({ file: join(dir, 'resources.sqlite') });

@@ -1,126 +1,120 @@
 /**
- * Patient consent on the ledger: which organisation, clinician or lab may read a patient's records held by the
- * patient's home service, for which resource classes and for how long; plus access records (who read what, when).
+ * Patient consent on the ledger: which clinician or organisation may read a patient's records, for which resource
+ * classes, purposes and period; plus access (disclosure) records. Every member of the channel reads all of it, so
+ * nothing here links two records to one patient (docs/threat-model.md, "What a member reading the ledger learns"):
  *
- * Only pseudonyms reach the ledger (patients, grantees, consents and actors are random ids the services map to
- * FHIR resources off the chain). Only the patient's home service identity (the MSP that registered the patient,
- * with hie.role=service) may grant or revoke. One key per (patient, grantee, consent), so two Consents never
- * overwrite each other. Deterministic: times come from the proposal, JSON is serialised with sorted keys, and
- * every transaction sets exactly one event.
+ * - a grant is keyed by a fresh random `grantId` and names its patient only by `patientTag`, an HMAC keyed with the
+ *   patient's network id (npid, a secret of the patient's home service) over the record's id; an access record
+ *   likewise, and its details (who, what, when exactly) are sealed with a key derived from the npid;
+ * - ids, tags and sealed details are made off the chain by the writer; the chaincode checks their shape only;
+ * - the writing organisation is the creator's MSP, recorded here (`homeMsp`, `custodianMsp`), never an argument. A
+ *   grant is changed or revoked only by its home MSP (checked here, and on Fabric by key-level endorsement).
+ *
+ * Deterministic: times come from the proposal, JSON is serialised with sorted keys, and every transaction sets
+ * exactly one event.
  */
 import { Context, Contract, Info, Param, Returns, Transaction } from 'fabric-contract-api';
-import { grantAllows, type DenyRule, type Period } from './grant-rules';
+import { DEFAULT_PURPOSE, grantAllows, type DenyRule, type Period } from './grant-rules';
 import {
   fromBytes,
+  requireHex256,
   requireServiceCaller,
   stableStringify,
   toBytes,
   txMeta,
   txTimestampIso,
-  type TxMeta,
 } from './common';
+import { ownedBy } from './key-endorsement';
 
-export const PATIENT_OBJECT = 'patient';
-export const GRANT_OBJECT = 'grant';
-export const ACCESS_OBJECT = 'access';
-/** Most access records one RecordAccess transaction may carry. */
+/** State keys: `grant/<grantId>`, `access/<recordId>` (plain keys, so access records can be paged by range). */
+export const GRANT_PREFIX = 'grant/';
+export const ACCESS_PREFIX = 'access/';
+/** Most access records one RecordAccess transaction may carry, and one ListAccess page. */
 export const MAX_ACCESS_RECORDS = 1000;
+/** Largest sealed access detail (base64url characters). */
+const MAX_SEALED = 4096;
 
-/** A pseudonym: random id, URL-safe, never a name or a resource id (the services enforce the randomness). */
+/** A pseudonym or a record id: random, URL-safe, never a name or a resource id (the services make them). */
 const PSEUDONYM = /^[A-Za-z0-9_-]{8,128}$/;
 const RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
 const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
-const INTERACTION = /^[a-z][a-z0-9$-]{0,39}$/;
-
-export interface PatientRecord extends TxMeta {
-  docType: 'patient';
-  patient: string;
-  /** The MSP of the service that registered the patient: the only one that may grant or revoke for them. */
-  homeMsp: string;
-}
+/** An MSP id as Fabric accepts them. */
+const MSP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A purpose of use code (HL7 v3 PurposeOfUse, e.g. TREAT, ETREAT, HPAYMT, HRESCH). */
+const PURPOSE = /^[A-Z][A-Z0-9]{1,31}$/;
+const SEALED = /^[A-Za-z0-9_-]+$/;
 
 export type { DenyRule, Period } from './grant-rules';
 
 export interface GrantRecord {
   docType: 'grant';
-  patient: string;
+  /** Fresh random id made by the home service (its local index maps it to the patient). */
+  grantId: string;
+  /** HMAC-SHA256(key = the patient's npid, "grant|" + grantId), hex: only who knows the npid links it. */
+  patientTag: string;
+  /** Pseudonym of the grantee (a clinician or an organisation) and the MSP of the service it acts through. */
   grantee: string;
-  consent: string;
+  granteeMsp: string;
+  /** The creator's MSP (the patient's home service): the only one that may change or revoke the grant. */
+  homeMsp: string;
   /** Resource types opened; empty = all. */
   classes: string[];
   period?: Period;
   deny: DenyRule[];
+  /** Purposes of use opened (sorted, at least one; TREAT when the grant named none). */
+  purpose: string[];
   status: 'active' | 'revoked';
-  /** Pseudonym of the participant who gave the grant (the patient, an admin, or the system recording it in person). */
-  grantedBy: string;
+  /** Recorded from a consent given in person (a paper form), by the patient's home organisation. */
   grantedInPerson: boolean;
   grantedTxId: string;
   grantedAt: string;
-  mspId: string;
-  revokedBy?: string;
-  revokedInPerson?: boolean;
   revokedTxId?: string;
   revokedAt?: string;
 }
 
 export interface AccessRecord {
   docType: 'access';
-  patient: string;
-  /** Pseudonym of the participant who accessed (or tried to). */
-  accessor: string;
-  interaction: string;
-  resourceType?: string;
-  outcome: 'allowed' | 'refused';
-  /** When the service decided (its clock), ISO 8601: the last decision of an aggregate. */
-  at: string;
-  /** An aggregate of identical decisions: the first one's time, and how many (1 when single). */
-  from?: string;
-  count: number;
-  /** Which service recorded it, and in which transaction. */
-  mspId: string;
+  /** Fresh random id made by the custodian. */
+  recordId: string;
+  /** HMAC-SHA256(npid, "access|" + recordId), hex. */
+  patientTag: string;
+  /** HMAC-SHA256(npid, "access-grant|" + recordId + "|" + grantId), hex, when a grant opened the access. */
+  grantTag?: string;
+  /** The creator's MSP: the service that disclosed (or refused). */
+  custodianMsp: string;
+  /** The MSP of the service the accessor acted through (the custodian's own when not given). */
+  accessorMsp: string;
+  purpose: string;
+  /** The details (accessor, interaction, type, outcome, times), AES-256-GCM under a key derived from the npid. */
+  sealed: string;
+  /** The transaction's timestamp and id. */
+  time: string;
   txId: string;
 }
 
 export interface CheckResult {
   allowed: boolean;
-  /** The consents whose grant allows the access. */
-  consents: string[];
 }
 
-@Info({ title: 'ConsentContract', description: 'Patient consent grants and access records, by pseudonym' })
+export interface AccessPage {
+  records: AccessRecord[];
+  /** The recordId to list after for the next page; absent on the last page. */
+  next?: string;
+}
+
+const grantKey = (grantId: string) => GRANT_PREFIX + grantId;
+const accessKey = (recordId: string) => ACCESS_PREFIX + recordId;
+
+@Info({ title: 'ConsentContract', description: 'Patient consent grants and access records, unlinkable' })
 export class ConsentContract extends Contract {
   constructor() {
     super('consent');
   }
 
-  /** Registers a patient pseudonym; the calling service's MSP becomes the patient's home. Idempotent for the home MSP. */
-  @Transaction()
-  @Param('patient', 'string', 'patient pseudonym')
-  @Returns('string')
-  public async RegisterPatient(ctx: Context, patient: string): Promise<string> {
-    requireServiceCaller(ctx);
-    requirePseudonym('patient', patient);
-    const key = ctx.stub.createCompositeKey(PATIENT_OBJECT, [patient]);
-    const existing = await ctx.stub.getState(key);
-    if (existing.length > 0) {
-      const record = JSON.parse(fromBytes(existing)) as PatientRecord;
-      if (record.homeMsp !== ctx.clientIdentity.getMSPID()) {
-        throw new Error(`patient ${patient} is already registered by another organisation`);
-      }
-      ctx.stub.setEvent('RegisterPatient', existing);
-      return fromBytes(existing);
-    }
-    const meta = txMeta(ctx);
-    const record: PatientRecord = { docType: 'patient', patient, homeMsp: meta.mspId, ...meta };
-    const json = stableStringify(record);
-    await ctx.stub.putState(key, toBytes(json));
-    ctx.stub.setEvent('RegisterPatient', toBytes(json));
-    return json;
-  }
-
   /**
-   * Grants (or replaces) access for one grantee under one consent. Argument: JSON
-   * `{patient, grantee, consent, classes?, period?, deny?, actor, inPerson}`.
+   * Grants (or replaces the terms of) one grant. Argument: JSON `{grantId, patientTag, grantee, granteeMsp?,
+   * classes?, period?, deny?, purpose?, inPerson?}` (granteeMsp: the caller's when absent). A new grantId belongs to the caller's MSP; an existing one may be
+   * changed only by that MSP.
    */
   @Transaction()
   @Param('grant', 'string', 'grant JSON')
@@ -128,13 +122,15 @@ export class ConsentContract extends Contract {
   public async GrantAccess(ctx: Context, grant: string): Promise<string> {
     requireServiceCaller(ctx);
     const input = parseObject('grant', grant);
-    const patient = requirePseudonym('patient', input.patient);
+    refuseCallerFields(input, ['homeMsp', 'status', 'grantedTxId', 'grantedAt', 'revokedAt', 'revokedTxId']);
+    const grantId = requirePseudonym('grantId', input.grantId);
+    const patientTag = requireHex256('patientTag', input.patientTag);
     const grantee = requirePseudonym('grantee', input.grantee);
-    const consent = requirePseudonym('consent', input.consent);
-    const actor = requirePseudonym('actor', input.actor);
-    const inPerson = requireBoolean('inPerson', input.inPerson);
     const classes = requireClasses('classes', input.classes);
     const period = input.period === undefined ? undefined : requirePeriod('period', input.period);
+    const purpose = requirePurposes('purpose', input.purpose);
+    if (input.inPerson !== undefined && typeof input.inPerson !== 'boolean') fail('inPerson');
+    const grantedInPerson = input.inPerson === true;
     if (input.deny !== undefined && !Array.isArray(input.deny))
       throw new Error('invalid argument deny: expected an array');
     const deny = ((input.deny as unknown[] | undefined) ?? []).map((rule, index) => {
@@ -145,118 +141,116 @@ export class ConsentContract extends Contract {
       if (r.period !== undefined) out.period = requirePeriod(`deny[${index}].period`, r.period);
       return out;
     });
-    await requireHome(ctx, patient);
-
+    const key = grantKey(grantId);
+    const existing = await readGrant(ctx, grantId);
     const meta = txMeta(ctx);
+    // A grantee of the home's own service when not named.
+    const granteeMsp =
+      input.granteeMsp === undefined ? meta.mspId : requireMatch('granteeMsp', input.granteeMsp, MSP_ID);
+    if (existing) {
+      requireOwner(existing, meta.mspId);
+      // The patient is fixed for the life of a grant id: only its terms change.
+      if (existing.patientTag !== patientTag || existing.grantee !== grantee)
+        throw new Error(`invalid argument: grant ${grantId} exists for another patient or grantee`);
+    }
     const record: GrantRecord = {
       docType: 'grant',
-      patient,
+      grantId,
+      patientTag,
       grantee,
-      consent,
+      granteeMsp,
+      homeMsp: meta.mspId,
       classes,
       period,
       deny,
+      purpose,
       status: 'active',
-      grantedBy: actor,
-      grantedInPerson: inPerson,
+      grantedInPerson,
       grantedTxId: meta.txId,
       grantedAt: meta.timestamp,
-      mspId: meta.mspId,
     };
     const json = stableStringify(record);
-    await ctx.stub.putState(
-      ctx.stub.createCompositeKey(GRANT_OBJECT, [patient, grantee, consent]),
-      toBytes(json),
-    );
+    await ctx.stub.putState(key, toBytes(json));
+    await ownedBy(ctx, key, meta.mspId);
     ctx.stub.setEvent('GrantAccess', toBytes(json));
     return json;
   }
 
-  /** Revokes one grant. Argument: JSON `{patient, grantee, consent, actor, inPerson}`. Revoking a revoked grant is a no-op. */
+  /** Revokes one grant (only its home MSP may). Revoking a revoked grant is a no-op. */
   @Transaction()
-  @Param('revocation', 'string', 'revocation JSON')
+  @Param('grantId', 'string', 'the grant id')
   @Returns('string')
-  public async RevokeAccess(ctx: Context, revocation: string): Promise<string> {
+  public async RevokeAccess(ctx: Context, grantId: string): Promise<string> {
     requireServiceCaller(ctx);
-    const input = parseObject('revocation', revocation);
-    const patient = requirePseudonym('patient', input.patient);
-    const grantee = requirePseudonym('grantee', input.grantee);
-    const consent = requirePseudonym('consent', input.consent);
-    const actor = requirePseudonym('actor', input.actor);
-    const inPerson = requireBoolean('inPerson', input.inPerson);
-    await requireHome(ctx, patient);
-    const key = ctx.stub.createCompositeKey(GRANT_OBJECT, [patient, grantee, consent]);
-    const bytes = await ctx.stub.getState(key);
-    if (bytes.length === 0)
-      throw new Error(`no grant of patient ${patient} to ${grantee} under consent ${consent}`);
-    const record = JSON.parse(fromBytes(bytes)) as GrantRecord;
-    if (record.status === 'revoked') {
-      ctx.stub.setEvent('RevokeAccess', bytes);
-      return fromBytes(bytes);
-    }
+    requirePseudonym('grantId', grantId);
+    const record = await readGrant(ctx, grantId);
+    if (!record) throw new Error(`no grant ${grantId}`);
     const meta = txMeta(ctx);
+    requireOwner(record, meta.mspId);
+    if (record.status === 'revoked') {
+      const json = stableStringify(record);
+      ctx.stub.setEvent('RevokeAccess', toBytes(json));
+      return json;
+    }
     const revoked: GrantRecord = {
       ...record,
       status: 'revoked',
-      revokedBy: actor,
-      revokedInPerson: inPerson,
       revokedTxId: meta.txId,
       revokedAt: meta.timestamp,
     };
     const json = stableStringify(revoked);
-    await ctx.stub.putState(key, toBytes(json));
+    await ctx.stub.putState(grantKey(grantId), toBytes(json));
+    await ownedBy(ctx, grantKey(grantId), meta.mspId);
     ctx.stub.setEvent('RevokeAccess', toBytes(json));
     return json;
   }
 
-  /** May `grantee` read `resourceType` of `patient` at instant `at` (the proposal time when empty)? */
+  /** The grant record, or `null`. */
   @Transaction(false)
-  @Param('patient', 'string', 'patient pseudonym')
-  @Param('grantee', 'string', 'grantee pseudonym')
-  @Param('resourceType', 'string', 'FHIR resource type')
-  @Param('at', 'string', 'ISO 8601 instant, or empty for now')
+  @Param('grantId', 'string', 'the grant id')
   @Returns('string')
-  public async CheckAccess(
-    ctx: Context,
-    patient: string,
-    grantee: string,
-    resourceType: string,
-    at: string,
-  ): Promise<string> {
-    requirePseudonym('patient', patient);
-    requirePseudonym('grantee', grantee);
-    if (!RESOURCE_TYPE.test(resourceType)) throw new Error('invalid argument resourceType');
-    const instant = at === '' ? txTimestampIso(ctx) : requireInstant('at', at);
-    const consents: string[] = [];
-    for (const grant of await grantsOf(ctx, [patient, grantee])) {
-      if (grantAllows(grant, resourceType, Date.parse(instant))) consents.push(grant.consent);
-    }
-    const result: CheckResult = { allowed: consents.length > 0, consents };
-    return stableStringify(result);
-  }
-
-  /** Every grant (active and revoked) of a patient, in key order (grantee, consent). */
-  @Transaction(false)
-  @Param('patient', 'string', 'patient pseudonym')
-  @Returns('string')
-  public async ListGrants(ctx: Context, patient: string): Promise<string> {
-    requirePseudonym('patient', patient);
-    return stableStringify(await grantsOf(ctx, [patient]));
-  }
-
-  /** The patient record (home MSP), or `null`. */
-  @Transaction(false)
-  @Param('patient', 'string', 'patient pseudonym')
-  @Returns('string')
-  public async ReadPatient(ctx: Context, patient: string): Promise<string> {
-    requirePseudonym('patient', patient);
-    const bytes = await ctx.stub.getState(ctx.stub.createCompositeKey(PATIENT_OBJECT, [patient]));
-    return bytes.length === 0 ? 'null' : fromBytes(bytes);
+  public async ReadGrant(ctx: Context, grantId: string): Promise<string> {
+    requirePseudonym('grantId', grantId);
+    const record = await readGrant(ctx, grantId);
+    return record ? stableStringify(record) : 'null';
   }
 
   /**
-   * Records a batch of access decisions made by the calling service. Argument: JSON array of
-   * `{patient, accessor, interaction, resourceType?, outcome, at}` (at most MAX_ACCESS_RECORDS).
+   * Does grant `grantId` let `grantee` read `resourceType` at `at` (the proposal time when empty) for `purpose`
+   * (TREAT when empty)? The caller matches the grant to its patient with the npid; this checks the terms.
+   */
+  @Transaction(false)
+  @Param('grantId', 'string', 'the grant id')
+  @Param('grantee', 'string', 'grantee pseudonym')
+  @Param('resourceType', 'string', 'FHIR resource type')
+  @Param('at', 'string', 'ISO 8601 instant, or empty for now')
+  @Param('purpose', 'string', 'purpose of use, or empty for TREAT')
+  @Returns('string')
+  public async CheckGrant(
+    ctx: Context,
+    grantId: string,
+    grantee: string,
+    resourceType: string,
+    at: string,
+    purpose: string,
+  ): Promise<string> {
+    requirePseudonym('grantId', grantId);
+    requirePseudonym('grantee', grantee);
+    if (!RESOURCE_TYPE.test(resourceType)) throw new Error('invalid argument resourceType');
+    const instant = at === '' ? txTimestampIso(ctx) : requireInstant('at', at);
+    const use = purpose === '' ? DEFAULT_PURPOSE : requireMatch('purpose', purpose, PURPOSE);
+    const record = await readGrant(ctx, grantId);
+    const allowed =
+      record !== undefined &&
+      record.grantee === grantee &&
+      grantAllows(record, resourceType, Date.parse(instant), use);
+    const result: CheckResult = { allowed };
+    return stableStringify(result);
+  }
+
+  /**
+   * Records a batch of access decisions made by the calling service (the custodian). Argument: JSON array of
+   * `{recordId, patientTag, grantTag?, accessorMsp?, purpose?, sealed}` (at most MAX_ACCESS_RECORDS).
    */
   @Transaction()
   @Param('records', 'string', 'JSON array of access records')
@@ -273,86 +267,102 @@ export class ConsentContract extends Contract {
       throw new Error(`invalid argument records: expected an array of 1 to ${MAX_ACCESS_RECORDS} records`);
     }
     const meta = txMeta(ctx);
+    const seen = new Set<string>();
     for (let index = 0; index < parsed.length; index++) {
       const item = parsed[index] as Record<string, unknown>;
       if (item === null || typeof item !== 'object' || Array.isArray(item))
         throw new Error(`invalid argument records[${index}]`);
+      refuseCallerFields(item, ['custodianMsp', 'time', 'txId']);
+      const recordId = requirePseudonym(`records[${index}].recordId`, item.recordId);
+      if (seen.has(recordId)) throw new Error(`invalid argument records[${index}].recordId: repeated`);
+      seen.add(recordId);
+      const key = accessKey(recordId);
+      // A record id is used once: an access record is never overwritten.
+      if ((await ctx.stub.getState(key)).length > 0)
+        throw new Error(`invalid argument records[${index}].recordId: already recorded`);
+      const sealed = requireMatch(`records[${index}].sealed`, item.sealed, SEALED);
+      if (sealed.length > MAX_SEALED) fail(`records[${index}].sealed`);
       const record: AccessRecord = {
         docType: 'access',
-        patient: requirePseudonym(`records[${index}].patient`, item.patient),
-        accessor: requirePseudonym(`records[${index}].accessor`, item.accessor),
-        interaction: requireMatch(`records[${index}].interaction`, item.interaction, INTERACTION),
-        outcome:
-          item.outcome === 'allowed' || item.outcome === 'refused'
-            ? item.outcome
-            : fail(`records[${index}].outcome`),
-        at: requireInstant(`records[${index}].at`, item.at),
-        count: item.count === undefined ? 1 : requireCount(`records[${index}].count`, item.count),
-        mspId: meta.mspId,
+        recordId,
+        patientTag: requireHex256(`records[${index}].patientTag`, item.patientTag),
+        custodianMsp: meta.mspId,
+        accessorMsp:
+          item.accessorMsp === undefined
+            ? meta.mspId
+            : requireMatch(`records[${index}].accessorMsp`, item.accessorMsp, MSP_ID),
+        purpose:
+          item.purpose === undefined
+            ? DEFAULT_PURPOSE
+            : requireMatch(`records[${index}].purpose`, item.purpose, PURPOSE),
+        sealed,
+        time: meta.timestamp,
         txId: meta.txId,
       };
-      if (item.from !== undefined) record.from = requireInstant(`records[${index}].from`, item.from);
-      if (item.resourceType !== undefined)
-        record.resourceType = requireMatch(
-          `records[${index}].resourceType`,
-          item.resourceType,
-          RESOURCE_TYPE,
-        );
-      const key = ctx.stub.createCompositeKey(ACCESS_OBJECT, [
-        record.patient,
-        meta.txId,
-        String(index).padStart(4, '0'),
-      ]);
+      if (item.grantTag !== undefined)
+        record.grantTag = requireHex256(`records[${index}].grantTag`, item.grantTag);
       await ctx.stub.putState(key, toBytes(stableStringify(record)));
     }
-    const summary = stableStringify({ count: parsed.length, mspId: meta.mspId, txId: meta.txId });
+    const summary = stableStringify({ count: parsed.length, custodianMsp: meta.mspId, txId: meta.txId });
     ctx.stub.setEvent('RecordAccess', toBytes(summary));
     return summary;
   }
 
-  /** The access records of a patient, in key order (transaction, position). */
+  /**
+   * One page of every access record, in recordId order, after `after` (from the first when empty), at most
+   * `limit` (1 to MAX_ACCESS_RECORDS). Records name no patient: a reader keeps those whose tag its npid matches.
+   */
   @Transaction(false)
-  @Param('patient', 'string', 'patient pseudonym')
+  @Param('after', 'string', 'the last recordId of the previous page, or empty')
+  @Param('limit', 'string', 'page size')
   @Returns('string')
-  public async ListAccess(ctx: Context, patient: string): Promise<string> {
-    requirePseudonym('patient', patient);
-    const out: AccessRecord[] = [];
-    const iterator = await ctx.stub.getStateByPartialCompositeKey(ACCESS_OBJECT, [patient]);
+  public async ListAccess(ctx: Context, after: string, limit: string): Promise<string> {
+    if (after !== '') requirePseudonym('after', after);
+    if (!/^[1-9][0-9]{0,3}$/.test(limit) || Number(limit) > MAX_ACCESS_RECORDS) fail('limit');
+    const size = Number(limit);
+    // '0' follows '/': the range holds exactly the keys under ACCESS_PREFIX. '\u0000' puts `after` itself before it.
+    const start = after === '' ? ACCESS_PREFIX : `${accessKey(after)}\u0000`;
+    const iterator = await ctx.stub.getStateByRange(start, `${ACCESS_PREFIX.slice(0, -1)}0`);
+    const page: AccessPage = { records: [] };
     try {
       for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
-        out.push(JSON.parse(fromBytes(next.value.value)) as AccessRecord);
+        if (page.records.length === size) {
+          page.next = page.records[size - 1]!.recordId;
+          break;
+        }
+        page.records.push(JSON.parse(fromBytes(next.value.value)) as AccessRecord);
       }
     } finally {
       await iterator.close();
     }
-    return stableStringify(out);
+    return stableStringify(page);
   }
 }
 
-async function grantsOf(ctx: Context, partialKey: string[]): Promise<GrantRecord[]> {
-  const out: GrantRecord[] = [];
-  const iterator = await ctx.stub.getStateByPartialCompositeKey(GRANT_OBJECT, partialKey);
-  try {
-    for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
-      out.push(JSON.parse(fromBytes(next.value.value)) as GrantRecord);
-    }
-  } finally {
-    await iterator.close();
-  }
-  return out;
+async function readGrant(ctx: Context, grantId: string): Promise<GrantRecord | undefined> {
+  const bytes = await ctx.stub.getState(grantKey(grantId));
+  return bytes.length === 0 ? undefined : (JSON.parse(fromBytes(bytes)) as GrantRecord);
 }
 
-async function requireHome(ctx: Context, patient: string): Promise<PatientRecord> {
-  const bytes = await ctx.stub.getState(ctx.stub.createCompositeKey(PATIENT_OBJECT, [patient]));
-  if (bytes.length === 0) throw new Error(`patient ${patient} is not registered`);
-  const record = JSON.parse(fromBytes(bytes)) as PatientRecord;
-  const caller = ctx.clientIdentity.getMSPID();
-  if (record.homeMsp !== caller) {
+function requireOwner(record: GrantRecord, caller: string): void {
+  if (record.homeMsp !== caller)
     throw new Error(
-      `access denied: only the home service of patient ${patient} may grant or revoke (caller ${caller})`,
+      `access denied: grant ${record.grantId} belongs to its home service's organisation; only it may change or revoke it (caller ${caller})`,
     );
-  }
-  return record;
+}
+
+/** What the chaincode records itself (the writer's MSP, status, times) is never taken from an argument. */
+function refuseCallerFields(input: Record<string, unknown>, names: string[]): void {
+  for (const name of names)
+    if (input[name] !== undefined)
+      throw new Error(`invalid argument ${name}: recorded by the chaincode, not given by the caller`);
+}
+
+function requirePurposes(name: string, value: unknown): string[] {
+  if (value === undefined) return [DEFAULT_PURPOSE];
+  if (!Array.isArray(value) || value.length === 0 || value.length > 16) fail(name);
+  const purposes = value.map((item, index) => requireMatch(`${name}[${index}]`, item, PURPOSE));
+  return [...new Set(purposes)].sort();
 }
 
 function fail(name: string): never {
@@ -380,16 +390,6 @@ function requirePseudonym(name: string, value: unknown): string {
   if (typeof value !== 'string' || !PSEUDONYM.test(value)) {
     throw new Error(`invalid argument ${name}: expected a pseudonym of 8 to 128 characters [A-Za-z0-9_-]`);
   }
-  return value;
-}
-
-function requireCount(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 1_000_000_000) fail(name);
-  return value;
-}
-
-function requireBoolean(name: string, value: unknown): boolean {
-  if (typeof value !== 'boolean') fail(name);
   return value;
 }
 

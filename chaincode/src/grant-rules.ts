@@ -1,5 +1,5 @@
 /**
- * The rule a consent grant applies, one function shared by the chaincode (CheckAccess) and the service's consent
+ * The rule a consent grant applies, one function shared by the chaincode (CheckGrant) and the service's consent
  * cache, so the two never disagree. Plain functions with no Fabric dependency: the service imports this file alone
  * (`hie-ledger-chaincode/dist/grant-rules.js`) without loading the contract runtime.
  */
@@ -21,14 +21,26 @@ export interface GrantTerms {
   classes: string[];
   period?: Period;
   deny: DenyRule[];
+  /** Purposes of use the grant opens (HL7 v3 PurposeOfUse codes); absent: treatment only (records before purposes). */
+  purpose?: string[];
 }
 
+/** The purpose of use a grant opens when it names none, and the one this service's own users act under. */
+export const DEFAULT_PURPOSE = 'TREAT';
+
 /**
- * THE grant rule (the only one): does this grant allow reading `resourceType` at `atMs`? Only an active grant
- * allows; its classes and period permit, its deny rules (one level deep) narrow, and deny wins.
+ * THE grant rule (the only one): does this grant allow reading `resourceType` at `atMs` for `purpose` (treatment
+ * when not given)? Only an active grant allows; its purposes, classes and period permit, its deny rules (one level
+ * deep) narrow, and deny wins.
  */
-export function grantAllows(grant: GrantTerms, resourceType: string, atMs: number): boolean {
+export function grantAllows(
+  grant: GrantTerms,
+  resourceType: string,
+  atMs: number,
+  purpose: string = DEFAULT_PURPOSE,
+): boolean {
   if (grant.status !== 'active') return false;
+  if (!(grant.purpose ?? [DEFAULT_PURPOSE]).includes(purpose)) return false;
   if (!inPeriod(grant.period, atMs)) return false;
   if (grant.classes.length > 0 && !grant.classes.includes(resourceType)) return false;
   for (const rule of grant.deny) {

@@ -13,14 +13,14 @@ export type { TxMeta } from './common';
 export { ConsentContract } from './consent-contract';
 export { MemberContract, MEMBER_KEY_PREFIX } from './member-contract';
 export type { MemberRecord, MemberStatus } from './member-contract';
-export { grantAllows } from './grant-rules';
+export { DEFAULT_PURPOSE, grantAllows } from './grant-rules';
 export type { GrantTerms } from './grant-rules';
 export type {
+  AccessPage,
   AccessRecord,
   CheckResult,
   DenyRule,
   GrantRecord,
-  PatientRecord,
   Period,
 } from './consent-contract';
 

@@ -17,6 +17,7 @@ import { cursorKeyOf } from '../fhir/interactions/cursor-seal.js';
 import type { AccessPolicy, Caller } from '../fhir/interactions/access-policy.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
 import { ConsentService } from '../consent/consent-service.js';
+import { NetworkIds } from '../consent/network-ids.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
@@ -121,10 +122,15 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
   const participants = ParticipantDirectory.open(options.dataDir, identity);
   const secret = accessTokenSecret(options.dataDir);
   const tokens = new TokenService({ directory: participants, secret });
+  const networkIds = options.ledger
+    ? new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'))
+    : undefined;
   const consent = options.ledger
     ? await ConsentService.open({
         ledger: options.ledger,
         pseudonyms: participants,
+        // Network patient ids and the grant index: what links this home's ledger records to its patients.
+        networkIds,
         checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
         // Durable local denies: a revocation in force before the ledger has it, across restarts.
         revocationsFile: join(options.dataDir, 'consent-revocations.json'),
@@ -268,6 +274,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     async close() {
       await audit.close();
       await consent?.close();
+      networkIds?.close();
       participants.close();
     },
   };

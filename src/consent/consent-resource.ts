@@ -4,16 +4,23 @@
  * What R4 Consent can say and how it maps (docs/access.md):
  * - each `provision.actor` of the root (permit) provision becomes one grant to that Organization or Practitioner;
  * - `provision.class` (resource types) limits the grant to those types; `provision.period` limits it in time;
+ * - `provision.purpose` (HL7 v3 PurposeOfUse codes) names the purposes of use it opens; treatment (TREAT) when absent;
  * - a nested `deny` provision (one level deep) narrows its parent: for its actors (all when none), its classes
  *   (all when none), during its period (always when none). Deny wins over permit;
  * - `status` other than `active` grants nothing (and revokes what the Consent granted before), as does a delete.
- * Whatever the mapping cannot enforce (nested permits, deeper nesting, data/code/securityLabel/purpose limits) is
+ * Whatever the mapping cannot enforce (nested permits, deeper nesting, data/code/securityLabel limits, a purpose on a
+ * nested deny) is
  * refused with 422, never silently widened.
  */
+import { DEFAULT_PURPOSE } from 'hie-ledger-chaincode/dist/grant-rules.js';
 import { fhirError } from '../fhir/outcome.js';
 
 export const CONSENT_SCOPE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/consentscope';
 export const RESOURCE_TYPES_SYSTEM = 'http://hl7.org/fhir/resource-types';
+/** The code system of the PurposeOfUse value set (Consent.provision.purpose). */
+export const PURPOSE_OF_USE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+/** The purpose a grant opens when its Consent names none. */
+export { DEFAULT_PURPOSE };
 
 export interface GrantPeriod {
   /** Inclusive start, ISO 8601 instant. */
@@ -34,6 +41,10 @@ export interface GrantSpec {
   classes: string[];
   period?: GrantPeriod;
   deny: GrantDenyRule[];
+  /** Purposes of use opened (PurposeOfUse codes, sorted; [TREAT] when the Consent names none). */
+  purpose: string[];
+  /** The MSP the grantee acts through; absent: this service's own (the grantee is one of its participants). */
+  granteeMsp?: string;
 }
 
 export interface ConsentGrants {
@@ -47,6 +58,7 @@ type Json = Record<string, unknown>;
 const GRANTEE = /^(Organization|Practitioner)\/[A-Za-z0-9\-.]{1,64}$/;
 const PATIENT = /^Patient\/[A-Za-z0-9\-.]{1,64}$/;
 const TYPE = /^[A-Z][A-Za-z]{1,63}$/;
+const PURPOSE_CODE = /^[A-Z][A-Z0-9]{1,31}$/;
 /** Elements of a provision that restrict it in ways grants cannot express. */
 const UNSUPPORTED_LIMITS = ['securityLabel', 'purpose', 'code', 'dataPeriod', 'data'] as const;
 
@@ -135,6 +147,30 @@ function mapClasses(value: unknown, path: string): string[] {
   return [...new Set(classes)].sort();
 }
 
+function mapPurposes(value: unknown, path: string): string[] {
+  if (value === undefined) return [DEFAULT_PURPOSE];
+  if (!Array.isArray(value) || value.length === 0)
+    throw fhirError('consent-not-enforceable', `${path} must be a non-empty list of codings`, {
+      expression: path,
+    });
+  const purposes = value.map((item, index) => {
+    const coding = asObject(item);
+    const at = `${path}[${index}]`;
+    if (!coding || coding.system !== PURPOSE_OF_USE_SYSTEM)
+      throw fhirError(
+        'consent-not-enforceable',
+        `${at}: only purposes of use of ${PURPOSE_OF_USE_SYSTEM} can limit a grant`,
+        { expression: at },
+      );
+    if (typeof coding.code !== 'string' || !PURPOSE_CODE.test(coding.code))
+      throw fhirError('consent-not-enforceable', `${at}.code must be a purpose of use code (e.g. TREAT)`, {
+        expression: `${at}.code`,
+      });
+    return coding.code;
+  });
+  return [...new Set(purposes)].sort();
+}
+
 function mapActors(value: unknown, path: string): string[] {
   return asArray(value).map((item, index) => {
     const reference = asObject(asObject(item)?.reference)?.reference;
@@ -150,8 +186,9 @@ function mapActors(value: unknown, path: string): string[] {
   });
 }
 
-function refuseUnsupported(provision: Json, path: string): void {
+function refuseUnsupported(provision: Json, path: string, allowPurpose = false): void {
   for (const element of UNSUPPORTED_LIMITS) {
+    if (allowPurpose && element === 'purpose') continue;
     if (provision[element] !== undefined)
       throw fhirError('consent-not-enforceable', `${path}.${element} cannot be enforced by this service`, {
         expression: `${path}.${element}`,
@@ -179,7 +216,7 @@ export function consentToGrants(consent: Json): ConsentGrants {
       expression: 'Consent.provision',
     });
   const rootPath = 'Consent.provision';
-  refuseUnsupported(root, rootPath);
+  refuseUnsupported(root, rootPath, root.type === 'permit');
   if (root.type === 'deny') {
     // A root deny: nobody outside the care team, which is the default. No grants.
     if (root.provision !== undefined)
@@ -201,6 +238,7 @@ export function consentToGrants(consent: Json): ConsentGrants {
     });
   const classes = mapClasses(root.class, `${rootPath}.class`);
   const period = mapPeriod(root.period, `${rootPath}.period`);
+  const purpose = mapPurposes(root.purpose, `${rootPath}.purpose`);
 
   const denies = asArray(root.provision).map((item, index) => {
     const path = `${rootPath}.provision[${index}]`;
@@ -231,7 +269,7 @@ export function consentToGrants(consent: Json): ConsentGrants {
     const deny = denies
       .filter((d) => d.actors.length === 0 || d.actors.includes(grantee))
       .map((d) => (d.rule.period ? d.rule : { classes: d.rule.classes }));
-    const grant: GrantSpec = { grantee, classes, deny };
+    const grant: GrantSpec = { grantee, classes, deny, purpose };
     if (period) grant.period = period;
     return grant;
   });
@@ -240,14 +278,18 @@ export function consentToGrants(consent: Json): ConsentGrants {
 
 /**
  * Does a grant allow reading `resourceType` at `atMs`? Only an active grant; start inclusive, end exclusive; deny
- * wins. The chaincode's own function (not a copy), so the consent cache and the ledger's CheckAccess never disagree.
+ * wins. The chaincode's own function (not a copy), so the consent cache and the ledger's CheckGrant never disagree.
  */
 export { grantAllows } from 'hie-ledger-chaincode/dist/grant-rules.js';
 
 /** Two grant specs say the same thing (so an unchanged Consent update submits nothing). */
-export function sameGrant(a: Omit<GrantSpec, 'grantee'>, b: Omit<GrantSpec, 'grantee'>): boolean {
-  const norm = (g: Omit<GrantSpec, 'grantee'>) =>
+export function sameGrant(
+  a: Omit<GrantSpec, 'grantee' | 'granteeMsp'>,
+  b: Omit<GrantSpec, 'grantee' | 'granteeMsp'>,
+): boolean {
+  const norm = (g: Omit<GrantSpec, 'grantee' | 'granteeMsp'>) =>
     JSON.stringify([
+      g.purpose,
       g.classes,
       g.period?.start ?? null,
       g.period?.end ?? null,

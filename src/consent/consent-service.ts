@@ -21,8 +21,21 @@ import { dirname } from 'node:path';
 import { LedgerTransactionError, type EventStream, type Ledger } from '../ledger/ledger.js';
 import { RevocationOutbox, type PendingRevocation } from './revocation-outbox.js';
 import { LedgerMismatchError, verifyLedgerHolds, type CommittedClaim } from '../ledger/ledger-continuity.js';
-import type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
+import type {
+  AccessPage,
+  GrantRecord as LedgerGrant,
+  AccessRecord as LedgerAccessRecord,
+} from 'hie-ledger-chaincode';
 import { grantAllows, sameGrant, type ConsentGrants } from './consent-resource.js';
+import {
+  grantTag,
+  newRecordId,
+  NetworkIds,
+  openDetails,
+  patientTag,
+  sealDetails,
+  type GrantLink,
+} from './network-ids.js';
 
 /** The ledger's records, as the chaincode writes them: one definition, in the chaincode package (types only). */
 
@@ -34,13 +47,54 @@ const ACCESS_RETRY_MAX_MS = 30_000;
 export type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
 
 /**
- * An access record as the service hands it over: the ledger's AccessRecord fields it decides, with the patient as
- * a FHIR reference (`Patient/x`, pseudonymised on the way) and `count` 1 when absent.
+ * An access decision as the service hands it over, the patient as a FHIR reference (`Patient/x`). On the ledger it
+ * becomes an AccessRecord with a blinded patient tag; the details here are sealed with the patient's npid.
  */
-export type AccessRecordInput = Pick<
-  LedgerAccessRecord,
-  'accessor' | 'interaction' | 'resourceType' | 'outcome' | 'at' | 'from'
-> & { patient: string; count?: number };
+export interface AccessRecordInput {
+  patient: string;
+  /** Pseudonym of the participant who accessed (or tried to). */
+  accessor: string;
+  interaction: string;
+  resourceType?: string;
+  outcome: 'allowed' | 'refused';
+  /** When the service decided (its clock), ISO 8601: the last decision of an aggregate. */
+  at: string;
+  /** An aggregate of identical decisions: the first one's time; `count` how many (1 when absent). */
+  from?: string;
+  count?: number;
+  /** The grant that opened the access (a grant tag goes on the ledger), the accessor's MSP, the purpose. */
+  grantId?: string;
+  accessorMsp?: string;
+  purpose?: string;
+}
+
+/** The sealed part of an access record. */
+interface AccessDetails {
+  accessor: string;
+  interaction: string;
+  resourceType?: string;
+  outcome: 'allowed' | 'refused';
+  at: string;
+  from?: string;
+  count: number;
+  /** Orders the records of one service: its clock at the flush, then the position (record ids are random). */
+  seq: string;
+}
+
+/** An access record of a patient as the home reads it back: the ledger's record with its details opened. */
+export interface AccessEntry extends Omit<AccessDetails, 'seq'> {
+  recordId: string;
+  /** The custodian (the service that decided and recorded). */
+  mspId: string;
+  accessorMsp: string;
+  purpose: string;
+  /** The transaction that recorded it, and its timestamp. */
+  txId: string;
+  time: string;
+}
+
+/** Access records read per ListAccess page. */
+const ACCESS_PAGE = 1000;
 
 /** FHIR reference <-> pseudonym links kept off the ledger (src/access/participants.ts). */
 export interface PseudonymResolver {
@@ -61,6 +115,16 @@ export interface ConsentServiceOptions {
   revocationRetryMs?: { first: number; max: number };
   log?: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
   now?: () => number;
+  /**
+   * The patients' network ids and the grant index (DATA/identity/network-ids.sqlite); none: in memory (tests that
+   * reopen the service pass the same one).
+   */
+  networkIds?: NetworkIds;
+  /**
+   * This service's MSP on the ledger: grants whose home is another MSP never open anything here. Absent: learnt
+   * from this service's first committed grant (kept with the network ids).
+   */
+  mspId?: string;
   /** Access records per RecordAccess transaction, and how long one may wait for company. */
   accessBatchSize?: number;
   accessFlushMs?: number;
@@ -69,6 +133,9 @@ export interface ConsentServiceOptions {
 interface CachedGrant {
   record: LedgerGrant;
   blockNumber: number;
+  /** From the grant index (the ledger names neither): the patient's and the Consent's pseudonyms. */
+  patient: string;
+  consent: string;
 }
 
 /** A committed transaction: where the cache stands on the ledger. */
@@ -78,6 +145,8 @@ interface LedgerPosition {
 }
 
 interface Snapshot {
+  /** 2: grants keyed by grant id with blinded patients; older snapshots are not trusted (rebuilt from the ledger). */
+  format?: number;
   /** Every event of blocks below `nextBlock` is in `grants`. */
   nextBlock: number;
   grants: CachedGrant[];
@@ -108,7 +177,7 @@ export class ConsentService {
   private revocationBacklogLogged = false;
   /** Pending revocations the ledger refused (logged once each). */
   private readonly refusedRevocations = new Set<string>();
-  private readonly registeredPatients = new Set<string>();
+  private readonly ids: NetworkIds;
   /** grantee pseudonym -> pseudonyms of the patients with a grant record for it (any status: allows() decides). */
   private readonly patientsOfGrantee = new Map<string, Set<string>>();
   /**
@@ -139,6 +208,8 @@ export class ConsentService {
   private accessFlushing: Promise<void> = Promise.resolve();
   private readonly accessBatchSize: number;
   private readonly accessFlushMs: number;
+  /** Orders this service's access records (their ids are random). */
+  private accessSeq = 0;
   private closed = false;
   /** Decisions answered since start, by outcome (read by the metrics at scrape time). */
   readonly decisions = { permit: 0, deny: 0 };
@@ -150,6 +221,7 @@ export class ConsentService {
     this.pseudonyms = options.pseudonyms;
     this.now = options.now ?? Date.now;
     this.log = options.log ?? { warn: () => {}, error: () => {} };
+    this.ids = options.networkIds ?? new NetworkIds();
     this.accessBatchSize = options.accessBatchSize ?? 200;
     this.accessFlushMs = options.accessFlushMs ?? 1000;
     this.pendingRevocations = new RevocationOutbox(options.revocationsFile, (entry) =>
@@ -184,7 +256,7 @@ export class ConsentService {
       this.log.warn({ err: (err as Error).message }, 'consent checkpoint unreadable; replaying the chain');
       return;
     }
-    if (!snapshot.committed) {
+    if (!snapshot.committed || snapshot.format !== 2) {
       // Without its ledger position the snapshot cannot be checked against the ledger: rebuilt from the ledger.
       if (snapshot.grants.length > 0)
         this.log.warn(
@@ -193,7 +265,7 @@ export class ConsentService {
         );
       return;
     }
-    for (const cached of snapshot.grants) this.put(cached.record, cached.blockNumber);
+    for (const cached of snapshot.grants) this.put(cached.record, cached.blockNumber, cached);
     this.nextBlock = snapshot.nextBlock;
     this.committed = snapshot.committed;
     this.unverified = {
@@ -256,7 +328,12 @@ export class ConsentService {
   private saveCheckpoint(): void {
     if (!this.options.checkpointFile || !this.dirty) return;
     this.dirty = false;
-    const snapshot: Snapshot = { nextBlock: this.nextBlock, grants: [], committed: this.committed };
+    const snapshot: Snapshot = {
+      format: 2,
+      nextBlock: this.nextBlock,
+      grants: [],
+      committed: this.committed,
+    };
     for (const byGrantee of this.grants.values())
       for (const byConsent of byGrantee.values())
         for (const cached of byConsent.values()) snapshot.grants.push(cached);
@@ -335,27 +412,42 @@ export class ConsentService {
   private apply(eventName: string, payload: string, blockNumber: number): void {
     if (eventName === 'GrantAccess' || eventName === 'RevokeAccess') {
       this.put(JSON.parse(payload) as LedgerGrant, blockNumber);
-    } else if (eventName === 'RegisterPatient') {
-      this.registeredPatients.add((JSON.parse(payload) as { patient: string }).patient);
     }
   }
 
-  /** Applies a committed grant record unless a later one for the same key is already here. */
-  private put(record: LedgerGrant, blockNumber: number): void {
-    let byGrantee = this.grants.get(record.patient);
-    if (!byGrantee) this.grants.set(record.patient, (byGrantee = new Map()));
+  /**
+   * Applies a committed grant record of this home unless a later one for the same grant is already here. The
+   * ledger names no patient: the grant index says whose it is (`link` from a snapshot), and the record's patient
+   * tag must agree. Grants of other homes, and grants this home did not make, open nothing here.
+   */
+  private put(
+    record: LedgerGrant,
+    blockNumber: number,
+    link?: Pick<CachedGrant, 'patient' | 'consent'>,
+  ): void {
+    if (!link) {
+      // From an event: only a grant of this home (its MSP, an id of its index, its patient's tag).
+      const home = this.options.mspId ?? this.ids.homeMsp();
+      if (home === undefined || record.homeMsp !== home) return;
+      const indexed = this.ids.linkOf(record.grantId);
+      if (!indexed || indexed.grantee !== record.grantee || !this.tagMatches(indexed, record)) return;
+      link = indexed;
+    }
+    const { patient, consent } = link;
+    let byGrantee = this.grants.get(patient);
+    if (!byGrantee) this.grants.set(patient, (byGrantee = new Map()));
     let byConsent = byGrantee.get(record.grantee);
     if (!byConsent) byGrantee.set(record.grantee, (byConsent = new Map()));
-    const existing = byConsent.get(record.consent);
+    const existing = byConsent.get(consent);
     if (existing && existing.blockNumber > blockNumber) return;
-    byConsent.set(record.consent, { record, blockNumber });
+    byConsent.set(consent, { record, blockNumber, patient, consent });
     let patients = this.patientsOfGrantee.get(record.grantee);
     if (!patients) this.patientsOfGrantee.set(record.grantee, (patients = new Set()));
-    patients.add(record.patient);
+    patients.add(patient);
     this.changed(record.grantee);
-    const key = keyOf(record.patient, record.grantee, record.consent);
-    let keys = this.byConsent.get(record.consent);
-    if (!keys) this.byConsent.set(record.consent, (keys = new Set()));
+    const key = keyOf(patient, record.grantee, consent);
+    let keys = this.byConsent.get(consent);
+    if (!keys) this.byConsent.set(consent, (keys = new Set()));
     keys.add(key);
     if (record.status === 'revoked') {
       // Confirms a local deny only when committed after the grant it revoked (not an older revocation replayed).
@@ -363,6 +455,12 @@ export class ConsentService {
       if (pending && blockNumber > pending.grantBlock) this.removePending([key]);
     }
     this.scheduleCheckpoint();
+  }
+
+  /** Does the record's patient tag name the patient the index says (made with that patient's npid)? */
+  private tagMatches(link: GrantLink, record: LedgerGrant): boolean {
+    const npid = this.ids.existingNpidOf(link.patientReference);
+    return npid !== undefined && patientTag(npid, 'grant', record.grantId) === record.patientTag;
   }
 
   private cached(key: string): CachedGrant | undefined {
@@ -395,8 +493,7 @@ export class ConsentService {
       if (!granteePseudonym) continue;
       const byConsent = byGrantee.get(granteePseudonym);
       if (!byConsent) continue;
-      for (const { record } of byConsent.values())
-        if (this.grantInForce(record, resourceType, at)) return true;
+      for (const cached of byConsent.values()) if (this.grantInForce(cached, resourceType, at)) return true;
     }
     return false;
   }
@@ -428,12 +525,14 @@ export class ConsentService {
   }
 
   /** The one rule allows() and patientsAllowing() apply to a grant record. */
-  private grantInForce(record: LedgerGrant, resourceType: string, at: number): boolean {
+  private grantInForce(cached: CachedGrant, resourceType: string, at: number): boolean {
+    const { record } = cached;
     if (
       this.pendingRevocations.size > 0 &&
-      this.pendingRevocations.has(keyOf(record.patient, record.grantee, record.consent))
+      this.pendingRevocations.has(keyOf(cached.patient, record.grantee, cached.consent))
     )
       return false;
+    // This service's own users act for treatment: a grant for other purposes only opens network requests.
     return grantAllows(record, resourceType, at);
   }
 
@@ -460,9 +559,9 @@ export class ConsentService {
       for (const patientPseudonym of this.patientsOfGrantee.get(granteePseudonym) ?? []) {
         if (found.has(patientPseudonym)) continue;
         const byConsent = this.grants.get(patientPseudonym)?.get(granteePseudonym);
-        for (const { record } of byConsent?.values() ?? []) {
-          until = Math.min(until, nextPeriodBound(record, at));
-          if (this.grantInForce(record, resourceType, at)) {
+        for (const cached of byConsent?.values() ?? []) {
+          until = Math.min(until, nextPeriodBound(cached.record, at));
+          if (this.grantInForce(cached, resourceType, at)) {
             found.add(patientPseudonym);
             break;
           }
@@ -496,14 +595,18 @@ export class ConsentService {
 
   // Writes
 
-  /** Registers the patient with this service as home (idempotent). Throws when another organisation is home. */
+  /**
+   * Makes this service the patient's home: gives the patient a network id (npid), kept here, never on the ledger.
+   * Idempotent. Nothing goes to the ledger (a patient record there would be one more value linking the patient's
+   * records); only the home holds the npid, so only it can write grants others match to the patient.
+   */
   async registerPatient(patient: string): Promise<void> {
-    const pseudonym = this.pseudonyms.pseudonymOf(patient);
-    if (this.registeredPatients.has(pseudonym)) return;
-    const result = await this.ledger.submit('consent:RegisterPatient', [pseudonym]);
-    this.registeredPatients.add(pseudonym);
-    this.noteCommitted(result.blockNumber, result.transactionId);
-    this.scheduleCheckpoint();
+    this.ids.npidOf(patient);
+  }
+
+  /** The patient's network id, if this service is the patient's home (never logged, never on the ledger). */
+  networkIdOf(patient: string): string | undefined {
+    return this.ids.existingNpidOf(patient);
   }
 
   /**
@@ -595,21 +698,30 @@ export class ConsentService {
     actor: { pseudonym: string; inPerson: boolean },
   ): Promise<void> {
     if (submitGrants.length > 0) await this.registerPatient(target!.patient);
+    // Who granted stays in the Consent's history here (on the ledger a patient's own pseudonym would link the
+    // patient's grants): the ledger keeps only whether it was recorded in person.
     for (const [key, grant] of submitGrants) {
       const [patient, grantee, consentId] = key.split('\u0000');
+      const link: GrantLink = { patientReference: target!.patient, patient, grantee, consent: consentId };
+      // Durable before the grant is on the ledger, so its event always finds its patient here.
+      const grantId = this.ids.grantIdOf(link);
       const argument: Record<string, unknown> = {
-        patient,
+        grantId,
+        patientTag: patientTag(this.ids.npidOf(target!.patient), 'grant', grantId),
         grantee,
-        consent: consentId,
+        // The grantees a Consent names are this service's participants (its own organisation's MSP).
+        granteeMsp: grant.granteeMsp ?? this.options.mspId,
         classes: grant.classes,
         deny: grant.deny,
-        actor: actor.pseudonym,
+        purpose: grant.purpose,
         inPerson: actor.inPerson,
       };
       if (grant.period) argument.period = grant.period;
       const result = await this.ledger.submit('consent:GrantAccess', [JSON.stringify(argument)]);
+      const committed = JSON.parse(result.result) as LedgerGrant;
+      this.ids.noteHomeMsp(committed.homeMsp);
       // Committed: in force from now (the changed grant's pending refusal ends with it).
-      this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+      this.put(committed, result.blockNumber, link);
       this.noteCommitted(result.blockNumber, result.transactionId);
       this.removePending([key]);
     }
@@ -629,16 +741,11 @@ export class ConsentService {
       return 'sent';
     }
     try {
-      const result = await this.ledger.submit('consent:RevokeAccess', [
-        JSON.stringify({
-          patient: pending.patient,
-          grantee: pending.grantee,
-          consent: pending.consent,
-          actor: pending.actor,
-          inPerson: pending.inPerson,
-        }),
-      ]);
-      this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber);
+      const grantId = this.ids.existingGrantIdOf(pending.patient, pending.grantee, pending.consent);
+      // Not in the grant index: nothing this service can show revoked; kept (and refused), never dropped.
+      if (grantId === undefined) throw new Error('the grant index has no grant for this revocation');
+      const result = await this.ledger.submit('consent:RevokeAccess', [grantId]);
+      this.put(JSON.parse(result.result) as LedgerGrant, result.blockNumber, pending);
       this.noteCommitted(result.blockNumber, result.transactionId);
       this.removePending([key]);
       return 'sent';
@@ -722,7 +829,7 @@ export class ConsentService {
     this.accessFlushing = this.accessFlushing.then(async () => {
       for (let start = 0; start < batch.length; start += MAX_ACCESS_RECORDS_PER_TX) {
         const chunk = batch.slice(start, start + MAX_ACCESS_RECORDS_PER_TX);
-        const records = chunk.map((r) => ({ ...r, patient: this.pseudonyms.pseudonymOf(r.patient) }));
+        const records = chunk.map((r) => this.blinded(r));
         try {
           await this.ledger.submit('consent:RecordAccess', [JSON.stringify(records)]);
         } catch (err) {
@@ -751,6 +858,34 @@ export class ConsentService {
     return this.accessFlushing;
   }
 
+  /**
+   * The ledger form of an access record: a fresh record id, the patient as a tag keyed with the patient's npid,
+   * the details sealed with it. Made again at each attempt (a retried batch gets new ids: never a duplicate key).
+   */
+  private blinded(input: AccessRecordInput): Record<string, unknown> {
+    const npid = this.ids.npidOf(input.patient);
+    const recordId = newRecordId();
+    const details: AccessDetails = {
+      accessor: input.accessor,
+      interaction: input.interaction,
+      resourceType: input.resourceType,
+      outcome: input.outcome,
+      at: input.at,
+      from: input.from,
+      count: input.count ?? 1,
+      seq: `${String(this.now()).padStart(15, '0')}.${String(++this.accessSeq).padStart(12, '0')}`,
+    };
+    const record: Record<string, unknown> = {
+      recordId,
+      patientTag: patientTag(npid, 'access', recordId),
+      sealed: sealDetails(npid, recordId, details),
+    };
+    if (input.grantId !== undefined) record.grantTag = grantTag(npid, recordId, input.grantId);
+    if (input.accessorMsp !== undefined) record.accessorMsp = input.accessorMsp;
+    if (input.purpose !== undefined) record.purpose = input.purpose;
+    return record;
+  }
+
   /** Access records kept while the ledger is away (for readiness and metrics). */
   get accessBacklog(): number {
     return this.accessQueue.length;
@@ -764,18 +899,47 @@ export class ConsentService {
     this.accessTimer.unref();
   }
 
-  /** Who accessed this patient's data (from the ledger). */
-  async listAccess(patient: string): Promise<LedgerAccessRecord[]> {
-    const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
-    if (!pseudonym) return [];
-    return JSON.parse(await this.ledger.evaluate('consent:ListAccess', [pseudonym])) as LedgerAccessRecord[];
+  /**
+   * Who accessed this patient's data, from every member (the ledger), oldest first. The records name no patient:
+   * this reads every access record on the ledger and keeps those whose tag the patient's npid makes (one HMAC per
+   * record; docs/access.md gives the cost), then opens their sealed details.
+   */
+  async listAccess(patient: string): Promise<AccessEntry[]> {
+    const npid = this.ids.existingNpidOf(patient);
+    if (!npid) return [];
+    const out: (AccessEntry & { seq: string })[] = [];
+    let after = '';
+    for (;;) {
+      const page = JSON.parse(
+        await this.ledger.evaluate('consent:ListAccess', [after, String(ACCESS_PAGE)]),
+      ) as AccessPage;
+      for (const record of page.records) {
+        if (record.patientTag !== patientTag(npid, 'access', record.recordId)) continue;
+        const details = openDetails(npid, record.recordId, record.sealed) as AccessDetails | undefined;
+        if (!details) continue;
+        out.push(accessEntry(record, details));
+      }
+      if (page.next === undefined) break;
+      after = page.next;
+    }
+    out.sort((a, b) =>
+      a.time < b.time ? -1 : a.time > b.time ? 1 : a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0,
+    );
+    return out.map(({ seq: _seq, ...entry }) => entry);
   }
 
-  /** Grants of a patient as committed on the ledger (not the cache). */
+  /** Grants of a patient as committed on the ledger (not the cache): this home's grant ids, read one by one. */
   async listGrants(patient: string): Promise<LedgerGrant[]> {
-    const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
-    if (!pseudonym) return [];
-    return JSON.parse(await this.ledger.evaluate('consent:ListGrants', [pseudonym])) as LedgerGrant[];
+    const npid = this.ids.existingNpidOf(patient);
+    if (!npid) return [];
+    const out: LedgerGrant[] = [];
+    for (const grantId of this.ids.grantIdsOf(patient)) {
+      const record = JSON.parse(
+        await this.ledger.evaluate('consent:ReadGrant', [grantId]),
+      ) as LedgerGrant | null;
+      if (record && record.patientTag === patientTag(npid, 'grant', grantId)) out.push(record);
+    }
+    return out;
   }
 
   /**
@@ -810,6 +974,26 @@ export class ConsentService {
     this.checkpointTimer = undefined;
     this.saveCheckpoint();
   }
+}
+
+function accessEntry(record: LedgerAccessRecord, details: AccessDetails): AccessEntry & { seq: string } {
+  const entry: AccessEntry & { seq: string } = {
+    recordId: record.recordId,
+    accessor: details.accessor,
+    interaction: details.interaction,
+    outcome: details.outcome,
+    at: details.at,
+    count: details.count,
+    seq: details.seq,
+    mspId: record.custodianMsp,
+    accessorMsp: record.accessorMsp,
+    purpose: record.purpose,
+    txId: record.txId,
+    time: record.time,
+  };
+  if (details.resourceType !== undefined) entry.resourceType = details.resourceType;
+  if (details.from !== undefined) entry.from = details.from;
+  return entry;
 }
 
 /** The first bound (start or end of the grant's period or of a deny rule's) after `at`, in epoch ms. */

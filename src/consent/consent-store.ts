@@ -3,8 +3,8 @@
  * decorator, so every write path (create, update, patch, delete, transaction entries) goes through it.
  *
  * Order (fail closed): the Consent is mapped first (one the mapping cannot enforce exactly is stored but grants
- * nothing, with a warning in the log), the patient's
- * home is checked/registered on the ledger, the grants it removes or changes are refused at once, then the version
+ * nothing, with a warning in the log), the patient gets a network id here (this service is the home; nothing on the
+ * ledger names the patient), the grants it removes or changes are refused at once, then the version
  * is stored, then its revocations and grants are submitted (grants in force once committed). A revocation never
  * fails: its refusal is durable before the version is stored, and it reaches the ledger when the ledger is back.
  * In a transaction the ledger work waits until the transaction has committed; a rollback lifts the refusals it made.

@@ -6,6 +6,9 @@ import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
 import { ConsentService, type LedgerGrant } from '../../src/consent/consent-service.js';
+import { NetworkIds } from '../../src/consent/network-ids.js';
+import type { AccessPage } from 'hie-ledger-chaincode';
+import { hex as tag } from '../ledger/helpers.js';
 import { consentToGrants } from '../../src/consent/consent-resource.js';
 import { TestPseudonyms } from '../ledger/helpers.js';
 
@@ -23,6 +26,8 @@ describe('consent chaincode and the consent service over the embedded ledger', (
   let org2: Ledger;
   let releaseChain: () => Promise<void>;
   const pseudonyms = new TestPseudonyms();
+  // The home's network ids and grant index (its data directory), shared by the service's instances here.
+  const networkIds = new NetworkIds();
   let clock = Date.parse('2026-03-01T12:00:00Z');
   let service: ConsentService;
   const actorPs = 'actor-pseudonym-1';
@@ -44,6 +49,7 @@ describe('consent chaincode and the consent service over the embedded ledger', (
     service = await ConsentService.open({
       ledger: org1,
       pseudonyms,
+      networkIds,
       checkpointFile: join(dir, 'checkpoints', 'consent.json'),
       now: () => clock,
     });
@@ -51,94 +57,149 @@ describe('consent chaincode and the consent service over the embedded ledger', (
   afterAll(async () => {
     await service?.close();
     await releaseChain?.();
+    networkIds.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('chaincode: only the home service grants and revokes; one key per (patient, grantee, consent)', async () => {
+  it('chaincode: a grant belongs to the MSP that created it; only it changes or revokes it', async () => {
     const grant = {
-      patient: 'patient-aaaa',
+      grantId: 'grant-aaaa-0001',
+      patientTag: tag('a'),
       grantee: 'grantee-bbbb',
-      consent: 'consent-cccc',
-      actor: actorPs,
-      inPerson: false,
       classes: ['Observation'],
     };
-    await expect(org1.submit('consent:GrantAccess', [JSON.stringify(grant)])).rejects.toThrow(
-      /not registered/,
-    );
-    await org1.submit('consent:RegisterPatient', ['patient-aaaa']);
-    await org1.submit('consent:RegisterPatient', ['patient-aaaa']); // idempotent for the home
-    await expect(org2.submit('consent:RegisterPatient', ['patient-aaaa'])).rejects.toThrow(
-      /another organisation/,
-    );
-    await expect(org2.submit('consent:GrantAccess', [JSON.stringify(grant)])).rejects.toThrow(/home service/);
     const granted = JSON.parse(
       (await org1.submit('consent:GrantAccess', [JSON.stringify(grant)])).result,
     ) as LedgerGrant;
+    // The home and the grantee's MSP are the creator's (the grantee's when not named), purpose treatment.
     expect(granted).toMatchObject({
       status: 'active',
-      grantedBy: actorPs,
-      grantedInPerson: false,
-      mspId: 'Org1MSP',
+      homeMsp: 'Org1MSP',
+      granteeMsp: 'Org1MSP',
+      purpose: ['TREAT'],
       classes: ['Observation'],
+      grantedInPerson: false,
     });
-    await org1.submit('consent:GrantAccess', [
-      JSON.stringify({ ...grant, consent: 'consent-dddd', classes: [], inPerson: true }),
-    ]);
-    const list = JSON.parse(await org1.evaluate('consent:ListGrants', ['patient-aaaa'])) as LedgerGrant[];
-    expect(list.map((g) => g.consent)).toEqual(['consent-cccc', 'consent-dddd']);
-    expect(list[1].grantedInPerson).toBe(true);
-
-    const check = (type: string) =>
-      org2.evaluate('consent:CheckAccess', ['patient-aaaa', 'grantee-bbbb', type, '2026-03-01T00:00:00Z']);
-    expect(JSON.parse(await check('Observation'))).toEqual({
-      allowed: true,
-      consents: ['consent-cccc', 'consent-dddd'],
-    });
+    // Another MSP can neither change nor revoke it (nor move it to another patient or grantee).
     await expect(
-      org2.submit('consent:RevokeAccess', [
-        JSON.stringify({
-          patient: 'patient-aaaa',
-          grantee: 'grantee-bbbb',
-          consent: 'consent-dddd',
-          actor: actorPs,
-          inPerson: false,
-        }),
+      org2.submit('consent:GrantAccess', [JSON.stringify({ ...grant, classes: [] })]),
+    ).rejects.toThrow(/belongs to its home service's organisation/);
+    await expect(org2.submit('consent:RevokeAccess', ['grant-aaaa-0001'])).rejects.toThrow(
+      /belongs to its home service's organisation/,
+    );
+    await expect(
+      org1.submit('consent:GrantAccess', [JSON.stringify({ ...grant, patientTag: tag('b') })]),
+    ).rejects.toThrow(/another patient or grantee/);
+    // What the chaincode records itself is never an argument.
+    await expect(
+      org2.submit('consent:GrantAccess', [
+        JSON.stringify({ ...grant, grantId: 'grant-x-0001', homeMsp: 'Org1MSP' }),
       ]),
-    ).rejects.toThrow(/home service/);
+    ).rejects.toThrow(/homeMsp: recorded by the chaincode/);
+    // The home changes its terms (same record) and sets purposes.
+    await org1.submit('consent:GrantAccess', [
+      JSON.stringify({
+        ...grant,
+        classes: [],
+        purpose: ['TREAT', 'HRESCH', 'TREAT'],
+        granteeMsp: 'Org2MSP',
+        inPerson: true,
+      }),
+    ]);
+    const read = JSON.parse(await org2.evaluate('consent:ReadGrant', ['grant-aaaa-0001'])) as LedgerGrant;
+    expect(read).toMatchObject({
+      classes: [],
+      purpose: ['HRESCH', 'TREAT'],
+      granteeMsp: 'Org2MSP',
+      grantedInPerson: true,
+    });
+    expect(await org2.evaluate('consent:ReadGrant', ['grant-none-0001'])).toBe('null');
+
+    const check = (type: string, purpose = '', grantee = 'grantee-bbbb') =>
+      org2
+        .evaluate('consent:CheckGrant', ['grant-aaaa-0001', grantee, type, '2026-03-01T00:00:00Z', purpose])
+        .then((text) => JSON.parse(text) as { allowed: boolean });
+    expect(await check('Condition')).toEqual({ allowed: true });
+    expect(await check('Condition', 'HRESCH')).toEqual({ allowed: true });
+    expect(await check('Condition', 'HPAYMT')).toEqual({ allowed: false });
+    expect(await check('Condition', '', 'grantee-other')).toEqual({ allowed: false });
+
     const revoked = JSON.parse(
+      (await org1.submit('consent:RevokeAccess', ['grant-aaaa-0001'])).result,
+    ) as LedgerGrant;
+    expect(revoked).toMatchObject({ status: 'revoked', homeMsp: 'Org1MSP' });
+    expect(revoked.revokedAt).toMatch(/^2\d{3}-/);
+    expect(await check('Condition')).toEqual({ allowed: false });
+    // Revoking twice is a no-op; a grant that does not exist cannot be revoked.
+    expect(
+      (JSON.parse((await org1.submit('consent:RevokeAccess', ['grant-aaaa-0001'])).result) as LedgerGrant)
+        .revokedTxId,
+    ).toBe(revoked.revokedTxId);
+    await expect(org1.submit('consent:RevokeAccess', ['grant-none-0001'])).rejects.toThrow(/no grant/);
+  });
+
+  it('chaincode: access records carry the creator as custodian, are written once and listed in pages', async () => {
+    const record = (recordId: string, extra: object = {}) => ({
+      recordId,
+      patientTag: tag(recordId),
+      sealed: Buffer.from(`sealed ${recordId}`).toString('base64url'),
+      ...extra,
+    });
+    const summary = JSON.parse(
       (
-        await org1.submit('consent:RevokeAccess', [
-          JSON.stringify({
-            patient: 'patient-aaaa',
-            grantee: 'grantee-bbbb',
-            consent: 'consent-dddd',
-            actor: 'patient-self-1',
-            inPerson: false,
-          }),
+        await org2.submit('consent:RecordAccess', [
+          JSON.stringify([
+            record('rec-page-0001'),
+            record('rec-page-0002', { accessorMsp: 'Org1MSP', purpose: 'HRESCH', grantTag: tag('g') }),
+            record('rec-page-0003'),
+          ]),
         ])
       ).result,
-    );
-    expect(revoked).toMatchObject({ status: 'revoked', revokedBy: 'patient-self-1' });
-    expect(JSON.parse(await check('Condition'))).toEqual({ allowed: false, consents: [] });
-    expect(JSON.parse(await check('Observation'))).toEqual({ allowed: true, consents: ['consent-cccc'] });
+    ) as { count: number; custodianMsp: string };
+    expect(summary).toMatchObject({ count: 3, custodianMsp: 'Org2MSP' });
+    await expect(
+      org1.submit('consent:RecordAccess', [JSON.stringify([record('rec-page-0001')])]),
+    ).rejects.toThrow(/already recorded/);
+    await expect(
+      org1.submit('consent:RecordAccess', [
+        JSON.stringify([record('rec-page-0009', { custodianMsp: 'Org2MSP' })]),
+      ]),
+    ).rejects.toThrow(/custodianMsp: recorded by the chaincode/);
+    const first = JSON.parse(await org1.evaluate('consent:ListAccess', ['', '2'])) as AccessPage;
+    const second = JSON.parse(await org1.evaluate('consent:ListAccess', [first.next!, '2'])) as AccessPage;
+    const listed = [...first.records, ...second.records].filter((r) => r.recordId.startsWith('rec-page-'));
+    expect(listed.map((r) => [r.recordId, r.custodianMsp, r.accessorMsp, r.purpose, r.grantTag])).toEqual([
+      ['rec-page-0001', 'Org2MSP', 'Org2MSP', 'TREAT', undefined],
+      ['rec-page-0002', 'Org2MSP', 'Org1MSP', 'HRESCH', tag('g')],
+      ['rec-page-0003', 'Org2MSP', 'Org2MSP', 'TREAT', undefined],
+    ]);
+    expect(second.next).toBeUndefined();
   });
 
   it('chaincode: refuses malformed arguments and non-pseudonyms', async () => {
-    await expect(org1.submit('consent:RegisterPatient', ['Patient/1'])).rejects.toThrow(/pseudonym/);
     await expect(org1.submit('consent:GrantAccess', ['{not json'])).rejects.toThrow(/JSON/);
     await expect(
       org1.submit('consent:GrantAccess', [
+        JSON.stringify({ grantId: 'Patient/1', patientTag: tag('a'), grantee: 'grantee-bbbb' }),
+      ]),
+    ).rejects.toThrow(/grantId/);
+    await expect(
+      org1.submit('consent:GrantAccess', [
+        JSON.stringify({ grantId: 'grant-bad-0001', patientTag: 'not-hex', grantee: 'grantee-bbbb' }),
+      ]),
+    ).rejects.toThrow(/patientTag/);
+    await expect(
+      org1.submit('consent:GrantAccess', [
         JSON.stringify({
-          patient: 'patient-aaaa',
+          grantId: 'grant-bad-0001',
+          patientTag: tag('a'),
           grantee: 'grantee-bbbb',
-          consent: 'consent-eeee',
-          actor: actorPs,
-          inPerson: 'yes',
+          purpose: [],
         }),
       ]),
-    ).rejects.toThrow(/inPerson/);
+    ).rejects.toThrow(/purpose/);
     await expect(org1.submit('consent:RecordAccess', ['[]'])).rejects.toThrow(/records/);
+    await expect(org1.evaluate('consent:ListAccess', ['', '0'])).rejects.toThrow(/limit/);
   });
 
   it('service: a grant is in force once committed, for its classes and period; revocation refuses before commit', async () => {
@@ -206,12 +267,18 @@ describe('consent chaincode and the consent service over the embedded ledger', (
     const fresh = await ConsentService.open({
       ledger: org1,
       pseudonyms,
+      networkIds,
       checkpointFile: join(dir, 'checkpoints', 'consent.json'),
       now: () => clock,
     });
     expect(fresh.allows('Patient/p1', ['Practitioner/d'], 'Observation')).toBe(true);
     expect(fresh.allows('Patient/p1', ['Organization/b'], 'Observation')).toBe(false);
-    const noCheckpoint = await ConsentService.open({ ledger: org1, pseudonyms, now: () => clock });
+    const noCheckpoint = await ConsentService.open({
+      ledger: org1,
+      pseudonyms,
+      networkIds,
+      now: () => clock,
+    });
     expect(noCheckpoint.allows('Patient/p1', ['Practitioner/d'], 'Observation')).toBe(true);
     // Grants committed by another instance of the service arrive through events.
     const other = service.prepareConsent.call(

@@ -4,6 +4,7 @@ import {
   grantAllows,
   isPrivacyConsent,
   periodInstant,
+  sameGrant,
 } from '../../src/consent/consent-resource.js';
 import { FhirError } from '../../src/fhir/outcome.js';
 
@@ -67,6 +68,30 @@ describe('FHIR Consent -> grants', () => {
     expect(grantAllows(b, 'Observation', Date.parse('2026-07-01T00:00:00Z'))).toBe(true);
   });
 
+  it('maps provision.purpose (PurposeOfUse) to the purposes a grant opens; treatment when absent', () => {
+    const pou = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+    const [treatment] = consentToGrants(consent({ type: 'permit', actor: [actor('Organization/b')] })).grants;
+    expect(treatment.purpose).toEqual(['TREAT']);
+    const [research] = consentToGrants(
+      consent({
+        type: 'permit',
+        actor: [actor('Organization/b')],
+        purpose: [
+          { system: pou, code: 'HRESCH' },
+          { system: pou, code: 'TREAT' },
+          { system: pou, code: 'HRESCH' },
+        ],
+      }),
+    ).grants;
+    expect(research.purpose).toEqual(['HRESCH', 'TREAT']);
+    const active = { ...research, status: 'active' as const };
+    const at = Date.parse('2026-05-01T00:00:00Z');
+    expect(grantAllows(active, 'Observation', at, 'HRESCH')).toBe(true);
+    expect(grantAllows(active, 'Observation', at, 'HPAYMT')).toBe(false);
+    // A purpose change is a change of the grant (an update re-grants).
+    expect(sameGrant(treatment, research)).toBe(false);
+  });
+
   it('grants nothing for inactive statuses and root deny', () => {
     for (const status of ['inactive', 'rejected', 'entered-in-error', 'draft', 'proposed']) {
       expect(
@@ -102,6 +127,24 @@ describe('FHIR Consent -> grants', () => {
         class: [{ system: 'http://loinc.org', code: '1234-5' }],
       }),
       consent({ type: 'permit', actor: [actor('Organization/b')], period: { start: '2026-02-30' } }),
+      // Purposes: codes of PurposeOfUse only, on the root permit only (a nested deny cannot narrow by purpose).
+      consent({ type: 'permit', actor: [actor('Organization/b')], purpose: [{ code: 'TREAT' }] }),
+      consent({
+        type: 'permit',
+        actor: [actor('Organization/b')],
+        purpose: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'treat me' }],
+      }),
+      consent({ type: 'permit', actor: [actor('Organization/b')], purpose: [] }),
+      consent({
+        type: 'permit',
+        actor: [actor('Organization/b')],
+        provision: [
+          {
+            type: 'deny',
+            purpose: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'HRESCH' }],
+          },
+        ],
+      }),
       {
         ...consent({ type: 'permit', actor: [actor('Organization/b')] }),
         patient: { reference: 'http://elsewhere/Patient/1' },

@@ -15,25 +15,32 @@ import type { PendingRevocation } from '../../src/consent/revocation-outbox.js';
 import { consentToGrants } from '../../src/consent/consent-resource.js';
 import { actor, privacyConsent } from '../access/app-harness.js';
 import { TestPseudonyms } from '../ledger/helpers.js';
+import { NetworkIds } from '../../src/consent/network-ids.js';
 
 describe('the revocation outbox', () => {
   let dir: string;
   let ledger: Ledger;
   let release: () => Promise<void>;
   const pseudonyms = new TestPseudonyms();
+  // The home's network ids and grant index, kept across the service's restarts (its data directory).
+  const networkIds = new NetworkIds();
   const revocationsFile = () => join(dir, 'consent-revocations.json');
   const open = () =>
     ConsentService.open({
       ledger,
       pseudonyms,
+      networkIds,
       checkpointFile: join(dir, 'checkpoints', 'consent.json'),
       revocationsFile: revocationsFile(),
       revocationRetryMs: { first: 20, max: 100 },
     });
-  const grantsOnLedger = async (patient: string) =>
-    JSON.parse(
-      await ledger.evaluate('consent:ListGrants', [pseudonyms.pseudonymOf(patient)]),
-    ) as LedgerGrant[];
+  /** Read from the ledger (not a cache) by the grant ids of the home's index. */
+  const grantsOnLedger = async (patient: string) => {
+    const out: LedgerGrant[] = [];
+    for (const grantId of networkIds.grantIdsOf(patient))
+      out.push(JSON.parse(await ledger.evaluate('consent:ReadGrant', [grantId])) as LedgerGrant);
+    return out;
+  };
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'hie-outbox-'));
@@ -47,6 +54,7 @@ describe('the revocation outbox', () => {
     }));
   });
   afterAll(async () => {
+    networkIds.close();
     await release?.();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -61,22 +69,25 @@ describe('the revocation outbox', () => {
       })
       .commit();
     expect(service.allows('Patient/p1', ['Practitioner/d'], 'Observation')).toBe(true);
-    const [grant] = await grantsOnLedger('Patient/p1');
+    expect((await grantsOnLedger('Patient/p1')).map((g) => g.status)).toEqual(['active']);
     await service.close();
 
-    // What a run that lost the ledger mid-way leaves behind: a revocation the ledger will refuse (no such grant),
-    // queued before one it will take.
+    // What a run that lost the ledger mid-way leaves behind: a revocation that cannot be sent (no such grant),
+    // queued before one the ledger will take.
     const entry = (patient: string, grantBlock: number): PendingRevocation => ({
       patient,
-      grantee: grant.grantee,
-      consent: grant.consent,
+      grantee: pseudonyms.pseudonymOf('Practitioner/d'),
+      consent: pseudonyms.pseudonymOf('Consent/c1'),
       actor: 'actor-pseudonym',
       inPerson: true,
       grantBlock,
     });
     writeFileSync(
       revocationsFile(),
-      JSON.stringify({ version: 1, revocations: [entry('never-registered', -1), entry(grant.patient, 0)] }),
+      JSON.stringify({
+        version: 1,
+        revocations: [entry('never-registered', -1), entry(pseudonyms.pseudonymOf('Patient/p1'), 0)],
+      }),
     );
     const restarted = await open();
     // Refused from the first decision, before the ledger has it.

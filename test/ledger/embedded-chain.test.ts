@@ -36,16 +36,10 @@ function proposal(
   return { transaction, args, creator: creatorOf(org1.service), ...extra };
 }
 
-const accessRecord = (patient: string, at: string) =>
+/** One access record (ids, tag and sealed details are the writer's; their shape is what the chaincode checks). */
+const accessRecord = (recordId: string) =>
   JSON.stringify([
-    {
-      patient,
-      accessor: 'clinician-0001',
-      interaction: 'read',
-      resourceType: 'Observation',
-      outcome: 'allowed',
-      at,
-    },
+    { recordId, patientTag: hex(recordId), sealed: Buffer.from(recordId).toString('base64url') },
   ]);
 
 describe('MVCC read conflicts', () => {
@@ -110,15 +104,15 @@ describe('MVCC read conflicts', () => {
 describe('phantom reads', () => {
   it('invalidates a transaction whose partial-key query would now return another key set', async () => {
     const ledger = chain.connect(org1.service);
-    await ledger.submit('consent:RecordAccess', [accessRecord('patient-0001', '2026-01-01T00:00:00Z')]);
-    // A transaction that iterates the patient's access records (a partial composite key range).
-    const reader = await chain.endorse(proposal('consent:ListAccess', ['patient-0001']));
+    await ledger.submit('consent:RecordAccess', [accessRecord('record-0001')]);
+    // A transaction that iterates the access records (a key range).
+    const reader = await chain.endorse(proposal('consent:ListAccess', ['', '100']));
     expect(reader.response.status).toBe(200);
     expect(reader.rwset.rangeQueries).toHaveLength(1);
     expect(reader.rwset.rangeQueries[0]!.itrExhausted).toBe(true);
     expect(reader.rwset.rangeQueries[0]!.reads).toHaveLength(1);
     // Another transaction adds a key inside that range and commits first.
-    await ledger.submit('consent:RecordAccess', [accessRecord('patient-0001', '2026-01-02T00:00:00Z')]);
+    await ledger.submit('consent:RecordAccess', [accessRecord('record-0002')]);
     expect(await chain.commit(reader)).toMatchObject({
       txId: reader.txId,
       validationCode: 'PHANTOM_READ_CONFLICT',
@@ -127,25 +121,27 @@ describe('phantom reads', () => {
 
   it('keeps a range reader valid when writes land outside its range', async () => {
     const ledger = chain.connect(org1.service);
-    await ledger.submit('consent:RecordAccess', [accessRecord('patient-0001', '2026-01-01T00:00:00Z')]);
-    const reader = await chain.endorse(proposal('consent:ListAccess', ['patient-0001']));
-    await ledger.submit('consent:RecordAccess', [accessRecord('patient-0002', '2026-01-02T00:00:00Z')]);
+    await ledger.submit('consent:RecordAccess', [accessRecord('record-m001')]);
+    // The range after record-m000: a record that sorts before it lands outside.
+    const reader = await chain.endorse(proposal('consent:ListAccess', ['record-m000', '100']));
+    await ledger.submit('consent:RecordAccess', [accessRecord('record-a001')]);
     expect((await chain.commit(reader)).validationCode).toBe('VALID');
   });
 
   it('sees a phantom written by an earlier transaction of the same block', async () => {
     const ledger = chain.connect(org1.service);
-    const reader = await chain.endorse(proposal('consent:ListAccess', ['patient-0003']));
-    const writer = await chain.endorse(
-      proposal('consent:RecordAccess', [accessRecord('patient-0003', '2026-01-01T00:00:00Z')]),
-    );
+    const reader = await chain.endorse(proposal('consent:ListAccess', ['', '100']));
+    const writer = await chain.endorse(proposal('consent:RecordAccess', [accessRecord('record-0003')]));
     const [writerStatus, readerStatus] = await Promise.all([chain.commit(writer), chain.commit(reader)]);
     expect(writerStatus.validationCode).toBe('VALID');
     expect(readerStatus).toMatchObject({
       blockNumber: writerStatus.blockNumber,
       validationCode: 'PHANTOM_READ_CONFLICT',
     });
-    expect(JSON.parse(await ledger.evaluate('consent:ListAccess', ['patient-0003']))).toHaveLength(1);
+    expect(
+      (JSON.parse(await ledger.evaluate('consent:ListAccess', ['', '100'])) as { records: unknown[] })
+        .records,
+    ).toHaveLength(1);
   });
 });
 

@@ -153,7 +153,10 @@ describe('the consent checkpoint against the ledger', () => {
 
   it('refuses a different chain with blocks of its own', async () => {
     const { ledger, release } = await openChain(join(dir, 'chain-b.sqlite'));
-    for (let i = 0; i < 5; i++) await ledger.submit('consent:RegisterPatient', [`other-patient-${i}`]);
+    for (let i = 0; i < 5; i++)
+      await ledger.submit('consent:RecordAccess', [
+        JSON.stringify([{ recordId: `other-record-${i}`, patientTag: 'a'.repeat(64), sealed: 'c2VhbGVk' }]),
+      ]);
     await expect(
       ConsentService.open({ ledger, pseudonyms, checkpointFile: checkpointFile() }),
     ).rejects.toThrow(LedgerMismatchError);
