@@ -147,6 +147,25 @@ export interface HistoryPage {
   next?: string;
 }
 
+// The start-up integrity check of stores that have one (SQLite: src/fhir/store/sqlite/integrity-check.ts).
+export type IntegrityCheckMode = 'full' | 'quick';
+
+/** What the readiness check reads: still checking, passed, or failed (with where and what). */
+export type StoreIntegrityStatus = 'checking' | 'ok' | { failed: string };
+
+export interface IntegrityCheckResult {
+  ok: boolean;
+  mode: IntegrityCheckMode;
+  /** Checked in a worker thread while the store served (large stores). */
+  background: boolean;
+  /** How long the check took (for the log; never asserted). */
+  ms: number;
+  /** SQLite's messages, at most MAX_MESSAGES (sqlite/integrity-check.ts). */
+  messages: string[];
+  /** The tables and indexes the messages point at, e.g. `table resource_version`, `index search_index_value`. */
+  where: string[];
+}
+
 export interface ResourceStore {
   /** Create tables / run migrations. Idempotent. */
   init(): Promise<void>;
