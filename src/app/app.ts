@@ -188,7 +188,7 @@ function createServer(
   if (tightened > 0)
     fastify.log.warn({ entries: tightened }, 'data directory entries made private (0700/0600)');
   // The store's start-up integrity check (docs/store.md): its time, and where, if it fails in the background.
-  if (store instanceof SqliteResourceStore)
+  if (store.integrityChecked)
     logIntegrityCheck(store.integrityChecked(), fastify.log.child({ component: 'store' }));
   return { fastify, metrics };
 }
@@ -262,8 +262,7 @@ function registerReadiness(wiring: AppWiring, ledger: Ledger, consent: ConsentSe
         // A large store is checked for corrupt pages in the background at start (docs/store.md).
         name: 'store-integrity',
         check: () => {
-          if (!(store instanceof SqliteResourceStore)) return;
-          const status = store.integrityStatus();
+          const status = store.integrityStatus?.();
           if (status === 'checking') throw new Error('the start-up integrity check is running');
           if (typeof status === 'object') throw new Error('the start-up integrity check failed');
         },

@@ -216,4 +216,9 @@ export interface ResourceStore {
 
   /** The search index rows stored for the resource's current version (none when deleted or unknown). */
   indexEntries?(resourceType: string, id: string): Promise<IndexEntry[]>;
+
+  /** The start-up integrity check (readiness reads it): 'checking', 'ok', or failed. Absent: the adapter has none. */
+  integrityStatus?(): StoreIntegrityStatus;
+  /** The start-up check's result once it has finished (undefined when it is off), for the log. */
+  integrityChecked?(): Promise<IntegrityCheckResult | undefined>;
 }
