@@ -25,6 +25,7 @@ import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/reso
 import type { AccessRecordInput } from '../consent/consent-service.js';
 import { newResourceId } from '../fhir/interactions/ids.js';
 import { storageFaultOf } from '../fhir/store/storage-fault.js';
+import { DoublingBackoff } from '../platform/backoff.js';
 
 export const PARTICIPANT_SYSTEM = 'urn:hie-ledger:participant';
 
@@ -247,8 +248,7 @@ export class AuditRecorder {
   /** AuditEvents the store refused: kept, written before newer ones at the next flush. */
   private kept: KeptAuditEvent[] = [];
   private readonly maxKept: number;
-  private readonly minRetryMs: number;
-  private retryMs: number;
+  private readonly retryBackoff: DoublingBackoff;
   private retryTimer?: NodeJS.Timeout;
   /** The store is refusing AuditEvents (logged once when it starts and once when it ends). */
   private failing = false;
@@ -257,8 +257,7 @@ export class AuditRecorder {
     this.flushMs = options.flushMs ?? 1000;
     this.maxAggregates = options.batchSize ?? 500;
     this.maxKept = options.maxKept ?? 100_000;
-    this.minRetryMs = options.retryMs ?? 1000;
-    this.retryMs = this.minRetryMs;
+    this.retryBackoff = new DoublingBackoff(options.retryMs ?? 1000, 30_000);
   }
 
   /** Can another request's audit be kept? False while too many AuditEvents wait for the store: refuse requests. */
@@ -424,7 +423,7 @@ export class AuditRecorder {
         });
         if (this.failing) {
           this.failing = false;
-          this.retryMs = this.minRetryMs;
+          this.retryBackoff.reset();
           this.options.log?.info?.({ stored: toStore.length }, 'audit events stored again');
         }
       } catch (err) {
@@ -441,9 +440,8 @@ export class AuditRecorder {
           this.retryTimer = setTimeout(() => {
             this.retryTimer = undefined;
             void this.flush();
-          }, this.retryMs);
+          }, this.retryBackoff.next());
           this.retryTimer.unref();
-          this.retryMs = Math.min(this.retryMs * 2, 30_000);
         }
       }
     });

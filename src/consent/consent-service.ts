@@ -23,6 +23,7 @@ import { RevocationOutbox, type PendingRevocation } from './revocation-outbox.js
 import { LedgerMismatchError, verifyLedgerHolds, type CommittedClaim } from '../ledger/ledger-continuity.js';
 import type { GrantRecord as LedgerGrant, AccessRecord as LedgerAccessRecord } from 'hie-ledger-chaincode';
 import { grantAllows, sameGrant, type ConsentGrants } from './consent-resource.js';
+import { DoublingBackoff } from '../platform/backoff.js';
 
 /** The ledger's records, as the chaincode writes them: one definition, in the chaincode package (types only). */
 
@@ -104,7 +105,7 @@ export class ConsentService {
    * after the newer grant of the same key. */
   private ledgerWrites: Promise<void> = Promise.resolve();
   private revocationTimer?: NodeJS.Timeout;
-  private revocationDelay: number;
+  private readonly revocationBackoff: DoublingBackoff;
   private revocationBacklogLogged = false;
   /** Pending revocations the ledger refused (logged once each). */
   private readonly refusedRevocations = new Set<string>();
@@ -134,7 +135,7 @@ export class ConsentService {
   private checkpointTimer?: NodeJS.Timeout;
   private accessQueue: AccessRecordInput[] = [];
   private accessBacklogLogged = false;
-  private accessRetryDelay = ACCESS_RETRY_FIRST_MS;
+  private readonly accessRetry = new DoublingBackoff(ACCESS_RETRY_FIRST_MS, ACCESS_RETRY_MAX_MS);
   private accessTimer?: NodeJS.Timeout;
   private accessFlushing: Promise<void> = Promise.resolve();
   private readonly accessBatchSize: number;
@@ -155,7 +156,7 @@ export class ConsentService {
     this.pendingRevocations = new RevocationOutbox(options.revocationsFile, (entry) =>
       keyOf(entry.patient, entry.grantee, entry.consent),
     );
-    this.revocationDelay = this.revocationRetry.first;
+    this.revocationBackoff = new DoublingBackoff(this.revocationRetry.first, this.revocationRetry.max);
   }
 
   private get revocationRetry(): { first: number; max: number } {
@@ -665,7 +666,7 @@ export class ConsentService {
   }
 
   /** Retries the outbox after `delayMs` (default: the current backoff), until it is empty. */
-  private scheduleRevocations(delayMs = this.revocationDelay): void {
+  private scheduleRevocations(delayMs = this.revocationBackoff.currentMs): void {
     if (this.revocationTimer || this.closed) return;
     this.revocationTimer = setTimeout(() => {
       this.revocationTimer = undefined;
@@ -683,13 +684,13 @@ export class ConsentService {
           if (outcome === 'away') break;
         }
         if (unsent) {
-          this.revocationDelay = Math.min(this.revocationDelay * 2, this.revocationRetry.max);
+          this.revocationBackoff.lengthen();
           this.scheduleRevocations();
           return;
         }
         if (this.revocationBacklogLogged) this.log.warn({}, 'pending revocations are on the ledger');
         this.revocationBacklogLogged = false;
-        this.revocationDelay = this.revocationRetry.first;
+        this.revocationBackoff.reset();
       });
     }, delayMs);
     this.revocationTimer.unref();
@@ -744,7 +745,7 @@ export class ConsentService {
       }
       if (this.accessBacklogLogged && this.accessQueue.length === 0) {
         this.accessBacklogLogged = false;
-        this.accessRetryDelay = ACCESS_RETRY_FIRST_MS;
+        this.accessRetry.reset();
         this.log.warn({}, 'access records are on the ledger again');
       }
     });
@@ -758,9 +759,7 @@ export class ConsentService {
 
   private scheduleAccessRetry(): void {
     if (this.closed || this.accessTimer) return;
-    const delay = this.accessRetryDelay;
-    this.accessRetryDelay = Math.min(delay * 2, ACCESS_RETRY_MAX_MS);
-    this.accessTimer = setTimeout(() => void this.flushAccess(), delay);
+    this.accessTimer = setTimeout(() => void this.flushAccess(), this.accessRetry.next());
     this.accessTimer.unref();
   }
 
