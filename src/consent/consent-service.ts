@@ -67,6 +67,14 @@ export interface ConsentServiceOptions {
   accessFlushMs?: number;
 }
 
+type ConsentGrant = ConsentGrants['grants'][number];
+
+/** A Consent write's changes on the ledger, by grant key (patient, grantee, consent pseudonyms). */
+interface ConsentChanges {
+  revoke: string[];
+  submitGrants: [string, ConsentGrant][];
+}
+
 interface CachedGrant {
   record: LedgerGrant;
   blockNumber: number;
@@ -518,16 +526,34 @@ export class ConsentService {
     actor: { pseudonym: string; inPerson: boolean },
   ): PreparedConsent {
     const consentPseudonym = this.pseudonyms.pseudonymOf(consent);
+    const desired = this.desiredGrants(consentPseudonym, target);
+    const { revoke, submitGrants } = this.grantChanges(consentPseudonym, desired);
+    const newlyPending = this.refuseAtOnce(revoke, actor);
+    return {
+      rollback: () => this.removePending(newlyPending),
+      commit: () => this.commitConsent({ revoke, submitGrants }, target, actor),
+    };
+  }
+
+  /** The grants the new version of a Consent asks for, by ledger key (none when it grants nothing). */
+  private desiredGrants(
+    consentPseudonym: string,
+    target: ConsentGrants | undefined,
+  ): Map<string, ConsentGrant> {
     const patientPseudonym = target ? this.pseudonyms.pseudonymOf(target.patient) : undefined;
-    const desired = new Map<string, ConsentGrants['grants'][number]>();
+    const desired = new Map<string, ConsentGrant>();
     for (const grant of target?.grants ?? [])
       desired.set(
         keyOf(patientPseudonym!, this.pseudonyms.pseudonymOf(grant.grantee), consentPseudonym),
         grant,
       );
+    return desired;
+  }
 
+  /** What changes on the ledger: the active grants of this Consent to revoke, and the grants to submit. */
+  private grantChanges(consentPseudonym: string, desired: Map<string, ConsentGrant>): ConsentChanges {
     const revoke: string[] = [];
-    const submitGrants: [string, ConsentGrants['grants'][number]][] = [];
+    const submitGrants: [string, ConsentGrant][] = [];
     for (const key of this.byConsent.get(consentPseudonym) ?? []) {
       const cached = this.cached(key);
       if (!cached || cached.record.status !== 'active') continue;
@@ -544,6 +570,11 @@ export class ConsentService {
       )
         submitGrants.push([key, grant]);
     }
+    return { revoke, submitGrants };
+  }
+
+  /** Refuses the grants to revoke from now on, durably; returns those newly pending (the rollback removes them). */
+  private refuseAtOnce(revoke: string[], actor: { pseudonym: string; inPerson: boolean }): string[] {
     const newlyPending = revoke.filter((key) => !this.pendingRevocations.has(key));
     // Durable before the Consent version is stored (throws, and nothing is stored, when it cannot be written).
     this.addPending(
@@ -559,27 +590,31 @@ export class ConsentService {
         };
       }),
     );
+    return newlyPending;
+  }
 
-    return {
-      rollback: () => this.removePending(newlyPending),
-      commit: () =>
-        this.serialised(async () => {
-          // Removed grants are revoked now, or by the outbox once the ledger is back: never an error.
-          const changed = new Set(submitGrants.map(([key]) => key));
-          for (const key of revoke) {
-            if (changed.has(key)) continue;
-            const pending = this.pendingRevocations.get(key);
-            if (pending && (await this.sendRevocation(key, pending)) !== 'sent') this.scheduleRevocations();
-          }
-          try {
-            await this.submitGrants(submitGrants, target, actor);
-          } catch (err) {
-            // A changed grant whose new terms did not commit: its old terms stay refused, and are revoked.
-            if (this.pendingRevocations.size > 0) this.scheduleRevocations();
-            throw err;
-          }
-        }),
-    };
+  /** Phase 2, once the Consent is stored: the revocations and grants go to the ledger. */
+  private commitConsent(
+    { revoke, submitGrants }: ConsentChanges,
+    target: ConsentGrants | undefined,
+    actor: { pseudonym: string; inPerson: boolean },
+  ): Promise<void> {
+    return this.serialised(async () => {
+      // Removed grants are revoked now, or by the outbox once the ledger is back: never an error.
+      const changed = new Set(submitGrants.map(([key]) => key));
+      for (const key of revoke) {
+        if (changed.has(key)) continue;
+        const pending = this.pendingRevocations.get(key);
+        if (pending && (await this.sendRevocation(key, pending)) !== 'sent') this.scheduleRevocations();
+      }
+      try {
+        await this.submitGrants(submitGrants, target, actor);
+      } catch (err) {
+        // A changed grant whose new terms did not commit: its old terms stay refused, and are revoked.
+        if (this.pendingRevocations.size > 0) this.scheduleRevocations();
+        throw err;
+      }
+    });
   }
 
   /** Runs ledger writes of consent one at a time (a failed one does not stop the next). */
