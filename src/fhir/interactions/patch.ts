@@ -31,7 +31,7 @@ import {
   writeVersion,
 } from './common.js';
 import { parseRequestJson } from './router.js';
-import type { InteractionHandler } from './types.js';
+import type { FhirContext, InteractionHandler } from './types.js';
 import { FHIR_JSON, JSON_PATCH, PLAIN_JSON } from '../media-types.js';
 
 const RFC6902_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
@@ -42,17 +42,7 @@ export const patch: InteractionHandler = async (request, context) => {
   const id = assertId(request.id);
   if (!request.body || request.body.trim() === '')
     throw badRequest('PATCH needs a JSON Patch or a FHIRPath Patch Parameters body');
-  const kind =
-    request.contentType === JSON_PATCH
-      ? 'json'
-      : request.contentType === FHIR_JSON || request.contentType === PLAIN_JSON
-        ? 'fhirpath'
-        : undefined;
-  if (!kind) {
-    throw unsupportedMediaType(
-      `PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch), not '${request.contentType ?? 'none'}'`,
-    );
-  }
+  const kind = patchKindOf(request.contentType);
   const document = parseRequestJson(request.body);
 
   const ifMatch = ifMatchVersion(request);
@@ -63,24 +53,7 @@ export const patch: InteractionHandler = async (request, context) => {
   checkIfMatch(ifMatch, current, resourceType, id);
 
   const original = parseFhirJson<FhirResource>(current.json!);
-  if (kind === 'fhirpath') {
-    // The Parameters body is a FHIR resource like any other: the validator checks its shape first.
-    const shape = context.validator.validate(toPlainJson(document));
-    if (!shape.valid) throw new FhirError(400, shape.issues);
-  }
-  const patched =
-    kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
-  if (
-    patched === null ||
-    typeof patched !== 'object' ||
-    patched.resourceType !== resourceType ||
-    patched.id !== id
-  ) {
-    throw unprocessable(
-      `The patch changes the resource's type or id; it must stay ${resourceType}/${id}`,
-      `${resourceType}.id`,
-    );
-  }
+  const patched = applyPatchDocument(context, kind, original, document, resourceType, id);
   const issues = validateResource(context, patched, 'update', 422);
 
   let version: StoredVersion;
@@ -105,6 +78,52 @@ export const patch: InteractionHandler = async (request, context) => {
     version.versionId === current.versionId,
   );
 };
+
+/** Which patch the body is, by its media type: JSON Patch, or FHIRPath Patch (a Parameters resource). */
+function patchKindOf(contentType: string | undefined): 'json' | 'fhirpath' {
+  const kind =
+    contentType === JSON_PATCH
+      ? 'json'
+      : contentType === FHIR_JSON || contentType === PLAIN_JSON
+        ? 'fhirpath'
+        : undefined;
+  if (!kind) {
+    throw unsupportedMediaType(
+      `PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch), not '${contentType ?? 'none'}'`,
+    );
+  }
+  return kind;
+}
+
+/** The patched resource; its type and id must stay those of the resource patched. */
+function applyPatchDocument(
+  context: FhirContext,
+  kind: 'json' | 'fhirpath',
+  original: FhirResource,
+  document: unknown,
+  resourceType: string,
+  id: string,
+): FhirResource {
+  if (kind === 'fhirpath') {
+    // The Parameters body is a FHIR resource like any other: the validator checks its shape first.
+    const shape = context.validator.validate(toPlainJson(document));
+    if (!shape.valid) throw new FhirError(400, shape.issues);
+  }
+  const patched =
+    kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
+  if (
+    patched === null ||
+    typeof patched !== 'object' ||
+    patched.resourceType !== resourceType ||
+    patched.id !== id
+  ) {
+    throw unprocessable(
+      `The patch changes the resource's type or id; it must stay ${resourceType}/${id}`,
+      `${resourceType}.id`,
+    );
+  }
+  return patched;
+}
 
 // ---- JSON Patch -------------------------------------------------------------------------------------------
 
@@ -378,89 +397,106 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
   const target = cloneFhirJson(resource);
   operations.forEach((op, i) => {
     switch (op.type) {
-      case 'add': {
-        const owner = single(locate(target, op.path, i), op, i);
-        const element =
-          owner.index !== null
-            ? (owner.parent[owner.key] as unknown[])[owner.index]
-            : owner.parent[owner.key];
-        if (element === null || typeof element !== 'object' || Array.isArray(element)) {
-          throw unprocessable(
-            `Operation ${i} (add): '${op.path}' is not an element that can have children`,
-            `Parameters.parameter[${i}]`,
-          );
-        }
-        const container = element as Record<string, unknown>;
-        const key =
-          isChoice(owner.typePaths, op.name!) && op.valueType ? `${op.name}${op.valueType}` : op.name!;
-        // Own members only: `constructor` or `toString` is not already there.
-        const existing = Object.hasOwn(container, key) ? container[key] : undefined;
-        if (Array.isArray(existing)) existing.push(op.value);
-        else if (existing === undefined)
-          setMember(container, key, isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value);
-        else
-          throw unprocessable(
-            `Operation ${i} (add): ${op.path}.${op.name} already has a value; use replace`,
-            `Parameters.parameter[${i}]`,
-          );
+      case 'add':
+        patchAdd(target, op, i);
         break;
-      }
-      case 'insert': {
-        const list = listOf(locate(target, op.path, i), op, i);
-        if (op.index! < 0 || op.index! > list.items.length) {
-          throw unprocessable(
-            `Operation ${i} (insert): index ${op.index} is outside 0..${list.items.length}`,
-            `Parameters.parameter[${i}]`,
-          );
-        }
-        list.items.splice(op.index!, 0, op.value);
+      case 'insert':
+        patchInsert(target, op, i);
         break;
-      }
-      case 'move': {
-        const list = listOf(locate(target, op.path, i), op, i);
-        const n = list.items.length;
-        if (op.source! < 0 || op.source! >= n || op.destination! < 0 || op.destination! >= n) {
-          throw unprocessable(
-            `Operation ${i} (move): source and destination must be within 0..${n - 1}`,
-            `Parameters.parameter[${i}]`,
-          );
-        }
-        const [moved] = list.items.splice(op.source!, 1);
-        list.items.splice(op.destination!, 0, moved);
+      case 'move':
+        patchMove(target, op, i);
         break;
-      }
-      case 'delete': {
-        const targets = locate(target, op.path, i);
-        if (targets.length === 0) break; // deleting what is not there changes nothing (fhirpatch.html)
-        const one = single(targets, op, i);
-        if (one.index !== null && Array.isArray(one.parent[one.key])) {
-          const items = one.parent[one.key] as unknown[];
-          items.splice(one.index, 1);
-          if (items.length === 0) delete one.parent[one.key];
-        } else {
-          delete one.parent[one.key];
-        }
+      case 'delete':
+        patchDelete(target, op, i);
         break;
-      }
-      case 'replace': {
-        const one = single(locate(target, op.path, i), op, i);
-        if (one.index !== null && Array.isArray(one.parent[one.key])) {
-          (one.parent[one.key] as unknown[])[one.index] = op.value;
-        } else {
-          // A choice element may change type: valueString -> valueQuantity.
-          const base = one.key.replace(/[A-Z][A-Za-z0-9]*$/, '');
-          if (isChoice(one.parentTypePaths, base) && op.valueType && one.key !== `${base}${op.valueType}`) {
-            delete one.parent[one.key];
-            one.parent[`${base}${op.valueType}`] = op.value;
-          } else {
-            one.parent[one.key] = op.value;
-          }
-        }
+      case 'replace':
+        patchReplace(target, op, i);
         break;
-      }
     }
   });
   return target;
+}
+
+/** `add`: a new child `name` of the element at `path` (appended when it repeats; an error when it has a value). */
+function patchAdd(target: FhirResource, op: PatchOperation, i: number): void {
+  const owner = single(locate(target, op.path, i), op, i);
+  const element =
+    owner.index !== null ? (owner.parent[owner.key] as unknown[])[owner.index] : owner.parent[owner.key];
+  if (element === null || typeof element !== 'object' || Array.isArray(element)) {
+    throw unprocessable(
+      `Operation ${i} (add): '${op.path}' is not an element that can have children`,
+      `Parameters.parameter[${i}]`,
+    );
+  }
+  const container = element as Record<string, unknown>;
+  const key = isChoice(owner.typePaths, op.name!) && op.valueType ? `${op.name}${op.valueType}` : op.name!;
+  // Own members only: `constructor` or `toString` is not already there.
+  const existing = Object.hasOwn(container, key) ? container[key] : undefined;
+  if (Array.isArray(existing)) existing.push(op.value);
+  else if (existing === undefined)
+    setMember(container, key, isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value);
+  else
+    throw unprocessable(
+      `Operation ${i} (add): ${op.path}.${op.name} already has a value; use replace`,
+      `Parameters.parameter[${i}]`,
+    );
+}
+
+/** `insert`: `value` at `index` of the list at `path`. */
+function patchInsert(target: FhirResource, op: PatchOperation, i: number): void {
+  const list = listOf(locate(target, op.path, i), op, i);
+  if (op.index! < 0 || op.index! > list.items.length) {
+    throw unprocessable(
+      `Operation ${i} (insert): index ${op.index} is outside 0..${list.items.length}`,
+      `Parameters.parameter[${i}]`,
+    );
+  }
+  list.items.splice(op.index!, 0, op.value);
+}
+
+/** `move`: the item at `source` of the list at `path` to `destination`. */
+function patchMove(target: FhirResource, op: PatchOperation, i: number): void {
+  const list = listOf(locate(target, op.path, i), op, i);
+  const n = list.items.length;
+  if (op.source! < 0 || op.source! >= n || op.destination! < 0 || op.destination! >= n) {
+    throw unprocessable(
+      `Operation ${i} (move): source and destination must be within 0..${n - 1}`,
+      `Parameters.parameter[${i}]`,
+    );
+  }
+  const [moved] = list.items.splice(op.source!, 1);
+  list.items.splice(op.destination!, 0, moved);
+}
+
+/** `delete`: the element at `path`; nothing there changes nothing. */
+function patchDelete(target: FhirResource, op: PatchOperation, i: number): void {
+  const targets = locate(target, op.path, i);
+  if (targets.length === 0) return; // deleting what is not there changes nothing (fhirpatch.html)
+  const one = single(targets, op, i);
+  if (one.index !== null && Array.isArray(one.parent[one.key])) {
+    const items = one.parent[one.key] as unknown[];
+    items.splice(one.index, 1);
+    if (items.length === 0) delete one.parent[one.key];
+  } else {
+    delete one.parent[one.key];
+  }
+}
+
+/** `replace`: the value at `path` (a choice element may change its type). */
+function patchReplace(target: FhirResource, op: PatchOperation, i: number): void {
+  const one = single(locate(target, op.path, i), op, i);
+  if (one.index !== null && Array.isArray(one.parent[one.key])) {
+    (one.parent[one.key] as unknown[])[one.index] = op.value;
+  } else {
+    // A choice element may change type: valueString -> valueQuantity.
+    const base = one.key.replace(/[A-Z][A-Za-z0-9]*$/, '');
+    if (isChoice(one.parentTypePaths, base) && op.valueType && one.key !== `${base}${op.valueType}`) {
+      delete one.parent[one.key];
+      one.parent[`${base}${op.valueType}`] = op.value;
+    } else {
+      one.parent[one.key] = op.value;
+    }
+  }
 }
 
 /** The array an insert/move works on: `path` names the (repeating) element itself. */
