@@ -168,6 +168,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         done(unsupportedMediaType('XML is not supported; send application/fhir+json'), undefined),
       );
 
+      // One piece on purpose: a per-request hot path (bench:rest, bench:import); split it only with a benchmark run.
       const handle = async (request: FastifyRequest, reply: FastifyReply) => {
         const url = request.url;
         const q = url.indexOf('?');
