@@ -246,62 +246,65 @@ function parseOperations(document: unknown): PatchOperation[] {
   if (parameters.parameter !== undefined && !Array.isArray(parameters.parameter)) {
     throw badRequest('Parameters.parameter must be an array', 'Parameters.parameter');
   }
-  (parameters.parameter ?? []).forEach((parameter, i) => {
-    if (parameter === null || typeof parameter !== 'object') {
-      throw badRequest('Each parameter must be an object', `Parameters.parameter[${i}]`);
-    }
-    const where = `Parameters.parameter[${i}]`;
-    if (parameter.name !== 'operation')
-      throw badRequest(`Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, `${where}.name`);
-    const parts = new Map<string, ParametersPart>();
-    for (const part of Array.isArray(parameter.part) ? parameter.part : []) {
-      if (part !== null && typeof part === 'object' && typeof part.name === 'string')
-        parts.set(part.name, part);
-    }
-    const text = (name: string) => {
-      const part = parts.get(name);
-      const v = part && (part.valueCode ?? part.valueString ?? part.valueUri);
-      return typeof v === 'string' ? v : undefined;
-    };
-    const integer = (name: string) => {
-      const v = parts.get(name)?.valueInteger;
-      const n = v instanceof LosslessNumber ? Number(v.value) : v;
-      return typeof n === 'number' && Number.isInteger(n) ? n : undefined;
-    };
-    const type = text('type');
-    if (!type || !['add', 'insert', 'delete', 'replace', 'move'].includes(type)) {
-      throw badRequest(
-        `Operation type must be add, insert, delete, replace or move, not '${type ?? ''}'`,
-        `${where}.part`,
-      );
-    }
-    const path = text('path');
-    if (!path) throw badRequest('Every FHIRPath Patch operation needs a path', `${where}.part`);
-    const value = parts.has('value') ? valueOf(parts.get('value')!) : undefined;
-    const op: PatchOperation = {
-      type: type as PatchOperation['type'],
-      path,
-      name: text('name'),
-      value: value?.value,
-      valueType: value?.valueType,
-      index: integer('index'),
-      source: integer('source'),
-      destination: integer('destination'),
-    };
-    const need = (ok: boolean, what: string) => {
-      if (!ok) throw badRequest(`A FHIRPath Patch '${type}' operation needs ${what}`, `${where}.part`);
-    };
-    if (type === 'add') need(op.name !== undefined && value !== undefined, 'a name and a value');
-    if (op.name !== undefined && !/^[a-z][A-Za-z0-9]*$/.test(op.name)) {
-      throw badRequest(`'${op.name}' is not a FHIR element name`, `${where}.part`);
-    }
-    if (type === 'insert') need(op.index !== undefined && value !== undefined, 'an index and a value');
-    if (type === 'replace') need(value !== undefined, 'a value');
-    if (type === 'move')
-      need(op.source !== undefined && op.destination !== undefined, 'a source and a destination');
-    operations.push(op);
-  });
+  (parameters.parameter ?? []).forEach((parameter, i) => operations.push(parseOperation(parameter, i)));
   return operations;
+}
+
+/** One `operation` parameter: its type, path and the parts that type needs. */
+function parseOperation(parameter: ParametersPart, i: number): PatchOperation {
+  if (parameter === null || typeof parameter !== 'object') {
+    throw badRequest('Each parameter must be an object', `Parameters.parameter[${i}]`);
+  }
+  const where = `Parameters.parameter[${i}]`;
+  if (parameter.name !== 'operation')
+    throw badRequest(`Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, `${where}.name`);
+  const parts = new Map<string, ParametersPart>();
+  for (const part of Array.isArray(parameter.part) ? parameter.part : []) {
+    if (part !== null && typeof part === 'object' && typeof part.name === 'string')
+      parts.set(part.name, part);
+  }
+  const text = (name: string) => {
+    const part = parts.get(name);
+    const v = part && (part.valueCode ?? part.valueString ?? part.valueUri);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const integer = (name: string) => {
+    const v = parts.get(name)?.valueInteger;
+    const n = v instanceof LosslessNumber ? Number(v.value) : v;
+    return typeof n === 'number' && Number.isInteger(n) ? n : undefined;
+  };
+  const type = text('type');
+  if (!type || !['add', 'insert', 'delete', 'replace', 'move'].includes(type)) {
+    throw badRequest(
+      `Operation type must be add, insert, delete, replace or move, not '${type ?? ''}'`,
+      `${where}.part`,
+    );
+  }
+  const path = text('path');
+  if (!path) throw badRequest('Every FHIRPath Patch operation needs a path', `${where}.part`);
+  const value = parts.has('value') ? valueOf(parts.get('value')!) : undefined;
+  const op: PatchOperation = {
+    type: type as PatchOperation['type'],
+    path,
+    name: text('name'),
+    value: value?.value,
+    valueType: value?.valueType,
+    index: integer('index'),
+    source: integer('source'),
+    destination: integer('destination'),
+  };
+  const need = (ok: boolean, what: string) => {
+    if (!ok) throw badRequest(`A FHIRPath Patch '${type}' operation needs ${what}`, `${where}.part`);
+  };
+  if (type === 'add') need(op.name !== undefined && value !== undefined, 'a name and a value');
+  if (op.name !== undefined && !/^[a-z][A-Za-z0-9]*$/.test(op.name)) {
+    throw badRequest(`'${op.name}' is not a FHIR element name`, `${where}.part`);
+  }
+  if (type === 'insert') need(op.index !== undefined && value !== undefined, 'an index and a value');
+  if (type === 'replace') need(value !== undefined, 'a value');
+  if (type === 'move')
+    need(op.source !== undefined && op.destination !== undefined, 'a source and a destination');
+  return op;
 }
 
 /** JSON key of element `name` in `parent` (choice elements: `deceased` -> `deceasedBoolean`). */
