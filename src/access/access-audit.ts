@@ -25,6 +25,7 @@ import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/reso
 import type { AccessRecordInput } from '../consent/consent-service.js';
 import { newResourceId } from '../fhir/interactions/ids.js';
 import { storageFaultOf } from '../fhir/store/storage-fault.js';
+import { DoublingBackoff } from '../platform/backoff.js';
 
 export const PARTICIPANT_SYSTEM = 'urn:hie-ledger:participant';
 
@@ -184,31 +185,32 @@ function auditEvent(
       type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4' }],
     },
   };
-  if (about) {
-    const t = about.counts;
-    const description = `${[...t.types].sort().join(' ')}: ${t.allowed} shown, ${t.refused} withheld`;
-    resource.entity = [
-      about.patient === undefined
-        ? // Records of several patients: counted here, in the custodian's event, and named by no patient.
-          { description: `${description} (records of several patients)` }
-        : {
-            what: { reference: about.patient },
-            type: {
-              system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type',
-              code: '1',
-              display: 'Person',
-            },
-            role: {
-              system: 'http://terminology.hl7.org/CodeSystem/object-role',
-              code: '1',
-              display: 'Patient',
-            },
-            description,
-          },
-    ];
-  }
+  if (about) resource.entity = [auditEntity(about)];
   if (entry.reason) resource.purposeOfEvent = [{ text: entry.reason }];
   return resource as FhirResource;
+}
+
+/** The AuditEvent's entity: the patient whose records were touched, with what was shown and withheld. */
+function auditEntity(about: { patient?: string; counts: TouchCounts }): Record<string, unknown> {
+  const t = about.counts;
+  const description = `${[...t.types].sort().join(' ')}: ${t.allowed} shown, ${t.refused} withheld`;
+  return about.patient === undefined
+    ? // Records of several patients: counted here, in the custodian's event, and named by no patient.
+      { description: `${description} (records of several patients)` }
+    : {
+        what: { reference: about.patient },
+        type: {
+          system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type',
+          code: '1',
+          display: 'Person',
+        },
+        role: {
+          system: 'http://terminology.hl7.org/CodeSystem/object-role',
+          code: '1',
+          display: 'Patient',
+        },
+        description,
+      };
 }
 
 /** The first path segment (a resource type, `_history`, `metadata`...) and an operation name: never ids. */
@@ -235,6 +237,56 @@ interface KeptAuditEvent {
   custodian?: string;
 }
 
+/** The ledger's access records of a batch: one per patient whose records were shown, per aggregate. */
+function recordDisclosures(batch: Aggregate[], recordAccess: (record: AccessRecordInput) => void): void {
+  for (const aggregate of batch) {
+    const interaction =
+      aggregate.first.interaction
+        .toLowerCase()
+        .replace(/[^a-z0-9$-]/g, '-')
+        .slice(0, 40) || 'request';
+    for (const [patient, sum] of aggregate.patients) {
+      // Only disclosures go on the ledger, which every member reads: a refused touch of a record the caller may
+      // not see leaves no trace there, as a read of an absent id leaves none. Refusals stay in the AuditEvents
+      // of the patient and the custodian. Records of several patients: in their custodian's AuditEvent only.
+      const disclosures = sum.disclosures;
+      if (patient === '' || !disclosures) continue;
+      recordAccess({
+        patient,
+        accessor: aggregate.first.caller.participant,
+        interaction,
+        resourceType: sum.shown.size === 1 ? [...sum.shown][0] : undefined,
+        outcome: 'allowed',
+        at: new Date(disclosures.to).toISOString(),
+        from: new Date(disclosures.from).toISOString(),
+        count: disclosures.requests,
+      });
+    }
+  }
+}
+
+/** The AuditEvents of a batch: one per aggregate for what touched no patient, one per patient and custodian. */
+function auditEventsOf(batch: Aggregate[]): KeptAuditEvent[] {
+  const events: KeptAuditEvent[] = [];
+  for (const aggregate of batch) {
+    if (aggregate.untouched)
+      events.push({ resource: auditEvent(aggregate.first, aggregate.untouched), patients: [] });
+    for (const [patient, sum] of aggregate.patients) {
+      for (const [custodian, pair] of sum.custodians) {
+        events.push({
+          resource: auditEvent(aggregate.first, pair, {
+            patient: patient === '' ? undefined : patient,
+            counts: pair,
+          }),
+          patients: patient === '' ? [] : [patient],
+          custodian: custodian === '' ? undefined : custodian,
+        });
+      }
+    }
+  }
+  return events;
+}
+
 export class AuditRecorder {
   private pending = new Map<string, Aggregate>();
   /** The previous request's aggregate and what keyed it. */
@@ -247,8 +299,7 @@ export class AuditRecorder {
   /** AuditEvents the store refused: kept, written before newer ones at the next flush. */
   private kept: KeptAuditEvent[] = [];
   private readonly maxKept: number;
-  private readonly minRetryMs: number;
-  private retryMs: number;
+  private readonly retryBackoff: DoublingBackoff;
   private retryTimer?: NodeJS.Timeout;
   /** The store is refusing AuditEvents (logged once when it starts and once when it ends). */
   private failing = false;
@@ -257,8 +308,7 @@ export class AuditRecorder {
     this.flushMs = options.flushMs ?? 1000;
     this.maxAggregates = options.batchSize ?? 500;
     this.maxKept = options.maxKept ?? 100_000;
-    this.minRetryMs = options.retryMs ?? 1000;
-    this.retryMs = this.minRetryMs;
+    this.retryBackoff = new DoublingBackoff(options.retryMs ?? 1000, 30_000);
   }
 
   /** Can another request's audit be kept? False while too many AuditEvents wait for the store: refuse requests. */
@@ -355,99 +405,65 @@ export class AuditRecorder {
     const batch = [...this.pending.values()];
     this.pending = new Map();
     if (batch.length === 0 && this.kept.length === 0) return this.flushing;
-    const { store, indexEntries, recordAccess } = this.options;
-    if (recordAccess) {
-      for (const aggregate of batch) {
-        const interaction =
-          aggregate.first.interaction
-            .toLowerCase()
-            .replace(/[^a-z0-9$-]/g, '-')
-            .slice(0, 40) || 'request';
-        for (const [patient, sum] of aggregate.patients) {
-          // Only disclosures go on the ledger, which every member reads: a refused touch of a record the caller may
-          // not see leaves no trace there, as a read of an absent id leaves none. Refusals stay in the AuditEvents
-          // of the patient and the custodian. Records of several patients: in their custodian's AuditEvent only.
-          const disclosures = sum.disclosures;
-          if (patient === '' || !disclosures) continue;
-          recordAccess({
-            patient,
-            accessor: aggregate.first.caller.participant,
-            interaction,
-            resourceType: sum.shown.size === 1 ? [...sum.shown][0] : undefined,
-            outcome: 'allowed',
-            at: new Date(disclosures.to).toISOString(),
-            from: new Date(disclosures.from).toISOString(),
-            count: disclosures.requests,
-          });
-        }
-      }
-    }
-    const events: KeptAuditEvent[] = [];
-    for (const aggregate of batch) {
-      if (aggregate.untouched)
-        events.push({ resource: auditEvent(aggregate.first, aggregate.untouched), patients: [] });
-      for (const [patient, sum] of aggregate.patients) {
-        for (const [custodian, pair] of sum.custodians) {
-          events.push({
-            resource: auditEvent(aggregate.first, pair, {
-              patient: patient === '' ? undefined : patient,
-              counts: pair,
-            }),
-            patients: patient === '' ? [] : [patient],
-            custodian: custodian === '' ? undefined : custodian,
-          });
-        }
-      }
-    }
-    this.flushing = this.flushing.then(async () => {
-      // Those refused before go first (their ledger access records were sent when they were counted).
-      const toStore = this.kept.length > 0 ? this.kept.concat(events) : events;
-      this.kept = [];
-      if (toStore.length === 0) return;
-      try {
-        await store.transaction(async (tx) => {
-          for (const event of toStore) {
-            const id = newResourceId();
-            const resource = { ...event.resource, id };
-            await tx.write({
-              resourceType: 'AuditEvent',
-              id,
-              resource,
-              method: 'POST',
-              patients: event.patients,
-              // The custodian whose disclosure it records: with the patient, its only reader (besides admins).
-              custodian: event.custodian,
-              index: indexEntries ? indexEntries(resource) : undefined,
-              anchor: this.options.anchor,
-            });
-          }
-        });
-        if (this.failing) {
-          this.failing = false;
-          this.retryMs = this.minRetryMs;
-          this.options.log?.info?.({ stored: toStore.length }, 'audit events stored again');
-        }
-      } catch (err) {
-        // Never dropped: kept in memory and retried; logged once per condition, not per attempt.
-        this.kept = toStore;
-        if (!this.failing) {
-          this.failing = true;
-          this.options.log?.error(
-            { err: (err as Error).message, fault: storageFaultOf(err), kept: toStore.length },
-            'audit events not stored: kept in memory and retried',
-          );
-        }
-        if (!this.retryTimer && !this.closed) {
-          this.retryTimer = setTimeout(() => {
-            this.retryTimer = undefined;
-            void this.flush();
-          }, this.retryMs);
-          this.retryTimer.unref();
-          this.retryMs = Math.min(this.retryMs * 2, 30_000);
-        }
-      }
-    });
+    const { recordAccess } = this.options;
+    if (recordAccess) recordDisclosures(batch, recordAccess);
+    const events = auditEventsOf(batch);
+    this.flushing = this.flushing.then(() => this.storeEvents(events));
     return this.flushing;
+  }
+
+  /** Stores the AuditEvents in one transaction, after those refused before; refused again, they are kept. */
+  private async storeEvents(events: KeptAuditEvent[]): Promise<void> {
+    const { store, indexEntries } = this.options;
+    // Those refused before go first (their ledger access records were sent when they were counted).
+    const toStore = this.kept.length > 0 ? this.kept.concat(events) : events;
+    this.kept = [];
+    if (toStore.length === 0) return;
+    try {
+      await store.transaction(async (tx) => {
+        for (const event of toStore) {
+          const id = newResourceId();
+          const resource = { ...event.resource, id };
+          await tx.write({
+            resourceType: 'AuditEvent',
+            id,
+            resource,
+            method: 'POST',
+            patients: event.patients,
+            // The custodian whose disclosure it records: with the patient, its only reader (besides admins).
+            custodian: event.custodian,
+            index: indexEntries ? indexEntries(resource) : undefined,
+            anchor: this.options.anchor,
+          });
+        }
+      });
+      if (this.failing) {
+        this.failing = false;
+        this.retryBackoff.reset();
+        this.options.log?.info?.({ stored: toStore.length }, 'audit events stored again');
+      }
+    } catch (err) {
+      this.keepForRetry(toStore, err);
+    }
+  }
+
+  /** Never dropped: kept in memory and retried with backoff; logged once per condition, not per attempt. */
+  private keepForRetry(toStore: KeptAuditEvent[], err: unknown): void {
+    this.kept = toStore;
+    if (!this.failing) {
+      this.failing = true;
+      this.options.log?.error(
+        { err: (err as Error).message, fault: storageFaultOf(err), kept: toStore.length },
+        'audit events not stored: kept in memory and retried',
+      );
+    }
+    if (!this.retryTimer && !this.closed) {
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        void this.flush();
+      }, this.retryBackoff.next());
+      this.retryTimer.unref();
+    }
   }
 
   async close(): Promise<void> {

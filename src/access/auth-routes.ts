@@ -102,7 +102,6 @@ export function smartConfiguration(baseUrl: string): Record<string, unknown> {
 
 export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
   const prefix = options.fhirPrefix ?? '/fhir';
-  const { tokens } = options;
 
   if (options.devOpenLoopback) {
     app.log.warn(
@@ -116,6 +115,14 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
   app.decorateRequest('hieCaller', undefined);
   app.decorateRequest('hieAccess', undefined);
 
+  authenticateFhirRequests(app, options, prefix);
+  registerSmartConfiguration(app, options, prefix);
+  registerTokenEndpoint(app, options);
+}
+
+/** The hook that authenticates every FHIR request (but the public ones) and attaches the caller's policy. */
+function authenticateFhirRequests(app: FastifyInstance, options: AuthOptions, prefix: string): void {
+  const { tokens } = options;
   const publicFhirPaths = new Set([`${prefix}/metadata`, `${prefix}/.well-known/smart-configuration`]);
 
   // A callback hook, not an async one: no promise per request. Early answers send without calling done().
@@ -166,14 +173,21 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
     }
     done();
   });
+}
 
+/** The SMART configuration document, at the root and under the FHIR base. */
+function registerSmartConfiguration(app: FastifyInstance, options: AuthOptions, prefix: string): void {
   const sendSmartConfiguration = async (request: FastifyRequest, reply: FastifyReply) =>
     reply
       .header('cache-control', 'no-cache')
       .send(smartConfiguration(baseUrlOf(request, options.publicBaseUrl)));
   app.get('/.well-known/smart-configuration', sendSmartConfiguration);
   app.get(`${prefix}/.well-known/smart-configuration`, sendSmartConfiguration);
+}
 
+/** `POST /auth/token` in its own scope: its rate limits, its form parser, OAuth errors instead of OperationOutcomes. */
+function registerTokenEndpoint(app: FastifyInstance, options: AuthOptions): void {
+  const { tokens } = options;
   const limit = options.tokenRateLimit;
   const perAddress = limit ? new RateLimiter(limit) : undefined;
   const perClient = limit ? new RateLimiter(limit) : undefined;
@@ -194,35 +208,9 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
     scope.addContentTypeParser(FORM, { parseAs: 'string', bodyLimit: 64 * 1024 }, (_request, body, done) => {
       done(null, new URLSearchParams(body as string));
     });
-    scope.setErrorHandler(async (error: Error & { statusCode?: number }, _request, reply) => {
-      const oauth =
-        error instanceof OAuthError
-          ? error
-          : new OAuthError(
-              'invalid_request',
-              (error.statusCode ?? 500) < 500
-                ? `malformed token request (${error.message})`
-                : 'the token request failed',
-            );
-      if (!(error instanceof OAuthError) && (error.statusCode ?? 500) >= 500)
-        reply.log.error({ err: error.name }, 'token endpoint failure');
-      if (oauth.retryAfterSeconds !== undefined) reply.header('retry-after', String(oauth.retryAfterSeconds));
-      return reply
-        .code(oauth.status)
-        .header('cache-control', 'no-store')
-        .header('pragma', 'no-cache')
-        .send(oauth.toJSON());
-    });
+    scope.setErrorHandler(sendOAuthError);
     scope.post('/auth/token', async (request, reply) => {
-      if (!(request.body instanceof URLSearchParams))
-        throw new OAuthError('invalid_request', `the token request must be ${FORM}`);
-      const params = request.body;
-      const tokenRequest: TokenRequest = {};
-      for (const name of TOKEN_PARAMS) {
-        const values = params.getAll(name);
-        if (values.length > 1) throw new OAuthError('invalid_request', `${name} is repeated`);
-        if (values.length === 1) tokenRequest[name] = values[0];
-      }
+      const tokenRequest = readTokenRequest(request.body);
       const tokenUrl = `${baseUrlOf(request, options.publicBaseUrl)}/auth/token`;
       const network = options.network;
       const response =
@@ -232,4 +220,43 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
       return reply.header('cache-control', 'no-store').header('pragma', 'no-cache').send(response);
     });
   });
+}
+
+/** The token endpoint's error handler: every error as an OAuth error response (RFC 6749 §5.2). */
+async function sendOAuthError(
+  error: Error & { statusCode?: number },
+  _request: FastifyRequest,
+  reply: FastifyReply,
+): Promise<FastifyReply> {
+  const oauth =
+    error instanceof OAuthError
+      ? error
+      : new OAuthError(
+          'invalid_request',
+          (error.statusCode ?? 500) < 500
+            ? `malformed token request (${error.message})`
+            : 'the token request failed',
+        );
+  if (!(error instanceof OAuthError) && (error.statusCode ?? 500) >= 500)
+    reply.log.error({ err: error.name }, 'token endpoint failure');
+  if (oauth.retryAfterSeconds !== undefined) reply.header('retry-after', String(oauth.retryAfterSeconds));
+  return reply
+    .code(oauth.status)
+    .header('cache-control', 'no-store')
+    .header('pragma', 'no-cache')
+    .send(oauth.toJSON());
+}
+
+/** The token request's parameters from its form body, each at most once. */
+function readTokenRequest(body: unknown): TokenRequest {
+  if (!(body instanceof URLSearchParams))
+    throw new OAuthError('invalid_request', `the token request must be ${FORM}`);
+  const params = body;
+  const tokenRequest: TokenRequest = {};
+  for (const name of TOKEN_PARAMS) {
+    const values = params.getAll(name);
+    if (values.length > 1) throw new OAuthError('invalid_request', `${name} is repeated`);
+    if (values.length === 1) tokenRequest[name] = values[0];
+  }
+  return tokenRequest;
 }

@@ -16,7 +16,7 @@ import { withConsentLedger } from '../consent/consent-store.js';
 import { cursorKeyOf } from '../fhir/interactions/cursor-seal.js';
 import type { AccessPolicy, Caller } from '../fhir/interactions/access-policy.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
-import { ConsentService } from '../consent/consent-service.js';
+import { ConsentService, type AccessEntry } from '../consent/consent-service.js';
 import { NetworkIds } from '../consent/network-ids.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
@@ -107,7 +107,21 @@ export function patientCompartmentTypes(): Set<string> {
   return new Set(['Patient', ...searchDefinitions().patientCompartment.keys()]);
 }
 
-export async function setupAccess(options: AccessSetupOptions): Promise<AccessSetup> {
+/** What setupAccess opens, in its order; the phases below pass it on. */
+interface AccessParts {
+  participants: ParticipantDirectory;
+  tokens: TokenService;
+  consent?: ConsentService;
+  /** The network patient ids and grant index behind consent (closed with it). */
+  networkIds?: NetworkIds;
+  /** The store every FhirContext must use (Consent writes drive the ledger's grants). */
+  store: ResourceStore;
+  control: AccessControl;
+  audit: AuditRecorder;
+}
+
+/** dev-open only on loopback; a warning when organisations' systems cannot choose ids. */
+function checkAuthMode(options: AccessSetupOptions): void {
   if (options.mode === 'dev-open' && !LOOPBACK_HOSTS.has(options.host)) {
     throw new Error(
       `the development mode (auth dev-open) only runs on a loopback address, not ${options.host}`,
@@ -117,26 +131,17 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     options.log.warn(
       "no --organization: only admins create resources with chosen ids (PUT of a new id); set this service's organisation to let its systems do so",
     );
-  const mspId = options.mspId;
-  const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), { mspId });
+}
+
+/** The participants, their CA, the token service and its key; then consent, the policy and the audit on them. */
+async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts> {
+  const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), {
+    mspId: options.mspId,
+  });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
   const secret = accessTokenSecret(options.dataDir);
   const tokens = new TokenService({ directory: participants, secret });
-  const networkIds = options.ledger
-    ? new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'))
-    : undefined;
-  const consent = options.ledger
-    ? await ConsentService.open({
-        ledger: options.ledger,
-        pseudonyms: participants,
-        // Network patient ids and the grant index: what links this home's ledger records to its patients.
-        networkIds,
-        checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
-        // Durable local denies: a revocation in force before the ledger has it, across restarts.
-        revocationsFile: join(options.dataDir, 'consent-revocations.json'),
-        log: options.log,
-      })
-    : undefined;
+  const { consent, networkIds } = await openConsent(options, participants);
   const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
   const control = new AccessControl({
     compartmentTypes: patientCompartmentTypes(),
@@ -152,20 +157,36 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     flushMs: options.auditFlushMs,
     log: options.log,
   });
-  const publicOnly = new PublicOnlyAccess();
-  const prefix = options.fhirPrefix;
-  const publicBaseUrl = options.fhirBaseUrl?.endsWith(prefix)
-    ? options.fhirBaseUrl.slice(0, -prefix.length)
-    : options.fhirBaseUrl;
+  return { participants, tokens, consent, networkIds, store, control, audit };
+}
 
-  const policyFor = (caller: Caller, request: FastifyRequest): AccessPolicy => {
-    const reason = request.headers['x-access-reason'];
-    return control.policyFor(caller, {
-      reason: typeof reason === 'string' ? reason.slice(0, 500) : undefined,
-    });
-  };
+/** The consent service on the ledger; none without a ledger. */
+async function openConsent(
+  options: AccessSetupOptions,
+  participants: ParticipantDirectory,
+): Promise<{ consent?: ConsentService; networkIds?: NetworkIds }> {
+  if (!options.ledger) return {};
+  // Network patient ids and the grant index: what links this home's ledger records to its patients.
+  const networkIds = new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'));
+  const consent = await ConsentService.open({
+    ledger: options.ledger,
+    pseudonyms: participants,
+    networkIds,
+    checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
+    // Durable local denies: a revocation in force before the ledger has it, across restarts.
+    revocationsFile: join(options.dataDir, 'consent-revocations.json'),
+    log: options.log,
+  });
+  return { consent, networkIds };
+}
 
-  const accessLog: InteractionHandler = async (request, context) => {
+/** `$access-log`: the ledger's access records of one patient, as Parameters. */
+function accessLogHandler(
+  consent: ConsentService | undefined,
+  participants: ParticipantDirectory,
+  mspId: string,
+): InteractionHandler {
+  return async (request, context) => {
     const patient = `Patient/${request.id}`;
     const policy = context.access;
     policy.authorize('read', 'Patient');
@@ -186,27 +207,84 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     const all = consent ? await consent.listAccess(patient) : [];
     // The custodian sees the disclosures this service recorded; the patient sees every member's.
     const records = isPatient || caller.role === 'open' ? all : all.filter((r) => r.mspId === mspId);
-    const parameter = records.map((record) => {
-      const who = participants.byPseudonym(record.accessor);
-      const part: Record<string, unknown>[] = [
-        { name: 'accessor', valueString: record.accessor },
-        { name: 'interaction', valueCode: record.interaction },
-        { name: 'outcome', valueCode: record.outcome },
-        { name: 'at', valueInstant: record.at },
-        { name: 'count', valueInteger: record.count ?? 1 },
-        { name: 'transaction', valueString: record.txId },
-      ];
-      if (record.from && record.from !== record.at) part.push({ name: 'from', valueInstant: record.from });
-      if (record.resourceType) part.push({ name: 'resourceType', valueCode: record.resourceType });
-      if (who) {
-        part.push({ name: 'role', valueCode: who.role });
-        if (who.resource) part.push({ name: 'who', valueReference: { reference: who.resource } });
-        if (who.organization)
-          part.push({ name: 'organization', valueReference: { reference: who.organization } });
-      }
-      return { name: 'access', part };
-    });
+    const parameter = records.map((record) => accessRecordParameter(record, participants));
     return { status: 200, body: { resourceType: 'Parameters', parameter } as unknown as FhirResource };
+  };
+}
+
+/** One access record as an `access` parameter, with who the accessor is when this service knows them. */
+function accessRecordParameter(
+  record: AccessEntry,
+  participants: ParticipantDirectory,
+): Record<string, unknown> {
+  const who = participants.byPseudonym(record.accessor);
+  const part: Record<string, unknown>[] = [
+    { name: 'accessor', valueString: record.accessor },
+    { name: 'interaction', valueCode: record.interaction },
+    { name: 'outcome', valueCode: record.outcome },
+    { name: 'at', valueInstant: record.at },
+    { name: 'count', valueInteger: record.count ?? 1 },
+    { name: 'transaction', valueString: record.txId },
+  ];
+  if (record.from && record.from !== record.at) part.push({ name: 'from', valueInstant: record.from });
+  if (record.resourceType) part.push({ name: 'resourceType', valueCode: record.resourceType });
+  if (who) {
+    part.push({ name: 'role', valueCode: who.role });
+    if (who.resource) part.push({ name: 'who', valueReference: { reference: who.resource } });
+    if (who.organization)
+      part.push({ name: 'organization', valueReference: { reference: who.organization } });
+  }
+  return { name: 'access', part };
+}
+
+/** The hooks that keep the audit: refuse requests while it cannot be stored, count every response. */
+function installAuditHooks(fastify: FastifyInstance, audit: AuditRecorder, prefix: string): void {
+  // Every request is audited: while the AuditEvents the store refuses (disk full) fill what may be kept in
+  // memory, requests are refused rather than served unaudited.
+  fastify.addHook('preHandler', (request, _reply, done) => {
+    if (audit.canKeep() || !(request.hieAccess instanceof CallerAccessPolicy)) return done();
+    done(
+      fhirError(
+        'audit-unavailable',
+        'The audit trail cannot be stored right now, so no request is served; retry later',
+        { headers: { 'retry-after': '30' } },
+      ),
+    );
+  });
+  // A callback hook (no promise per request): the audit only counts here; it writes later.
+  fastify.addHook('onResponse', (request, reply, done) => {
+    const policy = request.hieAccess;
+    if (!(policy instanceof CallerAccessPolicy)) return done();
+    const url = request.url;
+    const q = url.indexOf('?');
+    audit.record({
+      caller: policy.caller,
+      interaction: policy.interaction ?? request.method.toLowerCase(),
+      method: request.method,
+      path: (q < 0 ? url : url.slice(0, q)).slice(prefix.length) || '/',
+      status: reply.statusCode,
+      touched: policy.touched,
+      refused: policy.refusals.length > 0,
+      reason: policy.facts.reason,
+    });
+    done();
+  });
+}
+
+export async function setupAccess(options: AccessSetupOptions): Promise<AccessSetup> {
+  checkAuthMode(options);
+  const { participants, tokens, consent, networkIds, store, control, audit } = await openAccessParts(options);
+  const publicOnly = new PublicOnlyAccess();
+  const prefix = options.fhirPrefix;
+  const publicBaseUrl = options.fhirBaseUrl?.endsWith(prefix)
+    ? options.fhirBaseUrl.slice(0, -prefix.length)
+    : options.fhirBaseUrl;
+
+  const policyFor = (caller: Caller, request: FastifyRequest): AccessPolicy => {
+    const reason = request.headers['x-access-reason'];
+    return control.policyFor(caller, {
+      reason: typeof reason === 'string' ? reason.slice(0, 500) : undefined,
+    });
   };
 
   return {
@@ -226,36 +304,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         tokenRateLimit: options.tokenRateLimit ? { perMinute: options.tokenRateLimit } : undefined,
         network: options.network,
       });
-      // Every request is audited: while the AuditEvents the store refuses (disk full) fill what may be kept in
-      // memory, requests are refused rather than served unaudited.
-      fastify.addHook('preHandler', (request, _reply, done) => {
-        if (audit.canKeep() || !(request.hieAccess instanceof CallerAccessPolicy)) return done();
-        done(
-          fhirError(
-            'audit-unavailable',
-            'The audit trail cannot be stored right now, so no request is served; retry later',
-            { headers: { 'retry-after': '30' } },
-          ),
-        );
-      });
-      // A callback hook (no promise per request): the audit only counts here; it writes later.
-      fastify.addHook('onResponse', (request, reply, done) => {
-        const policy = request.hieAccess;
-        if (!(policy instanceof CallerAccessPolicy)) return done();
-        const url = request.url;
-        const q = url.indexOf('?');
-        audit.record({
-          caller: policy.caller,
-          interaction: policy.interaction ?? request.method.toLowerCase(),
-          method: request.method,
-          path: (q < 0 ? url : url.slice(0, q)).slice(prefix.length) || '/',
-          status: reply.statusCode,
-          touched: policy.touched,
-          refused: policy.refusals.length > 0,
-          reason: policy.facts.reason,
-        });
-        done();
-      });
+      installAuditHooks(fastify, audit, prefix);
     },
     accessFor(request) {
       return request.hieAccess ?? (options.mode === 'dev-open' ? new OpenAccess() : publicOnly);
@@ -268,7 +317,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         methods: ['GET'],
         documentation:
           "Who accessed this patient's data: the access records on the ledger (participant role, resource, interaction, outcome, time).",
-        handler: accessLog,
+        handler: accessLogHandler(consent, participants, options.mspId),
       });
     },
     async close() {

@@ -22,7 +22,8 @@ import { extractIndex } from '../fhir/search/index-entries.js';
 import { patientCompartments } from '../fhir/search/definitions.js';
 import { createHttpServer } from '../fhir/http/server.js';
 import { registerFhirRoutes } from '../fhir/http/fhir-routes.js';
-import { setupAccess } from '../access/setup.js';
+import { setupAccess, type AccessSetup } from '../access/setup.js';
+import type { ConsentService } from '../consent/consent-service.js';
 import { journalPath, openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
 import { verifyAnchorJournal } from '../integrity/journal-continuity.js';
 import { verifyOperation } from '../integrity/verify-operation.js';
@@ -58,104 +59,40 @@ export interface AppOverrides {
   auditFlushMs?: number;
 }
 
+type Closer = () => Promise<void>;
+
+/** What the phases of buildApp share once the HTTP server exists; `closers` close what they opened, in reverse. */
+interface AppWiring {
+  config: ServeConfig;
+  overrides: AppOverrides;
+  closers: Closer[];
+  store: ResourceStore;
+  validator: ResourceValidator;
+  registry: FhirRegistry;
+  fastify: FastifyInstance;
+  metrics: ServiceMetrics;
+}
+
+/** The ledger, the integrity path on it, and the integrity operations and audit schedule. */
+interface IntegrityWiring {
+  ledger: Ledger;
+  integrity: IntegrityService;
+}
+
 export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}): Promise<App> {
   // Data directory 0700, its files 0600, those of older versions too (src/platform/private-files.ts).
   mkdirPrivate(config.dataDir);
   const tightened = tightenDataDir(config.dataDir);
-  const store =
-    overrides.store ??
-    new SqliteResourceStore({
-      file: join(config.dataDir, 'resources.sqlite'),
-      readCacheBytes: config.readCache,
-    });
+  const store = openStore(config, overrides);
   await store.init();
-  const closers: (() => Promise<void>)[] = [() => store.close()];
+  const closers: Closer[] = [() => store.close()];
   try {
-    const validator =
-      overrides.validator ??
-      (config.validation === 'schema'
-        ? await createSchemaValidator({ cacheDir: config.cacheDir })
-        : await createFhirValidator({
-            definitionsCacheDir: join(config.dataDir, 'cache'),
-            igPaths: config.igPaths,
-            requiredProfiles: config.requiredProfiles,
-            // EHRs send local extensions the network has not published: accepted with a warning, as are
-            // example.org URLs (the specification's own examples use them).
-            unknownExtensionSeverity: 'warning',
-            allowExampleUrls: true,
-          }));
-    const registry = registerCoreInteractions(new FhirRegistry(), {
-      resourceTypes: validator.resourceTypes ?? [],
-      started: new Date(),
-      // The token endpoint sits beside the FHIR base: http://host/fhir -> http://host/auth/token.
-      tokenUrl:
-        config.auth === 'smart'
-          ? (fhirBase) => `${fhirBase.slice(0, fhirBase.length - FHIR_PREFIX.length)}/auth/token`
-          : undefined,
-    });
-    registerSearch(registry);
-    registerBundles(registry);
-    registry.registerOperation(everythingOperation());
-    registerValidationOperations(registry, validator);
-
-    const fastify = createHttpServer({
-      logLevel: config.logLevel,
-      bodyLimit: config.bodyLimit,
-      logValues: config.logValues,
-      logStream: overrides.logStream,
-    });
-    // Prometheus metrics (GET /metrics): every response counted; the ledger's calls and the validations too.
-    const metrics = new ServiceMetrics();
-    metrics.install(fastify);
-    if (tightened > 0)
-      fastify.log.warn({ entries: tightened }, 'data directory entries made private (0700/0600)');
-    // The store's start-up integrity check (docs/store.md): its time, and where, if it fails in the background.
-    if (store instanceof SqliteResourceStore)
-      logIntegrityCheck(store.integrityChecked(), fastify.log.child({ component: 'store' }));
-    // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
-    const ledger = metrics.countingLedger(
-      overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' }))),
-    );
-    if (!overrides.ledger) closers.push(() => ledger.close());
-    // The integrity path: every write queues its anchor, a worker commits Merkle batches; $verify; the scheduled audit.
-    const integrity = await openIntegrity({
-      dataDir: config.dataDir,
-      store,
-      ledger,
-      anchoring: { batchSize: config.anchorBatchSize, intervalMs: config.anchorIntervalMs },
-      log: fastify.log.child({ component: 'anchoring' }),
-    });
-    closers.push(() => integrity.close());
-    // A lost or replaced ledger refuses the start (src/ledger/ledger-continuity.ts; the consent checkpoint likewise).
-    await verifyAnchorJournal(ledger, integrity.journal, journalPath(config.dataDir), fastify.log);
-    registry.registerOperation(verifyOperation(integrity.verifier));
-    const auditJob = scheduleAudit({
-      cron: config.auditCron,
-      dataDir: config.dataDir,
-      audit: () => integrity.audit(),
-      log: fastify.log.child({ component: 'audit' }),
-    });
-    if (auditJob) closers.push(() => auditJob.stop());
-    // Authentication, the caller's access policy on every FhirContext, consent grants and the audit (docs/access.md).
-    const access = await setupAccess({
-      dataDir: config.dataDir,
-      mode: config.auth,
-      host: config.host,
-      mspId: config.mspId,
-      organization: config.organization,
-      fhirBaseUrl: config.baseUrl,
-      tokenRateLimit: config.tokenRateLimit,
-      fhirPrefix: FHIR_PREFIX,
-      store,
-      ledger,
-      indexEntries: extractIndex,
-      anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
-      auditFlushMs: overrides.auditFlushMs,
-      log: fastify.log.child({ component: 'access' }),
-    });
-    closers.push(() => access.close());
-    access.registerOperations(registry);
-    access.install(fastify);
+    const validator = await openValidator(config, overrides);
+    const registry = buildRegistry(config, validator);
+    const { fastify, metrics } = createServer(config, overrides, tightened, store);
+    const wiring: AppWiring = { config, overrides, closers, store, validator, registry, fastify, metrics };
+    const { ledger, integrity } = await openIntegrityPath(wiring);
+    const access = await wireAccess(wiring, ledger, integrity);
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
       registry,
@@ -169,55 +106,8 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
         anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
       },
     });
-    // GET /healthz, /readyz (the anchor backlog is a metric, not readiness), /metrics: docs/configuration.md.
-    const consent = access.consent;
-    registerOperatorRoutes(fastify, {
-      checks: [
-        { name: 'store', check: async () => void (await store.pendingAnchors(1)) },
-        {
-          // A large store is checked for corrupt pages in the background at start (docs/store.md).
-          name: 'store-integrity',
-          check: () => {
-            if (!(store instanceof SqliteResourceStore)) return;
-            const status = store.integrityStatus();
-            if (status === 'checking') throw new Error('the start-up integrity check is running');
-            if (typeof status === 'object') throw new Error('the start-up integrity check failed');
-          },
-        },
-        { name: 'ledger', check: async () => void (await ledger.height()) },
-        {
-          name: 'validator',
-          check: () => {
-            if (!validator.isResourceType('Patient')) throw new Error('no R4 definitions loaded');
-          },
-        },
-        {
-          name: 'consent',
-          check: async () => {
-            const lag = consent ? await consent.lag() : undefined;
-            if (consent?.ledgerMismatch)
-              throw new Error('the ledger does not hold what this service committed');
-            if (lag && !lag.following) throw new Error('the consent event feed stopped');
-            if (lag && lag.behind > config.readyConsentLag)
-              throw new Error(`the consent cache is ${lag.behind} blocks behind the ledger`);
-          },
-        },
-      ],
-      metrics,
-      metricsAllow: config.metricsAllow,
-      log: fastify.log.child({ component: 'readiness' }),
-    });
-    metrics.observe({
-      anchorBacklog: () => integrity.anchorer.pendingCount(10_000),
-      oldestPendingAnchor: async () => {
-        const [oldest] = await store.pendingAnchors(1);
-        const version = oldest && (await store.vread(oldest.resourceType, oldest.id, oldest.versionId));
-        return version ? Date.parse(version.lastUpdated) : undefined;
-      },
-      consentDecisions: consent && (() => consent.decisions),
-      auditBacklog: () => access.audit.backlog,
-      accessRecordBacklog: consent && (() => consent.accessBacklog),
-    });
+    registerReadiness(wiring, ledger, access.consent);
+    observeBacklogs(wiring, integrity, access);
     await fastify.ready();
     integrity.anchorer.start(); // drains what a previous run left pending, then follows the writes
 
@@ -232,4 +122,189 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     for (const closer of closers.reverse()) await closer().catch(() => undefined);
     throw err;
   }
+}
+
+function openStore(config: ServeConfig, overrides: AppOverrides): ResourceStore {
+  return (
+    overrides.store ??
+    new SqliteResourceStore({
+      file: join(config.dataDir, 'resources.sqlite'),
+      readCacheBytes: config.readCache,
+    })
+  );
+}
+
+async function openValidator(config: ServeConfig, overrides: AppOverrides): Promise<ResourceValidator> {
+  return (
+    overrides.validator ??
+    (config.validation === 'schema'
+      ? await createSchemaValidator({ cacheDir: config.cacheDir })
+      : await createFhirValidator({
+          definitionsCacheDir: join(config.dataDir, 'cache'),
+          igPaths: config.igPaths,
+          requiredProfiles: config.requiredProfiles,
+          // EHRs send local extensions the network has not published: accepted with a warning, as are
+          // example.org URLs (the specification's own examples use them).
+          unknownExtensionSeverity: 'warning',
+          allowExampleUrls: true,
+        }))
+  );
+}
+
+/** The FHIR interactions and the operations that need nothing but the validator. */
+function buildRegistry(config: ServeConfig, validator: ResourceValidator): FhirRegistry {
+  const registry = registerCoreInteractions(new FhirRegistry(), {
+    resourceTypes: validator.resourceTypes ?? [],
+    started: new Date(),
+    // The token endpoint sits beside the FHIR base: http://host/fhir -> http://host/auth/token.
+    tokenUrl:
+      config.auth === 'smart'
+        ? (fhirBase) => `${fhirBase.slice(0, fhirBase.length - FHIR_PREFIX.length)}/auth/token`
+        : undefined,
+  });
+  registerSearch(registry);
+  registerBundles(registry);
+  registry.registerOperation(everythingOperation());
+  registerValidationOperations(registry, validator);
+  return registry;
+}
+
+/** The HTTP server with its metrics, and the start-up log lines about the data directory and the store. */
+function createServer(
+  config: ServeConfig,
+  overrides: AppOverrides,
+  tightened: number,
+  store: ResourceStore,
+): { fastify: FastifyInstance; metrics: ServiceMetrics } {
+  const fastify = createHttpServer({
+    logLevel: config.logLevel,
+    bodyLimit: config.bodyLimit,
+    logValues: config.logValues,
+    logStream: overrides.logStream,
+  });
+  // Prometheus metrics (GET /metrics): every response counted; the ledger's calls and the validations too.
+  const metrics = new ServiceMetrics();
+  metrics.install(fastify);
+  if (tightened > 0)
+    fastify.log.warn({ entries: tightened }, 'data directory entries made private (0700/0600)');
+  // The store's start-up integrity check (docs/store.md): its time, and where, if it fails in the background.
+  if (store.integrityChecked)
+    logIntegrityCheck(store.integrityChecked(), fastify.log.child({ component: 'store' }));
+  return { fastify, metrics };
+}
+
+/** The ledger, then the integrity path on it: anchoring, the journal's continuity, `$verify`, the scheduled audit. */
+async function openIntegrityPath(wiring: AppWiring): Promise<IntegrityWiring> {
+  const { config, overrides, closers, store, registry, fastify, metrics } = wiring;
+  // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
+  const ledger = metrics.countingLedger(
+    overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' }))),
+  );
+  if (!overrides.ledger) closers.push(() => ledger.close());
+  // The integrity path: every write queues its anchor, a worker commits Merkle batches; $verify; the scheduled audit.
+  const integrity = await openIntegrity({
+    dataDir: config.dataDir,
+    store,
+    ledger,
+    anchoring: { batchSize: config.anchorBatchSize, intervalMs: config.anchorIntervalMs },
+    log: fastify.log.child({ component: 'anchoring' }),
+  });
+  closers.push(() => integrity.close());
+  // A lost or replaced ledger refuses the start (src/ledger/ledger-continuity.ts; the consent checkpoint likewise).
+  await verifyAnchorJournal(ledger, integrity.journal, journalPath(config.dataDir), fastify.log);
+  registry.registerOperation(verifyOperation(integrity.verifier));
+  const auditJob = scheduleAudit({
+    cron: config.auditCron,
+    dataDir: config.dataDir,
+    audit: () => integrity.audit(),
+    log: fastify.log.child({ component: 'audit' }),
+  });
+  if (auditJob) closers.push(() => auditJob.stop());
+  return { ledger, integrity };
+}
+
+/** Authentication, the caller's access policy on every FhirContext, consent grants and the audit (docs/access.md). */
+async function wireAccess(
+  wiring: AppWiring,
+  ledger: Ledger,
+  integrity: IntegrityService,
+): Promise<AccessSetup> {
+  const { config, overrides, closers, store, registry, fastify } = wiring;
+  const access = await setupAccess({
+    dataDir: config.dataDir,
+    mode: config.auth,
+    host: config.host,
+    mspId: config.mspId,
+    organization: config.organization,
+    fhirBaseUrl: config.baseUrl,
+    tokenRateLimit: config.tokenRateLimit,
+    fhirPrefix: FHIR_PREFIX,
+    store,
+    ledger,
+    indexEntries: extractIndex,
+    anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
+    auditFlushMs: overrides.auditFlushMs,
+    log: fastify.log.child({ component: 'access' }),
+  });
+  closers.push(() => access.close());
+  access.registerOperations(registry);
+  access.install(fastify);
+  return access;
+}
+
+/** GET /healthz, /readyz (the anchor backlog is a metric, not readiness), /metrics: docs/configuration.md. */
+function registerReadiness(wiring: AppWiring, ledger: Ledger, consent: ConsentService | undefined): void {
+  const { config, store, validator, fastify, metrics } = wiring;
+  registerOperatorRoutes(fastify, {
+    checks: [
+      { name: 'store', check: async () => void (await store.pendingAnchors(1)) },
+      {
+        // A large store is checked for corrupt pages in the background at start (docs/store.md).
+        name: 'store-integrity',
+        check: () => {
+          const status = store.integrityStatus?.();
+          if (status === 'checking') throw new Error('the start-up integrity check is running');
+          if (typeof status === 'object') throw new Error('the start-up integrity check failed');
+        },
+      },
+      { name: 'ledger', check: async () => void (await ledger.height()) },
+      {
+        name: 'validator',
+        check: () => {
+          if (!validator.isResourceType('Patient')) throw new Error('no R4 definitions loaded');
+        },
+      },
+      {
+        name: 'consent',
+        check: async () => {
+          const lag = consent ? await consent.lag() : undefined;
+          if (consent?.ledgerMismatch)
+            throw new Error('the ledger does not hold what this service committed');
+          if (lag && !lag.following) throw new Error('the consent event feed stopped');
+          if (lag && lag.behind > config.readyConsentLag)
+            throw new Error(`the consent cache is ${lag.behind} blocks behind the ledger`);
+        },
+      },
+    ],
+    metrics,
+    metricsAllow: config.metricsAllow,
+    log: fastify.log.child({ component: 'readiness' }),
+  });
+}
+
+/** The backlogs /metrics shows: anchors, the audit, the ledger's access records, consent decisions. */
+function observeBacklogs(wiring: AppWiring, integrity: IntegrityService, access: AccessSetup): void {
+  const { store, metrics } = wiring;
+  const consent = access.consent;
+  metrics.observe({
+    anchorBacklog: () => integrity.anchorer.pendingCount(10_000),
+    oldestPendingAnchor: async () => {
+      const [oldest] = await store.pendingAnchors(1);
+      const version = oldest && (await store.vread(oldest.resourceType, oldest.id, oldest.versionId));
+      return version ? Date.parse(version.lastUpdated) : undefined;
+    },
+    consentDecisions: consent && (() => consent.decisions),
+    auditBacklog: () => access.audit.backlog,
+    accessRecordBacklog: consent && (() => consent.accessBacklog),
+  });
 }

@@ -27,6 +27,7 @@ import type {
   AccessRecord as LedgerAccessRecord,
 } from 'hie-ledger-chaincode';
 import { grantAllows, sameGrant, type ConsentGrants } from './consent-resource.js';
+import { DoublingBackoff } from '../platform/backoff.js';
 import {
   grantTag,
   newRecordId,
@@ -130,6 +131,14 @@ export interface ConsentServiceOptions {
   accessFlushMs?: number;
 }
 
+type ConsentGrant = ConsentGrants['grants'][number];
+
+/** A Consent write's changes on the ledger, by grant key (patient, grantee, consent pseudonyms). */
+interface ConsentChanges {
+  revoke: string[];
+  submitGrants: [string, ConsentGrant][];
+}
+
 interface CachedGrant {
   record: LedgerGrant;
   blockNumber: number;
@@ -173,7 +182,7 @@ export class ConsentService {
    * after the newer grant of the same key. */
   private ledgerWrites: Promise<void> = Promise.resolve();
   private revocationTimer?: NodeJS.Timeout;
-  private revocationDelay: number;
+  private readonly revocationBackoff: DoublingBackoff;
   private revocationBacklogLogged = false;
   /** Pending revocations the ledger refused (logged once each). */
   private readonly refusedRevocations = new Set<string>();
@@ -203,7 +212,7 @@ export class ConsentService {
   private checkpointTimer?: NodeJS.Timeout;
   private accessQueue: AccessRecordInput[] = [];
   private accessBacklogLogged = false;
-  private accessRetryDelay = ACCESS_RETRY_FIRST_MS;
+  private readonly accessRetry = new DoublingBackoff(ACCESS_RETRY_FIRST_MS, ACCESS_RETRY_MAX_MS);
   private accessTimer?: NodeJS.Timeout;
   private accessFlushing: Promise<void> = Promise.resolve();
   private readonly accessBatchSize: number;
@@ -227,7 +236,7 @@ export class ConsentService {
     this.pendingRevocations = new RevocationOutbox(options.revocationsFile, (entry) =>
       keyOf(entry.patient, entry.grantee, entry.consent),
     );
-    this.revocationDelay = this.revocationRetry.first;
+    this.revocationBackoff = new DoublingBackoff(this.revocationRetry.first, this.revocationRetry.max);
   }
 
   private get revocationRetry(): { first: number; max: number } {
@@ -620,16 +629,34 @@ export class ConsentService {
     actor: { pseudonym: string; inPerson: boolean },
   ): PreparedConsent {
     const consentPseudonym = this.pseudonyms.pseudonymOf(consent);
+    const desired = this.desiredGrants(consentPseudonym, target);
+    const { revoke, submitGrants } = this.grantChanges(consentPseudonym, desired);
+    const newlyPending = this.refuseAtOnce(revoke, actor);
+    return {
+      rollback: () => this.removePending(newlyPending),
+      commit: () => this.commitConsent({ revoke, submitGrants }, target, actor),
+    };
+  }
+
+  /** The grants the new version of a Consent asks for, by ledger key (none when it grants nothing). */
+  private desiredGrants(
+    consentPseudonym: string,
+    target: ConsentGrants | undefined,
+  ): Map<string, ConsentGrant> {
     const patientPseudonym = target ? this.pseudonyms.pseudonymOf(target.patient) : undefined;
-    const desired = new Map<string, ConsentGrants['grants'][number]>();
+    const desired = new Map<string, ConsentGrant>();
     for (const grant of target?.grants ?? [])
       desired.set(
         keyOf(patientPseudonym!, this.pseudonyms.pseudonymOf(grant.grantee), consentPseudonym),
         grant,
       );
+    return desired;
+  }
 
+  /** What changes on the ledger: the active grants of this Consent to revoke, and the grants to submit. */
+  private grantChanges(consentPseudonym: string, desired: Map<string, ConsentGrant>): ConsentChanges {
     const revoke: string[] = [];
-    const submitGrants: [string, ConsentGrants['grants'][number]][] = [];
+    const submitGrants: [string, ConsentGrant][] = [];
     for (const key of this.byConsent.get(consentPseudonym) ?? []) {
       const cached = this.cached(key);
       if (!cached || cached.record.status !== 'active') continue;
@@ -646,6 +673,11 @@ export class ConsentService {
       )
         submitGrants.push([key, grant]);
     }
+    return { revoke, submitGrants };
+  }
+
+  /** Refuses the grants to revoke from now on, durably; returns those newly pending (the rollback removes them). */
+  private refuseAtOnce(revoke: string[], actor: { pseudonym: string; inPerson: boolean }): string[] {
     const newlyPending = revoke.filter((key) => !this.pendingRevocations.has(key));
     // Durable before the Consent version is stored (throws, and nothing is stored, when it cannot be written).
     this.addPending(
@@ -661,27 +693,31 @@ export class ConsentService {
         };
       }),
     );
+    return newlyPending;
+  }
 
-    return {
-      rollback: () => this.removePending(newlyPending),
-      commit: () =>
-        this.serialised(async () => {
-          // Removed grants are revoked now, or by the outbox once the ledger is back: never an error.
-          const changed = new Set(submitGrants.map(([key]) => key));
-          for (const key of revoke) {
-            if (changed.has(key)) continue;
-            const pending = this.pendingRevocations.get(key);
-            if (pending && (await this.sendRevocation(key, pending)) !== 'sent') this.scheduleRevocations();
-          }
-          try {
-            await this.submitGrants(submitGrants, target, actor);
-          } catch (err) {
-            // A changed grant whose new terms did not commit: its old terms stay refused, and are revoked.
-            if (this.pendingRevocations.size > 0) this.scheduleRevocations();
-            throw err;
-          }
-        }),
-    };
+  /** Phase 2, once the Consent is stored: the revocations and grants go to the ledger. */
+  private commitConsent(
+    { revoke, submitGrants }: ConsentChanges,
+    target: ConsentGrants | undefined,
+    actor: { pseudonym: string; inPerson: boolean },
+  ): Promise<void> {
+    return this.serialised(async () => {
+      // Removed grants are revoked now, or by the outbox once the ledger is back: never an error.
+      const changed = new Set(submitGrants.map(([key]) => key));
+      for (const key of revoke) {
+        if (changed.has(key)) continue;
+        const pending = this.pendingRevocations.get(key);
+        if (pending && (await this.sendRevocation(key, pending)) !== 'sent') this.scheduleRevocations();
+      }
+      try {
+        await this.submitGrants(submitGrants, target, actor);
+      } catch (err) {
+        // A changed grant whose new terms did not commit: its old terms stay refused, and are revoked.
+        if (this.pendingRevocations.size > 0) this.scheduleRevocations();
+        throw err;
+      }
+    });
   }
 
   /** Runs ledger writes of consent one at a time (a failed one does not stop the next). */
@@ -772,7 +808,7 @@ export class ConsentService {
   }
 
   /** Retries the outbox after `delayMs` (default: the current backoff), until it is empty. */
-  private scheduleRevocations(delayMs = this.revocationDelay): void {
+  private scheduleRevocations(delayMs = this.revocationBackoff.currentMs): void {
     if (this.revocationTimer || this.closed) return;
     this.revocationTimer = setTimeout(() => {
       this.revocationTimer = undefined;
@@ -790,13 +826,13 @@ export class ConsentService {
           if (outcome === 'away') break;
         }
         if (unsent) {
-          this.revocationDelay = Math.min(this.revocationDelay * 2, this.revocationRetry.max);
+          this.revocationBackoff.lengthen();
           this.scheduleRevocations();
           return;
         }
         if (this.revocationBacklogLogged) this.log.warn({}, 'pending revocations are on the ledger');
         this.revocationBacklogLogged = false;
-        this.revocationDelay = this.revocationRetry.first;
+        this.revocationBackoff.reset();
       });
     }, delayMs);
     this.revocationTimer.unref();
@@ -851,7 +887,7 @@ export class ConsentService {
       }
       if (this.accessBacklogLogged && this.accessQueue.length === 0) {
         this.accessBacklogLogged = false;
-        this.accessRetryDelay = ACCESS_RETRY_FIRST_MS;
+        this.accessRetry.reset();
         this.log.warn({}, 'access records are on the ledger again');
       }
     });
@@ -893,9 +929,7 @@ export class ConsentService {
 
   private scheduleAccessRetry(): void {
     if (this.closed || this.accessTimer) return;
-    const delay = this.accessRetryDelay;
-    this.accessRetryDelay = Math.min(delay * 2, ACCESS_RETRY_MAX_MS);
-    this.accessTimer = setTimeout(() => void this.flushAccess(), delay);
+    this.accessTimer = setTimeout(() => void this.flushAccess(), this.accessRetry.next());
     this.accessTimer.unref();
   }
 

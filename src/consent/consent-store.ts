@@ -13,6 +13,9 @@ import type { ConsentService, PreparedConsent } from './consent-service.js';
 import { consentToGrants, isPrivacyConsent, type ConsentGrants } from './consent-resource.js';
 import { FhirError, fhirError } from '../fhir/outcome.js';
 import type { ResourceStore, StoredVersion, WriteRequest } from '../fhir/store/resource-store.js';
+import type { FhirResource } from '../fhir/fhir-json.js';
+
+type ConsentActor = NonNullable<WriteRequest['actor']>;
 
 export interface ConsentStoreOptions {
   consent: ConsentService;
@@ -108,46 +111,9 @@ class ConsentLedgerStore implements ResourceStore {
     const caller = request.actor;
     let target: ConsentGrants | undefined;
     if (request.resource && isPrivacyConsent(request.resource)) {
-      try {
-        target = consentToGrants(request.resource);
-      } catch (err) {
-        if (!(err instanceof FhirError)) throw err;
-        // What the service cannot enforce exactly grants nothing (fail closed); the Consent itself is kept.
-        this.options.log?.warn(
-          // The reason's text quotes the Consent (ids, references): the issue code only (no health data in logs).
-          { code: err.outcome.issue[0]?.code },
-          'Consent stored without grants: it cannot be enforced as written',
-        );
-        target = undefined;
-      }
-      if (target && caller?.role === 'system') {
-        // A system records consents given in person for the patients its own organisation holds.
-        const [, patientId] = target.patient.split('/');
-        const patientRecord = await this.inner.read('Patient', patientId);
-        if (!patientRecord || patientRecord.deleted || patientRecord.custodian !== caller.organization) {
-          throw fhirError(
-            'consent-not-custodian',
-            `${target.patient} is not held by ${caller.organization ?? 'this system'}: only the patient's home organisation records consents given in person`,
-          );
-        }
-      }
-      if (target && target.grants.length > 0) {
-        try {
-          await consent.registerPatient(target.patient);
-        } catch (err) {
-          if (/another organisation/.test((err as Error).message)) {
-            throw fhirError(
-              'consent-not-custodian',
-              `${target.patient} belongs to another organisation's service: only it may record grants`,
-            );
-          }
-          throw fhirError(
-            'ledger-unavailable',
-            'The ledger is not reachable: grants cannot be recorded now',
-            { cause: err },
-          );
-        }
-      }
+      target = this.enforceableGrants(request.resource);
+      if (target && caller?.role === 'system') await this.checkRecordedInPerson(target, caller);
+      if (target && target.grants.length > 0) await this.registerHome(target);
     }
     const actor = {
       pseudonym: caller?.participant ?? 'hie-ledger-service',
@@ -164,5 +130,50 @@ class ConsentLedgerStore implements ResourceStore {
     if (this.deferred) this.deferred.push(prepared);
     else await this.commitToLedger(prepared);
     return version;
+  }
+
+  /** The grants of a privacy Consent; none when the service cannot enforce it exactly as written. */
+  private enforceableGrants(resource: FhirResource): ConsentGrants | undefined {
+    try {
+      return consentToGrants(resource);
+    } catch (err) {
+      if (!(err instanceof FhirError)) throw err;
+      // What the service cannot enforce exactly grants nothing (fail closed); the Consent itself is kept.
+      this.options.log?.warn(
+        // The reason's text quotes the Consent (ids, references): the issue code only (no health data in logs).
+        { code: err.outcome.issue[0]?.code },
+        'Consent stored without grants: it cannot be enforced as written',
+      );
+      return undefined;
+    }
+  }
+
+  /** A system records consents given in person for the patients its own organisation holds. */
+  private async checkRecordedInPerson(target: ConsentGrants, caller: ConsentActor): Promise<void> {
+    const [, patientId] = target.patient.split('/');
+    const patientRecord = await this.inner.read('Patient', patientId);
+    if (!patientRecord || patientRecord.deleted || patientRecord.custodian !== caller.organization) {
+      throw fhirError(
+        'consent-not-custodian',
+        `${target.patient} is not held by ${caller.organization ?? 'this system'}: only the patient's home organisation records consents given in person`,
+      );
+    }
+  }
+
+  /** Grants need the patient registered with this service as home on the ledger. */
+  private async registerHome(target: ConsentGrants): Promise<void> {
+    try {
+      await this.options.consent.registerPatient(target.patient);
+    } catch (err) {
+      if (/another organisation/.test((err as Error).message)) {
+        throw fhirError(
+          'consent-not-custodian',
+          `${target.patient} belongs to another organisation's service: only it may record grants`,
+        );
+      }
+      throw fhirError('ledger-unavailable', 'The ledger is not reachable: grants cannot be recorded now', {
+        cause: err,
+      });
+    }
   }
 }

@@ -28,6 +28,7 @@ import { MerkleTree, leafTagsOf } from './merkle.js';
 import type { BatchMember, JournalBatch, AnchorJournal } from './anchor-journal.js';
 import { AnchorContractClient } from './anchor-contract-client.js';
 import type { Ledger } from '../ledger/ledger.js';
+import { DoublingBackoff } from '../platform/backoff.js';
 
 export interface AnchoringOptions {
   /** Most leaves per ledger transaction. */
@@ -314,7 +315,7 @@ export class Anchorer {
   }
 
   private async run(): Promise<void> {
-    let backoff = this.options.minBackoffMs;
+    const backoff = new DoublingBackoff(this.options.minBackoffMs, this.options.maxBackoffMs);
     while (this.running) {
       let delay: number;
       try {
@@ -322,7 +323,7 @@ export class Anchorer {
         if (this.stats.consecutiveFailures > 0)
           this.log.info({ anchored: n }, 'ledger reachable again; anchoring resumed');
         this.stats.consecutiveFailures = 0;
-        backoff = this.options.minBackoffMs;
+        backoff.reset();
         // A full batch went out: there may be more right away. Otherwise let the next batch fill up.
         delay =
           n >= this.options.batchSize || this.queuedSinceDrain >= this.options.batchSize
@@ -333,11 +334,14 @@ export class Anchorer {
         this.stats.lastError = err instanceof Error ? err.message : String(err);
         this.stats.lastErrorAt = new Date().toISOString();
         this.log.warn(
-          { err: this.stats.lastError, retryInMs: backoff, failures: this.stats.consecutiveFailures },
+          {
+            err: this.stats.lastError,
+            retryInMs: backoff.currentMs,
+            failures: this.stats.consecutiveFailures,
+          },
           'anchoring failed; anchors stay pending',
         );
-        delay = backoff;
-        backoff = Math.min(backoff * 2, this.options.maxBackoffMs);
+        delay = backoff.next();
       }
       if (delay > 0 && this.running) await this.sleep(delay);
     }

@@ -75,6 +75,16 @@ export function recomputeLeafHash(
 
 const refOf = (k: VersionKey) => versionReference(k.resourceType, k.id, k.versionId);
 
+/** What every verification of a version with anchor state reports. */
+type VerificationBase = Pick<
+  VersionVerification,
+  'reference' | 'hash' | 'salt' | 'ledgerKey' | 'leafVersion' | 'custodian'
+>;
+
+/** An anchored version and where its anchor says it is: batch root, transaction, position. */
+type LocatedVersion = VerificationBase &
+  Pick<AnchorReference, 'root' | 'transactionId' | 'blockNumber' | 'leafIndex' | 'leafCount'>;
+
 export class IntegrityVerifier {
   private readonly contract: AnchorContractClient;
   /** Recently used batch trees ($verify of neighbouring versions builds each tree once). */
@@ -166,16 +176,13 @@ export class IntegrityVerifier {
    * ledger holds.
    */
   private async verifyAgainstLedger(
-    base: Pick<
-      VersionVerification,
-      'reference' | 'hash' | 'salt' | 'ledgerKey' | 'leafVersion' | 'custodian'
-    >,
+    base: VerificationBase,
     anchor: AnchorReference,
     hash: string | undefined,
     error: string | undefined,
   ): Promise<VersionVerification> {
     const { reference } = base;
-    const located = {
+    const located: LocatedVersion = {
       ...base,
       root: anchor.root,
       transactionId: anchor.transactionId,
@@ -201,34 +208,50 @@ export class IntegrityVerifier {
         reason: 'the store’s anchor position disagrees with the batch journal',
       };
     }
-    const proof = batch.tree.proof(anchor.leafIndex);
-    const onChain: OnChainBatch | null = await this.contract.readBatch(anchor.root);
+    return this.verifyProofOnLedger(
+      located,
+      batch.tree.proof(anchor.leafIndex),
+      member.leafHash,
+      hash,
+      error,
+    );
+  }
+
+  /** The version's inclusion proof against the root of its batch as the ledger holds it. */
+  private async verifyProofOnLedger(
+    located: LocatedVersion,
+    proof: ProofStep[],
+    expectedHash: string,
+    hash: string | undefined,
+    error: string | undefined,
+  ): Promise<VersionVerification> {
+    const onChain: OnChainBatch | null = await this.contract.readBatch(located.root);
     const withProof = { ...located, proof, anchoredBy: onChain?.mspId, anchoredAt: onChain?.timestamp };
     if (!onChain) {
       return {
         ...withProof,
         status: 'mismatch',
         verified: false,
-        reason: `the ledger has no batch with root ${anchor.root}`,
+        reason: `the ledger has no batch with root ${located.root}`,
       };
     }
-    if (onChain.leafCount !== anchor.leafCount) {
+    if (onChain.leafCount !== located.leafCount) {
       return {
         ...withProof,
         status: 'mismatch',
         verified: false,
-        reason: `the ledger's batch has ${onChain.leafCount} leaves, not ${anchor.leafCount}`,
+        reason: `the ledger's batch has ${onChain.leafCount} leaves, not ${located.leafCount}`,
       };
     }
     if (
       hash === undefined ||
-      !verifyProof(hash, proof, onChain.root, { leafIndex: anchor.leafIndex, leafCount: onChain.leafCount })
+      !verifyProof(hash, proof, onChain.root, { leafIndex: located.leafIndex, leafCount: onChain.leafCount })
     ) {
       return {
         ...withProof,
         status: 'mismatch',
         verified: false,
-        expectedHash: member.leafHash,
+        expectedHash,
         reason: error ?? 'the stored version no longer matches its anchored hash',
       };
     }

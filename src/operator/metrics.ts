@@ -80,6 +80,11 @@ export class ServiceMetrics {
       labelNames: ['kind', 'transaction', 'outcome'],
       registers,
     });
+    this.defineScrapedMetrics(registers);
+  }
+
+  /** The metrics read from the parts at scrape time (observe() names the sources): backlogs, consent decisions. */
+  private defineScrapedMetrics(registers: Registry[]): void {
     const sources = () => this.sources;
     new Gauge({
       name: 'hie_anchor_backlog',

@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
+import { MemoryResourceStore } from '../../src/fhir/store/memory/memory-store.js';
+import type { StoreIntegrityStatus } from '../../src/fhir/store/resource-store.js';
 import { LedgerTransactionError, type EventStream, type SubmitResult } from '../../src/ledger/ledger.js';
 import { FaultyLedger, MSP_ID } from '../integrity/helpers.js';
 import { send, startTestApp, json, type TestApp } from '../http/helpers.js';
@@ -148,6 +150,26 @@ describe('GET /healthz and /readyz', () => {
     await expect(app.integrity!.anchorer.drain()).rejects.toThrow(/unavailable/);
     expect(await app.integrity!.anchorer.pendingCount()).toBe(1);
     expect(json((await app.fastify.inject({ method: 'GET', url: '/readyz' })).body)).toEqual(READY);
+  });
+
+  it("reads any store's start-up integrity check through the port: 503 while it runs and once it failed", async () => {
+    /** A store adapter other than SQLite whose start-up check is still running, then failed. */
+    class CheckedStore extends MemoryResourceStore {
+      status: StoreIntegrityStatus = 'checking';
+      integrityStatus(): StoreIntegrityStatus {
+        return this.status;
+      }
+    }
+    const store = new CheckedStore();
+    const checked = await startTestApp({ store }, {});
+    apps.push(checked);
+    const running = await send(checked, { method: 'GET', url: '/readyz' }, 503);
+    expect(json(running.body).checks['store-integrity']).toBe('failing');
+    store.status = { failed: 'corrupt in table resource_version' };
+    const failed = await send(checked, { method: 'GET', url: '/readyz' }, 503);
+    expect(json(failed.body).checks['store-integrity']).toBe('failing');
+    store.status = 'ok';
+    expect(json((await checked.fastify.inject({ method: 'GET', url: '/readyz' })).body)).toEqual(READY);
   });
 
   it('is 503 when the store is closed', async () => {

@@ -172,6 +172,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         ),
       );
 
+      // One piece on purpose: a per-request hot path (bench:rest, bench:import); split it only with a benchmark run.
       const handle = async (request: FastifyRequest, reply: FastifyReply) => {
         const url = request.url;
         const q = url.indexOf('?');

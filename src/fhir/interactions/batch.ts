@@ -233,55 +233,8 @@ export async function runEntry(
     segments.length === 1 &&
     !segments[0].startsWith('$') &&
     !segments[0].startsWith('_')
-  ) {
-    const resourceType = segments[0];
-    if (!isKnownResourceType(resourceType))
-      throw fhirError('bundle-invalid', `'${resourceType}' is not a resource type`);
-    let id = options.resolvedId;
-    if (id === undefined) {
-      const matches = await conditionalMatches(context, resourceType, query, bundleRequest.baseUrl);
-      if (matches.length > 1)
-        throw fhirError(
-          'conditional-multiple-matches',
-          `The criteria of '${entry.request.url}' match more than one ${resourceType}`,
-        );
-      id = matches[0] ?? null;
-    }
-    const plain = { ...base, query: emptyQuery() };
-    if (method === 'DELETE') {
-      if (id === null) return { status: 204 };
-      return handler(context, { interaction: 'delete', resourceType, id, method })(
-        { ...plain, interaction: 'delete', resourceType, id },
-        context,
-      );
-    }
-    const bodyId = entry.resource?.id as string | undefined;
-    if (id !== null && bodyId !== undefined && bodyId !== id)
-      throw fhirError(
-        'resource-id-mismatch',
-        `The resource's id '${bodyId}' is not the id '${id}' the criteria match`,
-      );
-    if (id === null && bodyId === undefined) {
-      // no match, no id: a create
-      return handler(context, { interaction: 'create', resourceType, method: 'POST' })(
-        { ...plain, method: 'POST', interaction: 'create', resourceType, assignedId: options.assignedId },
-        context,
-      );
-    }
-    const targetId = id ?? bodyId!;
-    const resource = { ...entry.resource!, id: targetId };
-    return handler(context, { interaction: 'update', resourceType, id: targetId, method })(
-      {
-        ...plain,
-        interaction: 'update',
-        resourceType,
-        id: targetId,
-        resource,
-        body: stringifyFhirJson(resource),
-      },
-      context,
-    );
-  }
+  )
+    return runConditionalEntry(entry, context, bundleRequest, options, base, segments[0]);
 
   const routed = routerFor(context).route(method, path);
   if (routed.interaction === 'batch' || routed.interaction === 'transaction')
@@ -291,6 +244,65 @@ export async function runEntry(
     assignedId: routed.interaction === 'create' ? options.assignedId : undefined,
   });
   return handler(context, request)(request, context);
+}
+
+/** A conditional update or delete entry: the criteria's match decides the interaction (update, create, delete). */
+async function runConditionalEntry(
+  entry: BundleEntry,
+  context: FhirContext,
+  bundleRequest: FhirRequest,
+  options: EntryOptions,
+  base: Omit<FhirRequest, 'interaction'>,
+  resourceType: string,
+): Promise<FhirResponse> {
+  const { method } = entry.request;
+  const query = base.query;
+  if (!isKnownResourceType(resourceType))
+    throw fhirError('bundle-invalid', `'${resourceType}' is not a resource type`);
+  let id = options.resolvedId;
+  if (id === undefined) {
+    const matches = await conditionalMatches(context, resourceType, query, bundleRequest.baseUrl);
+    if (matches.length > 1)
+      throw fhirError(
+        'conditional-multiple-matches',
+        `The criteria of '${entry.request.url}' match more than one ${resourceType}`,
+      );
+    id = matches[0] ?? null;
+  }
+  const plain = { ...base, query: emptyQuery() };
+  if (method === 'DELETE') {
+    if (id === null) return { status: 204 };
+    return handler(context, { interaction: 'delete', resourceType, id, method })(
+      { ...plain, interaction: 'delete', resourceType, id },
+      context,
+    );
+  }
+  const bodyId = entry.resource?.id as string | undefined;
+  if (id !== null && bodyId !== undefined && bodyId !== id)
+    throw fhirError(
+      'resource-id-mismatch',
+      `The resource's id '${bodyId}' is not the id '${id}' the criteria match`,
+    );
+  if (id === null && bodyId === undefined) {
+    // no match, no id: a create
+    return handler(context, { interaction: 'create', resourceType, method: 'POST' })(
+      { ...plain, method: 'POST', interaction: 'create', resourceType, assignedId: options.assignedId },
+      context,
+    );
+  }
+  const targetId = id ?? bodyId!;
+  const resource = { ...entry.resource!, id: targetId };
+  return handler(context, { interaction: 'update', resourceType, id: targetId, method })(
+    {
+      ...plain,
+      interaction: 'update',
+      resourceType,
+      id: targetId,
+      resource,
+      body: stringifyFhirJson(resource),
+    },
+    context,
+  );
 }
 
 function headerValue(headers: Record<string, string> | undefined, name: string): string | undefined {

@@ -31,7 +31,7 @@ import {
   writeVersion,
 } from './common.js';
 import { parseRequestJson } from './router.js';
-import type { InteractionHandler } from './types.js';
+import type { FhirContext, InteractionHandler } from './types.js';
 import { FHIR_JSON, JSON_PATCH, PLAIN_JSON } from '../media-types.js';
 
 const RFC6902_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
@@ -42,18 +42,7 @@ export const patch: InteractionHandler = async (request, context) => {
   const id = assertId(request.id);
   if (!request.body || request.body.trim() === '')
     throw fhirError('body-missing', 'PATCH needs a JSON Patch or a FHIRPath Patch Parameters body');
-  const kind =
-    request.contentType === JSON_PATCH
-      ? 'json'
-      : request.contentType === FHIR_JSON || request.contentType === PLAIN_JSON
-        ? 'fhirpath'
-        : undefined;
-  if (!kind) {
-    throw fhirError(
-      'media-type-unsupported',
-      `PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch), not '${request.contentType ?? 'none'}'`,
-    );
-  }
+  const kind = patchKindOf(request.contentType);
   const document = parseRequestJson(request.body);
 
   const ifMatch = ifMatchVersion(request);
@@ -65,25 +54,7 @@ export const patch: InteractionHandler = async (request, context) => {
   checkIfMatch(ifMatch, current, resourceType, id);
 
   const original = parseFhirJson<FhirResource>(current.json!);
-  if (kind === 'fhirpath') {
-    // The Parameters body is a FHIR resource like any other: the validator checks its shape first.
-    const shape = context.validator.validate(toPlainJson(document));
-    if (!shape.valid) throw new FhirError('patch-invalid', shape.issues);
-  }
-  const patched =
-    kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
-  if (
-    patched === null ||
-    typeof patched !== 'object' ||
-    patched.resourceType !== resourceType ||
-    patched.id !== id
-  ) {
-    throw fhirError(
-      'patch-not-applicable',
-      `The patch changes the resource's type or id; it must stay ${resourceType}/${id}`,
-      { expression: `${resourceType}.id` },
-    );
-  }
+  const patched = applyPatchDocument(context, kind, original, document, resourceType, id);
   const issues = validateResource(context, patched, 'update', 'patch-result-invalid');
 
   let version: StoredVersion;
@@ -111,6 +82,54 @@ export const patch: InteractionHandler = async (request, context) => {
     version.versionId === current.versionId,
   );
 };
+
+/** Which patch the body is, by its media type: JSON Patch, or FHIRPath Patch (a Parameters resource). */
+function patchKindOf(contentType: string | undefined): 'json' | 'fhirpath' {
+  const kind =
+    contentType === JSON_PATCH
+      ? 'json'
+      : contentType === FHIR_JSON || contentType === PLAIN_JSON
+        ? 'fhirpath'
+        : undefined;
+  if (!kind) {
+    throw fhirError(
+      'media-type-unsupported',
+      `PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch), not '${contentType ?? 'none'}'`,
+    );
+  }
+  return kind;
+}
+
+/** The patched resource; its type and id must stay those of the resource patched. */
+function applyPatchDocument(
+  context: FhirContext,
+  kind: 'json' | 'fhirpath',
+  original: FhirResource,
+  document: unknown,
+  resourceType: string,
+  id: string,
+): FhirResource {
+  if (kind === 'fhirpath') {
+    // The Parameters body is a FHIR resource like any other: the validator checks its shape first.
+    const shape = context.validator.validate(toPlainJson(document));
+    if (!shape.valid) throw new FhirError('patch-invalid', shape.issues);
+  }
+  const patched =
+    kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
+  if (
+    patched === null ||
+    typeof patched !== 'object' ||
+    patched.resourceType !== resourceType ||
+    patched.id !== id
+  ) {
+    throw fhirError(
+      'patch-not-applicable',
+      `The patch changes the resource's type or id; it must stay ${resourceType}/${id}`,
+      { expression: `${resourceType}.id` },
+    );
+  }
+  return patched;
+}
 
 // ---- JSON Patch -------------------------------------------------------------------------------------------
 
@@ -246,75 +265,78 @@ function parseOperations(document: unknown): PatchOperation[] {
       expression: 'Parameters.parameter',
     });
   }
-  (parameters.parameter ?? []).forEach((parameter, i) => {
-    if (parameter === null || typeof parameter !== 'object') {
-      throw fhirError('patch-invalid', 'Each parameter must be an object', {
-        expression: `Parameters.parameter[${i}]`,
-      });
-    }
-    const where = `Parameters.parameter[${i}]`;
-    if (parameter.name !== 'operation')
-      throw fhirError('patch-invalid', `Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, {
-        expression: `${where}.name`,
-      });
-    const parts = new Map<string, ParametersPart>();
-    for (const part of Array.isArray(parameter.part) ? parameter.part : []) {
-      if (part !== null && typeof part === 'object' && typeof part.name === 'string')
-        parts.set(part.name, part);
-    }
-    const text = (name: string) => {
-      const part = parts.get(name);
-      const v = part && (part.valueCode ?? part.valueString ?? part.valueUri);
-      return typeof v === 'string' ? v : undefined;
-    };
-    const integer = (name: string) => {
-      const v = parts.get(name)?.valueInteger;
-      const n = v instanceof LosslessNumber ? Number(v.value) : v;
-      return typeof n === 'number' && Number.isInteger(n) ? n : undefined;
-    };
-    const type = text('type');
-    if (!type || !['add', 'insert', 'delete', 'replace', 'move'].includes(type)) {
-      throw fhirError(
-        'patch-invalid',
-        `Operation type must be add, insert, delete, replace or move, not '${type ?? ''}'`,
-        { expression: `${where}.part` },
-      );
-    }
-    const path = text('path');
-    if (!path)
-      throw fhirError('patch-invalid', 'Every FHIRPath Patch operation needs a path', {
-        expression: `${where}.part`,
-      });
-    const value = parts.has('value') ? valueOf(parts.get('value')!) : undefined;
-    const op: PatchOperation = {
-      type: type as PatchOperation['type'],
-      path,
-      name: text('name'),
-      value: value?.value,
-      valueType: value?.valueType,
-      index: integer('index'),
-      source: integer('source'),
-      destination: integer('destination'),
-    };
-    const need = (ok: boolean, what: string) => {
-      if (!ok)
-        throw fhirError('patch-invalid', `A FHIRPath Patch '${type}' operation needs ${what}`, {
-          expression: `${where}.part`,
-        });
-    };
-    if (type === 'add') need(op.name !== undefined && value !== undefined, 'a name and a value');
-    if (op.name !== undefined && !/^[a-z][A-Za-z0-9]*$/.test(op.name)) {
-      throw fhirError('patch-invalid', `'${op.name}' is not a FHIR element name`, {
-        expression: `${where}.part`,
-      });
-    }
-    if (type === 'insert') need(op.index !== undefined && value !== undefined, 'an index and a value');
-    if (type === 'replace') need(value !== undefined, 'a value');
-    if (type === 'move')
-      need(op.source !== undefined && op.destination !== undefined, 'a source and a destination');
-    operations.push(op);
-  });
+  (parameters.parameter ?? []).forEach((parameter, i) => operations.push(parseOperation(parameter, i)));
   return operations;
+}
+
+/** One `operation` parameter: its type, path and the parts that type needs. */
+function parseOperation(parameter: ParametersPart, i: number): PatchOperation {
+  if (parameter === null || typeof parameter !== 'object') {
+    throw fhirError('patch-invalid', 'Each parameter must be an object', {
+      expression: `Parameters.parameter[${i}]`,
+    });
+  }
+  const where = `Parameters.parameter[${i}]`;
+  if (parameter.name !== 'operation')
+    throw fhirError('patch-invalid', `Unknown FHIRPath Patch parameter '${String(parameter.name)}'`, {
+      expression: `${where}.name`,
+    });
+  const parts = new Map<string, ParametersPart>();
+  for (const part of Array.isArray(parameter.part) ? parameter.part : []) {
+    if (part !== null && typeof part === 'object' && typeof part.name === 'string')
+      parts.set(part.name, part);
+  }
+  const text = (name: string) => {
+    const part = parts.get(name);
+    const v = part && (part.valueCode ?? part.valueString ?? part.valueUri);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const integer = (name: string) => {
+    const v = parts.get(name)?.valueInteger;
+    const n = v instanceof LosslessNumber ? Number(v.value) : v;
+    return typeof n === 'number' && Number.isInteger(n) ? n : undefined;
+  };
+  const type = text('type');
+  if (!type || !['add', 'insert', 'delete', 'replace', 'move'].includes(type)) {
+    throw fhirError(
+      'patch-invalid',
+      `Operation type must be add, insert, delete, replace or move, not '${type ?? ''}'`,
+      { expression: `${where}.part` },
+    );
+  }
+  const path = text('path');
+  if (!path)
+    throw fhirError('patch-invalid', 'Every FHIRPath Patch operation needs a path', {
+      expression: `${where}.part`,
+    });
+  const value = parts.has('value') ? valueOf(parts.get('value')!) : undefined;
+  const op: PatchOperation = {
+    type: type as PatchOperation['type'],
+    path,
+    name: text('name'),
+    value: value?.value,
+    valueType: value?.valueType,
+    index: integer('index'),
+    source: integer('source'),
+    destination: integer('destination'),
+  };
+  const need = (ok: boolean, what: string) => {
+    if (!ok)
+      throw fhirError('patch-invalid', `A FHIRPath Patch '${type}' operation needs ${what}`, {
+        expression: `${where}.part`,
+      });
+  };
+  if (type === 'add') need(op.name !== undefined && value !== undefined, 'a name and a value');
+  if (op.name !== undefined && !/^[a-z][A-Za-z0-9]*$/.test(op.name)) {
+    throw fhirError('patch-invalid', `'${op.name}' is not a FHIR element name`, {
+      expression: `${where}.part`,
+    });
+  }
+  if (type === 'insert') need(op.index !== undefined && value !== undefined, 'an index and a value');
+  if (type === 'replace') need(value !== undefined, 'a value');
+  if (type === 'move')
+    need(op.source !== undefined && op.destination !== undefined, 'a source and a destination');
+  return op;
 }
 
 /** JSON key of element `name` in `parent` (choice elements: `deceased` -> `deceasedBoolean`). */
@@ -412,93 +434,110 @@ function applyFhirPathPatch(resource: FhirResource, document: unknown): FhirReso
   const target = cloneFhirJson(resource);
   operations.forEach((op, i) => {
     switch (op.type) {
-      case 'add': {
-        const owner = single(locate(target, op.path, i), op, i);
-        const element =
-          owner.index !== null
-            ? (owner.parent[owner.key] as unknown[])[owner.index]
-            : owner.parent[owner.key];
-        if (element === null || typeof element !== 'object' || Array.isArray(element)) {
-          throw fhirError(
-            'patch-not-applicable',
-            `Operation ${i} (add): '${op.path}' is not an element that can have children`,
-            { expression: `Parameters.parameter[${i}]` },
-          );
-        }
-        const container = element as Record<string, unknown>;
-        const key =
-          isChoice(owner.typePaths, op.name!) && op.valueType ? `${op.name}${op.valueType}` : op.name!;
-        // Own members only: `constructor` or `toString` is not already there.
-        const existing = Object.hasOwn(container, key) ? container[key] : undefined;
-        if (Array.isArray(existing)) existing.push(op.value);
-        else if (existing === undefined)
-          setMember(container, key, isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value);
-        else
-          throw fhirError(
-            'patch-not-applicable',
-            `Operation ${i} (add): ${op.path}.${op.name} already has a value; use replace`,
-            { expression: `Parameters.parameter[${i}]` },
-          );
+      case 'add':
+        patchAdd(target, op, i);
         break;
-      }
-      case 'insert': {
-        const list = listOf(locate(target, op.path, i), op, i);
-        if (op.index! < 0 || op.index! > list.items.length) {
-          throw fhirError(
-            'patch-not-applicable',
-            `Operation ${i} (insert): index ${op.index} is outside 0..${list.items.length}`,
-            { expression: `Parameters.parameter[${i}]` },
-          );
-        }
-        list.items.splice(op.index!, 0, op.value);
+      case 'insert':
+        patchInsert(target, op, i);
         break;
-      }
-      case 'move': {
-        const list = listOf(locate(target, op.path, i), op, i);
-        const n = list.items.length;
-        if (op.source! < 0 || op.source! >= n || op.destination! < 0 || op.destination! >= n) {
-          throw fhirError(
-            'patch-not-applicable',
-            `Operation ${i} (move): source and destination must be within 0..${n - 1}`,
-            { expression: `Parameters.parameter[${i}]` },
-          );
-        }
-        const [moved] = list.items.splice(op.source!, 1);
-        list.items.splice(op.destination!, 0, moved);
+      case 'move':
+        patchMove(target, op, i);
         break;
-      }
-      case 'delete': {
-        const targets = locate(target, op.path, i);
-        if (targets.length === 0) break; // deleting what is not there changes nothing (fhirpatch.html)
-        const one = single(targets, op, i);
-        if (one.index !== null && Array.isArray(one.parent[one.key])) {
-          const items = one.parent[one.key] as unknown[];
-          items.splice(one.index, 1);
-          if (items.length === 0) delete one.parent[one.key];
-        } else {
-          delete one.parent[one.key];
-        }
+      case 'delete':
+        patchDelete(target, op, i);
         break;
-      }
-      case 'replace': {
-        const one = single(locate(target, op.path, i), op, i);
-        if (one.index !== null && Array.isArray(one.parent[one.key])) {
-          (one.parent[one.key] as unknown[])[one.index] = op.value;
-        } else {
-          // A choice element may change type: valueString -> valueQuantity.
-          const base = one.key.replace(/[A-Z][A-Za-z0-9]*$/, '');
-          if (isChoice(one.parentTypePaths, base) && op.valueType && one.key !== `${base}${op.valueType}`) {
-            delete one.parent[one.key];
-            one.parent[`${base}${op.valueType}`] = op.value;
-          } else {
-            one.parent[one.key] = op.value;
-          }
-        }
+      case 'replace':
+        patchReplace(target, op, i);
         break;
-      }
     }
   });
   return target;
+}
+
+/** `add`: a new child `name` of the element at `path` (appended when it repeats; an error when it has a value). */
+function patchAdd(target: FhirResource, op: PatchOperation, i: number): void {
+  const owner = single(locate(target, op.path, i), op, i);
+  const element =
+    owner.index !== null ? (owner.parent[owner.key] as unknown[])[owner.index] : owner.parent[owner.key];
+  if (element === null || typeof element !== 'object' || Array.isArray(element)) {
+    throw fhirError(
+      'patch-not-applicable',
+      `Operation ${i} (add): '${op.path}' is not an element that can have children`,
+      { expression: `Parameters.parameter[${i}]` },
+    );
+  }
+  const container = element as Record<string, unknown>;
+  const key = isChoice(owner.typePaths, op.name!) && op.valueType ? `${op.name}${op.valueType}` : op.name!;
+  // Own members only: `constructor` or `toString` is not already there.
+  const existing = Object.hasOwn(container, key) ? container[key] : undefined;
+  if (Array.isArray(existing)) existing.push(op.value);
+  else if (existing === undefined)
+    setMember(container, key, isRepeating(owner.typePaths, op.name!) ? [op.value] : op.value);
+  else
+    throw fhirError(
+      'patch-not-applicable',
+      `Operation ${i} (add): ${op.path}.${op.name} already has a value; use replace`,
+      { expression: `Parameters.parameter[${i}]` },
+    );
+}
+
+/** `insert`: `value` at `index` of the list at `path`. */
+function patchInsert(target: FhirResource, op: PatchOperation, i: number): void {
+  const list = listOf(locate(target, op.path, i), op, i);
+  if (op.index! < 0 || op.index! > list.items.length) {
+    throw fhirError(
+      'patch-not-applicable',
+      `Operation ${i} (insert): index ${op.index} is outside 0..${list.items.length}`,
+      { expression: `Parameters.parameter[${i}]` },
+    );
+  }
+  list.items.splice(op.index!, 0, op.value);
+}
+
+/** `move`: the item at `source` of the list at `path` to `destination`. */
+function patchMove(target: FhirResource, op: PatchOperation, i: number): void {
+  const list = listOf(locate(target, op.path, i), op, i);
+  const n = list.items.length;
+  if (op.source! < 0 || op.source! >= n || op.destination! < 0 || op.destination! >= n) {
+    throw fhirError(
+      'patch-not-applicable',
+      `Operation ${i} (move): source and destination must be within 0..${n - 1}`,
+      { expression: `Parameters.parameter[${i}]` },
+    );
+  }
+  const [moved] = list.items.splice(op.source!, 1);
+  list.items.splice(op.destination!, 0, moved);
+}
+
+/** `delete`: the element at `path`; nothing there changes nothing. */
+function patchDelete(target: FhirResource, op: PatchOperation, i: number): void {
+  const targets = locate(target, op.path, i);
+  if (targets.length === 0) return; // deleting what is not there changes nothing (fhirpatch.html)
+  const one = single(targets, op, i);
+  if (one.index !== null && Array.isArray(one.parent[one.key])) {
+    const items = one.parent[one.key] as unknown[];
+    items.splice(one.index, 1);
+    if (items.length === 0) delete one.parent[one.key];
+  } else {
+    delete one.parent[one.key];
+  }
+}
+
+/** `replace`: the value at `path` (a choice element may change its type). */
+function patchReplace(target: FhirResource, op: PatchOperation, i: number): void {
+  const one = single(locate(target, op.path, i), op, i);
+  if (one.index !== null && Array.isArray(one.parent[one.key])) {
+    (one.parent[one.key] as unknown[])[one.index] = op.value;
+  } else {
+    // A choice element may change type: valueString -> valueQuantity.
+    const base = one.key.replace(/[A-Z][A-Za-z0-9]*$/, '');
+    if (isChoice(one.parentTypePaths, base) && op.valueType && one.key !== `${base}${op.valueType}`) {
+      delete one.parent[one.key];
+      one.parent[`${base}${op.valueType}`] = op.value;
+    } else {
+      one.parent[one.key] = op.value;
+    }
+  }
 }
 
 /** The array an insert/move works on: `path` names the (repeating) element itself. */

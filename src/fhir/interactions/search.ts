@@ -215,6 +215,7 @@ async function addIncludes(
   return included;
 }
 
+// One piece on purpose: a per-request hot path (bench:rest, bench:import); split it only with a benchmark run.
 async function search(
   request: FhirRequest,
   context: FhirContext,

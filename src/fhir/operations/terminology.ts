@@ -13,7 +13,7 @@ import { parseRequestJson } from '../interactions/router.js';
 import type { OperationRegistration } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import type { DefinitionRegistry } from '../definitions/definition-registry.js';
-import type { Terminology } from '../validation/terminology.js';
+import type { Expansion, Terminology } from '../validation/terminology.js';
 
 /** Untyped JSON, as before registry.ts stopped exporting `Json = any` (this file is not typed yet). */
 type Json = any;
@@ -133,78 +133,100 @@ export function lookupHandler(source: TerminologySource): InteractionHandler {
 export function expandHandler(source: TerminologySource): InteractionHandler {
   return async (request, context) => {
     const input = readOperationInput(request);
-    let vs: Json | undefined =
-      input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
-    const url = one(input, 'url');
-    if (!vs && url) vs = source.registry.valueSet(url);
-    if (!vs)
-      throw url
-        ? fhirError('terminology-not-found', `ValueSet '${url}' is not known to this server`)
-        : fhirError('parameter-missing', '$expand needs url, a valueSet, or a ValueSet id');
-    const terminology = source.walker.terminology;
-    let expansion =
-      typeof vs.url === 'string' && source.registry.valueSet(vs.url) === vs
-        ? terminology.expand(vs.url)
-        : undefined;
-    if (!expansion) {
-      // A value set not in the registry (in the body, or stored): expand it in a scratch registry layer.
-      const { DefinitionRegistry } = await import('../definitions/definition-registry.js');
-      const { Terminology } = await import('../validation/terminology.js');
-      const scratch = new DefinitionRegistry(source.registry);
-      const copy = { ...vs, url: typeof vs.url === 'string' ? vs.url : 'urn:scratch:valueset' };
-      scratch.registerResource(copy);
-      expansion = new Terminology(scratch).expand(copy.url);
-    }
-    if (!expansion || !expansion.complete) {
-      throw new (await import('../outcome.js')).FhirError(422, [
-        {
-          severity: 'error',
-          code: 'too-costly',
-          diagnostics: `ValueSet '${vs.url ?? ''}' cannot be expanded here (it draws on code systems not loaded on this server)`,
-        },
-      ]);
-    }
-    const filter = one(input, 'filter')?.toLowerCase();
-    const offset = Math.max(0, Number(one(input, 'offset') ?? 0) || 0);
-    const countParam = one(input, 'count');
-    const count = countParam === undefined ? 1000 : Math.max(0, Math.min(10_000, Number(countParam) || 0));
-    const matches = filter
-      ? expansion.concepts.filter(
-          (c) => c.code.toLowerCase().includes(filter) || (c.display ?? '').toLowerCase().includes(filter),
-        )
-      : expansion.concepts;
-    const page = matches.slice(offset, offset + count);
-    const params: Json[] = [
-      { name: 'offset', valueInteger: offset },
-      { name: 'count', valueInteger: count },
-    ];
-    if (filter) params.push({ name: 'filter', valueString: filter });
-    const body = {
-      resourceType: 'ValueSet',
-      ...(vs.id ? { id: vs.id } : {}),
-      ...(vs.url ? { url: vs.url } : {}),
-      ...(vs.version ? { version: vs.version } : {}),
-      ...(vs.name ? { name: vs.name } : {}),
-      status: vs.status ?? 'active',
-      expansion: {
-        identifier: `urn:uuid:${crypto.randomUUID()}`,
-        timestamp: new Date().toISOString(),
-        total: matches.length,
-        offset,
-        parameter: params,
-        ...(page.length
-          ? {
-              contains: page.map((c) => ({
-                system: c.system,
-                code: c.code,
-                ...(c.display ? { display: c.display } : {}),
-              })),
-            }
-          : {}),
-      },
-    };
-    return { status: 200, body: body as FhirResource };
+    const vs = await valueSetToExpand(source, request, context, input);
+    const expansion = await expansionOf(source, vs);
+    return { status: 200, body: expandedValueSet(vs, expansion, input) };
   };
+}
+
+/** The value set named by the request: in the body, stored (ValueSet/[id]), or known by `url`. */
+async function valueSetToExpand(
+  source: TerminologySource,
+  request: FhirRequest,
+  context: FhirContext,
+  input: OperationInput,
+): Promise<Json> {
+  let vs: Json | undefined =
+    input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
+  const url = one(input, 'url');
+  if (!vs && url) vs = source.registry.valueSet(url);
+  if (!vs)
+    throw url
+      ? fhirError('terminology-not-found', `ValueSet '${url}' is not known to this server`)
+      : fhirError('parameter-missing', '$expand needs url, a valueSet, or a ValueSet id');
+  return vs;
+}
+
+/** Its complete expansion: from the registry, or in a scratch layer for a value set not in it (422 when incomplete). */
+async function expansionOf(source: TerminologySource, vs: Json): Promise<Expansion> {
+  const terminology = source.walker.terminology;
+  let expansion =
+    typeof vs.url === 'string' && source.registry.valueSet(vs.url) === vs
+      ? terminology.expand(vs.url)
+      : undefined;
+  if (!expansion) {
+    // A value set not in the registry (in the body, or stored): expand it in a scratch registry layer.
+    const { DefinitionRegistry } = await import('../definitions/definition-registry.js');
+    const { Terminology } = await import('../validation/terminology.js');
+    const scratch = new DefinitionRegistry(source.registry);
+    const copy = { ...vs, url: typeof vs.url === 'string' ? vs.url : 'urn:scratch:valueset' };
+    scratch.registerResource(copy);
+    expansion = new Terminology(scratch).expand(copy.url);
+  }
+  if (!expansion || !expansion.complete) {
+    throw new (await import('../outcome.js')).FhirError(422, [
+      {
+        severity: 'error',
+        code: 'too-costly',
+        diagnostics: `ValueSet '${vs.url ?? ''}' cannot be expanded here (it draws on code systems not loaded on this server)`,
+      },
+    ]);
+  }
+  return expansion;
+}
+
+/** The expanded ValueSet: the page of matches that `filter`, `offset` and `count` ask for. */
+function expandedValueSet(vs: Json, expansion: Expansion, input: OperationInput): FhirResource {
+  const filter = one(input, 'filter')?.toLowerCase();
+  const offset = Math.max(0, Number(one(input, 'offset') ?? 0) || 0);
+  const countParam = one(input, 'count');
+  const count = countParam === undefined ? 1000 : Math.max(0, Math.min(10_000, Number(countParam) || 0));
+  const matches = filter
+    ? expansion.concepts.filter(
+        (c) => c.code.toLowerCase().includes(filter) || (c.display ?? '').toLowerCase().includes(filter),
+      )
+    : expansion.concepts;
+  const page = matches.slice(offset, offset + count);
+  const params: Json[] = [
+    { name: 'offset', valueInteger: offset },
+    { name: 'count', valueInteger: count },
+  ];
+  if (filter) params.push({ name: 'filter', valueString: filter });
+  const body = {
+    resourceType: 'ValueSet',
+    ...(vs.id ? { id: vs.id } : {}),
+    ...(vs.url ? { url: vs.url } : {}),
+    ...(vs.version ? { version: vs.version } : {}),
+    ...(vs.name ? { name: vs.name } : {}),
+    status: vs.status ?? 'active',
+    expansion: {
+      identifier: `urn:uuid:${crypto.randomUUID()}`,
+      timestamp: new Date().toISOString(),
+      total: matches.length,
+      offset,
+      parameter: params,
+      ...(page.length
+        ? {
+            contains: page.map((c) => ({
+              system: c.system,
+              code: c.code,
+              ...(c.display ? { display: c.display } : {}),
+            })),
+          }
+        : {}),
+    },
+  };
+  return body as FhirResource;
 }
 
 // ------------------------------------------------------------------ ValueSet/$validate-code
@@ -272,60 +294,13 @@ export function translateHandler(source: TerminologySource): InteractionHandler 
     const code = one(input, 'code') ?? coding?.code;
     if (!code) throw fhirError('parameter-missing', '$translate needs code (with system) or coding');
     const reverse = one(input, 'reverse') === 'true';
-    const sourceVs = one(input, 'source');
-    const targetVs = one(input, 'target');
-    const targetSystem = one(input, 'targetsystem');
-    let maps: Json[];
-    const stored = await storedResource(request, context, 'ConceptMap');
-    const url = one(input, 'url');
-    if (stored) maps = [stored];
-    else if (input.values.get('conceptMap')) maps = input.values.get('conceptMap')!;
-    else if (url) {
-      const cm = source.registry.conceptMap(url);
-      if (!cm) throw fhirError('terminology-not-found', `ConceptMap '${url}' is not known to this server`);
-      maps = [cm];
-    } else {
-      maps = source.registry.all('ConceptMap').filter((cm) => {
-        const s = cm.sourceUri ?? cm.sourceCanonical;
-        const t = cm.targetUri ?? cm.targetCanonical;
-        return (!sourceVs || (reverse ? t : s) === sourceVs) && (!targetVs || (reverse ? s : t) === targetVs);
-      });
-    }
-    const matches: Json[] = [];
-    for (const cm of maps) {
-      for (const group of cm.group ?? []) {
-        const from = reverse ? group.target : group.source;
-        const to = reverse ? group.source : group.target;
-        if (system && from && from !== system) continue;
-        if (targetSystem && to && to !== targetSystem) continue;
-        for (const el of group.element ?? []) {
-          for (const t of el.target ?? []) {
-            const hit = reverse ? t.code === code : el.code === code;
-            if (!hit) continue;
-            const mapped = reverse
-              ? { system: group.source, code: el.code, display: el.display }
-              : { system: group.target, code: t.code, display: t.display };
-            matches.push({
-              name: 'match',
-              part: [
-                { name: 'equivalence', valueCode: t.equivalence ?? 'equivalent' },
-                ...(mapped.code
-                  ? [
-                      {
-                        name: 'concept',
-                        valueCoding: Object.fromEntries(
-                          Object.entries(mapped).filter(([, v]) => v !== undefined),
-                        ),
-                      },
-                    ]
-                  : []),
-                ...(cm.url ? [{ name: 'source', valueUri: cm.url }] : []),
-              ],
-            });
-          }
-        }
-      }
-    }
+    const maps = await conceptMapsFor(source, request, context, input, reverse);
+    const matches = translationMatches(maps, {
+      system,
+      code,
+      reverse,
+      targetSystem: one(input, 'targetsystem'),
+    });
     const ok = matches.some((m) => !['unmatched', 'disjoint'].includes(m.part[0].valueCode));
     return {
       status: 200,
@@ -339,6 +314,83 @@ export function translateHandler(source: TerminologySource): InteractionHandler 
       ]),
     };
   };
+}
+
+/** The concept maps to translate with: stored, in the body, known by `url`, or every one from `source` to `target`. */
+async function conceptMapsFor(
+  source: TerminologySource,
+  request: FhirRequest,
+  context: FhirContext,
+  input: OperationInput,
+  reverse: boolean,
+): Promise<Json[]> {
+  const sourceVs = one(input, 'source');
+  const targetVs = one(input, 'target');
+  let maps: Json[];
+  const stored = await storedResource(request, context, 'ConceptMap');
+  const url = one(input, 'url');
+  if (stored) maps = [stored];
+  else if (input.values.get('conceptMap')) maps = input.values.get('conceptMap')!;
+  else if (url) {
+    const cm = source.registry.conceptMap(url);
+    if (!cm) throw fhirError('terminology-not-found', `ConceptMap '${url}' is not known to this server`);
+    maps = [cm];
+  } else {
+    maps = source.registry.all('ConceptMap').filter((cm) => {
+      const s = cm.sourceUri ?? cm.sourceCanonical;
+      const t = cm.targetUri ?? cm.targetCanonical;
+      return (!sourceVs || (reverse ? t : s) === sourceVs) && (!targetVs || (reverse ? s : t) === targetVs);
+    });
+  }
+  return maps;
+}
+
+/** The `match` parameters of a code in the maps' groups (target to source when `reverse`). */
+function translationMatches(
+  maps: Json[],
+  {
+    system,
+    code,
+    reverse,
+    targetSystem,
+  }: { system?: string; code: string; reverse: boolean; targetSystem?: string },
+): Json[] {
+  const matches: Json[] = [];
+  for (const cm of maps) {
+    for (const group of cm.group ?? []) {
+      const from = reverse ? group.target : group.source;
+      const to = reverse ? group.source : group.target;
+      if (system && from && from !== system) continue;
+      if (targetSystem && to && to !== targetSystem) continue;
+      for (const el of group.element ?? []) {
+        for (const t of el.target ?? []) {
+          const hit = reverse ? t.code === code : el.code === code;
+          if (!hit) continue;
+          const mapped = reverse
+            ? { system: group.source, code: el.code, display: el.display }
+            : { system: group.target, code: t.code, display: t.display };
+          matches.push({
+            name: 'match',
+            part: [
+              { name: 'equivalence', valueCode: t.equivalence ?? 'equivalent' },
+              ...(mapped.code
+                ? [
+                    {
+                      name: 'concept',
+                      valueCoding: Object.fromEntries(
+                        Object.entries(mapped).filter(([, v]) => v !== undefined),
+                      ),
+                    },
+                  ]
+                : []),
+              ...(cm.url ? [{ name: 'source', valueUri: cm.url }] : []),
+            ],
+          });
+        }
+      }
+    }
+  }
+  return matches;
 }
 
 /** The four terminology operations, ready for `registry.registerOperation`. */

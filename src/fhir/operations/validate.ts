@@ -13,10 +13,16 @@ import { fhirError, type OperationOutcomeIssue } from '../outcome.js';
 import { parseClientJson, parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { assertId, assertResourceType } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/fhir-registry.js';
-import type { InteractionHandler } from '../interactions/types.js';
+import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import type { ValidationOptions } from '../validation/validator.js';
-import { readOperationInput, terminologyOperations, type TerminologySource } from './terminology.js';
-/** Untyped JSON, as before registry.ts stopped exporting `Json = any` (this file is not typed yet). */
+import {
+  readOperationInput,
+  terminologyOperations,
+  type OperationInput,
+  type TerminologySource,
+} from './terminology.js';
+
+/** Untyped JSON (this file is not typed yet). */
 type Json = any;
 
 const MODES = new Set(['create', 'update', 'delete', 'profile']);
@@ -42,15 +48,7 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     const profiles = input.strings.get('profile') ?? [];
     const issues: OperationOutcomeIssue[] = [];
 
-    let stored: Json | undefined;
-    if (request.id !== undefined) {
-      const id = assertId(request.id);
-      const version = await context.store.read(resourceType, id);
-      const exists = !!version && !version.deleted && !!version.json && context.access.canRead(version);
-      if (exists) stored = toPlainJson(parseFhirJson(version.json!));
-      else if (mode === 'delete' || request.method === 'GET' || request.method === 'HEAD')
-        throw fhirError('resource-not-found', `${resourceType}/${id} is not known`);
-    }
+    const stored = await storedResource(request, context, resourceType, mode);
     if (mode === 'delete') {
       if (request.id === undefined)
         throw fhirError(
@@ -65,49 +63,8 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
       return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } as FhirResource };
     }
 
-    let resource: Json | undefined = input.values.get('resource')?.[0] ?? input.values.get('__resource')?.[0];
-    // Parameters/$validate with a bare Parameters body: the body is the resource to validate.
-    if (!resource && resourceType === 'Parameters' && request.body)
-      resource = toPlainJson(parseClientJson(request.body));
-    if (!resource && (request.method === 'GET' || request.method === 'HEAD' || !request.body))
-      resource = stored;
-    if (!resource)
-      throw fhirError(
-        'parameter-missing',
-        '$validate needs a resource: the body, or a Parameters body with a `resource` parameter',
-      );
-    if (resource.resourceType !== resourceType)
-      issues.push({
-        severity: 'error',
-        code: 'invalid',
-        diagnostics: `The resource is a ${String(resource.resourceType)} but the URL names ${resourceType}`,
-        expression: ['resourceType'],
-      });
-    if (mode === 'update') {
-      if (typeof resource.id !== 'string')
-        issues.push({
-          severity: 'error',
-          code: 'required',
-          diagnostics: 'A resource to update must have an id',
-          expression: [`${resourceType}.id`],
-        });
-      else if (request.id !== undefined && resource.id !== request.id)
-        issues.push({
-          severity: 'error',
-          code: 'invalid',
-          diagnostics: `The resource id '${resource.id}' does not match the URL id '${request.id}'`,
-          expression: [`${resourceType}.id`],
-        });
-    }
-    for (const p of profiles) {
-      if (options.knowsProfile && !options.knowsProfile(p))
-        issues.push({
-          severity: 'error',
-          code: 'not-supported',
-          diagnostics: `Profile '${p}' is not known to this server`,
-          expression: [resourceType],
-        });
-    }
+    const resource = resourceToValidate(request, input, resourceType, stored);
+    issues.push(...requestIssues(request, resource, resourceType, mode, profiles, options));
     const result = context.validator.validate(resource, { mode, profiles });
     issues.push(...result.issues);
     if (!issues.some((i) => i.severity === 'error' || i.severity === 'fatal')) {
@@ -115,6 +72,91 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     }
     return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } as FhirResource };
   };
+}
+
+/** The instance named in the URL, when there is one and the caller may read it (none: 404 where it is needed). */
+async function storedResource(
+  request: FhirRequest,
+  context: FhirContext,
+  resourceType: string,
+  mode: ValidationOptions['mode'],
+): Promise<Json | undefined> {
+  let stored: Json | undefined;
+  if (request.id !== undefined) {
+    const id = assertId(request.id);
+    const version = await context.store.read(resourceType, id);
+    const exists = !!version && !version.deleted && !!version.json && context.access.canRead(version);
+    if (exists) stored = toPlainJson(parseFhirJson(version.json!));
+    else if (mode === 'delete' || request.method === 'GET' || request.method === 'HEAD')
+      throw fhirError('resource-not-found', `${resourceType}/${id} is not known`);
+  }
+  return stored;
+}
+
+/** The resource to validate: the `resource` parameter, a bare body, or the stored instance (GET). */
+function resourceToValidate(
+  request: FhirRequest,
+  input: OperationInput,
+  resourceType: string,
+  stored: Json | undefined,
+): Json {
+  let resource: Json | undefined = input.values.get('resource')?.[0] ?? input.values.get('__resource')?.[0];
+  // Parameters/$validate with a bare Parameters body: the body is the resource to validate.
+  if (!resource && resourceType === 'Parameters' && request.body)
+    resource = toPlainJson(parseClientJson(request.body));
+  if (!resource && (request.method === 'GET' || request.method === 'HEAD' || !request.body))
+    resource = stored;
+  if (!resource)
+    throw fhirError(
+      'parameter-missing',
+      '$validate needs a resource: the body, or a Parameters body with a `resource` parameter',
+    );
+  return resource;
+}
+
+/** What the request itself gets wrong: the URL's type or id, unknown profiles. */
+function requestIssues(
+  request: FhirRequest,
+  resource: Json,
+  resourceType: string,
+  mode: ValidationOptions['mode'],
+  profiles: string[],
+  options: ValidateOperationOptions,
+): OperationOutcomeIssue[] {
+  const issues: OperationOutcomeIssue[] = [];
+  if (resource.resourceType !== resourceType)
+    issues.push({
+      severity: 'error',
+      code: 'invalid',
+      diagnostics: `The resource is a ${String(resource.resourceType)} but the URL names ${resourceType}`,
+      expression: ['resourceType'],
+    });
+  if (mode === 'update') {
+    if (typeof resource.id !== 'string')
+      issues.push({
+        severity: 'error',
+        code: 'required',
+        diagnostics: 'A resource to update must have an id',
+        expression: [`${resourceType}.id`],
+      });
+    else if (request.id !== undefined && resource.id !== request.id)
+      issues.push({
+        severity: 'error',
+        code: 'invalid',
+        diagnostics: `The resource id '${resource.id}' does not match the URL id '${request.id}'`,
+        expression: [`${resourceType}.id`],
+      });
+  }
+  for (const p of profiles) {
+    if (options.knowsProfile && !options.knowsProfile(p))
+      issues.push({
+        severity: 'error',
+        code: 'not-supported',
+        diagnostics: `Profile '${p}' is not known to this server`,
+        expression: [resourceType],
+      });
+  }
+  return issues;
 }
 
 export function validateOperation(options: ValidateOperationOptions = {}): OperationRegistration {

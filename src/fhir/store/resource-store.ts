@@ -147,6 +147,25 @@ export interface HistoryPage {
   next?: string;
 }
 
+// The start-up integrity check of stores that have one (SQLite: src/fhir/store/sqlite/integrity-check.ts).
+export type IntegrityCheckMode = 'full' | 'quick';
+
+/** What the readiness check reads: still checking, passed, or failed (with where and what). */
+export type StoreIntegrityStatus = 'checking' | 'ok' | { failed: string };
+
+export interface IntegrityCheckResult {
+  ok: boolean;
+  mode: IntegrityCheckMode;
+  /** Checked in a worker thread while the store served (large stores). */
+  background: boolean;
+  /** How long the check took (for the log; never asserted). */
+  ms: number;
+  /** SQLite's messages, at most MAX_MESSAGES (sqlite/integrity-check.ts). */
+  messages: string[];
+  /** The tables and indexes the messages point at, e.g. `table resource_version`, `index search_index_value`. */
+  where: string[];
+}
+
 export interface ResourceStore {
   /** Create tables / run migrations. Idempotent. */
   init(): Promise<void>;
@@ -197,4 +216,9 @@ export interface ResourceStore {
 
   /** The search index rows stored for the resource's current version (none when deleted or unknown). */
   indexEntries?(resourceType: string, id: string): Promise<IndexEntry[]>;
+
+  /** The start-up integrity check (readiness reads it): 'checking', 'ok', or failed. Absent: the adapter has none. */
+  integrityStatus?(): StoreIntegrityStatus;
+  /** The start-up check's result once it has finished (undefined when it is off), for the log. */
+  integrityChecked?(): Promise<IntegrityCheckResult | undefined>;
 }

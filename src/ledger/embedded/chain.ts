@@ -111,6 +111,15 @@ const compareKeys = (a: string, b: string): number => Buffer.compare(keyBytes(a)
 const sameVersion = (a: Version | null, b: Version | null): boolean =>
   a === null || b === null ? a === b : a.blockNum === b.blockNum && a.txNum === b.txNum;
 
+/** A block as verifyChain reads it back: its header and its stored transactions. */
+interface ScannedBlock {
+  number: number;
+  previousHash: Buffer;
+  dataHash: Buffer;
+  hash: Buffer;
+  txCount: number;
+  txs: StoredTransaction[];
+}
 export class EmbeddedChain {
   private readonly runtime = new ChaincodeRuntime();
   private readonly pending: PendingCommit[] = [];
@@ -341,37 +350,19 @@ export class EmbeddedChain {
 
   /** Re-checks every block's data hash and the hash chain; throws ChainIntegrityError at the first break. */
   verifyChain(): void {
+    const { height, lastHash } = this.verifyBlocks();
+    this.verifyChainRecords(height, lastHash);
+  }
+
+  /** Every block in order: numbers without gaps, transactions complete, hashes linked. Returns height and last hash. */
+  private verifyBlocks(): { height: number; lastHash: Buffer } {
     let expected = 0;
     let previousHash: Buffer = ZERO_HASH;
-    let current:
-      | {
-          number: number;
-          previousHash: Buffer;
-          dataHash: Buffer;
-          hash: Buffer;
-          txCount: number;
-          txs: StoredTransaction[];
-        }
-      | undefined;
+    let current: ScannedBlock | undefined;
     const finish = (): void => {
       if (!current) return;
-      const block = current;
-      const fail = (message: string, blockNumber = block.number): never => {
-        throw new ChainIntegrityError(message, blockNumber, this.file);
-      };
-      if (block.number !== expected) fail(`block ${expected} is missing`, expected);
-      if (block.txs.length !== block.txCount)
-        fail(`holds ${block.txs.length} transactions, its header says ${block.txCount}`);
-      block.txs.forEach((tx, index) => {
-        if (tx.index !== index) fail(`transaction index ${index} is missing`);
-      });
-      if (!block.previousHash.equals(previousHash))
-        fail('previous-hash does not match the hash of the block before it');
-      if (!computeDataHash(block.txs).equals(block.dataHash))
-        fail('data hash does not match its transactions (a transaction was altered)');
-      const hash = computeBlockHash(block.number, block.previousHash, block.dataHash);
-      if (!hash.equals(block.hash)) fail('block hash does not match its header');
-      previousHash = block.hash;
+      this.verifyBlock(current, expected, previousHash);
+      previousHash = current.hash;
       expected += 1;
     };
     for (const row of this.store.scanChain()) {
@@ -397,6 +388,30 @@ export class EmbeddedChain {
       }
     }
     finish();
+    return { height: expected, lastHash: previousHash };
+  }
+
+  /** One block: the expected number, all its transactions, and its hashes (data, previous, own). */
+  private verifyBlock(block: ScannedBlock, expected: number, previousHash: Buffer): void {
+    const fail = (message: string, blockNumber = block.number): never => {
+      throw new ChainIntegrityError(message, blockNumber, this.file);
+    };
+    if (block.number !== expected) fail(`block ${expected} is missing`, expected);
+    if (block.txs.length !== block.txCount)
+      fail(`holds ${block.txs.length} transactions, its header says ${block.txCount}`);
+    block.txs.forEach((tx, index) => {
+      if (tx.index !== index) fail(`transaction index ${index} is missing`);
+    });
+    if (!block.previousHash.equals(previousHash))
+      fail('previous-hash does not match the hash of the block before it');
+    if (!computeDataHash(block.txs).equals(block.dataHash))
+      fail('data hash does not match its transactions (a transaction was altered)');
+    const hash = computeBlockHash(block.number, block.previousHash, block.dataHash);
+    if (!hash.equals(block.hash)) fail('block hash does not match its header');
+  }
+
+  /** What the chain recorded about itself (height, last hash) and the world state's newest block agree with it. */
+  private verifyChainRecords(expected: number, previousHash: Buffer): void {
     const recordedHeight = Number(this.store.getMeta('height') ?? '0');
     if (recordedHeight !== expected) {
       throw new ChainIntegrityError(

@@ -9,24 +9,9 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
+import type { IntegrityCheckMode, IntegrityCheckResult } from '../resource-store.js';
 
-export type IntegrityCheckMode = 'full' | 'quick';
-
-/** What the readiness check reads: still checking, passed, or failed (with where and what). */
-export type StoreIntegrityStatus = 'checking' | 'ok' | { failed: string };
-
-export interface IntegrityCheckResult {
-  ok: boolean;
-  mode: IntegrityCheckMode;
-  /** Checked in a worker thread while the store served (large stores). */
-  background: boolean;
-  /** How long the check took (for the log; never asserted). */
-  ms: number;
-  /** SQLite's messages, at most MAX_MESSAGES. */
-  messages: string[];
-  /** The tables and indexes the messages point at, e.g. `table resource_version`, `index search_index_value`. */
-  where: string[];
-}
+export type { IntegrityCheckMode, IntegrityCheckResult, StoreIntegrityStatus } from '../resource-store.js';
 
 /** SQLite stops listing problems after this many (the first ones say where). */
 const MAX_MESSAGES = 100;

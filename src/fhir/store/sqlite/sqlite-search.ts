@@ -538,6 +538,7 @@ export class SqliteSearch {
   }
 
   /** The condition of one filter on the current-row aliases `c` (resource_current) and `v` (resource_version). */
+  // One piece on purpose: a per-request hot path (bench:rest, bench:import); split it only with a benchmark run.
   private filterCondition(
     types: string[],
     filter: Filter,

@@ -568,6 +568,7 @@ export class SqliteResourceStore implements ResourceStore {
   // ---------------------------------------------------------------------------------------------------------
   // Synchronous core (runs either directly or inside the open transaction).
 
+  // One piece on purpose: a per-request hot path (bench:rest, bench:import); split it only with a benchmark run.
   private writeNow(request: WriteRequest): StoredVersion {
     const s = this.statements();
     const { resourceType, id } = request;
