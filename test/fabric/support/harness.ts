@@ -15,8 +15,8 @@ import {
   type RetryPolicy,
 } from '../../../src/ledger/fabric/fabric-ledger.js';
 import { EmbeddedCa } from '../../../src/ledger/identity/embedded-ca.js';
-import { EmbeddedChainBackend } from './embedded-backend.js';
-import { TestGatewayServer } from './gateway-server.js';
+import { EmbeddedChainBackend } from '../../../src/ledger/embedded/gateway/embedded-backend.js';
+import { TestGatewayServer } from '../../../src/ledger/embedded/gateway/gateway-server.js';
 import { createTestTls } from './tls.js';
 
 export const MSP_ID = 'Hospital1MSP';

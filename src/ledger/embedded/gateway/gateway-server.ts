@@ -28,7 +28,6 @@ import { webcrypto } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import { common, gateway, ledger, msp, orderer, peer } from '@hyperledger/fabric-protos';
-import type { TestTls } from './tls.js';
 
 type Protobuf = { serializeBinary(): Uint8Array };
 
@@ -104,7 +103,8 @@ export interface Fault {
 
 export interface GatewayServerOptions {
   backend: GatewayBackend;
-  tls: TestTls;
+  /** The server's TLS certificate and key (PEM). */
+  tls: { serverCertificate: string; serverKey: string };
   channel: string;
   /** Trusted client MSPs: MSP id -> CA certificate (PEM) that must have issued the creator's certificate. */
   msps: Record<string, string>;

@@ -5,9 +5,9 @@
  * ChaincodeAction.
  */
 import { ledger } from '@hyperledger/fabric-protos';
-import { LedgerTransactionError } from '../../../src/ledger/ledger.js';
-import type { EmbeddedChain } from '../../../src/ledger/embedded/index.js';
-import type { Endorsement, ReadWriteSet } from '../../../src/ledger/embedded/types.js';
+import { LedgerTransactionError } from '../../ledger.js';
+import type { EmbeddedChain } from '../index.js';
+import type { Endorsement, ReadWriteSet } from '../types.js';
 import type {
   BackendResponse,
   BlockEvents,
