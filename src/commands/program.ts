@@ -9,6 +9,7 @@ import { serve } from '../app/server.js';
 import { registerVerifyCommand } from './verify.js';
 import { registerEraseCommand } from './erase.js';
 import { registerParticipantCommand } from './participant.js';
+import { registerLedgerCommand } from './ledger.js';
 
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
@@ -22,6 +23,7 @@ const COMMANDS: ((program: Command) => unknown)[] = [
   registerVerifyCommand,
   registerEraseCommand,
   registerParticipantCommand,
+  registerLedgerCommand,
 ];
 
 export function createProgram(): Command {

@@ -35,6 +35,11 @@ export class EmbeddedLedger implements Ledger {
     this.creator = { mspid: identity.mspId, idBytes: Buffer.from(identity.certificate, 'utf8') };
   }
 
+  /** The chain this ledger commits to (the ledger gateway serves it to other members). */
+  get embeddedChain(): EmbeddedChain {
+    return this.chain;
+  }
+
   /** Simulates the transaction; a chaincode error is a LedgerTransactionError, as from a peer. */
   private async endorse(transaction: string, args: string[]) {
     const endorsement = await this.chain.endorse({ transaction, args, creator: this.creator });

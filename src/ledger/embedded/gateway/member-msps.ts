@@ -35,7 +35,14 @@ export class MemberMsps {
   private readonly crls = new Map<string, Set<string>>();
   private readonly creators = new Map<string, VerifiedCreator & { validTo: number }>();
 
-  constructor(members: readonly MemberMsp[] = []) {
+  /**
+   * @param refresh called when a request names an MSP not admitted: may admit more members (e.g. re-read a
+   *   members file that changed) and returns whether it did.
+   */
+  constructor(
+    members: readonly MemberMsp[] = [],
+    private readonly refresh?: () => boolean,
+  ) {
     for (const member of members) this.admit(member);
   }
 
@@ -99,7 +106,7 @@ export class MemberMsps {
   private verifyUncached(creatorBytes: Uint8Array): VerifiedCreator & { validTo: number } {
     const creator = decodeOrRefuse('creator', () => msp.SerializedIdentity.deserializeBinary(creatorBytes));
     const mspid = creator.getMspid();
-    const cas = this.cas.get(mspid);
+    const cas = this.cas.get(mspid) ?? (this.refresh?.() ? this.cas.get(mspid) : undefined);
     if (!cas) throw denied(`unknown MSP ${JSON.stringify(mspid.slice(0, 64))}`);
     const idBytes = creator.getIdBytes_asU8();
     let certificate: X509Certificate;
