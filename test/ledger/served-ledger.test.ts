@@ -232,8 +232,8 @@ describe('a served embedded ledger and a member process on it', () => {
       expect(transactionId).toBeDefined();
 
       // The served chain, read once its process stopped: the anchor transaction, created by the member's MSP.
-      memberProcess.child.kill('SIGTERM');
-      expect(await memberProcess.exited).toBe(0);
+      memberProcess!.child.kill('SIGTERM');
+      expect(await memberProcess!.exited).toBe(0);
       ledgerProcess.child.kill('SIGTERM');
       expect(await ledgerProcess.exited).toBe(0);
       const chain = await EmbeddedChain.open({ file: join(ledgerDir, 'ledger', 'chain.sqlite') });

@@ -26,6 +26,7 @@ import { common, gateway, orderer, peer } from '@hyperledger/fabric-protos';
 import { MemberMsps, type MemberMsp } from './member-msps.js';
 import { Endorser, preparedTransactionPayload, toPeerResponse } from './prepared-transaction.js';
 import { decodeProposal, type DecodedProposal } from './proposal.js';
+import { wellFormed, WIRE_SCHEMAS, type WireSchema } from './wire-format.js';
 import { decodeOrRefuse, GatewayRpcError, toServiceError, type ErrorReporter } from './rpc-error.js';
 import type {
   BackendResponse,
@@ -127,7 +128,7 @@ export class GatewayServer {
       'grpc.max_receive_message_length': maxMessageBytes,
       'grpc.max_send_message_length': maxMessageBytes,
     });
-    server.addService(gateway.GatewayService, {
+    server.addService(guardedService(gateway.GatewayService), {
       evaluate: this.unary('evaluate', (request: gateway.EvaluateRequest) => this.evaluate(request)),
       endorse: this.unary('endorse', (request: gateway.EndorseRequest) => this.endorse(request)),
       submit: this.unary('submit', (request: gateway.SubmitRequest) => this.submit(request)),
@@ -294,13 +295,16 @@ export class GatewayServer {
     if (!envelope)
       throw new GatewayRpcError(grpc.status.INVALID_ARGUMENT, 'a prepared transaction is required');
     const payloadBytes = envelope.getPayload_asU8();
-    const payload = decodeOrRefuse('transaction payload', () =>
-      common.Payload.deserializeBinary(payloadBytes),
+    const payload = decodeOrRefuse('transaction payload', payloadBytes, WIRE_SCHEMAS.payload, (bytes) =>
+      common.Payload.deserializeBinary(bytes),
     );
     const header = payload.getHeader();
     if (!header) throw new GatewayRpcError(grpc.status.INVALID_ARGUMENT, 'the transaction has no header');
-    const signatureHeader = decodeOrRefuse('signature header', () =>
-      common.SignatureHeader.deserializeBinary(header.getSignatureHeader_asU8()),
+    const signatureHeader = decodeOrRefuse(
+      'signature header',
+      header.getSignatureHeader_asU8(),
+      WIRE_SCHEMAS.signatureHeader,
+      (bytes) => common.SignatureHeader.deserializeBinary(bytes),
     );
     const creator = this.members.verifyCreator(signatureHeader.getCreator_asU8());
     this.members.verifySignature(
@@ -337,8 +341,11 @@ export class GatewayServer {
     call: grpc.ServerUnaryCall<gateway.SignedCommitStatusRequest, unknown>,
   ): Promise<gateway.CommitStatusResponse> {
     const requestBytes = request.getRequest_asU8();
-    const statusRequest = decodeOrRefuse('commit status request', () =>
-      gateway.CommitStatusRequest.deserializeBinary(requestBytes),
+    const statusRequest = decodeOrRefuse(
+      'commit status request',
+      requestBytes,
+      WIRE_SCHEMAS.commitStatusRequest,
+      (bytes) => gateway.CommitStatusRequest.deserializeBinary(bytes),
     );
     const creator = this.members.verifyCreator(statusRequest.getIdentity_asU8());
     this.members.verifySignature(
@@ -390,8 +397,11 @@ export class GatewayServer {
         if (this.eventStreams > MAX_EVENT_STREAMS)
           throw new GatewayRpcError(grpc.status.RESOURCE_EXHAUSTED, 'too many event streams');
         const requestBytes = call.request.getRequest_asU8();
-        const eventsRequest = decodeOrRefuse('events request', () =>
-          gateway.ChaincodeEventsRequest.deserializeBinary(requestBytes),
+        const eventsRequest = decodeOrRefuse(
+          'events request',
+          requestBytes,
+          WIRE_SCHEMAS.chaincodeEventsRequest,
+          (bytes) => gateway.ChaincodeEventsRequest.deserializeBinary(bytes),
         );
         const creator = this.members.verifyCreator(eventsRequest.getIdentity_asU8());
         this.members.verifySignature(
@@ -456,4 +466,32 @@ export class GatewayServer {
       finish();
     }
   }
+}
+
+/** The schema of each Gateway call's request message (wire-format.ts). */
+const REQUEST_SCHEMAS: Record<string, WireSchema> = {
+  evaluate: WIRE_SCHEMAS.evaluateRequest,
+  endorse: WIRE_SCHEMAS.endorseRequest,
+  submit: WIRE_SCHEMAS.submitRequest,
+  commitStatus: WIRE_SCHEMAS.signedCommitStatusRequest,
+  chaincodeEvents: WIRE_SCHEMAS.signedChaincodeEventsRequest,
+};
+
+/**
+ * The generated service definition with each request checked for well-formedness before google-protobuf
+ * parses it (a malformed request is refused by grpc-js, and never occupies the event loop).
+ */
+function guardedService(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const guarded: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    const schema = REQUEST_SCHEMAS[name];
+    guarded[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        if (!schema || !wellFormed(bytes, schema)) throw new Error('malformed request');
+        return method.requestDeserialize(bytes);
+      },
+    };
+  }
+  return guarded;
 }

@@ -8,6 +8,7 @@ import type { KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import { msp } from '@hyperledger/fabric-protos';
+import { WIRE_SCHEMAS } from './wire-format.js';
 import { decodeOrRefuse, GatewayRpcError } from './rpc-error.js';
 
 /** An organisation of the channel: its MSP id and the CA certificates (PEM) that issue its identities. */
@@ -104,7 +105,9 @@ export class MemberMsps {
   }
 
   private verifyUncached(creatorBytes: Uint8Array): VerifiedCreator & { validTo: number } {
-    const creator = decodeOrRefuse('creator', () => msp.SerializedIdentity.deserializeBinary(creatorBytes));
+    const creator = decodeOrRefuse('creator', creatorBytes, WIRE_SCHEMAS.serializedIdentity, (bytes) =>
+      msp.SerializedIdentity.deserializeBinary(bytes),
+    );
     const mspid = creator.getMspid();
     const cas = this.cas.get(mspid) ?? (this.refresh?.() ? this.cas.get(mspid) : undefined);
     if (!cas) throw denied(`unknown MSP ${JSON.stringify(mspid.slice(0, 64))}`);

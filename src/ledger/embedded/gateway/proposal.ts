@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { common, peer } from '@hyperledger/fabric-protos';
 import type { MemberMsps } from './member-msps.js';
+import { WIRE_SCHEMAS } from './wire-format.js';
 import { decodeOrRefuse, GatewayRpcError } from './rpc-error.js';
 import type { VerifiedProposal } from './types.js';
 
@@ -27,13 +28,23 @@ export function decodeProposal(
 ): DecodedProposal {
   if (!signed) throw new GatewayRpcError(grpc.status.INVALID_ARGUMENT, 'a signed proposal is required');
   const proposalBytes = signed.getProposalBytes_asU8();
-  const message = decodeOrRefuse('proposal', () => peer.Proposal.deserializeBinary(proposalBytes));
-  const header = decodeOrRefuse('header', () => common.Header.deserializeBinary(message.getHeader_asU8()));
-  const channelHeader = decodeOrRefuse('channel header', () =>
-    common.ChannelHeader.deserializeBinary(header.getChannelHeader_asU8()),
+  const message = decodeOrRefuse('proposal', proposalBytes, WIRE_SCHEMAS.proposal, (bytes) =>
+    peer.Proposal.deserializeBinary(bytes),
   );
-  const signatureHeader = decodeOrRefuse('signature header', () =>
-    common.SignatureHeader.deserializeBinary(header.getSignatureHeader_asU8()),
+  const header = decodeOrRefuse('header', message.getHeader_asU8(), WIRE_SCHEMAS.header, (bytes) =>
+    common.Header.deserializeBinary(bytes),
+  );
+  const channelHeader = decodeOrRefuse(
+    'channel header',
+    header.getChannelHeader_asU8(),
+    WIRE_SCHEMAS.channelHeader,
+    (bytes) => common.ChannelHeader.deserializeBinary(bytes),
+  );
+  const signatureHeader = decodeOrRefuse(
+    'signature header',
+    header.getSignatureHeader_asU8(),
+    WIRE_SCHEMAS.signatureHeader,
+    (bytes) => common.SignatureHeader.deserializeBinary(bytes),
   );
   if (channelHeader.getType() !== common.HeaderType.ENDORSER_TRANSACTION) {
     throw new GatewayRpcError(
@@ -58,14 +69,23 @@ export function decodeProposal(
       'transaction id does not match nonce and creator',
     );
   }
-  const extension = decodeOrRefuse('chaincode header extension', () =>
-    peer.ChaincodeHeaderExtension.deserializeBinary(channelHeader.getExtension_asU8()),
+  const extension = decodeOrRefuse(
+    'chaincode header extension',
+    channelHeader.getExtension_asU8(),
+    WIRE_SCHEMAS.chaincodeHeaderExtension,
+    (bytes) => peer.ChaincodeHeaderExtension.deserializeBinary(bytes),
   );
-  const payload = decodeOrRefuse('chaincode proposal payload', () =>
-    peer.ChaincodeProposalPayload.deserializeBinary(message.getPayload_asU8()),
+  const payload = decodeOrRefuse(
+    'chaincode proposal payload',
+    message.getPayload_asU8(),
+    WIRE_SCHEMAS.chaincodeProposalPayload,
+    (bytes) => peer.ChaincodeProposalPayload.deserializeBinary(bytes),
   );
-  const spec = decodeOrRefuse('chaincode invocation spec', () =>
-    peer.ChaincodeInvocationSpec.deserializeBinary(payload.getInput_asU8()),
+  const spec = decodeOrRefuse(
+    'chaincode invocation spec',
+    payload.getInput_asU8(),
+    WIRE_SCHEMAS.chaincodeInvocationSpec,
+    (bytes) => peer.ChaincodeInvocationSpec.deserializeBinary(bytes),
   ).getChaincodeSpec();
   const chaincodeId = spec?.getChaincodeId()?.getName() || extension.getChaincodeId()?.getName() || '';
   const [fn, ...args] = spec?.getInput()?.getArgsList_asU8() ?? [];

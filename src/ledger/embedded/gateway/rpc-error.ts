@@ -5,6 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { gateway } from '@hyperledger/fabric-protos';
+import { wellFormed, type WireSchema } from './wire-format.js';
 
 /** A refusal of the Gateway server: `details` are messages of the endorsing peer (ErrorDetail). */
 export class GatewayRpcError extends Error {
@@ -74,10 +75,20 @@ function varint(value: number): Buffer {
   return Buffer.from(bytes);
 }
 
-/** Decodes a protobuf field from the network: malformed bytes are INVALID_ARGUMENT, never a crash. */
-export function decodeOrRefuse<T>(what: string, decode: () => T): T {
+/**
+ * Decodes protobuf bytes from the network: checked for well-formedness first (wire-format.ts), and malformed
+ * bytes are INVALID_ARGUMENT, never a crash or a busy event loop.
+ */
+export function decodeOrRefuse<T>(
+  what: string,
+  bytes: Uint8Array,
+  schema: WireSchema,
+  decode: (bytes: Uint8Array) => T,
+): T {
+  if (!wellFormed(bytes, schema))
+    throw new GatewayRpcError(grpc.status.INVALID_ARGUMENT, `malformed ${what}`);
   try {
-    return decode();
+    return decode(bytes);
   } catch {
     throw new GatewayRpcError(grpc.status.INVALID_ARGUMENT, `malformed ${what}`);
   }
