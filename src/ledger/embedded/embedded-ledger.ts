@@ -31,7 +31,7 @@ export class EmbeddedLedger implements Ledger {
     /** Called by close(): e.g. closing a chain opened for this ledger alone. */
     private readonly onClose?: () => Promise<void>,
   ) {
-    // The proposal is not signed in-process: the chain trusts its own process (the Gateway test server verifies signatures).
+    // The proposal is not signed in-process: the chain trusts its own process (the ledger gateway verifies other members' signatures).
     this.creator = { mspid: identity.mspId, idBytes: Buffer.from(identity.certificate, 'utf8') };
   }
 
