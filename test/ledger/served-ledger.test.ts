@@ -230,6 +230,8 @@ describe('a served embedded ledger and a member process on it', () => {
       const transactionId = verification.find((p) => p.name === 'transactionId')?.valueString;
       const blockNumber = verification.find((p) => p.name === 'blockNumber')?.valueInteger;
       expect(transactionId).toBeDefined();
+      // The chaincode saw the member as the caller (ctx.clientIdentity.getMSPID()): it recorded its MSP.
+      expect(verification.find((p) => p.name === 'anchoredBy')?.valueString).toBe(MEMBER_MSP);
 
       // The served chain, read once its process stopped: the anchor transaction, created by the member's MSP.
       memberProcess!.child.kill('SIGTERM');

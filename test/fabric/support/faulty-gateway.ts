@@ -55,6 +55,7 @@ export class FaultyGateway {
       evaluate: (proposal) => inner.evaluate(proposal),
       events: (fromBlock) => inner.events(fromBlock),
       height: () => inner.height(),
+      filteredBlock: (number) => inner.filteredBlock(number),
       transaction: async (txId) => this.invalidated.get(txId) ?? inner.transaction(txId),
       onBlock: (listener) => {
         this.blockListeners.add(listener);

@@ -10,6 +10,7 @@ import type { Endorsement, ReadWriteSet } from '../types.js';
 import type {
   BackendResponse,
   CommittedStatus,
+  FilteredBlockView,
   GatewayBackend,
   SimulatedTransaction,
   VerifiedProposal,
@@ -53,6 +54,25 @@ export class EmbeddedChainBackend implements GatewayBackend {
   async transaction(txId: string): Promise<CommittedStatus | undefined> {
     const status = this.chain.transactionStatus(txId);
     return status && { blockNumber: status.blockNumber, validationCode: status.validationCode };
+  }
+
+  async filteredBlock(number: number): Promise<FilteredBlockView | undefined> {
+    const block = this.chain.block(number);
+    if (!block) return undefined;
+    return {
+      number,
+      transactions: block.transactions.map((tx) => {
+        // Block 0 is the genesis (configuration) block; the others hold endorsed transactions (JSON envelopes).
+        if (number === 0) return { txId: tx.txId, validationCode: tx.validationCode, isConfig: true };
+        const envelope = JSON.parse(tx.envelope.toString('utf8')) as { event?: { name: string } | null };
+        return {
+          txId: tx.txId,
+          validationCode: tx.validationCode,
+          isConfig: false,
+          eventName: tx.validationCode === 'VALID' ? envelope.event?.name : undefined,
+        };
+      }),
+    };
   }
 
   onBlock(listener: () => void): () => void {

@@ -18,11 +18,13 @@
  * Input from the network is hostile: malformed protobufs are INVALID_ARGUMENT, unknown MSPs and bad signatures
  * PERMISSION_DENIED, messages over `maxMessageBytes` RESOURCE_EXHAUSTED (gRPC), unexpected failures INTERNAL
  * without their text. It listens on a loopback address only.
- * Not emulated: ordering service, several peers, endorsement policies, private data, the Deliver service.
+ * - serves Deliver's DeliverFiltered (deliver-service.ts): filtered blocks from a seek position.
+ * Not emulated: ordering service, several peers, endorsement policies, private data, full-block Deliver.
  */
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { common, gateway, orderer, peer } from '@hyperledger/fabric-protos';
+import { FilteredDeliver } from './deliver-service.js';
 import { MemberMsps, type MemberMsp } from './member-msps.js';
 import { Endorser, preparedTransactionPayload, toPeerResponse } from './prepared-transaction.js';
 import { decodeProposal, type DecodedProposal } from './proposal.js';
@@ -128,7 +130,12 @@ export class GatewayServer {
       'grpc.max_receive_message_length': maxMessageBytes,
       'grpc.max_send_message_length': maxMessageBytes,
     });
-    server.addService(guardedService(gateway.GatewayService), {
+    const deliver = new FilteredDeliver(this.backend, this.members, this.options.channel);
+    server.addService(guardedService(peer.DeliverService, DELIVER_SCHEMAS), {
+      deliverFiltered: (call: grpc.ServerDuplexStream<common.Envelope, peer.DeliverResponse>) =>
+        deliver.serve(call, () => this.server === server),
+    });
+    server.addService(guardedService(gateway.GatewayService, REQUEST_SCHEMAS), {
       evaluate: this.unary('evaluate', (request: gateway.EvaluateRequest) => this.evaluate(request)),
       endorse: this.unary('endorse', (request: gateway.EndorseRequest) => this.endorse(request)),
       submit: this.unary('submit', (request: gateway.SubmitRequest) => this.submit(request)),
@@ -477,14 +484,24 @@ const REQUEST_SCHEMAS: Record<string, WireSchema> = {
   chaincodeEvents: WIRE_SCHEMAS.signedChaincodeEventsRequest,
 };
 
+/** Deliver's requests are signed Envelopes (only DeliverFiltered is served). */
+const DELIVER_SCHEMAS: Record<string, WireSchema> = {
+  deliver: WIRE_SCHEMAS.envelope,
+  deliverFiltered: WIRE_SCHEMAS.envelope,
+  deliverWithPrivateData: WIRE_SCHEMAS.envelope,
+};
+
 /**
  * The generated service definition with each request checked for well-formedness before google-protobuf
  * parses it (a malformed request is refused by grpc-js, and never occupies the event loop).
  */
-function guardedService(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+function guardedService(
+  definition: grpc.ServiceDefinition,
+  schemas: Record<string, WireSchema>,
+): grpc.ServiceDefinition {
   const guarded: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const [name, method] of Object.entries(definition)) {
-    const schema = REQUEST_SCHEMAS[name];
+    const schema = schemas[name];
     guarded[name] = {
       ...method,
       requestDeserialize: (bytes: Buffer) => {

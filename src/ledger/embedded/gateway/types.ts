@@ -41,6 +41,12 @@ export interface CommittedStatus {
   validationCode: string;
 }
 
+/** A block as the Deliver service's filtered blocks show it: transaction ids, validation codes, event names. */
+export interface FilteredBlockView {
+  number: number;
+  transactions: { txId: string; validationCode: string; isConfig: boolean; eventName?: string }[];
+}
+
 /** What the Gateway server needs from a chain. */
 export interface GatewayBackend {
   /** The one chaincode the chain runs (events of other chaincode names: none). */
@@ -54,6 +60,8 @@ export interface GatewayBackend {
   height(): Promise<number>;
   /** Where a transaction id was committed (its valid occurrence if any); undefined when never. */
   transaction(txId: string): Promise<CommittedStatus | undefined>;
+  /** Block `number` (undefined beyond the last one). */
+  filteredBlock(number: number): Promise<FilteredBlockView | undefined>;
   /** Calls `listener` after each block is committed, whoever submitted it; returns the unsubscribe function. */
   onBlock(listener: () => void): () => void;
 }

@@ -100,5 +100,6 @@ export const WIRE_SCHEMAS = {
   chaincodeInvocationSpec: { 1: CHAINCODE_SPEC } as WireSchema,
   payload: { 1: HEADER } as WireSchema,
   commitStatusRequest: SCALARS,
-  chaincodeEventsRequest: { 3: SEEK_POSITION } as WireSchema,
+  chaincodeEventsRequest: { 4: SEEK_POSITION } as WireSchema,
+  seekInfo: { 1: SEEK_POSITION, 2: SEEK_POSITION } as WireSchema,
 } as const;
