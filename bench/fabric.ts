@@ -3,7 +3,7 @@
  *
  * Runs the same chaincode transactions on the same embedded chain twice: directly (EmbeddedLedger), and through
  * the Fabric adapter (real @hyperledger/fabric-gateway client, gRPC over TLS, signing, protobuf envelopes) against
- * the Gateway test server (test/fabric/support). The difference is what the adapter and the wire add per
+ * the ledger gateway (src/ledger/embedded/gateway). The difference is what the adapter and the wire add per
  * transaction; a real network adds endorsement by other peers, ordering (Raft, BatchTimeout) and validation.
  * With `--fabric-config FILE` it also measures a real network (no baseline there).
  *

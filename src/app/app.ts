@@ -10,6 +10,7 @@ import { logIntegrityCheck } from '../fhir/store/sqlite/integrity-check.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { openConfiguredLedger } from './open-ledger.js';
+import { serveEmbeddedLedger } from '../ledger/embedded/gateway/serve-ledger.js';
 import type { ResourceValidator } from '../fhir/validation/validator.js';
 import { createSchemaValidator } from '../fhir/validation/schema.js';
 import { createFhirValidator } from '../fhir/validation/index.js';
@@ -197,10 +198,22 @@ function createServer(
 async function openIntegrityPath(wiring: AppWiring): Promise<IntegrityWiring> {
   const { config, overrides, closers, store, registry, fastify, metrics } = wiring;
   // The ledger adapter (embedded by default, or Fabric: --ledger fabric --fabric-config FILE).
-  const ledger = metrics.countingLedger(
-    overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' }))),
-  );
+  const openedLedger =
+    overrides.ledger ?? (await openConfiguredLedger(config, fastify.log.child({ component: 'ledger' })));
+  const ledger = metrics.countingLedger(openedLedger);
   if (!overrides.ledger) closers.push(() => ledger.close());
+  // --serve-ledger: the embedded ledger served to other members on loopback (demos, tests; docs/ledger.md).
+  if (config.serveLedger !== undefined) {
+    const served = await serveEmbeddedLedger(openedLedger, {
+      dataDir: config.dataDir,
+      mspId: config.mspId,
+      host: config.serveLedger.host,
+      port: config.serveLedger.port,
+      membersFile: config.ledgerMembers,
+      log: fastify.log.child({ component: 'ledger-gateway' }),
+    });
+    closers.push(() => served.close());
+  }
   // The integrity path: every write queues its anchor, a worker commits Merkle batches; $verify; the scheduled audit.
   const integrity = await openIntegrity({
     dataDir: config.dataDir,

@@ -10,6 +10,7 @@ import { registerVerifyCommand } from './verify.js';
 import { registerEraseCommand } from './erase.js';
 import { registerParticipantCommand } from './participant.js';
 import { registerMemberCommand } from './member.js';
+import { registerLedgerCommand } from './ledger.js';
 
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
@@ -24,6 +25,7 @@ const COMMANDS: ((program: Command) => unknown)[] = [
   registerEraseCommand,
   registerParticipantCommand,
   registerMemberCommand,
+  registerLedgerCommand,
 ];
 
 export function createProgram(): Command {

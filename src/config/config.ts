@@ -34,6 +34,10 @@ export interface Config {
   fabricConfig?: string;
   /** The organisation's MSP id on the embedded ledger and its embedded CA. */
   mspId: string;
+  /** Serve the embedded ledger to other members over the Fabric Gateway protocol on a loopback address (demos, tests). */
+  serveLedger?: { host: string; port: number };
+  /** The members admitted to the served ledger: JSON [{ mspId, caCertificate }] (docs/ledger.md). */
+  ledgerMembers?: string;
   /** The participant commands' certificate authority: the data directory's embedded CA or the Fabric CA. */
   ca: 'embedded' | 'fabric';
   /** Where the compiled JSON-schema validator is kept (absent: node_modules/.cache/hie-ledger). */
@@ -113,6 +117,20 @@ function parsePort(text: string, source: string): number {
   if (!/^\d+$/.test(text) || Number(text) > 65535)
     throw new ConfigError(`${source}: '${text}' is not a port number (0-65535)`);
   return Number(text);
+}
+
+/** `PORT` or `HOST:PORT` on a loopback address: a served embedded ledger is never reachable from the network. */
+function parseServeLedger(text: string, source: string): { host: string; port: number } {
+  const match = /^(?:(.+):)?(\d+)$/.exec(text.trim());
+  const host = (match?.[1] ?? '127.0.0.1').replace(/^\[(.*)\]$/, '$1');
+  if (!match) throw new ConfigError(`${source}: '${text}' is not PORT or HOST:PORT`);
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  if (!loopback) {
+    throw new ConfigError(
+      `${source}: '${host}' is not a loopback address: a served embedded ledger is one process posing as the whole network, for demos and tests on this machine only`,
+    );
+  }
+  return { host, port: parsePort(match[2]!, source) };
 }
 
 function parseSize(text: string, source: string, allowZero = false): number {
@@ -238,6 +256,25 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     parse: (text, source) => {
       if (text.trim() === '') throw new ConfigError(`${source}: the MSP id may not be empty`);
       return text.trim();
+    },
+  },
+  {
+    key: 'serveLedger',
+    flag: '--serve-ledger <[host:]port>',
+    env: 'HIE_SERVE_LEDGER',
+    description:
+      'also serve the embedded ledger to other members (Fabric Gateway protocol, TLS) on 127.0.0.1:PORT (or a loopback host:port): one process is then the whole network, demos and tests only',
+    parse: parseServeLedger,
+  },
+  {
+    key: 'ledgerMembers',
+    flag: '--ledger-members <file>',
+    env: 'HIE_LEDGER_MEMBERS',
+    description:
+      'members admitted to the served ledger: JSON array of { mspId, caCertificate } (hie-ledger ledger connect writes entries)',
+    parse: (text, source) => {
+      if (text.trim() === '') throw new ConfigError(`${source}: the members file path may not be empty`);
+      return resolve(text);
     },
   },
   {
@@ -561,6 +598,18 @@ export function loadSettings<K extends ConfigKey>(
   }
   if (config.ledger === 'fabric' && keys.includes('fabricConfig' as K) && config.fabricConfig === undefined) {
     throw new ConfigError('--ledger fabric needs --fabric-config FILE (or HIE_FABRIC_CONFIG)');
+  }
+  if (config.serveLedger !== undefined && config.ledger === 'fabric') {
+    throw new ConfigError(
+      '--serve-ledger serves the embedded ledger: it cannot be used with --ledger fabric',
+    );
+  }
+  if (
+    config.ledgerMembers !== undefined &&
+    keys.includes('serveLedger' as K) &&
+    config.serveLedger === undefined
+  ) {
+    throw new ConfigError('--ledger-members needs --serve-ledger PORT');
   }
   if (config.ca === 'fabric' && keys.includes('fabricConfig' as K) && config.fabricConfig === undefined) {
     throw new ConfigError(

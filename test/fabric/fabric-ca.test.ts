@@ -16,8 +16,8 @@ import { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
 import { enrollWithSecret, FabricCaIdentityProvider } from '../../src/ledger/identity/fabric-ca.js';
 import { FabricCaTestServer } from './support/fabric-ca-server.js';
-import { EmbeddedChainBackend } from './support/embedded-backend.js';
-import { TestGatewayServer } from './support/gateway-server.js';
+import { EmbeddedChainBackend } from '../../src/ledger/embedded/gateway/embedded-backend.js';
+import { GatewayServer } from '../../src/ledger/embedded/gateway/gateway-server.js';
 import { createTestTls } from './support/tls.js';
 import { openFabricLedger } from '../../src/ledger/fabric/fabric-ledger.js';
 import { parseFabricConfig } from '../../src/ledger/fabric/config.js';
@@ -312,11 +312,11 @@ describe('revocation reaches the peers only through the channel configuration', 
     });
     const tls = await createTestTls('peer0.hospital1.hie.example.com');
     const peer = await provider.enroll({ enrollmentId: 'peer0-crl', attrs: {}, keyType: 'P-256' });
-    const gateway = new TestGatewayServer({
+    const gateway = new GatewayServer({
       backend: new EmbeddedChainBackend(chain, 'hie'),
       tls,
       channel: 'hie',
-      msps: { [MSP_ID]: await provider.caCertificate() },
+      members: [{ mspId: MSP_ID, caCertificates: [await provider.caCertificate()] }],
       peerIdentity: { mspId: MSP_ID, ...peer },
     });
     await gateway.start();
@@ -360,7 +360,7 @@ describe('revocation reaches the peers only through the channel configuration', 
       // Revoked at the CA, but the channel does not know yet: the peer still accepts it.
       await anchor();
       // network/scripts/update-crl.sh: the CA's CRL goes into the channel's MSP configuration.
-      await gateway.setChannelCrl(MSP_ID, await provider.crl());
+      await gateway.members.setCrl(MSP_ID, await provider.crl());
       const refused = await anchor().catch((error) => error);
       expect(refused).toBeInstanceOf(LedgerTransactionError);
       expect(refused.code).toBe('ENDORSEMENT_FAILURE');

@@ -1,6 +1,6 @@
 /**
  * `hie-ledger serve --ledger fabric --fabric-config FILE`: configuration checks, the --fabric-config file format,
- * and the app wired to a Fabric network (the Gateway test server) instead of the embedded ledger.
+ * and the app wired to a Fabric network (the ledger gateway) instead of the embedded ledger.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

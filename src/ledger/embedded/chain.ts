@@ -125,6 +125,7 @@ export class EmbeddedChain {
   private readonly pending: PendingCommit[] = [];
   private readonly pendingTxIds = new Set<string>();
   private readonly listeners = new Set<EventListener>();
+  private readonly blockListeners = new Set<() => void>();
   private readonly streamEnders = new Set<() => void>();
   private readonly msps = new Map<string, MspDefinition & { roots: x509.X509Certificate[] }>();
   private readonly verifiedCreators = new Map<string, Promise<string | undefined>>();
@@ -291,6 +292,12 @@ export class EmbeddedChain {
   /** A stored block: header and transactions (envelopes as hashed). */
   block(number: number): { header: BlockHeader; transactions: StoredTransaction[] } | undefined {
     return this.store.block(number);
+  }
+
+  /** Calls `listener` after each block is stored (e.g. to answer a commit status); returns the unsubscribe. */
+  onBlock(listener: () => void): () => void {
+    this.blockListeners.add(listener);
+    return () => void this.blockListeners.delete(listener);
   }
 
   /** Chaincode events of valid transactions from `startBlock` (default: the next block), then live ones. */
@@ -584,6 +591,7 @@ export class EmbeddedChain {
       }
     });
     if (events.length > 0) for (const listener of this.listeners) listener(events);
+    for (const listener of this.blockListeners) listener();
     return statuses;
   }
 

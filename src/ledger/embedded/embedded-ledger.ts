@@ -31,8 +31,13 @@ export class EmbeddedLedger implements Ledger {
     /** Called by close(): e.g. closing a chain opened for this ledger alone. */
     private readonly onClose?: () => Promise<void>,
   ) {
-    // The proposal is not signed in-process: the chain trusts its own process (the Gateway test server verifies signatures).
+    // The proposal is not signed in-process: the chain trusts its own process (the ledger gateway verifies other members' signatures).
     this.creator = { mspid: identity.mspId, idBytes: Buffer.from(identity.certificate, 'utf8') };
+  }
+
+  /** The chain this ledger commits to (the ledger gateway serves it to other members). */
+  get embeddedChain(): EmbeddedChain {
+    return this.chain;
   }
 
   /** Simulates the transaction; a chaincode error is a LedgerTransactionError, as from a peer. */

@@ -1,6 +1,6 @@
 /**
- * A one-organisation "Fabric network" for tests: the embedded chain behind the test Gateway server (TLS, host
- * alias), an embedded CA issuing the service, peer and other identities, and FabricLedger adapters connected to
+ * A one-organisation "Fabric network" for tests: the embedded chain behind the ledger gateway (TLS, host
+ * alias; with fault injection), an embedded CA issuing the service, peer and other identities, and FabricLedger adapters connected to
  * it through the real @hyperledger/fabric-gateway client.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,8 +15,8 @@ import {
   type RetryPolicy,
 } from '../../../src/ledger/fabric/fabric-ledger.js';
 import { EmbeddedCa } from '../../../src/ledger/identity/embedded-ca.js';
-import { EmbeddedChainBackend } from './embedded-backend.js';
-import { TestGatewayServer } from './gateway-server.js';
+import { EmbeddedChainBackend } from '../../../src/ledger/embedded/gateway/embedded-backend.js';
+import { FaultyGateway } from './faulty-gateway.js';
 import { createTestTls } from './tls.js';
 
 export const MSP_ID = 'Hospital1MSP';
@@ -39,7 +39,7 @@ export interface FabricHarness {
   dir: string;
   ca: EmbeddedCa;
   chain: EmbeddedChain;
-  server: TestGatewayServer;
+  server: FaultyGateway;
   service: Identity;
   logs: LogLine[];
   /** A FabricLedger adapter for `identity` (default: the service identity). */
@@ -68,11 +68,11 @@ export async function startFabricHarness(): Promise<FabricHarness> {
     msps: [{ mspId: MSP_ID, rootCertificates: [ca.certificate], isRevoked: (pem) => ca.isRevoked(pem) }],
   });
   const tls = await createTestTls(HOST_ALIAS);
-  const server = new TestGatewayServer({
+  const server = new FaultyGateway({
     backend: new EmbeddedChainBackend(chain, CHAINCODE),
     tls,
     channel: CHANNEL,
-    msps: { [MSP_ID]: ca.certificate },
+    members: [{ mspId: MSP_ID, caCertificates: [ca.certificate] }],
     peerIdentity: { mspId: MSP_ID, certificate: peer.certificate, privateKey: peer.privateKey },
     peerAddress: `${HOST_ALIAS}:7051`,
   });

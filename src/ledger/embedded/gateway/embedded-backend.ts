@@ -1,26 +1,25 @@
 /**
- * The test Gateway server's chain: H5's EmbeddedChain, which runs the project's chaincode with Fabric's
- * endorse (simulate) and commit (order, MVCC/phantom validation) phases. The read-write set is handed back in
- * Fabric's protobuf form (rwset.TxReadWriteSet with one KV namespace), as a peer would put it in the
- * ChaincodeAction.
+ * The Gateway server's chain: the embedded chain, which runs the project's chaincode with Fabric's endorse
+ * (simulate) and commit (order, MVCC/phantom validation) phases. The read-write set is handed back in Fabric's
+ * protobuf form (rwset.TxReadWriteSet with one KV namespace), as a peer puts it in the ChaincodeAction.
  */
 import { ledger } from '@hyperledger/fabric-protos';
-import { LedgerTransactionError } from '../../../src/ledger/ledger.js';
-import type { EmbeddedChain } from '../../../src/ledger/embedded/index.js';
-import type { Endorsement, ReadWriteSet } from '../../../src/ledger/embedded/types.js';
+import { LedgerTransactionError, type EventStream } from '../../ledger.js';
+import type { EmbeddedChain } from '../chain.js';
+import type { Endorsement, ReadWriteSet } from '../types.js';
 import type {
   BackendResponse,
-  BlockEvents,
   CommittedStatus,
+  FilteredBlockView,
   GatewayBackend,
   SimulatedTransaction,
   VerifiedProposal,
-} from './gateway-server.js';
+} from './types.js';
 
 export class EmbeddedChainBackend implements GatewayBackend {
   constructor(
     private readonly chain: EmbeddedChain,
-    private readonly chaincodeName: string,
+    readonly chaincodeName: string,
   ) {}
 
   async simulate(proposal: VerifiedProposal): Promise<SimulatedTransaction> {
@@ -44,28 +43,8 @@ export class EmbeddedChainBackend implements GatewayBackend {
     return { blockNumber: status.blockNumber, validationCode: status.validationCode };
   }
 
-  async eventsFrom(fromBlock: number): Promise<BlockEvents[]> {
-    const blocks: BlockEvents[] = [];
-    for (let number = Math.max(0, fromBlock); number < this.chain.height; number++) {
-      const block = this.chain.block(number);
-      if (!block) break;
-      const events: BlockEvents['events'] = [];
-      for (const tx of block.transactions) {
-        if (tx.validationCode !== 'VALID') continue;
-        const envelope = JSON.parse(tx.envelope.toString('utf8')) as {
-          event?: { name: string; payload: string } | null;
-        };
-        if (!envelope.event) continue;
-        events.push({
-          txId: tx.txId,
-          chaincodeId: this.chaincodeName,
-          eventName: envelope.event.name,
-          payload: Buffer.from(envelope.event.payload, 'base64'),
-        });
-      }
-      if (events.length > 0) blocks.push({ blockNumber: number, events });
-    }
-    return blocks;
+  events(fromBlock: number): EventStream {
+    return this.chain.events(Math.max(0, fromBlock));
   }
 
   async height(): Promise<number> {
@@ -77,6 +56,30 @@ export class EmbeddedChainBackend implements GatewayBackend {
     return status && { blockNumber: status.blockNumber, validationCode: status.validationCode };
   }
 
+  async filteredBlock(number: number): Promise<FilteredBlockView | undefined> {
+    const block = this.chain.block(number);
+    if (!block) return undefined;
+    return {
+      number,
+      transactions: block.transactions.map((tx) => {
+        // Block 0 is the genesis (configuration) block; the others hold endorsed transactions (JSON envelopes).
+        if (number === 0) return { txId: tx.txId, validationCode: tx.validationCode, isConfig: true };
+        const envelope = JSON.parse(tx.envelope.toString('utf8')) as { event?: { name: string } | null };
+        return {
+          txId: tx.txId,
+          validationCode: tx.validationCode,
+          isConfig: false,
+          eventName: tx.validationCode === 'VALID' ? envelope.event?.name : undefined,
+        };
+      }),
+    };
+  }
+
+  onBlock(listener: () => void): () => void {
+    return this.chain.onBlock(listener);
+  }
+
+  /** Simulates as the proposal's creator: the chaincode sees its MSP and certificate (ctx.clientIdentity). */
   private async endorse(proposal: VerifiedProposal): Promise<Endorsement> {
     try {
       return await this.chain.endorse({
@@ -90,7 +93,8 @@ export class EmbeddedChainBackend implements GatewayBackend {
         transient: proposal.transient,
       });
     } catch (error) {
-      // The chain refuses creators it does not know (e.g. a revoked certificate): a chaincode-level 500 here.
+      // The chain refuses creators it does not know (e.g. a revoked certificate), and a transaction id already
+      // used: a chaincode-level 500 here, as a peer reports it.
       if (error instanceof LedgerTransactionError) {
         return {
           txId: proposal.txId,
