@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
 import { registerValidationOperations } from '../../src/fhir/operations/validate.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from '../http/helpers.js';
+import { expectErrorCode } from '../support/error-codes.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -188,5 +189,77 @@ describe('terminology operations', () => {
     });
     const none = json((await get(`${base}&system=http://hl7.org/fhir/administrative-gender&code=nope`)).body);
     expect(param(none, 'result')?.valueBoolean).toBe(false);
+  });
+
+  describe('ill-typed input is a 4xx or no match, never a 500', () => {
+    const gender = 'http://hl7.org/fhir/administrative-gender';
+    const genderVs = 'http://hl7.org/fhir/ValueSet/administrative-gender';
+    const cmUrl = 'http://hl7.org/fhir/ConceptMap/cm-administrative-gender-v2';
+    const parameters = (...parameter: unknown[]) => ({ resourceType: 'Parameters', parameter });
+
+    it('$lookup and $translate refuse a coding whose system or code is not a string', async () => {
+      expectErrorCode(
+        await post(
+          '/fhir/CodeSystem/$lookup',
+          parameters({ name: 'coding', valueCoding: { system: 5, code: 'male' } }),
+        ),
+        'parameter-invalid',
+      );
+      // Read as absent, a system that is not a string would widen the match to every system.
+      expectErrorCode(
+        await post(
+          '/fhir/ConceptMap/$translate',
+          parameters(
+            { name: 'url', valueUri: cmUrl },
+            { name: 'coding', valueCoding: { system: 5, code: 'male' } },
+          ),
+        ),
+        'parameter-invalid',
+      );
+      expectErrorCode(
+        await post(
+          '/fhir/ConceptMap/$translate',
+          parameters(
+            { name: 'url', valueUri: cmUrl },
+            { name: 'coding', valueCoding: { system: gender, code: 7 } },
+          ),
+        ),
+        'parameter-invalid',
+      );
+    });
+
+    it('$validate-code refuses a codeableConcept.coding that is no list, and a valueSet whose url is no string', async () => {
+      expectErrorCode(
+        await post(
+          '/fhir/ValueSet/$validate-code',
+          parameters(
+            { name: 'url', valueUri: genderVs },
+            { name: 'codeableConcept', valueCodeableConcept: { coding: { length: 2 } } },
+          ),
+        ),
+        'parameter-missing',
+      );
+      expectErrorCode(
+        await post(
+          '/fhir/ValueSet/$validate-code',
+          parameters(
+            { name: 'valueSet', resource: { resourceType: 'ValueSet', status: 'active', url: 5 } },
+            { name: 'code', valueCode: 'male' },
+          ),
+        ),
+        'parameter-missing',
+      );
+    });
+
+    it('$translate with a concept map that is null or has a null group finds no mapping', async () => {
+      for (const conceptMap of [null, { resourceType: 'ConceptMap', group: [null] }]) {
+        const res = await post(
+          '/fhir/ConceptMap/$translate',
+          parameters({ name: 'conceptMap', resource: conceptMap }, { name: 'code', valueCode: 'a' }),
+        );
+        expect(res.statusCode, res.body).toBe(200);
+        expect(param(json(res.body), 'result')?.valueBoolean).toBe(false);
+      }
+    });
   });
 });

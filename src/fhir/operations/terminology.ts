@@ -7,16 +7,15 @@
  *   GET|POST [base]/ValueSet/$validate-code   url, code + system | coding | codeableConcept, display -> result, message, display
  *   GET|POST [base]/ConceptMap/$translate     url, system, code (or coding), source, target, reverse -> result, match*
  */
+import type { CodeSystemConceptProperty, Coding, Parameters, ParametersParameter } from 'fhir/r4.js';
 import { fhirError } from '../outcome.js';
 import { parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { parseRequestJson } from '../interactions/router.js';
 import type { OperationRegistration } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import type { DefinitionRegistry } from '../definitions/definition-registry.js';
+import { arrayField, field, isJsonObject, stringField } from '../definitions/json.js';
 import type { Expansion, Terminology } from '../validation/terminology.js';
-
-/** Untyped JSON, as before registry.ts stopped exporting `Json = any` (this file is not typed yet). */
-type Json = any;
 
 /** What terminology operations need from the validator: its definitions and terminology. */
 export interface TerminologySource {
@@ -27,39 +26,40 @@ export interface TerminologySource {
 /** Operation input as name -> values, from the query string (GET) and a Parameters body (POST). */
 export interface OperationInput {
   strings: Map<string, string[]>;
-  /** Complex values (valueCoding, valueCodeableConcept, resource) by parameter name. */
-  values: Map<string, Json[]>;
+  /** Complex values (valueCoding, valueCodeableConcept, resource) by parameter name: untrusted, narrowed where read. */
+  values: Map<string, unknown[]>;
 }
 
 export function readOperationInput(request: FhirRequest): OperationInput {
   const strings = new Map<string, string[]>();
-  const values = new Map<string, Json[]>();
+  const values = new Map<string, unknown[]>();
   const push = <T>(m: Map<string, T[]>, k: string, v: T): void => {
     const list = m.get(k);
     if (list) list.push(v);
     else m.set(k, [v]);
   };
   for (const [k, vs] of Object.entries(request.query)) for (const v of vs) push(strings, k, v);
-  let body: Json = request.resource ? toPlainJson(request.resource) : undefined;
+  let body: unknown = request.resource ? toPlainJson(request.resource) : undefined;
   if (!body && request.body && request.body.trim()) {
     body = toPlainJson(parseRequestJson(request.body));
   }
-  if (body && typeof body === 'object' && body.resourceType === 'Parameters') {
-    for (const p of Array.isArray(body.parameter) ? body.parameter : []) {
-      if (!p || typeof p.name !== 'string') continue;
+  if (isJsonObject(body) && body.resourceType === 'Parameters') {
+    for (const p of arrayField(body, 'parameter')) {
+      const name = stringField(p, 'name');
+      if (!isJsonObject(p) || name === undefined) continue;
       if (p.resource !== undefined) {
-        push(values, p.name, p.resource);
+        push(values, name, p.resource);
         continue;
       }
       for (const k of Object.keys(p)) {
         if (!k.startsWith('value')) continue;
         const v = p[k];
         if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean')
-          push(strings, p.name, String(v));
-        else push(values, p.name, v);
+          push(strings, name, String(v));
+        else push(values, name, v);
       }
     }
-  } else if (body && typeof body === 'object' && typeof body.resourceType === 'string') {
+  } else if (isJsonObject(body) && typeof body.resourceType === 'string') {
     push(values, '__resource', body);
   }
   return { strings, values };
@@ -67,15 +67,29 @@ export function readOperationInput(request: FhirRequest): OperationInput {
 
 const one = (input: OperationInput, name: string): string | undefined => input.strings.get(name)?.[0];
 
-function parameters(parameter: Json[]): FhirResource {
-  return { resourceType: 'Parameters', parameter } as FhirResource;
+/**
+ * The system and code of a `coding` parameter (absent when it is no object). Either, when present, must be a string:
+ * another type is refused rather than read as absent, which would widen a match to every system.
+ */
+function codingParts(coding: unknown, operation: string): { system?: string; code?: string } {
+  const parts: { system?: string; code?: string } = {};
+  for (const name of ['system', 'code'] as const) {
+    const value = field(coding, name);
+    if (typeof value === 'string') parts[name] = value;
+    else if (value !== undefined && value !== null)
+      throw fhirError('parameter-invalid', `${operation}: coding.${name} must be a string`, {
+        expression: `coding.${name}`,
+      });
+  }
+  return parts;
 }
 
-async function storedResource(
-  request: FhirRequest,
-  context: FhirContext,
-  type: string,
-): Promise<Json | undefined> {
+function parameters(parameter: ParametersParameter[]): FhirResource {
+  return { resourceType: 'Parameters', parameter } satisfies Parameters;
+}
+
+/** The stored instance the URL names (parsed, not yet narrowed), or undefined for a type-level request. */
+async function storedResource(request: FhirRequest, context: FhirContext, type: string): Promise<unknown> {
   if (!request.id) return undefined;
   const version = await context.store.read(type, request.id);
   if (!version || version.deleted || !version.json || !context.access.canRead(version))
@@ -89,19 +103,20 @@ export function lookupHandler(source: TerminologySource): InteractionHandler {
   return async (request) => {
     const input = readOperationInput(request);
     const coding = input.values.get('coding')?.[0];
-    const system = one(input, 'system') ?? coding?.system;
-    const code = one(input, 'code') ?? coding?.code;
+    const given = codingParts(coding, '$lookup');
+    const system = one(input, 'system') ?? given.system;
+    const code = one(input, 'code') ?? given.code;
     if (!system || !code) throw fhirError('parameter-missing', '$lookup needs system and code (or coding)');
     const cs = source.registry.codeSystem(system);
     if (!cs) throw fhirError('terminology-not-found', `CodeSystem '${system}' is not known to this server`);
     const concept = source.walker.terminology.codeSystemIndex(system)?.get(code);
     if (!concept) throw fhirError('terminology-not-found', `Code '${code}' is not in CodeSystem '${system}'`);
-    const out: Json[] = [{ name: 'name', valueString: cs.name ?? cs.title ?? system }];
+    const out: ParametersParameter[] = [{ name: 'name', valueString: cs.name ?? cs.title ?? system }];
     if (cs.version) out.push({ name: 'version', valueString: cs.version });
     if (concept.display) out.push({ name: 'display', valueString: concept.display });
     if (concept.definition) out.push({ name: 'definition', valueString: concept.definition });
     for (const d of concept.designation ?? []) {
-      const part: Json[] = [{ name: 'value', valueString: d.value }];
+      const part: ParametersParameter[] = [{ name: 'value', valueString: d.value }];
       if (d.language) part.unshift({ name: 'language', valueCode: d.language });
       if (d.use) part.push({ name: 'use', valueCoding: d.use });
       out.push({ name: 'designation', part });
@@ -115,17 +130,32 @@ export function lookupHandler(source: TerminologySource): InteractionHandler {
         ],
       });
     for (const p of concept.property ?? []) {
-      const value = Object.entries(p).find(([k]) => k.startsWith('value'));
+      const value = propertyValue(p);
       out.push({
         name: 'property',
-        part: [
-          { name: 'code', valueCode: p.code },
-          ...(value ? [{ name: 'value', [value[0]]: value[1] }] : []),
-        ],
+        part: [{ name: 'code', valueCode: p.code }, ...(value ? [value] : [])],
       });
     }
     return { status: 200, body: parameters(out) };
   };
+}
+
+/** The value[x] names of CodeSystem.concept.property (R4); a property has exactly one. */
+const PROPERTY_VALUE_KEYS = [
+  'valueCode',
+  'valueCoding',
+  'valueString',
+  'valueInteger',
+  'valueBoolean',
+  'valueDateTime',
+  'valueDecimal',
+] as const;
+
+/** A concept property's value as a `value` part, under its own value[x] name. */
+function propertyValue(property: CodeSystemConceptProperty): ParametersParameter | undefined {
+  for (const key of PROPERTY_VALUE_KEYS)
+    if (property[key] !== undefined) return { name: 'value', [key]: property[key] };
+  return undefined;
 }
 
 // ------------------------------------------------------------------ ValueSet/$expand
@@ -139,15 +169,17 @@ export function expandHandler(source: TerminologySource): InteractionHandler {
   };
 }
 
-/** The value set named by the request: in the body, stored (ValueSet/[id]), or known by `url`. */
+/**
+ * The value set named by the request: in the body, stored (ValueSet/[id]), or known by `url`. Not narrowed: one
+ * from the body is checked only by the registry taking it (`expansionOf`).
+ */
 async function valueSetToExpand(
   source: TerminologySource,
   request: FhirRequest,
   context: FhirContext,
   input: OperationInput,
-): Promise<Json> {
-  let vs: Json | undefined =
-    input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
+): Promise<unknown> {
+  let vs: unknown = input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
   const url = one(input, 'url');
   if (!vs && url) vs = source.registry.valueSet(url);
   if (!vs)
@@ -158,18 +190,18 @@ async function valueSetToExpand(
 }
 
 /** Its complete expansion: from the registry, or in a scratch layer for a value set not in it (422 when incomplete). */
-async function expansionOf(source: TerminologySource, vs: Json): Promise<Expansion> {
+async function expansionOf(source: TerminologySource, vs: unknown): Promise<Expansion> {
   const terminology = source.walker.terminology;
+  const url = stringField(vs, 'url');
   let expansion =
-    typeof vs.url === 'string' && source.registry.valueSet(vs.url) === vs
-      ? terminology.expand(vs.url)
-      : undefined;
+    url !== undefined && source.registry.valueSet(url) === vs ? terminology.expand(url) : undefined;
   if (!expansion) {
     // A value set not in the registry (in the body, or stored): expand it in a scratch registry layer.
     const { DefinitionRegistry } = await import('../definitions/definition-registry.js');
     const { Terminology } = await import('../validation/terminology.js');
     const scratch = new DefinitionRegistry(source.registry);
-    const copy = { ...vs, url: typeof vs.url === 'string' ? vs.url : 'urn:scratch:valueset' };
+    // Only an object can be a ValueSet: anything else is refused by registerResource and so not expanded.
+    const copy = { ...(isJsonObject(vs) ? vs : {}), url: url ?? 'urn:scratch:valueset' };
     scratch.registerResource(copy);
     expansion = new Terminology(scratch).expand(copy.url);
   }
@@ -178,7 +210,7 @@ async function expansionOf(source: TerminologySource, vs: Json): Promise<Expansi
       {
         severity: 'error',
         code: 'too-costly',
-        diagnostics: `ValueSet '${vs.url ?? ''}' cannot be expanded here (it draws on code systems not loaded on this server)`,
+        diagnostics: `ValueSet '${String(field(vs, 'url') ?? '')}' cannot be expanded here (it draws on code systems not loaded on this server)`,
       },
     ]);
   }
@@ -186,7 +218,7 @@ async function expansionOf(source: TerminologySource, vs: Json): Promise<Expansi
 }
 
 /** The expanded ValueSet: the page of matches that `filter`, `offset` and `count` ask for. */
-function expandedValueSet(vs: Json, expansion: Expansion, input: OperationInput): FhirResource {
+function expandedValueSet(vs: unknown, expansion: Expansion, input: OperationInput): FhirResource {
   const filter = one(input, 'filter')?.toLowerCase();
   const offset = Math.max(0, Number(one(input, 'offset') ?? 0) || 0);
   const countParam = one(input, 'count');
@@ -197,18 +229,25 @@ function expandedValueSet(vs: Json, expansion: Expansion, input: OperationInput)
       )
     : expansion.concepts;
   const page = matches.slice(offset, offset + count);
-  const params: Json[] = [
+  const params: ParametersParameter[] = [
     { name: 'offset', valueInteger: offset },
     { name: 'count', valueInteger: count },
   ];
   if (filter) params.push({ name: 'filter', valueString: filter });
-  const body = {
+  // The value set's own elements as it has them (one from the body is echoed; an id only when it is a string).
+  const [id, url, version, name] = [
+    stringField(vs, 'id'),
+    field(vs, 'url'),
+    field(vs, 'version'),
+    field(vs, 'name'),
+  ];
+  return {
     resourceType: 'ValueSet',
-    ...(vs.id ? { id: vs.id } : {}),
-    ...(vs.url ? { url: vs.url } : {}),
-    ...(vs.version ? { version: vs.version } : {}),
-    ...(vs.name ? { name: vs.name } : {}),
-    status: vs.status ?? 'active',
+    ...(id ? { id } : {}),
+    ...(url ? { url } : {}),
+    ...(version ? { version } : {}),
+    ...(name ? { name } : {}),
+    status: field(vs, 'status') ?? 'active',
     expansion: {
       identifier: `urn:uuid:${crypto.randomUUID()}`,
       timestamp: new Date().toISOString(),
@@ -226,7 +265,6 @@ function expandedValueSet(vs: Json, expansion: Expansion, input: OperationInput)
         : {}),
     },
   };
-  return body as FhirResource;
 }
 
 // ------------------------------------------------------------------ ValueSet/$validate-code
@@ -234,38 +272,38 @@ function expandedValueSet(vs: Json, expansion: Expansion, input: OperationInput)
 export function validateCodeHandler(source: TerminologySource): InteractionHandler {
   return async (request, context) => {
     const input = readOperationInput(request);
-    const vs: Json | undefined =
-      input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
-    const url = one(input, 'url') ?? vs?.url;
+    const vs = input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
+    const url = one(input, 'url') ?? stringField(vs, 'url');
     if (!url) throw fhirError('parameter-missing', '$validate-code needs url (or a ValueSet id or valueSet)');
     if (!source.registry.valueSet(url) && !vs)
       throw fhirError('terminology-not-found', `ValueSet '${url}' is not known to this server`);
-    let codings: Json[] = [];
+    // Untrusted: each coding is narrowed below (one without a string code is skipped).
+    let codings: unknown[] = [];
     const code = one(input, 'code');
+    const codingValues = input.values.get('coding');
+    const concepts = input.values.get('codeableConcept');
     if (code) codings = [{ system: one(input, 'system'), code, display: one(input, 'display') }];
-    else if (input.values.get('coding')) codings = input.values.get('coding')!;
-    else if (input.values.get('codeableConcept'))
-      codings = input.values.get('codeableConcept')![0]?.coding ?? [];
+    else if (codingValues) codings = codingValues;
+    else if (concepts) codings = arrayField(concepts[0], 'coding');
     if (!codings.length)
       throw fhirError('parameter-missing', '$validate-code needs code, coding or codeableConcept');
     const terminology = source.walker.terminology;
     let unknown = false;
     for (const c of codings) {
-      if (!c || typeof c.code !== 'string') continue;
-      const m = terminology.member(url, typeof c.system === 'string' ? c.system : undefined, c.code);
+      const codingCode = stringField(c, 'code');
+      if (codingCode === undefined) continue;
+      const system = stringField(c, 'system');
+      const m = terminology.member(url, system, codingCode);
       if (m === 'yes') {
         const display =
-          typeof c.system === 'string' ? terminology.codeInSystem(c.system, c.code).display : undefined;
-        const out: Json[] = [{ name: 'result', valueBoolean: true }];
+          system !== undefined ? terminology.codeInSystem(system, codingCode).display : undefined;
+        const out: ParametersParameter[] = [{ name: 'result', valueBoolean: true }];
         if (display) out.push({ name: 'display', valueString: display });
-        if (
-          display &&
-          typeof c.display === 'string' &&
-          c.display.trim().toLowerCase() !== display.toLowerCase()
-        )
+        const given = stringField(c, 'display');
+        if (display && given !== undefined && given.trim().toLowerCase() !== display.toLowerCase())
           out.push({
             name: 'message',
-            valueString: `The display '${c.display}' is not the display of ${c.system}#${c.code} ('${display}')`,
+            valueString: `The display '${given}' is not the display of ${system}#${codingCode} ('${display}')`,
           });
         return { status: 200, body: parameters(out) };
       }
@@ -289,9 +327,11 @@ export function validateCodeHandler(source: TerminologySource): InteractionHandl
 export function translateHandler(source: TerminologySource): InteractionHandler {
   return async (request, context) => {
     const input = readOperationInput(request);
-    const coding = input.values.get('coding')?.[0] ?? input.values.get('codeableConcept')?.[0]?.coding?.[0];
-    const system = one(input, 'system') ?? coding?.system;
-    const code = one(input, 'code') ?? coding?.code;
+    const coding =
+      input.values.get('coding')?.[0] ?? arrayField(input.values.get('codeableConcept')?.[0], 'coding')[0];
+    const given = codingParts(coding, '$translate');
+    const system = one(input, 'system') ?? given.system;
+    const code = one(input, 'code') ?? given.code;
     if (!code) throw fhirError('parameter-missing', '$translate needs code (with system) or coding');
     const reverse = one(input, 'reverse') === 'true';
     const maps = await conceptMapsFor(source, request, context, input, reverse);
@@ -301,7 +341,7 @@ export function translateHandler(source: TerminologySource): InteractionHandler 
       reverse,
       targetSystem: one(input, 'targetsystem'),
     });
-    const ok = matches.some((m) => !['unmatched', 'disjoint'].includes(m.part[0].valueCode));
+    const ok = matches.some((m) => !NO_MATCH.has(m.part?.[0]?.valueCode ?? ''));
     return {
       status: 200,
       body: parameters([
@@ -316,6 +356,9 @@ export function translateHandler(source: TerminologySource): InteractionHandler 
   };
 }
 
+/** The equivalences that say a code does not map. */
+const NO_MATCH = new Set(['unmatched', 'disjoint']);
+
 /** The concept maps to translate with: stored, in the body, known by `url`, or every one from `source` to `target`. */
 async function conceptMapsFor(
   source: TerminologySource,
@@ -323,10 +366,11 @@ async function conceptMapsFor(
   context: FhirContext,
   input: OperationInput,
   reverse: boolean,
-): Promise<Json[]> {
+): Promise<unknown[]> {
   const sourceVs = one(input, 'source');
   const targetVs = one(input, 'target');
-  let maps: Json[];
+  // Untrusted when from the body: translationMatches narrows each.
+  let maps: unknown[];
   const stored = await storedResource(request, context, 'ConceptMap');
   const url = one(input, 'url');
   if (stored) maps = [stored];
@@ -347,43 +391,36 @@ async function conceptMapsFor(
 
 /** The `match` parameters of a code in the maps' groups (target to source when `reverse`). */
 function translationMatches(
-  maps: Json[],
+  maps: unknown[],
   {
     system,
     code,
     reverse,
     targetSystem,
   }: { system?: string; code: string; reverse: boolean; targetSystem?: string },
-): Json[] {
-  const matches: Json[] = [];
+): ParametersParameter[] {
+  const matches: ParametersParameter[] = [];
   for (const cm of maps) {
-    for (const group of cm.group ?? []) {
-      const from = reverse ? group.target : group.source;
-      const to = reverse ? group.source : group.target;
+    const mapUrl = stringField(cm, 'url');
+    for (const group of arrayField(cm, 'group')) {
+      // The systems are compared as given (one that is not a string matches no system asked for).
+      const from = field(group, reverse ? 'target' : 'source');
+      const to = field(group, reverse ? 'source' : 'target');
       if (system && from && from !== system) continue;
       if (targetSystem && to && to !== targetSystem) continue;
-      for (const el of group.element ?? []) {
-        for (const t of el.target ?? []) {
-          const hit = reverse ? t.code === code : el.code === code;
+      for (const el of arrayField(group, 'element')) {
+        for (const t of arrayField(el, 'target')) {
+          const hit = reverse ? field(t, 'code') === code : field(el, 'code') === code;
           if (!hit) continue;
           const mapped = reverse
-            ? { system: group.source, code: el.code, display: el.display }
-            : { system: group.target, code: t.code, display: t.display };
+            ? codingOf(stringField(group, 'source'), stringField(el, 'code'), stringField(el, 'display'))
+            : codingOf(stringField(group, 'target'), stringField(t, 'code'), stringField(t, 'display'));
           matches.push({
             name: 'match',
             part: [
-              { name: 'equivalence', valueCode: t.equivalence ?? 'equivalent' },
-              ...(mapped.code
-                ? [
-                    {
-                      name: 'concept',
-                      valueCoding: Object.fromEntries(
-                        Object.entries(mapped).filter(([, v]) => v !== undefined),
-                      ),
-                    },
-                  ]
-                : []),
-              ...(cm.url ? [{ name: 'source', valueUri: cm.url }] : []),
+              { name: 'equivalence', valueCode: stringField(t, 'equivalence') ?? 'equivalent' },
+              ...(mapped.code ? [{ name: 'concept', valueCoding: mapped }] : []),
+              ...(mapUrl ? [{ name: 'source', valueUri: mapUrl }] : []),
             ],
           });
         }
@@ -391,6 +428,15 @@ function translationMatches(
     }
   }
   return matches;
+}
+
+/** A Coding with only the elements given. */
+function codingOf(system?: string, code?: string, display?: string): Coding {
+  return {
+    ...(system !== undefined ? { system } : {}),
+    ...(code !== undefined ? { code } : {}),
+    ...(display !== undefined ? { display } : {}),
+  };
 }
 
 /** The four terminology operations, ready for `registry.registerOperation`. */

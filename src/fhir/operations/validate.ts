@@ -10,11 +10,12 @@
  * Nothing is stored.
  */
 import { fhirError, type OperationOutcomeIssue } from '../outcome.js';
-import { parseClientJson, parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
+import { parseClientJson, parseFhirJson, toPlainJson } from '../fhir-json.js';
 import { assertId, assertResourceType } from '../interactions/common.js';
 import type { OperationRegistration } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import type { ValidationOptions } from '../validation/validator.js';
+import { field, stringField } from '../definitions/json.js';
 import {
   readOperationInput,
   terminologyOperations,
@@ -22,10 +23,12 @@ import {
   type TerminologySource,
 } from './terminology.js';
 
-/** Untyped JSON (this file is not typed yet). */
-type Json = any;
+type Mode = NonNullable<ValidationOptions['mode']>;
+const MODES = new Set<string>(['create', 'update', 'delete', 'profile'] satisfies Mode[]);
 
-const MODES = new Set(['create', 'update', 'delete', 'profile']);
+function isMode(value: string): value is Mode {
+  return MODES.has(value);
+}
 
 export interface ValidateOperationOptions {
   /** Whether a profile URL is known (unknown requested profiles are an error); all accepted when absent. */
@@ -38,13 +41,13 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     context.access.authorize('read', resourceType);
     const input = readOperationInput(request);
     const modeParam = input.strings.get('mode')?.[0];
-    if (modeParam !== undefined && !MODES.has(modeParam))
+    if (modeParam !== undefined && !isMode(modeParam))
       throw fhirError(
         'parameter-invalid',
         `Unknown $validate mode '${modeParam}' (create, update, delete or profile)`,
         { expression: 'mode' },
       );
-    const mode = modeParam as ValidationOptions['mode'];
+    const mode = modeParam;
     const profiles = input.strings.get('profile') ?? [];
     const issues: OperationOutcomeIssue[] = [];
 
@@ -60,7 +63,7 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
         code: 'informational',
         diagnostics: `${resourceType}/${request.id} can be deleted`,
       });
-      return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } as FhirResource };
+      return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } };
     }
 
     const resource = resourceToValidate(request, input, resourceType, stored);
@@ -70,37 +73,43 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     if (!issues.some((i) => i.severity === 'error' || i.severity === 'fatal')) {
       issues.push({ severity: 'information', code: 'informational', diagnostics: 'All OK: no errors found' });
     }
-    return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } as FhirResource };
+    return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } };
   };
 }
 
-/** The instance named in the URL, when there is one and the caller may read it (none: 404 where it is needed). */
+/**
+ * The instance named in the URL (parsed, not narrowed: the validator judges it), when there is one and the caller
+ * may read it (none: 404 where it is needed).
+ */
 async function storedResource(
   request: FhirRequest,
   context: FhirContext,
   resourceType: string,
   mode: ValidationOptions['mode'],
-): Promise<Json | undefined> {
-  let stored: Json | undefined;
+): Promise<unknown> {
+  let stored: unknown;
   if (request.id !== undefined) {
     const id = assertId(request.id);
     const version = await context.store.read(resourceType, id);
-    const exists = !!version && !version.deleted && !!version.json && context.access.canRead(version);
-    if (exists) stored = toPlainJson(parseFhirJson(version.json!));
+    if (version && !version.deleted && version.json && context.access.canRead(version))
+      stored = toPlainJson(parseFhirJson(version.json));
     else if (mode === 'delete' || request.method === 'GET' || request.method === 'HEAD')
       throw fhirError('resource-not-found', `${resourceType}/${id} is not known`);
   }
   return stored;
 }
 
-/** The resource to validate: the `resource` parameter, a bare body, or the stored instance (GET). */
+/**
+ * The resource to validate (untrusted: the validator judges it): the `resource` parameter, a bare body, or the stored
+ * instance (GET).
+ */
 function resourceToValidate(
   request: FhirRequest,
   input: OperationInput,
   resourceType: string,
-  stored: Json | undefined,
-): Json {
-  let resource: Json | undefined = input.values.get('resource')?.[0] ?? input.values.get('__resource')?.[0];
+  stored: unknown,
+): unknown {
+  let resource: unknown = input.values.get('resource')?.[0] ?? input.values.get('__resource')?.[0];
   // Parameters/$validate with a bare Parameters body: the body is the resource to validate.
   if (!resource && resourceType === 'Parameters' && request.body)
     resource = toPlainJson(parseClientJson(request.body));
@@ -117,33 +126,35 @@ function resourceToValidate(
 /** What the request itself gets wrong: the URL's type or id, unknown profiles. */
 function requestIssues(
   request: FhirRequest,
-  resource: Json,
+  resource: unknown,
   resourceType: string,
   mode: ValidationOptions['mode'],
   profiles: string[],
   options: ValidateOperationOptions,
 ): OperationOutcomeIssue[] {
   const issues: OperationOutcomeIssue[] = [];
-  if (resource.resourceType !== resourceType)
+  const givenType = field(resource, 'resourceType');
+  if (givenType !== resourceType)
     issues.push({
       severity: 'error',
       code: 'invalid',
-      diagnostics: `The resource is a ${String(resource.resourceType)} but the URL names ${resourceType}`,
+      diagnostics: `The resource is a ${String(givenType)} but the URL names ${resourceType}`,
       expression: ['resourceType'],
     });
+  const id = stringField(resource, 'id');
   if (mode === 'update') {
-    if (typeof resource.id !== 'string')
+    if (id === undefined)
       issues.push({
         severity: 'error',
         code: 'required',
         diagnostics: 'A resource to update must have an id',
         expression: [`${resourceType}.id`],
       });
-    else if (request.id !== undefined && resource.id !== request.id)
+    else if (request.id !== undefined && id !== request.id)
       issues.push({
         severity: 'error',
         code: 'invalid',
-        diagnostics: `The resource id '${resource.id}' does not match the URL id '${request.id}'`,
+        diagnostics: `The resource id '${id}' does not match the URL id '${request.id}'`,
         expression: [`${resourceType}.id`],
       });
   }
