@@ -136,17 +136,6 @@ export function versionUrl(fhirBaseUrl: string, resourceType: string, id: string
   return `${fhirBaseUrl}/${resourceType}/${id}/_history/${versionId}`;
 }
 
-/** A FHIR extension as this module writes it (one value or nested extensions). */
-export interface EvidenceExtension {
-  url: string;
-  valueCode?: string;
-  valueString?: string;
-  valueUnsignedInt?: number;
-  valuePositiveInt?: number;
-  valueDateTime?: string;
-  extension?: EvidenceExtension[];
-}
-
 /** What the receiver adds to the evidence once it has checked it against its ledger. */
 export interface EvidenceVerdict {
   status: 'verified' | 'pending';
@@ -156,55 +145,51 @@ export interface EvidenceVerdict {
   anchoredAt?: string;
 }
 
+const part = (url: string, type: string, value: string | number): string =>
+  `{"url":"${url}","${type}":${typeof value === 'number' ? String(value) : JSON.stringify(value)}}`;
+
 /**
- * The `integrity-evidence` extension: `status` (custodian: anchored | pending; receiver: verified | pending),
- * `reason`, `salt`, `leafVersion`, `custodian`, `root`, `leafIndex`, `leafCount`, `proof` (repeated, leaf to
- * root, `left:<hex>` | `right:<hex>`), `transactionId`, `blockNumber`, and from a receiver `anchoredBy`,
- * `anchoredAt`.
+ * The `integrity-evidence` extension, as JSON text: `status` (custodian: anchored | pending; receiver: verified |
+ * pending), `reason`, `salt`, `leafVersion`, `custodian`, `root`, `leafIndex`, `leafCount`, `proof` (repeated,
+ * leaf to root, `left:<hex>` | `right:<hex>`), `transactionId`, `blockNumber`, and from a receiver `anchoredBy`,
+ * `anchoredAt`. Written as text (not an object then JSON.stringify): it goes out once per record.
  */
-export function evidenceExtension(evidence: RecordEvidence, verdict?: EvidenceVerdict): EvidenceExtension {
-  const parts: EvidenceExtension[] = [{ url: 'status', valueCode: verdict?.status ?? evidence.status }];
+export function evidenceExtensionText(evidence: RecordEvidence, verdict?: EvidenceVerdict): string {
+  const parts: string[] = [part('status', 'valueCode', verdict?.status ?? evidence.status)];
   const reason = verdict ? verdict.reason : evidence.status === 'pending' ? evidence.reason : undefined;
-  if (reason !== undefined) parts.push({ url: 'reason', valueString: reason });
+  if (reason !== undefined) parts.push(part('reason', 'valueString', reason));
   if (evidence.status === 'anchored') {
-    parts.push({ url: 'salt', valueString: evidence.salt });
-    parts.push({ url: 'leafVersion', valuePositiveInt: evidence.leafVersion });
-    if (evidence.custodian !== undefined) parts.push({ url: 'custodian', valueString: evidence.custodian });
-    parts.push({ url: 'root', valueString: evidence.root });
-    parts.push({ url: 'leafIndex', valueUnsignedInt: evidence.leafIndex });
-    parts.push({ url: 'leafCount', valuePositiveInt: evidence.leafCount });
-    for (const step of evidence.proof) parts.push({ url: 'proof', valueString: `${step.side}:${step.hash}` });
-    parts.push({ url: 'transactionId', valueString: evidence.transactionId });
-    parts.push({ url: 'blockNumber', valueUnsignedInt: evidence.blockNumber });
+    parts.push(part('salt', 'valueString', evidence.salt));
+    parts.push(part('leafVersion', 'valuePositiveInt', evidence.leafVersion));
+    if (evidence.custodian !== undefined) parts.push(part('custodian', 'valueString', evidence.custodian));
+    parts.push(part('root', 'valueString', evidence.root));
+    parts.push(part('leafIndex', 'valueUnsignedInt', evidence.leafIndex));
+    parts.push(part('leafCount', 'valuePositiveInt', evidence.leafCount));
+    for (const step of evidence.proof) parts.push(part('proof', 'valueString', `${step.side}:${step.hash}`));
+    parts.push(part('transactionId', 'valueString', evidence.transactionId));
+    parts.push(part('blockNumber', 'valueUnsignedInt', evidence.blockNumber));
   }
-  if (verdict?.anchoredBy !== undefined) parts.push({ url: 'anchoredBy', valueString: verdict.anchoredBy });
-  if (verdict?.anchoredAt !== undefined) parts.push({ url: 'anchoredAt', valueDateTime: verdict.anchoredAt });
-  return { url: EVIDENCE_EXTENSION_URL, extension: parts };
+  if (verdict?.anchoredBy !== undefined) parts.push(part('anchoredBy', 'valueString', verdict.anchoredBy));
+  if (verdict?.anchoredAt !== undefined) parts.push(part('anchoredAt', 'valueDateTime', verdict.anchoredAt));
+  return `{"url":"${EVIDENCE_EXTENSION_URL}","extension":[${parts.join(',')}]}`;
 }
 
-/** The Provenance that follows a record: custodian, target version, evidence. */
-export function evidenceProvenance(
+/** The Provenance that follows a record, as JSON text: custodian (MSP, organisation), target version, evidence. */
+export function evidenceProvenanceText(
   target: { fullUrl: string; lastUpdated: string },
   custodian: Pick<CustodianIdentity, 'mspId' | 'organization'>,
   evidence: RecordEvidence,
   verdict?: EvidenceVerdict,
-): object {
-  return {
-    resourceType: 'Provenance',
-    extension: [evidenceExtension(evidence, verdict)],
-    target: [{ reference: target.fullUrl }],
+): string {
+  return (
+    `{"resourceType":"Provenance","extension":[${evidenceExtensionText(evidence, verdict)}],` +
+    `"target":[{"reference":${JSON.stringify(target.fullUrl)}}],` +
     // When the target version was recorded by its custodian.
-    recorded: target.lastUpdated,
-    agent: [
-      {
-        type: { coding: [{ system: PARTICIPANT_TYPE_SYSTEM, code: 'custodian', display: 'Custodian' }] },
-        who: {
-          identifier: { system: MSP_IDENTIFIER_SYSTEM, value: custodian.mspId },
-          display: custodian.organization,
-        },
-      },
-    ],
-  };
+    `"recorded":${JSON.stringify(target.lastUpdated)},` +
+    `"agent":[{"type":{"coding":[{"system":"${PARTICIPANT_TYPE_SYSTEM}","code":"custodian","display":"Custodian"}]},` +
+    `"who":{"identifier":{"system":"${MSP_IDENTIFIER_SYSTEM}","value":${JSON.stringify(custodian.mspId)}},` +
+    `"display":${JSON.stringify(custodian.organization)}}}]}`
+  );
 }
 
 /** One searchset entry of a record: the stored text spliced in as it is (never re-serialised). */
@@ -212,10 +197,9 @@ export function recordEntryText(fullUrl: string, resourceText: string): string {
   return `{"fullUrl":${JSON.stringify(fullUrl)},"resource":${resourceText},"search":{"mode":"match"}}`;
 }
 
-/** One searchset entry of an included resource (a Provenance, an OperationOutcome). */
-export function includeEntryText(resource: object, fullUrl?: string): string {
-  const url = fullUrl === undefined ? '' : `"fullUrl":${JSON.stringify(fullUrl)},`;
-  return `{${url}"resource":${JSON.stringify(resource)},"search":{"mode":"include"}}`;
+/** One searchset entry of an included resource (a Provenance), from its JSON text. */
+export function includeEntryText(resourceText: string): string {
+  return `{"resource":${resourceText},"search":{"mode":"include"}}`;
 }
 
 /** A searchset Bundle of entry texts, `total` the number of matches. */
@@ -242,7 +226,7 @@ export function evidenceBundleText(
     entries.push(recordEntryText(fullUrl, version.json));
     entries.push(
       includeEntryText(
-        evidenceProvenance({ fullUrl, lastUpdated: version.lastUpdated }, custodian, evidence[i]),
+        evidenceProvenanceText({ fullUrl, lastUpdated: version.lastUpdated }, custodian, evidence[i]),
       ),
     );
     total++;

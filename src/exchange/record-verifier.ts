@@ -20,7 +20,7 @@ import {
   EVIDENCE_EXTENSION_URL,
   EVIDENCE_LIMITS,
   MSP_IDENTIFIER_SYSTEM,
-  evidenceProvenance,
+  evidenceProvenanceText,
   includeEntryText,
   recordEntryText,
   searchsetText,
@@ -98,42 +98,78 @@ class SpanScanner {
     while (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) c = t.charCodeAt(++this.pos);
   }
 
-  /** Skips one value; returns its span [start, end). */
-  value(depth = 0): [number, number] {
+  /**
+   * Skips one value; returns its span [start, end). Only the brackets and strings are matched here: the span of a
+   * resource is then checked in full by the parser that reads it (canonicalizeText, JSON.parse), and the
+   * envelope's own members go through `members`/`elements`.
+   */
+  value(): [number, number] {
     this.ws();
+    const t = this.text;
     const start = this.pos;
-    const c = this.text.charCodeAt(this.pos);
-    if (depth > this.maxDepth) this.fail('JSON nested too deeply');
-    if (c === 0x7b) this.members(() => this.value(depth + 1));
-    else if (c === 0x5b) this.elements(() => this.value(depth + 1));
-    else if (c === 0x22) this.string();
-    else if (this.text.startsWith('true', this.pos)) this.pos += 4;
-    else if (this.text.startsWith('false', this.pos)) this.pos += 5;
-    else if (this.text.startsWith('null', this.pos)) this.pos += 4;
-    else {
-      NUMBER.lastIndex = this.pos;
-      if (!NUMBER.test(this.text)) this.fail('not JSON');
-      this.pos = NUMBER.lastIndex;
+    const c = t.charCodeAt(start);
+    if (c !== 0x7b && c !== 0x5b) {
+      if (c === 0x22) this.string();
+      else if (t.startsWith('true', start)) this.pos += 4;
+      else if (t.startsWith('false', start)) this.pos += 5;
+      else if (t.startsWith('null', start)) this.pos += 4;
+      else {
+        NUMBER.lastIndex = start;
+        if (!NUMBER.test(t)) this.fail('not JSON');
+        this.pos = NUMBER.lastIndex;
+      }
+      return [start, this.pos];
     }
-    return [start, this.pos];
+    // Brackets still open, as their closing characters; capped so hostile nesting stays cheap.
+    const open: number[] = [];
+    let i = start;
+    for (;;) {
+      const d = t.charCodeAt(i);
+      if (d === 0x22) {
+        this.pos = i;
+        this.string();
+        i = this.pos;
+        continue;
+      }
+      if (d === 0x7b || d === 0x5b) {
+        if (open.length >= this.maxDepth) {
+          this.pos = i;
+          this.fail('JSON nested too deeply');
+        }
+        open.push(d + 2);
+      } else if (d === 0x7d || d === 0x5d) {
+        if (open.pop() !== d) {
+          this.pos = i;
+          this.fail('unbalanced brackets');
+        }
+        if (open.length === 0) {
+          this.pos = i + 1;
+          return [start, this.pos];
+        }
+      } else if (Number.isNaN(d)) {
+        this.pos = i;
+        this.fail('unterminated value');
+      }
+      i++;
+    }
   }
 
   /** Skips a string (at its opening quote); returns its span including the quotes. */
   string(): [number, number] {
     const t = this.text;
     const start = this.pos;
-    if (t.charCodeAt(this.pos) !== 0x22) this.fail('a string expected');
-    let i = this.pos + 1;
+    if (t.charCodeAt(start) !== 0x22) this.fail('a string expected');
+    let i = start + 1;
     for (;;) {
-      const c = t.charCodeAt(i);
-      if (c === 0x22) break;
-      if (c === 0x5c) i += 2;
-      else if (c < 0x20 || Number.isNaN(c)) {
-        this.pos = i;
-        this.fail('unterminated or invalid string');
-      } else i++;
+      const quote = t.indexOf('"', i);
+      if (quote < 0) this.fail('unterminated string');
+      // The quote ends the string unless an odd number of backslashes escapes it.
+      let backslashes = 0;
+      while (t.charCodeAt(quote - 1 - backslashes) === 0x5c) backslashes++;
+      i = quote + 1;
+      if (backslashes % 2 === 0) break;
     }
-    this.pos = i + 1;
+    this.pos = i;
     return [start, this.pos];
   }
 
@@ -183,8 +219,8 @@ class SpanScanner {
   }
 
   /** The value at the scanner, parsed (for the small envelope parts: search, fullUrl, Provenance). */
-  parsed(depth: number): unknown {
-    const [s, e] = this.value(depth);
+  parsed(): unknown {
+    const [s, e] = this.value();
     return JSON.parse(this.text.slice(s, e)) as unknown;
   }
 
@@ -212,8 +248,8 @@ function scanBundle(text: string, limits: VerifierLimits): ScannedEntry[] {
   let type: unknown;
   let hasEntries = false;
   scanner.members((name) => {
-    if (name === 'resourceType') resourceType = scanner.parsed(1);
-    else if (name === 'type') type = scanner.parsed(1);
+    if (name === 'resourceType') resourceType = scanner.parsed();
+    else if (name === 'type') type = scanner.parsed();
     else if (name === 'entry') {
       hasEntries = true;
       scanner.elements((index) => {
@@ -221,18 +257,18 @@ function scanBundle(text: string, limits: VerifierLimits): ScannedEntry[] {
         const entry: ScannedEntry = {};
         scanner.ws();
         scanner.members((member) => {
-          if (member === 'fullUrl') entry.fullUrl = scanner.parsed(3);
+          if (member === 'fullUrl') entry.fullUrl = scanner.parsed();
           else if (member === 'resource') {
-            const [s, e] = scanner.value(3);
+            const [s, e] = scanner.value();
             entry.resourceText = text.slice(s, e);
           } else if (member === 'search') {
-            const search = scanner.parsed(3);
+            const search = scanner.parsed();
             entry.mode = isObject(search) ? search.mode : undefined;
-          } else scanner.value(3);
+          } else scanner.value();
         });
         entries.push(entry);
       });
-    } else scanner.value(1);
+    } else scanner.value();
   });
   scanner.end();
   if (resourceType !== 'Bundle' || type !== 'searchset') throw new ShapeError('not a searchset Bundle');
@@ -444,7 +480,7 @@ async function verifyEntry(
   ambiguous: Set<string>,
   seen: Set<string>,
   batches: BatchSource,
-): Promise<{ record: RecordVerdict; provenance?: object }> {
+): Promise<{ record: RecordVerdict; provenance?: string }> {
   const fail = (reason: string) => ({ record: { fullUrl, status: 'failed' as const, reason } });
   if (entry.resourceText === undefined) return fail('the entry has no resource');
   const version = versionOf(entry.resourceText);
@@ -468,7 +504,7 @@ async function verifyEntry(
     const reason = 'not yet anchored by the custodian';
     return {
       record: { fullUrl, status: 'pending', reason },
-      provenance: evidenceProvenance(target, custodian, evidence, { status: 'pending', reason }),
+      provenance: evidenceProvenanceText(target, custodian, evidence, { status: 'pending', reason }),
     };
   }
   let result;
@@ -494,7 +530,7 @@ async function verifyEntry(
   if (result.anchoredAt !== undefined) record.anchoredAt = result.anchoredAt;
   return {
     record,
-    provenance: evidenceProvenance(target, custodian, evidence, {
+    provenance: evidenceProvenanceText(target, custodian, evidence, {
       status: result.status,
       reason,
       anchoredBy: result.anchoredBy,

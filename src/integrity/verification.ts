@@ -17,7 +17,15 @@ import type {
 } from '../fhir/store/resource-store.js';
 import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
 import { canonicalOfVersion, leafHashOf, versionReference, type LeafVersion } from './hashing.js';
-import { MerkleTree, leafTag, leafTagAt, merkleRoot, verifyProof, type ProofStep } from './merkle.js';
+import {
+  MerkleTree,
+  ProvenNodes,
+  leafTag,
+  leafTagAt,
+  merkleRoot,
+  verifyProof,
+  type ProofStep,
+} from './merkle.js';
 import type { AnchorJournal, BatchMember, JournalBatch } from './anchor-journal.js';
 import { AnchorContractClient, anchorCreatorMsp, type OnChainBatch } from './anchor-contract-client.js';
 import type { Ledger } from '../ledger/ledger.js';
@@ -995,6 +1003,8 @@ export type ReceivedRecordStatus = 'verified' | 'pending' | 'failed';
 /** Where a receiver reads anchor batches: the ledger's anchor contract, or a cache in front of it. */
 export interface BatchSource {
   readBatch(root: string): Promise<OnChainBatch | null>;
+  /** Merkle nodes proven so far in this run (see ProvenNodes), shared by the proofs of one batch. */
+  readonly proven?: ProvenNodes;
 }
 
 /**
@@ -1006,6 +1016,7 @@ export class CachedBatchSource implements BatchSource {
   private readonly batches = new Map<string, Promise<OnChainBatch | null>>();
   /** How many roots were read on the ledger (the rest came from the cache). */
   reads = 0;
+  readonly proven = new ProvenNodes();
 
   constructor(ledger: Ledger) {
     this.contract = new AnchorContractClient(ledger);
@@ -1052,11 +1063,19 @@ export async function verifyReceivedRecord(
     evidence.leafVersion ?? 1,
   );
   if (!hash) return { verified: false, status: 'failed', reason: error };
+  const source = 'readBatch' in batches ? batches : new AnchorContractClient(batches);
   const position = { leafIndex: evidence.leafIndex, leafCount: evidence.leafCount };
-  if (!verifyProof(hash, evidence.proof, evidence.root, position)) {
+  if (
+    !verifyProof(
+      hash,
+      evidence.proof,
+      evidence.root,
+      position,
+      'proven' in source ? source.proven : undefined,
+    )
+  ) {
     return { verified: false, status: 'failed', reason: 'the record does not prove into the given root' };
   }
-  const source = 'readBatch' in batches ? batches : new AnchorContractClient(batches);
   const onChain = await source.readBatch(evidence.root);
   if (!onChain)
     return { verified: false, status: 'pending', reason: 'the ledger has no batch with this root' };
