@@ -6,7 +6,7 @@
  *
  * Data: about 300 Synthea resources (../shared/data/synthea-bundles), stored in a real SQLite store and anchored on
  * the embedded ledger in one batch, answered by the custodian's recordEvidenceBundle.
- * Run: npx tsx bench/exchange-verify.ts [records=300] [rounds=40]
+ * Run: npx tsx bench/exchange-verify.ts [records=300] [rounds=10] [passes=7]
  */
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,7 +29,8 @@ import {
 import { verifyEvidenceBundle } from '../src/exchange/record-verifier.js';
 
 const RECORDS = Number(process.argv[2] ?? 300);
-const ROUNDS = Number(process.argv[3] ?? 40);
+const ROUNDS = Number(process.argv[3] ?? 10);
+const PASSES = Number(process.argv[4] ?? 7);
 const CUSTODIAN: CustodianIdentity = {
   mspId: 'Org1MSP',
   organization: 'Hospital A',
@@ -77,7 +78,7 @@ try {
   const bytes = versions.reduce((n, v) => n + Buffer.byteLength(v.json!), 0);
   console.log(
     `${versions.length} Synthea resources (mean ${Math.round(bytes / versions.length)} B), one batch; ` +
-      `evidence Bundle ${Math.round(bundleText.length / 1024)} KiB; ${ROUNDS} rounds per row\n`,
+      `evidence Bundle ${Math.round(bundleText.length / 1024)} KiB; best of ${PASSES} passes of ${ROUNDS} rounds per row\n`,
   );
 
   const batches = new CachedBatchSource(ledger);
@@ -96,57 +97,82 @@ try {
     return run;
   };
 
-  /** Runs `round` ROUNDS times after one warm-up; rates per wall second and per CPU second. */
-  async function measure(name: string, round: () => unknown): Promise<Record<string, string | number>> {
-    await round();
-    const cpu0 = process.cpuUsage();
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < ROUNDS; i++) await round();
-    const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
-    const cpu = process.cpuUsage(cpu0);
-    const cpuS = (cpu.user + cpu.system) / 1e6;
+  /**
+   * Each stage runs ROUNDS rounds per pass, the stages interleaved over PASSES passes; a stage's figure is its
+   * best pass (least CPU per record): other jobs on the machine only ever add time.
+   */
+  type Stage = [name: string, round: () => unknown];
+  async function measureAll(stages: Stage[]): Promise<Record<string, string | number>[]> {
+    const best = stages.map(() => ({ cpuS: Infinity, wallS: Infinity }));
+    for (const [, round] of stages) await round(); // warm-up
+    for (let pass = 0; pass < PASSES; pass++) {
+      for (let s = 0; s < stages.length; s++) {
+        const round = stages[s][1];
+        const cpu0 = process.cpuUsage();
+        const t0 = process.hrtime.bigint();
+        for (let i = 0; i < ROUNDS; i++) await round();
+        const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+        const cpu = process.cpuUsage(cpu0);
+        const cpuS = (cpu.user + cpu.system) / 1e6;
+        if (cpuS < best[s].cpuS) best[s] = { cpuS, wallS };
+      }
+    }
     const n = ROUNDS * versions.length;
-    return {
+    return stages.map(([name], s) => ({
       stage: name,
-      'records/s (wall)': Math.round(n / wallS),
-      'records per CPU-second': Math.round(n / cpuS),
-      'µs CPU/record': Number(((cpuS * 1e6) / n).toFixed(1)),
-    };
+      'records/s (wall)': Math.round(n / best[s].wallS),
+      'records per CPU-second': Math.round(n / best[s].cpuS),
+      'µs CPU/record': Number(((best[s].cpuS * 1e6) / n).toFixed(1)),
+    }));
   }
 
-  const rows = [
-    await measure('hashing alone: canonical form + leaf hash (baseline)', () => {
-      for (let i = 0; i < versions.length; i++) {
-        const e = evidence[i];
-        if (e.status === 'anchored')
-          leafHashOf(e.salt, canonicalizeText(versions[i].json!), e.leafVersion, e.custodian);
-      }
-    }),
-    await measure('hashing + Merkle proof', () => {
-      for (let i = 0; i < versions.length; i++) {
-        const e = evidence[i];
-        if (e.status !== 'anchored') continue;
-        const hash = leafHashOf(e.salt, canonicalizeText(versions[i].json!), e.leafVersion, e.custodian);
-        verifyProof(hash, e.proof, e.root, { leafIndex: e.leafIndex, leafCount: e.leafCount });
-      }
-    }),
-    await measure('hashing + Merkle proof, proven nodes kept per run', () => {
-      const proven = new ProvenNodes();
-      for (let i = 0; i < versions.length; i++) {
-        const e = evidence[i];
-        if (e.status !== 'anchored') continue;
-        const hash = leafHashOf(e.salt, canonicalizeText(versions[i].json!), e.leafVersion, e.custodian);
-        verifyProof(hash, e.proof, e.root, { leafIndex: e.leafIndex, leafCount: e.leafCount }, proven);
-      }
-    }),
-    await measure('JSON.parse of each resource (type, id, version)', () => {
-      for (const v of versions) JSON.parse(v.json!);
-    }),
-    await measure('verifyEvidenceBundle: scan, checks, hash, proof, cached root', () =>
-      // A fresh run each round (proven nodes start empty), its root already read as in a warm fetch.
-      verifyEvidenceBundle(bundleText, CUSTODIAN, warmRun()),
-    ),
-  ];
+  const rows = await measureAll([
+    [
+      'hashing alone: canonical form + leaf hash (baseline)',
+      () => {
+        for (let i = 0; i < versions.length; i++) {
+          const e = evidence[i];
+          if (e.status === 'anchored')
+            leafHashOf(e.salt, canonicalizeText(versions[i].json!), e.leafVersion, e.custodian);
+        }
+      },
+    ],
+    [
+      'hashing + Merkle proof',
+      () => {
+        for (let i = 0; i < versions.length; i++) {
+          const e = evidence[i];
+          if (e.status !== 'anchored') continue;
+          const hash = leafHashOf(e.salt, canonicalizeText(versions[i].json!), e.leafVersion, e.custodian);
+          verifyProof(hash, e.proof, e.root, { leafIndex: e.leafIndex, leafCount: e.leafCount });
+        }
+      },
+    ],
+    [
+      'hashing + Merkle proof, proven nodes kept per run',
+      () => {
+        const proven = new ProvenNodes();
+        for (let i = 0; i < versions.length; i++) {
+          const e = evidence[i];
+          if (e.status !== 'anchored') continue;
+          const hash = leafHashOf(e.salt, canonicalizeText(versions[i].json!), e.leafVersion, e.custodian);
+          verifyProof(hash, e.proof, e.root, { leafIndex: e.leafIndex, leafCount: e.leafCount }, proven);
+        }
+      },
+    ],
+    [
+      'JSON.parse of each resource (type, id, version)',
+      () => {
+        for (const v of versions) JSON.parse(v.json!);
+      },
+    ],
+    [
+      'verifyEvidenceBundle: scan, checks, hash, proof, cached root',
+      () =>
+        // A fresh run each round (proven nodes start empty), its root already read as in a warm fetch.
+        verifyEvidenceBundle(bundleText, CUSTODIAN, warmRun()),
+    ],
+  ]);
   const baseline = rows[0]['records per CPU-second'] as number;
   console.table(
     rows.map((row) => ({

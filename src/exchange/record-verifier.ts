@@ -306,8 +306,13 @@ export function parseEvidence(
   for (const part of parts) {
     if (!isObject(part) || typeof part.url !== 'string')
       return { error: 'an evidence part is not an extension' };
-    const valueKey = Object.keys(part).find((k) => k.startsWith('value'));
-    const value = valueKey === undefined ? undefined : part[valueKey];
+    // The value[x] types the evidence uses; each part's value is then checked for its type.
+    const value =
+      part.valueString ??
+      part.valueCode ??
+      part.valueUnsignedInt ??
+      part.valuePositiveInt ??
+      part.valueDateTime;
     if (part.url === 'proof') {
       if (typeof value !== 'string') return { error: 'a proof step is not a string' };
       const colon = value.indexOf(':');
