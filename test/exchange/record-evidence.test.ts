@@ -28,6 +28,7 @@ import {
   type VerifiedAnswer,
 } from '../../src/exchange/record-verifier.js';
 import { makeOrg, openChain, tempDir, type TestOrg } from '../ledger/helpers.js';
+import { FaultyLedger } from '../integrity/helpers.js';
 
 const HOSPITAL_A: CustodianIdentity = {
   mspId: 'Org1MSP',
@@ -384,5 +385,34 @@ describe('a hostile evidence Bundle', () => {
       expect(answer.issues).toHaveLength(1);
       expect(answer.issues[0].diagnostics).toContain('Observation/o1/_history/1');
     }
+  });
+
+  it('fails a record sent twice, and every record when its Provenance is sent twice', async () => {
+    const recordEntry = text.slice(
+      text.indexOf('"entry":[') + 9,
+      text.indexOf(',{"resource":{"resourceType":"Provenance"'),
+    );
+    const provenanceEntry = text.slice(text.indexOf(',{"resource":{"resourceType":"Provenance"') + 1, -2);
+    const twice = await verify(text.replace('"entry":[', `"entry":[${recordEntry},`));
+    expect(twice.records.map((r) => [r.status, r.reason])).toEqual([
+      ['verified', undefined],
+      ['failed', 'the record is sent twice'],
+    ]);
+    expect(twice.kept).toBe(1);
+    const ambiguous = await verify(text.replace(/\]\}$/, `,${provenanceEntry}]}`));
+    expect(ambiguous.records.map((r) => [r.status, r.reason])).toEqual([
+      ['failed', 'more than one Provenance targets the record'],
+    ]);
+  });
+
+  it('leaves records pending, not failed, while this peer’s ledger cannot be read', async () => {
+    const unreachable = new FaultyLedger(receiverLedger);
+    unreachable.down = true;
+    const answer = await verifyEvidenceBundle(text, HOSPITAL_A, new CachedBatchSource(unreachable));
+    expect(answer.records.map((r) => [r.status, r.reason])).toEqual([
+      ['pending', 'this peer’s ledger could not be read'],
+    ]);
+    expect(answer.kept).toBe(1);
+    expect(answer.issues).toEqual([]);
   });
 });
