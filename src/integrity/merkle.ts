@@ -92,36 +92,94 @@ export function proofSides(leafIndex: number, leafCount: number): ProofStep['sid
 }
 
 /**
+ * Nodes already proven to lead to a root, by position (level, index) in a batch of a given size. Proofs of many
+ * leaves of one batch share their upper levels: once a path is proven, a later proof that reaches one of its
+ * nodes at the same position is proven too, without hashing the rest of the way (a receiver verifying a whole
+ * custodian's answer hashes each inner node about once instead of once per leaf). Only proofs that verified
+ * add nodes; a verifier keeps one per run.
+ */
+export class ProvenNodes {
+  private readonly batches = new Map<string, Map<number, Buffer>>();
+
+  /** The nodes of batch (root, leafCount), keyed by level * 2^31 + index. */
+  nodesOf(rootHex: string, leafCount: number): Map<number, Buffer> {
+    const key = `${rootHex.toLowerCase()}|${leafCount}`;
+    let nodes = this.batches.get(key);
+    if (!nodes) {
+      nodes = new Map();
+      this.batches.set(key, nodes);
+    }
+    return nodes;
+  }
+}
+
+const POSITION_KEY = 2 ** 31;
+
+/**
  * Does this proof lead from the leaf hash to the root? With `position`, the proof must also have exactly the
- * shape of that leaf index in a batch of that size (so a proof cannot be replayed for another position).
+ * shape of that leaf index in a batch of that size (so a proof cannot be replayed for another position); with
+ * `proven` too, nodes proven earlier at the same positions end the walk early, and a verified path is remembered.
  */
 export function verifyProof(
   leafHashHex: string,
   proof: readonly ProofStep[],
   rootHex: string,
   position?: { leafIndex: number; leafCount: number },
+  proven?: ProvenNodes,
 ): boolean {
   if (!/^[0-9a-f]{64}$/i.test(leafHashHex) || !/^[0-9a-f]{64}$/i.test(rootHex)) return false;
-  if (position) {
-    const { leafIndex, leafCount } = position;
-    if (
-      !Number.isInteger(leafIndex) ||
-      !Number.isInteger(leafCount) ||
-      leafIndex < 0 ||
-      leafIndex >= leafCount
-    ) {
-      return false;
-    }
-    const sides = proofSides(leafIndex, leafCount);
-    if (sides.length !== proof.length || sides.some((side, i) => proof[i].side !== side)) return false;
-  }
-  let node = leafNode(leafHashHex);
   for (const step of proof) {
     if ((step.side !== 'left' && step.side !== 'right') || !/^[0-9a-f]{64}$/i.test(step.hash)) return false;
+  }
+  if (!position) return walk(leafNode(leafHashHex), proof).toString('hex') === rootHex.toLowerCase();
+  const { leafIndex, leafCount } = position;
+  if (
+    !Number.isInteger(leafIndex) ||
+    !Number.isInteger(leafCount) ||
+    leafIndex < 0 ||
+    leafIndex >= leafCount
+  ) {
+    return false;
+  }
+  const sides = proofSides(leafIndex, leafCount);
+  if (sides.length !== proof.length || sides.some((side, i) => proof[i].side !== side)) return false;
+  if (!proven) return walk(leafNode(leafHashHex), proof).toString('hex') === rootHex.toLowerCase();
+
+  // Walk level by level (promoted levels included) so each node has its position.
+  const known = proven.nodesOf(rootHex, leafCount);
+  const path: [number, Buffer][] = [];
+  let node = leafNode(leafHashHex);
+  let index = leafIndex;
+  let width = leafCount;
+  let step = 0;
+  for (let level = 0; width > 1; level++) {
+    const key = level * POSITION_KEY + index;
+    const seen = known.get(key);
+    if (seen) {
+      if (!seen.equals(node)) return false;
+      for (const [k, n] of path) known.set(k, n);
+      return true;
+    }
+    path.push([key, node]);
+    if ((index ^ 1) < width) {
+      const sibling = Buffer.from(proof[step++].hash, 'hex');
+      node = index & 1 ? innerNode(sibling, node) : innerNode(node, sibling);
+    }
+    index >>= 1;
+    width = Math.ceil(width / 2);
+  }
+  if (node.toString('hex') !== rootHex.toLowerCase()) return false;
+  for (const [k, n] of path) known.set(k, n);
+  return true;
+}
+
+function walk(leaf: Buffer, proof: readonly ProofStep[]): Buffer {
+  let node = leaf;
+  for (const step of proof) {
     const sibling = Buffer.from(step.hash, 'hex');
     node = step.side === 'left' ? innerNode(sibling, node) : innerNode(node, sibling);
   }
-  return node.toString('hex') === rootHex.toLowerCase();
+  return node;
 }
 
 /**

@@ -17,7 +17,15 @@ import type {
 } from '../fhir/store/resource-store.js';
 import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
 import { canonicalOfVersion, leafHashOf, versionReference, type LeafVersion } from './hashing.js';
-import { MerkleTree, leafTag, leafTagAt, merkleRoot, verifyProof, type ProofStep } from './merkle.js';
+import {
+  MerkleTree,
+  ProvenNodes,
+  leafTag,
+  leafTagAt,
+  merkleRoot,
+  verifyProof,
+  type ProofStep,
+} from './merkle.js';
 import type { AnchorJournal, BatchMember, JournalBatch } from './anchor-journal.js';
 import { AnchorContractClient, anchorCreatorMsp, type OnChainBatch } from './anchor-contract-client.js';
 import type { Ledger } from '../ledger/ledger.js';
@@ -992,28 +1000,83 @@ export interface ReceivedRecordExpectation {
  */
 export type ReceivedRecordStatus = 'verified' | 'pending' | 'failed';
 
+/** Where a receiver reads anchor batches: the ledger's anchor contract, or a cache in front of it. */
+export interface BatchSource {
+  readBatch(root: string): Promise<OnChainBatch | null>;
+  /** Merkle nodes proven so far in this run (see ProvenNodes), shared by the proofs of one batch. */
+  readonly proven?: ProvenNodes;
+}
+
+/**
+ * Batch records read once per root for one verification run (a response of many records from one custodian
+ * shares few batches). An absent root is cached too: within one run a root is either on this peer or not.
+ */
+export class CachedBatchSource implements BatchSource {
+  private readonly contract: AnchorContractClient;
+  private readonly batches = new Map<string, Promise<OnChainBatch | null>>();
+  /** How many roots were read on the ledger (the rest came from the cache). */
+  reads = 0;
+  readonly proven = new ProvenNodes();
+
+  constructor(ledger: Ledger) {
+    this.contract = new AnchorContractClient(ledger);
+  }
+
+  readBatch(root: string): Promise<OnChainBatch | null> {
+    let batch = this.batches.get(root);
+    if (!batch) {
+      this.reads++;
+      batch = this.contract.readBatch(root);
+      // A failed read (ledger unreachable) is not remembered: the next record asks again.
+      batch.catch(() => this.batches.delete(root));
+      this.batches.set(root, batch);
+    }
+    return batch;
+  }
+}
+
+export interface ReceivedRecordVerification {
+  verified: boolean;
+  status: ReceivedRecordStatus;
+  reason?: string;
+  /** The MSP that anchored the root (from the ledger), when the ledger holds it. */
+  anchoredBy?: string;
+  /** The proposal timestamp of the anchoring transaction, when the ledger holds the root. */
+  anchoredAt?: string;
+}
+
 /**
  * The receiver's check of a record from another member: the salted hash of the received text's canonical form
  * must prove into `root`, the ledger must hold that root with that leaf count and, with
  * `expected.custodianMsp`, the root must have been anchored by that MSP. No custodian secret needed.
+ * `batches` is the ledger itself or a BatchSource (e.g. a CachedBatchSource shared by all records of a run).
  */
 export async function verifyReceivedRecord(
   version: Pick<StoredVersion, 'resourceType' | 'id' | 'versionId' | 'lastUpdated' | 'deleted' | 'json'>,
   evidence: RecordProof,
-  ledger: Ledger,
+  batches: Ledger | BatchSource,
   expected: ReceivedRecordExpectation = {},
-): Promise<{ verified: boolean; status: ReceivedRecordStatus; reason?: string; anchoredBy?: string }> {
+): Promise<ReceivedRecordVerification> {
   const { hash, error } = recomputeLeafHash(
     { ...version, custodian: evidence.custodian },
     evidence.salt,
     evidence.leafVersion ?? 1,
   );
   if (!hash) return { verified: false, status: 'failed', reason: error };
+  const source = 'readBatch' in batches ? batches : new AnchorContractClient(batches);
   const position = { leafIndex: evidence.leafIndex, leafCount: evidence.leafCount };
-  if (!verifyProof(hash, evidence.proof, evidence.root, position)) {
+  if (
+    !verifyProof(
+      hash,
+      evidence.proof,
+      evidence.root,
+      position,
+      'proven' in source ? source.proven : undefined,
+    )
+  ) {
     return { verified: false, status: 'failed', reason: 'the record does not prove into the given root' };
   }
-  const onChain = await new AnchorContractClient(ledger).readBatch(evidence.root);
+  const onChain = await source.readBatch(evidence.root);
   if (!onChain)
     return { verified: false, status: 'pending', reason: 'the ledger has no batch with this root' };
   const anchoredBy = anchorCreatorMsp(onChain);
@@ -1035,5 +1098,5 @@ export async function verifyReceivedRecord(
       anchoredBy,
     };
   }
-  return { verified: true, status: 'verified', anchoredBy };
+  return { verified: true, status: 'verified', anchoredBy, anchoredAt: onChain.timestamp };
 }

@@ -8,7 +8,11 @@ import type { Ledger } from '../../src/ledger/ledger.js';
 import { canonicalOfVersion, leafHashOf, newSalt } from '../../src/integrity/hashing.js';
 import { MerkleTree } from '../../src/integrity/merkle.js';
 import { AnchorContractClient } from '../../src/integrity/anchor-contract-client.js';
-import { verifyReceivedRecord, type RecordProof } from '../../src/integrity/verification.js';
+import {
+  CachedBatchSource,
+  verifyReceivedRecord,
+  type RecordProof,
+} from '../../src/integrity/verification.js';
 import { makeOrg, openChain, tempDir, type TestOrg } from '../ledger/helpers.js';
 
 let cleanup: () => Promise<void>;
@@ -68,6 +72,7 @@ describe('verifyReceivedRecord with an expected custodian MSP', () => {
       verified: true,
       status: 'verified',
       anchoredBy: 'Org1MSP',
+      anchoredAt: expect.any(String) as unknown,
     });
   });
 
@@ -100,5 +105,16 @@ describe('verifyReceivedRecord with an expected custodian MSP', () => {
     expect(await verifyReceivedRecord(altered, evidence, ledger1, { custodianMsp: 'Org1MSP' })).toMatchObject(
       { verified: false, status: 'failed' },
     );
+  });
+
+  it('reads each root once per run through a CachedBatchSource', async () => {
+    const evidence = await anchorAs(ledger1, 'Org1MSP');
+    const batches = new CachedBatchSource(ledger2);
+    for (let i = 0; i < 5; i++) {
+      expect(
+        await verifyReceivedRecord(OBSERVATION, evidence, batches, { custodianMsp: 'Org1MSP' }),
+      ).toMatchObject({ status: 'verified', anchoredBy: 'Org1MSP' });
+    }
+    expect(batches.reads).toBe(1);
   });
 });

@@ -1,0 +1,571 @@
+/**
+ * The receiver's side of a pull: checks every record of a custodian's evidence Bundle (src/exchange/
+ * record-evidence.ts) against the ledger, and builds what the receiver answers (docs/exchange.md "Evidence and
+ * verification").
+ *
+ * The Bundle comes from another member: hostile input. It is scanned, not trusted: sizes and counts are capped,
+ * every evidence field is checked for its type and shape, and nothing in it throws out of here. Each resource is
+ * kept as the exact text the custodian sent (a span of the Bundle text, never re-serialised), and its hash is
+ * recomputed from that text (canonical form + salt), proven into the root, and the root looked up on this peer's
+ * ledger (once per root per run), where it must have been anchored by the custodian's own MSP.
+ *
+ * Per record: `verified`, `pending` (not yet anchored by the custodian, or the root not yet on this peer's
+ * ledger: kept, marked pending) or `failed` (left out, named in an OperationOutcome issue).
+ */
+import type { OperationOutcomeIssue } from '../fhir/outcome.js';
+import { isLeafVersion } from '../integrity/hashing.js';
+import type { ProofStep } from '../integrity/merkle.js';
+import { verifyReceivedRecord, type BatchSource } from '../integrity/verification.js';
+import {
+  EVIDENCE_EXTENSION_URL,
+  EVIDENCE_LIMITS,
+  MSP_IDENTIFIER_SYSTEM,
+  evidenceProvenanceText,
+  includeEntryText,
+  recordEntryText,
+  searchsetText,
+  versionUrl,
+  type CustodianIdentity,
+  type RecordEvidence,
+} from './record-evidence.js';
+
+export type RecordStatus = 'verified' | 'pending' | 'failed';
+
+export interface VerifierLimits {
+  /** The whole Bundle text, in UTF-16 code units (the HTTP client caps bytes before this). */
+  maxBundleChars: number;
+  /** Entries of the Bundle (records and their Provenances together). */
+  maxEntries: number;
+  /** Nesting depth of any JSON value in the Bundle. */
+  maxDepth: number;
+}
+
+export const DEFAULT_VERIFIER_LIMITS: VerifierLimits = {
+  maxBundleChars: 64 * 1024 * 1024,
+  maxEntries: 20_000,
+  maxDepth: 100,
+};
+
+/** The outcome of one record. */
+export interface RecordVerdict {
+  /** The custodian's absolute URL of the version, as sent (or `entry[i]` when the entry has no usable one). */
+  fullUrl: string;
+  status: RecordStatus;
+  reason?: string;
+  anchoredBy?: string;
+  anchoredAt?: string;
+}
+
+/** What a custodian's answer gives the receiver. */
+export interface VerifiedAnswer {
+  custodian: CustodianIdentity;
+  records: RecordVerdict[];
+  /** Entry texts to answer with: each kept record (verified or pending) byte-identical, then its Provenance. */
+  entries: string[];
+  /** How many records `entries` holds. */
+  kept: number;
+  /** One issue per failed record, and one for an answer that is not an evidence Bundle at all. */
+  issues: OperationOutcomeIssue[];
+}
+
+/** A Bundle shape problem: caught inside this module and turned into an issue. */
+class ShapeError extends Error {}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const VERSION_ID = /^[1-9][0-9]{0,9}$/;
+const TRANSACTION_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+
+/**
+ * Finds the spans of JSON values in a text without building them (so a resource's text is kept exactly), and
+ * checks the syntax on the way. Depth-capped: hostile nesting cannot exhaust the stack.
+ */
+class SpanScanner {
+  pos = 0;
+  constructor(
+    readonly text: string,
+    private readonly maxDepth: number,
+  ) {}
+
+  fail(what: string): never {
+    throw new ShapeError(`${what} at character ${this.pos}`);
+  }
+
+  ws(): void {
+    const t = this.text;
+    let c = t.charCodeAt(this.pos);
+    while (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) c = t.charCodeAt(++this.pos);
+  }
+
+  /**
+   * Skips one value; returns its span [start, end). Only the brackets and strings are matched here: the span of a
+   * resource is then checked in full by the parser that reads it (canonicalizeText, JSON.parse), and the
+   * envelope's own members go through `members`/`elements`.
+   */
+  value(): [number, number] {
+    this.ws();
+    const t = this.text;
+    const start = this.pos;
+    const c = t.charCodeAt(start);
+    if (c !== 0x7b && c !== 0x5b) {
+      if (c === 0x22) this.string();
+      else if (t.startsWith('true', start)) this.pos += 4;
+      else if (t.startsWith('false', start)) this.pos += 5;
+      else if (t.startsWith('null', start)) this.pos += 4;
+      else {
+        NUMBER.lastIndex = start;
+        if (!NUMBER.test(t)) this.fail('not JSON');
+        this.pos = NUMBER.lastIndex;
+      }
+      return [start, this.pos];
+    }
+    // Brackets still open, as their closing characters; capped so hostile nesting stays cheap.
+    const open: number[] = [];
+    let i = start;
+    for (;;) {
+      const d = t.charCodeAt(i);
+      if (d === 0x22) {
+        this.pos = i;
+        this.string();
+        i = this.pos;
+        continue;
+      }
+      if (d === 0x7b || d === 0x5b) {
+        if (open.length >= this.maxDepth) {
+          this.pos = i;
+          this.fail('JSON nested too deeply');
+        }
+        open.push(d + 2);
+      } else if (d === 0x7d || d === 0x5d) {
+        if (open.pop() !== d) {
+          this.pos = i;
+          this.fail('unbalanced brackets');
+        }
+        if (open.length === 0) {
+          this.pos = i + 1;
+          return [start, this.pos];
+        }
+      } else if (Number.isNaN(d)) {
+        this.pos = i;
+        this.fail('unterminated value');
+      }
+      i++;
+    }
+  }
+
+  /** Skips a string (at its opening quote); returns its span including the quotes. */
+  string(): [number, number] {
+    const t = this.text;
+    const start = this.pos;
+    if (t.charCodeAt(start) !== 0x22) this.fail('a string expected');
+    let i = start + 1;
+    for (;;) {
+      const quote = t.indexOf('"', i);
+      if (quote < 0) this.fail('unterminated string');
+      // The quote ends the string unless an odd number of backslashes escapes it.
+      let backslashes = 0;
+      while (t.charCodeAt(quote - 1 - backslashes) === 0x5c) backslashes++;
+      i = quote + 1;
+      if (backslashes % 2 === 0) break;
+    }
+    this.pos = i;
+    return [start, this.pos];
+  }
+
+  /** At `{`: calls `member(name)` with the scanner at each member's value, which it must consume. */
+  members(member: (name: string) => void): void {
+    if (this.text.charCodeAt(this.pos) !== 0x7b) this.fail('an object expected');
+    this.pos++;
+    this.ws();
+    if (this.text.charCodeAt(this.pos) === 0x7d) {
+      this.pos++;
+      return;
+    }
+    const seen = new Set<string>();
+    for (;;) {
+      this.ws();
+      const [s, e] = this.string();
+      const name = JSON.parse(this.text.slice(s, e)) as string;
+      if (seen.has(name)) this.fail(`duplicate member "${name.slice(0, 40)}"`);
+      seen.add(name);
+      this.ws();
+      if (this.text.charCodeAt(this.pos) !== 0x3a) this.fail('":" expected');
+      this.pos++;
+      member(name);
+      this.ws();
+      const c = this.text.charCodeAt(this.pos++);
+      if (c === 0x7d) return;
+      if (c !== 0x2c) this.fail('"," or "}" expected');
+    }
+  }
+
+  /** At `[`: calls `element()` with the scanner at each element, which it must consume. */
+  elements(element: (index: number) => void): void {
+    if (this.text.charCodeAt(this.pos) !== 0x5b) this.fail('an array expected');
+    this.pos++;
+    this.ws();
+    if (this.text.charCodeAt(this.pos) === 0x5d) {
+      this.pos++;
+      return;
+    }
+    for (let index = 0; ; index++) {
+      element(index);
+      this.ws();
+      const c = this.text.charCodeAt(this.pos++);
+      if (c === 0x5d) return;
+      if (c !== 0x2c) this.fail('"," or "]" expected');
+    }
+  }
+
+  /** The value at the scanner, parsed (for the small envelope parts: search, fullUrl, Provenance). */
+  parsed(): unknown {
+    const [s, e] = this.value();
+    return JSON.parse(this.text.slice(s, e)) as unknown;
+  }
+
+  end(): void {
+    this.ws();
+    if (this.pos !== this.text.length) this.fail('text after the Bundle');
+  }
+}
+
+/** One entry of the Bundle, as scanned. */
+interface ScannedEntry {
+  fullUrl?: unknown;
+  mode?: unknown;
+  /** The resource's exact text. */
+  resourceText?: string;
+}
+
+function scanBundle(text: string, limits: VerifierLimits): ScannedEntry[] {
+  if (text.length > limits.maxBundleChars)
+    throw new ShapeError(`larger than ${limits.maxBundleChars} characters`);
+  const scanner = new SpanScanner(text, limits.maxDepth);
+  scanner.ws();
+  const entries: ScannedEntry[] = [];
+  let resourceType: unknown;
+  let type: unknown;
+  let hasEntries = false;
+  scanner.members((name) => {
+    if (name === 'resourceType') resourceType = scanner.parsed();
+    else if (name === 'type') type = scanner.parsed();
+    else if (name === 'entry') {
+      hasEntries = true;
+      scanner.elements((index) => {
+        if (index >= limits.maxEntries) scanner.fail(`more than ${limits.maxEntries} entries`);
+        const entry: ScannedEntry = {};
+        scanner.ws();
+        scanner.members((member) => {
+          if (member === 'fullUrl') entry.fullUrl = scanner.parsed();
+          else if (member === 'resource') {
+            const [s, e] = scanner.value();
+            entry.resourceText = text.slice(s, e);
+          } else if (member === 'search') {
+            const search = scanner.parsed();
+            entry.mode = isObject(search) ? search.mode : undefined;
+          } else scanner.value();
+        });
+        entries.push(entry);
+      });
+    } else scanner.value();
+  });
+  scanner.end();
+  if (resourceType !== 'Bundle' || type !== 'searchset') throw new ShapeError('not a searchset Bundle');
+  if (!hasEntries) return [];
+  return entries;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+const isIndex = (value: unknown, min: number): value is number =>
+  typeof value === 'number' &&
+  Number.isSafeInteger(value) &&
+  value >= min &&
+  value <= EVIDENCE_LIMITS.maxLeafCount;
+
+/**
+ * The evidence a Provenance carries, checked field by field, or the reason it is unusable. Only the
+ * `integrity-evidence` extension and the custodian agent are read; everything else in it is ignored.
+ */
+export function parseEvidence(
+  provenance: unknown,
+): { evidence: RecordEvidence; mspId?: string } | { error: string } {
+  if (!isObject(provenance) || provenance.resourceType !== 'Provenance') return { error: 'not a Provenance' };
+  const extensions = Array.isArray(provenance.extension) ? provenance.extension : [];
+  const found = extensions.filter((e) => isObject(e) && e.url === EVIDENCE_EXTENSION_URL);
+  if (found.length !== 1)
+    return { error: 'the Provenance does not carry exactly one integrity-evidence extension' };
+  const parts = (found[0] as Record<string, unknown>).extension;
+  if (!Array.isArray(parts) || parts.length > EVIDENCE_LIMITS.maxProofSteps + 20)
+    return { error: 'the integrity-evidence extension has no parts, or too many' };
+  const single = new Map<string, unknown>();
+  const proof: ProofStep[] = [];
+  for (const part of parts) {
+    if (!isObject(part) || typeof part.url !== 'string')
+      return { error: 'an evidence part is not an extension' };
+    // The value[x] types the evidence uses; each part's value is then checked for its type.
+    const value =
+      part.valueString ??
+      part.valueCode ??
+      part.valueUnsignedInt ??
+      part.valuePositiveInt ??
+      part.valueDateTime;
+    if (part.url === 'proof') {
+      if (typeof value !== 'string') return { error: 'a proof step is not a string' };
+      const colon = value.indexOf(':');
+      const side = value.slice(0, colon);
+      const hash = value.slice(colon + 1);
+      if ((side !== 'left' && side !== 'right') || !HEX64.test(hash))
+        return { error: 'a proof step is not left:<hex> or right:<hex>' };
+      proof.push({ side, hash });
+    } else {
+      if (single.has(part.url)) return { error: `the evidence repeats ${part.url.slice(0, 40)}` };
+      single.set(part.url, value);
+    }
+  }
+  if (proof.length > EVIDENCE_LIMITS.maxProofSteps) return { error: 'the proof has too many steps' };
+  const mspId = custodianMspOf(provenance);
+  const status = single.get('status');
+  if (status === 'pending')
+    return { evidence: { status: 'pending', reason: 'not yet anchored by the custodian' }, mspId };
+  if (status !== 'anchored') return { error: 'the evidence status is neither anchored nor pending' };
+  const salt = single.get('salt');
+  const leafVersion = single.get('leafVersion');
+  const custodian = single.get('custodian');
+  const root = single.get('root');
+  const leafIndex = single.get('leafIndex');
+  const leafCount = single.get('leafCount');
+  const transactionId = single.get('transactionId');
+  const blockNumber = single.get('blockNumber');
+  if (typeof salt !== 'string' || !HEX64.test(salt)) return { error: 'the salt is not 64 hex digits' };
+  if (!isLeafVersion(leafVersion)) return { error: 'the leaf version is not 1 or 2' };
+  if (custodian !== undefined && (typeof custodian !== 'string' || custodian.length > 256))
+    return { error: 'the custodian reference is not a string' };
+  if (typeof root !== 'string' || !HEX64.test(root)) return { error: 'the root is not 64 hex digits' };
+  if (!isIndex(leafIndex, 0) || !isIndex(leafCount, 1) || leafIndex >= leafCount)
+    return { error: 'the leaf index and count are not a position in a batch' };
+  if (typeof transactionId !== 'string' || !TRANSACTION_ID.test(transactionId))
+    return { error: 'the transaction id is missing or malformed' };
+  if (!isIndex(blockNumber, 0)) return { error: 'the block number is not a non-negative integer' };
+  const evidence: RecordEvidence = {
+    status: 'anchored',
+    salt,
+    leafVersion,
+    root,
+    leafIndex,
+    leafCount,
+    proof,
+    transactionId,
+    blockNumber,
+  };
+  if (typeof custodian === 'string') evidence.custodian = custodian;
+  return { evidence, mspId };
+}
+
+/** The MSP id of the Provenance's custodian agent. */
+function custodianMspOf(provenance: Record<string, unknown>): string | undefined {
+  const agents = Array.isArray(provenance.agent) ? provenance.agent : [];
+  for (const agent of agents) {
+    if (!isObject(agent) || !isObject(agent.who) || !isObject(agent.who.identifier)) continue;
+    const { system, value } = agent.who.identifier;
+    if (system === MSP_IDENTIFIER_SYSTEM && typeof value === 'string') return value;
+  }
+  return undefined;
+}
+
+/** The single target reference of a Provenance, if it has exactly one. */
+function targetOf(provenance: unknown): string | undefined {
+  if (!isObject(provenance) || !Array.isArray(provenance.target) || provenance.target.length !== 1)
+    return undefined;
+  const target: unknown = provenance.target[0];
+  return isObject(target) && typeof target.reference === 'string' ? target.reference : undefined;
+}
+
+/** Type, id, version and lastUpdated of a resource text, checked against the FHIR id and version shapes. */
+function versionOf(
+  resourceText: string,
+): { resourceType: string; id: string; versionId: number; lastUpdated: string } | { error: string } {
+  let resource: unknown;
+  try {
+    resource = JSON.parse(resourceText);
+  } catch {
+    return { error: 'the resource is not JSON' };
+  }
+  if (!isObject(resource)) return { error: 'the resource is not an object' };
+  const { resourceType, id, meta } = resource;
+  if (typeof resourceType !== 'string' || !/^[A-Z][A-Za-z]{0,63}$/.test(resourceType))
+    return { error: 'the resource has no resourceType' };
+  if (typeof id !== 'string' || !FHIR_ID.test(id)) return { error: 'the resource has no valid id' };
+  if (!isObject(meta) || typeof meta.versionId !== 'string' || !VERSION_ID.test(meta.versionId))
+    return { error: 'the resource has no meta.versionId' };
+  if (typeof meta.lastUpdated !== 'string' || meta.lastUpdated.length > 40)
+    return { error: 'the resource has no meta.lastUpdated' };
+  return { resourceType, id, versionId: Number(meta.versionId), lastUpdated: meta.lastUpdated };
+}
+
+function failedIssue(custodian: CustodianIdentity, record: string, reason: string): OperationOutcomeIssue {
+  return {
+    severity: 'error',
+    code: 'processing',
+    diagnostics: `${record} from ${custodian.organization} (${custodian.mspId}) failed verification and was left out: ${reason}`,
+  };
+}
+
+/**
+ * Verifies every record of a custodian's evidence Bundle. `custodian` is who the receiver called (from the member
+ * directory, never from the Bundle): every fullUrl must be at its base URL, every Provenance must name its MSP,
+ * and every root must have been anchored by that MSP. `batches`: a CachedBatchSource shared by the run. Never
+ * throws for anything in `bundleText`; a ledger that cannot be read leaves the records pending.
+ */
+export async function verifyEvidenceBundle(
+  bundleText: string,
+  custodian: CustodianIdentity,
+  batches: BatchSource,
+  limits: VerifierLimits = DEFAULT_VERIFIER_LIMITS,
+): Promise<VerifiedAnswer> {
+  const answer: VerifiedAnswer = { custodian, records: [], entries: [], kept: 0, issues: [] };
+  let entries: ScannedEntry[];
+  try {
+    entries = scanBundle(bundleText, limits);
+  } catch (err) {
+    if (!(err instanceof ShapeError) && !(err instanceof SyntaxError)) throw err;
+    answer.issues.push({
+      severity: 'error',
+      code: 'structure',
+      diagnostics: `The answer of ${custodian.organization} (${custodian.mspId}) is not an evidence Bundle (${err.message}); none of its records were used`,
+    });
+    return answer;
+  }
+
+  // Evidence Provenances by the record they target; a target named twice has no usable evidence.
+  const provenances = new Map<string, unknown>();
+  const ambiguous = new Set<string>();
+  for (const entry of entries) {
+    if (entry.mode !== 'include' || entry.resourceText === undefined) continue;
+    let resource: unknown;
+    try {
+      resource = JSON.parse(entry.resourceText);
+    } catch {
+      continue;
+    }
+    if (!isObject(resource) || resource.resourceType !== 'Provenance') continue;
+    const target = targetOf(resource);
+    if (target === undefined) continue;
+    if (provenances.has(target)) ambiguous.add(target);
+    provenances.set(target, resource);
+  }
+
+  const seen = new Set<string>();
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i];
+    if (entry.mode !== 'match') continue;
+    const named =
+      typeof entry.fullUrl === 'string' && entry.fullUrl.length <= 2048 ? entry.fullUrl : `entry[${i}]`;
+    const verdict = await verifyEntry(entry, named, custodian, provenances, ambiguous, seen, batches);
+    answer.records.push(verdict.record);
+    if (verdict.record.status === 'failed') {
+      answer.issues.push(failedIssue(custodian, named, verdict.record.reason ?? 'failed'));
+      continue;
+    }
+    answer.entries.push(recordEntryText(named, entry.resourceText!));
+    answer.entries.push(includeEntryText(verdict.provenance!));
+    answer.kept++;
+  }
+  return answer;
+}
+
+async function verifyEntry(
+  entry: ScannedEntry,
+  fullUrl: string,
+  custodian: CustodianIdentity,
+  provenances: Map<string, unknown>,
+  ambiguous: Set<string>,
+  seen: Set<string>,
+  batches: BatchSource,
+): Promise<{ record: RecordVerdict; provenance?: string }> {
+  const fail = (reason: string) => ({ record: { fullUrl, status: 'failed' as const, reason } });
+  if (entry.resourceText === undefined) return fail('the entry has no resource');
+  const version = versionOf(entry.resourceText);
+  if ('error' in version) return fail(version.error);
+  const expectedUrl = versionUrl(custodian.fhirBaseUrl, version.resourceType, version.id, version.versionId);
+  if (fullUrl !== expectedUrl) return fail(`the fullUrl is not ${expectedUrl}`);
+  if (seen.has(fullUrl)) return fail('the record is sent twice');
+  seen.add(fullUrl);
+  if (ambiguous.has(fullUrl)) return fail('more than one Provenance targets the record');
+  const provenance = provenances.get(fullUrl);
+  if (provenance === undefined) return fail('no evidence Provenance targets the record');
+  const parsed = parseEvidence(provenance);
+  if ('error' in parsed) return fail(parsed.error);
+  if (parsed.mspId !== custodian.mspId)
+    return fail(
+      `the Provenance names custodian ${String(parsed.mspId).slice(0, 64)}, not ${custodian.mspId}`,
+    );
+  const { evidence } = parsed;
+  const target = { fullUrl, lastUpdated: version.lastUpdated };
+  if (evidence.status === 'pending') {
+    const reason = 'not yet anchored by the custodian';
+    return {
+      record: { fullUrl, status: 'pending', reason },
+      provenance: evidenceProvenanceText(target, custodian, evidence, { status: 'pending', reason }),
+    };
+  }
+  let result;
+  try {
+    result = await verifyReceivedRecord(
+      { ...version, deleted: false, json: entry.resourceText },
+      evidence,
+      batches,
+      { custodianMsp: custodian.mspId },
+    );
+  } catch {
+    // The ledger could not be read: nothing proven, nothing disproven.
+    result = { verified: false, status: 'pending' as const, reason: 'this peer’s ledger could not be read' };
+  }
+  if (result.status === 'failed') return fail(result.reason ?? 'failed');
+  const reason =
+    result.status === 'pending' && result.reason === 'the ledger has no batch with this root'
+      ? 'the root is not yet on this peer’s ledger'
+      : result.reason;
+  const record: RecordVerdict = { fullUrl, status: result.status };
+  if (reason !== undefined) record.reason = reason;
+  if (result.anchoredBy !== undefined) record.anchoredBy = result.anchoredBy;
+  if (result.anchoredAt !== undefined) record.anchoredAt = result.anchoredAt;
+  return {
+    record,
+    provenance: evidenceProvenanceText(target, custodian, evidence, {
+      status: result.status,
+      reason,
+      anchoredBy: result.anchoredBy,
+      anchoredAt: result.anchoredAt,
+    }),
+  };
+}
+
+/**
+ * The receiver's searchset Bundle from one or more custodians' verified answers: kept records with their
+ * Provenance, then one OperationOutcome entry (search.mode = outcome) with every issue (failed records, unusable
+ * answers, and `extraIssues` such as custodians that did not answer), when there is any.
+ */
+export function receivedBundleText(
+  answers: readonly VerifiedAnswer[],
+  extraIssues: readonly OperationOutcomeIssue[] = [],
+): string {
+  const entries: string[] = [];
+  const issues: OperationOutcomeIssue[] = [];
+  let total = 0;
+  for (const answer of answers) {
+    for (const entry of answer.entries) entries.push(entry);
+    for (const issue of answer.issues) issues.push(issue);
+    total += answer.kept;
+  }
+  for (const issue of extraIssues) issues.push(issue);
+  if (issues.length > 0) {
+    entries.push(
+      `{"resource":${JSON.stringify({ resourceType: 'OperationOutcome', issue: issues })},"search":{"mode":"outcome"}}`,
+    );
+  }
+  return searchsetText(total, entries);
+}
