@@ -268,6 +268,7 @@ function wirePatientLinks(wiring: AppWiring, ledger: Ledger, access: AccessSetup
     store,
     registry,
     home: access.networkIds,
+    linkTokenSeconds: config.linkTokenSeconds,
   });
   closers.push(() => Promise.resolve(links.close()));
   return links.service;
