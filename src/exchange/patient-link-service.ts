@@ -12,7 +12,8 @@
  * Merged and duplicate local Patients (`Patient.link`):
  * - a Patient with a `replaced-by` link is not linked itself: the link goes to the Patient that replaced it (the
  *   chain is followed, at most MAX_MERGE_HOPS), and `npidOf` follows the same chain, so a link made before a merge
- *   is found from the surviving Patient and from the replaced one;
+ *   is found from the surviving Patient and from the replaced one; at the home, a token asked on a replaced
+ *   Patient is the surviving Patient's;
  * - two local Patients linked to the same network patient are refused, unless one of them has a `Patient.link` to
  *   the other of type `seealso`, `replaces` or `replaced-by` (this service's records say they are the same person).
  */
@@ -121,7 +122,10 @@ export class PatientLinkService implements PatientLinks {
 
   /** At the home: a link token for `custodian` (the npid is made if the patient has none yet). */
   async issueToken(patientId: string, custodian: string): Promise<{ token: string; expiresAt: number }> {
-    const reference = `Patient/${patientId}`;
+    // A merged Patient's token is the surviving Patient's (one network patient per person at the home too).
+    const chain = await this.mergeChain(patientId);
+    const survivorId = chain[chain.length - 1]!;
+    const reference = `Patient/${survivorId}`;
     if (this.options.store.linkOf(reference))
       throw fhirError(
         'link-not-home',
@@ -129,8 +133,8 @@ export class PatientLinkService implements PatientLinks {
       );
     if (!this.options.home)
       throw fhirError('ledger-unavailable', 'Network patient ids need the ledger (consent service)');
-    const patient = await this.options.readPatient(patientId);
-    if (!patient) throw fhirError('resource-not-found', `${reference} is not known`);
+    const patient = await this.options.readPatient(survivorId);
+    if (!patient) throw fhirError('resource-not-found', `Patient/${patientId} is not known`);
     // An npid made here stays this home's, even if the custodian never redeems the token.
     const npid = this.options.home.npidOf(reference);
     return this.options.tokens.issue({ npid, demographics: demographicsOf(patient), custodian });

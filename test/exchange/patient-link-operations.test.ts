@@ -3,7 +3,9 @@
  * two MSPs and the member directory on it. The home (Org1) issues `$network-link-token`; the patient carries it to
  * the custodian (Org2), whose `$network-link` links its Patient; `$network-unlink` ends the link.
  */
+import { createPrivateKey } from 'node:crypto';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { compactDecrypt, decodeJwt } from 'jose';
 import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemberDirectory } from '../../src/exchange/member-directory.js';
@@ -21,7 +23,14 @@ let custodian: BootedApp;
 
 async function boot(org: TestOrg): Promise<BootedApp> {
   return bootApp(
-    { logLevel: 'warn', auth: 'dev-open', mspId: org.mspId, validation: 'schema', auditCron: 'off' },
+    {
+      logLevel: 'warn',
+      auth: 'dev-open',
+      mspId: org.mspId,
+      validation: 'schema',
+      auditCron: 'off',
+      linkTokenSeconds: 120,
+    },
     { ledger: chain.connect(org.service) },
     `hie-link-${org.mspId}-`,
   );
@@ -125,6 +134,11 @@ describe('the linking operations', () => {
     expect(issued.statusCode, issued.body).toBe(200);
     expect(issued.headers['cache-control']).toBe('no-store');
     const token = parameter(issued.body, 'token')!.valueString as string;
+    // --link-token-seconds sets the lifetime: the custodian's key opens the token to show it.
+    const { plaintext } = await compactDecrypt(token, createPrivateKey(keys.get('Org2MSP')!));
+    const claims = decodeJwt(new TextDecoder().decode(plaintext));
+    expect(claims.exp! - claims.iat!).toBe(120);
+    expect(parameter(issued.body, 'expires')!.valueInstant).toBe(new Date(claims.exp! * 1000).toISOString());
 
     const linked = await send(
       custodian.app,

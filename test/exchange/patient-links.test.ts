@@ -327,6 +327,17 @@ describe('linking a patient across members', () => {
     expect((await custodian.service.unlink('c-old')).localPatient).toBe('Patient/c1');
   });
 
+  it('at the home, a token asked on a merged Patient carries the surviving Patient’s network id', async () => {
+    home.patients.set(
+      'h-old',
+      patient('h-old', { link: [{ other: { reference: 'Patient/h1' }, type: 'replaced-by' }] }),
+    );
+    const { token } = await home.service.issueToken('h-old', 'Org2MSP');
+    const { link } = await custodian.service.link('c1', token);
+    expect(link.npid).toBe(homeIds.existingNpidOf('Patient/h1'));
+    expect(homeIds.existingNpidOf('Patient/h-old')).toBeUndefined();
+  });
+
   it('two local Patients linked to one network patient: refused unless marked as the same person', async () => {
     custodian.patients.set('c2', patient('c2'));
     await custodian.service.link('c1', (await home.service.issueToken('h1', 'Org2MSP')).token);
