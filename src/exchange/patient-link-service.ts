@@ -156,6 +156,8 @@ export class PatientLinkService implements PatientLinks {
         'link-demographics-mismatch',
         `The home's demographics do not match this Patient (score ${score.score}, ${LINK_SCORE_THRESHOLD} needed with the same birth date; agreed: ${score.agreed.join(', ') || 'none'}); correct the demographics and ask the home for a new token`,
       );
+    // No await between this check and the write below when no other Patient is linked: two concurrent links of
+    // unrelated Patients cannot both pass (the only await, samePerson, is reached when another link exists).
     for (const other of this.options.store.linksTo(redeemed.npid)) {
       if (other.localPatient === reference) continue;
       if (!(await this.samePerson(survivorId, survivor, other.localPatient)))

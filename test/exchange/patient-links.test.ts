@@ -357,6 +357,22 @@ describe('linking a patient across members', () => {
   });
 });
 
+describe('concurrent links', () => {
+  it('two local Patients linked at once to one network patient: one is linked, the other refused', async () => {
+    custodian.patients.set('c2', patient('c2'));
+    const first = await home.service.issueToken('h1', 'Org2MSP');
+    const second = await home.service.issueToken('h1', 'Org2MSP');
+    const results = await Promise.allSettled([
+      custodian.service.link('c1', first.token),
+      custodian.service.link('c2', second.token),
+    ]);
+    expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!;
+    expectErrorCode(refused.reason, 'link-conflict');
+    expect(await custodian.service.localPatientsOf(homeIds.existingNpidOf('Patient/h1')!)).toHaveLength(1);
+  });
+});
+
 async function reopened(m: Member): Promise<Member> {
   const links = new PatientLinkStore(path.join(dir, m.org.mspId, 'exchange', 'patient-links.sqlite'));
   const tokens = new LinkTokens({
