@@ -203,8 +203,11 @@ export class PatientLinkService implements PatientLinks {
 
 // The FHIR operations
 
-/** A string parameter from a Parameters body (valueString, valueCode, valueId) or, failing that, the query. */
-function stringParameter(request: FhirRequest, name: string): string | undefined {
+/**
+ * A string parameter from a Parameters body (valueString, valueCode, valueId) or, failing that and when allowed,
+ * the query. A link token is taken from the body only: URLs end up in access logs.
+ */
+function stringParameter(request: FhirRequest, name: string, fromQuery: boolean): string | undefined {
   if (request.body) {
     let body: unknown;
     try {
@@ -223,11 +226,15 @@ function stringParameter(request: FhirRequest, name: string): string | undefined
       throw fhirError('parameter-invalid', `${name} must be a string`, { expression: name });
     if (typeof value === 'string') return value;
   }
+  if (!fromQuery && request.query[name] !== undefined)
+    throw fhirError('parameter-invalid', `${name} is accepted only in a Parameters body, never in the URL`, {
+      expression: name,
+    });
   return request.query[name]?.[0];
 }
 
-function requiredParameter(request: FhirRequest, name: string, maxLength: number): string {
-  const value = stringParameter(request, name);
+function requiredParameter(request: FhirRequest, name: string, maxLength: number, fromQuery = true): string {
+  const value = stringParameter(request, name, fromQuery);
   if (value === undefined || value === '')
     throw fhirError('parameter-missing', `$${request.operation} needs the parameter ${name}`, {
       expression: name,
@@ -282,7 +289,7 @@ function linkTokenHandler(service: PatientLinkService): InteractionHandler {
 function linkHandler(service: PatientLinkService): InteractionHandler {
   return async (request, context) => {
     const id = await authorizedPatient(request, context);
-    const token = requiredParameter(request, 'token', 16_384);
+    const token = requiredParameter(request, 'token', 16_384, false);
     const { link, corrected } = await service.link(id, token);
     const out: Record<string, unknown>[] = [
       { name: 'patient', valueReference: { reference: link.localPatient } },

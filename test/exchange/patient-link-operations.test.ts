@@ -177,6 +177,12 @@ describe('the linking operations', () => {
       body: { resourceType: 'Parameters' },
     });
     expectErrorCode(missing.body, 'parameter-missing');
+    const inUrl = await send(custodian.app, {
+      method: 'POST',
+      url: `/fhir/Patient/c2/$network-link?token=${token}`,
+    });
+    expect(inUrl.statusCode).toBe(400);
+    expectErrorCode(inUrl.body, 'parameter-invalid');
     const unknown = await send(custodian.app, {
       method: 'POST',
       url: '/fhir/Patient/nobody/$network-link',
