@@ -62,6 +62,8 @@ export interface AccessSetup {
   participants: ParticipantDirectory;
   tokens: TokenService;
   consent?: ConsentService;
+  /** The home's network patient ids (with the consent service; the exchange's patient links read them). */
+  networkIds?: NetworkIds;
   control: AccessControl;
   audit: AuditRecorder;
   /** Adds the token endpoint, the SMART configuration and the authentication and audit hooks. */
@@ -292,6 +294,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     participants,
     tokens,
     consent,
+    networkIds,
     control,
     audit,
     install(fastify) {

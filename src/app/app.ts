@@ -33,6 +33,9 @@ import { scheduleAudit } from '../integrity/scheduled-audit.js';
 import { ServiceMetrics } from '../operator/metrics.js';
 import { registerOperatorRoutes } from '../operator/operator-routes.js';
 import { mkdirPrivate, tightenDataDir } from '../platform/private-files.js';
+import { setupPatientLinks } from '../exchange/patient-links-setup.js';
+import type { PatientLinks } from '../exchange/patient-links.js';
+import { loadFabricConfig } from '../ledger/fabric/config.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -44,6 +47,8 @@ export interface App {
   ledger?: Ledger;
   /** The integrity path: anchoring worker (status), verifier, audit (docs/integrity.md). */
   integrity?: IntegrityService;
+  /** Patient identity across members: which local Patients are linked to which network patients. */
+  patientLinks?: PatientLinks;
   /** Stop accepting, finish in-flight requests, close the adapters. Idempotent. */
   close(): Promise<void>;
 }
@@ -94,6 +99,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const wiring: AppWiring = { config, overrides, closers, store, validator, registry, fastify, metrics };
     const { ledger, integrity } = await openIntegrityPath(wiring);
     const access = await wireAccess(wiring, ledger, integrity);
+    const patientLinks = wirePatientLinks(wiring, ledger, access);
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
       registry,
@@ -118,7 +124,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
         await fastify.close();
         for (const closer of closers.reverse()) await closer();
       })());
-    return { fastify, store, registry, validator, ledger, integrity, close };
+    return { fastify, store, registry, validator, ledger, integrity, patientLinks, close };
   } catch (err) {
     for (const closer of closers.reverse()) await closer().catch(() => undefined);
     throw err;
@@ -263,6 +269,22 @@ async function wireAccess(
   access.registerOperations(registry);
   access.install(fastify);
   return access;
+}
+
+/** Linking local Patients to network patients: `$network-link-token`, `$network-link`, `$network-unlink`. */
+function wirePatientLinks(wiring: AppWiring, ledger: Ledger, access: AccessSetup): PatientLinks {
+  const { config, closers, store, registry } = wiring;
+  const links = setupPatientLinks({
+    dataDir: config.dataDir,
+    mspId: config.ledger === 'fabric' ? loadFabricConfig(config.fabricConfig!).mspId : config.mspId,
+    ledger,
+    store,
+    registry,
+    home: access.networkIds,
+    linkTokenSeconds: config.linkTokenSeconds,
+  });
+  closers.push(() => Promise.resolve(links.close()));
+  return links.service;
 }
 
 /** GET /healthz, /readyz (the anchor backlog is a metric, not readiness), /metrics: docs/configuration.md. */

@@ -80,6 +80,8 @@ export interface Config {
   networkMemberTimeoutMs: number;
   /** Overall deadline of a request that calls other members (ms). */
   networkDeadlineMs: number;
+  /** Lifetime of the link tokens this home issues (seconds). */
+  linkTokenSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -514,6 +516,14 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: '20000',
     description: 'overall deadline of a request that calls other members (ms)',
     parse: (text, source) => parseWholeNumber(text, source, 1, 600_000),
+  },
+  {
+    key: 'linkTokenSeconds',
+    flag: '--link-token-seconds <seconds>',
+    env: 'HIE_LINK_TOKEN_SECONDS',
+    default: '600',
+    description: 'lifetime of the patient link tokens this home issues (seconds, at most a day)',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 86_400),
   },
 ] as OptionSpec<keyof Config>[];
 

@@ -175,6 +175,14 @@ export class NetworkIds {
     return npid;
   }
 
+  /** The patient (`Patient/x`) whose npid this is, when this home made it (the exchange's link service asks). */
+  referenceOfNpid(npid: string): string | undefined {
+    return this.db
+      .prepare<[string], string>('SELECT reference FROM network_patients WHERE npid = ?')
+      .pluck()
+      .get(npid);
+  }
+
   /** The grant id of (patient, grantee, consent) pseudonyms, made (and durable) at first use. */
   grantIdOf(link: GrantLink): string {
     const known = this.grantIdStatement.get(link.patient, link.grantee, link.consent);

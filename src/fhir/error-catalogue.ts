@@ -253,6 +253,42 @@ export const ERROR_CATALOGUE = {
     meaning: "Only the patient's home organisation's service may record this Consent's grants",
   },
 
+  // Patient identity across members (docs/exchange.md, "Linking a patient across members")
+  'link-token-invalid': {
+    status: 400,
+    issue: 'invalid',
+    meaning:
+      'The link token is not for this member, altered, expired, already used or not signed by an active member; ask the home for a new one',
+  },
+  'link-demographics-mismatch': {
+    status: 422,
+    issue: 'business-rule',
+    meaning:
+      "The home's demographics do not match this Patient above the documented score; nothing was linked",
+  },
+  'link-conflict': {
+    status: 409,
+    issue: 'conflict',
+    meaning:
+      'Another local Patient is linked to that network patient and not marked as the same person (Patient.link)',
+  },
+  'link-not-found': {
+    status: 404,
+    issue: 'not-found',
+    meaning: 'The Patient is not linked to a network patient',
+  },
+  'link-not-home': {
+    status: 409,
+    issue: 'conflict',
+    meaning:
+      "The operation belongs to the patient's home, and this service is not (or it is, where a custodian's is asked)",
+  },
+  'member-not-registered': {
+    status: 409,
+    issue: 'business-rule',
+    meaning: 'This service has no exchange service key: register it in the member directory first',
+  },
+
   // The service's own state
   'precondition-failed': {
     status: 412,
