@@ -81,6 +81,31 @@ export class InvalidTokenError extends Error {
   }
 }
 
+/**
+ * The JSON payload of a token signed by this service (`<prefix><base64url payload>.<base64url MAC>`, the prefix
+ * already checked by the caller), its MAC compared in constant time. Throws InvalidTokenError naming `what`
+ * ('access token', 'network token') when it is malformed or the MAC differs; the caller checks the claims.
+ */
+export function openMacToken(
+  token: string,
+  prefixLength: number,
+  mac: (payload: string) => string,
+  what: string,
+): unknown {
+  const dot = token.indexOf('.', prefixLength);
+  if (dot < 0) throw new InvalidTokenError(`malformed ${what}`);
+  const payload = token.slice(prefixLength, dot);
+  const given = Buffer.from(token.slice(dot + 1), 'base64url');
+  const expected = Buffer.from(mac(payload), 'base64url');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected))
+    throw new InvalidTokenError(`invalid ${what} signature`);
+  try {
+    return JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+  } catch {
+    throw new InvalidTokenError(`malformed ${what}`);
+  }
+}
+
 export interface TokenRequest {
   grant_type?: string;
   client_assertion_type?: string;
@@ -302,19 +327,7 @@ export class TokenService {
     if (known) return known;
     const now = this.now();
     if (!token.startsWith(TOKEN_PREFIX)) throw new InvalidTokenError('malformed access token');
-    const dot = token.indexOf('.', TOKEN_PREFIX.length);
-    if (dot < 0) throw new InvalidTokenError('malformed access token');
-    const payload = token.slice(TOKEN_PREFIX.length, dot);
-    const given = Buffer.from(token.slice(dot + 1), 'base64url');
-    const expected = Buffer.from(this.mac(payload), 'base64url');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected))
-      throw new InvalidTokenError('invalid access token signature');
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
-    } catch {
-      throw new InvalidTokenError('malformed access token');
-    }
+    const parsed = openMacToken(token, TOKEN_PREFIX.length, (payload) => this.mac(payload), 'access token');
     // Signed by this service, but perhaps by an older version or with a leaked key: every claim is checked.
     if (!isAccessClaims(parsed)) throw new InvalidTokenError('malformed access token');
     const claims = parsed;

@@ -11,7 +11,7 @@
  * reaches custodian, system or admin rules whatever role the member claims. Network operations check it with
  * `verify`.
  */
-import { createHmac, randomBytes, timingSafeEqual, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHmac, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import {
@@ -19,6 +19,7 @@ import {
   CLIENT_ASSERTION_TYPE,
   CLOCK_TOLERANCE_SECONDS,
   InvalidTokenError,
+  openMacToken,
   MAX_ASSERTION_LIFETIME_SECONDS,
   MAX_CLOCK_SKEW_SECONDS,
   OAuthError,
@@ -217,19 +218,7 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
    */
   async verify(token: string): Promise<NetworkCaller> {
     if (!token.startsWith(TOKEN_PREFIX)) throw new InvalidTokenError('not a network token');
-    const dot = token.indexOf('.', TOKEN_PREFIX.length);
-    if (dot < 0) throw new InvalidTokenError('malformed network token');
-    const payload = token.slice(TOKEN_PREFIX.length, dot);
-    const given = Buffer.from(token.slice(dot + 1), 'base64url');
-    const expected = Buffer.from(this.mac(payload), 'base64url');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected))
-      throw new InvalidTokenError('invalid network token signature');
-    let claims: unknown;
-    try {
-      claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
-    } catch {
-      throw new InvalidTokenError('malformed network token');
-    }
+    const claims = openMacToken(token, TOKEN_PREFIX.length, (payload) => this.mac(payload), 'network token');
     if (!isNetworkClaims(claims)) throw new InvalidTokenError('malformed network token');
     const expiresAt = claims.exp * 1000;
     if (!(expiresAt > this.now())) throw new InvalidTokenError('the network token has expired');
