@@ -8,6 +8,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { common, orderer, peer } from '@hyperledger/fabric-protos';
 import type { MemberMsps } from './member-msps.js';
+import { decodeChannelHeader, decodeSignatureHeader } from './proposal.js';
 import { decodeOrRefuse, GatewayRpcError } from './rpc-error.js';
 import type { FilteredBlockView, GatewayBackend } from './types.js';
 import { WIRE_SCHEMAS } from './wire-format.js';
@@ -93,18 +94,8 @@ export class FilteredDeliver {
     );
     const header = payload.getHeader();
     if (!header) throw new GatewayRpcError(grpc.status.INVALID_ARGUMENT, 'the seek envelope has no header');
-    const channelHeader = decodeOrRefuse(
-      'channel header',
-      header.getChannelHeader_asU8(),
-      WIRE_SCHEMAS.channelHeader,
-      (bytes) => common.ChannelHeader.deserializeBinary(bytes),
-    );
-    const signatureHeader = decodeOrRefuse(
-      'signature header',
-      header.getSignatureHeader_asU8(),
-      WIRE_SCHEMAS.signatureHeader,
-      (bytes) => common.SignatureHeader.deserializeBinary(bytes),
-    );
+    const channelHeader = decodeChannelHeader(header);
+    const signatureHeader = decodeSignatureHeader(header);
     const creator = this.members.verifyCreator(signatureHeader.getCreator_asU8());
     this.members.verifySignature(
       creator.publicKey,

@@ -27,7 +27,7 @@ import { common, gateway, orderer, peer } from '@hyperledger/fabric-protos';
 import { FilteredDeliver } from './deliver-service.js';
 import { MemberMsps, type MemberMsp } from './member-msps.js';
 import { Endorser, preparedTransactionPayload, toPeerResponse } from './prepared-transaction.js';
-import { decodeProposal, type DecodedProposal } from './proposal.js';
+import { decodeProposal, decodeSignatureHeader, type DecodedProposal } from './proposal.js';
 import { wellFormed, WIRE_SCHEMAS, type WireSchema } from './wire-format.js';
 import { decodeOrRefuse, GatewayRpcError, toServiceError, type ErrorReporter } from './rpc-error.js';
 import type {
@@ -307,12 +307,7 @@ export class GatewayServer {
     );
     const header = payload.getHeader();
     if (!header) throw new GatewayRpcError(grpc.status.INVALID_ARGUMENT, 'the transaction has no header');
-    const signatureHeader = decodeOrRefuse(
-      'signature header',
-      header.getSignatureHeader_asU8(),
-      WIRE_SCHEMAS.signatureHeader,
-      (bytes) => common.SignatureHeader.deserializeBinary(bytes),
-    );
+    const signatureHeader = decodeSignatureHeader(header);
     const creator = this.members.verifyCreator(signatureHeader.getCreator_asU8());
     this.members.verifySignature(
       creator.publicKey,

@@ -20,6 +20,26 @@ export interface DecodedProposal {
   visiblePayloadBytes: Uint8Array;
 }
 
+/** A header's channel header, checked for well-formedness before it is parsed (INVALID_ARGUMENT otherwise). */
+export function decodeChannelHeader(header: common.Header): common.ChannelHeader {
+  return decodeOrRefuse(
+    'channel header',
+    header.getChannelHeader_asU8(),
+    WIRE_SCHEMAS.channelHeader,
+    (bytes) => common.ChannelHeader.deserializeBinary(bytes),
+  );
+}
+
+/** A header's signature header (creator and nonce), checked for well-formedness before it is parsed. */
+export function decodeSignatureHeader(header: common.Header): common.SignatureHeader {
+  return decodeOrRefuse(
+    'signature header',
+    header.getSignatureHeader_asU8(),
+    WIRE_SCHEMAS.signatureHeader,
+    (bytes) => common.SignatureHeader.deserializeBinary(bytes),
+  );
+}
+
 export function decodeProposal(
   signed: peer.SignedProposal | undefined,
   expectedTxId: string,
@@ -34,18 +54,8 @@ export function decodeProposal(
   const header = decodeOrRefuse('header', message.getHeader_asU8(), WIRE_SCHEMAS.header, (bytes) =>
     common.Header.deserializeBinary(bytes),
   );
-  const channelHeader = decodeOrRefuse(
-    'channel header',
-    header.getChannelHeader_asU8(),
-    WIRE_SCHEMAS.channelHeader,
-    (bytes) => common.ChannelHeader.deserializeBinary(bytes),
-  );
-  const signatureHeader = decodeOrRefuse(
-    'signature header',
-    header.getSignatureHeader_asU8(),
-    WIRE_SCHEMAS.signatureHeader,
-    (bytes) => common.SignatureHeader.deserializeBinary(bytes),
-  );
+  const channelHeader = decodeChannelHeader(header);
+  const signatureHeader = decodeSignatureHeader(header);
   if (channelHeader.getType() !== common.HeaderType.ENDORSER_TRANSACTION) {
     throw new GatewayRpcError(
       grpc.status.INVALID_ARGUMENT,
