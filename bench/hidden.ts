@@ -23,6 +23,7 @@ import { searchSqlite } from '../src/fhir/store/sqlite/sqlite-search.js';
 import { parseSearch } from '../src/fhir/search/parse.js';
 import { extractIndex } from '../src/fhir/search/index-entries.js';
 import type { FhirResource } from '../src/fhir/fhir-json.js';
+import { TestPseudonyms } from '../test/ledger/helpers.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 const HOSP_A = 'Organization/hosp-a';
@@ -34,27 +35,6 @@ const caller: Caller = {
   fhirUser: 'Practitioner/dr-b',
   scopes: ['user/*.rs'],
 };
-
-/** Pseudonyms kept both ways, as the participant directory does. */
-class Pseudonyms {
-  private readonly byReference = new Map<string, string>();
-  private readonly byPseudonym = new Map<string, string>();
-  pseudonymOf(reference: string): string {
-    let p = this.byReference.get(reference);
-    if (!p) {
-      p = `pseudonym-${this.byReference.size + 1}`;
-      this.byReference.set(reference, p);
-      this.byPseudonym.set(p, reference);
-    }
-    return p;
-  }
-  existingPseudonymOf(reference: string): string | undefined {
-    return this.byReference.get(reference);
-  }
-  referenceOf(pseudonym: string): string | undefined {
-    return this.byPseudonym.get(pseudonym);
-  }
-}
 
 const observation = (id: string, patient: string): FhirResource => ({
   resourceType: 'Observation',
@@ -100,7 +80,7 @@ interface Setup {
  * Observations of hospital A's own patients (no grants): matches hospital B may not see.
  */
 async function setup(dir: string, grants: number, hidden: number): Promise<Setup> {
-  const pseudonyms = new Pseudonyms();
+  const pseudonyms = new TestPseudonyms();
   const ca = await EmbeddedCa.open(join(dir, 'ca'), { mspId: 'Org1MSP' });
   const { chain, release } = await acquireChain({
     file: join(dir, 'chain.sqlite'),
