@@ -5,6 +5,7 @@
  */
 import { createPrivateKey, randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
+import { expect } from 'vitest';
 import type { App } from '../../src/app/app.js';
 import { openParticipantDirectory } from '../../src/commands/participant.js';
 import type { ParticipantDirectory } from '../../src/access/participants.js';
@@ -149,3 +150,36 @@ export const actor = (reference: string) => ({
   role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] },
   reference: { reference },
 });
+
+/**
+ * Patient/p{n} with Observation/o{n}, stored by the system token `sys`, and the patient's grant of it to
+ * Practitioner/dr-b (enrolled as `dr-b`): checked committed (201) and in force (dr-b reads the Observation).
+ * Returns the patient's token and the Consent response.
+ */
+export async function grantedObservation(
+  h: Harness,
+  sys: string,
+  n: number,
+): Promise<{ patient: string; granted: ParsedResponse }> {
+  const patient = await h.enrol(`pat-${n}`, 'patient', `Patient/p${n}`);
+  expect(
+    (await h.request(sys, 'PUT', `/Patient/p${n}`, { resourceType: 'Patient', id: `p${n}` })).status,
+  ).toBe(201);
+  const obs = {
+    resourceType: 'Observation',
+    id: `o${n}`,
+    status: 'final',
+    code: { text: 'x' },
+    subject: { reference: `Patient/p${n}` },
+  };
+  expect((await h.request(sys, 'PUT', `/Observation/o${n}`, obs)).status).toBe(201);
+  const granted = await h.request(
+    patient,
+    'POST',
+    '/Consent',
+    privacyConsent(`Patient/p${n}`, { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
+  );
+  expect(granted.status, granted.text).toBe(201);
+  expect((await h.request(await h.token('dr-b'), 'GET', `/Observation/o${n}`)).status).toBe(200);
+  return { patient, granted };
+}

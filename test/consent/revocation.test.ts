@@ -7,7 +7,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ledgerGrantsOf } from './ledger-grants.js';
-import { actor, privacyConsent, startHarness, type Harness } from '../access/app-harness.js';
+import {
+  actor,
+  grantedObservation,
+  privacyConsent,
+  startHarness,
+  type Harness,
+} from '../access/app-harness.js';
 import { startFabricHarness, type FabricHarness } from '../fabric/support/harness.js';
 
 describe('revocation while a clinician reads in a loop', () => {
@@ -139,26 +145,7 @@ describe('revocation while the ledger is away (Fabric peer down)', () => {
 
   it('is accepted, refused at once and after a restart, and reaches the ledger once it is back', async () => {
     const sys = await h.token('sys-a');
-    const patient = await h.enrol('pat-7', 'patient', 'Patient/p7');
-    expect((await h.request(sys, 'PUT', '/Patient/p7', { resourceType: 'Patient', id: 'p7' })).status).toBe(
-      201,
-    );
-    const obs = {
-      resourceType: 'Observation',
-      id: 'o7',
-      status: 'final',
-      code: { text: 'x' },
-      subject: { reference: 'Patient/p7' },
-    };
-    expect((await h.request(sys, 'PUT', '/Observation/o7', obs)).status).toBe(201);
-    const granted = await h.request(
-      patient,
-      'POST',
-      '/Consent',
-      privacyConsent('Patient/p7', { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
-    );
-    expect(granted.status, granted.text).toBe(201);
-    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o7')).status).toBe(200);
+    const { patient, granted } = await grantedObservation(h, sys, 7);
 
     fabric.server.stop();
     // A grant needs the ledger: refused while it is away (nothing of it in force).
@@ -203,26 +190,7 @@ describe('revocation while the ledger is away (Fabric peer down)', () => {
 
   it('a narrowing change while the ledger is away: old terms refused at once and after a restart, revoked once it is back', async () => {
     const sys = await h.token('sys-a');
-    const patient = await h.enrol('pat-8', 'patient', 'Patient/p8');
-    expect((await h.request(sys, 'PUT', '/Patient/p8', { resourceType: 'Patient', id: 'p8' })).status).toBe(
-      201,
-    );
-    const obs = {
-      resourceType: 'Observation',
-      id: 'o8',
-      status: 'final',
-      code: { text: 'x' },
-      subject: { reference: 'Patient/p8' },
-    };
-    expect((await h.request(sys, 'PUT', '/Observation/o8', obs)).status).toBe(201);
-    const granted = await h.request(
-      patient,
-      'POST',
-      '/Consent',
-      privacyConsent('Patient/p8', { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
-    );
-    expect(granted.status, granted.text).toBe(201);
-    expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o8')).status).toBe(200);
+    const { patient, granted } = await grantedObservation(h, sys, 8);
 
     fabric.server.stop();
     const narrowed = {

@@ -12,7 +12,13 @@ import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.j
 import { ConsentService } from '../../src/consent/consent-service.js';
 import { LedgerMismatchError } from '../../src/ledger/ledger-continuity.js';
 import { consentToGrants } from '../../src/consent/consent-resource.js';
-import { actor, privacyConsent, startHarness, type Harness } from '../access/app-harness.js';
+import {
+  actor,
+  grantedObservation,
+  privacyConsent,
+  startHarness,
+  type Harness,
+} from '../access/app-harness.js';
 import { startFabricHarness, type FabricHarness } from '../fabric/support/harness.js';
 import { TestPseudonyms } from './helpers.js';
 
@@ -26,26 +32,7 @@ async function grantedHarness(): Promise<{ h: Harness }> {
   const h = await startHarness();
   const sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
   await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
-  const patient = await h.enrol('pat-5', 'patient', 'Patient/p5');
-  expect((await h.request(sys, 'PUT', '/Patient/p5', { resourceType: 'Patient', id: 'p5' })).status).toBe(
-    201,
-  );
-  const obs = {
-    resourceType: 'Observation',
-    id: 'o5',
-    status: 'final',
-    code: { text: 'x' },
-    subject: { reference: 'Patient/p5' },
-  };
-  expect((await h.request(sys, 'PUT', '/Observation/o5', obs)).status).toBe(201);
-  const granted = await h.request(
-    patient,
-    'POST',
-    '/Consent',
-    privacyConsent('Patient/p5', { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
-  );
-  expect(granted.status, granted.text).toBe(201);
-  expect((await h.request(await h.token('dr-b'), 'GET', '/Observation/o5')).status).toBe(200);
+  await grantedObservation(h, sys, 5);
   return { h };
 }
 
