@@ -160,17 +160,14 @@ class ConsentLedgerStore implements ResourceStore {
     }
   }
 
-  /** Grants need the patient registered with this service as home on the ledger. */
+  /**
+   * Grants need the patient's network id at this home (made at the first grant, src/consent/network-ids.ts). The
+   * ledger no longer registers patients, so no other organisation can hold one: only a failure is left to map.
+   */
   private async registerHome(target: ConsentGrants): Promise<void> {
     try {
       await this.options.consent.registerPatient(target.patient);
     } catch (err) {
-      if (/another organisation/.test((err as Error).message)) {
-        throw fhirError(
-          'consent-not-custodian',
-          `${target.patient} belongs to another organisation's service: only it may record grants`,
-        );
-      }
       throw fhirError('ledger-unavailable', 'The ledger is not reachable: grants cannot be recorded now', {
         cause: err,
       });
