@@ -11,6 +11,7 @@ import { registerEraseCommand } from './erase.js';
 import { registerParticipantCommand } from './participant.js';
 import { registerMemberCommand } from './member.js';
 import { registerLedgerCommand } from './ledger.js';
+import { registerTokenCommand } from './token.js';
 
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
@@ -26,6 +27,7 @@ const COMMANDS: ((program: Command) => unknown)[] = [
   registerParticipantCommand,
   registerMemberCommand,
   registerLedgerCommand,
+  registerTokenCommand,
 ];
 
 export function createProgram(): Command {
