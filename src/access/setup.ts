@@ -43,6 +43,8 @@ export interface AccessSetupOptions {
   fhirBaseUrl?: string;
   /** Token requests a minute per client address and per client at /auth/token; 0 or absent: no limit. */
   tokenRateLimit?: number;
+  /** Lifetime of issued access tokens, seconds (default 300). */
+  tokenSeconds?: number;
   fhirPrefix: string;
   store: ResourceStore;
   ledger?: Ledger;
@@ -142,7 +144,11 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
   });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
   const secret = accessTokenSecret(options.dataDir);
-  const tokens = new TokenService({ directory: participants, secret });
+  const tokens = new TokenService({
+    directory: participants,
+    secret,
+    accessTokenSeconds: options.tokenSeconds,
+  });
   const { consent, networkIds } = await openConsent(options, participants);
   const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
   const control = new AccessControl({

@@ -257,6 +257,7 @@ async function wireAccess(
     organization: config.organization,
     fhirBaseUrl: config.baseUrl,
     tokenRateLimit: config.tokenRateLimit,
+    tokenSeconds: config.tokenSeconds,
     fhirPrefix: FHIR_PREFIX,
     store,
     ledger,

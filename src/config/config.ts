@@ -68,6 +68,8 @@ export interface Config {
   requiredProfiles: Record<string, string[]>;
   /** Token requests a minute allowed per client address and per client at POST /auth/token; 0 turns the limit off. */
   tokenRateLimit: number;
+  /** Lifetime of the access tokens /auth/token issues, seconds (at most an hour). */
+  tokenSeconds: number;
   /** Local-network mode (development, demos, CI): calls to members may use http and private or loopback addresses. */
   networkLocal: boolean;
   /** PurposeOfUse codes this service serves to other members (default TREAT). */
@@ -429,6 +431,15 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     description:
       'token requests a minute per client address and per client at /auth/token (429 above); 0: off',
     parse: (text, source) => parseWholeNumber(text, source, 0, 1_000_000),
+  },
+  {
+    key: 'tokenSeconds',
+    flag: '--token-seconds <n>',
+    env: 'HIE_TOKEN_SECONDS',
+    default: '300',
+    description:
+      'lifetime of the access tokens /auth/token issues, 60-3600 seconds; clients renew with a new assertion (no refresh tokens)',
+    parse: (text, source) => parseWholeNumber(text, source, 60, 3600),
   },
   {
     key: 'metricsAllow',

@@ -36,7 +36,12 @@ describe('hie-ledger token', () => {
 
   beforeAll(async () => {
     // No --base-url: the audience is the URL the client used, as announced by the SMART configuration.
-    booted = await bootApp({ logLevel: 'warn', auth: 'smart', organization: 'Organization/hosp-a' });
+    booted = await bootApp({
+      logLevel: 'warn',
+      auth: 'smart',
+      organization: 'Organization/hosp-a',
+      tokenSeconds: '1800',
+    });
     const address = await booted.app.fastify.listen({ host: '127.0.0.1', port: 0 });
     url = `${address}/fhir`;
     participants = await openParticipantDirectory(booted.dataDir);
@@ -73,13 +78,15 @@ describe('hie-ledger token', () => {
       '--url',
       url,
       '--scope',
-      'system/Patient.rs',
+      'system/*.cruds system/Patient.rs',
       '--json',
     ]);
     expect(narrowed.code).toBe(0);
-    const response = JSON.parse(narrowed.stdout) as { scope: string; token_type: string };
+    const response = JSON.parse(narrowed.stdout) as { scope: string; token_type: string; expires_in: number };
     expect(response.token_type).toBe('Bearer');
-    expect(response.scope.split(' ')).toEqual(['system/Patient.rs']);
+    expect(response.expires_in).toBe(1800); // --token-seconds
+    // SMART v2's system/*.cruds is narrowed to what a system may have, not refused.
+    expect(response.scope.split(' ')).toEqual(['system/*.rs', 'system/*.cud', 'system/Patient.rs']);
   }, 60_000);
 
   it('a request without a token is told how to get one, and about --auth dev-open', async () => {
