@@ -323,7 +323,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         name: 'access-log',
         levels: ['instance'],
         resourceTypes: ['Patient'],
-        methods: ['GET'],
+        methods: ['GET', 'POST'], // affects no state: both, as the spec says
         documentation:
           "Who accessed this patient's data: the access records on the ledger (participant role, resource, interaction, outcome, time).",
         handler: accessLogHandler(consent, participants, options.mspId),
