@@ -86,6 +86,11 @@ export interface Config {
   linkTokenSeconds: number;
 }
 
+/** HIE_DEBUG=1: the CLI prints an error's stack trace after its one-line message (for a bug report). */
+export function stackTracesWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.HIE_DEBUG !== undefined && env.HIE_DEBUG !== '' && env.HIE_DEBUG !== '0';
+}
+
 export class ConfigError extends Error {
   constructor(message: string) {
     super(message);
@@ -631,6 +636,16 @@ export function loadSettings<K extends ConfigKey>(
     config.serveLedger === undefined
   ) {
     throw new ConfigError('--ledger-members needs --serve-ledger PORT');
+  }
+  // Checked here, before anything is opened: development mode serves loopback callers only (docs/access.md).
+  if (
+    config.auth === 'dev-open' &&
+    typeof config.host === 'string' &&
+    !['127.0.0.1', '::1', 'localhost'].includes(config.host)
+  ) {
+    throw new ConfigError(
+      `--auth dev-open (no authentication) only runs on a loopback address: --host ${config.host} needs --auth smart`,
+    );
   }
   if (config.ca === 'fabric' && keys.includes('fabricConfig' as K) && config.fabricConfig === undefined) {
     throw new ConfigError(
