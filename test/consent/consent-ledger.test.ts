@@ -434,4 +434,24 @@ describe('consent chaincode and the consent service over the embedded ledger', (
     // A grant by reference is not a network participant's.
     expect(service.networkGrantsOf('Patient/p1', localDr, 'Org1MSP')).toEqual([]);
   });
+
+  it('service: grants by handle keep their key across a restart from the checkpoint', async () => {
+    const localDr = pseudonyms.existingPseudonymOf('Practitioner/d')!;
+    const before = service.networkGrantsOf('Patient/p4', localDr, 'Org1MSP');
+    expect(before).toHaveLength(1);
+    await service.close();
+    service = await ConsentService.open({
+      ledger: org1,
+      pseudonyms,
+      networkIds,
+      checkpointFile: join(dir, 'checkpoints', 'consent.json'),
+      now: () => clock,
+    });
+    expect(service.networkGrantsOf('Patient/p4', localDr, 'Org1MSP')).toEqual(before);
+    expect(service.networkGrantsOf('Patient/p3', localDr, 'Org2MSP').map((g) => g.status)).toEqual([
+      'revoked',
+    ]);
+    expect(service.allows('Patient/p4', ['Practitioner/d'], 'Observation')).toBe(false);
+    expect(service.allows('Patient/p3', ['Organization/b'], 'Observation')).toBe(true);
+  });
 });
