@@ -145,6 +145,8 @@ interface CachedGrant {
   /** From the grant index (the ledger names neither): the patient's and the Consent's pseudonyms. */
   patient: string;
   consent: string;
+  /** The grantee as the index names it (granteeKeyOf); absent in older snapshots: derived from the record. */
+  grantee?: string;
 }
 
 /** A committed transaction: where the cache stands on the ledger. */
@@ -166,6 +168,21 @@ interface Snapshot {
 const keyOf = (patient: string, grantee: string, consent: string) =>
   `${patient}\u0000${grantee}\u0000${consent}`;
 const granteeOfKey = (key: string): string => key.split('\u0000')[1]!;
+
+/**
+ * How the cache, the grant index and the revocation outbox name a grantee: the pseudonym of the FHIR reference a
+ * Consent named (a grantee of this service); `<granteeMsp>|<pseudonym>` for a network participant a Consent named
+ * by its handle. Local pseudonyms never hold `|`, so a grant by handle can never be found by a local decision
+ * (allows, patientsAllowing), even when its pseudonym equals a local one: it opens network requests only.
+ */
+const handleKeyOf = (grantee: string, granteeMsp: string) => `${granteeMsp}|${grantee}`;
+
+/** Is `key` the index's name of this record's grantee (a bare pseudonym only for a grantee of the home's MSP)? */
+function granteeKeyMatches(key: string, record: LedgerGrant): boolean {
+  return key === record.grantee
+    ? record.granteeMsp === record.homeMsp
+    : key === handleKeyOf(record.grantee, record.granteeMsp);
+}
 
 export class ConsentService {
   private readonly ledger: Ledger;
@@ -432,29 +449,34 @@ export class ConsentService {
   private put(
     record: LedgerGrant,
     blockNumber: number,
-    link?: Pick<CachedGrant, 'patient' | 'consent'>,
+    link?: Pick<CachedGrant, 'patient' | 'consent' | 'grantee'>,
   ): void {
     if (!link) {
       // From an event: only a grant of this home (its MSP, an id of its index, its patient's tag).
       const home = this.options.mspId ?? this.ids.homeMsp();
       if (home === undefined || record.homeMsp !== home) return;
       const indexed = this.ids.linkOf(record.grantId);
-      if (!indexed || indexed.grantee !== record.grantee || !this.tagMatches(indexed, record)) return;
+      if (!indexed || !granteeKeyMatches(indexed.grantee, record) || !this.tagMatches(indexed, record))
+        return;
       link = indexed;
     }
     const { patient, consent } = link;
+    // Snapshots made before grants by handle name no grantee: all of them were grants by reference.
+    const grantee = link.grantee ?? record.grantee;
+    // The grantee the index names must be the record's (a local name only for a grantee of the home's MSP).
+    if (!granteeKeyMatches(grantee, record)) return;
     let byGrantee = this.grants.get(patient);
     if (!byGrantee) this.grants.set(patient, (byGrantee = new Map()));
-    let byConsent = byGrantee.get(record.grantee);
-    if (!byConsent) byGrantee.set(record.grantee, (byConsent = new Map()));
+    let byConsent = byGrantee.get(grantee);
+    if (!byConsent) byGrantee.set(grantee, (byConsent = new Map()));
     const existing = byConsent.get(consent);
     if (existing && existing.blockNumber > blockNumber) return;
-    byConsent.set(consent, { record, blockNumber, patient, consent });
-    let patients = this.patientsOfGrantee.get(record.grantee);
-    if (!patients) this.patientsOfGrantee.set(record.grantee, (patients = new Set()));
+    byConsent.set(consent, { record, blockNumber, patient, consent, grantee });
+    let patients = this.patientsOfGrantee.get(grantee);
+    if (!patients) this.patientsOfGrantee.set(grantee, (patients = new Set()));
     patients.add(patient);
-    this.changed(record.grantee);
-    const key = keyOf(patient, record.grantee, consent);
+    this.changed(grantee);
+    const key = keyOf(patient, grantee, consent);
     let keys = this.byConsent.get(consent);
     if (!keys) this.byConsent.set(consent, (keys = new Set()));
     keys.add(key);
@@ -536,6 +558,10 @@ export class ConsentService {
   /** The one rule allows() and patientsAllowing() apply to a grant record. */
   private grantInForce(cached: CachedGrant, resourceType: string, at: number): boolean {
     const { record } = cached;
+    // A grant by handle (to another member's participant, or this one's) opens network requests only, never a
+    // read here: its key already keeps it out of local lookups; this holds even if one reached them.
+    if (record.granteeMsp !== record.homeMsp || (cached.grantee ?? record.grantee) !== record.grantee)
+      return false;
     if (
       this.pendingRevocations.size > 0 &&
       this.pendingRevocations.has(keyOf(cached.patient, record.grantee, cached.consent))
@@ -593,6 +619,29 @@ export class ConsentService {
     return patients;
   }
 
+  /**
+   * The grants of a home patient (`Patient/x`) naming one network participant by its handle (its pseudonym at its
+   * member's service and that member's MSP, this one's included), from the cache, whatever their status: the home's
+   * `$network-locate` applies grantAllows. A grant this service has withdrawn and the ledger not yet confirmed (the
+   * revocation outbox) is reported `revoked` at once. None while the ledger does not hold what this service
+   * committed.
+   */
+  networkGrantsOf(patientReference: string, grantee: string, granteeMsp: string): LedgerGrant[] {
+    if (this.mismatch) return [];
+    const patient = this.pseudonyms.existingPseudonymOf(patientReference);
+    const key = handleKeyOf(grantee, granteeMsp);
+    const byConsent = patient === undefined ? undefined : this.grants.get(patient)?.get(key);
+    if (!byConsent) return [];
+    const out: LedgerGrant[] = [];
+    for (const cached of byConsent.values()) {
+      const { record } = cached;
+      if (record.grantee !== grantee || record.granteeMsp !== granteeMsp) continue;
+      const withdrawn = this.pendingRevocations.has(keyOf(cached.patient, key, cached.consent));
+      out.push(withdrawn && record.status === 'active' ? { ...record, status: 'revoked' } : record);
+    }
+    return out;
+  }
+
   /** The grants (as committed, revoked ones included) of a patient, from the cache. */
   grantsOf(patient: string): LedgerGrant[] {
     const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
@@ -645,11 +694,15 @@ export class ConsentService {
   ): Map<string, ConsentGrant> {
     const patientPseudonym = target ? this.pseudonyms.pseudonymOf(target.patient) : undefined;
     const desired = new Map<string, ConsentGrant>();
-    for (const grant of target?.grants ?? [])
-      desired.set(
-        keyOf(patientPseudonym!, this.pseudonyms.pseudonymOf(grant.grantee), consentPseudonym),
-        grant,
-      );
+    // A participant named by its handle keeps its pseudonym as given (its own service's), under its handle; a
+    // participant of this member too: local reads follow grants by reference, a handle opens network requests only.
+    for (const grant of target?.grants ?? []) {
+      const grantee =
+        grant.granteeMsp === undefined
+          ? this.pseudonyms.pseudonymOf(grant.grantee)
+          : handleKeyOf(grant.grantee, grant.granteeMsp);
+      desired.set(keyOf(patientPseudonym!, grantee, consentPseudonym), grant);
+    }
     return desired;
   }
 
@@ -744,8 +797,9 @@ export class ConsentService {
       const argument: Record<string, unknown> = {
         grantId,
         patientTag: patientTag(this.ids.npidOf(target!.patient), 'grant', grantId),
-        grantee,
-        // The grantees a Consent names are this service's participants (its own organisation's MSP).
+        // A participant named by its handle: its pseudonym at its own service, as given.
+        grantee: grant.granteeMsp === undefined ? grantee : grant.grantee,
+        // A grantee named by reference is this service's participant (its own organisation's MSP).
         granteeMsp: grant.granteeMsp ?? this.options.mspId,
         classes: grant.classes,
         deny: grant.deny,
