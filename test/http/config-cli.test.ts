@@ -403,3 +403,18 @@ describe('CLI errors: one clear line, exit 2 for bad configuration, never a stac
     }
   });
 });
+
+describe('--help and --version', () => {
+  it('prints the package version, and marks required options in the help', () => {
+    const program = createProgram();
+    expect(program.version()).toBe(
+      (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version,
+    );
+    const token = program.commands.find((command) => command.name() === 'token')!;
+    // Commander wraps the help to the terminal's width: compare with whitespace collapsed.
+    const help = token.helpInformation().replace(/\s+/g, ' ');
+    expect(help).toMatch(/--id <clientId> [^-]*\(required\)/);
+    expect(help).toMatch(/--key <file> [^-]*participant enroll\) \(required\)/);
+    expect(help).not.toMatch(/--scope <scopes> [^-]*\(required\)/);
+  });
+});
