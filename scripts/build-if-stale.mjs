@@ -7,6 +7,7 @@
 import { execSync } from 'node:child_process';
 import { readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import process from 'node:process';
 
 const STAMP = 'dist/.build-stamp';
 const SOURCES = ['src', 'bench', 'conformance', 'chaincode/src'];
