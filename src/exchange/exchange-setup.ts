@@ -11,7 +11,10 @@ import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { AnchorJournal } from '../integrity/anchor-journal.js';
 import type { Ledger } from '../ledger/ledger.js';
+import type { NetworkIds } from '../consent/network-ids.js';
 import type { PatientLinks } from './patient-links.js';
+import { networkLocateOperation } from './network-locate.js';
+import { networkRecordsOperation } from './network-records.js';
 import { accessTokenSecret } from '../access/setup.js';
 import { MemberDirectory } from './member-directory.js';
 import { MemberHttpClient } from './member-http.js';
@@ -106,6 +109,8 @@ export interface ExchangeDeps {
   indexEntries?: (resource: FhirResource) => IndexEntry[];
   /** Grants and access records on the ledger; absent without a ledger (then no network operation opens anything). */
   consent?: ConsentService;
+  /** The home's network patient ids (with the consent service). */
+  networkIds?: NetworkIds;
   patientLinks: PatientLinks;
   /** This service's organisation (`--organization`): the custodian of the disclosure AuditEvents. */
   organization?: string;
@@ -114,7 +119,42 @@ export interface ExchangeDeps {
 
 /** Registers the network operations (docs/exchange.md): each part of the exchange adds its own here. */
 export function registerExchangeOperations(
-  _exchange: Exchange,
-  _registry: FhirRegistry,
-  _deps: ExchangeDeps,
-): void {}
+  exchange: Exchange,
+  registry: FhirRegistry,
+  deps: ExchangeDeps,
+): void {
+  const { settings } = exchange;
+  registry.registerOperation(
+    networkLocateOperation({
+      mspId: exchange.mspId,
+      members: exchange.members,
+      consent: deps.consent,
+      networkIds: deps.networkIds,
+      patientLinks: deps.patientLinks,
+      maxLagSeconds: settings.networkMaxLagSeconds,
+    }),
+  );
+  const consent = deps.consent;
+  registry.registerOperation(
+    networkRecordsOperation({
+      mspId: exchange.mspId,
+      members: exchange.members,
+      ledger: deps.ledger,
+      store: deps.store,
+      journal: deps.journal,
+      consent,
+      networkIds: deps.networkIds,
+      patientLinks: deps.patientLinks,
+      disclosures: {
+        store: deps.store,
+        indexEntries: deps.indexEntries,
+        anchor: deps.anchor,
+        organization: deps.organization,
+        recordAccess: (record) => consent?.recordAccess(record),
+      },
+      maxRecords: settings.networkMaxRecords,
+      maxLagSeconds: settings.networkMaxLagSeconds,
+      withholdLabels: settings.networkWithholdLabels,
+    }),
+  );
+}
