@@ -413,8 +413,14 @@ describe('--help and --version', () => {
     const token = program.commands.find((command) => command.name() === 'token')!;
     // Commander wraps the help to the terminal's width: compare with whitespace collapsed.
     const help = token.helpInformation().replace(/\s+/g, ' ');
-    expect(help).toMatch(/--id <clientId> [^-]*\(required\)/);
-    expect(help).toMatch(/--key <file> [^-]*participant enroll\) \(required\)/);
-    expect(help).not.toMatch(/--scope <scopes> [^-]*\(required\)/);
+    expect(help).toContain(
+      "--id <clientId> the participant's client id (participant enroll --id) (required)",
+    );
+    expect(help).toContain(
+      "--key <file> the participant's private key (key.pem written by participant enroll) (required)",
+    );
+    expect(help).toMatch(
+      /--scope <scopes> scopes to ask for, space-separated \(default: the role's scopes\) --json/,
+    );
   });
 });
