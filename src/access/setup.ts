@@ -238,6 +238,13 @@ function accessRecordParameter(
     { name: 'transaction', valueString: record.txId },
   ];
   if (record.from && record.from !== record.at) part.push({ name: 'from', valueInstant: record.from });
+  // An access by another member's participant (the exchange): which member disclosed, for whom, and why.
+  if (record.accessorMsp !== record.mspId)
+    part.push(
+      { name: 'custodian', valueString: record.mspId },
+      { name: 'accessorMember', valueString: record.accessorMsp },
+      { name: 'purpose', valueCode: record.purpose },
+    );
   if (record.resourceType) part.push({ name: 'resourceType', valueCode: record.resourceType });
   if (who) {
     part.push({ name: 'role', valueCode: who.role });
