@@ -242,10 +242,11 @@ export interface DeliveryTransport {
   deliver(recipient: MemberEntry, actor: NetworkActor, body: string): Promise<DeliveryOutcome>;
 }
 
-/** What A's grant check reads: the home's grants of a patient and its network id (ConsentService). */
+/** What A's grant check reads: the home's network id of a patient and its grants naming one participant of a
+ * member, a withdrawn one already `revoked` (ConsentService). */
 export interface PatientGrantSource {
   networkIdOf(patient: string): string | undefined;
-  grantsOf(patient: string): LedgerGrant[];
+  networkGrantsOf(patientReference: string, grantee: string, granteeMsp: string): LedgerGrant[];
 }
 
 export interface NetworkSendOptions {
@@ -326,7 +327,7 @@ export function networkSendHandler(options: NetworkSendOptions): InteractionHand
       throw refused('this service is not the home of the patient, so it holds no grant of the patient');
     const at = now();
     const { refused: notGranted, grantIds } = typesNotGranted(
-      options.grants.grantsOf(document.patient),
+      options.grants.networkGrantsOf(document.patient, recipient.pseudonym, recipient.mspId),
       recipient,
       document.versions.map((v) => v.resourceType),
       at,

@@ -355,7 +355,7 @@ describe('a delivery at B', () => {
     linkPatient();
     const answer = await deliverAtB(await deliveryFromA(), FROM_A);
     expect(answer.status).toBe(200);
-    expect((answer.body as { parameter: unknown[] }).parameter[0]).toEqual({
+    expect((answer.body as unknown as { parameter: unknown[] }).parameter[0]).toEqual({
       name: 'result',
       valueCode: 'stored',
     });
@@ -479,7 +479,7 @@ describe('a delivery at B', () => {
 
   it('files a document whose patient is linked to no local Patient in the review inbox, creating no Patient', async () => {
     const answer = await deliverAtB(await deliveryFromA(), FROM_A);
-    expect((answer.body as { parameter: unknown[] }).parameter[0]).toEqual({
+    expect((answer.body as unknown as { parameter: unknown[] }).parameter[0]).toEqual({
       name: 'result',
       valueCode: 'review',
     });
