@@ -17,7 +17,7 @@ import type {
   InteractionHandler,
 } from '../fhir/interactions/types.js';
 import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
-import { fhirError, type OperationOutcomeIssue } from '../fhir/outcome.js';
+import { fhirError, issue, type OperationOutcomeIssue } from '../fhir/outcome.js';
 import { parseClientJson, type FhirResource } from '../fhir/fhir-json.js';
 import { grantAllows, DEFAULT_PURPOSE } from '../consent/consent-resource.js';
 import type { LedgerGrant, AccessRecordInput } from '../consent/consent-service.js';
@@ -30,7 +30,8 @@ import {
   type RecordEvidence,
 } from './record-evidence.js';
 import type { MemberEntry, MemberLookup } from './members.js';
-import type { NetworkActor } from './network-token-client.js';
+import { NetworkTokenRefused, type NetworkActor, type NetworkTokenClient } from './network-token-client.js';
+import { MemberCallError, type MemberHttpClient } from './member-http.js';
 
 /** The naming system of a network participant handle `<mspId>|<pseudonym>` (docs/exchange.md). */
 export const NETWORK_PARTICIPANT_SYSTEM = 'https://hie-ledger.dev/fhir/NamingSystem/network-participant';
@@ -242,6 +243,55 @@ export interface DeliveryTransport {
   deliver(recipient: MemberEntry, actor: NetworkActor, body: string): Promise<DeliveryOutcome>;
 }
 
+/**
+ * The transport over the exchange's own clients: a network token of the recipient member for the actor (cached by
+ * NetworkTokenClient), then the POST through the hardened MemberHttpClient, all within `deadlineMs`. A token the
+ * recipient no longer takes (401) is fetched anew once.
+ */
+export function memberDeliveryTransport(
+  tokens: NetworkTokenClient,
+  http: MemberHttpClient,
+  deadlineMs: number,
+): DeliveryTransport {
+  return {
+    async deliver(recipient, actor, body) {
+      const signal = AbortSignal.timeout(deadlineMs);
+      try {
+        for (let attempt = 0; ; attempt++) {
+          const token = await tokens.token(recipient, actor, signal);
+          const response = await http.request(recipient, {
+            method: 'POST',
+            url: `${recipient.fhirBaseUrl}/$network-deliver`,
+            headers: {
+              authorization: `Bearer ${token}`,
+              'content-type': 'application/fhir+json',
+              accept: 'application/fhir+json',
+            },
+            body,
+            signal,
+          });
+          if (response.status === 401 && attempt === 0) {
+            tokens.forget(recipient, actor);
+            continue;
+          }
+          const retryAfter = response.headers['retry-after'];
+          return {
+            kind: 'answered',
+            status: response.status,
+            body: response.body.toString('utf8'),
+            retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined,
+          };
+        }
+      } catch (err) {
+        if (err instanceof MemberCallError) return { kind: 'unreachable', issue: err.toIssue() };
+        if (err instanceof NetworkTokenRefused)
+          return { kind: 'unreachable', issue: issue('error', 'security', err.message) };
+        throw err;
+      }
+    },
+  };
+}
+
 /** What A's grant check reads: the home's network id of a patient and its grants naming one participant of a
  * member, a withdrawn one already `revoked` (ConsentService). */
 export interface PatientGrantSource {
@@ -394,8 +444,8 @@ function recipientErrorCode(body: string): string | undefined {
     const outcome = JSON.parse(body) as {
       issue?: { details?: { coding?: { system?: unknown; code?: unknown }[] } }[];
     };
-    for (const issue of outcome.issue ?? [])
-      for (const coding of issue.details?.coding ?? [])
+    for (const entry of outcome.issue ?? [])
+      for (const coding of entry.details?.coding ?? [])
         if (typeof coding.code === 'string' && ERROR_CODE_PATTERN.test(coding.code)) return coding.code;
   } catch {
     // not an OperationOutcome
