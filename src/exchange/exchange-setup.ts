@@ -18,6 +18,7 @@ import { MemberHttpClient } from './member-http.js';
 import { NetworkTokenClient } from './network-token-client.js';
 import { NetworkTokenService, replayFileIn } from './network-tokens.js';
 import { serviceKeyFileIn, serviceKeyLoader } from './patient-links-setup.js';
+import { registerPushOperations } from './push-setup.js';
 
 /** The settings the exchange reads (src/config/config.ts, docs/configuration.md). */
 export type ExchangeSettings = Pick<
@@ -114,7 +115,9 @@ export interface ExchangeDeps {
 
 /** Registers the network operations (docs/exchange.md): each part of the exchange adds its own here. */
 export function registerExchangeOperations(
-  _exchange: Exchange,
-  _registry: FhirRegistry,
-  _deps: ExchangeDeps,
-): void {}
+  exchange: Exchange,
+  registry: FhirRegistry,
+  deps: ExchangeDeps,
+): void {
+  registerPushOperations(exchange, registry, deps);
+}
