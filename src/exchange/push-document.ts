@@ -372,6 +372,8 @@ export function networkSendHandler(options: NetworkSendOptions): InteractionHand
         'network-send-refused',
         `The document cannot be sent to ${recipient.mspId}|${recipient.pseudonym}: ${why}`,
       );
+    if (recipient.mspId === options.mspId)
+      throw refused('the recipient is a participant of this service: it reads the records here');
     const npid = options.grants?.networkIdOf(document.patient);
     if (npid === undefined || !options.grants)
       throw refused('this service is not the home of the patient, so it holds no grant of the patient');

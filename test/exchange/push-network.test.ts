@@ -199,6 +199,26 @@ describe('push', () => {
     expect(await counts()).toEqual(after);
   });
 
+  it('asks to retry while a record of the document is not yet anchored, and sends it once it is', async () => {
+    const { a } = network;
+    const before = await counts();
+    await a.app.integrity!.anchorer.stop();
+    try {
+      await put(a, observation('pa1-o4', 'Patient/pa1'));
+      await put(a, composition('c-fresh', 'Patient/pa1', ['Observation/pa1-o4']));
+      const early = await send('c-fresh');
+      expect(early.status, early.text).toBe(409);
+      expectErrorCode(early.text, 'network-send-not-anchored');
+      expect(early.headers.get('retry-after')).toBe('5');
+      expect(await counts()).toEqual(before);
+    } finally {
+      a.app.integrity!.anchorer.start();
+    }
+    await a.app.integrity!.anchorer.drain();
+    const sent = await send('c-fresh');
+    expect(sent.status, sent.text).toBe(200);
+  });
+
   it('sends nothing without a live grant for the recipient', async () => {
     const before = await counts();
     const { b } = network;
@@ -208,6 +228,12 @@ describe('push', () => {
     expectErrorCode(sent.text, 'network-send-refused');
     const malformed = await send('c1', 'no-handle');
     expect(malformed.status).toBe(400);
+    // A participant of A itself is no recipient of a push.
+    await network.a.enrol('dr-a2', 'clinician', 'Practitioner/dr-a2', network.a.organization);
+    const toSelf = await send('c1', network.a.handleOf('dr-a2'));
+    expect(toSelf.status, toSelf.text).toBe(403);
+    expectErrorCode(toSelf.text, 'network-send-refused');
+    expect(toSelf.text).toContain('a participant of this service');
     expect(await counts()).toEqual(before);
   });
 
