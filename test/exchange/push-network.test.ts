@@ -7,7 +7,7 @@
  */
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { OpenAccess } from '../../src/fhir/interactions/access-policy.js';
 import { collectEvidence } from '../../src/exchange/record-evidence.js';
 import {
@@ -155,6 +155,25 @@ describe('push', () => {
     // B's copies are in B's patient's compartment: B's clinician finds them with the Patient's own $everything.
     const copied = await network.b.app.store.read('Observation', observations[0].id as string);
     expect(copied?.patients).toEqual(['Patient/pb1']);
+
+    // The disclosure is in the patient's network-wide access log (a ledger access record, flushed in the background).
+    const patient = await network.a.enrol('pat-pa1', 'patient', 'Patient/pa1');
+    await vi.waitFor(
+      async () => {
+        const log = await network.a.request(patient, 'GET', '/Patient/pa1/$access-log');
+        const sends = (
+          log.body.parameter as { part: { name: string; valueCode?: string; valueString?: string }[] }[]
+        )
+          .map((p) =>
+            Object.fromEntries(p.part.map((part) => [part.name, part.valueCode ?? part.valueString])),
+          )
+          .filter((p) => p.interaction === 'network-send');
+        expect(sends).toEqual([
+          expect.objectContaining({ accessor: network.b.pseudonymOf('dr-b'), outcome: 'allowed' }),
+        ]);
+      },
+      { timeout: 20_000, interval: 100 },
+    );
 
     // Sent again: the same answer, nothing new at B.
     const again = await send('c1');
