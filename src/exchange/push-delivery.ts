@@ -38,6 +38,7 @@ import {
   NETWORK_PARTICIPANT_SYSTEM,
   TYPES_NEVER_PUSHED,
   localReference,
+  memberEntry,
   uuidFromName,
 } from './push-document.js';
 import type { MemberLookup } from './members.js';
@@ -532,7 +533,7 @@ export function networkDeliverHandler(options: NetworkDeliverOptions): Interacti
     const caller = options.callerOf(context.access);
     if (!caller)
       throw fhirError('access-denied', 'Only another member’s service delivers documents (a network token)');
-    const entry = await options.members.member(caller.member);
+    const entry = await memberEntry(options.members, caller.member);
     if (!entry || entry.status !== 'active')
       throw fhirError('access-denied', 'Only an active member delivers documents');
     const sender: CustodianIdentity & { actor: string } = {

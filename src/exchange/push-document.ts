@@ -310,6 +310,22 @@ export interface NetworkSendOptions {
   now?: () => number;
 }
 
+/** A member's directory entry; the ledger out of reach is 503 `ledger-unavailable`, never a 500. */
+export async function memberEntry(members: MemberLookup, mspId: string): Promise<MemberEntry | undefined> {
+  try {
+    return await members.member(mspId);
+  } catch (err) {
+    throw fhirError(
+      'ledger-unavailable',
+      'The member directory on the ledger cannot be read now; retry later',
+      {
+        headers: { 'Retry-After': '5' },
+        cause: err,
+      },
+    );
+  }
+}
+
 /** The retry hint while records wait for their anchors (the anchoring interval is seconds). */
 const NOT_ANCHORED_RETRY_SECONDS = '5';
 
@@ -354,7 +370,7 @@ export function networkSendHandler(options: NetworkSendOptions): InteractionHand
   const now = options.now ?? Date.now;
   return async (request, context) => {
     const recipient = recipientParameter(request);
-    const self = await options.members.member(options.mspId);
+    const self = await memberEntry(options.members, options.mspId);
     if (!self || self.status !== 'active')
       throw fhirError(
         'member-not-registered',
@@ -386,7 +402,7 @@ export function networkSendHandler(options: NetworkSendOptions): InteractionHand
     );
     if (notGranted.length > 0)
       throw refused(`no live grant of the patient for this recipient opens ${notGranted.join(', ')}`);
-    const recipientEntry = await options.members.member(recipient.mspId);
+    const recipientEntry = await memberEntry(options.members, recipient.mspId);
     if (!recipientEntry || recipientEntry.status !== 'active')
       throw refused(`${recipient.mspId} is not an active member`);
 

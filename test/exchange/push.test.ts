@@ -36,6 +36,7 @@ import {
 } from '../../src/exchange/push-delivery.js';
 import { PatientLinkStore } from '../../src/exchange/patient-links.js';
 import { MapMembers } from './helpers.js';
+import type { MemberLookup } from '../../src/exchange/members.js';
 import { makeOrg, openChain, tempDir, type TestOrg } from '../ledger/helpers.js';
 import { validator } from '../validation/helpers.js';
 
@@ -201,9 +202,14 @@ async function deliveryFromA(hidden?: Set<string>): Promise<string> {
 }
 
 /** B's `$network-deliver` with a network token of `member` (undefined: no network token). */
-function deliverAtB(body: string, member?: DeliveringMember, ledger?: Ledger): Promise<FhirResponse> {
+function deliverAtB(
+  body: string,
+  member?: DeliveringMember,
+  ledger?: Ledger,
+  directory: MemberLookup = members,
+): Promise<FhirResponse> {
   const handler = networkDeliverHandler({
-    members,
+    members: directory,
     ledger: ledger ?? chain.connect(orgs[1].service),
     organization: 'Organization/b',
     localPatientsOf: (npid) => Promise.resolve(links.linksTo(npid).map((l) => l.localPatient)),
@@ -509,6 +515,15 @@ describe('a delivery at B', () => {
     expect((await refusal(deliverAtB(body))).code).toBe('access-denied');
     members.add({ ...HOSPITAL_A, serviceCertificate: '', status: 'revoked' });
     expect((await refusal(deliverAtB(body, FROM_A))).code).toBe('access-denied');
+    expect((await storedAtB()).map((s) => s.type)).toEqual(['Patient']);
+  });
+
+  it('answers 503, storing nothing, while the member directory cannot be read', async () => {
+    linkPatient();
+    const unreachable: MemberLookup = { member: () => Promise.reject(new Error('ledger unreachable')) };
+    const err = await refusal(deliverAtB(await deliveryFromA(), FROM_A, undefined, unreachable));
+    expect(err.code).toBe('ledger-unavailable');
+    expect(err.status).toBe(503);
     expect((await storedAtB()).map((s) => s.type)).toEqual(['Patient']);
   });
 
