@@ -35,13 +35,13 @@ import {
 import { ShapeError, SpanScanner, verifyEvidenceBundle, type VerifiedAnswer } from './record-verifier.js';
 import {
   MAX_DOCUMENT_RECORDS,
-  NETWORK_PARTICIPANT_SYSTEM,
   TYPES_NEVER_PUSHED,
   localReference,
   memberEntry,
   uuidFromName,
 } from './push-document.js';
 import type { MemberLookup } from './members.js';
+import { NETWORK_PARTICIPANT_SYSTEM } from '../consent/consent-resource.js';
 
 /** The Provenance extension that keeps a copy's original text, base64 of its UTF-8 bytes. */
 export const ORIGINAL_TEXT_EXTENSION_URL = 'https://hie-ledger.dev/fhir/StructureDefinition/original-text';

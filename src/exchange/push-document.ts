@@ -19,7 +19,12 @@ import type {
 import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import { fhirError, issue, type OperationOutcomeIssue } from '../fhir/outcome.js';
 import { parseClientJson, type FhirResource } from '../fhir/fhir-json.js';
-import { grantAllows, DEFAULT_PURPOSE } from '../consent/consent-resource.js';
+import {
+  grantAllows,
+  parseNetworkHandle,
+  DEFAULT_PURPOSE,
+  type NetworkParticipant,
+} from '../consent/consent-resource.js';
 import type { LedgerGrant, AccessRecordInput } from '../consent/consent-service.js';
 import type { AnchorJournal } from '../integrity/anchor-journal.js';
 import {
@@ -33,8 +38,6 @@ import type { MemberEntry, MemberLookup } from './members.js';
 import { NetworkTokenRefused, type NetworkActor, type NetworkTokenClient } from './network-token-client.js';
 import { MemberCallError, type MemberHttpClient } from './member-http.js';
 
-/** The naming system of a network participant handle `<mspId>|<pseudonym>` (docs/exchange.md). */
-export const NETWORK_PARTICIPANT_SYSTEM = 'https://hie-ledger.dev/fhir/NamingSystem/network-participant';
 /** Bundle.identifier.system of a pushed document: its value is a `urn:uuid:`. */
 export const DOCUMENT_IDENTIFIER_SYSTEM = 'urn:ietf:rfc:3986';
 /** Resource types never sent in a document (and refused in one): they would act at the recipient, or are evidence. */
@@ -42,24 +45,11 @@ export const TYPES_NEVER_PUSHED: ReadonlySet<string> = new Set(['Consent', 'Prov
 /** Most entries (records) of one document. */
 export const MAX_DOCUMENT_RECORDS = 1000;
 
-const MSP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const PSEUDONYM = /^[A-Za-z0-9._~:+/=-]{1,128}$/;
 const RELATIVE_REFERENCE =
   /^([A-Z][A-Za-z]{0,63})\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([1-9][0-9]{0,9}))?$/;
 
-/** A recipient handle `<mspId>|<pseudonym>`: the pseudonym is the recipient's at its own service. */
-export interface Recipient {
-  mspId: string;
-  pseudonym: string;
-}
-
-export function parseRecipient(handle: string): Recipient | undefined {
-  const bar = handle.indexOf('|');
-  if (bar < 0) return undefined;
-  const mspId = handle.slice(0, bar);
-  const pseudonym = handle.slice(bar + 1);
-  return MSP_ID.test(mspId) && PSEUDONYM.test(pseudonym) ? { mspId, pseudonym } : undefined;
-}
+/** A recipient: a participant of another member, by its handle `<mspId>|<pseudonym>` (its pseudonym there). */
+export type Recipient = NetworkParticipant;
 
 /** A UUID (version 8: name-based, SHA-256) made from a name: the same name always gives the same UUID. */
 export function uuidFromName(name: string): string {
@@ -355,7 +345,7 @@ function recipientParameter(request: FhirRequest): Recipient {
       expression: 'recipient',
     });
   const handle = found[0].valueString;
-  const recipient = found.length === 1 && typeof handle === 'string' ? parseRecipient(handle) : undefined;
+  const recipient = found.length === 1 && typeof handle === 'string' ? parseNetworkHandle(handle) : undefined;
   if (!recipient)
     throw fhirError(
       'parameter-invalid',

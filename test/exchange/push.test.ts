@@ -26,7 +26,6 @@ import {
   deliverBodyText,
   documentBundleText,
   documentIdentifierOf,
-  parseRecipient,
   typesNotGranted,
 } from '../../src/exchange/push-document.js';
 import {
@@ -36,6 +35,7 @@ import {
 } from '../../src/exchange/push-delivery.js';
 import { PatientLinkStore } from '../../src/exchange/patient-links.js';
 import { MapMembers } from './helpers.js';
+import { parseNetworkHandle } from '../../src/consent/consent-resource.js';
 import type { MemberLookup } from '../../src/exchange/members.js';
 import { makeOrg, openChain, tempDir, type TestOrg } from '../ledger/helpers.js';
 import { validator } from '../validation/helpers.js';
@@ -198,7 +198,7 @@ async function deliveryFromA(hidden?: Set<string>): Promise<string> {
     identifier,
     '2026-12-07T06:00:00Z',
   );
-  return deliverBodyText(NPID, { mspId: 'Org2MSP', pseudonym: 'ps-dr-b' }, text);
+  return deliverBodyText(NPID, { mspId: 'Org2MSP', pseudonym: 'ps-dr-b-0001' }, text);
 }
 
 /** B's `$network-deliver` with a network token of `member` (undefined: no network token). */
@@ -213,7 +213,7 @@ function deliverAtB(
     ledger: ledger ?? chain.connect(orgs[1].service),
     organization: 'Organization/b',
     localPatientsOf: (npid) => Promise.resolve(links.linksTo(npid).map((l) => l.localPatient)),
-    participantResource: (pseudonym) => (pseudonym === 'ps-dr-b' ? 'Practitioner/b-dr' : undefined),
+    participantResource: (pseudonym) => (pseudonym === 'ps-dr-b-0001' ? 'Practitioner/b-dr' : undefined),
     callerOf: (access) => (access instanceof NetworkTokenAccess ? access.member : undefined),
     now: () => Date.parse('2026-12-07T06:00:01Z'),
   });
@@ -321,7 +321,7 @@ describe('the document A sends', () => {
       docType: 'grant',
       grantId: 'g1',
       patientTag: 'x',
-      grantee: 'ps-dr-b',
+      grantee: 'ps-dr-b-0001',
       granteeMsp: 'Org2MSP',
       homeMsp: 'Org1MSP',
       classes: [],
@@ -333,7 +333,7 @@ describe('the document A sends', () => {
       grantedAt: '2026-01-01T00:00:00Z',
       ...over,
     });
-    const recipient = parseRecipient('Org2MSP|ps-dr-b')!;
+    const recipient = parseNetworkHandle('Org2MSP|ps-dr-b-0001')!;
     const types = ['Composition', 'Patient', 'Observation'];
     const at = Date.parse('2026-12-07T06:00:00Z');
     expect(typesNotGranted([grant({})], recipient, types, at)).toEqual({ refused: [], grantIds: ['g1'] });
@@ -351,8 +351,8 @@ describe('the document A sends', () => {
       typesNotGranted([grant({ deny: [{ classes: ['Observation'] }] })], recipient, types, at).refused,
     ).toEqual(['Observation']);
     expect(typesNotGranted([grant({ purpose: ['HRESCH'] })], recipient, types, at).refused).toEqual(types);
-    expect(parseRecipient('Org2MSP')).toBeUndefined();
-    expect(parseRecipient('Org 2|x')).toBeUndefined();
+    expect(parseNetworkHandle('Org2MSP')).toBeUndefined();
+    expect(parseNetworkHandle('Org 2|x')).toBeUndefined();
   });
 });
 
