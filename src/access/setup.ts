@@ -25,6 +25,7 @@ import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { InteractionHandler } from '../fhir/interactions/types.js';
 import { fhirError } from '../fhir/outcome.js';
 import { registerAuth } from './auth-routes.js';
+import { networkActorOperation } from './network-actor.js';
 import { searchDefinitions } from '../fhir/search/definitions.js';
 
 export type AuthMode = 'smart' | 'dev-open';
@@ -37,6 +38,8 @@ export interface AccessSetupOptions {
   host: string;
   /** The organisation's MSP id: its embedded CA (config.mspId). */
   mspId: string;
+  /** This member's MSP id on the ledger (with --ledger fabric the connection file's): `$network-actor`. Default mspId. */
+  ledgerMspId?: string;
   /** The organisation this service keeps records for (config.organization): its systems choose ids of new resources. */
   organization?: string;
   /** Public base URL of the FHIR endpoint (config.baseUrl), e.g. https://hie.example.org/fhir. */
@@ -70,7 +73,7 @@ export interface AccessSetup {
   install(fastify: FastifyInstance): void;
   /** registerFhirRoutes' accessFor: the request's policy, also made current for the Consent ledger hook. */
   accessFor(request: FastifyRequest): AccessPolicy;
-  /** Registers `$access-log` (Patient instance level). */
+  /** Registers `$access-log` (Patient instance level) and `$network-actor` (system level). */
   registerOperations(registry: FhirRegistry): void;
   close(): Promise<void>;
 }
@@ -322,6 +325,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
           "Who accessed this patient's data: the access records on the ledger (participant role, resource, interaction, outcome, time).",
         handler: accessLogHandler(consent, participants, options.mspId),
       });
+      registry.registerOperation(networkActorOperation(options.ledgerMspId ?? options.mspId));
     },
     async close() {
       await audit.close();

@@ -260,6 +260,7 @@ async function wireAccess(
     mode: config.auth,
     host: config.host,
     mspId: config.mspId,
+    ledgerMspId: config.ledger === 'fabric' ? loadFabricConfig(config.fabricConfig!).mspId : config.mspId,
     organization: config.organization,
     fhirBaseUrl: config.baseUrl,
     tokenRateLimit: config.tokenRateLimit,
