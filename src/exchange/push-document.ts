@@ -462,7 +462,11 @@ function recipientErrorCode(body: string): string | undefined {
 }
 
 /** The recipient's answer as this service's: its result on success, else a refusal naming the member. */
-function deliveryAnswer(outcome: DeliveryOutcome, recipient: Recipient, identifier: string): FhirResponse {
+export function deliveryAnswer(
+  outcome: DeliveryOutcome,
+  recipient: Recipient,
+  identifier: string,
+): FhirResponse {
   if (outcome.kind === 'unreachable')
     throw fhirError(
       'network-send-failed',

@@ -25,6 +25,7 @@ import {
   assembleDocument,
   deliverBodyText,
   documentBundleText,
+  deliveryAnswer,
   documentIdentifierOf,
   typesNotGranted,
 } from '../../src/exchange/push-document.js';
@@ -353,6 +354,74 @@ describe('the document A sends', () => {
     expect(typesNotGranted([grant({ purpose: ['HRESCH'] })], recipient, types, at).refused).toEqual(types);
     expect(parseNetworkHandle('Org2MSP')).toBeUndefined();
     expect(parseNetworkHandle('Org 2|x')).toBeUndefined();
+  });
+});
+
+describe('the recipient’s answer, as the sender gives it to its caller', () => {
+  const recipient = { mspId: 'Org2MSP', pseudonym: 'ps-dr-b-0001' };
+  const identifier = 'urn:uuid:00000000-0000-8000-8000-000000000000';
+  const answer = (status: number, body: unknown, retryAfter?: string) =>
+    deliveryAnswer(
+      { kind: 'answered', status, body: typeof body === 'string' ? body : JSON.stringify(body), retryAfter },
+      recipient,
+      identifier,
+    );
+  const thrown = (run: () => unknown): FhirError => {
+    try {
+      run();
+    } catch (err) {
+      if (err instanceof FhirError) return err;
+      throw err;
+    }
+    throw new Error('no refusal');
+  };
+
+  it('passes on the result, and names the recipient’s refusal by its code, never its words', () => {
+    const ok = answer(200, {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'result', valueCode: 'review' }],
+    });
+    expect(ok.status).toBe(200);
+    expect(ok.body).toMatchObject({
+      parameter: [
+        { name: 'result', valueCode: 'review' },
+        { name: 'identifier', valueIdentifier: { value: identifier } },
+        { name: 'recipient', valueString: 'Org2MSP|ps-dr-b-0001' },
+      ],
+    });
+    const refused = thrown(() =>
+      answer(422, {
+        resourceType: 'OperationOutcome',
+        issue: [
+          {
+            severity: 'error',
+            code: 'processing',
+            diagnostics: '<script>anything B says</script>',
+            details: { coding: [{ system: 'x', code: 'network-deliver-unverified' }] },
+          },
+        ],
+      }),
+    );
+    expect(refused.code).toBe('network-send-failed');
+    expect(refused.status).toBe(502);
+    expect(refused.message).toContain('network-deliver-unverified');
+    expect(refused.message).not.toContain('script');
+    const retry = thrown(() => answer(503, '', '30'));
+    expect(retry.code).toBe('network-send-retry');
+    expect(retry.headers['Retry-After']).toBe('30');
+    expect(thrown(() => answer(503, '', 'soon')).headers['Retry-After']).toBe('5');
+    expect(thrown(() => answer(200, 'not json')).code).toBe('network-send-failed');
+    const down = thrown(() =>
+      deliveryAnswer(
+        {
+          kind: 'unreachable',
+          issue: { severity: 'error', code: 'timeout', diagnostics: 'member Org2MSP: timeout' },
+        },
+        recipient,
+        identifier,
+      ),
+    );
+    expect(down.code).toBe('network-send-failed');
   });
 });
 
