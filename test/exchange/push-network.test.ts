@@ -156,6 +156,14 @@ describe('push', () => {
     const copied = await network.b.app.store.read('Observation', observations[0].id as string);
     expect(copied?.patients).toEqual(['Patient/pb1']);
 
+    // B's clinician reads the filed copy (B's record: custodian B), the Patient's $everything holds it.
+    const drB = await network.b.token('dr-b');
+    const read = await network.b.request(drB, 'GET', `/Composition/${copy.id as string}`);
+    expect(read.status, read.text).toBe(200);
+    const everything = await network.b.request(drB, 'GET', '/Patient/pb1/$everything');
+    expect(everything.status, everything.text).toBe(200);
+    expect(everything.text).toContain(`"id":"${observations[0].id as string}"`);
+
     // The disclosure is in the patient's network-wide access log (a ledger access record, flushed in the background).
     const patient = await network.a.enrol('pat-pa1', 'patient', 'Patient/pa1');
     await vi.waitFor(
@@ -214,6 +222,10 @@ describe('push', () => {
       status: 'requested',
       requester: { identifier: { value: network.a.mspId } },
     });
+    // B's clinicians see the inbox.
+    const inbox = await network.b.request(await network.b.token('dr-b'), 'GET', '/Task?status=requested');
+    expect(inbox.status, inbox.text).toBe(200);
+    expect(inbox.body.entry.map((e: { resource: { id: string } }) => e.resource.id)).toContain(task.id);
     expect((await send('c-unlinked')).body).toEqual(sent.body);
     expect(await counts()).toEqual(after);
   });
