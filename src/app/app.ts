@@ -328,6 +328,7 @@ function wireExchange(
     indexEntries: extractIndex,
     consent: parts.access.consent,
     patientLinks: parts.patientLinks,
+    participants: parts.access.participants,
     organization: config.organization,
     log: fastify.log.child({ component: 'exchange' }),
   });

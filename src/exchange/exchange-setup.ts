@@ -12,6 +12,7 @@ import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/reso
 import type { AnchorJournal } from '../integrity/anchor-journal.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { PatientLinks } from './patient-links.js';
+import type { ParticipantDirectory } from '../access/participants.js';
 import { accessTokenSecret } from '../access/setup.js';
 import { MemberDirectory } from './member-directory.js';
 import { MemberHttpClient } from './member-http.js';
@@ -108,6 +109,8 @@ export interface ExchangeDeps {
   /** Grants and access records on the ledger; absent without a ledger (then no network operation opens anything). */
   consent?: ConsentService;
   patientLinks: PatientLinks;
+  /** This service's participants (a pushed document's recipient, by pseudonym); absent: not looked up. */
+  participants?: Pick<ParticipantDirectory, 'byPseudonym'>;
   /** This service's organisation (`--organization`): the custodian of the disclosure AuditEvents. */
   organization?: string;
   log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };

@@ -221,6 +221,7 @@ describe('push', () => {
     expect(task).toMatchObject({
       status: 'requested',
       requester: { identifier: { value: network.a.mspId } },
+      owner: { reference: 'Practitioner/dr-b' },
     });
     // B's clinicians see the inbox.
     const inbox = await network.b.request(await network.b.token('dr-b'), 'GET', '/Task?status=requested');
