@@ -46,6 +46,8 @@ export interface AccessSetupOptions {
   fhirBaseUrl?: string;
   /** Token requests a minute per client address and per client at /auth/token; 0 or absent: no limit. */
   tokenRateLimit?: number;
+  /** Lifetime of issued access tokens, seconds (default 300). */
+  tokenSeconds?: number;
   fhirPrefix: string;
   store: ResourceStore;
   ledger?: Ledger;
@@ -145,7 +147,11 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
   });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
   const secret = accessTokenSecret(options.dataDir);
-  const tokens = new TokenService({ directory: participants, secret });
+  const tokens = new TokenService({
+    directory: participants,
+    secret,
+    accessTokenSeconds: options.tokenSeconds,
+  });
   const { consent, networkIds } = await openConsent(options, participants);
   const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
   const control = new AccessControl({
@@ -232,6 +238,13 @@ function accessRecordParameter(
     { name: 'transaction', valueString: record.txId },
   ];
   if (record.from && record.from !== record.at) part.push({ name: 'from', valueInstant: record.from });
+  // An access by another member's participant (the exchange): which member disclosed, for whom, and why.
+  if (record.accessorMsp !== record.mspId)
+    part.push(
+      { name: 'custodian', valueString: record.mspId },
+      { name: 'accessorMember', valueString: record.accessorMsp },
+      { name: 'purpose', valueCode: record.purpose },
+    );
   if (record.resourceType) part.push({ name: 'resourceType', valueCode: record.resourceType });
   if (who) {
     part.push({ name: 'role', valueCode: who.role });
@@ -320,7 +333,7 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         name: 'access-log',
         levels: ['instance'],
         resourceTypes: ['Patient'],
-        methods: ['GET'],
+        methods: ['GET', 'POST'], // affects no state: both, as the spec says
         documentation:
           "Who accessed this patient's data: the access records on the ledger (participant role, resource, interaction, outcome, time).",
         handler: accessLogHandler(consent, participants, options.mspId),

@@ -11,8 +11,11 @@ import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { AnchorJournal } from '../integrity/anchor-journal.js';
 import type { Ledger } from '../ledger/ledger.js';
+import type { NetworkIds } from '../consent/network-ids.js';
 import type { PatientLinks } from './patient-links.js';
 import type { ParticipantDirectory } from '../access/participants.js';
+import { networkLocateOperation } from './network-locate.js';
+import { networkRecordsOperation } from './network-records.js';
 import { accessTokenSecret } from '../access/setup.js';
 import { MemberDirectory } from './member-directory.js';
 import { MemberHttpClient } from './member-http.js';
@@ -108,6 +111,8 @@ export interface ExchangeDeps {
   indexEntries?: (resource: FhirResource) => IndexEntry[];
   /** Grants and access records on the ledger; absent without a ledger (then no network operation opens anything). */
   consent?: ConsentService;
+  /** The home's network patient ids (with the consent service). */
+  networkIds?: NetworkIds;
   patientLinks: PatientLinks;
   /** This service's participants (a pushed document's recipient, by pseudonym); absent: not looked up. */
   participants?: Pick<ParticipantDirectory, 'byPseudonym'>;
@@ -122,5 +127,39 @@ export function registerExchangeOperations(
   registry: FhirRegistry,
   deps: ExchangeDeps,
 ): void {
+  const { settings } = exchange;
+  registry.registerOperation(
+    networkLocateOperation({
+      mspId: exchange.mspId,
+      members: exchange.members,
+      consent: deps.consent,
+      networkIds: deps.networkIds,
+      patientLinks: deps.patientLinks,
+      maxLagSeconds: settings.networkMaxLagSeconds,
+    }),
+  );
+  const consent = deps.consent;
+  registry.registerOperation(
+    networkRecordsOperation({
+      mspId: exchange.mspId,
+      members: exchange.members,
+      ledger: deps.ledger,
+      store: deps.store,
+      journal: deps.journal,
+      consent,
+      networkIds: deps.networkIds,
+      patientLinks: deps.patientLinks,
+      disclosures: {
+        store: deps.store,
+        indexEntries: deps.indexEntries,
+        anchor: deps.anchor,
+        organization: deps.organization,
+        recordAccess: (record) => consent?.recordAccess(record),
+      },
+      maxRecords: settings.networkMaxRecords,
+      maxLagSeconds: settings.networkMaxLagSeconds,
+      withholdLabels: settings.networkWithholdLabels,
+    }),
+  );
   registerPushOperations(exchange, registry, deps);
 }
