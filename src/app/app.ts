@@ -334,6 +334,7 @@ function wireExchange(
     consent: parts.access.consent,
     networkIds: parts.access.networkIds,
     patientLinks: parts.patientLinks,
+    participants: parts.access.participants,
     organization: config.organization,
     log: fastify.log.child({ component: 'exchange' }),
   });

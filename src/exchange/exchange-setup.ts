@@ -13,6 +13,7 @@ import type { AnchorJournal } from '../integrity/anchor-journal.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { NetworkIds } from '../consent/network-ids.js';
 import type { PatientLinks } from './patient-links.js';
+import type { ParticipantDirectory } from '../access/participants.js';
 import { networkLocateOperation } from './network-locate.js';
 import { networkRecordsOperation } from './network-records.js';
 import { accessTokenSecret } from '../access/setup.js';
@@ -21,6 +22,7 @@ import { MemberHttpClient } from './member-http.js';
 import { NetworkTokenClient } from './network-token-client.js';
 import { NetworkTokenService, replayFileIn } from './network-tokens.js';
 import { serviceKeyFileIn, serviceKeyLoader } from './patient-links-setup.js';
+import { registerPushOperations } from './push-setup.js';
 
 /** The settings the exchange reads (src/config/config.ts, docs/configuration.md). */
 export type ExchangeSettings = Pick<
@@ -112,6 +114,8 @@ export interface ExchangeDeps {
   /** The home's network patient ids (with the consent service). */
   networkIds?: NetworkIds;
   patientLinks: PatientLinks;
+  /** This service's participants (a pushed document's recipient, by pseudonym); absent: not looked up. */
+  participants?: Pick<ParticipantDirectory, 'byPseudonym'>;
   /** This service's organisation (`--organization`): the custodian of the disclosure AuditEvents. */
   organization?: string;
   log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
@@ -157,4 +161,5 @@ export function registerExchangeOperations(
       withholdLabels: settings.networkWithholdLabels,
     }),
   );
+  registerPushOperations(exchange, registry, deps);
 }

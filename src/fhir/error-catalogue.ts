@@ -301,6 +301,55 @@ export const ERROR_CATALOGUE = {
     meaning: 'This service has no exchange service key: register it in the member directory first',
   },
 
+  // Push: documents sent to another member (docs/exchange.md, "Push")
+  'network-send-invalid': {
+    status: 422,
+    issue: 'business-rule',
+    meaning:
+      'The Composition cannot be sent as a document: its subject is not a Patient of this service you may read, or it is too large',
+  },
+  'network-send-refused': {
+    status: 403,
+    issue: 'forbidden',
+    meaning:
+      "No live grant of the patient (at this service, the patient's home) lets the recipient receive every record of the document; nothing was sent",
+  },
+  'network-send-not-anchored': {
+    status: 409,
+    issue: 'conflict',
+    meaning: 'A record of the document is not yet anchored on the ledger; retry after Retry-After',
+  },
+  'network-send-failed': {
+    status: 502,
+    issue: 'exception',
+    meaning:
+      'The recipient member could not be reached, refused the token or refused the document (its error code is named); the document was not delivered',
+  },
+  'network-send-retry': {
+    status: 503,
+    issue: 'transient',
+    meaning:
+      "The recipient member cannot take the document yet (its ledger has not seen this service's anchors); retry after Retry-After",
+  },
+  'network-deliver-invalid': {
+    status: 400,
+    issue: 'invalid',
+    meaning:
+      'The delivery is not a Parameters with patient, recipient and a document Bundle (identifier, Composition first, its subject Patient, evidence for every record)',
+  },
+  'network-deliver-unverified': {
+    status: 422,
+    issue: 'processing',
+    meaning:
+      "A record of the document failed verification against the sender's anchors (each is named); nothing was stored",
+  },
+  'network-deliver-pending': {
+    status: 503,
+    issue: 'transient',
+    meaning:
+      "This member's ledger does not hold the sender's anchors of the document yet; nothing was stored, retry after Retry-After",
+  },
+
   // The service's own state
   'precondition-failed': {
     status: 412,
