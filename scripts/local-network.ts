@@ -19,6 +19,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, type Wr
 import { createWriteStream } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { SignJWT } from 'jose';
 import {
   BUILTIN_PATIENT,
@@ -29,7 +30,6 @@ import {
   syntheaBundle,
   syntheaFolder,
   syntheaPatient,
-  type Demographics,
   type FhirJson,
 } from './local-network-records.js';
 
@@ -117,7 +117,7 @@ export interface NetworkInfo {
   members: Partial<Record<MemberKey, MemberInfo>>;
   participants: Record<string, ParticipantInfo>;
   /** The network's patient: the local Patient at each member (A is the home), and where its records came from. */
-  patient?: { demographics: Demographics; source: string; local: Partial<Record<MemberKey, string>> };
+  patient?: { source: string; local: Partial<Record<MemberKey, string>> };
   /** References of what was stored for the patient (at A: the Synthea bundle's or built-in records; at C: lab results). */
   records: Partial<Record<MemberKey, string[]>>;
   /** The links made at custodians (`$network-link`): the local Patient, the home and when. */
@@ -621,7 +621,7 @@ async function setUp(
     if (useSynthea) {
       const bundle = syntheaBundle(PROJECT_ROOT, options.syntheaBundle);
       progress(`storing the Synthea patient of ${bundle.file} at Hospital A`);
-      const { index, patient } = syntheaPatient(bundle.text);
+      const { index } = syntheaPatient(bundle.text);
       const answer = expectStatus(
         await fhir(members.a, await token('ehr-a'), 'POST', '', bundle.text),
         [200],
@@ -630,16 +630,12 @@ async function setUp(
       const locations = ((answer.body.entry ?? []) as { response?: { location?: string } }[]).map((e) =>
         (e.response?.location ?? '').replace(/\/_history\/.*$/, ''),
       );
-      info.patient = {
-        demographics: demographicsOf(patient),
-        source: `Synthea, ${basename(bundle.file)}`,
-        local: { a: locations[index] },
-      };
+      info.patient = { source: `Synthea, ${basename(bundle.file)}`, local: { a: locations[index] } };
       info.records.a = locations.filter((_, i) => i !== index);
     } else {
       progress('storing built-in records at Hospital A');
       await put('a', 'ehr-a', patientResource('a-patient', BUILTIN_PATIENT));
-      info.patient = { demographics: BUILTIN_PATIENT, source: 'built-in', local: { a: 'Patient/a-patient' } };
+      info.patient = { source: 'built-in', local: { a: 'Patient/a-patient' } };
       const records = builtinHomeRecords('Patient/a-patient');
       for (const record of records) await put('a', 'ehr-a', record);
       info.records.a = records.map((r) => `${r.resourceType}/${r.id}`);
@@ -652,13 +648,19 @@ async function setUp(
     patient.local.a,
   );
 
-  // B and C hold the same person under their own ids (same demographics: the link matches them).
+  // B and C hold the same person under their own ids, with the demographics of A's Patient (read from A: they are
+  // not kept in network.json), so the link matches them.
   for (const [key, system] of [
     ['b', 'ehr-b'],
     ['c', 'lims-c'],
   ] as const) {
     if (patient.local[key]) continue;
-    await put(key, system, patientResource(`${key}-patient`, patient.demographics));
+    const home = expectStatus(
+      await fhir(members.a, await token('ehr-a'), 'GET', patient.local.a!),
+      [200],
+      `GET ${patient.local.a} at Hospital A`,
+    );
+    await put(key, system, patientResource(`${key}-patient`, demographicsOf(home.body)));
     patient.local[key] = `Patient/${key}-patient`;
     writeNetworkInfo(info);
   }
@@ -721,5 +723,41 @@ async function setUp(
       linkedAt: parameter(linked.body, 'linkedAt')?.valueInstant as string,
     };
     writeNetworkInfo(info);
+  }
+}
+
+/**
+ * Alters a record in a member's store file behind its service's back (the walkthrough's tampered record): in the
+ * current version's stored text the first `"value":<number>` gets 1 added, nothing else changes. Its anchor on the
+ * ledger no longer matches. The service keeps recently read versions in memory: alter a stopped network's files
+ * (or restart the member) to be sure it serves the altered text.
+ */
+export function tamperRecord(
+  dir: string,
+  member: MemberKey,
+  reference: string,
+): { version: string; before: string; after: string } {
+  const [type, id] = reference.split('/');
+  if (!type || !id) throw new Error(`${reference}: give Type/id`);
+  const db = new Database(join(resolve(dir), member, 'resources.sqlite'));
+  try {
+    const row = db
+      .prepare(
+        `SELECT v.seq, v.version_id, v.json FROM resource_current c JOIN resource_version v ON v.seq = c.seq
+         WHERE c.resource_type = ? AND c.id = ? AND c.deleted = 0`,
+      )
+      .get(type, id) as { seq: number; version_id: number; json: string } | undefined;
+    if (!row) throw new Error(`${reference} is not stored at ${member.toUpperCase()}`);
+    const match = /"value":(-?\d+(?:\.\d+)?)/.exec(row.json);
+    if (!match)
+      throw new Error(`${reference} has no "value" number to alter (take an Observation with a quantity)`);
+    const before = match[1]!;
+    const decimals = before.split('.')[1]?.length ?? 0;
+    const after = (Number(before) + 1).toFixed(decimals);
+    const altered = `${row.json.slice(0, match.index)}"value":${after}${row.json.slice(match.index + match[0].length)}`;
+    db.prepare('UPDATE resource_version SET json = ? WHERE seq = ?').run(altered, row.seq);
+    return { version: `${reference}/_history/${row.version_id}`, before, after };
+  } finally {
+    db.close();
   }
 }

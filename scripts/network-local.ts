@@ -13,6 +13,8 @@ import {
   PROJECT_ROOT,
   readNetworkInfo,
   startLocalNetwork,
+  tamperRecord,
+  type MemberKey,
   type NetworkInfo,
 } from './local-network.js';
 
@@ -26,7 +28,10 @@ function portNumber(text: string): number {
   return port;
 }
 
-/** env.sh: the members' base URLs, the patient's ids and `tok CLIENT_ID` (a fresh access token), for a shell. */
+/**
+ * env.sh, for a shell: the members' base URLs, the patient's ids, `tok CLIENT_ID` (a fresh access token) and
+ * `auth CLIENT_ID` (its Authorization header).
+ */
 function writeEnvFile(info: NetworkInfo): string {
   const file = join(info.dir, 'env.sh');
   const m = info.members;
@@ -36,6 +41,7 @@ function writeEnvFile(info: NetworkInfo): string {
     `export PATIENT_A=${info.patient!.local.a} PATIENT_B=${info.patient!.local.b} PATIENT_C=${info.patient!.local.c}`,
     `export NETWORK_DIR='${info.dir}'`,
     `tok() { (cd '${PROJECT_ROOT}' && node --import tsx scripts/network-local.ts token "$1" --dir "$NETWORK_DIR"); }`,
+    'auth() { echo "Authorization: Bearer $(tok "$1")"; }',
     '',
   ];
   writeFileSync(file, lines.join('\n'), { mode: 0o600 });
@@ -68,10 +74,10 @@ function summary(info: NetworkInfo, envFile: string): string {
     '',
     'Try (docs/exchange.md, "Try it"):',
     `  source ${shownPath(envFile)}`,
-    '  curl -s -H "Authorization: Bearer $(tok dr-b)" "$B/\\$network-actor"',
-    '  curl -s -H "Authorization: Bearer $(tok patient-a)" "$A/$PATIENT_A/\\$everything"',
-    '  curl -s -H "Authorization: Bearer $(tok lab-c)" "$C/Observation?subject=$PATIENT_C"',
-    '  curl -s -H "Authorization: Bearer $(tok dr-b)" "$B/$PATIENT_B/\\$network-everything"',
+    '  curl -s -H "$(auth dr-b)" "$B/\\$network-actor"',
+    '  curl -s -H "$(auth patient-a)" "$A/$PATIENT_A/\\$everything"',
+    '  curl -s -H "$(auth lab-c)" "$C/Observation?subject=$PATIENT_C"',
+    '  curl -s -H "$(auth dr-b)" "$B/$PATIENT_B/\\$network-everything"',
     '',
   ].join('\n');
 }
@@ -150,6 +156,18 @@ program
     const info = readNetworkInfo(options.dir);
     if (!info || info.status !== 'ready') throw new Error(`no running network in ${options.dir}`);
     console.log(await accessToken(info, clientId));
+  });
+
+program
+  .command('tamper <member> <reference>')
+  .description(
+    'alter a record (Type/id) in member a, b or c\'s store file behind its service\'s back: its first "value" number +1',
+  )
+  .option('--dir <dir>', 'the base directory', DEFAULT_DIR)
+  .action((member: string, reference: string, options: { dir: string }) => {
+    if (!(MEMBER_KEYS as readonly string[]).includes(member)) throw new Error('member must be a, b or c');
+    const { version, before, after } = tamperRecord(options.dir, member as MemberKey, reference);
+    console.log(`${version}: "value" ${before} -> ${after} in ${member.toUpperCase()}'s store file`);
   });
 
 program.parseAsync().catch((error: unknown) => {
