@@ -252,17 +252,26 @@ function startService(args: string[], logFile: string): ServiceProcess {
   return { child, exited, waitFor };
 }
 
-/** Polls GET /readyz until 200 (readiness, not a fixed sleep); rejects when the process exits first. */
-async function untilReady(readyz: string, service: ServiceProcess): Promise<void> {
+/**
+ * Polls GET /readyz until 200 (readiness, not a fixed sleep); rejects when the process exits first, or after
+ * `giveUpMs` (a member that never gets ready: its log says why).
+ */
+async function untilReady(
+  readyz: string,
+  service: ServiceProcess,
+  log: string,
+  giveUpMs = 300_000,
+): Promise<void> {
   let exited = false;
   void service.exited.then(() => (exited = true));
+  const giveUpAt = Date.now() + giveUpMs;
   for (;;) {
-    if (exited) throw new Error(`the service exited before ${readyz} answered 200`);
-    const status = await fetch(readyz).then(
-      (res) => res.status,
-      () => 0,
-    );
-    if (status === 200) return;
+    if (exited) throw new Error(`the service exited before ${readyz} answered 200; see ${log}`);
+    if (Date.now() > giveUpAt)
+      throw new Error(`${readyz} did not answer 200 in ${giveUpMs / 1000} s; see ${log}`);
+    const res = await fetch(readyz).catch(() => undefined);
+    await res?.body?.cancel();
+    if (res?.status === 200) return;
     await new Promise((wake) => setTimeout(wake, 100));
   }
 }
@@ -499,7 +508,7 @@ export async function startLocalNetwork(options: LocalNetworkOptions): Promise<L
     }
     for (const key of MEMBER_KEYS) {
       progress(`waiting until ${MEMBER_SPECS[key].organization} is ready (${info.members[key]!.readyz})`);
-      await untilReady(info.members[key]!.readyz, processes[key]!);
+      await untilReady(info.members[key]!.readyz, processes[key]!, info.members[key]!.log);
     }
     writeNetworkInfo(info);
 

@@ -261,6 +261,26 @@ describe('npm run network:local: three members as separate processes on loopback
       );
     });
 
+    it("env.sh gives a shell the base URLs, the patient's ids and `auth CLIENT_ID` (a fresh token)", async () => {
+      const shell = spawn(
+        'bash',
+        ['-c', `source '${join(dir, 'env.sh')}' && echo "$B $PATIENT_B" && auth dr-b`],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let output = '';
+      shell.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      shell.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      expect(await new Promise((resolve) => shell.once('exit', resolve)), output).toBe(0);
+      const [urls, header] = output.trim().split('\n');
+      expect(urls).toBe(`${info.members.b!.fhirBase} ${info.patient!.local.b}`);
+      const read = await fetch(`${info.members.b!.fhirBase}/${info.patient!.local.b}`, {
+        headers: { authorization: header!.replace(/^Authorization: /, '') },
+      });
+      expect(read.status).toBe(200);
+    });
+
     it('stops again on SIGTERM', async () => {
       script.child.kill('SIGTERM');
       expect(await script.exited, script.output()).toBe(0);
