@@ -61,8 +61,8 @@ interface ParticipantSpec {
   clientId: string;
   member: MemberKey;
   role: Role;
-  /** The linked resource; `patient` for the member's Patient of the network's patient. */
-  resource?: string | 'patient';
+  /** The linked resource (the patient's: its Patient at A, given once stored). */
+  resource?: string;
   organization: boolean;
 }
 
@@ -71,7 +71,7 @@ const PARTICIPANTS: readonly ParticipantSpec[] = [
   { clientId: 'ehr-a', member: 'a', role: 'system', organization: true },
   { clientId: 'ehr-b', member: 'b', role: 'system', organization: true },
   { clientId: 'lims-c', member: 'c', role: 'system', organization: true },
-  { clientId: 'patient-a', member: 'a', role: 'patient', resource: 'patient', organization: false },
+  { clientId: 'patient-a', member: 'a', role: 'patient', organization: false },
   { clientId: 'dr-b', member: 'b', role: 'clinician', resource: 'Practitioner/dr-b', organization: true },
   { clientId: 'lab-c', member: 'c', role: 'lab', organization: true },
 ];
@@ -680,7 +680,7 @@ async function setUp(
     name: [{ family: 'Okafor', given: ['Chidi'], prefix: ['Dr.'] }],
   });
   for (const spec of PARTICIPANTS.filter((p) => p.role === 'clinician' || p.role === 'lab'))
-    await enrol(spec, spec.resource === 'patient' ? undefined : spec.resource);
+    await enrol(spec, spec.resource);
 
   // Lab C's results, written by its lab user (a conditional create on the result's identifier: stored once).
   if (!info.records.c) {
