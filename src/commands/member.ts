@@ -11,7 +11,8 @@ import type { Command } from 'commander';
 import { openConfiguredLedger } from '../app/open-ledger.js';
 import { addConfigOptions, ConfigError, loadSettings, type Config } from '../config/config.js';
 import { MemberDirectory, type MemberEntry } from '../exchange/member-directory.js';
-import { loadFabricConfig } from '../ledger/fabric/config.js';
+import { loadFabricConfig, type FabricConfig } from '../ledger/fabric/config.js';
+import { EmbeddedCa } from '../ledger/identity/embedded-ca.js';
 import { mkdirPrivate, PRIVATE_FILE_MODE } from '../platform/private-files.js';
 import { openIdentityProvider } from './participant.js';
 
@@ -115,6 +116,26 @@ async function serviceCertificate(
   return { certificate: enrollment.certificate, keyFile: keyPath };
 }
 
+/**
+ * With --ledger fabric: did the data directory's embedded CA issue the ledger identity of the connection file? Then
+ * that CA is the MSP's CA (a member of a served embedded ledger, whose `hie-ledger ledger connect` enrolled the
+ * identity from it) and may issue the service certificate too. A CA that is not there is not created.
+ */
+async function embeddedCaIssuedLedgerIdentity(config: MemberConfig): Promise<boolean> {
+  const caDir = join(config.dataDir, 'identity', 'ca');
+  if (!existsSync(join(caDir, 'ca-cert.pem')) || !existsSync(join(caDir, 'ca-key.pem'))) return false;
+  let fabric: FabricConfig;
+  let identityCertificate: string;
+  try {
+    fabric = loadFabricConfig(config.fabricConfig!);
+    identityCertificate = readFileSync(fabric.identity.certPath, 'utf8');
+  } catch {
+    return false; // an unreadable connection file is reported by the step that needs it
+  }
+  const ca = await EmbeddedCa.open(caDir, { mspId: fabric.mspId });
+  return ca.verify(identityCertificate);
+}
+
 function describe(entry: MemberEntry): Record<string, string> {
   return {
     mspId: entry.mspId,
@@ -159,7 +180,12 @@ export function registerMemberCommand(program: Command): Command {
     )
     .action(async (options: MemberOptions) => {
       const config = loadSettings(MEMBER_REGISTER_SETTINGS, options);
-      if (config.ledger === 'fabric' && config.ca !== 'fabric' && options.serviceCert === undefined) {
+      if (
+        config.ledger === 'fabric' &&
+        config.ca !== 'fabric' &&
+        options.serviceCert === undefined &&
+        !(await embeddedCaIssuedLedgerIdentity(config))
+      ) {
         // The embedded CA of a data directory is not the Fabric MSP's CA: the chaincode would refuse its certificate.
         throw new ConfigError(
           'with --ledger fabric the service certificate comes from the MSP CA: add --ca fabric, or give --service-cert',

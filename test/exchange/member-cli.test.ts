@@ -3,8 +3,9 @@
  * client over the same chain: a member is an active entry with a valid service certificate.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -13,6 +14,14 @@ import { MemberDirectory } from '../../src/exchange/member-directory.js';
 import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
+import {
+  CHAINCODE,
+  CHANNEL,
+  HOST_ALIAS,
+  MSP_ID,
+  startFabricHarness,
+  type FabricHarness,
+} from '../fabric/support/harness.js';
 
 async function cli(args: string[]): Promise<string> {
   const program = new Command().exitOverride();
@@ -190,6 +199,115 @@ describe('hie-ledger member', () => {
     } finally {
       await ledger.close();
     }
+  });
+});
+
+describe('hie-ledger member register on a served embedded ledger (--ledger fabric, `ledger connect`)', () => {
+  let fabric: FabricHarness;
+  let root: string;
+
+  beforeAll(async () => {
+    fabric = await startFabricHarness();
+    root = mkdtempSync(join(tmpdir(), 'hie-member-served-'));
+  });
+  afterAll(async () => {
+    await fabric.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('issues the service certificate from the data directory’s CA when that CA issued the ledger identity', async () => {
+    // As after `hie-ledger ledger connect`: the data directory's embedded CA is the member's MSP CA (the one the
+    // served ledger admits), and the connection's identity is its service identity, issued by it.
+    const dataDir = join(root, 'member');
+    mkdirSync(join(dataDir, 'identity', 'ca'), { recursive: true, mode: 0o700 });
+    for (const file of ['ca-cert.pem', 'ca-key.pem'])
+      copyFileSync(join(fabric.dir, 'ca', file), join(dataDir, 'identity', 'ca', file));
+    writeFileSync(join(root, 'service-cert.pem'), fabric.service.certificate);
+    writeFileSync(join(root, 'service-key.pem'), fabric.service.privateKey, { mode: 0o600 });
+    const connection = join(root, 'connection.json');
+    writeFileSync(
+      connection,
+      JSON.stringify({
+        peerEndpoint: fabric.server.address,
+        hostAlias: HOST_ALIAS,
+        tlsRootCertPath: join(fabric.dir, 'tls-ca.pem'),
+        mspId: MSP_ID,
+        channel: CHANNEL,
+        chaincode: CHAINCODE,
+        identity: { certPath: 'service-cert.pem', keyPath: 'service-key.pem' },
+      }),
+    );
+    const ledgerFlags = ['--data-dir', dataDir, '--ledger', 'fabric', '--fabric-config', connection];
+    const printed = JSON.parse(
+      await cli([
+        'member',
+        'register',
+        ...ledgerFlags,
+        '--organization-name',
+        'Hospital 1',
+        '--fhir-base-url',
+        'http://127.0.0.1:8081/fhir',
+      ]),
+    );
+    expect(printed).toMatchObject({ action: 'registered', mspId: MSP_ID, status: 'active' });
+    const certificate = readFileSync(join(exchangeIdentityDir(dataDir), 'cert.pem'), 'utf8');
+    expect(await fabric.ca.verify(certificate)).toBe(true);
+    expect(certificateAttributes(certificate)['hie.role']).toBe('exchange-service');
+    const listed = JSON.parse(await cli(['member', 'list', ...ledgerFlags, '--json']));
+    expect(listed).toEqual([expect.objectContaining({ mspId: MSP_ID, serviceCertificate: certificate })]);
+  });
+
+  it('prints only its JSON on stdout: the Fabric adapter’s messages go to stderr', async () => {
+    const dataDir = join(root, 'member');
+    const listed = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          'src/cli.ts',
+          'member',
+          'list',
+          '--data-dir',
+          dataDir,
+          '--ledger',
+          'fabric',
+          '--fabric-config',
+          join(root, 'connection.json'),
+          '--json',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.once('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ mspId: MSP_ID })]);
+    expect(listed.stderr).toMatch(/\[fabric\] connected to the Fabric peer/);
+  });
+
+  it('still refuses when the data directory’s CA did not issue the ledger identity', async () => {
+    const dataDir = join(root, 'other');
+    await EmbeddedCa.open(join(dataDir, 'identity', 'ca'), { mspId: MSP_ID });
+    await expect(
+      cli([
+        'member',
+        'register',
+        '--data-dir',
+        dataDir,
+        '--ledger',
+        'fabric',
+        '--fabric-config',
+        join(root, 'connection.json'),
+        '--organization-name',
+        'Hospital 1',
+        '--fhir-base-url',
+        'http://127.0.0.1:8081/fhir',
+      ]),
+    ).rejects.toThrow(/with --ledger fabric the service certificate comes from the MSP CA/);
   });
 });
 

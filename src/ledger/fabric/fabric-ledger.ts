@@ -66,8 +66,9 @@ export interface FabricLedgerOptions {
   retry?: Partial<RetryPolicy>;
 }
 
+/** Without a logger (the commands): stderr, so a command's stdout stays its answer (e.g. `member list --json`). */
 const consoleLogger: LedgerLogger = {
-  info: (obj, msg) => console.info(`[fabric] ${msg ?? ''}`, JSON.stringify(obj)),
+  info: (obj, msg) => console.error(`[fabric] ${msg ?? ''}`, JSON.stringify(obj)),
   warn: (obj, msg) => console.warn(`[fabric] ${msg ?? ''}`, JSON.stringify(obj)),
   error: (obj, msg) => console.error(`[fabric] ${msg ?? ''}`, JSON.stringify(obj)),
 };

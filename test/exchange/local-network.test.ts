@@ -1,0 +1,290 @@
+/**
+ * `npm run network:local` (scripts/network-local.ts) as a newcomer runs it: one script process starts hospital A
+ * (serving its embedded ledger), hospital B and lab C as three separate `hie-ledger serve` processes on loopback
+ * ports, registers them in the member directory, enrols the participants, stores the patient's records at A and C,
+ * links the patient at C and B, writes network.json, and stops the three on Ctrl-C. The end-to-end pull checks
+ * (issue 14, "Tests") start from this network and its network.json.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemberDirectory } from '../../src/exchange/member-directory.js';
+import { loadFabricConfig } from '../../src/ledger/fabric/config.js';
+import { openFabricLedger } from '../../src/ledger/fabric/fabric-ledger.js';
+import {
+  accessToken,
+  MEMBER_KEYS,
+  readNetworkInfo,
+  tamperRecord,
+  type NetworkInfo,
+} from '../../scripts/local-network.js';
+import { expectErrorCode } from '../support/error-codes.js';
+
+interface ScriptProcess {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/** `npm run network:local -- ARGS`, as its own process (tsx, this checkout). */
+function networkLocal(args: string[]): ScriptProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/network-local.ts', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, output: () => output, exited };
+}
+
+/** Resolves once `pattern` is in the script's output; rejects if it exits first. */
+function waitForOutput(script: ScriptProcess, pattern: RegExp): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (!pattern.test(script.output())) return;
+      script.child.stdout!.off('data', check);
+      resolve();
+    };
+    script.child.stdout!.on('data', check);
+    check();
+    void script.exited.then((code) =>
+      reject(new Error(`network:local exited (${code}) before ${pattern}:\n${script.output()}`)),
+    );
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function fhir(
+  info: NetworkInfo,
+  clientId: string,
+  member: 'a' | 'b' | 'c',
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${info.members[member]!.fhirBase}/${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${await accessToken(info, clientId)}`,
+      ...(body ? { 'content-type': 'application/fhir+json' } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+/** The member directory as B reads it: through the served ledger, with B's connection. */
+async function directoryEntries(info: NetworkInfo, checkpointDir: string): Promise<string[][]> {
+  const ledger = openFabricLedger({
+    config: loadFabricConfig(info.members.b!.fabricConfig),
+    checkpointPath: join(checkpointDir, 'reader-checkpoint.json'),
+    logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
+  });
+  try {
+    return (await new MemberDirectory(ledger).list()).map((e) => [e.mspId, e.fhirBaseUrl, e.status]);
+  } finally {
+    await ledger.close();
+  }
+}
+
+describe('npm run network:local: three members as separate processes on loopback', () => {
+  let root: string;
+  let dir: string;
+  const started: { script: ScriptProcess; memberPids: number[] }[] = [];
+
+  /** Runs the script over `dir` until the network is up; its network.json. */
+  async function start(): Promise<{ script: ScriptProcess; info: NetworkInfo; memberPids: number[] }> {
+    const script = networkLocal(['--dir', dir, '--base-port', '0', '--records', 'builtin']);
+    const run = { script, memberPids: [] as number[] };
+    started.push(run);
+    await waitForOutput(script, /The network is up/);
+    const info = readNetworkInfo(dir)!;
+    run.memberPids = MEMBER_KEYS.map((key) => info.members[key]!.pid!);
+    return { script, info, memberPids: run.memberPids };
+  }
+
+  beforeAll(() => {
+    root = mkdtempSync(join(tmpdir(), 'hie-network-local-'));
+    dir = join(root, 'network');
+  });
+
+  afterAll(async () => {
+    for (const { script, memberPids } of started) {
+      if (script.child.exitCode === null) {
+        script.child.kill('SIGINT');
+        await script.exited;
+      }
+      // Only if the script could not stop them: the member processes it started, by their ids.
+      for (const pid of memberPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+    if (root) rmSync(root, { recursive: true, force: true });
+  });
+
+  describe('the first run', () => {
+    let script: ScriptProcess;
+    let info: NetworkInfo;
+    let memberPids: number[];
+
+    beforeAll(async () => {
+      ({ script, info, memberPids } = await start());
+    });
+
+    it('runs A, B and C as three processes of their own, each ready, and says that one process is the network', async () => {
+      expect(info.status).toBe('ready');
+      expect(new Set([...memberPids, script.child.pid]).size).toBe(4);
+      for (const key of MEMBER_KEYS) {
+        const member = info.members[key]!;
+        expect(member.fhirBase).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/fhir$/);
+        expect((await fetch(member.readyz)).status, key).toBe(200);
+      }
+      expect(info.ledger.gateway).toMatch(/^127\.0\.0\.1:\d+$/);
+      expect(script.output()).toMatch(/ONE process \(Hospital A\) is the whole network, for demos and tests/);
+    });
+
+    it('has the three members in the directory on the ledger, each with its FHIR base URL', async () => {
+      expect(await directoryEntries(info, root)).toEqual([
+        ['HospitalAMSP', info.members.a!.fhirBase, 'active'],
+        ['HospitalBMSP', info.members.b!.fhirBase, 'active'],
+        ['LabCMSP', info.members.c!.fhirBase, 'active'],
+      ]);
+    });
+
+    it('links the patient at C and at B to its home A', async () => {
+      const local = info.patient!.local;
+      expect(info.links).toEqual({
+        c: { patient: local.c, home: 'HospitalAMSP', linkedAt: expect.any(String) },
+        b: { patient: local.b, home: 'HospitalAMSP', linkedAt: expect.any(String) },
+      });
+      // C and B hold the Patient as custodians of A's network patient: only the home issues link tokens for it.
+      for (const [member, system] of [
+        ['c', 'lims-c'],
+        ['b', 'ehr-b'],
+      ] as const) {
+        const asked = await fhir(info, system, member, 'POST', `${local[member]}/$network-link-token`, {
+          resourceType: 'Parameters',
+          parameter: [{ name: 'custodian', valueString: 'HospitalAMSP' }],
+        });
+        expect(asked.status, member).toBe(409);
+        expectErrorCode(asked.body, 'link-not-home');
+      }
+    });
+
+    it('writes in network.json what a participant needs: its key gets it a token, and it sees its records', async () => {
+      expect(Object.keys(info.participants).sort()).toEqual([
+        'dr-b',
+        'ehr-a',
+        'ehr-b',
+        'lab-c',
+        'lims-c',
+        'patient-a',
+      ]);
+      expect(info.participants['patient-a']).toMatchObject({
+        member: 'a',
+        role: 'patient',
+        resource: info.patient!.local.a,
+      });
+      expect(info.participants['dr-b']).toMatchObject({
+        member: 'b',
+        role: 'clinician',
+        resource: 'Practitioner/dr-b',
+      });
+      const own = await fhir(info, 'patient-a', 'a', 'GET', `${info.patient!.local.a}/$everything`);
+      expect(own.status).toBe(200);
+      const types = ((own.body.entry ?? []) as { resource: { resourceType: string; id: string } }[]).map(
+        (e) => `${e.resource.resourceType}/${e.resource.id}`,
+      );
+      expect(types).toEqual(expect.arrayContaining([info.patient!.local.a, ...info.records.a!]));
+      const results = await fhir(info, 'lab-c', 'c', 'GET', `Observation?subject=${info.patient!.local.c}`);
+      expect(results.body.total).toBe(2);
+      expect(info.records.c).toHaveLength(2);
+    });
+
+    it('stops the three processes on Ctrl-C and exits 0; network.json says stopped', async () => {
+      script.child.kill('SIGINT');
+      expect(await script.exited, script.output()).toBe(0);
+      expect(memberPids.filter(alive)).toEqual([]);
+      expect(readNetworkInfo(dir)!.status).toBe('stopped');
+    });
+  });
+
+  describe("a second run over the same directory, after a record was altered in A's store file", () => {
+    let first: NetworkInfo;
+    let script: ScriptProcess;
+    let info: NetworkInfo;
+    let altered: ReturnType<typeof tamperRecord>;
+
+    beforeAll(async () => {
+      first = readNetworkInfo(dir)!;
+      // While the network is stopped: the service serves the altered text from its first read.
+      altered = tamperRecord(dir, 'a', 'Observation/a-body-weight');
+      ({ script, info } = await start());
+    });
+
+    it('reuses the network: the same patient, participants, records and links; the directory has the new ports', async () => {
+      expect(info.patient).toEqual(first.patient);
+      expect(info.participants).toEqual(first.participants);
+      expect(info.records).toEqual(first.records);
+      expect(info.links).toEqual(first.links);
+      expect(script.output()).not.toMatch(/enrolling|storing|linking/);
+      expect(await directoryEntries(info, root)).toEqual([
+        ['HospitalAMSP', info.members.a!.fhirBase, 'active'],
+        ['HospitalBMSP', info.members.b!.fhirBase, 'active'],
+        ['LabCMSP', info.members.c!.fhirBase, 'active'],
+      ]);
+    });
+
+    it("serves the altered record as it now is: A's $verify finds that it no longer matches its anchor", async () => {
+      expect(altered).toEqual({
+        version: 'Observation/a-body-weight/_history/1',
+        before: '72.5',
+        after: '73.5',
+      });
+      const read = await fhir(info, 'ehr-a', 'a', 'GET', 'Observation/a-body-weight');
+      expect((read.body.valueQuantity as { value: number }).value).toBe(73.5);
+      const verified = await fhir(info, 'ehr-a', 'a', 'GET', 'Observation/a-body-weight/$verify');
+      expect(verified.body.parameter).toEqual(
+        expect.arrayContaining([
+          { name: 'status', valueCode: 'mismatch' },
+          { name: 'verified', valueBoolean: false },
+        ]),
+      );
+    });
+
+    it("env.sh gives a shell the base URLs, the patient's ids and `auth CLIENT_ID` (a fresh token)", async () => {
+      const shell = spawn(
+        'bash',
+        ['-c', `source '${join(dir, 'env.sh')}' && echo "$B $PATIENT_B" && auth dr-b`],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let output = '';
+      shell.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      shell.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      expect(await new Promise((resolve) => shell.once('exit', resolve)), output).toBe(0);
+      const [urls, header] = output.trim().split('\n');
+      expect(urls).toBe(`${info.members.b!.fhirBase} ${info.patient!.local.b}`);
+      const read = await fetch(`${info.members.b!.fhirBase}/${info.patient!.local.b}`, {
+        headers: { authorization: header!.replace(/^Authorization: /, '') },
+      });
+      expect(read.status).toBe(200);
+    });
+
+    it('stops again on SIGTERM', async () => {
+      script.child.kill('SIGTERM');
+      expect(await script.exited, script.output()).toBe(0);
+      expect(readNetworkInfo(dir)!.status).toBe('stopped');
+    });
+  });
+});
