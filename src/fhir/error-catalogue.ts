@@ -184,6 +184,12 @@ export const ERROR_CATALOGUE = {
       'A request or operation parameter (not a search parameter) has a value this server does not accept',
   },
   'parameter-missing': { status: 400, issue: 'invalid', meaning: 'An operation lacks a parameter it needs' },
+  'parameter-unsupported': {
+    status: 400,
+    issue: 'not-supported',
+    meaning:
+      'An operation with a defined parameter subset (e.g. $network-everything) got a parameter outside it',
+  },
   'page-cursor-invalid': {
     status: 400,
     issue: 'invalid',
@@ -282,6 +288,12 @@ export const ERROR_CATALOGUE = {
     issue: 'conflict',
     meaning:
       "The operation belongs to the patient's home, and this service is not (or it is, where a custodian's is asked)",
+  },
+  'network-too-many': {
+    status: 400,
+    issue: 'too-costly',
+    meaning:
+      'A custodian holds more records for the request than one network answer carries; narrow it with _type, _since or date',
   },
   'member-not-registered': {
     status: 409,
