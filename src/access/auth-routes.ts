@@ -6,7 +6,12 @@
  * whatever plugin registers them; the token route lives in its own encapsulated scope with its own form parser.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { OpenAccess, type AccessPolicy, type Caller } from '../fhir/interactions/access-policy.js';
+import {
+  OpenAccess,
+  type AccessPolicy,
+  type Caller,
+  type NetworkCaller,
+} from '../fhir/interactions/access-policy.js';
 import {
   InvalidTokenError,
   OAuthError,
@@ -18,6 +23,7 @@ import {
 import { roleScopes } from './scopes.js';
 import { addressKey, RateLimiter } from './rate-limit.js';
 import { fhirError } from '../fhir/outcome.js';
+import { NETWORK_OPERATIONS, NetworkAccessPolicy, networkScopeRefusal } from './network-access-policy.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -124,6 +130,8 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
 function authenticateFhirRequests(app: FastifyInstance, options: AuthOptions, prefix: string): void {
   const { tokens } = options;
   const publicFhirPaths = new Set([`${prefix}/metadata`, `${prefix}/.well-known/smart-configuration`]);
+  const network = options.network;
+  const verifyNetwork = network?.verify ? (token: string) => network.verify!(token) : undefined;
 
   // A callback hook, not an async one: no promise per request. Early answers send without calling done().
   app.addHook('onRequest', (request, reply, done) => {
@@ -151,6 +159,10 @@ function authenticateFhirRequests(app: FastifyInstance, options: AuthOptions, pr
       );
       return;
     }
+    if (verifyNetwork && header.startsWith(NETWORK_BEARER)) {
+      authenticateNetworkCall(request, reply, done, verifyNetwork, header.slice(7).trim(), prefix);
+      return;
+    }
     try {
       // A token verified before needs no syntax check again (the memo holds only tokens that passed it).
       let caller = header.startsWith('Bearer ') ? tokens.verifiedCaller(header.slice(7)) : undefined;
@@ -173,6 +185,46 @@ function authenticateFhirRequests(app: FastifyInstance, options: AuthOptions, pr
     }
     done();
   });
+}
+
+const NETWORK_BEARER = 'Bearer hnt1.';
+
+/**
+ * Another member's service with a network token (src/exchange/network-tokens.ts): verified against the member
+ * directory (async: a revoked member is refused at once), then only the network operations at system level are
+ * served (`network-token-scope` for anything else); their policy reads nothing through the local rules.
+ */
+function authenticateNetworkCall(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  done: (err?: Error) => void,
+  verify: (token: string) => Promise<NetworkCaller>,
+  token: string,
+  prefix: string,
+): void {
+  verify(token).then(
+    (caller) => {
+      const url = request.url;
+      const q = url.indexOf('?');
+      const path = (q < 0 ? url : url.slice(0, q)).slice(prefix.length);
+      if (!(path.startsWith('/$') && NETWORK_OPERATIONS.has(path.slice(2))))
+        return done(networkScopeRefusal());
+      request.hieAccess = new NetworkAccessPolicy(caller);
+      request.hieCaller = request.hieAccess.caller;
+      done();
+    },
+    (err: unknown) => {
+      if (err instanceof InvalidTokenError) {
+        sendUnauthorized(reply, err.code, err.reason);
+        return;
+      }
+      done(
+        fhirError('ledger-unavailable', 'the member directory cannot be read now; retry later', {
+          headers: { 'retry-after': '5' },
+        }),
+      );
+    },
+  );
 }
 
 /** The SMART configuration document, at the root and under the FHIR base. */

@@ -9,7 +9,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
-import type { Caller } from '../fhir/interactions/access-policy.js';
+import type { Caller, NetworkCaller } from '../fhir/interactions/access-policy.js';
 import { grantScopes, PARTICIPANT_ROLES, type ParticipantRole } from './scopes.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -133,6 +133,11 @@ export interface NetworkTokenEndpoint {
   accepts(assertion: string): boolean;
   /** Verifies the member's assertion and issues a network token, or throws OAuthError. */
   exchange(request: TokenRequest, tokenUrl: string): Promise<TokenResponse>;
+  /**
+   * The caller behind a network token (`hnt1.`), or InvalidTokenError; a directory failure rejects otherwise.
+   * Absent: network tokens open nothing on /fhir.
+   */
+  verify?(token: string): Promise<NetworkCaller>;
 }
 
 /** The claims of the service's access token (short names: it travels on every request). */

@@ -35,6 +35,7 @@ import { registerOperatorRoutes } from '../operator/operator-routes.js';
 import { mkdirPrivate, tightenDataDir } from '../platform/private-files.js';
 import { setupPatientLinks } from '../exchange/patient-links-setup.js';
 import type { PatientLinks } from '../exchange/patient-links.js';
+import { Exchange, registerExchangeOperations } from '../exchange/exchange-setup.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
 
 export const FHIR_PREFIX = '/fhir';
@@ -49,6 +50,8 @@ export interface App {
   integrity?: IntegrityService;
   /** Patient identity across members: which local Patients are linked to which network patients. */
   patientLinks?: PatientLinks;
+  /** The exchange: member directory, network tokens (both sides), calls to other members (docs/exchange.md). */
+  exchange?: Exchange;
   /** Stop accepting, finish in-flight requests, close the adapters. Idempotent. */
   close(): Promise<void>;
 }
@@ -98,8 +101,10 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const { fastify, metrics } = createServer(config, overrides, tightened, store);
     const wiring: AppWiring = { config, overrides, closers, store, validator, registry, fastify, metrics };
     const { ledger, integrity } = await openIntegrityPath(wiring);
-    const access = await wireAccess(wiring, ledger, integrity);
+    const exchange = openExchange(wiring, ledger);
+    const access = await wireAccess(wiring, ledger, integrity, exchange);
     const patientLinks = wirePatientLinks(wiring, ledger, access);
+    wireExchange(wiring, exchange, { ledger, integrity, access, patientLinks });
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
       registry,
@@ -124,7 +129,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
         await fastify.close();
         for (const closer of closers.reverse()) await closer();
       })());
-    return { fastify, store, registry, validator, ledger, integrity, patientLinks, close };
+    return { fastify, store, registry, validator, ledger, integrity, patientLinks, exchange, close };
   } catch (err) {
     for (const closer of closers.reverse()) await closer().catch(() => undefined);
     throw err;
@@ -247,6 +252,7 @@ async function wireAccess(
   wiring: AppWiring,
   ledger: Ledger,
   integrity: IntegrityService,
+  exchange: Exchange,
 ): Promise<AccessSetup> {
   const { config, overrides, closers, store, registry, fastify } = wiring;
   const access = await setupAccess({
@@ -264,6 +270,7 @@ async function wireAccess(
     anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
     auditFlushMs: overrides.auditFlushMs,
     log: fastify.log.child({ component: 'access' }),
+    network: exchange.networkTokens,
   });
   closers.push(() => access.close());
   access.registerOperations(registry);
@@ -276,7 +283,7 @@ function wirePatientLinks(wiring: AppWiring, ledger: Ledger, access: AccessSetup
   const { config, closers, store, registry } = wiring;
   const links = setupPatientLinks({
     dataDir: config.dataDir,
-    mspId: config.ledger === 'fabric' ? loadFabricConfig(config.fabricConfig!).mspId : config.mspId,
+    mspId: ledgerMspId(config),
     ledger,
     store,
     registry,
@@ -285,6 +292,44 @@ function wirePatientLinks(wiring: AppWiring, ledger: Ledger, access: AccessSetup
   });
   closers.push(() => Promise.resolve(links.close()));
   return links.service;
+}
+
+/** This member's MSP id: its ledger identity's (the Fabric connection's, or --msp-id on the embedded ledger). */
+function ledgerMspId(config: ServeConfig): string {
+  return config.ledger === 'fabric' ? loadFabricConfig(config.fabricConfig!).mspId : config.mspId;
+}
+
+/** The exchange's shared parts, before access: setupAccess hands its network token service to /auth/token. */
+function openExchange(wiring: AppWiring, ledger: Ledger): Exchange {
+  const { config, closers } = wiring;
+  const exchange = new Exchange({
+    dataDir: config.dataDir,
+    mspId: ledgerMspId(config),
+    ledger,
+    settings: config,
+  });
+  closers.push(() => Promise.resolve(exchange.close()));
+  return exchange;
+}
+
+/** The network operations (`$network-locate`, `$network-records`, ...): docs/exchange.md. */
+function wireExchange(
+  wiring: AppWiring,
+  exchange: Exchange,
+  parts: { ledger: Ledger; integrity: IntegrityService; access: AccessSetup; patientLinks: PatientLinks },
+): void {
+  const { config, store, registry, fastify } = wiring;
+  registerExchangeOperations(exchange, registry, {
+    store,
+    ledger: parts.ledger,
+    journal: parts.integrity.journal,
+    anchor: config.anchoring === false ? undefined : parts.integrity.anchorer.anchorFor,
+    indexEntries: extractIndex,
+    consent: parts.access.consent,
+    patientLinks: parts.patientLinks,
+    organization: config.organization,
+    log: fastify.log.child({ component: 'exchange' }),
+  });
 }
 
 /** GET /healthz, /readyz (the anchor backlog is a metric, not readiness), /metrics: docs/configuration.md. */

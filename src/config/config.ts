@@ -84,6 +84,12 @@ export interface Config {
   networkPendingRetryMs: number;
   /** Lifetime of the link tokens this home issues (seconds). */
   linkTokenSeconds: number;
+  /** Most records one `$network-records` answer carries; more is refused (narrow with _type/_since). */
+  networkMaxRecords: number;
+  /** Network requests are refused while the consent event stream is more than this many seconds behind. */
+  networkMaxLagSeconds: number;
+  /** Security labels (`system|code`, or a bare code of any system) never sent to another member. */
+  networkWithholdLabels: string[];
 }
 
 export class ConfigError extends Error {
@@ -157,6 +163,14 @@ function parseBaseUrl(text: string, source: string): string {
     throw new ConfigError(`${source}: '${text}' must be http(s)`);
   return text.replace(/\/+$/, '');
 }
+
+/** v3 Confidentiality R and V, and the sensitive-information ActCodes: withheld from the network by default. */
+const V3_CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+const V3_ACT_CODE = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
+export const DEFAULT_WITHHOLD_LABELS: readonly string[] = [
+  ...['R', 'V'].map((code) => `${V3_CONFIDENTIALITY}|${code}`),
+  ...['HIV', 'PSY', 'SUD', 'ETH', 'SDV', 'SEX', 'STD'].map((code) => `${V3_ACT_CODE}|${code}`),
+];
 
 // Adding a setting: add it to Config and one entry here, and name its key in the settings list of each command
 // that reads it (SERVE_SETTINGS takes every key but 'ca'); the help and loadSettings pick it up.
@@ -536,7 +550,52 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     description: 'lifetime of the patient link tokens this home issues (seconds, at most a day)',
     parse: (text, source) => parseWholeNumber(text, source, 1, 86_400),
   },
+  {
+    key: 'networkMaxRecords',
+    flag: '--network-max-records <n>',
+    env: 'HIE_NETWORK_MAX_RECORDS',
+    default: '5000',
+    description:
+      'most records one answer to another member carries ($network-records); more is refused, asking to narrow with _type or _since',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 1_000_000),
+  },
+  {
+    key: 'networkMaxLagSeconds',
+    flag: '--network-max-lag-seconds <n>',
+    env: 'HIE_NETWORK_MAX_LAG_SECONDS',
+    default: '30',
+    description:
+      "requests of other members are refused (503) while this service's consent event stream is more than this many seconds behind the ledger, or stopped",
+    parse: (text, source) => parseWholeNumber(text, source, 0, 86_400),
+  },
+  {
+    key: 'networkWithholdLabels',
+    flag: '--network-withhold-labels <list>',
+    env: 'HIE_NETWORK_WITHHOLD_LABELS',
+    default: DEFAULT_WITHHOLD_LABELS.join(','),
+    description:
+      'security labels (meta.security) of records never sent to another member: comma-separated system|code, or a bare code (any system); "none" for none',
+    parse: parseSecurityLabels,
+  },
 ] as OptionSpec<keyof Config>[];
+
+function parseSecurityLabels(text: string, source: string): string[] {
+  if (text.trim() === 'none') return [];
+  const labels = [
+    ...new Set(
+      text
+        .split(',')
+        .map((label) => label.trim())
+        .filter((label) => label !== ''),
+    ),
+  ];
+  const bad = labels.find((label) => !/^([^|\s]+\|)?[^|\s]+$/.test(label));
+  if (labels.length === 0 || bad !== undefined)
+    throw new ConfigError(
+      `${source}: '${bad ?? text}' is not a security label (system|code, or a bare code), nor 'none'`,
+    );
+  return labels;
+}
 
 function parseOnOff(text: string, source: string): boolean {
   if (text !== 'on' && text !== 'off') throw new ConfigError(`${source}: '${text}' is not on or off`);

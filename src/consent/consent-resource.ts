@@ -2,7 +2,9 @@
  * FHIR R4 Consent (scope patient-privacy) <-> consent grants on the ledger.
  *
  * What R4 Consent can say and how it maps (docs/access.md):
- * - each `provision.actor` of the root (permit) provision becomes one grant to that Organization or Practitioner;
+ * - each `provision.actor` of the root (permit) provision becomes one grant to that Organization or Practitioner of
+ *   this service, or to a participant of another member named by its network handle (a logical reference whose
+ *   identifier is `NETWORK_PARTICIPANT_SYSTEM` | `<mspId>|<pseudonym>`: what `$network-actor` tells a clinician);
  * - `provision.class` (resource types) limits the grant to those types; `provision.period` limits it in time;
  * - `provision.purpose` (HL7 v3 PurposeOfUse codes) names the purposes of use it opens; treatment (TREAT) when absent;
  * - a nested `deny` provision (one level deep) narrows its parent: for its actors (all when none), its classes
@@ -35,7 +37,10 @@ export interface GrantDenyRule {
 }
 
 export interface GrantSpec {
-  /** `Organization/x` or `Practitioner/y`. */
+  /**
+   * `Organization/x` or `Practitioner/y` of this service; with `granteeMsp`, the participant's pseudonym at that
+   * member's service (as the Consent gives it, never re-pseudonymised).
+   */
   grantee: string;
   /** Resource types; empty = all. */
   classes: string[];
@@ -43,7 +48,10 @@ export interface GrantSpec {
   deny: GrantDenyRule[];
   /** Purposes of use opened (PurposeOfUse codes, sorted; [TREAT] when the Consent names none). */
   purpose: string[];
-  /** The MSP the grantee acts through; absent: this service's own (the grantee is one of its participants). */
+  /**
+   * The MSP the grantee acts through, when the Consent names a network participant (its handle); absent: this
+   * service's own (the grantee is one of its participants, named by reference).
+   */
   granteeMsp?: string;
 }
 
@@ -52,6 +60,33 @@ export interface ConsentGrants {
   patient: string;
   /** Grants in force under this Consent (empty when not active). */
   grants: GrantSpec[];
+}
+
+/** The identifier system of a network participant handle `<mspId>|<pseudonym>` (docs/exchange.md). */
+export const NETWORK_PARTICIPANT_SYSTEM = 'https://hie-ledger.dev/fhir/NamingSystem/network-participant';
+/** An MSP id as Fabric (and the consent chaincode) accepts them. */
+const MSP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A participant pseudonym as the consent chaincode accepts a grantee (services make them: random, URL-safe). */
+const NETWORK_PSEUDONYM = /^[A-Za-z0-9_-]{8,128}$/;
+
+/** A network participant: its pseudonym at the service of the member `mspId`. */
+export interface NetworkParticipant {
+  mspId: string;
+  pseudonym: string;
+}
+
+/** The handle `<mspId>|<pseudonym>` of a network participant. */
+export function networkHandle(participant: NetworkParticipant): string {
+  return `${participant.mspId}|${participant.pseudonym}`;
+}
+
+/** Reads a handle `<mspId>|<pseudonym>`; undefined when it is not one (character sets and lengths checked). */
+export function parseNetworkHandle(handle: string): NetworkParticipant | undefined {
+  const bar = handle.indexOf('|');
+  if (bar < 0) return undefined;
+  const mspId = handle.slice(0, bar);
+  const pseudonym = handle.slice(bar + 1);
+  return MSP_ID.test(mspId) && NETWORK_PSEUDONYM.test(pseudonym) ? { mspId, pseudonym } : undefined;
 }
 
 type Json = Record<string, unknown>;
@@ -171,19 +206,57 @@ function mapPurposes(value: unknown, path: string): string[] {
   return [...new Set(purposes)].sort();
 }
 
-function mapActors(value: unknown, path: string): string[] {
-  return asArray(value).map((item, index) => {
-    const reference = asObject(asObject(item)?.reference)?.reference;
-    const at = `${path}[${index}].reference.reference`;
-    if (typeof reference !== 'string' || !GRANTEE.test(reference)) {
+/** A grantee as a provision names it: a local reference, or a network participant (granteeMsp set). */
+interface ProvisionActor {
+  grantee: string;
+  granteeMsp?: string;
+  /** What tells two actors apart (a reference, or the handle: a reference never holds `|`). */
+  key: string;
+}
+
+/** Types a logical reference to a network participant may state (it is a clinician or an organisation). */
+const NETWORK_ACTOR_TYPES = new Set(['Practitioner', 'PractitionerRole', 'Organization']);
+
+function mapActor(item: unknown, at: string): ProvisionActor {
+  const reference = asObject(asObject(item)?.reference);
+  const id = asObject(reference?.identifier);
+  const networkParticipant = id?.system === NETWORK_PARTICIPANT_SYSTEM;
+  if (!networkParticipant || reference?.reference !== undefined) {
+    const local = reference?.reference;
+    if (networkParticipant)
       throw fhirError(
         'consent-not-enforceable',
-        `${at} must reference an Organization or a Practitioner (relative reference)`,
-        { expression: at },
+        `${at}.reference names a grantee twice (a reference and a network participant): give one`,
+        { expression: `${at}.reference` },
+      );
+    if (typeof local !== 'string' || !GRANTEE.test(local)) {
+      throw fhirError(
+        'consent-not-enforceable',
+        `${at}.reference.reference must reference an Organization or a Practitioner (relative reference), or ${at}.reference.identifier identify a network participant (system ${NETWORK_PARTICIPANT_SYSTEM})`,
+        { expression: `${at}.reference.reference` },
       );
     }
-    return reference;
-  });
+    return { grantee: local, key: local };
+  }
+  // A logical reference: a participant of a member, by its handle (docs/exchange.md).
+  if (reference?.type !== undefined && !NETWORK_ACTOR_TYPES.has(reference.type as string))
+    throw fhirError(
+      'consent-not-enforceable',
+      `${at}.reference.type must be Practitioner, PractitionerRole or Organization when given`,
+      { expression: `${at}.reference.type` },
+    );
+  const participant = typeof id.value === 'string' ? parseNetworkHandle(id.value) : undefined;
+  if (!participant)
+    throw fhirError(
+      'consent-not-enforceable',
+      `${at}.reference.identifier.value must be a network participant handle <mspId>|<pseudonym> (an MSP id of letters, digits, '.', '_', '-' up to 128 characters; a pseudonym of 8 to 128 letters, digits, '_', '-')`,
+      { expression: `${at}.reference.identifier.value` },
+    );
+  return { grantee: participant.pseudonym, granteeMsp: participant.mspId, key: networkHandle(participant) };
+}
+
+function mapActors(value: unknown, path: string): ProvisionActor[] {
+  return asArray(value).map((item, index) => mapActor(item, `${path}[${index}]`));
 }
 
 function refuseUnsupported(provision: Json, path: string, allowPurpose = false): void {
@@ -265,14 +338,19 @@ export function consentToGrants(consent: Json): ConsentGrants {
     };
   });
 
-  const grants = [...new Set(actors)].map((grantee): GrantSpec => {
+  const seen = new Set<string>();
+  const grants: GrantSpec[] = [];
+  for (const actor of actors) {
+    if (seen.has(actor.key)) continue;
+    seen.add(actor.key);
     const deny = denies
-      .filter((d) => d.actors.length === 0 || d.actors.includes(grantee))
+      .filter((d) => d.actors.length === 0 || d.actors.some((a) => a.key === actor.key))
       .map((d) => (d.rule.period ? d.rule : { classes: d.rule.classes }));
-    const grant: GrantSpec = { grantee, classes, deny, purpose };
+    const grant: GrantSpec = { grantee: actor.grantee, classes, deny, purpose };
+    if (actor.granteeMsp !== undefined) grant.granteeMsp = actor.granteeMsp;
     if (period) grant.period = period;
-    return grant;
-  });
+    grants.push(grant);
+  }
   return { patient, grants };
 }
 

@@ -145,6 +145,8 @@ interface CachedGrant {
   /** From the grant index (the ledger names neither): the patient's and the Consent's pseudonyms. */
   patient: string;
   consent: string;
+  /** The grantee as the index names it (granteeKeyOf); absent in older snapshots: derived from the record. */
+  grantee?: string;
 }
 
 /** A committed transaction: where the cache stands on the ledger. */
@@ -166,6 +168,23 @@ interface Snapshot {
 const keyOf = (patient: string, grantee: string, consent: string) =>
   `${patient}\u0000${grantee}\u0000${consent}`;
 const granteeOfKey = (key: string): string => key.split('\u0000')[1]!;
+
+/**
+ * How the cache, the grant index and the revocation outbox name a grantee: its pseudonym when it is a participant
+ * of this service (granteeMsp = the home's); `<granteeMsp>|<pseudonym>` for another member's participant. Local
+ * pseudonyms never hold `|`, so a grant to another member's participant can never be found by a local decision
+ * (allows, patientsAllowing), even when its pseudonym equals a local one.
+ */
+function granteeKeyOf(grantee: string, granteeMsp: string | undefined, homeMsp: string | undefined): string {
+  return granteeMsp === undefined || granteeMsp === homeMsp ? grantee : `${granteeMsp}|${grantee}`;
+}
+
+/** Is `key` the index's name of this record's grantee (a local key only for a grantee of the home's MSP)? */
+function granteeKeyMatches(key: string, record: LedgerGrant): boolean {
+  return key === record.grantee
+    ? record.granteeMsp === record.homeMsp
+    : key === `${record.granteeMsp}|${record.grantee}`;
+}
 
 export class ConsentService {
   private readonly ledger: Ledger;
@@ -432,29 +451,33 @@ export class ConsentService {
   private put(
     record: LedgerGrant,
     blockNumber: number,
-    link?: Pick<CachedGrant, 'patient' | 'consent'>,
+    link?: Pick<CachedGrant, 'patient' | 'consent' | 'grantee'>,
   ): void {
     if (!link) {
       // From an event: only a grant of this home (its MSP, an id of its index, its patient's tag).
-      const home = this.options.mspId ?? this.ids.homeMsp();
+      const home = this.homeMsp();
       if (home === undefined || record.homeMsp !== home) return;
       const indexed = this.ids.linkOf(record.grantId);
-      if (!indexed || indexed.grantee !== record.grantee || !this.tagMatches(indexed, record)) return;
+      if (!indexed || !granteeKeyMatches(indexed.grantee, record) || !this.tagMatches(indexed, record))
+        return;
       link = indexed;
     }
     const { patient, consent } = link;
+    const grantee = link.grantee ?? granteeKeyOf(record.grantee, record.granteeMsp, record.homeMsp);
+    // The grantee the index names must be the record's (a local name only for a grantee of the home's MSP).
+    if (!granteeKeyMatches(grantee, record)) return;
     let byGrantee = this.grants.get(patient);
     if (!byGrantee) this.grants.set(patient, (byGrantee = new Map()));
-    let byConsent = byGrantee.get(record.grantee);
-    if (!byConsent) byGrantee.set(record.grantee, (byConsent = new Map()));
+    let byConsent = byGrantee.get(grantee);
+    if (!byConsent) byGrantee.set(grantee, (byConsent = new Map()));
     const existing = byConsent.get(consent);
     if (existing && existing.blockNumber > blockNumber) return;
-    byConsent.set(consent, { record, blockNumber, patient, consent });
-    let patients = this.patientsOfGrantee.get(record.grantee);
-    if (!patients) this.patientsOfGrantee.set(record.grantee, (patients = new Set()));
+    byConsent.set(consent, { record, blockNumber, patient, consent, grantee });
+    let patients = this.patientsOfGrantee.get(grantee);
+    if (!patients) this.patientsOfGrantee.set(grantee, (patients = new Set()));
     patients.add(patient);
-    this.changed(record.grantee);
-    const key = keyOf(patient, record.grantee, consent);
+    this.changed(grantee);
+    const key = keyOf(patient, grantee, consent);
     let keys = this.byConsent.get(consent);
     if (!keys) this.byConsent.set(consent, (keys = new Set()));
     keys.add(key);
@@ -464,6 +487,11 @@ export class ConsentService {
       if (pending && blockNumber > pending.grantBlock) this.removePending([key]);
     }
     this.scheduleCheckpoint();
+  }
+
+  /** This service's MSP on the ledger: configured, or learnt from its first committed grant (undefined before). */
+  private homeMsp(): string | undefined {
+    return this.options.mspId ?? this.ids.homeMsp();
   }
 
   /** Does the record's patient tag name the patient the index says (made with that patient's npid)? */
@@ -536,9 +564,12 @@ export class ConsentService {
   /** The one rule allows() and patientsAllowing() apply to a grant record. */
   private grantInForce(cached: CachedGrant, resourceType: string, at: number): boolean {
     const { record } = cached;
+    // A grant to another member's participant opens network requests only, never a read here (its key already
+    // keeps it out of local lookups; this holds even if one reached them).
+    if (record.granteeMsp !== record.homeMsp) return false;
     if (
       this.pendingRevocations.size > 0 &&
-      this.pendingRevocations.has(keyOf(cached.patient, record.grantee, cached.consent))
+      this.pendingRevocations.has(keyOf(cached.patient, cached.grantee ?? record.grantee, cached.consent))
     )
       return false;
     // This service's own users act for treatment: a grant for other purposes only opens network requests.
@@ -593,6 +624,31 @@ export class ConsentService {
     return patients;
   }
 
+  /**
+   * The grants of a home patient (`Patient/x`) naming one participant of a member (its pseudonym there and the
+   * member's MSP), from the cache, whatever their status: the home's `$network-locate` applies grantAllows. A grant
+   * this service has withdrawn and the ledger not yet confirmed (the revocation outbox) is reported `revoked` at
+   * once. None while the ledger does not hold what this service committed.
+   */
+  networkGrantsOf(patientReference: string, grantee: string, granteeMsp: string): LedgerGrant[] {
+    if (this.mismatch) return [];
+    const patient = this.pseudonyms.existingPseudonymOf(patientReference);
+    const byGrantee = patient === undefined ? undefined : this.grants.get(patient);
+    if (!byGrantee) return [];
+    const out: LedgerGrant[] = [];
+    // Its key: the handle, or the bare pseudonym for a participant of this member.
+    const keys = [`${granteeMsp}|${grantee}`, grantee];
+    for (const key of keys) {
+      for (const cached of byGrantee.get(key)?.values() ?? []) {
+        const { record } = cached;
+        if (record.grantee !== grantee || record.granteeMsp !== granteeMsp) continue;
+        const withdrawn = this.pendingRevocations.has(keyOf(cached.patient, key, cached.consent));
+        out.push(withdrawn && record.status === 'active' ? { ...record, status: 'revoked' } : record);
+      }
+    }
+    return out;
+  }
+
   /** The grants (as committed, revoked ones included) of a patient, from the cache. */
   grantsOf(patient: string): LedgerGrant[] {
     const pseudonym = this.pseudonyms.existingPseudonymOf(patient);
@@ -645,11 +701,17 @@ export class ConsentService {
   ): Map<string, ConsentGrant> {
     const patientPseudonym = target ? this.pseudonyms.pseudonymOf(target.patient) : undefined;
     const desired = new Map<string, ConsentGrant>();
-    for (const grant of target?.grants ?? [])
-      desired.set(
-        keyOf(patientPseudonym!, this.pseudonyms.pseudonymOf(grant.grantee), consentPseudonym),
-        grant,
-      );
+    // A participant named by its handle keeps its pseudonym as given; one of this member's own (its MSP named)
+    // is a local grantee. While the home MSP is not known yet (no grant committed), every handle is another
+    // member's: such a grant of this MSP then opens nothing here (fail closed) until the Consent is written again.
+    const home = this.homeMsp();
+    for (const grant of target?.grants ?? []) {
+      const grantee =
+        grant.granteeMsp === undefined
+          ? this.pseudonyms.pseudonymOf(grant.grantee)
+          : granteeKeyOf(grant.grantee, grant.granteeMsp, home);
+      desired.set(keyOf(patientPseudonym!, grantee, consentPseudonym), grant);
+    }
     return desired;
   }
 
@@ -744,8 +806,9 @@ export class ConsentService {
       const argument: Record<string, unknown> = {
         grantId,
         patientTag: patientTag(this.ids.npidOf(target!.patient), 'grant', grantId),
-        grantee,
-        // The grantees a Consent names are this service's participants (its own organisation's MSP).
+        // A participant named by its handle: its pseudonym at its own service, as given.
+        grantee: grant.granteeMsp === undefined ? grantee : grant.grantee,
+        // A grantee named by reference is this service's participant (its own organisation's MSP).
         granteeMsp: grant.granteeMsp ?? this.options.mspId,
         classes: grant.classes,
         deny: grant.deny,

@@ -11,7 +11,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, wr
 import { dirname } from 'node:path';
 
 export interface PendingRevocation {
-  /** Pseudonyms, as on the ledger. */
+  /** Pseudonyms, as the consent cache keys grants (another member's participant: `<mspId>|<pseudonym>`). */
   patient: string;
   grantee: string;
   consent: string;

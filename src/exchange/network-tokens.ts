@@ -27,6 +27,7 @@ import {
   type TokenRequest,
   type TokenResponse,
 } from '../access/tokens.js';
+import type { NetworkCaller } from '../fhir/interactions/access-policy.js';
 import { parseB2bAuthorization } from './b2b.js';
 import { MEMBER_CLIENT_PREFIX, mspOfClientId, type MemberLookup } from './members.js';
 import { ReplayCache } from './replay-cache.js';
@@ -38,21 +39,7 @@ export const DEFAULT_NETWORK_PURPOSES: readonly string[] = ['TREAT'];
 const TOKEN_PREFIX = 'hnt1.';
 const ALGORITHM_BY_CURVE: Record<string, 'ES256' | 'ES384'> = { prime256v1: 'ES256', secp384r1: 'ES384' };
 
-/** Who calls through a network token: the custodian's access rules decide with this, never with a local role. */
-export interface NetworkCaller {
-  /** The calling member's MSP id. */
-  member: string;
-  /** The acting participant's pseudonym (`hl7-b2b.subject_id`). */
-  actor: string;
-  /** The role the calling member says its actor has (`hl7-b2b.subject_role`); informative only. */
-  actorRole: string;
-  /** PurposeOfUse codes, each allowed by this service. */
-  purposes: readonly string[];
-  /** Grant ids the calling member relies on (`hl7-b2b.consent_reference`). */
-  consentReferences: readonly string[];
-  /** Expiry of the token, epoch ms. */
-  expiresAt: number;
-}
+export type { NetworkCaller };
 
 /** The claims of a network token (short names, like src/access's tokens). */
 interface NetworkClaims {

@@ -97,6 +97,10 @@ export class PatientLinkService implements PatientLinks {
     return (await this.linkFor(localPatient))?.homeMsp;
   }
 
+  async custodiansOf(npid: string): Promise<string[]> {
+    return this.options.store.custodiansOf(npid);
+  }
+
   async localPatientsOf(npid: string): Promise<string[]> {
     const linked = this.options.store.linksTo(npid).map((l) => l.localPatient);
     const own = this.options.home?.referenceOfNpid(npid);
@@ -137,7 +141,14 @@ export class PatientLinkService implements PatientLinks {
     if (!patient) throw fhirError('resource-not-found', `Patient/${patientId} is not known`);
     // An npid made here stays this home's, even if the custodian never redeems the token.
     const npid = this.options.home.npidOf(reference);
-    return this.options.tokens.issue({ npid, demographics: demographicsOf(patient), custodian });
+    const issued = await this.options.tokens.issue({
+      npid,
+      demographics: demographicsOf(patient),
+      custodian,
+    });
+    // The home's locator: recorded before the token is handed out (never under-lists a custodian that links).
+    this.options.store.locate(npid, custodian, new Date(this.now()).toISOString());
+    return issued;
   }
 
   /** At a custodian: redeems the token and links the Patient (or the Patient that replaced it). */

@@ -12,6 +12,10 @@
  * The custodian redeems it once (the jti is kept, durably, until the token's expiry), scores the demographics
  * against its own Patient and stores the link (local Patient -> npid, home MSP, when) in its data directory
  * (`exchange/patient-links.sqlite`, 0600). No call between the services is needed: the token is the message.
+ *
+ * The home, as record locator, keeps in the same file which custodians it issued a link token for (table
+ * `locator`: npid, custodian MSP, since): off the ledger, so no member learns where a patient is treated. It may
+ * over-list (a custodian that never redeemed the token answers with no records), never under-list.
  */
 import { randomUUID, X509Certificate, type KeyObject } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -65,6 +69,11 @@ export interface PatientLinks {
   localPatientsOf(npid: string): Promise<string[]>;
   /** The MSP id of the home of a local Patient's network patient (this member's own at the home). */
   homeOf(localPatient: string): Promise<string | undefined>;
+  /**
+   * At the home: the custodians (MSP ids, sorted) it issued a link token for this network patient, whether or not
+   * they redeemed it; not the home itself. None at a custodian.
+   */
+  custodiansOf(npid: string): Promise<string[]>;
 }
 
 interface LinkRow {
@@ -122,6 +131,12 @@ export class PatientLinkStore {
         token TEXT PRIMARY KEY,
         expires_at INTEGER NOT NULL
       );
+      CREATE TABLE IF NOT EXISTS locator (
+        npid TEXT NOT NULL,
+        custodian_msp TEXT NOT NULL,
+        since TEXT NOT NULL,
+        PRIMARY KEY (npid, custodian_msp)
+      ) WITHOUT ROWID;
     `);
     this.byPatient = this.db.prepare('SELECT * FROM patient_links WHERE local_patient = ?');
     this.byNpid = this.db.prepare('SELECT * FROM patient_links WHERE npid = ? ORDER BY local_patient');
@@ -139,6 +154,24 @@ export class PatientLinkStore {
         .prepare('INSERT OR IGNORE INTO spent_link_tokens (token, expires_at) VALUES (?, ?)')
         .run(token, expiresAt).changes === 1
     );
+  }
+
+  /**
+   * At the home: notes that a link token for `custodianMsp` was issued for this network patient. Idempotent: the
+   * first issue's time stays `since`.
+   */
+  locate(npid: string, custodianMsp: string, since: string): void {
+    this.db
+      .prepare('INSERT OR IGNORE INTO locator (npid, custodian_msp, since) VALUES (?, ?, ?)')
+      .run(npid, custodianMsp, since);
+  }
+
+  /** At the home: the custodians a link token was issued for, for this network patient (MSP ids, sorted). */
+  custodiansOf(npid: string): string[] {
+    return this.db
+      .prepare<[string], string>('SELECT custodian_msp FROM locator WHERE npid = ? ORDER BY custodian_msp')
+      .pluck()
+      .all(npid);
   }
 
   linkOf(localPatient: string): PatientLink | undefined {

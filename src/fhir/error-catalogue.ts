@@ -289,11 +289,17 @@ export const ERROR_CATALOGUE = {
     meaning:
       "The operation belongs to the patient's home, and this service is not (or it is, where a custodian's is asked)",
   },
+  'network-token-scope': {
+    status: 403,
+    issue: 'forbidden',
+    meaning:
+      'A network token opens only the network operations ($network-locate, $network-records, $network-deliver)',
+  },
   'network-too-many': {
     status: 400,
     issue: 'too-costly',
     meaning:
-      'A custodian holds more records for the request than one network answer carries; narrow it with _type, _since or date',
+      'More records match than one network answer carries (--network-max-records); narrow with _type or _since',
   },
   'member-not-registered': {
     status: 409,
@@ -327,6 +333,12 @@ export const ERROR_CATALOGUE = {
     status: 503,
     issue: 'transient',
     meaning: 'The ledger cannot be read or written now (or disagrees with this service); retry later',
+  },
+  'ledger-behind': {
+    status: 503,
+    issue: 'transient',
+    meaning:
+      "This member's view of the ledger's grants is behind (or stopped): network requests wait; retry after Retry-After",
   },
   'audit-unavailable': {
     status: 503,

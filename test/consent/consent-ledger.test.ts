@@ -9,13 +9,17 @@ import { ConsentService, type LedgerGrant } from '../../src/consent/consent-serv
 import { NetworkIds } from '../../src/consent/network-ids.js';
 import type { AccessPage } from 'hie-ledger-chaincode';
 import { hex as tag } from '../ledger/helpers.js';
-import { consentToGrants } from '../../src/consent/consent-resource.js';
+import { consentToGrants, NETWORK_PARTICIPANT_SYSTEM } from '../../src/consent/consent-resource.js';
 import { TestPseudonyms } from '../ledger/helpers.js';
 
 const scope = {
   coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }],
 };
 const actor = (reference: string) => ({ reference: { reference } });
+/** A participant of a member named by its handle `<mspId>|<pseudonym>` (what `$network-actor` answers). */
+const networkActor = (handle: string) => ({
+  reference: { identifier: { system: NETWORK_PARTICIPANT_SYSTEM, value: handle } },
+});
 function privacyConsent(patient: string, provision: object, status = 'active') {
   return { resourceType: 'Consent', status, scope, patient: { reference: patient }, provision };
 }
@@ -320,5 +324,106 @@ describe('consent chaincode and the consent service over the embedded ledger', (
       ['accessor-5678', 'refused'],
     ]);
     expect(records[0].txId).toBe(records[1].txId); // one transaction for the batch
+  });
+
+  it("service: a grant to another member's participant never opens a local read, even under a local pseudonym", async () => {
+    // The remote participant's pseudonym is, by chance or on purpose, the one this service gave Practitioner/d.
+    const localDr = pseudonyms.existingPseudonymOf('Practitioner/d')!;
+    const remote = `Org2MSP|${localDr}`;
+    const consent = privacyConsent('Patient/p3', {
+      type: 'permit',
+      actor: [networkActor(remote), actor('Organization/b')],
+      class: [{ code: 'Observation' }],
+      provision: [
+        {
+          type: 'deny',
+          actor: [networkActor(remote)],
+          class: [{ code: 'Observation' }],
+          period: { start: '2026-06-01', end: '2026-06-30' },
+        },
+      ],
+    });
+    await service
+      .prepareConsent('Consent/c3', consentToGrants(consent), { pseudonym: actorPs, inPerson: false })
+      .commit();
+
+    // On the ledger: the pseudonym as given, the grantee's MSP, the home's MSP.
+    const onLedger = await service.listGrants('Patient/p3');
+    const remoteGrant = onLedger.find((g) => g.granteeMsp === 'Org2MSP');
+    expect(remoteGrant).toMatchObject({
+      grantee: localDr,
+      granteeMsp: 'Org2MSP',
+      homeMsp: 'Org1MSP',
+      status: 'active',
+    });
+    expect(remoteGrant?.deny).toEqual([
+      {
+        classes: ['Observation'],
+        period: { start: '2026-06-01T00:00:00.000Z', end: '2026-07-01T00:00:00.000Z' },
+      },
+    ]);
+    // The local grant of the same Consent is not narrowed by the remote participant's deny.
+    expect(onLedger.find((g) => g.granteeMsp === 'Org1MSP')?.deny).toEqual([]);
+
+    // No local read for the participant whose local pseudonym it is: not a decision, not a search scope.
+    expect(service.allows('Patient/p3', ['Practitioner/d'], 'Observation')).toBe(false);
+    expect(service.patientsAllowing(['Practitioner/d'], 'Observation')).not.toContain('Patient/p3');
+    expect(service.allows('Patient/p3', ['Organization/b'], 'Observation')).toBe(true);
+    expect(service.patientsAllowing(['Organization/b'], 'Observation')).toContain('Patient/p3');
+
+    // For the home's locate: the records naming (pseudonym, MSP); none for the same pseudonym at another MSP.
+    expect(service.networkGrantsOf('Patient/p3', localDr, 'Org2MSP')).toEqual([remoteGrant]);
+    expect(service.networkGrantsOf('Patient/p3', localDr, 'Org3MSP')).toEqual([]);
+    expect(service.networkGrantsOf('Patient/p1', localDr, 'Org2MSP')).toEqual([]);
+    expect(service.networkGrantsOf('Patient/none', localDr, 'Org2MSP')).toEqual([]);
+
+    // Rebuilt from the chain's events after a restart (no checkpoint): the same, still no local read.
+    const rebuilt = await ConsentService.open({ ledger: org1, pseudonyms, networkIds, now: () => clock });
+    try {
+      expect(rebuilt.networkGrantsOf('Patient/p3', localDr, 'Org2MSP')).toEqual([remoteGrant]);
+      expect(rebuilt.allows('Patient/p3', ['Practitioner/d'], 'Observation')).toBe(false);
+      expect(rebuilt.patientsAllowing(['Practitioner/d'], 'Observation')).not.toContain('Patient/p3');
+    } finally {
+      await rebuilt.close();
+    }
+
+    // Withdrawn: reported revoked from the Consent write on, before the ledger has the revocation.
+    const withdrawing = service.prepareConsent(
+      'Consent/c3',
+      consentToGrants(
+        privacyConsent('Patient/p3', {
+          type: 'permit',
+          actor: [actor('Organization/b')],
+          class: [{ code: 'Observation' }],
+        }),
+      ),
+      { pseudonym: actorPs, inPerson: false },
+    );
+    expect(service.networkGrantsOf('Patient/p3', localDr, 'Org2MSP').map((g) => g.status)).toEqual([
+      'revoked',
+    ]);
+    expect(service.allows('Patient/p3', ['Organization/b'], 'Observation')).toBe(true); // unchanged grant
+    await withdrawing.commit();
+    const [revoked] = service.networkGrantsOf('Patient/p3', localDr, 'Org2MSP');
+    expect(revoked).toMatchObject({ status: 'revoked', grantId: remoteGrant!.grantId });
+    expect(revoked.revokedTxId).toBeDefined();
+  });
+
+  it("service: a handle naming this member's own MSP is a local grantee (its pseudonym as given)", async () => {
+    const localDr = pseudonyms.existingPseudonymOf('Practitioner/d')!;
+    await service
+      .prepareConsent(
+        'Consent/c4',
+        consentToGrants(
+          privacyConsent('Patient/p4', { type: 'permit', actor: [networkActor(`Org1MSP|${localDr}`)] }),
+        ),
+        { pseudonym: actorPs, inPerson: false },
+      )
+      .commit();
+    expect(service.allows('Patient/p4', ['Practitioner/d'], 'Observation')).toBe(true);
+    expect(service.networkGrantsOf('Patient/p4', localDr, 'Org1MSP').map((g) => g.status)).toEqual([
+      'active',
+    ]);
+    expect(service.networkGrantsOf('Patient/p4', localDr, 'Org2MSP')).toEqual([]);
   });
 });

@@ -3,6 +3,8 @@ import {
   consentToGrants,
   grantAllows,
   isPrivacyConsent,
+  NETWORK_PARTICIPANT_SYSTEM,
+  parseNetworkHandle,
   periodInstant,
   sameGrant,
 } from '../../src/consent/consent-resource.js';
@@ -12,6 +14,9 @@ const scope = {
   coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }],
 };
 const actor = (reference: string) => ({ role: { coding: [{ code: 'PRCP' }] }, reference: { reference } });
+const networkActor = (value: unknown, extra: object = {}) => ({
+  reference: { identifier: { system: NETWORK_PARTICIPANT_SYSTEM, value }, ...extra },
+});
 const consent = (provision: object, status = 'active') => ({
   resourceType: 'Consent',
   status,
@@ -160,6 +165,89 @@ describe('FHIR Consent -> grants', () => {
       expect(error, JSON.stringify(resource)).toBeInstanceOf(FhirError);
       expect((error as FhirError).status).toBe(422);
     }
+  });
+
+  it("maps a network participant's handle to a grant naming its pseudonym (as given) and its member's MSP", () => {
+    const out = consentToGrants(
+      consent({
+        type: 'permit',
+        actor: [
+          networkActor('Org2MSP|dr-b_Pseudonym-1'),
+          actor('Practitioner/9'),
+          networkActor('Org2MSP|dr-b_Pseudonym-1', { type: 'Practitioner' }),
+          networkActor('Lab.C-MSP_3|dr-b_Pseudonym-1'),
+        ],
+        provision: [
+          {
+            type: 'deny',
+            actor: [networkActor('Lab.C-MSP_3|dr-b_Pseudonym-1')],
+            class: [{ code: 'Condition' }],
+          },
+        ],
+      }),
+    );
+    // One grant per participant (the same handle twice is one); a local reference keeps its meaning.
+    expect(out.grants.map((g) => [g.grantee, g.granteeMsp])).toEqual([
+      ['dr-b_Pseudonym-1', 'Org2MSP'],
+      ['Practitioner/9', undefined],
+      ['dr-b_Pseudonym-1', 'Lab.C-MSP_3'],
+    ]);
+    expect('granteeMsp' in out.grants[1]).toBe(false);
+    // A deny naming one member's participant narrows that grant only (the same pseudonym elsewhere is another).
+    expect(out.grants.map((g) => g.deny)).toEqual([[], [], [{ classes: ['Condition'] }]]);
+    expect(parseNetworkHandle('Org2MSP|dr-b_Pseudonym-1')).toEqual({
+      mspId: 'Org2MSP',
+      pseudonym: 'dr-b_Pseudonym-1',
+    });
+  });
+
+  it('refuses a malformed network participant with 422 naming the element', () => {
+    const path = 'Consent.provision.actor[0].reference';
+    const cases: [object, string][] = [
+      [networkActor('Org2MSP'), `${path}.identifier.value`],
+      [networkActor('|dr-b-pseudonym'), `${path}.identifier.value`],
+      [networkActor('Org2MSP|'), `${path}.identifier.value`],
+      [networkActor('Org2MSP|short'), `${path}.identifier.value`],
+      [networkActor(`Org2MSP|${'p'.repeat(129)}`), `${path}.identifier.value`],
+      [networkActor(`${'M'.repeat(129)}|dr-b-pseudonym`), `${path}.identifier.value`],
+      [networkActor('Org 2|dr-b-pseudonym'), `${path}.identifier.value`],
+      [networkActor('.Org2|dr-b-pseudonym'), `${path}.identifier.value`],
+      [networkActor('Org2MSP|dr-b.pseudonym'), `${path}.identifier.value`],
+      [networkActor('Org2MSP|dr-b-pseudonym|x'), `${path}.identifier.value`],
+      [networkActor('Org2MSP|Practitioner/1'), `${path}.identifier.value`],
+      [networkActor(42), `${path}.identifier.value`],
+      [networkActor('Org2MSP|dr-b-pseudonym', { type: 'Patient' }), `${path}.type`],
+      [
+        networkActor('Org2MSP|dr-b-pseudonym', { reference: 'Practitioner/1' }),
+        'Consent.provision.actor[0].reference',
+      ],
+      [
+        { reference: { identifier: { system: 'http://hl7.org/fhir/sid/us-npi', value: '1234567893' } } },
+        `${path}.reference`,
+      ],
+    ];
+    for (const [bad, expression] of cases) {
+      let error: unknown;
+      try {
+        consentToGrants(consent({ type: 'permit', actor: [bad] }));
+      } catch (err) {
+        error = err;
+      }
+      expect(error, JSON.stringify(bad)).toBeInstanceOf(FhirError);
+      const fhir = error as FhirError;
+      expect(fhir.status).toBe(422);
+      expect(fhir.outcome.issue[0]?.expression).toEqual([expression]);
+    }
+    // In a nested deny too.
+    expect(() =>
+      consentToGrants(
+        consent({
+          type: 'permit',
+          actor: [actor('Organization/b')],
+          provision: [{ type: 'deny', actor: [networkActor('Org2MSP|x')] }],
+        }),
+      ),
+    ).toThrow(FhirError);
   });
 
   it('turns partial dates into exact instants', () => {

@@ -6,6 +6,7 @@
 import { createPrivateKey, randomUUID, type KeyObject } from 'node:crypto';
 import { statSync } from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { CompactEncrypt, SignJWT } from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NetworkIds } from '../../src/consent/network-ids.js';
@@ -289,6 +290,41 @@ describe('linking a patient across members', () => {
     const { token } = await home.service.issueToken('h1', 'Org2MSP');
     await custodian.service.link('c1', token);
     expectErrorCode(await refusal(custodian.service.issueToken('c1', 'Org3MSP')), 'link-not-home');
+  });
+
+  it('the home records each custodian it issued a link token for (the locator): idempotent, durable, refusals not recorded', async () => {
+    const npid = homeIds.npidOf('Patient/h1');
+    expect(await home.service.custodiansOf(npid)).toEqual([]);
+    await home.service.issueToken('h1', 'Org3MSP');
+    now += 60_000;
+    await home.service.issueToken('h1', 'Org2MSP');
+    now += 60_000;
+    await home.service.issueToken('h1', 'Org2MSP');
+    // Listed whether or not the custodian redeemed the token (the locator may over-list, never under-list).
+    expect(await home.service.custodiansOf(npid)).toEqual(['Org2MSP', 'Org3MSP']);
+    // Refused tokens record nothing.
+    await refusal(home.service.issueToken('h1', 'Org9MSP'));
+    await refusal(home.service.issueToken('h1', 'Org1MSP'));
+    expect(await home.service.custodiansOf(npid)).toEqual(['Org2MSP', 'Org3MSP']);
+    // Another network patient has its own entries; a custodian keeps none.
+    expect(await home.service.custodiansOf(homeIds.npidOf('Patient/h2'))).toEqual([]);
+    expect(await custodian.service.custodiansOf(npid)).toEqual([]);
+
+    // Survives a restart; the first issue's time stays.
+    home.links.close();
+    home = await reopened(home);
+    expect(await home.service.custodiansOf(npid)).toEqual(['Org2MSP', 'Org3MSP']);
+    const db = new Database(path.join(dir, 'Org1MSP', 'exchange', 'patient-links.sqlite'), {
+      readonly: true,
+    });
+    try {
+      expect(db.prepare('SELECT custodian_msp, since FROM locator ORDER BY custodian_msp').all()).toEqual([
+        { custodian_msp: 'Org2MSP', since: new Date(START + 60_000).toISOString() },
+        { custodian_msp: 'Org3MSP', since: new Date(START).toISOString() },
+      ]);
+    } finally {
+      db.close();
+    }
   });
 
   it('unlink ends the link and keeps it in the history; a relink to another network patient records the correction', async () => {

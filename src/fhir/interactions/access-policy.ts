@@ -9,12 +9,33 @@ import type { ReadScope } from '../store/search-query.js';
 export interface Caller {
   /** Pseudonymous participant id (never a name), or 'anonymous' / 'system' for internal work. */
   participant: string;
-  role: 'patient' | 'clinician' | 'lab' | 'system' | 'admin' | 'service' | 'open';
+  role: 'patient' | 'clinician' | 'lab' | 'system' | 'admin' | 'service' | 'open' | 'network';
   /** The organisation the caller acts for, e.g. `Organization/abc`: the custodian of what it writes. */
   organization?: string;
   /** The FHIR resource the participant is linked to (`Patient/1`, `Practitioner/2`...). */
   fhirUser?: string;
   scopes: string[];
+  /** Role `network`: another member's service, through a network token (src/exchange/network-tokens.ts). */
+  network?: NetworkCaller;
+}
+
+/**
+ * Who calls through a network token: the calling member and its acting participant. The custodian's network
+ * operations decide with this and the grants on the ledger, never with a local role.
+ */
+export interface NetworkCaller {
+  /** The calling member's MSP id. */
+  member: string;
+  /** The acting participant's pseudonym (`hl7-b2b.subject_id`). */
+  actor: string;
+  /** The role the calling member says its actor has (`hl7-b2b.subject_role`); informative only. */
+  actorRole: string;
+  /** PurposeOfUse codes, each allowed by this service. */
+  purposes: readonly string[];
+  /** Grant ids the calling member relies on (`hl7-b2b.consent_reference`). */
+  consentReferences: readonly string[];
+  /** Expiry of the token, epoch ms. */
+  expiresAt: number;
 }
 
 export interface AccessPolicy {

@@ -1,0 +1,120 @@
+/**
+ * Wires the exchange into the app (src/app/app.ts, docs/exchange.md): the member directory on the ledger, the
+ * responding side's network token service (handed to setupAccess, so `/auth/token` issues network tokens and a
+ * `Bearer hnt1.` token on /fhir opens the network operations), the initiating side's outbound client and token
+ * client, and the network operations themselves.
+ */
+import type { ServeConfig } from '../config/config.js';
+import type { ConsentService } from '../consent/consent-service.js';
+import type { FhirResource } from '../fhir/fhir-json.js';
+import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
+import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
+import type { AnchorJournal } from '../integrity/anchor-journal.js';
+import type { Ledger } from '../ledger/ledger.js';
+import type { PatientLinks } from './patient-links.js';
+import { accessTokenSecret } from '../access/setup.js';
+import { MemberDirectory } from './member-directory.js';
+import { MemberHttpClient } from './member-http.js';
+import { NetworkTokenClient } from './network-token-client.js';
+import { NetworkTokenService, replayFileIn } from './network-tokens.js';
+import { serviceKeyFileIn, serviceKeyLoader } from './patient-links-setup.js';
+
+/** The settings the exchange reads (src/config/config.ts, docs/configuration.md). */
+export type ExchangeSettings = Pick<
+  ServeConfig,
+  | 'networkLocal'
+  | 'networkPurposes'
+  | 'networkMaxResponse'
+  | 'networkConnections'
+  | 'networkMemberTimeoutMs'
+  | 'networkDeadlineMs'
+  | 'networkMaxRecords'
+  | 'networkMaxLagSeconds'
+  | 'networkWithholdLabels'
+>;
+
+export interface ExchangeOptions {
+  dataDir: string;
+  /** This member's MSP id (its ledger identity's). */
+  mspId: string;
+  ledger: Ledger;
+  settings: ExchangeSettings;
+}
+
+/** What the exchange's parts share: who this member is, the directory, and both sides of service calls. */
+export class Exchange {
+  readonly mspId: string;
+  readonly settings: ExchangeSettings;
+  /** The member directory on the ledger (`member` contract). */
+  readonly members: MemberDirectory;
+  /** Responding side: members' client assertions -> network tokens, and network tokens -> their callers. */
+  readonly networkTokens: NetworkTokenService;
+  /** Initiating side: the one way this member calls another (hostile-input-safe). */
+  readonly http: MemberHttpClient;
+  private readonly serviceKey: ReturnType<typeof serviceKeyLoader>;
+  private client?: { key: object; tokens: NetworkTokenClient };
+
+  constructor(options: ExchangeOptions) {
+    this.mspId = options.mspId;
+    this.settings = options.settings;
+    this.members = new MemberDirectory(options.ledger);
+    this.networkTokens = new NetworkTokenService({
+      members: this.members,
+      secret: accessTokenSecret(options.dataDir),
+      allowedPurposes: options.settings.networkPurposes,
+      replayFile: replayFileIn(options.dataDir),
+    });
+    this.http = new MemberHttpClient({
+      localNetwork: options.settings.networkLocal,
+      maxResponseBytes: options.settings.networkMaxResponse,
+      connectionsPerMember: options.settings.networkConnections,
+      memberTimeoutMs: options.settings.networkMemberTimeoutMs,
+    });
+    this.serviceKey = serviceKeyLoader(serviceKeyFileIn(options.dataDir));
+  }
+
+  /**
+   * Initiating side: the token client signing with this member's service key (DATA/identity/exchange/key.pem,
+   * written by `hie-ledger member register`), made again when the key changes; undefined while there is none
+   * (the caller answers `member-not-registered`).
+   */
+  tokenClient(): NetworkTokenClient | undefined {
+    const key = this.serviceKey();
+    if (!key) return undefined;
+    if (this.client?.key !== key)
+      this.client = {
+        key,
+        tokens: new NetworkTokenClient({ identity: { mspId: this.mspId, privateKey: key }, http: this.http }),
+      };
+    return this.client.tokens;
+  }
+
+  close(): void {
+    this.http.close();
+  }
+}
+
+/** What the network operations read and write besides the exchange itself. */
+export interface ExchangeDeps {
+  /** The resource store (records, and the disclosure AuditEvents). */
+  store: ResourceStore;
+  ledger: Ledger;
+  /** The batch journal: the evidence of each record (IntegrityService.journal). */
+  journal: Pick<AnchorJournal, 'members'>;
+  /** The integrity hook, so AuditEvents written here are anchored like every stored version. */
+  anchor?: WriteRequest['anchor'];
+  indexEntries?: (resource: FhirResource) => IndexEntry[];
+  /** Grants and access records on the ledger; absent without a ledger (then no network operation opens anything). */
+  consent?: ConsentService;
+  patientLinks: PatientLinks;
+  /** This service's organisation (`--organization`): the custodian of the disclosure AuditEvents. */
+  organization?: string;
+  log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
+}
+
+/** Registers the network operations (docs/exchange.md): each part of the exchange adds its own here. */
+export function registerExchangeOperations(
+  _exchange: Exchange,
+  _registry: FhirRegistry,
+  _deps: ExchangeDeps,
+): void {}
