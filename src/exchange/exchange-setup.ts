@@ -10,11 +10,13 @@ import type { FhirResource } from '../fhir/fhir-json.js';
 import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { AnchorJournal } from '../integrity/anchor-journal.js';
+import { CachedBatchSource } from '../integrity/verification.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { PatientLinks } from './patient-links.js';
 import { accessTokenSecret } from '../access/setup.js';
 import { MemberDirectory } from './member-directory.js';
 import { MemberHttpClient } from './member-http.js';
+import { registerNetworkEverything } from './network-everything.js';
 import { NetworkTokenClient } from './network-token-client.js';
 import { NetworkTokenService, replayFileIn } from './network-tokens.js';
 import { serviceKeyFileIn, serviceKeyLoader } from './patient-links-setup.js';
@@ -28,6 +30,7 @@ export type ExchangeSettings = Pick<
   | 'networkConnections'
   | 'networkMemberTimeoutMs'
   | 'networkDeadlineMs'
+  | 'networkPendingRetryMs'
   | 'networkMaxRecords'
   | 'networkMaxLagSeconds'
   | 'networkWithholdLabels'
@@ -114,7 +117,19 @@ export interface ExchangeDeps {
 
 /** Registers the network operations (docs/exchange.md): each part of the exchange adds its own here. */
 export function registerExchangeOperations(
-  _exchange: Exchange,
-  _registry: FhirRegistry,
-  _deps: ExchangeDeps,
-): void {}
+  exchange: Exchange,
+  registry: FhirRegistry,
+  deps: ExchangeDeps,
+): void {
+  // The initiating gateway (pull at B): Patient/{id}/$network-everything.
+  registerNetworkEverything(registry, {
+    mspId: exchange.mspId,
+    links: deps.patientLinks,
+    members: exchange.members,
+    http: exchange.http,
+    tokens: () => exchange.tokenClient(),
+    batchSource: () => new CachedBatchSource(deps.ledger),
+    deadlineMs: exchange.settings.networkDeadlineMs,
+    pendingRetryMs: exchange.settings.networkPendingRetryMs,
+  });
+}

@@ -254,7 +254,8 @@ export interface NetworkEverythingOptions {
   links: PatientLinks;
   members: MemberLookup;
   http: MemberHttpClient;
-  tokens: NetworkTokenClient;
+  /** The token client signing with this member's service key; undefined while it has none (`member register`). */
+  tokens: () => NetworkTokenClient | undefined;
   /** A fresh batch source per run (e.g. `() => new CachedBatchSource(ledger)`): roots read once per run. */
   batchSource: () => BatchSource;
   /** At the home: its locator in process. Absent: a home that is this member locates nothing. */
@@ -524,9 +525,19 @@ export class NetworkEverything {
           `${mspId} is not an active member of the exchange: it was not asked`,
         ),
       };
+    const tokens = this.options.tokens();
+    if (!tokens)
+      return {
+        issue: networkIssue(
+          'error',
+          'security',
+          'network-not-registered',
+          `member ${member.mspId} was not asked: this service has no exchange service key (hie-ledger member register)`,
+        ),
+      };
     for (let attempt = 0; ; attempt++) {
       try {
-        const token = await this.options.tokens.token(member, actor, signal);
+        const token = await tokens.token(member, actor, signal);
         const response = await this.options.http.request(member, {
           method: 'POST',
           url: `${member.fhirBaseUrl}/$${operation}`,
@@ -539,7 +550,7 @@ export class NetworkEverything {
           signal,
         });
         if (response.status === 401 && attempt === 0) {
-          this.options.tokens.forget(member, actor);
+          tokens.forget(member, actor);
           continue;
         }
         return { member, response };

@@ -313,6 +313,7 @@ const linked: PatientLinks = {
   npidOf: (ref) => Promise.resolve(ref === 'Patient/p1' ? 'npid-of-p1' : undefined),
   homeOf: (ref) => Promise.resolve(ref === 'Patient/p1' ? HOME : undefined),
   localPatientsOf: () => Promise.resolve([]),
+  custodiansOf: () => Promise.resolve([]),
 };
 
 interface Outcome {
@@ -347,12 +348,13 @@ async function gateway(
   });
   clients.push(http);
   const { privateKey } = await selfSigned('b-service');
+  const tokens = new NetworkTokenClient({ identity: { mspId: SELF, privateKey }, http });
   return new NetworkEverything({
     mspId: SELF,
     links: linked,
     members,
     http,
-    tokens: new NetworkTokenClient({ identity: { mspId: SELF, privateKey }, http }),
+    tokens: () => tokens,
     batchSource: () => ({ readBatch: () => Promise.resolve(null) }),
     deadlineMs: 30_000,
     pendingRetryMs: 0,

@@ -1,0 +1,120 @@
+/**
+ * The pull at B over the in-process three-member network (test/exchange/network-harness.ts): real apps on loopback,
+ * one embedded chain. `GET|POST [B]/Patient/{id}/$network-everything` as a clinician at B calls it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NETWORK_OUTCOME_SYSTEM } from '../../src/exchange/network-everything.js';
+import { expectErrorCode } from '../support/error-codes.js';
+import { demoPatient, startNetwork, type TestNetwork } from './network-harness.js';
+
+let network: TestNetwork;
+let drB: string;
+
+beforeAll(async () => {
+  network = await startNetwork();
+  const { a, b, c } = network;
+  await a.request(a.system, 'PUT', '/Patient/pa1', demoPatient('pa1'));
+  await b.request(b.system, 'PUT', '/Patient/pb1', demoPatient('pb1'));
+  await b.request(b.system, 'PUT', '/Patient/pb-unlinked', demoPatient('pb-unlinked', 'Berg', 'Ola'));
+  await c.request(c.system, 'PUT', '/Patient/pc1', demoPatient('pc1'));
+  drB = await b.enrol('dr-b', 'clinician', 'Practitioner/dr-b', b.organization);
+  await network.link(a, 'pa1', b, 'pb1');
+  await network.link(a, 'pa1', c, 'pc1');
+});
+
+afterAll(async () => {
+  await network?.stop();
+});
+
+interface SearchsetEntry {
+  fullUrl?: string;
+  search: { mode: string };
+  resource: {
+    resourceType: string;
+    issue?: {
+      severity: string;
+      code: string;
+      diagnostics: string;
+      details?: { coding: { system: string; code: string }[] };
+    }[];
+  };
+}
+
+describe('$network-everything at B', () => {
+  it('is declared in the CapabilityStatement by its own OperationDefinition; $everything keeps its R4 one', async () => {
+    const res = await network.b.request(undefined, 'GET', '/metadata');
+    expect(res.status).toBe(200);
+    const patient = res.body.rest[0].resource.find((r: { type: string }) => r.type === 'Patient');
+    const operations = patient.operation as { name: string; definition: string }[];
+    expect(operations.find((o) => o.name === 'everything')?.definition).toBe(
+      'http://hl7.org/fhir/OperationDefinition/Patient-everything',
+    );
+    expect(operations.find((o) => o.name === 'network-everything')?.definition).toBe(
+      '#Patient-network-everything',
+    );
+    expect(res.body.contained).toContainEqual(
+      expect.objectContaining({
+        resourceType: 'OperationDefinition',
+        id: 'Patient-network-everything',
+        code: 'network-everything',
+      }),
+    );
+  });
+
+  it('answers a Patient linked to no network patient with only a network-not-linked outcome', async () => {
+    const res = await network.b.request(drB, 'GET', '/Patient/pb-unlinked/$network-everything');
+    expect(res.status, res.text).toBe(200);
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    expect(res.body).toMatchObject({ resourceType: 'Bundle', type: 'searchset', total: 0 });
+    const entries = res.body.entry as SearchsetEntry[];
+    expect(entries).toHaveLength(1);
+    expect(entries[0].search.mode).toBe('outcome');
+    expect(entries[0].resource.issue![0].details!.coding).toEqual([
+      { system: NETWORK_OUTCOME_SYSTEM, code: 'network-not-linked' },
+    ]);
+  });
+
+  it('answers a Patient the caller may not see exactly as an absent one, asking no member', async () => {
+    const { b } = network;
+    const outsider = await b.enrol(
+      'dr-other',
+      'clinician',
+      'Practitioner/dr-other',
+      'Organization/elsewhere',
+    );
+    const hidden = await b.request(outsider, 'GET', '/Patient/pb1/$network-everything');
+    const absent = await b.request(outsider, 'GET', '/Patient/nobody/$network-everything');
+    expect(hidden.status).toBe(404);
+    expect(absent.status).toBe(404);
+    expectErrorCode(hidden.text, 'resource-not-found');
+    expect(hidden.text.replace('pb1', 'ID')).toBe(absent.text.replace('nobody', 'ID'));
+  });
+
+  it('refuses a parameter outside the network search subset with 400 naming it, GET and POST', async () => {
+    const { b } = network;
+    const get = await b.request(drB, 'GET', '/Patient/pb1/$network-everything?_include=Observation:subject');
+    expect(get.status).toBe(400);
+    expectErrorCode(get.text, 'parameter-unsupported');
+    expect(get.text).toContain("'_include'");
+    const post = await b.request(drB, 'POST', '/Patient/pb1/$network-everything', {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'start', valueDate: '2020-01-01' }],
+    });
+    expect(post.status).toBe(400);
+    expectErrorCode(post.text, 'parameter-unsupported');
+    expect(post.text).toContain("'start'");
+  });
+
+  it('is refused to another member calling with a network token', async () => {
+    const { a, b } = network;
+    const token = await network.networkToken(a, b, {
+      subjectId: 'x',
+      subjectRole: 'clinician',
+      purposes: ['TREAT'],
+      consentReferences: [],
+    });
+    const res = await b.request(token, 'GET', '/Patient/pb1/$network-everything');
+    expect(res.status).toBe(403);
+    expectErrorCode(res.text, 'network-token-scope');
+  });
+});
