@@ -17,6 +17,7 @@ import { accessTokenSecret } from '../access/setup.js';
 import { MemberDirectory } from './member-directory.js';
 import { MemberHttpClient } from './member-http.js';
 import { registerNetworkEverything } from './network-everything.js';
+import { networkSaveOperation } from './network-save.js';
 import { NetworkTokenClient } from './network-token-client.js';
 import { NetworkTokenService, replayFileIn } from './network-tokens.js';
 import { serviceKeyFileIn, serviceKeyLoader } from './patient-links-setup.js';
@@ -132,4 +133,11 @@ export function registerExchangeOperations(
     deadlineMs: exchange.settings.networkDeadlineMs,
     pendingRetryMs: exchange.settings.networkPendingRetryMs,
   });
+  // Saving fetched records at B: Patient/{id}/$network-save.
+  registry.registerOperation(
+    networkSaveOperation({
+      members: exchange.members,
+      batchSource: () => new CachedBatchSource(deps.ledger),
+    }),
+  );
 }

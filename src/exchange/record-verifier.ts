@@ -68,8 +68,8 @@ export interface VerifiedAnswer {
   issues: OperationOutcomeIssue[];
 }
 
-/** A Bundle shape problem: caught inside this module and turned into an issue. */
-class ShapeError extends Error {}
+/** A Bundle shape problem: caught inside this module (and the push's, document-delivery.ts) and turned into an issue. */
+export class ShapeError extends Error {}
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -79,9 +79,9 @@ const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 
 /**
  * Finds the spans of JSON values in a text without building them (so a resource's text is kept exactly), and
- * checks the syntax on the way. Depth-capped: hostile nesting cannot exhaust the stack.
+ * checks the syntax on the way. Depth-capped: hostile nesting cannot exhaust the stack. Throws ShapeError.
  */
-class SpanScanner {
+export class SpanScanner {
   pos = 0;
   constructor(
     readonly text: string,

@@ -306,6 +306,18 @@ export const ERROR_CATALOGUE = {
     issue: 'business-rule',
     meaning: 'This service has no exchange service key: register it in the member directory first',
   },
+  'network-save-invalid': {
+    status: 400,
+    issue: 'invalid',
+    meaning:
+      'The $network-save body is not a Bundle of fetched records each with the Provenance it came with (or one cannot be saved for this Patient); nothing was saved',
+  },
+  'network-save-unverified': {
+    status: 422,
+    issue: 'processing',
+    meaning:
+      'A record to save does not verify against the ledger now (failed, or not yet provable); nothing was saved',
+  },
 
   // The service's own state
   'precondition-failed': {
