@@ -16,7 +16,7 @@ import type { PatientLinks } from './patient-links.js';
 import { accessTokenSecret } from '../access/setup.js';
 import { MemberDirectory } from './member-directory.js';
 import { MemberHttpClient } from './member-http.js';
-import { registerNetworkEverything } from './network-everything.js';
+import { homeLocator, registerNetworkEverything } from './network-everything.js';
 import { networkSaveOperation } from './network-save.js';
 import { NetworkTokenClient } from './network-token-client.js';
 import { NetworkTokenService, replayFileIn } from './network-tokens.js';
@@ -130,6 +130,7 @@ export function registerExchangeOperations(
     http: exchange.http,
     tokens: () => exchange.tokenClient(),
     batchSource: () => new CachedBatchSource(deps.ledger),
+    localLocate: homeLocator({ consent: deps.consent, links: deps.patientLinks }),
     deadlineMs: exchange.settings.networkDeadlineMs,
     pendingRetryMs: exchange.settings.networkPendingRetryMs,
   });

@@ -19,12 +19,14 @@
  * Never a 500 and never a hang for what another member does: each failure is an issue naming the member. Nothing
  * fetched is stored at B (see `$network-save`); no paging state is kept: one capped answer.
  */
+import { grantAllows } from '../consent/consent-resource.js';
+import type { ConsentService } from '../consent/consent-service.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../fhir/interactions/types.js';
 import { readOperationInput } from '../fhir/operations/terminology.js';
 import { fhirError, type OperationOutcomeIssue } from '../fhir/outcome.js';
-import { isKnownResourceType } from '../fhir/search/definitions.js';
+import { isKnownResourceType, searchDefinitions } from '../fhir/search/definitions.js';
 import type { OnChainBatch } from '../integrity/anchor-contract-client.js';
 import { ProvenNodes } from '../integrity/merkle.js';
 import type { BatchSource } from '../integrity/verification.js';
@@ -184,6 +186,51 @@ export interface NetworkAsker {
 
 /** The home's locator run in process, when this member is the patient's home (no call to itself). */
 export type LocalLocate = (npid: string, asker: NetworkAsker) => Promise<LocateAnswer>;
+
+/**
+ * The home's locate run in process, for a fetch at the patient's home itself: the same answer the home gives
+ * another member (`$network-locate`): the grants of the home's patient naming exactly (this actor, this member),
+ * live now for one of the purposes and at least one resource type; with them, the linked custodians. Recorded as
+ * an access record (interaction `network-locate`), as a remote locate is.
+ */
+export function homeLocator(options: {
+  consent?: Pick<ConsentService, 'networkGrantsOf' | 'recordAccess'>;
+  links: Pick<PatientLinks, 'localPatientsOf' | 'custodiansOf'>;
+  now?: () => number;
+}): LocalLocate {
+  const now = options.now ?? Date.now;
+  const types = ['Patient', ...searchDefinitions().patientCompartment.keys()];
+  return async (npid, asker) => {
+    const consent = options.consent;
+    // At the home, its own Patient comes first.
+    const [patient] = await options.links.localPatientsOf(npid);
+    if (!consent || patient === undefined) return { grants: [], custodians: [] };
+    const at = now();
+    const grants = consent
+      .networkGrantsOf(patient, asker.actor, asker.member)
+      .filter(
+        (grant) =>
+          grant.grantee === asker.actor &&
+          grant.granteeMsp === asker.member &&
+          types.some((type) => asker.purposes.some((purpose) => grantAllows(grant, type, at, purpose))),
+      )
+      .map((grant) => grant.grantId)
+      .sort();
+    if (grants.length === 0) return { grants: [], custodians: [] };
+    consent.recordAccess({
+      patient,
+      accessor: asker.actor,
+      interaction: 'network-locate',
+      outcome: 'allowed',
+      at: new Date(at).toISOString(),
+      grantId: grants[0],
+      accessorMsp: asker.member,
+      purpose: asker.purposes[0],
+    });
+    const custodians = (await options.links.custodiansOf(npid)).map((member) => ({ member }));
+    return { grants, custodians };
+  };
+}
 
 /** Caps on what a home's locate answer may hold (hostile input). */
 const MAX_GRANTS = 100;

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NETWORK_OUTCOME_SYSTEM } from '../../src/exchange/network-everything.js';
 import { expectErrorCode } from '../support/error-codes.js';
-import { demoPatient, startNetwork, type TestNetwork } from './network-harness.js';
+import { demoPatient, networkConsent, startNetwork, type TestNetwork } from './network-harness.js';
 
 let network: TestNetwork;
 let drB: string;
@@ -103,6 +103,35 @@ describe('$network-everything at B', () => {
     expect(post.status).toBe(400);
     expectErrorCode(post.text, 'parameter-unsupported');
     expect(post.text).toContain("'start'");
+  });
+
+  it("at the patient's home, locates in process: without a grant nobody is asked; with one, the linked custodian is", async () => {
+    const { a } = network;
+    const drA = await a.enrol('dr-a', 'clinician', 'Practitioner/dr-a', a.organization);
+    const before = await a.request(drA, 'GET', '/Patient/pa1/$network-everything');
+    expect(before.status, before.text).toBe(200);
+    expect(before.body.total).toBe(0);
+    const codes = (res: typeof before) =>
+      (res.body.entry as SearchsetEntry[])
+        .filter((e) => e.search.mode === 'outcome')
+        .flatMap((e) => e.resource.issue!.map((i) => i.details?.coding?.[0]?.code ?? i.diagnostics));
+    expect(codes(before)).toEqual(['network-no-grant']);
+
+    // The patient grants dr-a by its handle (a network grant, even at its own member).
+    const patient = await a.enrol('pat-a1', 'patient', 'Patient/pa1');
+    const consent = await a.request(
+      patient,
+      'POST',
+      '/Consent',
+      networkConsent('Patient/pa1', a.handleOf('dr-a')),
+    );
+    expect(consent.status, consent.text).toBe(201);
+    const after = await a.request(drA, 'GET', '/Patient/pa1/$network-everything');
+    expect(after.status, after.text).toBe(200);
+    expect(codes(after)).not.toContain('network-no-grant');
+    // C, linked to the network patient, was asked (its records, or an issue naming it); A never asks itself.
+    expect(after.text).toContain(network.c.mspId);
+    expect(after.text).not.toContain(`member ${a.mspId}`);
   });
 
   it('is refused to another member calling with a network token', async () => {
