@@ -55,10 +55,11 @@ function patientRecords(file: string): { patient: string; resources: FhirResourc
     readFileSync(join(syntheaDir, file), 'utf8'),
   );
   // urn:uuid references -> Type/id, as a server's transaction would resolve them.
-  let text = JSON.stringify(bundle.entry.map((e) => e.resource));
-  for (const e of bundle.entry)
-    if (e.fullUrl.startsWith('urn:uuid:'))
-      text = text.split(`"${e.fullUrl}"`).join(`"${e.resource.resourceType}/${e.resource.id}"`);
+  const byUrl = new Map(bundle.entry.map((e) => [e.fullUrl, `${e.resource.resourceType}/${e.resource.id}`]));
+  const text = JSON.stringify(bundle.entry.map((e) => e.resource)).replace(
+    /"(urn:uuid:[0-9a-fA-F-]{36})"/g,
+    (quoted, url: string) => (byUrl.has(url) ? `"${byUrl.get(url)}"` : quoted),
+  );
   const resources = parseFhirJson<FhirResource[]>(text);
   const patient = resources.find((r) => r.resourceType === 'Patient')!;
   const ref = `Patient/${patient.id}`;

@@ -326,6 +326,7 @@ function wireExchange(
     anchor: config.anchoring === false ? undefined : parts.integrity.anchorer.anchorFor,
     indexEntries: extractIndex,
     consent: parts.access.consent,
+    networkIds: parts.access.networkIds,
     patientLinks: parts.patientLinks,
     organization: config.organization,
     log: fastify.log.child({ component: 'exchange' }),

@@ -67,6 +67,11 @@ export interface AccessRecordInput {
   grantId?: string;
   accessorMsp?: string;
   purpose?: string;
+  /**
+   * The network patient id the record is tagged with, when this service is not the patient's home (a custodian's
+   * disclosure to another member: the id its link holds). Absent: the home's own id of `patient`.
+   */
+  npid?: string;
 }
 
 /** The sealed part of an access record. */
@@ -243,6 +248,8 @@ export class ConsentService {
   readonly decisions = { permit: 0, deny: 0 };
   /** The event feed ended while the service runs (a Fabric stream that gave up): the cache no longer follows. */
   private feedStopped = false;
+  /** When (this.now) the cache was first seen behind the ledger's last block; undefined while it is caught up. */
+  private behindSince?: number;
 
   private constructor(private readonly options: ConsentServiceOptions) {
     this.ledger = options.ledger;
@@ -962,7 +969,7 @@ export class ConsentService {
    * the details sealed with it. Made again at each attempt (a retried batch gets new ids: never a duplicate key).
    */
   private blinded(input: AccessRecordInput): Record<string, unknown> {
-    const npid = this.ids.npidOf(input.patient);
+    const npid = input.npid ?? this.ids.npidOf(input.patient);
     const recordId = newRecordId();
     const details: AccessDetails = {
       accessor: input.accessor,
@@ -1048,12 +1055,23 @@ export class ConsentService {
   async lag(): Promise<{ following: boolean; seenBlock: number; tipBlock: number; behind: number }> {
     const tipBlock = (await this.ledger.height()) - 1;
     const seenBlock = this.nextBlock;
-    return {
-      following: !this.feedStopped && !this.closed,
-      seenBlock,
-      tipBlock,
-      behind: Math.max(0, tipBlock - seenBlock),
-    };
+    const behind = Math.max(0, tipBlock - seenBlock);
+    if (behind === 0) this.behindSince = undefined;
+    else this.behindSince ??= this.now();
+    return { following: !this.feedStopped && !this.closed, seenBlock, tipBlock, behind };
+  }
+
+  /**
+   * How long the consent cache has been behind the ledger, in seconds (0 when it holds every block the ledger has;
+   * Infinity when the event feed stopped): measured from the first time this service saw a block it had not yet
+   * applied (each call, and each readiness check, looks), so a revocation's block counts from when this member's
+   * peer had it. Other members' requests are refused while this exceeds --network-max-lag-seconds. Throws when
+   * the ledger cannot be read.
+   */
+  async secondsBehind(): Promise<number> {
+    const { following, behind } = await this.lag();
+    if (!following) return Infinity;
+    return behind === 0 || this.behindSince === undefined ? 0 : (this.now() - this.behindSince) / 1000;
   }
 
   async close(): Promise<void> {

@@ -12,7 +12,10 @@ import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/reso
 import type { AnchorJournal } from '../integrity/anchor-journal.js';
 import { CachedBatchSource } from '../integrity/verification.js';
 import type { Ledger } from '../ledger/ledger.js';
+import type { NetworkIds } from '../consent/network-ids.js';
 import type { PatientLinks } from './patient-links.js';
+import { networkLocateOperation } from './network-locate.js';
+import { networkRecordsOperation } from './network-records.js';
 import { accessTokenSecret } from '../access/setup.js';
 import { MemberDirectory } from './member-directory.js';
 import { MemberHttpClient } from './member-http.js';
@@ -110,6 +113,8 @@ export interface ExchangeDeps {
   indexEntries?: (resource: FhirResource) => IndexEntry[];
   /** Grants and access records on the ledger; absent without a ledger (then no network operation opens anything). */
   consent?: ConsentService;
+  /** The home's network patient ids (with the consent service). */
+  networkIds?: NetworkIds;
   patientLinks: PatientLinks;
   /** This service's organisation (`--organization`): the custodian of the disclosure AuditEvents. */
   organization?: string;
@@ -122,6 +127,40 @@ export function registerExchangeOperations(
   registry: FhirRegistry,
   deps: ExchangeDeps,
 ): void {
+  const { settings } = exchange;
+  registry.registerOperation(
+    networkLocateOperation({
+      mspId: exchange.mspId,
+      members: exchange.members,
+      consent: deps.consent,
+      networkIds: deps.networkIds,
+      patientLinks: deps.patientLinks,
+      maxLagSeconds: settings.networkMaxLagSeconds,
+    }),
+  );
+  const consent = deps.consent;
+  registry.registerOperation(
+    networkRecordsOperation({
+      mspId: exchange.mspId,
+      members: exchange.members,
+      ledger: deps.ledger,
+      store: deps.store,
+      journal: deps.journal,
+      consent,
+      networkIds: deps.networkIds,
+      patientLinks: deps.patientLinks,
+      disclosures: {
+        store: deps.store,
+        indexEntries: deps.indexEntries,
+        anchor: deps.anchor,
+        organization: deps.organization,
+        recordAccess: (record) => consent?.recordAccess(record),
+      },
+      maxRecords: settings.networkMaxRecords,
+      maxLagSeconds: settings.networkMaxLagSeconds,
+      withholdLabels: settings.networkWithholdLabels,
+    }),
+  );
   // The initiating gateway (pull at B): Patient/{id}/$network-everything.
   registerNetworkEverything(registry, {
     mspId: exchange.mspId,
@@ -130,7 +169,11 @@ export function registerExchangeOperations(
     http: exchange.http,
     tokens: () => exchange.tokenClient(),
     batchSource: () => new CachedBatchSource(deps.ledger),
-    localLocate: homeLocator({ consent: deps.consent, links: deps.patientLinks }),
+    localLocate: homeLocator({
+      consent: deps.consent,
+      networkIds: deps.networkIds,
+      links: deps.patientLinks,
+    }),
     deadlineMs: exchange.settings.networkDeadlineMs,
     pendingRetryMs: exchange.settings.networkPendingRetryMs,
   });

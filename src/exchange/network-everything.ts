@@ -19,9 +19,10 @@
  * Never a 500 and never a hang for what another member does: each failure is an issue naming the member. Nothing
  * fetched is stored at B (see `$network-save`); no paging state is kept: one capped answer.
  */
-import { grantAllows } from '../consent/consent-resource.js';
 import type { ConsentService } from '../consent/consent-service.js';
+import type { NetworkIds } from '../consent/network-ids.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
+import type { NetworkCaller } from '../fhir/interactions/access-policy.js';
 import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../fhir/interactions/types.js';
 import { readOperationInput } from '../fhir/operations/terminology.js';
@@ -30,6 +31,7 @@ import { isKnownResourceType, searchDefinitions } from '../fhir/search/definitio
 import type { OnChainBatch } from '../integrity/anchor-contract-client.js';
 import { ProvenNodes } from '../integrity/merkle.js';
 import type { BatchSource } from '../integrity/verification.js';
+import { liveFor } from './grant-check.js';
 import { MemberCallError, type MemberHttpClient, type MemberResponse } from './member-http.js';
 import type { MemberEntry, MemberLookup } from './members.js';
 import { NetworkTokenRefused, type NetworkActor, type NetworkTokenClient } from './network-token-client.js';
@@ -195,25 +197,30 @@ export type LocalLocate = (npid: string, asker: NetworkAsker) => Promise<LocateA
  */
 export function homeLocator(options: {
   consent?: Pick<ConsentService, 'networkGrantsOf' | 'recordAccess'>;
-  links: Pick<PatientLinks, 'localPatientsOf' | 'custodiansOf'>;
+  /** The home's network patient ids (npid -> its Patient). */
+  networkIds?: Pick<NetworkIds, 'referenceOfNpid'>;
+  links: Pick<PatientLinks, 'custodiansOf'>;
   now?: () => number;
 }): LocalLocate {
   const now = options.now ?? Date.now;
   const types = ['Patient', ...searchDefinitions().patientCompartment.keys()];
   return async (npid, asker) => {
     const consent = options.consent;
-    // At the home, its own Patient comes first.
-    const [patient] = await options.links.localPatientsOf(npid);
+    const patient = options.networkIds?.referenceOfNpid(npid);
     if (!consent || patient === undefined) return { grants: [], custodians: [] };
     const at = now();
+    // The same check as the home's $network-locate (src/exchange/grant-check.ts), for this member's own actor.
+    const caller: NetworkCaller = {
+      member: asker.member,
+      actor: asker.actor,
+      actorRole: asker.role,
+      purposes: asker.purposes,
+      consentReferences: [],
+      expiresAt: at,
+    };
     const grants = consent
       .networkGrantsOf(patient, asker.actor, asker.member)
-      .filter(
-        (grant) =>
-          grant.grantee === asker.actor &&
-          grant.granteeMsp === asker.member &&
-          types.some((type) => asker.purposes.some((purpose) => grantAllows(grant, type, at, purpose))),
-      )
+      .filter((grant) => liveFor(grant, caller, types, at))
       .map((grant) => grant.grantId)
       .sort();
     if (grants.length === 0) return { grants: [], custodians: [] };

@@ -369,12 +369,11 @@ export function networkSaveHandler(options: NetworkSaveOptions): InteractionHand
   const now = options.now ?? Date.now;
   return async (request, context) => {
     const patientRef = await authorizedPatient(request, context);
-    const records = readReturnedRecords(request.body);
-    for (const record of records)
-      if (record.resourceType === 'Patient')
-        throw invalid(
-          `${record.fullUrl.slice(0, 200)} is a Patient: a saved record belongs to ${patientRef}, which is not replaced`,
-        );
+    // The custodians' Patients are not saved: the records saved belong to this Patient, which stays as it is.
+    const all = readReturnedRecords(request.body);
+    const records = all.filter((record) => record.resourceType !== 'Patient');
+    const skipped = all.filter((record) => record.resourceType === 'Patient');
+    if (records.length === 0) throw invalid('the Bundle holds no fetched record but Patients');
     const { custodians, answers } = await verifyReturnedRecords(
       records,
       options.members,
@@ -419,14 +418,17 @@ export function networkSaveHandler(options: NetworkSaveOptions): InteractionHand
       status: 200,
       body: {
         resourceType: 'Parameters',
-        parameter: copies.map(({ source, copy, provenance }) => ({
-          name: 'saved',
-          part: [
-            { name: 'source', valueUri: source },
-            { name: 'copy', valueReference: { reference: `${copy.resourceType}/${copy.id}` } },
-            { name: 'provenance', valueReference: { reference: `Provenance/${provenance.id}` } },
-          ],
-        })),
+        parameter: [
+          ...copies.map(({ source, copy, provenance }) => ({
+            name: 'saved',
+            part: [
+              { name: 'source', valueUri: source },
+              { name: 'copy', valueReference: { reference: `${copy.resourceType}/${copy.id}` } },
+              { name: 'provenance', valueReference: { reference: `Provenance/${provenance.id}` } },
+            ],
+          })),
+          ...skipped.map((record) => ({ name: 'skipped', valueUri: record.fullUrl })),
+        ],
       } as unknown as FhirResource,
     };
   };
