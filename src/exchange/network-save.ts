@@ -143,7 +143,14 @@ export function readReturnedRecords(body: string | undefined): ReturnedRecord[] 
     const custodianMsp = custodianOf(provenance);
     if (!custodianMsp)
       throw invalid(`the Provenance of ${record.fullUrl.slice(0, 200)} names no custodian member`);
-    return { ...record, custodianMsp, evidence: asCustodianEvidence(provenance) };
+    return {
+      fullUrl: record.fullUrl,
+      text: record.text,
+      resourceType: record.resourceType,
+      id: record.id,
+      custodianMsp,
+      evidence: asCustodianEvidence(provenance),
+    };
   });
 }
 
@@ -399,7 +406,8 @@ export function networkSaveHandler(options: NetworkSaveOptions): InteractionHand
       validateResource(context, provenance, 'create');
     }
     await context.store.transaction(async (tx) => {
-      const within: FhirContext = { ...context, store: tx };
+      // Built without a spread followed by more properties (docs/architecture.md, hot paths).
+      const within: FhirContext = Object.assign({}, context, { store: tx });
       for (const { copy, provenance } of copies)
         for (const resource of [copy, provenance])
           await writeVersion(
