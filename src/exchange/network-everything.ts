@@ -391,8 +391,39 @@ function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** A member that did not answer for these reasons may answer again soon: nothing it said is contradicted. */
+const UNAVAILABLE = new Set(['timeout', 'deadline', 'network']);
+/** How long B remembers a home's locate answer, for when the home cannot be reached. */
+export const REMEMBERED_LOCATE_MS = 60 * 60 * 1000;
+const REMEMBERED_LOCATE_LIMIT = 10_000;
+
+/** The homes' last locate answers per (patient, actor, role, purposes), in memory, for an hour. */
+class LocateMemory {
+  private readonly answers = new Map<string, { answer: LocateAnswer; until: number }>();
+
+  remember(key: string, answer: LocateAnswer): void {
+    if (answer.grants.length === 0) {
+      this.answers.delete(key);
+      return;
+    }
+    if (this.answers.size >= REMEMBERED_LOCATE_LIMIT) this.answers.clear();
+    this.answers.set(key, { answer, until: Date.now() + REMEMBERED_LOCATE_MS });
+  }
+
+  recall(key: string): LocateAnswer | undefined {
+    const remembered = this.answers.get(key);
+    if (!remembered) return undefined;
+    if (remembered.until <= Date.now()) {
+      this.answers.delete(key);
+      return undefined;
+    }
+    return remembered.answer;
+  }
+}
+
 export class NetworkEverything {
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  private readonly located = new LocateMemory();
 
   constructor(private readonly options: NetworkEverythingOptions) {
     this.sleep = options.sleep ?? defaultSleep;
@@ -447,8 +478,8 @@ export class NetworkEverything {
         ]);
 
       // Phase 3: the grants and the custodians.
-      const located = await this.locate(home, npid, asker, deadline.signal);
-      if ('issue' in located) return onlyOutcomes([located.issue]);
+      const { answer: located, issue: homeIssue } = await this.locate(home, npid, asker, deadline.signal);
+      if (!located) return onlyOutcomes([homeIssue!]);
       if (located.grants.length === 0)
         return onlyOutcomes([
           networkIssue(
@@ -466,7 +497,10 @@ export class NetworkEverything {
         purposes: asker.purposes,
         consentReferences: located.grants,
       };
-      const custodians = located.custodians.filter((c) => c.member !== this.options.mspId);
+      // Not B itself; nor a home that could not be reached (already named in an issue).
+      const custodians = located.custodians.filter(
+        (c) => c.member !== this.options.mspId && !(homeIssue && c.member === home),
+      );
       const results = await Promise.all(
         custodians.map((c) => this.fetchRecords(c.member, npid, actor, query, deadline.signal)),
       );
@@ -478,7 +512,7 @@ export class NetworkEverything {
         );
 
       // Phase 5: verification, with bounded retries of roots this peer has not seen yet.
-      const issues: OperationOutcomeIssue[] = [];
+      const issues: OperationOutcomeIssue[] = homeIssue ? [homeIssue] : [];
       const fetched: { custodian: MemberEntry; text: string }[] = [];
       for (const result of results) {
         if (result.kind === 'issue') issues.push(result.issue);
@@ -493,16 +527,21 @@ export class NetworkEverything {
     }
   }
 
-  /** Phase 3: the home's locator (in process at the home), or an issue naming the home. */
+  /**
+   * Phase 3: the home's locator (in process at the home), or an issue naming the home. When the home cannot be
+   * reached (down, slow, 5xx), the answer it gave this actor for this patient and purpose within the last hour is
+   * used, with the issue: each custodian still checks every grant on its own ledger, so a remembered answer never
+   * opens more than the grants do now (a revoked grant is refused there); it only lets B find the custodians.
+   */
   private async locate(
     home: string,
     npid: string,
     asker: NetworkAsker,
     signal: AbortSignal,
-  ): Promise<LocateAnswer | { issue: OperationOutcomeIssue }> {
+  ): Promise<{ answer?: LocateAnswer; issue?: OperationOutcomeIssue }> {
     if (home === this.options.mspId) {
-      if (!this.options.localLocate) return { grants: [], custodians: [] };
-      return this.options.localLocate(npid, asker);
+      if (!this.options.localLocate) return { answer: { grants: [], custodians: [] } };
+      return { answer: await this.options.localLocate(npid, asker) };
     }
     const actor: NetworkActor = {
       subjectId: asker.actor,
@@ -510,10 +549,18 @@ export class NetworkEverything {
       purposes: asker.purposes,
       consentReferences: [],
     };
+    const key = JSON.stringify([npid, asker.actor, asker.role, [...asker.purposes].sort()]);
     const called = await this.call(home, actor, 'network-locate', locateRequestText(npid), signal);
-    if ('issue' in called) return called;
+    if ('issue' in called)
+      return { answer: called.unavailable ? this.located.recall(key) : undefined, issue: called.issue };
     const { member, response } = called;
-    if (response.status !== 200) return { issue: refusedIssue(member, response, 'the patient’s home') };
+    if (response.status !== 200) {
+      const unavailable = response.status >= 500 || response.status === 429;
+      return {
+        answer: unavailable ? this.located.recall(key) : undefined,
+        issue: refusedIssue(member, response, 'the patient’s home'),
+      };
+    }
     const answer = parseLocateAnswer(response.body.toString('utf8'));
     if (!answer)
       return {
@@ -524,7 +571,9 @@ export class NetworkEverything {
           `The patient's home ${member.organization} (${member.mspId}) did not answer the locate with a Parameters resource`,
         ),
       };
-    return answer;
+    // What the home said now replaces what was remembered (no grant now: nothing remembered).
+    this.located.remember(key, answer);
+    return { answer };
   }
 
   /** Phase 4, one custodian: its evidence Bundle text, or why there is none. */
@@ -556,7 +605,10 @@ export class NetworkEverything {
     operation: string,
     body: string,
     signal: AbortSignal,
-  ): Promise<{ member: MemberEntry; response: MemberResponse } | { issue: OperationOutcomeIssue }> {
+  ): Promise<
+    | { member: MemberEntry; response: MemberResponse }
+    | { issue: OperationOutcomeIssue; unavailable?: boolean }
+  > {
     let member: MemberEntry | undefined;
     try {
       member = await this.options.members.member(mspId);
@@ -609,7 +661,8 @@ export class NetworkEverything {
         }
         return { member, response };
       } catch (err) {
-        if (err instanceof MemberCallError) return { issue: err.toIssue() };
+        if (err instanceof MemberCallError)
+          return { issue: err.toIssue(), unavailable: UNAVAILABLE.has(err.kind) };
         if (err instanceof NetworkTokenRefused)
           return {
             issue: networkIssue(

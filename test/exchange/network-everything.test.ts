@@ -521,6 +521,53 @@ describe('a network fetch against members on loopback', () => {
     expect(bundle.entry[0].resource.issue![0].diagnostics).toMatch(/^member OrgAMSP: connection failed/);
   });
 
+  it('asks the custodians the home last listed when the home cannot be reached, never when it says no', async () => {
+    const home = await fakeMember(HOME, 'Hospital A');
+    const lab = await fakeMember(LAB, 'Lab C');
+    const members = new MapMembers();
+    members.add(home.entry);
+    members.add(lab.entry);
+    let homeSays: 'grants' | 'down' | 'nothing' | 'refuses' = 'grants';
+    home.on['network-locate'] = (_req, _body, res) => {
+      if (homeSays === 'grants') return answer(res, 200, locateText(['g'], [HOME, LAB]));
+      if (homeSays === 'down') return answer(res, 503, '{}');
+      if (homeSays === 'refuses') return answer(res, 403, '{}');
+      answer(res, 200, locateText([], []));
+    };
+    home.on['network-records'] = (_req, _body, res) => answer(res, 200, pendingRecords(home.entry, ['a1']));
+    lab.on['network-records'] = (_req, _body, res) => answer(res, 200, pendingRecords(lab.entry, ['c1']));
+    const everything = await gateway(members);
+
+    // Never located: the home down gives only the outcome naming it.
+    homeSays = 'down';
+    const never = JSON.parse(await everything.run('Patient/p1', asker, query)) as Outcome;
+    expect(never.total).toBe(0);
+    expect(lab.calls).toEqual([]);
+
+    homeSays = 'grants';
+    expect((JSON.parse(await everything.run('Patient/p1', asker, query)) as Outcome).total).toBe(2);
+
+    homeSays = 'down';
+    const down = JSON.parse(await everything.run('Patient/p1', asker, query)) as Outcome;
+    expect(down.entry.filter((e) => e.search.mode === 'match').map((e) => e.fullUrl)).toEqual([
+      `${lab.entry.fhirBaseUrl}/Observation/c1/_history/1`,
+    ]);
+    const issues = down.entry.find((e) => e.search.mode === 'outcome')!.resource.issue!;
+    expect(issues.map((i) => i.diagnostics)).toEqual([
+      expect.stringMatching(/^member OrgAMSP \(the patient’s home\): answered 503/),
+    ]);
+    // The token for the lab still carries the remembered grant ids: the lab checks them on its ledger.
+    expect(lab.calls).toHaveLength(2);
+
+    // The home answering "no grant" (or refusing) is believed: nothing is asked, nothing remembered.
+    for (const says of ['refuses', 'nothing', 'down'] as const) {
+      homeSays = says;
+      const bundle = JSON.parse(await everything.run('Patient/p1', asker, query)) as Outcome;
+      expect([says, bundle.total]).toEqual([says, 0]);
+    }
+    expect(lab.calls).toHaveLength(2);
+  });
+
   it('refuses the whole fetch with 400 network-too-many when a custodian holds more than one answer carries', async () => {
     const home = await fakeMember(HOME, 'Hospital A');
     const members = new MapMembers();

@@ -5,7 +5,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NETWORK_OUTCOME_SYSTEM } from '../../src/exchange/network-everything.js';
 import { expectErrorCode } from '../support/error-codes.js';
-import { demoPatient, networkConsent, startNetwork, type TestNetwork } from './network-harness.js';
+import {
+  demoPatient,
+  networkConsent,
+  observation,
+  startNetwork,
+  type TestNetwork,
+} from './network-harness.js';
 
 let network: TestNetwork;
 let drB: string;
@@ -17,6 +23,7 @@ beforeAll(async () => {
   await b.request(b.system, 'PUT', '/Patient/pb1', demoPatient('pb1'));
   await b.request(b.system, 'PUT', '/Patient/pb-unlinked', demoPatient('pb-unlinked', 'Berg', 'Ola'));
   await c.request(c.system, 'PUT', '/Patient/pc1', demoPatient('pc1'));
+  await c.request(c.system, 'PUT', '/Observation/oc1', observation('oc1', 'Patient/pc1'));
   drB = await b.enrol('dr-b', 'clinician', 'Practitioner/dr-b', b.organization);
   await network.link(a, 'pa1', b, 'pb1');
   await network.link(a, 'pa1', c, 'pc1');
@@ -145,5 +152,35 @@ describe('$network-everything at B', () => {
     const res = await b.request(token, 'GET', '/Patient/pb1/$network-everything');
     expect(res.status).toBe(403);
     expectErrorCode(res.text, 'network-token-scope');
+  });
+  // Last: it stops A.
+  it('answers with C’s records and an outcome naming A when the home A is stopped (the custodians it last listed)', async () => {
+    const { a, b, c } = network;
+    const patient = await a.enrol('pat-a2', 'patient', 'Patient/pa1');
+    const consent = await a.request(
+      patient,
+      'POST',
+      '/Consent',
+      networkConsent('Patient/pa1', b.handleOf('dr-b')),
+    );
+    expect(consent.status, consent.text).toBe(201);
+    await c.app.integrity!.anchorer.drain();
+    const before = await b.request(drB, 'GET', '/Patient/pb1/$network-everything?_type=Observation');
+    expect(before.status, before.text).toBe(200);
+    expect((before.body.entry as SearchsetEntry[]).map((e) => e.fullUrl)).toContain(
+      `${c.baseUrl}/Observation/oc1/_history/1`,
+    );
+
+    await a.app.fastify.close();
+    const after = await b.request(drB, 'GET', '/Patient/pb1/$network-everything?_type=Observation');
+    expect(after.status, after.text).toBe(200);
+    const entries = after.body.entry as SearchsetEntry[];
+    expect(entries.filter((e) => e.search.mode === 'match').map((e) => e.fullUrl)).toEqual([
+      `${c.baseUrl}/Observation/oc1/_history/1`,
+    ]);
+    const issues = entries.find((e) => e.search.mode === 'outcome')!.resource.issue!;
+    expect(issues.map((i) => i.diagnostics)).toEqual([
+      expect.stringMatching(new RegExp(`^member ${a.mspId}: connection failed`)),
+    ]);
   });
 });
