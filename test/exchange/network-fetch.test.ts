@@ -151,6 +151,21 @@ describe('a network fetch at B', () => {
     expect(outcomeOf(after.entries)[0].details!.coding).toEqual([
       { system: NETWORK_OUTCOME_SYSTEM, code: 'network-no-grant' },
     ]);
+    // Nothing at B tells that C holds anything for the patient.
+    expect(after.text).not.toContain(network.c.mspId);
+    expect(after.text).not.toContain(network.c.baseUrl);
+  });
+
+  it('for another purpose of use than the grant and the members allow, nothing', async () => {
+    const consent = await grant();
+    try {
+      const { entries, total, text } = await fetchAtB('?purpose=HRESCH');
+      expect(total).toBe(0);
+      expect(records(entries)).toEqual([]);
+      expect(text).not.toContain(network.c.baseUrl);
+    } finally {
+      await revoke(consent);
+    }
   });
 
   it('leaves out a record altered in A’s store behind its service’s back, naming it; saves what verified', async () => {
