@@ -9,7 +9,7 @@ import { configDefaults, defineConfig } from 'vitest/config';
  */
 const UNIT_TESTS = [
   'test/architecture.test.ts',
-  'test/platform/**/*.test.ts',
+  'test/platform/backoff.test.ts',
   'test/fhir/**/*.test.ts',
   'test/store/memory.test.ts',
   'test/access/{scopes,tokens}.test.ts',

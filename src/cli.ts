@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** The `hie-ledger` command (its subcommands: src/commands/program.ts). */
-import { ConfigError } from './config/config.js';
+import { ConfigError, stackTracesWanted } from './config/config.js';
 import { createProgram } from './commands/program.js';
 
 export async function main(argv: string[] = process.argv): Promise<void> {
@@ -16,6 +16,9 @@ export async function main(argv: string[] = process.argv): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`hie-ledger: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  // One line for the user; the stack only when asked for (HIE_DEBUG=1), for a bug report.
+  const message = err instanceof Error ? err.message : String(err);
+  const stack = stackTracesWanted() && err instanceof Error && err.stack ? `\n${err.stack}` : '';
+  process.stderr.write(`hie-ledger: ${message.split('\n')[0]}${stack}\n`);
   process.exit(1);
 });

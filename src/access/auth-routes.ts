@@ -155,7 +155,7 @@ function authenticateFhirRequests(app: FastifyInstance, options: AuthOptions, pr
       sendUnauthorized(
         reply,
         'authentication-required',
-        'authentication required: send an access token from /auth/token as a Bearer token',
+        'authentication required: send an access token from /auth/token as a Bearer token (`hie-ledger token --id ID --key KEY.pem` gets one, docs/access.md); for local development without tokens, serve with --auth dev-open',
       );
       return;
     }

@@ -258,10 +258,13 @@ export class ParticipantDirectory implements ClientDirectory {
     if (
       participant &&
       (participant.role !== input.role ||
-        (input.resource !== undefined && participant.resource !== input.resource))
+        (input.resource !== undefined && participant.resource !== input.resource) ||
+        (input.organization !== undefined && participant.organization !== input.organization))
     ) {
+      // Silently keeping the old values would leave the caller believing they changed: refuse instead.
+      const was = [participant.role, participant.resource, participant.organization].filter(Boolean).join(' ');
       throw new Error(
-        `participant ${input.clientId} is registered as ${participant.role} ${participant.resource ?? ''}; role and resource cannot change`,
+        `participant ${input.clientId} is registered as ${was}; role, resource and organization cannot change (register a new client id)`,
       );
     }
     participant ??= await this.register(input);

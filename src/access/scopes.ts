@@ -65,27 +65,53 @@ export function roleScopes(role: ParticipantRole): string[] {
   }
 }
 
-/** Does `granted` (one allowed scope) cover `requested`? Same context, type `*` or equal, permissions a subset. */
-function covers(granted: ParsedScope, requested: ParsedScope): boolean {
-  if (granted.context !== requested.context) return false;
-  if (granted.resourceType !== '*' && granted.resourceType !== requested.resourceType) return false;
-  for (const p of requested.permissions) if (!granted.permissions.has(p)) return false;
-  return true;
+/** The SMART v1 name of a permission set, when v1 has one (`read` = rs, `write` = cud, `*` = all). */
+function v1Name(permissions: ReadonlySet<Permission>): string | undefined {
+  const letters = ORDER.split('')
+    .filter((p) => permissions.has(p as Permission))
+    .join('');
+  return letters === 'rs' ? 'read' : letters === 'cud' ? 'write' : letters === ORDER ? '*' : undefined;
+}
+
+/** What one allowed scope leaves of one requested scope: same context, the narrower type, common permissions. */
+function intersect(allowed: ParsedScope, requested: ParsedScope): ParsedScope | undefined {
+  if (allowed.context !== requested.context) return undefined;
+  let resourceType: string;
+  if (requested.resourceType === '*') resourceType = allowed.resourceType;
+  else if (allowed.resourceType === '*' || allowed.resourceType === requested.resourceType)
+    resourceType = requested.resourceType;
+  else return undefined;
+  const permissions = new Set([...requested.permissions].filter((p) => allowed.permissions.has(p)));
+  return permissions.size === 0 ? undefined : { context: requested.context, resourceType, permissions };
 }
 
 /**
- * The scopes to grant for a token request: the role's scopes when none are asked for, otherwise the requested
- * resource scopes the role allows (others are dropped, as RFC 6749 §3.3 permits). Non-resource scopes
- * (e.g. `launch`, `openid`) are not granted to backend clients.
+ * The scopes to grant for a token request: the role's scopes when none are asked for, otherwise the intersection
+ * of what was asked and what the role allows, scope by scope (SMART: a server may grant less than asked; RFC 6749
+ * §3.3). `system/*.cruds` asked by a system is narrowed to `system/*.rs system/*.cud`; `patient/*.cud` asked by a
+ * patient to `patient/Consent.cud`. Written in the client's notation: a request all in SMART v1 (`read`, `write`,
+ * `*`) is answered in v1 where v1 can say it, any other in v2 letters. Non-resource scopes (`launch`, `openid`)
+ * are not granted to backend clients. Empty when nothing is left (the token endpoint then refuses).
  */
 export function grantScopes(role: ParticipantRole, requested: string | undefined): string[] {
   const allowed = roleScopes(role);
   if (requested === undefined || requested.trim() === '') return allowed;
   const allowedParsed = allowed.map((s) => parseScope(s)!);
+  const requestedScopes = requested.trim().split(/\s+/);
+  const allV1 = requestedScopes.every((scope) => /\.(read|write|\*)$/.test(scope));
   const out: string[] = [];
-  for (const scope of requested.trim().split(/\s+/)) {
+  for (const scope of requestedScopes) {
     const parsed = parseScope(scope);
-    if (parsed && allowedParsed.some((a) => covers(a, parsed)) && !out.includes(scope)) out.push(scope);
+    if (!parsed) continue;
+    for (const granted of allowedParsed) {
+      const common = intersect(granted, parsed);
+      if (!common) continue;
+      const letters = ORDER.split('')
+        .filter((p) => common.permissions.has(p as Permission))
+        .join('');
+      const text = `${common.context}/${common.resourceType}.${(allV1 && v1Name(common.permissions)) || letters}`;
+      if (!out.includes(text)) out.push(text);
+    }
   }
   return out;
 }

@@ -25,6 +25,7 @@ import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { InteractionHandler } from '../fhir/interactions/types.js';
 import { fhirError } from '../fhir/outcome.js';
 import { registerAuth } from './auth-routes.js';
+import { networkActorOperation } from './network-actor.js';
 import { searchDefinitions } from '../fhir/search/definitions.js';
 
 export type AuthMode = 'smart' | 'dev-open';
@@ -37,12 +38,16 @@ export interface AccessSetupOptions {
   host: string;
   /** The organisation's MSP id: its embedded CA (config.mspId). */
   mspId: string;
+  /** This member's MSP id on the ledger (with --ledger fabric the connection file's): `$network-actor`. Default mspId. */
+  ledgerMspId?: string;
   /** The organisation this service keeps records for (config.organization): its systems choose ids of new resources. */
   organization?: string;
   /** Public base URL of the FHIR endpoint (config.baseUrl), e.g. https://hie.example.org/fhir. */
   fhirBaseUrl?: string;
   /** Token requests a minute per client address and per client at /auth/token; 0 or absent: no limit. */
   tokenRateLimit?: number;
+  /** Lifetime of issued access tokens, seconds (default 300). */
+  tokenSeconds?: number;
   fhirPrefix: string;
   store: ResourceStore;
   ledger?: Ledger;
@@ -70,7 +75,7 @@ export interface AccessSetup {
   install(fastify: FastifyInstance): void;
   /** registerFhirRoutes' accessFor: the request's policy, also made current for the Consent ledger hook. */
   accessFor(request: FastifyRequest): AccessPolicy;
-  /** Registers `$access-log` (Patient instance level). */
+  /** Registers `$access-log` (Patient instance level) and `$network-actor` (system level). */
   registerOperations(registry: FhirRegistry): void;
   close(): Promise<void>;
 }
@@ -142,7 +147,11 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
   });
   const participants = ParticipantDirectory.open(options.dataDir, identity);
   const secret = accessTokenSecret(options.dataDir);
-  const tokens = new TokenService({ directory: participants, secret });
+  const tokens = new TokenService({
+    directory: participants,
+    secret,
+    accessTokenSeconds: options.tokenSeconds,
+  });
   const { consent, networkIds } = await openConsent(options, participants);
   const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
   const control = new AccessControl({
@@ -229,6 +238,13 @@ function accessRecordParameter(
     { name: 'transaction', valueString: record.txId },
   ];
   if (record.from && record.from !== record.at) part.push({ name: 'from', valueInstant: record.from });
+  // An access by another member's participant (the exchange): which member disclosed, for whom, and why.
+  if (record.accessorMsp !== record.mspId)
+    part.push(
+      { name: 'custodian', valueString: record.mspId },
+      { name: 'accessorMember', valueString: record.accessorMsp },
+      { name: 'purpose', valueCode: record.purpose },
+    );
   if (record.resourceType) part.push({ name: 'resourceType', valueCode: record.resourceType });
   if (who) {
     part.push({ name: 'role', valueCode: who.role });
@@ -317,11 +333,12 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         name: 'access-log',
         levels: ['instance'],
         resourceTypes: ['Patient'],
-        methods: ['GET'],
+        methods: ['GET', 'POST'], // affects no state: both, as the spec says
         documentation:
           "Who accessed this patient's data: the access records on the ledger (participant role, resource, interaction, outcome, time).",
         handler: accessLogHandler(consent, participants, options.mspId),
       });
+      registry.registerOperation(networkActorOperation(options.ledgerMspId ?? options.mspId));
     },
     async close() {
       await audit.close();

@@ -33,6 +33,7 @@ import { scheduleAudit } from '../integrity/scheduled-audit.js';
 import { ServiceMetrics } from '../operator/metrics.js';
 import { registerOperatorRoutes } from '../operator/operator-routes.js';
 import { mkdirPrivate, tightenDataDir } from '../platform/private-files.js';
+import { lockDataDir } from '../platform/data-dir-lock.js';
 import { setupPatientLinks } from '../exchange/patient-links-setup.js';
 import type { PatientLinks } from '../exchange/patient-links.js';
 import { Exchange, registerExchangeOperations } from '../exchange/exchange-setup.js';
@@ -91,11 +92,14 @@ interface IntegrityWiring {
 export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}): Promise<App> {
   // Data directory 0700, its files 0600, those of older versions too (src/platform/private-files.ts).
   mkdirPrivate(config.dataDir);
-  const tightened = tightenDataDir(config.dataDir);
-  const store = openStore(config, overrides);
-  await store.init();
-  const closers: Closer[] = [() => store.close()];
+  // One process owns a data directory for its whole life (src/platform/data-dir-lock.ts); released last.
+  const lock = lockDataDir(config.dataDir, 'serve');
+  const closers: Closer[] = [() => Promise.resolve(lock.release())];
   try {
+    const tightened = tightenDataDir(config.dataDir);
+    const store = openStore(config, overrides);
+    await store.init();
+    closers.push(() => store.close());
     const validator = await openValidator(config, overrides);
     const registry = buildRegistry(config, validator);
     const { fastify, metrics } = createServer(config, overrides, tightened, store);
@@ -260,9 +264,11 @@ async function wireAccess(
     mode: config.auth,
     host: config.host,
     mspId: config.mspId,
+    ledgerMspId: config.ledger === 'fabric' ? loadFabricConfig(config.fabricConfig!).mspId : config.mspId,
     organization: config.organization,
     fhirBaseUrl: config.baseUrl,
     tokenRateLimit: config.tokenRateLimit,
+    tokenSeconds: config.tokenSeconds,
     fhirPrefix: FHIR_PREFIX,
     store,
     ledger,

@@ -3,13 +3,25 @@
  * requests, close the store and other adapters, exit 0). A second signal while closing exits at once (code 1).
  */
 import { buildApp, FHIR_PREFIX, type App } from './app.js';
-import type { ServeConfig } from '../config/config.js';
+import { ConfigError, type ServeConfig } from '../config/config.js';
 
 export async function serve(config: ServeConfig): Promise<App> {
   // Whatever the service or its libraries create is for its own user only (0700/0600; docs/configuration.md).
   process.umask(0o077);
   const app = await buildApp(config);
-  await app.fastify.listen({ port: config.port, host: config.host });
+  try {
+    await app.fastify.listen({ port: config.port, host: config.host });
+  } catch (err) {
+    await app.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE')
+      throw new ConfigError(
+        `--port ${config.port}: ${config.host}:${config.port} is already in use by another process`,
+      );
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND')
+      throw new ConfigError(`--host ${config.host}: not an address of this machine`);
+    throw err;
+  }
   const address = app.fastify.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host =

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { openConfiguredLedger } from '../app/open-ledger.js';
-import { addConfigOptions, loadSettings, type Config } from '../config/config.js';
+import { addConfigOptions, ConfigError, loadSettings, type Config } from '../config/config.js';
 import { MemberDirectory, type MemberEntry } from '../exchange/member-directory.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
 import { mkdirPrivate, PRIVATE_FILE_MODE } from '../platform/private-files.js';
@@ -81,7 +81,7 @@ async function serviceCertificate(
   const certPath = join(dir, 'cert.pem');
   const keyPath = join(dir, 'key.pem');
   if (options.serviceKey !== undefined && options.serviceCert === undefined)
-    throw new Error('--service-key needs --service-cert');
+    throw new ConfigError('--service-key needs --service-cert');
   if (options.serviceCert !== undefined) {
     const certificate = readFileSync(options.serviceCert, 'utf8');
     if (options.serviceKey === undefined) return { certificate };
@@ -89,7 +89,7 @@ async function serviceCertificate(
     const publicOfKey = createPublicKey(createPrivateKey(key)).export({ type: 'spki', format: 'der' });
     const publicOfCert = new X509Certificate(certificate).publicKey.export({ type: 'spki', format: 'der' });
     if (!publicOfKey.equals(publicOfCert))
-      throw new Error('--service-key is not the private key of --service-cert');
+      throw new ConfigError('--service-key is not the private key of --service-cert');
     mkdirPrivate(dir);
     writePrivate(keyPath, key);
     writePrivate(certPath, certificate);
@@ -161,7 +161,7 @@ export function registerMemberCommand(program: Command): Command {
       const config = loadSettings(MEMBER_REGISTER_SETTINGS, options);
       if (config.ledger === 'fabric' && config.ca !== 'fabric' && options.serviceCert === undefined) {
         // The embedded CA of a data directory is not the Fabric MSP's CA: the chaincode would refuse its certificate.
-        throw new Error(
+        throw new ConfigError(
           'with --ledger fabric the service certificate comes from the MSP CA: add --ca fabric, or give --service-cert',
         );
       }

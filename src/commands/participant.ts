@@ -9,7 +9,13 @@ import { EmbeddedIdentityProvider, type IdentityProvider } from '../ledger/ident
 import { ParticipantDirectory, type Participant } from '../access/participants.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from '../access/scopes.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
-import { addConfigOptions, DEFAULT_MSP_ID, loadSettings, type Config } from '../config/config.js';
+import {
+  addConfigOptions,
+  ConfigError,
+  DEFAULT_MSP_ID,
+  loadSettings,
+  type Config,
+} from '../config/config.js';
 
 /** The settings of every participant command (src/config/config.ts). */
 export const PARTICIPANT_SETTINGS = ['dataDir', 'mspId', 'ca', 'fabricConfig'] as const;
@@ -34,17 +40,20 @@ export async function openIdentityProvider(
   ca: { kind?: Config['ca']; fabricConfig?: string },
 ): Promise<IdentityProvider> {
   if (ca.kind === 'fabric') {
-    if (!ca.fabricConfig) throw new Error('--ca fabric needs --fabric-config FILE (with a "ca" section)');
+    if (!ca.fabricConfig)
+      throw new ConfigError('--ca fabric needs --fabric-config FILE (with a "ca" section)');
     const config = loadFabricConfig(ca.fabricConfig);
     if (!config.ca)
-      throw new Error(`${ca.fabricConfig} has no "ca" section (url, caName, tlsRootCertPath, registrar)`);
+      throw new ConfigError(
+        `${ca.fabricConfig} has no "ca" section (url, caName, tlsRootCertPath, registrar)`,
+      );
     // Loaded only when asked for: fabric-ca-client parses process.argv (yargs) when it loads, which would
     // answer every `hie-ledger ... --help` with its own text.
     const { FabricCaIdentityProvider } = await import('../ledger/identity/fabric-ca.js');
     return FabricCaIdentityProvider.fromConfig(config.ca);
   }
   if (ca.kind !== undefined && ca.kind !== 'embedded')
-    throw new Error(`--ca must be embedded or fabric, not ${ca.kind}`);
+    throw new ConfigError(`--ca must be embedded or fabric, not ${ca.kind}`);
   return EmbeddedIdentityProvider.open(join(dataDir, 'identity', 'ca'), { mspId });
 }
 
@@ -63,12 +72,12 @@ interface ParticipantOptions {
 
 function requireRole(role: string | undefined): ParticipantRole {
   if (!role || !PARTICIPANT_ROLES.includes(role as ParticipantRole))
-    throw new Error(`--role must be one of ${PARTICIPANT_ROLES.join(', ')}`);
+    throw new ConfigError(`--role must be one of ${PARTICIPANT_ROLES.join(', ')}`);
   return role as ParticipantRole;
 }
 
 function requireId(id: string | undefined): string {
-  if (!id) throw new Error('--id CLIENT_ID is required');
+  if (!id) throw new ConfigError('--id CLIENT_ID is required');
   return id;
 }
 
@@ -140,7 +149,7 @@ export function registerParticipantCommand(program: Command): Command {
     .option('--key-type <curve>', 'P-384 (default, ES384) or P-256 (ES256)', 'P-384')
     .action(async (options: ParticipantOptions) => {
       if (options.keyType !== 'P-384' && options.keyType !== 'P-256')
-        throw new Error('--key-type must be P-384 or P-256');
+        throw new ConfigError('--key-type must be P-384 or P-256');
       const keyType = options.keyType;
       const { participant: enrolled, enrollment } = await withDirectory(options, (d) =>
         d.enroll({

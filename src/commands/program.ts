@@ -3,6 +3,9 @@
  * `register...Command(program)` function). Every setting a subcommand reads comes from the one option table
  * (src/config/config.ts: flag, variable, default), handed to it typed; docs/configuration.md lists them per command.
  */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { addConfigOptions, loadSettings, SERVE_SETTINGS } from '../config/config.js';
 import { serve } from '../app/server.js';
@@ -11,6 +14,7 @@ import { registerEraseCommand } from './erase.js';
 import { registerParticipantCommand } from './participant.js';
 import { registerMemberCommand } from './member.js';
 import { registerLedgerCommand } from './ledger.js';
+import { registerTokenCommand } from './token.js';
 
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
@@ -26,13 +30,43 @@ const COMMANDS: ((program: Command) => unknown)[] = [
   registerParticipantCommand,
   registerMemberCommand,
   registerLedgerCommand,
+  registerTokenCommand,
 ];
 
 export function createProgram(): Command {
   const program = new Command('hie-ledger').description(
     'FHIR R4 health information exchange with integrity anchors and consent on Hyperledger Fabric',
   );
+  program.version(packageVersion(), '-V, --version', "print hie-ledger's version");
   program.showHelpAfterError();
   for (const register of COMMANDS) register(program);
+  markRequiredOptions(program);
   return program;
+}
+
+/** `--help` says which options a command cannot do without (commander lists them like the others). */
+function markRequiredOptions(command: Command): void {
+  for (const option of command.options) {
+    if (option.mandatory && !option.description.endsWith('(required)'))
+      option.description = `${option.description} (required)`;
+  }
+  for (const sub of command.commands) markRequiredOptions(sub);
+}
+
+/** The version in this package's package.json (found upwards from this file: src/ under tsx, dist/src/ built). */
+function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let depth = 0; depth < 4; depth++) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === 'hie-ledger' && typeof pkg.version === 'string') return pkg.version;
+    } catch {
+      // no package.json here: look further up
+    }
+    dir = dirname(dir);
+  }
+  return 'unknown';
 }

@@ -68,6 +68,8 @@ export interface Config {
   requiredProfiles: Record<string, string[]>;
   /** Token requests a minute allowed per client address and per client at POST /auth/token; 0 turns the limit off. */
   tokenRateLimit: number;
+  /** Lifetime of the access tokens /auth/token issues, seconds (at most an hour). */
+  tokenSeconds: number;
   /** Local-network mode (development, demos, CI): calls to members may use http and private or loopback addresses. */
   networkLocal: boolean;
   /** PurposeOfUse codes this service serves to other members (default TREAT). */
@@ -90,6 +92,11 @@ export interface Config {
   networkMaxLagSeconds: number;
   /** Security labels (`system|code`, or a bare code of any system) never sent to another member. */
   networkWithholdLabels: string[];
+}
+
+/** HIE_DEBUG=1: the CLI prints an error's stack trace after its one-line message (for a bug report). */
+export function stackTracesWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.HIE_DEBUG !== undefined && env.HIE_DEBUG !== '' && env.HIE_DEBUG !== '0';
 }
 
 export class ConfigError extends Error {
@@ -447,6 +454,15 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     parse: (text, source) => parseWholeNumber(text, source, 0, 1_000_000),
   },
   {
+    key: 'tokenSeconds',
+    flag: '--token-seconds <n>',
+    env: 'HIE_TOKEN_SECONDS',
+    default: '300',
+    description:
+      'lifetime of the access tokens /auth/token issues, 60-3600 seconds; clients renew with a new assertion (no refresh tokens)',
+    parse: (text, source) => parseWholeNumber(text, source, 60, 3600),
+  },
+  {
     key: 'metricsAllow',
     flag: '--metrics-allow <addresses>',
     env: 'HIE_METRICS_ALLOW',
@@ -690,6 +706,16 @@ export function loadSettings<K extends ConfigKey>(
     config.serveLedger === undefined
   ) {
     throw new ConfigError('--ledger-members needs --serve-ledger PORT');
+  }
+  // Checked here, before anything is opened: development mode serves loopback callers only (docs/access.md).
+  if (
+    config.auth === 'dev-open' &&
+    typeof config.host === 'string' &&
+    !['127.0.0.1', '::1', 'localhost'].includes(config.host)
+  ) {
+    throw new ConfigError(
+      `--auth dev-open (no authentication) only runs on a loopback address: --host ${config.host} needs --auth smart`,
+    );
   }
   if (config.ca === 'fabric' && keys.includes('fabricConfig' as K) && config.fabricConfig === undefined) {
     throw new ConfigError(

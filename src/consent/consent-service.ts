@@ -175,20 +175,18 @@ const keyOf = (patient: string, grantee: string, consent: string) =>
 const granteeOfKey = (key: string): string => key.split('\u0000')[1]!;
 
 /**
- * How the cache, the grant index and the revocation outbox name a grantee: its pseudonym when it is a participant
- * of this service (granteeMsp = the home's); `<granteeMsp>|<pseudonym>` for another member's participant. Local
- * pseudonyms never hold `|`, so a grant to another member's participant can never be found by a local decision
- * (allows, patientsAllowing), even when its pseudonym equals a local one.
+ * How the cache, the grant index and the revocation outbox name a grantee: the pseudonym of the FHIR reference a
+ * Consent named (a grantee of this service); `<granteeMsp>|<pseudonym>` for a network participant a Consent named
+ * by its handle. Local pseudonyms never hold `|`, so a grant by handle can never be found by a local decision
+ * (allows, patientsAllowing), even when its pseudonym equals a local one: it opens network requests only.
  */
-function granteeKeyOf(grantee: string, granteeMsp: string | undefined, homeMsp: string | undefined): string {
-  return granteeMsp === undefined || granteeMsp === homeMsp ? grantee : `${granteeMsp}|${grantee}`;
-}
+const handleKeyOf = (grantee: string, granteeMsp: string) => `${granteeMsp}|${grantee}`;
 
-/** Is `key` the index's name of this record's grantee (a local key only for a grantee of the home's MSP)? */
+/** Is `key` the index's name of this record's grantee (a bare pseudonym only for a grantee of the home's MSP)? */
 function granteeKeyMatches(key: string, record: LedgerGrant): boolean {
   return key === record.grantee
     ? record.granteeMsp === record.homeMsp
-    : key === `${record.granteeMsp}|${record.grantee}`;
+    : key === handleKeyOf(record.grantee, record.granteeMsp);
 }
 
 export class ConsentService {
@@ -462,7 +460,7 @@ export class ConsentService {
   ): void {
     if (!link) {
       // From an event: only a grant of this home (its MSP, an id of its index, its patient's tag).
-      const home = this.homeMsp();
+      const home = this.options.mspId ?? this.ids.homeMsp();
       if (home === undefined || record.homeMsp !== home) return;
       const indexed = this.ids.linkOf(record.grantId);
       if (!indexed || !granteeKeyMatches(indexed.grantee, record) || !this.tagMatches(indexed, record))
@@ -470,7 +468,8 @@ export class ConsentService {
       link = indexed;
     }
     const { patient, consent } = link;
-    const grantee = link.grantee ?? granteeKeyOf(record.grantee, record.granteeMsp, record.homeMsp);
+    // Snapshots made before grants by handle name no grantee: all of them were grants by reference.
+    const grantee = link.grantee ?? record.grantee;
     // The grantee the index names must be the record's (a local name only for a grantee of the home's MSP).
     if (!granteeKeyMatches(grantee, record)) return;
     let byGrantee = this.grants.get(patient);
@@ -494,11 +493,6 @@ export class ConsentService {
       if (pending && blockNumber > pending.grantBlock) this.removePending([key]);
     }
     this.scheduleCheckpoint();
-  }
-
-  /** This service's MSP on the ledger: configured, or learnt from its first committed grant (undefined before). */
-  private homeMsp(): string | undefined {
-    return this.options.mspId ?? this.ids.homeMsp();
   }
 
   /** Does the record's patient tag name the patient the index says (made with that patient's npid)? */
@@ -571,12 +565,13 @@ export class ConsentService {
   /** The one rule allows() and patientsAllowing() apply to a grant record. */
   private grantInForce(cached: CachedGrant, resourceType: string, at: number): boolean {
     const { record } = cached;
-    // A grant to another member's participant opens network requests only, never a read here (its key already
-    // keeps it out of local lookups; this holds even if one reached them).
-    if (record.granteeMsp !== record.homeMsp) return false;
+    // A grant by handle (to another member's participant, or this one's) opens network requests only, never a
+    // read here: its key already keeps it out of local lookups; this holds even if one reached them.
+    if (record.granteeMsp !== record.homeMsp || (cached.grantee ?? record.grantee) !== record.grantee)
+      return false;
     if (
       this.pendingRevocations.size > 0 &&
-      this.pendingRevocations.has(keyOf(cached.patient, cached.grantee ?? record.grantee, cached.consent))
+      this.pendingRevocations.has(keyOf(cached.patient, record.grantee, cached.consent))
     )
       return false;
     // This service's own users act for treatment: a grant for other purposes only opens network requests.
@@ -632,26 +627,24 @@ export class ConsentService {
   }
 
   /**
-   * The grants of a home patient (`Patient/x`) naming one participant of a member (its pseudonym there and the
-   * member's MSP), from the cache, whatever their status: the home's `$network-locate` applies grantAllows. A grant
-   * this service has withdrawn and the ledger not yet confirmed (the revocation outbox) is reported `revoked` at
-   * once. None while the ledger does not hold what this service committed.
+   * The grants of a home patient (`Patient/x`) naming one network participant by its handle (its pseudonym at its
+   * member's service and that member's MSP, this one's included), from the cache, whatever their status: the home's
+   * `$network-locate` applies grantAllows. A grant this service has withdrawn and the ledger not yet confirmed (the
+   * revocation outbox) is reported `revoked` at once. None while the ledger does not hold what this service
+   * committed.
    */
   networkGrantsOf(patientReference: string, grantee: string, granteeMsp: string): LedgerGrant[] {
     if (this.mismatch) return [];
     const patient = this.pseudonyms.existingPseudonymOf(patientReference);
-    const byGrantee = patient === undefined ? undefined : this.grants.get(patient);
-    if (!byGrantee) return [];
+    const key = handleKeyOf(grantee, granteeMsp);
+    const byConsent = patient === undefined ? undefined : this.grants.get(patient)?.get(key);
+    if (!byConsent) return [];
     const out: LedgerGrant[] = [];
-    // Its key: the handle, or the bare pseudonym for a participant of this member.
-    const keys = [`${granteeMsp}|${grantee}`, grantee];
-    for (const key of keys) {
-      for (const cached of byGrantee.get(key)?.values() ?? []) {
-        const { record } = cached;
-        if (record.grantee !== grantee || record.granteeMsp !== granteeMsp) continue;
-        const withdrawn = this.pendingRevocations.has(keyOf(cached.patient, key, cached.consent));
-        out.push(withdrawn && record.status === 'active' ? { ...record, status: 'revoked' } : record);
-      }
+    for (const cached of byConsent.values()) {
+      const { record } = cached;
+      if (record.grantee !== grantee || record.granteeMsp !== granteeMsp) continue;
+      const withdrawn = this.pendingRevocations.has(keyOf(cached.patient, key, cached.consent));
+      out.push(withdrawn && record.status === 'active' ? { ...record, status: 'revoked' } : record);
     }
     return out;
   }
@@ -708,15 +701,13 @@ export class ConsentService {
   ): Map<string, ConsentGrant> {
     const patientPseudonym = target ? this.pseudonyms.pseudonymOf(target.patient) : undefined;
     const desired = new Map<string, ConsentGrant>();
-    // A participant named by its handle keeps its pseudonym as given; one of this member's own (its MSP named)
-    // is a local grantee. While the home MSP is not known yet (no grant committed), every handle is another
-    // member's: such a grant of this MSP then opens nothing here (fail closed) until the Consent is written again.
-    const home = this.homeMsp();
+    // A participant named by its handle keeps its pseudonym as given (its own service's), under its handle; a
+    // participant of this member too: local reads follow grants by reference, a handle opens network requests only.
     for (const grant of target?.grants ?? []) {
       const grantee =
         grant.granteeMsp === undefined
           ? this.pseudonyms.pseudonymOf(grant.grantee)
-          : granteeKeyOf(grant.grantee, grant.granteeMsp, home);
+          : handleKeyOf(grant.grantee, grant.granteeMsp);
       desired.set(keyOf(patientPseudonym!, grantee, consentPseudonym), grant);
     }
     return desired;

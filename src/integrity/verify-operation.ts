@@ -99,7 +99,8 @@ export function verifyOperation(verifier: IntegrityVerifier): OperationRegistrat
   return {
     name: 'verify',
     levels: ['instance'],
-    methods: ['GET'],
+    // It changes nothing: GET and POST (a Parameters body, as fhir-kit-client's operation() sends), as the spec says.
+    methods: ['GET', 'POST'],
     documentation:
       'Proves a stored version (current, or /_history/[vid]/$verify) against its salted hash anchored on the ledger: ' +
       'status, verified, hash, salt, ledgerKey, root, transactionId, blockNumber and the Merkle proof (docs/integrity.md).',

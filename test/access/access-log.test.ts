@@ -41,6 +41,18 @@ describe('$access-log: who else looked is not a grantee’s to learn', () => {
 
   it('the patient and a service admin see the log; grantees and organisations get 403 and no record', async () => {
     expect((await h.request(tokens.patient1, 'GET', '/Patient/p1/$access-log')).status).toBe(200);
+    // It changes nothing: POST with a Parameters body answers as GET does.
+    const posted = await h.request(
+      tokens.patient1,
+      'POST',
+      '/Patient/p1/$access-log',
+      {
+        resourceType: 'Parameters',
+      },
+      { 'content-type': 'application/fhir+json' },
+    );
+    expect(posted.status, posted.text).toBe(200);
+    expect(posted.body.resourceType).toBe('Parameters');
     const admin = await h.request(tokens.admin, 'GET', '/Patient/p1/$access-log', undefined, {
       'x-access-reason': 'patient request 7',
     });

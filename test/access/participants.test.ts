@@ -229,10 +229,19 @@ describe('participants', () => {
     expect((await request(second.enrollment.privateKey)).access_token).toBeTruthy();
   });
 
-  it('keeps stable random pseudonyms for FHIR references', () => {
+  it('keeps stable random pseudonyms for FHIR references', async () => {
     const a = directory.pseudonymOf('Patient/123');
     expect(a).toMatch(/^[A-Za-z0-9_-]{22}$/);
-    expect(a).not.toContain('123');
+    // Random, not derived from the reference: another directory names the same reference differently (two
+    // independent 128-bit values; a substring check on random text would fail by chance).
+    const otherDir = mkdtempSync(join(tmpdir(), 'hie-participants-other-'));
+    try {
+      const other = await openParticipantDirectory(otherDir);
+      expect(other.pseudonymOf('Patient/123')).not.toBe(a);
+      other.close();
+    } finally {
+      rmSync(otherDir, { recursive: true, force: true });
+    }
     expect(directory.pseudonymOf('Patient/123')).toBe(a);
     expect(directory.referenceOf(a)).toBe('Patient/123');
     expect(directory.existingPseudonymOf('Patient/999')).toBeUndefined();

@@ -31,6 +31,32 @@ describe('SMART scopes', () => {
     expect(grantScopes('patient', 'patient/Consent.u patient/Observation.d')).toEqual(['patient/Consent.u']);
   });
 
+  it('narrows a request to what the role allows, in the client’s notation, instead of refusing it', () => {
+    // SMART v2 and v1 wildcards, as clients send them (issue 15): the intersection, not invalid_scope.
+    expect(grantScopes('admin', 'system/*.cruds')).toEqual(['system/*.rs', 'system/*.cud']);
+    expect(grantScopes('system', 'system/*.*')).toEqual(['system/*.read', 'system/*.write']);
+    expect(grantScopes('system', 'system/*.read')).toEqual(['system/*.read']);
+    expect(grantScopes('patient', 'patient/*.cud')).toEqual(['patient/Consent.cud']);
+    expect(grantScopes('patient', 'patient/*.write')).toEqual(['patient/Consent.write']);
+    expect(grantScopes('lab', 'user/*.cruds')).toEqual([
+      'user/*.rs',
+      'user/Observation.cud',
+      'user/DiagnosticReport.cud',
+      'user/Specimen.cud',
+    ]);
+    // v1 cannot say "cd" or "r" alone: a v1 request keeps v1 only where v1 has a word for the result.
+    expect(grantScopes('patient', 'patient/Observation.*')).toEqual(['patient/Observation.read']);
+    // Mixed v1/v2 requests are answered in v2.
+    expect(grantScopes('clinician', 'user/Patient.read user/Observation.cruds')).toEqual([
+      'user/Patient.rs',
+      'user/Observation.rs',
+      'user/Observation.cud',
+    ]);
+    // Nothing in common: empty (the token endpoint answers invalid_scope).
+    expect(grantScopes('patient', 'system/*.rs user/*.rs')).toEqual([]);
+    expect(grantScopes('lab', 'user/Patient.cud')).toEqual([]);
+  });
+
   it('checks interactions against granted scopes', () => {
     const lab = new ScopeSet(roleScopes('lab'));
     expect(lab.allows('Observation', 'c')).toBe(true);

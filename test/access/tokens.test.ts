@@ -480,4 +480,12 @@ describe('rate limits on POST /auth/token', () => {
     expect(loadConfig({}, { HIE_TOKEN_RATE_LIMIT: '5' }).tokenRateLimit).toBe(5);
     expect(() => loadConfig({ tokenRateLimit: 'many' }, {})).toThrow(/--token-rate-limit/);
   });
+
+  it('token lifetime: --token-seconds / HIE_TOKEN_SECONDS, default five minutes, capped at an hour', () => {
+    expect(loadConfig({}, {}).tokenSeconds).toBe(300);
+    expect(loadConfig({ tokenSeconds: '3600' }, {}).tokenSeconds).toBe(3600);
+    expect(loadConfig({}, { HIE_TOKEN_SECONDS: '900' }).tokenSeconds).toBe(900);
+    expect(() => loadConfig({ tokenSeconds: '3601' }, {})).toThrow(/--token-seconds.*60 to 3600/);
+    expect(() => loadConfig({ tokenSeconds: '30' }, {})).toThrow(/--token-seconds/);
+  });
 });

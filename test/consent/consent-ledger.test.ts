@@ -409,7 +409,8 @@ describe('consent chaincode and the consent service over the embedded ledger', (
     expect(revoked.revokedTxId).toBeDefined();
   });
 
-  it("service: a handle naming this member's own MSP is a local grantee (its pseudonym as given)", async () => {
+  it("service: a handle naming this member's own MSP opens network requests only; local reads follow references", async () => {
+    // The pseudonym as given, even when it is the one this service gave a reference it can read for.
     const localDr = pseudonyms.existingPseudonymOf('Practitioner/d')!;
     await service
       .prepareConsent(
@@ -420,10 +421,37 @@ describe('consent chaincode and the consent service over the embedded ledger', (
         { pseudonym: actorPs, inPerson: false },
       )
       .commit();
-    expect(service.allows('Patient/p4', ['Practitioner/d'], 'Observation')).toBe(true);
-    expect(service.networkGrantsOf('Patient/p4', localDr, 'Org1MSP').map((g) => g.status)).toEqual([
-      'active',
-    ]);
+    expect(service.allows('Patient/p4', ['Practitioner/d'], 'Observation')).toBe(false);
+    expect(service.patientsAllowing(['Practitioner/d'], 'Observation')).not.toContain('Patient/p4');
+    const [grant] = service.networkGrantsOf('Patient/p4', localDr, 'Org1MSP');
+    expect(grant).toMatchObject({
+      grantee: localDr,
+      granteeMsp: 'Org1MSP',
+      homeMsp: 'Org1MSP',
+      status: 'active',
+    });
     expect(service.networkGrantsOf('Patient/p4', localDr, 'Org2MSP')).toEqual([]);
+    // A grant by reference is not a network participant's.
+    expect(service.networkGrantsOf('Patient/p1', localDr, 'Org1MSP')).toEqual([]);
+  });
+
+  it('service: grants by handle keep their key across a restart from the checkpoint', async () => {
+    const localDr = pseudonyms.existingPseudonymOf('Practitioner/d')!;
+    const before = service.networkGrantsOf('Patient/p4', localDr, 'Org1MSP');
+    expect(before).toHaveLength(1);
+    await service.close();
+    service = await ConsentService.open({
+      ledger: org1,
+      pseudonyms,
+      networkIds,
+      checkpointFile: join(dir, 'checkpoints', 'consent.json'),
+      now: () => clock,
+    });
+    expect(service.networkGrantsOf('Patient/p4', localDr, 'Org1MSP')).toEqual(before);
+    expect(service.networkGrantsOf('Patient/p3', localDr, 'Org2MSP').map((g) => g.status)).toEqual([
+      'revoked',
+    ]);
+    expect(service.allows('Patient/p4', ['Practitioner/d'], 'Observation')).toBe(false);
+    expect(service.allows('Patient/p3', ['Organization/b'], 'Observation')).toBe(true);
   });
 });

@@ -4,6 +4,7 @@
  * network operations at A, never a FHIR read, whatever role B claims for its actor.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemberDirectory } from '../../src/exchange/member-directory.js';
 import { expectErrorCode } from '../support/error-codes.js';
 import { demoPatient, startNetwork, type TestNetwork } from './network-harness.js';
 
@@ -74,5 +75,26 @@ describe('a network token on /fhir', () => {
     // C's token is MACed with C's key: A does not accept it.
     const atC = await network.networkToken(b, c, actor(b));
     expect((await a.request(atC, 'GET', '/Patient/pa1')).status).toBe(401);
+  });
+
+  it('a token of a member revoked since is refused at once (401), also on a network operation', async () => {
+    const { a, b, c } = network;
+    const token = await network.networkToken(c, a, {
+      subjectId: b.pseudonymOf('dr-b'),
+      subjectRole: 'clinician',
+      purposes: ['TREAT'],
+      consentReferences: [],
+    });
+    const locate = () =>
+      a.request(token, 'POST', '/$network-locate', {
+        resourceType: 'Parameters',
+        parameter: [{ name: 'patient', valueString: 'AAAAAAAAAAAAAAAAAAAAAAAA' }],
+      });
+    expect((await locate()).status).toBe(200);
+    // Last in this file: C leaves the network.
+    await new MemberDirectory(network.chain.connect(c.org.service)).revoke(c.mspId);
+    const refused = await locate();
+    expect(refused.status).toBe(401);
+    expectErrorCode(refused.text, 'token-invalid');
   });
 });

@@ -388,8 +388,16 @@ describe('disclosures', () => {
           interaction: 'network-records',
           accessor: actor,
           resourceType: 'Observation',
+          custodian: c.mspId,
+          accessorMember: b.mspId,
+          purpose: 'TREAT',
         }),
-        expect.objectContaining({ interaction: 'network-locate', accessor: actor }),
+        expect.objectContaining({
+          interaction: 'network-locate',
+          accessor: actor,
+          custodian: a.mspId,
+          accessorMember: b.mspId,
+        }),
       ]),
     );
   });

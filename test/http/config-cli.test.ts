@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -272,5 +273,154 @@ describe('hie-ledger serve', () => {
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(stdout).toContain('shutting down');
+  });
+});
+
+describe('CLI errors: one clear line, exit 2 for bad configuration, never a stack trace (issue 15)', () => {
+  async function run(args: string[]) {
+    const child = cli(args, { HIE_DEBUG: '' });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    const code = await new Promise((done) => child.on('exit', done));
+    return { code, stderr };
+  }
+  const oneLine = (stderr: string) => {
+    expect(stderr.trimEnd().split('\n'), stderr).toHaveLength(1);
+    expect(stderr).not.toMatch(/^\s+at /m);
+  };
+
+  it('a wrong role or key type exits 2; an unknown participant or a changed organisation exits 1', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'hie-cli-'));
+    temporary.push(root);
+    const dataDir = join(root, 'data');
+    const out = join(root, 'out');
+    const role = await run([
+      'participant',
+      'enroll',
+      '--data-dir',
+      dataDir,
+      '--role',
+      'nurse',
+      '--id',
+      'x',
+      '--out',
+      out,
+    ]);
+    expect(role.code).toBe(2);
+    expect(role.stderr).toContain(
+      'invalid configuration: --role must be one of patient, clinician, lab, system, admin',
+    );
+    oneLine(role.stderr);
+    const keyType = await run([
+      'participant',
+      'enroll',
+      '--data-dir',
+      dataDir,
+      '--role',
+      'clinician',
+      '--id',
+      'x',
+      '--out',
+      out,
+      '--key-type',
+      'RSA',
+    ]);
+    expect(keyType.code).toBe(2);
+    expect(keyType.stderr).toContain('--key-type must be P-384 or P-256');
+    oneLine(keyType.stderr);
+
+    const unknown = await run(['participant', 'revoke', '--data-dir', dataDir, '--id', 'nobody']);
+    expect(unknown).toEqual({ code: 1, stderr: 'hie-ledger: unknown participant nobody\n' });
+
+    const registered = await run([
+      'participant',
+      'register',
+      '--data-dir',
+      dataDir,
+      '--role',
+      'clinician',
+      '--id',
+      'dr-a',
+      '--resource',
+      'Practitioner/dr-a',
+      '--organization',
+      'Organization/hosp-a',
+    ]);
+    expect(registered.code, registered.stderr).toBe(0);
+    const moved = await run([
+      'participant',
+      'enroll',
+      '--data-dir',
+      dataDir,
+      '--role',
+      'clinician',
+      '--id',
+      'dr-a',
+      '--resource',
+      'Practitioner/dr-a',
+      '--organization',
+      'Organization/hosp-b',
+      '--out',
+      out,
+    ]);
+    expect(moved.code).toBe(1);
+    expect(moved.stderr).toContain('role, resource and organization cannot change');
+    oneLine(moved.stderr);
+  });
+
+  it('dev-open on a non-loopback host, and a port in use, exit 2 before serving', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'hie-cli-'));
+    temporary.push(root);
+    const open = await run([
+      'serve',
+      '--auth',
+      'dev-open',
+      '--host',
+      '0.0.0.0',
+      '--data-dir',
+      join(root, 'a'),
+    ]);
+    expect(open.code).toBe(2);
+    expect(open.stderr).toContain('--auth dev-open (no authentication) only runs on a loopback address');
+    oneLine(open.stderr);
+    expect(existsSync(join(root, 'a'))).toBe(false); // refused before anything was created
+
+    const blocker = createServer();
+    await new Promise<void>((done) => blocker.listen(0, '127.0.0.1', done));
+    const port = (blocker.address() as AddressInfo).port;
+    try {
+      const busy = await run(['serve', '--port', String(port), '--data-dir', join(root, 'b')]);
+      expect(busy.code).toBe(2);
+      expect(busy.stderr).toContain(`--port ${port}: 127.0.0.1:${port} is already in use by another process`);
+      oneLine(
+        busy.stderr
+          .split('\n')
+          .filter((line) => line.startsWith('hie-ledger'))
+          .join('\n'),
+      );
+    } finally {
+      blocker.close();
+    }
+  });
+});
+
+describe('--help and --version', () => {
+  it('prints the package version, and marks required options in the help', () => {
+    const program = createProgram();
+    expect(program.version()).toBe(
+      (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version,
+    );
+    const token = program.commands.find((command) => command.name() === 'token')!;
+    // Commander wraps the help to the terminal's width: compare with whitespace collapsed.
+    const help = token.helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain(
+      "--id <clientId> the participant's client id (participant enroll --id) (required)",
+    );
+    expect(help).toContain(
+      "--key <file> the participant's private key (key.pem written by participant enroll) (required)",
+    );
+    expect(help).toMatch(
+      /--scope <scopes> scopes to ask for, space-separated \(default: the role's scopes\) --json/,
+    );
   });
 });

@@ -365,6 +365,11 @@ describe('HTTP protocol refusals', () => {
     );
   });
 
+  it('serves _format=application/fhir+json typed in a URL (the + arrives as a space)', async () => {
+    const res = await send(app, { url: '/fhir/metadata?_format=application/fhir+json&_summary=true' }, 200);
+    expect(res.headers['content-type']).toMatch(/^application\/fhir\+json/);
+  });
+
   it('serves _format=json and pretty-prints with _pretty=true, keeping decimals', async () => {
     const created = await app.fastify.inject({
       method: 'POST',

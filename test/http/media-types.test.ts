@@ -37,6 +37,15 @@ describe('media types', () => {
     expect(negotiateResponseType('application/json+fhir', undefined)).toBe(FHIR_JSON);
   });
 
+  it('a _format typed in a URL, its + decoded as a space, is read as the media type it names', () => {
+    expect(negotiateResponseType('application/fhir json', undefined)).toBe(FHIR_JSON);
+    expect(negotiateResponseType('application/fhir json; fhirVersion=4.0', undefined)).toBe(FHIR_JSON);
+    expect(statusOf(() => negotiateResponseType('application/fhir xml', undefined))).toBe(406);
+    expect(statusOf(() => negotiateResponseType('application/fhir json; fhirVersion=3.0', undefined))).toBe(
+      406,
+    );
+  });
+
   it('XML is refused: 406 as a response format, 415 as a body', () => {
     for (const format of XML_FORMATS)
       expect(statusOf(() => negotiateResponseType(format, undefined))).toBe(406);

@@ -105,6 +105,16 @@ describe('$verify over HTTP', () => {
     });
     const forged = { ...version, json: read.body.replace('"value":1.50', '"value":1.5') };
     expect((await verifyReceivedRecord(forged, evidence, app.ledger!)).verified).toBe(false);
+
+    // It changes nothing, so POST (a Parameters body, as fhir-kit-client's operation() sends) answers the same.
+    const posted = await app.fastify.inject({
+      method: 'POST',
+      url: `/fhir/Observation/${id}/$verify`,
+      headers: FHIR_JSON,
+      payload: '{"resourceType":"Parameters"}',
+    });
+    expect(posted.statusCode, posted.body).toBe(200);
+    expect(json(posted.body)).toEqual(result);
   });
 
   it('verifies each version, names a tampered one as mismatch, and answers 404 for unknown ones', async () => {

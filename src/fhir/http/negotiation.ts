@@ -34,7 +34,9 @@ function parseMediaRange(text: string): MediaRange {
 /** The media type of the response, or a 406 FhirError. */
 export function negotiateResponseType(format: string | undefined, accept: string | undefined): string {
   if (format !== undefined) {
-    const wanted = parseMediaRange(format);
+    // `_format=application/fhir+json` typed in a URL arrives as `application/fhir json` ('+' is a space in a query):
+    // a space inside a media type is that '+' (RFC 6838 names have no spaces), so it is read back as one.
+    const wanted = parseMediaRange(format.replace(/^(\s*[\w.-]+\/[\w.-]+) ([\w.-]+)/, '$1+$2'));
     if (JSON_FORMATS.has(wanted.type)) {
       checkFhirVersion(wanted, 406);
       return wanted.type === PLAIN_JSON ? PLAIN_JSON : FHIR_JSON;
