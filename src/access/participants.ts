@@ -262,7 +262,9 @@ export class ParticipantDirectory implements ClientDirectory {
         (input.organization !== undefined && participant.organization !== input.organization))
     ) {
       // Silently keeping the old values would leave the caller believing they changed: refuse instead.
-      const was = [participant.role, participant.resource, participant.organization].filter(Boolean).join(' ');
+      const was = [participant.role, participant.resource, participant.organization]
+        .filter(Boolean)
+        .join(' ');
       throw new Error(
         `participant ${input.clientId} is registered as ${was}; role, resource and organization cannot change (register a new client id)`,
       );
