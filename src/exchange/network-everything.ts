@@ -52,7 +52,7 @@ export interface NetworkQuery {
   codes: string[];
   /** `category`: token (repeatable). */
   categories: string[];
-  /** `_count`: at most this many records from each custodian. */
+  /** `_count`: the most records one custodian may answer (more: it refuses with network-too-many). */
   count?: number;
   /** `purpose`: PurposeOfUse code (default TREAT). */
   purpose: string;
@@ -814,7 +814,12 @@ export function networkEverythingDefinition(): FhirResource & { id: string } {
         'A token search (system|code) on the record’s category.',
         'token',
       ),
-      inParameter('_count', 'integer', '1', 'At most this many records from each custodian.'),
+      inParameter(
+        '_count',
+        'integer',
+        '1',
+        'The most records one custodian may answer; a custodian holding more refuses the fetch (400 network-too-many: narrow it).',
+      ),
       inParameter(
         'purpose',
         'code',
