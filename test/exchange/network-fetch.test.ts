@@ -200,6 +200,25 @@ describe('a network fetch at B', () => {
     }
   });
 
+  it('a saved copy stays B’s record after the patient revokes the grant', async () => {
+    const consent = await grant();
+    const { text } = await fetchAtB('?_type=Observation');
+    const saved = await network.b.request(drB, 'POST', '/Patient/pb1/$network-save', text);
+    expect(saved.status, saved.text).toBe(200);
+    const copies = (
+      saved.body.parameter as {
+        name: string;
+        part?: { name: string; valueReference?: { reference: string } }[];
+      }[]
+    )
+      .filter((p) => p.name === 'saved')
+      .map((p) => p.part!.find((q) => q.name === 'copy')!.valueReference!.reference);
+    expect(copies).toHaveLength(2);
+    await revoke(consent);
+    expect((await fetchAtB('?_type=Observation')).total).toBe(0);
+    for (const copy of copies) expect((await network.b.request(drB, 'GET', `/${copy}`)).status).toBe(200);
+  });
+
   it('answers within its deadline with A’s records and an outcome naming C when C is down', async () => {
     const { a, c } = network;
     const consent = await grant();
