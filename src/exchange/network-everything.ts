@@ -318,8 +318,6 @@ export interface NetworkEverythingOptions {
   deadlineMs: number;
   /** How long records whose root this peer does not hold yet are verified again (ms): `--network-pending-retry-ms`. */
   pendingRetryMs: number;
-  /** The network name of a local caller (its pseudonym). Default: the caller's participant pseudonym. */
-  actorOf?: (caller: FhirContext['access']['caller']) => string;
   /** Test seam: waits between verification rounds. */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
@@ -435,7 +433,8 @@ export class NetworkEverything {
     const patientRef = await this.authorizedPatient(request, context);
     const asker: NetworkAsker = {
       member: this.options.mspId,
-      actor: (this.options.actorOf ?? ((caller) => caller.participant))(context.access.caller),
+      // The caller's pseudonym at this member: what `$network-actor` tells the patient to name in a grant.
+      actor: context.access.caller.participant,
       role: context.access.caller.role,
       purposes: [query.purpose],
     };
