@@ -2,12 +2,15 @@
  * `serve`: build the app, listen, and shut down gracefully on SIGTERM/SIGINT (stop accepting, finish in-flight
  * requests, close the store and other adapters, exit 0). A second signal while closing exits at once (code 1).
  */
+import { createServer } from 'node:net';
 import { buildApp, FHIR_PREFIX, type App } from './app.js';
 import { ConfigError, type ServeConfig } from '../config/config.js';
 
 export async function serve(config: ServeConfig): Promise<App> {
   // Whatever the service or its libraries create is for its own user only (0700/0600; docs/configuration.md).
   process.umask(0o077);
+  // Refused at once, before the data directory, the validator and the ledger are opened (a few seconds' work).
+  if (config.port !== 0) await assertAddressFree(config);
   const app = await buildApp(config);
   try {
     await app.fastify.listen({ port: config.port, host: config.host });
@@ -54,4 +57,23 @@ export async function serve(config: ServeConfig): Promise<App> {
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
   return app;
+}
+
+/** Throws the ConfigError `listen` would, now: binds the address and lets it go again. */
+async function assertAddressFree(config: ServeConfig): Promise<void> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE')
+        reject(
+          new ConfigError(
+            `--port ${config.port}: ${config.host}:${config.port} is already in use by another process`,
+          ),
+        );
+      else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND')
+        reject(new ConfigError(`--host ${config.host}: not an address of this machine`));
+      else resolve(); // anything else: listen itself will say
+    });
+    probe.listen(config.port, config.host, () => probe.close(() => resolve()));
+  });
 }

@@ -1,3 +1,4 @@
+import { openParticipantDirectory } from '../../src/commands/participant.js';
 import { createServer, type AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -277,6 +278,7 @@ describe('hie-ledger serve', () => {
 });
 
 describe('CLI errors: one clear line, exit 2 for bad configuration, never a stack trace (issue 15)', () => {
+  // One process per test: each starts tsx (seconds on a loaded machine), so no test waits for several.
   async function run(args: string[]) {
     const child = cli(args, { HIE_DEBUG: '' });
     let stderr = '';
@@ -288,12 +290,12 @@ describe('CLI errors: one clear line, exit 2 for bad configuration, never a stac
     expect(stderr.trimEnd().split('\n'), stderr).toHaveLength(1);
     expect(stderr).not.toMatch(/^\s+at /m);
   };
+  const root = mkdtempSync(join(tmpdir(), 'hie-cli-errors-'));
+  temporary.push(root);
+  const dataDir = join(root, 'data');
+  const out = join(root, 'out');
 
-  it('a wrong role or key type exits 2; an unknown participant or a changed organisation exits 1', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'hie-cli-'));
-    temporary.push(root);
-    const dataDir = join(root, 'data');
-    const out = join(root, 'out');
+  it('a wrong role exits 2 in one line', async () => {
     const role = await run([
       'participant',
       'enroll',
@@ -311,6 +313,9 @@ describe('CLI errors: one clear line, exit 2 for bad configuration, never a stac
       'invalid configuration: --role must be one of patient, clinician, lab, system, admin',
     );
     oneLine(role.stderr);
+  });
+
+  it('a wrong key type exits 2 in one line', async () => {
     const keyType = await run([
       'participant',
       'enroll',
@@ -328,25 +333,23 @@ describe('CLI errors: one clear line, exit 2 for bad configuration, never a stac
     expect(keyType.code).toBe(2);
     expect(keyType.stderr).toContain('--key-type must be P-384 or P-256');
     oneLine(keyType.stderr);
+  });
 
+  it('an unknown participant exits 1 in one line', async () => {
     const unknown = await run(['participant', 'revoke', '--data-dir', dataDir, '--id', 'nobody']);
     expect(unknown).toEqual({ code: 1, stderr: 'hie-ledger: unknown participant nobody\n' });
+  });
 
-    const registered = await run([
-      'participant',
-      'register',
-      '--data-dir',
-      dataDir,
-      '--role',
-      'clinician',
-      '--id',
-      'dr-a',
-      '--resource',
-      'Practitioner/dr-a',
-      '--organization',
-      'Organization/hosp-a',
-    ]);
-    expect(registered.code, registered.stderr).toBe(0);
+  it('re-enrolling with another organisation is refused in one line, not silently kept', async () => {
+    // Registered in process (the directory the command opens), then enrolled through the command.
+    const participants = await openParticipantDirectory(dataDir);
+    await participants.register({
+      clientId: 'dr-a',
+      role: 'clinician',
+      resource: 'Practitioner/dr-a',
+      organization: 'Organization/hosp-a',
+    });
+    participants.close();
     const moved = await run([
       'participant',
       'enroll',
@@ -368,9 +371,7 @@ describe('CLI errors: one clear line, exit 2 for bad configuration, never a stac
     oneLine(moved.stderr);
   });
 
-  it('dev-open on a non-loopback host, and a port in use, exit 2 before serving', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'hie-cli-'));
-    temporary.push(root);
+  it('dev-open on a non-loopback host exits 2 before anything is created', async () => {
     const open = await run([
       'serve',
       '--auth',
@@ -383,8 +384,10 @@ describe('CLI errors: one clear line, exit 2 for bad configuration, never a stac
     expect(open.code).toBe(2);
     expect(open.stderr).toContain('--auth dev-open (no authentication) only runs on a loopback address');
     oneLine(open.stderr);
-    expect(existsSync(join(root, 'a'))).toBe(false); // refused before anything was created
+    expect(existsSync(join(root, 'a'))).toBe(false);
+  });
 
+  it('a port in use exits 2 naming it', async () => {
     const blocker = createServer();
     await new Promise<void>((done) => blocker.listen(0, '127.0.0.1', done));
     const port = (blocker.address() as AddressInfo).port;
