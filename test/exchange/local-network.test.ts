@@ -1,8 +1,9 @@
 /**
- * `npm run network:local` (scripts/network-local.ts) as a newcomer runs it: one script process starts hospital A
- * (serving its embedded ledger), hospital B and lab C as three separate `hie-ledger serve` processes on loopback
- * ports, registers them in the member directory, enrols the participants, stores the patient's records at A and C,
- * links the patient at C and B, writes network.json, and stops the three on Ctrl-C. The end-to-end pull checks
+ * `npm run network:local` (scripts/network-local.ts) as a newcomer runs it: one script process starts the network's
+ * ledger node (serving its embedded ledger), then hospital A, hospital B and lab C as separate `hie-ledger serve`
+ * processes on loopback ports, enrols the participants (before each member's service starts), registers the members
+ * in the member directory, stores the patient's records at A and C, links the patient at C and B, writes
+ * network.json, and stops the four on Ctrl-C. The end-to-end pull checks
  * (issue 14, "Tests") start from this network and its network.json.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,6 +22,9 @@ import {
   type NetworkInfo,
 } from '../../scripts/local-network.js';
 import { expectErrorCode } from '../support/error-codes.js';
+
+/** A hook that starts (or stops) the network: four services on a loaded 2-core machine; readiness is polled. */
+const NETWORK_START_MS = 420_000;
 
 interface ScriptProcess {
   child: ChildProcess;
@@ -98,7 +102,7 @@ async function directoryEntries(info: NetworkInfo, checkpointDir: string): Promi
   }
 }
 
-describe('npm run network:local: three members as separate processes on loopback', () => {
+describe('npm run network:local: three members and the ledger node as separate processes on loopback', () => {
   let root: string;
   let dir: string;
   const started: { script: ScriptProcess; memberPids: number[] }[] = [];
@@ -110,7 +114,7 @@ describe('npm run network:local: three members as separate processes on loopback
     started.push(run);
     await waitForOutput(script, /The network is up/);
     const info = readNetworkInfo(dir)!;
-    run.memberPids = MEMBER_KEYS.map((key) => info.members[key]!.pid!);
+    run.memberPids = [...MEMBER_KEYS.map((key) => info.members[key]!.pid!), info.ledger.pid!];
     return { script, info, memberPids: run.memberPids };
   }
 
@@ -129,7 +133,7 @@ describe('npm run network:local: three members as separate processes on loopback
       for (const pid of memberPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
     }
     if (root) rmSync(root, { recursive: true, force: true });
-  });
+  }, NETWORK_START_MS);
 
   describe('the first run', () => {
     let script: ScriptProcess;
@@ -138,18 +142,24 @@ describe('npm run network:local: three members as separate processes on loopback
 
     beforeAll(async () => {
       ({ script, info, memberPids } = await start());
-    });
+    }, NETWORK_START_MS);
 
-    it('runs A, B and C as three processes of their own, each ready, and says that one process is the network', async () => {
+    it('runs the ledger node, A, B and C as four processes of their own, each ready, and says that one process is the ledger', async () => {
       expect(info.status).toBe('ready');
-      expect(new Set([...memberPids, script.child.pid]).size).toBe(4);
+      expect(new Set([...memberPids, script.child.pid]).size).toBe(5);
+      expect(info.ledger).toMatchObject({ mspId: 'NetworkOpsMSP', dataDir: join(dir, 'ledger') });
+      expect((await fetch(info.ledger.readyz)).status).toBe(200);
+      // Its FHIR port is nobody's: not a member's.
+      expect(MEMBER_KEYS.map((key) => info.members[key]!.fhirBase)).not.toContain(info.ledger.fhirBase);
       for (const key of MEMBER_KEYS) {
         const member = info.members[key]!;
         expect(member.fhirBase).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/fhir$/);
         expect((await fetch(member.readyz)).status, key).toBe(200);
       }
       expect(info.ledger.gateway).toMatch(/^127\.0\.0\.1:\d+$/);
-      expect(script.output()).toMatch(/ONE process \(Hospital A\) is the whole network, for demos and tests/);
+      expect(script.output()).toMatch(
+        /ONE process \(the ledger node\) is the whole ledger, on loopback only: for demos and tests, never production/,
+      );
     });
 
     it('has the three members in the directory on the ledger, each with its FHIR base URL', async () => {
@@ -210,7 +220,21 @@ describe('npm run network:local: three members as separate processes on loopback
       expect(info.records.c).toHaveLength(2);
     });
 
-    it('stops the three processes on Ctrl-C and exits 0; network.json says stopped', async () => {
+    it('keeps the ledger, B and C running when hospital A (the home) stops', async () => {
+      process.kill(info.members.a!.pid!, 'SIGTERM');
+      await waitForOutput(script, /Hospital A stopped \(exit \d+\); the others keep running/);
+      expect(alive(info.ledger.pid!)).toBe(true);
+      // Ready includes reading the ledger's height: B and C still reach it.
+      for (const key of ['b', 'c'] as const)
+        expect((await fetch(info.members[key]!.readyz)).status, key).toBe(200);
+      expect((await directoryEntries(info, root)).map(([msp]) => msp)).toEqual([
+        'HospitalAMSP',
+        'HospitalBMSP',
+        'LabCMSP',
+      ]);
+    });
+
+    it('stops the processes on Ctrl-C and exits 0; network.json says stopped', async () => {
       script.child.kill('SIGINT');
       expect(await script.exited, script.output()).toBe(0);
       expect(memberPids.filter(alive)).toEqual([]);
@@ -229,7 +253,7 @@ describe('npm run network:local: three members as separate processes on loopback
       // While the network is stopped: the service serves the altered text from its first read.
       altered = tamperRecord(dir, 'a', 'Observation/a-body-weight');
       ({ script, info } = await start());
-    });
+    }, NETWORK_START_MS);
 
     it('reuses the network: the same patient, participants, records and links; the directory has the new ports', async () => {
       expect(info.patient).toEqual(first.patient);
