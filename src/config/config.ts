@@ -82,6 +82,8 @@ export interface Config {
   networkMemberTimeoutMs: number;
   /** Overall deadline of a request that calls other members (ms). */
   networkDeadlineMs: number;
+  /** How long a pull verifies again records whose root this peer's ledger does not hold yet (ms), within the deadline. */
+  networkPendingRetryMs: number;
   /** Lifetime of the link tokens this home issues (seconds). */
   linkTokenSeconds: number;
   /** Most records one `$network-records` answer carries; more is refused (narrow with _type/_since). */
@@ -546,6 +548,15 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: '20000',
     description: 'overall deadline of a request that calls other members (ms)',
     parse: (text, source) => parseWholeNumber(text, source, 1, 600_000),
+  },
+  {
+    key: 'networkPendingRetryMs',
+    flag: '--network-pending-retry-ms <ms>',
+    env: 'HIE_NETWORK_PENDING_RETRY_MS',
+    default: '3000',
+    description:
+      "how long a network fetch verifies again records whose root this peer's ledger does not hold yet (ms, within the deadline; 0: no retry)",
+    parse: (text, source) => parseWholeNumber(text, source, 0, 600_000),
   },
   {
     key: 'linkTokenSeconds',

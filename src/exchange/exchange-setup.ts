@@ -10,6 +10,7 @@ import type { FhirResource } from '../fhir/fhir-json.js';
 import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
 import type { AnchorJournal } from '../integrity/anchor-journal.js';
+import { CachedBatchSource } from '../integrity/verification.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { NetworkIds } from '../consent/network-ids.js';
 import type { PatientLinks } from './patient-links.js';
@@ -19,6 +20,8 @@ import { networkRecordsOperation } from './network-records.js';
 import { accessTokenSecret } from '../access/setup.js';
 import { MemberDirectory } from './member-directory.js';
 import { MemberHttpClient } from './member-http.js';
+import { homeLocator, registerNetworkEverything } from './network-everything.js';
+import { networkSaveOperation } from './network-save.js';
 import { NetworkTokenClient } from './network-token-client.js';
 import { NetworkTokenService, replayFileIn } from './network-tokens.js';
 import { serviceKeyFileIn, serviceKeyLoader } from './patient-links-setup.js';
@@ -33,6 +36,7 @@ export type ExchangeSettings = Pick<
   | 'networkConnections'
   | 'networkMemberTimeoutMs'
   | 'networkDeadlineMs'
+  | 'networkPendingRetryMs'
   | 'networkMaxRecords'
   | 'networkMaxLagSeconds'
   | 'networkWithholdLabels'
@@ -162,4 +166,27 @@ export function registerExchangeOperations(
     }),
   );
   registerPushOperations(exchange, registry, deps);
+  // The initiating gateway (pull at B): Patient/{id}/$network-everything.
+  registerNetworkEverything(registry, {
+    mspId: exchange.mspId,
+    links: deps.patientLinks,
+    members: exchange.members,
+    http: exchange.http,
+    tokens: () => exchange.tokenClient(),
+    batchSource: () => new CachedBatchSource(deps.ledger),
+    localLocate: homeLocator({
+      consent: deps.consent,
+      networkIds: deps.networkIds,
+      links: deps.patientLinks,
+    }),
+    deadlineMs: exchange.settings.networkDeadlineMs,
+    pendingRetryMs: exchange.settings.networkPendingRetryMs,
+  });
+  // Saving fetched records at B: Patient/{id}/$network-save.
+  registry.registerOperation(
+    networkSaveOperation({
+      members: exchange.members,
+      batchSource: () => new CachedBatchSource(deps.ledger),
+    }),
+  );
 }

@@ -184,6 +184,12 @@ export const ERROR_CATALOGUE = {
       'A request or operation parameter (not a search parameter) has a value this server does not accept',
   },
   'parameter-missing': { status: 400, issue: 'invalid', meaning: 'An operation lacks a parameter it needs' },
+  'parameter-unsupported': {
+    status: 400,
+    issue: 'not-supported',
+    meaning:
+      'An operation with a defined parameter subset (e.g. $network-everything) got a parameter outside it',
+  },
   'page-cursor-invalid': {
     status: 400,
     issue: 'invalid',
@@ -299,6 +305,18 @@ export const ERROR_CATALOGUE = {
     status: 409,
     issue: 'business-rule',
     meaning: 'This service has no exchange service key: register it in the member directory first',
+  },
+  'network-save-invalid': {
+    status: 400,
+    issue: 'invalid',
+    meaning:
+      'The $network-save body is not a Bundle of fetched records each with the Provenance it came with (or one cannot be saved for this Patient); nothing was saved',
+  },
+  'network-save-unverified': {
+    status: 422,
+    issue: 'processing',
+    meaning:
+      'A record to save does not verify against the ledger now (failed, or not yet provable); nothing was saved',
   },
 
   // Push: documents sent to another member (docs/exchange.md, "Push")

@@ -2,6 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FhirRegistry } from '../../src/fhir/interactions/fhir-registry.js';
 import { registerCoreInteractions } from '../../src/fhir/interactions/core.js';
 import { buildCapabilityStatement } from '../../src/fhir/interactions/capabilities.js';
+import { everythingOperation } from '../../src/fhir/operations/everything.js';
+import {
+  NETWORK_EVERYTHING_URL,
+  NETWORK_QUERY_PARAMETERS,
+  networkEverythingDefinition,
+  networkEverythingOperation,
+} from '../../src/exchange/network-everything.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 import { expectErrorCode } from '../support/error-codes.js';
 import type { LooseResource } from '../search/helpers.js';
@@ -88,6 +95,48 @@ describe('GET /metadata', () => {
     expect(patientAfter.operation.map((o: any) => o.name)).toEqual(['validate']);
     expect(after.rest[0].interaction.map((i: any) => i.code)).toContain('transaction');
     expect(after.rest[0].operation).toEqual([{ name: 'verify', definition: 'http://example.org/verify' }]);
+  });
+
+  it("contains this server's own OperationDefinitions and points at them; the specification's stay canonical", () => {
+    const registry = registerCoreInteractions(new FhirRegistry(), {
+      resourceTypes: app.validator.resourceTypes!,
+    });
+    registry.registerOperation(everythingOperation());
+    registry.registerOperation(networkEverythingOperation(async () => ({ status: 200 })));
+    const statement = buildCapabilityStatement(
+      { registry, resourceTypes: app.validator.resourceTypes! },
+      'http://x/fhir',
+    ) as LooseResource;
+    const patient = statement.rest[0].resource.find((r: any) => r.type === 'Patient');
+    expect(patient.operation).toEqual([
+      {
+        name: 'everything',
+        definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything',
+        documentation: expect.any(String),
+      },
+      {
+        name: 'network-everything',
+        definition: '#Patient-network-everything',
+        documentation: expect.any(String),
+      },
+    ]);
+    expect(statement.contained).toEqual([networkEverythingDefinition()]);
+    expect(statement.contained[0]).toMatchObject({
+      resourceType: 'OperationDefinition',
+      url: NETWORK_EVERYTHING_URL,
+      code: 'network-everything',
+      resource: ['Patient'],
+      instance: true,
+      affectsState: false,
+    });
+    expect(
+      statement.contained[0].parameter.filter((p: any) => p.use === 'in').map((p: any) => p.name),
+    ).toEqual([...NETWORK_QUERY_PARAMETERS]);
+    // Valid R4, the contained definition included (dom-3: it is referenced from the statement).
+    const issues = app.validator
+      .validate(statement)
+      .issues.filter((i) => i.severity === 'error' || i.severity === 'fatal');
+    expect(issues).toEqual([]);
   });
 
   it('routes registered operations and answers unknown ones with 404', async () => {

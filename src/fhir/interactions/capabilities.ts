@@ -66,7 +66,9 @@ function securityEntry(tokenUrl: string) {
 function operationEntry(operation: OperationRegistration) {
   return {
     name: operation.name,
-    definition: operation.definition ?? `http://hl7.org/fhir/OperationDefinition/${operation.name}`,
+    definition: operation.definitionResource
+      ? `#${operation.definitionResource.id}`
+      : (operation.definition ?? `http://hl7.org/fhir/OperationDefinition/${operation.name}`),
     ...(operation.documentation ? { documentation: operation.documentation } : {}),
   };
 }
@@ -99,8 +101,11 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
     };
   });
   const systemOperations = operations.filter((op) => op.levels.includes('system'));
+  // This server's own OperationDefinitions, contained so that their `#id` references resolve here.
+  const contained = operations.flatMap((op) => (op.definitionResource ? [op.definitionResource] : []));
   return {
     resourceType: 'CapabilityStatement',
+    ...(contained.length > 0 ? { contained } : {}),
     status: 'active',
     date: (options.started ?? new Date()).toISOString(),
     publisher: 'hie-ledger',

@@ -7,6 +7,7 @@
  *   registry.registerInteraction('search-type', searchType);
  *   registry.registerOperation({ name: 'validate', levels: ['type', 'instance'], handler: validateOperation });
  */
+import type { FhirResource } from '../fhir-json.js';
 import type { FhirRequest, Interaction, InteractionHandler } from './types.js';
 
 export type OperationLevel = 'system' | 'type' | 'instance';
@@ -16,6 +17,11 @@ export interface OperationRegistration {
   name: string;
   /** Canonical URL of its OperationDefinition, e.g. http://hl7.org/fhir/OperationDefinition/Resource-validate. */
   definition?: string;
+  /**
+   * The OperationDefinition itself, for an operation this server defines (not one of the specification's): it is
+   * contained in the CapabilityStatement, which points at it (`#id`), so the definition resolves from /metadata.
+   */
+  definitionResource?: FhirResource & { id: string };
   levels: OperationLevel[];
   /** Resource types it applies to at type/instance level; all types when absent. */
   resourceTypes?: string[];
