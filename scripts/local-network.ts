@@ -1,17 +1,19 @@
 /**
  * A local exchange network on this machine (`npm run network:local`, docs/exchange.md "A local network in two
- * commands"): hospital A serves its embedded ledger to the others (`serve --serve-ledger`), hospital B and lab C
- * connect to it (`ledger connect`, `serve --ledger fabric`); three separate `hie-ledger serve` processes on loopback
- * ports, SMART authentication, `--network-local on`. Then, with the CLI as an operator runs it (`member register`,
- * `participant enroll`) and the FHIR API as the participants use it: a patient at home A with records there and at
- * C, an EHR system per member, a clinician at B, a lab user at C, and the patient linked at C and at B.
+ * commands"): the network's ledger node, a `hie-ledger serve --serve-ledger` of its own organisation
+ * (`NetworkOpsMSP`), serves its embedded ledger to the members; hospital A, hospital B and lab C connect to it
+ * (`ledger connect`, `serve --ledger fabric`). Four separate `hie-ledger serve` processes on loopback ports, SMART
+ * authentication, `--network-local on`. Then, with the CLI as an operator runs it (`participant enroll` before
+ * each member's service starts, `member register`) and the FHIR API as the participants use it: a patient at home
+ * A with records there and at C, an EHR system per member, a clinician at B, a lab user at C, and the patient
+ * linked at C and at B. Any member may stop (even the home A): the ledger and the others keep running.
  *
- * Everything lives under one base directory: the members' data directories, the participants' keys, the logs and
+ * Everything lives under one base directory: the data directories, the participants' keys, the logs and
  * `network.json` (what a test or a newcomer needs: ports, URLs, ids, key files; no health data). A second run
  * over the same directory reuses it: the setup steps already done are skipped.
  *
- * One process is then the whole network (one peer, no orderer, one operator): demos and tests only, never
- * production (docs/ledger.md).
+ * One process (the ledger node) is then the whole ledger (one peer, no orderer, one operator): demos and tests
+ * only, never production (docs/ledger.md).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, randomUUID } from 'node:crypto';
@@ -89,7 +91,7 @@ export interface MemberInfo {
   fhirBase: string;
   tokenUrl: string;
   readyz: string;
-  /** Its connection file to the served ledger (`ledger connect`); A uses it for `member register`. */
+  /** Its connection file to the served ledger (`ledger connect`): its `--fabric-config`. */
   fabricConfig: string;
   log: string;
   /** The `hie-ledger serve` process of this run. */
@@ -109,11 +111,30 @@ export interface ParticipantInfo {
   alg: 'ES384';
 }
 
+/** The network's ledger node: a `hie-ledger serve --serve-ledger` of its own organisation, no patient's records. */
+export interface LedgerNodeInfo {
+  /** The served ledger's address, 127.0.0.1:PORT (the members' `ledger connect --gateway`). */
+  gateway: string;
+  /** Its TLS CA certificate file (the members' `--gateway-tls-ca`). */
+  tlsCa: string;
+  /** The MSPs it admits (the members' CA certificates; `ledger connect --members-file`). */
+  membersFile: string;
+  mspId: string;
+  dataDir: string;
+  /** Its own FHIR service (nobody's records): only its readiness matters. */
+  fhirBase: string;
+  readyz: string;
+  log: string;
+  /** The `hie-ledger serve` process of this run. */
+  pid?: number;
+}
+
 export interface NetworkInfo {
-  version: 1;
+  /** 2: the ledger node is a process of its own (1: hospital A served the ledger; such a directory is not reused). */
+  version: 2;
   status: 'starting' | 'ready' | 'stopped';
   dir: string;
-  ledger: { gateway: string; tlsCa: string; membersFile: string; servedBy: MemberKey };
+  ledger: LedgerNodeInfo;
   members: Partial<Record<MemberKey, MemberInfo>>;
   participants: Record<string, ParticipantInfo>;
   /** The network's patient: the local Patient at each member (A is the home), and where its records came from. */
@@ -127,7 +148,10 @@ export interface NetworkInfo {
 export interface LocalNetworkOptions {
   /** The base directory (created; reused when it holds a network). */
   dir: string;
-  /** A's FHIR port; B, C and A's served ledger take the next three. 0: the system picks every port. */
+  /**
+   * A's FHIR port; B and C take the next two, the served ledger the next, the ledger node's FHIR service the one
+   * after. 0: the system picks every port.
+   */
   basePort: number;
   /** The home's records: a Synthea patient (default when ../shared/data/synthea-bundles exists) or built-in ones. */
   records?: 'synthea' | 'builtin';
@@ -136,13 +160,19 @@ export interface LocalNetworkOptions {
   progress?: (line: string) => void;
 }
 
+/** The processes of the network: the three members and the ledger node. */
+export type ProcessKey = MemberKey | 'ledger';
+
 export interface LocalNetwork {
   info: NetworkInfo;
-  /** Resolves when a member's process exits (the network keeps running without it). */
-  exited: Record<MemberKey, Promise<number | null>>;
-  /** Stops the three processes (SIGTERM, B and C before A's ledger) and marks the network stopped. */
+  /** Resolves when a process exits (a member: the network keeps running without it; the ledger: nobody can write). */
+  exited: Record<ProcessKey, Promise<number | null>>;
+  /** Stops the four processes (SIGTERM: C, B, A, then the ledger node) and marks the network stopped. */
   stop(): Promise<void>;
 }
+
+/** The ledger node's organisation: it serves the ledger and keeps no patient's records. */
+export const LEDGER_NODE_MSP = 'NetworkOpsMSP';
 
 /** Reads `network.json` of a base directory, or undefined. */
 export function readNetworkInfo(dir: string): NetworkInfo | undefined {
@@ -370,21 +400,30 @@ function parameter(body: FhirJson, name: string): Record<string, unknown> | unde
 export async function startLocalNetwork(options: LocalNetworkOptions): Promise<LocalNetwork> {
   const dir = resolve(options.dir);
   const progress = options.progress ?? (() => undefined);
+  const previous = readNetworkInfo(dir);
+  if (previous && previous.version !== 2)
+    throw new Error(
+      `${dir} holds a network of an older layout (hospital A served the ledger): delete it, or give another --dir`,
+    );
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   for (const sub of ['logs', 'participants']) mkdirSync(join(dir, sub), { recursive: true, mode: 0o700 });
   const transcript = join(dir, 'logs', 'commands.log');
   const cli = (args: string[]) => hieLedger(transcript, args);
-  const previous = readNetworkInfo(dir);
   const port = (offset: number) => (options.basePort === 0 ? 0 : options.basePort + offset);
+  const ledgerDir = join(dir, 'ledger');
   const info: NetworkInfo = {
-    version: 1,
+    version: 2,
     status: 'starting',
     dir,
     ledger: {
       gateway: '',
-      tlsCa: join(dir, 'a', 'ledger', 'gateway', 'tls-ca.pem'),
+      tlsCa: join(ledgerDir, 'ledger', 'gateway', 'tls-ca.pem'),
       membersFile: join(dir, 'ledger-members.json'),
-      servedBy: 'a',
+      mspId: LEDGER_NODE_MSP,
+      dataDir: ledgerDir,
+      fhirBase: '',
+      readyz: '',
+      log: join(dir, 'logs', 'ledger.log'),
     },
     members: {},
     participants: previous?.participants ?? {},
@@ -392,18 +431,21 @@ export async function startLocalNetwork(options: LocalNetworkOptions): Promise<L
     records: previous?.records ?? {},
     links: previous?.links ?? {},
   };
-  const processes: Partial<Record<MemberKey, ServiceProcess>> = {};
-  // If this process exits without stop() (an error, process.exit), its members do not outlive it.
+  const processes: Partial<Record<ProcessKey, ServiceProcess>> = {};
+  // If this process exits without stop() (an error, process.exit), its services do not outlive it.
   const killAll = () => {
     for (const service of Object.values(processes))
       if (service.child.exitCode === null) service.child.kill('SIGKILL');
   };
   process.on('exit', killAll);
   const stop = async () => {
-    for (const key of ['c', 'b', 'a'] as const) if (processes[key]) await stopService(processes[key]);
+    // The members first, the ledger they write to last.
+    for (const key of ['c', 'b', 'a', 'ledger'] as const)
+      if (processes[key]) await stopService(processes[key]);
     process.off('exit', killAll);
     info.status = 'stopped';
     for (const member of Object.values(info.members)) delete member.pid;
+    delete info.ledger.pid;
     writeNetworkInfo(info);
   };
 
@@ -427,42 +469,69 @@ export async function startLocalNetwork(options: LocalNetworkOptions): Promise<L
         pid: processes[key]?.child.pid,
       };
     };
-    const serveFlags = (key: MemberKey, offset: number) => [
-      '--data-dir',
-      join(dir, key),
-      '--msp-id',
-      MEMBER_SPECS[key].mspId,
-      '--port',
-      String(port(offset)),
-      '--auth',
-      'smart',
-      '--organization',
-      `Organization/${MEMBER_SPECS[key].organizationId}`,
-      '--network-local',
-      'on',
-    ];
+    const memberOffset: Record<MemberKey, number> = { a: 0, b: 1, c: 2 };
+    /** Starts a member's service against the served ledger (on `fixedPort` when given) and waits for its URL. */
+    const startMember = (key: MemberKey, fixedPort?: number) => {
+      processes[key] = startService(
+        [
+          '--data-dir',
+          join(dir, key),
+          '--msp-id',
+          MEMBER_SPECS[key].mspId,
+          '--port',
+          String(fixedPort ?? port(memberOffset[key])),
+          '--auth',
+          'smart',
+          '--organization',
+          `Organization/${MEMBER_SPECS[key].organizationId}`,
+          '--network-local',
+          'on',
+          '--ledger',
+          'fabric',
+          '--fabric-config',
+          join(dir, key, 'ledger', 'fabric-connection.json'),
+        ],
+        join(dir, 'logs', `${key}.log`),
+      );
+    };
+    const memberStarted = async (key: MemberKey) => {
+      const [, base] = await processes[key]!.waitFor(/"fhirBase":"([^"]+)"/);
+      info.members[key] = memberInfo(key, base!);
+      progress(`waiting until ${MEMBER_SPECS[key].organization} is ready (${info.members[key].readyz})`);
+      await untilReady(info.members[key].readyz, processes[key]!, info.members[key].log);
+    };
 
-    // 1. Hospital A: its FHIR service and its embedded ledger, served to the members of ledger-members.json.
-    progress('starting hospital A (it serves the ledger)');
-    processes.a = startService(
+    // 1. The ledger node: its embedded ledger, served to the members of ledger-members.json; its own organisation,
+    // no patient's records (so that any member, the home too, can stop while the others go on).
+    progress(`starting the ledger node (${LEDGER_NODE_MSP}: it serves the ledger to the members)`);
+    processes.ledger = startService(
       [
-        ...serveFlags('a', 0),
+        '--data-dir',
+        ledgerDir,
+        '--msp-id',
+        LEDGER_NODE_MSP,
+        '--port',
+        String(port(4)),
+        '--auth',
+        'smart',
         '--serve-ledger',
         `127.0.0.1:${port(3)}`,
         '--ledger-members',
         info.ledger.membersFile,
       ],
-      join(dir, 'logs', 'a.log'),
+      info.ledger.log,
     );
-    void loadProgram().catch(() => undefined); // while A starts; a failure shows at the first command
-    const [, gateway, tlsCa] = await processes.a.waitFor(/"ledgerGateway":"([^"]+)","tlsCa":"([^"]+)"/);
+    void loadProgram().catch(() => undefined); // meanwhile; a failure shows at the first command
+    const [, gateway, tlsCa] = await processes.ledger.waitFor(/"ledgerGateway":"([^"]+)","tlsCa":"([^"]+)"/);
+    const [, ledgerBase] = await processes.ledger.waitFor(/"fhirBase":"([^"]+)"/);
     info.ledger.gateway = gateway!;
     info.ledger.tlsCa = tlsCa!;
-    const [, baseA] = await processes.a.waitFor(/"fhirBase":"([^"]+)"/);
-    info.members.a = memberInfo('a', baseA!);
+    info.ledger.fhirBase = ledgerBase!;
+    info.ledger.readyz = `${new URL(ledgerBase!).origin}/readyz`;
+    info.ledger.pid = processes.ledger.child.pid;
 
-    // 2. B and C join the served ledger (their own CA and service identity; A admits their CA), then start.
-    for (const key of ['b', 'c'] as const) {
+    // 2. A, B and C join it: their own CA and service identity, their CA added to its members file.
+    for (const key of MEMBER_KEYS) {
       progress(`connecting ${MEMBER_SPECS[key].organization} to the ledger`);
       await cli([
         'ledger',
@@ -478,41 +547,31 @@ export async function startLocalNetwork(options: LocalNetworkOptions): Promise<L
         '--members-file',
         info.ledger.membersFile,
       ]);
-      processes[key] = startService(
-        [
-          ...serveFlags(key, key === 'b' ? 1 : 2),
-          '--ledger',
-          'fabric',
-          '--fabric-config',
-          join(dir, key, 'ledger', 'fabric-connection.json'),
-        ],
-        join(dir, 'logs', `${key}.log`),
-      );
     }
-    // A's own connection through its gateway, so that its operator commands run while its service holds the chain.
-    await cli([
-      'ledger',
-      'connect',
-      '--data-dir',
-      join(dir, 'a'),
-      '--msp-id',
-      MEMBER_SPECS.a.mspId,
-      '--gateway',
-      info.ledger.gateway,
-      '--gateway-tls-ca',
-      info.ledger.tlsCa,
-    ]);
-    for (const key of ['b', 'c'] as const) {
-      const [, base] = await processes[key]!.waitFor(/"fhirBase":"([^"]+)"/);
-      info.members[key] = memberInfo(key, base!);
+
+    // 3. The participants, enrolled by each member's operator while its service is not running (the CLI refuses a
+    // data directory in use). The patient is enrolled with its Patient at A: a Synthea patient's id is known only
+    // once stored, so that one is enrolled in setUp, A stopped around it.
+    const synthea = usesSynthea(info, options);
+    for (const spec of PARTICIPANTS) {
+      const resource =
+        spec.role === 'patient'
+          ? (info.patient?.local.a ?? (synthea ? undefined : BUILTIN_PATIENT_REFERENCE))
+          : spec.resource;
+      if (spec.role === 'patient' && !resource) continue;
+      await enrolParticipant(info, cli, spec, resource, progress);
     }
+
+    progress(`waiting until the ledger node is ready (${info.ledger.readyz})`);
+    await untilReady(info.ledger.readyz, processes.ledger, info.ledger.log);
     for (const key of MEMBER_KEYS) {
-      progress(`waiting until ${MEMBER_SPECS[key].organization} is ready (${info.members[key]!.readyz})`);
-      await untilReady(info.members[key]!.readyz, processes[key]!, info.members[key]!.log);
+      progress(`starting ${MEMBER_SPECS[key].organization}`);
+      startMember(key);
     }
+    for (const key of MEMBER_KEYS) await memberStarted(key);
     writeNetworkInfo(info);
 
-    // 3. Each member's entry in the member directory, written by its own service identity (again on a rerun: the
+    // 4. Each member's entry in the member directory, written by its own service identity (again on a rerun: the
     // ports may have changed).
     for (const key of MEMBER_KEYS) {
       const member = info.members[key]!;
@@ -533,68 +592,100 @@ export async function startLocalNetwork(options: LocalNetworkOptions): Promise<L
       ]);
     }
 
-    await setUp(info, cli, options, progress);
+    /** Runs an operator command on a member's data directory with its service stopped, then starts it again. */
+    const whileStopped = async (key: MemberKey, work: () => Promise<void>) => {
+      progress(`stopping ${MEMBER_SPECS[key].organization} for an operator command`);
+      await stopService(processes[key]!);
+      await work();
+      progress(`starting ${MEMBER_SPECS[key].organization} again`);
+      startMember(key, info.members[key]!.port); // the same port: its directory entry stays right
+      await memberStarted(key);
+      writeNetworkInfo(info);
+    };
+    await setUp(info, cli, synthea, options, progress, whileStopped);
     info.status = 'ready';
     writeNetworkInfo(info);
   } catch (error) {
     await stop().catch(() => undefined);
     throw error;
   }
-  const exited = Object.fromEntries(MEMBER_KEYS.map((key) => [key, processes[key]!.exited])) as Record<
-    MemberKey,
-    Promise<number | null>
-  >;
+  const exited = Object.fromEntries(
+    (['ledger', ...MEMBER_KEYS] as const).map((key) => [key, processes[key]!.exited]),
+  ) as Record<ProcessKey, Promise<number | null>>;
   return { info, exited, stop };
 }
 
-/** The setup over HTTP and the CLI; every step already done (recorded in network.json) is skipped. */
+/** The built-in patient's Patient at A (its id is chosen: PUT). */
+const BUILTIN_PATIENT_REFERENCE = 'Patient/a-patient';
+
+/** Whether the home's records are (or are to be) a Synthea patient's. */
+function usesSynthea(info: NetworkInfo, options: LocalNetworkOptions): boolean {
+  if (info.patient) return info.patient.source !== 'built-in';
+  return (options.records ?? (syntheaFolder(PROJECT_ROOT) ? 'synthea' : 'builtin')) === 'synthea';
+}
+
+/** `hie-ledger participant enroll` at its member (its service must not be running); once (network.json). */
+async function enrolParticipant(
+  info: NetworkInfo,
+  cli: (args: string[]) => Promise<string>,
+  spec: ParticipantSpec,
+  resource: string | undefined,
+  progress: (line: string) => void,
+): Promise<void> {
+  if (info.participants[spec.clientId]) return;
+  const member = MEMBER_SPECS[spec.member];
+  const organizationReference = `Organization/${member.organizationId}`;
+  const out = join(info.dir, 'participants', spec.clientId);
+  progress(`enrolling ${spec.clientId} (${spec.role}) at ${member.organization}`);
+  const printed = JSON.parse(
+    await cli([
+      'participant',
+      'enroll',
+      '--data-dir',
+      join(info.dir, spec.member),
+      '--msp-id',
+      member.mspId,
+      '--role',
+      spec.role,
+      '--id',
+      spec.clientId,
+      ...(resource ? ['--resource', resource] : []),
+      ...(spec.organization ? ['--organization', organizationReference] : []),
+      '--out',
+      out,
+    ]),
+  ) as { pseudonym: string; certificate: string; privateKey: string };
+  info.participants[spec.clientId] = {
+    clientId: spec.clientId,
+    member: spec.member,
+    role: spec.role,
+    pseudonym: printed.pseudonym,
+    resource,
+    organization: spec.organization ? organizationReference : undefined,
+    certificate: printed.certificate,
+    privateKey: printed.privateKey,
+    alg: 'ES384',
+  };
+  writeNetworkInfo(info);
+}
+
+/**
+ * The setup over HTTP (and the CLI, with a member stopped around it); every step already done (recorded in
+ * network.json) is skipped.
+ */
 async function setUp(
   info: NetworkInfo,
   cli: (args: string[]) => Promise<string>,
+  synthea: boolean,
   options: LocalNetworkOptions,
   progress: (line: string) => void,
+  whileStopped: (key: MemberKey, work: () => Promise<void>) => Promise<void>,
 ): Promise<void> {
   const members = info.members as Record<MemberKey, MemberInfo>;
   const tokens = new Map<string, string>();
   const token = async (clientId: string) => {
     if (!tokens.has(clientId)) tokens.set(clientId, await accessToken(info, clientId));
     return tokens.get(clientId)!;
-  };
-  const enrol = async (spec: ParticipantSpec, resource?: string) => {
-    if (info.participants[spec.clientId]) return;
-    const member = members[spec.member];
-    const out = join(info.dir, 'participants', spec.clientId);
-    progress(`enrolling ${spec.clientId} (${spec.role}) at ${member.organization}`);
-    const printed = JSON.parse(
-      await cli([
-        'participant',
-        'enroll',
-        '--data-dir',
-        member.dataDir,
-        '--msp-id',
-        member.mspId,
-        '--role',
-        spec.role,
-        '--id',
-        spec.clientId,
-        ...(resource ? ['--resource', resource] : []),
-        ...(spec.organization ? ['--organization', member.organizationReference] : []),
-        '--out',
-        out,
-      ]),
-    ) as { pseudonym: string; certificate: string; privateKey: string };
-    info.participants[spec.clientId] = {
-      clientId: spec.clientId,
-      member: spec.member,
-      role: spec.role,
-      pseudonym: printed.pseudonym,
-      resource,
-      organization: spec.organization ? member.organizationReference : undefined,
-      certificate: printed.certificate,
-      privateKey: printed.privateKey,
-      alg: 'ES384',
-    };
-    writeNetworkInfo(info);
   };
   const put = async (key: MemberKey, clientId: string, resource: FhirJson) => {
     const answer = await fhir(
@@ -613,7 +704,6 @@ async function setUp(
 
   // The EHR systems, and each member's Organization (written by its system, with the id the member keeps records for).
   for (const spec of PARTICIPANTS.filter((p) => p.role === 'system')) {
-    await enrol(spec);
     const member = members[spec.member];
     await put(spec.member, spec.clientId, {
       resourceType: 'Organization',
@@ -625,9 +715,7 @@ async function setUp(
 
   // The patient's record at the home: a Synthea patient's transaction Bundle, or a few built-in records.
   if (!info.patient?.local.a) {
-    const useSynthea =
-      (options.records ?? (syntheaFolder(PROJECT_ROOT) ? 'synthea' : 'builtin')) === 'synthea';
-    if (useSynthea) {
+    if (synthea) {
       const bundle = syntheaBundle(PROJECT_ROOT, options.syntheaBundle);
       progress(`storing the Synthea patient of ${bundle.file} at Hospital A`);
       const { index } = syntheaPatient(bundle.text);
@@ -643,19 +731,28 @@ async function setUp(
       info.records.a = locations.filter((_, i) => i !== index);
     } else {
       progress('storing built-in records at Hospital A');
-      await put('a', 'ehr-a', patientResource('a-patient', BUILTIN_PATIENT));
-      info.patient = { source: 'built-in', local: { a: 'Patient/a-patient' } };
-      const records = builtinHomeRecords('Patient/a-patient');
+      await put('a', 'ehr-a', patientResource(BUILTIN_PATIENT_REFERENCE.split('/')[1]!, BUILTIN_PATIENT));
+      info.patient = { source: 'built-in', local: { a: BUILTIN_PATIENT_REFERENCE } };
+      const records = builtinHomeRecords(BUILTIN_PATIENT_REFERENCE);
       for (const record of records) await put('a', 'ehr-a', record);
       info.records.a = records.map((r) => `${r.resourceType}/${r.id}`);
     }
     writeNetworkInfo(info);
   }
   const patient = info.patient!;
-  await enrol(
-    PARTICIPANTS.find((p) => p.clientId === 'patient-a')!,
-    patient.local.a,
-  );
+  if (!info.participants['patient-a']) {
+    // Its Patient's id came with the transaction's answer: enrolled now, A stopped around it.
+    await whileStopped('a', () =>
+      enrolParticipant(
+        info,
+        cli,
+        PARTICIPANTS.find((p) => p.clientId === 'patient-a')!,
+        patient.local.a,
+        progress,
+      ),
+    );
+    tokens.clear();
+  }
 
   // B and C hold the same person under their own ids, with the demographics of A's Patient (read from A: they are
   // not kept in network.json), so the link matches them.
@@ -679,8 +776,6 @@ async function setUp(
     active: true,
     name: [{ family: 'Okafor', given: ['Chidi'], prefix: ['Dr.'] }],
   });
-  for (const spec of PARTICIPANTS.filter((p) => p.role === 'clinician' || p.role === 'lab'))
-    await enrol(spec, spec.resource);
 
   // Lab C's results, written by its lab user (a conditional create on the result's identifier: stored once).
   if (!info.records.c) {

@@ -1,6 +1,6 @@
 /**
  * `npm run network:local [-- --dir DIR --base-port PORT --records synthea|builtin]`: a local exchange network of
- * three members (scripts/local-network.ts), running until Ctrl-C. `npm run -s network:local -- token CLIENT_ID`
+ * three members and the ledger node they share (scripts/local-network.ts), running until Ctrl-C. `npm run -s network:local -- token CLIENT_ID`
  * prints a fresh access token for one of its participants (docs/exchange.md "A local network in two commands").
  */
 import { writeFileSync } from 'node:fs';
@@ -39,6 +39,7 @@ function writeEnvFile(info: NetworkInfo): string {
     '# source this file: the local network started by `npm run network:local` (docs/exchange.md)',
     `export A=${m.a!.fhirBase} B=${m.b!.fhirBase} C=${m.c!.fhirBase}`,
     `export PATIENT_A=${info.patient!.local.a} PATIENT_B=${info.patient!.local.b} PATIENT_C=${info.patient!.local.c}`,
+    `export LEDGER_NODE=${info.ledger.fhirBase} LEDGER_GATEWAY=${info.ledger.gateway}`,
     `export NETWORK_DIR='${info.dir}'`,
     `tok() { (cd '${PROJECT_ROOT}' && node --import tsx scripts/network-local.ts token "$1" --dir "$NETWORK_DIR"); }`,
     'auth() { echo "Authorization: Bearer $(tok "$1")"; }',
@@ -58,7 +59,7 @@ function summary(info: NetworkInfo, envFile: string): string {
   const shown = shownPath(info.dir);
   const rows = MEMBER_KEYS.map((key) => {
     const m = info.members[key]!;
-    const role = key === 'a' ? 'home of the patient; serves the ledger' : `patient linked here`;
+    const role = key === 'a' ? 'home of the patient' : `patient linked here`;
     return `  ${m.organization.padEnd(11)} ${m.mspId.padEnd(13)} ${m.fhirBase.padEnd(28)} ${role}`;
   });
   const p = info.patient!;
@@ -66,8 +67,9 @@ function summary(info: NetworkInfo, envFile: string): string {
     '',
     `The network is up (Ctrl-C stops it). Everything is under ${shown}/ (${NETWORK_FILE}, env.sh, logs/, participants/).`,
     ...rows,
-    `  ledger gateway ${info.ledger.gateway}: ONE process (Hospital A) is the whole network, for demos and tests,`,
-    '  never production (production is the Fabric network of network/, docs/fabric.md).',
+    `  ${'Ledger node'.padEnd(11)} ${info.ledger.mspId.padEnd(13)} ${info.ledger.gateway.padEnd(28)} serves the ledger to A, B and C (pid ${info.ledger.pid})`,
+    `  ONE process (the ledger node) is the whole ledger, on loopback only: for demos and tests, never production`,
+    '  (production is the Fabric network of network/, docs/fabric.md). Any member may stop; the others go on.',
     '',
     'Participants: ehr-a, ehr-b, lims-c (EHR systems), patient-a (the patient, at A), dr-b (clinician, B), lab-c (lab, C).',
     `The patient: ${p.local.a} at A (${p.source}), ${p.local.b} at B, ${p.local.c} at C.`,
@@ -104,12 +106,18 @@ async function run(options: {
         );
     });
   }
+  void network.exited.ledger.then((code) => {
+    if (!stopping)
+      console.log(
+        `the ledger node stopped (exit ${code}): the members can no longer read or write the ledger; Ctrl-C and run again`,
+      );
+  });
   const envFile = writeEnvFile(network.info);
   console.log(summary(network.info, envFile));
   const shutdown = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
-    console.log(`${signal}: stopping Lab C, Hospital B, then Hospital A`);
+    console.log(`${signal}: stopping Lab C, Hospital B, Hospital A, then the ledger node`);
     network.stop().then(
       () => process.exit(0),
       (error: unknown) => {
@@ -125,12 +133,12 @@ async function run(options: {
 const program = new Command('network-local')
   .enablePositionalOptions()
   .description(
-    'a local exchange network: hospital A (serving the ledger), hospital B and lab C, until Ctrl-C',
+    'a local exchange network: hospital A, hospital B and lab C, and the ledger node they share, until Ctrl-C',
   )
   .option('--dir <dir>', 'the base directory (reused when it holds a network)', DEFAULT_DIR)
   .option(
     '--base-port <port>',
-    "A's FHIR port; B, C and the ledger take the next three (0: any free ports)",
+    "A's FHIR port; B and C take the next two, the served ledger the next, the ledger node's FHIR service the one after (0: any free ports)",
     portNumber,
     DEFAULT_BASE_PORT,
   )

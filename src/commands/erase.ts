@@ -12,7 +12,13 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { versionReference } from '../integrity/hashing.js';
 import { addConfigOptions, loadSettings } from '../config/config.js';
-import { DATA_DIR_SETTINGS, openDataDirIntegrity, type DataDirConfig } from './data-dir.js';
+import {
+  DATA_DIR_SETTINGS,
+  openDataDirIntegrity,
+  type DataDirConfig,
+  type OpenedDataDir,
+} from './data-dir.js';
+import { lockDataDir } from '../platform/data-dir-lock.js';
 import { formatAuditReport } from './verify.js';
 import { writeAuditReport } from '../integrity/scheduled-audit.js';
 
@@ -27,7 +33,10 @@ export interface EraseOptions extends DataDirConfig {
   err?: NodeJS.WritableStream;
 }
 
-/** Returns the exit code: 0 erased (or dry run) and the audit passes, 1 the audit fails, 2 bad input or error. */
+/**
+ * Returns the exit code: 0 erased (or dry run) and the audit passes, 1 the audit fails, 2 bad input or error.
+ * Throws DataDirBusyError (the CLI: one line naming the owner's pid, exit 1) while the service owns the directory.
+ */
 export async function runErase(options: EraseOptions): Promise<number> {
   const out = options.out ?? process.stdout;
   const err = options.err ?? process.stderr;
@@ -41,7 +50,15 @@ export async function runErase(options: EraseOptions): Promise<number> {
     err.write(`hie-ledger erase: no data directory at ${path.resolve(options.dataDir)}\n`);
     return 2;
   }
-  const opened = await openDataDirIntegrity({ ...options, dataDir: path.resolve(options.dataDir) });
+  // While the service runs this throws DataDirBusyError, naming its pid (exit 1): erase writes the store.
+  const lock = lockDataDir(path.resolve(options.dataDir), 'erase');
+  let opened: OpenedDataDir;
+  try {
+    opened = await openDataDirIntegrity({ ...options, dataDir: path.resolve(options.dataDir) });
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
   try {
     const { store } = opened;
     const reference = `${resourceType}/${id}`;
@@ -97,6 +114,7 @@ export async function runErase(options: EraseOptions): Promise<number> {
     return 2;
   } finally {
     await opened.close();
+    lock.release();
   }
 }
 

@@ -15,6 +15,7 @@ import { loadFabricConfig, type FabricConfig } from '../ledger/fabric/config.js'
 import { EmbeddedCa } from '../ledger/identity/embedded-ca.js';
 import { mkdirPrivate, PRIVATE_FILE_MODE } from '../platform/private-files.js';
 import { openIdentityProvider } from './participant.js';
+import { requireDataDir } from './data-dir.js';
 
 /** The settings of `member list` and `member revoke`; `member register` also reads `ca` (src/config/config.ts). */
 export const MEMBER_SETTINGS = ['dataDir', 'mspId', 'ledger', 'fabricConfig'] as const;
@@ -48,6 +49,7 @@ async function withDirectory<T>(
   config: MemberConfig,
   work: (directory: MemberDirectory, mspId: string) => Promise<T>,
 ): Promise<T> {
+  requireDataDir(config.dataDir);
   const mspId = memberMspId(config);
   const ledger = await openConfiguredLedger(config);
   try {
@@ -180,6 +182,7 @@ export function registerMemberCommand(program: Command): Command {
     )
     .action(async (options: MemberOptions) => {
       const config = loadSettings(MEMBER_REGISTER_SETTINGS, options);
+      requireDataDir(config.dataDir);
       if (
         config.ledger === 'fabric' &&
         config.ca !== 'fabric' &&

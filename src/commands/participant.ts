@@ -16,6 +16,7 @@ import {
   loadSettings,
   type Config,
 } from '../config/config.js';
+import { requireDataDir, withDataDirLock } from './data-dir.js';
 
 /** The settings of every participant command (src/config/config.ts). */
 export const PARTICIPANT_SETTINGS = ['dataDir', 'mspId', 'ca', 'fabricConfig'] as const;
@@ -94,20 +95,29 @@ function describe(p: Participant): Record<string, string> {
   return out;
 }
 
+/**
+ * Runs `work` on the participant directory of an existing data directory; `writer` (the subcommand: `participant
+ * enroll` ...) also holds the data directory's lock, so it is refused while the service runs (docs/configuration.md).
+ */
 async function withDirectory<T>(
   options: ParticipantOptions,
+  writer: string | undefined,
   work: (directory: ParticipantDirectory) => Promise<T>,
 ): Promise<T> {
   const config: ParticipantConfig = loadSettings(PARTICIPANT_SETTINGS, options);
-  const directory = await openParticipantDirectory(config.dataDir, config.mspId, {
-    kind: config.ca,
-    fabricConfig: config.fabricConfig,
-  });
-  try {
-    return await work(directory);
-  } finally {
-    directory.close();
-  }
+  requireDataDir(config.dataDir);
+  const run = async () => {
+    const directory = await openParticipantDirectory(config.dataDir, config.mspId, {
+      kind: config.ca,
+      fabricConfig: config.fabricConfig,
+    });
+    try {
+      return await work(directory);
+    } finally {
+      directory.close();
+    }
+  };
+  return writer ? withDataDirLock(config.dataDir, writer, run) : run();
 }
 
 function common(command: Command): Command {
@@ -126,13 +136,10 @@ export function registerParticipantCommand(program: Command): Command {
     .option('--resource <reference>', 'linked resource: Patient/ID, Practitioner/ID or Organization/ID')
     .option('--organization <reference>', 'the organisation it acts for: Organization/ID')
     .action(async (options: ParticipantOptions) => {
-      const registered = await withDirectory(options, (d) =>
-        d.register({
-          clientId: requireId(options.id),
-          role: requireRole(options.role),
-          resource: options.resource,
-          organization: options.organization,
-        }),
+      const clientId = requireId(options.id);
+      const role = requireRole(options.role);
+      const registered = await withDirectory(options, 'participant register', (d) =>
+        d.register({ clientId, role, resource: options.resource, organization: options.organization }),
       );
       console.log(JSON.stringify(describe(registered), null, 2));
     });
@@ -151,10 +158,12 @@ export function registerParticipantCommand(program: Command): Command {
       if (options.keyType !== 'P-384' && options.keyType !== 'P-256')
         throw new ConfigError('--key-type must be P-384 or P-256');
       const keyType = options.keyType;
-      const { participant: enrolled, enrollment } = await withDirectory(options, (d) =>
+      const clientId = requireId(options.id);
+      const role = requireRole(options.role);
+      const { participant: enrolled, enrollment } = await withDirectory(options, 'participant enroll', (d) =>
         d.enroll({
-          clientId: requireId(options.id),
-          role: requireRole(options.role),
+          clientId,
+          role,
           resource: options.resource,
           organization: options.organization,
           keyType,
@@ -179,7 +188,8 @@ export function registerParticipantCommand(program: Command): Command {
     .description('revoke a participant: refused by the service at once, certificates revoked at the CA')
     .requiredOption('--id <clientId>', "the participant's client id")
     .action(async (options: ParticipantOptions) => {
-      const revoked = await withDirectory(options, (d) => d.revoke(requireId(options.id)));
+      const clientId = requireId(options.id);
+      const revoked = await withDirectory(options, 'participant revoke', (d) => d.revoke(clientId));
       console.log(JSON.stringify(describe(revoked), null, 2));
     });
 
@@ -187,7 +197,7 @@ export function registerParticipantCommand(program: Command): Command {
     .description('list participants')
     .option('--json', 'print JSON')
     .action(async (options: ParticipantOptions) => {
-      const all = await withDirectory(options, async (d) => d.list());
+      const all = await withDirectory(options, undefined, async (d) => d.list()); // reads only: beside the service
       if (options.json) console.log(JSON.stringify(all.map(describe), null, 2));
       else {
         const rows = all.map((p) => [

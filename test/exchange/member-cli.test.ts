@@ -43,6 +43,7 @@ describe('hie-ledger member', () => {
   beforeAll(() => {
     root = mkdtempSync(join(tmpdir(), 'hie-member-'));
     dataDir = join(root, 'data');
+    mkdirSync(dataDir); // the member commands create no data directory (docs/configuration.md)
   });
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 

@@ -4,7 +4,7 @@
  * on top of it; and a service identity from it accepted by the chaincode.
  */
 import { createPrivateKey, createPublicKey, randomBytes, sign, verify, X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
@@ -255,6 +255,8 @@ describe('hie-ledger participant ... --ca fabric', () => {
         },
       }),
     );
+    // An existing data directory (the participant commands create none: docs/configuration.md).
+    mkdirSync(join(dir, 'cli-data'), { recursive: true });
     const cli = async (args: string[]) => {
       const program = new Command().exitOverride();
       registerParticipantCommand(program);

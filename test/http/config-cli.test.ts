@@ -1,7 +1,7 @@
 import { openParticipantDirectory } from '../../src/commands/participant.js';
 import { createServer, type AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -293,6 +293,7 @@ describe('CLI errors: one clear line, exit 2 for bad configuration, never a stac
   const root = mkdtempSync(join(tmpdir(), 'hie-cli-errors-'));
   temporary.push(root);
   const dataDir = join(root, 'data');
+  mkdirSync(dataDir); // the participant commands create no data directory
   const out = join(root, 'out');
 
   it('a wrong role exits 2 in one line', async () => {
