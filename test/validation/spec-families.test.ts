@@ -3,6 +3,7 @@
  * The section of the specification is named in each describe.
  */
 import { describe, expect, it } from 'vitest';
+import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
 import { errorPaths, errors } from './helpers.js';
 
 describe('base64Binary and Attachment (datatypes.html#primitive, #Attachment; RFC 4648)', () => {
@@ -40,5 +41,71 @@ describe('base64Binary and Attachment (datatypes.html#primitive, #Attachment; RF
     expect(errorPaths(media({ contentType: 'text/plain', data: 'a*k=', size: 3 }))).toEqual([
       'Media.content.data',
     ]);
+  });
+});
+
+describe('extensions of other FHIR versions (versions.html#extensions)', () => {
+  const strict = createFhirValidatorSync({ unknownExtensionSeverity: 'error' });
+  // Issues about the extensions (dom-6, a narrative is recommended, is reported at the resource).
+  const issues = (resource: object) =>
+    strict
+      .validate(resource)
+      .issues.map((i) => `${i.severity} ${i.expression?.[0] ?? ''}`)
+      .filter((i) => i.includes('extension'));
+
+  it('accepts an R5 element carried as an extension, with no unknown-extension issue', () => {
+    const patient = {
+      resourceType: 'Patient',
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Patient.contact.additionalName',
+          valueString: 'x',
+        },
+        {
+          url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Patient.link.other',
+          valueReference: { reference: 'Patient/p2' },
+        },
+      ],
+    };
+    expect(issues(patient)).toEqual([]);
+  });
+
+  it('accepts the STU3 and R4B forms, and a complex cross-version extension', () => {
+    const vs = {
+      resourceType: 'ValueSet',
+      status: 'draft',
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/3.0/StructureDefinition/extension-ValueSet.extensible',
+          valueBoolean: true,
+        },
+        {
+          url: 'http://hl7.org/fhir/4.3/StructureDefinition/extension-ValueSet.compose.property',
+          extension: [{ url: 'code', valueCode: 'status' }],
+        },
+      ],
+    };
+    expect(issues(vs)).toEqual([]);
+  });
+
+  it('still checks the content as an Extension (ext-1), and other URLs of hl7.org stay unknown', () => {
+    const both = {
+      resourceType: 'Patient',
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Patient.contact.additionalName',
+          valueString: 'x',
+          extension: [{ url: 'a', valueString: 'y' }],
+        },
+      ],
+    };
+    expect(errorPaths(both)).toEqual(['Patient.extension[0]']);
+    const other = {
+      resourceType: 'Patient',
+      extension: [
+        { url: 'http://hl7.org/fhir/5.0/StructureDefinition/not-a-cross-version-one', valueString: 'x' },
+      ],
+    };
+    expect(issues(other)).toEqual(['error Patient.extension[0]']);
   });
 });
