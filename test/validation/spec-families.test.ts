@@ -109,3 +109,46 @@ describe('extensions of other FHIR versions (versions.html#extensions)', () => {
     expect(issues(other)).toEqual(['error Patient.extension[0]']);
   });
 });
+
+describe('Coding.system names a code system by an absolute URI (datatypes.html#Coding, terminologies.html#4.1)', () => {
+  const condition = (coding: object) => ({
+    resourceType: 'Condition',
+    subject: { reference: 'Patient/p1' },
+    code: { coding: [coding] },
+  });
+
+  it('accepts absolute URIs: http, urn:oid and urn:uuid', () => {
+    expect(errors(condition({ system: 'http://snomed.info/sct', code: '38341003' }))).toEqual([]);
+    expect(errors(condition({ system: 'urn:oid:2.16.840.1.113883.6.96', code: '38341003' }))).toEqual([]);
+    expect(
+      errors(condition({ system: 'urn:uuid:5f3c1c7e-2a4b-4c8e-9d1f-0a1b2c3d4e5f', code: 'local-1' })),
+    ).toEqual([]);
+  });
+
+  it('refuses a relative or local system at Coding.system', () => {
+    expect(errorPaths(condition({ system: 'CodeSystem/local', code: 'a' }))).toEqual([
+      'Condition.code.coding[0].system',
+    ]);
+    expect(errorPaths(condition({ system: '#cs1', code: 'a' }))).toEqual(['Condition.code.coding[0].system']);
+    // Also on a Coding that is not in a CodeableConcept, and with no code.
+    const observation = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      valueCodeableConcept: { text: 'y' },
+      meta: { tag: [{ system: 'tags', display: 'a tag' }] },
+    };
+    expect(errorPaths(observation)).toEqual(['Observation.meta.tag[0].system']);
+  });
+
+  it('refuses the URL of a loaded value set where a code system belongs', () => {
+    // The R4 value set of administrative genders; its code system is http://hl7.org/fhir/administrative-gender.
+    const vsUrl = 'http://hl7.org/fhir/ValueSet/administrative-gender';
+    expect(errorPaths(condition({ system: vsUrl, code: 'male' }))).toEqual([
+      'Condition.code.coding[0].system',
+    ]);
+    expect(errors(condition({ system: 'http://hl7.org/fhir/administrative-gender', code: 'male' }))).toEqual(
+      [],
+    );
+  });
+});
