@@ -152,3 +152,44 @@ describe('Coding.system names a code system by an absolute URI (datatypes.html#C
     );
   });
 });
+
+describe('Bundle links (http.html#paging, bundle.html#Bundle.link)', () => {
+  const searchset = (link: object[], entryLink?: object[]) => ({
+    resourceType: 'Bundle',
+    type: 'searchset',
+    link,
+    entry: [
+      {
+        fullUrl: 'http://server.test/fhir/Patient/p1',
+        resource: { resourceType: 'Patient', id: 'p1' },
+        search: { mode: 'match' },
+        ...(entryLink ? { link: entryLink } : {}),
+      },
+    ],
+  });
+
+  it('accepts one link per relation', () => {
+    const links = [
+      { relation: 'self', url: 'http://server.test/fhir/Patient?name=a' },
+      { relation: 'next', url: 'http://server.test/fhir/Patient?name=a&page=2' },
+      { relation: 'previous', url: 'http://server.test/fhir/Patient?name=a&page=0' },
+    ];
+    expect(errors(searchset(links))).toEqual([]);
+  });
+
+  it('refuses a relation given twice, at the second link, in Bundle.link and in an entry', () => {
+    const twice = [
+      { relation: 'self', url: 'http://server.test/fhir/Patient?name=a' },
+      { relation: 'next', url: 'http://server.test/fhir/Patient?name=a&page=2' },
+      { relation: 'next', url: 'http://server.test/fhir/Patient?name=a&page=3' },
+    ];
+    expect(errorPaths(searchset(twice))).toEqual(['Bundle.link[2]']);
+    const entryLinks = [
+      { relation: 'alternate', url: 'http://server.test/a' },
+      { relation: 'alternate', url: 'http://server.test/b' },
+    ];
+    expect(
+      errorPaths(searchset([{ relation: 'self', url: 'http://server.test/fhir/Patient' }], entryLinks)),
+    ).toEqual(['Bundle.entry[0].link[1]']);
+  });
+});

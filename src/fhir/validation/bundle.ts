@@ -1,6 +1,6 @@
 /**
  * Bundle rules beyond the bdl-* invariants (which run as FHIRPath from the Bundle definition): fullUrl is absolute,
- * agrees with the resource id, and is unique (bdl-7 for versions); references inside a document or message resolve
+ * agrees with the resource id, and is unique (bdl-7 for versions); link relations are unique; references inside a document or message resolve
  * to exactly one entry.
  */
 import { arrayField, field, isJsonObject, type JsonObject } from '../definitions/json.js';
@@ -13,9 +13,11 @@ export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: 
   const entries = arrayField(bundle, 'entry');
   if (bundle.type === 'searchset') checkSearchset(bundle, entries, path, run);
   if (bundle.type === 'document') checkDocumentReferences(entries, path, run);
+  checkLinkRelations(arrayField(bundle, 'link'), `${path}.link`, run);
   const seen = new Map<string, number>();
   entries.forEach((e, i) => {
     if (!e || typeof e !== 'object') return;
+    checkLinkRelations(arrayField(e, 'link'), `${path}.entry[${i}].link`, run);
     const fullUrl = field(e, 'fullUrl');
     const where = `${path}.entry[${i}]`;
     if (typeof fullUrl === 'string') {
@@ -54,6 +56,27 @@ export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: 
         }
       }
     }
+  });
+}
+
+/**
+ * A relation names one link (R4 http.html#paging: the `self`, `first`, `previous`, `next` and `last` links each
+ * name one page; bundle.html#Bundle.link uses the IANA link relations), so a relation is not repeated in one list.
+ */
+function checkLinkRelations(links: unknown[], path: string, run: Run): void {
+  if (links.length < 2) return;
+  const seen = new Set<string>();
+  links.forEach((l, i) => {
+    const relation = field(l, 'relation');
+    if (typeof relation !== 'string') return;
+    if (seen.has(relation))
+      run.add(
+        'error',
+        'invalid',
+        `Duplicate link relation '${relation.slice(0, 100)}': a relation names one link`,
+        `${path}[${i}]`,
+      );
+    seen.add(relation);
   });
 }
 
