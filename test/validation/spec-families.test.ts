@@ -193,3 +193,64 @@ describe('Bundle links (http.html#paging, bundle.html#Bundle.link)', () => {
     ).toEqual(['Bundle.entry[0].link[1]']);
   });
 });
+
+describe('Quantity minValue/maxValue after UCUM conversion (elementdefinition-definitions.html#ElementDefinition.minValue_x_)', () => {
+  const ucum = 'http://unitsofmeasure.org';
+  // A profile bounding a dose quantity between 10 g and 2 kg.
+  const dose = createFhirValidatorSync();
+  dose.registerResource({
+    resourceType: 'StructureDefinition',
+    url: 'http://hie.example.net/fhir/StructureDefinition/bounded-dose',
+    name: 'BoundedDose',
+    status: 'active',
+    kind: 'resource',
+    abstract: false,
+    type: 'Observation',
+    baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Observation',
+    derivation: 'constraint',
+    differential: {
+      element: [
+        { id: 'Observation', path: 'Observation' },
+        {
+          id: 'Observation.value[x]',
+          path: 'Observation.value[x]',
+          type: [{ code: 'Quantity' }],
+          minValueQuantity: { value: 10, system: ucum, code: 'g' },
+          maxValueQuantity: { value: 2, system: ucum, code: 'kg' },
+        },
+      ],
+    },
+  });
+  const profile = ['http://hie.example.net/fhir/StructureDefinition/bounded-dose'];
+  const observation = (valueQuantity: object) => ({
+    resourceType: 'Observation',
+    status: 'final',
+    code: { text: 'dose' },
+    valueQuantity,
+  });
+  const paths = (q: object) => errorPaths(observation(q), profile, dose);
+
+  it('accepts values inside the bounds in other units of mass', () => {
+    expect(paths({ value: 500, system: ucum, code: 'g' })).toEqual([]);
+    expect(paths({ value: 0.5, system: ucum, code: 'kg' })).toEqual([]);
+    expect(paths({ value: 20000, system: ucum, code: 'mg' })).toEqual([]);
+    expect(paths({ value: 3, system: ucum, code: '[lb_av]' })).toEqual([]); // 1.36 kg
+  });
+
+  it('refuses 100 mg under a 10 g minimum and 3 kg over a 2 kg maximum', () => {
+    const at = ['Observation.value.ofType(Quantity)'];
+    expect(paths({ value: 100, system: ucum, code: 'mg' })).toEqual(at);
+    expect(paths({ value: 3, system: ucum, code: 'kg' })).toEqual(at);
+    expect(paths({ value: 2500, system: ucum, code: 'g' })).toEqual(at);
+    expect(paths({ value: 5, system: ucum, code: '[lb_av]' })).toEqual(at); // 2.27 kg
+  });
+
+  it('does not compare units of another kind or of another system (a warning, not an error)', () => {
+    expect(paths({ value: 1, system: ucum, code: 'mL' })).toEqual([]);
+    const warnings = dose
+      .validate(observation({ value: 1, system: ucum, code: 'mL' }), { profiles: profile })
+      .issues.filter((i) => i.severity === 'warning' && i.diagnostics?.includes('cannot be compared'));
+    expect(warnings.length).toBe(2);
+    expect(paths({ value: 1, system: 'http://snomed.info/sct', code: '258682000' })).toEqual([]);
+  });
+});
