@@ -132,7 +132,10 @@ export function runConformance(dir: string): ConformanceReport {
         continue;
       }
       // Per-case settings of the manifest that map onto validator options.
-      const validator = createFhirValidatorSync({ validateContained: c.validateContains !== 'IGNORE' });
+      const validator = createFhirValidatorSync({
+        validateContained: c.validateContains !== 'IGNORE',
+        securityChecks: c['security-checks'] === true,
+      });
       for (const f of k.files.slice(1)) {
         const parsed = parseFile(path.join(dir, f));
         if (parsed.ok) {

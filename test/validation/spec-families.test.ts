@@ -254,3 +254,50 @@ describe('Quantity minValue/maxValue after UCUM conversion (elementdefinition-de
     expect(paths({ value: 1, system: 'http://snomed.info/sct', code: '258682000' })).toEqual([]);
   });
 });
+
+describe('narrative entities (narrative.html#xhtml; XML 1.0 sections 2.4 and 4.6)', () => {
+  const patient = (div: string) => ({
+    resourceType: 'Patient',
+    text: { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${div}</div>` },
+  });
+
+  it('accepts the five XML entities and numeric character references', () => {
+    expect(
+      errors(patient('<p>a &amp; b &lt; c &gt; d &quot;e&quot; &apos;f&apos; &#160;g&#xA0;</p>')),
+    ).toEqual([]);
+    expect(errors(patient('<a href="https://server.test/x?a=1&amp;b=2">link</a>'))).toEqual([]);
+  });
+
+  it('refuses HTML entities XML does not define, and a bare &, in text and attributes', () => {
+    for (const div of [
+      '<p>a&nbsp;b</p>',
+      '<p>&copy; 2020</p>',
+      '<p>Smith & Sons</p>',
+      '<a href="x?a=1&b=2">l</a>',
+    ])
+      expect(errorPaths(patient(div))).toEqual(['Patient.text.div']);
+  });
+});
+
+describe('HTML in plain strings (datatypes.html#string; the security-checks mode)', () => {
+  const patient = (text: string) => ({ resourceType: 'Patient', name: [{ text }] });
+  const secure = createFhirValidatorSync({ securityChecks: true });
+  const htmlIssues = (v: ReturnType<typeof createFhirValidatorSync>, text: string) =>
+    v
+      .validate(patient(text))
+      .issues.filter((i) => i.diagnostics?.includes('embedded HTML'))
+      .map((i) => `${i.severity} ${i.expression?.[0]}`);
+
+  it('is information by default and an error with security checks, at the string', () => {
+    expect(htmlIssues(createFhirValidatorSync(), 'Ann <b>Smith</b>')).toEqual([
+      'information Patient.name[0].text',
+    ]);
+    expect(htmlIssues(secure, 'Ann <script>x()</script>')).toEqual(['error Patient.name[0].text']);
+    expect(htmlIssues(secure, 'Ann <img src="x.png"/>')).toEqual(['error Patient.name[0].text']);
+  });
+
+  it('does not take comparisons for tags', () => {
+    expect(htmlIssues(secure, 'dose < 5 mg and > 2 mg')).toEqual([]);
+    expect(htmlIssues(secure, 'score <5')).toEqual([]);
+  });
+});

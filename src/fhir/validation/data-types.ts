@@ -8,6 +8,12 @@ import { checkMinMax, deepEqual } from './fixed-values.js';
 import { checkReference } from './references.js';
 import { checkBinding, checkCoding } from './bindings.js';
 
+/**
+ * An HTML start, end or empty tag (`<b>`, `</p>`, `<img src=x />`, `<script>`) in a plain string. R4 datatypes.html#string
+ * is plain text; narrative.html#xhtml is where markup belongs (markdown has its own rules). "a < b > c" is no tag.
+ */
+const HTML_TAG = /<\/?[A-Za-z][A-Za-z0-9]*(\s+[^<>]*)?\/?>/;
+
 /** A primitive value: its syntax, then its element's length, fixed value, pattern, binding and bounds. */
 export function checkPrimitiveValue(
   w: WalkContext,
@@ -33,6 +39,15 @@ export function checkPrimitiveValue(
         path,
       );
   }
+  if (code === 'string' && typeof value === 'string' && value.includes('<') && HTML_TAG.test(value))
+    run.add(
+      w.securityChecks ? 'error' : 'information',
+      'invalid',
+      w.securityChecks
+        ? 'The string value contains text that looks like embedded HTML tags, which are not allowed for security reasons in this context'
+        : 'The string value contains text that looks like embedded HTML tags. If this content is rendered to HTML without appropriate post-processing, it may be a security risk',
+      path,
+    );
   if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
     run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
   if (node.fixed !== undefined && !deepEqual(node.fixed, value))

@@ -89,6 +89,7 @@ export interface WalkContext {
   allowExampleUrls: boolean;
   vitalSigns: boolean;
   validateContained: boolean;
+  securityChecks: boolean;
   isResourceType(type: string): boolean;
   childOwner(node: ElementNode, type: TypeRef | undefined): ElementNode | undefined;
   walkResource(

@@ -47,6 +47,9 @@ export class StructureWalker implements WalkContext {
   /** Validate contained resources (and dom-3). Off only to mirror a reference-validator setting. */
   validateContained = true;
 
+  /** A plain string carrying HTML tags is an error (security checks) rather than information. */
+  securityChecks = false;
+
   constructor(readonly registry: DefinitionRegistry) {
     this.structures = new StructureCache(registry);
     this.terminology = new Terminology(registry);

@@ -1,6 +1,7 @@
 /**
  * Narrative safety (FHIR R4 "Narrative" rules, txt-1/txt-2): the div is well-formed XHTML in the XHTML namespace,
- * uses only the allowed elements and attributes, has no scripts, event handlers or javascript: URLs, and is not empty.
+ * uses only the allowed elements and attributes, has no scripts, event handlers or javascript: URLs, uses only the
+ * entities XML defines, and is not empty.
  */
 
 const ALLOWED = new Set(
@@ -46,6 +47,8 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
     }
     text += between;
     last = tag.lastIndex;
+    if (!m[0].startsWith('<!')) checkEntities(m[0], problems);
+    checkEntities(between, problems);
     if (m[0].startsWith('<!DOCTYPE') || m[0].startsWith('<?')) {
       problems.push({
         key: 'txt-1',
@@ -72,8 +75,33 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
     checkOpeningTag(rawName, attrs, problems);
     if (!selfClosing) stack.push(rawName);
   }
+  checkEntities(s.slice(last), problems);
   checkEnd(s, s.slice(last), stack.length, text, problems);
   return problems;
+}
+
+/**
+ * R4 narrative.html#xhtml: "the XHTML is contained in general XML so there is no support for HTML entities like
+ * &nbsp; or &copy; etc. Unicode characters SHALL be used instead" (&#160; for &nbsp;). XML 1.0 section 4.6 predefines
+ * amp, lt, gt, quot and apos; character references are numeric; a bare '&' is not well-formed (section 2.4).
+ */
+function checkEntities(part: string, problems: XhtmlProblem[]): void {
+  if (!part.includes('&')) return;
+  const amp = /&([^;&\s<>"']{0,32});?/g;
+  let e: RegExpExecArray | null;
+  while ((e = amp.exec(part))) {
+    const ref = e[1];
+    const terminated = e[0].endsWith(';');
+    if (terminated && /^(amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+)$/.test(ref)) continue;
+    problems.push({
+      key: 'xhtml',
+      message:
+        terminated && /^[A-Za-z][A-Za-z0-9]*$/.test(ref)
+          ? `The narrative uses the HTML entity '&${ref};', which XML does not define (use the Unicode character or a numeric reference)`
+          : `The narrative is not well-formed XML: '&' must start an entity or character reference ('${e[0].slice(0, 20)}')`,
+    });
+    return;
+  }
 }
 
 /** After the last tag: nothing left open or trailing, and some content (txt-2). */
