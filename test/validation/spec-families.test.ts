@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
-import { errorPaths, errors } from './helpers.js';
+import { errorPaths, errors, validator } from './helpers.js';
 
 describe('base64Binary and Attachment (datatypes.html#primitive, #Attachment; RFC 4648)', () => {
   const binary = (data: string) => ({ resourceType: 'Binary', contentType: 'text/plain', data });
@@ -183,14 +183,14 @@ describe('Bundle links (http.html#paging, bundle.html#Bundle.link)', () => {
       { relation: 'next', url: 'http://server.test/fhir/Patient?name=a&page=2' },
       { relation: 'next', url: 'http://server.test/fhir/Patient?name=a&page=3' },
     ];
-    expect(errorPaths(searchset(twice))).toEqual(['Bundle.link[2]']);
+    expect(errorPaths(searchset(twice))).toEqual(['Bundle.link[2].relation']);
     const entryLinks = [
       { relation: 'alternate', url: 'http://server.test/a' },
       { relation: 'alternate', url: 'http://server.test/b' },
     ];
     expect(
       errorPaths(searchset([{ relation: 'self', url: 'http://server.test/fhir/Patient' }], entryLinks)),
-    ).toEqual(['Bundle.entry[0].link[1]']);
+    ).toEqual(['Bundle.entry[0].link[1].relation']);
   });
 });
 
@@ -299,5 +299,85 @@ describe('HTML in plain strings (datatypes.html#string; the security-checks mode
   it('does not take comparisons for tags', () => {
     expect(htmlIssues(secure, 'dose < 5 mg and > 2 mg')).toEqual([]);
     expect(htmlIssues(secure, 'score <5')).toEqual([]);
+  });
+});
+
+describe('paging links only in searchsets and histories (http.html#paging)', () => {
+  const bundle = (type: string, relation: string) => ({
+    resourceType: 'Bundle',
+    type,
+    link: [
+      { relation: 'self', url: 'http://server.test/fhir/x' },
+      { relation, url: 'http://server.test/fhir/x?page=2' },
+    ],
+  });
+
+  it('accepts next/previous/first/last in searchsets and histories', () => {
+    for (const relation of ['next', 'previous', 'first', 'last']) {
+      expect(errors(bundle('searchset', relation))).toEqual([]);
+      expect(errors(bundle('history', relation))).toEqual([]);
+    }
+  });
+
+  it('refuses them in collections, batches and transactions, and accepts other relations there', () => {
+    for (const type of ['collection', 'batch', 'transaction'])
+      expect(errorPaths(bundle(type, 'next'))).toEqual(['Bundle.link[1].relation']);
+    expect(errors(bundle('collection', 'alternate'))).toEqual([]);
+  });
+});
+
+describe('internal narrative hyperlinks (narrative.html; HTML 4.01 section 12.2.3)', () => {
+  const xhtml = (body: string) => `<div xmlns="http://www.w3.org/1999/xhtml">${body}</div>`;
+
+  it('resolves a link to an id or an anchor name in the same narrative', () => {
+    const patient = {
+      resourceType: 'Patient',
+      text: {
+        status: 'generated',
+        div: xhtml('<p><a href="#n1">names</a> <a href="#a2">x</a></p><p id="n1">Ann</p><a name="a2">y</a>'),
+      },
+    };
+    expect(errors(patient)).toEqual([]);
+  });
+
+  it('resolves across the narratives of a Bundle, forwards and backwards', () => {
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:8c0b5e2a-1f3d-4b6a-9c2e-5d7f8a9b0c1d',
+          resource: {
+            resourceType: 'Patient',
+            text: { status: 'generated', div: xhtml('<p id="pat">Ann</p><a href="#obs">obs</a>') },
+          },
+        },
+        {
+          fullUrl: 'urn:uuid:1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f',
+          resource: {
+            resourceType: 'Basic',
+            code: { text: 'note' },
+            text: { status: 'generated', div: xhtml('<p id="obs">note</p><a href="#pat">patient</a>') },
+          },
+        },
+      ],
+    };
+    expect(errors(bundle)).toEqual([]);
+  });
+
+  it('warns of a link that finds no anchor, at the div (not an error: see resolveNarrativeLinks)', () => {
+    const patient = {
+      resourceType: 'Patient',
+      text: {
+        status: 'generated',
+        div: xhtml('<p><a href="#missing">see</a> <a href="https://server.test/#top">ext</a></p>'),
+      },
+    };
+    const found = validator()
+      .validate(patient)
+      .issues.filter((i) => i.diagnostics?.includes('Hyperlink'))
+      .map((i) => `${i.severity} ${i.expression?.[0]}`);
+    expect(found).toEqual(['warning Patient.text.div']);
+    expect(errors(patient)).toEqual([]);
   });
 });

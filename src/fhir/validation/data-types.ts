@@ -2,7 +2,7 @@
 import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import type { ElementNode, TypeRef } from './structure.js';
 import { base64DecodedSize, base64Problem, checkPrimitive } from './primitives.js';
-import { checkNarrativeXhtml } from './xhtml.js';
+import { checkNarrativeXhtml, collectNarrativeLinks } from './xhtml.js';
 import type { Frame, Run, WalkContext } from './walk-context.js';
 import { checkMinMax, deepEqual } from './fixed-values.js';
 import { checkReference } from './references.js';
@@ -31,6 +31,7 @@ export function checkPrimitiveValue(
   }
   // Past checkPrimitive, a value of these types is a string.
   if (code === 'xhtml' && typeof value === 'string') {
+    collectNarrativeLinks(value, path, run);
     for (const p of checkNarrativeXhtml(value))
       run.add(
         'error',

@@ -4,6 +4,8 @@
  * entities XML defines, and is not empty.
  */
 
+import type { Run } from './walk-context.js';
+
 const ALLOWED = new Set(
   'a abbr acronym b big blockquote br caption cite code col colgroup dd dfn div dl dt em h1 h2 h3 h4 h5 h6 hr i img li ol p pre q samp small span strong sub sup table tbody td tfoot th thead tr tt ul var'.split(
     ' ',
@@ -147,6 +149,44 @@ function checkOpeningTag(rawName: string, attrs: string, problems: XhtmlProblem[
     if ((an === 'href' || an === 'src') && /^\s*(javascript|vbscript):/i.test(decodeEntities(av)))
       problems.push({ key: 'txt-1', message: `Illegal script URL in the XHTML ('${an}' on '${rawName}')` });
   }
+}
+
+/**
+ * Internal hyperlinks of narratives: an `<a href="#x">` points at the element with id (or anchor name) x of the
+ * HTML the narrative is shown in (HTML 4.01 section 12.2.3, which R4 narrative.html adopts). That HTML is the
+ * resource's narratives, and in a Bundle (a document is shown whole) those of every entry; validation never
+ * fetches anything, so a link that finds no anchor there does not resolve.
+ */
+export function collectNarrativeLinks(div: string, path: string, run: Run): void {
+  if (div.includes('id=') || div.includes('name=')) {
+    for (const m of div.matchAll(/\s(?:id|name)\s*=\s*(?:"([^"]*)"|'([^']*)')/g))
+      (run.narrativeAnchors ??= new Set()).add(m[1] ?? m[2]);
+  }
+  if (!div.includes('#')) return;
+  for (const m of div.matchAll(/<a\s[^>]*?href\s*=\s*(?:"#([^"]+)"|'#([^']+)')/g)) {
+    run.narrativeLinks ??= new Map();
+    let links = run.narrativeLinks.get(path);
+    if (!links) run.narrativeLinks.set(path, (links = new Set()));
+    links.add(m[1] ?? m[2]);
+  }
+}
+
+/**
+ * After the walk: each internal link must find its anchor among the narratives walked. A warning (the reference
+ * validator says error): official R4 examples carry such links (Bundle-v3-valuesets: `#NAV` for the anchor
+ * `v3-NullFlavor-NAV`), and a broken anchor leaves the record's meaning intact, so it must not block a write.
+ */
+export function resolveNarrativeLinks(run: Run): void {
+  if (!run.narrativeLinks) return;
+  for (const [path, links] of run.narrativeLinks)
+    for (const target of links)
+      if (!run.narrativeAnchors?.has(target))
+        run.add(
+          'warning',
+          'invalid',
+          `Hyperlink '#${target.slice(0, 100)}' in the narrative does not resolve`,
+          path,
+        );
 }
 
 function decodeEntities(s: string): string {
