@@ -6,8 +6,10 @@
  *
  * A run is a case's base validation, plus its `profile` validation where the case has one. Runs whose files are not
  * all present as JSON are listed as not run. Prints a table per module, writes conformance/reports/validator-r4.json,
- * and ends with `agreement: valid/invalid X% (n/N), error locations Y% (m/M)`.
+ * prints each half of a fixed split of the cases (tune / measure, by a hash of the case name) with its false accepts
+ * and false rejects, and ends with `agreement: valid/invalid X% (n/N), error locations Y% (m/M)`.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +23,8 @@ export interface RunResult {
   case: string;
   module: string;
   kind: 'base' | 'profile';
+  /** The half of the split (by a hash of the case name): rules are tuned on `tune`, `measure` is only measured. */
+  half: Half;
   expectedValid: boolean;
   actualValid: boolean;
   expectedErrors: number;
@@ -45,6 +49,13 @@ export interface ConformanceReport {
   validAgree: number;
   locationAgree: number;
   locationRuns: number;
+}
+
+export type Half = 'tune' | 'measure';
+
+/** A fixed split of the cases in two halves, by the first byte of the SHA-256 of the case name. */
+export function halfOf(caseName: string): Half {
+  return createHash('sha256').update(caseName).digest()[0] % 2 === 0 ? 'tune' : 'measure';
 }
 
 const isError = (i: { severity?: string }): boolean => i.severity === 'error' || i.severity === 'fatal';
@@ -121,7 +132,10 @@ export function runConformance(dir: string): ConformanceReport {
         continue;
       }
       // Per-case settings of the manifest that map onto validator options.
-      const validator = createFhirValidatorSync({ validateContained: c.validateContains !== 'IGNORE' });
+      const validator = createFhirValidatorSync({
+        validateContained: c.validateContains !== 'IGNORE',
+        securityChecks: c['security-checks'] === true,
+      });
       for (const f of k.files.slice(1)) {
         const parsed = parseFile(path.join(dir, f));
         if (parsed.ok) {
@@ -146,6 +160,7 @@ export function runConformance(dir: string): ConformanceReport {
         case: name,
         module: c.module ?? 'general',
         kind: k.kind,
+        half: halfOf(name),
         expectedValid: expected.errors === 0,
         actualValid: errors.length === 0,
         expectedErrors: expected.errors,
@@ -202,12 +217,25 @@ function main(): void {
       `${report.validAgree} (${pct(report.validAgree, report.runs.length)})`.padStart(16) +
       `${report.locationAgree}/${report.locationRuns}`.padStart(12),
   );
+  // Each half separately: agreement, false accepts (valid where the reference finds errors) and false rejects,
+  // both as a share of the half's runs, and error locations.
+  for (const half of ['tune', 'measure'] as const) {
+    const rs = report.runs.filter((r) => r.half === half);
+    const agree = rs.filter((r) => r.expectedValid === r.actualValid).length;
+    const falseAccepts = rs.filter((r) => !r.expectedValid && r.actualValid).length;
+    const falseRejects = rs.filter((r) => r.expectedValid && !r.actualValid).length;
+    const lr = rs.filter((r) => r.bothErrors);
+    const la = lr.filter((r) => r.locationAgrees).length;
+    console.log(
+      `${half.padEnd(8)} runs ${rs.length}: valid/invalid ${pct(agree, rs.length)} (${agree}/${rs.length}), false accepts ${pct(falseAccepts, rs.length)} (${falseAccepts}), false rejects ${pct(falseRejects, rs.length)} (${falseRejects}), error locations ${pct(la, lr.length)} (${la}/${lr.length})`,
+    );
+  }
   const misses = report.runs.filter((r) => r.expectedValid !== r.actualValid);
   if (misses.length) {
     console.log('\nvalid/invalid disagreements:');
     for (const r of misses)
       console.log(
-        `  ${r.case} (${r.kind}): expected ${r.expectedValid ? 'valid' : `${r.expectedErrors} error(s)`}, got ${r.actualValid ? 'valid' : `${r.actualErrors} error(s)`}${r.actualValid ? '' : ` at ${r.actualLocations.slice(0, 3).join(', ')}`}`,
+        `  ${r.case} (${r.kind}, ${r.half}): expected ${r.expectedValid ? 'valid' : `${r.expectedErrors} error(s)`}, got ${r.actualValid ? 'valid' : `${r.actualErrors} error(s)`}${r.actualValid ? '' : ` at ${r.actualLocations.slice(0, 3).join(', ')}`}`,
       );
   }
   const locMisses = report.runs.filter((r) => r.bothErrors && !r.locationAgrees);
@@ -215,7 +243,7 @@ function main(): void {
     console.log('\nerror location disagreements:');
     for (const r of locMisses)
       console.log(
-        `  ${r.case} (${r.kind}): expected ${r.expectedLocations.slice(0, 3).join(', ')}; got ${r.actualLocations.slice(0, 3).join(', ')}`,
+        `  ${r.case} (${r.kind}, ${r.half}): expected ${r.expectedLocations.slice(0, 3).join(', ')}; got ${r.actualLocations.slice(0, 3).join(', ')}`,
       );
   }
   console.log(`\nnot run: ${report.notRun.length}`);

@@ -103,7 +103,9 @@ describe('primitive formats', () => {
   it('checks base64Binary and attachment sizes', () => {
     const media = (content: object) => ({ resourceType: 'Media', status: 'completed', content });
     expect(errors(media({ contentType: 'text/plain', data: 'aGVsbG8=' }))).toEqual([]);
-    expect(errorPaths(media({ contentType: 'text/plain', data: 'not base64!' }))).toEqual(['Media.content']);
+    expect(errorPaths(media({ contentType: 'text/plain', data: 'not base64!' }))).toEqual([
+      'Media.content.data',
+    ]);
     expect(errorPaths(media({ contentType: 'text/plain', data: 'aGVsbG8=', size: 100 }))).toEqual([
       'Media.content',
     ]);

@@ -3,7 +3,12 @@ import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import type { ElementNode } from './structure.js';
 import type { Run, WalkContext } from './walk-context.js';
 
+/** A URI with a scheme (RFC 3986 section 3.1); `#x`, `cs/x` and `x` are relative. */
+const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:/;
+
 export function checkCoding(w: WalkContext, coding: JsonObject, path: string, run: Run): void {
+  if (typeof coding.system === 'string' && !checkCodingSystem(w, coding.system, `${path}.system`, run))
+    return;
   if (typeof coding.system !== 'string' || typeof coding.code !== 'string') return;
   const { result, display } = w.terminology.codeInSystem(coding.system, coding.code);
   if (result === 'no') {
@@ -32,6 +37,33 @@ export function checkCoding(w: WalkContext, coding: JsonObject, path: string, ru
         `${path}.display`,
       );
   }
+}
+
+/**
+ * Coding.system identifies a code system (R4 datatypes.html#Coding: "the identification of the code system that
+ * defines the meaning of the symbol in the code"; terminologies.html#4.1: an absolute URI, and a code system's
+ * URI, not a value set's). False when the system cannot identify a code system, so its codes are not looked up.
+ */
+function checkCodingSystem(w: WalkContext, system: string, path: string, run: Run): boolean {
+  if (!ABSOLUTE_URI.test(system)) {
+    run.add(
+      'error',
+      'code-invalid',
+      `Coding.system must be an absolute reference, not a local reference ('${system.slice(0, 100)}')`,
+      path,
+    );
+    return false;
+  }
+  if (w.terminology.isValueSetOnly(system)) {
+    run.add(
+      'error',
+      'code-invalid',
+      `The Coding references a value set, not a code system ('${system.slice(0, 100)}')`,
+      path,
+    );
+    return false;
+  }
+  return true;
 }
 
 export function checkBinding(

@@ -1,6 +1,6 @@
 /**
  * Bundle rules beyond the bdl-* invariants (which run as FHIRPath from the Bundle definition): fullUrl is absolute,
- * agrees with the resource id, and is unique (bdl-7 for versions); references inside a document or message resolve
+ * agrees with the resource id, and is unique (bdl-7 for versions); link relations are unique, and paging links only in searchsets and histories; references inside a document or message resolve
  * to exactly one entry.
  */
 import { arrayField, field, isJsonObject, type JsonObject } from '../definitions/json.js';
@@ -13,9 +13,12 @@ export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: 
   const entries = arrayField(bundle, 'entry');
   if (bundle.type === 'searchset') checkSearchset(bundle, entries, path, run);
   if (bundle.type === 'document') checkDocumentReferences(entries, path, run);
+  checkLinkRelations(arrayField(bundle, 'link'), `${path}.link`, run);
+  if (bundle.type !== 'searchset' && bundle.type !== 'history') checkNoPaging(bundle, path, run);
   const seen = new Map<string, number>();
   entries.forEach((e, i) => {
     if (!e || typeof e !== 'object') return;
+    checkLinkRelations(arrayField(e, 'link'), `${path}.entry[${i}].link`, run);
     const fullUrl = field(e, 'fullUrl');
     const where = `${path}.entry[${i}]`;
     if (typeof fullUrl === 'string') {
@@ -54,6 +57,47 @@ export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: 
         }
       }
     }
+  });
+}
+
+/**
+ * A relation names one link (R4 http.html#paging: the `self`, `first`, `previous`, `next` and `last` links each
+ * name one page; bundle.html#Bundle.link uses the IANA link relations), so a relation is not repeated in one list.
+ */
+function checkLinkRelations(links: unknown[], path: string, run: Run): void {
+  if (links.length < 2) return;
+  const seen = new Set<string>();
+  links.forEach((l, i) => {
+    const relation = field(l, 'relation');
+    if (typeof relation !== 'string') return;
+    if (seen.has(relation))
+      run.add(
+        'error',
+        'invalid',
+        `Duplicate link relation '${relation.slice(0, 100)}': a relation names one link`,
+        `${path}[${i}].relation`,
+      );
+    seen.add(relation);
+  });
+}
+
+/** The relations that page through a result set (R4 http.html#paging). */
+const PAGING = new Set(['first', 'previous', 'prev', 'next', 'last']);
+
+/**
+ * Paging links page through the results of a search or a history (R4 http.html#paging, search.html#conformance);
+ * other Bundles (documents, messages, transactions, batches, collections) are not pages of anything.
+ */
+function checkNoPaging(bundle: JsonObject, path: string, run: Run): void {
+  arrayField(bundle, 'link').forEach((l, i) => {
+    const relation = field(l, 'relation');
+    if (typeof relation === 'string' && PAGING.has(relation))
+      run.add(
+        'error',
+        'invalid',
+        `The link relation '${relation}' pages through search or history results and is not allowed in a Bundle of type '${String(bundle.type)}'`,
+        `${path}.link[${i}].relation`,
+      );
   });
 }
 

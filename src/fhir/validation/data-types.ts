@@ -1,12 +1,18 @@
 /** Values of primitive types and of the complex data types with rules of their own (references, codings, quantities, attachments). */
 import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import type { ElementNode, TypeRef } from './structure.js';
-import { checkPrimitive } from './primitives.js';
-import { checkNarrativeXhtml } from './xhtml.js';
+import { base64DecodedSize, base64Problem, checkPrimitive } from './primitives.js';
+import { checkNarrativeXhtml, collectNarrativeLinks } from './xhtml.js';
 import type { Frame, Run, WalkContext } from './walk-context.js';
 import { checkMinMax, deepEqual } from './fixed-values.js';
 import { checkReference } from './references.js';
 import { checkBinding, checkCoding } from './bindings.js';
+
+/**
+ * An HTML start, end or empty tag (`<b>`, `</p>`, `<img src=x />`, `<script>`) in a plain string. R4 datatypes.html#string
+ * is plain text; narrative.html#xhtml is where markup belongs (markdown has its own rules). "a < b > c" is no tag.
+ */
+const HTML_TAG = /<\/?[A-Za-z][A-Za-z0-9]*(\s+[^<>]*)?\/?>/;
 
 /** A primitive value: its syntax, then its element's length, fixed value, pattern, binding and bounds. */
 export function checkPrimitiveValue(
@@ -19,19 +25,13 @@ export function checkPrimitiveValue(
 ): void {
   const problem = checkPrimitive(code, value);
   if (problem) {
-    // Attachment data is reported on the attachment (as the reference validator does).
-    if (node.path.endsWith('.data') && code === 'base64Binary' && path.endsWith('.data'))
-      run.add(
-        'error',
-        'structure',
-        `The base64 content in the data element is not valid base64: ${problem}`,
-        path.slice(0, -5),
-      );
-    else run.add('error', 'invalid', problem, path);
+    // Reported at the element at fault, also for Attachment.data (not at the attachment).
+    run.add('error', 'invalid', problem, path);
     return;
   }
   // Past checkPrimitive, a value of these types is a string.
   if (code === 'xhtml' && typeof value === 'string') {
+    collectNarrativeLinks(value, path, run);
     for (const p of checkNarrativeXhtml(value))
       run.add(
         'error',
@@ -40,6 +40,15 @@ export function checkPrimitiveValue(
         path,
       );
   }
+  if (code === 'string' && typeof value === 'string' && value.includes('<') && HTML_TAG.test(value))
+    run.add(
+      w.securityChecks ? 'error' : 'information',
+      'invalid',
+      w.securityChecks
+        ? 'The string value contains text that looks like embedded HTML tags, which are not allowed for security reasons in this context'
+        : 'The string value contains text that looks like embedded HTML tags. If this content is rendered to HTML without appropriate post-processing, it may be a security risk',
+      path,
+    );
   if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
     run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
   if (node.fixed !== undefined && !deepEqual(node.fixed, value))
@@ -102,11 +111,13 @@ export function checkDataType(
   }
 }
 
+/**
+ * Attachment.size is "the number of bytes of data" (R4 datatypes.html#Attachment): when the data is valid base64,
+ * the stated size must be its decoded length. Invalid data is reported at `.data` by its primitive check.
+ */
 export function checkAttachment(att: JsonObject, path: string, run: Run): void {
-  if (typeof att.data === 'string' && typeof att.size === 'number') {
-    const clean = att.data.replace(/\s/g, '');
-    const pad = clean.endsWith('==') ? 2 : clean.endsWith('=') ? 1 : 0;
-    const actual = Math.floor((clean.length * 3) / 4) - pad;
+  if (typeof att.data === 'string' && typeof att.size === 'number' && !base64Problem(att.data)) {
+    const actual = base64DecodedSize(att.data);
     if (actual !== att.size)
       run.add(
         'error',

@@ -41,6 +41,14 @@ export function walkExtension(
   }
 }
 
+/**
+ * R4 versions.html#extensions, "Representing elements from other versions": an element of another FHIR version is
+ * carried in the extension `http://hl7.org/fhir/[version]/StructureDefinition/extension-[Path]`, with [version]
+ * the major.minor of that version (1.0 DSTU2, 3.0 STU3, 4.3 R4B, 5.0 R5...) and [Path] the element's path there.
+ */
+const CROSS_VERSION_EXTENSION =
+  /^http:\/\/hl7\.org\/fhir\/\d+\.\d+\/StructureDefinition\/extension-[A-Z][A-Za-z]+(\.[a-z][A-Za-z0-9]*(\[x\])?)*$/;
+
 /** The definition of an extension's url (checked as extension or modifier), or undefined when it has none. */
 export function extensionDefinition(
   w: WalkContext,
@@ -68,6 +76,10 @@ export function extensionDefinition(
           `The Extension '${url}' must not be used as ${usedAsModifier ? 'a modifierExtension' : 'an extension'} (it's ${isModifier ? 'a modifierExtension' : 'a regular extension'})`,
           path,
         );
+    } else if (CROSS_VERSION_EXTENSION.test(url)) {
+      // Implicitly defined by the element of the other version (R4 versions.html#extensions); their definitions
+      // (value types, modifier status) live in that version's package, which is not loaded here, so they are
+      // accepted as the reference validator accepts them and their content is checked as a plain Extension.
     } else {
       // As the reference validator: example domains are never real extensions.
       const example =

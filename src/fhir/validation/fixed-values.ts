@@ -1,5 +1,6 @@
 /** Fixed values, patterns and min/max bounds of elements, and the JSON comparisons they use. */
-import { isJsonObject } from '../definitions/json.js';
+import { isJsonObject, type JsonObject } from '../definitions/json.js';
+import { convertUcum, UCUM_SYSTEM } from './ucum.js';
 import type { ElementNode } from './structure.js';
 import type { Run } from './walk-context.js';
 
@@ -21,7 +22,7 @@ export function checkFixedAndPattern(node: ElementNode, value: unknown, path: st
     );
 }
 
-/** minValue[x]/maxValue[x] of an element (numbers, dates and Quantities with the same unit). */
+/** minValue[x]/maxValue[x] of an element (numbers, dates, date durations and Quantities, UCUM units converted). */
 export function checkMinMax(node: ElementNode, value: unknown, path: string, run: Run): void {
   for (const bound of ['minValue', 'maxValue'] as const) {
     const limit = node[bound];
@@ -55,9 +56,19 @@ export function checkMinMax(node: ElementNode, value: unknown, path: string, run
       typeof value.value === 'number' &&
       typeof limit.value === 'number'
     ) {
-      if ((limit.code ?? limit.unit) !== (value.code ?? value.unit) && limit.code !== undefined) continue;
-      cmp = value.value - limit.value;
-      shown = String(limit.value);
+      const compared = quantityInLimitUnits(value, limit);
+      if (compared === 'incomparable') {
+        run.add(
+          'warning',
+          'invalid',
+          `The unit '${String(value.code ?? value.unit ?? '')}' cannot be compared with the unit '${String(limit.code)}' of the ${bound}, so the bound is not checked`,
+          path,
+        );
+        continue;
+      }
+      if (compared === undefined) continue;
+      cmp = compared - limit.value;
+      shown = `${limit.value}${typeof limit.code === 'string' ? ` ${limit.code}` : ''}`;
     } else continue;
     const actual = isJsonObject(value) ? value.value : value;
     if (bound === 'minValue' && cmp < 0)
@@ -77,25 +88,32 @@ export function checkMinMax(node: ElementNode, value: unknown, path: string, run
   }
 }
 
+/**
+ * A Duration in milliseconds: its code is a UCUM unit of time (R4 datatypes.html#Duration, drt-1), converted by
+ * UCUM (a = 365.25 d, mo = 30.4375 d, as UCUM defines them).
+ */
 export function durationMs(value: number, unit: string): number | undefined {
-  const perUnit: Record<string, number> = {
-    a: 365.25 * 864e5,
-    mo: 30.4375 * 864e5,
-    wk: 7 * 864e5,
-    d: 864e5,
-    h: 36e5,
-    min: 6e4,
-    s: 1e3,
-    ms: 1,
-  };
-  const u =
-    perUnit[unit] ??
-    perUnit[
-      { year: 'a', years: 'a', month: 'mo', months: 'mo', week: 'wk', weeks: 'wk', day: 'd', days: 'd' }[
-        unit
-      ] ?? ''
-    ];
-  return u === undefined ? undefined : value * u;
+  return convertUcum(value, unit, 'ms');
+}
+
+/**
+ * A Quantity's value in the units of a Quantity bound. R4 elementdefinition-definitions.html#ElementDefinition.minValue_x_:
+ * "A minimum value for a Quantity is interpreted as a canonical minimum - e.g. you cannot provide 100mg if the
+ * minimum value is 10g", so UCUM units are converted (mg vs g, [lb_av] vs kg). Same code (or a bound with no code):
+ * compared as they are. Undefined: no comparison possible and nothing to say (other code systems, no code on the
+ * value); 'incomparable': both UCUM, but not of the same kind (g vs mL).
+ */
+function quantityInLimitUnits(value: JsonObject, limit: JsonObject): number | undefined | 'incomparable' {
+  const v = value.value as number;
+  if (limit.code === undefined) return v;
+  if (limit.code === value.code && (limit.system ?? value.system) === value.system) return v;
+  const ucumBoth =
+    (limit.system === undefined || limit.system === UCUM_SYSTEM) &&
+    value.system === UCUM_SYSTEM &&
+    typeof value.code === 'string' &&
+    typeof limit.code === 'string';
+  if (!ucumBoth) return undefined;
+  return convertUcum(v, value.code as string, limit.code as string) ?? 'incomparable';
 }
 
 export function deepEqual(a: unknown, b: unknown): boolean {

@@ -31,6 +31,11 @@ export interface FhirValidatorOptions {
   unknownCodeSeverity?: 'error' | 'warning';
   /** Apply the R4 vital signs profiles to Observations by LOINC code (default true, as R4 requires). */
   vitalSigns?: boolean;
+  /**
+   * Security checks (default false): a plain string that carries HTML tags is an error instead of information
+   * (the reference validator's security-checks mode).
+   */
+  securityChecks?: boolean;
   /** Validate contained resources (default true; the reference validator's validateContains=IGNORE is false). */
   validateContained?: boolean;
 }
@@ -49,6 +54,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   walker.allowExampleUrls = !!options.allowExampleUrls;
   walker.validateContained = options.validateContained ?? true;
   walker.vitalSigns = options.vitalSigns ?? true;
+  walker.securityChecks = !!options.securityChecks;
   if (options.unknownCodeSeverity) walker.unknownCodeSeverity = options.unknownCodeSeverity;
   if (options.unknownExtensionSeverity) walker.unknownExtensionSeverity = options.unknownExtensionSeverity;
   const required = options.requiredProfiles ?? {};

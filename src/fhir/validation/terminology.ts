@@ -93,6 +93,11 @@ export class Terminology {
     return !!this.registry.codeSystem(system);
   }
 
+  /** Whether a url names a loaded ValueSet and no loaded CodeSystem (a value set used where a code system belongs). */
+  isValueSetOnly(url: string): boolean {
+    return !!this.registry.valueSet(url) && !this.registry.codeSystem(url);
+  }
+
   expand(valueSetUrl: string): Expansion | undefined {
     const url = valueSetUrl;
     let exp = this.expansions.get(url);

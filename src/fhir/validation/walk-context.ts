@@ -31,6 +31,9 @@ export class Run {
   /** performance.now() after which FHIRPath invariants are skipped (a bound on pathological inputs). */
   invariantDeadline = Infinity;
   invariantsSkipped = false;
+  /** Internal narrative hyperlinks (`href="#x"`) by div path, and the anchors (id/name) of every narrative walked. */
+  narrativeLinks: Map<string, Set<string>> | undefined;
+  narrativeAnchors: Set<string> | undefined;
 
   private listedErrors = 0;
 
@@ -89,6 +92,7 @@ export interface WalkContext {
   allowExampleUrls: boolean;
   vitalSigns: boolean;
   validateContained: boolean;
+  securityChecks: boolean;
   isResourceType(type: string): boolean;
   childOwner(node: ElementNode, type: TypeRef | undefined): ElementNode | undefined;
   walkResource(

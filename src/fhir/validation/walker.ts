@@ -5,6 +5,7 @@
  * OperationOutcome issue with a FHIRPath `expression` (array indexes included, choice types as `.ofType(T)`).
  * This file is the traversal; each rule family has its own file around the walk context (walk-context.ts).
  */
+import { resolveNarrativeLinks } from './xhtml.js';
 import type { DefinitionRegistry } from '../definitions/definition-registry.js';
 import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import { StructureCache, type CompiledStructure, type ElementNode, type TypeRef } from './structure.js';
@@ -47,6 +48,9 @@ export class StructureWalker implements WalkContext {
   /** Validate contained resources (and dom-3). Off only to mirror a reference-validator setting. */
   validateContained = true;
 
+  /** A plain string carrying HTML tags is an error (security checks) rather than information. */
+  securityChecks = false;
+
   constructor(readonly registry: DefinitionRegistry) {
     this.structures = new StructureCache(registry);
     this.terminology = new Terminology(registry);
@@ -77,6 +81,7 @@ export class StructureWalker implements WalkContext {
     }
     const rt = resource.resourceType;
     this.walkResource(resource, typeof rt === 'string' ? rt : 'Resource', undefined, run, profiles);
+    resolveNarrativeLinks(run);
     return run;
   }
 

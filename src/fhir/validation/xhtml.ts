@@ -1,7 +1,10 @@
 /**
  * Narrative safety (FHIR R4 "Narrative" rules, txt-1/txt-2): the div is well-formed XHTML in the XHTML namespace,
- * uses only the allowed elements and attributes, has no scripts, event handlers or javascript: URLs, and is not empty.
+ * uses only the allowed elements and attributes, has no scripts, event handlers or javascript: URLs, uses only the
+ * entities XML defines, and is not empty.
  */
+
+import type { Run } from './walk-context.js';
 
 const ALLOWED = new Set(
   'a abbr acronym b big blockquote br caption cite code col colgroup dd dfn div dl dt em h1 h2 h3 h4 h5 h6 hr i img li ol p pre q samp small span strong sub sup table tbody td tfoot th thead tr tt ul var'.split(
@@ -46,6 +49,8 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
     }
     text += between;
     last = tag.lastIndex;
+    if (!m[0].startsWith('<!')) checkEntities(m[0], problems);
+    checkEntities(between, problems);
     if (m[0].startsWith('<!DOCTYPE') || m[0].startsWith('<?')) {
       problems.push({
         key: 'txt-1',
@@ -72,8 +77,33 @@ export function checkNarrativeXhtml(div: string): XhtmlProblem[] {
     checkOpeningTag(rawName, attrs, problems);
     if (!selfClosing) stack.push(rawName);
   }
+  checkEntities(s.slice(last), problems);
   checkEnd(s, s.slice(last), stack.length, text, problems);
   return problems;
+}
+
+/**
+ * R4 narrative.html#xhtml: "the XHTML is contained in general XML so there is no support for HTML entities like
+ * &nbsp; or &copy; etc. Unicode characters SHALL be used instead" (&#160; for &nbsp;). XML 1.0 section 4.6 predefines
+ * amp, lt, gt, quot and apos; character references are numeric; a bare '&' is not well-formed (section 2.4).
+ */
+function checkEntities(part: string, problems: XhtmlProblem[]): void {
+  if (!part.includes('&')) return;
+  const amp = /&([^;&\s<>"']{0,32});?/g;
+  let e: RegExpExecArray | null;
+  while ((e = amp.exec(part))) {
+    const ref = e[1];
+    const terminated = e[0].endsWith(';');
+    if (terminated && /^(amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+)$/.test(ref)) continue;
+    problems.push({
+      key: 'xhtml',
+      message:
+        terminated && /^[A-Za-z][A-Za-z0-9]*$/.test(ref)
+          ? `The narrative uses the HTML entity '&${ref};', which XML does not define (use the Unicode character or a numeric reference)`
+          : `The narrative is not well-formed XML: '&' must start an entity or character reference ('${e[0].slice(0, 20)}')`,
+    });
+    return;
+  }
 }
 
 /** After the last tag: nothing left open or trailing, and some content (txt-2). */
@@ -119,6 +149,44 @@ function checkOpeningTag(rawName: string, attrs: string, problems: XhtmlProblem[
     if ((an === 'href' || an === 'src') && /^\s*(javascript|vbscript):/i.test(decodeEntities(av)))
       problems.push({ key: 'txt-1', message: `Illegal script URL in the XHTML ('${an}' on '${rawName}')` });
   }
+}
+
+/**
+ * Internal hyperlinks of narratives: an `<a href="#x">` points at the element with id (or anchor name) x of the
+ * HTML the narrative is shown in (HTML 4.01 section 12.2.3, which R4 narrative.html adopts). That HTML is the
+ * resource's narratives, and in a Bundle (a document is shown whole) those of every entry; validation never
+ * fetches anything, so a link that finds no anchor there does not resolve.
+ */
+export function collectNarrativeLinks(div: string, path: string, run: Run): void {
+  if (div.includes('id=') || div.includes('name=')) {
+    for (const m of div.matchAll(/\s(?:id|name)\s*=\s*(?:"([^"]*)"|'([^']*)')/g))
+      (run.narrativeAnchors ??= new Set()).add(m[1] ?? m[2]);
+  }
+  if (!div.includes('#')) return;
+  for (const m of div.matchAll(/<a\s[^>]*?href\s*=\s*(?:"#([^"]+)"|'#([^']+)')/g)) {
+    run.narrativeLinks ??= new Map();
+    let links = run.narrativeLinks.get(path);
+    if (!links) run.narrativeLinks.set(path, (links = new Set()));
+    links.add(m[1] ?? m[2]);
+  }
+}
+
+/**
+ * After the walk: each internal link must find its anchor among the narratives walked. A warning (the reference
+ * validator says error): official R4 examples carry such links (Bundle-v3-valuesets: `#NAV` for the anchor
+ * `v3-NullFlavor-NAV`), and a broken anchor leaves the record's meaning intact, so it must not block a write.
+ */
+export function resolveNarrativeLinks(run: Run): void {
+  if (!run.narrativeLinks) return;
+  for (const [path, links] of run.narrativeLinks)
+    for (const target of links)
+      if (!run.narrativeAnchors?.has(target))
+        run.add(
+          'warning',
+          'invalid',
+          `Hyperlink '#${target.slice(0, 100)}' in the narrative does not resolve`,
+          path,
+        );
 }
 
 function decodeEntities(s: string): string {

@@ -1,0 +1,383 @@
+/**
+ * Rule families written from the R4 specification text (issue 18), each on small hand-written resources.
+ * The section of the specification is named in each describe.
+ */
+import { describe, expect, it } from 'vitest';
+import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
+import { errorPaths, errors, validator } from './helpers.js';
+
+describe('base64Binary and Attachment (datatypes.html#primitive, #Attachment; RFC 4648)', () => {
+  const binary = (data: string) => ({ resourceType: 'Binary', contentType: 'text/plain', data });
+  const media = (content: object) => ({ resourceType: 'Media', status: 'completed', content });
+
+  it('accepts base64 with padding at the end and with whitespace between groups', () => {
+    expect(errors(binary('aGk='))).toEqual([]);
+    expect(errors(binary('aA=='))).toEqual([]);
+    expect(errors(binary('aGVs\n bG8h'))).toEqual([]);
+  });
+
+  it("refuses '=' inside the value, more than two '=' and incomplete groups", () => {
+    expect(errorPaths(binary('aG=k'))).toEqual(['Binary.data']);
+    expect(errorPaths(binary('a==='))).toEqual(['Binary.data']);
+    expect(errorPaths(binary('aGVsbG8'))).toEqual(['Binary.data']);
+    expect(errorPaths(binary('aGk=aGk='))).toEqual(['Binary.data']);
+  });
+
+  it('reports invalid attachment data at .data, inside any element of type Attachment', () => {
+    expect(errorPaths(media({ contentType: 'text/plain', data: 'a*b=' }))).toEqual(['Media.content.data']);
+    const params = {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'doc', valueAttachment: { contentType: 'text/plain', data: 'a*b=' } }],
+    };
+    expect(errorPaths(params)).toEqual(['Parameters.parameter[0].value.ofType(Attachment).data']);
+  });
+
+  it('checks the stated size against the decoded length, only when the data is valid', () => {
+    // 'aGk=' decodes to 2 bytes.
+    expect(errors(media({ contentType: 'text/plain', data: 'aGk=', size: 2 }))).toEqual([]);
+    expect(errorPaths(media({ contentType: 'text/plain', data: 'aGk=', size: 3 }))).toEqual([
+      'Media.content',
+    ]);
+    expect(errorPaths(media({ contentType: 'text/plain', data: 'a*k=', size: 3 }))).toEqual([
+      'Media.content.data',
+    ]);
+  });
+});
+
+describe('extensions of other FHIR versions (versions.html#extensions)', () => {
+  const strict = createFhirValidatorSync({ unknownExtensionSeverity: 'error' });
+  // Issues about the extensions (dom-6, a narrative is recommended, is reported at the resource).
+  const issues = (resource: object) =>
+    strict
+      .validate(resource)
+      .issues.map((i) => `${i.severity} ${i.expression?.[0] ?? ''}`)
+      .filter((i) => i.includes('extension'));
+
+  it('accepts an R5 element carried as an extension, with no unknown-extension issue', () => {
+    const patient = {
+      resourceType: 'Patient',
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Patient.contact.additionalName',
+          valueString: 'x',
+        },
+        {
+          url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Patient.link.other',
+          valueReference: { reference: 'Patient/p2' },
+        },
+      ],
+    };
+    expect(issues(patient)).toEqual([]);
+  });
+
+  it('accepts the STU3 and R4B forms, and a complex cross-version extension', () => {
+    const vs = {
+      resourceType: 'ValueSet',
+      status: 'draft',
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/3.0/StructureDefinition/extension-ValueSet.extensible',
+          valueBoolean: true,
+        },
+        {
+          url: 'http://hl7.org/fhir/4.3/StructureDefinition/extension-ValueSet.compose.property',
+          extension: [{ url: 'code', valueCode: 'status' }],
+        },
+      ],
+    };
+    expect(issues(vs)).toEqual([]);
+  });
+
+  it('still checks the content as an Extension (ext-1), and other URLs of hl7.org stay unknown', () => {
+    const both = {
+      resourceType: 'Patient',
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Patient.contact.additionalName',
+          valueString: 'x',
+          extension: [{ url: 'a', valueString: 'y' }],
+        },
+      ],
+    };
+    expect(errorPaths(both)).toEqual(['Patient.extension[0]']);
+    const other = {
+      resourceType: 'Patient',
+      extension: [
+        { url: 'http://hl7.org/fhir/5.0/StructureDefinition/not-a-cross-version-one', valueString: 'x' },
+      ],
+    };
+    expect(issues(other)).toEqual(['error Patient.extension[0]']);
+  });
+});
+
+describe('Coding.system names a code system by an absolute URI (datatypes.html#Coding, terminologies.html#4.1)', () => {
+  const condition = (coding: object) => ({
+    resourceType: 'Condition',
+    subject: { reference: 'Patient/p1' },
+    code: { coding: [coding] },
+  });
+
+  it('accepts absolute URIs: http, urn:oid and urn:uuid', () => {
+    expect(errors(condition({ system: 'http://snomed.info/sct', code: '38341003' }))).toEqual([]);
+    expect(errors(condition({ system: 'urn:oid:2.16.840.1.113883.6.96', code: '38341003' }))).toEqual([]);
+    expect(
+      errors(condition({ system: 'urn:uuid:5f3c1c7e-2a4b-4c8e-9d1f-0a1b2c3d4e5f', code: 'local-1' })),
+    ).toEqual([]);
+  });
+
+  it('refuses a relative or local system at Coding.system', () => {
+    expect(errorPaths(condition({ system: 'CodeSystem/local', code: 'a' }))).toEqual([
+      'Condition.code.coding[0].system',
+    ]);
+    expect(errorPaths(condition({ system: '#cs1', code: 'a' }))).toEqual(['Condition.code.coding[0].system']);
+    // Also on a Coding that is not in a CodeableConcept, and with no code.
+    const observation = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      valueCodeableConcept: { text: 'y' },
+      meta: { tag: [{ system: 'tags', display: 'a tag' }] },
+    };
+    expect(errorPaths(observation)).toEqual(['Observation.meta.tag[0].system']);
+  });
+
+  it('refuses the URL of a loaded value set where a code system belongs', () => {
+    // The R4 value set of administrative genders; its code system is http://hl7.org/fhir/administrative-gender.
+    const vsUrl = 'http://hl7.org/fhir/ValueSet/administrative-gender';
+    expect(errorPaths(condition({ system: vsUrl, code: 'male' }))).toEqual([
+      'Condition.code.coding[0].system',
+    ]);
+    expect(errors(condition({ system: 'http://hl7.org/fhir/administrative-gender', code: 'male' }))).toEqual(
+      [],
+    );
+  });
+});
+
+describe('Bundle links (http.html#paging, bundle.html#Bundle.link)', () => {
+  const searchset = (link: object[], entryLink?: object[]) => ({
+    resourceType: 'Bundle',
+    type: 'searchset',
+    link,
+    entry: [
+      {
+        fullUrl: 'http://server.test/fhir/Patient/p1',
+        resource: { resourceType: 'Patient', id: 'p1' },
+        search: { mode: 'match' },
+        ...(entryLink ? { link: entryLink } : {}),
+      },
+    ],
+  });
+
+  it('accepts one link per relation', () => {
+    const links = [
+      { relation: 'self', url: 'http://server.test/fhir/Patient?name=a' },
+      { relation: 'next', url: 'http://server.test/fhir/Patient?name=a&page=2' },
+      { relation: 'previous', url: 'http://server.test/fhir/Patient?name=a&page=0' },
+    ];
+    expect(errors(searchset(links))).toEqual([]);
+  });
+
+  it('refuses a relation given twice, at the second link, in Bundle.link and in an entry', () => {
+    const twice = [
+      { relation: 'self', url: 'http://server.test/fhir/Patient?name=a' },
+      { relation: 'next', url: 'http://server.test/fhir/Patient?name=a&page=2' },
+      { relation: 'next', url: 'http://server.test/fhir/Patient?name=a&page=3' },
+    ];
+    expect(errorPaths(searchset(twice))).toEqual(['Bundle.link[2].relation']);
+    const entryLinks = [
+      { relation: 'alternate', url: 'http://server.test/a' },
+      { relation: 'alternate', url: 'http://server.test/b' },
+    ];
+    expect(
+      errorPaths(searchset([{ relation: 'self', url: 'http://server.test/fhir/Patient' }], entryLinks)),
+    ).toEqual(['Bundle.entry[0].link[1].relation']);
+  });
+});
+
+describe('Quantity minValue/maxValue after UCUM conversion (elementdefinition-definitions.html#ElementDefinition.minValue_x_)', () => {
+  const ucum = 'http://unitsofmeasure.org';
+  // A profile bounding a dose quantity between 10 g and 2 kg.
+  const dose = createFhirValidatorSync();
+  dose.registerResource({
+    resourceType: 'StructureDefinition',
+    url: 'http://hie.example.net/fhir/StructureDefinition/bounded-dose',
+    name: 'BoundedDose',
+    status: 'active',
+    kind: 'resource',
+    abstract: false,
+    type: 'Observation',
+    baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Observation',
+    derivation: 'constraint',
+    differential: {
+      element: [
+        { id: 'Observation', path: 'Observation' },
+        {
+          id: 'Observation.value[x]',
+          path: 'Observation.value[x]',
+          type: [{ code: 'Quantity' }],
+          minValueQuantity: { value: 10, system: ucum, code: 'g' },
+          maxValueQuantity: { value: 2, system: ucum, code: 'kg' },
+        },
+      ],
+    },
+  });
+  const profile = ['http://hie.example.net/fhir/StructureDefinition/bounded-dose'];
+  const observation = (valueQuantity: object) => ({
+    resourceType: 'Observation',
+    status: 'final',
+    code: { text: 'dose' },
+    valueQuantity,
+  });
+  const paths = (q: object) => errorPaths(observation(q), profile, dose);
+
+  it('accepts values inside the bounds in other units of mass', () => {
+    expect(paths({ value: 500, system: ucum, code: 'g' })).toEqual([]);
+    expect(paths({ value: 0.5, system: ucum, code: 'kg' })).toEqual([]);
+    expect(paths({ value: 20000, system: ucum, code: 'mg' })).toEqual([]);
+    expect(paths({ value: 3, system: ucum, code: '[lb_av]' })).toEqual([]); // 1.36 kg
+  });
+
+  it('refuses 100 mg under a 10 g minimum and 3 kg over a 2 kg maximum', () => {
+    const at = ['Observation.value.ofType(Quantity)'];
+    expect(paths({ value: 100, system: ucum, code: 'mg' })).toEqual(at);
+    expect(paths({ value: 3, system: ucum, code: 'kg' })).toEqual(at);
+    expect(paths({ value: 2500, system: ucum, code: 'g' })).toEqual(at);
+    expect(paths({ value: 5, system: ucum, code: '[lb_av]' })).toEqual(at); // 2.27 kg
+  });
+
+  it('does not compare units of another kind or of another system (a warning, not an error)', () => {
+    expect(paths({ value: 1, system: ucum, code: 'mL' })).toEqual([]);
+    const warnings = dose
+      .validate(observation({ value: 1, system: ucum, code: 'mL' }), { profiles: profile })
+      .issues.filter((i) => i.severity === 'warning' && i.diagnostics?.includes('cannot be compared'));
+    expect(warnings.length).toBe(2);
+    expect(paths({ value: 1, system: 'http://snomed.info/sct', code: '258682000' })).toEqual([]);
+  });
+});
+
+describe('narrative entities (narrative.html#xhtml; XML 1.0 sections 2.4 and 4.6)', () => {
+  const patient = (div: string) => ({
+    resourceType: 'Patient',
+    text: { status: 'generated', div: `<div xmlns="http://www.w3.org/1999/xhtml">${div}</div>` },
+  });
+
+  it('accepts the five XML entities and numeric character references', () => {
+    expect(
+      errors(patient('<p>a &amp; b &lt; c &gt; d &quot;e&quot; &apos;f&apos; &#160;g&#xA0;</p>')),
+    ).toEqual([]);
+    expect(errors(patient('<a href="https://server.test/x?a=1&amp;b=2">link</a>'))).toEqual([]);
+  });
+
+  it('refuses HTML entities XML does not define, and a bare &, in text and attributes', () => {
+    for (const div of [
+      '<p>a&nbsp;b</p>',
+      '<p>&copy; 2020</p>',
+      '<p>Smith & Sons</p>',
+      '<a href="x?a=1&b=2">l</a>',
+    ])
+      expect(errorPaths(patient(div))).toEqual(['Patient.text.div']);
+  });
+});
+
+describe('HTML in plain strings (datatypes.html#string; the security-checks mode)', () => {
+  const patient = (text: string) => ({ resourceType: 'Patient', name: [{ text }] });
+  const secure = createFhirValidatorSync({ securityChecks: true });
+  const htmlIssues = (v: ReturnType<typeof createFhirValidatorSync>, text: string) =>
+    v
+      .validate(patient(text))
+      .issues.filter((i) => i.diagnostics?.includes('embedded HTML'))
+      .map((i) => `${i.severity} ${i.expression?.[0]}`);
+
+  it('is information by default and an error with security checks, at the string', () => {
+    expect(htmlIssues(createFhirValidatorSync(), 'Ann <b>Smith</b>')).toEqual([
+      'information Patient.name[0].text',
+    ]);
+    expect(htmlIssues(secure, 'Ann <script>x()</script>')).toEqual(['error Patient.name[0].text']);
+    expect(htmlIssues(secure, 'Ann <img src="x.png"/>')).toEqual(['error Patient.name[0].text']);
+  });
+
+  it('does not take comparisons for tags', () => {
+    expect(htmlIssues(secure, 'dose < 5 mg and > 2 mg')).toEqual([]);
+    expect(htmlIssues(secure, 'score <5')).toEqual([]);
+  });
+});
+
+describe('paging links only in searchsets and histories (http.html#paging)', () => {
+  const bundle = (type: string, relation: string) => ({
+    resourceType: 'Bundle',
+    type,
+    link: [
+      { relation: 'self', url: 'http://server.test/fhir/x' },
+      { relation, url: 'http://server.test/fhir/x?page=2' },
+    ],
+  });
+
+  it('accepts next/previous/first/last in searchsets and histories', () => {
+    for (const relation of ['next', 'previous', 'first', 'last']) {
+      expect(errors(bundle('searchset', relation))).toEqual([]);
+      expect(errors(bundle('history', relation))).toEqual([]);
+    }
+  });
+
+  it('refuses them in collections, batches and transactions, and accepts other relations there', () => {
+    for (const type of ['collection', 'batch', 'transaction'])
+      expect(errorPaths(bundle(type, 'next'))).toEqual(['Bundle.link[1].relation']);
+    expect(errors(bundle('collection', 'alternate'))).toEqual([]);
+  });
+});
+
+describe('internal narrative hyperlinks (narrative.html; HTML 4.01 section 12.2.3)', () => {
+  const xhtml = (body: string) => `<div xmlns="http://www.w3.org/1999/xhtml">${body}</div>`;
+
+  it('resolves a link to an id or an anchor name in the same narrative', () => {
+    const patient = {
+      resourceType: 'Patient',
+      text: {
+        status: 'generated',
+        div: xhtml('<p><a href="#n1">names</a> <a href="#a2">x</a></p><p id="n1">Ann</p><a name="a2">y</a>'),
+      },
+    };
+    expect(errors(patient)).toEqual([]);
+  });
+
+  it('resolves across the narratives of a Bundle, forwards and backwards', () => {
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:8c0b5e2a-1f3d-4b6a-9c2e-5d7f8a9b0c1d',
+          resource: {
+            resourceType: 'Patient',
+            text: { status: 'generated', div: xhtml('<p id="pat">Ann</p><a href="#obs">obs</a>') },
+          },
+        },
+        {
+          fullUrl: 'urn:uuid:1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f',
+          resource: {
+            resourceType: 'Basic',
+            code: { text: 'note' },
+            text: { status: 'generated', div: xhtml('<p id="obs">note</p><a href="#pat">patient</a>') },
+          },
+        },
+      ],
+    };
+    expect(errors(bundle)).toEqual([]);
+  });
+
+  it('warns of a link that finds no anchor, at the div (not an error: see resolveNarrativeLinks)', () => {
+    const patient = {
+      resourceType: 'Patient',
+      text: {
+        status: 'generated',
+        div: xhtml('<p><a href="#missing">see</a> <a href="https://server.test/#top">ext</a></p>'),
+      },
+    };
+    const found = validator()
+      .validate(patient)
+      .issues.filter((i) => i.diagnostics?.includes('Hyperlink'))
+      .map((i) => `${i.severity} ${i.expression?.[0]}`);
+    expect(found).toEqual(['warning Patient.text.div']);
+    expect(errors(patient)).toEqual([]);
+  });
+});
