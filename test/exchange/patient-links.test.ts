@@ -332,7 +332,12 @@ describe('linking a patient across members', () => {
     const { link } = await custodian.service.link('c1', first.token);
     now += 1_000;
     const ended = await custodian.service.unlink('c1');
-    expect(ended).toEqual({ ...link, endedAt: new Date(now).toISOString(), reason: 'revoked' });
+    expect(ended).toEqual({
+      ...link,
+      endedAt: new Date(now).toISOString(),
+      reason: 'revoked',
+      seq: expect.any(Number),
+    });
     expect(await custodian.service.npidOf('Patient/c1')).toBeUndefined();
     expectErrorCode(await refusal(custodian.service.unlink('c1')), 'link-not-found');
 
