@@ -15,6 +15,7 @@
  * number of records; no grant tag. X's records and the owner's are sent in separate transactions, so nothing on the
  * ledger ties X's to the owner's but their time (docs/exchange.md says what an observer can still see).
  */
+import { PARTICIPANT_SYSTEM } from '../access/access-audit.js';
 import type { AccessRecordInput } from '../consent/consent-service.js';
 import { NETWORK_PARTICIPANT_SYSTEM } from '../consent/consent-resource.js';
 import type { Caller } from '../fhir/interactions/access-policy.js';
@@ -120,9 +121,10 @@ export function wrongLinkAuditEvent(report: WrongLinkReport): FhirResource {
   if (report.by)
     agent.push({
       type: { coding: [{ system: 'urn:hie-ledger:role', code: report.by.role }] },
-      who: report.by.fhirUser
-        ? { reference: report.by.fhirUser }
-        : { identifier: { system: 'urn:hie-ledger:participant', value: report.by.participant } },
+      who: {
+        identifier: { system: PARTICIPANT_SYSTEM, value: report.by.participant },
+        ...(report.by.fhirUser ? { reference: report.by.fhirUser } : {}),
+      },
       requestor: true,
     });
   const entity: Record<string, unknown>[] = [
