@@ -246,6 +246,17 @@ function accessRecordParameter(
       { name: 'purpose', valueCode: record.purpose },
     );
   if (record.resourceType) part.push({ name: 'resourceType', valueCode: record.resourceType });
+  // A report of disclosures under a wrong patient link (docs/exchange.md, "Wrong links"): which side, when, how many.
+  if (record.wrongLink)
+    part.push({
+      name: 'wrongLink',
+      part: [
+        { name: 'side', valueCode: record.wrongLink.side },
+        { name: 'linkedAt', valueInstant: record.wrongLink.linkedAt },
+        { name: 'endedAt', valueInstant: record.wrongLink.endedAt },
+        { name: 'records', valueInteger: record.wrongLink.records },
+      ],
+    });
   if (who) {
     part.push({ name: 'role', valueCode: who.role });
     if (who.resource) part.push({ name: 'who', valueReference: { reference: who.resource } });

@@ -107,7 +107,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const { ledger, integrity } = await openIntegrityPath(wiring);
     const exchange = openExchange(wiring, ledger);
     const access = await wireAccess(wiring, ledger, integrity, exchange);
-    const patientLinks = wirePatientLinks(wiring, ledger, access);
+    const patientLinks = wirePatientLinks(wiring, ledger, access, integrity);
     wireExchange(wiring, exchange, { ledger, integrity, access, patientLinks });
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
@@ -285,8 +285,14 @@ async function wireAccess(
 }
 
 /** Linking local Patients to network patients: `$network-link-token`, `$network-link`, `$network-unlink`. */
-function wirePatientLinks(wiring: AppWiring, ledger: Ledger, access: AccessSetup): PatientLinks {
-  const { config, closers, store, registry } = wiring;
+function wirePatientLinks(
+  wiring: AppWiring,
+  ledger: Ledger,
+  access: AccessSetup,
+  integrity: IntegrityService,
+): PatientLinks {
+  const { config, closers, store, registry, fastify } = wiring;
+  const consent = access.consent;
   const links = setupPatientLinks({
     dataDir: config.dataDir,
     mspId: ledgerMspId(config),
@@ -295,8 +301,23 @@ function wirePatientLinks(wiring: AppWiring, ledger: Ledger, access: AccessSetup
     registry,
     home: access.networkIds,
     linkTokenSeconds: config.linkTokenSeconds,
+    // Reports of disclosures made under a wrong link (docs/exchange.md, "Wrong links"): need the ledger.
+    reports: consent && {
+      store,
+      indexEntries: extractIndex,
+      anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
+      organization: config.organization,
+      recordAccess: (record) => consent.recordAccess(record),
+      flushAccess: () => consent.flushAccess(),
+    },
   });
   closers.push(() => Promise.resolve(links.close()));
+  // A report a stop cut short is made at the next start.
+  links.service
+    .reportPending()
+    .catch((err: unknown) =>
+      fastify.log.warn({ err }, 'wrong-link reports still pending (made again at the next start)'),
+    );
   return links.service;
 }
 

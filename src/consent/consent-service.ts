@@ -72,6 +72,23 @@ export interface AccessRecordInput {
    * disclosure to another member: the id its link holds). Absent: the home's own id of `patient`.
    */
   npid?: string;
+  /** A report of disclosures made under a wrong patient link (interaction `wrong-link`; docs/exchange.md). */
+  wrongLink?: WrongLinkDetails;
+}
+
+/**
+ * What a `wrong-link` access record tells its patient (sealed): which side of the wrong link the patient was, the
+ * period the link was in force, and how many records were disclosed under it (`count` is how many disclosures).
+ */
+export interface WrongLinkDetails {
+  /**
+   * `not-this-patient`: what was disclosed under this patient's network id was another person's records;
+   * `this-patients-records`: this patient's records were disclosed to grantees of another patient.
+   */
+  side: 'not-this-patient' | 'this-patients-records';
+  linkedAt: string;
+  endedAt: string;
+  records: number;
 }
 
 /** The sealed part of an access record. */
@@ -83,6 +100,7 @@ interface AccessDetails {
   at: string;
   from?: string;
   count: number;
+  wrongLink?: WrongLinkDetails;
   /** Orders the records of one service: its clock at the flush, then the position (record ids are random). */
   seq: string;
 }
@@ -970,6 +988,7 @@ export class ConsentService {
       at: input.at,
       from: input.from,
       count: input.count ?? 1,
+      wrongLink: input.wrongLink,
       seq: `${String(this.now()).padStart(15, '0')}.${String(++this.accessSeq).padStart(12, '0')}`,
     };
     const record: Record<string, unknown> = {
@@ -1099,6 +1118,7 @@ function accessEntry(record: LedgerAccessRecord, details: AccessDetails): Access
   };
   if (details.resourceType !== undefined) entry.resourceType = details.resourceType;
   if (details.from !== undefined) entry.from = details.from;
+  if (details.wrongLink !== undefined) entry.wrongLink = details.wrongLink;
   return entry;
 }
 

@@ -11,6 +11,7 @@ import type { NetworkCaller } from '../fhir/interactions/access-policy.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import { newResourceId } from '../fhir/interactions/ids.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
+import type { LinkDisclosure } from './patient-links.js';
 import { MSP_IDENTIFIER_SYSTEM } from './record-evidence.js';
 
 /** The code system of the network operations as AuditEvent subtypes. */
@@ -30,6 +31,8 @@ export interface DisclosureSink {
   organization?: string;
   /** Ledger access records (ConsentService.recordAccess). */
   recordAccess(record: AccessRecordInput): void;
+  /** Disclosures made under a link, kept for a wrong-link report (PatientLinks.noteLinkDisclosure). */
+  underLink?(disclosure: LinkDisclosure): void;
 }
 
 export interface Disclosure {
@@ -118,6 +121,20 @@ export async function recordDisclosure(sink: DisclosureSink, disclosure: Disclos
   });
   const { caller } = disclosure;
   const at = new Date(disclosure.at).toISOString();
+  // Under a link (not the home): kept with the link, in case it proves wrong (wrong-link-report.ts).
+  if (disclosure.npid !== undefined && sink.underLink)
+    for (const patient of disclosure.patients)
+      sink.underLink({
+        localPatient: patient,
+        npid: disclosure.npid,
+        at,
+        accessorMsp: caller.member,
+        accessor: caller.actor,
+        purpose: caller.purposes[0] ?? 'TREAT',
+        records: disclosure.count,
+        types: [...disclosure.types],
+        auditEvent: id,
+      });
   for (const patient of disclosure.patients)
     sink.recordAccess({
       patient,

@@ -159,6 +159,7 @@ export function registerExchangeOperations(
         anchor: deps.anchor,
         organization: deps.organization,
         recordAccess: (record) => consent?.recordAccess(record),
+        underLink: deps.patientLinks.noteLinkDisclosure?.bind(deps.patientLinks),
       },
       maxRecords: settings.networkMaxRecords,
       maxLagSeconds: settings.networkMaxLagSeconds,

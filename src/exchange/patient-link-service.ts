@@ -17,13 +17,23 @@
  * - two local Patients linked to the same network patient are refused, unless one of them has a `Patient.link` to
  *   the other of type `seealso`, `replaces` or `replaced-by` (this service's records say they are the same person).
  */
+import type { Caller } from '../fhir/interactions/access-policy.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import { parseClientJson } from '../fhir/fhir-json.js';
 import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../fhir/interactions/types.js';
 import { fhirError } from '../fhir/outcome.js';
 import { demographicsOf, LINK_SCORE_THRESHOLD, scoreDemographics } from './demographics.js';
-import type { EndedLink, LinkTokens, PatientLink, PatientLinks, PatientLinkStore } from './patient-links.js';
+import type {
+  EndedLink,
+  LinkDisclosure,
+  LinkTokens,
+  PatientLink,
+  PatientLinks,
+  PatientLinkStore,
+  PendingWrongLinkReport,
+} from './patient-links.js';
+import { reportWrongLink, type WrongLinkSink } from './wrong-link-report.js';
 
 /** The most `replaced-by` links followed from one Patient (a longer chain or a cycle stops there). */
 export const MAX_MERGE_HOPS = 8;
@@ -48,6 +58,8 @@ export interface PatientLinkServiceOptions {
   readPatient: PatientReader;
   /** The home's network ids; absent without a ledger (no consent service). */
   home?: HomeNetworkIds;
+  /** Where wrong-link reports go; absent without a ledger (they stay pending in the link store). */
+  reports?: WrongLinkSink;
   now?: () => number;
 }
 
@@ -101,6 +113,10 @@ export class PatientLinkService implements PatientLinks {
     return this.options.store.custodiansOf(npid);
   }
 
+  noteLinkDisclosure(disclosure: LinkDisclosure): void {
+    this.options.store.noteDisclosure(disclosure);
+  }
+
   async localPatientsOf(npid: string): Promise<string[]> {
     const linked = this.options.store.linksTo(npid).map((l) => l.localPatient);
     const own = this.options.home?.referenceOfNpid(npid);
@@ -152,7 +168,11 @@ export class PatientLinkService implements PatientLinks {
   }
 
   /** At a custodian: redeems the token and links the Patient (or the Patient that replaced it). */
-  async link(patientId: string, token: string): Promise<{ link: PatientLink; corrected?: EndedLink }> {
+  async link(
+    patientId: string,
+    token: string,
+    by?: Caller,
+  ): Promise<{ link: PatientLink; corrected?: EndedLink }> {
     const redeemed = await this.options.tokens.redeem(token);
     const chain = await this.mergeChain(patientId);
     const survivorId = chain[chain.length - 1]!;
@@ -183,19 +203,56 @@ export class PatientLinkService implements PatientLinks {
       homeMsp: redeemed.homeMsp,
       linkedAt: new Date(this.now()).toISOString(),
     };
+    // A relink to another network patient is a correction: the old link was wrong, and both patients are told.
     const corrected = this.options.store.link(link);
-    return corrected ? { link, corrected } : { link };
+    if (!corrected) return { link };
+    await this.report({ ended: corrected, ownerNpid: link.npid }, by);
+    return { link, corrected };
   }
 
-  /** At a custodian: ends the link of the Patient (or of the Patient that replaced it). */
-  async unlink(patientId: string): Promise<EndedLink> {
+  /**
+   * At a custodian: ends the link of the Patient (or of the Patient that replaced it). `wrong`: the link named
+   * another person, and the disclosures made under it are reported to both patients; otherwise an ordinary unlink
+   * (the patient leaving the network here), nothing reported.
+   */
+  async unlink(patientId: string, wrong = false, by?: Caller): Promise<EndedLink> {
     const chain = await this.mergeChain(patientId);
     const at = new Date(this.now()).toISOString();
     for (let i = chain.length - 1; i >= 0; i--) {
-      const ended = this.options.store.unlink(`Patient/${chain[i]}`, at);
-      if (ended) return ended;
+      const ended = this.options.store.unlink(`Patient/${chain[i]}`, at, wrong);
+      if (!ended) continue;
+      if (wrong) await this.report({ ended }, by);
+      return ended;
     }
     throw fhirError('link-not-found', `Patient/${patientId} is not linked to a network patient`);
+  }
+
+  /**
+   * Makes the wrong-link reports still pending (a report that failed, or was cut by a stop): at start-up. Returns
+   * how many were made.
+   */
+  async reportPending(): Promise<number> {
+    let made = 0;
+    for (const pending of this.options.store.pendingReports()) {
+      await this.report(pending);
+      made++;
+    }
+    return made;
+  }
+
+  /** One wrong link's report, then marked made (kept pending when it fails: the error reaches the caller). */
+  private async report(pending: PendingWrongLinkReport, by?: Caller): Promise<void> {
+    const sink = this.options.reports;
+    if (!sink) return;
+    const { store } = this.options;
+    await reportWrongLink(sink, {
+      ended: pending.ended,
+      ownerNpid: pending.ownerNpid,
+      disclosures: store.disclosuresUnder(pending.ended),
+      by,
+      at: this.now(),
+    });
+    store.reported(pending.ended.seq, new Date(this.now()).toISOString());
   }
 
   /** One of the two Patients names the other with a seealso, replaces or replaced-by link. */
@@ -242,6 +299,33 @@ function stringParameter(request: FhirRequest, name: string, fromQuery: boolean)
       expression: name,
     });
   return request.query[name]?.[0];
+}
+
+/** A boolean parameter (valueBoolean in the body, or `true`/`false` in the query); false when absent. */
+function booleanParameter(request: FhirRequest, name: string): boolean {
+  if (request.body) {
+    let body: { parameter?: unknown };
+    try {
+      body = parseClientJson(request.body) as { parameter?: unknown };
+    } catch {
+      throw fhirError('body-not-json', 'The body is not JSON');
+    }
+    const found = (Array.isArray(body?.parameter) ? body.parameter : []).find(
+      (p: { name?: unknown }) => p?.name === name,
+    ) as Record<string, unknown> | undefined;
+    if (found) {
+      if (typeof found.valueBoolean !== 'boolean')
+        throw fhirError('parameter-invalid', `${name} must be a boolean (valueBoolean)`, {
+          expression: name,
+        });
+      return found.valueBoolean;
+    }
+  }
+  const values = request.query[name];
+  if (values === undefined) return false;
+  if (values.length !== 1 || (values[0] !== 'true' && values[0] !== 'false'))
+    throw fhirError('parameter-invalid', `${name} must be true or false`, { expression: name });
+  return values[0] === 'true';
 }
 
 function requiredParameter(request: FhirRequest, name: string, maxLength: number, fromQuery = true): string {
@@ -301,7 +385,7 @@ function linkHandler(service: PatientLinkService): InteractionHandler {
   return async (request, context) => {
     const id = await authorizedPatient(request, context);
     const token = requiredParameter(request, 'token', 16_384, false);
-    const { link, corrected } = await service.link(id, token);
+    const { link, corrected } = await service.link(id, token, context.access.caller);
     const out: Record<string, unknown>[] = [
       { name: 'patient', valueReference: { reference: link.localPatient } },
       { name: 'home', valueString: link.homeMsp },
@@ -322,15 +406,15 @@ function linkHandler(service: PatientLinkService): InteractionHandler {
 function unlinkHandler(service: PatientLinkService): InteractionHandler {
   return async (request, context) => {
     const id = await authorizedPatient(request, context);
-    const ended = await service.unlink(id);
-    return {
-      status: 200,
-      body: parameters([
-        { name: 'patient', valueReference: { reference: ended.localPatient } },
-        { name: 'home', valueString: ended.homeMsp },
-        { name: 'endedAt', valueInstant: ended.endedAt },
-      ]),
-    };
+    const wrong = booleanParameter(request, 'wrong');
+    const ended = await service.unlink(id, wrong, context.access.caller);
+    const out: Record<string, unknown>[] = [
+      { name: 'patient', valueReference: { reference: ended.localPatient } },
+      { name: 'home', valueString: ended.homeMsp },
+      { name: 'endedAt', valueInstant: ended.endedAt },
+    ];
+    if (wrong) out.push({ name: 'wrong', valueBoolean: true });
+    return { status: 200, body: parameters(out) };
   };
 }
 
@@ -360,7 +444,7 @@ export function registerPatientLinkOperations(registry: FhirRegistry, service: P
     resourceTypes: ['Patient'],
     methods: ['POST'],
     documentation:
-      "At a custodian: ends this Patient's link to its network patient (kept in the link history).",
+      "At a custodian: ends this Patient's link to its network patient (kept in the link history); wrong=true says the link named another person, and the disclosures made under it are reported to both patients.",
     handler: unlinkHandler(service),
   });
 }

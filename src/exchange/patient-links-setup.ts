@@ -17,6 +17,7 @@ import {
   registerPatientLinkOperations,
   type HomeNetworkIds,
 } from './patient-link-service.js';
+import type { WrongLinkSink } from './wrong-link-report.js';
 
 export interface PatientLinksSetupOptions {
   dataDir: string;
@@ -28,6 +29,8 @@ export interface PatientLinksSetupOptions {
   home?: HomeNetworkIds;
   /** Lifetime of issued link tokens in seconds (default 600). */
   linkTokenSeconds?: number;
+  /** Where reports of disclosures under a wrong link go (AuditEvent and ledger access records). */
+  reports?: WrongLinkSink;
 }
 
 /** DATA/identity/exchange/key.pem: the member's service key (the same directory src/commands/member.ts writes). */
@@ -77,6 +80,7 @@ export function setupPatientLinks(options: PatientLinksSetupOptions): {
     tokens,
     readPatient,
     home: options.home,
+    reports: options.reports,
   });
   registerPatientLinkOperations(options.registry, service);
   return { service, close: () => store.close() };

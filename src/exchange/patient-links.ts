@@ -51,10 +51,39 @@ export interface PatientLink {
   linkedAt: string;
 }
 
-/** A link that ended: corrected (relinked to another network patient) or revoked. */
+/**
+ * A link that ended: `corrected` (relinked to another network patient: a statement that the link was wrong),
+ * `wrong` (unlinked as wrong) or `revoked` (an ordinary unlink: the patient leaving). The first two are reported to
+ * both patients (wrong-link-report.ts).
+ */
 export interface EndedLink extends PatientLink {
   endedAt: string;
-  reason: 'corrected' | 'revoked';
+  reason: 'corrected' | 'revoked' | 'wrong';
+  /** Its row in the link history. */
+  seq: number;
+}
+
+/** One disclosure made under a link (network-records at a custodian), kept to report it if the link was wrong. */
+export interface LinkDisclosure {
+  localPatient: string;
+  npid: string;
+  /** When (ISO 8601). */
+  at: string;
+  /** The calling member, its actor (pseudonym), the purpose of use. */
+  accessorMsp: string;
+  accessor: string;
+  purpose: string;
+  /** How many records were sent, of which types. */
+  records: number;
+  types: string[];
+  /** The disclosure's AuditEvent id at this member. */
+  auditEvent: string;
+}
+
+/** A wrong link whose report is not yet made: the ended link and the npid of its owner's new link, if relinked. */
+export interface PendingWrongLinkReport {
+  ended: EndedLink;
+  ownerNpid?: string;
 }
 
 /**
@@ -74,6 +103,8 @@ export interface PatientLinks {
    * they redeemed it; not the home itself. None at a custodian.
    */
   custodiansOf(npid: string): Promise<string[]>;
+  /** At a custodian: notes a disclosure made under a link (wrong-link reports find it); absent: not kept. */
+  noteLinkDisclosure?(disclosure: LinkDisclosure): void;
 }
 
 interface LinkRow {
@@ -84,8 +115,25 @@ interface LinkRow {
 }
 
 interface HistoryRow extends LinkRow {
+  seq: number;
   ended_at: string;
-  reason: 'corrected' | 'revoked';
+  reason: EndedLink['reason'];
+}
+
+interface DisclosureRow {
+  local_patient: string;
+  npid: string;
+  at: string;
+  accessor_msp: string;
+  accessor: string;
+  purpose: string;
+  records: number;
+  types: string;
+  audit_event: string;
+}
+
+function endedOfRow(row: HistoryRow): EndedLink {
+  return { ...linkOfRow(row), endedAt: row.ended_at, reason: row.reason, seq: row.seq };
 }
 
 function linkOfRow(row: LinkRow): PatientLink {
@@ -130,6 +178,24 @@ export class PatientLinkStore {
       CREATE TABLE IF NOT EXISTS spent_link_tokens (
         token TEXT PRIMARY KEY,
         expires_at INTEGER NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS link_disclosures (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        local_patient TEXT NOT NULL,
+        npid TEXT NOT NULL,
+        at TEXT NOT NULL,
+        accessor_msp TEXT NOT NULL,
+        accessor TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        records INTEGER NOT NULL,
+        types TEXT NOT NULL,
+        audit_event TEXT NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS link_disclosures_patient ON link_disclosures (local_patient, npid, at);
+      CREATE TABLE IF NOT EXISTS wrong_link_reports (
+        history_seq INTEGER PRIMARY KEY,
+        owner_npid TEXT,
+        reported_at TEXT
       );
       CREATE TABLE IF NOT EXISTS locator (
         npid TEXT NOT NULL,
@@ -185,15 +251,18 @@ export class PatientLinkStore {
 
   /**
    * Links `link.localPatient`; a link it had to another network patient (or home) is ended as `corrected` and kept
-   * in the history (accesses made under it can then be reported). Returns the ended link, if any.
+   * in the history, with a pending wrong-link report (the disclosures made under it go to both patients). Returns
+   * the ended link, if any.
    */
   link(link: PatientLink): EndedLink | undefined {
     return this.db.transaction((): EndedLink | undefined => {
       const previous = this.linkOf(link.localPatient);
       let ended: EndedLink | undefined;
       if (previous && (previous.npid !== link.npid || previous.homeMsp !== link.homeMsp)) {
-        ended = { ...previous, endedAt: link.linkedAt, reason: 'corrected' };
-        this.remember(ended);
+        ended = this.remember(previous, link.linkedAt, 'corrected');
+        this.db
+          .prepare('INSERT INTO wrong_link_reports (history_seq, owner_npid) VALUES (?, ?)')
+          .run(ended.seq, link.npid);
       }
       this.db
         .prepare(
@@ -206,13 +275,16 @@ export class PatientLinkStore {
     })();
   }
 
-  /** Ends the link of a local Patient (kept in the history as `revoked`); undefined when it had none. */
-  unlink(localPatient: string, at: string): EndedLink | undefined {
+  /**
+   * Ends the link of a local Patient, kept in the history: `revoked` (an ordinary unlink, nothing reported) or,
+   * when `wrong`, `wrong` with a pending wrong-link report. Undefined when it had none.
+   */
+  unlink(localPatient: string, at: string, wrong = false): EndedLink | undefined {
     return this.db.transaction((): EndedLink | undefined => {
       const previous = this.linkOf(localPatient);
       if (!previous) return undefined;
-      const ended: EndedLink = { ...previous, endedAt: at, reason: 'revoked' };
-      this.remember(ended);
+      const ended = this.remember(previous, at, wrong ? 'wrong' : 'revoked');
+      if (wrong) this.db.prepare('INSERT INTO wrong_link_reports (history_seq) VALUES (?)').run(ended.seq);
       this.db.prepare('DELETE FROM patient_links WHERE local_patient = ?').run(localPatient);
       return ended;
     })();
@@ -223,15 +295,78 @@ export class PatientLinkStore {
     return this.db
       .prepare<[string], HistoryRow>('SELECT * FROM link_history WHERE local_patient = ? ORDER BY seq')
       .all(localPatient)
-      .map((row) => ({ ...linkOfRow(row), endedAt: row.ended_at, reason: row.reason }));
+      .map(endedOfRow);
   }
 
-  private remember(ended: EndedLink): void {
+  /** Notes a disclosure made under a link (before the answer leaves), so a wrong link's report finds it. */
+  noteDisclosure(disclosure: LinkDisclosure): void {
     this.db
+      .prepare(
+        `INSERT INTO link_disclosures (local_patient, npid, at, accessor_msp, accessor, purpose, records, types,
+           audit_event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        disclosure.localPatient,
+        disclosure.npid,
+        disclosure.at,
+        disclosure.accessorMsp,
+        disclosure.accessor,
+        disclosure.purpose,
+        disclosure.records,
+        disclosure.types.join(' '),
+        disclosure.auditEvent,
+      );
+  }
+
+  /** The disclosures of the local Patient made under an ended link (its npid, within its period), oldest first. */
+  disclosuresUnder(ended: EndedLink): LinkDisclosure[] {
+    return this.db
+      .prepare<[string, string, string, string], DisclosureRow>(
+        `SELECT * FROM link_disclosures WHERE local_patient = ? AND npid = ? AND at >= ? AND at <= ?
+         ORDER BY at, seq`,
+      )
+      .all(ended.localPatient, ended.npid, ended.linkedAt, ended.endedAt)
+      .map((row) => ({
+        localPatient: row.local_patient,
+        npid: row.npid,
+        at: row.at,
+        accessorMsp: row.accessor_msp,
+        accessor: row.accessor,
+        purpose: row.purpose,
+        records: row.records,
+        types: row.types === '' ? [] : row.types.split(' '),
+        auditEvent: row.audit_event,
+      }));
+  }
+
+  /** The wrong links whose report is not yet made, oldest first. */
+  pendingReports(): PendingWrongLinkReport[] {
+    return this.db
+      .prepare<[], HistoryRow & { owner_npid: string | null }>(
+        `SELECT h.*, r.owner_npid FROM wrong_link_reports r JOIN link_history h ON h.seq = r.history_seq
+         WHERE r.reported_at IS NULL ORDER BY h.seq`,
+      )
+      .all()
+      .map((row) => {
+        const ended = endedOfRow(row);
+        return row.owner_npid === null ? { ended } : { ended, ownerNpid: row.owner_npid };
+      });
+  }
+
+  /** Marks a wrong link's report made. */
+  reported(historySeq: number, at: string): void {
+    this.db
+      .prepare('UPDATE wrong_link_reports SET reported_at = ? WHERE history_seq = ?')
+      .run(at, historySeq);
+  }
+
+  private remember(link: PatientLink, endedAt: string, reason: EndedLink['reason']): EndedLink {
+    const { lastInsertRowid } = this.db
       .prepare(
         'INSERT INTO link_history (local_patient, npid, home_msp, linked_at, ended_at, reason) VALUES (?, ?, ?, ?, ?, ?)',
       )
-      .run(ended.localPatient, ended.npid, ended.homeMsp, ended.linkedAt, ended.endedAt, ended.reason);
+      .run(link.localPatient, link.npid, link.homeMsp, link.linkedAt, endedAt, reason);
+    return { ...link, endedAt, reason, seq: Number(lastInsertRowid) };
   }
 }
 

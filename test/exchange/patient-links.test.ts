@@ -332,7 +332,12 @@ describe('linking a patient across members', () => {
     const { link } = await custodian.service.link('c1', first.token);
     now += 1_000;
     const ended = await custodian.service.unlink('c1');
-    expect(ended).toEqual({ ...link, endedAt: new Date(now).toISOString(), reason: 'revoked' });
+    expect(ended).toEqual({
+      ...link,
+      endedAt: new Date(now).toISOString(),
+      reason: 'revoked',
+      seq: expect.any(Number),
+    });
     expect(await custodian.service.npidOf('Patient/c1')).toBeUndefined();
     expectErrorCode(await refusal(custodian.service.unlink('c1')), 'link-not-found');
 
@@ -459,5 +464,67 @@ describe('demographic scoring', () => {
     expect(scoreDemographics(base, { ...base, given: ['peter'] }).matches).toBe(false);
     // A gender disagreement costs 2: exact names alone (7 - 2 = 5) do not pass.
     expect(scoreDemographics(base, { ...base, gender: 'male' }).matches).toBe(false);
+  });
+});
+
+describe('wrong links in the link store', () => {
+  const disclosure = (localPatient: string, npid: string, at: string) => ({
+    localPatient,
+    npid,
+    at,
+    accessorMsp: 'Org2MSP',
+    accessor: 'actor-0001',
+    purpose: 'TREAT',
+    records: 2,
+    types: ['Observation', 'Patient'],
+    auditEvent: `ae-${at}`,
+  });
+  const X = 'x'.repeat(43);
+  const Y = 'y'.repeat(43);
+
+  it('a relink and an unlink as wrong leave a pending report; an ordinary unlink none; the window is the link’s', () => {
+    const store = new PatientLinkStore();
+    try {
+      store.link({
+        localPatient: 'Patient/c1',
+        npid: X,
+        homeMsp: 'Org1MSP',
+        linkedAt: '2026-01-01T00:00:00.000Z',
+      });
+      store.noteDisclosure(disclosure('Patient/c1', X, '2026-01-02T00:00:00.000Z'));
+      // Another Patient's disclosure, and one under another npid: not the link's.
+      store.noteDisclosure(disclosure('Patient/c2', X, '2026-01-02T00:00:00.000Z'));
+      store.noteDisclosure(disclosure('Patient/c1', Y, '2026-01-02T00:00:00.000Z'));
+      const corrected = store.link({
+        localPatient: 'Patient/c1',
+        npid: Y,
+        homeMsp: 'Org3MSP',
+        linkedAt: '2026-01-03T00:00:00.000Z',
+      })!;
+      // After the correction, under Y: not X's link's.
+      store.noteDisclosure(disclosure('Patient/c1', X, '2026-01-04T00:00:00.000Z'));
+      expect(store.disclosuresUnder(corrected).map((d) => [d.localPatient, d.npid, d.at])).toEqual([
+        ['Patient/c1', X, '2026-01-02T00:00:00.000Z'],
+      ]);
+      expect(store.pendingReports()).toEqual([{ ended: corrected, ownerNpid: Y }]);
+      store.reported(corrected.seq, '2026-01-03T00:00:01.000Z');
+      expect(store.pendingReports()).toEqual([]);
+
+      const revoked = store.unlink('Patient/c1', '2026-01-05T00:00:00.000Z')!;
+      expect(revoked.reason).toBe('revoked');
+      expect(store.pendingReports()).toEqual([]);
+      store.link({
+        localPatient: 'Patient/c1',
+        npid: X,
+        homeMsp: 'Org1MSP',
+        linkedAt: '2026-01-06T00:00:00.000Z',
+      });
+      const wrong = store.unlink('Patient/c1', '2026-01-07T00:00:00.000Z', true)!;
+      expect(wrong.reason).toBe('wrong');
+      expect(store.pendingReports()).toEqual([{ ended: wrong }]);
+      expect(store.history('Patient/c1').map((h) => h.reason)).toEqual(['corrected', 'revoked', 'wrong']);
+    } finally {
+      store.close();
+    }
   });
 });
