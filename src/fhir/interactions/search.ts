@@ -48,8 +48,9 @@ function searchQuery(request: FhirRequest): Record<string, string[]> {
   return query;
 }
 
-function isStrict(request: FhirRequest): boolean {
-  return request.preferHandling === 'strict';
+/** `Prefer: handling=lenient`: what cannot be applied is left out with a warning instead of refused (400). */
+function isLenient(request: FhirRequest): boolean {
+  return request.preferHandling === 'lenient';
 }
 
 function queryString(pairs: [string, string][]): string {
@@ -223,7 +224,7 @@ async function search(
 ): Promise<FhirResponse> {
   context.access.authorize(resourceType ? 'search-type' : 'search-system', resourceType);
   const raw = searchQuery(request);
-  const query = parseSearch(raw, { resourceType, strict: isStrict(request) });
+  const query = parseSearch(raw, { resourceType, lenient: isLenient(request) });
   // Searching through another type (chains, _has) needs the right to search that type too (403 otherwise).
   for (const type of typesSearchedThrough(query.filters)) context.access.authorize('search-type', type);
   const warnings: OperationOutcomeIssue[] = query.warnings.map((w) => issue('warning', 'not-supported', w));

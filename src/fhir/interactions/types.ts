@@ -51,7 +51,7 @@ export interface FhirRequest {
   resource?: FhirResource;
   /** For a create inside a transaction Bundle: the server id already assigned to it (src/fhir/interactions/transaction.ts). */
   assignedId?: string;
-  /** `Prefer: handling=strict|lenient` (search: unknown parameters are an error under strict). */
+  /** `Prefer: handling=strict|lenient` (search: what cannot be applied is refused unless lenient). */
   preferHandling?: 'strict' | 'lenient';
 }
 
