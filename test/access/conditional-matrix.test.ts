@@ -236,6 +236,28 @@ describe('access matrix: conditional interactions, _has and chains decide over w
         }
       });
 
+      it('a conditional reference matching only a hidden record answers as one matching nothing', async () => {
+        for (const type of ['transaction', 'batch']) {
+          const answer = await same('zz-hidden-patient', 'zz-absent-patient', (value) =>
+            h.request(token(), 'POST', '', {
+              resourceType: 'Bundle',
+              type,
+              entry: [
+                {
+                  resource: {
+                    ...observation('zz-conditional-reference'),
+                    subject: subject(`Patient?identifier=urn:test|${value}`),
+                  },
+                  request: { method: 'POST', url: 'Observation' },
+                },
+              ],
+            }),
+          );
+          expect(answer.status, answer.body).toBe(type === 'batch' ? 200 : 400);
+          expect(answer.body).toContain('conditional-reference-no-match');
+        }
+      });
+
       it('"multiple matches" counts only visible matches (412 never because of a hidden record)', async () => {
         // zz-shared: hosp-b's obsB1 and hosp-a's hidden obs3; zz-b-only: obsB2 alone.
         const visibleToCaller = caller !== 'labB';
