@@ -63,10 +63,16 @@ function securityEntry(tokenUrl: string) {
   };
 }
 
+/**
+ * Where the canonical of an operation of this service's own lives when its registration names none (HL7's
+ * namespace is only for HL7's operations, which register their definition).
+ */
+export const OWN_OPERATION_DEFINITION_BASE = 'https://hie-ledger.dev/fhir/OperationDefinition/';
+
 function operationEntry(operation: OperationRegistration) {
   return {
     name: operation.name,
-    definition: operation.definition ?? `http://hl7.org/fhir/OperationDefinition/${operation.name}`,
+    definition: operation.definition ?? `${OWN_OPERATION_DEFINITION_BASE}${operation.name}`,
     ...(operation.documentation ? { documentation: operation.documentation } : {}),
   };
 }
@@ -83,22 +89,29 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
     );
     const searchParams = [...registry.searchParams('Resource'), ...registry.searchParams(type)];
     const canSearch = registry.hasInteraction('search-type', type);
+    const includes = canSearch ? registry.includes(type) : { include: [], revinclude: [] };
     return {
       type,
       profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
       interaction: interactions.map((code) => ({ code })),
-      versioning: 'versioned-update',
+      // If-Match on update is served wherever update is; vread wherever versions are kept.
+      versioning: registry.hasInteraction('update', type)
+        ? 'versioned-update'
+        : registry.hasInteraction('vread', type)
+          ? 'versioned'
+          : 'no-version',
       readHistory: registry.hasInteraction('vread', type),
       updateCreate: registry.hasInteraction('update', type),
       conditionalCreate: canSearch && registry.hasInteraction('create', type),
       conditionalRead: registry.hasInteraction('read', type) ? 'full-support' : 'not-supported',
-      conditionalUpdate: false,
-      conditionalDelete: 'not-supported',
+      conditionalUpdate: registry.hasConditional('update', type),
+      conditionalDelete: registry.hasConditional('delete', type) ? 'single' : 'not-supported',
+      ...(includes.include.length > 0 ? { searchInclude: includes.include } : {}),
+      ...(includes.revinclude.length > 0 ? { searchRevInclude: includes.revinclude } : {}),
       ...(canSearch && searchParams.length > 0 ? { searchParam: searchParams } : {}),
       ...(typeOperations.length > 0 ? { operation: typeOperations.map(operationEntry) } : {}),
     };
   });
-  const systemOperations = operations.filter((op) => op.levels.includes('system'));
   return {
     resourceType: 'CapabilityStatement',
     status: 'active',
@@ -121,7 +134,8 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
         ...(registry.searchParams('Resource').length > 0 && registry.hasInteraction('search-system')
           ? { searchParam: registry.searchParams('Resource') }
           : {}),
-        ...(systemOperations.length > 0 ? { operation: systemOperations.map(operationEntry) } : {}),
+        // Every operation served, at whatever level (the resources name theirs too).
+        ...(operations.length > 0 ? { operation: operations.map(operationEntry) } : {}),
       },
     ],
   };

@@ -10,7 +10,15 @@
 import { randomUUID } from 'node:crypto';
 import { fhirError, issue, type OperationOutcomeIssue } from '../outcome.js';
 import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../fhir-json.js';
-import { parseSearch, LIMITS, type CompiledQuery, type Filter, type IncludeSpec } from '../search/parse.js';
+import {
+  parseSearch,
+  supportedModifiers,
+  takesPrefixes,
+  LIMITS,
+  type CompiledQuery,
+  type Filter,
+  type IncludeSpec,
+} from '../search/parse.js';
 import {
   indexedAs,
   referenceKey,
@@ -18,8 +26,10 @@ import {
   searchParameter,
   searchParametersOf,
   isKnownResourceType,
+  STORE_COLUMN_PARAMS,
+  type SearchParamDef,
 } from '../search/definitions.js';
-import type { FhirRegistry } from './fhir-registry.js';
+import type { FhirRegistry, SearchParamDeclaration } from './fhir-registry.js';
 import { typeReadability } from './common.js';
 import { applyRepresentation, representationOf } from './representation.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../store/search-query.js';
@@ -314,18 +324,58 @@ export const searchType: InteractionHandler = async (request, context) => {
 export const searchSystem: InteractionHandler = async (request, context) =>
   search(request, context, undefined);
 
-/** The search parameters of a type, for the CapabilityStatement (only those this server can search). */
-export function searchParamDeclarations(resourceType: string): {
-  name: string;
-  type: 'number' | 'date' | 'string' | 'token' | 'reference' | 'composite' | 'quantity' | 'uri' | 'special';
-  definition?: string;
-}[] {
+/**
+ * What this server does with a parameter, for CapabilityStatement...searchParam.documentation (its expression and
+ * targets are in the definition): the modifiers and prefixes it applies, and how an alias is answered.
+ */
+function parameterDocumentation(def: SearchParamDef): string {
+  if (def.code === '_id') return 'Modifier :not.';
+  if (def.code === '_lastUpdated') return 'Prefixes eq ne gt lt ge le sa eb ap.';
+  const parts = [
+    `Modifiers ${supportedModifiers(def.type)
+      .map((m) => `:${m}`)
+      .join(' ')}`,
+  ];
+  if (takesPrefixes(def.type)) parts.push('prefixes eq ne gt lt ge le sa eb ap');
+  if (def.type === 'reference') parts.push('chains up to 3 levels');
+  if (def.indexedAs) parts.push(`answered as ${def.indexedAs.join(' | ')}`);
+  return `${parts.join('; ')}.`;
+}
+
+/** The search parameters of a type, for the CapabilityStatement (exactly those this server can search). */
+export function searchParamDeclarations(resourceType: string): SearchParamDeclaration[] {
   const defs = searchParametersOf(resourceType);
   if (!defs) return [];
   const out = [...defs.values()]
-    .filter((d) => d.evaluate || d.code === '_id' || d.code === '_lastUpdated')
-    .map((d) => ({ name: d.code, type: d.type, definition: d.url }));
+    .filter((d) => d.evaluate || STORE_COLUMN_PARAMS.has(d.code))
+    .map((d) => ({
+      name: d.code,
+      type: d.type,
+      definition: d.url,
+      documentation: parameterDocumentation(d),
+    }));
   return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** The `_include` values this server follows from a type: `Type:param` per reference parameter, and `*`. */
+export function includeDeclarations(resourceType: string): string[] {
+  const defs = searchParametersOf(resourceType);
+  if (!defs) return [];
+  const out = [...defs.values()]
+    .filter((d) => d.evaluate && d.type === 'reference')
+    .map((d) => `${resourceType}:${d.code}`)
+    .sort();
+  return out.length > 0 ? [...out, '*'] : [];
+}
+
+/** The `_revinclude` values that can find resources of a type: `Source:param` for every reference parameter that may target it. */
+export function revIncludeDeclarations(resourceType: string): string[] {
+  const out: string[] = [];
+  for (const [source, defs] of searchDefinitions().byType)
+    for (const def of defs.values())
+      if (def.evaluate && def.type === 'reference' && def.target.includes(resourceType))
+        out.push(`${source}:${def.code}`);
+  return out.sort();
 }
 
 export { LIMITS };
@@ -333,6 +383,7 @@ export { LIMITS };
 /** Registers type and system search, and declares every searchable parameter (for /metadata). */
 export function registerSearch(registry: FhirRegistry): FhirRegistry {
   registry.registerInteraction('search-type', searchType).registerInteraction('search-system', searchSystem);
+  registry.declareIncludes(includeDeclarations, revIncludeDeclarations);
   const common = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
   const anyType = searchParamDeclarations('Patient').filter((p) => common.has(p.name));
   registry.declareSearchParams('Resource', anyType);

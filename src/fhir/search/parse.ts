@@ -168,6 +168,18 @@ const MODIFIERS: Record<string, Set<string>> = {
   composite: new Set(['missing']),
 };
 
+/** The modifiers this server applies to a parameter type (for the CapabilityStatement's documentation). */
+export function supportedModifiers(type: string): string[] {
+  const out = [...(MODIFIERS[type] ?? [])];
+  if (type === 'reference') out.push('[type]');
+  return out;
+}
+
+/** Whether a parameter type takes the comparison prefixes (`eq ne gt lt ge le sa eb ap`). */
+export function takesPrefixes(type: string): boolean {
+  return type === 'date' || type === 'number' || type === 'quantity';
+}
+
 /** Splits `a$b` on the first `$` not escaped with a backslash. */
 function splitDollar(value: string): [string, string] | undefined {
   for (let i = 0; i < value.length; i++) {
