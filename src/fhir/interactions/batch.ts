@@ -298,6 +298,8 @@ export async function runEntry(
     ifModifiedSince: entry.request.ifModifiedSince,
     ifNoneExist: entry.request.ifNoneExist,
     preferReturn: options.preferReturn ?? bundleRequest.preferReturn,
+    // The Bundle's Prefer: handling applies to its search entries (conditional criteria always refuse).
+    preferHandling: bundleRequest.preferHandling,
     ...entryBody(entry),
   };
 
