@@ -139,6 +139,10 @@ export class FhirRouter {
       case 'type':
         get('search-type');
         if (has('create')) out.POST = 'create';
+        // Conditional update, patch and delete (`[type]?criteria`): routed without an id.
+        if (this.registry.hasConditional('update', resourceType)) out.PUT = 'update';
+        if (this.registry.hasConditional('patch', resourceType)) out.PATCH = 'patch';
+        if (this.registry.hasConditional('delete', resourceType)) out.DELETE = 'delete';
         break;
       case 'instance':
         get('read');
