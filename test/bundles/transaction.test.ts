@@ -476,6 +476,18 @@ describe('search over HTTP', () => {
     expect(lenient.entry.some((e: any) => e.search.mode === 'outcome')).toBe(true);
   });
 
+  it('routes compartment searches: Patient/[id]/[type] and Patient/[id]/*', async () => {
+    const { ref } = serverRef(0, (r) => r.resourceType === 'Patient');
+    const byType = json((await get(`Observation?subject=${ref}&_count=1000`)).body);
+    const compartment = await get(`${ref}/Observation?_count=1000`);
+    expect(compartment.statusCode, compartment.body).toBe(200);
+    expect(matchIds(json(compartment.body)).sort()).toEqual(matchIds(byType).sort());
+    const all = json((await get(`${ref}/*?_type=Patient`)).body);
+    expect(matchIds(all)).toEqual([ref]);
+    expect((await get(`${ref}/Organization`)).statusCode).toBe(400);
+    expect((await get('Practitioner/x/Observation')).statusCode).toBe(404);
+  });
+
   it('applies _elements to matches', async () => {
     const res = json((await get('Patient?_elements=gender&_count=2')).body);
     for (const e of res.entry.filter((x: any) => x.search.mode === 'match')) {

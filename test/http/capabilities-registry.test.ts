@@ -37,6 +37,12 @@ describe('the CapabilityStatement against the registry', () => {
     expect(listed.map((o) => o.name)).toEqual(expect.arrayContaining(['everything', 'validate', 'verify']));
   });
 
+  it('rest.compartment names the compartment searches served', async () => {
+    expect(statement.rest[0].compartment).toEqual(['http://hl7.org/fhir/CompartmentDefinition/patient']);
+    expect((await app.fastify.inject({ url: '/fhir/Patient/x/Observation' })).statusCode).toBe(200);
+    expect((await app.fastify.inject({ url: '/fhir/Encounter/x/Observation' })).statusCode).toBe(404);
+  });
+
   it('searchParam per type: exactly the parameters the search applies, each documented', () => {
     for (const resource of statement.rest[0].resource) {
       const type: string = resource.type;

@@ -430,6 +430,79 @@ describe('search over the SQLite index', () => {
   });
 });
 
+describe('compartment search (Patient/[id]/[type], Patient/[id]/*)', () => {
+  const compartment = (
+    id: string,
+    type: string | undefined,
+    query: Record<string, string>,
+    ctx = context(store),
+  ) => {
+    const req = { ...request(type, query), compartment: { type: 'Patient', id } };
+    return (type ? searchType : searchSystem)(req, ctx).then((r) =>
+      parseFhirJson<SearchBundle>(r.body as string),
+    );
+  };
+  const ofPatient = (id: string, type: string) =>
+    expected((r) => r.resourceType === type && r.subject?.reference === `Patient/${id}`);
+
+  it("finds exactly the patient's resources of a type, with further parameters, paged", async () => {
+    const [p, other] = patients();
+    const obs = await compartment(p.id!, 'Observation', { _count: '1000' });
+    expect(ids(obs).sort()).toEqual(ofPatient(p.id!, 'Observation'));
+    expect(ids(obs).length).toBeGreaterThan(0);
+    expect(ids(await compartment(other.id!, 'Encounter', { _count: '1000' })).sort()).toEqual(
+      ofPatient(other.id!, 'Encounter'),
+    );
+    const coding = loaded.find(
+      (r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${p.id}`,
+    )!.code.coding[0];
+    const coded = await compartment(p.id!, 'Observation', {
+      code: `${coding.system}|${coding.code}`,
+      _count: '1000',
+    });
+    expect(ids(coded).sort()).toEqual(
+      expected(
+        (r) =>
+          r.resourceType === 'Observation' &&
+          r.subject.reference === `Patient/${p.id}` &&
+          r.code.coding.some(
+            (c: { system: string; code: string }) => c.system === coding.system && c.code === coding.code,
+          ),
+      ),
+    );
+    const page = await compartment(p.id!, 'Observation', { _count: '2' });
+    const next = page.link.find((l) => l.relation === 'next')!.url;
+    expect(next).toContain(`/Patient/${p.id}/Observation?`);
+  });
+
+  it('Patient/[id]/* holds the Patient and its resources of every type, nothing of other patients', async () => {
+    const [p, other] = patients();
+    const all = await compartment(p.id!, undefined, { _count: '1000' });
+    const found = ids(all);
+    expect(found).toContain(`Patient/${p.id}`);
+    for (const type of ['Observation', 'Encounter', 'Condition'])
+      for (const id of ofPatient(p.id!, type)) expect(found).toContain(id);
+    for (const entry of all.entry!.filter((e) => e.search.mode === 'match'))
+      expect(JSON.stringify(entry.resource)).not.toContain(`Patient/${other.id}`);
+    const narrowed = await compartment(p.id!, undefined, { _type: 'Encounter', _count: '1000' });
+    expect(ids(narrowed).sort()).toEqual(ofPatient(p.id!, 'Encounter'));
+  });
+
+  it('refuses a type outside the compartment (400), and answers only what the caller may see', async () => {
+    const [p, other] = patients();
+    await expect(compartment(p.id!, 'Organization', {})).rejects.toMatchObject({ status: 400 });
+    const onlyOther: AccessPolicy = {
+      caller: { participant: 'x', role: 'patient', scopes: [] },
+      authorize() {},
+      canWrite: () => false,
+      canRead: (v: StoredVersion) => !v.patients?.length || v.patients.includes(`Patient/${other.id}`),
+    };
+    const hidden = await compartment(p.id!, 'Observation', { _total: 'accurate' }, context(store, onlyOther));
+    expect(ids(hidden)).toEqual([]);
+    expect(hidden.total).toBe(0);
+  });
+});
+
 describe('search honours access', () => {
   /** Sees only what belongs to one patient's compartment, and resources outside every compartment. */
   class OnePatient implements AccessPolicy {

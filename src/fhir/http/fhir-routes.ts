@@ -193,6 +193,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           id: routed.id,
           versionId: routed.versionId,
           operation: routed.operation,
+          compartment: routed.compartment,
           method,
           query,
           body,

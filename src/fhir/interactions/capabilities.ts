@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import type { FhirResource } from '../fhir-json.js';
 import type { FhirRegistry, OperationRegistration } from './fhir-registry.js';
 import type { Interaction, InteractionHandler } from './types.js';
+import { COMPARTMENT_TYPES } from './router.js';
 // The media types the HTTP layer negotiates; XML is not offered.
 import { PATCH_FORMATS, SUPPORTED_FORMATS } from '../media-types.js';
 
@@ -128,6 +129,14 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
         mode: 'server',
         ...(options.tokenUrl ? { security: securityEntry(options.tokenUrl(baseUrl)) } : {}),
         resource: resources,
+        // Compartment search (`Patient/[id]/[type]`) is routed wherever type search is registered.
+        ...(registry.hasInteraction('search-type')
+          ? {
+              compartment: [...COMPARTMENT_TYPES].map(
+                (type) => `http://hl7.org/fhir/CompartmentDefinition/${type.toLowerCase()}`,
+              ),
+            }
+          : {}),
         interaction: SYSTEM_INTERACTIONS.filter((code) => registry.hasInteraction(code)).map((code) => ({
           code,
         })),

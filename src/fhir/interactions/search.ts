@@ -234,7 +234,13 @@ async function search(
 ): Promise<FhirResponse> {
   context.access.authorize(resourceType ? 'search-type' : 'search-system', resourceType);
   const raw = searchQuery(request);
-  const query = parseSearch(raw, { resourceType, lenient: isLenient(request) });
+  // A compartment search (`Patient/[id]/[type]`, `Patient/[id]/*`): only the compartment's members match.
+  const compartment = request.compartment && compartmentOf(request.compartment, resourceType);
+  const query = parseSearch(raw, {
+    resourceType,
+    lenient: isLenient(request),
+    systemTypes: compartment?.types,
+  });
   // Searching through another type (chains, _has) needs the right to search that type too (403 otherwise).
   for (const type of typesSearchedThrough(query.filters)) context.access.authorize('search-type', type);
   const warnings: OperationOutcomeIssue[] = query.warnings.map((w) => issue('warning', 'not-supported', w));
@@ -246,7 +252,11 @@ async function search(
     (query.count === 0 && query.total !== 'none') ||
     query.total === 'accurate' ||
     query.total === 'estimate';
-  const canRead = (v: StoredVersion): boolean => context.access.canRead(v);
+  const member = compartment?.member;
+  // Membership first: canRead counts what it admits for the audit.
+  const canRead = member
+    ? (v: StoredVersion): boolean => (v.patients?.includes(member) ?? false) && context.access.canRead(v)
+    : (v: StoredVersion): boolean => context.access.canRead(v);
   const result = await runStoreSearch(context, {
     query,
     canRead,
@@ -268,7 +278,11 @@ async function search(
   // No audit call here: every match and included version passed `canRead`, which counts it for the audit (per
   // patient and custodian); reporting them again would count them twice.
 
-  const base = resourceType ? `${request.baseUrl}/${resourceType}` : request.baseUrl;
+  const base = member
+    ? `${request.baseUrl}/${member}/${resourceType ?? '*'}`
+    : resourceType
+      ? `${request.baseUrl}/${resourceType}`
+      : request.baseUrl;
   const links: { relation: string; url: string }[] = [
     { relation: 'self', url: pageLink(base, query, query.offset) },
   ];
@@ -311,6 +325,27 @@ async function search(
   const headJson = JSON.stringify(head);
   const body = parts.length > 0 ? `${headJson.slice(0, -1)},"entry":[${parts.join(',')}]}` : headJson;
   return { status: 200, body, headers: { 'Content-Type': FHIR_JSON_UTF8 } };
+}
+
+/** The types of the Patient compartment (R4 CompartmentDefinition patient), the Patient itself included. */
+let patientCompartmentTypes: string[] | undefined;
+
+/**
+ * A compartment search's member key (`Patient/id`, as stored in `StoredVersion.patients`, from the R4 compartment
+ * definition: `patientCompartments`) and, for `*`, the types searched. A type outside the compartment is 400.
+ */
+function compartmentOf(
+  compartment: { type: string; id: string },
+  resourceType: string | undefined,
+): { member: string; types?: string[] } {
+  if (compartment.type !== 'Patient')
+    throw fhirError('endpoint-not-found', `The ${compartment.type} compartment is not served here`);
+  patientCompartmentTypes ??= [
+    ...new Set(['Patient', ...searchDefinitions().patientCompartment.keys()]),
+  ].sort();
+  if (resourceType && !patientCompartmentTypes.includes(resourceType))
+    throw fhirError('request-invalid', `${resourceType} is not a type of the Patient compartment`);
+  return { member: `Patient/${compartment.id}`, types: resourceType ? undefined : patientCompartmentTypes };
 }
 
 /** GET [base]/[type]?... and POST [base]/[type]/_search */

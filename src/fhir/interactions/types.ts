@@ -29,6 +29,8 @@ export interface FhirRequest {
   interaction: Interaction;
   method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   resourceType?: string;
+  /** A compartment search (`GET Patient/[id]/[type]` or `Patient/[id]/*`): the compartment it is limited to. */
+  compartment?: { type: string; id: string };
   id?: string;
   versionId?: string;
   /** Operation name without `$`, for interaction 'operation'. */

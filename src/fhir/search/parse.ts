@@ -47,6 +47,8 @@ export interface ParseOptions {
   lenient?: boolean;
   /** The default (kept for callers that say so): what cannot be applied is refused. */
   strict?: boolean;
+  /** A system-level search over a set of types (a compartment's, for `Patient/[id]/*`): `_type` must stay in it. */
+  systemTypes?: string[];
 }
 
 const PREFIXES = new Set<Prefix>(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap']);
@@ -580,7 +582,12 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
     for (const t of listed)
       if (!defs.byType.has(t))
         throw fhirError('search-param-invalid', `'${truncate(t)}' in _type is not a resource type`);
-    resourceTypes = listed.length > 0 ? [...new Set(listed)] : defs.resourceTypes;
+      else if (options.systemTypes && !options.systemTypes.includes(t))
+        throw fhirError(
+          'search-param-invalid',
+          `'${truncate(t)}' in _type is not a type of this compartment`,
+        );
+    resourceTypes = listed.length > 0 ? [...new Set(listed)] : (options.systemTypes ?? defs.resourceTypes);
   }
 
   const filters: Filter[] = [];
