@@ -488,6 +488,16 @@ describe('search over HTTP', () => {
     expect((await get('Practitioner/x/Observation')).statusCode).toBe(404);
   });
 
+  it('$everything refuses start/end (care dates it cannot apply) unless Prefer: handling=lenient', async () => {
+    const { ref } = serverRef(0, (r) => r.resourceType === 'Patient');
+    const refused = await get(`${ref}/$everything?start=2020-01-01`);
+    expect(refused.statusCode, refused.body).toBe(400);
+    expect(refused.body).toContain('parameter-invalid');
+    const lenient = await get(`${ref}/$everything?start=2020-01-01&_count=1`, { prefer: 'handling=lenient' });
+    expect(lenient.statusCode, lenient.body).toBe(200);
+    expect(json(lenient.body).entry.some((e: any) => e.search?.mode === 'outcome')).toBe(true);
+  });
+
   it('applies _elements to matches', async () => {
     const res = json((await get('Patient?_elements=gender&_count=2')).body);
     for (const e of res.entry.filter((x: any) => x.search.mode === 'match')) {
