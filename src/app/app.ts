@@ -29,6 +29,7 @@ import { journalPath, openIntegrity, type IntegrityService } from '../integrity/
 import { verifyAnchorJournal } from '../integrity/journal-continuity.js';
 import { verifyOperation } from '../integrity/verify-operation.js';
 import { everythingOperation } from '../fhir/operations/everything.js';
+import { registerMetaOperations } from '../fhir/operations/meta.js';
 import { scheduleAudit } from '../integrity/scheduled-audit.js';
 import { ServiceMetrics } from '../operator/metrics.js';
 import { registerOperatorRoutes } from '../operator/operator-routes.js';
@@ -182,6 +183,7 @@ function buildRegistry(config: ServeConfig, validator: ResourceValidator): FhirR
   registerBundles(registry);
   registry.registerOperation(everythingOperation());
   registerValidationOperations(registry, validator);
+  registerMetaOperations(registry);
   return registry;
 }
 

@@ -138,6 +138,12 @@ export const ERROR_CATALOGUE = {
     issue: 'conflict',
     meaning: 'A conditional request cannot be evaluated here (no search, or not for this caller)',
   },
+  'conditional-reference-no-match': {
+    status: 400,
+    issue: 'not-found',
+    meaning:
+      'A conditional reference (Type?criteria) in a batch or transaction entry matches no resource the caller may see',
+  },
 
   // Validation and content rules
   'resource-invalid': {
@@ -203,7 +209,8 @@ export const ERROR_CATALOGUE = {
   'search-param-unsupported': {
     status: 400,
     issue: 'not-supported',
-    meaning: 'With Prefer: handling=strict, a search parameter or modifier this server does not support',
+    meaning:
+      'A search parameter, modifier or value this server cannot apply, or at system level one not common to all resources (refused unless Prefer: handling=lenient)',
   },
   'search-limit-exceeded': {
     status: 400,

@@ -12,7 +12,15 @@ const subject = (p: string) => ({ reference: p });
 const CALLERS = ['drB', 'labB', 'sysB'] as const;
 type CallerName = (typeof CALLERS)[number];
 /** The checks that write need a value of their own per caller and check (what they create is then visible). */
-const WRITE_CHECKS = ['create', 'batch-create', 'batch-update', 'batch-delete', 'tx-create', 'tx-update'];
+const WRITE_CHECKS = [
+  'create',
+  'batch-create',
+  'batch-update',
+  'batch-delete',
+  'tx-create',
+  'tx-update',
+  'http-conditional',
+];
 const hiddenValue = (caller: string, check: string) => `zz-hidden-${caller}-${check}`;
 const absentValue = (caller: string, check: string) => `zz-absent-${caller}-${check}`;
 
@@ -233,6 +241,49 @@ describe('access matrix: conditional interactions, _has and chains decide over w
           );
           expect(answer.status, answer.body).toBe(200);
           expect(answer.body).toMatch(/"status":"201/);
+        }
+      });
+
+      it('PATCH, DELETE and PUT [type]?criteria over plain HTTP treat hidden matches as absent', async () => {
+        const hidden = hiddenValue(caller, 'http-conditional');
+        const absent = absentValue(caller, 'http-conditional');
+        const url = (value: string) => `/Observation?identifier=urn:test|${value}`;
+        const patched = await same(hidden, absent, (value) =>
+          h.request(token(), 'PATCH', url(value), [{ op: 'add', path: '/status', value: 'amended' }], {
+            'content-type': 'application/json-patch+json',
+          }),
+        );
+        expect(patched.status, patched.body).toBe(404);
+        const deleted = await same(hidden, absent, (value) => h.request(token(), 'DELETE', url(value)));
+        expect(deleted.status, deleted.body).toBe(200);
+        // Last: it creates a record of the caller's own holding the value (a duplicate beside the hidden one).
+        const updated = await same(hidden, absent, (value) =>
+          h.request(token(), 'PUT', url(value), observation(value)),
+        );
+        expect(updated.status, updated.body).toBe(201);
+        const obs3 = await h.request(tokens.sysA, 'GET', '/Observation/obs3');
+        expect(obs3.body.meta.versionId).toBe('1');
+      });
+
+      it('a conditional reference matching only a hidden record answers as one matching nothing', async () => {
+        for (const type of ['transaction', 'batch']) {
+          const answer = await same('zz-hidden-patient', 'zz-absent-patient', (value) =>
+            h.request(token(), 'POST', '', {
+              resourceType: 'Bundle',
+              type,
+              entry: [
+                {
+                  resource: {
+                    ...observation('zz-conditional-reference'),
+                    subject: subject(`Patient?identifier=urn:test|${value}`),
+                  },
+                  request: { method: 'POST', url: 'Observation' },
+                },
+              ],
+            }),
+          );
+          expect(answer.status, answer.body).toBe(type === 'batch' ? 200 : 400);
+          expect(answer.body).toContain('conditional-reference-no-match');
         }
       });
 

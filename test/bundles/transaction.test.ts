@@ -339,6 +339,80 @@ describe('transaction bundles', () => {
   });
 });
 
+describe('conditional references (http.html#trules)', () => {
+  const SYSTEM = 'urn:test:conditional-reference';
+  const patientWith = (value: string) => ({
+    resourceType: 'Patient',
+    identifier: [{ system: SYSTEM, value }],
+  });
+  const observation = (code: string, reference: string) => ({
+    resourceType: 'Observation',
+    status: 'final',
+    code: { coding: [{ system: 'urn:test:code', code }] },
+    subject: { reference },
+  });
+  const postEntry = (resource: unknown) => ({ resource, request: { method: 'POST', url: 'Observation' } });
+  const stored = async (code: string) =>
+    json((await get(`Observation?code=urn:test:code|${code}`)).body).entry?.map((e: any) => e.resource) ?? [];
+  let single: string;
+
+  beforeAll(async () => {
+    const created = await post('/Patient', patientWith('one'));
+    expect(created.statusCode).toBe(201);
+    single = json(created.body).id;
+    for (let i = 0; i < 2; i++) expect((await post('/Patient', patientWith('two'))).statusCode).toBe(201);
+  });
+
+  it('in a transaction, replaces a reference with exactly one match by Type/id', async () => {
+    const res = await post('', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [postEntry(observation('cr-one', `Patient?identifier=${SYSTEM}|one`))],
+    });
+    expect(res.statusCode, res.body).toBe(200);
+    const [obs] = await stored('cr-one');
+    expect(obs.subject.reference).toBe(`Patient/${single}`);
+  });
+
+  it('fails the whole transaction, naming the entry, when a reference matches several (412) or none (400)', async () => {
+    for (const [value, status, code] of [
+      ['two', 412, 'conditional-multiple-matches'],
+      ['none', 400, 'conditional-reference-no-match'],
+    ] as const) {
+      const res = await post('', {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          postEntry(observation(`cr-tx-${value}`, `Patient/${single}`)),
+          postEntry(observation(`cr-tx-${value}`, `Patient?identifier=${SYSTEM}|${value}`)),
+        ],
+      });
+      expect(res.statusCode, res.body).toBe(status);
+      const outcome = json(res.body);
+      expect(outcome.issue[0].details.coding[0].code).toBe(code);
+      expect(outcome.issue[0].expression[0]).toBe('Bundle.entry[1].resource.subject.reference');
+      expect(await stored(`cr-tx-${value}`)).toEqual([]);
+    }
+  });
+
+  it('in a batch, resolves the entry that matches once and fails only the entries that do not', async () => {
+    const res = await post('', {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        postEntry(observation('cr-batch', `Patient?identifier=${SYSTEM}|one`)),
+        postEntry(observation('cr-batch', `Patient?identifier=${SYSTEM}|two`)),
+        postEntry(observation('cr-batch', `Patient?identifier=${SYSTEM}|none`)),
+      ],
+    });
+    expect(res.statusCode, res.body).toBe(200);
+    const statuses = json(res.body).entry.map((e: any) => e.response.status);
+    expect(statuses).toEqual(['201 Created', '412 Precondition Failed', '400 Bad Request']);
+    const kept = await stored('cr-batch');
+    expect(kept.map((o: any) => o.subject.reference)).toEqual([`Patient/${single}`]);
+  });
+});
+
 describe('batch bundles', () => {
   it('runs entries independently, each with its own status', async () => {
     const { ref: patient } = serverRef(0, (r) => r.resourceType === 'Patient');
@@ -391,11 +465,37 @@ describe('search over HTTP', () => {
     expect(matchIds(sys).sort()).toEqual(matchIds(a).sort());
   });
 
-  it('refuses unknown parameters under Prefer: handling=strict, warns otherwise', async () => {
+  it('refuses unknown parameters (by default and under Prefer: handling=strict), warns under handling=lenient', async () => {
+    const refused = await get('Patient?foo=bar');
+    expect(refused.statusCode).toBe(400);
+    expect(refused.body).toContain('search-param-unsupported');
+    expect(refused.body).toContain('foo');
     const strict = await get('Patient?foo=bar', { prefer: 'handling=strict' });
     expect(strict.statusCode).toBe(400);
-    const lenient = json((await get('Patient?foo=bar')).body);
+    const lenient = json((await get('Patient?foo=bar', { prefer: 'handling=lenient' })).body);
     expect(lenient.entry.some((e: any) => e.search.mode === 'outcome')).toBe(true);
+  });
+
+  it('routes compartment searches: Patient/[id]/[type] and Patient/[id]/*', async () => {
+    const { ref } = serverRef(0, (r) => r.resourceType === 'Patient');
+    const byType = json((await get(`Observation?subject=${ref}&_count=1000`)).body);
+    const compartment = await get(`${ref}/Observation?_count=1000`);
+    expect(compartment.statusCode, compartment.body).toBe(200);
+    expect(matchIds(json(compartment.body)).sort()).toEqual(matchIds(byType).sort());
+    const all = json((await get(`${ref}/*?_type=Patient`)).body);
+    expect(matchIds(all)).toEqual([ref]);
+    expect((await get(`${ref}/Organization`)).statusCode).toBe(400);
+    expect((await get('Practitioner/x/Observation')).statusCode).toBe(404);
+  });
+
+  it('$everything refuses start/end (care dates it cannot apply) unless Prefer: handling=lenient', async () => {
+    const { ref } = serverRef(0, (r) => r.resourceType === 'Patient');
+    const refused = await get(`${ref}/$everything?start=2020-01-01`);
+    expect(refused.statusCode, refused.body).toBe(400);
+    expect(refused.body).toContain('parameter-invalid');
+    const lenient = await get(`${ref}/$everything?start=2020-01-01&_count=1`, { prefer: 'handling=lenient' });
+    expect(lenient.statusCode, lenient.body).toBe(200);
+    expect(json(lenient.body).entry.some((e: any) => e.search?.mode === 'outcome')).toBe(true);
   });
 
   it('applies _elements to matches', async () => {

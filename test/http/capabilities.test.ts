@@ -94,7 +94,11 @@ describe('GET /metadata', () => {
     expect(patientAfter.searchParam).toEqual([{ name: 'family', type: 'string' }]);
     expect(patientAfter.operation.map((o: any) => o.name)).toEqual(['validate']);
     expect(after.rest[0].interaction.map((i: any) => i.code)).toContain('transaction');
-    expect(after.rest[0].operation).toEqual([{ name: 'verify', definition: 'http://example.org/verify' }]);
+    // rest.operation lists every operation (any level); one registered without a canonical gets this service's own
+    expect(after.rest[0].operation).toEqual([
+      { name: 'validate', definition: 'https://hie-ledger.dev/fhir/OperationDefinition/validate' },
+      { name: 'verify', definition: 'http://example.org/verify' },
+    ]);
   });
 
   it("contains this server's own OperationDefinitions and points at them; the specification's stay canonical", () => {

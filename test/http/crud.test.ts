@@ -295,8 +295,9 @@ describe('delete', () => {
 
 describe('HTTP protocol refusals', () => {
   it('answers a method a path does not serve with 405 and Allow', async () => {
-    const res = await send(app, { method: 'DELETE', url: '/fhir/Patient' }, 405);
-    expect(res.headers.allow).toContain('POST');
+    // (DELETE /fhir/Patient is a conditional delete: its criteria are missing, 400; conditional-writes.test.ts)
+    const res = await send(app, { method: 'DELETE', url: '/fhir/Patient/_history' }, 405);
+    expect(res.headers.allow).toContain('GET');
     expectErrorCode(res, 'method-not-allowed');
     const post = await send(app, { method: 'POST', url: '/fhir/Patient/1', body: '{}' }, 405);
     expect(String(post.headers.allow)).toMatch(/GET.*PUT.*PATCH.*DELETE/);

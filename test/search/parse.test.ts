@@ -5,8 +5,9 @@ import { parseQuery } from '../../src/fhir/query.js';
 
 const q = (o: Record<string, string | string[]>) =>
   Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
+/** Parses under `Prefer: handling=lenient` (warnings) unless `strict` (the default handling: 400). */
 const parse = (type: string | undefined, o: Record<string, string | string[]>, strict = false) =>
-  parseSearch(q(o), { resourceType: type, strict });
+  parseSearch(q(o), { resourceType: type, lenient: !strict });
 const status = (fn: () => unknown) => {
   try {
     fn();
@@ -146,9 +147,22 @@ describe('search query parsing', () => {
     expect(c.resourceTypes).toEqual(['Patient', 'Practitioner']);
     expect(c.filters).toHaveLength(1);
     expect(parse(undefined, { _type: 'Patient,Observation', name: 'x' }).warnings).toHaveLength(1);
+    expect(status(() => parse(undefined, { _type: 'Patient,Observation', name: 'x' }, true))).toBe(400);
+    // without _type only parameters common to all resources apply
+    expect(status(() => parseSearch(q({ name: 'x' }), {}))).toBe(400);
+    expect(parseSearch(q({ _id: 'a', _lastUpdated: 'gt2020' }), {}).filters).toHaveLength(2);
   });
 
-  it('unknown parameters and modifiers: warnings (lenient) or 400 (strict)', () => {
+  it('system search: _type is kept in what was applied (paging links carry it)', () => {
+    expect(parseSearch(q({ _type: 'Patient,Condition', _count: '3' }), {}).applied).toContainEqual([
+      '_type',
+      'Patient,Condition',
+    ]);
+  });
+
+  it('unknown parameters and modifiers: 400 by default and under strict, warnings under lenient', () => {
+    expect(status(() => parseSearch(q({ foo: 'x' }), { resourceType: 'Patient' }))).toBe(400);
+    expect(status(() => parseSearch(q({ 'code:in': 'x' }), { resourceType: 'Observation' }))).toBe(400);
     expect(parse('Patient', { foo: 'x', 'name:fuzzy': 'y' }).warnings).toHaveLength(2);
     expect(status(() => parse('Patient', { foo: 'x' }, true))).toBe(400);
     expect(status(() => parse('Patient', { 'name:fuzzy': 'x' }, true))).toBe(400);
@@ -193,13 +207,17 @@ describe('query maps without a prototype', () => {
     expect(query._format).toBeUndefined();
   });
 
-  it.each(names)('parses a search with %s as an unknown parameter (ignored, or 400 when strict)', (name) => {
-    const compiled = parseSearch(parseQuery(`${name}=1&_count=5&_sort=${name}`), { resourceType: 'Patient' });
+  it.each(names)('parses a search with %s as an unknown parameter (400, or ignored when lenient)', (name) => {
+    const compiled = parseSearch(parseQuery(`${name}=1&_count=5&_sort=${name}`), {
+      resourceType: 'Patient',
+      lenient: true,
+    });
     expect(compiled.count).toBe(5);
     expect(compiled.filters).toEqual([]);
     expect(compiled.warnings.join(' ')).toContain(name);
     expect(() => parseSearch(parseQuery(`${name}=1`), { resourceType: 'Patient', strict: true })).toThrow(
       FhirError,
     );
+    expect(() => parseSearch(parseQuery(`${name}=1`), { resourceType: 'Patient' })).toThrow(FhirError);
   });
 });

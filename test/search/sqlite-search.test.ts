@@ -291,12 +291,112 @@ describe('search over the SQLite index', () => {
     expect(ids(none)).toEqual([]);
   });
 
-  it('warns about unknown parameters, refuses them under strict handling', async () => {
-    const b = await run('Patient', { nonsense: 'x' });
+  it('refuses unknown parameters by default and under strict handling, warns under lenient handling', async () => {
+    const refusal = { status: 400, code: 'search-param-unsupported' };
+    await expect(searchType(request('Patient', { nonsense: 'x' }), context(store))).rejects.toMatchObject(
+      refusal,
+    );
+    const strict = { ...request('Patient', { nonsense: 'x' }), preferHandling: 'strict' as const };
+    await expect(searchType(strict, context(store))).rejects.toMatchObject(refusal);
+    const lenient = { ...request('Patient', { nonsense: 'x' }), preferHandling: 'lenient' as const };
+    const response = await searchType(lenient, context(store));
+    const b = parseFhirJson<SearchBundle>(response.body as string);
     const outcome = b.entry!.find((e) => e.search.mode === 'outcome')!;
     expect(JSON.stringify(outcome.resource)).toContain('nonsense');
-    const strict = { ...request('Patient', { nonsense: 'x' }), preferHandling: 'strict' as const };
-    await expect(searchType(strict, context(store))).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('system search paging links keep _type: the next page holds the same types', async () => {
+    const first = await run(undefined, { _type: 'Patient,Condition', _count: '3' });
+    const wanted = expected((r) => r.resourceType === 'Patient' || r.resourceType === 'Condition');
+    expect(wanted.length).toBeGreaterThan(6);
+    const seen = ids(first);
+    let next = first.link.find((l) => l.relation === 'next')?.url;
+    expect(next).toContain('_type=Patient,Condition');
+    for (let pages = 0; next && pages < 200; pages++) {
+      const query = Object.fromEntries(new URL(next).searchParams);
+      const page = await run(undefined, query);
+      seen.push(...ids(page));
+      next = page.link.find((l) => l.relation === 'next')?.url;
+    }
+    expect(seen.sort()).toEqual(wanted);
+  });
+
+  it('system search takes only parameters common to all resources; _type narrows to the types named', async () => {
+    const refusal = { status: 400, code: 'search-param-unsupported' };
+    await expect(searchSystem(request(undefined, { name: 'x' }), context(store))).rejects.toMatchObject(
+      refusal,
+    );
+    await expect(
+      searchSystem(request(undefined, { _type: 'Patient,Observation', name: 'x' }), context(store)),
+    ).rejects.toMatchObject(refusal);
+    const family = patients()[0].name[0].family as string;
+    const named = await run(undefined, { _type: 'Patient,Practitioner', name: family, _count: '1000' });
+    expect(ids(named).length).toBeGreaterThan(0);
+    expect(ids(named).every((id) => id.startsWith('Patient/') || id.startsWith('Practitioner/'))).toBe(true);
+    expect(ids(named).length).toBeLessThan(patients().length + 1);
+    const common = await run(undefined, { _id: patients()[0].id! });
+    expect(ids(common)).toEqual([`Patient/${patients()[0].id}`]);
+  });
+
+  it('refuses what it cannot apply (modifiers, _text, _list, unknown names) instead of answering unfiltered', async () => {
+    const refused: Record<string, string>[] = [
+      { 'code:in': 'http://hl7.org/fhir/ValueSet/observation-codes' },
+      { 'code:not-in': 'http://hl7.org/fhir/ValueSet/observation-codes' },
+      { 'code:below': 'http://loinc.org|8480-6' },
+      { 'code:above': 'http://loinc.org|8480-6' },
+      { _text: 'blood' },
+      { _content: 'blood' },
+      { _list: 'List/1' },
+      { _query: 'x' },
+      { _contained: 'true' },
+      { 'no-such-parameter': 'x' },
+      { _sort: 'no-such-key' },
+      { _include: 'Observation:no-such-reference' },
+      { _revinclude: '*' },
+    ];
+    for (const q of refused) {
+      const name = Object.keys(q)[0];
+      const error = await searchType(request('Observation', q), context(store)).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(error, name).toBeInstanceOf(FhirError);
+      expect((error as FhirError).status, name).toBe(400);
+      expect((error as FhirError).code, name).toBe('search-param-unsupported');
+      expect(JSON.stringify((error as FhirError).outcome), name).toContain(q[name] === '*' ? '*' : name);
+    }
+  });
+
+  it('under Prefer: handling=lenient leaves out what it cannot apply, with a warning, and self shows what was applied', async () => {
+    const patient = patients()[0];
+    const query = { subject: `Patient/${patient.id}`, 'code:in': 'http://x/vs', _count: '1000' };
+    const response = await searchType(
+      { ...request('Observation', query), preferHandling: 'lenient' },
+      context(store),
+    );
+    const b = parseFhirJson<SearchBundle>(response.body as string);
+    expect(ids(b).sort()).toEqual(
+      expected((r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${patient.id}`),
+    );
+    const self = decodeURIComponent(b.link.find((l) => l.relation === 'self')!.url);
+    expect(self).toContain(`subject=Patient/${patient.id}`);
+    expect(self).not.toContain('code');
+    const outcome = b.entry!.find((e) => e.search.mode === 'outcome')!;
+    expect(JSON.stringify(outcome.resource)).toContain(':in');
+  });
+
+  it('always accepts result parameters that change no match', async () => {
+    const b = await run('Patient', {
+      _pretty: 'true',
+      _summary: 'true',
+      _elements: 'gender',
+      _format: 'json',
+      _count: '2',
+      _total: 'accurate',
+      _sort: '-birthdate,_id',
+      _contained: 'false',
+    });
+    expect(b.total).toBe(patients().length);
   });
 
   it('refuses hostile input with 400, never a crash', async () => {
@@ -327,6 +427,79 @@ describe('search over the SQLite index', () => {
     const b = await run('Patient', { name: "x'; DROP TABLE resource_version; --" });
     expect(ids(b)).toEqual([]);
     expect((await run('Patient', {})).entry!.length).toBe(patients().length);
+  });
+});
+
+describe('compartment search (Patient/[id]/[type], Patient/[id]/*)', () => {
+  const compartment = (
+    id: string,
+    type: string | undefined,
+    query: Record<string, string>,
+    ctx = context(store),
+  ) => {
+    const req = { ...request(type, query), compartment: { type: 'Patient', id } };
+    return (type ? searchType : searchSystem)(req, ctx).then((r) =>
+      parseFhirJson<SearchBundle>(r.body as string),
+    );
+  };
+  const ofPatient = (id: string, type: string) =>
+    expected((r) => r.resourceType === type && r.subject?.reference === `Patient/${id}`);
+
+  it("finds exactly the patient's resources of a type, with further parameters, paged", async () => {
+    const [p, other] = patients();
+    const obs = await compartment(p.id!, 'Observation', { _count: '1000' });
+    expect(ids(obs).sort()).toEqual(ofPatient(p.id!, 'Observation'));
+    expect(ids(obs).length).toBeGreaterThan(0);
+    expect(ids(await compartment(other.id!, 'Encounter', { _count: '1000' })).sort()).toEqual(
+      ofPatient(other.id!, 'Encounter'),
+    );
+    const coding = loaded.find(
+      (r) => r.resourceType === 'Observation' && r.subject.reference === `Patient/${p.id}`,
+    )!.code.coding[0];
+    const coded = await compartment(p.id!, 'Observation', {
+      code: `${coding.system}|${coding.code}`,
+      _count: '1000',
+    });
+    expect(ids(coded).sort()).toEqual(
+      expected(
+        (r) =>
+          r.resourceType === 'Observation' &&
+          r.subject.reference === `Patient/${p.id}` &&
+          r.code.coding.some(
+            (c: { system: string; code: string }) => c.system === coding.system && c.code === coding.code,
+          ),
+      ),
+    );
+    const page = await compartment(p.id!, 'Observation', { _count: '2' });
+    const next = page.link.find((l) => l.relation === 'next')!.url;
+    expect(next).toContain(`/Patient/${p.id}/Observation?`);
+  });
+
+  it('Patient/[id]/* holds the Patient and its resources of every type, nothing of other patients', async () => {
+    const [p, other] = patients();
+    const all = await compartment(p.id!, undefined, { _count: '1000' });
+    const found = ids(all);
+    expect(found).toContain(`Patient/${p.id}`);
+    for (const type of ['Observation', 'Encounter', 'Condition'])
+      for (const id of ofPatient(p.id!, type)) expect(found).toContain(id);
+    for (const entry of all.entry!.filter((e) => e.search.mode === 'match'))
+      expect(JSON.stringify(entry.resource)).not.toContain(`Patient/${other.id}`);
+    const narrowed = await compartment(p.id!, undefined, { _type: 'Encounter', _count: '1000' });
+    expect(ids(narrowed).sort()).toEqual(ofPatient(p.id!, 'Encounter'));
+  });
+
+  it('refuses a type outside the compartment (400), and answers only what the caller may see', async () => {
+    const [p, other] = patients();
+    await expect(compartment(p.id!, 'Organization', {})).rejects.toMatchObject({ status: 400 });
+    const onlyOther: AccessPolicy = {
+      caller: { participant: 'x', role: 'patient', scopes: [] },
+      authorize() {},
+      canWrite: () => false,
+      canRead: (v: StoredVersion) => !v.patients?.length || v.patients.includes(`Patient/${other.id}`),
+    };
+    const hidden = await compartment(p.id!, 'Observation', { _total: 'accurate' }, context(store, onlyOther));
+    expect(ids(hidden)).toEqual([]);
+    expect(hidden.total).toBe(0);
   });
 });
 

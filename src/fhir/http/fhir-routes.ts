@@ -15,7 +15,7 @@ import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions
 import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
 import { emptyQuery, parseQuery } from '../query.js';
 import { BODY_MEDIA_TYPES, XML_MEDIA_TYPES } from '../media-types.js';
-import { negotiateResponseType, preferReturnOf, requestMediaType } from './negotiation.js';
+import { negotiateResponseType, preferHandlingOf, preferReturnOf, requestMediaType } from './negotiation.js';
 import type { RouteLogConfig } from './server.js';
 
 export interface FhirRoutesOptions {
@@ -193,6 +193,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           id: routed.id,
           versionId: routed.versionId,
           operation: routed.operation,
+          compartment: routed.compartment,
           method,
           query,
           body,
@@ -202,8 +203,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           ifModifiedSince: header(request, 'if-modified-since'),
           ifNoneExist: header(request, 'if-none-exist'),
           preferReturn: preferReturnOf(prefer),
-          preferHandling:
-            prefer && /(^|[,;\s])handling\s*=\s*"?strict"?/i.test(prefer) ? 'strict' : undefined,
+          preferHandling: preferHandlingOf(prefer),
           baseUrl: options.publicBaseUrl ?? `${request.protocol}://${request.host}${prefix}`,
         };
         if (fhirRequest.interaction === 'batch' || fhirRequest.interaction === 'transaction') {

@@ -128,3 +128,16 @@ export function preferReturnOf(
   }
   return undefined;
 }
+
+/** The `handling` preference (RFC 7240, FHIR search.html#errors): `strict`, `lenient`, or undefined. */
+export function preferHandlingOf(prefer: string | undefined): 'strict' | 'lenient' | undefined {
+  if (!prefer) return undefined;
+  for (const preference of prefer.split(/[,;]/)) {
+    const match = /^\s*handling\s*=\s*"?([A-Za-z]+)"?\s*$/i.exec(preference);
+    if (match) {
+      const value = match[1].toLowerCase();
+      if (value === 'strict' || value === 'lenient') return value;
+    }
+  }
+  return undefined;
+}

@@ -179,6 +179,80 @@ export async function conditionalMatches(
     .map((e) => e.resource!.id as string);
 }
 
+/** A conditional reference (http://hl7.org/fhir/R4/http.html#trules): `Type?criteria`, relative or on this base. */
+function conditionalReferenceOf(
+  reference: string,
+  baseUrl: string,
+): { type: string; search: string } | undefined {
+  const relative = reference.startsWith(`${baseUrl}/`) ? reference.slice(baseUrl.length + 1) : reference;
+  const m = /^([A-Z][A-Za-z]+)\?(.*)$/.exec(relative);
+  return m && isKnownResourceType(m[1]) ? { type: m[1], search: m[2] } : undefined;
+}
+
+/** Every `reference` of `value` (its path beside it) that is a conditional reference. */
+function collectConditionalReferences(
+  value: unknown,
+  path: string,
+  baseUrl: string,
+  out: { holder: Record<string, unknown>; path: string; type: string; search: string }[],
+): void {
+  if (value === null || typeof value !== 'object') return;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++)
+      collectConditionalReferences(value[i], `${path}[${i}]`, baseUrl, out);
+    return;
+  }
+  if (!(value.constructor === Object || Object.getPrototypeOf(value) === null)) return; // LosslessNumber
+  const record = value as Record<string, unknown>;
+  for (const key of Object.keys(record)) {
+    const child = record[key];
+    if (key === 'reference' && typeof child === 'string') {
+      const conditional = conditionalReferenceOf(child, baseUrl);
+      if (conditional) out.push({ holder: record, path: `${path}.reference`, ...conditional });
+    } else collectConditionalReferences(child, `${path}.${key}`, baseUrl, out);
+  }
+}
+
+/**
+ * Resolves the conditional references of an entry's resource in place (R4 http.html#trules): each is searched as
+ * the caller (only what it may see matches, through the registered search handler); exactly one match becomes
+ * `Type/id`; several are 412 (`conditional-multiple-matches`), none 400 (`conditional-reference-no-match`), the
+ * refusal naming the reference's path. `resolved` caches answers within one Bundle.
+ */
+export async function resolveConditionalReferences(
+  resource: FhirResource,
+  context: FhirContext,
+  baseUrl: string,
+  resolved: Map<string, string> = new Map(),
+): Promise<void> {
+  const found: { holder: Record<string, unknown>; path: string; type: string; search: string }[] = [];
+  collectConditionalReferences(resource, resource.resourceType, baseUrl, found);
+  for (const { holder, path, type, search } of found) {
+    const text = holder.reference as string;
+    let target = resolved.get(text);
+    if (target === undefined) {
+      const matches = await conditionalMatches(context, type, parseQuery(search), baseUrl);
+      if (matches.length > 1)
+        throw fhirError(
+          'conditional-multiple-matches',
+          `The conditional reference '${text}' matches more than one ${type}`,
+          { expression: path },
+        );
+      if (matches.length === 0)
+        throw fhirError(
+          'conditional-reference-no-match',
+          `The conditional reference '${text}' matches no ${type}`,
+          {
+            expression: path,
+          },
+        );
+      target = `${type}/${matches[0]}`;
+      resolved.set(text, target);
+    }
+    holder.reference = target;
+  }
+}
+
 /** Body and content type for an entry: PATCH entries carry a Binary (JSON Patch) or Parameters (FHIRPath Patch). */
 function entryBody(entry: BundleEntry): Pick<FhirRequest, 'body' | 'contentType' | 'resource'> {
   const resource = entry.resource;
@@ -224,6 +298,8 @@ export async function runEntry(
     ifModifiedSince: entry.request.ifModifiedSince,
     ifNoneExist: entry.request.ifNoneExist,
     preferReturn: options.preferReturn ?? bundleRequest.preferReturn,
+    // The Bundle's Prefer: handling applies to its search entries (conditional criteria always refuse).
+    preferHandling: bundleRequest.preferHandling,
     ...entryBody(entry),
   };
 
@@ -386,6 +462,8 @@ export const batch: InteractionHandler = async (request, context) => {
   for (let i = 0; i < entries.length; i++) {
     try {
       const entry = checkEntry(entries[i], i);
+      // Only this entry fails when one of its conditional references does not resolve to exactly one match.
+      if (entry.resource) await resolveConditionalReferences(entry.resource, context, request.baseUrl);
       const response = await runEntry(entry, context, request);
       out.push(responseEntry(response, request.baseUrl));
     } catch (err) {

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import type { FhirResource } from '../fhir-json.js';
 import type { FhirRegistry, OperationRegistration } from './fhir-registry.js';
 import type { Interaction, InteractionHandler } from './types.js';
+import { COMPARTMENT_TYPES } from './router.js';
 // The media types the HTTP layer negotiates; XML is not offered.
 import { PATCH_FORMATS, SUPPORTED_FORMATS } from '../media-types.js';
 
@@ -63,12 +64,18 @@ function securityEntry(tokenUrl: string) {
   };
 }
 
+/**
+ * Where the canonical of an operation of this service's own lives when its registration names none (HL7's
+ * namespace is only for HL7's operations, which register their definition).
+ */
+export const OWN_OPERATION_DEFINITION_BASE = 'https://hie-ledger.dev/fhir/OperationDefinition/';
+
 function operationEntry(operation: OperationRegistration) {
   return {
     name: operation.name,
     definition: operation.definitionResource
       ? `#${operation.definitionResource.id}`
-      : (operation.definition ?? `http://hl7.org/fhir/OperationDefinition/${operation.name}`),
+      : (operation.definition ?? `${OWN_OPERATION_DEFINITION_BASE}${operation.name}`),
     ...(operation.documentation ? { documentation: operation.documentation } : {}),
   };
 }
@@ -85,22 +92,29 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
     );
     const searchParams = [...registry.searchParams('Resource'), ...registry.searchParams(type)];
     const canSearch = registry.hasInteraction('search-type', type);
+    const includes = canSearch ? registry.includes(type) : { include: [], revinclude: [] };
     return {
       type,
       profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
       interaction: interactions.map((code) => ({ code })),
-      versioning: 'versioned-update',
+      // If-Match on update is served wherever update is; vread wherever versions are kept.
+      versioning: registry.hasInteraction('update', type)
+        ? 'versioned-update'
+        : registry.hasInteraction('vread', type)
+          ? 'versioned'
+          : 'no-version',
       readHistory: registry.hasInteraction('vread', type),
       updateCreate: registry.hasInteraction('update', type),
       conditionalCreate: canSearch && registry.hasInteraction('create', type),
       conditionalRead: registry.hasInteraction('read', type) ? 'full-support' : 'not-supported',
-      conditionalUpdate: false,
-      conditionalDelete: 'not-supported',
+      conditionalUpdate: registry.hasConditional('update', type),
+      conditionalDelete: registry.hasConditional('delete', type) ? 'single' : 'not-supported',
+      ...(includes.include.length > 0 ? { searchInclude: includes.include } : {}),
+      ...(includes.revinclude.length > 0 ? { searchRevInclude: includes.revinclude } : {}),
       ...(canSearch && searchParams.length > 0 ? { searchParam: searchParams } : {}),
       ...(typeOperations.length > 0 ? { operation: typeOperations.map(operationEntry) } : {}),
     };
   });
-  const systemOperations = operations.filter((op) => op.levels.includes('system'));
   // This server's own OperationDefinitions, contained so that their `#id` references resolve here.
   const contained = operations.flatMap((op) => (op.definitionResource ? [op.definitionResource] : []));
   return {
@@ -120,13 +134,22 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
         mode: 'server',
         ...(options.tokenUrl ? { security: securityEntry(options.tokenUrl(baseUrl)) } : {}),
         resource: resources,
+        // Compartment search (`Patient/[id]/[type]`) is routed wherever type search is registered.
+        ...(registry.hasInteraction('search-type')
+          ? {
+              compartment: [...COMPARTMENT_TYPES].map(
+                (type) => `http://hl7.org/fhir/CompartmentDefinition/${type.toLowerCase()}`,
+              ),
+            }
+          : {}),
         interaction: SYSTEM_INTERACTIONS.filter((code) => registry.hasInteraction(code)).map((code) => ({
           code,
         })),
         ...(registry.searchParams('Resource').length > 0 && registry.hasInteraction('search-system')
           ? { searchParam: registry.searchParams('Resource') }
           : {}),
-        ...(systemOperations.length > 0 ? { operation: systemOperations.map(operationEntry) } : {}),
+        // Every operation served, at whatever level (the resources name theirs too).
+        ...(operations.length > 0 ? { operation: operations.map(operationEntry) } : {}),
       },
     ],
   };

@@ -42,12 +42,18 @@ interface InteractionRegistration {
   handler: InteractionHandler;
   /** Resource types the interaction serves; all supported types when absent. */
   resourceTypes?: Set<string>;
+  /** The handler also serves the conditional form on the type (`PUT/DELETE/PATCH [type]?criteria`). */
+  conditional: boolean;
 }
+
+/** `_include`/`_revinclude` values a type can be searched with (CapabilityStatement searchInclude/searchRevInclude). */
+export type IncludeDeclarations = (resourceType: string) => string[];
 
 export class FhirRegistry {
   private readonly interactionHandlers = new Map<Interaction, InteractionRegistration>();
   private readonly operationsByName = new Map<string, OperationRegistration>();
   private readonly searchParamsByType = new Map<string, SearchParamDeclaration[]>();
+  private includeDeclarations?: { include: IncludeDeclarations; revinclude: IncludeDeclarations };
   /** Bumped by every registration, so what is derived from the registry (the router's method tables) can be cached. */
   version = 0;
 
@@ -55,14 +61,28 @@ export class FhirRegistry {
   registerInteraction(
     interaction: Interaction,
     handler: InteractionHandler,
-    options: { resourceTypes?: string[] } = {},
+    options: {
+      resourceTypes?: string[];
+      /** update, patch, delete: the handler resolves `[type]?criteria` itself (request without an id). */
+      conditional?: boolean;
+    } = {},
   ): this {
     this.version++;
     this.interactionHandlers.set(interaction, {
       handler,
       resourceTypes: options.resourceTypes ? new Set(options.resourceTypes) : undefined,
+      conditional: options.conditional === true,
     });
     return this;
+  }
+
+  /** Whether the interaction is served in its conditional form `[type]?criteria` (it needs search too). */
+  hasConditional(interaction: Interaction, resourceType?: string): boolean {
+    return (
+      this.hasInteraction(interaction, resourceType) &&
+      this.interactionHandlers.get(interaction)!.conditional &&
+      this.hasInteraction('search-type', resourceType)
+    );
   }
 
   registerOperation(operation: OperationRegistration): this {
@@ -79,6 +99,20 @@ export class FhirRegistry {
     this.version++;
     this.searchParamsByType.set(resourceType, params);
     return this;
+  }
+
+  /** What `_include`/`_revinclude` values each type takes (declared with search). */
+  declareIncludes(include: IncludeDeclarations, revinclude: IncludeDeclarations): this {
+    this.version++;
+    this.includeDeclarations = { include, revinclude };
+    return this;
+  }
+
+  includes(resourceType: string): { include: string[]; revinclude: string[] } {
+    const declared = this.includeDeclarations;
+    return declared
+      ? { include: declared.include(resourceType), revinclude: declared.revinclude(resourceType) }
+      : { include: [], revinclude: [] };
   }
 
   hasInteraction(interaction: Interaction, resourceType?: string): boolean {

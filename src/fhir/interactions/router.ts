@@ -16,7 +16,12 @@ export interface RoutedRequest {
   id?: string;
   versionId?: string;
   operation?: string;
+  /** `Patient/[id]/[type]` and `Patient/[id]/*`: a search limited to that compartment. */
+  compartment?: { type: string; id: string };
 }
+
+/** The compartments served by compartment search (the R4 Patient compartment definition is loaded). */
+export const COMPARTMENT_TYPES = new Set(['Patient']);
 
 type Shape =
   | 'base'
@@ -31,11 +36,19 @@ type Shape =
   | 'instance'
   | 'history-instance'
   | 'vread'
-  | 'operation-instance';
+  | 'operation-instance'
+  | 'search-compartment';
 
-function shapeOf(
-  segments: string[],
-): { shape: Shape; resourceType?: string; id?: string; versionId?: string; operation?: string } | undefined {
+function shapeOf(segments: string[]):
+  | {
+      shape: Shape;
+      resourceType?: string;
+      id?: string;
+      versionId?: string;
+      operation?: string;
+      compartment?: { type: string; id: string };
+    }
+  | undefined {
   const [a, b, c, d] = segments;
   switch (segments.length) {
     case 0:
@@ -55,6 +68,12 @@ function shapeOf(
       if (c === '_history') return { shape: 'history-instance', resourceType: a, id: b };
       if (c.startsWith('$'))
         return { shape: 'operation-instance', resourceType: a, id: b, operation: c.slice(1) };
+      if (COMPARTMENT_TYPES.has(a) && /^[A-Za-z0-9\-.]{1,64}$/.test(b) && (c === '*' || /^[A-Z]/.test(c)))
+        return {
+          shape: 'search-compartment',
+          resourceType: c === '*' ? undefined : c,
+          compartment: { type: a, id: b },
+        };
       return undefined;
     case 4:
       if (c === '_history') return { shape: 'vread', resourceType: a, id: b, versionId: d };
@@ -136,9 +155,16 @@ export class FhirRouter {
       case 'search-type':
         if (has('search-type')) out.POST = 'search-type';
         break;
+      case 'search-compartment':
+        get(resourceType ? 'search-type' : 'search-system');
+        break;
       case 'type':
         get('search-type');
         if (has('create')) out.POST = 'create';
+        // Conditional update, patch and delete (`[type]?criteria`): routed without an id.
+        if (this.registry.hasConditional('update', resourceType)) out.PUT = 'update';
+        if (this.registry.hasConditional('patch', resourceType)) out.PATCH = 'patch';
+        if (this.registry.hasConditional('delete', resourceType)) out.DELETE = 'delete';
         break;
       case 'instance':
         get('read');
@@ -207,6 +233,7 @@ export class FhirRouter {
       id: found.id,
       versionId: found.versionId,
       operation: found.operation,
+      compartment: found.compartment,
     };
   }
 }

@@ -10,7 +10,15 @@
 import { randomUUID } from 'node:crypto';
 import { fhirError, issue, type OperationOutcomeIssue } from '../outcome.js';
 import { parseFhirJson, stringifyFhirJson, type FhirResource } from '../fhir-json.js';
-import { parseSearch, LIMITS, type CompiledQuery, type Filter, type IncludeSpec } from '../search/parse.js';
+import {
+  parseSearch,
+  supportedModifiers,
+  takesPrefixes,
+  LIMITS,
+  type CompiledQuery,
+  type Filter,
+  type IncludeSpec,
+} from '../search/parse.js';
 import {
   indexedAs,
   referenceKey,
@@ -18,8 +26,10 @@ import {
   searchParameter,
   searchParametersOf,
   isKnownResourceType,
+  STORE_COLUMN_PARAMS,
+  type SearchParamDef,
 } from '../search/definitions.js';
-import type { FhirRegistry } from './fhir-registry.js';
+import type { FhirRegistry, SearchParamDeclaration } from './fhir-registry.js';
 import { typeReadability } from './common.js';
 import { applyRepresentation, representationOf } from './representation.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../store/search-query.js';
@@ -48,8 +58,9 @@ function searchQuery(request: FhirRequest): Record<string, string[]> {
   return query;
 }
 
-function isStrict(request: FhirRequest): boolean {
-  return request.preferHandling === 'strict';
+/** `Prefer: handling=lenient`: what cannot be applied is left out with a warning instead of refused (400). */
+function isLenient(request: FhirRequest): boolean {
+  return request.preferHandling === 'lenient';
 }
 
 function queryString(pairs: [string, string][]): string {
@@ -223,7 +234,13 @@ async function search(
 ): Promise<FhirResponse> {
   context.access.authorize(resourceType ? 'search-type' : 'search-system', resourceType);
   const raw = searchQuery(request);
-  const query = parseSearch(raw, { resourceType, strict: isStrict(request) });
+  // A compartment search (`Patient/[id]/[type]`, `Patient/[id]/*`): only the compartment's members match.
+  const compartment = request.compartment && compartmentOf(request.compartment, resourceType);
+  const query = parseSearch(raw, {
+    resourceType,
+    lenient: isLenient(request),
+    systemTypes: compartment?.types,
+  });
   // Searching through another type (chains, _has) needs the right to search that type too (403 otherwise).
   for (const type of typesSearchedThrough(query.filters)) context.access.authorize('search-type', type);
   const warnings: OperationOutcomeIssue[] = query.warnings.map((w) => issue('warning', 'not-supported', w));
@@ -235,7 +252,11 @@ async function search(
     (query.count === 0 && query.total !== 'none') ||
     query.total === 'accurate' ||
     query.total === 'estimate';
-  const canRead = (v: StoredVersion): boolean => context.access.canRead(v);
+  const member = compartment?.member;
+  // Membership first: canRead counts what it admits for the audit.
+  const canRead = member
+    ? (v: StoredVersion): boolean => (v.patients?.includes(member) ?? false) && context.access.canRead(v)
+    : (v: StoredVersion): boolean => context.access.canRead(v);
   const result = await runStoreSearch(context, {
     query,
     canRead,
@@ -257,7 +278,11 @@ async function search(
   // No audit call here: every match and included version passed `canRead`, which counts it for the audit (per
   // patient and custodian); reporting them again would count them twice.
 
-  const base = resourceType ? `${request.baseUrl}/${resourceType}` : request.baseUrl;
+  const base = member
+    ? `${request.baseUrl}/${member}/${resourceType ?? '*'}`
+    : resourceType
+      ? `${request.baseUrl}/${resourceType}`
+      : request.baseUrl;
   const links: { relation: string; url: string }[] = [
     { relation: 'self', url: pageLink(base, query, query.offset) },
   ];
@@ -302,6 +327,27 @@ async function search(
   return { status: 200, body, headers: { 'Content-Type': FHIR_JSON_UTF8 } };
 }
 
+/** The types of the Patient compartment (R4 CompartmentDefinition patient), the Patient itself included. */
+let patientCompartmentTypes: string[] | undefined;
+
+/**
+ * A compartment search's member key (`Patient/id`, as stored in `StoredVersion.patients`, from the R4 compartment
+ * definition: `patientCompartments`) and, for `*`, the types searched. A type outside the compartment is 400.
+ */
+function compartmentOf(
+  compartment: { type: string; id: string },
+  resourceType: string | undefined,
+): { member: string; types?: string[] } {
+  if (compartment.type !== 'Patient')
+    throw fhirError('endpoint-not-found', `The ${compartment.type} compartment is not served here`);
+  patientCompartmentTypes ??= [
+    ...new Set(['Patient', ...searchDefinitions().patientCompartment.keys()]),
+  ].sort();
+  if (resourceType && !patientCompartmentTypes.includes(resourceType))
+    throw fhirError('request-invalid', `${resourceType} is not a type of the Patient compartment`);
+  return { member: `Patient/${compartment.id}`, types: resourceType ? undefined : patientCompartmentTypes };
+}
+
 /** GET [base]/[type]?... and POST [base]/[type]/_search */
 export const searchType: InteractionHandler = async (request, context) => {
   if (!request.resourceType || !isKnownResourceType(request.resourceType))
@@ -313,18 +359,58 @@ export const searchType: InteractionHandler = async (request, context) => {
 export const searchSystem: InteractionHandler = async (request, context) =>
   search(request, context, undefined);
 
-/** The search parameters of a type, for the CapabilityStatement (only those this server can search). */
-export function searchParamDeclarations(resourceType: string): {
-  name: string;
-  type: 'number' | 'date' | 'string' | 'token' | 'reference' | 'composite' | 'quantity' | 'uri' | 'special';
-  definition?: string;
-}[] {
+/**
+ * What this server does with a parameter, for CapabilityStatement...searchParam.documentation (its expression and
+ * targets are in the definition): the modifiers and prefixes it applies, and how an alias is answered.
+ */
+function parameterDocumentation(def: SearchParamDef): string {
+  if (def.code === '_id') return 'Modifier :not.';
+  if (def.code === '_lastUpdated') return 'Prefixes eq ne gt lt ge le sa eb ap.';
+  const parts = [
+    `Modifiers ${supportedModifiers(def.type)
+      .map((m) => `:${m}`)
+      .join(' ')}`,
+  ];
+  if (takesPrefixes(def.type)) parts.push('prefixes eq ne gt lt ge le sa eb ap');
+  if (def.type === 'reference') parts.push('chains up to 3 levels');
+  if (def.indexedAs) parts.push(`answered as ${def.indexedAs.join(' | ')}`);
+  return `${parts.join('; ')}.`;
+}
+
+/** The search parameters of a type, for the CapabilityStatement (exactly those this server can search). */
+export function searchParamDeclarations(resourceType: string): SearchParamDeclaration[] {
   const defs = searchParametersOf(resourceType);
   if (!defs) return [];
   const out = [...defs.values()]
-    .filter((d) => d.evaluate || d.code === '_id' || d.code === '_lastUpdated')
-    .map((d) => ({ name: d.code, type: d.type, definition: d.url }));
+    .filter((d) => d.evaluate || STORE_COLUMN_PARAMS.has(d.code))
+    .map((d) => ({
+      name: d.code,
+      type: d.type,
+      definition: d.url,
+      documentation: parameterDocumentation(d),
+    }));
   return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** The `_include` values this server follows from a type: `Type:param` per reference parameter, and `*`. */
+export function includeDeclarations(resourceType: string): string[] {
+  const defs = searchParametersOf(resourceType);
+  if (!defs) return [];
+  const out = [...defs.values()]
+    .filter((d) => d.evaluate && d.type === 'reference')
+    .map((d) => `${resourceType}:${d.code}`)
+    .sort();
+  return out.length > 0 ? [...out, '*'] : [];
+}
+
+/** The `_revinclude` values that can find resources of a type: `Source:param` for every reference parameter that may target it. */
+export function revIncludeDeclarations(resourceType: string): string[] {
+  const out: string[] = [];
+  for (const [source, defs] of searchDefinitions().byType)
+    for (const def of defs.values())
+      if (def.evaluate && def.type === 'reference' && def.target.includes(resourceType))
+        out.push(`${source}:${def.code}`);
+  return out.sort();
 }
 
 export { LIMITS };
@@ -332,6 +418,7 @@ export { LIMITS };
 /** Registers type and system search, and declares every searchable parameter (for /metadata). */
 export function registerSearch(registry: FhirRegistry): FhirRegistry {
   registry.registerInteraction('search-type', searchType).registerInteraction('search-system', searchSystem);
+  registry.declareIncludes(includeDeclarations, revIncludeDeclarations);
   const common = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
   const anyType = searchParamDeclarations('Patient').filter((p) => common.has(p.name));
   registry.declareSearchParams('Resource', anyType);

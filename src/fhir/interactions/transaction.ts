@@ -5,9 +5,10 @@
  * OperationOutcome (with its status, and `Bundle.entry[i]` in the expression) is the answer.
  *
  * Order (R4 http.html#trules): resolve ids first (POST ids are assigned up front; conditional creates, updates and
- * deletes are resolved against the state before the transaction), then rewrite every reference to an entry's
- * fullUrl (`urn:uuid:...` or an absolute URL of an entry) to the assigned `Type/id` anywhere in the bundle's
- * resources (extensions included) and in entry URLs' queries, then process DELETE, POST, PUT/PATCH, GET/HEAD.
+ * deletes, and conditional references `Type?criteria`, are resolved against the state before the transaction), then
+ * rewrite every reference to an entry's fullUrl (`urn:uuid:...` or an absolute URL of an entry) to the assigned
+ * `Type/id` anywhere in the bundle's resources (extensions included) and in entry URLs' queries, then process
+ * DELETE, POST, PUT/PATCH, GET/HEAD.
  */
 import { FhirError, fhirError, issue } from '../outcome.js';
 import { isKnownResourceType } from '../search/definitions.js';
@@ -16,6 +17,7 @@ import {
   bundleOf,
   checkEntry,
   conditionalMatches,
+  resolveConditionalReferences,
   responseBundle,
   responseEntry,
   runEntry,
@@ -126,6 +128,7 @@ async function resolveIds(
   const fullUrls = new Map<string, string>();
   const planned: Planned[] = [];
   const seenTargets = new Set<string>();
+  const conditionalReferences = new Map<string, string>();
   for (const [index, entry] of entries.entries()) {
     const { method, url } = entry.request;
     const { path, query } = splitEntryUrl(url, request.baseUrl);
@@ -152,6 +155,9 @@ async function resolveIds(
       } else if ((method === 'PUT' || method === 'PATCH' || method === 'DELETE') && segments.length === 2) {
         planTargetedWrite(step);
       }
+      // Conditional references resolve against the state before the transaction, like conditional writes.
+      if (entry.resource)
+        await resolveConditionalReferences(entry.resource, tx, request.baseUrl, conditionalReferences);
     } catch (err) {
       throw entryError(err, index);
     }

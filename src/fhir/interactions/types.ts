@@ -29,6 +29,8 @@ export interface FhirRequest {
   interaction: Interaction;
   method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   resourceType?: string;
+  /** A compartment search (`GET Patient/[id]/[type]` or `Patient/[id]/*`): the compartment it is limited to. */
+  compartment?: { type: string; id: string };
   id?: string;
   versionId?: string;
   /** Operation name without `$`, for interaction 'operation'. */
@@ -51,7 +53,7 @@ export interface FhirRequest {
   resource?: FhirResource;
   /** For a create inside a transaction Bundle: the server id already assigned to it (src/fhir/interactions/transaction.ts). */
   assignedId?: string;
-  /** `Prefer: handling=strict|lenient` (search: unknown parameters are an error under strict). */
+  /** `Prefer: handling=strict|lenient` (search: what cannot be applied is refused unless lenient). */
   preferHandling?: 'strict' | 'lenient';
 }
 

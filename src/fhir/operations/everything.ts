@@ -9,8 +9,8 @@
  *
  * Access: every resource passes `context.access.canRead` (the one access check). A Patient the caller may not see
  * is a 404, as a missing one; compartment resources the caller may not see are absent and not counted; types the
- * caller's scopes do not cover are left out with a warning. `start`/`end` (care dates) are not supported: ignored
- * with a warning, refused under `Prefer: handling=strict`.
+ * caller's scopes do not cover are left out with a warning. `start`/`end` (care dates) are not supported: refused
+ * (400), or ignored with a warning under `Prefer: handling=lenient`.
  */
 import { randomUUID } from 'node:crypto';
 import { parseFhirJson, type FhirResource } from '../fhir-json.js';
@@ -174,10 +174,14 @@ function readEverythingParameters(
   }
   for (const name of ['start', 'end']) {
     if (one(name) === undefined) continue;
-    const message = `$everything parameter '${name}' is not supported and was ignored`;
-    if (request.preferHandling === 'strict')
-      throw fhirError('parameter-invalid', message, { expression: name });
-    warnings.push(issue('warning', 'not-supported', message));
+    // Ignoring a care-date limit would answer with the whole record: refused unless the client says lenient.
+    if (request.preferHandling !== 'lenient')
+      throw fhirError('parameter-invalid', `$everything parameter '${name}' is not supported`, {
+        expression: name,
+      });
+    warnings.push(
+      issue('warning', 'not-supported', `$everything parameter '${name}' is not supported and was ignored`),
+    );
   }
   return { sinceText, since, count, offset, types };
 }

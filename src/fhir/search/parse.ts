@@ -3,8 +3,10 @@
  * adapters run (src/fhir/store/sqlite/sqlite-search.ts). Pure: no store access.
  *
  * AND = repeated parameter names; OR = commas inside one value (`\,` is a literal comma).
- * Unknown or unsupported parameters are ignored with a warning (lenient, the default) or refused with 400
- * under `Prefer: handling=strict`. Hostile input (huge values, thousands of parameters, deep chains) is refused with
+ * What the server cannot apply (an unknown parameter, an unsupported modifier, `_text`, `_list`, at system level a
+ * parameter not common to every searched type) is refused with 400 (`search-param-unsupported`), since ignoring it
+ * would answer with more than was asked; under `Prefer: handling=lenient` it is left out with a warning and the
+ * `self` link shows only what was applied (`CompiledQuery.applied`). Hostile input (huge values, thousands of parameters, deep chains) is refused with
  * 400 before any SQL is built; every value reaches SQL as a bound parameter.
  */
 import { fhirError } from '../outcome.js';
@@ -41,7 +43,12 @@ export const LIMITS = {
 export interface ParseOptions {
   /** The type of a type-level search; undefined for a system search. */
   resourceType?: string;
+  /** `Prefer: handling=lenient`: leave out what cannot be applied, with a warning, instead of refusing it. */
+  lenient?: boolean;
+  /** The default (kept for callers that say so): what cannot be applied is refused. */
   strict?: boolean;
+  /** A system-level search over a set of types (a compartment's, for `Patient/[id]/*`): `_type` must stay in it. */
+  systemTypes?: string[];
 }
 
 const PREFIXES = new Set<Prefix>(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap']);
@@ -61,6 +68,12 @@ const PASSIVE = new Set([
   '_contained',
   '_containedType',
 ]);
+
+/**
+ * The values of `_contained`/`_containedType` that change nothing here: contained resources are never returned as
+ * matches (R4 default). Other values are refused (or left out under lenient handling).
+ */
+const CONTAINED_DEFAULTS: Record<string, string> = { _contained: 'false', _containedType: 'container' };
 
 /** Splits on commas not escaped with a backslash; unescapes `\,` `\|` `\$` `\\`. */
 export function splitOr(value: string): string[] {
@@ -157,6 +170,18 @@ const MODIFIERS: Record<string, Set<string>> = {
   composite: new Set(['missing']),
 };
 
+/** The modifiers this server applies to a parameter type (for the CapabilityStatement's documentation). */
+export function supportedModifiers(type: string): string[] {
+  const out = [...(MODIFIERS[type] ?? [])];
+  if (type === 'reference') out.push('[type]');
+  return out;
+}
+
+/** Whether a parameter type takes the comparison prefixes (`eq ne gt lt ge le sa eb ap`). */
+export function takesPrefixes(type: string): boolean {
+  return type === 'date' || type === 'number' || type === 'quantity';
+}
+
 /** Splits `a$b` on the first `$` not escaped with a backslash. */
 function splitDollar(value: string): [string, string] | undefined {
   for (let i = 0; i < value.length; i++) {
@@ -168,11 +193,15 @@ function splitDollar(value: string): [string, string] | undefined {
 
 class QueryParser {
   readonly warnings: string[] = [];
-  constructor(private readonly strict: boolean) {}
+  constructor(
+    private readonly lenient: boolean,
+    /** A system search without `_type`: only parameters common to every resource apply. */
+    private readonly allTypes: boolean,
+  ) {}
 
-  /** An ignorable problem: a warning, or 400 when strict. */
+  /** What cannot be applied: 400, or under lenient handling a warning (the condition is then left out). */
   ignore(message: string): void {
-    if (this.strict) throw fhirError('search-param-unsupported', message);
+    if (!this.lenient) throw fhirError('search-param-unsupported', message);
     this.warnings.push(message);
   }
 
@@ -205,7 +234,9 @@ class QueryParser {
     const defs = types.map((t) => searchParameter(t, code));
     if (defs.some((d) => d === undefined)) {
       this.ignore(
-        `Unknown search parameter '${truncate(code)}' for ${types.length === 1 ? types[0] : `types ${types.join(', ')}`}`,
+        this.allTypes && types.length > 1 && defs.some((d) => d !== undefined)
+          ? `Search parameter '${truncate(code)}' is not common to all resources: a system search takes only those (name the types with _type)`
+          : `Unknown search parameter '${truncate(code)}' for ${types.length === 1 ? types[0] : types.length > 5 ? 'all resources' : `types ${types.join(', ')}`}`,
       );
       return undefined;
     }
@@ -253,7 +284,9 @@ class QueryParser {
         );
       referenceType = modifier;
     } else if (modifier && !MODIFIERS[def.type]?.has(modifier)) {
-      this.ignore(`Modifier ':${truncate(modifier)}' is not supported for ${def.type} parameter '${code}'`);
+      this.ignore(
+        `Parameter '${truncate(name)}': modifier ':${truncate(modifier)}' is not supported for ${def.type} parameter '${code}'`,
+      );
       return undefined;
     }
     const values = this.orValues(rawValue).map((v) => this.value(def, modifier, referenceType, v));
@@ -450,7 +483,7 @@ function parseSort(types: string[], raw: string[], parser: QueryParser): SortKey
     }
     const def = types.length === 1 ? searchParameter(types[0], code) : undefined;
     if (!def?.evaluate || def.type === 'composite' || def.type === 'special') {
-      parser.ignore(`Cannot sort by '${truncate(code)}'`);
+      parser.ignore(`_sort: cannot sort by '${truncate(code)}'`);
       continue;
     }
     keys.push({ param: code, type: def.type, descending });
@@ -465,7 +498,11 @@ function parseInclude(
   types: string[],
   parser: QueryParser,
 ): IncludeSpec | undefined {
-  if (raw === '*') return { sourceType: '*', param: '*', iterate };
+  if (raw === '*') {
+    if (!reverse) return { sourceType: '*', param: '*', iterate };
+    parser.ignore('_revinclude=* is not supported');
+    return undefined;
+  }
   const [sourceType, param, targetType, ...extra] = raw.split(':');
   if (extra.length > 0 || !sourceType || !param)
     throw fhirError(
@@ -478,10 +515,16 @@ function parseInclude(
     parser.ignore(`_include '${truncate(raw)}' does not start from the searched type`);
     return undefined;
   }
+  if (reverse && param === '*') {
+    parser.ignore(`_revinclude '${truncate(raw)}': '*' is not supported in _revinclude`);
+    return undefined;
+  }
   if (param !== '*') {
     const def = searchParameter(sourceType, param);
     if (!def || def.type !== 'reference') {
-      parser.ignore(`'${truncate(param)}' is not a reference parameter of ${sourceType}`);
+      parser.ignore(
+        `${reverse ? '_revinclude' : '_include'} '${truncate(raw)}': '${truncate(param)}' is not a reference parameter of ${sourceType}`,
+      );
       return undefined;
     }
   }
@@ -500,7 +543,10 @@ function singleInt(values: string[], name: string, min: number, max: number): nu
 
 /** Parses a search query. Throws 400 FhirError for malformed or hostile input. */
 export function parseSearch(query: Record<string, string[]>, options: ParseOptions = {}): CompiledQuery {
-  const parser = new QueryParser(options.strict ?? false);
+  const parser = new QueryParser(
+    options.lenient === true && options.strict !== true,
+    !options.resourceType && !query._type,
+  );
   const defs = searchDefinitions();
   const names = Object.keys(query);
   let parameterCount = 0;
@@ -536,11 +582,21 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
     for (const t of listed)
       if (!defs.byType.has(t))
         throw fhirError('search-param-invalid', `'${truncate(t)}' in _type is not a resource type`);
-    resourceTypes = listed.length > 0 ? [...new Set(listed)] : defs.resourceTypes;
+      else if (options.systemTypes && !options.systemTypes.includes(t))
+        throw fhirError(
+          'search-param-invalid',
+          `'${truncate(t)}' in _type is not a type of this compartment`,
+        );
+    resourceTypes = listed.length > 0 ? [...new Set(listed)] : (options.systemTypes ?? defs.resourceTypes);
   }
 
   const filters: Filter[] = [];
   const applied: [string, string][] = [];
+  // _type is part of what a system search asks: the paging links keep it (the next page holds the same types).
+  if (!options.resourceType) for (const v of query._type ?? []) applied.push(['_type', v]);
+  for (const [name, harmless] of Object.entries(CONTAINED_DEFAULTS))
+    for (const value of query[name] ?? [])
+      if (value !== harmless) parser.ignore(`${name}=${truncate(value)} is not supported (only ${harmless})`);
   for (const name of names) {
     if (
       PASSIVE.has(name) ||
