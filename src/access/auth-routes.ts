@@ -64,6 +64,27 @@ function baseUrlOf(request: FastifyRequest, configured: string | undefined): str
   return configured ?? `${request.protocol}://${request.host}`;
 }
 
+const LOOPBACK_SPELLINGS = ['localhost', '127.0.0.1', '[::1]'];
+
+/**
+ * The audiences a client assertion may name: with --base-url, its token URL alone (the setting decides, whatever
+ * Host the client sent); without it, the request's, in every spelling of a loopback host when the client used one
+ * (`localhost` and `127.0.0.1` name the same service).
+ */
+function tokenUrlsOf(request: FastifyRequest, configured: string | undefined): string | string[] {
+  if (configured !== undefined) return `${configured}/auth/token`;
+  const own = `${request.protocol}://${request.host}/auth/token`;
+  const hostname = request.hostname === '::1' ? '[::1]' : request.hostname;
+  if (!LOOPBACK_SPELLINGS.includes(hostname)) return own;
+  const port = request.port ? `:${request.port}` : '';
+  return [
+    own,
+    ...LOOPBACK_SPELLINGS.map((host) => `${request.protocol}://${host}${port}/auth/token`).filter(
+      (url) => url !== own,
+    ),
+  ];
+}
+
 function tooManyRequests(who: string, retryAfterSeconds: number): OAuthError {
   return new OAuthError(
     'temporarily_unavailable',
@@ -263,7 +284,7 @@ function registerTokenEndpoint(app: FastifyInstance, options: AuthOptions): void
     scope.setErrorHandler(sendOAuthError);
     scope.post('/auth/token', async (request, reply) => {
       const tokenRequest = readTokenRequest(request.body);
-      const tokenUrl = `${baseUrlOf(request, options.publicBaseUrl)}/auth/token`;
+      const tokenUrl = tokenUrlsOf(request, options.publicBaseUrl);
       const network = options.network;
       const response =
         network && tokenRequest.client_assertion && network.accepts(tokenRequest.client_assertion)

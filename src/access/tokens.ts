@@ -132,7 +132,7 @@ export interface NetworkTokenEndpoint {
   /** Is this (not yet verified) client assertion a member's? */
   accepts(assertion: string): boolean;
   /** Verifies the member's assertion and issues a network token, or throws OAuthError. */
-  exchange(request: TokenRequest, tokenUrl: string): Promise<TokenResponse>;
+  exchange(request: TokenRequest, tokenUrl: TokenUrl): Promise<TokenResponse>;
   /**
    * The caller behind a network token (`hnt1.`), or InvalidTokenError; a directory failure rejects otherwise.
    * Absent: network tokens open nothing on /fhir.
@@ -202,7 +202,7 @@ export class TokenService {
   /** `POST /auth/token`: checks the client assertion and issues an access token, or throws OAuthError. */
   async exchange(
     request: TokenRequest,
-    tokenUrl: string,
+    tokenUrl: TokenUrl,
     /** Called with the client once its assertion verified, before a token is issued; may throw OAuthError. */
     admit?: (client: ClientRecord) => void,
   ): Promise<TokenResponse> {
@@ -247,7 +247,7 @@ export class TokenService {
     return response;
   }
 
-  private async verifyAssertion(assertion: string, tokenUrl: string): Promise<ClientRecord> {
+  private async verifyAssertion(assertion: string, tokenUrl: TokenUrl): Promise<ClientRecord> {
     let alg: unknown;
     let iss: unknown;
     let sub: unknown;
@@ -276,13 +276,13 @@ export class TokenService {
         algorithms: [expected],
         issuer: client.clientId,
         subject: client.clientId,
-        audience: tokenUrl,
+        audience: audiences(tokenUrl),
         requiredClaims: ['exp', 'jti'],
         clockTolerance: CLOCK_TOLERANCE_SECONDS,
         currentDate: new Date(this.now()),
       }));
     } catch (err) {
-      throw new OAuthError('invalid_client', assertionFailure(err));
+      throw new OAuthError('invalid_client', assertionFailure(err, tokenUrl));
     }
     const nowSeconds = this.now() / 1000;
     if (payload.exp! > nowSeconds + MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_TOLERANCE_SECONDS) {
@@ -390,8 +390,21 @@ function isAccessClaims(value: unknown): value is AccessClaims {
   );
 }
 
-export function assertionFailure(err: unknown): string {
+/**
+ * The token URL(s) a client assertion may name as its audience: the one the base URL setting gives, or, without it,
+ * the URL of the request (with every spelling of a loopback host, so `localhost` and `127.0.0.1` both work).
+ */
+export type TokenUrl = string | readonly string[];
+
+function audiences(tokenUrl: TokenUrl): string[] {
+  return typeof tokenUrl === 'string' ? [tokenUrl] : [...tokenUrl];
+}
+
+export function assertionFailure(err: unknown, tokenUrl?: TokenUrl): string {
   if (err instanceof joseErrors.JWTExpired) return 'client_assertion has expired';
+  // The audience a client must name, said outright: the commonest mistake (another spelling of the host, a path).
+  if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud' && tokenUrl !== undefined)
+    return `client_assertion aud must be this service's token URL: ${audiences(tokenUrl).join(' or ')}`;
   if (err instanceof joseErrors.JWTClaimValidationFailed)
     return `client_assertion claim check failed: ${err.claim} ${err.reason}`;
   if (err instanceof joseErrors.JWSSignatureVerificationFailed)

@@ -26,6 +26,7 @@ import {
   type NetworkTokenEndpoint,
   type TokenRequest,
   type TokenResponse,
+  type TokenUrl,
 } from '../access/tokens.js';
 import type { NetworkCaller } from '../fhir/interactions/access-policy.js';
 import { parseB2bAuthorization } from './b2b.js';
@@ -96,7 +97,7 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
     }
   }
 
-  async exchange(request: TokenRequest, tokenUrl: string): Promise<TokenResponse> {
+  async exchange(request: TokenRequest, tokenUrl: TokenUrl): Promise<TokenResponse> {
     if (request.grant_type === undefined || request.grant_type === '')
       throw new OAuthError('invalid_request', 'grant_type is required');
     if (request.grant_type !== 'client_credentials')
@@ -143,13 +144,13 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
         algorithms: [expected],
         issuer: iss as string,
         subject: iss as string,
-        audience: tokenUrl,
+        audience: typeof tokenUrl === 'string' ? tokenUrl : [...tokenUrl],
         requiredClaims: ['exp', 'jti'],
         clockTolerance: CLOCK_TOLERANCE_SECONDS,
         currentDate: new Date(this.now()),
       }));
     } catch (err) {
-      throw new OAuthError('invalid_client', assertionFailure(err));
+      throw new OAuthError('invalid_client', assertionFailure(err, tokenUrl));
     }
     const nowSeconds = this.now() / 1000;
     if (payload.exp! > nowSeconds + MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_TOLERANCE_SECONDS)

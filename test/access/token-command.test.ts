@@ -10,6 +10,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { generateKeyPairSync } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPrivateKey, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { SignJWT } from 'jose';
 import { openParticipantDirectory } from '../../src/commands/participant.js';
 import type { ParticipantDirectory } from '../../src/access/participants.js';
 import { bootApp, type BootedApp } from '../support/app-harness.js';
@@ -129,4 +132,38 @@ describe('hie-ledger token', () => {
     expect(wrongBase.stderr.split('\n').filter(Boolean)).toHaveLength(1);
     expect(wrongBase.stderr).not.toMatch(/\s+at /); // no stack trace
   }, 60_000);
+
+  it('takes localhost and 127.0.0.1 as one service; a wrong audience is told what was expected', async () => {
+    const tokenUrl = `${url.replace('/fhir', '')}/auth/token`; // http://127.0.0.1:PORT/auth/token
+    const key = createPrivateKey(readFileSync(keyFile, 'utf8'));
+    const ask = async (audience: string) => {
+      const assertion = await new SignJWT({ jti: randomUUID() })
+        .setProtectedHeader({ alg: 'ES384' })
+        .setIssuer('ehr-a')
+        .setSubject('ehr-a')
+        .setAudience(audience)
+        .setExpirationTime('1m')
+        .sign(key);
+      const res = await fetch(tokenUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: 'client_credentials',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: assertion,
+        }).toString(),
+      });
+      return {
+        status: res.status,
+        body: (await res.json()) as { error?: string; error_description?: string },
+      };
+    };
+    expect((await ask(tokenUrl.replace('127.0.0.1', 'localhost'))).status).toBe(200);
+    expect((await ask(tokenUrl)).status).toBe(200);
+    const wrong = await ask('https://elsewhere.example/auth/token');
+    expect(wrong.status).toBe(401);
+    expect(wrong.body.error_description).toContain(
+      `client_assertion aud must be this service's token URL: ${tokenUrl}`,
+    );
+  });
 });
