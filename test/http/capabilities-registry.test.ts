@@ -29,6 +29,15 @@ describe('the CapabilityStatement against the registry', () => {
     expect(listed.map((o) => o.name).sort()).toEqual(registered.map((o) => o.name).sort());
     for (const operation of registered) {
       const entry = listed.find((o) => o.name === operation.name)!;
+      if (operation.definitionResource) {
+        // This server's own OperationDefinition, contained in the statement and referenced by its local id (dom-3).
+        expect(entry.definition).toBe(`#${operation.definitionResource.id}`);
+        const contained = (statement.contained as { id: string; resourceType: string }[]).find(
+          (r) => `#${r.id}` === entry.definition,
+        );
+        expect(contained?.resourceType).toBe('OperationDefinition');
+        continue;
+      }
       expect(entry.definition).toBe(
         operation.definition ?? `${OWN_OPERATION_DEFINITION_BASE}${operation.name}`,
       );
