@@ -2,7 +2,8 @@
  * `npm run bench:exchange`: a clinician at B fetches one Synthea patient's records (about 300 resources) from the
  * other members with `$network-everything`, every record verified against the ledger, with the records spread
  * over 1, 3 and 10 custodians, with warm tokens (B's token cache holds a token for each custodian) and cold ones
- * (a token request per custodian first), and an injected round trip of 20 ms per call to a custodian. Next to it,
+ * (a token request per custodian first), warm tokens with the home's locate answer reused while fresh
+ * (`--network-locate-fresh-ms`: no locate round trip), and an injected round trip of 20 ms per call to a custodian. Next to it,
  * in the same run, interleaved: the same patient's local `$everything` at B (the same records in B's own store).
  * Prints p50 and p99 per case and the ratios to the local `$everything`.
  *
@@ -293,7 +294,10 @@ const gatewayOptions = {
 };
 // The home asked on every fetch (the default), and a gateway reusing a fresh locate answer (--network-locate-fresh-ms).
 const everything = new NetworkEverything(gatewayOptions);
-const everythingFresh = new NetworkEverything({ ...gatewayOptions, locateFreshMs: 60_000 });
+// One per custodian count: the home lists a different set of custodians for each (one patient in this bench).
+const everythingFresh = new Map(
+  CUSTODIAN_COUNTS.map((n) => [n, new NetworkEverything({ ...gatewayOptions, locateFreshMs: 60_000 })]),
+);
 const asker: NetworkAsker = {
   member: bEntry.mspId,
   actor: 'bench-clinician',
@@ -326,7 +330,7 @@ async function networkFetch(count: number, warmth: Warmth): Promise<string> {
     warmth !== 'cold'
       ? warmTokens
       : new NetworkTokenClient({ identity: { mspId: bEntry.mspId, privateKey: bKey.privateKey }, http });
-  return (warmth === 'fresh locate' ? everythingFresh : everything).run(patientRef, asker, query);
+  return (warmth === 'fresh locate' ? everythingFresh.get(count)! : everything).run(patientRef, asker, query);
 }
 
 /** Outside the timings: every record of a fetch verified (the answer parsed once per case, at warm-up). */
