@@ -463,9 +463,7 @@ function targetOf(provenance: unknown): string | undefined {
 function stringMember(canonicalValue: string | undefined): string | undefined {
   if (canonicalValue === undefined || canonicalValue.charCodeAt(0) !== 0x22) return undefined;
   // Canonical text escapes only what JSON.stringify does: without a backslash, the value is between the quotes.
-  return canonicalValue.includes('\\')
-    ? (JSON.parse(canonicalValue) as string)
-    : canonicalValue.slice(1, -1);
+  return canonicalValue.includes('\\') ? (JSON.parse(canonicalValue) as string) : canonicalValue.slice(1, -1);
 }
 
 /**
