@@ -161,7 +161,7 @@ try {
       },
     ],
     [
-      'JSON.parse of each resource (type, id, version)',
+      'JSON.parse of each resource (the second parse the verifier no longer makes)',
       () => {
         for (const v of versions) JSON.parse(v.json!);
       },

@@ -84,6 +84,8 @@ export interface Config {
   networkDeadlineMs: number;
   /** How long a pull verifies again records whose root this peer's ledger does not hold yet (ms), within the deadline. */
   networkPendingRetryMs: number;
+  /** How long a home's locate answer is reused without asking the home again (ms; 0: always asked). */
+  networkLocateFreshMs: number;
   /** Lifetime of the link tokens this home issues (seconds). */
   linkTokenSeconds: number;
   /** Most records one `$network-records` answer carries; more is refused (narrow with _type/_since). */
@@ -556,6 +558,15 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: '3000',
     description:
       "how long a network fetch verifies again records whose root this peer's ledger does not hold yet (ms, within the deadline; 0: no retry)",
+    parse: (text, source) => parseWholeNumber(text, source, 0, 600_000),
+  },
+  {
+    key: 'networkLocateFreshMs',
+    flag: '--network-locate-fresh-ms <ms>',
+    env: 'HIE_NETWORK_LOCATE_FRESH_MS',
+    default: '0',
+    description:
+      "how long a network fetch reuses the patient's home's last locate answer for the same actor and purpose without asking the home again (ms; 0, the default: the home is asked every time); a custodian linked or a grant added meanwhile is found only after it",
     parse: (text, source) => parseWholeNumber(text, source, 0, 600_000),
   },
   {

@@ -37,6 +37,7 @@ export type ExchangeSettings = Pick<
   | 'networkMemberTimeoutMs'
   | 'networkDeadlineMs'
   | 'networkPendingRetryMs'
+  | 'networkLocateFreshMs'
   | 'networkMaxRecords'
   | 'networkMaxLagSeconds'
   | 'networkWithholdLabels'
@@ -182,6 +183,7 @@ export function registerExchangeOperations(
     }),
     deadlineMs: exchange.settings.networkDeadlineMs,
     pendingRetryMs: exchange.settings.networkPendingRetryMs,
+    locateFreshMs: exchange.settings.networkLocateFreshMs,
   });
   // Saving fetched records at B: Patient/{id}/$network-save.
   registry.registerOperation(

@@ -318,8 +318,15 @@ export interface NetworkEverythingOptions {
   deadlineMs: number;
   /** How long records whose root this peer does not hold yet are verified again (ms): `--network-pending-retry-ms`. */
   pendingRetryMs: number;
+  /**
+   * How long the home's last locate answer (with grants) is reused without asking the home again (ms):
+   * `--network-locate-fresh-ms`. Absent or 0: the home is asked on every fetch.
+   */
+  locateFreshMs?: number;
   /** Test seam: waits between verification rounds. */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Test seam: the clock of the remembered locate answers (ms). */
+  now?: () => number;
 }
 
 /** The wait between two verification rounds of records whose root is not on this peer yet. */
@@ -397,7 +404,9 @@ const REMEMBERED_LOCATE_LIMIT = 10_000;
 
 /** The homes' last locate answers per (patient, actor, role, purposes), in memory, for an hour. */
 class LocateMemory {
-  private readonly answers = new Map<string, { answer: LocateAnswer; until: number }>();
+  private readonly answers = new Map<string, { answer: LocateAnswer; at: number }>();
+
+  constructor(private readonly now: () => number) {}
 
   remember(key: string, answer: LocateAnswer): void {
     if (answer.grants.length === 0) {
@@ -405,26 +414,29 @@ class LocateMemory {
       return;
     }
     if (this.answers.size >= REMEMBERED_LOCATE_LIMIT) this.answers.clear();
-    this.answers.set(key, { answer, until: Date.now() + REMEMBERED_LOCATE_MS });
+    this.answers.set(key, { answer, at: this.now() });
   }
 
-  recall(key: string): LocateAnswer | undefined {
+  /** The answer remembered for `key` if the home gave it less than `maxAgeMs` ago (at most an hour). */
+  recall(key: string, maxAgeMs = REMEMBERED_LOCATE_MS): LocateAnswer | undefined {
     const remembered = this.answers.get(key);
     if (!remembered) return undefined;
-    if (remembered.until <= Date.now()) {
+    const age = this.now() - remembered.at;
+    if (age >= REMEMBERED_LOCATE_MS || age < 0) {
       this.answers.delete(key);
       return undefined;
     }
-    return remembered.answer;
+    return age < maxAgeMs ? remembered.answer : undefined;
   }
 }
 
 export class NetworkEverything {
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
-  private readonly located = new LocateMemory();
+  private readonly located: LocateMemory;
 
   constructor(private readonly options: NetworkEverythingOptions) {
     this.sleep = options.sleep ?? defaultSleep;
+    this.located = new LocateMemory(options.now ?? Date.now);
   }
 
   /** The operation's handler: every phase in order. */
@@ -549,6 +561,14 @@ export class NetworkEverything {
       consentReferences: [],
     };
     const key = JSON.stringify([npid, asker.actor, asker.role, [...asker.purposes].sort()]);
+    // A fresh answer is reused without a second round trip: each custodian still checks every grant id on its own
+    // ledger, so it opens nothing a revocation closed; a custodian linked (or a grant added) meanwhile is only
+    // found once it is no longer fresh (docs/exchange.md "The flow").
+    const freshMs = this.options.locateFreshMs ?? 0;
+    if (freshMs > 0) {
+      const fresh = this.located.recall(key, freshMs);
+      if (fresh) return { answer: fresh };
+    }
     const called = await this.call(home, actor, 'network-locate', locateRequestText(npid), signal);
     if ('issue' in called)
       return { answer: called.unavailable ? this.located.recall(key) : undefined, issue: called.issue };

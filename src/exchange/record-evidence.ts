@@ -64,6 +64,47 @@ export interface EvidenceSources {
   journal: Pick<AnchorJournal, 'members'>;
 }
 
+/** A batch as the journal holds it, with its tree. */
+interface JournalBatch {
+  tree: MerkleTree;
+  members: BatchMember[];
+}
+
+/**
+ * Batch trees recently answered from, per journal: a root fixes its members (it is their hash), so a tree built
+ * once serves every later answer from that batch instead of reading and hashing the whole batch per answer.
+ * Capped by leaves held; the oldest batch goes first. A root the journal does not hold is not remembered.
+ */
+const TREE_CACHE_LEAVES = 200_000;
+const treeCaches = new WeakMap<object, Map<string, JournalBatch>>();
+
+function journalBatch(journal: EvidenceSources['journal'], root: string): JournalBatch | undefined {
+  let cache = treeCaches.get(journal);
+  if (!cache) {
+    cache = new Map();
+    treeCaches.set(journal, cache);
+  }
+  const known = cache.get(root);
+  if (known) {
+    // Most recently used last.
+    cache.delete(root);
+    cache.set(root, known);
+    return known;
+  }
+  const members = journal.members(root);
+  if (members.length === 0) return undefined;
+  const batch = { tree: new MerkleTree(members.map((m) => m.leafHash)), members };
+  let leaves = members.length;
+  for (const held of cache.values()) leaves += held.members.length;
+  for (const [oldest, held] of cache) {
+    if (leaves <= TREE_CACHE_LEAVES) break;
+    cache.delete(oldest);
+    leaves -= held.members.length;
+  }
+  if (members.length <= TREE_CACHE_LEAVES) cache.set(root, batch);
+  return batch;
+}
+
 /**
  * The evidence of each version, in order. Reads one anchor state per version and each batch's members once, and
  * builds each batch's tree once. A version without provable evidence (anchoring off, salt erased, a journal
@@ -73,15 +114,9 @@ export async function collectEvidence(
   versions: readonly StoredVersion[],
   sources: EvidenceSources,
 ): Promise<RecordEvidence[]> {
-  const batches = new Map<string, { tree: MerkleTree; members: BatchMember[] } | undefined>();
+  const batches = new Map<string, JournalBatch | undefined>();
   const batchOf = (root: string) => {
-    if (!batches.has(root)) {
-      const members = sources.journal.members(root);
-      batches.set(
-        root,
-        members.length === 0 ? undefined : { tree: new MerkleTree(members.map((m) => m.leafHash)), members },
-      );
-    }
+    if (!batches.has(root)) batches.set(root, journalBatch(sources.journal, root));
     return batches.get(root);
   };
   const out: RecordEvidence[] = [];
@@ -154,7 +189,11 @@ const part = (url: string, type: string, value: string | number): string =>
  * leaf to root, `left:<hex>` | `right:<hex>`), `transactionId`, `blockNumber`, and from a receiver `anchoredBy`,
  * `anchoredAt`. Written as text (not an object then JSON.stringify): it goes out once per record.
  */
-export function evidenceExtensionText(evidence: RecordEvidence, verdict?: EvidenceVerdict): string {
+export function evidenceExtensionText(
+  evidence: RecordEvidence,
+  verdict?: EvidenceVerdict,
+  withProof = true,
+): string {
   const parts: string[] = [part('status', 'valueCode', verdict?.status ?? evidence.status)];
   const reason = verdict ? verdict.reason : evidence.status === 'pending' ? evidence.reason : undefined;
   if (reason !== undefined) parts.push(part('reason', 'valueString', reason));
@@ -165,7 +204,9 @@ export function evidenceExtensionText(evidence: RecordEvidence, verdict?: Eviden
     parts.push(part('root', 'valueString', evidence.root));
     parts.push(part('leafIndex', 'valueUnsignedInt', evidence.leafIndex));
     parts.push(part('leafCount', 'valuePositiveInt', evidence.leafCount));
-    for (const step of evidence.proof) parts.push(part('proof', 'valueString', `${step.side}:${step.hash}`));
+    if (withProof)
+      for (const step of evidence.proof)
+        parts.push(part('proof', 'valueString', `${step.side}:${step.hash}`));
     parts.push(part('transactionId', 'valueString', evidence.transactionId));
     parts.push(part('blockNumber', 'valueUnsignedInt', evidence.blockNumber));
   }
@@ -180,9 +221,11 @@ export function evidenceProvenanceText(
   custodian: Pick<CustodianIdentity, 'mspId' | 'organization'>,
   evidence: RecordEvidence,
   verdict?: EvidenceVerdict,
+  /** False in a custodian's answer: the proof steps go once per batch in its proof-nodes entry. */
+  withProof = true,
 ): string {
   return (
-    `{"resourceType":"Provenance","extension":[${evidenceExtensionText(evidence, verdict)}],` +
+    `{"resourceType":"Provenance","extension":[${evidenceExtensionText(evidence, verdict, withProof)}],` +
     `"target":[{"reference":${JSON.stringify(target.fullUrl)}}],` +
     // When the target version was recorded by its custodian.
     `"recorded":${JSON.stringify(target.lastUpdated)},` +
@@ -207,9 +250,47 @@ export function searchsetText(total: number, entryTexts: readonly string[]): str
   return `{"resourceType":"Bundle","type":"searchset","total":${total},"entry":[${entryTexts.join(',')}]}`;
 }
 
+/** The name of the parameter that identifies a batch's proof-nodes entry in a custodian's answer. */
+export const PROOF_NODES_PARAMETER = 'integrity-proof-nodes';
+
+/**
+ * The positions of a record's proof steps in its batch's tree, bottom up: `level * 2^31 + index` of each sibling
+ * node (the key ProvenNodes uses too). Levels with no sibling (an odd node promoted) have no step.
+ */
+export function proofPositions(leafIndex: number, leafCount: number): number[] {
+  const out: number[] = [];
+  let index = leafIndex;
+  let width = leafCount;
+  for (let level = 0; width > 1; level++) {
+    const sibling = index ^ 1;
+    if (sibling < width) out.push(level * 2 ** 31 + sibling);
+    index >>= 1;
+    width = Math.ceil(width / 2);
+  }
+  return out;
+}
+
+/**
+ * One batch's proof nodes as a `Parameters` entry (`search.mode = include`): `integrity-proof-nodes` (the root),
+ * `leafCount`, then each node a record's proof needs, once, as `node` = `<level>/<index>/<hex>`.
+ */
+function proofNodesEntryText(root: string, leafCount: number, nodes: ReadonlyMap<number, string>): string {
+  const parts: string[] = [
+    `{"name":"${PROOF_NODES_PARAMETER}","valueString":"${root}"}`,
+    `{"name":"leafCount","valuePositiveInt":${leafCount}}`,
+  ];
+  for (const [position, hash] of nodes) {
+    const level = Math.floor(position / 2 ** 31);
+    parts.push(`{"name":"node","valueString":"${level}/${position - level * 2 ** 31}/${hash}"}`);
+  }
+  return includeEntryText(`{"resourceType":"Parameters","parameter":[${parts.join(',')}]}`);
+}
+
 /**
  * The custodian's answer: for each version with a body (deletions have none and are left out), its entry
- * followed by its evidence Provenance. `evidence[i]` belongs to `versions[i]` (collectEvidence's order).
+ * followed by its evidence Provenance. `evidence[i]` belongs to `versions[i]` (collectEvidence's order). The proof
+ * steps are not repeated in each Provenance: each batch's nodes go once, in one proof-nodes entry per batch after
+ * the records (records of one batch share most of their proof; a batch of one record needs none).
  */
 export function evidenceBundleText(
   versions: readonly StoredVersion[],
@@ -218,19 +299,40 @@ export function evidenceBundleText(
 ): string {
   if (evidence.length !== versions.length) throw new RangeError('one evidence per version');
   const entries: string[] = [];
+  const batches = new Map<string, { leafCount: number; nodes: Map<number, string> }>();
   let total = 0;
   for (let i = 0; i < versions.length; i++) {
     const version = versions[i];
     if (version.deleted || version.json === undefined) continue;
     const fullUrl = versionUrl(custodian.fhirBaseUrl, version.resourceType, version.id, version.versionId);
+    const recordEvidence = evidence[i];
     entries.push(recordEntryText(fullUrl, version.json));
     entries.push(
       includeEntryText(
-        evidenceProvenanceText({ fullUrl, lastUpdated: version.lastUpdated }, custodian, evidence[i]),
+        evidenceProvenanceText(
+          { fullUrl, lastUpdated: version.lastUpdated },
+          custodian,
+          recordEvidence,
+          undefined,
+          false,
+        ),
       ),
     );
     total++;
+    if (recordEvidence.status !== 'anchored') continue;
+    const key = `${recordEvidence.root}|${recordEvidence.leafCount}`;
+    let batch = batches.get(key);
+    if (!batch) {
+      batch = { leafCount: recordEvidence.leafCount, nodes: new Map() };
+      batches.set(key, batch);
+    }
+    const positions = proofPositions(recordEvidence.leafIndex, recordEvidence.leafCount);
+    for (let step = 0; step < positions.length; step++)
+      batch.nodes.set(positions[step], recordEvidence.proof[step].hash);
   }
+  for (const [key, batch] of batches)
+    if (batch.nodes.size > 0)
+      entries.push(proofNodesEntryText(key.slice(0, key.indexOf('|')), batch.leafCount, batch.nodes));
   return searchsetText(total, entries);
 }
 

@@ -12,15 +12,18 @@
  * Per record: `verified`, `pending` (not yet anchored by the custodian, or the root not yet on this peer's
  * ledger: kept, marked pending) or `failed` (left out, named in an OperationOutcome issue).
  */
+import { canonicalizeResourceText } from '../fhir/canonical.js';
 import type { OperationOutcomeIssue } from '../fhir/outcome.js';
 import { isLeafVersion } from '../integrity/hashing.js';
 import type { ProofStep } from '../integrity/merkle.js';
-import { verifyReceivedRecord, type BatchSource } from '../integrity/verification.js';
+import { verifyReceivedCanonical, type BatchSource } from '../integrity/verification.js';
 import {
   EVIDENCE_EXTENSION_URL,
   EVIDENCE_LIMITS,
   MSP_IDENTIFIER_SYSTEM,
+  PROOF_NODES_PARAMETER,
   evidenceProvenanceText,
+  proofPositions,
   includeEntryText,
   recordEntryText,
   searchsetText,
@@ -186,7 +189,10 @@ export class SpanScanner {
     for (;;) {
       this.ws();
       const [s, e] = this.string();
-      const name = JSON.parse(this.text.slice(s, e)) as string;
+      // Most names have no escape: their text between the quotes is the name.
+      let escaped = false;
+      for (let i = s + 1; i < e - 1 && !escaped; i++) escaped = this.text.charCodeAt(i) === 0x5c;
+      const name = escaped ? (JSON.parse(this.text.slice(s, e)) as string) : this.text.slice(s + 1, e - 1);
       if (seen.has(name)) this.fail(`duplicate member "${name.slice(0, 40)}"`);
       seen.add(name);
       this.ws();
@@ -230,6 +236,11 @@ export class SpanScanner {
   }
 }
 
+/** The usual `search` texts, read without a parse. */
+const SEARCH_MODES = new Map<string, { mode: string }>(
+  ['match', 'include', 'outcome'].map((mode) => [`{"mode":"${mode}"}`, { mode }]),
+);
+
 /** One entry of the Bundle, as scanned. */
 interface ScannedEntry {
   fullUrl?: unknown;
@@ -262,7 +273,8 @@ function scanBundle(text: string, limits: VerifierLimits): ScannedEntry[] {
             const [s, e] = scanner.value();
             entry.resourceText = text.slice(s, e);
           } else if (member === 'search') {
-            const search = scanner.parsed();
+            const [s, e] = scanner.value();
+            const search = SEARCH_MODES.get(text.slice(s, e)) ?? JSON.parse(text.slice(s, e));
             entry.mode = isObject(search) ? search.mode : undefined;
           } else scanner.value();
         });
@@ -376,6 +388,69 @@ function custodianMspOf(provenance: Record<string, unknown>): string | undefined
   return undefined;
 }
 
+/** A batch's proof nodes as a custodian's answer sends them once (record-evidence.ts), or why they are unusable. */
+type BatchNodes = { nodes: Map<number, string> } | { error: string };
+
+const NODE = /^([0-9]{1,2})\/([0-9]{1,10})\/([0-9a-f]{64})$/;
+
+/** The proof-nodes entry of one batch: its key (`root|leafCount`) and nodes, checked; undefined if it is none. */
+function parseProofNodes(
+  resource: Record<string, unknown>,
+  maxNodes: number,
+): { key: string; batch: BatchNodes } | undefined {
+  const parameters = Array.isArray(resource.parameter) ? (resource.parameter as unknown[]) : [];
+  const first = parameters[0];
+  const second = parameters[1];
+  if (!isObject(first) || first.name !== PROOF_NODES_PARAMETER || !isObject(second)) return undefined;
+  const root = first.valueString;
+  const leafCount = second.valuePositiveInt;
+  if (typeof root !== 'string' || !HEX64.test(root) || second.name !== 'leafCount' || !isIndex(leafCount, 1))
+    return undefined;
+  const key = `${root}|${leafCount}`;
+  const bad = (error: string) => ({ key, batch: { error } });
+  if (parameters.length - 2 > maxNodes) return bad('its batch’s proof nodes are too many');
+  const nodes = new Map<number, string>();
+  for (let i = 2; i < parameters.length; i++) {
+    const node = parameters[i];
+    const match =
+      isObject(node) && node.name === 'node' && typeof node.valueString === 'string'
+        ? NODE.exec(node.valueString)
+        : null;
+    if (!match) return bad('its batch’s proof nodes are malformed');
+    const level = Number(match[1]);
+    const index = Number(match[2]);
+    if (level >= EVIDENCE_LIMITS.maxProofSteps || index >= leafCount)
+      return bad('its batch’s proof nodes are malformed');
+    const position = level * 2 ** 31 + index;
+    if (nodes.has(position)) return bad('its batch’s proof nodes repeat a node');
+    nodes.set(position, match[3]);
+  }
+  return { key, batch: { nodes } };
+}
+
+/**
+ * The proof of a record whose Provenance carries no proof steps, from its batch's nodes in the same answer; an
+ * error when the batch has none, or not all the record needs.
+ */
+function proofFromNodes(
+  evidence: Extract<RecordEvidence, { status: 'anchored' }>,
+  batches: ReadonlyMap<string, BatchNodes>,
+): ProofStep[] | { error: string } {
+  const positions = proofPositions(evidence.leafIndex, evidence.leafCount);
+  if (positions.length === 0) return [];
+  const batch = batches.get(`${evidence.root}|${evidence.leafCount}`);
+  if (batch === undefined) return { error: 'the record has no proof: no steps, and no nodes of its batch' };
+  if ('error' in batch) return batch;
+  const proof: ProofStep[] = [];
+  for (const position of positions) {
+    const hash = batch.nodes.get(position);
+    if (hash === undefined) return { error: 'its batch’s proof nodes lack one of its proof' };
+    // An even sibling is the left one.
+    proof.push({ side: position % 2 === 0 ? 'left' : 'right', hash });
+  }
+  return proof;
+}
+
 /** The single target reference of a Provenance, if it has exactly one. */
 function targetOf(provenance: unknown): string | undefined {
   if (!isObject(provenance) || !Array.isArray(provenance.target) || provenance.target.length !== 1)
@@ -384,26 +459,53 @@ function targetOf(provenance: unknown): string | undefined {
   return isObject(target) && typeof target.reference === 'string' ? target.reference : undefined;
 }
 
-/** Type, id, version and lastUpdated of a resource text, checked against the FHIR id and version shapes. */
-function versionOf(
-  resourceText: string,
-): { resourceType: string; id: string; versionId: number; lastUpdated: string } | { error: string } {
-  let resource: unknown;
+/** A string member's value from its canonical text (a JSON string literal), or undefined. */
+function stringMember(canonicalValue: string | undefined): string | undefined {
+  if (canonicalValue === undefined || canonicalValue.charCodeAt(0) !== 0x22) return undefined;
+  // Canonical text escapes only what JSON.stringify does: without a backslash, the value is between the quotes.
+  return canonicalValue.includes('\\') ? (JSON.parse(canonicalValue) as string) : canonicalValue.slice(1, -1);
+}
+
+/**
+ * The canonical form of a resource text (what its leaf hash is computed over), with its type, id, version and
+ * lastUpdated read from the same pass (checked against the FHIR id and version shapes): one parse per record.
+ */
+function versionOf(resourceText: string):
+  | {
+      canonical: string;
+      resourceType: string;
+      id: string;
+      versionId: number;
+      lastUpdated: string;
+    }
+  | { error: string } {
+  let read;
   try {
-    resource = JSON.parse(resourceText);
+    read = canonicalizeResourceText(resourceText);
   } catch {
     return { error: 'the resource is not JSON' };
   }
-  if (!isObject(resource)) return { error: 'the resource is not an object' };
-  const { resourceType, id, meta } = resource;
-  if (typeof resourceType !== 'string' || !/^[A-Z][A-Za-z]{0,63}$/.test(resourceType))
+  const { canonical, members } = read;
+  if (canonical.charCodeAt(0) !== 0x7b) return { error: 'the resource is not an object' };
+  const resourceType = stringMember(members.get('resourceType'));
+  const id = stringMember(members.get('id'));
+  if (resourceType === undefined || !/^[A-Z][A-Za-z]{0,63}$/.test(resourceType))
     return { error: 'the resource has no resourceType' };
-  if (typeof id !== 'string' || !FHIR_ID.test(id)) return { error: 'the resource has no valid id' };
+  if (id === undefined || !FHIR_ID.test(id)) return { error: 'the resource has no valid id' };
+  const metaText = members.get('meta');
+  // meta is small (versionId, lastUpdated, maybe profiles and labels): parsed on its own.
+  const meta: unknown = metaText === undefined ? undefined : JSON.parse(metaText);
   if (!isObject(meta) || typeof meta.versionId !== 'string' || !VERSION_ID.test(meta.versionId))
     return { error: 'the resource has no meta.versionId' };
   if (typeof meta.lastUpdated !== 'string' || meta.lastUpdated.length > 40)
     return { error: 'the resource has no meta.lastUpdated' };
-  return { resourceType, id, versionId: Number(meta.versionId), lastUpdated: meta.lastUpdated };
+  return {
+    canonical,
+    resourceType,
+    id,
+    versionId: Number(meta.versionId),
+    lastUpdated: meta.lastUpdated,
+  };
 }
 
 function failedIssue(custodian: CustodianIdentity, record: string, reason: string): OperationOutcomeIssue {
@@ -440,15 +542,26 @@ export async function verifyEvidenceBundle(
     return answer;
   }
 
-  // Evidence Provenances by the record they target; a target named twice has no usable evidence.
+  // Evidence Provenances by the record they target; a target named twice has no usable evidence. Batches' proof
+  // nodes by root and leaf count; a batch sent twice has none.
   const provenances = new Map<string, unknown>();
   const ambiguous = new Set<string>();
+  const batchNodes = new Map<string, BatchNodes>();
   for (const entry of entries) {
     if (entry.mode !== 'include' || entry.resourceText === undefined) continue;
     let resource: unknown;
     try {
       resource = JSON.parse(entry.resourceText);
     } catch {
+      continue;
+    }
+    if (isObject(resource) && resource.resourceType === 'Parameters') {
+      const found = parseProofNodes(resource, 2 * limits.maxEntries * EVIDENCE_LIMITS.maxProofSteps);
+      if (found)
+        batchNodes.set(
+          found.key,
+          batchNodes.has(found.key) ? { error: 'its batch’s proof nodes are sent twice' } : found.batch,
+        );
       continue;
     }
     if (!isObject(resource) || resource.resourceType !== 'Provenance') continue;
@@ -464,7 +577,16 @@ export async function verifyEvidenceBundle(
     if (entry.mode !== 'match') continue;
     const named =
       typeof entry.fullUrl === 'string' && entry.fullUrl.length <= 2048 ? entry.fullUrl : `entry[${i}]`;
-    const verdict = await verifyEntry(entry, named, custodian, provenances, ambiguous, seen, batches);
+    const verdict = await verifyEntry(
+      entry,
+      named,
+      custodian,
+      provenances,
+      ambiguous,
+      seen,
+      batches,
+      batchNodes,
+    );
     answer.records.push(verdict.record);
     if (verdict.record.status === 'failed') {
       answer.issues.push(failedIssue(custodian, named, verdict.record.reason ?? 'failed'));
@@ -485,6 +607,7 @@ async function verifyEntry(
   ambiguous: Set<string>,
   seen: Set<string>,
   batches: BatchSource,
+  batchNodes: ReadonlyMap<string, BatchNodes>,
 ): Promise<{ record: RecordVerdict; provenance?: string }> {
   const fail = (reason: string) => ({ record: { fullUrl, status: 'failed' as const, reason } });
   if (entry.resourceText === undefined) return fail('the entry has no resource');
@@ -512,14 +635,17 @@ async function verifyEntry(
       provenance: evidenceProvenanceText(target, custodian, evidence, { status: 'pending', reason }),
     };
   }
+  if (evidence.proof.length === 0) {
+    // A custodian's answer sends each batch's proof nodes once (record-evidence.ts); push and save send steps.
+    const proof = proofFromNodes(evidence, batchNodes);
+    if ('error' in proof) return fail(proof.error);
+    evidence.proof = proof;
+  }
   let result;
   try {
-    result = await verifyReceivedRecord(
-      { ...version, deleted: false, json: entry.resourceText },
-      evidence,
-      batches,
-      { custodianMsp: custodian.mspId },
-    );
+    result = await verifyReceivedCanonical(version.canonical, evidence, batches, {
+      custodianMsp: custodian.mspId,
+    });
   } catch {
     // The ledger could not be read: nothing proven, nothing disproven.
     result = { verified: false, status: 'pending' as const, reason: 'this peer’s ledger could not be read' };

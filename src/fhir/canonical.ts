@@ -23,6 +23,23 @@ export function canonicalizeText(storedJson: string): string {
   return out;
 }
 
+/**
+ * canonicalizeText of a resource's text, with the canonical text of each of its top-level members by name (for a
+ * receiver that needs resourceType, id and meta: read from what the canonical form computes anyway, instead of a
+ * second parse of the whole text). `members` is empty when the text is not an object.
+ */
+export function canonicalizeResourceText(storedJson: string): {
+  canonical: string;
+  members: Map<string, string>;
+} {
+  const scanner = new CanonicalScanner(storedJson);
+  const members = new Map<string, string>();
+  scanner.topMembers = members;
+  const canonical = scanner.value();
+  scanner.end();
+  return { canonical, members };
+}
+
 /** Canonical text of a parsed FHIR JSON value (plain numbers and LosslessNumbers). */
 export function canonicalize(value: unknown): string {
   const out: string[] = [];
@@ -89,6 +106,8 @@ const NUMBER = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$/;
 /** A JSON reader that writes the canonical form as it goes (numbers verbatim, members sorted). */
 class CanonicalScanner {
   private pos = 0;
+  /** When set, the first object read (the top level) puts each member's canonical value text here. */
+  topMembers: Map<string, string> | undefined;
 
   constructor(private readonly text: string) {}
 
@@ -182,6 +201,7 @@ class CanonicalScanner {
   }
 
   private array(): string {
+    this.topMembers = undefined; // the top level is not an object: nothing to report
     this.pos++;
     this.skipWhitespace();
     if (this.text.charCodeAt(this.pos) === 93 /* ] */) {
@@ -209,6 +229,8 @@ class CanonicalScanner {
       this.pos++;
       return '{}';
     }
+    const top = this.topMembers;
+    this.topMembers = undefined;
     const members: { key: string; text: string }[] = [];
     for (;;) {
       this.skipWhitespace();
@@ -217,7 +239,10 @@ class CanonicalScanner {
       this.skipWhitespace();
       if (this.text.charCodeAt(this.pos) !== 58 /* : */) this.fail("Expected ':'");
       this.pos++;
-      members.push({ key: name.value, text: name.canonical + ':' + this.value() });
+      const value = this.value();
+      // A duplicate name fails below, after the sort: which of the two is kept here does not matter.
+      if (top) top.set(name.value, value);
+      members.push({ key: name.value, text: name.canonical + ':' + value });
       this.skipWhitespace();
       const c = this.text.charCodeAt(this.pos++);
       if (c === 125) break;

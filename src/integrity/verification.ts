@@ -1063,6 +1063,36 @@ export async function verifyReceivedRecord(
     evidence.leafVersion ?? 1,
   );
   if (!hash) return { verified: false, status: 'failed', reason: error };
+  return verifyReceivedLeaf(hash, evidence, batches, expected);
+}
+
+/**
+ * verifyReceivedRecord for a receiver that already has the record's canonical text (src/exchange/record-verifier.ts
+ * computes it once and reads the resource's type, id and version from it).
+ */
+export function verifyReceivedCanonical(
+  canonical: string,
+  evidence: RecordProof,
+  batches: Ledger | BatchSource,
+  expected: ReceivedRecordExpectation = {},
+): Promise<ReceivedRecordVerification> {
+  let hash: string;
+  try {
+    hash = leafHashOf(evidence.salt, canonical, evidence.leafVersion ?? 1, evidence.custodian);
+  } catch (err) {
+    const reason = `the leaf hash cannot be computed: ${err instanceof Error ? err.message : String(err)}`;
+    return Promise.resolve({ verified: false, status: 'failed', reason });
+  }
+  return verifyReceivedLeaf(hash, evidence, batches, expected);
+}
+
+/** The rest of a receiver's check, from the recomputed leaf hash: the proof, then the root on the ledger. */
+async function verifyReceivedLeaf(
+  hash: string,
+  evidence: RecordProof,
+  batches: Ledger | BatchSource,
+  expected: ReceivedRecordExpectation,
+): Promise<ReceivedRecordVerification> {
   const source = 'readBatch' in batches ? batches : new AnchorContractClient(batches);
   const position = { leafIndex: evidence.leafIndex, leafCount: evidence.leafCount };
   if (

@@ -568,6 +568,53 @@ describe('a network fetch against members on loopback', () => {
     expect(lab.calls).toHaveLength(2);
   });
 
+  it('reuses the home’s answer while it is fresh (--network-locate-fresh-ms), and asks again once stale or after "no grant"', async () => {
+    const home = await fakeMember(HOME, 'Hospital A');
+    const lab = await fakeMember(LAB, 'Lab C');
+    const members = new MapMembers();
+    members.add(home.entry);
+    members.add(lab.entry);
+    let grants = ['g'];
+    home.on['network-locate'] = (_req, _body, res) =>
+      answer(res, 200, locateText(grants, grants.length > 0 ? [HOME, LAB] : []));
+    home.on['network-records'] = (_req, _body, res) => answer(res, 200, pendingRecords(home.entry, ['a1']));
+    lab.on['network-records'] = (_req, _body, res) => answer(res, 200, pendingRecords(lab.entry, ['c1']));
+    let clock = 1_000_000;
+    const everything = await gateway(members, { locateFreshMs: 1000, now: () => clock });
+    const locates = () => home.calls.filter((c) => c.operation === 'network-locate').length;
+    const fetchTotal = async (purpose = 'TREAT') =>
+      (
+        JSON.parse(
+          await everything.run('Patient/p1', { ...asker, purposes: [purpose] }, { ...query, purpose }),
+        ) as Outcome
+      ).total;
+
+    expect(await fetchTotal()).toBe(2);
+    expect(locates()).toBe(1);
+    // Fresh: the same actor and purpose fetch again without a locate; the custodians still get the grant ids.
+    clock += 999;
+    expect(await fetchTotal()).toBe(2);
+    expect(locates()).toBe(1);
+    expect(lab.calls).toHaveLength(2);
+    // Another purpose is another question for the home.
+    expect(await fetchTotal('ETREAT')).toBe(2);
+    expect(locates()).toBe(2);
+    // Stale: the home is asked again, and its "no grant" is believed and never reused.
+    clock += 1;
+    grants = [];
+    expect(await fetchTotal()).toBe(0);
+    expect(locates()).toBe(3);
+    grants = ['g'];
+    expect(await fetchTotal()).toBe(2);
+    expect(locates()).toBe(4);
+
+    // Without the setting the home is asked on every fetch.
+    const always = await gateway(members, { now: () => clock });
+    await always.run('Patient/p1', asker, query);
+    await always.run('Patient/p1', asker, query);
+    expect(locates()).toBe(6);
+  });
+
   it('refuses the whole fetch with 400 network-too-many when a custodian holds more than one answer carries', async () => {
     const home = await fakeMember(HOME, 'Hospital A');
     const members = new MapMembers();

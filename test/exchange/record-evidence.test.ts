@@ -134,6 +134,7 @@ describe('record evidence from the custodian', () => {
     };
     expect(sent.type).toBe('searchset');
     expect(sent.total).toBe(3);
+    // Each record followed by its Provenance, then the batch's proof nodes (sent once, not in each Provenance).
     expect(sent.entry.map((e) => e.search.mode)).toEqual([
       'match',
       'include',
@@ -141,7 +142,9 @@ describe('record evidence from the custodian', () => {
       'include',
       'match',
       'include',
+      'include',
     ]);
+    expect(sent.entry[6].resource.resourceType).toBe('Parameters');
     expect(sent.entry[0].fullUrl).toBe('https://a.example/fhir/Observation/o1/_history/1');
     // The stored text, spliced in as written.
     for (const version of written) expect(text).toContain(`"resource":${version.json!},`);
@@ -181,11 +184,84 @@ describe('record evidence from the custodian', () => {
     });
     expect(evidence.every((e) => e.status === 'anchored')).toBe(true);
     expect(memberReads).toBe(1);
+    // A later answer from the same journal reuses the batch's tree (a root fixes its members): no read at all.
+    const countingJournal = { members: (root: string) => (memberReads++, journal.members(root)) };
+    await collectEvidence(written, { store: hospitalA.store, journal: countingJournal });
+    const again = await collectEvidence(written, { store: hospitalA.store, journal: countingJournal });
+    expect(memberReads).toBe(2);
+    expect(again).toEqual(evidence);
     const batches = new CachedBatchSource(receiverLedger);
     const text = await recordEvidenceBundle(written, { store: hospitalA.store, journal }, HOSPITAL_A);
     const answer = await verifyEvidenceBundle(text, HOSPITAL_A, batches);
     expect(answer.kept).toBe(20);
     expect(batches.reads).toBe(1);
+  });
+
+  it('sends each batch’s proof nodes once after the records, not in each Provenance; missing or altered nodes fail the records that need them', async () => {
+    const written: StoredVersion[] = [];
+    for (let i = 0; i < 4; i++) written.push(await hospitalA.write(observation(`n${i}`, `${i}.50`)));
+    await hospitalA.integrity.anchorer.drain();
+    const text = await recordEvidenceBundle(
+      written,
+      { store: hospitalA.store, journal: hospitalA.integrity.journal },
+      HOSPITAL_A,
+    );
+    type Part = { url?: string; name?: string; valueString?: string; valuePositiveInt?: number };
+    const sent = JSON.parse(text) as {
+      entry: {
+        resource: { resourceType: string; extension?: { extension: Part[] }[]; parameter?: Part[] };
+      }[];
+    };
+    const provenances = sent.entry.filter((e) => e.resource.resourceType === 'Provenance');
+    expect(provenances).toHaveLength(4);
+    for (const p of provenances)
+      expect(p.resource.extension![0].extension.some((x) => x.url === 'proof')).toBe(false);
+    const nodesEntry = sent.entry[sent.entry.length - 1].resource;
+    expect(nodesEntry.resourceType).toBe('Parameters');
+    const [rootPart, countPart, ...nodeParts] = nodesEntry.parameter!;
+    expect(rootPart.name).toBe('integrity-proof-nodes');
+    expect(rootPart.valueString).toMatch(/^[0-9a-f]{64}$/);
+    expect(countPart).toEqual({ name: 'leafCount', valuePositiveInt: 4 });
+    // Four leaves, all sent: the four leaf nodes and the two nodes above them, each once (not 4 x 2 steps).
+    expect(nodeParts.map((n) => n.valueString!.split('/').slice(0, 2).join('/')).sort()).toEqual([
+      '0/0',
+      '0/1',
+      '0/2',
+      '0/3',
+      '1/0',
+      '1/1',
+    ]);
+
+    const check = (bundle: string) =>
+      verifyEvidenceBundle(bundle, HOSPITAL_A, new CachedBatchSource(receiverLedger));
+    const answer = await check(text);
+    expect(answer.records.map((r) => r.status)).toEqual(['verified', 'verified', 'verified', 'verified']);
+    // B's Provenance carries each record's whole proof: a saved copy verifies from it alone.
+    const atB = JSON.parse(receivedBundleText([answer])) as typeof sent;
+    for (const e of atB.entry.filter((x) => x.resource.resourceType === 'Provenance'))
+      expect(e.resource.extension![0].extension.filter((x) => x.url === 'proof')).toHaveLength(2);
+
+    // The upper node of leaves 0 and 1 altered: those two fail, the other two still verify.
+    const upper = nodeParts.find((n) => n.valueString!.startsWith('1/1/'))!.valueString!;
+    const altered = await check(text.replace(upper, `1/1/${'0'.repeat(64)}`));
+    expect(altered.records.map((r) => [r.status, r.reason])).toEqual([
+      ['failed', 'the record does not prove into the given root'],
+      ['failed', 'the record does not prove into the given root'],
+      ['verified', undefined],
+      ['verified', undefined],
+    ]);
+    const nodesAt = text.lastIndexOf(',{"resource":{"resourceType":"Parameters"');
+    const nodesText = text.slice(nodesAt, -2);
+    for (const [bundle, reason] of [
+      [text.slice(0, nodesAt) + ']}', 'the record has no proof: no steps, and no nodes of its batch'],
+      [text.slice(0, -2) + nodesText + ']}', 'its batch’s proof nodes are sent twice'],
+      [text.replace(upper, '1/9/zz'), 'its batch’s proof nodes are malformed'],
+      [text.replace(upper, '0/0' + upper.slice(3)), 'its batch’s proof nodes repeat a node'],
+    ]) {
+      const failed = await check(bundle);
+      expect(failed.records.map((r) => r.reason)).toEqual([reason, reason, reason, reason]);
+      expect(failed.kept).toBe(0);
+    }
   });
 
   it('fails a record altered in the custodian’s store behind its service, and names it', async () => {

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { canonicalizeText } from '../../src/fhir/canonical.js';
+import { canonicalizeResourceText, canonicalizeText } from '../../src/fhir/canonical.js';
 import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import { CUSTODIAN, openFixture, type Fixture } from './helpers.js';
 
@@ -77,5 +77,22 @@ describe('decimal precision through the integrity path', () => {
     await fixture.close();
     fixture = undefined;
     await rm(dir, { recursive: true, force: true });
+  });
+});
+
+describe('canonicalizeResourceText', () => {
+  it('gives the canonical text and each top-level member’s canonical value, from one pass', () => {
+    const text =
+      '{ "resourceType":"Observation", "meta":{"versionId":"3","lastUpdated":"2024-01-01T00:00:00Z"},' +
+      ' "id":"o\\u0031", "valueQuantity":{"value":1.50,"id":"inner"}, "note":[{"id":"x"}] }';
+    const { canonical, members } = canonicalizeResourceText(text);
+    expect(canonical).toBe(canonicalizeText(text));
+    expect([...members.keys()].sort()).toEqual(['id', 'meta', 'note', 'resourceType', 'valueQuantity']);
+    expect(members.get('id')).toBe('"o1"');
+    expect(members.get('meta')).toBe('{"lastUpdated":"2024-01-01T00:00:00Z","versionId":"3"}');
+    expect(members.get('valueQuantity')).toBe('{"id":"inner","value":1.50}');
+    // Not an object at the top: no members, even of objects inside it.
+    expect(canonicalizeResourceText('[{"id":"a"}]').members.size).toBe(0);
+    expect(() => canonicalizeResourceText('{"id":"a","id":"b"}')).toThrow(/Duplicate/);
   });
 });
