@@ -16,6 +16,20 @@ import { parseSearch } from '../src/fhir/search/parse.js';
 import { buildApp } from '../src/app/app.js';
 import { loadConfig } from '../src/config/config.js';
 
+// The service's store works on threads whose handles do not keep the event loop alive: without a handle of its own the
+// process could run out of pending work mid-run and exit 0 after printing half the tables. One interval holds the loop
+// for the whole run, and a run that ends before its last table fails loudly.
+const keepAlive = setInterval(() => undefined, 1000);
+let finished = false;
+process.on('beforeExit', () => {
+  if (!finished) {
+    console.error(
+      'bench:search ended before its last table (pending work was lost): this run measured nothing',
+    );
+    process.exit(1);
+  }
+});
+
 const dir = join(process.cwd(), '../shared/data/synthea-bundles');
 const extractionBundles = Number(process.argv[2] ?? 20);
 const httpBundles = Number(process.argv[3] ?? 100);
@@ -68,11 +82,9 @@ for (const [type, agg] of [...perType].sort((a, b) => b[1].n - a[1].n)) {
 if (httpBundles > 0) {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-search-'));
   const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'warn', auth: 'dev-open' }, {});
-  // buildApp awaits work that holds no event-loop handle (seen at the time of writing): keep the loop alive meanwhile.
-  const keepAlive = setInterval(() => undefined, 1000);
   const app = await buildApp(config, {
     logStream: new Writable({ write: (_c, _e, done) => done() }),
-  }).finally(() => clearInterval(keepAlive));
+  });
   try {
     const address = await app.fastify.listen({ port: 0, host: '127.0.0.1' });
     const base = `${address}/fhir`;
@@ -176,3 +188,5 @@ if (httpBundles > 0) {
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
+finished = true;
+clearInterval(keepAlive);
