@@ -33,7 +33,13 @@ import {
   searchsetText,
   type CustodianIdentity,
 } from './record-evidence.js';
-import { ShapeError, SpanScanner, verifyEvidenceBundle, type VerifiedAnswer } from './record-verifier.js';
+import {
+  scanBundleText,
+  ShapeError,
+  verifyEvidenceBundle,
+  type ScannedBundle,
+  type VerifiedAnswer,
+} from './record-verifier.js';
 
 /** The Provenance extension that keeps a copy's original text, base64 of its UTF-8 bytes (as the push's copies). */
 export const ORIGINAL_TEXT_EXTENSION_URL = 'https://hie-ledger.dev/fhir/StructureDefinition/original-text';
@@ -65,45 +71,29 @@ export interface ReturnedRecord {
 /** Reads the body: records and their Provenances, each record's text kept exactly (hostile input: capped). */
 export function readReturnedRecords(body: string | undefined): ReturnedRecord[] {
   if (body === undefined || body.trim() === '') throw invalid('the request has no body');
-  const entries: { fullUrl?: unknown; text?: string }[] = [];
-  let resourceType: unknown;
+  let scanned: ScannedBundle;
   try {
-    const scanner = new SpanScanner(body, DEPTH);
-    scanner.ws();
-    scanner.members((name) => {
-      if (name === 'resourceType') resourceType = scanner.parsed();
-      else if (name === 'entry')
-        scanner.elements((index) => {
-          if (index >= 2 * MAX_SAVED_RECORDS + 1) scanner.fail(`more than ${2 * MAX_SAVED_RECORDS} entries`);
-          scanner.ws();
-          const entry: { fullUrl?: unknown; text?: string } = {};
-          scanner.members((member) => {
-            if (member === 'fullUrl') entry.fullUrl = scanner.parsed();
-            else if (member === 'resource') {
-              scanner.ws();
-              const [s, e] = scanner.value();
-              entry.text = body.slice(s, e);
-            } else scanner.value();
-          });
-          entries.push(entry);
-        });
-      else scanner.value();
+    // One more entry than two per record: an OperationOutcome of the fetch may come along.
+    scanned = scanBundleText(body, {
+      maxDepth: DEPTH,
+      maxEntries: 2 * MAX_SAVED_RECORDS + 1,
+      members: ['resourceType'],
     });
-    scanner.end();
   } catch (err) {
     if (err instanceof ShapeError || err instanceof SyntaxError)
       throw invalid(`the body is not JSON (${err.message})`);
     throw err;
   }
-  if (resourceType !== 'Bundle') throw invalid('the body is not a Bundle');
+  const entries = scanned.entries;
+  if (scanned.members.get('resourceType') !== 'Bundle') throw invalid('the body is not a Bundle');
 
   const provenances = new Map<string, Record<string, unknown>>();
   const records: Omit<ReturnedRecord, 'custodianMsp' | 'evidence'>[] = [];
   for (const [index, entry] of entries.entries()) {
-    if (entry.text === undefined) continue;
+    if (entry.resourceText === undefined) continue;
     let resource: unknown;
     try {
-      resource = JSON.parse(entry.text);
+      resource = JSON.parse(entry.resourceText);
     } catch {
       throw invalid(`entry ${index} is not JSON`);
     }
@@ -125,7 +115,7 @@ export function readReturnedRecords(body: string | undefined): ReturnedRecord[] 
       throw invalid(`entry ${index} has no resource type or id`);
     records.push({
       fullUrl: entry.fullUrl,
-      text: entry.text,
+      text: entry.resourceText,
       resourceType: resource.resourceType,
       id: resource.id,
     });

@@ -32,7 +32,14 @@ import {
   searchsetText,
   type CustodianIdentity,
 } from './record-evidence.js';
-import { ShapeError, SpanScanner, verifyEvidenceBundle, type VerifiedAnswer } from './record-verifier.js';
+import {
+  scanBundleText,
+  ShapeError,
+  SpanScanner,
+  verifyEvidenceBundle,
+  type ScannedBundle,
+  type VerifiedAnswer,
+} from './record-verifier.js';
 import {
   MAX_DOCUMENT_RECORDS,
   TYPES_NEVER_PUSHED,
@@ -140,40 +147,22 @@ export function readDelivery(body: string | undefined): Delivery {
 }
 
 function readDocument(documentText: string, npid: string, recipient: string): Delivery {
-  let resourceType: unknown;
-  let type: unknown;
-  let identifier: unknown;
-  const entries: { fullUrl: unknown; text?: string }[] = [];
+  let scanned: ScannedBundle;
   try {
-    const scanner = new SpanScanner(documentText, DEPTH);
-    scanner.ws();
-    scanner.members((name) => {
-      if (name === 'resourceType') resourceType = scanner.parsed();
-      else if (name === 'type') type = scanner.parsed();
-      else if (name === 'identifier') identifier = scanner.parsed();
-      else if (name === 'entry')
-        scanner.elements((index) => {
-          if (index >= 2 * MAX_DOCUMENT_RECORDS) scanner.fail('too many entries');
-          scanner.ws();
-          const entry: { fullUrl: unknown; text?: string } = { fullUrl: undefined };
-          scanner.members((member) => {
-            if (member === 'fullUrl') entry.fullUrl = scanner.parsed();
-            else if (member === 'resource') {
-              scanner.ws();
-              const [s, e] = scanner.value();
-              entry.text = documentText.slice(s, e);
-            } else scanner.value();
-          });
-          entries.push(entry);
-        });
-      else scanner.value();
+    scanned = scanBundleText(documentText, {
+      maxDepth: DEPTH,
+      maxEntries: 2 * MAX_DOCUMENT_RECORDS,
+      members: ['resourceType', 'type', 'identifier'],
     });
-    scanner.end();
   } catch (err) {
     if (err instanceof ShapeError || err instanceof SyntaxError)
       throw invalid(`the document is not JSON (${err.message})`);
     throw err;
   }
+  const resourceType = scanned.members.get('resourceType');
+  const type = scanned.members.get('type');
+  const identifier = scanned.members.get('identifier');
+  const entries = scanned.entries;
   if (resourceType !== 'Bundle' || type !== 'document')
     throw invalid('the document is not a document Bundle');
   if (
@@ -189,16 +178,16 @@ function readDocument(documentText: string, npid: string, recipient: string): De
   const records: DeliveredRecord[] = [];
   const evidence: string[] = [];
   for (const [index, entry] of entries.entries()) {
-    if (entry.text === undefined) throw invalid(`entry ${index} has no resource`);
+    if (entry.resourceText === undefined) throw invalid(`entry ${index} has no resource`);
     let resource: unknown;
     try {
-      resource = JSON.parse(entry.text);
+      resource = JSON.parse(entry.resourceText);
     } catch {
       throw invalid(`entry ${index} is not JSON`);
     }
     if (!isObject(resource)) throw invalid(`entry ${index} is not a resource`);
     if (resource.resourceType === 'Provenance') {
-      evidence.push(entry.text);
+      evidence.push(entry.resourceText);
       continue;
     }
     const meta = resource.meta;
@@ -215,7 +204,7 @@ function readDocument(documentText: string, npid: string, recipient: string): De
       throw invalid(`a document may not carry a ${resource.resourceType}`);
     records.push({
       fullUrl: entry.fullUrl,
-      text: entry.text,
+      text: entry.resourceText,
       resourceType: resource.resourceType,
       id: resource.id,
       versionId: meta.versionId,

@@ -242,27 +242,36 @@ const SEARCH_MODES = new Map<string, { mode: string }>(
 );
 
 /** One entry of the Bundle, as scanned. */
-interface ScannedEntry {
+/** One entry of a Bundle read without trusting it. */
+export interface ScannedEntry {
   fullUrl?: unknown;
   mode?: unknown;
   /** The resource's exact text. */
   resourceText?: string;
 }
 
-function scanBundle(text: string, limits: VerifierLimits): ScannedEntry[] {
-  if (text.length > limits.maxBundleChars)
-    throw new ShapeError(`larger than ${limits.maxBundleChars} characters`);
+/** A Bundle read without trusting it: the top-level members asked for (parsed) and its entries. */
+export interface ScannedBundle {
+  members: Map<string, unknown>;
+  entries: ScannedEntry[];
+}
+
+/**
+ * Reads a Bundle's text once, keeping each entry's fullUrl, search mode and the exact text of its resource (a
+ * span of `text`, never re-serialised), and the top-level `members` asked for, parsed. The one reader of Bundles
+ * other members send: a custodian's answer, a `$network-save` body, a pushed document. Throws ShapeError (or
+ * SyntaxError) past `maxDepth` or `maxEntries`, or when the text is not JSON.
+ */
+export function scanBundleText(
+  text: string,
+  limits: { maxDepth: number; maxEntries: number; members: readonly string[] },
+): ScannedBundle {
   const scanner = new SpanScanner(text, limits.maxDepth);
   scanner.ws();
+  const members = new Map<string, unknown>();
   const entries: ScannedEntry[] = [];
-  let resourceType: unknown;
-  let type: unknown;
-  let hasEntries = false;
   scanner.members((name) => {
-    if (name === 'resourceType') resourceType = scanner.parsed();
-    else if (name === 'type') type = scanner.parsed();
-    else if (name === 'entry') {
-      hasEntries = true;
+    if (name === 'entry') {
       scanner.elements((index) => {
         if (index >= limits.maxEntries) scanner.fail(`more than ${limits.maxEntries} entries`);
         const entry: ScannedEntry = {};
@@ -280,11 +289,23 @@ function scanBundle(text: string, limits: VerifierLimits): ScannedEntry[] {
         });
         entries.push(entry);
       });
-    } else scanner.value();
+    } else if (limits.members.includes(name)) members.set(name, scanner.parsed());
+    else scanner.value();
   });
   scanner.end();
-  if (resourceType !== 'Bundle' || type !== 'searchset') throw new ShapeError('not a searchset Bundle');
-  if (!hasEntries) return [];
+  return { members, entries };
+}
+
+function scanBundle(text: string, limits: VerifierLimits): ScannedEntry[] {
+  if (text.length > limits.maxBundleChars)
+    throw new ShapeError(`larger than ${limits.maxBundleChars} characters`);
+  const { members, entries } = scanBundleText(text, {
+    maxDepth: limits.maxDepth,
+    maxEntries: limits.maxEntries,
+    members: ['resourceType', 'type'],
+  });
+  if (members.get('resourceType') !== 'Bundle' || members.get('type') !== 'searchset')
+    throw new ShapeError('not a searchset Bundle');
   return entries;
 }
 
