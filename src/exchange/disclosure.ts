@@ -6,7 +6,7 @@
  * id, so the patient's home lists it in the network-wide access log, `$access-log`).
  */
 import type { AccessRecordInput } from '../consent/consent-service.js';
-import { NETWORK_PARTICIPANT_SYSTEM } from '../consent/consent-resource.js';
+import { NETWORK_PARTICIPANT_SYSTEM, PURPOSE_OF_USE_SYSTEM } from '../consent/consent-resource.js';
 import type { NetworkCaller } from '../fhir/interactions/access-policy.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import { newResourceId } from '../fhir/interactions/ids.js';
@@ -18,12 +18,11 @@ import { MSP_IDENTIFIER_SYSTEM } from './record-evidence.js';
 export const NETWORK_OPERATION_SYSTEM = 'https://hie-ledger.dev/fhir/CodeSystem/network-operation';
 /** The identifier system of a grant id (the ledger key of a grant, `grant/<grantId>`). */
 export const GRANT_ID_SYSTEM = 'https://hie-ledger.dev/fhir/NamingSystem/grant-id';
-const PURPOSE_OF_USE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
-const ENTITY_TYPE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
-const OBJECT_ROLE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/object-role';
+export const ENTITY_TYPE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
+export const OBJECT_ROLE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/object-role';
 
-/** Where disclosures go. */
-export interface DisclosureSink {
+/** Where the exchange's AuditEvents and ledger access records go (disclosures, wrong-link reports). */
+export interface AuditSink {
   store: ResourceStore;
   indexEntries?: (resource: FhirResource) => IndexEntry[];
   anchor?: WriteRequest['anchor'];
@@ -31,8 +30,33 @@ export interface DisclosureSink {
   organization?: string;
   /** Ledger access records (ConsentService.recordAccess). */
   recordAccess(record: AccessRecordInput): void;
+}
+
+/** Where disclosures go. */
+export interface DisclosureSink extends AuditSink {
   /** Disclosures made under a link, kept for a wrong-link report (PatientLinks.noteLinkDisclosure). */
   underLink?(disclosure: LinkDisclosure): void;
+}
+
+/** Stores an AuditEvent (a new id, in the compartments of `patients`) as this service's own record, anchored; its id. */
+export async function storeAuditEvent(
+  sink: AuditSink,
+  auditEvent: FhirResource,
+  patients: readonly string[],
+): Promise<string> {
+  const id = newResourceId();
+  const resource = { ...auditEvent, id } as FhirResource;
+  await sink.store.write({
+    resourceType: 'AuditEvent',
+    id,
+    resource,
+    method: 'POST',
+    patients: [...patients],
+    custodian: sink.organization,
+    index: sink.indexEntries ? sink.indexEntries(resource) : undefined,
+    anchor: sink.anchor,
+  });
+  return id;
 }
 
 export interface Disclosure {
@@ -107,18 +131,7 @@ export function disclosureAuditEvent(disclosure: Disclosure): FhirResource {
 
 /** Stores the AuditEvent (awaited: no disclosure without it), then queues one ledger access record per patient. */
 export async function recordDisclosure(sink: DisclosureSink, disclosure: Disclosure): Promise<void> {
-  const id = newResourceId();
-  const resource = { ...disclosureAuditEvent(disclosure), id } as FhirResource;
-  await sink.store.write({
-    resourceType: 'AuditEvent',
-    id,
-    resource,
-    method: 'POST',
-    patients: [...disclosure.patients],
-    custodian: sink.organization,
-    index: sink.indexEntries ? sink.indexEntries(resource) : undefined,
-    anchor: sink.anchor,
-  });
+  const id = await storeAuditEvent(sink, disclosureAuditEvent(disclosure), disclosure.patients);
   const { caller } = disclosure;
   const at = new Date(disclosure.at).toISOString();
   // Under a link (not the home): kept with the link, in case it proves wrong (wrong-link-report.ts).

@@ -17,30 +17,23 @@
  */
 import { PARTICIPANT_SYSTEM } from '../access/access-audit.js';
 import type { AccessRecordInput } from '../consent/consent-service.js';
-import { NETWORK_PARTICIPANT_SYSTEM } from '../consent/consent-resource.js';
+import { NETWORK_PARTICIPANT_SYSTEM, PURPOSE_OF_USE_SYSTEM } from '../consent/consent-resource.js';
 import type { Caller } from '../fhir/interactions/access-policy.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
-import { newResourceId } from '../fhir/interactions/ids.js';
-import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
-import { NETWORK_OPERATION_SYSTEM } from './disclosure.js';
+import {
+  ENTITY_TYPE_SYSTEM,
+  NETWORK_OPERATION_SYSTEM,
+  OBJECT_ROLE_SYSTEM,
+  storeAuditEvent,
+  type AuditSink,
+} from './disclosure.js';
 import type { EndedLink, LinkDisclosure } from './patient-links.js';
 import { MSP_IDENTIFIER_SYSTEM } from './record-evidence.js';
 
 /** The interaction of a wrong-link report, in the access log and as the AuditEvent's subtype. */
 export const WRONG_LINK = 'wrong-link';
-const PURPOSE_OF_USE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
-const ENTITY_TYPE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
-const OBJECT_ROLE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/object-role';
-
-/** Where wrong-link reports go (as DisclosureSink: the store for the AuditEvent, the ledger's access records). */
-export interface WrongLinkSink {
-  store: ResourceStore;
-  indexEntries?: (resource: FhirResource) => IndexEntry[];
-  anchor?: WriteRequest['anchor'];
-  /** This service's organisation: the custodian of the AuditEvent. */
-  organization?: string;
-  /** Ledger access records (ConsentService.recordAccess). */
-  recordAccess(record: AccessRecordInput): void;
+/** Where wrong-link reports go (as disclosures: the store for the AuditEvent, the ledger's access records). */
+export interface WrongLinkSink extends AuditSink {
   /** Sends the queued access records now (ConsentService.flushAccess): each side in its own transaction. */
   flushAccess(): Promise<void>;
 }
@@ -174,18 +167,7 @@ export function wrongLinkAuditEvent(report: WrongLinkReport): FhirResource {
 export async function reportWrongLink(sink: WrongLinkSink, report: WrongLinkReport): Promise<void> {
   const { ended, disclosures } = report;
   if (disclosures.length === 0) return;
-  const id = newResourceId();
-  const resource = { ...wrongLinkAuditEvent(report), id } as FhirResource;
-  await sink.store.write({
-    resourceType: 'AuditEvent',
-    id,
-    resource,
-    method: 'POST',
-    patients: [ended.localPatient],
-    custodian: sink.organization,
-    index: sink.indexEntries ? sink.indexEntries(resource) : undefined,
-    anchor: sink.anchor,
-  });
+  await storeAuditEvent(sink, wrongLinkAuditEvent(report), [ended.localPatient]);
   const groups = groupsOf(disclosures);
   const side = (
     group: DisclosureGroup,
