@@ -377,9 +377,10 @@ describe('disclosures', () => {
         (p: { part: { name: string; [k: string]: unknown }[] }) =>
           Object.fromEntries(p.part.map((part) => [part.name, Object.values(part)[1]])),
       );
-      return entries.some((e: Record<string, unknown>) => e.interaction === 'network-records')
-        ? entries
-        : undefined;
+      // Both records are flushed to the ledger in their own time: wait for both, not the first to land.
+      const has = (interaction: string) =>
+        entries.some((e: Record<string, unknown>) => e.interaction === interaction);
+      return has('network-records') && has('network-locate') ? entries : undefined;
     });
     const actor = b.pseudonymOf('dr-b');
     expect(log).toEqual(
