@@ -286,7 +286,6 @@ const gatewayOptions = {
     custodiansOf: () => Promise.resolve([]),
   },
   members,
-  http,
   tokens: () => tokens,
   batchSource: () => new CachedBatchSource(bLedger),
   deadlineMs: 20_000,

@@ -173,7 +173,6 @@ export function registerExchangeOperations(
     mspId: exchange.mspId,
     links: deps.patientLinks,
     members: exchange.members,
-    http: exchange.http,
     tokens: () => exchange.tokenClient(),
     batchSource: () => new CachedBatchSource(deps.ledger),
     localLocate: homeLocator({

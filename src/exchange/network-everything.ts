@@ -32,7 +32,7 @@ import type { OnChainBatch } from '../integrity/anchor-contract-client.js';
 import { ProvenNodes } from '../integrity/merkle.js';
 import type { BatchSource } from '../integrity/verification.js';
 import { liveFor } from './grant-check.js';
-import { MemberCallError, type MemberHttpClient, type MemberResponse } from './member-http.js';
+import { MemberCallError, type MemberResponse } from './member-http.js';
 import type { MemberEntry, MemberLookup } from './members.js';
 import { NetworkTokenRefused, type NetworkActor, type NetworkTokenClient } from './network-token-client.js';
 import type { PatientLinks } from './patient-links.js';
@@ -307,8 +307,7 @@ export interface NetworkEverythingOptions {
   mspId: string;
   links: PatientLinks;
   members: MemberLookup;
-  http: MemberHttpClient;
-  /** The token client signing with this member's service key; undefined while it has none (`member register`). */
+  /** The token client (it calls out through the exchange's MemberHttpClient) signing with this member's service key; undefined while it has none (`member register`). */
   tokens: () => NetworkTokenClient | undefined;
   /** A fresh batch source per run (e.g. `() => new CachedBatchSource(ledger)`): roots read once per run. */
   batchSource: () => BatchSource;
@@ -660,47 +659,30 @@ export class NetworkEverything {
           `member ${member.mspId} was not asked: this service has no exchange service key (hie-ledger member register)`,
         ),
       };
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const token = await tokens.token(member, actor, signal);
-        const response = await this.options.http.request(member, {
-          method: 'POST',
-          url: `${member.fhirBaseUrl}/$${operation}`,
-          headers: {
-            authorization: `Bearer ${token}`,
-            'content-type': 'application/fhir+json',
-            accept: 'application/fhir+json',
-          },
-          body,
-          signal,
-        });
-        if (response.status === 401 && attempt === 0) {
-          tokens.forget(member, actor);
-          continue;
-        }
-        return { member, response };
-      } catch (err) {
-        if (err instanceof MemberCallError)
-          return { issue: err.toIssue(), unavailable: UNAVAILABLE.has(err.kind) };
-        if (err instanceof NetworkTokenRefused)
-          return {
-            issue: networkIssue(
-              'error',
-              'security',
-              'network-member-refused',
-              `member ${member.mspId}: refused a network token for you (${err.error})`,
-            ),
-          };
-        // Anything else (a key that cannot sign...) is this member's fault: still named, never a 500.
+    try {
+      const response = await tokens.postOperation(member, actor, operation, body, signal);
+      return { member, response };
+    } catch (err) {
+      if (err instanceof MemberCallError)
+        return { issue: err.toIssue(), unavailable: UNAVAILABLE.has(err.kind) };
+      if (err instanceof NetworkTokenRefused)
         return {
           issue: networkIssue(
             'error',
-            'exception',
-            'network-member-unavailable',
-            `member ${member.mspId}: the call could not be made (${(err as Error).name})`,
+            'security',
+            'network-member-refused',
+            `member ${member.mspId}: refused a network token for you (${err.error})`,
           ),
         };
-      }
+      // Anything else (a key that cannot sign...) is this member's fault: still named, never a 500.
+      return {
+        issue: networkIssue(
+          'error',
+          'exception',
+          'network-member-unavailable',
+          `member ${member.mspId}: the call could not be made (${(err as Error).name})`,
+        ),
+      };
     }
   }
 

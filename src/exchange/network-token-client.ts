@@ -9,7 +9,7 @@ import { SignJWT } from 'jose';
 import { CLIENT_ASSERTION_TYPE } from '../access/tokens.js';
 import { B2B_EXTENSION_KEY, type B2bAuthorization } from './b2b.js';
 import { memberClientId, tokenUrlOf, type MemberEntry } from './members.js';
-import { MemberCallError, type MemberHttpClient } from './member-http.js';
+import { MemberCallError, type MemberHttpClient, type MemberResponse } from './member-http.js';
 import { NETWORK_SCOPE } from './network-tokens.js';
 
 /** This member's service identity: its MSP id and the private key of its directory service certificate. */
@@ -123,6 +123,35 @@ export class NetworkTokenClient {
       this.pending.set(key, pending);
     }
     return pending;
+  }
+
+  /**
+   * POSTs `body` to a member's network operation (`[base]/$operation`) with this actor's network token; a token the
+   * member no longer takes (401) is forgotten and fetched anew once. Rejects as `token` and MemberHttpClient do.
+   */
+  async postOperation(
+    member: MemberEntry,
+    actor: NetworkActor,
+    operation: string,
+    body: string,
+    signal: AbortSignal,
+  ): Promise<MemberResponse> {
+    for (let attempt = 0; ; attempt++) {
+      const token = await this.token(member, actor, signal);
+      const response = await this.http.request(member, {
+        method: 'POST',
+        url: `${member.fhirBaseUrl}/$${operation}`,
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/fhir+json',
+          accept: 'application/fhir+json',
+        },
+        body,
+        signal,
+      });
+      if (response.status !== 401 || attempt > 0) return response;
+      this.forget(member, actor);
+    }
   }
 
   /** Forgets a custodian's token for this actor (e.g. after the custodian answered 401 to it). */

@@ -36,7 +36,7 @@ import {
 } from './record-evidence.js';
 import type { MemberEntry, MemberLookup } from './members.js';
 import { NetworkTokenRefused, type NetworkActor, type NetworkTokenClient } from './network-token-client.js';
-import { MemberCallError, type MemberHttpClient } from './member-http.js';
+import { MemberCallError } from './member-http.js';
 
 /** Bundle.identifier.system of a pushed document: its value is a `urn:uuid:`. */
 export const DOCUMENT_IDENTIFIER_SYSTEM = 'urn:ietf:rfc:3986';
@@ -238,40 +238,19 @@ export interface DeliveryTransport {
  * NetworkTokenClient), then the POST through the hardened MemberHttpClient, all within `deadlineMs`. A token the
  * recipient no longer takes (401) is fetched anew once.
  */
-export function memberDeliveryTransport(
-  tokens: NetworkTokenClient,
-  http: MemberHttpClient,
-  deadlineMs: number,
-): DeliveryTransport {
+export function memberDeliveryTransport(tokens: NetworkTokenClient, deadlineMs: number): DeliveryTransport {
   return {
     async deliver(recipient, actor, body) {
       const signal = AbortSignal.timeout(deadlineMs);
       try {
-        for (let attempt = 0; ; attempt++) {
-          const token = await tokens.token(recipient, actor, signal);
-          const response = await http.request(recipient, {
-            method: 'POST',
-            url: `${recipient.fhirBaseUrl}/$network-deliver`,
-            headers: {
-              authorization: `Bearer ${token}`,
-              'content-type': 'application/fhir+json',
-              accept: 'application/fhir+json',
-            },
-            body,
-            signal,
-          });
-          if (response.status === 401 && attempt === 0) {
-            tokens.forget(recipient, actor);
-            continue;
-          }
-          const retryAfter = response.headers['retry-after'];
-          return {
-            kind: 'answered',
-            status: response.status,
-            body: response.body.toString('utf8'),
-            retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined,
-          };
-        }
+        const response = await tokens.postOperation(recipient, actor, 'network-deliver', body, signal);
+        const retryAfter = response.headers['retry-after'];
+        return {
+          kind: 'answered',
+          status: response.status,
+          body: response.body.toString('utf8'),
+          retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined,
+        };
       } catch (err) {
         if (err instanceof MemberCallError) return { kind: 'unreachable', issue: err.toIssue() };
         if (err instanceof NetworkTokenRefused)

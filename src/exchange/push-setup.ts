@@ -19,7 +19,7 @@ export function registerPushOperations(exchange: Exchange, registry: FhirRegistr
           'member-not-registered',
           'This service has no exchange service key: run `hie-ledger member register`',
         );
-      return memberDeliveryTransport(tokens, exchange.http, exchange.settings.networkDeadlineMs).deliver(
+      return memberDeliveryTransport(tokens, exchange.settings.networkDeadlineMs).deliver(
         recipient,
         actor,
         body,

@@ -353,7 +353,6 @@ async function gateway(
     mspId: SELF,
     links: linked,
     members,
-    http,
     tokens: () => tokens,
     batchSource: () => ({ readBatch: () => Promise.resolve(null) }),
     deadlineMs: 30_000,
