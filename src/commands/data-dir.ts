@@ -10,10 +10,8 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { SqliteResourceStore } from '../fhir/store/sqlite/sqlite-store.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
-import { openConfiguredLedger } from '../app/open-ledger.js';
-import { openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
+import type { IntegrityService } from '../integrity/integrity-service.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { ConfigError, type Config } from '../config/config.js';
 import { lockDataDir } from '../platform/data-dir-lock.js';
@@ -69,6 +67,12 @@ export interface OpenedDataDir {
 export async function openDataDirIntegrity(
   options: DataDirConfig & { startWorker?: boolean },
 ): Promise<OpenedDataDir> {
+  // Loaded when used, so that commands which only check a data directory start without the store and ledger code.
+  const [{ SqliteResourceStore }, { openConfiguredLedger }, { openIntegrity }] = await Promise.all([
+    import('../fhir/store/sqlite/sqlite-store.js'),
+    import('../app/open-ledger.js'),
+    import('../integrity/integrity-service.js'),
+  ]);
   const store = new SqliteResourceStore({ file: path.join(options.dataDir, 'resources.sqlite') });
   let ledger: Ledger | undefined;
   try {

@@ -6,7 +6,6 @@
  */
 import type { Command } from 'commander';
 import { addConfigOptions, loadSettings } from '../config/config.js';
-import { writeMemberConnection } from '../ledger/embedded/gateway/member-connection.js';
 import { addLedgerMember } from '../ledger/embedded/gateway/members-file.js';
 
 const CONNECT_SETTINGS = ['dataDir', 'mspId'] as const;
@@ -40,6 +39,8 @@ export function registerLedgerCommand(program: Command): Command {
     CONNECT_SETTINGS,
   ).action(async (options: ConnectOptions) => {
     const settings = loadSettings(CONNECT_SETTINGS, options);
+    // Loaded when used: the gateway and X.509 code is a large part of the CLI's start-up.
+    const { writeMemberConnection } = await import('../ledger/embedded/gateway/member-connection.js');
     const connection = await writeMemberConnection({
       dataDir: settings.dataDir,
       mspId: settings.mspId,

@@ -8,11 +8,9 @@ import { createPrivateKey, createPublicKey, randomBytes, X509Certificate } from 
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { openConfiguredLedger } from '../app/open-ledger.js';
 import { addConfigOptions, ConfigError, loadSettings, type Config } from '../config/config.js';
-import { MemberDirectory, type MemberEntry } from '../exchange/member-directory.js';
+import type { MemberDirectory, MemberEntry } from '../exchange/member-directory.js';
 import { loadFabricConfig, type FabricConfig } from '../ledger/fabric/config.js';
-import { EmbeddedCa } from '../ledger/identity/embedded-ca.js';
 import { mkdirPrivate, PRIVATE_FILE_MODE } from '../platform/private-files.js';
 import { openIdentityProvider } from './participant.js';
 import { requireDataDir } from './data-dir.js';
@@ -51,6 +49,11 @@ async function withDirectory<T>(
 ): Promise<T> {
   requireDataDir(config.dataDir);
   const mspId = memberMspId(config);
+  // Loaded when used: the ledger's modules are most of the CLI's start-up time.
+  const [{ openConfiguredLedger }, { MemberDirectory }] = await Promise.all([
+    import('../app/open-ledger.js'),
+    import('../exchange/member-directory.js'),
+  ]);
   const ledger = await openConfiguredLedger(config);
   try {
     return await work(new MemberDirectory(ledger), mspId);
@@ -134,6 +137,7 @@ async function embeddedCaIssuedLedgerIdentity(config: MemberConfig): Promise<boo
   } catch {
     return false; // an unreadable connection file is reported by the step that needs it
   }
+  const { EmbeddedCa } = await import('../ledger/identity/embedded-ca.js');
   const ca = await EmbeddedCa.open(caDir, { mspId: fabric.mspId });
   return ca.verify(identityCertificate);
 }

@@ -5,7 +5,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { EmbeddedIdentityProvider, type IdentityProvider } from '../ledger/identity/identity-provider.js';
+import type { IdentityProvider } from '../ledger/identity/identity-provider.js';
 import { ParticipantDirectory, type Participant } from '../access/participants.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from '../access/scopes.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
@@ -55,6 +55,8 @@ export async function openIdentityProvider(
   }
   if (ca.kind !== undefined && ca.kind !== 'embedded')
     throw new ConfigError(`--ca must be embedded or fabric, not ${ca.kind}`);
+  // Loaded when used (the X.509 code is a large part of the CLI's start-up): `--help` and other commands skip it.
+  const { EmbeddedIdentityProvider } = await import('../ledger/identity/identity-provider.js');
   return EmbeddedIdentityProvider.open(join(dataDir, 'identity', 'ca'), { mspId });
 }
 

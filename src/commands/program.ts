@@ -8,7 +8,6 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { addConfigOptions, loadSettings, SERVE_SETTINGS } from '../config/config.js';
-import { serve } from '../app/server.js';
 import { registerVerifyCommand } from './verify.js';
 import { registerEraseCommand } from './erase.js';
 import { registerParticipantCommand } from './participant.js';
@@ -19,7 +18,10 @@ import { registerTokenCommand } from './token.js';
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
   addConfigOptions(command, SERVE_SETTINGS).action(async (flags: Record<string, unknown>) => {
-    await serve(loadSettings(SERVE_SETTINGS, flags));
+    const settings = loadSettings(SERVE_SETTINGS, flags);
+    // Loaded when used: the service's modules are most of the CLI's start-up time, which the other commands skip.
+    const { serve } = await import('../app/server.js');
+    await serve(settings);
   });
 }
 
