@@ -243,6 +243,7 @@ class XmlWriter {
     const children: { resolved: Resolved; key: string }[] = [];
     for (const key of Object.keys(value)) {
       if (isResource && key === 'resourceType') continue;
+      if (value[key] === undefined) continue; // as JSON.stringify: an absent member
       const extras = key.startsWith('_');
       const base = extras ? key.slice(1) : key;
       const resolved = this.models.resolve(model, base);

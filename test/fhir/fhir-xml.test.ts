@@ -85,6 +85,12 @@ describe('JSON -> XML', () => {
     expect(back._gender).toEqual({ id: value });
   });
 
+  it('leaves out a member whose value is undefined, as JSON.stringify does', () => {
+    expect(xml.toXml({ resourceType: 'Patient', id: undefined, gender: 'male' })).toBe(
+      `<?xml version="1.0" encoding="UTF-8"?><Patient ${F}><gender value="male"/></Patient>`,
+    );
+  });
+
   it('refuses (406) what XML cannot carry: an unknown element, a control character', () => {
     expect(refusal(() => xml.toXml({ resourceType: 'Patient', nickname: 'x' })).status).toBe(406);
     expect(refusal(() => xml.toXml({ resourceType: 'Patient', gender: 'a\u0001' })).status).toBe(406);
