@@ -23,6 +23,8 @@ import { extractIndex } from '../fhir/search/index-entries.js';
 import { patientCompartments } from '../fhir/search/definitions.js';
 import { createHttpServer } from '../fhir/http/server.js';
 import { registerFhirRoutes } from '../fhir/http/fhir-routes.js';
+import { FhirXml } from '../fhir/fhir-xml.js';
+import { coreRegistry } from '../fhir/definitions/definition-registry.js';
 import { setupAccess, type AccessSetup } from '../access/setup.js';
 import type { ConsentService } from '../consent/consent-service.js';
 import { journalPath, openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
@@ -115,6 +117,10 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
       registry,
       publicBaseUrl: config.baseUrl,
       accessFor: access.accessFor,
+      // FHIR XML: element order and types from the core R4 definitions (loaded on the first XML request).
+      xml: new FhirXml((type) =>
+        coreRegistry({ cacheDir: join(config.dataDir, 'cache') }).typeDefinition(type),
+      ),
       context: {
         store: access.store,
         validator: metrics.countingValidator(validator),

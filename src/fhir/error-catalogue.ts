@@ -48,7 +48,7 @@ export const ERROR_CATALOGUE = {
     status: 406,
     issue: 'not-supported',
     meaning:
-      'Accept or _format asks for a format or FHIR version this server does not serve (it serves R4 JSON)',
+      'Accept or _format asks for a format or FHIR version this server does not serve (it serves R4 JSON and XML)',
   },
   'body-too-large': {
     status: 413,
@@ -69,6 +69,18 @@ export const ERROR_CATALOGUE = {
     status: 400,
     issue: 'invalid',
     meaning: 'The body is not well-formed JSON text (bad syntax or not UTF-8); diagnostics name where',
+  },
+  'body-not-xml': {
+    status: 400,
+    issue: 'invalid',
+    meaning:
+      'The body is sent as XML but is not well-formed FHIR R4 XML (syntax, namespace, unknown or misordered element, bad value, nesting deeper than 100); diagnostics name where',
+  },
+  'xml-doctype-refused': {
+    status: 400,
+    issue: 'security',
+    meaning:
+      'The XML body has a DOCTYPE: FHIR XML declares no DTD or entities (refused, never expanded or fetched)',
   },
   'body-not-resource': {
     status: 400,

@@ -28,7 +28,8 @@ describe('GET /metadata', () => {
     expect(statement.resourceType).toBe('CapabilityStatement');
     expect(statement.fhirVersion).toBe('4.0.1');
     expect(statement.format).toContain('application/fhir+json');
-    expect(statement.format.some((f: string) => f.includes('xml'))).toBe(false);
+    expect(statement.format).toContain('application/fhir+xml');
+    expect(statement.format).toContain('xml');
     expect(statement.patchFormat).toEqual(['application/json-patch+json', 'application/fhir+json']);
     const types = statement.rest[0].resource.map((r: any) => r.type);
     expect(types).toEqual([...app.validator.resourceTypes!].sort());

@@ -1,6 +1,7 @@
 /**
  * The one media-type table (src/fhir/media-types.ts) and the negotiation that reads it agree: what the
- * CapabilityStatement states is served, every JSON body type is taken, XML is refused (406 / 415).
+ * CapabilityStatement states is served, every JSON body type is taken, XML is served when the server converts it
+ * (and refused, 406 / 415, when it does not).
  */
 import { describe, expect, it } from 'vitest';
 import { negotiateResponseType, requestMediaType } from '../../src/fhir/http/negotiation.js';
@@ -26,8 +27,8 @@ function statusOf(run: () => unknown): number | undefined {
 describe('media types', () => {
   it('every format the CapabilityStatement states is served, as _format and as Accept', () => {
     for (const format of SUPPORTED_FORMATS) {
-      expect(negotiateResponseType(format, undefined)).toMatch(/^application\/(fhir\+)?json$/);
-      if (format.includes('/')) expect(negotiateResponseType(undefined, format)).toBe(format);
+      expect(negotiateResponseType(format, undefined, true)).toMatch(/^application\/(fhir\+)?(json|xml)$/);
+      if (format.includes('/')) expect(negotiateResponseType(undefined, format, true)).toBe(format);
     }
   });
 
@@ -41,14 +42,31 @@ describe('media types', () => {
     expect(negotiateResponseType('application/fhir json', undefined)).toBe(FHIR_JSON);
     expect(negotiateResponseType('application/fhir json; fhirVersion=4.0', undefined)).toBe(FHIR_JSON);
     expect(statusOf(() => negotiateResponseType('application/fhir xml', undefined))).toBe(406);
+    expect(negotiateResponseType('application/fhir xml', undefined, true)).toBe('application/fhir+xml');
     expect(statusOf(() => negotiateResponseType('application/fhir json; fhirVersion=3.0', undefined))).toBe(
       406,
     );
   });
 
-  it('XML is refused: 406 as a response format, 415 as a body', () => {
+  it('XML is refused without a converter: 406 as a response format, 415 as a body', () => {
     for (const format of XML_FORMATS)
       expect(statusOf(() => negotiateResponseType(format, undefined))).toBe(406);
     for (const type of XML_MEDIA_TYPES) expect(statusOf(() => requestMediaType(type))).toBe(415);
+  });
+
+  it('XML is served with a converter: application/fhir+xml (application/xml when asked so), every XML body taken', () => {
+    for (const format of XML_FORMATS)
+      expect(negotiateResponseType(format, undefined, true)).toBe(
+        format === 'application/xml' ? 'application/xml' : 'application/fhir+xml',
+      );
+    expect(negotiateResponseType(undefined, 'application/fhir+xml', true)).toBe('application/fhir+xml');
+    expect(negotiateResponseType(undefined, 'text/html, application/xml;q=0.9', true)).toBe(
+      'application/xml',
+    );
+    expect(negotiateResponseType(undefined, 'application/fhir+xml;q=0.5, application/fhir+json', true)).toBe(
+      FHIR_JSON,
+    );
+    for (const type of XML_MEDIA_TYPES) expect(requestMediaType(type, true)).toBe(type);
+    expect(statusOf(() => requestMediaType('application/fhir+xml; fhirVersion=3.0', true))).toBe(415);
   });
 });

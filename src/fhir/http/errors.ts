@@ -20,6 +20,25 @@ import { storageFaultError, storageFaultOf, StorageFaultLog } from '../store/sto
 
 const OUTCOME_TYPE = 'application/fhir+json; charset=utf-8';
 
+/**
+ * Set by the FHIR routes on a request whose client negotiated XML (Accept or `_format`): its OperationOutcomes are
+ * written as XML too. Any failure to do so falls back to JSON (an error answer must not fail).
+ */
+export interface XmlOutcomeRequest {
+  fhirOutcomeXml?: (outcome: OperationOutcome) => { type: string; text: string };
+}
+
+function outcomeBody(reply: FastifyReply, outcome: OperationOutcome): { type: string; text: string } {
+  const asXml = (reply.request as (FastifyRequest & XmlOutcomeRequest) | undefined)?.fhirOutcomeXml;
+  if (asXml)
+    try {
+      return asXml(outcome);
+    } catch {
+      // JSON below
+    }
+  return { type: OUTCOME_TYPE, text: JSON.stringify(outcome) };
+}
+
 /** fastify's error codes that are the client's fault, with the catalogue code they become. */
 const FASTIFY_ERRORS: Record<string, { code: ErrorCode; diagnostics?: string }> = {
   FST_ERR_CTP_BODY_TOO_LARGE: {
@@ -49,11 +68,8 @@ export function sendOutcome(
   outcome: OperationOutcome,
   headers: Record<string, string> = {},
 ): FastifyReply {
-  return reply
-    .code(status)
-    .headers(headers)
-    .header('content-type', OUTCOME_TYPE)
-    .send(JSON.stringify(outcome));
+  const { type, text } = outcomeBody(reply, outcome);
+  return reply.code(status).headers(headers).header('content-type', type).send(text);
 }
 
 /** Status, headers and OperationOutcome for any error; `bug` when it is not the client's fault. */

@@ -14,9 +14,17 @@ import type { FhirRegistry } from '../interactions/fhir-registry.js';
 import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions/router.js';
 import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
 import { emptyQuery, parseQuery } from '../query.js';
-import { BODY_MEDIA_TYPES, XML_MEDIA_TYPES } from '../media-types.js';
-import { negotiateResponseType, preferHandlingOf, preferReturnOf, requestMediaType } from './negotiation.js';
+import { BODY_MEDIA_TYPES, FHIR_JSON, XML_FORMATS, XML_MEDIA_TYPES } from '../media-types.js';
+import type { FhirXml } from '../fhir-xml.js';
+import {
+  isXmlType,
+  negotiateResponseType,
+  preferHandlingOf,
+  preferReturnOf,
+  requestMediaType,
+} from './negotiation.js';
 import type { RouteLogConfig } from './server.js';
+import type { XmlOutcomeRequest } from './errors.js';
 
 export interface FhirRoutesOptions {
   /** Mount point of the FHIR base, e.g. `/fhir`. */
@@ -28,6 +36,8 @@ export interface FhirRoutesOptions {
   accessFor?: (request: FastifyRequest) => AccessPolicy;
   /** Public base URL of the FHIR endpoint (no trailing slash); derived from the request's Host when absent. */
   publicBaseUrl?: string;
+  /** FHIR XML in and out (bodies converted to JSON text on arrival, responses to XML last); absent: XML is 415/406. */
+  xml?: FhirXml;
 }
 
 const METHODS: HttpMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
@@ -118,6 +128,12 @@ export function fhirPathTemplate(
   return tail ? `${prefix}${tail.length ? '/' : ''}${tail.join('/')}` : `${prefix}/:unknown`;
 }
 
+/** The body's media type as the interactions see it: an XML body has become FHIR JSON text by then. */
+function bodyMediaType(contentType: string | undefined, xml: boolean): string | undefined {
+  const type = requestMediaType(contentType, xml);
+  return type !== undefined && XML_FORMATS.has(type) ? FHIR_JSON : type;
+}
+
 function header(request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name];
   return Array.isArray(value) ? value.join(', ') : value;
@@ -129,21 +145,40 @@ function send(
   mediaType: string,
   query: Record<string, string[]>,
   shape: boolean,
+  xml: FhirXml | undefined,
 ): FastifyReply {
   reply.code(response.status);
   if (response.headers) reply.headers(response.headers);
   if (response.body === undefined) return reply.send();
   const pretty = query._pretty?.[0] === 'true';
   const representation = shape && response.status === 200 ? representationOf(query) : undefined;
+  const asXml = xml !== undefined && isXmlType(mediaType);
   let text: string;
-  if (typeof response.body === 'string' && !pretty && !representation) {
+  if (typeof response.body === 'string' && !pretty && !representation && !asXml) {
     text = response.body;
   } else {
     let body = typeof response.body === 'string' ? parseFhirJson<FhirResource>(response.body) : response.body;
     if (representation) body = applyRepresentation(body, representation);
-    text = stringifyFhirJson(body, pretty ? 2 : 0);
+    text = asXml ? xml.toXml(body, { pretty }) : stringifyFhirJson(body, pretty ? 2 : 0);
   }
   return reply.header('content-type', `${mediaType}; charset=utf-8`).send(text);
+}
+
+/** The request's XML negotiation, for its error answers; never throws (a bad Accept is judged by the route). */
+function xmlOutcomeWriter(request: FastifyRequest, xml: FhirXml): XmlOutcomeRequest['fhirOutcomeXml'] {
+  const url = request.url;
+  const accept = header(request, 'accept');
+  if (!url.includes('_format') && !accept?.includes('xml')) return undefined;
+  try {
+    const q = url.indexOf('?');
+    const format = q < 0 ? undefined : parseQuery(url.slice(q + 1))._format?.[0];
+    const type = negotiateResponseType(format, accept, true);
+    return isXmlType(type)
+      ? (outcome) => ({ type: `${type}; charset=utf-8`, text: xml.toXml(outcome) })
+      : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function registerFhirRoutes(app: FastifyInstance, options: FhirRoutesOptions): Promise<void> {
@@ -152,8 +187,9 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
   const accessFor = options.accessFor ?? defaultAccess;
   const shared = options.context;
   // Declared up front so every request object keeps one shape (fastify's advice for per-request properties).
-  for (const label of ['fhirInteraction', 'fhirResourceType'])
+  for (const label of ['fhirInteraction', 'fhirResourceType', 'fhirOutcomeXml'])
     if (!app.hasRequestDecorator(label)) app.decorateRequest(label, undefined);
+  const xml = options.xml;
 
   await app.register(
     async (scope) => {
@@ -165,12 +201,29 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         if (isUtf8(bytes)) done(null, bytes.toString('utf8'));
         else done(invalidUtf8(bytes), undefined);
       });
-      scope.addContentTypeParser([...XML_MEDIA_TYPES], (_request, _payload, done) =>
-        done(
-          fhirError('media-type-unsupported', 'XML is not supported; send application/fhir+json'),
-          undefined,
-        ),
-      );
+      if (xml) {
+        // FHIR XML becomes FHIR JSON text here: the interactions, the validator and the hashes see only JSON.
+        scope.addContentTypeParser([...XML_MEDIA_TYPES], { parseAs: 'buffer' }, (_request, body, done) => {
+          const bytes = body as Buffer;
+          if (!isUtf8(bytes)) return done(invalidUtf8(bytes), undefined);
+          try {
+            done(null, xml.toJsonText(bytes.toString('utf8')));
+          } catch (err) {
+            done(err as Error, undefined);
+          }
+        });
+        // Error answers in XML for a client that negotiated it (set before the body is read: parse errors too).
+        scope.addHook('onRequest', (request, _reply, done) => {
+          (request as FastifyRequest & XmlOutcomeRequest).fhirOutcomeXml = xmlOutcomeWriter(request, xml);
+          done();
+        });
+      } else
+        scope.addContentTypeParser([...XML_MEDIA_TYPES], (_request, _payload, done) =>
+          done(
+            fhirError('media-type-unsupported', 'XML is not supported; send application/fhir+json'),
+            undefined,
+          ),
+        );
 
       // One piece on purpose: a per-request hot path (bench:rest, bench:import); split it only with a benchmark run.
       const handle = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -178,7 +231,11 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
         const q = url.indexOf('?');
         const path = (q < 0 ? url : url.slice(0, q)).slice(prefix.length);
         const query = q < 0 ? emptyQuery() : parseQuery(url.slice(q + 1));
-        const mediaType = negotiateResponseType(query._format?.[0], header(request, 'accept'));
+        const mediaType = negotiateResponseType(
+          query._format?.[0],
+          header(request, 'accept'),
+          xml !== undefined,
+        );
         const method = request.method as HttpMethod;
         const labels = request as FastifyRequest & FhirRouteLabels;
         labels.fhirInteraction = 'unrouted';
@@ -197,7 +254,10 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           method,
           query,
           body,
-          contentType: body !== undefined ? requestMediaType(header(request, 'content-type')) : undefined,
+          contentType:
+            body !== undefined
+              ? bodyMediaType(header(request, 'content-type'), xml !== undefined)
+              : undefined,
           ifMatch: header(request, 'if-match'),
           ifNoneMatch: header(request, 'if-none-match'),
           ifModifiedSince: header(request, 'if-modified-since'),
@@ -225,7 +285,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           log: request.log,
         };
         const response = await handler(fhirRequest, context);
-        return send(reply, response, mediaType, query, SINGLE_RESOURCE.has(fhirRequest.interaction));
+        return send(reply, response, mediaType, query, SINGLE_RESOURCE.has(fhirRequest.interaction), xml);
       };
 
       const config: RouteLogConfig = {

@@ -1,11 +1,21 @@
 /**
- * Content negotiation (http://hl7.org/fhir/R4/http.html#mime-type): JSON only, for now.
- * - Response: `_format` wins over Accept. JSON (`application/fhir+json`, `application/json`, `json`) is served;
- *   XML or anything else is 406. `fhirVersion` other than 4.0 is 406.
- * - Request bodies: JSON media types; XML is 415. `fhirVersion` other than 4.0 is 415.
+ * Content negotiation (http://hl7.org/fhir/R4/http.html#mime-type).
+ * - Response: `_format` wins over Accept. JSON (`application/fhir+json`, `application/json`, `json`) and, when the
+ *   server converts XML, XML (`application/fhir+xml`, `application/xml`, `text/xml`, `xml`) are served; anything else
+ *   is 406. `fhirVersion` other than 4.0 is 406.
+ * - Request bodies: JSON media types, and XML when the server converts it; else 415. `fhirVersion` other than 4.0
+ *   is 415.
  */
 import { fhirError } from '../outcome.js';
-import { FHIR_JSON, JSON_FORMATS, LEGACY_FHIR_JSON, PLAIN_JSON, XML_FORMATS } from '../media-types.js';
+import {
+  FHIR_JSON,
+  FHIR_XML,
+  JSON_FORMATS,
+  LEGACY_FHIR_JSON,
+  PLAIN_JSON,
+  PLAIN_XML,
+  XML_FORMATS,
+} from '../media-types.js';
 
 /** The FHIR versions this server speaks, as mime-type parameter values (R4 http.html#version-parameter). */
 const FHIR_VERSIONS = new Set(['4.0', '4.0.1']);
@@ -31,8 +41,25 @@ function parseMediaRange(text: string): MediaRange {
   return { type: type.trim().toLowerCase(), params, q: Number.isFinite(q) ? q : 0 };
 }
 
-/** The media type of the response, or a 406 FhirError. */
-export function negotiateResponseType(format: string | undefined, accept: string | undefined): string {
+/** The XML media type answered for an XML range: `application/xml` when asked by that name, else FHIR's. */
+function xmlResponseType(type: string): string {
+  return type === PLAIN_XML ? PLAIN_XML : FHIR_XML;
+}
+
+/** True for a negotiated response type that is XML. */
+export function isXmlType(type: string): boolean {
+  return type === FHIR_XML || type === PLAIN_XML;
+}
+
+/**
+ * The media type of the response, or a 406 FhirError. `xml`: whether this server converts XML (without it, XML is
+ * 406 like any other format it does not serve).
+ */
+export function negotiateResponseType(
+  format: string | undefined,
+  accept: string | undefined,
+  xml = false,
+): string {
   if (format !== undefined) {
     // `_format=application/fhir+json` typed in a URL arrives as `application/fhir json` ('+' is a space in a query):
     // a space inside a media type is that '+' (RFC 6838 names have no spaces), so it is read back as one.
@@ -40,6 +67,10 @@ export function negotiateResponseType(format: string | undefined, accept: string
     if (JSON_FORMATS.has(wanted.type)) {
       checkFhirVersion(wanted, 406);
       return wanted.type === PLAIN_JSON ? PLAIN_JSON : FHIR_JSON;
+    }
+    if (XML_FORMATS.has(wanted.type) && xml) {
+      checkFhirVersion(wanted, 406);
+      return xmlResponseType(wanted.type);
     }
     if (XML_FORMATS.has(wanted.type))
       throw fhirError(
@@ -64,6 +95,7 @@ export function negotiateResponseType(format: string | undefined, accept: string
   for (const range of ranges) {
     if (range.params.fhirversion !== undefined && !FHIR_VERSIONS.has(range.params.fhirversion)) continue;
     if (range.type === PLAIN_JSON) return PLAIN_JSON;
+    if (xml && XML_FORMATS.has(range.type)) return xmlResponseType(range.type);
     if (
       range.type === FHIR_JSON ||
       range.type === LEGACY_FHIR_JSON ||
@@ -83,7 +115,7 @@ export function negotiateResponseType(format: string | undefined, accept: string
     );
   throw fhirError(
     'format-not-acceptable',
-    `Accept '${accept}' names no format this server serves; it serves application/fhir+json`,
+    `Accept '${accept}' names no format this server serves; it serves application/fhir+json${xml ? ' and application/fhir+xml' : ''}`,
   );
 }
 
@@ -97,11 +129,14 @@ function checkFhirVersion(range: MediaRange, status: 406 | 415): void {
   }
 }
 
-/** The request body's media type without parameters (checked: JSON, FHIR R4, UTF-8), or a 415 FhirError. */
-export function requestMediaType(contentType: string | undefined): string | undefined {
+/**
+ * The request body's media type without parameters (checked: JSON, FHIR R4, UTF-8), or a 415 FhirError. `xml`:
+ * whether this server converts XML bodies (then an XML type is returned as is; the body is JSON text by then).
+ */
+export function requestMediaType(contentType: string | undefined, xml = false): string | undefined {
   if (contentType === undefined || contentType.trim() === '') return undefined;
   const range = parseMediaRange(contentType);
-  if (XML_FORMATS.has(range.type))
+  if (XML_FORMATS.has(range.type) && !xml)
     throw fhirError(
       'media-type-unsupported',
       `Content-Type ${range.type}: XML is not supported; send application/fhir+json`,
@@ -109,7 +144,7 @@ export function requestMediaType(contentType: string | undefined): string | unde
   checkFhirVersion(range, 415);
   const charset = range.params.charset?.toLowerCase();
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
-    throw fhirError('media-type-unsupported', `charset=${charset} is not supported; FHIR JSON is UTF-8`);
+    throw fhirError('media-type-unsupported', `charset=${charset} is not supported; FHIR bodies are UTF-8`);
   }
   return range.type;
 }

@@ -2,15 +2,18 @@
  * capabilities: GET [base]/metadata (http://hl7.org/fhir/R4/http.html#capabilities). The CapabilityStatement is
  * generated from the registry (interactions, operations, search parameters) and the validator's resource types,
  * so it states exactly what this server serves. Built once per base URL and cached: registration happens at
- * start-up.
+ * start-up. `mode=terminology` answers the TerminologyCapabilities of the registered terminology operations;
+ * `mode=full` (the default) and `mode=normative` (CapabilityStatement is normative in R4: the same statement) the
+ * CapabilityStatement; any other mode is 400.
  */
 import { createRequire } from 'node:module';
 import type { FhirResource } from '../fhir-json.js';
 import type { FhirRegistry, OperationRegistration } from './fhir-registry.js';
 import type { Interaction, InteractionHandler } from './types.js';
 import { COMPARTMENT_TYPES } from './router.js';
-// The media types the HTTP layer negotiates; XML is not offered.
+// The media types the HTTP layer negotiates.
 import { PATCH_FORMATS, SUPPORTED_FORMATS } from '../media-types.js';
+import { fhirError } from '../outcome.js';
 
 const require = createRequire(import.meta.url);
 const SOFTWARE_VERSION: string = (() => {
@@ -155,19 +158,57 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
   };
 }
 
+const MODES = new Set(['full', 'normative', 'terminology']);
+
+/**
+ * The TerminologyCapabilities of this server: what its registered terminology operations serve, or (none
+ * registered) a statement with nothing in it, which is what the server then serves.
+ */
+export function buildTerminologyCapabilities(options: CapabilitiesOptions, baseUrl: string): FhirResource {
+  const { registry } = options;
+  const stated = registry.terminologyCapabilities()?.(
+    baseUrl,
+    (name) => registry.operation(name) !== undefined,
+  );
+  return {
+    resourceType: 'TerminologyCapabilities',
+    status: 'active',
+    date: (options.started ?? new Date()).toISOString(),
+    publisher: 'hie-ledger',
+    kind: 'instance',
+    software: { name: 'hie-ledger', version: SOFTWARE_VERSION },
+    implementation: { description: 'hie-ledger FHIR R4 server', url: baseUrl },
+    ...stated,
+  };
+}
+
 export function capabilitiesHandler(options: CapabilitiesOptions): InteractionHandler {
   const byBase = new Map<string, string>();
   let builtFor = options.registry.version;
   return async (request) => {
+    const mode = request.query.mode?.[0] ?? 'full';
+    if (!MODES.has(mode))
+      throw fhirError(
+        'parameter-invalid',
+        `mode=${mode}: metadata takes mode full, normative or terminology`,
+        {
+          expression: 'mode',
+        },
+      );
     // A registration after start-up (an operation plugged in later) invalidates what was built.
     if (builtFor !== options.registry.version) {
       byBase.clear();
       builtFor = options.registry.version;
     }
-    let text = byBase.get(request.baseUrl);
+    const key = `${mode === 'terminology' ? 'terminology' : 'full'} ${request.baseUrl}`;
+    let text = byBase.get(key);
     if (text === undefined) {
-      text = JSON.stringify(buildCapabilityStatement(options, request.baseUrl));
-      if (byBase.size < 16) byBase.set(request.baseUrl, text);
+      const built =
+        mode === 'terminology'
+          ? buildTerminologyCapabilities(options, request.baseUrl)
+          : buildCapabilityStatement(options, request.baseUrl);
+      text = JSON.stringify(built);
+      if (byBase.size < 32) byBase.set(key, text);
     }
     return { status: 200, body: text };
   };

@@ -49,11 +49,24 @@ interface InteractionRegistration {
 /** `_include`/`_revinclude` values a type can be searched with (CapabilityStatement searchInclude/searchRevInclude). */
 export type IncludeDeclarations = (resourceType: string) => string[];
 
+/**
+ * The TerminologyCapabilities (`GET metadata?mode=terminology`) of whoever registers the terminology operations:
+ * `serves(name)` says which operations are registered, so the statement names only those.
+ */
+export type TerminologyCapabilitiesBuilder = (
+  baseUrl: string,
+  serves: (operation: string) => boolean,
+) => TerminologyCapabilitiesContent;
+
+/** The elements of a TerminologyCapabilities that say what is served (codeSystem, expansion, validateCode ...). */
+export type TerminologyCapabilitiesContent = Record<string, unknown>;
+
 export class FhirRegistry {
   private readonly interactionHandlers = new Map<Interaction, InteractionRegistration>();
   private readonly operationsByName = new Map<string, OperationRegistration>();
   private readonly searchParamsByType = new Map<string, SearchParamDeclaration[]>();
   private includeDeclarations?: { include: IncludeDeclarations; revinclude: IncludeDeclarations };
+  private terminologyStatement?: TerminologyCapabilitiesBuilder;
   /** Bumped by every registration, so what is derived from the registry (the router's method tables) can be cached. */
   version = 0;
 
@@ -92,6 +105,17 @@ export class FhirRegistry {
       name: operation.name.replace(/^\$/, ''),
     });
     return this;
+  }
+
+  /** What `metadata?mode=terminology` states (the terminology operations register it with themselves). */
+  declareTerminologyCapabilities(build: TerminologyCapabilitiesBuilder): this {
+    this.version++;
+    this.terminologyStatement = build;
+    return this;
+  }
+
+  terminologyCapabilities(): TerminologyCapabilitiesBuilder | undefined {
+    return this.terminologyStatement;
   }
 
   /** Search parameters per resource type ('Resource' for those of every type), shown in the CapabilityStatement. */

@@ -11,7 +11,7 @@ import type { CodeSystemConceptProperty, Coding, Parameters, ParametersParameter
 import { fhirError } from '../outcome.js';
 import { parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { parseRequestJson } from '../interactions/router.js';
-import type { OperationRegistration } from '../interactions/fhir-registry.js';
+import type { OperationRegistration, TerminologyCapabilitiesBuilder } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import type { DefinitionRegistry } from '../definitions/definition-registry.js';
 import { arrayField, field, isJsonObject, stringField } from '../definitions/json.js';
@@ -436,6 +436,51 @@ function codingOf(system?: string, code?: string, display?: string): Coding {
     ...(system !== undefined ? { system } : {}),
     ...(code !== undefined ? { code } : {}),
     ...(display !== undefined ? { display } : {}),
+  };
+}
+
+/**
+ * What the terminology operations serve, for `metadata?mode=terminology` (TerminologyCapabilities, R4): the loaded
+ * CodeSystems that have their concepts here ($lookup, $validate-code, expansions draw on them), and a section per
+ * registered operation stating what its handler above does: $expand pages with offset/count, filters by a
+ * case-insensitive substring of code or display, answers flat lists and refuses incomplete expansions (422);
+ * $validate-code does not translate; $translate uses every loaded map from source to target when none is named.
+ */
+export function terminologyCapabilities(source: TerminologySource): TerminologyCapabilitiesBuilder {
+  return (_baseUrl, serves) => {
+    const versions = new Map<string, Set<string>>();
+    for (const cs of source.registry.all('CodeSystem')) {
+      if (typeof cs.url !== 'string' || cs.content === 'not-present') continue;
+      const known = versions.get(cs.url) ?? new Set<string>();
+      if (typeof cs.version === 'string') known.add(cs.version);
+      versions.set(cs.url, known);
+    }
+    const codeSystem = [...versions.keys()].sort().map((uri) => {
+      const known = [...versions.get(uri)!].sort();
+      return {
+        uri,
+        // The registry answers a URL without a version with the one loaded last under it.
+        ...(known.length > 0 ? { version: known.map((code) => ({ code })) } : {}),
+        subsumption: false,
+      };
+    });
+    return {
+      ...(codeSystem.length > 0 ? { codeSystem } : {}),
+      ...(serves('expand')
+        ? {
+            expansion: {
+              hierarchical: false,
+              paging: true,
+              incomplete: false,
+              parameter: ['url', 'valueSet', 'filter', 'offset', 'count'].map((name) => ({ name })),
+              textFilter:
+                'filter: a case-insensitive substring of the code or the display; no other text matching',
+            },
+          }
+        : {}),
+      ...(serves('validate-code') ? { validateCode: { translations: false } } : {}),
+      ...(serves('translate') ? { translation: { needsMap: false } } : {}),
+    };
   };
 }
 

@@ -12,12 +12,13 @@
 import { fhirError, type OperationOutcomeIssue } from '../outcome.js';
 import { parseClientJson, parseFhirJson, toPlainJson } from '../fhir-json.js';
 import { assertId, assertResourceType } from '../interactions/common.js';
-import type { OperationRegistration } from '../interactions/fhir-registry.js';
+import type { OperationRegistration, TerminologyCapabilitiesBuilder } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
 import type { ValidationOptions } from '../validation/validator.js';
 import { field, stringField } from '../definitions/json.js';
 import {
   readOperationInput,
+  terminologyCapabilities,
   terminologyOperations,
   type OperationInput,
   type TerminologySource,
@@ -187,7 +188,10 @@ export function validateOperation(options: ValidateOperationOptions = {}): Opera
  * src/app/app.ts: `registerValidationOperations(registry, validator)`.
  */
 export function registerValidationOperations(
-  registry: { registerOperation(op: OperationRegistration): unknown },
+  registry: {
+    registerOperation(op: OperationRegistration): unknown;
+    declareTerminologyCapabilities?(build: TerminologyCapabilitiesBuilder): unknown;
+  },
   validator: object,
 ): void {
   const full = validator as Partial<TerminologySource> & {
@@ -198,6 +202,8 @@ export function registerValidationOperations(
       full.registry ? { knowsProfile: (url) => !!full.registry!.structureDefinition(url) } : {},
     ),
   );
-  if (full.registry && full.walker)
+  if (full.registry && full.walker) {
     for (const op of terminologyOperations(full as TerminologySource)) registry.registerOperation(op);
+    registry.declareTerminologyCapabilities?.(terminologyCapabilities(full as TerminologySource));
+  }
 }
