@@ -10,9 +10,9 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { SqliteResourceStore } from '../fhir/store/sqlite/sqlite-store.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { openConfiguredLedger } from '../app/open-ledger.js';
+import { openConfiguredStore } from '../app/open-store.js';
 import { openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { ConfigError, type Config } from '../config/config.js';
@@ -56,8 +56,16 @@ export async function withDataDirLock<T>(
 }
 
 /** The settings of the commands that open a data directory's store, ledger and integrity service. */
-export const DATA_DIR_SETTINGS = ['dataDir', 'mspId', 'ledger', 'fabricConfig'] as const;
-export type DataDirConfig = Pick<Config, (typeof DATA_DIR_SETTINGS)[number]>;
+export const DATA_DIR_SETTINGS = [
+  'dataDir',
+  'mspId',
+  'ledger',
+  'fabricConfig',
+  'store',
+  'databaseUrl',
+] as const;
+export type DataDirConfig = Pick<Config, 'dataDir' | 'mspId' | 'ledger' | 'fabricConfig'> &
+  Partial<Pick<Config, 'store' | 'databaseUrl'>>;
 
 export interface OpenedDataDir {
   store: ResourceStore;
@@ -69,7 +77,7 @@ export interface OpenedDataDir {
 export async function openDataDirIntegrity(
   options: DataDirConfig & { startWorker?: boolean },
 ): Promise<OpenedDataDir> {
-  const store = new SqliteResourceStore({ file: path.join(options.dataDir, 'resources.sqlite') });
+  const store = openConfiguredStore(options);
   let ledger: Ledger | undefined;
   try {
     await store.init();

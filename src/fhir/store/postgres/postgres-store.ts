@@ -74,6 +74,8 @@ export const postgresTypes = {
 
 /** Namespace of the store's advisory locks ("HIE1"); the second key is derived from the schema name. */
 const LOCK_CLASS = 0x48494531;
+/** Namespace of the schema's migration lock ("HIEM"), held while migrations are checked and applied. */
+const MIGRATION_LOCK_CLASS = 0x4849454d;
 
 const quoteIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 
@@ -137,6 +139,7 @@ export class PostgresResourceStore implements ResourceStore {
   private readonly ownsPool: boolean;
   private readonly S: string;
   private readonly lockSql: string;
+  private readonly migrationLockSql: string;
   private readonly sql: ReturnType<typeof statements>;
   private readonly txContext = new AsyncLocalStorage<OpenTransaction>();
   private initialised = false;
@@ -157,13 +160,26 @@ export class PostgresResourceStore implements ResourceStore {
     this.S = quoteIdent(this.schema);
     const lockKey = createHash('sha256').update(this.schema).digest().readInt32BE(0);
     this.lockSql = `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockKey})`;
+    this.migrationLockSql = `SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_CLASS}, ${lockKey})`;
     this.sql = statements(this.S);
   }
 
   async init(): Promise<void> {
     this.assertOpen();
     if (this.initialised) return;
-    await this.inNewTransaction(async (client) => {
+    await this.migrate();
+    this.initialised = true;
+  }
+
+  /**
+   * Applies the migrations this schema lacks (PG_MIGRATIONS, recorded in `schema_version`), each in order, all in
+   * one transaction holding the schema's migration lock (an advisory lock): replicas starting at once take turns,
+   * the first applies, the others find nothing left to do. A schema newer than this software is refused.
+   */
+  async migrate(): Promise<{ from: number; to: number }> {
+    this.assertOpen();
+    return this.inNewTransaction(async (client) => {
+      await client.query(this.migrationLockSql);
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${this.S}`);
       await client.query(
         `CREATE TABLE IF NOT EXISTS ${this.S}.schema_version (version integer PRIMARY KEY, description text NOT NULL, applied_at text NOT NULL)`,
@@ -185,8 +201,8 @@ export class PostgresResourceStore implements ResourceStore {
           [migration.version, migration.description, new Date().toISOString()],
         );
       }
-    });
-    this.initialised = true;
+      return { from: applied, to: Math.max(applied, known) };
+    }, false);
   }
 
   async close(): Promise<void> {
