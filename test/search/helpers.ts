@@ -1,7 +1,9 @@
-/** Shared fixtures for search tests: a SQLite store with search, loaded with Synthea patients. */
+/** Shared fixtures for search tests: the stores that search (SQLite, PostgreSQL), loaded with Synthea patients. */
+import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import { searchSqlite } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
@@ -29,6 +31,33 @@ export async function openStore(): Promise<SqliteResourceStore> {
   }
   return store;
 }
+
+const POSTGRES_URL = process.env.HIE_TEST_POSTGRES_URL;
+
+/** A PostgreSQL store in a schema of its own, dropped by close(). */
+export async function openPostgresStore(): Promise<PostgresResourceStore> {
+  const schema = `hie_test_${randomBytes(6).toString('hex')}`;
+  const store = new PostgresResourceStore({ connectionString: POSTGRES_URL!, schema, maxConnections: 4 });
+  await store.init();
+  const close = store.close.bind(store);
+  store.close = async () => {
+    await store.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await close();
+  };
+  return store;
+}
+
+/** The stores every search test runs on; `skip` says why one cannot run here. */
+export const SEARCH_STORES: { name: string; open: () => Promise<ResourceStore>; skip?: string }[] = [
+  { name: 'sqlite', open: openStore },
+  {
+    name: 'postgres',
+    open: openPostgresStore,
+    skip: POSTGRES_URL
+      ? undefined
+      : 'PostgreSQL search skipped: set HIE_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:55432/postgres)',
+  },
+];
 
 /** Writes a Synthea bundle's resources directly (ids = their urn:uuid, references rewritten to Type/id). */
 export async function loadSyntheaDirect(store: ResourceStore, file: string): Promise<FhirResource[]> {

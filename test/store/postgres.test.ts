@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
+import { PG_MIGRATIONS } from '../../src/fhir/store/postgres/schema.js';
 import { describeResourceStoreContract } from './contract.js';
 
 const url = process.env.HIE_TEST_POSTGRES_URL;
@@ -45,10 +46,45 @@ describe.skipIf(!url)('PostgreSQL store (skipped unless HIE_TEST_POSTGRES_URL is
     await second.init();
     expect(await second.read('Patient', 'a')).toEqual(v1);
     const versions = await second.pool.query(`SELECT version FROM "${schema}".schema_version`);
-    expect(versions.rows).toEqual([{ version: 1 }, { version: 2 }]);
+    expect(versions.rows).toEqual(PG_MIGRATIONS.map(({ version }) => ({ version })));
     await expect(second.pool.query(`DELETE FROM "${schema}".resource_version`)).rejects.toThrow(
       /never deleted/,
     );
     await second.close();
+  });
+
+  it('migration 3 backfills the access keys of current versions (custodian, patients), none of deletions', async () => {
+    const store = await openStore();
+    const write = (id: string, patients: string[], method: 'PUT' | 'DELETE' = 'PUT') =>
+      store.write({
+        resourceType: 'Observation',
+        id,
+        method,
+        resource: method === 'PUT' ? { resourceType: 'Observation' } : undefined,
+        custodian: 'Organization/h1',
+        patients,
+      });
+    await write('o1', ['Patient/p1', 'Patient/p2']);
+    await write('o2', ['Patient/p3']);
+    await write('o2', [], 'DELETE');
+    const keys = async () =>
+      (
+        await store.pool.query(
+          `SELECT id, key FROM "${store.schema}".access_key ORDER BY id COLLATE "C", key COLLATE "C"`,
+        )
+      ).rows;
+    const written = await keys();
+    expect(written).toEqual([
+      { id: 'o1', key: 'Patient/p1' },
+      { id: 'o1', key: 'Patient/p2' },
+      { id: 'o1', key: 'custodian|Organization/h1' },
+    ]);
+    // As a store of schema version 2: no access_key table; opening it again applies migration 3.
+    await store.pool.query(`DROP TABLE "${store.schema}".access_key`);
+    await store.pool.query(`DELETE FROM "${store.schema}".schema_version WHERE version = 3`);
+    const reopened = new PostgresResourceStore({ pool: store.pool, schema: store.schema });
+    await reopened.init();
+    expect(await keys()).toEqual(written);
+    await store.close();
   });
 });

@@ -45,6 +45,9 @@ import {
   type VersionRow,
 } from '../store-support.js';
 import { PG_MIGRATIONS } from './schema.js';
+import { PostgresSearch } from './postgres-search.js';
+import { ACCESS_KEY_CUSTODIAN } from '../search-sql.js';
+import type { StoreSearchRequest, StoreSearchResult } from '../search-query.js';
 
 export interface PostgresStoreOptions {
   /** e.g. postgres://user:password@host:5432/db; or give `pool`. */
@@ -141,6 +144,7 @@ export class PostgresResourceStore implements ResourceStore {
   private readonly lockSql: string;
   private readonly migrationLockSql: string;
   private readonly sql: ReturnType<typeof statements>;
+  private readonly searcher: PostgresSearch;
   private readonly txContext = new AsyncLocalStorage<OpenTransaction>();
   private initialised = false;
   private closed = false;
@@ -162,6 +166,7 @@ export class PostgresResourceStore implements ResourceStore {
     this.lockSql = `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockKey})`;
     this.migrationLockSql = `SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_CLASS}, ${lockKey})`;
     this.sql = statements(this.S);
+    this.searcher = new PostgresSearch(this.S);
   }
 
   async init(): Promise<void> {
@@ -247,6 +252,14 @@ export class PostgresResourceStore implements ResourceStore {
         tx.ended = true;
       }
     });
+  }
+
+  /** Current versions matching a compiled search: the shared search SQL (../search-sql.ts) on one connection. */
+  search(request: StoreSearchRequest): Promise<StoreSearchResult> {
+    this.assertReady();
+    const tx = this.openTransaction();
+    if (tx) return tx.run((client) => this.searcher.search(client, request));
+    return this.withClient((client) => this.searcher.search(client, request));
   }
 
   pendingAnchors(limit: number): Promise<PendingAnchor[]> {
@@ -385,6 +398,7 @@ export class PostgresResourceStore implements ResourceStore {
       pending?.leafHash ?? null,
       pending?.ledgerKey ?? null,
       pending?.leafVersion ?? 1,
+      accessKeysOf(request, version.deleted),
     ]);
     return version;
   }
@@ -487,6 +501,16 @@ export class PostgresResourceStore implements ResourceStore {
     return tx ? tx.run(fn) : fn(this.pool);
   }
 
+  /** fn on one pooled connection (several statements, no transaction). */
+  private async withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      return await fn(client);
+    } finally {
+      client.release();
+    }
+  }
+
   /** All of fn or nothing: a savepoint inside the caller's transaction, else a transaction of its own. */
   private atomically<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
     this.assertReady();
@@ -555,6 +579,10 @@ function statements(S: string) {
       ), a AS (
         INSERT INTO ${S}.anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status, leaf_version)
         SELECT v.seq, $1, $2, $3, $19, $20, $21, 'pending', $22 FROM v WHERE $18::boolean
+      ), dk AS (
+        DELETE FROM ${S}.access_key WHERE $10::boolean AND resource_type = $1 AND id = $2
+      ), ik AS (
+        INSERT INTO ${S}.access_key (resource_type, key, id) SELECT DISTINCT $1, k, $2 FROM unnest($23::text[]) AS k
       )
       SELECT seq FROM v`,
     read:
@@ -595,10 +623,19 @@ function statements(S: string) {
         DELETE FROM ${S}.search_index WHERE resource_type = $1 AND id = $2
       ), c AS (
         UPDATE ${S}.resource_current SET deleted = true WHERE resource_type = $1 AND id = $2
+      ), k AS (
+        DELETE FROM ${S}.access_key WHERE resource_type = $1 AND id = $2
       )
       SELECT count(*)::integer AS n FROM e`,
     indexEntries: `SELECT param, type, system, value, low, high, reference FROM ${S}.search_index WHERE resource_type = $1 AND id = $2 ORDER BY ord`,
   };
+}
+
+/** The access keys of a version (none for a deletion): its custodian's, then one per patient compartment. */
+function accessKeysOf(request: WriteRequest, deleted: boolean): string[] {
+  if (deleted) return [];
+  const keys = request.custodian !== undefined ? [`${ACCESS_KEY_CUSTODIAN}${request.custodian}`] : [];
+  return request.patients ? keys.concat(request.patients) : keys;
 }
 
 /** Version rows read per query while history filters them by the caller's visibility. */
