@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { FhirError } from '../../src/fhir/outcome.js';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import { PG_MIGRATIONS } from '../../src/fhir/store/postgres/schema.js';
 import { describeResourceStoreContract } from './contract.js';
@@ -86,5 +87,64 @@ describe.skipIf(!url)('PostgreSQL store (skipped unless HIE_TEST_POSTGRES_URL is
     await reopened.init();
     expect(await keys()).toEqual(written);
     await store.close();
+  });
+
+  it('a transaction is reached only through its view: the outer store, called from inside work, sees committed data only', async () => {
+    const store = await openStore();
+    try {
+      await store.write({
+        resourceType: 'Patient',
+        id: 'p',
+        method: 'PUT',
+        resource: { resourceType: 'Patient' },
+      });
+      await store.transaction(async (view) => {
+        await view.write({
+          resourceType: 'Patient',
+          id: 'p',
+          method: 'PUT',
+          resource: { resourceType: 'Patient', active: true },
+        });
+        expect((await view.read('Patient', 'p'))?.versionId).toBe(2);
+        // Not joined to the transaction by async context (no AsyncLocalStorage): version 2 is not committed yet.
+        expect((await store.read('Patient', 'p'))?.versionId).toBe(1);
+      });
+      expect((await store.read('Patient', 'p'))?.versionId).toBe(2);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('two store instances (two replicas) updating one resource with the same If-Match: exactly one wins, the other gets 412', async () => {
+    const schema = `hie_test_${randomBytes(6).toString('hex')}`;
+    const a = await openStore(schema);
+    const b = new PostgresResourceStore({ connectionString: url!, schema, maxConnections: 4 });
+    await b.init();
+    try {
+      const id = 'shared';
+      await a.write({ resourceType: 'Patient', id, method: 'PUT', resource: { resourceType: 'Patient' } });
+      for (let round = 1; round <= 10; round++) {
+        const update = (store: PostgresResourceStore, who: string) =>
+          store.write({
+            resourceType: 'Patient',
+            id,
+            method: 'PUT',
+            ifMatch: round,
+            resource: { resourceType: 'Patient', id, name: [{ family: who }] },
+          });
+        const outcomes = await Promise.allSettled([update(a, 'a'), update(b, 'b')]);
+        const won = outcomes.filter((o) => o.status === 'fulfilled');
+        const lost = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+        expect(won, `round ${round}`).toHaveLength(1);
+        expect(lost[0]!.reason).toBeInstanceOf(FhirError);
+        expect((lost[0]!.reason as FhirError).code).toBe('version-conflict');
+        expect((lost[0]!.reason as FhirError).status).toBe(412);
+      }
+      const history = await b.history({ resourceType: 'Patient', id, count: 100 });
+      expect(history.versions.map((v) => v.versionId)).toEqual([11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]);
+    } finally {
+      await b.close();
+      await a.close();
+    }
   });
 });

@@ -10,7 +10,6 @@
  * Durability is PostgreSQL's: a write resolves after COMMIT, which with the default synchronous_commit=on has
  * flushed the WAL to disk.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { fhirError } from '../../outcome.js';
@@ -145,7 +144,12 @@ export class PostgresResourceStore implements ResourceStore {
   private readonly migrationLockSql: string;
   private readonly sql: ReturnType<typeof statements>;
   private readonly searcher: PostgresSearch;
-  private readonly txContext = new AsyncLocalStorage<OpenTransaction>();
+  /**
+   * Set on the views `transaction(work)` hands to `work` (Object.create of the store): their calls go to the
+   * transaction's connection. The store itself has none, so a call on it never joins a transaction (no async
+   * context tracking: AsyncLocalStorage costs every promise in the process, docs/architecture.md "Hot paths").
+   */
+  private tx: OpenTransaction | undefined = undefined;
   private initialised = false;
   private closed = false;
 
@@ -244,8 +248,10 @@ export class PostgresResourceStore implements ResourceStore {
     if (open) return open.nested(() => work(this));
     return this.inNewTransaction(async (client) => {
       const tx = new OpenTransaction(client);
+      const view = Object.create(this) as PostgresResourceStore;
+      view.tx = tx;
       try {
-        return await this.txContext.run(tx, () => work(this));
+        return await work(view);
       } finally {
         // Let calls `work` started but did not await finish before COMMIT/ROLLBACK, then refuse later ones.
         await tx.mutex.run(() => undefined);
@@ -488,9 +494,9 @@ export class PostgresResourceStore implements ResourceStore {
     return page;
   }
 
-  /** The open transaction of the calling async context, if any. */
+  /** The open transaction of this view, if any (none on the store itself, nor once it has ended). */
   private openTransaction(): OpenTransaction | undefined {
-    const tx = this.txContext.getStore();
+    const tx = this.tx;
     return tx && !tx.ended ? tx : undefined;
   }
 
