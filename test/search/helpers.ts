@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import { searchSqlite } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
@@ -32,8 +33,6 @@ export async function openStore(): Promise<SqliteResourceStore> {
   return store;
 }
 
-const POSTGRES_URL = process.env.HIE_TEST_POSTGRES_URL;
-
 /** A PostgreSQL store in a schema of its own, dropped by close(). */
 export async function openPostgresStore(): Promise<PostgresResourceStore> {
   const schema = `hie_test_${randomBytes(6).toString('hex')}`;
@@ -47,17 +46,13 @@ export async function openPostgresStore(): Promise<PostgresResourceStore> {
   return store;
 }
 
-/** The stores every search test runs on; `skip` says why one cannot run here. */
-export const SEARCH_STORES: { name: string; open: () => Promise<ResourceStore>; skip?: string }[] = [
-  { name: 'sqlite', open: openStore },
-  {
-    name: 'postgres',
-    open: openPostgresStore,
-    skip: POSTGRES_URL
-      ? undefined
-      : 'PostgreSQL search skipped: set HIE_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:55432/postgres)',
-  },
-];
+/** The stores every search test runs on; `skip` says why one cannot run here (asked when a suite is defined). */
+export function searchStores(): { name: string; open: () => Promise<ResourceStore>; skip?: string }[] {
+  return [
+    { name: 'sqlite', open: openStore },
+    { name: 'postgres', open: openPostgresStore, skip: postgresSkipReason('PostgreSQL search') },
+  ];
+}
 
 /** Writes a Synthea bundle's resources directly (ids = their urn:uuid, references rewritten to Type/id). */
 export async function loadSyntheaDirect(store: ResourceStore, file: string): Promise<FhirResource[]> {

@@ -14,11 +14,11 @@ import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
+import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { context, openPostgresStore, openStore, request, type SearchBundle } from './helpers.js';
 
-const url = process.env.HIE_TEST_POSTGRES_URL;
-const SKIP =
-  'PostgreSQL parity skipped: set HIE_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:55432/postgres)';
+const url = POSTGRES_URL;
+const SKIP = postgresSkipReason('PostgreSQL search parity');
 const ICU_DATABASE = 'hie_test_icu_en_us';
 
 /** A database whose default collation is ICU en-US (created once, kept: PostgreSQL 15+ with ICU). */
@@ -44,8 +44,8 @@ async function openIcuStore(): Promise<ResourceStore> {
 
 const STORES: { name: string; open: () => Promise<ResourceStore>; skip?: string }[] = [
   { name: 'sqlite', open: openStore },
-  { name: 'postgres', open: openPostgresStore, skip: url ? undefined : SKIP },
-  { name: 'postgres, ICU en-US default collation', open: openIcuStore, skip: url ? undefined : SKIP },
+  { name: 'postgres', open: openPostgresStore, skip: SKIP },
+  { name: 'postgres, ICU en-US default collation', open: openIcuStore, skip: SKIP },
 ];
 
 // id -> family name; the ids themselves differ in case and punctuation (sorted by _id below).

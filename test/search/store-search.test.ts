@@ -6,7 +6,7 @@ import type { AccessPolicy, Caller } from '../../src/fhir/interactions/access-po
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import {
-  SEARCH_STORES,
+  searchStores,
   context,
   loadSyntheaDirect,
   request,
@@ -16,7 +16,7 @@ import {
 } from './helpers.js';
 
 // The one search suite, on every store that searches (issue 19): the same queries, the same expected results.
-describe.each(SEARCH_STORES)('search on the $name store', (backend) => {
+describe.each(searchStores())('search on the $name store', (backend) => {
   if (backend.skip) {
     it.skip(backend.skip, () => undefined);
     return;

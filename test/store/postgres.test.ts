@@ -8,13 +8,10 @@ import { FhirError } from '../../src/fhir/outcome.js';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import { PG_MIGRATIONS } from '../../src/fhir/store/postgres/schema.js';
 import { describeResourceStoreContract } from './contract.js';
+import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 
-const url = process.env.HIE_TEST_POSTGRES_URL;
-if (!url) {
-  console.warn(
-    'PostgreSQL store contract skipped: set HIE_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)',
-  );
-}
+const url = POSTGRES_URL;
+const skip = postgresSkipReason('PostgreSQL store contract');
 
 async function openStore(
   schema = `hie_test_${randomBytes(6).toString('hex')}`,
@@ -29,7 +26,7 @@ async function openStore(
   return store;
 }
 
-describe.skipIf(!url)('PostgreSQL store (skipped unless HIE_TEST_POSTGRES_URL is set)', () => {
+describe.skipIf(skip !== undefined)('PostgreSQL store (skipped unless HIE_TEST_POSTGRES_URL is set)', () => {
   describeResourceStoreContract('postgres', () => openStore());
 
   it('keeps its data across reopen, migrates once, and refuses to delete versions', async () => {
