@@ -609,6 +609,29 @@ function driveRank(filter: Filter): number {
 
 export type SearchResult = StoreSearchResult & { hasMore: boolean };
 
+/** The visible ones of a chain's or _has's inner matches; more than MAX_INNER_MATCHES is refused. */
+function visibleOf(
+  candidates: Iterable<StoredVersion>,
+  canRead: StoreSearchRequest['canRead'],
+): StoredVersion[] {
+  const out: StoredVersion[] = [];
+  for (const version of candidates) {
+    if (!canRead(version)) continue;
+    if (out.length >= MAX_INNER_MATCHES) {
+      throw fhirError(
+        'search-too-costly',
+        `A chained or _has condition matches more than ${MAX_INNER_MATCHES} resources; narrow it`,
+      );
+    }
+    out.push(version);
+  }
+  return out;
+}
+
+function* versionsOf(rows: Iterable<SearchRow>): Generator<StoredVersion & { seq: number }> {
+  for (const row of rows) yield Object.assign(toVersion(row), { seq: row.seq });
+}
+
 /** One search: its request (aliases, visibility) and the dialect its SQL is written in. */
 export class SearchRun {
   private readonly indexedAs: IndexedAs;
@@ -704,19 +727,7 @@ export class SearchRun {
 
   /** Every visible current version of `types` matching all `filters` (for chains and _has); capped. */
   private *visibleMatches(types: string[], filters: Filter[]): SearchPlan<StoredVersion[]> {
-    const canRead = this.request.canRead;
-    const out: StoredVersion[] = [];
-    for (const version of yield* this.candidates(types, filters, [])) {
-      if (!canRead(version)) continue;
-      if (out.length >= MAX_INNER_MATCHES) {
-        throw fhirError(
-          'search-too-costly',
-          `A chained or _has condition matches more than ${MAX_INNER_MATCHES} resources; narrow it`,
-        );
-      }
-      out.push(version);
-    }
-    return out;
+    return visibleOf(yield* this.candidates(types, filters, []), this.request.canRead);
   }
 
   /** Does this SELECT give fewer than smallSide rows? (Reads at most that many.) */
@@ -817,32 +828,42 @@ export class SearchRun {
       WHERE ${where.join(' AND ')}
       ORDER BY ${orderSql}`;
     const rows = yield* rowsOf(sql, [...binds, ...order.flatMap((o) => o.binds)]);
-    return {
-      *[Symbol.iterator]() {
-        for (const row of rows) yield Object.assign(toVersion(row), { seq: row.seq });
-      },
-    };
+    return { [Symbol.iterator]: () => versionsOf(rows) };
   }
 
   /** The page of visible matches (bodies read for the page only), the visible total when asked, and whether more follow. */
   *search(): SearchPlan<SearchResult> {
-    const { query, canRead } = this.request;
-    const page: (StoredVersion & { seq: number })[] = [];
-    let visible = 0;
-    let hasMore = false;
-    for (const version of yield* this.candidates(query.resourceTypes, query.filters, query.sort)) {
-      if (!canRead(version)) continue;
-      visible++;
-      if (visible <= query.offset) continue;
-      if (page.length < query.count) page.push(version);
-      else {
-        hasMore = true;
-        if (!this.request.wantTotal) break;
-      }
-    }
+    const { query } = this.request;
+    const candidates = yield* this.candidates(query.resourceTypes, query.filters, query.sort);
+    const { page, visible, hasMore } = pageOf(candidates, this.request);
     // Bodies only for the page: sorting and counting work on the small metadata rows.
     const bodies = page.length > 0 ? yield* bodiesOf(page.map((version) => version.seq)) : [];
     const versions = page.map(({ seq: _seq, ...version }, i) => ({ ...version, json: bodies[i]! }));
     return { versions, total: this.request.wantTotal ? visible : undefined, hasMore };
   }
+}
+
+/**
+ * The visible candidates of the requested page, how many are visible (all of them when a total is wanted) and
+ * whether more follow. A plain function, not part of the plan's generator: the per-row loop stays optimisable.
+ */
+function pageOf(
+  candidates: Iterable<StoredVersion & { seq: number }>,
+  request: StoreSearchRequest,
+): { page: (StoredVersion & { seq: number })[]; visible: number; hasMore: boolean } {
+  const { query, canRead } = request;
+  const page: (StoredVersion & { seq: number })[] = [];
+  let visible = 0;
+  let hasMore = false;
+  for (const version of candidates) {
+    if (!canRead(version)) continue;
+    visible++;
+    if (visible <= query.offset) continue;
+    if (page.length < query.count) page.push(version);
+    else {
+      hasMore = true;
+      if (!request.wantTotal) break;
+    }
+  }
+  return { page, visible, hasMore };
 }
