@@ -5,11 +5,11 @@
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { ServeConfig } from '../config/config.js';
-import { SqliteResourceStore } from '../fhir/store/sqlite/sqlite-store.js';
 import { logIntegrityCheck } from '../fhir/store/sqlite/integrity-check.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { openConfiguredLedger } from './open-ledger.js';
+import { openConfiguredStore } from './open-store.js';
 import { serveEmbeddedLedger } from '../ledger/embedded/gateway/serve-ledger.js';
 import type { ResourceValidator } from '../fhir/validation/validator.js';
 import { createSchemaValidator } from '../fhir/validation/schema.js';
@@ -148,13 +148,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
 }
 
 function openStore(config: ServeConfig, overrides: AppOverrides): ResourceStore {
-  return (
-    overrides.store ??
-    new SqliteResourceStore({
-      file: join(config.dataDir, 'resources.sqlite'),
-      readCacheBytes: config.readCache,
-    })
-  );
+  return overrides.store ?? openConfiguredStore(config);
 }
 
 async function openValidator(config: ServeConfig, overrides: AppOverrides): Promise<ResourceValidator> {

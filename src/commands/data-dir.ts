@@ -54,8 +54,16 @@ export async function withDataDirLock<T>(
 }
 
 /** The settings of the commands that open a data directory's store, ledger and integrity service. */
-export const DATA_DIR_SETTINGS = ['dataDir', 'mspId', 'ledger', 'fabricConfig'] as const;
-export type DataDirConfig = Pick<Config, (typeof DATA_DIR_SETTINGS)[number]>;
+export const DATA_DIR_SETTINGS = [
+  'dataDir',
+  'mspId',
+  'ledger',
+  'fabricConfig',
+  'store',
+  'databaseUrl',
+] as const;
+export type DataDirConfig = Pick<Config, 'dataDir' | 'mspId' | 'ledger' | 'fabricConfig'> &
+  Partial<Pick<Config, 'store' | 'databaseUrl'>>;
 
 export interface OpenedDataDir {
   store: ResourceStore;
@@ -68,12 +76,12 @@ export async function openDataDirIntegrity(
   options: DataDirConfig & { startWorker?: boolean },
 ): Promise<OpenedDataDir> {
   // Loaded when used, so that commands which only check a data directory start without the store and ledger code.
-  const [{ SqliteResourceStore }, { openConfiguredLedger }, { openIntegrity }] = await Promise.all([
-    import('../fhir/store/sqlite/sqlite-store.js'),
+  const [{ openConfiguredStore }, { openConfiguredLedger }, { openIntegrity }] = await Promise.all([
+    import('../app/open-store.js'),
     import('../app/open-ledger.js'),
     import('../integrity/integrity-service.js'),
   ]);
-  const store = new SqliteResourceStore({ file: path.join(options.dataDir, 'resources.sqlite') });
+  const store = openConfiguredStore(options);
   let ledger: Ledger | undefined;
   try {
     await store.init();

@@ -14,6 +14,7 @@ import { registerParticipantCommand } from './participant.js';
 import { registerMemberCommand } from './member.js';
 import { registerLedgerCommand } from './ledger.js';
 import { registerTokenCommand } from './token.js';
+import { registerMigrateCommand } from './migrate.js';
 
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
@@ -33,6 +34,7 @@ const COMMANDS: ((program: Command) => unknown)[] = [
   registerMemberCommand,
   registerLedgerCommand,
   registerTokenCommand,
+  registerMigrateCommand,
 ];
 
 export function createProgram(): Command {

@@ -115,6 +115,8 @@ export async function runVerify(options: VerifyCommandOptions): Promise<number> 
       mspId: options.mspId,
       ledger: options.ledger,
       fabricConfig: options.fabricConfig,
+      store: options.store,
+      databaseUrl: options.databaseUrl,
       startWorker: false,
     });
   } catch (e) {

@@ -50,6 +50,10 @@ export interface Config {
   anchorBatchSize: number;
   /** Memory for the store's cache of recently read current versions (bytes); 0 turns it off. */
   readCache: number;
+  /** Where resources are kept: SQLite in the data directory (default) or a PostgreSQL database (docs/store.md). */
+  store: 'sqlite' | 'postgres';
+  /** The PostgreSQL database of `store: postgres`, as a postgres:// URL (may hold a password: never logged). */
+  databaseUrl?: string;
   /** Longest wait (ms) before a partial anchor batch goes to the ledger. */
   anchorIntervalMs: number;
   /** Anchor every write (off only for benchmarks and diagnostics: versions are then reported unanchored). */
@@ -361,6 +365,27 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     parse: (text, source) => parseSize(text, source, true),
   },
   {
+    key: 'store',
+    flag: '--store <kind>',
+    env: 'HIE_STORE',
+    default: 'sqlite',
+    description:
+      'where resources are kept: sqlite (DATA_DIR/resources.sqlite) or postgres (needs --database-url; several replicas may share it)',
+    parse: (text, source) => {
+      if (text !== 'sqlite' && text !== 'postgres')
+        throw new ConfigError(`${source}: '${text}' is not one of sqlite, postgres`);
+      return text;
+    },
+  },
+  {
+    key: 'databaseUrl',
+    flag: '--database-url <url>',
+    env: 'HIE_DATABASE_URL',
+    description:
+      'the PostgreSQL database of --store postgres: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?options]',
+    parse: parseDatabaseUrl,
+  },
+  {
     key: 'anchorBatchSize',
     flag: '--anchor-batch-size <n>',
     env: 'HIE_ANCHOR_BATCH_SIZE',
@@ -624,6 +649,21 @@ function parseSecurityLabels(text: string, source: string): string[] {
   return labels;
 }
 
+/** A postgres:// URL. Its text is never repeated in a message: it may hold a password. */
+function parseDatabaseUrl(text: string, source: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(text.trim());
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') || url.hostname === '')
+    throw new ConfigError(
+      `${source}: not a postgres://USER@HOST[:PORT]/DATABASE URL (its text is not shown)`,
+    );
+  return text.trim();
+}
+
 function parseOnOff(text: string, source: string): boolean {
   if (text !== 'on' && text !== 'off') throw new ConfigError(`${source}: '${text}' is not on or off`);
   return text === 'on';
@@ -705,6 +745,9 @@ export function loadSettings<K extends ConfigKey>(
   }
   if (config.ledger === 'fabric' && keys.includes('fabricConfig' as K) && config.fabricConfig === undefined) {
     throw new ConfigError('--ledger fabric needs --fabric-config FILE (or HIE_FABRIC_CONFIG)');
+  }
+  if (config.store === 'postgres' && keys.includes('databaseUrl' as K) && config.databaseUrl === undefined) {
+    throw new ConfigError('--store postgres needs --database-url URL (or HIE_DATABASE_URL)');
   }
   if (config.serveLedger !== undefined && config.ledger === 'fabric') {
     throw new ConfigError(

@@ -1,7 +1,10 @@
-/** Shared fixtures for search tests: a SQLite store with search, loaded with Synthea patients. */
+/** Shared fixtures for search tests: the stores that search (SQLite, PostgreSQL), loaded with Synthea patients. */
+import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
+import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import { searchSqlite } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
@@ -28,6 +31,27 @@ export async function openStore(): Promise<SqliteResourceStore> {
     (store as ResourceStore).search = async (request) => searchSqlite(store.db, request);
   }
   return store;
+}
+
+/** A PostgreSQL store in a schema of its own, dropped by close(). */
+export async function openPostgresStore(): Promise<PostgresResourceStore> {
+  const schema = `hie_test_${randomBytes(6).toString('hex')}`;
+  const store = new PostgresResourceStore({ connectionString: POSTGRES_URL!, schema, maxConnections: 4 });
+  await store.init();
+  const close = store.close.bind(store);
+  store.close = async () => {
+    await store.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await close();
+  };
+  return store;
+}
+
+/** The stores every search test runs on; `skip` says why one cannot run here (asked when a suite is defined). */
+export function searchStores(): { name: string; open: () => Promise<ResourceStore>; skip?: string }[] {
+  return [
+    { name: 'sqlite', open: openStore },
+    { name: 'postgres', open: openPostgresStore, skip: postgresSkipReason('PostgreSQL search') },
+  ];
 }
 
 /** Writes a Synthea bundle's resources directly (ids = their urn:uuid, references rewritten to Type/id). */

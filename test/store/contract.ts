@@ -4,7 +4,7 @@
  *
  * Capabilities: `indexEntries` and `eraseContent` are optional in the port's types but required here (every
  * adapter has them). `search` is optional and not part of this suite: an adapter that searches has its own suite
- * (test/search/sqlite-search.test.ts); the in-memory adapter does not search.
+ * (test/search/store-search.test.ts, on SQLite and PostgreSQL); the in-memory adapter does not search.
  */
 import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';

@@ -4,15 +4,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { FhirError } from '../../src/fhir/outcome.js';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
+import { PG_MIGRATIONS } from '../../src/fhir/store/postgres/schema.js';
 import { describeResourceStoreContract } from './contract.js';
+import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 
-const url = process.env.HIE_TEST_POSTGRES_URL;
-if (!url) {
-  console.warn(
-    'PostgreSQL store contract skipped: set HIE_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)',
-  );
-}
+const url = POSTGRES_URL;
+const skip = postgresSkipReason('PostgreSQL store contract');
 
 async function openStore(
   schema = `hie_test_${randomBytes(6).toString('hex')}`,
@@ -27,7 +26,7 @@ async function openStore(
   return store;
 }
 
-describe.skipIf(!url)('PostgreSQL store (skipped unless HIE_TEST_POSTGRES_URL is set)', () => {
+describe.skipIf(skip !== undefined)('PostgreSQL store (skipped unless HIE_TEST_POSTGRES_URL is set)', () => {
   describeResourceStoreContract('postgres', () => openStore());
 
   it('keeps its data across reopen, migrates once, and refuses to delete versions', async () => {
@@ -45,10 +44,104 @@ describe.skipIf(!url)('PostgreSQL store (skipped unless HIE_TEST_POSTGRES_URL is
     await second.init();
     expect(await second.read('Patient', 'a')).toEqual(v1);
     const versions = await second.pool.query(`SELECT version FROM "${schema}".schema_version`);
-    expect(versions.rows).toEqual([{ version: 1 }, { version: 2 }]);
+    expect(versions.rows).toEqual(PG_MIGRATIONS.map(({ version }) => ({ version })));
     await expect(second.pool.query(`DELETE FROM "${schema}".resource_version`)).rejects.toThrow(
       /never deleted/,
     );
     await second.close();
+  });
+
+  it('migration 3 backfills the access keys of current versions (custodian, patients), none of deletions', async () => {
+    const store = await openStore();
+    const write = (id: string, patients: string[], method: 'PUT' | 'DELETE' = 'PUT') =>
+      store.write({
+        resourceType: 'Observation',
+        id,
+        method,
+        resource: method === 'PUT' ? { resourceType: 'Observation' } : undefined,
+        custodian: 'Organization/h1',
+        patients,
+      });
+    await write('o1', ['Patient/p1', 'Patient/p2']);
+    await write('o2', ['Patient/p3']);
+    await write('o2', [], 'DELETE');
+    const keys = async () =>
+      (
+        await store.pool.query(
+          `SELECT id, key FROM "${store.schema}".access_key ORDER BY id COLLATE "C", key COLLATE "C"`,
+        )
+      ).rows;
+    const written = await keys();
+    expect(written).toEqual([
+      { id: 'o1', key: 'Patient/p1' },
+      { id: 'o1', key: 'Patient/p2' },
+      { id: 'o1', key: 'custodian|Organization/h1' },
+    ]);
+    // As a store of schema version 2: no access_key table; opening it again applies migration 3.
+    await store.pool.query(`DROP TABLE "${store.schema}".access_key`);
+    await store.pool.query(`DELETE FROM "${store.schema}".schema_version WHERE version = 3`);
+    const reopened = new PostgresResourceStore({ pool: store.pool, schema: store.schema });
+    await reopened.init();
+    expect(await keys()).toEqual(written);
+    await store.close();
+  });
+
+  it('a transaction is reached only through its view: the outer store, called from inside work, sees committed data only', async () => {
+    const store = await openStore();
+    try {
+      await store.write({
+        resourceType: 'Patient',
+        id: 'p',
+        method: 'PUT',
+        resource: { resourceType: 'Patient' },
+      });
+      await store.transaction(async (view) => {
+        await view.write({
+          resourceType: 'Patient',
+          id: 'p',
+          method: 'PUT',
+          resource: { resourceType: 'Patient', active: true },
+        });
+        expect((await view.read('Patient', 'p'))?.versionId).toBe(2);
+        // Not joined to the transaction by async context (no AsyncLocalStorage): version 2 is not committed yet.
+        expect((await store.read('Patient', 'p'))?.versionId).toBe(1);
+      });
+      expect((await store.read('Patient', 'p'))?.versionId).toBe(2);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('two store instances (two replicas) updating one resource with the same If-Match: exactly one wins, the other gets 412', async () => {
+    const schema = `hie_test_${randomBytes(6).toString('hex')}`;
+    const a = await openStore(schema);
+    const b = new PostgresResourceStore({ connectionString: url!, schema, maxConnections: 4 });
+    await b.init();
+    try {
+      const id = 'shared';
+      await a.write({ resourceType: 'Patient', id, method: 'PUT', resource: { resourceType: 'Patient' } });
+      for (let round = 1; round <= 10; round++) {
+        const update = (store: PostgresResourceStore, who: string) =>
+          store.write({
+            resourceType: 'Patient',
+            id,
+            method: 'PUT',
+            ifMatch: round,
+            resource: { resourceType: 'Patient', id, name: [{ family: who }] },
+          });
+        const outcomes = await Promise.allSettled([update(a, 'a'), update(b, 'b')]);
+        const won = outcomes.filter((o) => o.status === 'fulfilled');
+        const lost = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+        expect(won, `round ${round}`).toHaveLength(1);
+        expect(lost[0]!.reason).toBeInstanceOf(FhirError);
+        expect((lost[0]!.reason as FhirError).code).toBe('version-conflict');
+        expect((lost[0]!.reason as FhirError).status).toBe(412);
+      }
+      const history = await b.history({ resourceType: 'Patient', id, count: 100 });
+      expect(history.versions.map((v) => v.versionId)).toEqual([11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]);
+    } finally {
+      await b.close();
+      await a.close();
+    }
   });
 });

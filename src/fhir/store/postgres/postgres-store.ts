@@ -10,7 +10,6 @@
  * Durability is PostgreSQL's: a write resolves after COMMIT, which with the default synchronous_commit=on has
  * flushed the WAL to disk.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { fhirError } from '../../outcome.js';
@@ -45,6 +44,9 @@ import {
   type VersionRow,
 } from '../store-support.js';
 import { PG_MIGRATIONS } from './schema.js';
+import { PostgresSearch } from './postgres-search.js';
+import { ACCESS_KEY_CUSTODIAN } from '../search-sql.js';
+import type { StoreSearchRequest, StoreSearchResult } from '../search-query.js';
 
 export interface PostgresStoreOptions {
   /** e.g. postgres://user:password@host:5432/db; or give `pool`. */
@@ -74,6 +76,8 @@ export const postgresTypes = {
 
 /** Namespace of the store's advisory locks ("HIE1"); the second key is derived from the schema name. */
 const LOCK_CLASS = 0x48494531;
+/** Namespace of the schema's migration lock ("HIEM"), held while migrations are checked and applied. */
+const MIGRATION_LOCK_CLASS = 0x4849454d;
 
 const quoteIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 
@@ -137,8 +141,15 @@ export class PostgresResourceStore implements ResourceStore {
   private readonly ownsPool: boolean;
   private readonly S: string;
   private readonly lockSql: string;
+  private readonly migrationLockSql: string;
   private readonly sql: ReturnType<typeof statements>;
-  private readonly txContext = new AsyncLocalStorage<OpenTransaction>();
+  private readonly searcher: PostgresSearch;
+  /**
+   * Set on the views `transaction(work)` hands to `work` (Object.create of the store): their calls go to the
+   * transaction's connection. The store itself has none, so a call on it never joins a transaction (no async
+   * context tracking: AsyncLocalStorage costs every promise in the process, docs/architecture.md "Hot paths").
+   */
+  private tx: OpenTransaction | undefined = undefined;
   private initialised = false;
   private closed = false;
 
@@ -157,13 +168,27 @@ export class PostgresResourceStore implements ResourceStore {
     this.S = quoteIdent(this.schema);
     const lockKey = createHash('sha256').update(this.schema).digest().readInt32BE(0);
     this.lockSql = `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockKey})`;
+    this.migrationLockSql = `SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_CLASS}, ${lockKey})`;
     this.sql = statements(this.S);
+    this.searcher = new PostgresSearch(this.S);
   }
 
   async init(): Promise<void> {
     this.assertOpen();
     if (this.initialised) return;
-    await this.inNewTransaction(async (client) => {
+    await this.migrate();
+    this.initialised = true;
+  }
+
+  /**
+   * Applies the migrations this schema lacks (PG_MIGRATIONS, recorded in `schema_version`), each in order, all in
+   * one transaction holding the schema's migration lock (an advisory lock): replicas starting at once take turns,
+   * the first applies, the others find nothing left to do. A schema newer than this software is refused.
+   */
+  async migrate(): Promise<{ from: number; to: number }> {
+    this.assertOpen();
+    return this.inNewTransaction(async (client) => {
+      await client.query(this.migrationLockSql);
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${this.S}`);
       await client.query(
         `CREATE TABLE IF NOT EXISTS ${this.S}.schema_version (version integer PRIMARY KEY, description text NOT NULL, applied_at text NOT NULL)`,
@@ -185,8 +210,8 @@ export class PostgresResourceStore implements ResourceStore {
           [migration.version, migration.description, new Date().toISOString()],
         );
       }
-    });
-    this.initialised = true;
+      return { from: applied, to: Math.max(applied, known) };
+    }, false);
   }
 
   async close(): Promise<void> {
@@ -223,14 +248,24 @@ export class PostgresResourceStore implements ResourceStore {
     if (open) return open.nested(() => work(this));
     return this.inNewTransaction(async (client) => {
       const tx = new OpenTransaction(client);
+      const view = Object.create(this) as PostgresResourceStore;
+      view.tx = tx;
       try {
-        return await this.txContext.run(tx, () => work(this));
+        return await work(view);
       } finally {
         // Let calls `work` started but did not await finish before COMMIT/ROLLBACK, then refuse later ones.
         await tx.mutex.run(() => undefined);
         tx.ended = true;
       }
     });
+  }
+
+  /** Current versions matching a compiled search: the shared search SQL (../search-sql.ts) on one connection. */
+  search(request: StoreSearchRequest): Promise<StoreSearchResult> {
+    this.assertReady();
+    const tx = this.openTransaction();
+    if (tx) return tx.run((client) => this.searcher.search(client, request));
+    return this.withClient((client) => this.searcher.search(client, request));
   }
 
   pendingAnchors(limit: number): Promise<PendingAnchor[]> {
@@ -369,6 +404,7 @@ export class PostgresResourceStore implements ResourceStore {
       pending?.leafHash ?? null,
       pending?.ledgerKey ?? null,
       pending?.leafVersion ?? 1,
+      accessKeysOf(request, version.deleted),
     ]);
     return version;
   }
@@ -458,9 +494,9 @@ export class PostgresResourceStore implements ResourceStore {
     return page;
   }
 
-  /** The open transaction of the calling async context, if any. */
+  /** The open transaction of this view, if any (none on the store itself, nor once it has ended). */
   private openTransaction(): OpenTransaction | undefined {
-    const tx = this.txContext.getStore();
+    const tx = this.tx;
     return tx && !tx.ended ? tx : undefined;
   }
 
@@ -469,6 +505,16 @@ export class PostgresResourceStore implements ResourceStore {
     this.assertReady();
     const tx = this.openTransaction();
     return tx ? tx.run(fn) : fn(this.pool);
+  }
+
+  /** fn on one pooled connection (several statements, no transaction). */
+  private async withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      return await fn(client);
+    } finally {
+      client.release();
+    }
   }
 
   /** All of fn or nothing: a savepoint inside the caller's transaction, else a transaction of its own. */
@@ -539,6 +585,10 @@ function statements(S: string) {
       ), a AS (
         INSERT INTO ${S}.anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status, leaf_version)
         SELECT v.seq, $1, $2, $3, $19, $20, $21, 'pending', $22 FROM v WHERE $18::boolean
+      ), dk AS (
+        DELETE FROM ${S}.access_key WHERE $10::boolean AND resource_type = $1 AND id = $2
+      ), ik AS (
+        INSERT INTO ${S}.access_key (resource_type, key, id) SELECT DISTINCT $1, k, $2 FROM unnest($23::text[]) AS k
       )
       SELECT seq FROM v`,
     read:
@@ -579,10 +629,19 @@ function statements(S: string) {
         DELETE FROM ${S}.search_index WHERE resource_type = $1 AND id = $2
       ), c AS (
         UPDATE ${S}.resource_current SET deleted = true WHERE resource_type = $1 AND id = $2
+      ), k AS (
+        DELETE FROM ${S}.access_key WHERE resource_type = $1 AND id = $2
       )
       SELECT count(*)::integer AS n FROM e`,
     indexEntries: `SELECT param, type, system, value, low, high, reference FROM ${S}.search_index WHERE resource_type = $1 AND id = $2 ORDER BY ord`,
   };
+}
+
+/** The access keys of a version (none for a deletion): its custodian's, then one per patient compartment. */
+function accessKeysOf(request: WriteRequest, deleted: boolean): string[] {
+  if (deleted) return [];
+  const keys = request.custodian !== undefined ? [`${ACCESS_KEY_CUSTODIAN}${request.custodian}`] : [];
+  return request.patients ? keys.concat(request.patients) : keys;
 }
 
 /** Version rows read per query while history filters them by the caller's visibility. */

@@ -93,4 +93,29 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
     description: 'the leaf format of each anchor (1: salt + canonical text; 2: also the custodian)',
     sql: (S) => `ALTER TABLE ${S}.anchor ADD COLUMN leaf_version integer NOT NULL DEFAULT 1;`,
   },
+  {
+    version: 3,
+    description:
+      'access keys of current versions (custodian, patients): searches narrowed to what a caller may see',
+    sql: (S) => `
+      -- As SQLite's access_key (sqlite/schema.ts, migration 3): 'custodian|Organization/x' and one 'Patient/x' per
+      -- compartment of each current, non-deleted version; the search (../search-sql.ts) starts from a caller's keys.
+      -- No unique key: a write deletes the old rows and inserts the new ones in one statement (as search_index).
+      CREATE TABLE ${S}.access_key (
+        resource_type text NOT NULL,
+        key           text NOT NULL,
+        id            text NOT NULL
+      );
+      CREATE INDEX access_key_key ON ${S}.access_key (resource_type, key, id);
+      CREATE INDEX access_key_resource ON ${S}.access_key (resource_type, id);
+      INSERT INTO ${S}.access_key (resource_type, key, id)
+        SELECT DISTINCT v.resource_type, k.key, v.id
+        FROM ${S}.resource_current c JOIN ${S}.resource_version v ON v.seq = c.seq,
+          LATERAL (
+            SELECT 'custodian|' || v.custodian AS key WHERE v.custodian IS NOT NULL
+            UNION SELECT jsonb_array_elements_text(v.patients::jsonb)
+          ) k
+        WHERE NOT c.deleted;
+    `,
+  },
 ];

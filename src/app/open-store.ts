@@ -1,0 +1,41 @@
+/**
+ * Picks the ResourceStore adapter the configuration names: SQLite in the data directory (default) or a
+ * PostgreSQL database (`--store postgres --database-url URL`, docs/store.md). `serve`, `migrate`, `verify` and
+ * `erase` open the store through here, so they all reach the same data.
+ */
+import { join } from 'node:path';
+import type { ResourceStore } from '../fhir/store/resource-store.js';
+import { PostgresResourceStore } from '../fhir/store/postgres/postgres-store.js';
+import { SqliteResourceStore } from '../fhir/store/sqlite/sqlite-store.js';
+
+export interface StoreSelection {
+  store?: 'sqlite' | 'postgres';
+  /** Required for `postgres`. */
+  databaseUrl?: string;
+  dataDir: string;
+  /** SQLite's read cache (bytes); default the adapter's. */
+  readCache?: number;
+}
+
+export function openConfiguredStore(selection: StoreSelection): ResourceStore {
+  if (selection.store === 'postgres') {
+    if (!selection.databaseUrl) throw new Error('--store postgres needs --database-url URL');
+    return new PostgresResourceStore(postgresOptions(selection.databaseUrl));
+  }
+  return new SqliteResourceStore({
+    file: join(selection.dataDir, 'resources.sqlite'),
+    readCacheBytes: selection.readCache,
+  });
+}
+
+/**
+ * The store's options from a database URL: its `schema` parameter (not PostgreSQL's own: taken out of the URL)
+ * names the schema holding the tables, default `hie`; several services (or tests) may share a database that way.
+ */
+export function postgresOptions(databaseUrl: string): { connectionString: string; schema?: string } {
+  const url = new URL(databaseUrl);
+  const schema = url.searchParams.get('schema');
+  if (schema === null) return { connectionString: databaseUrl };
+  url.searchParams.delete('schema');
+  return { connectionString: url.toString(), schema };
+}

@@ -1,0 +1,52 @@
+/**
+ * `hie-ledger migrate --database-url URL`: brings a PostgreSQL store's schema up to this version of the software and
+ * exits, so an operator can migrate before starting (or upgrading) the replicas. `serve --store postgres` applies the
+ * same migrations at start; either way they run under the schema's migration lock (an advisory lock), so replicas
+ * starting at once never apply one twice. (SQLite applies its migrations whenever its file is opened.)
+ * Exit code 0 when the schema is current, 2 when it could not be migrated (newer than this software, database
+ * unreachable).
+ */
+import type { Command } from 'commander';
+import { addConfigOptions, ConfigError, loadSettings, type Config } from '../config/config.js';
+import { PostgresResourceStore } from '../fhir/store/postgres/postgres-store.js';
+import { postgresOptions } from '../app/open-store.js';
+
+export const MIGRATE_SETTINGS = ['databaseUrl'] as const;
+
+export interface MigrateCommandOptions extends Pick<Config, 'databaseUrl'> {
+  out?: NodeJS.WritableStream;
+  err?: NodeJS.WritableStream;
+}
+
+/** Migrates the database's store schema; returns the exit code. */
+export async function runMigrate(options: MigrateCommandOptions): Promise<number> {
+  const out = options.out ?? process.stdout;
+  const err = options.err ?? process.stderr;
+  if (!options.databaseUrl) throw new ConfigError('migrate needs --database-url URL (or HIE_DATABASE_URL)');
+  const store = new PostgresResourceStore({ ...postgresOptions(options.databaseUrl), maxConnections: 1 });
+  try {
+    const { from, to } = await store.migrate();
+    out.write(
+      from === to
+        ? `PostgreSQL schema "${store.schema}" is at version ${to}: nothing to apply\n`
+        : `PostgreSQL schema "${store.schema}" migrated from version ${from} to ${to}\n`,
+    );
+    return 0;
+  } catch (e) {
+    err.write(`hie-ledger migrate: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 2;
+  } finally {
+    await store.close();
+  }
+}
+
+export function registerMigrateCommand(program: Command): void {
+  const command = program
+    .command('migrate')
+    .description(
+      "apply the PostgreSQL store's schema migrations and exit (serve --store postgres applies them too)",
+    );
+  addConfigOptions(command, MIGRATE_SETTINGS).action(async (flags: Record<string, unknown>) => {
+    process.exitCode = await runMigrate(loadSettings(MIGRATE_SETTINGS, flags));
+  });
+}
