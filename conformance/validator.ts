@@ -105,7 +105,8 @@ export function runConformance(dir: string): ConformanceReport {
   for (const c of cases) {
     if (c['use-test'] === false) continue;
     const name: string = c.name ?? c.file;
-    const supporting: string[] = [...(c.profiles ?? []), ...(c.supporting ?? [])];
+    // `supporting5` holds definitions the case needs too (published in R5 form): without them it cannot be run.
+    const supporting: string[] = [...(c.profiles ?? []), ...(c.supporting ?? []), ...(c.supporting5 ?? [])];
     const baseFiles = [c.file, ...supporting];
     const missing = baseFiles.filter((f) => !present(f));
     const kinds: { kind: 'base' | 'profile'; files: string[]; java: Json; profileSource?: string }[] = [
@@ -135,6 +136,14 @@ export function runConformance(dir: string): ConformanceReport {
       const validator = createFhirValidatorSync({
         validateContained: c.validateContains !== 'IGNORE',
         securityChecks: c['security-checks'] === true,
+        // The reference's test settings: unknown extensions are errors, example URLs allowed unless
+        // `examples: false`, and the case's allowed extension domains.
+        unknownExtensionSeverity: 'error',
+        allowExampleUrls: c.examples !== false,
+        allowedExtensionDomains: [
+          ...(typeof c['allowed-extension-domain'] === 'string' ? [c['allowed-extension-domain']] : []),
+          ...(Array.isArray(c['allowed-extension-domains']) ? c['allowed-extension-domains'] : []),
+        ],
       });
       for (const f of k.files.slice(1)) {
         const parsed = parseFile(path.join(dir, f));

@@ -381,3 +381,159 @@ describe('internal narrative hyperlinks (narrative.html; HTML 4.01 section 12.2.
     expect(errors(patient)).toEqual([]);
   });
 });
+
+describe('extension contexts (extensibility.html#context; StructureDefinition.context, contextInvariant)', () => {
+  const v = createFhirValidatorSync({ unknownExtensionSeverity: 'error' });
+  const local = (id: string, context: object[], extra: object = {}) => ({
+    resourceType: 'StructureDefinition',
+    url: `http://example.net/fhir/StructureDefinition/${id}`,
+    name: id.replace(/-/g, ''),
+    status: 'draft',
+    kind: 'complex-type',
+    abstract: false,
+    type: 'Extension',
+    baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Extension',
+    derivation: 'constraint',
+    context,
+    differential: {
+      element: [
+        { id: 'Extension', path: 'Extension' },
+        {
+          id: 'Extension.url',
+          path: 'Extension.url',
+          fixedUri: `http://example.net/fhir/StructureDefinition/${id}`,
+        },
+        { id: 'Extension.value[x]', path: 'Extension.value[x]', type: [{ code: 'string' }] },
+      ],
+    },
+    ...extra,
+  });
+  v.registerResource(local('on-domain-resource', [{ type: 'element', expression: 'DomainResource' }]));
+  v.registerResource(local('on-contact', [{ type: 'fhirpath', expression: 'Patient.contact' }]));
+  v.registerResource(
+    local('inside-other', [
+      { type: 'extension', expression: 'http://example.net/fhir/StructureDefinition/on-domain-resource' },
+    ]),
+  );
+  const ext = (name: string, value: object = { valueString: 'x' }) => ({
+    url: name.includes(':') ? name : `http://example.net/fhir/StructureDefinition/${name}`,
+    ...value,
+  });
+  const birthPlace = ext('http://hl7.org/fhir/StructureDefinition/patient-birthPlace', {
+    valueAddress: { city: 'Lyon' },
+  });
+  const paths = (resource: object) => errorPaths(resource, undefined, v);
+
+  it('accepts an extension on the resource its context names, and refuses it elsewhere, at the element holding it', () => {
+    expect(paths({ resourceType: 'Patient', extension: [birthPlace] })).toEqual([]);
+    const obs = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      extension: [birthPlace],
+    };
+    expect(paths(obs)).toEqual(['Observation']);
+    expect(errors(obs, undefined, v)[0].diagnostics).toContain('is not allowed to be used at this point');
+  });
+
+  it('reads a data type name as anywhere that type is used, and an element path of a data type likewise', () => {
+    const language = ext('http://hl7.org/fhir/StructureDefinition/language', { valueCode: 'fr' });
+    expect(paths({ resourceType: 'Patient', name: [{ family: 'A', extension: [language] }] })).toEqual([]);
+    expect(paths({ resourceType: 'Patient', identifier: [{ value: '1', extension: [language] }] })).toEqual([
+      'Patient.identifier[0]',
+    ]);
+    // humanname-fathers-family: context HumanName.family, on the primitive through `_family`.
+    const fathers = ext('http://hl7.org/fhir/StructureDefinition/humanname-fathers-family');
+    expect(
+      paths({ resourceType: 'Patient', name: [{ family: 'A', _family: { extension: [fathers] } }] }),
+    ).toEqual([]);
+    expect(
+      paths({ resourceType: 'Patient', name: [{ given: ['A'], _given: [{ extension: [fathers] }] }] }),
+    ).toEqual(['Patient.name[0].given[0]']);
+  });
+
+  it('admits Element everywhere, and a base type (DomainResource) for the types derived from it', () => {
+    const absent = ext('http://hl7.org/fhir/StructureDefinition/data-absent-reason', {
+      valueCode: 'unknown',
+    });
+    expect(paths({ resourceType: 'Patient', _birthDate: { extension: [absent] } })).toEqual([]);
+    expect(paths({ resourceType: 'Patient', extension: [ext('on-domain-resource')] })).toEqual([]);
+    expect(
+      paths({ resourceType: 'Patient', name: [{ family: 'A', extension: [ext('on-domain-resource')] }] }),
+    ).toEqual(['Patient.name[0]']);
+  });
+
+  it('checks extension contexts (inside the named extension) and FHIRPath contexts (the elements selected)', () => {
+    const nested = { url: ext('on-domain-resource').url, extension: [ext('inside-other')] };
+    expect(paths({ resourceType: 'Patient', extension: [nested] })).toEqual([]);
+    expect(paths({ resourceType: 'Patient', extension: [ext('inside-other')] })).toEqual(['Patient']);
+    expect(
+      paths({
+        resourceType: 'Patient',
+        contact: [{ name: { family: 'B' }, extension: [ext('on-contact')] }],
+      }),
+    ).toEqual([]);
+    expect(paths({ resourceType: 'Patient', extension: [ext('on-contact')] })).toEqual(['Patient']);
+  });
+
+  it('requires the context invariants to hold on the element holding the extension', () => {
+    // questionnaire-hidden: any item; questionnaire-minOccurs: not on display items (its contextInvariant).
+    const minOccurs = ext('http://hl7.org/fhir/StructureDefinition/questionnaire-minOccurs', {
+      valueInteger: 1,
+    });
+    const q = (item: object) => ({ resourceType: 'Questionnaire', status: 'draft', item: [item] });
+    expect(paths(q({ linkId: 'a', type: 'string', required: true, extension: [minOccurs] }))).toEqual([]);
+    expect(paths(q({ linkId: 'a', type: 'display', text: 'Hello', extension: [minOccurs] }))).toEqual([
+      'Questionnaire.item[0]',
+    ]);
+  });
+
+  it('refuses a modifier extension used as an extension, and a regular one used as a modifier', () => {
+    const doNotPerform = ext('http://hl7.org/fhir/StructureDefinition/request-doNotPerform', {
+      valueBoolean: true,
+    });
+    const order = (more: object) => ({
+      resourceType: 'NutritionOrder',
+      status: 'active',
+      intent: 'order',
+      patient: { reference: 'Patient/p' },
+      dateTime: '2020-01-01',
+      ...more,
+    });
+    expect(paths(order({ modifierExtension: [doNotPerform] }))).toEqual([]);
+    expect(paths(order({ extension: [doNotPerform] }))).toEqual(['NutritionOrder.extension[0]']);
+    expect(paths({ resourceType: 'Patient', modifierExtension: [birthPlace] })).toEqual([
+      'Patient.modifierExtension[0]',
+    ]);
+  });
+});
+
+describe('unknown extensions (extensibility.html#exchange; the reference validator settings)', () => {
+  const severityAt = (v: ReturnType<typeof createFhirValidatorSync>, url: string) =>
+    v
+      .validate({ resourceType: 'Patient', extension: [{ url, valueString: 'x' }] })
+      .issues.filter((i) => i.expression?.[0]?.startsWith('Patient.extension'))
+      .map((i) => i.severity);
+
+  it('is the configured severity, except in allowed domains, DICOM and the FHIR tooling extensions', () => {
+    const v = createFhirValidatorSync({
+      unknownExtensionSeverity: 'error',
+      allowedExtensionDomains: ['https://fhir.example.net/ext/'],
+    });
+    expect(severityAt(v, 'https://other.net/fhir/x')).toEqual(['error']);
+    expect(severityAt(v, 'https://fhir.example.net/ext/a')).toEqual([]);
+    expect(severityAt(v, 'http://dicom.nema.org/x')).toEqual([]);
+    expect(severityAt(v, 'http://hl7.org/fhir/tools/StructureDefinition/x')).toEqual([]);
+    // Example domains: refused unless examples are allowed.
+    expect(severityAt(v, 'http://example.org/x')).toContain('error');
+    const examples = createFhirValidatorSync({ unknownExtensionSeverity: 'error', allowExampleUrls: true });
+    expect(severityAt(examples, 'http://example.org/x')).toEqual([]);
+  });
+
+  it('reports HL7 extensions published after R4 (extensions package, not loaded) as not checked', () => {
+    const v = createFhirValidatorSync({ unknownExtensionSeverity: 'error' });
+    expect(severityAt(v, 'http://hl7.org/fhir/StructureDefinition/patient-published-later')).toEqual([
+      'warning',
+    ]);
+  });
+});

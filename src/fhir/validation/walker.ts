@@ -39,6 +39,8 @@ export class StructureWalker implements WalkContext {
   unknownCodeSeverity: 'error' | 'warning' = 'error';
   /** Accept example.org/acme.com extension URLs (the specification's own examples use them). */
   allowExampleUrls = false;
+  /** URL prefixes under which unknown extensions are accepted without an issue. */
+  allowedExtensionDomains: string[] = [];
   /**
    * R4 requires Observations with the vital-sign LOINC codes to conform to the matching core profile
    * (http://hl7.org/fhir/R4/observation-vitalsigns.html); on by default.
@@ -173,6 +175,7 @@ export class StructureWalker implements WalkContext {
     }
     if (!owner) return;
     run.depth++;
+    run.containers.push({ obj, elementPath: node.path, basePath: node.raw.base?.path, typeName, path });
     try {
       const keyCount = this.walkProperties(obj, owner, path, run, frame, isResourceRoot);
       if (keyCount === 0 || (keyCount === 1 && obj.id !== undefined && !isResourceRoot)) {
@@ -182,6 +185,7 @@ export class StructureWalker implements WalkContext {
       checkConstraints(this, obj, node, owner, typeName, path, run, frame, isResourceRoot);
     } finally {
       run.depth--;
+      run.containers.pop();
     }
   }
 
