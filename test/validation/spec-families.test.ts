@@ -476,6 +476,18 @@ describe('extension contexts (extensibility.html#context; StructureDefinition.co
     expect(paths({ resourceType: 'Patient', extension: [ext('on-contact')] })).toEqual(['Patient']);
   });
 
+  it('reads a recursive element (contentReference) as the element it refers to', () => {
+    // timing-daysOfCycle: context PlanDefinition.action; PlanDefinition.action.action is a PlanDefinition.action.
+    const days = ext('http://hl7.org/fhir/StructureDefinition/timing-daysOfCycle', {
+      extension: [{ url: 'day', valueInteger: 1 }],
+    });
+    const plan = (action: object) => ({ resourceType: 'PlanDefinition', status: 'draft', action: [action] });
+    expect(paths(plan({ title: 'a', action: [{ title: 'b', extension: [days] }] }))).toEqual([]);
+    expect(paths(plan({ title: 'a', participant: [{ type: 'patient', extension: [days] }] }))).toEqual([
+      'PlanDefinition.action[0].participant[0]',
+    ]);
+  });
+
   it('requires the context invariants to hold on the element holding the extension', () => {
     // questionnaire-hidden: any item; questionnaire-minOccurs: not on display items (its contextInvariant).
     const minOccurs = ext('http://hl7.org/fhir/StructureDefinition/questionnaire-minOccurs', {
@@ -534,6 +546,139 @@ describe('unknown extensions (extensibility.html#exchange; the reference validat
     const v = createFhirValidatorSync({ unknownExtensionSeverity: 'error' });
     expect(severityAt(v, 'http://hl7.org/fhir/StructureDefinition/patient-published-later')).toEqual([
       'warning',
+    ]);
+  });
+});
+
+describe('slicing (profiling.html#slicing: discriminators, ordered, rules, re-slicing)', () => {
+  const v = createFhirValidatorSync();
+  const profile = (id: string, type: string, elements: object[]) => {
+    const url = `http://example.net/fhir/StructureDefinition/${id}`;
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url,
+      name: id.replace(/-/g, ''),
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type,
+      baseDefinition: `http://hl7.org/fhir/StructureDefinition/${type}`,
+      derivation: 'constraint',
+      differential: { element: elements },
+    });
+    return url;
+  };
+  const identifierSlices = (rules: string, ordered: boolean) => [
+    {
+      id: 'Patient.identifier',
+      path: 'Patient.identifier',
+      slicing: { discriminator: [{ type: 'value', path: 'system' }], ordered, rules },
+    },
+    { id: 'Patient.identifier:mrn', path: 'Patient.identifier', sliceName: 'mrn', max: '1' },
+    { id: 'Patient.identifier:mrn.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'urn:mrn' },
+    { id: 'Patient.identifier:ssn', path: 'Patient.identifier', sliceName: 'ssn', max: '1' },
+    { id: 'Patient.identifier:ssn.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'urn:ssn' },
+  ];
+  const mrn = { system: 'urn:mrn', value: '1' };
+  const ssn = { system: 'urn:ssn', value: '2' };
+  const other = { system: 'urn:other', value: '3' };
+  const patient = (identifier: object[]) => ({ resourceType: 'Patient', identifier });
+
+  it('ordered slicing: matched items in the order of the slices', () => {
+    const url = profile('ordered-closed', 'Patient', identifierSlices('closed', true));
+    expect(errorPaths(patient([mrn, ssn]), [url], v)).toEqual([]);
+    expect(errorPaths(patient([ssn, mrn]), [url], v)).toEqual(['Patient.identifier[1]']);
+    expect(errorPaths(patient([mrn, other]), [url], v)).toEqual(['Patient.identifier[1]']);
+  });
+
+  it('openAtEnd: items in no slice only after the sliced ones; open: anywhere', () => {
+    const atEnd = profile('open-at-end', 'Patient', identifierSlices('openAtEnd', false));
+    expect(errorPaths(patient([ssn, mrn, other]), [atEnd], v)).toEqual([]);
+    expect(errorPaths(patient([other, mrn]), [atEnd], v)).toEqual(['Patient.identifier[1]']);
+    const open = profile('open-anywhere', 'Patient', identifierSlices('open', false));
+    expect(errorPaths(patient([other, mrn]), [open], v)).toEqual([]);
+  });
+
+  it('a slice that does not constrain one of the discriminators is not restricted by it', () => {
+    const url = profile('partial-discriminator', 'Patient', [
+      {
+        id: 'Patient.identifier',
+        path: 'Patient.identifier',
+        slicing: {
+          discriminator: [
+            { type: 'value', path: 'system' },
+            { type: 'value', path: 'use' },
+          ],
+          rules: 'closed',
+        },
+      },
+      { id: 'Patient.identifier:official', path: 'Patient.identifier', sliceName: 'official', min: 1 },
+      {
+        id: 'Patient.identifier:official.use',
+        path: 'Patient.identifier.use',
+        min: 1,
+        fixedCode: 'official',
+      },
+    ]);
+    expect(errorPaths(patient([{ use: 'official', system: 'urn:any', value: '1' }]), [url], v)).toEqual([]);
+    expect(errorPaths(patient([{ use: 'usual', system: 'urn:any', value: '1' }]), [url], v)).toEqual([
+      'Patient.identifier[0]',
+      'Patient',
+    ]);
+  });
+
+  it('re-slicing: the items of a slice are sliced again by its own slicing', () => {
+    const url = profile('resliced', 'Patient', [
+      {
+        id: 'Patient.identifier',
+        path: 'Patient.identifier',
+        slicing: { discriminator: [{ type: 'value', path: 'system' }], rules: 'open' },
+      },
+      {
+        id: 'Patient.identifier:mrn',
+        path: 'Patient.identifier',
+        sliceName: 'mrn',
+        slicing: { discriminator: [{ type: 'value', path: 'use' }], rules: 'open' },
+      },
+      { id: 'Patient.identifier:mrn.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'urn:mrn' },
+      {
+        id: 'Patient.identifier:mrn/official',
+        path: 'Patient.identifier',
+        sliceName: 'mrn/official',
+        min: 1,
+      },
+      {
+        id: 'Patient.identifier:mrn/official.use',
+        path: 'Patient.identifier.use',
+        min: 1,
+        fixedCode: 'official',
+      },
+    ]);
+    expect(errorPaths(patient([{ ...mrn, use: 'official' }]), [url], v)).toEqual([]);
+    expect(errorPaths(patient([{ ...mrn, use: 'usual' }]), [url], v)).toEqual(['Patient']);
+  });
+
+  it('does not apply the slices of Parameters.parameter to the recursive Parameters.parameter.part', () => {
+    const url = profile('one-parameter', 'Parameters', [
+      {
+        id: 'Parameters.parameter',
+        path: 'Parameters.parameter',
+        slicing: { discriminator: [{ type: 'value', path: 'name' }], rules: 'closed' },
+      },
+      { id: 'Parameters.parameter:a', path: 'Parameters.parameter', sliceName: 'a', min: 1, max: '1' },
+      { id: 'Parameters.parameter:a.name', path: 'Parameters.parameter.name', fixedString: 'a' },
+    ]);
+    const params = (parameter: object[]) => ({ resourceType: 'Parameters', parameter });
+    const withPart = {
+      name: 'a',
+      part: [
+        { name: 'x', valueString: '1' },
+        { name: 'y', valueString: '2' },
+      ],
+    };
+    expect(errorPaths(params([withPart]), [url], v)).toEqual([]);
+    expect(errorPaths(params([withPart, { name: 'b', valueString: '1' }]), [url], v)).toEqual([
+      'Parameters.parameter[1]',
     ]);
   });
 });

@@ -154,7 +154,7 @@ function elementContextAdmits(w: WalkContext, expression: string, container: Con
   // R5 form `profile#path`: the element part is what can be checked here.
   const en = expression.includes('#') ? expression.slice(expression.indexOf('#') + 1) : expression;
   if (en === 'Element' || en === 'Any') return true;
-  for (const p of [container.elementPath, container.typeName, container.basePath]) {
+  for (const p of [container.elementPath, container.ownerPath, container.typeName, container.basePath]) {
     if (p === undefined) continue;
     if (p === en) return true;
     const dot = p.indexOf('.');
@@ -210,17 +210,28 @@ function checkExtensionContext(w: WalkContext, ext: JsonObject, path: string, ru
   }
 }
 
+const ANYWHERE_IN_R4 = new Set([
+  `${HL7_EXTENSION_BASE}structuredefinition-normative-version`,
+  `${HL7_EXTENSION_BASE}capabilitystatement-expectation`,
+  `${HL7_EXTENSION_BASE}capabilitystatement-prohibited`,
+]);
+
 type ExtensionContext = NonNullable<StructureDefinition['context']>[number];
 
 /**
- * An extension's contexts. One correction, as the reference validator makes it: R4 declares
- * structuredefinition-fhir-type for `ElementDefinition.type.code`, but R4's own snapshots carry it on
- * `ElementDefinition.type` (the FHIR type of Resource.id's System.String), so that is where it is allowed.
+ * An extension's contexts, with the corrections the reference validator makes where R4's own definitions use an
+ * extension outside its declared context: structuredefinition-fhir-type is declared for `ElementDefinition.type.code`
+ * but R4's snapshots carry it on `ElementDefinition.type` (the FHIR type of Resource.id's System.String), and
+ * structuredefinition-normative-version is declared for `StructureDefinition` but R4's CodeSystems, ValueSets and
+ * ElementDefinitions carry it too (it marks any normative artefact); the capabilitystatement-expectation and
+ * -prohibited extensions apply to more CapabilityStatement parts than R4 lists (R5 widened their contexts).
  */
 function contextsOf(sd: StructureDefinition): ExtensionContext[] {
   const contexts = sd.context ?? [];
-  if (sd.url !== `${HL7_EXTENSION_BASE}structuredefinition-fhir-type`) return contexts;
-  return [...contexts, { type: 'element', expression: 'ElementDefinition.type' }];
+  if (sd.url === `${HL7_EXTENSION_BASE}structuredefinition-fhir-type`)
+    return [...contexts, { type: 'element', expression: 'ElementDefinition.type' }];
+  if (ANYWHERE_IN_R4.has(sd.url)) return [...contexts, { type: 'element', expression: 'Element' }];
+  return contexts;
 }
 
 function contextAdmits(w: WalkContext, ctx: ExtensionContext, container: Container, frame: Frame): boolean {

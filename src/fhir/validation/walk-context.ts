@@ -19,6 +19,8 @@ export interface Container {
   elementPath: string;
   /** The path of the element it constrains in the base definition (`HumanName.family` in a profile's `Patient.name.family`). */
   basePath: string | undefined;
+  /** The element whose children it has: a `contentReference` target (`Questionnaire.item` for `item.item`). */
+  ownerPath: string;
   /** Its type (`HumanName`, `date`, `Patient`), or its element path for backbone elements. */
   typeName: string;
   /** Its FHIRPath location in the instance. */

@@ -175,7 +175,14 @@ export class StructureWalker implements WalkContext {
     }
     if (!owner) return;
     run.depth++;
-    run.containers.push({ obj, elementPath: node.path, basePath: node.raw.base?.path, typeName, path });
+    run.containers.push({
+      obj,
+      elementPath: node.path,
+      basePath: node.raw.base?.path,
+      ownerPath: owner.path,
+      typeName,
+      path,
+    });
     try {
       const keyCount = this.walkProperties(obj, owner, path, run, frame, isResourceRoot);
       if (keyCount === 0 || (keyCount === 1 && obj.id !== undefined && !isResourceRoot)) {
