@@ -682,3 +682,195 @@ describe('slicing (profiling.html#slicing: discriminators, ordered, rules, re-sl
     ]);
   });
 });
+
+describe('Bundle references and entry profiles (bundle.html#references, documents.html, http.html#trules)', () => {
+  const v = createFhirValidatorSync();
+  const patient = (id: string) => ({ resourceType: 'Patient', id, active: true });
+  const composition = (more: object) => ({
+    resourceType: 'Composition',
+    id: 'c',
+    status: 'final',
+    type: { text: 'note' },
+    date: '2020-01-01',
+    title: 'Note',
+    ...more,
+  });
+  const document = (comp: object, entries: object[]) => ({
+    resourceType: 'Bundle',
+    type: 'document',
+    identifier: { system: 'urn:ietf:rfc:3986', value: 'urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0' },
+    timestamp: '2020-01-01T00:00:00Z',
+    entry: [{ fullUrl: 'http://x.org/fhir/Composition/c', resource: comp }, ...entries],
+  });
+
+  it("resolves a document Composition's references to entries (relative against the Composition's base)", () => {
+    const comp = composition({ subject: { reference: 'Patient/p' }, author: [{ reference: 'Patient/p' }] });
+    const ok = document(comp, [{ fullUrl: 'http://x.org/fhir/Patient/p', resource: patient('p') }]);
+    expect(errorPaths(ok, undefined, v)).toEqual([]);
+    const missing = document(
+      composition({
+        subject: { reference: 'Patient/p' },
+        author: [{ reference: 'Patient/q' }],
+        section: [{ title: 's', entry: [{ reference: 'http://x.org/fhir/Patient/z' }] }],
+      }),
+      [{ fullUrl: 'http://x.org/fhir/Patient/p', resource: patient('p') }],
+    );
+    expect(errorPaths(missing, undefined, v)).toEqual([
+      'Bundle.entry[0].resource.author[0]',
+      'Bundle.entry[0].resource.section[0].entry[0]',
+    ]);
+  });
+
+  it('requires urn:uuid references of a transaction to name an entry (elsewhere a warning)', () => {
+    const tx = (ref: string) => ({
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a01',
+          resource: patient('p'),
+          request: { method: 'POST', url: 'Patient' },
+        },
+        {
+          fullUrl: 'urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a02',
+          resource: {
+            resourceType: 'Observation',
+            status: 'final',
+            code: { text: 'x' },
+            subject: { reference: ref },
+          },
+          request: { method: 'POST', url: 'Observation' },
+        },
+      ],
+    });
+    expect(errorPaths(tx('urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a01'), undefined, v)).toEqual([]);
+    expect(errorPaths(tx('urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a09'), undefined, v)).toEqual([
+      'Bundle.entry[1].resource.subject',
+    ]);
+    // In a collection it is a warning (the reference validator's "not locally contained").
+    const collection = { ...tx('urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a09'), type: 'collection' };
+    for (const e of collection.entry) delete (e as { request?: unknown }).request;
+    const out = v.validate(collection);
+    expect(out.valid).toBe(true);
+    expect(out.issues.filter((i) => i.severity === 'warning').map((i) => i.expression?.[0])).toContain(
+      'Bundle.entry[1].resource.subject',
+    );
+  });
+
+  it('checks an entry against the profile its element requires, and slices discriminated by profile', () => {
+    const active = 'http://example.net/fhir/StructureDefinition/active-patient';
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url: active,
+      name: 'ActivePatient',
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type: 'Patient',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Patient',
+      derivation: 'constraint',
+      differential: {
+        element: [
+          { id: 'Patient', path: 'Patient' },
+          { id: 'Patient.active', path: 'Patient.active', min: 1, fixedBoolean: true },
+        ],
+      },
+    });
+    const bundleProfile = 'http://example.net/fhir/StructureDefinition/active-patients';
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url: bundleProfile,
+      name: 'ActivePatients',
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type: 'Bundle',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Bundle',
+      derivation: 'constraint',
+      differential: {
+        element: [
+          { id: 'Bundle', path: 'Bundle' },
+          {
+            id: 'Bundle.entry',
+            path: 'Bundle.entry',
+            slicing: { discriminator: [{ type: 'profile', path: 'resource' }], rules: 'closed' },
+          },
+          { id: 'Bundle.entry:patient', path: 'Bundle.entry', sliceName: 'patient', min: 1 },
+          {
+            id: 'Bundle.entry:patient.resource',
+            path: 'Bundle.entry.resource',
+            type: [{ code: 'Patient', profile: [active] }],
+          },
+        ],
+      },
+    });
+    const collection = (p: object) => ({
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [{ fullUrl: 'http://x.org/fhir/Patient/p', resource: p }],
+    });
+    expect(errorPaths(collection(patient('p')), [bundleProfile], v)).toEqual([]);
+    const inactive = { ...patient('p'), active: false };
+    expect(errorPaths(collection(inactive), [bundleProfile], v)).toEqual(['Bundle.entry[0]', 'Bundle']);
+  });
+});
+
+describe('codes of loaded code systems (codesystem.html#CodeSystem.content, .caseSensitive, .version)', () => {
+  const v = createFhirValidatorSync();
+  const codeSystem = (url: string, more: object) => ({
+    resourceType: 'CodeSystem',
+    url,
+    version: '1.0',
+    status: 'active',
+    content: 'complete',
+    concept: [
+      {
+        code: 'Red',
+        display: 'Red colour',
+        designation: [{ language: 'fr', value: 'Rouge' }],
+        concept: [{ code: 'Dark', display: 'Dark red' }],
+      },
+    ],
+    ...more,
+  });
+  v.registerResource(codeSystem('http://example.net/cs/colours', {}));
+  v.registerResource(codeSystem('http://example.net/cs/colours-nocase', { caseSensitive: false }));
+  v.registerResource(codeSystem('http://example.net/cs/colours-fragment', { content: 'fragment' }));
+  const obs = (coding: object) => ({
+    resourceType: 'Observation',
+    status: 'final',
+    code: { coding: [coding] },
+  });
+  const issuesAt = (coding: object) =>
+    v
+      .validate(obs(coding))
+      .issues.filter((i) => i.expression?.[0]?.startsWith('Observation.code'))
+      .map((i) => `${i.severity} ${i.expression?.[0]}`);
+
+  it('accepts codes of a complete code system, nested ones too, and refuses unknown codes at .code', () => {
+    expect(issuesAt({ system: 'http://example.net/cs/colours', code: 'Dark' })).toEqual([]);
+    expect(issuesAt({ system: 'http://example.net/cs/colours', code: 'Blue' })).toEqual([
+      'error Observation.code.coding[0].code',
+    ]);
+    // Case matters unless the code system says caseSensitive: false.
+    expect(issuesAt({ system: 'http://example.net/cs/colours', code: 'red' })).toEqual([
+      'error Observation.code.coding[0].code',
+    ]);
+    expect(issuesAt({ system: 'http://example.net/cs/colours-nocase', code: 'red' })).toEqual([]);
+  });
+
+  it('does not judge codes of a fragment, or of another version than the one loaded', () => {
+    expect(issuesAt({ system: 'http://example.net/cs/colours-fragment', code: 'Blue' })).toEqual([]);
+    expect(issuesAt({ system: 'http://example.net/cs/colours', version: '2.0', code: 'Blue' })).toEqual([]);
+    expect(issuesAt({ system: 'http://example.net/cs/colours', version: '1.0', code: 'Blue' })).toEqual([
+      'error Observation.code.coding[0].code',
+    ]);
+  });
+
+  it('warns of a display that is neither the display nor a designation, at .display', () => {
+    const red = { system: 'http://example.net/cs/colours', code: 'Red' };
+    expect(issuesAt({ ...red, display: 'Red colour' })).toEqual([]);
+    expect(issuesAt({ ...red, display: 'Rouge' })).toEqual([]);
+    expect(issuesAt({ ...red, display: 'Green' })).toEqual(['warning Observation.code.coding[0].display']);
+  });
+});

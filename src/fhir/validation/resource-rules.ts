@@ -10,7 +10,8 @@ import {
   checkSearchParameter,
   checkValueSetParameters,
 } from './conformance-resources.js';
-import type { Frame, Run, WalkContext } from './walk-context.js';
+import { type Frame, Run, type WalkContext } from './walk-context.js';
+import type { TypeRef } from './structure.js';
 
 /** The vital-sign LOINC codes and their core profiles, per walker (built on first use). */
 const vitalSignCodesOf = new WeakMap<WalkContext, Map<string, string>>();
@@ -134,4 +135,35 @@ function isDifferentialOnly(res: JsonObject): res is JsonObject & StructureDefin
     Array.isArray(field(res.differential, 'element')) &&
     typeof res.baseDefinition === 'string'
   );
+}
+
+/**
+ * The profiles a resource in an element (Bundle.entry.resource, contained, Parameters.parameter.resource) must
+ * conform to: the element type's `profile` list, of which the resource must conform to at least one
+ * (ElementDefinition.type.profile). One profile is walked with the resource; of several, the first the resource
+ * conforms to is walked, and none is an error at the resource.
+ */
+export function resourceProfiles(
+  w: WalkContext,
+  value: unknown,
+  type: TypeRef | undefined,
+  path: string,
+  container: JsonObject | undefined,
+  run: Run,
+): string[] {
+  const profiles = type?.profiles.filter((p) => w.structures.get(p) !== undefined) ?? [];
+  if (profiles.length <= 1) return profiles;
+  for (const p of profiles) {
+    const probe = new Run();
+    probe.errorsOnly = true;
+    w.walkResource(value, path, container, probe, [p]);
+    if (probe.errorCount === 0) return [p];
+  }
+  run.add(
+    'error',
+    'structure',
+    `The resource does not conform to any of the profiles its element allows (${profiles.join(', ')})`,
+    path,
+  );
+  return [];
 }

@@ -19,6 +19,7 @@ import { checkChoiceSlices, checkSlices } from './slicing.js';
 import { checkDataType, checkPrimitiveValue } from './data-types.js';
 import { checkFixedAndPattern } from './fixed-values.js';
 import { walkExtension } from './extensions.js';
+import { resourceProfiles } from './resource-rules.js';
 
 export { Run } from './walk-context.js';
 export { deepEqual, patternMatches } from './fixed-values.js';
@@ -356,11 +357,14 @@ export class StructureWalker implements WalkContext {
     }
     if (code === 'Resource' || (code !== undefined && this.isResourceType(code))) {
       if (!this.validateContained && /\.contained\[\d+\]$/.test(path)) return;
+      const container =
+        path.includes('.contained[') || path.endsWith('.contained') ? frame.rootResource : undefined;
       this.walkResource(
         value,
         path,
-        path.includes('.contained[') || path.endsWith('.contained') ? frame.rootResource : undefined,
+        container,
         run,
+        resourceProfiles(this, value, type, path, container, run),
       );
       return;
     }
