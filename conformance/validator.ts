@@ -93,7 +93,11 @@ function validateRun(validator: FhirValidator, file: string, profiles: string[])
   // Like the reference validator: syntax problems are reported where they are, and what can be read is validated.
   const parsed = parseJsonLeniently(fs.readFileSync(file, 'utf8'));
   if (parsed.value === undefined) return parsed.issues;
-  return [...parsed.issues, ...validator.validate(parsed.value, { profiles }).issues];
+  // The reference validator reports cross-resource rules as errors, as `$validate` does here.
+  return [
+    ...parsed.issues,
+    ...validator.validate(parsed.value, { profiles, crossResourceSeverity: 'error' }).issues,
+  ];
 }
 
 export function runConformance(dir: string): ConformanceReport {

@@ -874,3 +874,166 @@ describe('codes of loaded code systems (codesystem.html#CodeSystem.content, .cas
     expect(issuesAt({ ...red, display: 'Green' })).toEqual(['warning Observation.code.coding[0].display']);
   });
 });
+
+describe('ImplementationGuide.global profiles (implementationguide.html#ImplementationGuide.global)', () => {
+  it('applies a loaded guide’s global profile to every instance of its type, and only then', () => {
+    const v = createFhirValidatorSync();
+    const profile = 'http://example.net/fhir/StructureDefinition/named-patient';
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url: profile,
+      name: 'NamedPatient',
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type: 'Patient',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Patient',
+      derivation: 'constraint',
+      differential: {
+        element: [
+          { id: 'Patient', path: 'Patient' },
+          { id: 'Patient.name', path: 'Patient.name', min: 1 },
+        ],
+      },
+    });
+    const anonymous = { resourceType: 'Patient', active: true };
+    expect(errorPaths(anonymous, undefined, v)).toEqual([]);
+    v.registerResource({
+      resourceType: 'ImplementationGuide',
+      url: 'http://example.net/fhir/ImplementationGuide/net',
+      name: 'Net',
+      status: 'draft',
+      packageId: 'example.net',
+      fhirVersion: ['4.0.1'],
+      global: [{ type: 'Patient', profile }],
+    });
+    expect(errorPaths(anonymous, undefined, v)).toEqual(['Patient']);
+    expect(errorPaths({ ...anonymous, name: [{ family: 'A' }] }, undefined, v)).toEqual([]);
+    // Other types are not concerned.
+    expect(errorPaths({ resourceType: 'Organization', name: 'O' }, undefined, v)).toEqual([]);
+  });
+});
+
+describe('cross-resource rules of conformance resources (errors in $validate, warnings on writes)', () => {
+  const v = createFhirValidatorSync();
+  v.registerResource({
+    resourceType: 'SearchParameter',
+    url: 'http://example.net/fhir/SearchParameter/patient-family',
+    name: 'family',
+    status: 'active',
+    description: 'x',
+    code: 'family',
+    base: ['Patient'],
+    type: 'string',
+    expression: 'Patient.name.family',
+  });
+  v.registerResource({
+    resourceType: 'Measure',
+    url: 'http://example.net/fhir/Measure/m',
+    status: 'active',
+    scoring: {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/measure-scoring', code: 'proportion' }],
+    },
+    group: [
+      {
+        code: { text: 'g1' },
+        population: [
+          {
+            code: { coding: [{ system: 'http://x.org/p', code: 'numerator' }] },
+            criteria: { language: 'text/cql', expression: 'N' },
+          },
+        ],
+        stratifier: [{ code: { text: 'age' }, criteria: { language: 'text/cql', expression: 'A' } }],
+      },
+    ],
+  });
+  const at = (resource: object, severity: 'error' | 'warning') =>
+    v
+      .validate(resource, severity === 'error' ? { crossResourceSeverity: 'error' } : {})
+      .issues.filter((i) => i.severity === severity && i.code === 'business-rule')
+      .map((i) => i.expression?.[0]);
+
+  it('a SearchParameter has the type of the one it is derived from, and its bases (warning)', () => {
+    const derived = (type: string, base: string[]) => ({
+      resourceType: 'SearchParameter',
+      url: 'http://example.net/fhir/SearchParameter/d',
+      name: 'd',
+      status: 'active',
+      description: 'x',
+      code: 'd',
+      base,
+      type,
+      expression: `${base[0]}.name.family`,
+      derivedFrom: 'http://example.net/fhir/SearchParameter/patient-family',
+    });
+    expect(at(derived('string', ['Patient']), 'error')).toEqual([]);
+    expect(at(derived('token', ['Patient']), 'error')).toEqual(['SearchParameter.type']);
+    expect(at(derived('token', ['Patient']), 'warning')).toEqual(['SearchParameter.type']);
+    expect(at(derived('string', ['Practitioner']), 'warning')).toEqual(['SearchParameter.base[0]']);
+  });
+
+  it("a CapabilityStatement's search parameters agree with their definitions", () => {
+    const cs = (type: string, resourceType: string) => ({
+      resourceType: 'CapabilityStatement',
+      status: 'active',
+      date: '2020-01-01',
+      kind: 'instance',
+      fhirVersion: '4.0.1',
+      format: ['json'],
+      implementation: { description: 'x' },
+      rest: [
+        {
+          mode: 'server',
+          resource: [
+            {
+              type: resourceType,
+              searchParam: [
+                {
+                  name: 'family',
+                  type,
+                  definition: 'http://example.net/fhir/SearchParameter/patient-family',
+                },
+              ],
+            },
+          ],
+        },
+      ],
+    });
+    expect(at(cs('string', 'Patient'), 'error')).toEqual([]);
+    expect(at(cs('token', 'Patient'), 'error')).toEqual([
+      'CapabilityStatement.rest[0].resource[0].searchParam[0].type',
+    ]);
+    expect(at(cs('string', 'Practitioner'), 'warning')).toEqual([
+      'CapabilityStatement.rest[0].resource[0].searchParam[0]',
+    ]);
+  });
+
+  it("a MeasureReport's groups, populations and stratifiers are those of its Measure", () => {
+    const report = (group: object) => ({
+      resourceType: 'MeasureReport',
+      status: 'complete',
+      type: 'summary',
+      measure: 'http://example.net/fhir/Measure/m',
+      period: { start: '2020-01-01', end: '2020-12-31' },
+      group: [group],
+    });
+    const ok = report({
+      code: { text: 'g1' },
+      population: [{ code: { coding: [{ system: 'http://x.org/p', code: 'numerator' }] }, count: 1 }],
+      stratifier: [{ code: [{ text: 'age' }] }],
+    });
+    expect(at(ok, 'error')).toEqual([]);
+    expect(at(report({ code: { text: 'g9' } }), 'error')).toEqual(['MeasureReport.group[0].code']);
+    expect(
+      at(
+        report({
+          code: { text: 'g1' },
+          population: [{ code: { coding: [{ system: 'http://x.org/p', code: 'other' }] } }],
+        }),
+        'error',
+      ),
+    ).toEqual(['MeasureReport.group[0].population[0].code']);
+    // On a write (no crossResourceSeverity) the same finding is a warning.
+    expect(at(report({ code: { text: 'g9' } }), 'warning')).toEqual(['MeasureReport.group[0].code']);
+  });
+});

@@ -95,6 +95,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
           ...(typeof type === 'string' ? (required[type] ?? []) : []),
         ];
         const run = new Run();
+        if (opts.crossResourceSeverity) run.crossResourceSeverity = opts.crossResourceSeverity;
         const budget = options.invariantBudgetMs ?? 2000;
         if (Number.isFinite(budget)) run.invariantDeadline = performance.now() + budget;
         walker.validate(resource, profiles, run);

@@ -1,12 +1,14 @@
 /** Rules of whole resources: dom-3, the rules of particular resource types, and the profiles a resource claims. */
 import type { StructureDefinition } from 'fhir/r4.js';
-import { field, type JsonObject } from '../definitions/json.js';
+import { arrayField, field, type JsonObject } from '../definitions/json.js';
 import { generateSnapshot, type SnapshotProblem } from '../definitions/snapshot.js';
 import { containedReferenced } from './invariants.js';
 import { checkBundle } from './bundle.js';
 import {
+  checkCapabilityStatementSearchParams,
   checkMeasureReport,
   checkOperationDefinitionProfiles,
+  checkSearchParameterDerivation,
   checkSearchParameter,
   checkValueSetParameters,
 } from './conformance-resources.js';
@@ -70,6 +72,12 @@ export function checkResourceRules(
   if (rt === 'SearchParameter') checkSearchParameter(res, path, run);
   if (rt === 'MeasureReport')
     checkMeasureReport(res, path, run, (url) => w.registry.canonical('Measure', url));
+  if (rt === 'SearchParameter')
+    checkSearchParameterDerivation(res, path, run, (url) => w.registry.canonical('SearchParameter', url));
+  if (rt === 'CapabilityStatement')
+    checkCapabilityStatementSearchParams(res, path, run, (url) =>
+      w.registry.canonical('SearchParameter', url),
+    );
   if (rt === 'OperationDefinition')
     checkOperationDefinitionProfiles(res, path, run, (url) => w.structures.get(url));
   if (rt === 'StructureDefinition' && isDifferentialOnly(res)) {
@@ -102,7 +110,7 @@ export function walkProfiles(
     ? metaProfiles.filter((p: unknown): p is string => typeof p === 'string')
     : [];
   const implied = rt === 'Observation' && w.vitalSigns ? vitalSignsProfiles(w, res) : [];
-  const all = [...new Set([...claimed, ...extraProfiles, ...implied])];
+  const all = [...new Set([...claimed, ...extraProfiles, ...implied, ...globalProfiles(w, rt)])];
   for (const url of all) {
     const ps = w.structures.get(url);
     const idx = claimed.indexOf(url);
@@ -166,4 +174,18 @@ export function resourceProfiles(
     path,
   );
   return [];
+}
+
+/**
+ * ImplementationGuide.global (R4 implementationguide.html#ImplementationGuide.global): "a profile that all
+ * resources of the type must conform to" in the guide's context. Every ImplementationGuide the validator has loaded
+ * (igPaths, or registered) applies its global profiles to every instance of their type.
+ */
+function globalProfiles(w: WalkContext, rt: string): string[] {
+  const out: string[] = [];
+  for (const ig of w.registry.canonicals('ImplementationGuide'))
+    for (const g of arrayField(ig, 'global'))
+      if (field(g, 'type') === rt && typeof field(g, 'profile') === 'string')
+        out.push(field(g, 'profile') as string);
+  return out;
 }

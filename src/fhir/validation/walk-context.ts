@@ -40,6 +40,8 @@ export class Run {
   private seen: Set<string> | undefined;
   depth = 0;
   truncated = false;
+  /** Severity of cross-resource checks of conformance resources (ValidationOptions.crossResourceSeverity). */
+  crossResourceSeverity: 'error' | 'warning' = 'warning';
   /** When set, only whether an error occurred matters (slice matching by profile). */
   errorsOnly = false;
   errorCount = 0;
