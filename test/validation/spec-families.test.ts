@@ -812,6 +812,31 @@ describe('Bundle references and entry profiles (bundle.html#references, document
     expect(errorPaths(collection(patient('p')), [bundleProfile], v)).toEqual([]);
     const inactive = { ...patient('p'), active: false };
     expect(errorPaths(collection(inactive), [bundleProfile], v)).toEqual(['Bundle.entry[0]', 'Bundle']);
+    // Without slicing: the resource element's type profile alone (ElementDefinition.type.profile).
+    const typed = 'http://example.net/fhir/StructureDefinition/active-patients-typed';
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url: typed,
+      name: 'ActivePatientsTyped',
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type: 'Bundle',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Bundle',
+      derivation: 'constraint',
+      differential: {
+        element: [
+          { id: 'Bundle', path: 'Bundle' },
+          {
+            id: 'Bundle.entry.resource',
+            path: 'Bundle.entry.resource',
+            type: [{ code: 'Patient', profile: [active] }],
+          },
+        ],
+      },
+    });
+    expect(errorPaths(collection(patient('p')), [typed], v)).toEqual([]);
+    expect(errorPaths(collection(inactive), [typed], v)).toEqual(['Bundle.entry[0].resource.active']);
   });
 });
 
