@@ -93,7 +93,11 @@ function validateRun(validator: FhirValidator, file: string, profiles: string[])
   // Like the reference validator: syntax problems are reported where they are, and what can be read is validated.
   const parsed = parseJsonLeniently(fs.readFileSync(file, 'utf8'));
   if (parsed.value === undefined) return parsed.issues;
-  return [...parsed.issues, ...validator.validate(parsed.value, { profiles }).issues];
+  // The reference validator reports cross-resource rules as errors, as `$validate` does here.
+  return [
+    ...parsed.issues,
+    ...validator.validate(parsed.value, { profiles, crossResourceSeverity: 'error' }).issues,
+  ];
 }
 
 export function runConformance(dir: string): ConformanceReport {
@@ -105,7 +109,8 @@ export function runConformance(dir: string): ConformanceReport {
   for (const c of cases) {
     if (c['use-test'] === false) continue;
     const name: string = c.name ?? c.file;
-    const supporting: string[] = [...(c.profiles ?? []), ...(c.supporting ?? [])];
+    // `supporting5` holds definitions the case needs too (published in R5 form): without them it cannot be run.
+    const supporting: string[] = [...(c.profiles ?? []), ...(c.supporting ?? []), ...(c.supporting5 ?? [])];
     const baseFiles = [c.file, ...supporting];
     const missing = baseFiles.filter((f) => !present(f));
     const kinds: { kind: 'base' | 'profile'; files: string[]; java: Json; profileSource?: string }[] = [
@@ -135,6 +140,14 @@ export function runConformance(dir: string): ConformanceReport {
       const validator = createFhirValidatorSync({
         validateContained: c.validateContains !== 'IGNORE',
         securityChecks: c['security-checks'] === true,
+        // The reference's test settings: unknown extensions are errors, example URLs allowed unless
+        // `examples: false`, and the case's allowed extension domains.
+        unknownExtensionSeverity: 'error',
+        allowExampleUrls: c.examples !== false,
+        allowedExtensionDomains: [
+          ...(typeof c['allowed-extension-domain'] === 'string' ? [c['allowed-extension-domain']] : []),
+          ...(Array.isArray(c['allowed-extension-domains']) ? c['allowed-extension-domains'] : []),
+        ],
       });
       for (const f of k.files.slice(1)) {
         const parsed = parseFile(path.join(dir, f));

@@ -26,5 +26,9 @@ export const KNOWN_BAD_EXAMPLES: Record<string, string> = {
   'Bundle-v2-valuesets.json': 'ext-1: a v2 CodeSystem concept extension with neither a value nor extensions',
   'Observation-f202.json':
     'a body temperature (LOINC 8310-5) without effective[x], which the R4 vital signs profile requires',
+  'Bundle-types.json':
+    'the regex extension on ElementDefinition.type, outside the contexts R4 declares for it (Questionnaire.item, ElementDefinition)',
+  'Bundle-valuesets.json':
+    'valueset-concept-comments on a CodeSystem.concept, outside the context R4 declares for it (ValueSet.compose.include.concept)',
   'ImplementationGuide-fhir.json': 'ImplementationGuide.name and .status are required (1..1) and missing',
 };

@@ -44,6 +44,53 @@ describe('$validate', () => {
     ]);
   });
 
+  it('reports cross-resource rules of conformance resources as errors, where a write takes them as warnings', async () => {
+    const validator = createFhirValidatorSync();
+    const local = await startTestApp({ validator }, { logLevel: 'warn' });
+    try {
+      registerValidationOperations(local.registry, validator);
+      validator.registerResource({
+        resourceType: 'Measure',
+        url: 'http://example.net/fhir/Measure/beds',
+        status: 'active',
+        group: [{ code: { text: 'beds' } }],
+      });
+      const report = {
+        resourceType: 'MeasureReport',
+        id: 'r1',
+        status: 'complete',
+        type: 'summary',
+        measure: 'http://example.net/fhir/Measure/beds',
+        period: { start: '2020-01-01', end: '2020-01-31' },
+        group: [{ code: { text: 'chairs' } }],
+      };
+      const oo = json(
+        (
+          await local.fastify.inject({
+            method: 'POST',
+            url: '/fhir/MeasureReport/$validate',
+            headers: FHIR_JSON,
+            payload: JSON.stringify(report),
+          })
+        ).body,
+      );
+      expect(
+        oo.issue
+          .filter((i: { severity: string }) => i.severity === 'error')
+          .map((i: { expression: string[] }) => i.expression[0]),
+      ).toEqual(['MeasureReport.group[0].code']);
+      const write = await local.fastify.inject({
+        method: 'PUT',
+        url: '/fhir/MeasureReport/r1',
+        headers: FHIR_JSON,
+        payload: JSON.stringify(report),
+      });
+      expect(write.statusCode).toBe(201);
+    } finally {
+      await local.stop();
+    }
+  });
+
   it('accepts a Parameters body with resource, mode and profile', async () => {
     const body = {
       resourceType: 'Parameters',

@@ -317,10 +317,15 @@ describe('conformance resources', () => {
       period: { start: '2020-01-01', end: '2020-01-31' },
       group: [{ population: [{ count: 3 }], measureScore: { value: 3 } }],
     };
-    expect(errors(report, undefined, v).map((e) => e.expression)).toEqual([
-      'MeasureReport.group[0].measureScore',
-    ]);
-    expect(errors({ ...report, group: [{ population: [{ count: 3 }] }] }, undefined, v)).toEqual([]);
+    // A cross-resource rule: an error in $validate, a warning on writes (issue 18).
+    const inValidate = (r: object) =>
+      v
+        .validate(r, { crossResourceSeverity: 'error' })
+        .issues.filter((i) => i.severity === 'error')
+        .map((i) => i.expression?.[0]);
+    expect(inValidate(report)).toEqual(['MeasureReport.group[0].measureScore']);
+    expect(errors(report, undefined, v)).toEqual([]);
+    expect(inValidate({ ...report, group: [{ population: [{ count: 3 }] }] })).toEqual([]);
   });
 
   it('a SearchParameter expression starts from its base types', () => {

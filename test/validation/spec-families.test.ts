@@ -381,3 +381,684 @@ describe('internal narrative hyperlinks (narrative.html; HTML 4.01 section 12.2.
     expect(errors(patient)).toEqual([]);
   });
 });
+
+describe('extension contexts (extensibility.html#context; StructureDefinition.context, contextInvariant)', () => {
+  const v = createFhirValidatorSync({ unknownExtensionSeverity: 'error' });
+  const local = (id: string, context: object[], extra: object = {}) => ({
+    resourceType: 'StructureDefinition',
+    url: `http://example.net/fhir/StructureDefinition/${id}`,
+    name: id.replace(/-/g, ''),
+    status: 'draft',
+    kind: 'complex-type',
+    abstract: false,
+    type: 'Extension',
+    baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Extension',
+    derivation: 'constraint',
+    context,
+    differential: {
+      element: [
+        { id: 'Extension', path: 'Extension' },
+        {
+          id: 'Extension.url',
+          path: 'Extension.url',
+          fixedUri: `http://example.net/fhir/StructureDefinition/${id}`,
+        },
+        { id: 'Extension.value[x]', path: 'Extension.value[x]', type: [{ code: 'string' }] },
+      ],
+    },
+    ...extra,
+  });
+  v.registerResource(local('on-domain-resource', [{ type: 'element', expression: 'DomainResource' }]));
+  v.registerResource(local('on-contact', [{ type: 'fhirpath', expression: 'Patient.contact' }]));
+  v.registerResource(
+    local('inside-other', [
+      { type: 'extension', expression: 'http://example.net/fhir/StructureDefinition/on-domain-resource' },
+    ]),
+  );
+  const ext = (name: string, value: object = { valueString: 'x' }) => ({
+    url: name.includes(':') ? name : `http://example.net/fhir/StructureDefinition/${name}`,
+    ...value,
+  });
+  const birthPlace = ext('http://hl7.org/fhir/StructureDefinition/patient-birthPlace', {
+    valueAddress: { city: 'Lyon' },
+  });
+  const paths = (resource: object) => errorPaths(resource, undefined, v);
+
+  it('accepts an extension on the resource its context names, and refuses it elsewhere, at the element holding it', () => {
+    expect(paths({ resourceType: 'Patient', extension: [birthPlace] })).toEqual([]);
+    const obs = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      extension: [birthPlace],
+    };
+    expect(paths(obs)).toEqual(['Observation']);
+    expect(errors(obs, undefined, v)[0].diagnostics).toContain('is not allowed to be used at this point');
+  });
+
+  it('reads a data type name as anywhere that type is used, and an element path of a data type likewise', () => {
+    const language = ext('http://hl7.org/fhir/StructureDefinition/language', { valueCode: 'fr' });
+    expect(paths({ resourceType: 'Patient', name: [{ family: 'A', extension: [language] }] })).toEqual([]);
+    expect(paths({ resourceType: 'Patient', identifier: [{ value: '1', extension: [language] }] })).toEqual([
+      'Patient.identifier[0]',
+    ]);
+    // humanname-fathers-family: context HumanName.family, on the primitive through `_family`.
+    const fathers = ext('http://hl7.org/fhir/StructureDefinition/humanname-fathers-family');
+    expect(
+      paths({ resourceType: 'Patient', name: [{ family: 'A', _family: { extension: [fathers] } }] }),
+    ).toEqual([]);
+    expect(
+      paths({ resourceType: 'Patient', name: [{ given: ['A'], _given: [{ extension: [fathers] }] }] }),
+    ).toEqual(['Patient.name[0].given[0]']);
+  });
+
+  it('admits Element everywhere, and a base type (DomainResource) for the types derived from it', () => {
+    const absent = ext('http://hl7.org/fhir/StructureDefinition/data-absent-reason', {
+      valueCode: 'unknown',
+    });
+    expect(paths({ resourceType: 'Patient', _birthDate: { extension: [absent] } })).toEqual([]);
+    expect(paths({ resourceType: 'Patient', extension: [ext('on-domain-resource')] })).toEqual([]);
+    expect(
+      paths({ resourceType: 'Patient', name: [{ family: 'A', extension: [ext('on-domain-resource')] }] }),
+    ).toEqual(['Patient.name[0]']);
+  });
+
+  it('checks extension contexts (inside the named extension) and FHIRPath contexts (the elements selected)', () => {
+    const nested = { url: ext('on-domain-resource').url, extension: [ext('inside-other')] };
+    expect(paths({ resourceType: 'Patient', extension: [nested] })).toEqual([]);
+    expect(paths({ resourceType: 'Patient', extension: [ext('inside-other')] })).toEqual(['Patient']);
+    expect(
+      paths({
+        resourceType: 'Patient',
+        contact: [{ name: { family: 'B' }, extension: [ext('on-contact')] }],
+      }),
+    ).toEqual([]);
+    expect(paths({ resourceType: 'Patient', extension: [ext('on-contact')] })).toEqual(['Patient']);
+  });
+
+  it('reads a recursive element (contentReference) as the element it refers to', () => {
+    // timing-daysOfCycle: context PlanDefinition.action; PlanDefinition.action.action is a PlanDefinition.action.
+    const days = ext('http://hl7.org/fhir/StructureDefinition/timing-daysOfCycle', {
+      extension: [{ url: 'day', valueInteger: 1 }],
+    });
+    const plan = (action: object) => ({ resourceType: 'PlanDefinition', status: 'draft', action: [action] });
+    expect(paths(plan({ title: 'a', action: [{ title: 'b', extension: [days] }] }))).toEqual([]);
+    expect(paths(plan({ title: 'a', participant: [{ type: 'patient', extension: [days] }] }))).toEqual([
+      'PlanDefinition.action[0].participant[0]',
+    ]);
+  });
+
+  it('requires the context invariants to hold on the element holding the extension', () => {
+    // questionnaire-hidden: any item; questionnaire-minOccurs: not on display items (its contextInvariant).
+    const minOccurs = ext('http://hl7.org/fhir/StructureDefinition/questionnaire-minOccurs', {
+      valueInteger: 1,
+    });
+    const q = (item: object) => ({ resourceType: 'Questionnaire', status: 'draft', item: [item] });
+    expect(paths(q({ linkId: 'a', type: 'string', required: true, extension: [minOccurs] }))).toEqual([]);
+    expect(paths(q({ linkId: 'a', type: 'display', text: 'Hello', extension: [minOccurs] }))).toEqual([
+      'Questionnaire.item[0]',
+    ]);
+  });
+
+  it('refuses a modifier extension used as an extension, and a regular one used as a modifier', () => {
+    const doNotPerform = ext('http://hl7.org/fhir/StructureDefinition/request-doNotPerform', {
+      valueBoolean: true,
+    });
+    const order = (more: object) => ({
+      resourceType: 'NutritionOrder',
+      status: 'active',
+      intent: 'order',
+      patient: { reference: 'Patient/p' },
+      dateTime: '2020-01-01',
+      ...more,
+    });
+    expect(paths(order({ modifierExtension: [doNotPerform] }))).toEqual([]);
+    expect(paths(order({ extension: [doNotPerform] }))).toEqual(['NutritionOrder.extension[0]']);
+    expect(paths({ resourceType: 'Patient', modifierExtension: [birthPlace] })).toEqual([
+      'Patient.modifierExtension[0]',
+    ]);
+  });
+});
+
+describe('unknown extensions (extensibility.html#exchange; the reference validator settings)', () => {
+  const severityAt = (v: ReturnType<typeof createFhirValidatorSync>, url: string) =>
+    v
+      .validate({ resourceType: 'Patient', extension: [{ url, valueString: 'x' }] })
+      .issues.filter((i) => i.expression?.[0]?.startsWith('Patient.extension'))
+      .map((i) => i.severity);
+
+  it('is the configured severity, except in allowed domains, DICOM and the FHIR tooling extensions', () => {
+    const v = createFhirValidatorSync({
+      unknownExtensionSeverity: 'error',
+      allowedExtensionDomains: ['https://fhir.example.net/ext/'],
+    });
+    expect(severityAt(v, 'https://other.net/fhir/x')).toEqual(['error']);
+    expect(severityAt(v, 'https://fhir.example.net/ext/a')).toEqual([]);
+    expect(severityAt(v, 'http://dicom.nema.org/x')).toEqual([]);
+    expect(severityAt(v, 'http://hl7.org/fhir/tools/StructureDefinition/x')).toEqual([]);
+    // Example domains: refused unless examples are allowed.
+    expect(severityAt(v, 'http://example.org/x')).toContain('error');
+    const examples = createFhirValidatorSync({ unknownExtensionSeverity: 'error', allowExampleUrls: true });
+    expect(severityAt(examples, 'http://example.org/x')).toEqual([]);
+  });
+
+  it('reports HL7 extensions published after R4 (extensions package, not loaded) as not checked', () => {
+    const v = createFhirValidatorSync({ unknownExtensionSeverity: 'error' });
+    expect(severityAt(v, 'http://hl7.org/fhir/StructureDefinition/patient-published-later')).toEqual([
+      'warning',
+    ]);
+  });
+});
+
+describe('slicing (profiling.html#slicing: discriminators, ordered, rules, re-slicing)', () => {
+  const v = createFhirValidatorSync();
+  const profile = (id: string, type: string, elements: object[]) => {
+    const url = `http://example.net/fhir/StructureDefinition/${id}`;
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url,
+      name: id.replace(/-/g, ''),
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type,
+      baseDefinition: `http://hl7.org/fhir/StructureDefinition/${type}`,
+      derivation: 'constraint',
+      differential: { element: elements },
+    });
+    return url;
+  };
+  const identifierSlices = (rules: string, ordered: boolean) => [
+    {
+      id: 'Patient.identifier',
+      path: 'Patient.identifier',
+      slicing: { discriminator: [{ type: 'value', path: 'system' }], ordered, rules },
+    },
+    { id: 'Patient.identifier:mrn', path: 'Patient.identifier', sliceName: 'mrn', max: '1' },
+    { id: 'Patient.identifier:mrn.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'urn:mrn' },
+    { id: 'Patient.identifier:ssn', path: 'Patient.identifier', sliceName: 'ssn', max: '1' },
+    { id: 'Patient.identifier:ssn.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'urn:ssn' },
+  ];
+  const mrn = { system: 'urn:mrn', value: '1' };
+  const ssn = { system: 'urn:ssn', value: '2' };
+  const other = { system: 'urn:other', value: '3' };
+  const patient = (identifier: object[]) => ({ resourceType: 'Patient', identifier });
+
+  it('ordered slicing: matched items in the order of the slices', () => {
+    const url = profile('ordered-closed', 'Patient', identifierSlices('closed', true));
+    expect(errorPaths(patient([mrn, ssn]), [url], v)).toEqual([]);
+    expect(errorPaths(patient([ssn, mrn]), [url], v)).toEqual(['Patient.identifier[1]']);
+    expect(errorPaths(patient([mrn, other]), [url], v)).toEqual(['Patient.identifier[1]']);
+  });
+
+  it('openAtEnd: items in no slice only after the sliced ones; open: anywhere', () => {
+    const atEnd = profile('open-at-end', 'Patient', identifierSlices('openAtEnd', false));
+    expect(errorPaths(patient([ssn, mrn, other]), [atEnd], v)).toEqual([]);
+    expect(errorPaths(patient([other, mrn]), [atEnd], v)).toEqual(['Patient.identifier[1]']);
+    const open = profile('open-anywhere', 'Patient', identifierSlices('open', false));
+    expect(errorPaths(patient([other, mrn]), [open], v)).toEqual([]);
+  });
+
+  it('a slice that does not constrain one of the discriminators is not restricted by it', () => {
+    const url = profile('partial-discriminator', 'Patient', [
+      {
+        id: 'Patient.identifier',
+        path: 'Patient.identifier',
+        slicing: {
+          discriminator: [
+            { type: 'value', path: 'system' },
+            { type: 'value', path: 'use' },
+          ],
+          rules: 'closed',
+        },
+      },
+      { id: 'Patient.identifier:official', path: 'Patient.identifier', sliceName: 'official', min: 1 },
+      {
+        id: 'Patient.identifier:official.use',
+        path: 'Patient.identifier.use',
+        min: 1,
+        fixedCode: 'official',
+      },
+    ]);
+    expect(errorPaths(patient([{ use: 'official', system: 'urn:any', value: '1' }]), [url], v)).toEqual([]);
+    expect(errorPaths(patient([{ use: 'usual', system: 'urn:any', value: '1' }]), [url], v)).toEqual([
+      'Patient.identifier[0]',
+      'Patient',
+    ]);
+  });
+
+  it('re-slicing: the items of a slice are sliced again by its own slicing', () => {
+    const url = profile('resliced', 'Patient', [
+      {
+        id: 'Patient.identifier',
+        path: 'Patient.identifier',
+        slicing: { discriminator: [{ type: 'value', path: 'system' }], rules: 'open' },
+      },
+      {
+        id: 'Patient.identifier:mrn',
+        path: 'Patient.identifier',
+        sliceName: 'mrn',
+        slicing: { discriminator: [{ type: 'value', path: 'use' }], rules: 'open' },
+      },
+      { id: 'Patient.identifier:mrn.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'urn:mrn' },
+      {
+        id: 'Patient.identifier:mrn/official',
+        path: 'Patient.identifier',
+        sliceName: 'mrn/official',
+        min: 1,
+      },
+      {
+        id: 'Patient.identifier:mrn/official.use',
+        path: 'Patient.identifier.use',
+        min: 1,
+        fixedCode: 'official',
+      },
+    ]);
+    expect(errorPaths(patient([{ ...mrn, use: 'official' }]), [url], v)).toEqual([]);
+    expect(errorPaths(patient([{ ...mrn, use: 'usual' }]), [url], v)).toEqual(['Patient']);
+  });
+
+  it('does not apply the slices of Parameters.parameter to the recursive Parameters.parameter.part', () => {
+    const url = profile('one-parameter', 'Parameters', [
+      {
+        id: 'Parameters.parameter',
+        path: 'Parameters.parameter',
+        slicing: { discriminator: [{ type: 'value', path: 'name' }], rules: 'closed' },
+      },
+      { id: 'Parameters.parameter:a', path: 'Parameters.parameter', sliceName: 'a', min: 1, max: '1' },
+      { id: 'Parameters.parameter:a.name', path: 'Parameters.parameter.name', fixedString: 'a' },
+    ]);
+    const params = (parameter: object[]) => ({ resourceType: 'Parameters', parameter });
+    const withPart = {
+      name: 'a',
+      part: [
+        { name: 'x', valueString: '1' },
+        { name: 'y', valueString: '2' },
+      ],
+    };
+    expect(errorPaths(params([withPart]), [url], v)).toEqual([]);
+    expect(errorPaths(params([withPart, { name: 'b', valueString: '1' }]), [url], v)).toEqual([
+      'Parameters.parameter[1]',
+    ]);
+  });
+});
+
+describe('Bundle references and entry profiles (bundle.html#references, documents.html, http.html#trules)', () => {
+  const v = createFhirValidatorSync();
+  const patient = (id: string) => ({ resourceType: 'Patient', id, active: true });
+  const composition = (more: object) => ({
+    resourceType: 'Composition',
+    id: 'c',
+    status: 'final',
+    type: { text: 'note' },
+    date: '2020-01-01',
+    title: 'Note',
+    ...more,
+  });
+  const document = (comp: object, entries: object[]) => ({
+    resourceType: 'Bundle',
+    type: 'document',
+    identifier: { system: 'urn:ietf:rfc:3986', value: 'urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0' },
+    timestamp: '2020-01-01T00:00:00Z',
+    entry: [{ fullUrl: 'http://x.org/fhir/Composition/c', resource: comp }, ...entries],
+  });
+
+  it("resolves a document Composition's references to entries (relative against the Composition's base)", () => {
+    const comp = composition({ subject: { reference: 'Patient/p' }, author: [{ reference: 'Patient/p' }] });
+    const ok = document(comp, [{ fullUrl: 'http://x.org/fhir/Patient/p', resource: patient('p') }]);
+    expect(errorPaths(ok, undefined, v)).toEqual([]);
+    const missing = document(
+      composition({
+        subject: { reference: 'Patient/p' },
+        author: [{ reference: 'Patient/q' }],
+        section: [{ title: 's', entry: [{ reference: 'http://x.org/fhir/Patient/z' }] }],
+      }),
+      [{ fullUrl: 'http://x.org/fhir/Patient/p', resource: patient('p') }],
+    );
+    expect(errorPaths(missing, undefined, v)).toEqual([
+      'Bundle.entry[0].resource.author[0]',
+      'Bundle.entry[0].resource.section[0].entry[0]',
+    ]);
+  });
+
+  it('requires urn:uuid references of a transaction to name an entry (elsewhere a warning)', () => {
+    const tx = (ref: string) => ({
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a01',
+          resource: patient('p'),
+          request: { method: 'POST', url: 'Patient' },
+        },
+        {
+          fullUrl: 'urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a02',
+          resource: {
+            resourceType: 'Observation',
+            status: 'final',
+            code: { text: 'x' },
+            subject: { reference: ref },
+          },
+          request: { method: 'POST', url: 'Observation' },
+        },
+      ],
+    });
+    expect(errorPaths(tx('urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a01'), undefined, v)).toEqual([]);
+    expect(errorPaths(tx('urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a09'), undefined, v)).toEqual([
+      'Bundle.entry[1].resource.subject',
+    ]);
+    // In a collection it is a warning (the reference validator's "not locally contained").
+    const collection = { ...tx('urn:uuid:6a1f4fc0-4c7a-4a4d-9d0b-8c2b7b6c1a09'), type: 'collection' };
+    for (const e of collection.entry) delete (e as { request?: unknown }).request;
+    const out = v.validate(collection);
+    expect(out.valid).toBe(true);
+    expect(out.issues.filter((i) => i.severity === 'warning').map((i) => i.expression?.[0])).toContain(
+      'Bundle.entry[1].resource.subject',
+    );
+  });
+
+  it('checks an entry against the profile its element requires, and slices discriminated by profile', () => {
+    const active = 'http://example.net/fhir/StructureDefinition/active-patient';
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url: active,
+      name: 'ActivePatient',
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type: 'Patient',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Patient',
+      derivation: 'constraint',
+      differential: {
+        element: [
+          { id: 'Patient', path: 'Patient' },
+          { id: 'Patient.active', path: 'Patient.active', min: 1, fixedBoolean: true },
+        ],
+      },
+    });
+    const bundleProfile = 'http://example.net/fhir/StructureDefinition/active-patients';
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url: bundleProfile,
+      name: 'ActivePatients',
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type: 'Bundle',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Bundle',
+      derivation: 'constraint',
+      differential: {
+        element: [
+          { id: 'Bundle', path: 'Bundle' },
+          {
+            id: 'Bundle.entry',
+            path: 'Bundle.entry',
+            slicing: { discriminator: [{ type: 'profile', path: 'resource' }], rules: 'closed' },
+          },
+          { id: 'Bundle.entry:patient', path: 'Bundle.entry', sliceName: 'patient', min: 1 },
+          {
+            id: 'Bundle.entry:patient.resource',
+            path: 'Bundle.entry.resource',
+            type: [{ code: 'Patient', profile: [active] }],
+          },
+        ],
+      },
+    });
+    const collection = (p: object) => ({
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [{ fullUrl: 'http://x.org/fhir/Patient/p', resource: p }],
+    });
+    expect(errorPaths(collection(patient('p')), [bundleProfile], v)).toEqual([]);
+    const inactive = { ...patient('p'), active: false };
+    expect(errorPaths(collection(inactive), [bundleProfile], v)).toEqual(['Bundle.entry[0]', 'Bundle']);
+    // Without slicing: the resource element's type profile alone (ElementDefinition.type.profile).
+    const typed = 'http://example.net/fhir/StructureDefinition/active-patients-typed';
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url: typed,
+      name: 'ActivePatientsTyped',
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type: 'Bundle',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Bundle',
+      derivation: 'constraint',
+      differential: {
+        element: [
+          { id: 'Bundle', path: 'Bundle' },
+          {
+            id: 'Bundle.entry.resource',
+            path: 'Bundle.entry.resource',
+            type: [{ code: 'Patient', profile: [active] }],
+          },
+        ],
+      },
+    });
+    expect(errorPaths(collection(patient('p')), [typed], v)).toEqual([]);
+    expect(errorPaths(collection(inactive), [typed], v)).toEqual(['Bundle.entry[0].resource.active']);
+  });
+});
+
+describe('codes of loaded code systems (codesystem.html#CodeSystem.content, .caseSensitive, .version)', () => {
+  const v = createFhirValidatorSync();
+  const codeSystem = (url: string, more: object) => ({
+    resourceType: 'CodeSystem',
+    url,
+    version: '1.0',
+    status: 'active',
+    content: 'complete',
+    concept: [
+      {
+        code: 'Red',
+        display: 'Red colour',
+        designation: [{ language: 'fr', value: 'Rouge' }],
+        concept: [{ code: 'Dark', display: 'Dark red' }],
+      },
+    ],
+    ...more,
+  });
+  v.registerResource(codeSystem('http://example.net/cs/colours', {}));
+  v.registerResource(codeSystem('http://example.net/cs/colours-nocase', { caseSensitive: false }));
+  v.registerResource(codeSystem('http://example.net/cs/colours-fragment', { content: 'fragment' }));
+  const obs = (coding: object) => ({
+    resourceType: 'Observation',
+    status: 'final',
+    code: { coding: [coding] },
+  });
+  const issuesAt = (coding: object) =>
+    v
+      .validate(obs(coding))
+      .issues.filter((i) => i.expression?.[0]?.startsWith('Observation.code'))
+      .map((i) => `${i.severity} ${i.expression?.[0]}`);
+
+  it('accepts codes of a complete code system, nested ones too, and refuses unknown codes at .code', () => {
+    expect(issuesAt({ system: 'http://example.net/cs/colours', code: 'Dark' })).toEqual([]);
+    expect(issuesAt({ system: 'http://example.net/cs/colours', code: 'Blue' })).toEqual([
+      'error Observation.code.coding[0].code',
+    ]);
+    // Case matters unless the code system says caseSensitive: false.
+    expect(issuesAt({ system: 'http://example.net/cs/colours', code: 'red' })).toEqual([
+      'error Observation.code.coding[0].code',
+    ]);
+    expect(issuesAt({ system: 'http://example.net/cs/colours-nocase', code: 'red' })).toEqual([]);
+  });
+
+  it('does not judge codes of a fragment, or of another version than the one loaded', () => {
+    expect(issuesAt({ system: 'http://example.net/cs/colours-fragment', code: 'Blue' })).toEqual([]);
+    expect(issuesAt({ system: 'http://example.net/cs/colours', version: '2.0', code: 'Blue' })).toEqual([]);
+    expect(issuesAt({ system: 'http://example.net/cs/colours', version: '1.0', code: 'Blue' })).toEqual([
+      'error Observation.code.coding[0].code',
+    ]);
+  });
+
+  it('warns of a display that is neither the display nor a designation, at .display', () => {
+    const red = { system: 'http://example.net/cs/colours', code: 'Red' };
+    expect(issuesAt({ ...red, display: 'Red colour' })).toEqual([]);
+    expect(issuesAt({ ...red, display: 'Rouge' })).toEqual([]);
+    expect(issuesAt({ ...red, display: 'Green' })).toEqual(['warning Observation.code.coding[0].display']);
+  });
+});
+
+describe('ImplementationGuide.global profiles (implementationguide.html#ImplementationGuide.global)', () => {
+  it('applies a loaded guide’s global profile to every instance of its type, and only then', () => {
+    const v = createFhirValidatorSync();
+    const profile = 'http://example.net/fhir/StructureDefinition/named-patient';
+    v.registerResource({
+      resourceType: 'StructureDefinition',
+      url: profile,
+      name: 'NamedPatient',
+      status: 'draft',
+      kind: 'resource',
+      abstract: false,
+      type: 'Patient',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Patient',
+      derivation: 'constraint',
+      differential: {
+        element: [
+          { id: 'Patient', path: 'Patient' },
+          { id: 'Patient.name', path: 'Patient.name', min: 1 },
+        ],
+      },
+    });
+    const anonymous = { resourceType: 'Patient', active: true };
+    expect(errorPaths(anonymous, undefined, v)).toEqual([]);
+    v.registerResource({
+      resourceType: 'ImplementationGuide',
+      url: 'http://example.net/fhir/ImplementationGuide/net',
+      name: 'Net',
+      status: 'draft',
+      packageId: 'example.net',
+      fhirVersion: ['4.0.1'],
+      global: [{ type: 'Patient', profile }],
+    });
+    expect(errorPaths(anonymous, undefined, v)).toEqual(['Patient']);
+    expect(errorPaths({ ...anonymous, name: [{ family: 'A' }] }, undefined, v)).toEqual([]);
+    // Other types are not concerned.
+    expect(errorPaths({ resourceType: 'Organization', name: 'O' }, undefined, v)).toEqual([]);
+  });
+});
+
+describe('cross-resource rules of conformance resources (errors in $validate, warnings on writes)', () => {
+  const v = createFhirValidatorSync();
+  v.registerResource({
+    resourceType: 'SearchParameter',
+    url: 'http://example.net/fhir/SearchParameter/patient-family',
+    name: 'family',
+    status: 'active',
+    description: 'x',
+    code: 'family',
+    base: ['Patient'],
+    type: 'string',
+    expression: 'Patient.name.family',
+  });
+  v.registerResource({
+    resourceType: 'Measure',
+    url: 'http://example.net/fhir/Measure/m',
+    status: 'active',
+    scoring: {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/measure-scoring', code: 'proportion' }],
+    },
+    group: [
+      {
+        code: { text: 'g1' },
+        population: [
+          {
+            code: { coding: [{ system: 'http://x.org/p', code: 'numerator' }] },
+            criteria: { language: 'text/cql', expression: 'N' },
+          },
+        ],
+        stratifier: [{ code: { text: 'age' }, criteria: { language: 'text/cql', expression: 'A' } }],
+      },
+    ],
+  });
+  const at = (resource: object, severity: 'error' | 'warning') =>
+    v
+      .validate(resource, severity === 'error' ? { crossResourceSeverity: 'error' } : {})
+      .issues.filter((i) => i.severity === severity && i.code === 'business-rule')
+      .map((i) => i.expression?.[0]);
+
+  it('a SearchParameter has the type of the one it is derived from, and its bases (warning)', () => {
+    const derived = (type: string, base: string[]) => ({
+      resourceType: 'SearchParameter',
+      url: 'http://example.net/fhir/SearchParameter/d',
+      name: 'd',
+      status: 'active',
+      description: 'x',
+      code: 'd',
+      base,
+      type,
+      expression: `${base[0]}.name.family`,
+      derivedFrom: 'http://example.net/fhir/SearchParameter/patient-family',
+    });
+    expect(at(derived('string', ['Patient']), 'error')).toEqual([]);
+    expect(at(derived('token', ['Patient']), 'error')).toEqual(['SearchParameter.type']);
+    expect(at(derived('token', ['Patient']), 'warning')).toEqual(['SearchParameter.type']);
+    expect(at(derived('string', ['Practitioner']), 'warning')).toEqual(['SearchParameter.base[0]']);
+  });
+
+  it("a CapabilityStatement's search parameters agree with their definitions", () => {
+    const cs = (type: string, resourceType: string) => ({
+      resourceType: 'CapabilityStatement',
+      status: 'active',
+      date: '2020-01-01',
+      kind: 'instance',
+      fhirVersion: '4.0.1',
+      format: ['json'],
+      implementation: { description: 'x' },
+      rest: [
+        {
+          mode: 'server',
+          resource: [
+            {
+              type: resourceType,
+              searchParam: [
+                {
+                  name: 'family',
+                  type,
+                  definition: 'http://example.net/fhir/SearchParameter/patient-family',
+                },
+              ],
+            },
+          ],
+        },
+      ],
+    });
+    expect(at(cs('string', 'Patient'), 'error')).toEqual([]);
+    expect(at(cs('token', 'Patient'), 'error')).toEqual([
+      'CapabilityStatement.rest[0].resource[0].searchParam[0].type',
+    ]);
+    expect(at(cs('string', 'Practitioner'), 'warning')).toEqual([
+      'CapabilityStatement.rest[0].resource[0].searchParam[0]',
+    ]);
+  });
+
+  it("a MeasureReport's groups, populations and stratifiers are those of its Measure", () => {
+    const report = (group: object) => ({
+      resourceType: 'MeasureReport',
+      status: 'complete',
+      type: 'summary',
+      measure: 'http://example.net/fhir/Measure/m',
+      period: { start: '2020-01-01', end: '2020-12-31' },
+      group: [group],
+    });
+    const ok = report({
+      code: { text: 'g1' },
+      population: [{ code: { coding: [{ system: 'http://x.org/p', code: 'numerator' }] }, count: 1 }],
+      stratifier: [{ code: [{ text: 'age' }] }],
+    });
+    expect(at(ok, 'error')).toEqual([]);
+    expect(at(report({ code: { text: 'g9' } }), 'error')).toEqual(['MeasureReport.group[0].code']);
+    expect(
+      at(
+        report({
+          code: { text: 'g1' },
+          population: [{ code: { coding: [{ system: 'http://x.org/p', code: 'other' }] } }],
+        }),
+        'error',
+      ),
+    ).toEqual(['MeasureReport.group[0].population[0].code']);
+    // On a write (no crossResourceSeverity) the same finding is a warning.
+    expect(at(report({ code: { text: 'g9' } }), 'warning')).toEqual(['MeasureReport.group[0].code']);
+  });
+});

@@ -42,6 +42,16 @@ export class DefinitionRegistry {
     const bare = url.includes('|') ? url.slice(0, url.indexOf('|')) : url;
     return this.otherCanonicals.get(`${type}|${bare}`) ?? this.parent?.canonical(type, url);
   }
+  /** Every canonical resource of another type (e.g. the ImplementationGuides) registered here or in a parent. */
+  canonicals(type: string): CanonicalResource[] {
+    const ofType = this.canonicalsByType.get(type);
+    if (!ofType) return this.parent ? this.parent.canonicals(type) : [];
+    const own = [...ofType.values()];
+    if (!this.parent) return own;
+    const urls = new Set(own.map((r) => r.url));
+    return [...own, ...this.parent.canonicals(type).filter((r) => !urls.has(r.url))];
+  }
+  private readonly canonicalsByType = new Map<string, Map<string, CanonicalResource>>();
   /** Bumped on every change, so compiled caches keyed on definitions know when to drop entries. */
   generation = 0;
   private readonly listeners: ((res: ConformanceResource) => void)[] = [];
@@ -63,6 +73,9 @@ export class DefinitionRegistry {
       // Other canonical resources (Measure, Questionnaire, ...) that rules refer to by URL.
       if (!/^[A-Z][A-Za-z]+$/.test(input.resourceType)) return false;
       this.otherCanonicals.set(`${input.resourceType}|${input.url}`, input);
+      let ofType = this.canonicalsByType.get(input.resourceType);
+      if (!ofType) this.canonicalsByType.set(input.resourceType, (ofType = new Map()));
+      ofType.set(input.url, input);
       return false;
     }
     const res = input;

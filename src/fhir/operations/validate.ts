@@ -69,7 +69,8 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
 
     const resource = resourceToValidate(request, input, resourceType, stored);
     issues.push(...requestIssues(request, resource, resourceType, mode, profiles, options));
-    const result = context.validator.validate(resource, { mode, profiles });
+    // Cross-resource rules of conformance resources are errors here, warnings on writes (ValidationOptions).
+    const result = context.validator.validate(resource, { mode, profiles, crossResourceSeverity: 'error' });
     issues.push(...result.issues);
     if (!issues.some((i) => i.severity === 'error' || i.severity === 'fatal')) {
       issues.push({ severity: 'information', code: 'informational', diagnostics: 'All OK: no errors found' });

@@ -10,7 +10,8 @@ export function checkCoding(w: WalkContext, coding: JsonObject, path: string, ru
   if (typeof coding.system === 'string' && !checkCodingSystem(w, coding.system, `${path}.system`, run))
     return;
   if (typeof coding.system !== 'string' || typeof coding.code !== 'string') return;
-  const { result, display } = w.terminology.codeInSystem(coding.system, coding.code);
+  const version = typeof coding.version === 'string' ? coding.version : undefined;
+  const { result, display, concept } = w.terminology.codeInSystem(coding.system, coding.code, version);
   if (result === 'no') {
     run.add(
       w.unknownCodeSeverity,
@@ -26,9 +27,7 @@ export function checkCoding(w: WalkContext, coding: JsonObject, path: string, ru
     display &&
     normalise(display) !== normalise(coding.display)
   ) {
-    const designations = (
-      w.terminology.codeSystemIndex(coding.system)?.get(coding.code)?.designation ?? []
-    ).map((d) => normalise(String(d?.value ?? '')));
+    const designations = (concept?.designation ?? []).map((d) => normalise(String(d?.value ?? '')));
     if (!designations.includes(normalise(coding.display)))
       run.add(
         'warning',

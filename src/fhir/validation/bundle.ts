@@ -12,7 +12,12 @@ const ABSOLUTE = /^[a-z][a-z0-9+.-]*:/i;
 export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: WalkContext): void {
   const entries = arrayField(bundle, 'entry');
   if (bundle.type === 'searchset') checkSearchset(bundle, entries, path, run);
-  if (bundle.type === 'document') checkDocumentReferences(entries, path, run);
+  if (bundle.type === 'document') {
+    checkDocumentReferences(entries, path, run);
+    checkCompositionReferences(entries, path, run);
+  }
+  if (typeof bundle.type === 'string' && RESOLVES_URNS.has(bundle.type))
+    checkUrnReferences(entries, path, run, bundle.type === 'transaction' ? 'error' : 'warning');
   checkLinkRelations(arrayField(bundle, 'link'), `${path}.link`, run);
   if (bundle.type !== 'searchset' && bundle.type !== 'history') checkNoPaging(bundle, path, run);
   const seen = new Map<string, number>();
@@ -195,4 +200,101 @@ function visitReferences(
     const x = field(v, k);
     if (x && typeof x === 'object') visitReferences(x, `${where}.${k}`, depth + 1, fn);
   }
+}
+
+/**
+ * Bundle types whose entries refer to each other by `urn:uuid:`/`urn:oid:` fullUrls (bundle.html#references,
+ * http.html#trules): such a reference names an entry of the Bundle, and nothing outside it can resolve it. In a
+ * transaction the server must replace it by the entry's new id (http.html#trules), so a missing entry is an error;
+ * elsewhere a warning, as the reference validator reports it ("URN reference is not locally contained").
+ */
+const RESOLVES_URNS = new Set(['transaction', 'document', 'message', 'collection']);
+
+function fullUrls(entries: unknown[]): Set<string> {
+  const out = new Set<string>();
+  for (const e of entries) {
+    const fullUrl = field(e, 'fullUrl');
+    if (typeof fullUrl === 'string') out.add(fullUrl);
+  }
+  return out;
+}
+
+/** A `urn:uuid:`/`urn:oid:` reference in an entry must be the fullUrl of an entry of the same Bundle. */
+function checkUrnReferences(entries: unknown[], path: string, run: Run, severity: 'error' | 'warning'): void {
+  const urls = fullUrls(entries);
+  entries.forEach((e, i) => {
+    const resource = field(e, 'resource');
+    if (!isJsonObject(resource)) return;
+    visitReferences(resource, `${path}.entry[${i}].resource`, 0, (ref, where) => {
+      if ((ref.startsWith('urn:uuid:') || ref.startsWith('urn:oid:')) && !urls.has(ref))
+        run.add(
+          severity,
+          'not-found',
+          `Can't find '${ref.slice(0, 100)}' in the bundle: a ${ref.slice(0, 8)} reference names an entry of the Bundle`,
+          where,
+        );
+    });
+  });
+}
+
+/**
+ * A document's Composition refers only to resources in the document (documents.html#content; the reference
+ * validator checks subject, author, encounter, custodian, attester.party, event.detail and the sections' author,
+ * focus and entry): each such reference must resolve to an entry.
+ */
+function checkCompositionReferences(entries: unknown[], path: string, run: Run): void {
+  const composition = field(entries[0], 'resource');
+  if (!isJsonObject(composition) || composition.resourceType !== 'Composition') return;
+  const compositionUrl = field(entries[0], 'fullUrl');
+  const base =
+    typeof compositionUrl === 'string'
+      ? /^(.*\/)[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.exec(compositionUrl)?.[1]
+      : undefined;
+  const urls = fullUrls(entries);
+  const typeIds = new Set<string>();
+  for (const e of entries) {
+    const r = field(e, 'resource');
+    if (typeof field(r, 'resourceType') === 'string' && typeof field(r, 'id') === 'string')
+      typeIds.add(`${field(r, 'resourceType') as string}/${field(r, 'id') as string}`);
+  }
+  const resolves = (ref: string): boolean => {
+    if (ref.startsWith('#')) return true;
+    if (urls.has(ref)) return true;
+    const relative = /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(ref);
+    if (!relative) return false;
+    return base ? urls.has(base + ref) : typeIds.has(ref);
+  };
+  const at = `${path}.entry[0].resource`;
+  const check = (ref: unknown, where: string): void => {
+    const reference = field(ref, 'reference');
+    if (typeof reference === 'string' && !resolves(reference))
+      run.add(
+        'error',
+        'not-found',
+        `Can't find '${reference.slice(0, 100)}' in the bundle: a document holds every resource its Composition refers to`,
+        where,
+      );
+  };
+  const each = (list: unknown, where: string): void => {
+    if (Array.isArray(list)) list.forEach((r, k) => check(r, `${where}[${k}]`));
+  };
+  check(composition.subject, `${at}.subject`);
+  each(composition.author, `${at}.author`);
+  check(composition.encounter, `${at}.encounter`);
+  check(composition.custodian, `${at}.custodian`);
+  arrayField(composition, 'attester').forEach((a, k) =>
+    check(field(a, 'party'), `${at}.attester[${k}].party`),
+  );
+  arrayField(composition, 'event').forEach((ev, k) => each(field(ev, 'detail'), `${at}.event[${k}].detail`));
+  const sections = (list: unknown[], where: string, depth: number): void => {
+    if (depth > 20) return;
+    list.forEach((sec, k) => {
+      const w = `${where}[${k}]`;
+      each(field(sec, 'author'), `${w}.author`);
+      check(field(sec, 'focus'), `${w}.focus`);
+      each(field(sec, 'entry'), `${w}.entry`);
+      sections(arrayField(sec, 'section'), `${w}.section`, depth + 1);
+    });
+  };
+  sections(arrayField(composition, 'section'), `${at}.section`, 0);
 }

@@ -181,7 +181,8 @@ function parameterSlices(profile: CompiledStructure): Map<string, { min: number;
 
 /**
  * MeasureReport against its Measure (when the Measure is known here): a cohort measure has no measureScore
- * (http://hl7.org/fhir/R4/measurereport.html, scoring).
+ * (http://hl7.org/fhir/R4/measurereport.html, scoring); groups, populations and stratifiers are those of the
+ * Measure (checkReportGroups). Cross-resource rules: at `run.crossResourceSeverity`.
  */
 export function checkMeasureReport(
   report: JsonObject,
@@ -198,11 +199,12 @@ export function checkMeasureReport(
     ),
     'code',
   );
+  checkReportGroups(report, measure, path, run);
   if (scoring !== 'cohort') return;
   arrayField(report, 'group').forEach((g, i) => {
     if (g && field(g, 'measureScore') !== undefined)
       run.add(
-        'error',
+        run.crossResourceSeverity,
         'business-rule',
         `No measureScore when the scoring of the message is 'cohort'`,
         `${path}.group[${i}].measureScore`,
@@ -252,4 +254,154 @@ function splitTopLevelUnion(expression: string): string[] {
   }
   out.push(expression.slice(start));
   return out;
+}
+
+/** The `coding` system|code keys of a CodeableConcept, and its text. */
+function conceptKeys(cc: unknown): string[] {
+  const keys = arrayField(cc, 'coding')
+    .map((c) => `${String(field(c, 'system') ?? '')}|${String(field(c, 'code') ?? '')}`)
+    .filter((k) => k !== '|');
+  const text = field(cc, 'text');
+  if (typeof text === 'string') keys.push(`text:${text}`);
+  return keys;
+}
+
+function sameConcept(a: unknown, b: unknown): boolean {
+  const keys = new Set(conceptKeys(a));
+  return conceptKeys(b).some((k) => keys.has(k));
+}
+
+/**
+ * A MeasureReport reports the Measure's groups (MeasureReport.group.code "the meaning of the population group as
+ * defined in the measure definition"), their populations and their stratifiers: a report group, population or
+ * stratifier whose code the Measure's matching group does not define is reported. Groups are matched by code; a
+ * Measure with one uncoded group matches report groups positionally.
+ */
+function checkReportGroups(report: JsonObject, measure: JsonObject, path: string, run: Run): void {
+  const measureGroups = arrayField(measure, 'group');
+  arrayField(report, 'group').forEach((g, i) => {
+    const where = `${path}.group[${i}]`;
+    const code = field(g, 'code');
+    let mg: unknown;
+    if (code !== undefined) {
+      mg = measureGroups.find((m) => sameConcept(field(m, 'code'), code));
+      if (!mg) {
+        run.add(
+          run.crossResourceSeverity,
+          'business-rule',
+          `The group code does not match any group of the Measure ${String(report.measure).slice(0, 100)}`,
+          `${where}.code`,
+        );
+        return;
+      }
+    } else if (measureGroups.length === 1 && field(measureGroups[0], 'code') === undefined)
+      mg = measureGroups[0];
+    else if (measureGroups.length > 1) {
+      run.add(
+        run.crossResourceSeverity,
+        'business-rule',
+        'The Measure has several groups: a report group needs the code of the group it reports',
+        where,
+      );
+      return;
+    }
+    if (!mg) return;
+    for (const [part, label] of [
+      ['population', 'population'],
+      ['stratifier', 'stratifier'],
+    ] as const) {
+      const defined = arrayField(mg, part);
+      arrayField(g, part).forEach((x, j) => {
+        // A stratifier's code is a list in the report (MeasureReport.group.stratifier.code 0..*).
+        const raw = field(x, 'code');
+        const codes = Array.isArray(raw) ? raw : raw === undefined ? [] : [raw];
+        if (!codes.length || defined.some((d) => codes.some((c) => sameConcept(field(d, 'code'), c)))) return;
+        run.add(
+          run.crossResourceSeverity,
+          'business-rule',
+          `The ${label} code does not match any ${label} of the Measure's group`,
+          `${where}.${part}[${j}].code`,
+        );
+      });
+    }
+  });
+}
+
+/**
+ * SearchParameter.derivedFrom (searchparameter.html): "the details in the search parameter must be consistent with
+ * the definition from which it is defined": the same type (cross-resource severity) and bases the original has
+ * (a warning, as the reference validator reports it). Checked when the original is loaded.
+ */
+export function checkSearchParameterDerivation(
+  sp: JsonObject,
+  path: string,
+  run: Run,
+  searchParameterOf: (url: string) => JsonObject | undefined,
+): void {
+  if (typeof sp.derivedFrom !== 'string') return;
+  const original = searchParameterOf(sp.derivedFrom);
+  if (!original) return;
+  if (typeof sp.type === 'string' && typeof original.type === 'string' && sp.type !== original.type)
+    run.add(
+      run.crossResourceSeverity,
+      'business-rule',
+      `The type '${sp.type}' is different to the type '${original.type}' in the derivedFrom SearchParameter`,
+      `${path}.type`,
+    );
+  const originalBases = arrayField(original, 'base').filter((b): b is string => typeof b === 'string');
+  if (originalBases.includes('Resource') || originalBases.includes('DomainResource')) return;
+  arrayField(sp, 'base').forEach((b, i) => {
+    if (typeof b === 'string' && !originalBases.includes(b))
+      run.add(
+        'warning',
+        'business-rule',
+        `The resource type ${b} is not listed as a base in the SearchParameter this is derived from (${sp.derivedFrom as string})`,
+        `${path}.base[${i}]`,
+      );
+  });
+}
+
+/**
+ * CapabilityStatement.rest.resource.searchParam (capabilitystatement.html): a parameter with a `definition` is
+ * that SearchParameter: its type is the definition's (cross-resource severity), and the definition applies to the
+ * resource type (a warning). Checked when the definition is loaded.
+ */
+export function checkCapabilityStatementSearchParams(
+  cs: JsonObject,
+  path: string,
+  run: Run,
+  searchParameterOf: (url: string) => JsonObject | undefined,
+): void {
+  arrayField(cs, 'rest').forEach((rest, r) => {
+    arrayField(rest, 'resource').forEach((resource, k) => {
+      const resourceType = field(resource, 'type');
+      arrayField(resource, 'searchParam').forEach((param, j) => {
+        const definition = field(param, 'definition');
+        if (typeof definition !== 'string') return;
+        const sp = searchParameterOf(definition);
+        if (!sp) return;
+        const where = `${path}.rest[${r}].resource[${k}].searchParam[${j}]`;
+        const type = field(param, 'type');
+        if (typeof type === 'string' && typeof sp.type === 'string' && type !== sp.type)
+          run.add(
+            run.crossResourceSeverity,
+            'business-rule',
+            `Type mismatch: the search parameter type is '${type}' but its definition ${definition.slice(0, 100)} says '${sp.type}'`,
+            `${where}.type`,
+          );
+        const bases = arrayField(sp, 'base').filter((b): b is string => typeof b === 'string');
+        if (
+          typeof resourceType === 'string' &&
+          bases.length &&
+          !bases.some((b) => b === resourceType || b === 'Resource' || b === 'DomainResource')
+        )
+          run.add(
+            'warning',
+            'business-rule',
+            `The search parameter definition ${definition.slice(0, 100)} does not apply to ${resourceType} (base: ${bases.join(', ')})`,
+            where,
+          );
+      });
+    });
+  });
 }

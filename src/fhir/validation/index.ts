@@ -23,6 +23,11 @@ export interface FhirValidatorOptions {
   /** Accept example.org/acme.com extension URLs (as the specification's own examples do). */
   allowExampleUrls?: boolean;
   /**
+   * URL prefixes under which extensions without a definition are accepted without an issue (the reference
+   * validator's extension domains, e.g. a national base's `https://fhir.nhs.uk/StructureDefinition`).
+   */
+  allowedExtensionDomains?: string[];
+  /**
    * Time budget (ms) for FHIRPath invariants per validation (default 2000): some core invariants are quadratic on
    * huge definitional resources; past the budget the rest are skipped with a warning instead of stalling a write.
    */
@@ -52,6 +57,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   for (const p of options.igPaths ?? []) registry.loadPath(p);
   const walker = new StructureWalker(registry);
   walker.allowExampleUrls = !!options.allowExampleUrls;
+  walker.allowedExtensionDomains = [...(options.allowedExtensionDomains ?? [])];
   walker.validateContained = options.validateContained ?? true;
   walker.vitalSigns = options.vitalSigns ?? true;
   walker.securityChecks = !!options.securityChecks;
@@ -89,6 +95,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
           ...(typeof type === 'string' ? (required[type] ?? []) : []),
         ];
         const run = new Run();
+        if (opts.crossResourceSeverity) run.crossResourceSeverity = opts.crossResourceSeverity;
         const budget = options.invariantBudgetMs ?? 2000;
         if (Number.isFinite(budget)) run.invariantDeadline = performance.now() + budget;
         walker.validate(resource, profiles, run);

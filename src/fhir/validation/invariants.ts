@@ -12,6 +12,8 @@ import { arrayField, field, type JsonObject } from '../definitions/json.js';
 export interface InvariantEnv {
   resource: JsonObject;
   rootResource: JsonObject;
+  /** %extension, in an extension's context invariants. */
+  extension?: JsonObject;
 }
 
 export type Evaluator = (node: JsonObject, env: InvariantEnv) => boolean | undefined;
@@ -287,5 +289,21 @@ export function evaluateWithFhirPath(
     return { ok: true };
   } catch (e) {
     return { ok: true, error: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+/** The values an expression selects from a resource (undefined when it cannot be compiled or evaluated). */
+export function evaluateExpression(
+  expression: string,
+  resource: JsonObject,
+  env: InvariantEnv,
+): unknown[] | undefined {
+  const fn = compileExpression(undefined, expression);
+  if (!fn) return undefined;
+  try {
+    const out = fn(resource, env);
+    return Array.isArray(out) ? out : undefined;
+  } catch {
+    return undefined;
   }
 }

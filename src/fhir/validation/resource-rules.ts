@@ -1,16 +1,19 @@
 /** Rules of whole resources: dom-3, the rules of particular resource types, and the profiles a resource claims. */
 import type { StructureDefinition } from 'fhir/r4.js';
-import { field, type JsonObject } from '../definitions/json.js';
+import { arrayField, field, type JsonObject } from '../definitions/json.js';
 import { generateSnapshot, type SnapshotProblem } from '../definitions/snapshot.js';
 import { containedReferenced } from './invariants.js';
 import { checkBundle } from './bundle.js';
 import {
+  checkCapabilityStatementSearchParams,
   checkMeasureReport,
   checkOperationDefinitionProfiles,
+  checkSearchParameterDerivation,
   checkSearchParameter,
   checkValueSetParameters,
 } from './conformance-resources.js';
-import type { Frame, Run, WalkContext } from './walk-context.js';
+import { type Frame, Run, type WalkContext } from './walk-context.js';
+import type { TypeRef } from './structure.js';
 
 /** The vital-sign LOINC codes and their core profiles, per walker (built on first use). */
 const vitalSignCodesOf = new WeakMap<WalkContext, Map<string, string>>();
@@ -69,6 +72,12 @@ export function checkResourceRules(
   if (rt === 'SearchParameter') checkSearchParameter(res, path, run);
   if (rt === 'MeasureReport')
     checkMeasureReport(res, path, run, (url) => w.registry.canonical('Measure', url));
+  if (rt === 'SearchParameter')
+    checkSearchParameterDerivation(res, path, run, (url) => w.registry.canonical('SearchParameter', url));
+  if (rt === 'CapabilityStatement')
+    checkCapabilityStatementSearchParams(res, path, run, (url) =>
+      w.registry.canonical('SearchParameter', url),
+    );
   if (rt === 'OperationDefinition')
     checkOperationDefinitionProfiles(res, path, run, (url) => w.structures.get(url));
   if (rt === 'StructureDefinition' && isDifferentialOnly(res)) {
@@ -101,7 +110,7 @@ export function walkProfiles(
     ? metaProfiles.filter((p: unknown): p is string => typeof p === 'string')
     : [];
   const implied = rt === 'Observation' && w.vitalSigns ? vitalSignsProfiles(w, res) : [];
-  const all = [...new Set([...claimed, ...extraProfiles, ...implied])];
+  const all = [...new Set([...claimed, ...extraProfiles, ...implied, ...globalProfiles(w, rt)])];
   for (const url of all) {
     const ps = w.structures.get(url);
     const idx = claimed.indexOf(url);
@@ -134,4 +143,49 @@ function isDifferentialOnly(res: JsonObject): res is JsonObject & StructureDefin
     Array.isArray(field(res.differential, 'element')) &&
     typeof res.baseDefinition === 'string'
   );
+}
+
+/**
+ * The profiles a resource in an element (Bundle.entry.resource, contained, Parameters.parameter.resource) must
+ * conform to: the element type's `profile` list, of which the resource must conform to at least one
+ * (ElementDefinition.type.profile). One profile is walked with the resource; of several, the first the resource
+ * conforms to is walked, and none is an error at the resource.
+ */
+export function resourceProfiles(
+  w: WalkContext,
+  value: unknown,
+  type: TypeRef | undefined,
+  path: string,
+  container: JsonObject | undefined,
+  run: Run,
+): string[] {
+  const profiles = type?.profiles.filter((p) => w.structures.get(p) !== undefined) ?? [];
+  if (profiles.length <= 1) return profiles;
+  for (const p of profiles) {
+    const probe = new Run();
+    probe.errorsOnly = true;
+    w.walkResource(value, path, container, probe, [p]);
+    if (probe.errorCount === 0) return [p];
+  }
+  run.add(
+    'error',
+    'structure',
+    `The resource does not conform to any of the profiles its element allows (${profiles.join(', ')})`,
+    path,
+  );
+  return [];
+}
+
+/**
+ * ImplementationGuide.global (R4 implementationguide.html#ImplementationGuide.global): "a profile that all
+ * resources of the type must conform to" in the guide's context. Every ImplementationGuide the validator has loaded
+ * (igPaths, or registered) applies its global profiles to every instance of their type.
+ */
+function globalProfiles(w: WalkContext, rt: string): string[] {
+  const out: string[] = [];
+  for (const ig of w.registry.canonicals('ImplementationGuide'))
+    for (const g of arrayField(ig, 'global'))
+      if (field(g, 'type') === rt && typeof field(g, 'profile') === 'string')
+        out.push(field(g, 'profile') as string);
+  return out;
 }

@@ -16,10 +16,36 @@ export function checkSlices(
   run: Run,
   frame: Frame,
 ): void {
-  const slicing = node.slicing!;
-  const counts = new Array(node.slices.length).fill(0);
+  const indexed: number[] = [];
   items.forEach((item, i) => {
-    if (item === null || item === undefined) return;
+    if (item !== null && item !== undefined) indexed.push(i);
+  });
+  checkSliceGroup(w, items, indexed, node, type, path, parentPath, run, frame);
+}
+
+/**
+ * The items (by index) of one sliced element: each is matched to a slice by the discriminators, then checked
+ * against it; slice cardinalities, `ordered` (matched items in the order of the slices) and the `rules` (closed:
+ * every item in a slice; openAtEnd: items in no slice only after the sliced ones) apply (profiling.html#slicing).
+ * A slice that is sliced again (re-slicing, `a/b`) slices the items it matched by its own slicing.
+ */
+function checkSliceGroup(
+  w: WalkContext,
+  items: unknown[],
+  indexes: number[],
+  node: ElementNode,
+  type: TypeRef | undefined,
+  path: string,
+  parentPath: string,
+  run: Run,
+  frame: Frame,
+): void {
+  const slicing = node.slicing!;
+  const matchedBySlice: number[][] = node.slices.map(() => []);
+  let lastSlice = -1;
+  let unmatchedSeen = false;
+  for (const i of indexes) {
+    const item = items[i];
     const idx = node.slices.findIndex((s) => sliceMatches(w, item, s, slicing.discriminators, type, frame));
     if (idx < 0) {
       if (slicing.rules === 'closed')
@@ -29,30 +55,49 @@ export function checkSlices(
           `This element does not match any known slice defined in the profile (slicing of ${node.path} is closed)`,
           `${path}[${i}]`,
         );
-      return;
+      unmatchedSeen = true;
+      continue;
     }
-    counts[idx]++;
     const slice = node.slices[idx];
+    if (slicing.ordered && idx < lastSlice)
+      run.add(
+        'error',
+        'structure',
+        `The slicing of ${node.path} is ordered: this element (slice '${slice.sliceName}') is out of order (found after slice '${node.slices[lastSlice].sliceName}')`,
+        `${path}[${i}]`,
+      );
+    else if (slicing.rules === 'openAtEnd' && unmatchedSeen)
+      run.add(
+        'error',
+        'structure',
+        `The slicing of ${node.path} is openAtEnd: this element (slice '${slice.sliceName}') follows an element that matches no slice`,
+        `${path}[${i}]`,
+      );
+    lastSlice = Math.max(lastSlice, idx);
+    matchedBySlice[idx].push(i);
     const sliceType = slice.types.length === 1 ? slice.types[0] : type;
     if (slice.children.length || (sliceType && sliceType.profiles.length))
       w.walkValue(item, slice, sliceType, `${path}[${i}]`, run, frame);
     else checkSliceLeaf(w, item, slice, sliceType, `${path}[${i}]`, run, frame);
-  });
+  }
   node.slices.forEach((s, k) => {
-    if (counts[k] < s.min)
+    const count = matchedBySlice[k].length;
+    if (count < s.min)
       run.add(
         'error',
         'structure',
-        `Slice '${s.path}:${s.sliceName}': a matching slice is required, but not found (minimum required = ${s.min}, found ${counts[k]})`,
+        `Slice '${s.path}:${s.sliceName}': a matching slice is required, but not found (minimum required = ${s.min}, found ${count})`,
         parentPath,
       );
-    else if (counts[k] > s.max)
+    else if (count > s.max)
       run.add(
         'error',
         'structure',
-        `Slice '${s.path}:${s.sliceName}': max allowed = ${s.max}, but found ${counts[k]}`,
+        `Slice '${s.path}:${s.sliceName}': max allowed = ${s.max}, but found ${count}`,
         parentPath,
       );
+    if (s.slicing && s.slices.length)
+      checkSliceGroup(w, items, matchedBySlice[k], s, type, path, parentPath, run, frame);
   });
 }
 
@@ -106,6 +151,11 @@ export function checkChoiceSlices(
   }
 }
 
+/**
+ * Whether an item belongs to a slice: every discriminator the slice constrains matches the item's value(s). A slice
+ * may leave some discriminators unconstrained (no fixed value, pattern or required binding at that path, nor
+ * exists/min-max): those do not restrict it, but a slice constraining none of them matches nothing.
+ */
 export function sliceMatches(
   w: WalkContext,
   item: unknown,
@@ -114,27 +164,76 @@ export function sliceMatches(
   type: TypeRef | undefined,
   frame: Frame,
 ): boolean {
+  let constrained = false;
   for (const d of discriminators) {
     const segments = d.path === '$this' ? [] : d.path.split('.').filter((x) => x !== '$this');
     const values = navigate([item], segments);
     const target = sliceElementAt(w, slice, segments, type);
     switch (d.type) {
       case 'value':
-      case 'pattern':
-        if (!target || !valueDiscriminatorMatches(w, target, values)) return false;
+      case 'pattern': {
+        if (!target) return false;
+        if (isValueConstrained(target)) {
+          if (!valueDiscriminatorMatches(w, target, values)) return false;
+        } else if (hasFixedParts(target)) {
+          if (!values.some((v) => fixedPartsMatch(target, v, 0))) return false;
+        } else break;
+        constrained = true;
         break;
+      }
       case 'exists':
-        if (!target || !existsDiscriminatorMatches(target, values)) return false;
+        if (!target) return false;
+        if (target.min === 0 && target.max !== 0) break;
+        if (!existsDiscriminatorMatches(target, values)) return false;
+        constrained = true;
         break;
       case 'type':
         if (!typeDiscriminatorMatches(target ?? slice, values, segments, type)) return false;
+        constrained = true;
         break;
       case 'profile':
         if (!profileDiscriminatorMatches(w, target ?? slice, values, frame)) return false;
+        constrained = true;
         break;
       default:
         return false;
     }
+  }
+  return constrained;
+}
+
+/** A fixed value, a pattern or a required binding: what a value/pattern discriminator compares with. */
+function isValueConstrained(target: ElementNode): boolean {
+  return (
+    target.fixed !== undefined ||
+    target.pattern !== undefined ||
+    (!!target.binding?.valueSet && target.binding.strength === 'required')
+  );
+}
+
+/** Whether an element's own children fix part of its value (`code.coding.system` under a `code` discriminator). */
+function hasFixedParts(target: ElementNode, depth = 0): boolean {
+  if (depth > 6) return false;
+  return target.children.some(
+    (c) => c.fixed !== undefined || c.pattern !== undefined || hasFixedParts(c, depth + 1),
+  );
+}
+
+/** A value conforms to the fixed values and patterns of an element's own children (recursively). */
+function fixedPartsMatch(target: ElementNode, value: unknown, depth: number): boolean {
+  if (depth > 6 || !value || typeof value !== 'object') return false;
+  for (const c of target.children) {
+    const constrained = c.fixed !== undefined || c.pattern !== undefined;
+    if (!constrained && !hasFixedParts(c, depth + 1)) continue;
+    const values = navigate([value], [c.name]);
+    const ok = values.some((v) =>
+      c.fixed !== undefined
+        ? deepEqual(c.fixed, v)
+        : c.pattern !== undefined
+          ? patternMatches(c.pattern, v)
+          : fixedPartsMatch(c, v, depth + 1),
+    );
+    if (!ok) return false;
   }
   return true;
 }

@@ -81,7 +81,6 @@ export class Terminology {
           }
         };
         add(cs.concept, undefined, 0);
-        // Case-insensitive systems (rare in FHIR core): not folded; exact match required.
       }
       this.codeIndexes.set(system, idx);
     }
@@ -275,10 +274,27 @@ export class Terminology {
   }
 
   /** Does the code exist in the code system? 'unknown' for systems not loaded or not complete here. */
-  codeInSystem(system: string, code: string): { result: Membership; display?: string } {
+  codeInSystem(
+    system: string,
+    code: string,
+    version?: string,
+  ): { result: Membership; display?: string; concept?: CodeSystemConcept } {
     const idx = this.codeSystemIndex(system);
     if (!idx) return { result: 'unknown' };
-    const c = idx.get(code);
-    return c ? { result: 'yes', display: c.display } : { result: 'no' };
+    // Another version of the code system than the one loaded: its codes are not known here (CodeSystem.version).
+    const loadedVersion = this.registry.codeSystem(system)?.version;
+    if (version !== undefined && loadedVersion !== undefined && version !== loadedVersion)
+      return { result: 'unknown' };
+    let c = idx.get(code);
+    // CodeSystem.caseSensitive false: codes that differ only in case are the same code.
+    if (!c && this.registry.codeSystem(system)?.caseSensitive === false) {
+      const folded = code.toLowerCase();
+      for (const [k, v] of idx)
+        if (k.toLowerCase() === folded) {
+          c = v;
+          break;
+        }
+    }
+    return c ? { result: 'yes', display: c.display, concept: c } : { result: 'no' };
   }
 }

@@ -10,6 +10,12 @@ export interface ValidationOptions {
   profiles?: string[];
   /** `$validate` mode. */
   mode?: 'create' | 'update' | 'delete' | 'profile';
+  /**
+   * Severity of the checks of a conformance resource against others (a SearchParameter against the one it is
+   * derived from, a CapabilityStatement's search parameters against their definitions, a MeasureReport against its
+   * Measure). 'warning' by default, so writes do not depend on the order resources arrive; `$validate` asks 'error'.
+   */
+  crossResourceSeverity?: 'error' | 'warning';
 }
 
 export interface ValidationResult {

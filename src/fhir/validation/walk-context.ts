@@ -12,6 +12,21 @@ import type { Terminology } from './terminology.js';
 export const MAX_DEPTH = 64;
 const MAX_ISSUES = 500;
 
+/** An object being walked: the container of the extensions it holds (their context is checked against it). */
+export interface Container {
+  obj: JsonObject;
+  /** The path of its element in the definition (`Patient.contact`, `Observation.value[x]`). */
+  elementPath: string;
+  /** The path of the element it constrains in the base definition (`HumanName.family` in a profile's `Patient.name.family`). */
+  basePath: string | undefined;
+  /** The element whose children it has: a `contentReference` target (`Questionnaire.item` for `item.item`). */
+  ownerPath: string;
+  /** Its type (`HumanName`, `date`, `Patient`), or its element path for backbone elements. */
+  typeName: string;
+  /** Its FHIRPath location in the instance. */
+  path: string;
+}
+
 export interface Frame {
   resource: JsonObject;
   /** The resource holding `contained` for references `#id` (the container, or the resource itself). */
@@ -25,6 +40,8 @@ export class Run {
   private seen: Set<string> | undefined;
   depth = 0;
   truncated = false;
+  /** Severity of cross-resource checks of conformance resources (ValidationOptions.crossResourceSeverity). */
+  crossResourceSeverity: 'error' | 'warning' = 'warning';
   /** When set, only whether an error occurred matters (slice matching by profile). */
   errorsOnly = false;
   errorCount = 0;
@@ -34,6 +51,8 @@ export class Run {
   /** Internal narrative hyperlinks (`href="#x"`) by div path, and the anchors (id/name) of every narrative walked. */
   narrativeLinks: Map<string, Set<string>> | undefined;
   narrativeAnchors: Set<string> | undefined;
+  /** The objects being walked, outermost first (extension contexts are checked against the innermost). */
+  readonly containers: Container[] = [];
 
   private listedErrors = 0;
 
@@ -90,6 +109,8 @@ export interface WalkContext {
   unknownExtensionSeverity: 'error' | 'warning' | 'information';
   unknownCodeSeverity: 'error' | 'warning';
   allowExampleUrls: boolean;
+  /** URL prefixes under which unknown extensions are accepted (the reference validator's extension domains). */
+  allowedExtensionDomains: string[];
   vitalSigns: boolean;
   validateContained: boolean;
   securityChecks: boolean;

@@ -19,6 +19,7 @@ import { checkChoiceSlices, checkSlices } from './slicing.js';
 import { checkDataType, checkPrimitiveValue } from './data-types.js';
 import { checkFixedAndPattern } from './fixed-values.js';
 import { walkExtension } from './extensions.js';
+import { resourceProfiles } from './resource-rules.js';
 
 export { Run } from './walk-context.js';
 export { deepEqual, patternMatches } from './fixed-values.js';
@@ -39,6 +40,8 @@ export class StructureWalker implements WalkContext {
   unknownCodeSeverity: 'error' | 'warning' = 'error';
   /** Accept example.org/acme.com extension URLs (the specification's own examples use them). */
   allowExampleUrls = false;
+  /** URL prefixes under which unknown extensions are accepted without an issue. */
+  allowedExtensionDomains: string[] = [];
   /**
    * R4 requires Observations with the vital-sign LOINC codes to conform to the matching core profile
    * (http://hl7.org/fhir/R4/observation-vitalsigns.html); on by default.
@@ -173,6 +176,14 @@ export class StructureWalker implements WalkContext {
     }
     if (!owner) return;
     run.depth++;
+    run.containers.push({
+      obj,
+      elementPath: node.path,
+      basePath: node.raw.base?.path,
+      ownerPath: owner.path,
+      typeName,
+      path,
+    });
     try {
       const keyCount = this.walkProperties(obj, owner, path, run, frame, isResourceRoot);
       if (keyCount === 0 || (keyCount === 1 && obj.id !== undefined && !isResourceRoot)) {
@@ -182,6 +193,7 @@ export class StructureWalker implements WalkContext {
       checkConstraints(this, obj, node, owner, typeName, path, run, frame, isResourceRoot);
     } finally {
       run.depth--;
+      run.containers.pop();
     }
   }
 
@@ -345,11 +357,14 @@ export class StructureWalker implements WalkContext {
     }
     if (code === 'Resource' || (code !== undefined && this.isResourceType(code))) {
       if (!this.validateContained && /\.contained\[\d+\]$/.test(path)) return;
+      const container =
+        path.includes('.contained[') || path.endsWith('.contained') ? frame.rootResource : undefined;
       this.walkResource(
         value,
         path,
-        path.includes('.contained[') || path.endsWith('.contained') ? frame.rootResource : undefined,
+        container,
         run,
+        resourceProfiles(this, value, type, path, container, run),
       );
       return;
     }
