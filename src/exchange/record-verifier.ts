@@ -14,9 +14,14 @@
  */
 import { canonicalizeResourceText } from '../fhir/canonical.js';
 import type { OperationOutcomeIssue } from '../fhir/outcome.js';
-import { isLeafVersion } from '../integrity/hashing.js';
-import type { ProofStep } from '../integrity/merkle.js';
-import { verifyReceivedCanonical, type BatchSource } from '../integrity/verification.js';
+import { isLeafVersion, leafHashOf } from '../integrity/hashing.js';
+import type { ProofStep, ProvenNodes } from '../integrity/merkle.js';
+import type { OnChainBatch } from '../integrity/anchor-contract-client.js';
+import {
+  receivedAnchorVerdict,
+  receivedProofHolds,
+  type BatchSource,
+} from '../integrity/verification.js';
 import {
   EVIDENCE_EXTENSION_URL,
   EVIDENCE_LIMITS,
@@ -592,22 +597,23 @@ export async function verifyEvidenceBundle(
     provenances.set(target, resource);
   }
 
-  const seen = new Set<string>();
+  const run: VerifierRun = {
+    custodian,
+    provenances,
+    ambiguous,
+    seen: new Set(),
+    batchNodes,
+    proven: batches.proven,
+    roots: new Map(),
+  };
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i];
     if (entry.mode !== 'match') continue;
     const named =
       typeof entry.fullUrl === 'string' && entry.fullUrl.length <= 2048 ? entry.fullUrl : `entry[${i}]`;
-    const verdict = await verifyEntry(
-      entry,
-      named,
-      custodian,
-      provenances,
-      ambiguous,
-      seen,
-      batches,
-      batchNodes,
-    );
+    // Everything but the root's ledger read is synchronous; a root is read once per answer (then known).
+    const checked = checkEntry(entry, named, run);
+    const verdict = 'record' in checked ? checked : await anchorVerdict(checked, run, batches);
     answer.records.push(verdict.record);
     if (verdict.record.status === 'failed') {
       answer.issues.push(failedIssue(custodian, named, verdict.record.reason ?? 'failed'));
@@ -620,26 +626,45 @@ export async function verifyEvidenceBundle(
   return answer;
 }
 
-async function verifyEntry(
-  entry: ScannedEntry,
-  fullUrl: string,
-  custodian: CustodianIdentity,
-  provenances: Map<string, unknown>,
-  ambiguous: Set<string>,
-  seen: Set<string>,
-  batches: BatchSource,
-  batchNodes: ReadonlyMap<string, BatchNodes>,
-): Promise<{ record: RecordVerdict; provenance?: string }> {
+/** What the checks of one answer share. */
+interface VerifierRun {
+  custodian: CustodianIdentity;
+  /** Evidence Provenances by the record they target; a target named twice is ambiguous. */
+  provenances: Map<string, unknown>;
+  ambiguous: Set<string>;
+  /** fullUrls of the records checked so far. */
+  seen: Set<string>;
+  batchNodes: ReadonlyMap<string, BatchNodes>;
+  proven: ProvenNodes | undefined;
+  /** Roots read in this answer (null: not on this peer's ledger); a read that failed is not kept. */
+  roots: Map<string, OnChainBatch | null>;
+}
+
+type EntryVerdict = { record: RecordVerdict; provenance?: string };
+
+/** A record whose text proves into its root: what is left is the root on the ledger. */
+interface ProvenRecord {
+  fullUrl: string;
+  lastUpdated: string;
+  evidence: Extract<RecordEvidence, { status: 'anchored' }>;
+}
+
+/**
+ * The checks of one record that need no ledger: its text and URL, its Provenance, its leaf hash and proof. A
+ * verdict when they decide (failed, pending), or the proven record.
+ */
+function checkEntry(entry: ScannedEntry, fullUrl: string, run: VerifierRun): EntryVerdict | ProvenRecord {
   const fail = (reason: string) => ({ record: { fullUrl, status: 'failed' as const, reason } });
+  const { custodian } = run;
   if (entry.resourceText === undefined) return fail('the entry has no resource');
   const version = versionOf(entry.resourceText);
   if ('error' in version) return fail(version.error);
   const expectedUrl = versionUrl(custodian.fhirBaseUrl, version.resourceType, version.id, version.versionId);
   if (fullUrl !== expectedUrl) return fail(`the fullUrl is not ${expectedUrl}`);
-  if (seen.has(fullUrl)) return fail('the record is sent twice');
-  seen.add(fullUrl);
-  if (ambiguous.has(fullUrl)) return fail('more than one Provenance targets the record');
-  const provenance = provenances.get(fullUrl);
+  if (run.seen.has(fullUrl)) return fail('the record is sent twice');
+  run.seen.add(fullUrl);
+  if (run.ambiguous.has(fullUrl)) return fail('more than one Provenance targets the record');
+  const provenance = run.provenances.get(fullUrl);
   if (provenance === undefined) return fail('no evidence Provenance targets the record');
   const parsed = parseEvidence(provenance);
   if ('error' in parsed) return fail(parsed.error);
@@ -648,45 +673,78 @@ async function verifyEntry(
       `the Provenance names custodian ${String(parsed.mspId).slice(0, 64)}, not ${custodian.mspId}`,
     );
   const { evidence } = parsed;
-  const target = { fullUrl, lastUpdated: version.lastUpdated };
   if (evidence.status === 'pending') {
     const reason = 'not yet anchored by the custodian';
     return {
       record: { fullUrl, status: 'pending', reason },
-      provenance: evidenceProvenanceText(target, custodian, evidence, { status: 'pending', reason }),
+      provenance: evidenceProvenanceText(
+        { fullUrl, lastUpdated: version.lastUpdated },
+        custodian,
+        evidence,
+        { status: 'pending', reason },
+      ),
     };
   }
   if (evidence.proof.length === 0) {
     // A custodian's answer sends each batch's proof nodes once (record-evidence.ts); push and save send steps.
-    const proof = proofFromNodes(evidence, batchNodes);
+    const proof = proofFromNodes(evidence, run.batchNodes);
     if ('error' in proof) return fail(proof.error);
     evidence.proof = proof;
   }
-  let result;
+  let hash: string;
   try {
-    result = await verifyReceivedCanonical(version.canonical, evidence, batches, {
-      custodianMsp: custodian.mspId,
-    });
-  } catch {
-    // The ledger could not be read: nothing proven, nothing disproven.
-    result = { verified: false, status: 'pending' as const, reason: 'this peer’s ledger could not be read' };
+    hash = leafHashOf(evidence.salt, version.canonical, evidence.leafVersion, evidence.custodian);
+  } catch (err) {
+    return fail(`the leaf hash cannot be computed: ${err instanceof Error ? err.message : String(err)}`);
   }
-  if (result.status === 'failed') return fail(result.reason ?? 'failed');
-  const reason =
-    result.status === 'pending' && result.reason === 'the ledger has no batch with this root'
-      ? 'the root is not yet on this peer’s ledger'
-      : result.reason;
-  const record: RecordVerdict = { fullUrl, status: result.status };
-  if (reason !== undefined) record.reason = reason;
+  if (!receivedProofHolds(hash, evidence, run.proven))
+    return fail('the record does not prove into the given root');
+  return { fullUrl, lastUpdated: version.lastUpdated, evidence };
+}
+
+/** The rest of a proven record's check: its root on this peer's ledger, read once per answer. */
+async function anchorVerdict(
+  proven: ProvenRecord,
+  run: VerifierRun,
+  batches: BatchSource,
+): Promise<EntryVerdict> {
+  const { fullUrl, lastUpdated, evidence } = proven;
+  let onChain = run.roots.get(evidence.root);
+  if (onChain === undefined) {
+    try {
+      onChain = await batches.readBatch(evidence.root);
+    } catch {
+      // The ledger could not be read: nothing proven, nothing disproven (the next record asks again).
+      return pendingVerdict(proven, run, 'this peer’s ledger could not be read');
+    }
+    run.roots.set(evidence.root, onChain);
+  }
+  const result = receivedAnchorVerdict(onChain, evidence, { custodianMsp: run.custodian.mspId });
+  if (result.status === 'failed')
+    return { record: { fullUrl, status: 'failed', reason: result.reason ?? 'failed' } };
+  if (result.status === 'pending')
+    return pendingVerdict(proven, run, 'the root is not yet on this peer’s ledger');
+  const record: RecordVerdict = { fullUrl, status: 'verified' };
   if (result.anchoredBy !== undefined) record.anchoredBy = result.anchoredBy;
   if (result.anchoredAt !== undefined) record.anchoredAt = result.anchoredAt;
   return {
     record,
-    provenance: evidenceProvenanceText(target, custodian, evidence, {
-      status: result.status,
-      reason,
+    provenance: evidenceProvenanceText({ fullUrl, lastUpdated }, run.custodian, evidence, {
+      status: 'verified',
       anchoredBy: result.anchoredBy,
       anchoredAt: result.anchoredAt,
+    }),
+  };
+}
+
+/** A proven record whose root this peer cannot confirm yet: kept, marked pending. */
+function pendingVerdict(proven: ProvenRecord, run: VerifierRun, reason: string): EntryVerdict {
+  const { fullUrl, lastUpdated, evidence } = proven;
+  return {
+    record: { fullUrl, status: 'pending', reason },
+    provenance: evidenceProvenanceText({ fullUrl, lastUpdated }, run.custodian, evidence, {
+      status: 'pending',
+      reason,
     }),
   };
 }

@@ -11,6 +11,7 @@
  * `{ side, hash }`, `side` saying whether the sibling is on the left or the right of the running node.
  * Levels where the node is promoted contribute no step.
  */
+import * as nodeCrypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 
 export interface ProofStep {
@@ -22,11 +23,27 @@ export interface ProofStep {
 const LEAF_PREFIX = Buffer.from([0]);
 const NODE_PREFIX = Buffer.from([1]);
 
+/**
+ * One-shot SHA-256 (crypto.hash: Node 20.12+, 22): about a third cheaper than createHash for the 33- and 65-byte
+ * inputs of nodes, which a receiver hashes for every record. Absent on older Node 20 releases: createHash then.
+ */
+const oneShotHash = (nodeCrypto as { hash?: typeof nodeCrypto.hash }).hash;
+/** Node inputs written in place (hashing is synchronous): prefix byte, then the 32-byte hashes. */
+const leafInput = Buffer.alloc(33, 0);
+const nodeInput = Buffer.alloc(65, 1);
+
 export function leafNode(leafHashHex: string): Buffer {
+  if (oneShotHash && leafHashHex.length === 64 && leafInput.write(leafHashHex, 1, 'hex') === 32)
+    return oneShotHash('sha256', leafInput, 'buffer');
   return createHash('sha256').update(LEAF_PREFIX).update(Buffer.from(leafHashHex, 'hex')).digest();
 }
 
 function innerNode(left: Buffer, right: Buffer): Buffer {
+  if (oneShotHash && left.length === 32 && right.length === 32) {
+    left.copy(nodeInput, 1);
+    right.copy(nodeInput, 33);
+    return oneShotHash('sha256', nodeInput, 'buffer');
+  }
   return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
 }
 
