@@ -181,38 +181,37 @@ export interface EvidenceVerdict {
 }
 
 const part = (url: string, type: string, value: string | number): string =>
-  `{"url":"${url}","${type}":${typeof value === 'number' ? String(value) : JSON.stringify(value)}}`;
+  `,{"url":"${url}","${type}":${typeof value === 'number' ? String(value) : JSON.stringify(value)}}`;
 
 /**
  * The `integrity-evidence` extension, as JSON text: `status` (custodian: anchored | pending; receiver: verified |
  * pending), `reason`, `salt`, `leafVersion`, `custodian`, `root`, `leafIndex`, `leafCount`, `proof` (repeated,
  * leaf to root, `left:<hex>` | `right:<hex>`), `transactionId`, `blockNumber`, and from a receiver `anchoredBy`,
- * `anchoredAt`. Written as text (not an object then JSON.stringify): it goes out once per record.
+ * `anchoredAt`. Written as text (not an object then JSON.stringify), part after part: it goes out once per record.
  */
 export function evidenceExtensionText(
   evidence: RecordEvidence,
   verdict?: EvidenceVerdict,
   withProof = true,
 ): string {
-  const parts: string[] = [part('status', 'valueCode', verdict?.status ?? evidence.status)];
+  let text = `{"url":"${EVIDENCE_EXTENSION_URL}","extension":[{"url":"status","valueCode":${JSON.stringify(verdict?.status ?? evidence.status)}}`;
   const reason = verdict ? verdict.reason : evidence.status === 'pending' ? evidence.reason : undefined;
-  if (reason !== undefined) parts.push(part('reason', 'valueString', reason));
+  if (reason !== undefined) text += part('reason', 'valueString', reason);
   if (evidence.status === 'anchored') {
-    parts.push(part('salt', 'valueString', evidence.salt));
-    parts.push(part('leafVersion', 'valuePositiveInt', evidence.leafVersion));
-    if (evidence.custodian !== undefined) parts.push(part('custodian', 'valueString', evidence.custodian));
-    parts.push(part('root', 'valueString', evidence.root));
-    parts.push(part('leafIndex', 'valueUnsignedInt', evidence.leafIndex));
-    parts.push(part('leafCount', 'valuePositiveInt', evidence.leafCount));
+    text += part('salt', 'valueString', evidence.salt);
+    text += part('leafVersion', 'valuePositiveInt', evidence.leafVersion);
+    if (evidence.custodian !== undefined) text += part('custodian', 'valueString', evidence.custodian);
+    text += part('root', 'valueString', evidence.root);
+    text += part('leafIndex', 'valueUnsignedInt', evidence.leafIndex);
+    text += part('leafCount', 'valuePositiveInt', evidence.leafCount);
     if (withProof)
-      for (const step of evidence.proof)
-        parts.push(part('proof', 'valueString', `${step.side}:${step.hash}`));
-    parts.push(part('transactionId', 'valueString', evidence.transactionId));
-    parts.push(part('blockNumber', 'valueUnsignedInt', evidence.blockNumber));
+      for (const step of evidence.proof) text += part('proof', 'valueString', `${step.side}:${step.hash}`);
+    text += part('transactionId', 'valueString', evidence.transactionId);
+    text += part('blockNumber', 'valueUnsignedInt', evidence.blockNumber);
   }
-  if (verdict?.anchoredBy !== undefined) parts.push(part('anchoredBy', 'valueString', verdict.anchoredBy));
-  if (verdict?.anchoredAt !== undefined) parts.push(part('anchoredAt', 'valueDateTime', verdict.anchoredAt));
-  return `{"url":"${EVIDENCE_EXTENSION_URL}","extension":[${parts.join(',')}]}`;
+  if (verdict?.anchoredBy !== undefined) text += part('anchoredBy', 'valueString', verdict.anchoredBy);
+  if (verdict?.anchoredAt !== undefined) text += part('anchoredAt', 'valueDateTime', verdict.anchoredAt);
+  return text + ']}';
 }
 
 /** The Provenance that follows a record, as JSON text: custodian (MSP, organisation), target version, evidence. */

@@ -17,15 +17,12 @@ import type { OperationOutcomeIssue } from '../fhir/outcome.js';
 import { isLeafVersion, leafHashOf } from '../integrity/hashing.js';
 import type { ProofStep, ProvenNodes } from '../integrity/merkle.js';
 import type { OnChainBatch } from '../integrity/anchor-contract-client.js';
-import {
-  receivedAnchorVerdict,
-  receivedProofHolds,
-  type BatchSource,
-} from '../integrity/verification.js';
+import { receivedAnchorVerdict, receivedProofHolds, type BatchSource } from '../integrity/verification.js';
 import {
   EVIDENCE_EXTENSION_URL,
   EVIDENCE_LIMITS,
   MSP_IDENTIFIER_SYSTEM,
+  PARTICIPANT_TYPE_SYSTEM,
   PROOF_NODES_PARAMETER,
   evidenceProvenanceText,
   proofPositions,
@@ -81,6 +78,7 @@ export class ShapeError extends Error {}
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const RESOURCE_TYPE = /^[A-Z][A-Za-z]{0,63}$/;
 const VERSION_ID = /^[1-9][0-9]{0,9}$/;
 const TRANSACTION_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
@@ -91,6 +89,7 @@ const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
  */
 export class SpanScanner {
   pos = 0;
+  private readonly open: number[] = [];
   constructor(
     readonly text: string,
     private readonly maxDepth: number,
@@ -117,7 +116,7 @@ export class SpanScanner {
     const start = this.pos;
     const c = t.charCodeAt(start);
     if (c !== 0x7b && c !== 0x5b) {
-      if (c === 0x22) this.string();
+      if (c === 0x22) this.skipString();
       else if (t.startsWith('true', start)) this.pos += 4;
       else if (t.startsWith('false', start)) this.pos += 5;
       else if (t.startsWith('null', start)) this.pos += 4;
@@ -128,14 +127,16 @@ export class SpanScanner {
       }
       return [start, this.pos];
     }
-    // Brackets still open, as their closing characters; capped so hostile nesting stays cheap.
-    const open: number[] = [];
+    // Brackets still open, as their closing characters; capped so hostile nesting stays cheap. One stack per
+    // scanner (reused: a Bundle has thousands of values).
+    const open = this.open;
+    open.length = 0;
     let i = start;
     for (;;) {
       const d = t.charCodeAt(i);
       if (d === 0x22) {
         this.pos = i;
-        this.string();
+        this.skipString();
         i = this.pos;
         continue;
       }
@@ -164,10 +165,16 @@ export class SpanScanner {
 
   /** Skips a string (at its opening quote); returns its span including the quotes. */
   string(): [number, number] {
-    const t = this.text;
     const start = this.pos;
-    if (t.charCodeAt(start) !== 0x22) this.fail('a string expected');
-    let i = start + 1;
+    this.skipString();
+    return [start, this.pos];
+  }
+
+  /** Moves past a string (at its opening quote). */
+  private skipString(): void {
+    const t = this.text;
+    if (t.charCodeAt(this.pos) !== 0x22) this.fail('a string expected');
+    let i = this.pos + 1;
     for (;;) {
       const quote = t.indexOf('"', i);
       if (quote < 0) this.fail('unterminated string');
@@ -178,7 +185,6 @@ export class SpanScanner {
       if (backslashes % 2 === 0) break;
     }
     this.pos = i;
-    return [start, this.pos];
   }
 
   /** At `{`: calls `member(name)` with the scanner at each member's value, which it must consume. */
@@ -365,7 +371,18 @@ export function parseEvidence(
     }
   }
   if (proof.length > EVIDENCE_LIMITS.maxProofSteps) return { error: 'the proof has too many steps' };
-  const mspId = custodianMspOf(provenance);
+  return checkedEvidence(single, proof, custodianMspOf(provenance));
+}
+
+/** Evidence read from a Provenance: its single-valued parts by name, its proof steps, its custodian's MSP. */
+export type EvidenceRead = ReturnType<typeof parseEvidence>;
+
+/** The second half of parseEvidence: the parts' values checked for their types and shapes. */
+function checkedEvidence(
+  single: ReadonlyMap<string, unknown>,
+  proof: ProofStep[],
+  mspId: string | undefined,
+): { evidence: RecordEvidence; mspId?: string } | { error: string } {
   const status = single.get('status');
   if (status === 'pending')
     return { evidence: { status: 'pending', reason: 'not yet anchored by the custodian' }, mspId };
@@ -401,6 +418,73 @@ export function parseEvidence(
   };
   if (typeof custodian === 'string') evidence.custodian = custodian;
   return { evidence, mspId };
+}
+
+/** Regular-expression source matching `text` literally. */
+const literally = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+/** A JSON string without escapes or control characters: it parses to exactly the characters between its quotes. */
+const PLAIN_STRING = '"([^"\\\\\\u0000-\\u001f]*)"';
+/** A JSON integer: it parses to the number it spells. */
+const PLAIN_INT = '(0|[1-9][0-9]{0,15})';
+const partPattern = (url: string, type: string, value: string) =>
+  literally(`{"url":"${url}","${type}":`) + value + '\\}';
+
+/**
+ * A custodian's Provenance exactly as record-evidence.ts writes it into an answer (evidenceProvenanceText: an
+ * anchored record, no proof steps, no whitespace), every string in it without escapes. A text this pattern matches
+ * parses to exactly its captures, so it is read from them without building the objects (a receiver reads one per
+ * record); any other text (another member's writer, an escape, a pending record) is parsed in full.
+ */
+const WRITTEN_PROVENANCE = new RegExp(
+  '^' +
+    literally(`{"resourceType":"Provenance","extension":[{"url":"${EVIDENCE_EXTENSION_URL}","extension":[`) +
+    partPattern('status', 'valueCode', '"anchored"') +
+    ',' +
+    partPattern('salt', 'valueString', PLAIN_STRING) +
+    ',' +
+    partPattern('leafVersion', 'valuePositiveInt', PLAIN_INT) +
+    `(?:,${partPattern('custodian', 'valueString', PLAIN_STRING)})?` +
+    ',' +
+    partPattern('root', 'valueString', PLAIN_STRING) +
+    ',' +
+    partPattern('leafIndex', 'valueUnsignedInt', PLAIN_INT) +
+    ',' +
+    partPattern('leafCount', 'valuePositiveInt', PLAIN_INT) +
+    ',' +
+    partPattern('transactionId', 'valueString', PLAIN_STRING) +
+    ',' +
+    partPattern('blockNumber', 'valueUnsignedInt', PLAIN_INT) +
+    literally(']}],"target":[{"reference":') +
+    PLAIN_STRING +
+    literally('}],"recorded":') +
+    PLAIN_STRING +
+    literally(
+      `,"agent":[{"type":{"coding":[{"system":"${PARTICIPANT_TYPE_SYSTEM}","code":"custodian","display":"Custodian"}]},` +
+        `"who":{"identifier":{"system":"${MSP_IDENTIFIER_SYSTEM}","value":`,
+    ) +
+    PLAIN_STRING +
+    literally('},"display":') +
+    PLAIN_STRING +
+    literally('}}]}') +
+    '$',
+);
+
+/** The target and evidence of a Provenance in the written form (WRITTEN_PROVENANCE), or undefined. */
+export function readWrittenProvenance(text: string): { target: string; read: EvidenceRead } | undefined {
+  const m = WRITTEN_PROVENANCE.exec(text);
+  if (!m) return undefined;
+  const single = new Map<string, unknown>([
+    ['status', 'anchored'],
+    ['salt', m[1]],
+    ['leafVersion', Number(m[2])],
+    ['root', m[4]],
+    ['leafIndex', Number(m[5])],
+    ['leafCount', Number(m[6])],
+    ['transactionId', m[7]],
+    ['blockNumber', Number(m[8])],
+  ]);
+  if (m[3] !== undefined) single.set('custodian', m[3]);
+  return { target: m[9], read: checkedEvidence(single, [], m[11]) };
 }
 
 /** The MSP id of the Provenance's custodian agent. */
@@ -515,7 +599,7 @@ function versionOf(resourceText: string):
   if (canonical.charCodeAt(0) !== 0x7b) return { error: 'the resource is not an object' };
   const resourceType = stringMember(members.get('resourceType'));
   const id = stringMember(members.get('id'));
-  if (resourceType === undefined || !/^[A-Z][A-Za-z]{0,63}$/.test(resourceType))
+  if (resourceType === undefined || !RESOURCE_TYPE.test(resourceType))
     return { error: 'the resource has no resourceType' };
   if (id === undefined || !FHIR_ID.test(id)) return { error: 'the resource has no valid id' };
   const metaText = members.get('meta');
@@ -570,11 +654,17 @@ export async function verifyEvidenceBundle(
 
   // Evidence Provenances by the record they target; a target named twice has no usable evidence. Batches' proof
   // nodes by root and leaf count; a batch sent twice has none.
-  const provenances = new Map<string, unknown>();
+  const provenances = new Map<string, EvidenceRead>();
   const ambiguous = new Set<string>();
   const batchNodes = new Map<string, BatchNodes>();
   for (const entry of entries) {
     if (entry.mode !== 'include' || entry.resourceText === undefined) continue;
+    const written = readWrittenProvenance(entry.resourceText);
+    if (written) {
+      if (provenances.has(written.target)) ambiguous.add(written.target);
+      provenances.set(written.target, written.read);
+      continue;
+    }
     let resource: unknown;
     try {
       resource = JSON.parse(entry.resourceText);
@@ -594,7 +684,7 @@ export async function verifyEvidenceBundle(
     const target = targetOf(resource);
     if (target === undefined) continue;
     if (provenances.has(target)) ambiguous.add(target);
-    provenances.set(target, resource);
+    provenances.set(target, parseEvidence(resource));
   }
 
   const run: VerifierRun = {
@@ -630,7 +720,7 @@ export async function verifyEvidenceBundle(
 interface VerifierRun {
   custodian: CustodianIdentity;
   /** Evidence Provenances by the record they target; a target named twice is ambiguous. */
-  provenances: Map<string, unknown>;
+  provenances: Map<string, EvidenceRead>;
   ambiguous: Set<string>;
   /** fullUrls of the records checked so far. */
   seen: Set<string>;
@@ -664,9 +754,8 @@ function checkEntry(entry: ScannedEntry, fullUrl: string, run: VerifierRun): Ent
   if (run.seen.has(fullUrl)) return fail('the record is sent twice');
   run.seen.add(fullUrl);
   if (run.ambiguous.has(fullUrl)) return fail('more than one Provenance targets the record');
-  const provenance = run.provenances.get(fullUrl);
-  if (provenance === undefined) return fail('no evidence Provenance targets the record');
-  const parsed = parseEvidence(provenance);
+  const parsed = run.provenances.get(fullUrl);
+  if (parsed === undefined) return fail('no evidence Provenance targets the record');
   if ('error' in parsed) return fail(parsed.error);
   if (parsed.mspId !== custodian.mspId)
     return fail(
@@ -677,12 +766,10 @@ function checkEntry(entry: ScannedEntry, fullUrl: string, run: VerifierRun): Ent
     const reason = 'not yet anchored by the custodian';
     return {
       record: { fullUrl, status: 'pending', reason },
-      provenance: evidenceProvenanceText(
-        { fullUrl, lastUpdated: version.lastUpdated },
-        custodian,
-        evidence,
-        { status: 'pending', reason },
-      ),
+      provenance: evidenceProvenanceText({ fullUrl, lastUpdated: version.lastUpdated }, custodian, evidence, {
+        status: 'pending',
+        reason,
+      }),
     };
   }
   if (evidence.proof.length === 0) {
