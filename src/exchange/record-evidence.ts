@@ -59,7 +59,7 @@ export type RecordEvidence =
   | { status: 'pending'; reason: string };
 
 export interface EvidenceSources {
-  store: Pick<ResourceStore, 'anchorState'>;
+  store: Pick<ResourceStore, 'anchorStates'>;
   /** The batch journal (IntegrityService.journal). */
   journal: Pick<AnchorJournal, 'members'>;
 }
@@ -106,7 +106,7 @@ function journalBatch(journal: EvidenceSources['journal'], root: string): Journa
 }
 
 /**
- * The evidence of each version, in order. Reads one anchor state per version and each batch's members once, and
+ * The evidence of each version, in order. Reads every version's anchor state in one read, each batch's members once, and
  * builds each batch's tree once. A version without provable evidence (anchoring off, salt erased, a journal
  * that lost or disagrees with its batch) is `pending` with the reason: the receiver cannot verify it either way.
  */
@@ -119,9 +119,12 @@ export async function collectEvidence(
     if (!batches.has(root)) batches.set(root, journalBatch(sources.journal, root));
     return batches.get(root);
   };
+  // Every version's anchor state in one read.
+  const states = await sources.store.anchorStates(versions);
   const out: RecordEvidence[] = [];
-  for (const version of versions) {
-    const state = await sources.store.anchorState(version);
+  for (let i = 0; i < versions.length; i++) {
+    const version = versions[i];
+    const state = states[i];
     if (!state) {
       out.push({ status: 'pending', reason: 'never queued for anchoring' });
       continue;
