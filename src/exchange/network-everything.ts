@@ -359,6 +359,38 @@ type CustodianResult =
   | { kind: 'too-many'; custodian: MemberEntry }
   | { kind: 'issue'; issue: OperationOutcomeIssue };
 
+/** The key of a home's locate answers: patient, actor, role and purposes. */
+function locateKey(npid: string, asker: NetworkAsker): string {
+  return JSON.stringify([npid, asker.actor, asker.role, [...asker.purposes].sort()]);
+}
+
+/** Custodians asked during the locate under the grants the home named last time (NetworkEverything.speculate). */
+class Speculation {
+  private readonly grants: string;
+
+  constructor(
+    grants: readonly string[],
+    private readonly calls: Map<string, Promise<CustodianResult>>,
+    private readonly aborted: AbortController,
+  ) {
+    this.grants = JSON.stringify([...grants].sort());
+  }
+
+  /** The call made to `member`, if the home names exactly the grants it was made under; taken once. */
+  take(member: string, grants: readonly string[]): Promise<CustodianResult> | undefined {
+    if (JSON.stringify([...grants].sort()) !== this.grants) return undefined;
+    const call = this.calls.get(member);
+    this.calls.delete(member);
+    return call;
+  }
+
+  /** Every call not taken is aborted and its answer never read. */
+  discard(): void {
+    if (this.calls.size > 0) this.aborted.abort();
+    this.calls.clear();
+  }
+}
+
 /** Roots read once per run; a root this peer did not hold is asked again on the next round. */
 class RunBatches implements BatchSource {
   readonly proven = new ProvenNodes();
@@ -473,6 +505,7 @@ export class NetworkEverything {
     const deadline = new AbortController();
     const startedAt = Date.now();
     const timer = setTimeout(() => deadline.abort(), this.options.deadlineMs);
+    let speculation: Speculation | undefined;
     try {
       // Phase 2: the network patient and its home.
       const npid = await this.options.links.npidOf(patientRef);
@@ -487,7 +520,9 @@ export class NetworkEverything {
           ),
         ]);
 
-      // Phase 3: the grants and the custodians.
+      // Phase 3: the grants and the custodians; meanwhile, the custodians the home named last time are asked
+      // under the grants it named then (see speculate: used only if the home names the same grants now).
+      speculation = this.speculate(home, npid, asker, query, deadline.signal);
       const { answer: located, issue: homeIssue } = await this.locate(home, npid, asker, deadline.signal);
       if (!located) return onlyOutcomes([homeIssue!]);
       if (located.grants.length === 0)
@@ -512,8 +547,13 @@ export class NetworkEverything {
         (c) => c.member !== this.options.mspId && !(homeIssue && c.member === home),
       );
       const results = await Promise.all(
-        custodians.map((c) => this.fetchRecords(c.member, npid, actor, query, deadline.signal)),
+        custodians.map(
+          (c) =>
+            speculation?.take(c.member, located.grants) ??
+            this.fetchRecords(c.member, npid, actor, query, deadline.signal),
+        ),
       );
+      speculation?.discard();
       const tooMany = results.filter((r) => r.kind === 'too-many').map((r) => r.custodian.mspId);
       if (tooMany.length > 0)
         throw fhirError(
@@ -534,6 +574,8 @@ export class NetworkEverything {
       return receivedBundleText(answers, issues);
     } finally {
       clearTimeout(timer);
+      // Whatever was asked speculatively and not used (no grant now, other grants, an error): aborted, unread.
+      speculation?.discard();
     }
   }
 
@@ -559,7 +601,7 @@ export class NetworkEverything {
       purposes: asker.purposes,
       consentReferences: [],
     };
-    const key = JSON.stringify([npid, asker.actor, asker.role, [...asker.purposes].sort()]);
+    const key = locateKey(npid, asker);
     // A fresh answer is reused without a second round trip: each custodian still checks every grant id on its own
     // ledger, so it opens nothing a revocation closed; a custodian linked (or a grant added) meanwhile is only
     // found once it is no longer fresh (docs/exchange.md "The flow").
@@ -592,6 +634,45 @@ export class NetworkEverything {
     // What the home said now replaces what was remembered (no grant now: nothing remembered).
     this.located.remember(key, answer);
     return { answer };
+  }
+
+  /**
+   * Phase 4 begun during phase 3: when the home is another member and answered this actor, patient and purpose
+   * with grants within the last hour, the custodians it named then (but this member) are asked under those grants
+   * while the home is asked again, saving a round trip. What they answer is used only for a custodian the home
+   * names again with exactly the same grants (a custodian it names anew is asked then, under the grants it names
+   * now); everything else is discarded unread and its calls aborted: a home that says "no grant" or names other
+   * grants is believed, as without speculation. Each custodian checks every grant id on its own ledger, so a
+   * speculative call is answered only under a live grant: it opens nothing (docs/exchange.md "The flow",
+   * docs/threat-model.md).
+   */
+  private speculate(
+    home: string,
+    npid: string,
+    asker: NetworkAsker,
+    query: NetworkQuery,
+    signal: AbortSignal,
+  ): Speculation | undefined {
+    if (home === this.options.mspId) return undefined;
+    const remembered = this.located.recall(locateKey(npid, asker));
+    if (!remembered) return undefined;
+    const actor: NetworkActor = {
+      subjectId: asker.actor,
+      subjectRole: asker.role,
+      purposes: asker.purposes,
+      consentReferences: remembered.grants,
+    };
+    const aborted = new AbortController();
+    const callSignal = AbortSignal.any([signal, aborted.signal]);
+    const calls = new Map<string, Promise<CustodianResult>>();
+    for (const { member } of remembered.custodians) {
+      if (member === this.options.mspId || calls.has(member)) continue;
+      const call = this.fetchRecords(member, npid, actor, query, callSignal);
+      // A call never taken is never awaited: its failure must not surface as an unhandled rejection.
+      call.catch(() => undefined);
+      calls.set(member, call);
+    }
+    return new Speculation(remembered.grants, calls, aborted);
   }
 
   /** Phase 4, one custodian: its evidence Bundle text, or why there is none. */

@@ -59,7 +59,7 @@ export type RecordEvidence =
   | { status: 'pending'; reason: string };
 
 export interface EvidenceSources {
-  store: Pick<ResourceStore, 'anchorState'>;
+  store: Pick<ResourceStore, 'anchorStates'>;
   /** The batch journal (IntegrityService.journal). */
   journal: Pick<AnchorJournal, 'members'>;
 }
@@ -106,7 +106,7 @@ function journalBatch(journal: EvidenceSources['journal'], root: string): Journa
 }
 
 /**
- * The evidence of each version, in order. Reads one anchor state per version and each batch's members once, and
+ * The evidence of each version, in order. Reads every version's anchor state in one read, each batch's members once, and
  * builds each batch's tree once. A version without provable evidence (anchoring off, salt erased, a journal
  * that lost or disagrees with its batch) is `pending` with the reason: the receiver cannot verify it either way.
  */
@@ -119,9 +119,12 @@ export async function collectEvidence(
     if (!batches.has(root)) batches.set(root, journalBatch(sources.journal, root));
     return batches.get(root);
   };
+  // Every version's anchor state in one read.
+  const states = await sources.store.anchorStates(versions);
   const out: RecordEvidence[] = [];
-  for (const version of versions) {
-    const state = await sources.store.anchorState(version);
+  for (let i = 0; i < versions.length; i++) {
+    const version = versions[i];
+    const state = states[i];
     if (!state) {
       out.push({ status: 'pending', reason: 'never queued for anchoring' });
       continue;
@@ -181,38 +184,37 @@ export interface EvidenceVerdict {
 }
 
 const part = (url: string, type: string, value: string | number): string =>
-  `{"url":"${url}","${type}":${typeof value === 'number' ? String(value) : JSON.stringify(value)}}`;
+  `,{"url":"${url}","${type}":${typeof value === 'number' ? String(value) : JSON.stringify(value)}}`;
 
 /**
  * The `integrity-evidence` extension, as JSON text: `status` (custodian: anchored | pending; receiver: verified |
  * pending), `reason`, `salt`, `leafVersion`, `custodian`, `root`, `leafIndex`, `leafCount`, `proof` (repeated,
  * leaf to root, `left:<hex>` | `right:<hex>`), `transactionId`, `blockNumber`, and from a receiver `anchoredBy`,
- * `anchoredAt`. Written as text (not an object then JSON.stringify): it goes out once per record.
+ * `anchoredAt`. Written as text (not an object then JSON.stringify), part after part: it goes out once per record.
  */
 export function evidenceExtensionText(
   evidence: RecordEvidence,
   verdict?: EvidenceVerdict,
   withProof = true,
 ): string {
-  const parts: string[] = [part('status', 'valueCode', verdict?.status ?? evidence.status)];
+  let text = `{"url":"${EVIDENCE_EXTENSION_URL}","extension":[{"url":"status","valueCode":${JSON.stringify(verdict?.status ?? evidence.status)}}`;
   const reason = verdict ? verdict.reason : evidence.status === 'pending' ? evidence.reason : undefined;
-  if (reason !== undefined) parts.push(part('reason', 'valueString', reason));
+  if (reason !== undefined) text += part('reason', 'valueString', reason);
   if (evidence.status === 'anchored') {
-    parts.push(part('salt', 'valueString', evidence.salt));
-    parts.push(part('leafVersion', 'valuePositiveInt', evidence.leafVersion));
-    if (evidence.custodian !== undefined) parts.push(part('custodian', 'valueString', evidence.custodian));
-    parts.push(part('root', 'valueString', evidence.root));
-    parts.push(part('leafIndex', 'valueUnsignedInt', evidence.leafIndex));
-    parts.push(part('leafCount', 'valuePositiveInt', evidence.leafCount));
+    text += part('salt', 'valueString', evidence.salt);
+    text += part('leafVersion', 'valuePositiveInt', evidence.leafVersion);
+    if (evidence.custodian !== undefined) text += part('custodian', 'valueString', evidence.custodian);
+    text += part('root', 'valueString', evidence.root);
+    text += part('leafIndex', 'valueUnsignedInt', evidence.leafIndex);
+    text += part('leafCount', 'valuePositiveInt', evidence.leafCount);
     if (withProof)
-      for (const step of evidence.proof)
-        parts.push(part('proof', 'valueString', `${step.side}:${step.hash}`));
-    parts.push(part('transactionId', 'valueString', evidence.transactionId));
-    parts.push(part('blockNumber', 'valueUnsignedInt', evidence.blockNumber));
+      for (const step of evidence.proof) text += part('proof', 'valueString', `${step.side}:${step.hash}`);
+    text += part('transactionId', 'valueString', evidence.transactionId);
+    text += part('blockNumber', 'valueUnsignedInt', evidence.blockNumber);
   }
-  if (verdict?.anchoredBy !== undefined) parts.push(part('anchoredBy', 'valueString', verdict.anchoredBy));
-  if (verdict?.anchoredAt !== undefined) parts.push(part('anchoredAt', 'valueDateTime', verdict.anchoredAt));
-  return `{"url":"${EVIDENCE_EXTENSION_URL}","extension":[${parts.join(',')}]}`;
+  if (verdict?.anchoredBy !== undefined) text += part('anchoredBy', 'valueString', verdict.anchoredBy);
+  if (verdict?.anchoredAt !== undefined) text += part('anchoredAt', 'valueDateTime', verdict.anchoredAt);
+  return text + ']}';
 }
 
 /** The Provenance that follows a record, as JSON text: custodian (MSP, organisation), target version, evidence. */

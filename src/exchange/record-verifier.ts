@@ -14,13 +14,15 @@
  */
 import { canonicalizeResourceText } from '../fhir/canonical.js';
 import type { OperationOutcomeIssue } from '../fhir/outcome.js';
-import { isLeafVersion } from '../integrity/hashing.js';
-import type { ProofStep } from '../integrity/merkle.js';
-import { verifyReceivedCanonical, type BatchSource } from '../integrity/verification.js';
+import { isLeafVersion, leafHashOf } from '../integrity/hashing.js';
+import type { ProofStep, ProvenNodes } from '../integrity/merkle.js';
+import type { OnChainBatch } from '../integrity/anchor-contract-client.js';
+import { receivedAnchorVerdict, receivedProofHolds, type BatchSource } from '../integrity/verification.js';
 import {
   EVIDENCE_EXTENSION_URL,
   EVIDENCE_LIMITS,
   MSP_IDENTIFIER_SYSTEM,
+  PARTICIPANT_TYPE_SYSTEM,
   PROOF_NODES_PARAMETER,
   evidenceProvenanceText,
   proofPositions,
@@ -76,6 +78,7 @@ export class ShapeError extends Error {}
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const RESOURCE_TYPE = /^[A-Z][A-Za-z]{0,63}$/;
 const VERSION_ID = /^[1-9][0-9]{0,9}$/;
 const TRANSACTION_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
@@ -86,6 +89,7 @@ const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
  */
 export class SpanScanner {
   pos = 0;
+  private readonly open: number[] = [];
   constructor(
     readonly text: string,
     private readonly maxDepth: number,
@@ -112,7 +116,7 @@ export class SpanScanner {
     const start = this.pos;
     const c = t.charCodeAt(start);
     if (c !== 0x7b && c !== 0x5b) {
-      if (c === 0x22) this.string();
+      if (c === 0x22) this.skipString();
       else if (t.startsWith('true', start)) this.pos += 4;
       else if (t.startsWith('false', start)) this.pos += 5;
       else if (t.startsWith('null', start)) this.pos += 4;
@@ -123,14 +127,16 @@ export class SpanScanner {
       }
       return [start, this.pos];
     }
-    // Brackets still open, as their closing characters; capped so hostile nesting stays cheap.
-    const open: number[] = [];
+    // Brackets still open, as their closing characters; capped so hostile nesting stays cheap. One stack per
+    // scanner (reused: a Bundle has thousands of values).
+    const open = this.open;
+    open.length = 0;
     let i = start;
     for (;;) {
       const d = t.charCodeAt(i);
       if (d === 0x22) {
         this.pos = i;
-        this.string();
+        this.skipString();
         i = this.pos;
         continue;
       }
@@ -159,10 +165,16 @@ export class SpanScanner {
 
   /** Skips a string (at its opening quote); returns its span including the quotes. */
   string(): [number, number] {
-    const t = this.text;
     const start = this.pos;
-    if (t.charCodeAt(start) !== 0x22) this.fail('a string expected');
-    let i = start + 1;
+    this.skipString();
+    return [start, this.pos];
+  }
+
+  /** Moves past a string (at its opening quote). */
+  private skipString(): void {
+    const t = this.text;
+    if (t.charCodeAt(this.pos) !== 0x22) this.fail('a string expected');
+    let i = this.pos + 1;
     for (;;) {
       const quote = t.indexOf('"', i);
       if (quote < 0) this.fail('unterminated string');
@@ -173,7 +185,6 @@ export class SpanScanner {
       if (backslashes % 2 === 0) break;
     }
     this.pos = i;
-    return [start, this.pos];
   }
 
   /** At `{`: calls `member(name)` with the scanner at each member's value, which it must consume. */
@@ -360,7 +371,18 @@ export function parseEvidence(
     }
   }
   if (proof.length > EVIDENCE_LIMITS.maxProofSteps) return { error: 'the proof has too many steps' };
-  const mspId = custodianMspOf(provenance);
+  return checkedEvidence(single, proof, custodianMspOf(provenance));
+}
+
+/** Evidence read from a Provenance: its single-valued parts by name, its proof steps, its custodian's MSP. */
+export type EvidenceRead = ReturnType<typeof parseEvidence>;
+
+/** The second half of parseEvidence: the parts' values checked for their types and shapes. */
+function checkedEvidence(
+  single: ReadonlyMap<string, unknown>,
+  proof: ProofStep[],
+  mspId: string | undefined,
+): { evidence: RecordEvidence; mspId?: string } | { error: string } {
   const status = single.get('status');
   if (status === 'pending')
     return { evidence: { status: 'pending', reason: 'not yet anchored by the custodian' }, mspId };
@@ -396,6 +418,73 @@ export function parseEvidence(
   };
   if (typeof custodian === 'string') evidence.custodian = custodian;
   return { evidence, mspId };
+}
+
+/** Regular-expression source matching `text` literally. */
+const literally = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+/** A JSON string without escapes or control characters: it parses to exactly the characters between its quotes. */
+const PLAIN_STRING = '"([^"\\\\\\u0000-\\u001f]*)"';
+/** A JSON integer: it parses to the number it spells. */
+const PLAIN_INT = '(0|[1-9][0-9]{0,15})';
+const partPattern = (url: string, type: string, value: string) =>
+  literally(`{"url":"${url}","${type}":`) + value + '\\}';
+
+/**
+ * A custodian's Provenance exactly as record-evidence.ts writes it into an answer (evidenceProvenanceText: an
+ * anchored record, no proof steps, no whitespace), every string in it without escapes. A text this pattern matches
+ * parses to exactly its captures, so it is read from them without building the objects (a receiver reads one per
+ * record); any other text (another member's writer, an escape, a pending record) is parsed in full.
+ */
+const WRITTEN_PROVENANCE = new RegExp(
+  '^' +
+    literally(`{"resourceType":"Provenance","extension":[{"url":"${EVIDENCE_EXTENSION_URL}","extension":[`) +
+    partPattern('status', 'valueCode', '"anchored"') +
+    ',' +
+    partPattern('salt', 'valueString', PLAIN_STRING) +
+    ',' +
+    partPattern('leafVersion', 'valuePositiveInt', PLAIN_INT) +
+    `(?:,${partPattern('custodian', 'valueString', PLAIN_STRING)})?` +
+    ',' +
+    partPattern('root', 'valueString', PLAIN_STRING) +
+    ',' +
+    partPattern('leafIndex', 'valueUnsignedInt', PLAIN_INT) +
+    ',' +
+    partPattern('leafCount', 'valuePositiveInt', PLAIN_INT) +
+    ',' +
+    partPattern('transactionId', 'valueString', PLAIN_STRING) +
+    ',' +
+    partPattern('blockNumber', 'valueUnsignedInt', PLAIN_INT) +
+    literally(']}],"target":[{"reference":') +
+    PLAIN_STRING +
+    literally('}],"recorded":') +
+    PLAIN_STRING +
+    literally(
+      `,"agent":[{"type":{"coding":[{"system":"${PARTICIPANT_TYPE_SYSTEM}","code":"custodian","display":"Custodian"}]},` +
+        `"who":{"identifier":{"system":"${MSP_IDENTIFIER_SYSTEM}","value":`,
+    ) +
+    PLAIN_STRING +
+    literally('},"display":') +
+    PLAIN_STRING +
+    literally('}}]}') +
+    '$',
+);
+
+/** The target and evidence of a Provenance in the written form (WRITTEN_PROVENANCE), or undefined. */
+export function readWrittenProvenance(text: string): { target: string; read: EvidenceRead } | undefined {
+  const m = WRITTEN_PROVENANCE.exec(text);
+  if (!m) return undefined;
+  const single = new Map<string, unknown>([
+    ['status', 'anchored'],
+    ['salt', m[1]],
+    ['leafVersion', Number(m[2])],
+    ['root', m[4]],
+    ['leafIndex', Number(m[5])],
+    ['leafCount', Number(m[6])],
+    ['transactionId', m[7]],
+    ['blockNumber', Number(m[8])],
+  ]);
+  if (m[3] !== undefined) single.set('custodian', m[3]);
+  return { target: m[9], read: checkedEvidence(single, [], m[11]) };
 }
 
 /** The MSP id of the Provenance's custodian agent. */
@@ -510,7 +599,7 @@ function versionOf(resourceText: string):
   if (canonical.charCodeAt(0) !== 0x7b) return { error: 'the resource is not an object' };
   const resourceType = stringMember(members.get('resourceType'));
   const id = stringMember(members.get('id'));
-  if (resourceType === undefined || !/^[A-Z][A-Za-z]{0,63}$/.test(resourceType))
+  if (resourceType === undefined || !RESOURCE_TYPE.test(resourceType))
     return { error: 'the resource has no resourceType' };
   if (id === undefined || !FHIR_ID.test(id)) return { error: 'the resource has no valid id' };
   const metaText = members.get('meta');
@@ -565,11 +654,17 @@ export async function verifyEvidenceBundle(
 
   // Evidence Provenances by the record they target; a target named twice has no usable evidence. Batches' proof
   // nodes by root and leaf count; a batch sent twice has none.
-  const provenances = new Map<string, unknown>();
+  const provenances = new Map<string, EvidenceRead>();
   const ambiguous = new Set<string>();
   const batchNodes = new Map<string, BatchNodes>();
   for (const entry of entries) {
     if (entry.mode !== 'include' || entry.resourceText === undefined) continue;
+    const written = readWrittenProvenance(entry.resourceText);
+    if (written) {
+      if (provenances.has(written.target)) ambiguous.add(written.target);
+      provenances.set(written.target, written.read);
+      continue;
+    }
     let resource: unknown;
     try {
       resource = JSON.parse(entry.resourceText);
@@ -589,25 +684,26 @@ export async function verifyEvidenceBundle(
     const target = targetOf(resource);
     if (target === undefined) continue;
     if (provenances.has(target)) ambiguous.add(target);
-    provenances.set(target, resource);
+    provenances.set(target, parseEvidence(resource));
   }
 
-  const seen = new Set<string>();
+  const run: VerifierRun = {
+    custodian,
+    provenances,
+    ambiguous,
+    seen: new Set(),
+    batchNodes,
+    proven: batches.proven,
+    roots: new Map(),
+  };
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i];
     if (entry.mode !== 'match') continue;
     const named =
       typeof entry.fullUrl === 'string' && entry.fullUrl.length <= 2048 ? entry.fullUrl : `entry[${i}]`;
-    const verdict = await verifyEntry(
-      entry,
-      named,
-      custodian,
-      provenances,
-      ambiguous,
-      seen,
-      batches,
-      batchNodes,
-    );
+    // Everything but the root's ledger read is synchronous; a root is read once per answer (then known).
+    const checked = checkEntry(entry, named, run);
+    const verdict = 'record' in checked ? checked : await anchorVerdict(checked, run, batches);
     answer.records.push(verdict.record);
     if (verdict.record.status === 'failed') {
       answer.issues.push(failedIssue(custodian, named, verdict.record.reason ?? 'failed'));
@@ -620,73 +716,122 @@ export async function verifyEvidenceBundle(
   return answer;
 }
 
-async function verifyEntry(
-  entry: ScannedEntry,
-  fullUrl: string,
-  custodian: CustodianIdentity,
-  provenances: Map<string, unknown>,
-  ambiguous: Set<string>,
-  seen: Set<string>,
-  batches: BatchSource,
-  batchNodes: ReadonlyMap<string, BatchNodes>,
-): Promise<{ record: RecordVerdict; provenance?: string }> {
+/** What the checks of one answer share. */
+interface VerifierRun {
+  custodian: CustodianIdentity;
+  /** Evidence Provenances by the record they target; a target named twice is ambiguous. */
+  provenances: Map<string, EvidenceRead>;
+  ambiguous: Set<string>;
+  /** fullUrls of the records checked so far. */
+  seen: Set<string>;
+  batchNodes: ReadonlyMap<string, BatchNodes>;
+  proven: ProvenNodes | undefined;
+  /** Roots read in this answer (null: not on this peer's ledger); a read that failed is not kept. */
+  roots: Map<string, OnChainBatch | null>;
+}
+
+type EntryVerdict = { record: RecordVerdict; provenance?: string };
+
+/** A record whose text proves into its root: what is left is the root on the ledger. */
+interface ProvenRecord {
+  fullUrl: string;
+  lastUpdated: string;
+  evidence: Extract<RecordEvidence, { status: 'anchored' }>;
+}
+
+/**
+ * The checks of one record that need no ledger: its text and URL, its Provenance, its leaf hash and proof. A
+ * verdict when they decide (failed, pending), or the proven record.
+ */
+function checkEntry(entry: ScannedEntry, fullUrl: string, run: VerifierRun): EntryVerdict | ProvenRecord {
   const fail = (reason: string) => ({ record: { fullUrl, status: 'failed' as const, reason } });
+  const { custodian } = run;
   if (entry.resourceText === undefined) return fail('the entry has no resource');
   const version = versionOf(entry.resourceText);
   if ('error' in version) return fail(version.error);
   const expectedUrl = versionUrl(custodian.fhirBaseUrl, version.resourceType, version.id, version.versionId);
   if (fullUrl !== expectedUrl) return fail(`the fullUrl is not ${expectedUrl}`);
-  if (seen.has(fullUrl)) return fail('the record is sent twice');
-  seen.add(fullUrl);
-  if (ambiguous.has(fullUrl)) return fail('more than one Provenance targets the record');
-  const provenance = provenances.get(fullUrl);
-  if (provenance === undefined) return fail('no evidence Provenance targets the record');
-  const parsed = parseEvidence(provenance);
+  if (run.seen.has(fullUrl)) return fail('the record is sent twice');
+  run.seen.add(fullUrl);
+  if (run.ambiguous.has(fullUrl)) return fail('more than one Provenance targets the record');
+  const parsed = run.provenances.get(fullUrl);
+  if (parsed === undefined) return fail('no evidence Provenance targets the record');
   if ('error' in parsed) return fail(parsed.error);
   if (parsed.mspId !== custodian.mspId)
     return fail(
       `the Provenance names custodian ${String(parsed.mspId).slice(0, 64)}, not ${custodian.mspId}`,
     );
   const { evidence } = parsed;
-  const target = { fullUrl, lastUpdated: version.lastUpdated };
   if (evidence.status === 'pending') {
     const reason = 'not yet anchored by the custodian';
     return {
       record: { fullUrl, status: 'pending', reason },
-      provenance: evidenceProvenanceText(target, custodian, evidence, { status: 'pending', reason }),
+      provenance: evidenceProvenanceText({ fullUrl, lastUpdated: version.lastUpdated }, custodian, evidence, {
+        status: 'pending',
+        reason,
+      }),
     };
   }
   if (evidence.proof.length === 0) {
     // A custodian's answer sends each batch's proof nodes once (record-evidence.ts); push and save send steps.
-    const proof = proofFromNodes(evidence, batchNodes);
+    const proof = proofFromNodes(evidence, run.batchNodes);
     if ('error' in proof) return fail(proof.error);
     evidence.proof = proof;
   }
-  let result;
+  let hash: string;
   try {
-    result = await verifyReceivedCanonical(version.canonical, evidence, batches, {
-      custodianMsp: custodian.mspId,
-    });
-  } catch {
-    // The ledger could not be read: nothing proven, nothing disproven.
-    result = { verified: false, status: 'pending' as const, reason: 'this peer’s ledger could not be read' };
+    hash = leafHashOf(evidence.salt, version.canonical, evidence.leafVersion, evidence.custodian);
+  } catch (err) {
+    return fail(`the leaf hash cannot be computed: ${err instanceof Error ? err.message : String(err)}`);
   }
-  if (result.status === 'failed') return fail(result.reason ?? 'failed');
-  const reason =
-    result.status === 'pending' && result.reason === 'the ledger has no batch with this root'
-      ? 'the root is not yet on this peer’s ledger'
-      : result.reason;
-  const record: RecordVerdict = { fullUrl, status: result.status };
-  if (reason !== undefined) record.reason = reason;
+  if (!receivedProofHolds(hash, evidence, run.proven))
+    return fail('the record does not prove into the given root');
+  return { fullUrl, lastUpdated: version.lastUpdated, evidence };
+}
+
+/** The rest of a proven record's check: its root on this peer's ledger, read once per answer. */
+async function anchorVerdict(
+  proven: ProvenRecord,
+  run: VerifierRun,
+  batches: BatchSource,
+): Promise<EntryVerdict> {
+  const { fullUrl, lastUpdated, evidence } = proven;
+  let onChain = run.roots.get(evidence.root);
+  if (onChain === undefined) {
+    try {
+      onChain = await batches.readBatch(evidence.root);
+    } catch {
+      // The ledger could not be read: nothing proven, nothing disproven (the next record asks again).
+      return pendingVerdict(proven, run, 'this peer’s ledger could not be read');
+    }
+    run.roots.set(evidence.root, onChain);
+  }
+  const result = receivedAnchorVerdict(onChain, evidence, { custodianMsp: run.custodian.mspId });
+  if (result.status === 'failed')
+    return { record: { fullUrl, status: 'failed', reason: result.reason ?? 'failed' } };
+  if (result.status === 'pending')
+    return pendingVerdict(proven, run, 'the root is not yet on this peer’s ledger');
+  const record: RecordVerdict = { fullUrl, status: 'verified' };
   if (result.anchoredBy !== undefined) record.anchoredBy = result.anchoredBy;
   if (result.anchoredAt !== undefined) record.anchoredAt = result.anchoredAt;
   return {
     record,
-    provenance: evidenceProvenanceText(target, custodian, evidence, {
-      status: result.status,
-      reason,
+    provenance: evidenceProvenanceText({ fullUrl, lastUpdated }, run.custodian, evidence, {
+      status: 'verified',
       anchoredBy: result.anchoredBy,
       anchoredAt: result.anchoredAt,
+    }),
+  };
+}
+
+/** A proven record whose root this peer cannot confirm yet: kept, marked pending. */
+function pendingVerdict(proven: ProvenRecord, run: VerifierRun, reason: string): EntryVerdict {
+  const { fullUrl, lastUpdated, evidence } = proven;
+  return {
+    record: { fullUrl, status: 'pending', reason },
+    provenance: evidenceProvenanceText({ fullUrl, lastUpdated }, run.custodian, evidence, {
+      status: 'pending',
+      reason,
     }),
   };
 }

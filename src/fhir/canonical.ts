@@ -108,6 +108,11 @@ class CanonicalScanner {
   private pos = 0;
   /** When set, the first object read (the top level) puts each member's canonical value text here. */
   topMembers: Map<string, string> | undefined;
+  /** The decoded value of the last member name read. */
+  private decoded = '';
+  /** Names and canonical member texts of the objects being read, innermost last (see object()). */
+  private readonly keys: string[] = [];
+  private readonly texts: string[] = [];
 
   constructor(private readonly text: string) {}
 
@@ -135,7 +140,7 @@ class CanonicalScanner {
       case 91 /* [ */:
         return this.array();
       case 34 /* " */:
-        return this.string().canonical;
+        return this.string(false);
       case 116 /* t */:
         return this.literal('true');
       case 102 /* f */:
@@ -165,8 +170,8 @@ class CanonicalScanner {
     return literal; // verbatim: FHIR decimal precision
   }
 
-  /** A string token: its decoded value and its canonical (JSON.stringify) text. */
-  private string(): { value: string; canonical: string } {
+  /** A string token's canonical (JSON.stringify) text; its decoded value goes to `this.decoded` when `decode`. */
+  private string(decode: boolean): string {
     const text = this.text;
     const start = this.pos; // the opening quote
     let plain = true;
@@ -188,16 +193,19 @@ class CanonicalScanner {
       i++;
     }
     this.pos = i + 1;
-    const quoted = text.slice(start, this.pos);
-    if (plain) return { value: quoted.slice(1, -1), canonical: quoted };
+    if (plain) {
+      if (decode) this.decoded = text.slice(start + 1, i);
+      return text.slice(start, this.pos);
+    }
     let value: string;
     try {
-      value = JSON.parse(quoted) as string;
+      value = JSON.parse(text.slice(start, this.pos)) as string;
     } catch (err) {
       this.pos = start;
       return this.fail(err instanceof Error ? err.message : 'Invalid string');
     }
-    return { value, canonical: JSON.stringify(value) };
+    if (decode) this.decoded = value;
+    return JSON.stringify(value);
   }
 
   private array(): string {
@@ -231,18 +239,35 @@ class CanonicalScanner {
     }
     const top = this.topMembers;
     this.topMembers = undefined;
-    const members: { key: string; text: string }[] = [];
+    // This object's members, in order as they come (insertion sort: objects are small), names and texts side by
+    // side on the scanner's stacks from `base` (nested objects use the stacks above, then give them back).
+    const keys = this.keys;
+    const texts = this.texts;
+    const base = keys.length;
+    let duplicate = false;
     for (;;) {
       this.skipWhitespace();
       if (this.text.charCodeAt(this.pos) !== 34) this.fail('Expected a member name');
-      const name = this.string();
+      const nameText = this.string(true);
+      const key = this.decoded;
       this.skipWhitespace();
       if (this.text.charCodeAt(this.pos) !== 58 /* : */) this.fail("Expected ':'");
       this.pos++;
       const value = this.value();
-      // A duplicate name fails below, after the sort: which of the two is kept here does not matter.
-      if (top) top.set(name.value, value);
-      members.push({ key: name.value, text: name.canonical + ':' + value });
+      // A duplicate name fails at the end of the object: which of the two is kept here does not matter.
+      if (top) top.set(key, value);
+      // UTF-16 code unit order (JS string comparison), as RFC 8785 requires.
+      let at = keys.length;
+      keys.push(key);
+      texts.push('');
+      while (at > base && keys[at - 1] > key) {
+        keys[at] = keys[at - 1];
+        texts[at] = texts[at - 1];
+        at--;
+      }
+      if (at > base && keys[at - 1] === key) duplicate = true;
+      keys[at] = key;
+      texts[at] = nameText + ':' + value;
       this.skipWhitespace();
       const c = this.text.charCodeAt(this.pos++);
       if (c === 125) break;
@@ -251,17 +276,15 @@ class CanonicalScanner {
         this.fail("Expected ',' or '}'");
       }
     }
-    // UTF-16 code unit order (JS string comparison), as RFC 8785 requires.
-    members.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    let out = '{';
-    for (let i = 0; i < members.length; i++) {
-      if (i > 0) {
-        if (members[i].key === members[i - 1].key)
-          this.fail(`Duplicate member name ${JSON.stringify(members[i].key)}`);
-        out += ',';
-      }
-      out += members[i].text;
+    if (duplicate) {
+      // The first repeated name in sorted order.
+      for (let i = base + 1; i < keys.length; i++)
+        if (keys[i] === keys[i - 1]) this.fail(`Duplicate member name ${JSON.stringify(keys[i])}`);
     }
+    let out = '{' + texts[base];
+    for (let i = base + 1; i < texts.length; i++) out += ',' + texts[i];
+    keys.length = base;
+    texts.length = base;
     return out + '}';
   }
 }

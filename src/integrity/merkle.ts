@@ -11,6 +11,7 @@
  * `{ side, hash }`, `side` saying whether the sibling is on the left or the right of the running node.
  * Levels where the node is promoted contribute no step.
  */
+import * as nodeCrypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 
 export interface ProofStep {
@@ -22,11 +23,27 @@ export interface ProofStep {
 const LEAF_PREFIX = Buffer.from([0]);
 const NODE_PREFIX = Buffer.from([1]);
 
+/**
+ * One-shot SHA-256 (crypto.hash: Node 20.12+, 22): about a third cheaper than createHash for the 33- and 65-byte
+ * inputs of nodes, which a receiver hashes for every record. Absent on older Node 20 releases: createHash then.
+ */
+const oneShotHash = (nodeCrypto as { hash?: typeof nodeCrypto.hash }).hash;
+/** Node inputs written in place (hashing is synchronous): prefix byte, then the 32-byte hashes. */
+const leafInput = Buffer.alloc(33, 0);
+const nodeInput = Buffer.alloc(65, 1);
+
 export function leafNode(leafHashHex: string): Buffer {
+  if (oneShotHash && leafHashHex.length === 64 && leafInput.write(leafHashHex, 1, 'hex') === 32)
+    return oneShotHash('sha256', leafInput, 'buffer');
   return createHash('sha256').update(LEAF_PREFIX).update(Buffer.from(leafHashHex, 'hex')).digest();
 }
 
 function innerNode(left: Buffer, right: Buffer): Buffer {
+  if (oneShotHash && left.length === 32 && right.length === 32) {
+    left.copy(nodeInput, 1);
+    right.copy(nodeInput, 33);
+    return oneShotHash('sha256', nodeInput, 'buffer');
+  }
   return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
 }
 
@@ -100,20 +117,26 @@ export function proofSides(leafIndex: number, leafCount: number): ProofStep['sid
  */
 export class ProvenNodes {
   private readonly batches = new Map<string, Map<number, Buffer>>();
+  /** The batch asked for last (the records of one answer come batch by batch). */
+  private last: { root: string; leafCount: number; nodes: Map<number, Buffer> } | undefined;
 
   /** The nodes of batch (root, leafCount), keyed by level * 2^31 + index. */
   nodesOf(rootHex: string, leafCount: number): Map<number, Buffer> {
+    const last = this.last;
+    if (last && last.root === rootHex && last.leafCount === leafCount) return last.nodes;
     const key = `${rootHex.toLowerCase()}|${leafCount}`;
     let nodes = this.batches.get(key);
     if (!nodes) {
       nodes = new Map();
       this.batches.set(key, nodes);
     }
+    this.last = { root: rootHex, leafCount, nodes };
     return nodes;
   }
 }
 
 const POSITION_KEY = 2 ** 31;
+const HEX64 = /^[0-9a-f]{64}$/i;
 
 /**
  * Does this proof lead from the leaf hash to the root? With `position`, the proof must also have exactly the
@@ -127,9 +150,9 @@ export function verifyProof(
   position?: { leafIndex: number; leafCount: number },
   proven?: ProvenNodes,
 ): boolean {
-  if (!/^[0-9a-f]{64}$/i.test(leafHashHex) || !/^[0-9a-f]{64}$/i.test(rootHex)) return false;
+  if (!HEX64.test(leafHashHex) || !HEX64.test(rootHex)) return false;
   for (const step of proof) {
-    if ((step.side !== 'left' && step.side !== 'right') || !/^[0-9a-f]{64}$/i.test(step.hash)) return false;
+    if ((step.side !== 'left' && step.side !== 'right') || !HEX64.test(step.hash)) return false;
   }
   if (!position) return walk(leafNode(leafHashHex), proof).toString('hex') === rootHex.toLowerCase();
   const { leafIndex, leafCount } = position;
@@ -141,13 +164,13 @@ export function verifyProof(
   ) {
     return false;
   }
-  const sides = proofSides(leafIndex, leafCount);
-  if (sides.length !== proof.length || sides.some((side, i) => proof[i].side !== side)) return false;
+  if (!hasShape(proof, leafIndex, leafCount)) return false;
   if (!proven) return walk(leafNode(leafHashHex), proof).toString('hex') === rootHex.toLowerCase();
 
   // Walk level by level (promoted levels included) so each node has its position.
   const known = proven.nodesOf(rootHex, leafCount);
-  const path: [number, Buffer][] = [];
+  const pathKeys: number[] = [];
+  const pathNodes: Buffer[] = [];
   let node = leafNode(leafHashHex);
   let index = leafIndex;
   let width = leafCount;
@@ -157,10 +180,11 @@ export function verifyProof(
     const seen = known.get(key);
     if (seen) {
       if (!seen.equals(node)) return false;
-      for (const [k, n] of path) known.set(k, n);
+      remember(known, pathKeys, pathNodes);
       return true;
     }
-    path.push([key, node]);
+    pathKeys.push(key);
+    pathNodes.push(node);
     if ((index ^ 1) < width) {
       const sibling = Buffer.from(proof[step++].hash, 'hex');
       node = index & 1 ? innerNode(sibling, node) : innerNode(node, sibling);
@@ -169,8 +193,29 @@ export function verifyProof(
     width = Math.ceil(width / 2);
   }
   if (node.toString('hex') !== rootHex.toLowerCase()) return false;
-  for (const [k, n] of path) known.set(k, n);
+  remember(known, pathKeys, pathNodes);
   return true;
+}
+
+/** Whether the proof has exactly the sides of this position (proofSides), without building them. */
+function hasShape(proof: readonly ProofStep[], leafIndex: number, leafCount: number): boolean {
+  let step = 0;
+  let index = leafIndex;
+  let width = leafCount;
+  while (width > 1) {
+    const sibling = index ^ 1;
+    if (sibling < width) {
+      if (step >= proof.length || proof[step].side !== (sibling < index ? 'left' : 'right')) return false;
+      step++;
+    }
+    index >>= 1;
+    width = Math.ceil(width / 2);
+  }
+  return step === proof.length;
+}
+
+function remember(known: Map<number, Buffer>, keys: readonly number[], nodes: readonly Buffer[]): void {
+  for (let i = 0; i < keys.length; i++) known.set(keys[i], nodes[i]);
 }
 
 function walk(leaf: Buffer, proof: readonly ProofStep[]): Buffer {

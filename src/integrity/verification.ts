@@ -1066,26 +1066,6 @@ export async function verifyReceivedRecord(
   return verifyReceivedLeaf(hash, evidence, batches, expected);
 }
 
-/**
- * verifyReceivedRecord for a receiver that already has the record's canonical text (src/exchange/record-verifier.ts
- * computes it once and reads the resource's type, id and version from it).
- */
-export function verifyReceivedCanonical(
-  canonical: string,
-  evidence: RecordProof,
-  batches: Ledger | BatchSource,
-  expected: ReceivedRecordExpectation = {},
-): Promise<ReceivedRecordVerification> {
-  let hash: string;
-  try {
-    hash = leafHashOf(evidence.salt, canonical, evidence.leafVersion ?? 1, evidence.custodian);
-  } catch (err) {
-    const reason = `the leaf hash cannot be computed: ${err instanceof Error ? err.message : String(err)}`;
-    return Promise.resolve({ verified: false, status: 'failed', reason });
-  }
-  return verifyReceivedLeaf(hash, evidence, batches, expected);
-}
-
 /** The rest of a receiver's check, from the recomputed leaf hash: the proof, then the root on the ledger. */
 async function verifyReceivedLeaf(
   hash: string,
@@ -1094,19 +1074,29 @@ async function verifyReceivedLeaf(
   expected: ReceivedRecordExpectation,
 ): Promise<ReceivedRecordVerification> {
   const source = 'readBatch' in batches ? batches : new AnchorContractClient(batches);
-  const position = { leafIndex: evidence.leafIndex, leafCount: evidence.leafCount };
-  if (
-    !verifyProof(
-      hash,
-      evidence.proof,
-      evidence.root,
-      position,
-      'proven' in source ? source.proven : undefined,
-    )
-  ) {
+  if (!receivedProofHolds(hash, evidence, 'proven' in source ? source.proven : undefined))
     return { verified: false, status: 'failed', reason: 'the record does not prove into the given root' };
-  }
-  const onChain = await source.readBatch(evidence.root);
+  return receivedAnchorVerdict(await source.readBatch(evidence.root), evidence, expected);
+}
+
+/**
+ * The first half of a receiver's check, synchronous: does the recomputed leaf hash prove into the evidence's root
+ * at its position (with `proven`, nodes proven earlier in the run end the walk early)?
+ */
+export function receivedProofHolds(hash: string, evidence: RecordProof, proven?: ProvenNodes): boolean {
+  const position = { leafIndex: evidence.leafIndex, leafCount: evidence.leafCount };
+  return verifyProof(hash, evidence.proof, evidence.root, position, proven);
+}
+
+/**
+ * The second half, synchronous once the root is read: `onChain` is the ledger's batch with the evidence's root
+ * (null: the ledger has none). A proof that did not hold is failed before this (receivedProofHolds).
+ */
+export function receivedAnchorVerdict(
+  onChain: OnChainBatch | null,
+  evidence: Pick<RecordProof, 'leafCount'>,
+  expected: ReceivedRecordExpectation,
+): ReceivedRecordVerification {
   if (!onChain)
     return { verified: false, status: 'pending', reason: 'the ledger has no batch with this root' };
   const anchoredBy = anchorCreatorMsp(onChain);

@@ -558,13 +558,90 @@ describe('a network fetch against members on loopback', () => {
     // The token for the lab still carries the remembered grant ids: the lab checks them on its ledger.
     expect(lab.calls).toHaveLength(2);
 
-    // The home answering "no grant" (or refusing) is believed: nothing is asked, nothing remembered.
+    // The home answering "no grant" (or refusing) is believed: nothing the lab sends is used. While an answer with
+    // grants is remembered the lab is asked during the locate (speculatively: its answer discarded unread); "no
+    // grant" forgets it, and then nobody is asked.
     for (const says of ['refuses', 'nothing', 'down'] as const) {
       homeSays = says;
       const bundle = JSON.parse(await everything.run('Patient/p1', asker, query)) as Outcome;
       expect([says, bundle.total]).toEqual([says, 0]);
     }
+    expect(lab.calls).toHaveLength(4);
+  });
+
+  it('asks the custodians the home named last time while it locates, and uses their answers only under the same grants', async () => {
+    const home = await fakeMember(HOME, 'Hospital A');
+    const lab = await fakeMember(LAB, 'Lab C');
+    const members = new MapMembers();
+    members.add(home.entry);
+    members.add(lab.entry);
+    const events: string[] = [];
+    let labAsked: () => void = () => undefined;
+    let homeSays = { grants: ['g'], custodians: [LAB] };
+    home.on['network-locate'] = (_req, _body, res) => {
+      // The home answers once the lab has been asked (or after 5 s, failing the order checked below).
+      const asked = new Promise<void>((resolve) => {
+        labAsked = resolve;
+        setTimeout(resolve, 5000);
+      });
+      void asked.then(() => {
+        events.push('home answers the locate');
+        answer(res, 200, locateText(homeSays.grants, homeSays.custodians));
+      });
+    };
+    home.on['network-records'] = (_req, _body, res) => answer(res, 200, pendingRecords(home.entry, ['a1']));
+    lab.on['network-records'] = (_req, _body, res) => {
+      const call = lab.calls.length;
+      events.push(`lab asked (${call})`);
+      labAsked();
+      answer(res, 200, pendingRecords(lab.entry, [`c${call}`]));
+    };
+    const everything = await gateway(members);
+    const matches = async () =>
+      (JSON.parse(await everything.run('Patient/p1', asker, query)) as Outcome).entry
+        .filter((e) => e.search.mode === 'match')
+        .map((e) => e.fullUrl);
+    const lab1 = (n: number) => `${lab.entry.fhirBaseUrl}/Observation/c${n}/_history/1`;
+
+    // Nothing remembered: locate, then the lab.
+    expect(await matches()).toEqual([lab1(1)]);
+    expect(events).toEqual(['home answers the locate', 'lab asked (1)']);
+
+    // Remembered: the lab is asked before the home answers, once, and its answer is used.
+    events.length = 0;
+    expect(await matches()).toEqual([lab1(2)]);
+    expect(events).toEqual(['lab asked (2)', 'home answers the locate']);
     expect(lab.calls).toHaveLength(2);
+
+    // A custodian the home names anew is asked after the locate, under the grants it names now.
+    homeSays = { grants: ['g'], custodians: [LAB, HOME] };
+    expect(await matches()).toEqual([lab1(3), `${home.entry.fhirBaseUrl}/Observation/a1/_history/1`]);
+    expect(home.calls.map((c) => c.operation)).toEqual([
+      'network-locate',
+      'network-locate',
+      'network-locate',
+      'network-records',
+    ]);
+
+    // Other grants now: what the lab answered under the old ones is discarded, and it is asked again.
+    homeSays = { grants: ['g2'], custodians: [LAB] };
+    expect(await matches()).toEqual([lab1(5)]);
+    expect(lab.calls).toHaveLength(5);
+    const b2b = (a: Record<string, unknown>) =>
+      (a.extensions as Record<string, Record<string, unknown>>)['hl7-b2b'];
+    expect(lab.assertions.map((a) => b2b(a).consent_reference)).toEqual([['g'], ['g2']]);
+
+    // No grant now: the lab's speculative answer is discarded, only the outcome is answered.
+    homeSays = { grants: [], custodians: [] };
+    const refused = JSON.parse(await everything.run('Patient/p1', asker, query)) as Outcome;
+    expect(lab.calls).toHaveLength(6);
+    expect(refused.total).toBe(0);
+    expect(refused.entry).toHaveLength(1);
+    expect(refused.entry[0].resource.issue![0].details!.coding[0].code).toBe('network-no-grant');
+    // "No grant" forgets the answer: the next fetch asks the home alone first.
+    events.length = 0;
+    await everything.run('Patient/p1', asker, query);
+    expect(lab.calls).toHaveLength(6);
   });
 
   it('reuses the home’s answer while it is fresh (--network-locate-fresh-ms), and asks again once stale or after "no grant"', async () => {

@@ -23,7 +23,10 @@ import {
   type CustodianIdentity,
 } from '../../src/exchange/record-evidence.js';
 import {
+  parseEvidence,
+  readWrittenProvenance,
   receivedBundleText,
+  scanBundleText,
   verifyEvidenceBundle,
   type VerifiedAnswer,
 } from '../../src/exchange/record-verifier.js';
@@ -170,6 +173,54 @@ describe('record evidence from the custodian', () => {
     const received = JSON.parse(atB) as { total: number; entry: { resource: Record<string, unknown> }[] };
     expect(received.total).toBe(3);
     expect(JSON.stringify(received.entry[1].resource)).toContain('{"url":"status","valueCode":"verified"}');
+  });
+
+  it('reads a Provenance in the form custodians write it as a full parse reads it, and any other form by the full parse', async () => {
+    const written = [
+      await hospitalA.write(observation('o1', '1.50')),
+      await hospitalA.write(observation('o2', '2.0')),
+    ];
+    await hospitalA.integrity.anchorer.drain();
+    const text = await recordEvidenceBundle(
+      written,
+      { store: hospitalA.store, journal: hospitalA.integrity.journal },
+      HOSPITAL_A,
+    );
+    const { entries } = scanBundleText(text, { maxDepth: 100, maxEntries: 100, members: [] });
+    const provenances = entries
+      .map((e) => e.resourceText!)
+      .filter((t) => t.startsWith('{"resourceType":"Provenance"'));
+    expect(provenances).toHaveLength(2);
+    const fullParse = (t: string) => {
+      const provenance = JSON.parse(t) as { target: { reference: string }[] };
+      return { target: provenance.target[0].reference, read: parseEvidence(provenance) };
+    };
+    for (const provenance of provenances) {
+      expect(readWrittenProvenance(provenance)).toEqual(fullParse(provenance));
+      expect(fullParse(provenance).read).toHaveProperty('evidence.status', 'anchored');
+    }
+    // Other forms of the same Provenance (whitespace, an escape, members in another order) are not read by the
+    // pattern: the full parse reads them, and the records verify all the same.
+    const [first] = provenances;
+    const variants = [
+      JSON.stringify(JSON.parse(first), null, 1),
+      first.replace('"valueString":"Organization/a"', '"valueString":"Organization\\/a"'),
+      first.replace('{"url":"status","valueCode":"anchored"}', '{"valueCode":"anchored","url":"status"}'),
+    ];
+    for (const variant of variants) {
+      expect(readWrittenProvenance(variant)).toBeUndefined();
+      expect(fullParse(variant)).toEqual(fullParse(first));
+      const answer = await verifyEvidenceBundle(
+        text.replace(first, variant),
+        HOSPITAL_A,
+        new CachedBatchSource(receiverLedger),
+      );
+      expect(answer.records.map((r) => r.status)).toEqual(['verified', 'verified']);
+    }
+    // A written-form Provenance with a value its checks refuse is refused the same way as by the full parse.
+    const badSalt = first.replace(/"salt","valueString":"[0-9a-f]{64}"/, '"salt","valueString":"zz"');
+    expect(readWrittenProvenance(badSalt)).toEqual(fullParse(badSalt));
+    expect(readWrittenProvenance(badSalt)!.read).toEqual({ error: 'the salt is not 64 hex digits' });
   });
 
   it('reads each batch once per answer, not one $verify round per record', async () => {

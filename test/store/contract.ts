@@ -853,6 +853,23 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
           anchor: { leafIndex: 0 },
         });
         expect(await store.anchorState(written[3]!)).toMatchObject({ status: 'pending' });
+
+        // Many at once: each key's state in the keys' order (a repeated key, an unknown one, one never anchored).
+        const plain = await store.write(patient('plain'));
+        const keys = [
+          written[3]!,
+          written[0]!,
+          { resourceType: 'Patient', id: 'zzz', versionId: 1 },
+          plain,
+          written[2]!,
+          written[0]!,
+        ];
+        const one = await Promise.all(keys.map((k) => store.anchorState(k)));
+        expect(one[2]).toBeUndefined();
+        expect(one[3]).toBeUndefined();
+        expect(await store.anchorStates(keys)).toEqual(one);
+        expect(await store.anchorStates([])).toEqual([]);
+        expect(await store.transaction((tx) => tx.anchorStates(keys))).toEqual(one);
       });
 
       it('refuses to mark an anchor that was never queued, and marks none of the batch then', async () => {

@@ -199,6 +199,11 @@ export interface ResourceStore {
     anchor: Omit<AnchorReference, 'leafIndex'> & { leafIndexes: number[] },
   ): Promise<void>;
   anchorState(key: VersionKey): Promise<AnchorState | undefined>;
+  /**
+   * anchorState of many versions in one read (a custodian's answer needs every record's): `result[i]` belongs to
+   * `keys[i]`, undefined where it has none.
+   */
+  anchorStates(keys: readonly VersionKey[]): Promise<(AnchorState | undefined)[]>;
   /** Every stored version with its anchor state, in store order, for the audit (`hie-ledger verify`). */
   allVersions(): AsyncIterable<{ version: StoredVersion; anchor?: AnchorState }>;
   /**

@@ -142,6 +142,10 @@ export class MemoryResourceStore implements ResourceStore {
     return this.guard(() => this.anchorStateNow(key));
   }
 
+  anchorStates(keys: readonly VersionKey[]): Promise<(AnchorState | undefined)[]> {
+    return this.guard(() => keys.map((key) => this.anchorStateNow(key)));
+  }
+
   allVersions(): AsyncIterable<{ version: StoredVersion; anchor?: AnchorState }> {
     return this.versionsWith((fn) => this.guard(fn));
   }
@@ -468,6 +472,7 @@ export class MemoryResourceStore implements ResourceStore {
       pendingAnchors: (limit) => now(() => this.pendingAnchorsNow(limit)),
       markAnchored: (keys, anchor) => now(() => this.markAnchoredNow(keys, anchor)),
       anchorState: (key) => now(() => this.anchorStateNow(key)),
+      anchorStates: (keys) => now(() => keys.map((key) => this.anchorStateNow(key))),
       allVersions: () => this.versionsWith(now),
       eraseSalts: (type, id) => now(() => this.eraseSaltsNow(type, id)),
       eraseContent: (type, id) => now(() => this.eraseContentNow(type, id)),

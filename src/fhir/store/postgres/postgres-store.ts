@@ -316,6 +316,23 @@ export class PostgresResourceStore implements ResourceStore {
     });
   }
 
+  anchorStates(keys: readonly VersionKey[]): Promise<(AnchorState | undefined)[]> {
+    if (keys.length === 0) return Promise.resolve([]);
+    return this.onConnection(async (q) => {
+      // One query for all keys: their columns as arrays, each row numbered by its key's position.
+      const { rows } = await q.query<AnchorRow & { ord: string | number }>(this.sql.anchorStates, [
+        keys.map((k) => k.resourceType),
+        keys.map((k) => k.id),
+        keys.map((k) => k.versionId),
+      ]);
+      const states: (AnchorState | undefined)[] = new Array<AnchorState | undefined>(keys.length).fill(
+        undefined,
+      );
+      for (const row of rows) states[Number(row.ord) - 1] = toAnchorState(row);
+      return states;
+    });
+  }
+
   async *allVersions(): AsyncIterable<{ version: StoredVersion; anchor?: AnchorState }> {
     // Keyset chunks up to the newest seq at the start: fixed while new versions arrive, bounded memory.
     const top = await this.onConnection(
@@ -614,6 +631,11 @@ function statements(S: string) {
     anchorState:
       `SELECT ${ANCHOR_COLUMNS} FROM ${S}.resource_version v JOIN ${S}.anchor a ON a.seq = v.seq ` +
       'WHERE v.resource_type = $1 AND v.id = $2 AND v.version_id = $3',
+    anchorStates:
+      `SELECT k.ord, ${ANCHOR_COLUMNS} ` +
+      'FROM unnest($1::text[], $2::text[], $3::integer[]) WITH ORDINALITY AS k(resource_type, id, version_id, ord) ' +
+      `JOIN ${S}.resource_version v ON v.resource_type = k.resource_type AND v.id = k.id AND v.version_id = k.version_id ` +
+      `JOIN ${S}.anchor a ON a.seq = v.seq`,
     allVersionsChunk:
       `SELECT ${versionColumns}, ${ANCHOR_COLUMNS} FROM ${S}.resource_version v LEFT JOIN ${S}.anchor a ON a.seq = v.seq ` +
       'WHERE v.seq > $1 AND v.seq <= $2 ORDER BY v.seq LIMIT $3',

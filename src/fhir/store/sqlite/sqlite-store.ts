@@ -494,6 +494,17 @@ export class SqliteResourceStore implements ResourceStore {
     });
   }
 
+  anchorStates(keys: readonly VersionKey[]): Promise<(AnchorState | undefined)[]> {
+    // One synchronous pass over the prepared statement: in process, as cheap per key as one query.
+    return this.guard(() => {
+      const statement = this.statements().anchorState;
+      return keys.map((key) => {
+        const row = statement.get(key.resourceType, key.id, key.versionId) as AnchorRow | undefined;
+        return row ? toAnchorState(row) : undefined;
+      });
+    });
+  }
+
   allVersions(): AsyncIterable<{ version: StoredVersion; anchor?: AnchorState }> {
     return this.versionsWith((fn) => this.guard(fn));
   }
@@ -927,6 +938,7 @@ export class SqliteResourceStore implements ResourceStore {
       pendingAnchors: (limit) => now(() => this.pendingAnchors(limit)),
       markAnchored: (keys, anchor) => now(() => this.markAnchored(keys, anchor)),
       anchorState: (key) => now(() => this.anchorState(key)),
+      anchorStates: (keys) => now(() => this.anchorStates(keys)),
       allVersions: () => this.versionsWith((fn) => now(() => this.guard(fn))),
       eraseSalts: (type, id) => now(() => this.eraseSalts(type, id)),
       eraseContent: (type, id) => now(() => this.eraseContent(type, id)),
