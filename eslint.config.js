@@ -11,6 +11,7 @@ import { createNodeResolver, importX } from 'eslint-plugin-import-x';
 const FEATURES = [
   'access',
   'app',
+  'bulk',
   'commands',
   'config',
   'consent',
@@ -32,6 +33,8 @@ const LAYERS = [
     folder: 'exchange',
     mayImport: ['access', 'consent', 'integrity', 'fhir', 'ledger', 'config', 'platform'],
   },
+  // bulk data ($export, $import): the caller's access and its audit come in from app as functions
+  { folder: 'bulk', mayImport: ['integrity', 'fhir', 'ledger', 'platform'] },
   { folder: 'access', mayImport: ['consent', 'fhir', 'ledger', 'platform'] },
   { folder: 'consent', mayImport: ['fhir', 'ledger', 'platform'] },
   { folder: 'integrity', mayImport: ['fhir', 'ledger', 'platform'] },

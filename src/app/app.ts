@@ -39,6 +39,10 @@ import { setupPatientLinks } from '../exchange/patient-links-setup.js';
 import type { PatientLinks } from '../exchange/patient-links.js';
 import { Exchange, registerExchangeOperations } from '../exchange/exchange-setup.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
+import { setupBulk, type Bulk } from '../bulk/bulk-setup.js';
+import type { BulkHooks } from '../bulk/bulk-export.js';
+import { CallerAccessPolicy } from '../access/caller-access-policy.js';
+import { OpenAccess } from '../fhir/interactions/access-policy.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -54,6 +58,8 @@ export interface App {
   patientLinks?: PatientLinks;
   /** The exchange: member directory, network tokens (both sides), calls to other members (docs/exchange.md). */
   exchange?: Exchange;
+  /** Bulk data: `$export` jobs, their status and files (docs/bulk.md). */
+  bulk?: Bulk;
   /** Stop accepting, finish in-flight requests, close the adapters. Idempotent. */
   close(): Promise<void>;
 }
@@ -68,6 +74,8 @@ export interface AppOverrides {
   ledger?: Ledger;
   /** The audit's aggregation window (tests that must not depend on when AuditEvents are stored); default 1 s. */
   auditFlushMs?: number;
+  /** Bulk jobs' test seams: a small page, a hook between pages (test/bulk/). */
+  bulk?: { pageSize?: number; hooks?: BulkHooks };
 }
 
 type Closer = () => Promise<void>;
@@ -110,6 +118,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const access = await wireAccess(wiring, ledger, integrity, exchange);
     const patientLinks = wirePatientLinks(wiring, ledger, access, integrity);
     wireExchange(wiring, exchange, { ledger, integrity, access, patientLinks });
+    const bulk = wireBulk(wiring, access);
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
       registry,
@@ -127,6 +136,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     observeBacklogs(wiring, integrity, access);
     await fastify.ready();
     integrity.anchorer.start(); // drains what a previous run left pending, then follows the writes
+    bulk.start(); // resumes the bulk jobs a previous run left unfinished
 
     let closing: Promise<void> | undefined;
     const close = () =>
@@ -134,7 +144,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
         await fastify.close();
         for (const closer of closers.reverse()) await closer();
       })());
-    return { fastify, store, registry, validator, ledger, integrity, patientLinks, exchange, close };
+    return { fastify, store, registry, validator, ledger, integrity, patientLinks, exchange, bulk, close };
   } catch (err) {
     for (const closer of closers.reverse()) await closer().catch(() => undefined);
     throw err;
@@ -361,6 +371,49 @@ function wireExchange(
     organization: config.organization,
     log: fastify.log.child({ component: 'exchange' }),
   });
+}
+
+/**
+ * Bulk data (`$export`): jobs decide as their kick-off's caller with that caller's access policy, made again for
+ * every job run (also after a restart), and what they disclose goes to the access audit as `$export`.
+ */
+function wireBulk(wiring: AppWiring, access: AccessSetup): Bulk {
+  const { config, overrides, closers, registry, fastify } = wiring;
+  const bulk = setupBulk({
+    dataDir: config.dataDir,
+    store: access.store,
+    retentionSeconds: config.bulkRetentionSeconds,
+    pageSize: overrides.bulk?.pageSize,
+    hooks: overrides.bulk?.hooks,
+    log: fastify.log.child({ component: 'bulk' }),
+    access: {
+      snapshot: (policy) => ({
+        caller: policy.caller,
+        reason: policy instanceof CallerAccessPolicy ? policy.facts.reason : undefined,
+      }),
+      policyFor: (saved) =>
+        saved.caller.role === 'open'
+          ? new OpenAccess(saved.caller)
+          : access.control.policyFor(saved.caller, { reason: saved.reason }),
+      recordDisclosure: (saved, policy, path) => {
+        if (!(policy instanceof CallerAccessPolicy)) return;
+        access.audit.record({
+          caller: saved.caller,
+          interaction: '$export',
+          method: 'GET',
+          path,
+          status: 200,
+          touched: policy.touched,
+          refused: policy.refusals.length > 0,
+          reason: saved.reason,
+        });
+      },
+    },
+  });
+  closers.push(() => bulk.close());
+  bulk.registerOperations(registry);
+  bulk.install(fastify, FHIR_PREFIX, access.accessFor);
+  return bulk;
 }
 
 /** GET /healthz, /readyz (the anchor backlog is a metric, not readiness), /metrics: docs/configuration.md. */

@@ -88,6 +88,8 @@ export interface Config {
   networkLocateFreshMs: number;
   /** Lifetime of the link tokens this home issues (seconds). */
   linkTokenSeconds: number;
+  /** How long a finished bulk job's files are kept before they are deleted (seconds; docs/bulk.md). */
+  bulkRetentionSeconds: number;
   /** Most records one `$network-records` answer carries; more is refused (narrow with _type/_since). */
   networkMaxRecords: number;
   /** Network requests are refused while the consent event stream is more than this many seconds behind. */
@@ -576,6 +578,15 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: '600',
     description: 'lifetime of the patient link tokens this home issues (seconds, at most a day)',
     parse: (text, source) => parseWholeNumber(text, source, 1, 86_400),
+  },
+  {
+    key: 'bulkRetentionSeconds',
+    flag: '--bulk-retention-seconds <seconds>',
+    env: 'HIE_BULK_RETENTION_SECONDS',
+    default: '3600',
+    description:
+      'how long a finished bulk job ($export) and its files are kept before they are deleted (seconds, 60 to 604800)',
+    parse: (text, source) => parseWholeNumber(text, source, 60, 604_800),
   },
   {
     key: 'networkMaxRecords',

@@ -196,6 +196,22 @@ export const ERROR_CATALOGUE = {
     meaning:
       'An operation with a defined parameter subset (e.g. $network-everything) got a parameter outside it',
   },
+  'respond-async-required': {
+    status: 400,
+    issue: 'invalid',
+    meaning: 'A Bulk Data request ($export, $import) runs asynchronously: send Prefer: respond-async',
+  },
+  'bulk-job-not-found': {
+    status: 404,
+    issue: 'not-found',
+    meaning:
+      "No such bulk job or file for this client (unknown, another client's, cancelled and expired are answered alike)",
+  },
+  'bulk-job-failed': {
+    status: 500,
+    issue: 'exception',
+    meaning: 'The bulk job stopped on an error; its OperationOutcome says why; start a new one',
+  },
   'page-cursor-invalid': {
     status: 400,
     issue: 'invalid',

@@ -15,7 +15,13 @@ import { FhirRouter, classifyBundlePost, type HttpMethod } from '../interactions
 import type { FhirContext, FhirRequest, FhirResponse } from '../interactions/types.js';
 import { emptyQuery, parseQuery } from '../query.js';
 import { BODY_MEDIA_TYPES, XML_MEDIA_TYPES } from '../media-types.js';
-import { negotiateResponseType, preferHandlingOf, preferReturnOf, requestMediaType } from './negotiation.js';
+import {
+  negotiateResponseType,
+  preferAsyncOf,
+  preferHandlingOf,
+  preferReturnOf,
+  requestMediaType,
+} from './negotiation.js';
 import type { RouteLogConfig } from './server.js';
 
 export interface FhirRoutesOptions {
@@ -204,6 +210,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           ifNoneExist: header(request, 'if-none-exist'),
           preferReturn: preferReturnOf(prefer),
           preferHandling: preferHandlingOf(prefer),
+          preferAsync: preferAsyncOf(prefer),
           baseUrl: options.publicBaseUrl ?? `${request.protocol}://${request.host}${prefix}`,
         };
         if (fhirRequest.interaction === 'batch' || fhirRequest.interaction === 'transaction') {
