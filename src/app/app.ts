@@ -397,16 +397,11 @@ function wireBulk(wiring: AppWiring, access: AccessSetup): Bulk {
           : access.control.policyFor(saved.caller, { reason: saved.reason }),
       recordDisclosure: (saved, policy, path) => {
         if (!(policy instanceof CallerAccessPolicy)) return;
-        access.audit.record({
-          caller: saved.caller,
-          interaction: '$export',
-          method: 'GET',
-          path,
-          status: 200,
-          touched: policy.touched,
-          refused: policy.refusals.length > 0,
-          reason: saved.reason,
-        });
+        const entry = { caller: saved.caller, interaction: 'operation', method: 'GET', path, status: 200 };
+        // What it disclosed, per patient and custodian (the patients' and custodians' AuditEvents) ...
+        access.audit.record({ ...entry, touched: policy.touched, refused: false, reason: saved.reason });
+        // ... and the export itself, naming no patient (service admins read it): an export of everything shows.
+        access.audit.record({ ...entry, touched: new Map(), refused: false, reason: saved.reason });
       },
     },
   });
