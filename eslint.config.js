@@ -33,8 +33,11 @@ const LAYERS = [
     folder: 'exchange',
     mayImport: ['access', 'consent', 'integrity', 'fhir', 'ledger', 'config', 'platform'],
   },
-  // bulk data ($export, $import): the caller's access and its audit come in from app as functions
-  { folder: 'bulk', mayImport: ['integrity', 'fhir', 'ledger', 'platform'] },
+  // bulk exchange (import engine, $export/$import jobs) sits above the features it combines, like exchange
+  {
+    folder: 'bulk',
+    mayImport: ['access', 'consent', 'integrity', 'fhir', 'ledger', 'config', 'platform'],
+  },
   { folder: 'access', mayImport: ['consent', 'fhir', 'ledger', 'platform'] },
   { folder: 'consent', mayImport: ['fhir', 'ledger', 'platform'] },
   { folder: 'integrity', mayImport: ['fhir', 'ledger', 'platform'] },
