@@ -75,7 +75,7 @@ export interface AppOverrides {
   /** The audit's aggregation window (tests that must not depend on when AuditEvents are stored); default 1 s. */
   auditFlushMs?: number;
   /** Bulk jobs' test seams: a small page, a hook between pages (test/bulk/). */
-  bulk?: { pageSize?: number; hooks?: BulkHooks };
+  bulk?: { pageSize?: number; saveEvery?: number; hooks?: BulkHooks };
 }
 
 type Closer = () => Promise<void>;
@@ -384,6 +384,7 @@ function wireBulk(wiring: AppWiring, access: AccessSetup): Bulk {
     store: access.store,
     retentionSeconds: config.bulkRetentionSeconds,
     pageSize: overrides.bulk?.pageSize,
+    saveEvery: overrides.bulk?.saveEvery,
     hooks: overrides.bulk?.hooks,
     log: fastify.log.child({ component: 'bulk' }),
     access: {

@@ -7,7 +7,7 @@
  * tokens; for anyone else a job is exactly an unknown one (`bulk-job-not-found`, same text but the id).
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fhirError, issue, type OperationOutcomeIssue } from '../fhir/outcome.js';
 import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
@@ -24,10 +24,11 @@ import {
   type ExportRequest,
 } from './export-request.js';
 import {
-  advanceCursor,
   ExportFiles,
   exportSteps,
-  nextPage,
+  listStep,
+  readPage,
+  workListName,
   type ExportState,
 } from './export-job.js';
 import type { BulkJobStore, JobRow } from './job-store.js';
@@ -39,6 +40,7 @@ export const ERROR_FILE = 'OperationOutcome.ndjson';
 /** Seconds a client is asked to wait between status requests. */
 export const RETRY_AFTER_SECONDS = 2;
 const DEFAULT_PAGE_SIZE = 1000;
+const DEFAULT_SAVE_EVERY = 20_000;
 
 /** What a job keeps of its kick-off (the job table's `request`). */
 interface SavedExport {
@@ -48,7 +50,7 @@ interface SavedExport {
 
 /** Test seams: a test pauses a job between pages (and restarts the app meanwhile). */
 export interface BulkHooks {
-  /** After each page made durable. The job waits for it, or for the service to close. */
+  /** After each save of a job's progress. The job waits for it, or for the service to close. */
   afterPage?(jobId: string, state: Readonly<ExportState>): Promise<void> | void;
 }
 
@@ -59,8 +61,10 @@ export interface BulkExportOptions {
   access: JobAccess;
   /** How long a finished job's files are kept (ms). */
   retentionMs: number;
-  /** Resources read per page (one durable step). */
+  /** Resources read per page. */
   pageSize?: number;
+  /** Resources exported between two saves of a job's progress (fsyncs); default 20,000. */
+  saveEvery?: number;
   hooks?: BulkHooks;
   log: {
     info(obj: object | string, msg?: string): void;
@@ -109,9 +113,11 @@ export class BulkExports {
   private stopSignal!: () => void;
   private readonly stopping = new Promise<void>((resolve) => (this.stopSignal = resolve));
   private readonly pageSize: number;
+  private readonly saveEvery: number;
 
   constructor(private readonly options: BulkExportOptions) {
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    this.saveEvery = options.saveEvery ?? DEFAULT_SAVE_EVERY;
   }
 
   /** Resumes the jobs a previous run left queued or running (oldest first). */
@@ -176,7 +182,8 @@ export class BulkExports {
     const state: ExportState = {
       transactionTime,
       step: 0,
-      atCursor: [],
+      listed: false,
+      listOffset: 0,
       files: {},
       exported: 0,
       warnings: warnings.map((w) => w.diagnostics ?? ''),
@@ -312,23 +319,39 @@ export class BulkExports {
     try {
       files = new ExportFiles(jobs.filesDir('export', id), state);
       if (!jobs.saveState(id, 'running', JSON.stringify(state))) return;
+      const dir = jobs.filesDir('export', id);
+      let unsaved = 0;
       while (state.step < steps.length) {
         if (this.stopped) return;
         const step = steps[state.step];
-        const page = await nextPage(store, policy, saved.request, step, state, this.pageSize);
-        const lines = page.versions.flatMap((v) => (v.json !== undefined ? [v.json] : []));
-        files.append(step.type, lines);
-        files.sync();
-        advanceCursor(state, page.versions);
-        state.exported += lines.length;
-        if (!page.more) {
-          state.step++;
-          state.cursor = undefined;
-          state.atCursor = [];
+        const list = join(dir, workListName(state.step));
+        if (!state.listed) {
+          await listStep(store, policy, saved.request, step, state.transactionTime, list);
+          state.listed = true;
+          state.listOffset = 0;
         }
-        if (!jobs.saveState(id, 'running', JSON.stringify(state))) return; // cancelled
-        if (this.options.hooks?.afterPage)
-          await Promise.race([this.options.hooks.afterPage(id, state), this.stopping]);
+        const page = await readPage(store, policy, step.type, list, state.listOffset, this.pageSize);
+        files.append(step.type, page.lines);
+        state.exported += page.lines.length;
+        unsaved += page.lines.length;
+        const stepDone = page.next === state.listOffset;
+        state.listOffset = page.next;
+        if (stepDone) {
+          state.step++;
+          state.listed = false;
+          state.listOffset = 0;
+          rmSync(list, { force: true });
+        }
+        // Progress is saved every saveEvery resources (and at the end): fsync'd files, then the state. What a
+        // restart finds unsaved is done again (its bytes cut), so a save per page would only cost fsyncs.
+        if (unsaved >= this.saveEvery || state.step === steps.length) {
+          files.sync();
+          if (state.listed) ExportFiles.syncFile(join(dir, workListName(state.step)));
+          if (!jobs.saveState(id, 'running', JSON.stringify(state))) return; // cancelled
+          unsaved = 0;
+          if (this.options.hooks?.afterPage)
+            await Promise.race([this.options.hooks.afterPage(id, state), this.stopping]);
+        }
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
       this.writeErrorFile(id, state);

@@ -19,8 +19,9 @@ export interface BulkSetupOptions {
   access: JobAccess;
   /** How long a finished job's files are kept (--bulk-retention-seconds). */
   retentionSeconds: number;
-  /** Resources per durable page (tests make it small). */
+  /** Resources per page and between saves of a job's progress (tests make them small). */
   pageSize?: number;
+  saveEvery?: number;
   hooks?: BulkHooks;
   log: {
     info(obj: object | string, msg?: string): void;
@@ -51,6 +52,7 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
     access: options.access,
     retentionMs,
     pageSize: options.pageSize,
+    saveEvery: options.saveEvery,
     hooks: options.hooks,
     log: options.log,
   });

@@ -1,16 +1,17 @@
 /**
- * One `$export` job's work: for each exported type (and each of its `_typeFilter`s), the current versions the
- * caller may read, in store order, page by page, appended to one NDJSON file per type. Every page is made durable
- * in two steps: its bytes are appended and fsync'd, then the job's progress (cursor, file lengths, counts) is
- * saved; a job resumed after a restart cuts its files back to the saved lengths and continues after the saved
- * cursor, so nothing is lost or written twice.
+ * One `$export` job's work, per exported type (a step): first the step's work list (the versions it exports, found
+ * in one metadata pass of the store's search, written to a file in the job's folder), then page by page each
+ * listed version's text, appended to one NDJSON file per type. Every page is made durable in two steps: its bytes
+ * are appended and fsync'd, then the job's progress (step, position in the list, file lengths, counts) is saved;
+ * a job resumed after a restart cuts its files back to the saved lengths and continues at the saved position
+ * (a step whose list was not complete lists again), so nothing is lost or written twice.
  *
  * What is exported is decided per resource by the same AccessPolicy as read and search (`canRead`, and the
  * `readScope` the store puts in its query), with the caller of the kick-off decided again for every page: a
  * revoked grant stops disclosing at the next page. Only resources changed at or before the job's
- * transactionTime are exported (a later change is picked up by the next export with `_since`).
+ * transactionTime are exported (a resource changed later is left out: the next export with `_since` gets it).
  */
-import { closeSync, fsyncSync, ftruncateSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AccessPolicy } from '../fhir/interactions/access-policy.js';
 import type { ResourceStore, StoredVersion } from '../fhir/store/resource-store.js';
@@ -20,11 +21,11 @@ import { parseSearch } from '../fhir/search/parse.js';
 import { indexedAs } from '../fhir/search/definitions.js';
 import type { ExportRequest } from './export-request.js';
 
-/** One step of a job: a type, and which of its `_typeFilter`s (none: every resource of the type). */
+/** One step of a job: a type, and its `_typeFilter`s (none: every resource of the type). */
 export interface ExportStep {
   type: string;
-  /** Index into ExportRequest.typeFilters, or undefined for the whole type. */
-  filter?: number;
+  /** Indexes into ExportRequest.typeFilters (OR-ed); empty for the whole type. */
+  filters: number[];
 }
 
 export interface ExportFile {
@@ -40,10 +41,10 @@ export interface ExportState {
   transactionTime: string;
   /** The step being worked on (index into exportSteps); steps.length when done. */
   step: number;
-  /** lastUpdated of the last version exported in this step. */
-  cursor?: string;
-  /** Ids exported in this step whose lastUpdated is `cursor` (versions may share an instant). */
-  atCursor: string[];
+  /** The step's work list (its versions, `id\tversionId` lines in the job folder) is complete. */
+  listed: boolean;
+  /** Bytes of the step's work list whose resources are exported. */
+  listOffset: number;
   /** Files by name (`Observation.ndjson`). */
   files: Record<string, ExportFile>;
   /** Resources exported so far. */
@@ -54,11 +55,8 @@ export interface ExportState {
 
 export function exportSteps(request: ExportRequest): ExportStep[] {
   const steps: ExportStep[] = [];
-  for (const type of request.types) {
-    const filters = request.typeFilters.map((f, i) => ({ f, i })).filter(({ f }) => f.type === type);
-    if (filters.length === 0) steps.push({ type });
-    else for (const { i } of filters) steps.push({ type, filter: i });
-  }
+  for (const type of request.types)
+    steps.push({ type, filters: request.typeFilters.flatMap((f, i) => (f.type === type ? [i] : [])) });
   return steps;
 }
 
@@ -66,22 +64,25 @@ export function fileNameOf(type: string): string {
   return `${type}.ndjson`;
 }
 
-function range(prefix: 'gt' | 'ge' | 'le', instant: string): Filter {
-  const ms = Date.parse(instant);
-  return {
-    kind: 'lastUpdated',
-    values: [{ kind: 'range', prefix, low: ms, high: ms, value: ms }],
-  };
+/** The work list of a step, in the job's folder (never served: only listed files are). */
+export function workListName(step: number): string {
+  return `.work-${step}`;
 }
 
-function baseQuery(type: string, filters: Filter[], count: number): CompiledQuery {
+function range(prefix: 'gt', instant: string): Filter {
+  const ms = Date.parse(instant);
+  return { kind: 'lastUpdated', values: [{ kind: 'range', prefix, low: ms, high: ms, value: ms }] };
+}
+
+/** Every current version of the type matching the filters, in store order, visited without bodies. */
+function listQuery(type: string, filters: Filter[]): CompiledQuery {
   return {
     resourceTypes: [type],
     filters,
-    sort: [{ param: '_lastUpdated', type: '_lastUpdated', descending: false }],
-    count,
+    sort: [],
+    count: 0,
     offset: 0,
-    total: 'none',
+    total: 'accurate',
     summaryCount: false,
     include: [],
     revinclude: [],
@@ -91,8 +92,7 @@ function baseQuery(type: string, filters: Filter[], count: number): CompiledQuer
 }
 
 /** The filters of a `_typeFilter` search (parsed at kick-off already, so it parses). */
-function typeFilterFilters(request: ExportRequest, index: number | undefined): Filter[] {
-  if (index === undefined) return [];
+function typeFilterFilters(request: ExportRequest, index: number): Filter[] {
   const filter = request.typeFilters[index];
   return parseSearch(parseQuery(filter.query), { resourceType: filter.type, strict: true }).filters;
 }
@@ -105,71 +105,108 @@ export function levelScope(request: ExportRequest): (version: StoredVersion) => 
   return (v) => (v.patients ?? []).some((p) => members.has(p));
 }
 
-export interface ExportPage {
-  versions: StoredVersion[];
-  /** The step has more after this page. */
-  more: boolean;
-}
-
 /**
- * The next page of a step, after the state's cursor: versions the policy admits, within the level, changed after
- * `_since` and at or before the transaction time; with several `_typeFilter`s of one type, a resource an earlier
- * filter matched is left out (exported once).
+ * Phase 1 of a step: the work list, every version the step exports (`id\tversionId` lines): the current versions
+ * of the type the caller may see (its read scope inside the store's query, `sees` on each), within the level,
+ * changed after `_since` and at or before the transaction time; with `_typeFilter`s, those any of them matches
+ * (each once). One pass over the store's metadata rows per search, no bodies; written as it goes (bounded memory).
  */
-export async function nextPage(
+export async function listStep(
   store: ResourceStore,
   policy: AccessPolicy,
   request: ExportRequest,
   step: ExportStep,
-  state: ExportState,
-  pageSize: number,
-): Promise<ExportPage> {
+  transactionTime: string,
+  file: string,
+): Promise<void> {
   const inLevel = levelScope(request);
-  const canRead = (v: StoredVersion): boolean => inLevel(v) && policy.canRead(v);
+  const sees = policy.sees ? (v: StoredVersion) => policy.sees!(v) : (v: StoredVersion) => policy.canRead(v);
   const scope = policy.readScope ? (type: string) => policy.readScope!(type) : undefined;
-  const filters = [...typeFilterFilters(request, step.filter), range('le', state.transactionTime)];
-  if (request.since) filters.push(range('gt', request.since));
-  if (state.cursor !== undefined) {
-    filters.push(range('ge', state.cursor));
-    if (state.atCursor.length > 0) filters.push({ kind: 'id', ids: state.atCursor, negate: true });
-  }
-  const search: StoreSearchRequest = {
-    query: baseQuery(step.type, filters, pageSize),
-    canRead,
-    scope,
-    indexedAs,
-  };
-  const result = await store.search!(search);
-  let versions = result.versions;
-  if (step.filter !== undefined && versions.length > 0) {
-    // Matched by an earlier _typeFilter of the same type: already exported in that step.
-    const earlier = request.typeFilters
-      .slice(0, step.filter)
-      .flatMap((f, i) => (f.type === step.type ? [i] : []));
-    for (const index of earlier) {
-      const ids = versions.map((v) => v.id);
-      const matched = await store.search!({
-        query: baseQuery(step.type, [...typeFilterFilters(request, index), { kind: 'id', ids }], ids.length),
-        canRead: () => true,
+  const since: Filter[] = request.since ? [range('gt', request.since)] : [];
+  const fd = openSync(file, 'w', 0o600);
+  try {
+    let buffered: string[] = [];
+    let bufferedLength = 0;
+    const flush = () => {
+      if (buffered.length === 0) return;
+      const bytes = Buffer.from(buffered.join(''), 'utf8');
+      let offset = 0;
+      while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+      buffered = [];
+      bufferedLength = 0;
+    };
+    // Several filters of one type: a resource two of them match is listed once (the matches are kept, not all rows).
+    const seen = step.filters.length > 1 ? new Set<string>() : undefined;
+    const searches =
+      step.filters.length === 0
+        ? [since]
+        : step.filters.map((i) => [...typeFilterFilters(request, i), ...since]);
+    for (const filters of searches) {
+      const search: StoreSearchRequest = {
+        query: listQuery(step.type, filters),
+        wantTotal: true,
+        scope,
         indexedAs,
-      });
-      const drop = new Set(matched.versions.map((v) => v.id));
-      // The cursor still advances over dropped ones: keep them for it, marked.
-      versions = versions.map((v) => (drop.has(v.id) ? { ...v, json: undefined } : v));
+        canRead: (v) => {
+          if (v.lastUpdated > transactionTime || !inLevel(v) || !sees(v)) return false;
+          if (seen) {
+            if (seen.has(v.id)) return false;
+            seen.add(v.id);
+          }
+          const line = `${v.id}\t${v.versionId}\n`;
+          buffered.push(line);
+          bufferedLength += line.length;
+          if (bufferedLength > 65_536) flush();
+          return false; // nothing to page: the list is what we keep
+        },
+      };
+      await store.search!(search);
     }
+    flush(); // made durable with the job's next save (syncFile), before its progress says the list is complete
+  } finally {
+    closeSync(fd);
   }
-  return { versions, more: result.hasMore === true };
 }
 
-/** Advances the state's cursor over a page (exported or skipped versions alike). */
-export function advanceCursor(state: ExportState, versions: StoredVersion[]): void {
-  for (const version of versions) {
-    if (version.lastUpdated !== state.cursor) {
-      state.cursor = version.lastUpdated;
-      state.atCursor = [];
-    }
-    state.atCursor.push(version.id);
+/**
+ * Phase 2 of a step, one page: the next `pageSize` entries of the work list from `offset`, each version read with
+ * its body and decided again by the caller's policy now (a grant revoked since the list was made withholds it).
+ * Returns the resources' texts and the offset after them (equal to `offset` at the list's end).
+ */
+export async function readPage(
+  store: ResourceStore,
+  policy: AccessPolicy,
+  type: string,
+  file: string,
+  offset: number,
+  pageSize: number,
+): Promise<{ lines: string[]; next: number }> {
+  const fd = openSync(file, 'r');
+  let chunk: string;
+  try {
+    const buffer = Buffer.alloc(pageSize * 80);
+    const read = readSync(fd, buffer, 0, buffer.length, offset);
+    chunk = buffer.subarray(0, read).toString('utf8');
+  } finally {
+    closeSync(fd);
   }
+  // At most pageSize complete lines (a line is at most 80 bytes: an id of 64 characters and a version).
+  const entries: string[] = [];
+  let end = 0;
+  while (entries.length < pageSize) {
+    const newline = chunk.indexOf('\n', end);
+    if (newline < 0) break;
+    entries.push(chunk.slice(end, newline));
+    end = newline + 1;
+  }
+  const lines: string[] = [];
+  for (const entry of entries) {
+    const tab = entry.indexOf('\t');
+    const version = await store.vread(type, entry.slice(0, tab), Number(entry.slice(tab + 1)));
+    if (version && !version.deleted && version.json !== undefined && policy.canRead(version))
+      lines.push(version.json);
+  }
+  return { lines, next: offset + Buffer.byteLength(chunk.slice(0, end), 'utf8') };
 }
 
 /** The open NDJSON files of a running job: appended, fsync'd, and cut back to the saved lengths on resume. */
@@ -206,6 +243,16 @@ export class ExportFiles {
 
   sync(): void {
     for (const fd of this.fds.values()) fsyncSync(fd);
+  }
+
+  /** fsync of another file of the job (a work list). */
+  static syncFile(path: string): void {
+    const fd = openSync(path, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   close(): void {

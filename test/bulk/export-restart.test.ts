@@ -42,6 +42,7 @@ describe('an export job across a restart', () => {
     booted.app = await booted.restart({
       bulk: {
         pageSize: 2,
+        saveEvery: 1,
         hooks: { afterPage: (_job, state) => (paused({ ...state }), new Promise<void>(() => undefined)) },
       },
     });
@@ -55,9 +56,9 @@ describe('an export job across a restart', () => {
 
     // Closed mid-job; meanwhile a half-written page lands in its file (its progress never saved).
     const jobId = status.split('/').pop()!;
-    await booted.restart({ bulk: { pageSize: 2 } }, () => {
+    await booted.restart({ bulk: { pageSize: 2, saveEvery: 1 } }, () => {
       const dir = join(booted.dataDir, 'bulk', 'export', jobId);
-      expect(readdirSync(dir)).toEqual(['Patient.ndjson']);
+      expect(readdirSync(dir)).toContain('Patient.ndjson');
       appendFileSync(join(dir, 'Patient.ndjson'), '{"resourceType":"Patient","id":"half-writ');
     });
     await booted.app.bulk!.exports.settled();
