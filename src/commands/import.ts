@@ -64,6 +64,8 @@ export interface ImportCommandOptions extends ImportSettings {
   progress?: boolean;
   /** Tests: SIGKILL this process after this many committed batches (a crash at a known point). */
   killAfterBatches?: number;
+  /** Where that kill happens: after the batch's store commit (before its journal update) or after both. */
+  killPoint?: 'store' | 'journal';
   out?: NodeJS.WritableStream;
   err?: NodeJS.WritableStream;
 }
@@ -97,6 +99,12 @@ export function formatImportSummary(summary: ImportSummary, errorsFile: string):
   const out = [format(header), widths.map((w) => '-'.repeat(w)).join('  '), ...lines.map(format)];
   out.push(
     `Consents: --consents ${summary.consents.handling} (${summary.consents.seen} Consent resources in this run).`,
+  );
+  const t = summary.timings;
+  const seconds = (ms: number) => (ms / 1000).toFixed(1);
+  out.push(
+    `This run: ${summary.processedThisRun} resources in ${seconds(t.total)} s (parse ${seconds(t.parse)}, ` +
+      `validate ${seconds(t.validate)}, index ${seconds(t.index)}, store ${seconds(t.store)}, anchor ${seconds(t.anchor)}).`,
   );
   if (total.rejected > 0) out.push(`REJECTED: ${total.rejected} resources; the causes are in ${errorsFile}`);
   if (summary.interrupted) out.push('INTERRUPTED: run the same command again to continue where it stopped.');
@@ -233,8 +241,8 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
           anchors: options.anchoring === false ? undefined : opened.integrity.anchorer,
           anchorEvery: options.anchorBatchSize,
           signal: abort.signal,
-          afterBatch:
-            kill === undefined ? undefined : (n) => void (n >= kill && process.kill(process.pid, 'SIGKILL')),
+          afterStoreCommit: kill !== undefined && options.killPoint === 'store' ? crashAt(kill) : undefined,
+          afterBatch: kill !== undefined && options.killPoint !== 'store' ? crashAt(kill) : undefined,
         },
         { outcome: (_o: ResourceOutcome) => undefined, progress },
       );
@@ -253,6 +261,13 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       await opened.close();
     }
   });
+}
+
+/** Tests: a crash (SIGKILL, as power loss or the OOM killer would) once `batches` batches got there. */
+function crashAt(batches: number): (n: number) => void {
+  return (n) => {
+    if (n >= batches) process.kill(process.pid, 'SIGKILL');
+  };
 }
 
 function positiveInteger(text: string): number {
@@ -285,6 +300,7 @@ export function registerImportCommand(program: Command): void {
     .option('--source <uri>', 'meta.source for resources that have none (the source system)')
     .option('--no-progress', 'no progress bar or progress lines')
     .addOption(new Option('--kill-after-batches <n>').argParser(positiveInteger).hideHelp())
+    .addOption(new Option('--kill-point <point>').choices(['store', 'journal']).hideHelp())
     .action(
       async (
         paths: string[],
@@ -297,6 +313,7 @@ export function registerImportCommand(program: Command): void {
           source?: string;
           progress: boolean;
           killAfterBatches?: number;
+          killPoint?: 'store' | 'journal';
         } & Record<string, unknown>,
       ) => {
         process.exitCode = await runImport({
@@ -310,6 +327,7 @@ export function registerImportCommand(program: Command): void {
           source: opts.source,
           progress: opts.progress === false ? false : undefined,
           killAfterBatches: opts.killAfterBatches,
+          killPoint: opts.killPoint,
         });
       },
     );

@@ -172,6 +172,9 @@ class ImportRun {
   private newVersionsSinceDrain = 0;
   private batches = 0;
   private total = 0;
+  /** Recent answers of the journal's reference map (a key's target never changes once bound). */
+  private readonly keyCache = new Map<string, string | undefined>();
+  private readonly identifierCache = new Map<string, string[]>();
 
   constructor(
     private readonly journal: ImportJournal,
@@ -355,6 +358,7 @@ class ImportRun {
         storeStart -
         (this.timings.validate + this.timings.index + this.timings.anchor - inner);
     }
+    this.options.afterStoreCommit?.(this.batches + 1);
     const recorded: RecordedOutcome[] = outcomes.map((o) =>
       o.status === 'rejected'
         ? {
@@ -403,6 +407,26 @@ class ImportRun {
         outcome: rejectionOutcome(error, position),
       };
     }
+  }
+
+  /** journal.lookup, with the answers of recent resources kept (references repeat: the patient, the encounter). */
+  private lookup(key: string): string | undefined {
+    if (this.keyCache.has(key)) return this.keyCache.get(key);
+    const target = this.journal.lookup(key);
+    if (this.keyCache.size >= 50_000) this.keyCache.clear();
+    this.keyCache.set(key, target);
+    return target;
+  }
+
+  private findByIdentifier(type: string, system: string, value: string): string[] {
+    const key = `${type}|${system}|${value}`;
+    let targets = this.identifierCache.get(key);
+    if (!targets) {
+      targets = this.journal.findByIdentifier(type, system, value);
+      if (this.identifierCache.size >= 50_000) this.identifierCache.clear();
+      this.identifierCache.set(key, targets);
+    }
+    return targets;
   }
 
   private done(): number {
@@ -513,11 +537,11 @@ class ImportRun {
         case 'other':
           continue;
         case 'absolute':
-          target = this.journal.lookup(kind.url);
+          target = this.lookup(kind.url);
           if (!target) continue; // another server's resource: stored as given
           break;
         case 'urn':
-          target = this.journal.lookup(kind.key);
+          target = this.lookup(kind.key);
           suffix = kind.suffix;
           if (!target)
             throw fhirError(
@@ -529,7 +553,7 @@ class ImportRun {
         case 'relative': {
           suffix = kind.suffix;
           const key = `${kind.type}/${kind.id}`;
-          target = this.journal.lookup(key);
+          target = this.lookup(key);
           if (!target) {
             const stored = await tx.store.read(kind.type, kind.id);
             if (!stored || stored.deleted)
@@ -559,7 +583,7 @@ class ImportRun {
     tx: FhirContext,
   ): Promise<string> {
     const criteria = identifierCriteria(search);
-    const inImport = criteria ? this.journal.findByIdentifier(type, criteria.system, criteria.value) : [];
+    const inImport = criteria ? this.findByIdentifier(type, criteria.system, criteria.value) : [];
     if (inImport.length > 1)
       throw fhirError(
         'conditional-multiple-matches',

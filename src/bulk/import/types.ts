@@ -42,6 +42,8 @@ export interface ImportOptions {
   signal?: AbortSignal;
   /** Test hook: called after each committed batch (journal updated) with how many batches this run committed. */
   afterBatch?: (batches: number) => void;
+  /** Test hook: called after each batch's store commit, before its journal update (a crash there is replayed). */
+  afterStoreCommit?: (batches: number) => void;
 }
 
 /** Where a resource came from: file and line (NDJSON) or bundle entry index. */
