@@ -161,7 +161,11 @@ function openStore(config: ServeConfig, overrides: AppOverrides): ResourceStore 
   );
 }
 
-async function openValidator(config: ServeConfig, overrides: AppOverrides): Promise<ResourceValidator> {
+/** The write path's validator as the configuration names it (also `hie-ledger import`'s: the same rules). */
+export async function openValidator(
+  config: Pick<ServeConfig, 'validation' | 'cacheDir' | 'dataDir' | 'igPaths' | 'requiredProfiles'>,
+  overrides: Pick<AppOverrides, 'validator'> = {},
+): Promise<ResourceValidator> {
   return (
     overrides.validator ??
     (config.validation === 'schema'

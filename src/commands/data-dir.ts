@@ -13,7 +13,11 @@ import path from 'node:path';
 import { SqliteResourceStore } from '../fhir/store/sqlite/sqlite-store.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { openConfiguredLedger } from '../app/open-ledger.js';
-import { openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
+import {
+  openIntegrity,
+  type IntegrityOptions,
+  type IntegrityService,
+} from '../integrity/integrity-service.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { ConfigError, type Config } from '../config/config.js';
 import { lockDataDir } from '../platform/data-dir-lock.js';
@@ -67,14 +71,19 @@ export interface OpenedDataDir {
 }
 
 export async function openDataDirIntegrity(
-  options: DataDirConfig & { startWorker?: boolean },
+  options: DataDirConfig & { startWorker?: boolean; anchoring?: IntegrityOptions['anchoring'] },
 ): Promise<OpenedDataDir> {
   const store = new SqliteResourceStore({ file: path.join(options.dataDir, 'resources.sqlite') });
   let ledger: Ledger | undefined;
   try {
     await store.init();
     ledger = await openConfiguredLedger(options);
-    const integrity = await openIntegrity({ dataDir: options.dataDir, store, ledger });
+    const integrity = await openIntegrity({
+      dataDir: options.dataDir,
+      store,
+      ledger,
+      anchoring: options.anchoring,
+    });
     if (options.startWorker) integrity.anchorer.start();
     const opened = ledger;
     return {

@@ -15,6 +15,7 @@ import { registerParticipantCommand } from './participant.js';
 import { registerMemberCommand } from './member.js';
 import { registerLedgerCommand } from './ledger.js';
 import { registerTokenCommand } from './token.js';
+import { registerImportCommand } from './import.js';
 
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
@@ -31,6 +32,7 @@ const COMMANDS: ((program: Command) => unknown)[] = [
   registerMemberCommand,
   registerLedgerCommand,
   registerTokenCommand,
+  registerImportCommand,
 ];
 
 export function createProgram(): Command {

@@ -181,6 +181,29 @@ export const ERROR_CATALOGUE = {
     issue: 'invalid',
     meaning: 'A batch or transaction Bundle (or one of its entries) is malformed; diagnostics name the entry',
   },
+  'import-reference-unresolved': {
+    status: 422,
+    issue: 'not-found',
+    meaning:
+      'Bulk import: a relative or urn:uuid reference resolves neither in the import nor in the store (rejected alone)',
+  },
+  'import-reference-rejected': {
+    status: 422,
+    issue: 'processing',
+    meaning:
+      'Bulk import: a reference names a resource of the same import that was rejected (named in diagnostics)',
+  },
+  'import-consent-refused': {
+    status: 422,
+    issue: 'not-supported',
+    meaning: 'Bulk import: Consent resources are refused (--consents refuse, the default)',
+  },
+  'import-bundle-rolled-back': {
+    status: 422,
+    issue: 'processing',
+    meaning:
+      'Bulk import with --atomic-bundles: another entry of the same transaction Bundle was rejected, so this one was not stored',
+  },
 
   // Query and operation parameters
   'parameter-invalid': {
