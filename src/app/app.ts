@@ -43,6 +43,7 @@ import { setupBulk, type Bulk } from '../bulk/bulk-setup.js';
 import type { BulkHooks } from '../bulk/bulk-export.js';
 import { CallerAccessPolicy } from '../access/caller-access-policy.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
+import type { FhirContext } from '../fhir/interactions/types.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -118,19 +119,20 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const access = await wireAccess(wiring, ledger, integrity, exchange);
     const patientLinks = wirePatientLinks(wiring, ledger, access, integrity);
     wireExchange(wiring, exchange, { ledger, integrity, access, patientLinks });
-    const bulk = wireBulk(wiring, access);
+    const context = {
+      store: access.store,
+      validator: metrics.countingValidator(validator),
+      indexEntries: extractIndex,
+      patientsOf: patientCompartments,
+      anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
+    };
+    const bulk = wireBulk(wiring, access, context);
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
       registry,
       publicBaseUrl: config.baseUrl,
       accessFor: access.accessFor,
-      context: {
-        store: access.store,
-        validator: metrics.countingValidator(validator),
-        indexEntries: extractIndex,
-        patientsOf: patientCompartments,
-        anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
-      },
+      context,
     });
     registerReadiness(wiring, ledger, access.consent);
     observeBacklogs(wiring, integrity, access);
@@ -381,7 +383,11 @@ function wireExchange(
  * Bulk data (`$export`): jobs decide as their kick-off's caller with that caller's access policy, made again for
  * every job run (also after a restart), and what they disclose goes to the access audit as `$export`.
  */
-function wireBulk(wiring: AppWiring, access: AccessSetup): Bulk {
+function wireBulk(
+  wiring: AppWiring,
+  access: AccessSetup,
+  context: Omit<FhirContext, 'access' | 'log' | 'registry'>,
+): Bulk {
   const { config, overrides, closers, registry, fastify } = wiring;
   const bulk = setupBulk({
     dataDir: config.dataDir,
@@ -390,6 +396,11 @@ function wireBulk(wiring: AppWiring, access: AccessSetup): Bulk {
     pageSize: overrides.bulk?.pageSize,
     saveEvery: overrides.bulk?.saveEvery,
     hooks: overrides.bulk?.hooks,
+    imports: {
+      context,
+      registry,
+      sources: { root: config.importRoot, allow: config.importAllow, maxBytes: config.importMaxBytes },
+    },
     log: fastify.log.child({ component: 'bulk' }),
     access: {
       snapshot: (policy) => ({

@@ -7,10 +7,13 @@ import { join } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AccessPolicy } from '../fhir/interactions/access-policy.js';
 import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
+import type { FhirContext } from '../fhir/interactions/types.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { BulkJobStore } from './job-store.js';
 import { BulkExports, type BulkHooks } from './bulk-export.js';
 import { registerBulkRoutes } from './bulk-routes.js';
+import { BulkImports } from './bulk-import.js';
+import type { ImportSourcePolicy } from './import-fetch.js';
 import type { JobAccess } from './job-access.js';
 
 export interface BulkSetupOptions {
@@ -23,15 +26,23 @@ export interface BulkSetupOptions {
   pageSize?: number;
   saveEvery?: number;
   hooks?: BulkHooks;
+  /** `$import`: the FhirContext its engine writes through (the caller's policy added per job) and its sources. */
+  imports: {
+    context: Omit<FhirContext, 'access' | 'log' | 'registry'>;
+    registry: FhirRegistry;
+    sources: ImportSourcePolicy;
+  };
   log: {
     info(obj: object | string, msg?: string): void;
     warn(obj: object | string, msg?: string): void;
     error(obj: object | string, msg?: string): void;
+    debug(obj: object | string, msg?: string): void;
   };
 }
 
 export interface Bulk {
   exports: BulkExports;
+  imports: BulkImports;
   registerOperations(registry: FhirRegistry): void;
   install(
     fastify: FastifyInstance,
@@ -56,6 +67,15 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
     hooks: options.hooks,
     log: options.log,
   });
+  const imports = new BulkImports({
+    jobs,
+    access: options.access,
+    context: options.imports.context,
+    registry: options.imports.registry,
+    sources: options.imports.sources,
+    retentionMs,
+    log: options.log,
+  });
   let sweeper: NodeJS.Timeout | undefined;
   const sweep = () => {
     try {
@@ -66,21 +86,25 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
   };
   return {
     exports,
+    imports,
     registerOperations(registry) {
       registry.registerOperation(exports.operation());
+      registry.registerOperation(imports.operation());
     },
     install(fastify, prefix, accessFor) {
-      registerBulkRoutes(fastify, { prefix, exports, accessFor });
+      registerBulkRoutes(fastify, { prefix, kinds: { export: exports, import: imports }, accessFor });
     },
     start() {
       sweep();
       sweeper = setInterval(sweep, Math.min(retentionMs, 60_000));
       sweeper.unref();
       exports.start();
+      imports.start();
     },
     async close() {
       if (sweeper) clearInterval(sweeper);
       await exports.close();
+      await imports.close();
       jobs.close();
     },
   };
