@@ -44,6 +44,7 @@ import type { BulkHooks } from '../bulk/bulk-export.js';
 import { CallerAccessPolicy } from '../access/caller-access-policy.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
 import type { FhirContext } from '../fhir/interactions/types.js';
+import { collectEvidence, evidenceProvenanceText, versionUrl } from '../exchange/record-evidence.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -126,7 +127,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
       patientsOf: patientCompartments,
       anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
     };
-    const bulk = wireBulk(wiring, access, context);
+    const bulk = wireBulk(wiring, access, context, integrity);
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
       registry,
@@ -387,6 +388,7 @@ function wireBulk(
   wiring: AppWiring,
   access: AccessSetup,
   context: Omit<FhirContext, 'access' | 'log' | 'registry'>,
+  integrity: IntegrityService,
 ): Bulk {
   const { config, overrides, closers, registry, fastify } = wiring;
   const bulk = setupBulk({
@@ -396,6 +398,30 @@ function wireBulk(
     pageSize: overrides.bulk?.pageSize,
     saveEvery: overrides.bulk?.saveEvery,
     hooks: overrides.bulk?.hooks,
+    // includeAssociatedData=_integrity: each version's evidence as the exchange sends it (docs/exchange.md).
+    evidence:
+      config.anchoring === false
+        ? undefined
+        : async (versions, baseUrl) => {
+            const custodian = {
+              mspId: ledgerMspId(config),
+              organization: config.organization ?? ledgerMspId(config),
+            };
+            const evidence = await collectEvidence(versions, {
+              store: wiring.store,
+              journal: integrity.journal,
+            });
+            return versions.map((v, i) =>
+              evidenceProvenanceText(
+                {
+                  fullUrl: versionUrl(baseUrl, v.resourceType, v.id, v.versionId),
+                  lastUpdated: v.lastUpdated,
+                },
+                custodian,
+                evidence[i],
+              ),
+            );
+          },
     imports: {
       context,
       registry,

@@ -37,6 +37,8 @@ import type { JobAccess, JobCaller } from './job-access.js';
 export const EXPORT_DEFINITION = 'http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export';
 /** The error file of a job's warnings (types left out, parameters ignored). */
 export const ERROR_FILE = 'OperationOutcome.ndjson';
+/** The file of the integrity evidence (`includeAssociatedData=_integrity`): one Provenance per exported resource. */
+export const INTEGRITY_FILE = 'Provenance.integrity.ndjson';
 /** Seconds a client is asked to wait between status requests. */
 export const RETRY_AFTER_SECONDS = 2;
 const DEFAULT_PAGE_SIZE = 1000;
@@ -66,6 +68,11 @@ export interface BulkExportOptions {
   /** Resources exported between two saves of a job's progress (fsyncs); default 20,000. */
   saveEvery?: number;
   hooks?: BulkHooks;
+  /**
+   * `includeAssociatedData=_integrity`: a Provenance (JSON text) per version, carrying its salt, Merkle proof and
+   * ledger transaction, targeting the version's URL under `baseUrl`. Absent: the value is refused at kick-off.
+   */
+  evidence?: (versions: readonly StoredVersion[], baseUrl: string) => Promise<string[]>;
   log: {
     info(obj: object | string, msg?: string): void;
     error(obj: object | string, msg?: string): void;
@@ -161,6 +168,14 @@ export class BulkExports {
       throw fhirError('not-implemented', 'This store does not support search, which $export needs');
     const warnings: OperationOutcomeIssue[] = [];
     const parsed = readExportRequest(request, level, warnings);
+    if (parsed.integrity && !this.options.evidence)
+      throw fhirError(
+        'parameter-unsupported',
+        'includeAssociatedData _integrity needs the integrity path (anchoring)',
+        {
+          expression: 'includeAssociatedData',
+        },
+      );
     const types = exportTypes(context, level, parsed.askedTypes, warnings);
     const patients = await exportPatients(context, request, level, parsed.patients);
     const transactionTime = await this.transactionTime(context.store);
@@ -331,9 +346,17 @@ export class BulkExports {
           state.listOffset = 0;
         }
         const page = await readPage(store, policy, step.type, list, state.listOffset, this.pageSize);
-        files.append(step.type, page.lines);
-        state.exported += page.lines.length;
-        unsaved += page.lines.length;
+        files.append(
+          step.type,
+          page.versions.map((v) => v.json!),
+        );
+        if (saved.request.integrity && page.versions.length > 0) {
+          if (!this.options.evidence) throw new Error('no integrity evidence source wired');
+          const provenances = await this.options.evidence(page.versions, saved.request.baseUrl);
+          files.append('Provenance', provenances, INTEGRITY_FILE);
+        }
+        state.exported += page.versions.length;
+        unsaved += page.versions.length;
         const stepDone = page.next === state.listOffset;
         state.listOffset = page.next;
         if (stepDone) {

@@ -10,7 +10,7 @@ import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { FhirContext } from '../fhir/interactions/types.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { BulkJobStore } from './job-store.js';
-import { BulkExports, type BulkHooks } from './bulk-export.js';
+import { BulkExports, type BulkExportOptions, type BulkHooks } from './bulk-export.js';
 import { registerBulkRoutes } from './bulk-routes.js';
 import { BulkImports } from './bulk-import.js';
 import type { ImportSourcePolicy } from './import-fetch.js';
@@ -26,6 +26,8 @@ export interface BulkSetupOptions {
   pageSize?: number;
   saveEvery?: number;
   hooks?: BulkHooks;
+  /** Integrity evidence of exported versions (`includeAssociatedData=_integrity`); absent: refused. */
+  evidence?: BulkExportOptions['evidence'];
   /** `$import`: the FhirContext its engine writes through (the caller's policy added per job) and its sources. */
   imports: {
     context: Omit<FhirContext, 'access' | 'log' | 'registry'>;
@@ -65,6 +67,7 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
     pageSize: options.pageSize,
     saveEvery: options.saveEvery,
     hooks: options.hooks,
+    evidence: options.evidence,
     log: options.log,
   });
   const imports = new BulkImports({

@@ -171,7 +171,7 @@ export async function listStep(
 /**
  * Phase 2 of a step, one page: the next `pageSize` entries of the work list from `offset`, each version read with
  * its body and decided again by the caller's policy now (a grant revoked since the list was made withholds it).
- * Returns the resources' texts and the offset after them (equal to `offset` at the list's end).
+ * Returns the versions (with their texts) and the offset after them (equal to `offset` at the list's end).
  */
 export async function readPage(
   store: ResourceStore,
@@ -180,7 +180,7 @@ export async function readPage(
   file: string,
   offset: number,
   pageSize: number,
-): Promise<{ lines: string[]; next: number }> {
+): Promise<{ versions: StoredVersion[]; next: number }> {
   const fd = openSync(file, 'r');
   let chunk: string;
   try {
@@ -199,14 +199,14 @@ export async function readPage(
     entries.push(chunk.slice(end, newline));
     end = newline + 1;
   }
-  const lines: string[] = [];
+  const versions: StoredVersion[] = [];
   for (const entry of entries) {
     const tab = entry.indexOf('\t');
     const version = await store.vread(type, entry.slice(0, tab), Number(entry.slice(tab + 1)));
     if (version && !version.deleted && version.json !== undefined && policy.canRead(version))
-      lines.push(version.json);
+      versions.push(version);
   }
-  return { lines, next: offset + Buffer.byteLength(chunk.slice(0, end), 'utf8') };
+  return { versions, next: offset + Buffer.byteLength(chunk.slice(0, end), 'utf8') };
 }
 
 /** The open NDJSON files of a running job: appended, fsync'd, and cut back to the saved lengths on resume. */
@@ -227,10 +227,9 @@ export class ExportFiles {
     return fd;
   }
 
-  /** Appends lines to the type's file; returns the bytes written (made durable by `sync`). */
-  append(type: string, lines: string[]): void {
+  /** Appends lines to the type's file (or the file `name`); made durable by `sync`. */
+  append(type: string, lines: string[], name = fileNameOf(type)): void {
     if (lines.length === 0) return;
-    const name = fileNameOf(type);
     const text = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
     const fd = this.fd(name);
     const file = (this.state.files[name] ??= { type, count: 0, bytes: 0 });

@@ -4,6 +4,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FHIR_JSON, json, send, startTestApp, type TestApp } from '../http/helpers.js';
+import { canonicalizeText } from '../../src/fhir/canonical.js';
+import { leafHashOf, type LeafVersion } from '../../src/integrity/hashing.js';
+import { verifyProof, type ProofStep } from '../../src/integrity/merkle.js';
 
 let app: TestApp;
 const ASYNC = { prefer: 'respond-async', accept: 'application/fhir+json' };
@@ -69,6 +72,73 @@ describe('$export: the async pattern', () => {
       const read = await send(app, { url: `/fhir/${resourceType}/${id}` }, 200);
       expect(line).toBe(read.body);
     }
+  });
+
+  it('includeAssociatedData=_integrity: a Provenance per resource whose salt and proof verify its exported text', async () => {
+    await send(
+      app,
+      {
+        method: 'POST',
+        url: '/fhir/Observation',
+        headers: FHIR_JSON,
+        body: '{"resourceType":"Observation","status":"final","code":{"text":"bp"},"valueQuantity":{"value":1.50}}',
+      },
+      201,
+    );
+    await app.integrity!.anchorer.drain();
+    const manifest = await manifestOf(
+      await kickOff('/fhir/$export?_type=Observation&includeAssociatedData=_integrity'),
+    );
+    const observations = await fileLines(manifest.output.find((o: any) => o.type === 'Observation').url);
+    const provenance = manifest.output.find((o: any) => o.url.endsWith('Provenance.integrity.ndjson'));
+    expect(provenance.type).toBe('Provenance');
+    const provenances = (await fileLines(provenance.url)).map((l) => JSON.parse(l));
+    expect(provenances).toHaveLength(observations.length);
+    for (const [i, line] of observations.entries()) {
+      const resource = JSON.parse(line);
+      const p = provenances[i];
+      expect(p.target[0].reference).toMatch(
+        new RegExp(`/Observation/${resource.id}/_history/${resource.meta.versionId}$`),
+      );
+      const parts = Object.fromEntries(
+        p.extension[0].extension
+          .filter((e: any) => e.url !== 'proof')
+          .map((e: any) => [e.url, Object.values(e)[1]]),
+      );
+      expect(parts.status).toBe('anchored');
+      const proof: ProofStep[] = p.extension[0].extension
+        .filter((e: any) => e.url === 'proof')
+        .map((e: any) => ({ side: e.valueString.split(':')[0], hash: e.valueString.split(':')[1] }));
+      const leaf = leafHashOf(
+        parts.salt,
+        canonicalizeText(line),
+        parts.leafVersion as LeafVersion,
+        parts.custodian,
+      );
+      expect(
+        verifyProof(leaf, proof, parts.root, { leafIndex: parts.leafIndex, leafCount: parts.leafCount }),
+      ).toBe(true);
+      // A changed text does not verify.
+      const altered = leafHashOf(
+        parts.salt,
+        canonicalizeText(line.replace('"final"', '"amended"')),
+        parts.leafVersion,
+        parts.custodian,
+      );
+      expect(
+        verifyProof(altered, proof, parts.root, { leafIndex: parts.leafIndex, leafCount: parts.leafCount }),
+      ).toBe(false);
+    }
+  });
+
+  it('is declared in the CapabilityStatement at system level and on Patient and Group', async () => {
+    const statement = json((await send(app, { url: '/fhir/metadata' }, 200)).body);
+    const names = (list: any[] | undefined) => (list ?? []).map((o) => o.name);
+    expect(names(statement.rest[0].operation)).toEqual(expect.arrayContaining(['export', 'import']));
+    for (const type of ['Patient', 'Group'])
+      expect(names(statement.rest[0].resource.find((r: any) => r.type === type).operation)).toContain(
+        'export',
+      );
   });
 
   it('needs Prefer: respond-async (400)', async () => {
