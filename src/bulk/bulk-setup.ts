@@ -20,7 +20,7 @@ export interface BulkSetupOptions {
   dataDir: string;
   store: ResourceStore;
   access: JobAccess;
-  /** How long a finished job's files are kept (--bulk-retention-seconds). */
+  /** How long a finished job's files are kept (--bulk-retention). */
   retentionSeconds: number;
   /** Resources per page and between saves of a job's progress (tests make them small). */
   pageSize?: number;

@@ -587,8 +587,8 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
   },
   {
     key: 'bulkRetentionSeconds',
-    flag: '--bulk-retention-seconds <seconds>',
-    env: 'HIE_BULK_RETENTION_SECONDS',
+    flag: '--bulk-retention <seconds>',
+    env: 'HIE_BULK_RETENTION',
     default: '3600',
     description:
       'how long a finished bulk job ($export) and its files are kept before they are deleted (seconds, 60 to 604800)',
