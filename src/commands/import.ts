@@ -104,7 +104,8 @@ export function formatImportSummary(summary: ImportSummary, errorsFile: string):
   const seconds = (ms: number) => (ms / 1000).toFixed(1);
   out.push(
     `This run: ${summary.processedThisRun} resources in ${seconds(t.total)} s (parse ${seconds(t.parse)}, ` +
-      `validate ${seconds(t.validate)}, index ${seconds(t.index)}, store ${seconds(t.store)}, anchor ${seconds(t.anchor)}).`,
+      `validate ${seconds(t.validate)}, index ${seconds(t.index)}, store ${seconds(t.store)}, anchor ${seconds(t.anchor)}); ` +
+      `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB.`,
   );
   if (total.rejected > 0) out.push(`REJECTED: ${total.rejected} resources; the causes are in ${errorsFile}`);
   if (summary.interrupted) out.push('INTERRUPTED: run the same command again to continue where it stopped.');

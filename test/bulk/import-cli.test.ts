@@ -192,44 +192,23 @@ describe('hie-ledger import', () => {
   it('rejects a bad resource alone, naming its file and line; a resource naming a rejected one names it; neighbours are stored', async () => {
     const dataDir = tempDir();
     const file = path.join(dataDir, 'mixed.ndjson');
+    const observation = (id: string, reference: string) => ({
+      resourceType: 'Observation',
+      id,
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference },
+    });
     const lines = [
+      observation('o0', 'Patient/late'), // names a resource rejected further on
       { resourceType: 'Patient', id: 'bad', gender: 'not-a-gender' },
       { resourceType: 'Patient', id: 'good', gender: 'female' },
-      {
-        resourceType: 'Observation',
-        id: 'o1',
-        status: 'final',
-        code: { text: 'x' },
-        subject: { reference: 'Patient/good' },
-      },
-      {
-        resourceType: 'Observation',
-        id: 'o2',
-        status: 'final',
-        code: { text: 'x' },
-        subject: { reference: 'Patient/bad' },
-      },
-      {
-        resourceType: 'Observation',
-        id: 'o3',
-        status: 'final',
-        code: { text: 'x' },
-        subject: { reference: 'Patient/nowhere' },
-      },
-      {
-        resourceType: 'Observation',
-        id: 'o4',
-        status: 'final',
-        code: { text: 'x' },
-        subject: { reference: 'urn:uuid:9f1c0a52-0000-4000-8000-000000000000' },
-      },
-      {
-        resourceType: 'Observation',
-        id: 'o5',
-        status: 'final',
-        code: { text: 'x' },
-        subject: { reference: 'https://elsewhere.example/fhir/Patient/1' },
-      },
+      observation('o1', 'Patient/good'),
+      observation('o2', 'Patient/bad'),
+      observation('o3', 'Patient/nowhere'),
+      observation('o4', 'urn:uuid:9f1c0a52-0000-4000-8000-000000000000'),
+      observation('o5', 'https://elsewhere.example/fhir/Patient/1'),
+      { resourceType: 'Patient', id: 'late', birthDate: 'yesterday' },
     ];
     writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + '\n{"resourceType": oops}\n');
     const errors = path.join(dataDir, 'errors.ndjson');
@@ -247,21 +226,24 @@ describe('hie-ledger import', () => {
             issue: { diagnostics: string; details?: { coding?: { code: string }[] } }[];
           },
       );
-    expect(rejected.map((o) => o.resourceType)).toEqual(Array(5).fill('OperationOutcome'));
+    expect(rejected.map((o) => o.resourceType)).toEqual(Array(7).fill('OperationOutcome'));
     const first = rejected.map((o) => ({
       at: /:(\d+): /.exec(o.issue[0]!.diagnostics)![1],
       code: o.issue[0]!.details?.coding?.[0]?.code,
     }));
     expect(first).toEqual([
-      { at: '1', code: 'resource-invalid' },
-      { at: '4', code: 'import-reference-rejected' },
-      { at: '5', code: 'import-reference-unresolved' },
+      { at: '1', code: 'import-reference-rejected' },
+      { at: '2', code: 'resource-invalid' },
+      { at: '5', code: 'import-reference-rejected' },
       { at: '6', code: 'import-reference-unresolved' },
-      { at: '8', code: 'body-not-json' },
+      { at: '7', code: 'import-reference-unresolved' },
+      { at: '9', code: 'resource-invalid' },
+      { at: '10', code: 'body-not-json' },
     ]);
-    expect(rejected[0]!.issue[0]!.diagnostics.startsWith(`${file}:1: `)).toBe(true);
-    expect(rejected[1]!.issue[0]!.diagnostics).toContain(`Patient/bad, which was rejected (${file}:1)`);
-    expect(result.out).toMatch(/Patient +1 +0 +1/);
+    expect(rejected[1]!.issue[0]!.diagnostics.startsWith(`${file}:2: `)).toBe(true);
+    expect(rejected[0]!.issue[0]!.diagnostics).toContain(`Patient/late, which was rejected (${file}:9)`);
+    expect(rejected[2]!.issue[0]!.diagnostics).toContain(`Patient/bad, which was rejected (${file}:2)`);
+    expect(result.out).toMatch(/Patient +1 +0 +2/);
   }, 60_000);
 });
 
@@ -294,24 +276,23 @@ describe('hie-ledger import, killed and resumed', () => {
       '--no-progress',
       ...files,
     ];
-    const killedInStore = await cli([...args(resumed), '--kill-after-batches', '2', '--kill-point', 'store']);
-    expect(killedInStore.signal, killedInStore.output).toBe('SIGKILL');
-    const killedAfterJournal = await cli([
-      ...args(resumed),
-      '--kill-after-batches',
-      '2',
-      '--kill-point',
-      'journal',
+    // Killed after its second batch was committed to the store, before the journal recorded it.
+    // (The clean import meanwhile, in this process.)
+    const [killed, cleanRun] = await Promise.all([
+      cli([...args(resumed), '--kill-after-batches', '2', '--kill-point', 'store']),
+      importInto(clean, files, { organization: undefined }),
     ]);
-    expect(killedAfterJournal.signal, killedAfterJournal.output).toBe('SIGKILL');
+    expect(killed.signal, killed.output).toBe('SIGKILL');
+    expect(cleanRun.code, cleanRun.out).toBe(0);
+    // Killed again after the journal recorded a batch (a crash between batches).
+    const killedAgain = await cli([...args(resumed), '--kill-after-batches', '1', '--kill-point', 'journal']);
+    expect(killedAgain.signal, killedAgain.output).toBe('SIGKILL');
     const finished = await importInto(resumed, files, { batchSize: 20, organization: undefined });
     expect(finished.code, finished.out).toBe(0);
     // The summary counts each resource once over the three runs (a batch stored but not yet recorded when the
     // process died is written again: unchanged).
     const [, stored, unchanged, rejected] = /total +(\d+) +(\d+) +(\d+)/.exec(finished.out)!.map(Number);
     expect([stored! + unchanged!, rejected]).toEqual([13 + 43 + 43 + 44 + 11, 0]);
-    const cleanRun = await importInto(clean, files, { organization: undefined });
-    expect(cleanRun.code, cleanRun.out).toBe(0);
 
     const [a, b] = [await readStore(clean), await readStore(resumed)];
     expect(b.versions).toBe(b.current.size); // nothing stored twice

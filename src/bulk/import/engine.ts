@@ -17,7 +17,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { FhirError, fhirError, type OperationOutcome } from '../../fhir/outcome.js';
-import type { FhirResource } from '../../fhir/fhir-json.js';
+import { toPlainJson, type FhirResource } from '../../fhir/fhir-json.js';
 import type { FhirContext, FhirRequest } from '../../fhir/interactions/types.js';
 import { conditionalMatches } from '../../fhir/interactions/batch.js';
 import { newResourceId } from '../../fhir/interactions/ids.js';
@@ -238,7 +238,10 @@ class ImportRun {
     return files;
   }
 
-  /** Phase 2: targets, keys and identifiers of a file's resources into the journal (plain JSON.parse: ids only). */
+  /**
+   * Phase 2: targets, keys and identifiers of a file's resources into the journal (plain JSON.parse), and which
+   * targets are rejected whatever happens (invalid, refused Consents).
+   */
   private async scan(file: FileState): Promise<void> {
     let count = 0;
     let pending: (() => void)[] = [];
@@ -260,7 +263,10 @@ class ImportRun {
           if (typeof system === 'string' && typeof value === 'string')
             this.journal.addIdentifier(type, system, value, target);
         }
-        this.journal.addPendingTarget(target, positionOf(file.path, record));
+        const position = positionOf(file.path, record);
+        this.journal.addPendingTarget(target, position);
+        // Known to be rejected: so is every resource that names it, before or after it in the import.
+        if (this.refusedInScan(type, resource, target)) this.journal.markRejected(target, position);
       });
       if (pending.length >= 10_000) flush();
     };
@@ -290,6 +296,17 @@ class ImportRun {
     this.journal.transaction(() => this.journal.markScanned(file.path, count));
     file.scanned = true;
     file.resources = count;
+  }
+
+  /**
+   * Whether a resource will be rejected whatever its references: a refused Consent, or invalid R4 for the same
+   * validator (its write validates again and reports the issues). Lets a resource written before it in the import
+   * be rejected naming it, instead of stored with a reference to nothing.
+   */
+  private refusedInScan(type: string, resource: Record<string, unknown>, target: string): boolean {
+    if (type === 'Consent' && this.consents === 'refuse') return true;
+    const plain = toPlainJson({ ...resource, id: target.slice(type.length + 1) });
+    return !this.context.validator.validate(plain, { mode: 'update' }).valid;
   }
 
   /** Phase 3 for one file, from where an earlier run stopped. False when interrupted (signal). */

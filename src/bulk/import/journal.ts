@@ -213,6 +213,11 @@ export class ImportJournal {
     this.s.addPendingTarget.run(target, position.file, position.line ?? null, position.entry ?? null);
   }
 
+  /** A target known to be rejected before it is written (the scan): references to it are rejected too. */
+  markRejected(target: string, position: SourcePosition): void {
+    this.s.setTarget.run(target, 'rejected', position.file, position.line ?? null, position.entry ?? null);
+  }
+
   target(target: string): TargetState | undefined {
     return this.s.getTarget.get(target) as TargetState | undefined;
   }
