@@ -141,6 +141,56 @@ describe('$export: the async pattern', () => {
       );
   });
 
+  it("_typeFilter: one type's filters OR-ed, each resource once; _since leaves out what did not change after it", async () => {
+    const write = async (status: string) =>
+      json(
+        (
+          await send(
+            app,
+            {
+              method: 'POST',
+              url: '/fhir/Observation',
+              headers: FHIR_JSON,
+              body: { resourceType: 'Observation', status, code: { text: 'filter-test' } },
+            },
+            201,
+          )
+        ).body,
+      );
+    const final = await write('final');
+    const amended = await write('amended');
+    await write('cancelled');
+    const filters = [
+      'Observation%3Fstatus%3Dfinal',
+      'Observation%3Fstatus%3Damended',
+      'Observation%3Fstatus%3Dfinal%252Camended',
+    ];
+    const manifest = await manifestOf(
+      await kickOff(`/fhir/$export?_type=Observation&_typeFilter=${filters.join(',')}`),
+    );
+    const ids = (await fileLines(manifest.output[0].url))
+      .map((l) => JSON.parse(l))
+      .filter((r) => r.code?.text === 'filter-test')
+      .map((r) => r.id);
+    expect(ids.sort()).toEqual([final.id, amended.id].sort());
+    const since = await manifestOf(
+      await kickOff(`/fhir/$export?_type=Observation&_since=${encodeURIComponent(final.meta.lastUpdated)}`),
+    );
+    const after = (await fileLines(since.output[0].url)).map((l) => JSON.parse(l).id);
+    expect(after).not.toContain(final.id);
+    expect(after).toContain(amended.id);
+  });
+
+  it('a finished job and its files are deleted after the retention time', async () => {
+    const status = await kickOff('/fhir/$export?_type=Patient');
+    const manifest = await manifestOf(status);
+    const file = new URL(manifest.output[0].url).pathname;
+    expect(app.bulk!.exports.sweep(Date.now())).toBe(0); // not yet
+    expect(app.bulk!.exports.sweep(Date.now() + 3_600_000 + 1)).toBeGreaterThan(0);
+    await send(app, { url: status }, 404);
+    await send(app, { url: file }, 404);
+  });
+
   it('needs Prefer: respond-async (400)', async () => {
     const res = await send(app, { url: '/fhir/$export', headers: { accept: 'application/fhir+json' } }, 400);
     expect(json(res.body).issue[0].details.coding[0].code).toBe('respond-async-required');
