@@ -78,7 +78,9 @@ export async function fetchSource(url: string, file: string, policy: ImportSourc
       {
         method: 'GET',
         headers: { accept: 'application/fhir+ndjson', 'accept-encoding': 'gzip' },
-        lookup: (_name, _options, callback) => callback(null, address, family),
+        // Node asks for every address (autoSelectFamily) or one: either way the one resolved above.
+        lookup: ((_name: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) =>
+          options.all ? callback(null, [{ address, family }]) : callback(null, address, family)) as never,
         servername: parsed.protocol === 'https:' ? host : undefined,
         timeout: 30_000,
       },

@@ -7,6 +7,7 @@
  */
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { lookup } from 'node:dns/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
@@ -62,9 +63,13 @@ beforeAll(async () => {
     if (request.url === '/practitioners.ndjson') response.writeHead(200).end(practitioners);
     else response.writeHead(302, { location: '/practitioners.ndjson' }).end();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  app = await startTestApp({}, { importRoot: root, importAllow: origin });
+  // Listening where `localhost` resolves here (127.0.0.1 or ::1), so a fetch by that name reaches it.
+  const local = await lookup('localhost');
+  await new Promise<void>((resolve) => server.listen(0, local.address, resolve));
+  const host = local.family === 6 ? `[${local.address}]` : local.address;
+  origin = `http://${host}:${(server.address() as { port: number }).port}`;
+  const port = (server.address() as { port: number }).port;
+  app = await startTestApp({}, { importRoot: root, importAllow: `${origin},http://localhost:${port}` });
 });
 afterAll(async () => {
   await app?.stop();
@@ -127,6 +132,10 @@ describe('$import', () => {
       expect(res.statusCode, url).toBe(400);
       expect(json(res.body).issue[0].expression).toEqual(['input.url']);
     }
+    // A host name: resolved once, the connection made to that address.
+    const byName = await runImport(`http://localhost:${new URL(origin).port}/practitioners.ndjson`);
+    expect(byName.error).toEqual([]);
+    expect(byName.output.map((o: any) => o.type)).toEqual(['Practitioner']);
     const manifest = await runImport(`${origin}/moved.ndjson`);
     expect(manifest.output).toEqual([]);
     const errors = (await send(app, { url: new URL(manifest.error[0].url).pathname }, 200)).body;
