@@ -11,6 +11,7 @@ import { createNodeResolver, importX } from 'eslint-plugin-import-x';
 const FEATURES = [
   'access',
   'app',
+  'bulk',
   'commands',
   'config',
   'consent',
@@ -30,6 +31,11 @@ const LAYERS = [
   // features; exchange (members calling each other) sits above the features it combines
   {
     folder: 'exchange',
+    mayImport: ['access', 'consent', 'integrity', 'fhir', 'ledger', 'config', 'platform'],
+  },
+  // bulk exchange (import engine, $export/$import jobs) sits above the features it combines, like exchange
+  {
+    folder: 'bulk',
     mayImport: ['access', 'consent', 'integrity', 'fhir', 'ledger', 'config', 'platform'],
   },
   { folder: 'access', mayImport: ['consent', 'fhir', 'ledger', 'platform'] },

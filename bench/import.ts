@@ -1,19 +1,29 @@
 /**
- * `npm run bench:import`: a bulk import as a hospital's import job runs it: Synthea patient records, each one FHIR
- * transaction Bundle (`POST /fhir`, every entry validated, indexed and anchored, all or nothing), sent by a few
- * concurrent workers against the service on its embedded store and ledger.
+ * `npm run bench:import`: a bulk import of Synthea patient records (../shared/data/synthea-bundles) into a fresh
+ * embedded store and ledger, two ways:
+ * - `cli`: `hie-ledger import FILES...` (docs/import.md): resource by resource, full validation, index rows and
+ *   anchoring (Merkle batches of BENCH_ANCHOR_BATCH, default 5000), batches of BENCH_BATCH resources per store
+ *   transaction (default 2000); the split of time (parse, validate, index, store, anchor) and peak RSS from its
+ *   summary;
+ * - `api`: the baseline: each record one transaction Bundle (`POST /fhir`, all or nothing), sent by a few concurrent
+ *   workers against the service, with full validation and with the JSON schema only; peak RSS of the service.
  *
- * Prints, per validation mode: bundles accepted/refused, resources stored per second, and bundle latency.
- * Environment: BENCH_BUNDLES (default 40, of the 100 in ../shared/data/synthea-bundles), BENCH_WORKERS (default 2),
- * BENCH_FROM=tsx (run the service from the sources).
+ * Prints a table: bundles accepted/refused, resources stored per second, peak RSS, and the ratio to the API's full
+ * validation row measured in the same run.
+ * Environment: BENCH_BUNDLES (default 100: all of them), BENCH_WORKERS (default 2), BENCH_MODES (default
+ * cli,api-full,api-schema), BENCH_FROM=tsx (run the service and the CLI from the sources).
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, serviceEntry, startService, stopChild } from './support.js';
 
-const BUNDLES = Number(process.env.BENCH_BUNDLES ?? 40);
+const BUNDLES = Number(process.env.BENCH_BUNDLES ?? 100);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
+const MODES = (process.env.BENCH_MODES ?? 'cli,api-full,api-schema').split(',');
+const ANCHOR_BATCH = process.env.BENCH_ANCHOR_BATCH ?? '5000';
+const BATCH = process.env.BENCH_BATCH ?? '2000';
 
 interface Row {
   mode: string;
@@ -21,30 +31,88 @@ interface Row {
   refused: number;
   resources: number;
   seconds: number;
-  p50: number;
-  max: number;
+  /** Peak resident memory of the importing process (MiB). */
+  peakMiB: number;
+  /** The CLI's split of time, seconds. */
+  split?: string;
+  /** The CLI's start-up (process, validator, store and ledger opened), seconds. */
+  startup?: number;
 }
 
-function bundles(): { name: string; text: string; entries: number }[] {
+/** VmHWM (peak resident set) of a live process, MiB. */
+function peakRssMiB(pid: number | undefined): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024);
+  } catch {
+    return 0;
+  }
+}
+
+function bundles(): { name: string; file: string; text: string; entries: number }[] {
   const dir = join(ROOT, '..', 'shared', 'data', 'synthea-bundles');
   return readdirSync(dir)
     .filter((f) => f.endsWith('.json'))
     .sort()
     .slice(0, BUNDLES)
     .map((name) => {
-      const text = readFileSync(join(dir, name), 'utf8');
-      return { name, text, entries: (JSON.parse(text) as { entry: unknown[] }).entry.length };
+      const file = join(dir, name);
+      const text = readFileSync(file, 'utf8');
+      return { name, file, text, entries: (JSON.parse(text) as { entry: unknown[] }).entry.length };
     });
 }
 
-async function run(mode: 'full' | 'schema', work: ReturnType<typeof bundles>): Promise<Row> {
+/** `hie-ledger import` of every bundle file into a fresh data directory (what an operator runs). */
+async function runCli(work: ReturnType<typeof bundles>): Promise<Row> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-import-cli-'));
+  try {
+    const started = performance.now();
+    const child = spawn(
+      process.execPath,
+      [
+        ...serviceEntry().args,
+        'import',
+        '--data-dir',
+        dataDir,
+        '--no-progress',
+        '--anchor-batch-size',
+        ANCHOR_BATCH,
+        '--batch-size',
+        BATCH,
+        ...work.map((b) => b.file),
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const seconds = (performance.now() - started) / 1000;
+    if (code !== 0 && code !== 1) throw new Error(`hie-ledger import exited with ${code}:\n${output}`);
+    const [, stored, unchanged, rejected] = /^total +(\d+) +(\d+) +(\d+)/m.exec(output)!.map(Number);
+    const run = /This run: \d+ resources in ([\d.]+) s \((.*)\); peak RSS (\d+) MiB/.exec(output);
+    return {
+      mode: 'cli (full)',
+      accepted: stored! + unchanged!,
+      refused: rejected!,
+      resources: stored! + unchanged!,
+      // The import itself, as the API rows (whose service is started before the clock): start-up aside.
+      seconds: run ? Number(run[1]) : seconds,
+      startup: run ? seconds - Number(run[1]) : 0,
+      peakMiB: Number(run?.[3] ?? 0),
+      split: run ? `total ${run[1]}: ${run[2]}` : '',
+    };
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function runApi(mode: 'full' | 'schema', work: ReturnType<typeof bundles>): Promise<Row> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-import-'));
   const { child: service, base: root } = await startService(dataDir, ['--validation', mode], {
     HIE_AUTH: 'dev-open',
   });
   try {
     const base = `${root}/fhir`;
-    const latencies: number[] = [];
     let accepted = 0;
     let refused = 0;
     let resources = 0;
@@ -53,14 +121,12 @@ async function run(mode: 'full' | 'schema', work: ReturnType<typeof bundles>): P
     const worker = async () => {
       while (next < work.length) {
         const bundle = work[next++]!;
-        const sent = performance.now();
         const res = await fetch(base, {
           method: 'POST',
           headers: { 'content-type': 'application/fhir+json', prefer: 'return=minimal' },
           body: bundle.text,
         });
         await res.arrayBuffer();
-        latencies.push(performance.now() - sent);
         if (res.status === 200) {
           accepted++;
           resources += bundle.entries;
@@ -70,15 +136,13 @@ async function run(mode: 'full' | 'schema', work: ReturnType<typeof bundles>): P
     };
     await Promise.all(Array.from({ length: WORKERS }, worker));
     const seconds = (performance.now() - started) / 1000;
-    latencies.sort((a, b) => a - b);
     return {
-      mode,
+      mode: `api bundles (${mode})`,
       accepted,
       refused,
       resources,
       seconds,
-      p50: latencies[Math.floor(latencies.length / 2)] ?? 0,
-      max: latencies[latencies.length - 1] ?? 0,
+      peakMiB: peakRssMiB(service.pid),
     };
   } finally {
     await stopChild(service);
@@ -92,18 +156,28 @@ async function main(): Promise<void> {
   console.log(
     `bench:import  ${cpus().length} cores, load average ${loadavg()
       .map((l) => l.toFixed(2))
-      .join(' ')}; ${work.length} Synthea transaction bundles (${entries} resources), ${WORKERS} workers; ` +
-      `service: ${serviceEntry().built ? 'dist (built)' : 'sources via tsx'}`,
+      .join(
+        ' ',
+      )}; ${work.length} Synthea transaction bundles (${entries} resources), ${WORKERS} API workers; ` +
+      `CLI batches ${BATCH}, anchor batches ${ANCHOR_BATCH}; ${serviceEntry().built ? 'dist (built)' : 'sources via tsx'}`,
   );
-  const rows = [await run('full', work), await run('schema', work)];
-  const header = ['validation', 'accepted', 'refused (4xx)', 'resources/s', 'bundle p50 ms', 'bundle max ms'];
+  const rows: Row[] = [];
+  for (const mode of MODES) {
+    if (mode === 'cli') rows.push(await runCli(work));
+    else if (mode === 'api-full') rows.push(await runApi('full', work));
+    else if (mode === 'api-schema') rows.push(await runApi('schema', work));
+    else throw new Error(`BENCH_MODES: unknown mode ${mode}`);
+  }
+  const baseline = rows.find((r) => r.mode === 'api bundles (full)');
+  const rate = (r: Row) => r.resources / r.seconds;
+  const header = ['mode', 'accepted', 'refused', 'resources/s', 'vs api full', 'peak RSS MiB'];
   const lines = rows.map((r) => [
     r.mode,
     String(r.accepted),
     String(r.refused),
-    (r.resources / r.seconds).toFixed(0),
-    r.p50.toFixed(0),
-    r.max.toFixed(0),
+    rate(r).toFixed(0),
+    baseline ? `${(rate(r) / rate(baseline)).toFixed(2)}x` : '-',
+    String(r.peakMiB),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const format = (cells: string[]) =>
@@ -112,8 +186,13 @@ async function main(): Promise<void> {
   console.log(format(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const line of lines) console.log(format(line));
+  for (const r of rows)
+    if (r.split)
+      console.log(`\n${r.mode}: seconds ${r.split}; start-up before it ${(r.startup ?? 0).toFixed(1)} s`);
   console.log(
-    '\nresources/s counts the resources of accepted bundles over the whole run (refused ones included).',
+    '\naccepted/refused: resources for the CLI (each alone), bundles for the API (all or nothing). resources/s counts ' +
+      "stored resources over the import (the final anchoring included; the CLI's process start-up and the service's " +
+      'start-up left out).',
   );
 }
 

@@ -30,6 +30,12 @@ describe('architecture lint rules', () => {
     ['config imports no feature', 'src/config/probe.ts', '../operator/metrics.js'],
     ['no feature imports the composition root', 'src/access/probe.ts', '../app/app.js'],
     ['no feature imports the exchange', 'src/integrity/probe.ts', '../exchange/member-directory.js'],
+    ['no feature imports bulk exchange', 'src/access/probe.ts', '../bulk/import/engine.js'],
+    [
+      'the FHIR core imports no bulk exchange',
+      'src/fhir/interactions/probe.ts',
+      '../../bulk/import/engine.js',
+    ],
     ['the exchange imports no Fabric client', 'src/exchange/probe.ts', '@hyperledger/fabric-gateway'],
   ])('%s', async (_what, filePath, specifier) => {
     expect(await ruleIds(filePath, importing(specifier))).toContain('no-restricted-imports');
@@ -46,6 +52,8 @@ describe('architecture lint rules', () => {
     ['the composition root wires adapters', 'src/app/probe.ts', '../ledger/fabric/fabric-ledger.js'],
     ['the exchange uses the ledger port', 'src/exchange/probe.ts', '../ledger/ledger.js'],
     ['commands use the exchange', 'src/commands/probe.ts', '../exchange/member-directory.js'],
+    ['bulk exchange uses the FHIR core', 'src/bulk/import/probe.ts', '../../fhir/interactions/batch.js'],
+    ['commands use bulk exchange', 'src/commands/probe.ts', '../bulk/import/engine.js'],
   ])('allowed: %s', async (_what, filePath, specifier) => {
     expect(await ruleIds(filePath, importing(specifier))).toEqual([]);
   });

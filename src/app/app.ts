@@ -41,6 +41,12 @@ import { setupPatientLinks } from '../exchange/patient-links-setup.js';
 import type { PatientLinks } from '../exchange/patient-links.js';
 import { Exchange, registerExchangeOperations } from '../exchange/exchange-setup.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
+import { setupBulk, type Bulk } from '../bulk/bulk-setup.js';
+import type { BulkHooks } from '../bulk/bulk-export.js';
+import { CallerAccessPolicy } from '../access/caller-access-policy.js';
+import { OpenAccess } from '../fhir/interactions/access-policy.js';
+import type { FhirContext } from '../fhir/interactions/types.js';
+import { collectEvidence, evidenceProvenanceText, versionUrl } from '../exchange/record-evidence.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -56,6 +62,8 @@ export interface App {
   patientLinks?: PatientLinks;
   /** The exchange: member directory, network tokens (both sides), calls to other members (docs/exchange.md). */
   exchange?: Exchange;
+  /** Bulk data: `$export` jobs, their status and files (docs/bulk.md). */
+  bulk?: Bulk;
   /** Stop accepting, finish in-flight requests, close the adapters. Idempotent. */
   close(): Promise<void>;
 }
@@ -70,6 +78,8 @@ export interface AppOverrides {
   ledger?: Ledger;
   /** The audit's aggregation window (tests that must not depend on when AuditEvents are stored); default 1 s. */
   auditFlushMs?: number;
+  /** Bulk jobs' test seams: a small page, a hook between pages (test/bulk/). */
+  bulk?: { pageSize?: number; saveEvery?: number; hooks?: BulkHooks };
 }
 
 type Closer = () => Promise<void>;
@@ -112,6 +122,14 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const access = await wireAccess(wiring, ledger, integrity, exchange);
     const patientLinks = wirePatientLinks(wiring, ledger, access, integrity);
     wireExchange(wiring, exchange, { ledger, integrity, access, patientLinks });
+    const context = {
+      store: access.store,
+      validator: metrics.countingValidator(validator),
+      indexEntries: extractIndex,
+      patientsOf: patientCompartments,
+      anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
+    };
+    const bulk = wireBulk(wiring, access, context, integrity);
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
       registry,
@@ -121,18 +139,13 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
       xml: new FhirXml((type) =>
         coreRegistry({ cacheDir: join(config.dataDir, 'cache') }).typeDefinition(type),
       ),
-      context: {
-        store: access.store,
-        validator: metrics.countingValidator(validator),
-        indexEntries: extractIndex,
-        patientsOf: patientCompartments,
-        anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
-      },
+      context,
     });
     registerReadiness(wiring, ledger, access.consent);
     observeBacklogs(wiring, integrity, access);
     await fastify.ready();
     integrity.anchorer.start(); // drains what a previous run left pending, then follows the writes
+    bulk.start(); // resumes the bulk jobs a previous run left unfinished
 
     let closing: Promise<void> | undefined;
     const close = () =>
@@ -140,7 +153,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
         await fastify.close();
         for (const closer of closers.reverse()) await closer();
       })());
-    return { fastify, store, registry, validator, ledger, integrity, patientLinks, exchange, close };
+    return { fastify, store, registry, validator, ledger, integrity, patientLinks, exchange, bulk, close };
   } catch (err) {
     for (const closer of closers.reverse()) await closer().catch(() => undefined);
     throw err;
@@ -151,7 +164,11 @@ function openStore(config: ServeConfig, overrides: AppOverrides): ResourceStore 
   return overrides.store ?? openConfiguredStore(config);
 }
 
-async function openValidator(config: ServeConfig, overrides: AppOverrides): Promise<ResourceValidator> {
+/** The write path's validator as the configuration names it (also `hie-ledger import`'s: the same rules). */
+export async function openValidator(
+  config: Pick<ServeConfig, 'validation' | 'cacheDir' | 'dataDir' | 'igPaths' | 'requiredProfiles'>,
+  overrides: Pick<AppOverrides, 'validator'> = {},
+): Promise<ResourceValidator> {
   return (
     overrides.validator ??
     (config.validation === 'schema'
@@ -361,6 +378,79 @@ function wireExchange(
     organization: config.organization,
     log: fastify.log.child({ component: 'exchange' }),
   });
+}
+
+/**
+ * Bulk data (`$export`): jobs decide as their kick-off's caller with that caller's access policy, made again for
+ * every job run (also after a restart), and what they disclose goes to the access audit as `$export`.
+ */
+function wireBulk(
+  wiring: AppWiring,
+  access: AccessSetup,
+  context: Omit<FhirContext, 'access' | 'log' | 'registry'>,
+  integrity: IntegrityService,
+): Bulk {
+  const { config, overrides, closers, registry, fastify } = wiring;
+  const bulk = setupBulk({
+    dataDir: config.dataDir,
+    store: access.store,
+    retentionSeconds: config.bulkRetentionSeconds,
+    pageSize: overrides.bulk?.pageSize,
+    saveEvery: overrides.bulk?.saveEvery,
+    hooks: overrides.bulk?.hooks,
+    // includeAssociatedData=_integrity: each version's evidence as the exchange sends it (docs/exchange.md).
+    evidence:
+      config.anchoring === false
+        ? undefined
+        : async (versions, baseUrl) => {
+            const custodian = {
+              mspId: ledgerMspId(config),
+              organization: config.organization ?? ledgerMspId(config),
+            };
+            const evidence = await collectEvidence(versions, {
+              store: wiring.store,
+              journal: integrity.journal,
+            });
+            return versions.map((v, i) =>
+              evidenceProvenanceText(
+                {
+                  fullUrl: versionUrl(baseUrl, v.resourceType, v.id, v.versionId),
+                  lastUpdated: v.lastUpdated,
+                },
+                custodian,
+                evidence[i],
+              ),
+            );
+          },
+    imports: {
+      context,
+      registry,
+      sources: { root: config.importRoot, allow: config.importAllow, maxBytes: config.importMaxBytes },
+    },
+    log: fastify.log.child({ component: 'bulk' }),
+    access: {
+      snapshot: (policy) => ({
+        caller: policy.caller,
+        reason: policy instanceof CallerAccessPolicy ? policy.facts.reason : undefined,
+      }),
+      policyFor: (saved) =>
+        saved.caller.role === 'open'
+          ? new OpenAccess(saved.caller)
+          : access.control.policyFor(saved.caller, { reason: saved.reason }),
+      recordDisclosure: (saved, policy, path) => {
+        if (!(policy instanceof CallerAccessPolicy)) return;
+        const entry = { caller: saved.caller, interaction: 'operation', method: 'GET', path, status: 200 };
+        // What it disclosed, per patient and custodian (the patients' and custodians' AuditEvents) ...
+        access.audit.record({ ...entry, touched: policy.touched, refused: false, reason: saved.reason });
+        // ... and the export itself, naming no patient (service admins read it): an export of everything shows.
+        access.audit.record({ ...entry, touched: new Map(), refused: false, reason: saved.reason });
+      },
+    },
+  });
+  closers.push(() => bulk.close());
+  bulk.registerOperations(registry);
+  bulk.install(fastify, FHIR_PREFIX, access.accessFor);
+  return bulk;
 }
 
 /** GET /healthz, /readyz (the anchor backlog is a metric, not readiness), /metrics: docs/configuration.md. */

@@ -11,7 +11,7 @@
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
-import type { IntegrityService } from '../integrity/integrity-service.js';
+import type { IntegrityOptions, IntegrityService } from '../integrity/integrity-service.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { ConfigError, type Config } from '../config/config.js';
 import { lockDataDir } from '../platform/data-dir-lock.js';
@@ -73,7 +73,7 @@ export interface OpenedDataDir {
 }
 
 export async function openDataDirIntegrity(
-  options: DataDirConfig & { startWorker?: boolean },
+  options: DataDirConfig & { startWorker?: boolean; anchoring?: IntegrityOptions['anchoring'] },
 ): Promise<OpenedDataDir> {
   // Loaded when used, so that commands which only check a data directory start without the store and ledger code.
   const [{ openConfiguredStore }, { openConfiguredLedger }, { openIntegrity }] = await Promise.all([
@@ -86,7 +86,12 @@ export async function openDataDirIntegrity(
   try {
     await store.init();
     ledger = await openConfiguredLedger(options);
-    const integrity = await openIntegrity({ dataDir: options.dataDir, store, ledger });
+    const integrity = await openIntegrity({
+      dataDir: options.dataDir,
+      store,
+      ledger,
+      anchoring: options.anchoring,
+    });
     if (options.startWorker) integrity.anchorer.start();
     const opened = ledger;
     return {

@@ -92,6 +92,14 @@ export interface Config {
   networkLocateFreshMs: number;
   /** Lifetime of the link tokens this home issues (seconds). */
   linkTokenSeconds: number;
+  /** How long a finished bulk job's files are kept before they are deleted (seconds; docs/bulk.md). */
+  bulkRetentionSeconds: number;
+  /** Folder `$import` may read server-local files from; absent: none. */
+  importRoot?: string;
+  /** Origins (`https://host:port`) `$import` may fetch from. */
+  importAllow: string[];
+  /** Most bytes an `$import` source may have, fetched and after decompression. */
+  importMaxBytes: number;
   /** Most records one `$network-records` answer carries; more is refused (narrow with _type/_since). */
   networkMaxRecords: number;
   /** Network requests are refused while the consent event stream is more than this many seconds behind. */
@@ -601,6 +609,57 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: '600',
     description: 'lifetime of the patient link tokens this home issues (seconds, at most a day)',
     parse: (text, source) => parseWholeNumber(text, source, 1, 86_400),
+  },
+  {
+    key: 'bulkRetentionSeconds',
+    flag: '--bulk-retention <seconds>',
+    env: 'HIE_BULK_RETENTION',
+    default: '3600',
+    description:
+      'how long a finished bulk job ($export) and its files are kept before they are deleted (seconds, 60 to 604800)',
+    parse: (text, source) => parseWholeNumber(text, source, 60, 604_800),
+  },
+  {
+    key: 'importRoot',
+    flag: '--import-root <dir>',
+    env: 'HIE_IMPORT_ROOT',
+    description:
+      '$import: the folder server-local source files must be in (default: no server-local sources)',
+    parse: (text) => text,
+  },
+  {
+    key: 'importAllow',
+    flag: '--import-allow <origins>',
+    env: 'HIE_IMPORT_ALLOW',
+    default: '',
+    description:
+      '$import: comma-separated origins (scheme://host:port) it may fetch NDJSON from; empty (default): none',
+    parse: (text, source) => {
+      const origins: string[] = [];
+      for (const item of text
+        .split(',')
+        .map((t) => t.trim())
+        .filter(Boolean)) {
+        let url: URL;
+        try {
+          url = new URL(item);
+        } catch {
+          throw new ConfigError(`${source}: '${item}' is not an origin such as https://host:443`);
+        }
+        if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.pathname !== '/' || url.search)
+          throw new ConfigError(`${source}: '${item}' is not an http(s) origin (scheme://host:port)`);
+        origins.push(url.origin);
+      }
+      return origins;
+    },
+  },
+  {
+    key: 'importMaxBytes',
+    flag: '--import-max-bytes <bytes>',
+    env: 'HIE_IMPORT_MAX_BYTES',
+    default: '1073741824',
+    description: '$import: most bytes a source may have, fetched and after decompression (default 1 GiB)',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 1_099_511_627_776),
   },
   {
     key: 'networkMaxRecords',

@@ -193,6 +193,29 @@ export const ERROR_CATALOGUE = {
     issue: 'invalid',
     meaning: 'A batch or transaction Bundle (or one of its entries) is malformed; diagnostics name the entry',
   },
+  'import-reference-unresolved': {
+    status: 422,
+    issue: 'not-found',
+    meaning:
+      'Bulk import: a relative or urn:uuid reference resolves neither in the import nor in the store (rejected alone)',
+  },
+  'import-reference-rejected': {
+    status: 422,
+    issue: 'processing',
+    meaning:
+      'Bulk import: a reference names a resource of the same import that was rejected (named in diagnostics)',
+  },
+  'import-consent-refused': {
+    status: 422,
+    issue: 'not-supported',
+    meaning: 'Bulk import: Consent resources are refused (--consents refuse, the default)',
+  },
+  'import-bundle-rolled-back': {
+    status: 422,
+    issue: 'processing',
+    meaning:
+      'Bulk import with --atomic-bundles: another entry of the same transaction Bundle was rejected, so this one was not stored',
+  },
 
   // Query and operation parameters
   'parameter-invalid': {
@@ -207,6 +230,22 @@ export const ERROR_CATALOGUE = {
     issue: 'not-supported',
     meaning:
       'An operation with a defined parameter subset (e.g. $network-everything) got a parameter outside it',
+  },
+  'respond-async-required': {
+    status: 400,
+    issue: 'invalid',
+    meaning: 'A Bulk Data request ($export, $import) runs asynchronously: send Prefer: respond-async',
+  },
+  'bulk-job-not-found': {
+    status: 404,
+    issue: 'not-found',
+    meaning:
+      "No such bulk job or file for this client (unknown, another client's, cancelled and expired are answered alike)",
+  },
+  'bulk-job-failed': {
+    status: 500,
+    issue: 'exception',
+    meaning: 'The bulk job stopped on an error; its OperationOutcome says why; start a new one',
   },
   'page-cursor-invalid': {
     status: 400,

@@ -19,6 +19,7 @@ import type { FhirXml } from '../fhir-xml.js';
 import {
   isXmlType,
   negotiateResponseType,
+  preferAsyncOf,
   preferHandlingOf,
   preferReturnOf,
   requestMediaType,
@@ -264,6 +265,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           ifNoneExist: header(request, 'if-none-exist'),
           preferReturn: preferReturnOf(prefer),
           preferHandling: preferHandlingOf(prefer),
+          preferAsync: preferAsyncOf(prefer),
           baseUrl: options.publicBaseUrl ?? `${request.protocol}://${request.host}${prefix}`,
         };
         if (fhirRequest.interaction === 'batch' || fhirRequest.interaction === 'transaction') {

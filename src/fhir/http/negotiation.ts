@@ -176,3 +176,9 @@ export function preferHandlingOf(prefer: string | undefined): 'strict' | 'lenien
   }
   return undefined;
 }
+
+/** Whether the Prefer header asks for `respond-async` (RFC 7240 §4.1). */
+export function preferAsyncOf(prefer: string | undefined): boolean {
+  if (!prefer) return false;
+  return prefer.split(/[,;]/).some((preference) => preference.trim().toLowerCase() === 'respond-async');
+}

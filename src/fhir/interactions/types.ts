@@ -55,6 +55,8 @@ export interface FhirRequest {
   assignedId?: string;
   /** `Prefer: handling=strict|lenient` (search: what cannot be applied is refused unless lenient). */
   preferHandling?: 'strict' | 'lenient';
+  /** `Prefer: respond-async` (the Bulk Data kick-off requests need it). */
+  preferAsync?: boolean;
 }
 
 export interface FhirResponse {

@@ -1,0 +1,114 @@
+/**
+ * Wires bulk data into the app (src/app/app.ts calls it): the job table under DATA/bulk, `$export` in the
+ * registry, the status and file routes, the resumption of unfinished jobs at start and the deletion of finished
+ * jobs' files after the retention time (docs/bulk.md).
+ */
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { AccessPolicy } from '../fhir/interactions/access-policy.js';
+import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
+import type { FhirContext } from '../fhir/interactions/types.js';
+import type { ResourceStore } from '../fhir/store/resource-store.js';
+import { BulkJobStore } from './job-store.js';
+import { BulkExports, type BulkExportOptions, type BulkHooks } from './bulk-export.js';
+import { registerBulkRoutes } from './bulk-routes.js';
+import { BulkImports } from './bulk-import.js';
+import type { ImportSourcePolicy } from './import-fetch.js';
+import type { JobAccess } from './job-access.js';
+
+export interface BulkSetupOptions {
+  dataDir: string;
+  store: ResourceStore;
+  access: JobAccess;
+  /** How long a finished job's files are kept (--bulk-retention). */
+  retentionSeconds: number;
+  /** Resources per page and between saves of a job's progress (tests make them small). */
+  pageSize?: number;
+  saveEvery?: number;
+  hooks?: BulkHooks;
+  /** Integrity evidence of exported versions (`includeAssociatedData=_integrity`); absent: refused. */
+  evidence?: BulkExportOptions['evidence'];
+  /** `$import`: the FhirContext its engine writes through (the caller's policy added per job) and its sources. */
+  imports: {
+    context: Omit<FhirContext, 'access' | 'log' | 'registry'>;
+    registry: FhirRegistry;
+    sources: ImportSourcePolicy;
+  };
+  log: {
+    info(obj: object | string, msg?: string): void;
+    warn(obj: object | string, msg?: string): void;
+    error(obj: object | string, msg?: string): void;
+    debug(obj: object | string, msg?: string): void;
+  };
+}
+
+export interface Bulk {
+  exports: BulkExports;
+  imports: BulkImports;
+  registerOperations(registry: FhirRegistry): void;
+  install(
+    fastify: FastifyInstance,
+    prefix: string,
+    accessFor: (request: FastifyRequest) => AccessPolicy,
+  ): void;
+  /** Resumes unfinished jobs and starts the retention sweep (once the app serves). */
+  start(): void;
+  close(): Promise<void>;
+}
+
+export function setupBulk(options: BulkSetupOptions): Bulk {
+  const jobs = new BulkJobStore(join(options.dataDir, 'bulk'));
+  const retentionMs = options.retentionSeconds * 1000;
+  const exports = new BulkExports({
+    jobs,
+    store: options.store,
+    access: options.access,
+    retentionMs,
+    pageSize: options.pageSize,
+    saveEvery: options.saveEvery,
+    hooks: options.hooks,
+    evidence: options.evidence,
+    log: options.log,
+  });
+  const imports = new BulkImports({
+    jobs,
+    access: options.access,
+    context: options.imports.context,
+    registry: options.imports.registry,
+    sources: options.imports.sources,
+    retentionMs,
+    log: options.log,
+  });
+  let sweeper: NodeJS.Timeout | undefined;
+  const sweep = () => {
+    try {
+      exports.sweep();
+    } catch (err) {
+      options.log.warn({ err }, 'deleting expired bulk jobs failed (tried again later)');
+    }
+  };
+  return {
+    exports,
+    imports,
+    registerOperations(registry) {
+      registry.registerOperation(exports.operation());
+      registry.registerOperation(imports.operation());
+    },
+    install(fastify, prefix, accessFor) {
+      registerBulkRoutes(fastify, { prefix, kinds: { export: exports, import: imports }, accessFor });
+    },
+    start() {
+      sweep();
+      sweeper = setInterval(sweep, Math.min(retentionMs, 60_000));
+      sweeper.unref();
+      exports.start();
+      imports.start();
+    },
+    async close() {
+      if (sweeper) clearInterval(sweeper);
+      await exports.close();
+      await imports.close();
+      jobs.close();
+    },
+  };
+}

@@ -1,0 +1,715 @@
+/**
+ * The bulk import engine (docs/import.md): `importSources(sources, options, sink)`.
+ *
+ * Phases, per run (a run resumes what an earlier run of the same journal left):
+ * 1. files: each file's content hash, checked against the journal (a file changed since an earlier run is
+ *    refused: `SourceChangedError`);
+ * 2. scan: every resource's target `Type/id` (its own id, or a server id assigned once and kept in the journal for
+ *    urn:uuid entries and resources without id), the keys it is referenced by (fullUrl, `Type/id`) and its
+ *    identifiers, into the journal: references resolve whatever the order of the files and lines;
+ * 3. write: resources in source order, in batches of `batchSize`, each batch one store transaction. Each resource
+ *    has its references resolved (the import's map, else the store) and is written through the registered `update`
+ *    interaction (PUT Type/id: validation, access, index rows, compartments, custodian, consent store, anchor hook:
+ *    the API's own path). A resource the store already holds with the same content stores nothing (a re-import, or
+ *    a batch written again after a crash). The batch's outcomes and the file's new position go to the journal in
+ *    one journal transaction after the store committed;
+ * 4. anchors: the outbox drained in Merkle batches every `anchorEvery` new versions and at the end.
+ */
+import { performance } from 'node:perf_hooks';
+import { FhirError, fhirError, type OperationOutcome } from '../../fhir/outcome.js';
+import { toPlainJson, type FhirResource } from '../../fhir/fhir-json.js';
+import type { FhirContext, FhirRequest } from '../../fhir/interactions/types.js';
+import { conditionalMatches } from '../../fhir/interactions/batch.js';
+import { newResourceId } from '../../fhir/interactions/ids.js';
+import { emptyQuery, parseQuery } from '../../fhir/query.js';
+import type { ResourceValidator } from '../../fhir/validation/validator.js';
+import { ImportJournal, type JournalFile, type RecordedOutcome } from './journal.js';
+import {
+  fileHash,
+  ndjsonRecords,
+  readBundleFile,
+  sourceKind,
+  type SourceKind,
+  type SourceRecord,
+} from './sources.js';
+import { classifyReference, findReferences, identifierCriteria } from './references.js';
+import type {
+  ConsentHandling,
+  ImportOptions,
+  ImportSink,
+  ImportSource,
+  ImportSummary,
+  ImportTimings,
+  ResourceOutcome,
+  SourcePosition,
+} from './types.js';
+
+/** A source whose content changed since an earlier run of the same journal: the import refuses to go on. */
+export class SourceChangedError extends Error {
+  constructor(readonly file: string) {
+    super(`${file} changed since the import started (its content hash differs): refused`);
+    this.name = 'SourceChangedError';
+  }
+}
+
+/** The journal was started with other settings (--consents, --atomic-bundles) than this run's. */
+export class JournalSettingsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'JournalSettingsError';
+  }
+}
+
+/** Where the source's own "last updated" instant is kept on the stored version (meta.lastUpdated is the store's). */
+export const SOURCE_LAST_UPDATED_EXTENSION =
+  'https://hie-ledger.dev/fhir/StructureDefinition/source-last-updated';
+/** The tag on a Consent imported with `--consents inert`: stored, grants nothing. */
+export const INERT_CONSENT_TAG = {
+  system: 'https://hie-ledger.dev/fhir/CodeSystem/import',
+  code: 'consent-inert',
+};
+
+const ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const TYPED_URL = /^(?:.*\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/;
+
+interface FileState extends JournalFile {
+  kind: SourceKind;
+}
+
+/** Timing wrappers around the context's validator and hooks (the benchmark's split of time). */
+function timedContext(context: FhirContext, timings: ImportTimings): FhirContext {
+  const validator = Object.create(context.validator) as ResourceValidator;
+  validator.validate = (resource, options) => {
+    const start = performance.now();
+    try {
+      return context.validator.validate(resource, options);
+    } finally {
+      timings.validate += performance.now() - start;
+    }
+  };
+  const { indexEntries, anchor } = context;
+  return Object.assign({}, context, {
+    validator,
+    indexEntries:
+      indexEntries &&
+      ((resource: FhirResource) => {
+        const start = performance.now();
+        try {
+          return indexEntries(resource);
+        } finally {
+          timings.index += performance.now() - start;
+        }
+      }),
+    anchor:
+      anchor &&
+      ((version: Parameters<NonNullable<FhirContext['anchor']>>[0]) => {
+        const start = performance.now();
+        try {
+          return anchor(version);
+        } finally {
+          timings.anchor += performance.now() - start;
+        }
+      }),
+  });
+}
+
+/** Where a record was, as the outcomes and the error file name it. */
+function positionOf(file: string, record: SourceRecord): SourcePosition {
+  return record.line !== undefined ? { file, line: record.line } : { file, entry: record.entry };
+}
+
+function where(position: SourcePosition): string {
+  return position.line !== undefined
+    ? `${position.file}:${position.line}`
+    : `${position.file} Bundle.entry[${position.entry ?? 0}]`;
+}
+
+/** The refusal as an OperationOutcome whose every issue names the file and line (or bundle entry). */
+function rejectionOutcome(error: FhirError, position: SourcePosition): OperationOutcome {
+  const at = where(position);
+  return {
+    resourceType: 'OperationOutcome',
+    issue: error.outcome.issue.map((i) => ({ ...i, diagnostics: `${at}: ${i.diagnostics ?? i.code}` })),
+  };
+}
+
+/**
+ * The `Type/id` a record is stored as: its own id (NDJSON lines and collection entries with an id, PUT entries'
+ * URL), else a server id chosen once per key (fullUrl, or the file hash and position) and kept in the journal.
+ */
+function targetOf(
+  record: SourceRecord,
+  type: string,
+  ownId: unknown,
+  hash: string,
+  journal: ImportJournal,
+): string {
+  const method = record.method?.toUpperCase();
+  if (method === 'PUT' && record.url) {
+    const typed = TYPED_URL.exec(record.url.split('?')[0]!);
+    if (typed && typed[1] === type) return `${type}/${typed[2]}`;
+  }
+  if (method !== 'POST' && typeof ownId === 'string' && ID.test(ownId)) return `${type}/${ownId}`;
+  const key = record.fullUrl ?? `${hash}:${record.line ?? `#${record.entry}`}`;
+  return journal.lookup(key) ?? journal.bind(key, `${type}/${newResourceId()}`);
+}
+
+class ImportRun {
+  private readonly timings: ImportTimings = {
+    parse: 0,
+    validate: 0,
+    index: 0,
+    store: 0,
+    anchor: 0,
+    total: 0,
+  };
+  private readonly context: FhirContext;
+  private readonly batchSize: number;
+  private readonly consents: ConsentHandling;
+  private readonly atomic: boolean;
+  private consentsSeen = 0;
+  private processed = 0;
+  private newVersionsSinceDrain = 0;
+  private batches = 0;
+  private total = 0;
+  /** Recent answers of the journal's reference map (a key's target never changes once bound). */
+  private readonly keyCache = new Map<string, string | undefined>();
+  private readonly identifierCache = new Map<string, string[]>();
+
+  constructor(
+    private readonly journal: ImportJournal,
+    private readonly options: ImportOptions,
+    private readonly sink: ImportSink,
+  ) {
+    this.context = timedContext(options.context, this.timings);
+    this.batchSize = Math.max(1, Math.floor(options.batchSize ?? 2000));
+    const consents = options.consents ?? 'refuse';
+    this.consents = journal.fixConsentHandling(consents);
+    if (this.consents !== consents)
+      throw new JournalSettingsError(
+        `this import was started with --consents ${this.consents}; resume it with the same setting`,
+      );
+    const atomic = options.atomicBundles ?? false;
+    this.atomic = journal.fixAtomicBundles(atomic);
+    if (this.atomic !== atomic)
+      throw new JournalSettingsError(
+        `this import was started ${this.atomic ? 'with' : 'without'} --atomic-bundles; resume it the same way`,
+      );
+  }
+
+  async run(sources: readonly ImportSource[]): Promise<ImportSummary> {
+    const started = performance.now();
+    const files = await this.registerFiles(sources);
+    const parseStart = performance.now();
+    for (const file of files) if (!file.scanned) await this.scan(file);
+    this.timings.parse += performance.now() - parseStart;
+    this.total = files.reduce((sum, f) => sum + f.resources, 0);
+    let interrupted = false;
+    for (const file of files) {
+      if (file.finished) continue;
+      if (!(await this.write(file))) {
+        interrupted = true;
+        break;
+      }
+    }
+    await this.drainAnchors(true);
+    this.timings.total = performance.now() - started;
+    return {
+      byType: this.journal.counts(),
+      consents: { handling: this.consents, seen: this.consentsSeen },
+      interrupted,
+      timings: this.timings,
+      processedThisRun: this.processed,
+    };
+  }
+
+  /** Phase 1: hashes, checked against the journal; new files registered in order. */
+  private async registerFiles(sources: readonly ImportSource[]): Promise<FileState[]> {
+    const files: FileState[] = [];
+    for (const [ord, source] of sources.entries()) {
+      const kind = sourceKind(source.path);
+      if (!kind) throw new Error(`${source.path} is neither NDJSON nor a Bundle file`);
+      const hash = await fileHash(source.path);
+      const known = this.journal.file(source.path);
+      if (known && known.hash !== hash) throw new SourceChangedError(source.path);
+      if (!known) this.journal.addFile(source.path, ord, hash, kind);
+      files.push({ ...this.journal.file(source.path)!, kind });
+    }
+    return files;
+  }
+
+  /**
+   * Phase 2: targets, keys and identifiers of a file's resources into the journal (plain JSON.parse), and which
+   * targets are rejected whatever happens (invalid, refused Consents).
+   */
+  private async scan(file: FileState): Promise<void> {
+    let count = 0;
+    let pending: (() => void)[] = [];
+    const flush = () => {
+      const work = pending;
+      pending = [];
+      this.journal.transaction(() => work.forEach((w) => w()));
+    };
+    const remember = (record: SourceRecord, resource: Record<string, unknown>) => {
+      const type = resource.resourceType;
+      if (typeof type !== 'string') return;
+      count++;
+      pending.push(() => {
+        const target = targetOf(record, type, resource.id, file.hash, this.journal);
+        this.journal.bind(target, target);
+        if (record.fullUrl) this.journal.bind(record.fullUrl, target);
+        for (const identifier of Array.isArray(resource.identifier) ? resource.identifier : []) {
+          const { system, value } = (identifier ?? {}) as { system?: unknown; value?: unknown };
+          if (typeof system === 'string' && typeof value === 'string')
+            this.journal.addIdentifier(type, system, value, target);
+        }
+        const position = positionOf(file.path, record);
+        this.journal.addPendingTarget(target, position);
+        // Known to be rejected: so is every resource that names it, before or after it in the import.
+        if (this.refusedInScan(type, resource, target)) this.journal.markRejected(target, position);
+      });
+      if (pending.length >= 10_000) flush();
+    };
+    if (file.kind === 'ndjson') {
+      for await (const record of ndjsonRecords(file.path, 0, false)) {
+        const text = record.text!;
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          count++; // rejected when written
+          continue;
+        }
+        if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed))
+          remember(record, parsed as Record<string, unknown>);
+        else count++;
+        this.progress('scan', count, 0);
+      }
+    } else {
+      const bundle = await readBundleFile(file.path);
+      for (const record of bundle.records) {
+        if (record.resource) remember(record, record.resource);
+        else count++;
+      }
+    }
+    flush();
+    this.journal.transaction(() => this.journal.markScanned(file.path, count));
+    file.scanned = true;
+    file.resources = count;
+  }
+
+  /**
+   * Whether a resource will be rejected whatever its references: a refused Consent, or invalid R4 for the same
+   * validator (its write validates again and reports the issues). Lets a resource written before it in the import
+   * be rejected naming it, instead of stored with a reference to nothing.
+   */
+  private refusedInScan(type: string, resource: Record<string, unknown>, target: string): boolean {
+    if (type === 'Consent' && this.consents === 'refuse') return true;
+    const plain = toPlainJson({ ...resource, id: target.slice(type.length + 1) });
+    return !this.context.validator.validate(plain, { mode: 'update' }).valid;
+  }
+
+  /** Phase 3 for one file, from where an earlier run stopped. False when interrupted (signal). */
+  private async write(file: FileState): Promise<boolean> {
+    let batch: SourceRecord[] = [];
+    const parseTimer = { start: performance.now() };
+    if (file.kind === 'ndjson') {
+      for await (const record of ndjsonRecords(file.path, file.done)) {
+        batch.push(record);
+        if (batch.length >= this.batchSize) {
+          this.timings.parse += performance.now() - parseTimer.start;
+          if (!(await this.commitBatch(file, batch, record.line!, false))) return false;
+          batch = [];
+          parseTimer.start = performance.now();
+        }
+      }
+      this.timings.parse += performance.now() - parseTimer.start;
+      const last = batch.length > 0 ? batch[batch.length - 1]!.line! : file.done;
+      return this.commitBatch(file, batch, last, true);
+    }
+    const bundle = await readBundleFile(file.path);
+    this.timings.parse += performance.now() - parseTimer.start;
+    const remaining = bundle.records.filter((r) => r.entry! >= file.done);
+    const atomic = this.atomic && bundle.type === 'transaction';
+    if (atomic) return this.commitBatch(file, remaining, bundle.records.length, true, true);
+    for (let i = 0; i < remaining.length; i += this.batchSize) {
+      const slice = remaining.slice(i, i + this.batchSize);
+      const end = i + this.batchSize >= remaining.length;
+      if (!(await this.commitBatch(file, slice, slice[slice.length - 1]!.entry! + 1, end))) return false;
+    }
+    if (remaining.length === 0) return this.commitBatch(file, [], bundle.records.length, true);
+    return true;
+  }
+
+  /**
+   * One batch: one store transaction, then its outcomes and the file's new position in one journal transaction,
+   * then the sink hears them. Returns false when the signal asks to stop (after this batch is recorded).
+   */
+  private async commitBatch(
+    file: FileState,
+    records: SourceRecord[],
+    done: number,
+    finished: boolean,
+    atomic = false,
+  ): Promise<boolean> {
+    const outcomes: ResourceOutcome[] = [];
+    if (records.length > 0) {
+      const storeStart = performance.now();
+      const inner = this.timings.validate + this.timings.index + this.timings.anchor;
+      try {
+        await this.context.store.transaction(async (store) => {
+          const tx = Object.assign({}, this.context, { store });
+          const local = new Map<string, 'stored' | 'rejected'>();
+          for (const record of records) {
+            const outcome = await this.importOne(file, record, tx, local);
+            outcomes.push(outcome);
+            if (atomic && outcome.status === 'rejected') throw new AtomicRollback();
+          }
+        });
+      } catch (err) {
+        if (!(err instanceof AtomicRollback)) throw err;
+        this.rollBack(file, records, outcomes);
+      }
+      this.timings.store +=
+        performance.now() -
+        storeStart -
+        (this.timings.validate + this.timings.index + this.timings.anchor - inner);
+    }
+    this.options.afterStoreCommit?.(this.batches + 1);
+    const recorded: RecordedOutcome[] = outcomes.map((o) =>
+      o.status === 'rejected'
+        ? {
+            position: o.position,
+            resourceType: o.resourceType,
+            target: o.target,
+            status: o.status,
+            outcome: o.outcome,
+          }
+        : { position: o.position, resourceType: o.resourceType, target: o.target, status: o.status },
+    );
+    this.journal.transaction(() => {
+      this.journal.record(recorded);
+      this.journal.advance(file.path, done, finished);
+    });
+    file.done = done;
+    file.finished = finished;
+    this.processed += outcomes.length;
+    for (const o of outcomes) {
+      if (o.status === 'stored') this.newVersionsSinceDrain++;
+      this.sink.outcome(o);
+    }
+    this.batches++;
+    this.options.afterBatch?.(this.batches);
+    this.progress('write', this.done(), this.total);
+    await this.drainAnchors(false);
+    return !this.options.signal?.aborted;
+  }
+
+  /** --atomic-bundles: the whole Bundle rolled back; the rejected entry keeps its cause, the others name it. */
+  private rollBack(file: FileState, records: SourceRecord[], outcomes: ResourceOutcome[]): void {
+    const failed = outcomes[outcomes.length - 1]!;
+    const failedAt = where(failed.position);
+    for (let i = 0; i < records.length; i++) {
+      if (i === outcomes.length - 1) continue;
+      const record = records[i]!;
+      const position = positionOf(file.path, record);
+      const error = fhirError(
+        'import-bundle-rolled-back',
+        `not stored: ${failedAt} of the same transaction Bundle was rejected (--atomic-bundles)`,
+      );
+      outcomes[i] = {
+        status: 'rejected',
+        position,
+        resourceType: record.resource?.resourceType,
+        outcome: rejectionOutcome(error, position),
+      };
+    }
+  }
+
+  /** journal.lookup, with the answers of recent resources kept (references repeat: the patient, the encounter). */
+  private lookup(key: string): string | undefined {
+    if (this.keyCache.has(key)) return this.keyCache.get(key);
+    const target = this.journal.lookup(key);
+    if (this.keyCache.size >= 50_000) this.keyCache.clear();
+    this.keyCache.set(key, target);
+    return target;
+  }
+
+  private findByIdentifier(type: string, system: string, value: string): string[] {
+    const key = `${type}|${system}|${value}`;
+    let targets = this.identifierCache.get(key);
+    if (!targets) {
+      targets = this.journal.findByIdentifier(type, system, value);
+      if (this.identifierCache.size >= 50_000) this.identifierCache.clear();
+      this.identifierCache.set(key, targets);
+    }
+    return targets;
+  }
+
+  private done(): number {
+    let sum = 0;
+    for (const c of Object.values(this.journal.counts())) sum += c.stored + c.unchanged + c.rejected;
+    return sum;
+  }
+
+  private progress(phase: 'scan' | 'write' | 'anchor', done: number, total: number): void {
+    this.sink.progress?.({ phase, done, total });
+  }
+
+  private async drainAnchors(final: boolean): Promise<void> {
+    const anchors = this.options.anchors;
+    if (!anchors) return;
+    if (!final && this.newVersionsSinceDrain < (this.options.anchorEvery ?? 4096)) return;
+    const start = performance.now();
+    this.newVersionsSinceDrain = 0;
+    await anchors.drain();
+    this.timings.anchor += performance.now() - start;
+  }
+
+  /** One resource: its references resolved, then written through the `update` interaction. */
+  private async importOne(
+    file: FileState,
+    record: SourceRecord,
+    tx: FhirContext,
+    local: Map<string, 'stored' | 'rejected'>,
+  ): Promise<ResourceOutcome> {
+    const position = positionOf(file.path, record);
+    if (record.error || !record.resource)
+      return {
+        status: 'rejected',
+        position,
+        outcome: rejectionOutcome(record.error ?? fhirError('body-not-resource', 'no resource'), position),
+      };
+    const resource = record.resource;
+    const type = resource.resourceType;
+    let target: string | undefined;
+    try {
+      target = targetOf(record, type, resource.id, file.hash, this.journal);
+      const id = target.slice(type.length + 1);
+      this.prepare(resource, id);
+      await this.resolveReferences(resource, tx, local);
+      const outcome = await this.put(tx, type, id, resource, position, target);
+      local.set(target, 'stored');
+      return outcome;
+    } catch (err) {
+      if (!(err instanceof FhirError)) throw err;
+      if (target) local.set(target, 'rejected');
+      return {
+        status: 'rejected',
+        position,
+        resourceType: type,
+        target,
+        outcome: rejectionOutcome(err, position),
+      };
+    }
+  }
+
+  /** Consents by the chosen handling; the source's system and date kept; the target id set. */
+  private prepare(resource: FhirResource, id: string): void {
+    if (resource.resourceType === 'Consent') {
+      this.consentsSeen++;
+      if (this.consents === 'refuse')
+        throw fhirError(
+          'import-consent-refused',
+          'Consent resources are not imported with --consents refuse (the default): choose inert or map',
+        );
+    }
+    resource.id = id;
+    const meta = (resource.meta ?? {}) as Record<string, unknown>;
+    let metaChanged = false;
+    if (this.options.source !== undefined && meta.source === undefined) {
+      meta.source = this.options.source;
+      metaChanged = true;
+    }
+    if (typeof meta.lastUpdated === 'string') {
+      const extensions = Array.isArray(meta.extension) ? (meta.extension as Record<string, unknown>[]) : [];
+      if (!extensions.some((e) => e.url === SOURCE_LAST_UPDATED_EXTENSION))
+        meta.extension = [
+          ...extensions,
+          { url: SOURCE_LAST_UPDATED_EXTENSION, valueInstant: meta.lastUpdated },
+        ];
+      metaChanged = true;
+    }
+    if (resource.resourceType === 'Consent' && this.consents === 'inert') {
+      const tags = Array.isArray(meta.tag) ? (meta.tag as Record<string, unknown>[]) : [];
+      if (!tags.some((t) => t.system === INERT_CONSENT_TAG.system && t.code === INERT_CONSENT_TAG.code))
+        meta.tag = [...tags, { ...INERT_CONSENT_TAG }];
+      metaChanged = true;
+    }
+    if (metaChanged) resource.meta = meta as FhirResource['meta'];
+  }
+
+  /** Every reference rewritten to the `Type/id` it resolves to, or the resource rejected with the cause. */
+  private async resolveReferences(
+    resource: FhirResource,
+    tx: FhirContext,
+    local: Map<string, 'stored' | 'rejected'>,
+  ): Promise<void> {
+    for (const found of findReferences(resource, resource.resourceType)) {
+      const kind = classifyReference(found.reference, this.options.baseUrl);
+      let target: string | undefined;
+      let suffix = '';
+      switch (kind.kind) {
+        case 'contained':
+        case 'other':
+          continue;
+        case 'absolute':
+          target = this.lookup(kind.url);
+          if (!target) continue; // another server's resource: stored as given
+          break;
+        case 'urn':
+          target = this.lookup(kind.key);
+          suffix = kind.suffix;
+          if (!target)
+            throw fhirError(
+              'import-reference-unresolved',
+              `${found.path} '${found.reference}' names no resource of the import`,
+              { expression: found.path },
+            );
+          break;
+        case 'relative': {
+          suffix = kind.suffix;
+          const key = `${kind.type}/${kind.id}`;
+          target = this.lookup(key);
+          if (!target) {
+            const stored = await tx.store.read(kind.type, kind.id);
+            if (!stored || stored.deleted)
+              throw fhirError(
+                'import-reference-unresolved',
+                `${found.path} '${found.reference}' resolves neither in the import nor in the store`,
+                { expression: found.path },
+              );
+            continue;
+          }
+          break;
+        }
+        case 'conditional':
+          target = await this.resolveConditional(kind.type, kind.search, found.path, found.reference, tx);
+          break;
+      }
+      this.assertNotRejected(target, found.path, found.reference, local);
+      found.holder.reference = target + suffix;
+    }
+  }
+
+  private async resolveConditional(
+    type: string,
+    search: string,
+    path: string,
+    reference: string,
+    tx: FhirContext,
+  ): Promise<string> {
+    const criteria = identifierCriteria(search);
+    const inImport = criteria ? this.findByIdentifier(type, criteria.system, criteria.value) : [];
+    if (inImport.length > 1)
+      throw fhirError(
+        'conditional-multiple-matches',
+        `${path} '${reference}' matches more than one ${type}`,
+        {
+          expression: path,
+        },
+      );
+    if (inImport.length === 1) return inImport[0]!;
+    const matches = await conditionalMatches(tx, type, parseQuery(search), this.options.baseUrl);
+    if (matches.length > 1)
+      throw fhirError(
+        'conditional-multiple-matches',
+        `${path} '${reference}' matches more than one ${type}`,
+        {
+          expression: path,
+        },
+      );
+    if (matches.length === 0)
+      throw fhirError(
+        'conditional-reference-no-match',
+        `${path} '${reference}' matches no ${type} in the import or the store`,
+        { expression: path },
+      );
+    return `${type}/${matches[0]}`;
+  }
+
+  /** A reference to a resource of the import that was rejected: this one is rejected too, naming it. */
+  private assertNotRejected(
+    target: string,
+    path: string,
+    reference: string,
+    local: Map<string, 'stored' | 'rejected'>,
+  ): void {
+    const status = local.get(target) ?? this.journal.target(target)?.status;
+    if (status !== 'rejected') return;
+    const state = this.journal.target(target);
+    const at = state
+      ? where(
+          state.line !== null
+            ? { file: state.file, line: state.line }
+            : { file: state.file, entry: state.entry ?? 0 },
+        )
+      : 'this batch';
+    throw fhirError(
+      'import-reference-rejected',
+      `${path} '${reference}' names ${target}, which was rejected (${at})`,
+      { expression: path },
+    );
+  }
+
+  /** PUT Type/id through the registered update interaction, as an API client's update would run. */
+  private async put(
+    tx: FhirContext,
+    type: string,
+    id: string,
+    resource: FhirResource,
+    position: SourcePosition,
+    target: string,
+  ): Promise<ResourceOutcome> {
+    const handler = tx.registry?.handlerFor({ interaction: 'update', resourceType: type, id, method: 'PUT' });
+    if (!handler) throw fhirError('method-not-allowed', `update of ${type} is not served`);
+    const existing = await tx.store.read(type, id);
+    const request: FhirRequest = {
+      interaction: 'update',
+      method: 'PUT',
+      resourceType: type,
+      id,
+      query: emptyQuery(),
+      baseUrl: this.options.baseUrl,
+      resource,
+      preferReturn: 'minimal',
+    };
+    const response = await handler(request, tx);
+    const versionId = Number(/(\d+)/.exec(response.headers?.ETag ?? '')?.[1] ?? 0);
+    const unchanged = existing !== undefined && !existing.deleted && existing.versionId === versionId;
+    return { status: unchanged ? 'unchanged' : 'stored', position, resourceType: type, target, versionId };
+  }
+}
+
+class AtomicRollback extends Error {}
+
+/**
+ * Imports `sources` (files, in this order) through `options.context`; every resource's outcome goes to `sink` after
+ * its batch committed. Resumes what an earlier run of the same journal left. Throws SourceChangedError (a file
+ * changed since), JournalSettingsError, or what the store throws (storage faults): the journal then still says where
+ * to resume.
+ */
+export async function importSources(
+  sources: readonly ImportSource[],
+  options: ImportOptions,
+  sink: ImportSink,
+): Promise<ImportSummary> {
+  const journal = ImportJournal.open(options.journalFile);
+  try {
+    return await new ImportRun(journal, options, sink).run(sources);
+  } finally {
+    journal.close();
+  }
+}
+
+/** The rejections recorded in a journal, in source order: what the error file holds. */
+export function* journalRejections(
+  journalFile: string,
+): IterableIterator<{ position: SourcePosition; outcome: OperationOutcome }> {
+  const journal = ImportJournal.open(journalFile);
+  try {
+    yield* journal.rejections();
+  } finally {
+    journal.close();
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The bulk import engine's typed API (docs/import.md): `importSources(sources, options, sink)` in engine.ts loads
+ * NDJSON files and Bundle files resource by resource through the same interactions as the REST API (validation,
+ * index rows, custodian, consent store, anchoring hook), with a journal on disk that makes a run resumable.
+ * The CLI (`hie-ledger import`, src/commands/import.ts) and a job runner (`$import`) both drive it.
+ */
+import type { FhirContext } from '../../fhir/interactions/types.js';
+import type { OperationOutcome } from '../../fhir/outcome.js';
+
+/** One file to import: NDJSON (`.ndjson`, `.ndjson.gz`, one resource a line) or a Bundle (`.json`, `.json.gz`). */
+export interface ImportSource {
+  /** Absolute path of a file (folders are expanded by `discoverSources`). */
+  path: string;
+}
+
+/** What to do with Consent resources (docs/import.md, "Consents"). */
+export type ConsentHandling = 'refuse' | 'inert' | 'map';
+
+export interface ImportOptions {
+  /**
+   * The FHIR context every resource is written through (store, validator, registry with `update` and
+   * `search-type`, access policy of the importing caller, index, compartments and anchor hooks): no back door.
+   */
+  context: FhirContext;
+  /** The journal (SQLite file) that holds the reference map, assigned ids, progress and rejections. */
+  journalFile: string;
+  /** Base URL used in FhirRequests (conditional references to `base/Type?...` resolve against it). */
+  baseUrl: string;
+  /** Consent resources: refused (default), stored without effect on grants (inert), or mapped to grants. */
+  consents?: ConsentHandling;
+  /** A transaction Bundle file is all or nothing (its entries roll back together); default: entries independent. */
+  atomicBundles?: boolean;
+  /** Resources per store transaction (default 2000). */
+  batchSize?: number;
+  /** `meta.source` for resources that have none (the source system, a URI). */
+  source?: string;
+  /** Anchors the outbox in Merkle batches after enough versions were stored (the integrity path's Anchorer). */
+  anchors?: { drain(): Promise<number> };
+  /** Drain anchors after at least this many new versions (default 4096); always at the end. */
+  anchorEvery?: number;
+  /** Stop between batches (Ctrl-C): the run ends with `interrupted: true` and resumes from the journal. */
+  signal?: AbortSignal;
+  /** Test hook: called after each committed batch (journal updated) with how many batches this run committed. */
+  afterBatch?: (batches: number) => void;
+  /** Test hook: called after each batch's store commit, before its journal update (a crash there is replayed). */
+  afterStoreCommit?: (batches: number) => void;
+}
+
+/** Where a resource came from: file and line (NDJSON) or bundle entry index. */
+export interface SourcePosition {
+  file: string;
+  /** 1-based line of an NDJSON file. */
+  line?: number;
+  /** 0-based index of a Bundle entry. */
+  entry?: number;
+}
+
+export type ResourceOutcome =
+  | {
+      status: 'stored' | 'unchanged';
+      position: SourcePosition;
+      resourceType: string;
+      /** `Type/id` as stored. */
+      target: string;
+      versionId: number;
+    }
+  | {
+      status: 'rejected';
+      position: SourcePosition;
+      resourceType?: string;
+      target?: string;
+      /** Why, with the file and line (or entry) in the diagnostics and the catalogue code in details. */
+      outcome: OperationOutcome;
+    };
+
+export interface ImportProgress {
+  phase: 'scan' | 'write' | 'anchor';
+  /** Resources processed in this phase (a resumed run counts what earlier runs did). */
+  done: number;
+  total: number;
+}
+
+export interface ImportSink {
+  /** Every resource's outcome, in source order (after its batch committed). */
+  outcome(outcome: ResourceOutcome): void;
+  progress?(progress: ImportProgress): void;
+}
+
+export interface TypeCounts {
+  /** Stored as a new version. */
+  stored: number;
+  /** Identical to the stored version: nothing stored (a re-import). */
+  unchanged: number;
+  rejected: number;
+}
+
+/** Milliseconds per phase of this run (the benchmark's split). */
+export interface ImportTimings {
+  parse: number;
+  validate: number;
+  index: number;
+  /** The store's share: the write transactions without validation, index rows and anchor hashing. */
+  store: number;
+  /** Hashing in the write path plus the Merkle batches sent to the ledger. */
+  anchor: number;
+  total: number;
+}
+
+export interface ImportSummary {
+  /** Counts by resource type over the whole import (earlier runs of the same journal included). */
+  byType: Record<string, TypeCounts>;
+  /** Consent handling used and how many Consent resources it applied to. */
+  consents: { handling: ConsentHandling; seen: number };
+  /** The run stopped on `signal`; run again to continue. */
+  interrupted: boolean;
+  timings: ImportTimings;
+  /** Resources processed by this run. */
+  processedThisRun: number;
+}

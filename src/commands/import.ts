@@ -1,0 +1,335 @@
+/**
+ * `hie-ledger import PATH...`: bulk import of NDJSON files and Bundle files into a data directory while the service
+ * is stopped (it takes the data directory's lock), through the import engine (src/bulk/import/engine.ts): every
+ * resource validated, indexed, given this service's organisation as custodian and anchored exactly as an API write
+ * (docs/import.md). Prints a summary by type; rejections go to an NDJSON error file (one OperationOutcome a line,
+ * naming the file and line or bundle entry). Exit code 0 when everything was accepted, 1 when anything was rejected
+ * (or the run was interrupted: run the same command again to resume), 2 when the import could not run.
+ */
+import { createHash } from 'node:crypto';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import { Option, type Command } from 'commander';
+import { addConfigOptions, loadSettings, type Config } from '../config/config.js';
+import { openValidator } from '../app/app.js';
+import { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
+import { registerCoreInteractions } from '../fhir/interactions/core.js';
+import { registerSearch } from '../fhir/interactions/search.js';
+import { OpenAccess } from '../fhir/interactions/access-policy.js';
+import type { FhirContext } from '../fhir/interactions/types.js';
+import { extractIndex } from '../fhir/search/index-entries.js';
+import { patientCompartments } from '../fhir/search/definitions.js';
+import {
+  importSources,
+  journalRejections,
+  JournalSettingsError,
+  SourceChangedError,
+} from '../bulk/import/engine.js';
+import { discoverSources } from '../bulk/import/sources.js';
+import type {
+  ConsentHandling,
+  ImportProgress,
+  ImportSummary,
+  ResourceOutcome,
+} from '../bulk/import/types.js';
+import { DATA_DIR_SETTINGS, openDataDirIntegrity, requireDataDir, withDataDirLock } from './data-dir.js';
+
+/** The settings `import` reads: the data directory's, and those of the write path it shares with `serve`. */
+export const IMPORT_SETTINGS = [
+  ...DATA_DIR_SETTINGS,
+  'organization',
+  'validation',
+  'cacheDir',
+  'igPaths',
+  'requiredProfiles',
+  'anchoring',
+  'anchorBatchSize',
+  'baseUrl',
+] as const;
+export type ImportSettings = Pick<Config, (typeof IMPORT_SETTINGS)[number]>;
+
+export interface ImportCommandOptions extends ImportSettings {
+  paths: string[];
+  /** The journal file (default: DATA/imports/<hash of the paths>.sqlite). */
+  journal?: string;
+  /** The NDJSON error file (default: the journal's name with .errors.ndjson). */
+  errors?: string;
+  consents?: ConsentHandling;
+  atomicBundles?: boolean;
+  batchSize?: number;
+  /** meta.source for resources without one. */
+  source?: string;
+  /** Progress bar (default: when stderr is a terminal); plain lines otherwise. */
+  progress?: boolean;
+  /** Tests: SIGKILL this process after this many committed batches (a crash at a known point). */
+  killAfterBatches?: number;
+  /** Where that kill happens: after the batch's store commit (before its journal update) or after both. */
+  killPoint?: 'store' | 'journal';
+  out?: NodeJS.WritableStream;
+  err?: NodeJS.WritableStream;
+}
+
+/** Where an import's journal lives by default: one per list of paths, so running the same command resumes it. */
+export function defaultJournal(dataDir: string, paths: readonly string[]): string {
+  const key = createHash('sha256')
+    .update(JSON.stringify(paths.map((p) => path.resolve(p))))
+    .digest('hex')
+    .slice(0, 16);
+  return path.join(dataDir, 'imports', `import-${key}.sqlite`);
+}
+
+/** The summary: counts by type, consents, where the errors are. */
+export function formatImportSummary(summary: ImportSummary, errorsFile: string): string {
+  const rows = Object.entries(summary.byType);
+  const header = ['type', 'stored', 'unchanged', 'rejected'];
+  const lines = rows.map(([type, c]) => [type, String(c.stored), String(c.unchanged), String(c.rejected)]);
+  const total = rows.reduce(
+    (t, [, c]) => ({
+      stored: t.stored + c.stored,
+      unchanged: t.unchanged + c.unchanged,
+      rejected: t.rejected + c.rejected,
+    }),
+    { stored: 0, unchanged: 0, rejected: 0 },
+  );
+  lines.push(['total', String(total.stored), String(total.unchanged), String(total.rejected)]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const format = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const out = [format(header), widths.map((w) => '-'.repeat(w)).join('  '), ...lines.map(format)];
+  out.push(
+    `Consents: --consents ${summary.consents.handling} (${summary.consents.seen} Consent resources in this run).`,
+  );
+  const t = summary.timings;
+  const seconds = (ms: number) => (ms / 1000).toFixed(1);
+  out.push(
+    `This run: ${summary.processedThisRun} resources in ${seconds(t.total)} s (parse ${seconds(t.parse)}, ` +
+      `validate ${seconds(t.validate)}, index ${seconds(t.index)}, store ${seconds(t.store)}, anchor ${seconds(t.anchor)}); ` +
+      `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB.`,
+  );
+  if (total.rejected > 0) out.push(`REJECTED: ${total.rejected} resources; the causes are in ${errorsFile}`);
+  if (summary.interrupted) out.push('INTERRUPTED: run the same command again to continue where it stopped.');
+  else if (total.rejected === 0) out.push('OK: every resource was accepted.');
+  return out.join('\n') + '\n';
+}
+
+/** A progress bar on a terminal, a plain line every few seconds otherwise. */
+function progressReporter(err: NodeJS.WritableStream, tty: boolean): (p: ImportProgress) => void {
+  if (tty) {
+    const bar = new cliProgress.SingleBar(
+      {
+        stream: err as NodeJS.WriteStream,
+        format: '{phase} [{bar}] {value}/{total} resources | {rate}/s | ETA {eta_formatted}',
+        hideCursor: true,
+        clearOnComplete: false,
+      },
+      cliProgress.Presets.shades_classic,
+    );
+    let started = false;
+    let since = Date.now();
+    let from = 0;
+    return (p) => {
+      if (p.phase !== 'write') return;
+      if (!started) {
+        bar.start(p.total, p.done, { phase: 'Importing', rate: 0 });
+        started = true;
+        since = Date.now();
+        from = p.done;
+      }
+      const rate = Math.round(((p.done - from) * 1000) / Math.max(1, Date.now() - since));
+      bar.update(p.done, { phase: 'Importing', rate });
+      if (p.done >= p.total) bar.stop();
+    };
+  }
+  let last = 0;
+  let lastDone = 0;
+  return (p) => {
+    const now = Date.now();
+    if (p.phase !== 'write' || (now - last < 5000 && p.done < p.total)) return;
+    const rate = last === 0 ? 0 : Math.round(((p.done - lastDone) * 1000) / (now - last));
+    err.write(`import: ${p.done}/${p.total} resources${last === 0 ? '' : ` (${rate}/s)`}\n`);
+    last = now;
+    lastDone = p.done;
+  };
+}
+
+/** Writes every rejection of the journal (earlier runs included) to the error file, one OperationOutcome a line. */
+async function writeErrorFile(journal: string, file: string): Promise<void> {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const out = createWriteStream(file, { mode: 0o600 });
+  for (const { outcome } of journalRejections(journal)) {
+    if (!out.write(JSON.stringify(outcome) + '\n'))
+      await new Promise<void>((r) => out.once('drain', () => r()));
+  }
+  await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+}
+
+/** Runs an import into a data directory; returns the exit code. */
+export async function runImport(options: ImportCommandOptions): Promise<number> {
+  const out = options.out ?? process.stdout;
+  const err = options.err ?? process.stderr;
+  const dataDir = path.resolve(options.dataDir);
+  requireDataDir(dataDir);
+  const consents = options.consents ?? 'refuse';
+  if (consents === 'map') {
+    err.write(
+      'hie-ledger import: --consents map is not offered on a data directory yet (the consent service runs in ' +
+        'the service); use refuse or inert (docs/import.md)\n',
+    );
+    return 2;
+  }
+  let sources;
+  try {
+    sources = discoverSources(options.paths);
+  } catch (e) {
+    err.write(`hie-ledger import: ${(e as Error).message}\n`);
+    return 2;
+  }
+  const journal = path.resolve(options.journal ?? defaultJournal(dataDir, options.paths));
+  const errors = path.resolve(options.errors ?? journal.replace(/\.sqlite$/, '') + '.errors.ndjson');
+  mkdirSync(path.dirname(journal), { recursive: true, mode: 0o700 });
+  return withDataDirLock(dataDir, 'import', async () => {
+    const opened = await openDataDirIntegrity({
+      dataDir,
+      mspId: options.mspId,
+      ledger: options.ledger,
+      fabricConfig: options.fabricConfig,
+      anchoring: { batchSize: options.anchorBatchSize },
+    });
+    const abort = new AbortController();
+    const onSigint = () => {
+      err.write('\nhie-ledger import: stopping after the batch in progress (run again to resume)\n');
+      abort.abort();
+    };
+    process.on('SIGINT', onSigint);
+    try {
+      const validator = await openValidator({ ...options, dataDir });
+      const registry = registerSearch(
+        registerCoreInteractions(new FhirRegistry(), {
+          resourceTypes: validator.resourceTypes ?? [],
+          started: new Date(),
+        }),
+      );
+      const context: FhirContext = {
+        store: opened.store,
+        validator,
+        // The importing operator acts for this service's organisation: the custodian of what it imports.
+        access: new OpenAccess({
+          participant: 'import',
+          role: 'system',
+          organization: options.organization,
+          scopes: ['system/*.*'],
+        }),
+        log: { info() {}, warn() {}, error() {}, debug() {} },
+        registry,
+        indexEntries: extractIndex,
+        patientsOf: patientCompartments,
+        anchor: options.anchoring === false ? undefined : opened.integrity.anchorer.anchorFor,
+      };
+      const tty = options.progress ?? Boolean((err as NodeJS.WriteStream).isTTY);
+      const progress = options.progress === false ? undefined : progressReporter(err, tty);
+      const kill = options.killAfterBatches;
+      const summary = await importSources(
+        sources,
+        {
+          context,
+          journalFile: journal,
+          baseUrl: options.baseUrl ?? 'http://localhost/fhir',
+          consents,
+          atomicBundles: options.atomicBundles,
+          batchSize: options.batchSize,
+          source: options.source,
+          anchors: options.anchoring === false ? undefined : opened.integrity.anchorer,
+          anchorEvery: options.anchorBatchSize,
+          signal: abort.signal,
+          afterStoreCommit: kill !== undefined && options.killPoint === 'store' ? crashAt(kill) : undefined,
+          afterBatch: kill !== undefined && options.killPoint !== 'store' ? crashAt(kill) : undefined,
+        },
+        { outcome: (_o: ResourceOutcome) => undefined, progress },
+      );
+      await writeErrorFile(journal, errors);
+      out.write(formatImportSummary(summary, errors));
+      const rejected = Object.values(summary.byType).some((c) => c.rejected > 0);
+      return rejected || summary.interrupted ? 1 : 0;
+    } catch (e) {
+      if (e instanceof SourceChangedError || e instanceof JournalSettingsError) {
+        err.write(`hie-ledger import: ${e.message}\n`);
+        return 2;
+      }
+      throw e;
+    } finally {
+      process.off('SIGINT', onSigint);
+      await opened.close();
+    }
+  });
+}
+
+/** Tests: a crash (SIGKILL, as power loss or the OOM killer would) once `batches` batches got there. */
+function crashAt(batches: number): (n: number) => void {
+  return (n) => {
+    if (n >= batches) process.kill(process.pid, 'SIGKILL');
+  };
+}
+
+function positiveInteger(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`'${text}' is not a positive whole number`);
+  return n;
+}
+
+export function registerImportCommand(program: Command): void {
+  const command = program
+    .command('import')
+    .description(
+      'bulk import NDJSON (.ndjson, .ndjson.gz) and Bundle files or folders into a data directory (service stopped): ' +
+        'resource by resource, validated, indexed and anchored as API writes; resumable (docs/import.md)',
+    )
+    .argument('<paths...>', 'files or folders to import');
+  addConfigOptions(command, IMPORT_SETTINGS)
+    .option(
+      '--journal <file>',
+      "the import's journal (default DATA/imports/import-<hash of the paths>.sqlite)",
+    )
+    .option('--errors <file>', 'the NDJSON error file (default: beside the journal, .errors.ndjson)')
+    .addOption(
+      new Option('--consents <handling>', 'Consent resources: refuse, inert (stored, no grants) or map')
+        .choices(['refuse', 'inert', 'map'])
+        .default('refuse'),
+    )
+    .option('--atomic-bundles', 'a transaction Bundle file is all or nothing (default: entries independent)')
+    .option('--batch-size <n>', 'resources per store transaction (default 2000)', positiveInteger)
+    .option('--source <uri>', 'meta.source for resources that have none (the source system)')
+    .option('--no-progress', 'no progress bar or progress lines')
+    .addOption(new Option('--kill-after-batches <n>').argParser(positiveInteger).hideHelp())
+    .addOption(new Option('--kill-point <point>').choices(['store', 'journal']).hideHelp())
+    .action(
+      async (
+        paths: string[],
+        opts: {
+          journal?: string;
+          errors?: string;
+          consents: ConsentHandling;
+          atomicBundles?: boolean;
+          batchSize?: number;
+          source?: string;
+          progress: boolean;
+          killAfterBatches?: number;
+          killPoint?: 'store' | 'journal';
+        } & Record<string, unknown>,
+      ) => {
+        process.exitCode = await runImport({
+          ...loadSettings(IMPORT_SETTINGS, opts),
+          paths,
+          journal: opts.journal,
+          errors: opts.errors,
+          consents: opts.consents,
+          atomicBundles: opts.atomicBundles,
+          batchSize: opts.batchSize,
+          source: opts.source,
+          progress: opts.progress === false ? false : undefined,
+          killAfterBatches: opts.killAfterBatches,
+          killPoint: opts.killPoint,
+        });
+      },
+    );
+}

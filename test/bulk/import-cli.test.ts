@@ -1,0 +1,312 @@
+/**
+ * `hie-ledger import` (src/commands/import.ts over src/bulk/import/engine.ts) into a real data directory: the
+ * SQLite store, the embedded ledger, the full validator. What the issue asks of it: every file of the shared NDJSON
+ * and Synthea material imports, counts by type equal the files' counts minus the rejected ones, every reference
+ * resolves to a stored resource; a bad resource is rejected alone with its file and line; a re-import stores no new
+ * version; a run killed (SIGKILL) at known points and run again ends with the store a clean import makes, and
+ * `hie-ledger verify` passes.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runImport } from '../../src/commands/import.js';
+import { runVerify } from '../../src/commands/verify.js';
+import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import { loadSettings } from '../../src/config/config.js';
+import { IMPORT_SETTINGS } from '../../src/commands/import.js';
+
+const SHARED = path.resolve('..', 'shared', 'data');
+const NDJSON = path.join(SHARED, 'bulk-ndjson-10-patients');
+const SYNTHEA = path.join(SHARED, 'synthea-bundles');
+
+const temporary: string[] = [];
+afterAll(() => {
+  for (const dir of temporary) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'hie-import-'));
+  temporary.push(dir);
+  return dir;
+}
+
+function sink(): { stream: Writable; text: () => string } {
+  let text = '';
+  return {
+    stream: new Writable({
+      write(chunk: Buffer, _enc, done) {
+        text += chunk.toString();
+        done();
+      },
+    }),
+    text: () => text,
+  };
+}
+
+/** runImport in this process (the settings from their defaults, as the CLI would). */
+async function importInto(dataDir: string, paths: string[], extra: Record<string, unknown> = {}) {
+  const out = sink();
+  const err = sink();
+  const code = await runImport({
+    ...loadSettings(IMPORT_SETTINGS, { dataDir, organization: 'Organization/importer' }, {}),
+    paths,
+    progress: false,
+    out: out.stream,
+    err: err.stream,
+    ...extra,
+  });
+  return { code, out: out.text(), err: err.text() };
+}
+
+interface StoreView {
+  /** `Type/id` -> [versionId, stored text without meta.lastUpdated] of the current version. */
+  current: Map<string, [number, string]>;
+  versions: number;
+  countsByType: Record<string, number>;
+  /** References (`Type/id`) of the stored resources that name no stored resource. */
+  dangling: string[];
+}
+
+/** What the store holds, read back through the store itself. */
+async function readStore(dataDir: string): Promise<StoreView> {
+  const store = new SqliteResourceStore({ file: path.join(dataDir, 'resources.sqlite') });
+  await store.init();
+  try {
+    const current = new Map<string, [number, string]>();
+    let versions = 0;
+    for await (const { version } of store.allVersions()) {
+      versions++;
+      const text = (version.json ?? '').replace(/"lastUpdated":"[^"]*"/, '');
+      const key = `${version.resourceType}/${version.id}`;
+      const known = current.get(key);
+      if (!known || known[0] < version.versionId) current.set(key, [version.versionId, text]);
+    }
+    const countsByType: Record<string, number> = {};
+    const dangling: string[] = [];
+    for (const [key, [, text]] of current) {
+      const type = key.split('/')[0]!;
+      countsByType[type] = (countsByType[type] ?? 0) + 1;
+      for (const [, reference] of text.matchAll(/"reference":"([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})"/g))
+        if (!current.has(reference!)) dangling.push(`${key} -> ${reference}`);
+    }
+    return { current, versions, countsByType, dangling };
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * Every NDJSON file of the 10-patient export, cut to the records of its first two patients (and every
+ * Organization, Practitioner, PractitionerRole and Location: what they reference) so the test stays short; the
+ * benchmark imports them whole. One file is gzipped (`.ndjson.gz`).
+ */
+function twoPatientExport(dir: string): string[] {
+  const files = readdirSync(NDJSON).filter((f) => /\.\d+\.ndjson$/.test(f));
+  const patientLines = readFileSync(path.join(NDJSON, 'Patient.000.ndjson'), 'utf8').trim().split('\n');
+  const ids = patientLines.slice(0, 2).map((l) => (JSON.parse(l) as { id: string }).id);
+  return files.map((name) => {
+    const lines = readFileSync(path.join(NDJSON, name), 'utf8').trim().split('\n');
+    const shared = /^(Organization|Practitioner|PractitionerRole|Location)\./.test(name);
+    const kept = shared ? lines : lines.filter((l) => ids.some((id) => l.includes(id)));
+    const text = kept.join('\n') + '\n';
+    if (name.startsWith('Condition')) {
+      const file = path.join(dir, `${name}.gz`);
+      writeFileSync(file, gzipSync(text));
+      return file;
+    }
+    const file = path.join(dir, name);
+    writeFileSync(file, text);
+    return file;
+  });
+}
+
+function linesOf(file: string): number {
+  const bytes = readFileSync(file);
+  const text = file.endsWith('.gz') ? gunzipSync(bytes).toString('utf8') : bytes.toString('utf8');
+  return text.split('\n').filter((l) => l.trim() !== '').length;
+}
+
+describe('hie-ledger import', () => {
+  it('imports every NDJSON file of the 10-patient export (two patients of it; one file gzipped): counts by type equal the files, every reference resolves, verify passes; again: nothing new', async () => {
+    const dataDir = tempDir();
+    const files = twoPatientExport(tempDir());
+    const first = await importInto(dataDir, files);
+    expect(first.err).toBe('');
+    expect(first.code, first.out).toBe(0);
+    const view = await readStore(dataDir);
+    const expected: Record<string, number> = {};
+    for (const file of files) {
+      const lines = linesOf(file);
+      if (lines > 0) expected[path.basename(file).split('.')[0]!] = lines;
+    }
+    expect(view.countsByType).toEqual(expected);
+    expect(view.dangling).toEqual([]);
+    expect(view.versions).toBe(view.current.size);
+
+    const again = await importInto(dataDir, files, { journal: path.join(dataDir, 'second.sqlite') });
+    expect(again.code, again.out).toBe(0);
+    const total = files.reduce((sum, f) => sum + linesOf(f), 0);
+    expect(again.out).toMatch(new RegExp(`total +0 +${total} +0`));
+    expect((await readStore(dataDir)).versions).toBe(view.versions);
+
+    const verified = sink();
+    expect(
+      await runVerify({
+        dataDir,
+        ...loadSettings(['mspId', 'ledger', 'fabricConfig'], {}, {}),
+        out: verified.stream,
+        record: false,
+        progress: false,
+      }),
+    ).toBe(0);
+  }, 60_000);
+
+  it('imports Synthea transaction Bundles resource by resource: urn:uuid references resolve to assigned ids', async () => {
+    const dataDir = tempDir();
+    const names = readdirSync(SYNTHEA)
+      .filter((f) => f.endsWith('.json'))
+      .sort()
+      .slice(0, 2);
+    const files = names.map((n) => path.join(SYNTHEA, n));
+    const result = await importInto(dataDir, files);
+    expect(result.code, result.out).toBe(0);
+    const view = await readStore(dataDir);
+    const entries = new Map<string, string>();
+    for (const file of files) {
+      const bundle = JSON.parse(readFileSync(file, 'utf8')) as {
+        entry: { fullUrl: string; resource: { resourceType: string } }[];
+      };
+      for (const e of bundle.entry) entries.set(e.fullUrl, e.resource.resourceType);
+    }
+    const expected: Record<string, number> = {};
+    for (const type of entries.values()) expected[type] = (expected[type] ?? 0) + 1;
+    expect(view.countsByType).toEqual(expected);
+    expect(view.dangling).toEqual([]);
+    expect([...view.current.values()].some(([, text]) => text.includes('urn:uuid:'))).toBe(false);
+  }, 60_000);
+
+  it('rejects a bad resource alone, naming its file and line; a resource naming a rejected one names it; neighbours are stored', async () => {
+    const dataDir = tempDir();
+    const file = path.join(dataDir, 'mixed.ndjson');
+    const observation = (id: string, reference: string) => ({
+      resourceType: 'Observation',
+      id,
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference },
+    });
+    const lines = [
+      observation('o0', 'Patient/late'), // names a resource rejected further on
+      { resourceType: 'Patient', id: 'bad', gender: 'not-a-gender' },
+      { resourceType: 'Patient', id: 'good', gender: 'female' },
+      observation('o1', 'Patient/good'),
+      observation('o2', 'Patient/bad'),
+      observation('o3', 'Patient/nowhere'),
+      observation('o4', 'urn:uuid:9f1c0a52-0000-4000-8000-000000000000'),
+      observation('o5', 'https://elsewhere.example/fhir/Patient/1'),
+      { resourceType: 'Patient', id: 'late', birthDate: 'yesterday' },
+    ];
+    writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + '\n{"resourceType": oops}\n');
+    const errors = path.join(dataDir, 'errors.ndjson');
+    const result = await importInto(dataDir, [file], { errors });
+    expect(result.code).toBe(1);
+    const view = await readStore(dataDir);
+    expect([...view.current.keys()].sort()).toEqual(['Observation/o1', 'Observation/o5', 'Patient/good']);
+    const rejected = readFileSync(errors, 'utf8')
+      .trim()
+      .split('\n')
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            resourceType: string;
+            issue: { diagnostics: string; details?: { coding?: { code: string }[] } }[];
+          },
+      );
+    expect(rejected.map((o) => o.resourceType)).toEqual(Array(7).fill('OperationOutcome'));
+    const first = rejected.map((o) => ({
+      at: /:(\d+): /.exec(o.issue[0]!.diagnostics)![1],
+      code: o.issue[0]!.details?.coding?.[0]?.code,
+    }));
+    expect(first).toEqual([
+      { at: '1', code: 'import-reference-rejected' },
+      { at: '2', code: 'resource-invalid' },
+      { at: '5', code: 'import-reference-rejected' },
+      { at: '6', code: 'import-reference-unresolved' },
+      { at: '7', code: 'import-reference-unresolved' },
+      { at: '9', code: 'resource-invalid' },
+      { at: '10', code: 'body-not-json' },
+    ]);
+    expect(rejected[1]!.issue[0]!.diagnostics.startsWith(`${file}:2: `)).toBe(true);
+    expect(rejected[0]!.issue[0]!.diagnostics).toContain(`Patient/late, which was rejected (${file}:9)`);
+    expect(rejected[2]!.issue[0]!.diagnostics).toContain(`Patient/bad, which was rejected (${file}:2)`);
+    expect(result.out).toMatch(/Patient +1 +0 +2/);
+  }, 60_000);
+});
+
+/** The CLI as a child process (tsx), as an operator runs it; resolves with its exit code (null: killed). */
+function cli(
+  args: string[],
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal, output })));
+}
+
+describe('hie-ledger import, killed and resumed', () => {
+  it('after SIGKILLs between the store commit and the journal, and after a journal update, ends with the store of a clean import; verify passes', async () => {
+    const files = ['Patient', 'Organization', 'Practitioner', 'Location', 'AllergyIntolerance'].map((t) =>
+      path.join(NDJSON, `${t}.000.ndjson`),
+    );
+    const clean = tempDir();
+    const resumed = tempDir();
+    const args = (dataDir: string) => [
+      'import',
+      '--data-dir',
+      dataDir,
+      '--batch-size',
+      '20',
+      '--no-progress',
+      ...files,
+    ];
+    // Killed after its second batch was committed to the store, before the journal recorded it.
+    // (The clean import meanwhile, in this process.)
+    const [killed, cleanRun] = await Promise.all([
+      cli([...args(resumed), '--kill-after-batches', '2', '--kill-point', 'store']),
+      importInto(clean, files, { organization: undefined }),
+    ]);
+    expect(killed.signal, killed.output).toBe('SIGKILL');
+    expect(cleanRun.code, cleanRun.out).toBe(0);
+    // Killed again after the journal recorded a batch (a crash between batches).
+    const killedAgain = await cli([...args(resumed), '--kill-after-batches', '1', '--kill-point', 'journal']);
+    expect(killedAgain.signal, killedAgain.output).toBe('SIGKILL');
+    const finished = await importInto(resumed, files, { batchSize: 20, organization: undefined });
+    expect(finished.code, finished.out).toBe(0);
+    // The summary counts each resource once over the three runs (a batch stored but not yet recorded when the
+    // process died is written again: unchanged).
+    const [, stored, unchanged, rejected] = /total +(\d+) +(\d+) +(\d+)/.exec(finished.out)!.map(Number);
+    expect([stored! + unchanged!, rejected]).toEqual([13 + 43 + 43 + 44 + 11, 0]);
+
+    const [a, b] = [await readStore(clean), await readStore(resumed)];
+    expect(b.versions).toBe(b.current.size); // nothing stored twice
+    expect(b.current).toEqual(a.current);
+    const verified = sink();
+    expect(
+      await runVerify({
+        dataDir: resumed,
+        ...loadSettings(['mspId', 'ledger', 'fabricConfig'], {}, {}),
+        out: verified.stream,
+        record: false,
+        progress: false,
+      }),
+      verified.text(),
+    ).toBe(0);
+  }, 60_000);
+});
