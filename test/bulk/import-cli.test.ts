@@ -245,6 +245,53 @@ describe('hie-ledger import', () => {
     expect(rejected[2]!.issue[0]!.diagnostics).toContain(`Patient/bad, which was rejected (${file}:2)`);
     expect(result.out).toMatch(/Patient +1 +0 +2/);
   }, 60_000);
+
+  it('--atomic-bundles: one rejected entry rolls back its transaction Bundle, the other entries name it', async () => {
+    const dataDir = tempDir();
+    const file = path.join(dataDir, 'bundle.json');
+    const entry = (uuid: string, resource: object) => ({
+      fullUrl: `urn:uuid:${uuid}`,
+      resource,
+      request: { method: 'POST', url: (resource as { resourceType: string }).resourceType },
+    });
+    const patient = '5b0f8c1e-0000-4000-8000-000000000001';
+    writeFileSync(
+      file,
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          entry(patient, { resourceType: 'Patient', gender: 'female' }),
+          entry('5b0f8c1e-0000-4000-8000-000000000002', {
+            resourceType: 'Observation',
+            status: 'not-a-status',
+            code: { text: 'x' },
+            subject: { reference: `urn:uuid:${patient}` },
+          }),
+        ],
+      }),
+    );
+    const errors = path.join(dataDir, 'errors.ndjson');
+    const atomic = await importInto(dataDir, [file], { errors, atomicBundles: true });
+    expect(atomic.code).toBe(1);
+    expect((await readStore(dataDir)).versions).toBe(0);
+    const codes = readFileSync(errors, 'utf8')
+      .trim()
+      .split('\n')
+      .map(
+        (l) =>
+          (JSON.parse(l) as { issue: { details?: { coding?: { code: string }[] } }[] }).issue[0]!.details
+            ?.coding?.[0]?.code,
+      );
+    expect(codes).toEqual(['import-bundle-rolled-back', 'resource-invalid']);
+
+    // Without it (the default), the Patient is stored alone.
+    const independent = await importInto(dataDir, [file], {
+      journal: path.join(dataDir, 'independent.sqlite'),
+    });
+    expect(independent.code).toBe(1);
+    expect((await readStore(dataDir)).countsByType).toEqual({ Patient: 1 });
+  }, 60_000);
 });
 
 /** The CLI as a child process (tsx), as an operator runs it; resolves with its exit code (null: killed). */
