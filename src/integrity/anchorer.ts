@@ -11,6 +11,7 @@
  * stay pending (see `status()`). A batch is journalled before it is submitted and finished on restart, and an
  * on-chain batch with the same root counts as committed, so nothing is ever anchored twice.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type {
   PendingAnchor,
   ResourceStore,
@@ -65,6 +66,16 @@ interface Logger {
 
 const silent: Logger = { info() {}, warn() {}, error() {} };
 
+/** The worker's waits; tests pass their own to check delays without waiting. */
+export interface AnchorTimer {
+  /** Resolves after `ms`, or early once `signal` aborts (the worker was woken). */
+  sleep(ms: number, signal: AbortSignal): Promise<void>;
+}
+
+const realTimer: AnchorTimer = {
+  sleep: (ms, signal) => delay(ms, undefined, { signal }).catch(() => undefined),
+};
+
 export interface AnchoringStatus {
   running: boolean;
   /** Batches prepared but not yet known committed (ledger down or slow). */
@@ -110,6 +121,8 @@ export class Anchorer {
   private wake?: () => void;
   private queuedSinceDrain = 0;
   private draining?: Promise<number>;
+  private readonly backoff: DoublingBackoff;
+  private stopWatchingLedger?: () => void;
   private readonly stats: Omit<AnchoringStatus, 'running' | 'preparedBatches' | 'committedBatches'> = {
     anchoredSinceStart: 0,
     consecutiveFailures: 0,
@@ -122,8 +135,10 @@ export class Anchorer {
     private readonly journal: AnchorJournal,
     options: Partial<AnchoringOptions> = {},
     log: Logger = silent,
+    private readonly timer: AnchorTimer = realTimer,
   ) {
     this.options = { ...DEFAULT_ANCHORING, ...options };
+    this.backoff = new DoublingBackoff(this.options.minBackoffMs, this.options.maxBackoffMs);
     if (!Number.isInteger(this.options.batchSize) || this.options.batchSize < 1) {
       throw new RangeError('anchor batch size must be a positive integer');
     }
@@ -146,12 +161,26 @@ export class Anchorer {
   start(): void {
     if (this.running) return;
     this.running = true;
+    // The ledger is back: a backoff grown while it was away must not keep the outbox waiting.
+    this.stopWatchingLedger = this.ledger.onReachable?.(() => this.ledgerReachable());
     this.loop = this.run();
+  }
+
+  private ledgerReachable(): void {
+    if (this.stats.consecutiveFailures === 0) return;
+    this.log.info(
+      { failures: this.stats.consecutiveFailures },
+      'ledger reachable again; retrying anchoring now',
+    );
+    this.backoff.reset();
+    this.wake?.();
   }
 
   /** Stops the worker after the batch in flight (anchors left pending drain at the next start). */
   async stop(): Promise<void> {
     this.running = false;
+    this.stopWatchingLedger?.();
+    this.stopWatchingLedger = undefined;
     this.wake?.();
     await this.loop;
     this.loop = undefined;
@@ -315,7 +344,7 @@ export class Anchorer {
   }
 
   private async run(): Promise<void> {
-    const backoff = new DoublingBackoff(this.options.minBackoffMs, this.options.maxBackoffMs);
+    const backoff = this.backoff;
     while (this.running) {
       let delay: number;
       try {
@@ -347,17 +376,15 @@ export class Anchorer {
     }
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = () => {
-        this.wake = undefined;
-        done();
-      };
-    });
+  /** Waits `ms`, or less when woken (a full batch queued, the ledger back, stop()). */
+  private async sleep(ms: number): Promise<void> {
+    const woken = new AbortController();
+    const wake = () => woken.abort();
+    this.wake = wake;
+    try {
+      await this.timer.sleep(ms, woken.signal);
+    } finally {
+      if (this.wake === wake) this.wake = undefined;
+    }
   }
 }

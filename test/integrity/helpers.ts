@@ -36,8 +36,19 @@ export class FaultyLedger implements Ledger {
   /** Commit, then lose the reply this many times (the client sees an error although the batch is on the chain). */
   loseReplies = 0;
   submits = 0;
+  private readonly reachableListeners = new Set<() => void>();
 
   constructor(readonly inner: Ledger) {}
+
+  onReachable(listener: () => void): () => void {
+    this.reachableListeners.add(listener);
+    return () => this.reachableListeners.delete(listener);
+  }
+
+  /** As a network ledger reports its connection back (FabricLedger: the gRPC channel is READY again). */
+  reportReachable(): void {
+    for (const listener of [...this.reachableListeners]) listener();
+  }
 
   async submit(transaction: string, args: string[]): Promise<SubmitResult> {
     this.submits++;
