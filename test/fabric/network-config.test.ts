@@ -133,6 +133,8 @@ describe('network configuration', () => {
     for (const org of ['orderer', ...env.members]) {
       const ca = yaml(`fabric-ca/${org}/fabric-ca-server-config.yaml`);
       expect(ca.port).toBe(env.caPort[org]);
+      // Every node listens on 127.0.0.1 only (docs/fabric.md); fabric-ca-server's default is all interfaces.
+      expect(ca.address).toBe('127.0.0.1');
       expect(ca.ca.name).toBe(`ca-${org}`);
       expect(ca.tls.enabled).toBe(true);
       expect(ca.csr.hosts).toEqual(expect.arrayContaining(['localhost', '127.0.0.1']));
