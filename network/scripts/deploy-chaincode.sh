@@ -2,7 +2,7 @@
 # Deploys the hie-ledger chaincode (chaincode/ package) as chaincode-as-a-service through the Fabric lifecycle:
 # package (connection.json + metadata.json), start the chaincode server with the package id, install on every
 # member org's peer, approve by each org, commit. Re-run with HIE_CHAINCODE_VERSION / HIE_CHAINCODE_SEQUENCE raised
-# to upgrade. Endorsement policy: HIE_SIGNATURE_POLICY (default: the channel's MAJORITY Endorsement).
+# to upgrade. Endorsement policy: /Channel/Application/Endorsement (MAJORITY Endorsement), or HIE_SIGNATURE_POLICY.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 require peer tar gzip
 read -ra orderer <<<"$(orderer_args)"
@@ -50,7 +50,10 @@ else
 fi
 wait_for_port "${CC_SERVER_ADDRESS##*:}" "the chaincode server"
 
-policy=()
+# The endorsement policy, stated rather than left to the default: MAJORITY Endorsement (2 of the 3 member orgs), so
+# one org's peer alone cannot endorse anything (e.g. a grant for another home's patient). The chaincode adds
+# key-level policies on top (a member's directory entry, a patient's grants: the owner's peer must endorse).
+policy=(--channel-config-policy /Channel/Application/Endorsement)
 if [[ -n "${CC_SIGNATURE_POLICY}" ]]; then policy=(--signature-policy "${CC_SIGNATURE_POLICY}"); fi
 
 # Already committed at this sequence (a re-run, e.g. after down/up): the chaincode server is all that was needed.

@@ -3,7 +3,7 @@
  * source of truth) are those of configtx.yaml, the Fabric CA configurations, the Compose file and the
  * chaincode-as-a-service package. (The network itself needs Fabric binaries or Docker: docs/fabric.md.)
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -251,6 +251,26 @@ describe('network configuration', () => {
     }
   });
 
+  it('test-real-fabric.sh skips, saying why, where there are no Fabric binaries', () => {
+    const run = (fabricBin: string | undefined) => {
+      const env: NodeJS.ProcessEnv = { ...process.env };
+      delete env.FABRIC_BIN;
+      if (fabricBin !== undefined) env.FABRIC_BIN = fabricBin;
+      return spawnSync('bash', [join(NETWORK, 'scripts/test-real-fabric.sh')], { env, encoding: 'utf8' });
+    };
+    const unset = run(undefined);
+    expect(unset.status).toBe(0);
+    expect(unset.stderr).toMatch(/skipped: FABRIC_BIN is not set/);
+    const empty = mkdtempSync(join(tmpdir(), 'hie-fabric-bin-'));
+    try {
+      const missing = run(empty);
+      expect(missing.status).toBe(0);
+      expect(missing.stderr).toContain(`skipped: ${empty}/peer is missing`);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
   it('ships executable bash scripts for every step of the walkthrough', () => {
     for (const script of [
       'up',
@@ -259,6 +279,7 @@ describe('network configuration', () => {
       'create-channel',
       'deploy-chaincode',
       'package-chaincode',
+      'test-real-fabric',
       'fabric-config',
       'register-member',
       'update-crl',
