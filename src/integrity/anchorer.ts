@@ -45,6 +45,12 @@ export interface AnchoringOptions {
    * predates that transaction: batches then go out as `anchor:AnchorBatch` (root and count only).
    */
   leafTags?: boolean;
+  /**
+   * Most batches in flight at once (default 4). Each batch writes only its own key range on the ledger
+   * (`batch/<root>`), so concurrent batches never conflict (no MVCC_READ_CONFLICT) and Fabric orders them into the
+   * same blocks: throughput grows with this while one transaction waits for its block.
+   */
+  maxInFlight?: number;
 }
 
 /** The chaincode's limit for AnchorBatchTagged (chaincode/src/anchor-contract.ts); larger batches go untagged. */
@@ -56,6 +62,7 @@ export const DEFAULT_ANCHORING: Required<AnchoringOptions> = {
   minBackoffMs: 200,
   maxBackoffMs: 30_000,
   leafTags: true,
+  maxInFlight: 4,
 };
 
 interface Logger {
@@ -142,6 +149,9 @@ export class Anchorer {
     if (!Number.isInteger(this.options.batchSize) || this.options.batchSize < 1) {
       throw new RangeError('anchor batch size must be a positive integer');
     }
+    if (!Number.isInteger(this.options.maxInFlight) || this.options.maxInFlight < 1) {
+      throw new RangeError('anchor batches in flight must be a positive integer');
+    }
     this.contract = new AnchorContractClient(ledger);
     this.log = log;
   }
@@ -204,11 +214,11 @@ export class Anchorer {
     return (await this.store.pendingAnchors(cap)).filter((p) => !this.journal.inCommittedBatch(p)).length;
   }
 
-  /** Anchors everything pending now (batch after batch); returns how many versions were anchored. */
+  /** Anchors everything pending now (round after round, `maxInFlight` batches at a time); returns how many. */
   async drain(): Promise<number> {
     let total = 0;
     for (;;) {
-      const n = await this.drainOnce();
+      const n = await this.drainRound();
       total += n;
       if (n === 0) return total;
     }
@@ -230,13 +240,53 @@ export class Anchorer {
     }
   }
 
-  private async anchorOneBatch(): Promise<number> {
-    const unfinished = this.journal.prepared()[0];
-    if (unfinished) return this.finish(unfinished, this.journal.members(unfinished.root));
+  /**
+   * Anchors up to `maxInFlight` batches at once, as the worker does: the batches journalled earlier and not yet
+   * known committed, else new ones cut from the outbox backlog (as many full batches as it fills, the rest as one
+   * partial batch), with disjoint members. Every batch is journalled before it is submitted and finished exactly
+   * as by drainOnce, so a lost answer is recognised on the ledger and nothing is anchored twice. Returns the number
+   * of versions anchored; once every batch of the round has settled, throws the first failure (the failed batches
+   * stay journalled and are finished first next time). Serialised with drainOnce.
+   */
+  async drainRound(): Promise<number> {
+    while (this.draining) await this.draining.catch(() => undefined);
+    const work = this.anchorRound();
+    this.draining = work;
+    try {
+      return await work;
+    } finally {
+      this.draining = undefined;
+    }
+  }
 
-    this.queuedSinceDrain = 0;
-    const pending = await this.nextPending();
-    if (pending.length === 0) return 0;
+  private async anchorRound(): Promise<number> {
+    const slots = this.options.maxInFlight;
+    const round = this.journal
+      .prepared()
+      .slice(0, slots)
+      .map((batch) => ({ batch, members: this.journal.members(batch.root) }));
+    if (round.length === 0) {
+      this.queuedSinceDrain = 0;
+      const size = this.options.batchSize;
+      const backlog = await this.nextPending(slots * size);
+      if (backlog.length === 0) return 0;
+      const heightBefore = await this.ledger.height();
+      for (let start = 0; start < backlog.length; start += size) {
+        const members = this.prepareBatch(backlog.slice(start, start + size), heightBefore);
+        round.push({ batch: this.journal.batch(members.root)!, members: members.members });
+      }
+    }
+    const settled = await Promise.allSettled(round.map(({ batch, members }) => this.finish(batch, members)));
+    const failed = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed) throw failed.reason;
+    return settled.reduce((total, result) => total + (result.status === 'fulfilled' ? result.value : 0), 0);
+  }
+
+  /** Journals a new batch of these pending versions (before anything is submitted). */
+  private prepareBatch(
+    pending: PendingAnchor[],
+    heightBefore: number,
+  ): { root: string; members: BatchMember[] } {
     const tree = new MerkleTree(pending.map((p) => p.leafHash));
     const members: BatchMember[] = pending.map((p, leafIndex) => ({
       resourceType: p.resourceType,
@@ -247,9 +297,19 @@ export class Anchorer {
       ledgerKey: p.ledgerKey,
       leafVersion: p.leafVersion ?? 1,
     }));
-    const heightBefore = await this.ledger.height();
     this.journal.prepare(tree.root, heightBefore, members);
-    return this.finish(this.journal.batch(tree.root)!, members);
+    return { root: tree.root, members };
+  }
+
+  private async anchorOneBatch(): Promise<number> {
+    const unfinished = this.journal.prepared()[0];
+    if (unfinished) return this.finish(unfinished, this.journal.members(unfinished.root));
+
+    this.queuedSinceDrain = 0;
+    const pending = await this.nextPending(this.options.batchSize);
+    if (pending.length === 0) return 0;
+    const { root, members } = this.prepareBatch(pending, await this.ledger.height());
+    return this.finish(this.journal.batch(root)!, members);
   }
 
   /**
@@ -257,8 +317,7 @@ export class Anchorer {
    * the store after its batch committed keeps its outbox row (the store cannot mark it), and must not be anchored
    * again and again. Such rows are rare (tampering), so the outbox is normally read once.
    */
-  private async nextPending(): Promise<PendingAnchor[]> {
-    const size = this.options.batchSize;
+  private async nextPending(size: number): Promise<PendingAnchor[]> {
     for (let limit = size; ; limit *= 2) {
       const fetched = await this.store.pendingAnchors(limit);
       const fresh = fetched.filter((p) => !this.journal.inCommittedBatch(p));
@@ -348,7 +407,7 @@ export class Anchorer {
     while (this.running) {
       let delay: number;
       try {
-        const n = await this.drainOnce();
+        const n = await this.drainRound();
         if (this.stats.consecutiveFailures > 0)
           this.log.info({ anchored: n }, 'ledger reachable again; anchoring resumed');
         this.stats.consecutiveFailures = 0;

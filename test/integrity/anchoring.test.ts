@@ -138,6 +138,39 @@ describe('anchoring', () => {
   });
 });
 
+describe('anchoring with several batches in flight', () => {
+  it('submits up to maxInFlight disjoint batches at once; a lost answer among them is recognised, none doubled', async () => {
+    fixture = await openFixture({ batchSize: 4, intervalMs: 20, maxInFlight: 3 });
+    const f = fixture;
+    const written = [];
+    for (let i = 0; i < 10; i++) written.push(await f.write(observation(`c${i}`, '1.0')));
+    let release!: () => void;
+    f.ledger.gate = new Promise<void>((resolve) => (release = resolve));
+    f.integrity.anchorer.start();
+    try {
+      // 10 pending, 4 per batch: 4 + 4 + 2, all three waiting on the ledger at the same time.
+      await eventually(() => f.ledger.inFlight === 3, 'three batches are in flight');
+      expect(f.integrity.journal.batchCount()).toEqual({ prepared: 3, committed: 0 });
+      f.ledger.loseReplies = 1;
+    } finally {
+      release();
+    }
+    await eventually(async () => (await f.store.pendingAnchors(1)).length === 0, 'the outbox is empty');
+    expect(f.ledger.mostInFlight).toBe(3);
+    // Three transactions, no more: the batch whose answer was lost was found on the ledger, not sent again.
+    expect(f.ledger.loseReplies).toBe(0);
+    expect(f.ledger.submits).toBe(3);
+    expect(f.integrity.journal.batchCount()).toEqual({ prepared: 0, committed: 3 });
+    const roots = new Set<string>();
+    for (const version of written) {
+      const result = await f.integrity.verifier.verifyVersion(version);
+      expect(result.verified).toBe(true);
+      roots.add(f.integrity.journal.memberOf(version)!.root);
+    }
+    expect(roots.size).toBe(3);
+  });
+});
+
 describe('anchoring retries after a ledger outage', () => {
   it('starts its backoff over and retries at once when the ledger reports it is reachable again', async () => {
     fixture = await openFixture({ batchSize: 100, intervalMs: 50, minBackoffMs: 200, maxBackoffMs: 30_000 });
