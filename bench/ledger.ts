@@ -8,7 +8,8 @@
  *     batches concurrently): the store write with its index rows, and the whole create interaction through the app
  *     (fastify.inject: routing, parsing, schema validation, index extraction, store; no network).
  *
- * Options: --count N (resources per run, default 10000), --ledger embedded|fabric, --fabric-config FILE.
+ * Options: --count N (resources per run, default 10000), --ledger embedded|fabric, --fabric-config FILE,
+ * --in-flight LIST (batches in flight in (1), default 1,4: 1 is the baseline of the same run).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync, readdirSync } from 'node:fs';
@@ -33,6 +34,7 @@ const { values: args } = parseArgs({
     count: { type: 'string', default: '10000' },
     ledger: { type: 'string', default: 'embedded' },
     'fabric-config': { type: 'string' },
+    'in-flight': { type: 'string', default: '1,4' },
   },
 });
 const count = Number(args.count);
@@ -86,6 +88,7 @@ const indexRows: IndexEntry[][] = resources.map((r) => extractIndex(r));
 
 interface StageRow {
   batchSize: number;
+  inFlight: number;
   anchors: number;
   hashPerSec: number;
   commitPerSec: number;
@@ -97,12 +100,17 @@ interface StageRow {
 }
 
 /** (1) The anchoring stage alone, for one batch size. */
-async function anchoringStage(batchSize: number, n: number): Promise<StageRow> {
+async function anchoringStage(batchSize: number, inFlight: number, n: number): Promise<StageRow> {
   return withDataDir(async (dir) => {
     const store = new SqliteResourceStore({ file: path.join(dir, 'resources.sqlite') });
     await store.init();
     const ledger = await openLedger(dir);
-    const integrity = await openIntegrity({ dataDir: dir, store, ledger, anchoring: { batchSize } });
+    const integrity = await openIntegrity({
+      dataDir: dir,
+      store,
+      ledger,
+      anchoring: { batchSize, maxInFlight: inFlight },
+    });
     // Store the versions first without anchors, then time the hook over their exact stored text.
     const stored: StoredVersion[] = [];
     for (let i = 0; i < n; i++) {
@@ -153,6 +161,7 @@ async function anchoringStage(batchSize: number, n: number): Promise<StageRow> {
     const totalMs = hashMs + commitMs;
     return {
       batchSize,
+      inFlight,
       anchors: n,
       hashPerSec: (n / hashMs) * 1000,
       commitPerSec: (n / commitMs) * 1000,
@@ -212,14 +221,20 @@ const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
 
 console.log('(1) Anchoring stage alone');
 const stageRows: StageRow[] = [];
+const inFlightCounts = args['in-flight'].split(',').map(Number);
 for (const batchSize of [1, 100, 1000]) {
-  // Batch size 1 is one ledger transaction per anchor: a smaller sample keeps the run short.
-  const n = batchSize === 1 ? Math.min(1000, count) : count;
-  stageRows.push(await anchoringStage(batchSize, n));
+  for (const inFlight of inFlightCounts) {
+    // Batch size 1 is one ledger transaction per anchor: a smaller sample keeps the run short.
+    const n = batchSize === 1 ? Math.min(1000, count) : count;
+    stageRows.push(await anchoringStage(batchSize, inFlight, n));
+  }
 }
+const baselineOf = (row: StageRow) =>
+  stageRows.find((r) => r.batchSize === row.batchSize && r.inFlight === inFlightCounts[0])!;
 console.table(
   stageRows.map((r) => ({
     'batch size': r.batchSize,
+    'in flight': r.inFlight,
     anchors: r.anchors,
     'ledger txs': r.transactions,
     'resources/tx': r.perTx.toFixed(1),
@@ -227,6 +242,7 @@ console.table(
     'queue→commit /s': fmt(r.commitPerSec),
     'anchors/s (stage)': fmt(r.anchorsPerSec),
     'anchors/CPU-s': fmt(r.anchorsPerCpuSec),
+    [`vs ${inFlightCounts[0]} in flight`]: `${(r.commitPerSec / baselineOf(r).commitPerSec).toFixed(2)}x`,
   })),
 );
 

@@ -2,22 +2,41 @@
 # Deploys the hie-ledger chaincode (chaincode/ package) as chaincode-as-a-service through the Fabric lifecycle:
 # package (connection.json + metadata.json), start the chaincode server with the package id, install on every
 # member org's peer, approve by each org, commit. Re-run with HIE_CHAINCODE_VERSION / HIE_CHAINCODE_SEQUENCE raised
-# to upgrade. Endorsement policy: HIE_SIGNATURE_POLICY (default: the channel's MAJORITY Endorsement).
+# to upgrade. Endorsement policy: /Channel/Application/Endorsement (MAJORITY Endorsement), or HIE_SIGNATURE_POLICY.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-require peer tar
+require peer tar gzip
 read -ra orderer <<<"$(orderer_args)"
 
-# 1. Package: for chaincode-as-a-service the code package only says where the chaincode server listens.
-work="$(mktemp -d)"
-trap 'rm -rf "${work}"' EXIT
-cp "${NETWORK_DIR}/chaincode/connection.json" "${work}/connection.json"
-sed "s/\"label\": *\"[^\"]*\"/\"label\": \"${CC_LABEL}\"/" "${NETWORK_DIR}/chaincode/metadata.json" >"${work}/metadata.json"
-package="${ARTIFACTS_DIR}/${CC_LABEL}.tar.gz"
-tar -C "${work}" -czf "${work}/code.tar.gz" connection.json
-tar -C "${work}" -czf "${package}" metadata.json code.tar.gz
+# 1. Package: for chaincode-as-a-service the code package only says where the chaincode server listens. Built
+# reproducibly, so a re-run (e.g. after down.sh/up.sh) computes the id the peers already have.
+package="$("${NETWORK_DIR}/scripts/package-chaincode.sh")"
 use_peer_admin hospital1
 package_id="$(peer lifecycle chaincode calculatepackageid "${package}")"
 log "package ${package}: ${package_id}"
+
+# The id the peers already know for this label wins: the one hospital1 approved at this sequence, else one
+# installed with this label (a package from before packages were reproducible). The chaincode server must run
+# under exactly that id; under any other, every chaincode call hangs 300 s and fails.
+package_ids_in() { grep -o "\"package_id\": *\"${CC_LABEL}:[0-9a-f]*\"" | sed 's/.*"\([^"]*\)"$/\1/'; }
+approved_id="$(peer lifecycle chaincode queryapproved --channelID "${CHANNEL}" --name "${CC_NAME}" \
+  --sequence "${CC_SEQUENCE}" --output json 2>/dev/null | package_ids_in | head -n 1 || true)"
+installed_ids="$(peer lifecycle chaincode queryinstalled --output json | package_ids_in || true)"
+if [[ -n "${approved_id}" ]]; then
+  known_id="${approved_id}"
+elif grep -qx "${package_id}" <<<"${installed_ids}"; then
+  known_id="${package_id}"
+else
+  known_id="$(head -n 1 <<<"${installed_ids}")"
+fi
+if [[ -n "${known_id}" && "${known_id}" != "${package_id}" ]]; then
+  log "reusing ${known_id}, already known to the peers (not ${package_id})"
+  package_id="${known_id}"
+  if grep -qx "${package_id}" <<<"${installed_ids}"; then
+    # Installing on the other peers needs that very package: fetch it back from hospital1's peer.
+    peer lifecycle chaincode getinstalledpackage --package-id "${package_id}" --output-directory "${ARTIFACTS_DIR}"
+    package="${ARTIFACTS_DIR}/${package_id}.tar.gz"
+  fi
+fi
 
 # 2. The chaincode server, identified by the package id.
 if [[ "${MODE}" == docker ]]; then
@@ -31,7 +50,10 @@ else
 fi
 wait_for_port "${CC_SERVER_ADDRESS##*:}" "the chaincode server"
 
-policy=()
+# The endorsement policy, stated rather than left to the default: MAJORITY Endorsement (2 of the 3 member orgs), so
+# one org's peer alone cannot endorse anything (e.g. a grant for another home's patient). The chaincode adds
+# key-level policies on top (a member's directory entry, a patient's grants: the owner's peer must endorse).
+policy=(--channel-config-policy /Channel/Application/Endorsement)
 if [[ -n "${CC_SIGNATURE_POLICY}" ]]; then policy=(--signature-policy "${CC_SIGNATURE_POLICY}"); fi
 
 # Already committed at this sequence (a re-run, e.g. after down/up): the chaincode server is all that was needed.

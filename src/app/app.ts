@@ -253,7 +253,11 @@ async function openIntegrityPath(wiring: AppWiring): Promise<IntegrityWiring> {
     dataDir: config.dataDir,
     store,
     ledger,
-    anchoring: { batchSize: config.anchorBatchSize, intervalMs: config.anchorIntervalMs },
+    anchoring: {
+      batchSize: config.anchorBatchSize,
+      intervalMs: config.anchorIntervalMs,
+      maxInFlight: config.anchorInFlight,
+    },
     log: fastify.log.child({ component: 'anchoring' }),
   });
   closers.push(() => integrity.close());

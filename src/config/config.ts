@@ -56,6 +56,8 @@ export interface Config {
   databaseUrl?: string;
   /** Longest wait (ms) before a partial anchor batch goes to the ledger. */
   anchorIntervalMs: number;
+  /** Most anchor batches submitted to the ledger at once (each its own key range: they never conflict). */
+  anchorInFlight: number;
   /** Anchor every write (off only for benchmarks and diagnostics: versions are then reported unanchored). */
   anchoring: boolean;
   /** Schedule of the integrity audit (node-cron expression), or 'off'. */
@@ -408,6 +410,14 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: '1000',
     description: 'longest wait before a partial anchor batch goes to the ledger (ms)',
     parse: (text, source) => parseWholeNumber(text, source, 1, 3_600_000),
+  },
+  {
+    key: 'anchorInFlight',
+    flag: '--anchor-in-flight <n>',
+    env: 'HIE_ANCHOR_IN_FLIGHT',
+    default: '4',
+    description: 'most anchor batches submitted to the ledger at once (Fabric orders them concurrently)',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 64),
   },
   {
     key: 'anchoring',

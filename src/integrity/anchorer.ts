@@ -11,6 +11,7 @@
  * stay pending (see `status()`). A batch is journalled before it is submitted and finished on restart, and an
  * on-chain batch with the same root counts as committed, so nothing is ever anchored twice.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type {
   PendingAnchor,
   ResourceStore,
@@ -44,6 +45,12 @@ export interface AnchoringOptions {
    * predates that transaction: batches then go out as `anchor:AnchorBatch` (root and count only).
    */
   leafTags?: boolean;
+  /**
+   * Most batches in flight at once (default 4). Each batch writes only its own key range on the ledger
+   * (`batch/<root>`), so concurrent batches never conflict (no MVCC_READ_CONFLICT) and Fabric orders them into the
+   * same blocks: throughput grows with this while one transaction waits for its block.
+   */
+  maxInFlight?: number;
 }
 
 /** The chaincode's limit for AnchorBatchTagged (chaincode/src/anchor-contract.ts); larger batches go untagged. */
@@ -55,6 +62,7 @@ export const DEFAULT_ANCHORING: Required<AnchoringOptions> = {
   minBackoffMs: 200,
   maxBackoffMs: 30_000,
   leafTags: true,
+  maxInFlight: 4,
 };
 
 interface Logger {
@@ -64,6 +72,16 @@ interface Logger {
 }
 
 const silent: Logger = { info() {}, warn() {}, error() {} };
+
+/** The worker's waits; tests pass their own to check delays without waiting. */
+export interface AnchorTimer {
+  /** Resolves after `ms`, or early once `signal` aborts (the worker was woken). */
+  sleep(ms: number, signal: AbortSignal): Promise<void>;
+}
+
+const realTimer: AnchorTimer = {
+  sleep: (ms, signal) => delay(ms, undefined, { signal }).catch(() => undefined),
+};
 
 export interface AnchoringStatus {
   running: boolean;
@@ -110,6 +128,8 @@ export class Anchorer {
   private wake?: () => void;
   private queuedSinceDrain = 0;
   private draining?: Promise<number>;
+  private readonly backoff: DoublingBackoff;
+  private stopWatchingLedger?: () => void;
   private readonly stats: Omit<AnchoringStatus, 'running' | 'preparedBatches' | 'committedBatches'> = {
     anchoredSinceStart: 0,
     consecutiveFailures: 0,
@@ -122,10 +142,15 @@ export class Anchorer {
     private readonly journal: AnchorJournal,
     options: Partial<AnchoringOptions> = {},
     log: Logger = silent,
+    private readonly timer: AnchorTimer = realTimer,
   ) {
     this.options = { ...DEFAULT_ANCHORING, ...options };
+    this.backoff = new DoublingBackoff(this.options.minBackoffMs, this.options.maxBackoffMs);
     if (!Number.isInteger(this.options.batchSize) || this.options.batchSize < 1) {
       throw new RangeError('anchor batch size must be a positive integer');
+    }
+    if (!Number.isInteger(this.options.maxInFlight) || this.options.maxInFlight < 1) {
+      throw new RangeError('anchor batches in flight must be a positive integer');
     }
     this.contract = new AnchorContractClient(ledger);
     this.log = log;
@@ -146,12 +171,26 @@ export class Anchorer {
   start(): void {
     if (this.running) return;
     this.running = true;
+    // The ledger is back: a backoff grown while it was away must not keep the outbox waiting.
+    this.stopWatchingLedger = this.ledger.onReachable?.(() => this.ledgerReachable());
     this.loop = this.run();
+  }
+
+  private ledgerReachable(): void {
+    if (this.stats.consecutiveFailures === 0) return;
+    this.log.info(
+      { failures: this.stats.consecutiveFailures },
+      'ledger reachable again; retrying anchoring now',
+    );
+    this.backoff.reset();
+    this.wake?.();
   }
 
   /** Stops the worker after the batch in flight (anchors left pending drain at the next start). */
   async stop(): Promise<void> {
     this.running = false;
+    this.stopWatchingLedger?.();
+    this.stopWatchingLedger = undefined;
     this.wake?.();
     await this.loop;
     this.loop = undefined;
@@ -175,11 +214,11 @@ export class Anchorer {
     return (await this.store.pendingAnchors(cap)).filter((p) => !this.journal.inCommittedBatch(p)).length;
   }
 
-  /** Anchors everything pending now (batch after batch); returns how many versions were anchored. */
+  /** Anchors everything pending now (round after round, `maxInFlight` batches at a time); returns how many. */
   async drain(): Promise<number> {
     let total = 0;
     for (;;) {
-      const n = await this.drainOnce();
+      const n = await this.drainRound();
       total += n;
       if (n === 0) return total;
     }
@@ -201,13 +240,53 @@ export class Anchorer {
     }
   }
 
-  private async anchorOneBatch(): Promise<number> {
-    const unfinished = this.journal.prepared()[0];
-    if (unfinished) return this.finish(unfinished, this.journal.members(unfinished.root));
+  /**
+   * Anchors up to `maxInFlight` batches at once, as the worker does: the batches journalled earlier and not yet
+   * known committed, else new ones cut from the outbox backlog (as many full batches as it fills, the rest as one
+   * partial batch), with disjoint members. Every batch is journalled before it is submitted and finished exactly
+   * as by drainOnce, so a lost answer is recognised on the ledger and nothing is anchored twice. Returns the number
+   * of versions anchored; once every batch of the round has settled, throws the first failure (the failed batches
+   * stay journalled and are finished first next time). Serialised with drainOnce.
+   */
+  async drainRound(): Promise<number> {
+    while (this.draining) await this.draining.catch(() => undefined);
+    const work = this.anchorRound();
+    this.draining = work;
+    try {
+      return await work;
+    } finally {
+      this.draining = undefined;
+    }
+  }
 
-    this.queuedSinceDrain = 0;
-    const pending = await this.nextPending();
-    if (pending.length === 0) return 0;
+  private async anchorRound(): Promise<number> {
+    const slots = this.options.maxInFlight;
+    const round = this.journal
+      .prepared()
+      .slice(0, slots)
+      .map((batch) => ({ batch, members: this.journal.members(batch.root) }));
+    if (round.length === 0) {
+      this.queuedSinceDrain = 0;
+      const size = this.options.batchSize;
+      const backlog = await this.nextPending(slots * size);
+      if (backlog.length === 0) return 0;
+      const heightBefore = await this.ledger.height();
+      for (let start = 0; start < backlog.length; start += size) {
+        const members = this.prepareBatch(backlog.slice(start, start + size), heightBefore);
+        round.push({ batch: this.journal.batch(members.root)!, members: members.members });
+      }
+    }
+    const settled = await Promise.allSettled(round.map(({ batch, members }) => this.finish(batch, members)));
+    const failed = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed) throw failed.reason;
+    return settled.reduce((total, result) => total + (result.status === 'fulfilled' ? result.value : 0), 0);
+  }
+
+  /** Journals a new batch of these pending versions (before anything is submitted). */
+  private prepareBatch(
+    pending: PendingAnchor[],
+    heightBefore: number,
+  ): { root: string; members: BatchMember[] } {
     const tree = new MerkleTree(pending.map((p) => p.leafHash));
     const members: BatchMember[] = pending.map((p, leafIndex) => ({
       resourceType: p.resourceType,
@@ -218,9 +297,19 @@ export class Anchorer {
       ledgerKey: p.ledgerKey,
       leafVersion: p.leafVersion ?? 1,
     }));
-    const heightBefore = await this.ledger.height();
     this.journal.prepare(tree.root, heightBefore, members);
-    return this.finish(this.journal.batch(tree.root)!, members);
+    return { root: tree.root, members };
+  }
+
+  private async anchorOneBatch(): Promise<number> {
+    const unfinished = this.journal.prepared()[0];
+    if (unfinished) return this.finish(unfinished, this.journal.members(unfinished.root));
+
+    this.queuedSinceDrain = 0;
+    const pending = await this.nextPending(this.options.batchSize);
+    if (pending.length === 0) return 0;
+    const { root, members } = this.prepareBatch(pending, await this.ledger.height());
+    return this.finish(this.journal.batch(root)!, members);
   }
 
   /**
@@ -228,8 +317,7 @@ export class Anchorer {
    * the store after its batch committed keeps its outbox row (the store cannot mark it), and must not be anchored
    * again and again. Such rows are rare (tampering), so the outbox is normally read once.
    */
-  private async nextPending(): Promise<PendingAnchor[]> {
-    const size = this.options.batchSize;
+  private async nextPending(size: number): Promise<PendingAnchor[]> {
     for (let limit = size; ; limit *= 2) {
       const fetched = await this.store.pendingAnchors(limit);
       const fresh = fetched.filter((p) => !this.journal.inCommittedBatch(p));
@@ -315,11 +403,11 @@ export class Anchorer {
   }
 
   private async run(): Promise<void> {
-    const backoff = new DoublingBackoff(this.options.minBackoffMs, this.options.maxBackoffMs);
+    const backoff = this.backoff;
     while (this.running) {
       let delay: number;
       try {
-        const n = await this.drainOnce();
+        const n = await this.drainRound();
         if (this.stats.consecutiveFailures > 0)
           this.log.info({ anchored: n }, 'ledger reachable again; anchoring resumed');
         this.stats.consecutiveFailures = 0;
@@ -347,17 +435,15 @@ export class Anchorer {
     }
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = () => {
-        this.wake = undefined;
-        done();
-      };
-    });
+  /** Waits `ms`, or less when woken (a full batch queued, the ledger back, stop()). */
+  private async sleep(ms: number): Promise<void> {
+    const woken = new AbortController();
+    const wake = () => woken.abort();
+    this.wake = wake;
+    try {
+      await this.timer.sleep(ms, woken.signal);
+    } finally {
+      if (this.wake === wake) this.wake = undefined;
+    }
   }
 }

@@ -77,5 +77,10 @@ export interface Ledger {
    * service checks at start that its ledger holds what its checkpoints and journal say was committed).
    */
   transactionStatus(transactionId: string): Promise<TransactionStatus | undefined>;
+  /**
+   * Calls `listener` each time the ledger is reachable again after it was not (a network ledger; the embedded one
+   * is never away and has none); returns the unsubscribe function. Retriers waiting out a long backoff resume.
+   */
+  onReachable?(listener: () => void): () => void;
   close(): Promise<void>;
 }

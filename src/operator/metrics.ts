@@ -217,6 +217,8 @@ export class ServiceMetrics {
       events: (startBlock) => ledger.events(startBlock),
       height: () => ledger.height(),
       transactionStatus: (txId) => ledger.transactionStatus(txId),
+      // A network ledger's "reachable again" must reach the anchorer through this wrapper too.
+      ...(ledger.onReachable && { onReachable: (listener) => ledger.onReachable!(listener) }),
       close: () => ledger.close(),
     };
   }

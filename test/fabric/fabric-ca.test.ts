@@ -3,7 +3,16 @@
  * hie.* attributes by a restricted registrar, enrol, re-enrol, revoke with a CRL, list; the participant directory
  * on top of it; and a service identity from it accepted by the chaincode.
  */
-import { createPrivateKey, createPublicKey, randomBytes, sign, verify, X509Certificate } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  randomBytes,
+  sign,
+  verify,
+  X509Certificate,
+  type KeyObject,
+} from 'node:crypto';
+import { request as httpsRequest } from 'node:https';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +25,7 @@ import { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
 import { enrollWithSecret, FabricCaIdentityProvider } from '../../src/ledger/identity/fabric-ca.js';
 import { FabricCaTestServer } from './support/fabric-ca-server.js';
+import { ecdsaTwin, isLowS, toLowS } from '../../src/ledger/identity/ec-keys.js';
 import { EmbeddedChainBackend } from '../../src/ledger/embedded/gateway/embedded-backend.js';
 import { GatewayServer } from '../../src/ledger/embedded/gateway/gateway-server.js';
 import { createTestTls } from './support/tls.js';
@@ -374,4 +384,77 @@ describe('revocation reaches the peers only through the channel configuration', 
       await chain.close();
     }
   });
+});
+
+describe('ECDSA low-S form of CA request signatures (Fabric CA: "Invalid S. Must be smaller than half the order")', () => {
+  /** A signed GET /api/v1/identities with the token's signature made by `signToken`. */
+  async function identitiesWith(
+    identity: { certificate: string; privateKey: string },
+    signToken: (text: Buffer, key: KeyObject) => Buffer,
+  ): Promise<{ status: number; body: string }> {
+    const path = '/api/v1/identities';
+    const certB64 = Buffer.from(identity.certificate).toString('base64');
+    const text = Buffer.from(`GET.${Buffer.from(path).toString('base64')}..${certB64}`);
+    const token = `${certB64}.${signToken(text, createPrivateKey(identity.privateKey)).toString('base64')}`;
+    return await new Promise((resolve, reject) => {
+      const req = httpsRequest(
+        `${server.url}${path}`,
+        { method: 'GET', headers: { authorization: token }, ca: server.tls.caCertificate },
+        (res) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  it.each(['P-256', 'P-384'] as const)(
+    '%s: the test CA refuses a high-S token signature and accepts its low-S twin',
+    async (keyType) => {
+      const connection = {
+        url: server.url,
+        caName: 'ca-hospital1',
+        tlsRootCertificate: server.tls.caCertificate,
+      };
+      const admin = await enrollWithSecret({
+        ...connection,
+        enrollmentId: 'admin',
+        secret: 'adminpw',
+        keyType,
+      });
+      const high = await identitiesWith(admin, (text, key) => {
+        const signature = sign('sha256', text, key);
+        return isLowS(signature, keyType) ? ecdsaTwin(signature, keyType) : signature;
+      });
+      expect(high.status).toBe(401);
+      expect(high.body).toContain('Invalid S. Must be smaller than half the order');
+      const low = await identitiesWith(admin, (text, key) => toLowS(sign('sha256', text, key), keyType));
+      expect(low.status).toBe(201);
+    },
+  );
+
+  it.each(['P-256', 'P-384'] as const)(
+    '%s: every request the provider signs is in low-S form',
+    async (keyType) => {
+      const connection = {
+        url: server.url,
+        caName: 'ca-hospital1',
+        tlsRootCertificate: server.tls.caCertificate,
+      };
+      const admin = await enrollWithSecret({
+        ...connection,
+        enrollmentId: 'admin',
+        secret: 'adminpw',
+        keyType,
+      });
+      const asAdmin = new FabricCaIdentityProvider({ ...connection, registrar: admin });
+      const before = server.refusedHighS;
+      // 3 signed requests each; a signer that ignored the form would sign half of them high-S.
+      for (let i = 0; i < 16; i++) await asAdmin.list();
+      expect(server.refusedHighS).toBe(before);
+    },
+  );
 });

@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { STABLE_EVENT_STREAM_MS } from '../../src/ledger/fabric/fabric-ledger.js';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { LedgerTransactionError, type LedgerEvent } from '../../src/ledger/ledger.js';
 import { MSP_ID, startFabricHarness, type FabricHarness } from './support/harness.js';
@@ -239,6 +240,85 @@ describe('chaincode events', () => {
     } finally {
       stream.close();
     }
+  });
+
+  /** A clock whose sleeps return at once (recording the delay asked for) and whose time moves only when told. */
+  function testClock() {
+    const clock = {
+      time: 0,
+      delays: [] as number[],
+      now: () => clock.time,
+      sleep: async (ms: number) => {
+        clock.delays.push(ms);
+      },
+    };
+    return clock;
+  }
+  const warnings = () => harness.logs.filter((line) => line.level === 'warn').length;
+
+  it('backs off more and more while the peer breaks every stream it opens, with one warning each', async () => {
+    const clock = testClock();
+    const ledger = harness.connect({ clock, retry: { initialDelayMs: 100, maxDelayMs: 1_600 } });
+    const start = await ledger.height();
+    // Opening a stream succeeds; reading it fails (as with a peer that is away): 6 times.
+    for (let i = 0; i < 6; i++) harness.server.faults.push({ step: 'chaincodeEvents', kind: 'unavailable' });
+    const warningsBefore = warnings();
+    const stream = ledger.events(start);
+    try {
+      const next = stream[Symbol.asyncIterator]().next();
+      const committed = await ledger.submit('anchor:AnchorBatch', [hex(), '1']);
+      expect((await next).value?.transactionId).toBe(committed.transactionId);
+      expect(clock.delays).toHaveLength(6);
+      // Attempt k waits between half and all of min(max, first x 2^(k-1)): 100, 200, ..., 1,600, 1,600.
+      clock.delays.forEach((delay, k) => {
+        const base = Math.min(1_600, 100 * 2 ** k);
+        expect(delay).toBeGreaterThanOrEqual(base / 2);
+        expect(delay).toBeLessThanOrEqual(base);
+      });
+      expect(warnings() - warningsBefore).toBe(6);
+    } finally {
+      stream.close();
+    }
+  });
+
+  it('starts its backoff over once a stream stayed up a while', async () => {
+    const clock = testClock();
+    const ledger = harness.connect({ clock, retry: { initialDelayMs: 100, maxDelayMs: 1_600 } });
+    const start = await ledger.height();
+    for (let i = 0; i < 3; i++) harness.server.faults.push({ step: 'chaincodeEvents', kind: 'unavailable' });
+    const streamsBefore = harness.server.calls.chaincodeEvents;
+    const stream = ledger.events(start);
+    try {
+      const next = stream[Symbol.asyncIterator]().next();
+      await vi.waitFor(() => expect(harness.server.calls.chaincodeEvents).toBe(streamsBefore + 4));
+      expect(clock.delays).toHaveLength(3);
+      expect(clock.delays[2]).toBeGreaterThanOrEqual(200);
+      // The fourth stream is up, and stays up past STABLE_EVENT_STREAM_MS; then the connection drops.
+      clock.time += STABLE_EVENT_STREAM_MS;
+      await harness.server.dropConnections();
+      const committed = await ledger.submit('anchor:AnchorBatch', [hex(), '1']);
+      expect((await next).value?.transactionId).toBe(committed.transactionId);
+      expect(clock.delays[3]).toBeLessThanOrEqual(100);
+    } finally {
+      stream.close();
+    }
+  });
+
+  it('tells onReachable listeners when the peer is back after the connection failed', async () => {
+    const ledger = harness.connect({ retry: { attempts: 1 } });
+    await ledger.height();
+    let reached = 0;
+    const unsubscribe = ledger.onReachable(() => reached++);
+    harness.server.stop();
+    try {
+      await expect(ledger.height()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      expect(reached).toBe(0);
+    } finally {
+      await harness.server.start();
+    }
+    // No call is made meanwhile: the adapter itself keeps the connection trying (gRPC's backoff, at most 10 s).
+    await vi.waitFor(() => expect(reached).toBe(1), { timeout: 30_000, interval: 50 });
+    unsubscribe();
   });
 
   it('resumes from its checkpoint file after a restart', async () => {

@@ -3,8 +3,10 @@
  * source of truth) are those of configtx.yaml, the Fabric CA configurations, the Compose file and the
  * chaincode-as-a-service package. (The network itself needs Fabric binaries or Docker: docs/fabric.md.)
  */
-import { execFileSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { load } from 'js-yaml';
 import { describe, expect, it } from 'vitest';
@@ -131,6 +133,8 @@ describe('network configuration', () => {
     for (const org of ['orderer', ...env.members]) {
       const ca = yaml(`fabric-ca/${org}/fabric-ca-server-config.yaml`);
       expect(ca.port).toBe(env.caPort[org]);
+      // Every node listens on 127.0.0.1 only (docs/fabric.md); fabric-ca-server's default is all interfaces.
+      expect(ca.address).toBe('127.0.0.1');
       expect(ca.ca.name).toBe(`ca-${org}`);
       expect(ca.tls.enabled).toBe(true);
       expect(ca.csr.hosts).toEqual(expect.arrayContaining(['localhost', '127.0.0.1']));
@@ -193,6 +197,80 @@ describe('network configuration', () => {
     expect(dockerfile).toMatch(/FROM node:20/);
   });
 
+  it('packages the chaincode reproducibly: the same files give the same bytes, so the same package id', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hie-package-'));
+    try {
+      const packageWith = (name: string, umask: string) => {
+        const output = join(dir, name);
+        execFileSync(
+          'bash',
+          ['-c', `umask ${umask} && "$0" "$1"`, join(NETWORK, 'scripts/package-chaincode.sh'), output],
+          {
+            env: { ...process.env, HIE_CHAINCODE_VERSION: '1.0' },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
+        return readFileSync(output);
+      };
+      const first = packageWith('first.tar.gz', '022');
+      const second = packageWith('second.tar.gz', '077');
+      // Fabric's package id is label:SHA-256 of these bytes.
+      expect(createHash('sha256').update(second).digest('hex')).toBe(
+        createHash('sha256').update(first).digest('hex'),
+      );
+      // Nothing of the moment or the machine: gzip without name or mtime, tar members at mtime 0, owner 0/0, sorted.
+      const gzipHeader = (bytes: Buffer) => ({ flags: bytes[3], mtime: bytes.readUInt32LE(4) });
+      expect(gzipHeader(first)).toEqual({ flags: 0, mtime: 0 });
+      const listing = (archive: string, member?: string) =>
+        execFileSync(
+          'bash',
+          [
+            '-c',
+            member ? 'tar -xOzf "$0" "$1" | tar --full-time -tvzf -' : 'tar --full-time -tvzf "$0"',
+            archive,
+            member ?? '',
+          ],
+          {
+            encoding: 'utf8',
+          },
+        )
+          .trim()
+          .split('\n');
+      const outer = listing(join(dir, 'first.tar.gz'));
+      const inner = listing(join(dir, 'first.tar.gz'), 'code.tar.gz');
+      for (const line of [...outer, ...inner])
+        expect(line).toMatch(/^-rw-r--r-- 0\/0 +\d+ 1970-01-01 00:00:00 /);
+      expect(outer.map((line) => line.split(' ').at(-1))).toEqual(['metadata.json', 'code.tar.gz']);
+      expect(inner.map((line) => line.split(' ').at(-1))).toEqual(['connection.json']);
+      const metadata = JSON.parse(
+        execFileSync('tar', ['-xOzf', join(dir, 'first.tar.gz'), 'metadata.json'], { encoding: 'utf8' }),
+      );
+      expect(metadata).toEqual({ type: 'ccaas', label: 'hie_1.0' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('test-real-fabric.sh skips, saying why, where there are no Fabric binaries', () => {
+    const run = (fabricBin: string | undefined) => {
+      const env: NodeJS.ProcessEnv = { ...process.env };
+      delete env.FABRIC_BIN;
+      if (fabricBin !== undefined) env.FABRIC_BIN = fabricBin;
+      return spawnSync('bash', [join(NETWORK, 'scripts/test-real-fabric.sh')], { env, encoding: 'utf8' });
+    };
+    const unset = run(undefined);
+    expect(unset.status).toBe(0);
+    expect(unset.stderr).toMatch(/skipped: FABRIC_BIN is not set/);
+    const empty = mkdtempSync(join(tmpdir(), 'hie-fabric-bin-'));
+    try {
+      const missing = run(empty);
+      expect(missing.status).toBe(0);
+      expect(missing.stderr).toContain(`skipped: ${empty}/peer is missing`);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
   it('ships executable bash scripts for every step of the walkthrough', () => {
     for (const script of [
       'up',
@@ -200,6 +278,8 @@ describe('network configuration', () => {
       'enroll',
       'create-channel',
       'deploy-chaincode',
+      'package-chaincode',
+      'test-real-fabric',
       'fabric-config',
       'register-member',
       'update-crl',

@@ -2,6 +2,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AnchorContractClient } from '../../src/integrity/anchor-contract-client.js';
+import { Anchorer, type AnchorTimer } from '../../src/integrity/anchorer.js';
 import { verifyProof } from '../../src/integrity/merkle.js';
 import { eventually, observation, openFixture, type Fixture } from './helpers.js';
 
@@ -134,6 +135,90 @@ describe('anchoring', () => {
     expect(first?.status === 'anchored' && first.anchor.root).toBe(prepared.root);
     expect(await integrity.anchorer.drain()).toBe(2);
     expect(integrity.anchorer.status()).toMatchObject({ committedBatches: 2, preparedBatches: 0 });
+  });
+});
+
+describe('anchoring with several batches in flight', () => {
+  it('submits up to maxInFlight disjoint batches at once; a lost answer among them is recognised, none doubled', async () => {
+    fixture = await openFixture({ batchSize: 4, intervalMs: 20, maxInFlight: 3 });
+    const f = fixture;
+    const written = [];
+    for (let i = 0; i < 10; i++) written.push(await f.write(observation(`c${i}`, '1.0')));
+    let release!: () => void;
+    f.ledger.gate = new Promise<void>((resolve) => (release = resolve));
+    f.integrity.anchorer.start();
+    try {
+      // 10 pending, 4 per batch: 4 + 4 + 2, all three waiting on the ledger at the same time.
+      await eventually(() => f.ledger.inFlight === 3, 'three batches are in flight');
+      expect(f.integrity.journal.batchCount()).toEqual({ prepared: 3, committed: 0 });
+      f.ledger.loseReplies = 1;
+    } finally {
+      release();
+    }
+    await eventually(async () => (await f.store.pendingAnchors(1)).length === 0, 'the outbox is empty');
+    expect(f.ledger.mostInFlight).toBe(3);
+    // Three transactions, no more: the batch whose answer was lost was found on the ledger, not sent again.
+    expect(f.ledger.loseReplies).toBe(0);
+    expect(f.ledger.submits).toBe(3);
+    expect(f.integrity.journal.batchCount()).toEqual({ prepared: 0, committed: 3 });
+    const roots = new Set<string>();
+    for (const version of written) {
+      const result = await f.integrity.verifier.verifyVersion(version);
+      expect(result.verified).toBe(true);
+      roots.add(f.integrity.journal.memberOf(version)!.root);
+    }
+    expect(roots.size).toBe(3);
+  });
+});
+
+describe('anchoring retries after a ledger outage', () => {
+  it('starts its backoff over and retries at once when the ledger reports it is reachable again', async () => {
+    fixture = await openFixture({ batchSize: 100, intervalMs: 50, minBackoffMs: 200, maxBackoffMs: 30_000 });
+    const f = fixture;
+    // Every wait is the test's: a sleep ends only when released here or when the worker is woken.
+    const sleeps: { ms: number; release: () => void }[] = [];
+    const timer: AnchorTimer = {
+      sleep: (ms, signal) =>
+        new Promise<void>((resolve) => {
+          sleeps.push({ ms, release: resolve });
+          signal.addEventListener('abort', () => resolve(), { once: true });
+        }),
+    };
+    const anchorer = new Anchorer(
+      f.store,
+      f.ledger,
+      f.integrity.keyring,
+      f.integrity.journal,
+      { batchSize: 100, intervalMs: 50, minBackoffMs: 200, maxBackoffMs: 30_000 },
+      undefined,
+      timer,
+    );
+    const written = [];
+    for (let i = 0; i < 3; i++) written.push(await f.write(observation(`r${i}`, '1.0')));
+    f.ledger.down = true;
+    anchorer.start();
+    try {
+      for (let failures = 1; failures <= 3; failures++) {
+        await eventually(() => sleeps.length === failures, `failure ${failures} is waited out`);
+        if (failures < 3) sleeps[failures - 1].release();
+      }
+      expect(sleeps.map((s) => s.ms)).toEqual([200, 400, 800]);
+      // The connection is back but the first call still fails (a flapping peer): the next wait is the first
+      // delay again, not 1,600 ms.
+      f.ledger.reportReachable();
+      await eventually(() => sleeps.length === 4, 'the worker retried at once');
+      expect(sleeps[3].ms).toBe(200);
+      // Back for good: anchored without any wait having elapsed.
+      f.ledger.down = false;
+      f.ledger.reportReachable();
+      await eventually(async () => (await f.store.pendingAnchors(1)).length === 0, 'the outbox is empty');
+      expect(anchorer.status().consecutiveFailures).toBe(0);
+      for (const version of written) {
+        expect((await f.integrity.verifier.verifyVersion(version)).verified).toBe(true);
+      }
+    } finally {
+      await anchorer.stop();
+    }
   });
 });
 

@@ -36,14 +36,38 @@ export class FaultyLedger implements Ledger {
   /** Commit, then lose the reply this many times (the client sees an error although the batch is on the chain). */
   loseReplies = 0;
   submits = 0;
+  private readonly reachableListeners = new Set<() => void>();
 
   constructor(readonly inner: Ledger) {}
+
+  onReachable(listener: () => void): () => void {
+    this.reachableListeners.add(listener);
+    return () => this.reachableListeners.delete(listener);
+  }
+
+  /** As a network ledger reports its connection back (FabricLedger: the gRPC channel is READY again). */
+  reportReachable(): void {
+    for (const listener of [...this.reachableListeners]) listener();
+  }
+
+  /** Submissions wait for this before reaching the chain (a slow network: several can be in flight). */
+  gate: Promise<void> = Promise.resolve();
+  inFlight = 0;
+  mostInFlight = 0;
 
   async submit(transaction: string, args: string[]): Promise<SubmitResult> {
     this.submits++;
     if (this.down)
       throw new LedgerTransactionError('ledger unavailable (injected)', 'UNAVAILABLE', undefined, true);
-    const result = await this.inner.submit(transaction, args);
+    this.inFlight++;
+    this.mostInFlight = Math.max(this.mostInFlight, this.inFlight);
+    let result: SubmitResult;
+    try {
+      await this.gate;
+      result = await this.inner.submit(transaction, args);
+    } finally {
+      this.inFlight--;
+    }
     if (this.loseReplies > 0) {
       this.loseReplies--;
       throw new LedgerTransactionError(

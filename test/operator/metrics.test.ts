@@ -4,7 +4,13 @@
  * errors, consent decisions and the audit backlog. Labels never carry ids or values. Loopback callers only unless
  * --metrics-allow lists the caller (or says all).
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
+import { ServiceMetrics } from '../../src/operator/metrics.js';
+import { FaultyLedger, MSP_ID } from '../integrity/helpers.js';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { send, startTestApp, FHIR_JSON, type TestApp } from '../http/helpers.js';
 import { actor, privacyConsent, startHarness } from '../access/app-harness.js';
@@ -162,6 +168,27 @@ describe('consent decisions in /metrics', () => {
         expect(text, name).not.toContain(name);
     } finally {
       await h.stop();
+    }
+  });
+});
+
+describe('the counting ledger', () => {
+  it('passes on a network ledger’s onReachable (the anchorer resumes through it), and has none without', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hie-metrics-ledger-'));
+    const network = new FaultyLedger(await openEmbeddedLedger({ dataDir: dir, mspId: MSP_ID }));
+    try {
+      const metrics = new ServiceMetrics();
+      const counted = metrics.countingLedger(network);
+      let reached = 0;
+      const unsubscribe = counted.onReachable!(() => reached++);
+      network.reportReachable();
+      unsubscribe();
+      network.reportReachable();
+      expect(reached).toBe(1);
+      expect(metrics.countingLedger(network.inner).onReachable).toBeUndefined();
+    } finally {
+      await network.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

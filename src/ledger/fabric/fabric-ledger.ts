@@ -58,12 +58,28 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, initialDelayMs: 200, maxDelayMs: 5_000 };
 
+/**
+ * An event stream that stayed up this long was healthy: when it then breaks, that is a new outage and the
+ * reconnect backoff starts again from its first delay. (Opening a stream succeeds even while the peer is away; the
+ * failure only shows when reading it, so "opened" alone says nothing.)
+ */
+export const STABLE_EVENT_STREAM_MS = 10_000;
+
+/** Time as the adapter's waits see it; tests pass their own to check backoff without waiting. */
+export interface LedgerClock {
+  now(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+const realClock: LedgerClock = { now: () => Date.now(), sleep };
+
 export interface FabricLedgerOptions {
   config: FabricConfig;
   /** Where `events()` without a start block keeps its position; default config.checkpointPath. */
   checkpointPath?: string;
   logger?: LedgerLogger;
   retry?: Partial<RetryPolicy>;
+  clock?: LedgerClock;
 }
 
 /** Without a logger (the commands): stderr, so a command's stdout stays its answer (e.g. `member list --json`). */
@@ -107,12 +123,15 @@ export class FabricLedger implements Ledger {
   private readonly retry: RetryPolicy;
   private readonly checkpointPath?: string;
   private readonly streams = new Set<EventStream>();
+  private readonly clock: LedgerClock;
+  private readonly reachableListeners = new Set<() => void>();
   private closed = false;
 
   constructor(options: FabricLedgerOptions) {
     this.config = options.config;
     this.logger = options.logger ?? consoleLogger;
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.clock = options.clock ?? realClock;
     this.checkpointPath = options.checkpointPath ?? options.config.checkpointPath;
     const { config } = this;
 
@@ -162,6 +181,38 @@ export class FabricLedger implements Ledger {
         );
       }
     });
+    this.watchConnectivity();
+  }
+
+  /** Calls `listener` each time the peer is reachable again after the connection failed (Ledger.onReachable). */
+  onReachable(listener: () => void): () => void {
+    this.reachableListeners.add(listener);
+    return () => this.reachableListeners.delete(listener);
+  }
+
+  /**
+   * Follows the gRPC channel's state: after a failure it keeps the channel trying to connect (within grpc's own
+   * reconnect backoff, 250 ms to 10 s) and tells the onReachable listeners once it is READY again, so waiters
+   * (the anchoring queue) resume at once instead of sleeping out a backoff grown while the peer was away.
+   */
+  private watchConnectivity(): void {
+    const channel = this.client.getChannel();
+    let lost = false;
+    const watch = (state: grpc.connectivityState) => {
+      if (this.closed || state === grpc.connectivityState.SHUTDOWN) return;
+      if (state === grpc.connectivityState.TRANSIENT_FAILURE) lost = true;
+      else if (state === grpc.connectivityState.IDLE && lost) channel.getConnectivityState(true);
+      else if (state === grpc.connectivityState.READY && lost) {
+        lost = false;
+        for (const listener of [...this.reachableListeners]) listener();
+      }
+      try {
+        channel.watchConnectivityState(state, Infinity, () => watch(channel.getConnectivityState(false)));
+      } catch {
+        // The channel was shut down (close()).
+      }
+    };
+    watch(channel.getConnectivityState(false));
   }
 
   async submit(transaction: string, args: string[]): Promise<SubmitResult> {
@@ -201,7 +252,7 @@ export class FabricLedger implements Ledger {
         if (!failure.retryable || options.final?.(failure) || attempt >= this.retry.attempts || this.closed)
           throw failure;
         options.beforeRetry?.(failure, attempt);
-        await sleep(this.backoff(attempt));
+        await this.clock.sleep(this.backoff(attempt));
       }
     }
   }
@@ -344,10 +395,12 @@ export class FabricLedger implements Ledger {
         startBlock = await this.height();
       } catch {
         failures++;
-        await sleep(this.backoff(failures));
+        await this.clock.sleep(this.backoff(failures));
       }
     }
     while (!state.closed) {
+      // When the stream is open; the backoff starts over only after it delivered or stayed up a while.
+      let openedAt: number | undefined;
       try {
         const events = await this.network.getChaincodeEvents(this.config.chaincode, {
           checkpoint: checkpointer,
@@ -358,14 +411,15 @@ export class FabricLedger implements Ledger {
           events.close();
           return;
         }
-        if (failures > 0) {
-          this.logger.info(
-            { peer: this.config.peerEndpoint, resumeBlock: checkpointer.getBlockNumber()?.toString() },
-            'Fabric chaincode event stream resumed',
-          );
-        }
-        failures = 0;
+        openedAt = this.clock.now();
         for await (const event of events) {
+          if (failures > 0) {
+            this.logger.info(
+              { peer: this.config.peerEndpoint, resumeBlock: checkpointer.getBlockNumber()?.toString() },
+              'Fabric chaincode event stream resumed',
+            );
+            failures = 0;
+          }
           yield {
             blockNumber: Number(event.blockNumber),
             transactionId: event.transactionId,
@@ -379,8 +433,17 @@ export class FabricLedger implements Ledger {
         throw new Error('the peer ended the chaincode event stream');
       } catch (error) {
         if (state.closed) return;
+        if (openedAt !== undefined && this.clock.now() - openedAt >= STABLE_EVENT_STREAM_MS) failures = 0;
         failures++;
-        const failure = this.toLedgerError(error, 'chaincode events', this.config.chaincode);
+        // One warning per interruption (this one), not a second from toLedgerError.
+        const failure = this.toLedgerError(
+          error,
+          'chaincode events',
+          this.config.chaincode,
+          undefined,
+          false,
+        );
+        const retryInMs = Math.round(this.backoff(failures));
         this.logger.warn(
           {
             peer: this.config.peerEndpoint,
@@ -388,10 +451,11 @@ export class FabricLedger implements Ledger {
             resumeBlock: checkpointer.getBlockNumber()?.toString(),
             resumeAfterTransaction: checkpointer.getTransactionId(),
             attempt: failures,
+            retryInMs,
           },
           `Fabric chaincode event stream interrupted (${failure.message}); reconnecting`,
         );
-        await sleep(this.backoff(failures));
+        await this.clock.sleep(retryInMs);
       } finally {
         state.current?.close();
         state.current = undefined;
@@ -422,6 +486,8 @@ export class FabricLedger implements Ledger {
     what: string,
     transaction: string,
     transactionId?: string,
+    /** False when the caller logs the failure itself. */
+    report = true,
   ): LedgerTransactionError {
     if (error instanceof LedgerTransactionError) return error;
     const id = transactionId ?? (error as { transactionId?: unknown }).transactionId;
@@ -432,7 +498,7 @@ export class FabricLedger implements Ledger {
       // The chaincode's or peer's own reason, when the Gateway passed one on (e.g. "caller is not a service").
       const reason = details.map((d) => d.message).find((m) => m) ?? error.cause?.details ?? error.message;
       const grpcName = grpc.status[error.code] ?? String(error.code);
-      const log = {
+      const entry = {
         peer: this.config.peerEndpoint,
         step: what,
         transaction,
@@ -440,8 +506,9 @@ export class FabricLedger implements Ledger {
         grpcStatus: grpcName,
         details,
       };
-      if (transient) this.logger.warn(log, `Fabric ${what} failed: peer unavailable or slow (${grpcName})`);
-      else this.logger.error(log, `Fabric ${what} refused: ${reason}`);
+      if (report && transient)
+        this.logger.warn(entry, `Fabric ${what} failed: peer unavailable or slow (${grpcName})`);
+      else if (report) this.logger.error(entry, `Fabric ${what} refused: ${reason}`);
       // As the embedded ledger: the chaincode said no (CHAINCODE_ERROR), or the peer refused the proposal.
       const chaincodeRefusal = /chaincode response \d+/.test(reason);
       const code = transient ? 'UNAVAILABLE' : chaincodeRefusal ? 'CHAINCODE_ERROR' : 'ENDORSEMENT_FAILURE';
@@ -454,10 +521,11 @@ export class FabricLedger implements Ledger {
       );
     }
     const message = error instanceof Error ? error.message : String(error);
-    this.logger.error(
-      { peer: this.config.peerEndpoint, step: what, transaction, transactionId: txId },
-      message,
-    );
+    if (report)
+      this.logger.error(
+        { peer: this.config.peerEndpoint, step: what, transaction, transactionId: txId },
+        message,
+      );
     return new LedgerTransactionError(
       `Fabric ${what} of ${transaction} failed: ${message}`,
       'UNAVAILABLE',

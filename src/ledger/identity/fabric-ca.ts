@@ -12,14 +12,7 @@
  * - Revocation also produces a CRL. Peers refuse a revoked certificate only once that CRL is in the channel's MSP
  *   configuration (network/scripts/update-crl.sh; docs/fabric.md).
  */
-import {
-  randomBytes,
-  sign as signBytes,
-  webcrypto,
-  X509Certificate,
-  createPrivateKey,
-  type KeyObject,
-} from 'node:crypto';
+import { randomBytes, webcrypto, X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import FabricCAServices from 'fabric-ca-client';
@@ -31,7 +24,7 @@ import type {
   RegisterIdentityRequest,
 } from './identity-provider.js';
 import type { FabricCaConfig } from '../fabric/config.js';
-import { ecdsaSigning, newEcKeyPair, privateKeyPem, type EcKeyType } from './ec-keys.js';
+import { ecdsaSigning, newEcKeyPair, privateKeyPem, signLowS, type EcKeyType } from './ec-keys.js';
 
 const crypto = webcrypto;
 /** Revocation reasons Fabric CA accepts (RFC 5280 names, lower case). */
@@ -61,14 +54,15 @@ export interface FabricCaIdentityOptions {
 /**
  * fabric-ca-client signs its requests with `registrar.getSigningIdentity().sign(text) -> hex DER signature` and
  * insists the registrar's class is named `User`. This is that, on node:crypto, so registrars and participants
- * with P-256 or P-384 keys both sign correctly (Fabric CA verifies SHA-256 digests for either curve).
+ * with P-256 or P-384 keys both sign correctly (Fabric CA verifies SHA-256 digests for either curve), in low-S
+ * form: Fabric CA refuses the high-S half of ECDSA signatures ("Invalid S. Must be smaller than half the order").
  */
 class User {
   private readonly signingIdentity: { _certificate: string; sign(text: string | Buffer): string };
   constructor(certificate: string, privateKey: KeyObject) {
     this.signingIdentity = {
       _certificate: certificate,
-      sign: (text) => signBytes('sha256', Buffer.from(text), privateKey).toString('hex'),
+      sign: (text) => signLowS(Buffer.from(text), privateKey).toString('hex'),
     };
   }
   getSigningIdentity() {

@@ -5,8 +5,8 @@
  *
  * Like fabric-ca-server: enrol authenticates with Basic id:secret; every other call with Fabric CA's token
  * (`base64(cert).base64(signature)`, the signature over `METHOD.base64(path).base64(body).base64(cert)` with the
- * caller's key), by a certificate this CA issued and did not revoke; the caller's registry attributes authorise it
- * (hf.Registrar.Roles, hf.Registrar.Attributes, hf.Revoker, hf.GenCRL). Certificates carry the subject CN=id,
+ * caller's key, in low-S form as Fabric's BCCSP demands), by a certificate this CA issued and did not revoke; the
+ * caller's registry attributes authorise it (hf.Registrar.Roles, hf.Registrar.Attributes, hf.Revoker, hf.GenCRL). Certificates carry the subject CN=id,
  * OU=type and, in extension 1.2.3.4.5.6.7.8.1, the requested attributes or else the `ecert` ones.
  * Not emulated: affiliations (all identities at the root), Idemix, intermediate CAs, databases.
  */
@@ -16,6 +16,7 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as x509 from '@peculiar/x509';
 import { FABRIC_ATTRIBUTES_OID } from '../../../src/ledger/identity/embedded-ca.js';
+import { ecKeyTypeOf, isLowS } from '../../../src/ledger/identity/ec-keys.js';
 import { createTestTls, type TestTls } from './tls.js';
 
 const crypto = webcrypto as unknown as Parameters<typeof x509.X509CertificateGenerator.create>[1];
@@ -67,6 +68,8 @@ export class FabricCaTestServer {
   readonly certificates = new Map<string, IssuedCertificate>();
   /** Requests by API path (tests assert what reached the CA). */
   readonly requests: string[] = [];
+  /** Tokens refused because their signature was in high-S form. */
+  refusedHighS = 0;
   caCertificate = '';
   tls!: TestTls;
   private caKeys!: webcrypto.CryptoKeyPair;
@@ -204,7 +207,13 @@ export class FabricCaTestServer {
       throw new CaError(401, 20, 'Authorization failure: certificate revoked or unknown');
     const body = rawBody ? Buffer.from(rawBody).toString('base64') : '';
     const signed = `${req.method}.${Buffer.from(req.url ?? '').toString('base64')}.${body}.${certB64}`;
-    if (!verify('sha256', Buffer.from(signed), certificate.publicKey, Buffer.from(signatureB64, 'base64'))) {
+    const signature = Buffer.from(signatureB64, 'base64');
+    // Fabric CA's BCCSP checks the form before the signature (bccsp/sw/ecdsa.go verifyECDSA).
+    if (!isLowS(signature, ecKeyTypeOf(certificate.publicKey))) {
+      this.refusedHighS++;
+      throw new CaError(401, 20, 'Authorization failure: Invalid S. Must be smaller than half the order');
+    }
+    if (!verify('sha256', Buffer.from(signed), certificate.publicKey, signature)) {
       throw new CaError(401, 20, 'Authorization failure: bad token signature');
     }
     const caller = this.registry.get(issued.id);

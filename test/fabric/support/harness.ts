@@ -11,6 +11,7 @@ import { parseFabricConfig, type FabricConfig } from '../../../src/ledger/fabric
 import {
   openFabricLedger,
   type FabricLedger,
+  type LedgerClock,
   type LedgerLogger,
   type RetryPolicy,
 } from '../../../src/ledger/fabric/fabric-ledger.js';
@@ -48,6 +49,7 @@ export interface FabricHarness {
     retry?: Partial<RetryPolicy>;
     checkpointPath?: string;
     timeouts?: Partial<FabricConfig['timeouts']>;
+    clock?: LedgerClock;
   }): FabricLedger;
   config(identity?: Identity): FabricConfig;
   close(): Promise<void>;
@@ -123,6 +125,7 @@ export async function startFabricHarness(): Promise<FabricHarness> {
         checkpointPath: options.checkpointPath,
         logger,
         retry: { initialDelayMs: 20, maxDelayMs: 200, ...options.retry },
+        clock: options.clock,
       });
       ledgers.push(ledger);
       return ledger;

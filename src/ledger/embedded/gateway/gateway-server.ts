@@ -462,7 +462,9 @@ export class GatewayServer {
         call.write(response);
       }
     } catch (error) {
-      if (!closed) call.destroy(this.serviceError('chaincodeEvents', error));
+      // emit('error'), not destroy(error): grpc-js then ends the call with that status; a destroyed stream never
+      // sends one, and the client would wait on it forever.
+      if (!closed) call.emit('error', this.serviceError('chaincodeEvents', error));
     } finally {
       this.eventStreams--;
       finish();
