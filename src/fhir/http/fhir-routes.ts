@@ -162,7 +162,10 @@ function send(
     if (representation) body = applyRepresentation(body, representation);
     text = asXml ? xml.toXml(body, { pretty }) : stringifyFhirJson(body, pretty ? 2 : 0);
   }
-  return reply.header('content-type', `${mediaType}; charset=utf-8`).send(text);
+  reply.header('content-type', `${mediaType}; charset=utf-8`);
+  // HEAD: GET's headers, its Content-Length included, and no body (RFC 9110 §9.3.2), whoever carries the answer.
+  if (reply.request.method === 'HEAD') return reply.header('content-length', Buffer.byteLength(text)).send();
+  return reply.send(text);
 }
 
 /** The request's XML negotiation, for its error answers; never throws (a bad Accept is judged by the route). */
