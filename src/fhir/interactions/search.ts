@@ -37,6 +37,9 @@ import type { StoredVersion } from '../store/resource-store.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 import { appendQuery, copyQuery } from '../query.js';
 import { FHIR_JSON_UTF8, FORM } from '../media-types.js';
+import { cursorSealOf, MAX_SEALED } from './cursor-seal.js';
+import type { CursorSeal } from './access-policy.js';
+import type { SearchPosition } from '../store/search-query.js';
 
 /** Most resources added by _include/_revinclude to one page. */
 export const MAX_INCLUDED = 1000;
@@ -83,6 +86,66 @@ function pageLink(base: string, query: CompiledQuery, offset: number): string {
   pairs.push(['_count', String(query.count)]);
   if (offset > 0) pairs.push(['_offset', String(offset)]);
   return `${base}?${queryString(pairs)}`;
+}
+
+/**
+ * What a search page cursor holds (sealed to the caller, and to the search: its base and applied parameters): where
+ * the next page starts, the total the first page gave (if any) and how many matches the earlier pages served.
+ */
+interface SearchCursor {
+  after: SearchPosition;
+  total?: number;
+  served: number;
+}
+
+/** The search a cursor belongs to: its base and applied parameters (their order aside), not the page size. */
+function cursorBinding(base: string, query: CompiledQuery): string {
+  const pairs = query.applied
+    .filter(([k]) => k !== '_count' && k !== '_offset')
+    .map(([k, v]) => JSON.stringify([k, v]))
+    .sort();
+  return `search\n${base}\n${pairs.join('\n')}`;
+}
+
+function isSearchCursor(value: unknown): value is SearchCursor {
+  const c = value as Partial<SearchCursor> | null;
+  const after = c?.after as Partial<SearchPosition> | undefined;
+  return (
+    typeof c === 'object' &&
+    c !== null &&
+    Number.isSafeInteger(c.served) &&
+    (c.total === undefined || Number.isSafeInteger(c.total)) &&
+    typeof after === 'object' &&
+    Number.isSafeInteger(after.high) &&
+    Number.isSafeInteger(after.seq) &&
+    Array.isArray(after.keys) &&
+    after.keys.every((k) => k === null || typeof k === 'string' || typeof k === 'number')
+  );
+}
+
+/**
+ * The cursor inside a sealed `_cursor`, made for this caller and this search. Anything else (another caller's
+ * cursor, another search's, an altered or made-up one) is the same 400, naming nothing.
+ */
+function openSearchCursor(seal: CursorSeal, sealed: string, binding: string): SearchCursor {
+  const text = seal.open(sealed);
+  let cursor: unknown;
+  if (text !== undefined && text.startsWith(`${binding}\n\n`)) {
+    try {
+      cursor = JSON.parse(text.slice(binding.length + 2));
+    } catch {
+      cursor = undefined;
+    }
+  }
+  if (!isSearchCursor(cursor))
+    throw fhirError('page-cursor-invalid', 'Invalid search page cursor: start again from the first page', {
+      expression: '_cursor',
+    });
+  return cursor;
+}
+
+function withCursor(link: string, sealed: string): string {
+  return `${link}&_cursor=${sealed}`;
 }
 
 interface Entry {
@@ -246,13 +309,25 @@ async function search(
   const warnings: OperationOutcomeIssue[] = query.warnings.map((w) => issue('warning', 'not-supported', w));
 
   if (query.summaryCount) query.count = 0;
-  // _count=0 asks for no entries: the count is then what the client wants, as with _summary=count.
-  const wantTotal =
-    query.summaryCount ||
-    (query.count === 0 && query.total !== 'none') ||
-    query.total === 'accurate' ||
-    query.total === 'estimate';
   const member = compartment?.member;
+  const base = member
+    ? `${request.baseUrl}/${member}/${resourceType ?? '*'}`
+    : resourceType
+      ? `${request.baseUrl}/${resourceType}`
+      : request.baseUrl;
+  // A later page: the position after the previous page's last match (sealed to this caller and this search).
+  const seal = cursorSealOf(context.access);
+  const binding = cursorBinding(base, query);
+  const sealed = raw._cursor?.[raw._cursor.length - 1];
+  const cursor = sealed !== undefined ? openSearchCursor(seal, sealed, binding) : undefined;
+  // _count=0 asks for no entries: the count is then what the client wants, as with _summary=count. A later page
+  // gives the first page's total (counted once, as history does).
+  const wantTotal =
+    cursor === undefined &&
+    (query.summaryCount ||
+      (query.count === 0 && query.total !== 'none') ||
+      query.total === 'accurate' ||
+      query.total === 'estimate');
   // Membership first: canRead counts what it admits for the audit.
   const canRead = member
     ? (v: StoredVersion): boolean => (v.patients?.includes(member) ?? false) && context.access.canRead(v)
@@ -263,12 +338,15 @@ async function search(
     wantTotal,
     scope: scopeOf(context),
     indexedAs,
+    after: cursor?.after,
   });
   const matches = result.versions.slice(0, query.count);
   const hasMore = result.hasMore ?? result.versions.length > query.count;
   // total when asked, or when it is known anyway (this page holds the last match; past the end it is unknown)
-  const known = !hasMore && (query.offset === 0 || matches.length > 0);
-  const total = result.total ?? (known && query.total !== 'none' ? query.offset + matches.length : undefined);
+  const before = cursor ? cursor.served : query.offset;
+  const known = !hasMore && (before === 0 || matches.length > 0);
+  const total =
+    cursor?.total ?? result.total ?? (known && query.total !== 'none' ? before + matches.length : undefined);
 
   const included =
     query.include.length + query.revinclude.length > 0 && matches.length > 0
@@ -278,17 +356,29 @@ async function search(
   // No audit call here: every match and included version passed `canRead`, which counts it for the audit (per
   // patient and custodian); reporting them again would count them twice.
 
-  const base = member
-    ? `${request.baseUrl}/${member}/${resourceType ?? '*'}`
-    : resourceType
-      ? `${request.baseUrl}/${resourceType}`
-      : request.baseUrl;
   const links: { relation: string; url: string }[] = [
-    { relation: 'self', url: pageLink(base, query, query.offset) },
+    {
+      relation: 'self',
+      url: cursor ? withCursor(pageLink(base, query, 0), sealed!) : pageLink(base, query, query.offset),
+    },
   ];
-  if (hasMore && query.count > 0)
-    links.push({ relation: 'next', url: pageLink(base, query, query.offset + query.count) });
-  if (query.offset > 0 && query.count > 0)
+  if (hasMore && query.count > 0) {
+    // The next page continues after this page's last match (not at an offset, which writes between pages shift).
+    const next: SearchCursor | undefined = result.next && {
+      after: result.next,
+      total: total ?? undefined,
+      served: before + matches.length,
+    };
+    const nextSealed = next && seal.seal(`${binding}\n\n${JSON.stringify(next)}`);
+    links.push({
+      relation: 'next',
+      url:
+        nextSealed !== undefined && nextSealed.length <= MAX_SEALED
+          ? withCursor(pageLink(base, query, 0), nextSealed)
+          : pageLink(base, query, before + query.count),
+    });
+  }
+  if (!cursor && query.offset > 0 && query.count > 0)
     links.push({ relation: 'previous', url: pageLink(base, query, Math.max(0, query.offset - query.count)) });
 
   // _summary / _elements shape the matches (http://hl7.org/fhir/R4/search.html#summary); includes stay whole.
