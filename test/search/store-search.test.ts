@@ -723,6 +723,40 @@ describe.each(searchStores())('search on the $name store', (backend) => {
       );
     });
 
+    it('makes a page smaller rather than cut its _revinclude set at 1,000, and says so', async () => {
+      const family = 'pgmanyincludes';
+      const perPatient = 340; // three patients' Observations (1,020) pass the 1,000 limit, two (680) do not
+      for (const p of ['a', 'b', 'c']) {
+        await put(patient(`${family}-${p}`, family, '1990-01-01'));
+        // In parallel (independent writes): PostgreSQL's pool takes several at once.
+        for (let from = 0; from < perPatient; from += 50)
+          await Promise.all(
+            Array.from({ length: Math.min(50, perPatient - from) }, (_, i) =>
+              put({
+                resourceType: 'Observation',
+                id: `${family}-${p}-${from + i}`,
+                status: 'final',
+                code: { text: 'x' },
+                subject: { reference: `Patient/${family}-${p}` },
+              }),
+            ),
+          );
+      }
+      const query = { family, _count: '3', _revinclude: 'Observation:subject', _sort: '_id' };
+      const first = await page('Patient', query);
+      expect(ids(first)).toEqual([`Patient/${family}-a`, `Patient/${family}-b`]);
+      expect(ids(first, 'include')).toHaveLength(2 * perPatient);
+      const outcome = first.entry!.find((e) => e.search.mode === 'outcome')!.resource;
+      expect(outcome.issue).toEqual([
+        expect.objectContaining({ severity: 'information', code: 'informational' }),
+      ]);
+      const pages = await rest('Patient', first);
+      expect(pages).toHaveLength(1);
+      expect(ids(pages[0]!)).toEqual([`Patient/${family}-c`]);
+      expect(ids(pages[0]!, 'include')).toHaveLength(perPatient);
+      expect(pages[0]!.entry!.some((e) => e.search.mode === 'outcome')).toBe(false);
+    });
+
     it("refuses an altered cursor, another caller's, and another search's: 400 page-cursor-invalid", async () => {
       const family = 'pgcursor';
       for (const x of ['a', 'b', 'c']) await put(patient(`${family}-${x}`, family, '1990-01-01'));

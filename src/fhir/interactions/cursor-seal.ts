@@ -55,7 +55,8 @@ export class CallerCursorSeal implements CursorSeal {
   open(sealed: string): string | undefined {
     if (sealed.length > MAX_SEALED || !/^[A-Za-z0-9_-]+$/.test(sealed)) return undefined;
     const bytes = Buffer.from(sealed, 'base64url');
-    if (bytes.length < IV_BYTES + TAG_BYTES) return undefined;
+    // Only the text seal() made: trailing bits the decoder would drop make another text for the same bytes.
+    if (bytes.length < IV_BYTES + TAG_BYTES || bytes.toString('base64url') !== sealed) return undefined;
     try {
       const decipher = createDecipheriv('aes-256-gcm', this.key, bytes.subarray(0, IV_BYTES));
       decipher.setAAD(this.binding);

@@ -196,12 +196,29 @@ function typesSearchedThrough(filters: Filter[], out = new Set<string>()): Set<s
   return out;
 }
 
+/**
+ * The resources `_include`/`_revinclude` add to these matches, and whether they are all there: false when they
+ * would pass MAX_INCLUDED (the first MAX_INCLUDED are returned then).
+ */
 async function addIncludes(
   context: FhirContext,
   query: CompiledQuery,
   matches: StoredVersion[],
   warnings: OperationOutcomeIssue[],
-): Promise<StoredVersion[]> {
+): Promise<{ included: StoredVersion[]; complete: boolean }> {
+  const included: StoredVersion[] = [];
+  const complete = await collectIncludes(context, query, matches, warnings, included);
+  return { included, complete };
+}
+
+/** Fills `included`; false when it reached MAX_INCLUDED with more to add. */
+async function collectIncludes(
+  context: FhirContext,
+  query: CompiledQuery,
+  matches: StoredVersion[],
+  warnings: OperationOutcomeIssue[],
+  included: StoredVersion[],
+): Promise<boolean> {
   // Included resources of a type the caller may not read are left out, as `canRead` leaves out single resources.
   const readable = typeReadability(context, (type) =>
     warnings.push(
@@ -209,15 +226,8 @@ async function addIncludes(
     ),
   );
   const seen = new Set(matches.map((v) => `${v.resourceType}/${v.id}`));
-  const included: StoredVersion[] = [];
   let frontier = matches;
-  const full = (): boolean => {
-    if (included.length < MAX_INCLUDED) return false;
-    warnings.push(
-      issue('warning', 'too-costly', `Only the first ${MAX_INCLUDED} included resources are returned`),
-    );
-    return true;
-  };
+  const full = (): boolean => included.length >= MAX_INCLUDED;
   for (let round = 0; round <= MAX_ITERATE_DEPTH && frontier.length > 0; round++) {
     const next: StoredVersion[] = [];
     const applies = (spec: IncludeSpec): boolean => (round === 0 ? true : spec.iterate);
@@ -234,7 +244,7 @@ async function addIncludes(
           seen.add(key);
           const target = await context.store.read(type, id);
           if (!target || target.deleted || !context.access.canRead(target)) continue;
-          if (full()) return included;
+          if (full()) return false;
           included.push(target);
           next.push(target);
         }
@@ -278,15 +288,15 @@ async function addIncludes(
         const key = `${version.resourceType}/${version.id}`;
         if (seen.has(key)) continue;
         seen.add(key);
-        if (full()) return included;
+        if (full()) return false;
         included.push(version);
         next.push(version);
       }
-      if (result.hasMore) full();
+      if (result.hasMore) return false;
     }
     frontier = next;
   }
-  return included;
+  return true;
 }
 
 // One piece on purpose: a per-request hot path (bench:rest, bench:import); split it only with a benchmark run.
@@ -340,18 +350,51 @@ async function search(
     indexedAs,
     after: cursor?.after,
   });
-  const matches = result.versions.slice(0, query.count);
-  const hasMore = result.hasMore ?? result.versions.length > query.count;
+  let matches = result.versions.slice(0, query.count);
+  let hasMore = result.hasMore ?? result.versions.length > query.count;
+  let positions = result.positions;
+
+  // Includes belong to their page's matches: when they would pass MAX_INCLUDED, the page is made smaller (halved
+  // until they fit) and the next page starts after its last match, so no include set is ever cut short.
+  let included: StoredVersion[] = [];
+  if (query.include.length + query.revinclude.length > 0 && matches.length > 0) {
+    let kept = matches.length;
+    for (;;) {
+      const attempt: OperationOutcomeIssue[] = [];
+      const page = await addIncludes(context, query, matches.slice(0, kept), attempt);
+      if (page.complete || kept === 1) {
+        warnings.push(...attempt);
+        included = page.included;
+        if (!page.complete)
+          warnings.push(
+            issue(
+              'warning',
+              'too-costly',
+              `This match has more than ${MAX_INCLUDED} included resources: only the first ${MAX_INCLUDED} are returned`,
+            ),
+          );
+        break;
+      }
+      kept = Math.ceil(kept / 2);
+    }
+    if (kept < matches.length) {
+      warnings.push(
+        issue(
+          'information',
+          'informational',
+          `This page holds ${kept} of the ${matches.length} matches it could hold: with theirs, the included resources would pass ${MAX_INCLUDED}; the next link continues after them`,
+        ),
+      );
+      matches = matches.slice(0, kept);
+      positions = positions?.slice(0, kept);
+      hasMore = true;
+    }
+  }
   // total when asked, or when it is known anyway (this page holds the last match; past the end it is unknown)
   const before = cursor ? cursor.served : query.offset;
   const known = !hasMore && (before === 0 || matches.length > 0);
   const total =
     cursor?.total ?? result.total ?? (known && query.total !== 'none' ? before + matches.length : undefined);
-
-  const included =
-    query.include.length + query.revinclude.length > 0 && matches.length > 0
-      ? await addIncludes(context, query, matches, warnings)
-      : [];
 
   // No audit call here: every match and included version passed `canRead`, which counts it for the audit (per
   // patient and custodian); reporting them again would count them twice.
@@ -364,9 +407,10 @@ async function search(
   ];
   if (hasMore && query.count > 0) {
     // The next page continues after this page's last match (not at an offset, which writes between pages shift).
-    const next: SearchCursor | undefined = result.next && {
-      after: result.next,
-      total: total ?? undefined,
+    const after = positions?.[matches.length - 1];
+    const next: SearchCursor | undefined = after && {
+      after,
+      total,
       served: before + matches.length,
     };
     const nextSealed = next && seal.seal(`${binding}\n\n${JSON.stringify(next)}`);

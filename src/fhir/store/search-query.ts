@@ -153,4 +153,6 @@ export interface StoreSearchResult {
   hasMore?: boolean;
   /** Where the next page starts (the page's last match), when more follow. */
   next?: SearchPosition;
+  /** Each returned version's position (a page may be cut shorter by its caller: the next starts after its last). */
+  positions?: SearchPosition[];
 }

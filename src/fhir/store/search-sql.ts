@@ -915,10 +915,11 @@ export class SearchRun {
       ...version,
       json: bodies[i]!,
     }));
-    const last = page[page.length - 1];
-    const high = after?.high ?? last?.high;
-    const next = hasMore && last && high !== undefined ? { high, keys: last.keys, seq: last.pos } : undefined;
-    return { versions, total: this.request.wantTotal ? visible : undefined, hasMore, next };
+    const high = after?.high ?? page[0]?.high;
+    const positions =
+      high !== undefined ? page.map((c): SearchPosition => ({ high, keys: c.keys, seq: c.pos })) : undefined;
+    const next = hasMore ? positions?.[positions.length - 1] : undefined;
+    return { versions, total: this.request.wantTotal ? visible : undefined, hasMore, next, positions };
   }
 }
 
