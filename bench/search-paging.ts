@@ -78,8 +78,8 @@ async function main(): Promise<void> {
   console.log(`search paging, ${N} matching Observations, _count=50, median of ${RUNS} (ms)`);
   console.log('| query | first page | page 20 by cursor | page 20 by _offset |');
   console.log('| --- | --- | --- | --- |');
-  for (const extra of [{}, { _sort: '-date' }]) {
-    const base = { code: 'http://loinc.org|2339-0', _count: '50', ...extra };
+  for (const extra of [{}, { _sort: '-date' }] as Record<string, string>[]) {
+    const base: Record<string, string> = { code: 'http://loinc.org|2339-0', _count: '50', ...extra };
     // The cursor of page 20, reached once by following next links.
     let next: string | undefined;
     let query: Record<string, string> = base;
