@@ -225,6 +225,11 @@ async function collectIncludes(
       issue('warning', 'forbidden', `${type} resources are not included: your access does not cover them`),
     ),
   );
+  // Decided without recording (a page made smaller tries again): what is returned is recorded by the caller.
+  const access = context.access;
+  const visible = access.sees
+    ? (v: StoredVersion): boolean => access.sees!(v)
+    : (v: StoredVersion): boolean => access.canRead(v);
   const seen = new Set(matches.map((v) => `${v.resourceType}/${v.id}`));
   let frontier = matches;
   const full = (): boolean => included.length >= MAX_INCLUDED;
@@ -243,7 +248,7 @@ async function collectIncludes(
           if (!isKnownResourceType(type) || !readable(type)) continue;
           seen.add(key);
           const target = await context.store.read(type, id);
-          if (!target || target.deleted || !context.access.canRead(target)) continue;
+          if (!target || target.deleted || !visible(target)) continue;
           if (full()) return false;
           included.push(target);
           next.push(target);
@@ -280,7 +285,7 @@ async function collectIncludes(
       };
       const result = await runStoreSearch(context, {
         query: revQuery,
-        canRead: (v) => context.access.canRead(v),
+        canRead: visible,
         scope: scopeOf(context),
         indexedAs,
       });
@@ -364,7 +369,8 @@ async function search(
       const page = await addIncludes(context, query, matches.slice(0, kept), attempt);
       if (page.complete || kept === 1) {
         warnings.push(...attempt);
-        included = page.included;
+        // canRead records the disclosure of what is returned (and stays the last word), as for history.
+        included = page.included.filter((version) => context.access.canRead(version));
         if (!page.complete)
           warnings.push(
             issue(
@@ -419,7 +425,7 @@ async function search(
       url:
         nextSealed !== undefined && nextSealed.length <= MAX_SEALED
           ? withCursor(pageLink(base, query, 0), nextSealed)
-          : pageLink(base, query, before + query.count),
+          : pageLink(base, query, before + matches.length),
     });
   }
   if (!cursor && query.offset > 0 && query.count > 0)
