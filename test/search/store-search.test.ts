@@ -679,6 +679,31 @@ describe.each(searchStores())('search on the $name store', (backend) => {
       for (const p of pages) expect(p.link.find((l) => l.relation === 'previous')).toBeUndefined();
     });
 
+    it.each(['birthdate', '-birthdate'])(
+      '_sort=%s pages through resources without the sort value (NULLs) in one order',
+      async (sort) => {
+        const family = `pgnulls${sort.startsWith('-') ? 'desc' : 'asc'}`;
+        for (const [x, birthDate] of [
+          ['a', undefined],
+          ['b', '1990-01-01'],
+          ['c', undefined],
+          ['d', '1980-01-01'],
+          ['e', undefined],
+        ] as const)
+          await put({
+            resourceType: 'Patient',
+            id: `${family}-${x}`,
+            name: [{ family }],
+            ...(birthDate ? { birthDate } : {}),
+          });
+        const whole = ids(await page('Patient', { family, _sort: sort, _count: '100' }));
+        expect(whole).toHaveLength(5);
+        const first = await page('Patient', { family, _sort: sort, _count: '2' });
+        const paged = [...ids(first), ...(await rest('Patient', first)).flatMap((p) => ids(p))];
+        expect(paged).toEqual(whole);
+      },
+    );
+
     it('a served resource deleted between pages moves no later match', async () => {
       const family = 'pgdeleted';
       const idsOf = ['a', 'b', 'c', 'd', 'e'].map((x) => `Patient/${family}-${x}`);
