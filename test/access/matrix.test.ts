@@ -313,6 +313,26 @@ describe('access matrix (roles x relations x interactions x resource types)', ()
         expect(replay.status, `${caller}'s cursor replayed`).toBe(400);
       });
 
+      it('search cursors do not open for another caller, nor altered: 400 page-cursor-invalid', async () => {
+        if (caller === 'admin') return;
+        const first = await get(caller, '/Observation?_count=1');
+        const next = (first.body.link as { relation: string; url: string }[]).find(
+          (l) => l.relation === 'next',
+        );
+        if (!next) return;
+        const url = next.url.split('/fhir')[1]!;
+        expect(url).toContain('_cursor=');
+        const replay = await get(caller === 'sysA' ? 'labB' : 'sysA', url);
+        expect(replay.status, `${caller}'s search cursor replayed`).toBe(400);
+        expect(JSON.stringify(replay.body)).toContain('page-cursor-invalid');
+        const altered = await get(
+          caller,
+          url.replace(/_cursor=(.)/, (_m, c) => `_cursor=${c === 'A' ? 'B' : 'A'}`),
+        );
+        expect(altered.status, `${caller}'s altered search cursor`).toBe(400);
+        expect((await get(caller, url)).status, `${caller}'s own search cursor`).toBe(200);
+      });
+
       it('$verify of a hidden resource is 404', async () => {
         for (const r of RESOURCES) {
           const res = await get(caller, `/${r.ref}/$verify`);

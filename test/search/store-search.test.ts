@@ -5,6 +5,10 @@ import { FhirError, forbidden } from '../../src/fhir/outcome.js';
 import type { AccessPolicy, Caller } from '../../src/fhir/interactions/access-policy.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
+import { OpenAccess } from '../../src/fhir/interactions/access-policy.js';
+import { extractIndex } from '../../src/fhir/search/index-entries.js';
+import { patientCompartments } from '../../src/fhir/search/definitions.js';
+import type { FhirResource } from '../../src/fhir/fhir-json.js';
 import {
   searchStores,
   context,
@@ -594,6 +598,215 @@ describe.each(searchStores())('search on the $name store', (backend) => {
       await expect(
         searchType(request('Encounter', { '_has:Observation:encounter:code': 'x' }), ctx),
       ).rejects.toMatchObject({ status: 403 });
+    });
+  });
+
+  // Paging continues after the last match served (a sealed cursor), not at an offset: writes between pages
+  // neither repeat nor skip a resource that existed at the first page (issue 15).
+  describe('paging with a cursor', () => {
+    let paged: ResourceStore;
+    beforeAll(async () => {
+      paged = await backend.open();
+    });
+    afterAll(async () => paged.close());
+
+    async function put(resource: FhirResource & Record<string, unknown>): Promise<void> {
+      await paged.write({
+        resourceType: resource.resourceType,
+        id: resource.id!,
+        resource,
+        method: 'PUT',
+        index: extractIndex(resource),
+        patients: patientCompartments(resource),
+      });
+    }
+    const patient = (id: string, family: string, birthDate: string) => ({
+      resourceType: 'Patient',
+      id,
+      name: [{ family }],
+      birthDate,
+    });
+    async function page(
+      type: string,
+      query: Record<string, string | string[]>,
+      ctx = context(paged),
+    ): Promise<SearchBundle> {
+      const response = await searchType(request(type, query), ctx);
+      return parseFhirJson<SearchBundle>(response.body as string);
+    }
+    const queryOf = (url: string): Record<string, string[]> => {
+      const out: Record<string, string[]> = {};
+      for (const [k, v] of new URL(url).searchParams) (out[k] ??= []).push(v);
+      return out;
+    };
+    const nextOf = (b: SearchBundle) => b.link.find((l) => l.relation === 'next')?.url;
+    /** Every page after `first`, following `next` links (at most 20). */
+    async function rest(type: string, first: SearchBundle, ctx = context(paged)): Promise<SearchBundle[]> {
+      const pages: SearchBundle[] = [];
+      for (let next = nextOf(first); next && pages.length < 20; next = nextOf(pages[pages.length - 1]!))
+        pages.push(await page(type, queryOf(next), ctx));
+      return pages;
+    }
+
+    it.each([
+      ['no _sort', {}],
+      ['_sort=_lastUpdated', { _sort: '_lastUpdated' }],
+      ['_sort=-_lastUpdated', { _sort: '-_lastUpdated' }],
+      ['_sort=birthdate,_id', { _sort: 'birthdate,_id' }],
+      ['_sort=-family', { _sort: '-family' }],
+    ])('with %s, updates and a create between pages repeat or skip nothing', async (name, sort) => {
+      const family = `pg${name.replace(/-/g, 'desc').replace(/[^a-z]/gi, '')}`;
+      const idsOf = ['a', 'b', 'c', 'd', 'e'].map((x) => `${family}-${x}`);
+      for (const [i, id] of idsOf.entries())
+        await put(patient(id, `${family}${'zyxwv'[i]}`, `19${70 + i}-01-01`));
+      const first = await page('Patient', { family, _count: '2', ...sort });
+      const served = ids(first);
+      expect(served).toHaveLength(2);
+      // Between pages: a served match and one not yet served are updated (their last write moves, their family
+      // and birthdate stay), and a resource is created that sorts first by family (descending) and birthdate.
+      const update = async (id: string) => {
+        const i = idsOf.indexOf(id);
+        await put({ ...patient(id, `${family}${'zyxwv'[i]}`, `19${70 + i}-01-01`), gender: 'other' });
+      };
+      await update(served[0]!.slice('Patient/'.length));
+      await update(idsOf.find((id) => !served.includes(`Patient/${id}`) && id !== idsOf[4])!);
+      await put(patient(`${family}-new`, `${family}zz`, '1960-01-01'));
+      const pages = await rest('Patient', first);
+      for (const p of pages) served.push(...ids(p));
+      const existing = served.filter((id) => !id.endsWith('-new'));
+      expect(existing.sort()).toEqual(idsOf.map((id) => `Patient/${id}`).sort());
+      expect(pages.length).toBeGreaterThan(0);
+      for (const p of pages) expect(p.link.find((l) => l.relation === 'previous')).toBeUndefined();
+    });
+
+    it.each(['birthdate', '-birthdate'])(
+      '_sort=%s pages through resources without the sort value (NULLs) in one order',
+      async (sort) => {
+        const family = `pgnulls${sort.startsWith('-') ? 'desc' : 'asc'}`;
+        for (const [x, birthDate] of [
+          ['a', undefined],
+          ['b', '1990-01-01'],
+          ['c', undefined],
+          ['d', '1980-01-01'],
+          ['e', undefined],
+        ] as const)
+          await put({
+            resourceType: 'Patient',
+            id: `${family}-${x}`,
+            name: [{ family }],
+            ...(birthDate ? { birthDate } : {}),
+          });
+        const whole = ids(await page('Patient', { family, _sort: sort, _count: '100' }));
+        expect(whole).toHaveLength(5);
+        const first = await page('Patient', { family, _sort: sort, _count: '2' });
+        const paged = [...ids(first), ...(await rest('Patient', first)).flatMap((p) => ids(p))];
+        expect(paged).toEqual(whole);
+      },
+    );
+
+    it('a served resource deleted between pages moves no later match', async () => {
+      const family = 'pgdeleted';
+      const idsOf = ['a', 'b', 'c', 'd', 'e'].map((x) => `Patient/${family}-${x}`);
+      for (const id of idsOf) await put(patient(id.slice('Patient/'.length), family, '1980-01-01'));
+      const first = await page('Patient', { family, _count: '2' });
+      expect(ids(first)).toEqual(idsOf.slice(0, 2));
+      await paged.write({ resourceType: 'Patient', id: `${family}-a`, method: 'DELETE' });
+      const pages = await rest('Patient', first);
+      expect(pages.flatMap((p) => ids(p))).toEqual(idsOf.slice(2));
+    });
+
+    it('keeps _total and _include on every page', async () => {
+      const family = 'pgincluded';
+      await put(patient(`${family}-p`, family, '1990-01-01'));
+      for (const x of ['a', 'b', 'c', 'd', 'e'])
+        await put({
+          resourceType: 'Observation',
+          id: `${family}-${x}`,
+          status: 'final',
+          code: { coding: [{ system: 'http://example.org/paging', code: family }] },
+          subject: { reference: `Patient/${family}-p` },
+        });
+      const query = {
+        code: `http://example.org/paging|${family}`,
+        _count: '2',
+        _total: 'accurate',
+        _include: 'Observation:subject',
+      };
+      const first = await page('Observation', query);
+      expect(first.total).toBe(5);
+      const pages = await rest('Observation', first);
+      expect(pages).toHaveLength(2);
+      for (const p of [first, ...pages]) {
+        expect(p.total).toBe(5);
+        expect(ids(p, 'include')).toEqual([`Patient/${family}-p`]);
+        expect(queryOf(p.link.find((l) => l.relation === 'self')!.url)._include).toEqual([
+          'Observation:subject',
+        ]);
+      }
+      expect([first, ...pages].flatMap((p) => ids(p)).sort()).toEqual(
+        ['a', 'b', 'c', 'd', 'e'].map((x) => `Observation/${family}-${x}`),
+      );
+    });
+
+    it('makes a page smaller rather than cut its _revinclude set at 1,000, and says so', async () => {
+      const family = 'pgmanyincludes';
+      const perPatient = 340; // three patients' Observations (1,020) pass the 1,000 limit, two (680) do not
+      for (const p of ['a', 'b', 'c']) {
+        await put(patient(`${family}-${p}`, family, '1990-01-01'));
+        // In parallel (independent writes): PostgreSQL's pool takes several at once.
+        for (let from = 0; from < perPatient; from += 50)
+          await Promise.all(
+            Array.from({ length: Math.min(50, perPatient - from) }, (_, i) =>
+              put({
+                resourceType: 'Observation',
+                id: `${family}-${p}-${from + i}`,
+                status: 'final',
+                code: { text: 'x' },
+                subject: { reference: `Patient/${family}-${p}` },
+              }),
+            ),
+          );
+      }
+      const query = { family, _count: '3', _revinclude: 'Observation:subject', _sort: '_id' };
+      const first = await page('Patient', query);
+      expect(ids(first)).toEqual([`Patient/${family}-a`, `Patient/${family}-b`]);
+      expect(ids(first, 'include')).toHaveLength(2 * perPatient);
+      const outcome = first.entry!.find((e) => e.search.mode === 'outcome')!.resource;
+      expect(outcome.issue).toEqual([
+        expect.objectContaining({ severity: 'information', code: 'informational' }),
+      ]);
+      const pages = await rest('Patient', first);
+      expect(pages).toHaveLength(1);
+      expect(ids(pages[0]!)).toEqual([`Patient/${family}-c`]);
+      expect(ids(pages[0]!, 'include')).toHaveLength(perPatient);
+      expect(pages[0]!.entry!.some((e) => e.search.mode === 'outcome')).toBe(false);
+    });
+
+    it("refuses an altered cursor, another caller's, and another search's: 400 page-cursor-invalid", async () => {
+      const family = 'pgcursor';
+      for (const x of ['a', 'b', 'c']) await put(patient(`${family}-${x}`, family, '1990-01-01'));
+      const first = await page('Patient', { family, _count: '1' });
+      const next = queryOf(nextOf(first)!);
+      const sealed = next._cursor![0]!;
+      expect(sealed).toMatch(/^[A-Za-z0-9_-]+$/);
+      const invalid = { status: 400, code: 'page-cursor-invalid' };
+      const altered = `${sealed.slice(0, 20)}${sealed[20] === 'A' ? 'B' : 'A'}${sealed.slice(21)}`;
+      for (const cursor of [altered, 'garbage', `${sealed}x`])
+        await expect(
+          searchType(request('Patient', { ...next, _cursor: cursor }), context(paged)),
+        ).rejects.toMatchObject(invalid);
+      const other = new OpenAccess({ participant: 'someone-else', role: 'open', scopes: ['system/*.*'] });
+      await expect(searchType(request('Patient', next), context(paged, other))).rejects.toMatchObject(
+        invalid,
+      );
+      await expect(
+        searchType(request('Patient', { ...next, family: 'pgother' }), context(paged)),
+      ).rejects.toMatchObject(invalid);
+      await expect(searchType(request('Practitioner', next), context(paged))).rejects.toMatchObject(invalid);
+      // The same caller, the same search: the cursor opens (and a smaller _count is accepted with it).
+      const second = await page('Patient', { ...next, _count: '1' });
+      expect(ids(second)).toHaveLength(1);
+      expect(ids(second)).not.toEqual(ids(first));
     });
   });
 });

@@ -8,10 +8,12 @@
  * a restart; without a data directory (OpenAccess in tests) a random key of this process is used.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import type { Caller, CursorSeal } from './access-policy.js';
+import type { AccessPolicy, Caller, CursorSeal } from './access-policy.js';
 
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
+/** Longest sealed cursor opened (a search cursor holds its sort values: a long string sort value makes it long). */
+export const MAX_SEALED = 8192;
 
 /** The cursor key for a service secret (a different key than the secret itself signs tokens with). */
 export function cursorKeyOf(secret: Buffer): Buffer {
@@ -51,9 +53,10 @@ export class CallerCursorSeal implements CursorSeal {
   }
 
   open(sealed: string): string | undefined {
-    if (!/^[A-Za-z0-9_-]{1,2048}$/.test(sealed)) return undefined;
+    if (sealed.length > MAX_SEALED || !/^[A-Za-z0-9_-]+$/.test(sealed)) return undefined;
     const bytes = Buffer.from(sealed, 'base64url');
-    if (bytes.length < IV_BYTES + TAG_BYTES) return undefined;
+    // Only the text seal() made: trailing bits the decoder would drop make another text for the same bytes.
+    if (bytes.length < IV_BYTES + TAG_BYTES || bytes.toString('base64url') !== sealed) return undefined;
     try {
       const decipher = createDecipheriv('aes-256-gcm', this.key, bytes.subarray(0, IV_BYTES));
       decipher.setAAD(this.binding);
@@ -66,4 +69,9 @@ export class CallerCursorSeal implements CursorSeal {
       return undefined;
     }
   }
+}
+
+/** The caller's cursor seal; OpenAccess and other policies without one get a seal of this process. */
+export function cursorSealOf(access: AccessPolicy): CursorSeal {
+  return access.cursors ?? new CallerCursorSeal(processCursorKey(), access.caller);
 }

@@ -37,6 +37,9 @@ import type { StoredVersion } from '../store/resource-store.js';
 import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 import { appendQuery, copyQuery } from '../query.js';
 import { FHIR_JSON_UTF8, FORM } from '../media-types.js';
+import { cursorSealOf, MAX_SEALED } from './cursor-seal.js';
+import type { CursorSeal } from './access-policy.js';
+import type { SearchPosition } from '../store/search-query.js';
 
 /** Most resources added by _include/_revinclude to one page. */
 export const MAX_INCLUDED = 1000;
@@ -83,6 +86,66 @@ function pageLink(base: string, query: CompiledQuery, offset: number): string {
   pairs.push(['_count', String(query.count)]);
   if (offset > 0) pairs.push(['_offset', String(offset)]);
   return `${base}?${queryString(pairs)}`;
+}
+
+/**
+ * What a search page cursor holds (sealed to the caller, and to the search: its base and applied parameters): where
+ * the next page starts, the total the first page gave (if any) and how many matches the earlier pages served.
+ */
+interface SearchCursor {
+  after: SearchPosition;
+  total?: number;
+  served: number;
+}
+
+/** The search a cursor belongs to: its base and applied parameters (their order aside), not the page size. */
+function cursorBinding(base: string, query: CompiledQuery): string {
+  const pairs = query.applied
+    .filter(([k]) => k !== '_count' && k !== '_offset')
+    .map(([k, v]) => JSON.stringify([k, v]))
+    .sort();
+  return `search\n${base}\n${pairs.join('\n')}`;
+}
+
+function isSearchCursor(value: unknown): value is SearchCursor {
+  const c = value as Partial<SearchCursor> | null;
+  const after = c?.after as Partial<SearchPosition> | undefined;
+  return (
+    typeof c === 'object' &&
+    c !== null &&
+    Number.isSafeInteger(c.served) &&
+    (c.total === undefined || Number.isSafeInteger(c.total)) &&
+    typeof after === 'object' &&
+    Number.isSafeInteger(after.high) &&
+    Number.isSafeInteger(after.seq) &&
+    Array.isArray(after.keys) &&
+    after.keys.every((k) => k === null || typeof k === 'string' || typeof k === 'number')
+  );
+}
+
+/**
+ * The cursor inside a sealed `_cursor`, made for this caller and this search. Anything else (another caller's
+ * cursor, another search's, an altered or made-up one) is the same 400, naming nothing.
+ */
+function openSearchCursor(seal: CursorSeal, sealed: string, binding: string): SearchCursor {
+  const text = seal.open(sealed);
+  let cursor: unknown;
+  if (text !== undefined && text.startsWith(`${binding}\n\n`)) {
+    try {
+      cursor = JSON.parse(text.slice(binding.length + 2));
+    } catch {
+      cursor = undefined;
+    }
+  }
+  if (!isSearchCursor(cursor))
+    throw fhirError('page-cursor-invalid', 'Invalid search page cursor: start again from the first page', {
+      expression: '_cursor',
+    });
+  return cursor;
+}
+
+function withCursor(link: string, sealed: string): string {
+  return `${link}&_cursor=${sealed}`;
 }
 
 interface Entry {
@@ -133,28 +196,43 @@ function typesSearchedThrough(filters: Filter[], out = new Set<string>()): Set<s
   return out;
 }
 
+/**
+ * The resources `_include`/`_revinclude` add to these matches, and whether they are all there: false when they
+ * would pass MAX_INCLUDED (the first MAX_INCLUDED are returned then).
+ */
 async function addIncludes(
   context: FhirContext,
   query: CompiledQuery,
   matches: StoredVersion[],
   warnings: OperationOutcomeIssue[],
-): Promise<StoredVersion[]> {
+): Promise<{ included: StoredVersion[]; complete: boolean }> {
+  const included: StoredVersion[] = [];
+  const complete = await collectIncludes(context, query, matches, warnings, included);
+  return { included, complete };
+}
+
+/** Fills `included`; false when it reached MAX_INCLUDED with more to add. */
+async function collectIncludes(
+  context: FhirContext,
+  query: CompiledQuery,
+  matches: StoredVersion[],
+  warnings: OperationOutcomeIssue[],
+  included: StoredVersion[],
+): Promise<boolean> {
   // Included resources of a type the caller may not read are left out, as `canRead` leaves out single resources.
   const readable = typeReadability(context, (type) =>
     warnings.push(
       issue('warning', 'forbidden', `${type} resources are not included: your access does not cover them`),
     ),
   );
+  // Decided without recording (a page made smaller tries again): what is returned is recorded by the caller.
+  const access = context.access;
+  const visible = access.sees
+    ? (v: StoredVersion): boolean => access.sees!(v)
+    : (v: StoredVersion): boolean => access.canRead(v);
   const seen = new Set(matches.map((v) => `${v.resourceType}/${v.id}`));
-  const included: StoredVersion[] = [];
   let frontier = matches;
-  const full = (): boolean => {
-    if (included.length < MAX_INCLUDED) return false;
-    warnings.push(
-      issue('warning', 'too-costly', `Only the first ${MAX_INCLUDED} included resources are returned`),
-    );
-    return true;
-  };
+  const full = (): boolean => included.length >= MAX_INCLUDED;
   for (let round = 0; round <= MAX_ITERATE_DEPTH && frontier.length > 0; round++) {
     const next: StoredVersion[] = [];
     const applies = (spec: IncludeSpec): boolean => (round === 0 ? true : spec.iterate);
@@ -170,8 +248,8 @@ async function addIncludes(
           if (!isKnownResourceType(type) || !readable(type)) continue;
           seen.add(key);
           const target = await context.store.read(type, id);
-          if (!target || target.deleted || !context.access.canRead(target)) continue;
-          if (full()) return included;
+          if (!target || target.deleted || !visible(target)) continue;
+          if (full()) return false;
           included.push(target);
           next.push(target);
         }
@@ -207,7 +285,7 @@ async function addIncludes(
       };
       const result = await runStoreSearch(context, {
         query: revQuery,
-        canRead: (v) => context.access.canRead(v),
+        canRead: visible,
         scope: scopeOf(context),
         indexedAs,
       });
@@ -215,15 +293,15 @@ async function addIncludes(
         const key = `${version.resourceType}/${version.id}`;
         if (seen.has(key)) continue;
         seen.add(key);
-        if (full()) return included;
+        if (full()) return false;
         included.push(version);
         next.push(version);
       }
-      if (result.hasMore) full();
+      if (result.hasMore) return false;
     }
     frontier = next;
   }
-  return included;
+  return true;
 }
 
 // One piece on purpose: a per-request hot path (bench:rest, bench:import); split it only with a benchmark run.
@@ -246,13 +324,25 @@ async function search(
   const warnings: OperationOutcomeIssue[] = query.warnings.map((w) => issue('warning', 'not-supported', w));
 
   if (query.summaryCount) query.count = 0;
-  // _count=0 asks for no entries: the count is then what the client wants, as with _summary=count.
-  const wantTotal =
-    query.summaryCount ||
-    (query.count === 0 && query.total !== 'none') ||
-    query.total === 'accurate' ||
-    query.total === 'estimate';
   const member = compartment?.member;
+  const base = member
+    ? `${request.baseUrl}/${member}/${resourceType ?? '*'}`
+    : resourceType
+      ? `${request.baseUrl}/${resourceType}`
+      : request.baseUrl;
+  // A later page: the position after the previous page's last match (sealed to this caller and this search).
+  const seal = cursorSealOf(context.access);
+  const binding = cursorBinding(base, query);
+  const sealed = raw._cursor?.[raw._cursor.length - 1];
+  const cursor = sealed !== undefined ? openSearchCursor(seal, sealed, binding) : undefined;
+  // _count=0 asks for no entries: the count is then what the client wants, as with _summary=count. A later page
+  // gives the first page's total (counted once, as history does).
+  const wantTotal =
+    cursor === undefined &&
+    (query.summaryCount ||
+      (query.count === 0 && query.total !== 'none') ||
+      query.total === 'accurate' ||
+      query.total === 'estimate');
   // Membership first: canRead counts what it admits for the audit.
   const canRead = member
     ? (v: StoredVersion): boolean => (v.patients?.includes(member) ?? false) && context.access.canRead(v)
@@ -263,32 +353,82 @@ async function search(
     wantTotal,
     scope: scopeOf(context),
     indexedAs,
+    after: cursor?.after,
   });
-  const matches = result.versions.slice(0, query.count);
-  const hasMore = result.hasMore ?? result.versions.length > query.count;
-  // total when asked, or when it is known anyway (this page holds the last match; past the end it is unknown)
-  const known = !hasMore && (query.offset === 0 || matches.length > 0);
-  const total = result.total ?? (known && query.total !== 'none' ? query.offset + matches.length : undefined);
+  let matches = result.versions.slice(0, query.count);
+  let hasMore = result.hasMore ?? result.versions.length > query.count;
+  let positions = result.positions;
 
-  const included =
-    query.include.length + query.revinclude.length > 0 && matches.length > 0
-      ? await addIncludes(context, query, matches, warnings)
-      : [];
+  // Includes belong to their page's matches: when they would pass MAX_INCLUDED, the page is made smaller (halved
+  // until they fit) and the next page starts after its last match, so no include set is ever cut short.
+  let included: StoredVersion[] = [];
+  if (query.include.length + query.revinclude.length > 0 && matches.length > 0) {
+    let kept = matches.length;
+    for (;;) {
+      const attempt: OperationOutcomeIssue[] = [];
+      const page = await addIncludes(context, query, matches.slice(0, kept), attempt);
+      if (page.complete || kept === 1) {
+        warnings.push(...attempt);
+        // canRead records the disclosure of what is returned (and stays the last word), as for history.
+        included = page.included.filter((version) => context.access.canRead(version));
+        if (!page.complete)
+          warnings.push(
+            issue(
+              'warning',
+              'too-costly',
+              `This match has more than ${MAX_INCLUDED} included resources: only the first ${MAX_INCLUDED} are returned`,
+            ),
+          );
+        break;
+      }
+      kept = Math.ceil(kept / 2);
+    }
+    if (kept < matches.length) {
+      warnings.push(
+        issue(
+          'information',
+          'informational',
+          `This page holds ${kept} of the ${matches.length} matches it could hold: with theirs, the included resources would pass ${MAX_INCLUDED}; the next link continues after them`,
+        ),
+      );
+      matches = matches.slice(0, kept);
+      positions = positions?.slice(0, kept);
+      hasMore = true;
+    }
+  }
+  // total when asked, or when it is known anyway (this page holds the last match; past the end it is unknown)
+  const before = cursor ? cursor.served : query.offset;
+  const known = !hasMore && (before === 0 || matches.length > 0);
+  const total =
+    cursor?.total ?? result.total ?? (known && query.total !== 'none' ? before + matches.length : undefined);
 
   // No audit call here: every match and included version passed `canRead`, which counts it for the audit (per
   // patient and custodian); reporting them again would count them twice.
 
-  const base = member
-    ? `${request.baseUrl}/${member}/${resourceType ?? '*'}`
-    : resourceType
-      ? `${request.baseUrl}/${resourceType}`
-      : request.baseUrl;
   const links: { relation: string; url: string }[] = [
-    { relation: 'self', url: pageLink(base, query, query.offset) },
+    {
+      relation: 'self',
+      url: cursor ? withCursor(pageLink(base, query, 0), sealed!) : pageLink(base, query, query.offset),
+    },
   ];
-  if (hasMore && query.count > 0)
-    links.push({ relation: 'next', url: pageLink(base, query, query.offset + query.count) });
-  if (query.offset > 0 && query.count > 0)
+  if (hasMore && query.count > 0) {
+    // The next page continues after this page's last match (not at an offset, which writes between pages shift).
+    const after = positions?.[matches.length - 1];
+    const next: SearchCursor | undefined = after && {
+      after,
+      total,
+      served: before + matches.length,
+    };
+    const nextSealed = next && seal.seal(`${binding}\n\n${JSON.stringify(next)}`);
+    links.push({
+      relation: 'next',
+      url:
+        nextSealed !== undefined && nextSealed.length <= MAX_SEALED
+          ? withCursor(pageLink(base, query, 0), nextSealed)
+          : pageLink(base, query, before + matches.length),
+    });
+  }
+  if (!cursor && query.offset > 0 && query.count > 0)
     links.push({ relation: 'previous', url: pageLink(base, query, Math.max(0, query.offset - query.count)) });
 
   // _summary / _elements shape the matches (http://hl7.org/fhir/R4/search.html#summary); includes stay whole.

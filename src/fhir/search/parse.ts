@@ -60,6 +60,7 @@ const PASSIVE = new Set([
   '_elements',
   '_count',
   '_offset',
+  '_cursor',
   '_sort',
   '_total',
   '_include',

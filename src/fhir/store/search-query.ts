@@ -125,6 +125,23 @@ export interface StoreSearchRequest {
   indexedAs?: IndexedAs;
   /** Count every visible match (Bundle.total); otherwise an adapter may stop once the page is full. */
   wantTotal?: boolean;
+  /** A later page: the matches strictly after this position (`query.offset` is then not used). */
+  after?: SearchPosition;
+}
+
+/**
+ * A position in a search's order, where the next page starts (the content of a search page cursor). Matches are
+ * ordered by the sort keys, then by their version's `seq` as it was when the first page was made (`high`, the
+ * store's newest seq then): writes after the first page move no resource in the default or `_lastUpdated` order,
+ * and resources created since are not matched, so no resource is served twice and none is skipped.
+ */
+export interface SearchPosition {
+  /** The store's newest version seq when the first page was made. */
+  high: number;
+  /** The last served match's sort key values, in the query's sort order. */
+  keys: (string | number | null)[];
+  /** The last served match's seq (of its newest version at `high`). */
+  seq: number;
 }
 
 export interface StoreSearchResult {
@@ -134,4 +151,8 @@ export interface StoreSearchResult {
   total?: number;
   /** More visible matches exist after this page. */
   hasMore?: boolean;
+  /** Where the next page starts (the page's last match), when more follow. */
+  next?: SearchPosition;
+  /** Each returned version's position (a page may be cut shorter by its caller: the next starts after its last). */
+  positions?: SearchPosition[];
 }

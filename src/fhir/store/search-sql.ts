@@ -23,6 +23,7 @@ import type {
   Filter,
   IndexedAs,
   ReadScope,
+  SearchPosition,
   SearchValue,
   SortKey,
   StoreSearchRequest,
@@ -628,8 +629,27 @@ function visibleOf(
   return out;
 }
 
-function* versionsOf(rows: Iterable<SearchRow>): Generator<StoredVersion & { seq: number }> {
-  for (const row of rows) yield Object.assign(toVersion(row), { seq: row.seq });
+/** A candidate version with its place in the search's order (SearchPosition) and, on a first page, the store's newest seq. */
+type Candidate = StoredVersion & {
+  seq: number;
+  keys: (string | number | null)[];
+  pos: number;
+  high?: number;
+};
+
+type CandidateRow = SearchRow & { pos: number | string; high?: number | string | null } & Record<
+    string,
+    unknown
+  >;
+
+function* candidatesOf(rows: Iterable<SearchRow>, sortKeys: number): Generator<Candidate> {
+  for (const row of rows as Iterable<CandidateRow>) {
+    const keys: (string | number | null)[] = [];
+    for (let i = 0; i < sortKeys; i++) keys.push((row[`k${i}`] ?? null) as string | number | null);
+    const candidate: Candidate = Object.assign(toVersion(row), { seq: row.seq, keys, pos: Number(row.pos) });
+    if (row.high !== undefined && row.high !== null) candidate.high = Number(row.high);
+    yield candidate;
+  }
 }
 
 /** One search: its request (aliases, visibility) and the dialect its SQL is written in. */
@@ -755,11 +775,11 @@ export class SearchRun {
     return yield* this.fewer(select, [...matchingBinds(types, params, indexType, true), ...condition.binds]);
   }
 
-  private sortExpression(types: string[], key: SortKey): Fragment {
+  /** A sort key's value for the candidate `c`/`v`; `_lastUpdated` is the position (the tie-breaker's SQL). */
+  private sortValue(types: string[], key: SortKey, position: Fragment): Fragment {
     const d = this.d;
-    const direction = key.descending ? 'DESC' : 'ASC';
-    if (key.type === '_id') return { sql: `${d.bytewise('c.id')} ${direction}`, binds: [] };
-    if (key.type === '_lastUpdated') return { sql: `v.seq ${direction}`, binds: [] };
+    if (key.type === '_id') return { sql: d.bytewise('c.id'), binds: [] };
+    if (key.type === '_lastUpdated') return position;
     const aggregate = key.descending ? 'MAX' : 'MIN';
     const column =
       key.type === 'date'
@@ -772,18 +792,51 @@ export class SearchRun {
             ? d.bytewise('si.reference')
             : 'si.value';
     const params = this.rowParams(types, key.param);
-    return {
-      sql: `(SELECT ${aggregate}(${column}) ${indexRowsOf(d, params)}) ${direction}${d.nullOrder(key.descending)}`,
-      binds: params,
-    };
+    return { sql: `(SELECT ${aggregate}(${column}) ${indexRowsOf(d, params)})`, binds: params };
   }
 
-  /** Current, non-deleted versions matching the filters, in sort order (visibility not yet applied). */
+  /**
+   * Strictly after `after` in the order `keys` (each ascending or descending, then the position ascending), on the
+   * candidate columns k0, k1... and pos. NULL sort values come first ascending and last descending (SQLite's order).
+   */
+  private afterCondition(keys: SortKey[], after: SearchPosition): Fragment {
+    const binds: Bind[] = [];
+    const step = (i: number): string => {
+      if (i === keys.length) {
+        binds.push(after.seq);
+        return 'cand.pos > ?';
+      }
+      const column = `cand.k${i}`;
+      const value = after.keys[i] ?? null;
+      let later: string;
+      let same: string;
+      if (value === null) {
+        later = keys[i]!.descending ? this.d.false : `${column} IS NOT NULL`;
+        same = `${column} IS NULL`;
+      } else {
+        binds.push(value);
+        later = keys[i]!.descending ? `(${column} < ? OR ${column} IS NULL)` : `${column} > ?`;
+        binds.push(value);
+        same = `${column} = ?`;
+      }
+      const rest = step(i + 1);
+      return `(${later} OR (${same} AND ${rest}))`;
+    };
+    const sql = step(0);
+    return { sql, binds };
+  }
+
+  /**
+   * Current, non-deleted versions matching the filters, in sort order (visibility not yet applied). For a page of
+   * the search itself (`paging`), each also carries its sort key values and position (see SearchPosition), the
+   * first page the store's newest seq (read in the same statement), and a later page starts after `paging.after`.
+   */
   private *candidates(
     types: string[],
     filters: Filter[],
     sort: SortKey[],
-  ): SearchPlan<Iterable<StoredVersion & { seq: number }>> {
+    paging?: { after?: SearchPosition },
+  ): SearchPlan<Iterable<Candidate>> {
     const d = this.d;
     const where: string[] = [d.notDeleted];
     const binds: Bind[] = [];
@@ -821,25 +874,52 @@ export class SearchRun {
       where.push(fragment.sql);
       binds.push(...fragment.binds);
     }
-    const order = sort.map((k) => this.sortExpression(types, k));
-    const orderSql = [...order.map((o) => o.sql), 'v.seq ASC'].join(', ');
-    const sql = `SELECT v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.method, NULL AS json, v.custodian, v.patients
+    // The tie-breaker: the seq of the resource's newest version when the first page was made (its current seq
+    // unless it was written since; NULL for a resource created since, which a later page does not match).
+    const after = paging?.after;
+    const position: Fragment = after
+      ? {
+          sql: `CASE WHEN v.seq <= ? THEN v.seq ELSE (SELECT max(o.seq) FROM ${d.table('resource_version')} o WHERE o.resource_type = v.resource_type AND o.id = v.id AND o.seq <= ?) END`,
+          binds: [after.high, after.high],
+        }
+      : { sql: 'v.seq', binds: [] };
+    const keys = sort.map((k) => this.sortValue(types, k, position));
+    const columns = [
+      ...keys.map((k, i) => `${k.sql} AS k${i}`),
+      `${position.sql} AS pos`,
+      ...(paging && !after ? [`(SELECT max(h.seq) FROM ${d.table('resource_version')} h) AS high`] : []),
+    ];
+    const inner = `SELECT v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.method, NULL AS json, v.custodian, v.patients, ${columns.join(', ')}
       FROM ${d.table('resource_version')} v JOIN ${d.table('resource_current')} c ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq
-      WHERE ${where.join(' AND ')}
-      ORDER BY ${orderSql}`;
-    const rows = yield* rowsOf(sql, [...binds, ...order.flatMap((o) => o.binds)]);
-    return { [Symbol.iterator]: () => versionsOf(rows) };
+      WHERE ${where.join(' AND ')}`;
+    const selectBinds = [...keys.flatMap((k) => k.binds), ...position.binds];
+    const next = after ? this.afterCondition(sort, after) : undefined;
+    const order = [
+      ...sort.map((k, i) => `cand.k${i} ${k.descending ? 'DESC' : 'ASC'}${d.nullOrder(k.descending)}`),
+      'cand.pos ASC',
+    ];
+    const sql = `SELECT cand.* FROM (${inner}) AS cand${next ? ` WHERE cand.pos IS NOT NULL AND ${next.sql}` : ''}
+      ORDER BY ${order.join(', ')}`;
+    const rows = yield* rowsOf(sql, [...selectBinds, ...binds, ...(next?.binds ?? [])]);
+    return { [Symbol.iterator]: () => candidatesOf(rows, sort.length) };
   }
 
   /** The page of visible matches (bodies read for the page only), the visible total when asked, and whether more follow. */
   *search(): SearchPlan<SearchResult> {
-    const { query } = this.request;
-    const candidates = yield* this.candidates(query.resourceTypes, query.filters, query.sort);
+    const { query, after } = this.request;
+    const candidates = yield* this.candidates(query.resourceTypes, query.filters, query.sort, { after });
     const { page, visible, hasMore } = pageOf(candidates, this.request);
     // Bodies only for the page: sorting and counting work on the small metadata rows.
     const bodies = page.length > 0 ? yield* bodiesOf(page.map((version) => version.seq)) : [];
-    const versions = page.map(({ seq: _seq, ...version }, i) => ({ ...version, json: bodies[i]! }));
-    return { versions, total: this.request.wantTotal ? visible : undefined, hasMore };
+    const versions = page.map(({ seq: _seq, keys: _keys, pos: _pos, high: _high, ...version }, i) => ({
+      ...version,
+      json: bodies[i]!,
+    }));
+    const high = after?.high ?? page[0]?.high;
+    const positions =
+      high !== undefined ? page.map((c): SearchPosition => ({ high, keys: c.keys, seq: c.pos })) : undefined;
+    const next = hasMore ? positions?.[positions.length - 1] : undefined;
+    return { versions, total: this.request.wantTotal ? visible : undefined, hasMore, next, positions };
   }
 }
 
@@ -848,17 +928,19 @@ export class SearchRun {
  * whether more follow. A plain function, not part of the plan's generator: the per-row loop stays optimisable.
  */
 function pageOf(
-  candidates: Iterable<StoredVersion & { seq: number }>,
+  candidates: Iterable<Candidate>,
   request: StoreSearchRequest,
-): { page: (StoredVersion & { seq: number })[]; visible: number; hasMore: boolean } {
+): { page: Candidate[]; visible: number; hasMore: boolean } {
   const { query, canRead } = request;
-  const page: (StoredVersion & { seq: number })[] = [];
+  // A later page starts after its position, not at an offset.
+  const offset = request.after ? 0 : query.offset;
+  const page: Candidate[] = [];
   let visible = 0;
   let hasMore = false;
   for (const version of candidates) {
     if (!canRead(version)) continue;
     visible++;
-    if (visible <= query.offset) continue;
+    if (visible <= offset) continue;
     if (page.length < query.count) page.push(version);
     else {
       hasMore = true;
