@@ -382,10 +382,11 @@ class ImportRun {
       });
       if (pending.length >= 2_000) flush();
     };
+    // Plain JSON.parse: the validator is given plain JSON (toPlainJson) at write time too; the digest tells.
     if (file.kind === 'ndjson') {
-      for await (const record of ndjsonRecords(file.path, file.done)) await checkOne(record);
+      for await (const record of ndjsonRecords(file.path, file.done, 'plain')) await checkOne(record);
     } else {
-      const bundle = await readBundleFile(file.path);
+      const bundle = await readBundleFile(file.path, true);
       for (const record of bundle.records) if (record.entry! >= file.done) await checkOne(record);
     }
     flush();
