@@ -361,13 +361,13 @@ function cli(
 }
 
 describe('hie-ledger import, killed and resumed', () => {
-  it('after SIGKILLs between the store commit and the journal, and after a journal update, ends with the store of a clean import; verify passes', async () => {
-    // 24 resources in batches of 5: both kill points fall in the Patient file (the second batch stored but not
-    // recorded, rewritten as unchanged), and the AllergyIntolerances name Patients stored by the killed runs.
-    // Small: each run is a process start-up.
+  it('after a SIGKILL between the store commit and the journal, and one after a journal update, ends with the store of a clean import; verify passes', async () => {
+    // 24 resources in batches of 5: the kill points fall in the Patient file, and the AllergyIntolerances name
+    // Patients stored by the killed runs. Small, and the two killed runs side by side: each is a process start-up.
     const files = ['Patient', 'AllergyIntolerance'].map((t) => path.join(NDJSON, `${t}.000.ndjson`));
     const clean = tempDir();
-    const resumed = tempDir();
+    const afterStore = tempDir();
+    const afterJournal = tempDir();
     const args = (dataDir: string) => [
       'import',
       '--data-dir',
@@ -377,37 +377,40 @@ describe('hie-ledger import, killed and resumed', () => {
       '--no-progress',
       ...files,
     ];
-    // Killed after its second batch was committed to the store, before the journal recorded it.
-    // (The clean import meanwhile, in this process.)
-    const [killed, cleanRun] = await Promise.all([
-      cli([...args(resumed), '--kill-after-batches', '2', '--kill-point', 'store']),
+    const [killedAfterStore, killedAfterJournal, cleanRun] = await Promise.all([
+      // Killed after its second batch was committed to the store, before the journal recorded it: resumed, that
+      // batch is written again and stores nothing (unchanged).
+      cli([...args(afterStore), '--kill-after-batches', '2', '--kill-point', 'store']),
+      // Killed after the journal recorded its second batch (a crash between batches).
+      cli([...args(afterJournal), '--kill-after-batches', '2', '--kill-point', 'journal']),
+      // The clean import meanwhile, in this process.
       importInto(clean, files, { organization: undefined }),
     ]);
-    expect(killed.signal, killed.output).toBe('SIGKILL');
+    expect(killedAfterStore.signal, killedAfterStore.output).toBe('SIGKILL');
+    expect(killedAfterJournal.signal, killedAfterJournal.output).toBe('SIGKILL');
     expect(cleanRun.code, cleanRun.out).toBe(0);
-    // Killed again after the journal recorded a batch (a crash between batches).
-    const killedAgain = await cli([...args(resumed), '--kill-after-batches', '1', '--kill-point', 'journal']);
-    expect(killedAgain.signal, killedAgain.output).toBe('SIGKILL');
-    const finished = await importInto(resumed, files, { batchSize: 5, organization: undefined });
-    expect(finished.code, finished.out).toBe(0);
-    // The summary counts each resource once over the three runs (a batch stored but not yet recorded when the
-    // process died is written again: unchanged).
-    const [, stored, unchanged, rejected] = /total +(\d+) +(\d+) +(\d+)/.exec(finished.out)!.map(Number);
-    expect([stored! + unchanged!, rejected]).toEqual([13 + 11, 0]);
-
-    const [a, b] = [await readStore(clean), await readStore(resumed)];
-    expect(b.versions).toBe(b.current.size); // nothing stored twice
-    expect(b.current).toEqual(a.current);
-    const verified = sink();
-    expect(
-      await runVerify({
-        dataDir: resumed,
-        ...loadSettings(['mspId', 'ledger', 'fabricConfig'], {}, {}),
-        out: verified.stream,
-        record: false,
-        progress: false,
-      }),
-      verified.text(),
-    ).toBe(0);
+    const expected = await readStore(clean);
+    for (const dataDir of [afterStore, afterJournal]) {
+      const finished = await importInto(dataDir, files, { batchSize: 5, organization: undefined });
+      expect(finished.code, finished.out).toBe(0);
+      // The summary counts each resource once over both runs.
+      const [, stored, unchanged, rejected] = /total +(\d+) +(\d+) +(\d+)/.exec(finished.out)!.map(Number);
+      expect([stored! + unchanged!, rejected]).toEqual([13 + 11, 0]);
+      expect(unchanged).toBe(dataDir === afterStore ? 5 : 0);
+      const view = await readStore(dataDir);
+      expect(view.versions).toBe(view.current.size); // nothing stored twice
+      expect(view.current).toEqual(expected.current);
+      const verified = sink();
+      expect(
+        await runVerify({
+          dataDir,
+          ...loadSettings(['mspId', 'ledger', 'fabricConfig'], {}, {}),
+          out: verified.stream,
+          record: false,
+          progress: false,
+        }),
+        verified.text(),
+      ).toBe(0);
+    }
   }, 60_000);
 });
