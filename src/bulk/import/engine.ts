@@ -169,7 +169,7 @@ function targetOf(
   type: string,
   ownId: unknown,
   hash: string,
-  journal: ImportJournal,
+  keys: Pick<ImportJournal, 'lookup' | 'bind'>,
 ): string {
   const method = record.method?.toUpperCase();
   if (method === 'PUT' && record.url) {
@@ -178,7 +178,7 @@ function targetOf(
   }
   if (method !== 'POST' && typeof ownId === 'string' && ID.test(ownId)) return `${type}/${ownId}`;
   const key = record.fullUrl ?? `${hash}:${record.line ?? `#${record.entry}`}`;
-  return journal.lookup(key) ?? journal.bind(key, `${type}/${newResourceId()}`);
+  return keys.lookup(key) ?? keys.bind(key, `${type}/${newResourceId()}`);
 }
 
 class ImportRun {
@@ -359,7 +359,7 @@ class ImportRun {
       if (type === 'Consent' && this.consents === 'refuse') return; // marked in the scan
       let target: string;
       try {
-        target = targetOf(record, type, resource.id, file.hash, this.journal);
+        target = targetOf(record, type, resource.id, file.hash, this.keys);
         this.prepare(resource, target.slice(type.length + 1), false);
         await this.resolveReferences(resource, this.context);
       } catch (err) {
@@ -526,6 +526,19 @@ class ImportRun {
     }
   }
 
+  /**
+   * The reference map through the cache (check and write: a target looked up for its own resource is then at hand
+   * for the references to it that follow).
+   */
+  private readonly keys: Pick<ImportJournal, 'lookup' | 'bind'> = {
+    lookup: (key) => this.lookup(key),
+    bind: (key, target) => {
+      const bound = this.journal.bind(key, target);
+      this.keyCache.set(key, bound);
+      return bound;
+    },
+  };
+
   /** journal.lookup, with the answers of recent resources kept (references repeat: the patient, the encounter). */
   private lookup(key: string): string | undefined {
     if (this.keyCache.has(key)) return this.keyCache.get(key);
@@ -584,7 +597,7 @@ class ImportRun {
     const type = resource.resourceType;
     let target: string | undefined;
     try {
-      target = targetOf(record, type, resource.id, file.hash, this.journal);
+      target = targetOf(record, type, resource.id, file.hash, this.keys);
       const id = target.slice(type.length + 1);
       this.prepare(resource, id);
       await this.resolveReferences(resource, tx, local);
