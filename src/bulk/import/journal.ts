@@ -9,7 +9,8 @@
  *   scan, and kept here: a second run assigns the same ids, so it never duplicates;
  * - identifiers (`Type?identifier=system|value` references resolve against them);
  * - each target's state (pending, stored, rejected with the file and line) and the rejections' OperationOutcomes;
- * - the counts by type.
+ * - the counts by type;
+ * - this run's validation verdicts (the check's, with the digest of what was validated; see engine.ts).
  * Writes are synchronous (better-sqlite3) and each batch's journal update is one transaction (WAL, synchronous
  * NORMAL: survives SIGKILL; a lost last batch after power loss is written again, and stores nothing new).
  */
