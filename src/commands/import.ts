@@ -107,6 +107,9 @@ export function formatImportSummary(summary: ImportSummary, errorsFile: string):
       `validate ${seconds(t.validate)}, index ${seconds(t.index)}, store ${seconds(t.store)}, anchor ${seconds(t.anchor)}); ` +
       `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB.`,
   );
+  out.push(
+    `Validated once: ${summary.validationsReused} of this run's writes reused the check's verdict for the same input.`,
+  );
   if (total.rejected > 0) out.push(`REJECTED: ${total.rejected} resources; the causes are in ${errorsFile}`);
   if (summary.interrupted) out.push('INTERRUPTED: run the same command again to continue where it stopped.');
   else if (total.rejected === 0) out.push('OK: every resource was accepted.');

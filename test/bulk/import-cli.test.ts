@@ -246,6 +246,59 @@ describe('hie-ledger import', () => {
     expect(result.out).toMatch(/Patient +1 +0 +2/);
   }, 60_000);
 
+  it('validates each resource once, as written (after reference rewriting): a target invalid only once its urn:uuid reference is rewritten rejects a resource written before it', async () => {
+    const dataDir = tempDir();
+    const file = path.join(dataDir, 'collection.json');
+    const uuid = (n: number) => `urn:uuid:7c1d2e3f-0000-4000-8000-00000000000${n}`;
+    const observation = (subject: string) => ({
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: subject },
+    });
+    writeFileSync(
+      file,
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'collection',
+        entry: [
+          // Written before the Patient it names, which is rejected once its reference is rewritten.
+          { fullUrl: uuid(1), resource: observation(uuid(2)) },
+          // Valid as sent (a urn:uuid reference has no type); rewritten, Patient.generalPractitioner names an
+          // Observation, which that element does not allow (http://hl7.org/fhir/R4/patient.html).
+          {
+            fullUrl: uuid(2),
+            resource: { resourceType: 'Patient', generalPractitioner: [{ reference: uuid(3) }] },
+          },
+          { fullUrl: uuid(3), resource: observation('https://elsewhere.example/fhir/Patient/1') },
+        ],
+      }),
+    );
+    const errors = path.join(dataDir, 'errors.ndjson');
+    const result = await importInto(dataDir, [file], { errors });
+    expect(result.code).toBe(1);
+    const view = await readStore(dataDir);
+    expect(view.countsByType).toEqual({ Observation: 1 });
+    expect(view.dangling).toEqual([]);
+    const rejected = readFileSync(errors, 'utf8')
+      .trim()
+      .split('\n')
+      .map(
+        (l) =>
+          (JSON.parse(l) as { issue: { diagnostics: string; details?: { coding?: { code: string }[] } }[] })
+            .issue[0]!,
+      );
+    expect(rejected.map((i) => i.details?.coding?.[0]?.code)).toEqual([
+      'import-reference-rejected',
+      'resource-invalid',
+    ]);
+    expect(rejected[0]!.diagnostics).toContain(`which was rejected (${file} Bundle.entry[1])`);
+    expect(rejected[1]!.diagnostics).toContain('is not a valid Target for this element');
+    // The two resources that reached the update interaction (the Patient refused by it) were validated once, in
+    // the check.
+    expect(result.out).toContain('Validated once: 2 of this run');
+  }, 60_000);
+
   it('--atomic-bundles: one rejected entry rolls back its transaction Bundle, the other entries name it', async () => {
     const dataDir = tempDir();
     const file = path.join(dataDir, 'bundle.json');
@@ -308,52 +361,56 @@ function cli(
 }
 
 describe('hie-ledger import, killed and resumed', () => {
-  it('after SIGKILLs between the store commit and the journal, and after a journal update, ends with the store of a clean import; verify passes', async () => {
-    const files = ['Patient', 'Organization', 'Practitioner', 'Location', 'AllergyIntolerance'].map((t) =>
-      path.join(NDJSON, `${t}.000.ndjson`),
-    );
+  it('after a SIGKILL between the store commit and the journal, and one after a journal update, ends with the store of a clean import; verify passes', async () => {
+    // 24 resources in batches of 5: the kill points fall in the Patient file, and the AllergyIntolerances name
+    // Patients stored by the killed runs. Small, and the two killed runs side by side: each is a process start-up.
+    const files = ['Patient', 'AllergyIntolerance'].map((t) => path.join(NDJSON, `${t}.000.ndjson`));
     const clean = tempDir();
-    const resumed = tempDir();
+    const afterStore = tempDir();
+    const afterJournal = tempDir();
     const args = (dataDir: string) => [
       'import',
       '--data-dir',
       dataDir,
       '--batch-size',
-      '20',
+      '5',
       '--no-progress',
       ...files,
     ];
-    // Killed after its second batch was committed to the store, before the journal recorded it.
-    // (The clean import meanwhile, in this process.)
-    const [killed, cleanRun] = await Promise.all([
-      cli([...args(resumed), '--kill-after-batches', '2', '--kill-point', 'store']),
+    const [killedAfterStore, killedAfterJournal, cleanRun] = await Promise.all([
+      // Killed after its second batch was committed to the store, before the journal recorded it: resumed, that
+      // batch is written again and stores nothing (unchanged).
+      cli([...args(afterStore), '--kill-after-batches', '2', '--kill-point', 'store']),
+      // Killed after the journal recorded its second batch (a crash between batches).
+      cli([...args(afterJournal), '--kill-after-batches', '2', '--kill-point', 'journal']),
+      // The clean import meanwhile, in this process.
       importInto(clean, files, { organization: undefined }),
     ]);
-    expect(killed.signal, killed.output).toBe('SIGKILL');
+    expect(killedAfterStore.signal, killedAfterStore.output).toBe('SIGKILL');
+    expect(killedAfterJournal.signal, killedAfterJournal.output).toBe('SIGKILL');
     expect(cleanRun.code, cleanRun.out).toBe(0);
-    // Killed again after the journal recorded a batch (a crash between batches).
-    const killedAgain = await cli([...args(resumed), '--kill-after-batches', '1', '--kill-point', 'journal']);
-    expect(killedAgain.signal, killedAgain.output).toBe('SIGKILL');
-    const finished = await importInto(resumed, files, { batchSize: 20, organization: undefined });
-    expect(finished.code, finished.out).toBe(0);
-    // The summary counts each resource once over the three runs (a batch stored but not yet recorded when the
-    // process died is written again: unchanged).
-    const [, stored, unchanged, rejected] = /total +(\d+) +(\d+) +(\d+)/.exec(finished.out)!.map(Number);
-    expect([stored! + unchanged!, rejected]).toEqual([13 + 43 + 43 + 44 + 11, 0]);
-
-    const [a, b] = [await readStore(clean), await readStore(resumed)];
-    expect(b.versions).toBe(b.current.size); // nothing stored twice
-    expect(b.current).toEqual(a.current);
-    const verified = sink();
-    expect(
-      await runVerify({
-        dataDir: resumed,
-        ...loadSettings(['mspId', 'ledger', 'fabricConfig'], {}, {}),
-        out: verified.stream,
-        record: false,
-        progress: false,
-      }),
-      verified.text(),
-    ).toBe(0);
+    const expected = await readStore(clean);
+    for (const dataDir of [afterStore, afterJournal]) {
+      const finished = await importInto(dataDir, files, { batchSize: 5, organization: undefined });
+      expect(finished.code, finished.out).toBe(0);
+      // The summary counts each resource once over both runs.
+      const [, stored, unchanged, rejected] = /total +(\d+) +(\d+) +(\d+)/.exec(finished.out)!.map(Number);
+      expect([stored! + unchanged!, rejected]).toEqual([13 + 11, 0]);
+      expect(unchanged).toBe(dataDir === afterStore ? 5 : 0);
+      const view = await readStore(dataDir);
+      expect(view.versions).toBe(view.current.size); // nothing stored twice
+      expect(view.current).toEqual(expected.current);
+      const verified = sink();
+      expect(
+        await runVerify({
+          dataDir,
+          ...loadSettings(['mspId', 'ledger', 'fabricConfig'], {}, {}),
+          out: verified.stream,
+          record: false,
+          progress: false,
+        }),
+        verified.text(),
+      ).toBe(0);
+    }
   }, 60_000);
 });

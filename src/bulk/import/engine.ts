@@ -15,6 +15,7 @@
  *    one journal transaction after the store committed;
  * 4. anchors: the outbox drained in Merkle batches every `anchorEvery` new versions and at the end.
  */
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { FhirError, fhirError, type OperationOutcome } from '../../fhir/outcome.js';
 import { toPlainJson, type FhirResource } from '../../fhir/fhir-json.js';
@@ -22,7 +23,11 @@ import type { FhirContext, FhirRequest } from '../../fhir/interactions/types.js'
 import { conditionalMatches } from '../../fhir/interactions/batch.js';
 import { newResourceId } from '../../fhir/interactions/ids.js';
 import { emptyQuery, parseQuery } from '../../fhir/query.js';
-import type { ResourceValidator } from '../../fhir/validation/validator.js';
+import type {
+  ResourceValidator,
+  ValidationOptions,
+  ValidationResult,
+} from '../../fhir/validation/validator.js';
 import { ImportJournal, type JournalFile, type RecordedOutcome } from './journal.js';
 import {
   fileHash,
@@ -76,13 +81,35 @@ interface FileState extends JournalFile {
   kind: SourceKind;
 }
 
-/** Timing wrappers around the context's validator and hooks (the benchmark's split of time). */
-function timedContext(context: FhirContext, timings: ImportTimings): FhirContext {
+/** The options the `update` interaction validates a written resource with (common.ts validateResource). */
+const WRITE_VALIDATION: ValidationOptions = { mode: 'update' };
+
+/**
+ * What a verdict is kept for: the validation options and the exact plain JSON the validator was given (the
+ * validator is a function of these two alone: the import's own writes do not change its definitions).
+ */
+function validationDigest(plain: unknown, options: ValidationOptions | undefined): Buffer {
+  return createHash('sha256')
+    .update(JSON.stringify(options ?? {}))
+    .update('\n')
+    .update(JSON.stringify(plain))
+    .digest();
+}
+
+/**
+ * Timing wrappers around the context's validator and hooks (the benchmark's split of time). `reuse`: a verdict of
+ * this run for exactly this input, if there is one (else the validator runs).
+ */
+function timedContext(
+  context: FhirContext,
+  timings: ImportTimings,
+  reuse: (resource: unknown, options: ValidationOptions | undefined) => ValidationResult | undefined,
+): FhirContext {
   const validator = Object.create(context.validator) as ResourceValidator;
   validator.validate = (resource, options) => {
     const start = performance.now();
     try {
-      return context.validator.validate(resource, options);
+      return reuse(resource, options) ?? context.validator.validate(resource, options);
     } finally {
       timings.validate += performance.now() - start;
     }
@@ -142,7 +169,7 @@ function targetOf(
   type: string,
   ownId: unknown,
   hash: string,
-  journal: ImportJournal,
+  keys: Pick<ImportJournal, 'lookup' | 'bind'>,
 ): string {
   const method = record.method?.toUpperCase();
   if (method === 'PUT' && record.url) {
@@ -151,7 +178,7 @@ function targetOf(
   }
   if (method !== 'POST' && typeof ownId === 'string' && ID.test(ownId)) return `${type}/${ownId}`;
   const key = record.fullUrl ?? `${hash}:${record.line ?? `#${record.entry}`}`;
-  return journal.lookup(key) ?? journal.bind(key, `${type}/${newResourceId()}`);
+  return keys.lookup(key) ?? keys.bind(key, `${type}/${newResourceId()}`);
 }
 
 class ImportRun {
@@ -168,6 +195,8 @@ class ImportRun {
   private readonly consents: ConsentHandling;
   private readonly atomic: boolean;
   private consentsSeen = 0;
+  /** Validations of the write phase answered by the check phase's verdict (the same input, validated once). */
+  private verdictsReused = 0;
   private processed = 0;
   private newVersionsSinceDrain = 0;
   private batches = 0;
@@ -181,7 +210,9 @@ class ImportRun {
     private readonly options: ImportOptions,
     private readonly sink: ImportSink,
   ) {
-    this.context = timedContext(options.context, this.timings);
+    this.context = timedContext(options.context, this.timings, (resource, validationOptions) =>
+      this.reuseVerdict(resource, validationOptions),
+    );
     this.batchSize = Math.max(1, Math.floor(options.batchSize ?? 2000));
     const consents = options.consents ?? 'refuse';
     this.consents = journal.fixConsentHandling(consents);
@@ -202,7 +233,9 @@ class ImportRun {
     const files = await this.registerFiles(sources);
     const parseStart = performance.now();
     const validateBefore = this.timings.validate;
+    this.journal.clearVerdicts();
     for (const file of files) if (!file.scanned) await this.scan(file);
+    for (const file of files) if (!file.finished) await this.check(file);
     // The scan's validation is counted as validation (the timed validator), not as parsing.
     this.timings.parse += performance.now() - parseStart - (this.timings.validate - validateBefore);
     this.total = files.reduce((sum, f) => sum + f.resources, 0);
@@ -222,6 +255,7 @@ class ImportRun {
       interrupted,
       timings: this.timings,
       processedThisRun: this.processed,
+      validationsReused: this.verdictsReused,
     };
   }
 
@@ -241,8 +275,9 @@ class ImportRun {
   }
 
   /**
-   * Phase 2: targets, keys and identifiers of a file's resources into the journal (plain JSON.parse), and which
-   * targets are rejected whatever happens (invalid, refused Consents).
+   * Phase 2: targets, keys and identifiers of a file's resources into the journal (plain JSON.parse), and the
+   * refused Consents' targets (rejected whatever happens). Validation is the check's (phase 2b), once the reference
+   * map is complete.
    */
   private async scan(file: FileState): Promise<void> {
     let count = 0;
@@ -268,7 +303,7 @@ class ImportRun {
         const position = positionOf(file.path, record);
         this.journal.addPendingTarget(target, position);
         // Known to be rejected: so is every resource that names it, before or after it in the import.
-        if (this.refusedInScan(type, resource, target)) this.journal.markRejected(target, position);
+        if (type === 'Consent' && this.consents === 'refuse') this.journal.markRejected(target, position);
       });
       if (pending.length >= 10_000) flush();
     };
@@ -288,7 +323,7 @@ class ImportRun {
         this.progress('scan', count, 0);
       }
     } else {
-      const bundle = await readBundleFile(file.path);
+      const bundle = await readBundleFile(file.path, true);
       for (const record of bundle.records) {
         if (record.resource) remember(record, record.resource);
         else count++;
@@ -301,14 +336,77 @@ class ImportRun {
   }
 
   /**
-   * Whether a resource will be rejected whatever its references: a refused Consent, or invalid R4 for the same
-   * validator (its write validates again and reports the issues). Lets a resource written before it in the import
-   * be rejected naming it, instead of stored with a reference to nothing.
+   * Phase 2b: every resource still to be written, parsed, prepared and with its references rewritten exactly as its
+   * write will do it (the reference map is complete after the scan), validated with the write's validator and
+   * options. The verdict is kept in the journal with the digest of exactly what was validated: the write's own
+   * validation (the `update` interaction's) is answered by it only when it is asked about the same input
+   * (`reuseVerdict`), so each resource is validated once. An invalid resource's target is marked rejected: so is
+   * every resource that names it, before or after it in the import. A resource whose references do not resolve
+   * now is not validated here: its write rejects it for that (or, if the store gained the target meanwhile,
+   * validates it).
    */
-  private refusedInScan(type: string, resource: Record<string, unknown>, target: string): boolean {
-    if (type === 'Consent' && this.consents === 'refuse') return true;
-    const plain = toPlainJson({ ...resource, id: target.slice(type.length + 1) });
-    return !this.context.validator.validate(plain, { mode: 'update' }).valid;
+  private async check(file: FileState): Promise<void> {
+    let pending: (() => void)[] = [];
+    const flush = () => {
+      const work = pending;
+      pending = [];
+      this.journal.transaction(() => work.forEach((w) => w()));
+    };
+    const checkOne = async (record: SourceRecord) => {
+      const resource = record.resource;
+      if (!resource) return;
+      const type = resource.resourceType;
+      if (type === 'Consent' && this.consents === 'refuse') return; // marked in the scan
+      let target: string;
+      try {
+        target = targetOf(record, type, resource.id, file.hash, this.keys);
+        this.prepare(resource, target.slice(type.length + 1), false);
+        await this.resolveReferences(resource, this.context);
+      } catch (err) {
+        if (err instanceof FhirError) return;
+        throw err;
+      }
+      const plain = toPlainJson(resource);
+      const start = performance.now();
+      const result = this.options.context.validator.validate(plain, WRITE_VALIDATION);
+      this.timings.validate += performance.now() - start;
+      const digest = validationDigest(plain, WRITE_VALIDATION);
+      const position = positionOf(file.path, record);
+      pending.push(() => {
+        this.journal.setVerdict(
+          target,
+          digest,
+          result.valid && result.issues.length === 0 ? null : JSON.stringify(result),
+        );
+        if (!result.valid) this.journal.markRejected(target, position);
+      });
+      if (pending.length >= 2_000) flush();
+    };
+    // Plain JSON.parse: the validator is given plain JSON (toPlainJson) at write time too; the digest tells.
+    if (file.kind === 'ndjson') {
+      for await (const record of ndjsonRecords(file.path, file.done, 'plain')) await checkOne(record);
+    } else {
+      const bundle = await readBundleFile(file.path, true);
+      for (const record of bundle.records) if (record.entry! >= file.done) await checkOne(record);
+    }
+    flush();
+  }
+
+  /**
+   * The write's validation answered by the check's verdict: only for the same target, options and plain JSON
+   * text (its digest), else undefined (the validator runs). The API path never gets here: it is this run's context.
+   */
+  private reuseVerdict(
+    resource: unknown,
+    options: ValidationOptions | undefined,
+  ): ValidationResult | undefined {
+    if (resource === null || typeof resource !== 'object') return undefined;
+    const { resourceType, id } = resource as { resourceType?: unknown; id?: unknown };
+    if (typeof resourceType !== 'string' || typeof id !== 'string') return undefined;
+    const kept = this.journal.verdict(`${resourceType}/${id}`);
+    if (!kept || !kept.digest.equals(validationDigest(resource, options))) return undefined;
+    this.verdictsReused++;
+    return kept.result === null ? { valid: true, issues: [] } : (JSON.parse(kept.result) as ValidationResult);
   }
 
   /** Phase 3 for one file, from where an earlier run stopped. False when interrupted (signal). */
@@ -428,6 +526,19 @@ class ImportRun {
     }
   }
 
+  /**
+   * The reference map through the cache (check and write: a target looked up for its own resource is then at hand
+   * for the references to it that follow).
+   */
+  private readonly keys: Pick<ImportJournal, 'lookup' | 'bind'> = {
+    lookup: (key) => this.lookup(key),
+    bind: (key, target) => {
+      const bound = this.journal.bind(key, target);
+      this.keyCache.set(key, bound);
+      return bound;
+    },
+  };
+
   /** journal.lookup, with the answers of recent resources kept (references repeat: the patient, the encounter). */
   private lookup(key: string): string | undefined {
     if (this.keyCache.has(key)) return this.keyCache.get(key);
@@ -486,7 +597,7 @@ class ImportRun {
     const type = resource.resourceType;
     let target: string | undefined;
     try {
-      target = targetOf(record, type, resource.id, file.hash, this.journal);
+      target = targetOf(record, type, resource.id, file.hash, this.keys);
       const id = target.slice(type.length + 1);
       this.prepare(resource, id);
       await this.resolveReferences(resource, tx, local);
@@ -507,9 +618,9 @@ class ImportRun {
   }
 
   /** Consents by the chosen handling; the source's system and date kept; the target id set. */
-  private prepare(resource: FhirResource, id: string): void {
+  private prepare(resource: FhirResource, id: string, count = true): void {
     if (resource.resourceType === 'Consent') {
-      this.consentsSeen++;
+      if (count) this.consentsSeen++;
       if (this.consents === 'refuse')
         throw fhirError(
           'import-consent-refused',
@@ -541,11 +652,15 @@ class ImportRun {
     if (metaChanged) resource.meta = meta as FhirResource['meta'];
   }
 
-  /** Every reference rewritten to the `Type/id` it resolves to, or the resource rejected with the cause. */
+  /**
+   * Every reference rewritten to the `Type/id` it resolves to, or the resource rejected with the cause. `local`
+   * (the write): a reference to a rejected resource of the import rejects this one; the check leaves that to the
+   * write.
+   */
   private async resolveReferences(
     resource: FhirResource,
     tx: FhirContext,
-    local: Map<string, 'stored' | 'rejected'>,
+    local?: Map<string, 'stored' | 'rejected'>,
   ): Promise<void> {
     for (const found of findReferences(resource, resource.resourceType)) {
       const kind = classifyReference(found.reference, this.options.baseUrl);
@@ -589,7 +704,7 @@ class ImportRun {
           target = await this.resolveConditional(kind.type, kind.search, found.path, found.reference, tx);
           break;
       }
-      this.assertNotRejected(target, found.path, found.reference, local);
+      if (local) this.assertNotRejected(target, found.path, found.reference, local);
       found.holder.reference = target + suffix;
     }
   }

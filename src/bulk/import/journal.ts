@@ -9,7 +9,8 @@
  *   scan, and kept here: a second run assigns the same ids, so it never duplicates;
  * - identifiers (`Type?identifier=system|value` references resolve against them);
  * - each target's state (pending, stored, rejected with the file and line) and the rejections' OperationOutcomes;
- * - the counts by type.
+ * - the counts by type;
+ * - this run's validation verdicts (the check's, with the digest of what was validated; see engine.ts).
  * Writes are synchronous (better-sqlite3) and each batch's journal update is one transaction (WAL, synchronous
  * NORMAL: survives SIGKILL; a lost last batch after power loss is written again, and stores nothing new).
  */
@@ -65,6 +66,8 @@ CREATE TABLE IF NOT EXISTS target (
 CREATE TABLE IF NOT EXISTS rejection (
   file TEXT NOT NULL, line INTEGER NOT NULL, entry INTEGER NOT NULL, outcome TEXT NOT NULL,
   PRIMARY KEY (file, line, entry)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS validated (
+  target TEXT PRIMARY KEY, digest BLOB NOT NULL, result TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS type_count (
   type TEXT PRIMARY KEY, stored INTEGER NOT NULL DEFAULT 0, unchanged INTEGER NOT NULL DEFAULT 0,
   rejected INTEGER NOT NULL DEFAULT 0);
@@ -87,7 +90,10 @@ export class ImportJournal {
     | 'setTarget'
     | 'addPendingTarget'
     | 'addRejection'
-    | 'countType',
+    | 'countType'
+    | 'setVerdict'
+    | 'getVerdict'
+    | 'dropVerdict',
     Stmt
   >;
 
@@ -120,6 +126,9 @@ export class ImportJournal {
         "INSERT OR IGNORE INTO target (target, status, file, line, entry) VALUES (?, 'pending', ?, ?, ?)",
       ),
       addRejection: p('INSERT OR REPLACE INTO rejection (file, line, entry, outcome) VALUES (?, ?, ?, ?)'),
+      setVerdict: p('INSERT OR REPLACE INTO validated (target, digest, result) VALUES (?, ?, ?)'),
+      getVerdict: p('SELECT digest, result FROM validated WHERE target = ?'),
+      dropVerdict: p('DELETE FROM validated WHERE target = ?'),
       countType: p(
         'INSERT INTO type_count (type, stored, unchanged, rejected) VALUES (?, ?, ?, ?) ON CONFLICT (type) DO ' +
           'UPDATE SET stored = stored + excluded.stored, unchanged = unchanged + excluded.unchanged, ' +
@@ -222,11 +231,29 @@ export class ImportJournal {
     return this.s.getTarget.get(target) as TargetState | undefined;
   }
 
-  /** One batch's outcomes (inside `transaction`). */
+  /**
+   * The validator's verdicts of this run (engine.ts, `checkFile`): the digest of exactly what was validated (the
+   * options and the plain JSON text, after reference rewriting) and the result (NULL: valid, no issues). Kept only
+   * for the run that made them: `clearVerdicts` at the start of each run.
+   */
+  setVerdict(target: string, digest: Buffer, result: string | null): void {
+    this.s.setVerdict.run(target, digest, result);
+  }
+
+  verdict(target: string): { digest: Buffer; result: string | null } | undefined {
+    return this.s.getVerdict.get(target) as { digest: Buffer; result: string | null } | undefined;
+  }
+
+  clearVerdicts(): void {
+    this.db.exec('DELETE FROM validated');
+  }
+
+  /** One batch's outcomes (inside `transaction`); their verdicts are spent. */
   record(outcomes: readonly RecordedOutcome[]): void {
     const counts = new Map<string, TypeCounts>();
     for (const o of outcomes) {
       const { file, line, entry } = o.position;
+      if (o.target) this.s.dropVerdict.run(o.target);
       if (o.target)
         this.s.setTarget.run(
           o.target,

@@ -116,4 +116,6 @@ export interface ImportSummary {
   timings: ImportTimings;
   /** Resources processed by this run. */
   processedThisRun: number;
+  /** Writes of this run whose validation was answered by the check's verdict for the same input (validated once). */
+  validationsReused: number;
 }
