@@ -576,18 +576,23 @@ describe('a network fetch against members on loopback', () => {
     members.add(home.entry);
     members.add(lab.entry);
     const events: string[] = [];
-    let labAsked: () => void = () => undefined;
     let homeSays = { grants: ['g'], custodians: [LAB] };
+    // Whether the step expects B to ask the lab before the home answers. Then the home answers only once the lab
+    // has been asked: were it not asked, the locate would time out and the step fail (no timer decides the order).
+    let labFirst = false;
+    let labAsked: () => void = () => undefined;
+    let labAskedNow = Promise.resolve();
+    const expectLabFirst = (expected: boolean) => {
+      labFirst = expected;
+      labAskedNow = new Promise<void>((resolve) => (labAsked = resolve));
+    };
     home.on['network-locate'] = (_req, _body, res) => {
-      // The home answers once the lab has been asked (or after 5 s, failing the order checked below).
-      const asked = new Promise<void>((resolve) => {
-        labAsked = resolve;
-        setTimeout(resolve, 5000);
-      });
-      void asked.then(() => {
+      const reply = () => {
         events.push('home answers the locate');
         answer(res, 200, locateText(homeSays.grants, homeSays.custodians));
-      });
+      };
+      if (labFirst) void labAskedNow.then(reply);
+      else reply();
     };
     home.on['network-records'] = (_req, _body, res) => answer(res, 200, pendingRecords(home.entry, ['a1']));
     lab.on['network-records'] = (_req, _body, res) => {
@@ -604,17 +609,20 @@ describe('a network fetch against members on loopback', () => {
     const lab1 = (n: number) => `${lab.entry.fhirBaseUrl}/Observation/c${n}/_history/1`;
 
     // Nothing remembered: locate, then the lab.
+    expectLabFirst(false);
     expect(await matches()).toEqual([lab1(1)]);
     expect(events).toEqual(['home answers the locate', 'lab asked (1)']);
 
     // Remembered: the lab is asked before the home answers, once, and its answer is used.
     events.length = 0;
+    expectLabFirst(true);
     expect(await matches()).toEqual([lab1(2)]);
     expect(events).toEqual(['lab asked (2)', 'home answers the locate']);
     expect(lab.calls).toHaveLength(2);
 
     // A custodian the home names anew is asked after the locate, under the grants it names now.
     homeSays = { grants: ['g'], custodians: [LAB, HOME] };
+    expectLabFirst(true);
     expect(await matches()).toEqual([lab1(3), `${home.entry.fhirBaseUrl}/Observation/a1/_history/1`]);
     expect(home.calls.map((c) => c.operation)).toEqual([
       'network-locate',
@@ -625,6 +633,7 @@ describe('a network fetch against members on loopback', () => {
 
     // Other grants now: what the lab answered under the old ones is discarded, and it is asked again.
     homeSays = { grants: ['g2'], custodians: [LAB] };
+    expectLabFirst(true);
     expect(await matches()).toEqual([lab1(5)]);
     expect(lab.calls).toHaveLength(5);
     const b2b = (a: Record<string, unknown>) =>
@@ -633,6 +642,7 @@ describe('a network fetch against members on loopback', () => {
 
     // No grant now: the lab's speculative answer is discarded, only the outcome is answered.
     homeSays = { grants: [], custodians: [] };
+    expectLabFirst(true);
     const refused = JSON.parse(await everything.run('Patient/p1', asker, query)) as Outcome;
     expect(lab.calls).toHaveLength(6);
     expect(refused.total).toBe(0);
@@ -640,6 +650,7 @@ describe('a network fetch against members on loopback', () => {
     expect(refused.entry[0].resource.issue![0].details!.coding[0].code).toBe('network-no-grant');
     // "No grant" forgets the answer: the next fetch asks the home alone first.
     events.length = 0;
+    expectLabFirst(false);
     await everything.run('Patient/p1', asker, query);
     expect(lab.calls).toHaveLength(6);
   });
