@@ -377,10 +377,13 @@ describe('disclosures', () => {
         (p: { part: { name: string; [k: string]: unknown }[] }) =>
           Object.fromEntries(p.part.map((part) => [part.name, Object.values(part)[1]])),
       );
-      // Both records are flushed to the ledger in their own time: wait for both, not the first to land.
-      const has = (interaction: string) =>
-        entries.some((e: Record<string, unknown>) => e.interaction === interaction);
-      return has('network-records') && has('network-locate') ? entries : undefined;
+      // Both records are flushed to the ledger in their own time: wait for both, not the first to land. Earlier
+      // tests of this network left records of A's disclosures: C's is the one awaited.
+      const has = (interaction: string, custodian: string) =>
+        entries.some(
+          (e: Record<string, unknown>) => e.interaction === interaction && e.custodian === custodian,
+        );
+      return has('network-records', c.mspId) && has('network-locate', a.mspId) ? entries : undefined;
     });
     const actor = b.pseudonymOf('dr-b');
     expect(log).toEqual(
