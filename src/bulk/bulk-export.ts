@@ -32,6 +32,7 @@ import {
   type ExportState,
 } from './export-job.js';
 import type { BulkJobStore, JobRow } from './job-store.js';
+import { JobQueue } from './job-queue.js';
 import type { JobAccess, JobCaller } from './job-access.js';
 
 export const EXPORT_DEFINITION = 'http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export';
@@ -114,9 +115,7 @@ function groupMembers(group: StoredVersion): string[] {
 }
 
 export class BulkExports {
-  private readonly queue: string[] = [];
-  private running?: Promise<void>;
-  private stopped = false;
+  private readonly jobQueue = new JobQueue((id) => this.work(id));
   private stopSignal!: () => void;
   private readonly stopping = new Promise<void>((resolve) => (this.stopSignal = resolve));
   private readonly pageSize: number;
@@ -129,18 +128,16 @@ export class BulkExports {
 
   /** Resumes the jobs a previous run left queued or running (oldest first). */
   start(): void {
-    for (const job of this.options.jobs.unfinished('export')) this.enqueue(job.id);
+    for (const job of this.options.jobs.unfinished('export')) this.jobQueue.enqueue(job.id);
   }
 
   /** Resolves once no job is queued or running (tests; the shutdown). */
   async settled(): Promise<void> {
-    while (this.running) await this.running;
+    await this.jobQueue.settled();
   }
 
   async close(): Promise<void> {
-    this.stopped = true;
-    this.stopSignal();
-    await this.running;
+    await this.jobQueue.stop(this.stopSignal);
   }
 
   operation(): OperationRegistration {
@@ -212,7 +209,7 @@ export class BulkExports {
       state: JSON.stringify(state),
       createdAt: Date.now(),
     });
-    this.enqueue(id);
+    this.jobQueue.enqueue(id);
     context.log.info({ job: id, level, types: types.length }, 'export job accepted');
     return {
       status: 202,
@@ -308,19 +305,6 @@ export class BulkExports {
 
   // ------------------------------------------------------------------ the runner
 
-  private enqueue(id: string): void {
-    this.queue.push(id);
-    if (this.running || this.stopped) return;
-    this.running = this.drain().finally(() => {
-      this.running = undefined;
-      if (this.queue.length > 0 && !this.stopped) this.enqueue(this.queue.shift()!);
-    });
-  }
-
-  private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.stopped) await this.work(this.queue.shift()!);
-  }
-
   /** Runs one job from its saved state to its end (or until the service stops or the job is cancelled). */
   private async work(id: string): Promise<void> {
     const { jobs, store, access, log } = this.options;
@@ -337,7 +321,7 @@ export class BulkExports {
       const dir = jobs.filesDir('export', id);
       let unsaved = 0;
       while (state.step < steps.length) {
-        if (this.stopped) return;
+        if (this.jobQueue.stopped) return;
         const step = steps[state.step];
         const list = join(dir, workListName(state.step));
         if (!state.listed) {

@@ -24,6 +24,7 @@ import type { BulkJobStore, JobRow } from './job-store.js';
 import type { JobAccess, JobCaller } from './job-access.js';
 import { OUTPUT_FORMATS } from './export-request.js';
 import { RETRY_AFTER_SECONDS, type JobStatusAnswer } from './bulk-export.js';
+import { JobQueue } from './job-queue.js';
 
 export const IMPORT_ERROR_FILE = 'OperationOutcome.ndjson';
 const MAX_INPUTS = 1000;
@@ -156,9 +157,7 @@ function readInputs(
 }
 
 export class BulkImports {
-  private readonly queue: string[] = [];
-  private running?: Promise<void>;
-  private stopped = false;
+  private readonly jobQueue = new JobQueue((id) => this.work(id));
   private readonly abort = new AbortController();
   /** The engine's last progress per running job (not kept: a resumed job reports anew). */
   private readonly progress = new Map<string, ImportProgress>();
@@ -166,17 +165,15 @@ export class BulkImports {
   constructor(private readonly options: BulkImportOptions) {}
 
   start(): void {
-    for (const job of this.options.jobs.unfinished('import')) this.enqueue(job.id);
+    for (const job of this.options.jobs.unfinished('import')) this.jobQueue.enqueue(job.id);
   }
 
   async settled(): Promise<void> {
-    while (this.running) await this.running;
+    await this.jobQueue.settled();
   }
 
   async close(): Promise<void> {
-    this.stopped = true;
-    this.abort.abort();
-    await this.running;
+    await this.jobQueue.stop(() => this.abort.abort());
   }
 
   operation(): OperationRegistration {
@@ -220,7 +217,7 @@ export class BulkImports {
       state: JSON.stringify(state),
       createdAt: Date.now(),
     });
-    this.enqueue(id);
+    this.jobQueue.enqueue(id);
     context.log.info({ job: id, inputs: parsed.inputs.length }, 'import job accepted');
     return {
       status: 202,
@@ -298,19 +295,6 @@ export class BulkImports {
     return path;
   }
 
-  private enqueue(id: string): void {
-    this.queue.push(id);
-    if (this.running || this.stopped) return;
-    this.running = this.drain().finally(() => {
-      this.running = undefined;
-      if (this.queue.length > 0 && !this.stopped) this.enqueue(this.queue.shift()!);
-    });
-  }
-
-  private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.stopped) await this.work(this.queue.shift()!);
-  }
-
   /** Fetches what is not fetched yet, then runs the engine (which resumes from its journal) to the end. */
   private async work(id: string): Promise<void> {
     const { jobs, access, log } = this.options;
@@ -383,7 +367,7 @@ export class BulkImports {
       }
       const file = join(dir, `input-${i}.ndjson`);
       if (!state.fetched[i]) {
-        if (this.stopped) return undefined;
+        if (this.jobQueue.stopped) return undefined;
         try {
           await fetchSource(input.source.url, file, this.options.sources);
           const fd = openSync(file, 'r');

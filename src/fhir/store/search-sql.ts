@@ -19,6 +19,7 @@
  */
 import { fhirError } from '../outcome.js';
 import type { StoredVersion } from './resource-store.js';
+import type { VersionRow } from './store-support.js';
 import type {
   Filter,
   IndexedAs,
@@ -38,19 +39,8 @@ export interface Fragment {
   binds: Bind[];
 }
 
-/** A candidate row: a current version's metadata (no body). `deleted` is 0/1 in SQLite, a boolean in PostgreSQL. */
-export interface SearchRow {
-  seq: number;
-  resource_type: string;
-  id: string;
-  version_id: number;
-  last_updated: string;
-  deleted: number | boolean;
-  method: StoredVersion['method'];
-  json: string | null;
-  custodian: string | null;
-  patients: string | null;
-}
+/** A candidate row: a current version's metadata (no body), in the version row shape both adapters share. */
+export type SearchRow = VersionRow;
 
 /** What a search plan asks its adapter to run; `?` placeholders, binds in order. */
 export type SearchEffect =
