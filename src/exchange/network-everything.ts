@@ -19,12 +19,13 @@
  * Never a 500 and never a hang for what another member does: each failure is an issue naming the member. Nothing
  * fetched is stored at B (see `$network-save`); no paging state is kept: one capped answer.
  */
+import { readablePatient } from './readable-patient.js';
 import type { ConsentService } from '../consent/consent-service.js';
 import type { NetworkIds } from '../consent/network-ids.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import type { NetworkCaller } from '../fhir/interactions/access-policy.js';
 import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
-import type { FhirContext, FhirRequest, InteractionHandler } from '../fhir/interactions/types.js';
+import type { FhirRequest, InteractionHandler } from '../fhir/interactions/types.js';
 import { readOperationInput } from '../fhir/operations/terminology.js';
 import { fhirError, type OperationOutcomeIssue } from '../fhir/outcome.js';
 import { isKnownResourceType, searchDefinitions } from '../fhir/search/definitions.js';
@@ -473,7 +474,7 @@ export class NetworkEverything {
   /** The operation's handler: every phase in order. */
   readonly handler: InteractionHandler = async (request, context) => {
     const query = parseNetworkQuery(request);
-    const patientRef = await this.authorizedPatient(request, context);
+    const patientRef = await readablePatient(request, context);
     const asker: NetworkAsker = {
       member: this.options.mspId,
       // The caller's pseudonym at this member: what `$network-actor` tells the patient to name in a grant.
@@ -489,16 +490,6 @@ export class NetworkEverything {
       body,
     };
   };
-
-  /** The caller may read Patient/{id} here: else 404, exactly as for an absent Patient. */
-  private async authorizedPatient(request: FhirRequest, context: FhirContext): Promise<string> {
-    const id = request.id!;
-    context.access.authorize('read', 'Patient');
-    const current = await context.store.read('Patient', id);
-    if (!current || current.deleted || !context.access.canRead(current))
-      throw fhirError('resource-not-found', `Patient/${id} is not known`);
-    return `Patient/${id}`;
-  }
 
   /** Phases 2 to 6 for a Patient the caller may see: the searchset text. */
   async run(patientRef: string, asker: NetworkAsker, query: NetworkQuery): Promise<string> {

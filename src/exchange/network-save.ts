@@ -16,11 +16,12 @@
  * the copy can be verified again later. A saved copy is B's record from then on: a later revocation of the grant
  * does not remove it.
  */
+import { readablePatient } from './readable-patient.js';
 import { randomUUID } from 'node:crypto';
 import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
 import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import { validateResource, writeVersion } from '../fhir/interactions/common.js';
-import type { FhirContext, FhirRequest, InteractionHandler } from '../fhir/interactions/types.js';
+import type { FhirContext, InteractionHandler } from '../fhir/interactions/types.js';
 import { fhirError, type OperationOutcomeIssue } from '../fhir/outcome.js';
 import type { BatchSource } from '../integrity/verification.js';
 import type { MemberLookup } from './members.js';
@@ -352,20 +353,10 @@ export interface NetworkSaveOptions {
   now?: () => number;
 }
 
-/** The caller may read Patient/{id}: else 404, exactly as for an absent Patient. */
-async function authorizedPatient(request: FhirRequest, context: FhirContext): Promise<string> {
-  const id = request.id!;
-  context.access.authorize('read', 'Patient');
-  const current = await context.store.read('Patient', id);
-  if (!current || current.deleted || !context.access.canRead(current))
-    throw fhirError('resource-not-found', `Patient/${id} is not known`);
-  return `Patient/${id}`;
-}
-
 export function networkSaveHandler(options: NetworkSaveOptions): InteractionHandler {
   const now = options.now ?? Date.now;
   return async (request, context) => {
-    const patientRef = await authorizedPatient(request, context);
+    const patientRef = await readablePatient(request, context);
     // The custodians' Patients are not saved: the records saved belong to this Patient, which stays as it is.
     const all = readReturnedRecords(request.body);
     const records = all.filter((record) => record.resourceType !== 'Patient');

@@ -17,6 +17,7 @@
  * - two local Patients linked to the same network patient are refused, unless one of them has a `Patient.link` to
  *   the other of type `seealso`, `replaces` or `replaced-by` (this service's records say they are the same person).
  */
+import { readablePatient } from './readable-patient.js';
 import type { Caller } from '../fhir/interactions/access-policy.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import { parseClientJson } from '../fhir/fhir-json.js';
@@ -343,13 +344,9 @@ function requiredParameter(request: FhirRequest, name: string, maxLength: number
 
 /** The Patient the caller may see (404 otherwise, as for an absent one), and the caller the patient or staff. */
 async function authorizedPatient(request: FhirRequest, context: FhirContext): Promise<string> {
+  await readablePatient(request, context);
   const id = request.id!;
-  const policy = context.access;
-  policy.authorize('read', 'Patient');
-  const current = await context.store.read('Patient', id);
-  if (!current || current.deleted || !policy.canRead(current))
-    throw fhirError('resource-not-found', `Patient/${id} is not known`);
-  const caller = policy.caller;
+  const caller = context.access.caller;
   const isPatient = caller.role === 'patient' && caller.fhirUser === `Patient/${id}`;
   const staff = caller.role === 'system' || caller.role === 'admin' || caller.role === 'open';
   if (!isPatient && !staff)
