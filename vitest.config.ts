@@ -24,6 +24,8 @@ const UNIT_TESTS = [
 export default defineConfig({
   test: {
     testTimeout: 60_000,
+    // Compiles src/ once per run for the tests that start the CLI as a process (test/support/cli-build.ts).
+    globalSetup: ['test/support/global-setup.ts'],
     hookTimeout: 120_000,
     pool: 'forks',
     poolOptions: {

@@ -38,6 +38,15 @@ import {
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(PROJECT_ROOT, 'src', 'cli.ts');
 
+/**
+ * How a member starts: `src/cli.ts` through tsx, or, under the test suite, the suite's compiled build of src/
+ * (HIE_TEST_CLI_BUILD, see test/support/cli-build.ts), which starts with half the CPU.
+ */
+function cliNodeArgs(): string[] {
+  const build = process.env.HIE_TEST_CLI_BUILD;
+  return build ? [join(build, 'src', 'cli.js')] : ['--import', 'tsx', CLI];
+}
+
 /** The file in the base directory that describes the running network. */
 export const NETWORK_FILE = 'network.json';
 
@@ -243,7 +252,7 @@ const KEPT_OUTPUT = 256 * 1024;
 
 /** `hie-ledger serve ARGS` as its own process (in its own process group: a terminal's Ctrl-C reaches only us). */
 function startService(args: string[], logFile: string): ServiceProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve', ...args], {
+  const child = spawn(process.execPath, [...cliNodeArgs(), 'serve', ...args], {
     cwd: PROJECT_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,

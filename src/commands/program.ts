@@ -3,10 +3,8 @@
  * `register...Command(program)` function). Every setting a subcommand reads comes from the one option table
  * (src/config/config.ts: flag, variable, default), handed to it typed; docs/configuration.md lists them per command.
  */
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { PACKAGE_VERSION } from '../platform/package-version.js';
 import { addConfigOptions, loadSettings, SERVE_SETTINGS } from '../config/config.js';
 import { registerVerifyCommand } from './verify.js';
 import { registerEraseCommand } from './erase.js';
@@ -43,7 +41,7 @@ export function createProgram(): Command {
   const program = new Command('hie-ledger').description(
     'FHIR R4 health information exchange with integrity anchors and consent on Hyperledger Fabric',
   );
-  program.version(packageVersion(), '-V, --version', "print hie-ledger's version");
+  program.version(PACKAGE_VERSION, '-V, --version', "print hie-ledger's version");
   program.showHelpAfterError();
   for (const register of COMMANDS) register(program);
   markRequiredOptions(program);
@@ -57,22 +55,4 @@ function markRequiredOptions(command: Command): void {
       option.description = `${option.description} (required)`;
   }
   for (const sub of command.commands) markRequiredOptions(sub);
-}
-
-/** The version in this package's package.json (found upwards from this file: src/ under tsx, dist/src/ built). */
-function packageVersion(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let depth = 0; depth < 4; depth++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
-        name?: string;
-        version?: string;
-      };
-      if (pkg.name === 'hie-ledger' && typeof pkg.version === 'string') return pkg.version;
-    } catch {
-      // no package.json here: look further up
-    }
-    dir = dirname(dir);
-  }
-  return 'unknown';
 }

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
+import { cliNodeArgs } from '../support/cli-build.js';
 import { runImport } from '../../src/commands/import.js';
 import { runVerify } from '../../src/commands/verify.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
@@ -351,7 +352,7 @@ describe('hie-ledger import', () => {
 function cli(
   args: string[],
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
+  const child = spawn(process.execPath, [...cliNodeArgs(), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

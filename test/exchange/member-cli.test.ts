@@ -3,6 +3,7 @@
  * client over the same chain: a member is an active entry with a valid service certificate.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { cliNodeArgs } from '../support/cli-build.js';
 import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -264,9 +265,7 @@ describe('hie-ledger member register on a served embedded ledger (--ledger fabri
       const child = spawn(
         process.execPath,
         [
-          '--import',
-          'tsx',
-          'src/cli.ts',
+          ...cliNodeArgs(),
           'member',
           'list',
           '--data-dir',

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
+import { cliNodeArgs } from '../support/cli-build.js';
 import { runVerify } from '../../src/commands/verify.js';
 import { dataDirConfig, eventually } from './helpers.js';
 
@@ -22,9 +23,7 @@ function startServer(dataDir: string): Promise<Server> {
   const child = spawn(
     process.execPath,
     [
-      '--import',
-      'tsx',
-      'src/cli.ts',
+      ...cliNodeArgs(),
       'serve',
       '--data-dir',
       dataDir,

@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliNodeArgs } from '../support/cli-build.js';
 import { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { parseFabricConfig } from '../../src/ledger/fabric/config.js';
@@ -28,7 +29,7 @@ interface Process {
 
 /** Runs `hie-ledger ARGS` (tsx, this checkout). */
 function run(args: string[]): Process {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
+  const child = spawn(process.execPath, [...cliNodeArgs(), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -7,14 +7,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-const CLI = resolve('src/cli.ts');
-/** tsx's loader by path: the processes below may run in another working directory. */
-const TSX = createRequire(import.meta.url).resolve('tsx');
+import { cliNodeArgs } from '../support/cli-build.js';
 
 interface Ran {
   code: number | null;
@@ -25,7 +21,7 @@ interface Ran {
 function start(args: string[], cwd = process.cwd()): { child: ChildProcess; done: Promise<Ran> } {
   const env: NodeJS.ProcessEnv = { ...process.env, HIE_DEBUG: '' };
   delete env.HIE_DATA_DIR;
-  const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
+  const child = spawn(process.execPath, [...cliNodeArgs(), ...args], {
     cwd,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -6,7 +6,6 @@
  * `mode=full` (the default) and `mode=normative` (CapabilityStatement is normative in R4: the same statement) the
  * CapabilityStatement; any other mode is 400.
  */
-import { createRequire } from 'node:module';
 import type { FhirResource } from '../fhir-json.js';
 import type { FhirRegistry, OperationRegistration } from './fhir-registry.js';
 import type { Interaction, InteractionHandler } from './types.js';
@@ -14,15 +13,9 @@ import { COMPARTMENT_TYPES } from './router.js';
 // The media types the HTTP layer negotiates.
 import { PATCH_FORMATS, SUPPORTED_FORMATS } from '../media-types.js';
 import { fhirError } from '../outcome.js';
+import { PACKAGE_VERSION } from '../../platform/package-version.js';
 
-const require = createRequire(import.meta.url);
-const SOFTWARE_VERSION: string = (() => {
-  try {
-    return (require('../../../package.json') as { version: string }).version; // from src/
-  } catch {
-    return (require('../../../../package.json') as { version: string }).version; // from dist/src/
-  }
-})();
+const SOFTWARE_VERSION = PACKAGE_VERSION;
 
 const TYPE_INTERACTIONS: Interaction[] = [
   'read',
