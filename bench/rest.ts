@@ -9,13 +9,17 @@
  *
  * Targets on the 2-core development machine: read >= 40% of the bare route's throughput; create >= 2,000/s.
  * The bare route and read are measured in alternating slices (BENCH_ROUNDS, default 5), so a change in the
- * machine's load affects both alike.
+ * machine's load affects both alike. So is the write path (measureWritePath): creates with group commit and
+ * anchoring on (the default), anchoring off, and the single-write path (`--group-commit off`) with anchoring on and
+ * off, each its own service, in interleaved slices; medians of creates/s and of CPU per create, and the ratios
+ * (targets: anchoring on within 10% of off; the write path at least 2x the single-write path).
  * Environment: BENCH_DURATION (seconds per scenario, default 10), BENCH_CONNECTIONS (default 10),
  * BENCH_FROM=tsx to run the service from the sources instead of dist/.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
 import { freePort, ROOT, serviceEntry, startChild, startService, stopChild, waitFor } from './support.js';
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
@@ -91,6 +95,124 @@ function printTable(rows: Row[], ceiling: number): void {
   console.log(format(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const line of lines) console.log(format(line));
+}
+
+/** A service of the write-path comparison: its flags and environment. */
+interface WriteVariant {
+  name: string;
+  flags: string[];
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * The create path in its variants, each a service of its own on a fresh data directory: group commit (today's
+ * default) with anchoring on and off, and the single-write path (`--group-commit off`: a commit per write) as the
+ * baseline. Measured in interleaved slices (BENCH_ROUNDS of each, in turn), so a change in the machine's load hits
+ * every variant alike; each variant's figure is the median of its slices. Beside creates/s, the service's CPU time
+ * per create (Linux /proc): what a create costs, less sensitive to other processes than the rate.
+ */
+const WRITE_VARIANTS: WriteVariant[] = [
+  { name: 'create (validated)', flags: [], env: {} },
+  { name: 'create (validated, anchoring off)', flags: [], env: { HIE_ANCHORING: 'off' } },
+  { name: 'create (validated, single-write path)', flags: ['--group-commit', 'off'], env: {} },
+  {
+    name: 'create (single-write path, anchoring off)',
+    flags: ['--group-commit', 'off'],
+    env: { HIE_ANCHORING: 'off' },
+  },
+];
+
+interface WritePathResult {
+  rows: Row[];
+  /** Median CPU microseconds per create, per variant (undefined where /proc is not readable). */
+  cpuPerCreate: (number | undefined)[];
+  slices: number;
+}
+
+/** User + system CPU time of a process so far, in ms (Linux); undefined elsewhere. */
+function processCpuMs(pid: number | undefined): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const ticksPerMs = 100 / 1000; // USER_HZ is 100 on Linux
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerMs;
+  } catch {
+    return undefined;
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+async function measureWritePath(body: string, headers: Record<string, string>): Promise<WritePathResult> {
+  const started: { dir: string; child: ChildProcess; base: string }[] = [];
+  try {
+    for (const variant of WRITE_VARIANTS) {
+      const dir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-write-'));
+      const service = await startService(dir, variant.flags, { HIE_AUTH: 'dev-open', ...variant.env });
+      started.push({ dir, ...service });
+    }
+    const slices: Row[][] = WRITE_VARIANTS.map(() => []);
+    const cpu: number[][] = WRITE_VARIANTS.map(() => []);
+    const seconds = Math.max(1, Math.round(DURATION / ROUNDS));
+    for (let round = 0; round < ROUNDS; round++) {
+      // The order turns each round, so no variant always runs right after the same one.
+      for (let k = 0; k < WRITE_VARIANTS.length; k++) {
+        const i = (k + round) % WRITE_VARIANTS.length;
+        const { child, base } = started[i]!;
+        const before = processCpuMs(child.pid);
+        const row = await load(WRITE_VARIANTS[i]!.name, {
+          url: `${base}/fhir/Observation`,
+          method: 'POST',
+          headers,
+          body,
+          duration: seconds,
+        });
+        const after = processCpuMs(child.pid);
+        slices[i]!.push(row);
+        if (before !== undefined && after !== undefined && row.ok > 0)
+          cpu[i]!.push(((after - before) * 1000) / row.ok);
+      }
+    }
+    return {
+      rows: WRITE_VARIANTS.map((variant, i) => {
+        const merged = merge(variant.name, slices[i]!);
+        return { ...merged, requestsPerSecond: median(slices[i]!.map((r) => r.requestsPerSecond)) };
+      }),
+      cpuPerCreate: cpu.map((values) => (values.length ? median(values) : undefined)),
+      slices: ROUNDS,
+    };
+  } finally {
+    for (const { child, dir } of started) {
+      await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+function printWritePath({ rows, cpuPerCreate, slices }: WritePathResult): void {
+  const [grouped, plain, single] = rows;
+  const [groupedCpu, plainCpu, singleCpu] = cpuPerCreate;
+  console.log(`write path: median of ${slices} interleaved slices per variant, ${CONNECTIONS} connections`);
+  rows.forEach((row, i) => {
+    const cpu = cpuPerCreate[i];
+    console.log(
+      `  ${row.name.padEnd(44)} ${row.requestsPerSecond.toFixed(0).padStart(6)}/s` +
+        (cpu === undefined ? '' : `  ${cpu.toFixed(0).padStart(5)} us CPU per create`),
+    );
+  });
+  const ratio = (a: number | undefined, b: number | undefined) =>
+    a === undefined || b === undefined || b === 0 ? 'n/a' : (a / b).toFixed(2);
+  console.log(
+    `  anchoring on / off: ${ratio(grouped!.requestsPerSecond, plain!.requestsPerSecond)} of the rate ` +
+      `(target >= 0.90), CPU per create ${ratio(groupedCpu, plainCpu)}x`,
+  );
+  console.log(
+    `  group commit / single-write path: ${ratio(grouped!.requestsPerSecond, single!.requestsPerSecond)}x the rate ` +
+      `(target >= 2), CPU per create ${ratio(singleCpu, groupedCpu)}x less`,
+  );
 }
 
 async function main(): Promise<void> {
@@ -179,9 +301,6 @@ async function main(): Promise<void> {
       rmSync(uncachedDir, { recursive: true, force: true });
     }
     rows.push(
-      await load('create (validated)', { url: `${base}/Observation`, method: 'POST', headers, body }),
-    );
-    rows.push(
       await load('update (validated)', {
         url: base,
         requests: [
@@ -206,24 +325,8 @@ async function main(): Promise<void> {
         ],
       }),
     );
-    // The same create without ledger anchoring (its own service and data directory): what the facade and the
-    // store cost on their own, to see where create time goes. Not a configuration to run in production.
-    const plainDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-plain-'));
-    const plain = await startService(plainDir, [], { HIE_AUTH: 'dev-open', HIE_ANCHORING: 'off' });
-    try {
-      rows.push(
-        await load('create (validated, anchoring off)', {
-          url: `${plain.base}/fhir/Observation`,
-          method: 'POST',
-          headers,
-          body,
-        }),
-      );
-    } finally {
-      await stopChild(plain.child);
-      rmSync(plainDir, { recursive: true, force: true });
-    }
-
+    const writePath = await measureWritePath(body, headers);
+    rows.push(...writePath.rows);
     console.log('');
     printTable(rows, rows[0].requestsPerSecond);
     const read = rows[1].requestsPerSecond / rows[0].requestsPerSecond;
@@ -231,8 +334,10 @@ async function main(): Promise<void> {
     console.log('');
     console.log(
       `read / bare = ${(100 * read).toFixed(0)}% (target >= 40%; without the read cache ${(100 * uncachedRead).toFixed(0)}%); ` +
-        `create = ${rows[3].requestsPerSecond.toFixed(0)}/s (target >= 2000/s)`,
+        `create = ${writePath.rows[0]!.requestsPerSecond.toFixed(0)}/s (target >= 2000/s)`,
     );
+    console.log('');
+    printWritePath(writePath);
     console.log(
       `load average after: ${loadavg()
         .map((l) => l.toFixed(2))

@@ -15,6 +15,8 @@ export interface StoreSelection {
   dataDir: string;
   /** SQLite's read cache (bytes); default the adapter's. */
   readCache?: number;
+  /** SQLite's group commit (default on). */
+  groupCommit?: boolean;
 }
 
 export function openConfiguredStore(selection: StoreSelection): ResourceStore {
@@ -25,6 +27,7 @@ export function openConfiguredStore(selection: StoreSelection): ResourceStore {
   return new SqliteResourceStore({
     file: join(selection.dataDir, 'resources.sqlite'),
     readCacheBytes: selection.readCache,
+    groupCommit: selection.groupCommit,
   });
 }
 

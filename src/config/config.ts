@@ -50,6 +50,8 @@ export interface Config {
   anchorBatchSize: number;
   /** Memory for the store's cache of recently read current versions (bytes); 0 turns it off. */
   readCache: number;
+  /** SQLite: concurrent writes share one commit (group commit), each acknowledged after it; off for comparison. */
+  groupCommit: boolean;
   /** Where resources are kept: SQLite in the data directory (default) or a PostgreSQL database (docs/store.md). */
   store: 'sqlite' | 'postgres';
   /** The PostgreSQL database of `store: postgres`, as a postgres:// URL (may hold a password: never logged). */
@@ -373,6 +375,18 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: '32MiB',
     description: 'memory for recently read resources (bytes, or with KiB/MiB/GiB); 0 turns the cache off',
     parse: (text, source) => parseSize(text, source, true),
+  },
+  {
+    key: 'groupCommit',
+    flag: '--group-commit <on|off>',
+    env: 'HIE_GROUP_COMMIT',
+    default: 'on',
+    description:
+      'SQLite: concurrent writes share one commit, each acknowledged after it (off: one commit per write, to compare)',
+    parse: (text, source) => {
+      if (text !== 'on' && text !== 'off') throw new ConfigError(`${source}: '${text}' is not on or off`);
+      return text === 'on';
+    },
   },
   {
     key: 'store',

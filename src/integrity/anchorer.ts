@@ -127,6 +127,8 @@ export class Anchorer {
   private loop?: Promise<void>;
   private wake?: () => void;
   private queuedSinceDrain = 0;
+  /** The last round left at least a full batch in the outbox (its read was capped) or finished journalled ones. */
+  private fullBatchWaiting = false;
   private draining?: Promise<number>;
   private readonly backoff: DoublingBackoff;
   private stopWatchingLedger?: () => void;
@@ -242,8 +244,8 @@ export class Anchorer {
 
   /**
    * Anchors up to `maxInFlight` batches at once, as the worker does: the batches journalled earlier and not yet
-   * known committed, else new ones cut from the outbox backlog (as many full batches as it fills, the rest as one
-   * partial batch), with disjoint members. Every batch is journalled before it is submitted and finished exactly
+   * known committed, else new ones cut from the outbox backlog (as many full batches as it fills; a partial batch
+   * only when not even one fills, so `drain()` sends a tail in its next round), with disjoint members. Every batch is journalled before it is submitted and finished exactly
    * as by drainOnce, so a lost answer is recognised on the ledger and nothing is anchored twice. Returns the number
    * of versions anchored; once every batch of the round has settled, throws the first failure (the failed batches
    * stay journalled and are finished first next time). Serialised with drainOnce.
@@ -265,14 +267,23 @@ export class Anchorer {
       .prepared()
       .slice(0, slots)
       .map((batch) => ({ batch, members: this.journal.members(batch.root) }));
+    // Journalled batches finished: the outbox may hold full batches, go on at once.
+    this.fullBatchWaiting = round.length > 0;
     if (round.length === 0) {
       this.queuedSinceDrain = 0;
       const size = this.options.batchSize;
       const backlog = await this.nextPending(slots * size);
       if (backlog.length === 0) return 0;
+      // Full batches only, while there is one: the rest (the newest versions) leads the next batch instead of going
+      // out as a small one of its own. Under sustained writes a round otherwise sent a full batch plus a tail, and
+      // the next round at once another tail, each with a batch's fixed cost (journal fsyncs, a ledger transaction,
+      // a block). The tail waits for the next full batch or `intervalMs`, whichever comes first.
+      const cut = backlog.length >= size ? backlog.length - (backlog.length % size) : backlog.length;
+      // A capped read may have left more full batches in the outbox.
+      this.fullBatchWaiting = backlog.length === slots * size;
       const heightBefore = await this.ledger.height();
-      for (let start = 0; start < backlog.length; start += size) {
-        const members = this.prepareBatch(backlog.slice(start, start + size), heightBefore);
+      for (let start = 0; start < cut; start += size) {
+        const members = this.prepareBatch(backlog.slice(start, Math.min(cut, start + size)), heightBefore);
         round.push({ batch: this.journal.batch(members.root)!, members: members.members });
       }
     }
@@ -412,9 +423,10 @@ export class Anchorer {
           this.log.info({ anchored: n }, 'ledger reachable again; anchoring resumed');
         this.stats.consecutiveFailures = 0;
         backoff.reset();
-        // A full batch went out: there may be more right away. Otherwise let the next batch fill up.
+        // A full batch is still waiting: right away. Otherwise let the next batch fill up (anchorFor wakes the
+        // worker once it has) or the interval pass.
         delay =
-          n >= this.options.batchSize || this.queuedSinceDrain >= this.options.batchSize
+          (n > 0 && this.fullBatchWaiting) || this.queuedSinceDrain >= this.options.batchSize
             ? 0
             : this.options.intervalMs;
       } catch (err) {

@@ -197,6 +197,9 @@ describe('configuration', () => {
     expect(() => loadConfig({ organization: 'hosp-a' }, {})).toThrow(/--organization/);
     expect(loadConfig({ readCache: '8MiB' }, {}).readCache).toBe(8 * 1024 * 1024);
     expect(() => loadConfig({ readCache: 'lots' }, {})).toThrow(/--read-cache/);
+    expect(loadConfig({}, {}).groupCommit).toBe(true);
+    expect(loadConfig({}, { HIE_GROUP_COMMIT: 'off' }).groupCommit).toBe(false);
+    expect(() => loadConfig({ groupCommit: 'sometimes' }, {})).toThrow(/--group-commit/);
     expect(() => loadConfig({ baseUrl: 'ftp://x' }, {})).toThrow(ConfigError);
   });
 });

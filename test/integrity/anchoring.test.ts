@@ -143,12 +143,12 @@ describe('anchoring with several batches in flight', () => {
     fixture = await openFixture({ batchSize: 4, intervalMs: 20, maxInFlight: 3 });
     const f = fixture;
     const written = [];
-    for (let i = 0; i < 10; i++) written.push(await f.write(observation(`c${i}`, '1.0')));
+    for (let i = 0; i < 12; i++) written.push(await f.write(observation(`c${i}`, '1.0')));
     let release!: () => void;
     f.ledger.gate = new Promise<void>((resolve) => (release = resolve));
     f.integrity.anchorer.start();
     try {
-      // 10 pending, 4 per batch: 4 + 4 + 2, all three waiting on the ledger at the same time.
+      // 12 pending, 4 per batch: 4 + 4 + 4, all three waiting on the ledger at the same time.
       await eventually(() => f.ledger.inFlight === 3, 'three batches are in flight');
       expect(f.integrity.journal.batchCount()).toEqual({ prepared: 3, committed: 0 });
       f.ledger.loseReplies = 1;
@@ -168,6 +168,63 @@ describe('anchoring with several batches in flight', () => {
       roots.add(f.integrity.journal.memberOf(version)!.root);
     }
     expect(roots.size).toBe(3);
+  });
+});
+
+describe('anchoring under sustained writes', () => {
+  it('cuts only full batches while one fills: the rest leads the next batch instead of going out alone', async () => {
+    fixture = await openFixture({ batchSize: 4, maxInFlight: 3 });
+    const f = fixture;
+    for (let i = 0; i < 10; i++) await f.write(observation(`s${i}`, '2.0'));
+    // Two full batches; the two newest versions wait (they would have been a third, half-empty transaction).
+    expect(await f.integrity.anchorer.drainRound()).toBe(8);
+    expect((await f.store.pendingAnchors(10)).map((p) => p.id)).toEqual(['s8', 's9']);
+    expect(f.ledger.submits).toBe(2);
+    for (let i = 10; i < 12; i++) await f.write(observation(`s${i}`, '2.0'));
+    // They lead the next full batch.
+    expect(await f.integrity.anchorer.drainRound()).toBe(4);
+    const first = await f.store.anchorState({ resourceType: 'Observation', id: 's8', versionId: 1 });
+    expect(first?.status === 'anchored' && first.anchor.leafIndex).toBe(0);
+    // Nothing fills a batch: what is there goes out as a partial batch, so drain() empties the outbox.
+    await f.write(observation('s12', '2.0'));
+    expect(await f.integrity.anchorer.drain()).toBe(1);
+    expect(f.ledger.submits).toBe(4);
+  });
+
+  it('the worker waits for the next full batch or the interval instead of sending the rest at once', async () => {
+    fixture = await openFixture({ batchSize: 4, intervalMs: 50 });
+    const f = fixture;
+    const sleeps: { ms: number; release: () => void }[] = [];
+    const timer: AnchorTimer = {
+      sleep: (ms, signal) =>
+        new Promise<void>((resolve) => {
+          sleeps.push({ ms, release: resolve });
+          signal.addEventListener('abort', () => resolve(), { once: true });
+        }),
+    };
+    const anchorer = new Anchorer(
+      f.store,
+      f.ledger,
+      f.integrity.keyring,
+      f.integrity.journal,
+      { batchSize: 4, intervalMs: 50 },
+      undefined,
+      timer,
+    );
+    for (let i = 0; i < 6; i++) await f.write(observation(`w${i}`, '3.0'));
+    anchorer.start();
+    try {
+      await eventually(() => sleeps.length === 1, 'the worker waits');
+      // One full batch went out; the other two wait the interval (or the next full batch).
+      expect(sleeps[0].ms).toBe(50);
+      expect((await f.store.pendingAnchors(10)).map((p) => p.id)).toEqual(['w4', 'w5']);
+      expect(f.ledger.submits).toBe(1);
+      sleeps[0].release();
+      await eventually(async () => (await f.store.pendingAnchors(1)).length === 0, 'the outbox is empty');
+      expect(f.ledger.submits).toBe(2);
+    } finally {
+      await anchorer.stop();
+    }
   });
 });
 
