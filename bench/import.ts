@@ -1,16 +1,18 @@
 /**
  * `npm run bench:import`: a bulk import of Synthea patient records (../shared/data/synthea-bundles) into a fresh
  * embedded store and ledger, two ways:
- * - `cli`: `hie-ledger import FILES...` (docs/import.md): resource by resource, full validation, index rows and
+ * - `cli`: `hie-ledger import FILES...` (docs/import.md): resource by resource, full validation (the check pass on
+ *   `--workers` threads: BENCH_IMPORT_WORKERS, default the CLI's: the cores but one), index rows and
  *   anchoring (Merkle batches of BENCH_ANCHOR_BATCH, default 5000), batches of BENCH_BATCH resources per store
  *   transaction (default 2000); the split of time (parse, validate, index, store, anchor) and peak RSS from its
  *   summary;
+ * - `cli-main`: the same with `--workers 0` (validation on the import's main thread), the workers' baseline;
  * - `api`: the baseline: each record one transaction Bundle (`POST /fhir`, all or nothing), sent by a few concurrent
  *   workers against the service, with full validation and with the JSON schema only; peak RSS of the service.
  *
  * Prints a table: bundles accepted/refused, resources stored per second, peak RSS, and the ratio to the API's full
  * validation row measured in the same run.
- * Environment: BENCH_BUNDLES (default 100: all of them), BENCH_WORKERS (default 2), BENCH_MODES (default
+ * Environment: BENCH_BUNDLES (default 100: all of them), BENCH_WORKERS (default 2: API clients), BENCH_MODES (default
  * cli,api-full,api-schema), BENCH_FROM=tsx (run the service and the CLI from the sources).
  */
 import { spawn } from 'node:child_process';
@@ -24,6 +26,7 @@ const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 const MODES = (process.env.BENCH_MODES ?? 'cli,api-full,api-schema').split(',');
 const ANCHOR_BATCH = process.env.BENCH_ANCHOR_BATCH ?? '5000';
 const BATCH = process.env.BENCH_BATCH ?? '2000';
+const IMPORT_WORKERS = process.env.BENCH_IMPORT_WORKERS;
 
 interface Row {
   mode: string;
@@ -63,7 +66,7 @@ function bundles(): { name: string; file: string; text: string; entries: number 
 }
 
 /** `hie-ledger import` of every bundle file into a fresh data directory (what an operator runs). */
-async function runCli(work: ReturnType<typeof bundles>): Promise<Row> {
+async function runCli(work: ReturnType<typeof bundles>, workers?: string): Promise<Row> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-import-cli-'));
   try {
     const started = performance.now();
@@ -79,6 +82,7 @@ async function runCli(work: ReturnType<typeof bundles>): Promise<Row> {
         ANCHOR_BATCH,
         '--batch-size',
         BATCH,
+        ...(workers === undefined ? [] : ['--workers', workers]),
         ...work.map((b) => b.file),
       ],
       { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
@@ -91,7 +95,7 @@ async function runCli(work: ReturnType<typeof bundles>): Promise<Row> {
     const [, stored, unchanged, rejected] = /^total +(\d+) +(\d+) +(\d+)/m.exec(output)!.map(Number);
     const run = /This run: \d+ resources in ([\d.]+) s \((.*)\); peak RSS (\d+) MiB/.exec(output);
     return {
-      mode: 'cli (full)',
+      mode: workers === '0' ? 'cli (full, --workers 0)' : `cli (full, --workers ${workers ?? 'default'})`,
       accepted: stored! + unchanged!,
       refused: rejected!,
       resources: stored! + unchanged!,
@@ -163,7 +167,8 @@ async function main(): Promise<void> {
   );
   const rows: Row[] = [];
   for (const mode of MODES) {
-    if (mode === 'cli') rows.push(await runCli(work));
+    if (mode === 'cli') rows.push(await runCli(work, IMPORT_WORKERS));
+    else if (mode === 'cli-main') rows.push(await runCli(work, '0'));
     else if (mode === 'api-full') rows.push(await runApi('full', work));
     else if (mode === 'api-schema') rows.push(await runApi('schema', work));
     else throw new Error(`BENCH_MODES: unknown mode ${mode}`);

@@ -12,7 +12,12 @@ import { openConfiguredLedger } from './open-ledger.js';
 import { openConfiguredStore } from './open-store.js';
 import { serveEmbeddedLedger } from '../ledger/embedded/gateway/serve-ledger.js';
 import type { ResourceValidator } from '../fhir/validation/validator.js';
-import { createValidatorFromSpec, type ValidatorSpec } from '../fhir/validation/validation-pool.js';
+import {
+  createValidatorFromSpec,
+  defaultPoolSize,
+  ValidationPool,
+  type ValidatorSpec,
+} from '../fhir/validation/validation-pool.js';
 import { registerValidationOperations } from '../fhir/operations/validate.js';
 import { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import { registerCoreInteractions } from '../fhir/interactions/core.js';
@@ -436,6 +441,10 @@ function wireBulk(
       context,
       registry,
       sources: { root: config.importRoot, allow: config.importAllow, maxBytes: config.importMaxBytes },
+      // Workers build the validator from the settings: not when a test gave the app a validator of its own.
+      validationPool: overrides.validator
+        ? undefined
+        : () => ValidationPool.start(validatorSpec(config), defaultPoolSize()),
     },
     log: fastify.log.child({ component: 'bulk' }),
     access: {

@@ -13,8 +13,7 @@ import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
 import { addConfigOptions, loadSettings, type Config } from '../config/config.js';
 import { openValidator, validatorSpec } from '../app/app.js';
-import { ValidationPool } from '../fhir/validation/validation-pool.js';
-import { availableParallelism } from 'node:os';
+import { defaultPoolSize, ValidationPool } from '../fhir/validation/validation-pool.js';
 import { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import { registerCoreInteractions } from '../fhir/interactions/core.js';
 import { registerSearch } from '../fhir/interactions/search.js';
@@ -212,7 +211,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
     process.on('SIGINT', onSigint);
     let pool: ValidationPool | undefined;
     try {
-      const workers = options.workers ?? defaultWorkers();
+      const workers = options.workers ?? defaultPoolSize();
       // Started first: the workers build their validators while this thread builds its own.
       pool = workers > 0 ? ValidationPool.start(validatorSpec({ ...options, dataDir }), workers) : undefined;
       const validator = await openValidator({ ...options, dataDir });
@@ -283,11 +282,6 @@ function crashAt(batches: number): (n: number) => void {
   return (n) => {
     if (n >= batches) process.kill(process.pid, 'SIGKILL');
   };
-}
-
-/** The cores but one: the main thread parses, rewrites and writes while the others validate. */
-export function defaultWorkers(): number {
-  return Math.max(1, availableParallelism() - 1);
 }
 
 function wholeNumber(text: string): number {

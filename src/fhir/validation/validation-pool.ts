@@ -7,6 +7,7 @@
  * chunks to keep the messages few. Each worker validates one chunk at a time; a chunk goes to the worker with
  * the fewest chunks in flight.
  */
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { createFhirValidator, type FhirValidatorOptions } from './index.js';
 import { createSchemaValidator } from './schema.js';
@@ -48,6 +49,11 @@ function workerSource(): { source: string | URL; eval: boolean } {
     source: `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(entry)}); })`,
     eval: true,
   };
+}
+
+/** The cores but one (at least one): the main thread parses, rewrites and writes while the others validate. */
+export function defaultPoolSize(): number {
+  return Math.max(1, availableParallelism() - 1);
 }
 
 export class ValidationPool {
