@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
 import { runImport } from '../../src/commands/import.js';
 import { runVerify } from '../../src/commands/verify.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
@@ -189,6 +190,15 @@ describe('hie-ledger import', () => {
     expect(view.countsByType).toEqual(expected);
     expect(view.dangling).toEqual([]);
     expect([...view.current.values()].some(([, text]) => text.includes('urn:uuid:'))).toBe(false);
+    // The journal keeps no free pages (the spent verdicts' pages are given back when it closes).
+    const journals = readdirSync(path.join(dataDir, 'imports')).filter((f) => f.endsWith('.sqlite'));
+    expect(journals).toHaveLength(1);
+    const journal = new Database(path.join(dataDir, 'imports', journals[0]!), { readonly: true });
+    try {
+      expect(journal.pragma('freelist_count', { simple: true })).toBe(0);
+    } finally {
+      journal.close();
+    }
   }, 60_000);
 
   it('rejects a bad resource alone, naming its file and line; a resource naming a rejected one names it; neighbours are stored', async () => {
