@@ -1,29 +1,36 @@
 /**
  * `npm run bench:import`: a bulk import of Synthea patient records (../shared/data/synthea-bundles) into a fresh
  * embedded store and ledger, two ways:
- * - `cli`: `hie-ledger import FILES...` (docs/import.md): resource by resource, full validation, index rows and
+ * - `cli`: `hie-ledger import FILES...` (docs/import.md): resource by resource, full validation (the check pass on
+ *   `--workers` threads: BENCH_IMPORT_WORKERS, default the CLI's: the cores but one), index rows and
  *   anchoring (Merkle batches of BENCH_ANCHOR_BATCH, default 5000), batches of BENCH_BATCH resources per store
  *   transaction (default 2000); the split of time (parse, validate, index, store, anchor) and peak RSS from its
  *   summary;
+ * - `cli-main`: the same with `--workers 0` (validation on the import's main thread), the workers' baseline;
+ * - `$import`: the same resources as NDJSON (one file per type, `urn:uuid:` references made `Type/id`, as a
+ *   Bulk Data export writes them) from the service's import root, by an async `$import` job, polled to its end;
+ *   peak RSS of the service;
  * - `api`: the baseline: each record one transaction Bundle (`POST /fhir`, all or nothing), sent by a few concurrent
  *   workers against the service, with full validation and with the JSON schema only; peak RSS of the service.
  *
  * Prints a table: bundles accepted/refused, resources stored per second, peak RSS, and the ratio to the API's full
  * validation row measured in the same run.
- * Environment: BENCH_BUNDLES (default 100: all of them), BENCH_WORKERS (default 2), BENCH_MODES (default
- * cli,api-full,api-schema), BENCH_FROM=tsx (run the service and the CLI from the sources).
+ * Environment: BENCH_BUNDLES (default 100: all of them), BENCH_WORKERS (default 2: API clients), BENCH_MODES (default
+ * cli,import-op,api-full,api-schema; also cli-main), BENCH_IMPORT_WORKERS, BENCH_FROM=tsx (run the service and the
+ * CLI from the sources).
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, serviceEntry, startService, stopChild } from './support.js';
 
 const BUNDLES = Number(process.env.BENCH_BUNDLES ?? 100);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
-const MODES = (process.env.BENCH_MODES ?? 'cli,api-full,api-schema').split(',');
+const MODES = (process.env.BENCH_MODES ?? 'cli,import-op,api-full,api-schema').split(',');
 const ANCHOR_BATCH = process.env.BENCH_ANCHOR_BATCH ?? '5000';
 const BATCH = process.env.BENCH_BATCH ?? '2000';
+const IMPORT_WORKERS = process.env.BENCH_IMPORT_WORKERS;
 
 interface Row {
   mode: string;
@@ -63,7 +70,7 @@ function bundles(): { name: string; file: string; text: string; entries: number 
 }
 
 /** `hie-ledger import` of every bundle file into a fresh data directory (what an operator runs). */
-async function runCli(work: ReturnType<typeof bundles>): Promise<Row> {
+async function runCli(work: ReturnType<typeof bundles>, workers?: string): Promise<Row> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-import-cli-'));
   try {
     const started = performance.now();
@@ -79,6 +86,7 @@ async function runCli(work: ReturnType<typeof bundles>): Promise<Row> {
         ANCHOR_BATCH,
         '--batch-size',
         BATCH,
+        ...(workers === undefined ? [] : ['--workers', workers]),
         ...work.map((b) => b.file),
       ],
       { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
@@ -91,7 +99,7 @@ async function runCli(work: ReturnType<typeof bundles>): Promise<Row> {
     const [, stored, unchanged, rejected] = /^total +(\d+) +(\d+) +(\d+)/m.exec(output)!.map(Number);
     const run = /This run: \d+ resources in ([\d.]+) s \((.*)\); peak RSS (\d+) MiB/.exec(output);
     return {
-      mode: 'cli (full)',
+      mode: workers === '0' ? 'cli (full, --workers 0)' : `cli (full, --workers ${workers ?? 'default'})`,
       accepted: stored! + unchanged!,
       refused: rejected!,
       resources: stored! + unchanged!,
@@ -103,6 +111,91 @@ async function runCli(work: ReturnType<typeof bundles>): Promise<Row> {
     };
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** The bundles' resources as NDJSON files by type in `dir`, references to other entries made `Type/id`. */
+function writeNdjson(work: ReturnType<typeof bundles>, dir: string): string[] {
+  const lines = new Map<string, string[]>();
+  for (const bundle of work) {
+    const parsed = JSON.parse(bundle.text) as {
+      entry: { fullUrl: string; resource: { resourceType: string; id: string } }[];
+    };
+    const targets = new Map(
+      parsed.entry.map((e) => [e.fullUrl, `${e.resource.resourceType}/${e.resource.id}`]),
+    );
+    const text = bundle.text.replace(/"(urn:uuid:[0-9a-f-]+)"/g, (whole, url: string) =>
+      targets.has(url) ? `"${targets.get(url)}"` : whole,
+    );
+    for (const { resource } of (JSON.parse(text) as typeof parsed).entry) {
+      const list = lines.get(resource.resourceType) ?? [];
+      list.push(JSON.stringify(resource));
+      lines.set(resource.resourceType, list);
+    }
+  }
+  // Shared resources (Organization, Practitioner ...) repeat across bundles: each id once, its last form.
+  return [...lines].map(([type, list]) => {
+    const byId = new Map(list.map((l) => [(JSON.parse(l) as { id: string }).id, l]));
+    const file = join(dir, `${type}.ndjson`);
+    writeFileSync(file, [...byId.values()].join('\n') + '\n');
+    return file;
+  });
+}
+
+/** `$import` of the NDJSON files from the service's import root, polled to the job's end. */
+async function runImportOperation(work: ReturnType<typeof bundles>): Promise<Row> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-import-op-'));
+  const root = mkdtempSync(join(tmpdir(), 'hie-bench-import-root-'));
+  const files = writeNdjson(work, root);
+  const { child: service, base: origin } = await startService(dataDir, ['--import-root', root], {
+    HIE_AUTH: 'dev-open',
+  });
+  try {
+    const started = performance.now();
+    const kick = await fetch(`${origin}/fhir/$import`, {
+      method: 'POST',
+      headers: {
+        prefer: 'respond-async',
+        accept: 'application/fhir+json',
+        'content-type': 'application/fhir+json',
+      },
+      body: JSON.stringify({
+        resourceType: 'Parameters',
+        parameter: [
+          { name: 'inputFormat', valueCode: 'application/fhir+ndjson' },
+          { name: 'inputSource', valueUri: 'https://synthea.example.org' },
+          ...files.map((f) => ({ name: 'input', part: [{ name: 'url', valueUrl: `file://${f}` }] })),
+        ],
+      }),
+    });
+    if (kick.status !== 202) throw new Error(`$import: HTTP ${kick.status} ${await kick.text()}`);
+    const status = kick.headers.get('content-location')!;
+    let manifest: { output?: { count: number }[]; error?: { count?: number }[] } | undefined;
+    for (;;) {
+      const res = await fetch(status, { headers: { accept: 'application/json' } });
+      if (res.status === 200) {
+        manifest = (await res.json()) as typeof manifest;
+        break;
+      }
+      await res.arrayBuffer();
+      if (res.status !== 202) throw new Error(`$import status: HTTP ${res.status}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const stored = (manifest?.output ?? []).reduce((sum, o) => sum + o.count, 0);
+    const rejected = (manifest?.error ?? []).reduce((sum, o) => sum + (o.count ?? 0), 0);
+    return {
+      mode: '$import (full)',
+      accepted: stored,
+      refused: rejected,
+      resources: stored,
+      seconds,
+      peakMiB: peakRssMiB(service.pid),
+    };
+  } finally {
+    await stopChild(service);
+    rmSync(dataDir, { recursive: true, force: true });
+    rmSync(root, { recursive: true, force: true });
   }
 }
 
@@ -163,7 +256,9 @@ async function main(): Promise<void> {
   );
   const rows: Row[] = [];
   for (const mode of MODES) {
-    if (mode === 'cli') rows.push(await runCli(work));
+    if (mode === 'cli') rows.push(await runCli(work, IMPORT_WORKERS));
+    else if (mode === 'cli-main') rows.push(await runCli(work, '0'));
+    else if (mode === 'import-op') rows.push(await runImportOperation(work));
     else if (mode === 'api-full') rows.push(await runApi('full', work));
     else if (mode === 'api-schema') rows.push(await runApi('schema', work));
     else throw new Error(`BENCH_MODES: unknown mode ${mode}`);

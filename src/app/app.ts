@@ -12,8 +12,12 @@ import { openConfiguredLedger } from './open-ledger.js';
 import { openConfiguredStore } from './open-store.js';
 import { serveEmbeddedLedger } from '../ledger/embedded/gateway/serve-ledger.js';
 import type { ResourceValidator } from '../fhir/validation/validator.js';
-import { createSchemaValidator } from '../fhir/validation/schema.js';
-import { createFhirValidator } from '../fhir/validation/index.js';
+import {
+  createValidatorFromSpec,
+  defaultPoolSize,
+  ValidationPool,
+  type ValidatorSpec,
+} from '../fhir/validation/validation-pool.js';
 import { registerValidationOperations } from '../fhir/operations/validate.js';
 import { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import { registerCoreInteractions } from '../fhir/interactions/core.js';
@@ -169,11 +173,18 @@ export async function openValidator(
   config: Pick<ServeConfig, 'validation' | 'cacheDir' | 'dataDir' | 'igPaths' | 'requiredProfiles'>,
   overrides: Pick<AppOverrides, 'validator'> = {},
 ): Promise<ResourceValidator> {
-  return (
-    overrides.validator ??
-    (config.validation === 'schema'
-      ? await createSchemaValidator({ cacheDir: config.cacheDir })
-      : await createFhirValidator({
+  return overrides.validator ?? (await createValidatorFromSpec(validatorSpec(config)));
+}
+
+/** What the write path's validator is built from, as plain data (validation worker threads build the same). */
+export function validatorSpec(
+  config: Pick<ServeConfig, 'validation' | 'cacheDir' | 'dataDir' | 'igPaths' | 'requiredProfiles'>,
+): ValidatorSpec {
+  return config.validation === 'schema'
+    ? { kind: 'schema', cacheDir: config.cacheDir }
+    : {
+        kind: 'full',
+        options: {
           definitionsCacheDir: join(config.dataDir, 'cache'),
           igPaths: config.igPaths,
           requiredProfiles: config.requiredProfiles,
@@ -181,8 +192,8 @@ export async function openValidator(
           // example.org URLs (the specification's own examples use them).
           unknownExtensionSeverity: 'warning',
           allowExampleUrls: true,
-        }))
-  );
+        },
+      };
 }
 
 /** The FHIR interactions and the operations that need nothing but the validator. */
@@ -430,6 +441,10 @@ function wireBulk(
       context,
       registry,
       sources: { root: config.importRoot, allow: config.importAllow, maxBytes: config.importMaxBytes },
+      // Workers build the validator from the settings: not when a test gave the app a validator of its own.
+      validationPool: overrides.validator
+        ? undefined
+        : () => ValidationPool.start(validatorSpec(config), defaultPoolSize()),
     },
     log: fastify.log.child({ component: 'bulk' }),
     access: {

@@ -18,7 +18,7 @@ import { parseRequestJson } from '../fhir/interactions/router.js';
 import type { FhirRegistry, OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import type { FhirContext, InteractionHandler } from '../fhir/interactions/types.js';
 import { importSources, journalRejections } from './import/engine.js';
-import type { ImportProgress, TypeCounts } from './import/types.js';
+import type { ImportOptions, ImportProgress, TypeCounts } from './import/types.js';
 import { checkSource, fetchSource, type CheckedSource, type ImportSourcePolicy } from './import-fetch.js';
 import type { BulkJobStore, JobRow } from './job-store.js';
 import type { JobAccess, JobCaller } from './job-access.js';
@@ -61,6 +61,11 @@ export interface BulkImportOptions {
   context: Omit<FhirContext, 'access' | 'log' | 'registry'>;
   registry: FhirRegistry;
   sources: ImportSourcePolicy;
+  /**
+   * Validation worker threads for a job's check pass, started per job and closed at its end; only when they build
+   * the same validator as `context.validator` (absent: validated on the service's thread).
+   */
+  validationPool?: () => NonNullable<ImportOptions['validationPool']> & { close(): Promise<void> };
   retentionMs: number;
   log: {
     info(obj: object | string, msg?: string): void;
@@ -319,11 +324,24 @@ export class BulkImports {
         log,
       };
       const journalFile = join(dir, 'journal.sqlite');
-      const summary = await importSources(
-        paths.map((path) => ({ path })),
-        { context, journalFile, baseUrl: saved.baseUrl, consents: 'refuse', signal: this.abort.signal },
-        { outcome: () => undefined, progress: (p) => this.progress.set(id, p) },
-      );
+      const validationPool = this.options.validationPool?.();
+      let summary;
+      try {
+        summary = await importSources(
+          paths.map((path) => ({ path })),
+          {
+            context,
+            journalFile,
+            baseUrl: saved.baseUrl,
+            consents: 'refuse',
+            signal: this.abort.signal,
+            validationPool,
+          },
+          { outcome: () => undefined, progress: (p) => this.progress.set(id, p) },
+        );
+      } finally {
+        await validationPool?.close();
+      }
       if (summary.interrupted || !jobs.get(id)) return; // stopping (resumed at the next start) or cancelled
       state.byType = summary.byType;
       state.rejected = this.writeErrorFile(dir, journalFile, saved, state, paths);

@@ -12,7 +12,7 @@ import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { BulkJobStore } from './job-store.js';
 import { BulkExports, type BulkExportOptions, type BulkHooks } from './bulk-export.js';
 import { registerBulkRoutes } from './bulk-routes.js';
-import { BulkImports } from './bulk-import.js';
+import { BulkImports, type BulkImportOptions } from './bulk-import.js';
 import type { ImportSourcePolicy } from './import-fetch.js';
 import type { JobAccess } from './job-access.js';
 
@@ -33,6 +33,7 @@ export interface BulkSetupOptions {
     context: Omit<FhirContext, 'access' | 'log' | 'registry'>;
     registry: FhirRegistry;
     sources: ImportSourcePolicy;
+    validationPool?: BulkImportOptions['validationPool'];
   };
   log: {
     info(obj: object | string, msg?: string): void;
@@ -76,6 +77,7 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
     context: options.imports.context,
     registry: options.imports.registry,
     sources: options.imports.sources,
+    validationPool: options.imports.validationPool,
     retentionMs,
     log: options.log,
   });

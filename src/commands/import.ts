@@ -12,7 +12,8 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
 import { addConfigOptions, loadSettings, type Config } from '../config/config.js';
-import { openValidator } from '../app/app.js';
+import { openValidator, validatorSpec } from '../app/app.js';
+import { defaultPoolSize, ValidationPool } from '../fhir/validation/validation-pool.js';
 import { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import { registerCoreInteractions } from '../fhir/interactions/core.js';
 import { registerSearch } from '../fhir/interactions/search.js';
@@ -58,6 +59,8 @@ export interface ImportCommandOptions extends ImportSettings {
   consents?: ConsentHandling;
   atomicBundles?: boolean;
   batchSize?: number;
+  /** Validation worker threads of the check pass (default: the cores but one; 0: on the main thread). */
+  workers?: number;
   /** meta.source for resources without one. */
   source?: string;
   /** Progress bar (default: when stderr is a terminal); plain lines otherwise. */
@@ -108,7 +111,8 @@ export function formatImportSummary(summary: ImportSummary, errorsFile: string):
       `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB.`,
   );
   out.push(
-    `Validated once: ${summary.validationsReused} of this run's writes reused the check's verdict for the same input.`,
+    `Validated once: ${summary.validationsReused} of this run's writes reused the check's verdict for the same input ` +
+      `(the check validated on ${summary.validationWorkers === 0 ? 'the main thread' : `${summary.validationWorkers} worker thread${summary.validationWorkers === 1 ? '' : 's'}`}).`,
   );
   if (total.rejected > 0) out.push(`REJECTED: ${total.rejected} resources; the causes are in ${errorsFile}`);
   if (summary.interrupted) out.push('INTERRUPTED: run the same command again to continue where it stopped.');
@@ -205,7 +209,11 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       abort.abort();
     };
     process.on('SIGINT', onSigint);
+    let pool: ValidationPool | undefined;
     try {
+      const workers = options.workers ?? defaultPoolSize();
+      // Started first: the workers build their validators while this thread builds its own.
+      pool = workers > 0 ? ValidationPool.start(validatorSpec({ ...options, dataDir }), workers) : undefined;
       const validator = await openValidator({ ...options, dataDir });
       const registry = registerSearch(
         registerCoreInteractions(new FhirRegistry(), {
@@ -241,6 +249,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
           consents,
           atomicBundles: options.atomicBundles,
           batchSize: options.batchSize,
+          validationPool: pool,
           source: options.source,
           anchors: options.anchoring === false ? undefined : opened.integrity.anchorer,
           anchorEvery: options.anchorBatchSize,
@@ -262,6 +271,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       throw e;
     } finally {
       process.off('SIGINT', onSigint);
+      await pool?.close();
       await opened.close();
     }
   });
@@ -272,6 +282,12 @@ function crashAt(batches: number): (n: number) => void {
   return (n) => {
     if (n >= batches) process.kill(process.pid, 'SIGKILL');
   };
+}
+
+function wholeNumber(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`'${text}' is not a whole number`);
+  return n;
 }
 
 function positiveInteger(text: string): number {
@@ -301,6 +317,11 @@ export function registerImportCommand(program: Command): void {
     )
     .option('--atomic-bundles', 'a transaction Bundle file is all or nothing (default: entries independent)')
     .option('--batch-size <n>', 'resources per store transaction (default 2000)', positiveInteger)
+    .option(
+      '--workers <n>',
+      'validation worker threads (default: the cores but one; 0: validate on the main thread)',
+      wholeNumber,
+    )
     .option('--source <uri>', 'meta.source for resources that have none (the source system)')
     .option('--no-progress', 'no progress bar or progress lines')
     .addOption(new Option('--kill-after-batches <n>').argParser(positiveInteger).hideHelp())
@@ -314,6 +335,7 @@ export function registerImportCommand(program: Command): void {
           consents: ConsentHandling;
           atomicBundles?: boolean;
           batchSize?: number;
+          workers?: number;
           source?: string;
           progress: boolean;
           killAfterBatches?: number;
@@ -328,6 +350,7 @@ export function registerImportCommand(program: Command): void {
           consents: opts.consents,
           atomicBundles: opts.atomicBundles,
           batchSize: opts.batchSize,
+          workers: opts.workers,
           source: opts.source,
           progress: opts.progress === false ? false : undefined,
           killAfterBatches: opts.killAfterBatches,

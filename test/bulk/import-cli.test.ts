@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
 import { cliNodeArgs } from '../support/cli-build.js';
 import { runImport } from '../../src/commands/import.js';
 import { runVerify } from '../../src/commands/verify.js';
@@ -56,6 +57,8 @@ async function importInto(dataDir: string, paths: string[], extra: Record<string
     ...loadSettings(IMPORT_SETTINGS, { dataDir, organization: 'Organization/importer' }, {}),
     paths,
     progress: false,
+    // Validation on the main thread unless a test asks for workers (each worker builds its own validator).
+    workers: 0,
     out: out.stream,
     err: err.stream,
     ...extra,
@@ -188,6 +191,15 @@ describe('hie-ledger import', () => {
     expect(view.countsByType).toEqual(expected);
     expect(view.dangling).toEqual([]);
     expect([...view.current.values()].some(([, text]) => text.includes('urn:uuid:'))).toBe(false);
+    // The journal keeps no free pages (the spent verdicts' pages are given back when it closes).
+    const journals = readdirSync(path.join(dataDir, 'imports')).filter((f) => f.endsWith('.sqlite'));
+    expect(journals).toHaveLength(1);
+    const journal = new Database(path.join(dataDir, 'imports', journals[0]!), { readonly: true });
+    try {
+      expect(journal.pragma('freelist_count', { simple: true })).toBe(0);
+    } finally {
+      journal.close();
+    }
   }, 60_000);
 
   it('rejects a bad resource alone, naming its file and line; a resource naming a rejected one names it; neighbours are stored', async () => {
@@ -247,58 +259,65 @@ describe('hie-ledger import', () => {
     expect(result.out).toMatch(/Patient +1 +0 +2/);
   }, 60_000);
 
-  it('validates each resource once, as written (after reference rewriting): a target invalid only once its urn:uuid reference is rewritten rejects a resource written before it', async () => {
-    const dataDir = tempDir();
-    const file = path.join(dataDir, 'collection.json');
-    const uuid = (n: number) => `urn:uuid:7c1d2e3f-0000-4000-8000-00000000000${n}`;
-    const observation = (subject: string) => ({
-      resourceType: 'Observation',
-      status: 'final',
-      code: { text: 'x' },
-      subject: { reference: subject },
-    });
-    writeFileSync(
-      file,
-      JSON.stringify({
-        resourceType: 'Bundle',
-        type: 'collection',
-        entry: [
-          // Written before the Patient it names, which is rejected once its reference is rewritten.
-          { fullUrl: uuid(1), resource: observation(uuid(2)) },
-          // Valid as sent (a urn:uuid reference has no type); rewritten, Patient.generalPractitioner names an
-          // Observation, which that element does not allow (http://hl7.org/fhir/R4/patient.html).
-          {
-            fullUrl: uuid(2),
-            resource: { resourceType: 'Patient', generalPractitioner: [{ reference: uuid(3) }] },
-          },
-          { fullUrl: uuid(3), resource: observation('https://elsewhere.example/fhir/Patient/1') },
-        ],
-      }),
-    );
-    const errors = path.join(dataDir, 'errors.ndjson');
-    const result = await importInto(dataDir, [file], { errors });
-    expect(result.code).toBe(1);
-    const view = await readStore(dataDir);
-    expect(view.countsByType).toEqual({ Observation: 1 });
-    expect(view.dangling).toEqual([]);
-    const rejected = readFileSync(errors, 'utf8')
-      .trim()
-      .split('\n')
-      .map(
-        (l) =>
-          (JSON.parse(l) as { issue: { diagnostics: string; details?: { coding?: { code: string }[] } }[] })
-            .issue[0]!,
+  it.each([0, 1])(
+    'validates each resource once, as written (after reference rewriting): a target invalid only once its urn:uuid reference is rewritten rejects a resource written before it (--workers %i)',
+    async (workers) => {
+      const dataDir = tempDir();
+      const file = path.join(dataDir, 'collection.json');
+      const uuid = (n: number) => `urn:uuid:7c1d2e3f-0000-4000-8000-00000000000${n}`;
+      const observation = (subject: string) => ({
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'x' },
+        subject: { reference: subject },
+      });
+      writeFileSync(
+        file,
+        JSON.stringify({
+          resourceType: 'Bundle',
+          type: 'collection',
+          entry: [
+            // Written before the Patient it names, which is rejected once its reference is rewritten.
+            { fullUrl: uuid(1), resource: observation(uuid(2)) },
+            // Valid as sent (a urn:uuid reference has no type); rewritten, Patient.generalPractitioner names an
+            // Observation, which that element does not allow (http://hl7.org/fhir/R4/patient.html).
+            {
+              fullUrl: uuid(2),
+              resource: { resourceType: 'Patient', generalPractitioner: [{ reference: uuid(3) }] },
+            },
+            { fullUrl: uuid(3), resource: observation('https://elsewhere.example/fhir/Patient/1') },
+          ],
+        }),
       );
-    expect(rejected.map((i) => i.details?.coding?.[0]?.code)).toEqual([
-      'import-reference-rejected',
-      'resource-invalid',
-    ]);
-    expect(rejected[0]!.diagnostics).toContain(`which was rejected (${file} Bundle.entry[1])`);
-    expect(rejected[1]!.diagnostics).toContain('is not a valid Target for this element');
-    // The two resources that reached the update interaction (the Patient refused by it) were validated once, in
-    // the check.
-    expect(result.out).toContain('Validated once: 2 of this run');
-  }, 60_000);
+      const errors = path.join(dataDir, 'errors.ndjson');
+      const result = await importInto(dataDir, [file], { errors, workers });
+      expect(result.code).toBe(1);
+      const view = await readStore(dataDir);
+      expect(view.countsByType).toEqual({ Observation: 1 });
+      expect(view.dangling).toEqual([]);
+      const rejected = readFileSync(errors, 'utf8')
+        .trim()
+        .split('\n')
+        .map(
+          (l) =>
+            (JSON.parse(l) as { issue: { diagnostics: string; details?: { coding?: { code: string }[] } }[] })
+              .issue[0]!,
+        );
+      expect(rejected.map((i) => i.details?.coding?.[0]?.code)).toEqual([
+        'import-reference-rejected',
+        'resource-invalid',
+      ]);
+      expect(rejected[0]!.diagnostics).toContain(`which was rejected (${file} Bundle.entry[1])`);
+      expect(rejected[1]!.diagnostics).toContain('is not a valid Target for this element');
+      // The two resources that reached the update interaction (the Patient refused by it) were validated once, in
+      // the check.
+      expect(result.out).toContain('Validated once: 2 of this run');
+      expect(result.out).toContain(
+        workers === 0 ? 'the check validated on the main thread' : 'the check validated on 1 worker thread',
+      );
+    },
+    60_000,
+  );
 
   it('--atomic-bundles: one rejected entry rolls back its transaction Bundle, the other entries name it', async () => {
     const dataDir = tempDir();
@@ -376,6 +395,10 @@ describe('hie-ledger import, killed and resumed', () => {
       '--batch-size',
       '5',
       '--no-progress',
+      // The check's verdicts are this run's only (never resumed): a validation worker would add its start-up to
+      // each of the processes, nothing to what is tested here.
+      '--workers',
+      '0',
       ...files,
     ];
     const [killedAfterStore, killedAfterJournal, cleanRun] = await Promise.all([

@@ -20,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { FhirError, fhirError, type OperationOutcome } from '../../fhir/outcome.js';
 import { toPlainJson, type FhirResource } from '../../fhir/fhir-json.js';
 import type { FhirContext, FhirRequest } from '../../fhir/interactions/types.js';
+import type { ResourceStore, StoredVersion } from '../../fhir/store/resource-store.js';
 import { conditionalMatches } from '../../fhir/interactions/batch.js';
 import { newResourceId } from '../../fhir/interactions/ids.js';
 import { emptyQuery, parseQuery } from '../../fhir/query.js';
@@ -88,13 +89,16 @@ const WRITE_VALIDATION: ValidationOptions = { mode: 'update' };
  * What a verdict is kept for: the validation options and the exact plain JSON the validator was given (the
  * validator is a function of these two alone: the import's own writes do not change its definitions).
  */
-function validationDigest(plain: unknown, options: ValidationOptions | undefined): Buffer {
+function validationDigest(plainText: string, options: ValidationOptions | undefined): Buffer {
   return createHash('sha256')
     .update(JSON.stringify(options ?? {}))
     .update('\n')
-    .update(JSON.stringify(plain))
+    .update(plainText)
     .digest();
 }
+
+/** Resources per message to a validation worker (few messages, little waiting at the end). */
+const POOL_CHUNK = 64;
 
 /**
  * Timing wrappers around the context's validator and hooks (the benchmark's split of time). `reuse`: a verdict of
@@ -256,6 +260,7 @@ class ImportRun {
       timings: this.timings,
       processedThisRun: this.processed,
       validationsReused: this.verdictsReused,
+      validationWorkers: this.options.validationPool?.size ?? 0,
     };
   }
 
@@ -352,6 +357,40 @@ class ImportRun {
       pending = [];
       this.journal.transaction(() => work.forEach((w) => w()));
     };
+    const pool = this.options.validationPool;
+    /** Verdicts waiting for the pool: a chunk of prepared resources goes out once it is full. */
+    let chunk: { target: string; digest: Buffer; text: string; position: SourcePosition }[] = [];
+    const inFlight = new Set<Promise<void>>();
+    const keep = (target: string, digest: Buffer, result: ValidationResult, position: SourcePosition) =>
+      pending.push(() => {
+        this.journal.setVerdict(
+          target,
+          digest,
+          result.valid && result.issues.length === 0 ? null : JSON.stringify(result),
+        );
+        if (!result.valid) this.journal.markRejected(target, position);
+      });
+    const dispatch = async () => {
+      if (chunk.length === 0) return;
+      const work = chunk;
+      chunk = [];
+      const done = pool!
+        .validate(
+          work.map((w) => w.text),
+          WRITE_VALIDATION,
+        )
+        .then((results) =>
+          results.forEach((result, i) => {
+            // null: the worker's validator threw; no verdict kept, so the write validates it on its own.
+            if (result) keep(work[i]!.target, work[i]!.digest, result, work[i]!.position);
+          }),
+        );
+      const tracked = done.finally(() => inFlight.delete(tracked));
+      inFlight.add(tracked);
+      // Bounded: at most two chunks a worker queued (memory), the main thread preparing the next meanwhile.
+      if (inFlight.size >= pool!.size * 2) await this.waitForPool(inFlight);
+      if (pending.length >= 2_000) flush();
+    };
     const checkOne = async (record: SourceRecord) => {
       const resource = record.resource;
       if (!resource) return;
@@ -367,19 +406,17 @@ class ImportRun {
         throw err;
       }
       const plain = toPlainJson(resource);
+      const position = positionOf(file.path, record);
+      if (pool) {
+        const text = JSON.stringify(plain);
+        chunk.push({ target, digest: validationDigest(text, WRITE_VALIDATION), text, position });
+        if (chunk.length >= POOL_CHUNK) await dispatch();
+        return;
+      }
       const start = performance.now();
       const result = this.options.context.validator.validate(plain, WRITE_VALIDATION);
       this.timings.validate += performance.now() - start;
-      const digest = validationDigest(plain, WRITE_VALIDATION);
-      const position = positionOf(file.path, record);
-      pending.push(() => {
-        this.journal.setVerdict(
-          target,
-          digest,
-          result.valid && result.issues.length === 0 ? null : JSON.stringify(result),
-        );
-        if (!result.valid) this.journal.markRejected(target, position);
-      });
+      keep(target, validationDigest(JSON.stringify(plain), WRITE_VALIDATION), result, position);
       if (pending.length >= 2_000) flush();
     };
     // Plain JSON.parse: the validator is given plain JSON (toPlainJson) at write time too; the digest tells.
@@ -389,7 +426,16 @@ class ImportRun {
       const bundle = await readBundleFile(file.path, true);
       for (const record of bundle.records) if (record.entry! >= file.done) await checkOne(record);
     }
+    await dispatch();
+    while (inFlight.size > 0) await this.waitForPool(inFlight);
     flush();
+  }
+
+  /** Waits for one of the pool's chunks in flight; the wait is the check's validation time on this thread. */
+  private async waitForPool(inFlight: Set<Promise<void>>): Promise<void> {
+    const start = performance.now();
+    await Promise.race(inFlight);
+    this.timings.validate += performance.now() - start;
   }
 
   /**
@@ -404,7 +450,7 @@ class ImportRun {
     const { resourceType, id } = resource as { resourceType?: unknown; id?: unknown };
     if (typeof resourceType !== 'string' || typeof id !== 'string') return undefined;
     const kept = this.journal.verdict(`${resourceType}/${id}`);
-    if (!kept || !kept.digest.equals(validationDigest(resource, options))) return undefined;
+    if (!kept || !kept.digest.equals(validationDigest(JSON.stringify(resource), options))) return undefined;
     this.verdictsReused++;
     return kept.result === null ? { valid: true, issues: [] } : (JSON.parse(kept.result) as ValidationResult);
   }
@@ -780,7 +826,18 @@ class ImportRun {
   ): Promise<ResourceOutcome> {
     const handler = tx.registry?.handlerFor({ interaction: 'update', resourceType: type, id, method: 'PUT' });
     if (!handler) throw fhirError('method-not-allowed', `update of ${type} is not served`);
-    const existing = await tx.store.read(type, id);
+    // The version the interaction itself reads before writing (its target as it was): no second read here.
+    let existing: StoredVersion | undefined;
+    let seen = false;
+    const store = Object.create(tx.store) as ResourceStore;
+    store.read = async (readType, readId) => {
+      const version = await tx.store.read(readType, readId);
+      if (!seen && readType === type && readId === id) {
+        seen = true;
+        existing = version;
+      }
+      return version;
+    };
     const request: FhirRequest = {
       interaction: 'update',
       method: 'PUT',
@@ -791,7 +848,7 @@ class ImportRun {
       resource,
       preferReturn: 'minimal',
     };
-    const response = await handler(request, tx);
+    const response = await handler(request, { ...tx, store });
     const versionId = Number(/(\d+)/.exec(response.headers?.ETag ?? '')?.[1] ?? 0);
     const unchanged = existing !== undefined && !existing.deleted && existing.versionId === versionId;
     return { status: unchanged ? 'unchanged' : 'stored', position, resourceType: type, target, versionId };

@@ -100,6 +100,9 @@ export class ImportJournal {
   private constructor(file: string) {
     ensurePrivateFile(file);
     this.db = new Database(file);
+    // A new journal gives the pages of spent verdicts (deleted as their outcomes are recorded) back at close:
+    // otherwise about half of a finished import's journal is free pages (docs/import.md, "Disk").
+    this.db.pragma('auto_vacuum = INCREMENTAL');
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('cache_size = -32768');
@@ -142,6 +145,7 @@ export class ImportJournal {
   }
 
   close(): void {
+    this.db.pragma('incremental_vacuum');
     this.db.close();
   }
 

@@ -6,6 +6,7 @@
  */
 import type { FhirContext } from '../../fhir/interactions/types.js';
 import type { OperationOutcome } from '../../fhir/outcome.js';
+import type { ValidationOptions, ValidationResult } from '../../fhir/validation/validator.js';
 
 /** One file to import: NDJSON (`.ndjson`, `.ndjson.gz`, one resource a line) or a Bundle (`.json`, `.json.gz`). */
 export interface ImportSource {
@@ -38,6 +39,14 @@ export interface ImportOptions {
   anchors?: { drain(): Promise<number> };
   /** Drain anchors after at least this many new versions (default 4096); always at the end. */
   anchorEvery?: number;
+  /**
+   * Worker threads for the check pass's validation (`--workers`): the main thread parses, prepares and rewrites
+   * references while they validate. Absent: validated on the main thread.
+   */
+  validationPool?: {
+    readonly size: number;
+    validate(texts: string[], options: ValidationOptions): Promise<(ValidationResult | null)[]>;
+  };
   /** Stop between batches (Ctrl-C): the run ends with `interrupted: true` and resumes from the journal. */
   signal?: AbortSignal;
   /** Test hook: called after each committed batch (journal updated) with how many batches this run committed. */
@@ -118,4 +127,6 @@ export interface ImportSummary {
   processedThisRun: number;
   /** Writes of this run whose validation was answered by the check's verdict for the same input (validated once). */
   validationsReused: number;
+  /** Worker threads the check pass validated on (0: the main thread). */
+  validationWorkers: number;
 }
