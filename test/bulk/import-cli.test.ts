@@ -367,7 +367,7 @@ describe('hie-ledger import', () => {
   }, 60_000);
 });
 
-/** The CLI as a child process (tsx), as an operator runs it; resolves with its exit code (null: killed). */
+/** The CLI as a child process (see cliNodeArgs), as an operator runs it; resolves with its exit code (null: killed). */
 function cli(
   args: string[],
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
