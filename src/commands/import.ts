@@ -19,6 +19,7 @@ import { registerSearch } from '../fhir/interactions/search.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
 import type { FhirContext } from '../fhir/interactions/types.js';
 import { extractIndex } from '../fhir/search/index-entries.js';
+import { CustomSearchParameters } from '../fhir/search/custom-parameters.js';
 import { patientCompartments } from '../fhir/search/definitions.js';
 import {
   importSources,
@@ -205,6 +206,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       abort.abort();
     };
     process.on('SIGINT', onSigint);
+    let closeCustomParameters = (): void => undefined;
     try {
       const validator = await openValidator({ ...options, dataDir });
       const registry = registerSearch(
@@ -213,6 +215,10 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
           started: new Date(),
         }),
       );
+      // The custom search parameters of the store: what is imported is indexed with them too.
+      const customParameters = new CustomSearchParameters(opened.store, { warn() {} });
+      await customParameters.start(0);
+      closeCustomParameters = () => customParameters.close();
       const context: FhirContext = {
         store: opened.store,
         validator,
@@ -261,6 +267,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       }
       throw e;
     } finally {
+      closeCustomParameters();
       process.off('SIGINT', onSigint);
       await opened.close();
     }
