@@ -314,6 +314,7 @@ export class BulkImports {
         indexEntries: this.options.context.indexEntries,
         patientsOf: this.options.context.patientsOf,
         anchor: this.options.context.anchor,
+        searchParameterWritten: this.options.context.searchParameterWritten,
         registry: this.options.registry,
         access: policy,
         log,
