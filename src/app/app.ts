@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { ServeConfig } from '../config/config.js';
 import { logIntegrityCheck } from '../fhir/store/sqlite/integrity-check.js';
-import type { ResourceStore } from '../fhir/store/resource-store.js';
+import type { ResourceStore, StoredVersion } from '../fhir/store/resource-store.js';
+import type { FhirResource } from '../fhir/fhir-json.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { openConfiguredLedger } from './open-ledger.js';
 import { openConfiguredStore } from './open-store.js';
@@ -21,10 +22,11 @@ import {
 import { registerValidationOperations } from '../fhir/operations/validate.js';
 import { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import { registerCoreInteractions } from '../fhir/interactions/core.js';
-import { registerSearch } from '../fhir/interactions/search.js';
+import { declareSearchParamsOf, registerSearch } from '../fhir/interactions/search.js';
 import { registerBundles } from '../fhir/interactions/transaction.js';
 import { extractIndex } from '../fhir/search/index-entries.js';
 import { patientCompartments } from '../fhir/search/definitions.js';
+import { CustomSearchParameters } from '../fhir/search/custom-parameters.js';
 import { createHttpServer } from '../fhir/http/server.js';
 import { registerFhirRoutes } from '../fhir/http/fhir-routes.js';
 import { FhirXml } from '../fhir/fhir-xml.js';
@@ -121,6 +123,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const registry = buildRegistry(config, validator);
     const { fastify, metrics } = createServer(config, overrides, tightened, store);
     const wiring: AppWiring = { config, overrides, closers, store, validator, registry, fastify, metrics };
+    const customParameters = await wireCustomSearchParameters(wiring);
     const { ledger, integrity } = await openIntegrityPath(wiring);
     const exchange = openExchange(wiring, ledger);
     const access = await wireAccess(wiring, ledger, integrity, exchange);
@@ -132,8 +135,10 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
       indexEntries: extractIndex,
       patientsOf: patientCompartments,
       anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
+      searchParameterWritten: (version: StoredVersion, resource: FhirResource | undefined) =>
+        customParameters.written(version, resource),
     };
-    const bulk = wireBulk(wiring, access, context, integrity);
+    const bulk = wireBulk(wiring, access, context, integrity, customParameters);
     await registerFhirRoutes(fastify, {
       prefix: FHIR_PREFIX,
       registry,
@@ -198,15 +203,20 @@ export function validatorSpec(
 
 /** The FHIR interactions and the operations that need nothing but the validator. */
 function buildRegistry(config: ServeConfig, validator: ResourceValidator): FhirRegistry {
-  const registry = registerCoreInteractions(new FhirRegistry(), {
-    resourceTypes: validator.resourceTypes ?? [],
-    started: new Date(),
-    // The token endpoint sits beside the FHIR base: http://host/fhir -> http://host/auth/token.
-    tokenUrl:
-      config.auth === 'smart'
-        ? (fhirBase) => `${fhirBase.slice(0, fhirBase.length - FHIR_PREFIX.length)}/auth/token`
-        : undefined,
-  });
+  const registry = registerCoreInteractions(
+    new FhirRegistry(),
+    {
+      resourceTypes: validator.resourceTypes ?? [],
+      started: new Date(),
+      // The token endpoint sits beside the FHIR base: http://host/fhir -> http://host/auth/token.
+      tokenUrl:
+        config.auth === 'smart'
+          ? (fhirBase) => `${fhirBase.slice(0, fhirBase.length - FHIR_PREFIX.length)}/auth/token`
+          : undefined,
+    },
+    // DELETE [type]?criteria with several matches: admins, capped (docs/configuration.md).
+    { deleteMultiple: config.conditionalDeleteMultiple ? { max: config.conditionalDeleteMax } : undefined },
+  );
   registerSearch(registry);
   registerBundles(registry);
   registry.registerOperation(everythingOperation());
@@ -396,6 +406,20 @@ function wireExchange(
 }
 
 /**
+ * Custom search parameters (stored SearchParameters): read from the store before the app serves, then kept in step
+ * (own writes at once, other replicas' every --search-param-refresh); the CapabilityStatement follows them.
+ */
+async function wireCustomSearchParameters(wiring: AppWiring): Promise<CustomSearchParameters> {
+  const { config, closers, store, registry, fastify } = wiring;
+  const parameters = new CustomSearchParameters(store, fastify.log.child({ component: 'search' }), (types) =>
+    declareSearchParamsOf(registry, types),
+  );
+  await parameters.start(config.searchParameterRefreshSeconds * 1000);
+  closers.push(() => Promise.resolve(parameters.close()));
+  return parameters;
+}
+
+/**
  * Bulk data (`$export`): jobs decide as their kick-off's caller with that caller's access policy, made again for
  * every job run (also after a restart), and what they disclose goes to the access audit as `$export`.
  */
@@ -404,11 +428,20 @@ function wireBulk(
   access: AccessSetup,
   context: Omit<FhirContext, 'access' | 'log' | 'registry'>,
   integrity: IntegrityService,
+  customParameters: CustomSearchParameters,
 ): Bulk {
   const { config, overrides, closers, registry, fastify } = wiring;
   const bulk = setupBulk({
     dataDir: config.dataDir,
     store: access.store,
+    reindex: {
+      store: wiring.store,
+      parameters: customParameters,
+      indexEntries: extractIndex,
+      settleMs: config.searchParameterRefreshSeconds * 1000,
+      pauseMs: config.reindexPauseMs,
+      pageSize: overrides.bulk?.pageSize,
+    },
     retentionSeconds: config.bulkRetentionSeconds,
     pageSize: overrides.bulk?.pageSize,
     saveEvery: overrides.bulk?.saveEvery,

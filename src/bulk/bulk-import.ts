@@ -319,6 +319,7 @@ export class BulkImports {
         indexEntries: this.options.context.indexEntries,
         patientsOf: this.options.context.patientsOf,
         anchor: this.options.context.anchor,
+        searchParameterWritten: this.options.context.searchParameterWritten,
         registry: this.options.registry,
         access: policy,
         log,

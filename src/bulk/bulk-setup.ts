@@ -15,6 +15,7 @@ import { registerBulkRoutes } from './bulk-routes.js';
 import { BulkImports, type BulkImportOptions } from './bulk-import.js';
 import type { ImportSourcePolicy } from './import-fetch.js';
 import type { JobAccess } from './job-access.js';
+import { Reindexing, type ReindexOptions } from './reindex.js';
 
 export interface BulkSetupOptions {
   dataDir: string;
@@ -35,6 +36,8 @@ export interface BulkSetupOptions {
     sources: ImportSourcePolicy;
     validationPool?: BulkImportOptions['validationPool'];
   };
+  /** `$reindex` (src/bulk/reindex.ts): the store itself, the custom parameters, the pacing. */
+  reindex: Omit<ReindexOptions, 'jobs' | 'retentionMs' | 'log'>;
   log: {
     info(obj: object | string, msg?: string): void;
     warn(obj: object | string, msg?: string): void;
@@ -46,6 +49,7 @@ export interface BulkSetupOptions {
 export interface Bulk {
   exports: BulkExports;
   imports: BulkImports;
+  reindexing: Reindexing;
   registerOperations(registry: FhirRegistry): void;
   install(
     fastify: FastifyInstance,
@@ -81,6 +85,7 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
     retentionMs,
     log: options.log,
   });
+  const reindexing = new Reindexing({ ...options.reindex, jobs, retentionMs, log: options.log });
   let sweeper: NodeJS.Timeout | undefined;
   const sweep = () => {
     try {
@@ -92,12 +97,18 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
   return {
     exports,
     imports,
+    reindexing,
     registerOperations(registry) {
       registry.registerOperation(exports.operation());
       registry.registerOperation(imports.operation());
+      registry.registerOperation(reindexing.operation());
     },
     install(fastify, prefix, accessFor) {
-      registerBulkRoutes(fastify, { prefix, kinds: { export: exports, import: imports }, accessFor });
+      registerBulkRoutes(fastify, {
+        prefix,
+        kinds: { export: exports, import: imports, reindex: reindexing },
+        accessFor,
+      });
     },
     start() {
       sweep();
@@ -105,11 +116,13 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
       sweeper.unref();
       exports.start();
       imports.start();
+      reindexing.start();
     },
     async close() {
       if (sweeper) clearInterval(sweeper);
       await exports.close();
       await imports.close();
+      await reindexing.close();
       jobs.close();
     },
   };

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ensurePrivateFile, mkdirPrivate } from '../platform/private-files.js';
 
-export type JobKind = 'export' | 'import';
+export type JobKind = 'export' | 'import' | 'reindex';
 /** queued -> running -> completed | failed; a cancelled job is removed at once (DELETE answers 202). */
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed';
 

@@ -20,6 +20,7 @@ import { registerSearch } from '../fhir/interactions/search.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
 import type { FhirContext } from '../fhir/interactions/types.js';
 import { extractIndex } from '../fhir/search/index-entries.js';
+import { CustomSearchParameters } from '../fhir/search/custom-parameters.js';
 import { patientCompartments } from '../fhir/search/definitions.js';
 import {
   importSources,
@@ -210,6 +211,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
     };
     process.on('SIGINT', onSigint);
     let pool: ValidationPool | undefined;
+    let closeCustomParameters = (): void => undefined;
     try {
       const workers = options.workers ?? defaultPoolSize();
       // Started first: the workers build their validators while this thread builds its own.
@@ -221,6 +223,10 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
           started: new Date(),
         }),
       );
+      // The custom search parameters of the store: what is imported is indexed with them too.
+      const customParameters = new CustomSearchParameters(opened.store, { warn() {} });
+      await customParameters.start(0);
+      closeCustomParameters = () => customParameters.close();
       const context: FhirContext = {
         store: opened.store,
         validator,
@@ -270,6 +276,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       }
       throw e;
     } finally {
+      closeCustomParameters();
       process.off('SIGINT', onSigint);
       await pool?.close();
       await opened.close();

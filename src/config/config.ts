@@ -98,6 +98,14 @@ export interface Config {
   linkTokenSeconds: number;
   /** How long a finished bulk job's files are kept before they are deleted (seconds; docs/bulk.md). */
   bulkRetentionSeconds: number;
+  /** How often custom SearchParameters are read again from the store (other replicas' changes; seconds, 0: never). */
+  searchParameterRefreshSeconds: number;
+  /** `$reindex`: pause between pages of resources (milliseconds), so a reindex does not starve requests. */
+  reindexPauseMs: number;
+  /** `DELETE [type]?criteria` matching several resources: deleted (admins only) instead of 412. */
+  conditionalDeleteMultiple: boolean;
+  /** Most resources one conditional delete deletes (more matches: 412, nothing deleted). */
+  conditionalDeleteMax: number;
   /** Folder `$import` may read server-local files from; absent: none. */
   importRoot?: string;
   /** Origins (`https://host:port`) `$import` may fetch from. */
@@ -642,6 +650,41 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     description:
       'how long a finished bulk job ($export) and its files are kept before they are deleted (seconds, 60 to 604800)',
     parse: (text, source) => parseWholeNumber(text, source, 60, 604_800),
+  },
+  {
+    key: 'searchParameterRefreshSeconds',
+    flag: '--search-param-refresh <seconds>',
+    env: 'HIE_SEARCH_PARAM_REFRESH',
+    default: '10',
+    description:
+      'how often custom SearchParameters are read again from the store, for changes made by other replicas (seconds, 0 to 3600; 0: only at start and on own writes)',
+    parse: (text, source) => parseWholeNumber(text, source, 0, 3600),
+  },
+  {
+    key: 'reindexPauseMs',
+    flag: '--reindex-pause <ms>',
+    env: 'HIE_REINDEX_PAUSE',
+    default: '20',
+    description: '$reindex: pause between pages of resources (milliseconds, 0 to 60000)',
+    parse: (text, source) => parseWholeNumber(text, source, 0, 60_000),
+  },
+  {
+    key: 'conditionalDeleteMultiple',
+    flag: '--delete-multiple <on|off>',
+    env: 'HIE_DELETE_MULTIPLE',
+    default: 'off',
+    description:
+      'DELETE [type]?criteria matching several resources: admins delete them all (up to --delete-multiple-max); off: 412',
+    parse: parseOnOff,
+  },
+  {
+    key: 'conditionalDeleteMax',
+    flag: '--delete-multiple-max <n>',
+    env: 'HIE_DELETE_MULTIPLE_MAX',
+    default: '100',
+    description:
+      'most resources one conditional delete deletes (1 to 999); more matches: 412, nothing deleted',
+    parse: (text, source) => parseWholeNumber(text, source, 1, 999),
   },
   {
     key: 'importRoot',

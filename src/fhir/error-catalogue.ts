@@ -263,6 +263,12 @@ export const ERROR_CATALOGUE = {
     meaning:
       'A search parameter, modifier or value this server cannot apply, or at system level one not common to all resources (refused unless Prefer: handling=lenient)',
   },
+  'search-parameter-invalid': {
+    status: 400,
+    issue: 'invalid',
+    meaning:
+      'An active SearchParameter this server cannot index: its type, base, code (a base parameter already) or expression (a refused function such as resolve() is named)',
+  },
   'search-limit-exceeded': {
     status: 400,
     issue: 'invalid',

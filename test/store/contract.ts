@@ -730,6 +730,46 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         { param: 'family', type: 'string', value: 'doe', system: 'Doe' },
       ];
 
+      it('replaceIndex replaces the rows of the current version only, with no new version ($reindex)', async () => {
+        expect(store.replaceIndex, 'adapters implement replaceIndex()').toBeTypeOf('function');
+        const entries = (id: string) => store.indexEntries!('Patient', id);
+        const extra: IndexEntry[] = [...female, { param: 'custom-x', type: 'token', value: 'y' }];
+        await store.write({ ...patient('a'), index: female });
+        await store.write({ ...patient('a'), index: female });
+        await store.write({ ...patient('b'), index: female });
+        // An older version, an unknown id: nothing changes.
+        expect(await store.replaceIndex!({ resourceType: 'Patient', id: 'a', versionId: 1 }, extra)).toBe(
+          false,
+        );
+        expect(await store.replaceIndex!({ resourceType: 'Patient', id: 'zz', versionId: 1 }, extra)).toBe(
+          false,
+        );
+        expect(await entries('a')).toEqual(female);
+        expect(await store.replaceIndex!({ resourceType: 'Patient', id: 'a', versionId: 2 }, extra)).toBe(
+          true,
+        );
+        expect(await entries('a')).toEqual(extra);
+        expect(await entries('b')).toEqual(female);
+        expect((await store.read('Patient', 'a'))?.versionId).toBe(2);
+        expect((await store.history({ resourceType: 'Patient', id: 'a', count: 10 })).total).toBe(2);
+        // A deleted resource keeps no rows.
+        await store.write(removal('Patient', 'b'));
+        expect(await store.replaceIndex!({ resourceType: 'Patient', id: 'b', versionId: 2 }, extra)).toBe(
+          false,
+        );
+        expect(await entries('b')).toEqual([]);
+        // Inside a transaction that rolls back: undone.
+        await expect(
+          store.transaction(async (tx) => {
+            expect(await tx.replaceIndex!({ resourceType: 'Patient', id: 'a', versionId: 2 }, female)).toBe(
+              true,
+            );
+            throw new Error('roll back');
+          }),
+        ).rejects.toThrow('roll back');
+        expect(await entries('a')).toEqual(extra);
+      });
+
       it('stores the rows of the current version, replaces them on update and removes them on delete', async () => {
         expect(store.indexEntries, 'adapters implement indexEntries()').toBeTypeOf('function');
         const entries = (type: string, id: string) => store.indexEntries!(type, id);

@@ -150,12 +150,16 @@ function handler(
   return found;
 }
 
-/** The ids of the `resourceType` resources a conditional URL's criteria match (at most 2: enough to tell 0/1/many). */
+/**
+ * The ids of the `resourceType` resources a conditional URL's criteria match, at most `limit` (2 by default: enough
+ * to tell 0/1/many).
+ */
 export async function conditionalMatches(
   context: FhirContext,
   resourceType: string,
   query: Record<string, string[]>,
   baseUrl: string,
+  limit = 2,
 ): Promise<string[]> {
   if (Object.keys(query).length === 0)
     throw fhirError('conditional-criteria-missing', 'A conditional request needs search criteria');
@@ -165,7 +169,7 @@ export async function conditionalMatches(
       interaction: 'search-type',
       method: 'GET',
       resourceType,
-      query: Object.assign(copyQuery(query), { _count: ['2'] }),
+      query: Object.assign(copyQuery(query), { _count: [String(limit)] }),
       baseUrl,
       preferHandling: 'strict',
     },

@@ -37,6 +37,8 @@ export interface CapabilitiesOptions {
   started?: Date;
   /** How clients get a token (SMART Backend Services), from the FHIR base URL; absent when access is open. */
   tokenUrl?: (fhirBaseUrl: string) => string;
+  /** Conditional delete of several matches is served (admins, --delete-multiple): `conditionalDelete` multiple. */
+  deleteMultiple?: boolean;
 }
 
 /** rest.security as SMART App Launch 1.0/2.0 describe it, so EHR clients find the token endpoint from /metadata. */
@@ -104,7 +106,11 @@ export function buildCapabilityStatement(options: CapabilitiesOptions, baseUrl: 
       conditionalCreate: canSearch && registry.hasInteraction('create', type),
       conditionalRead: registry.hasInteraction('read', type) ? 'full-support' : 'not-supported',
       conditionalUpdate: registry.hasConditional('update', type),
-      conditionalDelete: registry.hasConditional('delete', type) ? 'single' : 'not-supported',
+      conditionalDelete: registry.hasConditional('delete', type)
+        ? options.deleteMultiple
+          ? 'multiple'
+          : 'single'
+        : 'not-supported',
       ...(includes.include.length > 0 ? { searchInclude: includes.include } : {}),
       ...(includes.revinclude.length > 0 ? { searchRevInclude: includes.revinclude } : {}),
       ...(canSearch && searchParams.length > 0 ? { searchParam: searchParams } : {}),

@@ -12,6 +12,8 @@ import type { ValidationOptions } from '../validation/validator.js';
 import type { FhirContext, FhirRequest, FhirResponse } from './types.js';
 import { parseRequestJson } from './router.js';
 import { JSON_MEDIA_TYPES } from '../media-types.js';
+import { mayDefineSearchParameters, readCustomParameter } from '../search/custom-parameters.js';
+import { indexedParametersOf } from '../search/definitions.js';
 
 /** FHIR R4 id: http://hl7.org/fhir/R4/datatypes.html#id */
 export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -332,6 +334,7 @@ export async function writeVersion(
   const withId = request.resource ? withIdOf(request.resource, request.id) : undefined;
   const patients = withId ? patientsOf(context, withId, request.id) : (existing?.patients ?? []);
   assertCanWrite(context, request.method, request.resourceType, request.id, existing, patients);
+  if (request.resourceType === 'SearchParameter') checkSearchParameterWrite(context, request, withId);
   if (request.method !== 'POST') checkIfMatch(request.ifMatch, existing, request.resourceType, request.id);
   const unchanged =
     withId !== undefined &&
@@ -357,6 +360,8 @@ export async function writeVersion(
       actor: context.access.caller,
       anchor: context.anchor,
     });
+    if (request.resourceType === 'SearchParameter' && !unchanged)
+      context.searchParameterWritten?.(version, withId);
     return version;
   } catch (err) {
     // Another write came in between: the store's words may name a version this caller does not see.
@@ -372,5 +377,37 @@ export async function writeVersion(
       );
     }
     throw err;
+  }
+}
+
+/**
+ * SearchParameters define what the index holds: only admins write them, and an active one must be indexable
+ * (src/fhir/search/custom-parameters.ts): 403 or 400 before anything is stored.
+ */
+function checkSearchParameterWrite(
+  context: FhirContext,
+  request: Pick<WriteRequest, 'resourceType' | 'id' | 'method'>,
+  resource: FhirResource | undefined,
+): void {
+  if (!mayDefineSearchParameters(context.access.caller.role)) {
+    context.access.audit?.({
+      interaction: request.method,
+      resourceType: 'SearchParameter',
+      id: request.id,
+      allowed: false,
+    });
+    throw fhirError('access-denied', 'Only administrators create, change or delete SearchParameters');
+  }
+  if (!resource) return;
+  const definition = readCustomParameter(resource, request.id, 0);
+  if (!definition) return;
+  for (const base of definition.base) {
+    const other = indexedParametersOf(base)?.get(definition.code)?.custom;
+    if (other && other.id !== request.id)
+      throw fhirError(
+        'search-parameter-invalid',
+        `SearchParameter/${other.id} already defines '${definition.code}' for ${base}: retire it first`,
+        { expression: 'SearchParameter.code' },
+      );
   }
 }

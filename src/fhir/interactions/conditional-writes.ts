@@ -17,23 +17,48 @@ import { stringifyFhirJson, type FhirResource } from '../fhir-json.js';
 import { emptyQuery } from '../query.js';
 import { conditionalMatches } from './batch.js';
 import { assertResourceType, parseResourceBody } from './common.js';
-import type { FhirContext, FhirRequest, InteractionHandler } from './types.js';
+import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from './types.js';
 
 export type ConditionalKind = 'update' | 'patch' | 'delete';
 
+export interface ConditionalOptions {
+  /**
+   * `DELETE [type]?criteria` matching several resources (--delete-multiple): an admin deletes them all, at most
+   * `max` (more: 412, nothing deleted), in one transaction. Absent, or any other caller: 412.
+   */
+  deleteMultiple?: { max: number };
+}
+
 /** `handler` for `[type]/[id]`, and its conditional form for `[type]?criteria` (a request without an id). */
-export function withConditionalForm(kind: ConditionalKind, handler: InteractionHandler): InteractionHandler {
+export function withConditionalForm(
+  kind: ConditionalKind,
+  handler: InteractionHandler,
+  options: ConditionalOptions = {},
+): InteractionHandler {
   return async (request, context) => {
     if (request.id !== undefined) return handler(request, context);
     const resourceType = assertResourceType(context, request.resourceType);
     context.access.authorize(kind, resourceType);
+    const role = context.access.caller.role;
+    const multiple =
+      kind === 'delete' && (role === 'admin' || role === 'open') ? options.deleteMultiple : undefined;
     return context.store.transaction(async (store) => {
       const tx: FhirContext = Object.assign({}, context, { store });
-      const matches = await conditionalMatches(tx, resourceType, request.query, request.baseUrl);
+      const matches = await conditionalMatches(
+        tx,
+        resourceType,
+        request.query,
+        request.baseUrl,
+        multiple ? multiple.max + 1 : 2,
+      );
+      if (matches.length > 1 && multiple && matches.length <= multiple.max)
+        return deleteAll(request, tx, handler, resourceType, matches);
       if (matches.length > 1)
         throw fhirError(
           'conditional-multiple-matches',
-          `The criteria match more than one ${resourceType}: nothing was changed`,
+          multiple
+            ? `The criteria match more than ${multiple.max} ${resourceType} resources (--delete-multiple-max): nothing was deleted`
+            : `The criteria match more than one ${resourceType}: nothing was changed`,
         );
       const id: string | undefined = matches[0];
       const plain: FhirRequest = Object.assign({}, request, { query: emptyQuery() });
@@ -75,5 +100,27 @@ export function withConditionalForm(kind: ConditionalKind, handler: InteractionH
         tx,
       );
     });
+  };
+}
+
+/** Deletes every match, one after the other inside the caller's transaction: all of them, or none. */
+async function deleteAll(
+  request: FhirRequest,
+  tx: FhirContext,
+  handler: InteractionHandler,
+  resourceType: string,
+  ids: string[],
+): Promise<FhirResponse> {
+  for (const id of ids)
+    await handler(
+      Object.assign({}, request, { query: emptyQuery(), id, preferReturn: 'minimal' as const }),
+      tx,
+    );
+  if (request.preferReturn === 'minimal') return { status: 204 };
+  return {
+    status: 200,
+    body: operationOutcome([
+      issue('information', 'informational', `${ids.length} ${resourceType} resources deleted`),
+    ]) as unknown as FhirResource,
   };
 }

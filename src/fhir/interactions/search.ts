@@ -514,6 +514,9 @@ function parameterDocumentation(def: SearchParamDef): string {
   if (takesPrefixes(def.type)) parts.push('prefixes eq ne gt lt ge le sa eb ap');
   if (def.type === 'reference') parts.push('chains up to 3 levels');
   if (def.indexedAs) parts.push(`answered as ${def.indexedAs.join(' | ')}`);
+  // A custom parameter (a stored SearchParameter): its own description first, and where it is defined.
+  if (def.custom)
+    return `${def.custom.description ? `${def.custom.description.trim()} ` : ''}(SearchParameter/${def.custom.id}: ${def.expression ?? ''}) ${parts.join('; ')}.`;
   return `${parts.join('; ')}.`;
 }
 
@@ -554,6 +557,19 @@ export function revIncludeDeclarations(resourceType: string): string[] {
 }
 
 export { LIMITS };
+
+/**
+ * Declares the search parameters of these types again (custom parameters became searchable or were retired): the
+ * CapabilityStatement is built anew from the registry.
+ */
+export function declareSearchParamsOf(registry: FhirRegistry, types: Iterable<string>): void {
+  const common = new Set(registry.searchParams('Resource').map((p) => p.name));
+  for (const type of types)
+    registry.declareSearchParams(
+      type,
+      searchParamDeclarations(type).filter((p) => !common.has(p.name)),
+    );
+}
 
 /** Registers type and system search, and declares every searchable parameter (for /metadata). */
 export function registerSearch(registry: FhirRegistry): FhirRegistry {

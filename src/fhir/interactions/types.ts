@@ -3,7 +3,7 @@
  * The HTTP layer (src/fhir/http/) only translates HTTP to and from these shapes.
  */
 import type { FhirResource } from '../fhir-json.js';
-import type { IndexEntry, ResourceStore, WriteRequest } from '../store/resource-store.js';
+import type { IndexEntry, ResourceStore, StoredVersion, WriteRequest } from '../store/resource-store.js';
 import type { AccessPolicy } from './access-policy.js';
 import type { ResourceValidator } from '../validation/validator.js';
 import type { FhirRegistry } from './fhir-registry.js';
@@ -92,6 +92,11 @@ export interface FhirContext {
   patientsOf?(resource: FhirResource): string[];
   /** The integrity path: queues the anchor of each version in its write transaction (src/integrity/anchorer.ts). */
   anchor?: WriteRequest['anchor'];
+  /**
+   * A SearchParameter version was stored (`resource` absent for a delete): the custom parameters of this process
+   * change at once, so the next write indexes them (src/fhir/search/custom-parameters.ts).
+   */
+  searchParameterWritten?(version: StoredVersion, resource: FhirResource | undefined): void;
 }
 
 export type InteractionHandler = (request: FhirRequest, context: FhirContext) => Promise<FhirResponse>;

@@ -52,6 +52,19 @@ export interface SearchParamDef {
    * answer it. Saves ~4 index rows per Observation.
    */
   indexedAs?: string[];
+  /** Set on a parameter defined by a stored SearchParameter resource (src/fhir/search/custom-parameters.ts). */
+  custom?: CustomParameterState;
+}
+
+/** Where a custom parameter (a stored, active SearchParameter) stands. */
+export interface CustomParameterState {
+  /** The SearchParameter resource's id and the version this definition is from. */
+  id: string;
+  versionId: number;
+  /** Every current resource of its base types is indexed with it ($reindex completed for this version). */
+  ready: boolean;
+  /** SearchParameter.description, for the CapabilityStatement. */
+  description?: string;
 }
 
 /**
@@ -436,12 +449,93 @@ export function searchDefinitions(): SearchDefinitions {
   return loaded;
 }
 
+// ---- custom parameters: stored SearchParameter resources (src/fhir/search/custom-parameters.ts) ----
+
+/** Per type with custom parameters: every parameter indexed at write time (base + active custom, ready or not). */
+let indexedByType = new Map<string, Map<string, SearchParamDef>>();
+/** Per type with custom parameters: what a search may use (base + ready custom). */
+let searchableByType = new Map<string, Map<string, SearchParamDef>>();
+
+/**
+ * Replaces the custom parameters of this process (the registry of the store it serves calls it at start and on
+ * every change). A parameter not yet `ready` is indexed on writes but not searchable: until `$reindex` completes, a
+ * search on it would miss what was stored before.
+ */
+export function setCustomSearchParameters(defs: readonly SearchParamDef[]): void {
+  const base = searchDefinitions().byType;
+  const indexed = new Map<string, Map<string, SearchParamDef>>();
+  const searchable = new Map<string, Map<string, SearchParamDef>>();
+  for (const def of defs) {
+    const own = base.get(def.resourceType);
+    if (!own || own.has(def.code)) continue; // never shadows a base parameter
+    let all = indexed.get(def.resourceType);
+    if (!all) indexed.set(def.resourceType, (all = new Map(own)));
+    all.set(def.code, def);
+    let usable = searchable.get(def.resourceType);
+    if (!usable) searchable.set(def.resourceType, (usable = new Map(own)));
+    if (def.custom?.ready !== false) usable.set(def.code, def);
+  }
+  indexedByType = indexed;
+  searchableByType = searchable;
+}
+
+/** The parameters indexed at write time (base and custom, a custom one also while it waits for `$reindex`). */
+export function indexedParametersOf(resourceType: string): Map<string, SearchParamDef> | undefined {
+  return indexedByType.get(resourceType) ?? searchDefinitions().byType.get(resourceType);
+}
+
+/** A custom parameter of a type that is indexed on writes but waits for `$reindex`, for the refusal's words. */
+export function pendingCustomParameter(resourceType: string, code: string): SearchParamDef | undefined {
+  const def = indexedByType.get(resourceType)?.get(code);
+  return def?.custom && !def.custom.ready ? def : undefined;
+}
+
+/**
+ * The definition of one custom parameter for one of its base types (`raw.expression` may be a union over several
+ * bases: the type keeps its own parts, as for the official ones). Undefined when the expression cannot be compiled.
+ */
+export function customParameterDefinition(
+  raw: { url: string; code: string; type: SearchParamType; expression: string; target?: string[] },
+  resourceType: string,
+  state: CustomParameterState,
+): SearchParamDef | undefined {
+  const own = splitUnion(raw.expression).filter((p) => p.replace(/^\(/, '').startsWith(`${resourceType}.`));
+  const expression = own.length > 0 ? own.join(' | ') : raw.expression;
+  const evaluate = compileExpression(expression, resourceType);
+  if (!evaluate) return undefined;
+  return {
+    code: raw.code,
+    resourceType,
+    type: raw.type,
+    url: raw.url,
+    expression,
+    target: raw.target ?? [],
+    evaluate,
+    custom: state,
+  };
+}
+
+/**
+ * Whether an index row belongs to a base parameter of the type (`code` or `code:text`...), not to a custom one or
+ * to the `$reindex` mark: the audit compares only those with what a version's text gives (custom rows depend on
+ * when the parameter was added and reindexed, not on the text alone).
+ */
+export function isBaseIndexRow(resourceType: string, param: string): boolean {
+  const colon = param.indexOf(':');
+  return (
+    searchDefinitions()
+      .byType.get(resourceType)
+      ?.has(colon < 0 ? param : param.slice(0, colon)) === true
+  );
+}
+
+/** The parameters a search may use: base ones and custom ones that are ready. */
 export function searchParametersOf(resourceType: string): Map<string, SearchParamDef> | undefined {
-  return searchDefinitions().byType.get(resourceType);
+  return searchableByType.get(resourceType) ?? searchDefinitions().byType.get(resourceType);
 }
 
 export function searchParameter(resourceType: string, code: string): SearchParamDef | undefined {
-  return searchDefinitions().byType.get(resourceType)?.get(code);
+  return (searchableByType.get(resourceType) ?? searchDefinitions().byType.get(resourceType))?.get(code);
 }
 
 /** The index params of a parameter indexed under others' codes (StoreSearchRequest.indexedAs). */

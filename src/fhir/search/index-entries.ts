@@ -24,7 +24,7 @@
  */
 import { isLosslessNumber, type FhirResource } from '../fhir-json.js';
 import type { IndexEntry } from '../store/resource-store.js';
-import { referenceKey, searchParametersOf, type SearchParamDef } from './definitions.js';
+import { indexedParametersOf, referenceKey, type SearchParamDef } from './definitions.js';
 
 export const DATE_MIN = -8.64e15;
 export const DATE_MAX = 8.64e15;
@@ -353,9 +353,9 @@ function entriesOf(def: SearchParamDef, values: unknown[], out: IndexEntry[]): v
   }
 }
 
-/** All index rows of a resource (its type's parameters only), duplicates removed. */
+/** All index rows of a resource (its type's parameters, custom ones included), duplicates removed. */
 export function extractIndex(resource: FhirResource): IndexEntry[] {
-  const params = searchParametersOf(resource.resourceType);
+  const params = indexedParametersOf(resource.resourceType);
   if (!params) return [];
   const out: IndexEntry[] = [];
   for (const def of params.values()) {

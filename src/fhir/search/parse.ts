@@ -10,7 +10,12 @@
  * 400 before any SQL is built; every value reaches SQL as a bound parameter.
  */
 import { fhirError } from '../outcome.js';
-import { searchDefinitions, searchParameter, type SearchParamDef } from './definitions.js';
+import {
+  pendingCustomParameter,
+  searchDefinitions,
+  searchParameter,
+  type SearchParamDef,
+} from './definitions.js';
 import { dateRange, normaliseString, numberRange, DATE_MAX, DATE_MIN } from './index-entries.js';
 import type {
   CompiledQuery,
@@ -233,6 +238,14 @@ class QueryParser {
       return { kind: 'lastUpdated', values };
     }
     const defs = types.map((t) => searchParameter(t, code));
+    const pending = types.find((t) => pendingCustomParameter(t, code));
+    if (pending) {
+      // A custom parameter before $reindex completed: it would miss what was stored before it (never partial).
+      this.ignore(
+        `Search parameter '${truncate(code)}' of ${pending} is not searchable yet: existing data is not indexed with it (run $reindex and wait for it to complete)`,
+      );
+      return undefined;
+    }
     if (defs.some((d) => d === undefined)) {
       this.ignore(
         this.allTypes && types.length > 1 && defs.some((d) => d !== undefined)

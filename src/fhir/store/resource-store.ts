@@ -221,6 +221,12 @@ export interface ResourceStore {
 
   /** The search index rows stored for the resource's current version (none when deleted or unknown). */
   indexEntries?(resourceType: string, id: string): Promise<IndexEntry[]>;
+  /**
+   * Replaces the search index rows of a resource whose current version is still `key.versionId` (and not deleted),
+   * without a new version (`$reindex`, src/bulk/reindex.ts: a custom search parameter added after it was written).
+   * False, and nothing changed, when the resource moved on meanwhile (its write indexed it). Atomic with writes.
+   */
+  replaceIndex?(key: VersionKey, entries: readonly IndexEntry[]): Promise<boolean>;
 
   /** The start-up integrity check (readiness reads it): 'checking', 'ok', or failed. Absent: the adapter has none. */
   integrityStatus?(): StoreIntegrityStatus;

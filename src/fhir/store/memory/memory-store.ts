@@ -162,6 +162,10 @@ export class MemoryResourceStore implements ResourceStore {
     return this.guard(() => this.indexEntriesNow(resourceType, id));
   }
 
+  replaceIndex(key: VersionKey, entries: readonly IndexEntry[]): Promise<boolean> {
+    return this.guard(() => this.replaceIndexNow(key, entries));
+  }
+
   // ---------------------------------------------------------------------------------------------------------
   // Synchronous core (runs either directly or inside the open transaction).
 
@@ -183,6 +187,17 @@ export class MemoryResourceStore implements ResourceStore {
 
   private indexEntriesNow(resourceType: string, id: string): IndexEntry[] {
     return (this.resources.get(`${resourceType}/${id}`)?.index ?? []).map(keptEntry);
+  }
+
+  private replaceIndexNow(key: VersionKey, entries: readonly IndexEntry[]): boolean {
+    const record = this.resources.get(`${key.resourceType}/${key.id}`);
+    const currentSeq = record?.seqs[record.seqs.length - 1];
+    const current = currentSeq === undefined ? undefined : this.versions[currentSeq - 1]!;
+    if (!record || !current || current.versionId !== key.versionId || current.deleted) return false;
+    const index = record.index;
+    record.index = entries.map(keptEntry);
+    this.onUndo(() => (record.index = index));
+    return true;
   }
 
   private seqOf(resourceType: string, id: string, versionId: number): number | undefined {
@@ -477,6 +492,7 @@ export class MemoryResourceStore implements ResourceStore {
       eraseSalts: (type, id) => now(() => this.eraseSaltsNow(type, id)),
       eraseContent: (type, id) => now(() => this.eraseContentNow(type, id)),
       indexEntries: (type, id) => now(() => this.indexEntriesNow(type, id)),
+      replaceIndex: (key, entries) => now(() => this.replaceIndexNow(key, entries)),
     };
   }
 

@@ -370,6 +370,28 @@ export class PostgresResourceStore implements ResourceStore {
     return tx ? tx.run(erase) : this.inNewTransaction(erase);
   }
 
+  replaceIndex(key: VersionKey, entries: readonly IndexEntry[]): Promise<boolean> {
+    this.assertReady();
+    const replace = async (q: Queryable) =>
+      (
+        await q.query<{ n: number }>(this.sql.replaceIndex, [
+          key.resourceType,
+          key.id,
+          key.versionId,
+          entries.map((e) => e.param),
+          entries.map((e) => e.type),
+          entries.map((e) => e.system ?? null),
+          entries.map((e) => e.value ?? null),
+          entries.map((e) => finiteOrNull(e.low)),
+          entries.map((e) => finiteOrNull(e.high)),
+          entries.map((e) => e.reference ?? null),
+        ])
+      ).rows[0]!.n === 1;
+    // Under the store's write lock, like every write: the version checked is the one whose rows are replaced.
+    const tx = this.openTransaction();
+    return tx ? tx.run(replace) : this.inNewTransaction(replace);
+  }
+
   indexEntries(resourceType: string, id: string): Promise<IndexEntry[]> {
     return this.onConnection(async (q) => {
       const { rows } = await q.query<Record<string, unknown>>(this.sql.indexEntries, [resourceType, id]);
@@ -655,6 +677,20 @@ function statements(S: string) {
         DELETE FROM ${S}.access_key WHERE resource_type = $1 AND id = $2
       )
       SELECT count(*)::integer AS n FROM e`,
+    // The rows of the current version, replaced only while it is still `$3` and not deleted (replaceIndex).
+    replaceIndex: `
+      WITH cur AS (
+        SELECT 1 FROM ${S}.resource_current WHERE resource_type = $1 AND id = $2 AND version_id = $3 AND NOT deleted
+      ), d AS (
+        DELETE FROM ${S}.search_index WHERE resource_type = $1 AND id = $2 AND EXISTS (SELECT 1 FROM cur)
+      ), i AS (
+        INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference)
+        SELECT $1, $2, x.ord - 1, x.param, x.type, x.system, x.value, x.low, x.high, x.reference
+        FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[], $10::text[])
+          WITH ORDINALITY AS x (param, type, system, value, low, high, reference, ord)
+        WHERE EXISTS (SELECT 1 FROM cur)
+      )
+      SELECT count(*)::integer AS n FROM cur`,
     indexEntries: `SELECT param, type, system, value, low, high, reference FROM ${S}.search_index WHERE resource_type = $1 AND id = $2 ORDER BY ord`,
   };
 }

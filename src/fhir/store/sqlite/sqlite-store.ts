@@ -563,6 +563,36 @@ export class SqliteResourceStore implements ResourceStore {
   }
 
   /** The search index rows stored for the resource's current version (none when deleted or unknown). */
+  replaceIndex(key: VersionKey, entries: readonly IndexEntry[]): Promise<boolean> {
+    return this.guard(() =>
+      this.db
+        .transaction(() => {
+          const current = this.db
+            .prepare('SELECT version_id, deleted FROM resource_current WHERE resource_type = ? AND id = ?')
+            .get(key.resourceType, key.id) as { version_id: number; deleted: number } | undefined;
+          if (!current || current.version_id !== key.versionId || current.deleted !== 0) return false;
+          const s = this.statements();
+          s.deleteIndex.run(key.resourceType, key.id);
+          entries.forEach((e, i) =>
+            s.insertIndex.run(
+              key.resourceType,
+              key.id,
+              i,
+              e.param,
+              e.type,
+              e.system ?? null,
+              e.value ?? null,
+              finiteOrNull(e.low),
+              finiteOrNull(e.high),
+              e.reference ?? null,
+            ),
+          );
+          return true;
+        })
+        .immediate(),
+    );
+  }
+
   indexEntries(resourceType: string, id: string): Promise<IndexEntry[]> {
     return this.guard(() => {
       const rows = this.statements().indexEntries.all(resourceType, id) as Record<string, unknown>[];
@@ -943,6 +973,7 @@ export class SqliteResourceStore implements ResourceStore {
       eraseSalts: (type, id) => now(() => this.eraseSalts(type, id)),
       eraseContent: (type, id) => now(() => this.eraseContent(type, id)),
       indexEntries: (type, id) => now(() => this.indexEntries(type, id)),
+      replaceIndex: (key, entries) => now(() => this.replaceIndex(key, entries)),
     };
     return view;
   }
