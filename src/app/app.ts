@@ -27,7 +27,7 @@ import { FhirXml } from '../fhir/fhir-xml.js';
 import { coreRegistry } from '../fhir/definitions/definition-registry.js';
 import { setupAccess, type AccessSetup } from '../access/setup.js';
 import type { ConsentService } from '../consent/consent-service.js';
-import { journalPath, openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
+import { openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
 import { verifyAnchorJournal } from '../integrity/journal-continuity.js';
 import { verifyOperation } from '../integrity/verify-operation.js';
 import { everythingOperation } from '../fhir/operations/everything.js';
@@ -262,7 +262,7 @@ async function openIntegrityPath(wiring: AppWiring): Promise<IntegrityWiring> {
   });
   closers.push(() => integrity.close());
   // A lost or replaced ledger refuses the start (src/ledger/ledger-continuity.ts; the consent checkpoint likewise).
-  await verifyAnchorJournal(ledger, integrity.journal, journalPath(config.dataDir), fastify.log);
+  await verifyAnchorJournal(ledger, integrity.journal, integrity.journalLocation, fastify.log);
   registry.registerOperation(verifyOperation(integrity.verifier));
   const auditJob = scheduleAudit({
     cron: config.auditCron,

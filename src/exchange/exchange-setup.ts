@@ -9,7 +9,7 @@ import type { ConsentService } from '../consent/consent-service.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
-import type { AnchorJournal } from '../integrity/anchor-journal.js';
+import type { BatchJournal } from '../integrity/anchor-journal.js';
 import { CachedBatchSource } from '../integrity/verification.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { NetworkIds } from '../consent/network-ids.js';
@@ -110,7 +110,7 @@ export interface ExchangeDeps {
   store: ResourceStore;
   ledger: Ledger;
   /** The batch journal: the evidence of each record (IntegrityService.journal). */
-  journal: Pick<AnchorJournal, 'members'>;
+  journal: Pick<BatchJournal, 'members'>;
   /** The integrity hook, so AuditEvents written here are anchored like every stored version. */
   anchor?: WriteRequest['anchor'];
   indexEntries?: (resource: FhirResource) => IndexEntry[];

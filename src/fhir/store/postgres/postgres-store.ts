@@ -138,6 +138,8 @@ interface WriteStateRow {
 export class PostgresResourceStore implements ResourceStore {
   readonly pool: pg.Pool;
   readonly schema: string;
+  /** The schema's advisory lock key (second half of every lock of this store; the drain lease's too). */
+  readonly lockKey: number;
   private readonly ownsPool: boolean;
   private readonly S: string;
   private readonly lockSql: string;
@@ -167,6 +169,7 @@ export class PostgresResourceStore implements ResourceStore {
     this.schema = options.schema ?? 'hie';
     this.S = quoteIdent(this.schema);
     const lockKey = createHash('sha256').update(this.schema).digest().readInt32BE(0);
+    this.lockKey = lockKey;
     this.lockSql = `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockKey})`;
     this.migrationLockSql = `SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_CLASS}, ${lockKey})`;
     this.sql = statements(this.S);
