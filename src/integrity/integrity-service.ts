@@ -99,7 +99,7 @@ export async function openIntegrity(options: IntegrityOptions): Promise<Integrit
 
 /**
  * The batch journal beside the store: in the data directory's SQLite file, or, for a PostgreSQL store, in its
- * database (migration 4), where every replica finds the batches the others journalled and the drain lease.
+ * database (migration 5), where every replica finds the batches the others journalled and the drain lease.
  */
 function openJournal(options: IntegrityOptions): { journal: BatchJournal; journalLocation: string } {
   const { store } = options;

@@ -1,5 +1,5 @@
 /**
- * The anchor batch journal in PostgreSQL (the tables of migration 4, src/fhir/store/postgres/schema.ts), shared by
+ * The anchor batch journal in PostgreSQL (the tables of migration 5, src/fhir/store/postgres/schema.ts), shared by
  * every replica of a PostgreSQL store, with the drain lease that lets exactly one replica drain the outbox at a time.
  *
  * The lease: a session advisory lock held on a connection of its own (`pg_try_advisory_lock`), taken by whichever
@@ -72,7 +72,7 @@ const toMember = (row: MemberRow): BatchMember => ({
 export interface PostgresJournalOptions {
   /** The store's pool (reads, commits). */
   pool: pg.Pool;
-  /** The store's schema (migration 4 created the tables there). */
+  /** The store's schema (migration 5 created the tables there). */
   schema: string;
   /** The store's per-schema advisory lock key (PostgresResourceStore.lockKey). */
   lockKey: number;

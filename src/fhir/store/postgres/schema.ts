@@ -118,8 +118,9 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         WHERE NOT c.deleted;
     `,
   },
+  // Version 4 is taken by the full-text index (branch s5-search16).
   {
-    version: 4,
+    version: 5,
     description:
       'the anchor batch journal and the drain lease with its fencing token (src/integrity/postgres-anchor-journal.ts)',
     sql: (S) => `
