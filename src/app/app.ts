@@ -10,6 +10,8 @@ import type { ResourceStore } from '../fhir/store/resource-store.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { openConfiguredLedger } from './open-ledger.js';
 import { openConfiguredStore } from './open-store.js';
+import { PostgresResourceStore } from '../fhir/store/postgres/postgres-store.js';
+import { PostgresSharedState } from '../access/shared-state.js';
 import { serveEmbeddedLedger } from '../ledger/embedded/gateway/serve-ledger.js';
 import type { ResourceValidator } from '../fhir/validation/validator.js';
 import { createSchemaValidator } from '../fhir/validation/schema.js';
@@ -94,6 +96,8 @@ interface AppWiring {
   registry: FhirRegistry;
   fastify: FastifyInstance;
   metrics: ServiceMetrics;
+  /** Replay cache and rate limits in the database, shared by the replicas (a PostgreSQL store only). */
+  shared?: PostgresSharedState;
 }
 
 /** The ledger, the integrity path on it, and the integrity operations and audit schedule. */
@@ -116,7 +120,19 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const validator = await openValidator(config, overrides);
     const registry = buildRegistry(config, validator);
     const { fastify, metrics } = createServer(config, overrides, tightened, store);
-    const wiring: AppWiring = { config, overrides, closers, store, validator, registry, fastify, metrics };
+    const shared =
+      store instanceof PostgresResourceStore ? new PostgresSharedState(store.pool, store.schema) : undefined;
+    const wiring: AppWiring = {
+      config,
+      overrides,
+      closers,
+      store,
+      validator,
+      registry,
+      fastify,
+      metrics,
+      shared,
+    };
     const { ledger, integrity } = await openIntegrityPath(wiring);
     const exchange = openExchange(wiring, ledger);
     const access = await wireAccess(wiring, ledger, integrity, exchange);
@@ -300,6 +316,7 @@ async function wireAccess(
     auditFlushMs: overrides.auditFlushMs,
     log: fastify.log.child({ component: 'access' }),
     network: exchange.networkTokens,
+    shared: wiring.shared,
   });
   closers.push(() => access.close());
   access.registerOperations(registry);
@@ -357,6 +374,7 @@ function openExchange(wiring: AppWiring, ledger: Ledger): Exchange {
     mspId: ledgerMspId(config),
     ledger,
     settings: config,
+    replay: wiring.shared?.replayGuard('member'),
   });
   closers.push(() => Promise.resolve(exchange.close()));
   return exchange;

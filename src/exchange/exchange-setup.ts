@@ -24,6 +24,7 @@ import { homeLocator, registerNetworkEverything } from './network-everything.js'
 import { networkSaveOperation } from './network-save.js';
 import { NetworkTokenClient } from './network-token-client.js';
 import { NetworkTokenService, replayFileIn } from './network-tokens.js';
+import type { ReplayGuard } from '../access/shared-state.js';
 import { serviceKeyFileIn, serviceKeyLoader } from './patient-links-setup.js';
 import { registerPushOperations } from './push-setup.js';
 
@@ -49,6 +50,8 @@ export interface ExchangeOptions {
   mspId: string;
   ledger: Ledger;
   settings: ExchangeSettings;
+  /** Members' used assertion ids shared by the replicas (PostgreSQL store); absent: the data directory's file. */
+  replay?: ReplayGuard;
 }
 
 /** What the exchange's parts share: who this member is, the directory, and both sides of service calls. */
@@ -73,6 +76,7 @@ export class Exchange {
       secret: accessTokenSecret(options.dataDir),
       allowedPurposes: options.settings.networkPurposes,
       replayFile: replayFileIn(options.dataDir),
+      replay: options.replay,
     });
     this.http = new MemberHttpClient({
       localNetwork: options.settings.networkLocal,

@@ -162,4 +162,25 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       INSERT INTO ${S}.anchor_drainer (fence) VALUES (0);
     `,
   },
+  {
+    version: 6,
+    description:
+      'replica-shared security state: used client assertions and token-endpoint rate buckets (src/access/shared-state.ts)',
+    sql: (S) => `
+      -- A client assertion (\`iss jti\`, per namespace) is admitted once across every replica, until it expires.
+      CREATE TABLE ${S}.assertion_replay (
+        key        text   COLLATE "C" PRIMARY KEY,
+        expires_at bigint NOT NULL
+      );
+      CREATE INDEX assertion_replay_expiry ON ${S}.assertion_replay (expires_at);
+      -- Token buckets of /auth/token's rate limits, shared by the replicas (tokens left, when last brought up to date).
+      CREATE TABLE ${S}.rate_bucket (
+        key    text             COLLATE "C" PRIMARY KEY,
+        tokens double precision NOT NULL,
+        at     bigint           NOT NULL,
+        -- Whether the last request was admitted (what the upsert returns).
+        spent  boolean          NOT NULL
+      );
+    `,
+  },
 ];
