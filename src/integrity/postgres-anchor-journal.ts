@@ -93,6 +93,8 @@ export class PostgresAnchorJournal implements BatchJournal {
   private readonly lockKey: number;
   private readonly holder: string;
   private lease?: Lease;
+  /** The connection that asks for the lease while another replica holds it: kept between rounds, not reopened. */
+  private standby?: Lease;
   /** The lease's connection runs one statement or transaction at a time. */
   private readonly leaseMutex = new AsyncMutex();
   private counts = { prepared: 0, committed: 0 };
@@ -257,9 +259,9 @@ export class PostgresAnchorJournal implements BatchJournal {
   async close(): Promise<void> {
     this.closed = true;
     await this.leaseMutex.run(async () => {
-      const lease = this.lease;
+      for (const held of [this.lease, this.standby]) await held?.client.end().catch(() => undefined);
       this.lease = undefined;
-      await lease?.client.end().catch(() => undefined);
+      this.standby = undefined;
     });
   }
 
@@ -267,18 +269,33 @@ export class PostgresAnchorJournal implements BatchJournal {
 
   /** Takes the lease if no other process holds it: a connection of its own, the lock, then the next token. */
   private async takeLease(): Promise<boolean> {
-    const client = new pg.Client(this.pool.options);
-    const lease: Lease = { client, fence: 0 };
-    // A connection that breaks later (database restart, terminated backend) loses the lease.
-    client.on('error', (err: Error) => (lease.lost = err.message));
+    let lease = this.standby;
+    this.standby = undefined;
+    if (lease?.lost) {
+      await lease.client.end().catch(() => undefined);
+      lease = undefined;
+    }
+    if (!lease) {
+      const client = new pg.Client(this.pool.options);
+      const opened: Lease = { client, fence: 0 };
+      // A connection that breaks later (database restart, terminated backend) loses the lease.
+      client.on('error', (err: Error) => (opened.lost = err.message));
+      try {
+        await client.connect();
+      } catch (err) {
+        await client.end().catch(() => undefined);
+        throw err;
+      }
+      lease = opened;
+    }
+    const { client } = lease;
     try {
-      await client.connect();
       const { rows } = await client.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS got', [
         DRAIN_LOCK_CLASS,
         this.lockKey,
       ]);
       if (!rows[0]!.got) {
-        await client.end();
+        this.standby = lease;
         return false;
       }
       const taken = await client.query<{ fence: string | number }>(
