@@ -22,6 +22,7 @@ import {
 } from './tokens.js';
 import { roleScopes } from './scopes.js';
 import { addressKey, RateLimiter } from './rate-limit.js';
+import type { RequestLimiter } from './shared-state.js';
 import { fhirError } from '../fhir/outcome.js';
 import { NETWORK_OPERATIONS, NetworkAccessPolicy, networkScopeRefusal } from './network-access-policy.js';
 
@@ -52,6 +53,8 @@ export interface AuthOptions {
    * and per client (once its assertion verified, so no one else can use up a client's allowance). Off when absent.
    */
   tokenRateLimit?: { perMinute: number; now?: () => number };
+  /** The rate limits' buckets shared by the replicas (src/access/shared-state.ts); absent: this process's memory. */
+  sharedRateLimits?: { perAddress: RequestLimiter; perClient: RequestLimiter };
   /** Other members' services at `POST /auth/token` (src/exchange); absent: members' assertions are refused. */
   network?: NetworkTokenEndpoint;
 }
@@ -262,21 +265,21 @@ function registerSmartConfiguration(app: FastifyInstance, options: AuthOptions, 
 function registerTokenEndpoint(app: FastifyInstance, options: AuthOptions): void {
   const { tokens } = options;
   const limit = options.tokenRateLimit;
-  const perAddress = limit ? new RateLimiter(limit) : undefined;
-  const perClient = limit ? new RateLimiter(limit) : undefined;
+  const shared = limit ? options.sharedRateLimits : undefined;
+  const perAddress: RequestLimiter | undefined = shared?.perAddress ?? (limit && new RateLimiter(limit));
+  const perClient: RequestLimiter | undefined = shared?.perClient ?? (limit && new RateLimiter(limit));
   const admit = perClient
-    ? (client: ClientRecord) => {
-        const wait = perClient.take(client.clientId);
+    ? async (client: ClientRecord) => {
+        const wait = await perClient.take(client.clientId);
         if (wait > 0) throw tooManyRequests('from this client', wait);
       }
     : undefined;
 
   void app.register(async (scope) => {
     if (perAddress)
-      scope.addHook('onRequest', (request, _reply, done) => {
-        const wait = perAddress.take(addressKey(request.ip));
-        if (wait > 0) done(tooManyRequests('from this address', wait));
-        else done();
+      scope.addHook('onRequest', async (request) => {
+        const wait = await perAddress.take(addressKey(request.ip));
+        if (wait > 0) throw tooManyRequests('from this address', wait);
       });
     scope.addContentTypeParser(FORM, { parseAs: 'string', bodyLimit: 64 * 1024 }, (_request, body, done) => {
       done(null, new URLSearchParams(body as string));

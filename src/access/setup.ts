@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { EmbeddedIdentityProvider } from '../ledger/identity/identity-provider.js';
 import { ParticipantDirectory } from './participants.js';
+import type { PostgresSharedState } from './shared-state.js';
 import { TokenService, type NetworkTokenEndpoint } from './tokens.js';
 import { AccessControl, CallerAccessPolicy } from './caller-access-policy.js';
 import { AuditRecorder } from './access-audit.js';
@@ -59,6 +60,8 @@ export interface AccessSetupOptions {
   log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
   /** Other members' services at /auth/token (src/exchange/network-tokens.ts); absent: refused. */
   network?: NetworkTokenEndpoint;
+  /** Replay cache and rate limits shared by the replicas (PostgreSQL store); absent: this process's memory. */
+  shared?: PostgresSharedState;
 }
 
 export interface AccessSetup {
@@ -151,6 +154,7 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
     directory: participants,
     secret,
     accessTokenSeconds: options.tokenSeconds,
+    replay: options.shared?.replayGuard('participant'),
   });
   const { consent, networkIds } = await openConsent(options, participants);
   const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
@@ -332,6 +336,13 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
         publicBaseUrl,
         devOpenLoopback: options.mode === 'dev-open',
         tokenRateLimit: options.tokenRateLimit ? { perMinute: options.tokenRateLimit } : undefined,
+        sharedRateLimits:
+          options.shared && options.tokenRateLimit
+            ? {
+                perAddress: options.shared.rateLimiter('token-address', options.tokenRateLimit),
+                perClient: options.shared.rateLimiter('token-client', options.tokenRateLimit),
+              }
+            : undefined,
         network: options.network,
       });
       installAuditHooks(fastify, audit, prefix);

@@ -11,6 +11,7 @@ import { createHmac, randomBytes, timingSafeEqual, type KeyObject } from 'node:c
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import type { Caller, NetworkCaller } from '../fhir/interactions/access-policy.js';
 import { grantScopes, PARTICIPANT_ROLES, type ParticipantRole } from './scopes.js';
+import type { ReplayGuard } from './shared-state.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** RFC 7523 via SMART: an assertion may live at most five minutes. */
@@ -161,6 +162,8 @@ export interface TokenServiceOptions {
   /** Access token lifetime; SMART recommends at most five minutes. */
   accessTokenSeconds?: number;
   now?: () => number;
+  /** Where used assertions are kept: shared by the replicas (src/access/shared-state.ts); absent: this process's memory. */
+  replay?: ReplayGuard;
 }
 
 const ALGORITHM_BY_CURVE: Record<string, 'ES256' | 'ES384'> = { prime256v1: 'ES256', secp384r1: 'ES384' };
@@ -181,6 +184,7 @@ export class TokenService {
   /** `iss jti` -> expiry (ms): assertions already used, kept until they would have expired anyway. */
   private readonly usedAssertions = new Map<string, number>();
   private nextSweep = 0;
+  private readonly replay?: ReplayGuard;
   /** Verified access tokens -> caller, so a request costs a Map lookup instead of an HMAC and a JSON parse. */
   /**
    * Verified tokens by the last MEMO_KEY_CHARS characters of their MAC (hashing a 300-character token string on
@@ -197,6 +201,7 @@ export class TokenService {
     this.secret = options.secret;
     this.accessTokenSeconds = options.accessTokenSeconds ?? 300;
     this.now = options.now ?? Date.now;
+    this.replay = options.replay;
   }
 
   /** `POST /auth/token`: checks the client assertion and issues an access token, or throws OAuthError. */
@@ -204,7 +209,7 @@ export class TokenService {
     request: TokenRequest,
     tokenUrl: TokenUrl,
     /** Called with the client once its assertion verified, before a token is issued; may throw OAuthError. */
-    admit?: (client: ClientRecord) => void,
+    admit?: (client: ClientRecord) => void | Promise<void>,
   ): Promise<TokenResponse> {
     if (request.grant_type === undefined || request.grant_type === '')
       throw new OAuthError('invalid_request', 'grant_type is required');
@@ -219,7 +224,7 @@ export class TokenService {
       throw new OAuthError('invalid_request', 'client_assertion is required');
 
     const client = await this.verifyAssertion(assertion, tokenUrl);
-    admit?.(client);
+    await admit?.(client);
     const scopes = grantScopes(client.role, request.scope);
     if (scopes.length === 0)
       throw new OAuthError('invalid_scope', 'none of the requested scopes may be granted to this client');
@@ -296,11 +301,25 @@ export class TokenService {
     if (typeof payload.jti !== 'string' || payload.jti === '')
       throw new OAuthError('invalid_client', 'client_assertion jti is required');
 
-    this.sweepUsedAssertions();
     const replayKey = `${client.clientId} ${payload.jti}`;
+    const expiresAt = (payload.exp! + CLOCK_TOLERANCE_SECONDS) * 1000;
+    if (this.replay) {
+      const verdict = await this.replay.admit(replayKey, expiresAt);
+      if (verdict === 'replayed')
+        throw new OAuthError('invalid_client', 'client_assertion jti was already used');
+      if (verdict === 'full')
+        throw new OAuthError(
+          'temporarily_unavailable',
+          'too many assertions in flight; retry later',
+          429,
+          60,
+        );
+      return client;
+    }
+    this.sweepUsedAssertions();
     if (this.usedAssertions.has(replayKey))
       throw new OAuthError('invalid_client', 'client_assertion jti was already used');
-    this.usedAssertions.set(replayKey, (payload.exp! + CLOCK_TOLERANCE_SECONDS) * 1000);
+    this.usedAssertions.set(replayKey, expiresAt);
     return client;
   }
 

@@ -11,6 +11,8 @@ import type { FhirResource } from '../fhir/fhir-json.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { openConfiguredLedger } from './open-ledger.js';
 import { openConfiguredStore } from './open-store.js';
+import { PostgresResourceStore } from '../fhir/store/postgres/postgres-store.js';
+import { PostgresSharedState } from '../access/shared-state.js';
 import { serveEmbeddedLedger } from '../ledger/embedded/gateway/serve-ledger.js';
 import type { ResourceValidator } from '../fhir/validation/validator.js';
 import {
@@ -33,7 +35,7 @@ import { FhirXml } from '../fhir/fhir-xml.js';
 import { coreRegistry } from '../fhir/definitions/definition-registry.js';
 import { setupAccess, type AccessSetup } from '../access/setup.js';
 import type { ConsentService } from '../consent/consent-service.js';
-import { journalPath, openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
+import { openIntegrity, type IntegrityService } from '../integrity/integrity-service.js';
 import { verifyAnchorJournal } from '../integrity/journal-continuity.js';
 import { verifyOperation } from '../integrity/verify-operation.js';
 import { everythingOperation } from '../fhir/operations/everything.js';
@@ -100,6 +102,8 @@ interface AppWiring {
   registry: FhirRegistry;
   fastify: FastifyInstance;
   metrics: ServiceMetrics;
+  /** Replay cache and rate limits in the database, shared by the replicas (a PostgreSQL store only). */
+  shared?: PostgresSharedState;
 }
 
 /** The ledger, the integrity path on it, and the integrity operations and audit schedule. */
@@ -122,7 +126,19 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const validator = await openValidator(config, overrides);
     const registry = buildRegistry(config, validator);
     const { fastify, metrics } = createServer(config, overrides, tightened, store);
-    const wiring: AppWiring = { config, overrides, closers, store, validator, registry, fastify, metrics };
+    const shared =
+      store instanceof PostgresResourceStore ? new PostgresSharedState(store.pool, store.schema) : undefined;
+    const wiring: AppWiring = {
+      config,
+      overrides,
+      closers,
+      store,
+      validator,
+      registry,
+      fastify,
+      metrics,
+      shared,
+    };
     const customParameters = await wireCustomSearchParameters(wiring);
     const { ledger, integrity } = await openIntegrityPath(wiring);
     const exchange = openExchange(wiring, ledger);
@@ -283,7 +299,7 @@ async function openIntegrityPath(wiring: AppWiring): Promise<IntegrityWiring> {
   });
   closers.push(() => integrity.close());
   // A lost or replaced ledger refuses the start (src/ledger/ledger-continuity.ts; the consent checkpoint likewise).
-  await verifyAnchorJournal(ledger, integrity.journal, journalPath(config.dataDir), fastify.log);
+  await verifyAnchorJournal(ledger, integrity.journal, integrity.journalLocation, fastify.log);
   registry.registerOperation(verifyOperation(integrity.verifier));
   const auditJob = scheduleAudit({
     cron: config.auditCron,
@@ -321,6 +337,7 @@ async function wireAccess(
     auditFlushMs: overrides.auditFlushMs,
     log: fastify.log.child({ component: 'access' }),
     network: exchange.networkTokens,
+    shared: wiring.shared,
   });
   closers.push(() => access.close());
   access.registerOperations(registry);
@@ -378,6 +395,7 @@ function openExchange(wiring: AppWiring, ledger: Ledger): Exchange {
     mspId: ledgerMspId(config),
     ledger,
     settings: config,
+    replay: wiring.shared?.replayGuard('member'),
   });
   closers.push(() => Promise.resolve(exchange.close()));
   return exchange;

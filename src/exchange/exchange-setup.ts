@@ -9,7 +9,7 @@ import type { ConsentService } from '../consent/consent-service.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
-import type { AnchorJournal } from '../integrity/anchor-journal.js';
+import type { BatchJournal } from '../integrity/anchor-journal.js';
 import { CachedBatchSource } from '../integrity/verification.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { NetworkIds } from '../consent/network-ids.js';
@@ -24,6 +24,7 @@ import { homeLocator, registerNetworkEverything } from './network-everything.js'
 import { networkSaveOperation } from './network-save.js';
 import { NetworkTokenClient } from './network-token-client.js';
 import { NetworkTokenService, replayFileIn } from './network-tokens.js';
+import type { ReplayGuard } from '../access/shared-state.js';
 import { serviceKeyFileIn, serviceKeyLoader } from './patient-links-setup.js';
 import { registerPushOperations } from './push-setup.js';
 
@@ -49,6 +50,8 @@ export interface ExchangeOptions {
   mspId: string;
   ledger: Ledger;
   settings: ExchangeSettings;
+  /** Members' used assertion ids shared by the replicas (PostgreSQL store); absent: the data directory's file. */
+  replay?: ReplayGuard;
 }
 
 /** What the exchange's parts share: who this member is, the directory, and both sides of service calls. */
@@ -73,6 +76,7 @@ export class Exchange {
       secret: accessTokenSecret(options.dataDir),
       allowedPurposes: options.settings.networkPurposes,
       replayFile: replayFileIn(options.dataDir),
+      replay: options.replay,
     });
     this.http = new MemberHttpClient({
       localNetwork: options.settings.networkLocal,
@@ -110,7 +114,7 @@ export interface ExchangeDeps {
   store: ResourceStore;
   ledger: Ledger;
   /** The batch journal: the evidence of each record (IntegrityService.journal). */
-  journal: Pick<AnchorJournal, 'members'>;
+  journal: Pick<BatchJournal, 'members'>;
   /** The integrity hook, so AuditEvents written here are anchored like every stored version. */
   anchor?: WriteRequest['anchor'];
   indexEntries?: (resource: FhirResource) => IndexEntry[];

@@ -32,6 +32,7 @@ import type { NetworkCaller } from '../fhir/interactions/access-policy.js';
 import { parseB2bAuthorization } from './b2b.js';
 import { MEMBER_CLIENT_PREFIX, mspOfClientId, type MemberLookup } from './members.js';
 import { ReplayCache } from './replay-cache.js';
+import type { ReplayGuard } from '../access/shared-state.js';
 
 /** The one scope a network token carries. */
 export const NETWORK_SCOPE = 'network';
@@ -60,6 +61,8 @@ export interface NetworkTokenServiceOptions {
   allowedPurposes?: readonly string[];
   /** Where used assertion ids are kept across restarts (absent: memory only). */
   replayFile?: string;
+  /** Used assertion ids shared by the replicas (src/access/shared-state.ts): replaces replayFile. */
+  replay?: ReplayGuard;
   tokenSeconds?: number;
   now?: () => number;
 }
@@ -73,7 +76,7 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
   private readonly members: MemberLookup;
   private readonly key: Buffer;
   private readonly allowedPurposes: ReadonlySet<string>;
-  private readonly replay: ReplayCache;
+  private readonly replay: ReplayGuard;
   readonly tokenSeconds: number;
   private readonly now: () => number;
 
@@ -84,7 +87,7 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
     this.key = createHmac('sha256', options.secret).update('hie-ledger network token v1').digest();
     this.allowedPurposes = new Set(options.allowedPurposes ?? DEFAULT_NETWORK_PURPOSES);
     this.now = options.now ?? Date.now;
-    this.replay = new ReplayCache(options.replayFile, this.now);
+    this.replay = options.replay ?? new ReplayCache(options.replayFile, this.now);
     this.tokenSeconds = options.tokenSeconds ?? 300;
   }
 
@@ -163,7 +166,7 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
     if (typeof payload.jti !== 'string' || payload.jti === '' || payload.jti.length > 256)
       throw new OAuthError('invalid_client', 'client_assertion jti is required (at most 256 characters)');
     // Spent once its signature verified, whatever comes next.
-    const verdict = this.replay.admit(
+    const verdict = await this.replay.admit(
       `${iss as string} ${payload.jti}`,
       (payload.exp! + CLOCK_TOLERANCE_SECONDS) * 1000,
     );

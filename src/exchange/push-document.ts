@@ -26,7 +26,7 @@ import {
   type NetworkParticipant,
 } from '../consent/consent-resource.js';
 import type { LedgerGrant, AccessRecordInput } from '../consent/consent-service.js';
-import type { AnchorJournal } from '../integrity/anchor-journal.js';
+import type { BatchJournal } from '../integrity/anchor-journal.js';
 import {
   collectEvidence,
   evidenceProvenanceText,
@@ -272,7 +272,7 @@ export interface NetworkSendOptions {
   /** This member's MSP id. */
   mspId: string;
   members: MemberLookup;
-  journal: Pick<AnchorJournal, 'members'>;
+  journal: Pick<BatchJournal, 'members'>;
   grants: PatientGrantSource | undefined;
   transport: DeliveryTransport;
   recordAccess?: (record: AccessRecordInput) => void;

@@ -9,7 +9,7 @@
  * `integrity-evidence` extension. The receiver checks it with src/exchange/record-verifier.ts.
  */
 import type { ResourceStore, StoredVersion } from '../fhir/store/resource-store.js';
-import type { AnchorJournal, BatchMember } from '../integrity/anchor-journal.js';
+import type { BatchJournal, BatchMember } from '../integrity/anchor-journal.js';
 import type { LeafVersion } from '../integrity/hashing.js';
 import { MerkleTree, type ProofStep } from '../integrity/merkle.js';
 
@@ -61,7 +61,7 @@ export type RecordEvidence =
 export interface EvidenceSources {
   store: Pick<ResourceStore, 'anchorStates'>;
   /** The batch journal (IntegrityService.journal). */
-  journal: Pick<AnchorJournal, 'members'>;
+  journal: Pick<BatchJournal, 'members'>;
 }
 
 /** A batch as the journal holds it, with its tree. */
@@ -78,7 +78,10 @@ interface JournalBatch {
 const TREE_CACHE_LEAVES = 200_000;
 const treeCaches = new WeakMap<object, Map<string, JournalBatch>>();
 
-function journalBatch(journal: EvidenceSources['journal'], root: string): JournalBatch | undefined {
+async function journalBatch(
+  journal: EvidenceSources['journal'],
+  root: string,
+): Promise<JournalBatch | undefined> {
   let cache = treeCaches.get(journal);
   if (!cache) {
     cache = new Map();
@@ -91,7 +94,7 @@ function journalBatch(journal: EvidenceSources['journal'], root: string): Journa
     cache.set(root, known);
     return known;
   }
-  const members = journal.members(root);
+  const members = await journal.members(root);
   if (members.length === 0) return undefined;
   const batch = { tree: new MerkleTree(members.map((m) => m.leafHash)), members };
   let leaves = members.length;
@@ -114,10 +117,10 @@ export async function collectEvidence(
   versions: readonly StoredVersion[],
   sources: EvidenceSources,
 ): Promise<RecordEvidence[]> {
-  const batches = new Map<string, JournalBatch | undefined>();
+  const batches = new Map<string, Promise<JournalBatch | undefined>>();
   const batchOf = (root: string) => {
     if (!batches.has(root)) batches.set(root, journalBatch(sources.journal, root));
-    return batches.get(root);
+    return batches.get(root)!;
   };
   // Every version's anchor state in one read.
   const states = await sources.store.anchorStates(versions);
@@ -138,7 +141,7 @@ export async function collectEvidence(
       continue;
     }
     const { anchor } = state;
-    const batch = batchOf(anchor.root);
+    const batch = await batchOf(anchor.root);
     const member = batch?.members[anchor.leafIndex];
     if (
       !batch ||

@@ -7,13 +7,15 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { mkdirPrivate, PRIVATE_FILE_MODE } from '../platform/private-files.js';
+import type { ReplayGuard, ReplayVerdict } from '../access/shared-state.js';
 
 /** Past this many live entries new assertions are refused rather than an old one forgotten (a forgotten one could be replayed). */
 const MAX_ENTRIES = 100_000;
 
-export type ReplayVerdict = 'fresh' | 'replayed' | 'full';
+export type { ReplayVerdict };
 
-export class ReplayCache {
+/** This process's guard (one replica); replicas share src/access/shared-state.ts's instead. */
+export class ReplayCache implements ReplayGuard {
   /** key -> expiry (epoch ms) */
   private readonly used = new Map<string, number>();
 

@@ -8,7 +8,10 @@
  * - Finding what is missing: a version row deleted behind the service's back is still named here, so the audit
  *   can report `Type/id/_history/vid` as missing when its batch no longer recomputes to the on-chain root.
  *
- * It lives in its own tables (prefixed `integrity_`) of a SQLite file; leaf hashes and HMAC keys only, no health data.
+ * `AnchorJournal` keeps it in its own tables (prefixed `integrity_`) of a SQLite file (the data directory's
+ * `integrity.sqlite`: one process drains); with a PostgreSQL store it is in the database, shared by every replica
+ * (`PostgresAnchorJournal`, src/integrity/postgres-anchor-journal.ts, with the drain lease). Leaf hashes and HMAC keys
+ * only, no health data.
  */
 import Database from 'better-sqlite3';
 import type { VersionKey } from '../fhir/store/resource-store.js';
@@ -56,6 +59,51 @@ interface MemberRow {
   leaf_version: number;
 }
 
+export type Awaitable<T> = T | Promise<T>;
+
+/**
+ * The journal as the anchorer, the verifier and the evidence read it: `AnchorJournal` (SQLite, synchronous) or
+ * `PostgresAnchorJournal` (asynchronous). Callers await every answer.
+ */
+export interface BatchJournal {
+  /**
+   * May this process drain the outbox now? SQLite: always (the data directory is one process's). PostgreSQL: when it
+   * holds, or has just taken, the drain lease (one replica at a time; a new holder gets the next fencing token).
+   */
+  acquireDrain(): Awaitable<boolean>;
+  /**
+   * Throws `DrainLeaseLostError` unless this process still holds the drain lease: checked right before a batch is
+   * submitted, so a drainer that lost it submits nothing (its successor finishes the journalled batch).
+   */
+  assertDrainer(): Awaitable<void>;
+  /** Journals a new batch (before anything is submitted); refused once the drain lease is lost. */
+  prepare(root: string, heightBefore: number, members: BatchMember[]): Awaitable<void>;
+  commit(root: string, transactionId: string, blockNumber: number): Awaitable<void>;
+  /** Batches prepared but not yet known to be committed, oldest first. */
+  prepared(): Awaitable<JournalBatch[]>;
+  batch(root: string): Awaitable<JournalBatch | undefined>;
+  batches(): AsyncIterable<JournalBatch> | Iterable<JournalBatch>;
+  /** Prepared and committed batches (PostgreSQL: as of this process's last anchoring round). */
+  batchCount(): { prepared: number; committed: number };
+  /** The committed batch in the highest block (the latest the ledger must hold), if any. */
+  lastCommitted(): Awaitable<JournalBatch | undefined>;
+  /** The batch's members in leaf order. */
+  members(root: string): Awaitable<BatchMember[]>;
+  /** The keys that are not members of a batch already committed to the ledger, in their order. */
+  withoutCommitted<K extends VersionKey>(keys: K[]): Awaitable<K[]>;
+  /** The batch membership of one version (a version is in at most one committed batch). */
+  memberOf(key: VersionKey): Awaitable<(BatchMember & { root: string }) | undefined>;
+  close(): Awaitable<void>;
+}
+
+/** A drainer that no longer holds the drain lease tried to journal or submit a batch (docs/store.md). */
+export class DrainLeaseLostError extends Error {
+  constructor(detail: string) {
+    super(`this process no longer holds the anchoring drain lease: ${detail}`);
+    this.name = 'DrainLeaseLostError';
+  }
+}
+
 const toBatch = (row: BatchRow): JournalBatch => ({
   root: row.root,
   leafCount: row.leaf_count,
@@ -77,7 +125,7 @@ const toMember = (row: MemberRow): BatchMember => ({
   leafVersion: row.leaf_version === 2 ? 2 : 1,
 });
 
-export class AnchorJournal {
+export class AnchorJournal implements BatchJournal {
   private readonly db: Database.Database;
   private committedMemberStatement?: Database.Statement;
 
@@ -122,6 +170,13 @@ export class AnchorJournal {
   static open(file: string): AnchorJournal {
     return new AnchorJournal(file);
   }
+
+  /** One process owns the data directory (src/platform/data-dir-lock.ts), so it always drains. */
+  acquireDrain(): boolean {
+    return true;
+  }
+
+  assertDrainer(): void {}
 
   prepare(root: string, heightBefore: number, members: BatchMember[]): void {
     const insertBatch = this.db.prepare(
@@ -224,6 +279,10 @@ export class AnchorJournal {
       )
       .pluck();
     return this.committedMemberStatement.get(key.resourceType, key.id, key.versionId) !== undefined;
+  }
+
+  withoutCommitted<K extends VersionKey>(keys: K[]): K[] {
+    return keys.filter((key) => !this.inCommittedBatch(key));
   }
 
   /** The batch membership of one version (a version is in at most one committed batch). */

@@ -26,7 +26,7 @@ import {
   type LedgerKeyring,
 } from './hashing.js';
 import { MerkleTree, leafTagsOf } from './merkle.js';
-import type { BatchMember, JournalBatch, AnchorJournal } from './anchor-journal.js';
+import type { BatchMember, JournalBatch, BatchJournal } from './anchor-journal.js';
 import { AnchorContractClient } from './anchor-contract-client.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { DoublingBackoff } from '../platform/backoff.js';
@@ -141,7 +141,7 @@ export class Anchorer {
     private readonly store: ResourceStore,
     private readonly ledger: Ledger,
     private readonly keyring: LedgerKeyring,
-    private readonly journal: AnchorJournal,
+    private readonly journal: BatchJournal,
     options: Partial<AnchoringOptions> = {},
     log: Logger = silent,
     private readonly timer: AnchorTimer = realTimer,
@@ -213,7 +213,7 @@ export class Anchorer {
    * With status(), what an operator watches while the ledger is slow or down.
    */
   async pendingCount(cap = 100_000): Promise<number> {
-    return (await this.store.pendingAnchors(cap)).filter((p) => !this.journal.inCommittedBatch(p)).length;
+    return (await this.journal.withoutCommitted(await this.store.pendingAnchors(cap))).length;
   }
 
   /** Anchors everything pending now (round after round, `maxInFlight` batches at a time); returns how many. */
@@ -262,11 +262,13 @@ export class Anchorer {
   }
 
   private async anchorRound(): Promise<number> {
+    // Another replica drains (PostgreSQL: the drain lease, src/integrity/postgres-anchor-journal.ts).
+    if (!(await this.journal.acquireDrain())) return 0;
     const slots = this.options.maxInFlight;
-    const round = this.journal
-      .prepared()
-      .slice(0, slots)
-      .map((batch) => ({ batch, members: this.journal.members(batch.root) }));
+    const round: { batch: JournalBatch; members: BatchMember[] }[] = [];
+    for (const batch of (await this.journal.prepared()).slice(0, slots)) {
+      round.push({ batch, members: await this.journal.members(batch.root) });
+    }
     // Journalled batches finished: the outbox may hold full batches, go on at once.
     this.fullBatchWaiting = round.length > 0;
     if (round.length === 0) {
@@ -283,8 +285,8 @@ export class Anchorer {
       this.fullBatchWaiting = backlog.length === slots * size;
       const heightBefore = await this.ledger.height();
       for (let start = 0; start < cut; start += size) {
-        const members = this.prepareBatch(backlog.slice(start, Math.min(cut, start + size)), heightBefore);
-        round.push({ batch: this.journal.batch(members.root)!, members: members.members });
+        const members = await this.prepareBatch(backlog.slice(start, Math.min(cut, start + size)), heightBefore);
+        round.push({ batch: (await this.journal.batch(members.root))!, members: members.members });
       }
     }
     const settled = await Promise.allSettled(round.map(({ batch, members }) => this.finish(batch, members)));
@@ -294,10 +296,10 @@ export class Anchorer {
   }
 
   /** Journals a new batch of these pending versions (before anything is submitted). */
-  private prepareBatch(
+  private async prepareBatch(
     pending: PendingAnchor[],
     heightBefore: number,
-  ): { root: string; members: BatchMember[] } {
+  ): Promise<{ root: string; members: BatchMember[] }> {
     const tree = new MerkleTree(pending.map((p) => p.leafHash));
     const members: BatchMember[] = pending.map((p, leafIndex) => ({
       resourceType: p.resourceType,
@@ -308,19 +310,20 @@ export class Anchorer {
       ledgerKey: p.ledgerKey,
       leafVersion: p.leafVersion ?? 1,
     }));
-    this.journal.prepare(tree.root, heightBefore, members);
+    await this.journal.prepare(tree.root, heightBefore, members);
     return { root: tree.root, members };
   }
 
   private async anchorOneBatch(): Promise<number> {
-    const unfinished = this.journal.prepared()[0];
-    if (unfinished) return this.finish(unfinished, this.journal.members(unfinished.root));
+    if (!(await this.journal.acquireDrain())) return 0;
+    const unfinished = (await this.journal.prepared())[0];
+    if (unfinished) return this.finish(unfinished, await this.journal.members(unfinished.root));
 
     this.queuedSinceDrain = 0;
     const pending = await this.nextPending(this.options.batchSize);
     if (pending.length === 0) return 0;
-    const { root, members } = this.prepareBatch(pending, await this.ledger.height());
-    return this.finish(this.journal.batch(root)!, members);
+    const { root, members } = await this.prepareBatch(pending, await this.ledger.height());
+    return this.finish((await this.journal.batch(root))!, members);
   }
 
   /**
@@ -331,7 +334,7 @@ export class Anchorer {
   private async nextPending(size: number): Promise<PendingAnchor[]> {
     for (let limit = size; ; limit *= 2) {
       const fetched = await this.store.pendingAnchors(limit);
-      const fresh = fetched.filter((p) => !this.journal.inCommittedBatch(p));
+      const fresh = await this.journal.withoutCommitted(fetched);
       if (fresh.length >= size || fetched.length < limit) return fresh.slice(0, size);
     }
   }
@@ -340,6 +343,8 @@ export class Anchorer {
     const { root } = batch;
     let committed = await this.findOnChain(batch);
     if (!committed) {
+      // Fencing: a drainer that lost the drain lease meanwhile submits nothing; its successor finishes the batch.
+      await this.journal.assertDrainer();
       try {
         // Tagged: the ledger also keeps each leaf's tag, so the audit can name an altered leaf (docs/integrity.md).
         const result = await this.contract.anchorBatch(
@@ -389,7 +394,7 @@ export class Anchorer {
         { ...reference, leafIndexes: present.map((m) => m.leafIndex) },
       );
     }
-    this.journal.commit(root, committed.transactionId, committed.blockNumber);
+    await this.journal.commit(root, committed.transactionId, committed.blockNumber);
     this.stats.anchoredSinceStart += members.length;
     this.stats.lastBatch = { root, leafCount: members.length, ...committed, at: new Date().toISOString() };
     return members.length;

@@ -1,12 +1,14 @@
 /**
  * Wires the integrity path for one data directory: the custodian HMAC key (secrets/hmac.key), the batch
- * journal (integrity.sqlite), the anchoring worker, the verifier and the audit. src/app/app.ts builds it when a
+ * journal (integrity.sqlite; with a PostgreSQL store, in the database, shared by its replicas), the anchoring worker, the verifier and the audit. src/app/app.ts builds it when a
  * ledger is configured; `hie-ledger verify` and `hie-ledger erase` open it over an existing data directory.
  */
 import path from 'node:path';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { loadOrCreateKeyring, type LedgerKeyring } from './hashing.js';
-import { AnchorJournal } from './anchor-journal.js';
+import { AnchorJournal, type BatchJournal } from './anchor-journal.js';
+import { PostgresAnchorJournal } from './postgres-anchor-journal.js';
+import { PostgresResourceStore } from '../fhir/store/postgres/postgres-store.js';
 import { Anchorer, type AnchoringOptions } from './anchorer.js';
 import { patientCompartments } from '../fhir/search/definitions.js';
 import { extractIndex } from '../fhir/search/index-entries.js';
@@ -31,7 +33,7 @@ export interface IntegrityOptions {
   ledger: Ledger;
   anchoring?: Partial<AnchoringOptions>;
   log?: Logger;
-  /** The journal's SQLite file; default `dataDir/integrity.sqlite`. */
+  /** The journal's SQLite file; default `dataDir/integrity.sqlite` (SQLite stores; PostgreSQL keeps it in the database). */
   journalFile?: string;
   /**
    * How the audit recomputes patient compartments and search index rows from a version's text: by default the
@@ -48,7 +50,9 @@ export const WRITE_PATH_DERIVED_ROWS: DerivedRows = {
 
 export interface IntegrityService {
   keyring: LedgerKeyring;
-  journal: AnchorJournal;
+  journal: BatchJournal;
+  /** Where the journal is, for messages: its file, or the database's schema. */
+  journalLocation: string;
   anchorer: Anchorer;
   verifier: IntegrityVerifier;
   audit(onProgress?: (progress: AuditProgress) => void): Promise<AuditReport>;
@@ -62,7 +66,7 @@ export function journalPath(dataDir: string): string {
 
 export async function openIntegrity(options: IntegrityOptions): Promise<IntegrityService> {
   const keyring = await loadOrCreateKeyring(options.dataDir);
-  const journal = AnchorJournal.open(options.journalFile ?? journalPath(options.dataDir));
+  const { journal, journalLocation } = openJournal(options);
   const anchorer = new Anchorer(
     options.store,
     options.ledger,
@@ -75,6 +79,7 @@ export async function openIntegrity(options: IntegrityOptions): Promise<Integrit
   return {
     keyring,
     journal,
+    journalLocation,
     anchorer,
     verifier,
     audit: (onProgress) =>
@@ -87,7 +92,23 @@ export async function openIntegrity(options: IntegrityOptions): Promise<Integrit
       ),
     async close() {
       await anchorer.stop();
-      journal.close();
+      await journal.close();
     },
   };
+}
+
+/**
+ * The batch journal beside the store: in the data directory's SQLite file, or, for a PostgreSQL store, in its
+ * database (migration 5), where every replica finds the batches the others journalled and the drain lease.
+ */
+function openJournal(options: IntegrityOptions): { journal: BatchJournal; journalLocation: string } {
+  const { store } = options;
+  if (store instanceof PostgresResourceStore && options.journalFile === undefined) {
+    return {
+      journal: new PostgresAnchorJournal({ pool: store.pool, schema: store.schema, lockKey: store.lockKey }),
+      journalLocation: `the PostgreSQL schema ${store.schema}`,
+    };
+  }
+  const file = options.journalFile ?? journalPath(options.dataDir);
+  return { journal: AnchorJournal.open(file), journalLocation: file };
 }

@@ -4,7 +4,7 @@
  */
 import type { Ledger } from '../ledger/ledger.js';
 import { verifyLedgerHolds, type CommittedClaim } from '../ledger/ledger-continuity.js';
-import type { AnchorJournal } from './anchor-journal.js';
+import type { BatchJournal } from './anchor-journal.js';
 
 /**
  * The anchor journal's last committed batch must be on the ledger (throws LedgerMismatchError otherwise). A ledger
@@ -12,11 +12,12 @@ import type { AnchorJournal } from './anchor-journal.js';
  */
 export async function verifyAnchorJournal(
   ledger: Ledger,
-  journal: AnchorJournal,
+  journal: BatchJournal,
+  /** Where the journal is, for the message: its file, or the database. */
   journalFile: string,
   log: { warn(obj: object, msg?: string): void },
 ): Promise<void> {
-  const last = journal.lastCommitted();
+  const last = await journal.lastCommitted();
   if (!last?.transactionId) return;
   const claim: CommittedClaim = {
     source: `the anchor journal ${journalFile} (batch ${last.root})`,

@@ -27,7 +27,7 @@ import {
   verifyProof,
   type ProofStep,
 } from './merkle.js';
-import type { AnchorJournal, BatchMember, JournalBatch } from './anchor-journal.js';
+import type { BatchJournal, BatchMember, JournalBatch } from './anchor-journal.js';
 import { AnchorContractClient, anchorCreatorMsp, type OnChainBatch } from './anchor-contract-client.js';
 import type { Ledger } from '../ledger/ledger.js';
 
@@ -102,15 +102,15 @@ export class IntegrityVerifier {
   constructor(
     private readonly store: ResourceStore,
     ledger: Ledger,
-    private readonly journal: AnchorJournal,
+    private readonly journal: BatchJournal,
   ) {
     this.contract = new AnchorContractClient(ledger);
   }
 
-  private batchTree(root: string): { tree: MerkleTree; members: BatchMember[] } | undefined {
+  private async batchTree(root: string): Promise<{ tree: MerkleTree; members: BatchMember[] } | undefined> {
     let entry = this.trees.get(root);
     if (!entry) {
-      const members = this.journal.members(root);
+      const members = await this.journal.members(root);
       if (members.length === 0) return undefined;
       entry = { tree: new MerkleTree(members.map((m) => m.leafHash)), members };
       if (this.trees.size >= 64) this.trees.delete(this.trees.keys().next().value!);
@@ -131,7 +131,7 @@ export class IntegrityVerifier {
   ): Promise<VersionVerification> {
     const reference = refOf(version);
     if (!state) {
-      const member = this.journal.memberOf(version);
+      const member = await this.journal.memberOf(version);
       if (member) {
         return {
           reference,
@@ -199,7 +199,7 @@ export class IntegrityVerifier {
       leafIndex: anchor.leafIndex,
       leafCount: anchor.leafCount,
     };
-    const batch = this.batchTree(anchor.root);
+    const batch = await this.batchTree(anchor.root);
     if (!batch) {
       return {
         ...located,
@@ -400,7 +400,7 @@ function anchoredCustodian(
 export async function auditStore(
   store: ResourceStore,
   ledger: Ledger,
-  journal: AnchorJournal,
+  journal: BatchJournal,
   onProgress?: (progress: AuditProgress) => void,
   derived?: DerivedRows,
 ): Promise<AuditReport> {
@@ -413,8 +413,9 @@ export async function auditStore(
     derived,
   };
   const findings = newFindings();
-  const counts = journal.batchCount();
-  const batches = [...journal.batches()];
+  const batches: JournalBatch[] = [];
+  for await (const batch of journal.batches()) batches.push(batch);
+  const committedBatches = batches.filter((b) => b.state === 'committed').length;
   const seen = await checkVersions(input, batches, findings);
   diagnosePendingMismatches(seen, findings);
   const journalled = await checkBatches(input, batches, seen, findings);
@@ -422,14 +423,14 @@ export async function auditStore(
   reportAlteredCompartments(seen.alteredCompartments, findings);
   if (derived)
     await auditCurrentRows(store, seen.resources, derived, findings.altered, findings.rowProblem, onProgress);
-  return auditReport(startedAt, counts.committed, seen, findings);
+  return auditReport(startedAt, committedBatches, seen, findings);
 }
 
 /** What every phase of the audit reads from. */
 interface AuditInput {
   store: ResourceStore;
   contract: AnchorContractClient;
-  journal: AnchorJournal;
+  journal: BatchJournal;
   onProgress?: (progress: AuditProgress) => void;
   derived?: DerivedRows;
 }
@@ -516,7 +517,7 @@ async function checkVersions(
     }
     if (version.custodian !== undefined) seen.custodians.add(version.custodian);
     recordResource(input, seen, version, anchor?.status === 'erased');
-    checkAnchorState(input, seen, findings, version, anchor);
+    await checkAnchorState(input, seen, findings, version, anchor);
   }
   onProgress?.({ phase: 'versions', done: seen.versions, total: seen.versions });
   return seen;
@@ -553,17 +554,17 @@ function recordResource(
 }
 
 /** One version's anchor state: unanchored, erased, pending (its queued hash) or anchored (recomputed for phase 3). */
-function checkAnchorState(
+async function checkAnchorState(
   input: AuditInput,
   seen: VersionsSeen,
   findings: AuditFindings,
   version: StoredVersion,
   anchor: AnchorState | undefined,
-): void {
+): Promise<void> {
   const { problems, altered } = findings;
   const reference = refOf(version);
   if (!anchor) {
-    if (input.journal.memberOf(version)) {
+    if (await input.journal.memberOf(version)) {
       altered.add(reference);
       problems.push({ reference, kind: 'altered', reason: 'its anchor state was removed from the store' });
     } else {
@@ -671,7 +672,7 @@ async function checkBatch(
   journalled: Set<string>,
 ): Promise<void> {
   const { problems, altered, missing, rows } = findings;
-  const members = input.journal.members(batch.root);
+  const members = await input.journal.members(batch.root);
   const onChain: OnChainBatch | null = await input.contract.readBatch(batch.root);
   // The journal's leaves are evidence only when, together, they give the root on the ledger.
   let journalProven = false;

@@ -111,7 +111,7 @@ describe('anchoring', () => {
     f.ledger.down = true;
     // height() fails first: nothing is journalled while the ledger cannot be reached at all.
     await expect(f.integrity.anchorer.drainOnce()).rejects.toThrow(/unavailable/);
-    expect(f.integrity.journal.prepared()).toEqual([]);
+    expect(await f.integrity.journal.prepared()).toEqual([]);
     f.ledger.down = false;
     const height = f.ledger.height.bind(f.ledger);
     // Ledger reachable for height(), then down for the submission: the batch is journalled, not committed.
@@ -121,7 +121,7 @@ describe('anchoring', () => {
       return h;
     };
     await expect(f.integrity.anchorer.drainOnce()).rejects.toThrow(/unavailable/);
-    const [prepared] = f.integrity.journal.prepared();
+    const [prepared] = await f.integrity.journal.prepared();
     expect(prepared.leafCount).toBe(3);
     f.ledger.height = height;
     f.ledger.down = false;
@@ -130,7 +130,7 @@ describe('anchoring', () => {
     for (let i = 3; i < 5; i++) await f.write(observation(`r${i}`, '7.10'));
     const integrity = await f.reopenIntegrity();
     expect(await integrity.anchorer.drainOnce()).toBe(3);
-    expect(integrity.journal.batch(prepared.root)?.state).toBe('committed');
+    expect((await integrity.journal.batch(prepared.root))?.state).toBe('committed');
     const first = await f.store.anchorState({ resourceType: 'Observation', id: 'r0', versionId: 1 });
     expect(first?.status === 'anchored' && first.anchor.root).toBe(prepared.root);
     expect(await integrity.anchorer.drain()).toBe(2);
@@ -165,7 +165,7 @@ describe('anchoring with several batches in flight', () => {
     for (const version of written) {
       const result = await f.integrity.verifier.verifyVersion(version);
       expect(result.verified).toBe(true);
-      roots.add(f.integrity.journal.memberOf(version)!.root);
+      roots.add((await f.integrity.journal.memberOf(version))!.root);
     }
     expect(roots.size).toBe(3);
   });

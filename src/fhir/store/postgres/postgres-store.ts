@@ -138,6 +138,8 @@ interface WriteStateRow {
 export class PostgresResourceStore implements ResourceStore {
   readonly pool: pg.Pool;
   readonly schema: string;
+  /** The schema's advisory lock key (second half of every lock of this store; the drain lease's too). */
+  readonly lockKey: number;
   private readonly ownsPool: boolean;
   private readonly S: string;
   private readonly lockSql: string;
@@ -167,6 +169,7 @@ export class PostgresResourceStore implements ResourceStore {
     this.schema = options.schema ?? 'hie';
     this.S = quoteIdent(this.schema);
     const lockKey = createHash('sha256').update(this.schema).digest().readInt32BE(0);
+    this.lockKey = lockKey;
     this.lockSql = `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockKey})`;
     this.migrationLockSql = `SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_CLASS}, ${lockKey})`;
     this.sql = statements(this.S);
@@ -193,17 +196,22 @@ export class PostgresResourceStore implements ResourceStore {
       await client.query(
         `CREATE TABLE IF NOT EXISTS ${this.S}.schema_version (version integer PRIMARY KEY, description text NOT NULL, applied_at text NOT NULL)`,
       );
-      const applied = Number(
-        (await client.query(`SELECT coalesce(max(version), 0) AS v FROM ${this.S}.schema_version`)).rows[0].v,
+      const recorded = new Set(
+        (await client.query<{ version: number }>(`SELECT version FROM ${this.S}.schema_version`)).rows.map(
+          (row) => row.version,
+        ),
       );
+      const applied = Math.max(0, ...recorded);
       const known = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;
       if (applied > known) {
         throw new Error(
           `The store's schema (version ${applied}) is newer than this software knows (${known})`,
         );
       }
+      // Every migration not recorded yet, in order (also one numbered below the newest applied: branches that
+      // numbered theirs apart, merged later).
       for (const migration of PG_MIGRATIONS) {
-        if (migration.version <= applied) continue;
+        if (recorded.has(migration.version)) continue;
         await client.query(migration.sql(this.S));
         await client.query(
           `INSERT INTO ${this.S}.schema_version (version, description, applied_at) VALUES ($1, $2, $3)`,

@@ -118,4 +118,69 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         WHERE NOT c.deleted;
     `,
   },
+  // Version 4 is taken by the full-text index (branch s5-search16).
+  {
+    version: 5,
+    description:
+      'the anchor batch journal and the drain lease with its fencing token (src/integrity/postgres-anchor-journal.ts)',
+    sql: (S) => `
+      -- The batch journal of src/integrity/anchor-journal.ts, shared by every replica. \`fence\` is the drain lease's
+      -- token the batch was prepared under; \`ord\` keeps preparation order.
+      CREATE TABLE ${S}.anchor_batch (
+        root           text    PRIMARY KEY,
+        ord            bigint  GENERATED ALWAYS AS IDENTITY UNIQUE,
+        leaf_count     integer NOT NULL,
+        state          text    NOT NULL CHECK (state IN ('prepared', 'committed')),
+        height_before  bigint  NOT NULL,
+        fence          bigint  NOT NULL,
+        transaction_id text,
+        block_number   bigint,
+        prepared_at    text    NOT NULL,
+        committed_at   text
+      );
+      CREATE INDEX anchor_batch_prepared ON ${S}.anchor_batch (ord) WHERE state = 'prepared';
+      CREATE TABLE ${S}.anchor_batch_member (
+        root          text    NOT NULL REFERENCES ${S}.anchor_batch (root),
+        leaf_index    integer NOT NULL,
+        resource_type text    NOT NULL,
+        id            text    NOT NULL,
+        version_id    integer NOT NULL,
+        leaf_hash     text    NOT NULL,
+        ledger_key    text    NOT NULL,
+        leaf_version  integer NOT NULL,
+        PRIMARY KEY (root, leaf_index)
+      );
+      -- A version joins at most one batch, whoever prepares it: no version is ever anchored in two batches.
+      CREATE UNIQUE INDEX anchor_batch_member_version ON ${S}.anchor_batch_member (resource_type, id, version_id);
+      -- The drain lease: one row; its holder holds the session advisory lock, fence counts the holders so far.
+      CREATE TABLE ${S}.anchor_drainer (
+        one    boolean PRIMARY KEY DEFAULT true CHECK (one),
+        fence  bigint  NOT NULL,
+        holder text,
+        since  text
+      );
+      INSERT INTO ${S}.anchor_drainer (fence) VALUES (0);
+    `,
+  },
+  {
+    version: 6,
+    description:
+      'replica-shared security state: used client assertions and token-endpoint rate buckets (src/access/shared-state.ts)',
+    sql: (S) => `
+      -- A client assertion (\`iss jti\`, per namespace) is admitted once across every replica, until it expires.
+      CREATE TABLE ${S}.assertion_replay (
+        key        text   COLLATE "C" PRIMARY KEY,
+        expires_at bigint NOT NULL
+      );
+      CREATE INDEX assertion_replay_expiry ON ${S}.assertion_replay (expires_at);
+      -- Token buckets of /auth/token's rate limits, shared by the replicas (tokens left, when last brought up to date).
+      CREATE TABLE ${S}.rate_bucket (
+        key    text             COLLATE "C" PRIMARY KEY,
+        tokens double precision NOT NULL,
+        at     bigint           NOT NULL,
+        -- Whether the last request was admitted (what the upsert returns).
+        spent  boolean          NOT NULL
+      );
+    `,
+  },
 ];
