@@ -105,8 +105,11 @@ export function fullTextOf(resource: FhirResource): { param: FullTextParam; text
   const narrative = (resource.text as { div?: unknown } | undefined)?.div;
   const text = typeof narrative === 'string' ? rowText([narrativeText(narrative)]) : undefined;
   if (text) out.push({ param: '_text', text });
+  // `meta` is not content: the store sets its versionId and lastUpdated after the rows are made, and its tags,
+  // profiles and security labels have parameters of their own.
+  const { meta: _meta, ...withoutMeta } = resource as FhirResource & { meta?: unknown };
   const texts: string[] = [];
-  contentTexts(resource, texts);
+  contentTexts(withoutMeta, texts);
   const content = rowText(texts);
   if (content) out.push({ param: '_content', text: content });
   return out;

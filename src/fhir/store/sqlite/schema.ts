@@ -146,6 +146,12 @@ export const MIGRATIONS: readonly Migration[] = [
           SELECT docid FROM search_text_doc WHERE resource_type = old.resource_type AND id = old.id AND field = old.param);
         DELETE FROM search_text_doc WHERE resource_type = old.resource_type AND id = old.id AND field = old.param;
       END;
+      INSERT OR IGNORE INTO search_text_doc (resource_type, id, field)
+        SELECT resource_type, id, param FROM search_index WHERE type = 'special';
+      INSERT INTO search_text (rowid, body)
+        SELECT d.docid, si.system FROM search_index si
+        JOIN search_text_doc d ON d.resource_type = si.resource_type AND d.id = si.id AND d.field = si.param
+        WHERE si.type = 'special';
     `,
   },
 ];
