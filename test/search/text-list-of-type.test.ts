@@ -153,6 +153,18 @@ describe.each(searchStores())('_text, _content, _list and :of-type on the $name 
     expect(await ids('Patient', { _content: '999' })).toEqual(['Patient/p1']);
   });
 
+  it('words outside ASCII are found on both stores alike (Cyrillic, CJK); a huge text is cut, not refused', async () => {
+    await write({ resourceType: 'Patient', id: 'p-ru', text: div('Пациентка Александровская, 東京') });
+    expect(await ids('Patient', { _text: 'АЛЕКСАНДРОВСКАЯ' })).toEqual(['Patient/p-ru']);
+    expect(await ids('Patient', { _text: '東京' })).toEqual(['Patient/p-ru']);
+    expect(await ids('Patient', { _text: 'александровск' })).toEqual([]);
+    // more distinct words than a PostgreSQL tsvector holds: the write succeeds, the first words are indexed
+    const many = Array.from({ length: 40_000 }, (_, i) => `w${i.toString(36)}x${'y'.repeat(20)}`).join(' ');
+    await write({ resourceType: 'Patient', id: 'huge', text: div(`first ${many}`) });
+    expect(await ids('Patient', { _text: 'first' })).toEqual(['Patient/huge']);
+    expect(await ids('Patient', { _content: 'first' })).toEqual(['Patient/huge']);
+  });
+
   it('the query syntax of the R4 search page: AND, OR, parentheses and phrases', async () => {
     // search.html: _text=(bone OR liver) and metastases
     expect(await ids('Patient', { _text: '(bone OR liver) and metastases' })).toEqual([

@@ -9,8 +9,8 @@
  * (`encodeWord`): both engines then see exactly these words, and a query matches the same resources on both.
  *
  * Words: the text is normalised as string search is (lower case, diacritics stripped), then split on anything that
- * is not a letter or a digit. A resource keeps at most MAX_WORDS words; longer words than MAX_WORD_LENGTH encoded
- * letters are left out (identically on both stores).
+ * is not a letter or a digit. A row keeps at most MAX_WORDS words and MAX_ROW_LETTERS letters; words longer than
+ * MAX_WORD_LENGTH encoded letters are left out (identically on both stores).
  *
  * Query syntax (a subset of the OData `$search` expressions the R4 page points to):
  * - a word (`metastases`): resources containing it;
@@ -28,19 +28,30 @@ import type { TextQuery } from '../store/search-query.js';
 export type { TextQuery };
 
 export const MAX_WORDS = 16_000;
-export const MAX_WORD_LENGTH = 40;
+/** Longest word kept, in encoded letters (a non-ASCII character takes 8: a word of 25 Cyrillic letters fits). */
+export const MAX_WORD_LENGTH = 200;
+/** Most letters in one row: keeps PostgreSQL's tsvector under its 1 MB limit (lexemes + 6 bytes per word). */
+export const MAX_ROW_LETTERS = 800_000;
 
 /** `_text` and `_content`: the full-text parameters (index rows carry these as their param). */
 export const FULL_TEXT_PARAMS = ['_text', '_content'] as const;
 export type FullTextParam = (typeof FULL_TEXT_PARAMS)[number];
 
 const LETTERS = 'abcdefghijklmnop';
+const PLAIN_WORD = /^[a-pr-z]+$/;
+const ASCII_WORD = /^[a-z0-9]+$/;
+// eslint-disable-next-line no-control-regex
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /**
  * One normalised word as lower-case ASCII letters: `a`-`z` but `q` as themselves, `q` as `qq`, a digit as `q` and
  * a letter `a`-`j`, any other character as `qx` and its code point in six hex digits written `a`-`p`.
  */
 export function encodeWord(word: string): string {
+  // Fast paths (most words): letters without `q` as they are; ASCII letters and digits by one replace.
+  if (PLAIN_WORD.test(word)) return word;
+  if (ASCII_WORD.test(word))
+    return word.replace(/[q0-9]/g, (c) => (c === 'q' ? 'qq' : `q${LETTERS[c.charCodeAt(0) - 0x30]}`));
   let out = '';
   for (const char of word) {
     const code = char.codePointAt(0)!;
@@ -58,7 +69,11 @@ export function encodeWord(word: string): string {
 /** The encoded words of a text, in order. */
 export function textWords(text: string): string[] {
   const out: string[] = [];
-  for (const word of normaliseString(text).split(/[^\p{L}\p{N}]+/u)) {
+  // ASCII text (most): normalising is lower-casing, letters and digits are [a-z0-9] (the same words, faster).
+  const words = NON_ASCII.test(text)
+    ? normaliseString(text).split(/[^\p{L}\p{N}]+/u)
+    : text.toLowerCase().split(/[^a-z0-9]+/);
+  for (const word of words) {
     if (word === '') continue;
     const encoded = encodeWord(word);
     if (encoded.length <= MAX_WORD_LENGTH) out.push(encoded);
@@ -90,10 +105,12 @@ function contentTexts(value: unknown, out: string[], key?: string): void {
 /** The words of one field, as the row text (at most MAX_WORDS words), or undefined when none. */
 function rowText(texts: string[]): string | undefined {
   const words: string[] = [];
+  let letters = 0;
   for (const text of texts) {
     for (const word of textWords(text)) {
-      if (words.length >= MAX_WORDS) break;
+      if (words.length >= MAX_WORDS || letters + word.length > MAX_ROW_LETTERS) break;
       words.push(word);
+      letters += word.length;
     }
   }
   return words.length > 0 ? words.join(' ') : undefined;
