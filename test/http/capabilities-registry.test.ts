@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSearch } from '../../src/fhir/search/parse.js';
 import { searchParametersOf, STORE_COLUMN_PARAMS } from '../../src/fhir/search/definitions.js';
 import { OWN_OPERATION_DEFINITION_BASE } from '../../src/fhir/interactions/capabilities.js';
+import { WHOLE_RESOURCE_PARAMS } from '../../src/fhir/interactions/search.js';
 import { FHIR_JSON, json, send, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;
@@ -57,16 +58,25 @@ describe('the CapabilityStatement against the registry', () => {
       const type: string = resource.type;
       const declared = [...app.registry.searchParams('Resource'), ...app.registry.searchParams(type)];
       expect(resource.searchParam.map((p: any) => p.name)).toEqual(declared.map((p) => p.name));
-      const applied = [...(searchParametersOf(type)?.values() ?? [])]
-        .filter((d) => d.evaluate || STORE_COLUMN_PARAMS.has(d.code))
-        .map((d) => d.code);
+      const applied = [
+        ...[...(searchParametersOf(type)?.values() ?? [])]
+          .filter((d) => d.evaluate || STORE_COLUMN_PARAMS.has(d.code))
+          .map((d) => d.code),
+        ...WHOLE_RESOURCE_PARAMS.map((p) => p.name),
+      ];
       expect(resource.searchParam.map((p: any) => p.name).sort(), type).toEqual([...new Set(applied)].sort());
       for (const param of resource.searchParam) {
         expect(param.documentation, `${type}.${param.name}`).toMatch(/\S/);
-        expect(param.definition, `${type}.${param.name}`).toMatch(
-          /^http:\/\/hl7\.org\/fhir\/SearchParameter\//,
-        );
+        if (param.name !== '_list')
+          expect(param.definition, `${type}.${param.name}`).toMatch(
+            /^http:\/\/hl7\.org\/fhir\/SearchParameter\//,
+          );
         if (STORE_COLUMN_PARAMS.has(param.name)) continue;
+        if (WHOLE_RESOURCE_PARAMS.some((p) => p.name === param.name)) {
+          const compiled = parseSearch(q({ [param.name]: 'x' }), { resourceType: type });
+          expect(compiled.filters, `${type}.${param.name}`).toHaveLength(1);
+          continue;
+        }
         // The default handling refuses what it cannot apply: an advertised parameter must parse.
         const compiled = parseSearch(q({ [`${param.name}:missing`]: 'true' }), { resourceType: type });
         expect(compiled.filters, `${type}.${param.name}`).toHaveLength(1);
@@ -81,7 +91,9 @@ describe('the CapabilityStatement against the registry', () => {
       expect(param.documentation).toMatch(/\S/);
       const value = STORE_COLUMN_PARAMS.has(param.name)
         ? { [param.name]: param.name === '_id' ? 'x' : 'gt2020' }
-        : { [`${param.name}:missing`]: 'true' };
+        : WHOLE_RESOURCE_PARAMS.some((p) => p.name === param.name)
+          ? { [param.name]: 'x' }
+          : { [`${param.name}:missing`]: 'true' };
       expect(parseSearch(q(value), {}).filters, param.name).toHaveLength(1);
     }
   });

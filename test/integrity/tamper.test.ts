@@ -317,7 +317,10 @@ describe('anchors written before leaf format 2', () => {
       store.exec(
         `ALTER TABLE anchor DROP COLUMN leaf_version; DELETE FROM schema_version WHERE version = 2;` +
           // Migration 3 (access keys) came later; the previous release had neither.
-          `DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;`,
+          `DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;` +
+          // Nor migration 4 (full text).
+          `DROP TRIGGER search_index_text_insert; DROP TRIGGER search_index_text_delete; DROP TABLE search_text; ` +
+          `DROP TABLE search_text_doc; DELETE FROM schema_version WHERE version = 4;`,
       );
       store.close();
       const journal = new Database(path.join(dir, 'integrity.sqlite'));

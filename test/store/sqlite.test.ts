@@ -100,7 +100,12 @@ describe('SqliteResourceStore', () => {
     const expected = ['o1 Patient/p1', 'o1 custodian|Organization/a', 'o2 Patient/p2'];
     expect(keys(store.db)).toEqual(expected);
     // As a store from before migration 3 would be.
-    store.db.exec('DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;');
+    store.db.exec(
+      'DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;' +
+        // Migration 4 (full text) came later still.
+        'DROP TRIGGER search_index_text_insert; DROP TRIGGER search_index_text_delete; DROP TABLE search_text; ' +
+        'DROP TABLE search_text_doc; DELETE FROM schema_version WHERE version = 4;',
+    );
     await store.close();
     const reopened = await openStore(file);
     await reopened.init();

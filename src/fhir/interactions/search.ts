@@ -520,6 +520,36 @@ function parameterDocumentation(def: SearchParamDef): string {
   return `${parts.join('; ')}.`;
 }
 
+const FULL_TEXT_DOCUMENTATION =
+  'Full text (words are matched as string search compares text: case and accents ignored): words, "phrases", ' +
+  'AND (or a space), OR, parentheses; NOT, prefixes and proximity are refused (400).';
+
+/**
+ * The parameters of every type that the search answers itself rather than from an indexed definition: full text
+ * (`_text` on the narrative, `_content` on everything) and `_list` (the entries of a List the caller may read).
+ */
+export const WHOLE_RESOURCE_PARAMS: readonly SearchParamDeclaration[] = [
+  {
+    name: '_content',
+    type: 'string',
+    definition: 'http://hl7.org/fhir/SearchParameter/Resource-content',
+    documentation: `${FULL_TEXT_DOCUMENTATION} Searches every text and number of the resource.`,
+  },
+  {
+    name: '_list',
+    // R4 defines no SearchParameter resource for _list (search.html#list): no definition to point to.
+    type: 'special',
+    documentation:
+      'The resources a List (by id) has as entry.item; a List the caller may not read matches nothing. Functional lists ($current-...) are refused (400).',
+  },
+  {
+    name: '_text',
+    type: 'string',
+    definition: 'http://hl7.org/fhir/SearchParameter/DomainResource-text',
+    documentation: `${FULL_TEXT_DOCUMENTATION} Searches the narrative (text.div).`,
+  },
+];
+
 /** The search parameters of a type, for the CapabilityStatement (exactly those this server can search). */
 export function searchParamDeclarations(resourceType: string): SearchParamDeclaration[] {
   const defs = searchParametersOf(resourceType);
@@ -576,7 +606,10 @@ export function registerSearch(registry: FhirRegistry): FhirRegistry {
   registry.registerInteraction('search-type', searchType).registerInteraction('search-system', searchSystem);
   registry.declareIncludes(includeDeclarations, revIncludeDeclarations);
   const common = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
-  const anyType = searchParamDeclarations('Patient').filter((p) => common.has(p.name));
+  const anyType = [
+    ...searchParamDeclarations('Patient').filter((p) => common.has(p.name)),
+    ...WHOLE_RESOURCE_PARAMS,
+  ].sort((a, b) => a.name.localeCompare(b.name));
   registry.declareSearchParams('Resource', anyType);
   for (const type of searchDefinitions().resourceTypes) {
     registry.declareSearchParams(

@@ -19,23 +19,23 @@
  *              extra row with value = Quantity.unit when it differs, so `5.4||mg` matches code or unit.
  * - uri:       value = the URI as written.
  * - composite: (token + token/quantity/date/string) see compositeEntries.
+ * - token `:of-type`: an Identifier with a typed coding also gives a row of param `{code}:of-type`, system =
+ *              `typeSystem|typeCode`, value = the identifier value.
+ * - special:   `_text` / `_content`: system = the resource's full-text words (src/fhir/search/full-text.ts), which
+ *              the stores index with FTS5 (SQLite) or a GIN tsvector index (PostgreSQL).
  * `_id` and `_lastUpdated` come from the store's own row (id, last_updated), not from index rows.
  * Special parameters and the other composites are not indexed (listed in searchDefinitions().unsupported).
  */
 import { isLosslessNumber, type FhirResource } from '../fhir-json.js';
 import type { IndexEntry } from '../store/resource-store.js';
 import { indexedParametersOf, referenceKey, type SearchParamDef } from './definitions.js';
+import { fullTextOf } from './full-text.js';
+import { normaliseString } from './normalise.js';
 
 export const DATE_MIN = -8.64e15;
 export const DATE_MAX = 8.64e15;
 
-/** Lower case, diacritics stripped: the normal form of string search (both sides). */
-export function normaliseString(text: string): string {
-  return text
-    .normalize('NFD')
-    .replace(/[\u0300-\u036f]/g, '')
-    .toLowerCase();
-}
+export { normaliseString };
 
 /** Written text of a number (keeps precision of LosslessNumber and of round-tripping JS numbers). */
 function numberText(value: unknown): string | undefined {
@@ -176,7 +176,20 @@ function tokenEntries(out: IndexEntry[], param: string, value: unknown): void {
     const v = value.value;
     if (typeof v === 'string' || typeof v === 'boolean')
       out.push({ param, type: 'token', system: str(value.system), value: String(v) });
-    if (isObj(value.type)) pushString(out, textParam, (value.type as Obj).text);
+    if (isObj(value.type)) {
+      pushString(out, textParam, (value.type as Obj).text);
+      // Identifier.type codings, for `:of-type=system|code|value`
+      const codings = (value.type as Obj).coding;
+      if (typeof v === 'string' && Array.isArray(codings))
+        for (const coding of codings)
+          if (isObj(coding) && str(coding.code))
+            out.push({
+              param: `${param}:of-type`,
+              type: 'token',
+              system: `${str(coding.system) ?? ''}|${coding.code as string}`,
+              value: v,
+            });
+    }
   }
 }
 
@@ -365,6 +378,7 @@ export function extractIndex(resource: FhirResource): IndexEntry[] {
     if (def.composite) compositeEntries(def, resource, values, out);
     else entriesOf(def, values, out);
   }
+  for (const { param, text } of fullTextOf(resource)) out.push({ param, type: 'special', system: text });
   if (out.length < 2) return out;
   const seen = new Set<string>();
   return out.filter((e) => {

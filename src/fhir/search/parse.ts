@@ -3,7 +3,7 @@
  * adapters run (src/fhir/store/sqlite/sqlite-search.ts). Pure: no store access.
  *
  * AND = repeated parameter names; OR = commas inside one value (`\,` is a literal comma).
- * What the server cannot apply (an unknown parameter, an unsupported modifier, `_text`, `_list`, at system level a
+ * What the server cannot apply (an unknown parameter, an unsupported modifier, a functional `_list`, at system level a
  * parameter not common to every searched type) is refused with 400 (`search-param-unsupported`), since ignoring it
  * would answer with more than was asked; under `Prefer: handling=lenient` it is left out with a warning and the
  * `self` link shows only what was applied (`CompiledQuery.applied`). Hostile input (huge values, thousands of parameters, deep chains) is refused with
@@ -17,6 +17,7 @@ import {
   type SearchParamDef,
 } from './definitions.js';
 import { dateRange, normaliseString, numberRange, DATE_MAX, DATE_MIN } from './index-entries.js';
+import { parseTextQuery } from './full-text.js';
 import type {
   CompiledQuery,
   Filter,
@@ -167,7 +168,7 @@ function truncate(text: string): string {
 
 const MODIFIERS: Record<string, Set<string>> = {
   string: new Set(['exact', 'contains', 'missing']),
-  token: new Set(['text', 'not', 'missing']),
+  token: new Set(['text', 'not', 'missing', 'of-type']),
   reference: new Set(['identifier', 'missing']),
   date: new Set(['missing']),
   number: new Set(['missing']),
@@ -236,6 +237,11 @@ class QueryParser {
         );
       const values = this.orValues(rawValue).map((v) => dateValue(v, code));
       return { kind: 'lastUpdated', values };
+    }
+    if (code === '_text' || code === '_content' || code === '_list') {
+      if (modifier || dot >= 0)
+        return (this.ignore(`Parameter '${truncate(name)}' takes no modifier or chain`), undefined);
+      return code === '_list' ? this.listFilter(rawValue) : this.textFilter(code, rawValue);
     }
     const defs = types.map((t) => searchParameter(t, code));
     const pending = types.find((t) => pendingCustomParameter(t, code));
@@ -311,6 +317,35 @@ class QueryParser {
     return filter;
   }
 
+  /** `_text` / `_content`: a full-text query (syntax: src/fhir/search/full-text.ts); commas OR whole queries. */
+  private textFilter(code: '_text' | '_content', rawValue: string): Filter {
+    const queries = this.orValues(rawValue).map((v) => parseTextQuery(code, v));
+    return {
+      kind: 'text',
+      param: code,
+      query: queries.length === 1 ? queries[0]! : { op: 'or', parts: queries },
+    };
+  }
+
+  /**
+   * `_list=id`: the resources the List references as an entry item, when the caller may read the List (a hidden
+   * List matches nothing, like an absent one). It is `_has:List:item:_id=id`. Functional lists (`$current-...`)
+   * are not served.
+   */
+  private listFilter(rawValue: string): Filter | undefined {
+    const ids = this.orValues(rawValue);
+    if (ids.some((id) => id.startsWith('$'))) {
+      this.ignore(
+        `_list: functional lists ('${truncate(rawValue)}') are not supported; name a List by its id`,
+      );
+      return undefined;
+    }
+    for (const id of ids)
+      if (!/^[A-Za-z0-9\-.]{1,64}$/.test(id))
+        throw fhirError('search-param-invalid', `_list: '${truncate(id)}' is not a valid List id`);
+    return { kind: 'has', sourceType: 'List', param: 'item', inner: { kind: 'id', ids } };
+  }
+
   private orValues(rawValue: string): string[] {
     const values = splitOr(rawValue);
     if (values.length > LIMITS.maxOrValues)
@@ -347,6 +382,17 @@ class QueryParser {
         return { kind: 'string', text: normaliseString(raw), exact: raw };
       case 'token': {
         if (modifier === 'text') return { kind: 'token', text: normaliseString(raw) };
+        if (modifier === 'of-type') {
+          // Identifier.type: `typeSystem|typeCode|value`, all three parts given (the index row's system is `typeSystem|typeCode`)
+          const [typeSystem, rest] = splitPipe(raw) ?? [];
+          const [typeCode, value] = (rest !== undefined && splitPipe(rest)) || [];
+          if (typeSystem === undefined || !typeCode || !value)
+            throw fhirError(
+              'search-param-invalid',
+              `':of-type' takes system|code|value with a code and a value, not '${truncate(raw)}'`,
+            );
+          return { kind: 'token', system: `${typeSystem}|${typeCode}`, code: value };
+        }
         const pipe = splitPipe(raw);
         if (!pipe) return { kind: 'token', code: raw };
         // `|code`: no system; `system|`: any code of the system

@@ -50,7 +50,16 @@ export type Filter =
   /** `param:Type.rest=value`: a reference in `param` to a resource of one of `targetTypes` that matches `inner`. */
   | { kind: 'chain'; param: string; targetTypes: string[]; inner: Filter }
   /** `_has:Type:param:rest=value`: some `Type` resource whose `param` references this one matches `inner`. */
-  | { kind: 'has'; sourceType: string; param: string; inner: Filter };
+  | { kind: 'has'; sourceType: string; param: string; inner: Filter }
+  /** `_text` / `_content`: the resource's full-text words (src/fhir/search/full-text.ts) match `query`. */
+  | { kind: 'text'; param: '_text' | '_content'; query: TextQuery };
+
+/**
+ * A parsed full-text query: an OR of ANDs of phrases. A phrase is one or more words (already normalised and
+ * encoded as lower-case letters, src/fhir/search/full-text.ts) that must appear next to each other, in order.
+ */
+export type TextQuery =
+  { op: 'phrase'; words: string[] } | { op: 'and'; parts: TextQuery[] } | { op: 'or'; parts: TextQuery[] };
 
 export interface SortKey {
   param: string;

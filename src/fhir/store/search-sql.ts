@@ -29,6 +29,7 @@ import type {
   SortKey,
   StoreSearchRequest,
   StoreSearchResult,
+  TextQuery,
 } from './search-query.js';
 
 export const MAX_INNER_MATCHES = 10_000;
@@ -78,6 +79,11 @@ export interface SearchDialect {
   bytewise(expr: string): string;
   /** Placed after a sort key that may be NULL: NULLs first ascending, last descending (SQLite's order). */
   nullOrder(descending: boolean): string;
+  /**
+   * The (resource_type, id) of resources of `types` whose full-text row `param` (`_text`/`_content`) matches
+   * `query`: SQLite through its FTS5 table, PostgreSQL through the GIN index over the row's tsvector.
+   */
+  fullText(types: string[], param: string, query: TextQuery): Fragment;
 }
 
 export const SQLITE_DIALECT: SearchDialect = {
@@ -92,6 +98,10 @@ export const SQLITE_DIALECT: SearchDialect = {
   textParam: '?',
   bytewise: (expr) => expr,
   nullOrder: () => '',
+  fullText: (types, param, query) => ({
+    sql: `SELECT d.resource_type, d.id FROM search_text t JOIN search_text_doc d ON d.docid = t.rowid WHERE search_text MATCH ? AND d.field = ? AND d.resource_type IN (${placeholders(types.length)})`,
+    binds: [fts5Query(query), param, ...types],
+  }),
 };
 
 /** PostgreSQL over the tables of `schema` (quoted): text compared as bytes (COLLATE "C"), as SQLite does. */
@@ -108,7 +118,38 @@ export function postgresDialect(schema: string): SearchDialect {
     textParam: '?::text',
     bytewise: (expr) => `${expr} COLLATE "C"`,
     nullOrder: (descending) => (descending ? ' NULLS LAST' : ' NULLS FIRST'),
+    // The expression of the search_index_text index (schema.ts), so the planner uses it.
+    fullText: (types, param, query) => ({
+      sql: `SELECT si.resource_type, si.id FROM ${schema}.search_index si WHERE si.type = 'special' AND to_tsvector('simple'::regconfig, si.system) @@ ?::tsquery AND si.param = ? AND si.resource_type IN (${placeholders(types.length)})`,
+      binds: [tsQuery(query), param, ...types],
+    }),
   };
+}
+
+/** The query in SQLite FTS5 syntax (words are letters only, so quoting them is always safe). */
+function fts5Query(query: TextQuery): string {
+  switch (query.op) {
+    case 'phrase':
+      return `"${query.words.join(' ')}"`;
+    case 'and':
+      return `(${query.parts.map(fts5Query).join(' AND ')})`;
+    case 'or':
+      return `(${query.parts.map(fts5Query).join(' OR ')})`;
+  }
+}
+
+/** The query as PostgreSQL tsquery text (cast with `::tsquery`: the words are already normalised). */
+function tsQuery(query: TextQuery): string {
+  switch (query.op) {
+    case 'phrase':
+      return query.words.length === 1
+        ? `'${query.words[0]}'`
+        : `(${query.words.map((w) => `'${w}'`).join(' <-> ')})`;
+    case 'and':
+      return `(${query.parts.map(tsQuery).join(' & ')})`;
+    case 'or':
+      return `(${query.parts.map(tsQuery).join(' | ')})`;
+  }
 }
 
 // Typed effects: `yield* rowsOf(...)` gives the plan the result's type.
@@ -382,6 +423,10 @@ const indexRowsOf = (d: SearchDialect, params: string[]): string =>
 
 const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
 
+/** The index rows a modifier searches instead of the parameter's own: `{code}:text`, `{code}:of-type`. */
+const derivedRows = (modifier: string | undefined): string =>
+  modifier === 'text' || modifier === 'of-type' ? `:${modifier}` : '';
+
 /**
  * `(c.resource_type, c.id) IN (index rows of param ? matching condition)`: not correlated, so the database runs it
  * once from a search_index index and probes resource_current by its key. Binds: the types, then the param (then, for
@@ -586,6 +631,8 @@ function driveRank(filter: Filter): number {
       return 3;
     case 'lastUpdated':
       return NEVER_DRIVES;
+    case 'text':
+      return 5;
     case 'param': {
       if (filter.negate || filter.values.some((v) => v.kind === 'missing')) return NEVER_DRIVES;
       if (filter.type === 'reference') return 2;
@@ -683,7 +730,7 @@ export class SearchRun {
         };
       }
       case 'param': {
-        const params = this.rowParams(types, filter.param, filter.modifier === 'text' ? ':text' : '');
+        const params = this.rowParams(types, filter.param, derivedRows(filter.modifier));
         const missing = filter.values.find((v) => v.kind === 'missing');
         if (missing && missing.kind === 'missing') {
           return {
@@ -716,6 +763,11 @@ export class SearchRun {
             JSON.stringify(keys),
           ],
         };
+      }
+      case 'text': {
+        // Not correlated whether it drives or not: the text index answers the whole set once.
+        const matches = d.fullText(types, filter.param, filter.query);
+        return { sql: `(c.resource_type, c.id) IN (${matches.sql})`, binds: matches.binds };
       }
       case 'has': {
         // Visible sources matching the inner condition; this resource must be one they reference through `param`.
@@ -756,7 +808,7 @@ export class SearchRun {
     if (filter.kind === 'id') return true;
     if (filter.kind !== 'param') return false;
     const d = this.d;
-    const params = this.rowParams(types, filter.param, filter.modifier === 'text' ? ':text' : '');
+    const params = this.rowParams(types, filter.param, derivedRows(filter.modifier));
     const { condition, indexType } = paramCondition(d, filter);
     const range = RANGE_TYPES.has(indexType);
     const select =

@@ -118,7 +118,17 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         WHERE NOT c.deleted;
     `,
   },
-  // Version 4 is taken by the full-text index (branch s5-search16).
+  {
+    version: 4,
+    description: 'full-text index of the _text and _content search index rows (GIN over tsvector)',
+    sql: (S) => `
+      -- As SQLite's FTS5 table (sqlite/schema.ts, migration 4): the full-text rows of search_index (type 'special',
+      -- system = the resource's words, letters only: src/fhir/search/full-text.ts) indexed by their tsvector. The
+      -- search (../search-sql.ts, postgresDialect.fullText) writes this very expression.
+      CREATE INDEX search_index_text ON ${S}.search_index USING gin (to_tsvector('simple'::regconfig, system))
+        WHERE type = 'special';
+      `,
+    },
   {
     version: 5,
     description:

@@ -119,4 +119,39 @@ export const MIGRATIONS: readonly Migration[] = [
         WHERE c.deleted = 0 AND v.patients IS NOT NULL;
     `,
   },
+  {
+    version: 4,
+    description: 'full-text index of the _text and _content search index rows (FTS5)',
+    sql: `
+      -- The full-text rows of search_index (type 'special', param _text or _content, system = the resource's words,
+      -- src/fhir/search/full-text.ts) are indexed by FTS5, kept in step by triggers: whatever writes or removes
+      -- search_index rows (writes, deletions, erasure, reindexing) keeps the text index right. FTS5 keys documents by
+      -- an integer: search_text_doc gives each (type, id, field) one; the FTS table keeps no copy of the text.
+      CREATE TABLE search_text_doc (
+        docid         INTEGER PRIMARY KEY,
+        resource_type TEXT NOT NULL,
+        id            TEXT NOT NULL,
+        field         TEXT NOT NULL,
+        UNIQUE (resource_type, id, field)
+      );
+      CREATE VIRTUAL TABLE search_text USING fts5(body, content = '', contentless_delete = 1, tokenize = 'ascii');
+      CREATE TRIGGER search_index_text_insert AFTER INSERT ON search_index WHEN new.type = 'special' BEGIN
+        INSERT OR IGNORE INTO search_text_doc (resource_type, id, field) VALUES (new.resource_type, new.id, new.param);
+        INSERT INTO search_text (rowid, body)
+          SELECT docid, new.system FROM search_text_doc
+          WHERE resource_type = new.resource_type AND id = new.id AND field = new.param;
+      END;
+      CREATE TRIGGER search_index_text_delete AFTER DELETE ON search_index WHEN old.type = 'special' BEGIN
+        DELETE FROM search_text WHERE rowid IN (
+          SELECT docid FROM search_text_doc WHERE resource_type = old.resource_type AND id = old.id AND field = old.param);
+        DELETE FROM search_text_doc WHERE resource_type = old.resource_type AND id = old.id AND field = old.param;
+      END;
+      INSERT OR IGNORE INTO search_text_doc (resource_type, id, field)
+        SELECT resource_type, id, param FROM search_index WHERE type = 'special';
+      INSERT INTO search_text (rowid, body)
+        SELECT d.docid, si.system FROM search_index si
+        JOIN search_text_doc d ON d.resource_type = si.resource_type AND d.id = si.id AND d.field = si.param
+        WHERE si.type = 'special';
+    `,
+  },
 ];
