@@ -16,6 +16,7 @@ import { registerLedgerCommand } from './ledger.js';
 import { registerTokenCommand } from './token.js';
 import { registerMigrateCommand } from './migrate.js';
 import { registerImportCommand } from './import.js';
+import { registerTerminologyCommand } from './terminology.js';
 
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
@@ -37,6 +38,7 @@ const COMMANDS: ((program: Command) => unknown)[] = [
   registerTokenCommand,
   registerMigrateCommand,
   registerImportCommand,
+  registerTerminologyCommand,
 ];
 
 export function createProgram(): Command {
