@@ -47,6 +47,9 @@ import { CallerAccessPolicy } from '../access/caller-access-policy.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
 import type { FhirContext } from '../fhir/interactions/types.js';
 import { collectEvidence, evidenceProvenanceText, versionUrl } from '../exchange/record-evidence.js';
+import { openLoadedCodeSystems } from '../terminology/terminology-store.js';
+import type { LoadedCodeSystems, TerminologyPort } from '../fhir/terminology-port.js';
+import type { Terminology } from '../fhir/validation/terminology.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -113,7 +116,10 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const store = openStore(config, overrides);
     await store.init();
     closers.push(() => store.close());
-    const validator = await openValidator(config, overrides);
+    // The code systems `hie-ledger terminology load` put in the data directory (docs/terminology.md).
+    const codeSystems = openLoadedCodeSystems(config.dataDir);
+    if (codeSystems) closers.push(() => Promise.resolve(codeSystems.close()));
+    const validator = await openValidator(config, overrides, codeSystems);
     const registry = buildRegistry(config, validator);
     const { fastify, metrics } = createServer(config, overrides, tightened, store);
     const wiring: AppWiring = { config, overrides, closers, store, validator, registry, fastify, metrics };
@@ -125,6 +131,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const context = {
       store: access.store,
       validator: metrics.countingValidator(validator),
+      terminology: terminologyOf(validator),
       indexEntries: extractIndex,
       patientsOf: patientCompartments,
       anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
@@ -168,7 +175,10 @@ function openStore(config: ServeConfig, overrides: AppOverrides): ResourceStore 
 export async function openValidator(
   config: Pick<ServeConfig, 'validation' | 'cacheDir' | 'dataDir' | 'igPaths' | 'requiredProfiles'>,
   overrides: Pick<AppOverrides, 'validator'> = {},
+  codeSystems?: LoadedCodeSystems,
 ): Promise<ResourceValidator> {
+  if (overrides.validator && codeSystems)
+    terminologyOf(overrides.validator)?.useLoadedCodeSystems(codeSystems);
   return (
     overrides.validator ??
     (config.validation === 'schema'
@@ -181,8 +191,15 @@ export async function openValidator(
           // example.org URLs (the specification's own examples use them).
           unknownExtensionSeverity: 'warning',
           allowExampleUrls: true,
+          codeSystems,
         }))
   );
+}
+
+/** The full validator's terminology (the TerminologyPort search uses); none for schema-only validation. */
+function terminologyOf(validator: ResourceValidator): (TerminologyPort & Terminology) | undefined {
+  const walker = (validator as { walker?: { terminology?: Terminology } }).walker;
+  return walker?.terminology;
 }
 
 /** The FHIR interactions and the operations that need nothing but the validator. */

@@ -20,6 +20,11 @@ export function terminologyFile(dataDir: string): string {
   return path.join(dataDir, TERMINOLOGY_FILE);
 }
 
+/** The data directory's loaded code systems, read-only, when any were loaded. */
+export function openLoadedCodeSystems(dataDir: string): SqliteCodeSystems | undefined {
+  return SqliteCodeSystems.openIfPresent(terminologyFile(dataDir));
+}
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS ts_system (
   url TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT, count INTEGER NOT NULL,

@@ -70,7 +70,15 @@ export interface FhirRouteLabels {
  * gains a field that list does not set.
  */
 type ContextFieldsSet =
-  'store' | 'validator' | 'indexEntries' | 'patientsOf' | 'anchor' | 'registry' | 'access' | 'log';
+  | 'store'
+  | 'validator'
+  | 'indexEntries'
+  | 'patientsOf'
+  | 'anchor'
+  | 'terminology'
+  | 'registry'
+  | 'access'
+  | 'log';
 const everyContextFieldSet: Exclude<keyof FhirContext, ContextFieldsSet> extends never ? true : never = true;
 void everyContextFieldSet;
 
@@ -285,6 +293,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           indexEntries: shared.indexEntries,
           patientsOf: shared.patientsOf,
           anchor: shared.anchor,
+          terminology: shared.terminology,
           registry,
           access: accessFor(request),
           log: request.log,

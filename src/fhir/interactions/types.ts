@@ -7,6 +7,7 @@ import type { IndexEntry, ResourceStore, WriteRequest } from '../store/resource-
 import type { AccessPolicy } from './access-policy.js';
 import type { ResourceValidator } from '../validation/validator.js';
 import type { FhirRegistry } from './fhir-registry.js';
+import type { TerminologyPort } from '../terminology-port.js';
 
 export type Interaction =
   | 'read'
@@ -92,6 +93,8 @@ export interface FhirContext {
   patientsOf?(resource: FhirResource): string[];
   /** The integrity path: queues the anchor of each version in its write transaction (src/integrity/anchorer.ts). */
   anchor?: WriteRequest['anchor'];
+  /** Terminology for the token modifiers `:in`, `:not-in`, `:below`, `:above` (absent: they are refused). */
+  terminology?: TerminologyPort;
 }
 
 export type InteractionHandler = (request: FhirRequest, context: FhirContext) => Promise<FhirResponse>;

@@ -113,7 +113,7 @@ export function checkBinding(
         'information',
         'not-found',
         systems.length
-          ? `A definition for CodeSystem ${systems.map((x) => `'${x}'`).join(', ')} could not be found, so the code cannot be validated against '${vsUrl}'`
+          ? `CodeSystem ${systems.map((x) => `'${x}'`).join(', ')} is not loaded on this server: the code is not checked against '${vsUrl}'`
           : `The value set '${vsUrl}' cannot be expanded here, so the code cannot be validated`,
         path,
       );
