@@ -92,6 +92,17 @@ export const LOINC_CSV = [
     'Body temperature',
   ),
   loincRow(
+    '2345-7',
+    'Glucose',
+    'MCnc',
+    'Ser/Plas',
+    'Qn',
+    'CHEM',
+    'ACTIVE',
+    'Glucose SerPl-mCnc',
+    'Glucose [Mass/volume] in Serum or Plasma',
+  ),
+  loincRow(
     '1234-5',
     'Old test',
     'MCnc',

@@ -60,7 +60,7 @@ describe('terminology load', () => {
       expect(s.systems().map((x) => [x.url, x.count])).toEqual([
         ['http://hl7.org/fhir/sid/cvx', 3],
         ['http://hl7.org/fhir/sid/icd-10-cm', 6],
-        ['http://loinc.org', 4],
+        ['http://loinc.org', 5],
         ['http://snomed.info/sct', 7],
         ['http://www.nlm.nih.gov/research/umls/rxnorm', 3],
       ]);
