@@ -34,6 +34,7 @@ import type {
   ResourceOutcome,
 } from '../bulk/import/types.js';
 import { DATA_DIR_SETTINGS, openDataDirIntegrity, requireDataDir, withDataDirLock } from './data-dir.js';
+import { openLoadedCodeSystems, type SqliteCodeSystems } from '../terminology/terminology-store.js';
 
 /** The settings `import` reads: the data directory's, and those of the write path it shares with `serve`. */
 export const IMPORT_SETTINGS = [
@@ -205,8 +206,11 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       abort.abort();
     };
     process.on('SIGINT', onSigint);
+    let codeSystems: SqliteCodeSystems | undefined;
     try {
-      const validator = await openValidator({ ...options, dataDir });
+      // The same rules as the service's: the code systems loaded into the data directory are checked too.
+      codeSystems = openLoadedCodeSystems(dataDir);
+      const validator = await openValidator({ ...options, dataDir }, {}, codeSystems);
       const registry = registerSearch(
         registerCoreInteractions(new FhirRegistry(), {
           resourceTypes: validator.resourceTypes ?? [],
@@ -262,6 +266,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       throw e;
     } finally {
       process.off('SIGINT', onSigint);
+      codeSystems?.close();
       await opened.close();
     }
   });
