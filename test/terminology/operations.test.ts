@@ -17,6 +17,50 @@ const SNOMED = 'http://snomed.info/sct';
 const LOINC = 'http://loinc.org';
 const DIABETES_VS = 'http://example.org/fhir/ValueSet/diabetes';
 
+const DIABETES_VALUE_SET = {
+  resourceType: 'ValueSet',
+  id: 'diabetes',
+  url: DIABETES_VS,
+  status: 'active',
+  compose: {
+    include: [{ system: SNOMED, filter: [{ property: 'concept', op: 'is-a', value: SCT.diabetes }] }],
+  },
+};
+
+/** A profile binding Condition.code (required) to a value set on SNOMED CT. */
+const DIABETES_PROFILE = {
+  resourceType: 'StructureDefinition',
+  url: 'http://example.org/fhir/StructureDefinition/diabetes-condition',
+  name: 'DiabetesCondition',
+  status: 'active',
+  kind: 'resource',
+  abstract: false,
+  type: 'Condition',
+  baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Condition',
+  derivation: 'constraint',
+  differential: {
+    element: [
+      {
+        id: 'Condition.code',
+        path: 'Condition.code',
+        binding: { strength: 'required', valueSet: DIABETES_VS },
+      },
+    ],
+  },
+};
+
+const diabetesCondition = (code: string) => ({
+  resourceType: 'Condition',
+  meta: { profile: [DIABETES_PROFILE.url] },
+  subject: { reference: 'Patient/p1' },
+  code: { coding: [{ system: SNOMED, code }] },
+});
+
+const atCode = (issues: { severity: string; expression?: string[]; diagnostics: string }[]) =>
+  issues
+    .filter((i) => i.expression?.[0]?.startsWith('Condition.code'))
+    .map((i) => [i.severity, i.diagnostics]);
+
 let booted: BootedApp;
 let validator: FhirValidator;
 let releases: string;
@@ -57,6 +101,8 @@ beforeAll(async () => {
   releases = mkdtempSync(path.join(tmpdir(), 'hie-terms-ops-'));
   files = writeExcerpts(releases);
   validator = createFhirValidatorSync();
+  validator.registerResource(structuredClone(DIABETES_VALUE_SET));
+  validator.registerResource(structuredClone(DIABETES_PROFILE));
   booted = await bootApp({ logLevel: 'warn', auth: 'dev-open' }, { validator }, 'hie-terms-app-');
 });
 
@@ -83,6 +129,15 @@ async function loadAll(): Promise<void> {
 }
 
 describe('before any code system is loaded', () => {
+  it('a required binding on SNOMED CT says once that it is not checked', async () => {
+    expect(atCode(await validate(diabetesCondition(SCT.disease)))).toEqual([
+      [
+        'information',
+        `CodeSystem '${SNOMED}' is not loaded on this server: the code is not checked against '${DIABETES_VS}'`,
+      ],
+    ]);
+  });
+
   it('does not check LOINC codes, and refuses operations and searches that need them', async () => {
     const issues = await validate(observation('9999-9'));
     expect(issues.filter((i) => i.severity === 'error')).toEqual([]);
@@ -100,18 +155,8 @@ describe('before any code system is loaded', () => {
 describe('with LOINC, SNOMED CT and CVX loaded', () => {
   beforeAll(async () => {
     await loadAll();
-    const vs = {
-      resourceType: 'ValueSet',
-      id: 'diabetes',
-      url: DIABETES_VS,
-      status: 'active',
-      compose: {
-        include: [{ system: SNOMED, filter: [{ property: 'concept', op: 'is-a', value: SCT.diabetes }] }],
-      },
-    };
-    expect((await inject('PUT', '/fhir/ValueSet/diabetes', vs)).statusCode).toBeLessThan(300);
-    // Known to the server by its URL as the network's packages are (a stored one is expanded by its id).
-    validator.registerResource(vs);
+    // Known to the server by its URL as the network's packages are (above); stored too, to be expanded by its id.
+    expect((await inject('PUT', '/fhir/ValueSet/diabetes', DIABETES_VALUE_SET)).statusCode).toBeLessThan(300);
   });
 
   it('the validator: an unknown code is an error, a wrong display a warning, a synonym is right', async () => {
@@ -128,6 +173,15 @@ describe('with LOINC, SNOMED CT and CVX loaded', () => {
     expect(right.filter((i) => i.expression?.[0]?.startsWith('Observation.code'))).toEqual([]);
     const shortName = await validate(observation('2345-7', 'Glucose SerPl-mCnc'));
     expect(shortName.filter((i) => i.expression?.[0]?.startsWith('Observation.code'))).toEqual([]);
+  });
+
+  it('a required binding on the loaded SNOMED CT is checked: in the value set, not in it, unknown code', async () => {
+    expect(atCode(await validate(diabetesCondition(SCT.type2)))).toEqual([]);
+    expect(atCode(await validate(diabetesCondition(SCT.disease)))).toEqual([
+      ['error', `None of the codings provided are in the value set '${DIABETES_VS}'`],
+    ]);
+    const unknown = atCode(await validate(diabetesCondition('123456789')));
+    expect(unknown).toContainEqual(['error', `Unknown code '123456789' in the CodeSystem '${SNOMED}'`]);
   });
 
   it('CodeSystem/$lookup, GET and POST: display, designations, properties, parents', async () => {

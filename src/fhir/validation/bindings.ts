@@ -106,7 +106,7 @@ export function checkBinding(
         ...new Set(
           valid
             .map((c) => c.system)
-            .filter((x): x is string => typeof x === 'string' && !w.terminology.knowsSystem(x)),
+            .filter((x): x is string => typeof x === 'string' && !w.terminology.hasCodes(x)),
         ),
       ];
       run.add(

@@ -125,6 +125,11 @@ export class Terminology implements TerminologyPort {
     return !!this.registry.codeSystem(system) || !!this.loaded?.system(system);
   }
 
+  /** Whether the codes of a system are known here (a complete CodeSystem, or a loaded big code system). */
+  hasCodes(system: string): boolean {
+    return !!this.codeSystemIndex(system) || !!this.loaded?.system(system);
+  }
+
   /** Whether a url names a loaded ValueSet and no loaded CodeSystem (a value set used where a code system belongs). */
   isValueSetOnly(url: string): boolean {
     return !!this.registry.valueSet(url) && !this.registry.codeSystem(url);
