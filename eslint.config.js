@@ -21,6 +21,7 @@ const FEATURES = [
   'ledger',
   'operator',
   'platform',
+  'terminology',
 ];
 const FHIR_PARTS = ['definitions', 'http', 'interactions', 'operations', 'search', 'store', 'validation'];
 
@@ -42,6 +43,8 @@ const LAYERS = [
   { folder: 'consent', mayImport: ['fhir', 'ledger', 'platform'] },
   { folder: 'integrity', mayImport: ['fhir', 'ledger', 'platform'] },
   { folder: 'operator', mayImport: ['config', 'fhir', 'ledger', 'platform'] },
+  // the loaded code systems (terminology.sqlite) behind the FHIR core's terminology port
+  { folder: 'terminology', mayImport: ['fhir', 'platform'] },
   // the FHIR core and the ledger know no feature; the ledger knows no FHIR
   { folder: 'fhir', mayImport: ['platform'] },
   { folder: 'ledger', mayImport: ['platform'] },

@@ -55,6 +55,9 @@ import { CallerAccessPolicy } from '../access/caller-access-policy.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
 import type { FhirContext } from '../fhir/interactions/types.js';
 import { collectEvidence, evidenceProvenanceText, versionUrl } from '../exchange/record-evidence.js';
+import { openLoadedCodeSystems } from '../terminology/terminology-store.js';
+import type { LoadedCodeSystems, TerminologyPort } from '../fhir/terminology-port.js';
+import type { Terminology } from '../fhir/validation/terminology.js';
 
 export const FHIR_PREFIX = '/fhir';
 
@@ -104,6 +107,8 @@ interface AppWiring {
   metrics: ServiceMetrics;
   /** Replay cache and rate limits in the database, shared by the replicas (a PostgreSQL store only). */
   shared?: PostgresSharedState;
+  /** The code systems loaded into the data directory (none loaded: undefined). */
+  codeSystems?: LoadedCodeSystems;
 }
 
 /** The ledger, the integrity path on it, and the integrity operations and audit schedule. */
@@ -123,7 +128,10 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const store = openStore(config, overrides);
     await store.init();
     closers.push(() => store.close());
-    const validator = await openValidator(config, overrides);
+    // The code systems `hie-ledger terminology load` put in the data directory (docs/terminology.md).
+    const codeSystems = openLoadedCodeSystems(config.dataDir);
+    if (codeSystems) closers.push(() => Promise.resolve(codeSystems.close()));
+    const validator = await openValidator(config, overrides, codeSystems);
     const registry = buildRegistry(config, validator);
     const { fastify, metrics } = createServer(config, overrides, tightened, store);
     const shared =
@@ -138,6 +146,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
       fastify,
       metrics,
       shared,
+      codeSystems,
     };
     const customParameters = await wireCustomSearchParameters(wiring);
     const { ledger, integrity } = await openIntegrityPath(wiring);
@@ -148,6 +157,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const context = {
       store: access.store,
       validator: metrics.countingValidator(validator),
+      terminology: terminologyOf(validator),
       indexEntries: extractIndex,
       patientsOf: patientCompartments,
       anchor: config.anchoring === false ? undefined : integrity.anchorer.anchorFor,
@@ -193,8 +203,11 @@ function openStore(config: ServeConfig, overrides: AppOverrides): ResourceStore 
 export async function openValidator(
   config: Pick<ServeConfig, 'validation' | 'cacheDir' | 'dataDir' | 'igPaths' | 'requiredProfiles'>,
   overrides: Pick<AppOverrides, 'validator'> = {},
+  codeSystems?: LoadedCodeSystems,
 ): Promise<ResourceValidator> {
-  return overrides.validator ?? (await createValidatorFromSpec(validatorSpec(config)));
+  if (overrides.validator && codeSystems)
+    terminologyOf(overrides.validator)?.useLoadedCodeSystems(codeSystems);
+  return overrides.validator ?? (await createValidatorFromSpec(validatorSpec(config), codeSystems));
 }
 
 /** What the write path's validator is built from, as plain data (validation worker threads build the same). */
@@ -215,6 +228,12 @@ export function validatorSpec(
           allowExampleUrls: true,
         },
       };
+}
+
+/** The full validator's terminology (the TerminologyPort search uses); none for schema-only validation. */
+function terminologyOf(validator: ResourceValidator): (TerminologyPort & Terminology) | undefined {
+  const walker = (validator as { walker?: { terminology?: Terminology } }).walker;
+  return walker?.terminology;
 }
 
 /** The FHIR interactions and the operations that need nothing but the validator. */
@@ -492,10 +511,12 @@ function wireBulk(
       context,
       registry,
       sources: { root: config.importRoot, allow: config.importAllow, maxBytes: config.importMaxBytes },
-      // Workers build the validator from the settings: not when a test gave the app a validator of its own.
-      validationPool: overrides.validator
-        ? undefined
-        : () => ValidationPool.start(validatorSpec(config), defaultPoolSize()),
+      // Workers build the validator from the settings: not when a test gave the app a validator of its own, nor
+      // when code systems are loaded (a worker's validator would not have them: the check runs on this thread).
+      validationPool:
+        overrides.validator || wiring.codeSystems
+          ? undefined
+          : () => ValidationPool.start(validatorSpec(config), defaultPoolSize()),
     },
     log: fastify.log.child({ component: 'bulk' }),
     access: {

@@ -36,6 +36,7 @@ import type {
   ResourceOutcome,
 } from '../bulk/import/types.js';
 import { DATA_DIR_SETTINGS, openDataDirIntegrity, requireDataDir, withDataDirLock } from './data-dir.js';
+import { openLoadedCodeSystems, type SqliteCodeSystems } from '../terminology/terminology-store.js';
 
 /** The settings `import` reads: the data directory's, and those of the write path it shares with `serve`. */
 export const IMPORT_SETTINGS = [
@@ -212,11 +213,16 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
     process.on('SIGINT', onSigint);
     let pool: ValidationPool | undefined;
     let closeCustomParameters = (): void => undefined;
+    let codeSystems: SqliteCodeSystems | undefined;
     try {
-      const workers = options.workers ?? defaultPoolSize();
+      // The same rules as the service's: the code systems loaded into the data directory are checked too.
+      codeSystems = openLoadedCodeSystems(dataDir);
+      // A worker's validator is built from plain settings, without the loaded code systems: with any loaded, the
+      // check runs on this thread.
+      const workers = codeSystems ? 0 : (options.workers ?? defaultPoolSize());
       // Started first: the workers build their validators while this thread builds its own.
       pool = workers > 0 ? ValidationPool.start(validatorSpec({ ...options, dataDir }), workers) : undefined;
-      const validator = await openValidator({ ...options, dataDir });
+      const validator = await openValidator({ ...options, dataDir }, {}, codeSystems);
       const registry = registerSearch(
         registerCoreInteractions(new FhirRegistry(), {
           resourceTypes: validator.resourceTypes ?? [],
@@ -279,6 +285,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       closeCustomParameters();
       process.off('SIGINT', onSigint);
       await pool?.close();
+      codeSystems?.close();
       await opened.close();
     }
   });

@@ -14,6 +14,7 @@ import { registerLedgerCommand } from './ledger.js';
 import { registerTokenCommand } from './token.js';
 import { registerMigrateCommand } from './migrate.js';
 import { registerImportCommand } from './import.js';
+import { registerTerminologyCommand } from './terminology.js';
 
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
@@ -35,6 +36,7 @@ const COMMANDS: ((program: Command) => unknown)[] = [
   registerTokenCommand,
   registerMigrateCommand,
   registerImportCommand,
+  registerTerminologyCommand,
 ];
 
 export function createProgram(): Command {

@@ -75,6 +75,7 @@ type ContextFieldsSet =
   | 'indexEntries'
   | 'patientsOf'
   | 'anchor'
+  | 'terminology'
   | 'registry'
   | 'access'
   | 'log'
@@ -294,6 +295,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           patientsOf: shared.patientsOf,
           anchor: shared.anchor,
           searchParameterWritten: shared.searchParameterWritten,
+          terminology: shared.terminology,
           registry,
           access: accessFor(request),
           log: request.log,

@@ -7,6 +7,7 @@ import type { IndexEntry, ResourceStore, StoredVersion, WriteRequest } from '../
 import type { AccessPolicy } from './access-policy.js';
 import type { ResourceValidator } from '../validation/validator.js';
 import type { FhirRegistry } from './fhir-registry.js';
+import type { TerminologyPort } from '../terminology-port.js';
 
 export type Interaction =
   | 'read'
@@ -97,6 +98,8 @@ export interface FhirContext {
    * change at once, so the next write indexes them (src/fhir/search/custom-parameters.ts).
    */
   searchParameterWritten?(version: StoredVersion, resource: FhirResource | undefined): void;
+  /** Terminology for the token modifiers `:in`, `:not-in`, `:below`, `:above` (absent: they are refused). */
+  terminology?: TerminologyPort;
 }
 
 export type InteractionHandler = (request: FhirRequest, context: FhirContext) => Promise<FhirResponse>;

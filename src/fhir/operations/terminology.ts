@@ -1,10 +1,12 @@
 /**
  * Terminology operations on the loaded content (the official R4 CodeSystems, ValueSets and ConceptMaps, the
- * network's IG packages and those stored through the API):
+ * network's IG packages and those stored through the API, and the big code systems loaded with `hie-ledger
+ * terminology load`, docs/terminology.md):
  *
  *   GET|POST [base]/CodeSystem/$lookup        system, code (or coding), version -> Parameters (name, display, designation, property)
  *   GET|POST [base]/ValueSet/$expand          url (or ValueSet/[id]/$expand, or a valueSet in the body), filter, offset, count
  *   GET|POST [base]/ValueSet/$validate-code   url, code + system | coding | codeableConcept, display -> result, message, display
+ *   GET|POST [base]/CodeSystem/$validate-code url (the system), code | coding | codeableConcept, display -> result, message, display
  *   GET|POST [base]/ConceptMap/$translate     url, system, code (or coding), source, target, reverse -> result, match*
  */
 import type { CodeSystemConceptProperty, Coding, Parameters, ParametersParameter } from 'fhir/r4.js';
@@ -12,10 +14,11 @@ import { fhirError } from '../outcome.js';
 import { parseFhirJson, toPlainJson, type FhirResource } from '../fhir-json.js';
 import { parseRequestJson } from '../interactions/router.js';
 import type { OperationRegistration, TerminologyCapabilitiesBuilder } from '../interactions/fhir-registry.js';
-import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
+import type { FhirContext, FhirRequest, FhirResponse, InteractionHandler } from '../interactions/types.js';
 import type { DefinitionRegistry } from '../definitions/definition-registry.js';
 import { arrayField, field, isJsonObject, stringField } from '../definitions/json.js';
 import type { Expansion, Terminology } from '../validation/terminology.js';
+import type { LoadedCodeSystems } from '../terminology-port.js';
 
 /** What terminology operations need from the validator: its definitions and terminology. */
 export interface TerminologySource {
@@ -108,8 +111,11 @@ export function lookupHandler(source: TerminologySource): InteractionHandler {
     const code = one(input, 'code') ?? given.code;
     if (!system || !code) throw fhirError('parameter-missing', '$lookup needs system and code (or coding)');
     const cs = source.registry.codeSystem(system);
+    const index = source.walker.terminology.codeSystemIndex(system);
+    const loaded = source.walker.terminology.loadedCodeSystems();
+    if (!index && loaded?.system(system)) return loadedLookup(loaded, system, code);
     if (!cs) throw fhirError('terminology-not-found', `CodeSystem '${system}' is not known to this server`);
-    const concept = source.walker.terminology.codeSystemIndex(system)?.get(code);
+    const concept = index?.get(code);
     if (!concept) throw fhirError('terminology-not-found', `Code '${code}' is not in CodeSystem '${system}'`);
     const out: ParametersParameter[] = [{ name: 'name', valueString: cs.name ?? cs.title ?? system }];
     if (cs.version) out.push({ name: 'version', valueString: cs.version });
@@ -140,6 +146,29 @@ export function lookupHandler(source: TerminologySource): InteractionHandler {
   };
 }
 
+/** $lookup of a code of a big code system loaded into the terminology store. */
+function loadedLookup(loaded: LoadedCodeSystems, system: string, code: string): FhirResponse {
+  const info = loaded.system(system)!;
+  const concept = loaded.concept(system, code);
+  if (!concept) throw fhirError('terminology-not-found', `Code '${code}' is not in CodeSystem '${system}'`);
+  const out: ParametersParameter[] = [{ name: 'name', valueString: info.name }];
+  if (info.version) out.push({ name: 'version', valueString: info.version });
+  if (concept.display) out.push({ name: 'display', valueString: concept.display });
+  for (const d of concept.designations) {
+    const part: ParametersParameter[] = [{ name: 'value', valueString: d.value }];
+    if (d.language) part.unshift({ name: 'language', valueCode: d.language });
+    if (d.use) part.push({ name: 'use', valueCoding: { code: d.use } });
+    out.push({ name: 'designation', part });
+  }
+  const property = (name: string, value: ParametersParameter): void => {
+    out.push({ name: 'property', part: [{ name: 'code', valueCode: name }, value] });
+  };
+  property('inactive', { name: 'value', valueBoolean: !concept.active });
+  for (const parent of concept.parents) property('parent', { name: 'value', valueCode: parent });
+  for (const p of concept.properties) property(p.code, { name: 'value', valueString: p.value });
+  return { status: 200, body: parameters(out) };
+}
+
 /** The value[x] names of CodeSystem.concept.property (R4); a property has exactly one. */
 const PROPERTY_VALUE_KEYS = [
   'valueCode',
@@ -164,6 +193,8 @@ export function expandHandler(source: TerminologySource): InteractionHandler {
   return async (request, context) => {
     const input = readOperationInput(request);
     const vs = await valueSetToExpand(source, request, context, input);
+    const whole = wholeLoadedSystem(source, vs);
+    if (whole) return { status: 200, body: loadedSystemExpansion(vs, whole, input) };
     const expansion = await expansionOf(source, vs);
     return { status: 200, body: expandedValueSet(vs, expansion, input) };
   };
@@ -203,7 +234,9 @@ async function expansionOf(source: TerminologySource, vs: unknown): Promise<Expa
     // Only an object can be a ValueSet: anything else is refused by registerResource and so not expanded.
     const copy = { ...(isJsonObject(vs) ? vs : {}), url: url ?? 'urn:scratch:valueset' };
     scratch.registerResource(copy);
-    expansion = new Terminology(scratch).expand(copy.url);
+    const scratchTerminology = new Terminology(scratch);
+    scratchTerminology.useLoadedCodeSystems(terminology.loadedCodeSystems());
+    expansion = scratchTerminology.expand(copy.url);
   }
   if (!expansion || !expansion.complete) {
     throw new (await import('../outcome.js')).FhirError(422, [
@@ -217,18 +250,73 @@ async function expansionOf(source: TerminologySource, vs: unknown): Promise<Expa
   return expansion;
 }
 
-/** The expanded ValueSet: the page of matches that `filter`, `offset` and `count` ask for. */
-function expandedValueSet(vs: unknown, expansion: Expansion, input: OperationInput): FhirResource {
-  const filter = one(input, 'filter')?.toLowerCase();
+/**
+ * A value set that is all of one big code system loaded into the terminology store (one include naming only the
+ * system): expanded page by page from the store rather than as a whole.
+ */
+function wholeLoadedSystem(
+  source: TerminologySource,
+  vs: unknown,
+): { loaded: LoadedCodeSystems; system: string } | undefined {
+  const compose = field(vs, 'compose');
+  const includes = arrayField(compose, 'include');
+  if (includes.length !== 1 || arrayField(compose, 'exclude').length > 0) return undefined;
+  const include = includes[0];
+  const system = stringField(include, 'system');
+  if (system === undefined || !isJsonObject(include)) return undefined;
+  if (Object.keys(include).some((k) => k !== 'system' && k !== 'version')) return undefined;
+  const loaded = source.walker.terminology.loadedCodeSystems();
+  if (!loaded?.system(system) || source.walker.terminology.codeSystemIndex(system)) return undefined;
+  return { loaded, system };
+}
+
+/** The page of a whole loaded code system that `filter`, `offset` and `count` ask for. */
+function loadedSystemExpansion(
+  vs: unknown,
+  { loaded, system }: { loaded: LoadedCodeSystems; system: string },
+  input: OperationInput,
+): FhirResource {
+  const { filter, offset, count } = pageParameters(input);
+  const page = loaded.page(system, { text: filter, offset, count });
+  return expansionResource(
+    vs,
+    page.total,
+    page.concepts.map((c) => ({ system, ...c })),
+    { filter, offset, count },
+  );
+}
+
+/** `filter` (lower case), `offset` and `count` of an $expand (count 1000 when absent, at most 10,000). */
+function pageParameters(input: OperationInput): { filter?: string; offset: number; count: number } {
+  const filter = one(input, 'filter')?.toLowerCase() || undefined;
   const offset = Math.max(0, Number(one(input, 'offset') ?? 0) || 0);
   const countParam = one(input, 'count');
   const count = countParam === undefined ? 1000 : Math.max(0, Math.min(10_000, Number(countParam) || 0));
+  return { filter, offset, count };
+}
+
+/** The expanded ValueSet: the page of matches that `filter`, `offset` and `count` ask for. */
+function expandedValueSet(vs: unknown, expansion: Expansion, input: OperationInput): FhirResource {
+  const { filter, offset, count } = pageParameters(input);
   const matches = filter
     ? expansion.concepts.filter(
         (c) => c.code.toLowerCase().includes(filter) || (c.display ?? '').toLowerCase().includes(filter),
       )
     : expansion.concepts;
-  const page = matches.slice(offset, offset + count);
+  return expansionResource(vs, matches.length, matches.slice(offset, offset + count), {
+    filter,
+    offset,
+    count,
+  });
+}
+
+/** The ValueSet with one page of its expansion. */
+function expansionResource(
+  vs: unknown,
+  total: number,
+  page: { system: string; code: string; display?: string }[],
+  { filter, offset, count }: { filter?: string; offset: number; count: number },
+): FhirResource {
   const params: ParametersParameter[] = [
     { name: 'offset', valueInteger: offset },
     { name: 'count', valueInteger: count },
@@ -251,7 +339,7 @@ function expandedValueSet(vs: unknown, expansion: Expansion, input: OperationInp
     expansion: {
       identifier: `urn:uuid:${crypto.randomUUID()}`,
       timestamp: new Date().toISOString(),
-      total: matches.length,
+      total,
       offset,
       parameter: params,
       ...(page.length
@@ -270,7 +358,9 @@ function expandedValueSet(vs: unknown, expansion: Expansion, input: OperationInp
 // ------------------------------------------------------------------ ValueSet/$validate-code
 
 export function validateCodeHandler(source: TerminologySource): InteractionHandler {
+  const inCodeSystem = codeSystemValidateCodeHandler(source);
   return async (request, context) => {
+    if (request.resourceType === 'CodeSystem') return inCodeSystem(request, context);
     const input = readOperationInput(request);
     const vs = input.values.get('valueSet')?.[0] ?? (await storedResource(request, context, 'ValueSet'));
     const url = one(input, 'url') ?? stringField(vs, 'url');
@@ -312,6 +402,71 @@ export function validateCodeHandler(source: TerminologySource): InteractionHandl
     const message = unknown
       ? `The code cannot be checked against ValueSet '${url}' here (it draws on code systems not loaded on this server)`
       : `The code is not in ValueSet '${url}'`;
+    return {
+      status: 200,
+      body: parameters([
+        { name: 'result', valueBoolean: false },
+        { name: 'message', valueString: message },
+      ]),
+    };
+  };
+}
+
+// ------------------------------------------------------------------ CodeSystem/$validate-code
+
+/** The codings a $validate-code names: code (+ system, display), coding, or codeableConcept (untrusted). */
+function codingsOf(input: OperationInput, system: string | undefined): unknown[] {
+  const code = one(input, 'code');
+  if (code) return [{ system, code, display: one(input, 'display') }];
+  const codings = input.values.get('coding');
+  if (codings) return codings;
+  const concepts = input.values.get('codeableConcept');
+  return concepts ? arrayField(concepts[0], 'coding') : [];
+}
+
+/** Is a code in a code system (loaded CodeSystem resources and the loaded big code systems), its display right? */
+export function codeSystemValidateCodeHandler(source: TerminologySource): InteractionHandler {
+  return async (request, context) => {
+    const input = readOperationInput(request);
+    const stored =
+      input.values.get('codeSystem')?.[0] ?? (await storedResource(request, context, 'CodeSystem'));
+    const url = one(input, 'url') ?? one(input, 'system') ?? stringField(stored, 'url');
+    if (!url)
+      throw fhirError('parameter-missing', 'CodeSystem/$validate-code needs url (or a CodeSystem id)');
+    const terminology = source.walker.terminology;
+    if (!terminology.knowsSystem(url))
+      throw fhirError('terminology-not-found', `CodeSystem '${url}' is not known to this server`);
+    const codings = codingsOf(input, url);
+    if (!codings.length)
+      throw fhirError('parameter-missing', '$validate-code needs code, coding or codeableConcept');
+    const version = one(input, 'version');
+    let message = `The code is not in CodeSystem '${url}'`;
+    for (const c of codings) {
+      const code = stringField(c, 'code');
+      const system: string = stringField(c, 'system') ?? url;
+      if (code === undefined || system !== url) continue;
+      const { result, display, concept } = terminology.codeInSystem(url, code, version);
+      if (result === 'unknown') {
+        message = `The codes of CodeSystem '${url}' are not known here (not loaded, or another version)`;
+        continue;
+      }
+      if (result === 'no') {
+        message = `Unknown code '${code.slice(0, 100)}' in CodeSystem '${url}'`;
+        continue;
+      }
+      const out: ParametersParameter[] = [{ name: 'result', valueBoolean: true }];
+      if (display) out.push({ name: 'display', valueString: display });
+      const given = stringField(c, 'display');
+      const names = [display, ...(concept?.designation ?? []).map((d) => d.value)]
+        .filter((n): n is string => typeof n === 'string')
+        .map((n) => n.trim().toLowerCase());
+      if (display && given !== undefined && !names.includes(given.trim().toLowerCase()))
+        out.push({
+          name: 'message',
+          valueString: `The display '${given}' is not the display of ${url}#${code} ('${display}')`,
+        });
+      return { status: 200, body: parameters(out) };
+    }
     return {
       status: 200,
       body: parameters([
@@ -455,13 +610,20 @@ export function terminologyCapabilities(source: TerminologySource): TerminologyC
       if (typeof cs.version === 'string') known.add(cs.version);
       versions.set(cs.url, known);
     }
+    // The big code systems loaded from their owners' files (their hierarchy answers :below/:above and is-a filters).
+    const hierarchical = new Set<string>();
+    for (const loaded of source.walker.terminology.loadedCodeSystems()?.systems() ?? []) {
+      if (versions.has(loaded.url)) continue;
+      versions.set(loaded.url, new Set(loaded.version ? [loaded.version] : []));
+      if (loaded.hierarchical) hierarchical.add(loaded.url);
+    }
     const codeSystem = [...versions.keys()].sort().map((uri) => {
       const known = [...versions.get(uri)!].sort();
       return {
         uri,
         // The registry answers a URL without a version with the one loaded last under it.
         ...(known.length > 0 ? { version: known.map((code) => ({ code })) } : {}),
-        subsumption: false,
+        subsumption: hierarchical.has(uri),
       };
     });
     return {
@@ -508,8 +670,9 @@ export function terminologyOperations(source: TerminologySource): OperationRegis
       name: 'validate-code',
       definition: `${base}ValueSet-validate-code`,
       levels: ['type', 'instance'],
-      resourceTypes: ['ValueSet'],
-      documentation: 'Is a code in a ValueSet.',
+      resourceTypes: ['ValueSet', 'CodeSystem'],
+      documentation:
+        'Is a code in a ValueSet (ValueSet/$validate-code) or in a CodeSystem (CodeSystem/$validate-code), and is its display right.',
       handler: validateCodeHandler(source),
     },
     {

@@ -18,6 +18,12 @@ import {
 } from './definitions.js';
 import { dateRange, normaliseString, numberRange, DATE_MAX, DATE_MIN } from './index-entries.js';
 import { parseTextQuery } from './full-text.js';
+import {
+  ModifierUnavailable,
+  terminologyModifierFilter,
+  TERMINOLOGY_MODIFIERS,
+} from './terminology-modifiers.js';
+import type { TerminologyPort } from '../terminology-port.js';
 import type {
   CompiledQuery,
   Filter,
@@ -55,6 +61,8 @@ export interface ParseOptions {
   strict?: boolean;
   /** A system-level search over a set of types (a compartment's, for `Patient/[id]/*`): `_type` must stay in it. */
   systemTypes?: string[];
+  /** Terminology for the token modifiers `:in`, `:not-in`, `:below`, `:above` (absent: they are refused). */
+  terminology?: TerminologyPort;
 }
 
 const PREFIXES = new Set<Prefix>(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap']);
@@ -204,6 +212,7 @@ class QueryParser {
     private readonly lenient: boolean,
     /** A system search without `_type`: only parameters common to every resource apply. */
     private readonly allTypes: boolean,
+    private readonly terminology?: TerminologyPort,
   ) {}
 
   /** What cannot be applied: 400, or under lenient handling a warning (the condition is then left out). */
@@ -303,6 +312,14 @@ class QueryParser {
           `'${modifier}' is not a resource type (in '${truncate(name)}')`,
         );
       referenceType = modifier;
+    } else if (modifier && def.type === 'token' && TERMINOLOGY_MODIFIERS.has(modifier)) {
+      try {
+        return terminologyModifierFilter(this.terminology, code, modifier, this.orValues(rawValue));
+      } catch (e) {
+        if (!(e instanceof ModifierUnavailable)) throw e;
+        this.ignore(e.message);
+        return undefined;
+      }
     } else if (modifier && !MODIFIERS[def.type]?.has(modifier)) {
       this.ignore(
         `Parameter '${truncate(name)}': modifier ':${truncate(modifier)}' is not supported for ${def.type} parameter '${code}'`,
@@ -606,6 +623,7 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
   const parser = new QueryParser(
     options.lenient === true && options.strict !== true,
     !options.resourceType && !query._type,
+    options.terminology,
   );
   const defs = searchDefinitions();
   const names = Object.keys(query);

@@ -106,14 +106,14 @@ export function checkBinding(
         ...new Set(
           valid
             .map((c) => c.system)
-            .filter((x): x is string => typeof x === 'string' && !w.terminology.knowsSystem(x)),
+            .filter((x): x is string => typeof x === 'string' && !w.terminology.hasCodes(x)),
         ),
       ];
       run.add(
         'information',
         'not-found',
         systems.length
-          ? `A definition for CodeSystem ${systems.map((x) => `'${x}'`).join(', ')} could not be found, so the code cannot be validated against '${vsUrl}'`
+          ? `CodeSystem ${systems.map((x) => `'${x}'`).join(', ')} is not loaded on this server: the code is not checked against '${vsUrl}'`
           : `The value set '${vsUrl}' cannot be expanded here, so the code cannot be validated`,
         path,
       );

@@ -8,6 +8,7 @@ import type { OperationOutcomeIssue } from '../outcome.js';
 import { coreRegistry, DefinitionRegistry } from '../definitions/definition-registry.js';
 import { field } from '../definitions/json.js';
 import { Run, StructureWalker } from './walker.js';
+import type { LoadedCodeSystems } from '../terminology-port.js';
 
 export interface FhirValidatorOptions {
   /** Where to keep the compact core definitions between runs (e.g. `${dataDir}/cache`); none when absent. */
@@ -43,6 +44,8 @@ export interface FhirValidatorOptions {
   securityChecks?: boolean;
   /** Validate contained resources (default true; the reference validator's validateContains=IGNORE is false). */
   validateContained?: boolean;
+  /** The big code systems loaded into the terminology store (LOINC, SNOMED CT ...): their codes are checked. */
+  codeSystems?: LoadedCodeSystems;
 }
 
 export interface FhirValidator extends ResourceValidator {
@@ -63,6 +66,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   walker.securityChecks = !!options.securityChecks;
   if (options.unknownCodeSeverity) walker.unknownCodeSeverity = options.unknownCodeSeverity;
   if (options.unknownExtensionSeverity) walker.unknownExtensionSeverity = options.unknownExtensionSeverity;
+  if (options.codeSystems) walker.terminology.useLoadedCodeSystems(options.codeSystems);
   const required = options.requiredProfiles ?? {};
   const resourceTypes = registry
     .all('StructureDefinition')

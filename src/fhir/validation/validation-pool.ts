@@ -12,15 +12,20 @@ import { Worker } from 'node:worker_threads';
 import { createFhirValidator, type FhirValidatorOptions } from './index.js';
 import { createSchemaValidator } from './schema.js';
 import type { ResourceValidator, ValidationOptions, ValidationResult } from './validator.js';
+import type { LoadedCodeSystems } from '../terminology-port.js';
 
 /** What a validator is built from: plain data, so that a worker thread builds the same one. */
 export type ValidatorSpec =
   { kind: 'schema'; cacheDir?: string } | { kind: 'full'; options: Omit<FhirValidatorOptions, 'schema'> };
 
-export async function createValidatorFromSpec(spec: ValidatorSpec): Promise<ResourceValidator> {
+/** The validator a spec describes; `codeSystems` (the loaded code systems: main thread only) join a full one. */
+export async function createValidatorFromSpec(
+  spec: ValidatorSpec,
+  codeSystems?: LoadedCodeSystems,
+): Promise<ResourceValidator> {
   return spec.kind === 'schema'
     ? createSchemaValidator({ cacheDir: spec.cacheDir })
-    : createFhirValidator(spec.options);
+    : createFhirValidator({ ...spec.options, codeSystems });
 }
 
 /** A chunk to a worker: JSON texts, validated with `options`. */
