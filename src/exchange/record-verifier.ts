@@ -12,7 +12,7 @@
  * Per record: `verified`, `pending` (not yet anchored by the custodian, or the root not yet on this peer's
  * ledger: kept, marked pending) or `failed` (left out, named in an OperationOutcome issue).
  */
-import { canonicalizeResourceText } from '../fhir/canonical.js';
+import { canonicalUtf8 } from '../fhir/canonical.js';
 import type { OperationOutcomeIssue } from '../fhir/outcome.js';
 import { isLeafVersion, leafHashOf } from '../integrity/hashing.js';
 import type { ProofStep, ProvenNodes } from '../integrity/merkle.js';
@@ -569,20 +569,24 @@ function targetOf(provenance: unknown): string | undefined {
   return isObject(target) && typeof target.reference === 'string' ? target.reference : undefined;
 }
 
-/** A string member's value from its canonical text (a JSON string literal), or undefined. */
-function stringMember(canonicalValue: string | undefined): string | undefined {
-  if (canonicalValue === undefined || canonicalValue.charCodeAt(0) !== 0x22) return undefined;
-  // Canonical text escapes only what JSON.stringify does: without a backslash, the value is between the quotes.
-  return canonicalValue.includes('\\') ? (JSON.parse(canonicalValue) as string) : canonicalValue.slice(1, -1);
+/** The top-level members of a resource the verifier reads. */
+const VERSION_MEMBERS = ['resourceType', 'id', 'meta'] as const;
+
+/** A string member's value from a JSON text of it, or undefined. */
+function stringMember(valueText: string | undefined): string | undefined {
+  if (valueText === undefined || valueText.charCodeAt(0) !== 0x22) return undefined;
+  // Without a backslash, a JSON string's value is between its quotes.
+  return valueText.includes('\\') ? (JSON.parse(valueText) as string) : valueText.slice(1, -1);
 }
 
 /**
- * The canonical form of a resource text (what its leaf hash is computed over), with its type, id, version and
- * lastUpdated read from the same pass (checked against the FHIR id and version shapes): one parse per record.
+ * The canonical form of a resource text as UTF-8 bytes (what its leaf hash is computed over: a view of a scratch
+ * buffer, to be hashed before the next record), with its type, id, version and lastUpdated read from the same pass
+ * (checked against the FHIR id and version shapes): one parse per record.
  */
 function versionOf(resourceText: string):
   | {
-      canonical: string;
+      canonical: Buffer;
       resourceType: string;
       id: string;
       versionId: number;
@@ -591,12 +595,12 @@ function versionOf(resourceText: string):
   | { error: string } {
   let read;
   try {
-    read = canonicalizeResourceText(resourceText);
+    read = canonicalUtf8(resourceText, VERSION_MEMBERS);
   } catch {
     return { error: 'the resource is not JSON' };
   }
-  const { canonical, members } = read;
-  if (canonical.charCodeAt(0) !== 0x7b) return { error: 'the resource is not an object' };
+  const { bytes: canonical, members } = read;
+  if (canonical[0] !== 0x7b) return { error: 'the resource is not an object' };
   const resourceType = stringMember(members.get('resourceType'));
   const id = stringMember(members.get('id'));
   if (resourceType === undefined || !RESOURCE_TYPE.test(resourceType))
