@@ -189,6 +189,11 @@ export interface EvidenceVerdict {
 const part = (url: string, type: string, value: string | number): string =>
   `,{"url":"${url}","${type}":${typeof value === 'number' ? String(value) : JSON.stringify(value)}}`;
 
+/** One proof step of the `integrity-evidence` extension, as its JSON text (with the comma before it). */
+export function proofPartText(side: ProofStep['side'], hash: string): string {
+  return part('proof', 'valueString', `${side}:${hash}`);
+}
+
 /**
  * The `integrity-evidence` extension, as JSON text: `status` (custodian: anchored | pending; receiver: verified |
  * pending), `reason`, `salt`, `leafVersion`, `custodian`, `root`, `leafIndex`, `leafCount`, `proof` (repeated,
@@ -198,7 +203,8 @@ const part = (url: string, type: string, value: string | number): string =>
 export function evidenceExtensionText(
   evidence: RecordEvidence,
   verdict?: EvidenceVerdict,
-  withProof = true,
+  /** The proof steps: evidence.proof's (true), none (false), or these parts already written (proofPartText). */
+  withProof: boolean | string = true,
 ): string {
   let text = `{"url":"${EVIDENCE_EXTENSION_URL}","extension":[{"url":"status","valueCode":${JSON.stringify(verdict?.status ?? evidence.status)}}`;
   const reason = verdict ? verdict.reason : evidence.status === 'pending' ? evidence.reason : undefined;
@@ -210,8 +216,8 @@ export function evidenceExtensionText(
     text += part('root', 'valueString', evidence.root);
     text += part('leafIndex', 'valueUnsignedInt', evidence.leafIndex);
     text += part('leafCount', 'valuePositiveInt', evidence.leafCount);
-    if (withProof)
-      for (const step of evidence.proof) text += part('proof', 'valueString', `${step.side}:${step.hash}`);
+    if (typeof withProof === 'string') text += withProof;
+    else if (withProof) for (const step of evidence.proof) text += proofPartText(step.side, step.hash);
     text += part('transactionId', 'valueString', evidence.transactionId);
     text += part('blockNumber', 'valueUnsignedInt', evidence.blockNumber);
   }
@@ -226,8 +232,11 @@ export function evidenceProvenanceText(
   custodian: Pick<CustodianIdentity, 'mspId' | 'organization'>,
   evidence: RecordEvidence,
   verdict?: EvidenceVerdict,
-  /** False in a custodian's answer: the proof steps go once per batch in its proof-nodes entry. */
-  withProof = true,
+  /**
+   * False in a custodian's answer: the proof steps go once per batch in its proof-nodes entry. A string: the
+   * proof's parts already written (proofPartText of each step).
+   */
+  withProof: boolean | string = true,
 ): string {
   return (
     `{"resourceType":"Provenance","extension":[${evidenceExtensionText(evidence, verdict, withProof)}],` +

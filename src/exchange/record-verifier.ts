@@ -12,10 +12,10 @@
  * Per record: `verified`, `pending` (not yet anchored by the custodian, or the root not yet on this peer's
  * ledger: kept, marked pending) or `failed` (left out, named in an OperationOutcome issue).
  */
-import { canonicalizeResourceText } from '../fhir/canonical.js';
+import { canonicalUtf8 } from '../fhir/canonical.js';
 import type { OperationOutcomeIssue } from '../fhir/outcome.js';
 import { isLeafVersion, leafHashOf } from '../integrity/hashing.js';
-import type { ProofStep, ProvenNodes } from '../integrity/merkle.js';
+import { ProvenNodes, verifyProofFromNodes, type ProofStep } from '../integrity/merkle.js';
 import type { OnChainBatch } from '../integrity/anchor-contract-client.js';
 import { receivedAnchorVerdict, receivedProofHolds, type BatchSource } from '../integrity/verification.js';
 import {
@@ -25,6 +25,7 @@ import {
   PARTICIPANT_TYPE_SYSTEM,
   PROOF_NODES_PARAMETER,
   evidenceProvenanceText,
+  proofPartText,
   proofPositions,
   includeEntryText,
   recordEntryText,
@@ -499,7 +500,14 @@ function custodianMspOf(provenance: Record<string, unknown>): string | undefined
 }
 
 /** A batch's proof nodes as a custodian's answer sends them once (record-evidence.ts), or why they are unusable. */
-type BatchNodes = { nodes: Map<number, string> } | { error: string };
+type BatchNodes =
+  | {
+      /** Hex by position; then, for the nodes a record used, their bytes and their proof parts as written out. */
+      nodes: Map<number, string>;
+      bytes: Map<number, Buffer>;
+      parts: Map<number, string>;
+    }
+  | { error: string };
 
 const NODE = /^([0-9]{1,2})\/([0-9]{1,10})\/([0-9a-f]{64})$/;
 
@@ -535,31 +543,40 @@ function parseProofNodes(
     if (nodes.has(position)) return bad('its batch’s proof nodes repeat a node');
     nodes.set(position, match[3]);
   }
-  return { key, batch: { nodes } };
+  return { key, batch: { nodes, bytes: new Map(), parts: new Map() } };
 }
 
 /**
- * The proof of a record whose Provenance carries no proof steps, from its batch's nodes in the same answer; an
- * error when the batch has none, or not all the record needs.
+ * The proof of a record whose Provenance carries no proof steps, from its batch's nodes in the same answer: the
+ * nodes by position (each node's bytes and proof part made once per answer, the records of a batch share most of
+ * them) and the proof's parts as written out; an error when the batch has none, or not all the record needs.
  */
 function proofFromNodes(
   evidence: Extract<RecordEvidence, { status: 'anchored' }>,
   batches: ReadonlyMap<string, BatchNodes>,
-): ProofStep[] | { error: string } {
+): { siblings: ReadonlyMap<number, Buffer>; partsText: string } | { error: string } {
   const positions = proofPositions(evidence.leafIndex, evidence.leafCount);
-  if (positions.length === 0) return [];
+  if (positions.length === 0) return { siblings: NO_SIBLINGS, partsText: '' };
   const batch = batches.get(`${evidence.root}|${evidence.leafCount}`);
   if (batch === undefined) return { error: 'the record has no proof: no steps, and no nodes of its batch' };
   if ('error' in batch) return batch;
-  const proof: ProofStep[] = [];
+  let partsText = '';
   for (const position of positions) {
-    const hash = batch.nodes.get(position);
-    if (hash === undefined) return { error: 'its batch’s proof nodes lack one of its proof' };
-    // An even sibling is the left one.
-    proof.push({ side: position % 2 === 0 ? 'left' : 'right', hash });
+    let part = batch.parts.get(position);
+    if (part === undefined) {
+      const hash = batch.nodes.get(position);
+      if (hash === undefined) return { error: 'its batch’s proof nodes lack one of its proof' };
+      // An even sibling is the left one.
+      part = proofPartText(position % 2 === 0 ? 'left' : 'right', hash);
+      batch.parts.set(position, part);
+      batch.bytes.set(position, Buffer.from(hash, 'hex'));
+    }
+    partsText += part;
   }
-  return proof;
+  return { siblings: batch.bytes, partsText };
 }
+
+const NO_SIBLINGS: ReadonlyMap<number, Buffer> = new Map();
 
 /** The single target reference of a Provenance, if it has exactly one. */
 function targetOf(provenance: unknown): string | undefined {
@@ -569,20 +586,24 @@ function targetOf(provenance: unknown): string | undefined {
   return isObject(target) && typeof target.reference === 'string' ? target.reference : undefined;
 }
 
-/** A string member's value from its canonical text (a JSON string literal), or undefined. */
-function stringMember(canonicalValue: string | undefined): string | undefined {
-  if (canonicalValue === undefined || canonicalValue.charCodeAt(0) !== 0x22) return undefined;
-  // Canonical text escapes only what JSON.stringify does: without a backslash, the value is between the quotes.
-  return canonicalValue.includes('\\') ? (JSON.parse(canonicalValue) as string) : canonicalValue.slice(1, -1);
+/** The top-level members of a resource the verifier reads. */
+const VERSION_MEMBERS = ['resourceType', 'id', 'meta'] as const;
+
+/** A string member's value from a JSON text of it, or undefined. */
+function stringMember(valueText: string | undefined): string | undefined {
+  if (valueText === undefined || valueText.charCodeAt(0) !== 0x22) return undefined;
+  // Without a backslash, a JSON string's value is between its quotes.
+  return valueText.includes('\\') ? (JSON.parse(valueText) as string) : valueText.slice(1, -1);
 }
 
 /**
- * The canonical form of a resource text (what its leaf hash is computed over), with its type, id, version and
- * lastUpdated read from the same pass (checked against the FHIR id and version shapes): one parse per record.
+ * The canonical form of a resource text as UTF-8 bytes (what its leaf hash is computed over: a view of a scratch
+ * buffer, to be hashed before the next record), with its type, id, version and lastUpdated read from the same pass
+ * (checked against the FHIR id and version shapes): one parse per record.
  */
 function versionOf(resourceText: string):
   | {
-      canonical: string;
+      canonical: Buffer;
       resourceType: string;
       id: string;
       versionId: number;
@@ -591,12 +612,12 @@ function versionOf(resourceText: string):
   | { error: string } {
   let read;
   try {
-    read = canonicalizeResourceText(resourceText);
+    read = canonicalUtf8(resourceText, VERSION_MEMBERS);
   } catch {
     return { error: 'the resource is not JSON' };
   }
-  const { canonical, members } = read;
-  if (canonical.charCodeAt(0) !== 0x7b) return { error: 'the resource is not an object' };
+  const { bytes: canonical, members } = read;
+  if (canonical[0] !== 0x7b) return { error: 'the resource is not an object' };
   const resourceType = stringMember(members.get('resourceType'));
   const id = stringMember(members.get('id'));
   if (resourceType === undefined || !RESOURCE_TYPE.test(resourceType))
@@ -693,7 +714,7 @@ export async function verifyEvidenceBundle(
     ambiguous,
     seen: new Set(),
     batchNodes,
-    proven: batches.proven,
+    proven: batches.proven ?? new ProvenNodes(),
     roots: new Map(),
   };
   for (let i = 0; i < entries.length; i++) {
@@ -725,7 +746,7 @@ interface VerifierRun {
   /** fullUrls of the records checked so far. */
   seen: Set<string>;
   batchNodes: ReadonlyMap<string, BatchNodes>;
-  proven: ProvenNodes | undefined;
+  proven: ProvenNodes;
   /** Roots read in this answer (null: not on this peer's ledger); a read that failed is not kept. */
   roots: Map<string, OnChainBatch | null>;
 }
@@ -737,6 +758,8 @@ interface ProvenRecord {
   fullUrl: string;
   lastUpdated: string;
   evidence: Extract<RecordEvidence, { status: 'anchored' }>;
+  /** Its proof's parts as written out, when the proof came from its batch's nodes (evidence.proof is empty). */
+  proofText?: string;
 }
 
 /**
@@ -772,21 +795,28 @@ function checkEntry(entry: ScannedEntry, fullUrl: string, run: VerifierRun): Ent
       }),
     };
   }
-  if (evidence.proof.length === 0) {
-    // A custodian's answer sends each batch's proof nodes once (record-evidence.ts); push and save send steps.
-    const proof = proofFromNodes(evidence, run.batchNodes);
-    if ('error' in proof) return fail(proof.error);
-    evidence.proof = proof;
-  }
+  // A custodian's answer sends each batch's proof nodes once (record-evidence.ts); push and save send steps.
+  const fromNodes = evidence.proof.length === 0 ? proofFromNodes(evidence, run.batchNodes) : undefined;
+  if (fromNodes && 'error' in fromNodes) return fail(fromNodes.error);
   let hash: string;
   try {
     hash = leafHashOf(evidence.salt, version.canonical, evidence.leafVersion, evidence.custodian);
   } catch (err) {
     return fail(`the leaf hash cannot be computed: ${err instanceof Error ? err.message : String(err)}`);
   }
-  if (!receivedProofHolds(hash, evidence, run.proven))
-    return fail('the record does not prove into the given root');
-  return { fullUrl, lastUpdated: version.lastUpdated, evidence };
+  const holds = fromNodes
+    ? // The same walk as receivedProofHolds over the batch's nodes (their hex, the root and position checked).
+      verifyProofFromNodes(
+        hash,
+        evidence.root,
+        evidence.leafIndex,
+        evidence.leafCount,
+        fromNodes.siblings,
+        run.proven,
+      )
+    : receivedProofHolds(hash, evidence, run.proven);
+  if (!holds) return fail('the record does not prove into the given root');
+  return { fullUrl, lastUpdated: version.lastUpdated, evidence, proofText: fromNodes?.partsText };
 }
 
 /** The rest of a proven record's check: its root on this peer's ledger, read once per answer. */
@@ -795,7 +825,7 @@ async function anchorVerdict(
   run: VerifierRun,
   batches: BatchSource,
 ): Promise<EntryVerdict> {
-  const { fullUrl, lastUpdated, evidence } = proven;
+  const { fullUrl, lastUpdated, evidence, proofText } = proven;
   let onChain = run.roots.get(evidence.root);
   if (onChain === undefined) {
     try {
@@ -816,23 +846,28 @@ async function anchorVerdict(
   if (result.anchoredAt !== undefined) record.anchoredAt = result.anchoredAt;
   return {
     record,
-    provenance: evidenceProvenanceText({ fullUrl, lastUpdated }, run.custodian, evidence, {
-      status: 'verified',
-      anchoredBy: result.anchoredBy,
-      anchoredAt: result.anchoredAt,
-    }),
+    provenance: evidenceProvenanceText(
+      { fullUrl, lastUpdated },
+      run.custodian,
+      evidence,
+      { status: 'verified', anchoredBy: result.anchoredBy, anchoredAt: result.anchoredAt },
+      proofText ?? true,
+    ),
   };
 }
 
 /** A proven record whose root this peer cannot confirm yet: kept, marked pending. */
 function pendingVerdict(proven: ProvenRecord, run: VerifierRun, reason: string): EntryVerdict {
-  const { fullUrl, lastUpdated, evidence } = proven;
+  const { fullUrl, lastUpdated, evidence, proofText } = proven;
   return {
     record: { fullUrl, status: 'pending', reason },
-    provenance: evidenceProvenanceText({ fullUrl, lastUpdated }, run.custodian, evidence, {
-      status: 'pending',
-      reason,
-    }),
+    provenance: evidenceProvenanceText(
+      { fullUrl, lastUpdated },
+      run.custodian,
+      evidence,
+      { status: 'pending', reason },
+      proofText ?? true,
+    ),
   };
 }
 

@@ -288,3 +288,333 @@ class CanonicalScanner {
     return out + '}';
   }
 }
+
+/**
+ * The canonical form of a JSON text as its UTF-8 bytes: exactly `Buffer.from(canonicalizeText(text), 'utf8')`,
+ * written straight into a buffer (no string built per value or member; a receiver hashes one per record). The
+ * common text (member names plain ASCII, no duplicate, no lone surrogate) is read byte by byte; any other text
+ * goes through canonicalizeText, which also gives its errors (JsonSyntaxError). `bytes` is a view of a scratch
+ * buffer, valid until the next call: hash it at once. `members`: for each top-level member named in `wanted`, a
+ * JSON text of its value (its source text, or its canonical text: both parse to the same value).
+ */
+export function canonicalUtf8(
+  text: string,
+  wanted: readonly string[] = [],
+): { bytes: Buffer; members: Map<string, string> } {
+  const members = new Map<string, string>();
+  const read = byteCanonicalizer.run(text, wanted, members);
+  if (read) return { bytes: read, members };
+  // The uncommon text: the string pass decides (and throws for what is not JSON).
+  members.clear();
+  const { canonical, members: all } = canonicalizeResourceText(text);
+  for (const name of wanted) {
+    const value = all.get(name);
+    if (value !== undefined) members.set(name, value);
+  }
+  return { bytes: Buffer.from(canonical, 'utf8'), members };
+}
+
+/** Thrown inside ByteCanonicalizer for a text it leaves to the string pass. */
+class NotCommon extends Error {}
+const NOT_COMMON = new NotCommon();
+/** U+FFFD in UTF-8: what a lone surrogate becomes when a string is written as UTF-8 (or a real U+FFFD). */
+const REPLACEMENT_UTF8 = Buffer.from([0xef, 0xbf, 0xbd]);
+
+/**
+ * The byte pass of canonicalUtf8. One scratch buffer in three parts: the text's UTF-8 at [0, size), the canonical
+ * form written from `outBase`, and a spare part from `spareBase` through which an object's members move into name
+ * order (all moves are copyWithin on the one buffer: no view or call per move). Strings without escapes are copied
+ * as they are, escaped ones decoded and written as JSON.stringify does, numbers verbatim. Member names are
+ * compared as bytes, which is their UTF-16 order only because they are required to be ASCII here.
+ */
+class ByteCanonicalizer {
+  private buf = Buffer.allocUnsafe(3 * 16 * 1024);
+  private outBase = 16 * 1024;
+  private spareBase = 2 * 16 * 1024;
+  private end = 0;
+  private pos = 0;
+  private at = 0;
+  /** Per member of the objects being read, innermost last, `top` of them: name span in the text, member span out. */
+  private top = 0;
+  private readonly nameStart: number[] = [];
+  private readonly nameEnd: number[] = [];
+  private readonly memberStart: number[] = [];
+  private readonly memberEnd: number[] = [];
+  private readonly order: number[] = [];
+
+  run(text: string, wanted: readonly string[], members: Map<string, string>): Buffer | undefined {
+    // UTF-8 is at most 3 bytes per UTF-16 code unit; the canonical form is never longer than the text.
+    const room = 3 * text.length + 8;
+    if (this.outBase < room) {
+      this.buf = Buffer.allocUnsafe(3 * room);
+      this.outBase = room;
+      this.spareBase = 2 * room;
+    }
+    const b = this.buf;
+    const size = b.write(text, 0, this.outBase, 'utf8');
+    // Non-ASCII text: a lone surrogate would have become U+FFFD; the string pass escapes it as JSON.stringify does.
+    if (size !== text.length && b.subarray(0, size).indexOf(REPLACEMENT_UTF8) >= 0) return undefined;
+    // A stop byte after the text: every scan ends there (a control character is never inside a JSON token).
+    b[size] = 0;
+    this.end = size;
+    this.pos = 0;
+    this.at = this.outBase;
+    this.top = 0;
+    try {
+      this.ws();
+      if (b[this.pos] === 0x7b) this.object(wanted.length > 0 ? { wanted, members } : undefined);
+      else this.value();
+      this.ws();
+      if (this.pos !== this.end) return undefined;
+    } catch (err) {
+      if (err === NOT_COMMON) return undefined;
+      throw err;
+    }
+    return b.subarray(this.outBase, this.at);
+  }
+
+  private ws(): void {
+    const b = this.buf;
+    let c = b[this.pos];
+    while (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) c = b[++this.pos];
+  }
+
+  private value(): void {
+    const c = this.buf[this.pos];
+    if (c === 0x22) this.string();
+    else if (c === 0x7b) this.object(undefined);
+    else if (c === 0x5b) this.array();
+    else if (c === 0x74) this.literal(0x74, 0x72, 0x75, 0x65, -1);
+    else if (c === 0x66) this.literal(0x66, 0x61, 0x6c, 0x73, 0x65);
+    else if (c === 0x6e) this.literal(0x6e, 0x75, 0x6c, 0x6c, -1);
+    else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) this.number();
+    else throw NOT_COMMON;
+  }
+
+  private literal(c0: number, c1: number, c2: number, c3: number, c4: number): void {
+    const b = this.buf;
+    const p = this.pos;
+    if (b[p] !== c0 || b[p + 1] !== c1 || b[p + 2] !== c2 || b[p + 3] !== c3) throw NOT_COMMON;
+    const n = c4 < 0 ? 4 : 5;
+    if (n === 5 && b[p + 4] !== c4) throw NOT_COMMON;
+    this.copy(p, p + n);
+    this.pos += n;
+  }
+
+  /** As canonicalizeText: the characters a number may have, then the JSON number grammar over them. */
+  private number(): void {
+    const b = this.buf;
+    const start = this.pos;
+    let p = start;
+    let c = b[p];
+    while (c === 0x2d || c === 0x2b || c === 0x2e || c === 0x65 || c === 0x45 || (c >= 0x30 && c <= 0x39))
+      c = b[++p];
+    const stop = p;
+    p = start;
+    if (b[p] === 0x2d) p++;
+    if (b[p] === 0x30) p++;
+    else if (b[p] >= 0x31 && b[p] <= 0x39) while (p < stop && b[p] >= 0x30 && b[p] <= 0x39) p++;
+    else throw NOT_COMMON;
+    if (p < stop && b[p] === 0x2e) {
+      p++;
+      if (!(p < stop && b[p] >= 0x30 && b[p] <= 0x39)) throw NOT_COMMON;
+      while (p < stop && b[p] >= 0x30 && b[p] <= 0x39) p++;
+    }
+    if (p < stop && (b[p] === 0x65 || b[p] === 0x45)) {
+      p++;
+      if (p < stop && (b[p] === 0x2b || b[p] === 0x2d)) p++;
+      if (!(p < stop && b[p] >= 0x30 && b[p] <= 0x39)) throw NOT_COMMON;
+      while (p < stop && b[p] >= 0x30 && b[p] <= 0x39) p++;
+    }
+    if (p !== stop) throw NOT_COMMON;
+    this.copy(start, stop);
+    this.pos = stop;
+  }
+
+  /** Bytes [from, to) of the buffer to the output: short runs byte by byte, long ones in one move. */
+  private copy(from: number, to: number): void {
+    const b = this.buf;
+    let at = this.at;
+    if (to - from > 24) {
+      b.copyWithin(at, from, to);
+      at += to - from;
+    } else for (let i = from; i < to; i++) b[at++] = b[i];
+    this.at = at;
+  }
+
+  /** A string value: as written without escapes; with escapes decoded and written as JSON.stringify does. */
+  private string(): void {
+    const b = this.buf;
+    const start = this.pos;
+    let i = start + 1;
+    let escaped = false;
+    for (;;) {
+      const c = b[i];
+      if (c === 0x22) break;
+      if (c === 0x5c) {
+        escaped = true;
+        i += 2;
+        continue;
+      }
+      if (c < 0x20 || i >= this.end) throw NOT_COMMON;
+      i++;
+    }
+    this.pos = i + 1;
+    if (!escaped) {
+      this.copy(start, this.pos);
+      return;
+    }
+    let decoded: unknown;
+    try {
+      decoded = JSON.parse(b.toString('utf8', start, this.pos));
+    } catch {
+      throw NOT_COMMON;
+    }
+    const canonical = JSON.stringify(decoded);
+    // Never longer than its escaped source in UTF-8; checked anyway (the spare part must stay whole).
+    if (Buffer.byteLength(canonical, 'utf8') > this.spareBase - this.at) throw NOT_COMMON;
+    this.at += b.write(canonical, this.at, 'utf8');
+  }
+
+  private array(): void {
+    const b = this.buf;
+    this.pos++;
+    b[this.at++] = 0x5b;
+    this.ws();
+    if (b[this.pos] === 0x5d) {
+      this.pos++;
+      b[this.at++] = 0x5d;
+      return;
+    }
+    for (;;) {
+      this.ws();
+      this.value();
+      this.ws();
+      const c = b[this.pos++];
+      if (c === 0x5d) break;
+      if (c !== 0x2c) throw NOT_COMMON;
+      b[this.at++] = 0x2c;
+    }
+    b[this.at++] = 0x5d;
+  }
+
+  private object(top: { wanted: readonly string[]; members: Map<string, string> } | undefined): void {
+    const b = this.buf;
+    this.pos++;
+    b[this.at++] = 0x7b;
+    this.ws();
+    if (b[this.pos] === 0x7d) {
+      this.pos++;
+      b[this.at++] = 0x7d;
+      return;
+    }
+    const { nameStart, nameEnd, memberStart, memberEnd } = this;
+    const base = this.top;
+    const regionStart = this.at;
+    let sorted = true;
+    for (;;) {
+      this.ws();
+      if (b[this.pos] !== 0x22) throw NOT_COMMON;
+      // The name: plain ASCII without escapes (anything else goes to the string pass).
+      const ns = this.pos + 1;
+      let i = ns;
+      let c = b[i];
+      while (c !== 0x22) {
+        if (c < 0x20 || c === 0x5c || c >= 0x7f) throw NOT_COMMON;
+        c = b[++i];
+      }
+      const ne = i;
+      this.pos = i + 1;
+      if (this.top > base) {
+        const order = compareBytes(b, nameStart[this.top - 1], nameEnd[this.top - 1], ns, ne);
+        if (order === 0) throw NOT_COMMON; // a duplicate name: the string pass names it
+        if (order > 0) sorted = false;
+      }
+      this.ws();
+      if (b[this.pos] !== 0x3a) throw NOT_COMMON;
+      this.pos++;
+      this.ws();
+      const ms = this.at;
+      this.copy(ns - 1, ne + 1);
+      b[this.at++] = 0x3a;
+      const vs = this.pos;
+      this.value();
+      if (top) {
+        const name = wantedAt(b, ns, ne, top.wanted);
+        if (name !== undefined) top.members.set(name, b.toString('utf8', vs, this.pos));
+      }
+      // Written after value(): the members of nested objects used the entries above and gave them back.
+      const k = this.top++;
+      nameStart[k] = ns;
+      nameEnd[k] = ne;
+      memberStart[k] = ms;
+      memberEnd[k] = this.at;
+      this.ws();
+      const d = b[this.pos++];
+      if (d === 0x7d) break;
+      if (d !== 0x2c) throw NOT_COMMON;
+      b[this.at++] = 0x2c;
+    }
+    const count = this.top - base;
+    if (!sorted) {
+      // Member indexes in name order (insertion sort: objects are small); a duplicate found here goes to the
+      // string pass too.
+      const order = this.order;
+      for (let k = 0; k < count; k++) {
+        const m = base + k;
+        let j = k;
+        while (j > 0) {
+          const cmp = compareBytes(
+            b,
+            nameStart[order[j - 1]],
+            nameEnd[order[j - 1]],
+            nameStart[m],
+            nameEnd[m],
+          );
+          if (cmp === 0) throw NOT_COMMON;
+          if (cmp < 0) break;
+          order[j] = order[j - 1];
+          j--;
+        }
+        order[j] = m;
+      }
+      // The members move through the spare part, written back in order with commas between.
+      const spare = this.spareBase - regionStart;
+      b.copyWithin(this.spareBase, regionStart, this.at);
+      let at = regionStart;
+      for (let k = 0; k < count; k++) {
+        const m = order[k];
+        if (k > 0) b[at++] = 0x2c;
+        b.copyWithin(at, memberStart[m] + spare, memberEnd[m] + spare);
+        at += memberEnd[m] - memberStart[m];
+      }
+      this.at = at;
+    }
+    b[this.at++] = 0x7d;
+    this.top = base;
+  }
+}
+
+/** The name of `wanted` that `b[start, end)` spells (ASCII), without building a string per member. */
+function wantedAt(b: Uint8Array, start: number, end: number, wanted: readonly string[]): string | undefined {
+  search: for (const name of wanted) {
+    if (name.length !== end - start) continue;
+    for (let i = 0; i < name.length; i++) if (name.charCodeAt(i) !== b[start + i]) continue search;
+    return name;
+  }
+  return undefined;
+}
+
+/** Byte order of `b[s1, e1)` and `b[s2, e2)` (ASCII: the UTF-16 code unit order of the names). */
+function compareBytes(b: Uint8Array, s1: number, e1: number, s2: number, e2: number): number {
+  const n1 = e1 - s1;
+  const n2 = e2 - s2;
+  const n = n1 < n2 ? n1 : n2;
+  for (let i = 0; i < n; i++) {
+    const d = b[s1 + i] - b[s2 + i];
+    if (d !== 0) return d;
+  }
+  return n1 - n2;
+}
+
+const byteCanonicalizer = new ByteCanonicalizer();

@@ -31,9 +31,12 @@ export function newSalt(): string {
   return salt;
 }
 
-/** SHA-256(salt bytes || UTF-8 canonical text), hex. */
-export function leafHashOfCanonical(saltHex: string, canonical: string): string {
-  return createHash('sha256').update(Buffer.from(saltHex, 'hex')).update(canonical, 'utf8').digest('hex');
+/** SHA-256(salt bytes || UTF-8 canonical text), hex. The canonical form as text, or as its UTF-8 bytes. */
+export function leafHashOfCanonical(saltHex: string, canonical: string | Uint8Array): string {
+  const hash = createHash('sha256').update(Buffer.from(saltHex, 'hex'));
+  return (typeof canonical === 'string' ? hash.update(canonical, 'utf8') : hash.update(canonical)).digest(
+    'hex',
+  );
 }
 
 /** The leaf formats: 1 (salt + canonical text), 2 (also the custodian). New anchors use CURRENT_LEAF_VERSION. */
@@ -53,7 +56,8 @@ export function isLeafVersion(value: unknown): value is LeafVersion {
  */
 export function leafHashOf(
   saltHex: string,
-  canonical: string,
+  /** The canonical form as text, or as its UTF-8 bytes (canonicalUtf8). */
+  canonical: string | Uint8Array,
   leafVersion: LeafVersion,
   custodian: string | undefined,
 ): string {
@@ -67,7 +71,10 @@ export function leafHashOf(
   size += leafHead.write(LEAF_V2_PREFIX, size, 'latin1');
   size += leafHead.write(custodianJson, size, 'utf8');
   leafHead[size++] = 0x0a;
-  return createHash('sha256').update(leafHead.subarray(0, size)).update(canonical, 'utf8').digest('hex');
+  const hash = createHash('sha256').update(leafHead.subarray(0, size));
+  return (typeof canonical === 'string' ? hash.update(canonical, 'utf8') : hash.update(canonical)).digest(
+    'hex',
+  );
 }
 
 /** Scratch for the head of a v2 leaf input (reused: hashing is synchronous). */

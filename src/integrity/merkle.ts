@@ -197,6 +197,49 @@ export function verifyProof(
   return true;
 }
 
+/**
+ * verifyProof with `position` and `proven` for a proof given as its batch's sibling nodes by position (`level *
+ * 2^31 + index`, as ProvenNodes keys them; the receiver has each node of a custodian's answer once, as bytes): the
+ * same walk without a ProofStep per level. The caller has checked the hex of the leaf hash and the root, the
+ * position, and that every sibling the position needs is in `siblings` (a missing one fails the proof).
+ */
+export function verifyProofFromNodes(
+  leafHashHex: string,
+  rootHex: string,
+  leafIndex: number,
+  leafCount: number,
+  siblings: ReadonlyMap<number, Buffer>,
+  proven: ProvenNodes,
+): boolean {
+  const known = proven.nodesOf(rootHex, leafCount);
+  const pathKeys: number[] = [];
+  const pathNodes: Buffer[] = [];
+  let node = leafNode(leafHashHex);
+  let index = leafIndex;
+  let width = leafCount;
+  for (let level = 0; width > 1; level++) {
+    const key = level * POSITION_KEY + index;
+    const seen = known.get(key);
+    if (seen) {
+      if (!seen.equals(node)) return false;
+      remember(known, pathKeys, pathNodes);
+      return true;
+    }
+    pathKeys.push(key);
+    pathNodes.push(node);
+    if ((index ^ 1) < width) {
+      const sibling = siblings.get(level * POSITION_KEY + (index ^ 1));
+      if (sibling === undefined) return false;
+      node = index & 1 ? innerNode(sibling, node) : innerNode(node, sibling);
+    }
+    index >>= 1;
+    width = Math.ceil(width / 2);
+  }
+  if (node.toString('hex') !== rootHex.toLowerCase()) return false;
+  remember(known, pathKeys, pathNodes);
+  return true;
+}
+
 /** Whether the proof has exactly the sides of this position (proofSides), without building them. */
 function hasShape(proof: readonly ProofStep[], leafIndex: number, leafCount: number): boolean {
   let step = 0;

@@ -11,7 +11,6 @@ import type {
   AnchorState,
   PendingAnchor,
   StoredVersion,
-  VersionKey,
   WriteRequest,
 } from './resource-store.js';
 
@@ -73,17 +72,22 @@ export function toStoredVersion(row: VersionRow): StoredVersion {
 }
 
 export function toAnchorState(row: AnchorRow): AnchorState {
-  const key: VersionKey = { resourceType: row.a_resource_type!, id: row.a_id, versionId: row.a_version_id };
-  if (row.status === 'erased') return { ...key, status: 'erased' };
-  const pending: PendingAnchor = {
-    ...key,
+  const resourceType = row.a_resource_type!;
+  if (row.status === 'erased')
+    return { resourceType, id: row.a_id, versionId: row.a_version_id, status: 'erased' };
+  // One object per state, members in the order they always had (no spread copies: a custodian reads hundreds).
+  const state = {
+    resourceType,
+    id: row.a_id,
+    versionId: row.a_version_id,
     salt: row.salt ?? '',
     leafHash: row.leaf_hash,
     ledgerKey: row.ledger_key,
-  };
-  if (row.leaf_version === 2) pending.leafVersion = 2;
-  if (row.status === 'pending') return { ...pending, status: 'pending' };
-  const anchor: AnchorReference = {
+  } as PendingAnchor & { status: 'pending' | 'anchored'; anchor?: AnchorReference };
+  if (row.leaf_version === 2) state.leafVersion = 2;
+  state.status = row.status === 'pending' ? 'pending' : 'anchored';
+  if (state.status === 'pending') return state as PendingAnchor & { status: 'pending' };
+  state.anchor = {
     transactionId: row.transaction_id!,
     blockNumber: row.block_number!,
     batchId: row.batch_id!,
@@ -91,7 +95,7 @@ export function toAnchorState(row: AnchorRow): AnchorState {
     leafCount: row.leaf_count!,
     root: row.batch_root!,
   };
-  return { ...pending, status: 'anchored', anchor };
+  return state as PendingAnchor & { status: 'anchored'; anchor: AnchorReference };
 }
 
 /** A query instant (_since, _at) as the stored text form, for comparison with last_updated. */
