@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ServeConfig } from '../config/config.js';
 import { logIntegrityCheck } from '../fhir/store/sqlite/integrity-check.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
+import { parseFhirJson } from '../fhir/fhir-json.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { openConfiguredLedger } from './open-ledger.js';
 import { openConfiguredStore } from './open-store.js';
@@ -113,6 +114,8 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const store = openStore(config, overrides);
     await store.init();
     closers.push(() => store.close());
+    // Index rows a migration asked to re-extract (docs/store.md, "Index rebuilds"), before the first search.
+    await store.rebuildIndex?.((json) => extractIndex(parseFhirJson(json)));
     const validator = await openValidator(config, overrides);
     const registry = buildRegistry(config, validator);
     const { fastify, metrics } = createServer(config, overrides, tightened, store);

@@ -100,7 +100,10 @@ describe('SqliteResourceStore', () => {
     const expected = ['o1 Patient/p1', 'o1 custodian|Organization/a', 'o2 Patient/p2'];
     expect(keys(store.db)).toEqual(expected);
     // As a store from before migration 3 would be.
-    store.db.exec('DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;');
+    store.db.exec(
+      'DROP TABLE access_key; DROP TABLE index_rebuild; DROP INDEX search_index_quantity_high; ' +
+        'DELETE FROM schema_version WHERE version >= 3;',
+    );
     await store.close();
     const reopened = await openStore(file);
     await reopened.init();

@@ -23,6 +23,7 @@ import type { VersionRow } from './store-support.js';
 import type {
   Filter,
   IndexedAs,
+  Prefix,
   ReadScope,
   SearchPosition,
   SearchValue,
@@ -344,6 +345,66 @@ function numberCondition(value: Extract<SearchValue, { kind: 'range' }>): Fragme
     }
   }
   return { sql: `(${core.sql})${unit.sql}`, binds: [...core.binds, ...unit.binds] };
+}
+
+/**
+ * A quantity parameter's values as a condition on its rows `si` (index-entries.ts quantityEntries): each value reads
+ * its unit rows (or, without a unit, the param's own rows) and compares the interval [low, high] a stored quantity
+ * stands for (its value; with a comparator what lies beyond it) with the searched value `v` and its precision
+ * range [sl, sh) (R4 search.html#prefix): eq: sl <= low, high < sh; ne: not eq; gt: high > v; ge: high >= v;
+ * lt: low < v; le: low <= v; sa: low >= sh; eb: high < sl; ap: [low, high] meets v ± 10% (at least [sl, sh)).
+ * Each is a range on `low` (search_index_range) or on `high` (search_index_quantity_high, rows of type quantity),
+ * so the database reads only the index rows that match.
+ */
+function quantityRowsCondition(
+  params: (suffix: string) => string[],
+  filter: Extract<Filter, { kind: 'param' }>,
+): Fragment {
+  const parts = filter.values.map((value): Fragment => {
+    if (value.kind !== 'range') return { sql: '0 = 1', binds: [] };
+    const rows = value.unitRows;
+    const names = params(rows?.suffix ?? '');
+    const interval = quantityInterval(rows ?? value);
+    let sql = `si.param IN (${placeholders(names.length)}) AND si.type = 'quantity' AND ${interval.sql}`;
+    const binds: Bind[] = [...names, ...interval.binds];
+    // `n|system|` (a system, no code): the param's own rows of that system
+    if (!rows && value.system !== undefined) {
+      sql += ' AND si.system = ?';
+      binds.push(value.system);
+    }
+    return { sql, binds };
+  });
+  return {
+    sql: parts.length === 1 ? parts[0]!.sql : `(${parts.map((p) => `(${p.sql})`).join(' OR ')})`,
+    binds: parts.flatMap((p) => p.binds),
+  };
+}
+
+function quantityInterval(v: { prefix: Prefix; low: number; high: number; value: number }): Fragment {
+  switch (v.prefix) {
+    case 'eq':
+      return { sql: 'si.low >= ? AND si.low < ? AND si.high < ?', binds: [v.low, v.high, v.high] };
+    case 'ne':
+      return { sql: 'NOT (si.low >= ? AND si.high < ?)', binds: [v.low, v.high] };
+    case 'gt':
+      return { sql: 'si.high > ?', binds: [v.value] };
+    case 'ge':
+      return { sql: 'si.high >= ?', binds: [v.value] };
+    case 'lt':
+      return { sql: 'si.low < ?', binds: [v.value] };
+    case 'le':
+      return { sql: 'si.low <= ?', binds: [v.value] };
+    case 'sa':
+      return { sql: 'si.low >= ?', binds: [v.high] };
+    case 'eb':
+      return { sql: 'si.high < ?', binds: [v.low] };
+    case 'ap': {
+      const slack = Math.abs(v.value) * 0.1;
+      const low = Math.min(v.value - slack, v.low);
+      const high = Math.max(v.value + slack, v.high);
+      return { sql: 'si.high >= ? AND si.low <= ?', binds: [low, high] };
+    }
+  }
 }
 
 function lastUpdatedCondition(value: Extract<SearchValue, { kind: 'range' }>): Fragment {
@@ -691,6 +752,13 @@ export class SearchRun {
             binds: matchingBinds(types, params, filter.type, drive),
           };
         }
+        if (filter.type === 'quantity') {
+          const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
+          const sql = drive
+            ? `(c.resource_type, c.id) IN (SELECT si.resource_type, si.id FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql})`
+            : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.resource_type = c.resource_type AND si.id = c.id AND ${rows.sql})`;
+          return { sql, binds: drive ? [...types, ...rows.binds] : rows.binds };
+        }
         const { condition, indexType } = paramCondition(d, filter);
         const sql = `${filter.negate ? 'NOT ' : ''}${matchingIds(d, types, params, condition.sql, indexType, drive)}`;
         return { sql, binds: [...matchingBinds(types, params, indexType, drive), ...condition.binds] };
@@ -756,6 +824,13 @@ export class SearchRun {
     if (filter.kind === 'id') return true;
     if (filter.kind !== 'param') return false;
     const d = this.d;
+    if (filter.type === 'quantity') {
+      const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
+      return yield* this.fewer(
+        `SELECT 1 FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql}`,
+        [...types, ...rows.binds],
+      );
+    }
     const params = this.rowParams(types, filter.param, filter.modifier === 'text' ? ':text' : '');
     const { condition, indexType } = paramCondition(d, filter);
     const range = RANGE_TYPES.has(indexType);

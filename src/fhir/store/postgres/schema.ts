@@ -118,4 +118,20 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         WHERE NOT c.deleted;
     `,
   },
+  {
+    version: 4,
+    description:
+      'quantities indexed by unit, in UCUM canonical units (index rows rebuilt on open: index_rebuild)',
+    sql: (S) => `
+      -- As SQLite's migration 4 (sqlite/schema.ts): quantity searches bound \`high\` as often as \`low\`.
+      CREATE INDEX search_index_quantity_high ON ${S}.search_index (resource_type, param, high) WHERE type = 'quantity';
+      CREATE TABLE ${S}.index_rebuild (
+        name      text   PRIMARY KEY,
+        row_type  text,
+        after_seq bigint NOT NULL
+      );
+      INSERT INTO ${S}.index_rebuild (name, row_type, after_seq)
+        SELECT 'quantity-ucum', 'quantity', 0 WHERE EXISTS (SELECT 1 FROM ${S}.search_index WHERE type = 'quantity');
+    `,
+  },
 ];

@@ -119,4 +119,24 @@ export const MIGRATIONS: readonly Migration[] = [
         WHERE c.deleted = 0 AND v.patients IS NOT NULL;
     `,
   },
+  {
+    version: 4,
+    description:
+      'quantities indexed by unit, in UCUM canonical units (index rows rebuilt on open: index_rebuild)',
+    sql: `
+      -- Quantity searches bound \`high\` (gt, ge, eb, ap) as often as \`low\` (search_index_range): an index of its own,
+      -- for quantity rows only (their unit is part of \`param\`, src/fhir/search/index-entries.ts quantityEntries).
+      CREATE INDEX search_index_quantity_high ON search_index (resource_type, param, high) WHERE type = 'quantity';
+      -- Index rebuilds a migration asks for and SQL cannot do (UCUM conversion): the store re-extracts the rows of the
+      -- current versions that have index rows of \`row_type\` (all when NULL), in seq order after \`after_seq\`
+      -- (ResourceStore.rebuildIndex, run by the service at start-up; a row is removed when its rebuild is done).
+      CREATE TABLE index_rebuild (
+        name      TEXT    PRIMARY KEY,
+        row_type  TEXT,
+        after_seq INTEGER NOT NULL
+      );
+      INSERT INTO index_rebuild (name, row_type, after_seq)
+        SELECT 'quantity-ucum', 'quantity', 0 WHERE EXISTS (SELECT 1 FROM search_index WHERE type = 'quantity');
+    `,
+  },
 ];
