@@ -81,6 +81,7 @@ describe.skipIf(skip !== undefined)('PostgreSQL store (skipped unless HIE_TEST_P
     await store.pool.query(`DROP TABLE "${store.schema}".access_key`);
     await store.pool.query(`DROP TABLE "${store.schema}".index_rebuild`);
     await store.pool.query(`DROP INDEX "${store.schema}".search_index_quantity_high`);
+    await store.pool.query(`DROP INDEX "${store.schema}".resource_current_type_seq`);
     await store.pool.query(`DELETE FROM "${store.schema}".schema_version WHERE version >= 3`);
     const reopened = new PostgresResourceStore({ pool: store.pool, schema: store.schema });
     await reopened.init();

@@ -102,6 +102,7 @@ describe('SqliteResourceStore', () => {
     // As a store from before migration 3 would be.
     store.db.exec(
       'DROP TABLE access_key; DROP TABLE index_rebuild; DROP INDEX search_index_quantity_high; ' +
+        'DROP INDEX resource_current_type_seq; ' +
         'DELETE FROM schema_version WHERE version >= 3;',
     );
     await store.close();

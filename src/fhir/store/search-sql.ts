@@ -633,6 +633,9 @@ function keysJson(scopes: ReadScope[]): string {
 
 const NEVER_DRIVES = 99;
 
+/** A first page walks at most smallSide x this many current versions before the filter's rows drive. */
+const WALK_FACTOR = 5;
+
 /**
  * How well a filter narrows the candidates, by kind (no statistics needed): ids and reverse chains name resources,
  * references and codes usually match few, strings by prefix more, ranges, text and negations many.
@@ -700,6 +703,13 @@ function* candidatesOf(rows: Iterable<SearchRow>, sortKeys: number): Generator<C
     const candidate: Candidate = Object.assign(toVersion(row), { seq: row.seq, keys, pos: Number(row.pos) });
     if (row.high !== undefined && row.high !== null) candidate.high = Number(row.high);
     yield candidate;
+  }
+}
+
+function* countingRows<T>(rows: Iterable<T>, count: () => void): Generator<T> {
+  for (const row of rows) {
+    count();
+    yield row;
   }
 }
 
@@ -900,9 +910,12 @@ export class SearchRun {
     types: string[],
     filters: Filter[],
     sort: SortKey[],
-    paging?: { after?: SearchPosition },
+    paging?: { after?: SearchPosition; limit?: number },
   ): SearchPlan<Iterable<Candidate>> {
     const d = this.d;
+    // A page in the default order: the store order itself (seq), walked from an index and cut after `limit` rows.
+    if (paging?.limit !== undefined && sort.length === 0)
+      return yield* this.seqOrderCandidates(types, filters, paging.limit, paging.after);
     const where: string[] = [d.notDeleted];
     const binds: Bind[] = [];
     where.push(`v.resource_type IN (${types.map(() => '?').join(', ')})`);
@@ -969,11 +982,152 @@ export class SearchRun {
     return { [Symbol.iterator]: () => candidatesOf(rows, sort.length) };
   }
 
+  /**
+   * The candidates of a page in the default order (seq) without a total: at most `limit` rows, in an order the
+   * database reads from an index (resource_current (resource_type, seq)) instead of ordering every match first, so a
+   * page costs what a page costs whatever the number of matches. The filters are probed per row, unless one matches
+   * few index rows (fewer than smallSide): then its rows drive (they are few to order). A later page: the versions
+   * after the position up to the first page's mark in seq order (LIMIT), and the few resources written since
+   * the mark (placed by their version at the mark), ordered together.
+   */
+  private *seqOrderCandidates(
+    types: string[],
+    filters: Filter[],
+    limit: number,
+    after: SearchPosition | undefined,
+  ): SearchPlan<Iterable<Candidate>> {
+    const d = this.d;
+    const where: string[] = [d.notDeleted, `v.resource_type IN (${placeholders(types.length)})`];
+    const binds: Bind[] = [...types];
+    let driver: Filter | undefined;
+    for (const filter of filters)
+      if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
+    let walked: Filter | undefined;
+    const access = accessFilter(d, types, this.request.scope);
+    let residual = access?.residual;
+    if (access?.keyed) {
+      // As candidates(): the caller's rows drive unless they are many and the filter's matches few.
+      const callerRows = `SELECT ak.resource_type, ak.id FROM ${d.jsonValues('k')} CROSS JOIN ${d.table('access_key')} ak WHERE ak.resource_type IN (${placeholders(types.length)}) AND ak.key = k.value`;
+      const callerBinds = [access.keyed.keys, ...types];
+      if (
+        !driver ||
+        (yield* this.fewer(callerRows, callerBinds)) ||
+        !(yield* this.fewMatches(types, driver))
+      ) {
+        driver = undefined;
+        where.push(`(c.resource_type, c.id) IN (${callerRows})`);
+        binds.push(...callerBinds);
+        residual = access.keyed.residual;
+      }
+    } else if (driver && driver.kind === 'param' && !(yield* this.fewMatches(types, driver))) {
+      // Many matches: walk the store order and probe; few: they drive (ordering them is cheap).
+      walked = driver;
+      driver = undefined;
+    }
+    if (residual) {
+      where.push(residual.sql);
+      binds.push(...residual.binds);
+    }
+    for (const filter of filters) {
+      const fragment = yield* this.filterCondition(types, filter, filter === driver);
+      where.push(fragment.sql);
+      binds.push(...fragment.binds);
+    }
+    const from = `FROM ${d.table('resource_version')} v JOIN ${d.table('resource_current')} c ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq`;
+    const columns =
+      'v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.method, NULL AS json, v.custodian, v.patients';
+    const alias = (name: string) => (d.name === 'postgres' ? ` AS ${name}` : '');
+    // Walking: the order of resource_current (resource_type, seq), current versions only. A set that drives (few
+    // rows) is ordered instead: `c.seq + 0` keeps the planner from walking the index and probing the set per row.
+    const seqOrder = driver || access?.keyed ? 'c.seq + 0' : 'c.seq';
+    if (!after) {
+      const select = `SELECT ${columns}, c.seq AS pos, (SELECT max(h.seq) FROM ${d.table('resource_version')} h) AS high ${from}`;
+      if (!walked || types.length !== 1) {
+        const rows = yield* rowsOf(
+          `${select} WHERE ${where.join(' AND ')} ORDER BY ${seqOrder} LIMIT ${limit}`,
+          binds,
+        );
+        return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+      }
+      // The walk is bounded: matches may all lie late in the store order (a code in use since last month), and a
+      // walk to them would pass every earlier version. Past the first WALK_ROWS current versions the filter's rows
+      // drive instead (ordered: as costly as before the walk existed, never more than that plus the bounded walk).
+      const bound = (yield* columnOf(
+        `SELECT c.seq FROM ${d.table('resource_current')} c WHERE c.resource_type = ? ORDER BY c.seq LIMIT 1 OFFSET ${this.smallSide * WALK_FACTOR - 1}`,
+        [types[0]!],
+      ))[0];
+      if (bound === undefined) {
+        const rows = yield* rowsOf(
+          `${select} WHERE ${where.join(' AND ')} ORDER BY c.seq LIMIT ${limit}`,
+          binds,
+        );
+        return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+      }
+      const near = [
+        ...(yield* rowsOf(
+          `${select} WHERE ${where.join(' AND ')} AND c.seq <= ? ORDER BY c.seq LIMIT ${limit}`,
+          [...binds, bound],
+        )),
+      ];
+      if (near.length >= limit) return { [Symbol.iterator]: () => candidatesOf(near, 0) };
+      // Past the bound: the same conditions, the walked filter driving.
+      const farWhere: string[] = [d.notDeleted, `v.resource_type IN (${placeholders(types.length)})`];
+      const farBinds: Bind[] = [...types];
+      if (residual) {
+        farWhere.push(residual.sql);
+        farBinds.push(...residual.binds);
+      }
+      for (const filter of filters) {
+        const fragment = yield* this.filterCondition(types, filter, filter === walked);
+        farWhere.push(fragment.sql);
+        farBinds.push(...fragment.binds);
+      }
+      const far = yield* rowsOf(
+        `${select} WHERE ${farWhere.join(' AND ')} AND c.seq > ? ORDER BY c.seq + 0 LIMIT ${limit - near.length}`,
+        [...farBinds, bound],
+      );
+      const rows = [...near, ...far];
+      return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+    }
+    // Versions up to the mark keep their seq as position; a resource written since is placed by its newest version
+    // at the mark (none: created since, not matched).
+    const older = `SELECT ${columns}, c.seq AS pos ${from} WHERE ${where.join(' AND ')} AND c.seq > ? AND c.seq <= ? ORDER BY ${seqOrder} LIMIT ${limit}`;
+    const newer = `SELECT ${columns}, (SELECT max(o.seq) FROM ${d.table('resource_version')} o WHERE o.resource_type = v.resource_type AND o.id = v.id AND o.seq <= ?) AS pos ${from} WHERE ${where.join(' AND ')} AND c.seq > ?`;
+    const sql = `SELECT cand.* FROM (SELECT * FROM (${older})${alias('a')} UNION ALL SELECT * FROM (${newer})${alias('b')}) AS cand
+      WHERE cand.pos IS NOT NULL AND cand.pos > ? ORDER BY cand.pos LIMIT ${limit}`;
+    const rows = yield* rowsOf(sql, [
+      ...binds,
+      after.seq,
+      after.high,
+      after.high,
+      ...binds,
+      after.high,
+      after.seq,
+    ]);
+    return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+  }
+
   /** The page of visible matches (bodies read for the page only), the visible total when asked, and whether more follow. */
   *search(): SearchPlan<SearchResult> {
     const { query, after } = this.request;
-    const candidates = yield* this.candidates(query.resourceTypes, query.filters, query.sort, { after });
-    const { page, visible, hasMore } = pageOf(candidates, this.request);
+    // Without a total a page needs offset + count + 1 visible rows (the last says whether more follow); rows the
+    // caller may not see are few (its read scope is in the query), so asking again for more is rare.
+    let limit = this.request.wantTotal ? undefined : (after ? 0 : query.offset) + query.count + 1;
+    let paged: { page: Candidate[]; visible: number; hasMore: boolean };
+    for (;;) {
+      const candidates = yield* this.candidates(query.resourceTypes, query.filters, query.sort, {
+        after,
+        limit,
+      });
+      let read = 0;
+      paged = pageOf(
+        countingRows(candidates, () => read++),
+        this.request,
+      );
+      if (limit === undefined || paged.hasMore || read < limit || query.sort.length > 0) break;
+      limit *= 4;
+    }
+    const { page, visible, hasMore } = paged;
     // Bodies only for the page: sorting and counting work on the small metadata rows.
     const bodies = page.length > 0 ? yield* bodiesOf(page.map((version) => version.seq)) : [];
     const versions = page.map(({ seq: _seq, keys: _keys, pos: _pos, high: _high, ...version }, i) => ({

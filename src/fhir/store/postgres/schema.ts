@@ -121,8 +121,10 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
   {
     version: 4,
     description:
-      'quantities indexed by unit, in UCUM canonical units (index rows rebuilt on open: index_rebuild)',
+      'quantities indexed by unit, in UCUM canonical units (rows rebuilt on open: index_rebuild); current versions by seq',
     sql: (S) => `
+      -- A page in the default order walks the current versions in store order (search-sql.ts seqOrderCandidates).
+      CREATE INDEX resource_current_type_seq ON ${S}.resource_current (resource_type, seq);
       -- As SQLite's migration 4 (sqlite/schema.ts): quantity searches bound \`high\` as often as \`low\`.
       CREATE INDEX search_index_quantity_high ON ${S}.search_index (resource_type, param, high) WHERE type = 'quantity';
       CREATE TABLE ${S}.index_rebuild (

@@ -122,8 +122,10 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     version: 4,
     description:
-      'quantities indexed by unit, in UCUM canonical units (index rows rebuilt on open: index_rebuild)',
+      'quantities indexed by unit, in UCUM canonical units (rows rebuilt on open: index_rebuild); current versions by seq',
     sql: `
+      -- A page in the default order walks the current versions in store order (search-sql.ts seqOrderCandidates).
+      CREATE INDEX resource_current_type_seq ON resource_current (resource_type, seq);
       -- Quantity searches bound \`high\` (gt, ge, eb, ap) as often as \`low\` (search_index_range): an index of its own,
       -- for quantity rows only (their unit is part of \`param\`, src/fhir/search/index-entries.ts quantityEntries).
       CREATE INDEX search_index_quantity_high ON search_index (resource_type, param, high) WHERE type = 'quantity';
