@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ServeConfig } from '../config/config.js';
 import { logIntegrityCheck } from '../fhir/store/sqlite/integrity-check.js';
 import type { ResourceStore, StoredVersion } from '../fhir/store/resource-store.js';
-import type { FhirResource } from '../fhir/fhir-json.js';
+import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { openConfiguredLedger } from './open-ledger.js';
 import { openConfiguredStore } from './open-store.js';
@@ -149,6 +149,9 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
       codeSystems,
     };
     const customParameters = await wireCustomSearchParameters(wiring);
+    // Index rows a migration asked to re-extract (docs/store.md, "Index rebuilds"), before the first search; after
+    // the custom search parameters are known, so their rows are extracted too.
+    await store.rebuildIndex?.((json) => extractIndex(parseFhirJson(json)));
     const { ledger, integrity } = await openIntegrityPath(wiring);
     const exchange = openExchange(wiring, ledger);
     const access = await wireAccess(wiring, ledger, integrity, exchange);

@@ -318,9 +318,10 @@ describe('anchors written before leaf format 2', () => {
         `ALTER TABLE anchor DROP COLUMN leaf_version; DELETE FROM schema_version WHERE version = 2;` +
           // Migration 3 (access keys) came later; the previous release had neither.
           `DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;` +
-          // Nor migration 4 (full text).
+          // Nor migrations 4 (full text) and 5 (quantities by unit).
           `DROP TRIGGER search_index_text_insert; DROP TRIGGER search_index_text_delete; DROP TABLE search_text; ` +
-          `DROP TABLE search_text_doc; DELETE FROM schema_version WHERE version = 4;`,
+          `DROP TABLE search_text_doc; DROP TABLE index_rebuild; DROP INDEX search_index_quantity_high; ` +
+          `DROP INDEX resource_current_type_seq; DELETE FROM schema_version WHERE version >= 4;`,
       );
       store.close();
       const journal = new Database(path.join(dir, 'integrity.sqlite'));

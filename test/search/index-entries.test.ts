@@ -74,13 +74,19 @@ describe('index extraction on the official examples', () => {
     const [q] = rows(obs, 'value-quantity');
     expect(q.system).toBe('http://unitsofmeasure.org');
     expect(q.value).toBe('[lb_av]');
-    expect(q.low).toBeCloseTo(185 - 0.5);
-    expect(q.high).toBeCloseTo(185 + 0.5);
+    // a quantity without comparator is its value (the searched value's precision decides eq)
+    expect([q.low, q.high]).toEqual([185, 185]);
+    // unit rows: code and unit as written, and the UCUM code in canonical units (185 [lb_av] = 83914.6 g)
+    expect(rows(obs, 'value-quantity||lbs')).toEqual([
+      { param: 'value-quantity||lbs', type: 'quantity', low: 185, high: 185 },
+    ]);
+    expect(rows(obs, 'value-quantity||[lb_av]')).toHaveLength(1);
+    const [canonical] = rows(obs, 'value-quantity|http://unitsofmeasure.org|g');
+    expect(canonical.low).toBeCloseTo(83914.6, 1);
+    expect(canonical.high).toBe(canonical.low);
     const [date] = rows(obs, 'date');
     expect(date.low).toBe(Date.UTC(2016, 2, 28));
     expect(date.high).toBe(Date.UTC(2016, 2, 29) - 1);
-    // the unit text 'lbs' is indexed too, for `185||lbs`
-    expect(rows(obs, 'value-quantity').map((r) => r.value)).toContain('lbs');
   });
 
   it('Patient-example: names by part, accents stripped, identifiers, gender, birthdate, address', () => {
@@ -145,8 +151,33 @@ describe('index extraction on the official examples', () => {
       '{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.50,"code":"mg"}}',
     );
     const [q] = rows(obs, 'value-quantity');
-    expect(q.low).toBeCloseTo(1.495, 10);
-    expect(q.high).toBeCloseTo(1.505, 10);
+    expect([q.low, q.high]).toEqual([1.5, 1.5]);
+    // composites keep the precision range (compositeEntries)
+    const composite = extractIndex(
+      parseFhirJson<FhirResource>(
+        '{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"s","code":"c"}]},"valueQuantity":{"value":1.50,"code":"mg"}}',
+      ),
+    ).find((r) => r.param === 'code-value-quantity')!;
+    expect(composite.low).toBeCloseTo(1.495, 10);
+    expect(composite.high).toBeCloseTo(1.505, 10);
+  });
+
+  it('quantities with a comparator stand for what lies beyond their value', () => {
+    const obs = (comparator: string) =>
+      rows(
+        {
+          resourceType: 'Observation',
+          status: 'final',
+          code: { text: 'x' },
+          valueQuantity: { value: 5, comparator, system: 'http://unitsofmeasure.org', code: 'mg' },
+        } as FhirResource,
+        'value-quantity',
+      )[0]!;
+    expect(obs('<=')).toMatchObject({ low: -Number.MAX_VALUE, high: 5 });
+    expect(obs('<').high).toBeLessThan(5);
+    expect(obs('<').high).toBeGreaterThan(4.999999);
+    expect(obs('>=')).toMatchObject({ low: 5, high: Number.MAX_VALUE });
+    expect(obs('>').low).toBeGreaterThan(5);
   });
 
   it('resolve() rule: `where(resolve() is Patient)` keeps only Patient references, also contained ones', () => {

@@ -102,9 +102,10 @@ describe('SqliteResourceStore', () => {
     // As a store from before migration 3 would be.
     store.db.exec(
       'DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;' +
-        // Migration 4 (full text) came later still.
+        // Migrations 4 (full text) and 5 (quantities by unit) came later still.
         'DROP TRIGGER search_index_text_insert; DROP TRIGGER search_index_text_delete; DROP TABLE search_text; ' +
-        'DROP TABLE search_text_doc; DELETE FROM schema_version WHERE version = 4;',
+        'DROP TABLE search_text_doc; DROP TABLE index_rebuild; DROP INDEX search_index_quantity_high; ' +
+        'DROP INDEX resource_current_type_seq; DELETE FROM schema_version WHERE version >= 4;',
     );
     await store.close();
     const reopened = await openStore(file);

@@ -15,8 +15,14 @@
  *              an open period end is ±8.64e15); dates without a time zone are read as UTC.
  * - number:    value = the number as written, low/high = its implicit precision range [v - δ, v + δ)
  *              (`100` -> [99.5, 100.5)).
- * - quantity:  low/high as for numbers; system = Quantity.system, value = Quantity.code (or unit when no code), and an
- *              extra row with value = Quantity.unit when it differs, so `5.4||mg` matches code or unit.
+ * - quantity:  (quantityEntries) low/high = the interval the quantity stands for: the value itself (low = high) or,
+ *              with a comparator, everything below or above it (`<5` -> [-MAX, 5 minus one ulp]); a Range its bounds.
+ *              The row of param `{code}` has system = Quantity.system, value = Quantity.code (or unit when no code),
+ *              for `:missing`, `_sort` and a search without unit. Unit rows, one param each so that one range of
+ *              search_index_range / search_index_quantity_high answers a search (quantityRowParam): `{code}||{c}`
+ *              for each of code and unit (`5.4||mg`), and `{code}|{system}|{code}` in the unit written or, for a
+ *              UCUM code that converts, `{code}|http://unitsofmeasure.org|{canonical unit}` with low/high converted
+ *              (ucum-canonical.ts: `1 g/L` and `100 mg/dL` are both 1000 `g.m-3`).
  * - uri:       value = the URI as written.
  * - composite: (token + token/quantity/date/string) see compositeEntries.
  * - token `:of-type`: an Identifier with a typed coding also gives a row of param `{code}:of-type`, system =
@@ -31,6 +37,7 @@ import type { IndexEntry } from '../store/resource-store.js';
 import { indexedParametersOf, referenceKey, type SearchParamDef } from './definitions.js';
 import { fullTextOf } from './full-text.js';
 import { normaliseString } from './normalise.js';
+import { toCanonical, UCUM_SYSTEM } from './ucum-canonical.js';
 
 export const DATE_MIN = -8.64e15;
 export const DATE_MAX = 8.64e15;
@@ -283,6 +290,95 @@ function numberEntries(out: IndexEntry[], param: string, type: 'number' | 'quant
   if (range) out.push({ param, type, value: text, low: range.low, high: range.high });
 }
 
+/** The index param of a quantity's unit rows: `code||unit` (no system) or `code|system|unit` (see quantityEntries). */
+export function quantityRowParam(param: string, system: string | undefined, unit: string): string {
+  return `${param}|${system ?? ''}|${unit}`;
+}
+
+// The doubles next to x: a comparator's open end (`<5` holds no 5).
+const scratch = new DataView(new ArrayBuffer(8));
+function nextDouble(x: number, up: boolean): number {
+  if (x === 0) return up ? Number.MIN_VALUE : -Number.MIN_VALUE;
+  scratch.setFloat64(0, x);
+  const bits = scratch.getBigInt64(0);
+  scratch.setBigInt64(0, bits + (x > 0 === up ? 1n : -1n));
+  return scratch.getFloat64(0);
+}
+
+/** The interval a Quantity stands for, in its own unit: its value, or with a comparator what lies beyond it. */
+function quantityInterval(quantity: Obj): { low: number; high: number } | undefined {
+  const text = numberText(quantity.value);
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!Number.isFinite(value)) return undefined;
+  switch (quantity.comparator) {
+    case '<':
+      return { low: -Number.MAX_VALUE, high: nextDouble(value, false) };
+    case '<=':
+      return { low: -Number.MAX_VALUE, high: value };
+    case '>':
+      return { low: nextDouble(value, true), high: Number.MAX_VALUE };
+    case '>=':
+      return { low: value, high: Number.MAX_VALUE };
+    default:
+      // no comparator, or `ad` (enough to reach the amount): the value as written
+      return { low: value, high: value };
+  }
+}
+
+/**
+ * Rows of a top-level quantity parameter (meaning in the header). Composites keep numberEntries' rows
+ * (compositeEntries).
+ */
+function quantityEntries(out: IndexEntry[], param: string, value: unknown): void {
+  if (!isObj(value)) return;
+  if ('origin' in value && isObj(value.origin)) return quantityEntries(out, param, value.origin); // SampledData
+  let interval: { low: number; high: number } | undefined;
+  let unitOf: Obj;
+  if ('low' in value || 'high' in value) {
+    // Range: from its low bound to its high bound (an absent bound is open), in the unit of the low (or high) one
+    const low = isObj(value.low) ? quantityInterval({ value: value.low.value }) : undefined;
+    const high = isObj(value.high) ? quantityInterval({ value: value.high.value }) : undefined;
+    if (!low && !high) return;
+    interval = { low: low?.low ?? -Number.MAX_VALUE, high: high?.high ?? Number.MAX_VALUE };
+    unitOf = (isObj(value.low) ? value.low : value.high) as Obj;
+  } else {
+    interval = quantityInterval(value);
+    if (!interval) return;
+    unitOf = value;
+  }
+  const system = str(unitOf.system);
+  const code = str(unitOf.code);
+  const unit = str(unitOf.unit);
+  const { low, high } = interval;
+  out.push({ param, type: 'quantity', system, value: code ?? unit, low, high });
+  for (const written of new Set([code, unit]))
+    if (written)
+      out.push({ param: quantityRowParam(param, undefined, written), type: 'quantity', low, high });
+  if (system === undefined || code === undefined) return;
+  const canonical = system === UCUM_SYSTEM ? canonicalInterval(interval, code) : undefined;
+  if (canonical)
+    out.push({ param: quantityRowParam(param, UCUM_SYSTEM, canonical.unit), type: 'quantity', ...canonical });
+  else out.push({ param: quantityRowParam(param, system, code), type: 'quantity', low, high });
+}
+
+/** An interval in UCUM unit `code` in the canonical unit (open ends stay open; a decreasing unit such as [pH] turns it round). */
+export function canonicalInterval(
+  interval: { low: number; high: number },
+  code: string,
+): { low: number; high: number; unit: string } | undefined {
+  const open = (x: number) => Math.abs(x) === Number.MAX_VALUE;
+  const low = open(interval.low) ? undefined : toCanonical(interval.low, code);
+  const high = open(interval.high) ? undefined : toCanonical(interval.high, code);
+  const unit = (low ?? high)?.unit;
+  if (unit === undefined || (!open(interval.low) && !low) || (!open(interval.high) && !high))
+    return undefined;
+  const decreasing = (toCanonical(2, code)?.value ?? 0) < (toCanonical(1, code)?.value ?? 0);
+  const a = low?.value ?? (decreasing ? Number.MAX_VALUE : -Number.MAX_VALUE);
+  const b = high?.value ?? (decreasing ? -Number.MAX_VALUE : Number.MAX_VALUE);
+  return a <= b ? { low: a, high: b, unit } : { low: b, high: a, unit };
+}
+
 function uriEntries(out: IndexEntry[], param: string, value: unknown): void {
   if (typeof value === 'string' && value.length > 0) out.push({ param, type: 'uri', value });
 }
@@ -354,8 +450,10 @@ function entriesOf(def: SearchParamDef, values: unknown[], out: IndexEntry[]): v
         dateEntries(out, param, value);
         break;
       case 'number':
-      case 'quantity':
         numberEntries(out, param, def.type, value);
+        break;
+      case 'quantity':
+        quantityEntries(out, param, value);
         break;
       case 'uri':
         uriEntries(out, param, value);

@@ -16,7 +16,16 @@ import {
   searchParameter,
   type SearchParamDef,
 } from './definitions.js';
-import { dateRange, normaliseString, numberRange, DATE_MAX, DATE_MIN } from './index-entries.js';
+import {
+  canonicalInterval,
+  dateRange,
+  normaliseString,
+  numberRange,
+  quantityRowParam,
+  DATE_MAX,
+  DATE_MIN,
+} from './index-entries.js';
+import { toCanonical, UCUM_SYSTEM } from './ucum-canonical.js';
 import { parseTextQuery } from './full-text.js';
 import {
   ModifierUnavailable,
@@ -25,6 +34,7 @@ import {
 } from './terminology-modifiers.js';
 import type { TerminologyPort } from '../terminology-port.js';
 import type {
+  QuantityUnitRows,
   CompiledQuery,
   Filter,
   IncludeSpec,
@@ -167,7 +177,53 @@ function numberValue(
       'search-param-invalid',
       `'${truncate(raw)}' is not a valid number for parameter '${name}'`,
     );
-  return { kind: 'range', prefix, low: range.low, high: range.high, value: range.value, system, code };
+  const value: Extract<SearchValue, { kind: 'range' }> = {
+    kind: 'range',
+    prefix,
+    low: range.low,
+    high: range.high,
+    value: range.value,
+    system,
+    code,
+  };
+  if (type === 'quantity') value.unitRows = unitRowsOf(value);
+  return value;
+}
+
+const FLIPPED: Record<Prefix, Prefix> = {
+  eq: 'eq',
+  ne: 'ne',
+  ap: 'ap',
+  gt: 'lt',
+  lt: 'gt',
+  ge: 'le',
+  le: 'ge',
+  sa: 'eb',
+  eb: 'sa',
+};
+
+/**
+ * The unit rows a quantity search reads (index-entries.ts quantityEntries) and the searched value in their unit:
+ * none without a unit (the param's own rows), `||code` rows without a system, the canonical rows for a UCUM code
+ * that converts (`100|http://unitsofmeasure.org|mg/dL` reads `g.m-3` rows from 995 to 1005), else `|system|code`.
+ */
+function unitRowsOf(value: Extract<SearchValue, { kind: 'range' }>): QuantityUnitRows | undefined {
+  const { system, code } = value;
+  if (code === undefined) return undefined;
+  const as = { low: value.low, high: value.high, value: value.value, prefix: value.prefix };
+  if (system !== UCUM_SYSTEM) return { suffix: quantityRowParam('', system, code), ...as };
+  const range = canonicalInterval({ low: value.low, high: value.high }, code);
+  const point = toCanonical(value.value, code);
+  if (!range || !point) return { suffix: quantityRowParam('', system, code), ...as };
+  // A unit that decreases as its canonical value grows ([pH]) turns the comparison round.
+  const decreasing = (toCanonical(2, code)?.value ?? 0) < (toCanonical(1, code)?.value ?? 0);
+  return {
+    suffix: quantityRowParam('', UCUM_SYSTEM, range.unit),
+    low: range.low,
+    high: range.high,
+    value: point.value,
+    prefix: decreasing ? FLIPPED[value.prefix] : value.prefix,
+  };
 }
 
 function truncate(text: string): string {

@@ -228,6 +228,14 @@ export interface ResourceStore {
    */
   replaceIndex?(key: VersionKey, entries: readonly IndexEntry[]): Promise<boolean>;
 
+  /**
+   * Re-extracts the index rows of current versions when a migration asked for it (table `index_rebuild`: a change
+   * of what index rows hold that SQL alone cannot make, such as quantities in UCUM canonical units), with `extract`
+   * (the stored text -> its rows, as a write computes them), in batches of one transaction each, resumable after a
+   * stop. Resolves with how many resources were re-indexed (0 when nothing was pending). docs/store.md.
+   */
+  rebuildIndex?(extract: (json: string) => IndexEntry[]): Promise<number>;
+
   /** The start-up integrity check (readiness reads it): 'checking', 'ok', or failed. Absent: the adapter has none. */
   integrityStatus?(): StoreIntegrityStatus;
   /** The start-up check's result once it has finished (undefined when it is off), for the log. */

@@ -22,6 +22,8 @@ export type SearchValue =
       value: number;
       system?: string;
       code?: string;
+      /** Quantity parameters with a unit: the unit rows that answer it (index-entries.ts quantityEntries). */
+      unitRows?: QuantityUnitRows;
     }
   | { kind: 'uri'; uri: string }
   | { kind: 'missing'; missing: boolean }
@@ -32,6 +34,18 @@ export type SearchValue =
       second: SearchValue;
       secondType: SearchParamType;
     };
+
+/**
+ * The unit rows of a quantity search: index params `{code}{suffix}`, the searched value and its precision range
+ * [low, high) in their unit (UCUM: canonical), and the prefix to apply there (turned round for a decreasing unit).
+ */
+export interface QuantityUnitRows {
+  suffix: string;
+  low: number;
+  high: number;
+  value: number;
+  prefix: Prefix;
+}
 
 /** One AND-ed condition on the resources of a type. */
 export type Filter =

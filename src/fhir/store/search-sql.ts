@@ -23,6 +23,7 @@ import type { VersionRow } from './store-support.js';
 import type {
   Filter,
   IndexedAs,
+  Prefix,
   ReadScope,
   SearchPosition,
   SearchValue,
@@ -387,6 +388,66 @@ function numberCondition(value: Extract<SearchValue, { kind: 'range' }>): Fragme
   return { sql: `(${core.sql})${unit.sql}`, binds: [...core.binds, ...unit.binds] };
 }
 
+/**
+ * A quantity parameter's values as a condition on its rows `si` (index-entries.ts quantityEntries): each value reads
+ * its unit rows (or, without a unit, the param's own rows) and compares the interval [low, high] a stored quantity
+ * stands for (its value; with a comparator what lies beyond it) with the searched value `v` and its precision
+ * range [sl, sh) (R4 search.html#prefix): eq: sl <= low, high < sh; ne: not eq; gt: high > v; ge: high >= v;
+ * lt: low < v; le: low <= v; sa: low >= sh; eb: high < sl; ap: [low, high] meets v ± 10% (at least [sl, sh)).
+ * Each is a range on `low` (search_index_range) or on `high` (search_index_quantity_high, rows of type quantity),
+ * so the database reads only the index rows that match.
+ */
+function quantityRowsCondition(
+  params: (suffix: string) => string[],
+  filter: Extract<Filter, { kind: 'param' }>,
+): Fragment {
+  const parts = filter.values.map((value): Fragment => {
+    if (value.kind !== 'range') return { sql: '0 = 1', binds: [] };
+    const rows = value.unitRows;
+    const names = params(rows?.suffix ?? '');
+    const interval = quantityInterval(rows ?? value);
+    let sql = `si.param IN (${placeholders(names.length)}) AND si.type = 'quantity' AND ${interval.sql}`;
+    const binds: Bind[] = [...names, ...interval.binds];
+    // `n|system|` (a system, no code): the param's own rows of that system
+    if (!rows && value.system !== undefined) {
+      sql += ' AND si.system = ?';
+      binds.push(value.system);
+    }
+    return { sql, binds };
+  });
+  return {
+    sql: parts.length === 1 ? parts[0]!.sql : `(${parts.map((p) => `(${p.sql})`).join(' OR ')})`,
+    binds: parts.flatMap((p) => p.binds),
+  };
+}
+
+function quantityInterval(v: { prefix: Prefix; low: number; high: number; value: number }): Fragment {
+  switch (v.prefix) {
+    case 'eq':
+      return { sql: 'si.low >= ? AND si.low < ? AND si.high < ?', binds: [v.low, v.high, v.high] };
+    case 'ne':
+      return { sql: 'NOT (si.low >= ? AND si.high < ?)', binds: [v.low, v.high] };
+    case 'gt':
+      return { sql: 'si.high > ?', binds: [v.value] };
+    case 'ge':
+      return { sql: 'si.high >= ?', binds: [v.value] };
+    case 'lt':
+      return { sql: 'si.low < ?', binds: [v.value] };
+    case 'le':
+      return { sql: 'si.low <= ?', binds: [v.value] };
+    case 'sa':
+      return { sql: 'si.low >= ?', binds: [v.high] };
+    case 'eb':
+      return { sql: 'si.high < ?', binds: [v.low] };
+    case 'ap': {
+      const slack = Math.abs(v.value) * 0.1;
+      const low = Math.min(v.value - slack, v.low);
+      const high = Math.max(v.value + slack, v.high);
+      return { sql: 'si.high >= ? AND si.low <= ?', binds: [low, high] };
+    }
+  }
+}
+
 function lastUpdatedCondition(value: Extract<SearchValue, { kind: 'range' }>): Fragment {
   const low = isoInstant(value.low);
   const high = isoInstant(value.high);
@@ -617,6 +678,9 @@ function keysJson(scopes: ReadScope[]): string {
 
 const NEVER_DRIVES = 99;
 
+/** A first page walks at most smallSide x this many current versions before the filter's rows drive. */
+const WALK_FACTOR = 5;
+
 /**
  * How well a filter narrows the candidates, by kind (no statistics needed): ids and reverse chains name resources,
  * references and codes usually match few, strings by prefix more, ranges, text and negations many.
@@ -689,6 +753,13 @@ function* candidatesOf(rows: Iterable<SearchRow>, sortKeys: number): Generator<C
   }
 }
 
+function* countingRows<T>(rows: Iterable<T>, count: () => void): Generator<T> {
+  for (const row of rows) {
+    count();
+    yield row;
+  }
+}
+
 /** One search: its request (aliases, visibility) and the dialect its SQL is written in. */
 export class SearchRun {
   private readonly indexedAs: IndexedAs;
@@ -737,6 +808,13 @@ export class SearchRun {
             sql: `${missing.missing ? 'NOT ' : ''}${matchingIds(d, types, params, '', filter.type, drive)}`,
             binds: matchingBinds(types, params, filter.type, drive),
           };
+        }
+        if (filter.type === 'quantity') {
+          const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
+          const sql = drive
+            ? `(c.resource_type, c.id) IN (SELECT si.resource_type, si.id FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql})`
+            : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.resource_type = c.resource_type AND si.id = c.id AND ${rows.sql})`;
+          return { sql, binds: drive ? [...types, ...rows.binds] : rows.binds };
         }
         const { condition, indexType } = paramCondition(d, filter);
         const sql = `${filter.negate ? 'NOT ' : ''}${matchingIds(d, types, params, condition.sql, indexType, drive)}`;
@@ -808,6 +886,13 @@ export class SearchRun {
     if (filter.kind === 'id') return true;
     if (filter.kind !== 'param') return false;
     const d = this.d;
+    if (filter.type === 'quantity') {
+      const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
+      return yield* this.fewer(
+        `SELECT 1 FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql}`,
+        [...types, ...rows.binds],
+      );
+    }
     const params = this.rowParams(types, filter.param, derivedRows(filter.modifier));
     const { condition, indexType } = paramCondition(d, filter);
     const range = RANGE_TYPES.has(indexType);
@@ -877,9 +962,12 @@ export class SearchRun {
     types: string[],
     filters: Filter[],
     sort: SortKey[],
-    paging?: { after?: SearchPosition },
+    paging?: { after?: SearchPosition; limit?: number },
   ): SearchPlan<Iterable<Candidate>> {
     const d = this.d;
+    // A page in the default order: the store order itself (seq), walked from an index and cut after `limit` rows.
+    if (paging?.limit !== undefined && sort.length === 0)
+      return yield* this.seqOrderCandidates(types, filters, paging.limit, paging.after);
     const where: string[] = [d.notDeleted];
     const binds: Bind[] = [];
     where.push(`v.resource_type IN (${types.map(() => '?').join(', ')})`);
@@ -946,11 +1034,152 @@ export class SearchRun {
     return { [Symbol.iterator]: () => candidatesOf(rows, sort.length) };
   }
 
+  /**
+   * The candidates of a page in the default order (seq) without a total: at most `limit` rows, in an order the
+   * database reads from an index (resource_current (resource_type, seq)) instead of ordering every match first, so a
+   * page costs what a page costs whatever the number of matches. The filters are probed per row, unless one matches
+   * few index rows (fewer than smallSide): then its rows drive (they are few to order). A later page: the versions
+   * after the position up to the first page's mark in seq order (LIMIT), and the few resources written since
+   * the mark (placed by their version at the mark), ordered together.
+   */
+  private *seqOrderCandidates(
+    types: string[],
+    filters: Filter[],
+    limit: number,
+    after: SearchPosition | undefined,
+  ): SearchPlan<Iterable<Candidate>> {
+    const d = this.d;
+    const where: string[] = [d.notDeleted, `v.resource_type IN (${placeholders(types.length)})`];
+    const binds: Bind[] = [...types];
+    let driver: Filter | undefined;
+    for (const filter of filters)
+      if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
+    let walked: Filter | undefined;
+    const access = accessFilter(d, types, this.request.scope);
+    let residual = access?.residual;
+    if (access?.keyed) {
+      // As candidates(): the caller's rows drive unless they are many and the filter's matches few.
+      const callerRows = `SELECT ak.resource_type, ak.id FROM ${d.jsonValues('k')} CROSS JOIN ${d.table('access_key')} ak WHERE ak.resource_type IN (${placeholders(types.length)}) AND ak.key = k.value`;
+      const callerBinds = [access.keyed.keys, ...types];
+      if (
+        !driver ||
+        (yield* this.fewer(callerRows, callerBinds)) ||
+        !(yield* this.fewMatches(types, driver))
+      ) {
+        driver = undefined;
+        where.push(`(c.resource_type, c.id) IN (${callerRows})`);
+        binds.push(...callerBinds);
+        residual = access.keyed.residual;
+      }
+    } else if (driver && driver.kind === 'param' && !(yield* this.fewMatches(types, driver))) {
+      // Many matches: walk the store order and probe; few: they drive (ordering them is cheap).
+      walked = driver;
+      driver = undefined;
+    }
+    if (residual) {
+      where.push(residual.sql);
+      binds.push(...residual.binds);
+    }
+    for (const filter of filters) {
+      const fragment = yield* this.filterCondition(types, filter, filter === driver);
+      where.push(fragment.sql);
+      binds.push(...fragment.binds);
+    }
+    const from = `FROM ${d.table('resource_version')} v JOIN ${d.table('resource_current')} c ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq`;
+    const columns =
+      'v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.method, NULL AS json, v.custodian, v.patients';
+    const alias = (name: string) => (d.name === 'postgres' ? ` AS ${name}` : '');
+    // Walking: the order of resource_current (resource_type, seq), current versions only. A set that drives (few
+    // rows) is ordered instead: `c.seq + 0` keeps the planner from walking the index and probing the set per row.
+    const seqOrder = driver || access?.keyed ? 'c.seq + 0' : 'c.seq';
+    if (!after) {
+      const select = `SELECT ${columns}, c.seq AS pos, (SELECT max(h.seq) FROM ${d.table('resource_version')} h) AS high ${from}`;
+      if (!walked || types.length !== 1) {
+        const rows = yield* rowsOf(
+          `${select} WHERE ${where.join(' AND ')} ORDER BY ${seqOrder} LIMIT ${limit}`,
+          binds,
+        );
+        return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+      }
+      // The walk is bounded: matches may all lie late in the store order (a code in use since last month), and a
+      // walk to them would pass every earlier version. Past the first WALK_ROWS current versions the filter's rows
+      // drive instead (ordered: as costly as before the walk existed, never more than that plus the bounded walk).
+      const bound = (yield* columnOf(
+        `SELECT c.seq FROM ${d.table('resource_current')} c WHERE c.resource_type = ? ORDER BY c.seq LIMIT 1 OFFSET ${this.smallSide * WALK_FACTOR - 1}`,
+        [types[0]!],
+      ))[0];
+      if (bound === undefined) {
+        const rows = yield* rowsOf(
+          `${select} WHERE ${where.join(' AND ')} ORDER BY c.seq LIMIT ${limit}`,
+          binds,
+        );
+        return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+      }
+      const near = [
+        ...(yield* rowsOf(
+          `${select} WHERE ${where.join(' AND ')} AND c.seq <= ? ORDER BY c.seq LIMIT ${limit}`,
+          [...binds, bound],
+        )),
+      ];
+      if (near.length >= limit) return { [Symbol.iterator]: () => candidatesOf(near, 0) };
+      // Past the bound: the same conditions, the walked filter driving.
+      const farWhere: string[] = [d.notDeleted, `v.resource_type IN (${placeholders(types.length)})`];
+      const farBinds: Bind[] = [...types];
+      if (residual) {
+        farWhere.push(residual.sql);
+        farBinds.push(...residual.binds);
+      }
+      for (const filter of filters) {
+        const fragment = yield* this.filterCondition(types, filter, filter === walked);
+        farWhere.push(fragment.sql);
+        farBinds.push(...fragment.binds);
+      }
+      const far = yield* rowsOf(
+        `${select} WHERE ${farWhere.join(' AND ')} AND c.seq > ? ORDER BY c.seq + 0 LIMIT ${limit - near.length}`,
+        [...farBinds, bound],
+      );
+      const rows = [...near, ...far];
+      return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+    }
+    // Versions up to the mark keep their seq as position; a resource written since is placed by its newest version
+    // at the mark (none: created since, not matched).
+    const older = `SELECT ${columns}, c.seq AS pos ${from} WHERE ${where.join(' AND ')} AND c.seq > ? AND c.seq <= ? ORDER BY ${seqOrder} LIMIT ${limit}`;
+    const newer = `SELECT ${columns}, (SELECT max(o.seq) FROM ${d.table('resource_version')} o WHERE o.resource_type = v.resource_type AND o.id = v.id AND o.seq <= ?) AS pos ${from} WHERE ${where.join(' AND ')} AND c.seq > ?`;
+    const sql = `SELECT cand.* FROM (SELECT * FROM (${older})${alias('a')} UNION ALL SELECT * FROM (${newer})${alias('b')}) AS cand
+      WHERE cand.pos IS NOT NULL AND cand.pos > ? ORDER BY cand.pos LIMIT ${limit}`;
+    const rows = yield* rowsOf(sql, [
+      ...binds,
+      after.seq,
+      after.high,
+      after.high,
+      ...binds,
+      after.high,
+      after.seq,
+    ]);
+    return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+  }
+
   /** The page of visible matches (bodies read for the page only), the visible total when asked, and whether more follow. */
   *search(): SearchPlan<SearchResult> {
     const { query, after } = this.request;
-    const candidates = yield* this.candidates(query.resourceTypes, query.filters, query.sort, { after });
-    const { page, visible, hasMore } = pageOf(candidates, this.request);
+    // Without a total a page needs offset + count + 1 visible rows (the last says whether more follow); rows the
+    // caller may not see are few (its read scope is in the query), so asking again for more is rare.
+    let limit = this.request.wantTotal ? undefined : (after ? 0 : query.offset) + query.count + 1;
+    let paged: { page: Candidate[]; visible: number; hasMore: boolean };
+    for (;;) {
+      const candidates = yield* this.candidates(query.resourceTypes, query.filters, query.sort, {
+        after,
+        limit,
+      });
+      let read = 0;
+      paged = pageOf(
+        countingRows(candidates, () => read++),
+        this.request,
+      );
+      if (limit === undefined || paged.hasMore || read < limit || query.sort.length > 0) break;
+      limit *= 4;
+    }
+    const { page, visible, hasMore } = paged;
     // Bodies only for the page: sorting and counting work on the small metadata rows.
     const bodies = page.length > 0 ? yield* bodiesOf(page.map((version) => version.seq)) : [];
     const versions = page.map(({ seq: _seq, keys: _keys, pos: _pos, high: _high, ...version }, i) => ({

@@ -400,6 +400,63 @@ export class PostgresResourceStore implements ResourceStore {
     return tx ? tx.run(replace) : this.inNewTransaction(replace);
   }
 
+  async rebuildIndex(extract: (json: string) => IndexEntry[]): Promise<number> {
+    this.assertReady();
+    const S = this.S;
+    const BATCH = 500;
+    let rebuilt = 0;
+    for (;;) {
+      // One batch per transaction, under the write lock (a write between two batches re-indexes itself).
+      const batch = await this.inNewTransaction(async (q) => {
+        const state = (
+          await q.query<{ name: string; row_type: string | null; after_seq: string }>(
+            `SELECT name, row_type, after_seq FROM ${S}.index_rebuild ORDER BY name LIMIT 1`,
+          )
+        ).rows[0];
+        if (!state) return undefined;
+        const { rows } = await q.query<{ seq: string; resource_type: string; id: string; json: string }>(
+          `SELECT v.seq, v.resource_type, v.id, v.json FROM ${S}.resource_version v JOIN ${S}.resource_current c
+             ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq
+           WHERE v.seq > $1 AND NOT c.deleted AND v.json IS NOT NULL AND ($2::text IS NULL OR EXISTS (
+             SELECT 1 FROM ${S}.search_index si WHERE si.resource_type = v.resource_type AND si.id = v.id AND si.type = $2))
+           ORDER BY v.seq LIMIT ${BATCH}`,
+          [state.after_seq, state.row_type],
+        );
+        const columns: unknown[][] = [[], [], [], [], [], [], [], [], [], []];
+        for (const row of rows) {
+          extract(row.json).forEach((e, i) => {
+            const values = [row.resource_type, row.id, i, e.param, e.type, e.system, e.value, e.low, e.high];
+            values.push(e.reference);
+            values.forEach((value, k) =>
+              columns[k]!.push(typeof value === 'number' && !Number.isFinite(value) ? null : (value ?? null)),
+            );
+          });
+        }
+        await q.query(
+          `DELETE FROM ${S}.search_index si USING unnest($1::text[], $2::text[]) AS k (resource_type, id)
+           WHERE si.resource_type = k.resource_type AND si.id = k.id`,
+          [rows.map((r) => r.resource_type), rows.map((r) => r.id)],
+        );
+        await q.query(
+          `INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::text[],
+             $8::float8[], $9::float8[], $10::text[])`,
+          columns,
+        );
+        if (rows.length < BATCH)
+          await q.query(`DELETE FROM ${S}.index_rebuild WHERE name = $1`, [state.name]);
+        else
+          await q.query(`UPDATE ${S}.index_rebuild SET after_seq = $1 WHERE name = $2`, [
+            rows[rows.length - 1]!.seq,
+            state.name,
+          ]);
+        return rows.length;
+      });
+      if (batch === undefined) return rebuilt;
+      rebuilt += batch;
+    }
+  }
+
   indexEntries(resourceType: string, id: string): Promise<IndexEntry[]> {
     return this.onConnection(async (q) => {
       const { rows } = await q.query<Record<string, unknown>>(this.sql.indexEntries, [resourceType, id]);

@@ -127,8 +127,8 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       -- search (../search-sql.ts, postgresDialect.fullText) writes this very expression.
       CREATE INDEX search_index_text ON ${S}.search_index USING gin (to_tsvector('simple'::regconfig, system))
         WHERE type = 'special';
-      `,
-    },
+    `,
+  },
   {
     version: 5,
     description:
@@ -191,6 +191,26 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         -- Whether the last request was admitted (what the upsert returns).
         spent  boolean          NOT NULL
       );
+    `,
+  },
+  {
+    version: 7,
+    description:
+      'quantities indexed by unit, in UCUM canonical units (rows rebuilt on open: index_rebuild); current versions by seq',
+    sql: (S) => `
+      -- A page in the default order walks the current versions in store order (search-sql.ts seqOrderCandidates).
+      CREATE INDEX resource_current_type_seq ON ${S}.resource_current (resource_type, seq);
+      -- As SQLite's migration 5 (sqlite/schema.ts): quantity searches bound \`high\` as often as \`low\`.
+      CREATE INDEX search_index_quantity_high ON ${S}.search_index (resource_type, param, high) WHERE type = 'quantity';
+      CREATE TABLE ${S}.index_rebuild (
+        name      text   PRIMARY KEY,
+        row_type  text,
+        after_seq bigint NOT NULL
+      );
+      -- Stores written before this version lack the UCUM quantity rows, and the full-text and :of-type rows of the
+      -- version before (search rows of type 'special'): every current version is re-extracted once.
+      INSERT INTO ${S}.index_rebuild (name, row_type, after_seq)
+        SELECT 'search-rows-2026-12', NULL, 0 WHERE EXISTS (SELECT 1 FROM ${S}.resource_current);
     `,
   },
 ];

@@ -154,4 +154,28 @@ export const MIGRATIONS: readonly Migration[] = [
         WHERE si.type = 'special';
     `,
   },
+  {
+    version: 5,
+    description:
+      'quantities indexed by unit, in UCUM canonical units (rows rebuilt on open: index_rebuild); current versions by seq',
+    sql: `
+      -- A page in the default order walks the current versions in store order (search-sql.ts seqOrderCandidates).
+      CREATE INDEX resource_current_type_seq ON resource_current (resource_type, seq);
+      -- Quantity searches bound \`high\` (gt, ge, eb, ap) as often as \`low\` (search_index_range): an index of its own,
+      -- for quantity rows only (their unit is part of \`param\`, src/fhir/search/index-entries.ts quantityEntries).
+      CREATE INDEX search_index_quantity_high ON search_index (resource_type, param, high) WHERE type = 'quantity';
+      -- Index rebuilds a migration asks for and SQL cannot do (UCUM conversion): the store re-extracts the rows of the
+      -- current versions that have index rows of \`row_type\` (all when NULL), in seq order after \`after_seq\`
+      -- (ResourceStore.rebuildIndex, run by the service at start-up; a row is removed when its rebuild is done).
+      CREATE TABLE index_rebuild (
+        name      TEXT    PRIMARY KEY,
+        row_type  TEXT,
+        after_seq INTEGER NOT NULL
+      );
+      -- Stores written before this version lack the UCUM quantity rows, and the full-text and :of-type rows of the
+      -- version before (search rows of type 'special'): every current version is re-extracted once.
+      INSERT INTO index_rebuild (name, row_type, after_seq)
+        SELECT 'search-rows-2026-12', NULL, 0 WHERE EXISTS (SELECT 1 FROM resource_current);
+    `,
+  },
 ];

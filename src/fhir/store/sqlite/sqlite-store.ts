@@ -437,6 +437,65 @@ export class SqliteResourceStore implements ResourceStore {
     });
   }
 
+  async rebuildIndex(extract: (json: string) => IndexEntry[]): Promise<number> {
+    let rebuilt = 0;
+    for (;;) {
+      const batch = await this.mutex.run(() => {
+        this.assertReady();
+        return this.db.transaction(() => this.rebuildIndexBatch(extract))();
+      });
+      if (batch === undefined) return rebuilt;
+      rebuilt += batch;
+    }
+  }
+
+  /** One batch of the first pending rebuild (its rows replaced, its position saved); undefined when none is pending. */
+  private rebuildIndexBatch(extract: (json: string) => IndexEntry[]): number | undefined {
+    const BATCH = 500;
+    const state = this.db
+      .prepare('SELECT name, row_type, after_seq FROM index_rebuild ORDER BY name LIMIT 1')
+      .get() as { name: string; row_type: string | null; after_seq: number } | undefined;
+    if (!state) return undefined;
+    const rows = this.db
+      .prepare(
+        'SELECT v.seq, v.resource_type, v.id, v.json FROM resource_version v JOIN resource_current c ' +
+          'ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq ' +
+          'WHERE v.seq > ? AND c.deleted = 0 AND v.json IS NOT NULL AND (? IS NULL OR EXISTS (' +
+          'SELECT 1 FROM search_index si WHERE si.resource_type = v.resource_type AND si.id = v.id AND si.type = ?)) ' +
+          `ORDER BY v.seq LIMIT ${BATCH}`,
+      )
+      .all(state.after_seq, state.row_type, state.row_type) as {
+      seq: number;
+      resource_type: string;
+      id: string;
+      json: string;
+    }[];
+    const s = this.statements();
+    for (const row of rows) {
+      s.deleteIndex.run(row.resource_type, row.id);
+      extract(row.json).forEach((e, i) =>
+        s.insertIndex.run(
+          row.resource_type,
+          row.id,
+          i,
+          e.param,
+          e.type,
+          e.system ?? null,
+          e.value ?? null,
+          finiteOrNull(e.low),
+          finiteOrNull(e.high),
+          e.reference ?? null,
+        ),
+      );
+    }
+    if (rows.length < BATCH) this.db.prepare('DELETE FROM index_rebuild WHERE name = ?').run(state.name);
+    else
+      this.db
+        .prepare('UPDATE index_rebuild SET after_seq = ? WHERE name = ?')
+        .run(rows[rows.length - 1]!.seq, state.name);
+    return rows.length;
+  }
+
   /** Current, non-deleted versions matching a compiled search (../search-query.ts StoreSearchRequest). */
   search(request: SqliteSearchRequest): Promise<SqliteSearchResult> {
     return this.guard(() => searchSqlite(this.db, request));
