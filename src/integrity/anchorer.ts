@@ -285,7 +285,10 @@ export class Anchorer {
       this.fullBatchWaiting = backlog.length === slots * size;
       const heightBefore = await this.ledger.height();
       for (let start = 0; start < cut; start += size) {
-        const members = await this.prepareBatch(backlog.slice(start, Math.min(cut, start + size)), heightBefore);
+        const members = await this.prepareBatch(
+          backlog.slice(start, Math.min(cut, start + size)),
+          heightBefore,
+        );
         round.push({ batch: (await this.journal.batch(members.root))!, members: members.members });
       }
     }
