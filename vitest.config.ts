@@ -16,7 +16,7 @@ const UNIT_TESTS = [
   'test/consent/consent-resource.test.ts',
   'test/http/{http-date,ids}.test.ts',
   'test/integrity/mapping.test.ts',
-  'test/search/{parse,index-entries}.test.ts',
+  'test/search/{parse,index-entries,full-text-rows}.test.ts',
   'test/schema/schema-validator.test.ts',
   'test/validation/{json-syntax,native-invariants,rules,hostile,profiles}.test.ts',
 ];

@@ -123,10 +123,17 @@ export function fullTextOf(resource: FhirResource): { param: FullTextParam; text
   const text = typeof narrative === 'string' ? rowText([narrativeText(narrative)]) : undefined;
   if (text) out.push({ param: '_text', text });
   // `meta` is not content: the store sets its versionId and lastUpdated after the rows are made, and its tags,
-  // profiles and security labels have parameters of their own.
-  const { meta: _meta, ...withoutMeta } = resource as FhirResource & { meta?: unknown };
+  // profiles and security labels have parameters of their own. Nor are `resourceType` and `id` (searched by type
+  // and `_id`): the store writes them first in the stored text whatever their place in the request, and a row must
+  // be the same made from the request as recomputed from the stored text (the integrity audit compares them).
+  const {
+    meta: _meta,
+    id: _id,
+    resourceType: _resourceType,
+    ...contentMembers
+  } = resource as FhirResource & { meta?: unknown; id?: unknown };
   const texts: string[] = [];
-  contentTexts(withoutMeta, texts);
+  contentTexts(contentMembers, texts);
   const content = rowText(texts);
   if (content) out.push({ param: '_content', text: content });
   return out;
