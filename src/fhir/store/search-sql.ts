@@ -678,6 +678,18 @@ function keysJson(scopes: ReadScope[]): string {
 
 const NEVER_DRIVES = 99;
 
+/** What drives a candidate query, and the caller's read scope in it (SearchRun.scopeAndDriver). */
+interface CandidateScope {
+  /** The filter whose matches drive (an IN list); none when the caller's rows or the store order drive. */
+  driver?: Filter;
+  /** The part of the caller's read scope probed per candidate. */
+  residual?: Fragment;
+  /** The caller's rows by its access keys, when they drive. */
+  callerRows?: Fragment;
+  /** Whether the caller's scope is (partly) given by access keys. */
+  keyed: boolean;
+}
+
 /** A first page walks at most smallSide x this many current versions before the filter's rows drive. */
 const WALK_FACTOR = 5;
 
@@ -954,6 +966,49 @@ export class SearchRun {
   }
 
   /**
+   * Which condition drives a candidate query, and the caller's read scope in it. One filter drives (an IN list the
+   * database builds once; the others are probed per candidate), unless the caller's access keys do: its rows drive
+   * when they are few or the filter's matches are not (counted only then: they may be hidden).
+   */
+  private *scopeAndDriver(types: string[], filters: Filter[]): SearchPlan<CandidateScope> {
+    const d = this.d;
+    let driver: Filter | undefined;
+    for (const filter of filters)
+      if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
+    const access = accessFilter(d, types, this.request.scope);
+    if (!access?.keyed) return { driver, residual: access?.residual, keyed: false };
+    // CROSS JOIN: from the keys to their rows (SQLite may not reorder it), one primary-key probe per key.
+    const rows = `SELECT ak.resource_type, ak.id FROM ${d.jsonValues('k')} CROSS JOIN ${d.table('access_key')} ak WHERE ak.resource_type IN (${placeholders(types.length)}) AND ak.key = k.value`;
+    const binds = [access.keyed.keys, ...types];
+    const keysDrive = !driver || (yield* this.fewer(rows, binds)) || !(yield* this.fewMatches(types, driver));
+    if (!keysDrive) return { driver, residual: access.residual, keyed: true };
+    const callerRows = { sql: `(c.resource_type, c.id) IN (${rows})`, binds };
+    return { driver: undefined, residual: access.keyed.residual, callerRows, keyed: true };
+  }
+
+  /** The WHERE conditions of a candidate query: current versions of the types, the caller's scope, every filter. */
+  private *matchConditions(
+    types: string[],
+    filters: Filter[],
+    driver: Filter | undefined,
+    scope: CandidateScope,
+  ): SearchPlan<{ where: string[]; binds: Bind[] }> {
+    const where: string[] = [this.d.notDeleted, `v.resource_type IN (${placeholders(types.length)})`];
+    const binds: Bind[] = [...types];
+    for (const fragment of [scope.callerRows, scope.residual]) {
+      if (!fragment) continue;
+      where.push(fragment.sql);
+      binds.push(...fragment.binds);
+    }
+    for (const filter of filters) {
+      const fragment = yield* this.filterCondition(types, filter, filter === driver);
+      where.push(fragment.sql);
+      binds.push(...fragment.binds);
+    }
+    return { where, binds };
+  }
+
+  /**
    * Current, non-deleted versions matching the filters, in sort order (visibility not yet applied). For a page of
    * the search itself (`paging`), each also carries its sort key values and position (see SearchPosition), the
    * first page the store's newest seq (read in the same statement), and a later page starts after `paging.after`.
@@ -968,42 +1023,8 @@ export class SearchRun {
     // A page in the default order: the store order itself (seq), walked from an index and cut after `limit` rows.
     if (paging?.limit !== undefined && sort.length === 0)
       return yield* this.seqOrderCandidates(types, filters, paging.limit, paging.after);
-    const where: string[] = [d.notDeleted];
-    const binds: Bind[] = [];
-    where.push(`v.resource_type IN (${types.map(() => '?').join(', ')})`);
-    binds.push(...types);
-    // One filter drives (an IN list the database builds once); the others are probed per candidate.
-    let driver: Filter | undefined;
-    for (const filter of filters)
-      if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
-    // The caller's read scope inside the query: its rows drive unless a filter's matches are the smaller side.
-    const access = accessFilter(d, types, this.request.scope);
-    let residual = access?.residual;
-    if (access?.keyed) {
-      // CROSS JOIN: from the keys to their rows (SQLite may not reorder it), one primary-key probe per key.
-      const callerRows = `SELECT ak.resource_type, ak.id FROM ${d.jsonValues('k')} CROSS JOIN ${d.table('access_key')} ak WHERE ak.resource_type IN (${placeholders(types.length)}) AND ak.key = k.value`;
-      const callerBinds = [access.keyed.keys, ...types];
-      // The caller's rows first: when they are few, the filter's matches are not even counted (they may be hidden).
-      if (
-        !driver ||
-        (yield* this.fewer(callerRows, callerBinds)) ||
-        !(yield* this.fewMatches(types, driver))
-      ) {
-        driver = undefined;
-        where.push(`(c.resource_type, c.id) IN (${callerRows})`);
-        binds.push(...callerBinds);
-        residual = access.keyed.residual;
-      }
-    }
-    if (residual) {
-      where.push(residual.sql);
-      binds.push(...residual.binds);
-    }
-    for (const filter of filters) {
-      const fragment = yield* this.filterCondition(types, filter, filter === driver);
-      where.push(fragment.sql);
-      binds.push(...fragment.binds);
-    }
+    const scope = yield* this.scopeAndDriver(types, filters);
+    const { where, binds } = yield* this.matchConditions(types, filters, scope.driver, scope);
     // The tie-breaker: the seq of the resource's newest version when the first page was made (its current seq
     // unless it was written since; NULL for a resource created since, which a later page does not match).
     const after = paging?.after;
@@ -1049,49 +1070,22 @@ export class SearchRun {
     after: SearchPosition | undefined,
   ): SearchPlan<Iterable<Candidate>> {
     const d = this.d;
-    const where: string[] = [d.notDeleted, `v.resource_type IN (${placeholders(types.length)})`];
-    const binds: Bind[] = [...types];
-    let driver: Filter | undefined;
-    for (const filter of filters)
-      if (driveRank(filter) < (driver ? driveRank(driver) : NEVER_DRIVES)) driver = filter;
+    const scope = yield* this.scopeAndDriver(types, filters);
+    let driver = scope.driver;
     let walked: Filter | undefined;
-    const access = accessFilter(d, types, this.request.scope);
-    let residual = access?.residual;
-    if (access?.keyed) {
-      // As candidates(): the caller's rows drive unless they are many and the filter's matches few.
-      const callerRows = `SELECT ak.resource_type, ak.id FROM ${d.jsonValues('k')} CROSS JOIN ${d.table('access_key')} ak WHERE ak.resource_type IN (${placeholders(types.length)}) AND ak.key = k.value`;
-      const callerBinds = [access.keyed.keys, ...types];
-      if (
-        !driver ||
-        (yield* this.fewer(callerRows, callerBinds)) ||
-        !(yield* this.fewMatches(types, driver))
-      ) {
-        driver = undefined;
-        where.push(`(c.resource_type, c.id) IN (${callerRows})`);
-        binds.push(...callerBinds);
-        residual = access.keyed.residual;
-      }
-    } else if (driver && driver.kind === 'param' && !(yield* this.fewMatches(types, driver))) {
+    if (!scope.keyed && driver?.kind === 'param' && !(yield* this.fewMatches(types, driver))) {
       // Many matches: walk the store order and probe; few: they drive (ordering them is cheap).
       walked = driver;
       driver = undefined;
     }
-    if (residual) {
-      where.push(residual.sql);
-      binds.push(...residual.binds);
-    }
-    for (const filter of filters) {
-      const fragment = yield* this.filterCondition(types, filter, filter === driver);
-      where.push(fragment.sql);
-      binds.push(...fragment.binds);
-    }
+    const { where, binds } = yield* this.matchConditions(types, filters, driver, scope);
     const from = `FROM ${d.table('resource_version')} v JOIN ${d.table('resource_current')} c ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq`;
     const columns =
       'v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.method, NULL AS json, v.custodian, v.patients';
     const alias = (name: string) => (d.name === 'postgres' ? ` AS ${name}` : '');
     // Walking: the order of resource_current (resource_type, seq), current versions only. A set that drives (few
     // rows) is ordered instead: `c.seq + 0` keeps the planner from walking the index and probing the set per row.
-    const seqOrder = driver || access?.keyed ? 'c.seq + 0' : 'c.seq';
+    const seqOrder = driver || scope.keyed ? 'c.seq + 0' : 'c.seq';
     if (!after) {
       const select = `SELECT ${columns}, c.seq AS pos, (SELECT max(h.seq) FROM ${d.table('resource_version')} h) AS high ${from}`;
       if (!walked || types.length !== 1) {
@@ -1123,22 +1117,12 @@ export class SearchRun {
       ];
       if (near.length >= limit) return { [Symbol.iterator]: () => candidatesOf(near, 0) };
       // Past the bound: the same conditions, the walked filter driving.
-      const farWhere: string[] = [d.notDeleted, `v.resource_type IN (${placeholders(types.length)})`];
-      const farBinds: Bind[] = [...types];
-      if (residual) {
-        farWhere.push(residual.sql);
-        farBinds.push(...residual.binds);
-      }
-      for (const filter of filters) {
-        const fragment = yield* this.filterCondition(types, filter, filter === walked);
-        farWhere.push(fragment.sql);
-        farBinds.push(...fragment.binds);
-      }
-      const far = yield* rowsOf(
-        `${select} WHERE ${farWhere.join(' AND ')} AND c.seq > ? ORDER BY c.seq + 0 LIMIT ${limit - near.length}`,
-        [...farBinds, bound],
+      const far = yield* this.matchConditions(types, filters, walked, scope);
+      const farRows = yield* rowsOf(
+        `${select} WHERE ${far.where.join(' AND ')} AND c.seq > ? ORDER BY c.seq + 0 LIMIT ${limit - near.length}`,
+        [...far.binds, bound],
       );
-      const rows = [...near, ...far];
+      const rows = [...near, ...farRows];
       return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
     }
     // Versions up to the mark keep their seq as position; a resource written since is placed by its newest version
