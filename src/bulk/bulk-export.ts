@@ -31,7 +31,7 @@ import {
   workListName,
   type ExportState,
 } from './export-job.js';
-import type { BulkJobStore, JobRow } from './job-store.js';
+import { jobNotFound, type BulkJobStore } from './job-store.js';
 import { JobQueue } from './job-queue.js';
 import type { JobAccess, JobCaller } from './job-access.js';
 
@@ -85,10 +85,6 @@ export interface JobStatusAnswer {
   status: 200 | 202;
   headers: Record<string, string>;
   body?: unknown;
-}
-
-function notFound(id: string): never {
-  throw fhirError('bulk-job-not-found', `No bulk job ${id} for this client`);
 }
 
 function queryText(query: Record<string, string[]>): string {
@@ -238,16 +234,8 @@ export class BulkExports {
 
   // ------------------------------------------------------------------ status, cancel, files
 
-  /** The job, if it exists, is an export, is `owner`'s and has not expired; else the one 404. */
-  private ownJob(owner: string, id: string): JobRow {
-    const job = this.options.jobs.get(id);
-    if (!job || job.kind !== 'export' || job.owner !== owner) notFound(id);
-    if (job.expiresAt !== undefined && job.expiresAt <= Date.now()) notFound(id);
-    return job;
-  }
-
   status(owner: string, id: string): JobStatusAnswer {
-    const job = this.ownJob(owner, id);
+    const job = this.options.jobs.owned('export', owner, id);
     const saved = JSON.parse(job.request) as SavedExport;
     const state = JSON.parse(job.state) as ExportState;
     if (job.status === 'failed')
@@ -280,19 +268,19 @@ export class BulkExports {
 
   /** DELETE on the status URL: the job stops and its files go; after that it is unknown (404). */
   cancel(owner: string, id: string): void {
-    this.ownJob(owner, id);
+    this.options.jobs.owned('export', owner, id);
     this.options.jobs.remove('export', id);
     this.options.log.info({ job: id }, 'export job cancelled');
   }
 
   /** The path of one of a completed job's files, for its owner. */
   file(owner: string, id: string, name: string): string {
-    const job = this.ownJob(owner, id);
-    if (job.status !== 'completed') notFound(id);
+    const job = this.options.jobs.owned('export', owner, id);
+    if (job.status !== 'completed') jobNotFound(id);
     const state = JSON.parse(job.state) as ExportState;
     const listed = name === ERROR_FILE ? state.warnings.length > 0 : (state.files[name]?.count ?? 0) > 0;
     const path = join(this.options.jobs.dir, 'export', id, name);
-    if (!listed || !existsSync(path)) notFound(`${id}/${name}`);
+    if (!listed || !existsSync(path)) jobNotFound(`${id}/${name}`);
     return path;
   }
 
@@ -363,25 +351,20 @@ export class BulkExports {
       }
       this.writeErrorFile(id, state);
       access.recordDisclosure?.(saved.caller, policy, `/${pathOf(saved.request)}$export`);
-      const at = Date.now();
-      jobs.finish(id, {
-        status: 'completed',
-        state: JSON.stringify(state),
-        at,
-        expiresAt: at + this.options.retentionMs,
-      });
+      jobs.finish(id, { status: 'completed', state: JSON.stringify(state) }, this.options.retentionMs);
       log.info({ job: id, exported: state.exported }, 'export job completed');
     } catch (err) {
       if (!jobs.get(id)) return; // cancelled while it worked (its files are gone)
       log.error({ err, job: id }, 'export job failed');
-      const at = Date.now();
-      jobs.finish(id, {
-        status: 'failed',
-        state: JSON.stringify(state),
-        error: 'internal error while exporting (see the service log)',
-        at,
-        expiresAt: at + this.options.retentionMs,
-      });
+      jobs.finish(
+        id,
+        {
+          status: 'failed',
+          state: JSON.stringify(state),
+          error: 'internal error while exporting (see the service log)',
+        },
+        this.options.retentionMs,
+      );
     } finally {
       files?.close();
     }

@@ -20,7 +20,7 @@ import type { FhirContext, InteractionHandler } from '../fhir/interactions/types
 import { importSources, journalRejections } from './import/engine.js';
 import type { ImportOptions, ImportProgress, TypeCounts } from './import/types.js';
 import { checkSource, fetchSource, type CheckedSource, type ImportSourcePolicy } from './import-fetch.js';
-import type { BulkJobStore, JobRow } from './job-store.js';
+import { jobNotFound, type BulkJobStore } from './job-store.js';
 import type { JobAccess, JobCaller } from './job-access.js';
 import { OUTPUT_FORMATS } from './export-request.js';
 import { RETRY_AFTER_SECONDS, type JobStatusAnswer } from './bulk-export.js';
@@ -73,10 +73,6 @@ export interface BulkImportOptions {
     error(obj: object | string, msg?: string): void;
     debug(obj: object | string, msg?: string): void;
   };
-}
-
-function notFound(id: string): never {
-  throw fhirError('bulk-job-not-found', `No bulk job ${id} for this client`);
 }
 
 /** The inputs of a kick-off's Parameters body, checked (400 naming what is wrong). */
@@ -239,15 +235,8 @@ export class BulkImports {
     };
   };
 
-  private ownJob(owner: string, id: string): JobRow {
-    const job = this.options.jobs.get(id);
-    if (!job || job.kind !== 'import' || job.owner !== owner) notFound(id);
-    if (job.expiresAt !== undefined && job.expiresAt <= Date.now()) notFound(id);
-    return job;
-  }
-
   status(owner: string, id: string): JobStatusAnswer {
-    const job = this.ownJob(owner, id);
+    const job = this.options.jobs.owned('import', owner, id);
     const saved = JSON.parse(job.request) as SavedImport;
     const state = JSON.parse(job.state) as ImportState;
     if (job.status === 'failed')
@@ -288,15 +277,15 @@ export class BulkImports {
 
   /** DELETE: the job stops after its batch in progress (what it stored stays) and is unknown afterwards. */
   cancel(owner: string, id: string): void {
-    this.ownJob(owner, id);
+    this.options.jobs.owned('import', owner, id);
     this.options.jobs.remove('import', id);
   }
 
   file(owner: string, id: string, name: string): string {
-    const job = this.ownJob(owner, id);
+    const job = this.options.jobs.owned('import', owner, id);
     const path = join(this.options.jobs.dir, 'import', id, name);
     if (job.status !== 'completed' || name !== IMPORT_ERROR_FILE || !existsSync(path))
-      notFound(`${id}/${name}`);
+      jobNotFound(`${id}/${name}`);
     return path;
   }
 
@@ -346,25 +335,20 @@ export class BulkImports {
       if (summary.interrupted || !jobs.get(id)) return; // stopping (resumed at the next start) or cancelled
       state.byType = summary.byType;
       state.rejected = this.writeErrorFile(dir, journalFile, saved, state, paths);
-      const at = Date.now();
-      jobs.finish(id, {
-        status: 'completed',
-        state: JSON.stringify(state),
-        at,
-        expiresAt: at + this.options.retentionMs,
-      });
+      jobs.finish(id, { status: 'completed', state: JSON.stringify(state) }, this.options.retentionMs);
       log.info({ job: id }, 'import job completed');
     } catch (err) {
       if (!jobs.get(id)) return;
       log.error({ err, job: id }, 'import job failed');
-      const at = Date.now();
-      jobs.finish(id, {
-        status: 'failed',
-        state: JSON.stringify(state),
-        error: 'internal error while importing (see the service log)',
-        at,
-        expiresAt: at + this.options.retentionMs,
-      });
+      jobs.finish(
+        id,
+        {
+          status: 'failed',
+          state: JSON.stringify(state),
+          error: 'internal error while importing (see the service log)',
+        },
+        this.options.retentionMs,
+      );
     } finally {
       this.progress.delete(id);
     }

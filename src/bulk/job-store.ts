@@ -8,8 +8,14 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ensurePrivateFile, mkdirPrivate } from '../platform/private-files.js';
+import { fhirError } from '../fhir/outcome.js';
 
 export type JobKind = 'export' | 'import' | 'reindex';
+
+/** The one 404 of every bulk job route: another client's job, an expired one and none at all answer alike. */
+export function jobNotFound(id: string): never {
+  throw fhirError('bulk-job-not-found', `No bulk job ${id} for this client`);
+}
 /** queued -> running -> completed | failed; a cancelled job is removed at once (DELETE answers 202). */
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed';
 
@@ -111,6 +117,14 @@ export class BulkJobStore {
     return row && toJob(row);
   }
 
+  /** The job, if it exists, is of `kind`, is `owner`'s and has not expired; else the one 404 (jobNotFound). */
+  owned(kind: JobKind, owner: string, id: string): JobRow {
+    const job = this.get(id);
+    if (!job || job.kind !== kind || job.owner !== owner) jobNotFound(id);
+    if (job.expiresAt !== undefined && job.expiresAt <= Date.now()) jobNotFound(id);
+    return job;
+  }
+
   /** Jobs not finished (queued or running), oldest first: what a start resumes. */
   unfinished(kind: JobKind): JobRow[] {
     return (
@@ -133,16 +147,17 @@ export class BulkJobStore {
 
   finish(
     id: string,
-    outcome: { status: 'completed' | 'failed'; state: string; error?: string; at: number; expiresAt: number },
+    outcome: { status: 'completed' | 'failed'; state: string; error?: string },
+    retentionMs: number,
   ): boolean {
+    const at = Date.now();
     return (
       this.db
         .prepare(
           `UPDATE bulk_job SET status = ?, state = ?, error = ?, completed_at = ?, expires_at = ?
            WHERE id = ? AND status IN ('queued', 'running')`,
         )
-        .run(outcome.status, outcome.state, outcome.error ?? null, outcome.at, outcome.expiresAt, id)
-        .changes === 1
+        .run(outcome.status, outcome.state, outcome.error ?? null, at, at + retentionMs, id).changes === 1
     );
   }
 

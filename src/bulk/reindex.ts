@@ -30,7 +30,7 @@ import {
   REINDEXED_PARAM,
   type CustomSearchParameters,
 } from '../fhir/search/custom-parameters.js';
-import type { BulkJobStore, JobRow } from './job-store.js';
+import { jobNotFound, type BulkJobStore } from './job-store.js';
 import { RETRY_AFTER_SECONDS, type JobStatusAnswer } from './bulk-export.js';
 import { JobQueue } from './job-queue.js';
 
@@ -71,10 +71,6 @@ export interface ReindexOptions {
     info(obj: object | string, msg?: string): void;
     error(obj: object | string, msg?: string): void;
   };
-}
-
-function notFound(id: string): never {
-  throw fhirError('bulk-job-not-found', `No bulk job ${id} for this client`);
 }
 
 function assertAdmin(context: FhirContext): void {
@@ -188,15 +184,8 @@ export class Reindexing {
     };
   };
 
-  private ownJob(owner: string, id: string): JobRow {
-    const job = this.options.jobs.get(id);
-    if (!job || job.kind !== 'reindex' || job.owner !== owner) notFound(id);
-    if (job.expiresAt !== undefined && job.expiresAt <= Date.now()) notFound(id);
-    return job;
-  }
-
   status(owner: string, id: string): JobStatusAnswer {
-    const job = this.ownJob(owner, id);
+    const job = this.options.jobs.owned('reindex', owner, id);
     const saved = JSON.parse(job.request) as SavedReindex;
     const state = JSON.parse(job.state) as ReindexState;
     if (job.status === 'failed')
@@ -226,13 +215,13 @@ export class Reindexing {
 
   /** DELETE: the job stops after its page in progress (rows rebuilt stay) and is unknown afterwards. */
   cancel(owner: string, id: string): void {
-    this.ownJob(owner, id);
+    this.options.jobs.owned('reindex', owner, id);
     this.options.jobs.remove('reindex', id);
   }
 
   file(owner: string, id: string, name: string): string {
-    this.ownJob(owner, id);
-    return notFound(`${id}/${name}`);
+    this.options.jobs.owned('reindex', owner, id);
+    return jobNotFound(`${id}/${name}`);
   }
 
   /** Rebuilds the rows of one version; read again when a write replaced it meanwhile. */
@@ -301,25 +290,20 @@ export class Reindexing {
       // Phase 3: the parameters still as they were become searchable.
       state.searchable = await this.markIndexed(saved.parameters);
       await this.options.parameters.refresh();
-      const at = Date.now();
-      jobs.finish(id, {
-        status: 'completed',
-        state: JSON.stringify(state),
-        at,
-        expiresAt: at + this.options.retentionMs,
-      });
+      jobs.finish(id, { status: 'completed', state: JSON.stringify(state) }, this.options.retentionMs);
       log.info({ job: id }, 'reindex job completed');
     } catch (err) {
       if (!jobs.get(id)) return;
       log.error({ err, job: id }, 'reindex job failed');
-      const at = Date.now();
-      jobs.finish(id, {
-        status: 'failed',
-        state: JSON.stringify(state),
-        error: 'internal error while reindexing (see the service log)',
-        at,
-        expiresAt: at + this.options.retentionMs,
-      });
+      jobs.finish(
+        id,
+        {
+          status: 'failed',
+          state: JSON.stringify(state),
+          error: 'internal error while reindexing (see the service log)',
+        },
+        this.options.retentionMs,
+      );
     } finally {
       this.progress.delete(id);
     }
