@@ -38,18 +38,20 @@ export interface JournalBatch {
   committedAt?: string;
 }
 
-interface BatchRow {
+/** A batch's row in either journal (PostgreSQL gives its bigint columns as strings). */
+export interface BatchRow {
   root: string;
   leaf_count: number;
   state: 'prepared' | 'committed';
-  height_before: number;
+  height_before: number | string;
   transaction_id: string | null;
-  block_number: number | null;
+  block_number: number | string | null;
   prepared_at: string;
   committed_at: string | null;
 }
 
-interface MemberRow {
+/** A batch member's row in either journal. */
+export interface MemberRow {
   leaf_index: number;
   resource_type: string;
   id: string;
@@ -104,18 +106,18 @@ export class DrainLeaseLostError extends Error {
   }
 }
 
-const toBatch = (row: BatchRow): JournalBatch => ({
+export const toBatch = (row: BatchRow): JournalBatch => ({
   root: row.root,
   leafCount: row.leaf_count,
   state: row.state,
-  heightBefore: row.height_before,
+  heightBefore: Number(row.height_before),
   transactionId: row.transaction_id ?? undefined,
-  blockNumber: row.block_number ?? undefined,
+  blockNumber: row.block_number === null ? undefined : Number(row.block_number),
   preparedAt: row.prepared_at,
   committedAt: row.committed_at ?? undefined,
 });
 
-const toMember = (row: MemberRow): BatchMember => ({
+export const toMember = (row: MemberRow): BatchMember => ({
   leafIndex: row.leaf_index,
   resourceType: row.resource_type,
   id: row.id,

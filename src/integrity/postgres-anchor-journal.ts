@@ -19,55 +19,17 @@ import { AsyncMutex } from '../fhir/store/async-mutex.js';
 import type { VersionKey } from '../fhir/store/resource-store.js';
 import {
   DrainLeaseLostError,
+  toBatch,
+  toMember,
   type BatchJournal,
   type BatchMember,
+  type BatchRow,
   type JournalBatch,
+  type MemberRow,
 } from './anchor-journal.js';
 
 /** Namespace of the drain lease's advisory lock ("HIEA"); the second key is the store's per-schema key. */
 const DRAIN_LOCK_CLASS = 0x48494541;
-
-interface BatchRow {
-  root: string;
-  leaf_count: number;
-  state: 'prepared' | 'committed';
-  height_before: number;
-  transaction_id: string | null;
-  block_number: number | null;
-  prepared_at: string;
-  committed_at: string | null;
-}
-
-interface MemberRow {
-  leaf_index: number;
-  resource_type: string;
-  id: string;
-  version_id: number;
-  leaf_hash: string;
-  ledger_key: string;
-  leaf_version: number;
-}
-
-const toBatch = (row: BatchRow): JournalBatch => ({
-  root: row.root,
-  leafCount: row.leaf_count,
-  state: row.state,
-  heightBefore: Number(row.height_before),
-  transactionId: row.transaction_id ?? undefined,
-  blockNumber: row.block_number === null ? undefined : Number(row.block_number),
-  preparedAt: row.prepared_at,
-  committedAt: row.committed_at ?? undefined,
-});
-
-const toMember = (row: MemberRow): BatchMember => ({
-  leafIndex: row.leaf_index,
-  resourceType: row.resource_type,
-  id: row.id,
-  versionId: row.version_id,
-  leafHash: row.leaf_hash,
-  ledgerKey: row.ledger_key,
-  leafVersion: row.leaf_version === 2 ? 2 : 1,
-});
 
 export interface PostgresJournalOptions {
   /** The store's pool (reads, commits). */
