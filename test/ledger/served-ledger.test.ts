@@ -5,12 +5,11 @@
  * succeeds at M, and L's chain holds the anchor with M's MSP as its creator. A client of an MSP L does not admit
  * is refused, and so is a served ledger on a non-loopback address.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliNodeArgs } from '../support/cli-build.js';
+import { runCli, until, waitForOutput, type CliProcess } from '../support/cli-process.js';
 import { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { parseFabricConfig } from '../../src/ledger/fabric/config.js';
@@ -20,51 +19,6 @@ import { GatewayServer } from '../../src/ledger/embedded/gateway/gateway-server.
 
 const LEDGER_MSP = 'HospitalAMSP';
 const MEMBER_MSP = 'HospitalBMSP';
-
-interface Process {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-/** Runs `hie-ledger ARGS` (tsx, this checkout). */
-function run(args: string[]): Process {
-  const child = spawn(process.execPath, [...cliNodeArgs(), ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, output: () => output, exited };
-}
-
-/** Resolves with the first match of `pattern` in the process's output; rejects if it exits first. */
-function waitForOutput(process: Process, pattern: RegExp): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      const match = pattern.exec(process.output());
-      if (match) {
-        process.child.stdout!.off('data', check);
-        resolve(match);
-      }
-    };
-    process.child.stdout!.on('data', check);
-    check();
-    void process.exited.then((code) =>
-      reject(new Error(`the process exited (${code}) before ${pattern}:\n${process.output()}`)),
-    );
-  });
-}
-
-/** Polls until `check` holds (bounded by the test's timeout, not asserting on time). */
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 40_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 const SERVE = [
   'serve',
@@ -83,8 +37,8 @@ describe('a served embedded ledger and a member process on it', () => {
   let ledgerDir: string;
   let memberDir: string;
   let membersFile: string;
-  let ledgerProcess: Process;
-  let memberProcess: Process | undefined;
+  let ledgerProcess: CliProcess;
+  let memberProcess: CliProcess | undefined;
   let gatewayAddress: string;
   let tlsCa: string;
 
@@ -93,7 +47,7 @@ describe('a served embedded ledger and a member process on it', () => {
     ledgerDir = join(root, 'ledger-org');
     memberDir = join(root, 'member-org');
     membersFile = join(root, 'ledger-members.json');
-    ledgerProcess = run([
+    ledgerProcess = runCli([
       ...SERVE,
       '--data-dir',
       ledgerDir,
@@ -172,7 +126,7 @@ describe('a served embedded ledger and a member process on it', () => {
     let base: string;
 
     beforeAll(async () => {
-      const connect = run([
+      const connect = runCli([
         'ledger',
         'connect',
         '--data-dir',
@@ -193,7 +147,7 @@ describe('a served embedded ledger and a member process on it', () => {
       };
       expect(member.mspId).toBe(MEMBER_MSP);
       expect(JSON.parse(readFileSync(membersFile, 'utf8'))).toEqual([member]);
-      memberProcess = run([
+      memberProcess = runCli([
         ...SERVE,
         '--data-dir',
         memberDir,

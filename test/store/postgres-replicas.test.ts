@@ -8,7 +8,6 @@
  * 2-core machine under load, far beyond the ~15 s of an ordinary test), so it is an opt-in lane, not part of CI's
  * required suites. The same guarantees are tested in one process by test/integrity/postgres-anchoring.test.ts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -18,6 +17,7 @@ import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runVerify } from '../../src/commands/verify.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
+import { runCli, until, waitForOutput, type CliProcess } from '../support/cli-process.js';
 
 const skip =
   postgresSkipReason('PostgreSQL two-replica test') ??
@@ -28,53 +28,13 @@ if (skip && POSTGRES_URL) console.warn(skip);
 const LEDGER_MSP = 'LedgerHostMSP';
 const MSP = 'HospitalBMSP';
 
-interface Process {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
+const processes: CliProcess[] = [];
 
-const processes: Process[] = [];
-
-/** Runs `hie-ledger ARGS` (tsx, this checkout). */
-function run(args: string[]): Process {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const started = { child, output: () => output, exited };
+/** Runs `hie-ledger ARGS`, stopped with the others at the end. */
+function run(args: string[]): CliProcess {
+  const started = runCli(args);
   processes.push(started);
   return started;
-}
-
-/** Resolves with the first match of `pattern` in the process's output; rejects if it exits first. */
-function waitForOutput(started: Process, pattern: RegExp): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      const match = pattern.exec(started.output());
-      if (match) {
-        started.child.stdout!.off('data', check);
-        resolve(match);
-      }
-    };
-    started.child.stdout!.on('data', check);
-    check();
-    void started.exited.then((code) =>
-      reject(new Error(`the process exited (${code}) before ${pattern}:\n${started.output()}`)),
-    );
-  });
-}
-
-/** Polls until `check` holds (bounded by the test's timeout, not asserting on time). */
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 40_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 const SERVE = ['serve', '--port', '0', '--auth', 'dev-open', '--audit-cron', 'off', '--validation', 'schema'];
