@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import path from 'node:path';
-import { normaliseLocation, runConformance } from '../../conformance/validator.js';
+import { caseOptions, normaliseLocation, runConformance } from '../../conformance/validator.js';
 
 // The HL7 reference validator's own test cases (../shared/data/validator-r4): agreement floors, so a regression fails.
 // Figures reached when these floors were set: valid/invalid 95.7% (89/93), error locations 86.7% (39/45).
@@ -14,6 +14,41 @@ describe('validator conformance (HL7 test cases)', () => {
     expect(report.notRun.length).toBeGreaterThan(0);
     expect(report.notRun.every((n) => n.reason.length > 0)).toBe(true);
   }, 180_000);
+
+  it("passes the manifest's per-case options of the reference validator as settings", () => {
+    expect(caseOptions({})).toEqual({
+      validator: { validateContained: true },
+      settings: {
+        unknownExtensionSeverity: 'error',
+        allowExampleUrls: true,
+        securityChecks: false,
+        htmlInMarkdown: 'warning',
+        allowedExtensionDomains: [],
+      },
+      allowComments: false,
+      unsupported: [],
+    });
+    const all = caseOptions({
+      examples: false,
+      'security-checks': true,
+      noHtmlInMarkdown: true,
+      'allow-comments': true,
+      'allowed-extension-domain': 'https://a.org/ext',
+      'allowed-extension-domains': ['https://b.org/ext'],
+      validateContains: 'IGNORE',
+      assumeValidRestReferences: true,
+    });
+    expect(all.validator).toEqual({ validateContained: false });
+    expect(all.settings).toMatchObject({
+      allowExampleUrls: false,
+      securityChecks: true,
+      htmlInMarkdown: 'error',
+      allowedExtensionDomains: ['https://a.org/ext', 'https://b.org/ext'],
+    });
+    expect(all.allowComments).toBe(true);
+    // What has no counterpart here is named, not silently dropped.
+    expect(all.unsupported).toEqual(['assumeValidRestReferences']);
+  });
 
   it('strips the reference locations of their /*Type/id*/ comments', () => {
     expect(normaliseLocation('Bundle.entry[0].resource/*Composition/x*/.section[0]')).toBe(
