@@ -876,6 +876,20 @@ describe('Bundle references and entry profiles (bundle.html#references, document
     expect(errorPaths(collection(patient('p')), [bundleProfile], v)).toEqual([]);
     const inactive = { ...patient('p'), active: false };
     expect(errorPaths(collection(inactive), [bundleProfile], v)).toEqual(['Bundle.entry[0]', 'Bundle']);
+    // A slice is matched under the settings of the validation it serves: an unknown extension that this run
+    // makes an error keeps the entry out of the slice.
+    const extended = {
+      ...patient('p'),
+      extension: [{ url: 'https://ehr.example.net/ext/x', valueString: 'y' }],
+    };
+    expect(errorPaths(collection(extended), [bundleProfile], v)).toEqual([]);
+    const strict = v.validate(collection(extended), {
+      profiles: [bundleProfile],
+      settings: { unknownExtensionSeverity: 'error' },
+    });
+    expect(strict.issues.filter((i) => i.severity === 'error').map((i) => i.expression?.[0])).toEqual(
+      expect.arrayContaining(['Bundle.entry[0].resource.extension[0]', 'Bundle.entry[0]']),
+    );
     // Without slicing: the resource element's type profile alone (ElementDefinition.type.profile).
     const typed = 'http://example.net/fhir/StructureDefinition/active-patients-typed';
     v.registerResource({
