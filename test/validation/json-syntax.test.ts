@@ -28,6 +28,17 @@ describe('lenient JSON reader', () => {
     expect((out.value as { gender: string }).gender).toBe('male');
   });
 
+  it('accepts comments when allowed (the reference validator allow-comments), other problems still reported', () => {
+    const out = parseJsonLeniently(
+      '{\n "resourceType": "Patient", // c\n /* d */ "id": "x",\n gender: "male"\n}',
+      { allowComments: true },
+    );
+    expect(out.issues.map((i) => [i.expression?.[0], i.diagnostics])).toEqual([
+      ['Patient', "The JSON property 'gender' has no quotes around the name of the property"],
+    ]);
+    expect(out.value).toEqual({ resourceType: 'Patient', id: 'x', gender: 'male' });
+  });
+
   it('unrecoverable text is one fatal issue and no value', () => {
     for (const text of [
       '{"resourceType": "Patient"',

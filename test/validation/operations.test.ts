@@ -111,6 +111,44 @@ describe('$validate', () => {
     expect(badMode.statusCode).toBe(400);
   });
 
+  it("takes the reference validator's per-run settings as parameters; absent ones keep the service's", async () => {
+    const patient = {
+      resourceType: 'Patient',
+      name: [{ text: 'Ann <b>Smith</b>' }],
+      extension: [{ url: 'https://ehr.example.net/fhir/ext/a', valueString: 'x' }],
+    };
+    const at = async (query: string) =>
+      json((await post(`/fhir/Patient/$validate${query}`, patient)).body)
+        .issue.filter((i: { expression?: string[] }) => i.expression?.[0]?.startsWith('Patient.'))
+        .map((i: { severity: string; expression: string[] }) => `${i.severity} ${i.expression[0]}`)
+        .sort();
+    expect(await at('')).toEqual(['information Patient.name[0].text', 'warning Patient.extension[0]']);
+    expect(await at('?security-checks=true&unknown-extension-severity=error')).toEqual([
+      'error Patient.extension[0]',
+      'error Patient.name[0].text',
+    ]);
+    expect(await at('?extension-domain=https://ehr.example.net/fhir/')).toEqual([
+      'information Patient.name[0].text',
+    ]);
+    // The same in a Parameters body.
+    const body = {
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'resource', resource: patient },
+        { name: 'security-checks', valueBoolean: true },
+      ],
+    };
+    const oo = json((await post('/fhir/Patient/$validate', body)).body);
+    expect(oo.issue).toContainEqual(
+      expect.objectContaining({ severity: 'error', expression: ['Patient.name[0].text'] }),
+    );
+    for (const bad of ['security-checks=yes', 'unknown-extension-severity=fatal', 'html-in-markdown=loud']) {
+      const res = await post(`/fhir/Patient/$validate?${bad}`, patient);
+      expect(res.statusCode).toBe(400);
+      expectErrorCode(res, 'parameter-invalid');
+    }
+  });
+
   it('instance level: GET validates the stored resource; mode=update checks the id; mode=delete needs the instance', async () => {
     const put = await app.fastify.inject({
       method: 'PUT',

@@ -302,6 +302,67 @@ describe('HTML in plain strings (datatypes.html#string; the security-checks mode
   });
 });
 
+describe('HTML in markdown (datatypes.html#markdown; the reference validator -html-in-markdown)', () => {
+  // Annotation.text is markdown.
+  const guidance = (text: string) => ({
+    resourceType: 'Observation',
+    status: 'final',
+    code: { text: 'x' },
+    note: [{ text }],
+  });
+  const markdownIssues = (
+    v: ReturnType<typeof createFhirValidatorSync>,
+    text: string,
+    htmlInMarkdown?: 'ignore' | 'warning' | 'error',
+  ) =>
+    v
+      .validate(guidance(text), htmlInMarkdown ? { settings: { htmlInMarkdown } } : {})
+      .issues.filter((i) => i.diagnostics?.includes('markdown contains'))
+      .map((i) => `${i.severity} ${i.expression?.[0]}`);
+
+  it('is a warning by default, an error or nothing when asked, at the markdown element', () => {
+    const v = validator();
+    expect(markdownIssues(v, 'Take <b>two</b> daily')).toEqual(['warning Observation.note[0].text']);
+    expect(markdownIssues(v, 'Take <b>two</b> daily', 'error')).toEqual(['error Observation.note[0].text']);
+    expect(markdownIssues(v, 'Take <b>two</b> daily', 'ignore')).toEqual([]);
+    expect(
+      markdownIssues(createFhirValidatorSync({ htmlInMarkdown: 'error' }), '<script>x()</script>'),
+    ).toEqual(['error Observation.note[0].text']);
+  });
+
+  it('does not take markdown syntax or comparisons for HTML', () => {
+    expect(markdownIssues(validator(), '**two** daily, dose < 5 mg and > 2 mg', 'error')).toEqual([]);
+  });
+});
+
+describe('settings chosen per validation (ValidationOptions.settings, $validate parameters)', () => {
+  const v = createFhirValidatorSync();
+  const patient = {
+    resourceType: 'Patient',
+    name: [{ text: 'Ann <b>Smith</b>' }],
+    extension: [{ url: 'https://ehr.example.net/fhir/ext/a', valueString: 'x' }],
+  };
+  const issuesOf = (settings?: object) =>
+    v
+      .validate(patient, settings ? { settings } : {})
+      .issues.filter((i) => i.expression?.[0]?.startsWith('Patient.'))
+      .map((i) => `${i.severity} ${i.expression?.[0]}`)
+      .sort();
+
+  it("override the validator's settings for one run only", () => {
+    expect(issuesOf()).toEqual(['information Patient.name[0].text', 'warning Patient.extension[0]']);
+    expect(issuesOf({ securityChecks: true, unknownExtensionSeverity: 'error' })).toEqual([
+      'error Patient.extension[0]',
+      'error Patient.name[0].text',
+    ]);
+    expect(issuesOf({ allowedExtensionDomains: ['https://ehr.example.net/fhir/'] })).toEqual([
+      'information Patient.name[0].text',
+    ]);
+    // The next run without settings has the validator's own again.
+    expect(issuesOf()).toEqual(['information Patient.name[0].text', 'warning Patient.extension[0]']);
+  });
+});
+
 describe('paging links only in searchsets and histories (http.html#paging)', () => {
   const bundle = (type: string, relation: string) => ({
     resourceType: 'Bundle',
@@ -513,9 +574,12 @@ describe('extension contexts (extensibility.html#context; StructureDefinition.co
       ...more,
     });
     expect(paths(order({ modifierExtension: [doNotPerform] }))).toEqual([]);
-    expect(paths(order({ extension: [doNotPerform] }))).toEqual(['NutritionOrder.extension[0]']);
+    // Located at the extension qualified by its url, as the reference validator locates this rule.
+    expect(paths(order({ extension: [doNotPerform] }))).toEqual([
+      "NutritionOrder.extension[0][url='http://hl7.org/fhir/StructureDefinition/request-doNotPerform']",
+    ]);
     expect(paths({ resourceType: 'Patient', modifierExtension: [birthPlace] })).toEqual([
-      'Patient.modifierExtension[0]',
+      "Patient.modifierExtension[0][url='http://hl7.org/fhir/StructureDefinition/patient-birthPlace']",
     ]);
   });
 });
@@ -812,6 +876,20 @@ describe('Bundle references and entry profiles (bundle.html#references, document
     expect(errorPaths(collection(patient('p')), [bundleProfile], v)).toEqual([]);
     const inactive = { ...patient('p'), active: false };
     expect(errorPaths(collection(inactive), [bundleProfile], v)).toEqual(['Bundle.entry[0]', 'Bundle']);
+    // A slice is matched under the settings of the validation it serves: an unknown extension that this run
+    // makes an error keeps the entry out of the slice.
+    const extended = {
+      ...patient('p'),
+      extension: [{ url: 'https://ehr.example.net/ext/x', valueString: 'y' }],
+    };
+    expect(errorPaths(collection(extended), [bundleProfile], v)).toEqual([]);
+    const strict = v.validate(collection(extended), {
+      profiles: [bundleProfile],
+      settings: { unknownExtensionSeverity: 'error' },
+    });
+    expect(strict.issues.filter((i) => i.severity === 'error').map((i) => i.expression?.[0])).toEqual(
+      expect.arrayContaining(['Bundle.entry[0].resource.extension[0]', 'Bundle.entry[0]']),
+    );
     // Without slicing: the resource element's type profile alone (ElementDefinition.type.profile).
     const typed = 'http://example.net/fhir/StructureDefinition/active-patients-typed';
     v.registerResource({

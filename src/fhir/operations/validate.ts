@@ -14,7 +14,7 @@ import { parseClientJson, parseFhirJson, toPlainJson } from '../fhir-json.js';
 import { assertId, assertResourceType } from '../interactions/common.js';
 import type { OperationRegistration, TerminologyCapabilitiesBuilder } from '../interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../interactions/types.js';
-import type { ValidationOptions } from '../validation/validator.js';
+import type { ValidationOptions, ValidationSettings } from '../validation/validator.js';
 import { field, stringField } from '../definitions/json.js';
 import {
   readOperationInput,
@@ -50,6 +50,7 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
       );
     const mode = modeParam;
     const profiles = input.strings.get('profile') ?? [];
+    const settings = settingsParameters(input);
     const issues: OperationOutcomeIssue[] = [];
 
     const stored = await storedResource(request, context, resourceType, mode);
@@ -70,13 +71,69 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
     const resource = resourceToValidate(request, input, resourceType, stored);
     issues.push(...requestIssues(request, resource, resourceType, mode, profiles, options));
     // Cross-resource rules of conformance resources are errors here, warnings on writes (ValidationOptions).
-    const result = context.validator.validate(resource, { mode, profiles, crossResourceSeverity: 'error' });
+    const result = context.validator.validate(resource, {
+      mode,
+      profiles,
+      crossResourceSeverity: 'error',
+      settings,
+    });
     issues.push(...result.issues);
     if (!issues.some((i) => i.severity === 'error' || i.severity === 'fatal')) {
       issues.push({ severity: 'information', code: 'informational', diagnostics: 'All OK: no errors found' });
     }
     return { status: 200, body: { resourceType: 'OperationOutcome', issue: issues } };
   };
+}
+
+/** The boolean `$validate` parameters of this service and the setting each chooses. */
+const BOOLEAN_SETTINGS = {
+  'security-checks': 'securityChecks',
+  'allow-example-urls': 'allowExampleUrls',
+} as const;
+
+/**
+ * The settings this call chooses (the reference validator's per-run options), beyond the operation's own `resource`,
+ * `mode` and `profile`: `security-checks`, `allow-example-urls` (true|false), `unknown-extension-severity`
+ * (error|warning|information), `html-in-markdown` (ignore|warning|error), `extension-domain` (repeating: URL
+ * prefixes of accepted unknown extensions). Absent ones keep the service's (docs/validation.md). A bad value is 400.
+ */
+function settingsParameters(input: OperationInput): Partial<ValidationSettings> {
+  const settings: Partial<ValidationSettings> = {};
+  for (const [name, key] of Object.entries(BOOLEAN_SETTINGS)) {
+    const value = input.strings.get(name)?.[0];
+    if (value === undefined) continue;
+    if (value !== 'true' && value !== 'false')
+      throw fhirError('parameter-invalid', `$validate parameter '${name}' is true or false`, {
+        expression: name,
+      });
+    settings[key] = value === 'true';
+  }
+  const unknownExtension = codeParameter(input, 'unknown-extension-severity', [
+    'error',
+    'warning',
+    'information',
+  ] as const);
+  if (unknownExtension) settings.unknownExtensionSeverity = unknownExtension;
+  const htmlInMarkdown = codeParameter(input, 'html-in-markdown', ['ignore', 'warning', 'error'] as const);
+  if (htmlInMarkdown) settings.htmlInMarkdown = htmlInMarkdown;
+  const domains = input.strings.get('extension-domain');
+  if (domains) settings.allowedExtensionDomains = domains.filter((d) => d !== '');
+  return settings;
+}
+
+function codeParameter<T extends string>(
+  input: OperationInput,
+  name: string,
+  allowed: readonly T[],
+): T | undefined {
+  const value = input.strings.get(name)?.[0];
+  if (value === undefined) return undefined;
+  const known = allowed.find((a) => a === value);
+  if (!known)
+    throw fhirError('parameter-invalid', `$validate parameter '${name}' is one of ${allowed.join(', ')}`, {
+      expression: name,
+    });
+  return known;
 }
 
 /**

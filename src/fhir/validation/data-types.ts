@@ -3,7 +3,7 @@ import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import type { ElementNode, TypeRef } from './structure.js';
 import { base64DecodedSize, base64Problem, checkPrimitive } from './primitives.js';
 import { checkNarrativeXhtml, collectNarrativeLinks } from './xhtml.js';
-import type { Frame, Run, WalkContext } from './walk-context.js';
+import { settingsOf, type Frame, type Run, type WalkContext } from './walk-context.js';
 import { checkMinMax, deepEqual } from './fixed-values.js';
 import { checkReference } from './references.js';
 import { checkBinding, checkCoding } from './bindings.js';
@@ -40,15 +40,30 @@ export function checkPrimitiveValue(
         path,
       );
   }
-  if (code === 'string' && typeof value === 'string' && value.includes('<') && HTML_TAG.test(value))
+  if (code === 'string' && typeof value === 'string' && value.includes('<') && HTML_TAG.test(value)) {
+    const securityChecks = settingsOf(w, run).securityChecks;
     run.add(
-      w.securityChecks ? 'error' : 'information',
+      securityChecks ? 'error' : 'information',
       'invalid',
-      w.securityChecks
+      securityChecks
         ? 'The string value contains text that looks like embedded HTML tags, which are not allowed for security reasons in this context'
         : 'The string value contains text that looks like embedded HTML tags. If this content is rendered to HTML without appropriate post-processing, it may be a security risk',
       path,
     );
+  }
+  // Markdown is rendered to HTML: raw HTML in it passes through to the page (R4 datatypes.html#markdown, which
+  // follows GFM and says HTML is not expected). How severe that is a setting (the reference validator's
+  // -html-in-markdown, default warning).
+  if (code === 'markdown' && typeof value === 'string' && value.includes('<') && HTML_TAG.test(value)) {
+    const level = settingsOf(w, run).htmlInMarkdown;
+    if (level !== 'ignore')
+      run.add(
+        level,
+        'invalid',
+        'The markdown contains content that looks like embedded HTML tags, which the presentation layer may pass through unescaped',
+        path,
+      );
+  }
   if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
     run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
   if (node.fixed !== undefined && !deepEqual(node.fixed, value))

@@ -4,7 +4,14 @@ import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import { evaluateWithFhirPath, evaluateExpression } from './invariants.js';
 import { isPrimitiveType } from './primitives.js';
 import type { ElementNode, TypeRef } from './structure.js';
-import type { Container, Frame, Run, WalkContext } from './walk-context.js';
+import {
+  settingsOf,
+  type Container,
+  type Frame,
+  type Run,
+  type RunSettings,
+  type WalkContext,
+} from './walk-context.js';
 
 export function walkExtension(
   w: WalkContext,
@@ -73,18 +80,19 @@ export function extensionDefinition(
     if (ps && ps.type === 'Extension') {
       owner = ps.root;
       const isModifier = !!ps.root.isModifier;
+      // Located at the extension qualified by its url, as the reference validator locates its modifier rules.
       if (isModifier !== usedAsModifier)
         run.add(
           'error',
           'structure',
           `The Extension '${url}' must not be used as ${usedAsModifier ? 'a modifierExtension' : 'an extension'} (it's ${isModifier ? 'a modifierExtension' : 'a regular extension'})`,
-          path,
+          `${path}[url='${url}']`,
         );
     } else if (CROSS_VERSION_EXTENSION.test(url)) {
       // Implicitly defined by the element of the other version (R4 versions.html#extensions); their definitions
       // (value types, modifier status) live in that version's package, which is not loaded here, so they are
       // accepted as the reference validator accepts them and their content is checked as a plain Extension.
-    } else if (!usedAsModifier && unknownExtensionAllowed(w, url)) {
+    } else if (!usedAsModifier && unknownExtensionAllowed(settingsOf(w, run), url)) {
       // Accepted without a definition, as the reference validator accepts them (see unknownExtensionAllowed).
     } else if (!usedAsModifier && url.startsWith(HL7_EXTENSION_BASE)) {
       // HL7's own extensions published after R4 live in the HL7 extensions package (hl7.fhir.uv.extensions), which
@@ -98,8 +106,9 @@ export function extensionDefinition(
       );
     } else {
       // As the reference validator: example domains are never real extensions.
-      const example = !w.allowExampleUrls && EXAMPLE_DOMAIN.test(url);
-      const severity = usedAsModifier || example ? 'error' : w.unknownExtensionSeverity;
+      const settings = settingsOf(w, run);
+      const example = !settings.allowExampleUrls && EXAMPLE_DOMAIN.test(url);
+      const severity = usedAsModifier || example ? 'error' : settings.unknownExtensionSeverity;
       run.add(severity, 'structure', `The extension ${url} could not be found so is not allowed here`, path);
       if (example)
         run.add('error', 'invalid', `Example URLs are not allowed in this context (${url})`, `${path}.url`);
@@ -117,11 +126,11 @@ const EXAMPLE_DOMAIN = /^https?:\/\/([\w-]+\.)*(example\.(org|com)|acme\.(com|or
  * the example domains where examples are allowed, DICOM (nema.org), the FHIR tooling extensions, and the extension
  * domains the deployment allows (`allowedExtensionDomains`, the reference validator's `-extension` domains).
  */
-function unknownExtensionAllowed(w: WalkContext, url: string): boolean {
-  if (w.allowExampleUrls && EXAMPLE_DOMAIN.test(url)) return true;
+function unknownExtensionAllowed(settings: RunSettings, url: string): boolean {
+  if (settings.allowExampleUrls && EXAMPLE_DOMAIN.test(url)) return true;
   if (/^https?:\/\/([\w-]+\.)*nema\.org(\/|$)/.test(url)) return true;
   if (url.startsWith('http://hl7.org/fhir/tools/StructureDefinition/')) return true;
-  return w.allowedExtensionDomains.some((d) => d !== '' && url.startsWith(d));
+  return settings.allowedExtensionDomains.some((d) => d !== '' && url.startsWith(d));
 }
 
 /** The types a type is derived from, itself first (`Patient`, `DomainResource`, `Resource`), per walker. */

@@ -3,11 +3,17 @@
  * FHIRPath invariants, terminology bindings and profiles, over the official R4 definitions plus the network's
  * shared profiles (`igPaths`) and conformance resources stored through the API (`registerResource`).
  */
-import type { ResourceValidator, ValidationOptions, ValidationResult } from './validator.js';
+import type {
+  ResourceValidator,
+  ValidationOptions,
+  ValidationResult,
+  ValidationSettings,
+} from './validator.js';
 import type { OperationOutcomeIssue } from '../outcome.js';
 import { coreRegistry, DefinitionRegistry } from '../definitions/definition-registry.js';
 import { field } from '../definitions/json.js';
 import { Run, StructureWalker } from './walker.js';
+import type { RunSettings } from './walk-context.js';
 import type { LoadedCodeSystems } from '../terminology-port.js';
 
 export interface FhirValidatorOptions {
@@ -42,6 +48,8 @@ export interface FhirValidatorOptions {
    * (the reference validator's security-checks mode).
    */
   securityChecks?: boolean;
+  /** Severity of HTML tags in markdown values (default 'warning'; 'ignore': not checked). */
+  htmlInMarkdown?: 'ignore' | 'warning' | 'error';
   /** Validate contained resources (default true; the reference validator's validateContains=IGNORE is false). */
   validateContained?: boolean;
   /** The big code systems loaded into the terminology store (LOINC, SNOMED CT ...): their codes are checked. */
@@ -64,6 +72,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   walker.validateContained = options.validateContained ?? true;
   walker.vitalSigns = options.vitalSigns ?? true;
   walker.securityChecks = !!options.securityChecks;
+  if (options.htmlInMarkdown) walker.htmlInMarkdown = options.htmlInMarkdown;
   if (options.unknownCodeSeverity) walker.unknownCodeSeverity = options.unknownCodeSeverity;
   if (options.unknownExtensionSeverity) walker.unknownExtensionSeverity = options.unknownExtensionSeverity;
   if (options.codeSystems) walker.terminology.useLoadedCodeSystems(options.codeSystems);
@@ -100,6 +109,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
         ];
         const run = new Run();
         if (opts.crossResourceSeverity) run.crossResourceSeverity = opts.crossResourceSeverity;
+        if (opts.settings) run.settings = runSettings(walker, opts.settings);
         const budget = options.invariantBudgetMs ?? 2000;
         if (Number.isFinite(budget)) run.invariantDeadline = performance.now() + budget;
         walker.validate(resource, profiles, run);
@@ -116,6 +126,17 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
       const valid = errorCount === 0 && !issues.some((i) => i.severity === 'error' || i.severity === 'fatal');
       return { valid, issues };
     },
+  };
+}
+
+/** The validator's settings with a run's overrides (undefined fields keep the validator's). */
+function runSettings(defaults: RunSettings, overrides: Partial<ValidationSettings>): RunSettings {
+  return {
+    securityChecks: overrides.securityChecks ?? defaults.securityChecks,
+    allowExampleUrls: overrides.allowExampleUrls ?? defaults.allowExampleUrls,
+    unknownExtensionSeverity: overrides.unknownExtensionSeverity ?? defaults.unknownExtensionSeverity,
+    allowedExtensionDomains: overrides.allowedExtensionDomains ?? defaults.allowedExtensionDomains,
+    htmlInMarkdown: overrides.htmlInMarkdown ?? defaults.htmlInMarkdown,
   };
 }
 

@@ -16,7 +16,10 @@ class Reader {
   i = 0;
   pendingComment = false;
   readonly problems: { message: string; at: Segment[] }[] = [];
-  constructor(readonly text: string) {}
+  constructor(
+    readonly text: string,
+    readonly allowComments = false,
+  ) {}
 
   fail(message: string): never {
     throw new SyntaxError(`${message} at position ${this.i}`);
@@ -92,7 +95,8 @@ class Reader {
         });
       }
       if (this.pendingComment) {
-        this.problems.push({ message: 'Comments are not allowed in JSON', at: [...at, key] });
+        if (!this.allowComments)
+          this.problems.push({ message: 'Comments are not allowed in JSON', at: [...at, key] });
         this.pendingComment = false;
       }
       this.skip();
@@ -146,8 +150,13 @@ function toExpression(root: string, at: Segment[]): string {
   return out;
 }
 
-export function parseJsonLeniently(text: string): LenientParse {
-  const reader = new Reader(text);
+export interface LenientParseOptions {
+  /** Accept comments (the reference validator's allow-comments; default false: each is an error). */
+  allowComments?: boolean;
+}
+
+export function parseJsonLeniently(text: string, options: LenientParseOptions = {}): LenientParse {
+  const reader = new Reader(text, !!options.allowComments);
   let value: unknown;
   try {
     value = reader.value([], 0);

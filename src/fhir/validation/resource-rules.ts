@@ -12,7 +12,7 @@ import {
   checkSearchParameter,
   checkValueSetParameters,
 } from './conformance-resources.js';
-import { type Frame, Run, type WalkContext } from './walk-context.js';
+import { type Frame, probeRun, Run, type WalkContext } from './walk-context.js';
 import type { TypeRef } from './structure.js';
 
 /** The vital-sign LOINC codes and their core profiles, per walker (built on first use). */
@@ -162,8 +162,7 @@ export function resourceProfiles(
   const profiles = type?.profiles.filter((p) => w.structures.get(p) !== undefined) ?? [];
   if (profiles.length <= 1) return profiles;
   for (const p of profiles) {
-    const probe = new Run();
-    probe.errorsOnly = true;
+    const probe = probeRun(run);
     w.walkResource(value, path, container, probe, [p]);
     if (probe.errorCount === 0) return [p];
   }

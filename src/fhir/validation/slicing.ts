@@ -2,7 +2,7 @@
 import { arrayField, field } from '../definitions/json.js';
 import type { ElementNode, TypeRef } from './structure.js';
 import { isPrimitiveType } from './primitives.js';
-import { type Frame, Run, upperFirst, type WalkContext } from './walk-context.js';
+import { type Frame, probeRun, type Run, upperFirst, type WalkContext } from './walk-context.js';
 import { checkFixedAndPattern, deepEqual, patternMatches } from './fixed-values.js';
 import { checkBinding } from './bindings.js';
 
@@ -46,7 +46,9 @@ function checkSliceGroup(
   let unmatchedSeen = false;
   for (const i of indexes) {
     const item = items[i];
-    const idx = node.slices.findIndex((s) => sliceMatches(w, item, s, slicing.discriminators, type, frame));
+    const idx = node.slices.findIndex((s) =>
+      sliceMatches(w, item, s, slicing.discriminators, type, frame, run),
+    );
     if (idx < 0) {
       if (slicing.rules === 'closed')
         run.add(
@@ -163,6 +165,7 @@ export function sliceMatches(
   discriminators: { type: string; path: string }[],
   type: TypeRef | undefined,
   frame: Frame,
+  run: Run,
 ): boolean {
   let constrained = false;
   for (const d of discriminators) {
@@ -192,7 +195,7 @@ export function sliceMatches(
         constrained = true;
         break;
       case 'profile':
-        if (!profileDiscriminatorMatches(w, target ?? slice, values, frame)) return false;
+        if (!profileDiscriminatorMatches(w, target ?? slice, values, frame, run)) return false;
         constrained = true;
         break;
       default:
@@ -270,6 +273,7 @@ export function profileDiscriminatorMatches(
   element: ElementNode,
   values: unknown[],
   frame: Frame,
+  run: Run,
 ): boolean {
   const profiles = element.types.flatMap((t) => (t.profiles.length ? t.profiles : t.targetProfiles));
   if (!profiles.length) return false;
@@ -277,8 +281,8 @@ export function profileDiscriminatorMatches(
     profiles.some((p) => {
       const ps = w.structures.get(p);
       if (!ps) return false;
-      const probe = new Run();
-      probe.errorsOnly = true;
+      // Judged with the settings of the run it serves (an unknown extension may be an error in one, not another).
+      const probe = probeRun(run);
       if (ps.kind === 'resource') w.walkResource(v, 'probe', undefined, probe, [p]);
       else w.walkObject(v, ps.root, ps.root, ps.type, 'probe', probe, frame);
       return probe.errorCount === 0;

@@ -16,6 +16,25 @@ export interface ValidationOptions {
    * Measure). 'warning' by default, so writes do not depend on the order resources arrive; `$validate` asks 'error'.
    */
   crossResourceSeverity?: 'error' | 'warning';
+  /** Settings of this validation that differ from the validator's (`$validate` parameters); absent ones are kept. */
+  settings?: Partial<ValidationSettings>;
+}
+
+/**
+ * The settings of the HL7 reference validator that one validation may choose (`$validate` parameters, the test
+ * suite's manifest); the validator's own (FhirValidatorOptions) are the defaults.
+ */
+export interface ValidationSettings {
+  /** A plain string carrying HTML tags is an error rather than information (security checks). */
+  securityChecks: boolean;
+  /** Accept example.org/acme.com extension URLs. */
+  allowExampleUrls: boolean;
+  /** Severity of an extension whose definition is unknown (unknown modifier extensions are always errors). */
+  unknownExtensionSeverity: 'error' | 'warning' | 'information';
+  /** URL prefixes under which unknown extensions are accepted without an issue. */
+  allowedExtensionDomains: string[];
+  /** Severity of HTML tags in a markdown value ('ignore': not checked). */
+  htmlInMarkdown: 'ignore' | 'warning' | 'error';
 }
 
 export interface ValidationResult {

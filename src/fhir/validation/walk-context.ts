@@ -8,6 +8,7 @@ import type { DefinitionRegistry } from '../definitions/definition-registry.js';
 import type { JsonObject } from '../definitions/json.js';
 import type { StructureCache, ElementNode, TypeRef } from './structure.js';
 import type { Terminology } from './terminology.js';
+import type { ValidationSettings } from './validator.js';
 
 export const MAX_DEPTH = 64;
 const MAX_ISSUES = 500;
@@ -33,6 +34,9 @@ export interface Frame {
   rootResource: JsonObject;
 }
 
+/** The settings one validation may choose (ValidationOptions.settings); the validator's own are the defaults. */
+export type RunSettings = ValidationSettings;
+
 /** One validation run: issues deduplicated (base and profile walks overlap). */
 export class Run {
   readonly issues: OperationOutcomeIssue[] = [];
@@ -42,6 +46,8 @@ export class Run {
   truncated = false;
   /** Severity of cross-resource checks of conformance resources (ValidationOptions.crossResourceSeverity). */
   crossResourceSeverity: 'error' | 'warning' = 'warning';
+  /** This run's settings where they differ from the validator's (undefined: the validator's). */
+  settings: RunSettings | undefined;
   /** When set, only whether an error occurred matters (slice matching by profile). */
   errorsOnly = false;
   errorCount = 0;
@@ -102,18 +108,13 @@ export class Run {
 }
 
 /** The walker as its rule families see it: definitions, settings, and the walk for nested values. */
-export interface WalkContext {
+export interface WalkContext extends RunSettings {
   readonly registry: DefinitionRegistry;
   readonly structures: StructureCache;
   readonly terminology: Terminology;
-  unknownExtensionSeverity: 'error' | 'warning' | 'information';
   unknownCodeSeverity: 'error' | 'warning';
-  allowExampleUrls: boolean;
-  /** URL prefixes under which unknown extensions are accepted (the reference validator's extension domains). */
-  allowedExtensionDomains: string[];
   vitalSigns: boolean;
   validateContained: boolean;
-  securityChecks: boolean;
   isResourceType(type: string): boolean;
   childOwner(node: ElementNode, type: TypeRef | undefined): ElementNode | undefined;
   walkResource(
@@ -141,6 +142,19 @@ export interface WalkContext {
     run: Run,
     frame: Frame,
   ): void;
+}
+
+/** The settings in force for a run: its own, else the validator's. */
+export function settingsOf(w: WalkContext, run: Run): RunSettings {
+  return run.settings ?? w;
+}
+
+/** A probe run (errors only) with the settings of the run it serves. */
+export function probeRun(run: Run): Run {
+  const probe = new Run();
+  probe.errorsOnly = true;
+  probe.settings = run.settings;
+  return probe;
 }
 
 export function upperFirst(s: string): string {

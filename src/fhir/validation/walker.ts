@@ -54,6 +54,9 @@ export class StructureWalker implements WalkContext {
   /** A plain string carrying HTML tags is an error (security checks) rather than information. */
   securityChecks = false;
 
+  /** Severity of HTML tags in markdown ('warning' by default, as the reference validator's -html-in-markdown). */
+  htmlInMarkdown: 'ignore' | 'warning' | 'error' = 'warning';
+
   constructor(readonly registry: DefinitionRegistry) {
     this.structures = new StructureCache(registry);
     this.terminology = new Terminology(registry);
