@@ -62,6 +62,9 @@ class ConsentLedgerStore implements ResourceStore {
   anchorState(key: Parameters<ResourceStore['anchorState']>[0]) {
     return this.inner.anchorState(key);
   }
+  vreadMany(keys: Parameters<ResourceStore['vreadMany']>[0]) {
+    return this.inner.vreadMany(keys);
+  }
   anchorStates(keys: Parameters<ResourceStore['anchorStates']>[0]) {
     return this.inner.anchorStates(keys);
   }
