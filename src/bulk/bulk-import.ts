@@ -18,7 +18,7 @@ import { parseRequestJson } from '../fhir/interactions/router.js';
 import type { FhirRegistry, OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import type { FhirContext, InteractionHandler } from '../fhir/interactions/types.js';
 import { importSources, journalRejections } from './import/engine.js';
-import type { ImportOptions, ImportProgress, TypeCounts } from './import/types.js';
+import type { ConsentHandling, ImportOptions, ImportProgress, TypeCounts } from './import/types.js';
 import { checkSource, fetchSource, type CheckedSource, type ImportSourcePolicy } from './import-fetch.js';
 import { jobNotFound, type BulkJobStore } from './job-store.js';
 import type { JobAccess, JobCaller } from './job-access.js';
@@ -28,6 +28,7 @@ import { JobQueue } from './job-queue.js';
 
 export const IMPORT_ERROR_FILE = 'OperationOutcome.ndjson';
 const MAX_INPUTS = 1000;
+const CONSENT_HANDLINGS: readonly ConsentHandling[] = ['refuse', 'inert', 'map'];
 
 interface ImportInput {
   /** The type the client says the file holds (informative: every line is checked on its own). */
@@ -39,6 +40,8 @@ interface ImportInput {
 interface SavedImport {
   inputs: ImportInput[];
   inputSource?: string;
+  /** This service's parameter `consents` (the CLI's --consents): refuse (default), inert or map. */
+  consents?: ConsentHandling;
   requestUrl: string;
   baseUrl: string;
   caller: JobCaller;
@@ -97,6 +100,7 @@ function readInputs(
   };
   let inputFormat: string | undefined;
   let inputSource: string | undefined;
+  let consents: ConsentHandling | undefined;
   const inputs: ImportInput[] = [];
   for (const p of list) {
     switch (p.name) {
@@ -106,6 +110,18 @@ function readInputs(
       case 'inputSource':
         inputSource = value(p);
         break;
+      case 'consents': {
+        // This service's own parameter (not in the proposal): what to do with Consent resources (docs/bulk.md).
+        const handling = value(p);
+        if (!CONSENT_HANDLINGS.includes(handling as ConsentHandling))
+          throw fhirError(
+            'parameter-invalid',
+            `consents '${String(handling)}' is not one of ${CONSENT_HANDLINGS.join(', ')}`,
+            { expression: 'consents' },
+          );
+        consents = handling as ConsentHandling;
+        break;
+      }
       case 'storageDetail': {
         const parts = Array.isArray(p.part) ? (p.part as (typeof list)[number][]) : [];
         const type = parts.find((q) => q.name === 'type');
@@ -154,7 +170,12 @@ function readInputs(
     throw fhirError('parameter-invalid', `$import takes at most ${MAX_INPUTS} inputs`, {
       expression: 'input',
     });
-  return { inputs, inputSource };
+  return { inputs, inputSource, consents };
+}
+
+/** Consent resources an import met, over all its runs (the journal's counts: stored, unchanged or rejected). */
+function consentCount(counts: TypeCounts | undefined): number {
+  return counts ? counts.stored + counts.unchanged + counts.rejected : 0;
 }
 
 export class BulkImports {
@@ -269,6 +290,8 @@ export class BulkImports {
           unchanged: c.unchanged,
         })),
       error: errors > 0 ? [{ type: 'OperationOutcome', url: fileUrl, count: errors }] : [],
+      // Not in the proposal: how Consent resources were handled, as the CLI's summary says it.
+      consents: { handling: saved.consents ?? 'refuse', seen: consentCount(byType.Consent) },
     };
     const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8' };
     if (job.expiresAt !== undefined) headers.Expires = new Date(job.expiresAt).toUTCString();
@@ -323,7 +346,7 @@ export class BulkImports {
             context,
             journalFile,
             baseUrl: saved.baseUrl,
-            consents: 'refuse',
+            consents: saved.consents ?? 'refuse',
             signal: this.abort.signal,
             validationPool,
           },

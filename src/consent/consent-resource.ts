@@ -105,6 +105,23 @@ function asArray(value: unknown): unknown[] {
   return Array.isArray(value) ? value : [];
 }
 
+/**
+ * The tag of a Consent kept as a record only (`hie-ledger import --consents inert`, `$import` consents=inert): it
+ * grants nothing, whatever it says (docs/import.md, docs/access.md).
+ */
+export const INERT_CONSENT_TAG = {
+  system: 'https://hie-ledger.dev/fhir/CodeSystem/import',
+  code: 'consent-inert',
+} as const;
+
+/** Does this Consent carry INERT_CONSENT_TAG in meta.tag? */
+export function isInertConsent(resource: Json): boolean {
+  return asArray(asObject(resource.meta)?.tag).some((tag) => {
+    const t = asObject(tag);
+    return t?.system === INERT_CONSENT_TAG.system && t.code === INERT_CONSENT_TAG.code;
+  });
+}
+
 /** Is this a patient-privacy Consent (the FHIR face of grants)? */
 export function isPrivacyConsent(resource: Json): boolean {
   if (resource.resourceType !== 'Consent') return false;

@@ -10,7 +10,7 @@
  * In a transaction the ledger work waits until the transaction has committed; a rollback lifts the refusals it made.
  */
 import type { ConsentService, PreparedConsent } from './consent-service.js';
-import { consentToGrants, isPrivacyConsent, type ConsentGrants } from './consent-resource.js';
+import { consentToGrants, isInertConsent, isPrivacyConsent, type ConsentGrants } from './consent-resource.js';
 import { FhirError, fhirError } from '../fhir/outcome.js';
 import type { ResourceStore, StoredVersion, WriteRequest } from '../fhir/store/resource-store.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
@@ -61,6 +61,9 @@ class ConsentLedgerStore implements ResourceStore {
   }
   anchorState(key: Parameters<ResourceStore['anchorState']>[0]) {
     return this.inner.anchorState(key);
+  }
+  vreadMany(keys: Parameters<ResourceStore['vreadMany']>[0]) {
+    return this.inner.vreadMany(keys);
   }
   anchorStates(keys: Parameters<ResourceStore['anchorStates']>[0]) {
     return this.inner.anchorStates(keys);
@@ -113,7 +116,9 @@ class ConsentLedgerStore implements ResourceStore {
       );
     const caller = request.actor;
     let target: ConsentGrants | undefined;
-    if (request.resource && isPrivacyConsent(request.resource)) {
+    // An inert Consent (an import's record of another system's consent) grants nothing: as one with no grants,
+    // what an earlier version of it granted is withdrawn.
+    if (request.resource && isPrivacyConsent(request.resource) && !isInertConsent(request.resource)) {
       target = this.enforceableGrants(request.resource);
       if (target && caller?.role === 'system') await this.checkRecordedInPerson(target, caller);
       if (target && target.grants.length > 0) await this.registerHome(target);

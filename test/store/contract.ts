@@ -176,6 +176,27 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         }
       });
 
+      it('vreads many versions in one call, each in the place of its key, as vread answers them', async () => {
+        await store.write(patient('m1', { gender: 'female' }));
+        await store.write({ ...patient('m1', { gender: 'male' }), method: 'PUT' });
+        await store.write(patient('m2'));
+        await store.write({ resourceType: 'Patient', id: 'm2', method: 'DELETE' });
+        const keys = [
+          { resourceType: 'Patient', id: 'm1', versionId: 2 },
+          { resourceType: 'Patient', id: 'nope', versionId: 1 },
+          { resourceType: 'Patient', id: 'm1', versionId: 1 },
+          { resourceType: 'Patient', id: 'm2', versionId: 2 },
+          { resourceType: 'Observation', id: 'm1', versionId: 1 },
+          { resourceType: 'Patient', id: 'm1', versionId: 2 },
+        ];
+        const one = await Promise.all(keys.map((k) => store.vread(k.resourceType, k.id, k.versionId)));
+        expect(one.map((v) => v?.versionId)).toEqual([2, undefined, 1, 2, undefined, 2]);
+        expect(one[3]!.deleted).toBe(true);
+        expect(await store.vreadMany(keys)).toEqual(one);
+        expect(await store.vreadMany([])).toEqual([]);
+        expect(await store.transaction((tx) => tx.vreadMany(keys))).toEqual(one);
+      });
+
       it('keeps resources of different types with the same id apart', async () => {
         await store.write(patient('x'));
         await store.write(patient('x'));

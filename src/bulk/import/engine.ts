@@ -18,6 +18,7 @@
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { FhirError, fhirError, type OperationOutcome } from '../../fhir/outcome.js';
+import { INERT_CONSENT_TAG } from '../../consent/consent-resource.js';
 import { toPlainJson, type FhirResource } from '../../fhir/fhir-json.js';
 import type { FhirContext, FhirRequest } from '../../fhir/interactions/types.js';
 import type { ResourceStore, StoredVersion } from '../../fhir/store/resource-store.js';
@@ -69,11 +70,8 @@ export class JournalSettingsError extends Error {
 /** Where the source's own "last updated" instant is kept on the stored version (meta.lastUpdated is the store's). */
 export const SOURCE_LAST_UPDATED_EXTENSION =
   'https://hie-ledger.dev/fhir/StructureDefinition/source-last-updated';
-/** The tag on a Consent imported with `--consents inert`: stored, grants nothing. */
-export const INERT_CONSENT_TAG = {
-  system: 'https://hie-ledger.dev/fhir/CodeSystem/import',
-  code: 'consent-inert',
-};
+/** The tag on a Consent imported with `--consents inert`: stored, grants nothing (the consent store's rule). */
+export { INERT_CONSENT_TAG };
 
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const TYPED_URL = /^(?:.*\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/;

@@ -175,6 +175,11 @@ export interface ResourceStore {
   read(resourceType: string, id: string): Promise<StoredVersion | undefined>;
   vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined>;
   /**
+   * vread of many versions in one call (a `$export` page): `result[i]` belongs to `keys[i]`, undefined where there is
+   * no such version. The stored texts as they are (no parse).
+   */
+  vreadMany(keys: readonly VersionKey[]): Promise<(StoredVersion | undefined)[]>;
+  /**
    * Store a new version. A DELETE of a resource that never existed throws a 404 FhirError (notFound); a DELETE of
    * a resource whose current version is already a deletion stores nothing and returns that deletion (FHIR: deleting
    * a deleted resource succeeds and changes nothing). The HTTP layer decides the status it answers with.

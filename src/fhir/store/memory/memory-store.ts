@@ -101,6 +101,10 @@ export class MemoryResourceStore implements ResourceStore {
     return this.guard(() => this.vreadNow(resourceType, id, versionId));
   }
 
+  vreadMany(keys: readonly VersionKey[]): Promise<(StoredVersion | undefined)[]> {
+    return this.guard(() => keys.map((k) => this.vreadNow(k.resourceType, k.id, k.versionId)));
+  }
+
   write(request: WriteRequest): Promise<StoredVersion> {
     return this.guard(() => this.writeNow(request));
   }
@@ -478,6 +482,7 @@ export class MemoryResourceStore implements ResourceStore {
       close: () => Promise.reject(new Error('close() is not available inside a transaction')),
       read: (type, id) => now(() => this.readNow(type, id)),
       vread: (type, id, versionId) => now(() => this.vreadNow(type, id, versionId)),
+      vreadMany: (keys) => now(() => keys.map((k) => this.vreadNow(k.resourceType, k.id, k.versionId))),
       write: (request) => now(() => this.writeNow(request)),
       history: (query) => now(() => this.historyNow(query)),
       transaction: (work) =>

@@ -324,6 +324,21 @@ export class PostgresResourceStore implements ResourceStore {
     });
   }
 
+  vreadMany(keys: readonly VersionKey[]): Promise<(StoredVersion | undefined)[]> {
+    if (keys.length === 0) return Promise.resolve([]);
+    return this.onConnection(async (q) => {
+      // One round trip for all keys, as anchorStates.
+      const { rows } = await q.query<VersionRow & { ord: string | number }>(this.sql.vreadMany, [
+        keys.map((k) => k.resourceType),
+        keys.map((k) => k.id),
+        keys.map((k) => k.versionId),
+      ]);
+      const versions = new Array<StoredVersion | undefined>(keys.length).fill(undefined);
+      for (const row of rows) versions[Number(row.ord) - 1] = toStoredVersion(row);
+      return versions;
+    });
+  }
+
   anchorStates(keys: readonly VersionKey[]): Promise<(AnchorState | undefined)[]> {
     if (keys.length === 0) return Promise.resolve([]);
     return this.onConnection(async (q) => {
@@ -718,6 +733,10 @@ function statements(S: string) {
     anchorState:
       `SELECT ${ANCHOR_COLUMNS} FROM ${S}.resource_version v JOIN ${S}.anchor a ON a.seq = v.seq ` +
       'WHERE v.resource_type = $1 AND v.id = $2 AND v.version_id = $3',
+    vreadMany:
+      `SELECT k.ord, ${versionColumns} ` +
+      'FROM unnest($1::text[], $2::text[], $3::integer[]) WITH ORDINALITY AS k(resource_type, id, version_id, ord) ' +
+      `JOIN ${S}.resource_version v ON v.resource_type = k.resource_type AND v.id = k.id AND v.version_id = k.version_id`,
     anchorStates:
       `SELECT k.ord, ${ANCHOR_COLUMNS} ` +
       'FROM unnest($1::text[], $2::text[], $3::integer[]) WITH ORDINALITY AS k(resource_type, id, version_id, ord) ' +

@@ -554,6 +554,11 @@ export class SqliteResourceStore implements ResourceStore {
     });
   }
 
+  vreadMany(keys: readonly VersionKey[]): Promise<(StoredVersion | undefined)[]> {
+    // One synchronous pass over the prepared statement (no promise per version).
+    return this.guard(() => keys.map((k) => this.vreadNow(k.resourceType, k.id, k.versionId)));
+  }
+
   anchorStates(keys: readonly VersionKey[]): Promise<(AnchorState | undefined)[]> {
     // One query for all keys (a JSON array of [type, id, version], each row numbered by its key's position): about
     // a third less CPU than one statement call per key.
@@ -1024,6 +1029,7 @@ export class SqliteResourceStore implements ResourceStore {
       close: () => Promise.reject(new Error('close() is not available inside a transaction')),
       read: (type, id) => now(() => this.guard(() => this.readNow(type, id))),
       vread: (type, id, vid) => now(() => this.guard(() => this.vreadNow(type, id, vid))),
+      vreadMany: (keys) => now(() => this.vreadMany(keys)),
       write: (request) => now(() => this.guard(() => this.writeInTransaction(request))),
       history: (query) => now(() => this.history(query)),
       search: (request) => now(() => this.search(request)),
