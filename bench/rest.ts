@@ -14,7 +14,10 @@
  * off, each its own service, in interleaved slices; medians of creates/s and of CPU per create, and the ratios
  * (targets: anchoring on within 10% of off; the write path at least 2x the single-write path).
  * Environment: BENCH_DURATION (seconds per scenario, default 10), BENCH_CONNECTIONS (default 10),
- * BENCH_FROM=tsx to run the service from the sources instead of dist/.
+ * BENCH_FROM=tsx to run the service from the sources instead of dist/; BENCH_WRITE_ONLY=1 measures the write path
+ * alone (its four variants, no bare route, reads or updates). BENCH_BASELINE=dir (a built checkout of the code
+ * before a change: `git archive` it, link node_modules and chaincode/dist, build) adds its create path, with
+ * anchoring on and off, to the interleaved write-path slices: before and after measured in one run.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, cpus, tmpdir } from 'node:os';
@@ -102,6 +105,8 @@ interface WriteVariant {
   name: string;
   flags: string[];
   env: NodeJS.ProcessEnv;
+  /** The checkout the service runs from (default this one). */
+  root?: string;
 }
 
 /**
@@ -120,6 +125,17 @@ const WRITE_VARIANTS: WriteVariant[] = [
     flags: ['--group-commit', 'off'],
     env: { HIE_ANCHORING: 'off' },
   },
+  ...(process.env.BENCH_BASELINE
+    ? [
+        { name: 'baseline: create (validated)', flags: [], env: {}, root: process.env.BENCH_BASELINE },
+        {
+          name: 'baseline: create (anchoring off)',
+          flags: [],
+          env: { HIE_ANCHORING: 'off' },
+          root: process.env.BENCH_BASELINE,
+        },
+      ]
+    : []),
 ];
 
 interface WritePathResult {
@@ -151,7 +167,12 @@ async function measureWritePath(body: string, headers: Record<string, string>): 
   try {
     for (const variant of WRITE_VARIANTS) {
       const dir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-write-'));
-      const service = await startService(dir, variant.flags, { HIE_AUTH: 'dev-open', ...variant.env });
+      const service = await startService(
+        dir,
+        variant.flags,
+        { HIE_AUTH: 'dev-open', ...variant.env },
+        variant.root,
+      );
       started.push({ dir, ...service });
     }
     const slices: Row[][] = WRITE_VARIANTS.map(() => []);
@@ -193,8 +214,8 @@ async function measureWritePath(body: string, headers: Record<string, string>): 
 }
 
 function printWritePath({ rows, cpuPerCreate, slices }: WritePathResult): void {
-  const [grouped, plain, single] = rows;
-  const [groupedCpu, plainCpu, singleCpu] = cpuPerCreate;
+  const [grouped, plain, single, , baseline, baselinePlain] = rows;
+  const [groupedCpu, plainCpu, singleCpu, , baselineCpu, baselinePlainCpu] = cpuPerCreate;
   console.log(`write path: median of ${slices} interleaved slices per variant, ${CONNECTIONS} connections`);
   rows.forEach((row, i) => {
     const cpu = cpuPerCreate[i];
@@ -213,9 +234,18 @@ function printWritePath({ rows, cpuPerCreate, slices }: WritePathResult): void {
     `  group commit / single-write path: ${ratio(grouped!.requestsPerSecond, single!.requestsPerSecond)}x the rate ` +
       `(target >= 2), CPU per create ${ratio(singleCpu, groupedCpu)}x less`,
   );
+  if (baseline && baselinePlain) {
+    console.log(
+      `  this / baseline (BENCH_BASELINE): ${ratio(grouped!.requestsPerSecond, baseline.requestsPerSecond)}x the ` +
+        `rate, CPU per create ${ratio(baselineCpu, groupedCpu)}x less; baseline anchoring on / off: ` +
+        `${ratio(baseline.requestsPerSecond, baselinePlain.requestsPerSecond)} of the rate, CPU per create ` +
+        `${ratio(baselineCpu, baselinePlainCpu)}x`,
+    );
+  }
 }
 
 async function main(): Promise<void> {
+  if (process.env.BENCH_WRITE_ONLY === '1') return writePathOnly();
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-'));
   const barePort = await freePort();
   console.log(
@@ -347,6 +377,24 @@ async function main(): Promise<void> {
     await Promise.all([stopChild(service.child), stopChild(bare)]);
     rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** BENCH_WRITE_ONLY=1: the write-path comparison alone (measureWritePath), for working on the create path. */
+async function writePathOnly(): Promise<void> {
+  console.log(
+    `bench:rest (write path only)  ${cpus().length} cores, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}, ${CONNECTIONS} connections, ${DURATION}s per variant`,
+  );
+  const writePath = await measureWritePath(JSON.stringify(syntheaObservation()), {
+    'content-type': 'application/fhir+json',
+  });
+  printWritePath(writePath);
+  console.log(
+    `load average after: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
 }
 
 main().catch((err: unknown) => {

@@ -39,9 +39,9 @@ export async function waitFor(url: string, child: ChildProcess, timeoutMs = 120_
   }
 }
 
-export function startChild(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+export function startChild(args: string[], env: NodeJS.ProcessEnv = {}, cwd = ROOT): ChildProcess {
   return spawn(process.execPath, args, {
-    cwd: ROOT,
+    cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -57,11 +57,13 @@ export async function stopChild(child: ChildProcess): Promise<void> {
 /**
  * `hie-ledger serve` on a free port with its data in `dataDir` (log level warn), started and waited for.
  * BENCH_CPU_PROF=dir writes a V8 CPU profile of each service run there, to see where the time goes.
+ * `root`: another built checkout to run the service from (a baseline measured in the same run).
  */
 export async function startService(
   dataDir: string,
   flags: string[] = [],
   env: NodeJS.ProcessEnv = {},
+  root = ROOT,
 ): Promise<{ child: ChildProcess; base: string }> {
   const port = await freePort();
   const profile = process.env.BENCH_CPU_PROF
@@ -81,6 +83,7 @@ export async function startService(
       ...flags,
     ],
     env,
+    root,
   );
   const base = `http://127.0.0.1:${port}`;
   await waitFor(`${base}/fhir/metadata`, child);
