@@ -248,8 +248,12 @@ export function planWrite(
 }
 
 /** Runs the write's anchor callback on the version about to be committed, checking it anchors that version. */
-export function anchorOf(request: WriteRequest, version: StoredVersion): PendingAnchor | undefined {
-  const pending = request.anchor?.(version);
+export function anchorOf(
+  request: WriteRequest,
+  version: StoredVersion,
+  keyEpoch?: number,
+): PendingAnchor | undefined {
+  const pending = keyEpoch ? request.anchor?.(version, keyEpoch) : request.anchor?.(version);
   if (
     pending &&
     (pending.resourceType !== version.resourceType ||

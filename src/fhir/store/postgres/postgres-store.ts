@@ -239,6 +239,18 @@ export class PostgresResourceStore implements ResourceStore {
     }, 'none');
   }
 
+  /**
+   * After the database was restored to an earlier point: version numbers written since the backup may have been
+   * anchored, so new versions' ledger keys carry a new epoch (migration 9). Returns the new epoch.
+   */
+  async startKeyEpoch(): Promise<number> {
+    this.assertOpen();
+    const { rows } = await this.pool.query<{ epoch: number }>(
+      `UPDATE ${this.S}.write_clock SET epoch = epoch + 1 RETURNING epoch`,
+    );
+    return rows[0]!.epoch;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -503,13 +515,14 @@ export class PostgresResourceStore implements ResourceStore {
     const planned = planWrite(request, current, null);
     if (planned.kind === 'unchanged')
       return (await this.vreadOn(client, resourceType, id, planned.versionId))!;
-    const tick = (await this.clockPool.query<{ seq: number; ms: number }>(this.sql.clockTick, [Date.now()]))
-      .rows[0]!;
+    const tick = (
+      await this.clockPool.query<{ seq: number; ms: number; epoch: number }>(this.sql.clockTick, [Date.now()])
+    ).rows[0]!;
     const plan = planWrite(request, current, null, new Date(tick.ms).toISOString());
     if (plan.kind === 'unchanged') return (await this.vreadOn(client, resourceType, id, plan.versionId))!;
     const { version } = plan;
     // Before the insert: a callback that throws leaves nothing, as the transaction rolls back.
-    const pending = anchorOf(request, version);
+    const pending = anchorOf(request, version, tick.epoch);
     const entries = version.deleted ? [] : (request.index ?? []);
     await client.query(this.sql.insertVersion, [
       tick.seq,
@@ -718,7 +731,7 @@ function statements(S: string) {
   return {
     writeState: `SELECT version_id, deleted FROM ${S}.resource_current WHERE resource_type = $1 AND id = $2`,
     // The write clock (migration 9): the next seq and lastUpdated (ms), after every one allocated, at least `now`.
-    clockTick: `UPDATE ${S}.write_clock SET seq = seq + 1, ms = greatest(ms + 1, $1::bigint) RETURNING seq, ms`,
+    clockTick: `UPDATE ${S}.write_clock SET seq = seq + 1, ms = greatest(ms + 1, $1::bigint) RETURNING seq, ms, epoch`,
     // One statement stores everything a write stores; its parts run against the same snapshot, so the DELETE
     // removes only the previous version's index rows.
     insertVersion: `

@@ -222,9 +222,12 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       -- the epoch) here, in one statement of its own (the row is locked for that statement only), so seq order is
       -- lastUpdated order store-wide. Initialised past every stored version (seq) and instant (ms).
       CREATE TABLE ${S}.write_clock (
-        one boolean PRIMARY KEY DEFAULT true CHECK (one),
-        seq bigint  NOT NULL,
-        ms  bigint  NOT NULL
+        one   boolean PRIMARY KEY DEFAULT true CHECK (one),
+        seq   bigint  NOT NULL,
+        ms    bigint  NOT NULL,
+        -- Bumped by \`hie-ledger migrate --restored\` after the database was restored to an earlier point: version
+        -- numbers written since may have been anchored already, so ledger keys of new versions carry the epoch.
+        epoch integer NOT NULL DEFAULT 0
       );
       INSERT INTO ${S}.write_clock (seq, ms)
         SELECT coalesce(max(seq), 0),
