@@ -258,6 +258,11 @@ export class PostgresResourceStore implements ResourceStore {
     if (this.ownsPool) await this.pool.end();
   }
 
+  /** Runs one statement in this view's open transaction (else on the pool): for state kept with a write. */
+  query(text: string, values: unknown[]): Promise<pg.QueryResult> {
+    return this.onConnection((q) => q.query(text, values));
+  }
+
   read(resourceType: string, id: string): Promise<StoredVersion | undefined> {
     return this.onConnection(async (q) => {
       // In a transaction, what it read stays current until it ends (read-then-write takes turns per resource).

@@ -216,7 +216,7 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
   {
     version: 9,
     description:
-      'the write clock: seq and lastUpdated allocated together by one autocommit statement (row-level write concurrency)',
+      'the write clock (seq, lastUpdated and the restore epoch: row-level write concurrency); shared pending consent revocations',
     sql: (S) => `
       -- Writes no longer hold one store-wide lock (postgres-store.ts): each allocates its seq and lastUpdated (ms since
       -- the epoch) here, in one statement of its own (the row is locked for that statement only), so seq order is
@@ -233,6 +233,12 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         SELECT coalesce(max(seq), 0),
           coalesce((extract(epoch FROM max(last_updated)::timestamptz) * 1000)::bigint, 0)
         FROM ${S}.resource_version;
+      -- Revocations accepted and not yet confirmed by the ledger, shared by the replicas: committed with the Consent
+      -- version that revokes (src/consent/shared-revocations.ts); pseudonyms only. key: the grant key as JSON.
+      CREATE TABLE ${S}.consent_revocation (
+        key   text COLLATE "C" PRIMARY KEY,
+        entry text NOT NULL
+      );
     `,
   },
 ];
