@@ -42,7 +42,8 @@ const RELISTEN_MS = 500;
 
 export class PostgresSharedRevocations implements SharedRevocations {
   private readonly S: string;
-  private readonly channel: string;
+  /** The schema's notification channel. */
+  readonly channel: string;
 
   constructor(
     private readonly pool: pg.Pool,

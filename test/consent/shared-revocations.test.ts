@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { acquireChain, serviceIdentity } from '../../src/ledger/embedded/index.js';
@@ -17,7 +18,7 @@ import { consentToGrants } from '../../src/consent/consent-resource.js';
 import { NetworkIds } from '../../src/consent/network-ids.js';
 import { PostgresSharedRevocations } from '../../src/consent/shared-revocations.js';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
-import { actor, privacyConsent } from '../access/app-harness.js';
+import { actor, privacyConsent, startHarness } from '../access/app-harness.js';
 import { TestPseudonyms } from '../ledger/helpers.js';
 import { until } from '../support/cli-process.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
@@ -123,6 +124,59 @@ describe.skipIf(skip !== undefined)('revocations shared by replicas (PostgreSQL,
     } finally {
       await b.close();
       await a.close();
+    }
+  });
+});
+
+describe.skipIf(skip !== undefined)('revocations through the FHIR API on PostgreSQL', () => {
+  it('a Consent update that withdraws a grant records and notifies its revocation with the Consent version, and the read is refused', async () => {
+    const schema = `hie_test_${randomBytes(6).toString('hex')}`;
+    const url = new URL(POSTGRES_URL!);
+    url.searchParams.set('schema', schema);
+    const h = await startHarness({ flags: { store: 'postgres', databaseUrl: url.toString() } });
+    const listener = new pg.Client({ connectionString: POSTGRES_URL });
+    await listener.connect();
+    try {
+      const sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
+      const doctor = await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
+      const patient = await h.enrol('pat-9', 'patient', 'Patient/p9');
+      expect((await h.request(sys, 'PUT', '/Patient/p9', { resourceType: 'Patient', id: 'p9' })).status).toBe(
+        201,
+      );
+      const obs = {
+        resourceType: 'Observation',
+        id: 'o9',
+        status: 'final',
+        code: { text: 'x' },
+        subject: { reference: 'Patient/p9' },
+      };
+      expect((await h.request(sys, 'PUT', '/Observation/o9', obs)).status).toBe(201);
+      const granted = await h.request(
+        patient,
+        'POST',
+        '/Consent',
+        privacyConsent('Patient/p9', { type: 'permit', actor: [actor('Practitioner/dr-b')] }),
+      );
+      expect(granted.status, granted.text).toBe(201);
+      expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(200);
+
+      const notified: string[] = [];
+      listener.on('notification', (message) => notified.push(message.payload ?? ''));
+      await listener.query(`LISTEN ${new PostgresSharedRevocations(listener as never, schema).channel}`);
+      const revoked = await h.request(patient, 'PUT', `/Consent/${granted.body.id}`, {
+        ...granted.body,
+        status: 'inactive',
+      });
+      expect(revoked.status, revoked.text).toBe(200);
+      expect((await h.request(doctor, 'GET', '/Observation/o9')).status).toBe(404);
+      await until(async () => notified.length === 1, 'the revocation is notified', 10_000);
+    } finally {
+      await listener.end();
+      await h.stop();
+      const admin = new pg.Client({ connectionString: POSTGRES_URL });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await admin.end();
     }
   });
 });
