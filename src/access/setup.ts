@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { EmbeddedIdentityProvider } from '../ledger/identity/identity-provider.js';
 import { ParticipantDirectory } from './participants.js';
 import type { PostgresSharedState } from './shared-state.js';
+import type { SharedRevocations } from '../consent/shared-revocations.js';
 import { TokenService, type NetworkTokenEndpoint } from './tokens.js';
 import { AccessControl, CallerAccessPolicy } from './caller-access-policy.js';
 import { AuditRecorder } from './access-audit.js';
@@ -156,8 +157,11 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
     accessTokenSeconds: options.tokenSeconds,
     replay: options.shared?.replayGuard('participant'),
   });
-  const { consent, networkIds } = await openConsent(options, participants);
-  const store = consent ? withConsentLedger(options.store, { consent, log: options.log }) : options.store;
+  const sharedRevocations = options.shared?.revocations(options.log);
+  const { consent, networkIds } = await openConsent(options, participants, sharedRevocations);
+  const store = consent
+    ? withConsentLedger(options.store, { consent, sharedRevocations, log: options.log })
+    : options.store;
   const control = new AccessControl({
     compartmentTypes: patientCompartmentTypes(),
     consent,
@@ -179,6 +183,7 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
 async function openConsent(
   options: AccessSetupOptions,
   participants: ParticipantDirectory,
+  sharedRevocations: SharedRevocations | undefined,
 ): Promise<{ consent?: ConsentService; networkIds?: NetworkIds }> {
   if (!options.ledger) return {};
   // Network patient ids and the grant index: what links this home's ledger records to its patients.
@@ -188,8 +193,10 @@ async function openConsent(
     pseudonyms: participants,
     networkIds,
     checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
-    // Durable local denies: a revocation in force before the ledger has it, across restarts.
+    // Durable local denies: a revocation in force before the ledger has it, across restarts (and, shared, at
+    // every replica).
     revocationsFile: join(options.dataDir, 'consent-revocations.json'),
+    sharedRevocations,
     log: options.log,
   });
   return { consent, networkIds };

@@ -6,6 +6,7 @@
  * (docs/store.md, "Several replicas"). No keys here: only assertion ids (`iss jti`) and counters.
  */
 import type pg from 'pg';
+import { PostgresSharedRevocations } from '../consent/shared-revocations.js';
 
 export type ReplayVerdict = 'fresh' | 'replayed' | 'full';
 
@@ -29,10 +30,15 @@ export class PostgresSharedState {
 
   constructor(
     private readonly pool: pg.Pool,
-    schema: string,
+    private readonly schema: string,
     private readonly now: () => number = Date.now,
   ) {
     this.S = `"${schema.replace(/"/g, '""')}"`;
+  }
+
+  /** The pending consent revocations every replica enforces (src/consent/shared-revocations.ts). */
+  revocations(log?: { warn(obj: object, msg: string): void }): PostgresSharedRevocations {
+    return new PostgresSharedRevocations(this.pool, this.schema, log);
   }
 
   /** The replay guard of one kind of assertion (`namespace`: the participants' or the members'). */

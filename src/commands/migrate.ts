@@ -3,6 +3,9 @@
  * exits, so an operator can migrate before starting (or upgrading) the replicas. `serve --store postgres` applies the
  * same migrations at start; either way they run under the schema's migration lock (an advisory lock), so replicas
  * starting at once never apply one twice. (SQLite applies its migrations whenever its file is opened.)
+ * `--restored`: the database was just restored to an earlier point (docs/replicas.md, "Backup and restore"): also
+ * starts a new key epoch, so versions written from now on never reuse a ledger key anchored after the backup.
+ * Run it before any replica starts on the restored database.
  * Exit code 0 when the schema is current, 2 when it could not be migrated (newer than this software, database
  * unreachable).
  */
@@ -14,6 +17,8 @@ import { postgresOptions } from '../app/open-store.js';
 export const MIGRATE_SETTINGS = ['databaseUrl'] as const;
 
 export interface MigrateCommandOptions extends Pick<Config, 'databaseUrl'> {
+  /** The database was restored from a backup: start a new key epoch. */
+  restored?: boolean;
   out?: NodeJS.WritableStream;
   err?: NodeJS.WritableStream;
 }
@@ -31,6 +36,10 @@ export async function runMigrate(options: MigrateCommandOptions): Promise<number
         ? `PostgreSQL schema "${store.schema}" is at version ${to}: nothing to apply\n`
         : `PostgreSQL schema "${store.schema}" migrated from version ${from} to ${to}\n`,
     );
+    if (options.restored) {
+      const epoch = await store.startKeyEpoch();
+      out.write(`PostgreSQL schema "${store.schema}": restored, new versions are keyed in epoch ${epoch}\n`);
+    }
     return 0;
   } catch (e) {
     err.write(`hie-ledger migrate: ${e instanceof Error ? e.message : String(e)}\n`);
@@ -46,7 +55,14 @@ export function registerMigrateCommand(program: Command): void {
     .description(
       "apply the PostgreSQL store's schema migrations and exit (serve --store postgres applies them too)",
     );
+  command.option(
+    '--restored',
+    'the database was restored from a backup: new versions get ledger keys of a new epoch (docs/replicas.md)',
+  );
   addConfigOptions(command, MIGRATE_SETTINGS).action(async (flags: Record<string, unknown>) => {
-    process.exitCode = await runMigrate(loadSettings(MIGRATE_SETTINGS, flags));
+    process.exitCode = await runMigrate({
+      ...loadSettings(MIGRATE_SETTINGS, flags),
+      restored: flags.restored === true,
+    });
   });
 }

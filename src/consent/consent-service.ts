@@ -20,6 +20,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { LedgerTransactionError, type EventStream, type Ledger } from '../ledger/ledger.js';
 import { RevocationOutbox, type PendingRevocation } from './revocation-outbox.js';
+import type { SharedRevocations } from './shared-revocations.js';
 import { LedgerMismatchError, verifyLedgerHolds, type CommittedClaim } from '../ledger/ledger-continuity.js';
 import type {
   AccessPage,
@@ -135,6 +136,11 @@ export interface ConsentServiceOptions {
   checkpointFile?: string;
   /** Durable local denies and their outbox (DATA/consent-revocations.json); none: in memory only (tests). */
   revocationsFile?: string;
+  /**
+   * The replicas' shared pending revocations (PostgreSQL): loaded at start, followed by notification, each entry
+   * removed once the ledger holds it. With it, the local denies are kept there, not in `revocationsFile`.
+   */
+  sharedRevocations?: SharedRevocations;
   /** Retry delays of the revocation outbox while the ledger is away: first, then doubling up to the last. */
   revocationRetryMs?: { first: number; max: number };
   log?: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
@@ -248,6 +254,8 @@ export class ConsentService {
   private mismatch?: string;
   private stream?: EventStream;
   private feeding?: Promise<void>;
+  /** Stops listening to the shared revocations. */
+  private stopSharedRevocations?: () => Promise<void>;
   private dirty = false;
   private checkpointTimer?: NodeJS.Timeout;
   private accessQueue: AccessRecordInput[] = [];
@@ -275,8 +283,9 @@ export class ConsentService {
     this.ids = options.networkIds ?? new NetworkIds();
     this.accessBatchSize = options.accessBatchSize ?? 200;
     this.accessFlushMs = options.accessFlushMs ?? 1000;
-    this.pendingRevocations = new RevocationOutbox(options.revocationsFile, (entry) =>
-      keyOf(entry.patient, entry.grantee, entry.consent),
+    this.pendingRevocations = new RevocationOutbox(
+      options.sharedRevocations ? undefined : options.revocationsFile,
+      (entry) => keyOf(entry.patient, entry.grantee, entry.consent),
     );
     this.revocationBackoff = new DoublingBackoff(this.revocationRetry.first, this.revocationRetry.max);
   }
@@ -288,12 +297,38 @@ export class ConsentService {
   /** Loads the checkpoint, catches up with the chain, then follows its events. */
   static async open(options: ConsentServiceOptions): Promise<ConsentService> {
     const service = new ConsentService(options);
+    await service.followSharedRevocations();
     service.loadCheckpoint();
     await service.verifyCheckpoint();
     await service.follow();
     // Revocations a previous run could not send: refused already (loaded above), now sent.
     if (service.pendingRevocations.size > 0) service.scheduleRevocations(0);
     return service;
+  }
+
+  /** The other replicas' pending revocations: every stored one now, then each one as its Consent commits. */
+  private async followSharedRevocations(): Promise<void> {
+    const shared = this.options.sharedRevocations;
+    if (!shared) return;
+    const adopt = (entries: PendingRevocation[]) => {
+      const fresh = entries.filter((entry) => !this.pendingRevocations.has(this.pendingKeyOf(entry)));
+      if (fresh.length > 0) this.addPending(fresh);
+    };
+    // Listening first, then loading: an entry committed in between arrives once or twice, never not at all.
+    this.stopSharedRevocations = await shared.listen(
+      (entry) => adopt([entry]),
+      () =>
+        void shared
+          .all()
+          .then(adopt, (err: Error) =>
+            this.log.warn({ err: err.message }, 'shared revocations not reloaded'),
+          ),
+    );
+    adopt(await shared.all());
+  }
+
+  private pendingKeyOf(entry: PendingRevocation): string {
+    return keyOf(entry.patient, entry.grantee, entry.consent);
   }
 
   private loadCheckpoint(): void {
@@ -562,6 +597,14 @@ export class ConsentService {
 
   /** Local denies the ledger now holds (or a rollback lifted). */
   private removePending(keys: readonly string[]): void {
+    const shared = this.options.sharedRevocations;
+    if (shared) {
+      const entries = keys.flatMap((key) => this.pendingRevocations.get(key) ?? []);
+      // Another replica may have removed them already; a row left behind is dropped by the next confirmation.
+      shared
+        .remove(entries)
+        .catch((err: Error) => this.log.warn({ err: err.message }, 'shared revocations not removed'));
+    }
     this.pendingRevocations.remove(keys);
     for (const key of keys) this.changed(granteeOfKey(key));
   }
@@ -707,6 +750,7 @@ export class ConsentService {
     const { revoke, submitGrants } = this.grantChanges(consentPseudonym, desired);
     const newlyPending = this.refuseAtOnce(revoke, actor);
     return {
+      revocations: newlyPending.map((key) => this.pendingRevocations.get(key)!),
       rollback: () => this.removePending(newlyPending),
       commit: () => this.commitConsent({ revoke, submitGrants }, target, actor),
     };
@@ -1088,6 +1132,7 @@ export class ConsentService {
     if (this.closed) return;
     await this.flushAccess();
     this.closed = true;
+    await this.stopSharedRevocations?.();
     if (this.revocationTimer) clearTimeout(this.revocationTimer);
     this.revocationTimer = undefined;
     if (this.verifyTimer) clearTimeout(this.verifyTimer);
@@ -1140,6 +1185,8 @@ function nextPeriodBound(record: LedgerGrant, at: number): number {
 }
 
 export interface PreparedConsent {
+  /** The local denies this preparation added: stored with the Consent version when they are shared. */
+  revocations: PendingRevocation[];
   /** After the Consent is stored: revocations and grants to the ledger (grants in force once committed). */
   commit(): Promise<void>;
   /** The Consent was not stored: lift the refusals this preparation made. */

@@ -8,17 +8,22 @@
  * is stored, then its revocations and grants are submitted (grants in force once committed). A revocation never
  * fails: its refusal is durable before the version is stored, and it reaches the ledger when the ledger is back.
  * In a transaction the ledger work waits until the transaction has committed; a rollback lifts the refusals it made.
+ * With shared revocations (several replicas on PostgreSQL), the refusals are rows committed in the Consent version's
+ * own database transaction, which every replica is notified of (./shared-revocations.ts).
  */
 import type { ConsentService, PreparedConsent } from './consent-service.js';
 import { consentToGrants, isInertConsent, isPrivacyConsent, type ConsentGrants } from './consent-resource.js';
 import { FhirError, fhirError } from '../fhir/outcome.js';
 import type { ResourceStore, StoredVersion, WriteRequest } from '../fhir/store/resource-store.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
+import type { SharedRevocations } from './shared-revocations.js';
 
 type ConsentActor = NonNullable<WriteRequest['actor']>;
 
 export interface ConsentStoreOptions {
   consent: ConsentService;
+  /** The replicas' shared pending revocations: recorded in the transaction that stores the Consent. */
+  sharedRevocations?: SharedRevocations;
   log?: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
 }
 
@@ -129,8 +134,19 @@ class ConsentLedgerStore implements ResourceStore {
     };
     const prepared = consent.prepareConsent(`Consent/${request.id}`, target, actor);
     let version: StoredVersion;
+    const shared = this.options.sharedRevocations;
     try {
-      version = await this.inner.write(request);
+      if (!shared || prepared.revocations.length === 0) version = await this.inner.write(request);
+      else if (this.deferred) {
+        // Inside the caller's transaction: the rows commit (or roll back) with it.
+        await shared.record(this.inner, prepared.revocations);
+        version = await this.inner.write(request);
+      } else {
+        version = await this.inner.transaction(async (tx) => {
+          await shared.record(tx, prepared.revocations);
+          return tx.write(request);
+        });
+      }
     } catch (err) {
       prepared.rollback();
       throw err;

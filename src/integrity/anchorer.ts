@@ -106,6 +106,7 @@ export function pendingAnchorOf(
     StoredVersion,
     'resourceType' | 'id' | 'versionId' | 'lastUpdated' | 'deleted' | 'json' | 'custodian'
   >,
+  keyEpoch = 0,
 ): PendingAnchor {
   const salt = newSalt();
   return {
@@ -114,7 +115,7 @@ export function pendingAnchorOf(
     versionId: version.versionId,
     salt,
     leafHash: leafHashOf(salt, canonicalOfVersion(version), CURRENT_LEAF_VERSION, version.custodian),
-    ledgerKey: keyring.ledgerKey(version.resourceType, version.id, version.versionId),
+    ledgerKey: keyring.ledgerKey(version.resourceType, version.id, version.versionId, keyEpoch),
     leafVersion: CURRENT_LEAF_VERSION,
   };
 }
@@ -162,8 +163,8 @@ export class Anchorer {
    * The write-path hook: pass as `WriteRequest.anchor` (bound). Runs inside the store transaction, so it must
    * not fail for any storable version; it only hashes.
    */
-  readonly anchorFor = (version: StoredVersion & { json?: string }): PendingAnchor => {
-    const anchor = pendingAnchorOf(this.keyring, version);
+  readonly anchorFor = (version: StoredVersion & { json?: string }, keyEpoch?: number): PendingAnchor => {
+    const anchor = pendingAnchorOf(this.keyring, version, keyEpoch);
     // A full batch is waiting: wake the worker (after the write's transaction has committed).
     if (++this.queuedSinceDrain >= this.options.batchSize && this.wake) setImmediate(this.wake);
     return anchor;

@@ -107,9 +107,14 @@ export class LedgerKeyring {
     if (key.length < 16) throw new Error('The custodian HMAC key is too short');
   }
 
-  ledgerKey(resourceType: string, id: string, versionId: number): string {
+  /**
+   * `keyEpoch` > 0: the store was restored to an earlier point that many times (docs/replicas.md), so the version
+   * number may have been anchored before under the plain key: the epoch makes the key a new one.
+   */
+  ledgerKey(resourceType: string, id: string, versionId: number, keyEpoch = 0): string {
+    const reference = versionReference(resourceType, id, versionId);
     return createHmac('sha256', this.key)
-      .update(versionReference(resourceType, id, versionId), 'utf8')
+      .update(keyEpoch > 0 ? `${reference}#epoch${keyEpoch}` : reference, 'utf8')
       .digest('hex');
   }
 }

@@ -152,3 +152,62 @@ describe.skipIf(skip !== undefined)('PostgreSQL store (skipped unless HIE_TEST_P
     }
   });
 });
+
+describe.skipIf(skip !== undefined)('PostgreSQL store: row-level write concurrency between replicas', () => {
+  const patient = (id: string, family = 'x') => ({
+    resourceType: 'Patient',
+    id,
+    method: 'PUT' as const,
+    resource: { resourceType: 'Patient', id, name: [{ family }] },
+  });
+
+  it('a replica writes one resource while another holds a transaction open on a different one (no global lock); the same resource still waits and gets 412', async () => {
+    const a = await openStore();
+    // Replica b gives up on any lock after 3 s: a store-wide write lock would fail its write instead of hanging.
+    const b = new PostgresResourceStore({
+      connectionString: `${url!}${url!.includes('?') ? '&' : '?'}options=-c%20lock_timeout%3D3000`,
+      schema: a.schema,
+      maxConnections: 4,
+    });
+    await b.init();
+    let release = () => {};
+    let held: Promise<unknown> = Promise.resolve();
+    try {
+      await a.write(patient('held'));
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let opened!: () => void;
+      const isOpen = new Promise<void>((resolve) => (opened = resolve));
+      const transaction = a.transaction(async (tx) => {
+        const v = await tx.write({ ...patient('held', 'in-tx'), ifMatch: 1 });
+        opened();
+        await released;
+        return v;
+      });
+      held = transaction.catch(() => undefined);
+      await isOpen;
+      // Another resource, on the other replica, while the transaction is open: written and readable at once.
+      const other = await b.write(patient('other'));
+      expect(other.versionId).toBe(1);
+      expect((await a.read('Patient', 'other'))?.versionId).toBe(1);
+      // The same resource with the If-Match the transaction has consumed: waits for it, then loses with 412.
+      const late = b.write({ ...patient('held', 'late'), ifMatch: 1 }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      release();
+      expect((await transaction).versionId).toBe(2);
+      const lost = await late;
+      expect(lost).toBeInstanceOf(FhirError);
+      expect((lost as FhirError).status).toBe(412);
+      // Store order is lastUpdated order across both replicas' writes.
+      const history = await b.history({ count: 10 });
+      const times = history.versions.map((v) => Date.parse(v.lastUpdated));
+      for (let i = 1; i < times.length; i++) expect(times[i]!).toBeLessThan(times[i - 1]!);
+    } finally {
+      release();
+      await held;
+      await b.close();
+      await a.close();
+    }
+  });
+});

@@ -112,9 +112,11 @@ export interface WriteRequest {
   index?: IndexEntry[];
   /**
    * Called inside the write transaction with the exact stored text, before commit:
-   * returns the anchor to queue with this version (the integrity path), or undefined for none.
+   * returns the anchor to queue with this version (the integrity path), or undefined for none. `keyEpoch`: the
+   * store's restore epoch (PostgreSQL: bumped after a restore, so a version number reused after it never reuses
+   * a ledger key already anchored; 0 or absent otherwise).
    */
-  anchor?: (version: StoredVersion & { json?: string }) => PendingAnchor | undefined;
+  anchor?: (version: StoredVersion & { json?: string }, keyEpoch?: number) => PendingAnchor | undefined;
 }
 
 export interface HistoryQuery {

@@ -181,13 +181,15 @@ export type WritePlan =
 
 /**
  * Checks a write against the current version (If-Match, ifNoneExist, delete of nothing) and builds the new
- * version: next version id, lastUpdated after `lastInstant` (the store's newest), and the stored text.
+ * version: next version id, lastUpdated after `lastInstant` (the store's newest) unless the store allocated
+ * `instant` itself (PostgreSQL's write clock), and the stored text.
  * Throws the FhirError the contract names (412, 404, 400).
  */
 export function planWrite(
   request: WriteRequest,
   current: CurrentVersion | undefined,
   lastInstant: string | null,
+  instant?: string,
 ): WritePlan {
   const { resourceType, id } = request;
   const isDelete = request.method === 'DELETE';
@@ -230,7 +232,7 @@ export function planWrite(
     }
   }
   const versionId = current ? current.versionId + 1 : 1;
-  const lastUpdated = nextInstant(lastInstant);
+  const lastUpdated = instant ?? nextInstant(lastInstant);
   const version: StoredVersion = {
     resourceType,
     id,
@@ -246,8 +248,12 @@ export function planWrite(
 }
 
 /** Runs the write's anchor callback on the version about to be committed, checking it anchors that version. */
-export function anchorOf(request: WriteRequest, version: StoredVersion): PendingAnchor | undefined {
-  const pending = request.anchor?.(version);
+export function anchorOf(
+  request: WriteRequest,
+  version: StoredVersion,
+  keyEpoch?: number,
+): PendingAnchor | undefined {
+  const pending = keyEpoch ? request.anchor?.(version, keyEpoch) : request.anchor?.(version);
   if (
     pending &&
     (pending.resourceType !== version.resourceType ||

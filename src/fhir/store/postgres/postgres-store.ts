@@ -1,11 +1,16 @@
 /**
  * The production ResourceStore adapter: PostgreSQL through `pg` (a connection pool).
  *
- * Concurrency: every write, and every `transaction(work)`, holds the store's transaction-scoped advisory lock
- * (one per schema), so writes are serialised across all processes sharing the database. That is what the
- * contract asks for: lastUpdated strictly increasing over the whole store, and seq (the history order) equal to
- * commit order, so paging never misses a version that commits late. Reads take no lock: they see committed data
- * (MVCC), never another caller's open transaction.
+ * Concurrency is per resource, across all processes sharing the database (replicas): a write holds its resource's
+ * transaction-scoped advisory lock (a hash of schema, type and id: it exists before the resource does), reads the
+ * current version under it and checks If-Match against it; the unique key (type, id, versionId) guards the version
+ * besides. Writes of different resources run in parallel. The contract's store-wide order comes from the write
+ * clock (migration 9): each write allocates its seq and lastUpdated together in one autocommit statement on a pool
+ * of its own (that row is locked for one statement, not for the write), so seq order is lastUpdated order. A
+ * version may commit after one with a higher seq, so history fixes its range only after the writes in flight have
+ * finished: writes hold the schema's advisory lock shared, and history's first page takes it exclusively for one
+ * statement (stableTop). Inside `transaction(work)` a read takes its resource's lock too, so read-then-write
+ * transactions on one resource take turns. Reads outside a transaction take no lock: they see committed data (MVCC).
  *
  * Durability is PostgreSQL's: a write resolves after COMMIT, which with the default synchronous_commit=on has
  * flushed the WAL to disk.
@@ -58,6 +63,9 @@ export interface PostgresStoreOptions {
   /** Pool size when the store creates the pool. */
   maxConnections?: number;
 }
+
+/** Connections of the write clock's own pool: its statement never waits for the main pool (no pool deadlock). */
+const CLOCK_CONNECTIONS = 2;
 
 /** Queries go to a pooled connection, or to the open transaction's connection. */
 type Queryable = Pick<pg.PoolClient, 'query'>;
@@ -132,17 +140,21 @@ class OpenTransaction {
 interface WriteStateRow {
   version_id: number | null;
   deleted: boolean | null;
-  last_updated: string | null;
 }
+
+/** How a new transaction holds the schema's advisory lock: writes share it, a range fix (stableTop) excludes them. */
+type SchemaLock = 'shared' | 'exclusive' | 'none';
 
 export class PostgresResourceStore implements ResourceStore {
   readonly pool: pg.Pool;
+  /** The write clock's pool (CLOCK_CONNECTIONS): one autocommit statement per write. */
+  private readonly clockPool: pg.Pool;
   readonly schema: string;
   /** The schema's advisory lock key (second half of every lock of this store; the drain lease's too). */
   readonly lockKey: number;
   private readonly ownsPool: boolean;
   private readonly S: string;
-  private readonly lockSql: string;
+  private readonly lockSql: Record<SchemaLock, string>;
   private readonly migrationLockSql: string;
   private readonly sql: ReturnType<typeof statements>;
   private readonly searcher: PostgresSearch;
@@ -166,11 +178,16 @@ export class PostgresResourceStore implements ResourceStore {
         max: options.maxConnections ?? 10,
         types: postgresTypes,
       });
+    this.clockPool = new pg.Pool({ ...this.pool.options, max: CLOCK_CONNECTIONS, types: postgresTypes });
     this.schema = options.schema ?? 'hie';
     this.S = quoteIdent(this.schema);
     const lockKey = createHash('sha256').update(this.schema).digest().readInt32BE(0);
     this.lockKey = lockKey;
-    this.lockSql = `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockKey})`;
+    this.lockSql = {
+      shared: `BEGIN; SELECT pg_advisory_xact_lock_shared(${LOCK_CLASS}, ${lockKey})`,
+      exclusive: `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockKey})`,
+      none: 'BEGIN',
+    };
     this.migrationLockSql = `SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_CLASS}, ${lockKey})`;
     this.sql = statements(this.S);
     this.searcher = new PostgresSearch(this.S);
@@ -219,17 +236,37 @@ export class PostgresResourceStore implements ResourceStore {
         );
       }
       return { from: applied, to: Math.max(applied, known) };
-    }, false);
+    }, 'none');
+  }
+
+  /**
+   * After the database was restored to an earlier point: version numbers written since the backup may have been
+   * anchored, so new versions' ledger keys carry a new epoch (migration 9). Returns the new epoch.
+   */
+  async startKeyEpoch(): Promise<number> {
+    this.assertOpen();
+    const { rows } = await this.pool.query<{ epoch: number }>(
+      `UPDATE ${this.S}.write_clock SET epoch = epoch + 1 RETURNING epoch`,
+    );
+    return rows[0]!.epoch;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.clockPool.end();
     if (this.ownsPool) await this.pool.end();
+  }
+
+  /** Runs one statement in this view's open transaction (else on the pool): for state kept with a write. */
+  query(text: string, values: unknown[]): Promise<pg.QueryResult> {
+    return this.onConnection((q) => q.query(text, values));
   }
 
   read(resourceType: string, id: string): Promise<StoredVersion | undefined> {
     return this.onConnection(async (q) => {
+      // In a transaction, what it read stays current until it ends (read-then-write takes turns per resource).
+      if (this.openTransaction()) await q.query(this.resourceLockSql(resourceType, id));
       const { rows } = await q.query<VersionRow>(this.sql.read, [resourceType, id]);
       return rows[0] ? toStoredVersion(rows[0]) : undefined;
     });
@@ -358,9 +395,7 @@ export class PostgresResourceStore implements ResourceStore {
 
   async *allVersions(): AsyncIterable<{ version: StoredVersion; anchor?: AnchorState }> {
     // Keyset chunks up to the newest seq at the start: fixed while new versions arrive, bounded memory.
-    const top = await this.onConnection(
-      async (q) => (await q.query<{ top: number | null }>(this.sql.maxSeq)).rows[0]!.top ?? 0,
-    );
+    const top = await this.onConnection((q) => this.stableTop(q));
     let after = 0;
     for (;;) {
       const rows = await this.onConnection(
@@ -387,30 +422,33 @@ export class PostgresResourceStore implements ResourceStore {
   /** GDPR erasure of content (docs/erasure.md): every version keeps its row, as a deletion without text. */
   eraseContent(resourceType: string, id: string): Promise<number> {
     this.assertReady();
-    const erase = async (q: Queryable) =>
-      (await q.query<{ n: number }>(this.sql.eraseContent, [resourceType, id])).rows[0]!.n;
+    const erase = async (q: Queryable) => {
+      await q.query(this.resourceLockSql(resourceType, id));
+      return (await q.query<{ n: number }>(this.sql.eraseContent, [resourceType, id])).rows[0]!.n;
+    };
     const tx = this.openTransaction();
     return tx ? tx.run(erase) : this.inNewTransaction(erase);
   }
 
   replaceIndex(key: VersionKey, entries: readonly IndexEntry[]): Promise<boolean> {
     this.assertReady();
-    const replace = async (q: Queryable) =>
-      (
-        await q.query<{ n: number }>(this.sql.replaceIndex, [
-          key.resourceType,
-          key.id,
-          key.versionId,
-          entries.map((e) => e.param),
-          entries.map((e) => e.type),
-          entries.map((e) => e.system ?? null),
-          entries.map((e) => e.value ?? null),
-          entries.map((e) => finiteOrNull(e.low)),
-          entries.map((e) => finiteOrNull(e.high)),
-          entries.map((e) => e.reference ?? null),
-        ])
-      ).rows[0]!.n === 1;
-    // Under the store's write lock, like every write: the version checked is the one whose rows are replaced.
+    const replace = async (q: Queryable) => {
+      await q.query(this.resourceLockSql(key.resourceType, key.id));
+      const { rows } = await q.query<{ n: number }>(this.sql.replaceIndex, [
+        key.resourceType,
+        key.id,
+        key.versionId,
+        entries.map((e) => e.param),
+        entries.map((e) => e.type),
+        entries.map((e) => e.system ?? null),
+        entries.map((e) => e.value ?? null),
+        entries.map((e) => finiteOrNull(e.low)),
+        entries.map((e) => finiteOrNull(e.high)),
+        entries.map((e) => e.reference ?? null),
+      ]);
+      return rows[0]!.n === 1;
+    };
+    // Under the resource's lock, like its writes: the version checked is the one whose rows are replaced.
     const tx = this.openTransaction();
     return tx ? tx.run(replace) : this.inNewTransaction(replace);
   }
@@ -421,7 +459,7 @@ export class PostgresResourceStore implements ResourceStore {
     const BATCH = 500;
     let rebuilt = 0;
     for (;;) {
-      // One batch per transaction, under the write lock (a write between two batches re-indexes itself).
+      // One batch per transaction, excluding writes (a write between two batches re-indexes itself).
       const batch = await this.inNewTransaction(async (q) => {
         const state = (
           await q.query<{ name: string; row_type: string | null; after_seq: string }>(
@@ -466,7 +504,7 @@ export class PostgresResourceStore implements ResourceStore {
             state.name,
           ]);
         return rows.length;
-      });
+      }, 'exclusive');
       if (batch === undefined) return rebuilt;
       rebuilt += batch;
     }
@@ -489,18 +527,25 @@ export class PostgresResourceStore implements ResourceStore {
 
   private async writeOn(client: Queryable, request: WriteRequest): Promise<StoredVersion> {
     const { resourceType, id } = request;
-    const state = (await client.query<WriteStateRow>(this.sql.writeState, [resourceType, id])).rows[0]!;
-    const current =
-      state.version_id === null
-        ? undefined
-        : { versionId: state.version_id, deleted: state.deleted === true };
-    const plan = planWrite(request, current, state.last_updated);
+    // The resource's lock first: the state read after it is the one the version number builds on.
+    await client.query(this.resourceLockSql(resourceType, id));
+    const state = (await client.query<WriteStateRow>(this.sql.writeState, [resourceType, id])).rows[0];
+    const current = state ? { versionId: state.version_id!, deleted: state.deleted === true } : undefined;
+    // Only a write that will store a version takes a clock tick (a failed one leaves a gap, as a rollback does).
+    const planned = planWrite(request, current, null);
+    if (planned.kind === 'unchanged')
+      return (await this.vreadOn(client, resourceType, id, planned.versionId))!;
+    const tick = (
+      await this.clockPool.query<{ seq: number; ms: number; epoch: number }>(this.sql.clockTick, [Date.now()])
+    ).rows[0]!;
+    const plan = planWrite(request, current, null, new Date(tick.ms).toISOString());
     if (plan.kind === 'unchanged') return (await this.vreadOn(client, resourceType, id, plan.versionId))!;
     const { version } = plan;
     // Before the insert: a callback that throws leaves nothing, as the transaction rolls back.
-    const pending = anchorOf(request, version);
+    const pending = anchorOf(request, version, tick.epoch);
     const entries = version.deleted ? [] : (request.index ?? []);
     await client.query(this.sql.insertVersion, [
+      tick.seq,
       resourceType,
       id,
       version.versionId,
@@ -564,7 +609,7 @@ export class PostgresResourceStore implements ResourceStore {
     if (query.cursor !== undefined) {
       cursor = decodeCursor(query.cursor);
     } else {
-      const top = (await q.query<{ top: number | null }>(this.sql.maxSeq)).rows[0]!.top ?? 0;
+      const top = await this.stableTop(q);
       let lo = 1;
       let hi = top;
       if (query.since !== undefined) {
@@ -613,6 +658,27 @@ export class PostgresResourceStore implements ResourceStore {
     return page;
   }
 
+  /** Takes the resource's transaction-scoped lock (a hash of schema, type and id; a collision only makes two wait). */
+  private resourceLockSql(resourceType: string, id: string): pg.QueryConfig {
+    const key = createHash('sha256')
+      .update(`${this.schema}\0${resourceType}\0${id}`)
+      .digest()
+      .readBigInt64BE(0);
+    return { text: 'SELECT pg_advisory_xact_lock($1::bigint)', values: [key.toString()] };
+  }
+
+  /**
+   * The newest seq such that every smaller one is decided (committed or rolled back): taken after the writes in
+   * flight have finished (the schema's lock exclusively, for this one statement). Inside a transaction, which
+   * holds that lock shared itself, the newest committed seq.
+   */
+  private async stableTop(q: Queryable): Promise<number> {
+    const read = async (c: Queryable) =>
+      (await c.query<{ top: number | null }>(this.sql.maxSeq)).rows[0]!.top ?? 0;
+    if (this.openTransaction()) return read(q);
+    return this.inNewTransaction(read, 'exclusive');
+  }
+
   /** The open transaction of this view, if any (none on the store itself, nor once it has ended). */
   private openTransaction(): OpenTransaction | undefined {
     const tx = this.tx;
@@ -641,16 +707,19 @@ export class PostgresResourceStore implements ResourceStore {
     this.assertReady();
     const tx = this.openTransaction();
     if (tx) return tx.run((client) => tx.savepoint(() => fn(client)));
-    return this.inNewTransaction(fn, false);
+    return this.inNewTransaction(fn, 'none');
   }
 
-  /** BEGIN (taking the store's write lock unless told not to), fn, COMMIT; ROLLBACK on a throw. */
-  private async inNewTransaction<T>(fn: (client: pg.PoolClient) => Promise<T>, writeLock = true): Promise<T> {
+  /** BEGIN (holding the schema's lock shared, as writes do, unless told otherwise), fn, COMMIT; ROLLBACK on a throw. */
+  private async inNewTransaction<T>(
+    fn: (client: pg.PoolClient) => Promise<T>,
+    schemaLock: SchemaLock = 'shared',
+  ): Promise<T> {
     this.assertOpen();
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
-      await client.query(writeLock ? `BEGIN; ${this.lockSql}` : 'BEGIN');
+      await client.query(this.lockSql[schemaLock]);
       try {
         const result = await fn(client);
         await client.query('COMMIT');
@@ -680,34 +749,34 @@ function statements(S: string) {
     .map((c) => `v.${c}`)
     .join(', ');
   return {
-    writeState:
-      `SELECT c.version_id, c.deleted, (SELECT max(last_updated) FROM ${S}.resource_version) AS last_updated ` +
-      `FROM (SELECT 1) AS one LEFT JOIN ${S}.resource_current c ON c.resource_type = $1 AND c.id = $2`,
+    writeState: `SELECT version_id, deleted FROM ${S}.resource_current WHERE resource_type = $1 AND id = $2`,
+    // The write clock (migration 9): the next seq and lastUpdated (ms), after every one allocated, at least `now`.
+    clockTick: `UPDATE ${S}.write_clock SET seq = seq + 1, ms = greatest(ms + 1, $1::bigint) RETURNING seq, ms, epoch`,
     // One statement stores everything a write stores; its parts run against the same snapshot, so the DELETE
     // removes only the previous version's index rows.
     insertVersion: `
       WITH v AS (
-        INSERT INTO ${S}.resource_version (resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq
+        INSERT INTO ${S}.resource_version (seq, resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients)
+        OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq
       ), c AS (
         INSERT INTO ${S}.resource_current (resource_type, id, version_id, seq, deleted)
-        SELECT $1, $2, $3, v.seq, $5 FROM v
+        SELECT $2, $3, $4, v.seq, $6 FROM v
         ON CONFLICT (resource_type, id) DO UPDATE
           SET version_id = EXCLUDED.version_id, seq = EXCLUDED.seq, deleted = EXCLUDED.deleted
       ), d AS (
-        DELETE FROM ${S}.search_index WHERE $10::boolean AND resource_type = $1 AND id = $2
+        DELETE FROM ${S}.search_index WHERE $11::boolean AND resource_type = $2 AND id = $3
       ), i AS (
         INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference)
-        SELECT $1, $2, x.ord - 1, x.param, x.type, x.system, x.value, x.low, x.high, x.reference
-        FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::float8[], $16::float8[], $17::text[])
+        SELECT $2, $3, x.ord - 1, x.param, x.type, x.system, x.value, x.low, x.high, x.reference
+        FROM unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::float8[], $17::float8[], $18::text[])
           WITH ORDINALITY AS x (param, type, system, value, low, high, reference, ord)
       ), a AS (
         INSERT INTO ${S}.anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status, leaf_version)
-        SELECT v.seq, $1, $2, $3, $19, $20, $21, 'pending', $22 FROM v WHERE $18::boolean
+        SELECT v.seq, $2, $3, $4, $20, $21, $22, 'pending', $23 FROM v WHERE $19::boolean
       ), dk AS (
-        DELETE FROM ${S}.access_key WHERE $10::boolean AND resource_type = $1 AND id = $2
+        DELETE FROM ${S}.access_key WHERE $11::boolean AND resource_type = $2 AND id = $3
       ), ik AS (
-        INSERT INTO ${S}.access_key (resource_type, key, id) SELECT DISTINCT $1, k, $2 FROM unnest($23::text[]) AS k
+        INSERT INTO ${S}.access_key (resource_type, key, id) SELECT DISTINCT $2, k, $3 FROM unnest($24::text[]) AS k
       )
       SELECT seq FROM v`,
     read:

@@ -213,4 +213,32 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         SELECT 'search-rows-2026-12', NULL, 0 WHERE EXISTS (SELECT 1 FROM ${S}.resource_current);
     `,
   },
+  {
+    version: 9,
+    description:
+      'the write clock (seq, lastUpdated and the restore epoch: row-level write concurrency); shared pending consent revocations',
+    sql: (S) => `
+      -- Writes no longer hold one store-wide lock (postgres-store.ts): each allocates its seq and lastUpdated (ms since
+      -- the epoch) here, in one statement of its own (the row is locked for that statement only), so seq order is
+      -- lastUpdated order store-wide. Initialised past every stored version (seq) and instant (ms).
+      CREATE TABLE ${S}.write_clock (
+        one   boolean PRIMARY KEY DEFAULT true CHECK (one),
+        seq   bigint  NOT NULL,
+        ms    bigint  NOT NULL,
+        -- Bumped by \`hie-ledger migrate --restored\` after the database was restored to an earlier point: version
+        -- numbers written since may have been anchored already, so ledger keys of new versions carry the epoch.
+        epoch integer NOT NULL DEFAULT 0
+      );
+      INSERT INTO ${S}.write_clock (seq, ms)
+        SELECT coalesce(max(seq), 0),
+          coalesce((extract(epoch FROM max(last_updated)::timestamptz) * 1000)::bigint, 0)
+        FROM ${S}.resource_version;
+      -- Revocations accepted and not yet confirmed by the ledger, shared by the replicas: committed with the Consent
+      -- version that revokes (src/consent/shared-revocations.ts); pseudonyms only. key: the grant key as JSON.
+      CREATE TABLE ${S}.consent_revocation (
+        key   text COLLATE "C" PRIMARY KEY,
+        entry text NOT NULL
+      );
+    `,
+  },
 ];
