@@ -556,10 +556,7 @@ export const WHOLE_RESOURCE_PARAMS: readonly SearchParamDeclaration[] = [
  * documentation names the modifiers the parser applies to it (`terminology`: whether the server has terminology for
  * the token modifiers that need it).
  */
-export function searchParamDeclarations(
-  resourceType: string,
-  terminology = false,
-): SearchParamDeclaration[] {
+export function searchParamDeclarations(resourceType: string, terminology = false): SearchParamDeclaration[] {
   const defs = searchParametersOf(resourceType);
   if (!defs) return [];
   const out = [...defs.values()]
