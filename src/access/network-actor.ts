@@ -28,7 +28,8 @@ export function networkActorOperation(mspId: string): OperationRegistration {
   return {
     name: 'network-actor',
     levels: ['system'],
-    methods: ['GET'],
+    // It changes nothing: GET and POST both, as for every operation that affects no state (operations.html).
+    methods: ['GET', 'POST'],
     documentation:
       "Who the caller is on the exchange: member (this service's MSP id), actor (the caller's pseudonym here) and handle \"<member>|<actor>\", the name a patient's Consent gives this participant (identifier system https://hie-ledger.dev/fhir/NamingSystem/network-participant).",
     handler: (_request, context) => {

@@ -255,7 +255,8 @@ function buildRegistry(config: ServeConfig, validator: ResourceValidator): FhirR
     // DELETE [type]?criteria with several matches: admins, capped (docs/configuration.md).
     { deleteMultiple: config.conditionalDeleteMultiple ? { max: config.conditionalDeleteMax } : undefined },
   );
-  registerSearch(registry);
+  // The token modifiers answered from terminology are served (and stated) where the validator has terminology.
+  registerSearch(registry, { terminology: terminologyOf(validator) !== undefined });
   registerBundles(registry);
   registry.registerOperation(everythingOperation());
   registerValidationOperations(registry, validator);

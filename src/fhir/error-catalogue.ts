@@ -171,7 +171,7 @@ export const ERROR_CATALOGUE = {
   'patch-invalid': {
     status: 400,
     issue: 'invalid',
-    meaning: 'The PATCH body is not a well-formed JSON Patch or FHIRPath Patch',
+    meaning: 'The PATCH body is not a well-formed JSON Patch, FHIRPath Patch or XML Patch',
   },
   'patch-not-applicable': {
     status: 422,

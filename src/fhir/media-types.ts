@@ -10,6 +10,8 @@ export const PLAIN_JSON = 'application/json';
 /** The R4 draft name, still sent by some clients. */
 export const LEGACY_FHIR_JSON = 'application/json+fhir';
 export const JSON_PATCH = 'application/json-patch+json';
+/** XML Patch (RFC 5261; media type of RFC 7351): kept as text, applied to the resource's XML form. */
+export const XML_PATCH = 'application/xml-patch+xml';
 /** POST `_search` bodies (and the OAuth token request). */
 export const FORM = 'application/x-www-form-urlencoded';
 
@@ -18,8 +20,8 @@ export const FHIR_JSON_UTF8 = `${FHIR_JSON}; charset=utf-8`;
 
 /** Body media types of one FHIR resource in JSON. */
 export const JSON_MEDIA_TYPES: ReadonlySet<string> = new Set([FHIR_JSON, PLAIN_JSON, LEGACY_FHIR_JSON]);
-/** Every body media type the FHIR routes take (as text): resources, JSON Patch, forms. */
-export const BODY_MEDIA_TYPES: readonly string[] = [...JSON_MEDIA_TYPES, JSON_PATCH, FORM];
+/** Every body media type the FHIR routes take (as text): resources, JSON Patch, XML Patch, forms. */
+export const BODY_MEDIA_TYPES: readonly string[] = [...JSON_MEDIA_TYPES, JSON_PATCH, XML_PATCH, FORM];
 export const FHIR_XML = 'application/fhir+xml';
 export const PLAIN_XML = 'application/xml';
 /** XML body media types: converted to FHIR JSON at the HTTP edge. */
@@ -44,4 +46,4 @@ export const SUPPORTED_FORMATS: readonly string[] = [
   PLAIN_XML,
   'xml',
 ];
-export const PATCH_FORMATS: readonly string[] = [JSON_PATCH, FHIR_JSON];
+export const PATCH_FORMATS: readonly string[] = [JSON_PATCH, FHIR_JSON, XML_PATCH];

@@ -72,6 +72,34 @@ describe('$network-actor', () => {
     expectErrorCode(anonymous.text, 'authentication-required');
   });
 
+  it('answers POST (a Parameters body) as GET: it affects no state', async () => {
+    const get = await h.request(tokens.drB, 'GET', '/$network-actor');
+    const post = await h.request(tokens.drB, 'POST', '/$network-actor', {
+      resourceType: 'Parameters',
+    });
+    expect(post.status, post.text).toBe(200);
+    expect(parametersOf(post.body)).toEqual(parametersOf(get.body));
+  });
+
+  it('every operation served by GET (affects no state) is served by POST too, as operations.html says', () => {
+    const getOnly = h.app.registry
+      .operations()
+      .filter((op) => (op.methods ?? ['GET', 'POST']).includes('GET'))
+      .filter((op) => !(op.methods ?? ['GET', 'POST']).includes('POST'))
+      .map((op) => op.name);
+    expect(getOnly).toEqual([]);
+    // And those whose own definition says it: affectsState false means GET and POST.
+    for (const op of h.app.registry.operations())
+      if (
+        op.definitionResource &&
+        (op.definitionResource as { affectsState?: boolean }).affectsState === false
+      )
+        expect(op.methods ?? ['GET', 'POST'], op.name).toEqual(expect.arrayContaining(['GET', 'POST']));
+    expect(h.app.registry.operations().map((op) => op.name)).toEqual(
+      expect.arrayContaining(['verify', 'network-actor', 'access-log', 'meta', 'validate', 'everything']),
+    );
+  });
+
   it('a Consent naming the handle opens no read here, at this member or another; a reference does', async () => {
     const { handle, actor: pseudonym } = parametersOf(
       (await h.request(tokens.drB, 'GET', '/$network-actor')).body,

@@ -38,6 +38,7 @@ describe('conformance:testscript', () => {
       'http-capabilities-errors.json',
       'http-conditional.json',
       'http-crud.json',
+      'http-patch-history-batch.json',
       'http-search.json',
       'http-xml.json',
     ]);

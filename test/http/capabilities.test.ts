@@ -30,7 +30,11 @@ describe('GET /metadata', () => {
     expect(statement.format).toContain('application/fhir+json');
     expect(statement.format).toContain('application/fhir+xml');
     expect(statement.format).toContain('xml');
-    expect(statement.patchFormat).toEqual(['application/json-patch+json', 'application/fhir+json']);
+    expect(statement.patchFormat).toEqual([
+      'application/json-patch+json',
+      'application/fhir+json',
+      'application/xml-patch+xml',
+    ]);
     const types = statement.rest[0].resource.map((r: any) => r.type);
     expect(types).toEqual([...app.validator.resourceTypes!].sort());
     expect(types).toContain('Patient');

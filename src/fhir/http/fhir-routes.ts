@@ -79,7 +79,8 @@ type ContextFieldsSet =
   | 'registry'
   | 'access'
   | 'log'
-  | 'searchParameterWritten';
+  | 'searchParameterWritten'
+  | 'xml';
 const everyContextFieldSet: Exclude<keyof FhirContext, ContextFieldsSet> extends never ? true : never = true;
 void everyContextFieldSet;
 
@@ -299,6 +300,7 @@ export async function registerFhirRoutes(app: FastifyInstance, options: FhirRout
           registry,
           access: accessFor(request),
           log: request.log,
+          xml,
         };
         const response = await handler(fhirRequest, context);
         return send(reply, response, mediaType, query, SINGLE_RESOURCE.has(fhirRequest.interaction), xml);

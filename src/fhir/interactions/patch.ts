@@ -2,7 +2,9 @@
  * patch: PATCH [base]/[type]/[id] (http://hl7.org/fhir/R4/http.html#patch) with either
  * - JSON Patch (RFC 6902, `application/json-patch+json`), applied by fast-json-patch, or
  * - FHIRPath Patch (http://hl7.org/fhir/R4/fhirpatch.html): a Parameters body whose `operation`s
- *   (add, insert, delete, replace, move) find their targets with fhirpath and its R4 model.
+ *   (add, insert, delete, replace, move) find their targets with fhirpath and its R4 model, or
+ * - XML Patch (RFC 5261, `application/xml-patch+xml`), applied by fhir/xml-patch.ts to the resource's FHIR XML
+ *   form, which is then read back as JSON (numbers keep their written form both ways).
  * The result must keep its type and id and pass validation (else 422: the request was well-formed but cannot
  * be applied). It is written with If-Match on the version it was computed from, so a concurrent change is a 409
  * rather than a lost update.
@@ -32,7 +34,9 @@ import {
 } from './common.js';
 import { parseRequestJson } from './router.js';
 import type { FhirContext, InteractionHandler } from './types.js';
-import { FHIR_JSON, JSON_PATCH, PLAIN_JSON } from '../media-types.js';
+import { FHIR_JSON, JSON_PATCH, PLAIN_JSON, XML_PATCH } from '../media-types.js';
+import { XmlPatchError, applyXmlPatch, asSerialisedAfterPatch } from '../xml-patch.js';
+import type { FhirXml } from '../fhir-xml.js';
 
 const RFC6902_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
 
@@ -41,9 +45,13 @@ export const patch: InteractionHandler = async (request, context) => {
   context.access.authorize('patch', resourceType);
   const id = assertId(request.id);
   if (!request.body || request.body.trim() === '')
-    throw fhirError('body-missing', 'PATCH needs a JSON Patch or a FHIRPath Patch Parameters body');
-  const kind = patchKindOf(request.contentType);
-  const document = parseRequestJson(request.body);
+    throw fhirError(
+      'body-missing',
+      'PATCH needs a JSON Patch, a FHIRPath Patch Parameters body or an XML Patch',
+    );
+  const kind = patchKindOf(request.contentType, context.xml !== undefined);
+  // An XML Patch stays text: it is applied to the resource's XML form.
+  const document = kind === 'xml' ? request.body : parseRequestJson(request.body);
 
   const ifMatch = ifMatchVersion(request);
   // Visibility first (hidden is answered as unknown), then the write permission, then If-Match (RFC 9110 §13.2.1).
@@ -83,18 +91,25 @@ export const patch: InteractionHandler = async (request, context) => {
   );
 };
 
-/** Which patch the body is, by its media type: JSON Patch, or FHIRPath Patch (a Parameters resource). */
-function patchKindOf(contentType: string | undefined): 'json' | 'fhirpath' {
+type PatchKind = 'json' | 'fhirpath' | 'xml';
+
+/**
+ * Which patch the body is, by its media type: JSON Patch, FHIRPath Patch (a Parameters resource), or XML Patch
+ * (when this server converts XML).
+ */
+function patchKindOf(contentType: string | undefined, xml: boolean): PatchKind {
   const kind =
     contentType === JSON_PATCH
       ? 'json'
       : contentType === FHIR_JSON || contentType === PLAIN_JSON
         ? 'fhirpath'
-        : undefined;
+        : contentType === XML_PATCH && xml
+          ? 'xml'
+          : undefined;
   if (!kind) {
     throw fhirError(
       'media-type-unsupported',
-      `PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch), not '${contentType ?? 'none'}'`,
+      `PATCH takes application/json-patch+json (JSON Patch), application/fhir+json (FHIRPath Patch)${xml ? ` or ${XML_PATCH} (XML Patch)` : ''}, not '${contentType ?? 'none'}'`,
     );
   }
   return kind;
@@ -103,7 +118,7 @@ function patchKindOf(contentType: string | undefined): 'json' | 'fhirpath' {
 /** The patched resource; its type and id must stay those of the resource patched. */
 function applyPatchDocument(
   context: FhirContext,
-  kind: 'json' | 'fhirpath',
+  kind: PatchKind,
   original: FhirResource,
   document: unknown,
   resourceType: string,
@@ -115,7 +130,11 @@ function applyPatchDocument(
     if (!shape.valid) throw new FhirError('patch-invalid', shape.issues);
   }
   const patched =
-    kind === 'json' ? applyJsonPatch(original, document) : applyFhirPathPatch(original, document);
+    kind === 'json'
+      ? applyJsonPatch(original, document)
+      : kind === 'xml'
+        ? applyXmlPatchToResource(context.xml!, original, document as string)
+        : applyFhirPathPatch(original, document);
   if (
     patched === null ||
     typeof patched !== 'object' ||
@@ -129,6 +148,74 @@ function applyPatchDocument(
     );
   }
   return patched;
+}
+
+// ---- XML Patch --------------------------------------------------------------------------------------------
+
+/** The largest resource (as XML text) an XML Patch is applied to. */
+const MAX_XML_PATCH_DOCUMENT = 1024 * 1024;
+
+/** The resource as FHIR XML, patched, read back as JSON: an error in the diff is 400, one that does not fit 422. */
+export function applyXmlPatchToResource(xml: FhirXml, resource: FhirResource, diff: string): FhirResource {
+  const documentXml = xml.toXml(resource);
+  // The XML DOM costs about 4 ms per kB of XML: a resource larger than this is patched with JSON or FHIRPath Patch.
+  if (documentXml.length > MAX_XML_PATCH_DOCUMENT)
+    throw fhirError(
+      'patch-not-applicable',
+      `XML Patch applies to resources up to ${MAX_XML_PATCH_DOCUMENT / 1024} kB in XML; use JSON Patch or FHIRPath Patch for this one`,
+    );
+  let patchedXml: string;
+  try {
+    patchedXml = applyXmlPatch(documentXml, diff);
+  } catch (err) {
+    if (!(err instanceof XmlPatchError)) throw err;
+    throw fhirError(err.kind === 'invalid' ? 'patch-invalid' : 'patch-not-applicable', err.message);
+  }
+  let patched: FhirResource;
+  try {
+    patched = xml.toJson(patchedXml) as FhirResource;
+  } catch (err) {
+    // The diff was applied but left something that is not FHIR XML (an element outside the FHIR namespace, ...).
+    if (err instanceof FhirError)
+      throw fhirError(
+        'patch-not-applicable',
+        `The XML Patch result is not FHIR XML: ${err.outcome.issue.map((i) => i.diagnostics).join('; ')}`,
+      );
+    throw err;
+  }
+  keepUntouchedNarratives(resource, patched);
+  return patched;
+}
+
+/**
+ * Narrative divs the patch did not touch keep their stored text: the XML DOM writes XHTML in its own way (`<p/>`
+ * as `<p></p>`), which must not turn into a change of a div nobody patched.
+ */
+function keepUntouchedNarratives(original: FhirResource, patched: FhirResource): void {
+  const before = new Map<string, string>();
+  forEachDiv(original, (div) => {
+    const serialised = asSerialisedAfterPatch(
+      div.includes('xmlns') ? div : div.replace(/<div/, `<div xmlns="http://www.w3.org/1999/xhtml"`),
+    );
+    if (serialised !== undefined && serialised !== div) before.set(serialised, div);
+  });
+  if (before.size === 0) return;
+  forEachDiv(patched, (div, holder) => {
+    const stored = before.get(div);
+    if (stored !== undefined) holder.div = stored;
+  });
+}
+
+/** Every Narrative div (`text.div`, in contained resources and Bundle entries too) with the object holding it. */
+function forEachDiv(value: unknown, visit: (div: string, holder: Record<string, unknown>) => void): void {
+  if (value === null || typeof value !== 'object' || value instanceof LosslessNumber) return;
+  if (Array.isArray(value)) {
+    for (const item of value) forEachDiv(item, visit);
+    return;
+  }
+  const record = value as Record<string, unknown>;
+  if (typeof record.div === 'string') visit(record.div, record);
+  for (const key of Object.keys(record)) if (key !== 'div') forEachDiv(record[key], visit);
 }
 
 // ---- JSON Patch -------------------------------------------------------------------------------------------

@@ -504,11 +504,11 @@ export const searchSystem: InteractionHandler = async (request, context) =>
  * What this server does with a parameter, for CapabilityStatement...searchParam.documentation (its expression and
  * targets are in the definition): the modifiers and prefixes it applies, and how an alias is answered.
  */
-function parameterDocumentation(def: SearchParamDef): string {
+function parameterDocumentation(def: SearchParamDef, terminology: boolean): string {
   if (def.code === '_id') return 'Modifier :not.';
   if (def.code === '_lastUpdated') return 'Prefixes eq ne gt lt ge le sa eb ap.';
   const parts = [
-    `Modifiers ${supportedModifiers(def.type)
+    `Modifiers ${supportedModifiers(def.type, terminology)
       .map((m) => `:${m}`)
       .join(' ')}`,
   ];
@@ -551,8 +551,12 @@ export const WHOLE_RESOURCE_PARAMS: readonly SearchParamDeclaration[] = [
   },
 ];
 
-/** The search parameters of a type, for the CapabilityStatement (exactly those this server can search). */
-export function searchParamDeclarations(resourceType: string): SearchParamDeclaration[] {
+/**
+ * The search parameters of a type, for the CapabilityStatement (exactly those this server can search); each one's
+ * documentation names the modifiers the parser applies to it (`terminology`: whether the server has terminology for
+ * the token modifiers that need it).
+ */
+export function searchParamDeclarations(resourceType: string, terminology = false): SearchParamDeclaration[] {
   const defs = searchParametersOf(resourceType);
   if (!defs) return [];
   const out = [...defs.values()]
@@ -561,7 +565,7 @@ export function searchParamDeclarations(resourceType: string): SearchParamDeclar
       name: d.code,
       type: d.type,
       definition: d.url,
-      documentation: parameterDocumentation(d),
+      documentation: parameterDocumentation(d, terminology),
     }));
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }
@@ -595,27 +599,38 @@ export { LIMITS };
  */
 export function declareSearchParamsOf(registry: FhirRegistry, types: Iterable<string>): void {
   const common = new Set(registry.searchParams('Resource').map((p) => p.name));
+  const terminology = searchOptionsOf.get(registry)?.terminology ?? false;
   for (const type of types)
     registry.declareSearchParams(
       type,
-      searchParamDeclarations(type).filter((p) => !common.has(p.name)),
+      searchParamDeclarations(type, terminology).filter((p) => !common.has(p.name)),
     );
 }
 
+export interface SearchOptions {
+  /** The server has terminology (FhirContext.terminology): the token modifiers that need it are served and stated. */
+  terminology?: boolean;
+}
+
+/** What each registry's search was registered with, for declaring the parameters again later. */
+const searchOptionsOf = new WeakMap<FhirRegistry, SearchOptions>();
+
 /** Registers type and system search, and declares every searchable parameter (for /metadata). */
-export function registerSearch(registry: FhirRegistry): FhirRegistry {
+export function registerSearch(registry: FhirRegistry, options: SearchOptions = {}): FhirRegistry {
+  searchOptionsOf.set(registry, options);
+  const terminology = options.terminology ?? false;
   registry.registerInteraction('search-type', searchType).registerInteraction('search-system', searchSystem);
   registry.declareIncludes(includeDeclarations, revIncludeDeclarations);
   const common = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
   const anyType = [
-    ...searchParamDeclarations('Patient').filter((p) => common.has(p.name)),
+    ...searchParamDeclarations('Patient', terminology).filter((p) => common.has(p.name)),
     ...WHOLE_RESOURCE_PARAMS,
   ].sort((a, b) => a.name.localeCompare(b.name));
   registry.declareSearchParams('Resource', anyType);
   for (const type of searchDefinitions().resourceTypes) {
     registry.declareSearchParams(
       type,
-      searchParamDeclarations(type).filter((p) => !common.has(p.name)),
+      searchParamDeclarations(type, terminology).filter((p) => !common.has(p.name)),
     );
   }
   return registry;

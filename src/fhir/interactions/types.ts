@@ -8,6 +8,7 @@ import type { AccessPolicy } from './access-policy.js';
 import type { ResourceValidator } from '../validation/validator.js';
 import type { FhirRegistry } from './fhir-registry.js';
 import type { TerminologyPort } from '../terminology-port.js';
+import type { FhirXml } from '../fhir-xml.js';
 
 export type Interaction =
   | 'read'
@@ -100,6 +101,8 @@ export interface FhirContext {
   searchParameterWritten?(version: StoredVersion, resource: FhirResource | undefined): void;
   /** Terminology for the token modifiers `:in`, `:not-in`, `:below`, `:above` (absent: they are refused). */
   terminology?: TerminologyPort;
+  /** FHIR XML <-> JSON, for XML Patch (absent: XML Patch is 415, as XML is). */
+  xml?: FhirXml;
 }
 
 export type InteractionHandler = (request: FhirRequest, context: FhirContext) => Promise<FhirResponse>;

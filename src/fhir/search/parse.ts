@@ -230,6 +230,11 @@ function truncate(text: string): string {
   return text.length > 80 ? `${text.slice(0, 80)}...` : text;
 }
 
+/**
+ * The modifiers the parser applies per parameter type: the one registry that both the parser's check and the
+ * CapabilityStatement's searchParam documentation read (`supportedModifiers`). The token modifiers answered from
+ * terminology (`:in`, `:not-in`, `:below`, `:above`) are added where the server has terminology.
+ */
 const MODIFIERS: Record<string, Set<string>> = {
   string: new Set(['exact', 'contains', 'missing']),
   token: new Set(['text', 'not', 'missing', 'of-type']),
@@ -241,9 +246,13 @@ const MODIFIERS: Record<string, Set<string>> = {
   composite: new Set(['missing']),
 };
 
-/** The modifiers this server applies to a parameter type (for the CapabilityStatement's documentation). */
-export function supportedModifiers(type: string): string[] {
+/**
+ * The modifiers this server applies to a parameter type (for the CapabilityStatement's documentation), with or
+ * without terminology (which the token modifiers `:in`, `:not-in`, `:below`, `:above` need).
+ */
+export function supportedModifiers(type: string, terminology: boolean): string[] {
   const out = [...(MODIFIERS[type] ?? [])];
+  if (type === 'token' && terminology) out.push(...TERMINOLOGY_MODIFIERS);
   if (type === 'reference') out.push('[type]');
   return out;
 }
