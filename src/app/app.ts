@@ -10,7 +10,7 @@ import type { ResourceStore, StoredVersion } from '../fhir/store/resource-store.
 import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { openConfiguredLedger } from './open-ledger.js';
-import { openConfiguredStore } from './open-store.js';
+import { openConfiguredCodeSystems, openConfiguredStore } from './open-store.js';
 import { PostgresResourceStore } from '../fhir/store/postgres/postgres-store.js';
 import { PostgresSharedState } from '../access/shared-state.js';
 import { serveEmbeddedLedger } from '../ledger/embedded/gateway/serve-ledger.js';
@@ -55,7 +55,6 @@ import { CallerAccessPolicy } from '../access/caller-access-policy.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
 import type { FhirContext } from '../fhir/interactions/types.js';
 import { collectEvidence, evidenceProvenanceText, versionUrl } from '../exchange/record-evidence.js';
-import { openLoadedCodeSystems } from '../terminology/terminology-store.js';
 import type { LoadedCodeSystems, TerminologyPort } from '../fhir/terminology-port.js';
 import type { Terminology } from '../fhir/validation/terminology.js';
 
@@ -129,8 +128,8 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     await store.init();
     closers.push(() => store.close());
     // The code systems `hie-ledger terminology load` put in the data directory (docs/terminology.md).
-    const codeSystems = openLoadedCodeSystems(config.dataDir);
-    if (codeSystems) closers.push(() => Promise.resolve(codeSystems.close()));
+    const codeSystems = await openConfiguredCodeSystems(config);
+    if (codeSystems) closers.push(async () => await codeSystems.close());
     const validator = await openValidator(config, overrides, codeSystems);
     const registry = buildRegistry(config, validator);
     const { fastify, metrics } = createServer(config, overrides, tightened, store);

@@ -7,6 +7,9 @@ import { join } from 'node:path';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { PostgresResourceStore } from '../fhir/store/postgres/postgres-store.js';
 import { SqliteResourceStore } from '../fhir/store/sqlite/sqlite-store.js';
+import type { LoadedCodeSystems } from '../fhir/terminology-port.js';
+import { openPostgresCodeSystems } from '../terminology/postgres-code-systems.js';
+import { openLoadedCodeSystems } from '../terminology/terminology-store.js';
 
 export interface StoreSelection {
   store?: 'sqlite' | 'postgres';
@@ -41,4 +44,18 @@ export function postgresOptions(databaseUrl: string): { connectionString: string
   if (schema === null) return { connectionString: databaseUrl };
   url.searchParams.delete('schema');
   return { connectionString: url.toString(), schema };
+}
+
+/**
+ * The loaded code systems of the configured store (docs/terminology.md): the database's with `--store postgres`
+ * (loaded once, shared by the replicas), else the data directory's terminology.sqlite. Undefined when none loaded.
+ */
+export async function openConfiguredCodeSystems(
+  selection: Pick<StoreSelection, 'store' | 'databaseUrl' | 'dataDir'>,
+): Promise<(LoadedCodeSystems & { close(): void | Promise<void> }) | undefined> {
+  if (selection.store === 'postgres') {
+    if (!selection.databaseUrl) throw new Error('--store postgres needs --database-url URL');
+    return openPostgresCodeSystems(postgresOptions(selection.databaseUrl));
+  }
+  return openLoadedCodeSystems(selection.dataDir);
 }

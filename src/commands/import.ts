@@ -14,6 +14,8 @@ import { Option, type Command } from 'commander';
 import { addConfigOptions, loadSettings, type Config } from '../config/config.js';
 import { openValidator, validatorSpec } from '../app/app.js';
 import { defaultPoolSize, ValidationPool } from '../fhir/validation/validation-pool.js';
+import { systemsNotLoaded } from '../fhir/validation/bindings.js';
+import type { ValidationResult } from '../fhir/validation/validator.js';
 import { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import { registerCoreInteractions } from '../fhir/interactions/core.js';
 import { registerSearch } from '../fhir/interactions/search.js';
@@ -173,6 +175,29 @@ async function writeErrorFile(journal: string, file: string): Promise<void> {
   await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
 }
 
+/**
+ * The required bindings this run could not check because their code system is not loaded here (the validator's
+ * "not loaded, not checked" information issue, docs/terminology.md): resources per code system, for the summary.
+ */
+function notLoadedTally(): { count: (result: ValidationResult) => void; summary: () => string } {
+  const bySystem = new Map<string, number>();
+  return {
+    count(result) {
+      const systems = new Set(result.issues.flatMap((issue) => systemsNotLoaded(issue)));
+      for (const system of systems) bySystem.set(system, (bySystem.get(system) ?? 0) + 1);
+    },
+    summary: () =>
+      [...bySystem]
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(
+          ([system, n]) =>
+            `Not checked: CodeSystem '${system}' is not loaded on this server: the required bindings to it of ` +
+            `${n} resource${n === 1 ? '' : 's'} were not checked (hie-ledger terminology load, docs/terminology.md)\n`,
+        )
+        .join(''),
+  };
+}
+
 /** Runs an import into a data directory; returns the exit code. */
 export async function runImport(options: ImportCommandOptions): Promise<number> {
   const out = options.out ?? process.stdout;
@@ -214,6 +239,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
     let pool: ValidationPool | undefined;
     let closeCustomParameters = (): void => undefined;
     let codeSystems: SqliteCodeSystems | undefined;
+    const notLoaded = notLoadedTally();
     try {
       // The same rules as the service's: the code systems loaded into the data directory are checked too.
       codeSystems = openLoadedCodeSystems(dataDir);
@@ -269,10 +295,11 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
           afterStoreCommit: kill !== undefined && options.killPoint === 'store' ? crashAt(kill) : undefined,
           afterBatch: kill !== undefined && options.killPoint !== 'store' ? crashAt(kill) : undefined,
         },
-        { outcome: (_o: ResourceOutcome) => undefined, progress },
+        { outcome: (_o: ResourceOutcome) => undefined, progress, validated: notLoaded.count },
       );
       await writeErrorFile(journal, errors);
       out.write(formatImportSummary(summary, errors));
+      out.write(notLoaded.summary());
       const rejected = Object.values(summary.byType).some((c) => c.rejected > 0);
       return rejected || summary.interrupted ? 1 : 0;
     } catch (e) {

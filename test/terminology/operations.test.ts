@@ -66,7 +66,7 @@ let validator: FhirValidator;
 let releases: string;
 let files: ExcerptPaths;
 
-const inject = (method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown) =>
+const inject = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown) =>
   booted.app.fastify.inject({
     method,
     url,
@@ -131,6 +131,25 @@ async function loadAll(): Promise<void> {
 describe('before any code system is loaded', () => {
   it('a required binding on SNOMED CT says once that it is not checked', async () => {
     expect(atCode(await validate(diabetesCondition(SCT.disease)))).toEqual([
+      [
+        'information',
+        `CodeSystem '${SNOMED}' is not loaded on this server: the code is not checked against '${DIABETES_VS}'`,
+      ],
+    ]);
+  });
+
+  it('a write says it too (Prefer: return=OperationOutcome), and is stored', async () => {
+    const res = await booted.app.fastify.inject({
+      method: 'POST',
+      url: '/fhir/Condition',
+      headers: { ...FHIR_JSON, prefer: 'return=OperationOutcome' },
+      payload: JSON.stringify(diabetesCondition(SCT.disease)),
+    });
+    expect(res.statusCode).toBe(201);
+    // Not left for the searches below.
+    const id = /Condition\/([^/]+)\//.exec(String(res.headers.location))![1];
+    expect((await inject('DELETE', `/fhir/Condition/${id}`)).statusCode).toBeLessThan(300);
+    expect(atCode(bodyOf(res).issue)).toEqual([
       [
         'information',
         `CodeSystem '${SNOMED}' is not loaded on this server: the code is not checked against '${DIABETES_VS}'`,

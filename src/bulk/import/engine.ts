@@ -106,12 +106,15 @@ function timedContext(
   context: FhirContext,
   timings: ImportTimings,
   reuse: (resource: unknown, options: ValidationOptions | undefined) => ValidationResult | undefined,
+  observe?: (result: ValidationResult) => void,
 ): FhirContext {
   const validator = Object.create(context.validator) as ResourceValidator;
   validator.validate = (resource, options) => {
     const start = performance.now();
     try {
-      return reuse(resource, options) ?? context.validator.validate(resource, options);
+      const result = reuse(resource, options) ?? context.validator.validate(resource, options);
+      observe?.(result);
+      return result;
     } finally {
       timings.validate += performance.now() - start;
     }
@@ -212,8 +215,11 @@ class ImportRun {
     private readonly options: ImportOptions,
     private readonly sink: ImportSink,
   ) {
-    this.context = timedContext(options.context, this.timings, (resource, validationOptions) =>
-      this.reuseVerdict(resource, validationOptions),
+    this.context = timedContext(
+      options.context,
+      this.timings,
+      (resource, validationOptions) => this.reuseVerdict(resource, validationOptions),
+      sink.validated && ((result) => sink.validated!(result)),
     );
     this.batchSize = Math.max(1, Math.floor(options.batchSize ?? 2000));
     const consents = options.consents ?? 'refuse';

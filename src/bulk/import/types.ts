@@ -93,6 +93,8 @@ export interface ImportSink {
   /** Every resource's outcome, in source order (after its batch committed). */
   outcome(outcome: ResourceOutcome): void;
   progress?(progress: ImportProgress): void;
+  /** The validation of each resource as its write was given it (the check's verdict or a new one). */
+  validated?(result: ValidationResult): void;
 }
 
 export interface TypeCounts {

@@ -113,7 +113,7 @@ export function checkBinding(
         'information',
         'not-found',
         systems.length
-          ? `CodeSystem ${systems.map((x) => `'${x}'`).join(', ')} is not loaded on this server: the code is not checked against '${vsUrl}'`
+          ? notLoadedMessage(systems, vsUrl)
           : `The value set '${vsUrl}' cannot be expanded here, so the code cannot be validated`,
         path,
       );
@@ -135,4 +135,22 @@ export function bindingIssue(
 
 export function normalise(s: string): string {
   return s.trim().replace(/\s+/g, ' ').toLowerCase();
+}
+
+/**
+ * The information issue of a required binding whose code systems are not loaded on this server
+ * (docs/terminology.md, "not loaded, not checked"); `systemsNotLoaded` reads the systems back (import's summary).
+ */
+export function notLoadedMessage(systems: string[], valueSetUrl: string): string {
+  return `CodeSystem ${systems.map((x) => `'${x}'`).join(', ')} is not loaded on this server: the code is not checked against '${valueSetUrl}'`;
+}
+
+const NOT_LOADED =
+  /^CodeSystem ('[^']*'(?:, '[^']*')*) is not loaded on this server: the code is not checked against '/;
+
+/** The code systems an issue says are not loaded (none for any other issue). */
+export function systemsNotLoaded(issue: { severity: string; diagnostics?: string }): string[] {
+  if (issue.severity !== 'information' || !issue.diagnostics) return [];
+  const match = NOT_LOADED.exec(issue.diagnostics);
+  return match ? match[1]!.split(', ').map((quoted) => quoted.slice(1, -1)) : [];
 }

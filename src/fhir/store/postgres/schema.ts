@@ -241,4 +241,54 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       );
     `,
   },
+  {
+    version: 10,
+    description:
+      "the code systems loaded from their owners' files (hie-ledger terminology load), shared by the replicas",
+    sql: (S) => `
+      -- As DATA/terminology.sqlite (src/terminology/terminology-store.ts): the systems loaded, their concepts,
+      -- designations, properties and is-a parents. Codes compare byte-wise (COLLATE "C"), as SQLite's do.
+      CREATE TABLE ${S}.ts_system (
+        url          text    COLLATE "C" PRIMARY KEY,
+        name         text    NOT NULL,
+        version      text,
+        count        integer NOT NULL,
+        hierarchical boolean NOT NULL,
+        loaded_at    text    NOT NULL,
+        source       text    NOT NULL
+      );
+      CREATE TABLE ${S}.ts_concept (
+        system  text    COLLATE "C" NOT NULL,
+        code    text    COLLATE "C" NOT NULL,
+        display text,
+        active  boolean NOT NULL,
+        PRIMARY KEY (system, code)
+      );
+      -- ord: the order the loader met them (SQLite's rowid), so both stores list them alike.
+      CREATE TABLE ${S}.ts_designation (
+        system   text    COLLATE "C" NOT NULL,
+        code     text    COLLATE "C" NOT NULL,
+        ord      integer NOT NULL,
+        value    text    NOT NULL,
+        use      text,
+        language text,
+        PRIMARY KEY (system, code, ord)
+      );
+      CREATE TABLE ${S}.ts_property (
+        system   text    COLLATE "C" NOT NULL,
+        code     text    COLLATE "C" NOT NULL,
+        ord      integer NOT NULL,
+        property text    COLLATE "C" NOT NULL,
+        value    text    NOT NULL,
+        PRIMARY KEY (system, code, ord)
+      );
+      CREATE TABLE ${S}.ts_parent (
+        system text COLLATE "C" NOT NULL,
+        code   text COLLATE "C" NOT NULL,
+        parent text COLLATE "C" NOT NULL,
+        PRIMARY KEY (system, code, parent)
+      );
+      CREATE INDEX ts_parent_down ON ${S}.ts_parent (system, parent, code);
+    `,
+  },
 ];
