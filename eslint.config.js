@@ -109,7 +109,9 @@ function fhirPartRules(part, mayImport) {
 }
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'chaincode/dist/**', 'node_modules/**', 'data/**', 'coverage/**'] },
+  {
+    ignores: ['dist/**', 'chaincode/dist/**', 'node_modules/**', 'data/**', 'coverage/**', '.test-build/**'],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -174,7 +174,7 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
       accessFor: access.accessFor,
       // FHIR XML: element order and types from the core R4 definitions (loaded on the first XML request).
       xml: new FhirXml((type) =>
-        coreRegistry({ cacheDir: join(config.dataDir, 'cache') }).typeDefinition(type),
+        coreRegistry({ cacheDir: definitionsCacheDir(config) }).typeDefinition(type),
       ),
       context,
     });
@@ -221,7 +221,7 @@ export function validatorSpec(
     : {
         kind: 'full',
         options: {
-          definitionsCacheDir: join(config.dataDir, 'cache'),
+          definitionsCacheDir: definitionsCacheDir(config),
           igPaths: config.igPaths,
           requiredProfiles: config.requiredProfiles,
           // EHRs send local extensions the network has not published: accepted with a warning, as are
@@ -230,6 +230,14 @@ export function validatorSpec(
           allowExampleUrls: true,
         },
       };
+}
+
+/**
+ * Where the compact core definitions are kept (they depend on the installed packages only): the cache directory when
+ * one is configured, else the data directory's `cache/`.
+ */
+function definitionsCacheDir(config: Pick<ServeConfig, 'cacheDir' | 'dataDir'>): string {
+  return config.cacheDir ?? join(config.dataDir, 'cache');
 }
 
 /** The full validator's terminology (the TerminologyPort search uses); none for schema-only validation. */

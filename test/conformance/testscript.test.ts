@@ -13,6 +13,7 @@ import { loadTestScript, runTestScript, summaryTable } from '../../conformance/t
 import { main, scriptFiles } from '../../conformance/testscript.js';
 import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
 import { startTestApp, type TestApp } from '../http/helpers.js';
+import { suiteCacheDir } from '../support/cli-build.js';
 
 const SCRIPTS = path.join(import.meta.dirname, '..', '..', 'conformance', 'testscripts');
 const EXAMPLES = path.dirname(createRequire(import.meta.url).resolve('hl7.fhir.r4.examples/package.json'));
@@ -22,7 +23,10 @@ let baseUrl: string;
 let scratch: string;
 
 beforeAll(async () => {
-  app = await startTestApp({ validator: createFhirValidatorSync() }, { logLevel: 'warn' });
+  app = await startTestApp(
+    { validator: createFhirValidatorSync({ definitionsCacheDir: suiteCacheDir() }) },
+    { logLevel: 'warn' },
+  );
   baseUrl = `${await app.fastify.listen({ host: '127.0.0.1', port: 0 })}/fhir`;
   scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'hie-testscript-test-'));
 });

@@ -11,6 +11,7 @@ import { coreRegistry } from '../../src/fhir/definitions/definition-registry.js'
 import { FhirXml } from '../../src/fhir/fhir-xml.js';
 import { canonicalize } from '../../src/fhir/canonical.js';
 import { parseFhirJson } from '../../src/fhir/fhir-json.js';
+import { suiteCacheDir } from '../support/cli-build.js';
 
 const EXAMPLES = dirname(createRequire(import.meta.url).resolve('hl7.fhir.r4.examples/package.json'));
 const MAX_BYTES = 64 * 1024;
@@ -20,7 +21,7 @@ const files = readdirSync(EXAMPLES)
   .filter((name) => name.endsWith('.json') && name !== 'package.json' && !name.startsWith('.'))
   .filter((name) => statSync(join(EXAMPLES, name)).size <= MAX_BYTES)
   .sort();
-const converter = new FhirXml((type) => coreRegistry().typeDefinition(type));
+const converter = new FhirXml((type) => coreRegistry({ cacheDir: suiteCacheDir() }).typeDefinition(type));
 
 describe('R4 examples: JSON -> XML -> JSON', () => {
   // The R4 definitions load here (a hook's timeout), not in the first shard.

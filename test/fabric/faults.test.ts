@@ -327,17 +327,22 @@ describe('chaincode events', () => {
     const firstRun = harness.connect({ checkpointPath });
     const stream = firstRun.events();
     const iterator = stream[Symbol.asyncIterator]();
-    // The first run starts live: events committed from now on.
+    // The first run starts live: events committed from now on (from the height it reads before it opens the
+    // stream). Submitted once the stream request reached the peer, not after a pause that a busy machine outlasts.
+    const streamsBefore = harness.server.calls.chaincodeEvents;
     const pendingFirst = nextEvents(iterator, 2);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await vi.waitFor(() => expect(harness.server.calls.chaincodeEvents).toBeGreaterThan(streamsBefore), {
+      timeout: 30_000,
+      interval: 20,
+    });
     const handled = [
       await writer.submit('anchor:AnchorBatch', [hex(), '1']),
       await writer.submit('anchor:AnchorBatch', [hex(), '1']),
     ];
     expect((await pendingFirst).map((e) => e.transactionId)).toEqual(handled.map((c) => c.transactionId));
-    // Asking for the next event marks the second as handled; then the service stops.
+    // Asking for the next event marks the second as handled (the generator resumes and starts its checkpoint write
+    // before next() returns; it ends once that write is done); then the service stops.
     const waiting = iterator.next();
-    await new Promise((resolve) => setTimeout(resolve, 100));
     stream.close();
     await waiting;
     await firstRun.close();

@@ -9,12 +9,13 @@ import { buildTerminologyCapabilities } from '../../src/fhir/interactions/capabi
 import { FhirRegistry } from '../../src/fhir/interactions/fhir-registry.js';
 import { expectErrorCode } from '../support/error-codes.js';
 import { json, send, startTestApp, type TestApp } from './helpers.js';
+import { suiteCacheDir } from '../support/cli-build.js';
 
 let app: TestApp;
 let validator: FhirValidator;
 
 beforeAll(async () => {
-  validator = createFhirValidatorSync();
+  validator = createFhirValidatorSync({ definitionsCacheDir: suiteCacheDir() });
   app = await startTestApp({ validator }, { logLevel: 'warn' });
 });
 afterAll(async () => {

@@ -11,9 +11,10 @@ import { canonicalize } from '../../src/fhir/canonical.js';
 import { parseFhirJson } from '../../src/fhir/fhir-json.js';
 import { errorCodes } from '../support/error-codes.js';
 import { json, send, startTestApp, type TestApp } from './helpers.js';
+import { suiteCacheDir } from '../support/cli-build.js';
 
 let app: TestApp;
-const converter = new FhirXml((type) => coreRegistry().typeDefinition(type));
+const converter = new FhirXml((type) => coreRegistry({ cacheDir: suiteCacheDir() }).typeDefinition(type));
 const XML = { 'content-type': 'application/fhir+xml', accept: 'application/fhir+xml' };
 const F = 'xmlns="http://hl7.org/fhir"';
 

@@ -150,11 +150,14 @@ describe('range re-execution at commit (read-write sets as the validator sees th
   const anchorKey = (digit: string): string => `${ANCHORS}${digit.repeat(64)}\u0000`;
 
   /** A real endorsement whose range-query record is replaced, to exercise the validator's rules directly. */
+  let rangeQueryReads = 0; // each endorsement reads a key of its own (a counter: nothing left to chance)
   async function withRangeQuery(query: {
     itrExhausted: boolean;
     reads: { key: string; version: { blockNum: number; txNum: number } }[];
   }) {
-    const endorsement = await chain.endorse(proposal('anchor:ReadAnchor', [hex(String(Math.random()))]));
+    const endorsement = await chain.endorse(
+      proposal('anchor:ReadAnchor', [hex(`range-query-${++rangeQueryReads}`)]),
+    );
     endorsement.rwset.rangeQueries = [{ startKey: ANCHORS, endKey: `${ANCHORS}\u{10ffff}`, ...query }];
     return endorsement;
   }

@@ -26,6 +26,7 @@ import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
+import { suiteCacheDir } from '../support/cli-build.js';
 const SYNTHEA_DIR = join(process.cwd(), '../shared/data/synthea-bundles');
 
 /** The files whose content decides what the loaded store holds. */
@@ -131,7 +132,10 @@ export async function startLoadedService(files = syntheaBundleFiles()): Promise<
   const source = await loadedStoreFile(files);
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-synthea-app-'));
   copyFileSync(source, join(dataDir, 'resources.sqlite'));
-  const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', auth: 'dev-open', logLevel: 'warn' }, {});
+  const config = loadConfig(
+    { dataDir, port: 0, host: '127.0.0.1', auth: 'dev-open', logLevel: 'warn', cacheDir: suiteCacheDir() },
+    {},
+  );
   const app = await buildApp(config, { logStream: new Writable({ write: (_c, _e, done) => done() }) });
   return {
     app,

@@ -11,6 +11,7 @@ import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { expect } from 'vitest';
 import { buildApp, type App, type AppOverrides } from '../../src/app/app.js';
 import { loadConfig, type Config } from '../../src/config/config.js';
+import { suiteCacheDir } from './cli-build.js';
 
 export const FHIR_JSON = { 'content-type': 'application/fhir+json' };
 
@@ -40,7 +41,7 @@ export async function bootApp(
       done();
     },
   });
-  const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', ...flags }, {});
+  const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', cacheDir: suiteCacheDir(), ...flags }, {});
   const booted: BootedApp = {
     app: await buildApp(config, { logStream, ...overrides }),
     config,
