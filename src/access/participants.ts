@@ -213,6 +213,16 @@ export class ParticipantDirectory implements ClientDirectory {
     );
   }
 
+  /** The certificates of the enrolled participants, PEM (the certificate-expiry alarm reads them). */
+  enrolledCertificates(): string[] {
+    return this.db
+      .prepare<[], string>(
+        `SELECT certificate FROM participants WHERE status = 'enrolled' AND certificate IS NOT NULL`,
+      )
+      .pluck()
+      .all();
+  }
+
   private requireIdentity(): IdentityProvider {
     if (!this.identity)
       throw new Error('no certificate authority is configured for this participant directory');

@@ -2,6 +2,7 @@
  * Wiring: creates the adapters the configuration names and builds the HTTP app on them.
  * Other areas add their wiring here (ledger, access, operations), each as a few lines.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { ServeConfig } from '../config/config.js';
@@ -43,6 +44,7 @@ import { registerMetaOperations } from '../fhir/operations/meta.js';
 import { scheduleAudit } from '../integrity/scheduled-audit.js';
 import { ServiceMetrics } from '../operator/metrics.js';
 import { registerOperatorRoutes } from '../operator/operator-routes.js';
+import { CertificateExpiryWatch, type CertificateSource } from '../operator/certificate-expiry.js';
 import { mkdirPrivate, tightenDataDir } from '../platform/private-files.js';
 import { lockDataDir } from '../platform/data-dir-lock.js';
 import { setupPatientLinks } from '../exchange/patient-links-setup.js';
@@ -178,8 +180,9 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
       ),
       context,
     });
-    registerReadiness(wiring, ledger, access.consent);
-    observeBacklogs(wiring, integrity, access);
+    const certificates = watchCertificates(wiring, access);
+    registerReadiness(wiring, ledger, access.consent, certificates);
+    observeBacklogs(wiring, integrity, access, certificates);
     await fastify.ready();
     integrity.anchorer.start(); // drains what a previous run left pending, then follows the writes
     bulk.start(); // resumes the bulk jobs a previous run left unfinished
@@ -555,11 +558,56 @@ function wireBulk(
   return bulk;
 }
 
+/**
+ * The enrolment certificates whose end the service warns of (src/operator/certificate-expiry.ts): its ledger identity
+ * (the Fabric connection's, or the embedded ledger's DIR/identity/service), its embedded CA, the enrolled
+ * participants'. Files are read at each probe: a certificate replaced on disk counts at once. Logs a warning at start
+ * when one is near its end.
+ */
+function watchCertificates(wiring: AppWiring, access: AccessSetup): CertificateExpiryWatch {
+  const { config, fastify } = wiring;
+  const identityPath =
+    config.ledger === 'fabric'
+      ? loadFabricConfig(config.fabricConfig!).identity.certPath
+      : join(config.dataDir, 'identity', 'service', 'cert.pem');
+  const sources: CertificateSource[] = [
+    { name: 'service-identity', critical: true, read: () => pemFileIfAny(identityPath) },
+    {
+      name: 'ca',
+      critical: true,
+      read: () => pemFileIfAny(join(config.dataDir, 'identity', 'ca', 'ca-cert.pem')),
+    },
+    { name: 'participants', critical: false, read: () => access.participants.enrolledCertificates() },
+  ];
+  const watch = new CertificateExpiryWatch(sources, config.certExpiryWarnDays);
+  const log = fastify.log.child({ component: 'certificates' });
+  watch.assess(Date.now()).then(
+    (result) => result && log.warn({ reason: result.degraded }, 'an enrolment certificate expires soon'),
+    (err: Error) => log.warn({ reason: err.message }, 'an enrolment certificate has expired'),
+  );
+  return watch;
+}
+
+function pemFileIfAny(path: string): string[] {
+  try {
+    return [readFileSync(path, 'utf8')];
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
 /** GET /healthz, /readyz (the anchor backlog is a metric, not readiness), /metrics: docs/configuration.md. */
-function registerReadiness(wiring: AppWiring, ledger: Ledger, consent: ConsentService | undefined): void {
+function registerReadiness(
+  wiring: AppWiring,
+  ledger: Ledger,
+  consent: ConsentService | undefined,
+  certificates: CertificateExpiryWatch,
+): void {
   const { config, store, validator, fastify, metrics } = wiring;
   registerOperatorRoutes(fastify, {
     checks: [
+      certificates.readinessCheck(),
       { name: 'store', check: async () => void (await store.pendingAnchors(1)) },
       {
         // A large store is checked for corrupt pages in the background at start (docs/store.md).
@@ -596,10 +644,16 @@ function registerReadiness(wiring: AppWiring, ledger: Ledger, consent: ConsentSe
 }
 
 /** The backlogs /metrics shows: anchors, the audit, the ledger's access records, consent decisions. */
-function observeBacklogs(wiring: AppWiring, integrity: IntegrityService, access: AccessSetup): void {
+function observeBacklogs(
+  wiring: AppWiring,
+  integrity: IntegrityService,
+  access: AccessSetup,
+  certificates: CertificateExpiryWatch,
+): void {
   const { store, metrics } = wiring;
   const consent = access.consent;
   metrics.observe({
+    certificateExpiries: () => certificates.expiries(),
     anchorBacklog: () => integrity.anchorer.pendingCount(10_000),
     oldestPendingAnchor: async () => {
       const [oldest] = await store.pendingAnchors(1);

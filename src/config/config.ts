@@ -72,6 +72,8 @@ export interface Config {
   metricsAllow: MetricsAllow;
   /** Readiness: the most blocks the consent cache may be behind the ledger's last block. */
   readyConsentLag: number;
+  /** Readiness is degraded this many days before an enrolment certificate expires (docs/configuration.md). */
+  certExpiryWarnDays: number;
   /** Profiles every resource of a type must conform to, e.g. { Patient: ['http://example.org/fhir/StructureDefinition/hie-patient'] }. */
   requiredProfiles: Record<string, string[]>;
   /** Token requests a minute allowed per client address and per client at POST /auth/token; 0 turns the limit off. */
@@ -551,6 +553,15 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     default: '100',
     description: "readiness: the most blocks the consent cache may be behind the ledger's last block",
     parse: (text, source) => parseWholeNumber(text, source, 0, 1_000_000_000),
+  },
+  {
+    key: 'certExpiryWarnDays',
+    flag: '--cert-expiry-warn-days <days>',
+    env: 'HIE_CERT_EXPIRY_WARN_DAYS',
+    default: '30',
+    description:
+      'readiness is degraded (and a warning logged) this many days before the service identity, CA or a participant certificate expires',
+    parse: (text, source) => parseWholeNumber(text, source, 0, 3650),
   },
   {
     key: 'networkLocal',

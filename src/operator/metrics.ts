@@ -11,6 +11,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Ledger } from '../ledger/ledger.js';
 import type { ResourceValidator } from '../fhir/validation/validator.js';
 import type { FhirRouteLabels } from '../fhir/http/fhir-routes.js';
+import type { CertificateExpiry } from './certificate-expiry.js';
 
 type RequestLabels = { interaction: string; resource_type: string; status_class: string };
 
@@ -26,6 +27,8 @@ export interface MetricSources {
   auditBacklog?: () => number;
   /** Access records waiting for the ledger (kept while it is away). */
   accessRecordBacklog?: () => number;
+  /** The earliest end of validity of each role of enrolment certificates (src/operator/certificate-expiry.ts). */
+  certificateExpiries?: () => Promise<CertificateExpiry[]>;
 }
 
 const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
@@ -139,6 +142,18 @@ export class ServiceMetrics {
       collect() {
         const count = sources().accessRecordBacklog?.();
         if (count !== undefined) this.set(count);
+      },
+    });
+    new Gauge({
+      name: 'hie_certificate_expiry_seconds',
+      help: 'Seconds until the earliest enrolment certificate of a role expires (service-identity, ca, participants); negative once expired',
+      labelNames: ['certificate'],
+      registers,
+      async collect() {
+        const expiries = await scraped(sources().certificateExpiries);
+        if (!expiries) return;
+        const now = Date.now();
+        for (const { name, notAfter } of expiries) this.set({ certificate: name }, (notAfter - now) / 1000);
       },
     });
   }

@@ -1,7 +1,8 @@
 /**
  * What an operator's probes and Prometheus ask, beside the FHIR base and without authentication:
  * - GET /healthz: the process serves HTTP (liveness);
- * - GET /readyz: every readiness check passes (store, ledger, validator, consent feed), else 503;
+ * - GET /readyz: every readiness check passes (store, ledger, validator, consent feed, certificates), else 503; a
+ *   check may answer `degraded` (a warning: still ready, 200 with status `degraded`);
  * - GET /metrics: Prometheus text (src/operator/metrics.ts), for loopback callers and the addresses --metrics-allow lists.
  * Probe answers name the checks and say ok or failing: no data, no counts, no block numbers.
  */
@@ -10,10 +11,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServiceMetrics } from './metrics.js';
 import type { MetricsAllow } from '../config/metrics-allow.js';
 
-/** One readiness check: resolves when ready, throws (or rejects) when not. */
+/** A check's answer when it passes: nothing (ok), or a warning that leaves the service ready. */
+export type ReadinessResult = void | undefined | { degraded: string };
+
+/** One readiness check: resolves when ready (degraded with a warning), throws (or rejects) when not. */
 export interface ReadinessCheck {
   name: string;
-  check(): Promise<void> | void;
+  check(): Promise<ReadinessResult> | ReadinessResult;
 }
 
 export interface OperatorRoutesOptions {
@@ -41,10 +45,13 @@ function metricsAllowed(allow: MetricsAllow, remote: string | undefined): boolea
   return LOOPBACK.check(address, type) || allow.check(address, type);
 }
 
-async function withTimeout(work: Promise<void> | void, ms: number): Promise<void> {
+async function withTimeout(
+  work: Promise<ReadinessResult> | ReadinessResult,
+  ms: number,
+): Promise<ReadinessResult> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
+    return await Promise.race([
       work,
       new Promise<never>((_resolve, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
@@ -58,8 +65,9 @@ async function withTimeout(work: Promise<void> | void, ms: number): Promise<void
 
 export function registerOperatorRoutes(app: FastifyInstance, options: OperatorRoutesOptions): void {
   const timeoutMs = options.checkTimeoutMs ?? 2000;
-  /** Each check's last state, to log changes once rather than every probe. */
+  /** Each check's last state other than ok, to log changes once rather than every probe. */
   const failing = new Set<string>();
+  const degraded = new Set<string>();
 
   app.get('/healthz', (_request, reply) =>
     reply.header('content-type', JSON_TYPE).header('cache-control', 'no-store').send('{"status":"alive"}'),
@@ -69,12 +77,21 @@ export function registerOperatorRoutes(app: FastifyInstance, options: OperatorRo
     const results = await Promise.all(
       options.checks.map(async ({ name, check }) => {
         try {
-          await withTimeout(check(), timeoutMs);
+          const result = await withTimeout(check(), timeoutMs);
           if (failing.delete(name)) options.log.info({ check: name }, 'readiness check passes again');
+          if (result) {
+            if (!degraded.has(name)) {
+              degraded.add(name);
+              options.log.warn({ check: name, reason: result.degraded }, 'readiness check degraded');
+            }
+            return [name, 'degraded'] as const;
+          }
+          degraded.delete(name);
           return [name, 'ok'] as const;
         } catch (err) {
           if (!failing.has(name)) {
             failing.add(name);
+            degraded.delete(name);
             // The reason is the service's own (a ledger or store error): no request data.
             options.log.warn(
               { check: name, reason: err instanceof Error ? err.message : String(err) },
@@ -85,12 +102,17 @@ export function registerOperatorRoutes(app: FastifyInstance, options: OperatorRo
         }
       }),
     );
-    const ready = results.every(([, state]) => state === 'ok');
+    const ready = results.every(([, state]) => state !== 'failing');
+    const status = !ready
+      ? 'not ready'
+      : results.some(([, state]) => state === 'degraded')
+        ? 'degraded'
+        : 'ready';
     return reply
       .code(ready ? 200 : 503)
       .header('content-type', JSON_TYPE)
       .header('cache-control', 'no-store')
-      .send(JSON.stringify({ status: ready ? 'ready' : 'not ready', checks: Object.fromEntries(results) }));
+      .send(JSON.stringify({ status, checks: Object.fromEntries(results) }));
   });
 
   const metrics = options.metrics;

@@ -62,6 +62,7 @@ async function start(ledger?: PeerFaults, flags: Record<string, unknown> = {}): 
 const READY = {
   status: 'ready',
   checks: {
+    certificates: 'ok',
     store: 'ok',
     'store-integrity': 'ok',
     ledger: 'ok',
@@ -94,6 +95,7 @@ describe('GET /healthz and /readyz', () => {
     expect(json(down.body)).toEqual({
       status: 'not ready',
       checks: {
+        certificates: 'ok',
         store: 'ok',
         'store-integrity': 'ok',
         ledger: 'failing',
@@ -126,6 +128,7 @@ describe('GET /healthz and /readyz', () => {
     expect(await app.integrity!.anchorer.drain()).toBe(1);
     const behind = await send(app, { method: 'GET', url: '/readyz' }, 503);
     expect(json(behind.body).checks).toEqual({
+      certificates: 'ok',
       store: 'ok',
       'store-integrity': 'ok',
       ledger: 'ok',

@@ -29,6 +29,11 @@ export interface FabricConfig {
   /** TLS server name to verify the peer's certificate against, when the endpoint's host is not in it. */
   hostAlias?: string;
   tlsRootCertPath: string;
+  /**
+   * Mutual TLS: the client certificate and key (PEM) presented to the peer, for peers with
+   * `peer.tls.clientAuthRequired` (issued by a CA in the peer's `clientRootCAs`, e.g. the organisation's TLS CA).
+   */
+  clientTls?: { certPath: string; keyPath: string };
   mspId: string;
   channel: string;
   chaincode: string;
@@ -111,6 +116,7 @@ export function parseFabricConfig(raw: unknown, source: string, baseDir: string)
     'peerEndpoint',
     'hostAlias',
     'tlsRootCertPath',
+    'clientTls',
     'mspId',
     'channel',
     'chaincode',
@@ -126,6 +132,14 @@ export function parseFabricConfig(raw: unknown, source: string, baseDir: string)
     fail(`peerEndpoint must be host:port, got ${JSON.stringify(peerEndpoint)}`);
   }
   const identity = object(root.identity, 'identity');
+  let clientTls: FabricConfig['clientTls'];
+  if (root.clientTls !== undefined) {
+    const rawClientTls = object(root.clientTls, 'clientTls');
+    clientTls = {
+      certPath: path(rawClientTls.certPath, 'clientTls.certPath'),
+      keyPath: path(rawClientTls.keyPath, 'clientTls.keyPath'),
+    };
+  }
   const timeouts = root.timeouts === undefined ? {} : object(root.timeouts, 'timeouts');
   let ca: FabricCaConfig | undefined;
   if (root.ca !== undefined) {
@@ -147,6 +161,7 @@ export function parseFabricConfig(raw: unknown, source: string, baseDir: string)
     peerEndpoint,
     hostAlias: optionalString(root.hostAlias, 'hostAlias'),
     tlsRootCertPath: path(root.tlsRootCertPath, 'tlsRootCertPath'),
+    clientTls,
     mspId: string(root.mspId, 'mspId'),
     channel: string(root.channel, 'channel'),
     chaincode: string(root.chaincode, 'chaincode'),
@@ -172,6 +187,7 @@ export function parseFabricConfig(raw: unknown, source: string, baseDir: string)
 
 function referencedFiles(config: FabricConfig): string[] {
   const files = [config.tlsRootCertPath, config.identity.certPath, config.identity.keyPath];
+  if (config.clientTls) files.push(config.clientTls.certPath, config.clientTls.keyPath);
   if (config.ca)
     files.push(config.ca.tlsRootCertPath, config.ca.registrar.certPath, config.ca.registrar.keyPath);
   return files;

@@ -147,7 +147,15 @@ export class FabricLedger implements Ledger {
       'grpc.max_reconnect_backoff_ms': 10_000,
     };
     if (config.hostAlias) channelOptions['grpc.ssl_target_name_override'] = config.hostAlias;
-    this.client = new grpc.Client(config.peerEndpoint, grpc.credentials.createSsl(tlsRoot), channelOptions);
+    // Mutual TLS when the peer requires client certificates (config.clientTls).
+    const credentials = config.clientTls
+      ? grpc.credentials.createSsl(
+          tlsRoot,
+          readFileSync(config.clientTls.keyPath),
+          readFileSync(config.clientTls.certPath),
+        )
+      : grpc.credentials.createSsl(tlsRoot);
+    this.client = new grpc.Client(config.peerEndpoint, credentials, channelOptions);
 
     const privateKey = createPrivateKey(readFileSync(config.identity.keyPath));
     if (privateKey.asymmetricKeyType !== 'ec') {

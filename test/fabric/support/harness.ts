@@ -18,7 +18,7 @@ import {
 import { EmbeddedCa } from '../../../src/ledger/identity/embedded-ca.js';
 import { EmbeddedChainBackend } from '../../../src/ledger/embedded/gateway/embedded-backend.js';
 import { FaultyGateway } from './faulty-gateway.js';
-import { createTestTls } from './tls.js';
+import { createTestTls, type TestTls } from './tls.js';
 
 export const MSP_ID = 'Hospital1MSP';
 export const CHANNEL = 'hie';
@@ -41,6 +41,8 @@ export interface FabricHarness {
   ca: EmbeddedCa;
   chain: EmbeddedChain;
   server: FaultyGateway;
+  /** The gateway's TLS CA, server and client certificates (files in `dir`: tls-ca.pem, tls-client*.pem). */
+  tls: TestTls;
   service: Identity;
   logs: LogLine[];
   /** A FabricLedger adapter for `identity` (default: the service identity). */
@@ -55,7 +57,8 @@ export interface FabricHarness {
   close(): Promise<void>;
 }
 
-export async function startFabricHarness(): Promise<FabricHarness> {
+/** `mutualTls`: the gateway requires a client certificate issued by its TLS CA (a peer's clientAuthRequired). */
+export async function startFabricHarness(options: { mutualTls?: boolean } = {}): Promise<FabricHarness> {
   const dir = mkdtempSync(join(tmpdir(), 'hie-fabric-'));
   const ca = await EmbeddedCa.open(join(dir, 'ca'), { mspId: MSP_ID });
   const service = await ca.enroll({
@@ -72,7 +75,7 @@ export async function startFabricHarness(): Promise<FabricHarness> {
   const tls = await createTestTls(HOST_ALIAS);
   const server = new FaultyGateway({
     backend: new EmbeddedChainBackend(chain, CHAINCODE),
-    tls,
+    tls: options.mutualTls ? { ...tls, clientCaCertificate: tls.caCertificate } : tls,
     channel: CHANNEL,
     members: [{ mspId: MSP_ID, caCertificates: [ca.certificate] }],
     peerIdentity: { mspId: MSP_ID, certificate: peer.certificate, privateKey: peer.privateKey },
@@ -80,6 +83,8 @@ export async function startFabricHarness(): Promise<FabricHarness> {
   });
   await server.start();
   writeFileSync(join(dir, 'tls-ca.pem'), tls.caCertificate);
+  writeFileSync(join(dir, 'tls-client.pem'), tls.clientCertificate);
+  writeFileSync(join(dir, 'tls-client-key.pem'), tls.clientKey, { mode: 0o600 });
 
   const logs: LogLine[] = [];
   const logger: LedgerLogger = {
@@ -115,6 +120,7 @@ export async function startFabricHarness(): Promise<FabricHarness> {
     ca,
     chain,
     server,
+    tls,
     service,
     logs,
     config,

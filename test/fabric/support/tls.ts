@@ -15,6 +15,16 @@ export interface TestTls {
   caCertificate: string;
   serverCertificate: string;
   serverKey: string;
+  /** A client certificate (clientAuth) issued by the same CA, for mutual TLS. */
+  clientCertificate: string;
+  clientKey: string;
+}
+
+function pkcs8Pem(pkcs8: ArrayBuffer): string {
+  const base64 = Buffer.from(pkcs8)
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n');
+  return `-----BEGIN PRIVATE KEY-----\n${base64}\n-----END PRIVATE KEY-----\n`;
 }
 
 export async function createTestTls(hostAlias: string): Promise<TestTls> {
@@ -48,10 +58,23 @@ export async function createTestTls(hostAlias: string): Promise<TestTls> {
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
     ],
   });
-  const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', serverKeys.privateKey));
+  const clientKeys = await crypto.subtle.generateKey(EC, true, ['sign', 'verify']);
+  const client = await x509.X509CertificateGenerator.create({
+    serialNumber: '03',
+    subject: 'CN=hie-ledger service TLS client',
+    issuer: ca.subject,
+    notBefore,
+    notAfter,
+    publicKey: clientKeys.publicKey,
+    signingKey: caKeys.privateKey,
+    signingAlgorithm: SIGN,
+    extensions: [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+  });
   return {
     caCertificate: ca.toString('pem'),
     serverCertificate: server.toString('pem'),
-    serverKey: `-----BEGIN PRIVATE KEY-----\n${pkcs8.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n`,
+    serverKey: pkcs8Pem(await crypto.subtle.exportKey('pkcs8', serverKeys.privateKey)),
+    clientCertificate: client.toString('pem'),
+    clientKey: pkcs8Pem(await crypto.subtle.exportKey('pkcs8', clientKeys.privateKey)),
   };
 }

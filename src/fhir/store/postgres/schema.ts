@@ -2,10 +2,21 @@
  * The PostgreSQL store's schema, as numbered migrations over one schema (namespace) `S`. The tables mirror
  * the SQLite store's (src/fhir/store/sqlite/schema.ts); text that is compared by order uses COLLATE "C".
  * Never edit a released migration: append a new one.
+ *
+ * Expand/contract (rolling upgrades, docs/replicas.md): replicas of the previous release keep running on a schema
+ * a new release migrated, so a migration only adds (tables, nullable columns or columns with a default, indexes,
+ * rows). Dropping, renaming or retyping a table or column, SET NOT NULL, or a new constraint on an existing table
+ * is a contract step: only in a later release than the one whose code stopped using it, marked `contract`.
+ * test/store/postgres-migrations.test.ts enforces this.
  */
 export interface PgMigration {
   version: number;
   description: string;
+  /**
+   * Set only on a contract step: what it removes or tightens and the release whose code no longer uses it, e.g.
+   * 'drops resource_version.patients: unused since 1.4'. Without it the migration must be purely additive.
+   */
+  contract?: string;
   /** SQL with `S.` standing for the quoted schema name. */
   sql: (schema: string) => string;
 }

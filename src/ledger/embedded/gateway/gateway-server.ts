@@ -52,8 +52,11 @@ export interface GatewayLogger {
 
 export interface GatewayServerOptions {
   backend: GatewayBackend;
-  /** The server's TLS certificate and key (PEM). */
-  tls: { serverCertificate: string; serverKey: string };
+  /**
+   * The server's TLS certificate and key (PEM); with `clientCaCertificate`, mutual TLS like a peer with
+   * `clientAuthRequired`: a client without a certificate issued by that CA is refused at the handshake.
+   */
+  tls: { serverCertificate: string; serverKey: string; clientCaCertificate?: string };
   channel: string;
   /** The channel's organisations: a creator must hold a certificate issued by its MSP's CA. */
   members: MemberMsps | readonly MemberMsp[];
@@ -146,15 +149,16 @@ export class GatewayServer {
         void this.chaincodeEvents(call);
       },
     });
+    const clientCa = this.options.tls.clientCaCertificate;
     const credentials = grpc.ServerCredentials.createSsl(
-      null,
+      clientCa ? Buffer.from(clientCa) : null,
       [
         {
           private_key: Buffer.from(this.options.tls.serverKey),
           cert_chain: Buffer.from(this.options.tls.serverCertificate),
         },
       ],
-      false,
+      clientCa !== undefined,
     );
     const bindHost = this.host.includes(':') && !this.host.startsWith('[') ? `[${this.host}]` : this.host;
     this.port = await new Promise<number>((resolve, reject) =>
