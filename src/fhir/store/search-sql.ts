@@ -81,8 +81,9 @@ export interface SearchDialect {
   /** Placed after a sort key that may be NULL: NULLs first ascending, last descending (SQLite's order). */
   nullOrder(descending: boolean): string;
   /**
-   * The (resource_type, id) of resources of `types` whose full-text row `param` (`_text`/`_content`) matches
-   * `query`: SQLite through its FTS5 table, PostgreSQL through the GIN index over the row's tsvector.
+   * The seq (current version) of resources whose full-text row `param` (`_text`/`_content`) matches `query` (of
+   * `types`, or more: the caller's query names the types): SQLite through its FTS5 table, PostgreSQL through the GIN
+   * index over the row's tsvector.
    */
   fullText(types: string[], param: string, query: TextQuery): Fragment;
 }
@@ -99,9 +100,10 @@ export const SQLITE_DIALECT: SearchDialect = {
   textParam: '?',
   bytewise: (expr) => expr,
   nullOrder: () => '',
-  fullText: (types, param, query) => ({
-    sql: `SELECT d.resource_type, d.id FROM search_text t JOIN search_text_doc d ON d.docid = t.rowid WHERE search_text MATCH ? AND d.field = ? AND d.resource_type IN (${placeholders(types.length)})`,
-    binds: [fts5Query(query), param, ...types],
+  // A document's rowid is 2 seq + 1 for _content (sqlite/schema.ts, migration 6).
+  fullText: (_types, param, query) => ({
+    sql: `SELECT t.rowid >> 1 FROM search_text t WHERE search_text MATCH ? AND (t.rowid & 1) = ?`,
+    binds: [fts5Query(query), param === '_content' ? 1 : 0],
   }),
 };
 
@@ -121,7 +123,7 @@ export function postgresDialect(schema: string): SearchDialect {
     nullOrder: (descending) => (descending ? ' NULLS LAST' : ' NULLS FIRST'),
     // The expression of the search_index_text index (schema.ts), so the planner uses it.
     fullText: (types, param, query) => ({
-      sql: `SELECT si.resource_type, si.id FROM ${schema}.search_index si WHERE si.type = 'special' AND to_tsvector('simple'::regconfig, si.system) @@ ?::tsquery AND si.param = ? AND si.resource_type IN (${placeholders(types.length)})`,
+      sql: `SELECT si.seq FROM ${schema}.search_index si WHERE si.type = 'special' AND to_tsvector('simple'::regconfig, si.system) @@ ?::tsquery AND si.param = ? AND si.resource_type IN (${placeholders(types.length)})`,
       binds: [tsQuery(query), param, ...types],
     }),
   };
@@ -478,9 +480,9 @@ function lastUpdatedCondition(value: Extract<SearchValue, { kind: 'range' }>): F
 
 const placeholders = (n: number): string => Array.from({ length: n }, () => '?').join(', ');
 
-/** This candidate's own index rows of the given params (primary key prefix probe). */
+/** This candidate's own index rows of the given params (primary key prefix probe: rows are keyed by seq). */
 const indexRowsOf = (d: SearchDialect, params: string[]): string =>
-  `FROM ${d.table('search_index')} si WHERE si.resource_type = c.resource_type AND si.id = c.id AND si.param IN (${placeholders(params.length)})`;
+  `FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND si.param IN (${placeholders(params.length)})`;
 
 const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
 
@@ -489,8 +491,8 @@ const derivedRows = (modifier: string | undefined): string =>
   modifier === 'text' || modifier === 'of-type' ? `:${modifier}` : '';
 
 /**
- * `(c.resource_type, c.id) IN (index rows of param ? matching condition)`: not correlated, so the database runs it
- * once from a search_index index and probes resource_current by its key. Binds: the types, then the param (then, for
+ * `v.seq IN (index rows of param ? matching condition)`: not correlated, so the database runs it once from a
+ * search_index index (whose entries end in seq) and reads resource_version by its key. Binds: the types, then the param (then, for
  * range types, the lowest number).
  *
  * Range conditions mostly bound `high`, the last column of search_index_range: on its own SQLite cannot use that
@@ -510,9 +512,9 @@ function matchingIds(
   const paramList = placeholders(params.length);
   const typeList = types.map(() => '?').join(', ');
   if (RANGE_TYPES.has(paramType)) {
-    return `(c.resource_type, c.id) IN (SELECT si.resource_type, si.id FROM ${d.table('search_index')} si${d.rangeIndexHint} WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList}) AND si.low >= ?${condition})`;
+    return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.rangeIndexHint} WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList}) AND si.low >= ?${condition})`;
   }
-  return `(c.resource_type, c.id) IN (SELECT si.resource_type, si.id FROM ${d.table('search_index')} si WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList})${condition})`;
+  return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList})${condition})`;
 }
 
 /** Binds that go with matchingIds. */
@@ -724,11 +726,11 @@ function driveRank(filter: Filter): number {
 export type SearchResult = StoreSearchResult & { hasMore: boolean };
 
 /** The visible ones of a chain's or _has's inner matches; more than MAX_INNER_MATCHES is refused. */
-function visibleOf(
-  candidates: Iterable<StoredVersion>,
+function visibleOf<T extends StoredVersion>(
+  candidates: Iterable<T>,
   canRead: StoreSearchRequest['canRead'],
-): StoredVersion[] {
-  const out: StoredVersion[] = [];
+): T[] {
+  const out: T[] = [];
   for (const version of candidates) {
     if (!canRead(version)) continue;
     if (out.length >= MAX_INNER_MATCHES) {
@@ -824,8 +826,8 @@ export class SearchRun {
         if (filter.type === 'quantity') {
           const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
           const sql = drive
-            ? `(c.resource_type, c.id) IN (SELECT si.resource_type, si.id FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql})`
-            : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.resource_type = c.resource_type AND si.id = c.id AND ${rows.sql})`;
+            ? `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql})`
+            : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND ${rows.sql})`;
           return { sql, binds: drive ? [...types, ...rows.binds] : rows.binds };
         }
         const { condition, indexType } = paramCondition(d, filter);
@@ -857,16 +859,16 @@ export class SearchRun {
       case 'text': {
         // Not correlated whether it drives or not: the text index answers the whole set once.
         const matches = d.fullText(types, filter.param, filter.query);
-        return { sql: `(c.resource_type, c.id) IN (${matches.sql})`, binds: matches.binds };
+        return { sql: `v.seq IN (${matches.sql})`, binds: matches.binds };
       }
       case 'has': {
         // Visible sources matching the inner condition; this resource must be one they reference through `param`.
-        const sources = (yield* this.visibleMatches([filter.sourceType], [filter.inner])).map((v) => v.id);
+        const sources = (yield* this.visibleMatches([filter.sourceType], [filter.inner])).map((v) => v.seq);
         const hasParams = this.rowParams([filter.sourceType], filter.param);
         const referenced = yield* columnOf(
           `SELECT DISTINCT si.reference AS reference FROM ${d.table('search_index')} si
-           WHERE si.resource_type = ? AND si.param IN (${placeholders(hasParams.length)}) AND si.id IN (SELECT k.value FROM ${d.jsonValues('k')}) AND si.reference IS NOT NULL`,
-          [filter.sourceType, ...hasParams, JSON.stringify(sources)],
+           WHERE si.seq IN (SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}) AND si.param IN (${placeholders(hasParams.length)}) AND si.reference IS NOT NULL`,
+          [JSON.stringify(sources), ...hasParams],
         );
         const slash = d.instr('r.value', "'/'");
         return {
@@ -878,7 +880,7 @@ export class SearchRun {
   }
 
   /** Every visible current version of `types` matching all `filters` (for chains and _has); capped. */
-  private *visibleMatches(types: string[], filters: Filter[]): SearchPlan<StoredVersion[]> {
+  private *visibleMatches(types: string[], filters: Filter[]): SearchPlan<Candidate[]> {
     return visibleOf(yield* this.candidates(types, filters, []), this.request.canRead);
   }
 
