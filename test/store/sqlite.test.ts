@@ -102,10 +102,12 @@ describe('SqliteResourceStore', () => {
     // As a store from before migration 3 would be.
     store.db.exec(
       'DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;' +
-        // Migrations 4 (full text) and 5 (quantities by unit) came later still.
-        'DROP TRIGGER search_index_text_insert; DROP TRIGGER search_index_text_delete; DROP TABLE search_text; ' +
-        'DROP TABLE search_text_doc; DROP TABLE index_rebuild; DROP INDEX search_index_quantity_high; ' +
-        'DROP INDEX resource_current_type_seq; DELETE FROM schema_version WHERE version >= 4;',
+        // Migrations 4 (full text), 5 (quantities by unit) and 6 (index rows by seq) came later still.
+        'DROP TABLE search_text; DROP TABLE index_rebuild; DROP INDEX resource_current_type_seq; ' +
+        'DROP TABLE search_index; CREATE TABLE search_index (resource_type TEXT NOT NULL, id TEXT NOT NULL, ' +
+        'ord INTEGER NOT NULL, param TEXT NOT NULL, type TEXT NOT NULL, system TEXT, value TEXT, low REAL, high REAL, ' +
+        'reference TEXT, PRIMARY KEY (resource_type, id, ord)) WITHOUT ROWID; ' +
+        'DELETE FROM schema_version WHERE version >= 4;',
     );
     await store.close();
     const reopened = await openStore(file);

@@ -69,6 +69,8 @@ export interface SearchDialect {
   instr(haystack: string, needle: string): string;
   /** After `search_index si` when the condition bounds a range: SQLite's INDEXED BY (see matchingIds). */
   rangeIndexHint: string;
+  /** After `search_index si` when a date condition bounds only `high` (gt, ge, eb): SQLite's INDEXED BY. */
+  dateHighIndexHint: string;
   /** The condition on resource_current `c` that its version is not a deletion. */
   notDeleted: string;
   /** Always true / always false, as conditions. */
@@ -94,6 +96,7 @@ export const SQLITE_DIALECT: SearchDialect = {
   jsonValues: (alias, source = '?') => `json_each(${source}) ${alias}`,
   instr: (haystack, needle) => `instr(${haystack}, ${needle})`,
   rangeIndexHint: ' INDEXED BY search_index_range',
+  dateHighIndexHint: ' INDEXED BY search_index_date_high',
   notDeleted: 'c.deleted = 0',
   true: '1',
   false: '0',
@@ -115,6 +118,7 @@ export function postgresDialect(schema: string): SearchDialect {
     jsonValues: (alias, source = '?') => `jsonb_array_elements_text(${source}::jsonb) AS ${alias}(value)`,
     instr: (haystack, needle) => `strpos(${haystack}, ${needle})`,
     rangeIndexHint: '',
+    dateHighIndexHint: '',
     notDeleted: 'NOT c.deleted',
     true: 'TRUE',
     false: 'FALSE',
@@ -485,6 +489,11 @@ const indexRowsOf = (d: SearchDialect, params: string[]): string =>
   `FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND si.param IN (${placeholders(params.length)})`;
 
 const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
+/**
+ * The index type of a date condition that bounds only `high` (every value gt, ge or eb): read from
+ * search_index_date_high, the matching rows only, instead of every row of the param in search_index_range.
+ */
+const DATE_HIGH = 'date-high';
 
 /** The index rows a modifier searches instead of the parameter's own: `{code}:text`, `{code}:of-type`. */
 const derivedRows = (modifier: string | undefined): string =>
@@ -511,6 +520,8 @@ function matchingIds(
   if (!drive) return `EXISTS (SELECT 1 ${indexRowsOf(d, params)}${condition})`;
   const paramList = placeholders(params.length);
   const typeList = types.map(() => '?').join(', ');
+  if (paramType === DATE_HIGH)
+    return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.dateHighIndexHint} WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList}) AND si.type = 'date'${condition})`;
   if (RANGE_TYPES.has(paramType)) {
     return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.rangeIndexHint} WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList}) AND si.low >= ?${condition})`;
   }
@@ -550,7 +561,15 @@ function paramCondition(
       sql: ` AND (${parts.map((p) => `(${p.sql})`).join(' OR ')})`,
       binds: parts.flatMap((p) => p.binds),
     },
-    indexType: filter.modifier === 'text' ? 'string' : filter.type,
+    indexType:
+      filter.modifier === 'text'
+        ? 'string'
+        : filter.type === 'date' &&
+            filter.values.every(
+              (v) => v.kind === 'range' && (v.prefix === 'gt' || v.prefix === 'ge' || v.prefix === 'eb'),
+            )
+          ? DATE_HIGH
+          : filter.type,
   };
 }
 
@@ -899,21 +918,73 @@ export class SearchRun {
   private *fewMatches(types: string[], filter: Filter): SearchPlan<boolean> {
     if (filter.kind === 'id') return true;
     if (filter.kind !== 'param') return false;
+    const rows = this.matchRows(types, filter, '1');
+    return yield* this.fewer(rows.sql, rows.binds);
+  }
+
+  /**
+   * `SELECT {column} FROM search_index si WHERE ...`: the index rows matching a (positive) parameter filter, read from
+   * the index its condition bounds; the WHERE clause ends with a condition, so more can be appended with AND.
+   */
+  private matchRows(types: string[], filter: Extract<Filter, { kind: 'param' }>, column: string): Fragment {
     const d = this.d;
     if (filter.type === 'quantity') {
       const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
-      return yield* this.fewer(
-        `SELECT 1 FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql}`,
-        [...types, ...rows.binds],
-      );
+      return {
+        sql: `SELECT ${column} FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND (${rows.sql})`,
+        binds: [...types, ...rows.binds],
+      };
     }
     const params = this.rowParams(types, filter.param, derivedRows(filter.modifier));
     const { condition, indexType } = paramCondition(d, filter);
     const range = RANGE_TYPES.has(indexType);
-    const select =
-      `SELECT 1 FROM ${d.table('search_index')} si${range ? d.rangeIndexHint : ''} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
-      `AND si.param IN (${placeholders(params.length)})${range ? ' AND si.low >= ?' : ''}${condition.sql}`;
-    return yield* this.fewer(select, [...matchingBinds(types, params, indexType, true), ...condition.binds]);
+    const high = indexType === DATE_HIGH;
+    return {
+      sql:
+        `SELECT ${column} FROM ${d.table('search_index')} si${range ? d.rangeIndexHint : high ? d.dateHighIndexHint : ''} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
+        `AND si.param IN (${placeholders(params.length)})${range ? ' AND si.low >= ?' : high ? " AND si.type = 'date'" : ''}${condition.sql}`,
+      binds: [...matchingBinds(types, params, indexType, true), ...condition.binds],
+    };
+  }
+
+  /**
+   * The first page in store order when one parameter filter with many matches drives (seqOrderCandidates): its
+   * matching index rows give seqs (rows are keyed by the current version's seq, schema migration 6), read in seq
+   * order, `batch` at a time: straight from the index for an equal value or reference (its entries end in seq), or
+   * the lowest seqs of the index range the condition bounds (the index alone, no row read, no join), so a page never
+   * joins or orders more than its batch whatever the number of matches. The batch's versions are then read by seq
+   * with the other conditions; a batch they thin out is followed by the next, four times larger.
+   */
+  private *driverWalk(
+    types: string[],
+    driver: Extract<Filter, { kind: 'param' }>,
+    others: Filter[],
+    scope: CandidateScope,
+    select: string,
+    limit: number,
+  ): SearchPlan<Iterable<Candidate>> {
+    const d = this.d;
+    const matches = this.matchRows(types, driver, 'si.seq');
+    const { where, binds } = yield* this.matchConditions(types, others, undefined, scope);
+    const seqList = `SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}`;
+    const out: SearchRow[] = [];
+    let after = 0;
+    for (let batch = limit; ; batch *= 4) {
+      const raw = (yield* columnOf(`${matches.sql} AND si.seq > ? ORDER BY si.seq LIMIT ${batch}`, [
+        ...matches.binds,
+        after,
+      ])).map(Number);
+      if (raw.length === 0) break;
+      const seqs = [...new Set(raw)];
+      for (const row of yield* rowsOf(
+        `${select} WHERE v.seq IN (${seqList}) AND ${where.join(' AND ')} ORDER BY v.seq LIMIT ${limit - out.length}`,
+        [JSON.stringify(seqs), ...binds],
+      ))
+        out.push(row);
+      if (out.length >= limit || raw.length < batch) break;
+      after = raw[raw.length - 1]!;
+    }
+    return { [Symbol.iterator]: () => candidatesOf(out, 0) };
   }
 
   /** A sort key's value for the candidate `c`/`v`; `_lastUpdated` is the position (the tie-breaker's SQL). */
@@ -1090,6 +1161,15 @@ export class SearchRun {
     const seqOrder = driver || scope.keyed ? 'c.seq + 0' : 'c.seq';
     if (!after) {
       const select = `SELECT ${columns}, c.seq AS pos, (SELECT max(h.seq) FROM ${d.table('resource_version')} h) AS high ${from}`;
+      if (walked?.kind === 'param' && !walked.negate)
+        return yield* this.driverWalk(
+          types,
+          walked,
+          filters.filter((f) => f !== walked),
+          scope,
+          select,
+          limit,
+        );
       if (!walked || types.length !== 1) {
         const rows = yield* rowsOf(
           `${select} WHERE ${where.join(' AND ')} ORDER BY ${seqOrder} LIMIT ${limit}`,

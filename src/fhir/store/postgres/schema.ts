@@ -230,6 +230,7 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       CREATE INDEX search_index_value ON ${S}.search_index (resource_type, param, value, seq) WHERE value IS NOT NULL;
       CREATE INDEX search_index_reference ON ${S}.search_index (resource_type, param, reference, seq)
         WHERE reference IS NOT NULL;
+      CREATE INDEX search_index_date_high ON ${S}.search_index (resource_type, param, high) WHERE type = 'date';
     `,
   },
 ];

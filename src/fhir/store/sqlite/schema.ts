@@ -214,6 +214,8 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX search_index_reference ON search_index (resource_type, param, reference, seq) WHERE reference IS NOT NULL;
       CREATE INDEX search_index_range ON search_index (resource_type, param, low, high) WHERE low IS NOT NULL;
       CREATE INDEX search_index_quantity_high ON search_index (resource_type, param, high) WHERE type = 'quantity';
+      -- Dates searched by their upper bound (gt, ge, eb): the matches only, not every date row of the param.
+      CREATE INDEX search_index_date_high ON search_index (resource_type, param, high) WHERE type = 'date';
       -- Full text: FTS5 keys a document by an integer, here the row's seq and field (2 seq + 1 for _content), so no
       -- table of document keys is needed. The triggers keep it in step with the rows, as before.
       DROP TABLE search_text_doc;
