@@ -217,18 +217,24 @@ export const MIGRATIONS: readonly Migration[] = [
       -- Dates searched by their upper bound (gt, ge, eb): the matches only, not every date row of the param.
       CREATE INDEX search_index_date_high ON search_index (resource_type, param, high) WHERE type = 'date';
       -- Full text: FTS5 keys a document by an integer, here the row's seq and field (2 seq + 1 for _content), so no
-      -- table of document keys is needed. The triggers keep it in step with the rows, as before.
+      -- table of document keys is needed. The words are kept by the full-text index only: the row's \`system\` (its
+      -- words, as written) is emptied once they are indexed, so the resource's text is not stored a second time
+      -- (it was the largest part of the index rows); indexEntries gives these rows without words, and the integrity
+      -- audit compares them by parameter (src/integrity/verification.ts indexRowKey).
       DROP TABLE search_text_doc;
       DROP TABLE search_text;
       CREATE VIRTUAL TABLE search_text USING fts5(body, content = '', contentless_delete = 1, tokenize = 'ascii');
-      CREATE TRIGGER search_index_text_insert AFTER INSERT ON search_index WHEN new.type = 'special' BEGIN
+      CREATE TRIGGER search_index_text_insert AFTER INSERT ON search_index
+        WHEN new.type = 'special' AND new.system IS NOT NULL BEGIN
         INSERT INTO search_text (rowid, body) VALUES (new.seq * 2 + (new.param = '_content'), new.system);
+        UPDATE search_index SET system = NULL WHERE seq = new.seq AND ord = new.ord;
       END;
       CREATE TRIGGER search_index_text_delete AFTER DELETE ON search_index WHEN old.type = 'special' BEGIN
         DELETE FROM search_text WHERE rowid = old.seq * 2 + (old.param = '_content');
       END;
       INSERT INTO search_text (rowid, body)
-        SELECT seq * 2 + (param = '_content'), system FROM search_index WHERE type = 'special';
+        SELECT seq * 2 + (param = '_content'), system FROM search_index WHERE type = 'special' AND system IS NOT NULL;
+      UPDATE search_index SET system = NULL WHERE type = 'special';
     `,
   },
 ];
