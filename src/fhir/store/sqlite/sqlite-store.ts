@@ -1138,8 +1138,10 @@ export class SqliteResourceStore implements ResourceStore {
           "WHERE seq IN (SELECT seq FROM resource_version WHERE resource_type = ? AND id = ?) AND status <> 'erased'",
       ),
       indexEntries: db.prepare(
+        // The rows are keyed by the seq of the version they were written for: the resource's newest one (none when
+        // it is a deletion). Found by the version rows, not the current pointer, which an audit also checks.
         'SELECT param, type, system, value, low, high, reference FROM search_index ' +
-          'WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = ? AND id = ? AND deleted = 0) ORDER BY ord',
+          'WHERE seq = (SELECT max(seq) FROM resource_version WHERE resource_type = ? AND id = ?) ORDER BY ord',
       ),
     };
   }
