@@ -651,8 +651,11 @@ export class SqliteResourceStore implements ResourceStore {
       this.db
         .transaction(() => {
           const current = this.db
-            .prepare('SELECT version_id, seq, deleted FROM resource_current WHERE resource_type = ? AND id = ?')
-            .get(key.resourceType, key.id) as { version_id: number; seq: number; deleted: number } | undefined;
+            .prepare(
+              'SELECT version_id, seq, deleted FROM resource_current WHERE resource_type = ? AND id = ?',
+            )
+            .get(key.resourceType, key.id) as
+            { version_id: number; seq: number; deleted: number } | undefined;
           if (!current || current.version_id !== key.versionId || current.deleted !== 0) return false;
           const s = this.statements();
           s.deleteIndex.run(current.seq);
