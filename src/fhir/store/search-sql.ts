@@ -1146,8 +1146,10 @@ export class SearchRun {
     const scope = yield* this.scopeAndDriver(types, filters);
     let driver = scope.driver;
     let walked: Filter | undefined;
-    if (!scope.keyed && driver?.kind === 'param' && !(yield* this.fewMatches(types, driver))) {
-      // Many matches: walk the store order and probe; few: they drive (ordering them is cheap).
+    if (!scope.keyed && driver?.kind === 'param' && (!after || !(yield* this.fewMatches(types, driver)))) {
+      // A first page: the filter's matches in seq order (driverWalk), few or many, so they are not counted first
+      // (a count of a token's rows reads each row's system). A later page with many matches: walk the store order
+      // and probe; few: they drive (ordering them is cheap).
       walked = driver;
       driver = undefined;
     }
