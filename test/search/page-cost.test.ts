@@ -201,18 +201,20 @@ describe.each(searchStores())('one page in the default order on the $name store'
 
   it('the first page of a date range bounded below reads only the matching index entries (no row, no join) for its lowest seqs', async () => {
     const plans = await firstPagePlans({ date: ['ge2020-01-01'] });
-    expect(plans.column).toHaveLength(1);
+    // (the last: before it, the bound of the walk)
+    const matches = plans.column[plans.column.length - 1];
     if (backend.name === 'sqlite') {
       // the matches only (a range of the date high index), their seqs from the index alone; the LIMIT keeps the
       // lowest ones (a top-N sort of seqs, not of joined rows)
-      expect(plans.column[0]).toMatch(
+      expect(matches).toMatch(
         /SEARCH si USING COVERING INDEX search_index_date_high \(resource_type=\? AND param=\? AND high>\?\)/,
       );
-      expect(plans.rows[0]).toMatch(PAGE_BY_SEQ);
+      // (after a bounded walk of the first current versions, which finds none here)
+      expect(plans.rows[plans.rows.length - 1]).toMatch(PAGE_BY_SEQ);
     } else {
-      expect(plans.column[0]).toMatch(/^Limit/);
+      expect(matches).toMatch(/^Limit/);
       // by its costs: the date index's matches, or the rows in seq order; never every row read and ordered
-      expect(plans.column[0]).not.toMatch(/Seq Scan on search_index/);
+      expect(matches).not.toMatch(/Seq Scan on search_index/);
     }
   });
 });

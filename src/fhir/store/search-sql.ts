@@ -962,13 +962,15 @@ export class SearchRun {
     scope: CandidateScope,
     select: string,
     limit: number,
-  ): SearchPlan<Iterable<Candidate>> {
+    /** Only matches after this seq (a bounded walk passed the ones before). */
+    start = 0,
+  ): SearchPlan<SearchRow[]> {
     const d = this.d;
     const matches = this.matchRows(types, driver, 'si.seq');
     const { where, binds } = yield* this.matchConditions(types, others, undefined, scope);
     const seqList = `SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}`;
     const out: SearchRow[] = [];
-    let after = 0;
+    let after = start;
     for (let batch = limit; ; batch *= 4) {
       const raw = (yield* columnOf(`${matches.sql} AND si.seq > ? ORDER BY si.seq LIMIT ${batch}`, [
         ...matches.binds,
@@ -984,7 +986,7 @@ export class SearchRun {
       if (out.length >= limit || raw.length < batch) break;
       after = raw[raw.length - 1]!;
     }
-    return { [Symbol.iterator]: () => candidatesOf(out, 0) };
+    return out;
   }
 
   /** A sort key's value for the candidate `c`/`v`; `_lastUpdated` is the position (the tie-breaker's SQL). */
@@ -1163,8 +1165,10 @@ export class SearchRun {
     const seqOrder = driver || scope.keyed ? 'c.seq + 0' : 'c.seq';
     if (!after) {
       const select = `SELECT ${columns}, c.seq AS pos, (SELECT max(h.seq) FROM ${d.table('resource_version')} h) AS high ${from}`;
-      if (walked?.kind === 'param' && !walked.negate)
-        return yield* this.driverWalk(
+      // An equal value or reference: its matches come out of the index in seq order. A range (dates, numbers,
+      // quantities): its matches must be ordered, so dense ones are found faster by the bounded walk below first.
+      if (walked?.kind === 'param' && !walked.negate && !RANGE_TYPES.has(walked.type)) {
+        const rows = yield* this.driverWalk(
           types,
           walked,
           filters.filter((f) => f !== walked),
@@ -1172,6 +1176,8 @@ export class SearchRun {
           select,
           limit,
         );
+        return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+      }
       if (!walked || types.length !== 1) {
         const rows = yield* rowsOf(
           `${select} WHERE ${where.join(' AND ')} ORDER BY ${seqOrder} LIMIT ${limit}`,
@@ -1200,12 +1206,26 @@ export class SearchRun {
         )),
       ];
       if (near.length >= limit) return { [Symbol.iterator]: () => candidatesOf(near, 0) };
-      // Past the bound: the same conditions, the walked filter driving.
-      const far = yield* this.matchConditions(types, filters, walked, scope);
-      const farRows = yield* rowsOf(
-        `${select} WHERE ${far.where.join(' AND ')} AND c.seq > ? ORDER BY c.seq + 0 LIMIT ${limit - near.length}`,
-        [...far.binds, bound],
-      );
+      // Past the bound: the walked filter's matches after it, in seq order (driverWalk).
+      let farRows: Iterable<SearchRow>;
+      if (walked.kind === 'param' && !walked.negate) {
+        const others = filters.filter((f) => f !== walked);
+        farRows = yield* this.driverWalk(
+          types,
+          walked,
+          others,
+          scope,
+          select,
+          limit - near.length,
+          Number(bound),
+        );
+      } else {
+        const far = yield* this.matchConditions(types, filters, walked, scope);
+        farRows = yield* rowsOf(
+          `${select} WHERE ${far.where.join(' AND ')} AND c.seq > ? ORDER BY c.seq + 0 LIMIT ${limit - near.length}`,
+          [...far.binds, bound],
+        );
+      }
       const rows = [...near, ...farRows];
       return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
     }
