@@ -353,7 +353,9 @@ function indexRowKey(e: IndexEntry): string {
   return JSON.stringify([
     e.param,
     e.type,
-    e.system ?? null,
+    // Full-text rows (type special): their words live in the store's full-text index only (SQLite keeps no copy in
+    // the row, schema migration 6), so the row is compared by its parameter.
+    e.type === 'special' ? null : (e.system ?? null),
     e.value ?? null,
     finite(e.low),
     finite(e.high),

@@ -183,17 +183,17 @@ describe('tampering with the rows that decide access and search', () => {
     // A search index row pointed at another patient, and one removed.
     const moved = db
       .prepare(
-        `UPDATE search_index SET reference = 'Patient/pb' WHERE resource_type = 'Observation' AND id = 'o3' AND param = 'subject'`,
+        `UPDATE search_index SET reference = 'Patient/pb' WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = 'o3') AND param = 'subject'`,
       )
       .run().changes;
     const removed = db
       .prepare(
-        `DELETE FROM search_index WHERE resource_type = 'Observation' AND id = 'o4' AND param = 'status'`,
+        `DELETE FROM search_index WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = 'o4') AND param = 'status'`,
       )
       .run().changes;
     const ords = db
       .prepare(
-        `SELECT id, param, ord FROM search_index WHERE resource_type = 'Observation' AND id = 'o3' AND param = 'subject'`,
+        `SELECT param, ord FROM search_index WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = 'o3') AND param = 'subject'`,
       )
       .all() as { ord: number }[];
     // The current pointer turned back to an older version: reads would serve it.
@@ -318,10 +318,14 @@ describe('anchors written before leaf format 2', () => {
         `ALTER TABLE anchor DROP COLUMN leaf_version; DELETE FROM schema_version WHERE version = 2;` +
           // Migration 3 (access keys) came later; the previous release had neither.
           `DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;` +
-          // Nor migrations 4 (full text) and 5 (quantities by unit).
-          `DROP TRIGGER search_index_text_insert; DROP TRIGGER search_index_text_delete; DROP TABLE search_text; ` +
-          `DROP TABLE search_text_doc; DROP TABLE index_rebuild; DROP INDEX search_index_quantity_high; ` +
-          `DROP INDEX resource_current_type_seq; DELETE FROM schema_version WHERE version >= 4;`,
+          // Nor migrations 4 (full text), 5 (quantities by unit) and 6 (index rows keyed by seq).
+          `CREATE TABLE old_index (resource_type TEXT NOT NULL, id TEXT NOT NULL, ord INTEGER NOT NULL, ` +
+          `param TEXT NOT NULL, type TEXT NOT NULL, system TEXT, value TEXT, low REAL, high REAL, reference TEXT, ` +
+          `PRIMARY KEY (resource_type, id, ord)) WITHOUT ROWID; ` +
+          `INSERT INTO old_index SELECT c.resource_type, c.id, si.ord, si.param, si.type, si.system, si.value, ` +
+          `si.low, si.high, si.reference FROM search_index si JOIN resource_current c ON c.seq = si.seq; ` +
+          `DROP TABLE search_index; ALTER TABLE old_index RENAME TO search_index; DROP TABLE search_text; ` +
+          `DROP TABLE index_rebuild; DROP INDEX resource_current_type_seq; DELETE FROM schema_version WHERE version >= 4;`,
       );
       store.close();
       const journal = new Database(path.join(dir, 'integrity.sqlite'));

@@ -17,15 +17,22 @@ import type { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-sto
 import type { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import { searchStores } from './helpers.js';
 
+/** The page's versions read by their seq (one key probe each). */
+const PAGE_BY_SEQ =
+  /SEARCH v USING (INTEGER PRIMARY KEY \(rowid=\?\)|INDEX resource_version_type_seq \(resource_type=\? AND seq=\?\))/;
+
 /** Below this many index rows a filter drives; tests use a small one so that 40 matches are "many". */
 const SMALL_SIDE = 5;
 
 function observation(id: string, code: string, status = 'final'): FhirResource {
+  // One date a day from 2019-07-01 (by the id's number): `ge2020-01-01` matches the later half.
+  const day = Number(id.replace(/\D/g, '') || '0');
   return {
     resourceType: 'Observation',
     id,
     status,
     code: { coding: [{ system: 'http://loinc.org', code }] },
+    effectiveDateTime: new Date(Date.UTC(2019, 6, 1) + day * 86_400_000).toISOString().slice(0, 10),
   } as FhirResource;
 }
 
@@ -108,11 +115,11 @@ describe.each(searchStores())('one page in the default order on the $name store'
     await put(matches[25]!, 'A');
   });
 
-  it('the first page reads the store order from an index with a LIMIT, not every match ordered first', async () => {
-    const query = parseSearch(
-      { code: ['http://loinc.org|A'], _count: ['10'] },
-      { resourceType: 'Observation' },
-    );
+  /** The plans of the queries a first page of `params` runs (counts and matches answered from the store). */
+  async function firstPagePlans(
+    params: Record<string, string[]>,
+  ): Promise<{ column: string[]; rows: string[] }> {
+    const query = parseSearch({ ...params, _count: ['10'] }, { resourceType: 'Observation' });
     const sqlite = backend.name === 'sqlite';
     const run = new SearchRun(
       sqlite ? SQLITE_DIALECT : postgresDialect(schema()),
@@ -123,55 +130,91 @@ describe.each(searchStores())('one page in the default order on the $name store'
       for (const table of ['search_index', 'resource_current', 'resource_version'])
         await (store as PostgresResourceStore).pool.query(`ANALYZE ${schema()}.${table}`);
     }
-    let plan = '';
+    const pg = (sql: string) => {
+      let n = 0;
+      return sql.replace(/\?/g, () => `$${++n}`);
+    };
+    const answer = async (sql: string, binds: unknown[]): Promise<Record<string, unknown>[]> => {
+      if (sqlite)
+        return (store as SqliteResourceStore).db.prepare(sql).all(...binds) as Record<string, unknown>[];
+      return (await (store as PostgresResourceStore).pool.query(pg(sql), binds)).rows as Record<
+        string,
+        unknown
+      >[];
+    };
+    const explain = async (sql: string, binds: unknown[]): Promise<string> => {
+      if (sqlite) {
+        const rows = (store as SqliteResourceStore).db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...binds) as {
+          detail: string;
+        }[];
+        return rows.map((r) => r.detail).join('\n');
+      }
+      // PostgreSQL plans by its cost estimates: at 300 rows, reading the whole table is cheaper than an index, so the
+      // plan is asked with table scans and sorting discouraged: the index must be there for the planner.
+      const client = await (store as PostgresResourceStore).pool.connect();
+      try {
+        await client.query('BEGIN; SET LOCAL enable_sort = off; SET LOCAL enable_seqscan = off');
+        const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${pg(sql)}`, binds);
+        await client.query('ROLLBACK');
+        return rows.map((r) => r['QUERY PLAN']).join('\n');
+      } finally {
+        client.release();
+      }
+    };
+    const plans = { column: [] as string[], rows: [] as string[] };
     await runPlan(run.search(), async (effect) => {
-      if (effect.op === 'count') {
-        // the filter's matches counted (up to SMALL_SIDE): answer from the store
-        if (sqlite)
-          return (store as SqliteResourceStore).db
-            .prepare(effect.sql)
-            .pluck()
-            .get(...effect.binds);
-        let n = 0;
-        const { rows } = await (store as PostgresResourceStore).pool.query<{ count: string }>(
-          effect.sql.replace(/\?/g, () => `$${++n}`),
-          effect.binds,
-        );
-        return Number(rows[0]!.count);
+      if (effect.op === 'count')
+        return Number(Object.values((await answer(effect.sql, effect.binds))[0]!)[0]);
+      if (effect.op === 'column') {
+        plans.column.push(await explain(effect.sql, effect.binds));
+        return (await answer(effect.sql, effect.binds)).map((r) => Object.values(r)[0]);
       }
       if (effect.op === 'rows') {
-        if (sqlite) {
-          const rows = (store as SqliteResourceStore).db
-            .prepare(`EXPLAIN QUERY PLAN ${effect.sql}`)
-            .all(...effect.binds) as { detail: string }[];
-          plan = rows.map((r) => r.detail).join('\n');
-        } else {
-          // PostgreSQL plans by its cost estimates: at 300 rows, ordering the few matches is cheaper than the
-          // walk, so the plan is asked with sorting discouraged: the LIMITed walk must be there for the planner.
-          let n = 0;
-          const client = await (store as PostgresResourceStore).pool.connect();
-          try {
-            await client.query('BEGIN; SET LOCAL enable_sort = off');
-            const { rows } = await client.query<{ 'QUERY PLAN': string }>(
-              `EXPLAIN ${effect.sql.replace(/\?/g, () => `$${++n}`)}`,
-              effect.binds,
-            );
-            await client.query('ROLLBACK');
-            plan = rows.map((r) => r['QUERY PLAN']).join('\n');
-          } finally {
-            client.release();
-          }
-        }
+        plans.rows.push(await explain(effect.sql, effect.binds));
+        return answer(effect.sql, effect.binds);
       }
-      return [];
+      return effect.op === 'bodies' ? effect.seqs.map(() => '{}') : [];
     });
-    if (sqlite) {
-      expect(plan).toMatch(/(SCAN|SEARCH) c USING (COVERING )?INDEX resource_current_type_seq/);
-      expect(plan).not.toMatch(/TEMP B-TREE FOR ORDER BY/);
+    return plans;
+  }
+
+  it('the first page of an equal value reads its matches in store order from the index with a LIMIT, then only the page', async () => {
+    const plans = await firstPagePlans({ code: ['http://loinc.org|A'] });
+    // the matches' seqs, in seq order, from the value index (whose entries end in seq): no ordering of every match
+    expect(plans.column).toHaveLength(1);
+    expect(plans.rows).toHaveLength(1);
+    if (backend.name === 'sqlite') {
+      expect(plans.column[0]).toMatch(
+        /SEARCH si USING INDEX search_index_value \(resource_type=\? AND param=\? AND value=\? AND seq>\?\)/,
+      );
+      expect(plans.column[0]).not.toMatch(/TEMP B-TREE/);
+      // the page's versions by their key
+      expect(plans.rows[0]).toMatch(PAGE_BY_SEQ);
+      expect(plans.rows[0]).not.toMatch(/SCAN (v|c)\b/);
     } else {
-      expect(plan).toMatch(/^Limit/);
-      expect(plan).toMatch(/Index Scan using resource_current_type_seq on resource_current c/);
-      expect(plan).not.toMatch(/Sort/);
+      expect(plans.column[0]).toMatch(/^Limit/);
+      expect(plans.column[0]).toMatch(/Index (Only )?Scan using search_index_value/);
+      expect(plans.column[0]).not.toMatch(/Sort/);
+      expect(plans.rows[0]).toMatch(/resource_version_pkey/);
+    }
+  });
+
+  it('the first page of a date range bounded below reads only the matching index entries (no row, no join) for its lowest seqs', async () => {
+    const plans = await firstPagePlans({ date: ['ge2020-01-01'] });
+    // (the last: before it, the bound of the walk)
+    const matches = plans.column[plans.column.length - 1];
+    if (backend.name === 'sqlite') {
+      // the matches only (a range of the date high index), their seqs from the index alone; the LIMIT keeps the
+      // lowest ones (a top-N sort of seqs, not of joined rows)
+      expect(matches).toMatch(
+        /SEARCH si USING COVERING INDEX search_index_date_high \(resource_type=\? AND param=\? AND high>\?\)/,
+      );
+      // (after a bounded walk of the first current versions, which finds none here)
+      expect(plans.rows[plans.rows.length - 1]).toMatch(PAGE_BY_SEQ);
+    } else {
+      expect(matches).toMatch(/^Limit/);
+      // by its costs: the date index's matches, or the rows in seq order; never every row read and ordered
+      expect(matches).not.toMatch(/Seq Scan on search_index/);
     }
   });
 });

@@ -7,6 +7,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { MIGRATIONS } from '../../src/fhir/store/sqlite/schema.js';
 import { describeResourceStoreContract } from './contract.js';
+import { SqliteSearch } from '../../src/fhir/store/sqlite/sqlite-search.js';
+import { parseSearch } from '../../src/fhir/search/parse.js';
+import { extractIndex } from '../../src/fhir/search/index-entries.js';
+import type { FhirResource } from '../../src/fhir/fhir-json.js';
 
 const tempDirs: string[] = [];
 function tempDir(): string {
@@ -73,6 +77,79 @@ describe('SqliteResourceStore', () => {
     await second.close();
   });
 
+  it('a store made before index rows were keyed by seq (migration 6) keeps every row and its full text when it migrates', async () => {
+    const file = join(tempDir(), 'resources.sqlite');
+    const store = await openStore(file);
+    await store.init();
+    const observation = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }], text: 'Body height' },
+      subject: { reference: 'Patient/p1' },
+    };
+    const index = extractIndex(observation as FhirResource);
+    for (const id of ['o1', 'o2'])
+      await store.write({ resourceType: 'Observation', id, method: 'PUT', resource: observation, index });
+    await store.write({ resourceType: 'Observation', id: 'o2', method: 'PUT', resource: observation, index }); // version 2
+    const before = [
+      await store.indexEntries('Observation', 'o1'),
+      await store.indexEntries('Observation', 'o2'),
+    ];
+    expect(before[0]!.length).toBeGreaterThan(3);
+    // As a store of schema version 5 would be: rows keyed by (type, id, ord), FTS5 documents numbered by a table.
+    store.db.exec(
+      'CREATE TABLE old_index (resource_type TEXT NOT NULL, id TEXT NOT NULL, ord INTEGER NOT NULL, param TEXT NOT NULL, ' +
+        'type TEXT NOT NULL, system TEXT, value TEXT, low REAL, high REAL, reference TEXT, ' +
+        'PRIMARY KEY (resource_type, id, ord)) WITHOUT ROWID; ' +
+        'INSERT INTO old_index SELECT c.resource_type, c.id, si.ord, si.param, si.type, si.system, si.value, si.low, ' +
+        'si.high, si.reference FROM search_index si JOIN resource_current c ON c.seq = si.seq; ' +
+        'DROP TABLE search_index; ALTER TABLE old_index RENAME TO search_index; DROP TABLE search_text; ' +
+        'CREATE TABLE search_text_doc (docid INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, id TEXT NOT NULL, ' +
+        'field TEXT NOT NULL, UNIQUE (resource_type, id, field)); ' +
+        "CREATE VIRTUAL TABLE search_text USING fts5(body, content = '', contentless_delete = 1, tokenize = 'ascii'); " +
+        'DELETE FROM schema_version WHERE version >= 6;',
+    );
+    // whose full-text rows kept their words
+    for (const e of index.filter((e) => e.type === 'special'))
+      store.db.prepare('UPDATE search_index SET system = ? WHERE param = ?').run(e.system!, e.param);
+    await store.close();
+    const reopened = await openStore(file);
+    await reopened.init();
+    expect([
+      await reopened.indexEntries('Observation', 'o1'),
+      await reopened.indexEntries('Observation', 'o2'),
+    ]).toEqual(before);
+    // each row under its resource's current version, and the full text indexed again under 2 seq + field
+    const seqs = reopened.db
+      .prepare('SELECT DISTINCT si.seq FROM search_index si ORDER BY si.seq')
+      .pluck()
+      .all();
+    // the words are in the full-text index only
+    expect(
+      reopened.db
+        .prepare("SELECT count(*) FROM search_index WHERE type = 'special' AND system IS NOT NULL")
+        .pluck()
+        .get(),
+    ).toBe(0);
+    expect(seqs).toEqual(
+      reopened.db
+        .prepare("SELECT seq FROM resource_current WHERE resource_type = 'Observation' ORDER BY seq")
+        .pluck()
+        .all(),
+    );
+    const search = (params: Record<string, string[]>) =>
+      new SqliteSearch(reopened.db)
+        .search({ query: parseSearch(params, { resourceType: 'Observation' }), canRead: () => true })
+        .versions.map((v) => v.id)
+        .sort();
+    expect(search({ _content: ['height'] })).toEqual(['o1', 'o2']);
+    expect(search({ code: ['http://loinc.org|8302-2'] })).toEqual(['o1', 'o2']);
+    // writes after the upgrade replace the version's rows (the previous seq's rows are gone)
+    await reopened.write({ resourceType: 'Observation', id: 'o1', method: 'DELETE' });
+    expect(search({ _content: ['height'] })).toEqual(['o2']);
+    await reopened.close();
+  });
+
   it('keeps access keys of current versions, and a store made before them gets them when it migrates', async () => {
     const file = join(tempDir(), 'resources.sqlite');
     const store = await openStore(file);
@@ -102,10 +179,12 @@ describe('SqliteResourceStore', () => {
     // As a store from before migration 3 would be.
     store.db.exec(
       'DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;' +
-        // Migrations 4 (full text) and 5 (quantities by unit) came later still.
-        'DROP TRIGGER search_index_text_insert; DROP TRIGGER search_index_text_delete; DROP TABLE search_text; ' +
-        'DROP TABLE search_text_doc; DROP TABLE index_rebuild; DROP INDEX search_index_quantity_high; ' +
-        'DROP INDEX resource_current_type_seq; DELETE FROM schema_version WHERE version >= 4;',
+        // Migrations 4 (full text), 5 (quantities by unit) and 6 (index rows by seq) came later still.
+        'DROP TABLE search_text; DROP TABLE index_rebuild; DROP INDEX resource_current_type_seq; ' +
+        'DROP TABLE search_index; CREATE TABLE search_index (resource_type TEXT NOT NULL, id TEXT NOT NULL, ' +
+        'ord INTEGER NOT NULL, param TEXT NOT NULL, type TEXT NOT NULL, system TEXT, value TEXT, low REAL, high REAL, ' +
+        'reference TEXT, PRIMARY KEY (resource_type, id, ord)) WITHOUT ROWID; ' +
+        'DELETE FROM schema_version WHERE version >= 4;',
     );
     await store.close();
     const reopened = await openStore(file);

@@ -69,6 +69,8 @@ export interface SearchDialect {
   instr(haystack: string, needle: string): string;
   /** After `search_index si` when the condition bounds a range: SQLite's INDEXED BY (see matchingIds). */
   rangeIndexHint: string;
+  /** After `search_index si` when a date condition bounds only `high` (gt, ge, eb): SQLite's INDEXED BY. */
+  dateHighIndexHint: string;
   /** The condition on resource_current `c` that its version is not a deletion. */
   notDeleted: string;
   /** Always true / always false, as conditions. */
@@ -81,8 +83,9 @@ export interface SearchDialect {
   /** Placed after a sort key that may be NULL: NULLs first ascending, last descending (SQLite's order). */
   nullOrder(descending: boolean): string;
   /**
-   * The (resource_type, id) of resources of `types` whose full-text row `param` (`_text`/`_content`) matches
-   * `query`: SQLite through its FTS5 table, PostgreSQL through the GIN index over the row's tsvector.
+   * The seq (current version) of resources whose full-text row `param` (`_text`/`_content`) matches `query` (of
+   * `types`, or more: the caller's query names the types): SQLite through its FTS5 table, PostgreSQL through the GIN
+   * index over the row's tsvector.
    */
   fullText(types: string[], param: string, query: TextQuery): Fragment;
 }
@@ -93,15 +96,17 @@ export const SQLITE_DIALECT: SearchDialect = {
   jsonValues: (alias, source = '?') => `json_each(${source}) ${alias}`,
   instr: (haystack, needle) => `instr(${haystack}, ${needle})`,
   rangeIndexHint: ' INDEXED BY search_index_range',
+  dateHighIndexHint: ' INDEXED BY search_index_date_high',
   notDeleted: 'c.deleted = 0',
   true: '1',
   false: '0',
   textParam: '?',
   bytewise: (expr) => expr,
   nullOrder: () => '',
-  fullText: (types, param, query) => ({
-    sql: `SELECT d.resource_type, d.id FROM search_text t JOIN search_text_doc d ON d.docid = t.rowid WHERE search_text MATCH ? AND d.field = ? AND d.resource_type IN (${placeholders(types.length)})`,
-    binds: [fts5Query(query), param, ...types],
+  // A document's rowid is 2 seq + 1 for _content (sqlite/schema.ts, migration 6).
+  fullText: (_types, param, query) => ({
+    sql: `SELECT t.rowid >> 1 FROM search_text t WHERE search_text MATCH ? AND (t.rowid & 1) = ?`,
+    binds: [fts5Query(query), param === '_content' ? 1 : 0],
   }),
 };
 
@@ -113,6 +118,7 @@ export function postgresDialect(schema: string): SearchDialect {
     jsonValues: (alias, source = '?') => `jsonb_array_elements_text(${source}::jsonb) AS ${alias}(value)`,
     instr: (haystack, needle) => `strpos(${haystack}, ${needle})`,
     rangeIndexHint: '',
+    dateHighIndexHint: '',
     notDeleted: 'NOT c.deleted',
     true: 'TRUE',
     false: 'FALSE',
@@ -121,7 +127,7 @@ export function postgresDialect(schema: string): SearchDialect {
     nullOrder: (descending) => (descending ? ' NULLS LAST' : ' NULLS FIRST'),
     // The expression of the search_index_text index (schema.ts), so the planner uses it.
     fullText: (types, param, query) => ({
-      sql: `SELECT si.resource_type, si.id FROM ${schema}.search_index si WHERE si.type = 'special' AND to_tsvector('simple'::regconfig, si.system) @@ ?::tsquery AND si.param = ? AND si.resource_type IN (${placeholders(types.length)})`,
+      sql: `SELECT si.seq FROM ${schema}.search_index si WHERE si.type = 'special' AND to_tsvector('simple'::regconfig, si.system) @@ ?::tsquery AND si.param = ? AND si.resource_type IN (${placeholders(types.length)})`,
       binds: [tsQuery(query), param, ...types],
     }),
   };
@@ -478,19 +484,24 @@ function lastUpdatedCondition(value: Extract<SearchValue, { kind: 'range' }>): F
 
 const placeholders = (n: number): string => Array.from({ length: n }, () => '?').join(', ');
 
-/** This candidate's own index rows of the given params (primary key prefix probe). */
+/** This candidate's own index rows of the given params (primary key prefix probe: rows are keyed by seq). */
 const indexRowsOf = (d: SearchDialect, params: string[]): string =>
-  `FROM ${d.table('search_index')} si WHERE si.resource_type = c.resource_type AND si.id = c.id AND si.param IN (${placeholders(params.length)})`;
+  `FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND si.param IN (${placeholders(params.length)})`;
 
 const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
+/**
+ * The index type of a date condition that bounds only `high` (every value gt, ge or eb): read from
+ * search_index_date_high, the matching rows only, instead of every row of the param in search_index_range.
+ */
+const DATE_HIGH = 'date-high';
 
 /** The index rows a modifier searches instead of the parameter's own: `{code}:text`, `{code}:of-type`. */
 const derivedRows = (modifier: string | undefined): string =>
   modifier === 'text' || modifier === 'of-type' ? `:${modifier}` : '';
 
 /**
- * `(c.resource_type, c.id) IN (index rows of param ? matching condition)`: not correlated, so the database runs it
- * once from a search_index index and probes resource_current by its key. Binds: the types, then the param (then, for
+ * `v.seq IN (index rows of param ? matching condition)`: not correlated, so the database runs it once from a
+ * search_index index (whose entries end in seq) and reads resource_version by its key. Binds: the types, then the param (then, for
  * range types, the lowest number).
  *
  * Range conditions mostly bound `high`, the last column of search_index_range: on its own SQLite cannot use that
@@ -509,10 +520,12 @@ function matchingIds(
   if (!drive) return `EXISTS (SELECT 1 ${indexRowsOf(d, params)}${condition})`;
   const paramList = placeholders(params.length);
   const typeList = types.map(() => '?').join(', ');
+  if (paramType === DATE_HIGH)
+    return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.dateHighIndexHint} WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList}) AND si.type = 'date'${condition})`;
   if (RANGE_TYPES.has(paramType)) {
-    return `(c.resource_type, c.id) IN (SELECT si.resource_type, si.id FROM ${d.table('search_index')} si${d.rangeIndexHint} WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList}) AND si.low >= ?${condition})`;
+    return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.rangeIndexHint} WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList}) AND si.low >= ?${condition})`;
   }
-  return `(c.resource_type, c.id) IN (SELECT si.resource_type, si.id FROM ${d.table('search_index')} si WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList})${condition})`;
+  return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList})${condition})`;
 }
 
 /** Binds that go with matchingIds. */
@@ -548,7 +561,15 @@ function paramCondition(
       sql: ` AND (${parts.map((p) => `(${p.sql})`).join(' OR ')})`,
       binds: parts.flatMap((p) => p.binds),
     },
-    indexType: filter.modifier === 'text' ? 'string' : filter.type,
+    indexType:
+      filter.modifier === 'text'
+        ? 'string'
+        : filter.type === 'date' &&
+            filter.values.every(
+              (v) => v.kind === 'range' && (v.prefix === 'gt' || v.prefix === 'ge' || v.prefix === 'eb'),
+            )
+          ? DATE_HIGH
+          : filter.type,
   };
 }
 
@@ -724,11 +745,11 @@ function driveRank(filter: Filter): number {
 export type SearchResult = StoreSearchResult & { hasMore: boolean };
 
 /** The visible ones of a chain's or _has's inner matches; more than MAX_INNER_MATCHES is refused. */
-function visibleOf(
-  candidates: Iterable<StoredVersion>,
+function visibleOf<T extends StoredVersion>(
+  candidates: Iterable<T>,
   canRead: StoreSearchRequest['canRead'],
-): StoredVersion[] {
-  const out: StoredVersion[] = [];
+): T[] {
+  const out: T[] = [];
   for (const version of candidates) {
     if (!canRead(version)) continue;
     if (out.length >= MAX_INNER_MATCHES) {
@@ -824,8 +845,8 @@ export class SearchRun {
         if (filter.type === 'quantity') {
           const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
           const sql = drive
-            ? `(c.resource_type, c.id) IN (SELECT si.resource_type, si.id FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql})`
-            : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.resource_type = c.resource_type AND si.id = c.id AND ${rows.sql})`;
+            ? `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql})`
+            : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND ${rows.sql})`;
           return { sql, binds: drive ? [...types, ...rows.binds] : rows.binds };
         }
         const { condition, indexType } = paramCondition(d, filter);
@@ -857,16 +878,16 @@ export class SearchRun {
       case 'text': {
         // Not correlated whether it drives or not: the text index answers the whole set once.
         const matches = d.fullText(types, filter.param, filter.query);
-        return { sql: `(c.resource_type, c.id) IN (${matches.sql})`, binds: matches.binds };
+        return { sql: `v.seq IN (${matches.sql})`, binds: matches.binds };
       }
       case 'has': {
         // Visible sources matching the inner condition; this resource must be one they reference through `param`.
-        const sources = (yield* this.visibleMatches([filter.sourceType], [filter.inner])).map((v) => v.id);
+        const sources = (yield* this.visibleMatches([filter.sourceType], [filter.inner])).map((v) => v.seq);
         const hasParams = this.rowParams([filter.sourceType], filter.param);
         const referenced = yield* columnOf(
           `SELECT DISTINCT si.reference AS reference FROM ${d.table('search_index')} si
-           WHERE si.resource_type = ? AND si.param IN (${placeholders(hasParams.length)}) AND si.id IN (SELECT k.value FROM ${d.jsonValues('k')}) AND si.reference IS NOT NULL`,
-          [filter.sourceType, ...hasParams, JSON.stringify(sources)],
+           WHERE si.seq IN (SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}) AND si.param IN (${placeholders(hasParams.length)}) AND si.reference IS NOT NULL`,
+          [JSON.stringify(sources), ...hasParams],
         );
         const slash = d.instr('r.value', "'/'");
         return {
@@ -878,7 +899,7 @@ export class SearchRun {
   }
 
   /** Every visible current version of `types` matching all `filters` (for chains and _has); capped. */
-  private *visibleMatches(types: string[], filters: Filter[]): SearchPlan<StoredVersion[]> {
+  private *visibleMatches(types: string[], filters: Filter[]): SearchPlan<Candidate[]> {
     return visibleOf(yield* this.candidates(types, filters, []), this.request.canRead);
   }
 
@@ -897,21 +918,75 @@ export class SearchRun {
   private *fewMatches(types: string[], filter: Filter): SearchPlan<boolean> {
     if (filter.kind === 'id') return true;
     if (filter.kind !== 'param') return false;
+    const rows = this.matchRows(types, filter, '1');
+    return yield* this.fewer(rows.sql, rows.binds);
+  }
+
+  /**
+   * `SELECT {column} FROM search_index si WHERE ...`: the index rows matching a (positive) parameter filter, read from
+   * the index its condition bounds; the WHERE clause ends with a condition, so more can be appended with AND.
+   */
+  private matchRows(types: string[], filter: Extract<Filter, { kind: 'param' }>, column: string): Fragment {
     const d = this.d;
     if (filter.type === 'quantity') {
       const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
-      return yield* this.fewer(
-        `SELECT 1 FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql}`,
-        [...types, ...rows.binds],
-      );
+      return {
+        sql: `SELECT ${column} FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND (${rows.sql})`,
+        binds: [...types, ...rows.binds],
+      };
     }
     const params = this.rowParams(types, filter.param, derivedRows(filter.modifier));
     const { condition, indexType } = paramCondition(d, filter);
     const range = RANGE_TYPES.has(indexType);
-    const select =
-      `SELECT 1 FROM ${d.table('search_index')} si${range ? d.rangeIndexHint : ''} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
-      `AND si.param IN (${placeholders(params.length)})${range ? ' AND si.low >= ?' : ''}${condition.sql}`;
-    return yield* this.fewer(select, [...matchingBinds(types, params, indexType, true), ...condition.binds]);
+    const high = indexType === DATE_HIGH;
+    return {
+      sql:
+        `SELECT ${column} FROM ${d.table('search_index')} si${range ? d.rangeIndexHint : high ? d.dateHighIndexHint : ''} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
+        `AND si.param IN (${placeholders(params.length)})${range ? ' AND si.low >= ?' : high ? " AND si.type = 'date'" : ''}${condition.sql}`,
+      binds: [...matchingBinds(types, params, indexType, true), ...condition.binds],
+    };
+  }
+
+  /**
+   * The first page in store order when one parameter filter with many matches drives (seqOrderCandidates): its
+   * matching index rows give seqs (rows are keyed by the current version's seq, schema migration 6), read in seq
+   * order, `batch` at a time: straight from the index for an equal value or reference (its entries end in seq), or
+   * the lowest seqs of the index range the condition bounds (the index alone, no row read, no join), so a page never
+   * joins or orders more than its batch whatever the number of matches. The batch's versions are then read by seq
+   * with the other conditions; a batch they thin out is followed by the next, four times larger.
+   */
+  private *driverWalk(
+    types: string[],
+    driver: Extract<Filter, { kind: 'param' }>,
+    others: Filter[],
+    scope: CandidateScope,
+    select: string,
+    limit: number,
+    /** Only matches after this seq (a bounded walk passed the ones before). */
+    start = 0,
+  ): SearchPlan<SearchRow[]> {
+    const d = this.d;
+    const matches = this.matchRows(types, driver, 'si.seq');
+    const { where, binds } = yield* this.matchConditions(types, others, undefined, scope);
+    const seqList = `SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}`;
+    const out: SearchRow[] = [];
+    let after = start;
+    for (let batch = limit; ; batch *= 4) {
+      const raw = (yield* columnOf(`${matches.sql} AND si.seq > ? ORDER BY si.seq LIMIT ${batch}`, [
+        ...matches.binds,
+        after,
+      ])).map(Number);
+      if (raw.length === 0) break;
+      const seqs = [...new Set(raw)];
+      for (const row of yield* rowsOf(
+        `${select} WHERE v.seq IN (${seqList}) AND ${where.join(' AND ')} ORDER BY v.seq LIMIT ${limit - out.length}`,
+        [JSON.stringify(seqs), ...binds],
+      ))
+        out.push(row);
+      if (out.length >= limit || raw.length < batch) break;
+      after = raw[raw.length - 1]!;
+    }
+    return out;
   }
 
   /** A sort key's value for the candidate `c`/`v`; `_lastUpdated` is the position (the tie-breaker's SQL). */
@@ -1073,8 +1148,10 @@ export class SearchRun {
     const scope = yield* this.scopeAndDriver(types, filters);
     let driver = scope.driver;
     let walked: Filter | undefined;
-    if (!scope.keyed && driver?.kind === 'param' && !(yield* this.fewMatches(types, driver))) {
-      // Many matches: walk the store order and probe; few: they drive (ordering them is cheap).
+    if (!scope.keyed && driver?.kind === 'param' && (!after || !(yield* this.fewMatches(types, driver)))) {
+      // A first page: the filter's matches in seq order (driverWalk), few or many, so they are not counted first
+      // (a count of a token's rows reads each row's system). A later page with many matches: walk the store order
+      // and probe; few: they drive (ordering them is cheap).
       walked = driver;
       driver = undefined;
     }
@@ -1088,6 +1165,19 @@ export class SearchRun {
     const seqOrder = driver || scope.keyed ? 'c.seq + 0' : 'c.seq';
     if (!after) {
       const select = `SELECT ${columns}, c.seq AS pos, (SELECT max(h.seq) FROM ${d.table('resource_version')} h) AS high ${from}`;
+      // An equal value or reference: its matches come out of the index in seq order. A range (dates, numbers,
+      // quantities): its matches must be ordered, so dense ones are found faster by the bounded walk below first.
+      if (walked?.kind === 'param' && !walked.negate && !RANGE_TYPES.has(walked.type)) {
+        const rows = yield* this.driverWalk(
+          types,
+          walked,
+          filters.filter((f) => f !== walked),
+          scope,
+          select,
+          limit,
+        );
+        return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+      }
       if (!walked || types.length !== 1) {
         const rows = yield* rowsOf(
           `${select} WHERE ${where.join(' AND ')} ORDER BY ${seqOrder} LIMIT ${limit}`,
@@ -1116,12 +1206,26 @@ export class SearchRun {
         )),
       ];
       if (near.length >= limit) return { [Symbol.iterator]: () => candidatesOf(near, 0) };
-      // Past the bound: the same conditions, the walked filter driving.
-      const far = yield* this.matchConditions(types, filters, walked, scope);
-      const farRows = yield* rowsOf(
-        `${select} WHERE ${far.where.join(' AND ')} AND c.seq > ? ORDER BY c.seq + 0 LIMIT ${limit - near.length}`,
-        [...far.binds, bound],
-      );
+      // Past the bound: the walked filter's matches after it, in seq order (driverWalk).
+      let farRows: Iterable<SearchRow>;
+      if (walked.kind === 'param' && !walked.negate) {
+        const others = filters.filter((f) => f !== walked);
+        farRows = yield* this.driverWalk(
+          types,
+          walked,
+          others,
+          scope,
+          select,
+          limit - near.length,
+          Number(bound),
+        );
+      } else {
+        const far = yield* this.matchConditions(types, filters, walked, scope);
+        farRows = yield* rowsOf(
+          `${select} WHERE ${far.where.join(' AND ')} AND c.seq > ? ORDER BY c.seq + 0 LIMIT ${limit - near.length}`,
+          [...far.binds, bound],
+        );
+      }
       const rows = [...near, ...farRows];
       return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
     }

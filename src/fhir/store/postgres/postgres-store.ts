@@ -471,15 +471,15 @@ export class PostgresResourceStore implements ResourceStore {
           `SELECT v.seq, v.resource_type, v.id, v.json FROM ${S}.resource_version v JOIN ${S}.resource_current c
              ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq
            WHERE v.seq > $1 AND NOT c.deleted AND v.json IS NOT NULL AND ($2::text IS NULL OR EXISTS (
-             SELECT 1 FROM ${S}.search_index si WHERE si.resource_type = v.resource_type AND si.id = v.id AND si.type = $2))
+             SELECT 1 FROM ${S}.search_index si WHERE si.seq = v.seq AND si.type = $2))
            ORDER BY v.seq LIMIT ${BATCH}`,
           [state.after_seq, state.row_type],
         );
-        const columns: unknown[][] = [[], [], [], [], [], [], [], [], [], []];
+        const columns: unknown[][] = [[], [], [], [], [], [], [], [], [], [], []];
         for (const row of rows) {
           extract(row.json).forEach((e, i) => {
             const values = [row.resource_type, row.id, i, e.param, e.type, e.system, e.value, e.low, e.high];
-            values.push(e.reference);
+            values.push(e.reference, row.seq);
             values.forEach((value, k) =>
               columns[k]!.push(typeof value === 'number' && !Number.isFinite(value) ? null : (value ?? null)),
             );
@@ -491,9 +491,9 @@ export class PostgresResourceStore implements ResourceStore {
           [rows.map((r) => r.resource_type), rows.map((r) => r.id)],
         );
         await q.query(
-          `INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference)
+          `INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference, seq)
            SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::text[],
-             $8::float8[], $9::float8[], $10::text[])`,
+             $8::float8[], $9::float8[], $10::text[], $11::bigint[])`,
           columns,
         );
         if (rows.length < BATCH)
@@ -766,8 +766,8 @@ function statements(S: string) {
       ), d AS (
         DELETE FROM ${S}.search_index WHERE $11::boolean AND resource_type = $2 AND id = $3
       ), i AS (
-        INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference)
-        SELECT $2, $3, x.ord - 1, x.param, x.type, x.system, x.value, x.low, x.high, x.reference
+        INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference, seq)
+        SELECT $2, $3, x.ord - 1, x.param, x.type, x.system, x.value, x.low, x.high, x.reference, $1::bigint
         FROM unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::float8[], $17::float8[], $18::text[])
           WITH ORDINALITY AS x (param, type, system, value, low, high, reference, ord)
       ), a AS (
@@ -833,15 +833,14 @@ function statements(S: string) {
     // The rows of the current version, replaced only while it is still `$3` and not deleted (replaceIndex).
     replaceIndex: `
       WITH cur AS (
-        SELECT 1 FROM ${S}.resource_current WHERE resource_type = $1 AND id = $2 AND version_id = $3 AND NOT deleted
+        SELECT seq FROM ${S}.resource_current WHERE resource_type = $1 AND id = $2 AND version_id = $3 AND NOT deleted
       ), d AS (
         DELETE FROM ${S}.search_index WHERE resource_type = $1 AND id = $2 AND EXISTS (SELECT 1 FROM cur)
       ), i AS (
-        INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference)
-        SELECT $1, $2, x.ord - 1, x.param, x.type, x.system, x.value, x.low, x.high, x.reference
-        FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[], $10::text[])
+        INSERT INTO ${S}.search_index (resource_type, id, ord, param, type, system, value, low, high, reference, seq)
+        SELECT $1, $2, x.ord - 1, x.param, x.type, x.system, x.value, x.low, x.high, x.reference, cur.seq
+        FROM cur, unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[], $10::text[])
           WITH ORDINALITY AS x (param, type, system, value, low, high, reference, ord)
-        WHERE EXISTS (SELECT 1 FROM cur)
       )
       SELECT count(*)::integer AS n FROM cur`,
     indexEntries: `SELECT param, type, system, value, low, high, reference FROM ${S}.search_index WHERE resource_type = $1 AND id = $2 ORDER BY ord`,

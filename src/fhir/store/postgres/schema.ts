@@ -225,6 +225,29 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
     `,
   },
   {
+    version: 8,
+    description: 'search index rows carry their current version (seq): a page walks matches in store order',
+    contract:
+      'search_index.seq NOT NULL and the value/reference indexes rebuilt: every replica of a release before it stops ' +
+      'first (its writes name no seq), as for migration 9',
+    sql: (S) => `
+      -- As SQLite's migration 6 (sqlite/schema.ts): the search SQL (search-sql.ts) names a row's version by its seq,
+      -- and reads a value's or reference's matches in seq order from the index.
+      ALTER TABLE ${S}.search_index ADD COLUMN seq bigint;
+      UPDATE ${S}.search_index si SET seq = c.seq FROM ${S}.resource_current c
+        WHERE c.resource_type = si.resource_type AND c.id = si.id;
+      DELETE FROM ${S}.search_index WHERE seq IS NULL;
+      ALTER TABLE ${S}.search_index ALTER COLUMN seq SET NOT NULL;
+      CREATE INDEX search_index_seq ON ${S}.search_index (seq, param);
+      DROP INDEX ${S}.search_index_value;
+      DROP INDEX ${S}.search_index_reference;
+      CREATE INDEX search_index_value ON ${S}.search_index (resource_type, param, value, seq) WHERE value IS NOT NULL;
+      CREATE INDEX search_index_reference ON ${S}.search_index (resource_type, param, reference, seq)
+        WHERE reference IS NOT NULL;
+      CREATE INDEX search_index_date_high ON ${S}.search_index (resource_type, param, high) WHERE type = 'date';
+    `,
+  },
+  {
     version: 9,
     description:
       'the write clock (seq, lastUpdated and the restore epoch: row-level write concurrency); shared pending consent revocations',

@@ -178,4 +178,63 @@ export const MIGRATIONS: readonly Migration[] = [
         SELECT 'search-rows-2026-12', NULL, 0 WHERE EXISTS (SELECT 1 FROM resource_current);
     `,
   },
+  {
+    version: 6,
+    description:
+      'search index rows keyed by the current version (seq, ord): a page walks them in store order; less disk',
+    sql: `
+      -- Index rows name their version by its seq (the current version's: rows exist for current, non-deleted versions
+      -- only) instead of repeating (type, id) in every row and in every secondary index entry:
+      -- - a search's matches are seqs, so a page in store order reads them from an index in seq order
+      --   (search-sql.ts seqOrderCandidates) and joins resource_version by its rowid;
+      -- - rows are appended in seq order (pages filled, not split at random keys), and each secondary index entry
+      --   ends in (seq, ord), two small integers, instead of (type, 36-character id, ord).
+      -- The rows are copied as they are (no re-extraction needed).
+      CREATE TABLE search_index_by_seq (
+        seq           INTEGER NOT NULL,  -- resource_version.seq of the current version
+        ord           INTEGER NOT NULL,  -- position of the entry in the version's list
+        resource_type TEXT    NOT NULL,
+        param         TEXT    NOT NULL,
+        type          TEXT    NOT NULL,
+        system        TEXT,
+        value         TEXT,
+        low           REAL,
+        high          REAL,
+        reference     TEXT,
+        PRIMARY KEY (seq, ord)
+      ) WITHOUT ROWID;
+      INSERT INTO search_index_by_seq (seq, ord, resource_type, param, type, system, value, low, high, reference)
+        SELECT c.seq, si.ord, si.resource_type, si.param, si.type, si.system, si.value, si.low, si.high, si.reference
+        FROM resource_current c JOIN search_index si ON si.resource_type = c.resource_type AND si.id = c.id
+        ORDER BY c.seq, si.ord;
+      DROP TABLE search_index;
+      ALTER TABLE search_index_by_seq RENAME TO search_index;
+      -- Equal values (tokens, uris, exact strings) and references: their matches in seq order, read from the index.
+      CREATE INDEX search_index_value ON search_index (resource_type, param, value, seq) WHERE value IS NOT NULL;
+      CREATE INDEX search_index_reference ON search_index (resource_type, param, reference, seq) WHERE reference IS NOT NULL;
+      CREATE INDEX search_index_range ON search_index (resource_type, param, low, high) WHERE low IS NOT NULL;
+      CREATE INDEX search_index_quantity_high ON search_index (resource_type, param, high) WHERE type = 'quantity';
+      -- Dates searched by their upper bound (gt, ge, eb): the matches only, not every date row of the param.
+      CREATE INDEX search_index_date_high ON search_index (resource_type, param, high) WHERE type = 'date';
+      -- Full text: FTS5 keys a document by an integer, here the row's seq and field (2 seq + 1 for _content), so no
+      -- table of document keys is needed. The words are kept by the full-text index only: the row's \`system\` (its
+      -- words, as written) is emptied once they are indexed, so the resource's text is not stored a second time
+      -- (it was the largest part of the index rows); indexEntries gives these rows without words, and the integrity
+      -- audit compares them by parameter (src/integrity/verification.ts indexRowKey).
+      DROP TABLE search_text_doc;
+      DROP TABLE search_text;
+      CREATE VIRTUAL TABLE search_text USING fts5(body, content = '', contentless_delete = 1, tokenize = 'ascii');
+      CREATE TRIGGER search_index_text_insert AFTER INSERT ON search_index
+        WHEN new.type = 'special' AND new.system IS NOT NULL BEGIN
+        INSERT INTO search_text (rowid, body) VALUES (new.seq * 2 + (new.param = '_content'), new.system);
+        UPDATE search_index SET system = NULL WHERE seq = new.seq AND ord = new.ord;
+      END;
+      CREATE TRIGGER search_index_text_delete AFTER DELETE ON search_index WHEN old.type = 'special' BEGIN
+        DELETE FROM search_text WHERE rowid = old.seq * 2 + (old.param = '_content');
+      END;
+      INSERT INTO search_text (rowid, body)
+        SELECT seq * 2 + (param = '_content'), system FROM search_index WHERE type = 'special' AND system IS NOT NULL;
+      UPDATE search_index SET system = NULL WHERE type = 'special';
+    `,
+  },
 ];

@@ -121,10 +121,41 @@ type WriteOutcome = { ok: true; version: StoredVersion } | { ok: false; error: u
 
 type Statement = Database.Statement;
 
+/**
+ * The one producer of a version's search index rows (schema migration 6): `entries` as rows keyed by the version's
+ * `seq` and their position, through the store's prepared `INSERT INTO search_index (seq, ord, resource_type, param,
+ * type, system, value, low, high, reference)` statement. Every path that stores index rows (a write, a rebuild, a
+ * replaced index, a batched import) goes through it, after deleting the previous version's rows (`WHERE seq = ?`).
+ */
+export function insertIndexRows(
+  insert: Statement,
+  seq: number,
+  resourceType: string,
+  entries: readonly IndexEntry[],
+): void {
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    insert.run(
+      seq,
+      i,
+      resourceType,
+      e.param,
+      e.type,
+      e.system ?? null,
+      e.value ?? null,
+      finiteOrNull(e.low),
+      finiteOrNull(e.high),
+      e.reference ?? null,
+    );
+  }
+}
+
 /** The write's one lookup: the resource's current version (NULLs if none) and the store's last instant. */
 interface WriteStateRow {
   version_id: number | null;
   deleted: number | null;
+  /** The current version's seq: its index rows' key. */
+  seq: number | null;
   last_updated: string | null;
 }
 
@@ -461,7 +492,7 @@ export class SqliteResourceStore implements ResourceStore {
         'SELECT v.seq, v.resource_type, v.id, v.json FROM resource_version v JOIN resource_current c ' +
           'ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq ' +
           'WHERE v.seq > ? AND c.deleted = 0 AND v.json IS NOT NULL AND (? IS NULL OR EXISTS (' +
-          'SELECT 1 FROM search_index si WHERE si.resource_type = v.resource_type AND si.id = v.id AND si.type = ?)) ' +
+          'SELECT 1 FROM search_index si WHERE si.seq = v.seq AND si.type = ?)) ' +
           `ORDER BY v.seq LIMIT ${BATCH}`,
       )
       .all(state.after_seq, state.row_type, state.row_type) as {
@@ -472,21 +503,8 @@ export class SqliteResourceStore implements ResourceStore {
     }[];
     const s = this.statements();
     for (const row of rows) {
-      s.deleteIndex.run(row.resource_type, row.id);
-      extract(row.json).forEach((e, i) =>
-        s.insertIndex.run(
-          row.resource_type,
-          row.id,
-          i,
-          e.param,
-          e.type,
-          e.system ?? null,
-          e.value ?? null,
-          finiteOrNull(e.low),
-          finiteOrNull(e.high),
-          e.reference ?? null,
-        ),
-      );
+      s.deleteIndex.run(row.seq);
+      insertIndexRows(s.insertIndex, row.seq, row.resource_type, extract(row.json));
     }
     if (rows.length < BATCH) this.db.prepare('DELETE FROM index_rebuild WHERE name = ?').run(state.name);
     else
@@ -617,7 +635,9 @@ export class SqliteResourceStore implements ResourceStore {
             )
             .run(resourceType, id).changes;
           this.db
-            .prepare('DELETE FROM search_index WHERE resource_type = ? AND id = ?')
+            .prepare(
+              'DELETE FROM search_index WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = ? AND id = ?)',
+            )
             .run(resourceType, id);
           this.db.prepare('DELETE FROM access_key WHERE resource_type = ? AND id = ?').run(resourceType, id);
           this.db
@@ -636,25 +656,15 @@ export class SqliteResourceStore implements ResourceStore {
       this.db
         .transaction(() => {
           const current = this.db
-            .prepare('SELECT version_id, deleted FROM resource_current WHERE resource_type = ? AND id = ?')
-            .get(key.resourceType, key.id) as { version_id: number; deleted: number } | undefined;
+            .prepare(
+              'SELECT version_id, seq, deleted FROM resource_current WHERE resource_type = ? AND id = ?',
+            )
+            .get(key.resourceType, key.id) as
+            { version_id: number; seq: number; deleted: number } | undefined;
           if (!current || current.version_id !== key.versionId || current.deleted !== 0) return false;
           const s = this.statements();
-          s.deleteIndex.run(key.resourceType, key.id);
-          entries.forEach((e, i) =>
-            s.insertIndex.run(
-              key.resourceType,
-              key.id,
-              i,
-              e.param,
-              e.type,
-              e.system ?? null,
-              e.value ?? null,
-              finiteOrNull(e.low),
-              finiteOrNull(e.high),
-              e.reference ?? null,
-            ),
-          );
+          s.deleteIndex.run(current.seq);
+          insertIndexRows(s.insertIndex, current.seq, key.resourceType, entries);
           return true;
         })
         .immediate(),
@@ -712,7 +722,7 @@ export class SqliteResourceStore implements ResourceStore {
     s.upsertCurrent.run(resourceType, id, versionId, seq, isDelete ? 1 : 0);
 
     if (current && !current.deleted) {
-      s.deleteIndex.run(resourceType, id);
+      s.deleteIndex.run(state.seq);
       s.deleteAccessKeys.run(resourceType, id);
     }
     if (!isDelete) {
@@ -720,25 +730,7 @@ export class SqliteResourceStore implements ResourceStore {
         s.insertAccessKey.run(resourceType, `${ACCESS_KEY_CUSTODIAN}${request.custodian}`, id);
       for (const patient of request.patients ?? []) s.insertAccessKey.run(resourceType, patient, id);
     }
-    if (!isDelete && request.index) {
-      const insert = s.insertIndex;
-      const entries = request.index;
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i]!;
-        insert.run(
-          resourceType,
-          id,
-          i,
-          e.param,
-          e.type,
-          e.system ?? null,
-          e.value ?? null,
-          finiteOrNull(e.low),
-          finiteOrNull(e.high),
-          e.reference ?? null,
-        );
-      }
-    }
+    if (!isDelete && request.index) insertIndexRows(s.insertIndex, seq, resourceType, request.index);
 
     if (pending) {
       s.insertAnchor.run(
@@ -1081,7 +1073,7 @@ export class SqliteResourceStore implements ResourceStore {
     return {
       // The store's last instant is read under the write lock, so the clock holds across restarts and processes.
       writeState: db.prepare(
-        'SELECT c.version_id, c.deleted, (SELECT max(last_updated) FROM resource_version) AS last_updated ' +
+        'SELECT c.version_id, c.deleted, c.seq, (SELECT max(last_updated) FROM resource_version) AS last_updated ' +
           'FROM (SELECT 1) LEFT JOIN resource_current c ON c.resource_type = ? AND c.id = ?',
       ),
       insertVersion: db.prepare(
@@ -1092,13 +1084,13 @@ export class SqliteResourceStore implements ResourceStore {
         'INSERT INTO resource_current (resource_type, id, version_id, seq, deleted) VALUES (?, ?, ?, ?, ?) ' +
           'ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted',
       ),
-      deleteIndex: db.prepare('DELETE FROM search_index WHERE resource_type = ? AND id = ?'),
+      deleteIndex: db.prepare('DELETE FROM search_index WHERE seq = ?'),
       deleteAccessKeys: db.prepare('DELETE FROM access_key WHERE resource_type = ? AND id = ?'),
       insertAccessKey: db.prepare(
         'INSERT OR IGNORE INTO access_key (resource_type, key, id) VALUES (?, ?, ?)',
       ),
       insertIndex: db.prepare(
-        'INSERT INTO search_index (resource_type, id, ord, param, type, system, value, low, high, reference) ' +
+        'INSERT INTO search_index (seq, ord, resource_type, param, type, system, value, low, high, reference) ' +
           'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       insertAnchor: db.prepare(
@@ -1155,7 +1147,10 @@ export class SqliteResourceStore implements ResourceStore {
           "WHERE seq IN (SELECT seq FROM resource_version WHERE resource_type = ? AND id = ?) AND status <> 'erased'",
       ),
       indexEntries: db.prepare(
-        'SELECT param, type, system, value, low, high, reference FROM search_index WHERE resource_type = ? AND id = ? ORDER BY ord',
+        // The rows are keyed by the seq of the version they were written for: the resource's newest one (none when
+        // it is a deletion). Found by the version rows, not the current pointer, which an audit also checks.
+        'SELECT param, type, system, value, low, high, reference FROM search_index ' +
+          'WHERE seq = (SELECT max(seq) FROM resource_version WHERE resource_type = ? AND id = ?) ORDER BY ord',
       ),
     };
   }
