@@ -101,7 +101,11 @@ export class RemoteService implements RemoteTarget {
 
   /** Checks the service and the token before anything is read or written (a bad token: one line, exit 2). */
   async connect(): Promise<void> {
-    await this.request('GET', '/Patient?_count=0&_summary=count');
+    const { status, json } = await this.request('GET', '/Patient?_count=0&_summary=count');
+    if (status !== 200)
+      throw new RemoteImportError(
+        `${this.base} answered ${status}${diagnosticsOf(json) ? `: ${diagnosticsOf(json)}` : ''}: is --url the FHIR base URL?`,
+      );
   }
 
   /**
