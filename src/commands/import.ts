@@ -25,6 +25,7 @@ import type {
 } from '../bulk/import/types.js';
 import { DATA_DIR_SETTINGS, openDataDirIntegrity, requireDataDir, withDataDirLock } from './data-dir.js';
 import { openLoadedCodeSystems, type SqliteCodeSystems } from '../terminology/terminology-store.js';
+import { RemoteImportError, RemoteService, type RemoteCredentials } from './import-remote.js';
 
 /** The settings `import` reads: the data directory's, and those of the write path it shares with `serve`. */
 export const IMPORT_SETTINGS = [
@@ -73,7 +74,7 @@ export function defaultJournal(dataDir: string, paths: readonly string[]): strin
 }
 
 /** The summary: counts by type, consents, where the errors are. */
-export function formatImportSummary(summary: ImportSummary, errorsFile: string): string {
+export function formatImportSummary(summary: ImportSummary, errorsFile: string, remote = false): string {
   const rows = Object.entries(summary.byType);
   const header = ['type', 'stored', 'unchanged', 'rejected'];
   const lines = rows.map(([type, c]) => [type, String(c.stored), String(c.unchanged), String(c.rejected)]);
@@ -100,10 +101,11 @@ export function formatImportSummary(summary: ImportSummary, errorsFile: string):
       `validate ${seconds(t.validate)}, index ${seconds(t.index)}, store ${seconds(t.store)}, anchor ${seconds(t.anchor)}); ` +
       `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB.`,
   );
-  out.push(
-    `Validated once: ${summary.validationsReused} of this run's writes reused the check's verdict for the same input ` +
-      `(the check validated on ${summary.validationWorkers === 0 ? 'the main thread' : `${summary.validationWorkers} worker thread${summary.validationWorkers === 1 ? '' : 's'}`}).`,
-  );
+  if (!remote)
+    out.push(
+      `Validated once: ${summary.validationsReused} of this run's writes reused the check's verdict for the same input ` +
+        `(the check validated on ${summary.validationWorkers === 0 ? 'the main thread' : `${summary.validationWorkers} worker thread${summary.validationWorkers === 1 ? '' : 's'}`}).`,
+    );
   if (total.rejected > 0) out.push(`REJECTED: ${total.rejected} resources; the causes are in ${errorsFile}`);
   if (summary.interrupted) out.push('INTERRUPTED: run the same command again to continue where it stopped.');
   else if (total.rejected === 0) out.push('OK: every resource was accepted.');
@@ -357,6 +359,99 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
   });
 }
 
+/** Where a remote import's journal lives by default: per service URL and list of paths, in the working folder. */
+export function defaultRemoteJournal(url: string, paths: readonly string[]): string {
+  const key = createHash('sha256')
+    .update(JSON.stringify([url, ...paths.map((p) => path.resolve(p))]))
+    .digest('hex')
+    .slice(0, 16);
+  return path.resolve('.hie-ledger-imports', `import-${key}.sqlite`);
+}
+
+export interface RemoteImportOptions extends RemoteCredentials {
+  paths: string[];
+  /** The service's FHIR base URL. */
+  url: string;
+  journal?: string;
+  errors?: string;
+  consents?: ConsentHandling;
+  atomicBundles?: boolean;
+  /** Resources per `batch` Bundle (default 200). */
+  batchSize?: number;
+  source?: string;
+  progress?: boolean;
+  out?: NodeJS.WritableStream;
+  err?: NodeJS.WritableStream;
+}
+
+/**
+ * Runs an import against a running service (`--url`, src/commands/import-remote.ts); returns the exit code: 0 all
+ * accepted, 1 anything rejected or interrupted, 2 the import could not run (service unreachable, token refused).
+ */
+export async function runRemoteImport(options: RemoteImportOptions): Promise<number> {
+  const out = options.out ?? process.stdout;
+  const err = options.err ?? process.stderr;
+  const fail = (message: string) => {
+    err.write(`hie-ledger import: ${message}\n`);
+    return 2;
+  };
+  if (options.atomicBundles)
+    return fail('--atomic-bundles is not offered with --url (each resource is its own write there)');
+  if (options.token === undefined && (options.id === undefined || options.key === undefined))
+    return fail('--url needs a token: --token TOKEN, or --id ID --key KEY.pem (as hie-ledger token)');
+  let sources;
+  try {
+    sources = discoverSources(options.paths);
+  } catch (e) {
+    return fail((e as Error).message);
+  }
+  const journal = path.resolve(options.journal ?? defaultRemoteJournal(options.url, options.paths));
+  const errors = path.resolve(options.errors ?? journal.replace(/\.sqlite$/, '') + '.errors.ndjson');
+  mkdirSync(path.dirname(journal), { recursive: true, mode: 0o700 });
+  // Loaded when an import runs, as the local path's write path is (other commands start lighter).
+  const { importSources, JournalSettingsError, SourceChangedError } =
+    await import('../bulk/import/engine.js');
+  const remote = new RemoteService(options.url, options);
+  const abort = new AbortController();
+  const onSigint = () => {
+    err.write('\nhie-ledger import: stopping after the batch in progress (run again to resume)\n');
+    abort.abort();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    await remote.connect();
+    const tty = options.progress ?? Boolean((err as NodeJS.WriteStream).isTTY);
+    const progress = options.progress === false ? undefined : progressReporter(err, tty);
+    const summary = await importSources(
+      sources,
+      {
+        remote,
+        journalFile: journal,
+        baseUrl: options.url.replace(/\/+$/, ''),
+        consents: options.consents ?? 'refuse',
+        batchSize: options.batchSize ?? 200,
+        source: options.source,
+        signal: abort.signal,
+      },
+      { outcome: () => undefined, progress },
+    );
+    await writeErrorFile(journal, errors);
+    out.write(formatImportSummary(summary, errors, true));
+    const rejected = Object.values(summary.byType).some((c) => c.rejected > 0);
+    return rejected || summary.interrupted ? 1 : 0;
+  } catch (e) {
+    if (
+      e instanceof RemoteImportError ||
+      e instanceof SourceChangedError ||
+      e instanceof JournalSettingsError
+    )
+      return fail(e.message);
+    throw e;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
 /** Tests: a crash (SIGKILL, as power loss or the OOM killer would) once `batches` batches got there. */
 function crashAt(batches: number): (n: number) => void {
   return (n) => {
@@ -380,8 +475,9 @@ export function registerImportCommand(program: Command): void {
   const command = program
     .command('import')
     .description(
-      'bulk import NDJSON (.ndjson, .ndjson.gz) and Bundle files or folders into a data directory (service stopped): ' +
-        'resource by resource, validated, indexed and anchored as API writes; resumable (docs/import.md)',
+      'bulk import NDJSON (.ndjson, .ndjson.gz) and Bundle files or folders into a data directory (service stopped) ' +
+        'or a running service (--url, with a token): resource by resource, validated, indexed and anchored as API ' +
+        'writes; resumable (docs/import.md)',
     )
     .argument('<paths...>', 'files or folders to import');
   addConfigOptions(command, IMPORT_SETTINGS)
@@ -404,6 +500,14 @@ export function registerImportCommand(program: Command): void {
     )
     .option('--source <uri>', 'meta.source for resources that have none (the source system)')
     .option('--no-progress', 'no progress bar or progress lines')
+    .option(
+      '--url <fhirBaseUrl>',
+      'import into this running service through its API instead of a data directory',
+    )
+    .option('--token <token>', 'with --url: the access token (hie-ledger token)')
+    .option('--id <clientId>', "with --url: the participant's client id, to get (and renew) a token")
+    .option('--key <file>', "with --url: the participant's private key (key.pem of participant enroll)")
+    .option('--scope <scopes>', "with --url and --id: scopes to ask for (default: the role's scopes)")
     .addOption(new Option('--kill-after-batches <n>').argParser(positiveInteger).hideHelp())
     .addOption(new Option('--kill-point <point>').choices(['store', 'journal']).hideHelp())
     .action(
@@ -420,8 +524,31 @@ export function registerImportCommand(program: Command): void {
           progress: boolean;
           killAfterBatches?: number;
           killPoint?: 'store' | 'journal';
+          url?: string;
+          token?: string;
+          id?: string;
+          key?: string;
+          scope?: string;
         } & Record<string, unknown>,
       ) => {
+        if (opts.url !== undefined) {
+          process.exitCode = await runRemoteImport({
+            paths,
+            url: opts.url,
+            token: opts.token,
+            id: opts.id,
+            key: opts.key,
+            scope: opts.scope,
+            journal: opts.journal,
+            errors: opts.errors,
+            consents: opts.consents,
+            atomicBundles: opts.atomicBundles,
+            batchSize: opts.batchSize,
+            source: opts.source,
+            progress: opts.progress === false ? false : undefined,
+          });
+          return;
+        }
         process.exitCode = await runImport({
           ...loadSettings(IMPORT_SETTINGS, opts),
           paths,

@@ -216,6 +216,12 @@ export const ERROR_CATALOGUE = {
     meaning:
       'Bulk import with --atomic-bundles: another entry of the same transaction Bundle was rejected, so this one was not stored',
   },
+  'import-remote-refused': {
+    status: 422,
+    issue: 'processing',
+    meaning:
+      "Bulk import to a running service (--url): the service refused this resource's write (its own issues follow)",
+  },
 
   // Query and operation parameters
   'parameter-invalid': {

@@ -47,6 +47,8 @@ import type {
   ImportSource,
   ImportSummary,
   ImportTimings,
+  RemoteTarget,
+  RemoteWrite,
   ResourceOutcome,
   SourcePosition,
 } from './types.js';
@@ -79,6 +81,12 @@ const TYPED_URL = /^(?:.*\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_histo
 interface FileState extends JournalFile {
   kind: SourceKind;
 }
+
+/** What reference resolution asks of the store (a local store's context, or a running service's API). */
+type StoreLookups = Pick<RemoteTarget, 'exists' | 'matches'>;
+
+/** A resource of the batch this run writes: `pending` until its batch's write answered. */
+type LocalStatus = 'pending' | 'stored' | 'rejected';
 
 /** The options the `update` interaction validates a written resource with (common.ts validateResource). */
 const WRITE_VALIDATION: ValidationOptions = { mode: 'update' };
@@ -195,7 +203,8 @@ class ImportRun {
     anchor: 0,
     total: 0,
   };
-  private readonly context: FhirContext;
+  /** The local store's context (timed); undefined when the import writes to a running service (`remote`). */
+  private readonly context: FhirContext | undefined;
   private readonly batchSize: number;
   private readonly consents: ConsentHandling;
   private readonly atomic: boolean;
@@ -215,12 +224,16 @@ class ImportRun {
     private readonly options: ImportOptions,
     private readonly sink: ImportSink,
   ) {
-    this.context = timedContext(
-      options.context,
-      this.timings,
-      (resource, validationOptions) => this.reuseVerdict(resource, validationOptions),
-      sink.validated && ((result) => sink.validated!(result)),
-    );
+    if (!options.context === !options.remote)
+      throw new Error('an import writes either through a local context or to a remote service');
+    this.context =
+      options.context &&
+      timedContext(
+        options.context,
+        this.timings,
+        (resource, validationOptions) => this.reuseVerdict(resource, validationOptions),
+        sink.validated && ((result) => sink.validated!(result)),
+      );
     this.batchSize = Math.max(1, Math.floor(options.batchSize ?? 2000));
     const consents = options.consents ?? 'refuse';
     this.consents = journal.fixConsentHandling(consents);
@@ -243,7 +256,8 @@ class ImportRun {
     const validateBefore = this.timings.validate;
     this.journal.clearVerdicts();
     for (const file of files) if (!file.scanned) await this.scan(file);
-    for (const file of files) if (!file.finished) await this.check(file);
+    // The check validates locally; a running service validates each write itself.
+    if (this.context) for (const file of files) if (!file.finished) await this.check(file, this.context);
     // The scan's validation is counted as validation (the timed validator), not as parsing.
     this.timings.parse += performance.now() - parseStart - (this.timings.validate - validateBefore);
     this.total = files.reduce((sum, f) => sum + f.resources, 0);
@@ -354,7 +368,7 @@ class ImportRun {
    * now is not validated here: its write rejects it for that (or, if the store gained the target meanwhile,
    * validates it).
    */
-  private async check(file: FileState): Promise<void> {
+  private async check(file: FileState, context: FhirContext): Promise<void> {
     let pending: (() => void)[] = [];
     const flush = () => {
       const work = pending;
@@ -404,7 +418,7 @@ class ImportRun {
       try {
         target = targetOf(record, type, resource.id, file.hash, this.keys);
         this.prepare(resource, target.slice(type.length + 1), false);
-        await this.resolveReferences(resource, this.context);
+        await this.resolveReferences(resource, this.lookupsOf(context));
       } catch (err) {
         if (err instanceof FhirError) return;
         throw err;
@@ -418,7 +432,7 @@ class ImportRun {
         return;
       }
       const start = performance.now();
-      const result = this.options.context.validator.validate(plain, WRITE_VALIDATION);
+      const result = context.validator.validate(plain, WRITE_VALIDATION);
       this.timings.validate += performance.now() - start;
       keep(target, validationDigest(JSON.stringify(plain), WRITE_VALIDATION), result, position);
       if (pending.length >= 2_000) flush();
@@ -503,13 +517,18 @@ class ImportRun {
     atomic = false,
   ): Promise<boolean> {
     const outcomes: ResourceOutcome[] = [];
-    if (records.length > 0) {
+    if (records.length > 0 && this.options.remote) {
+      const storeStart = performance.now();
+      outcomes.push(...(await this.writeRemote(file, records, this.options.remote)));
+      this.timings.store += performance.now() - storeStart;
+    } else if (records.length > 0 && this.context) {
+      const context = this.context;
       const storeStart = performance.now();
       const inner = this.timings.validate + this.timings.index + this.timings.anchor;
       try {
-        await this.context.store.transaction(async (store) => {
-          const tx = Object.assign({}, this.context, { store });
-          const local = new Map<string, 'stored' | 'rejected'>();
+        await context.store.transaction(async (store) => {
+          const tx = Object.assign({}, context, { store });
+          const local = new Map<string, LocalStatus>();
           for (const record of records) {
             const outcome = await this.importOne(file, record, tx, local);
             outcomes.push(outcome);
@@ -634,7 +653,7 @@ class ImportRun {
     file: FileState,
     record: SourceRecord,
     tx: FhirContext,
-    local: Map<string, 'stored' | 'rejected'>,
+    local: Map<string, LocalStatus>,
   ): Promise<ResourceOutcome> {
     const position = positionOf(file.path, record);
     if (record.error || !record.resource)
@@ -650,7 +669,7 @@ class ImportRun {
       target = targetOf(record, type, resource.id, file.hash, this.keys);
       const id = target.slice(type.length + 1);
       this.prepare(resource, id);
-      await this.resolveReferences(resource, tx, local);
+      await this.resolveReferences(resource, this.lookupsOf(tx), local);
       const outcome = await this.put(tx, type, id, resource, position, target);
       local.set(target, 'stored');
       return outcome;
@@ -709,8 +728,8 @@ class ImportRun {
    */
   private async resolveReferences(
     resource: FhirResource,
-    tx: FhirContext,
-    local?: Map<string, 'stored' | 'rejected'>,
+    store: StoreLookups,
+    local?: Map<string, LocalStatus>,
   ): Promise<void> {
     for (const found of findReferences(resource, resource.resourceType)) {
       const kind = classifyReference(found.reference, this.options.baseUrl);
@@ -739,8 +758,7 @@ class ImportRun {
           const key = `${kind.type}/${kind.id}`;
           target = this.lookup(key);
           if (!target) {
-            const stored = await tx.store.read(kind.type, kind.id);
-            if (!stored || stored.deleted)
+            if (!(await store.exists(kind.type, kind.id)))
               throw fhirError(
                 'import-reference-unresolved',
                 `${found.path} '${found.reference}' resolves neither in the import nor in the store`,
@@ -751,7 +769,7 @@ class ImportRun {
           break;
         }
         case 'conditional':
-          target = await this.resolveConditional(kind.type, kind.search, found.path, found.reference, tx);
+          target = await this.resolveConditional(kind.type, kind.search, found.path, found.reference, store);
           break;
       }
       if (local) this.assertNotRejected(target, found.path, found.reference, local);
@@ -764,7 +782,7 @@ class ImportRun {
     search: string,
     path: string,
     reference: string,
-    tx: FhirContext,
+    store: StoreLookups,
   ): Promise<string> {
     const criteria = identifierCriteria(search);
     const inImport = criteria ? this.findByIdentifier(type, criteria.system, criteria.value) : [];
@@ -777,7 +795,7 @@ class ImportRun {
         },
       );
     if (inImport.length === 1) return inImport[0]!;
-    const matches = await conditionalMatches(tx, type, parseQuery(search), this.options.baseUrl);
+    const matches = await store.matches(type, search);
     if (matches.length > 1)
       throw fhirError(
         'conditional-multiple-matches',
@@ -800,7 +818,7 @@ class ImportRun {
     target: string,
     path: string,
     reference: string,
-    local: Map<string, 'stored' | 'rejected'>,
+    local: Map<string, LocalStatus>,
   ): void {
     const status = local.get(target) ?? this.journal.target(target)?.status;
     if (status !== 'rejected') return;
@@ -817,6 +835,120 @@ class ImportRun {
       `${path} '${reference}' names ${target}, which was rejected (${at})`,
       { expression: path },
     );
+  }
+
+  /** The store lookups of a local context (read through the context's store, searches as the API's). */
+  private lookupsOf(tx: FhirContext): StoreLookups {
+    return {
+      exists: async (type, id) => {
+        const stored = await tx.store.read(type, id);
+        return stored !== undefined && !stored.deleted;
+      },
+      matches: (type, search) => conditionalMatches(tx, type, parseQuery(search), this.options.baseUrl),
+    };
+  }
+
+  /**
+   * One batch to a running service. Each resource is prepared and its references resolved exactly as for a local
+   * store (the journal's map, else the service), then written with PUT Type/id in `batch` Bundles. A resource that
+   * names another of the same batch is sent in a later round, once that one's outcome is known: if the service
+   * rejected it, this one is rejected too, naming it (never stored with a dangling reference).
+   */
+  private async writeRemote(
+    file: FileState,
+    records: SourceRecord[],
+    remote: RemoteTarget,
+  ): Promise<ResourceOutcome[]> {
+    const outcomes: (ResourceOutcome | undefined)[] = new Array(records.length);
+    const local = new Map<string, LocalStatus>();
+    const targets: (string | undefined)[] = records.map((record) => {
+      const resource = record.resource;
+      if (record.error || !resource) return undefined;
+      const target = targetOf(record, resource.resourceType, resource.id, file.hash, this.keys);
+      local.set(target, 'pending');
+      return target;
+    });
+    const reject = (i: number, err: FhirError) => {
+      const record = records[i]!;
+      const position = positionOf(file.path, record);
+      const target = targets[i];
+      if (target) local.set(target, 'rejected');
+      outcomes[i] = {
+        status: 'rejected',
+        position,
+        resourceType: record.resource?.resourceType,
+        target,
+        outcome: rejectionOutcome(err, position),
+      };
+    };
+    interface Queued {
+      index: number;
+      write: RemoteWrite;
+      /** References to resources of this batch not written yet. */
+      waitsFor: { target: string; path: string; reference: string }[];
+    }
+    let queue: Queued[] = [];
+    // Phase 1: prepare and resolve (rejections here never reach the service).
+    for (const [index, record] of records.entries()) {
+      const target = targets[index];
+      if (!target || !record.resource) {
+        reject(index, record.error ?? fhirError('body-not-resource', 'no resource'));
+        continue;
+      }
+      const resource = record.resource;
+      const type = resource.resourceType;
+      try {
+        const id = target.slice(type.length + 1);
+        this.prepare(resource, id);
+        await this.resolveReferences(resource, remote, local);
+        const waitsFor = findReferences(resource, type)
+          .map((found) => ({ ...found, target: found.reference.replace(/\/_history\/.*$/, '') }))
+          .filter((found) => found.target !== target && local.get(found.target) === 'pending');
+        queue.push({ index, write: { type, id, resource }, waitsFor });
+      } catch (err) {
+        if (!(err instanceof FhirError)) throw err;
+        reject(index, err);
+      }
+    }
+    // Phase 2: rounds of writes, each resource once the resources it names have their outcome.
+    while (queue.length > 0) {
+      const ready: Queued[] = [];
+      const later: Queued[] = [];
+      for (const item of queue) {
+        try {
+          for (const w of item.waitsFor) this.assertNotRejected(w.target, w.path, w.reference, local);
+        } catch (err) {
+          if (!(err instanceof FhirError)) throw err;
+          reject(item.index, err);
+          continue;
+        }
+        if (item.waitsFor.every((w) => local.get(w.target) !== 'pending')) ready.push(item);
+        else later.push(item);
+      }
+      // A cycle of references within the batch: written together (the service sees them all at once).
+      const round = ready.length > 0 ? ready : later.splice(0);
+      if (round.length === 0) break;
+      const results = await remote.write(round.map((item) => item.write));
+      for (const [k, item] of round.entries()) {
+        const result = results[k]!;
+        const record = records[item.index]!;
+        if (result.status === 'rejected') {
+          reject(item.index, result.error);
+          continue;
+        }
+        const target = targets[item.index]!;
+        local.set(target, 'stored');
+        outcomes[item.index] = {
+          status: result.status,
+          position: positionOf(file.path, record),
+          resourceType: item.write.type,
+          target,
+          versionId: result.versionId,
+        };
+      }
+      queue = later;
+    }
+    return outcomes.map((o) => o!);
   }
 
   /** PUT Type/id through the registered update interaction, as an API client's update would run. */

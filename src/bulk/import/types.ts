@@ -5,7 +5,8 @@
  * The CLI (`hie-ledger import`, src/commands/import.ts) and a job runner (`$import`) both drive it.
  */
 import type { FhirContext } from '../../fhir/interactions/types.js';
-import type { OperationOutcome } from '../../fhir/outcome.js';
+import type { FhirResource } from '../../fhir/fhir-json.js';
+import type { FhirError, OperationOutcome } from '../../fhir/outcome.js';
 import type { ValidationOptions, ValidationResult } from '../../fhir/validation/validator.js';
 
 /** One file to import: NDJSON (`.ndjson`, `.ndjson.gz`, one resource a line) or a Bundle (`.json`, `.json.gz`). */
@@ -17,12 +18,40 @@ export interface ImportSource {
 /** What to do with Consent resources (docs/import.md, "Consents"). */
 export type ConsentHandling = 'refuse' | 'inert' | 'map';
 
+/** One resource the import writes to a running service: `PUT Type/id`. */
+export interface RemoteWrite {
+  type: string;
+  id: string;
+  resource: FhirResource;
+}
+
+/** What the service answered for one write (a `batch` Bundle entry's response). */
+export type RemoteWriteResult =
+  { status: 'stored' | 'unchanged'; versionId: number } | { status: 'rejected'; error: FhirError };
+
+/**
+ * A running service the import writes to through its REST API (`hie-ledger import --url`): every write is the
+ * API's own (validation, consent, custodian, anchoring happen there). Throws (not a result) when the service cannot
+ * be used at all (unreachable, token refused): the run stops and the journal says where to resume.
+ */
+export interface RemoteTarget {
+  /** Whether `Type/id` is stored (a relative reference the import does not hold resolves against it). */
+  exists(type: string, id: string): Promise<boolean>;
+  /** The ids of stored `type` resources matching `search` (a conditional reference; at most 2 needed). */
+  matches(type: string, search: string): Promise<string[]>;
+  /** The writes, as one `batch` Bundle of PUT entries; one result per write, in order. */
+  write(writes: readonly RemoteWrite[]): Promise<RemoteWriteResult[]>;
+}
+
 export interface ImportOptions {
   /**
    * The FHIR context every resource is written through (store, validator, registry with `update` and
    * `search-type`, access policy of the importing caller, index, compartments and anchor hooks): no back door.
+   * Exactly one of `context` and `remote`.
    */
-  context: FhirContext;
+  context?: FhirContext;
+  /** A running service instead of a local store: resources are written through its API (no local check pass). */
+  remote?: RemoteTarget;
   /** The journal (SQLite file) that holds the reference map, assigned ids, progress and rejections. */
   journalFile: string;
   /** Base URL used in FhirRequests (conditional references to `base/Type?...` resolve against it). */
