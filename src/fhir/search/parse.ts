@@ -73,6 +73,12 @@ export interface ParseOptions {
   systemTypes?: string[];
   /** Terminology for the token modifiers `:in`, `:not-in`, `:below`, `:above` (absent: they are refused). */
   terminology?: TerminologyPort;
+  /**
+   * This server's base URL, as the client addressed it: an absolute reference value under it also matches the
+   * relative `Type/id`; one under another base matches only that URL (search.html#reference). Absent: any
+   * absolute value also matches its `Type/id` tail.
+   */
+  serverBase?: string;
 }
 
 const PREFIXES = new Set<Prefix>(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap']);
@@ -278,6 +284,7 @@ class QueryParser {
     /** A system search without `_type`: only parameters common to every resource apply. */
     private readonly allTypes: boolean,
     private readonly terminology?: TerminologyPort,
+    private readonly serverBase?: string,
   ) {}
 
   /** What cannot be applied: 400, or under lenient handling a warning (the condition is then left out). */
@@ -523,8 +530,11 @@ class QueryParser {
     const noHistory = raw.split('/_history/')[0];
     if (/^[a-z][a-z0-9+.-]*:/i.test(noHistory)) {
       // absolute: the URL as stored, and `Type/id` (our own base is stripped at write time only for relative refs)
+      // unless the URL is under another server's base: Patient/5 there is not Patient/5 here.
       const tail = /([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(noHistory);
-      return tail ? [noHistory, `${tail[1]}/${tail[2]}`] : [noHistory];
+      const elsewhere =
+        this.serverBase !== undefined && tail !== null && noHistory !== `${this.serverBase}/${tail[0]}`;
+      return tail && !elsewhere ? [noHistory, `${tail[1]}/${tail[2]}`] : [noHistory];
     }
     const typed = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(noHistory);
     if (typed) {
@@ -689,6 +699,7 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
     options.lenient === true && options.strict !== true,
     !options.resourceType && !query._type,
     options.terminology,
+    options.serverBase?.replace(/\/+$/, ''),
   );
   const defs = searchDefinitions();
   const names = Object.keys(query);
