@@ -87,6 +87,8 @@ describe('search query parsing', () => {
       ).values[0].references;
     expect(under('http://elsewhere.org/fhir/Patient/5')).toEqual(['http://elsewhere.org/fhir/Patient/5']);
     expect(under('http://here.org/other/Patient/5')).toEqual(['http://here.org/other/Patient/5']);
+    // A relative value also matches a reference stored as an absolute URL under this server's base.
+    expect(under('Patient/5')).toEqual(['Patient/5', 'http://here.org/fhir/Patient/5']);
     // This server's own base: the same as the relative reference.
     expect(under('http://here.org/fhir/Patient/5/_history/2')).toEqual([
       'http://here.org/fhir/Patient/5',

@@ -540,7 +540,7 @@ class QueryParser {
     if (typed) {
       if (referenceType && typed[1] !== referenceType)
         throw fhirError('search-param-invalid', `'${truncate(raw)}' is not a ${referenceType} reference`);
-      return [noHistory];
+      return this.withOwnBase([noHistory]);
     }
     if (!/^[A-Za-z0-9\-.]{1,64}$/.test(noHistory))
       throw fhirError(
@@ -552,7 +552,17 @@ class QueryParser {
       : def.target.length > 0
         ? def.target
         : searchDefinitions().resourceTypes;
-    return targets.map((t) => `${t}/${noHistory}`);
+    return this.withOwnBase(targets.map((t) => `${t}/${noHistory}`));
+  }
+
+  /**
+   * Relative `Type/id` forms and, when this server's base is known, the same under it: a reference stored as an
+   * absolute URL under this server's base is kept as written, and "a relative reference resolving to the same
+   * value as a specified absolute URL, or vice versa, qualifies as a match" (search.html#reference).
+   */
+  private withOwnBase(relative: string[]): string[] {
+    const base = this.serverBase;
+    return base === undefined ? relative : [...relative, ...relative.map((r) => `${base}/${r}`)];
   }
 
   private chainFilter(
