@@ -42,9 +42,14 @@ describe('conformance:testscript', () => {
       'http-capabilities-errors.json',
       'http-conditional.json',
       'http-crud.json',
+      'http-json-patch.json',
       'http-patch-history-batch.json',
       'http-search.json',
       'http-xml.json',
+      'search-includes.json',
+      'search-modifiers.json',
+      'search-number-quantity-uri.json',
+      'search-references-chains.json',
     ]);
     const runs = [];
     for (const file of files) runs.push(await runTestScript(loadTestScript(file), { baseUrl }));

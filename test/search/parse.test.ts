@@ -77,6 +77,25 @@ describe('search query parsing', () => {
     expect(e.values[0].references).toEqual(['http://x.org/fhir/Patient/5', 'Patient/5']);
   });
 
+  it("references: an absolute URL under another server's base matches only that URL (search.html#reference)", () => {
+    const under = (value: string) =>
+      (
+        parseSearch(q({ subject: value }), {
+          resourceType: 'Observation',
+          serverBase: 'http://here.org/fhir/',
+        }).filters[0] as any
+      ).values[0].references;
+    expect(under('http://elsewhere.org/fhir/Patient/5')).toEqual(['http://elsewhere.org/fhir/Patient/5']);
+    expect(under('http://here.org/other/Patient/5')).toEqual(['http://here.org/other/Patient/5']);
+    // A relative value also matches a reference stored as an absolute URL under this server's base.
+    expect(under('Patient/5')).toEqual(['Patient/5', 'http://here.org/fhir/Patient/5']);
+    // This server's own base: the same as the relative reference.
+    expect(under('http://here.org/fhir/Patient/5/_history/2')).toEqual([
+      'http://here.org/fhir/Patient/5',
+      'Patient/5',
+    ]);
+  });
+
   it('composites: token$quantity, token$token; malformed ones are 400', () => {
     const [bp, concept] = parse('Observation', {
       'component-code-value-quantity': 'http://loinc.org|8480-6$gt100|http://unitsofmeasure.org|mm[Hg]',

@@ -319,6 +319,7 @@ async function search(
     lenient: isLenient(request),
     systemTypes: compartment?.types,
     terminology: context.terminology,
+    serverBase: request.baseUrl,
   });
   // Searching through another type (chains, _has) needs the right to search that type too (403 otherwise).
   for (const type of typesSearchedThrough(query.filters)) context.access.authorize('search-type', type);

@@ -73,6 +73,12 @@ export interface ParseOptions {
   systemTypes?: string[];
   /** Terminology for the token modifiers `:in`, `:not-in`, `:below`, `:above` (absent: they are refused). */
   terminology?: TerminologyPort;
+  /**
+   * This server's base URL, as the client addressed it: an absolute reference value under it also matches the
+   * relative `Type/id`; one under another base matches only that URL (search.html#reference). Absent: any
+   * absolute value also matches its `Type/id` tail.
+   */
+  serverBase?: string;
 }
 
 const PREFIXES = new Set<Prefix>(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap']);
@@ -278,6 +284,7 @@ class QueryParser {
     /** A system search without `_type`: only parameters common to every resource apply. */
     private readonly allTypes: boolean,
     private readonly terminology?: TerminologyPort,
+    private readonly serverBase?: string,
   ) {}
 
   /** What cannot be applied: 400, or under lenient handling a warning (the condition is then left out). */
@@ -523,14 +530,17 @@ class QueryParser {
     const noHistory = raw.split('/_history/')[0];
     if (/^[a-z][a-z0-9+.-]*:/i.test(noHistory)) {
       // absolute: the URL as stored, and `Type/id` (our own base is stripped at write time only for relative refs)
+      // unless the URL is under another server's base: Patient/5 there is not Patient/5 here.
       const tail = /([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(noHistory);
-      return tail ? [noHistory, `${tail[1]}/${tail[2]}`] : [noHistory];
+      const elsewhere =
+        this.serverBase !== undefined && tail !== null && noHistory !== `${this.serverBase}/${tail[0]}`;
+      return tail && !elsewhere ? [noHistory, `${tail[1]}/${tail[2]}`] : [noHistory];
     }
     const typed = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(noHistory);
     if (typed) {
       if (referenceType && typed[1] !== referenceType)
         throw fhirError('search-param-invalid', `'${truncate(raw)}' is not a ${referenceType} reference`);
-      return [noHistory];
+      return this.withOwnBase([noHistory]);
     }
     if (!/^[A-Za-z0-9\-.]{1,64}$/.test(noHistory))
       throw fhirError(
@@ -542,7 +552,17 @@ class QueryParser {
       : def.target.length > 0
         ? def.target
         : searchDefinitions().resourceTypes;
-    return targets.map((t) => `${t}/${noHistory}`);
+    return this.withOwnBase(targets.map((t) => `${t}/${noHistory}`));
+  }
+
+  /**
+   * Relative `Type/id` forms and, when this server's base is known, the same under it: a reference stored as an
+   * absolute URL under this server's base is kept as written, and "a relative reference resolving to the same
+   * value as a specified absolute URL, or vice versa, qualifies as a match" (search.html#reference).
+   */
+  private withOwnBase(relative: string[]): string[] {
+    const base = this.serverBase;
+    return base === undefined ? relative : [...relative, ...relative.map((r) => `${base}/${r}`)];
   }
 
   private chainFilter(
@@ -689,6 +709,7 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
     options.lenient === true && options.strict !== true,
     !options.resourceType && !query._type,
     options.terminology,
+    options.serverBase?.replace(/\/+$/, ''),
   );
   const defs = searchDefinitions();
   const names = Object.keys(query);
