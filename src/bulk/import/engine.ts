@@ -432,7 +432,8 @@ class ImportRun {
         return;
       }
       const start = performance.now();
-      const result = context.validator.validate(plain, WRITE_VALIDATION);
+      // The plain validator, not the timed one: the write reports its verdict (sink.validated) once, not twice.
+      const result = (this.options.context ?? context).validator.validate(plain, WRITE_VALIDATION);
       this.timings.validate += performance.now() - start;
       keep(target, validationDigest(JSON.stringify(plain), WRITE_VALIDATION), result, position);
       if (pending.length >= 2_000) flush();
