@@ -362,34 +362,32 @@ export class PostgresResourceStore implements ResourceStore {
   }
 
   vreadMany(keys: readonly VersionKey[]): Promise<(StoredVersion | undefined)[]> {
-    if (keys.length === 0) return Promise.resolve([]);
-    return this.onConnection(async (q) => {
-      // One round trip for all keys, as anchorStates.
-      const { rows } = await q.query<VersionRow & { ord: string | number }>(this.sql.vreadMany, [
-        keys.map((k) => k.resourceType),
-        keys.map((k) => k.id),
-        keys.map((k) => k.versionId),
-      ]);
-      const versions = new Array<StoredVersion | undefined>(keys.length).fill(undefined);
-      for (const row of rows) versions[Number(row.ord) - 1] = toStoredVersion(row);
-      return versions;
-    });
+    return this.byVersionKeys<VersionRow, StoredVersion>(this.sql.vreadMany, keys, toStoredVersion);
   }
 
   anchorStates(keys: readonly VersionKey[]): Promise<(AnchorState | undefined)[]> {
+    return this.byVersionKeys<AnchorRow, AnchorState>(this.sql.anchorStates, keys, toAnchorState);
+  }
+
+  /**
+   * One query for many version keys (vreadMany, anchorStates): their columns as arrays, each row numbered by its
+   * key's position (`ord`, from 1); a key without a row answers undefined in its place.
+   */
+  private byVersionKeys<Row extends pg.QueryResultRow, T>(
+    sql: string,
+    keys: readonly VersionKey[],
+    toValue: (row: Row) => T,
+  ): Promise<(T | undefined)[]> {
     if (keys.length === 0) return Promise.resolve([]);
     return this.onConnection(async (q) => {
-      // One query for all keys: their columns as arrays, each row numbered by its key's position.
-      const { rows } = await q.query<AnchorRow & { ord: string | number }>(this.sql.anchorStates, [
+      const { rows } = await q.query<Row & { ord: string | number }>(sql, [
         keys.map((k) => k.resourceType),
         keys.map((k) => k.id),
         keys.map((k) => k.versionId),
       ]);
-      const states: (AnchorState | undefined)[] = new Array<AnchorState | undefined>(keys.length).fill(
-        undefined,
-      );
-      for (const row of rows) states[Number(row.ord) - 1] = toAnchorState(row);
-      return states;
+      const values = new Array<T | undefined>(keys.length).fill(undefined);
+      for (const row of rows) values[Number(row.ord) - 1] = toValue(row);
+      return values;
     });
   }
 
