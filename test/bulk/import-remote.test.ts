@@ -114,16 +114,8 @@ describe('hie-ledger import --url (a running service)', () => {
     const journal = path.join(root, 'journal.sqlite');
     const errors = path.join(root, 'errors.ndjson');
     const common = ['--url', base, '--id', 'importer', '--key', key, '--no-progress'];
-    const first = await exitOf([
-      'import',
-      SYNTHEA_FILE,
-      ndjson,
-      ...common,
-      '--journal',
-      journal,
-      '--errors',
-      errors,
-    ]);
+    const command = ['import', SYNTHEA_FILE, ndjson, ...common, '--journal', journal, '--errors', errors];
+    const first = await exitOf(command);
     expect(first.code, first.output + readFileSync(errors, 'utf8').slice(0, 1500)).toBe(1);
     expect(first.output, readFileSync(errors, 'utf8').slice(0, 1500)).toMatch(/^total +\d+ +0 +1$/m);
 
@@ -151,16 +143,7 @@ describe('hie-ledger import --url (a running service)', () => {
     expect((await read(subject)).status).toBe(200);
 
     // The same command again resumes its journal: everything done, nothing processed.
-    const resumed = await exitOf([
-      'import',
-      SYNTHEA_FILE,
-      ndjson,
-      ...common,
-      '--journal',
-      journal,
-      '--errors',
-      errors,
-    ]);
+    const resumed = await exitOf(command);
     expect(resumed.output).toMatch(/^This run: 0 resources/m);
     // A new journal over the NDJSON (ids of its own): every resource found unchanged, no new version.
     // Its token is refused (401) at first: renewed with a new assertion (--id --key), and the run goes on.
