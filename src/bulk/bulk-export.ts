@@ -14,7 +14,7 @@ import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
 import { typeReadability } from '../fhir/interactions/common.js';
 import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../fhir/interactions/types.js';
-import type { ResourceStore, StoredVersion } from '../fhir/store/resource-store.js';
+import type { ResourceStore, StoredVersion, StoredVersionBytes } from '../fhir/store/resource-store.js';
 import { searchDefinitions } from '../fhir/search/definitions.js';
 import type { AccessPolicy } from '../fhir/interactions/access-policy.js';
 import {
@@ -73,7 +73,7 @@ export interface BulkExportOptions {
    * `includeAssociatedData=_integrity`: a Provenance (JSON text) per version, carrying its salt, Merkle proof and
    * ledger transaction, targeting the version's URL under `baseUrl`. Absent: the value is refused at kick-off.
    */
-  evidence?: (versions: readonly StoredVersion[], baseUrl: string) => Promise<string[]>;
+  evidence?: (versions: readonly StoredVersionBytes[], baseUrl: string) => Promise<string[]>;
   log: {
     info(obj: object | string, msg?: string): void;
     error(obj: object | string, msg?: string): void;
@@ -320,7 +320,7 @@ export class BulkExports {
         const page = await readPage(store, policy, step.type, list, state.listOffset, this.pageSize);
         files.append(
           step.type,
-          page.versions.map((v) => v.json!),
+          page.versions.map((v) => v.jsonBytes),
         );
         if (saved.request.integrity && page.versions.length > 0) {
           if (!this.options.evidence) throw new Error('no integrity evidence source wired');

@@ -14,8 +14,14 @@
 import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AccessPolicy } from '../fhir/interactions/access-policy.js';
-import type { ResourceStore, StoredVersion } from '../fhir/store/resource-store.js';
+import type {
+  ResourceStore,
+  StoredVersion,
+  StoredVersionBytes,
+  VersionKey,
+} from '../fhir/store/resource-store.js';
 import type { CompiledQuery, Filter, StoreSearchRequest } from '../fhir/store/search-query.js';
+import { withJsonBytes } from '../fhir/store/store-support.js';
 import { parseQuery } from '../fhir/query.js';
 import { parseSearch } from '../fhir/search/parse.js';
 import { indexedAs } from '../fhir/search/definitions.js';
@@ -168,10 +174,25 @@ export async function listStep(
   }
 }
 
+/** A page's versions as read: each stored text as its UTF-8 bytes (`jsonBytes`), copied to the file as it is. */
+export type ExportedVersion = StoredVersionBytes & { jsonBytes: Uint8Array };
+
+/**
+ * The page's versions in one store call (one round trip on PostgreSQL), their stored texts as bytes: the store's
+ * `vreadManyBytes` (SQLite hands over the stored bytes with no decode to a string), else vreadMany's texts encoded.
+ */
+async function versionBytes(
+  store: ResourceStore,
+  keys: readonly VersionKey[],
+): Promise<(StoredVersionBytes | undefined)[]> {
+  if (store.vreadManyBytes) return store.vreadManyBytes(keys);
+  return (await store.vreadMany(keys)).map(withJsonBytes);
+}
+
 /**
  * Phase 2 of a step, one page: the next `pageSize` entries of the work list from `offset`, each version read with
  * its body and decided again by the caller's policy now (a grant revoked since the list was made withholds it).
- * Returns the versions (with their texts) and the offset after them (equal to `offset` at the list's end).
+ * Returns the versions (with their texts as bytes) and the offset after them (equal to `offset` at the list's end).
  */
 export async function readPage(
   store: ResourceStore,
@@ -180,35 +201,52 @@ export async function readPage(
   file: string,
   offset: number,
   pageSize: number,
-): Promise<{ versions: StoredVersion[]; next: number }> {
+): Promise<{ versions: ExportedVersion[]; next: number }> {
   const fd = openSync(file, 'r');
-  let chunk: string;
+  let chunk: Buffer;
   try {
-    const buffer = Buffer.alloc(pageSize * 80);
+    // Filled by the read up to `read` bytes; only those are used.
+    const buffer = Buffer.allocUnsafe(pageSize * 80);
     const read = readSync(fd, buffer, 0, buffer.length, offset);
-    chunk = buffer.subarray(0, read).toString('utf8');
+    chunk = buffer.subarray(0, read);
   } finally {
     closeSync(fd);
   }
-  // At most pageSize complete lines (a line is at most 80 bytes: an id of 64 characters and a version).
-  const entries: string[] = [];
+  // At most pageSize complete lines (a line is at most 80 bytes: an id of 64 characters and a version). Ids and
+  // version numbers are ASCII, so byte offsets are character offsets.
+  const text = chunk.toString('latin1');
+  const keys: VersionKey[] = [];
   let end = 0;
-  while (entries.length < pageSize) {
-    const newline = chunk.indexOf('\n', end);
+  while (keys.length < pageSize) {
+    const newline = text.indexOf('\n', end);
     if (newline < 0) break;
-    entries.push(chunk.slice(end, newline));
+    const tab = text.indexOf('\t', end);
+    keys.push({
+      resourceType: type,
+      id: text.slice(end, tab),
+      versionId: Number(text.slice(tab + 1, newline)),
+    });
     end = newline + 1;
   }
-  // The page's versions in one store call (one round trip on PostgreSQL), their stored texts as they are.
-  const keys = entries.map((entry) => {
-    const tab = entry.indexOf('\t');
-    return { resourceType: type, id: entry.slice(0, tab), versionId: Number(entry.slice(tab + 1)) };
-  });
-  const versions: StoredVersion[] = [];
-  for (const version of await store.vreadMany(keys))
-    if (version && !version.deleted && version.json !== undefined && policy.canRead(version))
-      versions.push(version);
-  return { versions, next: offset + Buffer.byteLength(chunk.slice(0, end), 'utf8') };
+  const versions: ExportedVersion[] = [];
+  for (const version of await versionBytes(store, keys))
+    if (version && !version.deleted && version.jsonBytes !== undefined && policy.canRead(version))
+      versions.push(version as ExportedVersion);
+  return { versions, next: offset + end };
+}
+
+/** Lines as NDJSON bytes (each followed by a newline), in one buffer for one write. */
+function ndjsonBytes(lines: readonly (string | Uint8Array)[]): Buffer {
+  let length = 0;
+  for (const line of lines)
+    length += (typeof line === 'string' ? Buffer.byteLength(line, 'utf8') : line.length) + 1;
+  const out = Buffer.allocUnsafe(length);
+  let at = 0;
+  for (const line of lines) {
+    at += typeof line === 'string' ? out.write(line, at, 'utf8') : (out.set(line, at), line.length);
+    out[at++] = 0x0a;
+  }
+  return out;
 }
 
 /** The open NDJSON files of a running job: appended, fsync'd, and cut back to the saved lengths on resume. */
@@ -229,10 +267,13 @@ export class ExportFiles {
     return fd;
   }
 
-  /** Appends lines to the type's file (or the file `name`); made durable by `sync`. */
-  append(type: string, lines: string[], name = fileNameOf(type)): void {
+  /**
+   * Appends lines to the type's file (or the file `name`): texts, or UTF-8 bytes copied as they are (a stored
+   * resource's text); made durable by `sync`.
+   */
+  append(type: string, lines: readonly (string | Uint8Array)[], name = fileNameOf(type)): void {
     if (lines.length === 0) return;
-    const text = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
+    const text = ndjsonBytes(lines);
     const fd = this.fd(name);
     const file = (this.state.files[name] ??= { type, count: 0, bytes: 0 });
     // Written at the saved length (a+ appends; the truncation above made the end the saved length).
