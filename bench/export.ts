@@ -6,11 +6,15 @@
  *
  * Rows: the raw scan of every stored version (store.allVersions, the baseline: the fastest a full read can be) and
  * the exports (system level, Patient level), resources/s and the ratio to the baseline.
- * Environment: BENCH_BUNDLES (default 100), BENCH_PAGE (resources per page, default the service's 1000).
+ * Each export's rate is compared with the raw scan measured just before it by the same code.
+ * Environment: BENCH_BUNDLES (default 100), BENCH_PAGE (resources per page, default the service's 1000),
+ * BENCH_BEFORE (an older checkout, e.g. `git archive` of main into a temp dir with node_modules linked: its code runs
+ * the same rows on the same data, alternating with this one), BENCH_ROUNDS (default 1).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { buildApp } from '../src/app/app.js';
 import { loadConfig } from '../src/config/config.js';
 import { parseFhirJson, type FhirResource } from '../src/fhir/fhir-json.js';
@@ -20,6 +24,9 @@ import { ROOT } from './support.js';
 
 const BUNDLES = Number(process.env.BENCH_BUNDLES ?? 100);
 const PAGE = process.env.BENCH_PAGE ? Number(process.env.BENCH_PAGE) : undefined;
+/** An older checkout (its src/, run by tsx) measured on the same data in the same run: before and after a change. */
+const BEFORE = process.env.BENCH_BEFORE;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
 
 /** Every entry of the first BUNDLES Synthea bundles, `urn:uuid:` references rewritten to `Type/id`. */
 function resources(): FhirResource[] {
@@ -45,35 +52,35 @@ function resources(): FhirResource[] {
   return out;
 }
 
-async function main(): Promise<void> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-export-'));
-  const config = loadConfig(
-    { dataDir, auth: 'dev-open', validation: 'schema', logLevel: 'warn', port: 0 },
-    {},
-  );
-  const app = await buildApp(config, { bulk: { pageSize: PAGE } });
-  try {
-    const all = resources();
-    for (const resource of all)
-      await app.store.write({
-        resourceType: resource.resourceType,
-        id: resource.id as string,
-        resource,
-        method: 'PUT',
-        patients: patientCompartments(resource),
-        index: extractIndex(resource),
-      });
+type Row = { what: string; resources: number; seconds: number };
+type BuildApp = typeof buildApp;
+type LoadConfig = typeof loadConfig;
 
-    const rows: { what: string; resources: number; seconds: number }[] = [];
+/** The code measured: this checkout, or (BENCH_BEFORE) an older checkout's, on the same data directory. */
+interface Code {
+  label: string;
+  buildApp: BuildApp;
+  loadConfig: LoadConfig;
+}
+
+function configOf(code: Code, dataDir: string) {
+  return code.loadConfig({ dataDir, auth: 'dev-open', validation: 'schema', logLevel: 'warn', port: 0 }, {});
+}
+
+/** The raw scan and the exports, by `code`'s app over the data directory (each row labelled with the code). */
+async function measure(code: Code, dataDir: string): Promise<Row[]> {
+  const app = await code.buildApp(configOf(code, dataDir), { bulk: { pageSize: PAGE } });
+  const prefix = code.label ? `${code.label}: ` : '';
+  const rows: Row[] = [];
+  try {
     let started = performance.now();
     let scanned = 0;
     for await (const { version } of app.store.allVersions()) if (version.json) scanned++;
     rows.push({
-      what: 'raw scan (allVersions, baseline)',
+      what: `${prefix}raw scan (allVersions, baseline)`,
       resources: scanned,
       seconds: (performance.now() - started) / 1000,
     });
-
     for (const [what, url] of [
       ['$export (system)', '/fhir/$export'],
       ['Patient/$export', '/fhir/Patient/$export'],
@@ -87,26 +94,70 @@ async function main(): Promise<void> {
       });
       const manifest = JSON.parse(status.body) as { output: { count: number }[] };
       const count = manifest.output.reduce((sum, o) => sum + o.count, 0);
-      rows.push({ what, resources: count, seconds: (performance.now() - started) / 1000 });
+      rows.push({
+        what: `${prefix}${what}`,
+        resources: count,
+        seconds: (performance.now() - started) / 1000,
+      });
+    }
+  } finally {
+    await app.close();
+  }
+  return rows;
+}
+
+async function main(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-export-'));
+  const current: Code = { label: BEFORE ? 'now' : '', buildApp, loadConfig };
+  const codes = [current];
+  if (BEFORE) {
+    const before = (await import(pathToFileURL(join(BEFORE, 'src', 'app', 'app.ts')).href)) as {
+      buildApp: BuildApp;
+    };
+    const config = (await import(pathToFileURL(join(BEFORE, 'src', 'config', 'config.ts')).href)) as {
+      loadConfig: LoadConfig;
+    };
+    codes.unshift({ label: 'before', buildApp: before.buildApp, loadConfig: config.loadConfig });
+  }
+  try {
+    const all = resources();
+    const app = await buildApp(configOf(current, dataDir), {});
+    try {
+      for (const resource of all)
+        await app.store.write({
+          resourceType: resource.resourceType,
+          id: resource.id as string,
+          resource,
+          method: 'PUT',
+          patients: patientCompartments(resource),
+          index: extractIndex(resource),
+        });
+    } finally {
+      await app.close();
     }
 
-    const baseline = rows[0].resources / rows[0].seconds;
+    // Each code in turn, ROUNDS times (before, now, before, now ...): the machine's load drifts alike for both.
+    const rows: Row[] = [];
+    for (let round = 0; round < ROUNDS; round++)
+      for (const code of codes) rows.push(...(await measure(code, dataDir)));
+
     console.log(`\n$export of ${all.length} Synthea resources (${BUNDLES} patients), page ${PAGE ?? 1000}`);
     console.log(
       `machine: ${cpus().length} cores, load ${loadavg()
         .map((l) => l.toFixed(2))
-        .join(' ')}\n`,
+        .join(' ')}${BEFORE ? `; before: ${BEFORE}` : ''}\n`,
     );
     console.log('| what | resources | seconds | resources/s | vs baseline |');
     console.log('| ---- | --------: | ------: | ----------: | ----------: |');
+    let baseline = 1;
     for (const row of rows) {
       const rate = row.resources / row.seconds;
+      if (row.what.endsWith('raw scan (allVersions, baseline)')) baseline = rate;
       console.log(
         `| ${row.what} | ${row.resources} | ${row.seconds.toFixed(2)} | ${Math.round(rate)} | ${(rate / baseline).toFixed(2)} |`,
       );
     }
   } finally {
-    await app.close();
     if (!process.env.BENCH_KEEP) rmSync(dataDir, { recursive: true, force: true });
     else console.log(`kept ${dataDir}`);
   }

@@ -14,7 +14,7 @@ import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
 import { typeReadability } from '../fhir/interactions/common.js';
 import type { OperationRegistration } from '../fhir/interactions/fhir-registry.js';
 import type { FhirContext, FhirRequest, InteractionHandler } from '../fhir/interactions/types.js';
-import type { ResourceStore, StoredVersion } from '../fhir/store/resource-store.js';
+import type { ResourceStore, StoredVersion, StoredVersionBytes } from '../fhir/store/resource-store.js';
 import { searchDefinitions } from '../fhir/search/definitions.js';
 import type { AccessPolicy } from '../fhir/interactions/access-policy.js';
 import {
@@ -26,6 +26,7 @@ import {
 import {
   ExportFiles,
   exportSteps,
+  fileNameOf,
   listStep,
   readPage,
   workListName,
@@ -73,7 +74,7 @@ export interface BulkExportOptions {
    * `includeAssociatedData=_integrity`: a Provenance (JSON text) per version, carrying its salt, Merkle proof and
    * ledger transaction, targeting the version's URL under `baseUrl`. Absent: the value is refused at kick-off.
    */
-  evidence?: (versions: readonly StoredVersion[], baseUrl: string) => Promise<string[]>;
+  evidence?: (versions: readonly StoredVersionBytes[], baseUrl: string) => Promise<string[]>;
   log: {
     info(obj: object | string, msg?: string): void;
     error(obj: object | string, msg?: string): void;
@@ -313,34 +314,39 @@ export class BulkExports {
         const step = steps[state.step];
         const list = join(dir, workListName(state.step));
         if (!state.listed) {
-          await listStep(store, policy, saved.request, step, state.transactionTime, list);
-          state.listed = true;
+          const listed = await listStep(store, policy, saved.request, step, state.transactionTime, list);
+          // Nothing of this type to export (most types, at system level): no list, no page, no file.
+          if (listed === 0) state.step++;
+          else state.listed = true;
           state.listOffset = 0;
         }
-        const page = await readPage(store, policy, step.type, list, state.listOffset, this.pageSize);
-        files.append(
-          step.type,
-          page.versions.map((v) => v.json!),
-        );
-        if (saved.request.integrity && page.versions.length > 0) {
-          if (!this.options.evidence) throw new Error('no integrity evidence source wired');
-          const provenances = await this.options.evidence(page.versions, saved.request.baseUrl);
-          files.append('Provenance', provenances, INTEGRITY_FILE);
-        }
-        state.exported += page.versions.length;
-        unsaved += page.versions.length;
-        const stepDone = page.next === state.listOffset;
-        state.listOffset = page.next;
-        if (stepDone) {
-          state.step++;
-          state.listed = false;
-          state.listOffset = 0;
-          rmSync(list, { force: true });
+        if (state.listed) {
+          const page = await readPage(store, policy, step.type, list, state.listOffset, this.pageSize);
+          files.append(
+            step.type,
+            page.versions.map((v) => v.jsonBytes),
+          );
+          if (saved.request.integrity && page.versions.length > 0) {
+            if (!this.options.evidence) throw new Error('no integrity evidence source wired');
+            const provenances = await this.options.evidence(page.versions, saved.request.baseUrl);
+            files.append('Provenance', provenances, INTEGRITY_FILE);
+          }
+          state.exported += page.versions.length;
+          unsaved += page.versions.length;
+          const stepDone = page.done || page.next === state.listOffset;
+          state.listOffset = page.next;
+          if (stepDone) {
+            state.step++;
+            state.listed = false;
+            state.listOffset = 0;
+            rmSync(list, { force: true });
+            files.settle(fileNameOf(step.type)); // its fsync runs while the next type is listed
+          }
         }
         // Progress is saved every saveEvery resources (and at the end): fsync'd files, then the state. What a
         // restart finds unsaved is done again (its bytes cut), so a save per page would only cost fsyncs.
         if (unsaved >= this.saveEvery || state.step === steps.length) {
-          files.sync();
+          await files.sync();
           if (state.listed) ExportFiles.syncFile(join(dir, workListName(state.step)));
           if (!jobs.saveState(id, 'running', JSON.stringify(state))) return; // cancelled
           unsaved = 0;
@@ -366,7 +372,7 @@ export class BulkExports {
         this.options.retentionMs,
       );
     } finally {
-      files?.close();
+      await files?.close();
     }
   }
 

@@ -16,6 +16,7 @@ import { consentToGrants, isInertConsent, isPrivacyConsent, type ConsentGrants }
 import { FhirError, fhirError } from '../fhir/outcome.js';
 import type { ResourceStore, StoredVersion, WriteRequest } from '../fhir/store/resource-store.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
+import { withJsonBytes } from '../fhir/store/store-support.js';
 import type { SharedRevocations } from './shared-revocations.js';
 
 type ConsentActor = NonNullable<WriteRequest['actor']>;
@@ -69,6 +70,12 @@ class ConsentLedgerStore implements ResourceStore {
   }
   vreadMany(keys: Parameters<ResourceStore['vreadMany']>[0]) {
     return this.inner.vreadMany(keys);
+  }
+  vreadManyBytes(keys: Parameters<ResourceStore['vreadMany']>[0]) {
+    // The inner store's bytes when it has them; else its texts, encoded (so a wrapped adapter without it still works).
+    return this.inner.vreadManyBytes
+      ? this.inner.vreadManyBytes(keys)
+      : this.inner.vreadMany(keys).then((versions) => versions.map(withJsonBytes));
   }
   anchorStates(keys: Parameters<ResourceStore['anchorStates']>[0]) {
     return this.inner.anchorStates(keys);

@@ -9,7 +9,13 @@ import { actor, privacyConsent, startHarness, type Harness } from '../access/app
 
 const code = { coding: [{ system: 'http://loinc.org', code: '2339-0' }] };
 const record = (patient: string) => [
-  { resourceType: 'Patient', id: patient, gender: 'female' },
+  // Text outside ASCII: the export copies the stored bytes, which must stay the text a read returns.
+  {
+    resourceType: 'Patient',
+    id: patient,
+    gender: 'female',
+    name: [{ family: 'Zoë', given: ['Ångström 😀'] }],
+  },
   { resourceType: 'Condition', id: `cond-${patient}`, subject: { reference: `Patient/${patient}` }, code },
   ...[1, 2].map((n) => ({
     resourceType: 'Observation',
@@ -114,6 +120,41 @@ describe('$export exports exactly what the caller may read', () => {
     // Nothing in what it got names p2 or counts its records.
     expect(JSON.stringify(granted.manifest)).not.toContain('p2');
     for (const lines of granted.lines.values()) for (const line of lines) expect(line).not.toContain('p2');
+  });
+
+  it('each line is the stored text byte for byte, as a read returns it to that caller; the ungranted patient gives nothing', async () => {
+    const callers: [string, Record<string, string>][] = [
+      ['sysA', {}],
+      ['drB', {}],
+      ['admin', { 'x-access-reason': 'export byte copy check' }],
+    ];
+    for (const [caller, headers] of callers) {
+      const { lines } = await exportAs(caller, '/$export?_type=Patient,Observation,Condition', headers);
+      const exported = [...lines.values()].flat();
+      expect(exported.length).toBe(caller === 'drB' ? 4 : 8);
+      for (const line of exported) {
+        const resource = JSON.parse(line);
+        // What the export wrote before it copied bytes: vreadMany's text of the version, as a string.
+        const [stored] = await h.app.store.vreadMany([
+          {
+            resourceType: resource.resourceType,
+            id: resource.id,
+            versionId: Number(resource.meta.versionId),
+          },
+        ]);
+        expect(line).toBe(stored!.json);
+        const read = await h.request(
+          tokens[caller],
+          'GET',
+          `/${resource.resourceType}/${resource.id}`,
+          undefined,
+          headers,
+        );
+        expect(read.status).toBe(200);
+        expect(read.text).toBe(line);
+      }
+      if (caller === 'drB') for (const line of exported) expect(line).not.toContain('p2');
+    }
   });
 
   it('Patient level and Group level are limited to the patients, as the caller may read them', async () => {

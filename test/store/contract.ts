@@ -197,6 +197,48 @@ export function describeResourceStoreContract(name: string, makeStore: () => Pro
         expect(await store.transaction((tx) => tx.vreadMany(keys))).toEqual(one);
       });
 
+      it('vreadManyBytes answers as vreadMany, each stored text as its exact UTF-8 bytes', async () => {
+        // Decimals as written and text outside ASCII: the bytes are the stored text's, not a re-serialisation.
+        await store.write({
+          resourceType: 'Observation',
+          id: 'b1',
+          method: 'PUT',
+          resource: parseFhirJson(
+            '{"resourceType":"Observation","status":"final","valueQuantity":{"value":1.50,"unit":"mg"},' +
+              '"note":[{"text":"Zoë 😀 ≥ 2"}],"subject":{"reference":"Patient/pb"}}',
+          ),
+          patients: ['Patient/pb'],
+          custodian: 'Organization/org-a',
+        });
+        await store.write({ resourceType: 'Observation', id: 'b1', method: 'DELETE' });
+        await store.write(patient('b2', { gender: 'other' }));
+        const keys = [
+          { resourceType: 'Observation', id: 'b1', versionId: 1 },
+          { resourceType: 'Patient', id: 'absent', versionId: 1 },
+          { resourceType: 'Observation', id: 'b1', versionId: 2 },
+          { resourceType: 'Patient', id: 'b2', versionId: 1 },
+          { resourceType: 'Observation', id: 'b1', versionId: 1 },
+        ];
+        const texts = await store.vreadMany(keys);
+        expect(texts[0]!.json).toContain('"value":1.50');
+        const bytes = await store.vreadManyBytes!(keys);
+        expect(bytes).toHaveLength(keys.length);
+        for (let i = 0; i < keys.length; i++) {
+          const text = texts[i];
+          if (!text) {
+            expect(bytes[i]).toBeUndefined();
+            continue;
+          }
+          const { json, ...meta } = text;
+          const { jsonBytes, ...bytesMeta } = bytes[i]!;
+          expect(bytesMeta).toEqual(meta);
+          if (json === undefined) expect(jsonBytes).toBeUndefined();
+          else expect(Buffer.from(jsonBytes!).equals(Buffer.from(json, 'utf8'))).toBe(true);
+        }
+        expect(bytes[2]!.deleted).toBe(true);
+        expect(await store.vreadManyBytes!([])).toEqual([]);
+      });
+
       it('keeps resources of different types with the same id apart', async () => {
         await store.write(patient('x'));
         await store.write(patient('x'));

@@ -104,6 +104,57 @@ describe.skipIf(skip !== undefined)(
       }
     });
 
+    it('$export on the database: each line the stored text (decimals as written, text outside ASCII), as a read returns it', async () => {
+      const booted = await bootApp({
+        auth: 'dev-open',
+        logLevel: 'warn',
+        validation: 'schema',
+        store: 'postgres',
+        databaseUrl: withSchema(freshSchema()),
+        anchoring: 'off',
+      });
+      try {
+        const texts = [
+          '{"resourceType":"Patient","id":"pe","gender":"female","name":[{"family":"Zoë","given":["Ångström 😀"]}]}',
+          '{"resourceType":"Observation","id":"oe","status":"final","code":{"text":"weight ≥ 1"},' +
+            '"subject":{"reference":"Patient/pe"},"valueQuantity":{"value":1.50,"unit":"kg"}}',
+        ];
+        for (const text of texts) {
+          const { resourceType, id } = JSON.parse(text) as { resourceType: string; id: string };
+          await send(booted.app, { method: 'PUT', url: `/fhir/${resourceType}/${id}`, body: text }, 201);
+        }
+        const kick = await send(
+          booted.app,
+          {
+            method: 'GET',
+            url: '/fhir/$export?_type=Patient,Observation',
+            headers: { prefer: 'respond-async' },
+          },
+          202,
+        );
+        await booted.app.bulk!.exports.settled();
+        const status = new URL(kick.headers['content-location'] as string).pathname;
+        const manifest = JSON.parse((await send(booted.app, { method: 'GET', url: status }, 200)).body) as {
+          output: { type: string; url: string; count: number }[];
+        };
+        expect(manifest.output.map((o) => [o.type, o.count]).sort()).toEqual([
+          ['Observation', 1],
+          ['Patient', 1],
+        ]);
+        for (const output of manifest.output) {
+          const file = await send(booted.app, { method: 'GET', url: new URL(output.url).pathname }, 200);
+          const [line] = file.body.split('\n');
+          const { resourceType, id } = JSON.parse(line!) as { resourceType: string; id: string };
+          const read = await send(booted.app, { method: 'GET', url: `/fhir/${resourceType}/${id}` }, 200);
+          expect(line).toBe(read.body);
+          if (resourceType === 'Observation') expect(line).toContain('"value":1.50');
+          else expect(line).toContain('Ångström 😀');
+        }
+      } finally {
+        await booted.stop();
+      }
+    });
+
     it('hie-ledger migrate applies the migrations once, also when run twice at once, and says so', async () => {
       const databaseUrl = withSchema(freshSchema());
       const runs = [sink(), sink(), sink()];

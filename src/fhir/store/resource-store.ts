@@ -38,6 +38,15 @@ export interface StoredVersion extends VersionKey {
   method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 }
 
+/**
+ * A version as `vreadManyBytes` gives it: its stored text as UTF-8 bytes (`jsonBytes`, absent when deleted) instead
+ * of a string, for a caller that copies the text as it is (a `$export` file line): no decode to a string and encode
+ * back per version.
+ */
+export interface StoredVersionBytes extends Omit<StoredVersion, 'json'> {
+  jsonBytes?: Uint8Array;
+}
+
 /** A search index row extracted at write time (src/fhir/search/ computes them). */
 export interface IndexEntry {
   /** Search parameter code, e.g. `subject`, `code`, `_lastUpdated`. */
@@ -181,6 +190,11 @@ export interface ResourceStore {
    * no such version. The stored texts as they are (no parse).
    */
   vreadMany(keys: readonly VersionKey[]): Promise<(StoredVersion | undefined)[]>;
+  /**
+   * vreadMany with each stored text as its UTF-8 bytes (exactly the bytes of vreadMany's `json`, however the adapter
+   * keeps them on disk): `$export` appends them to its files as they are. Absent: callers encode vreadMany's texts.
+   */
+  vreadManyBytes?(keys: readonly VersionKey[]): Promise<(StoredVersionBytes | undefined)[]>;
   /**
    * Store a new version. A DELETE of a resource that never existed throws a 404 FhirError (notFound); a DELETE of
    * a resource whose current version is already a deletion stores nothing and returns that deletion (FHIR: deleting

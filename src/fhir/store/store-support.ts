@@ -11,6 +11,7 @@ import type {
   AnchorState,
   PendingAnchor,
   StoredVersion,
+  StoredVersionBytes,
   WriteRequest,
 } from './resource-store.js';
 
@@ -55,6 +56,33 @@ export const CHUNK = 500;
 /** ISO instants outside years 0000-9999 do not sort as text; clamp query bounds into that range. */
 export const MIN_INSTANT = '0000-01-01T00:00:00.000Z';
 export const MAX_INSTANT = '9999-12-31T23:59:59.999Z';
+
+/**
+ * A version row whose text was selected as bytes (SQLite: `CAST(json AS BLOB)`, no UTF-8 decode), for vreadManyBytes.
+ */
+export function toStoredVersionBytes(
+  row: Omit<VersionRow, 'json'> & { json: Uint8Array | null },
+): StoredVersionBytes {
+  const version: StoredVersionBytes = {
+    resourceType: row.resource_type,
+    id: row.id,
+    versionId: row.version_id,
+    lastUpdated: row.last_updated,
+    deleted: row.deleted === true || row.deleted === 1,
+    method: row.method,
+  };
+  if (row.json !== null) version.jsonBytes = row.json;
+  if (row.custodian !== null) version.custodian = row.custodian;
+  if (row.patients !== null) version.patients = JSON.parse(row.patients) as string[];
+  return version;
+}
+
+/** vreadMany's versions as vreadManyBytes gives them (adapters that keep text as text: one encode each). */
+export function withJsonBytes(version: StoredVersion | undefined): StoredVersionBytes | undefined {
+  if (!version) return undefined;
+  const { json, ...rest } = version;
+  return json === undefined ? rest : { ...rest, jsonBytes: Buffer.from(json, 'utf8') };
+}
 
 export function toStoredVersion(row: VersionRow): StoredVersion {
   const version: StoredVersion = {

@@ -20,6 +20,7 @@ import type {
   PendingAnchor,
   ResourceStore,
   StoredVersion,
+  StoredVersionBytes,
   VersionKey,
   WriteRequest,
 } from '../resource-store.js';
@@ -31,6 +32,7 @@ import {
   instantBound,
   planWrite,
   type HistoryCursor,
+  withJsonBytes,
 } from '../store-support.js';
 
 /** An anchor as kept: its pending form, then its batch reference, or erased (no salt). */
@@ -103,6 +105,10 @@ export class MemoryResourceStore implements ResourceStore {
 
   vreadMany(keys: readonly VersionKey[]): Promise<(StoredVersion | undefined)[]> {
     return this.guard(() => keys.map((k) => this.vreadNow(k.resourceType, k.id, k.versionId)));
+  }
+
+  async vreadManyBytes(keys: readonly VersionKey[]): Promise<(StoredVersionBytes | undefined)[]> {
+    return (await this.vreadMany(keys)).map(withJsonBytes);
   }
 
   write(request: WriteRequest): Promise<StoredVersion> {

@@ -26,6 +26,7 @@ import type {
   PendingAnchor,
   ResourceStore,
   StoredVersion,
+  StoredVersionBytes,
   VersionKey,
   WriteRequest,
 } from '../resource-store.js';
@@ -40,6 +41,7 @@ import {
   planWrite,
   toAnchorState,
   toStoredVersion,
+  toStoredVersionBytes,
   VERSION_COLUMNS,
   type AnchorRow,
   type HistoryCursor,
@@ -179,6 +181,7 @@ interface Statements {
   markAnchored: Statement;
   anchorState: Statement;
   anchorStates: Statement;
+  vreadManyBytes: Statement;
   allVersionsChunk: Statement;
   eraseSalts: Statement;
   indexEntries: Statement;
@@ -575,6 +578,20 @@ export class SqliteResourceStore implements ResourceStore {
   vreadMany(keys: readonly VersionKey[]): Promise<(StoredVersion | undefined)[]> {
     // One synchronous pass over the prepared statement (no promise per version).
     return this.guard(() => keys.map((k) => this.vreadNow(k.resourceType, k.id, k.versionId)));
+  }
+
+  vreadManyBytes(keys: readonly VersionKey[]): Promise<(StoredVersionBytes | undefined)[]> {
+    // One query for all keys (as anchorStates), the text selected as a BLOB: better-sqlite3 hands over its bytes
+    // as a Buffer, with no UTF-8 decode into a string (and no encode back by the caller).
+    return this.guard(() => {
+      const versions = new Array<StoredVersionBytes | undefined>(keys.length).fill(undefined);
+      if (keys.length === 0) return versions;
+      const rows = this.statements().vreadManyBytes.all(
+        JSON.stringify(keys.map((k) => [k.resourceType, k.id, k.versionId])),
+      ) as (Omit<VersionRow, 'json'> & { json: Buffer | null; ord: number })[];
+      for (const row of rows) versions[row.ord] = toStoredVersionBytes(row);
+      return versions;
+    });
   }
 
   anchorStates(keys: readonly VersionKey[]): Promise<(AnchorState | undefined)[]> {
@@ -1022,6 +1039,7 @@ export class SqliteResourceStore implements ResourceStore {
       read: (type, id) => now(() => this.guard(() => this.readNow(type, id))),
       vread: (type, id, vid) => now(() => this.guard(() => this.vreadNow(type, id, vid))),
       vreadMany: (keys) => now(() => this.vreadMany(keys)),
+      vreadManyBytes: (keys) => now(() => this.vreadManyBytes(keys)),
       write: (request) => now(() => this.guard(() => this.writeInTransaction(request))),
       history: (query) => now(() => this.history(query)),
       search: (request) => now(() => this.search(request)),
@@ -1135,6 +1153,12 @@ export class SqliteResourceStore implements ResourceStore {
         `SELECT k.key AS ord, ${ANCHOR_COLUMNS} FROM json_each(?) k ` +
           'JOIN resource_version v ON v.resource_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.version_id = k.value ->> 2 ' +
           'JOIN anchor a ON a.seq = v.seq',
+      ),
+      vreadManyBytes: db.prepare(
+        `SELECT k.key AS ord, ${VERSION_COLUMNS.split(', ')
+          .map((c) => (c === 'json' ? 'CAST(v.json AS BLOB) AS json' : `v.${c}`))
+          .join(', ')} FROM json_each(?) k ` +
+          'JOIN resource_version v ON v.resource_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.version_id = k.value ->> 2',
       ),
       allVersionsChunk: db.prepare(
         `SELECT ${VERSION_COLUMNS.split(', ')
