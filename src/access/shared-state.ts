@@ -7,6 +7,8 @@
  */
 import type pg from 'pg';
 import { PostgresSharedRevocations } from '../consent/shared-revocations.js';
+import type { IdentityProvider } from '../ledger/identity/identity-provider.js';
+import { PostgresParticipants } from './postgres-participants.js';
 
 export type ReplayVerdict = 'fresh' | 'replayed' | 'full';
 
@@ -39,6 +41,14 @@ export class PostgresSharedState {
   /** The pending consent revocations every replica enforces (src/consent/shared-revocations.ts). */
   revocations(log?: { warn(obj: object, msg: string): void }): PostgresSharedRevocations {
     return new PostgresSharedRevocations(this.pool, this.schema, log);
+  }
+
+  /** The participants, in the database (migration 12), followed as other replicas and the CLI change them. */
+  participants(
+    identity: IdentityProvider,
+    log?: { warn(obj: object, msg: string): void },
+  ): Promise<PostgresParticipants> {
+    return PostgresParticipants.open({ pool: this.pool, schema: this.schema, identity, log });
   }
 
   /** The replay guard of one kind of assertion (`namespace`: the participants' or the members'). */

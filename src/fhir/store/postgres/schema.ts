@@ -325,4 +325,25 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       CREATE INDEX ts_parent_down ON ${S}.ts_parent (system, parent, code);
     `,
   },
+  {
+    version: 12,
+    description: 'participants (hie-ledger participant), shared by the replicas',
+    sql: (S) => `
+      -- As DATA/identity/participants.sqlite's participants table (src/access/participants.ts): who may get a token.
+      -- Client ids and pseudonyms only; certificates are public. Status changes are notified to every replica
+      -- (src/access/postgres-participants.ts).
+      CREATE TABLE ${S}.participant (
+        client_id    text COLLATE "C" PRIMARY KEY,
+        pseudonym    text COLLATE "C" NOT NULL UNIQUE,
+        role         text NOT NULL,
+        resource     text,
+        organization text,
+        status       text NOT NULL CHECK (status IN ('registered', 'enrolled', 'revoked')),
+        serial       text,
+        certificate  text,
+        created_at   text NOT NULL,
+        revoked_at   text
+      );
+    `,
+  },
 ];
