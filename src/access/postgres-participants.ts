@@ -16,7 +16,7 @@ import type { IdentityEnrollment, IdentityProvider } from '../ledger/identity/id
 import type { EcKeyType } from '../ledger/identity/embedded-ca.js';
 import type { ClientRecord } from './tokens.js';
 import type { ParticipantRole } from './scopes.js';
-import { listenOnChannel, type ChannelLog } from './pg-channel.js';
+import { listenOnChannel, type ChannelLog } from '../platform/pg-channel.js';
 import {
   certificatePublicKey,
   checkEnrollable,

@@ -18,8 +18,8 @@ import { withConsentLedger } from '../consent/consent-store.js';
 import { cursorKeyOf } from '../fhir/interactions/cursor-seal.js';
 import type { AccessPolicy, Caller } from '../fhir/interactions/access-policy.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
-import { ConsentService, type AccessEntry } from '../consent/consent-service.js';
-import { NetworkIds } from '../consent/network-ids.js';
+import { ConsentService, type AccessEntry, type PseudonymResolver } from '../consent/consent-service.js';
+import { NetworkIds, type NetworkIdIndex } from '../consent/network-ids.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
@@ -73,7 +73,7 @@ export interface AccessSetup {
   tokens: TokenService;
   consent?: ConsentService;
   /** The home's network patient ids (with the consent service; the exchange's patient links read them). */
-  networkIds?: NetworkIds;
+  networkIds?: NetworkIdIndex;
   control: AccessControl;
   audit: AuditRecorder;
   /** Adds the token endpoint, the SMART configuration and the authentication and audit hooks. */
@@ -122,12 +122,14 @@ export function patientCompartmentTypes(): Set<string> {
 /** What setupAccess opens, in its order; the phases below pass it on. */
 interface AccessParts {
   participants: ParticipantRegistry;
-  /** The pseudonyms of FHIR references for the ledger (the data directory's `identity/participants.sqlite`). */
+  /** The data directory's `identity/participants.sqlite` (its pseudonyms of FHIR references without PostgreSQL). */
   pseudonyms: ParticipantDirectory;
+  /** The pseudonyms of FHIR references consent uses: `pseudonyms`, or the database's (closed with the rest). */
+  resolver?: PseudonymResolver & { close(): void | Promise<void> };
   tokens: TokenService;
   consent?: ConsentService;
   /** The network patient ids and grant index behind consent (closed with it). */
-  networkIds?: NetworkIds;
+  networkIds?: NetworkIdIndex;
   /** The store every FhirContext must use (Consent writes drive the ledger's grants). */
   store: ResourceStore;
   control: AccessControl;
@@ -168,7 +170,7 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
     replay: options.shared?.replayGuard('participant'),
   });
   const sharedRevocations = options.shared?.revocations(options.log);
-  const { consent, networkIds } = await openConsent(options, pseudonyms, sharedRevocations);
+  const { consent, networkIds, resolver } = await openConsent(options, pseudonyms, sharedRevocations);
   const store = consent
     ? withConsentLedger(options.store, { consent, sharedRevocations, log: options.log })
     : options.store;
@@ -186,7 +188,7 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
     flushMs: options.auditFlushMs,
     log: options.log,
   });
-  return { participants, pseudonyms, tokens, consent, networkIds, store, control, audit };
+  return { participants, pseudonyms, resolver, tokens, consent, networkIds, store, control, audit };
 }
 
 /** The consent service on the ledger; none without a ledger. */
@@ -194,22 +196,40 @@ async function openConsent(
   options: AccessSetupOptions,
   pseudonyms: ParticipantDirectory,
   sharedRevocations: SharedRevocations | undefined,
-): Promise<{ consent?: ConsentService; networkIds?: NetworkIds }> {
+): Promise<{
+  consent?: ConsentService;
+  networkIds?: NetworkIdIndex;
+  resolver?: PseudonymResolver & { close(): void | Promise<void> };
+}> {
   if (!options.ledger) return {};
-  // Network patient ids and the grant index: what links this home's ledger records to its patients.
-  const networkIds = new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'));
-  const consent = await ConsentService.open({
-    ledger: options.ledger,
-    pseudonyms,
-    networkIds,
-    checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
-    // Durable local denies: a revocation in force before the ledger has it, across restarts (and, shared, at
-    // every replica).
-    revocationsFile: join(options.dataDir, 'consent-revocations.json'),
-    sharedRevocations,
-    log: options.log,
-  });
-  return { consent, networkIds };
+  // Network patient ids and the grant index: what links this home's ledger records to its patients. With
+  // PostgreSQL they and the pseudonyms are the database's, so every replica enforces every grant.
+  const shared = options.shared;
+  const networkIds: NetworkIdIndex = shared
+    ? await shared.networkIds(options.log)
+    : new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'));
+  const resolver = shared ? await shared.pseudonyms(options.log) : pseudonyms;
+  let consent: ConsentService;
+  try {
+    consent = await ConsentService.open({
+      ledger: options.ledger,
+      pseudonyms: resolver,
+      networkIds,
+      checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
+      // Durable local denies: a revocation in force before the ledger has it, across restarts (and, shared, at
+      // every replica).
+      revocationsFile: join(options.dataDir, 'consent-revocations.json'),
+      sharedRevocations,
+      // Replicas: every one knows the home MSP from the start (one that has committed no grant yet would otherwise
+      // ignore the events of the others' grants until the home MSP they note reaches it).
+      mspId: shared ? (options.ledgerMspId ?? options.mspId) : undefined,
+      log: options.log,
+    });
+  } catch (err) {
+    if (shared) await Promise.all([networkIds.close(), resolver.close()]);
+    throw err;
+  }
+  return { consent, networkIds, resolver };
 }
 
 /** `$access-log`: the ledger's access records of one patient, as Parameters. */
@@ -323,7 +343,7 @@ function installAuditHooks(fastify: FastifyInstance, audit: AuditRecorder, prefi
 
 export async function setupAccess(options: AccessSetupOptions): Promise<AccessSetup> {
   checkAuthMode(options);
-  const { participants, pseudonyms, tokens, consent, networkIds, store, control, audit } =
+  const { participants, pseudonyms, resolver, tokens, consent, networkIds, store, control, audit } =
     await openAccessParts(options);
   const publicOnly = new PublicOnlyAccess();
   const prefix = options.fhirPrefix;
@@ -383,7 +403,8 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     async close() {
       await audit.close();
       await consent?.close();
-      networkIds?.close();
+      await networkIds?.close();
+      if (resolver !== undefined && resolver !== pseudonyms) await resolver.close();
       if (participants !== pseudonyms) await participants.close();
       pseudonyms.close();
     },

@@ -12,7 +12,7 @@ import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/reso
 import type { BatchJournal } from '../integrity/anchor-journal.js';
 import { CachedBatchSource } from '../integrity/verification.js';
 import type { Ledger } from '../ledger/ledger.js';
-import type { NetworkIds } from '../consent/network-ids.js';
+import type { NetworkIdIndex } from '../consent/network-ids.js';
 import type { PatientLinks } from './patient-links.js';
 import type { ParticipantRegistry } from '../access/participants.js';
 import { networkLocateOperation } from './network-locate.js';
@@ -121,7 +121,7 @@ export interface ExchangeDeps {
   /** Grants and access records on the ledger; absent without a ledger (then no network operation opens anything). */
   consent?: ConsentService;
   /** The home's network patient ids (with the consent service). */
-  networkIds?: NetworkIds;
+  networkIds?: NetworkIdIndex;
   patientLinks: PatientLinks;
   /** This service's participants (a pushed document's recipient, by pseudonym); absent: not looked up. */
   participants?: Pick<ParticipantRegistry, 'byPseudonym'>;

@@ -1,17 +1,23 @@
 /**
- * What replicas on one PostgreSQL database share of access (docs/replicas.md): a participant enrolled once with
+ * What replicas on one PostgreSQL database share of access (docs/replicas.md), two app instances on one database and
+ * one ledger (the embedded ledger, shared in process as a network ledger would be): a participant enrolled once with
  * `hie-ledger participant enroll --store postgres` (here with replica A's data directory, beside the running
  * replicas) gets a token at replica B and reads there; revoked by the CLI, replica B refuses its token from the
- * notification on. Needs a server: HIE_TEST_POSTGRES_URL.
+ * notification on. A patient's grant made at A is enforced at B, and revoked through B at both. Needs a server:
+ * HIE_TEST_POSTGRES_URL.
  */
 import { createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { SignJWT } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerParticipantCommand } from '../../src/commands/participant.js';
+import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
+import type { Ledger } from '../../src/ledger/ledger.js';
+import { actor, privacyConsent } from './app-harness.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { bootApp, send, type BootedApp } from '../support/app-harness.js';
 
@@ -65,6 +71,46 @@ async function until(condition: () => Promise<boolean>, what: string): Promise<v
 }
 
 const replicas: BootedApp[] = [];
+let ledgerDir: string;
+let ledger: Ledger;
+
+/** Enrols a participant with the CLI on the database (replica A's data directory for the CA); its key. */
+async function enrolled(
+  dataDir: string,
+  clientId: string,
+  role: string,
+  ...links: string[]
+): Promise<string> {
+  const out = join(dataDir, `${clientId}-out`);
+  await cli([
+    'participant',
+    'enroll',
+    ...['--store', 'postgres', '--database-url', databaseUrl, '--data-dir', dataDir],
+    ...['--role', role, '--id', clientId, '--out', out, ...links],
+  ]);
+  return readFileSync(join(out, 'key.pem'), 'utf8');
+}
+
+async function bearer(replica: BootedApp, clientId: string, key: string): Promise<string> {
+  const issued = await tokenAt(replica, clientId, key);
+  expect(issued.statusCode, issued.body).toBe(200);
+  return issued.json().access_token as string;
+}
+
+async function request(
+  replica: BootedApp,
+  token: string,
+  method: 'GET' | 'PUT' | 'POST',
+  url: string,
+  body?: unknown,
+) {
+  return send(replica.app, {
+    method,
+    url: `/fhir${url}`,
+    headers: { authorization: `Bearer ${token}` },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
 
 describe.skipIf(skip !== undefined)(
   'access shared by replicas (skipped unless HIE_TEST_POSTGRES_URL is set)',
@@ -79,11 +125,15 @@ describe.skipIf(skip !== undefined)(
         baseUrl: `${BASE}/fhir`,
         organization: 'Organization/hosp-a',
       };
-      for (let i = 0; i < 2; i++) replicas.push(await bootApp(flags, {}, 'hie-access-replica-'));
+      ledgerDir = mkdtempSync(join(tmpdir(), 'hie-access-ledger-'));
+      ledger = await openEmbeddedLedger({ dataDir: ledgerDir, mspId: 'Org1MSP' });
+      for (let i = 0; i < 2; i++) replicas.push(await bootApp(flags, { ledger }, 'hie-access-replica-'));
     });
 
     afterAll(async () => {
       for (const replica of replicas) await replica.stop();
+      await ledger?.close();
+      if (ledgerDir) rmSync(ledgerDir, { recursive: true, force: true });
       if (!POSTGRES_URL) return;
       const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 1 });
       await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
@@ -140,6 +190,54 @@ describe.skipIf(skip !== undefined)(
       await until(async () => (await readAt(b)).statusCode === 401, 'replica B refusing the revoked client');
       expect((await tokenAt(b, 'ehr-a', key)).statusCode).toBe(401);
       expect((await tokenAt(a, 'ehr-a', key)).statusCode).toBe(401);
+    });
+
+    it("a patient's grant made at one replica is enforced at the other, and revoked through it at both", async () => {
+      const [a, b] = replicas as [BootedApp, BootedApp];
+      const sysKey = await enrolled(a.dataDir, 'sys-a', 'system', '--resource', 'Organization/hosp-a');
+      const patientKey = await enrolled(a.dataDir, 'pat-g1', 'patient', '--resource', 'Patient/g1');
+      const doctorKey = await enrolled(
+        a.dataDir,
+        'dr-g',
+        'clinician',
+        ...['--resource', 'Practitioner/dr-g', '--organization', 'Organization/hosp-b'],
+      );
+      const sys = await bearer(a, 'sys-a', sysKey);
+      expect(
+        (await request(a, sys, 'PUT', '/Patient/g1', { resourceType: 'Patient', id: 'g1' })).statusCode,
+      ).toBe(201);
+      const observation = {
+        resourceType: 'Observation',
+        id: 'g1-o1',
+        status: 'final',
+        code: { text: 'x' },
+        subject: { reference: 'Patient/g1' },
+      };
+      expect((await request(a, sys, 'PUT', '/Observation/g1-o1', observation)).statusCode).toBe(201);
+      const doctorAt = { a: await bearer(a, 'dr-g', doctorKey), b: await bearer(b, 'dr-g', doctorKey) };
+      const readsAt = async (replica: 'a' | 'b') =>
+        (await request(replicas[replica === 'a' ? 0 : 1]!, doctorAt[replica], 'GET', '/Observation/g1-o1'))
+          .statusCode;
+      expect(await readsAt('b')).toBe(404);
+
+      const patientAtA = await bearer(a, 'pat-g1', patientKey);
+      const consent = privacyConsent('Patient/g1', { type: 'permit', actor: [actor('Practitioner/dr-g')] });
+      const granted = await request(a, patientAtA, 'POST', '/Consent', consent);
+      expect(granted.statusCode, granted.body).toBe(201);
+      const consentId = (granted.json() as { id: string }).id;
+      expect(await readsAt('a')).toBe(200);
+      // B learns the grant from the ledger's event and the shared grant index.
+      await until(async () => (await readsAt('b')) === 200, 'the grant enforced at replica B');
+
+      const patientAtB = await bearer(b, 'pat-g1', patientKey);
+      const withdrawn = await request(b, patientAtB, 'PUT', `/Consent/${consentId}`, {
+        ...consent,
+        id: consentId,
+        status: 'inactive',
+      });
+      expect(withdrawn.statusCode, withdrawn.body).toBe(200);
+      expect(await readsAt('b')).toBe(404);
+      await until(async () => (await readsAt('a')) === 404, 'the revocation enforced at replica A');
     });
   },
 );
