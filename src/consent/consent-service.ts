@@ -1020,10 +1020,12 @@ export class ConsentService {
     this.accessFlushing = this.accessFlushing.then(async () => {
       for (let start = 0; start < batch.length; start += MAX_ACCESS_RECORDS_PER_TX) {
         const chunk = batch.slice(start, start + MAX_ACCESS_RECORDS_PER_TX);
-        // The patients' npids, made now if this is their first record (kept with the record for a retry).
-        for (const r of chunk) r.npid ??= await this.ids.npidOf(r.patient);
-        const records = chunk.map((r) => this.blinded(r));
+        let records: Record<string, unknown>[] = [];
         try {
+          // The patients' npids, made now if this is their first record (kept with the record for a retry; a
+          // shared index that cannot be reached is retried as a ledger that is away).
+          for (const r of chunk) r.npid ??= await this.ids.npidOf(r.patient);
+          records = chunk.map((r) => this.blinded(r));
           await this.ledger.submit('consent:RecordAccess', [JSON.stringify(records)]);
         } catch (err) {
           if (err instanceof LedgerTransactionError && !err.retryable) {
