@@ -1,7 +1,7 @@
 /**
  * The contracts of the PseudonymResolver and NetworkIdIndex ports (src/consent/consent-service.ts,
  * src/consent/network-ids.ts): what one view makes, another view on the same storage (another replica) finds, and
- * two views making one value at once agree. Run on both adapters (network-ids.test.ts): the data directory's SQLite
+ * two views making one value at once agree. Run on both adapters (network-ids-adapters.test.ts): the data directory's SQLite
  * files and the PostgreSQL database.
  */
 import { afterEach, describe, expect, it } from 'vitest';

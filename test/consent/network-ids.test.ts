@@ -1,61 +1,78 @@
 /**
- * The PseudonymResolver and NetworkIdIndex contracts on both adapters: two views of one data directory's SQLite
- * files (participants.sqlite's pseudonyms, network-ids.sqlite), and two of one PostgreSQL schema (two pools, as two
- * replicas; needs HIE_TEST_POSTGRES_URL).
+ * The home's network ids and grant index (DATA/identity/network-ids.sqlite): kept across restarts, and the tags and
+ * sealed details made with them open only with the same npid and record.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
-import { ParticipantDirectory } from '../../src/access/participants.js';
-import { NetworkIds } from '../../src/consent/network-ids.js';
-import { PostgresNetworkIds, PostgresPseudonyms } from '../../src/consent/postgres-network-ids.js';
-import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
-import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
-import { describeSharedIdsContract } from './network-ids-contract.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  grantTag,
+  NetworkIds,
+  newRecordId,
+  openDetails,
+  patientTag,
+  sealDetails,
+} from '../../src/consent/network-ids.js';
 
-describeSharedIdsContract('SQLite (the data directory)', {
-  async open() {
-    const dir = mkdtempSync(join(tmpdir(), 'hie-network-ids-'));
-    const file = join(dir, 'identity', 'network-ids.sqlite');
-    const pseudonyms = [ParticipantDirectory.open(dir), ParticipantDirectory.open(dir)] as const;
-    const ids = [new NetworkIds(file), new NetworkIds(file)] as const;
-    return {
-      pseudonyms: [...pseudonyms],
-      ids: [...ids],
-      async close() {
-        for (const view of [...pseudonyms, ...ids]) view.close();
-        rmSync(dir, { recursive: true, force: true });
-      },
+describe('network ids', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hie-network-ids-'));
+  const file = join(dir, 'identity', 'network-ids.sqlite');
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('keeps npids, the grant index and the home MSP across a reopen, in a private file', () => {
+    const link = {
+      patientReference: 'Patient/p1',
+      patient: 'pseudo-p1',
+      grantee: 'pseudo-d',
+      consent: 'pseudo-c1',
     };
-  },
-});
+    const first = new NetworkIds(file);
+    const npid = first.npidOf('Patient/p1');
+    expect(Buffer.from(npid, 'base64url')).toHaveLength(32);
+    expect(first.npidOf('Patient/p2')).not.toBe(npid);
+    const grantId = first.grantIdOf(link);
+    expect(first.grantIdOf(link)).toBe(grantId); // one id per (patient, grantee, consent)
+    expect(first.grantIdOf({ ...link, consent: 'pseudo-c2' })).not.toBe(grantId);
+    expect(first.homeMsp()).toBeUndefined();
+    first.noteHomeMsp('HomeMSP');
+    first.noteHomeMsp('OtherMSP'); // the first one noted stays
+    first.close();
 
-if (postgresSkipReason('network ids on PostgreSQL') === undefined)
-  describeSharedIdsContract('PostgreSQL (migration 12)', {
-    async open() {
-      const schema = `hie_ids_${randomBytes(6).toString('hex')}`;
-      const stores = [0, 1].map(
-        () => new PostgresResourceStore({ connectionString: POSTGRES_URL!, schema, maxConnections: 3 }),
-      );
-      await stores[0]!.migrate();
-      const pseudonyms = await Promise.all(
-        stores.map((store) => PostgresPseudonyms.open({ pool: store.pool, schema })),
-      );
-      const ids = await Promise.all(
-        stores.map((store) => PostgresNetworkIds.open({ pool: store.pool, schema })),
-      );
-      return {
-        pseudonyms: [pseudonyms[0]!, pseudonyms[1]!],
-        ids: [ids[0]!, ids[1]!],
-        async close() {
-          for (const view of [...pseudonyms, ...ids]) await view.close();
-          for (const store of stores) await store.close();
-          const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 1 });
-          await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-          await pool.end();
-        },
-      };
-    },
+    const reopened = new NetworkIds(file);
+    expect(reopened.existingNpidOf('Patient/p1')).toBe(npid);
+    expect(reopened.existingNpidOf('Patient/p3')).toBeUndefined();
+    expect(reopened.linkOf(grantId)).toEqual(link);
+    expect(reopened.linkOf(newRecordId())).toBeUndefined();
+    expect(reopened.grantIdsOf('Patient/p1')).toHaveLength(2);
+    expect(reopened.existingGrantIdOf('pseudo-p1', 'pseudo-d', 'pseudo-c1')).toBe(grantId);
+    expect(reopened.homeMsp()).toBe('HomeMSP');
+    reopened.close();
+    expect(statSync(file).mode & 0o777).toBe(0o600);
   });
+
+  it('tags are per record and kind; sealed details open only with the npid and record they were made for', () => {
+    const ids = new NetworkIds();
+    const npid = ids.npidOf('Patient/p1');
+    const other = ids.npidOf('Patient/p2');
+    ids.close();
+    const [a, b] = [newRecordId(), newRecordId()];
+    expect(patientTag(npid, 'access', a)).toMatch(/^[0-9a-f]{64}$/);
+    expect(patientTag(npid, 'access', a)).toBe(patientTag(npid, 'access', a));
+    expect(patientTag(npid, 'access', a)).not.toBe(patientTag(npid, 'access', b));
+    expect(patientTag(npid, 'access', a)).not.toBe(patientTag(npid, 'grant', a));
+    expect(patientTag(npid, 'access', a)).not.toBe(patientTag(other, 'access', a));
+    expect(grantTag(npid, a, 'grant-1')).not.toBe(grantTag(npid, b, 'grant-1'));
+
+    const details = { accessor: 'pseudo-d', interaction: 'read', count: 1 };
+    const sealed = sealDetails(npid, a, details);
+    expect(sealDetails(npid, a, details)).not.toBe(sealed); // a fresh nonce each time
+    expect(openDetails(npid, a, sealed)).toEqual(details);
+    expect(openDetails(other, a, sealed)).toBeUndefined();
+    expect(openDetails(npid, b, sealed)).toBeUndefined(); // moved to another record
+    const tampered = Buffer.from(sealed, 'base64url');
+    tampered[20] ^= 1; // one bit of the ciphertext
+    expect(openDetails(npid, a, tampered.toString('base64url'))).toBeUndefined();
+    expect(openDetails(npid, a, 'short')).toBeUndefined();
+  });
+});
