@@ -2,7 +2,9 @@
  * Participants of this service: patients, clinicians, labs, EHR systems and admins, each with a client id (what
  * they call themselves when they authenticate), a random pseudonym (the only name the ledger and the CA see:
  * enrolment id and `hie.id`), a role, and the FHIR resource they are linked to. The links pseudonym <-> client id
- * <-> FHIR resource stay here, off the ledger, in `identity/participants.sqlite` of the data directory.
+ * <-> FHIR resource stay here, off the ledger, in `identity/participants.sqlite` of the data directory, or (the
+ * ParticipantRegistry port's other adapter, ./postgres-participants.ts) in the PostgreSQL store's database, shared
+ * by the replicas.
  *
  * The same table links FHIR references (patients, grantees, consents) to the pseudonyms used on the ledger.
  */
@@ -36,6 +38,52 @@ export interface ParticipantInput {
   role: ParticipantRole;
   resource?: string;
   organization?: string;
+}
+
+/**
+ * The participants of the service (port): the data directory's `identity/participants.sqlite`
+ * (ParticipantDirectory) or the PostgreSQL store's `participant` table (PostgresParticipants, every replica's).
+ * Reads may answer at once (SQLite) or later (PostgreSQL); isActive, asked on every request, always at once.
+ */
+export interface ParticipantRegistry extends ClientDirectory {
+  get(clientId: string): Participant | undefined | Promise<Participant | undefined>;
+  list(): Participant[] | Promise<Participant[]>;
+  /** The participant with this pseudonym (for "who accessed my data"). */
+  byPseudonym(pseudonym: string): Participant | undefined | Promise<Participant | undefined>;
+  /** The certificates of the enrolled participants, PEM (the certificate-expiry alarm reads them). */
+  enrolledCertificates(): string[] | Promise<string[]>;
+  /** Registers a participant (pseudonym assigned; no certificate yet). */
+  register(input: ParticipantInput): Promise<Participant>;
+  /** Enrols a participant (registering it first if needed); again: a new certificate, the previous one revoked. */
+  enroll(
+    input: ParticipantInput & { keyType?: EcKeyType },
+  ): Promise<{ participant: Participant; enrollment: IdentityEnrollment }>;
+  /** Revokes a participant: refused from the next request on (every replica's), certificates revoked at the CA. */
+  revoke(clientId: string): Promise<Participant>;
+  close(): void | Promise<void>;
+}
+
+/** Refuses to enrol a revoked participant, or one registered with another role, resource or organization. */
+export function checkEnrollable(participant: Participant | undefined, input: ParticipantInput): void {
+  if (participant?.status === 'revoked')
+    throw new Error(`participant ${input.clientId} is revoked; register a new client id`);
+  if (
+    participant &&
+    (participant.role !== input.role ||
+      (input.resource !== undefined && participant.resource !== input.resource) ||
+      (input.organization !== undefined && participant.organization !== input.organization))
+  ) {
+    // Silently keeping the old values would leave the caller believing they changed: refuse instead.
+    const was = [participant.role, participant.resource, participant.organization].filter(Boolean).join(' ');
+    throw new Error(
+      `participant ${input.clientId} is registered as ${was}; role, resource and organization cannot change (register a new client id)`,
+    );
+  }
+}
+
+/** The public key of a PEM certificate. */
+export function certificatePublicKey(certificate: string): KeyObject {
+  return createPublicKey(new X509Certificate(certificate).publicKey.export({ type: 'spki', format: 'pem' }));
 }
 
 const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
@@ -121,7 +169,8 @@ export function validateParticipant(input: ParticipantInput): ParticipantInput {
   return out;
 }
 
-export class ParticipantDirectory implements ClientDirectory {
+/** The SQLite adapter of ParticipantRegistry (one data directory's), also the pseudonyms of FHIR references. */
+export class ParticipantDirectory implements ParticipantRegistry {
   private readonly db: Database.Database;
   private readonly statusStatement: Database.Statement<[string], ParticipantStatus>;
   private readonly rowStatement: Database.Statement<[string], Row>;
@@ -263,22 +312,7 @@ export class ParticipantDirectory implements ClientDirectory {
     input: ParticipantInput & { keyType?: EcKeyType },
   ): Promise<{ participant: Participant; enrollment: IdentityEnrollment }> {
     let participant = this.get(input.clientId);
-    if (participant?.status === 'revoked')
-      throw new Error(`participant ${input.clientId} is revoked; register a new client id`);
-    if (
-      participant &&
-      (participant.role !== input.role ||
-        (input.resource !== undefined && participant.resource !== input.resource) ||
-        (input.organization !== undefined && participant.organization !== input.organization))
-    ) {
-      // Silently keeping the old values would leave the caller believing they changed: refuse instead.
-      const was = [participant.role, participant.resource, participant.organization]
-        .filter(Boolean)
-        .join(' ');
-      throw new Error(
-        `participant ${input.clientId} is registered as ${was}; role, resource and organization cannot change (register a new client id)`,
-      );
-    }
+    checkEnrollable(participant, input);
     participant ??= await this.register(input);
     const identity = this.requireIdentity();
     const enrollment = await identity.enroll({
@@ -325,9 +359,7 @@ export class ParticipantDirectory implements ClientDirectory {
     if (!cached || cached.serial !== row.serial) {
       cached = {
         serial: row.serial,
-        key: createPublicKey(
-          new X509Certificate(row.certificate).publicKey.export({ type: 'spki', format: 'pem' }),
-        ),
+        key: certificatePublicKey(row.certificate),
       };
       this.keys.set(clientId, cached);
     }

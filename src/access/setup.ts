@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { EmbeddedIdentityProvider } from '../ledger/identity/identity-provider.js';
-import { ParticipantDirectory } from './participants.js';
+import { ParticipantDirectory, type Participant, type ParticipantRegistry } from './participants.js';
 import type { PostgresSharedState } from './shared-state.js';
 import type { SharedRevocations } from '../consent/shared-revocations.js';
 import { TokenService, type NetworkTokenEndpoint } from './tokens.js';
@@ -18,8 +18,8 @@ import { withConsentLedger } from '../consent/consent-store.js';
 import { cursorKeyOf } from '../fhir/interactions/cursor-seal.js';
 import type { AccessPolicy, Caller } from '../fhir/interactions/access-policy.js';
 import { OpenAccess } from '../fhir/interactions/access-policy.js';
-import { ConsentService, type AccessEntry } from '../consent/consent-service.js';
-import { NetworkIds } from '../consent/network-ids.js';
+import { ConsentService, type AccessEntry, type PseudonymResolver } from '../consent/consent-service.js';
+import { NetworkIds, type NetworkIdIndex } from '../consent/network-ids.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { FhirResource } from '../fhir/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/resource-store.js';
@@ -68,11 +68,12 @@ export interface AccessSetupOptions {
 export interface AccessSetup {
   /** The store every FhirContext must use (Consent writes drive the ledger's grants). */
   store: ResourceStore;
-  participants: ParticipantDirectory;
+  /** The data directory's, or with a PostgreSQL store the database's (every replica's). */
+  participants: ParticipantRegistry;
   tokens: TokenService;
   consent?: ConsentService;
   /** The home's network patient ids (with the consent service; the exchange's patient links read them). */
-  networkIds?: NetworkIds;
+  networkIds?: NetworkIdIndex;
   control: AccessControl;
   audit: AuditRecorder;
   /** Adds the token endpoint, the SMART configuration and the authentication and audit hooks. */
@@ -120,11 +121,15 @@ export function patientCompartmentTypes(): Set<string> {
 
 /** What setupAccess opens, in its order; the phases below pass it on. */
 interface AccessParts {
-  participants: ParticipantDirectory;
+  participants: ParticipantRegistry;
+  /** The data directory's `identity/participants.sqlite` (its pseudonyms of FHIR references without PostgreSQL). */
+  pseudonyms: ParticipantDirectory;
+  /** The pseudonyms of FHIR references consent uses: `pseudonyms`, or the database's (closed with the rest). */
+  resolver?: PseudonymResolver & { close(): void | Promise<void> };
   tokens: TokenService;
   consent?: ConsentService;
   /** The network patient ids and grant index behind consent (closed with it). */
-  networkIds?: NetworkIds;
+  networkIds?: NetworkIdIndex;
   /** The store every FhirContext must use (Consent writes drive the ledger's grants). */
   store: ResourceStore;
   control: AccessControl;
@@ -149,7 +154,14 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
   const identity = await EmbeddedIdentityProvider.open(join(options.dataDir, 'identity', 'ca'), {
     mspId: options.mspId,
   });
-  const participants = ParticipantDirectory.open(options.dataDir, identity);
+  const pseudonyms = ParticipantDirectory.open(options.dataDir, identity);
+  // With PostgreSQL the participants are the database's, registered once for every replica.
+  const participants: ParticipantRegistry = options.shared
+    ? await options.shared.participants(identity, options.log).catch((err: unknown) => {
+        pseudonyms.close();
+        throw err;
+      })
+    : pseudonyms;
   const secret = accessTokenSecret(options.dataDir);
   const tokens = new TokenService({
     directory: participants,
@@ -158,7 +170,7 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
     replay: options.shared?.replayGuard('participant'),
   });
   const sharedRevocations = options.shared?.revocations(options.log);
-  const { consent, networkIds } = await openConsent(options, participants, sharedRevocations);
+  const { consent, networkIds, resolver } = await openConsent(options, pseudonyms, sharedRevocations);
   const store = consent
     ? withConsentLedger(options.store, { consent, sharedRevocations, log: options.log })
     : options.store;
@@ -176,36 +188,54 @@ async function openAccessParts(options: AccessSetupOptions): Promise<AccessParts
     flushMs: options.auditFlushMs,
     log: options.log,
   });
-  return { participants, tokens, consent, networkIds, store, control, audit };
+  return { participants, pseudonyms, resolver, tokens, consent, networkIds, store, control, audit };
 }
 
 /** The consent service on the ledger; none without a ledger. */
 async function openConsent(
   options: AccessSetupOptions,
-  participants: ParticipantDirectory,
+  pseudonyms: ParticipantDirectory,
   sharedRevocations: SharedRevocations | undefined,
-): Promise<{ consent?: ConsentService; networkIds?: NetworkIds }> {
+): Promise<{
+  consent?: ConsentService;
+  networkIds?: NetworkIdIndex;
+  resolver?: PseudonymResolver & { close(): void | Promise<void> };
+}> {
   if (!options.ledger) return {};
-  // Network patient ids and the grant index: what links this home's ledger records to its patients.
-  const networkIds = new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'));
-  const consent = await ConsentService.open({
-    ledger: options.ledger,
-    pseudonyms: participants,
-    networkIds,
-    checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
-    // Durable local denies: a revocation in force before the ledger has it, across restarts (and, shared, at
-    // every replica).
-    revocationsFile: join(options.dataDir, 'consent-revocations.json'),
-    sharedRevocations,
-    log: options.log,
-  });
-  return { consent, networkIds };
+  // Network patient ids and the grant index: what links this home's ledger records to its patients. With
+  // PostgreSQL they and the pseudonyms are the database's, so every replica enforces every grant.
+  const shared = options.shared;
+  const networkIds: NetworkIdIndex = shared
+    ? await shared.networkIds(options.log)
+    : new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'));
+  const resolver = shared ? await shared.pseudonyms(options.log) : pseudonyms;
+  let consent: ConsentService;
+  try {
+    consent = await ConsentService.open({
+      ledger: options.ledger,
+      pseudonyms: resolver,
+      networkIds,
+      checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
+      // Durable local denies: a revocation in force before the ledger has it, across restarts (and, shared, at
+      // every replica).
+      revocationsFile: join(options.dataDir, 'consent-revocations.json'),
+      sharedRevocations,
+      // Replicas: every one knows the home MSP from the start (one that has committed no grant yet would otherwise
+      // ignore the events of the others' grants until the home MSP they note reaches it).
+      mspId: shared ? (options.ledgerMspId ?? options.mspId) : undefined,
+      log: options.log,
+    });
+  } catch (err) {
+    if (shared) await Promise.all([networkIds.close(), resolver.close()]);
+    throw err;
+  }
+  return { consent, networkIds, resolver };
 }
 
 /** `$access-log`: the ledger's access records of one patient, as Parameters. */
 function accessLogHandler(
   consent: ConsentService | undefined,
-  participants: ParticipantDirectory,
+  participants: ParticipantRegistry,
   mspId: string,
 ): InteractionHandler {
   return async (request, context) => {
@@ -229,17 +259,17 @@ function accessLogHandler(
     const all = consent ? await consent.listAccess(patient) : [];
     // The custodian sees the disclosures this service recorded; the patient sees every member's.
     const records = isPatient || caller.role === 'open' ? all : all.filter((r) => r.mspId === mspId);
-    const parameter = records.map((record) => accessRecordParameter(record, participants));
+    const parameter = await Promise.all(
+      records.map(async (record) =>
+        accessRecordParameter(record, await participants.byPseudonym(record.accessor)),
+      ),
+    );
     return { status: 200, body: { resourceType: 'Parameters', parameter } as unknown as FhirResource };
   };
 }
 
 /** One access record as an `access` parameter, with who the accessor is when this service knows them. */
-function accessRecordParameter(
-  record: AccessEntry,
-  participants: ParticipantDirectory,
-): Record<string, unknown> {
-  const who = participants.byPseudonym(record.accessor);
+function accessRecordParameter(record: AccessEntry, who: Participant | undefined): Record<string, unknown> {
   const part: Record<string, unknown>[] = [
     { name: 'accessor', valueString: record.accessor },
     { name: 'interaction', valueCode: record.interaction },
@@ -313,7 +343,8 @@ function installAuditHooks(fastify: FastifyInstance, audit: AuditRecorder, prefi
 
 export async function setupAccess(options: AccessSetupOptions): Promise<AccessSetup> {
   checkAuthMode(options);
-  const { participants, tokens, consent, networkIds, store, control, audit } = await openAccessParts(options);
+  const { participants, pseudonyms, resolver, tokens, consent, networkIds, store, control, audit } =
+    await openAccessParts(options);
   const publicOnly = new PublicOnlyAccess();
   const prefix = options.fhirPrefix;
   const publicBaseUrl = options.fhirBaseUrl?.endsWith(prefix)
@@ -372,8 +403,10 @@ export async function setupAccess(options: AccessSetupOptions): Promise<AccessSe
     async close() {
       await audit.close();
       await consent?.close();
-      networkIds?.close();
-      participants.close();
+      await networkIds?.close();
+      if (resolver !== undefined && resolver !== pseudonyms) await resolver.close();
+      if (participants !== pseudonyms) await participants.close();
+      pseudonyms.close();
     },
   };
 }

@@ -7,6 +7,9 @@
  */
 import type pg from 'pg';
 import { PostgresSharedRevocations } from '../consent/shared-revocations.js';
+import type { IdentityProvider } from '../ledger/identity/identity-provider.js';
+import { PostgresParticipants } from './postgres-participants.js';
+import { PostgresNetworkIds, PostgresPseudonyms } from '../consent/postgres-network-ids.js';
 
 export type ReplayVerdict = 'fresh' | 'replayed' | 'full';
 
@@ -39,6 +42,24 @@ export class PostgresSharedState {
   /** The pending consent revocations every replica enforces (src/consent/shared-revocations.ts). */
   revocations(log?: { warn(obj: object, msg: string): void }): PostgresSharedRevocations {
     return new PostgresSharedRevocations(this.pool, this.schema, log);
+  }
+
+  /** The participants, in the database (migration 12), followed as other replicas and the CLI change them. */
+  participants(
+    identity: IdentityProvider,
+    log?: { warn(obj: object, msg: string): void },
+  ): Promise<PostgresParticipants> {
+    return PostgresParticipants.open({ pool: this.pool, schema: this.schema, identity, log });
+  }
+
+  /** The pseudonyms of FHIR references (migration 12), followed as other replicas make them. */
+  pseudonyms(log?: { warn(obj: object, msg: string): void }): Promise<PostgresPseudonyms> {
+    return PostgresPseudonyms.open({ pool: this.pool, schema: this.schema, log });
+  }
+
+  /** The network patient ids and the grant index (migration 12), followed as other replicas make them. */
+  networkIds(log?: { warn(obj: object, msg: string): void }): Promise<PostgresNetworkIds> {
+    return PostgresNetworkIds.open({ pool: this.pool, schema: this.schema, log });
   }
 
   /** The replay guard of one kind of assertion (`namespace`: the participants' or the members'). */

@@ -41,8 +41,8 @@ export interface ClientRecord {
 
 /** The participants' directory (src/access/participants.ts implements it over its table). */
 export interface ClientDirectory {
-  /** The active (enrolled, not revoked) client with this id, or undefined. */
-  findClient(clientId: string): ClientRecord | undefined;
+  /** The active (enrolled, not revoked) client with this id, or undefined (at once, or from a database). */
+  findClient(clientId: string): ClientRecord | undefined | Promise<ClientRecord | undefined>;
   /** Is the client still enrolled and not revoked? Asked on every request, so must be cheap. */
   isActive(clientId: string): boolean;
 }
@@ -268,7 +268,7 @@ export class TokenService {
     if (typeof iss !== 'string' || iss === '' || iss !== sub)
       throw new OAuthError('invalid_client', 'iss and sub must both be the client id');
 
-    const client = this.directory.findClient(iss);
+    const client = await this.directory.findClient(iss);
     if (!client) throw new OAuthError('invalid_client', 'unknown or revoked client');
     const expected = ALGORITHM_BY_CURVE[client.publicKey.asymmetricKeyDetails?.namedCurve ?? ''];
     if (!expected)

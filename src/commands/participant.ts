@@ -1,12 +1,17 @@
 /**
  * `hie-ledger participant register|enroll|revoke|list`: the admin's commands for participants (src/access/participants.ts).
  * Certificates come from the organisation's embedded CA (DIR/identity/ca); the private key is written with mode 0600.
+ * With `--store postgres --database-url URL` the participants are the database's (every replica's), and the
+ * commands run beside the replicas.
  */
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { IdentityProvider } from '../ledger/identity/identity-provider.js';
-import { ParticipantDirectory, type Participant } from '../access/participants.js';
+import { ParticipantDirectory, type Participant, type ParticipantRegistry } from '../access/participants.js';
+import { PostgresParticipants } from '../access/postgres-participants.js';
+import { PostgresResourceStore } from '../fhir/store/postgres/postgres-store.js';
+import { postgresOptions } from '../app/open-store.js';
 import { PARTICIPANT_ROLES, type ParticipantRole } from '../access/scopes.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
 import {
@@ -19,8 +24,16 @@ import {
 import { requireDataDir, withDataDirLock } from './data-dir.js';
 
 /** The settings of every participant command (src/config/config.ts). */
-export const PARTICIPANT_SETTINGS = ['dataDir', 'mspId', 'ca', 'fabricConfig'] as const;
-export type ParticipantConfig = Pick<Config, (typeof PARTICIPANT_SETTINGS)[number]>;
+export const PARTICIPANT_SETTINGS = [
+  'dataDir',
+  'mspId',
+  'ca',
+  'fabricConfig',
+  'store',
+  'databaseUrl',
+] as const;
+export type ParticipantConfig = Pick<Config, 'dataDir' | 'mspId' | 'ca' | 'fabricConfig'> &
+  Partial<Pick<Config, 'store' | 'databaseUrl'>>;
 
 /**
  * The participants of a data directory with its embedded CA (`DIR/identity/ca`), or with the organisation's
@@ -98,21 +111,37 @@ function describe(p: Participant): Record<string, string> {
 }
 
 /**
- * Runs `work` on the participant directory of an existing data directory; `writer` (the subcommand: `participant
- * enroll` ...) also holds the data directory's lock, so it is refused while the service runs (docs/configuration.md).
+ * Runs `work` on the participants: those of an existing data directory, where `writer` (the subcommand:
+ * `participant enroll` ...) also holds the data directory's lock, so it is refused while the service runs
+ * (docs/configuration.md); or, with `--store postgres`, the database's (its schema migrated first), beside the
+ * running replicas. The CA is the data directory's (or `--ca fabric`) either way.
  */
 async function withDirectory<T>(
   options: ParticipantOptions,
   writer: string | undefined,
-  work: (directory: ParticipantDirectory) => Promise<T>,
+  work: (directory: ParticipantRegistry) => Promise<T>,
 ): Promise<T> {
   const config: ParticipantConfig = loadSettings(PARTICIPANT_SETTINGS, options);
   requireDataDir(config.dataDir);
+  const ca = { kind: config.ca, fabricConfig: config.fabricConfig };
+  if (config.store === 'postgres') {
+    const identity = await openIdentityProvider(config.dataDir, config.mspId, ca);
+    const store = new PostgresResourceStore({ ...postgresOptions(config.databaseUrl!), maxConnections: 1 });
+    try {
+      await store.migrate();
+      const directory = await PostgresParticipants.open({
+        pool: store.pool,
+        schema: store.schema,
+        identity,
+        listen: false,
+      });
+      return await work(directory);
+    } finally {
+      await store.close();
+    }
+  }
   const run = async () => {
-    const directory = await openParticipantDirectory(config.dataDir, config.mspId, {
-      kind: config.ca,
-      fabricConfig: config.fabricConfig,
-    });
+    const directory = await openParticipantDirectory(config.dataDir, config.mspId, ca);
     try {
       return await work(directory);
     } finally {

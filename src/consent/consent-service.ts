@@ -37,6 +37,7 @@ import {
   patientTag,
   sealDetails,
   type GrantLink,
+  type NetworkIdIndex,
 } from './network-ids.js';
 
 /** The ledger's records, as the chaincode writes them: one definition, in the chaincode package (types only). */
@@ -123,7 +124,10 @@ const ACCESS_PAGE = 1000;
 
 /** FHIR reference <-> pseudonym links kept off the ledger (src/access/participants.ts). */
 export interface PseudonymResolver {
+  /** Made at first use; a shared resolver answers only for references prepare() made (throws otherwise). */
   pseudonymOf(reference: string): string;
+  /** A shared resolver (PostgreSQL): makes the pseudonyms of these references, agreed by every replica. */
+  prepare?(references: readonly string[]): Promise<void>;
   existingPseudonymOf(reference: string): string | undefined;
   /** The reference of a pseudonym (for listing a grantee's patients); absent: patientsAllowing lists none. */
   referenceOf?(pseudonym: string): string | undefined;
@@ -149,7 +153,7 @@ export interface ConsentServiceOptions {
    * The patients' network ids and the grant index (DATA/identity/network-ids.sqlite); none: in memory (tests that
    * reopen the service pass the same one).
    */
-  networkIds?: NetworkIds;
+  networkIds?: NetworkIdIndex;
   /**
    * This service's MSP on the ledger: grants whose home is another MSP never open anything here. Absent: learnt
    * from this service's first committed grant (kept with the network ids).
@@ -232,7 +236,7 @@ export class ConsentService {
   private revocationBacklogLogged = false;
   /** Pending revocations the ledger refused (logged once each). */
   private readonly refusedRevocations = new Set<string>();
-  private readonly ids: NetworkIds;
+  private readonly ids: NetworkIdIndex;
   /** grantee pseudonym -> pseudonyms of the patients with a grant record for it (any status: allows() decides). */
   private readonly patientsOfGrantee = new Map<string, Set<string>>();
   /**
@@ -510,14 +514,19 @@ export class ConsentService {
     record: LedgerGrant,
     blockNumber: number,
     link?: Pick<CachedGrant, 'patient' | 'consent' | 'grantee'>,
+    caughtUp = false,
   ): void {
     if (!link) {
       // From an event: only a grant of this home (its MSP, an id of its index, its patient's tag).
       const home = this.options.mspId ?? this.ids.homeMsp();
-      if (home === undefined || record.homeMsp !== home) return;
-      const indexed = this.ids.linkOf(record.grantId);
-      if (!indexed || !granteeKeyMatches(indexed.grantee, record) || !this.tagMatches(indexed, record))
+      if (home !== undefined && record.homeMsp !== home) return;
+      const indexed = home === undefined ? undefined : this.ids.linkOf(record.grantId);
+      if (!indexed) {
+        // A shared index may not have heard yet of a grant another replica made: read it, then apply the record.
+        if (this.ids.catchUp && !caughtUp) this.catchUpThenPut(record, blockNumber);
         return;
+      }
+      if (!granteeKeyMatches(indexed.grantee, record) || !this.tagMatches(indexed, record)) return;
       link = indexed;
     }
     const { patient, consent } = link;
@@ -546,6 +555,16 @@ export class ConsentService {
       if (pending && blockNumber > pending.grantBlock) this.removePending([key]);
     }
     this.scheduleCheckpoint();
+  }
+
+  /** put() again once the shared index has read what it holds for the record's grant (once: then it is not ours). */
+  private catchUpThenPut(record: LedgerGrant, blockNumber: number): void {
+    this.ids.catchUp!(record.grantId).then(
+      (found) => {
+        if (found && !this.closed) this.put(record, blockNumber, undefined, true);
+      },
+      (err: Error) => this.log.warn({ err: err.message }, 'grant index not read'),
+    );
   }
 
   /** Does the record's patient tag name the patient the index says (made with that patient's npid)? */
@@ -727,7 +746,20 @@ export class ConsentService {
    * records); only the home holds the npid, so only it can write grants others match to the patient.
    */
   async registerPatient(patient: string): Promise<void> {
-    this.ids.npidOf(patient);
+    await this.ids.npidOf(patient);
+  }
+
+  /**
+   * Before prepareConsent: makes the pseudonyms it will use (the Consent's, its patient's, its grantees' by
+   * reference), which a shared resolver must agree with every replica first.
+   */
+  async preparePseudonyms(consent: string, target: ConsentGrants | undefined): Promise<void> {
+    if (!this.pseudonyms.prepare) return;
+    const references = [consent];
+    if (target) references.push(target.patient);
+    for (const grant of target?.grants ?? [])
+      if (grant.granteeMsp === undefined) references.push(grant.grantee);
+    await this.pseudonyms.prepare(references);
   }
 
   /** The patient's network id, if this service is the patient's home (never logged, never on the ledger). */
@@ -862,10 +894,10 @@ export class ConsentService {
       const [patient, grantee, consentId] = key.split('\u0000');
       const link: GrantLink = { patientReference: target!.patient, patient, grantee, consent: consentId };
       // Durable before the grant is on the ledger, so its event always finds its patient here.
-      const grantId = this.ids.grantIdOf(link);
+      const grantId = await this.ids.grantIdOf(link);
       const argument: Record<string, unknown> = {
         grantId,
-        patientTag: patientTag(this.ids.npidOf(target!.patient), 'grant', grantId),
+        patientTag: patientTag(await this.ids.npidOf(target!.patient), 'grant', grantId),
         // A participant named by its handle: its pseudonym at its own service, as given.
         grantee: grant.granteeMsp === undefined ? grantee : grant.grantee,
         // A grantee named by reference is this service's participant (its own organisation's MSP).
@@ -878,7 +910,7 @@ export class ConsentService {
       if (grant.period) argument.period = grant.period;
       const result = await this.ledger.submit('consent:GrantAccess', [JSON.stringify(argument)]);
       const committed = JSON.parse(result.result) as LedgerGrant;
-      this.ids.noteHomeMsp(committed.homeMsp);
+      await this.ids.noteHomeMsp(committed.homeMsp);
       // Committed: in force from now (the changed grant's pending refusal ends with it).
       this.put(committed, result.blockNumber, link);
       this.noteCommitted(result.blockNumber, result.transactionId);
@@ -988,8 +1020,12 @@ export class ConsentService {
     this.accessFlushing = this.accessFlushing.then(async () => {
       for (let start = 0; start < batch.length; start += MAX_ACCESS_RECORDS_PER_TX) {
         const chunk = batch.slice(start, start + MAX_ACCESS_RECORDS_PER_TX);
-        const records = chunk.map((r) => this.blinded(r));
+        let records: Record<string, unknown>[] = [];
         try {
+          // The patients' npids, made now if this is their first record (kept with the record for a retry; a
+          // shared index that cannot be reached is retried as a ledger that is away).
+          for (const r of chunk) r.npid ??= await this.ids.npidOf(r.patient);
+          records = chunk.map((r) => this.blinded(r));
           await this.ledger.submit('consent:RecordAccess', [JSON.stringify(records)]);
         } catch (err) {
           if (err instanceof LedgerTransactionError && !err.retryable) {
@@ -1022,7 +1058,7 @@ export class ConsentService {
    * the details sealed with it. Made again at each attempt (a retried batch gets new ids: never a duplicate key).
    */
   private blinded(input: AccessRecordInput): Record<string, unknown> {
-    const npid = input.npid ?? this.ids.npidOf(input.patient);
+    const npid = input.npid!;
     const recordId = newRecordId();
     const details: AccessDetails = {
       accessor: input.accessor,

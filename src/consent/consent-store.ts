@@ -139,6 +139,7 @@ class ConsentLedgerStore implements ResourceStore {
       pseudonym: caller?.participant ?? 'hie-ledger-service',
       inPerson: caller?.role === 'system',
     };
+    await consent.preparePseudonyms(`Consent/${request.id}`, target);
     const prepared = consent.prepareConsent(`Consent/${request.id}`, target, actor);
     let version: StoredVersion;
     const shared = this.options.sharedRevocations;

@@ -87,7 +87,34 @@ interface LinkRow {
   consent: string;
 }
 
-export class NetworkIds {
+/**
+ * The network patient ids and the grant index (port): the data directory's `identity/network-ids.sqlite`
+ * (NetworkIds) or the PostgreSQL store's tables, shared by the replicas (PostgresNetworkIds). Reads answer at once
+ * (asked on decisions and events); what makes a new id may answer later (it must be durable, and in the database
+ * agreed by every replica, before it is used).
+ */
+export interface NetworkIdIndex {
+  homeMsp(): string | undefined;
+  noteHomeMsp(mspId: string): void | Promise<void>;
+  /** The patient's npid (`Patient/x`), made at first use. */
+  npidOf(patientReference: string): string | Promise<string>;
+  existingNpidOf(patientReference: string): string | undefined;
+  referenceOfNpid(npid: string): string | undefined;
+  /** The grant id of (patient, grantee, consent) pseudonyms, made (and durable) at first use. */
+  grantIdOf(link: GrantLink): string | Promise<string>;
+  existingGrantIdOf(patient: string, grantee: string, consent: string): string | undefined;
+  linkOf(grantId: string): GrantLink | undefined;
+  grantIdsOf(patientReference: string): string[];
+  /**
+   * A shared index only: reads what it holds for a grant id this process has not heard of yet (made by another
+   * replica: its link, its patient's npid, the home MSP). True when the grant is this home's.
+   */
+  catchUp?(grantId: string): Promise<boolean>;
+  close(): void | Promise<void>;
+}
+
+/** The SQLite adapter of NetworkIdIndex (one data directory's). */
+export class NetworkIds implements NetworkIdIndex {
   private readonly db: Database.Database;
   private readonly npids = new Map<string, string>();
   private readonly links = new Map<string, GrantLink>();

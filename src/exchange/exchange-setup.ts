@@ -12,9 +12,9 @@ import type { IndexEntry, ResourceStore, WriteRequest } from '../fhir/store/reso
 import type { BatchJournal } from '../integrity/anchor-journal.js';
 import { CachedBatchSource } from '../integrity/verification.js';
 import type { Ledger } from '../ledger/ledger.js';
-import type { NetworkIds } from '../consent/network-ids.js';
+import type { NetworkIdIndex } from '../consent/network-ids.js';
 import type { PatientLinks } from './patient-links.js';
-import type { ParticipantDirectory } from '../access/participants.js';
+import type { ParticipantRegistry } from '../access/participants.js';
 import { networkLocateOperation } from './network-locate.js';
 import { networkRecordsOperation } from './network-records.js';
 import { accessTokenSecret } from '../access/setup.js';
@@ -121,10 +121,10 @@ export interface ExchangeDeps {
   /** Grants and access records on the ledger; absent without a ledger (then no network operation opens anything). */
   consent?: ConsentService;
   /** The home's network patient ids (with the consent service). */
-  networkIds?: NetworkIds;
+  networkIds?: NetworkIdIndex;
   patientLinks: PatientLinks;
   /** This service's participants (a pushed document's recipient, by pseudonym); absent: not looked up. */
-  participants?: Pick<ParticipantDirectory, 'byPseudonym'>;
+  participants?: Pick<ParticipantRegistry, 'byPseudonym'>;
   /** This service's organisation (`--organization`): the custodian of the disclosure AuditEvents. */
   organization?: string;
   log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };

@@ -45,8 +45,8 @@ export type PatientReader = (id: string) => Promise<FhirResource | undefined>;
 
 /** What the home keeps of its own patients' network ids (src/consent/network-ids.ts). */
 export interface HomeNetworkIds {
-  /** The patient's npid, made at first use. */
-  npidOf(patientReference: string): string;
+  /** The patient's npid, made at first use (a shared index: agreed with the other replicas first). */
+  npidOf(patientReference: string): string | Promise<string>;
   existingNpidOf(patientReference: string): string | undefined;
   /** The home patient (`Patient/x`) of an npid, when this service made it. */
   referenceOfNpid(npid: string): string | undefined;
@@ -157,7 +157,7 @@ export class PatientLinkService implements PatientLinks {
     const patient = await this.options.readPatient(survivorId);
     if (!patient) throw fhirError('resource-not-found', `Patient/${patientId} is not known`);
     // An npid made here stays this home's, even if the custodian never redeems the token.
-    const npid = this.options.home.npidOf(reference);
+    const npid = await this.options.home.npidOf(reference);
     const issued = await this.options.tokens.issue({
       npid,
       demographics: demographicsOf(patient),

@@ -464,7 +464,7 @@ export interface NetworkDeliverOptions {
   /** Local Patients linked to a network patient (PatientLinks.localPatientsOf). */
   localPatientsOf(npid: string): Promise<string[]>;
   /** The FHIR resource of a participant of this service, by pseudonym (the recipient), if known. */
-  participantResource?(pseudonym: string): string | undefined;
+  participantResource?(pseudonym: string): string | undefined | Promise<string | undefined>;
   /** The calling member, when the request carries a network token; undefined otherwise. */
   callerOf(access: AccessPolicy): DeliveringMember | undefined;
   now?: () => number;
@@ -554,7 +554,7 @@ export function networkDeliverHandler(options: NetworkDeliverOptions): Interacti
     } else {
       // Checked as a stored copy would be, so the inbox holds only documents that could be filed.
       copiesOf(delivery, verified, sender, 'Patient/unlinked', at);
-      const owner = options.participantResource?.(delivery.recipient);
+      const owner = await options.participantResource?.(delivery.recipient);
       resources = [
         reviewTask(deliveredId(sender.mspId, delivery.identifier, 'review'), delivery, sender, owner, at),
       ];

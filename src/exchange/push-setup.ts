@@ -43,7 +43,7 @@ export function registerPushOperations(exchange: Exchange, registry: FhirRegistr
       ledger: deps.ledger,
       organization: deps.organization,
       localPatientsOf: (npid) => deps.patientLinks.localPatientsOf(npid),
-      participantResource: (pseudonym) => deps.participants?.byPseudonym(pseudonym)?.resource,
+      participantResource: async (pseudonym) => (await deps.participants?.byPseudonym(pseudonym))?.resource,
       callerOf: (access) => {
         const network = access.caller.role === 'network' ? access.caller.network : undefined;
         return network && { member: network.member, actor: network.actor };

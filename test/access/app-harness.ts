@@ -7,8 +7,11 @@ import { createPrivateKey, randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { expect } from 'vitest';
 import type { App } from '../../src/app/app.js';
-import { openParticipantDirectory } from '../../src/commands/participant.js';
-import type { ParticipantDirectory } from '../../src/access/participants.js';
+import { openIdentityProvider, openParticipantDirectory } from '../../src/commands/participant.js';
+import type { ParticipantDirectory, ParticipantRegistry } from '../../src/access/participants.js';
+import { PostgresParticipants } from '../../src/access/postgres-participants.js';
+import { postgresOptions } from '../../src/app/open-store.js';
+import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import type { ParticipantRole } from '../../src/access/scopes.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
 import { bootApp, parsed, send, type ParsedResponse } from '../support/app-harness.js';
@@ -19,7 +22,10 @@ export const TOKEN_URL = `${BASE}/auth/token`;
 export interface Harness {
   app: App;
   dataDir: string;
+  /** The data directory's participants.sqlite (its pseudonyms of FHIR references). */
   participants: ParticipantDirectory;
+  /** Where enrol() registers: `participants`, or with `--store postgres` the database's. */
+  registry: ParticipantRegistry;
   logs: string[];
   /** Enrols a participant and returns a fresh access token for it. */
   enrol(clientId: string, role: ParticipantRole, resource?: string, organization?: string): Promise<string>;
@@ -66,6 +72,9 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const { dataDir, logs } = booted;
   let app = booted.app;
   const participants = await openParticipantDirectory(dataDir);
+  const shared =
+    options.flags?.store === 'postgres' ? await databaseParticipants(dataDir, options.flags) : undefined;
+  const registry = shared?.registry ?? participants;
   const keys = new Map<string, string>();
 
   const token = async (clientId: string): Promise<string> => {
@@ -94,10 +103,11 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     app,
     dataDir,
     participants,
+    registry,
     logs,
     token,
     async enrol(clientId, role, resource, organization) {
-      const { enrollment } = await participants.enroll({ clientId, role, resource, organization });
+      const { enrollment } = await registry.enroll({ clientId, role, resource, organization });
       keys.set(clientId, enrollment.privateKey);
       return token(clientId);
     },
@@ -116,10 +126,36 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
     async stop() {
       participants.close();
+      await shared?.close();
       await booted.stop();
     },
   };
   return harness;
+}
+
+/** The participants of the app's PostgreSQL database (as `hie-ledger participant --store postgres` opens them). */
+async function databaseParticipants(
+  dataDir: string,
+  flags: Record<string, unknown>,
+): Promise<{ registry: ParticipantRegistry; close(): Promise<void> }> {
+  const store = new PostgresResourceStore({
+    ...postgresOptions(String(flags.databaseUrl)),
+    maxConnections: 2,
+  });
+  const identity = await openIdentityProvider(dataDir, 'Org1MSP', {});
+  const registry = await PostgresParticipants.open({
+    pool: store.pool,
+    schema: store.schema,
+    identity,
+    listen: false,
+  });
+  return {
+    registry,
+    async close() {
+      await registry.close();
+      await store.close();
+    },
+  };
 }
 
 const consentScope = {

@@ -325,4 +325,52 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       CREATE INDEX ts_parent_down ON ${S}.ts_parent (system, parent, code);
     `,
   },
+  {
+    version: 12,
+    description:
+      'participants (hie-ledger participant), pseudonyms of FHIR references, network patient ids and the grant index, shared by the replicas',
+    sql: (S) => `
+      -- As DATA/identity/participants.sqlite's participants table (src/access/participants.ts): who may get a token.
+      -- Client ids and pseudonyms only; certificates are public. Status changes are notified to every replica
+      -- (src/access/postgres-participants.ts).
+      CREATE TABLE ${S}.participant (
+        client_id    text COLLATE "C" PRIMARY KEY,
+        pseudonym    text COLLATE "C" NOT NULL UNIQUE,
+        role         text NOT NULL,
+        resource     text,
+        organization text,
+        status       text NOT NULL CHECK (status IN ('registered', 'enrolled', 'revoked')),
+        serial       text,
+        certificate  text,
+        created_at   text NOT NULL,
+        revoked_at   text
+      );
+      -- As the pseudonyms table of participants.sqlite: FHIR references (patients, grantees, consents) <-> the
+      -- pseudonyms the ledger knows them by (src/consent/postgres-network-ids.ts).
+      CREATE TABLE ${S}.ref_pseudonym (
+        reference  text COLLATE "C" PRIMARY KEY,
+        pseudonym  text COLLATE "C" NOT NULL UNIQUE,
+        created_at text NOT NULL
+      );
+      -- As DATA/identity/network-ids.sqlite (src/consent/network-ids.ts): the home's network patient ids (secrets of
+      -- the home), the grant index (written before its grant is submitted) and the home MSP learnt from the ledger.
+      CREATE TABLE ${S}.network_patient (
+        reference text COLLATE "C" PRIMARY KEY,
+        npid      text COLLATE "C" NOT NULL UNIQUE
+      );
+      CREATE TABLE ${S}.grant_link (
+        grant_id          text COLLATE "C" PRIMARY KEY,
+        patient_reference text COLLATE "C" NOT NULL,
+        patient           text COLLATE "C" NOT NULL,
+        grantee           text COLLATE "C" NOT NULL,
+        consent           text COLLATE "C" NOT NULL,
+        UNIQUE (patient, grantee, consent)
+      );
+      CREATE INDEX grant_link_patient ON ${S}.grant_link (patient_reference);
+      CREATE TABLE ${S}.network_meta (
+        name  text COLLATE "C" PRIMARY KEY,
+        value text NOT NULL
+      );
+    `,
+  },
 ];

@@ -1,0 +1,285 @@
+/**
+ * The participants in the PostgreSQL store's database (migration 12: `participant`), shared by every replica: a
+ * client registered once (`hie-ledger participant ... --store postgres`) gets a token at any replica, and a
+ * revocation is refused by every replica from its next request after the notification.
+ *
+ * isActive is asked on every request and must answer at once, so each replica keeps the set of enrolled client
+ * ids in memory: loaded at start, updated by its own writes and lookups, and by the notification each write sends
+ * on the schema's channel (`pg_notify`, delivered at commit). After its listening connection was lost a replica
+ * listens again and reloads the set. A client enrolled at another replica whose notification has not arrived yet
+ * is refused (fail closed) until it does, or until this replica looks it up (`findClient`, the token endpoint).
+ */
+import { createHash } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import type pg from 'pg';
+import type { IdentityEnrollment, IdentityProvider } from '../ledger/identity/identity-provider.js';
+import type { EcKeyType } from '../ledger/identity/embedded-ca.js';
+import type { ClientRecord } from './tokens.js';
+import type { ParticipantRole } from './scopes.js';
+import { listenOnChannel, type ChannelLog } from '../platform/pg-channel.js';
+import {
+  certificatePublicKey,
+  checkEnrollable,
+  newPseudonym,
+  validateParticipant,
+  type Participant,
+  type ParticipantInput,
+  type ParticipantRegistry,
+  type ParticipantStatus,
+} from './participants.js';
+
+interface Row {
+  client_id: string;
+  pseudonym: string;
+  role: ParticipantRole;
+  resource: string | null;
+  organization: string | null;
+  status: ParticipantStatus;
+  serial: string | null;
+  certificate: string | null;
+  created_at: string;
+  revoked_at: string | null;
+}
+
+function toParticipant(row: Row): Participant {
+  const p: Participant = {
+    clientId: row.client_id,
+    pseudonym: row.pseudonym,
+    role: row.role,
+    status: row.status,
+    createdAt: row.created_at,
+  };
+  if (row.resource) p.resource = row.resource;
+  if (row.organization) p.organization = row.organization;
+  if (row.serial) p.serial = row.serial;
+  if (row.certificate) p.certificate = row.certificate;
+  if (row.revoked_at) p.revokedAt = row.revoked_at;
+  return p;
+}
+
+export interface PostgresParticipantsOptions {
+  pool: pg.Pool;
+  schema: string;
+  /** The organisation's CA: needed to register, enrol and revoke (not to authenticate). */
+  identity?: IdentityProvider;
+  log?: ChannelLog;
+}
+
+export class PostgresParticipants implements ParticipantRegistry {
+  private readonly pool: pg.Pool;
+  private readonly S: string;
+  private readonly channel: string;
+  private readonly identity?: IdentityProvider;
+  private readonly log?: ChannelLog;
+  /** The client ids enrolled and not revoked, as this replica last learnt (isActive). */
+  private readonly enrolled = new Set<string>();
+  private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
+  /**
+   * Reads are numbered as they start; a client's state is taken from a read only if none started later was
+   * applied already (reads on several connections may answer out of order: an older "enrolled" must not undo a
+   * newer "revoked").
+   */
+  private reads = 0;
+  private readonly appliedRead = new Map<string, number>();
+  private stopListening?: () => Promise<void>;
+
+  private constructor(options: PostgresParticipantsOptions) {
+    this.pool = options.pool;
+    this.S = `"${options.schema.replace(/"/g, '""')}"`;
+    this.channel = `hie_participant_${createHash('sha256').update(options.schema).digest('hex').slice(0, 16)}`;
+    this.identity = options.identity;
+    this.log = options.log;
+  }
+
+  /** The participants of a migrated schema; `listen` (a serving replica): follow the other replicas' changes. */
+  static async open(
+    options: PostgresParticipantsOptions & { listen?: boolean },
+  ): Promise<PostgresParticipants> {
+    const participants = new PostgresParticipants(options);
+    if (options.listen !== false)
+      participants.stopListening = await listenOnChannel(options.pool, participants.channel, {
+        payload: (clientId) => participants.refresh(clientId),
+        reload: () => participants.reload(),
+        log: options.log,
+        what: 'participants',
+      });
+    await participants.reload();
+    return participants;
+  }
+
+  async close(): Promise<void> {
+    const stop = this.stopListening;
+    this.stopListening = undefined;
+    await stop?.();
+  }
+
+  /** Reads every enrolled client id again (at start, and after the listening connection was lost). */
+  private async reload(): Promise<void> {
+    const read = ++this.reads;
+    const { rows } = await this.pool.query<{ client_id: string }>(
+      `SELECT client_id FROM ${this.S}.participant WHERE status = 'enrolled'`,
+    );
+    const enrolled = new Set(rows.map((row) => row.client_id));
+    for (const clientId of [...this.enrolled, ...enrolled])
+      this.note(enrolled.has(clientId) ? 'enrolled' : 'revoked', clientId, read);
+  }
+
+  /** Reads one participant's status again (another replica or the CLI changed it). */
+  private async refresh(clientId: string): Promise<void> {
+    await this.row(clientId);
+  }
+
+  private note(status: ParticipantStatus | undefined, clientId: string, read: number): void {
+    const applied = this.appliedRead.get(clientId);
+    // An unknown client id (anyone may send one to the token endpoint) leaves nothing behind.
+    if (status === undefined && applied === undefined && !this.enrolled.has(clientId)) return;
+    if ((applied ?? 0) > read) return;
+    this.appliedRead.set(clientId, read);
+    if (status === 'enrolled') this.enrolled.add(clientId);
+    else {
+      this.enrolled.delete(clientId);
+      this.keys.delete(clientId);
+    }
+  }
+
+  /** One participant's row; what it says of the status is noted for isActive. */
+  private async row(clientId: string): Promise<Row | undefined> {
+    const read = ++this.reads;
+    const { rows } = await this.pool.query<Row>(`SELECT * FROM ${this.S}.participant WHERE client_id = $1`, [
+      clientId,
+    ]);
+    this.note(rows[0]?.status, clientId, read);
+    return rows[0];
+  }
+
+  async get(clientId: string): Promise<Participant | undefined> {
+    const row = await this.row(clientId);
+    return row ? toParticipant(row) : undefined;
+  }
+
+  async list(): Promise<Participant[]> {
+    const { rows } = await this.pool.query<Row>(
+      `SELECT * FROM ${this.S}.participant ORDER BY created_at, client_id`,
+    );
+    return rows.map(toParticipant);
+  }
+
+  async byPseudonym(pseudonym: string): Promise<Participant | undefined> {
+    const { rows } = await this.pool.query<Row>(`SELECT * FROM ${this.S}.participant WHERE pseudonym = $1`, [
+      pseudonym,
+    ]);
+    return rows[0] ? toParticipant(rows[0]) : undefined;
+  }
+
+  async enrolledCertificates(): Promise<string[]> {
+    const { rows } = await this.pool.query<{ certificate: string }>(
+      `SELECT certificate FROM ${this.S}.participant WHERE status = 'enrolled' AND certificate IS NOT NULL`,
+    );
+    return rows.map((row) => row.certificate);
+  }
+
+  private requireIdentity(): IdentityProvider {
+    if (!this.identity)
+      throw new Error('no certificate authority is configured for this participant directory');
+    return this.identity;
+  }
+
+  async register(input: ParticipantInput): Promise<Participant> {
+    const valid = validateParticipant(input);
+    if (await this.row(valid.clientId)) throw new Error(`participant ${valid.clientId} already exists`);
+    const pseudonym = newPseudonym();
+    await this.requireIdentity().register({
+      enrollmentId: pseudonym,
+      type: 'client',
+      attrs: { 'hie.role': valid.role, 'hie.id': pseudonym },
+    });
+    // Two registrations of one client id at once: the primary key lets one in.
+    const { rowCount } = await this.pool.query(
+      `INSERT INTO ${this.S}.participant (client_id, pseudonym, role, resource, organization, status, created_at)
+       VALUES ($1, $2, $3, $4, $5, 'registered', $6) ON CONFLICT (client_id) DO NOTHING`,
+      [
+        valid.clientId,
+        pseudonym,
+        valid.role,
+        valid.resource ?? null,
+        valid.organization ?? null,
+        new Date().toISOString(),
+      ],
+    );
+    if (rowCount !== 1) throw new Error(`participant ${valid.clientId} already exists`);
+    return (await this.get(valid.clientId))!;
+  }
+
+  async enroll(
+    input: ParticipantInput & { keyType?: EcKeyType },
+  ): Promise<{ participant: Participant; enrollment: IdentityEnrollment }> {
+    let participant = await this.get(input.clientId);
+    checkEnrollable(participant, input);
+    participant ??= await this.register(input);
+    const identity = this.requireIdentity();
+    const enrollment = await identity.enroll({
+      enrollmentId: participant.pseudonym,
+      attrs: { 'hie.role': participant.role, 'hie.id': participant.pseudonym },
+      keyType: input.keyType ?? 'P-384',
+    });
+    if (participant.serial)
+      await identity.revoke({
+        enrollmentId: participant.pseudonym,
+        serial: participant.serial,
+        reason: 'superseded',
+      });
+    // Not over a revocation made meanwhile (another replica or the CLI): revoked stays revoked.
+    const { rows } = await this.pool.query<Row>(
+      `WITH u AS (UPDATE ${this.S}.participant SET status = 'enrolled', serial = $1, certificate = $2
+                  WHERE client_id = $3 AND status <> 'revoked' RETURNING *)
+       SELECT u.*, pg_notify($4, u.client_id) FROM u`,
+      [enrollment.serial, enrollment.certificate, participant.clientId, this.channel],
+    );
+    if (!rows[0]) throw new Error(`participant ${input.clientId} is revoked; register a new client id`);
+    this.note('enrolled', participant.clientId, ++this.reads);
+    return { participant: toParticipant(rows[0]), enrollment };
+  }
+
+  async revoke(clientId: string): Promise<Participant> {
+    const participant = await this.get(clientId);
+    if (!participant) throw new Error(`unknown participant ${clientId}`);
+    if (participant.status !== 'revoked') {
+      // The service refuses first (every replica, at the notification); the CA follows.
+      await this.pool.query(
+        `WITH u AS (UPDATE ${this.S}.participant SET status = 'revoked', revoked_at = $1
+                    WHERE client_id = $2 AND status <> 'revoked' RETURNING client_id)
+         SELECT pg_notify($3, client_id) FROM u`,
+        [new Date().toISOString(), clientId, this.channel],
+      );
+      this.note('revoked', clientId, ++this.reads);
+      if (this.identity)
+        await this.identity.revoke({ enrollmentId: participant.pseudonym, reason: 'revoked by admin' });
+    }
+    return (await this.get(clientId))!;
+  }
+
+  // ClientDirectory (token service)
+
+  async findClient(clientId: string): Promise<ClientRecord | undefined> {
+    const row = await this.row(clientId);
+    if (!row || row.status !== 'enrolled' || !row.certificate || !row.serial) return undefined;
+    let cached = this.keys.get(clientId);
+    if (!cached || cached.serial !== row.serial) {
+      cached = { serial: row.serial, key: certificatePublicKey(row.certificate) };
+      this.keys.set(clientId, cached);
+    }
+    const record: ClientRecord = {
+      clientId,
+      pseudonym: row.pseudonym,
+      role: row.role,
+      publicKey: cached.key,
+    };
+    if (row.resource) record.resource = row.resource;
+    if (row.organization) record.organization = row.organization;
+    return record;
+  }
+
+  isActive(clientId: string): boolean {
+    return this.enrolled.has(clientId);
+  }
+}
