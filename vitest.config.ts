@@ -65,7 +65,8 @@ export default defineConfig({
           // module (vi.mock), writes process.env, or replaces what a module exports; what src/ keeps per process
           // is a cache of what never changes (definitions, the compiled schema, UCUM units, the chaincode) or is
           // reset by the app that set it when it closes (custom search parameters); spies are restored after each
-          // file; the one file that needs a module's first load (schema-cache) calls vi.resetModules itself.
+          // file; the files that need a module's first load in a process (schema-cache, and file-modes for the
+          // cache an app's first start writes) call vi.resetModules themselves.
           // docs/architecture.md "Tests" has the rules a new app test keeps.
           isolate: false,
           sequence: { groupOrder: 1 },
