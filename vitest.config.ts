@@ -1,4 +1,5 @@
 import { configDefaults, defineConfig } from 'vitest/config';
+import { HeavyFirstSequencer } from './test/support/sequencer.js';
 
 /**
  * The fast lane (`npm run test:unit`): pure modules and the in-memory store contract. A file belongs here when
@@ -28,8 +29,12 @@ export default defineConfig({
     globalSetup: ['test/support/global-setup.ts'],
     hookTimeout: 120_000,
     pool: 'forks',
+    // The long files first (test/support/sequencer.ts), so that the two forks end together.
+    sequence: { sequencer: HeavyFirstSequencer },
     poolOptions: {
-      forks: { maxForks: 2, minForks: 1 },
+      // Each fork process runs many files (a fresh process per file re-imported every package); whether files
+      // share src/ modules is the project's `isolate` (the app project below).
+      forks: { maxForks: 2, minForks: 1, isolate: false },
       // Used by the unit project only (vitest reads pool options here, not from a project).
       threads: { maxThreads: 2, minThreads: 1, isolate: false },
     },
@@ -55,6 +60,15 @@ export default defineConfig({
           name: 'app',
           include: ['test/**/*.test.ts', 'chaincode/test/**/*.test.ts'],
           exclude: [...configDefaults.exclude, ...UNIT_TESTS],
+          // One module graph per fork, as in the unit lane: isolated, each of the 150 files re-imported fastify,
+          // the app and the validator (197 s of the CI run's collect time). Safe because no app file mocks a
+          // module (vi.mock), writes process.env, or replaces what a module exports; what src/ keeps per process
+          // is a cache of what never changes (definitions, the compiled schema, UCUM units, the chaincode) or is
+          // reset by the app that set it when it closes (custom search parameters); spies are restored after each
+          // file; the files that need a module's first load in a process (schema-cache, and file-modes for the
+          // cache an app's first start writes) call vi.resetModules themselves.
+          // docs/architecture.md "Tests" has the rules a new app test keeps.
+          isolate: false,
           sequence: { groupOrder: 1 },
         },
       },

@@ -159,11 +159,13 @@ describe('commit faults', () => {
 
 describe('slow and absent network', () => {
   it('times out a slow endorsement and a slow submit, retries, and commits once', async () => {
-    const ledger = harness.connect({ timeouts: { endorseMs: 150, submitMs: 150 } });
+    // The timeouts leave an undelayed call far more time than it needs on a loaded machine (150 ms did not: the
+    // retry itself timed out under load); each delay is well past its timeout, so the first try always times out.
+    const ledger = harness.connect({ timeouts: { endorseMs: 1500, submitMs: 1500 } });
     const key = hex();
     harness.server.faults.push(
-      { step: 'endorse', kind: 'delay', delayMs: 600 },
-      { step: 'submit', kind: 'delay', delayMs: 600 },
+      { step: 'endorse', kind: 'delay', delayMs: 4000 },
+      { step: 'submit', kind: 'delay', delayMs: 4000 },
     );
     const committedBefore = harness.server.committed.length;
     const committed = await ledger.submit('anchor:AnchorVersion', [key, hex()]);

@@ -7,9 +7,8 @@ import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, rmSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp, type App } from '../../src/app/app.js';
-import { loadConfig } from '../../src/config/config.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { App } from '../../src/app/app.js';
 import { send } from './helpers.js';
 
 /** Every entry under `dir` (the directory itself included) with its permission bits, e.g. `ledger/ 700`. */
@@ -37,7 +36,15 @@ function chmodTree(dir: string, dirMode: number, fileMode: number): void {
 
 const silent = new Writable({ write: (_chunk, _encoding, done) => done() });
 
+/**
+ * The app and config modules as a new service process has them: test files share one module graph (see
+ * vitest.config.ts), and what a process loads once (the definitions, the compiled schema) writes its cache into
+ * the data directory of the first app only; this file checks the modes of that cache too.
+ */
+let modules: [typeof import('../../src/app/app.js'), typeof import('../../src/config/config.js')];
+
 async function start(dataDir: string): Promise<App> {
+  const [{ buildApp }, { loadConfig }] = modules;
   const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', logLevel: 'info', auth: 'dev-open' }, {});
   return buildApp(config, { logStream: silent });
 }
@@ -60,9 +67,11 @@ async function use(app: App): Promise<void> {
 describe('data directory modes', () => {
   const root = mkdtempSync(join(tmpdir(), 'hie-modes-'));
   let umask: number;
-  beforeAll(() => {
+  beforeAll(async () => {
     // The usual umask, which leaves files 0644 and directories 0755 unless the service asks for less.
     umask = process.umask(0o022);
+    vi.resetModules();
+    modules = await Promise.all([import('../../src/app/app.js'), import('../../src/config/config.js')]);
   });
   afterAll(() => {
     process.umask(umask);

@@ -18,6 +18,9 @@ interface Server {
   exited: Promise<number | null>;
 }
 
+/** Every server process this file started: the afterAll stops those still running, started or still starting. */
+const children: ChildProcess[] = [];
+
 /** Starts `hie-ledger serve` on a free port and resolves with its FHIR base URL (from its start-up log line). */
 function startServer(dataDir: string): Promise<Server> {
   const child = spawn(
@@ -40,6 +43,7 @@ function startServer(dataDir: string): Promise<Server> {
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  children.push(child);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     let output = '';
@@ -71,9 +75,12 @@ describe('crash in the middle of a stream of writes', () => {
   let server: Server | undefined;
 
   afterAll(async () => {
-    if (server && server.child.exitCode === null) {
-      server.child.kill('SIGKILL');
-      await server.exited;
+    // A server still starting when the test timed out is not `server` yet: without this it outlived the run.
+    for (const child of children) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
     }
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
