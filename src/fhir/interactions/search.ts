@@ -327,6 +327,9 @@ async function search(
 
   if (query.summaryCount) query.count = 0;
   const member = compartment?.member;
+  // Members are found from the reference index (the compartment's parameters), not checked per candidate of the
+  // type; the stored compartments still decide (canRead below). Not in `applied`: the base names the compartment.
+  if (compartment) query.filters.unshift(compartment.filter);
   const base = member
     ? `${request.baseUrl}/${member}/${resourceType ?? '*'}`
     : resourceType
@@ -471,6 +474,8 @@ async function search(
 
 /** The types of the Patient compartment (R4 CompartmentDefinition patient), the Patient itself included. */
 let patientCompartmentTypes: string[] | undefined;
+/** Per type, the parameters whose references to a patient make a resource a member (R4 CompartmentDefinition). */
+let patientCompartmentParams: Record<string, string[]> | undefined;
 
 /**
  * A compartment search's member key (`Patient/id`, as stored in `StoredVersion.patients`, from the R4 compartment
@@ -479,7 +484,7 @@ let patientCompartmentTypes: string[] | undefined;
 function compartmentOf(
   compartment: { type: string; id: string },
   resourceType: string | undefined,
-): { member: string; types?: string[] } {
+): { member: string; types?: string[]; filter: Extract<Filter, { kind: 'compartment' }> } {
   if (compartment.type !== 'Patient')
     throw fhirError('endpoint-not-found', `The ${compartment.type} compartment is not served here`);
   patientCompartmentTypes ??= [
@@ -487,7 +492,18 @@ function compartmentOf(
   ].sort();
   if (resourceType && !patientCompartmentTypes.includes(resourceType))
     throw fhirError('request-invalid', `${resourceType} is not a type of the Patient compartment`);
-  return { member: `Patient/${compartment.id}`, types: resourceType ? undefined : patientCompartmentTypes };
+  patientCompartmentParams ??= Object.fromEntries(searchDefinitions().patientCompartment);
+  const member = `Patient/${compartment.id}`;
+  return {
+    member,
+    types: resourceType ? undefined : patientCompartmentTypes,
+    filter: {
+      kind: 'compartment',
+      reference: member,
+      params: patientCompartmentParams,
+      own: { type: 'Patient', id: compartment.id },
+    },
+  };
 }
 
 /** GET [base]/[type]?... and POST [base]/[type]/_search */
