@@ -158,8 +158,12 @@ async function runStoreSearch(context: FhirContext, request: StoreSearchRequest)
   return context.store.search(request);
 }
 
-/** The `Type/id` references of a resource through reference parameter `param` ('*' = every reference parameter). */
-function referencesOf(resource: FhirResource, param: string): string[] {
+/**
+ * The `Type/id` references of a resource through reference parameter `param` ('*' = every reference parameter):
+ * relative ones, and absolute ones under this server's base (`serverBase`), which name the same resources.
+ */
+function referencesOf(resource: FhirResource, param: string, serverBase: string | undefined): string[] {
+  const own = serverBase !== undefined ? `${serverBase}/` : undefined;
   const defs =
     param === '*'
       ? [...(searchParametersOf(resource.resourceType)?.values() ?? [])].filter((d) => d.type === 'reference')
@@ -168,7 +172,11 @@ function referencesOf(resource: FhirResource, param: string): string[] {
   for (const def of defs) {
     if (!def?.evaluate) continue;
     for (const value of def.evaluate(resource)) {
-      const reference = (value as { reference?: unknown } | null)?.reference;
+      const written = (value as { reference?: unknown } | null)?.reference;
+      const reference =
+        own !== undefined && typeof written === 'string' && written.startsWith(own)
+          ? written.slice(own.length)
+          : written;
       if (
         typeof reference !== 'string' ||
         reference.startsWith('#') ||
@@ -241,7 +249,7 @@ async function collectIncludes(
       for (const version of frontier) {
         if (!version.json || (spec.sourceType !== '*' && spec.sourceType !== version.resourceType)) continue;
         const resource = parseFhirJson<FhirResource>(version.json);
-        for (const key of referencesOf(resource, spec.param)) {
+        for (const key of referencesOf(resource, spec.param, query.serverBase)) {
           if (seen.has(key)) continue;
           const [type, id] = key.split('/');
           if (spec.targetType && type !== spec.targetType) continue;
@@ -262,7 +270,12 @@ async function collectIncludes(
         continue;
       }
       if (!readable(spec.sourceType)) continue;
-      const keys = frontier.map((v) => `${v.resourceType}/${v.id}`);
+      // References to the frontier: relative, or absolute under this server's base.
+      const keys = frontier.flatMap((v) =>
+        query.serverBase !== undefined
+          ? [`${v.resourceType}/${v.id}`, `${query.serverBase}/${v.resourceType}/${v.id}`]
+          : [`${v.resourceType}/${v.id}`],
+      );
       const revQuery: CompiledQuery = {
         resourceTypes: [spec.sourceType],
         filters: [

@@ -119,6 +119,11 @@ export interface CompiledQuery {
   warnings: string[];
   /** The parameters that were applied, for the self link. */
   applied: [string, string][];
+  /**
+   * This server's base URL as the client addressed it (ParseOptions.serverBase): chains, `_has` and includes also
+   * follow references stored as absolute URLs under it (search.html#reference: the same resource as `Type/id`).
+   */
+  serverBase?: string;
 }
 
 /**

@@ -856,11 +856,15 @@ export class SearchRun {
         return { sql, binds: [...matchingBinds(types, params, indexType, drive), ...condition.binds] };
       }
       case 'chain': {
-        // Visible targets of the inner condition, then the references to them.
+        // Visible targets of the inner condition, then the references to them (relative, or absolute under this
+        // server's base: the same resource).
         const keys: string[] = [];
+        const base = this.request.query.serverBase;
         for (const targetType of filter.targetTypes) {
-          for (const version of yield* this.visibleMatches([targetType], [filter.inner]))
+          for (const version of yield* this.visibleMatches([targetType], [filter.inner])) {
             keys.push(`${version.resourceType}/${version.id}`);
+            if (base !== undefined) keys.push(`${base}/${version.resourceType}/${version.id}`);
+          }
         }
         return {
           sql: matchingIds(
@@ -908,11 +912,15 @@ export class SearchRun {
         // Visible sources matching the inner condition; this resource must be one they reference through `param`.
         const sources = (yield* this.visibleMatches([filter.sourceType], [filter.inner])).map((v) => v.seq);
         const hasParams = this.rowParams([filter.sourceType], filter.param);
-        const referenced = yield* columnOf(
+        const stored = yield* columnOf(
           `SELECT DISTINCT si.reference AS reference FROM ${d.table('search_index')} si
            WHERE si.seq IN (SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}) AND si.param IN (${placeholders(hasParams.length)}) AND si.reference IS NOT NULL`,
           [JSON.stringify(sources), ...hasParams],
         );
+        // A reference stored as an absolute URL under this server's base names the resource `Type/id` here.
+        const own =
+          this.request.query.serverBase !== undefined ? `${this.request.query.serverBase}/` : undefined;
+        const referenced = own ? stored.map((r) => (r.startsWith(own) ? r.slice(own.length) : r)) : stored;
         const slash = d.instr('r.value', "'/'");
         return {
           sql: `(c.resource_type, c.id) IN (SELECT substr(r.value, 1, ${slash} - 1), substr(r.value, ${slash} + 1) FROM ${d.jsonValues('r')})`,
