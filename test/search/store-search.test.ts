@@ -601,6 +601,61 @@ describe.each(searchStores())('search on the $name store', (backend) => {
 
   // Paging continues after the last match served (a sealed cursor), not at an offset: writes between pages
   // neither repeat nor skip a resource that existed at the first page (issue 15).
+  describe("references stored as absolute URLs under this server's base (search.html#reference)", () => {
+    // request() addresses the server as http://test/fhir: a reference written under it names the same resource as
+    // `Type/id`; one under another base names another server's resource.
+    let own: ResourceStore;
+    beforeAll(async () => {
+      own = await backend.open();
+      const observation = (id: string, subject: string, code: string) => ({
+        resourceType: 'Observation',
+        id,
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code }] },
+        subject: { reference: subject },
+      });
+      const resources: (FhirResource & Record<string, unknown>)[] = [
+        { resourceType: 'Patient', id: 'abs-p', name: [{ family: 'Absolutely' }] },
+        observation('abs-o', 'http://test/fhir/Patient/abs-p', 'abs-1'),
+        observation('far-o', 'http://elsewhere/fhir/Patient/abs-p', 'abs-2'),
+      ];
+      for (const resource of resources)
+        await own.write({
+          resourceType: resource.resourceType,
+          id: resource.id!,
+          resource,
+          method: 'PUT',
+          index: extractIndex(resource),
+          patients: patientCompartments(resource),
+        });
+    });
+    afterAll(async () => own.close());
+    const find = async (type: string, query: Record<string, string>) => {
+      const response = await searchType(request(type, query), context(own));
+      expect(response.status).toBe(200);
+      return parseFhirJson<SearchBundle>(response.body as string);
+    };
+
+    it('chains and _has follow them; not those under another base', async () => {
+      expect(ids(await find('Observation', { 'subject:Patient.family': 'absolutely' }))).toEqual([
+        'Observation/abs-o',
+      ]);
+      expect(ids(await find('Patient', { '_has:Observation:subject:code': 'abs-1' }))).toEqual([
+        'Patient/abs-p',
+      ]);
+      expect(ids(await find('Patient', { '_has:Observation:subject:code': 'abs-2' }))).toEqual([]);
+    });
+
+    it('_include and _revinclude follow them; not those under another base', async () => {
+      const included = await find('Observation', { _id: 'abs-o', _include: 'Observation:subject' });
+      expect(ids(included, 'include')).toEqual(['Patient/abs-p']);
+      const far = await find('Observation', { _id: 'far-o', _include: 'Observation:subject' });
+      expect(ids(far, 'include')).toEqual([]);
+      const reverse = await find('Patient', { _id: 'abs-p', _revinclude: 'Observation:subject' });
+      expect(ids(reverse, 'include')).toEqual(['Observation/abs-o']);
+    });
+  });
+
   describe('paging with a cursor', () => {
     let paged: ResourceStore;
     beforeAll(async () => {

@@ -158,8 +158,12 @@ async function runStoreSearch(context: FhirContext, request: StoreSearchRequest)
   return context.store.search(request);
 }
 
-/** The `Type/id` references of a resource through reference parameter `param` ('*' = every reference parameter). */
-function referencesOf(resource: FhirResource, param: string): string[] {
+/**
+ * The `Type/id` references of a resource through reference parameter `param` ('*' = every reference parameter):
+ * relative ones, and absolute ones under this server's base (`serverBase`), which name the same resources.
+ */
+function referencesOf(resource: FhirResource, param: string, serverBase: string | undefined): string[] {
+  const own = serverBase !== undefined ? `${serverBase}/` : undefined;
   const defs =
     param === '*'
       ? [...(searchParametersOf(resource.resourceType)?.values() ?? [])].filter((d) => d.type === 'reference')
@@ -168,7 +172,11 @@ function referencesOf(resource: FhirResource, param: string): string[] {
   for (const def of defs) {
     if (!def?.evaluate) continue;
     for (const value of def.evaluate(resource)) {
-      const reference = (value as { reference?: unknown } | null)?.reference;
+      const written = (value as { reference?: unknown } | null)?.reference;
+      const reference =
+        own !== undefined && typeof written === 'string' && written.startsWith(own)
+          ? written.slice(own.length)
+          : written;
       if (
         typeof reference !== 'string' ||
         reference.startsWith('#') ||
@@ -241,7 +249,7 @@ async function collectIncludes(
       for (const version of frontier) {
         if (!version.json || (spec.sourceType !== '*' && spec.sourceType !== version.resourceType)) continue;
         const resource = parseFhirJson<FhirResource>(version.json);
-        for (const key of referencesOf(resource, spec.param)) {
+        for (const key of referencesOf(resource, spec.param, query.serverBase)) {
           if (seen.has(key)) continue;
           const [type, id] = key.split('/');
           if (spec.targetType && type !== spec.targetType) continue;
@@ -262,7 +270,12 @@ async function collectIncludes(
         continue;
       }
       if (!readable(spec.sourceType)) continue;
-      const keys = frontier.map((v) => `${v.resourceType}/${v.id}`);
+      // References to the frontier: relative, or absolute under this server's base.
+      const keys = frontier.flatMap((v) =>
+        query.serverBase !== undefined
+          ? [`${v.resourceType}/${v.id}`, `${query.serverBase}/${v.resourceType}/${v.id}`]
+          : [`${v.resourceType}/${v.id}`],
+      );
       const revQuery: CompiledQuery = {
         resourceTypes: [spec.sourceType],
         filters: [
@@ -327,6 +340,9 @@ async function search(
 
   if (query.summaryCount) query.count = 0;
   const member = compartment?.member;
+  // Members are found from the reference index (the compartment's parameters), not checked per candidate of the
+  // type; the stored compartments still decide (canRead below). Not in `applied`: the base names the compartment.
+  if (compartment) query.filters.unshift(compartment.filter);
   const base = member
     ? `${request.baseUrl}/${member}/${resourceType ?? '*'}`
     : resourceType
@@ -471,6 +487,8 @@ async function search(
 
 /** The types of the Patient compartment (R4 CompartmentDefinition patient), the Patient itself included. */
 let patientCompartmentTypes: string[] | undefined;
+/** Per type, the parameters whose references to a patient make a resource a member (R4 CompartmentDefinition). */
+let patientCompartmentParams: Record<string, string[]> | undefined;
 
 /**
  * A compartment search's member key (`Patient/id`, as stored in `StoredVersion.patients`, from the R4 compartment
@@ -479,7 +497,7 @@ let patientCompartmentTypes: string[] | undefined;
 function compartmentOf(
   compartment: { type: string; id: string },
   resourceType: string | undefined,
-): { member: string; types?: string[] } {
+): { member: string; types?: string[]; filter: Extract<Filter, { kind: 'compartment' }> } {
   if (compartment.type !== 'Patient')
     throw fhirError('endpoint-not-found', `The ${compartment.type} compartment is not served here`);
   patientCompartmentTypes ??= [
@@ -487,7 +505,18 @@ function compartmentOf(
   ].sort();
   if (resourceType && !patientCompartmentTypes.includes(resourceType))
     throw fhirError('request-invalid', `${resourceType} is not a type of the Patient compartment`);
-  return { member: `Patient/${compartment.id}`, types: resourceType ? undefined : patientCompartmentTypes };
+  patientCompartmentParams ??= Object.fromEntries(searchDefinitions().patientCompartment);
+  const member = `Patient/${compartment.id}`;
+  return {
+    member,
+    types: resourceType ? undefined : patientCompartmentTypes,
+    filter: {
+      kind: 'compartment',
+      reference: member,
+      params: patientCompartmentParams,
+      own: { type: 'Patient', id: compartment.id },
+    },
+  };
 }
 
 /** GET [base]/[type]?... and POST [base]/[type]/_search */

@@ -705,11 +705,12 @@ function singleInt(values: string[], name: string, min: number, max: number): nu
 
 /** Parses a search query. Throws 400 FhirError for malformed or hostile input. */
 export function parseSearch(query: Record<string, string[]>, options: ParseOptions = {}): CompiledQuery {
+  const serverBase = options.serverBase?.replace(/\/+$/, '');
   const parser = new QueryParser(
     options.lenient === true && options.strict !== true,
     !options.resourceType && !query._type,
     options.terminology,
-    options.serverBase?.replace(/\/+$/, ''),
+    serverBase,
   );
   const defs = searchDefinitions();
   const names = Object.keys(query);
@@ -830,6 +831,7 @@ export function parseSearch(query: Record<string, string[]>, options: ParseOptio
     revinclude,
     warnings: parser.warnings,
     applied,
+    ...(serverBase !== undefined ? { serverBase } : {}),
   };
 }
 

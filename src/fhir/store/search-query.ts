@@ -66,7 +66,19 @@ export type Filter =
   /** `_has:Type:param:rest=value`: some `Type` resource whose `param` references this one matches `inner`. */
   | { kind: 'has'; sourceType: string; param: string; inner: Filter }
   /** `_text` / `_content`: the resource's full-text words (src/fhir/search/full-text.ts) match `query`. */
-  | { kind: 'text'; param: '_text' | '_content'; query: TextQuery };
+  | { kind: 'text'; param: '_text' | '_content'; query: TextQuery }
+  /**
+   * Membership of a compartment (search.html#compartments) as an index condition: a reference to `reference`
+   * (`Patient/x`) in one of the type's compartment parameters (`params`, per type: the R4 CompartmentDefinition),
+   * or, for the compartment's own type, that resource itself (`own`). It narrows the candidates from the reference
+   * index; the version's stored compartments still decide (the search interaction's `canRead`).
+   */
+  | {
+      kind: 'compartment';
+      reference: string;
+      params: Readonly<Record<string, readonly string[]>>;
+      own?: { type: string; id: string };
+    };
 
 /**
  * A parsed full-text query: an OR of ANDs of phrases. A phrase is one or more words (already normalised and
@@ -107,6 +119,11 @@ export interface CompiledQuery {
   warnings: string[];
   /** The parameters that were applied, for the self link. */
   applied: [string, string][];
+  /**
+   * This server's base URL as the client addressed it (ParseOptions.serverBase): chains, `_has` and includes also
+   * follow references stored as absolute URLs under it (search.html#reference: the same resource as `Type/id`).
+   */
+  serverBase?: string;
 }
 
 /**

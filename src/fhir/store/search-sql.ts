@@ -730,6 +730,8 @@ function driveRank(filter: Filter): number {
       return NEVER_DRIVES;
     case 'text':
       return 5;
+    case 'compartment':
+      return 2;
     case 'param': {
       if (filter.negate || filter.values.some((v) => v.kind === 'missing')) return NEVER_DRIVES;
       if (filter.type === 'reference') return 2;
@@ -854,11 +856,15 @@ export class SearchRun {
         return { sql, binds: [...matchingBinds(types, params, indexType, drive), ...condition.binds] };
       }
       case 'chain': {
-        // Visible targets of the inner condition, then the references to them.
+        // Visible targets of the inner condition, then the references to them (relative, or absolute under this
+        // server's base: the same resource).
         const keys: string[] = [];
+        const base = this.request.query.serverBase;
         for (const targetType of filter.targetTypes) {
-          for (const version of yield* this.visibleMatches([targetType], [filter.inner]))
+          for (const version of yield* this.visibleMatches([targetType], [filter.inner])) {
             keys.push(`${version.resourceType}/${version.id}`);
+            if (base !== undefined) keys.push(`${base}/${version.resourceType}/${version.id}`);
+          }
         }
         return {
           sql: matchingIds(
@@ -875,6 +881,28 @@ export class SearchRun {
           ],
         };
       }
+      case 'compartment': {
+        // Driving: the members' seqs from the reference index (one seek per parameter). Probed: this candidate's
+        // own rows of its type's compartment parameters (primary key prefix), or it is the compartment's resource.
+        if (drive) {
+          const members = this.compartmentRows(types, filter);
+          return { sql: `v.seq IN (${members.sql})`, binds: members.binds };
+        }
+        const parts: Fragment[] = [];
+        for (const type of types) {
+          const params = this.compartmentParams(type, filter);
+          if (params.length > 0)
+            parts.push({
+              sql: `(c.resource_type = ? AND EXISTS (SELECT 1 ${indexRowsOf(d, params)} AND si.reference = ?))`,
+              binds: [type, ...params, filter.reference],
+            });
+          if (filter.own?.type === type)
+            parts.push({ sql: '(c.resource_type = ? AND c.id = ?)', binds: [type, filter.own.id] });
+        }
+        return parts.length === 0
+          ? { sql: d.false, binds: [] }
+          : { sql: `(${parts.map((p) => p.sql).join(' OR ')})`, binds: parts.flatMap((p) => p.binds) };
+      }
       case 'text': {
         // Not correlated whether it drives or not: the text index answers the whole set once.
         const matches = d.fullText(types, filter.param, filter.query);
@@ -884,11 +912,15 @@ export class SearchRun {
         // Visible sources matching the inner condition; this resource must be one they reference through `param`.
         const sources = (yield* this.visibleMatches([filter.sourceType], [filter.inner])).map((v) => v.seq);
         const hasParams = this.rowParams([filter.sourceType], filter.param);
-        const referenced = yield* columnOf(
+        const stored = yield* columnOf(
           `SELECT DISTINCT si.reference AS reference FROM ${d.table('search_index')} si
            WHERE si.seq IN (SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}) AND si.param IN (${placeholders(hasParams.length)}) AND si.reference IS NOT NULL`,
           [JSON.stringify(sources), ...hasParams],
         );
+        // A reference stored as an absolute URL under this server's base names the resource `Type/id` here.
+        const own =
+          this.request.query.serverBase !== undefined ? `${this.request.query.serverBase}/` : undefined;
+        const referenced = own ? stored.map((r) => (r.startsWith(own) ? r.slice(own.length) : r)) : stored;
         const slash = d.instr('r.value', "'/'");
         return {
           sql: `(c.resource_type, c.id) IN (SELECT substr(r.value, 1, ${slash} - 1), substr(r.value, ${slash} + 1) FROM ${d.jsonValues('r')})`,
@@ -896,6 +928,40 @@ export class SearchRun {
         };
       }
     }
+  }
+
+  /** The index params of a type's compartment parameters (aliases such as Coverage `patient` by their parts). */
+  private compartmentParams(type: string, filter: Extract<Filter, { kind: 'compartment' }>): string[] {
+    const out = new Set<string>();
+    for (const code of filter.params[type] ?? []) for (const p of this.rowParams([type], code)) out.add(p);
+    return [...out];
+  }
+
+  /**
+   * `SELECT seq ...`: the current versions of `types` in the compartment, from the reference index (search_index_reference
+   * (resource_type, param, reference, seq): one seek per type and parameter) and, for the compartment's own type,
+   * its resource by key. Their number is the member's record, whatever the size of the store.
+   */
+  private compartmentRows(types: string[], filter: Extract<Filter, { kind: 'compartment' }>): Fragment {
+    const d = this.d;
+    const parts: Fragment[] = [];
+    for (const type of types) {
+      const params = this.compartmentParams(type, filter);
+      if (params.length > 0)
+        parts.push({
+          sql: `SELECT si.seq FROM ${d.table('search_index')} si WHERE si.resource_type = ? AND si.param IN (${placeholders(params.length)}) AND si.reference = ?`,
+          binds: [type, ...params, filter.reference],
+        });
+      if (filter.own?.type === type)
+        parts.push({
+          sql: `SELECT o.seq FROM ${d.table('resource_current')} o WHERE o.resource_type = ? AND o.id = ?`,
+          binds: [type, filter.own.id],
+        });
+    }
+    // No type of the compartment: no member (a query that returns no row).
+    if (parts.length === 0)
+      return { sql: `SELECT o.seq FROM ${d.table('resource_current')} o WHERE ${d.false}`, binds: [] };
+    return { sql: parts.map((p) => p.sql).join(' UNION ALL '), binds: parts.flatMap((p) => p.binds) };
   }
 
   /** Every visible current version of `types` matching all `filters` (for chains and _has); capped. */
@@ -917,6 +983,10 @@ export class SearchRun {
    */
   private *fewMatches(types: string[], filter: Filter): SearchPlan<boolean> {
     if (filter.kind === 'id') return true;
+    if (filter.kind === 'compartment') {
+      const members = this.compartmentRows(types, filter);
+      return yield* this.fewer(members.sql, members.binds);
+    }
     if (filter.kind !== 'param') return false;
     const rows = this.matchRows(types, filter, '1');
     return yield* this.fewer(rows.sql, rows.binds);
@@ -964,6 +1034,8 @@ export class SearchRun {
     limit: number,
     /** Only matches after this seq (a bounded walk passed the ones before). */
     start = 0,
+    /** Only matches up to this seq (a later page: the first page's mark). */
+    end?: number,
   ): SearchPlan<SearchRow[]> {
     const d = this.d;
     const matches = this.matchRows(types, driver, 'si.seq');
@@ -972,10 +1044,10 @@ export class SearchRun {
     const out: SearchRow[] = [];
     let after = start;
     for (let batch = limit; ; batch *= 4) {
-      const raw = (yield* columnOf(`${matches.sql} AND si.seq > ? ORDER BY si.seq LIMIT ${batch}`, [
-        ...matches.binds,
-        after,
-      ])).map(Number);
+      const raw = (yield* columnOf(
+        `${matches.sql} AND si.seq > ?${end !== undefined ? ' AND si.seq <= ?' : ''} ORDER BY si.seq LIMIT ${batch}`,
+        [...matches.binds, after, ...(end !== undefined ? [end] : [])],
+      )).map(Number);
       if (raw.length === 0) break;
       const seqs = [...new Set(raw)];
       for (const row of yield* rowsOf(
@@ -1147,6 +1219,10 @@ export class SearchRun {
     const d = this.d;
     const scope = yield* this.scopeAndDriver(types, filters);
     let driver = scope.driver;
+    // A later page of an equal value or reference: a seek from the position in its index (seq order), as the first
+    // page's walk (no count of its matches, no reading of the matches before the position).
+    if (after && !scope.keyed && driver?.kind === 'param' && !driver.negate && !RANGE_TYPES.has(driver.type))
+      return yield* this.seekAfter(types, driver, filters, scope, limit, after);
     let walked: Filter | undefined;
     if (!scope.keyed && driver?.kind === 'param' && (!after || !(yield* this.fewMatches(types, driver)))) {
       // A first page: the filter's matches in seq order (driverWalk), few or many, so they are not counted first
@@ -1245,6 +1321,48 @@ export class SearchRun {
       after.seq,
     ]);
     return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+  }
+
+  /**
+   * A later page in the default order driven by an equal value or reference (its index entries end in seq): the
+   * matches after the position up to the first page's mark, read from the index in seq order (driverWalk, `limit`
+   * at a time), and those written since the mark (their current seq is past it: the same index from the mark), placed
+   * by their version at the mark (none: created since, not matched). Both ordered by position, the first `limit` kept.
+   */
+  private *seekAfter(
+    types: string[],
+    driver: Extract<Filter, { kind: 'param' }>,
+    filters: Filter[],
+    scope: CandidateScope,
+    limit: number,
+    after: SearchPosition,
+  ): SearchPlan<Iterable<Candidate>> {
+    const d = this.d;
+    const others = filters.filter((f) => f !== driver);
+    const from = `FROM ${d.table('resource_version')} v JOIN ${d.table('resource_current')} c ON c.resource_type = v.resource_type AND c.id = v.id AND c.seq = v.seq`;
+    const columns =
+      'v.seq, v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.method, NULL AS json, v.custodian, v.patients';
+    const older = yield* this.driverWalk(
+      types,
+      driver,
+      others,
+      scope,
+      `SELECT ${columns}, c.seq AS pos ${from}`,
+      limit,
+      after.seq,
+      after.high,
+    );
+    const matches = this.matchRows(types, driver, 'si.seq');
+    const { where, binds } = yield* this.matchConditions(types, others, undefined, scope);
+    const newer = yield* rowsOf(
+      `SELECT cand.* FROM (SELECT ${columns}, (SELECT max(o.seq) FROM ${d.table('resource_version')} o WHERE o.resource_type = v.resource_type AND o.id = v.id AND o.seq <= ?) AS pos ${from}
+        WHERE v.seq IN (${matches.sql} AND si.seq > ?) AND ${where.join(' AND ')}) AS cand
+        WHERE cand.pos IS NOT NULL AND cand.pos > ? ORDER BY cand.pos LIMIT ${limit}`,
+      [after.high, ...matches.binds, after.high, ...binds, after.seq],
+    );
+    const rows = [...older, ...newer] as CandidateRow[];
+    rows.sort((a, b) => Number(a.pos) - Number(b.pos));
+    return { [Symbol.iterator]: () => candidatesOf(rows.slice(0, limit), 0) };
   }
 
   /** The page of visible matches (bodies read for the page only), the visible total when asked, and whether more follow. */
