@@ -23,7 +23,7 @@ export function asSchema6(db: Database.Database): void {
       `${hexText('b.transaction_id')}, b.block_number, ${hexText('b.batch_id')}, ${hexText('b.batch_root')}, ` +
       'a.leaf_index, b.leaf_count, a.erased_at, a.leaf_version ' +
       'FROM anchor a JOIN resource_version v ON v.seq = a.seq LEFT JOIN anchor_batch b ON b.id = a.batch; ' +
-      'DROP TABLE anchor; DROP TABLE anchor_batch; ALTER TABLE anchor_v6 RENAME TO anchor; ' +
+      'DROP TABLE anchor; DROP TABLE anchor_batch; DROP TABLE anchor_outbox; ALTER TABLE anchor_v6 RENAME TO anchor; ' +
       "CREATE INDEX anchor_pending ON anchor (seq) WHERE status = 'pending'; " +
       'CREATE INDEX access_key_resource ON access_key (resource_type, id); ' +
       'DELETE FROM schema_version WHERE version >= 7;',

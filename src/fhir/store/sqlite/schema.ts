@@ -303,9 +303,22 @@ export const MIGRATIONS: readonly Migration[] = [
       DROP INDEX anchor_batch_migration;
       UPDATE anchor_batch SET transaction_id = ${packHex('transaction_id')}, batch_id = ${packHex('batch_id')},
         batch_root = ${packHex('batch_root')};
+      -- The outbox: the key of each pending anchor, kept with it until it is anchored or erased (the anchor row no
+      -- longer repeats the key, and a pending version that vanished from resource_version must still be anchored and
+      -- named missing by the audit). Rows leave it when their anchor's status changes, so it stays small.
+      CREATE TABLE anchor_outbox (
+        seq           INTEGER PRIMARY KEY,
+        resource_type TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        version_id    INTEGER NOT NULL
+      );
+      INSERT INTO anchor_outbox (seq, resource_type, id, version_id)
+        SELECT seq, resource_type, id, version_id FROM anchor WHERE status = 'pending' ORDER BY seq;
       DROP TABLE anchor;
       ALTER TABLE anchor_v7 RENAME TO anchor;
-      CREATE INDEX anchor_pending ON anchor (seq) WHERE status = 'pending';
+      CREATE TRIGGER anchor_leaves_outbox AFTER UPDATE OF status ON anchor WHEN new.status <> 'pending' BEGIN
+        DELETE FROM anchor_outbox WHERE seq = new.seq;
+      END;
 
       -- A write removes the previous version's access keys by their primary key (type, key, id), named by that
       -- version's custodian and patients, so the index by (type, id), as large as the table itself, is not needed.

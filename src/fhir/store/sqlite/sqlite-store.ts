@@ -126,11 +126,13 @@ type Statement = Database.Statement;
  * the version's key from resource_version `v` (NULL when the version has no anchor), the hashes as hex text, the
  * batch from anchor_batch `b`. Select them FROM anchor a JOIN resource_version v ... LEFT JOIN anchor_batch b.
  */
-const ANCHOR_COLUMNS =
-  'iif(a.seq IS NULL, NULL, v.resource_type) AS a_resource_type, v.id AS a_id, v.version_id AS a_version_id, ' +
+const ANCHOR_STATE_COLUMNS =
   `${hexText('a.salt')} AS salt, ${hexText('a.leaf_hash')} AS leaf_hash, ${hexText('a.ledger_key')} AS ledger_key, ` +
   `a.leaf_version, a.status, ${hexText('b.transaction_id')} AS transaction_id, b.block_number, ` +
   `${hexText('b.batch_id')} AS batch_id, ${hexText('b.batch_root')} AS batch_root, a.leaf_index, b.leaf_count`;
+const ANCHOR_COLUMNS =
+  'iif(a.seq IS NULL, NULL, v.resource_type) AS a_resource_type, v.id AS a_id, v.version_id AS a_version_id, ' +
+  ANCHOR_STATE_COLUMNS;
 
 /**
  * The stored form of a hash, salt or ledger value (schema migration 7, the same rule as its SQL): the bytes of
@@ -213,6 +215,7 @@ interface Statements {
   insertAccessKey: Statement;
   insertAnchor: Statement;
   insertAnchorBatch: Statement;
+  insertOutbox: Statement;
   read: Statement;
   dataVersion: Statement;
   vread: Statement;
@@ -812,6 +815,7 @@ export class SqliteResourceStore implements ResourceStore {
         packHex(pending.ledgerKey),
         pending.leafVersion ?? 1,
       );
+      s.insertOutbox.run(seq, resourceType, id, versionId);
     }
     this.rowsPending = false;
     return version;
@@ -1167,6 +1171,9 @@ export class SqliteResourceStore implements ResourceStore {
       insertAnchor: db.prepare(
         "INSERT INTO anchor (seq, salt, leaf_hash, ledger_key, status, leaf_version) VALUES (?, ?, ?, ?, 'pending', ?)",
       ),
+      insertOutbox: db.prepare(
+        'INSERT INTO anchor_outbox (seq, resource_type, id, version_id) VALUES (?, ?, ?, ?)',
+      ),
       insertAnchorBatch: db.prepare(
         'INSERT INTO anchor_batch (transaction_id, block_number, batch_id, batch_root, leaf_count) VALUES (?, ?, ?, ?, ?)',
       ),
@@ -1192,9 +1199,11 @@ export class SqliteResourceStore implements ResourceStore {
           'SELECT seq FROM resource_version WHERE last_updated <= ? ORDER BY last_updated DESC, seq DESC LIMIT 1',
         )
         .pluck(),
+      // The key from the outbox (schema migration 7): listed even if the version row vanished.
       pendingAnchors: db.prepare(
-        `SELECT ${ANCHOR_COLUMNS} FROM anchor a JOIN resource_version v ON v.seq = a.seq ` +
-          "LEFT JOIN anchor_batch b ON b.id = a.batch WHERE a.status = 'pending' ORDER BY a.seq LIMIT ?",
+        'SELECT o.resource_type AS a_resource_type, o.id AS a_id, o.version_id AS a_version_id, ' +
+          `${ANCHOR_STATE_COLUMNS} FROM anchor_outbox o JOIN anchor a ON a.seq = o.seq ` +
+          "LEFT JOIN anchor_batch b ON b.id = a.batch WHERE a.status = 'pending' ORDER BY o.seq LIMIT ?",
       ),
       markAnchored: db.prepare(
         "UPDATE anchor SET status = CASE status WHEN 'erased' THEN 'erased' ELSE 'anchored' END, " +
