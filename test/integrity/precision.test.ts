@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { canonicalizeResourceText, canonicalizeText } from '../../src/fhir/canonical.js';
 import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
+import { decodeJson, encodeJson } from '../../src/fhir/store/json-codec.js';
 import { CUSTODIAN, openFixture, type Fixture } from './helpers.js';
 
 let fixture: Fixture | undefined;
@@ -61,9 +62,11 @@ describe('decimal precision through the integrity path', () => {
     fixture = undefined;
 
     const db = new Database(path.join(dir, 'resources.sqlite'));
-    db.prepare(
-      `UPDATE resource_version SET json = replace(json, '"value":1.50', '"value":1.5') WHERE id = 'prec'`,
-    ).run();
+    // The text is kept deflated (json-codec.ts): decoded, edited and encoded again.
+    const stored = db.prepare(`SELECT json FROM resource_version WHERE id = 'prec'`).pluck().get() as Buffer;
+    db.prepare(`UPDATE resource_version SET json = ? WHERE id = 'prec'`).run(
+      encodeJson(decodeJson(stored).replace('"value":1.50', '"value":1.5')),
+    );
     db.close();
 
     fixture = await openFixture({ batchSize: 10 }, dir);

@@ -11,6 +11,8 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runVerify } from '../../src/commands/verify.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
+import { decodeJson, encodeJson } from '../../src/fhir/store/json-codec.js';
+import { asSchema6 } from '../store/schema6.js';
 import { pendingAnchorOf } from '../../src/integrity/anchorer.js';
 import { canonicalizeText } from '../../src/fhir/canonical.js';
 import { canonicalOfVersion, leafHashOf, leafHashOfCanonical } from '../../src/integrity/hashing.js';
@@ -82,8 +84,14 @@ describe('tampering with the store file', () => {
     const db = new Database(path.join(dir, 'resources.sqlite'));
     // Alter the digits of the JSON number itself: 3.25 -> 3.26.
     const where = `resource_type = 'Observation' AND id = 't3' AND version_id = 1`;
-    db.prepare(`UPDATE resource_version SET json = replace(json, '3.25', '3.26') WHERE ${where}`).run();
-    const json = db.prepare(`SELECT json FROM resource_version WHERE ${where}`).pluck().get() as string;
+    // The text is kept deflated (json-codec.ts): the forger decodes, edits and encodes it again.
+    const stored = db.prepare(`SELECT json FROM resource_version WHERE ${where}`).pluck().get() as Buffer;
+    db.prepare(`UPDATE resource_version SET json = ? WHERE ${where}`).run(
+      encodeJson(decodeJson(stored).replace('3.25', '3.26')),
+    );
+    const json = decodeJson(
+      db.prepare(`SELECT json FROM resource_version WHERE ${where}`).pluck().get() as Buffer,
+    );
     db.close();
     expect(json).toContain('"value":3.26');
 
@@ -249,14 +257,20 @@ describe('a version rewritten with every local copy of its hash', () => {
       // store's anchor row and into the batch journal: every local copy agrees with the forged text.
       const db = new Database(path.join(dir, 'resources.sqlite'));
       const where = `resource_type = 'Observation' AND id = 'f2' AND version_id = 1`;
-      db.prepare(`UPDATE resource_version SET json = replace(json, '2.25', '9.25') WHERE ${where}`).run();
+      const stored = db.prepare(`SELECT json FROM resource_version WHERE ${where}`).pluck().get() as Buffer;
+      db.prepare(`UPDATE resource_version SET json = ? WHERE ${where}`).run(
+        encodeJson(decodeJson(stored).replace('2.25', '9.25')),
+      );
       const row = db
         .prepare(
-          `SELECT v.json, v.custodian, a.salt FROM resource_version v JOIN anchor a ON a.seq = v.seq WHERE v.${where.replaceAll(' AND ', ' AND v.')}`,
+          `SELECT v.json, v.custodian, lower(hex(a.salt)) AS salt FROM resource_version v JOIN anchor a ON a.seq = v.seq WHERE v.${where.replaceAll(' AND ', ' AND v.')}`,
         )
-        .get() as { json: string; custodian: string; salt: string };
-      const forged = leafHashOf(row.salt, canonicalizeText(row.json), 2, row.custodian);
-      db.prepare(`UPDATE anchor SET leaf_hash = ? WHERE ${where}`).run(forged);
+        .get() as { json: Buffer; custodian: string; salt: string };
+      const forged = leafHashOf(row.salt, canonicalizeText(decodeJson(row.json)), 2, row.custodian);
+      // The store's anchor row (hashes as 32 bytes, keyed by the version's seq: schema migration 7).
+      db.prepare(
+        `UPDATE anchor SET leaf_hash = ? WHERE seq = (SELECT seq FROM resource_version WHERE ${where})`,
+      ).run(Buffer.from(forged, 'hex'));
       db.close();
       const journal = new Database(path.join(dir, 'integrity.sqlite'));
       expect(
@@ -314,6 +328,7 @@ describe('anchors written before leaf format 2', () => {
       await f.integrity.anchorer.drain();
       await f.close();
       const store = new Database(path.join(dir, 'resources.sqlite'));
+      asSchema6(store); // migration 7 (JSON deflated, anchors' hashes as bytes) came later too
       store.exec(
         `ALTER TABLE anchor DROP COLUMN leaf_version; DELETE FROM schema_version WHERE version = 2;` +
           // Migration 3 (access keys) came later; the previous release had neither.

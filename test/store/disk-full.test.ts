@@ -50,7 +50,9 @@ const bigObservation = (i: number) => ({
 
 const auditEventsWith = (store: SqliteResourceStore, text: string) =>
   store.db
-    .prepare(`SELECT count(*) FROM resource_version WHERE resource_type = 'AuditEvent' AND json LIKE ?`)
+    .prepare(
+      `SELECT count(*) FROM resource_version WHERE resource_type = 'AuditEvent' AND hie_decode_json(json) LIKE ?`,
+    )
     .pluck()
     .get(`%${text}%`) as number;
 

@@ -6,11 +6,18 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { MIGRATIONS } from '../../src/fhir/store/sqlite/schema.js';
+import { asSchema6 } from './schema6.js';
 import { describeResourceStoreContract } from './contract.js';
 import { SqliteSearch } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { parseSearch } from '../../src/fhir/search/parse.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import type { FhirResource } from '../../src/fhir/fhir-json.js';
+import type {
+  AnchorState,
+  PendingAnchor,
+  StoredVersion,
+  VersionKey,
+} from '../../src/fhir/store/resource-store.js';
 
 const tempDirs: string[] = [];
 function tempDir(): string {
@@ -97,6 +104,7 @@ describe('SqliteResourceStore', () => {
     ];
     expect(before[0]!.length).toBeGreaterThan(3);
     // As a store of schema version 5 would be: rows keyed by (type, id, ord), FTS5 documents numbered by a table.
+    asSchema6(store.db);
     store.db.exec(
       'CREATE TABLE old_index (resource_type TEXT NOT NULL, id TEXT NOT NULL, ord INTEGER NOT NULL, param TEXT NOT NULL, ' +
         'type TEXT NOT NULL, system TEXT, value TEXT, low REAL, high REAL, reference TEXT, ' +
@@ -150,6 +158,115 @@ describe('SqliteResourceStore', () => {
     await reopened.close();
   });
 
+  it('a store made before migration 7 (JSON as text, hashes as hex text) reads back every version and anchor the same when it migrates', async () => {
+    const file = join(tempDir(), 'resources.sqlite');
+    const store = await openStore(file);
+    const sha256 = (...parts: string[]) => {
+      const hash = createHash('sha256');
+      for (const part of parts) hash.update(part);
+      return hash.digest('hex');
+    };
+    // A salted hash of the exact stored text, as the integrity path makes it; one version's values are not
+    // lowercase hex (kept as text).
+    const anchor = (version: StoredVersion): PendingAnchor => {
+      const odd = version.id === 'odd';
+      const salt = odd ? 'ABCDEF' : sha256('salt', version.id, String(version.versionId));
+      return {
+        resourceType: version.resourceType,
+        id: version.id,
+        versionId: version.versionId,
+        salt,
+        leafHash: sha256(salt, version.json ?? ''),
+        ledgerKey: odd
+          ? `key:${version.id}`
+          : sha256(version.resourceType, version.id, String(version.versionId)),
+        leafVersion: 2,
+      };
+    };
+    const patient = (name: string, weight: string) =>
+      JSON.parse(
+        `{"resourceType":"Patient","name":[{"text":"${name}"}],"extension":[{"url":"http://example.org/weight","valueDecimal":${weight}}]}`,
+      ) as FhirResource;
+    const keys: VersionKey[] = [];
+    const put = async (id: string, resource: FhirResource) =>
+      keys.push(await store.write({ resourceType: 'Patient', id, method: 'PUT', resource, anchor }));
+    await put('a', patient('Zoë Ærø 日本 🙂', '1.50'));
+    await put('a', patient('Zoë Ærø', '105.00'));
+    await put('b', patient('B '.repeat(400), '1e2'));
+    await put('odd', patient('Odd', '0.10'));
+    keys.push(await store.write({ resourceType: 'Patient', id: 'b', method: 'DELETE', anchor }));
+    await store.markAnchored(keys.slice(0, 2), {
+      transactionId: sha256('tx1'),
+      blockNumber: 7,
+      batchId: sha256('batch1'),
+      root: sha256('root1'),
+      leafCount: 2,
+      leafIndexes: [0, 1],
+    });
+    await store.markAnchored([keys[3]!], {
+      transactionId: 'tx-2',
+      blockNumber: 8,
+      batchId: 'batch-2',
+      root: sha256('root2'),
+      leafCount: 1,
+      leafIndexes: [0],
+    });
+    await store.eraseSalts('Patient', 'a');
+    const snapshot = async (s: SqliteResourceStore) => {
+      const all: unknown[] = [];
+      for await (const entry of s.allVersions()) all.push(entry);
+      return {
+        all,
+        vread: await s.vreadMany(keys),
+        states: await s.anchorStates(keys),
+        pending: await s.pendingAnchors(10),
+      };
+    };
+    const before = await snapshot(store);
+    expect(before.states.map((state) => state?.status)).toEqual([
+      'erased',
+      'erased',
+      'pending',
+      'anchored',
+      'pending',
+    ]);
+    // As a store of schema version 6 would be.
+    asSchema6(store.db);
+    const storedTexts = store.db.prepare('SELECT json FROM resource_version ORDER BY seq').pluck().all();
+    expect(storedTexts).toEqual(before.vread.map((v) => v?.json ?? null));
+    await store.close();
+
+    const reopened = await openStore(file);
+    expect(await snapshot(reopened)).toEqual(before);
+    // Stored in the new forms: JSON deflated, hashes as 32 bytes (the non-hex values as they were).
+    expect(
+      reopened.db.prepare('SELECT typeof(json) FROM resource_version ORDER BY seq').pluck().all(),
+    ).toEqual(['blob', 'blob', 'blob', 'blob', 'null']);
+    expect(
+      reopened.db
+        .prepare('SELECT typeof(leaf_hash), length(leaf_hash), typeof(ledger_key) FROM anchor ORDER BY seq')
+        .raw()
+        .all(),
+    ).toEqual([
+      ['blob', 32, 'blob'],
+      ['blob', 32, 'blob'],
+      ['blob', 32, 'blob'],
+      ['blob', 32, 'text'],
+      ['blob', 32, 'blob'],
+    ]);
+    // Every anchored leaf still verifies against the text read back.
+    for (const { version, anchor: state } of (await snapshot(reopened)).all as {
+      version: StoredVersion;
+      anchor?: AnchorState;
+    }[]) {
+      if (state && state.status !== 'erased')
+        expect(state.leafHash).toBe(sha256(state.salt, version.json ?? ''));
+    }
+    // The batch's columns are kept once.
+    expect(reopened.db.prepare('SELECT count(*) FROM anchor_batch').pluck().get()).toBe(2);
+    await reopened.close();
+  });
+
   it('keeps access keys of current versions, and a store made before them gets them when it migrates', async () => {
     const file = join(tempDir(), 'resources.sqlite');
     const store = await openStore(file);
@@ -177,6 +294,7 @@ describe('SqliteResourceStore', () => {
     const expected = ['o1 Patient/p1', 'o1 custodian|Organization/a', 'o2 Patient/p2'];
     expect(keys(store.db)).toEqual(expected);
     // As a store from before migration 3 would be.
+    asSchema6(store.db);
     store.db.exec(
       'DROP TABLE access_key; DELETE FROM schema_version WHERE version = 3;' +
         // Migrations 4 (full text), 5 (quantities by unit) and 6 (index rows by seq) came later still.
@@ -190,6 +308,25 @@ describe('SqliteResourceStore', () => {
     const reopened = await openStore(file);
     await reopened.init();
     expect(keys(reopened.db)).toEqual(expected);
+    // A write replaces the keys of the version before (each removed by its key: no index by id since migration 7);
+    // content erasure removes them all.
+    await reopened.write({
+      resourceType: 'Observation',
+      id: 'o2',
+      method: 'PUT',
+      resource: observation('Patient/p4'),
+      custodian: 'Organization/c',
+      patients: ['Patient/p4', 'Patient/p5'],
+    });
+    expect(keys(reopened.db)).toEqual([
+      'o1 Patient/p1',
+      'o1 custodian|Organization/a',
+      'o2 Patient/p4',
+      'o2 Patient/p5',
+      'o2 custodian|Organization/c',
+    ]);
+    await reopened.eraseContent('Observation', 'o2');
+    expect(keys(reopened.db)).toEqual(['o1 Patient/p1', 'o1 custodian|Organization/a']);
     await reopened.close();
   });
 

@@ -20,6 +20,7 @@
 import { fhirError } from '../outcome.js';
 import type { StoredVersion } from './resource-store.js';
 import type { VersionRow } from './store-support.js';
+import { decodeJson } from './json-codec.js';
 import type {
   Filter,
   IndexedAs,
@@ -229,7 +230,7 @@ function toVersion(row: SearchRow): StoredVersion {
     deleted: row.deleted === true || row.deleted === 1,
     method: row.method,
   };
-  if (row.json !== null) version.json = row.json;
+  if (row.json !== null) version.json = decodeJson(row.json);
   if (row.custodian !== null) version.custodian = row.custodian;
   if (row.patients !== null) version.patients = parsePatients(row.patients);
   return version;

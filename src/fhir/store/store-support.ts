@@ -5,6 +5,7 @@
  */
 import type { FhirResource } from '../fhir-json.js';
 import { stringifyFhirJson } from '../fhir-json.js';
+import { decodeJson } from './json-codec.js';
 import { fhirError } from '../outcome.js';
 import type {
   AnchorReference,
@@ -24,7 +25,8 @@ export interface VersionRow {
   last_updated: string;
   deleted: number | boolean;
   method: StoredVersion['method'];
-  json: string | null;
+  /** The text; SQLite keeps it deflated (a BLOB, json-codec.ts) since schema migration 7. */
+  json: string | Uint8Array | null;
   custodian: string | null;
   patients: string | null;
 }
@@ -93,7 +95,7 @@ export function toStoredVersion(row: VersionRow): StoredVersion {
     deleted: row.deleted === true || row.deleted === 1,
     method: row.method,
   };
-  if (row.json !== null) version.json = row.json;
+  if (row.json !== null) version.json = decodeJson(row.json);
   if (row.custodian !== null) version.custodian = row.custodian;
   if (row.patients !== null) version.patients = JSON.parse(row.patients) as string[];
   return version;

@@ -8,6 +8,23 @@ export interface Migration {
   sql: string;
 }
 
+/**
+ * SQL of the stored form of a hex text (migration 7): the bytes as a BLOB when `column` is non-empty lowercase hex of
+ * even length, else the text as it is. `hexText` reads either back as the text; sqlite-store.ts packHex is the same
+ * rule for writes.
+ */
+function packHex(column: string): string {
+  return (
+    `CASE WHEN ${column} <> '' AND length(${column}) % 2 = 0 AND ${column} NOT GLOB '*[^0-9a-f]*' ` +
+    `THEN unhex(${column}) ELSE ${column} END`
+  );
+}
+
+/** SQL reading a column packHex wrote: lowercase hex of a BLOB, a text as it is. */
+export function hexText(column: string): string {
+  return `CASE WHEN typeof(${column}) = 'blob' THEN lower(hex(${column})) ELSE ${column} END`;
+}
+
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
@@ -235,6 +252,77 @@ export const MIGRATIONS: readonly Migration[] = [
       INSERT INTO search_text (rowid, body)
         SELECT seq * 2 + (param = '_content'), system FROM search_index WHERE type = 'special' AND system IS NOT NULL;
       UPDATE search_index SET system = NULL WHERE type = 'special';
+    `,
+  },
+  {
+    version: 7,
+    description:
+      'less disk per version: resource JSON deflated, anchor hashes as BLOBs, anchor batches in a table of their own',
+    sql: `
+      -- Resource JSON deflated with a preset dictionary (src/fhir/store/json-codec.ts: a BLOB, format byte first; text
+      -- when deflating would not make it smaller). Reads accept both forms. hie_encode_json is that function,
+      -- registered on the connection before migrations run (sqlite-store.ts).
+      UPDATE resource_version SET json = hie_encode_json(json) WHERE typeof(json) = 'text';
+
+      -- Anchors: the salt and hashes (64 hex characters each) as 32-byte BLOBs (text kept as it is when it is not
+      -- lowercase hex: read back with hexText, so every value reads back the same); no copy of the version's key
+      -- (resource_version has it, by seq); the Merkle batch's columns, the same for thousands of versions, in
+      -- anchor_batch, one row per markAnchored call.
+      CREATE TABLE anchor_batch (
+        id             INTEGER PRIMARY KEY,
+        transaction_id BLOB,
+        block_number   INTEGER,
+        batch_id       BLOB,
+        batch_root     BLOB,
+        leaf_count     INTEGER
+      );
+      INSERT INTO anchor_batch (transaction_id, block_number, batch_id, batch_root, leaf_count)
+        SELECT DISTINCT transaction_id, block_number, batch_id, batch_root, leaf_count FROM anchor
+        WHERE transaction_id IS NOT NULL OR block_number IS NOT NULL OR batch_id IS NOT NULL
+          OR batch_root IS NOT NULL OR leaf_count IS NOT NULL;
+      CREATE INDEX anchor_batch_migration ON anchor_batch (batch_root, transaction_id, batch_id, block_number, leaf_count);
+      CREATE TABLE anchor_v7 (
+        seq          INTEGER PRIMARY KEY REFERENCES resource_version (seq),
+        salt         BLOB,             -- NULL once erased
+        leaf_hash    BLOB    NOT NULL,
+        ledger_key   BLOB    NOT NULL,
+        status       TEXT    NOT NULL CHECK (status IN ('pending', 'anchored', 'erased')),
+        leaf_version INTEGER NOT NULL DEFAULT 1,
+        batch        INTEGER REFERENCES anchor_batch (id),
+        leaf_index   INTEGER,
+        erased_at    TEXT              -- the erasure marker
+      );
+      INSERT INTO anchor_v7 (seq, salt, leaf_hash, ledger_key, status, leaf_version, batch, leaf_index, erased_at)
+        SELECT a.seq, ${packHex('a.salt')}, ${packHex('a.leaf_hash')}, ${packHex('a.ledger_key')}, a.status,
+          a.leaf_version, b.id, a.leaf_index, a.erased_at
+        FROM anchor a LEFT JOIN anchor_batch b ON b.batch_root IS a.batch_root AND b.transaction_id IS a.transaction_id
+          AND b.batch_id IS a.batch_id AND b.block_number IS a.block_number AND b.leaf_count IS a.leaf_count
+          AND (a.transaction_id IS NOT NULL OR a.block_number IS NOT NULL OR a.batch_id IS NOT NULL
+            OR a.batch_root IS NOT NULL OR a.leaf_count IS NOT NULL)
+        ORDER BY a.seq;
+      DROP INDEX anchor_batch_migration;
+      UPDATE anchor_batch SET transaction_id = ${packHex('transaction_id')}, batch_id = ${packHex('batch_id')},
+        batch_root = ${packHex('batch_root')};
+      -- The outbox: the key of each pending anchor, kept with it until it is anchored or erased (the anchor row no
+      -- longer repeats the key, and a pending version that vanished from resource_version must still be anchored and
+      -- named missing by the audit). Rows leave it when their anchor's status changes, so it stays small.
+      CREATE TABLE anchor_outbox (
+        seq           INTEGER PRIMARY KEY,
+        resource_type TEXT    NOT NULL,
+        id            TEXT    NOT NULL,
+        version_id    INTEGER NOT NULL
+      );
+      INSERT INTO anchor_outbox (seq, resource_type, id, version_id)
+        SELECT seq, resource_type, id, version_id FROM anchor WHERE status = 'pending' ORDER BY seq;
+      DROP TABLE anchor;
+      ALTER TABLE anchor_v7 RENAME TO anchor;
+      CREATE TRIGGER anchor_leaves_outbox AFTER UPDATE OF status ON anchor WHEN new.status <> 'pending' BEGIN
+        DELETE FROM anchor_outbox WHERE seq = new.seq;
+      END;
+
+      -- A write removes the previous version's access keys by their primary key (type, key, id), named by that
+      -- version's custodian and patients, so the index by (type, id), as large as the table itself, is not needed.
+      DROP INDEX access_key_resource;
     `,
   },
 ];

@@ -5,6 +5,7 @@
  * cached per database, candidate rows streamed) and keeps SQLite's planner statistics current.
  */
 import type { Database, Statement } from 'better-sqlite3';
+import { decodeJson } from '../json-codec.js';
 import { fhirError } from '../../outcome.js';
 import type { ReadScope, StoreSearchRequest } from '../search-query.js';
 import {
@@ -58,7 +59,7 @@ export class SqliteSearch {
           .all(...effect.binds);
       case 'bodies': {
         const body = this.prepare('SELECT json FROM resource_version WHERE seq = ?').pluck();
-        return effect.seqs.map((seq) => body.get(seq) as string);
+        return effect.seqs.map((seq) => decodeJson(body.get(seq) as string | Uint8Array));
       }
     }
   };

@@ -31,7 +31,6 @@ import type {
   WriteRequest,
 } from '../resource-store.js';
 import {
-  ANCHOR_COLUMNS,
   anchorOf,
   CHUNK,
   decodeCursor,
@@ -48,7 +47,8 @@ import {
   type HistoryLevel,
   type VersionRow,
 } from '../store-support.js';
-import { MIGRATIONS } from './schema.js';
+import { hexText, MIGRATIONS } from './schema.js';
+import { decodeJson, encodeJson } from '../json-codec.js';
 import { CurrentVersionCache } from './current-cache.js';
 import {
   checkInWorker,
@@ -124,6 +124,49 @@ type WriteOutcome = { ok: true; version: StoredVersion } | { ok: false; error: u
 type Statement = Database.Statement;
 
 /**
+ * The anchor columns as both adapters read them (store-support.ts AnchorRow), from the SQLite layout of migration 7:
+ * the version's key from resource_version `v` (NULL when the version has no anchor), the hashes as hex text, the
+ * batch from anchor_batch `b`. Select them FROM anchor a JOIN resource_version v ... LEFT JOIN anchor_batch b.
+ */
+const ANCHOR_STATE_COLUMNS =
+  `${hexText('a.salt')} AS salt, ${hexText('a.leaf_hash')} AS leaf_hash, ${hexText('a.ledger_key')} AS ledger_key, ` +
+  `a.leaf_version, a.status, ${hexText('b.transaction_id')} AS transaction_id, b.block_number, ` +
+  `${hexText('b.batch_id')} AS batch_id, ${hexText('b.batch_root')} AS batch_root, a.leaf_index, b.leaf_count`;
+const ANCHOR_COLUMNS =
+  'iif(a.seq IS NULL, NULL, v.resource_type) AS a_resource_type, v.id AS a_id, v.version_id AS a_version_id, ' +
+  ANCHOR_STATE_COLUMNS;
+
+/**
+ * The stored form of a hash, salt or ledger value (schema migration 7, the same rule as its SQL): the bytes of
+ * non-empty lowercase hex of even length as a BLOB (half the size), any other text as it is; hexText reads both back.
+ */
+export function packHex(value: string): string | Buffer {
+  return value.length > 0 && value.length % 2 === 0 && /^[0-9a-f]*$/.test(value)
+    ? Buffer.from(value, 'hex')
+    : value;
+}
+
+/**
+ * Removes the access keys of a current version, as writeNow stored them from its custodian and patients: each by its
+ * primary key (schema migration 7 dropped the index by (type, id), 114 bytes a version).
+ */
+function deleteAccessKeys(
+  deleteAccessKey: Statement,
+  resourceType: string,
+  id: string,
+  custodian: string | null,
+  patients: string | null,
+): void {
+  if (custodian !== null) deleteAccessKey.run(resourceType, `${ACCESS_KEY_CUSTODIAN}${custodian}`, id);
+  if (patients !== null)
+    for (const patient of JSON.parse(patients) as string[]) deleteAccessKey.run(resourceType, patient, id);
+}
+
+function packHexOrNull(value: string | null | undefined): string | Buffer | null {
+  return value === null || value === undefined ? null : packHex(value);
+}
+
+/**
  * The one producer of a version's search index rows (schema migration 6): `entries` as rows keyed by the version's
  * `seq` and their position, through the store's prepared `INSERT INTO search_index (seq, ord, resource_type, param,
  * type, system, value, low, high, reference)` statement. Every path that stores index rows (a write, a rebuild, a
@@ -156,6 +199,9 @@ export function insertIndexRows(
 interface WriteStateRow {
   version_id: number | null;
   deleted: number | null;
+  /** The current version's custodian and patients: its access keys (deleted by their key, schema migration 7). */
+  custodian: string | null;
+  patients: string | null;
   /** The current version's seq: its index rows' key. */
   seq: number | null;
   last_updated: string | null;
@@ -167,9 +213,11 @@ interface Statements {
   upsertCurrent: Statement;
   deleteIndex: Statement;
   insertIndex: Statement;
-  deleteAccessKeys: Statement;
+  deleteAccessKey: Statement;
   insertAccessKey: Statement;
   insertAnchor: Statement;
+  insertAnchorBatch: Statement;
+  insertOutbox: Statement;
   read: Statement;
   dataVersion: Statement;
   vread: Statement;
@@ -274,6 +322,14 @@ export class SqliteResourceStore implements ResourceStore {
     this.assertOpen();
     if (this.stmts) return;
     this.checkIntegrityAtStart();
+    // Migration 7 deflates the stored JSON with hie_encode_json (schema.ts); hie_decode_json gives the text back, for
+    // diagnostics in SQL (`SELECT hie_decode_json(json) FROM resource_version ...`).
+    this.db.function('hie_encode_json', { deterministic: true }, (json: unknown) =>
+      typeof json === 'string' ? encodeJson(json) : json,
+    );
+    this.db.function('hie_decode_json', { deterministic: true }, (json: unknown) =>
+      typeof json === 'string' || json instanceof Uint8Array ? decodeJson(json) : json,
+    );
     this.migrate();
     this.stmts = this.prepareStatements();
   }
@@ -502,12 +558,12 @@ export class SqliteResourceStore implements ResourceStore {
       seq: number;
       resource_type: string;
       id: string;
-      json: string;
+      json: string | Uint8Array;
     }[];
     const s = this.statements();
     for (const row of rows) {
       s.deleteIndex.run(row.seq);
-      insertIndexRows(s.insertIndex, row.seq, row.resource_type, extract(row.json));
+      insertIndexRows(s.insertIndex, row.seq, row.resource_type, extract(decodeJson(row.json)));
     }
     if (rows.length < BATCH) this.db.prepare('DELETE FROM index_rebuild WHERE name = ?').run(state.name);
     else
@@ -542,19 +598,23 @@ export class SqliteResourceStore implements ResourceStore {
       );
     }
     return this.guard(() => {
-      const mark = this.statements().markAnchored;
+      const { markAnchored: mark, insertAnchorBatch } = this.statements();
       const markAll = this.db.transaction(() => {
+        // The batch's columns once (schema migration 7), each version's row pointing at them.
+        const batch = insertAnchorBatch.run(
+          packHexOrNull(anchor.transactionId),
+          anchor.blockNumber ?? null,
+          packHexOrNull(anchor.batchId),
+          packHexOrNull(anchor.root),
+          anchor.leafCount ?? null,
+        ).lastInsertRowid;
         keys.forEach((key, i) => {
           const changed = mark.run({
             resource_type: key.resourceType,
             id: key.id,
             version_id: key.versionId,
-            transaction_id: anchor.transactionId,
-            block_number: anchor.blockNumber,
-            batch_id: anchor.batchId,
-            batch_root: anchor.root,
+            batch,
             leaf_index: anchor.leafIndexes[i],
-            leaf_count: anchor.leafCount,
           }).changes;
           if (changed !== 1) {
             throw new Error(
@@ -645,6 +705,22 @@ export class SqliteResourceStore implements ResourceStore {
     return this.guard(() =>
       this.db
         .transaction(() => {
+          // Its access keys first, named by the current version's custodian and patients (nulled below).
+          const current = this.db
+            .prepare(
+              'SELECT v.custodian, v.patients FROM resource_current c JOIN resource_version v ON v.seq = c.seq ' +
+                'WHERE c.resource_type = ? AND c.id = ? AND c.deleted = 0',
+            )
+            .get(resourceType, id) as { custodian: string | null; patients: string | null } | undefined;
+          if (current) {
+            deleteAccessKeys(
+              this.statements().deleteAccessKey,
+              resourceType,
+              id,
+              current.custodian,
+              current.patients,
+            );
+          }
           const erased = this.db
             .prepare(
               'UPDATE resource_version SET json = NULL, patients = NULL, deleted = 1 ' +
@@ -656,7 +732,6 @@ export class SqliteResourceStore implements ResourceStore {
               'DELETE FROM search_index WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = ? AND id = ?)',
             )
             .run(resourceType, id);
-          this.db.prepare('DELETE FROM access_key WHERE resource_type = ? AND id = ?').run(resourceType, id);
           this.db
             .prepare('UPDATE resource_current SET deleted = 1 WHERE resource_type = ? AND id = ?')
             .run(resourceType, id);
@@ -732,7 +807,7 @@ export class SqliteResourceStore implements ResourceStore {
       lastUpdated,
       isDelete ? 1 : 0,
       request.method,
-      json ?? null,
+      json === undefined ? null : encodeJson(json),
       request.custodian ?? null,
       patients,
     ).lastInsertRowid as number;
@@ -740,7 +815,7 @@ export class SqliteResourceStore implements ResourceStore {
 
     if (current && !current.deleted) {
       s.deleteIndex.run(state.seq);
-      s.deleteAccessKeys.run(resourceType, id);
+      deleteAccessKeys(s.deleteAccessKey, resourceType, id, state.custodian, state.patients);
     }
     if (!isDelete) {
       if (request.custodian !== undefined)
@@ -752,14 +827,12 @@ export class SqliteResourceStore implements ResourceStore {
     if (pending) {
       s.insertAnchor.run(
         seq,
-        resourceType,
-        id,
-        versionId,
-        pending.salt,
-        pending.leafHash,
-        pending.ledgerKey,
+        packHex(pending.salt),
+        packHex(pending.leafHash),
+        packHex(pending.ledgerKey),
         pending.leafVersion ?? 1,
       );
+      s.insertOutbox.run(seq, resourceType, id, versionId);
     }
     this.rowsPending = false;
     return version;
@@ -1091,8 +1164,10 @@ export class SqliteResourceStore implements ResourceStore {
     return {
       // The store's last instant is read under the write lock, so the clock holds across restarts and processes.
       writeState: db.prepare(
-        'SELECT c.version_id, c.deleted, c.seq, (SELECT max(last_updated) FROM resource_version) AS last_updated ' +
-          'FROM (SELECT 1) LEFT JOIN resource_current c ON c.resource_type = ? AND c.id = ?',
+        'SELECT c.version_id, c.deleted, c.seq, v.custodian, v.patients, ' +
+          '(SELECT max(last_updated) FROM resource_version) AS last_updated ' +
+          'FROM (SELECT 1) LEFT JOIN resource_current c ON c.resource_type = ? AND c.id = ? ' +
+          'LEFT JOIN resource_version v ON v.seq = c.seq',
       ),
       insertVersion: db.prepare(
         'INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, method, json, custodian, patients) ' +
@@ -1103,7 +1178,7 @@ export class SqliteResourceStore implements ResourceStore {
           'ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted',
       ),
       deleteIndex: db.prepare('DELETE FROM search_index WHERE seq = ?'),
-      deleteAccessKeys: db.prepare('DELETE FROM access_key WHERE resource_type = ? AND id = ?'),
+      deleteAccessKey: db.prepare('DELETE FROM access_key WHERE resource_type = ? AND key = ? AND id = ?'),
       insertAccessKey: db.prepare(
         'INSERT OR IGNORE INTO access_key (resource_type, key, id) VALUES (?, ?, ?)',
       ),
@@ -1112,7 +1187,13 @@ export class SqliteResourceStore implements ResourceStore {
           'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       insertAnchor: db.prepare(
-        "INSERT INTO anchor (seq, resource_type, id, version_id, salt, leaf_hash, ledger_key, status, leaf_version) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+        "INSERT INTO anchor (seq, salt, leaf_hash, ledger_key, status, leaf_version) VALUES (?, ?, ?, ?, 'pending', ?)",
+      ),
+      insertOutbox: db.prepare(
+        'INSERT INTO anchor_outbox (seq, resource_type, id, version_id) VALUES (?, ?, ?, ?)',
+      ),
+      insertAnchorBatch: db.prepare(
+        'INSERT INTO anchor_batch (transaction_id, block_number, batch_id, batch_root, leaf_count) VALUES (?, ?, ?, ?, ?)',
       ),
       read: db.prepare(
         `SELECT ${VERSION_COLUMNS.split(', ')
@@ -1136,23 +1217,25 @@ export class SqliteResourceStore implements ResourceStore {
           'SELECT seq FROM resource_version WHERE last_updated <= ? ORDER BY last_updated DESC, seq DESC LIMIT 1',
         )
         .pluck(),
+      // The key from the outbox (schema migration 7): listed even if the version row vanished.
       pendingAnchors: db.prepare(
-        `SELECT ${ANCHOR_COLUMNS} FROM anchor a WHERE a.status = 'pending' ORDER BY a.seq LIMIT ?`,
+        'SELECT o.resource_type AS a_resource_type, o.id AS a_id, o.version_id AS a_version_id, ' +
+          `${ANCHOR_STATE_COLUMNS} FROM anchor_outbox o JOIN anchor a ON a.seq = o.seq ` +
+          "LEFT JOIN anchor_batch b ON b.id = a.batch WHERE a.status = 'pending' ORDER BY o.seq LIMIT ?",
       ),
       markAnchored: db.prepare(
         "UPDATE anchor SET status = CASE status WHEN 'erased' THEN 'erased' ELSE 'anchored' END, " +
-          'transaction_id = @transaction_id, block_number = @block_number, batch_id = @batch_id, batch_root = @batch_root, ' +
-          'leaf_index = @leaf_index, leaf_count = @leaf_count ' +
+          'batch = @batch, leaf_index = @leaf_index ' +
           'WHERE seq = (SELECT seq FROM resource_version WHERE resource_type = @resource_type AND id = @id AND version_id = @version_id)',
       ),
       anchorState: db.prepare(
         `SELECT ${ANCHOR_COLUMNS} FROM resource_version v JOIN anchor a ON a.seq = v.seq ` +
-          'WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?',
+          'LEFT JOIN anchor_batch b ON b.id = a.batch WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?',
       ),
       anchorStates: db.prepare(
         `SELECT k.key AS ord, ${ANCHOR_COLUMNS} FROM json_each(?) k ` +
           'JOIN resource_version v ON v.resource_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.version_id = k.value ->> 2 ' +
-          'JOIN anchor a ON a.seq = v.seq',
+          'JOIN anchor a ON a.seq = v.seq LEFT JOIN anchor_batch b ON b.id = a.batch',
       ),
       vreadManyBytes: db.prepare(
         `SELECT k.key AS ord, ${VERSION_COLUMNS.split(', ')
@@ -1164,7 +1247,8 @@ export class SqliteResourceStore implements ResourceStore {
         `SELECT ${VERSION_COLUMNS.split(', ')
           .map((c) => `v.${c}`)
           .join(', ')}, ${ANCHOR_COLUMNS} ` +
-          'FROM resource_version v LEFT JOIN anchor a ON a.seq = v.seq WHERE v.seq > ? AND v.seq <= ? ORDER BY v.seq LIMIT ?',
+          'FROM resource_version v LEFT JOIN anchor a ON a.seq = v.seq LEFT JOIN anchor_batch b ON b.id = a.batch ' +
+          'WHERE v.seq > ? AND v.seq <= ? ORDER BY v.seq LIMIT ?',
       ),
       eraseSalts: db.prepare(
         "UPDATE anchor SET status = 'erased', salt = NULL, erased_at = ? " +

@@ -1,0 +1,31 @@
+/** Test helper: a store file as an older release left it (for the migration tests). */
+import type Database from 'better-sqlite3';
+import { decodeJson } from '../../src/fhir/store/json-codec.js';
+import { hexText } from '../../src/fhir/store/sqlite/schema.js';
+
+/**
+ * Turns a store back into the layout of schema version 6 (before migration 7): resource JSON as text, the anchor's
+ * hashes as hex text with the version's key and its batch's columns in every row.
+ */
+export function asSchema6(db: Database.Database): void {
+  db.function('test_decode_json', (json: unknown) =>
+    json === null ? null : decodeJson(json as string | Uint8Array),
+  );
+  db.exec(
+    'UPDATE resource_version SET json = test_decode_json(json) WHERE json IS NOT NULL; ' +
+      'CREATE TABLE anchor_v6 (seq INTEGER PRIMARY KEY REFERENCES resource_version (seq), ' +
+      'resource_type TEXT NOT NULL, id TEXT NOT NULL, version_id INTEGER NOT NULL, salt TEXT, leaf_hash TEXT NOT NULL, ' +
+      "ledger_key TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('pending', 'anchored', 'erased')), " +
+      'transaction_id TEXT, block_number INTEGER, batch_id TEXT, batch_root TEXT, leaf_index INTEGER, ' +
+      'leaf_count INTEGER, erased_at TEXT, leaf_version INTEGER NOT NULL DEFAULT 1); ' +
+      'INSERT INTO anchor_v6 SELECT a.seq, v.resource_type, v.id, v.version_id, ' +
+      `${hexText('a.salt')}, ${hexText('a.leaf_hash')}, ${hexText('a.ledger_key')}, a.status, ` +
+      `${hexText('b.transaction_id')}, b.block_number, ${hexText('b.batch_id')}, ${hexText('b.batch_root')}, ` +
+      'a.leaf_index, b.leaf_count, a.erased_at, a.leaf_version ' +
+      'FROM anchor a JOIN resource_version v ON v.seq = a.seq LEFT JOIN anchor_batch b ON b.id = a.batch; ' +
+      'DROP TABLE anchor; DROP TABLE anchor_batch; DROP TABLE anchor_outbox; ALTER TABLE anchor_v6 RENAME TO anchor; ' +
+      "CREATE INDEX anchor_pending ON anchor (seq) WHERE status = 'pending'; " +
+      'CREATE INDEX access_key_resource ON access_key (resource_type, id); ' +
+      'DELETE FROM schema_version WHERE version >= 7;',
+  );
+}
