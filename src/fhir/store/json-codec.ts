@@ -33,3 +33,12 @@ export function decodeJson(stored: string | Uint8Array): string {
   }
   return inflateRawSync(stored.subarray(1), { dictionary: DICTIONARY_1 }).toString('utf8');
 }
+
+/** decodeJson's text as UTF-8 bytes, without a string in between (the export copies these bytes to its files). */
+export function decodeJsonBytes(stored: string | Uint8Array): Buffer {
+  if (typeof stored === 'string') return Buffer.from(stored, 'utf8');
+  if (stored[0] !== DEFLATE_DICTIONARY_1) {
+    throw new Error(`Stored resource JSON in an unknown format (${stored[0]})`);
+  }
+  return inflateRawSync(stored.subarray(1), { dictionary: DICTIONARY_1 });
+}

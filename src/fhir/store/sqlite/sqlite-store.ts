@@ -48,7 +48,7 @@ import {
   type VersionRow,
 } from '../store-support.js';
 import { hexText, MIGRATIONS } from './schema.js';
-import { decodeJson, encodeJson } from '../json-codec.js';
+import { decodeJson, decodeJsonBytes, encodeJson } from '../json-codec.js';
 import { CurrentVersionCache } from './current-cache.js';
 import {
   checkInWorker,
@@ -641,15 +641,20 @@ export class SqliteResourceStore implements ResourceStore {
   }
 
   vreadManyBytes(keys: readonly VersionKey[]): Promise<(StoredVersionBytes | undefined)[]> {
-    // One query for all keys (as anchorStates), the text selected as a BLOB: better-sqlite3 hands over its bytes
-    // as a Buffer, with no UTF-8 decode into a string (and no encode back by the caller).
+    // One query for all keys (as anchorStates); a deflated body is inflated straight to its UTF-8 bytes, a body kept
+    // as text (not smaller deflated, or stored before migration 7) encoded once: no string for the caller to encode.
     return this.guard(() => {
       const versions = new Array<StoredVersionBytes | undefined>(keys.length).fill(undefined);
       if (keys.length === 0) return versions;
       const rows = this.statements().vreadManyBytes.all(
         JSON.stringify(keys.map((k) => [k.resourceType, k.id, k.versionId])),
-      ) as (Omit<VersionRow, 'json'> & { json: Buffer | null; ord: number })[];
-      for (const row of rows) versions[row.ord] = toStoredVersionBytes(row);
+      ) as (Omit<VersionRow, 'json'> & { json: string | Buffer | null; ord: number })[];
+      for (const row of rows) {
+        versions[row.ord] = toStoredVersionBytes({
+          ...row,
+          json: row.json === null ? null : decodeJsonBytes(row.json),
+        });
+      }
       return versions;
     });
   }
@@ -1239,7 +1244,7 @@ export class SqliteResourceStore implements ResourceStore {
       ),
       vreadManyBytes: db.prepare(
         `SELECT k.key AS ord, ${VERSION_COLUMNS.split(', ')
-          .map((c) => (c === 'json' ? 'CAST(v.json AS BLOB) AS json' : `v.${c}`))
+          .map((c) => `v.${c}`)
           .join(', ')} FROM json_each(?) k ` +
           'JOIN resource_version v ON v.resource_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.version_id = k.value ->> 2',
       ),
