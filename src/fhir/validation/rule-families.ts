@@ -6,7 +6,7 @@
  * Level `error`: the family's errors refuse the write (the default: today's rules). Level `warn`: its errors are
  * reported as warnings and the write is accepted. The `terminology-not-loaded` family ("not loaded, not checked", an
  * information issue) is at `warn` by default; at `error` a required binding whose code systems are not loaded here
- * refuses the write. Each issue names its family in `details.coding` (system RULE_FAMILY_SYSTEM).
+ * refuses the write. Each issue names its family in an extension (RULE_FAMILY_EXTENSION, valueCode).
  */
 import type { IssueSeverity, OperationOutcomeIssue } from '../outcome.js';
 
@@ -34,8 +34,11 @@ export type IssueFamily = RuleFamily | 'resource';
 export type FamilyLevel = 'warn' | 'error';
 export type FamilyLevels = Record<RuleFamily, FamilyLevel>;
 
-/** The system of the `details.coding` that names an issue's family. */
-export const RULE_FAMILY_SYSTEM = 'https://hie-ledger.dev/fhir/CodeSystem/validation-rule-family';
+/**
+ * The extension of an OperationOutcome issue that names its family (valueCode). An extension, not a
+ * `details.coding`: the first coding of a refused write's issues is its catalogue error code.
+ */
+export const RULE_FAMILY_EXTENSION = 'https://hie-ledger.dev/fhir/StructureDefinition/validation-rule-family';
 
 /** Today's rules: every family's errors refuse; "not loaded, not checked" is information. */
 export const DEFAULT_FAMILY_LEVELS: Readonly<FamilyLevels> = Object.freeze({
@@ -132,8 +135,8 @@ export function severityAtLevel(
   return severity;
 }
 
-/** The family an issue names in its details (undefined for issues that are not the full validator's). */
+/** The family an issue names (undefined for issues that are not the full validator's). */
 export function familyOfIssue(issue: OperationOutcomeIssue): IssueFamily | undefined {
-  const code = issue.details?.coding?.find((c) => c.system === RULE_FAMILY_SYSTEM)?.code;
+  const code = issue.extension?.find((e) => e.url === RULE_FAMILY_EXTENSION)?.valueCode;
   return code !== undefined && (code === 'resource' || isRuleFamily(code)) ? code : undefined;
 }

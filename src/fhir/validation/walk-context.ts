@@ -9,7 +9,12 @@ import type { JsonObject } from '../definitions/json.js';
 import type { StructureCache, ElementNode, TypeRef } from './structure.js';
 import type { Terminology } from './terminology.js';
 import type { ValidationSettings } from './validator.js';
-import { RULE_FAMILY_SYSTEM, severityAtLevel, type FamilyLevels, type IssueFamily } from './rule-families.js';
+import {
+  RULE_FAMILY_EXTENSION,
+  severityAtLevel,
+  type FamilyLevels,
+  type IssueFamily,
+} from './rule-families.js';
 
 export const MAX_DEPTH = 64;
 const MAX_ISSUES = 500;
@@ -101,10 +106,10 @@ export class Run {
     }
     if (isError) this.listedErrors++;
     this.issues.push({
+      extension: [{ url: RULE_FAMILY_EXTENSION, valueCode: family }],
       severity,
       code,
       diagnostics: message,
-      details: { coding: [{ system: RULE_FAMILY_SYSTEM, code: family }] },
       expression: [expression],
     });
   }
