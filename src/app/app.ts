@@ -206,7 +206,7 @@ function openStore(config: ServeConfig, overrides: AppOverrides): ResourceStore 
 
 /** The write path's validator as the configuration names it (also `hie-ledger import`'s: the same rules). */
 export async function openValidator(
-  config: Pick<ServeConfig, 'validation' | 'cacheDir' | 'dataDir' | 'igPaths' | 'requiredProfiles'>,
+  config: Parameters<typeof validatorSpec>[0],
   overrides: Pick<AppOverrides, 'validator'> = {},
   codeSystems?: LoadedCodeSystems,
 ): Promise<ResourceValidator> {
@@ -217,7 +217,8 @@ export async function openValidator(
 
 /** What the write path's validator is built from, as plain data (validation worker threads build the same). */
 export function validatorSpec(
-  config: Pick<ServeConfig, 'validation' | 'cacheDir' | 'dataDir' | 'igPaths' | 'requiredProfiles'>,
+  config: Pick<ServeConfig, 'validation' | 'cacheDir' | 'dataDir' | 'igPaths' | 'requiredProfiles'> &
+    Partial<Pick<ServeConfig, 'validationLevels' | 'networkValidationLevels'>>,
 ): ValidatorSpec {
   return config.validation === 'schema'
     ? { kind: 'schema', cacheDir: config.cacheDir }
@@ -231,6 +232,8 @@ export function validatorSpec(
           // example.org URLs (the specification's own examples use them).
           unknownExtensionSeverity: 'warning',
           allowExampleUrls: true,
+          familyLevels: config.validationLevels,
+          networkFamilyLevels: config.networkValidationLevels,
         },
       };
 }

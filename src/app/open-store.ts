@@ -20,6 +20,8 @@ export interface StoreSelection {
   readCache?: number;
   /** SQLite's group commit (default on). */
   groupCommit?: boolean;
+  /** SQLite opened read-only and not checked at start (`validate --dry-run`, beside a running service). */
+  readOnly?: boolean;
 }
 
 export function openConfiguredStore(selection: StoreSelection): ResourceStore {
@@ -31,6 +33,7 @@ export function openConfiguredStore(selection: StoreSelection): ResourceStore {
     file: join(selection.dataDir, 'resources.sqlite'),
     readCacheBytes: selection.readCache,
     groupCommit: selection.groupCommit,
+    ...(selection.readOnly ? { readOnly: true, integrityCheck: 'off' as const } : {}),
   });
 }
 

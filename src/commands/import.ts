@@ -35,6 +35,7 @@ export const IMPORT_SETTINGS = [
   'cacheDir',
   'igPaths',
   'requiredProfiles',
+  'validationLevels',
   'anchoring',
   'anchorBatchSize',
   'baseUrl',

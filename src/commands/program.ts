@@ -15,6 +15,7 @@ import { registerTokenCommand } from './token.js';
 import { registerMigrateCommand } from './migrate.js';
 import { registerImportCommand } from './import.js';
 import { registerTerminologyCommand } from './terminology.js';
+import { registerValidateCommand } from './validate.js';
 
 function registerServeCommand(program: Command): void {
   const command = program.command('serve').description('run the FHIR R4 service (http://HOST:PORT/fhir)');
@@ -37,6 +38,7 @@ const COMMANDS: ((program: Command) => unknown)[] = [
   registerMigrateCommand,
   registerImportCommand,
   registerTerminologyCommand,
+  registerValidateCommand,
 ];
 
 export function createProgram(): Command {

@@ -76,6 +76,10 @@ export interface Config {
   certExpiryWarnDays: number;
   /** Profiles every resource of a type must conform to, e.g. { Patient: ['http://example.org/fhir/StructureDefinition/hie-patient'] }. */
   requiredProfiles: Record<string, string[]>;
+  /** The validator's rule families at `warn` or `error` on writes (docs/validation.md, "Rule families"); absent: default. */
+  validationLevels: Record<string, 'warn' | 'error'>;
+  /** The levels the network pins: records received from members and verified are not refused by stricter ones. */
+  networkValidationLevels: Record<string, 'warn' | 'error'>;
   /** Token requests a minute allowed per client address and per client at POST /auth/token; 0 turns the limit off. */
   tokenRateLimit: number;
   /** Lifetime of the access tokens /auth/token issues, seconds (at most an hour). */
@@ -157,6 +161,41 @@ const SIZE_UNITS: Record<string, number> = {
   gb: 1024 ** 3,
   gib: 1024 ** 3,
 };
+
+/**
+ * The validator's rule families (src/fhir/validation/rule-families.ts RULE_FAMILIES; config imports nothing, a test
+ * keeps the two lists equal) and `all`.
+ */
+export const VALIDATION_FAMILY_NAMES = [
+  'bindings',
+  'slicing',
+  'extensions',
+  'bundle',
+  'invariants',
+  'structure',
+  'narrative',
+  'conformance',
+  'terminology-not-loaded',
+] as const;
+
+/** `family=warn|error,...` (`all=...` sets every family; later pairs win). */
+function parseFamilyLevels(text: string, source: string): Record<string, 'warn' | 'error'> {
+  const out: Record<string, 'warn' | 'error'> = {};
+  for (const pair of text
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '')) {
+    const match = /^([a-z][a-z-]*)=(warn|error)$/.exec(pair);
+    if (!match) throw new ConfigError(`${source}: '${pair}' is not family=warn or family=error`);
+    const [, family, level] = match;
+    if (family !== 'all' && !(VALIDATION_FAMILY_NAMES as readonly string[]).includes(family))
+      throw new ConfigError(
+        `${source}: '${family}' is not a rule family (${VALIDATION_FAMILY_NAMES.join(', ')}, or all)`,
+      );
+    out[family] = level as 'warn' | 'error';
+  }
+  return out;
+}
 
 function parsePort(text: string, source: string): number {
   if (!/^\d+$/.test(text) || Number(text) > 65535)
@@ -512,6 +551,24 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
       }
       return required;
     },
+  },
+  {
+    key: 'validationLevels',
+    flag: '--validation-level <levels>',
+    env: 'HIE_VALIDATION_LEVEL',
+    default: '',
+    description:
+      'rule families at warn (their errors reported as warnings, the write accepted) or error (refused) on writes, e.g. bindings=warn,slicing=warn',
+    parse: parseFamilyLevels,
+  },
+  {
+    key: 'networkValidationLevels',
+    flag: '--network-validation <levels>',
+    env: 'HIE_NETWORK_VALIDATION',
+    default: '',
+    description:
+      "the network's pinned rule-family levels: a record received from a member and verified against its anchor is never refused by a family at warn here",
+    parse: parseFamilyLevels,
   },
   {
     key: 'tokenRateLimit',

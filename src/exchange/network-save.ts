@@ -383,7 +383,9 @@ export function networkSaveHandler(options: NetworkSaveOptions): InteractionHand
         );
     }
     for (const { copy, provenance } of copies) {
-      validateResource(context, copy, 'create');
+      // The copy is a record verified against the custodian's anchor: never refused by a rule family stricter here
+      // than the network pins (docs/validation.md, "Rule families"); the Provenance is this service's own.
+      validateResource(context, copy, 'create', undefined, 'received');
       validateResource(context, provenance, 'create');
     }
     await context.store.transaction(async (tx) => {

@@ -560,7 +560,16 @@ export function networkDeliverHandler(options: NetworkDeliverOptions): Interacti
       ];
       result = 'review';
     }
-    for (const resource of resources) validateResource(writeContext, resource, 'create');
+    // copiesOf lists each verified record's copy followed by this service's Provenance of it: a copy is never refused
+    // by a rule family stricter here than the network pins (docs/validation.md, "Rule families").
+    for (const [index, resource] of resources.entries())
+      validateResource(
+        writeContext,
+        resource,
+        'create',
+        undefined,
+        result === 'stored' && index % 2 === 0 ? 'received' : undefined,
+      );
     return context.store.transaction(async (tx) => {
       const within: FhirContext = { ...writeContext, store: tx };
       // A concurrent delivery of the same document may have stored it since the check above.

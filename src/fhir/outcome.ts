@@ -50,6 +50,8 @@ export type IssueCode =
   | 'informational';
 
 export interface OperationOutcomeIssue {
+  /** The validator's rule family of the issue (src/fhir/validation/rule-families.ts). */
+  extension?: { url: string; valueCode: string }[];
   severity: IssueSeverity;
   code: IssueCode;
   diagnostics?: string;

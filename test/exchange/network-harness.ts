@@ -314,14 +314,21 @@ async function startMember(
   return member;
 }
 
-/** Builds the network: chain, three members listening and registered, each with its system participant. */
-export async function startNetwork(flags: Record<string, unknown> = {}): Promise<TestNetwork> {
+/**
+ * Builds the network: chain, three members listening and registered, each with its system participant. `flags`
+ * configure every member; `memberFlags` (by member name, A B C) add to them for one.
+ */
+export async function startNetwork(
+  flags: Record<string, unknown> = {},
+  memberFlags: Record<string, Record<string, unknown>> = {},
+): Promise<TestNetwork> {
   const temp = await tempDir();
   const orgs = await Promise.all(SPECS.map((spec) => makeOrg(temp.dir, spec.mspId)));
   const chain = await openChain(temp.dir, orgs);
   const members: NetworkMember[] = [];
   try {
-    for (const [i, spec] of SPECS.entries()) members.push(await startMember(spec, orgs[i], chain, flags));
+    for (const [i, spec] of SPECS.entries())
+      members.push(await startMember(spec, orgs[i], chain, { ...flags, ...memberFlags[spec.name] }));
     for (const member of members) await registerMember(member, chain);
   } catch (err) {
     for (const member of members) await member.booted.stop().catch(() => undefined);

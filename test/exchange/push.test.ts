@@ -40,6 +40,8 @@ import { parseNetworkHandle } from '../../src/consent/consent-resource.js';
 import type { MemberLookup } from '../../src/exchange/members.js';
 import { makeOrg, openChain, tempDir, type TestOrg } from '../ledger/helpers.js';
 import { validator } from '../validation/helpers.js';
+import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
+import type { ResourceValidator } from '../../src/fhir/validation/validator.js';
 
 const HOSPITAL_A: CustodianIdentity = {
   mspId: 'Org1MSP',
@@ -53,7 +55,7 @@ interface Member {
   store: SqliteResourceStore;
   integrity: IntegrityService;
   write(json: string): Promise<StoredVersion>;
-  context(access: AccessPolicy): FhirContext;
+  context(access: AccessPolicy, validatorHere?: ResourceValidator): FhirContext;
   close(): Promise<void>;
 }
 
@@ -78,10 +80,10 @@ async function openMember(dir: string, ledger: Ledger, custodian: string): Promi
         anchor: integrity.anchorer.anchorFor,
       });
     },
-    context(access) {
+    context(access, validatorHere) {
       return {
         store,
-        validator: validator(),
+        validator: validatorHere ?? validator(),
         access,
         log: { info() {}, warn() {}, error() {}, debug() {} },
         indexEntries: extractIndex,
@@ -208,6 +210,7 @@ function deliverAtB(
   member?: DeliveringMember,
   ledger?: Ledger,
   directory: MemberLookup = members,
+  validatorAtB?: ResourceValidator,
 ): Promise<FhirResponse> {
   const handler = networkDeliverHandler({
     members: directory,
@@ -228,7 +231,7 @@ function deliverAtB(
       contentType: 'application/fhir+json',
       baseUrl: HOSPITAL_B.fhirBaseUrl,
     },
-    hospitalB.context(new NetworkTokenAccess(member)),
+    hospitalB.context(new NetworkTokenAccess(member), validatorAtB),
   );
 }
 
@@ -504,6 +507,26 @@ describe('a delivery at B', () => {
     expect(copy?.patients).toEqual(['Patient/b-p1']);
     expect(copy?.custodian).toBe('Organization/b');
     expect((await hospitalB.store.anchorState(copy!))?.status).toBe('pending');
+  });
+
+  it('holds verified records to the network’s pinned rule-family levels, not B’s stricter ones (issue 18)', async () => {
+    linkPatient();
+    // Observation.status `done` is not in its required value set: a bindings error, which the network pins at warn.
+    await hospitalA.write(observation('o3', '2.0').replace('"status":"final"', '"status":"done"'));
+    await hospitalA.integrity.anchorer.drain();
+    const body = await deliveryFromA();
+    // The default levels (the network pins them too): refused.
+    expect((await refusal(deliverAtB(body, FROM_A))).status).toBe(400);
+    const pinnedLenient = createFhirValidatorSync({
+      familyLevels: { bindings: 'error' },
+      networkFamilyLevels: { bindings: 'warn' },
+    });
+    const answer = await deliverAtB(body, FROM_A, undefined, members, pinnedLenient);
+    expect(answer.status).toBe(200);
+    const statuses = (await storedAtB())
+      .filter((s) => s.type === 'Observation')
+      .map((s) => s.resource.status);
+    expect(statuses.sort()).toEqual(['done', 'final', 'final']);
   });
 
   it('stores nothing when one record was altered after A anchored it', async () => {

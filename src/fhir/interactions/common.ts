@@ -90,15 +90,20 @@ export function validationErrorCode(
 
 /**
  * Validate before anything is stored; throws 400/422 with the validator's issues (each coded with the refusal's
- * code unless it has one). `failureCode` replaces the code chosen from the issues (a patch result: 422).
+ * code unless it has one). `failureCode` replaces the code chosen from the issues (a patch result: 422). `levels`:
+ * the rule families' levels (default the write levels; `received` for a record verified against its anchor).
  */
 export function validateResource(
   context: FhirContext,
   resource: FhirResource,
   mode: ValidationOptions['mode'],
   failureCode?: 'patch-result-invalid',
+  levels?: ValidationOptions['levels'],
 ): OperationOutcomeIssue[] {
-  const result = context.validator.validate(toPlainJson(resource), { mode });
+  const result = context.validator.validate(
+    toPlainJson(resource),
+    levels === undefined ? { mode } : { mode, levels },
+  );
   if (!result.valid)
     throw new FhirError(failureCode ?? validationErrorCode(result.issues), bySeverity(result.issues));
   return result.issues;

@@ -70,12 +70,14 @@ export function validateHandler(options: ValidateOperationOptions = {}): Interac
 
     const resource = resourceToValidate(request, input, resourceType, stored);
     issues.push(...requestIssues(request, resource, resourceType, mode, profiles, options));
-    // Cross-resource rules of conformance resources are errors here, warnings on writes (ValidationOptions).
+    // Cross-resource rules of conformance resources are errors here, warnings on writes (ValidationOptions); the
+    // rule families at their true severities, whatever the write levels are (docs/validation.md, "Rule families").
     const result = context.validator.validate(resource, {
       mode,
       profiles,
       crossResourceSeverity: 'error',
       settings,
+      levels: 'reported',
     });
     issues.push(...result.issues);
     if (!issues.some((i) => i.severity === 'error' || i.severity === 'fatal')) {

@@ -18,6 +18,7 @@ export function checkCoding(w: WalkContext, coding: JsonObject, path: string, ru
       'code-invalid',
       `Unknown code '${coding.code.slice(0, 100)}' in the CodeSystem '${coding.system}'`,
       `${path}.code`,
+      'bindings',
     );
     return;
   }
@@ -34,6 +35,7 @@ export function checkCoding(w: WalkContext, coding: JsonObject, path: string, ru
         'invalid',
         `Wrong Display Name '${coding.display.slice(0, 100)}' for ${coding.system}#${coding.code}. Valid display is '${display}'`,
         `${path}.display`,
+        'bindings',
       );
   }
 }
@@ -50,6 +52,7 @@ function checkCodingSystem(w: WalkContext, system: string, path: string, run: Ru
       'code-invalid',
       `Coding.system must be an absolute reference, not a local reference ('${system.slice(0, 100)}')`,
       path,
+      'bindings',
     );
     return false;
   }
@@ -59,6 +62,7 @@ function checkCodingSystem(w: WalkContext, system: string, path: string, run: Ru
       'code-invalid',
       `The Coding references a value set, not a code system ('${system.slice(0, 100)}')`,
       path,
+      'bindings',
     );
     return false;
   }
@@ -116,6 +120,7 @@ export function checkBinding(
           ? notLoadedMessage(systems, vsUrl)
           : `The value set '${vsUrl}' cannot be expanded here, so the code cannot be validated`,
         path,
+        'terminology-not-loaded',
       );
     }
     return;
@@ -130,7 +135,7 @@ export function bindingIssue(
   path: string,
   run: Run,
 ): void {
-  run.add(strength === 'required' ? 'error' : 'warning', 'code-invalid', message, path);
+  run.add(strength === 'required' ? 'error' : 'warning', 'code-invalid', message, path, 'bindings');
 }
 
 export function normalise(s: string): string {

@@ -33,6 +33,7 @@ export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: 
           'invalid',
           `The fullUrl must be an absolute URL (not '${fullUrl.slice(0, 100)}')`,
           where,
+          'bundle',
         );
       const res = field(e, 'resource');
       if (isJsonObject(res) && typeof res.resourceType === 'string') {
@@ -47,6 +48,7 @@ export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: 
             'invalid',
             `The fullUrl '${fullUrl.slice(0, 100)}' does not match the resource ${res.resourceType}/${res.id ?? ''}`,
             where,
+            'bundle',
           );
         const key = `${fullUrl}|${field(res.meta, 'versionId') ?? ''}`;
         if (bundle.type !== 'history') {
@@ -57,6 +59,7 @@ export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: 
               'invalid',
               `Duplicate fullUrl '${fullUrl.slice(0, 100)}' (also in entry ${prior})`,
               where,
+              'bundle',
             );
           else seen.set(key, i);
         }
@@ -81,6 +84,7 @@ function checkLinkRelations(links: unknown[], path: string, run: Run): void {
         'invalid',
         `Duplicate link relation '${relation.slice(0, 100)}': a relation names one link`,
         `${path}[${i}].relation`,
+        'bundle',
       );
     seen.add(relation);
   });
@@ -102,6 +106,7 @@ function checkNoPaging(bundle: JsonObject, path: string, run: Run): void {
         'invalid',
         `The link relation '${relation}' pages through search or history results and is not allowed in a Bundle of type '${String(bundle.type)}'`,
         `${path}.link[${i}].relation`,
+        'bundle',
       );
   });
 }
@@ -130,16 +135,17 @@ function checkSearchset(bundle: JsonObject, entries: unknown[], path: string, ru
     const where = `${path}.entry[${i}].resource`;
     const resourceType = field(res, 'resourceType');
     if (mode === 'outcome' && resourceType !== 'OperationOutcome')
-      run.add('error', 'invalid', `This is not an OperationOutcome (${resourceType})`, where);
+      run.add('error', 'invalid', `This is not an OperationOutcome (${resourceType})`, where, 'bundle');
     if (mode === 'match') {
       if (typeof field(res, 'id') !== 'string')
-        run.add('error', 'invalid', 'Search results must have ids', where);
+        run.add('error', 'invalid', 'Search results must have ids', where, 'bundle');
       if (types && !(typeof resourceType === 'string' && types.includes(resourceType)))
         run.add(
           'error',
           'invalid',
           `This is not a matching resource type for the specified search (${resourceType} expecting [${types.join(', ')}])`,
           where,
+          'bundle',
         );
     }
   });
@@ -175,9 +181,10 @@ function checkDocumentReferences(entries: unknown[], path: string, run: Run): vo
             'invalid',
             `Can't find '${ref}' in the bundle: ${matches.length} entries have the type and id, but not that version`,
             where,
+            'bundle',
           );
       } else if (matches.length > 1)
-        run.add('error', 'forbidden', `Multiple matches in bundle for reference ${ref}`, where);
+        run.add('error', 'forbidden', `Multiple matches in bundle for reference ${ref}`, where, 'bundle');
     });
   });
 }
@@ -232,6 +239,7 @@ function checkUrnReferences(entries: unknown[], path: string, run: Run, severity
           'not-found',
           `Can't find '${ref.slice(0, 100)}' in the bundle: a ${ref.slice(0, 8)} reference names an entry of the Bundle`,
           where,
+          'bundle',
         );
     });
   });
@@ -273,6 +281,7 @@ function checkCompositionReferences(entries: unknown[], path: string, run: Run):
         'not-found',
         `Can't find '${reference.slice(0, 100)}' in the bundle: a document holds every resource its Composition refers to`,
         where,
+        'bundle',
       );
   };
   const each = (list: unknown, where: string): void => {

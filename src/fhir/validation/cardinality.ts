@@ -27,10 +27,23 @@ export function checkCardinality(
         'structure',
         `Only one of ${c.jsonNames!.filter((n) => obj[n] !== undefined).join(', ')} may be present`,
         path,
+        'structure',
       );
     if (count < c.min)
-      run.add('error', 'structure', `${c.path}: minimum required = ${c.min}, but only found ${count}`, path);
+      run.add(
+        'error',
+        'structure',
+        `${c.path}: minimum required = ${c.min}, but only found ${count}`,
+        path,
+        'structure',
+      );
     else if (count > c.max)
-      run.add('error', 'structure', `${c.path}: max allowed = ${c.max}, but found ${count}`, path);
+      run.add(
+        'error',
+        'structure',
+        `${c.path}: max allowed = ${c.max}, but found ${count}`,
+        path,
+        'structure',
+      );
   }
 }

@@ -54,6 +54,7 @@ export function checkValueSetParameters(vs: JsonObject, path: string, run: Run):
         'informational',
         `The value set parameter '${name}' is not used`,
         `${path}.extension[${i}]`,
+        'conformance',
       );
 }
 
@@ -73,6 +74,7 @@ function checkParameterExpression(
       'invalid',
       `A ValueSet expression language must be 'text/fhirpath' not '${String(language)}'`,
       where,
+      'conformance',
     );
     return;
   }
@@ -85,6 +87,7 @@ function checkParameterExpression(
       'exception',
       `The value of the expression '${expression}' is not a valid FHIRPath: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
       where,
+      'conformance',
     );
     return;
   }
@@ -98,6 +101,7 @@ function checkParameterExpression(
         'exception',
         `The filter parameter expression '${expression}' refers to the unknown parameter '${name}'`,
         where,
+        'conformance',
       );
   }
 }
@@ -137,6 +141,7 @@ export function checkOperationDefinitionProfiles(
           'unknown',
           `The '${use}' profile does not have a parameter '${name}' but it is in the parameters list in the operation definition`,
           where,
+          'conformance',
         );
         return;
       }
@@ -147,6 +152,7 @@ export function checkOperationDefinitionProfiles(
           'unknown',
           `The parameter '${name}' has a value for 'min' of '${slice.min}' in the '${use}' profile that is different to '${min}' which is the value in the parameter definition in the operation definition`,
           where,
+          'conformance',
         );
       if (Number.isFinite(declaredMax) || max === '*') {
         if (declaredMax !== slice.max)
@@ -155,6 +161,7 @@ export function checkOperationDefinitionProfiles(
             'unknown',
             `The parameter '${name}' has a value for 'max' of '${slice.max === Infinity ? '*' : slice.max}' in the '${use}' profile that is different to '${max}' which is the value in the parameter definition in the operation definition`,
             where,
+            'conformance',
           );
       }
     });
@@ -208,6 +215,7 @@ export function checkMeasureReport(
         'business-rule',
         `No measureScore when the scoring of the message is 'cohort'`,
         `${path}.group[${i}].measureScore`,
+        'conformance',
       );
   });
 }
@@ -231,6 +239,7 @@ export function checkSearchParameter(sp: JsonObject, path: string, run: Run): vo
       'invalid',
       `Error in search expression '${expression.slice(0, 200)}': The name '${type}' is not valid for any of the possible types: [${[...bases].join(', ')}]`,
       `${path}.expression`,
+      'conformance',
     );
     return;
   }
@@ -291,6 +300,7 @@ function checkReportGroups(report: JsonObject, measure: JsonObject, path: string
           'business-rule',
           `The group code does not match any group of the Measure ${String(report.measure).slice(0, 100)}`,
           `${where}.code`,
+          'conformance',
         );
         return;
       }
@@ -302,6 +312,7 @@ function checkReportGroups(report: JsonObject, measure: JsonObject, path: string
         'business-rule',
         'The Measure has several groups: a report group needs the code of the group it reports',
         where,
+        'conformance',
       );
       return;
     }
@@ -321,6 +332,7 @@ function checkReportGroups(report: JsonObject, measure: JsonObject, path: string
           'business-rule',
           `The ${label} code does not match any ${label} of the Measure's group`,
           `${where}.${part}[${j}].code`,
+          'conformance',
         );
       });
     }
@@ -347,6 +359,7 @@ export function checkSearchParameterDerivation(
       'business-rule',
       `The type '${sp.type}' is different to the type '${original.type}' in the derivedFrom SearchParameter`,
       `${path}.type`,
+      'conformance',
     );
   const originalBases = arrayField(original, 'base').filter((b): b is string => typeof b === 'string');
   if (originalBases.includes('Resource') || originalBases.includes('DomainResource')) return;
@@ -357,6 +370,7 @@ export function checkSearchParameterDerivation(
         'business-rule',
         `The resource type ${b} is not listed as a base in the SearchParameter this is derived from (${sp.derivedFrom as string})`,
         `${path}.base[${i}]`,
+        'conformance',
       );
   });
 }
@@ -388,6 +402,7 @@ export function checkCapabilityStatementSearchParams(
             'business-rule',
             `Type mismatch: the search parameter type is '${type}' but its definition ${definition.slice(0, 100)} says '${sp.type}'`,
             `${where}.type`,
+            'conformance',
           );
         const bases = arrayField(sp, 'base').filter((b): b is string => typeof b === 'string');
         if (
@@ -400,6 +415,7 @@ export function checkCapabilityStatementSearchParams(
             'business-rule',
             `The search parameter definition ${definition.slice(0, 100)} does not apply to ${resourceType} (base: ${bases.join(', ')})`,
             where,
+            'conformance',
           );
       });
     });

@@ -33,6 +33,7 @@ export function checkConstraints(
             'too-costly',
             'Invariant checking stopped: the time budget for this resource was used up (the rest of its FHIRPath invariants are not checked)',
             path,
+            'invariants',
           );
         }
         return;
@@ -46,7 +47,8 @@ export function checkConstraints(
         resource: frame.resource,
         rootResource: frame.rootResource,
       });
-      if (!out.ok) run.add(c.severity, 'invariant', `Constraint failed: ${c.key}: '${c.human}'`, path);
+      if (!out.ok)
+        run.add(c.severity, 'invariant', `Constraint failed: ${c.key}: '${c.human}'`, path, 'invariants');
     }
   }
 }

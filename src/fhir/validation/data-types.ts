@@ -26,7 +26,7 @@ export function checkPrimitiveValue(
   const problem = checkPrimitive(code, value);
   if (problem) {
     // Reported at the element at fault, also for Attachment.data (not at the attachment).
-    run.add('error', 'invalid', problem, path);
+    run.add('error', 'invalid', problem, path, 'structure');
     return;
   }
   // Past checkPrimitive, a value of these types is a string.
@@ -38,6 +38,7 @@ export function checkPrimitiveValue(
         p.key === 'xhtml' ? 'invalid' : 'invariant',
         p.key === 'xhtml' ? p.message : `Constraint failed: ${p.key}: ${p.message}`,
         path,
+        'narrative',
       );
   }
   if (code === 'string' && typeof value === 'string' && value.includes('<') && HTML_TAG.test(value)) {
@@ -49,6 +50,7 @@ export function checkPrimitiveValue(
         ? 'The string value contains text that looks like embedded HTML tags, which are not allowed for security reasons in this context'
         : 'The string value contains text that looks like embedded HTML tags. If this content is rendered to HTML without appropriate post-processing, it may be a security risk',
       path,
+      'narrative',
     );
   }
   // Markdown is rendered to HTML: raw HTML in it passes through to the page (R4 datatypes.html#markdown, which
@@ -62,16 +64,24 @@ export function checkPrimitiveValue(
         'invalid',
         'The markdown contains content that looks like embedded HTML tags, which the presentation layer may pass through unescaped',
         path,
+        'narrative',
       );
   }
   if (node.maxLength && typeof value === 'string' && value.length > node.maxLength)
-    run.add('error', 'too-long', `The value is longer than the maximum length ${node.maxLength}`, path);
+    run.add(
+      'error',
+      'too-long',
+      `The value is longer than the maximum length ${node.maxLength}`,
+      path,
+      'structure',
+    );
   if (node.fixed !== undefined && !deepEqual(node.fixed, value))
     run.add(
       'error',
       'value',
       `Value is '${String(value).slice(0, 100)}' but must be '${String(node.fixed)}'`,
       path,
+      'structure',
     );
   if (node.pattern !== undefined && !deepEqual(node.pattern, value))
     run.add(
@@ -79,6 +89,7 @@ export function checkPrimitiveValue(
       'value',
       `Value is '${String(value).slice(0, 100)}' but must be '${String(node.pattern)}'`,
       path,
+      'structure',
     );
   if (node.binding && (code === 'code' || code === 'string' || code === 'uri') && typeof value === 'string')
     checkBinding(w, node, undefined, value, path, run);
@@ -139,6 +150,7 @@ export function checkAttachment(att: JsonObject, path: string, run: Run): void {
         'structure',
         `Stated Attachment Size ${att.size} does not match actual attachment size ${actual}`,
         path,
+        'structure',
       );
   }
 }

@@ -23,7 +23,7 @@ export function walkExtension(
   frame: Frame,
 ): void {
   if (!isJsonObject(ext)) {
-    run.add('error', 'structure', 'An extension must be a JSON object', path);
+    run.add('error', 'structure', 'An extension must be a JSON object', path, 'extensions');
     return;
   }
   const owner = extensionDefinition(w, ext.url, type, path, run);
@@ -36,6 +36,7 @@ export function walkExtension(
       'invariant',
       "Constraint failed: ext-1: 'Must have either extensions or value[x], not both'",
       path,
+      'extensions',
     );
   if (owner) w.walkObject(ext, owner, owner, 'Extension', path, run, frame);
   else {
@@ -70,7 +71,7 @@ export function extensionDefinition(
 ): ElementNode | undefined {
   let owner: ElementNode | undefined;
   if (typeof url !== 'string' || url === '') {
-    run.add('error', 'structure', 'Extension.url is required', path);
+    run.add('error', 'structure', 'Extension.url is required', path, 'extensions');
   } else if (!url.includes(':') && !url.startsWith('#')) {
     // A relative url is a sub-extension of a complex extension; the parent's definition covers it.
   } else {
@@ -87,6 +88,7 @@ export function extensionDefinition(
           'structure',
           `The Extension '${url}' must not be used as ${usedAsModifier ? 'a modifierExtension' : 'an extension'} (it's ${isModifier ? 'a modifierExtension' : 'a regular extension'})`,
           `${path}[url='${url}']`,
+          'extensions',
         );
     } else if (CROSS_VERSION_EXTENSION.test(url)) {
       // Implicitly defined by the element of the other version (R4 versions.html#extensions); their definitions
@@ -103,15 +105,28 @@ export function extensionDefinition(
         'not-supported',
         `The extension ${url} is not defined in FHIR R4 and the HL7 extensions package is not loaded: not checked`,
         path,
+        'extensions',
       );
     } else {
       // As the reference validator: example domains are never real extensions.
       const settings = settingsOf(w, run);
       const example = !settings.allowExampleUrls && EXAMPLE_DOMAIN.test(url);
       const severity = usedAsModifier || example ? 'error' : settings.unknownExtensionSeverity;
-      run.add(severity, 'structure', `The extension ${url} could not be found so is not allowed here`, path);
+      run.add(
+        severity,
+        'structure',
+        `The extension ${url} could not be found so is not allowed here`,
+        path,
+        'extensions',
+      );
       if (example)
-        run.add('error', 'invalid', `Example URLs are not allowed in this context (${url})`, `${path}.url`);
+        run.add(
+          'error',
+          'invalid',
+          `Example URLs are not allowed in this context (${url})`,
+          `${path}.url`,
+          'extensions',
+        );
     }
   }
   return owner;
@@ -197,6 +212,7 @@ function checkExtensionContext(w: WalkContext, ext: JsonObject, path: string, ru
       'structure',
       `The ${modifier ? 'modifier extension' : 'extension'} ${url} is not allowed to be used at this point (allowed = ${allowed.join(', ')}; this element is [${[...new Set([container.elementPath, container.typeName])].join(', ')}])`,
       container.path,
+      'extensions',
     );
     return;
   }
@@ -215,6 +231,7 @@ function checkExtensionContext(w: WalkContext, ext: JsonObject, path: string, ru
         'structure',
         `The extension ${url} is not allowed to be used here: the context invariant '${invariant}' does not hold`,
         container.path,
+        'extensions',
       );
   }
 }

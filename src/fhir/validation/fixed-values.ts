@@ -12,6 +12,7 @@ export function checkFixedAndPattern(node: ElementNode, value: unknown, path: st
       'value',
       `Value does not match the fixed value ${JSON.stringify(node.fixed).slice(0, 200)}`,
       path,
+      'structure',
     );
   if (node.pattern !== undefined && !patternMatches(node.pattern, value))
     run.add(
@@ -19,6 +20,7 @@ export function checkFixedAndPattern(node: ElementNode, value: unknown, path: st
       'value',
       `Value does not match the required pattern ${JSON.stringify(node.pattern).slice(0, 200)}`,
       path,
+      'structure',
     );
 }
 
@@ -63,6 +65,7 @@ export function checkMinMax(node: ElementNode, value: unknown, path: string, run
           'invalid',
           `The unit '${String(value.code ?? value.unit ?? '')}' cannot be compared with the unit '${String(limit.code)}' of the ${bound}, so the bound is not checked`,
           path,
+          'structure',
         );
         continue;
       }
@@ -77,6 +80,7 @@ export function checkMinMax(node: ElementNode, value: unknown, path: string, run
         'invalid',
         `The value in the instance ({${actual}}) is less than the specified minimum value ({${shown}})`,
         path,
+        'structure',
       );
     if (bound === 'maxValue' && cmp > 0)
       run.add(
@@ -84,6 +88,7 @@ export function checkMinMax(node: ElementNode, value: unknown, path: string, run
         'invalid',
         `The value in the instance ({${actual}}) is greater than the specified maximum value ({${shown}})`,
         path,
+        'structure',
       );
   }
 }

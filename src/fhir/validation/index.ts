@@ -15,6 +15,14 @@ import { field } from '../definitions/json.js';
 import { Run, StructureWalker } from './walker.js';
 import type { RunSettings } from './walk-context.js';
 import type { LoadedCodeSystems } from '../terminology-port.js';
+import {
+  DEFAULT_FAMILY_LEVELS,
+  lenientFamilyLevels,
+  sameFamilyLevels,
+  withFamilyLevels,
+  type FamilyLevel,
+  type FamilyLevels,
+} from './rule-families.js';
 
 export interface FhirValidatorOptions {
   /** Where to keep the compact core definitions between runs (e.g. `${dataDir}/cache`); none when absent. */
@@ -54,6 +62,16 @@ export interface FhirValidatorOptions {
   validateContained?: boolean;
   /** The big code systems loaded into the terminology store (LOINC, SNOMED CT ...): their codes are checked. */
   codeSystems?: LoadedCodeSystems;
+  /**
+   * The rule families' levels on writes (rule-families.ts: family name, or `all`, to `warn|error`); absent families
+   * keep the default (today's rules). Throws FamilyLevelsError for an unknown family.
+   */
+  familyLevels?: Readonly<Record<string, FamilyLevel>>;
+  /**
+   * The levels the network pins for records received from other members and verified against their anchors
+   * (ValidationOptions.levels `received`): such a record is never refused by a family the network has at `warn`.
+   */
+  networkFamilyLevels?: Readonly<Record<string, FamilyLevel>>;
 }
 
 export interface FhirValidator extends ResourceValidator {
@@ -77,6 +95,19 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
   if (options.unknownExtensionSeverity) walker.unknownExtensionSeverity = options.unknownExtensionSeverity;
   if (options.codeSystems) walker.terminology.useLoadedCodeSystems(options.codeSystems);
   const required = options.requiredProfiles ?? {};
+  const writeLevels = withFamilyLevels(options.familyLevels ?? {});
+  const receivedLevels = lenientFamilyLevels(
+    writeLevels,
+    withFamilyLevels(options.networkFamilyLevels ?? {}),
+  );
+  // Undefined: the default levels, which are the true severities (nothing to change per issue).
+  const levelsOf = (levels: FamilyLevels) =>
+    sameFamilyLevels(levels, DEFAULT_FAMILY_LEVELS) ? undefined : levels;
+  const runLevels = {
+    write: levelsOf(writeLevels),
+    received: levelsOf(receivedLevels),
+    reported: undefined,
+  };
   const resourceTypes = registry
     .all('StructureDefinition')
     .filter(
@@ -109,6 +140,7 @@ export function createFhirValidatorSync(options: FhirValidatorOptions = {}): Fhi
         ];
         const run = new Run();
         if (opts.crossResourceSeverity) run.crossResourceSeverity = opts.crossResourceSeverity;
+        run.levels = runLevels[opts.levels ?? 'write'];
         if (opts.settings) run.settings = runSettings(walker, opts.settings);
         const budget = options.invariantBudgetMs ?? 2000;
         if (Number.isFinite(budget)) run.invariantDeadline = performance.now() + budget;

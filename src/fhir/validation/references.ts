@@ -21,7 +21,13 @@ export function checkReference(
     // Not narrowed: a `contained` that is not an array throws here (reported as an exception), as it always has.
     const contained = (frame.rootResource.contained ?? []) as unknown[];
     if (id && !contained.some((c) => field(c, 'id') === id))
-      run.add('error', 'structure', `Unable to resolve resource with reference '${r.slice(0, 100)}'`, path);
+      run.add(
+        'error',
+        'structure',
+        `Unable to resolve resource with reference '${r.slice(0, 100)}'`,
+        path,
+        'structure',
+      );
     return;
   }
   const m =
@@ -36,6 +42,7 @@ export function checkReference(
           'structure',
           `Unknown resource type '${refType}' in the reference '${r.slice(0, 100)}'`,
           path,
+          'structure',
         );
       return;
     }
@@ -48,6 +55,7 @@ export function checkReference(
           'structure',
           `The type '${refType}' implied by the reference URL ${r.slice(0, 100)} is not a valid Target for this element (must be one of [${allowed.join(', ')}])`,
           path,
+          'structure',
         );
     }
     if (typeof ref.type === 'string' && ref.type !== refType && w.isResourceType(ref.type))
@@ -56,10 +64,17 @@ export function checkReference(
         'structure',
         `The reference type '${ref.type}' does not match the type in the reference URL '${refType}'`,
         path,
+        'structure',
       );
     return;
   }
   if (/^(urn:uuid:|urn:oid:|https?:\/\/|[a-z][a-z0-9+.-]*:)/i.test(r)) return;
   if (/\s/.test(r) || r === '')
-    run.add('error', 'invalid', `The reference '${r.slice(0, 100)}' is not a valid reference`, path);
+    run.add(
+      'error',
+      'invalid',
+      `The reference '${r.slice(0, 100)}' is not a valid reference`,
+      path,
+      'structure',
+    );
 }

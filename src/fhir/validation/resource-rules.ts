@@ -64,6 +64,7 @@ export function checkResourceRules(
         'invariant',
         `Constraint failed: dom-3: 'If the resource is contained in another resource, it SHALL be referred to from elsewhere in the resource or SHALL refer to the containing resource' (contained '${id}')`,
         path,
+        'invariants',
       );
     }
   }
@@ -89,8 +90,8 @@ export function checkResourceRules(
       problems.push({ message: e instanceof Error ? e.message : String(e) });
     }
     for (const p of problems)
-      if (p.location) run.add('error', 'value', p.message, p.location);
-      else run.add('error', 'exception', `Error generating Snapshot: ${p.message}`, path);
+      if (p.location) run.add('error', 'value', p.message, p.location, 'conformance');
+      else run.add('error', 'exception', `Error generating Snapshot: ${p.message}`, path, 'conformance');
   }
 }
 
@@ -121,11 +122,12 @@ export function walkProfiles(
         'structure',
         `Profile reference '${url}' has not been checked because it could not be found`,
         where,
+        'structure',
       );
       continue;
     }
     if (ps.type !== rt || ps.kind !== 'resource') {
-      run.add('error', 'structure', `Profile '${url}' is for ${ps.type}, not ${rt}`, where);
+      run.add('error', 'structure', `Profile '${url}' is for ${ps.type}, not ${rt}`, where, 'structure');
       continue;
     }
     if (ps.url === baseUrl) continue;
@@ -171,6 +173,7 @@ export function resourceProfiles(
     'structure',
     `The resource does not conform to any of the profiles its element allows (${profiles.join(', ')})`,
     path,
+    'structure',
   );
   return [];
 }

@@ -56,6 +56,7 @@ function checkSliceGroup(
           'structure',
           `This element does not match any known slice defined in the profile (slicing of ${node.path} is closed)`,
           `${path}[${i}]`,
+          'slicing',
         );
       unmatchedSeen = true;
       continue;
@@ -67,6 +68,7 @@ function checkSliceGroup(
         'structure',
         `The slicing of ${node.path} is ordered: this element (slice '${slice.sliceName}') is out of order (found after slice '${node.slices[lastSlice].sliceName}')`,
         `${path}[${i}]`,
+        'slicing',
       );
     else if (slicing.rules === 'openAtEnd' && unmatchedSeen)
       run.add(
@@ -74,6 +76,7 @@ function checkSliceGroup(
         'structure',
         `The slicing of ${node.path} is openAtEnd: this element (slice '${slice.sliceName}') follows an element that matches no slice`,
         `${path}[${i}]`,
+        'slicing',
       );
     lastSlice = Math.max(lastSlice, idx);
     matchedBySlice[idx].push(i);
@@ -90,6 +93,7 @@ function checkSliceGroup(
         'structure',
         `Slice '${s.path}:${s.sliceName}': a matching slice is required, but not found (minimum required = ${s.min}, found ${count})`,
         parentPath,
+        'slicing',
       );
     else if (count > s.max)
       run.add(
@@ -97,6 +101,7 @@ function checkSliceGroup(
         'structure',
         `Slice '${s.path}:${s.sliceName}': max allowed = ${s.max}, but found ${count}`,
         parentPath,
+        'slicing',
       );
     if (s.slicing && s.slices.length)
       checkSliceGroup(w, items, matchedBySlice[k], s, type, path, parentPath, run, frame);

@@ -18,6 +18,13 @@ export interface ValidationOptions {
   crossResourceSeverity?: 'error' | 'warning';
   /** Settings of this validation that differ from the validator's (`$validate` parameters); absent ones are kept. */
   settings?: Partial<ValidationSettings>;
+  /**
+   * The rule families' levels this validation applies (docs/validation.md, "Rule families"): `write` (default) the
+   * validator's write levels; `received`, for a record received from another member and verified against its
+   * anchor, per family the more lenient of the write levels and the network's pinned levels; `reported`, the true
+   * severities (`$validate`).
+   */
+  levels?: 'write' | 'received' | 'reported';
 }
 
 /**

@@ -9,6 +9,12 @@ import type { JsonObject } from '../definitions/json.js';
 import type { StructureCache, ElementNode, TypeRef } from './structure.js';
 import type { Terminology } from './terminology.js';
 import type { ValidationSettings } from './validator.js';
+import {
+  RULE_FAMILY_EXTENSION,
+  severityAtLevel,
+  type FamilyLevels,
+  type IssueFamily,
+} from './rule-families.js';
 
 export const MAX_DEPTH = 64;
 const MAX_ISSUES = 500;
@@ -48,6 +54,11 @@ export class Run {
   crossResourceSeverity: 'error' | 'warning' = 'warning';
   /** This run's settings where they differ from the validator's (undefined: the validator's). */
   settings: RunSettings | undefined;
+  /**
+   * The rule families' levels of this run (rule-families.ts), undefined for the true severities (`$validate`, and
+   * writes under the default levels). Probe runs never have them: slices match by the true severities.
+   */
+  levels: FamilyLevels | undefined;
   /** When set, only whether an error occurred matters (slice matching by profile). */
   errorsOnly = false;
   errorCount = 0;
@@ -62,7 +73,20 @@ export class Run {
 
   private listedErrors = 0;
 
-  add(severity: IssueSeverity, code: IssueCode, message: string, expression: string): void {
+  add(
+    severity: IssueSeverity,
+    code: IssueCode,
+    message: string,
+    expression: string,
+    family: IssueFamily,
+  ): void {
+    if (this.levels !== undefined) {
+      const atLevel = severityAtLevel(severity, family, this.levels);
+      if (atLevel !== severity) {
+        message = `${message} (rule family '${family}' is at ${this.levels[family as keyof FamilyLevels]} on this server)`;
+        severity = atLevel;
+      }
+    }
     const isError = severity === 'error' || severity === 'fatal';
     if (isError) this.errorCount++;
     if (this.errorsOnly) return;
@@ -81,7 +105,13 @@ export class Run {
       return;
     }
     if (isError) this.listedErrors++;
-    this.issues.push({ severity, code, diagnostics: message, expression: [expression] });
+    this.issues.push({
+      extension: [{ url: RULE_FAMILY_EXTENSION, valueCode: family }],
+      severity,
+      code,
+      diagnostics: message,
+      expression: [expression],
+    });
   }
 
   /** Whether the same issue is listed already (base and profile walks report the same problems). */

@@ -82,7 +82,7 @@ export class StructureWalker implements WalkContext {
   /** Validates a resource (top level) against its type, its claimed profiles and `profiles`. */
   validate(resource: unknown, profiles: string[] = [], run = new Run()): Run {
     if (!isJsonObject(resource)) {
-      run.add('fatal', 'structure', 'The content is not a JSON object', '$this');
+      run.add('fatal', 'structure', 'The content is not a JSON object', '$this', 'resource');
       return run;
     }
     const rt = resource.resourceType;
@@ -101,16 +101,16 @@ export class StructureWalker implements WalkContext {
     extraProfiles: string[] = [],
   ): void {
     if (!isJsonObject(res)) {
-      run.add('error', 'structure', 'A resource must be a JSON object', path);
+      run.add('error', 'structure', 'A resource must be a JSON object', path, 'resource');
       return;
     }
     const rt = res.resourceType;
     if (typeof rt !== 'string') {
-      run.add('error', 'structure', 'Unable to find resourceType property', path);
+      run.add('error', 'structure', 'Unable to find resourceType property', path, 'resource');
       return;
     }
     if (!this.isResourceType(rt)) {
-      run.add('error', 'structure', `Unknown resource type '${String(rt).slice(0, 64)}'`, path);
+      run.add('error', 'structure', `Unknown resource type '${String(rt).slice(0, 64)}'`, path, 'resource');
       return;
     }
     const s = this.structures.type(rt)!;
@@ -165,7 +165,13 @@ export class StructureWalker implements WalkContext {
     isResourceRoot = false,
   ): void {
     if (run.depth >= MAX_DEPTH) {
-      run.add('error', 'too-costly', `The content is nested more than ${MAX_DEPTH} levels deep`, path);
+      run.add(
+        'error',
+        'too-costly',
+        `The content is nested more than ${MAX_DEPTH} levels deep`,
+        path,
+        'resource',
+      );
       return;
     }
     if (!isJsonObject(obj)) {
@@ -174,6 +180,7 @@ export class StructureWalker implements WalkContext {
         'structure',
         `The property must be a JSON object, not ${obj === null ? 'null' : Array.isArray(obj) ? 'an array' : typeof obj}`,
         path,
+        'structure',
       );
       return;
     }
@@ -190,7 +197,7 @@ export class StructureWalker implements WalkContext {
     try {
       const keyCount = this.walkProperties(obj, owner, path, run, frame, isResourceRoot);
       if (keyCount === 0 || (keyCount === 1 && obj.id !== undefined && !isResourceRoot)) {
-        run.add('error', 'invalid', 'Object must have some content (ele-1)', path);
+        run.add('error', 'invalid', 'Object must have some content (ele-1)', path, 'structure');
       }
       checkCardinality(this, obj, owner, path, run);
       checkConstraints(this, obj, node, owner, typeName, path, run, frame, isResourceRoot);
@@ -218,7 +225,7 @@ export class StructureWalker implements WalkContext {
       if (key.charCodeAt(0) === 95 /* _ */) {
         const entry = props.get(key.slice(1));
         if (!entry || !entry.type || !isPrimitiveType(entry.type.code)) {
-          run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
+          run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path, 'structure');
           continue;
         }
         this.walkPrimitiveExtras(
@@ -235,7 +242,7 @@ export class StructureWalker implements WalkContext {
       }
       const entry = props.get(key);
       if (!entry) {
-        run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path);
+        run.add('error', 'structure', `Unrecognized property '${key.slice(0, 100)}'`, path, 'structure');
         continue;
       }
       this.walkProperty(obj, key, value, entry, path, run, frame);
@@ -256,7 +263,7 @@ export class StructureWalker implements WalkContext {
     const child = entry.node;
     const childPath = elementPath(path, child, entry.type);
     if (value === null) {
-      run.add('error', 'invalid', 'A property cannot be null', childPath);
+      run.add('error', 'invalid', 'A property cannot be null', childPath, 'structure');
       return;
     }
     if (child.isArray) {
@@ -266,6 +273,7 @@ export class StructureWalker implements WalkContext {
           'structure',
           `This property must be an Array, not ${typeof value === 'object' ? 'an Object' : 'a primitive'}`,
           childPath,
+          'structure',
         );
         return;
       }
@@ -275,6 +283,7 @@ export class StructureWalker implements WalkContext {
           'invalid',
           'Array cannot be empty - the property should not be present if it has no values',
           childPath,
+          'structure',
         );
         return;
       }
@@ -284,7 +293,13 @@ export class StructureWalker implements WalkContext {
         const item = value[i];
         if (item === null) {
           if (!(primitive && Array.isArray(extras) && extras[i]))
-            run.add('error', 'invalid', 'Null values are not allowed in arrays', `${childPath}[${i}]`);
+            run.add(
+              'error',
+              'invalid',
+              'Null values are not allowed in arrays',
+              `${childPath}[${i}]`,
+              'structure',
+            );
           continue;
         }
         this.walkValue(item, child, entry.type, `${childPath}[${i}]`, run, frame);
@@ -293,7 +308,13 @@ export class StructureWalker implements WalkContext {
         checkSlices(this, value, child, entry.type, childPath, path, run, frame);
     } else {
       if (Array.isArray(value)) {
-        run.add('error', 'structure', 'This property must be a single value, not an Array', childPath);
+        run.add(
+          'error',
+          'structure',
+          'This property must be a single value, not an Array',
+          childPath,
+          'structure',
+        );
         return;
       }
       this.walkValue(value, child, entry.type, childPath, run, frame);
@@ -317,11 +338,11 @@ export class StructureWalker implements WalkContext {
     const one = (v: unknown, p: string): void => {
       if (v === null) return;
       if (!isJsonObject(v)) {
-        run.add('error', 'structure', `The property ${key} must be a JSON object`, p);
+        run.add('error', 'structure', `The property ${key} must be a JSON object`, p, 'structure');
         return;
       }
       if ('value' in v) {
-        run.add('error', 'structure', `Unrecognized property 'value'`, p);
+        run.add('error', 'structure', `Unrecognized property 'value'`, p, 'structure');
         return;
       }
       this.walkObject(v, node, owner, type.code, p, run, frame);
@@ -329,7 +350,7 @@ export class StructureWalker implements WalkContext {
     if (node.isArray) {
       const values = obj[key.slice(1)];
       if (!Array.isArray(value)) {
-        run.add('error', 'structure', `The property ${key} must be an Array`, path);
+        run.add('error', 'structure', `The property ${key} must be an Array`, path, 'structure');
         return;
       }
       if (Array.isArray(values) && values.length !== value.length)
@@ -338,6 +359,7 @@ export class StructureWalker implements WalkContext {
           'structure',
           `The arrays ${key.slice(1)} and ${key} must have the same length`,
           path,
+          'structure',
         );
       value.forEach((v, i) => one(v, `${path}[${i}]`));
     } else one(value, path);

@@ -186,6 +186,7 @@ export function resolveNarrativeLinks(run: Run): void {
           'invalid',
           `Hyperlink '#${target.slice(0, 100)}' in the narrative does not resolve`,
           path,
+          'narrative',
         );
 }
 

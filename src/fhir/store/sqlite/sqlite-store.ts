@@ -104,6 +104,11 @@ export interface SqliteStoreOptions {
    * 'checking' until then). Default 64 MiB.
    */
   integrityCheckSyncMaxBytes?: number;
+  /**
+   * Read only (`hie-ledger validate --dry-run`): the existing file opened read-only, never migrated (a schema other
+   * than this software's is refused), so it coexists with the service that owns the data directory. Writes throw.
+   */
+  readOnly?: boolean;
 }
 
 /** A store whose start-up integrity check failed: the service refuses to start on it. */
@@ -266,20 +271,22 @@ export class SqliteResourceStore implements ResourceStore {
   /** PRAGMA data_version when the cache was last known valid: it changes when another connection commits. */
   private cacheDataVersion: unknown = undefined;
   private readonly file: string;
+  private readonly readOnly: boolean;
   private readonly integrityOptions: { mode: IntegrityCheckMode | 'off'; syncMaxBytes: number };
   private integrity: StoreIntegrityStatus = 'ok';
   private integrityResult: Promise<IntegrityCheckResult | undefined> = Promise.resolve(undefined);
   private integrityWorker: { stop: () => Promise<void> } | undefined;
 
   constructor(options: SqliteStoreOptions) {
-    ensurePrivateFile(options.file);
+    this.readOnly = options.readOnly === true;
+    if (!this.readOnly) ensurePrivateFile(options.file);
     this.file = options.file;
     this.integrityOptions = {
       mode: options.integrityCheck ?? 'full',
       syncMaxBytes: options.integrityCheckSyncMaxBytes ?? DEFAULT_SYNC_CHECK_BYTES,
     };
-    this.db = new Database(options.file);
-    this.db.pragma('journal_mode = WAL');
+    this.db = new Database(options.file, this.readOnly ? { readonly: true, fileMustExist: true } : undefined);
+    if (!this.readOnly) this.db.pragma('journal_mode = WAL');
     this.db.pragma(`synchronous = ${options.synchronous === 'FULL' ? 'FULL' : 'NORMAL'}`);
     this.db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`);
     this.db.pragma('foreign_keys = ON');
@@ -330,7 +337,8 @@ export class SqliteResourceStore implements ResourceStore {
     this.db.function('hie_decode_json', { deterministic: true }, (json: unknown) =>
       typeof json === 'string' || json instanceof Uint8Array ? decodeJson(json) : json,
     );
-    this.migrate();
+    if (this.readOnly) this.checkSchemaCurrent();
+    else this.migrate();
     this.stmts = this.prepareStatements();
   }
 
@@ -1137,6 +1145,16 @@ export class SqliteResourceStore implements ResourceStore {
 
   // ---------------------------------------------------------------------------------------------------------
   // Setup.
+
+  /** A read-only store is never migrated: its schema must be the one this software writes. */
+  private checkSchemaCurrent(): void {
+    const known = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+    const applied = this.db.prepare('SELECT max(version) FROM schema_version').pluck().get() as number | null;
+    if (applied !== known)
+      throw new Error(
+        `The store's schema is version ${applied ?? 0}, this software's ${known}: run hie-ledger migrate (or serve) first`,
+      );
+  }
 
   private migrate(): void {
     this.db.exec(
