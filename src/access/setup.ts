@@ -186,17 +186,38 @@ async function openConsent(
   sharedRevocations: SharedRevocations | undefined,
 ): Promise<{ consent?: ConsentService; networkIds?: NetworkIds }> {
   if (!options.ledger) return {};
+  return openDataDirConsent({
+    dataDir: options.dataDir,
+    ledger: options.ledger,
+    participants,
+    sharedRevocations,
+    log: options.log,
+  });
+}
+
+/**
+ * A data directory's consent service on its ledger, with the service's own files (network patient ids, the
+ * checkpoint, the durable revocations): the service opens it so, and so does `hie-ledger import --consents map`
+ * on a stopped data directory (docs/import.md), so that an imported Consent is mapped as the service maps one.
+ */
+export async function openDataDirConsent(options: {
+  dataDir: string;
+  ledger: Ledger;
+  participants: ParticipantDirectory;
+  sharedRevocations?: SharedRevocations;
+  log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
+}): Promise<{ consent: ConsentService; networkIds: NetworkIds }> {
   // Network patient ids and the grant index: what links this home's ledger records to its patients.
   const networkIds = new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'));
   const consent = await ConsentService.open({
     ledger: options.ledger,
-    pseudonyms: participants,
+    pseudonyms: options.participants,
     networkIds,
     checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
     // Durable local denies: a revocation in force before the ledger has it, across restarts (and, shared, at
     // every replica).
     revocationsFile: join(options.dataDir, 'consent-revocations.json'),
-    sharedRevocations,
+    sharedRevocations: options.sharedRevocations,
     log: options.log,
   });
   return { consent, networkIds };
