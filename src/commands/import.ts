@@ -101,7 +101,8 @@ export function formatImportSummary(summary: ImportSummary, errorsFile: string, 
   out.push(
     `This run: ${summary.processedThisRun} resources in ${seconds(t.total)} s (parse ${seconds(t.parse)}, ` +
       `validate ${seconds(t.validate)}, index ${seconds(t.index)}, store ${seconds(t.store)}, anchor ${seconds(t.anchor)}); ` +
-      `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB.`,
+      `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB` +
+      (t.cpu === undefined ? '.' : `; CPU ${seconds(t.cpu)} s (all threads).`),
   );
   if (!remote)
     out.push(
