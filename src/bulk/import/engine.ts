@@ -380,15 +380,7 @@ class ImportRun {
     };
     const pool = this.options.validationPool;
     /** Verdicts waiting for the pool: a chunk of prepared resources goes out once it is full. */
-    let chunk: {
-      target: string;
-      digest: Buffer;
-      text: string;
-      plain: unknown;
-      position: SourcePosition;
-    }[] = [];
-    // The plain validator, not the timed one: the write reports its verdict (sink.validated) once, not twice.
-    const validator = (this.options.context ?? context).validator;
+    let chunk: { target: string; digest: Buffer; text: string; position: SourcePosition }[] = [];
     const inFlight = new Set<Promise<void>>();
     const keep = (target: string, digest: Buffer, result: ValidationResult, position: SourcePosition) =>
       pending.push(() => {
@@ -403,19 +395,6 @@ class ImportRun {
       if (chunk.length === 0) return;
       const work = chunk;
       chunk = [];
-      // One turn of the event loop: the workers' answers that arrived meanwhile are taken in (a Bundle file's
-      // resources are checked without any other wait for I/O).
-      if (inFlight.size >= pool!.size * 2) await new Promise<void>((resolve) => setImmediate(resolve));
-      if (inFlight.size >= pool!.size * 2) {
-        // The workers have two chunks each queued: this thread validates this one itself instead of waiting for
-        // them (on two cores, one worker: both cores validate; the verdict and its digest are the same).
-        const start = performance.now();
-        for (const w of work)
-          keep(w.target, w.digest, validator.validate(w.plain, WRITE_VALIDATION), w.position);
-        this.timings.validate += performance.now() - start;
-        if (pending.length >= 2_000) flush();
-        return;
-      }
       const done = pool!
         .validate(
           work.map((w) => w.text),
@@ -429,7 +408,8 @@ class ImportRun {
         );
       const tracked = done.finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);
-      // Bounded: at most two chunks a worker queued (memory); beyond that this thread validates (above).
+      // Bounded: at most two chunks a worker queued (memory), the main thread preparing the next meanwhile.
+      if (inFlight.size >= pool!.size * 2) await this.waitForPool(inFlight);
       if (pending.length >= 2_000) flush();
     };
     const checkOne = async (record: SourceRecord) => {
@@ -450,12 +430,13 @@ class ImportRun {
       const position = positionOf(file.path, record);
       if (pool) {
         const text = JSON.stringify(plain);
-        chunk.push({ target, digest: validationDigest(text, WRITE_VALIDATION), text, plain, position });
+        chunk.push({ target, digest: validationDigest(text, WRITE_VALIDATION), text, position });
         if (chunk.length >= POOL_CHUNK) await dispatch();
         return;
       }
       const start = performance.now();
-      const result = validator.validate(plain, WRITE_VALIDATION);
+      // The plain validator, not the timed one: the write reports its verdict (sink.validated) once, not twice.
+      const result = (this.options.context ?? context).validator.validate(plain, WRITE_VALIDATION);
       this.timings.validate += performance.now() - start;
       keep(target, validationDigest(JSON.stringify(plain), WRITE_VALIDATION), result, position);
       if (pending.length >= 2_000) flush();
