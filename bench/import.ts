@@ -17,7 +17,11 @@
  * validation row measured in the same run.
  * Environment: BENCH_BUNDLES (default 100: all of them), BENCH_WORKERS (default 2: API clients), BENCH_MODES (default
  * cli,import-op,api-full,api-schema; also cli-main), BENCH_IMPORT_WORKERS, BENCH_FROM=tsx (run the service and the
- * CLI from the sources).
+ * CLI from the sources), BENCH_BASELINE=DIR: also `cli` with the build in DIR (DIR/dist/src/cli.js: a copy of an
+ * earlier commit's `dist`, DIR/node_modules linked), run before this build's, as the same-run baseline of the CLI
+ * rows ("vs baseline"; with BENCH_REPEAT=N the two alternate N times).
+ * The CLI rows also give CPU time, all threads: the run's (its summary) and the process's (/proc, start-up
+ * included; "vs baseline" compares these): on a machine shared with other work, the figure the load does not inflate.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,6 +35,8 @@ const MODES = (process.env.BENCH_MODES ?? 'cli,import-op,api-full,api-schema').s
 const ANCHOR_BATCH = process.env.BENCH_ANCHOR_BATCH ?? '5000';
 const BATCH = process.env.BENCH_BATCH ?? '2000';
 const IMPORT_WORKERS = process.env.BENCH_IMPORT_WORKERS;
+const BASELINE = process.env.BENCH_BASELINE;
+const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 1));
 
 interface Row {
   mode: string;
@@ -44,6 +50,21 @@ interface Row {
   split?: string;
   /** The CLI's start-up (process, validator, store and ledger opened), seconds. */
   startup?: number;
+  /** The CLI's CPU time over the import, all threads, seconds (its summary; a build before it does not say). */
+  cpu?: number;
+  /** The CLI process's CPU time, all threads, start-up included, seconds (/proc): comparable across builds. */
+  processCpu?: number;
+}
+
+/** utime + stime of a live process (all its threads), seconds; undefined once it is gone. */
+function cpuSeconds(pid: number | undefined): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
 }
 
 /** VmHWM (peak resident set) of a live process, MiB. */
@@ -70,14 +91,14 @@ function bundles(): { name: string; file: string; text: string; entries: number 
 }
 
 /** `hie-ledger import` of every bundle file into a fresh data directory (what an operator runs). */
-async function runCli(work: ReturnType<typeof bundles>, workers?: string): Promise<Row> {
+async function runCli(work: ReturnType<typeof bundles>, workers?: string, baseline?: string): Promise<Row> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-import-cli-'));
   try {
     const started = performance.now();
     const child = spawn(
       process.execPath,
       [
-        ...serviceEntry().args,
+        ...(baseline ? [join(baseline, 'dist', 'src', 'cli.js')] : serviceEntry().args),
         'import',
         '--data-dir',
         dataDir,
@@ -93,13 +114,22 @@ async function runCli(work: ReturnType<typeof bundles>, workers?: string): Promi
     );
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    // The process's CPU time (all threads, start-up included), as /proc last showed it before the exit.
+    let processCpu = 0;
+    const poll = setInterval(() => (processCpu = cpuSeconds(child.pid) ?? processCpu), 100);
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    clearInterval(poll);
     const seconds = (performance.now() - started) / 1000;
     if (code !== 0 && code !== 1) throw new Error(`hie-ledger import exited with ${code}:\n${output}`);
     const [, stored, unchanged, rejected] = /^total +(\d+) +(\d+) +(\d+)/m.exec(output)!.map(Number);
     const run = /This run: \d+ resources in ([\d.]+) s \((.*)\); peak RSS (\d+) MiB/.exec(output);
+    const cpu = /; CPU ([\d.]+) s \(all threads\)/.exec(output);
+    const mode =
+      workers === '0' ? 'cli (full, --workers 0)' : `cli (full, --workers ${workers ?? 'default'})`;
     return {
-      mode: workers === '0' ? 'cli (full, --workers 0)' : `cli (full, --workers ${workers ?? 'default'})`,
+      mode: baseline ? `${mode}, baseline` : mode,
+      cpu: cpu ? Number(cpu[1]) : undefined,
+      processCpu,
       accepted: stored! + unchanged!,
       refused: rejected!,
       resources: stored! + unchanged!,
@@ -256,7 +286,11 @@ async function main(): Promise<void> {
   );
   const rows: Row[] = [];
   for (const mode of MODES) {
-    if (mode === 'cli') rows.push(await runCli(work, IMPORT_WORKERS));
+    if (mode === 'cli')
+      for (let i = 0; i < REPEAT; i++) {
+        if (BASELINE) rows.push(await runCli(work, IMPORT_WORKERS, BASELINE));
+        rows.push(await runCli(work, IMPORT_WORKERS));
+      }
     else if (mode === 'cli-main') rows.push(await runCli(work, '0'));
     else if (mode === 'import-op') rows.push(await runImportOperation(work));
     else if (mode === 'api-full') rows.push(await runApi('full', work));
@@ -265,15 +299,40 @@ async function main(): Promise<void> {
   }
   const baseline = rows.find((r) => r.mode === 'api bundles (full)');
   const rate = (r: Row) => r.resources / r.seconds;
-  const header = ['mode', 'accepted', 'refused', 'resources/s', 'vs api full', 'peak RSS MiB'];
-  const lines = rows.map((r) => [
-    r.mode,
-    String(r.accepted),
-    String(r.refused),
-    rate(r).toFixed(0),
-    baseline ? `${(rate(r) / rate(baseline)).toFixed(2)}x` : '-',
-    String(r.peakMiB),
-  ]);
+  const header = [
+    'mode',
+    'accepted',
+    'refused',
+    'resources/s',
+    'vs api full',
+    'vs baseline',
+    'peak RSS MiB',
+    'CPU s (run)',
+    'CPU s (process)',
+  ];
+  // Each CLI row against the baseline build's row just before it (same load, minutes apart).
+  const before = (i: number) =>
+    rows
+      .slice(0, i)
+      .reverse()
+      .find((b) => b.mode === `${rows[i]!.mode}, baseline`);
+  const lines = rows.map((r, i) => {
+    const old = before(i);
+    return [
+      r.mode,
+      String(r.accepted),
+      String(r.refused),
+      rate(r).toFixed(0),
+      baseline ? `${(rate(r) / rate(baseline)).toFixed(2)}x` : '-',
+      old
+        ? `${(rate(r) / rate(old)).toFixed(2)}x` +
+          (r.processCpu && old.processCpu ? ` (CPU ${(old.processCpu / r.processCpu).toFixed(2)}x)` : '')
+        : '-',
+      String(r.peakMiB),
+      r.cpu === undefined ? '-' : r.cpu.toFixed(1),
+      r.processCpu === undefined ? '-' : r.processCpu.toFixed(1),
+    ];
+  });
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const format = (cells: string[]) =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');

@@ -205,10 +205,18 @@ async function openConsent(
   // Network patient ids and the grant index: what links this home's ledger records to its patients. With
   // PostgreSQL they and the pseudonyms are the database's, so every replica enforces every grant.
   const shared = options.shared;
-  const networkIds: NetworkIdIndex = shared
-    ? await shared.networkIds(options.log)
-    : new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'));
-  const resolver = shared ? await shared.pseudonyms(options.log) : pseudonyms;
+  if (!shared) {
+    const opened = await openDataDirConsent({
+      dataDir: options.dataDir,
+      ledger: options.ledger,
+      participants: pseudonyms,
+      sharedRevocations,
+      log: options.log,
+    });
+    return { ...opened, resolver: pseudonyms };
+  }
+  const networkIds: NetworkIdIndex = await shared.networkIds(options.log);
+  const resolver = await shared.pseudonyms(options.log);
   let consent: ConsentService;
   try {
     consent = await ConsentService.open({
@@ -222,14 +230,42 @@ async function openConsent(
       sharedRevocations,
       // Replicas: every one knows the home MSP from the start (one that has committed no grant yet would otherwise
       // ignore the events of the others' grants until the home MSP they note reaches it).
-      mspId: shared ? (options.ledgerMspId ?? options.mspId) : undefined,
+      mspId: options.ledgerMspId ?? options.mspId,
       log: options.log,
     });
   } catch (err) {
-    if (shared) await Promise.all([networkIds.close(), resolver.close()]);
+    await Promise.all([networkIds.close(), resolver.close()]);
     throw err;
   }
   return { consent, networkIds, resolver };
+}
+
+/**
+ * A data directory's consent service on its ledger, with the service's own files (network patient ids, the
+ * checkpoint, the durable revocations): the service opens it so, and so does `hie-ledger import --consents map`
+ * on a stopped data directory (docs/import.md), so that an imported Consent is mapped as the service maps one.
+ */
+export async function openDataDirConsent(options: {
+  dataDir: string;
+  ledger: Ledger;
+  participants: ParticipantDirectory;
+  sharedRevocations?: SharedRevocations;
+  log: { warn(obj: object | string, msg?: string): void; error(obj: object | string, msg?: string): void };
+}): Promise<{ consent: ConsentService; networkIds: NetworkIds }> {
+  // Network patient ids and the grant index: what links this home's ledger records to its patients.
+  const networkIds = new NetworkIds(join(options.dataDir, 'identity', 'network-ids.sqlite'));
+  const consent = await ConsentService.open({
+    ledger: options.ledger,
+    pseudonyms: options.participants,
+    networkIds,
+    checkpointFile: join(options.dataDir, 'checkpoints', 'consent.json'),
+    // Durable local denies: a revocation in force before the ledger has it, across restarts (and, shared, at
+    // every replica).
+    revocationsFile: join(options.dataDir, 'consent-revocations.json'),
+    sharedRevocations: options.sharedRevocations,
+    log: options.log,
+  });
+  return { consent, networkIds };
 }
 
 /** `$access-log`: the ledger's access records of one patient, as Parameters. */

@@ -16,6 +16,8 @@ import type { ValidationPool } from '../fhir/validation/validation-pool.js';
 import { systemsNotLoaded } from '../fhir/validation/bindings.js';
 import type { ValidationResult } from '../fhir/validation/validator.js';
 import type { FhirContext } from '../fhir/interactions/types.js';
+import type { ResourceStore } from '../fhir/store/resource-store.js';
+import type { Ledger } from '../ledger/ledger.js';
 import { discoverSources } from '../bulk/import/sources.js';
 import type {
   ConsentHandling,
@@ -100,7 +102,8 @@ export function formatImportSummary(summary: ImportSummary, errorsFile: string, 
   out.push(
     `This run: ${summary.processedThisRun} resources in ${seconds(t.total)} s (parse ${seconds(t.parse)}, ` +
       `validate ${seconds(t.validate)}, index ${seconds(t.index)}, store ${seconds(t.store)}, anchor ${seconds(t.anchor)}); ` +
-      `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB.`,
+      `peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB` +
+      (t.cpu === undefined ? '.' : `; CPU ${seconds(t.cpu)} s (all threads).`),
   );
   if (!remote)
     out.push(
@@ -224,6 +227,43 @@ function notLoadedTally(): { count: (result: ValidationResult) => void; summary:
   };
 }
 
+/**
+ * The data directory's consent service (as `serve` opens it: src/access/setup.ts) and the store decorator that
+ * drives the ledger's grants from Consent writes (src/consent/consent-store.ts). Its warnings (a Consent the
+ * mapping cannot enforce exactly: stored, granting nothing) go to stderr with their issue code only.
+ */
+async function openConsentLedger(
+  dataDir: string,
+  ledger: Ledger,
+  err: NodeJS.WritableStream,
+): Promise<{ wrap: (store: ResourceStore) => ResourceStore; close: () => Promise<void> }> {
+  const [{ openDataDirConsent }, { ParticipantDirectory }, { withConsentLedger }] = await Promise.all([
+    import('../access/setup.js'),
+    import('../access/participants.js'),
+    import('../consent/consent-store.js'),
+  ]);
+  const line = (obj: object | string, msg?: string) =>
+    err.write(
+      `hie-ledger import: ${msg ?? ''}${typeof obj === 'string' ? obj : ` ${JSON.stringify(obj)}`}\n`,
+    );
+  const log = { warn: line, error: line };
+  const participants = ParticipantDirectory.open(dataDir);
+  try {
+    const { consent, networkIds } = await openDataDirConsent({ dataDir, ledger, participants, log });
+    return {
+      wrap: (store) => withConsentLedger(store, { consent, log }),
+      async close() {
+        await consent.close();
+        networkIds.close();
+        participants.close();
+      },
+    };
+  } catch (e) {
+    participants.close();
+    throw e;
+  }
+}
+
 /** Runs an import into a data directory; returns the exit code. */
 export async function runImport(options: ImportCommandOptions): Promise<number> {
   const out = options.out ?? process.stdout;
@@ -231,13 +271,6 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
   const dataDir = path.resolve(options.dataDir);
   requireDataDir(dataDir);
   const consents = options.consents ?? 'refuse';
-  if (consents === 'map') {
-    err.write(
-      'hie-ledger import: --consents map is not offered on a data directory yet (the consent service runs in ' +
-        'the service); use refuse or inert (docs/import.md)\n',
-    );
-    return 2;
-  }
   let sources;
   try {
     sources = discoverSources(options.paths);
@@ -281,8 +314,17 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
     let pool: ValidationPool | undefined;
     let closeCustomParameters = (): void => undefined;
     let codeSystems: SqliteCodeSystems | undefined;
+    let closeConsent = async (): Promise<void> => undefined;
     const notLoaded = notLoadedTally();
     try {
+      // --consents map: the data directory's consent service maps each Consent as the service does (the store
+      // decorator every API write goes through), its grants on the ledger when its batch has committed.
+      let store = opened.store;
+      if (consents === 'map') {
+        const mapped = await openConsentLedger(dataDir, opened.ledger, err);
+        closeConsent = mapped.close;
+        store = mapped.wrap(opened.store);
+      }
       // The same rules as the service's: the code systems loaded into the data directory are checked too.
       codeSystems = openLoadedCodeSystems(dataDir);
       // A worker's validator is built from plain settings, without the loaded code systems: with any loaded, the
@@ -298,11 +340,11 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
         }),
       );
       // The custom search parameters of the store: what is imported is indexed with them too.
-      const customParameters = new CustomSearchParameters(opened.store, { warn() {} });
+      const customParameters = new CustomSearchParameters(store, { warn() {} });
       await customParameters.start(0);
       closeCustomParameters = () => customParameters.close();
       const context: FhirContext = {
-        store: opened.store,
+        store,
         validator,
         // The importing operator acts for this service's organisation: the custodian of what it imports.
         access: new OpenAccess({
@@ -355,6 +397,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       process.off('SIGINT', onSigint);
       await pool?.close();
       codeSystems?.close();
+      await closeConsent();
       await opened.close();
     }
   });

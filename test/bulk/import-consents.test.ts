@@ -7,8 +7,17 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { actor, privacyConsent, startHarness, type Harness } from '../access/app-harness.js';
+import {
+  actor,
+  HOME_ORGANIZATION,
+  privacyConsent,
+  startHarness,
+  type Harness,
+} from '../access/app-harness.js';
+import { IMPORT_SETTINGS, runImport } from '../../src/commands/import.js';
+import { loadSettings } from '../../src/config/config.js';
 
 const ASYNC = { prefer: 'respond-async', accept: 'application/fhir+json' };
 const code = { coding: [{ system: 'http://loinc.org', code: '2339-0' }] };
@@ -121,5 +130,62 @@ describe('$import consents: refuse, inert, map', () => {
     );
     expect(res.status, res.text).toBe(400);
     expect(res.text).toContain('consents');
+  });
+});
+
+/**
+ * `hie-ledger import --consents map` into a stopped data directory (src/commands/import.ts): the data directory's
+ * consent service maps each Consent as the service's own write would (the store decorator of every API write), so
+ * once the service runs again the grant is in force for the organisation the Consent names.
+ */
+describe('hie-ledger import --consents map on a data directory', () => {
+  let h: Harness;
+  let root: string;
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'hie-import-consents-cli-'));
+    writeFileSync(join(root, 'p7.ndjson'), recordOf('p7'));
+    h = await startHarness();
+  });
+  afterAll(async () => {
+    await h?.stop();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it("maps the Consent: after the import, the named organisation's clinician reads the patient's record", async () => {
+    const sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
+    await h.enrol('dr-b-client', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
+    const org = { resourceType: 'Organization', id: 'hosp-b', name: 'Hospital B' };
+    expect((await h.request(sys, 'PUT', '/Organization/hosp-b', org)).status).toBe(201);
+    let output = '';
+    const text = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        output += chunk.toString();
+        done();
+      },
+    });
+    let code: number | undefined;
+    // The service stopped (the import takes the data directory's lock), then started again on the same directory.
+    await h.restart({
+      whileStopped: async () => {
+        code = await runImport({
+          ...loadSettings(IMPORT_SETTINGS, { dataDir: h.dataDir, organization: HOME_ORGANIZATION }, {}),
+          paths: [join(root, 'p7.ndjson')],
+          consents: 'map',
+          progress: false,
+          workers: 0,
+          out: text,
+          err: text,
+        });
+      },
+    });
+    expect(code, output).toBe(0);
+    expect(output).toContain('Consents: --consents map (1 Consent resources in this run).');
+    const drB = await h.token('dr-b-client');
+    const read = await h.request(drB, 'GET', '/Observation/obs-p7');
+    expect(read.status, read.text).toBe(200);
+    const consent = await h.request(sys, 'GET', '/Consent/c-p7');
+    expect(consent.status, consent.text).toBe(200);
+    expect(JSON.stringify(consent.body.meta?.tag ?? [])).not.toContain('consent-inert');
   });
 });

@@ -251,6 +251,7 @@ class ImportRun {
 
   async run(sources: readonly ImportSource[]): Promise<ImportSummary> {
     const started = performance.now();
+    const cpuBefore = process.cpuUsage();
     const files = await this.registerFiles(sources);
     const parseStart = performance.now();
     const validateBefore = this.timings.validate;
@@ -271,6 +272,8 @@ class ImportRun {
     }
     await this.drainAnchors(true);
     this.timings.total = performance.now() - started;
+    const cpu = process.cpuUsage(cpuBefore);
+    this.timings.cpu = (cpu.user + cpu.system) / 1000;
     return {
       byType: this.journal.counts(),
       consents: { handling: this.consents, seen: this.consentsSeen },

@@ -144,6 +144,11 @@ export interface ImportTimings {
   /** Hashing in the write path plus the Merkle batches sent to the ledger. */
   anchor: number;
   total: number;
+  /**
+   * CPU time of the whole process over the run, all threads (the validation workers too), ms: on a machine shared
+   * with other work, the figure that load does not inflate.
+   */
+  cpu?: number;
 }
 
 export interface ImportSummary {
