@@ -21,6 +21,13 @@ import { searchStores } from './helpers.js';
 const PAGE_BY_SEQ =
   /SEARCH v USING (INTEGER PRIMARY KEY \(rowid=\?\)|INDEX resource_version_type_seq \(resource_type=\? AND seq=\?\))/;
 
+/**
+ * PostgreSQL walking the current versions of the type in seq order up to a bound (a first page's bounded walk); at
+ * 300 rows its planner may still read resource_current whole for a join, so the walk is told by its seq bound.
+ */
+const STORE_WALK_PG =
+  /Index Scan using resource_current_type_seq on resource_current c[^\n]*\n\s+Index Cond: \(\(resource_type = [^)]*\) AND \(seq <= /;
+
 /** Below this many index rows a filter drives; tests use a small one so that 40 matches are "many". */
 const SMALL_SIDE = 5;
 
@@ -33,6 +40,8 @@ function observation(id: string, code: string, status = 'final'): FhirResource {
     status,
     code: { coding: [{ system: 'http://loinc.org', code }] },
     effectiveDateTime: new Date(Date.UTC(2019, 6, 1) + day * 86_400_000).toISOString().slice(0, 10),
+    // A quantity of the id's number too (mg): `gt295` matches the last four.
+    valueQuantity: { value: day, unit: 'mg', system: 'http://unitsofmeasure.org', code: 'mg' },
   } as FhirResource;
 }
 
@@ -42,7 +51,15 @@ describe.each(searchStores())('one page in the default order on the $name store'
     return;
   }
   let store: ResourceStore;
+  /** The ids in store order (the seq of their current version): a write moves an id to the end. */
+  const storeOrder: string[] = [];
+  const written = (id: string) => {
+    const at = storeOrder.indexOf(id);
+    if (at >= 0) storeOrder.splice(at, 1);
+    storeOrder.push(id);
+  };
   const put = (id: string, code: string, status?: string) => {
+    written(id);
     const resource = observation(id, code, status);
     return store.write({
       resourceType: 'Observation',
@@ -79,6 +96,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
           `o${String(i).padStart(3, '0')}`,
           i % 10 < 4 ? 'B' : i % 10 < 5 ? 'A' : 'C',
         );
+        written(resource.id!);
         await tx.write({
           resourceType: 'Observation',
           id: resource.id!,
@@ -118,7 +136,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
   /** The plans of the queries a first page of `params` runs (counts and matches answered from the store). */
   async function firstPagePlans(
     params: Record<string, string[]>,
-  ): Promise<{ column: string[]; rows: string[] }> {
+  ): Promise<{ column: string[]; rows: string[]; counts: { sql: string; plan: string }[]; ids: string[] }> {
     const query = parseSearch({ ...params, _count: ['10'] }, { resourceType: 'Observation' });
     const sqlite = backend.name === 'sqlite';
     const run = new SearchRun(
@@ -161,10 +179,16 @@ describe.each(searchStores())('one page in the default order on the $name store'
         client.release();
       }
     };
-    const plans = { column: [] as string[], rows: [] as string[] };
-    await runPlan(run.search(), async (effect) => {
-      if (effect.op === 'count')
+    const plans = {
+      column: [] as string[],
+      rows: [] as string[],
+      counts: [] as { sql: string; plan: string }[],
+    };
+    const result = await runPlan(run.search(), async (effect) => {
+      if (effect.op === 'count') {
+        plans.counts.push({ sql: effect.sql, plan: await explain(effect.sql, effect.binds) });
         return Number(Object.values((await answer(effect.sql, effect.binds))[0]!)[0]);
+      }
       if (effect.op === 'column') {
         plans.column.push(await explain(effect.sql, effect.binds));
         return (await answer(effect.sql, effect.binds)).map((r) => Object.values(r)[0]);
@@ -175,7 +199,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
       }
       return effect.op === 'bodies' ? effect.seqs.map(() => '{}') : [];
     });
-    return plans;
+    return { ...plans, ids: result.versions.map((v) => v.id) };
   }
 
   it('the first page of an equal value reads its matches in store order from the index with a LIMIT, then only the page', async () => {
@@ -217,4 +241,97 @@ describe.each(searchStores())('one page in the default order on the $name store'
       expect(matches).not.toMatch(/Seq Scan on search_index/);
     }
   });
+
+  // The first 10 ids in store order whose number (their day and quantity, see observation()) passes `test`.
+  const idsWhere = (test: (n: number) => boolean) =>
+    storeOrder.filter((id) => test(Number(id.replace(/\D/g, '') || '0'))).slice(0, 10);
+  /** Probe bound of the tests' SMALL_SIDE (search-sql.ts RANGE_PROBE_FACTOR x smallSide). */
+  const PROBE = SMALL_SIDE * 5;
+
+  // A range's plan is chosen by a bounded probe of its index entries (count over a LIMIT), on every range kind and
+  // prefix: few (below the probe's bound) drive from the index, many walk the store order first.
+  it.each([
+    ['date=ge2020-04-20 (high bounded)', { date: ['ge2020-04-20'] }, (n: number) => n >= 294],
+    ['date=sa2020-04-20 (low bounded)', { date: ['sa2020-04-20'] }, (n: number) => n > 294],
+    ['date=lt2019-07-05', { date: ['lt2019-07-05'] }, (n: number) => n < 4],
+    ['date=eb2019-07-05', { date: ['eb2019-07-05'] }, (n: number) => n < 4],
+    [
+      'value-quantity=gt295|UCUM|mg',
+      { 'value-quantity': ['gt295|http://unitsofmeasure.org|mg'] },
+      (n: number) => n > 295,
+    ],
+    ['value-quantity=le2 (no unit)', { 'value-quantity': ['le2'] }, (n: number) => n <= 2],
+    [
+      'a one-day range of two filters (the fewer drives)',
+      { date: ['ge2019-07-10', 'lt2019-07-11'] },
+      (n: number) => n === 9,
+    ],
+  ])(
+    'a selective range, %s, drives from its index entries: no walk of the store order',
+    async (_name, params, matches) => {
+      const plans = await firstPagePlans(params);
+      expect(plans.ids).toEqual(idsWhere(matches));
+      // the probe: a count of the range's index entries, bounded, read from a range index (no table scan)
+      expect(plans.counts.length).toBeGreaterThan(0);
+      for (const count of plans.counts) expect(count.sql).toMatch(new RegExp(`LIMIT ${PROBE}\\)`));
+      if (backend.name === 'sqlite') {
+        for (const count of plans.counts) {
+          expect(count.plan).toMatch(
+            /SEARCH si USING (COVERING )?INDEX search_index_(range|date_high|quantity_high)/,
+          );
+          expect(count.plan).not.toMatch(/SCAN si/);
+        }
+        // the matches' lowest seqs from the index (a batch, then a larger one when the other filters thin it out),
+        // then those versions by their key; the current versions of the type are never walked
+        expect(plans.column.length).toBeGreaterThan(0);
+        for (const plan of plans.column)
+          expect(plan).toMatch(/SEARCH si USING (COVERING )?INDEX search_index_/);
+        expect(plans.rows.length).toBeGreaterThan(0);
+        for (const plan of plans.rows) {
+          expect(plan).toMatch(PAGE_BY_SEQ);
+          expect(plan).not.toMatch(/resource_current_type_seq/);
+        }
+      } else {
+        for (const count of plans.counts) expect(count.plan).not.toMatch(/Seq Scan/);
+        expect(plans.column.length).toBeGreaterThan(0);
+        for (const plan of plans.column) {
+          expect(plan).toMatch(/^Limit/);
+          expect(plan).not.toMatch(/Seq Scan/);
+        }
+        expect(plans.rows.length).toBeGreaterThan(0);
+        for (const plan of plans.rows) {
+          expect(plan).toMatch(/resource_version_pkey/);
+          expect(plan).not.toMatch(STORE_WALK_PG);
+        }
+      }
+    },
+  );
+
+  it.each([
+    ['date=ge2019-08-01', { date: ['ge2019-08-01'] }, (n: number) => n >= 31],
+    ['date=le2020-03-01', { date: ['le2020-03-01'] }, (n: number) => n <= 244],
+    [
+      'value-quantity=gt30|UCUM|mg',
+      { 'value-quantity': ['gt30|http://unitsofmeasure.org|mg'] },
+      (n: number) => n > 30,
+    ],
+  ])(
+    'an unselective range, %s, walks the store order first (its probe counts up to the bound)',
+    async (_name, params, matches) => {
+      const plans = await firstPagePlans(params);
+      expect(plans.ids).toEqual(idsWhere(matches));
+      expect(plans.counts).toHaveLength(1);
+      expect(plans.counts[0]!.sql).toMatch(new RegExp(`LIMIT ${PROBE}\\)`));
+      // the first rows query walks the current versions of the type in seq order (LIMIT, no sort)
+      if (backend.name === 'sqlite') {
+        expect(plans.rows[0]).toMatch(
+          /SEARCH c USING INDEX resource_current_type_seq \(resource_type=\? AND seq<\?\)/,
+        );
+        expect(plans.rows[0]).not.toMatch(/TEMP B-TREE/);
+      } else {
+        expect(plans.rows[0]).toMatch(STORE_WALK_PG);
+        expect(plans.rows[0]).not.toMatch(/Sort/);
+      }
+    },
+  );
 });

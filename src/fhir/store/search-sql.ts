@@ -711,8 +711,20 @@ interface CandidateScope {
   keyed: boolean;
 }
 
-/** A first page walks at most smallSide x this many current versions before the filter's rows drive. */
-const WALK_FACTOR = 5;
+/**
+ * A range's plan is chosen by a bounded probe of its index entries (SearchRun.rangeChoice): they are counted up to
+ * smallSide x this many (index entries only, no row read). Fewer: the range is selective and its entries drive, their
+ * lowest seqs read from the index (a top-N of at most that many integers). More: see UNSELECTIVE_WALK_DIVISOR.
+ */
+const RANGE_PROBE_FACTOR = 5;
+/**
+ * An unselective range (at least smallSide x RANGE_PROBE_FACTOR matches) first walks the store order, for matches
+ * dense among the first current versions (a page of them found in a few probes), but at most smallSide / this many:
+ * a walked version costs a row read and a probe (~2-4 us, measured), some 50-70 index entries of the top-N the
+ * entries past the walk then drive with (~0.06 us each), so the walk adds at most about what the smallest top-N
+ * of an unselective range costs anyway.
+ */
+const UNSELECTIVE_WALK_DIVISOR = 4;
 
 /**
  * How well a filter narrows the candidates, by kind (no statistics needed): ids and reverse chains name resources,
@@ -920,6 +932,34 @@ export class SearchRun {
     if (filter.kind !== 'param') return false;
     const rows = this.matchRows(types, filter, '1');
     return yield* this.fewer(rows.sql, rows.binds);
+  }
+
+  /**
+   * The plan of a first page driven by a range (dates, numbers, quantities; any prefix), chosen by selectivity: each
+   * positive range filter's matching index entries are counted up to smallSide x RANGE_PROBE_FACTOR (a bounded probe:
+   * `count(*)` over a LIMIT, index entries only). The one with the fewest, when fewer than that, is `selective`: its
+   * entries drive (their lowest seqs from the index). None: every range is unselective, the store order walk comes
+   * first. The same on every store: no statistics, one bounded count per range filter.
+   */
+  private *rangeChoice(
+    types: string[],
+    filters: Filter[],
+  ): SearchPlan<{ selective?: Extract<Filter, { kind: 'param' }> }> {
+    const probe = this.smallSide * RANGE_PROBE_FACTOR;
+    const alias = this.d.name === 'postgres' ? ' AS probe' : '';
+    let selective: Extract<Filter, { kind: 'param' }> | undefined;
+    let fewest = probe;
+    for (const filter of filters) {
+      if (filter.kind !== 'param' || filter.negate || !RANGE_TYPES.has(filter.type)) continue;
+      if (filter.values.some((v) => v.kind === 'missing')) continue;
+      const rows = this.matchRows(types, filter, '1');
+      const count = yield* countOf(`SELECT count(*) FROM (${rows.sql} LIMIT ${probe})${alias}`, rows.binds);
+      if (count < fewest) {
+        fewest = count;
+        selective = filter;
+      }
+    }
+    return { selective };
   }
 
   /**
@@ -1166,12 +1206,18 @@ export class SearchRun {
     if (!after) {
       const select = `SELECT ${columns}, c.seq AS pos, (SELECT max(h.seq) FROM ${d.table('resource_version')} h) AS high ${from}`;
       // An equal value or reference: its matches come out of the index in seq order. A range (dates, numbers,
-      // quantities): its matches must be ordered, so dense ones are found faster by the bounded walk below first.
-      if (walked?.kind === 'param' && !walked.negate && !RANGE_TYPES.has(walked.type)) {
+      // quantities): its matches must be ordered, so a bounded probe of its index entries chooses (rangeChoice):
+      // few, its entries drive as an equal value's do; many, the bounded walk below comes first.
+      const range =
+        walked?.kind === 'param' && RANGE_TYPES.has(walked.type)
+          ? yield* this.rangeChoice(types, filters)
+          : undefined;
+      const indexDriver = walked?.kind === 'param' && !walked.negate && !range ? walked : range?.selective;
+      if (indexDriver) {
         const rows = yield* this.driverWalk(
           types,
-          walked,
-          filters.filter((f) => f !== walked),
+          indexDriver,
+          filters.filter((f) => f !== indexDriver),
           scope,
           select,
           limit,
@@ -1189,7 +1235,7 @@ export class SearchRun {
       // walk to them would pass every earlier version. Past the first WALK_ROWS current versions the filter's rows
       // drive instead (ordered: as costly as before the walk existed, never more than that plus the bounded walk).
       const bound = (yield* columnOf(
-        `SELECT c.seq FROM ${d.table('resource_current')} c WHERE c.resource_type = ? ORDER BY c.seq LIMIT 1 OFFSET ${this.smallSide * WALK_FACTOR - 1}`,
+        `SELECT c.seq FROM ${d.table('resource_current')} c WHERE c.resource_type = ? ORDER BY c.seq LIMIT 1 OFFSET ${Math.max(1, Math.floor(this.smallSide / UNSELECTIVE_WALK_DIVISOR)) - 1}`,
         [types[0]!],
       ))[0];
       if (bound === undefined) {
