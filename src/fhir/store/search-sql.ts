@@ -719,10 +719,10 @@ interface CandidateScope {
 const RANGE_PROBE_FACTOR = 5;
 /**
  * An unselective range (at least smallSide x RANGE_PROBE_FACTOR matches) first walks the store order, for matches
- * dense among the first current versions (a page of them found in a few probes), but at most smallSide / this many:
- * a walked version costs a row read and a probe (~2-4 us, measured), some 50-70 index entries of the top-N the
- * entries past the walk then drive with (~0.06 us each), so the walk adds at most about what the smallest top-N
- * of an unselective range costs anyway.
+ * dense among the first current versions, but at most smallSide / this many (250): enough for matches of a density
+ * of 5% or more to fill a page of 10 there. A walked version costs a row read and a probe (~2-4 us, measured), an
+ * index entry of the top-N that drives past the walk ~0.06 us, so the walk costs at most what a top-N of about
+ * 15,000 entries does, wherever the matches lie (a walk of 5,000 before: ~300,000 entries' worth).
  */
 const UNSELECTIVE_WALK_DIVISOR = 4;
 
