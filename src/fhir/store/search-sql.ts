@@ -71,6 +71,8 @@ export interface SearchDialect {
   rangeIndexHint: string;
   /** After `search_index si` when a date condition bounds only `high` (gt, ge, eb): SQLite's INDEXED BY. */
   dateHighIndexHint: string;
+  /** After `search_index si` walked in seq order by a range's entries (rangeSeqRows): SQLite's INDEXED BY. */
+  rangeSeqIndexHint: string;
   /** The condition on resource_current `c` that its version is not a deletion. */
   notDeleted: string;
   /** Always true / always false, as conditions. */
@@ -97,6 +99,7 @@ export const SQLITE_DIALECT: SearchDialect = {
   instr: (haystack, needle) => `instr(${haystack}, ${needle})`,
   rangeIndexHint: ' INDEXED BY search_index_range',
   dateHighIndexHint: ' INDEXED BY search_index_date_high',
+  rangeSeqIndexHint: ' INDEXED BY search_index_range_seq',
   notDeleted: 'c.deleted = 0',
   true: '1',
   false: '0',
@@ -119,6 +122,7 @@ export function postgresDialect(schema: string): SearchDialect {
     instr: (haystack, needle) => `strpos(${haystack}, ${needle})`,
     rangeIndexHint: '',
     dateHighIndexHint: '',
+    rangeSeqIndexHint: '',
     notDeleted: 'NOT c.deleted',
     true: 'TRUE',
     false: 'FALSE',
@@ -494,6 +498,24 @@ const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
  * search_index_date_high, the matching rows only, instead of every row of the param in search_index_range.
  */
 const DATE_HIGH = 'date-high';
+
+/**
+ * Range filter types whose condition reads only an entry's low and high (no system: a quantity's unit is not in the
+ * index), so search_index_range_seq (resource_type, param, seq, low, high) answers it alone (rangeSeqRows,
+ * rangeSeqCheck).
+ */
+const SEQ_INDEXED_RANGES = new Set(['date', 'number']);
+
+/** Whether a filter is a positive range answered by search_index_range_seq alone (see SEQ_INDEXED_RANGES). */
+function seqIndexed(filter: Filter): filter is Extract<Filter, { kind: 'param' }> {
+  return (
+    filter.kind === 'param' &&
+    !filter.negate &&
+    filter.modifier === undefined &&
+    SEQ_INDEXED_RANGES.has(filter.type) &&
+    filter.values.every((v) => v.kind === 'range' && v.system === undefined)
+  );
+}
 
 /** The index rows a modifier searches instead of the parameter's own: `{code}:text`, `{code}:of-type`. */
 const derivedRows = (modifier: string | undefined): string =>
@@ -988,6 +1010,39 @@ export class SearchRun {
   }
 
   /**
+   * `SELECT si.seq FROM search_index si WHERE ...`: a date or number range's entries in seq order (the
+   * search_index_range_seq index: the type's and param's entries by seq, each with its low and high), the condition
+   * checked on the index entry itself: a walk up to the page's matches reads index entries only, however many match.
+   */
+  private rangeSeqRows(types: string[], filter: Extract<Filter, { kind: 'param' }>): Fragment {
+    const d = this.d;
+    const params = this.rowParams(types, filter.param);
+    const { condition } = paramCondition(d, filter);
+    return {
+      sql:
+        `SELECT si.seq FROM ${d.table('search_index')} si${d.rangeSeqIndexHint} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
+        `AND si.param IN (${placeholders(params.length)}) AND si.low IS NOT NULL${condition.sql}`,
+      binds: [...types, ...params, ...condition.binds],
+    };
+  }
+
+  /**
+   * `EXISTS (...)`: whether the version of seq `seq` (an SQL expression) has an entry of a date or number range
+   * filter matching it, looked up in search_index_range_seq by (type, param, seq), low and high read from the index.
+   */
+  private rangeSeqCheck(types: string[], filter: Extract<Filter, { kind: 'param' }>, seq: string): Fragment {
+    const d = this.d;
+    const params = this.rowParams(types, filter.param);
+    const { condition } = paramCondition(d, filter);
+    return {
+      sql:
+        `EXISTS (SELECT 1 FROM ${d.table('search_index')} sr${d.rangeSeqIndexHint} WHERE sr.resource_type IN (${placeholders(types.length)}) ` +
+        `AND sr.param IN (${placeholders(params.length)}) AND sr.seq = ${seq} AND sr.low IS NOT NULL${condition.sql.replace(/\bsi\./g, 'sr.')})`,
+      binds: [...types, ...params, ...condition.binds],
+    };
+  }
+
+  /**
    * The first page in store order when one parameter filter with many matches drives (seqOrderCandidates): its
    * matching index rows give seqs (rows are keyed by the current version's seq, schema migration 6), read in seq
    * order, `batch` at a time: straight from the index for an equal value or reference (its entries end in seq), or
@@ -1004,10 +1059,32 @@ export class SearchRun {
     limit: number,
     /** Only matches after this seq (a bounded walk passed the ones before). */
     start = 0,
+    /**
+     * The driver's entries walked in seq order (rangeSeqRows: an unselective date or number range), instead of its
+     * matches' lowest seqs taken from the index its condition bounds.
+     */
+    inSeqOrder = false,
   ): SearchPlan<SearchRow[]> {
     const d = this.d;
-    const matches = this.matchRows(types, driver, 'si.seq');
-    const { where, binds } = yield* this.matchConditions(types, others, undefined, scope);
+    const driven =
+      inSeqOrder && seqIndexed(driver)
+        ? this.rangeSeqRows(types, driver)
+        : this.matchRows(types, driver, 'si.seq');
+    // Other date or number ranges (the other side of a one-day range) are checked on each match's seq from
+    // search_index_range_seq alone, before the matches are ordered and cut: no row read for a candidate they reject.
+    const checked = others.filter(seqIndexed);
+    const matches: Fragment = { sql: driven.sql, binds: [...driven.binds] };
+    for (const filter of checked) {
+      const check = this.rangeSeqCheck(types, filter, 'si.seq');
+      matches.sql += ` AND ${check.sql}`;
+      matches.binds.push(...check.binds);
+    }
+    const { where, binds } = yield* this.matchConditions(
+      types,
+      others.filter((f) => !(checked as Filter[]).includes(f)),
+      undefined,
+      scope,
+    );
     const seqList = `SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}`;
     const out: SearchRow[] = [];
     let after = start;
@@ -1221,6 +1298,21 @@ export class SearchRun {
           scope,
           select,
           limit,
+        );
+        return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+      }
+      // An unselective date or number range: its entries walked in seq order, index-only, up to the page
+      // (search_index_range_seq); no walk of the store order, no ordering of its matches.
+      if (range && walked && seqIndexed(walked)) {
+        const rows = yield* this.driverWalk(
+          types,
+          walked,
+          filters.filter((f) => f !== walked),
+          scope,
+          select,
+          limit,
+          0,
+          true,
         );
         return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
       }
