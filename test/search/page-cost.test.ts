@@ -28,6 +28,13 @@ import { searchStores } from './helpers.js';
 const PAGE_BY_SEQ =
   /SEARCH v USING (INTEGER PRIMARY KEY \(rowid=\?\)|INDEX resource_version_type_seq \(resource_type=\? AND seq=\?\))/;
 
+/**
+ * PostgreSQL walking the current versions of the type in seq order up to a bound (a first page's bounded walk); at
+ * 300 rows its planner may still read resource_current whole for a join, so the walk is told by its seq bound.
+ */
+const STORE_WALK_PG =
+  /Index Scan using resource_current_type_seq on resource_current c[^\n]*\n\s+Index Cond: \(\(resource_type = [^)]*\) AND \(seq <= /;
+
 /** Below this many index rows a filter drives; tests use a small one so that 40 matches are "many". */
 const SMALL_SIDE = 5;
 
@@ -42,6 +49,8 @@ function observation(id: string, code: string, status = 'final', patient?: strin
     effectiveDateTime: new Date(Date.UTC(2019, 6, 1) + day * 86_400_000).toISOString().slice(0, 10),
     // Three patients' records (compartment search)
     subject: { reference: `Patient/${patient ?? `p${day % 3}`}` },
+    // A quantity of the id's number too (mg): `gt295` matches the last four.
+    valueQuantity: { value: day, unit: 'mg', system: 'http://unitsofmeasure.org', code: 'mg' },
   } as FhirResource;
 }
 
@@ -51,7 +60,15 @@ describe.each(searchStores())('one page in the default order on the $name store'
     return;
   }
   let store: ResourceStore;
+  /** The ids in store order (the seq of their current version): a write moves an id to the end. */
+  const storeOrder: string[] = [];
+  const written = (id: string) => {
+    const at = storeOrder.indexOf(id);
+    if (at >= 0) storeOrder.splice(at, 1);
+    storeOrder.push(id);
+  };
   const put = (id: string, code: string, status?: string, patient?: string) => {
+    written(id);
     const resource = observation(id, code, status, patient);
     return store.write({
       resourceType: 'Observation',
@@ -88,6 +105,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
           `o${String(i).padStart(3, '0')}`,
           i % 10 < 4 ? 'B' : i % 10 < 5 ? 'A' : 'C',
         );
+        written(resource.id!);
         await tx.write({
           resourceType: 'Observation',
           id: resource.id!,
@@ -131,7 +149,13 @@ describe.each(searchStores())('one page in the default order on the $name store'
   async function firstPagePlans(
     params: Record<string, string[]>,
     options: { after?: SearchPosition; compartment?: string } = {},
-  ): Promise<{ column: string[]; rows: string[]; counts: number; result: SearchResult }> {
+  ): Promise<{
+    column: string[];
+    rows: string[];
+    counts: { sql: string; plan: string }[];
+    ids: string[];
+    result: SearchResult;
+  }> {
     const query = parseSearch({ _count: ['10'], ...params }, { resourceType: 'Observation' });
     if (options.compartment)
       query.filters.unshift({
@@ -181,10 +205,14 @@ describe.each(searchStores())('one page in the default order on the $name store'
         client.release();
       }
     };
-    const plans = { column: [] as string[], rows: [] as string[], counts: 0 };
+    const plans = {
+      column: [] as string[],
+      rows: [] as string[],
+      counts: [] as { sql: string; plan: string }[],
+    };
     const result = await runPlan(run.search(), async (effect) => {
       if (effect.op === 'count') {
-        plans.counts++;
+        plans.counts.push({ sql: effect.sql, plan: await explain(effect.sql, effect.binds) });
         return Number(Object.values((await answer(effect.sql, effect.binds))[0]!)[0]);
       }
       if (effect.op === 'column') {
@@ -197,7 +225,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
       }
       return effect.op === 'bodies' ? effect.seqs.map(() => '{}') : [];
     });
-    return { ...plans, result };
+    return { ...plans, result, ids: result.versions.map((v) => v.id) };
   }
 
   it('the first page of an equal value reads its matches in store order from the index with a LIMIT, then only the page', async () => {
@@ -230,7 +258,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
     const twenty = await firstPagePlans({ code: ['http://loinc.org|A'], _count: ['20'] });
     expect(later.result.versions.map((v) => v.id)).toEqual(twenty.result.versions.slice(10).map((v) => v.id));
     // the matches are not counted again (many or few, the seek is the same)
-    expect(later.counts).toBe(0);
+    expect(later.counts).toHaveLength(0);
     // the matches after the position up to the first page's mark, from the value index in seq order (LIMIT), then
     // those written since the mark (the same index from the mark); the page's versions by their key
     expect(later.column).toHaveLength(1);
@@ -279,22 +307,160 @@ describe.each(searchStores())('one page in the default order on the $name store'
     }
   });
 
-  it('the first page of a date range bounded below reads only the matching index entries (no row, no join) for its lowest seqs', async () => {
-    const plans = await firstPagePlans({ date: ['ge2020-01-01'] });
-    // (the last: before it, the bound of the walk)
-    const matches = plans.column[plans.column.length - 1];
+  // The first 10 ids in store order whose number (their day and quantity, see observation()) passes `test`.
+  const idsWhere = (test: (n: number) => boolean) =>
+    storeOrder.filter((id) => test(Number(id.replace(/\D/g, '') || '0'))).slice(0, 10);
+  /** Probe bound of the tests' SMALL_SIDE (search-sql.ts RANGE_PROBE_FACTOR x smallSide). */
+  const PROBE = SMALL_SIDE * 5;
+
+  // A range's plan is chosen by a bounded probe of its index entries (count over a LIMIT), on every range kind and
+  // prefix: few (below the probe's bound) drive from the index, many walk the store order first.
+  it.each([
+    ['date=ge2020-04-20 (high bounded)', { date: ['ge2020-04-20'] }, (n: number) => n >= 294],
+    ['date=sa2020-04-20 (low bounded)', { date: ['sa2020-04-20'] }, (n: number) => n > 294],
+    ['date=lt2019-07-05', { date: ['lt2019-07-05'] }, (n: number) => n < 4],
+    ['date=eb2019-07-05', { date: ['eb2019-07-05'] }, (n: number) => n < 4],
+    [
+      'value-quantity=gt295|UCUM|mg',
+      { 'value-quantity': ['gt295|http://unitsofmeasure.org|mg'] },
+      (n: number) => n > 295,
+    ],
+    ['value-quantity=le2 (no unit)', { 'value-quantity': ['le2'] }, (n: number) => n <= 2],
+    [
+      'a one-day range of two filters (the fewer drives)',
+      { date: ['ge2019-07-10', 'lt2019-07-11'] },
+      (n: number) => n === 9,
+    ],
+  ])(
+    'a selective range, %s, drives from its index entries: no walk of the store order',
+    async (_name, params, matches) => {
+      const plans = await firstPagePlans(params);
+      expect(plans.ids).toEqual(idsWhere(matches));
+      // the probe: a count of the range's index entries, bounded, read from a range index (no table scan)
+      expect(plans.counts.length).toBeGreaterThan(0);
+      for (const count of plans.counts) expect(count.sql).toMatch(new RegExp(`LIMIT ${PROBE}\\)`));
+      if (backend.name === 'sqlite') {
+        for (const count of plans.counts) {
+          expect(count.plan).toMatch(
+            /SEARCH si USING (COVERING )?INDEX search_index_(range|date_high|quantity_high)/,
+          );
+          expect(count.plan).not.toMatch(/SCAN si/);
+        }
+        // the matches' lowest seqs from the index (a batch, then a larger one when the other filters thin it out),
+        // then those versions by their key; the current versions of the type are never walked
+        expect(plans.column.length).toBeGreaterThan(0);
+        for (const plan of plans.column)
+          expect(plan).toMatch(/SEARCH si USING (COVERING )?INDEX search_index_/);
+        expect(plans.rows.length).toBeGreaterThan(0);
+        for (const plan of plans.rows) {
+          expect(plan).toMatch(PAGE_BY_SEQ);
+          expect(plan).not.toMatch(/resource_current_type_seq/);
+        }
+      } else {
+        for (const count of plans.counts) expect(count.plan).not.toMatch(/Seq Scan/);
+        expect(plans.column.length).toBeGreaterThan(0);
+        for (const plan of plans.column) {
+          expect(plan).toMatch(/^Limit/);
+          expect(plan).not.toMatch(/Seq Scan/);
+        }
+        expect(plans.rows.length).toBeGreaterThan(0);
+        for (const plan of plans.rows) {
+          expect(plan).toMatch(/resource_version_pkey/);
+          expect(plan).not.toMatch(STORE_WALK_PG);
+        }
+      }
+    },
+  );
+
+  // An unselective date or number range (more entries than the probe's bound) walks its entries in seq order from
+  // search_index_range_seq (resource_type, param, seq, low, high), its bounds read from the index itself, and stops
+  // at the page: no walk of the store order, no ordering of its matches (SQLite migration 10, PostgreSQL 14).
+  it.each([
+    ['date=ge2019-08-01', { date: ['ge2019-08-01'] }, (n: number) => n >= 31],
+    ['date=le2020-03-01', { date: ['le2020-03-01'] }, (n: number) => n <= 244],
+    [
+      'date=ge2020-01-01 (matches late in the store order)',
+      { date: ['ge2020-01-01'] },
+      (n: number) => n >= 184,
+    ],
+  ])(
+    'an unselective date range, %s, walks its index entries in seq order (index-only, up to the page)',
+    async (_name, params, matches) => {
+      const plans = await firstPagePlans(params);
+      expect(plans.ids).toEqual(idsWhere(matches));
+      expect(plans.counts).toHaveLength(1);
+      expect(plans.counts[0]!.sql).toMatch(new RegExp(`LIMIT ${PROBE}\\)`));
+      expect(plans.column.length).toBeGreaterThan(0);
+      expect(plans.rows.length).toBeGreaterThan(0);
+      if (backend.name === 'sqlite') {
+        for (const plan of plans.column) {
+          expect(plan).toMatch(
+            /SEARCH si USING COVERING INDEX search_index_range_seq \(resource_type=\? AND param=\? AND seq>\?\)/,
+          );
+          expect(plan).not.toMatch(/TEMP B-TREE/);
+        }
+        for (const plan of plans.rows) {
+          expect(plan).toMatch(PAGE_BY_SEQ);
+          expect(plan).not.toMatch(/resource_current_type_seq/);
+        }
+      } else {
+        for (const plan of plans.column) {
+          expect(plan).toMatch(/^Limit/);
+          expect(plan).toMatch(/Index (Only )?Scan using search_index_range_seq/);
+          expect(plan).not.toMatch(/Sort/);
+        }
+        for (const plan of plans.rows) expect(plan).not.toMatch(STORE_WALK_PG);
+      }
+    },
+  );
+
+  it('an unselective quantity range (its unit is not in the seq index) walks the store order first', async () => {
+    const plans = await firstPagePlans({ 'value-quantity': ['gt30|http://unitsofmeasure.org|mg'] });
+    expect(plans.ids).toEqual(idsWhere((n) => n > 30));
+    expect(plans.counts).toHaveLength(1);
+    expect(plans.counts[0]!.sql).toMatch(new RegExp(`LIMIT ${PROBE}\\)`));
+    // the first rows query walks the current versions of the type in seq order (LIMIT, no sort)
     if (backend.name === 'sqlite') {
-      // the matches only (a range of the date high index), their seqs from the index alone; the LIMIT keeps the
-      // lowest ones (a top-N sort of seqs, not of joined rows)
-      expect(matches).toMatch(
-        /SEARCH si USING COVERING INDEX search_index_date_high \(resource_type=\? AND param=\? AND high>\?\)/,
+      expect(plans.rows[0]).toMatch(
+        /SEARCH c USING INDEX resource_current_type_seq \(resource_type=\? AND seq<\?\)/,
       );
-      // (after a bounded walk of the first current versions, which finds none here)
-      expect(plans.rows[plans.rows.length - 1]).toMatch(PAGE_BY_SEQ);
+      expect(plans.rows[0]).not.toMatch(/TEMP B-TREE/);
     } else {
-      expect(matches).toMatch(/^Limit/);
-      // by its costs: the date index's matches, or the rows in seq order; never every row read and ordered
-      expect(matches).not.toMatch(/Seq Scan on search_index/);
+      expect(plans.rows[0]).toMatch(STORE_WALK_PG);
+      expect(plans.rows[0]).not.toMatch(/Sort/);
     }
   });
+
+  // A one-day range is two range filters: the one with fewer entries drives; the other is checked on each of its
+  // matches' seqs from search_index_range_seq alone, before they are ordered and cut, not by reading a row per
+  // candidate. Selective (the fewer side drives from its range index) and unselective (walked in seq order).
+  it.each([
+    ['selective', { date: ['ge2019-07-10', 'lt2019-07-12'] }, (n: number) => n === 9 || n === 10],
+    ['unselective', { date: ['ge2019-08-01', 'lt2020-03-01'] }, (n: number) => n >= 31 && n < 244],
+  ])(
+    'a %s one-day-like range of two filters checks the other side from the seq index: no row read per candidate',
+    async (_name, params, matches) => {
+      const plans = await firstPagePlans(params);
+      expect(plans.ids).toEqual(idsWhere(matches));
+      expect(plans.column.length).toBeGreaterThan(0);
+      expect(plans.rows.length).toBeGreaterThan(0);
+      if (backend.name === 'sqlite') {
+        for (const plan of plans.column)
+          expect(plan).toMatch(
+            /SEARCH sr (EXISTS )?USING COVERING INDEX search_index_range_seq \(resource_type=\? AND param=\? AND seq=\?/,
+          );
+        // the page's versions by key, no index row probed per candidate
+        for (const plan of plans.rows) {
+          expect(plan).toMatch(PAGE_BY_SEQ);
+          expect(plan).not.toMatch(/SEARCH si\b/);
+        }
+      } else {
+        for (const plan of plans.column) {
+          expect(plan).toMatch(/^Limit/);
+          expect(plan).toMatch(/Index (Only )?Scan using search_index_range_seq on [^\n]* sr/);
+        }
+        for (const plan of plans.rows) expect(plan).not.toMatch(/on search_index si\b/);
+      }
+    },
+  );
 });

@@ -72,6 +72,8 @@ export interface SearchDialect {
   rangeIndexHint: string;
   /** After `search_index si` when a date condition bounds only `high` (gt, ge, eb): SQLite's INDEXED BY. */
   dateHighIndexHint: string;
+  /** After `search_index si` walked in seq order by a range's entries (rangeSeqRows): SQLite's INDEXED BY. */
+  rangeSeqIndexHint: string;
   /** The condition on resource_current `c` that its version is not a deletion. */
   notDeleted: string;
   /** Always true / always false, as conditions. */
@@ -98,6 +100,7 @@ export const SQLITE_DIALECT: SearchDialect = {
   instr: (haystack, needle) => `instr(${haystack}, ${needle})`,
   rangeIndexHint: ' INDEXED BY search_index_range',
   dateHighIndexHint: ' INDEXED BY search_index_date_high',
+  rangeSeqIndexHint: ' INDEXED BY search_index_range_seq',
   notDeleted: 'c.deleted = 0',
   true: '1',
   false: '0',
@@ -120,6 +123,7 @@ export function postgresDialect(schema: string): SearchDialect {
     instr: (haystack, needle) => `strpos(${haystack}, ${needle})`,
     rangeIndexHint: '',
     dateHighIndexHint: '',
+    rangeSeqIndexHint: '',
     notDeleted: 'NOT c.deleted',
     true: 'TRUE',
     false: 'FALSE',
@@ -496,6 +500,24 @@ const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
  */
 const DATE_HIGH = 'date-high';
 
+/**
+ * Range filter types whose condition reads only an entry's low and high (no system: a quantity's unit is not in the
+ * index), so search_index_range_seq (resource_type, param, seq, low, high) answers it alone (rangeSeqRows,
+ * rangeSeqCheck).
+ */
+const SEQ_INDEXED_RANGES = new Set(['date', 'number']);
+
+/** Whether a filter is a positive range answered by search_index_range_seq alone (see SEQ_INDEXED_RANGES). */
+function seqIndexed(filter: Filter): filter is Extract<Filter, { kind: 'param' }> {
+  return (
+    filter.kind === 'param' &&
+    !filter.negate &&
+    filter.modifier === undefined &&
+    SEQ_INDEXED_RANGES.has(filter.type) &&
+    filter.values.every((v) => v.kind === 'range' && v.system === undefined)
+  );
+}
+
 /** The index rows a modifier searches instead of the parameter's own: `{code}:text`, `{code}:of-type`. */
 const derivedRows = (modifier: string | undefined): string =>
   modifier === 'text' || modifier === 'of-type' ? `:${modifier}` : '';
@@ -712,8 +734,20 @@ interface CandidateScope {
   keyed: boolean;
 }
 
-/** A first page walks at most smallSide x this many current versions before the filter's rows drive. */
-const WALK_FACTOR = 5;
+/**
+ * A range's plan is chosen by a bounded probe of its index entries (SearchRun.rangeChoice): they are counted up to
+ * smallSide x this many (index entries only, no row read). Fewer: the range is selective and its entries drive, their
+ * lowest seqs read from the index (a top-N of at most that many integers). More: see UNSELECTIVE_WALK_DIVISOR.
+ */
+const RANGE_PROBE_FACTOR = 5;
+/**
+ * An unselective range (at least smallSide x RANGE_PROBE_FACTOR matches) first walks the store order, for matches
+ * dense among the first current versions, but at most smallSide / this many (250): enough for matches of a density
+ * of 5% or more to fill a page of 10 there. A walked version costs a row read and a probe (~2-4 us, measured), an
+ * index entry of the top-N that drives past the walk ~0.06 us, so the walk costs at most what a top-N of about
+ * 15,000 entries does, wherever the matches lie (a walk of 5,000 before: ~300,000 entries' worth).
+ */
+const UNSELECTIVE_WALK_DIVISOR = 4;
 
 /**
  * How well a filter narrows the candidates, by kind (no statistics needed): ids and reverse chains name resources,
@@ -994,6 +1028,34 @@ export class SearchRun {
   }
 
   /**
+   * The plan of a first page driven by a range (dates, numbers, quantities; any prefix), chosen by selectivity: each
+   * positive range filter's matching index entries are counted up to smallSide x RANGE_PROBE_FACTOR (a bounded probe:
+   * `count(*)` over a LIMIT, index entries only). The one with the fewest, when fewer than that, is `selective`: its
+   * entries drive (their lowest seqs from the index). None: every range is unselective, the store order walk comes
+   * first. The same on every store: no statistics, one bounded count per range filter.
+   */
+  private *rangeChoice(
+    types: string[],
+    filters: Filter[],
+  ): SearchPlan<{ selective?: Extract<Filter, { kind: 'param' }> }> {
+    const probe = this.smallSide * RANGE_PROBE_FACTOR;
+    const alias = this.d.name === 'postgres' ? ' AS probe' : '';
+    let selective: Extract<Filter, { kind: 'param' }> | undefined;
+    let fewest = probe;
+    for (const filter of filters) {
+      if (filter.kind !== 'param' || filter.negate || !RANGE_TYPES.has(filter.type)) continue;
+      if (filter.values.some((v) => v.kind === 'missing')) continue;
+      const rows = this.matchRows(types, filter, '1');
+      const count = yield* countOf(`SELECT count(*) FROM (${rows.sql} LIMIT ${probe})${alias}`, rows.binds);
+      if (count < fewest) {
+        fewest = count;
+        selective = filter;
+      }
+    }
+    return { selective };
+  }
+
+  /**
    * `SELECT {column} FROM search_index si WHERE ...`: the index rows matching a (positive) parameter filter, read from
    * the index its condition bounds; the WHERE clause ends with a condition, so more can be appended with AND.
    */
@@ -1019,6 +1081,39 @@ export class SearchRun {
   }
 
   /**
+   * `SELECT si.seq FROM search_index si WHERE ...`: a date or number range's entries in seq order (the
+   * search_index_range_seq index: the type's and param's entries by seq, each with its low and high), the condition
+   * checked on the index entry itself: a walk up to the page's matches reads index entries only, however many match.
+   */
+  private rangeSeqRows(types: string[], filter: Extract<Filter, { kind: 'param' }>): Fragment {
+    const d = this.d;
+    const params = this.rowParams(types, filter.param);
+    const { condition } = paramCondition(d, filter);
+    return {
+      sql:
+        `SELECT si.seq FROM ${d.table('search_index')} si${d.rangeSeqIndexHint} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
+        `AND si.param IN (${placeholders(params.length)}) AND si.low IS NOT NULL${condition.sql}`,
+      binds: [...types, ...params, ...condition.binds],
+    };
+  }
+
+  /**
+   * `EXISTS (...)`: whether the version of seq `seq` (an SQL expression) has an entry of a date or number range
+   * filter matching it, looked up in search_index_range_seq by (type, param, seq), low and high read from the index.
+   */
+  private rangeSeqCheck(types: string[], filter: Extract<Filter, { kind: 'param' }>, seq: string): Fragment {
+    const d = this.d;
+    const params = this.rowParams(types, filter.param);
+    const { condition } = paramCondition(d, filter);
+    return {
+      sql:
+        `EXISTS (SELECT 1 FROM ${d.table('search_index')} sr${d.rangeSeqIndexHint} WHERE sr.resource_type IN (${placeholders(types.length)}) ` +
+        `AND sr.param IN (${placeholders(params.length)}) AND sr.seq = ${seq} AND sr.low IS NOT NULL${condition.sql.replace(/\bsi\./g, 'sr.')})`,
+      binds: [...types, ...params, ...condition.binds],
+    };
+  }
+
+  /**
    * The first page in store order when one parameter filter with many matches drives (seqOrderCandidates): its
    * matching index rows give seqs (rows are keyed by the current version's seq, schema migration 6), read in seq
    * order, `batch` at a time: straight from the index for an equal value or reference (its entries end in seq), or
@@ -1037,10 +1132,32 @@ export class SearchRun {
     start = 0,
     /** Only matches up to this seq (a later page: the first page's mark). */
     end?: number,
+    /**
+     * The driver's entries walked in seq order (rangeSeqRows: an unselective date or number range), instead of its
+     * matches' lowest seqs taken from the index its condition bounds.
+     */
+    inSeqOrder = false,
   ): SearchPlan<SearchRow[]> {
     const d = this.d;
-    const matches = this.matchRows(types, driver, 'si.seq');
-    const { where, binds } = yield* this.matchConditions(types, others, undefined, scope);
+    const driven =
+      inSeqOrder && seqIndexed(driver)
+        ? this.rangeSeqRows(types, driver)
+        : this.matchRows(types, driver, 'si.seq');
+    // Other date or number ranges (the other side of a one-day range) are checked on each match's seq from
+    // search_index_range_seq alone, before the matches are ordered and cut: no row read for a candidate they reject.
+    const checked = others.filter(seqIndexed);
+    const matches: Fragment = { sql: driven.sql, binds: [...driven.binds] };
+    for (const filter of checked) {
+      const check = this.rangeSeqCheck(types, filter, 'si.seq');
+      matches.sql += ` AND ${check.sql}`;
+      matches.binds.push(...check.binds);
+    }
+    const { where, binds } = yield* this.matchConditions(
+      types,
+      others.filter((f) => !(checked as Filter[]).includes(f)),
+      undefined,
+      scope,
+    );
     const seqList = `SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}`;
     const out: SearchRow[] = [];
     let after = start;
@@ -1243,8 +1360,27 @@ export class SearchRun {
     if (!after) {
       const select = `SELECT ${columns}, c.seq AS pos, (SELECT max(h.seq) FROM ${d.table('resource_version')} h) AS high ${from}`;
       // An equal value or reference: its matches come out of the index in seq order. A range (dates, numbers,
-      // quantities): its matches must be ordered, so dense ones are found faster by the bounded walk below first.
-      if (walked?.kind === 'param' && !walked.negate && !RANGE_TYPES.has(walked.type)) {
+      // quantities): its matches must be ordered, so a bounded probe of its index entries chooses (rangeChoice):
+      // few, its entries drive as an equal value's do; many, the bounded walk below comes first.
+      const range =
+        walked?.kind === 'param' && RANGE_TYPES.has(walked.type)
+          ? yield* this.rangeChoice(types, filters)
+          : undefined;
+      const indexDriver = walked?.kind === 'param' && !walked.negate && !range ? walked : range?.selective;
+      if (indexDriver) {
+        const rows = yield* this.driverWalk(
+          types,
+          indexDriver,
+          filters.filter((f) => f !== indexDriver),
+          scope,
+          select,
+          limit,
+        );
+        return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
+      }
+      // An unselective date or number range: its entries walked in seq order, index-only, up to the page
+      // (search_index_range_seq); no walk of the store order, no ordering of its matches.
+      if (range && walked && seqIndexed(walked)) {
         const rows = yield* this.driverWalk(
           types,
           walked,
@@ -1252,6 +1388,9 @@ export class SearchRun {
           scope,
           select,
           limit,
+          0,
+          undefined,
+          true,
         );
         return { [Symbol.iterator]: () => candidatesOf(rows, 0) };
       }
@@ -1266,7 +1405,7 @@ export class SearchRun {
       // walk to them would pass every earlier version. Past the first WALK_ROWS current versions the filter's rows
       // drive instead (ordered: as costly as before the walk existed, never more than that plus the bounded walk).
       const bound = (yield* columnOf(
-        `SELECT c.seq FROM ${d.table('resource_current')} c WHERE c.resource_type = ? ORDER BY c.seq LIMIT 1 OFFSET ${this.smallSide * WALK_FACTOR - 1}`,
+        `SELECT c.seq FROM ${d.table('resource_current')} c WHERE c.resource_type = ? ORDER BY c.seq LIMIT 1 OFFSET ${Math.max(1, Math.floor(this.smallSide / UNSELECTIVE_WALK_DIVISOR)) - 1}`,
         [types[0]!],
       ))[0];
       if (bound === undefined) {

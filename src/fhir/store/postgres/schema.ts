@@ -373,4 +373,14 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       );
     `,
   },
+  {
+    version: 14,
+    description: "range index entries in seq order with their bounds: a range's page walks them index-only",
+    sql: (S) => `
+      -- As SQLite's migration 10 (sqlite/schema.ts): a range's matches in store order, low and high from the index
+      -- itself; a second range filter checked on a candidate's seq from it. Additive (an index), range rows only.
+      CREATE INDEX search_index_range_seq ON ${S}.search_index (resource_type, param, seq, low, high)
+        WHERE low IS NOT NULL;
+    `,
+  },
 ];

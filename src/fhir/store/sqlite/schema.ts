@@ -325,4 +325,14 @@ export const MIGRATIONS: readonly Migration[] = [
       DROP INDEX access_key_resource;
     `,
   },
+  {
+    version: 10,
+    description: "range index entries in seq order with their bounds: a range's page walks them index-only",
+    sql: `
+      -- A range's matches in store order (search-sql.ts rangeSeqRows): its entries walked by seq, low and high read
+      -- from the index itself, up to the page; and a second range filter (the other side of a one-day range) checked
+      -- on a candidate's seq from the same index (rangeSeqCheck), not by reading its row. Range rows only.
+      CREATE INDEX search_index_range_seq ON search_index (resource_type, param, seq, low, high) WHERE low IS NOT NULL;
+    `,
+  },
 ];
