@@ -322,7 +322,13 @@ async function main(): Promise<void> {
           .join(' ')})`,
     );
   } finally {
-    for (const child of children.reverse()) await stopChild(child);
+    // SIGTERM, then SIGKILL after 30 s: a replica that hangs on stopping must not hang the run.
+    for (const child of children.reverse()) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await stopChild(child);
+      clearTimeout(killer);
+    }
     for (const schema of Object.values(SCHEMAS))
       await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await pool.end();
