@@ -1,0 +1,342 @@
+/**
+ * `npm run bench:replicas`: the service on PostgreSQL with one replica and with two replicas on one database
+ * (issue 19), beside the SQLite single process, in one run.
+ *
+ * Starts, as child processes: a ledger host (`serve --serve-ledger`, the embedded ledger served over the Fabric
+ * Gateway protocol, as test/store/postgres-replicas.test.ts does: an embedded ledger is one process's, so replicas
+ * share a served one), one replica on schema `bench_one`, two replicas on schema `bench_two` (each replica its own
+ * data directory, copies of one `ledger connect`ed directory: the mounted secret store), and a SQLite service
+ * (embedded store and ledger). Anchoring is on everywhere (the default); with two replicas exactly one drains (the
+ * drain lease, docs/replicas.md). The schemas are dropped and made afresh by the replicas' migrations.
+ *
+ * Load: autocannon, BENCH_CONNECTIONS in all (default 10); with two replicas they are split evenly between the two
+ * (a round-robin balancer's share) and the two rates summed. Measured: validated creates/s (POST of a Synthea
+ * Observation) and reads/s of a search (`Observation?code=<its code>&_count=10`), in BENCH_ROUNDS interleaved
+ * slices (default 2) of BENCH_DURATION/BENCH_ROUNDS seconds each (BENCH_DURATION default 10), so a change in the
+ * machine's load hits every setup alike. Then the ratio two/one, and each PostgreSQL setup's anchor backlog right
+ * after its creates (pending anchors + journalled batches not yet committed) and again after a settle of
+ * BENCH_DURATION seconds: a backlog that does not shrink shows anchoring below the create rate.
+ *
+ * BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:55440/h_pgbench19); BENCH_FROM=tsx runs the service
+ * from the sources instead of dist/. Any error (a non-2xx answer included) exits non-zero.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { ROOT, serviceEntry, startService, stopChild } from './support.js';
+
+const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:55440/h_pgbench19';
+const SCHEMAS = { one: 'bench_one', two: 'bench_two' } as const;
+const LEDGER_MSP = 'LedgerHostMSP';
+const MSP = 'HospitalBMSP';
+/** Search reads need stored matches: seeded per setup before measuring. */
+const SEED = 200;
+
+/** A child process whose output is kept, to read the addresses it prints. */
+interface Started {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+const children: ChildProcess[] = [];
+
+function runCli(args: string[]): Started {
+  const child = spawn(process.execPath, [...serviceEntry().args, ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  // Kept up to 1 MB (the start-up lines and any error); the rest is read and dropped.
+  let output = '';
+  const keep = (chunk: Buffer) => {
+    if (output.length < 1_000_000) output += chunk.toString();
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, output: () => output, exited };
+}
+
+/** The first match of `pattern` in the process's output; fails if the process exits first or after 180 s. */
+async function waitForOutput(started: Started, pattern: RegExp): Promise<RegExpExecArray> {
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    const match = pattern.exec(started.output());
+    if (match) return match;
+    if (started.child.exitCode !== null)
+      throw new Error(
+        `the process exited (${started.child.exitCode}) before ${pattern}:\n${started.output()}`,
+      );
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${started.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** The first Observation of the first Synthea bundle, without its id (as bench:rest creates). */
+function syntheaObservation(): Record<string, unknown> {
+  const dir = join(ROOT, '..', 'shared', 'data', 'synthea-bundles');
+  const file = readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()[0]!;
+  const bundle = JSON.parse(readFileSync(join(dir, file), 'utf8')) as {
+    entry: { resource: Record<string, unknown> }[];
+  };
+  const observation = bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Observation');
+  if (!observation) throw new Error(`no Observation in ${file}`);
+  const { id: _id, ...rest } = observation;
+  return rest;
+}
+
+/** One setup under load: its replicas' FHIR bases and, on PostgreSQL, its schema. */
+interface Setup {
+  name: string;
+  bases: string[];
+  schema?: string;
+}
+
+interface Slice {
+  rate: number;
+  failed: number;
+}
+
+/** CONNECTIONS split evenly over the setup's replicas, their rates summed; any failed request fails the run. */
+async function load(
+  setup: Setup,
+  seconds: number,
+  options: (base: string) => Partial<autocannon.Options>,
+): Promise<Slice> {
+  const share = Math.max(1, Math.floor(CONNECTIONS / setup.bases.length));
+  const results = await Promise.all(
+    setup.bases.map((base) =>
+      autocannon({ url: base, connections: share, duration: seconds, ...options(base) }),
+    ),
+  );
+  const failed = results.reduce((sum, r) => sum + r.non2xx + r.errors + r.timeouts, 0);
+  if (failed > 0) throw new Error(`${setup.name}: ${failed} requests failed`);
+  return { rate: results.reduce((sum, r) => sum + r.requests.average, 0), failed };
+}
+
+async function backlog(pool: pg.Pool, schema: string): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>(
+    `SELECT (SELECT count(*) FROM "${schema}".anchor WHERE status = 'pending')
+          + (SELECT count(*) FROM "${schema}".anchor_batch WHERE state = 'prepared') AS n`,
+  );
+  return Number(rows[0]!.n);
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+const withSchema = (schema: string) =>
+  `${DATABASE_URL}${DATABASE_URL.includes('?') ? '&' : '?'}schema=${schema}`;
+
+async function main(): Promise<void> {
+  const root = mkdtempSync(join(tmpdir(), 'hie-bench-replicas-'));
+  const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
+  try {
+    console.log(
+      `bench:replicas  ${cpus().length} cores, load average ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}, ${CONNECTIONS} connections in all, ${ROUNDS} slices of ` +
+        `${Math.max(1, Math.round(DURATION / ROUNDS))}s per setup and operation`,
+    );
+    console.log(
+      `service: ${serviceEntry().built ? 'dist/src/cli.js (built)' : 'src/cli.ts through tsx'}, ` +
+        `PostgreSQL ${DATABASE_URL.replace(/\/\/[^@/]*@/, '//')}, anchoring on`,
+    );
+
+    // Phase 1: fresh schemas.
+    for (const schema of Object.values(SCHEMAS))
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+
+    // Phase 2: the ledger host and the organisation's identity, copied to every replica's data directory.
+    // Log level info (the default): the address is an info line.
+    const serve = ['serve', '--port', '0', '--auth', 'dev-open', '--audit-cron', 'off'];
+    const membersFile = join(root, 'ledger-members.json');
+    const host = runCli([
+      ...serve,
+      '--data-dir',
+      join(root, 'ledger-host'),
+      '--msp-id',
+      LEDGER_MSP,
+      '--serve-ledger',
+      '0',
+      '--ledger-members',
+      membersFile,
+    ]);
+    const [, gateway, tlsCa] = await waitForOutput(host, /"ledgerGateway":"([^"]+)","tlsCa":"([^"]+)"/);
+    await waitForOutput(host, /"fhirBase":"([^"]+)"/);
+    const identity = join(root, 'identity');
+    const connect = runCli([
+      'ledger',
+      'connect',
+      '--data-dir',
+      identity,
+      '--msp-id',
+      MSP,
+      '--gateway',
+      gateway!,
+      '--gateway-tls-ca',
+      tlsCa!,
+      '--members-file',
+      membersFile,
+    ]);
+    if ((await connect.exited) !== 0) throw new Error(`ledger connect failed:\n${connect.output()}`);
+    const { fabricConfig } = JSON.parse(connect.output()) as { fabricConfig: string };
+
+    // Phase 3: the replicas (one on bench_one, two on bench_two; started one after the other, as a rollout would),
+    // and the SQLite service.
+    const replica = async (name: string, schema: string): Promise<string> => {
+      const dataDir = join(root, name);
+      cpSync(identity, dataDir, { recursive: true });
+      const started = runCli([
+        ...serve,
+        '--data-dir',
+        dataDir,
+        '--msp-id',
+        MSP,
+        '--ledger',
+        'fabric',
+        '--fabric-config',
+        fabricConfig,
+        '--store',
+        'postgres',
+        '--database-url',
+        withSchema(schema),
+      ]);
+      return (await waitForOutput(started, /"fhirBase":"([^"]+)"/))[1]!;
+    };
+    const one: Setup = {
+      name: 'PostgreSQL, one replica',
+      bases: [await replica('one', SCHEMAS.one)],
+      schema: SCHEMAS.one,
+    };
+    const two: Setup = {
+      name: 'PostgreSQL, two replicas',
+      bases: [await replica('two-a', SCHEMAS.two), await replica('two-b', SCHEMAS.two)],
+      schema: SCHEMAS.two,
+    };
+    const sqliteDir = join(root, 'sqlite');
+    const sqliteService = await startService(sqliteDir, ['--audit-cron', 'off'], { HIE_AUTH: 'dev-open' });
+    children.push(sqliteService.child);
+    const sqlite: Setup = {
+      name: 'SQLite, one process (embedded ledger)',
+      bases: [`${sqliteService.base}/fhir`],
+    };
+    const setups = [sqlite, one, two];
+
+    // Phase 4: seed the searched code in every setup (through each replica in turn).
+    const observation = syntheaObservation();
+    const body = JSON.stringify(observation);
+    const coding = (observation.code as { coding: { system: string; code: string }[] }).coding[0]!;
+    const search = `Observation?code=${encodeURIComponent(`${coding.system}|${coding.code}`)}&_count=10`;
+    const headers = { 'content-type': 'application/fhir+json', prefer: 'return=minimal' };
+    for (const setup of setups) {
+      for (let i = 0; i < SEED; i++) {
+        const res = await fetch(`${setup.bases[i % setup.bases.length]}/Observation`, {
+          method: 'POST',
+          headers,
+          body,
+        });
+        if (res.status !== 201)
+          throw new Error(`${setup.name}: seeding failed: ${res.status} ${await res.text()}`);
+      }
+      const check = await fetch(`${setup.bases[0]}/${search}`);
+      const bundle = (await check.json()) as { entry?: unknown[] };
+      if (check.status !== 200 || (bundle.entry?.length ?? 0) === 0)
+        throw new Error(`${setup.name}: the search found nothing (${check.status})`);
+    }
+
+    // Phase 5: interleaved slices, creates then searches; the backlog right after the last create slice.
+    const seconds = Math.max(1, Math.round(DURATION / ROUNDS));
+    const creates = setups.map((): number[] => []);
+    const searches = setups.map((): number[] => []);
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let k = 0; k < setups.length; k++) {
+        const i = (k + round) % setups.length;
+        const slice = await load(setups[i]!, seconds, (base) => ({
+          url: `${base}/Observation`,
+          method: 'POST',
+          headers,
+          body,
+        }));
+        creates[i]!.push(slice.rate);
+      }
+    }
+    const backlogAfter = await Promise.all([one, two].map((s) => backlog(pool, s.schema!)));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let k = 0; k < setups.length; k++) {
+        const i = (k + round) % setups.length;
+        const slice = await load(setups[i]!, seconds, (base) => ({ url: `${base}/${search}` }));
+        searches[i]!.push(slice.rate);
+      }
+    }
+    // The searches took ROUNDS x 3 slices; then a settle of DURATION seconds more without load.
+    await new Promise((resolve) => setTimeout(resolve, DURATION * 1000));
+    const backlogSettled = await Promise.all([one, two].map((s) => backlog(pool, s.schema!)));
+
+    // Phase 6: the table.
+    const rate = setups.map((_, i) => ({ create: median(creates[i]!), search: median(searches[i]!) }));
+    const header = ['setup', 'creates/s', 'searches/s', 'backlog after creates', 'after settle'];
+    const lines = setups.map((setup, i) => [
+      setup.name,
+      rate[i]!.create.toFixed(0),
+      rate[i]!.search.toFixed(0),
+      i === 0 ? '-' : String(backlogAfter[i - 1]),
+      i === 0 ? '-' : String(backlogSettled[i - 1]),
+    ]);
+    lines.push([
+      'ratio two / one replica',
+      (rate[2]!.create / rate[1]!.create).toFixed(2),
+      (rate[2]!.search / rate[1]!.search).toFixed(2),
+      '',
+      '',
+    ]);
+    lines.push([
+      'ratio one replica / SQLite',
+      (rate[1]!.create / rate[0]!.create).toFixed(2),
+      (rate[1]!.search / rate[0]!.search).toFixed(2),
+      '',
+      '',
+    ]);
+    const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+    const format = (cells: string[]) =>
+      cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+    console.log(format(header));
+    console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+    for (const line of lines) console.log(format(line));
+    console.log(
+      `(backlog: pending anchors + journalled batches not yet committed, right after the creates and ` +
+        `${DURATION}s after the searches; load average at the end ${loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' ')})`,
+    );
+  } finally {
+    // SIGTERM, then SIGKILL after 30 s: a replica that hangs on stopping must not hang the run.
+    for (const child of children.reverse()) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await stopChild(child);
+      clearTimeout(killer);
+    }
+    for (const schema of Object.values(SCHEMAS))
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await pool.end();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
