@@ -457,7 +457,10 @@ describe.each(searchStores())('one page in the default order on the $name store'
       } else {
         for (const plan of plans.column) {
           expect(plan).toMatch(/^Limit/);
-          expect(plan).toMatch(/Index (Only )?Scan using search_index_range_seq on [^\n]* sr/);
+          // the other side from the index rows alone (which index PostgreSQL's planner takes for it depends on its
+          // estimates at this size: search_index_range_seq or search_index_range), never a version row
+          expect(plan).toMatch(/on search_index sr\b/);
+          expect(plan).not.toMatch(/resource_(version|current)/);
         }
         for (const plan of plans.rows) expect(plan).not.toMatch(/on search_index si\b/);
       }

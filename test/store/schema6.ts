@@ -5,7 +5,8 @@ import { hexText } from '../../src/fhir/store/sqlite/schema.js';
 
 /**
  * Turns a store back into the layout of schema version 6 (before migration 7): resource JSON as text, the anchor's
- * hashes as hex text with the version's key and its batch's columns in every row.
+ * hashes as hex text with the version's key and its batch's columns in every row, and no index of later migrations
+ * (10: the range entries in seq order).
  */
 export function asSchema6(db: Database.Database): void {
   db.function('test_decode_json', (json: unknown) =>
@@ -26,6 +27,7 @@ export function asSchema6(db: Database.Database): void {
       'DROP TABLE anchor; DROP TABLE anchor_batch; DROP TABLE anchor_outbox; ALTER TABLE anchor_v6 RENAME TO anchor; ' +
       "CREATE INDEX anchor_pending ON anchor (seq) WHERE status = 'pending'; " +
       'CREATE INDEX access_key_resource ON access_key (resource_type, id); ' +
+      'DROP INDEX IF EXISTS search_index_range_seq; ' +
       'DELETE FROM schema_version WHERE version >= 7;',
   );
 }
