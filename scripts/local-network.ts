@@ -23,6 +23,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { SignJWT } from 'jose';
+import { decodeJson } from '../src/fhir/store/json-codec.js';
 import {
   BUILTIN_PATIENT,
   builtinHomeRecords,
@@ -859,15 +860,17 @@ export function tamperRecord(
         `SELECT v.seq, v.version_id, v.json FROM resource_current c JOIN resource_version v ON v.seq = c.seq
          WHERE c.resource_type = ? AND c.id = ? AND c.deleted = 0`,
       )
-      .get(type, id) as { seq: number; version_id: number; json: string } | undefined;
+      .get(type, id) as { seq: number; version_id: number; json: string | Buffer } | undefined;
     if (!row) throw new Error(`${reference} is not stored at ${member.toUpperCase()}`);
-    const match = /"value":(-?\d+(?:\.\d+)?)/.exec(row.json);
+    // Stored deflated since store migration 7 (docs/store.md); the altered text is stored as text, which reads accept.
+    const json = decodeJson(row.json);
+    const match = /"value":(-?\d+(?:\.\d+)?)/.exec(json);
     if (!match)
       throw new Error(`${reference} has no "value" number to alter (take an Observation with a quantity)`);
     const before = match[1]!;
     const decimals = before.split('.')[1]?.length ?? 0;
     const after = (Number(before) + 1).toFixed(decimals);
-    const altered = `${row.json.slice(0, match.index)}"value":${after}${row.json.slice(match.index + match[0].length)}`;
+    const altered = `${json.slice(0, match.index)}"value":${after}${json.slice(match.index + match[0].length)}`;
     db.prepare('UPDATE resource_version SET json = ? WHERE seq = ?').run(altered, row.seq);
     return { version: `${reference}/_history/${row.version_id}`, before, after };
   } finally {

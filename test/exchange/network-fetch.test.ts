@@ -16,6 +16,7 @@ import {
   type NetworkMember,
   type TestNetwork,
 } from './network-harness.js';
+import { registerJsonFunctions } from '../../src/fhir/store/json-codec.js';
 
 let network: TestNetwork;
 let patientToken: string;
@@ -173,9 +174,10 @@ describe('a network fetch at B', () => {
     const consent = await grant();
     try {
       const db = new Database(join(a.booted.dataDir, 'resources.sqlite'));
+      registerJsonFunctions(db); // stored JSON is deflated (store migration 7): alter its text
       try {
         db.prepare(
-          `UPDATE resource_version SET json = replace(json, '"asthma"', '"healthy"') WHERE id = 'ca1'`,
+          `UPDATE resource_version SET json = replace(hie_decode_json(json), '"asthma"', '"healthy"') WHERE id = 'ca1'`,
         ).run();
       } finally {
         db.close();

@@ -26,6 +26,7 @@ import {
   type NetworkMember,
   type TestNetwork,
 } from './network-harness.js';
+import { registerJsonFunctions } from '../../src/fhir/store/json-codec.js';
 
 let network: TestNetwork;
 let drA: string;
@@ -199,8 +200,9 @@ describe('push', () => {
   it('stores nothing at B when one record was altered in A’s store behind its service', async () => {
     const before = await counts();
     const db = new Database(join(network.a.booted.dataDir, 'resources.sqlite'));
+    registerJsonFunctions(db); // stored JSON is deflated (store migration 7): alter its text
     db.prepare(
-      `UPDATE resource_version SET json = replace(json, '8867-4', '8310-5') WHERE id = 'pa1-o2'`,
+      `UPDATE resource_version SET json = replace(hie_decode_json(json), '8867-4', '8310-5') WHERE id = 'pa1-o2'`,
     ).run();
     db.close();
     const sent = await send('c-tampered');

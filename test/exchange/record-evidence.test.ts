@@ -32,6 +32,7 @@ import {
 } from '../../src/exchange/record-verifier.js';
 import { makeOrg, openChain, tempDir, type TestOrg } from '../ledger/helpers.js';
 import { FaultyLedger } from '../integrity/helpers.js';
+import { registerJsonFunctions } from '../../src/fhir/store/json-codec.js';
 
 const HOSPITAL_A: CustodianIdentity = {
   mspId: 'Org1MSP',
@@ -322,7 +323,10 @@ describe('record evidence from the custodian', () => {
     ];
     await hospitalA.integrity.anchorer.drain();
     const db = new Database(path.join(hospitalA.dir, 'resources.sqlite'));
-    db.prepare(`UPDATE resource_version SET json = replace(json, '2.50', '9.50') WHERE id = 'o2'`).run();
+    registerJsonFunctions(db); // stored JSON is deflated (store migration 7): alter its text
+    db.prepare(
+      `UPDATE resource_version SET json = replace(hie_decode_json(json), '2.50', '9.50') WHERE id = 'o2'`,
+    ).run();
     db.close();
 
     const answer = await fetchAndVerify(written);

@@ -78,7 +78,7 @@ describe('scheduled integrity audit', () => {
     await f.integrity.anchorer.drain();
     f.store.db
       .prepare(
-        `UPDATE resource_version SET json = replace(json, '2.50', '2.51') WHERE resource_type = 'Observation' AND id = 'MRN4471093'`,
+        `UPDATE resource_version SET json = replace(hie_decode_json(json), '2.50', '2.51') WHERE resource_type = 'Observation' AND id = 'MRN4471093'`,
       )
       .run();
     const log = logger();

@@ -17,6 +17,7 @@ import { pendingAnchorOf } from '../../src/integrity/anchorer.js';
 import { canonicalizeText } from '../../src/fhir/canonical.js';
 import { canonicalOfVersion, leafHashOf, leafHashOfCanonical } from '../../src/integrity/hashing.js';
 import { dataDirConfig, observation, openFixture } from './helpers.js';
+import { registerJsonFunctions } from '../../src/fhir/store/json-codec.js';
 
 function capture(): { stream: Writable; text: () => string } {
   let text = '';
@@ -365,8 +366,9 @@ describe('anchors written before leaf format 2', () => {
 
       // A format-1 version altered in the text is still named.
       const db = new Database(path.join(dir, 'resources.sqlite'));
+      registerJsonFunctions(db); // stored JSON is deflated (store migration 7): alter its text
       db.prepare(
-        `UPDATE resource_version SET json = replace(json, '3.50', '3.51') WHERE resource_type = 'Observation' AND id = 'old3'`,
+        `UPDATE resource_version SET json = replace(hie_decode_json(json), '3.50', '3.51') WHERE resource_type = 'Observation' AND id = 'old3'`,
       ).run();
       db.close();
       const failed = await verifyCli(dir);

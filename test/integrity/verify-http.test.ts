@@ -10,6 +10,7 @@ import { verifyReceivedRecord } from '../../src/integrity/verification.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from '../http/helpers.js';
 import { FaultyLedger, MSP_ID, eventually } from './helpers.js';
 import { startHarness } from '../access/app-harness.js';
+import { registerJsonFunctions } from '../../src/fhir/store/json-codec.js';
 
 type Parameters = { resourceType: string; parameter: { name: string; [k: string]: unknown }[] };
 const param = (p: Parameters, name: string) => {
@@ -143,8 +144,9 @@ describe('$verify over HTTP', () => {
     }
 
     const db = new Database(path.join(app.dataDir, 'resources.sqlite'));
+    registerJsonFunctions(db); // stored JSON is deflated (store migration 7): alter its text
     db.prepare(
-      `UPDATE resource_version SET json = replace(json, '105.00', '106.00') WHERE id = ? AND version_id = 1`,
+      `UPDATE resource_version SET json = replace(hie_decode_json(json), '105.00', '106.00') WHERE id = ? AND version_id = 1`,
     ).run(id);
     db.close();
     const v1 = await verify(`Observation/${id}/_history/1/$verify`);

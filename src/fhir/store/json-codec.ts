@@ -42,3 +42,21 @@ export function decodeJsonBytes(stored: string | Uint8Array): Buffer {
   }
   return inflateRawSync(stored.subarray(1), { dictionary: DICTIONARY_1 });
 }
+
+/** The SQL side of a connection to a store file (better-sqlite3's `db.function`). */
+interface SqlFunctions {
+  function(name: string, options: { deterministic: boolean }, fn: (value: unknown) => unknown): unknown;
+}
+
+/**
+ * Registers `hie_encode_json` (migration 7 deflates the stored JSON with it) and `hie_decode_json` (the text back,
+ * for SQL run by hand on a store file: `SELECT hie_decode_json(json) FROM resource_version ...`) on a connection.
+ */
+export function registerJsonFunctions(db: SqlFunctions): void {
+  db.function('hie_encode_json', { deterministic: true }, (json) =>
+    typeof json === 'string' ? encodeJson(json) : json,
+  );
+  db.function('hie_decode_json', { deterministic: true }, (json) =>
+    typeof json === 'string' || json instanceof Uint8Array ? decodeJson(json) : json,
+  );
+}

@@ -48,7 +48,7 @@ import {
   type VersionRow,
 } from '../store-support.js';
 import { hexText, MIGRATIONS } from './schema.js';
-import { decodeJson, decodeJsonBytes, encodeJson } from '../json-codec.js';
+import { decodeJson, decodeJsonBytes, encodeJson, registerJsonFunctions } from '../json-codec.js';
 import { CurrentVersionCache } from './current-cache.js';
 import {
   checkInWorker,
@@ -356,14 +356,8 @@ export class SqliteResourceStore implements ResourceStore {
     this.assertOpen();
     if (this.stmts) return;
     this.checkIntegrityAtStart();
-    // Migration 7 deflates the stored JSON with hie_encode_json (schema.ts); hie_decode_json gives the text back, for
-    // diagnostics in SQL (`SELECT hie_decode_json(json) FROM resource_version ...`).
-    this.db.function('hie_encode_json', { deterministic: true }, (json: unknown) =>
-      typeof json === 'string' ? encodeJson(json) : json,
-    );
-    this.db.function('hie_decode_json', { deterministic: true }, (json: unknown) =>
-      typeof json === 'string' || json instanceof Uint8Array ? decodeJson(json) : json,
-    );
+    // Migration 7 deflates the stored JSON with hie_encode_json (schema.ts); hie_decode_json is for SQL by hand.
+    registerJsonFunctions(this.db);
     if (this.readOnly) this.checkSchemaCurrent();
     else this.migrate();
     this.stmts = this.prepareStatements();
