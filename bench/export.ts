@@ -163,4 +163,16 @@ async function main(): Promise<void> {
   }
 }
 
+// The store works on threads whose handles do not keep the event loop alive (see bench/search.ts): one interval holds
+// the loop for the whole run, and a run that ends before its table fails loudly instead of exiting 0 with nothing.
+const keepAlive = setInterval(() => undefined, 1000);
+let finished = false;
+process.on('beforeExit', () => {
+  if (!finished) {
+    console.error('bench:export ended before its table (pending work was lost): this run measured nothing');
+    process.exit(1);
+  }
+});
 await main();
+finished = true;
+clearInterval(keepAlive);
