@@ -99,7 +99,8 @@ export function newPseudonym(): string {
   }
 }
 
-interface Row {
+/** A participant as both registries store it (the data directory's SQLite file, the database's table). */
+export interface ParticipantRow {
   client_id: string;
   pseudonym: string;
   role: ParticipantRole;
@@ -112,7 +113,7 @@ interface Row {
   revoked_at: string | null;
 }
 
-function toParticipant(row: Row): Participant {
+export function toParticipant(row: ParticipantRow): Participant {
   const p: Participant = {
     clientId: row.client_id,
     pseudonym: row.pseudonym,
@@ -173,7 +174,7 @@ export function validateParticipant(input: ParticipantInput): ParticipantInput {
 export class ParticipantDirectory implements ParticipantRegistry {
   private readonly db: Database.Database;
   private readonly statusStatement: Database.Statement<[string], ParticipantStatus>;
-  private readonly rowStatement: Database.Statement<[string], Row>;
+  private readonly rowStatement: Database.Statement<[string], ParticipantRow>;
   private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
   private readonly pseudonymCache = new Map<string, string>();
   private readonly activeCache = new Map<string, boolean>();
@@ -257,9 +258,9 @@ export class ParticipantDirectory implements ParticipantRegistry {
   }
 
   list(): Participant[] {
-    return (this.db.prepare('SELECT * FROM participants ORDER BY created_at, client_id').all() as Row[]).map(
-      toParticipant,
-    );
+    return (
+      this.db.prepare('SELECT * FROM participants ORDER BY created_at, client_id').all() as ParticipantRow[]
+    ).map(toParticipant);
   }
 
   /** The certificates of the enrolled participants, PEM (the certificate-expiry alarm reads them). */
@@ -449,7 +450,7 @@ export class ParticipantDirectory implements ParticipantRegistry {
   /** The participant with this pseudonym (for "who accessed my data"). */
   byPseudonym(pseudonym: string): Participant | undefined {
     const row = this.db.prepare('SELECT * FROM participants WHERE pseudonym = ?').get(pseudonym) as
-      Row | undefined;
+      ParticipantRow | undefined;
     return row ? toParticipant(row) : undefined;
   }
 }

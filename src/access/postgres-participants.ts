@@ -15,7 +15,6 @@ import type pg from 'pg';
 import type { IdentityEnrollment, IdentityProvider } from '../ledger/identity/identity-provider.js';
 import type { EcKeyType } from '../ledger/identity/embedded-ca.js';
 import type { ClientRecord } from './tokens.js';
-import type { ParticipantRole } from './scopes.js';
 import { listenOnChannel, type ChannelLog } from '../platform/pg-channel.js';
 import {
   certificatePublicKey,
@@ -26,36 +25,9 @@ import {
   type ParticipantInput,
   type ParticipantRegistry,
   type ParticipantStatus,
+  type ParticipantRow,
+  toParticipant,
 } from './participants.js';
-
-interface Row {
-  client_id: string;
-  pseudonym: string;
-  role: ParticipantRole;
-  resource: string | null;
-  organization: string | null;
-  status: ParticipantStatus;
-  serial: string | null;
-  certificate: string | null;
-  created_at: string;
-  revoked_at: string | null;
-}
-
-function toParticipant(row: Row): Participant {
-  const p: Participant = {
-    clientId: row.client_id,
-    pseudonym: row.pseudonym,
-    role: row.role,
-    status: row.status,
-    createdAt: row.created_at,
-  };
-  if (row.resource) p.resource = row.resource;
-  if (row.organization) p.organization = row.organization;
-  if (row.serial) p.serial = row.serial;
-  if (row.certificate) p.certificate = row.certificate;
-  if (row.revoked_at) p.revokedAt = row.revoked_at;
-  return p;
-}
 
 export interface PostgresParticipantsOptions {
   pool: pg.Pool;
@@ -143,11 +115,12 @@ export class PostgresParticipants implements ParticipantRegistry {
   }
 
   /** One participant's row; what it says of the status is noted for isActive. */
-  private async row(clientId: string): Promise<Row | undefined> {
+  private async row(clientId: string): Promise<ParticipantRow | undefined> {
     const read = ++this.reads;
-    const { rows } = await this.pool.query<Row>(`SELECT * FROM ${this.S}.participant WHERE client_id = $1`, [
-      clientId,
-    ]);
+    const { rows } = await this.pool.query<ParticipantRow>(
+      `SELECT * FROM ${this.S}.participant WHERE client_id = $1`,
+      [clientId],
+    );
     this.note(rows[0]?.status, clientId, read);
     return rows[0];
   }
@@ -158,16 +131,17 @@ export class PostgresParticipants implements ParticipantRegistry {
   }
 
   async list(): Promise<Participant[]> {
-    const { rows } = await this.pool.query<Row>(
+    const { rows } = await this.pool.query<ParticipantRow>(
       `SELECT * FROM ${this.S}.participant ORDER BY created_at, client_id`,
     );
     return rows.map(toParticipant);
   }
 
   async byPseudonym(pseudonym: string): Promise<Participant | undefined> {
-    const { rows } = await this.pool.query<Row>(`SELECT * FROM ${this.S}.participant WHERE pseudonym = $1`, [
-      pseudonym,
-    ]);
+    const { rows } = await this.pool.query<ParticipantRow>(
+      `SELECT * FROM ${this.S}.participant WHERE pseudonym = $1`,
+      [pseudonym],
+    );
     return rows[0] ? toParticipant(rows[0]) : undefined;
   }
 
@@ -229,7 +203,7 @@ export class PostgresParticipants implements ParticipantRegistry {
         reason: 'superseded',
       });
     // Not over a revocation made meanwhile (another replica or the CLI): revoked stays revoked.
-    const { rows } = await this.pool.query<Row>(
+    const { rows } = await this.pool.query<ParticipantRow>(
       `WITH u AS (UPDATE ${this.S}.participant SET status = 'enrolled', serial = $1, certificate = $2
                   WHERE client_id = $3 AND status <> 'revoked' RETURNING *)
        SELECT u.*, pg_notify($4, u.client_id) FROM u`,
