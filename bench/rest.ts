@@ -17,11 +17,18 @@
  * BENCH_FROM=tsx to run the service from the sources instead of dist/; BENCH_WRITE_ONLY=1 measures the write path
  * alone (its four variants, no bare route, reads or updates). BENCH_BASELINE=dir (a built checkout of the code
  * before a change: `git archive` it, link node_modules and chaincode/dist, build) adds its create path, with
- * anchoring on and off, to the interleaved write-path slices: before and after measured in one run.
+ * anchoring on and off, to the interleaved write-path slices: before and after measured in one run. BENCH_BEFORE=dir
+ * (another built checkout, e.g. main before a branch's change) adds its create path with anchoring on too, so one run
+ * gives both the ratio to the baseline and the branch's own step.
+ * BENCH_STORE=1 measures the store's part of a create alone, in this process (measureStoreWrites): CPU time per write
+ * through SqliteResourceStore.write in batches (as group commit makes them) for this checkout and the BENCH_BASELINE
+ * / BENCH_BEFORE builds, with parts left out (index rows; the full-text rows), and the index extraction alone. It
+ * counts CPU, not throughput, so a loaded machine blurs it far less than the HTTP rates.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
 import { freePort, ROOT, serviceEntry, startChild, startService, stopChild, waitFor } from './support.js';
@@ -136,6 +143,9 @@ const WRITE_VARIANTS: WriteVariant[] = [
         },
       ]
     : []),
+  ...(process.env.BENCH_BEFORE
+    ? [{ name: 'before: create (validated)', flags: [], env: {}, root: process.env.BENCH_BEFORE }]
+    : []),
 ];
 
 interface WritePathResult {
@@ -214,14 +224,23 @@ async function measureWritePath(body: string, headers: Record<string, string>): 
 }
 
 function printWritePath({ rows, cpuPerCreate, slices }: WritePathResult): void {
-  const [grouped, plain, single, , baseline, baselinePlain] = rows;
-  const [groupedCpu, plainCpu, singleCpu, , baselineCpu, baselinePlainCpu] = cpuPerCreate;
+  const [grouped, plain, single] = rows;
+  const [groupedCpu, plainCpu, singleCpu] = cpuPerCreate;
+  const at = (name: string) => WRITE_VARIANTS.findIndex((v) => v.name === name);
+  const baseline = rows[at('baseline: create (validated)')];
+  const baselinePlain = rows[at('baseline: create (anchoring off)')];
+  const before = rows[at('before: create (validated)')];
+  const baselineCpu = cpuPerCreate[at('baseline: create (validated)')];
+  const baselinePlainCpu = cpuPerCreate[at('baseline: create (anchoring off)')];
+  const beforeCpu = cpuPerCreate[at('before: create (validated)')];
   console.log(`write path: median of ${slices} interleaved slices per variant, ${CONNECTIONS} connections`);
   rows.forEach((row, i) => {
     const cpu = cpuPerCreate[i];
     console.log(
       `  ${row.name.padEnd(44)} ${row.requestsPerSecond.toFixed(0).padStart(6)}/s` +
-        (cpu === undefined ? '' : `  ${cpu.toFixed(0).padStart(5)} us CPU per create`),
+        (cpu === undefined ? '' : `  ${cpu.toFixed(0).padStart(5)} us CPU per create`) +
+        // A failed create (non-2xx, error, timeout) would make a variant look faster than it is: named.
+        (row.failed > 0 ? `  ${row.failed} FAILED of ${row.ok + row.failed}` : ''),
     );
   });
   const ratio = (a: number | undefined, b: number | undefined) =>
@@ -242,9 +261,16 @@ function printWritePath({ rows, cpuPerCreate, slices }: WritePathResult): void {
         `${ratio(baselineCpu, baselinePlainCpu)}x`,
     );
   }
+  if (before) {
+    console.log(
+      `  this / before (BENCH_BEFORE): ${ratio(grouped!.requestsPerSecond, before.requestsPerSecond)}x the rate, ` +
+        `CPU per create ${ratio(beforeCpu, groupedCpu)}x less`,
+    );
+  }
 }
 
 async function main(): Promise<void> {
+  if (process.env.BENCH_STORE === '1') return measureStoreWrites();
   if (process.env.BENCH_WRITE_ONLY === '1') return writePathOnly();
   const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-'));
   const barePort = await freePort();
@@ -390,6 +416,129 @@ async function writePathOnly(): Promise<void> {
     'content-type': 'application/fhir+json',
   });
   printWritePath(writePath);
+  console.log(
+    `load average after: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+}
+
+/** What measureStoreWrites uses of a checkout's built store and index extraction (any build since group commit). */
+interface StoreModule {
+  SqliteResourceStore: new (options: { file: string }) => {
+    readonly db: { exec(sql: string): unknown };
+    init(): Promise<void>;
+    write(request: Record<string, unknown>): Promise<unknown>;
+    close(): Promise<void>;
+  };
+}
+interface IndexModule {
+  extractIndex(resource: Record<string, unknown>): { type: string }[];
+}
+
+/**
+ * BENCH_STORE=1: CPU microseconds per write of the store alone (no HTTP, no validation), median of BENCH_ROUNDS
+ * runs, for each build (this one, BENCH_BASELINE, BENCH_BEFORE), each on a fresh store file: the Synthea Observation
+ * under new ids with its index rows (extracted per write, as the API does), a custodian, one patient and a pending
+ * anchor, written `batch` at a time (concurrent writes: one group commit each). Variants: everything; without the
+ * full-text rows (the triggers that feed FTS5 dropped on the bench's own store); without index rows at all.
+ */
+async function measureStoreWrites(): Promise<void> {
+  const builds = [
+    { name: 'this', root: ROOT },
+    ...(process.env.BENCH_BASELINE ? [{ name: 'baseline', root: process.env.BENCH_BASELINE }] : []),
+    ...(process.env.BENCH_BEFORE ? [{ name: 'before', root: process.env.BENCH_BEFORE }] : []),
+  ];
+  const observation = syntheaObservation();
+  const writes = Number(process.env.BENCH_STORE_WRITES ?? 3000);
+  const variants = ['all', 'no full-text rows', 'no index rows'] as const;
+  console.log(
+    `bench:rest (store writes only)  ${cpus().length} cores, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}, ${writes} writes per run, median of ${ROUNDS} runs`,
+  );
+  for (const build of builds) {
+    const dist = (path: string) => pathToFileURL(join(build.root, 'dist', 'src', path)).href;
+    const { SqliteResourceStore } = (await import(dist('fhir/store/sqlite/sqlite-store.js'))) as StoreModule;
+    const { extractIndex } = (await import(dist('fhir/search/index-entries.js'))) as IndexModule;
+    const sample = extractIndex({ ...observation, id: 'x' });
+    // Index extraction alone: part of every create, done before the store is called (so not in the store's figures).
+    for (let i = 0; i < 1000; i++) extractIndex({ ...observation, id: `w${i}` });
+    const extractRuns: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const start = process.cpuUsage();
+      for (let i = 0; i < writes; i++) extractIndex({ ...observation, id: `x${i}` });
+      const used = process.cpuUsage(start);
+      extractRuns.push((used.user + used.system) / writes);
+    }
+    console.log(
+      `  ${build.name.padEnd(8)} index rows per write ${sample.length} (${sample.filter((e) => e.type === 'special').length} full-text); ` +
+        `extraction ${median(extractRuns).toFixed(0)} us CPU`,
+    );
+    for (const batch of [1, CONNECTIONS, 50]) {
+      const cells: string[] = [];
+      for (const variant of variants) {
+        const runs: number[] = [];
+        for (let round = 0; round < ROUNDS; round++) {
+          const dir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-store-'));
+          const store = new SqliteResourceStore({ file: join(dir, 'resources.sqlite') });
+          try {
+            await store.init();
+            if (variant === 'no full-text rows')
+              store.db.exec('DROP TRIGGER IF EXISTS search_index_text_insert');
+            // UUIDv7-shaped, increasing: as the API's ids append to the keyed indexes. Resources and their index
+            // entries made up front, so the figures are the store's alone.
+            const total = Math.ceil(200 / batch) * batch + Math.ceil(writes / batch) * batch;
+            const inputs = Array.from({ length: total }, (_, k) => {
+              const id = `01930000-0000-7000-8000-${String(k).padStart(12, '0')}`;
+              const resource = { ...observation, id };
+              return { id, resource, index: variant === 'no index rows' ? [] : extractIndex(resource) };
+            });
+            let n = 0;
+            const writeBatch = async () => {
+              const pending: Promise<unknown>[] = [];
+              for (let i = 0; i < batch; i++) {
+                const { id, resource, index } = inputs[n++]!;
+                pending.push(
+                  store.write({
+                    resourceType: 'Observation',
+                    id,
+                    resource,
+                    method: 'POST',
+                    ifNoneExist: true,
+                    patients: ['Patient/p1'],
+                    index,
+                    custodian: 'Organization/o1',
+                    anchor: (version: { resourceType: string; id: string; versionId: number }) => ({
+                      resourceType: version.resourceType,
+                      id: version.id,
+                      versionId: version.versionId,
+                      salt: 'ab'.repeat(32),
+                      leafHash: 'cd'.repeat(32),
+                      ledgerKey: 'ef'.repeat(32),
+                      leafVersion: 1,
+                    }),
+                  }),
+                );
+              }
+              await Promise.all(pending);
+            };
+            // Warm-up (statements prepared, caches filled), then the measured writes.
+            for (let i = 0; i < Math.ceil(200 / batch); i++) await writeBatch();
+            const start = process.cpuUsage();
+            for (let i = 0; i < Math.ceil(writes / batch); i++) await writeBatch();
+            const used = process.cpuUsage(start);
+            runs.push((used.user + used.system) / (Math.ceil(writes / batch) * batch));
+          } finally {
+            await store.close();
+            rmSync(dir, { recursive: true, force: true });
+          }
+        }
+        cells.push(`${variant} ${median(runs).toFixed(0).padStart(5)}`);
+      }
+      console.log(`    batches of ${String(batch).padEnd(3)} us CPU per write: ${cells.join(', ')}`);
+    }
+  }
   console.log(
     `load average after: ${loadavg()
       .map((l) => l.toFixed(2))
