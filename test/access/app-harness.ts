@@ -13,7 +13,7 @@ import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-st
 import type { ParticipantRole } from '../../src/access/scopes.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
 import { bootApp, parsed, send, type ParsedResponse } from '../support/app-harness.js';
-import { requestTokenAt } from '../support/participants.js';
+import { requestTokenAt } from '../support/client-assertion.js';
 
 export const BASE = 'http://hie.test';
 export const TOKEN_URL = `${BASE}/auth/token`;

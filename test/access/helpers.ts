@@ -66,5 +66,5 @@ export async function assertion(
   return jwt.sign(options.key ?? client.privateKey);
 }
 
-/** The form of a token request (one definition for every test: test/support/participants.ts). */
-export { tokenForm } from '../support/participants.js';
+/** The form of a token request (one definition for every test: test/support/client-assertion.ts). */
+export { tokenForm } from '../support/client-assertion.js';

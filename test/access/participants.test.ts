@@ -7,7 +7,8 @@ import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js'
 import { openParticipantDirectory } from '../../src/commands/participant.js';
 import { TokenService } from '../../src/access/tokens.js';
 import type { ParticipantDirectory } from '../../src/access/participants.js';
-import { clientCredentials, participantCli, signedAssertion } from '../support/participants.js';
+import { clientCredentials, signedAssertion } from '../support/client-assertion.js';
+import { participantCli } from '../support/participants.js';
 
 const TOKEN_URL = 'http://hie.test/auth/token';
 

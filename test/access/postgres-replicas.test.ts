@@ -17,7 +17,8 @@ import type { Ledger } from '../../src/ledger/ledger.js';
 import { actor, BASE, privacyConsent, TOKEN_URL } from './app-harness.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { bootApp, send, type BootedApp } from '../support/app-harness.js';
-import { participantCli, requestTokenAt } from '../support/participants.js';
+import { requestTokenAt } from '../support/client-assertion.js';
+import { participantCli } from '../support/participants.js';
 
 const skip = postgresSkipReason('access shared by PostgreSQL replicas');
 const schema = `hie_access_${randomBytes(6).toString('hex')}`;
