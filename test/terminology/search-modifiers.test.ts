@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import { searchType } from '../../src/fhir/interactions/search.js';
 import { FhirError } from '../../src/fhir/outcome.js';
-import type { AccessPolicy, Caller } from '../../src/fhir/interactions/access-policy.js';
-import type { ResourceStore, StoredVersion } from '../../src/fhir/store/resource-store.js';
+import type { AccessPolicy } from '../../src/fhir/interactions/access-policy.js';
+import { OnePatient } from '../support/one-patient-access.js';
+import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { coreRegistry, DefinitionRegistry } from '../../src/fhir/definitions/definition-registry.js';
@@ -68,19 +69,6 @@ afterAll(() => {
   codeSystems?.close();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** Sees one patient's compartment only (and what is in none). */
-class OnePatient implements AccessPolicy {
-  readonly caller: Caller = { participant: 'p', role: 'patient', scopes: [] };
-  constructor(private readonly patient: string) {}
-  authorize(): void {}
-  canWrite(): boolean {
-    return false;
-  }
-  canRead(v: StoredVersion): boolean {
-    return !v.patients?.length || v.patients.includes(this.patient);
-  }
-}
 
 const condition = (id: string, patient: string, code?: string): FhirResource => ({
   resourceType: 'Condition',
