@@ -170,6 +170,29 @@ export const actor = (reference: string) => ({
   reference: { reference },
 });
 
+/** Patient/`patientId` and an Observation of it, `observationId`, stored by the system token `sys` (each 201). */
+export async function storePatientWithObservation(
+  h: Harness,
+  sys: string,
+  patientId: string,
+  observationId: string,
+): Promise<void> {
+  const patient = await h.request(sys, 'PUT', `/Patient/${patientId}`, {
+    resourceType: 'Patient',
+    id: patientId,
+  });
+  expect(patient.status, patient.text).toBe(201);
+  const observation = {
+    resourceType: 'Observation',
+    id: observationId,
+    status: 'final',
+    code: { text: 'x' },
+    subject: { reference: `Patient/${patientId}` },
+  };
+  const stored = await h.request(sys, 'PUT', `/Observation/${observationId}`, observation);
+  expect(stored.status, stored.text).toBe(201);
+}
+
 /**
  * Patient/p{n} with Observation/o{n}, stored by the system token `sys`, and the patient's grant of it to
  * Practitioner/dr-b (enrolled as `dr-b`): checked committed (201) and in force (dr-b reads the Observation).
@@ -181,17 +204,7 @@ export async function grantedObservation(
   n: number,
 ): Promise<{ patient: string; granted: ParsedResponse }> {
   const patient = await h.enrol(`pat-${n}`, 'patient', `Patient/p${n}`);
-  expect(
-    (await h.request(sys, 'PUT', `/Patient/p${n}`, { resourceType: 'Patient', id: `p${n}` })).status,
-  ).toBe(201);
-  const obs = {
-    resourceType: 'Observation',
-    id: `o${n}`,
-    status: 'final',
-    code: { text: 'x' },
-    subject: { reference: `Patient/p${n}` },
-  };
-  expect((await h.request(sys, 'PUT', `/Observation/o${n}`, obs)).status).toBe(201);
+  await storePatientWithObservation(h, sys, `p${n}`, `o${n}`);
   const granted = await h.request(
     patient,
     'POST',
