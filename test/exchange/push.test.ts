@@ -36,6 +36,7 @@ import { makeOrg, openChain, tempDir, type TestOrg } from '../ledger/helpers.js'
 import { openStoreMember, type StoreMember } from './store-member.js';
 import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
 import type { ResourceValidator } from '../../src/fhir/validation/validator.js';
+import { rejectionOf } from '../support/rejection.js';
 
 const HOSPITAL_A: CustodianIdentity = {
   mspId: 'Org1MSP',
@@ -201,14 +202,7 @@ async function storedAtB(): Promise<{ type: string; resource: Record<string, unk
   return out;
 }
 
-async function refusal(promise: Promise<unknown>): Promise<FhirError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(FhirError);
-  return err as FhirError;
-}
+const refusal = (promise: Promise<unknown>) => rejectionOf(promise, FhirError);
 
 describe('the document A sends', () => {
   it('holds the Composition first, its subject, and what it references that the sender may see', async () => {
