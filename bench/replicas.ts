@@ -3,8 +3,8 @@
  * (issue 19), beside the SQLite single process, in one run.
  *
  * Starts, as child processes: a ledger host (`serve --serve-ledger`, the embedded ledger served over the Fabric
- * Gateway protocol, as test/store/postgres-replicas.test.ts does: an embedded ledger is one process's, so replicas
- * share a served one), one replica on schema `bench_one`, two replicas on schema `bench_two` (each replica its own
+ * Gateway protocol, started as test/store/postgres-replicas.test.ts starts it, by test/support/served-ledger.ts: an
+ * embedded ledger is one process's, so replicas share a served one), one replica on schema `bench_one`, two replicas on schema `bench_two` (each replica its own
  * data directory, copies of one `ledger connect`ed directory: the mounted secret store), and a SQLite service
  * (embedded store and ledger). Anchoring is on everywhere (the default); with two replicas exactly one drains (the
  * drain lease, docs/replicas.md). The schemas are dropped and made afresh by the replicas' migrations.
@@ -20,12 +20,14 @@
  * BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:55440/h_pgbench19); BENCH_FROM=tsx runs the service
  * from the sources instead of dist/. Any error (a non-2xx answer included) exits non-zero.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { spawnCli, waitForOutput, type CliProcess } from '../test/support/cli-process.js';
+import { connectToLedger, replicaArgs, startLedgerHost } from '../test/support/served-ledger.js';
 import { ROOT, serviceEntry, startService, stopChild } from './support.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
@@ -33,51 +35,21 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:55440/h_pgbench19';
 const SCHEMAS = { one: 'bench_one', two: 'bench_two' } as const;
-const LEDGER_MSP = 'LedgerHostMSP';
-const MSP = 'HospitalBMSP';
 /** Search reads need stored matches: seeded per setup before measuring. */
 const SEED = 200;
 
-/** A child process whose output is kept, to read the addresses it prints. */
-interface Started {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
 const children: ChildProcess[] = [];
 
-function runCli(args: string[]): Started {
-  const child = spawn(process.execPath, [...serviceEntry().args, ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  // Kept up to 1 MB (the start-up lines and any error); the rest is read and dropped.
-  let output = '';
-  const keep = (chunk: Buffer) => {
-    if (output.length < 1_000_000) output += chunk.toString();
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, output: () => output, exited };
+/** `hie-ledger ARGS` from this checkout as bench:rest runs it (dist/, or tsx: serviceEntry), stopped at the end. */
+function runCli(args: string[]): CliProcess {
+  // Output kept up to 1 MB (the start-up lines and any error); the rest is read and dropped.
+  const started = spawnCli(serviceEntry().args, args, { cwd: ROOT, maxOutput: 1_000_000 });
+  children.push(started.child);
+  return started;
 }
 
-/** The first match of `pattern` in the process's output; fails if the process exits first or after 180 s. */
-async function waitForOutput(started: Started, pattern: RegExp): Promise<RegExpExecArray> {
-  const deadline = Date.now() + 180_000;
-  for (;;) {
-    const match = pattern.exec(started.output());
-    if (match) return match;
-    if (started.child.exitCode !== null)
-      throw new Error(
-        `the process exited (${started.child.exitCode}) before ${pattern}:\n${started.output()}`,
-      );
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${started.output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
+/** How long a process may take to print what is waited for (a loaded machine, the service through tsx). */
+const START_TIMEOUT_MS = 180_000;
 
 /** The first Observation of the first Synthea bundle, without its id (as bench:rest creates). */
 function syntheaObservation(): Record<string, unknown> {
@@ -162,59 +134,17 @@ async function main(): Promise<void> {
     // Phase 2: the ledger host and the organisation's identity, copied to every replica's data directory.
     // Log level info (the default): the address is an info line.
     const serve = ['serve', '--port', '0', '--auth', 'dev-open', '--audit-cron', 'off'];
-    const membersFile = join(root, 'ledger-members.json');
-    const host = runCli([
-      ...serve,
-      '--data-dir',
-      join(root, 'ledger-host'),
-      '--msp-id',
-      LEDGER_MSP,
-      '--serve-ledger',
-      '0',
-      '--ledger-members',
-      membersFile,
-    ]);
-    const [, gateway, tlsCa] = await waitForOutput(host, /"ledgerGateway":"([^"]+)","tlsCa":"([^"]+)"/);
-    await waitForOutput(host, /"fhirBase":"([^"]+)"/);
+    const ledger = await startLedgerHost(runCli, root, serve, START_TIMEOUT_MS);
     const identity = join(root, 'identity');
-    const connect = runCli([
-      'ledger',
-      'connect',
-      '--data-dir',
-      identity,
-      '--msp-id',
-      MSP,
-      '--gateway',
-      gateway!,
-      '--gateway-tls-ca',
-      tlsCa!,
-      '--members-file',
-      membersFile,
-    ]);
-    if ((await connect.exited) !== 0) throw new Error(`ledger connect failed:\n${connect.output()}`);
-    const { fabricConfig } = JSON.parse(connect.output()) as { fabricConfig: string };
+    const fabricConfig = await connectToLedger(runCli, ledger, identity);
 
     // Phase 3: the replicas (one on bench_one, two on bench_two; started one after the other, as a rollout would),
     // and the SQLite service.
     const replica = async (name: string, schema: string): Promise<string> => {
       const dataDir = join(root, name);
       cpSync(identity, dataDir, { recursive: true });
-      const started = runCli([
-        ...serve,
-        '--data-dir',
-        dataDir,
-        '--msp-id',
-        MSP,
-        '--ledger',
-        'fabric',
-        '--fabric-config',
-        fabricConfig,
-        '--store',
-        'postgres',
-        '--database-url',
-        withSchema(schema),
-      ]);
-      return (await waitForOutput(started, /"fhirBase":"([^"]+)"/))[1]!;
+      const started = runCli(replicaArgs(serve, dataDir, fabricConfig, withSchema(schema)));
+      return (await waitForOutput(started, /"fhirBase":"([^"]+)"/, START_TIMEOUT_MS))[1]!;
     };
     const one: Setup = {
       name: 'PostgreSQL, one replica',

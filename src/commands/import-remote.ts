@@ -6,7 +6,7 @@
  * anchoring are the service's own. The token is given (`--token`) or obtained as `hie-ledger token` does
  * (`--id`, `--key`), and obtained again (a new assertion) when it expires or the service answers 401.
  */
-import { fhirError, FhirError, type OperationOutcome } from '../fhir/outcome.js';
+import { fhirError, FhirError, hasOutcomeCode, type OperationOutcome } from '../fhir/outcome.js';
 import type { RemoteTarget, RemoteWrite, RemoteWriteResult } from '../bulk/import/types.js';
 import { requestToken, TokenCommandError } from './token.js';
 
@@ -208,10 +208,9 @@ export class RemoteService implements RemoteTarget {
       if (code < 200 || code >= 300)
         return { status: 'rejected', error: serviceRefusal(code, entry.response?.outcome) };
       const versionId = Number(/(\d+)/.exec(entry.response?.etag ?? '')?.[1] ?? 0);
-      // Prefer: return=OperationOutcome: the entry's outcome says whether a version was stored (common.ts).
-      const unchanged = (entry.resource?.issue ?? []).some((i) =>
-        /unchanged: nothing stored/.test(i.diagnostics ?? ''),
-      );
+      // Prefer: return=OperationOutcome: the entry's outcome carries the code `write-unchanged` when nothing was
+      // stored (docs/errors.md); the code, never the diagnostics' prose, which may change.
+      const unchanged = hasOutcomeCode(entry.resource, 'write-unchanged');
       return { status: unchanged ? 'unchanged' : 'stored', versionId };
     });
   }

@@ -485,6 +485,30 @@ export const ERROR_CATALOGUE = {
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 
+/**
+ * The codes of what a successful answer did, in the `information` issues of its OperationOutcome (their
+ * `details.coding`, system OUTCOME_CODE_SYSTEM): stable like the error codes, so a client acts on the code, not on
+ * the diagnostics' prose (`hie-ledger import --url` counts "unchanged" by it). Never a refusal: their own system,
+ * so no error code reader (errorCodeOf) mistakes one for a refusal. docs/errors.md lists them.
+ */
+export const OUTCOME_CODE_SYSTEM = 'https://hie-ledger.dev/fhir/CodeSystem/outcome';
+
+export interface OutcomeCatalogueEntry {
+  issue: IssueCode;
+  /** One line: what the answer did. */
+  meaning: string;
+}
+
+export const OUTCOME_CATALOGUE = {
+  'write-unchanged': {
+    issue: 'informational',
+    meaning:
+      'The write (PUT, PATCH, a Bundle entry) sent the content of the current version: nothing stored, the answer names the current version',
+  },
+} as const satisfies Record<string, OutcomeCatalogueEntry>;
+
+export type OutcomeCode = keyof typeof OUTCOME_CATALOGUE;
+
 /** The code a refusal with this status gets when nothing more specific is known (fastify's own 4xx, old call sites). */
 export const GENERIC_ERROR_CODE: Readonly<Record<number, ErrorCode>> = {
   400: 'request-invalid',

@@ -8,10 +8,18 @@ import {
   ERROR_CODE_SYSTEM,
   GENERIC_ERROR_CODE,
   isErrorCode,
+  OUTCOME_CATALOGUE,
+  OUTCOME_CODE_SYSTEM,
   type ErrorCode,
+  type OutcomeCode,
 } from './error-catalogue.js';
 
-export { ERROR_CODE_SYSTEM, type ErrorCode } from './error-catalogue.js';
+export {
+  ERROR_CODE_SYSTEM,
+  OUTCOME_CODE_SYSTEM,
+  type ErrorCode,
+  type OutcomeCode,
+} from './error-catalogue.js';
 
 export type IssueSeverity = 'fatal' | 'error' | 'warning' | 'information';
 
@@ -85,6 +93,23 @@ export interface FhirErrorOptions {
   /** Extra response headers, e.g. Allow on 405 or WWW-Authenticate on 401. */
   headers?: Record<string, string>;
   cause?: unknown;
+}
+
+/** An `information` issue saying what a successful answer did, with its outcome code (error-catalogue.ts). */
+export function outcomeIssue(code: OutcomeCode, diagnostics: string): OperationOutcomeIssue {
+  return {
+    severity: 'information',
+    code: OUTCOME_CATALOGUE[code].issue,
+    diagnostics,
+    details: { coding: [{ system: OUTCOME_CODE_SYSTEM, code }] },
+  };
+}
+
+/** Does some issue of `outcome` carry this outcome code? */
+export function hasOutcomeCode(outcome: OperationOutcome | undefined, code: OutcomeCode): boolean {
+  return (outcome?.issue ?? []).some((i) =>
+    i.details?.coding?.some((c) => c.system === OUTCOME_CODE_SYSTEM && c.code === code),
+  );
 }
 
 /** The coding that names a catalogue code in `issue.details.coding`. */

@@ -3,8 +3,6 @@
  * and enrolled participants of two hospitals, a lab, patients and an admin, for the access matrix and the
  * revocation tests.
  */
-import { createPrivateKey, randomUUID } from 'node:crypto';
-import { SignJWT } from 'jose';
 import { expect } from 'vitest';
 import type { App } from '../../src/app/app.js';
 import { openIdentityProvider, openParticipantDirectory } from '../../src/commands/participant.js';
@@ -15,6 +13,7 @@ import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-st
 import type { ParticipantRole } from '../../src/access/scopes.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
 import { bootApp, parsed, send, type ParsedResponse } from '../support/app-harness.js';
+import { requestTokenAt } from '../support/client-assertion.js';
 
 export const BASE = 'http://hie.test';
 export const TOKEN_URL = `${BASE}/auth/token`;
@@ -78,23 +77,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const keys = new Map<string, string>();
 
   const token = async (clientId: string): Promise<string> => {
-    const assertion = await new SignJWT({ jti: randomUUID() })
-      .setProtectedHeader({ alg: 'ES384' })
-      .setIssuer(clientId)
-      .setSubject(clientId)
-      .setAudience(TOKEN_URL)
-      .setExpirationTime('2m')
-      .sign(createPrivateKey(keys.get(clientId)!));
-    const res = await app.fastify.inject({
-      method: 'POST',
-      url: '/auth/token',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      payload: new URLSearchParams({
-        grant_type: 'client_credentials',
-        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-        client_assertion: assertion,
-      }).toString(),
-    });
+    const res = await requestTokenAt(app, clientId, keys.get(clientId)!, TOKEN_URL);
     if (res.statusCode !== 200) throw new Error(`token for ${clientId}: ${res.statusCode} ${res.body}`);
     return res.json().access_token;
   };
@@ -187,6 +170,29 @@ export const actor = (reference: string) => ({
   reference: { reference },
 });
 
+/** Patient/`patientId` and an Observation of it, `observationId`, stored by the system token `sys` (each 201). */
+export async function storePatientWithObservation(
+  h: Harness,
+  sys: string,
+  patientId: string,
+  observationId: string,
+): Promise<void> {
+  const patient = await h.request(sys, 'PUT', `/Patient/${patientId}`, {
+    resourceType: 'Patient',
+    id: patientId,
+  });
+  expect(patient.status, patient.text).toBe(201);
+  const observation = {
+    resourceType: 'Observation',
+    id: observationId,
+    status: 'final',
+    code: { text: 'x' },
+    subject: { reference: `Patient/${patientId}` },
+  };
+  const stored = await h.request(sys, 'PUT', `/Observation/${observationId}`, observation);
+  expect(stored.status, stored.text).toBe(201);
+}
+
 /**
  * Patient/p{n} with Observation/o{n}, stored by the system token `sys`, and the patient's grant of it to
  * Practitioner/dr-b (enrolled as `dr-b`): checked committed (201) and in force (dr-b reads the Observation).
@@ -198,17 +204,7 @@ export async function grantedObservation(
   n: number,
 ): Promise<{ patient: string; granted: ParsedResponse }> {
   const patient = await h.enrol(`pat-${n}`, 'patient', `Patient/p${n}`);
-  expect(
-    (await h.request(sys, 'PUT', `/Patient/p${n}`, { resourceType: 'Patient', id: `p${n}` })).status,
-  ).toBe(201);
-  const obs = {
-    resourceType: 'Observation',
-    id: `o${n}`,
-    status: 'final',
-    code: { text: 'x' },
-    subject: { reference: `Patient/p${n}` },
-  };
-  expect((await h.request(sys, 'PUT', `/Observation/o${n}`, obs)).status).toBe(201);
+  await storePatientWithObservation(h, sys, `p${n}`, `o${n}`);
   const granted = await h.request(
     patient,
     'POST',

@@ -4,7 +4,13 @@
  * answer without a grant is the one for a patient that does not exist.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { actor, privacyConsent, startHarness, type Harness } from './app-harness.js';
+import {
+  actor,
+  privacyConsent,
+  startHarness,
+  storePatientWithObservation,
+  type Harness,
+} from './app-harness.js';
 
 let h: Harness;
 let sys: string;
@@ -15,17 +21,7 @@ beforeAll(async () => {
   sys = await h.enrol('cs-sys', 'system', 'Organization/hosp-a');
   await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
   patient = await h.enrol('cs-pat', 'patient', 'Patient/cs1');
-  expect((await h.request(sys, 'PUT', '/Patient/cs1', { resourceType: 'Patient', id: 'cs1' })).status).toBe(
-    201,
-  );
-  const observation = {
-    resourceType: 'Observation',
-    id: 'cs-o1',
-    status: 'final',
-    code: { text: 'x' },
-    subject: { reference: 'Patient/cs1' },
-  };
-  expect((await h.request(sys, 'PUT', '/Observation/cs-o1', observation)).status).toBe(201);
+  await storePatientWithObservation(h, sys, 'cs1', 'cs-o1');
 });
 afterAll(async () => {
   await h?.stop();

@@ -66,11 +66,5 @@ export async function assertion(
   return jwt.sign(options.key ?? client.privateKey);
 }
 
-export function tokenForm(clientAssertion: string, extra: Record<string, string> = {}): string {
-  return new URLSearchParams({
-    grant_type: 'client_credentials',
-    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-    client_assertion: clientAssertion,
-    ...extra,
-  }).toString();
-}
+/** The form of a token request (one definition for every test: test/support/client-assertion.ts). */
+export { tokenForm } from '../support/client-assertion.js';

@@ -1,39 +1,19 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Command } from 'commander';
-import { SignJWT } from 'jose';
 import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
-import { openParticipantDirectory, registerParticipantCommand } from '../../src/commands/participant.js';
+import { openParticipantDirectory } from '../../src/commands/participant.js';
 import { TokenService } from '../../src/access/tokens.js';
 import type { ParticipantDirectory } from '../../src/access/participants.js';
+import { clientCredentials, signedAssertion } from '../support/client-assertion.js';
+import { participantCli } from '../support/participants.js';
 
 const TOKEN_URL = 'http://hie.test/auth/token';
 
-async function cli(args: string[]): Promise<string> {
-  const program = new Command().exitOverride();
-  registerParticipantCommand(program);
-  const lines: string[] = [];
-  const spy = vi.spyOn(console, 'log').mockImplementation((line: string) => void lines.push(line));
-  try {
-    await program.parseAsync(['node', 'hie-ledger', ...args]);
-  } finally {
-    spy.mockRestore();
-  }
-  return lines.join('\n');
-}
-
-async function assertionFrom(keyPem: string, clientId: string, alg = 'ES384'): Promise<string> {
-  return new SignJWT({ jti: randomBytes(8).toString('hex') })
-    .setProtectedHeader({ alg })
-    .setIssuer(clientId)
-    .setSubject(clientId)
-    .setAudience(TOKEN_URL)
-    .setExpirationTime('2m')
-    .sign(createPrivateKey(keyPem));
-}
+const assertionFrom = (keyPem: string, clientId: string, alg = 'ES384') =>
+  signedAssertion(keyPem, clientId, TOKEN_URL, alg);
 
 describe('participants', () => {
   let dataDir: string;
@@ -50,7 +30,7 @@ describe('participants', () => {
   it('enrols through the CLI: cert.pem with hie.role and a pseudonymous hie.id, key.pem mode 0600', async () => {
     const out = join(dataDir, 'out-ehr');
     const printed = JSON.parse(
-      await cli([
+      await participantCli([
         'participant',
         'enroll',
         '--data-dir',
@@ -85,10 +65,10 @@ describe('participants', () => {
 
   it('validates role links', async () => {
     await expect(
-      cli(['participant', 'register', '--data-dir', dataDir, '--role', 'patient', '--id', 'p-x']),
+      participantCli(['participant', 'register', '--data-dir', dataDir, '--role', 'patient', '--id', 'p-x']),
     ).rejects.toThrow(/Patient/);
     await expect(
-      cli([
+      participantCli([
         'participant',
         'register',
         '--data-dir',
@@ -102,12 +82,12 @@ describe('participants', () => {
       ]),
     ).rejects.toThrow(/organization/);
     await expect(
-      cli(['participant', 'register', '--data-dir', dataDir, '--role', 'root', '--id', 'r-x']),
+      participantCli(['participant', 'register', '--data-dir', dataDir, '--role', 'root', '--id', 'r-x']),
     ).rejects.toThrow(/role/);
   });
 
   it('register then enroll (P-256), list, and the token service accepts assertions signed with the enrolled key', async () => {
-    await cli([
+    await participantCli([
       'participant',
       'register',
       '--data-dir',
@@ -122,7 +102,7 @@ describe('participants', () => {
       'Organization/hosp-a',
     ]);
     const out = join(dataDir, 'out-dr');
-    await cli([
+    await participantCli([
       'participant',
       'enroll',
       '--data-dir',
@@ -136,20 +116,16 @@ describe('participants', () => {
       '--key-type',
       'P-256',
     ]);
-    const listed = JSON.parse(await cli(['participant', 'list', '--data-dir', dataDir, '--json']));
+    const listed = JSON.parse(await participantCli(['participant', 'list', '--data-dir', dataDir, '--json']));
     expect(listed.map((p: { clientId: string }) => p.clientId).sort()).toEqual(['dr-b', 'ehr-a']);
-    const table = await cli(['participant', 'list', '--data-dir', dataDir]);
+    const table = await participantCli(['participant', 'list', '--data-dir', dataDir]);
     expect(table).toContain('dr-b');
 
     directory = await openParticipantDirectory(dataDir);
     const tokens = new TokenService({ directory, secret: randomBytes(32) });
     const drKey = readFileSync(join(out, 'key.pem'), 'utf8');
     const response = await tokens.exchange(
-      {
-        grant_type: 'client_credentials',
-        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-        client_assertion: await assertionFrom(drKey, 'dr-b', 'ES256'),
-      },
+      clientCredentials(await assertionFrom(drKey, 'dr-b', 'ES256')),
       TOKEN_URL,
     );
     expect(response.fhirUser).toBe('Practitioner/7');
@@ -162,30 +138,16 @@ describe('participants', () => {
 
     const ehrKey = readFileSync(join(dataDir, 'out-ehr', 'key.pem'), 'utf8');
     const ehrToken = (
-      await tokens.exchange(
-        {
-          grant_type: 'client_credentials',
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-          client_assertion: await assertionFrom(ehrKey, 'ehr-a'),
-        },
-        TOKEN_URL,
-      )
+      await tokens.exchange(clientCredentials(await assertionFrom(ehrKey, 'ehr-a')), TOKEN_URL)
     ).access_token;
     expect(tokens.verifyAccessToken(ehrToken).role).toBe('system');
 
     // Revocation by the CLI (another connection, as another process would be) is seen by the running service at once.
-    await cli(['participant', 'revoke', '--data-dir', dataDir, '--id', 'ehr-a']);
+    await participantCli(['participant', 'revoke', '--data-dir', dataDir, '--id', 'ehr-a']);
     await new Promise((resolve) => setTimeout(resolve, 50)); // the file-change notification: one event-loop turn
     expect(() => tokens.verifyAccessToken(ehrToken)).toThrow(/revoked/);
     await expect(
-      tokens.exchange(
-        {
-          grant_type: 'client_credentials',
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-          client_assertion: await assertionFrom(ehrKey, 'ehr-a'),
-        },
-        TOKEN_URL,
-      ),
+      tokens.exchange(clientCredentials(await assertionFrom(ehrKey, 'ehr-a')), TOKEN_URL),
     ).rejects.toMatchObject({ error: 'invalid_client' });
     // The CA revoked its certificate too.
     const identity = (await import('../../src/ledger/identity/identity-provider.js'))
@@ -195,7 +157,7 @@ describe('participants', () => {
       true,
     );
     await expect(
-      cli([
+      participantCli([
         'participant',
         'enroll',
         '--data-dir',
@@ -217,14 +179,7 @@ describe('participants', () => {
     expect(second.enrollment.serial).not.toBe(first.enrollment.serial);
     const tokens = new TokenService({ directory: d, secret: randomBytes(32) });
     const request = async (key: string) =>
-      tokens.exchange(
-        {
-          grant_type: 'client_credentials',
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-          client_assertion: await assertionFrom(key, 'lab-1'),
-        },
-        TOKEN_URL,
-      );
+      tokens.exchange(clientCredentials(await assertionFrom(key, 'lab-1')), TOKEN_URL);
     await expect(request(first.enrollment.privateKey)).rejects.toMatchObject({ error: 'invalid_client' });
     expect((await request(second.enrollment.privateKey)).access_token).toBeTruthy();
   });

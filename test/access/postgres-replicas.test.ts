@@ -6,61 +6,28 @@
  * notification on. A patient's grant made at A is enforced at B, and revoked through B at both. Needs a server:
  * HIE_TEST_POSTGRES_URL.
  */
-import { createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Command } from 'commander';
-import { SignJWT } from 'jose';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { registerParticipantCommand } from '../../src/commands/participant.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
-import { actor, privacyConsent } from './app-harness.js';
+import { actor, BASE, privacyConsent, TOKEN_URL } from './app-harness.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { bootApp, send, type BootedApp } from '../support/app-harness.js';
+import { requestTokenAt } from '../support/client-assertion.js';
+import { participantCli } from '../support/participants.js';
 
 const skip = postgresSkipReason('access shared by PostgreSQL replicas');
 const schema = `hie_access_${randomBytes(6).toString('hex')}`;
 const databaseUrl = POSTGRES_URL
   ? `${POSTGRES_URL}${POSTGRES_URL.includes('?') ? '&' : '?'}schema=${schema}`
   : '';
-const BASE = 'http://hie.test';
-const TOKEN_URL = `${BASE}/auth/token`;
 
-async function cli(args: string[]): Promise<string> {
-  const program = new Command().exitOverride();
-  registerParticipantCommand(program);
-  const lines: string[] = [];
-  const spy = vi.spyOn(console, 'log').mockImplementation((line: string) => void lines.push(line));
-  try {
-    await program.parseAsync(['node', 'hie-ledger', ...args]);
-  } finally {
-    spy.mockRestore();
-  }
-  return lines.join('\n');
-}
-
-async function tokenAt(replica: BootedApp, clientId: string, keyPem: string) {
-  const assertion = await new SignJWT({ jti: randomUUID() })
-    .setProtectedHeader({ alg: 'ES384' })
-    .setIssuer(clientId)
-    .setSubject(clientId)
-    .setAudience(TOKEN_URL)
-    .setExpirationTime('2m')
-    .sign(createPrivateKey(keyPem));
-  return replica.app.fastify.inject({
-    method: 'POST',
-    url: '/auth/token',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    payload: new URLSearchParams({
-      grant_type: 'client_credentials',
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: assertion,
-    }).toString(),
-  });
-}
+const tokenAt = (replica: BootedApp, clientId: string, keyPem: string) =>
+  requestTokenAt(replica.app, clientId, keyPem, TOKEN_URL);
 
 /** Polls until `condition` holds (another process's change reaches a replica by notification); 10 s at most. */
 async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
@@ -74,21 +41,24 @@ const replicas: BootedApp[] = [];
 let ledgerDir: string;
 let ledger: Ledger;
 
-/** Enrols a participant with the CLI on the database (replica A's data directory for the CA); its key. */
+/** Enrols a participant with the CLI on the database (replica A's data directory for the CA): what it printed, its key. */
 async function enrolled(
   dataDir: string,
   clientId: string,
   role: string,
   ...links: string[]
-): Promise<string> {
+): Promise<{ printed: Record<string, unknown>; key: string }> {
   const out = join(dataDir, `${clientId}-out`);
-  await cli([
+  const printed = await participantCli([
     'participant',
     'enroll',
     ...['--store', 'postgres', '--database-url', databaseUrl, '--data-dir', dataDir],
     ...['--role', role, '--id', clientId, '--out', out, ...links],
   ]);
-  return readFileSync(join(out, 'key.pem'), 'utf8');
+  return {
+    printed: JSON.parse(printed) as Record<string, unknown>,
+    key: readFileSync(join(out, 'key.pem'), 'utf8'),
+  };
 }
 
 async function bearer(replica: BootedApp, clientId: string, key: string): Promise<string> {
@@ -143,27 +113,17 @@ describe.skipIf(skip !== undefined)(
     it('a participant enrolled once gets a token at another replica; revoked, that replica refuses it', async () => {
       const [a, b] = replicas as [BootedApp, BootedApp];
       const db = ['--store', 'postgres', '--database-url', databaseUrl, '--data-dir', a.dataDir];
-      const out = join(a.dataDir, 'ehr-out');
-      const enrolled = JSON.parse(
-        await cli([
-          'participant',
-          'enroll',
-          ...db,
-          '--role',
-          'system',
-          '--id',
-          'ehr-a',
-          '--resource',
-          'Organization/hosp-a',
-          '--out',
-          out,
-        ]),
+      const { printed, key } = await enrolled(
+        a.dataDir,
+        'ehr-a',
+        'system',
+        '--resource',
+        'Organization/hosp-a',
       );
-      expect(enrolled).toMatchObject({ clientId: 'ehr-a', status: 'enrolled' });
-      const listed = JSON.parse(await cli(['participant', 'list', ...db, '--json']));
+      expect(printed).toMatchObject({ clientId: 'ehr-a', status: 'enrolled' });
+      const listed = JSON.parse(await participantCli(['participant', 'list', ...db, '--json']));
       expect(listed.map((p: { clientId: string }) => p.clientId)).toEqual(['ehr-a']);
 
-      const key = readFileSync(join(out, 'key.pem'), 'utf8');
       const issued = await tokenAt(b, 'ehr-a', key);
       expect(issued.statusCode, issued.body).toBe(200);
       const token = issued.json().access_token as string;
@@ -186,7 +146,7 @@ describe.skipIf(skip !== undefined)(
       const atA = await tokenAt(a, 'ehr-a', key);
       expect(atA.statusCode, atA.body).toBe(200);
 
-      await cli(['participant', 'revoke', ...db, '--id', 'ehr-a']);
+      await participantCli(['participant', 'revoke', ...db, '--id', 'ehr-a']);
       await until(async () => (await readAt(b)).statusCode === 401, 'replica B refusing the revoked client');
       expect((await tokenAt(b, 'ehr-a', key)).statusCode).toBe(401);
       expect((await tokenAt(a, 'ehr-a', key)).statusCode).toBe(401);
@@ -194,9 +154,15 @@ describe.skipIf(skip !== undefined)(
 
     it("a patient's grant made at one replica is enforced at the other, and revoked through it at both", async () => {
       const [a, b] = replicas as [BootedApp, BootedApp];
-      const sysKey = await enrolled(a.dataDir, 'sys-a', 'system', '--resource', 'Organization/hosp-a');
-      const patientKey = await enrolled(a.dataDir, 'pat-g1', 'patient', '--resource', 'Patient/g1');
-      const doctorKey = await enrolled(
+      const { key: sysKey } = await enrolled(
+        a.dataDir,
+        'sys-a',
+        'system',
+        '--resource',
+        'Organization/hosp-a',
+      );
+      const { key: patientKey } = await enrolled(a.dataDir, 'pat-g1', 'patient', '--resource', 'Patient/g1');
+      const { key: doctorKey } = await enrolled(
         a.dataDir,
         'dr-g',
         'clinician',

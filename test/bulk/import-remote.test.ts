@@ -156,9 +156,12 @@ describe('hie-ledger import --url (a running service)', () => {
       '--journal',
       path.join(root, 'again.sqlite'),
     ]);
+    // "Unchanged" is the service's outcome code `write-unchanged` on each entry (docs/errors.md), not its prose.
     expect(again.code, again.output).toBe(1);
+    expect(again.output).toMatch(/^type +stored +unchanged +rejected$/m);
     expect(again.output).toMatch(/^Patient +0 +1 +0$/m);
     expect(again.output).toMatch(/^Observation +0 +2 +1$/m);
+    expect(again.output).toMatch(/^total +0 +3 +1$/m);
     for (const reference of ['Patient/p-ndjson', 'Observation/obs-1', 'Observation/obs-3'])
       expect(((await read(reference)).body.meta as { versionId: string }).versionId).toBe('1');
   }, 60_000);

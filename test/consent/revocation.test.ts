@@ -12,6 +12,7 @@ import {
   grantedObservation,
   privacyConsent,
   startHarness,
+  storePatientWithObservation,
   type Harness,
 } from '../access/app-harness.js';
 import { startFabricHarness, type FabricHarness } from '../fabric/support/harness.js';
@@ -27,17 +28,7 @@ describe('revocation while a clinician reads in a loop', () => {
     sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
     doctor = await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
     patient = await h.enrol('pat-9', 'patient', 'Patient/p9');
-    expect((await h.request(sys, 'PUT', '/Patient/p9', { resourceType: 'Patient', id: 'p9' })).status).toBe(
-      201,
-    );
-    const obs = {
-      resourceType: 'Observation',
-      id: 'o9',
-      status: 'final',
-      code: { text: 'x' },
-      subject: { reference: 'Patient/p9' },
-    };
-    expect((await h.request(sys, 'PUT', '/Observation/o9', obs)).status).toBe(201);
+    await storePatientWithObservation(h, sys, 'p9', 'o9');
   });
   afterAll(async () => {
     await h?.stop();

@@ -18,7 +18,7 @@ import { consentToGrants } from '../../src/consent/consent-resource.js';
 import { NetworkIds } from '../../src/consent/network-ids.js';
 import { PostgresSharedRevocations } from '../../src/consent/shared-revocations.js';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
-import { actor, privacyConsent, startHarness } from '../access/app-harness.js';
+import { actor, privacyConsent, startHarness, storePatientWithObservation } from '../access/app-harness.js';
 import { TestPseudonyms } from '../ledger/helpers.js';
 import { until } from '../support/cli-process.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
@@ -140,17 +140,7 @@ describe.skipIf(skip !== undefined)('revocations through the FHIR API on Postgre
       const sys = await h.enrol('sys-a', 'system', 'Organization/hosp-a');
       const doctor = await h.enrol('dr-b', 'clinician', 'Practitioner/dr-b', 'Organization/hosp-b');
       const patient = await h.enrol('pat-9', 'patient', 'Patient/p9');
-      expect((await h.request(sys, 'PUT', '/Patient/p9', { resourceType: 'Patient', id: 'p9' })).status).toBe(
-        201,
-      );
-      const obs = {
-        resourceType: 'Observation',
-        id: 'o9',
-        status: 'final',
-        code: { text: 'x' },
-        subject: { reference: 'Patient/p9' },
-      };
-      expect((await h.request(sys, 'PUT', '/Observation/o9', obs)).status).toBe(201);
+      await storePatientWithObservation(h, sys, 'p9', 'o9');
       const granted = await h.request(
         patient,
         'POST',

@@ -2,14 +2,14 @@
  * `hie-ledger member register|list|revoke` on a data directory with the embedded ledger, and the MemberDirectory
  * client over the same chain: a member is an active entry with a valid service certificate.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliNodeArgs } from '../support/cli-build.js';
+import { runCommandInProcess } from '../support/command-in-process.js';
 import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import { exchangeIdentityDir, registerMemberCommand } from '../../src/commands/member.js';
 import { MemberDirectory } from '../../src/exchange/member-directory.js';
 import { openEmbeddedLedger } from '../../src/ledger/embedded/index.js';
@@ -24,18 +24,7 @@ import {
   type FabricHarness,
 } from '../fabric/support/harness.js';
 
-async function cli(args: string[]): Promise<string> {
-  const program = new Command().exitOverride();
-  registerMemberCommand(program);
-  const lines: string[] = [];
-  const spy = vi.spyOn(console, 'log').mockImplementation((line: string) => void lines.push(line));
-  try {
-    await program.parseAsync(['node', 'hie-ledger', ...args]);
-  } finally {
-    spy.mockRestore();
-  }
-  return lines.join('\n');
-}
+const cli = (args: string[]) => runCommandInProcess(registerMemberCommand, args);
 
 describe('hie-ledger member', () => {
   let root: string;

@@ -5,19 +5,13 @@
  * in for (the calling member as the token would prove it); test/exchange/push-network.test.ts runs the whole
  * exchange over HTTP.
  */
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import type { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
-import { openIntegrity, type IntegrityService } from '../../src/integrity/integrity-service.js';
-import { patientCompartments } from '../../src/fhir/search/definitions.js';
-import { extractIndex } from '../../src/fhir/search/index-entries.js';
-import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import type { AccessPolicy, Caller } from '../../src/fhir/interactions/access-policy.js';
-import type { FhirContext, FhirResponse } from '../../src/fhir/interactions/types.js';
+import type { FhirResponse } from '../../src/fhir/interactions/types.js';
 import { FhirError } from '../../src/fhir/outcome.js';
 import type { LedgerGrant } from '../../src/consent/consent-service.js';
 import { collectEvidence, type CustodianIdentity } from '../../src/exchange/record-evidence.js';
@@ -39,9 +33,10 @@ import { MapMembers } from './helpers.js';
 import { parseNetworkHandle } from '../../src/consent/consent-resource.js';
 import type { MemberLookup } from '../../src/exchange/members.js';
 import { makeOrg, openChain, tempDir, type TestOrg } from '../ledger/helpers.js';
-import { validator } from '../validation/helpers.js';
+import { openStoreMember, type StoreMember } from './store-member.js';
 import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
 import type { ResourceValidator } from '../../src/fhir/validation/validator.js';
+import { rejectionOf } from '../support/rejection.js';
 
 const HOSPITAL_A: CustodianIdentity = {
   mspId: 'Org1MSP',
@@ -50,53 +45,6 @@ const HOSPITAL_A: CustodianIdentity = {
 };
 const HOSPITAL_B = { mspId: 'Org2MSP', organization: 'Hospital B', fhirBaseUrl: 'https://b.example/fhir' };
 const NPID = 'bnBpZC1vZi10aGUtcGF0aWVudC0xMjM0NTY3ODkwYWI';
-
-interface Member {
-  store: SqliteResourceStore;
-  integrity: IntegrityService;
-  write(json: string): Promise<StoredVersion>;
-  context(access: AccessPolicy, validatorHere?: ResourceValidator): FhirContext;
-  close(): Promise<void>;
-}
-
-async function openMember(dir: string, ledger: Ledger, custodian: string): Promise<Member> {
-  await mkdir(dir, { recursive: true });
-  const store = new SqliteResourceStore({ file: path.join(dir, 'resources.sqlite') });
-  await store.init();
-  const integrity = await openIntegrity({ dataDir: dir, store, ledger });
-  return {
-    store,
-    integrity,
-    write(json) {
-      const resource = parseFhirJson<FhirResource>(json);
-      return store.write({
-        resourceType: resource.resourceType,
-        id: resource.id!,
-        resource,
-        method: 'PUT',
-        patients: patientCompartments(resource),
-        index: extractIndex(resource),
-        custodian,
-        anchor: integrity.anchorer.anchorFor,
-      });
-    },
-    context(access, validatorHere) {
-      return {
-        store,
-        validator: validatorHere ?? validator(),
-        access,
-        log: { info() {}, warn() {}, error() {}, debug() {} },
-        indexEntries: extractIndex,
-        patientsOf: patientCompartments,
-        anchor: integrity.anchorer.anchorFor,
-      };
-    },
-    async close() {
-      await integrity.close();
-      await store.close();
-    },
-  };
-}
 
 /** The policy of a request that carries a member's network token: it opens no read and no write itself. */
 class NetworkTokenAccess implements AccessPolicy {
@@ -140,8 +88,8 @@ const COMPOSITION =
 let cleanup: () => Promise<void>;
 let chain: EmbeddedChain;
 let orgs: TestOrg[];
-let hospitalA: Member;
-let hospitalB: Member;
+let hospitalA: StoreMember;
+let hospitalB: StoreMember;
 let members: MapMembers;
 let links: PatientLinkStore;
 
@@ -150,8 +98,8 @@ beforeEach(async () => {
   ({ dir, cleanup } = await tempDir());
   orgs = [await makeOrg(dir, 'Org1MSP'), await makeOrg(dir, 'Org2MSP'), await makeOrg(dir, 'Org3MSP')];
   chain = await openChain(dir, orgs);
-  hospitalA = await openMember(path.join(dir, 'a'), chain.connect(orgs[0].service), 'Organization/a');
-  hospitalB = await openMember(path.join(dir, 'b'), chain.connect(orgs[1].service), 'Organization/b');
+  hospitalA = await openStoreMember(path.join(dir, 'a'), chain.connect(orgs[0].service), 'Organization/a');
+  hospitalB = await openStoreMember(path.join(dir, 'b'), chain.connect(orgs[1].service), 'Organization/b');
   members = new MapMembers();
   members.add({ ...HOSPITAL_A, serviceCertificate: '', status: 'active' });
   members.add({ ...HOSPITAL_B, serviceCertificate: '', status: 'active' });
@@ -254,14 +202,7 @@ async function storedAtB(): Promise<{ type: string; resource: Record<string, unk
   return out;
 }
 
-async function refusal(promise: Promise<unknown>): Promise<FhirError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(FhirError);
-  return err as FhirError;
-}
+const refusal = (promise: Promise<unknown>) => rejectionOf(promise, FhirError);
 
 describe('the document A sends', () => {
   it('holds the Composition first, its subject, and what it references that the sender may see', async () => {

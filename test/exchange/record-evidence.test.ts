@@ -3,19 +3,13 @@
  * the receiver (src/exchange/record-verifier.ts) against a shared embedded chain: real SQLite stores, real
  * anchoring, three organisations on one channel (A the custodian, F a member that forges, B the receiver).
  */
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import type { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import type { Ledger } from '../../src/ledger/ledger.js';
-import { openIntegrity, type IntegrityService } from '../../src/integrity/integrity-service.js';
 import { CachedBatchSource } from '../../src/integrity/verification.js';
-import { patientCompartments } from '../../src/fhir/search/definitions.js';
-import { extractIndex } from '../../src/fhir/search/index-entries.js';
-import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import {
   EVIDENCE_EXTENSION_URL,
   collectEvidence,
@@ -31,6 +25,7 @@ import {
   type VerifiedAnswer,
 } from '../../src/exchange/record-verifier.js';
 import { makeOrg, openChain, tempDir, type TestOrg } from '../ledger/helpers.js';
+import { openStoreMember, type StoreMember } from './store-member.js';
 import { FaultyLedger } from '../integrity/helpers.js';
 import { registerJsonFunctions } from '../../src/fhir/store/json-codec.js';
 
@@ -40,46 +35,6 @@ const HOSPITAL_A: CustodianIdentity = {
   fhirBaseUrl: 'https://a.example/fhir',
 };
 
-/** A member's FHIR store and integrity path over the shared chain, writing as `custodian`. */
-interface Member {
-  dir: string;
-  store: SqliteResourceStore;
-  ledger: Ledger;
-  integrity: IntegrityService;
-  write(json: string): Promise<StoredVersion>;
-  close(): Promise<void>;
-}
-
-async function openMember(dir: string, ledger: Ledger, custodian: string): Promise<Member> {
-  await mkdir(dir, { recursive: true });
-  const store = new SqliteResourceStore({ file: path.join(dir, 'resources.sqlite') });
-  await store.init();
-  const integrity = await openIntegrity({ dataDir: dir, store, ledger });
-  return {
-    dir,
-    store,
-    ledger,
-    integrity,
-    write(json) {
-      const resource = parseFhirJson<FhirResource>(json);
-      return store.write({
-        resourceType: resource.resourceType,
-        id: resource.id!,
-        resource,
-        method: 'PUT',
-        patients: patientCompartments(resource),
-        index: extractIndex(resource),
-        custodian,
-        anchor: integrity.anchorer.anchorFor,
-      });
-    },
-    async close() {
-      await integrity.close();
-      await store.close();
-    },
-  };
-}
-
 const observation = (id: string, value: string) =>
   `{"resourceType":"Observation","id":"${id}","status":"final","code":{"text":"glucose"},` +
   `"subject":{"reference":"Patient/p1"},"valueQuantity":{"value":${value},"unit":"mmol/L"}}`;
@@ -87,7 +42,7 @@ const observation = (id: string, value: string) =>
 let cleanup: () => Promise<void>;
 let chain: EmbeddedChain;
 let orgs: TestOrg[];
-let hospitalA: Member;
+let hospitalA: StoreMember;
 let receiverLedger: Ledger;
 
 beforeEach(async () => {
@@ -95,7 +50,7 @@ beforeEach(async () => {
   ({ dir, cleanup } = await tempDir());
   orgs = [await makeOrg(dir, 'Org1MSP'), await makeOrg(dir, 'Org2MSP'), await makeOrg(dir, 'Org3MSP')];
   chain = await openChain(dir, orgs);
-  hospitalA = await openMember(path.join(dir, 'a'), chain.connect(orgs[0].service), 'Organization/a');
+  hospitalA = await openStoreMember(path.join(dir, 'a'), chain.connect(orgs[0].service), 'Organization/a');
   receiverLedger = chain.connect(orgs[2].service);
 });
 
@@ -349,7 +304,7 @@ describe('record evidence from the custodian', () => {
 
   it('fails a record another member anchored and presents as the custodian’s', async () => {
     // F (Org2MSP) stores and anchors a fabricated record naming A's custodian, then answers as A.
-    const forger = await openMember(
+    const forger = await openStoreMember(
       path.join(hospitalA.dir, '..', 'f'),
       chain.connect(orgs[1].service),
       'Organization/a',

@@ -17,14 +17,13 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
-import { Command } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ParticipantDirectory } from '../../src/access/participants.js';
-import { registerParticipantCommand } from '../../src/commands/participant.js';
 import { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import { certificateAttributes } from '../../src/ledger/identity/embedded-ca.js';
 import { enrollWithSecret, FabricCaIdentityProvider } from '../../src/ledger/identity/fabric-ca.js';
 import { FabricCaTestServer } from './support/fabric-ca-server.js';
+import { participantCli } from '../support/participants.js';
 import { ecdsaTwin, isLowS, toLowS } from '../../src/ledger/identity/ec-keys.js';
 import { EmbeddedChainBackend } from '../../src/ledger/embedded/gateway/embedded-backend.js';
 import { GatewayServer } from '../../src/ledger/embedded/gateway/gateway-server.js';
@@ -267,29 +266,17 @@ describe('hie-ledger participant ... --ca fabric', () => {
     );
     // An existing data directory (the participant commands create none: docs/configuration.md).
     mkdirSync(join(dir, 'cli-data'), { recursive: true });
-    const cli = async (args: string[]) => {
-      const program = new Command().exitOverride();
-      registerParticipantCommand(program);
-      const lines: string[] = [];
-      const spy = vi.spyOn(console, 'log').mockImplementation((line: string) => void lines.push(line));
-      try {
-        await program.parseAsync([
-          'node',
-          'hie-ledger',
-          'participant',
-          ...args,
-          '--data-dir',
-          join(dir, 'cli-data'),
-          '--ca',
-          'fabric',
-          '--fabric-config',
-          fabricConfig,
-        ]);
-      } finally {
-        spy.mockRestore();
-      }
-      return lines.join('\n');
-    };
+    const cli = (args: string[]) =>
+      participantCli([
+        'participant',
+        ...args,
+        '--data-dir',
+        join(dir, 'cli-data'),
+        '--ca',
+        'fabric',
+        '--fabric-config',
+        fabricConfig,
+      ]);
     const enrolled = JSON.parse(
       await cli([
         'enroll',

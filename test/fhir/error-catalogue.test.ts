@@ -11,8 +11,19 @@ import {
   ERROR_CODE_SYSTEM,
   GENERIC_ERROR_CODE,
   isErrorCode,
+  OUTCOME_CATALOGUE,
+  OUTCOME_CODE_SYSTEM,
 } from '../../src/fhir/error-catalogue.js';
-import { badRequest, errorCodeOf, FhirError, fhirError, notFound } from '../../src/fhir/outcome.js';
+import {
+  badRequest,
+  errorCodeOf,
+  FhirError,
+  fhirError,
+  hasOutcomeCode,
+  notFound,
+  operationOutcome,
+  outcomeIssue,
+} from '../../src/fhir/outcome.js';
 import { expectErrorCode } from '../support/error-codes.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -24,6 +35,16 @@ function documentedCodes(): { code: string; status: number; issue: string }[] {
   for (const line of docs.split('\n')) {
     const m = /^\|\s*`([^`]+)`\s*\|\s*(\d{3})\s*\|\s*`([^`]+)`\s*\|\s*\S/.exec(line);
     if (m) rows.push({ code: m[1], status: Number(m[2]), issue: m[3] });
+  }
+  return rows;
+}
+
+/** The rows of the outcome table in docs/errors.md: `| \`code\` | \`issue\` | meaning |` (no status column). */
+function documentedOutcomeCodes(): { code: string; issue: string }[] {
+  const rows: { code: string; issue: string }[] = [];
+  for (const line of docs.split('\n')) {
+    const m = /^\|\s*`([^`]+)`\s*\|\s*`([^`]+)`\s*\|\s*\S/.exec(line);
+    if (m) rows.push({ code: m[1], issue: m[2] });
   }
   return rows;
 }
@@ -94,6 +115,36 @@ describe('the error catalogue', () => {
       if (/new FhirError\(\d/.test(text)) offenders.push(`${file} builds a FhirError from a bare status`);
     }
     expect(offenders).toEqual([]);
+  });
+});
+
+describe('the outcome codes of successful answers', () => {
+  it('docs/errors.md names their code system and lists exactly the outcome catalogue, with its issue codes', () => {
+    expect(docs).toContain(OUTCOME_CODE_SYSTEM);
+    expect(OUTCOME_CODE_SYSTEM).not.toBe(ERROR_CODE_SYSTEM);
+    const expected = Object.entries(OUTCOME_CATALOGUE).map(([code, entry]) => ({ code, issue: entry.issue }));
+    expect(documentedOutcomeCodes()).toEqual(expected);
+  });
+
+  it('outcome codes are kebab-case, informational, with a meaning, and no error code has the same name', () => {
+    for (const [code, entry] of Object.entries(OUTCOME_CATALOGUE)) {
+      expect(code).toMatch(/^[a-z]+(-[a-z]+)*$/);
+      expect(entry.issue).toBe('informational');
+      expect(entry.meaning.length).toBeGreaterThan(10);
+      expect(isErrorCode(code), code).toBe(false);
+    }
+  });
+
+  it('an outcome issue carries its code, read back by hasOutcomeCode and never taken for an error code', () => {
+    const outcome = operationOutcome([outcomeIssue('write-unchanged', 'Patient/p version 1 unchanged')]);
+    expect(outcome.issue[0]).toMatchObject({ severity: 'information', code: 'informational' });
+    expect(hasOutcomeCode(outcome, 'write-unchanged')).toBe(true);
+    expect(errorCodeOf(outcome)).toBeUndefined();
+    // The same prose without the code is not the code.
+    const uncoded = operationOutcome([
+      { severity: 'information', code: 'informational', diagnostics: 'Patient/p version 1 unchanged' },
+    ]);
+    expect(hasOutcomeCode(uncoded, 'write-unchanged')).toBe(false);
   });
 });
 

@@ -5,6 +5,7 @@
  * written (`1.50` is not `1.5`). An unknown JSON Patch op is 400.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OUTCOME_CODE_SYSTEM } from '../../src/fhir/error-catalogue.js';
 import { send, FHIR_JSON, json, startTestApp, type TestApp } from './helpers.js';
 
 let app: TestApp;
@@ -64,7 +65,12 @@ describe('a PUT of the current content', () => {
       payload: reordered,
     });
     expect(withIfMatch.statusCode).toBe(200);
-    expect(json(withIfMatch.body).issue[0].diagnostics).toMatch(/version 1 unchanged: nothing stored/);
+    // The outcome says so with a stable code (docs/errors.md), the prose aside.
+    expect(json(withIfMatch.body).issue[0]).toMatchObject({
+      severity: 'information',
+      diagnostics: expect.stringMatching(/version 1 unchanged: nothing stored/),
+      details: { coding: [{ system: OUTCOME_CODE_SYSTEM, code: 'write-unchanged' }] },
+    });
     expect(await versionsOf(url)).toBe(1);
     expect(await app.store.vread('Observation', id, 2)).toBeUndefined();
     expect((await app.store.pendingAnchors(10_000)).length).toBe(anchorsBefore);

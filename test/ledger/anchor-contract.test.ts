@@ -4,6 +4,7 @@ import type { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import { LedgerTransactionError, type Ledger, type LedgerEvent } from '../../src/ledger/ledger.js';
 import { EmbeddedCa } from '../../src/ledger/identity/embedded-ca.js';
 import { creatorOf, hex, makeOrg, openChain, tempDir, type TestOrg } from './helpers.js';
+import { rejectionOf } from '../support/rejection.js';
 
 let cleanup: () => Promise<void>;
 let dir: string;
@@ -25,14 +26,7 @@ afterEach(async () => {
   await cleanup();
 });
 
-async function refusal(promise: Promise<unknown>): Promise<LedgerTransactionError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(LedgerTransactionError);
-  return error as LedgerTransactionError;
-}
+const refusal = (promise: Promise<unknown>) => rejectionOf(promise, LedgerTransactionError);
 
 describe('anchor:AnchorVersion', () => {
   it('anchors a version and reads it back with the creator MSP, tx id and tx timestamp', async () => {

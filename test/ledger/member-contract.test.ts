@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EmbeddedChain } from '../../src/ledger/embedded/index.js';
 import { LedgerTransactionError, type Ledger } from '../../src/ledger/ledger.js';
 import { creatorOf, makeOrg, openChain, tempDir, type TestOrg } from './helpers.js';
+import { rejectionOf } from '../support/rejection.js';
 
 let cleanup: () => Promise<void>;
 let dir: string;
@@ -32,14 +33,7 @@ afterEach(async () => {
   await cleanup();
 });
 
-async function refusal(promise: Promise<unknown>): Promise<LedgerTransactionError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(LedgerTransactionError);
-  return error as LedgerTransactionError;
-}
+const refusal = (promise: Promise<unknown>) => rejectionOf(promise, LedgerTransactionError);
 
 const register = (ledger: Ledger, mspId: string, organization: string, url: string, cert: string) =>
   ledger.submit('member:RegisterMember', [mspId, organization, url, cert]);

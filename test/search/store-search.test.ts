@@ -3,6 +3,7 @@ import { parseFhirJson } from '../../src/fhir/fhir-json.js';
 import { searchType, searchSystem } from '../../src/fhir/interactions/search.js';
 import { FhirError, forbidden } from '../../src/fhir/outcome.js';
 import type { AccessPolicy, Caller } from '../../src/fhir/interactions/access-policy.js';
+import { OnePatient } from '../support/one-patient-access.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { OpenAccess } from '../../src/fhir/interactions/access-policy.js';
@@ -520,19 +521,6 @@ describe.each(searchStores())('search on the $name store', (backend) => {
   });
 
   describe('search honours access', () => {
-    /** Sees only what belongs to one patient's compartment, and resources outside every compartment. */
-    class OnePatient implements AccessPolicy {
-      readonly caller: Caller = { participant: 'p', role: 'patient', scopes: [] };
-      constructor(private readonly patient: string) {}
-      authorize(): void {}
-      canWrite(): boolean {
-        return false;
-      }
-      canRead(v: StoredVersion): boolean {
-        return !v.patients?.length || v.patients.includes(this.patient);
-      }
-    }
-
     it('hides other patients from matches, totals, includes, chains and _has', async () => {
       const [mine, other] = patients();
       const ctx = context(store, new OnePatient(`Patient/${mine.id}`));

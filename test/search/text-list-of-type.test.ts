@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import { searchType, searchSystem } from '../../src/fhir/interactions/search.js';
 import { FhirError } from '../../src/fhir/outcome.js';
-import type { AccessPolicy, Caller } from '../../src/fhir/interactions/access-policy.js';
-import type { ResourceStore, StoredVersion } from '../../src/fhir/store/resource-store.js';
+import { OnePatient } from '../support/one-patient-access.js';
+import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { searchStores, context, request, type SearchBundle } from './helpers.js';
@@ -73,19 +73,6 @@ const RESOURCES: FhirResource[] = [
     entry: [{ item: { reference: 'Patient/p1' } }, { item: { reference: 'Patient/p2' } }],
   },
 ];
-
-/** Sees resources outside every patient compartment, and those of one patient. */
-class OnePatient implements AccessPolicy {
-  readonly caller: Caller = { participant: 'p', role: 'patient', scopes: [] };
-  constructor(private readonly patient: string) {}
-  authorize(): void {}
-  canWrite(): boolean {
-    return false;
-  }
-  canRead(v: StoredVersion): boolean {
-    return !v.patients?.length || v.patients.includes(this.patient);
-  }
-}
 
 describe.each(searchStores())('_text, _content, _list and :of-type on the $name store', (backend) => {
   if (backend.skip) {

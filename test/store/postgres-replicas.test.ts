@@ -19,6 +19,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runVerify } from '../../src/commands/verify.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { runCli, until, waitForOutput, type CliProcess } from '../support/cli-process.js';
+import { connectToLedger, REPLICA_MSP, replicaArgs, startLedgerHost } from '../support/served-ledger.js';
 
 const skip =
   postgresSkipReason('PostgreSQL two-replica test') ??
@@ -26,8 +27,6 @@ const skip =
     ? 'the two-replica process test is skipped: HIE_TEST_REPLICA_PROCESSES=0 (docs/replicas.md)'
     : undefined);
 if (skip && POSTGRES_URL) console.warn(skip);
-const LEDGER_MSP = 'LedgerHostMSP';
-const MSP = 'HospitalBMSP';
 
 const processes: CliProcess[] = [];
 
@@ -69,61 +68,18 @@ describe.skipIf(skip !== undefined)('two replicas on one PostgreSQL database', (
 
   it('loses no acknowledged write and anchors none twice when the draining replica is killed mid-write', async () => {
     // The ledger's host: the embedded ledger served over the Fabric Gateway protocol.
-    const membersFile = join(root, 'ledger-members.json');
-    const host = run([
-      ...SERVE,
-      '--data-dir',
-      join(root, 'ledger-host'),
-      '--msp-id',
-      LEDGER_MSP,
-      '--serve-ledger',
-      '0',
-      '--ledger-members',
-      membersFile,
-    ]);
-    const [, gateway, tlsCa] = await waitForOutput(host, /"ledgerGateway":"([^"]+)","tlsCa":"([^"]+)"/);
-    await waitForOutput(host, /"fhirBase":"([^"]+)"/);
-
+    const ledger = await startLedgerHost(run, root, SERVE);
     // The organisation's identity and keys, made once and given to every replica (the mounted secret store).
     const first = join(root, 'replica-1');
-    const connect = run([
-      'ledger',
-      'connect',
-      '--data-dir',
-      first,
-      '--msp-id',
-      MSP,
-      '--gateway',
-      gateway!,
-      '--gateway-tls-ca',
-      tlsCa!,
-      '--members-file',
-      membersFile,
-    ]);
-    expect(await connect.exited, connect.output()).toBe(0);
-    const { fabricConfig } = JSON.parse(connect.output()) as { fabricConfig: string };
+    const fabricConfig = await connectToLedger(run, ledger, first);
     const second = join(root, 'replica-2');
     cpSync(first, second, { recursive: true });
-    const replicaArgs = (dataDir: string) => [
-      ...SERVE,
-      '--data-dir',
-      dataDir,
-      '--msp-id',
-      MSP,
-      '--ledger',
-      'fabric',
-      '--fabric-config',
-      fabricConfig,
-      '--store',
-      'postgres',
-      '--database-url',
-      databaseUrl,
-      '--anchor-batch-size',
-      '20',
-      '--anchor-interval-ms',
-      '30',
+    const anchorEagerly = ['--anchor-batch-size', '20', '--anchor-interval-ms', '30'];
+    const replicaOf = (dataDir: string) => [
+      ...replicaArgs(SERVE, dataDir, fabricConfig, databaseUrl),
+      ...anchorEagerly,
     ];
-    const replicas = [run(replicaArgs(first)), run(replicaArgs(second))];
+    const replicas = [run(replicaOf(first)), run(replicaOf(second))];
     const bases = await Promise.all(
       replicas.map(async (replica) => (await waitForOutput(replica, /"fhirBase":"([^"]+)"/))[1]!),
     );
@@ -221,7 +177,7 @@ describe.skipIf(skip !== undefined)('two replicas on one PostgreSQL database', (
     await Promise.all(replicas.map((replica) => replica.exited));
     const code = await runVerify({
       dataDir: survivorDir,
-      mspId: MSP,
+      mspId: REPLICA_MSP,
       ledger: 'fabric',
       fabricConfig,
       store: 'postgres',

@@ -14,31 +14,70 @@ export interface CliProcess {
 
 /** Runs `hie-ledger ARGS` (this checkout). */
 export function runCli(args: string[]): CliProcess {
-  const child = spawn(process.execPath, [...cliNodeArgs(), ...args], {
+  return spawnCli(cliNodeArgs(), args);
+}
+
+export interface SpawnOptions {
+  /** Its working directory (default: this process's). */
+  cwd?: string;
+  /** Keep at most this many characters of its output (a long-running service); the rest is read and dropped. */
+  maxOutput?: number;
+}
+
+/**
+ * Runs `node NODEARGS ARGS`: the CLI started another way than the suite's (bench/replicas.ts runs the built service,
+ * bench/support.ts serviceEntry()).
+ */
+export function spawnCli(
+  nodeArgs: readonly string[],
+  args: string[],
+  options: SpawnOptions = {},
+): CliProcess {
+  const child = spawn(process.execPath, [...nodeArgs, ...args], {
+    cwd: options.cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const limit = options.maxOutput ?? Infinity;
   let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const keep = (chunk: Buffer) => {
+    if (output.length < limit) output += chunk.toString();
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, output: () => output, exited };
 }
 
-/** Resolves with the first match of `pattern` in the process's output; rejects if it exits first. */
-export function waitForOutput(started: CliProcess, pattern: RegExp): Promise<RegExpExecArray> {
+/**
+ * Resolves with the first match of `pattern` in the process's output; rejects if it exits first, or, given
+ * `timeoutMs` (a script; a test has its own timeout), if that long passes without one.
+ */
+export function waitForOutput(
+  started: CliProcess,
+  pattern: RegExp,
+  timeoutMs?: number,
+): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
     const check = () => {
       const match = pattern.exec(started.output());
       if (match) {
         started.child.stdout!.off('data', check);
+        clearTimeout(timer);
         resolve(match);
       }
     };
     started.child.stdout!.on('data', check);
+    if (timeoutMs !== undefined)
+      timer = setTimeout(() => {
+        started.child.stdout!.off('data', check);
+        reject(new Error(`no ${pattern} within ${timeoutMs} ms:\n${started.output()}`));
+      }, timeoutMs);
     check();
-    void started.exited.then((code) =>
-      reject(new Error(`the process exited (${code}) before ${pattern}:\n${started.output()}`)),
-    );
+    void started.exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`the process exited (${code}) before ${pattern}:\n${started.output()}`));
+    });
   });
 }
 

@@ -9,10 +9,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../support/cli-process.js';
-
-const SNOMED = 'http://snomed.info/sct';
-const VALUE_SET = 'http://example.org/fhir/ValueSet/diabetes';
-const PROFILE = 'http://example.org/fhir/StructureDefinition/diabetes-condition';
+import {
+  DIABETES_PROFILE,
+  DIABETES_VALUE_SET,
+  diabetesCondition,
+  SNOMED,
+} from '../support/diabetes-profile.js';
 
 let dir: string;
 
@@ -20,55 +22,17 @@ beforeAll(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'hie-not-loaded-'));
   const ig = path.join(dir, 'ig');
   mkdirSync(ig);
-  writeFileSync(
-    path.join(ig, 'ValueSet-diabetes.json'),
-    JSON.stringify({
-      resourceType: 'ValueSet',
-      id: 'diabetes',
-      url: VALUE_SET,
-      status: 'active',
-      compose: {
-        include: [{ system: SNOMED, filter: [{ property: 'concept', op: 'is-a', value: '73211009' }] }],
-      },
-    }),
-  );
+  writeFileSync(path.join(ig, 'ValueSet-diabetes.json'), JSON.stringify(DIABETES_VALUE_SET));
   writeFileSync(
     path.join(ig, 'StructureDefinition-diabetes-condition.json'),
-    JSON.stringify({
-      resourceType: 'StructureDefinition',
-      id: 'diabetes-condition',
-      url: PROFILE,
-      name: 'DiabetesCondition',
-      status: 'active',
-      kind: 'resource',
-      abstract: false,
-      type: 'Condition',
-      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Condition',
-      derivation: 'constraint',
-      differential: {
-        element: [
-          {
-            id: 'Condition.code',
-            path: 'Condition.code',
-            binding: { strength: 'required', valueSet: VALUE_SET },
-          },
-        ],
-      },
-    }),
+    JSON.stringify(DIABETES_PROFILE),
   );
-  const condition = (id: string, code: string) => ({
-    resourceType: 'Condition',
-    id,
-    meta: { profile: [PROFILE] },
-    subject: { reference: 'Patient/p1' },
-    code: { coding: [{ system: SNOMED, code }] },
-  });
   writeFileSync(
     path.join(dir, 'data.ndjson'),
     [
       { resourceType: 'Patient', id: 'p1' },
-      condition('c1', '44054006'),
-      condition('c2', '46635009'),
+      diabetesCondition('44054006', 'c1'),
+      diabetesCondition('46635009', 'c2'),
       // Not bound by the profile: nothing to say about it.
       { resourceType: 'Condition', id: 'c3', subject: { reference: 'Patient/p1' }, code: { text: 'x' } },
     ]

@@ -11,50 +11,16 @@ import { PassThrough } from 'node:stream';
 import { createFhirValidatorSync, type FhirValidator } from '../../src/fhir/validation/index.js';
 import { runTerminologyLoad } from '../../src/commands/terminology.js';
 import { bootApp, send, FHIR_JSON, type BootedApp } from '../support/app-harness.js';
+import {
+  DIABETES_PROFILE,
+  DIABETES_VALUE_SET,
+  DIABETES_VALUE_SET_URL,
+  diabetesCondition,
+  SNOMED,
+} from '../support/diabetes-profile.js';
 import { SCT, writeExcerpts, type ExcerptPaths } from './excerpts.js';
 
-const SNOMED = 'http://snomed.info/sct';
 const LOINC = 'http://loinc.org';
-const DIABETES_VS = 'http://example.org/fhir/ValueSet/diabetes';
-
-const DIABETES_VALUE_SET = {
-  resourceType: 'ValueSet',
-  id: 'diabetes',
-  url: DIABETES_VS,
-  status: 'active',
-  compose: {
-    include: [{ system: SNOMED, filter: [{ property: 'concept', op: 'is-a', value: SCT.diabetes }] }],
-  },
-};
-
-/** A profile binding Condition.code (required) to a value set on SNOMED CT. */
-const DIABETES_PROFILE = {
-  resourceType: 'StructureDefinition',
-  url: 'http://example.org/fhir/StructureDefinition/diabetes-condition',
-  name: 'DiabetesCondition',
-  status: 'active',
-  kind: 'resource',
-  abstract: false,
-  type: 'Condition',
-  baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Condition',
-  derivation: 'constraint',
-  differential: {
-    element: [
-      {
-        id: 'Condition.code',
-        path: 'Condition.code',
-        binding: { strength: 'required', valueSet: DIABETES_VS },
-      },
-    ],
-  },
-};
-
-const diabetesCondition = (code: string) => ({
-  resourceType: 'Condition',
-  meta: { profile: [DIABETES_PROFILE.url] },
-  subject: { reference: 'Patient/p1' },
-  code: { coding: [{ system: SNOMED, code }] },
-});
 
 const atCode = (issues: { severity: string; expression?: string[]; diagnostics: string }[]) =>
   issues
@@ -133,7 +99,7 @@ describe('before any code system is loaded', () => {
     expect(atCode(await validate(diabetesCondition(SCT.disease)))).toEqual([
       [
         'information',
-        `CodeSystem '${SNOMED}' is not loaded on this server: the code is not checked against '${DIABETES_VS}'`,
+        `CodeSystem '${SNOMED}' is not loaded on this server: the code is not checked against '${DIABETES_VALUE_SET_URL}'`,
       ],
     ]);
   });
@@ -152,7 +118,7 @@ describe('before any code system is loaded', () => {
     expect(atCode(bodyOf(res).issue)).toEqual([
       [
         'information',
-        `CodeSystem '${SNOMED}' is not loaded on this server: the code is not checked against '${DIABETES_VS}'`,
+        `CodeSystem '${SNOMED}' is not loaded on this server: the code is not checked against '${DIABETES_VALUE_SET_URL}'`,
       ],
     ]);
   });
@@ -197,7 +163,7 @@ describe('with LOINC, SNOMED CT and CVX loaded', () => {
   it('a required binding on the loaded SNOMED CT is checked: in the value set, not in it, unknown code', async () => {
     expect(atCode(await validate(diabetesCondition(SCT.type2)))).toEqual([]);
     expect(atCode(await validate(diabetesCondition(SCT.disease)))).toEqual([
-      ['error', `None of the codings provided are in the value set '${DIABETES_VS}'`],
+      ['error', `None of the codings provided are in the value set '${DIABETES_VALUE_SET_URL}'`],
     ]);
     const unknown = atCode(await validate(diabetesCondition('123456789')));
     expect(unknown).toContainEqual(['error', `Unknown code '123456789' in the CodeSystem '${SNOMED}'`]);
@@ -256,18 +222,18 @@ describe('with LOINC, SNOMED CT and CVX loaded', () => {
     const inVs = bodyOf(
       await inject(
         'GET',
-        `/fhir/ValueSet/$validate-code?url=${DIABETES_VS}&system=${SNOMED}&code=${SCT.type1}`,
+        `/fhir/ValueSet/$validate-code?url=${DIABETES_VALUE_SET_URL}&system=${SNOMED}&code=${SCT.type1}`,
       ),
     );
     expect(param(inVs, 'result')?.valueBoolean).toBe(true);
     const outVs = bodyOf(
       await inject(
         'GET',
-        `/fhir/ValueSet/$validate-code?url=${DIABETES_VS}&system=${SNOMED}&code=${SCT.disease}`,
+        `/fhir/ValueSet/$validate-code?url=${DIABETES_VALUE_SET_URL}&system=${SNOMED}&code=${SCT.disease}`,
       ),
     );
     expect(param(outVs, 'result')?.valueBoolean).toBe(false);
-    const expanded = bodyOf(await inject('GET', `/fhir/ValueSet/$expand?url=${DIABETES_VS}`));
+    const expanded = bodyOf(await inject('GET', `/fhir/ValueSet/$expand?url=${DIABETES_VALUE_SET_URL}`));
     expect(expanded.expansion.total).toBe(3);
     expect(expanded.expansion.contains.map((c: { code: string }) => c.code).sort()).toEqual(
       [SCT.diabetes, SCT.type1, SCT.type2].sort(),
@@ -278,7 +244,7 @@ describe('with LOINC, SNOMED CT and CVX loaded', () => {
       await inject('POST', '/fhir/ValueSet/$expand', {
         resourceType: 'Parameters',
         parameter: [
-          { name: 'url', valueUri: DIABETES_VS },
+          { name: 'url', valueUri: DIABETES_VALUE_SET_URL },
           { name: 'offset', valueInteger: 1 },
           { name: 'count', valueInteger: 1 },
         ],
@@ -341,7 +307,7 @@ describe('with LOINC, SNOMED CT and CVX loaded', () => {
     );
     expect(below.entry.map((e: any) => e.resource.id)).toEqual(['c1']);
     const inVs = bodyOf(
-      await inject('GET', `/fhir/Condition?code:not-in=${encodeURIComponent(DIABETES_VS)}`),
+      await inject('GET', `/fhir/Condition?code:not-in=${encodeURIComponent(DIABETES_VALUE_SET_URL)}`),
     );
     expect(inVs.entry.map((e: any) => e.resource.id)).toEqual(['c2']);
   });

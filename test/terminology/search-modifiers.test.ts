@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import { searchType } from '../../src/fhir/interactions/search.js';
 import { FhirError } from '../../src/fhir/outcome.js';
-import type { AccessPolicy, Caller } from '../../src/fhir/interactions/access-policy.js';
-import type { ResourceStore, StoredVersion } from '../../src/fhir/store/resource-store.js';
+import type { AccessPolicy } from '../../src/fhir/interactions/access-policy.js';
+import { OnePatient } from '../support/one-patient-access.js';
+import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { coreRegistry, DefinitionRegistry } from '../../src/fhir/definitions/definition-registry.js';
@@ -25,11 +26,10 @@ import {
 } from '../../src/terminology/terminology-store.js';
 import { MAX_MODIFIER_CODES } from '../../src/fhir/search/terminology-modifiers.js';
 import { context, request, searchStores, type SearchBundle } from '../search/helpers.js';
+import { DIABETES_VALUE_SET, DIABETES_VALUE_SET_URL, SNOMED } from '../support/diabetes-profile.js';
 import { SCT, writeExcerpts } from './excerpts.js';
 
-const SNOMED = 'http://snomed.info/sct';
 const LOINC = 'http://loinc.org';
-const DIABETES_VS = 'http://example.org/fhir/ValueSet/diabetes';
 const VITALS_VS = 'http://example.org/fhir/ValueSet/vitals';
 const HUGE_VS = 'http://example.org/fhir/ValueSet/huge';
 
@@ -51,9 +51,7 @@ beforeAll(async () => {
   const registry = new DefinitionRegistry(coreRegistry());
   const valueSet = (url: string, compose: object) =>
     registry.registerResource({ resourceType: 'ValueSet', url, status: 'active', compose });
-  valueSet(DIABETES_VS, {
-    include: [{ system: SNOMED, filter: [{ property: 'concept', op: 'is-a', value: SCT.diabetes }] }],
-  });
+  registry.registerResource(structuredClone(DIABETES_VALUE_SET));
   valueSet(VITALS_VS, { include: [{ system: LOINC, concept: [{ code: '8867-4' }, { code: '29463-7' }] }] });
   valueSet(HUGE_VS, {
     include: [
@@ -71,19 +69,6 @@ afterAll(() => {
   codeSystems?.close();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** Sees one patient's compartment only (and what is in none). */
-class OnePatient implements AccessPolicy {
-  readonly caller: Caller = { participant: 'p', role: 'patient', scopes: [] };
-  constructor(private readonly patient: string) {}
-  authorize(): void {}
-  canWrite(): boolean {
-    return false;
-  }
-  canRead(v: StoredVersion): boolean {
-    return !v.patients?.length || v.patients.includes(this.patient);
-  }
-}
 
 const condition = (id: string, patient: string, code?: string): FhirResource => ({
   resourceType: 'Condition',
@@ -164,14 +149,21 @@ describe.each(searchStores())('terminology modifiers on the $name store', (backe
   });
 
   it(':in and :not-in take a value set: one on a loaded big code system, one of listed codes, one of R4', async () => {
-    expect(await ids('Condition', { 'code:in': DIABETES_VS })).toEqual(['c-diabetes', 'c-type1', 'c-type2']);
+    expect(await ids('Condition', { 'code:in': DIABETES_VALUE_SET_URL })).toEqual([
+      'c-diabetes',
+      'c-type1',
+      'c-type2',
+    ]);
     // :not-in as :not: every resource with no code in the value set, one without a code too
-    expect(await ids('Condition', { 'code:not-in': DIABETES_VS })).toEqual(['c-disease', 'c-none']);
+    expect(await ids('Condition', { 'code:not-in': DIABETES_VALUE_SET_URL })).toEqual([
+      'c-disease',
+      'c-none',
+    ]);
     expect(await ids('Observation', { 'code:in': VITALS_VS })).toEqual(['o-hr', 'o-wt']);
     expect(await ids('Observation', { 'code:not-in': VITALS_VS })).toEqual(['o-temp']);
     // OR of two value sets, AND with another parameter
     expect(
-      await ids('Observation', { 'code:in': `${VITALS_VS},${DIABETES_VS}`, _id: 'o-hr,o-temp' }),
+      await ids('Observation', { 'code:in': `${VITALS_VS},${DIABETES_VALUE_SET_URL}`, _id: 'o-hr,o-temp' }),
     ).toEqual(['o-hr']);
     expect(
       await ids('Patient', { 'gender:in': 'http://hl7.org/fhir/ValueSet/administrative-gender' }),
@@ -184,8 +176,13 @@ describe.each(searchStores())('terminology modifiers on the $name store', (backe
       'c-diabetes',
       'c-type2',
     ]);
-    expect(await ids('Condition', { 'code:in': DIABETES_VS }, onlyP1)).toEqual(['c-diabetes', 'c-type2']);
-    expect(await ids('Condition', { 'code:not-in': DIABETES_VS }, new OnePatient('Patient/p2'))).toEqual([]);
+    expect(await ids('Condition', { 'code:in': DIABETES_VALUE_SET_URL }, onlyP1)).toEqual([
+      'c-diabetes',
+      'c-type2',
+    ]);
+    expect(
+      await ids('Condition', { 'code:not-in': DIABETES_VALUE_SET_URL }, new OnePatient('Patient/p2')),
+    ).toEqual([]);
   });
 
   it('refuses with 400 what it cannot answer: unknown value sets, systems not loaded, too many codes, no system', async () => {

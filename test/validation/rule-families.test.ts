@@ -16,11 +16,8 @@ import {
 } from '../../src/fhir/validation/rule-families.js';
 import type { ValidationOptions } from '../../src/fhir/validation/validator.js';
 import { VALIDATION_FAMILY_NAMES } from '../../src/config/config.js';
+import { DIABETES_PROFILE, DIABETES_VALUE_SET, diabetesCondition } from '../support/diabetes-profile.js';
 import { validator } from './helpers.js';
-
-const SNOMED = 'http://snomed.info/sct';
-const CODED_VS = 'http://example.org/fhir/ValueSet/families-coded';
-const CODED_PROFILE = 'http://example.org/fhir/StructureDefinition/families-condition';
 
 /** One resource per family whose only errors are of that family (checked below against the default levels). */
 const cases: Record<Exclude<RuleFamily, 'terminology-not-loaded'>, unknown> = {
@@ -99,44 +96,13 @@ function readPairs(text: string): Record<string, 'warn' | 'error'> {
   return Object.fromEntries(text.split(',').map((p) => p.split('='))) as Record<string, 'warn' | 'error'>;
 }
 
-/** A profile binding Condition.code (required) to a value set on SNOMED CT, which is not loaded here. */
+/** The diabetes profile: a required binding to a value set on SNOMED CT, which is not loaded here. */
 function registerCoded(v: FhirValidator): void {
-  v.registerResource({
-    resourceType: 'ValueSet',
-    url: CODED_VS,
-    status: 'active',
-    compose: {
-      include: [{ system: SNOMED, filter: [{ property: 'concept', op: 'is-a', value: '73211009' }] }],
-    },
-  });
-  v.registerResource({
-    resourceType: 'StructureDefinition',
-    url: CODED_PROFILE,
-    name: 'FamiliesCondition',
-    status: 'active',
-    kind: 'resource',
-    abstract: false,
-    type: 'Condition',
-    baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Condition',
-    derivation: 'constraint',
-    differential: {
-      element: [
-        {
-          id: 'Condition.code',
-          path: 'Condition.code',
-          binding: { strength: 'required', valueSet: CODED_VS },
-        },
-      ],
-    },
-  });
+  v.registerResource(structuredClone(DIABETES_VALUE_SET));
+  v.registerResource(structuredClone(DIABETES_PROFILE));
 }
 
-const codedCondition = {
-  resourceType: 'Condition',
-  meta: { profile: [CODED_PROFILE] },
-  subject: { reference: 'Patient/p1' },
-  code: { coding: [{ system: SNOMED, code: '44054006' }] },
-};
+const codedCondition = diabetesCondition('44054006');
 
 const severe = (i: { severity: string }) => i.severity === 'error' || i.severity === 'fatal';
 

@@ -2,7 +2,14 @@
  * What the interactions share: id rules, body parsing, validation at the door, version headers,
  * the Prefer header, and the one path every write takes to the store.
  */
-import { FhirError, fhirError, issue, operationOutcome, type OperationOutcomeIssue } from '../outcome.js';
+import {
+  FhirError,
+  fhirError,
+  issue,
+  operationOutcome,
+  outcomeIssue,
+  type OperationOutcomeIssue,
+} from '../outcome.js';
 import { ERROR_CATALOGUE } from '../error-catalogue.js';
 import { toPlainJson, type FhirResource } from '../fhir-json.js';
 import { canonicalizeText } from '../canonical.js';
@@ -242,12 +249,12 @@ export function writeResponse(
       return { status, headers, lastModified };
     case 'OperationOutcome': {
       // What was stored first, then what validation noticed without refusing (warnings).
+      // "Unchanged" carries its outcome code: clients (hie-ledger import --url) act on it, not on the text.
+      const what = `${version.resourceType}/${version.id} version ${version.versionId}`;
       const outcome = operationOutcome([
-        issue(
-          'information',
-          'informational',
-          `${version.resourceType}/${version.id} version ${version.versionId} ${unchanged ? 'unchanged: nothing stored' : 'stored'}`,
-        ),
+        unchanged
+          ? outcomeIssue('write-unchanged', `${what} unchanged: nothing stored`)
+          : issue('information', 'informational', `${what} stored`),
         ...bySeverity(issues),
       ]);
       return { status, headers, body: outcome as unknown as FhirResource, lastModified };
