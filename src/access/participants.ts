@@ -129,6 +129,31 @@ export function toParticipant(row: ParticipantRow): Participant {
   return p;
 }
 
+/** The public keys of enrolled clients, by client id, each with the serial of the certificate it came from. */
+export type ClientKeys = Map<string, { serial: string; key: KeyObject }>;
+
+/**
+ * What the token service knows of a participant's row: undefined unless it is enrolled with a certificate. The
+ * certificate's key is parsed once per serial (`keys`).
+ */
+export function clientRecordOf(row: ParticipantRow | undefined, keys: ClientKeys): ClientRecord | undefined {
+  if (!row || row.status !== 'enrolled' || !row.certificate || !row.serial) return undefined;
+  let cached = keys.get(row.client_id);
+  if (!cached || cached.serial !== row.serial) {
+    cached = { serial: row.serial, key: certificatePublicKey(row.certificate) };
+    keys.set(row.client_id, cached);
+  }
+  const record: ClientRecord = {
+    clientId: row.client_id,
+    pseudonym: row.pseudonym,
+    role: row.role,
+    publicKey: cached.key,
+  };
+  if (row.resource) record.resource = row.resource;
+  if (row.organization) record.organization = row.organization;
+  return record;
+}
+
 /** Checks what a role must be linked to (issue 4: patient -> Patient, clinician -> Practitioner + Organization, lab/system -> Organization). */
 export function validateParticipant(input: ParticipantInput): ParticipantInput {
   if (!CLIENT_ID.test(input.clientId))
@@ -265,7 +290,7 @@ export class ParticipantDirectory implements ParticipantRegistry {
   private readonly db: Database.Database;
   private readonly statusStatement: Database.Statement<[string], ParticipantStatus>;
   private readonly rowStatement: Database.Statement<[string], ParticipantRow>;
-  private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
+  private readonly keys: ClientKeys = new Map();
   private readonly pseudonymCache = new Map<string, string>();
   private readonly activeCache = new Map<string, boolean>();
   private watcher?: FSWatcher;
@@ -417,25 +442,7 @@ export class ParticipantDirectory implements ParticipantRegistry {
   // ClientDirectory (token service)
 
   findClient(clientId: string): ClientRecord | undefined {
-    const row = this.rowStatement.get(clientId);
-    if (!row || row.status !== 'enrolled' || !row.certificate || !row.serial) return undefined;
-    let cached = this.keys.get(clientId);
-    if (!cached || cached.serial !== row.serial) {
-      cached = {
-        serial: row.serial,
-        key: certificatePublicKey(row.certificate),
-      };
-      this.keys.set(clientId, cached);
-    }
-    const record: ClientRecord = {
-      clientId,
-      pseudonym: row.pseudonym,
-      role: row.role,
-      publicKey: cached.key,
-    };
-    if (row.resource) record.resource = row.resource;
-    if (row.organization) record.organization = row.organization;
-    return record;
+    return clientRecordOf(this.rowStatement.get(clientId), this.keys);
   }
 
   /**

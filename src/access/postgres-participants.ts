@@ -10,15 +10,15 @@
  * is refused (fail closed) until it does, or until this replica looks it up (`findClient`, the token endpoint).
  */
 import { createHash } from 'node:crypto';
-import type { KeyObject } from 'node:crypto';
 import type pg from 'pg';
 import type { IdentityEnrollment, IdentityProvider } from '../ledger/identity/identity-provider.js';
 import type { EcKeyType } from '../ledger/identity/embedded-ca.js';
 import type { ClientRecord } from './tokens.js';
 import { listenOnChannel, type ChannelLog } from '../platform/pg-channel.js';
 import {
-  certificatePublicKey,
+  clientRecordOf,
   enrolmentSteps,
+  type ClientKeys,
   type Participant,
   type ParticipantInput,
   type ParticipantRecords,
@@ -43,7 +43,7 @@ export class PostgresParticipants implements ParticipantRegistry {
   private readonly steps: Pick<ParticipantRegistry, 'register' | 'enroll' | 'revoke'>;
   /** The client ids enrolled and not revoked, as this replica last learnt (isActive). */
   private readonly enrolled = new Set<string>();
-  private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
+  private readonly keys: ClientKeys = new Map();
   /**
    * Reads are numbered as they start; a client's state is taken from a read only if none started later was
    * applied already (reads on several connections may answer out of order: an older "enrolled" must not undo a
@@ -204,22 +204,7 @@ export class PostgresParticipants implements ParticipantRegistry {
   // ClientDirectory (token service)
 
   async findClient(clientId: string): Promise<ClientRecord | undefined> {
-    const row = await this.row(clientId);
-    if (!row || row.status !== 'enrolled' || !row.certificate || !row.serial) return undefined;
-    let cached = this.keys.get(clientId);
-    if (!cached || cached.serial !== row.serial) {
-      cached = { serial: row.serial, key: certificatePublicKey(row.certificate) };
-      this.keys.set(clientId, cached);
-    }
-    const record: ClientRecord = {
-      clientId,
-      pseudonym: row.pseudonym,
-      role: row.role,
-      publicKey: cached.key,
-    };
-    if (row.resource) record.resource = row.resource;
-    if (row.organization) record.organization = row.organization;
-    return record;
+    return clientRecordOf(await this.row(clientId), this.keys);
   }
 
   isActive(clientId: string): boolean {
