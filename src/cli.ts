@@ -2,6 +2,7 @@
 /** The `hie-ledger` command (its subcommands: src/commands/program.ts). */
 import { ConfigError, stackTracesWanted } from './config/config.js';
 import { createProgram } from './commands/program.js';
+import { NewerStoreSchemaError } from './fhir/store/schema-version.js';
 
 export async function main(argv: string[] = process.argv): Promise<void> {
   try {
@@ -9,6 +10,11 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`hie-ledger: invalid configuration: ${err.message}\n`);
+      process.exit(2);
+    }
+    if (err instanceof NewerStoreSchemaError) {
+      // As a data directory that cannot be used (missing, another's): exit 2, one line.
+      process.stderr.write(`hie-ledger: ${err.message}\n`);
       process.exit(2);
     }
     throw err;

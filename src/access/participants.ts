@@ -129,6 +129,31 @@ export function toParticipant(row: ParticipantRow): Participant {
   return p;
 }
 
+/** The public keys of enrolled clients, by client id, each with the serial of the certificate it came from. */
+export type ClientKeys = Map<string, { serial: string; key: KeyObject }>;
+
+/**
+ * What the token service knows of a participant's row: undefined unless it is enrolled with a certificate. The
+ * certificate's key is parsed once per serial (`keys`).
+ */
+export function clientRecordOf(row: ParticipantRow | undefined, keys: ClientKeys): ClientRecord | undefined {
+  if (!row || row.status !== 'enrolled' || !row.certificate || !row.serial) return undefined;
+  let cached = keys.get(row.client_id);
+  if (!cached || cached.serial !== row.serial) {
+    cached = { serial: row.serial, key: certificatePublicKey(row.certificate) };
+    keys.set(row.client_id, cached);
+  }
+  const record: ClientRecord = {
+    clientId: row.client_id,
+    pseudonym: row.pseudonym,
+    role: row.role,
+    publicKey: cached.key,
+  };
+  if (row.resource) record.resource = row.resource;
+  if (row.organization) record.organization = row.organization;
+  return record;
+}
+
 /** Checks what a role must be linked to (issue 4: patient -> Patient, clinician -> Practitioner + Organization, lab/system -> Organization). */
 export function validateParticipant(input: ParticipantInput): ParticipantInput {
   if (!CLIENT_ID.test(input.clientId))
@@ -170,12 +195,102 @@ export function validateParticipant(input: ParticipantInput): ParticipantInput {
   return out;
 }
 
+/**
+ * What the enrolment steps need of a registry's storage (the SQLite file's statements, the database's): read a
+ * participant and record each step's outcome. The CA's part is the same for both (enrolmentSteps).
+ */
+export interface ParticipantRecords {
+  /** The participant as stored now. */
+  get(clientId: string): Participant | undefined | Promise<Participant | undefined>;
+  /** Stores a participant just registered at the CA; false when its client id was taken meanwhile. */
+  insertRegistered(participant: Participant): boolean | Promise<boolean>;
+  /** Records a new certificate; undefined when the participant was revoked meanwhile (revoked stays revoked). */
+  markEnrolled(
+    clientId: string,
+    certificate: { serial: string; certificate: string },
+  ): Participant | undefined | Promise<Participant | undefined>;
+  /** Marks a participant revoked: the service refuses it from its next request on. */
+  markRevoked(clientId: string, revokedAt: string): void | Promise<void>;
+}
+
+/** The registration, enrolment and revocation steps at the CA, around the storage of `records`. */
+export function enrolmentSteps(
+  records: ParticipantRecords,
+  identity: IdentityProvider | undefined,
+): Pick<ParticipantRegistry, 'register' | 'enroll' | 'revoke'> {
+  const requireIdentity = (): IdentityProvider => {
+    if (!identity) throw new Error('no certificate authority is configured for this participant directory');
+    return identity;
+  };
+
+  const register = async (input: ParticipantInput): Promise<Participant> => {
+    const valid = validateParticipant(input);
+    if (await records.get(valid.clientId)) throw new Error(`participant ${valid.clientId} already exists`);
+    const pseudonym = newPseudonym();
+    await requireIdentity().register({
+      enrollmentId: pseudonym,
+      type: 'client',
+      attrs: { 'hie.role': valid.role, 'hie.id': pseudonym },
+    });
+    const participant: Participant = {
+      clientId: valid.clientId,
+      pseudonym,
+      role: valid.role,
+      status: 'registered',
+      createdAt: new Date().toISOString(),
+    };
+    if (valid.resource !== undefined) participant.resource = valid.resource;
+    if (valid.organization !== undefined) participant.organization = valid.organization;
+    if (!(await records.insertRegistered(participant)))
+      throw new Error(`participant ${valid.clientId} already exists`);
+    return (await records.get(valid.clientId))!;
+  };
+
+  /** Enrolling an enrolled participant again issues a new certificate and revokes the previous one. */
+  const enroll = async (
+    input: ParticipantInput & { keyType?: EcKeyType },
+  ): Promise<{ participant: Participant; enrollment: IdentityEnrollment }> => {
+    let participant = await records.get(input.clientId);
+    checkEnrollable(participant, input);
+    participant ??= await register(input);
+    const ca = requireIdentity();
+    const enrollment = await ca.enroll({
+      enrollmentId: participant.pseudonym,
+      attrs: { 'hie.role': participant.role, 'hie.id': participant.pseudonym },
+      keyType: input.keyType ?? 'P-384',
+    });
+    if (participant.serial)
+      await ca.revoke({
+        enrollmentId: participant.pseudonym,
+        serial: participant.serial,
+        reason: 'superseded',
+      });
+    const enrolled = await records.markEnrolled(participant.clientId, enrollment);
+    if (!enrolled) throw new Error(`participant ${input.clientId} is revoked; register a new client id`);
+    return { participant: enrolled, enrollment };
+  };
+
+  const revoke = async (clientId: string): Promise<Participant> => {
+    const participant = await records.get(clientId);
+    if (!participant) throw new Error(`unknown participant ${clientId}`);
+    if (participant.status !== 'revoked') {
+      // The service refuses first; the CA follows.
+      await records.markRevoked(clientId, new Date().toISOString());
+      if (identity)
+        await identity.revoke({ enrollmentId: participant.pseudonym, reason: 'revoked by admin' });
+    }
+    return (await records.get(clientId))!;
+  };
+
+  return { register, enroll, revoke };
+}
+
 /** The SQLite adapter of ParticipantRegistry (one data directory's), also the pseudonyms of FHIR references. */
 export class ParticipantDirectory implements ParticipantRegistry {
   private readonly db: Database.Database;
   private readonly statusStatement: Database.Statement<[string], ParticipantStatus>;
   private readonly rowStatement: Database.Statement<[string], ParticipantRow>;
-  private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
+  private readonly keys: ClientKeys = new Map();
   private readonly pseudonymCache = new Map<string, string>();
   private readonly activeCache = new Map<string, boolean>();
   private watcher?: FSWatcher;
@@ -184,11 +299,9 @@ export class ParticipantDirectory implements ParticipantRegistry {
   /** pseudonym -> reference: the links never change once made. */
   private readonly referenceCache = new Map<string, string>();
   private readonly referenceStatement: Database.Statement<[string], { reference: string }>;
+  private readonly steps: Pick<ParticipantRegistry, 'register' | 'enroll' | 'revoke'>;
 
-  constructor(
-    file: string,
-    private readonly identity?: IdentityProvider,
-  ) {
+  constructor(file: string, identity?: IdentityProvider) {
     ensurePrivateFile(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
@@ -219,7 +332,40 @@ export class ParticipantDirectory implements ParticipantRegistry {
     this.rowStatement = this.db.prepare('SELECT * FROM participants WHERE client_id = ?');
     this.pseudonymStatement = this.db.prepare('SELECT pseudonym FROM pseudonyms WHERE reference = ?');
     this.referenceStatement = this.db.prepare('SELECT reference FROM pseudonyms WHERE pseudonym = ?');
+    this.steps = enrolmentSteps(this.records(), identity);
     this.watchForChanges(file);
+  }
+
+  /** The storage of the enrolment steps: this file's statements. */
+  private records(): ParticipantRecords {
+    return {
+      get: (clientId) => this.get(clientId),
+      insertRegistered: (p) => {
+        this.db
+          .prepare(
+            `INSERT INTO participants (client_id, pseudonym, role, resource, organization, status, created_at)
+             VALUES (?, ?, ?, ?, ?, 'registered', ?)`,
+          )
+          .run(p.clientId, p.pseudonym, p.role, p.resource ?? null, p.organization ?? null, p.createdAt);
+        return true;
+      },
+      markEnrolled: (clientId, { serial, certificate }) => {
+        this.db
+          .prepare(
+            `UPDATE participants SET status = 'enrolled', serial = ?, certificate = ? WHERE client_id = ?`,
+          )
+          .run(serial, certificate, clientId);
+        this.activeCache.clear();
+        return this.get(clientId);
+      },
+      markRevoked: (clientId, revokedAt) => {
+        this.db
+          .prepare(`UPDATE participants SET status = 'revoked', revoked_at = ? WHERE client_id = ?`)
+          .run(revokedAt, clientId);
+        this.keys.delete(clientId);
+        this.activeCache.clear();
+      },
+    };
   }
 
   /** The directory of a data directory (`DIR/identity/participants.sqlite`). */
@@ -273,106 +419,30 @@ export class ParticipantDirectory implements ParticipantRegistry {
       .all();
   }
 
-  private requireIdentity(): IdentityProvider {
-    if (!this.identity)
-      throw new Error('no certificate authority is configured for this participant directory');
-    return this.identity;
-  }
-
   /** Registers a participant (pseudonym assigned; no certificate yet). */
-  async register(input: ParticipantInput): Promise<Participant> {
-    const valid = validateParticipant(input);
-    if (this.get(valid.clientId)) throw new Error(`participant ${valid.clientId} already exists`);
-    const pseudonym = newPseudonym();
-    await this.requireIdentity().register({
-      enrollmentId: pseudonym,
-      type: 'client',
-      attrs: { 'hie.role': valid.role, 'hie.id': pseudonym },
-    });
-    this.db
-      .prepare(
-        `INSERT INTO participants (client_id, pseudonym, role, resource, organization, status, created_at)
-         VALUES (?, ?, ?, ?, ?, 'registered', ?)`,
-      )
-      .run(
-        valid.clientId,
-        pseudonym,
-        valid.role,
-        valid.resource ?? null,
-        valid.organization ?? null,
-        new Date().toISOString(),
-      );
-    return this.get(valid.clientId)!;
+  register(input: ParticipantInput): Promise<Participant> {
+    return this.steps.register(input);
   }
 
   /**
    * Enrols a participant (registering it first if needed): a key pair and a certificate with hie.role and hie.id.
    * Enrolling an enrolled participant again issues a new certificate and revokes the previous one.
    */
-  async enroll(
+  enroll(
     input: ParticipantInput & { keyType?: EcKeyType },
   ): Promise<{ participant: Participant; enrollment: IdentityEnrollment }> {
-    let participant = this.get(input.clientId);
-    checkEnrollable(participant, input);
-    participant ??= await this.register(input);
-    const identity = this.requireIdentity();
-    const enrollment = await identity.enroll({
-      enrollmentId: participant.pseudonym,
-      attrs: { 'hie.role': participant.role, 'hie.id': participant.pseudonym },
-      keyType: input.keyType ?? 'P-384',
-    });
-    if (participant.serial)
-      await identity.revoke({
-        enrollmentId: participant.pseudonym,
-        serial: participant.serial,
-        reason: 'superseded',
-      });
-    this.db
-      .prepare(`UPDATE participants SET status = 'enrolled', serial = ?, certificate = ? WHERE client_id = ?`)
-      .run(enrollment.serial, enrollment.certificate, participant.clientId);
-    this.activeCache.clear();
-    return { participant: this.get(participant.clientId)!, enrollment };
+    return this.steps.enroll(input);
   }
 
   /** Revokes a participant: refused by the service from the next request on, and its certificates revoked at the CA. */
-  async revoke(clientId: string): Promise<Participant> {
-    const participant = this.get(clientId);
-    if (!participant) throw new Error(`unknown participant ${clientId}`);
-    if (participant.status !== 'revoked') {
-      // The service refuses first; the CA follows.
-      this.db
-        .prepare(`UPDATE participants SET status = 'revoked', revoked_at = ? WHERE client_id = ?`)
-        .run(new Date().toISOString(), clientId);
-      this.keys.delete(clientId);
-      this.activeCache.clear();
-      if (this.identity)
-        await this.identity.revoke({ enrollmentId: participant.pseudonym, reason: 'revoked by admin' });
-    }
-    return this.get(clientId)!;
+  revoke(clientId: string): Promise<Participant> {
+    return this.steps.revoke(clientId);
   }
 
   // ClientDirectory (token service)
 
   findClient(clientId: string): ClientRecord | undefined {
-    const row = this.rowStatement.get(clientId);
-    if (!row || row.status !== 'enrolled' || !row.certificate || !row.serial) return undefined;
-    let cached = this.keys.get(clientId);
-    if (!cached || cached.serial !== row.serial) {
-      cached = {
-        serial: row.serial,
-        key: certificatePublicKey(row.certificate),
-      };
-      this.keys.set(clientId, cached);
-    }
-    const record: ClientRecord = {
-      clientId,
-      pseudonym: row.pseudonym,
-      role: row.role,
-      publicKey: cached.key,
-    };
-    if (row.resource) record.resource = row.resource;
-    if (row.organization) record.organization = row.organization;
-    return record;
+    return clientRecordOf(this.rowStatement.get(clientId), this.keys);
   }
 
   /**

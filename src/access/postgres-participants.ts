@@ -10,19 +10,18 @@
  * is refused (fail closed) until it does, or until this replica looks it up (`findClient`, the token endpoint).
  */
 import { createHash } from 'node:crypto';
-import type { KeyObject } from 'node:crypto';
 import type pg from 'pg';
 import type { IdentityEnrollment, IdentityProvider } from '../ledger/identity/identity-provider.js';
 import type { EcKeyType } from '../ledger/identity/embedded-ca.js';
 import type { ClientRecord } from './tokens.js';
 import { listenOnChannel, type ChannelLog } from '../platform/pg-channel.js';
 import {
-  certificatePublicKey,
-  checkEnrollable,
-  newPseudonym,
-  validateParticipant,
+  clientRecordOf,
+  enrolmentSteps,
+  type ClientKeys,
   type Participant,
   type ParticipantInput,
+  type ParticipantRecords,
   type ParticipantRegistry,
   type ParticipantStatus,
   type ParticipantRow,
@@ -41,11 +40,10 @@ export class PostgresParticipants implements ParticipantRegistry {
   private readonly pool: pg.Pool;
   private readonly S: string;
   private readonly channel: string;
-  private readonly identity?: IdentityProvider;
-  private readonly log?: ChannelLog;
+  private readonly steps: Pick<ParticipantRegistry, 'register' | 'enroll' | 'revoke'>;
   /** The client ids enrolled and not revoked, as this replica last learnt (isActive). */
   private readonly enrolled = new Set<string>();
-  private readonly keys = new Map<string, { serial: string; key: KeyObject }>();
+  private readonly keys: ClientKeys = new Map();
   /**
    * Reads are numbered as they start; a client's state is taken from a read only if none started later was
    * applied already (reads on several connections may answer out of order: an older "enrolled" must not undo a
@@ -59,8 +57,7 @@ export class PostgresParticipants implements ParticipantRegistry {
     this.pool = options.pool;
     this.S = `"${options.schema.replace(/"/g, '""')}"`;
     this.channel = `hie_participant_${createHash('sha256').update(options.schema).digest('hex').slice(0, 16)}`;
-    this.identity = options.identity;
-    this.log = options.log;
+    this.steps = enrolmentSteps(this.records(), options.identity);
   }
 
   /** The participants of a migrated schema; `listen` (a serving replica): follow the other replicas' changes. */
@@ -152,105 +149,62 @@ export class PostgresParticipants implements ParticipantRegistry {
     return rows.map((row) => row.certificate);
   }
 
-  private requireIdentity(): IdentityProvider {
-    if (!this.identity)
-      throw new Error('no certificate authority is configured for this participant directory');
-    return this.identity;
+  register(input: ParticipantInput): Promise<Participant> {
+    return this.steps.register(input);
   }
 
-  async register(input: ParticipantInput): Promise<Participant> {
-    const valid = validateParticipant(input);
-    if (await this.row(valid.clientId)) throw new Error(`participant ${valid.clientId} already exists`);
-    const pseudonym = newPseudonym();
-    await this.requireIdentity().register({
-      enrollmentId: pseudonym,
-      type: 'client',
-      attrs: { 'hie.role': valid.role, 'hie.id': pseudonym },
-    });
-    // Two registrations of one client id at once: the primary key lets one in.
-    const { rowCount } = await this.pool.query(
-      `INSERT INTO ${this.S}.participant (client_id, pseudonym, role, resource, organization, status, created_at)
-       VALUES ($1, $2, $3, $4, $5, 'registered', $6) ON CONFLICT (client_id) DO NOTHING`,
-      [
-        valid.clientId,
-        pseudonym,
-        valid.role,
-        valid.resource ?? null,
-        valid.organization ?? null,
-        new Date().toISOString(),
-      ],
-    );
-    if (rowCount !== 1) throw new Error(`participant ${valid.clientId} already exists`);
-    return (await this.get(valid.clientId))!;
-  }
-
-  async enroll(
+  enroll(
     input: ParticipantInput & { keyType?: EcKeyType },
   ): Promise<{ participant: Participant; enrollment: IdentityEnrollment }> {
-    let participant = await this.get(input.clientId);
-    checkEnrollable(participant, input);
-    participant ??= await this.register(input);
-    const identity = this.requireIdentity();
-    const enrollment = await identity.enroll({
-      enrollmentId: participant.pseudonym,
-      attrs: { 'hie.role': participant.role, 'hie.id': participant.pseudonym },
-      keyType: input.keyType ?? 'P-384',
-    });
-    if (participant.serial)
-      await identity.revoke({
-        enrollmentId: participant.pseudonym,
-        serial: participant.serial,
-        reason: 'superseded',
-      });
-    // Not over a revocation made meanwhile (another replica or the CLI): revoked stays revoked.
-    const { rows } = await this.pool.query<ParticipantRow>(
-      `WITH u AS (UPDATE ${this.S}.participant SET status = 'enrolled', serial = $1, certificate = $2
-                  WHERE client_id = $3 AND status <> 'revoked' RETURNING *)
-       SELECT u.*, pg_notify($4, u.client_id) FROM u`,
-      [enrollment.serial, enrollment.certificate, participant.clientId, this.channel],
-    );
-    if (!rows[0]) throw new Error(`participant ${input.clientId} is revoked; register a new client id`);
-    this.note('enrolled', participant.clientId, ++this.reads);
-    return { participant: toParticipant(rows[0]), enrollment };
+    return this.steps.enroll(input);
   }
 
-  async revoke(clientId: string): Promise<Participant> {
-    const participant = await this.get(clientId);
-    if (!participant) throw new Error(`unknown participant ${clientId}`);
-    if (participant.status !== 'revoked') {
-      // The service refuses first (every replica, at the notification); the CA follows.
-      await this.pool.query(
-        `WITH u AS (UPDATE ${this.S}.participant SET status = 'revoked', revoked_at = $1
-                    WHERE client_id = $2 AND status <> 'revoked' RETURNING client_id)
-         SELECT pg_notify($3, client_id) FROM u`,
-        [new Date().toISOString(), clientId, this.channel],
-      );
-      this.note('revoked', clientId, ++this.reads);
-      if (this.identity)
-        await this.identity.revoke({ enrollmentId: participant.pseudonym, reason: 'revoked by admin' });
-    }
-    return (await this.get(clientId))!;
+  revoke(clientId: string): Promise<Participant> {
+    return this.steps.revoke(clientId);
+  }
+
+  /** The storage of the enrolment steps: the `participant` table, each change notified to the other replicas. */
+  private records(): ParticipantRecords {
+    return {
+      get: (clientId) => this.get(clientId),
+      insertRegistered: async (p) => {
+        // Two registrations of one client id at once: the primary key lets one in.
+        const { rowCount } = await this.pool.query(
+          `INSERT INTO ${this.S}.participant (client_id, pseudonym, role, resource, organization, status, created_at)
+           VALUES ($1, $2, $3, $4, $5, 'registered', $6) ON CONFLICT (client_id) DO NOTHING`,
+          [p.clientId, p.pseudonym, p.role, p.resource ?? null, p.organization ?? null, p.createdAt],
+        );
+        return rowCount === 1;
+      },
+      markEnrolled: async (clientId, { serial, certificate }) => {
+        // Not over a revocation made meanwhile (another replica or the CLI): revoked stays revoked.
+        const { rows } = await this.pool.query<ParticipantRow>(
+          `WITH u AS (UPDATE ${this.S}.participant SET status = 'enrolled', serial = $1, certificate = $2
+                      WHERE client_id = $3 AND status <> 'revoked' RETURNING *)
+           SELECT u.*, pg_notify($4, u.client_id) FROM u`,
+          [serial, certificate, clientId, this.channel],
+        );
+        if (!rows[0]) return undefined;
+        this.note('enrolled', clientId, ++this.reads);
+        return toParticipant(rows[0]);
+      },
+      markRevoked: async (clientId, revokedAt) => {
+        // Every replica refuses it at the notification.
+        await this.pool.query(
+          `WITH u AS (UPDATE ${this.S}.participant SET status = 'revoked', revoked_at = $1
+                      WHERE client_id = $2 AND status <> 'revoked' RETURNING client_id)
+           SELECT pg_notify($3, client_id) FROM u`,
+          [revokedAt, clientId, this.channel],
+        );
+        this.note('revoked', clientId, ++this.reads);
+      },
+    };
   }
 
   // ClientDirectory (token service)
 
   async findClient(clientId: string): Promise<ClientRecord | undefined> {
-    const row = await this.row(clientId);
-    if (!row || row.status !== 'enrolled' || !row.certificate || !row.serial) return undefined;
-    let cached = this.keys.get(clientId);
-    if (!cached || cached.serial !== row.serial) {
-      cached = { serial: row.serial, key: certificatePublicKey(row.certificate) };
-      this.keys.set(clientId, cached);
-    }
-    const record: ClientRecord = {
-      clientId,
-      pseudonym: row.pseudonym,
-      role: row.role,
-      publicKey: cached.key,
-    };
-    if (row.resource) record.resource = row.resource;
-    if (row.organization) record.organization = row.organization;
-    return record;
+    return clientRecordOf(await this.row(clientId), this.keys);
   }
 
   isActive(clientId: string): boolean {

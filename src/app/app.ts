@@ -135,6 +135,12 @@ export async function buildApp(config: ServeConfig, overrides: AppOverrides = {}
     const validator = await openValidator(config, overrides, codeSystems);
     const registry = buildRegistry(config, validator);
     const { fastify, metrics } = createServer(config, overrides, tightened, store);
+    // A PostgreSQL terminology store's lookups block the thread on a cache miss: a body's codes are read first.
+    const prefetch = codeSystems?.prefetch?.bind(codeSystems);
+    if (prefetch)
+      fastify.addHook('preHandler', async (request) => {
+        if (typeof request.body === 'string') await prefetch(request.body);
+      });
     const shared =
       store instanceof PostgresResourceStore ? new PostgresSharedState(store.pool, store.schema) : undefined;
     const wiring: AppWiring = {

@@ -10,7 +10,8 @@
  * Pseudonyms only, as in the file outbox (./revocation-outbox.ts).
  */
 import { createHash } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
+import { listenOnChannel, type ChannelLog } from '../platform/pg-channel.js';
 import type { PendingRevocation } from './revocation-outbox.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 
@@ -37,9 +38,6 @@ export interface SharedRevocations {
 /** The row key of an entry: its grant key (no NUL bytes, which PostgreSQL text cannot hold). */
 const rowKey = (entry: PendingRevocation) => JSON.stringify([entry.patient, entry.grantee, entry.consent]);
 
-/** Delay before a lost listening connection is opened again. */
-const RELISTEN_MS = 500;
-
 export class PostgresSharedRevocations implements SharedRevocations {
   private readonly S: string;
   /** The schema's notification channel. */
@@ -48,7 +46,7 @@ export class PostgresSharedRevocations implements SharedRevocations {
   constructor(
     private readonly pool: pg.Pool,
     schema: string,
-    private readonly log: { warn(obj: object, msg: string): void } = { warn: () => {} },
+    private readonly log: ChannelLog = { warn: () => {} },
   ) {
     this.S = `"${schema.replace(/"/g, '""')}"`;
     this.channel = `hie_revocation_${createHash('sha256').update(schema).digest('hex').slice(0, 16)}`;
@@ -83,49 +81,23 @@ export class PostgresSharedRevocations implements SharedRevocations {
   }
 
   async listen(added: (entry: PendingRevocation) => void, reload: () => void): Promise<() => Promise<void>> {
+    // Set at stop: an entry whose row is still being read then is not handed on.
     let stopped = false;
-    let client: pg.Client | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const onNotification = (message: pg.Notification) => {
-      if (message.channel !== this.channel || message.payload === undefined) return;
-      void this.pool
-        .query<{ entry: string }>(`SELECT entry FROM ${this.S}.consent_revocation WHERE key = $1`, [
-          message.payload,
-        ])
-        .then(({ rows }) => {
-          if (rows[0] && !stopped) added(JSON.parse(rows[0].entry) as PendingRevocation);
-        })
-        .catch((err: Error) => this.log.warn({ err: err.message }, 'shared revocation not read'));
-    };
-    const connect = async (): Promise<void> => {
-      const next = new pg.Client(this.pool.options);
-      next.on('notification', onNotification);
-      next.on('error', () => lost(next));
-      next.on('end', () => lost(next));
-      await next.connect();
-      await next.query(`LISTEN ${this.channel}`);
-      client = next;
-    };
-    const lost = (which: pg.Client) => {
-      if (stopped || client !== which) return;
-      client = undefined;
-      which.removeAllListeners('notification');
-      void which.end().catch(() => undefined);
-      this.log.warn({}, 'shared revocations: listening connection lost, listening again');
-      const retry = () => {
-        timer = undefined;
-        if (stopped) return;
-        connect().then(reload, () => (timer = setTimeout(retry, RELISTEN_MS)));
-      };
-      timer = setTimeout(retry, RELISTEN_MS);
-    };
-    await connect();
+    const stop = await listenOnChannel(this.pool, this.channel, {
+      payload: async (key) => {
+        const { rows } = await this.pool.query<{ entry: string }>(
+          `SELECT entry FROM ${this.S}.consent_revocation WHERE key = $1`,
+          [key],
+        );
+        if (rows[0] && !stopped) added(JSON.parse(rows[0].entry) as PendingRevocation);
+      },
+      reload: async () => reload(),
+      log: this.log,
+      what: 'shared revocations',
+    });
     return async () => {
       stopped = true;
-      if (timer) clearTimeout(timer);
-      const open = client;
-      client = undefined;
-      await open?.end().catch(() => undefined);
+      await stop();
     };
   }
 }

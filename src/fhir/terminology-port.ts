@@ -56,6 +56,11 @@ export interface LoadedCodeSystems {
   descendants(system: string, code: string, limit: number): string[];
   /** The ancestors of `code` (not itself), at most `limit` + 1 of them. */
   ancestors(system: string, code: string, limit: number): string[];
+  /**
+   * Reads ahead what looking up the codes of a FHIR JSON text will ask, without blocking this thread: a store
+   * whose lookups block on a miss (PostgreSQL) has it, and the service calls it before a request's handler runs.
+   */
+  prefetch?(document: string): Promise<void>;
   /** The value of a property of a concept, for `=` filters on it. */
   property(system: string, code: string, property: string): string[];
   /**

@@ -3,10 +3,14 @@
  * `hie-ledger terminology load --store postgres`, read by every replica. Tables of PostgreSQL migration 10
  * (src/fhir/store/postgres/schema.ts), the same as terminology.sqlite's.
  *
- * Reading: the LoadedCodeSystems port is synchronous (the validator asks in the middle of a walk), so queries go
- * through SyncQuery (a worker thread holding one connection); each concept is one round trip, and the concepts,
- * subsumptions and properties asked are kept in a bounded cache, since exchange traffic repeats a few thousand
- * codes. Writing: a load is read from the owner's files into a scratch SQLite file by the same loaders as the
+ * Reading: the LoadedCodeSystems port is synchronous (the validator asks in the middle of a walk). A synchronous
+ * lookup that misses the cache goes through SyncQuery (a worker thread holding one connection) and blocks this
+ * thread until the database answers, so the service reads ahead instead: `prefetch` (before a request's handler
+ * runs, src/app/app.ts) reads, on a pool and without blocking, every concept a document's Codings name, with its
+ * properties and all its ancestors, so that the validation's concept, property and subsumption lookups of those
+ * codes answer from memory. What was not read ahead (expansions: descendants, pages) still blocks. The concepts,
+ * ancestor sets, subsumptions and properties read are kept in bounded caches, since exchange traffic repeats a
+ * few thousand codes. Writing: a load is read from the owner's files into a scratch SQLite file by the same loaders as the
  * SQLite store, then copied to the database in one transaction that replaces the system's content.
  */
 import Database from 'better-sqlite3';
@@ -23,23 +27,99 @@ const CACHE_ENTRIES = 20_000;
 /** Rows per INSERT when a load is copied to the database. */
 const COPY_BATCH = 5_000;
 
+/** Codes of one document read ahead at most (beyond: looked up as asked); well under a cache's size. */
+const PREFETCH_CODES = CACHE_ENTRIES / 4;
+
 /** A map that forgets its least recently used entries beyond `limit`. */
 class BoundedCache<V> {
   private readonly entries = new Map<string, V>();
   constructor(private readonly limit: number) {}
 
   get(key: string, compute: () => V): V {
-    const hit = this.entries.get(key);
-    if (hit !== undefined || this.entries.has(key)) {
-      this.entries.delete(key);
-      this.entries.set(key, hit as V);
-      return hit as V;
-    }
+    const hit = this.peek(key);
+    if (hit) return hit.value;
     const value = compute();
-    this.entries.set(key, value);
-    if (this.entries.size > this.limit) this.entries.delete(this.entries.keys().next().value as string);
+    this.set(key, value);
     return value;
   }
+
+  /** The entry of `key` if cached (an undefined value is one too: a code known to be missing). */
+  peek(key: string): { value: V } | undefined {
+    if (!this.entries.has(key)) return undefined;
+    const value = this.entries.get(key) as V;
+    this.entries.delete(key);
+    this.entries.set(key, value);
+    return { value };
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  set(key: string, value: V): void {
+    this.entries.delete(key);
+    this.entries.set(key, value);
+    if (this.entries.size > this.limit) this.entries.delete(this.entries.keys().next().value as string);
+  }
+}
+
+/** A concept row as the concept queries return it. */
+interface ConceptRow {
+  code: string;
+  display: string | null;
+  active: boolean;
+  designations: { value: string; use: string | null; language: string | null }[];
+  properties: { code: string; value: string }[];
+  parents: string[];
+}
+
+function toConcept(row: ConceptRow): LoadedConcept {
+  return {
+    code: row.code,
+    ...(row.display !== null ? { display: row.display } : {}),
+    active: row.active,
+    designations: row.designations.map((d) => ({
+      value: d.value,
+      ...(d.use !== null ? { use: d.use } : {}),
+      ...(d.language !== null ? { language: d.language } : {}),
+    })),
+    properties: row.properties,
+    parents: row.parents,
+  };
+}
+
+/**
+ * The codes of the Codings in a FHIR JSON value (any object with a string `system` and `code`: Coding,
+ * CodeableConcept.coding, Quantity, in contained resources and bundle entries too), by system, for the systems
+ * `wanted` accepts; at most `limit` codes in all.
+ */
+export function codingsIn(
+  document: unknown,
+  wanted: (system: string) => boolean,
+  limit: number,
+): Map<string, Set<string>> {
+  const found = new Map<string, Set<string>>();
+  let count = 0;
+  const stack: unknown[] = [document];
+  while (stack.length > 0 && count < limit) {
+    const value = stack.pop();
+    if (Array.isArray(value)) {
+      for (const item of value) if (item !== null && typeof item === 'object') stack.push(item);
+      continue;
+    }
+    if (value === null || typeof value !== 'object') continue;
+    const { system, code } = value as { system?: unknown; code?: unknown };
+    if (typeof system === 'string' && typeof code === 'string' && wanted(system)) {
+      let codes = found.get(system);
+      if (!codes) found.set(system, (codes = new Set()));
+      if (!codes.has(code)) {
+        codes.add(code);
+        count++;
+      }
+    }
+    for (const item of Object.values(value)) if (item !== null && typeof item === 'object') stack.push(item);
+  }
+  return found;
 }
 
 interface SystemRow {
@@ -71,42 +151,49 @@ export interface PostgresTerminologyLocation {
 export async function openPostgresCodeSystems(
   location: PostgresTerminologyLocation,
 ): Promise<PostgresCodeSystems | undefined> {
-  const query = new SyncQuery(location.connectionString);
+  const schema = location.schema ?? 'hie';
+  // Read-ahead connections; the synchronous lookups have the worker's own.
+  const pool = new pg.Pool({ connectionString: location.connectionString, max: 2 });
+  let systems: SystemRow[];
   try {
-    const store = new PostgresCodeSystems(query, location.schema ?? 'hie');
-    if (store.systems().length > 0) return store;
+    systems = (
+      await pool.query<SystemRow>(
+        `SELECT url, name, version, count, hierarchical FROM ${quoteIdent(schema)}.ts_system`,
+      )
+    ).rows;
   } catch (err) {
-    await query.close();
+    await pool.end();
     throw err;
   }
-  await query.close();
-  return undefined;
+  if (systems.length === 0) {
+    await pool.end();
+    return undefined;
+  }
+  return new PostgresCodeSystems(new SyncQuery(location.connectionString), pool, schema, systems.map(toInfo));
 }
 
 export class PostgresCodeSystems implements LoadedCodeSystems {
   private readonly known: Map<string, LoadedSystemInfo>;
   private readonly sql;
   private readonly concepts = new BoundedCache<LoadedConcept | undefined>(CACHE_ENTRIES);
+  /** system|code -> every ancestor of the code (read ahead: subsumption of a prefetched code needs no query). */
+  private readonly ancestorSets = new BoundedCache<ReadonlySet<string>>(CACHE_ENTRIES);
   private readonly subsumptions = new BoundedCache<boolean>(CACHE_ENTRIES);
   private readonly properties = new BoundedCache<string[]>(CACHE_ENTRIES);
 
   constructor(
     private readonly query: SyncQuery,
+    private readonly pool: pg.Pool,
     schema: string,
+    systems: LoadedSystemInfo[],
   ) {
     const S = quoteIdent(schema);
-    const rows = query.query<SystemRow>(
-      `SELECT url, name, version, count, hierarchical FROM ${S}.ts_system`,
-      [],
-    );
-    this.known = new Map(rows.map((r) => [r.url, toInfo(r)]));
+    this.known = new Map(systems.map((info) => [info.url, info]));
     const up = `WITH RECURSIVE up(code, depth) AS (
         SELECT parent, 1 FROM ${S}.ts_parent WHERE system = $1 AND code = $2
         UNION SELECT p.parent, up.depth + 1 FROM ${S}.ts_parent p JOIN up ON p.system = $1 AND p.code = up.code
         WHERE up.depth < ${MAX_DEPTH})`;
-    this.sql = {
-      // One round trip per concept: its designations, properties and parents as JSON arrays.
-      concept: `SELECT c.display, c.active,
+    const concepts = `SELECT c.code, c.display, c.active,
           (SELECT coalesce(json_agg(json_build_object('value', d.value, 'use', d.use, 'language', d.language)
              ORDER BY d.ord), '[]') FROM ${S}.ts_designation d WHERE d.system = c.system AND d.code = c.code)
             AS designations,
@@ -114,7 +201,17 @@ export class PostgresCodeSystems implements LoadedCodeSystems {
              FROM ${S}.ts_property p WHERE p.system = c.system AND p.code = c.code) AS properties,
           (SELECT coalesce(json_agg(p.parent ORDER BY p.parent), '[]')
              FROM ${S}.ts_parent p WHERE p.system = c.system AND p.code = c.code) AS parents
-        FROM ${S}.ts_concept c WHERE c.system = $1 AND c.code = $2`,
+        FROM ${S}.ts_concept c WHERE c.system = $1`;
+    this.sql = {
+      // One round trip per concept: its designations, properties and parents as JSON arrays.
+      concept: `${concepts} AND c.code = $2`,
+      // The read-ahead: the concepts of many codes of one system, and the ancestors of each.
+      concepts: `${concepts} AND c.code = ANY($2::text[])`,
+      ancestorSets: `WITH RECURSIVE up(start, code, depth) AS (
+          SELECT code, parent, 1 FROM ${S}.ts_parent WHERE system = $1 AND code = ANY($2::text[])
+          UNION SELECT up.start, p.parent, up.depth + 1 FROM ${S}.ts_parent p JOIN up ON p.system = $1 AND p.code = up.code
+          WHERE up.depth < ${MAX_DEPTH})
+        SELECT start, array_agg(DISTINCT code) AS ancestors FROM up GROUP BY start`,
       exists: `SELECT 1 FROM ${S}.ts_concept WHERE system = $1 AND code = $2`,
       isAncestor: `${up} SELECT 1 FROM up WHERE code = $3 LIMIT 1`,
       ancestors: `${up} SELECT DISTINCT code FROM up LIMIT $3`,
@@ -142,34 +239,54 @@ export class PostgresCodeSystems implements LoadedCodeSystems {
     return [...this.known.values()].sort((a, b) => a.url.localeCompare(b.url));
   }
 
+  /**
+   * Reads ahead, on the pool (this thread keeps serving meanwhile), the concepts the Codings of a FHIR JSON text
+   * name in the loaded systems, with all their ancestors: their concept, property and subsumption lookups then
+   * answer from memory. Never fails: what could not be read is looked up as asked (and fails there).
+   */
+  async prefetch(document: string): Promise<void> {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(document);
+    } catch {
+      return; // not JSON: the request is refused before anything is validated
+    }
+    const wanted = codingsIn(parsed, (system) => this.known.has(system), PREFETCH_CODES);
+    await Promise.all(
+      [...wanted].map(async ([system, codes]) => {
+        const missing = [...codes].filter(
+          (code) => !this.concepts.has(`${system}|${code}`) || !this.ancestorSets.has(`${system}|${code}`),
+        );
+        if (missing.length > 0) await this.readAhead(system, missing).catch(() => undefined);
+      }),
+    );
+  }
+
+  private async readAhead(system: string, codes: string[]): Promise<void> {
+    const [concepts, ancestors] = await Promise.all([
+      this.pool.query<ConceptRow>(this.sql.concepts, [system, codes]),
+      this.pool.query<{ start: string; ancestors: string[] }>(this.sql.ancestorSets, [system, codes]),
+    ]);
+    const found = new Map(concepts.rows.map((row) => [row.code, toConcept(row)]));
+    const above = new Map(ancestors.rows.map((row) => [row.start, new Set(row.ancestors)]));
+    for (const code of codes) {
+      this.concepts.set(`${system}|${code}`, found.get(code));
+      this.ancestorSets.set(`${system}|${code}`, above.get(code) ?? new Set());
+    }
+  }
+
   concept(system: string, code: string): LoadedConcept | undefined {
     if (!this.known.has(system)) return undefined;
     return this.concepts.get(`${system}|${code}`, () => {
-      const row = this.query.query<{
-        display: string | null;
-        active: boolean;
-        designations: { value: string; use: string | null; language: string | null }[];
-        properties: { code: string; value: string }[];
-        parents: string[];
-      }>(this.sql.concept, [system, code])[0];
-      if (!row) return undefined;
-      return {
-        code,
-        ...(row.display !== null ? { display: row.display } : {}),
-        active: row.active,
-        designations: row.designations.map((d) => ({
-          value: d.value,
-          ...(d.use !== null ? { use: d.use } : {}),
-          ...(d.language !== null ? { language: d.language } : {}),
-        })),
-        properties: row.properties,
-        parents: row.parents,
-      };
+      const row = this.query.query<ConceptRow>(this.sql.concept, [system, code])[0];
+      return row ? toConcept(row) : undefined;
     });
   }
 
   subsumes(system: string, ancestor: string, code: string): boolean {
     if (ancestor === code) return this.concept(system, code) !== undefined;
+    const ancestors = this.ancestorSets.peek(`${system}|${code}`);
+    if (ancestors) return ancestors.value.has(ancestor);
     return this.subsumptions.get(
       `${system}|${ancestor}|${code}`,
       () => this.query.query(this.sql.isAncestor, [system, code, ancestor]).length > 0,
@@ -189,6 +306,10 @@ export class PostgresCodeSystems implements LoadedCodeSystems {
   }
 
   property(system: string, code: string, property: string): string[] {
+    // A concept read (ahead) holds its properties, in the same order.
+    const concept = this.concepts.peek(`${system}|${code}`);
+    if (concept)
+      return (concept.value?.properties ?? []).filter((p) => p.code === property).map((p) => p.value);
     return this.properties.get(`${system}|${code}|${property}`, () =>
       this.query.query<{ value: string }>(this.sql.property, [system, code, property]).map((r) => r.value),
     );
@@ -220,8 +341,8 @@ export class PostgresCodeSystems implements LoadedCodeSystems {
     };
   }
 
-  close(): Promise<void> {
-    return this.query.close();
+  async close(): Promise<void> {
+    await Promise.all([this.query.close(), this.pool.end()]);
   }
 }
 

@@ -17,6 +17,7 @@ import { ConsentService } from '../../src/consent/consent-service.js';
 import { consentToGrants } from '../../src/consent/consent-resource.js';
 import { NetworkIds } from '../../src/consent/network-ids.js';
 import { PostgresSharedRevocations } from '../../src/consent/shared-revocations.js';
+import type { PendingRevocation } from '../../src/consent/revocation-outbox.js';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import { actor, privacyConsent, startHarness, storePatientWithObservation } from '../access/app-harness.js';
 import { TestPseudonyms } from '../ledger/helpers.js';
@@ -124,6 +125,46 @@ describe.skipIf(skip !== undefined)('revocations shared by replicas (PostgreSQL,
     } finally {
       await b.close();
       await a.close();
+    }
+  });
+
+  it('after its listening connection is dropped, a replica listens again: it reloads, then hears the next revocation', async () => {
+    const shared = new PostgresSharedRevocations(store.pool, store.schema);
+    const heard: PendingRevocation[] = [];
+    let reloads = 0;
+    const stop = await shared.listen(
+      (entry) => heard.push(entry),
+      () => reloads++,
+    );
+    try {
+      // The listening connection is the one whose last statement was its LISTEN; the server drops it.
+      const listening = async () =>
+        (
+          await store.pool.query<{ pid: number }>(
+            `SELECT pid FROM pg_stat_activity WHERE query = $1 AND datname = current_database()`,
+            [`LISTEN ${shared.channel}`],
+          )
+        ).rows.map((row) => row.pid);
+      const [dropped] = await listening();
+      expect(dropped).toBeDefined();
+      await store.pool.query('SELECT pg_terminate_backend($1)', [dropped]);
+      await until(async () => reloads === 1, 'the replica listens again and reloads', 10_000);
+      expect(await listening()).not.toContain(dropped);
+
+      const entry: PendingRevocation = {
+        patient: 'patient-pseudonym',
+        grantee: 'grantee-pseudonym',
+        consent: 'consent-pseudonym',
+        actor: 'actor-pseudonym',
+        inPerson: false,
+        grantBlock: -1,
+      };
+      await store.transaction((tx) => shared.record(tx, [entry]));
+      await until(async () => heard.length === 1, 'the revocation is heard on the new connection', 10_000);
+      expect(heard).toEqual([entry]);
+    } finally {
+      await stop();
+      await shared.remove(await shared.all());
     }
   });
 });

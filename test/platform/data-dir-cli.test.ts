@@ -9,7 +9,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MIGRATIONS } from '../../src/fhir/store/sqlite/schema.js';
 import { cliNodeArgs } from '../support/cli-build.js';
 
 interface Ran {
@@ -265,5 +267,30 @@ describe('the default data directory', () => {
     expect(listed.code, listed.stderr).toBe(0);
     expect(JSON.parse(listed.stdout)).toEqual([]);
     expect(existsSync(join(defaultDir, 'identity'))).toBe(true);
+  });
+});
+
+describe('a data directory whose store a newer hie-ledger wrote', () => {
+  it('is refused by serve and verify with one line naming both schema versions (exit 2), not served', async () => {
+    const dataDir = join(tempRoot(), 'data');
+    mkdirSync(dataDir);
+    const known = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+    const db = new Database(join(dataDir, 'resources.sqlite'));
+    db.exec(
+      'CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)',
+    );
+    db.prepare("INSERT INTO schema_version VALUES (?, 'a newer release', '2999-01-01')").run(known + 1);
+    db.close();
+    const answers = await Promise.all([
+      run(['serve', '--port', '0', '--data-dir', dataDir]),
+      run(['verify', '--no-progress', '--data-dir', dataDir]),
+    ]);
+    for (const ran of answers) {
+      expect(ran.code, ran.stderr).toBe(2);
+      expect(ran.stderr).toContain(
+        `this store was written by a newer hie-ledger: schema ${known + 1}, this build knows up to ${known}`,
+      );
+      expectOneLine(ran);
+    }
   });
 });

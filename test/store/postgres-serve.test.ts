@@ -11,6 +11,7 @@ import { loadConfig } from '../../src/config/config.js';
 import { runMigrate } from '../../src/commands/migrate.js';
 import { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
 import { PG_MIGRATIONS } from '../../src/fhir/store/postgres/schema.js';
+import { NewerStoreSchemaError } from '../../src/fhir/store/schema-version.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { bootApp, FHIR_JSON, send, type BootedApp } from '../support/app-harness.js';
 
@@ -167,6 +168,34 @@ describe.skipIf(skip !== undefined)(
       expect(
         texts.filter((t) => new RegExp(`is at version ${LATEST}: nothing to apply`).test(t)),
       ).toHaveLength(2);
+    });
+
+    it('a schema a newer hie-ledger wrote is refused at open, saying so, its pools closed; migrate exits 2', async () => {
+      const schema = freshSchema();
+      const databaseUrl = withSchema(schema);
+      expect(await runMigrate({ databaseUrl, out: sink(), err: sink() })).toBe(0);
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      try {
+        await admin.query(
+          `INSERT INTO "${schema}".schema_version (version, description, applied_at) VALUES ($1, 'a newer release', $2)`,
+          [LATEST + 1, new Date().toISOString()],
+        );
+      } finally {
+        await admin.end();
+      }
+      const newer = `this store was written by a newer hie-ledger: schema ${LATEST + 1}, this build knows up to ${LATEST}`;
+
+      const store = new PostgresResourceStore({ connectionString: url!, schema });
+      const refused = await store.init().catch((err: unknown) => err);
+      expect(refused).toBeInstanceOf(NewerStoreSchemaError);
+      expect((refused as Error).message).toContain(newer);
+      // Nothing left open to keep the process running on.
+      expect(store.pool.ended).toBe(true);
+
+      const err = sink();
+      expect(await runMigrate({ databaseUrl, out: sink(), err })).toBe(2);
+      expect(err.text()).toContain(newer);
     });
   },
 );

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { MIGRATIONS } from '../../src/fhir/store/sqlite/schema.js';
+import { NewerStoreSchemaError } from '../../src/fhir/store/schema-version.js';
 import { asSchema6 } from './schema6.js';
 import { describeResourceStoreContract } from './contract.js';
 import { SqliteSearch } from '../../src/fhir/store/sqlite/sqlite-search.js';
@@ -365,12 +366,20 @@ describe('SqliteResourceStore', () => {
     await full.close();
   });
 
-  it('refuses a database whose schema is newer than the software', async () => {
+  it('refuses a database whose schema is newer than the software, saying so, written or read only, and closes it', async () => {
     const file = join(tempDir(), 'resources.sqlite');
     const store = await openStore(file);
-    store.db.prepare("INSERT INTO schema_version VALUES (99, 'from the future', '2999-01-01')").run();
+    const known = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+    store.db.prepare("INSERT INTO schema_version VALUES (?, 'from the future', '2999-01-01')").run(known + 1);
     await store.close();
-    await expect(openStore(file)).rejects.toThrow(/newer/);
+    const newer = `this store was written by a newer hie-ledger: schema ${known + 1}, this build knows up to ${known}`;
+    for (const readOnly of [false, true]) {
+      const refused = new SqliteResourceStore({ file, readOnly });
+      const err = await refused.init().catch((e: unknown) => e);
+      expect(err, `readOnly ${readOnly}`).toBeInstanceOf(NewerStoreSchemaError);
+      expect((err as Error).message).toContain(newer);
+      expect(refused.db.open).toBe(false);
+    }
   });
 
   it('rejects calls after close', async () => {

@@ -12,7 +12,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFhirValidatorSync } from '../../src/fhir/validation/index.js';
 import { terminologyFile } from '../../src/terminology/terminology-store.js';
-import { runCli } from '../support/cli-process.js';
+import { runCli, until } from '../support/cli-process.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { bootApp, FHIR_JSON, type BootedApp } from '../support/app-harness.js';
 import { writeExcerpts } from './excerpts.js';
@@ -96,6 +96,42 @@ describe.skipIf(skip !== undefined)(
         const lookup = await inject('GET', `/fhir/CodeSystem/$lookup?system=${LOINC}&code=29463-7`);
         expect(lookup.statusCode).toBe(200);
         expect(lookup.body).toContain('Body weight');
+      }
+    });
+
+    it('a write whose code is not cached waits for the database without holding up the other requests', async () => {
+      const { fastify } = replicas[0]!.app;
+      const locker = new pg.Client({ connectionString: POSTGRES_URL });
+      await locker.connect();
+      const S = `"${schema}"`;
+      try {
+        // Every read of the code systems' tables waits until the locker's transaction ends.
+        await locker.query('BEGIN');
+        await locker.query(
+          `LOCK TABLE ${S}.ts_concept, ${S}.ts_designation, ${S}.ts_property, ${S}.ts_parent IN ACCESS EXCLUSIVE MODE`,
+        );
+        const writing = fastify.inject({
+          method: 'POST',
+          url: '/fhir/Observation',
+          headers: FHIR_JSON,
+          payload: JSON.stringify(observation('1234-5')),
+        });
+        // Polled on this thread's timers: a lookup blocking the thread would stop them until it gave up.
+        await until(async () => {
+          const { rows } = await locker.query(
+            `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND position($1 in query) > 0`,
+            [S],
+          );
+          return rows.length > 0;
+        }, "the write's code lookup waits for the locked tables");
+        expect((await fastify.inject({ method: 'GET', url: '/fhir/Patient/not-there' })).statusCode).toBe(
+          404,
+        );
+        await locker.query('COMMIT');
+        const written = await writing;
+        expect(written.statusCode, written.body).toBe(201);
+      } finally {
+        await locker.end();
       }
     });
   },

@@ -51,6 +51,7 @@ import {
   withJsonBytes,
 } from '../store-support.js';
 import { PG_MIGRATIONS } from './schema.js';
+import { NewerStoreSchemaError, refuseNewerSchema } from '../schema-version.js';
 import { PostgresSearch } from './postgres-search.js';
 import { ACCESS_KEY_CUSTODIAN } from '../search-sql.js';
 import type { StoreSearchRequest, StoreSearchResult } from '../search-query.js';
@@ -198,7 +199,13 @@ export class PostgresResourceStore implements ResourceStore {
   async init(): Promise<void> {
     this.assertOpen();
     if (this.initialised) return;
-    await this.migrate();
+    try {
+      await this.migrate();
+    } catch (err) {
+      // A newer hie-ledger's schema: refused, and the pools closed (idle connections would hold the process open).
+      if (err instanceof NewerStoreSchemaError) await this.close();
+      throw err;
+    }
     this.initialised = true;
   }
 
@@ -222,11 +229,7 @@ export class PostgresResourceStore implements ResourceStore {
       );
       const applied = Math.max(0, ...recorded);
       const known = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;
-      if (applied > known) {
-        throw new Error(
-          `The store's schema (version ${applied}) is newer than this software knows (${known})`,
-        );
-      }
+      refuseNewerSchema(applied, known);
       // Every migration not recorded yet, in order (also one numbered below the newest applied: branches that
       // numbered theirs apart, merged later).
       for (const migration of PG_MIGRATIONS) {

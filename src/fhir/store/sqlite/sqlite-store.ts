@@ -48,6 +48,7 @@ import {
   type VersionRow,
 } from '../store-support.js';
 import { hexText, MIGRATIONS } from './schema.js';
+import { refuseNewerSchema } from '../schema-version.js';
 import { decodeJson, decodeJsonBytes, encodeJson, registerJsonFunctions } from '../json-codec.js';
 import { CurrentVersionCache } from './current-cache.js';
 import {
@@ -355,6 +356,8 @@ export class SqliteResourceStore implements ResourceStore {
   async init(): Promise<void> {
     this.assertOpen();
     if (this.stmts) return;
+    // Before anything else reads it (the integrity check, a migration): a newer hie-ledger's store is not opened.
+    this.refuseNewerSchema();
     this.checkIntegrityAtStart();
     // Migration 7 deflates the stored JSON with hie_encode_json (schema.ts); hie_decode_json is for SQL by hand.
     registerJsonFunctions(this.db);
@@ -1167,13 +1170,33 @@ export class SqliteResourceStore implements ResourceStore {
   // ---------------------------------------------------------------------------------------------------------
   // Setup.
 
+  /** The newest migration the file records (0: none, or no schema_version table yet). */
+  private appliedSchema(): number {
+    const table = this.db
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
+      .get();
+    if (!table) return 0;
+    return (this.db.prepare('SELECT max(version) FROM schema_version').pluck().get() as number | null) ?? 0;
+  }
+
+  /** A store a newer hie-ledger wrote is refused (NewerStoreSchemaError), and closed. */
+  private refuseNewerSchema(): void {
+    try {
+      refuseNewerSchema(this.appliedSchema(), MIGRATIONS[MIGRATIONS.length - 1]!.version);
+    } catch (err) {
+      this.closed = true;
+      this.db.close();
+      throw err;
+    }
+  }
+
   /** A read-only store is never migrated: its schema must be the one this software writes. */
   private checkSchemaCurrent(): void {
     const known = MIGRATIONS[MIGRATIONS.length - 1]!.version;
-    const applied = this.db.prepare('SELECT max(version) FROM schema_version').pluck().get() as number | null;
+    const applied = this.appliedSchema();
     if (applied !== known)
       throw new Error(
-        `The store's schema is version ${applied ?? 0}, this software's ${known}: run hie-ledger migrate (or serve) first`,
+        `The store's schema is version ${applied}, this software's ${known}: run hie-ledger migrate (or serve) first`,
       );
   }
 
@@ -1181,14 +1204,8 @@ export class SqliteResourceStore implements ResourceStore {
     this.db.exec(
       'CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)',
     );
-    const known = MIGRATIONS[MIGRATIONS.length - 1]!.version;
     const applied = () =>
       (this.db.prepare('SELECT max(version) FROM schema_version').pluck().get() as number | null) ?? 0;
-    if (applied() > known) {
-      throw new Error(
-        `The store's schema (version ${applied()}) is newer than this software knows (${known})`,
-      );
-    }
     for (const migration of MIGRATIONS) {
       // Re-checked under the write lock: another process may have migrated meanwhile.
       this.db
