@@ -485,8 +485,15 @@ function wireBulk(
   customParameters: CustomSearchParameters,
 ): Bulk {
   const { config, overrides, closers, registry, fastify } = wiring;
+  const store = wiring.store;
   const bulk = setupBulk({
     dataDir: config.dataDir,
+    bulkDir: config.bulkDir,
+    // On PostgreSQL the job records are the replicas' (docs/replicas.md, "Bulk jobs at every replica").
+    database:
+      store instanceof PostgresResourceStore
+        ? { pool: store.pool, schema: store.schema, leaseSeconds: config.bulkLeaseSeconds }
+        : undefined,
     store: access.store,
     reindex: {
       store: wiring.store,

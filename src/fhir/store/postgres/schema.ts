@@ -383,4 +383,33 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         WHERE low IS NOT NULL;
     `,
   },
+  {
+    version: 15,
+    description:
+      'bulk jobs ($export, $import, $reindex) shared by the replicas: records, progress and the lease of the one replica running each',
+    sql: (S) => `
+      -- As BULK/jobs.sqlite (src/bulk/job-store.ts); the files stay in the bulk folder (--bulk-dir, shared by the
+      -- replicas), named by files_at (the folder's id, BULK/bulk-dir.id). One replica runs a job: the holder of its
+      -- lease (taken with FOR UPDATE SKIP LOCKED, renewed while it runs, taken over once lease_until passed; every
+      -- take increments lease_token, which each save of progress checks). src/bulk/postgres-job-store.ts.
+      CREATE TABLE ${S}.bulk_job (
+        id           text COLLATE "C" PRIMARY KEY,
+        kind         text NOT NULL CHECK (kind IN ('export', 'import', 'reindex')),
+        owner        text COLLATE "C" NOT NULL,
+        status       text NOT NULL CHECK (status IN ('queued', 'running', 'completed', 'failed')),
+        request      text NOT NULL,
+        state        text NOT NULL,
+        error        text,
+        created_at   bigint NOT NULL,
+        completed_at bigint,
+        expires_at   bigint,
+        files_at     text COLLATE "C" NOT NULL,
+        holder       text,
+        lease_token  bigint NOT NULL DEFAULT 0,
+        lease_until  timestamptz
+      );
+      CREATE INDEX bulk_job_unfinished ON ${S}.bulk_job (kind, created_at, id) WHERE status IN ('queued', 'running');
+      CREATE INDEX bulk_job_expiry ON ${S}.bulk_job (expires_at) WHERE expires_at IS NOT NULL;
+    `,
+  },
 ];
