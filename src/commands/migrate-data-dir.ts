@@ -2,8 +2,9 @@
  * `hie-ledger migrate --database-url URL --from-data-dir DIR`: moves what a single-node deployment kept in its data
  * directory's SQLite files into the tables the replicas share (docs/replicas.md, "Moving a deployment to
  * replicas"): participants and pseudonyms (identity/participants.sqlite), network patient ids, the grant index and
- * the home MSP (identity/network-ids.sqlite), and the bulk jobs' records (bulk/jobs.sqlite, their files copied to
- * --bulk-dir when it is another folder).
+ * the home MSP (identity/network-ids.sqlite), patient links with their history, redeemed link tokens, disclosures
+ * under links, wrong-link reports and the locator (exchange/patient-links.sqlite), and the bulk jobs' records
+ * (bulk/jobs.sqlite, their files copied to --bulk-dir when it is another folder).
  *
  * All in one transaction, under the data directory's lock (the single node must be stopped). A row already in the
  * database as it is in the file is left alone, so a second run changes nothing; a row that differs (same key, other
@@ -23,8 +24,11 @@ interface TableCopy {
   file: string;
   from: string;
   to: string;
-  key: string;
+  /** Its key columns (one but for the locator's). */
+  key: readonly string[];
   columns: readonly string[];
+  /** `key` is a bigserial copied as it is: the sequence is moved past the copied values. */
+  serial?: boolean;
   /** Columns the copy sets that the file has not (with their values). */
   extra?: Record<string, string | number | null>;
 }
@@ -62,7 +66,7 @@ function tables(dataDir: string, filesAt: string): TableCopy[] {
       file: participants,
       from: 'participants',
       to: 'participant',
-      key: 'client_id',
+      key: ['client_id'],
       columns: [
         'client_id',
         'pseudonym',
@@ -81,7 +85,7 @@ function tables(dataDir: string, filesAt: string): TableCopy[] {
       file: participants,
       from: 'pseudonyms',
       to: 'ref_pseudonym',
-      key: 'reference',
+      key: ['reference'],
       columns: ['reference', 'pseudonym', 'created_at'],
     },
     {
@@ -89,7 +93,7 @@ function tables(dataDir: string, filesAt: string): TableCopy[] {
       file: networkIds,
       from: 'network_patients',
       to: 'network_patient',
-      key: 'reference',
+      key: ['reference'],
       columns: ['reference', 'npid'],
     },
     {
@@ -97,7 +101,7 @@ function tables(dataDir: string, filesAt: string): TableCopy[] {
       file: networkIds,
       from: 'grant_index',
       to: 'grant_link',
-      key: 'grant_id',
+      key: ['grant_id'],
       columns: ['grant_id', 'patient_reference', 'patient', 'grantee', 'consent'],
     },
     {
@@ -105,15 +109,16 @@ function tables(dataDir: string, filesAt: string): TableCopy[] {
       file: networkIds,
       from: 'meta',
       to: 'network_meta',
-      key: 'name',
+      key: ['name'],
       columns: ['name', 'value'],
     },
+    ...linkTables(join(dataDir, 'exchange', 'patient-links.sqlite')),
     {
       label: 'bulk jobs',
       file: join(dataDir, 'bulk', 'jobs.sqlite'),
       from: 'bulk_job',
       to: 'bulk_job',
-      key: 'id',
+      key: ['id'],
       columns: [
         'id',
         'kind',
@@ -131,6 +136,74 @@ function tables(dataDir: string, filesAt: string): TableCopy[] {
   ];
 }
 
+/** exchange/patient-links.sqlite (src/exchange/patient-links.ts) -> the link tables of migration 15. */
+function linkTables(file: string): TableCopy[] {
+  const link = ['local_patient', 'npid', 'home_msp', 'linked_at'];
+  return [
+    {
+      label: 'patient links',
+      file,
+      from: 'patient_links',
+      to: 'patient_link',
+      key: ['local_patient'],
+      columns: link,
+    },
+    {
+      label: 'ended patient links',
+      file,
+      from: 'link_history',
+      to: 'patient_link_history',
+      key: ['seq'],
+      columns: ['seq', ...link, 'ended_at', 'reason'],
+      serial: true,
+    },
+    {
+      label: 'redeemed link tokens',
+      file,
+      from: 'spent_link_tokens',
+      to: 'spent_link_token',
+      key: ['token'],
+      columns: ['token', 'expires_at'],
+    },
+    {
+      label: 'disclosures under links',
+      file,
+      from: 'link_disclosures',
+      to: 'link_disclosure',
+      key: ['seq'],
+      columns: [
+        'seq',
+        'local_patient',
+        'npid',
+        'at',
+        'accessor_msp',
+        'accessor',
+        'purpose',
+        'records',
+        'types',
+        'audit_event',
+      ],
+      serial: true,
+    },
+    {
+      label: 'wrong-link reports',
+      file,
+      from: 'wrong_link_reports',
+      to: 'wrong_link_report',
+      key: ['history_seq'],
+      columns: ['history_seq', 'owner_npid', 'reported_at'],
+    },
+    {
+      label: 'link locator',
+      file,
+      from: 'locator',
+      to: 'link_locator',
+      key: ['npid', 'custodian_msp'],
+      columns: ['npid', 'custodian_msp', 'since'],
+    },
+  ];
+}
+
 /** The rows of a SQLite table, read-only; none when the file or the table is missing (nothing kept there). */
 function readRows(copy: TableCopy): Row[] {
   if (!existsSync(copy.file)) return [];
@@ -139,7 +212,7 @@ function readRows(copy: TableCopy): Row[] {
     const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(copy.from);
     if (!exists) return [];
     return db
-      .prepare(`SELECT ${copy.columns.join(', ')} FROM ${copy.from} ORDER BY ${copy.key}`)
+      .prepare(`SELECT ${copy.columns.join(', ')} FROM ${copy.from} ORDER BY ${copy.key.join(', ')}`)
       .all() as Row[];
   } finally {
     db.close();
@@ -171,11 +244,19 @@ async function copyTable(
   );
   const typeOf = new Map(targetTypes.map((t) => [t.column_name, t.data_type]));
   const casts = columns.map((_column, i) => `$${i + 1}::text[]`).join(', ');
-  const select = columns
-    .map((column) => (typeOf.get(column) === 'bigint' ? `${column}::bigint` : column))
-    .join(', ');
   const text = (value: string | number | null | undefined) =>
     value === null || value === undefined ? null : String(value);
+  const typed = (column: string) => {
+    const type = typeOf.get(column);
+    return type === 'bigint' || type === 'integer' ? type : 'text';
+  };
+  const select = columns.map((column) => `${column}::${typed(column)}`).join(', ');
+  // The key (one column, or several: the locator's) as one text, on both sides.
+  const keyOf = (row: Row) => copy.key.map((column) => String(row[column])).join(' ');
+  const keySql = `concat_ws(' ', ${copy.key.join(', ')})`;
+  const keyMatch = `(${copy.key.join(', ')}) IN (SELECT * FROM unnest(${copy.key
+    .map((column, i) => `$${i + 1}::${typed(column)}[]`)
+    .join(', ')}))`;
   for (let start = 0; start < rows.length; start += BATCH) {
     const batch = rows.slice(start, start + BATCH);
     const values = [
@@ -186,21 +267,21 @@ async function copyTable(
     const inserted = await client.query<{ key: string }>(
       `INSERT INTO ${S}.${copy.to} (${columns.join(', ')})
        SELECT ${select} FROM unnest(${casts}) AS source(${columns.join(', ')})
-       ON CONFLICT DO NOTHING RETURNING ${copy.key} AS key`,
+       ON CONFLICT DO NOTHING RETURNING ${keySql} AS key`,
       values,
     );
     count.copied += inserted.rowCount ?? 0;
     const done = new Set(inserted.rows.map((row) => row.key));
-    const skipped = batch.filter((row) => !done.has(String(row[copy.key])));
+    const skipped = batch.filter((row) => !done.has(keyOf(row)));
     if (skipped.length === 0) continue;
     const { rows: existing } = await client.query<Row>(
-      `SELECT ${copy.columns.join(', ')} FROM ${S}.${copy.to} WHERE ${copy.key} = ANY($1::text[])`,
-      [skipped.map((row) => String(row[copy.key]))],
+      `SELECT ${copy.columns.join(', ')} FROM ${S}.${copy.to} WHERE ${keyMatch}`,
+      copy.key.map((column) => skipped.map((row) => text(row[column]))),
     );
-    const byKey = new Map(existing.map((row) => [String(row[copy.key]), row]));
+    const byKey = new Map(existing.map((row) => [keyOf(row), row]));
     for (const row of skipped) {
-      const there = byKey.get(String(row[copy.key]));
-      const name = `${copy.to} ${copy.key}=${String(row[copy.key])}`;
+      const there = byKey.get(keyOf(row));
+      const name = `${copy.to} ${copy.key.join(',')}=${keyOf(row)}`;
       if (!there) {
         conflicts.push(`${name}: another row holds one of its unique values`);
         continue;
@@ -210,6 +291,12 @@ async function copyTable(
       else conflicts.push(`${name}: differs in ${differing.join(', ')}`);
     }
   }
+  // Rows made later number on from the copied ones.
+  if (copy.serial)
+    await client.query(
+      `SELECT setval(pg_get_serial_sequence($1, $2), (SELECT max(${copy.key[0]}) FROM ${S}.${copy.to}))`,
+      [`${S}.${copy.to}`, copy.key[0]],
+    );
   return count;
 }
 

@@ -57,8 +57,8 @@ export async function runMigrate(options: MigrateCommandOptions): Promise<number
           `${count.label}: ${count.read} in ${dataDir}, ${count.copied} copied, ${count.unchanged} already there\n`,
         );
       out.write(
-        'Not copied: resources (hie-ledger import), keys (mount them into every replica), patient links and the ' +
-          'consent checkpoint (kept per replica: docs/replicas.md)\n',
+        'Not copied: resources (hie-ledger import), keys (mount them into every replica), the consent ' +
+          'checkpoint (a cache of the ledger, per replica: docs/replicas.md)\n',
       );
     }
     return 0;

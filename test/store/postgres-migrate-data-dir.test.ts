@@ -15,6 +15,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { NetworkIds } from '../../src/consent/network-ids.js';
 import { ParticipantDirectory } from '../../src/access/participants.js';
 import { SqliteBulkJobStore } from '../../src/bulk/job-store.js';
+import { PatientLinkStore, patientLinksFileIn } from '../../src/exchange/patient-links.js';
+import { PostgresPatientLinks } from '../../src/exchange/postgres-patient-links.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { runCli } from '../support/cli-process.js';
 import { bootApp, send } from '../support/app-harness.js';
@@ -36,7 +38,7 @@ async function cli(args: string[]): Promise<{ code: number | null; output: strin
 }
 
 /** A single node's data directory as its service leaves it: what migrate copies. */
-async function singleNode(participant: string, patient: string): Promise<string> {
+async function singleNode(participant: string, patient: string, npidOfNode: string): Promise<string> {
   const dataDir = folder('hie-single-node-');
   const registered = await cli([
     ...['participant', 'register', '--data-dir', dataDir],
@@ -52,6 +54,26 @@ async function singleNode(participant: string, patient: string): Promise<string>
   ids.npidOf(patient);
   ids.grantIdOf({ patientReference: patient, patient: 'pp1', grantee: 'pg1', consent: 'pc1' });
   ids.close();
+  const links = new PatientLinkStore(patientLinksFileIn(dataDir));
+  links.link({
+    localPatient: patient,
+    npid: npidOfNode,
+    homeMsp: 'Org3MSP',
+    linkedAt: '2026-01-01T00:00:00.000Z',
+  });
+  links.link({
+    localPatient: patient,
+    npid: `${npidOfNode}2`,
+    homeMsp: 'Org3MSP',
+    linkedAt: '2026-01-02T00:00:00.000Z',
+  });
+  links.locate('npid-at-home', 'Org2MSP', '2026-01-01T00:00:00.000Z');
+  links.spend(
+    'Org3MSP jti-1',
+    Date.parse('2027-01-01T00:00:00.000Z'),
+    Date.parse('2026-01-01T00:00:00.000Z'),
+  );
+  links.close();
   return dataDir;
 }
 
@@ -65,6 +87,11 @@ async function tablesOf(pool: pg.Pool): Promise<string> {
     'grant_link',
     'network_meta',
     'bulk_job',
+    'patient_link',
+    'patient_link_history',
+    'spent_link_token',
+    'wrong_link_report',
+    'link_locator',
   ])
     dump[table] = (await pool.query(`SELECT * FROM "${schema}".${table} ORDER BY 1`)).rows;
   return JSON.stringify(dump);
@@ -80,7 +107,7 @@ describe.skipIf(skip !== undefined)('hie-ledger migrate --from-data-dir', () => 
   });
 
   it('copies a single node into the shared tables once, and refuses a conflicting one', async () => {
-    const dataDir = await singleNode('ehr-1', 'Patient/p1');
+    const dataDir = await singleNode('ehr-1', 'Patient/p1', 'n'.repeat(43));
     // A finished export of the single node, as its job store keeps it.
     const jobs = new SqliteBulkJobStore(join(dataDir, 'bulk'));
     const job = '00000000-0000-4000-8000-000000000001';
@@ -128,11 +155,18 @@ describe.skipIf(skip !== undefined)('hie-ledger migrate --from-data-dir', () => 
     expect(first.output).toContain(`grant index: 1 in ${dataDir}, 1 copied`);
     expect(first.output).toContain(`network meta (home MSP): 1 in ${dataDir}, 1 copied`);
     expect(first.output).toContain(`bulk jobs: 1 in ${dataDir}, 1 copied`);
+    // The relink ended the first link as corrected, with a pending wrong-link report.
+    expect(first.output).toContain(`patient links: 1 in ${dataDir}, 1 copied`);
+    expect(first.output).toContain(`ended patient links: 1 in ${dataDir}, 1 copied`);
+    expect(first.output).toContain(`wrong-link reports: 1 in ${dataDir}, 1 copied`);
+    expect(first.output).toContain(`link locator: 1 in ${dataDir}, 1 copied`);
+    expect(first.output).toContain(`redeemed link tokens: 1 in ${dataDir}, 1 copied`);
     expect(readFileSync(join(bulkDir, 'export', job, 'Patient.ndjson'), 'utf8')).toBe(line);
 
     const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 1 });
     try {
       const copied = await tablesOf(pool);
+      expect(copied).toContain('"patient_link":[{"local_patient":"Patient/p1"');
       const { rows } = await pool.query(
         `SELECT client_id, role, status FROM "${schema}".participant ORDER BY client_id`,
       );
@@ -142,6 +176,15 @@ describe.skipIf(skip !== undefined)('hie-ledger migrate --from-data-dir', () => 
       ids.close();
       const npids = await pool.query(`SELECT reference, npid FROM "${schema}".network_patient`);
       expect(npids.rows).toEqual([{ reference: 'Patient/p1', npid }]);
+      // Read as a replica reads them.
+      const links = new PostgresPatientLinks(pool, schema);
+      expect(await links.linkOf('Patient/p1')).toMatchObject({
+        npid: `${'n'.repeat(43)}2`,
+        homeMsp: 'Org3MSP',
+      });
+      expect(await links.custodiansOf('npid-at-home')).toEqual(['Org2MSP']);
+      const [pending] = await links.pendingReports();
+      expect(pending).toMatchObject({ ended: { reason: 'corrected', npid: 'n'.repeat(43) } });
 
       // Again: nothing copied, nothing changed.
       const second = await migrate(dataDir);
@@ -151,12 +194,13 @@ describe.skipIf(skip !== undefined)('hie-ledger migrate --from-data-dir', () => 
       expect(await tablesOf(pool)).toBe(copied);
 
       // Another node with its own pseudonym and npid for the same patient: refused, nothing of it copied.
-      const other = await singleNode('ehr-2', 'Patient/p1');
+      const other = await singleNode('ehr-2', 'Patient/p1', 'm'.repeat(43));
       const refused = await migrate(other);
       expect(refused.code, refused.output).toBe(3);
       expect(refused.output).toContain('nothing was copied');
       expect(refused.output).toContain('ref_pseudonym reference=Patient/p1: differs in pseudonym');
       expect(refused.output).toContain('network_patient reference=Patient/p1: differs in npid');
+      expect(refused.output).toContain('patient_link local_patient=Patient/p1: differs in npid');
       expect(refused.output).not.toContain(npid);
       expect(await tablesOf(pool)).toBe(copied);
 

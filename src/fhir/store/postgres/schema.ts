@@ -386,7 +386,7 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
   {
     version: 15,
     description:
-      'bulk jobs ($export, $import, $reindex) shared by the replicas: records, progress and the lease of the one replica running each',
+      'bulk jobs ($export, $import, $reindex: records, progress, the lease of the one replica running each) and patient links, shared by the replicas',
     sql: (S) => `
       -- As BULK/jobs.sqlite (src/bulk/job-store.ts); the files stay in the bulk folder (--bulk-dir, shared by the
       -- replicas), named by files_at (the folder's id, BULK/bulk-dir.id). One replica runs a job: the holder of its
@@ -410,6 +410,55 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       );
       CREATE INDEX bulk_job_unfinished ON ${S}.bulk_job (kind, created_at, id) WHERE status IN ('queued', 'running');
       CREATE INDEX bulk_job_expiry ON ${S}.bulk_job (expires_at) WHERE expires_at IS NOT NULL;
+      -- As DATA/exchange/patient-links.sqlite (src/exchange/patient-links.ts), shared by the replicas
+      -- (src/exchange/postgres-patient-links.ts): a custodian's links (local Patient -> npid), their history, the
+      -- link tokens redeemed (each once for the whole service), the disclosures made under links and the wrong-link
+      -- reports pending; at the home, the locator (which custodians a link token was issued for).
+      CREATE TABLE ${S}.patient_link (
+        local_patient text COLLATE "C" PRIMARY KEY,
+        npid          text COLLATE "C" NOT NULL,
+        home_msp      text NOT NULL,
+        linked_at     text NOT NULL
+      );
+      CREATE INDEX patient_link_npid ON ${S}.patient_link (npid);
+      CREATE TABLE ${S}.patient_link_history (
+        seq           bigserial PRIMARY KEY,
+        local_patient text COLLATE "C" NOT NULL,
+        npid          text COLLATE "C" NOT NULL,
+        home_msp      text NOT NULL,
+        linked_at     text NOT NULL,
+        ended_at      text NOT NULL,
+        reason        text NOT NULL CHECK (reason IN ('corrected', 'revoked', 'wrong'))
+      );
+      CREATE INDEX patient_link_history_patient ON ${S}.patient_link_history (local_patient);
+      CREATE TABLE ${S}.spent_link_token (
+        token      text COLLATE "C" PRIMARY KEY,
+        expires_at bigint NOT NULL
+      );
+      CREATE TABLE ${S}.link_disclosure (
+        seq           bigserial PRIMARY KEY,
+        local_patient text COLLATE "C" NOT NULL,
+        npid          text COLLATE "C" NOT NULL,
+        at            text NOT NULL,
+        accessor_msp  text NOT NULL,
+        accessor      text NOT NULL,
+        purpose       text NOT NULL,
+        records       integer NOT NULL,
+        types         text NOT NULL,
+        audit_event   text NOT NULL
+      );
+      CREATE INDEX link_disclosure_patient ON ${S}.link_disclosure (local_patient, npid, at);
+      CREATE TABLE ${S}.wrong_link_report (
+        history_seq bigint PRIMARY KEY,
+        owner_npid  text,
+        reported_at text
+      );
+      CREATE TABLE ${S}.link_locator (
+        npid          text COLLATE "C" NOT NULL,
+        custodian_msp text COLLATE "C" NOT NULL,
+        since         text NOT NULL,
+        PRIMARY KEY (npid, custodian_msp)
+      );
     `,
   },
 ];
