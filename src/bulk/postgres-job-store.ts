@@ -112,15 +112,6 @@ export class PostgresBulkJobStore implements BulkJobStore {
     return ownedJob(await this.get(id), kind, owner, id);
   }
 
-  /** Whether a job's files are in this replica's bulk folder (made here, or in a folder shared with its maker). */
-  async filesHere(id: string): Promise<boolean> {
-    const { rows } = await this.pool.query<{ files_at: string }>(
-      `SELECT files_at FROM ${this.S}.bulk_job WHERE id = $1`,
-      [id],
-    );
-    return rows[0]?.files_at === this.filesAt;
-  }
-
   async claim(kind: JobKind): Promise<string | undefined> {
     const { rows } = await this.pool.query<{ id: string; lease_token: string }>(
       `UPDATE ${this.S}.bulk_job SET holder = $3, lease_token = lease_token + 1,
