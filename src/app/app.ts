@@ -49,6 +49,7 @@ import { mkdirPrivate, tightenDataDir } from '../platform/private-files.js';
 import { lockDataDir } from '../platform/data-dir-lock.js';
 import { setupPatientLinks } from '../exchange/patient-links-setup.js';
 import type { PatientLinks } from '../exchange/patient-links.js';
+import { PostgresPatientLinks } from '../exchange/postgres-patient-links.js';
 import { Exchange, registerExchangeOperations } from '../exchange/exchange-setup.js';
 import { loadFabricConfig } from '../ledger/fabric/config.js';
 import { setupBulk, type Bulk } from '../bulk/bulk-setup.js';
@@ -398,6 +399,9 @@ function wirePatientLinks(
   const consent = access.consent;
   const links = setupPatientLinks({
     dataDir: config.dataDir,
+    // On PostgreSQL the links are the replicas' (docs/replicas.md, "Patient links at every replica").
+    links:
+      store instanceof PostgresResourceStore ? new PostgresPatientLinks(store.pool, store.schema) : undefined,
     mspId: ledgerMspId(config),
     ledger,
     store,
@@ -491,8 +495,15 @@ function wireBulk(
   customParameters: CustomSearchParameters,
 ): Bulk {
   const { config, overrides, closers, registry, fastify } = wiring;
+  const store = wiring.store;
   const bulk = setupBulk({
     dataDir: config.dataDir,
+    bulkDir: config.bulkDir,
+    // On PostgreSQL the job records are the replicas' (docs/replicas.md, "Bulk jobs at every replica").
+    database:
+      store instanceof PostgresResourceStore
+        ? { pool: store.pool, schema: store.schema, leaseSeconds: config.bulkLeaseSeconds }
+        : undefined,
     store: access.store,
     reindex: {
       store: wiring.store,

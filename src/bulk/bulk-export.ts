@@ -125,7 +125,7 @@ export class BulkExports {
 
   /** Resumes the jobs a previous run left queued or running (oldest first). */
   start(): void {
-    for (const job of this.options.jobs.unfinished('export')) this.jobQueue.enqueue(job.id);
+    this.jobQueue.start(this.options.jobs, 'export', this.options.log);
   }
 
   /** Resolves once no job is queued or running (tests; the shutdown). */
@@ -198,7 +198,7 @@ export class BulkExports {
       warnings: warnings.map((w) => w.diagnostics ?? ''),
     };
     const id = randomUUID();
-    this.options.jobs.create({
+    await this.options.jobs.create({
       id,
       kind: 'export',
       owner: context.access.caller.participant,
@@ -235,8 +235,8 @@ export class BulkExports {
 
   // ------------------------------------------------------------------ status, cancel, files
 
-  status(owner: string, id: string): JobStatusAnswer {
-    const job = this.options.jobs.owned('export', owner, id);
+  async status(owner: string, id: string): Promise<JobStatusAnswer> {
+    const job = await this.options.jobs.owned('export', owner, id);
     const saved = JSON.parse(job.request) as SavedExport;
     const state = JSON.parse(job.state) as ExportState;
     if (job.status === 'failed')
@@ -268,15 +268,15 @@ export class BulkExports {
   }
 
   /** DELETE on the status URL: the job stops and its files go; after that it is unknown (404). */
-  cancel(owner: string, id: string): void {
-    this.options.jobs.owned('export', owner, id);
-    this.options.jobs.remove('export', id);
+  async cancel(owner: string, id: string): Promise<void> {
+    await this.options.jobs.owned('export', owner, id);
+    await this.options.jobs.remove('export', id);
     this.options.log.info({ job: id }, 'export job cancelled');
   }
 
   /** The path of one of a completed job's files, for its owner. */
-  file(owner: string, id: string, name: string): string {
-    const job = this.options.jobs.owned('export', owner, id);
+  async file(owner: string, id: string, name: string): Promise<string> {
+    const job = await this.options.jobs.owned('export', owner, id);
     if (job.status !== 'completed') jobNotFound(id);
     const state = JSON.parse(job.state) as ExportState;
     const listed = name === ERROR_FILE ? state.warnings.length > 0 : (state.files[name]?.count ?? 0) > 0;
@@ -286,10 +286,8 @@ export class BulkExports {
   }
 
   /** Deletes finished jobs whose retention ended. */
-  sweep(now = Date.now()): number {
-    const expired = this.options.jobs.expired(now);
-    for (const job of expired) this.options.jobs.remove(job.kind, job.id);
-    return expired.length;
+  sweep(now = Date.now()): Promise<number> {
+    return this.options.jobs.sweep(now);
   }
 
   // ------------------------------------------------------------------ the runner
@@ -297,7 +295,7 @@ export class BulkExports {
   /** Runs one job from its saved state to its end (or until the service stops or the job is cancelled). */
   private async work(id: string): Promise<void> {
     const { jobs, store, access, log } = this.options;
-    const job = jobs.get(id);
+    const job = await jobs.get(id);
     if (!job || (job.status !== 'queued' && job.status !== 'running')) return;
     const saved = JSON.parse(job.request) as SavedExport;
     const state = JSON.parse(job.state) as ExportState;
@@ -306,7 +304,7 @@ export class BulkExports {
     let files: ExportFiles | undefined;
     try {
       files = new ExportFiles(jobs.filesDir('export', id), state);
-      if (!jobs.saveState(id, 'running', JSON.stringify(state))) return;
+      if (!(await jobs.saveState(id, 'running', JSON.stringify(state)))) return;
       const dir = jobs.filesDir('export', id);
       let unsaved = 0;
       while (state.step < steps.length) {
@@ -348,7 +346,7 @@ export class BulkExports {
         if (unsaved >= this.saveEvery || state.step === steps.length) {
           await files.sync();
           if (state.listed) ExportFiles.syncFile(join(dir, workListName(state.step)));
-          if (!jobs.saveState(id, 'running', JSON.stringify(state))) return; // cancelled
+          if (!(await jobs.saveState(id, 'running', JSON.stringify(state)))) return; // cancelled
           unsaved = 0;
           if (this.options.hooks?.afterPage)
             await Promise.race([this.options.hooks.afterPage(id, state), this.stopping]);
@@ -357,12 +355,12 @@ export class BulkExports {
       }
       this.writeErrorFile(id, state);
       access.recordDisclosure?.(saved.caller, policy, `/${pathOf(saved.request)}$export`);
-      jobs.finish(id, { status: 'completed', state: JSON.stringify(state) }, this.options.retentionMs);
+      await jobs.finish(id, { status: 'completed', state: JSON.stringify(state) }, this.options.retentionMs);
       log.info({ job: id, exported: state.exported }, 'export job completed');
     } catch (err) {
-      if (!jobs.get(id)) return; // cancelled while it worked (its files are gone)
+      if (!(await jobs.get(id))) return; // cancelled while it worked (its files are gone)
       log.error({ err, job: id }, 'export job failed');
-      jobs.finish(
+      await jobs.finish(
         id,
         {
           status: 'failed',

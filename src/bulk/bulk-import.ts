@@ -187,7 +187,7 @@ export class BulkImports {
   constructor(private readonly options: BulkImportOptions) {}
 
   start(): void {
-    for (const job of this.options.jobs.unfinished('import')) this.jobQueue.enqueue(job.id);
+    this.jobQueue.start(this.options.jobs, 'import', this.options.log);
   }
 
   async settled(): Promise<void> {
@@ -231,7 +231,7 @@ export class BulkImports {
       fetched: parsed.inputs.map(() => false),
       sourceErrors: parsed.inputs.map(() => null),
     };
-    this.options.jobs.create({
+    await this.options.jobs.create({
       id,
       kind: 'import',
       owner: context.access.caller.participant,
@@ -256,8 +256,8 @@ export class BulkImports {
     };
   };
 
-  status(owner: string, id: string): JobStatusAnswer {
-    const job = this.options.jobs.owned('import', owner, id);
+  async status(owner: string, id: string): Promise<JobStatusAnswer> {
+    const job = await this.options.jobs.owned('import', owner, id);
     const saved = JSON.parse(job.request) as SavedImport;
     const state = JSON.parse(job.state) as ImportState;
     if (job.status === 'failed')
@@ -299,13 +299,13 @@ export class BulkImports {
   }
 
   /** DELETE: the job stops after its batch in progress (what it stored stays) and is unknown afterwards. */
-  cancel(owner: string, id: string): void {
-    this.options.jobs.owned('import', owner, id);
-    this.options.jobs.remove('import', id);
+  async cancel(owner: string, id: string): Promise<void> {
+    await this.options.jobs.owned('import', owner, id);
+    await this.options.jobs.remove('import', id);
   }
 
-  file(owner: string, id: string, name: string): string {
-    const job = this.options.jobs.owned('import', owner, id);
+  async file(owner: string, id: string, name: string): Promise<string> {
+    const job = await this.options.jobs.owned('import', owner, id);
     const path = join(this.options.jobs.dir, 'import', id, name);
     if (job.status !== 'completed' || name !== IMPORT_ERROR_FILE || !existsSync(path))
       jobNotFound(`${id}/${name}`);
@@ -315,13 +315,13 @@ export class BulkImports {
   /** Fetches what is not fetched yet, then runs the engine (which resumes from its journal) to the end. */
   private async work(id: string): Promise<void> {
     const { jobs, access, log } = this.options;
-    const job = jobs.get(id);
+    const job = await jobs.get(id);
     if (!job || (job.status !== 'queued' && job.status !== 'running')) return;
     const saved = JSON.parse(job.request) as SavedImport;
     const state = JSON.parse(job.state) as ImportState;
     const dir = jobs.filesDir('import', id);
     try {
-      if (!jobs.saveState(id, 'running', JSON.stringify(state))) return;
+      if (!(await jobs.saveState(id, 'running', JSON.stringify(state)))) return;
       const paths = await this.fetchAll(id, saved, state, dir);
       if (paths === undefined) return;
       const policy = access.policyFor(saved.caller);
@@ -355,15 +355,15 @@ export class BulkImports {
       } finally {
         await validationPool?.close();
       }
-      if (summary.interrupted || !jobs.get(id)) return; // stopping (resumed at the next start) or cancelled
+      if (summary.interrupted || !(await jobs.get(id))) return; // stopping (resumed at the next start) or cancelled
       state.byType = summary.byType;
       state.rejected = this.writeErrorFile(dir, journalFile, saved, state, paths);
-      jobs.finish(id, { status: 'completed', state: JSON.stringify(state) }, this.options.retentionMs);
+      await jobs.finish(id, { status: 'completed', state: JSON.stringify(state) }, this.options.retentionMs);
       log.info({ job: id }, 'import job completed');
     } catch (err) {
-      if (!jobs.get(id)) return;
+      if (!(await jobs.get(id))) return;
       log.error({ err, job: id }, 'import job failed');
-      jobs.finish(
+      await jobs.finish(
         id,
         {
           status: 'failed',
@@ -403,7 +403,7 @@ export class BulkImports {
         } catch (err) {
           state.sourceErrors[i] = (err as Error).message;
         }
-        if (!this.options.jobs.saveState(id, 'running', JSON.stringify(state))) return undefined;
+        if (!(await this.options.jobs.saveState(id, 'running', JSON.stringify(state)))) return undefined;
       }
       if (state.fetched[i]) paths.push(file);
     }

@@ -18,10 +18,10 @@ import type { JobStatusAnswer } from './bulk-export.js';
 
 /** What the routes ask of a kind of job ($export, $import). */
 export interface JobEndpoints {
-  status(owner: string, id: string): JobStatusAnswer;
-  cancel(owner: string, id: string): void;
+  status(owner: string, id: string): Promise<JobStatusAnswer>;
+  cancel(owner: string, id: string): Promise<void>;
   /** The path of one of a completed job's files. */
-  file(owner: string, id: string, name: string): string;
+  file(owner: string, id: string, name: string): Promise<string>;
 }
 
 export interface BulkRoutesOptions {
@@ -40,13 +40,13 @@ export function registerBulkRoutes(app: FastifyInstance, options: BulkRoutesOpti
 
   for (const [kind, jobs] of Object.entries(options.kinds)) {
     app.get<{ Params: JobParams }>(`${prefix}/bulk/${kind}/:job`, async (request, reply) => {
-      const answer = jobs.status(owner(request), request.params.job);
+      const answer = await jobs.status(owner(request), request.params.job);
       reply.code(answer.status).headers(answer.headers);
       return answer.body === undefined ? reply.send() : reply.send(JSON.stringify(answer.body));
     });
 
     app.delete<{ Params: JobParams }>(`${prefix}/bulk/${kind}/:job`, async (request, reply) => {
-      jobs.cancel(owner(request), request.params.job);
+      await jobs.cancel(owner(request), request.params.job);
       const outcome = {
         resourceType: 'OperationOutcome',
         issue: [issue('information', 'informational', `Job ${request.params.job} cancelled`)],
@@ -58,7 +58,7 @@ export function registerBulkRoutes(app: FastifyInstance, options: BulkRoutesOpti
     });
 
     app.get<{ Params: FileParams }>(`${prefix}/bulk/${kind}/:job/:file`, async (request, reply) => {
-      const path = jobs.file(owner(request), request.params.job, request.params.file);
+      const path = await jobs.file(owner(request), request.params.job, request.params.file);
       return reply
         .code(200)
         .header('content-type', 'application/fhir+ndjson')

@@ -1,5 +1,6 @@
 /**
- * Wires bulk data into the app (src/app/app.ts calls it): the job table under DATA/bulk, `$export` in the
+ * Wires bulk data into the app (src/app/app.ts calls it): the job store (BULK/jobs.sqlite, or the PostgreSQL store's
+ * `bulk_job` table shared by the replicas; BULK is --bulk-dir or DATA/bulk), `$export` in the
  * registry, the status and file routes, the resumption of unfinished jobs at start and the deletion of finished
  * jobs' files after the retention time (docs/bulk.md).
  */
@@ -9,7 +10,9 @@ import type { AccessPolicy } from '../fhir/interactions/access-policy.js';
 import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { FhirContext } from '../fhir/interactions/types.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
-import { BulkJobStore } from './job-store.js';
+import type pg from 'pg';
+import { SqliteBulkJobStore, type BulkJobStore } from './job-store.js';
+import { PostgresBulkJobStore } from './postgres-job-store.js';
 import { BulkExports, type BulkExportOptions, type BulkHooks } from './bulk-export.js';
 import { registerBulkRoutes } from './bulk-routes.js';
 import { BulkImports, type BulkImportOptions } from './bulk-import.js';
@@ -19,6 +22,10 @@ import { Reindexing, type ReindexOptions } from './reindex.js';
 
 export interface BulkSetupOptions {
   dataDir: string;
+  /** Where the jobs' files are (--bulk-dir); absent: DATA/bulk. */
+  bulkDir?: string;
+  /** A PostgreSQL store's database: the job records there, shared by the replicas (docs/replicas.md). */
+  database?: { pool: pg.Pool; schema: string; leaseSeconds: number };
   store: ResourceStore;
   access: JobAccess;
   /** How long a finished job's files are kept (--bulk-retention). */
@@ -62,7 +69,10 @@ export interface Bulk {
 }
 
 export function setupBulk(options: BulkSetupOptions): Bulk {
-  const jobs = new BulkJobStore(join(options.dataDir, 'bulk'));
+  const dir = options.bulkDir ?? join(options.dataDir, 'bulk');
+  const jobs: BulkJobStore = options.database
+    ? new PostgresBulkJobStore({ ...options.database, dir, log: options.log })
+    : new SqliteBulkJobStore(dir);
   const retentionMs = options.retentionSeconds * 1000;
   const exports = new BulkExports({
     jobs,
@@ -87,13 +97,12 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
   });
   const reindexing = new Reindexing({ ...options.reindex, jobs, retentionMs, log: options.log });
   let sweeper: NodeJS.Timeout | undefined;
-  const sweep = () => {
-    try {
-      exports.sweep();
-    } catch (err) {
-      options.log.warn({ err }, 'deleting expired bulk jobs failed (tried again later)');
-    }
-  };
+  const sweep = () =>
+    void exports
+      .sweep()
+      .catch((err: unknown) =>
+        options.log.warn({ err }, 'deleting expired bulk jobs failed (tried again later)'),
+      );
   return {
     exports,
     imports,
@@ -123,7 +132,7 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
       await exports.close();
       await imports.close();
       await reindexing.close();
-      jobs.close();
+      await jobs.close();
     },
   };
 }

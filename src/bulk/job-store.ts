@@ -1,8 +1,12 @@
 /**
- * Bulk jobs on disk: one SQLite table (DATA/bulk/jobs.sqlite, 0600, synchronous=FULL) holding each job's request,
- * owner, status and progress, and a folder per job for its files (DATA/bulk/<kind>/<job id>/). A job's progress is
- * written after the file bytes it counts are fsync'd, so after a crash or a restart the job resumes from its last
- * recorded page: the files are cut back to the recorded lengths and nothing is written twice (docs/bulk.md).
+ * Where bulk jobs are kept (the port BulkJobStore): each job's record (request, owner, status, progress) and a folder
+ * per job for its files (BULK/<kind>/<job id>/, BULK being --bulk-dir or DATA/bulk). A job's progress is written
+ * after the file bytes it counts are fsync'd, so after a crash or a restart the job resumes from its last recorded
+ * page: the files are cut back to the recorded lengths and nothing is written twice (docs/bulk.md).
+ *
+ * Two adapters: SqliteBulkJobStore here (one process: BULK/jobs.sqlite, 0600, synchronous=FULL), and
+ * PostgresBulkJobStore (postgres-job-store.ts: the records in the database, a job run by the one replica holding its
+ * lease, docs/replicas.md).
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,7 +42,8 @@ export interface JobRow {
   expiresAt?: number;
 }
 
-interface Row {
+/** A job's row as both adapters read it. */
+export interface StoredJobRow {
   id: string;
   kind: JobKind;
   owner: string;
@@ -46,12 +51,13 @@ interface Row {
   request: string;
   state: string;
   error: string | null;
-  created_at: number;
-  completed_at: number | null;
-  expires_at: number | null;
+  /** Epoch ms (PostgreSQL's bigint arrives as a string). */
+  created_at: number | string;
+  completed_at: number | string | null;
+  expires_at: number | string | null;
 }
 
-function toJob(row: Row): JobRow {
+export function toJob(row: StoredJobRow): JobRow {
   return {
     id: row.id,
     kind: row.kind,
@@ -60,16 +66,61 @@ function toJob(row: Row): JobRow {
     request: row.request,
     state: row.state,
     error: row.error ?? undefined,
-    createdAt: row.created_at,
-    completedAt: row.completed_at ?? undefined,
-    expiresAt: row.expires_at ?? undefined,
+    createdAt: Number(row.created_at),
+    completedAt: row.completed_at === null ? undefined : Number(row.completed_at),
+    expiresAt: row.expires_at === null ? undefined : Number(row.expires_at),
   };
 }
 
-export class BulkJobStore {
-  private readonly db: Database.Database;
+/** A job's record and files, wherever they are kept (every method may touch the database: all are async). */
+export interface BulkJobStore {
+  /** BULK: the folder of the jobs' files. */
+  readonly dir: string;
+  /** The folder of a job's files (created). */
+  filesDir(kind: JobKind, id: string): string;
+  create(job: Pick<JobRow, 'id' | 'kind' | 'owner' | 'request' | 'state' | 'createdAt'>): Promise<void>;
+  get(id: string): Promise<JobRow | undefined>;
+  /** The job, if it exists, is of `kind`, is `owner`'s and has not expired; else the one 404 (jobNotFound). */
+  owned(kind: JobKind, owner: string, id: string): Promise<JobRow>;
+  /**
+   * Takes the oldest unfinished job of `kind` that nobody runs (queued, resumed after a restart, or whose runner
+   * died) for this process to run; undefined when there is none. Until `release`, `finish` or `remove`, only this
+   * process saves its progress.
+   */
+  claim(kind: JobKind): Promise<string | undefined>;
+  /** This process stopped running the job without finishing it (stopping): another may take it at once. */
+  release(id: string): Promise<void>;
+  /** Records progress; false when the job is gone (cancelled meanwhile) or this process no longer runs it. */
+  saveState(id: string, status: JobStatus, state: string): Promise<boolean>;
+  finish(
+    id: string,
+    outcome: { status: 'completed' | 'failed'; state: string; error?: string },
+    retentionMs: number,
+  ): Promise<boolean>;
+  /** Deletes a job and its files (cancel). */
+  remove(kind: JobKind, id: string): Promise<void>;
+  /** Deletes the finished jobs whose retention ended by `now`, and their files; how many. */
+  sweep(now: number): Promise<number>;
+  /** How often a process looks for jobs queued elsewhere or left by a runner that died (ms); absent: never. */
+  readonly pollMs?: number;
+  close(): Promise<void>;
+}
 
-  /** `dir`: DATA/bulk. */
+/** The folder of a job's files under BULK (created). */
+export function jobFilesDir(dir: string, kind: JobKind, id: string): string {
+  const files = join(dir, kind, id);
+  mkdirPrivate(join(dir, kind));
+  mkdirSync(files, { recursive: true, mode: 0o700 });
+  return files;
+}
+
+/** One process's jobs: a SQLite table in BULK/jobs.sqlite. */
+export class SqliteBulkJobStore implements BulkJobStore {
+  private readonly db: Database.Database;
+  /** Jobs this process took (claim): each runs at most once per process, as its queue did. */
+  private readonly taken = new Set<string>();
+
+  /** `dir`: BULK. */
   constructor(readonly dir: string) {
     mkdirPrivate(dir);
     const file = join(dir, 'jobs.sqlite');
@@ -96,52 +147,50 @@ export class BulkJobStore {
     `);
   }
 
-  /** The folder of a job's files (created). */
   filesDir(kind: JobKind, id: string): string {
-    const dir = join(this.dir, kind, id);
-    mkdirPrivate(join(this.dir, kind));
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    return dir;
+    return jobFilesDir(this.dir, kind, id);
   }
 
-  create(job: Pick<JobRow, 'id' | 'kind' | 'owner' | 'request' | 'state' | 'createdAt'>): void {
+  create(job: Pick<JobRow, 'id' | 'kind' | 'owner' | 'request' | 'state' | 'createdAt'>): Promise<void> {
     this.db
       .prepare(
         `INSERT INTO bulk_job (id, kind, owner, status, request, state, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)`,
       )
       .run(job.id, job.kind, job.owner, job.request, job.state, job.createdAt);
+    return Promise.resolve();
   }
 
-  get(id: string): JobRow | undefined {
-    const row = this.db.prepare('SELECT * FROM bulk_job WHERE id = ?').get(id) as Row | undefined;
-    return row && toJob(row);
+  get(id: string): Promise<JobRow | undefined> {
+    return Promise.resolve(this.getNow(id));
   }
 
-  /** The job, if it exists, is of `kind`, is `owner`'s and has not expired; else the one 404 (jobNotFound). */
-  owned(kind: JobKind, owner: string, id: string): JobRow {
-    const job = this.get(id);
-    if (!job || job.kind !== kind || job.owner !== owner) jobNotFound(id);
-    if (job.expiresAt !== undefined && job.expiresAt <= Date.now()) jobNotFound(id);
-    return job;
+  owned(kind: JobKind, owner: string, id: string): Promise<JobRow> {
+    return Promise.resolve(ownedJob(this.getNow(id), kind, owner, id));
   }
 
-  /** Jobs not finished (queued or running), oldest first: what a start resumes. */
-  unfinished(kind: JobKind): JobRow[] {
-    return (
-      this.db
-        .prepare(
-          `SELECT * FROM bulk_job WHERE kind = ? AND status IN ('queued', 'running') ORDER BY created_at, id`,
-        )
-        .all(kind) as Row[]
-    ).map(toJob);
+  /** Every job unfinished and not yet taken by this process, oldest first (a start resumes them in that order). */
+  claim(kind: JobKind): Promise<string | undefined> {
+    const ids = this.db
+      .prepare<[JobKind], string>(
+        `SELECT id FROM bulk_job WHERE kind = ? AND status IN ('queued', 'running') ORDER BY created_at, id`,
+      )
+      .pluck()
+      .all(kind);
+    const id = ids.find((candidate) => !this.taken.has(candidate));
+    if (id !== undefined) this.taken.add(id);
+    return Promise.resolve(id);
   }
 
-  /** Records progress; false when the job is gone (cancelled meanwhile). */
-  saveState(id: string, status: JobStatus, state: string): boolean {
-    return (
+  /** Nothing to give back: one process runs every job of its data directory (a stopped job resumes at the next start). */
+  release(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  saveState(id: string, status: JobStatus, state: string): Promise<boolean> {
+    return Promise.resolve(
       this.db
         .prepare(`UPDATE bulk_job SET status = ?, state = ? WHERE id = ? AND status IN ('queued', 'running')`)
-        .run(status, state, id).changes === 1
+        .run(status, state, id).changes === 1,
     );
   }
 
@@ -149,32 +198,46 @@ export class BulkJobStore {
     id: string,
     outcome: { status: 'completed' | 'failed'; state: string; error?: string },
     retentionMs: number,
-  ): boolean {
+  ): Promise<boolean> {
     const at = Date.now();
-    return (
+    return Promise.resolve(
       this.db
         .prepare(
           `UPDATE bulk_job SET status = ?, state = ?, error = ?, completed_at = ?, expires_at = ?
            WHERE id = ? AND status IN ('queued', 'running')`,
         )
-        .run(outcome.status, outcome.state, outcome.error ?? null, at, at + retentionMs, id).changes === 1
+        .run(outcome.status, outcome.state, outcome.error ?? null, at, at + retentionMs, id).changes === 1,
     );
   }
 
-  /** Deletes a job and its files (cancel, expiry). */
-  remove(kind: JobKind, id: string): void {
+  remove(kind: JobKind, id: string): Promise<void> {
     this.db.prepare('DELETE FROM bulk_job WHERE id = ?').run(id);
     rmSync(join(this.dir, kind, id), { recursive: true, force: true });
+    return Promise.resolve();
   }
 
-  /** Finished jobs whose retention ended by `now`. */
-  expired(now: number): { id: string; kind: JobKind }[] {
-    return this.db
+  sweep(now: number): Promise<number> {
+    const expired = this.db
       .prepare('SELECT id, kind FROM bulk_job WHERE expires_at IS NOT NULL AND expires_at <= ?')
       .all(now) as { id: string; kind: JobKind }[];
+    for (const job of expired) void this.remove(job.kind, job.id);
+    return Promise.resolve(expired.length);
   }
 
-  close(): void {
+  close(): Promise<void> {
     this.db.close();
+    return Promise.resolve();
   }
+
+  private getNow(id: string): JobRow | undefined {
+    const row = this.db.prepare('SELECT * FROM bulk_job WHERE id = ?').get(id) as StoredJobRow | undefined;
+    return row && toJob(row);
+  }
+}
+
+/** The job if it is `owner`'s, of `kind` and not expired; else the one 404. */
+export function ownedJob(job: JobRow | undefined, kind: JobKind, owner: string, id: string): JobRow {
+  if (!job || job.kind !== kind || job.owner !== owner) jobNotFound(id);
+  if (job.expiresAt !== undefined && job.expiresAt <= Date.now()) jobNotFound(id);
+  return job;
 }

@@ -86,7 +86,7 @@ export class Reindexing {
   constructor(private readonly options: ReindexOptions) {}
 
   start(): void {
-    for (const job of this.options.jobs.unfinished('reindex')) this.jobQueue.enqueue(job.id);
+    this.jobQueue.start(this.options.jobs, 'reindex', this.options.log);
   }
 
   async settled(): Promise<void> {
@@ -146,7 +146,7 @@ export class Reindexing {
       requestUrl: `${request.baseUrl}${request.resourceType ? `/${request.resourceType}` : ''}/$reindex`,
     };
     const state: ReindexState = { transactionTime: new Date().toISOString(), typeIndex: 0 };
-    this.options.jobs.create({
+    await this.options.jobs.create({
       id,
       kind: 'reindex',
       owner: context.access.caller.participant,
@@ -184,8 +184,8 @@ export class Reindexing {
     };
   };
 
-  status(owner: string, id: string): JobStatusAnswer {
-    const job = this.options.jobs.owned('reindex', owner, id);
+  async status(owner: string, id: string): Promise<JobStatusAnswer> {
+    const job = await this.options.jobs.owned('reindex', owner, id);
     const saved = JSON.parse(job.request) as SavedReindex;
     const state = JSON.parse(job.state) as ReindexState;
     if (job.status === 'failed')
@@ -214,13 +214,13 @@ export class Reindexing {
   }
 
   /** DELETE: the job stops after its page in progress (rows rebuilt stay) and is unknown afterwards. */
-  cancel(owner: string, id: string): void {
-    this.options.jobs.owned('reindex', owner, id);
-    this.options.jobs.remove('reindex', id);
+  async cancel(owner: string, id: string): Promise<void> {
+    await this.options.jobs.owned('reindex', owner, id);
+    await this.options.jobs.remove('reindex', id);
   }
 
-  file(owner: string, id: string, name: string): string {
-    this.options.jobs.owned('reindex', owner, id);
+  async file(owner: string, id: string, name: string): Promise<string> {
+    await this.options.jobs.owned('reindex', owner, id);
     return jobNotFound(`${id}/${name}`);
   }
 
@@ -258,14 +258,14 @@ export class Reindexing {
 
   private async work(id: string): Promise<void> {
     const { jobs, store, log } = this.options;
-    const job = jobs.get(id);
+    const job = await jobs.get(id);
     if (!job || (job.status !== 'queued' && job.status !== 'running')) return;
     const saved = JSON.parse(job.request) as SavedReindex;
     const state = JSON.parse(job.state) as ReindexState;
     const pageSize = this.options.pageSize ?? DEFAULT_PAGE_SIZE;
     try {
       if (!store.replaceIndex || !store.search) throw new Error('this store cannot rebuild its index');
-      if (!jobs.saveState(id, 'running', JSON.stringify(state))) return;
+      if (!(await jobs.saveState(id, 'running', JSON.stringify(state)))) return;
       // Phase 1: every replica has read the parameters.
       while (Date.now() < saved.startAt) {
         if (this.jobQueue.stopped) return;
@@ -284,18 +284,18 @@ export class Reindexing {
           state.typeIndex++;
           state.after = undefined;
         }
-        if (this.jobQueue.stopped || !jobs.saveState(id, 'running', JSON.stringify(state))) return;
+        if (this.jobQueue.stopped || !(await jobs.saveState(id, 'running', JSON.stringify(state)))) return;
         await this.pause(this.options.pauseMs);
       }
       // Phase 3: the parameters still as they were become searchable.
       state.searchable = await this.markIndexed(saved.parameters);
       await this.options.parameters.refresh();
-      jobs.finish(id, { status: 'completed', state: JSON.stringify(state) }, this.options.retentionMs);
+      await jobs.finish(id, { status: 'completed', state: JSON.stringify(state) }, this.options.retentionMs);
       log.info({ job: id }, 'reindex job completed');
     } catch (err) {
-      if (!jobs.get(id)) return;
+      if (!(await jobs.get(id))) return;
       log.error({ err, job: id }, 'reindex job failed');
-      jobs.finish(
+      await jobs.finish(
         id,
         {
           status: 'failed',

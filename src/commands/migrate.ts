@@ -6,19 +6,25 @@
  * `--restored`: the database was just restored to an earlier point (docs/replicas.md, "Backup and restore"): also
  * starts a new key epoch, so versions written from now on never reuse a ledger key anchored after the backup.
  * Run it before any replica starts on the restored database.
- * Exit code 0 when the schema is current, 2 when it could not be migrated (newer than this software, database
- * unreachable).
+ * `--from-data-dir DIR`: then copies what a single-node deployment kept in DIR's files into the tables the replicas
+ * share (migrate-data-dir.ts; docs/replicas.md, "Moving a deployment to replicas"), holding DIR's lock.
+ * Exit code 0 when the schema is current (and the copy done), 2 when it could not be migrated (newer than this
+ * software, database unreachable), 3 when the copy conflicts with rows already in the database (nothing copied).
  */
 import type { Command } from 'commander';
 import { addConfigOptions, ConfigError, loadSettings, type Config } from '../config/config.js';
 import { PostgresResourceStore } from '../fhir/store/postgres/postgres-store.js';
 import { postgresOptions } from '../app/open-store.js';
+import { copyDataDir, CopyConflictError } from './migrate-data-dir.js';
+import { requireDataDir, withDataDirLock } from './data-dir.js';
 
-export const MIGRATE_SETTINGS = ['databaseUrl'] as const;
+export const MIGRATE_SETTINGS = ['databaseUrl', 'bulkDir'] as const;
 
-export interface MigrateCommandOptions extends Pick<Config, 'databaseUrl'> {
+export interface MigrateCommandOptions extends Pick<Config, 'databaseUrl' | 'bulkDir'> {
   /** The database was restored from a backup: start a new key epoch. */
   restored?: boolean;
+  /** A single-node data directory whose files are copied into the shared tables. */
+  fromDataDir?: string;
   out?: NodeJS.WritableStream;
   err?: NodeJS.WritableStream;
 }
@@ -40,8 +46,27 @@ export async function runMigrate(options: MigrateCommandOptions): Promise<number
       const epoch = await store.startKeyEpoch();
       out.write(`PostgreSQL schema "${store.schema}": restored, new versions are keyed in epoch ${epoch}\n`);
     }
+    if (options.fromDataDir !== undefined) {
+      const dataDir = options.fromDataDir;
+      requireDataDir(dataDir);
+      const counts = await withDataDirLock(dataDir, 'migrate', () =>
+        copyDataDir({ pool: store.pool, schema: store.schema, dataDir, bulkDir: options.bulkDir }),
+      );
+      for (const count of counts)
+        out.write(
+          `${count.label}: ${count.read} in ${dataDir}, ${count.copied} copied, ${count.unchanged} already there\n`,
+        );
+      out.write(
+        'Not copied: resources (hie-ledger import), keys (mount them into every replica), the consent ' +
+          'checkpoint (a cache of the ledger, per replica: docs/replicas.md)\n',
+      );
+    }
     return 0;
   } catch (e) {
+    if (e instanceof CopyConflictError) {
+      err.write(`hie-ledger migrate: ${e.message}\n`);
+      return 3;
+    }
     err.write(`hie-ledger migrate: ${e instanceof Error ? e.message : String(e)}\n`);
     return 2;
   } finally {
@@ -59,10 +84,15 @@ export function registerMigrateCommand(program: Command): void {
     '--restored',
     'the database was restored from a backup: new versions get ledger keys of a new epoch (docs/replicas.md)',
   );
+  command.option(
+    '--from-data-dir <dir>',
+    "then copy a stopped single-node data directory's participants, pseudonyms, network ids, grant index and bulk jobs into the shared tables (docs/replicas.md)",
+  );
   addConfigOptions(command, MIGRATE_SETTINGS).action(async (flags: Record<string, unknown>) => {
     process.exitCode = await runMigrate({
       ...loadSettings(MIGRATE_SETTINGS, flags),
       restored: flags.restored === true,
+      fromDataDir: typeof flags.fromDataDir === 'string' ? flags.fromDataDir : undefined,
     });
   });
 }

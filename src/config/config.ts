@@ -104,6 +104,10 @@ export interface Config {
   linkTokenSeconds: number;
   /** How long a finished bulk job's files are kept before they are deleted (seconds; docs/bulk.md). */
   bulkRetentionSeconds: number;
+  /** Where bulk jobs keep their files; absent: DATA/bulk. Replicas on PostgreSQL share one (docs/replicas.md). */
+  bulkDir?: string;
+  /** How long a replica's lease on a running bulk job lasts without renewal (seconds; PostgreSQL store only). */
+  bulkLeaseSeconds: number;
   /** How often custom SearchParameters are read again from the store (other replicas' changes; seconds, 0: never). */
   searchParameterRefreshSeconds: number;
   /** `$reindex`: pause between pages of resources (milliseconds), so a reindex does not starve requests. */
@@ -718,6 +722,23 @@ export const CONFIG_OPTIONS: OptionSpec<keyof Config>[] = [
     description:
       'how long a finished bulk job ($export) and its files are kept before they are deleted (seconds, 60 to 604800)',
     parse: (text, source) => parseWholeNumber(text, source, 60, 604_800),
+  },
+  {
+    key: 'bulkDir',
+    flag: '--bulk-dir <dir>',
+    env: 'HIE_BULK_DIR',
+    description:
+      "where bulk jobs ($export, $import) keep their files (default: DATA/bulk); replicas on PostgreSQL mount one shared folder here, so any of them serves a job's files and takes over its work (docs/replicas.md)",
+    parse: (text) => text,
+  },
+  {
+    key: 'bulkLeaseSeconds',
+    flag: '--bulk-lease <seconds>',
+    env: 'HIE_BULK_LEASE',
+    default: '30',
+    description:
+      'PostgreSQL store: how long a replica holds a running bulk job without renewing its lease (renewed every third of it); a job whose replica died is taken over by another after it (seconds, 2 to 3600)',
+    parse: (text, source) => parseWholeNumber(text, source, 2, 3600),
   },
   {
     key: 'searchParameterRefreshSeconds',

@@ -35,7 +35,7 @@ export interface AuditSink {
 /** Where disclosures go. */
 export interface DisclosureSink extends AuditSink {
   /** Disclosures made under a link, kept for a wrong-link report (PatientLinks.noteLinkDisclosure). */
-  underLink?(disclosure: LinkDisclosure): void;
+  underLink?(disclosure: LinkDisclosure): void | Promise<void>;
 }
 
 /** Stores an AuditEvent (a new id, in the compartments of `patients`) as this service's own record, anchored; its id. */
@@ -137,7 +137,7 @@ export async function recordDisclosure(sink: DisclosureSink, disclosure: Disclos
   // Under a link (not the home): kept with the link, in case it proves wrong (wrong-link-report.ts).
   if (disclosure.npid !== undefined && sink.underLink)
     for (const patient of disclosure.patients)
-      sink.underLink({
+      await sink.underLink({
         localPatient: patient,
         npid: disclosure.npid,
         at,

@@ -31,9 +31,10 @@ import type {
   LinkTokens,
   PatientLink,
   PatientLinks,
-  PatientLinkStore,
+  PatientLinkStorage,
   PendingWrongLinkReport,
 } from './patient-links.js';
+import { linkConflict } from './patient-links.js';
 import { reportWrongLink, type WrongLinkSink } from './wrong-link-report.js';
 
 /** The most `replaced-by` links followed from one Patient (a longer chain or a cycle stops there). */
@@ -54,7 +55,7 @@ export interface HomeNetworkIds {
 
 export interface PatientLinkServiceOptions {
   mspId: string;
-  store: PatientLinkStore;
+  store: PatientLinkStorage;
   tokens: LinkTokens;
   readPatient: PatientReader;
   /** The home's network ids; absent without a ledger (no consent service). */
@@ -114,12 +115,12 @@ export class PatientLinkService implements PatientLinks {
     return this.options.store.custodiansOf(npid);
   }
 
-  noteLinkDisclosure(disclosure: LinkDisclosure): void {
-    this.options.store.noteDisclosure(disclosure);
+  async noteLinkDisclosure(disclosure: LinkDisclosure): Promise<void> {
+    await this.options.store.noteDisclosure(disclosure);
   }
 
   async localPatientsOf(npid: string): Promise<string[]> {
-    const linked = this.options.store.linksTo(npid).map((l) => l.localPatient);
+    const linked = (await this.options.store.linksTo(npid)).map((l) => l.localPatient);
     const own = this.options.home?.referenceOfNpid(npid);
     return own && !linked.includes(own) ? [own, ...linked] : linked;
   }
@@ -131,7 +132,7 @@ export class PatientLinkService implements PatientLinks {
     const chain = await this.mergeChain(id);
     for (let i = chain.length - 1; i >= 0; i--) {
       const reference = `Patient/${chain[i]}`;
-      const link = this.options.store.linkOf(reference);
+      const link = await this.options.store.linkOf(reference);
       if (link) return link;
       const npid = this.options.home?.existingNpidOf(reference);
       if (npid) return { npid, homeMsp: this.options.mspId };
@@ -147,7 +148,7 @@ export class PatientLinkService implements PatientLinks {
     const chain = await this.mergeChain(patientId);
     const survivorId = chain[chain.length - 1]!;
     const reference = `Patient/${survivorId}`;
-    if (this.options.store.linkOf(reference))
+    if (await this.options.store.linkOf(reference))
       throw fhirError(
         'link-not-home',
         "This Patient is linked to another member's network patient: that member is the patient's home and issues link tokens",
@@ -164,7 +165,7 @@ export class PatientLinkService implements PatientLinks {
       custodian,
     });
     // The home's locator: recorded before the token is handed out (never under-lists a custodian that links).
-    this.options.store.locate(npid, custodian, new Date(this.now()).toISOString());
+    await this.options.store.locate(npid, custodian, new Date(this.now()).toISOString());
     return issued;
   }
 
@@ -188,15 +189,14 @@ export class PatientLinkService implements PatientLinks {
         'link-demographics-mismatch',
         `The home's demographics do not match this Patient (score ${score.score}, ${LINK_SCORE_THRESHOLD} needed with the same birth date; agreed: ${score.agreed.join(', ') || 'none'}); correct the demographics and ask the home for a new token`,
       );
-    // No await between this check and the write below when no other Patient is linked: two concurrent links of
-    // unrelated Patients cannot both pass (the only await, samePerson, is reached when another link exists).
-    for (const other of this.options.store.linksTo(redeemed.npid)) {
+    // The others found linked to this npid must be the same person; the write checks again, in its transaction,
+    // that no other was linked meanwhile (two concurrent links of unrelated Patients, at any replica: one fails).
+    const allowed: string[] = [];
+    for (const other of await this.options.store.linksTo(redeemed.npid)) {
       if (other.localPatient === reference) continue;
       if (!(await this.samePerson(survivorId, survivor, other.localPatient)))
-        throw fhirError(
-          'link-conflict',
-          `${other.localPatient} is already linked to this network patient; mark the two Patients as the same person (Patient.link seealso, replaces or replaced-by) or unlink it first`,
-        );
+        linkConflict(other.localPatient);
+      allowed.push(other.localPatient);
     }
     const link: PatientLink = {
       localPatient: reference,
@@ -205,7 +205,7 @@ export class PatientLinkService implements PatientLinks {
       linkedAt: new Date(this.now()).toISOString(),
     };
     // A relink to another network patient is a correction: the old link was wrong, and both patients are told.
-    const corrected = this.options.store.link(link);
+    const corrected = await this.options.store.link(link, allowed);
     if (!corrected) return { link };
     await this.report({ ended: corrected, ownerNpid: link.npid }, by);
     return { link, corrected };
@@ -220,7 +220,7 @@ export class PatientLinkService implements PatientLinks {
     const chain = await this.mergeChain(patientId);
     const at = new Date(this.now()).toISOString();
     for (let i = chain.length - 1; i >= 0; i--) {
-      const ended = this.options.store.unlink(`Patient/${chain[i]}`, at, wrong);
+      const ended = await this.options.store.unlink(`Patient/${chain[i]}`, at, wrong);
       if (!ended) continue;
       if (wrong) await this.report({ ended }, by);
       return ended;
@@ -234,7 +234,7 @@ export class PatientLinkService implements PatientLinks {
    */
   async reportPending(): Promise<number> {
     let made = 0;
-    for (const pending of this.options.store.pendingReports()) {
+    for (const pending of await this.options.store.pendingReports()) {
       await this.report(pending);
       made++;
     }
@@ -249,11 +249,11 @@ export class PatientLinkService implements PatientLinks {
     await reportWrongLink(sink, {
       ended: pending.ended,
       ownerNpid: pending.ownerNpid,
-      disclosures: store.disclosuresUnder(pending.ended),
+      disclosures: await store.disclosuresUnder(pending.ended),
       by,
       at: this.now(),
     });
-    store.reported(pending.ended.seq, new Date(this.now()).toISOString());
+    await store.reported(pending.ended.seq, new Date(this.now()).toISOString());
   }
 
   /** One of the two Patients names the other with a seealso, replaces or replaced-by link. */

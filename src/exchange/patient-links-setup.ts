@@ -11,7 +11,12 @@ import type { FhirRegistry } from '../fhir/interactions/fhir-registry.js';
 import type { ResourceStore } from '../fhir/store/resource-store.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { MemberDirectory } from './member-directory.js';
-import { LinkTokens, PatientLinkStore, patientLinksFileIn } from './patient-links.js';
+import {
+  LinkTokens,
+  PatientLinkStore,
+  patientLinksFileIn,
+  type PatientLinkStorage,
+} from './patient-links.js';
 import {
   PatientLinkService,
   registerPatientLinkOperations,
@@ -21,6 +26,8 @@ import type { WrongLinkSink } from './wrong-link-report.js';
 
 export interface PatientLinksSetupOptions {
   dataDir: string;
+  /** Where the links are kept (the PostgreSQL store's tables, shared by the replicas); absent: the data directory. */
+  links?: PatientLinkStorage;
   /** This member's MSP id (the ledger identity's). */
   mspId: string;
   ledger: Ledger;
@@ -58,9 +65,9 @@ export function serviceKeyLoader(file: string): () => KeyObject | undefined {
 
 export function setupPatientLinks(options: PatientLinksSetupOptions): {
   service: PatientLinkService;
-  close(): void;
+  close(): void | Promise<void>;
 } {
-  const store = new PatientLinkStore(patientLinksFileIn(options.dataDir));
+  const store = options.links ?? new PatientLinkStore(patientLinksFileIn(options.dataDir));
   const tokens = new LinkTokens({
     mspId: options.mspId,
     serviceKey: serviceKeyLoader(serviceKeyFileIn(options.dataDir)),

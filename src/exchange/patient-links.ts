@@ -104,7 +104,7 @@ export interface PatientLinks {
    */
   custodiansOf(npid: string): Promise<string[]>;
   /** At a custodian: notes a disclosure made under a link (wrong-link reports find it); absent: not kept. */
-  noteLinkDisclosure?(disclosure: LinkDisclosure): void;
+  noteLinkDisclosure?(disclosure: LinkDisclosure): void | Promise<void>;
 }
 
 interface LinkRow {
@@ -140,8 +140,45 @@ function linkOfRow(row: LinkRow): PatientLink {
   return { localPatient: row.local_patient, npid: row.npid, homeMsp: row.home_msp, linkedAt: row.linked_at };
 }
 
+/** An answer now (SQLite) or later (PostgreSQL). */
+type Answer<T> = T | Promise<T>;
+
+/**
+ * Where a member keeps its links, their history, the link tokens already redeemed, the disclosures made under links,
+ * the pending wrong-link reports and (at the home) the locator: the data directory's SQLite file (PatientLinkStore)
+ * or, shared by the replicas, the PostgreSQL store's tables (PostgresPatientLinks, migration 15).
+ */
+export interface PatientLinkStorage {
+  spend(token: string, expiresAt: number, now: number): Answer<boolean>;
+  locate(npid: string, custodianMsp: string, since: string): Answer<void>;
+  custodiansOf(npid: string): Answer<string[]>;
+  linkOf(localPatient: string): Answer<PatientLink | undefined>;
+  linksTo(npid: string): Answer<PatientLink[]>;
+  /**
+   * Links as PatientLinkStore.link says; `allowed`: the other local Patients the caller found linked to this npid and
+   * accepted (the same person). Another one linked meanwhile (a concurrent link, here or at another replica) is
+   * refused (`link-conflict`), checked in the write's own transaction.
+   */
+  link(link: PatientLink, allowed?: readonly string[]): Answer<EndedLink | undefined>;
+  unlink(localPatient: string, at: string, wrong?: boolean): Answer<EndedLink | undefined>;
+  history(localPatient: string): Answer<EndedLink[]>;
+  noteDisclosure(disclosure: LinkDisclosure): Answer<void>;
+  disclosuresUnder(ended: EndedLink): Answer<LinkDisclosure[]>;
+  pendingReports(): Answer<PendingWrongLinkReport[]>;
+  reported(historySeq: number, at: string): Answer<void>;
+  close(): Answer<void>;
+}
+
+/** The refusal of a link to a network patient another local Patient is linked to. */
+export function linkConflict(otherPatient: string): never {
+  throw fhirError(
+    'link-conflict',
+    `${otherPatient} is already linked to this network patient; mark the two Patients as the same person (Patient.link seealso, replaces or replaced-by) or unlink it first`,
+  );
+}
+
 /** The custodian's links, their history and the link tokens already redeemed: one SQLite file (0600). */
-export class PatientLinkStore {
+export class PatientLinkStore implements PatientLinkStorage {
   private readonly db: Database.Database;
   private readonly byPatient: Database.Statement<[string], LinkRow>;
   private readonly byNpid: Database.Statement<[string], LinkRow>;
@@ -254,8 +291,12 @@ export class PatientLinkStore {
    * in the history, with a pending wrong-link report (the disclosures made under it go to both patients). Returns
    * the ended link, if any.
    */
-  link(link: PatientLink): EndedLink | undefined {
+  link(link: PatientLink, allowed?: readonly string[]): EndedLink | undefined {
     return this.db.transaction((): EndedLink | undefined => {
+      if (allowed)
+        for (const other of this.linksTo(link.npid))
+          if (other.localPatient !== link.localPatient && !allowed.includes(other.localPatient))
+            linkConflict(other.localPatient);
       const previous = this.linkOf(link.localPatient);
       let ended: EndedLink | undefined;
       if (previous && (previous.npid !== link.npid || previous.homeMsp !== link.homeMsp)) {
@@ -387,7 +428,7 @@ export interface LinkTokenOptions {
   serviceKey: () => KeyObject | undefined;
   members: MemberLookup;
   /** Where redeemed token ids are kept (the link store). */
-  spent: Pick<PatientLinkStore, 'spend'>;
+  spent: Pick<PatientLinkStorage, 'spend'>;
   /** Lifetime of issued tokens (default 600 s). */
   tokenSeconds?: number;
   now?: () => number;
@@ -517,7 +558,7 @@ export class LinkTokens {
     if (!isDemographics(claims.dem)) throw invalid('its demographics are malformed');
     const jti = payload.jti!;
     const expiresAt = (exp + CLOCK_TOLERANCE_SECONDS) * 1000;
-    if (!this.options.spent.spend(`${issuer} ${jti}`, expiresAt, this.now()))
+    if (!(await this.options.spent.spend(`${issuer} ${jti}`, expiresAt, this.now())))
       throw invalid('it was already used');
     return { homeMsp: issuer, npid: claims.npid, demographics: claims.dem, jti, expiresAt: exp * 1000 };
   }

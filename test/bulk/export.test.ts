@@ -185,8 +185,8 @@ describe('$export: the async pattern', () => {
     const status = await kickOff('/fhir/$export?_type=Patient');
     const manifest = await manifestOf(status);
     const file = new URL(manifest.output[0].url).pathname;
-    expect(app.bulk!.exports.sweep(Date.now())).toBe(0); // not yet
-    expect(app.bulk!.exports.sweep(Date.now() + 3_600_000 + 1)).toBeGreaterThan(0);
+    expect(await app.bulk!.exports.sweep(Date.now())).toBe(0); // not yet
+    expect(await app.bulk!.exports.sweep(Date.now() + 3_600_000 + 1)).toBeGreaterThan(0);
     await send(app, { url: status }, 404);
     await send(app, { url: file }, 404);
   });

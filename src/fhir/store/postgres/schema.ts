@@ -383,4 +383,82 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
         WHERE low IS NOT NULL;
     `,
   },
+  {
+    version: 15,
+    description:
+      'bulk jobs ($export, $import, $reindex: records, progress, the lease of the one replica running each) and patient links, shared by the replicas',
+    sql: (S) => `
+      -- As BULK/jobs.sqlite (src/bulk/job-store.ts); the files stay in the bulk folder (--bulk-dir, shared by the
+      -- replicas), named by files_at (the folder's id, BULK/bulk-dir.id). One replica runs a job: the holder of its
+      -- lease (taken with FOR UPDATE SKIP LOCKED, renewed while it runs, taken over once lease_until passed; every
+      -- take increments lease_token, which each save of progress checks). src/bulk/postgres-job-store.ts.
+      CREATE TABLE ${S}.bulk_job (
+        id           text COLLATE "C" PRIMARY KEY,
+        kind         text NOT NULL CHECK (kind IN ('export', 'import', 'reindex')),
+        owner        text COLLATE "C" NOT NULL,
+        status       text NOT NULL CHECK (status IN ('queued', 'running', 'completed', 'failed')),
+        request      text NOT NULL,
+        state        text NOT NULL,
+        error        text,
+        created_at   bigint NOT NULL,
+        completed_at bigint,
+        expires_at   bigint,
+        files_at     text COLLATE "C" NOT NULL,
+        holder       text,
+        lease_token  bigint NOT NULL DEFAULT 0,
+        lease_until  timestamptz
+      );
+      CREATE INDEX bulk_job_unfinished ON ${S}.bulk_job (kind, created_at, id) WHERE status IN ('queued', 'running');
+      CREATE INDEX bulk_job_expiry ON ${S}.bulk_job (expires_at) WHERE expires_at IS NOT NULL;
+      -- As DATA/exchange/patient-links.sqlite (src/exchange/patient-links.ts), shared by the replicas
+      -- (src/exchange/postgres-patient-links.ts): a custodian's links (local Patient -> npid), their history, the
+      -- link tokens redeemed (each once for the whole service), the disclosures made under links and the wrong-link
+      -- reports pending; at the home, the locator (which custodians a link token was issued for).
+      CREATE TABLE ${S}.patient_link (
+        local_patient text COLLATE "C" PRIMARY KEY,
+        npid          text COLLATE "C" NOT NULL,
+        home_msp      text NOT NULL,
+        linked_at     text NOT NULL
+      );
+      CREATE INDEX patient_link_npid ON ${S}.patient_link (npid);
+      CREATE TABLE ${S}.patient_link_history (
+        seq           bigserial PRIMARY KEY,
+        local_patient text COLLATE "C" NOT NULL,
+        npid          text COLLATE "C" NOT NULL,
+        home_msp      text NOT NULL,
+        linked_at     text NOT NULL,
+        ended_at      text NOT NULL,
+        reason        text NOT NULL CHECK (reason IN ('corrected', 'revoked', 'wrong'))
+      );
+      CREATE INDEX patient_link_history_patient ON ${S}.patient_link_history (local_patient);
+      CREATE TABLE ${S}.spent_link_token (
+        token      text COLLATE "C" PRIMARY KEY,
+        expires_at bigint NOT NULL
+      );
+      CREATE TABLE ${S}.link_disclosure (
+        seq           bigserial PRIMARY KEY,
+        local_patient text COLLATE "C" NOT NULL,
+        npid          text COLLATE "C" NOT NULL,
+        at            text NOT NULL,
+        accessor_msp  text NOT NULL,
+        accessor      text NOT NULL,
+        purpose       text NOT NULL,
+        records       integer NOT NULL,
+        types         text NOT NULL,
+        audit_event   text NOT NULL
+      );
+      CREATE INDEX link_disclosure_patient ON ${S}.link_disclosure (local_patient, npid, at);
+      CREATE TABLE ${S}.wrong_link_report (
+        history_seq bigint PRIMARY KEY,
+        owner_npid  text,
+        reported_at text
+      );
+      CREATE TABLE ${S}.link_locator (
+        npid          text COLLATE "C" NOT NULL,
+        custodian_msp text COLLATE "C" NOT NULL,
+        since         text NOT NULL,
+        PRIMARY KEY (npid, custodian_msp)
+      );
+    `,
+  },
 ];
