@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import path from 'node:path';
-import { caseOptions, normaliseLocation, runConformance } from '../../conformance/validator.js';
+import { createHash } from 'node:crypto';
+import { caseOptions, halfOf, normaliseLocation, runConformance } from '../../conformance/validator.js';
 
 // The HL7 reference validator's own test cases (../shared/data/validator-r4): agreement floors, so a regression fails.
 // Figures reached when these floors were set (session 8): valid/invalid 96.7% (88/91), error locations 97.6% (40/41,
@@ -71,5 +72,17 @@ describe('validator conformance (HL7 test cases)', () => {
     expect(normaliseLocation('Bundle.entry[0].resource/*Composition/x*/.section[0]')).toBe(
       'Bundle.entry[0].resource.section[0]',
     );
+  });
+
+  it('splits the cases by the SHA-256 of their name, never by their content or outcome', () => {
+    for (const name of ['uk-msg', 'shc-cvx', 'obs-temp-bad', 'any-unseen-case'])
+      expect(halfOf(name)).toBe(
+        createHash('sha256').update(name).digest()[0]! % 2 === 0 ? 'tune' : 'measure',
+      );
+    const names = Array.from({ length: 200 }, (_, i) => `case-${i}`);
+    const tune = names.filter((n) => halfOf(n) === 'tune').length;
+    // Close to half each way.
+    expect(tune).toBeGreaterThan(70);
+    expect(tune).toBeLessThan(130);
   });
 });
