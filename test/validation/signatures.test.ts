@@ -208,4 +208,34 @@ describe('Bundle.signature as a JWS (signatures.html, json.html#canonical)', () 
     };
     expect(errors(b).map((e) => e.expression)).toEqual(['Bundle.signature.data']);
   });
+
+  it('content nested deeper than any accepted Bundle is not compared (refused by nesting, no exception)', async () => {
+    const signed = await sign(bundle(), rsa);
+    const [h, , sig] = Buffer.from((signed.signature as { data: string }).data, 'base64')
+      .toString()
+      .split('.');
+    // The same 20,000-level extension in the Bundle and in the payload: comparing them would recurse that deep.
+    let extension: Record<string, unknown> = { url: 'http://example.org/e', valueString: 'x' };
+    let text = JSON.stringify(extension);
+    for (let i = 0; i < 20_000; i++) {
+      extension = { url: 'http://example.org/e', extension: [extension] };
+      text = `{"url":"http://example.org/e","extension":[${text}]}`;
+    }
+    const withExtension = (e: unknown) => ({
+      ...bundle(),
+      entry: [
+        {
+          fullUrl: 'urn:uuid:5b0c8b1e-1a48-4a62-8f1f-7d7d1f1a0a02',
+          resource: { resourceType: 'Basic', code: { text: 'deep' }, extension: [e] },
+        },
+      ],
+    });
+    const deep = withExtension(extension);
+    // The payload's text, made without serialising the deep value (the #document content: no id, no meta).
+    const { id: _id, meta: _meta, ...content } = withExtension('__deep__');
+    const payload = Buffer.from(JSON.stringify(content).replace('"__deep__"', text)).toString('base64url');
+    const data = Buffer.from(`${h}.${payload}.${sig}`).toString('base64');
+    const result = errors({ ...deep, signature: { ...(signed.signature as object), data } });
+    expect(result.map((e) => e.code)).not.toContain('exception');
+  });
 });

@@ -14,11 +14,13 @@
  */
 import { X509Certificate, constants, verify, type KeyObject } from 'node:crypto';
 import { isJsonObject, type JsonObject } from '../definitions/json.js';
-import type { Run } from './walk-context.js';
+import { MAX_DEPTH, type Run } from './walk-context.js';
 
 const JOSE = 'application/jose';
 const PLAIN_JSON = 'http://hl7.org/fhir/canonicalization/json';
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
+/** JSON levels (objects and arrays) compared at most: each element the walker descends is up to two of them. */
+const JSON_DEPTH = 2 * MAX_DEPTH;
 
 /** The JWS algorithms verified here (RFC 7518 section 3.1), as node:crypto's digest and options. */
 const ALGORITHMS: Record<string, { digest: string | null; kind: 'rsa' | 'pss' | 'ec' | 'eddsa' }> = {
@@ -37,6 +39,8 @@ const ALGORITHMS: Record<string, { digest: string | null; kind: 'rsa' | 'pss' | 
 export function checkBundleSignature(bundle: JsonObject, path: string, run: Run): void {
   const signature = bundle.signature;
   if (!isJsonObject(signature) || signature.sigFormat !== JOSE || typeof signature.data !== 'string') return;
+  // The comparisons below recurse: content nested deeper than the walker accepts is refused there, not here.
+  if (deeperThan(bundle, JSON_DEPTH)) return;
   const jws = Buffer.from(signature.data, 'base64').toString('utf8');
   const parts = jws.split('.');
   if (parts.length !== 3 || !parts.every((p) => BASE64URL.test(p)) || !parts[0] || !parts[2]) {
@@ -66,7 +70,8 @@ export function checkBundleSignature(bundle: JsonObject, path: string, run: Run)
 
   // A payload the JWS carries must be this Bundle's content, whatever the key.
   if (encodedPayload !== '' && content !== undefined) {
-    const payload = parseJson(Buffer.from(encodedPayload, 'base64url').toString('utf8'));
+    let payload = parseJson(Buffer.from(encodedPayload, 'base64url').toString('utf8'));
+    if (deeperThan(payload, JSON_DEPTH)) payload = undefined;
     const difference = firstDifference(payload, content, '$');
     if (difference !== undefined)
       run.add(
@@ -220,6 +225,18 @@ function parseJson(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** Whether JSON nests deeper than `limit` objects and arrays (iterative, so any depth is safe to ask about). */
+function deeperThan(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= limit) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
 }
 
 function hasNumber(value: unknown): boolean {
