@@ -231,9 +231,9 @@ describe('Bundle.signature as a JWS (signatures.html, json.html#canonical)', () 
       ],
     });
     const deep = withExtension(extension);
-    // The payload's text, made without serialising the deep value (the #document content: no id, no meta).
-    const { id: _id, meta: _meta, ...content } = withExtension('__deep__');
-    const payload = Buffer.from(JSON.stringify(content).replace('"__deep__"', text)).toString('base64url');
+    // The payload's text (the #document content), made without serialising the deep value.
+    const placeholder = JSON.stringify(content(withExtension('__deep__'), DOCUMENT));
+    const payload = Buffer.from(placeholder.replace('"__deep__"', text)).toString('base64url');
     const data = Buffer.from(`${h}.${payload}.${sig}`).toString('base64');
     const result = errors({ ...deep, signature: { ...(signed.signature as object), data } });
     expect(result.map((e) => e.code)).not.toContain('exception');
