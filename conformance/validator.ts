@@ -2,7 +2,11 @@
  * Runs the HL7 validator test cases (a folder laid out like FHIR/fhir-test-cases `validator/`) against our validator
  * and compares with the Java reference validator's outcomes under `outcomes/java/`.
  *
- *   npm run conformance:validator -- [DIR]     (default ../shared/data/validator-r4)
+ *   npm run conformance:validator -- [DIR] [--terminology-data-dir D]   (default ../shared/data/validator-r4)
+ *
+ * `--terminology-data-dir D`: the code systems loaded into D with `hie-ledger terminology load` (SNOMED CT, LOINC,
+ * CVX...) are used as the service would use them, so cases that need their content (unknown codes, wrong displays)
+ * can agree with the reference, whose terminology server has them.
  *
  * A run is a case's base validation, plus its `profile` validation where the case has one. Runs whose files are not
  * all present as JSON are listed as not run. Prints a table per module, writes conformance/reports/validator-r4.json,
@@ -20,6 +24,8 @@ import {
 } from '../src/fhir/validation/index.js';
 import type { ValidationSettings } from '../src/fhir/validation/validator.js';
 import type { OperationOutcomeIssue } from '../src/fhir/outcome.js';
+import type { LoadedCodeSystems } from '../src/fhir/terminology-port.js';
+import { openLoadedCodeSystems } from '../src/terminology/terminology-store.js';
 import { parseJsonLeniently } from '../src/fhir/validation/json-syntax.js';
 
 type Json = any;
@@ -184,7 +190,12 @@ function validateRun(
   ];
 }
 
-export function runConformance(dir: string): ConformanceReport {
+export interface ConformanceOptions {
+  /** Loaded big code systems (`hie-ledger terminology load`), used by every run's validator. */
+  codeSystems?: LoadedCodeSystems;
+}
+
+export function runConformance(dir: string, runOptions: ConformanceOptions = {}): ConformanceReport {
   const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
   const cases: Json[] = manifest['test-cases'] ?? [];
   const runs: RunResult[] = [];
@@ -222,7 +233,10 @@ export function runConformance(dir: string): ConformanceReport {
       }
       // Per-case settings of the manifest: the validator's construction, and the run's settings.
       const options = caseOptions(c);
-      const validator = createFhirValidatorSync(options.validator);
+      const validator = createFhirValidatorSync({
+        ...options.validator,
+        ...(runOptions.codeSystems ? { codeSystems: runOptions.codeSystems } : {}),
+      });
       for (const f of k.files.slice(1)) {
         const parsed = parseFile(path.join(dir, f));
         if (parsed.ok) {
@@ -279,8 +293,18 @@ const pct = (n: number, d: number): string => (d === 0 ? '-' : `${((100 * n) / d
 
 function main(): void {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-  const dir = path.resolve(process.argv[2] ?? path.join(root, '../shared/data/validator-r4'));
-  const report = runConformance(dir);
+  const args = process.argv.slice(2);
+  const flag = args.indexOf('--terminology-data-dir');
+  const terminologyDir = flag >= 0 ? args[flag + 1] : undefined;
+  const positional = args.filter((_, i) => flag < 0 || (i !== flag && i !== flag + 1));
+  const dir = path.resolve(positional[0] ?? path.join(root, '../shared/data/validator-r4'));
+  const codeSystems = terminologyDir ? openLoadedCodeSystems(path.resolve(terminologyDir)) : undefined;
+  if (terminologyDir && !codeSystems) {
+    console.error(`no code systems loaded in ${terminologyDir} (hie-ledger terminology load)`);
+    process.exit(2);
+  }
+  const report = runConformance(dir, { codeSystems });
+  codeSystems?.close();
   const modules = [...new Set(report.runs.map((r) => r.module))].sort();
   const rows = modules.map((m) => {
     const rs = report.runs.filter((r) => r.module === m);

@@ -19,6 +19,8 @@ export const KNOWN_BAD_EXAMPLES: Record<string, string> = {
   'Library-zika-virus-intervention-logic.json': "valueSet 'urn:oid:X.Y.Z' is not a valid OID",
   'MedicationRequest-medrx0301.json':
     'dispenseRequest.performer refers to a Practitioner (only Organization allowed)',
+  'NutritionOrder-enteralcontinuous.json':
+    "SNOMED CT code '6547210000124112' fails its Verhoeff check digit, so it is no concept id (snomedct.html)",
   'Observation-clinical-gender.json': 'performer refers to an Encounter (not an allowed target)',
   'Questionnaire-bb.json': "que-7: enableWhen with operator 'exists' has a non-boolean answer",
   'Questionnaire-qs1.json': 'nested items have no linkId (required)',

@@ -160,7 +160,7 @@ describe('profiles', () => {
     const loinc = (code: string) => ({
       coding: [
         { system: 'http://loinc.org', code },
-        { system: 'http://snomed.info/sct', code: '1' },
+        { system: 'http://snomed.info/sct', code: '75367002' },
       ],
     });
     const bp = {

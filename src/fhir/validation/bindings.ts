@@ -1,4 +1,5 @@
 /** Terminology: codes in their code systems (and their display names), and bindings to value sets. */
+import { conceptIdProblem } from './sctid.js';
 import { isJsonObject, type JsonObject } from '../definitions/json.js';
 import type { ElementNode } from './structure.js';
 import type { Run, WalkContext } from './walk-context.js';
@@ -6,10 +7,27 @@ import type { Run, WalkContext } from './walk-context.js';
 /** A URI with a scheme (RFC 3986 section 3.1); `#x`, `cs/x` and `x` are relative. */
 const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:/;
 
+const SNOMED_CT = 'http://snomed.info/sct';
+
 export function checkCoding(w: WalkContext, coding: JsonObject, path: string, run: Run): void {
   if (typeof coding.system === 'string' && !checkCodingSystem(w, coding.system, `${path}.system`, run))
     return;
   if (typeof coding.system !== 'string' || typeof coding.code !== 'string') return;
+  if (coding.system === SNOMED_CT) {
+    // snomedct.html: concept ids and expressions are codes, description ids are not; an SCTID's syntax and check
+    // digit hold in every edition, so they are checked without SNOMED CT content.
+    const problem = conceptIdProblem(coding.code);
+    if (problem) {
+      run.add(
+        w.unknownCodeSeverity,
+        'code-invalid',
+        `Unknown code '${coding.code.slice(0, 100)}' in the CodeSystem '${SNOMED_CT}': not a SNOMED CT concept id, ${problem}`,
+        `${path}.code`,
+        'bindings',
+      );
+      return;
+    }
+  }
   const version = typeof coding.version === 'string' ? coding.version : undefined;
   const { result, display, concept } = w.terminology.codeInSystem(coding.system, coding.code, version);
   if (result === 'no') {

@@ -5,6 +5,7 @@
  */
 import { arrayField, field, isJsonObject, type JsonObject } from '../definitions/json.js';
 import { parseQuery } from '../query.js';
+import { checkBundleSignature } from './signatures.js';
 import type { Run, WalkContext } from './walk-context.js';
 
 const ABSOLUTE = /^[a-z][a-z0-9+.-]*:/i;
@@ -19,6 +20,7 @@ export function checkBundle(bundle: JsonObject, path: string, run: Run, walker: 
   if (typeof bundle.type === 'string' && RESOLVES_URNS.has(bundle.type))
     checkUrnReferences(entries, path, run, bundle.type === 'transaction' ? 'error' : 'warning');
   checkLinkRelations(arrayField(bundle, 'link'), `${path}.link`, run);
+  checkBundleSignature(bundle, path, run);
   if (bundle.type !== 'searchset' && bundle.type !== 'history') checkNoPaging(bundle, path, run);
   const seen = new Map<string, number>();
   entries.forEach((e, i) => {

@@ -376,6 +376,50 @@ export function checkSearchParameterDerivation(
 }
 
 /**
+ * A composite SearchParameter's components (searchparameter.html#SearchParameter.component; search.html#composite):
+ * each `definition` is the SearchParameter that describes that part, so it resolves (to a core parameter or a
+ * loaded one; one not known here is not checked, an information issue) and applies to every resource type the
+ * composite is on (its `base` has them, or Resource/DomainResource): else the part is defined for other resources
+ * than the ones it is extracted from (cross-resource severity).
+ */
+export function checkCompositeComponents(
+  sp: JsonObject,
+  path: string,
+  run: Run,
+  searchParameterOf: (url: string) => JsonObject | undefined,
+): void {
+  if (sp.type !== 'composite') return;
+  const bases = arrayField(sp, 'base').filter((b): b is string => typeof b === 'string');
+  arrayField(sp, 'component').forEach((component, i) => {
+    const definition = field(component, 'definition');
+    if (typeof definition !== 'string') return;
+    const where = `${path}.component[${i}].definition`;
+    const part = searchParameterOf(definition);
+    if (!part) {
+      run.add(
+        'information',
+        'not-found',
+        `The SearchParameter ${definition.slice(0, 100)} of this component is not known here, so the component is not checked against it`,
+        where,
+        'conformance',
+      );
+      return;
+    }
+    const partBases = arrayField(part, 'base').filter((b): b is string => typeof b === 'string');
+    if (partBases.includes('Resource') || partBases.includes('DomainResource')) return;
+    const outside = bases.filter((b) => b !== 'Resource' && b !== 'DomainResource' && !partBases.includes(b));
+    if (outside.length)
+      run.add(
+        run.crossResourceSeverity,
+        'business-rule',
+        `The component's SearchParameter ${definition.slice(0, 100)} does not apply to ${outside.join(', ')} (its base: ${partBases.join(', ')})`,
+        where,
+        'conformance',
+      );
+  });
+}
+
+/**
  * CapabilityStatement.rest.resource.searchParam (capabilitystatement.html): a parameter with a `definition` is
  * that SearchParameter: its type is the definition's (cross-resource severity), and the definition applies to the
  * resource type (a warning). Checked when the definition is loaded.

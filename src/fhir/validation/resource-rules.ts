@@ -6,14 +6,21 @@ import { containedReferenced } from './invariants.js';
 import { checkBundle } from './bundle.js';
 import {
   checkCapabilityStatementSearchParams,
+  checkCompositeComponents,
   checkMeasureReport,
   checkOperationDefinitionProfiles,
   checkSearchParameterDerivation,
   checkSearchParameter,
   checkValueSetParameters,
 } from './conformance-resources.js';
+import { coreSearchParameter } from './core-search-parameters.js';
 import { type Frame, probeRun, Run, type WalkContext } from './walk-context.js';
 import type { TypeRef } from './structure.js';
+
+/** A SearchParameter by URL: one loaded here, else one of the specification's own. */
+function searchParameterOf(w: WalkContext, url: string): JsonObject | undefined {
+  return w.registry.canonical('SearchParameter', url) ?? coreSearchParameter(url);
+}
 
 /** The vital-sign LOINC codes and their core profiles, per walker (built on first use). */
 const vitalSignCodesOf = new WeakMap<WalkContext, Map<string, string>>();
@@ -73,12 +80,12 @@ export function checkResourceRules(
   if (rt === 'SearchParameter') checkSearchParameter(res, path, run);
   if (rt === 'MeasureReport')
     checkMeasureReport(res, path, run, (url) => w.registry.canonical('Measure', url));
-  if (rt === 'SearchParameter')
-    checkSearchParameterDerivation(res, path, run, (url) => w.registry.canonical('SearchParameter', url));
+  if (rt === 'SearchParameter') {
+    checkSearchParameterDerivation(res, path, run, (url) => searchParameterOf(w, url));
+    checkCompositeComponents(res, path, run, (url) => searchParameterOf(w, url));
+  }
   if (rt === 'CapabilityStatement')
-    checkCapabilityStatementSearchParams(res, path, run, (url) =>
-      w.registry.canonical('SearchParameter', url),
-    );
+    checkCapabilityStatementSearchParams(res, path, run, (url) => searchParameterOf(w, url));
   if (rt === 'OperationDefinition')
     checkOperationDefinitionProfiles(res, path, run, (url) => w.structures.get(url));
   if (rt === 'StructureDefinition' && isDifferentialOnly(res)) {
