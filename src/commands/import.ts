@@ -330,9 +330,11 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       // A worker's validator is built from plain settings, without the loaded code systems: with any loaded, the
       // check runs on this thread.
       const workers = codeSystems ? 0 : (options.workers ?? defaultPoolSize());
-      // Started first: the workers build their validators while this thread builds its own.
-      pool = workers > 0 ? ValidationPool.start(validatorSpec({ ...options, dataDir }), workers) : undefined;
+      // This thread's validator first: on a data directory without the compact core definitions it builds them from
+      // the packages and writes the cache (DATA/cache), which the workers then read (a third of the CPU) while this
+      // thread scans the files; started together, each built them from the packages and wrote the same file.
       const validator = await openValidator({ ...options, dataDir }, {}, codeSystems);
+      pool = workers > 0 ? ValidationPool.start(validatorSpec({ ...options, dataDir }), workers) : undefined;
       const registry = registerSearch(
         registerCoreInteractions(new FhirRegistry(), {
           resourceTypes: validator.resourceTypes ?? [],
