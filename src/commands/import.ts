@@ -7,7 +7,7 @@
  * (or the run was interrupted: run the same command again to resume), 2 when the import could not run.
  */
 import { createHash } from 'node:crypto';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
@@ -161,20 +161,33 @@ function progressReporter(err: NodeJS.WritableStream, tty: boolean): (p: ImportP
  * import runs: they are most of the CLI's start-up time (about 1 s of CPU), which every other command skips.
  */
 async function loadWritePath() {
-  const [app, pool, registry, core, search, access, indexEntries, customParameters, definitions, engine] =
-    await Promise.all([
-      import('../app/app.js'),
-      import('../fhir/validation/validation-pool.js'),
-      import('../fhir/interactions/fhir-registry.js'),
-      import('../fhir/interactions/core.js'),
-      import('../fhir/interactions/search.js'),
-      import('../fhir/interactions/access-policy.js'),
-      import('../fhir/search/index-entries.js'),
-      import('../fhir/search/custom-parameters.js'),
-      import('../fhir/search/definitions.js'),
-      import('../bulk/import/engine.js'),
-    ]);
+  const [
+    app,
+    pool,
+    registry,
+    core,
+    search,
+    access,
+    indexEntries,
+    customParameters,
+    definitions,
+    engine,
+    coreDefinitions,
+  ] = await Promise.all([
+    import('../app/app.js'),
+    import('../fhir/validation/validation-pool.js'),
+    import('../fhir/interactions/fhir-registry.js'),
+    import('../fhir/interactions/core.js'),
+    import('../fhir/interactions/search.js'),
+    import('../fhir/interactions/access-policy.js'),
+    import('../fhir/search/index-entries.js'),
+    import('../fhir/search/custom-parameters.js'),
+    import('../fhir/search/definitions.js'),
+    import('../bulk/import/engine.js'),
+    import('../fhir/definitions/definition-registry.js'),
+  ]);
   return {
+    coreDefinitionsCacheFile: coreDefinitions.coreDefinitionsCacheFile,
     openValidator: app.openValidator,
     validatorSpec: app.validatorSpec,
     defaultPoolSize: pool.defaultPoolSize,
@@ -283,6 +296,7 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
   mkdirSync(path.dirname(journal), { recursive: true, mode: 0o700 });
   return withDataDirLock(dataDir, 'import', async () => {
     const {
+      coreDefinitionsCacheFile,
       openValidator,
       validatorSpec,
       defaultPoolSize,
@@ -330,9 +344,16 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       // A worker's validator is built from plain settings, without the loaded code systems: with any loaded, the
       // check runs on this thread.
       const workers = codeSystems ? 0 : (options.workers ?? defaultPoolSize());
-      // Started first: the workers build their validators while this thread builds its own.
-      pool = workers > 0 ? ValidationPool.start(validatorSpec({ ...options, dataDir }), workers) : undefined;
+      // The workers build their validators while this thread builds its own, once the compact core definitions are
+      // cached (DATA/cache). Without the cache, this thread's validator first: it builds them from the packages and
+      // writes the cache, which the workers then read (a third of the CPU) while this thread scans the files;
+      // started together, each built them from the packages and wrote the same file.
+      const spec = validatorSpec({ ...options, dataDir });
+      const startPool = () => (workers > 0 ? ValidationPool.start(spec, workers) : undefined);
+      const cacheDir = spec.kind === 'full' ? spec.options.definitionsCacheDir : undefined;
+      if (cacheDir === undefined || existsSync(coreDefinitionsCacheFile(cacheDir))) pool = startPool();
       const validator = await openValidator({ ...options, dataDir }, {}, codeSystems);
+      pool ??= startPool();
       const registry = registerSearch(
         registerCoreInteractions(new FhirRegistry(), {
           resourceTypes: validator.resourceTypes ?? [],

@@ -319,6 +319,46 @@ describe('hie-ledger import', () => {
     60_000,
   );
 
+  it('a resource naming a target of a later file that is invalid once rewritten is rejected naming it, never stored dangling', async () => {
+    const dataDir = tempDir();
+    const uuid = (n: number) => `urn:uuid:5e2a9c41-0000-4000-8000-00000000000${n}`;
+    const observation = (subject: string) => ({
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: subject },
+    });
+    const collection = (name: string, entry: object[]) => {
+      const file = path.join(dataDir, name);
+      writeFileSync(file, JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry }));
+      return file;
+    };
+    // The first file is written before the second: the Patient of the second file, which it names, is refused once
+    // its reference is rewritten (an Observation as Patient.generalPractitioner, http://hl7.org/fhir/R4/patient.html).
+    // Every file is checked before any is written, so the first file's write knows it.
+    const first = collection('1-observation.json', [{ fullUrl: uuid(1), resource: observation(uuid(2)) }]);
+    const second = collection('2-patient.json', [
+      {
+        fullUrl: uuid(2),
+        resource: { resourceType: 'Patient', generalPractitioner: [{ reference: uuid(3) }] },
+      },
+      { fullUrl: uuid(3), resource: observation('https://elsewhere.example/fhir/Patient/1') },
+    ]);
+    const errors = path.join(dataDir, 'errors.ndjson');
+    const result = await importInto(dataDir, [first, second], { errors, workers: 1 });
+    expect(result.code).toBe(1);
+    const view = await readStore(dataDir);
+    expect(view.countsByType).toEqual({ Observation: 1 });
+    expect(view.dangling).toEqual([]);
+    const rejected = readFileSync(errors, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { issue: { diagnostics: string }[] }).issue[0]!.diagnostics);
+    expect(rejected).toHaveLength(2);
+    expect(rejected[0]).toContain(`which was rejected (${second} Bundle.entry[0])`);
+    expect(rejected[1]).toContain('is not a valid Target for this element');
+  }, 60_000);
+
   it('--atomic-bundles: one rejected entry rolls back its transaction Bundle, the other entries name it', async () => {
     const dataDir = tempDir();
     const file = path.join(dataDir, 'bundle.json');

@@ -270,6 +270,8 @@ class ImportRun {
         break;
       }
     }
+    // Every verdict is spent once the last file is written (their pages go back when the journal closes).
+    if (!interrupted) this.journal.clearVerdicts();
     await this.drainAnchors(true);
     this.timings.total = performance.now() - started;
     const cpu = process.cpuUsage(cpuBefore);

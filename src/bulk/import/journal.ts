@@ -92,15 +92,14 @@ export class ImportJournal {
     | 'addRejection'
     | 'countType'
     | 'setVerdict'
-    | 'getVerdict'
-    | 'dropVerdict',
+    | 'getVerdict',
     Stmt
   >;
 
   private constructor(file: string) {
     ensurePrivateFile(file);
     this.db = new Database(file);
-    // A new journal gives the pages of spent verdicts (deleted as their outcomes are recorded) back at close:
+    // A new journal gives the pages of spent verdicts (deleted when the run has written every file) back at close:
     // otherwise about half of a finished import's journal is free pages (docs/import.md, "Disk").
     this.db.pragma('auto_vacuum = INCREMENTAL');
     this.db.pragma('journal_mode = WAL');
@@ -131,7 +130,6 @@ export class ImportJournal {
       addRejection: p('INSERT OR REPLACE INTO rejection (file, line, entry, outcome) VALUES (?, ?, ?, ?)'),
       setVerdict: p('INSERT OR REPLACE INTO validated (target, digest, result) VALUES (?, ?, ?)'),
       getVerdict: p('SELECT digest, result FROM validated WHERE target = ?'),
-      dropVerdict: p('DELETE FROM validated WHERE target = ?'),
       countType: p(
         'INSERT INTO type_count (type, stored, unchanged, rejected) VALUES (?, ?, ?, ?) ON CONFLICT (type) DO ' +
           'UPDATE SET stored = stored + excluded.stored, unchanged = unchanged + excluded.unchanged, ' +
@@ -209,7 +207,8 @@ export class ImportJournal {
 
   /** Records a key's target unless the key is known already; returns the target in force. */
   bind(key: string, target: string): string {
-    this.s.addKey.run(key, target);
+    // A new key (the scan's usual case) is its own answer: no second statement to read it back.
+    if (this.s.addKey.run(key, target).changes > 0) return target;
     return this.lookup(key)!;
   }
 
@@ -238,7 +237,8 @@ export class ImportJournal {
   /**
    * The validator's verdicts of this run (engine.ts, `checkFile`): the digest of exactly what was validated (the
    * options and the plain JSON text, after reference rewriting) and the result (NULL: valid, no issues). Kept only
-   * for the run that made them: `clearVerdicts` at the start of each run.
+   * for the run that made them: `clearVerdicts` at the start of each run and at the end of one that finished (a
+   * verdict is never taken for another input: its digest must match, so a spent one needs no delete of its own).
    */
   setVerdict(target: string, digest: Buffer, result: string | null): void {
     this.s.setVerdict.run(target, digest, result);
@@ -252,12 +252,11 @@ export class ImportJournal {
     this.db.exec('DELETE FROM validated');
   }
 
-  /** One batch's outcomes (inside `transaction`); their verdicts are spent. */
+  /** One batch's outcomes (inside `transaction`). */
   record(outcomes: readonly RecordedOutcome[]): void {
     const counts = new Map<string, TypeCounts>();
     for (const o of outcomes) {
       const { file, line, entry } = o.position;
-      if (o.target) this.s.dropVerdict.run(o.target);
       if (o.target)
         this.s.setTarget.run(
           o.target,

@@ -184,14 +184,8 @@ export class DefinitionRegistry {
    */
   loadCore(options: { cacheDir?: string } = {}): LoadStats {
     const started = performance.now();
-    const require = createRequire(import.meta.url);
-    const examples = path.dirname(require.resolve('hl7.fhir.r4.examples/package.json'));
-    const expansions = path.dirname(require.resolve('hl7.fhir.r4.expansions/package.json'));
-    const version = (dir: string): string =>
-      String(JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version);
-    const cacheFile = options.cacheDir
-      ? path.join(options.cacheDir, `r4-definitions-${version(examples)}-${version(expansions)}-v1.json`)
-      : undefined;
+    const { examples, expansions } = corePackages();
+    const cacheFile = options.cacheDir ? coreDefinitionsCacheFile(options.cacheDir) : undefined;
     if (cacheFile && fs.existsSync(cacheFile)) {
       try {
         const cached: unknown[] = JSON.parse(fs.readFileSync(cacheFile, 'utf8'));
@@ -236,6 +230,23 @@ export class DefinitionRegistry {
     }
     return { files, resources, millis: performance.now() - started };
   }
+}
+
+/** The folders of the two packages the core definitions come from. */
+function corePackages(): { examples: string; expansions: string } {
+  const require = createRequire(import.meta.url);
+  return {
+    examples: path.dirname(require.resolve('hl7.fhir.r4.examples/package.json')),
+    expansions: path.dirname(require.resolve('hl7.fhir.r4.expansions/package.json')),
+  };
+}
+
+/** The file `loadCore` keeps the compact core definitions in, under `cacheDir` (named by the packages' versions). */
+export function coreDefinitionsCacheFile(cacheDir: string): string {
+  const { examples, expansions } = corePackages();
+  const version = (dir: string): string =>
+    String(JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version);
+  return path.join(cacheDir, `r4-definitions-${version(examples)}-${version(expansions)}-v1.json`);
 }
 
 const ELEMENT_DOCUMENTATION = [
