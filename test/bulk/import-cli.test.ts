@@ -167,7 +167,7 @@ describe('hie-ledger import', () => {
         progress: false,
       }),
     ).toBe(0);
-  }, 60_000);
+  }, 240_000);
 
   it('imports Synthea transaction Bundles resource by resource: urn:uuid references resolve to assigned ids', async () => {
     const dataDir = tempDir();
@@ -200,7 +200,7 @@ describe('hie-ledger import', () => {
     } finally {
       journal.close();
     }
-  }, 60_000);
+  }, 240_000);
 
   it('rejects a bad resource alone, naming its file and line; a resource naming a rejected one names it; neighbours are stored', async () => {
     const dataDir = tempDir();
@@ -257,7 +257,7 @@ describe('hie-ledger import', () => {
     expect(rejected[0]!.issue[0]!.diagnostics).toContain(`Patient/late, which was rejected (${file}:9)`);
     expect(rejected[2]!.issue[0]!.diagnostics).toContain(`Patient/bad, which was rejected (${file}:2)`);
     expect(result.out).toMatch(/Patient +1 +0 +2/);
-  }, 60_000);
+  }, 240_000);
 
   it.each([0, 1])(
     'validates each resource once, as written (after reference rewriting): a target invalid only once its urn:uuid reference is rewritten rejects a resource written before it (--workers %i)',
@@ -316,7 +316,7 @@ describe('hie-ledger import', () => {
         workers === 0 ? 'the check validated on the main thread' : 'the check validated on 1 worker thread',
       );
     },
-    60_000,
+    240_000,
   );
 
   it('a resource naming a target of a later file that is invalid once rewritten is rejected naming it, never stored dangling', async () => {
@@ -357,7 +357,7 @@ describe('hie-ledger import', () => {
     expect(rejected).toHaveLength(2);
     expect(rejected[0]).toContain(`which was rejected (${second} Bundle.entry[0])`);
     expect(rejected[1]).toContain('is not a valid Target for this element');
-  }, 60_000);
+  }, 240_000);
 
   it('--atomic-bundles: one rejected entry rolls back its transaction Bundle, the other entries name it', async () => {
     const dataDir = tempDir();
@@ -404,7 +404,7 @@ describe('hie-ledger import', () => {
     });
     expect(independent.code).toBe(1);
     expect((await readStore(dataDir)).countsByType).toEqual({ Patient: 1 });
-  }, 60_000);
+  }, 240_000);
 });
 
 /** The CLI as a child process (see cliNodeArgs), as an operator runs it; resolves with its exit code (null: killed). */
@@ -476,5 +476,5 @@ describe('hie-ledger import, killed and resumed', () => {
         verified.text(),
       ).toBe(0);
     }
-  }, 60_000);
+  }, 240_000);
 });
