@@ -10,7 +10,11 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SqliteResourceStore, StoreCorruptError } from '../../src/fhir/store/sqlite/sqlite-store.js';
-import { logIntegrityCheck } from '../../src/fhir/store/sqlite/integrity-check.js';
+import {
+  CHECK_THREAD_NICE,
+  checkInWorker,
+  logIntegrityCheck,
+} from '../../src/fhir/store/sqlite/integrity-check.js';
 
 let dir: string;
 let file: string;
@@ -107,6 +111,17 @@ describe('start-up integrity check', () => {
     expectOnlyResourceVersion(result!.where);
     expect(store.integrityStatus()).toEqual({ failed: expect.stringContaining('table resource_version') });
     await store.close();
+  });
+
+  it("runs the background check on a thread below normal priority, the requests' thread left as it was", async () => {
+    const before = os.getPriority();
+    const worker = checkInWorker(file, 'full');
+    const { outcome, nice } = await worker.thread;
+    expect(outcome).toEqual({ rows: ['ok'] });
+    // Linux gives each thread its own nice value; elsewhere lowering it would lower the whole process.
+    expect(nice).toBe(os.platform() === 'linux' ? Math.max(before, CHECK_THREAD_NICE) : before);
+    expect(os.getPriority()).toBe(before);
+    await worker.stop();
   });
 
   it('passes a sound large store in the background', async () => {

@@ -4,9 +4,12 @@
  * `Tree N` root page, the `Page N` through the `dbstat` table, or the index SQLite names).
  *
  * A small store is checked before it serves (a failure refuses the start); a large one in a worker thread with
- * its own read-only connection, so the check never blocks the event loop; readiness waits on it.
+ * its own read-only connection, so the check never blocks the event loop; readiness waits on it. That thread runs
+ * below normal CPU priority: the check is one SQLite statement (seconds to minutes on a large store) that cannot be
+ * paused between chunks, and at normal priority it takes its full share of a core from the requests served meanwhile.
  */
 import { createRequire } from 'node:module';
+import { constants, platform } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import type { IntegrityCheckMode, IntegrityCheckResult } from '../resource-store.js';
@@ -53,18 +56,48 @@ export function checkNow(db: Database.Database, mode: IntegrityCheckMode): Check
 }
 
 /**
- * Runs the check in a worker thread on a connection of its own (integrity_check only reads). Resolves with the
- * outcome; an error of the worker itself (the file cannot be opened) rejects.
+ * The nice value of the check's thread (Linux): below normal, so that whenever a core is contended the threads
+ * serving requests get it first (CFS weight 110 against 1024 at 0: about a tenth of a shared core), while an idle
+ * core still runs the check at full speed. Not the lowest (19, weight 15): readiness waits on the check, so it must
+ * still progress on a machine kept busy by other work.
+ */
+export const CHECK_THREAD_NICE = constants.priority.PRIORITY_BELOW_NORMAL;
+
+/**
+ * Only Linux gives each thread its own nice value (setpriority on the calling thread); elsewhere the same call
+ * would lower the whole process, requests included, so the check there runs at the process's priority.
+ */
+const PER_THREAD_PRIORITY = platform() === 'linux';
+
+/** What the worker answers: the check's outcome and the nice value its thread ran at. */
+export interface WorkerCheck {
+  outcome: CheckOutcome;
+  /** The thread's nice value during the check (os.getPriority() inside the worker). */
+  nice: number;
+}
+
+/**
+ * Runs the check in a worker thread on a connection of its own (integrity_check only reads), at CHECK_THREAD_NICE
+ * on Linux. Resolves with the outcome; an error of the worker itself (the file cannot be opened) rejects.
  */
 export function checkInWorker(
   file: string,
   mode: IntegrityCheckMode,
-): { done: Promise<CheckOutcome>; stop: () => Promise<void> } {
+): { done: Promise<CheckOutcome>; thread: Promise<WorkerCheck>; stop: () => Promise<void> } {
   const module = createRequire(import.meta.url).resolve('better-sqlite3');
   // An inline CommonJS worker (no separate file to build or resolve; tests run the TypeScript sources): the steps
-  // of checkNow, in JavaScript.
+  // of checkNow, in JavaScript, after lowering this thread's own priority.
   const worker = new Worker(
     `const { parentPort, workerData } = require('node:worker_threads');
+     const os = require('node:os');
+     // Only ever lowered: a process already started nicer than that keeps its own value.
+     if (workerData.nice !== undefined && os.getPriority() < workerData.nice) {
+       try {
+         os.setPriority(workerData.nice);
+       } catch {
+         // Not permitted here (a sandbox): the check runs at the process's priority.
+       }
+     }
      const Database = require(workerData.module);
      const db = new Database(workerData.file, { fileMustExist: true });
      const answer = (pragma) => db.pragma(pragma, { simple: false }).map((row) => String(Object.values(row)[0]));
@@ -83,28 +116,33 @@ export function checkInWorker(
        outcome = { error: String(err && err.message), tables };
      }
      db.close();
-     parentPort.postMessage(outcome);`,
+     parentPort.postMessage({ outcome, nice: os.getPriority() });`,
     {
       eval: true,
+      name: 'integrity-check',
       workerData: {
         module,
         file,
+        nice: PER_THREAD_PRIORITY ? CHECK_THREAD_NICE : undefined,
         pragma: integrityPragma(mode),
         tablePragma: `${mode === 'full' ? 'integrity_check' : 'quick_check'}("TABLE")`,
       },
     },
   );
   worker.unref();
-  const done = new Promise<CheckOutcome>((resolve, reject) => {
+  const thread = new Promise<WorkerCheck>((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
     worker.once('exit', (code) =>
       reject(new Error(`the integrity check worker stopped (exit code ${code})`)),
     );
   });
+  const done = thread.then((answer) => answer.outcome);
+  thread.catch(() => undefined);
   done.catch(() => undefined);
   return {
     done,
+    thread,
     stop: async () => {
       await worker.terminate();
     },
