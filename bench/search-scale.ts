@@ -25,7 +25,7 @@ import { parseFhirJson, type FhirResource } from '../src/fhir/fhir-json.js';
 import { extractIndex } from '../src/fhir/search/index-entries.js';
 import { patientCompartments } from '../src/fhir/search/definitions.js';
 import { SqliteResourceStore } from '../src/fhir/store/sqlite/sqlite-store.js';
-import { CHECK_THREAD_NICE } from '../src/fhir/store/sqlite/integrity-check.js';
+import { CHECK_NICE } from '../src/fhir/store/sqlite/integrity-check.js';
 
 const PATIENTS = Number(process.argv[2] ?? 100);
 const COPIES = Number(process.argv[3] ?? 5);
@@ -181,9 +181,9 @@ const quantile = (sorted: number[], q: number): number =>
 /**
  * What else the service did while a query's runs were measured (the window: its RUNS runs, warm-up excluded):
  * runs started while the start-up integrity check was still running (docs/store.md), the anchor backlog, GC pauses
- * on the main thread, and (Linux, from /proc/self/task) the CPU time of the thread serving the requests, of the
- * check's thread (the one at CHECK_THREAD_NICE) and of every other thread of the process (V8's helpers, the
- * validation pool, libuv), against the window's wall time.
+ * on the main thread, and (Linux, from /proc) the CPU time of the thread serving the requests, of the check's
+ * process (the child at CHECK_NICE) and of every other thread of this process (V8's helpers, the validation pool,
+ * libuv), against the window's wall time.
  */
 interface Window {
   p50: number;
@@ -196,30 +196,47 @@ interface Window {
   cpu?: { main: number; check: number; other: number };
 }
 
-const gcPauses: number[] = [];
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) gcPauses.push(entry.duration);
-}).observe({ entryTypes: ['gc'] });
+/** GC pauses of the main thread (start on performance.now()'s clock); delivered later, in a macrotask. */
+const gcPauses: { start: number; ms: number }[] = [];
+const gcObserver = new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) gcPauses.push({ start: entry.startTime, ms: entry.duration });
+});
+gcObserver.observe({ entryTypes: ['gc'] });
 
-/** Check threads set back to normal priority by openService (BENCH_INTEGRITY=ab), still counted as the check. */
+/** Check processes set back to normal priority by openService (BENCH_INTEGRITY=ab), still counted as the check. */
 const renicedChecks = new Set<string>();
 
-/** CPU ms of each thread of this process, with its nice value (Linux); undefined elsewhere. */
-function threadCpu(): Map<string, { ms: number; nice: number }> | undefined {
+/** CPU ms and nice value of one /proc stat file (Linux); undefined once it has ended. */
+function statOf(path: string): { ms: number; nice: number } | undefined {
+  try {
+    const stat = readFileSync(path, 'utf8');
+    // Fields after the command name: state is field 3, utime 14, stime 15, nice 19 (proc(5)); USER_HZ = 100.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { ms: (Number(fields[11]) + Number(fields[12])) * 10, nice: Number(fields[16]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CPU ms of each thread of this process (`t:TID`) and of each child process with its threads (`c:PID`, the
+ * start-up check among them), with nice values (Linux); undefined elsewhere.
+ */
+function cpuSnapshot(): Map<string, { ms: number; nice: number }> | undefined {
   if (process.platform !== 'linux') return undefined;
-  const ticksPerMs = 100 / 1000; // USER_HZ
   const out = new Map<string, { ms: number; nice: number }>();
   for (const tid of readdirSync('/proc/self/task')) {
+    const thread = statOf(`/proc/self/task/${tid}/stat`);
+    if (thread) out.set(`t:${tid}`, thread);
+    let children = '';
     try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      // Fields after the command name: state is field 3, utime 14, stime 15, nice 19 (proc(5)).
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(tid, {
-        ms: (Number(fields[11]) + Number(fields[12])) / ticksPerMs,
-        nice: Number(fields[16]),
-      });
+      children = readFileSync(`/proc/self/task/${tid}/children`, 'utf8');
     } catch {
       // The thread ended meanwhile.
+    }
+    for (const pid of children.split(' ').filter(Boolean)) {
+      const child = statOf(`/proc/${pid}/stat`);
+      if (child) out.set(`c:${pid}`, child);
     }
   }
   return out;
@@ -231,10 +248,10 @@ function cpuBetween(
 ): Window['cpu'] {
   if (!before || !after) return undefined;
   const cpu = { main: 0, check: 0, other: 0 };
-  for (const [tid, thread] of after) {
-    const ms = thread.ms - (before.get(tid)?.ms ?? 0);
-    if (tid === String(process.pid)) cpu.main += ms;
-    else if (thread.nice === CHECK_THREAD_NICE || renicedChecks.has(tid)) cpu.check += ms;
+  for (const [key, now] of after) {
+    const ms = now.ms - (before.get(key)?.ms ?? 0);
+    if (key === `t:${process.pid}`) cpu.main += ms;
+    else if (key.startsWith('c:') && (now.nice === CHECK_NICE || renicedChecks.has(key))) cpu.check += ms;
     else cpu.other += ms;
   }
   return cpu;
@@ -243,8 +260,7 @@ function cpuBetween(
 async function measureQuery(app: App, query: (typeof QUERIES)[number], people: Subject[]): Promise<Window> {
   for (let i = 0; i < 5; i++) await timeQuery(app, query.url(people[i % people.length]!), query.pages);
   const anchorBacklog = (await app.integrity?.anchorer.pendingCount(10_000)) ?? 0;
-  const gcBefore = gcPauses.length;
-  const threadsBefore = threadCpu();
+  const threadsBefore = cpuSnapshot();
   const wallBefore = performance.now();
   let duringCheck = 0;
   const times: number[] = [];
@@ -252,9 +268,14 @@ async function measureQuery(app: App, query: (typeof QUERIES)[number], people: S
     if (app.store.integrityStatus?.() === 'checking') duringCheck++;
     times.push(await timeQuery(app, query.url(people[(i * 7) % people.length]!), query.pages));
   }
-  const wallMs = performance.now() - wallBefore;
-  const cpu = cpuBetween(threadsBefore, threadCpu());
-  const gc = gcPauses.slice(gcBefore);
+  const wallAfter = performance.now();
+  const wallMs = wallAfter - wallBefore;
+  const cpu = cpuBetween(threadsBefore, cpuSnapshot());
+  // The observer's entries arrive in a later turn of the event loop (the runs themselves may never leave it).
+  for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
+  const gc = gcPauses
+    .filter((pause) => pause.start >= wallBefore && pause.start < wallAfter)
+    .map((p) => p.ms);
   times.sort((a, b) => a - b);
   return {
     p50: quantile(times, 0.5),
@@ -274,8 +295,8 @@ type Sides = Record<(typeof SIDES)[number], Window>;
 
 /**
  * The service on the loaded store, as `serve` opens it (the store built here only to choose the start-up check).
- * `checkNice`: the check's thread is set to this nice value once the service is open (0: as before it ran below
- * normal priority; raising a thread's priority needs root or CAP_SYS_NICE).
+ * `checkNice`: the check's process is set to this nice value once the service is open (0: the service's own, as
+ * the check ran before it was lowered; raising a priority needs root or CAP_SYS_NICE).
  */
 async function openService(dataDir: string, check: CheckMode, checkNice?: number): Promise<App> {
   const config = loadConfig({ dataDir, port: 0, host: '127.0.0.1', auth: 'dev-open', logLevel: 'warn' }, {});
@@ -293,10 +314,10 @@ async function openService(dataDir: string, check: CheckMode, checkNice?: number
       );
   });
   if (checkNice !== undefined)
-    for (const [tid, thread] of threadCpu() ?? [])
-      if (thread.nice === CHECK_THREAD_NICE && tid !== String(process.pid)) {
-        setPriority(Number(tid), checkNice);
-        renicedChecks.add(tid);
+    for (const [key, child] of cpuSnapshot() ?? [])
+      if (key.startsWith('c:') && child.nice === CHECK_NICE) {
+        setPriority(Number(key.slice(2)), checkNice);
+        renicedChecks.add(key);
       }
   if (READY) await store.integrityChecked();
   return app;
@@ -304,8 +325,8 @@ async function openService(dataDir: string, check: CheckMode, checkNice?: number
 
 /**
  * BENCH_INTEGRITY: the start-up check the service runs (default full, the service's default), or `ab`: each query
- * measured on three services opened for it, in rotated order: no check; the full check on its thread below normal
- * priority (as the service runs it); the same check with its thread set back to normal priority (as before).
+ * measured on three services opened for it, in rotated order: no check; the full check below normal priority (as the
+ * service runs it); the same check set back to the service's priority (as before).
  */
 const CHECK = (process.env.BENCH_INTEGRITY ?? 'full') as CheckMode | 'ab';
 /**
@@ -396,7 +417,7 @@ if (CHECK !== 'ab') {
   console.log(
     '\nBackground work during each measured window: runs started while the start-up integrity check ran; anchor ' +
       'backlog; GC pauses of the main thread; the window (wall ms); CPU ms of the thread serving the requests, of ' +
-      "the check's thread and of the process's other threads (Linux):",
+      "the check's process and of this process's other threads (Linux):",
   );
   console.log(
     '| patients | query | runs during check | anchor backlog | GC | window ms | main CPU ms | check CPU ms | other CPU ms |',
@@ -408,7 +429,7 @@ if (CHECK !== 'ab') {
 } else {
   console.log(
     '\nEach query on a service just opened: no check; the check below normal priority (now); at normal priority ' +
-      '(before). p50 ms, runs during the check, CPU ms of the requests thread / of the check thread over the window:',
+      '(before). p50 ms, runs during the check, CPU ms of the requests thread / of the check over the window:',
   );
   console.log(
     '| patients | query | off p50 | below p50 | normal p50 | below: runs during check, main / check CPU ms | normal: same |',
