@@ -158,6 +158,7 @@ export function checkInBackground(
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = once(child, 'exit');
+      child.ref(); // waited for: its exit is what close() returns after
       child.kill('SIGKILL');
       await exited;
     },
