@@ -3,6 +3,8 @@
  * bytes at a page found through dbstat) is found before the store serves, named by its table, and refuses the
  * start; a large store is checked in the background, readiness reading 'checking' until it is done.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -10,7 +12,11 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SqliteResourceStore, StoreCorruptError } from '../../src/fhir/store/sqlite/sqlite-store.js';
-import { logIntegrityCheck } from '../../src/fhir/store/sqlite/integrity-check.js';
+import {
+  CHECK_NICE,
+  checkInBackground,
+  logIntegrityCheck,
+} from '../../src/fhir/store/sqlite/integrity-check.js';
 
 let dir: string;
 let file: string;
@@ -107,6 +113,39 @@ describe('start-up integrity check', () => {
     expectOnlyResourceVersion(result!.where);
     expect(store.integrityStatus()).toEqual({ failed: expect.stringContaining('table resource_version') });
     await store.close();
+  });
+
+  it('runs the background check in a process below normal priority, the service left at its own', async () => {
+    const before = os.getPriority();
+    const background = checkInBackground(file, 'full');
+    const { outcome, nice } = await background.check;
+    expect(outcome).toEqual({ rows: ['ok'] });
+    expect(nice).toBe(Math.max(before, CHECK_NICE));
+    expect(os.getPriority()).toBe(before);
+    await background.stop();
+  });
+
+  it('closing the store stops a background check still running, at once', async () => {
+    const store = new SqliteResourceStore({ file, integrityCheckSyncMaxBytes: 0 });
+    await store.init();
+    expect(store.integrityStatus()).toBe('checking');
+    // Closed before the check could answer: no result (it was stopped), never a failure.
+    await store.close();
+    expect(await store.integrityChecked()).toBeUndefined();
+  });
+
+  it('a process that closes the store during the check, with nothing else pending, exits normally', async () => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'test/store/fixtures/close-during-check.ts', file],
+      { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const [code] = (await once(child, 'close')) as [number | null];
+    // Exit code 13 was Node's "unsettled top-level await": close() waiting on the stopped check's unref'd handle.
+    expect({ code, output: output.trim() }).toEqual({ code: 0, output: 'closed undefined' });
   });
 
   it('passes a sound large store in the background', async () => {

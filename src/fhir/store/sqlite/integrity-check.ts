@@ -3,11 +3,17 @@
  * where the damage is: each problem SQLite reports is traced to the table or index whose b-tree holds it (the
  * `Tree N` root page, the `Page N` through the `dbstat` table, or the index SQLite names).
  *
- * A small store is checked before it serves (a failure refuses the start); a large one in a worker thread with
- * its own read-only connection, so the check never blocks the event loop; readiness waits on it.
+ * A small store is checked before it serves (a failure refuses the start); a large one in a child process with its
+ * own read-only connection, so the check never blocks the event loop; readiness waits on it. That process runs
+ * below normal CPU priority: the check is one SQLite statement (seconds to minutes on a large store) that cannot be
+ * paused between chunks, and at normal priority it takes its full share of a contended core from the requests served
+ * meanwhile. A process, not a worker thread, because it can be stopped at once (the statement cannot be interrupted
+ * from another thread: closing the store waited for its end) and its priority can be set on every system.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
+import { constants, getPriority, setPriority } from 'node:os';
 import type Database from 'better-sqlite3';
 import type { IntegrityCheckMode, IntegrityCheckResult } from '../resource-store.js';
 
@@ -53,60 +59,108 @@ export function checkNow(db: Database.Database, mode: IntegrityCheckMode): Check
 }
 
 /**
- * Runs the check in a worker thread on a connection of its own (integrity_check only reads). Resolves with the
- * outcome; an error of the worker itself (the file cannot be opened) rejects.
+ * The priority of the check's process (a nice value; os.setPriority maps it on Windows): below normal, so that
+ * whenever a core is contended the service's threads get it first (Linux CFS weight 110 against 1024 at 0: about a
+ * tenth of a shared core), while an idle core still runs the check at full speed. Not the lowest (19, weight 15):
+ * readiness waits on the check, so it must still progress on a machine kept busy by other work.
  */
-export function checkInWorker(
+export const CHECK_NICE = constants.priority.PRIORITY_BELOW_NORMAL;
+
+/** What the check's process answers: the check's outcome and the priority it ran at. */
+export interface BackgroundCheck {
+  outcome: CheckOutcome;
+  /** The process's nice value during the check (os.getPriority() inside it). */
+  nice: number;
+}
+
+/**
+ * The check in plain JavaScript, for a Node process of its own (no build step, no loader: tests run the TypeScript
+ * sources): the steps of checkNow, answered on the IPC channel.
+ */
+const CHECK_SCRIPT = `
+const os = require('node:os');
+const { module, file, pragma, tablePragma } = JSON.parse(process.argv[1]);
+const Database = require(module);
+const db = new Database(file, { readonly: true, fileMustExist: true });
+const answer = (p) => db.pragma(p, { simple: false }).map((row) => String(Object.values(row)[0]));
+let outcome;
+try {
+  outcome = { rows: answer(pragma) };
+} catch (err) {
+  const tables = [];
+  for (const name of db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all()) {
+    try {
+      tables.push({ name, rows: answer(tablePragma.replace('TABLE', name.replaceAll('"', '""'))) });
+    } catch (tableErr) {
+      tables.push({ name, error: String(tableErr && tableErr.message) });
+    }
+  }
+  outcome = { error: String(err && err.message), tables };
+}
+db.close();
+process.send({ outcome, nice: os.getPriority() }, () => process.disconnect());
+`;
+
+/**
+ * Runs the check in a child process on a connection of its own (integrity_check only reads), at CHECK_NICE or
+ * lower. Resolves with the outcome; an error of the process itself (the file cannot be opened) rejects. `stop`
+ * kills it at once.
+ */
+export function checkInBackground(
   file: string,
   mode: IntegrityCheckMode,
-): { done: Promise<CheckOutcome>; stop: () => Promise<void> } {
+): { done: Promise<CheckOutcome>; check: Promise<BackgroundCheck>; stop: () => Promise<void> } {
   const module = createRequire(import.meta.url).resolve('better-sqlite3');
-  // An inline CommonJS worker (no separate file to build or resolve; tests run the TypeScript sources): the steps
-  // of checkNow, in JavaScript.
-  const worker = new Worker(
-    `const { parentPort, workerData } = require('node:worker_threads');
-     const Database = require(workerData.module);
-     const db = new Database(workerData.file, { fileMustExist: true });
-     const answer = (pragma) => db.pragma(pragma, { simple: false }).map((row) => String(Object.values(row)[0]));
-     let outcome;
-     try {
-       outcome = { rows: answer(workerData.pragma) };
-     } catch (err) {
-       const tables = [];
-       for (const name of db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all()) {
-         try {
-           tables.push({ name, rows: answer(workerData.tablePragma.replace('TABLE', name.replaceAll('"', '""'))) });
-         } catch (tableErr) {
-           tables.push({ name, error: String(tableErr && tableErr.message) });
-         }
-       }
-       outcome = { error: String(err && err.message), tables };
-     }
-     db.close();
-     parentPort.postMessage(outcome);`,
-    {
-      eval: true,
-      workerData: {
-        module,
-        file,
-        pragma: integrityPragma(mode),
-        tablePragma: `${mode === 'full' ? 'integrity_check' : 'quick_check'}("TABLE")`,
-      },
-    },
-  );
-  worker.unref();
-  const done = new Promise<CheckOutcome>((resolve, reject) => {
-    worker.once('message', resolve);
-    worker.once('error', reject);
-    worker.once('exit', (code) =>
-      reject(new Error(`the integrity check worker stopped (exit code ${code})`)),
+  const job = JSON.stringify({
+    module,
+    file,
+    pragma: integrityPragma(mode),
+    tablePragma: `${mode === 'full' ? 'integrity_check' : 'quick_check'}("TABLE")`,
+  });
+  // Node without the service's flags (plain JavaScript needs no loader); stderr kept for a failure's reason.
+  const child = spawn(process.execPath, ['-e', CHECK_SCRIPT, job], {
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    serialization: 'json',
+  });
+  try {
+    // Only ever lowered: a service started nicer than that keeps its own value for the check too.
+    if (child.pid !== undefined && getPriority(child.pid) < CHECK_NICE) setPriority(child.pid, CHECK_NICE);
+  } catch {
+    // Not permitted here, or already gone: the check runs at the service's priority.
+  }
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    if (stderr.length < 4000) stderr += chunk;
+  });
+  const check = new Promise<BackgroundCheck>((resolve, reject) => {
+    child.once('message', (answer) => resolve(answer as BackgroundCheck));
+    child.once('error', reject);
+    // 'close', not 'exit': it comes after the IPC channel has delivered the answer.
+    child.once('close', (code, signal) =>
+      reject(
+        new Error(
+          `the integrity check process stopped (${signal ?? `exit code ${code}`})${stderr ? `: ${stderr.trim().split('\n').at(-1)}` : ''}`,
+        ),
+      ),
     );
   });
+  // The service may exit while the check runs: nothing here keeps it alive.
+  child.unref();
+  child.channel?.unref();
+  const stderrHandle = child.stderr as { unref?: () => void } | null;
+  stderrHandle?.unref?.();
+  const done = check.then((answer) => answer.outcome);
+  check.catch(() => undefined);
   done.catch(() => undefined);
   return {
     done,
+    check,
     stop: async () => {
-      await worker.terminate();
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
+      child.ref(); // waited for: its exit is what close() returns after
+      child.kill('SIGKILL');
+      await exited;
     },
   };
 }

@@ -52,7 +52,7 @@ import { refuseNewerSchema } from '../schema-version.js';
 import { decodeJson, decodeJsonBytes, encodeJson, registerJsonFunctions } from '../json-codec.js';
 import { CurrentVersionCache } from './current-cache.js';
 import {
-  checkInWorker,
+  checkInBackground,
   checkNow,
   describeFailure,
   interpret,
@@ -101,7 +101,7 @@ export interface SqliteStoreOptions {
   integrityCheck?: IntegrityCheckMode | 'off';
   /**
    * A store up to this size (database and WAL files, bytes) is checked before `init()` returns, and a failure
-   * refuses to open it; a larger one is checked in a worker thread while it serves (`integrityStatus()` says
+   * refuses to open it; a larger one is checked in a child process while it serves (`integrityStatus()` says
    * 'checking' until then). Default 64 MiB.
    */
   integrityCheckSyncMaxBytes?: number;
@@ -378,7 +378,7 @@ export class SqliteResourceStore implements ResourceStore {
 
   /**
    * Checks the file before it serves (small stores; a failure throws StoreCorruptError) or starts the check in a
-   * worker thread (large ones). A page that is corrupt is otherwise served without notice until a read hits it.
+   * child process (large ones). A page that is corrupt is otherwise served without notice until a read hits it.
    */
   private checkIntegrityAtStart(): void {
     const { mode, syncMaxBytes } = this.integrityOptions;
@@ -413,7 +413,7 @@ export class SqliteResourceStore implements ResourceStore {
       return;
     }
     this.integrity = 'checking';
-    const worker = checkInWorker(this.file, mode);
+    const worker = checkInBackground(this.file, mode);
     this.integrityWorker = worker;
     this.integrityResult = worker.done.then(
       (outcome) => finish(outcome, true),
