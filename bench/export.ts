@@ -9,7 +9,8 @@
  * Each export's rate is compared with the raw scan measured just before it by the same code.
  * Environment: BENCH_BUNDLES (default 100), BENCH_PAGE (resources per page, default the service's 1000),
  * BENCH_BEFORE (an older checkout, e.g. `git archive` of main into a temp dir with node_modules linked: its code runs
- * the same rows on the same data, alternating with this one), BENCH_ROUNDS (default 1).
+ * the same rows on the same records, alternating with this one; each code writes its own store with its own write
+ * path, since an older code refuses, or waits on, a store of a newer schema), BENCH_ROUNDS (default 1).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -56,11 +57,14 @@ type Row = { what: string; resources: number; seconds: number };
 type BuildApp = typeof buildApp;
 type LoadConfig = typeof loadConfig;
 
-/** The code measured: this checkout, or (BENCH_BEFORE) an older checkout's, on the same data directory. */
+/** The code measured: this checkout, or (BENCH_BEFORE) an older checkout's, each on a data directory of its own. */
 interface Code {
   label: string;
   buildApp: BuildApp;
   loadConfig: LoadConfig;
+  extractIndex: typeof extractIndex;
+  patientCompartments: typeof patientCompartments;
+  dataDir: string;
 }
 
 function configOf(code: Code, dataDir: string) {
@@ -68,8 +72,8 @@ function configOf(code: Code, dataDir: string) {
 }
 
 /** The raw scan and the exports, by `code`'s app over the data directory (each row labelled with the code). */
-async function measure(code: Code, dataDir: string): Promise<Row[]> {
-  const app = await code.buildApp(configOf(code, dataDir), { bulk: { pageSize: PAGE } });
+async function measure(code: Code): Promise<Row[]> {
+  const app = await code.buildApp(configOf(code, code.dataDir), { bulk: { pageSize: PAGE } });
   const prefix = code.label ? `${code.label}: ` : '';
   const rows: Row[] = [];
   try {
@@ -106,40 +110,69 @@ async function measure(code: Code, dataDir: string): Promise<Row[]> {
   return rows;
 }
 
+/** Stores every record through `code`'s own app (its write path and schema) in its data directory. */
+async function load(code: Code, all: readonly FhirResource[]): Promise<void> {
+  const app = await code.buildApp(configOf(code, code.dataDir), {});
+  try {
+    for (const resource of all)
+      await app.store.write({
+        resourceType: resource.resourceType,
+        id: resource.id as string,
+        resource,
+        method: 'PUT',
+        patients: code.patientCompartments(resource),
+        index: code.extractIndex(resource),
+      });
+  } finally {
+    await app.close();
+  }
+}
+
 async function main(): Promise<void> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'hie-bench-export-'));
-  const current: Code = { label: BEFORE ? 'now' : '', buildApp, loadConfig };
+  const newDir = () => mkdtempSync(join(tmpdir(), 'hie-bench-export-'));
+  const current: Code = {
+    label: BEFORE ? 'now' : '',
+    buildApp,
+    loadConfig,
+    extractIndex,
+    patientCompartments,
+    dataDir: newDir(),
+  };
   const codes = [current];
   if (BEFORE) {
-    const before = (await import(pathToFileURL(join(BEFORE, 'src', 'app', 'app.ts')).href)) as {
-      buildApp: BuildApp;
-    };
-    const config = (await import(pathToFileURL(join(BEFORE, 'src', 'config', 'config.ts')).href)) as {
-      loadConfig: LoadConfig;
-    };
-    codes.unshift({ label: 'before', buildApp: before.buildApp, loadConfig: config.loadConfig });
+    const module = async <T>(...path: string[]) =>
+      (await import(pathToFileURL(join(BEFORE, ...path)).href)) as T;
+    const before = await module<{ buildApp: BuildApp }>('src', 'app', 'app.ts');
+    const config = await module<{ loadConfig: LoadConfig }>('src', 'config', 'config.ts');
+    const index = await module<{ extractIndex: typeof extractIndex }>(
+      'src',
+      'fhir',
+      'search',
+      'index-entries.ts',
+    );
+    const definitions = await module<{ patientCompartments: typeof patientCompartments }>(
+      'src',
+      'fhir',
+      'search',
+      'definitions.ts',
+    );
+    codes.unshift({
+      label: 'before',
+      buildApp: before.buildApp,
+      loadConfig: config.loadConfig,
+      extractIndex: index.extractIndex,
+      patientCompartments: definitions.patientCompartments,
+      dataDir: newDir(),
+    });
   }
   try {
     const all = resources();
-    const app = await buildApp(configOf(current, dataDir), {});
-    try {
-      for (const resource of all)
-        await app.store.write({
-          resourceType: resource.resourceType,
-          id: resource.id as string,
-          resource,
-          method: 'PUT',
-          patients: patientCompartments(resource),
-          index: extractIndex(resource),
-        });
-    } finally {
-      await app.close();
-    }
+    for (const code of codes) await load(code, all);
 
     // Each code in turn, ROUNDS times (before, now, before, now ...): the machine's load drifts alike for both.
     const rows: Row[] = [];
     for (let round = 0; round < ROUNDS; round++)
-      for (const code of codes) rows.push(...(await measure(code, dataDir)));
+      for (const code of codes) rows.push(...(await measure(code)));
 
     console.log(`\n$export of ${all.length} Synthea resources (${BUNDLES} patients), page ${PAGE ?? 1000}`);
     console.log(
@@ -157,9 +190,26 @@ async function main(): Promise<void> {
         `| ${row.what} | ${row.resources} | ${row.seconds.toFixed(2)} | ${Math.round(rate)} | ${(rate / baseline).toFixed(2)} |`,
       );
     }
+    if (BEFORE) {
+      // Same row, both codes: resources over seconds summed across the rounds, now / before.
+      const rateOf = (label: string, what: string) => {
+        const mine = rows.filter((r) => r.what === `${label}: ${what}`);
+        return mine.reduce((n, r) => n + r.resources, 0) / mine.reduce((t, r) => t + r.seconds, 0);
+      };
+      console.log('\n| what | before/s | now/s | now / before |');
+      console.log('| ---- | -------: | ----: | -----------: |');
+      for (const what of ['raw scan (allVersions, baseline)', '$export (system)', 'Patient/$export']) {
+        const before = rateOf('before', what);
+        const now = rateOf('now', what);
+        console.log(
+          `| ${what} | ${Math.round(before)} | ${Math.round(now)} | ${(now / before).toFixed(2)} |`,
+        );
+      }
+    }
   } finally {
-    if (!process.env.BENCH_KEEP) rmSync(dataDir, { recursive: true, force: true });
-    else console.log(`kept ${dataDir}`);
+    for (const { dataDir } of codes)
+      if (!process.env.BENCH_KEEP) rmSync(dataDir, { recursive: true, force: true });
+      else console.log(`kept ${dataDir}`);
   }
 }
 
