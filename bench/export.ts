@@ -4,8 +4,9 @@
  * runs it: kick-off, the job to its end (pages read through search with the caller's access, NDJSON appended and
  * fsync'd per page), the manifest. Target: 20,000 resources/s (issue 17).
  *
- * Rows: the raw scan of every stored version (store.allVersions, the baseline: the fastest a full read can be) and
- * the exports (system level, Patient level), resources/s and the ratio to the baseline.
+ * Rows: the raw scan of every stored version (store.allVersions, the baseline: the fastest a full read can be), plain
+ * reads of every resource once (store.read, none cached yet: each decodes its body), and the exports (system level,
+ * Patient level), resources/s and the ratio to the baseline.
  * Each export's rate is compared with the raw scan measured just before it by the same code.
  * Environment: BENCH_BUNDLES (default 100), BENCH_PAGE (resources per page, default the service's 1000),
  * BENCH_BEFORE (an older checkout, e.g. `git archive` of main into a temp dir with node_modules linked: its code runs
@@ -79,10 +80,24 @@ async function measure(code: Code): Promise<Row[]> {
   try {
     let started = performance.now();
     let scanned = 0;
-    for await (const { version } of app.store.allVersions()) if (version.json) scanned++;
+    const current = new Map<string, [string, string]>();
+    for await (const { version } of app.store.allVersions())
+      if (version.json) {
+        scanned++;
+        current.set(`${version.resourceType}/${version.id}`, [version.resourceType, version.id]);
+      }
     rows.push({
       what: `${prefix}raw scan (allVersions, baseline)`,
       resources: scanned,
+      seconds: (performance.now() - started) / 1000,
+    });
+    // Plain reads, each resource once: none is in the read cache yet, so each reads and decodes its stored body.
+    started = performance.now();
+    let read = 0;
+    for (const [type, id] of current.values()) if ((await app.store.read(type, id))?.json) read++;
+    rows.push({
+      what: `${prefix}read (store, each once, not cached)`,
+      resources: read,
       seconds: (performance.now() - started) / 1000,
     });
     for (const [what, url] of [
@@ -198,7 +213,12 @@ async function main(): Promise<void> {
       };
       console.log('\n| what | before/s | now/s | now / before |');
       console.log('| ---- | -------: | ----: | -----------: |');
-      for (const what of ['raw scan (allVersions, baseline)', '$export (system)', 'Patient/$export']) {
+      for (const what of [
+        'raw scan (allVersions, baseline)',
+        'read (store, each once, not cached)',
+        '$export (system)',
+        'Patient/$export',
+      ]) {
         const before = rateOf('before', what);
         const now = rateOf('now', what);
         console.log(
