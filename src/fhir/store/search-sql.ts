@@ -551,7 +551,7 @@ const DATE_HIGH = 'date-high';
 
 /**
  * Range filter types whose condition reads only an entry's low and high (no system: a quantity's unit is not in the
- * index), so search_index_range_seq (resource_type, param, seq, low, high) answers it alone (rangeSeqRows,
+ * index), so search_index_range_seq ((type, param), seq, low, high) answers it alone (rangeSeqRows,
  * rangeSeqCheck).
  */
 const SEQ_INDEXED_RANGES = new Set(['date', 'number']);
@@ -1033,7 +1033,7 @@ export class SearchRun {
 
   /**
    * `SELECT seq ...`: the current versions of `types` in the compartment, from the reference index (search_index_reference
-   * (resource_type, param, reference, seq): one seek per type and parameter) and, for the compartment's own type,
+   * ((type, param), reference, seq): one seek per type and parameter) and, for the compartment's own type,
    * its resource by key. Their number is the member's record, whatever the size of the store.
    */
   private compartmentRows(types: string[], filter: Extract<Filter, { kind: 'compartment' }>): Fragment {
