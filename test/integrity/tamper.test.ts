@@ -192,17 +192,17 @@ describe('tampering with the rows that decide access and search', () => {
     // A search index row pointed at another patient, and one removed.
     const moved = db
       .prepare(
-        `UPDATE search_index SET reference = 'Patient/pb' WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = 'o3') AND param = 'subject'`,
+        `UPDATE search_index SET reference = 'Patient/pb' WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = 'o3') AND param_key IN (SELECT id FROM search_param_key WHERE param = 'subject')`,
       )
       .run().changes;
     const removed = db
       .prepare(
-        `DELETE FROM search_index WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = 'o4') AND param = 'status'`,
+        `DELETE FROM search_index WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = 'o4') AND param_key IN (SELECT id FROM search_param_key WHERE param = 'status')`,
       )
       .run().changes;
     const ords = db
       .prepare(
-        `SELECT param, ord FROM search_index WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = 'o3') AND param = 'subject'`,
+        `SELECT ord FROM search_index WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = 'o3') AND param_key IN (SELECT id FROM search_param_key WHERE param = 'subject')`,
       )
       .all() as { ord: number }[];
     // The current pointer turned back to an older version: reads would serve it.

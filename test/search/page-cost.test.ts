@@ -11,14 +11,8 @@ import { parseSearch } from '../../src/fhir/search/parse.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import { searchDefinitions } from '../../src/fhir/search/definitions.js';
 import type { SearchPosition, StoreSearchRequest } from '../../src/fhir/store/search-query.js';
-import {
-  postgresDialect,
-  runPlan,
-  SearchRun,
-  SQLITE_DIALECT,
-  type SearchResult,
-} from '../../src/fhir/store/search-sql.js';
-import { SqliteSearch } from '../../src/fhir/store/sqlite/sqlite-search.js';
+import { postgresDialect, runPlan, SearchRun, type SearchResult } from '../../src/fhir/store/search-sql.js';
+import { SqliteSearch, sqliteStoreDialect } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { PostgresSearch } from '../../src/fhir/store/postgres/postgres-search.js';
 import type { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import type { PostgresResourceStore } from '../../src/fhir/store/postgres/postgres-store.js';
@@ -166,7 +160,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
       });
     const sqlite = backend.name === 'sqlite';
     const run = new SearchRun(
-      sqlite ? SQLITE_DIALECT : postgresDialect(schema()),
+      sqlite ? sqliteStoreDialect((store as SqliteResourceStore).db) : postgresDialect(schema()),
       { query, canRead: () => true, after: options.after },
       SMALL_SIDE,
     );
@@ -235,7 +229,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
     expect(plans.rows).toHaveLength(1);
     if (backend.name === 'sqlite') {
       expect(plans.column[0]).toMatch(
-        /SEARCH si USING INDEX search_index_value \(resource_type=\? AND param=\? AND value=\? AND seq>\?\)/,
+        /SEARCH si USING INDEX search_index_value \(param_key=\? AND value=\? AND seq>\?\)/,
       );
       expect(plans.column[0]).not.toMatch(/TEMP B-TREE/);
       // the page's versions by their key
@@ -264,7 +258,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
     expect(later.column).toHaveLength(1);
     if (backend.name === 'sqlite') {
       expect(later.column[0]).toMatch(
-        /SEARCH si USING INDEX search_index_value \(resource_type=\? AND param=\? AND value=\? AND seq>\? AND seq<\?\)/,
+        /SEARCH si USING INDEX search_index_value \(param_key=\? AND value=\? AND seq>\? AND seq<\?\)/,
       );
       expect(later.column[0]).not.toMatch(/TEMP B-TREE/);
       for (const plan of later.rows) {
@@ -272,7 +266,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
         expect(plan).not.toMatch(/SCAN (v|c)\b/);
       }
       expect(later.rows[1]).toMatch(
-        /SEARCH si USING INDEX search_index_value \(resource_type=\? AND param=\? AND value=\? AND seq>\?\)/,
+        /SEARCH si USING INDEX search_index_value \(param_key=\? AND value=\? AND seq>\?\)/,
       );
     } else {
       expect(later.column[0]).toMatch(/^Limit/);
@@ -297,7 +291,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
     if (backend.name === 'sqlite') {
       // Observation's compartment parameters (subject, performer): their rows naming Patient/p1
       expect(page).toMatch(
-        /SEARCH si USING (COVERING )?INDEX search_index_reference \(resource_type=\? AND param=\? AND reference=\?\)/,
+        /SEARCH si USING (COVERING )?INDEX search_index_reference \(param_key=\? AND reference=\?\)/,
       );
       expect(page).toMatch(PAGE_BY_SEQ);
       expect(page).not.toMatch(/SCAN (v|c)\b/);
@@ -395,7 +389,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
       if (backend.name === 'sqlite') {
         for (const plan of plans.column) {
           expect(plan).toMatch(
-            /SEARCH si USING COVERING INDEX search_index_range_seq \(resource_type=\? AND param=\? AND seq>\?\)/,
+            /SEARCH si USING COVERING INDEX search_index_range_seq \(param_key=\? AND seq>\?\)/,
           );
           expect(plan).not.toMatch(/TEMP B-TREE/);
         }
@@ -447,7 +441,7 @@ describe.each(searchStores())('one page in the default order on the $name store'
       if (backend.name === 'sqlite') {
         for (const plan of plans.column)
           expect(plan).toMatch(
-            /SEARCH sr (EXISTS )?USING COVERING INDEX search_index_range_seq \(resource_type=\? AND param=\? AND seq=\?/,
+            /SEARCH sr (EXISTS )?USING COVERING INDEX search_index_range_seq \(param_key=\? AND seq=\?/,
           );
         // the page's versions by key, no index row probed per candidate
         for (const plan of plans.rows) {

@@ -4,11 +4,40 @@ import { decodeJson } from '../../src/fhir/store/json-codec.js';
 import { hexText } from '../../src/fhir/store/sqlite/schema.js';
 
 /**
+ * Turns a store back into the layout of schema version 10 (before migration 11): index rows with their resource type
+ * and parameter as text, indexes and full-text triggers as migrations 6 and 10 made them, no search_param_key.
+ */
+export function asSchema10(db: Database.Database): void {
+  db.exec(
+    'CREATE TABLE search_index_v10 (seq INTEGER NOT NULL, ord INTEGER NOT NULL, resource_type TEXT NOT NULL, ' +
+      'param TEXT NOT NULL, type TEXT NOT NULL, system TEXT, value TEXT, low REAL, high REAL, reference TEXT, ' +
+      'PRIMARY KEY (seq, ord)) WITHOUT ROWID; ' +
+      'INSERT INTO search_index_v10 SELECT si.seq, si.ord, k.resource_type, k.param, si.type, si.system, si.value, ' +
+      'si.low, si.high, si.reference FROM search_index si JOIN search_param_key k ON k.id = si.param_key; ' +
+      'DROP TABLE search_index; DROP TABLE search_param_key; ALTER TABLE search_index_v10 RENAME TO search_index; ' +
+      'CREATE INDEX search_index_value ON search_index (resource_type, param, value, seq) WHERE value IS NOT NULL; ' +
+      'CREATE INDEX search_index_reference ON search_index (resource_type, param, reference, seq) WHERE reference IS NOT NULL; ' +
+      'CREATE INDEX search_index_range ON search_index (resource_type, param, low, high) WHERE low IS NOT NULL; ' +
+      "CREATE INDEX search_index_quantity_high ON search_index (resource_type, param, high) WHERE type = 'quantity'; " +
+      "CREATE INDEX search_index_date_high ON search_index (resource_type, param, high) WHERE type = 'date'; " +
+      'CREATE INDEX search_index_range_seq ON search_index (resource_type, param, seq, low, high) WHERE low IS NOT NULL; ' +
+      'CREATE TRIGGER search_index_text_insert AFTER INSERT ON search_index ' +
+      "WHEN new.type = 'special' AND new.system IS NOT NULL BEGIN " +
+      "INSERT INTO search_text (rowid, body) VALUES (new.seq * 2 + (new.param = '_content'), new.system); " +
+      'UPDATE search_index SET system = NULL WHERE seq = new.seq AND ord = new.ord; END; ' +
+      "CREATE TRIGGER search_index_text_delete AFTER DELETE ON search_index WHEN old.type = 'special' BEGIN " +
+      "DELETE FROM search_text WHERE rowid = old.seq * 2 + (old.param = '_content'); END; " +
+      'DELETE FROM schema_version WHERE version >= 11;',
+  );
+}
+
+/**
  * Turns a store back into the layout of schema version 6 (before migration 7): resource JSON as text, the anchor's
  * hashes as hex text with the version's key and its batch's columns in every row, and no index of later migrations
  * (10: the range entries in seq order).
  */
 export function asSchema6(db: Database.Database): void {
+  asSchema10(db);
   db.function('test_decode_json', (json: unknown) =>
     json === null ? null : decodeJson(json as string | Uint8Array),
   );

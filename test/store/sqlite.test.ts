@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { MIGRATIONS } from '../../src/fhir/store/sqlite/schema.js';
 import { NewerStoreSchemaError } from '../../src/fhir/store/schema-version.js';
-import { asSchema6 } from './schema6.js';
+import { asSchema6, asSchema10 } from './schema6.js';
 import { describeResourceStoreContract } from './contract.js';
 import { SqliteSearch } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { parseSearch } from '../../src/fhir/search/parse.js';
@@ -15,6 +15,7 @@ import { extractIndex } from '../../src/fhir/search/index-entries.js';
 import type { FhirResource } from '../../src/fhir/fhir-json.js';
 import type {
   AnchorState,
+  IndexEntry,
   PendingAnchor,
   StoredVersion,
   VersionKey,
@@ -266,6 +267,162 @@ describe('SqliteResourceStore', () => {
     // The batch's columns are kept once.
     expect(reopened.db.prepare('SELECT count(*) FROM anchor_batch').pluck().get()).toBe(2);
     await reopened.close();
+  });
+
+  it('a store made before migration 11 (index rows naming type and parameter as text) keeps every row and answers every search the same when it migrates', async () => {
+    const file = join(tempDir(), 'resources.sqlite');
+    const store = await openStore(file);
+    const observation = (code: string, value: number, date: string, patient: string) =>
+      ({
+        resourceType: 'Observation',
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code, display: `Body height ${code}` }] },
+        subject: { reference: `Patient/${patient}` },
+        effectiveDateTime: date,
+        valueQuantity: { value, unit: 'cm', system: 'http://unitsofmeasure.org', code: 'cm' },
+      }) as FhirResource;
+    const put = (resourceType: string, id: string, resource: FhirResource) =>
+      store.write({ resourceType, id, method: 'PUT', resource, index: extractIndex(resource) });
+    await put('Patient', 'p1', {
+      resourceType: 'Patient',
+      name: [{ family: 'Ærø' }],
+      birthDate: '1970-01-01',
+    });
+    await put('Observation', 'o1', observation('8302-2', 170, '2020-01-01', 'p1'));
+    await put('Observation', 'o2', observation('8302-2', 182, '2021-06-01', 'p1'));
+    await put('Observation', 'o3', observation('29463-7', 70, '2021-06-02', 'p2'));
+    const ids = ['Patient/p1', 'Observation/o1', 'Observation/o2', 'Observation/o3'];
+    const entries = async (s: SqliteResourceStore) =>
+      Promise.all(ids.map((key) => s.indexEntries(key.split('/')[0]!, key.split('/')[1]!)));
+    const searches: [string, Record<string, string[]>][] = [
+      ['Observation', { code: ['http://loinc.org|8302-2'] }],
+      ['Observation', { subject: ['Patient/p1'] }],
+      ['Observation', { date: ['ge2021-01-01'] }],
+      ['Observation', { 'value-quantity': ['gt175|http://unitsofmeasure.org|cm'] }],
+      ['Observation', { _content: ['height'] }],
+      ['Observation', { date: ['ge2021-01-01'], _sort: ['-date'] }],
+      ['Patient', { family: ['ærø'] }],
+      ['Patient', { birthdate: ['1970'] }],
+    ];
+    const answers = (s: SqliteResourceStore) =>
+      searches.map(([resourceType, params]) =>
+        new SqliteSearch(s.db)
+          .search({ query: parseSearch(params, { resourceType }), canRead: () => true })
+          .versions.map((v) => v.id),
+      );
+    const before = { entries: await entries(store), answers: answers(store) };
+    expect(before.answers).toEqual([
+      ['o1', 'o2'],
+      ['o1', 'o2'],
+      ['o2', 'o3'],
+      ['o2'],
+      ['o1', 'o2', 'o3'],
+      ['o3', 'o2'],
+      ['p1'],
+      ['p1'],
+    ]);
+    // As a store of schema version 10 would be.
+    asSchema10(store.db);
+    expect(
+      store.db.prepare('SELECT count(*) FROM search_index WHERE resource_type = ?').pluck().get('Patient'),
+    ).toBe(before.entries[0]!.length);
+    await store.close();
+
+    const reopened = await openStore(file);
+    expect(await entries(reopened)).toEqual(before.entries);
+    expect(answers(reopened)).toEqual(before.answers);
+    // One key per (type, parameter) pair, and the rows carry it instead of the two texts.
+    const pairs = reopened.db
+      .prepare('SELECT resource_type, param FROM search_param_key ORDER BY resource_type, param')
+      .raw()
+      .all() as [string, string][];
+    const expectedPairs = [
+      ...new Set(
+        before.entries.flatMap((rows, i) => rows!.map((row) => `${ids[i]!.split('/')[0]}\u0000${row.param}`)),
+      ),
+    ]
+      .sort()
+      .map((pair) => pair.split('\u0000'));
+    expect(pairs).toEqual(expectedPairs);
+    const columns = (reopened.db.prepare('PRAGMA table_info(search_index)').all() as { name: string }[]).map(
+      (c) => c.name,
+    );
+    expect(columns).toContain('param_key');
+    expect(columns).not.toContain('resource_type');
+    expect(columns).not.toContain('param');
+    // Writes after the upgrade use the same keys; the full text is still kept in step by the triggers.
+    await reopened.write({
+      resourceType: 'Observation',
+      id: 'o1',
+      method: 'PUT',
+      resource: observation('29463-7', 171, '2020-01-01', 'p1'),
+      index: extractIndex(observation('29463-7', 171, '2020-01-01', 'p1')),
+    });
+    await reopened.write({ resourceType: 'Observation', id: 'o2', method: 'DELETE' });
+    expect(reopened.db.prepare('SELECT count(*) FROM search_param_key').pluck().get()).toBe(pairs.length);
+    const search = (params: Record<string, string[]>) =>
+      new SqliteSearch(reopened.db)
+        .search({ query: parseSearch(params, { resourceType: 'Observation' }), canRead: () => true })
+        .versions.map((v) => v.id);
+    expect(search({ code: ['http://loinc.org|29463-7'] })).toEqual(['o3', 'o1']);
+    expect(search({ _content: ['height'] })).toEqual(['o3', 'o1']);
+    await reopened.close();
+  });
+
+  it('gives a (type, parameter) pair first indexed in a rolled-back transaction no key that another pair later takes', async () => {
+    const store = await openStore(':memory:');
+    const patient: FhirResource = { resourceType: 'Patient' };
+    const only = (param: string): IndexEntry[] => [{ param, type: 'token', value: param }];
+    // The pair's key is assigned inside the transaction, which then rolls back: the key's row goes with it.
+    await expect(
+      store.transaction(async (view) => {
+        await view.write({
+          resourceType: 'Patient',
+          id: 'p',
+          method: 'PUT',
+          resource: patient,
+          index: only('first'),
+        });
+        throw new Error('changed my mind');
+      }),
+    ).rejects.toThrow('changed my mind');
+    // A batch of group commit first tried whole and, one write failing, stored again write by write.
+    const batch = await Promise.allSettled([
+      store.write({
+        resourceType: 'Patient',
+        id: 'q',
+        method: 'PUT',
+        resource: patient,
+        index: only('second'),
+      }),
+      store.write({ resourceType: 'Patient', id: 'q', method: 'PUT', resource: patient, ifMatch: 7 }),
+    ]);
+    expect(batch.map((outcome) => outcome.status)).toEqual(['fulfilled', 'rejected']);
+    await store.write({
+      resourceType: 'Observation',
+      id: 'o',
+      method: 'PUT',
+      resource: { resourceType: 'Observation' },
+      index: only('third'),
+    });
+    await store.write({
+      resourceType: 'Patient',
+      id: 'p',
+      method: 'PUT',
+      resource: patient,
+      index: only('first'),
+    });
+    expect((await store.indexEntries('Patient', 'p')).map((e) => e.param)).toEqual(['first']);
+    expect((await store.indexEntries('Patient', 'q')).map((e) => e.param)).toEqual(['second']);
+    expect((await store.indexEntries('Observation', 'o')).map((e) => e.param)).toEqual(['third']);
+    expect(
+      store.db.prepare('SELECT resource_type, param FROM search_param_key ORDER BY id').raw().all(),
+    ).toEqual([
+      ['Patient', 'second'],
+      ['Observation', 'third'],
+      ['Patient', 'first'],
+    ]);
+    await store.close();
   });
 
   it('keeps access keys of current versions, and a store made before them gets them when it migrates', async () => {

@@ -7,7 +7,7 @@
  * Cost (docs/store.md): tens of microseconds of CPU per write and per read of a 1.5 KB resource, against 1.5 KB →
  * ~0.35 KB on disk.
  */
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { constants, createInflateRaw, deflateRawSync, inflateRawSync, type InflateRaw } from 'node:zlib';
 import { JSON_DICTIONARY_1 } from './json-dictionary.js';
 
 /** Format byte 1: raw deflate, level 6, preset dictionary JSON_DICTIONARY_1. */
@@ -25,13 +25,146 @@ export function encodeJson(json: string): string | Buffer {
   return stored;
 }
 
+/**
+ * Inflates format-1 bodies with one zlib context kept for the process instead of one per call.
+ *
+ * Node's synchronous API (`inflateRawSync`) builds a stream object, a native zlib context and a 16 KiB output chunk
+ * for every call, then sets the 16 KiB dictionary: most of the ~10-15 µs a body costs (a 1.5 KB resource inflates in
+ * ~2 µs), and $export and every read of a body pay it. Here one inflate context is created once and `reset()` between
+ * bodies (Node's reset sets the dictionary again), with one output buffer: ~4.4 µs a body (docs/store.md). Node has
+ * no public synchronous way to reuse a context, so this drives the stream's native handle (`_handle.writeSync`, the
+ * call `inflateRawSync` itself makes, with `_writeState` holding what it left of input and output). It is checked
+ * when first used (a known body must inflate to its text) and whatever does not fit (a body larger than the buffer,
+ * an error, a Node whose internals differ) goes through `inflateRawSync`, whose answer or error is the reference.
+ */
+class ReusedInflater {
+  private stream: InflateRaw | undefined;
+  private handle: NativeInflate | undefined;
+  private state: Uint32Array | undefined;
+  /** Output of one body; a larger body takes inflateRawSync. */
+  private readonly out = Buffer.allocUnsafe(256 * 1024);
+  /** false once the handle's shape was found unusable: every body then takes inflateRawSync. */
+  private usable: boolean | undefined;
+
+  /** The inflated bytes of a format-1 body (`deflated` without the format byte), as a view of the shared buffer
+   *  (valid until the next call) or undefined when inflateRawSync must answer. */
+  private inflateShared(deflated: Uint8Array): { buffer: Buffer; length: number } | undefined {
+    if (this.usable === false) return undefined;
+    if (!this.handle && !this.open()) return undefined;
+    const handle = this.handle!;
+    const state = this.state!;
+    try {
+      handle.writeSync(constants.Z_FINISH, deflated, 0, deflated.length, this.out, 0, this.out.length);
+    } catch {
+      this.close();
+      return undefined;
+    }
+    const availableOut = state[0]!;
+    const availableIn = state[1]!;
+    if (this.stream!.destroyed || availableIn !== 0 || availableOut === 0) {
+      // An error (the stream destroyed itself) or a body that did not fit: the reference path decides.
+      this.close();
+      return undefined;
+    }
+    handle.reset();
+    return { buffer: this.out, length: this.out.length - availableOut };
+  }
+
+  private open(): boolean {
+    const stream = createInflateRaw({ dictionary: DICTIONARY_1 });
+    // A corrupt body makes the stream emit 'error'; it is answered by inflateRawSync instead.
+    stream.on('error', () => undefined);
+    const internals = stream as unknown as { _handle?: unknown; _writeState?: unknown };
+    const handle = internals._handle as NativeInflate | undefined;
+    const state = internals._writeState;
+    if (
+      !handle ||
+      typeof handle.writeSync !== 'function' ||
+      typeof handle.reset !== 'function' ||
+      !(state instanceof Uint32Array) ||
+      state.length < 2
+    ) {
+      this.usable = false;
+      stream.destroy();
+      return false;
+    }
+    this.stream = stream;
+    this.handle = handle;
+    this.state = state;
+    if (this.usable === undefined) {
+      // First use: a known body must come back as its text, else this Node's internals are not what we drive.
+      const probe = deflateRawSync(Buffer.from(PROBE_TEXT, 'utf8'), { dictionary: DICTIONARY_1 });
+      this.usable = true;
+      const inflated = this.inflateShared(probe);
+      if (!inflated || inflated.buffer.toString('utf8', 0, inflated.length) !== PROBE_TEXT) {
+        this.usable = false;
+        this.close();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private close(): void {
+    this.stream?.destroy();
+    this.stream = undefined;
+    this.handle = undefined;
+    this.state = undefined;
+  }
+
+  text(deflated: Uint8Array): string {
+    const inflated = this.inflateShared(deflated);
+    if (inflated) return inflated.buffer.toString('utf8', 0, inflated.length);
+    return inflateRawSync(deflated, { dictionary: DICTIONARY_1 }).toString('utf8');
+  }
+
+  bytes(deflated: Uint8Array): Buffer {
+    const inflated = this.inflateShared(deflated);
+    if (!inflated) return inflateRawSync(deflated, { dictionary: DICTIONARY_1 });
+    // A copy of its own (small ones from Node's shared pool): the shared buffer is reused by the next body.
+    const copy = Buffer.allocUnsafe(inflated.length);
+    inflated.buffer.copy(copy, 0, 0, inflated.length);
+    return copy;
+  }
+
+  /** Whether bodies take the reused context (false on a Node whose zlib internals differ). For tests. */
+  reused(): boolean {
+    if (this.usable === undefined) this.open();
+    return this.usable === true;
+  }
+}
+
+/** The part of Node's native zlib handle the inflater drives (lib/zlib.js processChunkSync makes the same calls). */
+interface NativeInflate {
+  writeSync(
+    flush: number,
+    input: Uint8Array,
+    inputOffset: number,
+    inputLength: number,
+    output: Uint8Array,
+    outputOffset: number,
+    outputLength: number,
+  ): void;
+  reset(): void;
+}
+
+const PROBE_TEXT = '{"resourceType":"Patient","id":"probe","meta":{"versionId":"1"},"active":true}';
+
+/** One per process: better-sqlite3 reads run on the main thread, one at a time. */
+const inflater = new ReusedInflater();
+
+/** Whether this Node inflates through the reused context (see ReusedInflater). */
+export function inflaterReused(): boolean {
+  return inflater.reused();
+}
+
 /** The JSON text of a stored value (encodeJson's output, or text stored before migration 7). */
 export function decodeJson(stored: string | Uint8Array): string {
   if (typeof stored === 'string') return stored;
   if (stored[0] !== DEFLATE_DICTIONARY_1) {
     throw new Error(`Stored resource JSON in an unknown format (${stored[0]})`);
   }
-  return inflateRawSync(stored.subarray(1), { dictionary: DICTIONARY_1 }).toString('utf8');
+  return inflater.text(stored.subarray(1));
 }
 
 /** decodeJson's text as UTF-8 bytes, without a string in between (the export copies these bytes to its files). */
@@ -40,7 +173,7 @@ export function decodeJsonBytes(stored: string | Uint8Array): Buffer {
   if (stored[0] !== DEFLATE_DICTIONARY_1) {
     throw new Error(`Stored resource JSON in an unknown format (${stored[0]})`);
   }
-  return inflateRawSync(stored.subarray(1), { dictionary: DICTIONARY_1 });
+  return inflater.bytes(stored.subarray(1));
 }
 
 /** The SQL side of a connection to a store file (better-sqlite3's `db.function`). */

@@ -91,6 +91,14 @@ export interface SearchDialect {
    * index over the row's tsvector.
    */
   fullText(types: string[], param: string, query: TextQuery): Fragment;
+  /**
+   * Index rows `alias` of one of `types` and one of `params` (any pair of them), as a condition with its binds.
+   * SQLite's rows name the pair by an integer key (schema migration 11): the keys of the pairs, bound (one key is an
+   * equality, so an index ending in seq still gives its entries in seq order); PostgreSQL's rows have the two columns.
+   * `seqProbe`: the rows are looked up by their seq (a candidate's own rows, primary key prefix); SQLite is told not
+   * to read them through an index on the key instead (`+key`: otherwise it may walk every entry of the pair there).
+   */
+  rowKeys(alias: string, types: readonly string[], params: readonly string[], seqProbe?: boolean): Fragment;
 }
 
 export const SQLITE_DIALECT: SearchDialect = {
@@ -112,7 +120,39 @@ export const SQLITE_DIALECT: SearchDialect = {
     sql: `SELECT t.rowid >> 1 FROM search_text t WHERE search_text MATCH ? AND (t.rowid & 1) = ?`,
     binds: [fts5Query(query), param === '_content' ? 1 : 0],
   }),
+  // Without the store's keys at hand (sqliteDialect has them): the keys looked up in the query itself.
+  rowKeys: (alias, types, params, seqProbe) => ({
+    sql:
+      `${seqProbe ? '+' : ''}${alias}.param_key IN (SELECT k.id FROM search_param_key k WHERE k.resource_type IN (${placeholders(types.length)}) ` +
+      `AND k.param IN (${placeholders(params.length)}))`,
+    binds: [...types, ...params],
+  }),
 };
+
+/**
+ * SQLite with the store's (resource type, parameter) keys (sqlite/param-keys.ts): `keyOf` gives a pair's key, or
+ * undefined when nothing was ever indexed under it (no row can match it).
+ */
+export function sqliteDialect(
+  keyOf: (resourceType: string, param: string) => number | undefined,
+): SearchDialect {
+  return {
+    ...SQLITE_DIALECT,
+    rowKeys: (alias, types, params, seqProbe) => {
+      const keys = new Set<number>();
+      for (const type of types)
+        for (const param of params) {
+          const key = keyOf(type, param);
+          if (key !== undefined) keys.add(key);
+        }
+      if (keys.size === 0) return { sql: SQLITE_DIALECT.false, binds: [] };
+      return {
+        sql: `${seqProbe ? '+' : ''}${alias}.param_key IN (${placeholders(keys.size)})`,
+        binds: [...keys],
+      };
+    },
+  };
+}
 
 /** PostgreSQL over the tables of `schema` (quoted): text compared as bytes (COLLATE "C"), as SQLite does. */
 export function postgresDialect(schema: string): SearchDialect {
@@ -134,6 +174,10 @@ export function postgresDialect(schema: string): SearchDialect {
     fullText: (types, param, query) => ({
       sql: `SELECT si.seq FROM ${schema}.search_index si WHERE si.type = 'special' AND to_tsvector('simple'::regconfig, si.system) @@ ?::tsquery AND si.param = ? AND si.resource_type IN (${placeholders(types.length)})`,
       binds: [tsQuery(query), param, ...types],
+    }),
+    rowKeys: (alias, types, params) => ({
+      sql: `${alias}.resource_type IN (${placeholders(types.length)}) AND ${alias}.param IN (${placeholders(params.length)})`,
+      binds: [...types, ...params],
     }),
   };
 }
@@ -409,16 +453,16 @@ function numberCondition(value: Extract<SearchValue, { kind: 'range' }>): Fragme
  * so the database reads only the index rows that match.
  */
 function quantityRowsCondition(
-  params: (suffix: string) => string[],
+  keys: (suffix: string) => Fragment,
   filter: Extract<Filter, { kind: 'param' }>,
 ): Fragment {
   const parts = filter.values.map((value): Fragment => {
     if (value.kind !== 'range') return { sql: '0 = 1', binds: [] };
     const rows = value.unitRows;
-    const names = params(rows?.suffix ?? '');
+    const rowKeys = keys(rows?.suffix ?? '');
     const interval = quantityInterval(rows ?? value);
-    let sql = `si.param IN (${placeholders(names.length)}) AND si.type = 'quantity' AND ${interval.sql}`;
-    const binds: Bind[] = [...names, ...interval.binds];
+    let sql = `${rowKeys.sql} AND si.type = 'quantity' AND ${interval.sql}`;
+    const binds: Bind[] = [...rowKeys.binds, ...interval.binds];
     // `n|system|` (a system, no code): the param's own rows of that system
     if (!rows && value.system !== undefined) {
       sql += ' AND si.system = ?';
@@ -490,8 +534,13 @@ function lastUpdatedCondition(value: Extract<SearchValue, { kind: 'range' }>): F
 const placeholders = (n: number): string => Array.from({ length: n }, () => '?').join(', ');
 
 /** This candidate's own index rows of the given params (primary key prefix probe: rows are keyed by seq). */
-const indexRowsOf = (d: SearchDialect, params: string[]): string =>
-  `FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND si.param IN (${placeholders(params.length)})`;
+function indexRowsOf(d: SearchDialect, types: readonly string[], params: readonly string[]): Fragment {
+  const keys = d.rowKeys('si', types, params, true);
+  return {
+    sql: `FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND ${keys.sql}`,
+    binds: keys.binds,
+  };
+}
 
 const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
 /**
@@ -502,7 +551,7 @@ const DATE_HIGH = 'date-high';
 
 /**
  * Range filter types whose condition reads only an entry's low and high (no system: a quantity's unit is not in the
- * index), so search_index_range_seq (resource_type, param, seq, low, high) answers it alone (rangeSeqRows,
+ * index), so search_index_range_seq ((type, param), seq, low, high) answers it alone (rangeSeqRows,
  * rangeSeqCheck).
  */
 const SEQ_INDEXED_RANGES = new Set(['date', 'number']);
@@ -524,8 +573,8 @@ const derivedRows = (modifier: string | undefined): string =>
 
 /**
  * `v.seq IN (index rows of param ? matching condition)`: not correlated, so the database runs it once from a
- * search_index index (whose entries end in seq) and reads resource_version by its key. Binds: the types, then the param (then, for
- * range types, the lowest number).
+ * search_index index (whose entries end in seq) and reads resource_version by its key. Binds: the rows' keys (then,
+ * for range types, the lowest number), then the condition's.
  *
  * Range conditions mostly bound `high`, the last column of search_index_range: on its own SQLite cannot use that
  * index and, with sampled statistics, scanned every index row of the type (measured 72 ms vs 5 ms on 14,000
@@ -535,26 +584,31 @@ function matchingIds(
   d: SearchDialect,
   types: string[],
   params: string[],
-  condition: string,
+  condition: Fragment,
   paramType: string,
   drive = true,
-): string {
+): Fragment {
   // Not driving: a probe of this resource's own index rows (primary key prefix), once per candidate.
-  if (!drive) return `EXISTS (SELECT 1 ${indexRowsOf(d, params)}${condition})`;
-  const paramList = placeholders(params.length);
-  const typeList = types.map(() => '?').join(', ');
-  if (paramType === DATE_HIGH)
-    return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.dateHighIndexHint} WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList}) AND si.type = 'date'${condition})`;
-  if (RANGE_TYPES.has(paramType)) {
-    return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.rangeIndexHint} WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList}) AND si.low >= ?${condition})`;
+  if (!drive) {
+    const own = indexRowsOf(d, types, params);
+    return { sql: `EXISTS (SELECT 1 ${own.sql}${condition.sql})`, binds: [...own.binds, ...condition.binds] };
   }
-  return `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si WHERE si.resource_type IN (${typeList}) AND si.param IN (${paramList})${condition})`;
-}
-
-/** Binds that go with matchingIds. */
-function matchingBinds(types: string[], params: string[], paramType: string, drive = true): Bind[] {
-  if (!drive) return params;
-  return RANGE_TYPES.has(paramType) ? [...types, ...params, -Number.MAX_VALUE] : [...types, ...params];
+  const keys = d.rowKeys('si', types, params);
+  if (paramType === DATE_HIGH)
+    return {
+      sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.dateHighIndexHint} WHERE ${keys.sql} AND si.type = 'date'${condition.sql})`,
+      binds: [...keys.binds, ...condition.binds],
+    };
+  if (RANGE_TYPES.has(paramType)) {
+    return {
+      sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.rangeIndexHint} WHERE ${keys.sql} AND si.low >= ?${condition.sql})`,
+      binds: [...keys.binds, -Number.MAX_VALUE, ...condition.binds],
+    };
+  }
+  return {
+    sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si WHERE ${keys.sql}${condition.sql})`,
+    binds: [...keys.binds, ...condition.binds],
+  };
 }
 
 /** A parameter filter's values as one condition on its index rows `si`, and the index type that answers it. */
@@ -874,21 +928,22 @@ export class SearchRun {
         const params = this.rowParams(types, filter.param, derivedRows(filter.modifier));
         const missing = filter.values.find((v) => v.kind === 'missing');
         if (missing && missing.kind === 'missing') {
-          return {
-            sql: `${missing.missing ? 'NOT ' : ''}${matchingIds(d, types, params, '', filter.type, drive)}`,
-            binds: matchingBinds(types, params, filter.type, drive),
-          };
+          const matches = matchingIds(d, types, params, { sql: '', binds: [] }, filter.type, drive);
+          return { sql: `${missing.missing ? 'NOT ' : ''}${matches.sql}`, binds: matches.binds };
         }
         if (filter.type === 'quantity') {
-          const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
+          const rows = quantityRowsCondition(
+            (suffix) => d.rowKeys('si', types, this.rowParams(types, filter.param, suffix), !drive),
+            filter,
+          );
           const sql = drive
-            ? `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND ${rows.sql})`
-            : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND ${rows.sql})`;
-          return { sql, binds: drive ? [...types, ...rows.binds] : rows.binds };
+            ? `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si WHERE ${rows.sql})`
+            : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND (${rows.sql}))`;
+          return { sql, binds: rows.binds };
         }
         const { condition, indexType } = paramCondition(d, filter);
-        const sql = `${filter.negate ? 'NOT ' : ''}${matchingIds(d, types, params, condition.sql, indexType, drive)}`;
-        return { sql, binds: [...matchingBinds(types, params, indexType, drive), ...condition.binds] };
+        const matches = matchingIds(d, types, params, condition, indexType, drive);
+        return { sql: `${filter.negate ? 'NOT ' : ''}${matches.sql}`, binds: matches.binds };
       }
       case 'chain': {
         // Visible targets of the inner condition, then the references to them (relative, or absolute under this
@@ -901,20 +956,17 @@ export class SearchRun {
             if (base !== undefined) keys.push(`${base}/${version.resourceType}/${version.id}`);
           }
         }
-        return {
-          sql: matchingIds(
-            d,
-            types,
-            this.rowParams(types, filter.param),
-            ` AND si.reference IN (SELECT k.value FROM ${d.jsonValues('k')})`,
-            'reference',
-            drive,
-          ),
-          binds: [
-            ...matchingBinds(types, this.rowParams(types, filter.param), 'reference', drive),
-            JSON.stringify(keys),
-          ],
-        };
+        return matchingIds(
+          d,
+          types,
+          this.rowParams(types, filter.param),
+          {
+            sql: ` AND si.reference IN (SELECT k.value FROM ${d.jsonValues('k')})`,
+            binds: [JSON.stringify(keys)],
+          },
+          'reference',
+          drive,
+        );
       }
       case 'compartment': {
         // Driving: the members' seqs from the reference index (one seek per parameter). Probed: this candidate's
@@ -926,11 +978,13 @@ export class SearchRun {
         const parts: Fragment[] = [];
         for (const type of types) {
           const params = this.compartmentParams(type, filter);
-          if (params.length > 0)
+          if (params.length > 0) {
+            const own = indexRowsOf(d, [type], params);
             parts.push({
-              sql: `(c.resource_type = ? AND EXISTS (SELECT 1 ${indexRowsOf(d, params)} AND si.reference = ?))`,
-              binds: [type, ...params, filter.reference],
+              sql: `(c.resource_type = ? AND EXISTS (SELECT 1 ${own.sql} AND si.reference = ?))`,
+              binds: [type, ...own.binds, filter.reference],
             });
+          }
           if (filter.own?.type === type)
             parts.push({ sql: '(c.resource_type = ? AND c.id = ?)', binds: [type, filter.own.id] });
         }
@@ -946,11 +1000,16 @@ export class SearchRun {
       case 'has': {
         // Visible sources matching the inner condition; this resource must be one they reference through `param`.
         const sources = (yield* this.visibleMatches([filter.sourceType], [filter.inner])).map((v) => v.seq);
-        const hasParams = this.rowParams([filter.sourceType], filter.param);
+        const hasKeys = d.rowKeys(
+          'si',
+          [filter.sourceType],
+          this.rowParams([filter.sourceType], filter.param),
+          true,
+        );
         const stored = yield* columnOf(
           `SELECT DISTINCT si.reference AS reference FROM ${d.table('search_index')} si
-           WHERE si.seq IN (SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}) AND si.param IN (${placeholders(hasParams.length)}) AND si.reference IS NOT NULL`,
-          [JSON.stringify(sources), ...hasParams],
+           WHERE si.seq IN (SELECT ${d.name === 'postgres' ? 'k.value::bigint' : 'k.value'} FROM ${d.jsonValues('k')}) AND ${hasKeys.sql} AND si.reference IS NOT NULL`,
+          [JSON.stringify(sources), ...hasKeys.binds],
         );
         // A reference stored as an absolute URL under this server's base names the resource `Type/id` here.
         const own =
@@ -974,7 +1033,7 @@ export class SearchRun {
 
   /**
    * `SELECT seq ...`: the current versions of `types` in the compartment, from the reference index (search_index_reference
-   * (resource_type, param, reference, seq): one seek per type and parameter) and, for the compartment's own type,
+   * ((type, param), reference, seq): one seek per type and parameter) and, for the compartment's own type,
    * its resource by key. Their number is the member's record, whatever the size of the store.
    */
   private compartmentRows(types: string[], filter: Extract<Filter, { kind: 'compartment' }>): Fragment {
@@ -982,11 +1041,13 @@ export class SearchRun {
     const parts: Fragment[] = [];
     for (const type of types) {
       const params = this.compartmentParams(type, filter);
-      if (params.length > 0)
+      if (params.length > 0) {
+        const keys = d.rowKeys('si', [type], params);
         parts.push({
-          sql: `SELECT si.seq FROM ${d.table('search_index')} si WHERE si.resource_type = ? AND si.param IN (${placeholders(params.length)}) AND si.reference = ?`,
-          binds: [type, ...params, filter.reference],
+          sql: `SELECT si.seq FROM ${d.table('search_index')} si WHERE ${keys.sql} AND si.reference = ?`,
+          binds: [...keys.binds, filter.reference],
         });
+      }
       if (filter.own?.type === type)
         parts.push({
           sql: `SELECT o.seq FROM ${d.table('resource_current')} o WHERE o.resource_type = ? AND o.id = ?`,
@@ -1062,21 +1123,24 @@ export class SearchRun {
   private matchRows(types: string[], filter: Extract<Filter, { kind: 'param' }>, column: string): Fragment {
     const d = this.d;
     if (filter.type === 'quantity') {
-      const rows = quantityRowsCondition((suffix) => this.rowParams(types, filter.param, suffix), filter);
+      const rows = quantityRowsCondition(
+        (suffix) => d.rowKeys('si', types, this.rowParams(types, filter.param, suffix)),
+        filter,
+      );
       return {
-        sql: `SELECT ${column} FROM ${d.table('search_index')} si WHERE si.resource_type IN (${placeholders(types.length)}) AND (${rows.sql})`,
-        binds: [...types, ...rows.binds],
+        sql: `SELECT ${column} FROM ${d.table('search_index')} si WHERE (${rows.sql})`,
+        binds: rows.binds,
       };
     }
-    const params = this.rowParams(types, filter.param, derivedRows(filter.modifier));
+    const keys = d.rowKeys('si', types, this.rowParams(types, filter.param, derivedRows(filter.modifier)));
     const { condition, indexType } = paramCondition(d, filter);
     const range = RANGE_TYPES.has(indexType);
     const high = indexType === DATE_HIGH;
     return {
       sql:
-        `SELECT ${column} FROM ${d.table('search_index')} si${range ? d.rangeIndexHint : high ? d.dateHighIndexHint : ''} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
-        `AND si.param IN (${placeholders(params.length)})${range ? ' AND si.low >= ?' : high ? " AND si.type = 'date'" : ''}${condition.sql}`,
-      binds: [...matchingBinds(types, params, indexType, true), ...condition.binds],
+        `SELECT ${column} FROM ${d.table('search_index')} si${range ? d.rangeIndexHint : high ? d.dateHighIndexHint : ''} WHERE ${keys.sql}` +
+        `${range ? ' AND si.low >= ?' : high ? " AND si.type = 'date'" : ''}${condition.sql}`,
+      binds: [...keys.binds, ...(range ? [-Number.MAX_VALUE] : []), ...condition.binds],
     };
   }
 
@@ -1087,13 +1151,13 @@ export class SearchRun {
    */
   private rangeSeqRows(types: string[], filter: Extract<Filter, { kind: 'param' }>): Fragment {
     const d = this.d;
-    const params = this.rowParams(types, filter.param);
+    const keys = d.rowKeys('si', types, this.rowParams(types, filter.param));
     const { condition } = paramCondition(d, filter);
     return {
       sql:
-        `SELECT si.seq FROM ${d.table('search_index')} si${d.rangeSeqIndexHint} WHERE si.resource_type IN (${placeholders(types.length)}) ` +
-        `AND si.param IN (${placeholders(params.length)}) AND si.low IS NOT NULL${condition.sql}`,
-      binds: [...types, ...params, ...condition.binds],
+        `SELECT si.seq FROM ${d.table('search_index')} si${d.rangeSeqIndexHint} WHERE ${keys.sql} ` +
+        `AND si.low IS NOT NULL${condition.sql}`,
+      binds: [...keys.binds, ...condition.binds],
     };
   }
 
@@ -1103,13 +1167,13 @@ export class SearchRun {
    */
   private rangeSeqCheck(types: string[], filter: Extract<Filter, { kind: 'param' }>, seq: string): Fragment {
     const d = this.d;
-    const params = this.rowParams(types, filter.param);
+    const keys = d.rowKeys('sr', types, this.rowParams(types, filter.param));
     const { condition } = paramCondition(d, filter);
     return {
       sql:
-        `EXISTS (SELECT 1 FROM ${d.table('search_index')} sr${d.rangeSeqIndexHint} WHERE sr.resource_type IN (${placeholders(types.length)}) ` +
-        `AND sr.param IN (${placeholders(params.length)}) AND sr.seq = ${seq} AND sr.low IS NOT NULL${condition.sql.replace(/\bsi\./g, 'sr.')})`,
-      binds: [...types, ...params, ...condition.binds],
+        `EXISTS (SELECT 1 FROM ${d.table('search_index')} sr${d.rangeSeqIndexHint} WHERE ${keys.sql} ` +
+        `AND sr.seq = ${seq} AND sr.low IS NOT NULL${condition.sql.replace(/\bsi\./g, 'sr.')})`,
+      binds: [...keys.binds, ...condition.binds],
     };
   }
 
@@ -1195,8 +1259,8 @@ export class SearchRun {
           : key.type === 'reference'
             ? d.bytewise('si.reference')
             : 'si.value';
-    const params = this.rowParams(types, key.param);
-    return { sql: `(SELECT ${aggregate}(${column}) ${indexRowsOf(d, params)})`, binds: params };
+    const own = indexRowsOf(d, types, this.rowParams(types, key.param));
+    return { sql: `(SELECT ${aggregate}(${column}) ${own.sql})`, binds: own.binds };
   }
 
   /**

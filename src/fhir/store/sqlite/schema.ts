@@ -335,4 +335,60 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX search_index_range_seq ON search_index (resource_type, param, seq, low, high) WHERE low IS NOT NULL;
     `,
   },
+  {
+    version: 11,
+    description:
+      'less disk per version: index rows name their (resource type, parameter) by an integer key (search_param_key)',
+    sql: `
+      -- Every index row and every entry of its indexes repeated the resource type and the parameter's name (about 20
+      -- bytes each time, 11 rows a version). Now a small table gives each pair an integer key, assigned when the pair is
+      -- first indexed and never changed (src/fhir/store/sqlite/param-keys.ts keeps them in memory); rows carry the key.
+      -- A search turns the (types, params) it names into their keys (search-sql.ts rowKeys).
+      CREATE TABLE search_param_key (
+        id            INTEGER PRIMARY KEY,
+        resource_type TEXT    NOT NULL,
+        param         TEXT    NOT NULL,
+        UNIQUE (resource_type, param)
+      );
+      INSERT INTO search_param_key (resource_type, param)
+        SELECT DISTINCT resource_type, param FROM search_index ORDER BY resource_type, param;
+      CREATE TABLE search_index_v11 (
+        seq       INTEGER NOT NULL,  -- resource_version.seq of the current version
+        ord       INTEGER NOT NULL,  -- position of the entry in the version's list
+        param_key INTEGER NOT NULL,  -- search_param_key.id: the resource type and the parameter
+        type      TEXT    NOT NULL,
+        system    TEXT,
+        value     TEXT,
+        low       REAL,
+        high      REAL,
+        reference TEXT,
+        PRIMARY KEY (seq, ord)
+      ) WITHOUT ROWID;
+      INSERT INTO search_index_v11 (seq, ord, param_key, type, system, value, low, high, reference)
+        SELECT si.seq, si.ord, k.id, si.type, si.system, si.value, si.low, si.high, si.reference
+        FROM search_index si JOIN search_param_key k ON k.resource_type = si.resource_type AND k.param = si.param
+        ORDER BY si.seq, si.ord;
+      -- Dropping the table drops its indexes and full-text triggers (the full-text index keeps its documents: they are
+      -- numbered by seq, which does not change).
+      DROP TABLE search_index;
+      ALTER TABLE search_index_v11 RENAME TO search_index;
+      CREATE INDEX search_index_value ON search_index (param_key, value, seq) WHERE value IS NOT NULL;
+      CREATE INDEX search_index_reference ON search_index (param_key, reference, seq) WHERE reference IS NOT NULL;
+      CREATE INDEX search_index_range ON search_index (param_key, low, high) WHERE low IS NOT NULL;
+      CREATE INDEX search_index_quantity_high ON search_index (param_key, high) WHERE type = 'quantity';
+      CREATE INDEX search_index_date_high ON search_index (param_key, high) WHERE type = 'date';
+      CREATE INDEX search_index_range_seq ON search_index (param_key, seq, low, high) WHERE low IS NOT NULL;
+      -- The full-text triggers of migration 6, the parameter read from its key (_text or _content).
+      CREATE TRIGGER search_index_text_insert AFTER INSERT ON search_index
+        WHEN new.type = 'special' AND new.system IS NOT NULL BEGIN
+        INSERT INTO search_text (rowid, body) VALUES (new.seq * 2 + (
+          (SELECT param FROM search_param_key WHERE id = new.param_key) = '_content'), new.system);
+        UPDATE search_index SET system = NULL WHERE seq = new.seq AND ord = new.ord;
+      END;
+      CREATE TRIGGER search_index_text_delete AFTER DELETE ON search_index WHEN old.type = 'special' BEGIN
+        DELETE FROM search_text WHERE rowid = old.seq * 2 + (
+          (SELECT param FROM search_param_key WHERE id = old.param_key) = '_content');
+      END;
+    `,
+  },
 ];

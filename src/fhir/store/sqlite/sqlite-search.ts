@@ -6,6 +6,7 @@
  */
 import type { Database, Statement } from 'better-sqlite3';
 import { decodeJson } from '../json-codec.js';
+import { searchParamKeys, type SearchParamKeys } from './param-keys.js';
 import { fhirError } from '../../outcome.js';
 import type { ReadScope, StoreSearchRequest } from '../search-query.js';
 import {
@@ -14,7 +15,9 @@ import {
   SearchRun,
   SMALL_SIDE,
   SQLITE_DIALECT,
+  sqliteDialect,
   type Fragment,
+  type SearchDialect,
   type SearchEffect,
   type SearchResult,
 } from '../search-sql.js';
@@ -30,6 +33,12 @@ export type SqliteSearchResult = SearchResult;
  */
 export function scopeCondition(s: ReadScope): Fragment | undefined {
   return scopeConditionIn(SQLITE_DIALECT, s);
+}
+
+/** The SQLite dialect over a store's connection, its index rows named by the store's keys (schema migration 11). */
+export function sqliteStoreDialect(db: Database): SearchDialect {
+  const keys = searchParamKeys(db);
+  return sqliteDialect((type, param) => keys.existingKey(type, param));
 }
 
 export class SqliteSearch {
@@ -64,11 +73,17 @@ export class SqliteSearch {
     }
   };
 
+  /** The store's (type, parameter) keys (schema migration 11) and the dialect that names index rows by them. */
+  private readonly keys: SearchParamKeys;
+  private readonly dialect: SearchDialect;
+
   constructor(
     private readonly db: Database,
     options: { smallSide?: number } = {},
   ) {
     this.smallSide = options.smallSide ?? SMALL_SIDE;
+    this.keys = searchParamKeys(db);
+    this.dialect = sqliteStoreDialect(db);
   }
 
   /**
@@ -103,7 +118,8 @@ export class SqliteSearch {
 
   search(request: SqliteSearchRequest): SqliteSearchResult {
     this.refreshStatistics();
-    return runPlanSync(new SearchRun(SQLITE_DIALECT, request, this.smallSide).search(), this.perform);
+    this.keys.settle();
+    return runPlanSync(new SearchRun(this.dialect, request, this.smallSide).search(), this.perform);
   }
 }
 

@@ -47,6 +47,7 @@ import {
   type HistoryLevel,
   type VersionRow,
 } from '../store-support.js';
+import { searchParamKeys, type SearchParamKeys } from './param-keys.js';
 import { hexText, MIGRATIONS } from './schema.js';
 import { refuseNewerSchema } from '../schema-version.js';
 import { decodeJson, decodeJsonBytes, encodeJson, registerJsonFunctions } from '../json-codec.js';
@@ -130,25 +131,30 @@ type WriteOutcome = { ok: true; version: StoredVersion } | { ok: false; error: u
 type Statement = Database.Statement;
 
 /** The columns of one search index row, in the order of the INSERT's values. */
-const INDEX_COLUMNS = '(seq, ord, resource_type, param, type, system, value, low, high, reference)';
-const INDEX_ROW_VALUES = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+const INDEX_COLUMNS = '(seq, ord, param_key, type, system, value, low, high, reference)';
+const INDEX_ROW_VALUES = '(?, ?, ?, ?, ?, ?, ?, ?, ?)';
+const INDEX_ROW_COLUMNS = 9;
 /**
  * Most index rows one INSERT statement carries. A version has about 12 rows (Synthea): one statement for all of
  * them instead of one a row saves the per-statement cost of each (bind, step, reset: about a fifth of the rows'
- * time); 64 rows are 640 bound values, far below SQLite's limit (32,766).
+ * time); 64 rows are 576 bound values, far below SQLite's limit (32,766).
  */
 export const INDEX_ROWS_PER_STATEMENT = 64;
 
-/** The prepared `INSERT INTO search_index ... VALUES (...), (...)` of `rows` rows (1 to INDEX_ROWS_PER_STATEMENT). */
-export type IndexRowInsert = (rows: number) => Statement;
+/**
+ * The prepared `INSERT INTO search_index ... VALUES (...), (...)` of `rows` rows (1 to INDEX_ROWS_PER_STATEMENT), and
+ * the connection's keys of (resource type, parameter) pairs (schema migration 11) that the rows carry.
+ */
+export type IndexRowInsert = ((rows: number) => Statement) & { readonly keys: SearchParamKeys };
 
 /** The store's multi-row index INSERT statements, prepared once per row count as they are first needed. */
 export function indexRowInserts(db: Database.Database): IndexRowInsert {
   const prepared: Statement[] = [];
-  return (rows) =>
+  const insert = (rows: number) =>
     (prepared[rows] ??= db.prepare(
       `INSERT INTO search_index ${INDEX_COLUMNS} VALUES ${Array.from({ length: rows }, () => INDEX_ROW_VALUES).join(', ')}`,
     ));
+  return Object.assign(insert, { keys: searchParamKeys(db) });
 }
 
 /**
@@ -197,7 +203,7 @@ function packHexOrNull(value: string | null | undefined): string | Buffer | null
 /**
  * The one producer of a version's search index rows (schema migration 6): `entries` as rows keyed by the version's
  * `seq` and their position, through the store's prepared multi-row `INSERT INTO search_index (seq, ord,
- * resource_type, param, type, system, value, low, high, reference)` statements (up to INDEX_ROWS_PER_STATEMENT rows
+ * param_key, type, system, value, low, high, reference)` statements (the key of (resourceType, param): migration 11) (up to INDEX_ROWS_PER_STATEMENT rows
  * each). Every path that stores index rows (a write, a rebuild, a replaced index, a batched import) goes through it,
  * after deleting the previous version's rows (`WHERE seq = ?`).
  */
@@ -209,14 +215,13 @@ export function insertIndexRows(
 ): void {
   for (let start = 0; start < entries.length; start += INDEX_ROWS_PER_STATEMENT) {
     const end = Math.min(entries.length, start + INDEX_ROWS_PER_STATEMENT);
-    const values: unknown[] = new Array((end - start) * 10);
+    const values: unknown[] = new Array((end - start) * INDEX_ROW_COLUMNS);
     let k = 0;
     for (let i = start; i < end; i++) {
       const e = entries[i]!;
       values[k++] = seq;
       values[k++] = i;
-      values[k++] = resourceType;
-      values[k++] = e.param;
+      values[k++] = insert.keys.keyOf(resourceType, e.param);
       values[k++] = e.type;
       values[k++] = e.system ?? null;
       values[k++] = e.value ?? null;
@@ -467,7 +472,12 @@ export class SqliteResourceStore implements ResourceStore {
   }
 
   write(request: WriteRequest): Promise<StoredVersion> {
-    if (!this.groupCommit) return this.guard(() => this.writeTransaction(request));
+    if (!this.groupCommit)
+      return this.guard(() => {
+        const version = this.writeTransaction(request);
+        this.settleKeys();
+        return version;
+      });
     return new Promise<StoredVersion>((resolve, reject) => {
       if (!this.queued) {
         this.queued = [];
@@ -492,9 +502,11 @@ export class SqliteResourceStore implements ResourceStore {
       this.assertReady();
       if (batch.length === 1) {
         batch[0]!.resolve(this.writeTransaction(batch[0]!.request));
+        this.settleKeys();
         return;
       }
       const outcomes = this.writeBatchOptimistically(batch.map((q) => q.request));
+      this.settleKeys();
       outcomes.forEach((outcome, i) =>
         outcome.ok ? batch[i]!.resolve(outcome.version) : batch[i]!.reject(outcome.error),
       );
@@ -555,6 +567,7 @@ export class SqliteResourceStore implements ResourceStore {
       } finally {
         this.activeTx = undefined;
         this.failedTransaction = undefined;
+        this.settleKeys();
       }
     });
   }
@@ -564,7 +577,9 @@ export class SqliteResourceStore implements ResourceStore {
     for (;;) {
       const batch = await this.mutex.run(() => {
         this.assertReady();
-        return this.db.transaction(() => this.rebuildIndexBatch(extract))();
+        const rows = this.db.transaction(() => this.rebuildIndexBatch(extract))();
+        this.settleKeys();
+        return rows;
       });
       if (batch === undefined) return rebuilt;
       rebuilt += batch;
@@ -1098,6 +1113,11 @@ export class SqliteResourceStore implements ResourceStore {
   // Transactions.
 
   /** Run `fn` now, or, while another caller's transaction is open, after it ends. */
+  /** The (type, parameter) keys assigned in a transaction that has ended: kept in memory if it committed. */
+  private settleKeys(): void {
+    this.stmts?.insertIndex.keys.settle();
+  }
+
   private guard<T>(fn: () => T): Promise<T> {
     if (!this.mutex.locked || this.direct) {
       try {
@@ -1315,8 +1335,9 @@ export class SqliteResourceStore implements ResourceStore {
       indexEntries: db.prepare(
         // The rows are keyed by the seq of the version they were written for: the resource's newest one (none when
         // it is a deletion). Found by the version rows, not the current pointer, which an audit also checks.
-        'SELECT param, type, system, value, low, high, reference FROM search_index ' +
-          'WHERE seq = (SELECT max(seq) FROM resource_version WHERE resource_type = ? AND id = ?) ORDER BY ord',
+        'SELECT k.param, si.type, si.system, si.value, si.low, si.high, si.reference FROM search_index si ' +
+          'JOIN search_param_key k ON k.id = si.param_key ' +
+          'WHERE si.seq = (SELECT max(seq) FROM resource_version WHERE resource_type = ? AND id = ?) ORDER BY si.ord',
       ),
     };
   }

@@ -1,0 +1,70 @@
+import { deflateRawSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { decodeJson, decodeJsonBytes, encodeJson, inflaterReused } from '../../src/fhir/store/json-codec.js';
+import { JSON_DICTIONARY_1 } from '../../src/fhir/store/json-dictionary.js';
+
+const DICTIONARY = Buffer.from(JSON_DICTIONARY_1.join(''), 'utf8');
+
+/** A stored body of format 1 made by zlib directly, so the test does not trust encodeJson to read it back. */
+function stored(text: string): Buffer {
+  return Buffer.concat([
+    Buffer.from([1]),
+    deflateRawSync(Buffer.from(text, 'utf8'), { dictionary: DICTIONARY }),
+  ]);
+}
+
+function observation(i: number, note = ''): string {
+  return JSON.stringify({
+    resourceType: 'Observation',
+    id: `obs-${i}`,
+    meta: { versionId: '1', lastUpdated: '2026-12-07T20:00:00.000Z' },
+    status: 'final',
+    code: { coding: [{ system: 'http://loinc.org', code: `${8000 + i}-1`, display: 'Body weight' }] },
+    valueQuantity: { value: 70.5 + i, unit: 'kg', system: 'http://unitsofmeasure.org', code: 'kg' },
+    note: note ? [{ text: note }] : undefined,
+  });
+}
+
+describe('stored JSON (format 1, deflate with the preset dictionary)', () => {
+  it('inflates through one reused zlib context on this Node', () => {
+    expect(inflaterReused()).toBe(true);
+  });
+
+  it('gives every body back byte for byte, one after another through the reused context', () => {
+    const texts = Array.from({ length: 200 }, (_, i) =>
+      observation(i, i % 7 === 0 ? 'é ✓ 🩺 '.repeat(i) : ''),
+    );
+    for (const text of texts) {
+      expect(decodeJson(stored(text))).toBe(text);
+      expect(decodeJsonBytes(stored(text)).equals(Buffer.from(text, 'utf8'))).toBe(true);
+    }
+  });
+
+  it('keeps a returned body intact when the next one is inflated (bytes are a copy of their own)', () => {
+    const first = decodeJsonBytes(stored(observation(1)));
+    decodeJsonBytes(stored(observation(2, 'x'.repeat(3000))));
+    expect(first.toString('utf8')).toBe(observation(1));
+  });
+
+  it('inflates a body larger than the shared output buffer (1 MiB of text)', () => {
+    const text = observation(3, 'abcdefghij'.repeat(100_000) + 'ü'.repeat(50_000));
+    expect(decodeJson(stored(text))).toBe(text);
+    expect(decodeJsonBytes(encodeJson(text) as Buffer).toString('utf8')).toBe(text);
+    // and the reused context still answers after it
+    expect(decodeJson(stored(observation(4)))).toBe(observation(4));
+  });
+
+  it('refuses a corrupt or truncated body as zlib does, and inflates the next body after it', () => {
+    const good = stored(observation(5));
+    const truncated = good.subarray(0, Math.floor(good.length / 2));
+    expect(() => decodeJson(truncated)).toThrow(/unexpected end of file/);
+    expect(() => decodeJsonBytes(Buffer.from([1, 0xff, 0xff, 0xff, 0xff]))).toThrow();
+    expect(decodeJson(good)).toBe(observation(5));
+    expect(inflaterReused()).toBe(true);
+  });
+
+  it('reads text stored as it is, and refuses an unknown format byte', () => {
+    expect(decodeJson('{"resourceType":"Patient"}')).toBe('{"resourceType":"Patient"}');
+    expect(() => decodeJson(Buffer.from([2, 0]))).toThrow(/unknown format \(2\)/);
+  });
+});
