@@ -241,6 +241,26 @@ describe.skipIf(skip !== undefined)('bulk jobs shared by PostgreSQL replicas', (
       const manifest = JSON.parse((await statusAt(b, status)).body);
       expect(manifest.output).toEqual([expect.objectContaining({ type: 'Patient', count: 3 })]);
     });
+
+    it("a job cancelled at a replica without its folder has its files deleted by the folder's replica", async () => {
+      const [a, b] = replicas as [BootedApp, BootedApp];
+      const kick = await send(a.app, { url: '/fhir/$export?_type=Patient', headers: ASYNC }, 202);
+      const status = new URL(kick.headers['content-location'] as string).pathname;
+      const job = status.split('/').pop()!;
+      await until(async () => (await statusAt(b, status)).statusCode === 200, 'the export completed');
+      const files = join(bulkDirs[0]!, 'export', job);
+      expect(existsSync(files)).toBe(true);
+
+      await send(b.app, { method: 'DELETE', url: status }, 202);
+      expect((await statusAt(a, status)).statusCode).toBe(404);
+      expect((await statusAt(b, status)).statusCode).toBe(404);
+      // B's sweep does not touch another folder's job; A's deletes its record and its files.
+      expect(await b.app.bulk!.exports.sweep()).toBe(0);
+      expect(existsSync(files)).toBe(true);
+      expect(await a.app.bulk!.exports.sweep()).toBe(1);
+      expect(existsSync(files)).toBe(false);
+      expect(await a.app.bulk!.exports.sweep()).toBe(0);
+    });
   });
 
   describe('two replica processes, the one running a job killed', () => {
