@@ -55,7 +55,12 @@ interface ImportState {
   sourceErrors: (string | null)[];
   byType?: Record<string, TypeCounts>;
   rejected?: number;
+  /** The engine's progress as last saved (throttled), so every replica's status poll reports it. */
+  progress?: ImportProgress;
 }
+
+/** The engine's progress is saved in the job's record at most once per this many resources (and per phase). */
+export const IMPORT_PROGRESS_SAVE_EVERY = 1000;
 
 export interface BulkImportOptions {
   jobs: BulkJobStore;
@@ -70,6 +75,8 @@ export interface BulkImportOptions {
    */
   validationPool?: () => NonNullable<ImportOptions['validationPool']> & { close(): Promise<void> };
   retentionMs: number;
+  /** Save the progress at most once per this many resources (default IMPORT_PROGRESS_SAVE_EVERY; tests: 1). */
+  progressSaveEvery?: number;
   log: {
     info(obj: object | string, msg?: string): void;
     warn(obj: object | string, msg?: string): void;
@@ -173,6 +180,13 @@ function readInputs(
   return { inputs, inputSource, consents };
 }
 
+/** The X-Progress header of a running import. */
+function progressText(progress: ImportProgress): string {
+  return progress.phase === 'scan'
+    ? `scan: ${progress.done} resources`
+    : `${progress.phase}: ${progress.done} of ${progress.total} resources`;
+}
+
 /** Consent resources an import met, over all its runs (the journal's counts: stored, unchanged or rejected). */
 function consentCount(counts: TypeCounts | undefined): number {
   return counts ? counts.stored + counts.unchanged + counts.rejected : 0;
@@ -263,13 +277,12 @@ export class BulkImports {
     if (job.status === 'failed')
       throw fhirError('bulk-job-failed', `Import job ${id} failed: ${job.error ?? 'internal error'}`);
     if (job.status !== 'completed') {
-      const progress = this.progress.get(id);
+      // This replica's own runner knows the latest; any other replica reads the last saved.
+      const progress = this.progress.get(id) ?? state.progress;
       return {
         status: 202,
         headers: {
-          'X-Progress': progress
-            ? `${progress.phase}: ${progress.done} of ${progress.total} resources`
-            : job.status,
+          'X-Progress': progress ? progressText(progress) : job.status,
           'Retry-After': String(RETRY_AFTER_SECONDS),
         },
       };
@@ -338,6 +351,7 @@ export class BulkImports {
       };
       const journalFile = join(dir, 'journal.sqlite');
       const validationPool = this.options.validationPool?.();
+      const saver = this.progressSaver(id, state);
       let summary;
       try {
         summary = await importSources(
@@ -350,9 +364,16 @@ export class BulkImports {
             signal: this.abort.signal,
             validationPool,
           },
-          { outcome: () => undefined, progress: (p) => this.progress.set(id, p) },
+          {
+            outcome: () => undefined,
+            progress: (p) => {
+              this.progress.set(id, p);
+              saver.report(p);
+            },
+          },
         );
       } finally {
+        await saver.settled();
         await validationPool?.close();
       }
       if (summary.interrupted || !(await jobs.get(id))) return; // stopping (resumed at the next start) or cancelled
@@ -375,6 +396,42 @@ export class BulkImports {
     } finally {
       this.progress.delete(id);
     }
+  }
+
+  /**
+   * Saves the engine's progress in the job's record, throttled: the first report of each phase, then once
+   * `progressSaveEvery` more resources were done; one save at a time (the latest report waiting is saved after it).
+   */
+  private progressSaver(id: string, state: ImportState) {
+    const every = this.options.progressSaveEvery ?? IMPORT_PROGRESS_SAVE_EVERY;
+    let saved: ImportProgress | undefined;
+    let waiting: ImportProgress | undefined;
+    let saving: Promise<void> | undefined;
+    const save = (progress: ImportProgress): Promise<void> =>
+      this.options.jobs
+        .saveState(id, 'running', JSON.stringify({ ...state, progress }))
+        .then(
+          () => undefined,
+          (err: unknown) => this.options.log.warn({ err, job: id }, 'saving an import job’s progress failed'),
+        )
+        .then(() => {
+          const next = waiting;
+          waiting = undefined;
+          saving = next ? save(next) : undefined;
+          return saving;
+        });
+    return {
+      report: (progress: ImportProgress): void => {
+        const due = !saved || saved.phase !== progress.phase || progress.done - saved.done >= every;
+        if (!due) return;
+        saved = { ...progress };
+        if (saving) waiting = saved;
+        else saving = save(saved);
+      },
+      settled: async (): Promise<void> => {
+        while (saving) await saving;
+      },
+    };
   }
 
   /** The local path of every readable input (URL sources fetched into the job folder once, durably). */

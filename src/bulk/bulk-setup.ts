@@ -92,6 +92,7 @@ export function setupBulk(options: BulkSetupOptions): Bulk {
     registry: options.imports.registry,
     sources: options.imports.sources,
     validationPool: options.imports.validationPool,
+    progressSaveEvery: options.saveEvery,
     retentionMs,
     log: options.log,
   });

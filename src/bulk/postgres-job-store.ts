@@ -14,8 +14,10 @@
  *   it, cut off from the database) saves nothing more and stops at its next save. A replica stopping gives its jobs
  *   back at once; one killed keeps them until its lease runs out, then another replica resumes them from their last
  *   saved progress (the files cut back to it).
- * - Cancel (DELETE) deletes the row at whichever replica it reaches; the runner stops at its next save. Retention:
- *   one `DELETE ... RETURNING` takes each expired job, so one replica deletes its files.
+ * - Cancel (DELETE) at a replica with the job's folder deletes the row and the files; at another, it marks the job
+ *   cancelled and expired at once, so the next sweep of a replica with that folder deletes both. Either way clients
+ *   no longer see it and the runner stops at its next save. Retention: one `DELETE ... RETURNING` takes each
+ *   expired job, so one replica deletes its files.
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -173,15 +175,23 @@ export class PostgresBulkJobStore implements BulkJobStore {
 
   async remove(kind: JobKind, id: string): Promise<void> {
     this.held.delete(id);
-    const { rows } = await this.pool.query<{ files_at: string }>(
-      `DELETE FROM ${this.S}.bulk_job WHERE id = $1 RETURNING files_at`,
+    const { rowCount } = await this.pool.query(
+      `DELETE FROM ${this.S}.bulk_job WHERE id = $1 AND files_at = $2`,
+      [id, this.filesAt],
+    );
+    if (rowCount === 1) {
+      rmSync(join(this.dir, kind, id), { recursive: true, force: true });
+      return;
+    }
+    // Its files are in another bulk folder, which this replica does not mount: the job is marked cancelled and
+    // expired at once (unknown to clients, stopped at its runner's next save), and the sweep of a replica with that
+    // folder deletes the record and the files.
+    await this.pool.query(
+      `UPDATE ${this.S}.bulk_job SET status = 'failed', error = 'cancelled', expires_at = 0, holder = NULL,
+         lease_until = NULL
+       WHERE id = $1`,
       [id],
     );
-    // Another folder's files are its replicas' to delete: their sweep finds no row, so they are left there.
-    if (rows[0]?.files_at === this.filesAt)
-      rmSync(join(this.dir, kind, id), { recursive: true, force: true });
-    else if (rows[0])
-      this.log?.warn({ job: id }, 'bulk job cancelled here; its files are in another replica’s bulk folder');
   }
 
   async sweep(now: number): Promise<number> {

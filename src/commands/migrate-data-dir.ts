@@ -9,7 +9,9 @@
  * All in one transaction, under the data directory's lock (the single node must be stopped). A row already in the
  * database as it is in the file is left alone, so a second run changes nothing; a row that differs (same key, other
  * values; or another key holding the same unique value: a pseudonym, an npid) is a conflict: nothing is copied and
- * each conflict is named (table, key and the columns that differ, never their values). Prints the counts per table.
+ * each conflict is named (table, key and the columns that differ, never their values). Rows numbered by a sequence
+ * only (ended links, disclosures) are known by their values instead: a second node's, numbered alike, are copied
+ * under new numbers (its wrong-link reports follow), so two nodes merge. Prints the counts per table.
  */
 import { cpSync, existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -29,6 +31,14 @@ interface TableCopy {
   columns: readonly string[];
   /** `key` is a bigserial copied as it is: the sequence is moved past the copied values. */
   serial?: boolean;
+  /**
+   * `key` is a mere sequence number (serial), the row is known by its other columns: another node's rows numbered
+   * alike are copied under new numbers (renumbered), its rows already there (same values, any number) are left.
+   * `by` narrows the look-up of rows already there (a column the file's rows give).
+   */
+  renumber?: { by: string };
+  /** A column holding another table's renumbered key: it follows the renumbering. */
+  follows?: { column: string; table: string };
   /** Columns the copy sets that the file has not (with their values). */
   extra?: Record<string, string | number | null>;
 }
@@ -40,6 +50,8 @@ export interface CopyCount {
   copied: number;
   /** Rows already in the database as in the file. */
   unchanged: number;
+  /** Rows copied under a new number (another node's rows held theirs). */
+  renumbered?: number;
 }
 
 export class CopyConflictError extends Error {
@@ -156,6 +168,7 @@ function linkTables(file: string): TableCopy[] {
       key: ['seq'],
       columns: ['seq', ...link, 'ended_at', 'reason'],
       serial: true,
+      renumber: { by: 'local_patient' },
     },
     {
       label: 'redeemed link tokens',
@@ -184,6 +197,7 @@ function linkTables(file: string): TableCopy[] {
         'audit_event',
       ],
       serial: true,
+      renumber: { by: 'local_patient' },
     },
     {
       label: 'wrong-link reports',
@@ -192,6 +206,7 @@ function linkTables(file: string): TableCopy[] {
       to: 'wrong_link_report',
       key: ['history_seq'],
       columns: ['history_seq', 'owner_npid', 'reported_at'],
+      follows: { column: 'history_seq', table: 'patient_link_history' },
     },
     {
       label: 'link locator',
@@ -225,17 +240,103 @@ function same(a: unknown, b: unknown): boolean {
   return b !== null && b !== undefined && String(a) === String(b);
 }
 
+/** The value as text (the file's integers, the database's bigints), null as null. */
+function text(value: string | number | null | undefined): string | null {
+  return value === null || value === undefined ? null : String(value);
+}
+
+/**
+ * The rows of a table whose key is a mere sequence number, numbered for the database: a row already there with the
+ * same other values (at any number) is left (`unchanged`, its number noted in `numbers`), a new row keeps its number
+ * when it is free, else gets the next of the table's sequence (noted in `numbers` too: rows naming it follow).
+ */
+async function renumberRows(
+  client: pg.PoolClient,
+  S: string,
+  copy: TableCopy & { renumber: { by: string } },
+  rows: Row[],
+  numbers: Map<string, string>,
+): Promise<{ rows: Row[]; unchanged: number; renumbered: number }> {
+  const [key] = copy.key as [string];
+  const values = copy.columns.filter((column) => column !== key);
+  const valuesOf = (row: Row) => JSON.stringify(values.map((column) => text(row[column])));
+  const table = `${S}.${copy.to}`;
+  // New numbers come after both the database's and the file's: a number kept from the file is never handed out.
+  const highest = Math.max(0, ...rows.map((row) => Number(row[key])));
+  await client.query(
+    `SELECT setval(pg_get_serial_sequence($1, $2), greatest((SELECT max(${key}) FROM ${table}), $3::bigint, 1))`,
+    [table, key, highest],
+  );
+  const out: Row[] = [];
+  let unchanged = 0;
+  let renumbered = 0;
+  for (let start = 0; start < rows.length; start += BATCH) {
+    const batch = rows.slice(start, start + BATCH);
+    const { rows: there } = await client.query<Row>(
+      `SELECT ${copy.columns.join(', ')} FROM ${table}
+       WHERE ${copy.renumber.by} = ANY($1::text[]) OR ${key} = ANY($2::bigint[])`,
+      [[...new Set(batch.map((row) => text(row[copy.renumber.by])))], batch.map((row) => text(row[key]))],
+    );
+    const taken = new Set(there.map((row) => text(row[key])));
+    const numbersOf = new Map<string, string[]>();
+    for (const row of there) {
+      const list = numbersOf.get(valuesOf(row)) ?? [];
+      list.push(text(row[key])!);
+      numbersOf.set(valuesOf(row), list);
+    }
+    const fresh: Row[] = [];
+    for (const row of batch) {
+      const number = text(row[key])!;
+      const same = numbersOf.get(valuesOf(row));
+      if (same) {
+        unchanged++;
+        numbers.set(number, same.includes(number) ? number : same[0]!);
+      } else if (!taken.has(number)) {
+        numbers.set(number, number);
+        out.push(row);
+      } else fresh.push(row);
+    }
+    if (fresh.length === 0) continue;
+    const { rows: next } = await client.query<{ n: string }>(
+      `SELECT nextval(pg_get_serial_sequence($1, $2))::text AS n FROM generate_series(1, $3::int)`,
+      [table, key, fresh.length],
+    );
+    fresh.forEach((row, i) => {
+      numbers.set(text(row[key])!, next[i]!.n);
+      out.push({ ...row, [key]: next[i]!.n });
+    });
+    renumbered += fresh.length;
+  }
+  return { rows: out, unchanged, renumbered };
+}
+
 /** Copies one table's rows in batches; returns its count and adds its conflicts. */
 async function copyTable(
   client: pg.PoolClient,
   S: string,
   copy: TableCopy,
   conflicts: string[],
+  renumbering: Map<string, Map<string, string>>,
 ): Promise<CopyCount> {
-  const rows = readRows(copy);
+  let rows = readRows(copy);
+  const read = rows.length;
+  let unchanged = 0;
+  let renumbered: number | undefined;
+  if (copy.follows) {
+    const numbers = renumbering.get(copy.follows.table);
+    const column = copy.follows.column;
+    if (numbers)
+      rows = rows.map((row) => ({ ...row, [column]: numbers.get(text(row[column])!) ?? row[column] }));
+  }
+  if (copy.renumber) {
+    const numbers = new Map<string, string>();
+    renumbering.set(copy.to, numbers);
+    const numbered = await renumberRows(client, S, { ...copy, renumber: copy.renumber }, rows, numbers);
+    ({ rows, unchanged, renumbered } = numbered);
+  }
   const extra = Object.entries(copy.extra ?? {});
   const columns = [...copy.columns, ...extra.map(([name]) => name)];
-  const count: CopyCount = { label: copy.label, read: rows.length, copied: 0, unchanged: 0 };
+  const count: CopyCount = { label: copy.label, read, copied: 0, unchanged, renumbered };
   if (rows.length === 0) return count;
   // The file's values go as text arrays; the database's bigint columns (epoch ms) are cast back.
   const { rows: targetTypes } = await client.query<{ column_name: string; data_type: string }>(
@@ -244,8 +345,6 @@ async function copyTable(
   );
   const typeOf = new Map(targetTypes.map((t) => [t.column_name, t.data_type]));
   const casts = columns.map((_column, i) => `$${i + 1}::text[]`).join(', ');
-  const text = (value: string | number | null | undefined) =>
-    value === null || value === undefined ? null : String(value);
   const typed = (column: string) => {
     const type = typeOf.get(column);
     return type === 'bigint' || type === 'integer' ? type : 'text';
@@ -317,10 +416,12 @@ export async function copyDataDir(options: DataDirCopyOptions): Promise<CopyCoun
   const client = await options.pool.connect();
   const counts: CopyCount[] = [];
   const conflicts: string[] = [];
+  // The new numbers of renumbered rows, per table: file's number -> database's.
+  const renumbering = new Map<string, Map<string, string>>();
   try {
     await client.query('BEGIN');
     for (const copy of tables(options.dataDir, filesAt))
-      counts.push(await copyTable(client, S, copy, conflicts));
+      counts.push(await copyTable(client, S, copy, conflicts, renumbering));
     if (conflicts.length > 0) {
       const named = conflicts.slice(0, NAMED_CONFLICTS);
       if (conflicts.length > named.length) named.push(`... and ${conflicts.length - named.length} more`);

@@ -54,7 +54,9 @@ export async function runMigrate(options: MigrateCommandOptions): Promise<number
       );
       for (const count of counts)
         out.write(
-          `${count.label}: ${count.read} in ${dataDir}, ${count.copied} copied, ${count.unchanged} already there\n`,
+          `${count.label}: ${count.read} in ${dataDir}, ${count.copied} copied` +
+            (count.renumbered ? ` (${count.renumbered} under new numbers)` : '') +
+            `, ${count.unchanged} already there\n`,
         );
       out.write(
         'Not copied: resources (hie-ledger import), keys (mount them into every replica), the consent ' +

@@ -10,7 +10,7 @@
  * Needs HIE_TEST_POSTGRES_URL (skipped with its reason otherwise).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -155,6 +155,111 @@ describe.skipIf(skip !== undefined)('bulk jobs shared by PostgreSQL replicas', (
       expect(swept[0]! + swept[1]!).toBe(1);
       expect((await statusAt(a, status)).statusCode).toBe(404);
       expect(existsSync(join(bulkDir, 'export', status.split('/').pop()!))).toBe(false);
+    });
+  });
+
+  describe('two app instances on one database, each with its own bulk folder', () => {
+    const replicas: BootedApp[] = [];
+    const bulkDirs: string[] = [];
+    let importRoot: string;
+    let databaseUrl: string;
+
+    beforeAll(async () => {
+      databaseUrl = databaseUrlOf();
+      importRoot = folder('hie-bulk-import-root-');
+      for (const replica of [0, 1]) {
+        bulkDirs.push(folder(`hie-bulk-own-${replica}-`));
+        replicas.push(
+          await bootApp(
+            {
+              auth: 'dev-open',
+              logLevel: 'warn',
+              validation: 'schema',
+              store: 'postgres',
+              databaseUrl,
+              anchoring: 'off',
+              bulkDir: bulkDirs[replica],
+              importRoot,
+            },
+            { bulk: { saveEvery: 1 } },
+            'hie-bulk-replica-',
+          ),
+        );
+      }
+    });
+    afterAll(async () => {
+      for (const replica of replicas) await replica.stop();
+    });
+
+    const statusAt = (replica: BootedApp, path: string) => send(replica.app, { url: path });
+
+    it("an import's progress is reported alike by the replica that does not run it", async () => {
+      const [a, b] = replicas as [BootedApp, BootedApp];
+      const source = join(importRoot, 'patients.ndjson');
+      writeFileSync(
+        source,
+        ['p1', 'p2', 'p3'].map((id) => JSON.stringify({ resourceType: 'Patient', id })).join('\n') + '\n',
+      );
+      // Every write waits for the write clock: the import scans its source, then waits at its first write.
+      const pool = new pg.Pool({ connectionString: databaseUrl.replace(/[?&]schema=.*$/, ''), max: 1 });
+      const holder = await pool.connect();
+      let status = '';
+      try {
+        await holder.query('BEGIN');
+        await holder.query(`LOCK TABLE "${schemas[schemas.length - 1]}".write_clock IN EXCLUSIVE MODE`);
+        const kick = await send(
+          a.app,
+          {
+            method: 'POST',
+            url: '/fhir/$import',
+            headers: { ...ASYNC, 'content-type': 'application/fhir+json' },
+            body: {
+              resourceType: 'Parameters',
+              parameter: [
+                { name: 'inputFormat', valueCode: 'application/fhir+ndjson' },
+                { name: 'input', part: [{ name: 'url', valueUrl: `file://${source}` }] },
+              ],
+            },
+          },
+          202,
+        );
+        status = new URL(kick.headers['content-location'] as string).pathname;
+        // Only A has the job's folder, so A runs it; B knows its progress from the job's record only.
+        await until(
+          async () => (await statusAt(b, status)).headers['x-progress'] === 'scan: 3 resources',
+          'the other replica reports the scan of the three resources',
+        );
+        const atRunner = await statusAt(a, status);
+        expect(atRunner.statusCode).toBe(202);
+        expect(atRunner.headers['x-progress']).toBe('scan: 3 resources');
+      } finally {
+        await holder.query('ROLLBACK').catch(() => undefined);
+        holder.release();
+        await pool.end();
+      }
+      await until(async () => (await statusAt(b, status)).statusCode === 200, 'the import completed');
+      const manifest = JSON.parse((await statusAt(b, status)).body);
+      expect(manifest.output).toEqual([expect.objectContaining({ type: 'Patient', count: 3 })]);
+    });
+
+    it("a job cancelled at a replica without its folder has its files deleted by the folder's replica", async () => {
+      const [a, b] = replicas as [BootedApp, BootedApp];
+      const kick = await send(a.app, { url: '/fhir/$export?_type=Patient', headers: ASYNC }, 202);
+      const status = new URL(kick.headers['content-location'] as string).pathname;
+      const job = status.split('/').pop()!;
+      await until(async () => (await statusAt(b, status)).statusCode === 200, 'the export completed');
+      const files = join(bulkDirs[0]!, 'export', job);
+      expect(existsSync(files)).toBe(true);
+
+      await send(b.app, { method: 'DELETE', url: status }, 202);
+      expect((await statusAt(a, status)).statusCode).toBe(404);
+      expect((await statusAt(b, status)).statusCode).toBe(404);
+      // B's sweep does not touch another folder's job; A's deletes its record and its files.
+      expect(await b.app.bulk!.exports.sweep()).toBe(0);
+      expect(existsSync(files)).toBe(true);
+      expect(await a.app.bulk!.exports.sweep()).toBe(1);
+      expect(existsSync(files)).toBe(false);
+      expect(await a.app.bulk!.exports.sweep()).toBe(0);
     });
   });
 

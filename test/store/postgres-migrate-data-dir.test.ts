@@ -24,6 +24,9 @@ import { bootApp, send } from '../support/app-harness.js';
 const skip = postgresSkipReason('hie-ledger migrate --from-data-dir');
 const schema = `hie_copy_${randomBytes(6).toString('hex')}`;
 const databaseUrl = `${POSTGRES_URL}${POSTGRES_URL?.includes('?') ? '&' : '?'}schema=${schema}`;
+/** The schema two different nodes are merged into. */
+const mergedSchema = `hie_merge_${randomBytes(6).toString('hex')}`;
+const mergedUrl = `${POSTGRES_URL}${POSTGRES_URL?.includes('?') ? '&' : '?'}schema=${mergedSchema}`;
 const roots: string[] = [];
 function folder(prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -77,8 +80,34 @@ async function singleNode(participant: string, patient: string, npidOfNode: stri
   return dataDir;
 }
 
+/** A node whose one Patient was linked, then relinked (an ended link, a wrong-link report) and disclosed. */
+function linkingNode(patient: string, npid: string): string {
+  const dataDir = folder('hie-linking-node-');
+  const links = new PatientLinkStore(patientLinksFileIn(dataDir));
+  links.link({ localPatient: patient, npid, homeMsp: 'Org3MSP', linkedAt: '2026-01-01T00:00:00.000Z' });
+  links.noteDisclosure({
+    localPatient: patient,
+    npid,
+    at: '2026-01-01T12:00:00.000Z',
+    accessorMsp: 'Org2MSP',
+    accessor: 'pa1',
+    purpose: 'TREAT',
+    records: 2,
+    types: ['Patient', 'Observation'],
+    auditEvent: `audit-${patient}`,
+  });
+  links.link({
+    localPatient: patient,
+    npid: `${npid}2`,
+    homeMsp: 'Org3MSP',
+    linkedAt: '2026-01-02T00:00:00.000Z',
+  });
+  links.close();
+  return dataDir;
+}
+
 /** Every shared table's rows, as text (to compare before and after). */
-async function tablesOf(pool: pg.Pool): Promise<string> {
+async function tablesOf(pool: pg.Pool, schemaName = schema): Promise<string> {
   const dump: Record<string, unknown[]> = {};
   for (const table of [
     'participant',
@@ -92,8 +121,9 @@ async function tablesOf(pool: pg.Pool): Promise<string> {
     'spent_link_token',
     'wrong_link_report',
     'link_locator',
+    'link_disclosure',
   ])
-    dump[table] = (await pool.query(`SELECT * FROM "${schema}".${table} ORDER BY 1`)).rows;
+    dump[table] = (await pool.query(`SELECT * FROM "${schemaName}".${table} ORDER BY 1`)).rows;
   return JSON.stringify(dump);
 }
 
@@ -102,7 +132,7 @@ describe.skipIf(skip !== undefined)('hie-ledger migrate --from-data-dir', () => 
     for (const dir of roots) rmSync(dir, { recursive: true, force: true });
     if (!POSTGRES_URL) return;
     const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 1 });
-    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    for (const name of [schema, mergedSchema]) await pool.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
     await pool.end();
   });
 
@@ -218,6 +248,58 @@ describe.skipIf(skip !== undefined)('hie-ledger migrate --from-data-dir', () => 
       } finally {
         await replica.stop();
       }
+    } finally {
+      await pool.end();
+    }
+  }, 300_000);
+
+  it("merges a second node's ended links, disclosures and wrong-link reports under new numbers", async () => {
+    const first = linkingNode('Patient/a1', 'a'.repeat(43));
+    const second = linkingNode('Patient/b1', 'b'.repeat(43));
+    const migrate = (from: string) => cli(['migrate', '--database-url', mergedUrl, '--from-data-dir', from]);
+    const one = await migrate(first);
+    expect(one.code, one.output).toBe(0);
+    expect(one.output).toContain(`ended patient links: 1 in ${first}, 1 copied, 0 already there`);
+    // Both nodes numbered their rows from 1: the second's get the next numbers, its report follows its ended link.
+    const two = await migrate(second);
+    expect(two.code, two.output).toBe(0);
+    expect(two.output).toContain(
+      `ended patient links: 1 in ${second}, 1 copied (1 under new numbers), 0 already there`,
+    );
+    expect(two.output).toContain(
+      `disclosures under links: 1 in ${second}, 1 copied (1 under new numbers), 0 already there`,
+    );
+    expect(two.output).toContain(`wrong-link reports: 1 in ${second}, 1 copied, 0 already there`);
+
+    const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 2 });
+    try {
+      const links = new PostgresPatientLinks(pool, mergedSchema);
+      const reports = await links.pendingReports();
+      expect(reports.map((r) => [r.ended.localPatient, r.ended.npid, r.ownerNpid])).toEqual([
+        ['Patient/a1', 'a'.repeat(43), `${'a'.repeat(43)}2`],
+        ['Patient/b1', 'b'.repeat(43), `${'b'.repeat(43)}2`],
+      ]);
+      const [ended] = await links.history('Patient/b1');
+      expect(ended).toMatchObject({ npid: 'b'.repeat(43), reason: 'corrected', seq: 2 });
+      expect((await links.disclosuresUnder(ended!)).map((d) => d.auditEvent)).toEqual(['audit-Patient/b1']);
+
+      // Either node again: nothing copied, nothing changed.
+      const merged = await tablesOf(pool, mergedSchema);
+      for (const dataDir of [second, first]) {
+        const again = await migrate(dataDir);
+        expect(again.code, again.output).toBe(0);
+        expect(again.output).toContain(`ended patient links: 1 in ${dataDir}, 0 copied, 1 already there`);
+        expect(again.output).toContain(`wrong-link reports: 1 in ${dataDir}, 0 copied, 1 already there`);
+        expect(await tablesOf(pool, mergedSchema)).toBe(merged);
+      }
+      // A replica's next ended link numbers on after both nodes'.
+      const relinked = await links.link({
+        localPatient: 'Patient/b1',
+        npid: 'c'.repeat(43),
+        homeMsp: 'Org3MSP',
+        linkedAt: '2026-01-03T00:00:00.000Z',
+      });
+      expect(relinked?.seq).toBe(3);
     } finally {
       await pool.end();
     }
