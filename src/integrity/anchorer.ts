@@ -120,6 +120,14 @@ export function pendingAnchorOf(
   };
 }
 
+/** A ledger call the worker stopped waiting for (Anchorer.stop). */
+export class AnchoringStopped extends Error {
+  constructor() {
+    super('anchoring stopped while waiting for the ledger');
+    this.name = 'AnchoringStopped';
+  }
+}
+
 export class Anchorer {
   private readonly options: Required<AnchoringOptions>;
   private readonly contract: AnchorContractClient;
@@ -133,6 +141,8 @@ export class Anchorer {
   private draining?: Promise<number>;
   private readonly backoff: DoublingBackoff;
   private stopWatchingLedger?: () => void;
+  /** Aborted by stop(): the worker stops waiting for the ledger (ledgerCall). */
+  private stopping = new AbortController();
   private readonly stats: Omit<AnchoringStatus, 'running' | 'preparedBatches' | 'committedBatches'> = {
     anchoredSinceStart: 0,
     consecutiveFailures: 0,
@@ -189,14 +199,41 @@ export class Anchorer {
     this.wake?.();
   }
 
-  /** Stops the worker after the batch in flight (anchors left pending drain at the next start). */
+  /**
+   * Stops the worker without waiting for the ledger: a round's store and journal work finishes, a ledger call in
+   * flight is left behind (a slow or unreachable network held shutdown up to its own timeouts). Nothing is lost:
+   * each batch was journalled before it was submitted, so the next start finishes it (recognised on the ledger if
+   * the abandoned call committed it), and anchors not yet in a batch stay in the outbox.
+   */
   async stop(): Promise<void> {
     this.running = false;
     this.stopWatchingLedger?.();
     this.stopWatchingLedger = undefined;
     this.wake?.();
+    this.stopping.abort();
     await this.loop;
     this.loop = undefined;
+    this.stopping = new AbortController();
+  }
+
+  /** A ledger call the worker stops waiting for once stop() is called (it rejects with AnchoringStopped). */
+  private ledgerCall<T>(call: () => Promise<T>): Promise<T> {
+    const { signal } = this.stopping;
+    if (signal.aborted) return Promise.reject(new AnchoringStopped());
+    return new Promise<T>((resolve, reject) => {
+      const abandon = () => reject(new AnchoringStopped());
+      signal.addEventListener('abort', abandon, { once: true });
+      call().then(
+        (value) => {
+          signal.removeEventListener('abort', abandon);
+          resolve(value);
+        },
+        (err: unknown) => {
+          signal.removeEventListener('abort', abandon);
+          reject(err);
+        },
+      );
+    });
   }
 
   status(): AnchoringStatus {
@@ -284,7 +321,7 @@ export class Anchorer {
       const cut = backlog.length >= size ? backlog.length - (backlog.length % size) : backlog.length;
       // A capped read may have left more full batches in the outbox.
       this.fullBatchWaiting = backlog.length === slots * size;
-      const heightBefore = await this.ledger.height();
+      const heightBefore = await this.ledgerCall(() => this.ledger.height());
       for (let start = 0; start < cut; start += size) {
         const members = await this.prepareBatch(
           backlog.slice(start, Math.min(cut, start + size)),
@@ -326,7 +363,10 @@ export class Anchorer {
     this.queuedSinceDrain = 0;
     const pending = await this.nextPending(this.options.batchSize);
     if (pending.length === 0) return 0;
-    const { root, members } = await this.prepareBatch(pending, await this.ledger.height());
+    const { root, members } = await this.prepareBatch(
+      pending,
+      await this.ledgerCall(() => this.ledger.height()),
+    );
     return this.finish((await this.journal.batch(root))!, members);
   }
 
@@ -351,15 +391,18 @@ export class Anchorer {
       await this.journal.assertDrainer();
       try {
         // Tagged: the ledger also keeps each leaf's tag, so the audit can name an altered leaf (docs/integrity.md).
-        const result = await this.contract.anchorBatch(
-          root,
-          members.length,
-          this.options.leafTags && members.length <= MAX_TAGGED_BATCH_LEAVES
-            ? leafTagsOf(members.map((m) => m.leafHash))
-            : undefined,
+        const result = await this.ledgerCall(() =>
+          this.contract.anchorBatch(
+            root,
+            members.length,
+            this.options.leafTags && members.length <= MAX_TAGGED_BATCH_LEAVES
+              ? leafTagsOf(members.map((m) => m.leafHash))
+              : undefined,
+          ),
         );
         committed = { transactionId: result.transactionId, blockNumber: result.blockNumber };
       } catch (err) {
+        if (err instanceof AnchoringStopped) throw err;
         // A reply lost after the commit, or a concurrent worker: the root may be on the ledger after all.
         committed = await this.findOnChain(batch);
         if (!committed) throw err;
@@ -407,14 +450,15 @@ export class Anchorer {
   private async findOnChain(
     batch: JournalBatch,
   ): Promise<{ transactionId: string; blockNumber: number } | undefined> {
-    const onChain = await this.contract.readBatch(batch.root);
+    const onChain = await this.ledgerCall(() => this.contract.readBatch(batch.root));
     if (!onChain) return undefined;
     if (onChain.leafCount !== batch.leafCount) {
       throw new Error(
         `batch ${batch.root} is on the ledger with ${onChain.leafCount} leaves, not ${batch.leafCount}`,
       );
     }
-    const blockNumber = (await this.contract.findBlockOf(onChain.txId, batch.heightBefore)) ?? -1;
+    const blockNumber =
+      (await this.ledgerCall(() => this.contract.findBlockOf(onChain.txId, batch.heightBefore))) ?? -1;
     this.log.info(
       { root: batch.root, transactionId: onChain.txId, blockNumber },
       'anchor batch already on the ledger',
@@ -439,6 +483,8 @@ export class Anchorer {
             ? 0
             : this.options.intervalMs;
       } catch (err) {
+        // Stopped while waiting for the ledger: not a failure, the next start finishes the batch.
+        if (err instanceof AnchoringStopped || !this.running) break;
         this.stats.consecutiveFailures++;
         this.stats.lastError = err instanceof Error ? err.message : String(err);
         this.stats.lastErrorAt = new Date().toISOString();

@@ -171,6 +171,33 @@ describe('anchoring with several batches in flight', () => {
   });
 });
 
+describe('stopping the anchoring worker', () => {
+  it('does not wait for the ledger: the batches in flight are finished at the next start, none sent twice, and the backlog drains', async () => {
+    fixture = await openFixture({ batchSize: 4, intervalMs: 20, maxInFlight: 2 });
+    const f = fixture;
+    const written = [];
+    for (let i = 0; i < 10; i++) written.push(await f.write(observation(`h${i}`, '1.0')));
+    let release!: () => void;
+    f.ledger.gate = new Promise<void>((resolve) => (release = resolve));
+    f.integrity.anchorer.start();
+    await eventually(() => f.ledger.inFlight === 2, 'two batches wait on the ledger');
+    // The network never answers while the service stops (shutdown waited for it before).
+    await f.integrity.anchorer.stop();
+    expect(f.integrity.anchorer.status()).toMatchObject({ running: false, consecutiveFailures: 0 });
+    expect(f.integrity.journal.batchCount()).toEqual({ prepared: 2, committed: 0 });
+    expect(await f.store.pendingAnchors(20)).toHaveLength(10);
+    // The abandoned submissions reach the chain after all; the next start finds them there.
+    release();
+    await eventually(() => f.ledger.inFlight === 0, 'the abandoned submissions are committed');
+    const integrity = await f.reopenIntegrity();
+    expect(await integrity.anchorer.drain()).toBe(10);
+    expect(f.ledger.submits).toBe(3);
+    expect(integrity.journal.batchCount()).toEqual({ prepared: 0, committed: 3 });
+    for (const version of written)
+      expect((await integrity.verifier.verifyVersion(version)).verified).toBe(true);
+  });
+});
+
 describe('anchoring under sustained writes', () => {
   it('cuts only full batches while one fills: the rest leads the next batch instead of going out alone', async () => {
     fixture = await openFixture({ batchSize: 4, maxInFlight: 3 });

@@ -251,3 +251,35 @@ describe('patient compartment', () => {
     expect(patientCompartments(appt)).toEqual(['Patient/example']);
   });
 });
+
+describe('repeated index rows', () => {
+  it('are stored once, the first kept in order, however many rows a parameter has', () => {
+    // 40 members (more than are compared pairwise), then repeats of some: one row each, in document order.
+    const members = Array.from({ length: 40 }, (_, i) => `Patient/m${i}`);
+    const group = {
+      resourceType: 'Group',
+      type: 'person',
+      actual: true,
+      member: [...members, 'Patient/m5', 'Patient/m0', 'Patient/m39'].map((reference) => ({
+        entity: { reference },
+      })),
+    } as FhirResource;
+    expect(rows(group, 'member').map((e) => e.reference)).toEqual(members);
+    // Few rows: a repeated code once, the same code of another system kept.
+    const observation = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: {
+        coding: [
+          { system: 'http://loinc.org', code: '8302-2' },
+          { system: 'http://loinc.org', code: '8302-2' },
+          { system: 'http://example.org', code: '8302-2' },
+        ],
+      },
+    } as FhirResource;
+    expect(rows(observation, 'code').map((e) => `${e.system}|${e.value}`)).toEqual([
+      'http://loinc.org|8302-2',
+      'http://example.org|8302-2',
+    ]);
+  });
+});

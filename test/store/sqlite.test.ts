@@ -488,6 +488,61 @@ describe('SqliteResourceStore', () => {
     await reopened.close();
   });
 
+  it('marks a batch of more keys than one statement takes, each with its leaf index, or none of them when one has no anchor', async () => {
+    const store = await openStore(':memory:');
+    try {
+      const anchorOf = (v: StoredVersion): PendingAnchor => ({
+        resourceType: v.resourceType,
+        id: v.id,
+        versionId: v.versionId,
+        salt: 'ab'.repeat(32),
+        leafHash: createHash('sha256').update(v.id).digest('hex'),
+        ledgerKey: createHash('sha256').update(`key ${v.id}`).digest('hex'),
+        leafVersion: 1,
+      });
+      const keys: VersionKey[] = [];
+      for (let i = 0; i < 1205; i++) {
+        const resource = { resourceType: 'Basic', code: { text: `b${i}` } } as FhirResource;
+        const { resourceType, id, versionId } = await store.write({
+          resourceType: 'Basic',
+          id: `b${i}`,
+          method: 'PUT',
+          resource,
+          anchor: anchorOf,
+        });
+        keys.push({ resourceType, id, versionId });
+      }
+      const plain = await store.write({
+        resourceType: 'Basic',
+        id: 'plain',
+        method: 'PUT',
+        resource: { resourceType: 'Basic', code: { text: 'plain' } } as FhirResource,
+      });
+      const batch = { transactionId: 'tx', blockNumber: 3, batchId: 'r', root: 'r', leafCount: 1206 };
+      // The key without an anchor last: every earlier statement of the call succeeded, and all is undone.
+      await expect(
+        store.markAnchored([...keys, plain], { ...batch, leafIndexes: [...keys.keys(), 1205] }),
+      ).rejects.toThrow('no anchor queued for Basic/plain/_history/1');
+      expect(await store.pendingAnchors(2000)).toHaveLength(1205);
+
+      // Leaf positions in reverse order of the keys; one key repeated keeps its last leaf index.
+      const reversed = [...keys].reverse();
+      await store.markAnchored([keys[0]!, ...reversed], {
+        ...batch,
+        leafCount: 1205,
+        leafIndexes: [9999, ...reversed.keys()],
+      });
+      expect(await store.pendingAnchors(10)).toEqual([]);
+      const states = await store.anchorStates(keys);
+      expect(states.map((s) => (s?.status === 'anchored' ? s.anchor.leafIndex : s?.status))).toEqual(
+        keys.map((_, i) => 1204 - i),
+      );
+      expect(store.db.prepare('SELECT count(*) FROM anchor_outbox').pluck().get()).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('continues its clock after the last stored instant when the wall clock is behind', async () => {
     const store = await openStore(':memory:');
     const future = '2999-01-01T00:00:00.000Z';

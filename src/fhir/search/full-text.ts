@@ -66,14 +66,51 @@ export function encodeWord(word: string): string {
   return out;
 }
 
+/** What encodeWord writes for `q` and the digits (ASCII code minus 0x30; the rest of the table unused). */
+const ENCODED_ASCII: string[] = [];
+for (let d = 0; d < 10; d++) ENCODED_ASCII[d] = `q${LETTERS[d]}`;
+ENCODED_ASCII[0x71 - 0x30] = 'qq';
+
+/**
+ * Appends the encoded words of lower-case ASCII text to `out` (encodeWord's rule in one pass over the characters:
+ * most of a resource's words are codes, ids and UUIDs, for which a split and a replace per word were the cost).
+ */
+function asciiWords(lower: string, out: string[]): void {
+  const length = lower.length;
+  let i = 0;
+  while (i < length) {
+    let c = lower.charCodeAt(i);
+    // skip what is not a letter or a digit
+    while (i < length && !((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39))) c = lower.charCodeAt(++i);
+    if (i >= length) return;
+    const start = i;
+    let plain = true;
+    while (i < length && ((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39))) {
+      if (c === 0x71 || c <= 0x39) plain = false;
+      c = lower.charCodeAt(++i);
+    }
+    let word: string;
+    if (plain) word = lower.slice(start, i);
+    else {
+      word = '';
+      for (let k = start; k < i; k++) {
+        const code = lower.charCodeAt(k);
+        word += code === 0x71 || code <= 0x39 ? ENCODED_ASCII[code - 0x30]! : lower[k]!;
+      }
+    }
+    if (word.length <= MAX_WORD_LENGTH) out.push(word);
+  }
+}
+
 /** The encoded words of a text, in order. */
 export function textWords(text: string): string[] {
   const out: string[] = [];
   // ASCII text (most): normalising is lower-casing, letters and digits are [a-z0-9] (the same words, faster).
-  const words = NON_ASCII.test(text)
-    ? normaliseString(text).split(/[^\p{L}\p{N}]+/u)
-    : text.toLowerCase().split(/[^a-z0-9]+/);
-  for (const word of words) {
+  if (!NON_ASCII.test(text)) {
+    asciiWords(text.toLowerCase(), out);
+    return out;
+  }
+  for (const word of normaliseString(text).split(/[^\p{L}\p{N}]+/u)) {
     if (word === '') continue;
     const encoded = encodeWord(word);
     if (encoded.length <= MAX_WORD_LENGTH) out.push(encoded);
@@ -95,25 +132,31 @@ export function narrativeText(div: string): string {
 /** Every text value of a resource, in document order (element names are not content; the narrative is its text). */
 function contentTexts(value: unknown, out: string[], key?: string): void {
   if (typeof value === 'string') out.push(key === 'div' ? narrativeText(value) : value);
-  else if (isLosslessNumber(value)) out.push(value.value);
   else if (typeof value === 'number') out.push(String(value));
+  else if (value === null || typeof value !== 'object') return;
+  else if (isLosslessNumber(value)) out.push(value.value);
   else if (Array.isArray(value)) for (const item of value) contentTexts(item, out, key);
-  else if (value !== null && typeof value === 'object')
-    for (const [k, v] of Object.entries(value as Record<string, unknown>)) contentTexts(v, out, k);
+  else {
+    const members = value as Record<string, unknown>;
+    // for-in: Object.entries' order (own string keys; JSON objects have no inherited enumerable ones), no arrays made
+    for (const k in members) contentTexts(members[k], out, k);
+  }
 }
 
 /** The words of one field, as the row text (at most MAX_WORDS words), or undefined when none. */
 function rowText(texts: string[]): string | undefined {
-  const words: string[] = [];
+  let row = '';
+  let words = 0;
   let letters = 0;
   for (const text of texts) {
     for (const word of textWords(text)) {
-      if (words.length >= MAX_WORDS || letters + word.length > MAX_ROW_LETTERS) break;
-      words.push(word);
+      if (words >= MAX_WORDS || letters + word.length > MAX_ROW_LETTERS) break;
+      row = words === 0 ? word : `${row} ${word}`;
+      words++;
       letters += word.length;
     }
   }
-  return words.length > 0 ? words.join(' ') : undefined;
+  return words > 0 ? row : undefined;
 }
 
 /** The full-text words of a resource: `_text` (its narrative) and `_content` (all of it), as row texts. */

@@ -477,12 +477,49 @@ export function extractIndex(resource: FhirResource): IndexEntry[] {
     else entriesOf(def, values, out);
   }
   for (const { param, text } of fullTextOf(resource)) out.push({ param, type: 'special', system: text });
-  if (out.length < 2) return out;
-  const seen = new Set<string>();
-  return out.filter((e) => {
-    const key = `${e.param}\u0000${e.system ?? ''}\u0000${e.value ?? ''}\u0000${e.reference ?? ''}\u0000${e.low ?? ''}\u0000${e.high ?? ''}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
+  return withoutDuplicates(out);
+}
+
+/** Same row for dedup: absent text fields as empty ones, bounds by value (as they once were in a text key). */
+function sameRow(a: IndexEntry, b: IndexEntry): boolean {
+  return (
+    (a.system ?? '') === (b.system ?? '') &&
+    (a.value ?? '') === (b.value ?? '') &&
+    (a.reference ?? '') === (b.reference ?? '') &&
+    sameBound(a.low, b.low) &&
+    sameBound(a.high, b.high)
+  );
+}
+const sameBound = (a: number | undefined, b: number | undefined): boolean =>
+  a === b || (Number.isNaN(a) && Number.isNaN(b));
+
+const rowKey = (e: IndexEntry): string =>
+  `${e.system ?? ''}\u0000${e.value ?? ''}\u0000${e.reference ?? ''}\u0000${e.low ?? ''}\u0000${e.high ?? ''}`;
+
+/** Rows of one param compared pairwise up to this many; beyond, by a text key each (a Group's thousand members). */
+const PAIRWISE_ROWS = 32;
+
+/**
+ * The rows with a repeated one left out (the first kept, in order). Rows are compared within their param (a few
+ * each) instead of by a text key of every row: the numbers' texts were much of extraction's cost.
+ */
+function withoutDuplicates(rows: IndexEntry[]): IndexEntry[] {
+  if (rows.length < 2) return rows;
+  const byParam = new Map<string, IndexEntry[] | Set<string>>();
+  const kept: IndexEntry[] = [];
+  for (const row of rows) {
+    const same = byParam.get(row.param);
+    if (same === undefined) byParam.set(row.param, [row]);
+    else if (Array.isArray(same)) {
+      if (same.some((other) => sameRow(other, row))) continue;
+      if (same.length < PAIRWISE_ROWS) same.push(row);
+      else byParam.set(row.param, new Set([...same, row].map(rowKey)));
+    } else {
+      const key = rowKey(row);
+      if (same.has(key)) continue;
+      same.add(key);
+    }
+    kept.push(row);
+  }
+  return kept;
 }

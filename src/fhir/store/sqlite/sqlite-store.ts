@@ -273,6 +273,9 @@ interface Statements {
   indexEntries: Statement;
 }
 
+/** Keys marked anchored per statement (markAnchored): one JSON text of this many keys is a few tens of KB. */
+const MARK_CHUNK = 500;
+
 export class SqliteResourceStore implements ResourceStore {
   /** The connection, for the search adapter (sqlite-search.ts) and diagnostics. Do not write through it. */
   readonly db: Database.Database;
@@ -646,6 +649,18 @@ export class SqliteResourceStore implements ResourceStore {
     }
     return this.guard(() => {
       const { markAnchored: mark, insertAnchorBatch } = this.statements();
+      // One statement per MARK_CHUNK keys (a JSON array of [type, id, version, leaf index]) instead of one per key;
+      // a key given twice keeps its last leaf index, as successive updates did.
+      const leafIndexOf = new Map<string, [string, string, number, number]>();
+      keys.forEach((key, i) =>
+        leafIndexOf.set(`${key.resourceType}/${key.id}/${key.versionId}`, [
+          key.resourceType,
+          key.id,
+          key.versionId,
+          anchor.leafIndexes[i]!,
+        ]),
+      );
+      const marks = [...leafIndexOf.values()];
       const markAll = this.db.transaction(() => {
         // The batch's columns once (schema migration 7), each version's row pointing at them.
         const batch = insertAnchorBatch.run(
@@ -655,20 +670,17 @@ export class SqliteResourceStore implements ResourceStore {
           packHexOrNull(anchor.root),
           anchor.leafCount ?? null,
         ).lastInsertRowid;
-        keys.forEach((key, i) => {
-          const changed = mark.run({
-            resource_type: key.resourceType,
-            id: key.id,
-            version_id: key.versionId,
-            batch,
-            leaf_index: anchor.leafIndexes[i],
-          }).changes;
-          if (changed !== 1) {
-            throw new Error(
-              `markAnchored: no anchor queued for ${key.resourceType}/${key.id}/_history/${key.versionId}`,
-            );
-          }
-        });
+        for (let at = 0; at < marks.length; at += MARK_CHUNK) {
+          const chunk = marks.slice(at, at + MARK_CHUNK);
+          if (mark.run(batch, JSON.stringify(chunk)).changes === chunk.length) continue;
+          // Rolled back with the transaction; the message names the first key without an anchor.
+          const missing = chunk.find(
+            ([resourceType, id, versionId]) =>
+              !this.statements().anchorState.get(resourceType, id, versionId),
+          );
+          const [resourceType, id, versionId] = missing ?? chunk[0]!;
+          throw new Error(`markAnchored: no anchor queued for ${resourceType}/${id}/_history/${versionId}`);
+        }
       });
       markAll.immediate();
     });
@@ -1301,10 +1313,14 @@ export class SqliteResourceStore implements ResourceStore {
           `${ANCHOR_STATE_COLUMNS} FROM anchor_outbox o JOIN anchor a ON a.seq = o.seq ` +
           "LEFT JOIN anchor_batch b ON b.id = a.batch WHERE a.status = 'pending' ORDER BY o.seq LIMIT ?",
       ),
+      // The anchor_batch row, then a JSON array of [type, id, version, leaf index]; anchor_leaves_outbox (schema
+      // migration 7) takes each row out of the outbox.
       markAnchored: db.prepare(
         "UPDATE anchor SET status = CASE status WHEN 'erased' THEN 'erased' ELSE 'anchored' END, " +
-          'batch = @batch, leaf_index = @leaf_index ' +
-          'WHERE seq = (SELECT seq FROM resource_version WHERE resource_type = @resource_type AND id = @id AND version_id = @version_id)',
+          'batch = ?, leaf_index = k.leaf_index ' +
+          'FROM (SELECT v.seq, k.value ->> 3 AS leaf_index FROM json_each(?) k JOIN resource_version v ' +
+          'ON v.resource_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.version_id = k.value ->> 2) AS k ' +
+          'WHERE anchor.seq = k.seq',
       ),
       anchorState: db.prepare(
         `SELECT ${ANCHOR_COLUMNS} FROM resource_version v JOIN anchor a ON a.seq = v.seq ` +
