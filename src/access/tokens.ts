@@ -8,7 +8,7 @@
  * and they survive a restart because the key lives in the data directory.
  */
 import { createHmac, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
+import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import type { Caller, NetworkCaller } from '../fhir/interactions/access-policy.js';
 import { grantScopes, PARTICIPANT_ROLES, type ParticipantRole } from './scopes.js';
 import type { ReplayGuard } from './shared-state.js';
@@ -253,56 +253,25 @@ export class TokenService {
   }
 
   private async verifyAssertion(assertion: string, tokenUrl: TokenUrl): Promise<ClientRecord> {
-    let alg: unknown;
-    let iss: unknown;
-    let sub: unknown;
-    try {
-      alg = decodeProtectedHeader(assertion).alg;
-      ({ iss, sub } = decodeJwt(assertion));
-    } catch {
-      throw new OAuthError('invalid_client', 'client_assertion is not a signed JWT');
-    }
-    // Asymmetric signatures only: `none` and HMAC (which would turn a public key into a shared secret) are refused.
-    if (alg !== 'ES384' && alg !== 'ES256')
-      throw new OAuthError('invalid_client', 'client_assertion must be signed with ES384 or ES256');
+    const { alg, iss, sub } = readClientAssertion(assertion);
     if (typeof iss !== 'string' || iss === '' || iss !== sub)
       throw new OAuthError('invalid_client', 'iss and sub must both be the client id');
 
     const client = await this.directory.findClient(iss);
     if (!client) throw new OAuthError('invalid_client', 'unknown or revoked client');
-    const expected = ALGORITHM_BY_CURVE[client.publicKey.asymmetricKeyDetails?.namedCurve ?? ''];
-    if (!expected)
-      throw new OAuthError('invalid_client', 'the client key is not an ECDSA P-256 or P-384 key');
-    if (alg !== expected) throw new OAuthError('invalid_client', `this client's key signs with ${expected}`);
-
-    let payload;
-    try {
-      ({ payload } = await jwtVerify(assertion, client.publicKey, {
-        algorithms: [expected],
-        issuer: client.clientId,
-        subject: client.clientId,
-        audience: audiences(tokenUrl),
-        requiredClaims: ['exp', 'jti'],
-        clockTolerance: CLOCK_TOLERANCE_SECONDS,
-        currentDate: new Date(this.now()),
-      }));
-    } catch (err) {
-      throw new OAuthError('invalid_client', assertionFailure(err, tokenUrl));
-    }
-    const nowSeconds = this.now() / 1000;
-    if (payload.exp! > nowSeconds + MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_TOLERANCE_SECONDS) {
-      throw new OAuthError('invalid_client', 'client_assertion exp is more than five minutes ahead');
-    }
-    if (payload.iat !== undefined && payload.iat > nowSeconds + MAX_CLOCK_SKEW_SECONDS)
-      throw new OAuthError(
-        'invalid_client',
-        `client_assertion iat is in the future (more than ${MAX_CLOCK_SKEW_SECONDS} s ahead of this server's clock)`,
-      );
+    const payload = await verifyClientAssertion(assertion, {
+      alg,
+      key: client.publicKey,
+      keyOwner: 'client',
+      issuer: client.clientId,
+      tokenUrl,
+      now: this.now(),
+    });
     if (typeof payload.jti !== 'string' || payload.jti === '')
       throw new OAuthError('invalid_client', 'client_assertion jti is required');
 
     const replayKey = `${client.clientId} ${payload.jti}`;
-    const expiresAt = (payload.exp! + CLOCK_TOLERANCE_SECONDS) * 1000;
+    const expiresAt = (payload.exp + CLOCK_TOLERANCE_SECONDS) * 1000;
     if (this.replay) {
       const verdict = await this.replay.admit(replayKey, expiresAt);
       if (verdict === 'replayed')
@@ -415,11 +384,89 @@ function isAccessClaims(value: unknown): value is AccessClaims {
  */
 export type TokenUrl = string | readonly string[];
 
+/**
+ * The header algorithm and the issuer and subject, not yet verified, of a client assertion: what finds its key.
+ * Asymmetric signatures only: `none` and HMAC (which would turn a public key into a shared secret) are refused.
+ */
+export function readClientAssertion(assertion: string): {
+  alg: 'ES256' | 'ES384';
+  iss: unknown;
+  sub: unknown;
+} {
+  let alg: unknown;
+  let iss: unknown;
+  let sub: unknown;
+  try {
+    alg = decodeProtectedHeader(assertion).alg;
+    ({ iss, sub } = decodeJwt(assertion));
+  } catch {
+    throw new OAuthError('invalid_client', 'client_assertion is not a signed JWT');
+  }
+  if (alg !== 'ES384' && alg !== 'ES256')
+    throw new OAuthError('invalid_client', 'client_assertion must be signed with ES384 or ES256');
+  return { alg, iss, sub };
+}
+
+const KEY_NAME = { client: 'the client key', member: "the member's service key" } as const;
+
+/**
+ * Verifies a client assertion (RFC 7523, as SMART Backend Services profiles it) with its issuer's key: the one
+ * algorithm of the key's curve; the signature; iss = sub = `issuer`; aud one of the token URLs; `exp` required and
+ * at most MAX_ASSERTION_LIFETIME_SECONDS ahead; `iat` at most MAX_CLOCK_SKEW_SECONDS ahead; `nbf`; all with
+ * CLOCK_TOLERANCE_SECONDS. The `jti` is required present; its checks (replay) are the caller's. Throws OAuthError
+ * (`invalid_client`).
+ */
+export async function verifyClientAssertion(
+  assertion: string,
+  check: {
+    /** The header's algorithm (readClientAssertion). */
+    alg: 'ES256' | 'ES384';
+    key: KeyObject;
+    /** Whose key it is, for the refusals. */
+    keyOwner: keyof typeof KEY_NAME;
+    issuer: string;
+    tokenUrl: TokenUrl;
+    /** This server's clock, ms. */
+    now: number;
+  },
+): Promise<JWTPayload & { exp: number }> {
+  const expected = ALGORITHM_BY_CURVE[check.key.asymmetricKeyDetails?.namedCurve ?? ''];
+  if (!expected)
+    throw new OAuthError('invalid_client', `${KEY_NAME[check.keyOwner]} is not an ECDSA P-256 or P-384 key`);
+  if (check.alg !== expected)
+    throw new OAuthError('invalid_client', `this ${check.keyOwner}'s key signs with ${expected}`);
+
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(assertion, check.key, {
+      algorithms: [expected],
+      issuer: check.issuer,
+      subject: check.issuer,
+      audience: audiences(check.tokenUrl),
+      requiredClaims: ['exp', 'jti'],
+      clockTolerance: CLOCK_TOLERANCE_SECONDS,
+      currentDate: new Date(check.now),
+    }));
+  } catch (err) {
+    throw new OAuthError('invalid_client', assertionFailure(err, check.tokenUrl));
+  }
+  const exp = payload.exp!;
+  const nowSeconds = check.now / 1000;
+  if (exp > nowSeconds + MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_TOLERANCE_SECONDS)
+    throw new OAuthError('invalid_client', 'client_assertion exp is more than five minutes ahead');
+  if (payload.iat !== undefined && payload.iat > nowSeconds + MAX_CLOCK_SKEW_SECONDS)
+    throw new OAuthError(
+      'invalid_client',
+      `client_assertion iat is in the future (more than ${MAX_CLOCK_SKEW_SECONDS} s ahead of this server's clock)`,
+    );
+  return { ...payload, exp };
+}
+
 function audiences(tokenUrl: TokenUrl): string[] {
   return typeof tokenUrl === 'string' ? [tokenUrl] : [...tokenUrl];
 }
 
-export function assertionFailure(err: unknown, tokenUrl?: TokenUrl): string {
+function assertionFailure(err: unknown, tokenUrl?: TokenUrl): string {
   if (err instanceof joseErrors.JWTExpired) return 'client_assertion has expired';
   // The audience a client must name, said outright: the commonest mistake (another spelling of the host, a path).
   if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud' && tokenUrl !== undefined)

@@ -12,10 +12,8 @@
  * details with a key derived from the npid: whoever lacks the npid cannot link two records to one patient.
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { ensurePrivateFile } from '../platform/private-files.js';
+import { openDurableSqlite } from '../platform/durable-sqlite.js';
 
 /** Where a grant id leads: pseudonyms (as the consent cache keys grants) and the patient's reference. */
 export interface GrantLink {
@@ -125,15 +123,8 @@ export class NetworkIds implements NetworkIdIndex {
 
   /** `file` absent: in memory (tests). */
   constructor(file?: string) {
-    if (file) {
-      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-      ensurePrivateFile(file);
-    }
-    this.db = new Database(file ?? ':memory:');
-    this.db.pragma('journal_mode = WAL');
     // A grant id must be on disk before its grant is on the ledger.
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 5000');
+    this.db = openDurableSqlite(file);
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS network_patients (
         reference TEXT PRIMARY KEY,

@@ -35,6 +35,13 @@ import {
   type CustodianIdentity,
 } from './record-evidence.js';
 import {
+  copyProvenance,
+  dropSourceVersion,
+  referenceHere,
+  rewriteReferences,
+  verifiedEvidenceOf,
+} from './received-copy.js';
+import {
   scanBundleText,
   ShapeError,
   verifyEvidenceBundle,
@@ -42,13 +49,9 @@ import {
   type VerifiedAnswer,
 } from './record-verifier.js';
 
-/** The Provenance extension that keeps a copy's original text, base64 of its UTF-8 bytes (as the push's copies). */
-export const ORIGINAL_TEXT_EXTENSION_URL = 'https://hie-ledger.dev/fhir/StructureDefinition/original-text';
 /** The most records one save stores. */
 export const MAX_SAVED_RECORDS = 1000;
 const DEPTH = 100;
-const RELATIVE_REFERENCE =
-  /^([A-Z][A-Za-z]{0,63})\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([1-9][0-9]{0,9}))?$/;
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -233,28 +236,6 @@ export async function verifyReturnedRecords(
   return { custodians, answers };
 }
 
-function parseReference(
-  reference: string,
-  baseUrl: string,
-): { resourceType: string; id: string; versionId?: string } | undefined {
-  const relative = reference.startsWith(`${baseUrl}/`) ? reference.slice(baseUrl.length + 1) : reference;
-  const match = RELATIVE_REFERENCE.exec(relative);
-  if (!match) return undefined;
-  return match[3] === undefined
-    ? { resourceType: match[1], id: match[2] }
-    : { resourceType: match[1], id: match[2], versionId: match[3] };
-}
-
-function rewriteReferences(value: unknown, rewrite: (reference: string) => string): void {
-  if (Array.isArray(value)) for (const item of value) rewriteReferences(item, rewrite);
-  else if (isObject(value))
-    for (const key of Object.keys(value)) {
-      const item = value[key];
-      if (key === 'reference' && typeof item === 'string') value[key] = rewrite(item);
-      else if (typeof item === 'object') rewriteReferences(item, rewrite);
-    }
-}
-
 /** A saved copy and its Provenance at B. */
 export interface SavedCopy {
   source: string;
@@ -284,64 +265,32 @@ export function copiesOf(
     const custodian = custodians.get(record.custodianMsp)!;
     const base = custodian.fhirBaseUrl;
     const copy = parseFhirJson<FhirResource>(record.text);
-    rewriteReferences(copy, (reference) => {
-      if (reference.startsWith('#')) return reference;
-      const target = parseReference(reference, base);
-      if (!target) return reference;
-      if (target.resourceType === 'Patient') return patientRef;
-      const absolute = `${base}/${target.resourceType}/${target.id}`;
-      return (
-        newReference.get(absolute) ??
-        (target.versionId ? `${absolute}/_history/${target.versionId}` : absolute)
-      );
-    });
+    rewriteReferences(copy, (reference) =>
+      referenceHere(reference, base, (url, resourceType) =>
+        resourceType === 'Patient' ? patientRef : newReference.get(url),
+      ),
+    );
     const reference = newReference.get(`${base}/${record.resourceType}/${record.id}`)!;
-    const id = reference.slice(reference.indexOf('/') + 1);
-    copy.id = id;
-    if (isObject(copy.meta)) {
-      // This service numbers its own versions; the custodian's stay in the Provenance (entity, original text).
-      delete copy.meta.versionId;
-      delete copy.meta.lastUpdated;
-      if (Object.keys(copy.meta).length === 0) delete copy.meta;
-    }
+    copy.id = reference.slice(reference.indexOf('/') + 1);
+    dropSourceVersion(copy);
     const answer = verified.get(record.custodianMsp)!;
     const index = answer.records.findIndex((r) => r.fullUrl === record.fullUrl);
-    const checked = JSON.parse(answer.entries[2 * index + 1]) as {
-      resource: { extension: { url: string }[] };
-    };
-    const evidence = checked.resource.extension.find((e) => e.url === EVIDENCE_EXTENSION_URL);
-    const agent: Record<string, unknown>[] = [
-      {
-        type: { coding: [{ system: PARTICIPANT_TYPE_SYSTEM, code: 'custodian', display: 'Custodian' }] },
-        who: {
-          identifier: { system: MSP_IDENTIFIER_SYSTEM, value: custodian.mspId },
-          display: custodian.organization,
-        },
-      },
-    ];
+    const otherAgents: Record<string, unknown>[] = [];
     if (enterer)
-      agent.push({
+      otherAgents.push({
         type: { coding: [{ system: PARTICIPANT_TYPE_SYSTEM, code: 'enterer', display: 'Enterer' }] },
         who: { reference: enterer },
       });
-    const provenance = {
-      resourceType: 'Provenance',
+    const provenance = copyProvenance({
       id: randomUUID(),
-      extension: [
-        evidence,
-        {
-          url: ORIGINAL_TEXT_EXTENSION_URL,
-          valueBase64Binary: Buffer.from(record.text, 'utf8').toString('base64'),
-        },
-      ],
-      target: [{ reference }],
+      target: reference,
+      evidence: verifiedEvidenceOf(answer, index),
+      originalText: record.text,
       recorded,
-      activity: {
-        coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-DataOperation', code: 'CREATE' }],
-      },
-      agent,
+      custodian,
+      otherAgents,
       entity: [{ role: 'source', what: { reference: record.fullUrl } }],
-    } as unknown as FhirResource & { id: string };
+    });
     return { source: record.fullUrl, copy: copy as FhirResource & { id: string }, provenance };
   });
 }

@@ -13,16 +13,15 @@
  */
 import { createHmac, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
-import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
+import { decodeJwt } from 'jose';
 import {
-  assertionFailure,
   CLIENT_ASSERTION_TYPE,
   CLOCK_TOLERANCE_SECONDS,
   InvalidTokenError,
   openMacToken,
-  MAX_ASSERTION_LIFETIME_SECONDS,
-  MAX_CLOCK_SKEW_SECONDS,
   OAuthError,
+  readClientAssertion,
+  verifyClientAssertion,
   type NetworkTokenEndpoint,
   type TokenRequest,
   type TokenResponse,
@@ -39,7 +38,6 @@ export const NETWORK_SCOPE = 'network';
 /** Purposes of use allowed when none are configured: treatment only. */
 export const DEFAULT_NETWORK_PURPOSES: readonly string[] = ['TREAT'];
 const TOKEN_PREFIX = 'hnt1.';
-const ALGORITHM_BY_CURVE: Record<string, 'ES256' | 'ES384'> = { prime256v1: 'ES256', secp384r1: 'ES384' };
 
 export type { NetworkCaller };
 
@@ -111,17 +109,7 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
       throw new OAuthError('invalid_scope', `a member may ask only for the scope ${NETWORK_SCOPE}`);
     const assertion = request.client_assertion ?? '';
 
-    let alg: unknown;
-    let iss: unknown;
-    let sub: unknown;
-    try {
-      alg = decodeProtectedHeader(assertion).alg;
-      ({ iss, sub } = decodeJwt(assertion));
-    } catch {
-      throw new OAuthError('invalid_client', 'client_assertion is not a signed JWT');
-    }
-    if (alg !== 'ES256' && alg !== 'ES384')
-      throw new OAuthError('invalid_client', 'client_assertion must be signed with ES256 or ES384');
+    const { alg, iss, sub } = readClientAssertion(assertion);
     const mspId = typeof iss === 'string' && iss === sub ? mspOfClientId(iss) : undefined;
     if (mspId === undefined)
       throw new OAuthError('invalid_client', 'iss and sub must both be the member client id member:<mspId>');
@@ -135,40 +123,21 @@ export class NetworkTokenService implements NetworkTokenEndpoint {
     }
     if (!member || member.status !== 'active' || member.mspId !== mspId)
       throw new OAuthError('invalid_client', 'unknown or revoked member');
-    const publicKey = this.serviceKey(member.serviceCertificate);
-    const expected = ALGORITHM_BY_CURVE[publicKey.asymmetricKeyDetails?.namedCurve ?? ''];
-    if (!expected)
-      throw new OAuthError('invalid_client', "the member's service key is not ECDSA P-256 or P-384");
-    if (alg !== expected) throw new OAuthError('invalid_client', `this member's key signs with ${expected}`);
-
-    let payload;
-    try {
-      ({ payload } = await jwtVerify(assertion, publicKey, {
-        algorithms: [expected],
-        issuer: iss as string,
-        subject: iss as string,
-        audience: typeof tokenUrl === 'string' ? tokenUrl : [...tokenUrl],
-        requiredClaims: ['exp', 'jti'],
-        clockTolerance: CLOCK_TOLERANCE_SECONDS,
-        currentDate: new Date(this.now()),
-      }));
-    } catch (err) {
-      throw new OAuthError('invalid_client', assertionFailure(err, tokenUrl));
-    }
+    const payload = await verifyClientAssertion(assertion, {
+      alg,
+      key: this.serviceKey(member.serviceCertificate),
+      keyOwner: 'member',
+      issuer: iss as string,
+      tokenUrl,
+      now: this.now(),
+    });
     const nowSeconds = this.now() / 1000;
-    if (payload.exp! > nowSeconds + MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_TOLERANCE_SECONDS)
-      throw new OAuthError('invalid_client', 'client_assertion exp is more than five minutes ahead');
-    if (payload.iat !== undefined && payload.iat > nowSeconds + MAX_CLOCK_SKEW_SECONDS)
-      throw new OAuthError(
-        'invalid_client',
-        `client_assertion iat is in the future (more than ${MAX_CLOCK_SKEW_SECONDS} s ahead of this server's clock)`,
-      );
     if (typeof payload.jti !== 'string' || payload.jti === '' || payload.jti.length > 256)
       throw new OAuthError('invalid_client', 'client_assertion jti is required (at most 256 characters)');
     // Spent once its signature verified, whatever comes next.
     const verdict = await this.replay.admit(
       `${iss as string} ${payload.jti}`,
-      (payload.exp! + CLOCK_TOLERANCE_SECONDS) * 1000,
+      (payload.exp + CLOCK_TOLERANCE_SECONDS) * 1000,
     );
     if (verdict === 'replayed')
       throw new OAuthError('invalid_client', 'client_assertion jti was already used');

@@ -18,12 +18,11 @@
  * over-list (a custodian that never redeemed the token answers with no records), never under-list.
  */
 import { randomUUID, X509Certificate, type KeyObject } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { CompactEncrypt, compactDecrypt, decodeJwt, decodeProtectedHeader, jwtVerify, SignJWT } from 'jose';
 import { fhirError } from '../fhir/outcome.js';
-import { ensurePrivateFile } from '../platform/private-files.js';
+import { openDurableSqlite } from '../platform/durable-sqlite.js';
 import type { LinkDemographics } from './demographics.js';
 import type { MemberLookup } from './members.js';
 
@@ -185,15 +184,8 @@ export class PatientLinkStore implements PatientLinkStorage {
 
   /** `file` absent: in memory (tests). */
   constructor(file?: string) {
-    if (file) {
-      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-      ensurePrivateFile(file);
-    }
-    this.db = new Database(file ?? ':memory:');
-    this.db.pragma('journal_mode = WAL');
-    // A spent token must stay spent after a crash: synchronous commits.
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 5000');
+    // A spent token must stay spent after a crash: durable commits.
+    this.db = openDurableSqlite(file);
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS patient_links (
         local_patient TEXT PRIMARY KEY,

@@ -24,7 +24,6 @@ import type { ResourceStore } from '../fhir/store/resource-store.js';
 import { CachedBatchSource, type BatchSource } from '../integrity/verification.js';
 import type { Ledger } from '../ledger/ledger.js';
 import {
-  EVIDENCE_EXTENSION_URL,
   MSP_IDENTIFIER_SYSTEM,
   PARTICIPANT_TYPE_SYSTEM,
   includeEntryText,
@@ -32,6 +31,13 @@ import {
   searchsetText,
   type CustodianIdentity,
 } from './record-evidence.js';
+import {
+  copyProvenance,
+  dropSourceVersion,
+  referenceHere,
+  rewriteReferences,
+  verifiedEvidenceOf,
+} from './received-copy.js';
 import {
   scanBundleText,
   ShapeError,
@@ -50,8 +56,6 @@ import {
 import type { MemberLookup } from './members.js';
 import { NETWORK_PARTICIPANT_SYSTEM } from '../consent/consent-resource.js';
 
-/** The Provenance extension that keeps a copy's original text, base64 of its UTF-8 bytes. */
-export const ORIGINAL_TEXT_EXTENSION_URL = 'https://hie-ledger.dev/fhir/StructureDefinition/original-text';
 /** The code of the review Task of a document whose patient is not linked here. */
 export const EXCHANGE_TASK_SYSTEM = 'https://hie-ledger.dev/fhir/CodeSystem/exchange-task';
 /** How long the sender is asked to wait when this peer has not seen its anchors yet. */
@@ -309,16 +313,8 @@ export function copiesOf(
         `${record.resourceType}/${deliveredId(sender.mspId, delivery.identifier, String(index))}`,
       );
   }
-  const rewrite = (reference: string): string => {
-    if (reference.startsWith('#')) return reference;
-    const target = localReference(reference, sender.fhirBaseUrl);
-    if (!target) return reference;
-    const url = `${sender.fhirBaseUrl}/${target.resourceType}/${target.id}`;
-    return (
-      newUrl.get(url) ??
-      `${sender.fhirBaseUrl}/${target.resourceType}/${target.id}${target.versionId === undefined ? '' : `/_history/${target.versionId}`}`
-    );
-  };
+  const rewrite = (reference: string): string =>
+    referenceHere(reference, sender.fhirBaseUrl, (url) => newUrl.get(url));
   const out: FhirResource[] = [];
   for (const [index, record] of delivery.records.entries()) {
     if (record.fullUrl === subjectUrl) continue;
@@ -326,93 +322,32 @@ export function copiesOf(
     rewriteReferences(copy, rewrite);
     const reference = newUrl.get(record.fullUrl)!;
     copy.id = reference.slice(reference.indexOf('/') + 1);
-    if (copy.meta) {
-      // The store sets this service's version; the sender's stays in the Provenance (entity, original text).
-      delete copy.meta.versionId;
-      delete copy.meta.lastUpdated;
-      if (Object.keys(copy.meta).length === 0) delete copy.meta;
-    }
+    dropSourceVersion(copy);
     out.push(copy);
     out.push(
-      copyProvenance(
-        deliveredId(sender.mspId, delivery.identifier, `provenance|${index}`),
-        reference,
-        record,
-        verifiedEvidenceOf(verified, index),
-        sender,
-        delivery.identifier,
+      copyProvenance({
+        id: deliveredId(sender.mspId, delivery.identifier, `provenance|${index}`),
+        target: reference,
+        evidence: verifiedEvidenceOf(verified, index),
+        originalText: record.text,
         recorded,
-      ),
+        custodian: sender,
+        otherAgents: [
+          {
+            type: { coding: [{ system: PARTICIPANT_TYPE_SYSTEM, code: 'author', display: 'Author' }] },
+            who: {
+              identifier: { system: NETWORK_PARTICIPANT_SYSTEM, value: `${sender.mspId}|${sender.actor}` },
+            },
+          },
+        ],
+        entity: [
+          { role: 'source', what: { reference: `${record.fullUrl}/_history/${record.versionId}` } },
+          { role: 'source', what: { identifier: delivery.identifier } },
+        ],
+      }),
     );
   }
   return out;
-}
-
-/** Rewrites every `reference` string in place (contained resources included). */
-function rewriteReferences(value: unknown, rewrite: (reference: string) => string): void {
-  if (Array.isArray(value)) for (const item of value) rewriteReferences(item, rewrite);
-  else if (isObject(value)) {
-    for (const key of Object.keys(value)) {
-      const item = value[key];
-      if (key === 'reference' && typeof item === 'string') value[key] = rewrite(item);
-      else if (typeof item === 'object') rewriteReferences(item, rewrite);
-    }
-  }
-}
-
-/** The checked evidence extension of the index-th record (the verifier's rebuilt Provenance). */
-function verifiedEvidenceOf(verified: VerifiedAnswer, index: number): unknown {
-  const provenance = JSON.parse(verified.entries[2 * index + 1]) as {
-    resource: { extension: { url: string }[] };
-  };
-  return provenance.resource.extension.find((e) => e.url === EVIDENCE_EXTENSION_URL);
-}
-
-function copyProvenance(
-  id: string,
-  target: string,
-  record: DeliveredRecord,
-  evidence: unknown,
-  sender: CustodianIdentity & { actor: string },
-  identifier: { system: string; value: string },
-  recorded: string,
-): FhirResource {
-  return {
-    resourceType: 'Provenance',
-    id,
-    extension: [
-      evidence,
-      {
-        url: ORIGINAL_TEXT_EXTENSION_URL,
-        valueBase64Binary: Buffer.from(record.text, 'utf8').toString('base64'),
-      },
-    ],
-    target: [{ reference: target }],
-    recorded,
-    activity: {
-      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-DataOperation', code: 'CREATE' }],
-    },
-    agent: [
-      {
-        type: { coding: [{ system: PARTICIPANT_TYPE_SYSTEM, code: 'custodian', display: 'Custodian' }] },
-        who: {
-          identifier: { system: MSP_IDENTIFIER_SYSTEM, value: sender.mspId },
-          display: sender.organization,
-        },
-      },
-      {
-        type: { coding: [{ system: PARTICIPANT_TYPE_SYSTEM, code: 'author', display: 'Author' }] },
-        who: { identifier: { system: NETWORK_PARTICIPANT_SYSTEM, value: `${sender.mspId}|${sender.actor}` } },
-      },
-    ],
-    entity: [
-      {
-        role: 'source',
-        what: { reference: `${record.fullUrl}/_history/${record.versionId}` },
-      },
-      { role: 'source', what: { identifier } },
-    ],
-  };
 }
 
 /** The review Task of a verified document whose network patient no local Patient is linked to. */

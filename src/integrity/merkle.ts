@@ -167,34 +167,11 @@ export function verifyProof(
   if (!hasShape(proof, leafIndex, leafCount)) return false;
   if (!proven) return walk(leafNode(leafHashHex), proof).toString('hex') === rootHex.toLowerCase();
 
-  // Walk level by level (promoted levels included) so each node has its position.
-  const known = proven.nodesOf(rootHex, leafCount);
-  const pathKeys: number[] = [];
-  const pathNodes: Buffer[] = [];
-  let node = leafNode(leafHashHex);
-  let index = leafIndex;
-  let width = leafCount;
+  // hasShape checked that the proof has one step for each level with a sibling, in the order the walk asks.
   let step = 0;
-  for (let level = 0; width > 1; level++) {
-    const key = level * POSITION_KEY + index;
-    const seen = known.get(key);
-    if (seen) {
-      if (!seen.equals(node)) return false;
-      remember(known, pathKeys, pathNodes);
-      return true;
-    }
-    pathKeys.push(key);
-    pathNodes.push(node);
-    if ((index ^ 1) < width) {
-      const sibling = Buffer.from(proof[step++].hash, 'hex');
-      node = index & 1 ? innerNode(sibling, node) : innerNode(node, sibling);
-    }
-    index >>= 1;
-    width = Math.ceil(width / 2);
-  }
-  if (node.toString('hex') !== rootHex.toLowerCase()) return false;
-  remember(known, pathKeys, pathNodes);
-  return true;
+  return walkRemembering(leafHashHex, rootHex, leafIndex, leafCount, proven, () =>
+    Buffer.from(proof[step++].hash, 'hex'),
+  );
 }
 
 /**
@@ -210,6 +187,25 @@ export function verifyProofFromNodes(
   leafCount: number,
   siblings: ReadonlyMap<number, Buffer>,
   proven: ProvenNodes,
+): boolean {
+  return walkRemembering(leafHashHex, rootHex, leafIndex, leafCount, proven, (level, siblingIndex) =>
+    siblings.get(level * POSITION_KEY + siblingIndex),
+  );
+}
+
+/**
+ * The walk of verifyProof and verifyProofFromNodes: from the leaf up, level by level (promoted levels included) so
+ * each node has its position; a node proven earlier at the same position ends it early, and a verified path is
+ * remembered in `proven`. `siblingAt` is asked, bottom up, for the sibling of each level that has one (undefined:
+ * the proof fails).
+ */
+function walkRemembering(
+  leafHashHex: string,
+  rootHex: string,
+  leafIndex: number,
+  leafCount: number,
+  proven: ProvenNodes,
+  siblingAt: (level: number, siblingIndex: number) => Buffer | undefined,
 ): boolean {
   const known = proven.nodesOf(rootHex, leafCount);
   const pathKeys: number[] = [];
@@ -228,7 +224,7 @@ export function verifyProofFromNodes(
     pathKeys.push(key);
     pathNodes.push(node);
     if ((index ^ 1) < width) {
-      const sibling = siblings.get(level * POSITION_KEY + (index ^ 1));
+      const sibling = siblingAt(level, index ^ 1);
       if (sibling === undefined) return false;
       node = index & 1 ? innerNode(sibling, node) : innerNode(node, sibling);
     }

@@ -3,7 +3,7 @@
  * answers them (A's evidence Bundle, verified at B: receivedBundleText), saved by a clinician at B as B's copies.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ORIGINAL_TEXT_EXTENSION_URL } from '../../src/exchange/network-save.js';
+import { ORIGINAL_TEXT_EXTENSION_URL } from '../../src/exchange/received-copy.js';
 import { EVIDENCE_EXTENSION_URL, recordEvidenceBundle } from '../../src/exchange/record-evidence.js';
 import { receivedBundleText, verifyEvidenceBundle } from '../../src/exchange/record-verifier.js';
 import { CachedBatchSource } from '../../src/integrity/verification.js';

@@ -23,11 +23,8 @@ import {
   documentIdentifierOf,
   typesNotGranted,
 } from '../../src/exchange/push-document.js';
-import {
-  ORIGINAL_TEXT_EXTENSION_URL,
-  networkDeliverHandler,
-  type DeliveringMember,
-} from '../../src/exchange/push-delivery.js';
+import { networkDeliverHandler, type DeliveringMember } from '../../src/exchange/push-delivery.js';
+import { ORIGINAL_TEXT_EXTENSION_URL } from '../../src/exchange/received-copy.js';
 import { PatientLinkStore } from '../../src/exchange/patient-links.js';
 import { MapMembers } from './helpers.js';
 import { parseNetworkHandle } from '../../src/consent/consent-resource.js';

@@ -77,17 +77,24 @@ async function postToken(
 /** An assertion signed by `key` with these claims (for the ones clientAssertion never makes). */
 async function handMade(
   key: KeyObject,
-  claims: { iss: string; b2b: Record<string, unknown>; jti?: string },
+  claims: {
+    iss: string;
+    b2b: Record<string, unknown>;
+    jti?: string;
+    /** Seconds after `clock` of iat (default 0) and of exp (default 60). */
+    iatSeconds?: number;
+    expSeconds?: number;
+  },
 ): Promise<string> {
-  const issuedAt = Math.floor(clock / 1000);
+  const now = Math.floor(clock / 1000);
   return new SignJWT({ extensions: { 'hl7-b2b': claims.b2b } })
     .setProtectedHeader({ alg: 'ES256' })
     .setIssuer(claims.iss)
     .setSubject(claims.iss)
     .setAudience(tokenUrlOf(custodian))
     .setJti(claims.jti ?? randomUUID())
-    .setIssuedAt(issuedAt)
-    .setExpirationTime(issuedAt + 60)
+    .setIssuedAt(now + (claims.iatSeconds ?? 0))
+    .setExpirationTime(now + (claims.expSeconds ?? 60))
     .sign(key);
 }
 
@@ -236,6 +243,28 @@ describe('service-to-service tokens', () => {
       },
     });
     expect(await postToken(assertion)).toMatchObject({ status: 401, body: { error: 'invalid_client' } });
+  });
+
+  it("holds a member's assertion to the participants' time rules: exp at most five minutes, iat at most 60 s ahead", async () => {
+    const b2b = {
+      version: '1',
+      subject_id: 'ps-b-user',
+      subject_role: 'clinician',
+      organization_id: B,
+      purpose_of_use: ['TREAT'],
+    };
+    const longLived = await postToken(await handMade(bKey, { iss: `member:${B}`, b2b, expSeconds: 3600 }));
+    expect(longLived).toMatchObject({ status: 401, body: { error: 'invalid_client' } });
+    expect(longLived.body.error_description).toMatch(/exp is more than five minutes ahead/);
+    const early = await postToken(
+      await handMade(bKey, { iss: `member:${B}`, b2b, iatSeconds: 120, expSeconds: 180 }),
+    );
+    expect(early).toMatchObject({ status: 401, body: { error: 'invalid_client' } });
+    expect(early.body.error_description).toMatch(/iat is in the future/);
+    const skewed = await postToken(
+      await handMade(bKey, { iss: `member:${B}`, b2b, iatSeconds: 30, expSeconds: 90 }),
+    );
+    expect(skewed.status).toBe(200);
   });
 
   it('refuses an unknown and a revoked member alike', async () => {
