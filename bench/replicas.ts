@@ -23,7 +23,8 @@
  * `hie-ledger import FILES --url BASE` (the CLI as an operator runs it against a service, its batches of PUTs
  * validated, indexed and anchored by the service). With two replicas the files are split between the replicas
  * (alternate files), two import jobs at once, one per replica, as two jobs behind a balancer would run; their
- * resources are summed over the wall time from the first start to the last exit. Resources/s (stored + unchanged;
+ * resources are summed over the wall time from the first start to the last exit. A control row: one replica taking
+ * the same two jobs (an import job is one client waiting on its batches: two jobs are twice the concurrency). Resources/s (stored + unchanged;
  * rejections counted apart; median of the rounds), the anchor backlog right after and after a settle of
  * BENCH_DURATION seconds.
  *
@@ -50,6 +51,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const importSchemas = (round: number) => ({
   one: `bench_import_one_${round}`,
   two: `bench_import_two_${round}`,
+  jobs: `bench_import_jobs_${round}`,
 });
 const ALL_SCHEMAS = [
   ...Object.values(SCHEMAS),
@@ -316,13 +318,26 @@ async function main(): Promise<void> {
     // schedule). Each round starts the three setups afresh (new schemas and data directories), imports into each
     // in turn (the order rotated per round, as the slices above) and stops them; the backlog right after each
     // import and after a settle. Each figure is the median of the rounds.
-    const imports = setups.map((): ImportRound[] => []);
+    const importSetups = [...setups.map((s) => s.name), 'PostgreSQL, one replica, two import jobs'];
+    const imports = importSetups.map((): ImportRound[] => []);
     if (IMPORT_BUNDLES > 0) {
       for (const child of measured) await stop(child);
       const files = syntheaFiles().slice(0, IMPORT_BUNDLES);
       for (let round = 0; round < ROUNDS; round++) {
         const processes: ChildProcess[] = [];
-        const fresh = await startSetups(`import${round}-`, importSchemas(round), processes);
+        const schemas = importSchemas(round);
+        const started = await startSetups(`import${round}-`, schemas, processes);
+        // The control: one replica taking two import jobs at once (each job is one client waiting on its batches, so
+        // two jobs are twice the concurrency, whatever the replicas): two/one replica is read against it.
+        const oneReplicaTwoJobs = await replica(`import${round}-jobs`, schemas.jobs, processes);
+        const fresh: Setup[] = [
+          ...started,
+          {
+            name: 'PostgreSQL, one replica, two import jobs',
+            bases: [oneReplicaTwoJobs, oneReplicaTwoJobs],
+            schema: schemas.jobs,
+          },
+        ];
         for (let k = 0; k < fresh.length; k++) {
           const i = (k + round) % fresh.length;
           const setup = fresh[i]!;
@@ -372,7 +387,7 @@ async function main(): Promise<void> {
           .map((l) => l.toFixed(2))
           .join(' ')})`,
     );
-    if (IMPORT_BUNDLES > 0) printImports(setups, imports);
+    if (IMPORT_BUNDLES > 0) printImports(importSetups, imports);
   } finally {
     for (const child of children.reverse()) await stop(child);
     for (const schema of ALL_SCHEMAS) await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
@@ -390,7 +405,7 @@ interface ImportRound extends ImportResult {
 }
 
 /** The import table: one row per setup (medians of the rounds), the ratios as the first table's. */
-function printImports(setups: Setup[], imports: ImportRound[][]): void {
+function printImports(names: string[], imports: ImportRound[][]): void {
   const rate = imports.map((rounds) => median(rounds.map((r) => r.resources / r.seconds)));
   const runRate = imports.map((rounds) => median(rounds.map((r) => r.resources / r.runSeconds)));
   const list = (values: number[], digits = 0) =>
@@ -406,7 +421,7 @@ function printImports(setups: Setup[], imports: ImportRound[][]): void {
     'load',
   ];
   const lines = imports.map((rounds, i) => [
-    setups[i]!.name,
+    names[i]!,
     rate[i]!.toFixed(1),
     runRate[i]!.toFixed(1),
     list(rounds.map((r) => r.resources)),
@@ -425,6 +440,12 @@ function printImports(setups: Setup[], imports: ImportRound[][]): void {
     ...Array<string>(5).fill(''),
   ]);
   lines.push([
+    'ratio two jobs on one replica / one',
+    (rate[3]! / rate[1]!).toFixed(2),
+    (runRate[3]! / runRate[1]!).toFixed(2),
+    ...Array<string>(5).fill(''),
+  ]);
+  lines.push([
     'ratio one replica / SQLite',
     (rate[1]! / rate[0]!).toFixed(2),
     (runRate[1]! / runRate[0]!).toFixed(2),
@@ -439,7 +460,8 @@ function printImports(setups: Setup[], imports: ImportRound[][]): void {
   for (const line of lines) console.log(format(line));
   console.log(
     `(${IMPORT_BUNDLES} Synthea bundles, ${ROUNDS} rounds, each into fresh schemas and data directories, the setups ` +
-      `one after the other; two replicas: the files split between them, one import job per replica at once. ` +
+      `one after the other; two replicas: the files split between them, one import job per replica at once (two ` +
+      `jobs on one replica: the same split, both jobs on it). ` +
       `resources/s: stored + unchanged over first start to last exit (CLI start-up included), median of the rounds; ` +
       `without start-up: over the longest job's own import time; per round (a / b): resources, rejected, backlog ` +
       `right after and ${DURATION}s later, 1-minute load average after each)`,
