@@ -17,6 +17,17 @@
  * after its creates (pending anchors + journalled batches not yet committed) and again after a settle of
  * BENCH_DURATION seconds: a backlog that does not shrink shows anchoring below the create rate.
  *
+ * Then the import (issue 19): those setups stopped, in each of BENCH_ROUNDS rounds the three setups are started
+ * afresh (schemas `bench_import_one_R`, `bench_import_two_R`, new data directories) and BENCH_IMPORT_BUNDLES Synthea
+ * bundles (default 10; 0 skips it) are imported through each in turn (order rotated per round) by
+ * `hie-ledger import FILES --url BASE` (the CLI as an operator runs it against a service, its batches of PUTs
+ * validated, indexed and anchored by the service). With two replicas the files are split between the replicas
+ * (alternate files), two import jobs at once, one per replica, as two jobs behind a balancer would run; their
+ * resources are summed over the wall time from the first start to the last exit. A control row: one replica taking
+ * the same two jobs (an import job is one client waiting on its batches: two jobs are twice the concurrency). Resources/s (stored + unchanged;
+ * rejections counted apart; median of the rounds), the anchor backlog right after and after a settle of
+ * BENCH_DURATION seconds.
+ *
  * BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:55440/h_pgbench19); BENCH_FROM=tsx runs the service
  * from the sources instead of dist/. Any error (a non-2xx answer included) exits non-zero.
  */
@@ -32,9 +43,20 @@ import { ROOT, serviceEntry, startService, stopChild } from './support.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:55440/h_pgbench19';
 const SCHEMAS = { one: 'bench_one', two: 'bench_two' } as const;
+const IMPORT_BUNDLES = Number(process.env.BENCH_IMPORT_BUNDLES ?? 10);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+/** The import's schemas, fresh ones each round. */
+const importSchemas = (round: number) => ({
+  one: `bench_import_one_${round}`,
+  two: `bench_import_two_${round}`,
+  jobs: `bench_import_jobs_${round}`,
+});
+const ALL_SCHEMAS = [
+  ...Object.values(SCHEMAS),
+  ...Array.from({ length: ROUNDS }, (_, r) => Object.values(importSchemas(r))).flat(),
+];
 /** Search reads need stored matches: seeded per setup before measuring. */
 const SEED = 200;
 
@@ -51,13 +73,20 @@ function runCli(args: string[]): CliProcess {
 /** How long a process may take to print what is waited for (a loaded machine, the service through tsx). */
 const START_TIMEOUT_MS = 180_000;
 
+const SYNTHEA = join(ROOT, '..', 'shared', 'data', 'synthea-bundles');
+
+/** The Synthea bundle files, by name. */
+function syntheaFiles(): string[] {
+  return readdirSync(SYNTHEA)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => join(SYNTHEA, f));
+}
+
 /** The first Observation of the first Synthea bundle, without its id (as bench:rest creates). */
 function syntheaObservation(): Record<string, unknown> {
-  const dir = join(ROOT, '..', 'shared', 'data', 'synthea-bundles');
-  const file = readdirSync(dir)
-    .filter((f) => f.endsWith('.json'))
-    .sort()[0]!;
-  const bundle = JSON.parse(readFileSync(join(dir, file), 'utf8')) as {
+  const file = syntheaFiles()[0]!;
+  const bundle = JSON.parse(readFileSync(file, 'utf8')) as {
     entry: { resource: Record<string, unknown> }[];
   };
   const observation = bundle.entry.map((e) => e.resource).find((r) => r.resourceType === 'Observation');
@@ -71,6 +100,61 @@ interface Setup {
   name: string;
   bases: string[];
   schema?: string;
+}
+
+/** Stops a child: SIGTERM, then SIGKILL after 30 s (a replica that hangs on stopping must not hang the run). */
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  await stopChild(child);
+  clearTimeout(killer);
+}
+
+interface ImportResult {
+  /** Stored + unchanged, over all the setup's import jobs. */
+  resources: number;
+  rejected: number;
+  /** First start to last exit, the CLI's start-up included. */
+  seconds: number;
+  /** The longest of the jobs' own import time (their summary's "This run: ... in X s"): start-up aside. */
+  runSeconds: number;
+}
+
+/**
+ * `hie-ledger import FILES --url BASE` against the setup: with several replicas the files split between them
+ * (alternate files), one import job per replica at once; exit 1 (some resources rejected) is counted, not thrown.
+ */
+async function importThrough(setup: Setup, files: string[], journals: string): Promise<ImportResult> {
+  const started = performance.now();
+  const jobs = setup.bases.map((base, r) =>
+    runCli([
+      'import',
+      ...files.filter((_, i) => i % setup.bases.length === r),
+      '--url',
+      base,
+      // dev-open takes any bearer token (the import asks for one).
+      '--token',
+      'dev-open',
+      '--no-progress',
+      '--journal',
+      join(journals, `${setup.schema ?? 'sqlite'}-${r}.sqlite`),
+    ]),
+  );
+  const codes = await Promise.all(jobs.map((job) => job.exited));
+  const seconds = (performance.now() - started) / 1000;
+  let resources = 0;
+  let rejected = 0;
+  let runSeconds = 0;
+  jobs.forEach((job, r) => {
+    const total = /^total +(\d+) +(\d+) +(\d+)/m.exec(job.output());
+    if ((codes[r] !== 0 && codes[r] !== 1) || !total)
+      throw new Error(`${setup.name}: hie-ledger import exited with ${codes[r]}:\n${job.output()}`);
+    resources += Number(total[1]) + Number(total[2]);
+    rejected += Number(total[3]);
+    const run = /^This run: \d+ resources in ([\d.]+) s/m.exec(job.output());
+    runSeconds = Math.max(runSeconds, Number(run?.[1] ?? seconds));
+  });
+  return { resources, rejected, seconds, runSeconds };
 }
 
 interface Slice {
@@ -128,8 +212,7 @@ async function main(): Promise<void> {
     );
 
     // Phase 1: fresh schemas.
-    for (const schema of Object.values(SCHEMAS))
-      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    for (const schema of ALL_SCHEMAS) await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
 
     // Phase 2: the ledger host and the organisation's identity, copied to every replica's data directory.
     // Log level info (the default): the address is an info line.
@@ -139,31 +222,47 @@ async function main(): Promise<void> {
     const fabricConfig = await connectToLedger(runCli, ledger, identity);
 
     // Phase 3: the replicas (one on bench_one, two on bench_two; started one after the other, as a rollout would),
-    // and the SQLite service.
-    const replica = async (name: string, schema: string): Promise<string> => {
+    // and the SQLite service. `prefix` names the data directories (the import's are fresh ones); `processes` gets
+    // the setups' processes (stopped before the import).
+    const replica = async (name: string, schema: string, processes: ChildProcess[]): Promise<string> => {
       const dataDir = join(root, name);
       cpSync(identity, dataDir, { recursive: true });
       const started = runCli(replicaArgs(serve, dataDir, fabricConfig, withSchema(schema)));
+      processes.push(started.child);
       return (await waitForOutput(started, /"fhirBase":"([^"]+)"/, START_TIMEOUT_MS))[1]!;
     };
-    const one: Setup = {
-      name: 'PostgreSQL, one replica',
-      bases: [await replica('one', SCHEMAS.one)],
-      schema: SCHEMAS.one,
+    const startSetups = async (
+      prefix: string,
+      schemas: { one: string; two: string },
+      processes: ChildProcess[],
+    ): Promise<[Setup, Setup, Setup]> => {
+      const one: Setup = {
+        name: 'PostgreSQL, one replica',
+        bases: [await replica(`${prefix}one`, schemas.one, processes)],
+        schema: schemas.one,
+      };
+      const two: Setup = {
+        name: 'PostgreSQL, two replicas',
+        bases: [
+          await replica(`${prefix}two-a`, schemas.two, processes),
+          await replica(`${prefix}two-b`, schemas.two, processes),
+        ],
+        schema: schemas.two,
+      };
+      const sqliteService = await startService(join(root, `${prefix}sqlite`), ['--audit-cron', 'off'], {
+        HIE_AUTH: 'dev-open',
+      });
+      children.push(sqliteService.child);
+      processes.push(sqliteService.child);
+      const sqlite: Setup = {
+        name: 'SQLite, one process (embedded ledger)',
+        bases: [`${sqliteService.base}/fhir`],
+      };
+      return [sqlite, one, two];
     };
-    const two: Setup = {
-      name: 'PostgreSQL, two replicas',
-      bases: [await replica('two-a', SCHEMAS.two), await replica('two-b', SCHEMAS.two)],
-      schema: SCHEMAS.two,
-    };
-    const sqliteDir = join(root, 'sqlite');
-    const sqliteService = await startService(sqliteDir, ['--audit-cron', 'off'], { HIE_AUTH: 'dev-open' });
-    children.push(sqliteService.child);
-    const sqlite: Setup = {
-      name: 'SQLite, one process (embedded ledger)',
-      bases: [`${sqliteService.base}/fhir`],
-    };
-    const setups = [sqlite, one, two];
+    const measured: ChildProcess[] = [];
+    const setups = await startSetups('', SCHEMAS, measured);
+    const [, one, two] = setups as [Setup, Setup, Setup];
 
     // Phase 4: seed the searched code in every setup (through each replica in turn).
     const observation = syntheaObservation();
@@ -215,6 +314,43 @@ async function main(): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, DURATION * 1000));
     const backlogSettled = await Promise.all([one, two].map((s) => backlog(pool, s.schema!)));
 
+    // Phase 5b: the import, in BENCH_ROUNDS rounds (the measured setups stopped first: idle, but processes to
+    // schedule). Each round starts the three setups afresh (new schemas and data directories), imports into each
+    // in turn (the order rotated per round, as the slices above) and stops them; the backlog right after each
+    // import and after a settle. Each figure is the median of the rounds.
+    const importSetups = [...setups.map((s) => s.name), 'PostgreSQL, one replica, two import jobs'];
+    const imports = importSetups.map((): ImportRound[] => []);
+    if (IMPORT_BUNDLES > 0) {
+      for (const child of measured) await stop(child);
+      const files = syntheaFiles().slice(0, IMPORT_BUNDLES);
+      for (let round = 0; round < ROUNDS; round++) {
+        const processes: ChildProcess[] = [];
+        const schemas = importSchemas(round);
+        const started = await startSetups(`import${round}-`, schemas, processes);
+        // The control: one replica taking two import jobs at once (each job is one client waiting on its batches, so
+        // two jobs are twice the concurrency, whatever the replicas): two/one replica is read against it.
+        const oneReplicaTwoJobs = await replica(`import${round}-jobs`, schemas.jobs, processes);
+        const fresh: Setup[] = [
+          ...started,
+          {
+            name: 'PostgreSQL, one replica, two import jobs',
+            bases: [oneReplicaTwoJobs, oneReplicaTwoJobs],
+            schema: schemas.jobs,
+          },
+        ];
+        for (let k = 0; k < fresh.length; k++) {
+          const i = (k + round) % fresh.length;
+          const setup = fresh[i]!;
+          const result = await importThrough(setup, files, join(root, `import${round}-journals`));
+          const after = setup.schema ? await backlog(pool, setup.schema) : -1;
+          await new Promise((resolve) => setTimeout(resolve, DURATION * 1000));
+          const settled = setup.schema ? await backlog(pool, setup.schema) : -1;
+          imports[i]!.push({ ...result, after, settled, load: loadavg()[0]! });
+        }
+        for (const child of processes) await stop(child);
+      }
+    }
+
     // Phase 6: the table.
     const rate = setups.map((_, i) => ({ create: median(creates[i]!), search: median(searches[i]!) }));
     const header = ['setup', 'creates/s', 'searches/s', 'backlog after creates', 'after settle'];
@@ -251,19 +387,85 @@ async function main(): Promise<void> {
           .map((l) => l.toFixed(2))
           .join(' ')})`,
     );
+    if (IMPORT_BUNDLES > 0) printImports(importSetups, imports);
   } finally {
-    // SIGTERM, then SIGKILL after 30 s: a replica that hangs on stopping must not hang the run.
-    for (const child of children.reverse()) {
-      if (child.exitCode !== null || child.signalCode !== null) continue;
-      const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      await stopChild(child);
-      clearTimeout(killer);
-    }
-    for (const schema of Object.values(SCHEMAS))
-      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    for (const child of children.reverse()) await stop(child);
+    for (const schema of ALL_SCHEMAS) await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await pool.end();
     rmSync(root, { recursive: true, force: true });
   }
+}
+
+interface ImportRound extends ImportResult {
+  /** Anchor backlog right after the import and after the settle (-1: SQLite, not measured). */
+  after: number;
+  settled: number;
+  /** 1-minute load average after it. */
+  load: number;
+}
+
+/** The import table: one row per setup (medians of the rounds), the ratios as the first table's. */
+function printImports(names: string[], imports: ImportRound[][]): void {
+  const rate = imports.map((rounds) => median(rounds.map((r) => r.resources / r.seconds)));
+  const runRate = imports.map((rounds) => median(rounds.map((r) => r.resources / r.runSeconds)));
+  const list = (values: number[], digits = 0) =>
+    values[0]! < 0 ? '-' : values.map((v) => v.toFixed(digits)).join(' / ');
+  const header = [
+    'import (hie-ledger import --url)',
+    'resources/s',
+    'without start-up',
+    'resources',
+    'rejected',
+    'backlog after import',
+    'after settle',
+    'load',
+  ];
+  const lines = imports.map((rounds, i) => [
+    names[i]!,
+    rate[i]!.toFixed(1),
+    runRate[i]!.toFixed(1),
+    list(rounds.map((r) => r.resources)),
+    list(rounds.map((r) => r.rejected)),
+    list(rounds.map((r) => r.after)),
+    list(rounds.map((r) => r.settled)),
+    list(
+      rounds.map((r) => r.load),
+      1,
+    ),
+  ]);
+  lines.push([
+    'ratio two / one replica',
+    (rate[2]! / rate[1]!).toFixed(2),
+    (runRate[2]! / runRate[1]!).toFixed(2),
+    ...Array<string>(5).fill(''),
+  ]);
+  lines.push([
+    'ratio two jobs on one replica / one',
+    (rate[3]! / rate[1]!).toFixed(2),
+    (runRate[3]! / runRate[1]!).toFixed(2),
+    ...Array<string>(5).fill(''),
+  ]);
+  lines.push([
+    'ratio one replica / SQLite',
+    (rate[1]! / rate[0]!).toFixed(2),
+    (runRate[1]! / runRate[0]!).toFixed(2),
+    ...Array<string>(5).fill(''),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const format = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  console.log('');
+  console.log(format(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const line of lines) console.log(format(line));
+  console.log(
+    `(${IMPORT_BUNDLES} Synthea bundles, ${ROUNDS} rounds, each into fresh schemas and data directories, the setups ` +
+      `one after the other; two replicas: the files split between them, one import job per replica at once (two ` +
+      `jobs on one replica: the same split, both jobs on it). ` +
+      `resources/s: stored + unchanged over first start to last exit (CLI start-up included), median of the rounds; ` +
+      `without start-up: over the longest job's own import time; per round (a / b): resources, rejected, backlog ` +
+      `right after and ${DURATION}s later, 1-minute load average after each)`,
+  );
 }
 
 main().catch((err: unknown) => {
