@@ -251,12 +251,12 @@ function printWritePath({ rows, cpuPerCreate, slices }: WritePathResult): void {
   );
   console.log(
     `  group commit / single-write path: ${ratio(grouped!.requestsPerSecond, single!.requestsPerSecond)}x the rate ` +
-      `(target >= 2), CPU per create ${ratio(singleCpu, groupedCpu)}x less`,
+      `(target >= 2), CPU per create ${ratio(groupedCpu, singleCpu)}x the single-write path's`,
   );
   if (baseline && baselinePlain) {
     console.log(
       `  this / baseline (BENCH_BASELINE): ${ratio(grouped!.requestsPerSecond, baseline.requestsPerSecond)}x the ` +
-        `rate, CPU per create ${ratio(baselineCpu, groupedCpu)}x less; baseline anchoring on / off: ` +
+        `rate, CPU per create ${ratio(groupedCpu, baselineCpu)}x the baseline's; baseline anchoring on / off: ` +
         `${ratio(baseline.requestsPerSecond, baselinePlain.requestsPerSecond)} of the rate, CPU per create ` +
         `${ratio(baselineCpu, baselinePlainCpu)}x`,
     );
@@ -264,7 +264,7 @@ function printWritePath({ rows, cpuPerCreate, slices }: WritePathResult): void {
   if (before) {
     console.log(
       `  this / before (BENCH_BEFORE): ${ratio(grouped!.requestsPerSecond, before.requestsPerSecond)}x the rate, ` +
-        `CPU per create ${ratio(beforeCpu, groupedCpu)}x less`,
+        `CPU per create ${ratio(groupedCpu, beforeCpu)}x the before's`,
     );
   }
 }
