@@ -10,8 +10,9 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
-import { ensurePrivateFile, mkdirPrivate } from '../platform/private-files.js';
+import type Database from 'better-sqlite3';
+import { openDurableSqlite } from '../platform/durable-sqlite.js';
+import { mkdirPrivate } from '../platform/private-files.js';
 import { fhirError } from '../fhir/outcome.js';
 
 export type JobKind = 'export' | 'import' | 'reindex';
@@ -123,13 +124,8 @@ export class SqliteBulkJobStore implements BulkJobStore {
   /** `dir`: BULK. */
   constructor(readonly dir: string) {
     mkdirPrivate(dir);
-    const file = join(dir, 'jobs.sqlite');
-    ensurePrivateFile(file);
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    // A job's progress must be on disk before a client is told of it (status, manifest).
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 5000');
+    // Durable: a job's progress must be on disk before a client is told of it (status, manifest).
+    this.db = openDurableSqlite(join(dir, 'jobs.sqlite'));
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS bulk_job (
         id           TEXT PRIMARY KEY,

@@ -4,7 +4,8 @@
  * from the journal's deterministic map, so a second run never duplicates), `Prefer: return=OperationOutcome` so
  * each entry says whether it stored a version or found the same content. Validation, consent, custodian and
  * anchoring are the service's own. The token is given (`--token`) or obtained as `hie-ledger token` does
- * (`--id`, `--key`), and obtained again (a new assertion) when it expires or the service answers 401.
+ * (`--id`, `--key`), and obtained again (a new assertion) when it expires or the service answers 401. Without
+ * either, requests carry no token: a dev-open service wants none, and one that does answers 401, said as such.
  */
 import { fhirError, FhirError, hasOutcomeCode, type OperationOutcome } from '../fhir/outcome.js';
 import type { RemoteTarget, RemoteWrite, RemoteWriteResult } from '../bulk/import/types.js';
@@ -42,17 +43,21 @@ class BearerToken {
     return this.credentials.id !== undefined && this.credentials.key !== undefined;
   }
 
-  async current(): Promise<string> {
-    if (this.token === undefined || Date.now() >= this.expiresAt - RENEW_MARGIN_MS) await this.renew();
-    return this.token!;
+  /** Whether the import has any credentials: without, requests go without a token (a dev-open service). */
+  get given(): boolean {
+    return this.token !== undefined || this.canRenew;
+  }
+
+  /** The token to send; undefined when none was given (the service says with a 401 whether it wants one). */
+  async current(): Promise<string | undefined> {
+    if (this.canRenew && (this.token === undefined || Date.now() >= this.expiresAt - RENEW_MARGIN_MS))
+      await this.renew();
+    return this.token;
   }
 
   /** A new token from a new assertion; false when there is no key to sign one with. */
   async renew(): Promise<boolean> {
-    if (!this.canRenew) {
-      if (this.token === undefined) throw new RemoteImportError('give --token, or --id and --key');
-      return false;
-    }
+    if (!this.canRenew) return false;
     try {
       const response = await requestToken({
         id: this.credentials.id!,
@@ -125,7 +130,7 @@ export class RemoteService implements RemoteTarget {
         response = await fetch(url, {
           method,
           headers: {
-            authorization: `Bearer ${token}`,
+            ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
             accept: 'application/fhir+json',
             ...(body === undefined
               ? {}
@@ -145,6 +150,10 @@ export class RemoteService implements RemoteTarget {
       }
       if (response.status === 401) {
         if (attempt === 0 && (await this.bearer.renew())) continue;
+        if (!this.bearer.given)
+          throw new RemoteImportError(
+            'the service asks for a token: pass --token (hie-ledger token), or --id and --key',
+          );
         const why = diagnosticsOf(json);
         throw new RemoteImportError(
           `the service refused the token (401${why ? `: ${why}` : ''}); get a new one (hie-ledger token) or give --id and --key`,

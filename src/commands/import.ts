@@ -462,8 +462,9 @@ export async function runRemoteImport(options: RemoteImportOptions): Promise<num
   };
   if (options.atomicBundles)
     return fail('--atomic-bundles is not offered with --url (each resource is its own write there)');
-  if (options.token === undefined && (options.id === undefined || options.key === undefined))
-    return fail('--url needs a token: --token TOKEN, or --id ID --key KEY.pem (as hie-ledger token)');
+  // No token at all is allowed: a dev-open service wants none, and one that does answers 401 (said clearly).
+  if ((options.id === undefined) !== (options.key === undefined))
+    return fail('--id and --key go together (as hie-ledger token)');
   let sources;
   try {
     sources = discoverSources(options.paths);
@@ -541,7 +542,7 @@ export function registerImportCommand(program: Command): void {
     .command('import')
     .description(
       'bulk import NDJSON (.ndjson, .ndjson.gz) and Bundle files or folders into a data directory (service stopped) ' +
-        'or a running service (--url, with a token): resource by resource, validated, indexed and anchored as API ' +
+        'or a running service (--url, with a token unless it is dev-open): resource by resource, validated, indexed and anchored as API ' +
         'writes; resumable (docs/import.md)',
     )
     .argument('<paths...>', 'files or folders to import');

@@ -38,6 +38,7 @@ import type { MemberEntry, MemberLookup } from './members.js';
 import { NetworkTokenRefused, type NetworkActor, type NetworkTokenClient } from './network-token-client.js';
 import type { PatientLinks } from './patient-links.js';
 import { receivedBundleText, verifyEvidenceBundle, type VerifiedAnswer } from './record-verifier.js';
+import { isJsonObject } from '../fhir/definitions/json.js';
 
 // Phase 1: the parameters
 
@@ -279,15 +280,15 @@ export function parseLocateAnswer(text: string): LocateAnswer | undefined {
   } catch {
     return undefined;
   }
-  if (!isObject(body) || body.resourceType !== 'Parameters') return undefined;
+  if (!isJsonObject(body) || body.resourceType !== 'Parameters') return undefined;
   const grants = new Set<string>();
   const custodians = new Set<string>();
   for (const parameter of Array.isArray(body.parameter) ? body.parameter : []) {
-    if (!isObject(parameter)) continue;
+    if (!isJsonObject(parameter)) continue;
     if (parameter.name === 'grant' && typeof parameter.valueString === 'string') {
       if (GRANT_ID.test(parameter.valueString) && grants.size < MAX_GRANTS) grants.add(parameter.valueString);
     } else if (parameter.name === 'custodian' && Array.isArray(parameter.part)) {
-      const member = parameter.part.find((p: unknown) => isObject(p) && p.name === 'member') as
+      const member = parameter.part.find((p: unknown) => isJsonObject(p) && p.name === 'member') as
         Record<string, unknown> | undefined;
       const mspId = member?.valueString;
       if (typeof mspId === 'string' && MSP_ID.test(mspId) && custodians.size < MAX_CUSTODIANS)
@@ -295,10 +296,6 @@ export function parseLocateAnswer(text: string): LocateAnswer | undefined {
     }
   }
   return { grants: [...grants], custodians: [...custodians].map((member) => ({ member })) };
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 // The run
@@ -806,9 +803,10 @@ function errorCodeIn(response: MemberResponse): string | undefined {
     const outcome = JSON.parse(response.body.toString('utf8')) as { issue?: unknown };
     for (const i of Array.isArray(outcome.issue) ? outcome.issue : []) {
       const coding =
-        isObject(i) && isObject(i.details) && Array.isArray(i.details.coding) ? i.details.coding : [];
+        isJsonObject(i) && isJsonObject(i.details) && Array.isArray(i.details.coding) ? i.details.coding : [];
       for (const c of coding)
-        if (isObject(c) && typeof c.code === 'string' && /^[a-z][a-z0-9-]{0,63}$/.test(c.code)) return c.code;
+        if (isJsonObject(c) && typeof c.code === 'string' && /^[a-z][a-z0-9-]{0,63}$/.test(c.code))
+          return c.code;
     }
   } catch {
     // not JSON: no code

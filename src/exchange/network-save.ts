@@ -48,14 +48,11 @@ import {
   type ScannedBundle,
   type VerifiedAnswer,
 } from './record-verifier.js';
+import { isJsonObject } from '../fhir/definitions/json.js';
 
 /** The most records one save stores. */
 export const MAX_SAVED_RECORDS = 1000;
 const DEPTH = 100;
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 const invalid = (why: string) => fhirError('network-save-invalid', `Nothing was saved: ${why}`);
 
@@ -101,11 +98,11 @@ export function readReturnedRecords(body: string | undefined): ReturnedRecord[] 
     } catch {
       throw invalid(`entry ${index} is not JSON`);
     }
-    if (!isObject(resource)) throw invalid(`entry ${index} is not a resource`);
+    if (!isJsonObject(resource)) throw invalid(`entry ${index} is not a resource`);
     if (resource.resourceType === 'OperationOutcome') continue;
     if (resource.resourceType === 'Provenance') {
       const targets: unknown[] = Array.isArray(resource.target) ? resource.target : [];
-      const target = targets.length === 1 && isObject(targets[0]) ? targets[0].reference : undefined;
+      const target = targets.length === 1 && isJsonObject(targets[0]) ? targets[0].reference : undefined;
       if (typeof target === 'string') {
         if (provenances.has(target))
           throw invalid(`more than one Provenance targets ${target.slice(0, 200)}`);
@@ -150,7 +147,7 @@ export function readReturnedRecords(body: string | undefined): ReturnedRecord[] 
 
 function custodianOf(provenance: Record<string, unknown>): string | undefined {
   for (const agent of Array.isArray(provenance.agent) ? provenance.agent : []) {
-    if (!isObject(agent) || !isObject(agent.who) || !isObject(agent.who.identifier)) continue;
+    if (!isJsonObject(agent) || !isJsonObject(agent.who) || !isJsonObject(agent.who.identifier)) continue;
     const { system, value } = agent.who.identifier;
     if (
       system === MSP_IDENTIFIER_SYSTEM &&
@@ -171,7 +168,7 @@ function asCustodianEvidence(provenance: Record<string, unknown>): string {
   const copy = JSON.parse(JSON.stringify(provenance)) as Record<string, unknown>;
   for (const extension of Array.isArray(copy.extension) ? copy.extension : []) {
     if (
-      !isObject(extension) ||
+      !isJsonObject(extension) ||
       extension.url !== EVIDENCE_EXTENSION_URL ||
       !Array.isArray(extension.extension)
     )
@@ -179,12 +176,12 @@ function asCustodianEvidence(provenance: Record<string, unknown>): string {
     extension.extension = extension.extension.filter(
       (part: unknown) =>
         !(
-          isObject(part) &&
+          isJsonObject(part) &&
           (part.url === 'anchoredBy' || part.url === 'anchoredAt' || part.url === 'reason')
         ),
     );
     for (const part of extension.extension as unknown[])
-      if (isObject(part) && part.url === 'status' && part.valueCode === 'verified')
+      if (isJsonObject(part) && part.url === 'status' && part.valueCode === 'verified')
         part.valueCode = 'anchored';
   }
   return JSON.stringify(copy);

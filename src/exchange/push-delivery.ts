@@ -55,6 +55,7 @@ import {
 } from './push-document.js';
 import type { MemberLookup } from './members.js';
 import { NETWORK_PARTICIPANT_SYSTEM } from '../consent/consent-resource.js';
+import { isJsonObject } from '../fhir/definitions/json.js';
 
 /** The code of the review Task of a document whose patient is not linked here. */
 export const EXCHANGE_TASK_SYSTEM = 'https://hie-ledger.dev/fhir/CodeSystem/exchange-task';
@@ -94,10 +95,6 @@ export interface Delivery {
 }
 
 const invalid = (why: string) => fhirError('network-deliver-invalid', `The delivery is refused: ${why}`);
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 /** Reads the `$network-deliver` body (hostile input: scanned, capped, every part checked). */
 export function readDelivery(body: string | undefined): Delivery {
@@ -170,7 +167,7 @@ function readDocument(documentText: string, npid: string, recipient: string): De
   if (resourceType !== 'Bundle' || type !== 'document')
     throw invalid('the document is not a document Bundle');
   if (
-    !isObject(identifier) ||
+    !isJsonObject(identifier) ||
     typeof identifier.system !== 'string' ||
     typeof identifier.value !== 'string' ||
     identifier.system.length === 0 ||
@@ -189,7 +186,7 @@ function readDocument(documentText: string, npid: string, recipient: string): De
     } catch {
       throw invalid(`entry ${index} is not JSON`);
     }
-    if (!isObject(resource)) throw invalid(`entry ${index} is not a resource`);
+    if (!isJsonObject(resource)) throw invalid(`entry ${index} is not a resource`);
     if (resource.resourceType === 'Provenance') {
       evidence.push(entry.resourceText);
       continue;
@@ -200,7 +197,7 @@ function readDocument(documentText: string, npid: string, recipient: string): De
       entry.fullUrl.length > 2048 ||
       typeof resource.resourceType !== 'string' ||
       typeof resource.id !== 'string' ||
-      !isObject(meta) ||
+      !isJsonObject(meta) ||
       typeof meta.versionId !== 'string'
     )
       throw invalid(`entry ${index} has no fullUrl, resource type, id or meta.versionId`);
@@ -294,7 +291,7 @@ export function copiesOf(
   recorded: string,
 ): FhirResource[] {
   const composition = parseFhirJson<FhirResource>(delivery.records[0].text);
-  const subject = isObject(composition.subject) ? composition.subject.reference : undefined;
+  const subject = isJsonObject(composition.subject) ? composition.subject.reference : undefined;
   const subjectTarget = typeof subject === 'string' ? localReference(subject, sender.fhirBaseUrl) : undefined;
   const subjectUrl =
     subjectTarget?.resourceType === 'Patient'

@@ -13,18 +13,15 @@ import {
   type CustodianIdentity,
 } from './record-evidence.js';
 import type { VerifiedAnswer } from './record-verifier.js';
+import { isJsonObject } from '../fhir/definitions/json.js';
 
 /** The Provenance extension that keeps a copy's original text, base64 of its UTF-8 bytes. */
 export const ORIGINAL_TEXT_EXTENSION_URL = 'https://hie-ledger.dev/fhir/StructureDefinition/original-text';
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 /** Rewrites every `reference` string in place (contained resources included). */
 export function rewriteReferences(value: unknown, rewrite: (reference: string) => string): void {
   if (Array.isArray(value)) for (const item of value) rewriteReferences(item, rewrite);
-  else if (isObject(value)) {
+  else if (isJsonObject(value)) {
     for (const key of Object.keys(value)) {
       const item = value[key];
       if (key === 'reference' && typeof item === 'string') value[key] = rewrite(item);
@@ -56,7 +53,7 @@ export function referenceHere(
 
 /** Drops the source's version: this service numbers its own; the source's stays in the Provenance. */
 export function dropSourceVersion(copy: FhirResource): void {
-  if (!isObject(copy.meta)) return;
+  if (!isJsonObject(copy.meta)) return;
   delete copy.meta.versionId;
   delete copy.meta.lastUpdated;
   if (Object.keys(copy.meta).length === 0) delete copy.meta;

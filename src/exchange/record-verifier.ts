@@ -34,6 +34,7 @@ import {
   type CustodianIdentity,
   type RecordEvidence,
 } from './record-evidence.js';
+import { isJsonObject } from '../fhir/definitions/json.js';
 
 export type RecordStatus = 'verified' | 'pending' | 'failed';
 
@@ -296,7 +297,7 @@ export function scanBundleText(
           } else if (member === 'search') {
             const [s, e] = scanner.value();
             const search = SEARCH_MODES.get(text.slice(s, e)) ?? JSON.parse(text.slice(s, e));
-            entry.mode = isObject(search) ? search.mode : undefined;
+            entry.mode = isJsonObject(search) ? search.mode : undefined;
           } else scanner.value();
         });
         entries.push(entry);
@@ -321,10 +322,6 @@ function scanBundle(text: string, limits: VerifierLimits): ScannedEntry[] {
   return entries;
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 const isIndex = (value: unknown, min: number): value is number =>
   typeof value === 'number' &&
   Number.isSafeInteger(value) &&
@@ -338,9 +335,10 @@ const isIndex = (value: unknown, min: number): value is number =>
 export function parseEvidence(
   provenance: unknown,
 ): { evidence: RecordEvidence; mspId?: string } | { error: string } {
-  if (!isObject(provenance) || provenance.resourceType !== 'Provenance') return { error: 'not a Provenance' };
+  if (!isJsonObject(provenance) || provenance.resourceType !== 'Provenance')
+    return { error: 'not a Provenance' };
   const extensions = Array.isArray(provenance.extension) ? provenance.extension : [];
-  const found = extensions.filter((e) => isObject(e) && e.url === EVIDENCE_EXTENSION_URL);
+  const found = extensions.filter((e) => isJsonObject(e) && e.url === EVIDENCE_EXTENSION_URL);
   if (found.length !== 1)
     return { error: 'the Provenance does not carry exactly one integrity-evidence extension' };
   const parts = (found[0] as Record<string, unknown>).extension;
@@ -349,7 +347,7 @@ export function parseEvidence(
   const single = new Map<string, unknown>();
   const proof: ProofStep[] = [];
   for (const part of parts) {
-    if (!isObject(part) || typeof part.url !== 'string')
+    if (!isJsonObject(part) || typeof part.url !== 'string')
       return { error: 'an evidence part is not an extension' };
     // The value[x] types the evidence uses; each part's value is then checked for its type.
     const value =
@@ -492,7 +490,7 @@ export function readWrittenProvenance(text: string): { target: string; read: Evi
 function custodianMspOf(provenance: Record<string, unknown>): string | undefined {
   const agents = Array.isArray(provenance.agent) ? provenance.agent : [];
   for (const agent of agents) {
-    if (!isObject(agent) || !isObject(agent.who) || !isObject(agent.who.identifier)) continue;
+    if (!isJsonObject(agent) || !isJsonObject(agent.who) || !isJsonObject(agent.who.identifier)) continue;
     const { system, value } = agent.who.identifier;
     if (system === MSP_IDENTIFIER_SYSTEM && typeof value === 'string') return value;
   }
@@ -519,7 +517,7 @@ function parseProofNodes(
   const parameters = Array.isArray(resource.parameter) ? (resource.parameter as unknown[]) : [];
   const first = parameters[0];
   const second = parameters[1];
-  if (!isObject(first) || first.name !== PROOF_NODES_PARAMETER || !isObject(second)) return undefined;
+  if (!isJsonObject(first) || first.name !== PROOF_NODES_PARAMETER || !isJsonObject(second)) return undefined;
   const root = first.valueString;
   const leafCount = second.valuePositiveInt;
   if (typeof root !== 'string' || !HEX64.test(root) || second.name !== 'leafCount' || !isIndex(leafCount, 1))
@@ -531,7 +529,7 @@ function parseProofNodes(
   for (let i = 2; i < parameters.length; i++) {
     const node = parameters[i];
     const match =
-      isObject(node) && node.name === 'node' && typeof node.valueString === 'string'
+      isJsonObject(node) && node.name === 'node' && typeof node.valueString === 'string'
         ? NODE.exec(node.valueString)
         : null;
     if (!match) return bad('its batch’s proof nodes are malformed');
@@ -580,10 +578,10 @@ const NO_SIBLINGS: ReadonlyMap<number, Buffer> = new Map();
 
 /** The single target reference of a Provenance, if it has exactly one. */
 function targetOf(provenance: unknown): string | undefined {
-  if (!isObject(provenance) || !Array.isArray(provenance.target) || provenance.target.length !== 1)
+  if (!isJsonObject(provenance) || !Array.isArray(provenance.target) || provenance.target.length !== 1)
     return undefined;
   const target: unknown = provenance.target[0];
-  return isObject(target) && typeof target.reference === 'string' ? target.reference : undefined;
+  return isJsonObject(target) && typeof target.reference === 'string' ? target.reference : undefined;
 }
 
 /** The top-level members of a resource the verifier reads. */
@@ -626,7 +624,7 @@ function versionOf(resourceText: string):
   const metaText = members.get('meta');
   // meta is small (versionId, lastUpdated, maybe profiles and labels): parsed on its own.
   const meta: unknown = metaText === undefined ? undefined : JSON.parse(metaText);
-  if (!isObject(meta) || typeof meta.versionId !== 'string' || !VERSION_ID.test(meta.versionId))
+  if (!isJsonObject(meta) || typeof meta.versionId !== 'string' || !VERSION_ID.test(meta.versionId))
     return { error: 'the resource has no meta.versionId' };
   if (typeof meta.lastUpdated !== 'string' || meta.lastUpdated.length > 40)
     return { error: 'the resource has no meta.lastUpdated' };
@@ -692,7 +690,7 @@ export async function verifyEvidenceBundle(
     } catch {
       continue;
     }
-    if (isObject(resource) && resource.resourceType === 'Parameters') {
+    if (isJsonObject(resource) && resource.resourceType === 'Parameters') {
       const found = parseProofNodes(resource, 2 * limits.maxEntries * EVIDENCE_LIMITS.maxProofSteps);
       if (found)
         batchNodes.set(
@@ -701,7 +699,7 @@ export async function verifyEvidenceBundle(
         );
       continue;
     }
-    if (!isObject(resource) || resource.resourceType !== 'Provenance') continue;
+    if (!isJsonObject(resource) || resource.resourceType !== 'Provenance') continue;
     const target = targetOf(resource);
     if (target === undefined) continue;
     if (provenances.has(target)) ambiguous.add(target);

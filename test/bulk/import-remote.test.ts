@@ -182,4 +182,68 @@ describe('hie-ledger import --url (a running service)', () => {
     expect(result.output.trim().split('\n')).toHaveLength(1);
     expect(result.output).toMatch(/^hie-ledger import: the service refused the token \(401/);
   }, 30_000);
+
+  it('no token to a service that asks for one: one clear line, exit 2', async () => {
+    const result = await exitOf([
+      'import',
+      SYNTHEA_FILE,
+      '--url',
+      base,
+      '--no-progress',
+      '--journal',
+      path.join(root, 'none.sqlite'),
+    ]);
+    expect(result.code).toBe(2);
+    expect(result.output.trim().split('\n')).toHaveLength(1);
+    expect(result.output).toMatch(/^hie-ledger import: the service asks for a token: pass --token/);
+  }, 30_000);
+});
+
+describe('hie-ledger import --url (a dev-open service)', () => {
+  let root: string;
+  let service: CliProcess;
+  let base: string;
+
+  beforeAll(async () => {
+    root = mkdtempSync(path.join(tmpdir(), 'hie-import-dev-open-'));
+    service = runCli([
+      'serve',
+      '--data-dir',
+      path.join(root, 'data'),
+      '--port',
+      '0',
+      '--auth',
+      'dev-open',
+      '--audit-cron',
+      'off',
+    ]);
+    base = (await waitForOutput(service, /"fhirBase":"([^"]+)"/))[1]!;
+  }, 60_000);
+
+  afterAll(async () => {
+    if (service && service.child.exitCode === null) {
+      service.child.kill('SIGKILL');
+      await service.exited;
+    }
+    if (root) rmSync(root, { recursive: true, force: true });
+  });
+
+  it('imports without a token: the service asks for none', async () => {
+    const ndjson = path.join(root, 'patient.ndjson');
+    writeFileSync(ndjson, JSON.stringify({ resourceType: 'Patient', id: 'p-open', gender: 'male' }) + '\n');
+    const result = await exitOf([
+      'import',
+      ndjson,
+      '--url',
+      base,
+      '--no-progress',
+      '--journal',
+      path.join(root, 'journal.sqlite'),
+    ]);
+    expect(result.code, result.output).toBe(0);
+    expect(result.output).toMatch(/^Patient +1 +0 +0$/m);
+    const stored = await fetch(`${base}/Patient/p-open`);
+    expect(stored.status).toBe(200);
+    expect(((await stored.json()) as { gender?: string }).gender).toBe('male');
+  }, 60_000);
 });

@@ -25,13 +25,15 @@ describe('graceful shutdown', () => {
         };
       },
     });
+    // gracefulShutdown, as serve does: it closes fetch's kept-alive socket instead of leaving it to the keep-alive.
+    const shutDown = gracefulShutdown(app);
     await app.fastify.listen({ port: 0, host: '127.0.0.1' });
     const address = app.fastify.server.address();
     const base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/fhir`;
 
     const slow = fetch(`${base}/$slow`);
     await inFlight;
-    const closed = app.close();
+    const closed = shutDown();
     release();
     const res = await slow;
     expect(res.status).toBe(200);

@@ -18,7 +18,7 @@ const LONG_FILES: ReadonlyMap<string, number> = new Map([
   ['test/store/postgres.test.ts', 18],
   ['test/http/r4-examples-1.test.ts', 17],
   ['test/store/postgres-replicas.test.ts', 14],
-  ['test/bulk/import-remote.test.ts', 12],
+  ['test/bulk/import-remote.test.ts', 14],
   ['test/bulk/postgres-bulk-replicas.test.ts', 12],
   ['test/store/postgres-migrate-data-dir.test.ts', 9],
   ['test/platform/data-dir-cli.test.ts', 11],

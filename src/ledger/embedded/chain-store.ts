@@ -4,11 +4,9 @@
  * them bytewise, like Fabric's LevelDB state database.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { BlockHeader, StoredTransaction, TxTimestamp, ValidationCode, Version } from './types.js';
-import { ensurePrivateFile } from '../../platform/private-files.js';
+import { openDurableSqlite } from '../../platform/durable-sqlite.js';
 
 export interface StateEntry {
   value: Buffer;
@@ -124,14 +122,14 @@ export class ChainStore {
   private readonly statements;
 
   constructor(file: string) {
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    ensurePrivateFile(file);
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
     // WAL + FULL: a committed block survives power loss too. The anchor journal (FULL) and the consent checkpoint
     // name committed transactions, and the start-up check refuses a chain that lacks them (docs/ledger.md), so a
     // block the OS had not yet written must not vanish. One fsync per block; blocks carry whole batches.
-    this.db.pragma('synchronous = FULL');
+    this.db = openDurableSqlite(file);
+    // Unlike the other durable files, no wait for another connection's write: one process writes a chain file
+    // (docs/ledger.md), and better-sqlite3 would block the service's event loop for the whole wait; a second
+    // writer fails at once instead.
+    this.db.pragma('busy_timeout = 0');
     this.db.exec(SCHEMA);
     const db = this.db;
     this.statements = {
