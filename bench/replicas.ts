@@ -132,9 +132,6 @@ async function importThrough(setup: Setup, files: string[], journals: string): P
       ...files.filter((_, i) => i % setup.bases.length === r),
       '--url',
       base,
-      // dev-open takes any bearer token (the import asks for one).
-      '--token',
-      'dev-open',
       '--no-progress',
       '--journal',
       join(journals, `${setup.schema ?? 'sqlite'}-${r}.sqlite`),
