@@ -106,20 +106,23 @@ export interface PatientLinks {
   noteLinkDisclosure?(disclosure: LinkDisclosure): void | Promise<void>;
 }
 
-interface LinkRow {
+/** A link row, as both adapters' tables hold it (patient-links.ts and postgres-patient-links.ts). */
+export interface LinkRow {
   local_patient: string;
   npid: string;
   home_msp: string;
   linked_at: string;
 }
 
-interface HistoryRow extends LinkRow {
-  seq: number;
+/** An ended link's row; `seq` comes back as text from PostgreSQL's bigint. */
+export interface HistoryRow extends LinkRow {
+  seq: number | string;
   ended_at: string;
   reason: EndedLink['reason'];
 }
 
-interface DisclosureRow {
+/** A disclosure's row, as both adapters' tables hold it. */
+export interface DisclosureRow {
   local_patient: string;
   npid: string;
   at: string;
@@ -131,12 +134,43 @@ interface DisclosureRow {
   audit_event: string;
 }
 
-function endedOfRow(row: HistoryRow): EndedLink {
-  return { ...linkOfRow(row), endedAt: row.ended_at, reason: row.reason, seq: row.seq };
+export function endedOfRow(row: HistoryRow): EndedLink {
+  return { ...linkOfRow(row), endedAt: row.ended_at, reason: row.reason, seq: Number(row.seq) };
 }
 
-function linkOfRow(row: LinkRow): PatientLink {
+export function linkOfRow(row: LinkRow): PatientLink {
   return { localPatient: row.local_patient, npid: row.npid, homeMsp: row.home_msp, linkedAt: row.linked_at };
+}
+
+export function disclosureOfRow(row: DisclosureRow): LinkDisclosure {
+  return {
+    localPatient: row.local_patient,
+    npid: row.npid,
+    at: row.at,
+    accessorMsp: row.accessor_msp,
+    accessor: row.accessor,
+    purpose: row.purpose,
+    records: row.records,
+    types: row.types === '' ? [] : row.types.split(' '),
+    auditEvent: row.audit_event,
+  };
+}
+
+/** A disclosure's values in the column order of DISCLOSURE_COLUMNS. */
+export const DISCLOSURE_COLUMNS =
+  'local_patient, npid, at, accessor_msp, accessor, purpose, records, types, audit_event';
+export function disclosureValues(disclosure: LinkDisclosure): (string | number)[] {
+  return [
+    disclosure.localPatient,
+    disclosure.npid,
+    disclosure.at,
+    disclosure.accessorMsp,
+    disclosure.accessor,
+    disclosure.purpose,
+    disclosure.records,
+    disclosure.types.join(' '),
+    disclosure.auditEvent,
+  ];
 }
 
 /** An answer now (SQLite) or later (PostgreSQL). */
@@ -334,21 +368,8 @@ export class PatientLinkStore implements PatientLinkStorage {
   /** Notes a disclosure made under a link (before the answer leaves), so a wrong link's report finds it. */
   noteDisclosure(disclosure: LinkDisclosure): void {
     this.db
-      .prepare(
-        `INSERT INTO link_disclosures (local_patient, npid, at, accessor_msp, accessor, purpose, records, types,
-           audit_event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        disclosure.localPatient,
-        disclosure.npid,
-        disclosure.at,
-        disclosure.accessorMsp,
-        disclosure.accessor,
-        disclosure.purpose,
-        disclosure.records,
-        disclosure.types.join(' '),
-        disclosure.auditEvent,
-      );
+      .prepare(`INSERT INTO link_disclosures (${DISCLOSURE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(...disclosureValues(disclosure));
   }
 
   /** The disclosures of the local Patient made under an ended link (its npid, within its period), oldest first. */
@@ -359,17 +380,7 @@ export class PatientLinkStore implements PatientLinkStorage {
          ORDER BY at, seq`,
       )
       .all(ended.localPatient, ended.npid, ended.linkedAt, ended.endedAt)
-      .map((row) => ({
-        localPatient: row.local_patient,
-        npid: row.npid,
-        at: row.at,
-        accessorMsp: row.accessor_msp,
-        accessor: row.accessor,
-        purpose: row.purpose,
-        records: row.records,
-        types: row.types === '' ? [] : row.types.split(' '),
-        auditEvent: row.audit_event,
-      }));
+      .map(disclosureOfRow);
   }
 
   /** The wrong links whose report is not yet made, oldest first. */

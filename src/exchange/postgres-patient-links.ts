@@ -12,36 +12,23 @@
  */
 import type pg from 'pg';
 import {
+  DISCLOSURE_COLUMNS,
+  disclosureOfRow,
+  disclosureValues,
+  endedOfRow,
   linkConflict,
+  linkOfRow,
+  type DisclosureRow,
   type EndedLink,
+  type HistoryRow,
   type LinkDisclosure,
+  type LinkRow,
   type PatientLink,
   type PatientLinkStorage,
   type PendingWrongLinkReport,
 } from './patient-links.js';
 
-interface LinkRow {
-  local_patient: string;
-  npid: string;
-  home_msp: string;
-  linked_at: string;
-}
-
-interface HistoryRow extends LinkRow {
-  seq: string;
-  ended_at: string;
-  reason: EndedLink['reason'];
-}
-
 const LINK_COLUMNS = 'local_patient, npid, home_msp, linked_at';
-
-function linkOfRow(row: LinkRow): PatientLink {
-  return { localPatient: row.local_patient, npid: row.npid, homeMsp: row.home_msp, linkedAt: row.linked_at };
-}
-
-function endedOfRow(row: HistoryRow): EndedLink {
-  return { ...linkOfRow(row), endedAt: row.ended_at, reason: row.reason, seq: Number(row.seq) };
-}
 
 /** Namespace of the links' advisory locks ("HIEL"); the second key is a hash of what is locked. */
 const LINK_LOCK = 0x4849454c;
@@ -146,49 +133,18 @@ export class PostgresPatientLinks implements PatientLinkStorage {
 
   async noteDisclosure(disclosure: LinkDisclosure): Promise<void> {
     await this.pool.query(
-      `INSERT INTO ${this.S}.link_disclosure (local_patient, npid, at, accessor_msp, accessor, purpose, records,
-         types, audit_event) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-      [
-        disclosure.localPatient,
-        disclosure.npid,
-        disclosure.at,
-        disclosure.accessorMsp,
-        disclosure.accessor,
-        disclosure.purpose,
-        disclosure.records,
-        disclosure.types.join(' '),
-        disclosure.auditEvent,
-      ],
+      `INSERT INTO ${this.S}.link_disclosure (${DISCLOSURE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      disclosureValues(disclosure),
     );
   }
 
   async disclosuresUnder(ended: EndedLink): Promise<LinkDisclosure[]> {
-    const { rows } = await this.pool.query<{
-      local_patient: string;
-      npid: string;
-      at: string;
-      accessor_msp: string;
-      accessor: string;
-      purpose: string;
-      records: number;
-      types: string;
-      audit_event: string;
-    }>(
+    const { rows } = await this.pool.query<DisclosureRow>(
       `SELECT * FROM ${this.S}.link_disclosure WHERE local_patient = $1 AND npid = $2 AND at >= $3 AND at <= $4
        ORDER BY at, seq`,
       [ended.localPatient, ended.npid, ended.linkedAt, ended.endedAt],
     );
-    return rows.map((row) => ({
-      localPatient: row.local_patient,
-      npid: row.npid,
-      at: row.at,
-      accessorMsp: row.accessor_msp,
-      accessor: row.accessor,
-      purpose: row.purpose,
-      records: row.records,
-      types: row.types === '' ? [] : row.types.split(' '),
-      auditEvent: row.audit_event,
-    }));
+    return rows.map(disclosureOfRow);
   }
 
   async pendingReports(): Promise<PendingWrongLinkReport[]> {
