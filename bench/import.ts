@@ -27,7 +27,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, serviceEntry, startService, stopChild } from './support.js';
+import { printTable, ROOT, serviceEntry, startService, stopChild } from './support.js';
 
 const BUNDLES = Number(process.env.BENCH_BUNDLES ?? 100);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
@@ -333,13 +333,8 @@ async function main(): Promise<void> {
       r.processCpu === undefined ? '-' : r.processCpu.toFixed(1),
     ];
   });
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const format = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   console.log('');
-  console.log(format(header));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const line of lines) console.log(format(line));
+  printTable(header, lines);
   for (const r of rows)
     if (r.split)
       console.log(`\n${r.mode}: seconds ${r.split}; start-up before it ${(r.startup ?? 0).toFixed(1)} s`);

@@ -39,7 +39,7 @@ import autocannon from 'autocannon';
 import pg from 'pg';
 import { spawnCli, waitForOutput, type CliProcess } from '../test/support/cli-process.js';
 import { connectToLedger, replicaArgs, startLedgerHost } from '../test/support/served-ledger.js';
-import { ROOT, serviceEntry, startService, stopChild } from './support.js';
+import { printTable, ROOT, serviceEntry, startService, stopChild } from './support.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
@@ -372,12 +372,7 @@ async function main(): Promise<void> {
       '',
       '',
     ]);
-    const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-    const format = (cells: string[]) =>
-      cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-    console.log(format(header));
-    console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-    for (const line of lines) console.log(format(line));
+    printTable(header, lines);
     console.log(
       `(backlog: pending anchors + journalled batches not yet committed, right after the creates and ` +
         `${DURATION}s after the searches; load average at the end ${loadavg()
@@ -448,13 +443,8 @@ function printImports(names: string[], imports: ImportRound[][]): void {
     (runRate[1]! / runRate[0]!).toFixed(2),
     ...Array<string>(5).fill(''),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const format = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   console.log('');
-  console.log(format(header));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const line of lines) console.log(format(line));
+  printTable(header, lines);
   console.log(
     `(${IMPORT_BUNDLES} Synthea bundles, ${ROUNDS} rounds, each into fresh schemas and data directories, the setups ` +
       `one after the other; two replicas: the files split between them, one import job per replica at once (two ` +

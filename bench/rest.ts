@@ -31,7 +31,16 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
-import { freePort, ROOT, serviceEntry, startChild, startService, stopChild, waitFor } from './support.js';
+import {
+  freePort,
+  printTable,
+  ROOT,
+  serviceEntry,
+  startChild,
+  startService,
+  stopChild,
+  waitFor,
+} from './support.js';
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const POOL = 500;
@@ -88,7 +97,7 @@ function merge(name: string, slices: Row[]): Row {
   };
 }
 
-function printTable(rows: Row[], ceiling: number): void {
+function printScenarios(rows: Row[], ceiling: number): void {
   const header = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'ok', 'failed', '% of bare'];
   const lines = rows.map((r) => [
     r.name,
@@ -99,12 +108,7 @@ function printTable(rows: Row[], ceiling: number): void {
     String(r.failed),
     `${((100 * r.requestsPerSecond) / ceiling).toFixed(0)}%`,
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const format = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-  console.log(format(header));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const line of lines) console.log(format(line));
+  printTable(header, lines);
 }
 
 /** A service of the write-path comparison: its flags and environment. */
@@ -384,7 +388,7 @@ async function main(): Promise<void> {
     const writePath = await measureWritePath(body, headers);
     rows.push(...writePath.rows);
     console.log('');
-    printTable(rows, rows[0].requestsPerSecond);
+    printScenarios(rows, rows[0].requestsPerSecond);
     const read = rows[1].requestsPerSecond / rows[0].requestsPerSecond;
     const uncachedRead = rows[2].requestsPerSecond / rows[0].requestsPerSecond;
     console.log('');

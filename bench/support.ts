@@ -89,3 +89,13 @@ export async function startService(
   await waitFor(`${base}/fhir/metadata`, child);
   return { child, base };
 }
+
+/** Prints a plain-text table: the first column left-aligned, the others right-aligned, a dashed rule under the header. */
+export function printTable(header: string[], lines: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const format = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  console.log(format(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const line of lines) console.log(format(line));
+}
