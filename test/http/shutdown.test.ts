@@ -3,33 +3,46 @@ import { Agent, get } from 'node:http';
 import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { gracefulShutdown } from '../../src/app/server.js';
+import type { FhirResource } from '../../src/fhir/fhir-json.js';
 import { startTestApp } from './helpers.js';
+
+type TestApp = Awaited<ReturnType<typeof startTestApp>>;
+
+/**
+ * Registers `$slow`, whose answer waits for `release()` (`inFlight` resolves once it has started), installs serve's
+ * shutdown and listens on a free port.
+ */
+async function listenWithSlowOperation(app: TestApp, body: FhirResource) {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let started!: () => void;
+  const inFlight = new Promise<void>((resolve) => (started = resolve));
+  app.registry.registerOperation({
+    name: 'slow',
+    levels: ['system'],
+    methods: ['GET'],
+    handler: async () => {
+      started();
+      await released;
+      return { status: 200, body };
+    },
+  });
+  const shutDown = gracefulShutdown(app);
+  await app.fastify.listen({ port: 0, host: '127.0.0.1' });
+  const address = app.fastify.server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return { release, inFlight, shutDown, port };
+}
 
 describe('graceful shutdown', () => {
   it('finishes a request in flight, then refuses new connections and closes the store', async () => {
     const app = await startTestApp();
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let started!: () => void;
-    const inFlight = new Promise<void>((resolve) => (started = resolve));
-    app.registry.registerOperation({
-      name: 'slow',
-      levels: ['system'],
-      methods: ['GET'],
-      handler: async () => {
-        started();
-        await released;
-        return {
-          status: 200,
-          body: { resourceType: 'Parameters', parameter: [{ name: 'done', valueBoolean: true }] },
-        };
-      },
-    });
     // gracefulShutdown, as serve does: it closes fetch's kept-alive socket instead of leaving it to the keep-alive.
-    const shutDown = gracefulShutdown(app);
-    await app.fastify.listen({ port: 0, host: '127.0.0.1' });
-    const address = app.fastify.server.address();
-    const base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/fhir`;
+    const { release, inFlight, shutDown, port } = await listenWithSlowOperation(app, {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'done', valueBoolean: true }],
+    });
+    const base = `http://127.0.0.1:${port}/fhir`;
 
     const slow = fetch(`${base}/$slow`);
     await inFlight;
@@ -52,24 +65,9 @@ describe('graceful shutdown', () => {
     const app = await startTestApp();
     const agent = new Agent({ keepAlive: true });
     try {
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => (release = resolve));
-      let started!: () => void;
-      const inFlight = new Promise<void>((resolve) => (started = resolve));
-      app.registry.registerOperation({
-        name: 'slow',
-        levels: ['system'],
-        methods: ['GET'],
-        handler: async () => {
-          started();
-          await released;
-          return { status: 200, body: { resourceType: 'Parameters' } };
-        },
+      const { release, inFlight, shutDown, port } = await listenWithSlowOperation(app, {
+        resourceType: 'Parameters',
       });
-      const shutDown = gracefulShutdown(app);
-      await app.fastify.listen({ port: 0, host: '127.0.0.1' });
-      const address = app.fastify.server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
 
       const accepted = once(app.fastify.server, 'connection');
       const silent = connect(port, '127.0.0.1');
