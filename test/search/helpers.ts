@@ -11,7 +11,7 @@ import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { OpenAccess, type AccessPolicy } from '../../src/fhir/interactions/access-policy.js';
 import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import type { FhirContext, FhirRequest } from '../../src/fhir/interactions/types.js';
-import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
+import type { ResourceStore, WriteRequest } from '../../src/fhir/store/resource-store.js';
 
 export const SYNTHEA_DIR = join(process.cwd(), '../shared/data/synthea-bundles');
 
@@ -52,6 +52,18 @@ export function searchStores(): { name: string; open: () => Promise<ResourceStor
     { name: 'sqlite', open: openStore },
     { name: 'postgres', open: openPostgresStore, skip: postgresSkipReason('PostgreSQL search') },
   ];
+}
+
+/** A PUT of `resource` under its own id, with the index rows and compartments the service would store. */
+export function indexedPut(resource: FhirResource): WriteRequest {
+  return {
+    resourceType: resource.resourceType,
+    id: resource.id!,
+    resource,
+    method: 'PUT',
+    index: extractIndex(resource),
+    patients: patientCompartments(resource),
+  };
 }
 
 /** Writes a Synthea bundle's resources directly (ids = their urn:uuid, references rewritten to Type/id). */

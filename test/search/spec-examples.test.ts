@@ -7,9 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
 import { searchType } from '../../src/fhir/interactions/search.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
-import { extractIndex } from '../../src/fhir/search/index-entries.js';
-import { patientCompartments } from '../../src/fhir/search/definitions.js';
-import { searchStores, context, request, type SearchBundle } from './helpers.js';
+import { searchStores, context, request, type SearchBundle, indexedPut } from './helpers.js';
 
 const UCUM = 'http://unitsofmeasure.org';
 const V2 = 'http://terminology.hl7.org/CodeSystem/v2-0203';
@@ -93,15 +91,7 @@ describe.each(searchStores())('the R4 search page examples on the $name store', 
   let store: ResourceStore;
   beforeAll(async () => {
     store = await backend.open();
-    for (const resource of RESOURCES)
-      await store.write({
-        resourceType: resource.resourceType,
-        id: resource.id!,
-        resource,
-        method: 'PUT',
-        index: extractIndex(resource),
-        patients: patientCompartments(resource),
-      });
+    for (const resource of RESOURCES) await store.write(indexedPut(resource));
   });
   afterAll(async () => store.close());
 

@@ -7,8 +7,6 @@ import { OnePatient } from '../support/one-patient-access.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
 import type { StoredVersion } from '../../src/fhir/store/resource-store.js';
 import { OpenAccess } from '../../src/fhir/interactions/access-policy.js';
-import { extractIndex } from '../../src/fhir/search/index-entries.js';
-import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import type { FhirResource } from '../../src/fhir/fhir-json.js';
 import {
   searchStores,
@@ -18,6 +16,7 @@ import {
   syntheaFiles,
   type LooseResource,
   type SearchBundle,
+  indexedPut,
 } from './helpers.js';
 
 // The one search suite, on every store that searches (issue 19): the same queries, the same expected results.
@@ -607,15 +606,7 @@ describe.each(searchStores())('search on the $name store', (backend) => {
         observation('abs-o', 'http://test/fhir/Patient/abs-p', 'abs-1'),
         observation('far-o', 'http://elsewhere/fhir/Patient/abs-p', 'abs-2'),
       ];
-      for (const resource of resources)
-        await own.write({
-          resourceType: resource.resourceType,
-          id: resource.id!,
-          resource,
-          method: 'PUT',
-          index: extractIndex(resource),
-          patients: patientCompartments(resource),
-        });
+      for (const resource of resources) await own.write(indexedPut(resource));
     });
     afterAll(async () => own.close());
     const find = async (type: string, query: Record<string, string>) => {
@@ -652,14 +643,7 @@ describe.each(searchStores())('search on the $name store', (backend) => {
     afterAll(async () => paged.close());
 
     async function put(resource: FhirResource & Record<string, unknown>): Promise<void> {
-      await paged.write({
-        resourceType: resource.resourceType,
-        id: resource.id!,
-        resource,
-        method: 'PUT',
-        index: extractIndex(resource),
-        patients: patientCompartments(resource),
-      });
+      await paged.write(indexedPut(resource));
     }
     const patient = (id: string, family: string, birthDate: string) => ({
       resourceType: 'Patient',

@@ -23,10 +23,9 @@ import { Writable } from 'node:stream';
 import { buildApp, type App } from '../../src/app/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { parseFhirJson, type FhirResource } from '../../src/fhir/fhir-json.js';
-import { extractIndex } from '../../src/fhir/search/index-entries.js';
-import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { suiteCacheDir } from '../support/cli-build.js';
+import { indexedPut } from './helpers.js';
 const SYNTHEA_DIR = join(process.cwd(), '../shared/data/synthea-bundles');
 
 /** The files whose content decides what the loaded store holds. */
@@ -78,15 +77,7 @@ async function buildStoreFile(files: string[], target: string): Promise<void> {
   for (const file of files) {
     const resources = bundleResources(file);
     await store.transaction(async (tx) => {
-      for (const resource of resources)
-        await tx.write({
-          resourceType: resource.resourceType,
-          id: resource.id!,
-          resource,
-          method: 'PUT',
-          index: extractIndex(resource),
-          patients: patientCompartments(resource),
-        });
+      for (const resource of resources) await tx.write(indexedPut(resource));
     });
   }
   store.db.pragma('wal_checkpoint(TRUNCATE)');

@@ -9,9 +9,7 @@ import { searchType, searchSystem } from '../../src/fhir/interactions/search.js'
 import { FhirError } from '../../src/fhir/outcome.js';
 import { OnePatient } from '../support/one-patient-access.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
-import { extractIndex } from '../../src/fhir/search/index-entries.js';
-import { patientCompartments } from '../../src/fhir/search/definitions.js';
-import { searchStores, context, request, type SearchBundle } from './helpers.js';
+import { searchStores, context, request, type SearchBundle, indexedPut } from './helpers.js';
 
 const V2 = 'http://terminology.hl7.org/CodeSystem/v2-0203';
 
@@ -82,14 +80,7 @@ describe.each(searchStores())('_text, _content, _list and :of-type on the $name 
   let store: ResourceStore;
 
   async function write(resource: FhirResource): Promise<void> {
-    await store.write({
-      resourceType: resource.resourceType,
-      id: resource.id!,
-      resource,
-      method: 'PUT',
-      index: extractIndex(resource),
-      patients: patientCompartments(resource),
-    });
+    await store.write(indexedPut(resource));
   }
 
   async function ids(

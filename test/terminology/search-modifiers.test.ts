@@ -14,8 +14,6 @@ import { FhirError } from '../../src/fhir/outcome.js';
 import type { AccessPolicy } from '../../src/fhir/interactions/access-policy.js';
 import { OnePatient } from '../support/one-patient-access.js';
 import type { ResourceStore } from '../../src/fhir/store/resource-store.js';
-import { extractIndex } from '../../src/fhir/search/index-entries.js';
-import { patientCompartments } from '../../src/fhir/search/definitions.js';
 import { coreRegistry, DefinitionRegistry } from '../../src/fhir/definitions/definition-registry.js';
 import { Terminology } from '../../src/fhir/validation/terminology.js';
 import { loadCodeSystem } from '../../src/terminology/loaders.js';
@@ -25,7 +23,7 @@ import {
   TerminologyWriter,
 } from '../../src/terminology/terminology-store.js';
 import { MAX_MODIFIER_CODES } from '../../src/fhir/search/terminology-modifiers.js';
-import { context, request, searchStores, type SearchBundle } from '../search/helpers.js';
+import { context, request, searchStores, type SearchBundle, indexedPut } from '../search/helpers.js';
 import { DIABETES_VALUE_SET, DIABETES_VALUE_SET_URL, SNOMED } from '../support/diabetes-profile.js';
 import { SCT, writeExcerpts } from './excerpts.js';
 
@@ -106,15 +104,7 @@ describe.each(searchStores())('terminology modifiers on the $name store', (backe
   let store: ResourceStore;
   beforeAll(async () => {
     store = await backend.open();
-    for (const resource of RESOURCES)
-      await store.write({
-        resourceType: resource.resourceType,
-        id: resource.id!,
-        resource,
-        method: 'PUT',
-        index: extractIndex(resource),
-        patients: patientCompartments(resource),
-      });
+    for (const resource of RESOURCES) await store.write(indexedPut(resource));
   });
   afterAll(async () => store.close());
 
