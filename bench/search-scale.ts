@@ -22,9 +22,10 @@ import { Writable } from 'node:stream';
 import { buildApp, type App } from '../src/app/app.js';
 import { loadConfig } from '../src/config/config.js';
 import { parseFhirJson, type FhirResource } from '../src/fhir/fhir-json.js';
+import { extractIndex } from '../src/fhir/search/index-entries.js';
+import { patientCompartments } from '../src/fhir/search/definitions.js';
 import { SqliteResourceStore } from '../src/fhir/store/sqlite/sqlite-store.js';
 import { CHECK_NICE } from '../src/fhir/store/sqlite/integrity-check.js';
-import { indexedPut } from '../test/search/helpers.js';
 
 const PATIENTS = Number(process.argv[2] ?? 100);
 const COPIES = Number(process.argv[3] ?? 5);
@@ -62,7 +63,15 @@ async function load(file: string, copies: number): Promise<number> {
     for (const bundle of files) {
       const resources = copyOf(bundle, k);
       await store.transaction(async (tx) => {
-        for (const resource of resources) await tx.write(indexedPut(resource));
+        for (const resource of resources)
+          await tx.write({
+            resourceType: resource.resourceType,
+            id: resource.id!,
+            resource,
+            method: 'PUT',
+            index: extractIndex(resource),
+            patients: patientCompartments(resource),
+          });
       });
       count += resources.length;
     }
