@@ -69,9 +69,12 @@ export function describeParticipantRegistryContract(name: string, subject: Regis
         one.register({ clientId: 'dr-x', role: 'clinician', resource: 'Practitioner/1' }),
       ).rejects.toThrow(/organization/);
       await one.register({ clientId: 'lab-1', role: 'lab', resource: 'Organization/lab' });
-      expect((await other.list()).map((p) => [p.clientId, p.organization])).toEqual([
-        ['pat-1', undefined],
+      // list() orders by registration time, then client id; both registrations can fall in the same
+      // clock tick, so the assertion sorts rather than assume which came first.
+      const listed = (await other.list()).map((p) => [p.clientId, p.organization]);
+      expect(listed.sort(([a], [b]) => String(a).localeCompare(String(b)))).toEqual([
         ['lab-1', 'Organization/lab'],
+        ['pat-1', undefined],
       ]);
       expect(await other.enrolledCertificates()).toEqual([]);
       expect(other.isActive('pat-1')).toBe(false);
