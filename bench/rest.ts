@@ -19,7 +19,10 @@
  * before a change: `git archive` it, link node_modules and chaincode/dist, build) adds its create path, with
  * anchoring on and off, to the interleaved write-path slices: before and after measured in one run. BENCH_BEFORE=dir
  * (another built checkout, e.g. main before a branch's change) adds its create path with anchoring on too, so one run
- * gives both the ratio to the baseline and the branch's own step.
+ * gives both the ratio to the baseline and the branch's own step. BENCH_CPU_PROF=dir profiles every service
+ * (`--cpu-prof`) and prints, per write-path variant, its CPU per create by part of the request (bench/cpu-split.ts:
+ * HTTP, body parsing, validation, index extraction, anchor hook, the store's deflate and SQLite, the response...),
+ * from the samples inside its own load slices.
  * BENCH_STORE=1 measures the store's part of a create alone, in this process (measureStoreWrites): CPU time per write
  * through SqliteResourceStore.write in batches (as group commit makes them) for this checkout and the BENCH_BASELINE
  * / BENCH_BEFORE builds, with parts left out (index rows; the full-text rows), and the index extraction alone. It
@@ -27,7 +30,7 @@
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
@@ -41,6 +44,7 @@ import {
   stopChild,
   waitFor,
 } from './support.js';
+import { profileClockUs, readProfile, splitByPart } from './cpu-split.js';
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const POOL = 500;
@@ -157,6 +161,8 @@ interface WritePathResult {
   /** Median CPU microseconds per create, per variant (undefined where /proc is not readable). */
   cpuPerCreate: (number | undefined)[];
   slices: number;
+  /** With BENCH_CPU_PROF: per variant, CPU µs per create by part of the request (its profile, its load slices). */
+  split?: { part: string; us: number }[][];
 }
 
 /** User + system CPU time of a process so far, in ms (Linux); undefined elsewhere. */
@@ -191,6 +197,7 @@ async function measureWritePath(body: string, headers: Record<string, string>): 
     }
     const slices: Row[][] = WRITE_VARIANTS.map(() => []);
     const cpu: number[][] = WRITE_VARIANTS.map(() => []);
+    const windows: { from: number; to: number }[][] = WRITE_VARIANTS.map(() => []);
     const seconds = Math.max(1, Math.round(DURATION / ROUNDS));
     for (let round = 0; round < ROUNDS; round++) {
       // The order turns each round, so no variant always runs right after the same one.
@@ -198,6 +205,7 @@ async function measureWritePath(body: string, headers: Record<string, string>): 
         const i = (k + round) % WRITE_VARIANTS.length;
         const { child, base } = started[i]!;
         const before = processCpuMs(child.pid);
+        const from = profileClockUs();
         const row = await load(WRITE_VARIANTS[i]!.name, {
           url: `${base}/fhir/Observation`,
           method: 'POST',
@@ -206,18 +214,29 @@ async function measureWritePath(body: string, headers: Record<string, string>): 
           duration: seconds,
         });
         const after = processCpuMs(child.pid);
+        windows[i]!.push({ from, to: profileClockUs() });
         slices[i]!.push(row);
         if (before !== undefined && after !== undefined && row.ok > 0)
           cpu[i]!.push(((after - before) * 1000) / row.ok);
       }
     }
+    const rows = WRITE_VARIANTS.map((variant, i) => {
+      const merged = merge(variant.name, slices[i]!);
+      return { ...merged, requestsPerSecond: median(slices[i]!.map((r) => r.requestsPerSecond)) };
+    });
+    // The profiles are written when the services exit.
+    await Promise.all(started.map(({ child }) => stopChild(child)));
+    const profiles = process.env.BENCH_CPU_PROF;
     return {
-      rows: WRITE_VARIANTS.map((variant, i) => {
-        const merged = merge(variant.name, slices[i]!);
-        return { ...merged, requestsPerSecond: median(slices[i]!.map((r) => r.requestsPerSecond)) };
-      }),
+      rows,
       cpuPerCreate: cpu.map((values) => (values.length ? median(values) : undefined)),
       slices: ROUNDS,
+      split: profiles
+        ? started.map(({ child }, i) => {
+            const profile = readProfile(resolve(profiles), child.pid!);
+            return profile ? splitByPart(profile, windows[i]!, rows[i]!.ok) : [];
+          })
+        : undefined,
     };
   } finally {
     for (const { child, dir } of started) {
@@ -227,7 +246,34 @@ async function measureWritePath(body: string, headers: Record<string, string>): 
   }
 }
 
-function printWritePath({ rows, cpuPerCreate, slices }: WritePathResult): void {
+/**
+ * The CPU split of each variant (BENCH_CPU_PROF), the variants side by side: each part's share of the profile's
+ * busy samples times the variant's CPU per create (/proc). A sample's weight is wall time, which a loaded machine
+ * stretches when the service waits for a core; the shares hold better than the profile's own µs.
+ */
+function printSplit(split: { part: string; us: number }[][], cpuPerCreate: (number | undefined)[]): void {
+  const parts = [...new Set(split.flatMap((rows) => rows.map((r) => r.part)))].filter((p) => p !== 'total');
+  const cell = (i: number, part: string) => {
+    const total = split[i]!.find((r) => r.part === 'total')?.us;
+    const us = split[i]!.find((r) => r.part === part)?.us;
+    if (total === undefined || us === undefined) return '-';
+    const cpu = cpuPerCreate[i];
+    return cpu === undefined ? `${((100 * us) / total).toFixed(0)}%` : ((us / total) * cpu).toFixed(0);
+  };
+  console.log(
+    'CPU per create by part (µs: share of the profile samples in the load slices x CPU per create):',
+  );
+  printTable(
+    ['part', ...WRITE_VARIANTS.map((v) => v.name.replace(/^create \(validated, |^create \(/, '('))],
+    [
+      ...parts.map((part) => [part, ...split.map((_, i) => cell(i, part))]),
+      ['total (CPU per create)', ...cpuPerCreate.map((c) => (c === undefined ? '-' : c.toFixed(0)))],
+    ],
+  );
+}
+
+function printWritePath({ rows, cpuPerCreate, slices, split }: WritePathResult): void {
+  if (split) printSplit(split, cpuPerCreate);
   const [grouped, plain, single] = rows;
   const [groupedCpu, plainCpu, singleCpu] = cpuPerCreate;
   const at = (name: string) => WRITE_VARIANTS.findIndex((v) => v.name === name);

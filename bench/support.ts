@@ -66,8 +66,9 @@ export async function startService(
   root = ROOT,
 ): Promise<{ child: ChildProcess; base: string }> {
   const port = await freePort();
+  // Absolute: the service's working directory is `root`, another checkout's for a baseline.
   const profile = process.env.BENCH_CPU_PROF
-    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+    ? ['--cpu-prof', `--cpu-prof-dir=${resolve(process.env.BENCH_CPU_PROF)}`]
     : [];
   const child = startChild(
     [
