@@ -22,18 +22,22 @@
  * gives both the ratio to the baseline and the branch's own step. BENCH_CPU_PROF=dir profiles every service
  * (`--cpu-prof`) and prints, per write-path variant, its CPU per create by part of the request (bench/cpu-split.ts:
  * HTTP, body parsing, validation, index extraction, anchor hook, the store's deflate and SQLite, the response...),
- * from the samples inside its own load slices.
+ * from the samples inside its own load slices. BENCH_AUTH=1 adds a variant with authentication on (`--auth smart`,
+ * a system participant's Bearer token): token check, access policy and the access audit on every create.
  * BENCH_STORE=1 measures the store's part of a create alone, in this process (measureStoreWrites): CPU time per write
  * through SqliteResourceStore.write in batches (as group commit makes them) for this checkout and the BENCH_BASELINE
  * / BENCH_BEFORE builds, with parts left out (index rows; the full-text rows), and the index extraction alone. It
  * counts CPU, not throughput, so a loaded machine blurs it far less than the HTTP rates.
  */
+import { createPrivateKey, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
+import { SignJWT } from 'jose';
+import { openParticipantDirectory } from '../src/commands/participant.js';
 import {
   freePort,
   printTable,
@@ -122,6 +126,8 @@ interface WriteVariant {
   env: NodeJS.ProcessEnv;
   /** The checkout the service runs from (default this one). */
   root?: string;
+  /** Authentication on (`--auth smart`): a system participant's Bearer token on every create (BENCH_AUTH=1). */
+  authenticated?: boolean;
 }
 
 /**
@@ -154,7 +160,55 @@ const WRITE_VARIANTS: WriteVariant[] = [
   ...(process.env.BENCH_BEFORE
     ? [{ name: 'before: create (validated)', flags: [], env: {}, root: process.env.BENCH_BEFORE }]
     : []),
+  ...(process.env.BENCH_AUTH === '1'
+    ? [
+        {
+          name: 'create (validated, authenticated)',
+          flags: ['--auth', 'smart', '--organization', 'Organization/bench-org'],
+          env: {},
+          authenticated: true,
+        },
+      ]
+    : []),
 ];
+
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+
+/**
+ * For an authenticated variant: a system participant of the service's organisation, enrolled in `dataDir` before
+ * the service starts; `token` gets its access token from the running service (a client assertion signed with its key).
+ */
+async function enrolSystemClient(dataDir: string): Promise<{ token: (base: string) => Promise<string> }> {
+  const participants = await openParticipantDirectory(dataDir);
+  const { enrollment } = await participants.enroll({
+    clientId: 'bench-system',
+    role: 'system',
+    resource: 'Organization/bench-org',
+  });
+  participants.close();
+  return {
+    token: async (base) => {
+      const assertion = await new SignJWT({ jti: randomUUID() })
+        .setProtectedHeader({ alg: 'ES384' })
+        .setIssuer('bench-system')
+        .setSubject('bench-system')
+        .setAudience(`${base}/auth/token`)
+        .setExpirationTime('2m')
+        .sign(createPrivateKey(enrollment.privateKey));
+      const res = await fetch(`${base}/auth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: 'client_credentials',
+          client_assertion_type: ASSERTION_TYPE,
+          client_assertion: assertion,
+        }),
+      });
+      if (!res.ok) throw new Error(`token: ${res.status} ${await res.text()}`);
+      return ((await res.json()) as { access_token: string }).access_token;
+    },
+  };
+}
 
 interface WritePathResult {
   rows: Row[];
@@ -183,17 +237,22 @@ function median(values: number[]): number {
 }
 
 async function measureWritePath(body: string, headers: Record<string, string>): Promise<WritePathResult> {
-  const started: { dir: string; child: ChildProcess; base: string }[] = [];
+  const started: { dir: string; child: ChildProcess; base: string; headers: Record<string, string> }[] = [];
   try {
     for (const variant of WRITE_VARIANTS) {
       const dir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-write-'));
+      const client = variant.authenticated ? await enrolSystemClient(dir) : undefined;
       const service = await startService(
         dir,
         variant.flags,
-        { HIE_AUTH: 'dev-open', ...variant.env },
+        variant.authenticated ? variant.env : { HIE_AUTH: 'dev-open', ...variant.env },
         variant.root,
       );
-      started.push({ dir, ...service });
+      // The token is verified on its first use and remembered (src/access/tokens.ts): the creates pay the lookup.
+      const withToken = client
+        ? { ...headers, authorization: `Bearer ${await client.token(service.base)}` }
+        : headers;
+      started.push({ dir, ...service, headers: withToken });
     }
     const slices: Row[][] = WRITE_VARIANTS.map(() => []);
     const cpu: number[][] = WRITE_VARIANTS.map(() => []);
@@ -203,13 +262,13 @@ async function measureWritePath(body: string, headers: Record<string, string>): 
       // The order turns each round, so no variant always runs right after the same one.
       for (let k = 0; k < WRITE_VARIANTS.length; k++) {
         const i = (k + round) % WRITE_VARIANTS.length;
-        const { child, base } = started[i]!;
+        const { child, base, headers: variantHeaders } = started[i]!;
         const before = processCpuMs(child.pid);
         const from = profileClockUs();
         const row = await load(WRITE_VARIANTS[i]!.name, {
           url: `${base}/fhir/Observation`,
           method: 'POST',
-          headers,
+          headers: variantHeaders,
           body,
           duration: seconds,
         });
