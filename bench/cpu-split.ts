@@ -45,7 +45,10 @@ export const PARTS: Part[] = [
     name: 'anchoring round (ledger, journal)',
     marks: [mark('anchorRound|prepareBatch|nextPending|pendingAnchors|finish', 'anchor')],
   },
-  { name: 'anchor hook (canonical JSON, HMAC)', marks: [mark('anchorOf|anchorFor|pendingAnchorOf', '')] },
+  {
+    name: 'anchor hook (canonical JSON, HMAC)',
+    marks: [mark('anchorOf|anchorFor|pendingAnchorOf|canonicalOfVersion|leafHashOf\\w*', '')],
+  },
   { name: 'store: deflate of the JSON', marks: [mark('encodeJson', 'json-codec')] },
   { name: 'store: planWrite, serialise', marks: [mark('planWrite|serialiseVersion', 'store-support')] },
   {
