@@ -10,6 +10,7 @@ import { HeavyFirstSequencer } from './test/support/sequencer.js';
  */
 const UNIT_TESTS = [
   'test/architecture.test.ts',
+  'test/bench/*.test.ts',
   'test/platform/backoff.test.ts',
   'test/fhir/**/*.test.ts',
   'test/store/memory.test.ts',

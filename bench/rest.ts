@@ -19,18 +19,25 @@
  * before a change: `git archive` it, link node_modules and chaincode/dist, build) adds its create path, with
  * anchoring on and off, to the interleaved write-path slices: before and after measured in one run. BENCH_BEFORE=dir
  * (another built checkout, e.g. main before a branch's change) adds its create path with anchoring on too, so one run
- * gives both the ratio to the baseline and the branch's own step.
+ * gives both the ratio to the baseline and the branch's own step. BENCH_CPU_PROF=dir profiles every service
+ * (`--cpu-prof`) and prints, per write-path variant, its CPU per create by part of the request (bench/cpu-split.ts:
+ * HTTP, body parsing, validation, index extraction, anchor hook, the store's deflate and SQLite, the response...),
+ * from the samples inside its own load slices. BENCH_AUTH=1 adds a variant with authentication on (`--auth smart`,
+ * a system participant's Bearer token): token check, access policy and the access audit on every create.
  * BENCH_STORE=1 measures the store's part of a create alone, in this process (measureStoreWrites): CPU time per write
  * through SqliteResourceStore.write in batches (as group commit makes them) for this checkout and the BENCH_BASELINE
  * / BENCH_BEFORE builds, with parts left out (index rows; the full-text rows), and the index extraction alone. It
  * counts CPU, not throughput, so a loaded machine blurs it far less than the HTTP rates.
  */
+import { createPrivateKey, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
+import { SignJWT } from 'jose';
+import { openParticipantDirectory } from '../src/commands/participant.js';
 import {
   freePort,
   printTable,
@@ -41,6 +48,7 @@ import {
   stopChild,
   waitFor,
 } from './support.js';
+import { profileClockUs, readProfile, splitByPart } from './cpu-split.js';
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const POOL = 500;
@@ -118,6 +126,8 @@ interface WriteVariant {
   env: NodeJS.ProcessEnv;
   /** The checkout the service runs from (default this one). */
   root?: string;
+  /** Authentication on (`--auth smart`): a system participant's Bearer token on every create (BENCH_AUTH=1). */
+  authenticated?: boolean;
 }
 
 /**
@@ -150,13 +160,63 @@ const WRITE_VARIANTS: WriteVariant[] = [
   ...(process.env.BENCH_BEFORE
     ? [{ name: 'before: create (validated)', flags: [], env: {}, root: process.env.BENCH_BEFORE }]
     : []),
+  ...(process.env.BENCH_AUTH === '1'
+    ? [
+        {
+          name: 'create (validated, authenticated)',
+          flags: ['--auth', 'smart', '--organization', 'Organization/bench-org'],
+          env: {},
+          authenticated: true,
+        },
+      ]
+    : []),
 ];
+
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+
+/**
+ * For an authenticated variant: a system participant of the service's organisation, enrolled in `dataDir` before
+ * the service starts; `token` gets its access token from the running service (a client assertion signed with its key).
+ */
+async function enrolSystemClient(dataDir: string): Promise<{ token: (base: string) => Promise<string> }> {
+  const participants = await openParticipantDirectory(dataDir);
+  const { enrollment } = await participants.enroll({
+    clientId: 'bench-system',
+    role: 'system',
+    resource: 'Organization/bench-org',
+  });
+  participants.close();
+  return {
+    token: async (base) => {
+      const assertion = await new SignJWT({ jti: randomUUID() })
+        .setProtectedHeader({ alg: 'ES384' })
+        .setIssuer('bench-system')
+        .setSubject('bench-system')
+        .setAudience(`${base}/auth/token`)
+        .setExpirationTime('2m')
+        .sign(createPrivateKey(enrollment.privateKey));
+      const res = await fetch(`${base}/auth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: 'client_credentials',
+          client_assertion_type: ASSERTION_TYPE,
+          client_assertion: assertion,
+        }),
+      });
+      if (!res.ok) throw new Error(`token: ${res.status} ${await res.text()}`);
+      return ((await res.json()) as { access_token: string }).access_token;
+    },
+  };
+}
 
 interface WritePathResult {
   rows: Row[];
   /** Median CPU microseconds per create, per variant (undefined where /proc is not readable). */
   cpuPerCreate: (number | undefined)[];
   slices: number;
+  /** With BENCH_CPU_PROF: per variant, CPU µs per create by part of the request (its profile, its load slices). */
+  split?: { part: string; us: number }[][];
 }
 
 /** User + system CPU time of a process so far, in ms (Linux); undefined elsewhere. */
@@ -177,47 +237,65 @@ function median(values: number[]): number {
 }
 
 async function measureWritePath(body: string, headers: Record<string, string>): Promise<WritePathResult> {
-  const started: { dir: string; child: ChildProcess; base: string }[] = [];
+  const started: { dir: string; child: ChildProcess; base: string; headers: Record<string, string> }[] = [];
   try {
     for (const variant of WRITE_VARIANTS) {
       const dir = mkdtempSync(join(tmpdir(), 'hie-bench-rest-write-'));
+      const client = variant.authenticated ? await enrolSystemClient(dir) : undefined;
       const service = await startService(
         dir,
         variant.flags,
-        { HIE_AUTH: 'dev-open', ...variant.env },
+        variant.authenticated ? variant.env : { HIE_AUTH: 'dev-open', ...variant.env },
         variant.root,
       );
-      started.push({ dir, ...service });
+      // The token is verified on its first use and remembered (src/access/tokens.ts): the creates pay the lookup.
+      const withToken = client
+        ? { ...headers, authorization: `Bearer ${await client.token(service.base)}` }
+        : headers;
+      started.push({ dir, ...service, headers: withToken });
     }
     const slices: Row[][] = WRITE_VARIANTS.map(() => []);
     const cpu: number[][] = WRITE_VARIANTS.map(() => []);
+    const windows: { from: number; to: number }[][] = WRITE_VARIANTS.map(() => []);
     const seconds = Math.max(1, Math.round(DURATION / ROUNDS));
     for (let round = 0; round < ROUNDS; round++) {
       // The order turns each round, so no variant always runs right after the same one.
       for (let k = 0; k < WRITE_VARIANTS.length; k++) {
         const i = (k + round) % WRITE_VARIANTS.length;
-        const { child, base } = started[i]!;
+        const { child, base, headers: variantHeaders } = started[i]!;
         const before = processCpuMs(child.pid);
+        const from = profileClockUs();
         const row = await load(WRITE_VARIANTS[i]!.name, {
           url: `${base}/fhir/Observation`,
           method: 'POST',
-          headers,
+          headers: variantHeaders,
           body,
           duration: seconds,
         });
         const after = processCpuMs(child.pid);
+        windows[i]!.push({ from, to: profileClockUs() });
         slices[i]!.push(row);
         if (before !== undefined && after !== undefined && row.ok > 0)
           cpu[i]!.push(((after - before) * 1000) / row.ok);
       }
     }
+    const rows = WRITE_VARIANTS.map((variant, i) => {
+      const merged = merge(variant.name, slices[i]!);
+      return { ...merged, requestsPerSecond: median(slices[i]!.map((r) => r.requestsPerSecond)) };
+    });
+    // The profiles are written when the services exit.
+    await Promise.all(started.map(({ child }) => stopChild(child)));
+    const profiles = process.env.BENCH_CPU_PROF;
     return {
-      rows: WRITE_VARIANTS.map((variant, i) => {
-        const merged = merge(variant.name, slices[i]!);
-        return { ...merged, requestsPerSecond: median(slices[i]!.map((r) => r.requestsPerSecond)) };
-      }),
+      rows,
       cpuPerCreate: cpu.map((values) => (values.length ? median(values) : undefined)),
       slices: ROUNDS,
+      split: profiles
+        ? started.map(({ child }, i) => {
+            const profile = readProfile(resolve(profiles), child.pid!);
+            return profile ? splitByPart(profile, windows[i]!, rows[i]!.ok) : [];
+          })
+        : undefined,
     };
   } finally {
     for (const { child, dir } of started) {
@@ -227,7 +305,34 @@ async function measureWritePath(body: string, headers: Record<string, string>): 
   }
 }
 
-function printWritePath({ rows, cpuPerCreate, slices }: WritePathResult): void {
+/**
+ * The CPU split of each variant (BENCH_CPU_PROF), the variants side by side: each part's share of the profile's
+ * busy samples times the variant's CPU per create (/proc). A sample's weight is wall time, which a loaded machine
+ * stretches when the service waits for a core; the shares hold better than the profile's own µs.
+ */
+function printSplit(split: { part: string; us: number }[][], cpuPerCreate: (number | undefined)[]): void {
+  const parts = [...new Set(split.flatMap((rows) => rows.map((r) => r.part)))].filter((p) => p !== 'total');
+  const cell = (i: number, part: string) => {
+    const total = split[i]!.find((r) => r.part === 'total')?.us;
+    const us = split[i]!.find((r) => r.part === part)?.us;
+    if (total === undefined || us === undefined) return '-';
+    const cpu = cpuPerCreate[i];
+    return cpu === undefined ? `${((100 * us) / total).toFixed(0)}%` : ((us / total) * cpu).toFixed(0);
+  };
+  console.log(
+    'CPU per create by part (µs: share of the profile samples in the load slices x CPU per create):',
+  );
+  printTable(
+    ['part', ...WRITE_VARIANTS.map((v) => v.name.replace(/^create \(validated, |^create \(/, '('))],
+    [
+      ...parts.map((part) => [part, ...split.map((_, i) => cell(i, part))]),
+      ['total (CPU per create)', ...cpuPerCreate.map((c) => (c === undefined ? '-' : c.toFixed(0)))],
+    ],
+  );
+}
+
+function printWritePath({ rows, cpuPerCreate, slices, split }: WritePathResult): void {
+  if (split) printSplit(split, cpuPerCreate);
   const [grouped, plain, single] = rows;
   const [groupedCpu, plainCpu, singleCpu] = cpuPerCreate;
   const at = (name: string) => WRITE_VARIANTS.findIndex((v) => v.name === name);

@@ -48,7 +48,8 @@ export function startChild(args: string[], env: NodeJS.ProcessEnv = {}, cwd = RO
 }
 
 export async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+  // Exited already (with a code, or killed by a signal: then exitCode stays null and no 'exit' would come again).
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
   await exited;
@@ -66,8 +67,9 @@ export async function startService(
   root = ROOT,
 ): Promise<{ child: ChildProcess; base: string }> {
   const port = await freePort();
+  // Absolute: the service's working directory is `root`, another checkout's for a baseline.
   const profile = process.env.BENCH_CPU_PROF
-    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+    ? ['--cpu-prof', `--cpu-prof-dir=${resolve(process.env.BENCH_CPU_PROF)}`]
     : [];
   const child = startChild(
     [
