@@ -4,7 +4,7 @@
  * the text itself (TEXT) when deflating would not make it smaller. Reading gives back the exact text stored: the
  * UTF-8 bytes are deflated, so inflating them yields the same string, byte for byte.
  *
- * Cost (docs/store.md): ~18 µs of CPU per write and ~4 µs per read of a 1.5 KB resource, against 1.5 KB →
+ * Cost (docs/store.md): ~25 µs of CPU per write and ~4 µs per read of a 1.5 KB resource, against 1.5 KB →
  * ~0.4 KB on disk.
  */
 import {
@@ -27,12 +27,18 @@ const DICTIONARY_1 = Buffer.from(JSON_DICTIONARY_1.join(''), 'utf8');
  * 4 KiB of the dictionary (the most frequent shapes are last): zlib hashes the whole preset dictionary into its
  * match tables before every body, which cost more than deflating the body itself. The bodies are still format 1:
  * a back-reference into the dictionary's last 4 KiB points at the same bytes when the inflater has loaded all of
- * it (raw deflate has no dictionary id), so reading is unchanged. Against level 6 and the whole dictionary
- * (bodies written before): ~18 µs instead of ~50 µs per 1.5 KB Synthea resource, ~395 B instead of ~343 B.
+ * it (raw deflate has no dictionary id), so reading is unchanged. With the reused context (ReusedDeflater), against
+ * deflateRawSync at level 6 with the whole dictionary (bodies written before): ~25 µs instead of ~50 µs of CPU per
+ * 1.5 KB Synthea resource, ~390 B instead of ~340 B.
  */
 const DEFLATE_LEVEL = 1;
 const DEFLATE_DICTIONARY = DICTIONARY_1.subarray(DICTIONARY_1.length - 4 * 1024);
 const DEFLATE_OPTIONS = { level: DEFLATE_LEVEL, dictionary: DEFLATE_DICTIONARY };
+/** The largest body (UTF-8 bytes) the reused deflate context takes: Synthea resources are 1.5 KB on average. */
+const REUSE_MAX_BYTES = 24 * 1024;
+/** Zeros a body's wipe deflates past its length: more than zlib reads ahead of its input (258 bytes). */
+const WIPE_MARGIN = 512;
+const WIPE = Buffer.alloc(REUSE_MAX_BYTES + WIPE_MARGIN);
 
 /** The stored form of a resource's JSON text: a BLOB (format byte, deflated bytes) or the text when that is smaller. */
 export function encodeJson(json: string): string | Buffer {
@@ -51,26 +57,36 @@ export function encodeJson(json: string): string | Buffer {
  * Deflates bodies with one zlib context kept for the process (reset between bodies), as ReusedInflater inflates
  * them (see there for the native handle it drives): deflateRawSync builds a stream, a native context (~300 KB of
  * match tables) and an output chunk per call. The text is written as UTF-8 into one scratch buffer and deflated
- * into another after the format byte; the answer is a copy of its own. Checked when first used (a known text must
- * deflate to what deflateRawSync gives); a text larger than the scratch, an error or other Node internals go
- * through deflateRawSync (encodeJson), whose answer is the reference.
+ * into another after the format byte; the answer is a copy of its own.
+ *
+ * The bytes stay a function of the text alone (`hie_encode_json` is declared deterministic), equal to a fresh
+ * context's (deflateRawSync's): Node 20's zlib (Chromium's) hashes four bytes at a time and compares matches in
+ * words, so near a body's end it reads window bytes past it, zeros in a fresh context (its window is zeroed when
+ * made) and the previous bodies' bytes in a reused one, and a body could deflate to other (valid) bytes depending
+ * on what was written before (issue 17, tried in session 8). So after each body the context deflates as many zero
+ * bytes and a margin, which overwrites that part of the window with zeros again, and is reset once more. Bodies up
+ * to REUSE_MAX_BYTES only: the window (64 KiB) then never slides, so nothing but the wiped part is ever written.
+ * Checked when first used (a known text must deflate to deflateRawSync's bytes); a larger text, an error or other
+ * Node internals go through deflateRawSync (encodeJson), whose answer is the reference.
  */
 class ReusedDeflater {
   private stream: DeflateRaw | undefined;
   private handle: NativeZlib | undefined;
   private state: Uint32Array | undefined;
-  /** UTF-8 of one text (a longer one takes deflateRawSync). */
-  private readonly text = Buffer.allocUnsafe(128 * 1024);
-  /** Format byte and deflated bytes of one text: room for deflate's worst case of a text that fits `text`. */
-  private readonly out = Buffer.allocUnsafe(132 * 1024);
+  /** UTF-8 of one text: 3 bytes per UTF-16 code unit at most. */
+  private readonly text = Buffer.allocUnsafe(3 * REUSE_MAX_BYTES);
+  /** Format byte and deflated bytes of one text: room for deflate's worst case (stored blocks) and more. */
+  private readonly out = Buffer.allocUnsafe(REUSE_MAX_BYTES + 1024);
+  /** Where the wiping deflate writes (a few hundred bytes of matches of zeros). */
+  private readonly wipeOut = Buffer.allocUnsafe(4 * 1024);
   private usable: boolean | undefined;
 
   /** encodeJson's answer, or undefined when deflateRawSync must give it. */
   encode(json: string): string | Buffer | undefined {
-    // At most 3 UTF-8 bytes per UTF-16 code unit: a text that may not fit goes the reference way.
-    if (this.usable === false || 3 * json.length > this.text.length) return undefined;
+    if (this.usable === false || json.length > REUSE_MAX_BYTES) return undefined;
     if (!this.handle && !this.open()) return undefined;
     const size = this.text.write(json, 0, 'utf8');
+    if (size > REUSE_MAX_BYTES) return undefined;
     const length = this.deflate(this.text, size);
     if (length === undefined) return undefined;
     if (length + 1 >= size) return json;
@@ -81,24 +97,33 @@ class ReusedDeflater {
 
   /** Deflates `input[0, size)` to `out` after the format byte; the deflated length, or undefined on failure. */
   private deflate(input: Buffer, size: number): number | undefined {
-    const handle = this.handle!;
-    const state = this.state!;
     const out = this.out;
     out[0] = DEFLATE_DICTIONARY_1;
+    if (!this.finish(input, size, out, 1)) return undefined;
+    const length = out.length - 1 - this.state![0]!;
+    // The window's part this body used back to zeros (see above), then the context as a fresh one.
+    if (!this.finish(WIPE, size + WIPE_MARGIN, this.wipeOut, 0)) return undefined;
+    return length;
+  }
+
+  /** One whole deflate of `input[0, size)` into `output` from `offset`, then a reset; false (closed) on failure. */
+  private finish(input: Buffer, size: number, output: Buffer, offset: number): boolean {
+    const handle = this.handle!;
+    const state = this.state!;
     try {
-      handle.writeSync(constants.Z_FINISH, input, 0, size, out, 1, out.length - 1);
+      handle.writeSync(constants.Z_FINISH, input, 0, size, output, offset, output.length - offset);
     } catch {
       this.close();
-      return undefined;
+      return false;
     }
-    const availableOut = state[0]!;
-    const availableIn = state[1]!;
-    if (this.stream!.destroyed || availableIn !== 0 || availableOut === 0) {
+    // state: [output bytes left, input bytes left]. An error destroys the stream; no output room left means the
+    // deflate may not have finished.
+    if (this.stream!.destroyed || state[1] !== 0 || state[0] === 0) {
       this.close();
-      return undefined;
+      return false;
     }
     handle.reset();
-    return out.length - 1 - availableOut;
+    return true;
   }
 
   private open(): boolean {
