@@ -9,7 +9,8 @@
  *   N bytes (a suffix of the dictionary is a valid preset for format 1: same bytes at the same distances) or none,
  *   and the strategies (filtered, Huffman only, RLE, fixed) at level 1 and 6;
  * - `encodeJson`: this checkout's encodeJson.
- * CPU: process.cpuUsage per body, best of BENCH_ROUNDS (default 5) passes; prints the load average.
+ * CPU: process.cpuUsage per body, best of BENCH_ROUNDS (default 5) rounds over all variants in turn; prints the load
+ * average.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -102,7 +103,7 @@ variants.push({
   },
 });
 
-const rows: string[][] = [];
+const bytesOf = new Map<string, number>();
 for (const variant of variants) {
   // Every body must read back as format 1 does: inflated with the whole dictionary.
   let bytes = 0;
@@ -112,18 +113,22 @@ for (const variant of variants) {
     if (body.length < text.length && !inflateRawSync(body, { dictionary: DICTIONARY }).equals(text))
       throw new Error(`${variant.name}: a body does not inflate to its text`);
   }
-  let best = Infinity;
-  for (let round = 0; round < ROUNDS; round++) {
+  bytesOf.set(variant.name, bytes / texts.length);
+}
+// Rounds over all variants in turn, so that a change in the machine's load touches every variant alike.
+const best = new Map<string, number>();
+for (let round = 0; round < ROUNDS; round++)
+  for (const variant of variants) {
     const start = process.cpuUsage();
     for (const text of texts) variant.deflate(text);
     const used = process.cpuUsage(start);
-    best = Math.min(best, (used.user + used.system) / texts.length);
+    const perBody = (used.user + used.system) / texts.length;
+    best.set(variant.name, Math.min(best.get(variant.name) ?? Infinity, perBody));
   }
-  rows.push([variant.name, best.toFixed(1), (bytes / texts.length).toFixed(0)]);
-}
+const rows = variants.map((v) => [v.name, best.get(v.name)!.toFixed(1), bytesOf.get(v.name)!.toFixed(0)]);
 console.log(
   `bench:json-codec: ${texts.length} Synthea resources of ${BUNDLES} records, ${(textBytes / texts.length).toFixed(0)} B ` +
-    `of text each; best of ${ROUNDS} passes; load average ${loadavg()
+    `of text each; best of ${ROUNDS} rounds; load average ${loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,
 );
