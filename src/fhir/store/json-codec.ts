@@ -4,7 +4,7 @@
  * the text itself (TEXT) when deflating would not make it smaller. Reading gives back the exact text stored: the
  * UTF-8 bytes are deflated, so inflating them yields the same string, byte for byte.
  *
- * Cost (docs/store.md): ~25 µs of CPU per write and ~4 µs per read of a 1.5 KB resource, against 1.5 KB →
+ * Cost (docs/store.md): ~28 µs of CPU per write and ~4 µs per read of a 1.5 KB resource, against 1.5 KB →
  * ~0.4 KB on disk.
  */
 import {
@@ -28,7 +28,7 @@ const DICTIONARY_1 = Buffer.from(JSON_DICTIONARY_1.join(''), 'utf8');
  * match tables before every body, which cost more than deflating the body itself. The bodies are still format 1:
  * a back-reference into the dictionary's last 4 KiB points at the same bytes when the inflater has loaded all of
  * it (raw deflate has no dictionary id), so reading is unchanged. With the reused context (ReusedDeflater), against
- * deflateRawSync at level 6 with the whole dictionary (bodies written before): ~25 µs instead of ~50 µs of CPU per
+ * deflateRawSync at level 6 with the whole dictionary (bodies written before): ~28 µs instead of ~52 µs of CPU per
  * 1.5 KB Synthea resource, ~390 B instead of ~340 B.
  */
 const DEFLATE_LEVEL = 1;
@@ -43,7 +43,7 @@ const WIPE = Buffer.alloc(REUSE_MAX_BYTES + WIPE_MARGIN);
 /** The stored form of a resource's JSON text: a BLOB (format byte, deflated bytes) or the text when that is smaller. */
 export function encodeJson(json: string): string | Buffer {
   const stored = deflater.encode(json);
-  if (stored) return stored;
+  if (stored !== undefined) return stored;
   const text = Buffer.from(json, 'utf8');
   const deflated = deflateRawSync(text, DEFLATE_OPTIONS);
   if (deflated.length + 1 >= text.length) return json;
