@@ -18,13 +18,7 @@ import type {
   StoredVersion,
   VersionKey,
 } from '../fhir/store/resource-store.js';
-import {
-  CURRENT_LEAF_VERSION,
-  canonicalOfVersion,
-  leafHashOf,
-  newSalt,
-  type LedgerKeyring,
-} from './hashing.js';
+import { CURRENT_LEAF_VERSION, leafHashOfVersion, newSalt, type LedgerKeyring } from './hashing.js';
 import { MerkleTree, leafTagsOf } from './merkle.js';
 import type { BatchMember, JournalBatch, BatchJournal } from './anchor-journal.js';
 import { AnchorContractClient } from './anchor-contract-client.js';
@@ -114,7 +108,7 @@ export function pendingAnchorOf(
     id: version.id,
     versionId: version.versionId,
     salt,
-    leafHash: leafHashOf(salt, canonicalOfVersion(version), CURRENT_LEAF_VERSION, version.custodian),
+    leafHash: leafHashOfVersion(salt, version, CURRENT_LEAF_VERSION),
     ledgerKey: keyring.ledgerKey(version.resourceType, version.id, version.versionId, keyEpoch),
     leafVersion: CURRENT_LEAF_VERSION,
   };

@@ -12,7 +12,7 @@
 import { createHash, createHmac, randomBytes, randomFillSync } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { canonicalizeText } from '../fhir/canonical.js';
+import { canonicalUtf8, canonicalizeText } from '../fhir/canonical.js';
 
 export const SALT_BYTES = 32;
 export const HMAC_KEY_BYTES = 32;
@@ -95,6 +95,24 @@ export function canonicalOfVersion(version: {
     `{"deleted":true,"id":${JSON.stringify(version.id)},"lastUpdated":${JSON.stringify(version.lastUpdated)},` +
     `"resourceType":${JSON.stringify(version.resourceType)},"versionId":${JSON.stringify(String(version.versionId))}}`
   );
+}
+
+/**
+ * The leaf hash of a stored version: `leafHashOf(salt, canonicalOfVersion(version), leafVersion, custodian)`, with a
+ * body's canonical form hashed as the UTF-8 bytes canonicalUtf8 writes straight into a buffer (the same bytes,
+ * about half the CPU of building the canonical string and encoding it: every write and every verification pays it).
+ * Throws as canonicalOfVersion for a body that is not JSON.
+ */
+export function leafHashOfVersion(
+  saltHex: string,
+  version: Parameters<typeof canonicalOfVersion>[0] & { custodian?: string },
+  leafVersion: LeafVersion,
+): string {
+  const canonical =
+    !version.deleted && version.json !== undefined
+      ? canonicalUtf8(version.json).bytes
+      : canonicalOfVersion(version);
+  return leafHashOf(saltHex, canonical, leafVersion, version.custodian);
 }
 
 export function versionReference(resourceType: string, id: string, versionId: number): string {

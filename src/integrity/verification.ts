@@ -17,7 +17,7 @@ import type {
 } from '../fhir/store/resource-store.js';
 import { parseFhirJson, type FhirResource } from '../fhir/fhir-json.js';
 import { isBaseIndexRow } from '../fhir/search/definitions.js';
-import { canonicalOfVersion, leafHashOf, versionReference, type LeafVersion } from './hashing.js';
+import { leafHashOfVersion, versionReference, type LeafVersion } from './hashing.js';
 import {
   MerkleTree,
   ProvenNodes,
@@ -76,7 +76,7 @@ export function recomputeLeafHash(
   leafVersion: LeafVersion = 1,
 ): { hash?: string; error?: string } {
   try {
-    return { hash: leafHashOf(salt, canonicalOfVersion(version), leafVersion, version.custodian) };
+    return { hash: leafHashOfVersion(salt, version, leafVersion) };
   } catch (err) {
     return { error: `the stored text no longer parses: ${err instanceof Error ? err.message : String(err)}` };
   }

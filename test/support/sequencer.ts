@@ -25,6 +25,7 @@ const LONG_FILES: ReadonlyMap<string, number> = new Map([
   ['test/http/r4-examples-6.test.ts', 10],
   ['test/http/config-cli.test.ts', 10],
   ['test/search/custom-parameters.test.ts', 9],
+  ['test/corpus/leaf-hash.test.ts', 8],
   ['test/ledger/served-ledger.test.ts', 9],
   ['test/fabric/serve.test.ts', 9],
   ['test/http/r4-examples-5.test.ts', 9],

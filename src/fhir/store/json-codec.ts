@@ -4,25 +4,177 @@
  * the text itself (TEXT) when deflating would not make it smaller. Reading gives back the exact text stored: the
  * UTF-8 bytes are deflated, so inflating them yields the same string, byte for byte.
  *
- * Cost (docs/store.md): tens of microseconds of CPU per write and per read of a 1.5 KB resource, against 1.5 KB →
- * ~0.35 KB on disk.
+ * Cost (docs/store.md): ~28 µs of CPU per write and ~4 µs per read of a 1.5 KB resource, against 1.5 KB →
+ * ~0.4 KB on disk.
  */
-import { constants, createInflateRaw, deflateRawSync, inflateRawSync, type InflateRaw } from 'node:zlib';
+import {
+  constants,
+  createDeflateRaw,
+  createInflateRaw,
+  deflateRawSync,
+  inflateRawSync,
+  type DeflateRaw,
+  type InflateRaw,
+} from 'node:zlib';
 import { JSON_DICTIONARY_1 } from './json-dictionary.js';
 
-/** Format byte 1: raw deflate, level 6, preset dictionary JSON_DICTIONARY_1. */
+/** Format byte 1: raw deflate with the preset dictionary JSON_DICTIONARY_1 (any level: inflating is the same). */
 const DEFLATE_DICTIONARY_1 = 1;
 const DICTIONARY_1 = Buffer.from(JSON_DICTIONARY_1.join(''), 'utf8');
 
+/**
+ * What new bodies are deflated with (docs/store.md "Resource JSON", bench/json-codec.ts). Level 1 and the last
+ * 4 KiB of the dictionary (the most frequent shapes are last): zlib hashes the whole preset dictionary into its
+ * match tables before every body, which cost more than deflating the body itself. The bodies are still format 1:
+ * a back-reference into the dictionary's last 4 KiB points at the same bytes when the inflater has loaded all of
+ * it (raw deflate has no dictionary id), so reading is unchanged. With the reused context (ReusedDeflater), against
+ * deflateRawSync at level 6 with the whole dictionary (bodies written before): ~28 µs instead of ~52 µs of CPU per
+ * 1.5 KB Synthea resource, ~390 B instead of ~340 B.
+ */
+const DEFLATE_LEVEL = 1;
+const DEFLATE_DICTIONARY = DICTIONARY_1.subarray(DICTIONARY_1.length - 4 * 1024);
+const DEFLATE_OPTIONS = { level: DEFLATE_LEVEL, dictionary: DEFLATE_DICTIONARY };
+/** The largest body (UTF-8 bytes) the reused deflate context takes: Synthea resources are 1.5 KB on average. */
+const REUSE_MAX_BYTES = 24 * 1024;
+/** Zeros a body's wipe deflates past its length: more than zlib reads ahead of its input (258 bytes). */
+const WIPE_MARGIN = 512;
+const WIPE = Buffer.alloc(REUSE_MAX_BYTES + WIPE_MARGIN);
+
 /** The stored form of a resource's JSON text: a BLOB (format byte, deflated bytes) or the text when that is smaller. */
 export function encodeJson(json: string): string | Buffer {
+  const stored = deflater.encode(json);
+  if (stored !== undefined) return stored;
   const text = Buffer.from(json, 'utf8');
-  const deflated = deflateRawSync(text, { level: 6, dictionary: DICTIONARY_1 });
+  const deflated = deflateRawSync(text, DEFLATE_OPTIONS);
   if (deflated.length + 1 >= text.length) return json;
-  const stored = Buffer.allocUnsafe(deflated.length + 1);
-  stored[0] = DEFLATE_DICTIONARY_1;
-  deflated.copy(stored, 1);
-  return stored;
+  const body = Buffer.allocUnsafe(deflated.length + 1);
+  body[0] = DEFLATE_DICTIONARY_1;
+  deflated.copy(body, 1);
+  return body;
+}
+
+/**
+ * Deflates bodies with one zlib context kept for the process (reset between bodies), as ReusedInflater inflates
+ * them (see there for the native handle it drives): deflateRawSync builds a stream, a native context (~300 KB of
+ * match tables) and an output chunk per call. The text is written as UTF-8 into one scratch buffer and deflated
+ * into another after the format byte; the answer is a copy of its own.
+ *
+ * The bytes stay a function of the text alone (`hie_encode_json` is declared deterministic), equal to a fresh
+ * context's (deflateRawSync's): Node 20's zlib (Chromium's) hashes four bytes at a time and compares matches in
+ * words, so near a body's end it reads window bytes past it, zeros in a fresh context (its window is zeroed when
+ * made) and the previous bodies' bytes in a reused one, and a body could deflate to other (valid) bytes depending
+ * on what was written before (issue 17, tried in session 8). So after each body the context deflates as many zero
+ * bytes and a margin, which overwrites that part of the window with zeros again, and is reset once more. Bodies up
+ * to REUSE_MAX_BYTES only: the window (64 KiB) then never slides, so nothing but the wiped part is ever written.
+ * Checked when first used (a known text must deflate to deflateRawSync's bytes); a larger text, an error or other
+ * Node internals go through deflateRawSync (encodeJson), whose answer is the reference.
+ */
+class ReusedDeflater {
+  private stream: DeflateRaw | undefined;
+  private handle: NativeZlib | undefined;
+  private state: Uint32Array | undefined;
+  /** UTF-8 of one text: 3 bytes per UTF-16 code unit at most. */
+  private readonly text = Buffer.allocUnsafe(3 * REUSE_MAX_BYTES);
+  /** Format byte and deflated bytes of one text: room for deflate's worst case (stored blocks) and more. */
+  private readonly out = Buffer.allocUnsafe(REUSE_MAX_BYTES + 1024);
+  /** Where the wiping deflate writes (a few hundred bytes of matches of zeros). */
+  private readonly wipeOut = Buffer.allocUnsafe(4 * 1024);
+  private usable: boolean | undefined;
+
+  /** encodeJson's answer, or undefined when deflateRawSync must give it. */
+  encode(json: string): string | Buffer | undefined {
+    if (this.usable === false || json.length > REUSE_MAX_BYTES) return undefined;
+    if (!this.handle && !this.open()) return undefined;
+    const size = this.text.write(json, 0, 'utf8');
+    if (size > REUSE_MAX_BYTES) return undefined;
+    const length = this.deflate(this.text, size);
+    if (length === undefined) return undefined;
+    if (length + 1 >= size) return json;
+    const stored = Buffer.allocUnsafe(length + 1);
+    this.out.copy(stored, 0, 0, length + 1);
+    return stored;
+  }
+
+  /** Deflates `input[0, size)` to `out` after the format byte; the deflated length, or undefined on failure. */
+  private deflate(input: Buffer, size: number): number | undefined {
+    const out = this.out;
+    out[0] = DEFLATE_DICTIONARY_1;
+    if (!this.finish(input, size, out, 1)) return undefined;
+    const length = out.length - 1 - this.state![0]!;
+    // The window's part this body used back to zeros (see above), then the context as a fresh one.
+    if (!this.finish(WIPE, size + WIPE_MARGIN, this.wipeOut, 0)) return undefined;
+    return length;
+  }
+
+  /** One whole deflate of `input[0, size)` into `output` from `offset`, then a reset; false (closed) on failure. */
+  private finish(input: Buffer, size: number, output: Buffer, offset: number): boolean {
+    const handle = this.handle!;
+    const state = this.state!;
+    try {
+      handle.writeSync(constants.Z_FINISH, input, 0, size, output, offset, output.length - offset);
+    } catch {
+      this.close();
+      return false;
+    }
+    // state: [output bytes left, input bytes left]. An error destroys the stream; no output room left means the
+    // deflate may not have finished.
+    if (this.stream!.destroyed || state[1] !== 0 || state[0] === 0) {
+      this.close();
+      return false;
+    }
+    handle.reset();
+    return true;
+  }
+
+  private open(): boolean {
+    const stream = createDeflateRaw(DEFLATE_OPTIONS);
+    stream.on('error', () => undefined);
+    const internals = stream as unknown as { _handle?: unknown; _writeState?: unknown };
+    const handle = internals._handle as NativeZlib | undefined;
+    const state = internals._writeState;
+    if (
+      !handle ||
+      typeof handle.writeSync !== 'function' ||
+      typeof handle.reset !== 'function' ||
+      !(state instanceof Uint32Array) ||
+      state.length < 2
+    ) {
+      this.usable = false;
+      stream.destroy();
+      return false;
+    }
+    this.stream = stream;
+    this.handle = handle;
+    this.state = state;
+    if (this.usable === undefined) {
+      // First use: twice the same text (the second after a reset) must give deflateRawSync's bytes.
+      const probe = Buffer.from(PROBE_TEXT, 'utf8');
+      const expected = deflateRawSync(probe, DEFLATE_OPTIONS);
+      this.usable = true;
+      for (let round = 0; round < 2 && this.usable; round++) {
+        const length = this.deflate(probe, probe.length);
+        if (length === undefined || !this.out.subarray(1, 1 + length).equals(expected)) this.usable = false;
+      }
+      if (!this.usable) {
+        this.close();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private close(): void {
+    this.stream?.destroy();
+    this.stream = undefined;
+    this.handle = undefined;
+    this.state = undefined;
+  }
+
+  /** Whether texts take the reused context (false on a Node whose zlib internals differ). For tests. */
+  reused(): boolean {
+    if (this.usable === undefined) this.open();
+    return this.usable === true;
+  }
 }
 
 /**
@@ -39,7 +191,7 @@ export function encodeJson(json: string): string | Buffer {
  */
 class ReusedInflater {
   private stream: InflateRaw | undefined;
-  private handle: NativeInflate | undefined;
+  private handle: NativeZlib | undefined;
   private state: Uint32Array | undefined;
   /** Output of one body; a larger body takes inflateRawSync. */
   private readonly out = Buffer.allocUnsafe(256 * 1024);
@@ -75,7 +227,7 @@ class ReusedInflater {
     // A corrupt body makes the stream emit 'error'; it is answered by inflateRawSync instead.
     stream.on('error', () => undefined);
     const internals = stream as unknown as { _handle?: unknown; _writeState?: unknown };
-    const handle = internals._handle as NativeInflate | undefined;
+    const handle = internals._handle as NativeZlib | undefined;
     const state = internals._writeState;
     if (
       !handle ||
@@ -134,8 +286,9 @@ class ReusedInflater {
   }
 }
 
-/** The part of Node's native zlib handle the inflater drives (lib/zlib.js processChunkSync makes the same calls). */
-interface NativeInflate {
+/** The part of Node's native zlib handle the inflater and deflater drive (lib/zlib.js processChunkSync makes the
+ *  same calls). */
+interface NativeZlib {
   writeSync(
     flush: number,
     input: Uint8Array,
@@ -150,8 +303,14 @@ interface NativeInflate {
 
 const PROBE_TEXT = '{"resourceType":"Patient","id":"probe","meta":{"versionId":"1"},"active":true}';
 
-/** One per process: better-sqlite3 reads run on the main thread, one at a time. */
+/** One per process: better-sqlite3 reads and writes run on the main thread, one at a time. */
 const inflater = new ReusedInflater();
+const deflater = new ReusedDeflater();
+
+/** Whether this Node deflates through the reused context (see ReusedDeflater). */
+export function deflaterReused(): boolean {
+  return deflater.reused();
+}
 
 /** Whether this Node inflates through the reused context (see ReusedInflater). */
 export function inflaterReused(): boolean {
