@@ -421,7 +421,9 @@ class ImportRun {
     const inFlight = new Set<Promise<void>>();
     const keep = (target: string, verdict: KeptVerdict, position: SourcePosition) => {
       // In memory while there is room (the write takes it without a journal read); else in the journal.
-      if (this.verdicts.size < VERDICTS_IN_MEMORY) this.verdicts.set(target, verdict);
+      // (A target checked again, a duplicate of the import, replaces its own: never one in memory, one on disk.)
+      if (this.verdicts.size < VERDICTS_IN_MEMORY || this.verdicts.has(target))
+        this.verdicts.set(target, verdict);
       else {
         const { digest, result } = verdict;
         pending.push(() =>
