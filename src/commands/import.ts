@@ -109,7 +109,7 @@ export function formatImportSummary(summary: ImportSummary, errorsFile: string, 
     out.push(
       `Validated once: ${summary.validationsReused} of this run's writes reused the check's verdict for the same input ` +
         `(the check validated on ${summary.validationWorkers === 0 ? 'the main thread' : `${summary.validationWorkers} worker thread${summary.validationWorkers === 1 ? '' : 's'}`}); ` +
-        `${summary.indexesReused} took their index entries from the check's extraction of the same input.`,
+        `${summary.indexesReused} took their index entries from the workers' extraction of the same input.`,
     );
   if (total.rejected > 0) out.push(`REJECTED: ${total.rejected} resources; the causes are in ${errorsFile}`);
   if (summary.interrupted) out.push('INTERRUPTED: run the same command again to continue where it stopped.');

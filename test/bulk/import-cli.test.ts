@@ -357,8 +357,8 @@ describe('hie-ledger import', () => {
     expect(mained.code, mained.out).toBe(0);
     const total = all.reduce((sum, f) => sum + linesOf(f), 0);
     // Every write but the 1.50 one took the worker's rows; the main-thread run extracts them all itself.
-    expect(worked.out).toContain(`${total - 1} took their index entries from the check's extraction`);
-    expect(mained.out).toContain("0 took their index entries from the check's extraction");
+    expect(worked.out).toContain(`${total - 1} took their index entries from the workers' extraction`);
+    expect(mained.out).toContain("0 took their index entries from the workers' extraction");
     const rows = async (dataDir: string) => {
       const store = new SqliteResourceStore({ file: path.join(dataDir, 'resources.sqlite') });
       await store.init();

@@ -417,7 +417,7 @@ class ImportRun {
     // The workers extract the index entries too when they extract exactly what the context's indexEntries would.
     const index = Boolean(this.options.indexOnWorkers && context.indexEntries);
     /** Verdicts waiting for the pool: a chunk of prepared resources goes out once it is full. */
-    let chunk: { target: string; text: string; plain: FhirResource; position: SourcePosition }[] = [];
+    let chunk: { target: string; text: string; position: SourcePosition }[] = [];
     const inFlight = new Set<Promise<void>>();
     const keep = (target: string, verdict: KeptVerdict, position: SourcePosition) => {
       // In memory while there is room (the write takes it without a journal read); else in the journal.
@@ -437,8 +437,8 @@ class ImportRun {
       // What a resumed run needs: the rejection stays in the journal.
       if (!verdict.result.valid) pending.push(() => this.journal.markRejected(target, position));
     };
-    const checkChunk = async (texts: string[], extra: boolean): Promise<(CheckedText | null)[]> => {
-      if (pool!.check) return pool!.check(texts, WRITE_VALIDATION, extra);
+    const checkChunk = async (texts: string[]): Promise<(CheckedText | null)[]> => {
+      if (pool!.check) return pool!.check(texts, WRITE_VALIDATION, index);
       const results = await pool!.validate(texts, WRITE_VALIDATION);
       return results.map((result, i) =>
         result ? { result, digest: validationDigest(texts[i]!, WRITE_VALIDATION) } : null,
@@ -448,28 +448,17 @@ class ImportRun {
       if (chunk.length === 0) return;
       const work = chunk;
       chunk = [];
-      // Every worker busy: this thread would soon wait, so it extracts this chunk's index entries itself (from the
-      // same plain JSON the worker is sent: the text is its JSON.stringify) while the worker validates.
-      const here =
-        index && inFlight.size >= pool!.size ? work.map((w) => this.extractHere(w.plain)) : undefined;
-      const done = checkChunk(
-        work.map((w) => w.text),
-        index && !here,
-      ).then((results) =>
+      const done = checkChunk(work.map((w) => w.text)).then((results) =>
         results.forEach((checked, i) => {
           // null: the worker's validator threw; no verdict kept, so the write validates it on its own.
           if (checked)
             keep(
               work[i]!.target,
+              // The check worker's extra: extractIndex of the same text (check-worker.ts).
               {
                 digest: checked.digest,
                 result: checked.result,
-                // The check worker's extra (extractIndex of the same text: check-worker.ts), or this thread's.
-                index: here
-                  ? checked.result.valid
-                    ? here[i]
-                    : undefined
-                  : (checked.extra as IndexEntry[] | undefined),
+                index: checked.extra as IndexEntry[] | undefined,
               },
               work[i]!.position,
             );
@@ -498,7 +487,7 @@ class ImportRun {
       const plain = toPlainJson(resource);
       const position = positionOf(file.path, record);
       if (pool) {
-        chunk.push({ target, text: JSON.stringify(plain), plain, position });
+        chunk.push({ target, text: JSON.stringify(plain), position });
         if (chunk.length >= POOL_CHUNK) await dispatch();
         return;
       }
@@ -519,21 +508,6 @@ class ImportRun {
     await dispatch();
     while (inFlight.size > 0) await this.waitForPool(inFlight);
     flush();
-  }
-
-  /**
-   * The check's index entries of a prepared plain resource, on this thread: the context's own `indexEntries` (the
-   * write's), timed as index extraction; undefined when it throws (the write meets that on its own).
-   */
-  private extractHere(plain: FhirResource): IndexEntry[] | undefined {
-    const start = performance.now();
-    try {
-      return this.options.context!.indexEntries!(plain);
-    } catch {
-      return undefined;
-    } finally {
-      this.timings.index += performance.now() - start;
-    }
   }
 
   /** Waits for one of the pool's chunks in flight; the wait is the check's validation time on this thread. */

@@ -176,7 +176,7 @@ export interface ImportSummary {
   processedThisRun: number;
   /** Writes of this run whose validation was answered by the check's verdict for the same input (validated once). */
   validationsReused: number;
-  /** Writes of this run whose index entries were the check's extraction of the same input (a worker's or this thread's). */
+  /** Writes of this run whose index entries were the workers' extraction of the same input. */
   indexesReused: number;
   /** Worker threads the check pass validated on (0: the main thread). */
   validationWorkers: number;
