@@ -102,7 +102,8 @@ const WRITE_VALIDATION: ValidationOptions = { mode: 'update' };
  * Verdicts (and index entries) the check keeps in memory for the write, at most this many resources: beyond, the
  * journal keeps the verdict and the write extracts the index entries itself (an import of millions of resources
  * must fit; about 3.5 KB each with their index entries, Synthea's resources). Kept until the run ends: the same
- * target may be written again further on (a Practitioner in every patient's Bundle), with the same digest.
+ * target may be written again further on (a Practitioner in every patient's Bundle), with the same digest; the
+ * index entries only until a write takes them.
  */
 export const VERDICTS_IN_MEMORY = 50_000;
 
@@ -115,6 +116,8 @@ interface KeptVerdict {
   digest: Buffer;
   result: ValidationResult;
   index?: IndexEntry[];
+  /** A write took it (its entries, if any, are not kept past that). */
+  spent?: boolean;
 }
 
 /** Resources per message to a validation worker (few messages, little waiting at the end). */
@@ -437,8 +440,11 @@ class ImportRun {
       // What a resumed run needs: the rejection stays in the journal.
       if (!verdict.result.valid) pending.push(() => this.journal.markRejected(target, position));
     };
-    const checkChunk = async (texts: string[]): Promise<(CheckedText | null)[]> => {
-      if (pool!.check) return pool!.check(texts, WRITE_VALIDATION, index);
+    const checkChunk = async (
+      texts: string[],
+      onExtras: ((extras: unknown[]) => void) | undefined,
+    ): Promise<(CheckedText | null)[]> => {
+      if (pool!.check) return pool!.check(texts, WRITE_VALIDATION, onExtras);
       const results = await pool!.validate(texts, WRITE_VALIDATION);
       return results.map((result, i) =>
         result ? { result, digest: validationDigest(texts[i]!, WRITE_VALIDATION) } : null,
@@ -448,20 +454,28 @@ class ImportRun {
       if (chunk.length === 0) return;
       const work = chunk;
       chunk = [];
-      const done = checkChunk(work.map((w) => w.text)).then((results) =>
+      const verdicts: (KeptVerdict | undefined)[] = [];
+      // The check worker's extras (extractIndex of the same texts: check-worker.ts) come after the chunk's verdicts,
+      // when the worker has nothing to validate (during the write, mostly): each joins its verdict. A verdict a write
+      // took before its entries came is written with this thread's extraction.
+      const onExtras = index
+        ? (extras: unknown[]) =>
+            extras.forEach((entries, i) => {
+              const verdict = verdicts[i];
+              if (verdict?.result.valid && Array.isArray(entries) && !verdict.spent)
+                verdict.index = entries as IndexEntry[];
+            })
+        : undefined;
+      const done = checkChunk(
+        work.map((w) => w.text),
+        onExtras,
+      ).then((results) =>
         results.forEach((checked, i) => {
           // null: the worker's validator threw; no verdict kept, so the write validates it on its own.
-          if (checked)
-            keep(
-              work[i]!.target,
-              // The check worker's extra: extractIndex of the same text (check-worker.ts).
-              {
-                digest: checked.digest,
-                result: checked.result,
-                index: checked.extra as IndexEntry[] | undefined,
-              },
-              work[i]!.position,
-            );
+          if (!checked) return;
+          const verdict: KeptVerdict = { digest: checked.digest, result: checked.result };
+          verdicts[i] = verdict;
+          keep(work[i]!.target, verdict, work[i]!.position);
         }),
       );
       const tracked = done.finally(() => inFlight.delete(tracked));
@@ -535,6 +549,9 @@ class ImportRun {
       if (!inMemory.digest.equals(validationDigest(JSON.stringify(resource), options))) return undefined;
       this.verdictsReused++;
       if (inMemory.index) this.answered = { resource, index: inMemory.index };
+      // The entries are one write's (a duplicate target written again extracts its own): memory back as it goes.
+      inMemory.index = undefined;
+      inMemory.spent = true;
       return inMemory.result;
     }
     const kept = this.journal.verdict(target);

@@ -77,10 +77,14 @@ export interface ImportOptions {
     readonly size: number;
     validate(texts: string[], options: ValidationOptions): Promise<(ValidationResult | null)[]>;
     /**
-     * Digests and verdicts of the texts and, with `extra`, their index entries (a check pool: check-pool.ts): the
-     * check uses it when offered.
+     * Digests and verdicts of the texts and, given `onExtras`, their index entries later (a check pool:
+     * check-pool.ts): the check uses it when offered.
      */
-    check?(texts: string[], options: ValidationOptions, extra: boolean): Promise<(CheckedText | null)[]>;
+    check?(
+      texts: string[],
+      options: ValidationOptions,
+      onExtras?: (extras: unknown[]) => void,
+    ): Promise<(CheckedText | null)[]>;
   };
   /**
    * The pool's `check` extras are exactly what `context.indexEntries` gives (check-pool.ts: the same extraction

@@ -46,12 +46,10 @@ export function validationDigest(plainText: string, options: ValidationOptions |
     .digest();
 }
 
-/** One text checked by a worker: its digest (`validationDigest`), the verdict, the worker's extra if asked. */
-export interface CheckedText<Extra = unknown> {
+/** One text checked by a worker: its digest (`validationDigest`) and the verdict. */
+export interface CheckedText {
   digest: Buffer;
   result: ValidationResult;
-  /** What the worker's `extra` derived from the same text (asked for with `extra`; absent when it threw). */
-  extra?: Extra;
 }
 
 /** A message to a worker: a chunk of JSON texts validated with `options` (`extra`: derived too), or settings. */
@@ -72,7 +70,11 @@ const VALIDATION_WORKER: WorkerEntry = { base: import.meta.url, name: 'validatio
 
 /** A worker's answer: one result per text (null: the validator threw, so no verdict: validate it elsewhere). */
 export type ValidationAnswer =
-  { id: number; results: (CheckedText | null)[] } | { id: number; error: string } | { ready: true };
+  | { id: number; results: (CheckedText | null)[] }
+  /** A chunk's extras, sent after its verdicts: one per text (undefined: none, derive it elsewhere). */
+  | { id: number; extras: unknown[] }
+  | { id: number; error: string }
+  | { ready: true };
 
 interface PoolWorker {
   worker: Worker;
@@ -98,6 +100,8 @@ export function defaultPoolSize(): number {
 export class ValidationPool {
   private readonly workers: PoolWorker[];
   private nextId = 1;
+  /** Chunks whose extras are still to come: who takes them. */
+  private readonly extrasWanted = new Map<number, (extras: unknown[]) => void>();
   private failure: Error | undefined;
 
   private constructor(spec: ValidatorSpec, size: number, entry: WorkerEntry) {
@@ -107,6 +111,11 @@ export class ValidationPool {
       const entry: PoolWorker = { worker, inFlight: new Map() };
       worker.on('message', (answer: ValidationAnswer) => {
         if ('ready' in answer) return;
+        if ('extras' in answer) {
+          this.extrasWanted.get(answer.id)?.(answer.extras);
+          this.extrasWanted.delete(answer.id);
+          return;
+        }
         const pending = entry.inFlight.get(answer.id);
         if (!pending) return;
         entry.inFlight.delete(answer.id);
@@ -161,21 +170,27 @@ export class ValidationPool {
 
   /** Validates each JSON text (plain JSON of one resource) with `options`; results in the same order. */
   async validate(texts: string[], options: ValidationOptions): Promise<(ValidationResult | null)[]> {
-    return (await this.check(texts, options, false)).map((checked) => checked?.result ?? null);
+    return (await this.check(texts, options)).map((checked) => checked?.result ?? null);
   }
 
   /**
-   * Validates each JSON text with `options`: its digest and verdict, and with `extra` what the worker entry's
-   * `extra` derives from a valid one (with the settings last given to `configure`); in the same order.
+   * Validates each JSON text with `options`: its digest and verdict, in the same order. With `onExtras`: what the
+   * worker entry's `extra` derives from each valid text (with the settings last given to `configure`) is given to
+   * it later, once the worker has no chunk to validate (never, if the pool closes first).
    */
-  check(texts: string[], options: ValidationOptions, extra: boolean): Promise<(CheckedText | null)[]> {
+  check(
+    texts: string[],
+    options: ValidationOptions,
+    onExtras?: (extras: unknown[]) => void,
+  ): Promise<(CheckedText | null)[]> {
     if (this.failure) return Promise.reject(this.failure);
     const target = this.workers.reduce((best, w) => (w.inFlight.size < best.inFlight.size ? w : best));
     const id = this.nextId++;
+    if (onExtras) this.extrasWanted.set(id, onExtras);
     return new Promise((resolve, reject) => {
       target.inFlight.set(id, { resolve, reject });
       target.worker.ref();
-      target.worker.postMessage({ id, texts, options, extra } satisfies PoolMessage);
+      target.worker.postMessage({ id, texts, options, extra: onExtras !== undefined } satisfies PoolMessage);
     }).finally(() => {
       if (target.inFlight.size === 0) target.worker.unref();
     }) as Promise<(CheckedText | null)[]>;
