@@ -239,6 +239,8 @@ class ImportRun {
    * JSON) after reading its target, without changing it.
    */
   private answered: { resource: unknown; index: IndexEntry[] } | undefined;
+  /** The check's chunks whose index entries the workers are still extracting (they come after the verdicts). */
+  private extrasComing: Promise<void>[] = [];
   private processed = 0;
   private newVersionsSinceDrain = 0;
   private batches = 0;
@@ -284,6 +286,7 @@ class ImportRun {
     const files = await this.registerFiles(sources);
     const parseStart = performance.now();
     const validateBefore = this.timings.validate;
+    const indexBefore = this.timings.index;
     this.journal.clearVerdicts();
     let scannedBefore = 0; // resources of the files before: the scan's progress counts the whole import
     for (const file of files) {
@@ -291,9 +294,21 @@ class ImportRun {
       scannedBefore += file.resources;
     }
     // The check validates locally; a running service validates each write itself.
-    if (this.context) for (const file of files) if (!file.finished) await this.check(file, this.context);
-    // The scan's validation is counted as validation (the timed validator), not as parsing.
-    this.timings.parse += performance.now() - parseStart - (this.timings.validate - validateBefore);
+    if (this.context) {
+      for (const file of files) if (!file.finished) await this.check(file, this.context);
+      // The workers' last index entries (extracted after the verdicts, so the check did not wait for them): every
+      // write then finds its resource's entries whatever the timing (counted as index extraction).
+      const start = performance.now();
+      await Promise.all(this.extrasComing);
+      this.extrasComing = [];
+      this.timings.index += performance.now() - start;
+    }
+    // The check's validation and the wait for the workers' index entries are counted as such, not as parsing.
+    this.timings.parse +=
+      performance.now() -
+      parseStart -
+      (this.timings.validate - validateBefore) -
+      (this.timings.index - indexBefore);
     this.total = files.reduce((sum, f) => sum + f.resources, 0);
     let interrupted = false;
     for (const file of files) {
@@ -458,14 +473,20 @@ class ImportRun {
       // The check worker's extras (extractIndex of the same texts: check-worker.ts) come after the chunk's verdicts,
       // when the worker has nothing to validate (during the write, mostly): each joins its verdict. A verdict a write
       // took before its entries came is written with this thread's extraction.
-      const onExtras = index
-        ? (extras: unknown[]) =>
-            extras.forEach((entries, i) => {
-              const verdict = verdicts[i];
-              if (verdict?.result.valid && Array.isArray(entries) && !verdict.spent)
-                verdict.index = entries as IndexEntry[];
-            })
-        : undefined;
+      let onExtras: ((extras: unknown[]) => void) | undefined;
+      if (index)
+        this.extrasComing.push(
+          new Promise<void>((resolve) => {
+            onExtras = (extras) => {
+              extras.forEach((entries, i) => {
+                const verdict = verdicts[i];
+                if (verdict?.result.valid && Array.isArray(entries) && !verdict.spent)
+                  verdict.index = entries as IndexEntry[];
+              });
+              resolve();
+            };
+          }),
+        );
       const done = checkChunk(
         work.map((w) => w.text),
         onExtras,

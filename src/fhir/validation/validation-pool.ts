@@ -79,6 +79,8 @@ export type ValidationAnswer =
 interface PoolWorker {
   worker: Worker;
   inFlight: Map<number, { resolve: (r: (CheckedText | null)[]) => void; reject: (e: Error) => void }>;
+  /** Chunks of this worker whose extras are still to come (the worker is kept referenced meanwhile). */
+  extrasPending: number;
 }
 
 /** The worker's entry: the built file, or the TypeScript source through tsx (tests, tsx runs). */
@@ -108,12 +110,14 @@ export class ValidationPool {
     const { source, eval: isEval } = workerSource(entry);
     this.workers = Array.from({ length: size }, () => {
       const worker = new Worker(source, { eval: isEval, workerData: { spec } });
-      const entry: PoolWorker = { worker, inFlight: new Map() };
+      const entry: PoolWorker = { worker, inFlight: new Map(), extrasPending: 0 };
       worker.on('message', (answer: ValidationAnswer) => {
         if ('ready' in answer) return;
         if ('extras' in answer) {
           this.extrasWanted.get(answer.id)?.(answer.extras);
           this.extrasWanted.delete(answer.id);
+          entry.extrasPending--;
+          if (entry.inFlight.size === 0 && entry.extrasPending === 0) worker.unref();
           return;
         }
         const pending = entry.inFlight.get(answer.id);
@@ -138,6 +142,9 @@ export class ValidationPool {
       });
       const fail = (error: Error) => {
         this.failure ??= error;
+        // No extras will come: each waiting taker hears none (it derives them on its own).
+        for (const take of this.extrasWanted.values()) take([]);
+        this.extrasWanted.clear();
         for (const pending of entry.inFlight.values()) pending.reject(error);
         entry.inFlight.clear();
       };
@@ -186,13 +193,16 @@ export class ValidationPool {
     if (this.failure) return Promise.reject(this.failure);
     const target = this.workers.reduce((best, w) => (w.inFlight.size < best.inFlight.size ? w : best));
     const id = this.nextId++;
-    if (onExtras) this.extrasWanted.set(id, onExtras);
+    if (onExtras) {
+      this.extrasWanted.set(id, onExtras);
+      target.extrasPending++;
+    }
     return new Promise((resolve, reject) => {
       target.inFlight.set(id, { resolve, reject });
       target.worker.ref();
       target.worker.postMessage({ id, texts, options, extra: onExtras !== undefined } satisfies PoolMessage);
     }).finally(() => {
-      if (target.inFlight.size === 0) target.worker.unref();
+      if (target.inFlight.size === 0 && target.extrasPending === 0) target.worker.unref();
     }) as Promise<(CheckedText | null)[]>;
   }
 
