@@ -20,6 +20,7 @@ import { runVerify } from '../../src/commands/verify.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { loadSettings } from '../../src/config/config.js';
 import { IMPORT_SETTINGS } from '../../src/commands/import.js';
+import { indexedPut } from '../search/helpers.js';
 
 const SHARED = path.resolve('..', 'shared', 'data');
 const NDJSON = path.join(SHARED, 'bulk-ndjson-10-patients');
@@ -378,6 +379,56 @@ describe('hie-ledger import', () => {
     expect(workerRows.size).toBe(total);
     expect(workerRows).toEqual(mainRows);
     expect(JSON.stringify(workerRows.get('Observation/precise'))).toContain('1.495');
+  }, 240_000);
+
+  it("the workers index with the data directory's custom search parameters", async () => {
+    const dataDir = tempDir();
+    const source = tempDir();
+    const colour = 'http://example.org/fhir/StructureDefinition/eye-colour';
+    const first = path.join(source, 'first.ndjson');
+    writeFileSync(first, JSON.stringify({ resourceType: 'Patient', id: 'first' }) + '\n');
+    expect((await importInto(dataDir, [first])).code).toBe(0);
+    // An active custom parameter in the store (an administrator's write; the import's caller may not define one).
+    const store = new SqliteResourceStore({ file: path.join(dataDir, 'resources.sqlite') });
+    await store.init();
+    try {
+      await store.write(
+        indexedPut({
+          resourceType: 'SearchParameter',
+          id: 'eye-colour',
+          url: 'http://example.org/fhir/SearchParameter/eye-colour',
+          name: 'EyeColour',
+          status: 'active',
+          description: 'The colour of the eyes.',
+          code: 'eye-colour',
+          base: ['Patient'],
+          type: 'token',
+          expression: `Patient.extension.where(url='${colour}').value`,
+        }),
+      );
+    } finally {
+      await store.close();
+    }
+    const patients = path.join(source, 'patients.ndjson');
+    writeFileSync(
+      patients,
+      JSON.stringify({
+        resourceType: 'Patient',
+        id: 'brown',
+        extension: [{ url: colour, valueCode: 'brown' }],
+      }) + '\n',
+    );
+    const result = await importInto(dataDir, [patients], { workers: 1 });
+    expect(result.code, result.out).toBe(0);
+    expect(result.out).toContain("1 took their index entries from the workers' extraction");
+    const reopened = new SqliteResourceStore({ file: path.join(dataDir, 'resources.sqlite') });
+    await reopened.init();
+    try {
+      const rows = await reopened.indexEntries('Patient', 'brown');
+      expect(rows.filter((r) => r.param === 'eye-colour').map((r) => r.value)).toEqual(['brown']);
+    } finally {
+      await reopened.close();
+    }
   }, 240_000);
 
   it('a resource naming a target of a later file that is invalid once rewritten is rejected naming it, never stored dangling', async () => {
