@@ -108,7 +108,8 @@ export function formatImportSummary(summary: ImportSummary, errorsFile: string, 
   if (!remote)
     out.push(
       `Validated once: ${summary.validationsReused} of this run's writes reused the check's verdict for the same input ` +
-        `(the check validated on ${summary.validationWorkers === 0 ? 'the main thread' : `${summary.validationWorkers} worker thread${summary.validationWorkers === 1 ? '' : 's'}`}).`,
+        `(the check validated on ${summary.validationWorkers === 0 ? 'the main thread' : `${summary.validationWorkers} worker thread${summary.validationWorkers === 1 ? '' : 's'}`}); ` +
+        `${summary.indexesReused} took their index entries from the workers' extraction of the same input.`,
     );
   if (total.rejected > 0) out.push(`REJECTED: ${total.rejected} resources; the causes are in ${errorsFile}`);
   if (summary.interrupted) out.push('INTERRUPTED: run the same command again to continue where it stopped.');
@@ -173,6 +174,7 @@ async function loadWritePath() {
     definitions,
     engine,
     coreDefinitions,
+    checkPool,
   ] = await Promise.all([
     import('../app/app.js'),
     import('../fhir/validation/validation-pool.js'),
@@ -185,13 +187,15 @@ async function loadWritePath() {
     import('../fhir/search/definitions.js'),
     import('../bulk/import/engine.js'),
     import('../fhir/definitions/definition-registry.js'),
+    import('../bulk/import/check-pool.js'),
   ]);
   return {
     coreDefinitionsCacheFile: coreDefinitions.coreDefinitionsCacheFile,
     openValidator: app.openValidator,
     validatorSpec: app.validatorSpec,
     defaultPoolSize: pool.defaultPoolSize,
-    ValidationPool: pool.ValidationPool,
+    startCheckPool: checkPool.startCheckPool,
+    indexWithCustomParameters: checkPool.indexWithCustomParameters,
     FhirRegistry: registry.FhirRegistry,
     registerCoreInteractions: core.registerCoreInteractions,
     registerSearch: search.registerSearch,
@@ -300,7 +304,8 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       openValidator,
       validatorSpec,
       defaultPoolSize,
-      ValidationPool,
+      startCheckPool,
+      indexWithCustomParameters,
       FhirRegistry,
       registerCoreInteractions,
       registerSearch,
@@ -349,7 +354,8 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       // writes the cache, which the workers then read (a third of the CPU) while this thread scans the files;
       // started together, each built them from the packages and wrote the same file.
       const spec = validatorSpec({ ...options, dataDir });
-      const startPool = () => (workers > 0 ? ValidationPool.start(spec, workers) : undefined);
+      // Check workers: they validate, and extract the index entries of what they validated.
+      const startPool = () => (workers > 0 ? startCheckPool(spec, workers) : undefined);
       const cacheDir = spec.kind === 'full' ? spec.options.definitionsCacheDir : undefined;
       if (cacheDir === undefined || existsSync(coreDefinitionsCacheFile(cacheDir))) pool = startPool();
       const validator = await openValidator({ ...options, dataDir }, {}, codeSystems);
@@ -364,6 +370,8 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
       const customParameters = new CustomSearchParameters(store, { warn() {} });
       await customParameters.start(0);
       closeCustomParameters = () => customParameters.close();
+      // The workers index with the same parameters (the import's own writes do not change them: no refresh here).
+      if (pool) indexWithCustomParameters(pool, customParameters);
       const context: FhirContext = {
         store,
         validator,
@@ -393,6 +401,8 @@ export async function runImport(options: ImportCommandOptions): Promise<number> 
           atomicBundles: options.atomicBundles,
           batchSize: options.batchSize,
           validationPool: pool,
+          // The workers' extractIndex with the parameters above is exactly this context's indexEntries.
+          indexOnWorkers: pool !== undefined,
           source: options.source,
           anchors: options.anchoring === false ? undefined : opened.integrity.anchorer,
           anchorEvery: options.anchorBatchSize,

@@ -20,6 +20,7 @@ import { runVerify } from '../../src/commands/verify.js';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { loadSettings } from '../../src/config/config.js';
 import { IMPORT_SETTINGS } from '../../src/commands/import.js';
+import { indexedPut } from '../search/helpers.js';
 
 const SHARED = path.resolve('..', 'shared', 'data');
 const NDJSON = path.join(SHARED, 'bulk-ndjson-10-patients');
@@ -318,6 +319,117 @@ describe('hie-ledger import', () => {
     },
     240_000,
   );
+
+  it('the index rows a validation worker extracted are the ones this thread extracts (a number written 1.50 included: that resource is extracted here)', async () => {
+    const source = tempDir();
+    const files = twoPatientExport(source);
+    const patient = (
+      JSON.parse(
+        readFileSync(
+          files.find((f) => /Patient\./.test(f))!,
+          'utf8',
+        ).split('\n')[0]!,
+      ) as {
+        id: string;
+      }
+    ).id;
+    // 1.50 is not what JSON.parse and String() give back (1.5): the line is parsed losslessly, and its index rows
+    // (value-quantity [1.495, 1.505)) differ from those of the plain JSON the worker was given.
+    const precise = path.join(source, 'precise.ndjson');
+    writeFileSync(
+      precise,
+      JSON.stringify({
+        resourceType: 'Observation',
+        id: 'precise',
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code: '2339-0' }] },
+        subject: { reference: `Patient/${patient}` },
+        valueQuantity: { value: 0, unit: 'g/L', system: 'http://unitsofmeasure.org', code: 'g/L' },
+      }).replace('"value":0', '"value":1.50') + '\n',
+    );
+    const all = [...files, precise];
+    const onWorker = tempDir();
+    const onMain = tempDir();
+    const [worked, mained] = await Promise.all([
+      importInto(onWorker, all, { workers: 1 }),
+      importInto(onMain, all, { workers: 0 }),
+    ]);
+    expect(worked.code, worked.out).toBe(0);
+    expect(mained.code, mained.out).toBe(0);
+    const total = all.reduce((sum, f) => sum + linesOf(f), 0);
+    // Every write but the 1.50 one took the worker's rows; the main-thread run extracts them all itself.
+    expect(worked.out).toContain(`${total - 1} took their index entries from the workers' extraction`);
+    expect(mained.out).toContain("0 took their index entries from the workers' extraction");
+    const rows = async (dataDir: string) => {
+      const store = new SqliteResourceStore({ file: path.join(dataDir, 'resources.sqlite') });
+      await store.init();
+      try {
+        const out = new Map<string, unknown>();
+        for await (const { version } of store.allVersions())
+          out.set(
+            `${version.resourceType}/${version.id}`,
+            await store.indexEntries(version.resourceType, version.id),
+          );
+        return out;
+      } finally {
+        await store.close();
+      }
+    };
+    const [workerRows, mainRows] = await Promise.all([rows(onWorker), rows(onMain)]);
+    expect(workerRows.size).toBe(total);
+    expect(workerRows).toEqual(mainRows);
+    expect(JSON.stringify(workerRows.get('Observation/precise'))).toContain('1.495');
+  }, 240_000);
+
+  it("the workers index with the data directory's custom search parameters", async () => {
+    const dataDir = tempDir();
+    const source = tempDir();
+    const colour = 'http://example.org/fhir/StructureDefinition/eye-colour';
+    const first = path.join(source, 'first.ndjson');
+    writeFileSync(first, JSON.stringify({ resourceType: 'Patient', id: 'first' }) + '\n');
+    expect((await importInto(dataDir, [first])).code).toBe(0);
+    // An active custom parameter in the store (an administrator's write; the import's caller may not define one).
+    const store = new SqliteResourceStore({ file: path.join(dataDir, 'resources.sqlite') });
+    await store.init();
+    try {
+      await store.write(
+        indexedPut({
+          resourceType: 'SearchParameter',
+          id: 'eye-colour',
+          url: 'http://example.org/fhir/SearchParameter/eye-colour',
+          name: 'EyeColour',
+          status: 'active',
+          description: 'The colour of the eyes.',
+          code: 'eye-colour',
+          base: ['Patient'],
+          type: 'token',
+          expression: `Patient.extension.where(url='${colour}').value`,
+        }),
+      );
+    } finally {
+      await store.close();
+    }
+    const patients = path.join(source, 'patients.ndjson');
+    writeFileSync(
+      patients,
+      JSON.stringify({
+        resourceType: 'Patient',
+        id: 'brown',
+        extension: [{ url: colour, valueCode: 'brown' }],
+      }) + '\n',
+    );
+    const result = await importInto(dataDir, [patients], { workers: 1 });
+    expect(result.code, result.out).toBe(0);
+    expect(result.out).toContain("1 took their index entries from the workers' extraction");
+    const reopened = new SqliteResourceStore({ file: path.join(dataDir, 'resources.sqlite') });
+    await reopened.init();
+    try {
+      const rows = await reopened.indexEntries('Patient', 'brown');
+      expect(rows.filter((r) => r.param === 'eye-colour').map((r) => r.value)).toEqual(['brown']);
+    } finally {
+      await reopened.close();
+    }
+  }, 240_000);
 
   it('a resource naming a target of a later file that is invalid once rewritten is rejected naming it, never stored dangling', async () => {
     const dataDir = tempDir();

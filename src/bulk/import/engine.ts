@@ -15,13 +15,12 @@
  *    one journal transaction after the store committed;
  * 4. anchors: the outbox drained in Merkle batches every `anchorEvery` new versions and at the end.
  */
-import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { FhirError, fhirError, type OperationOutcome } from '../../fhir/outcome.js';
 import { INERT_CONSENT_TAG } from '../../consent/consent-resource.js';
 import { toPlainJson, type FhirResource } from '../../fhir/fhir-json.js';
 import type { FhirContext, FhirRequest } from '../../fhir/interactions/types.js';
-import type { ResourceStore, StoredVersion } from '../../fhir/store/resource-store.js';
+import type { IndexEntry, ResourceStore, StoredVersion } from '../../fhir/store/resource-store.js';
 import { conditionalMatches } from '../../fhir/interactions/batch.js';
 import { newResourceId } from '../../fhir/interactions/ids.js';
 import { emptyQuery, parseQuery } from '../../fhir/query.js';
@@ -30,6 +29,7 @@ import type {
   ValidationOptions,
   ValidationResult,
 } from '../../fhir/validation/validator.js';
+import { validationDigest, type CheckedText } from '../../fhir/validation/validation-pool.js';
 import { ImportJournal, type JournalFile, type RecordedOutcome } from './journal.js';
 import {
   fileHash,
@@ -99,15 +99,25 @@ type LocalStatus = 'pending' | 'stored' | 'rejected';
 const WRITE_VALIDATION: ValidationOptions = { mode: 'update' };
 
 /**
- * What a verdict is kept for: the validation options and the exact plain JSON the validator was given (the
- * validator is a function of these two alone: the import's own writes do not change its definitions).
+ * Verdicts (and index entries) the check keeps in memory for the write, at most this many resources: beyond, the
+ * journal keeps the verdict and the write extracts the index entries itself (an import of millions of resources
+ * must fit; about 3.5 KB each with their index entries, Synthea's resources). Kept until the run ends: the same
+ * target may be written again further on (a Practitioner in every patient's Bundle), with the same digest; the
+ * index entries only until a write takes them.
  */
-function validationDigest(plainText: string, options: ValidationOptions | undefined): Buffer {
-  return createHash('sha256')
-    .update(JSON.stringify(options ?? {}))
-    .update('\n')
-    .update(plainText)
-    .digest();
+export const VERDICTS_IN_MEMORY = 50_000;
+
+/**
+ * A verdict of the check for one target: the digest of exactly what was validated (validationDigest: the options
+ * and the plain JSON text, after reference rewriting), the result, and the index entries a worker extracted from
+ * the same input (absent: the write extracts them).
+ */
+interface KeptVerdict {
+  digest: Buffer;
+  result: ValidationResult;
+  index?: IndexEntry[];
+  /** A write took it (its entries, if any, are not kept past that). */
+  spent?: boolean;
 }
 
 /** Resources per message to a validation worker (few messages, little waiting at the end). */
@@ -121,6 +131,7 @@ function timedContext(
   context: FhirContext,
   timings: ImportTimings,
   reuse: (resource: unknown, options: ValidationOptions | undefined) => ValidationResult | undefined,
+  reuseIndex: (resource: FhirResource) => IndexEntry[] | undefined,
   observe?: (result: ValidationResult) => void,
 ): FhirContext {
   const validator = Object.create(context.validator) as ResourceValidator;
@@ -142,7 +153,7 @@ function timedContext(
       ((resource: FhirResource) => {
         const start = performance.now();
         try {
-          return indexEntries(resource);
+          return reuseIndex(resource) ?? indexEntries(resource);
         } finally {
           timings.index += performance.now() - start;
         }
@@ -218,6 +229,18 @@ class ImportRun {
   private consentsSeen = 0;
   /** Validations of the write phase answered by the check phase's verdict (the same input, validated once). */
   private verdictsReused = 0;
+  /** Index extractions of the write phase answered by a worker's entries for the same input. */
+  private indexesReused = 0;
+  /** The check's verdicts waiting for their write (VERDICTS_IN_MEMORY at most; the rest in the journal). */
+  private readonly verdicts = new Map<string, KeptVerdict>();
+  /**
+   * The input the write's validation was last answered for from a verdict with index entries, and those entries:
+   * the `update` interaction asks for the index entries of the same object (a plain resource is its own plain
+   * JSON) after reading its target, without changing it.
+   */
+  private answered: { resource: unknown; index: IndexEntry[] } | undefined;
+  /** The check's chunks whose index entries the workers are still extracting (they come after the verdicts). */
+  private extrasComing: Promise<void>[] = [];
   private processed = 0;
   private newVersionsSinceDrain = 0;
   private batches = 0;
@@ -239,6 +262,7 @@ class ImportRun {
         options.context,
         this.timings,
         (resource, validationOptions) => this.reuseVerdict(resource, validationOptions),
+        (resource) => this.reuseIndex(resource),
         sink.validated && ((result) => sink.validated!(result)),
       );
     this.batchSize = Math.max(1, Math.floor(options.batchSize ?? 2000));
@@ -262,6 +286,7 @@ class ImportRun {
     const files = await this.registerFiles(sources);
     const parseStart = performance.now();
     const validateBefore = this.timings.validate;
+    const indexBefore = this.timings.index;
     this.journal.clearVerdicts();
     let scannedBefore = 0; // resources of the files before: the scan's progress counts the whole import
     for (const file of files) {
@@ -269,9 +294,21 @@ class ImportRun {
       scannedBefore += file.resources;
     }
     // The check validates locally; a running service validates each write itself.
-    if (this.context) for (const file of files) if (!file.finished) await this.check(file, this.context);
-    // The scan's validation is counted as validation (the timed validator), not as parsing.
-    this.timings.parse += performance.now() - parseStart - (this.timings.validate - validateBefore);
+    if (this.context) {
+      for (const file of files) if (!file.finished) await this.check(file, this.context);
+      // The workers' last index entries (extracted after the verdicts, so the check did not wait for them): every
+      // write then finds its resource's entries whatever the timing (counted as index extraction).
+      const start = performance.now();
+      await Promise.all(this.extrasComing);
+      this.extrasComing = [];
+      this.timings.index += performance.now() - start;
+    }
+    // The check's validation and the wait for the workers' index entries are counted as such, not as parsing.
+    this.timings.parse +=
+      performance.now() -
+      parseStart -
+      (this.timings.validate - validateBefore) -
+      (this.timings.index - indexBefore);
     this.total = files.reduce((sum, f) => sum + f.resources, 0);
     let interrupted = false;
     for (const file of files) {
@@ -283,6 +320,7 @@ class ImportRun {
     }
     // Every verdict is spent once the last file is written (their pages go back when the journal closes).
     if (!interrupted) this.journal.clearVerdicts();
+    this.verdicts.clear();
     await this.drainAnchors(true);
     this.timings.total = performance.now() - started;
     const cpu = process.cpuUsage(cpuBefore);
@@ -294,6 +332,7 @@ class ImportRun {
       timings: this.timings,
       processedThisRun: this.processed,
       validationsReused: this.verdictsReused,
+      indexesReused: this.indexesReused,
       validationWorkers: this.options.validationPool?.size ?? 0,
     };
   }
@@ -393,33 +432,73 @@ class ImportRun {
       this.journal.transaction(() => work.forEach((w) => w()));
     };
     const pool = this.options.validationPool;
+    // The workers extract the index entries too when they extract exactly what the context's indexEntries would.
+    const index = Boolean(this.options.indexOnWorkers && context.indexEntries);
     /** Verdicts waiting for the pool: a chunk of prepared resources goes out once it is full. */
-    let chunk: { target: string; digest: Buffer; text: string; position: SourcePosition }[] = [];
+    let chunk: { target: string; text: string; position: SourcePosition }[] = [];
     const inFlight = new Set<Promise<void>>();
-    const keep = (target: string, digest: Buffer, result: ValidationResult, position: SourcePosition) =>
-      pending.push(() => {
-        this.journal.setVerdict(
-          target,
-          digest,
-          result.valid && result.issues.length === 0 ? null : JSON.stringify(result),
+    const keep = (target: string, verdict: KeptVerdict, position: SourcePosition) => {
+      // In memory while there is room (the write takes it without a journal read); else in the journal.
+      // (A target checked again, a duplicate of the import, replaces its own: never one in memory, one on disk.)
+      if (this.verdicts.size < VERDICTS_IN_MEMORY || this.verdicts.has(target))
+        this.verdicts.set(target, verdict);
+      else {
+        const { digest, result } = verdict;
+        pending.push(() =>
+          this.journal.setVerdict(
+            target,
+            digest,
+            result.valid && result.issues.length === 0 ? null : JSON.stringify(result),
+          ),
         );
-        if (!result.valid) this.journal.markRejected(target, position);
-      });
+      }
+      // What a resumed run needs: the rejection stays in the journal.
+      if (!verdict.result.valid) pending.push(() => this.journal.markRejected(target, position));
+    };
+    const checkChunk = async (
+      texts: string[],
+      onExtras: ((extras: unknown[]) => void) | undefined,
+    ): Promise<(CheckedText | null)[]> => {
+      if (pool!.check) return pool!.check(texts, WRITE_VALIDATION, onExtras);
+      const results = await pool!.validate(texts, WRITE_VALIDATION);
+      return results.map((result, i) =>
+        result ? { result, digest: validationDigest(texts[i]!, WRITE_VALIDATION) } : null,
+      );
+    };
     const dispatch = async () => {
       if (chunk.length === 0) return;
       const work = chunk;
       chunk = [];
-      const done = pool!
-        .validate(
-          work.map((w) => w.text),
-          WRITE_VALIDATION,
-        )
-        .then((results) =>
-          results.forEach((result, i) => {
-            // null: the worker's validator threw; no verdict kept, so the write validates it on its own.
-            if (result) keep(work[i]!.target, work[i]!.digest, result, work[i]!.position);
+      const verdicts: (KeptVerdict | undefined)[] = [];
+      // The check worker's extras (extractIndex of the same texts: check-worker.ts) come after the chunk's verdicts,
+      // when the worker has nothing to validate (during the write, mostly): each joins its verdict. A verdict a write
+      // took before its entries came is written with this thread's extraction.
+      let onExtras: ((extras: unknown[]) => void) | undefined;
+      if (index)
+        this.extrasComing.push(
+          new Promise<void>((resolve) => {
+            onExtras = (extras) => {
+              extras.forEach((entries, i) => {
+                const verdict = verdicts[i];
+                if (verdict?.result.valid && Array.isArray(entries) && !verdict.spent)
+                  verdict.index = entries as IndexEntry[];
+              });
+              resolve();
+            };
           }),
         );
+      const done = checkChunk(
+        work.map((w) => w.text),
+        onExtras,
+      ).then((results) =>
+        results.forEach((checked, i) => {
+          // null: the worker's validator threw; no verdict kept, so the write validates it on its own.
+          if (!checked) return;
+          const verdict: KeptVerdict = { digest: checked.digest, result: checked.result };
+          verdicts[i] = verdict;
+          keep(work[i]!.target, verdict, work[i]!.position);
+        }),
+      );
       const tracked = done.finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);
       // Bounded: at most two chunks a worker queued (memory), the main thread preparing the next meanwhile.
@@ -443,8 +522,7 @@ class ImportRun {
       const plain = toPlainJson(resource);
       const position = positionOf(file.path, record);
       if (pool) {
-        const text = JSON.stringify(plain);
-        chunk.push({ target, digest: validationDigest(text, WRITE_VALIDATION), text, position });
+        chunk.push({ target, text: JSON.stringify(plain), position });
         if (chunk.length >= POOL_CHUNK) await dispatch();
         return;
       }
@@ -452,7 +530,7 @@ class ImportRun {
       // The plain validator, not the timed one: the write reports its verdict (sink.validated) once, not twice.
       const result = (this.options.context ?? context).validator.validate(plain, WRITE_VALIDATION);
       this.timings.validate += performance.now() - start;
-      keep(target, validationDigest(JSON.stringify(plain), WRITE_VALIDATION), result, position);
+      keep(target, { digest: validationDigest(JSON.stringify(plain), WRITE_VALIDATION), result }, position);
       if (pending.length >= 2_000) flush();
     };
     // Plain JSON.parse: the validator is given plain JSON (toPlainJson) at write time too; the digest tells.
@@ -482,13 +560,38 @@ class ImportRun {
     resource: unknown,
     options: ValidationOptions | undefined,
   ): ValidationResult | undefined {
+    this.answered = undefined;
     if (resource === null || typeof resource !== 'object') return undefined;
     const { resourceType, id } = resource as { resourceType?: unknown; id?: unknown };
     if (typeof resourceType !== 'string' || typeof id !== 'string') return undefined;
-    const kept = this.journal.verdict(`${resourceType}/${id}`);
+    const target = `${resourceType}/${id}`;
+    const inMemory = this.verdicts.get(target);
+    if (inMemory) {
+      if (!inMemory.digest.equals(validationDigest(JSON.stringify(resource), options))) return undefined;
+      this.verdictsReused++;
+      if (inMemory.index) this.answered = { resource, index: inMemory.index };
+      // The entries are one write's (a duplicate target written again extracts its own): memory back as it goes.
+      inMemory.index = undefined;
+      inMemory.spent = true;
+      return inMemory.result;
+    }
+    const kept = this.journal.verdict(target);
     if (!kept || !kept.digest.equals(validationDigest(JSON.stringify(resource), options))) return undefined;
     this.verdictsReused++;
     return kept.result === null ? { valid: true, issues: [] } : (JSON.parse(kept.result) as ValidationResult);
+  }
+
+  /**
+   * The write's index entries answered by a worker's extraction: only for the very object whose validation was
+   * just answered by a verdict of the same digest (a plain resource, given to the validator as it is: so the
+   * worker extracted from the same JSON), else undefined (extracted here).
+   */
+  private reuseIndex(resource: FhirResource): IndexEntry[] | undefined {
+    const answered = this.answered;
+    this.answered = undefined;
+    if (!answered || answered.resource !== resource) return undefined;
+    this.indexesReused++;
+    return answered.index;
   }
 
   /** Phase 3 for one file, from where an earlier run stopped. False when interrupted (signal). */

@@ -8,6 +8,7 @@ import type { FhirContext } from '../../fhir/interactions/types.js';
 import type { FhirResource } from '../../fhir/fhir-json.js';
 import type { FhirError, OperationOutcome } from '../../fhir/outcome.js';
 import type { ValidationOptions, ValidationResult } from '../../fhir/validation/validator.js';
+import type { CheckedText } from '../../fhir/validation/validation-pool.js';
 
 /** One file to import: NDJSON (`.ndjson`, `.ndjson.gz`, one resource a line) or a Bundle (`.json`, `.json.gz`). */
 export interface ImportSource {
@@ -75,7 +76,23 @@ export interface ImportOptions {
   validationPool?: {
     readonly size: number;
     validate(texts: string[], options: ValidationOptions): Promise<(ValidationResult | null)[]>;
+    /**
+     * Digests and verdicts of the texts and, given `onExtras`, their index entries later (a check pool:
+     * check-pool.ts): the check uses it when offered.
+     */
+    check?(
+      texts: string[],
+      options: ValidationOptions,
+      onExtras?: (extras: unknown[]) => void,
+    ): Promise<(CheckedText | null)[]>;
   };
+  /**
+   * The pool's `check` extras are exactly what `context.indexEntries` gives (check-pool.ts: the same extraction
+   * and search parameters): the workers extract each checked resource's index entries, and the write takes them for the same
+   * input instead of extracting them on this thread. Only for a context whose definitions do not change during
+   * the run (the CLI; not the service's `$import`, whose custom parameters may change meanwhile).
+   */
+  indexOnWorkers?: boolean;
   /** Stop between batches (Ctrl-C): the run ends with `interrupted: true` and resumes from the journal. */
   signal?: AbortSignal;
   /** Test hook: called after each committed batch (journal updated) with how many batches this run committed. */
@@ -163,6 +180,8 @@ export interface ImportSummary {
   processedThisRun: number;
   /** Writes of this run whose validation was answered by the check's verdict for the same input (validated once). */
   validationsReused: number;
+  /** Writes of this run whose index entries were the workers' extraction of the same input. */
+  indexesReused: number;
   /** Worker threads the check pass validated on (0: the main thread). */
   validationWorkers: number;
 }
