@@ -13,7 +13,7 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 /** Seconds of the longest files (all those over about 8 s), by path from the repository root. */
 const LONG_FILES: ReadonlyMap<string, number> = new Map([
   ['test/exchange/local-network.test.ts', 32],
-  ['test/bulk/import-cli.test.ts', 26],
+  ['test/bulk/import-cli.test.ts', 36],
   ['test/validation/examples.test.ts', 21],
   ['test/store/postgres.test.ts', 18],
   ['test/http/r4-examples-1.test.ts', 17],
