@@ -12,6 +12,8 @@ import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js
 import { SqliteSearch } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { parseSearch } from '../../src/fhir/search/parse.js';
 import { extractIndex } from '../../src/fhir/search/index-entries.js';
+import { FULL_TEXT_PARAMS } from '../../src/fhir/search/full-text.js';
+import { FULL_TEXT_FIELDS } from '../../src/fhir/store/sqlite/text-documents.js';
 import type { FhirResource } from '../../src/fhir/fhir-json.js';
 import type { IndexEntry, ResourceStore, WriteRequest } from '../../src/fhir/store/resource-store.js';
 
@@ -80,6 +82,10 @@ function failingAfterItsText(request: WriteRequest, words: string): WriteRequest
 }
 
 describe('SQLite full-text documents (schema migration 12)', () => {
+  it('are the entries of the full-text parameters (the store may not import the search module)', () => {
+    expect(FULL_TEXT_FIELDS).toEqual(FULL_TEXT_PARAMS);
+  });
+
   it('go into FTS5 once per commit: a group-commit batch of 20 writes writes one level-0 leaf, as one write does', async () => {
     const store = await openStore('batch');
     const before = level0Leaves(store.db);

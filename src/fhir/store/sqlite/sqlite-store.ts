@@ -49,8 +49,7 @@ import {
 } from '../store-support.js';
 import { searchParamKeys, type SearchParamKeys } from './param-keys.js';
 import { hexText, MIGRATIONS } from './schema.js';
-import { TextDocuments, type TextQueueMark } from './text-documents.js';
-import { FULL_TEXT_PARAMS, type FullTextParam } from '../../search/full-text.js';
+import { FULL_TEXT_FIELDS, TextDocuments, type FullTextParam } from './text-documents.js';
 import { refuseNewerSchema } from '../schema-version.js';
 import { decodeJson, decodeJsonBytes, encodeJson, registerJsonFunctions } from '../json-codec.js';
 import { CurrentVersionCache } from './current-cache.js';
@@ -204,7 +203,7 @@ function packHexOrNull(value: string | null | undefined): string | Buffer | null
 
 /** A full-text entry (`_text`, `_content`): a document of the FTS5 table, not an index row (schema migration 12). */
 function isFullText(e: IndexEntry): e is IndexEntry & { param: FullTextParam } {
-  return e.type === 'special' && (FULL_TEXT_PARAMS as readonly string[]).includes(e.param);
+  return e.type === 'special' && (FULL_TEXT_FIELDS as readonly string[]).includes(e.param);
 }
 
 /**

@@ -13,7 +13,10 @@
  * failure put the queue back as it was (documents it added dropped, documents it removed put back).
  */
 import type Database from 'better-sqlite3';
-import type { FullTextParam } from '../../search/full-text.js';
+
+/** The full-text parameters (index entries of type `special`, src/fhir/search/full-text.ts FULL_TEXT_PARAMS). */
+export const FULL_TEXT_FIELDS = ['_text', '_content'] as const;
+export type FullTextParam = (typeof FULL_TEXT_FIELDS)[number];
 
 interface TextDocument {
   rowid: number;
