@@ -350,6 +350,11 @@ describe('anchors written before leaf format 2', () => {
 
       // The new release opens it, writes format-2 anchors in tagged batches, and everything verifies.
       f = await openFixture({ batchSize: 3 }, dir);
+      // As the service does on opening it (app.ts): the index rebuild migration 5 asked for gives the old versions
+      // the full-text documents that release did not have (the audit compares them).
+      const { extractIndex } = await import('../../src/fhir/search/index-entries.js');
+      const { parseFhirJson } = await import('../../src/fhir/fhir-json.js');
+      expect(await f.store.rebuildIndex!((json) => extractIndex(parseFhirJson(json)))).toBe(5);
       for (let i = 0; i < 2; i++) await f.write(observation(`new${i}`, `${i}.75`));
       await f.integrity.anchorer.drain();
       const old = await f.integrity.verifier.verifyVersion((await f.store.read('Observation', 'old1'))!);

@@ -3,11 +3,42 @@ import type Database from 'better-sqlite3';
 import { decodeJson } from '../../src/fhir/store/json-codec.js';
 import { hexText } from '../../src/fhir/store/sqlite/schema.js';
 
+/** The full-text triggers of migration 11 (dropped by migration 12). */
+const TRIGGERS_11 =
+  'CREATE TRIGGER search_index_text_insert AFTER INSERT ON search_index ' +
+  "WHEN new.type = 'special' AND new.system IS NOT NULL BEGIN " +
+  'INSERT INTO search_text (rowid, body) VALUES (new.seq * 2 + (' +
+  "(SELECT param FROM search_param_key WHERE id = new.param_key) = '_content'), new.system); " +
+  'UPDATE search_index SET system = NULL WHERE seq = new.seq AND ord = new.ord; END; ' +
+  "CREATE TRIGGER search_index_text_delete AFTER DELETE ON search_index WHEN old.type = 'special' BEGIN " +
+  'DELETE FROM search_text WHERE rowid = old.seq * 2 + (' +
+  "(SELECT param FROM search_param_key WHERE id = old.param_key) = '_content'); END; ";
+
+/**
+ * Turns a store back into the layout of schema version 11 (before migration 12): a full-text row (type special,
+ * without its words) after the other rows of each current version for each FTS5 document it has, and the triggers
+ * that kept the documents in step with those rows.
+ */
+export function asSchema11(db: Database.Database): void {
+  db.exec(
+    "CREATE TEMP TABLE text_field AS SELECT '_text' AS param, 0 AS bit UNION ALL SELECT '_content', 1; " +
+      'CREATE TEMP TABLE text_document AS SELECT c.seq, c.resource_type, f.param, f.bit FROM resource_current c ' +
+      'JOIN temp.text_field f WHERE c.deleted = 0 AND EXISTS (SELECT 1 FROM search_text t WHERE t.rowid = c.seq * 2 + f.bit); ' +
+      'INSERT OR IGNORE INTO search_param_key (resource_type, param) SELECT DISTINCT resource_type, param FROM temp.text_document; ' +
+      "INSERT INTO search_index (seq, ord, param_key, type) SELECT d.seq, d.bit + (SELECT count(*) FROM search_index si WHERE si.seq = d.seq), k.id, 'special' " +
+      'FROM temp.text_document d JOIN search_param_key k ON k.resource_type = d.resource_type AND k.param = d.param ORDER BY d.seq, d.bit; ' +
+      'DROP TABLE temp.text_document; DROP TABLE temp.text_field; ' +
+      TRIGGERS_11 +
+      'DELETE FROM schema_version WHERE version >= 12;',
+  );
+}
+
 /**
  * Turns a store back into the layout of schema version 10 (before migration 11): index rows with their resource type
  * and parameter as text, indexes and full-text triggers as migrations 6 and 10 made them, no search_param_key.
  */
 export function asSchema10(db: Database.Database): void {
+  asSchema11(db);
   db.exec(
     'CREATE TABLE search_index_v10 (seq INTEGER NOT NULL, ord INTEGER NOT NULL, resource_type TEXT NOT NULL, ' +
       'param TEXT NOT NULL, type TEXT NOT NULL, system TEXT, value TEXT, low REAL, high REAL, reference TEXT, ' +

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { MIGRATIONS } from '../../src/fhir/store/sqlite/schema.js';
 import { NewerStoreSchemaError } from '../../src/fhir/store/schema-version.js';
-import { asSchema6, asSchema10 } from './schema6.js';
+import { asSchema6, asSchema10, asSchema11 } from './schema6.js';
 import { describeResourceStoreContract } from './contract.js';
 import { SqliteSearch } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { parseSearch } from '../../src/fhir/search/parse.js';
@@ -366,6 +366,109 @@ describe('SqliteResourceStore', () => {
         .versions.map((v) => v.id);
     expect(search({ code: ['http://loinc.org|29463-7'] })).toEqual(['o3', 'o1']);
     expect(search({ _content: ['height'] })).toEqual(['o3', 'o1']);
+    await reopened.close();
+  });
+
+  it('a store written at migration 11 (full-text documents kept by triggers on their index rows) answers the same _text and _content searches when it migrates', async () => {
+    const file = join(tempDir(), 'resources.sqlite');
+    const store = await openStore(file);
+    const observation = (words: string, narrative?: string) =>
+      ({
+        resourceType: 'Observation',
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }], text: words },
+        ...(narrative
+          ? {
+              text: {
+                status: 'generated',
+                div: `<div xmlns="http://www.w3.org/1999/xhtml">${narrative}</div>`,
+              },
+            }
+          : {}),
+      }) as FhirResource;
+    const resources: [string, FhirResource][] = [
+      ['o1', observation('Body height', 'Bone marrow biopsy')],
+      ['o2', observation('Body height standing')],
+      ['o3', observation('Liver metastases', 'Ærø liver')],
+    ];
+    for (const [id, resource] of resources)
+      await store.write({
+        resourceType: 'Observation',
+        id,
+        method: 'PUT',
+        resource,
+        index: extractIndex(resource),
+      });
+    const entries = (s: SqliteResourceStore) =>
+      Promise.all(resources.map(([id]) => s.indexEntries('Observation', id)));
+    const before = await entries(store);
+    // As migration 11 left a store: a full-text row per document and the triggers; each document written again
+    // through them (the row inserted with its words: the trigger indexes them and empties the row).
+    asSchema11(store.db);
+    for (const [id, resource] of resources) {
+      const seq = store.db
+        .prepare("SELECT seq FROM resource_current WHERE resource_type = 'Observation' AND id = ?")
+        .pluck()
+        .get(id) as number;
+      store.db.prepare("DELETE FROM search_index WHERE seq = ? AND type = 'special'").run(seq);
+      let ord = store.db
+        .prepare('SELECT count(*) FROM search_index WHERE seq = ?')
+        .pluck()
+        .get(seq) as number;
+      for (const e of extractIndex(resource).filter((e) => e.type === 'special'))
+        store.db
+          .prepare(
+            'INSERT INTO search_index (seq, ord, param_key, type, system) VALUES (?, ?, ' +
+              "(SELECT id FROM search_param_key WHERE resource_type = 'Observation' AND param = ?), 'special', ?)",
+          )
+          .run(seq, ord++, e.param, e.system!);
+    }
+    const specialRows = () =>
+      store.db.prepare("SELECT count(*) FROM search_index WHERE type = 'special'").pluck().get();
+    expect(specialRows()).toBe(5);
+    const searches: Record<string, string[]>[] = [
+      { _content: ['height'] },
+      { _content: ['"body height standing"'] },
+      { _content: ['marrow OR metastases'] },
+      { _text: ['marrow'] },
+      { _text: ['ærø'] },
+      { _text: ['height'] },
+    ];
+    const answers = (s: SqliteResourceStore) =>
+      searches.map((params) =>
+        new SqliteSearch(s.db)
+          .search({ query: parseSearch(params, { resourceType: 'Observation' }), canRead: () => true })
+          .versions.map((v) => v.id)
+          .sort(),
+      );
+    const expected = [['o1', 'o2'], ['o2'], ['o1', 'o3'], ['o1'], ['o3'], []];
+    expect(answers(store)).toEqual(expected);
+    await store.close();
+
+    const reopened = await openStore(file);
+    expect(answers(reopened)).toEqual(expected);
+    expect(await entries(reopened)).toEqual(before);
+    // The documents are the store's own: no full-text rows, no triggers.
+    expect(
+      reopened.db.prepare("SELECT count(*) FROM search_index WHERE type = 'special'").pluck().get(),
+    ).toBe(0);
+    expect(
+      reopened.db
+        .prepare("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'search_index'")
+        .pluck()
+        .get(),
+    ).toBe(0);
+    // Writes after the upgrade replace and delete the documents written by the triggers.
+    const o1 = observation('Body weight');
+    await reopened.write({
+      resourceType: 'Observation',
+      id: 'o1',
+      method: 'PUT',
+      resource: o1,
+      index: extractIndex(o1),
+    });
+    await reopened.write({ resourceType: 'Observation', id: 'o3', method: 'DELETE' });
+    expect(answers(reopened)).toEqual([['o2'], ['o2'], [], [], [], []]);
     await reopened.close();
   });
 

@@ -2,9 +2,10 @@
  * Full-text search (`_text` on the narrative, `_content` on the whole resource; R4 search.html "Text Search
  * Parameters"): the words a resource is indexed under, and the query syntax this server accepts.
  *
- * Both stores index the same words in the same order: each resource's text becomes one search_index row of type
- * `special` (param `_text` or `_content`, `system` = its words separated by single spaces), which SQLite indexes with
- * FTS5 and PostgreSQL with a GIN index over `to_tsvector('simple', ...)`. So that neither engine's own tokenizer
+ * Both stores index the same words in the same order: each resource's text becomes one index entry of type
+ * `special` (param `_text` or `_content`, `system` = its words separated by single spaces), which SQLite keeps as an
+ * FTS5 document (not an index row: schema migration 12, sqlite/text-documents.ts) and PostgreSQL as a search_index
+ * row with a GIN index over `to_tsvector('simple', ...)`. So that neither engine's own tokenizer
  * can split or merge words differently, every word is encoded here into lower-case ASCII letters only
  * (`encodeWord`): both engines then see exactly these words, and a query matches the same resources on both.
  *

@@ -391,4 +391,21 @@ export const MIGRATIONS: readonly Migration[] = [
       END;
     `,
   },
+  {
+    version: 12,
+    description:
+      'full-text documents written by the store, once per commit: no triggers, no _text/_content index rows',
+    sql: `
+      -- The triggers inserted each version's document as its row was written: FTS5 turns its pending data into a new
+      -- level-0 segment at every statement savepoint, so every write paid a segment flush, whatever the group commit
+      -- did. The store now queues a transaction's documents and inserts them in one statement just before it commits
+      -- (src/fhir/store/sqlite/text-documents.ts), and deletes a version's documents by rowid (2 seq, 2 seq + 1) with
+      -- its rows. The full-text rows of search_index (type 'special', their words already emptied by migration 6) were
+      -- only the triggers' carriers: no search reads them (search-sql.ts asks search_text), so they go. The documents
+      -- stay as they are, numbered by seq.
+      DROP TRIGGER search_index_text_insert;
+      DROP TRIGGER search_index_text_delete;
+      DELETE FROM search_index WHERE type = 'special';
+    `,
+  },
 ];

@@ -49,6 +49,7 @@ import {
 } from '../store-support.js';
 import { searchParamKeys, type SearchParamKeys } from './param-keys.js';
 import { hexText, MIGRATIONS } from './schema.js';
+import { FULL_TEXT_FIELDS, TextDocuments, type FullTextParam } from './text-documents.js';
 import { refuseNewerSchema } from '../schema-version.js';
 import { decodeJson, decodeJsonBytes, encodeJson, registerJsonFunctions } from '../json-codec.js';
 import { CurrentVersionCache } from './current-cache.js';
@@ -200,37 +201,51 @@ function packHexOrNull(value: string | null | undefined): string | Buffer | null
   return value === null || value === undefined ? null : packHex(value);
 }
 
+/** A full-text entry (`_text`, `_content`): a document of the FTS5 table, not an index row (schema migration 12). */
+function isFullText(e: IndexEntry): e is IndexEntry & { param: FullTextParam } {
+  return e.type === 'special' && (FULL_TEXT_FIELDS as readonly string[]).includes(e.param);
+}
+
 /**
  * The one producer of a version's search index rows (schema migration 6): `entries` as rows keyed by the version's
  * `seq` and their position, through the store's prepared multi-row `INSERT INTO search_index (seq, ord,
- * param_key, type, system, value, low, high, reference)` statements (the key of (resourceType, param): migration 11) (up to INDEX_ROWS_PER_STATEMENT rows
- * each). Every path that stores index rows (a write, a rebuild, a replaced index, a batched import) goes through it,
- * after deleting the previous version's rows (`WHERE seq = ?`).
+ * param_key, type, system, value, low, high, reference)` statements (the key of (resourceType, param): migration 11)
+ * (up to INDEX_ROWS_PER_STATEMENT rows each); the full-text entries as documents queued in `text` (inserted before
+ * the transaction commits, migration 12), not as rows. Every path that stores index rows (a write, a rebuild, a
+ * replaced index, a batched import) goes through it, after deleting the previous version's rows (`WHERE seq = ?`)
+ * and documents (TextDocuments.delete).
  */
 export function insertIndexRows(
   insert: IndexRowInsert,
+  text: TextDocuments,
   seq: number,
   resourceType: string,
   entries: readonly IndexEntry[],
 ): void {
-  for (let start = 0; start < entries.length; start += INDEX_ROWS_PER_STATEMENT) {
-    const end = Math.min(entries.length, start + INDEX_ROWS_PER_STATEMENT);
-    const values: unknown[] = new Array((end - start) * INDEX_ROW_COLUMNS);
-    let k = 0;
-    for (let i = start; i < end; i++) {
-      const e = entries[i]!;
-      values[k++] = seq;
-      values[k++] = i;
-      values[k++] = insert.keys.keyOf(resourceType, e.param);
-      values[k++] = e.type;
-      values[k++] = e.system ?? null;
-      values[k++] = e.value ?? null;
-      values[k++] = finiteOrNull(e.low);
-      values[k++] = finiteOrNull(e.high);
-      values[k++] = e.reference ?? null;
+  let values: unknown[] = [];
+  let ord = 0;
+  for (const e of entries) {
+    if (isFullText(e)) {
+      if (e.system !== undefined) text.add(seq, e.param, e.system);
+      continue;
     }
-    insert(end - start).run(values);
+    values.push(
+      seq,
+      ord++,
+      insert.keys.keyOf(resourceType, e.param),
+      e.type,
+      e.system ?? null,
+      e.value ?? null,
+      finiteOrNull(e.low),
+      finiteOrNull(e.high),
+      e.reference ?? null,
+    );
+    if (values.length === INDEX_ROWS_PER_STATEMENT * INDEX_ROW_COLUMNS) {
+      insert(INDEX_ROWS_PER_STATEMENT).run(values);
+      values = [];
+    }
   }
+  if (values.length > 0) insert(values.length / INDEX_ROW_COLUMNS).run(values);
 }
 
 /** The write's one lookup: the resource's current version (NULLs if none) and the store's last instant. */
@@ -251,6 +266,8 @@ interface Statements {
   upsertCurrent: Statement;
   deleteIndex: Statement;
   insertIndex: IndexRowInsert;
+  /** The full-text documents of the open transaction (schema migration 12). */
+  text: TextDocuments;
   deleteAccessKey: Statement;
   insertAccessKey: Statement;
   insertAnchor: Statement;
@@ -270,6 +287,7 @@ interface Statements {
   vreadManyBytes: Statement;
   allVersionsChunk: Statement;
   eraseSalts: Statement;
+  newestSeq: Statement;
   indexEntries: Statement;
 }
 
@@ -334,27 +352,39 @@ export class SqliteResourceStore implements ResourceStore {
     // that crosses it), so a WAL of normal size is reused in place instead of truncated and grown again each cycle.
     const pageSize = this.db.pragma('page_size', { simple: true }) as number;
     this.db.pragma(`journal_size_limit = ${Math.ceil(walCheckpointPages * 1.25) * (pageSize + 24)}`);
-    // Outside a transaction this is BEGIN IMMEDIATE; inside one (transaction(work)) it becomes a SAVEPOINT.
-    this.writeTransaction = this.db.transaction((request: WriteRequest) => this.writeNow(request)).immediate;
+    // Each transaction below inserts its full-text documents just before its COMMIT (withText).
+    this.writeTransaction = this.db.transaction((request: WriteRequest) =>
+      this.withText(() => this.writeNow(request)),
+    ).immediate;
+    // Inside the batch's transaction: a SAVEPOINT per write.
+    const writeInSavepoint = this.db.transaction((request: WriteRequest) => this.writeNow(request));
     this.writeBatch = this.db.transaction((requests: WriteRequest[]) =>
-      requests.map((request): WriteOutcome => {
-        try {
-          return { ok: true, version: this.writeTransaction(request) };
-        } catch (error) {
-          return { ok: false, error };
-        }
-      }),
+      this.withText(() =>
+        requests.map((request): WriteOutcome => {
+          const text = this.statements().text;
+          const mark = text.mark();
+          try {
+            return { ok: true, version: writeInSavepoint(request) };
+          } catch (error) {
+            // Rolled back to its savepoint: its documents leave the queue too.
+            text.rollbackTo(mark);
+            return { ok: false, error };
+          }
+        }),
+      ),
     ).immediate;
     this.writeAllOrNothing = this.db.transaction(
       (requests: WriteRequest[], onWriteError: () => void): StoredVersion[] =>
-        requests.map((request) => {
-          try {
-            return this.writeNow(request);
-          } catch (error) {
-            onWriteError();
-            throw error;
-          }
-        }),
+        this.withText(() =>
+          requests.map((request) => {
+            try {
+              return this.writeNow(request);
+            } catch (error) {
+              onWriteError();
+              throw error;
+            }
+          }),
+        ),
     ).immediate;
     this.groupCommit = options.groupCommit ?? true;
     const cacheBytes = options.readCacheBytes ?? 32 * 1024 * 1024;
@@ -553,6 +583,8 @@ export class SqliteResourceStore implements ResourceStore {
       this.assertReady();
       const token = Symbol('transaction');
       const view = this.transactionView(token);
+      const text = this.statements().text;
+      text.clear();
       this.db.prepare('BEGIN IMMEDIATE').run();
       this.activeTx = token;
       try {
@@ -562,12 +594,15 @@ export class SqliteResourceStore implements ResourceStore {
             cause: this.failedTransaction,
           });
         }
+        // The full-text documents of every write of the transaction, in one statement.
+        text.flush();
         this.db.prepare('COMMIT').run();
         return result;
       } catch (err) {
         if (this.db.inTransaction) this.db.prepare('ROLLBACK').run();
         throw err;
       } finally {
+        text.clear();
         this.activeTx = undefined;
         this.failedTransaction = undefined;
         this.settleKeys();
@@ -580,7 +615,7 @@ export class SqliteResourceStore implements ResourceStore {
     for (;;) {
       const batch = await this.mutex.run(() => {
         this.assertReady();
-        const rows = this.db.transaction(() => this.rebuildIndexBatch(extract))();
+        const rows = this.inWriteTransaction(() => this.rebuildIndexBatch(extract));
         this.settleKeys();
         return rows;
       });
@@ -613,7 +648,8 @@ export class SqliteResourceStore implements ResourceStore {
     const s = this.statements();
     for (const row of rows) {
       s.deleteIndex.run(row.seq);
-      insertIndexRows(s.insertIndex, row.seq, row.resource_type, extract(decodeJson(row.json)));
+      s.text.delete(row.seq);
+      insertIndexRows(s.insertIndex, s.text, row.seq, row.resource_type, extract(decodeJson(row.json)));
     }
     if (rows.length < BATCH) this.db.prepare('DELETE FROM index_rebuild WHERE name = ?').run(state.name);
     else
@@ -767,76 +803,80 @@ export class SqliteResourceStore implements ResourceStore {
   /** GDPR erasure of content (docs/erasure.md): every version keeps its row, as a deletion without text. */
   eraseContent(resourceType: string, id: string): Promise<number> {
     return this.guard(() =>
-      this.db
-        .transaction(() => {
-          // Its access keys first, named by the current version's custodian and patients (nulled below).
-          const current = this.db
-            .prepare(
-              'SELECT v.custodian, v.patients FROM resource_current c JOIN resource_version v ON v.seq = c.seq ' +
-                'WHERE c.resource_type = ? AND c.id = ? AND c.deleted = 0',
-            )
-            .get(resourceType, id) as { custodian: string | null; patients: string | null } | undefined;
-          if (current) {
-            deleteAccessKeys(
-              this.statements().deleteAccessKey,
-              resourceType,
-              id,
-              current.custodian,
-              current.patients,
-            );
-          }
-          const erased = this.db
-            .prepare(
-              'UPDATE resource_version SET json = NULL, patients = NULL, deleted = 1 ' +
-                'WHERE resource_type = ? AND id = ? AND (json IS NOT NULL OR patients IS NOT NULL OR deleted = 0)',
-            )
-            .run(resourceType, id).changes;
-          this.db
-            .prepare(
-              'DELETE FROM search_index WHERE seq = (SELECT seq FROM resource_current WHERE resource_type = ? AND id = ?)',
-            )
-            .run(resourceType, id);
-          this.db
-            .prepare('UPDATE resource_current SET deleted = 1 WHERE resource_type = ? AND id = ?')
-            .run(resourceType, id);
-          this.cache?.delete(`${resourceType}/${id}`);
-          return erased;
-        })
-        .immediate(),
+      this.inWriteTransaction(() => {
+        // Its access keys first, named by the current version's custodian and patients (nulled below).
+        const current = this.db
+          .prepare(
+            'SELECT v.custodian, v.patients FROM resource_current c JOIN resource_version v ON v.seq = c.seq ' +
+              'WHERE c.resource_type = ? AND c.id = ? AND c.deleted = 0',
+          )
+          .get(resourceType, id) as { custodian: string | null; patients: string | null } | undefined;
+        if (current) {
+          deleteAccessKeys(
+            this.statements().deleteAccessKey,
+            resourceType,
+            id,
+            current.custodian,
+            current.patients,
+          );
+        }
+        const erased = this.db
+          .prepare(
+            'UPDATE resource_version SET json = NULL, patients = NULL, deleted = 1 ' +
+              'WHERE resource_type = ? AND id = ? AND (json IS NOT NULL OR patients IS NOT NULL OR deleted = 0)',
+          )
+          .run(resourceType, id).changes;
+        const seq = this.db
+          .prepare('SELECT seq FROM resource_current WHERE resource_type = ? AND id = ?')
+          .pluck()
+          .get(resourceType, id) as number | undefined;
+        if (seq !== undefined) {
+          this.statements().deleteIndex.run(seq);
+          this.statements().text.delete(seq);
+        }
+        this.db
+          .prepare('UPDATE resource_current SET deleted = 1 WHERE resource_type = ? AND id = ?')
+          .run(resourceType, id);
+        this.cache?.delete(`${resourceType}/${id}`);
+        return erased;
+      }),
     );
   }
 
   /** The search index rows stored for the resource's current version (none when deleted or unknown). */
   replaceIndex(key: VersionKey, entries: readonly IndexEntry[]): Promise<boolean> {
     return this.guard(() =>
-      this.db
-        .transaction(() => {
-          const current = this.db
-            .prepare(
-              'SELECT version_id, seq, deleted FROM resource_current WHERE resource_type = ? AND id = ?',
-            )
-            .get(key.resourceType, key.id) as
-            { version_id: number; seq: number; deleted: number } | undefined;
-          if (!current || current.version_id !== key.versionId || current.deleted !== 0) return false;
-          const s = this.statements();
-          s.deleteIndex.run(current.seq);
-          insertIndexRows(s.insertIndex, current.seq, key.resourceType, entries);
-          return true;
-        })
-        .immediate(),
+      this.inWriteTransaction(() => {
+        const current = this.db
+          .prepare('SELECT version_id, seq, deleted FROM resource_current WHERE resource_type = ? AND id = ?')
+          .get(key.resourceType, key.id) as { version_id: number; seq: number; deleted: number } | undefined;
+        if (!current || current.version_id !== key.versionId || current.deleted !== 0) return false;
+        const s = this.statements();
+        s.deleteIndex.run(current.seq);
+        s.text.delete(current.seq);
+        insertIndexRows(s.insertIndex, s.text, current.seq, key.resourceType, entries);
+        return true;
+      }),
     );
   }
 
   indexEntries(resourceType: string, id: string): Promise<IndexEntry[]> {
     return this.guard(() => {
-      const rows = this.statements().indexEntries.all(resourceType, id) as Record<string, unknown>[];
-      return rows.map((row) => {
+      const s = this.statements();
+      const seq = s.newestSeq.get(resourceType, id) as number | null;
+      if (seq === null) return [];
+      const rows = s.indexEntries.all(seq) as Record<string, unknown>[];
+      const entries = rows.map((row) => {
         const entry: IndexEntry = { param: row.param as string, type: row.type as IndexEntry['type'] };
         for (const key of ['system', 'value', 'low', 'high', 'reference'] as const) {
           if (row[key] !== null) (entry as unknown as Record<string, unknown>)[key] = row[key];
         }
         return entry;
       });
+      // The full-text entries are documents of the FTS5 table (schema migration 12), which keeps no copy of their
+      // words: an entry without them for each document the version has (as the rows of migrations 6-11 were).
+      for (const param of s.text.storedFields(seq)) entries.push({ param, type: 'special' });
+      return entries;
     });
   }
 
@@ -879,6 +919,7 @@ export class SqliteResourceStore implements ResourceStore {
 
     if (current && !current.deleted) {
       s.deleteIndex.run(state.seq);
+      s.text.delete(state.seq!);
       deleteAccessKeys(s.deleteAccessKey, resourceType, id, state.custodian, state.patients);
     }
     if (!isDelete) {
@@ -886,7 +927,7 @@ export class SqliteResourceStore implements ResourceStore {
         s.insertAccessKey.run(resourceType, `${ACCESS_KEY_CUSTODIAN}${request.custodian}`, id);
       for (const patient of request.patients ?? []) s.insertAccessKey.run(resourceType, patient, id);
     }
-    if (!isDelete && request.index) insertIndexRows(s.insertIndex, seq, resourceType, request.index);
+    if (!isDelete && request.index) insertIndexRows(s.insertIndex, s.text, seq, resourceType, request.index);
 
     if (pending) {
       s.insertAnchor.run(
@@ -1130,6 +1171,41 @@ export class SqliteResourceStore implements ResourceStore {
     this.stmts?.insertIndex.keys.settle();
   }
 
+  /**
+   * Runs `work` (inside a write transaction) and then inserts the transaction's queued full-text documents, just
+   * before better-sqlite3 commits it: one FTS5 flush per commit (text-documents.ts). The queue starts empty, and
+   * is emptied if `work` fails (the transaction rolls back).
+   */
+  private withText<T>(work: () => T): T {
+    const text = this.statements().text;
+    text.clear();
+    try {
+      const result = work();
+      text.flush();
+      return result;
+    } catch (err) {
+      text.clear();
+      throw err;
+    }
+  }
+
+  /**
+   * `work` in a write transaction of its own, its documents inserted before it commits; or, called from inside the
+   * open transaction(work), in a savepoint whose documents wait for that transaction's COMMIT (and leave the queue
+   * if the savepoint rolls back).
+   */
+  private inWriteTransaction<T>(work: () => T): T {
+    if (!this.db.inTransaction) return this.db.transaction(() => this.withText(work)).immediate();
+    const text = this.statements().text;
+    const mark = text.mark();
+    try {
+      return this.db.transaction(work)();
+    } catch (err) {
+      text.rollbackTo(mark);
+      throw err;
+    }
+  }
+
   private guard<T>(fn: () => T): Promise<T> {
     if (!this.mutex.locked || this.direct) {
       try {
@@ -1147,6 +1223,8 @@ export class SqliteResourceStore implements ResourceStore {
 
   private async nestedTransaction<T>(work: (store: ResourceStore) => Promise<T>): Promise<T> {
     const name = `nested_${Math.random().toString(36).slice(2)}`;
+    const text = this.statements().text;
+    const mark = text.mark();
     this.db.prepare(`SAVEPOINT ${name}`).run();
     try {
       const result = await work(this.transactionView(this.activeTx!));
@@ -1156,6 +1234,8 @@ export class SqliteResourceStore implements ResourceStore {
       if (this.db.inTransaction) {
         this.db.prepare(`ROLLBACK TO ${name}`).run();
         this.db.prepare(`RELEASE ${name}`).run();
+        // Its documents leave the queue with its rows.
+        text.rollbackTo(mark);
       }
       throw err;
     }
@@ -1276,6 +1356,7 @@ export class SqliteResourceStore implements ResourceStore {
         'INSERT OR IGNORE INTO access_key (resource_type, key, id) VALUES (?, ?, ?)',
       ),
       insertIndex: indexRowInserts(db),
+      text: new TextDocuments(db),
       insertAnchor: db.prepare(
         "INSERT INTO anchor (seq, salt, leaf_hash, ledger_key, status, leaf_version) VALUES (?, ?, ?, ?, 'pending', ?)",
       ),
@@ -1348,12 +1429,14 @@ export class SqliteResourceStore implements ResourceStore {
         "UPDATE anchor SET status = 'erased', salt = NULL, erased_at = ? " +
           "WHERE seq IN (SELECT seq FROM resource_version WHERE resource_type = ? AND id = ?) AND status <> 'erased'",
       ),
+      // The rows are keyed by the seq of the version they were written for: the resource's newest one (none when
+      // it is a deletion). Found by the version rows, not the current pointer, which an audit also checks.
+      newestSeq: db
+        .prepare('SELECT max(seq) FROM resource_version WHERE resource_type = ? AND id = ?')
+        .pluck(),
       indexEntries: db.prepare(
-        // The rows are keyed by the seq of the version they were written for: the resource's newest one (none when
-        // it is a deletion). Found by the version rows, not the current pointer, which an audit also checks.
         'SELECT k.param, si.type, si.system, si.value, si.low, si.high, si.reference FROM search_index si ' +
-          'JOIN search_param_key k ON k.id = si.param_key ' +
-          'WHERE si.seq = (SELECT max(seq) FROM resource_version WHERE resource_type = ? AND id = ?) ORDER BY si.ord',
+          'JOIN search_param_key k ON k.id = si.param_key WHERE si.seq = ? ORDER BY si.ord',
       ),
     };
   }
