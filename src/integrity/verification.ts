@@ -353,8 +353,8 @@ function indexRowKey(e: IndexEntry): string {
   return JSON.stringify([
     e.param,
     e.type,
-    // Full-text rows (type special): their words live in the store's full-text index only (SQLite keeps no copy in
-    // the row, schema migration 6), so the row is compared by its parameter.
+    // Full-text entries (type special): their words live in the store's full-text index only (SQLite keeps no row
+    // for them since schema migration 12 and reports one word-less entry a document), so compared by parameter.
     e.type === 'special' ? null : (e.system ?? null),
     e.value ?? null,
     finite(e.low),
