@@ -391,4 +391,31 @@ export const MIGRATIONS: readonly Migration[] = [
       END;
     `,
   },
+  {
+    version: 13,
+    description:
+      'fewer index entries per range row: two indexes of date, number and quantity rows instead of four',
+    sql: `
+      -- Every index row pays an insert into each index whose WHERE it meets. A date or quantity row paid three
+      -- (search_index_range, search_index_range_seq and its type's search_index_{date,quantity}_high), a composite row
+      -- two (it needs one). Now each in at most two indexes, one for a composite, one for a quantity's unit row
+      -- (each query that reads them names the row's type: search-sql.ts rangeRows, so SQLite can prove their WHERE;
+      -- the type is their last column so that the query reads the index alone):
+      -- - by (type, param), high, low: the rows of a range condition, a bound on high a seek (gt, ge, eb, ap: what the
+      --   two partial high indexes were for), any other condition read there index-only (matchingIds, matchRows);
+      -- - dates, numbers and composites by (type, param), seq, low, high: a range's entries in store order
+      --   (rangeSeqRows, an unselective range's page), one candidate's entries (rangeSeqCheck), and a composite's
+      --   entries in store order when its second part is a range (compositeCondition: no value to seek in
+      --   search_index_value). A quantity's walk never takes it (its unit is not in the index; its matches are few
+      --   when they drive: rangeChoice).
+      DROP INDEX search_index_range;
+      DROP INDEX search_index_quantity_high;
+      DROP INDEX search_index_date_high;
+      DROP INDEX search_index_range_seq;
+      CREATE INDEX search_index_range_high ON search_index (param_key, high, low, type)
+        WHERE type = 'date' OR type = 'number' OR type = 'quantity';
+      CREATE INDEX search_index_range_seq ON search_index (param_key, seq, low, high, type)
+        WHERE type = 'date' OR type = 'number' OR type = 'composite';
+    `,
+  },
 ];
