@@ -72,6 +72,12 @@ export interface SearchDialect {
   rangeIndexHint: string;
   /** After `search_index si` walked in seq order by a range's entries (rangeSeqRows): SQLite's INDEXED BY. */
   rangeSeqIndexHint: string;
+  /**
+   * Rows `alias` of the range type `type` (date, number, quantity), as the WHERE of the adapter's range indexes needs
+   * them named so that the database may use those partial indexes: SQLite's are of their types (migration 13),
+   * PostgreSQL's of the rows with a `low`.
+   */
+  rangeRows(alias: string, type: string): string;
   /** The condition on resource_current `c` that its version is not a deletion. */
   notDeleted: string;
   /** Always true / always false, as conditions. */
@@ -99,6 +105,13 @@ export interface SearchDialect {
   rowKeys(alias: string, types: readonly string[], params: readonly string[], seqProbe?: boolean): Fragment;
 }
 
+/** A range type (date, number, quantity) to write into SQL: one of a fixed set, never input. */
+function rangeType(type: string): string {
+  if (type !== 'date' && type !== 'number' && type !== 'quantity')
+    throw new Error(`not a range type: ${type}`);
+  return type;
+}
+
 export const SQLITE_DIALECT: SearchDialect = {
   name: 'sqlite',
   table: (name) => name,
@@ -106,6 +119,7 @@ export const SQLITE_DIALECT: SearchDialect = {
   instr: (haystack, needle) => `instr(${haystack}, ${needle})`,
   rangeIndexHint: ' INDEXED BY search_index_range_high',
   rangeSeqIndexHint: ' INDEXED BY search_index_range_seq',
+  rangeRows: (alias, type) => `${alias}.type = '${rangeType(type)}'`,
   notDeleted: 'c.deleted = 0',
   true: '1',
   false: '0',
@@ -160,6 +174,7 @@ export function postgresDialect(schema: string): SearchDialect {
     instr: (haystack, needle) => `strpos(${haystack}, ${needle})`,
     rangeIndexHint: '',
     rangeSeqIndexHint: '',
+    rangeRows: (alias, type) => `${alias}.low IS NOT NULL AND ${alias}.type = '${rangeType(type)}'`,
     notDeleted: 'NOT c.deleted',
     true: 'TRUE',
     false: 'FALSE',
@@ -546,16 +561,6 @@ function indexRowsOf(d: SearchDialect, types: readonly string[], params: readonl
 const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
 
 /**
- * `alias.type = 'date'` (or number, quantity): the rows of a range type, the condition of its partial indexes
- * (sqlite/schema.ts migration 13), written out so that SQLite can use them (it proves a partial index's WHERE from
- * the query's own terms). The type is one of RANGE_TYPES, never input.
- */
-const rangeRows = (alias: string, type: string): string => {
-  if (!RANGE_TYPES.has(type)) throw new Error(`not a range type: ${type}`);
-  return `${alias}.type = '${type}'`;
-};
-
-/**
  * The INDEXED BY hint `hint` unless `keys` names no (type, parameter) key (nothing was indexed under it): with a
  * condition that is always false, SQLite cannot prove the partial index's WHERE and fails ("no query solution").
  */
@@ -609,7 +614,7 @@ function matchingIds(
   const keys = d.rowKeys('si', types, params);
   if (RANGE_TYPES.has(paramType)) {
     return {
-      sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${hinted(d, d.rangeIndexHint, keys)} WHERE ${keys.sql} AND ${rangeRows('si', paramType)}${condition.sql})`,
+      sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${hinted(d, d.rangeIndexHint, keys)} WHERE ${keys.sql} AND ${d.rangeRows('si', paramType)}${condition.sql})`,
       binds: [...keys.binds, ...condition.binds],
     };
   }
@@ -1138,7 +1143,7 @@ export class SearchRun {
     return {
       sql:
         `SELECT ${column} FROM ${d.table('search_index')} si${range ? hinted(d, d.rangeIndexHint, keys) : ''} WHERE ${keys.sql}` +
-        `${range ? ` AND ${rangeRows('si', indexType)}` : ''}${condition.sql}`,
+        `${range ? ` AND ${d.rangeRows('si', indexType)}` : ''}${condition.sql}`,
       binds: [...keys.binds, ...condition.binds],
     };
   }
@@ -1155,7 +1160,7 @@ export class SearchRun {
     return {
       sql:
         `SELECT si.seq FROM ${d.table('search_index')} si${hinted(d, d.rangeSeqIndexHint, keys)} WHERE ${keys.sql} ` +
-        `AND ${rangeRows('si', filter.type)}${condition.sql}`,
+        `AND ${d.rangeRows('si', filter.type)}${condition.sql}`,
       binds: [...keys.binds, ...condition.binds],
     };
   }
@@ -1171,7 +1176,7 @@ export class SearchRun {
     return {
       sql:
         `EXISTS (SELECT 1 FROM ${d.table('search_index')} sr${hinted(d, d.rangeSeqIndexHint, keys)} WHERE ${keys.sql} ` +
-        `AND sr.seq = ${seq} AND ${rangeRows('sr', filter.type)}${condition.sql.replace(/\bsi\./g, 'sr.')})`,
+        `AND sr.seq = ${seq} AND ${d.rangeRows('sr', filter.type)}${condition.sql.replace(/\bsi\./g, 'sr.')})`,
       binds: [...keys.binds, ...condition.binds],
     };
   }
