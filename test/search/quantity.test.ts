@@ -283,7 +283,7 @@ describe.each(searchStores())(
       const lt = await plans(`lt0.1|${UCUM}|g/L`);
       const eq = await plans(`100|${UCUM}|mg/dL`);
       if (backend.name === 'sqlite') {
-        // schema migration 13: (key, high, low) of the range rows; a bound on high is a seek, a bound on low reads
+        // schema migration 13: quantities in (key, high, low) only; a bound on high is a seek, a bound on low reads
         // the unit's entries there, from the index alone
         expect(gt.count).toMatch(/COVERING INDEX search_index_range_high \(param_key=\? AND high>\?\)/);
         expect(lt.count).toMatch(/COVERING INDEX search_index_range_high \(param_key=\?\)/);

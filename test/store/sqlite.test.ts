@@ -369,7 +369,7 @@ describe('SqliteResourceStore', () => {
     await reopened.close();
   });
 
-  it('a store made before migration 13 (six indexes on search_index) keeps two range indexes and answers every search the same', async () => {
+  it('a store made before migration 13 (six indexes on search_index) has three range indexes and answers every search the same', async () => {
     const file = join(tempDir(), 'resources.sqlite');
     const store = await openStore(file);
     const put = (resource: FhirResource) =>
@@ -443,6 +443,7 @@ describe('SqliteResourceStore', () => {
     const reopened = await openStore(file);
     expect(indexes(reopened)).toEqual([
       'search_index_range_high',
+      'search_index_range_low',
       'search_index_range_seq',
       'search_index_reference',
       'search_index_value',

@@ -68,8 +68,12 @@ export interface SearchDialect {
   jsonValues(alias: string, source?: string): string;
   /** 1-based position of `needle` in `haystack`, 0 when absent. */
   instr(haystack: string, needle: string): string;
-  /** After `search_index si` when the condition is on a range's low and high: SQLite's INDEXED BY (see matchingIds). */
-  rangeIndexHint: string;
+  /**
+   * After `search_index si` when the condition is on a range's low and high: SQLite's INDEXED BY (see matchingIds),
+   * the index by `low` (dates and numbers) or by `high` (a date bounded above only, a quantity).
+   */
+  rangeLowIndexHint: string;
+  rangeHighIndexHint: string;
   /** After `search_index si` walked in seq order by a range's entries (rangeSeqRows): SQLite's INDEXED BY. */
   rangeSeqIndexHint: string;
   /**
@@ -117,7 +121,8 @@ export const SQLITE_DIALECT: SearchDialect = {
   table: (name) => name,
   jsonValues: (alias, source = '?') => `json_each(${source}) ${alias}`,
   instr: (haystack, needle) => `instr(${haystack}, ${needle})`,
-  rangeIndexHint: ' INDEXED BY search_index_range_high',
+  rangeLowIndexHint: ' INDEXED BY search_index_range_low',
+  rangeHighIndexHint: ' INDEXED BY search_index_range_high',
   rangeSeqIndexHint: ' INDEXED BY search_index_range_seq',
   rangeRows: (alias, type) => `${alias}.type = '${rangeType(type)}'`,
   notDeleted: 'c.deleted = 0',
@@ -172,7 +177,8 @@ export function postgresDialect(schema: string): SearchDialect {
     table: (name) => `${schema}.${name}`,
     jsonValues: (alias, source = '?') => `jsonb_array_elements_text(${source}::jsonb) AS ${alias}(value)`,
     instr: (haystack, needle) => `strpos(${haystack}, ${needle})`,
-    rangeIndexHint: '',
+    rangeLowIndexHint: '',
+    rangeHighIndexHint: '',
     rangeSeqIndexHint: '',
     rangeRows: (alias, type) => `${alias}.low IS NOT NULL AND ${alias}.type = '${rangeType(type)}'`,
     notDeleted: 'NOT c.deleted',
@@ -593,11 +599,17 @@ const derivedRows = (modifier: string | undefined): string =>
  * search_index index (whose entries end in seq) and reads resource_version by its key. Binds: the rows' keys (then,
  * for range types, the lowest number), then the condition's.
  *
- * Range conditions (dates, numbers, quantities) read search_index_range_high ((type, param), high, low; rows of the
- * range types): a bound on `high` (gt, ge, eb, ap) is a seek, other conditions read the param's entries there (low and
- * high from the index, no row read). INDEXED BY: with sampled statistics SQLite chose other indexes and scanned every
- * index row of the type (measured 72 ms vs 5 ms on 14,000 Observations).
+ * Range conditions read a range index (sqlite/schema.ts migration 13), by INDEXED BY: with sampled statistics SQLite
+ * chose other indexes and scanned every index row of the type (measured 72 ms vs 5 ms on 14,000 Observations). A date
+ * bounded above only (`highOnly`: gt, ge, eb) and a quantity read search_index_range_high ((type, param), high, low),
+ * other date and number conditions search_index_range_low ((type, param), low, high): the matching entries are a
+ * range of the index, or (a bound it cannot seek) the param's entries read from the index alone, no row read.
  */
+function rangeIndexHint(d: SearchDialect, type: string, keys: Fragment, highOnly: boolean): string {
+  return hinted(d, type === 'quantity' || highOnly ? d.rangeHighIndexHint : d.rangeLowIndexHint, keys);
+}
+
+/** `v.seq IN (index rows of param ? matching condition)`: see matchRows for the range types' indexes. */
 function matchingIds(
   d: SearchDialect,
   types: string[],
@@ -605,6 +617,8 @@ function matchingIds(
   condition: Fragment,
   paramType: string,
   drive = true,
+  /** A date condition bounding `high` only (paramCondition). */
+  highOnly = false,
 ): Fragment {
   // Not driving: a probe of this resource's own index rows (primary key prefix), once per candidate.
   if (!drive) {
@@ -614,7 +628,7 @@ function matchingIds(
   const keys = d.rowKeys('si', types, params);
   if (RANGE_TYPES.has(paramType)) {
     return {
-      sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${hinted(d, d.rangeIndexHint, keys)} WHERE ${keys.sql} AND ${d.rangeRows('si', paramType)}${condition.sql})`,
+      sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${rangeIndexHint(d, paramType, keys, highOnly)} WHERE ${keys.sql} AND ${d.rangeRows('si', paramType)}${condition.sql})`,
       binds: [...keys.binds, ...condition.binds],
     };
   }
@@ -624,13 +638,18 @@ function matchingIds(
   };
 }
 
-/** A parameter filter's values as one condition on its index rows `si`, and the index type that answers it. */
+/**
+ * A parameter filter's values as one condition on its index rows `si`, the index type that answers it, and whether it
+ * is a date condition that bounds only `high` (every value gt, ge or eb: read from search_index_range_high, the
+ * matching entries only, instead of every entry of the param in search_index_range_low).
+ */
 function paramCondition(
   d: SearchDialect,
   filter: Extract<Filter, { kind: 'param' }>,
 ): {
   condition: Fragment;
   indexType: string;
+  highOnly: boolean;
 } {
   const parts = filter.values.map((v): Fragment => {
     if (filter.type === 'string' && v.kind === 'string') {
@@ -652,6 +671,12 @@ function paramCondition(
       binds: parts.flatMap((p) => p.binds),
     },
     indexType: filter.modifier === 'text' ? 'string' : filter.type,
+    highOnly:
+      filter.type === 'date' &&
+      filter.modifier === undefined &&
+      filter.values.every(
+        (v) => v.kind === 'range' && (v.prefix === 'gt' || v.prefix === 'ge' || v.prefix === 'eb'),
+      ),
   };
 }
 
@@ -946,8 +971,8 @@ export class SearchRun {
             : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND (${rows.sql}))`;
           return { sql, binds: rows.binds };
         }
-        const { condition, indexType } = paramCondition(d, filter);
-        const matches = matchingIds(d, types, params, condition, indexType, drive);
+        const { condition, indexType, highOnly } = paramCondition(d, filter);
+        const matches = matchingIds(d, types, params, condition, indexType, drive, highOnly);
         return { sql: `${filter.negate ? 'NOT ' : ''}${matches.sql}`, binds: matches.binds };
       }
       case 'chain': {
@@ -1138,11 +1163,11 @@ export class SearchRun {
       };
     }
     const keys = d.rowKeys('si', types, this.rowParams(types, filter.param, derivedRows(filter.modifier)));
-    const { condition, indexType } = paramCondition(d, filter);
+    const { condition, indexType, highOnly } = paramCondition(d, filter);
     const range = RANGE_TYPES.has(indexType);
     return {
       sql:
-        `SELECT ${column} FROM ${d.table('search_index')} si${range ? hinted(d, d.rangeIndexHint, keys) : ''} WHERE ${keys.sql}` +
+        `SELECT ${column} FROM ${d.table('search_index')} si${range ? rangeIndexHint(d, indexType, keys, highOnly) : ''} WHERE ${keys.sql}` +
         `${range ? ` AND ${d.rangeRows('si', indexType)}` : ''}${condition.sql}`,
       binds: [...keys.binds, ...condition.binds],
     };
