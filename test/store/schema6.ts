@@ -32,10 +32,11 @@ export function asSchema10(db: Database.Database): void {
 }
 
 /**
- * Turns a store back into the layout of schema version 11 or 12 (before migration 13): the six indexes of search_index
- * that migration 11 made, instead of migration 13's three range indexes.
+ * Turns a store back into the layout of schema version 12 (before migration 13): the six indexes of search_index
+ * that migration 11 made, instead of migration 13's three range indexes (the full-text parts of
+ * migration 12, if any, untouched).
  */
-export function asSchema11(db: Database.Database): void {
+export function asSchema12(db: Database.Database): void {
   db.exec(
     'DROP INDEX search_index_range_low; DROP INDEX search_index_range_high; DROP INDEX search_index_range_seq; ' +
       'CREATE INDEX search_index_range ON search_index (param_key, low, high) WHERE low IS NOT NULL; ' +

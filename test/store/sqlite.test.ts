@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { MIGRATIONS } from '../../src/fhir/store/sqlite/schema.js';
 import { NewerStoreSchemaError } from '../../src/fhir/store/schema-version.js';
-import { asSchema6, asSchema10, asSchema11 } from './schema6.js';
+import { asSchema6, asSchema10, asSchema12 } from './schema6.js';
 import { describeResourceStoreContract } from './contract.js';
 import { SqliteSearch } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { parseSearch } from '../../src/fhir/search/parse.js';
@@ -436,7 +436,7 @@ describe('SqliteResourceStore', () => {
         )
         .pluck()
         .all();
-    asSchema11(store.db);
+    asSchema12(store.db);
     expect(indexes(store)).toHaveLength(6);
     await store.close();
 

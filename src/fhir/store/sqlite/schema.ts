@@ -412,13 +412,15 @@ export const MIGRATIONS: readonly Migration[] = [
       --   with a range walked in store order (no value is bound, so search_index_value cannot give that order).
       --   A quantity's walk never read it by design (its unit is not in it).
       -- Entries per row: date 3, number 2, quantity 1 (was 3), composite 2 (was 3 with a range).
-      DROP INDEX search_index_range;
-      DROP INDEX search_index_quantity_high;
-      DROP INDEX search_index_date_high;
-      DROP INDEX search_index_range_seq;
-      CREATE INDEX search_index_range_low ON search_index (param_key, low, high, type)
+      -- Idempotent (IF EXISTS, IF NOT EXISTS): a store rolled back to an earlier version by a test helper may already
+      -- have the new indexes; search_index_range_seq is dropped whatever its definition.
+      DROP INDEX IF EXISTS search_index_range;
+      DROP INDEX IF EXISTS search_index_quantity_high;
+      DROP INDEX IF EXISTS search_index_date_high;
+      DROP INDEX IF EXISTS search_index_range_seq;
+      CREATE INDEX IF NOT EXISTS search_index_range_low ON search_index (param_key, low, high, type)
         WHERE type = 'date' OR type = 'number';
-      CREATE INDEX search_index_range_high ON search_index (param_key, high, low, type)
+      CREATE INDEX IF NOT EXISTS search_index_range_high ON search_index (param_key, high, low, type)
         WHERE type = 'date' OR type = 'quantity';
       CREATE INDEX search_index_range_seq ON search_index (param_key, seq, low, high, type)
         WHERE type = 'date' OR type = 'number' OR type = 'composite';
