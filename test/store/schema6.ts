@@ -63,6 +63,22 @@ export function asSchema10(db: Database.Database): void {
 }
 
 /**
+ * Turns a store back into the layout of schema version 12 (before migration 13): the six indexes of search_index
+ * that migration 11 made, instead of migration 13's three range indexes (the full-text parts of
+ * migration 12, if any, untouched).
+ */
+export function asSchema12(db: Database.Database): void {
+  db.exec(
+    'DROP INDEX search_index_range_low; DROP INDEX search_index_range_high; DROP INDEX search_index_range_seq; ' +
+      'CREATE INDEX search_index_range ON search_index (param_key, low, high) WHERE low IS NOT NULL; ' +
+      "CREATE INDEX search_index_quantity_high ON search_index (param_key, high) WHERE type = 'quantity'; " +
+      "CREATE INDEX search_index_date_high ON search_index (param_key, high) WHERE type = 'date'; " +
+      'CREATE INDEX search_index_range_seq ON search_index (param_key, seq, low, high) WHERE low IS NOT NULL; ' +
+      'DELETE FROM schema_version WHERE version >= 13;',
+  );
+}
+
+/**
  * Turns a store back into the layout of schema version 6 (before migration 7): resource JSON as text, the anchor's
  * hashes as hex text with the version's key and its batch's columns in every row, and no index of later migrations
  * (10: the range entries in seq order).

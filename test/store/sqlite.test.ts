@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js';
 import { MIGRATIONS } from '../../src/fhir/store/sqlite/schema.js';
 import { NewerStoreSchemaError } from '../../src/fhir/store/schema-version.js';
-import { asSchema6, asSchema10, asSchema11 } from './schema6.js';
+import { asSchema6, asSchema10, asSchema11, asSchema12 } from './schema6.js';
 import { describeResourceStoreContract } from './contract.js';
 import { SqliteSearch } from '../../src/fhir/store/sqlite/sqlite-search.js';
 import { parseSearch } from '../../src/fhir/search/parse.js';
@@ -469,6 +469,93 @@ describe('SqliteResourceStore', () => {
     });
     await reopened.write({ resourceType: 'Observation', id: 'o3', method: 'DELETE' });
     expect(answers(reopened)).toEqual([['o2'], ['o2'], [], [], [], []]);
+    await reopened.close();
+  });
+
+  it('a store made before migration 13 (six indexes on search_index) has three range indexes and answers every search the same', async () => {
+    const file = join(tempDir(), 'resources.sqlite');
+    const store = await openStore(file);
+    const put = (resource: FhirResource) =>
+      store.write({
+        resourceType: resource.resourceType,
+        id: resource.id!,
+        method: 'PUT',
+        resource,
+        index: extractIndex(resource),
+      });
+    for (const [id, value, date] of [
+      ['o1', 170, '2020-01-01'],
+      ['o2', 182, '2021-06-01T10:00:00Z'],
+      ['o3', 70, '2021-06-02'],
+    ] as const)
+      await put({
+        resourceType: 'Observation',
+        id,
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code: '8302-2' }] },
+        effectiveDateTime: date,
+        valueQuantity: { value, unit: 'cm', system: 'http://unitsofmeasure.org', code: 'cm' },
+      } as FhirResource);
+    await put({
+      resourceType: 'RiskAssessment',
+      id: 'r1',
+      status: 'final',
+      subject: { reference: 'Patient/p1' },
+      prediction: [{ probabilityDecimal: 0.4 }],
+    } as FhirResource);
+    const searches: [string, Record<string, string[]>][] = [
+      ['Observation', { date: ['ge2021-01-01'] }],
+      ['Observation', { date: ['lt2021-06-02'] }],
+      ['Observation', { date: ['2021-06'] }],
+      ['Observation', { date: ['ge2021-06-01', 'lt2021-06-02'] }],
+      ['Observation', { 'value-quantity': ['gt175|http://unitsofmeasure.org|cm'] }],
+      ['Observation', { 'value-quantity': ['lt1|http://unitsofmeasure.org|m'] }],
+      ['Observation', { 'code-value-quantity': ['http://loinc.org|8302-2$gt100'] }],
+      ['Observation', { 'date:missing': ['false'], _sort: ['-date'] }],
+      ['RiskAssessment', { probability: ['gt0.3'] }],
+    ];
+    const answers = (s: SqliteResourceStore) =>
+      searches.map(([resourceType, params]) =>
+        new SqliteSearch(s.db)
+          .search({ query: parseSearch(params, { resourceType }), canRead: () => true })
+          .versions.map((v) => v.id),
+      );
+    const before = answers(store);
+    expect(before).toEqual([
+      ['o2', 'o3'],
+      ['o1', 'o2'],
+      ['o2', 'o3'],
+      ['o2'],
+      ['o2'],
+      ['o3'],
+      ['o1', 'o2'],
+      ['o3', 'o2', 'o1'],
+      ['r1'],
+    ]);
+    const indexes = (s: SqliteResourceStore) =>
+      s.db
+        .prepare(
+          "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'search_index' AND sql IS NOT NULL ORDER BY name",
+        )
+        .pluck()
+        .all();
+    asSchema12(store.db);
+    expect(indexes(store)).toHaveLength(6);
+    await store.close();
+
+    const reopened = await openStore(file);
+    expect(indexes(reopened)).toEqual([
+      'search_index_range_high',
+      'search_index_range_low',
+      'search_index_range_seq',
+      'search_index_reference',
+      'search_index_value',
+    ]);
+    expect(answers(reopened)).toEqual(before);
+    // Writes after the upgrade go to the new indexes.
+    await reopened.write({ resourceType: 'Observation', id: 'o1', method: 'DELETE' });
+    expect(answers(reopened)[0]).toEqual(['o2', 'o3']);
+    expect(answers(reopened)[1]).toEqual(['o2']);
     await reopened.close();
   });
 

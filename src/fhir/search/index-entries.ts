@@ -19,7 +19,7 @@
  *              with a comparator, everything below or above it (`<5` -> [-MAX, 5 minus one ulp]); a Range its bounds.
  *              The row of param `{code}` has system = Quantity.system, value = Quantity.code (or unit when no code),
  *              for `:missing`, `_sort` and a search without unit. Unit rows, one param each so that one range of
- *              search_index_range / search_index_quantity_high answers a search (quantityRowParam): `{code}||{c}`
+ *              search_index_range_high answers a search (quantityRowParam): `{code}||{c}`
  *              for each of code and unit (`5.4||mg`), and `{code}|{system}|{code}` in the unit written or, for a
  *              UCUM code that converts, `{code}|http://unitsofmeasure.org|{canonical unit}` with low/high converted
  *              (ucum-canonical.ts: `1 g/L` and `100 mg/dL` are both 1000 `g.m-3`).

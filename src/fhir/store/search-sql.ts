@@ -68,12 +68,20 @@ export interface SearchDialect {
   jsonValues(alias: string, source?: string): string;
   /** 1-based position of `needle` in `haystack`, 0 when absent. */
   instr(haystack: string, needle: string): string;
-  /** After `search_index si` when the condition bounds a range: SQLite's INDEXED BY (see matchingIds). */
-  rangeIndexHint: string;
-  /** After `search_index si` when a date condition bounds only `high` (gt, ge, eb): SQLite's INDEXED BY. */
-  dateHighIndexHint: string;
+  /**
+   * After `search_index si` when the condition is on a range's low and high: SQLite's INDEXED BY (see matchingIds),
+   * the index by `low` (dates and numbers) or by `high` (a date bounded above only, a quantity).
+   */
+  rangeLowIndexHint: string;
+  rangeHighIndexHint: string;
   /** After `search_index si` walked in seq order by a range's entries (rangeSeqRows): SQLite's INDEXED BY. */
   rangeSeqIndexHint: string;
+  /**
+   * Rows `alias` of the range type `type` (date, number, quantity), as the WHERE of the adapter's range indexes needs
+   * them named so that the database may use those partial indexes: SQLite's are of their types (migration 13),
+   * PostgreSQL's of the rows with a `low`.
+   */
+  rangeRows(alias: string, type: string): string;
   /** The condition on resource_current `c` that its version is not a deletion. */
   notDeleted: string;
   /** Always true / always false, as conditions. */
@@ -101,14 +109,22 @@ export interface SearchDialect {
   rowKeys(alias: string, types: readonly string[], params: readonly string[], seqProbe?: boolean): Fragment;
 }
 
+/** A range type (date, number, quantity) to write into SQL: one of a fixed set, never input. */
+function rangeType(type: string): string {
+  if (type !== 'date' && type !== 'number' && type !== 'quantity')
+    throw new Error(`not a range type: ${type}`);
+  return type;
+}
+
 export const SQLITE_DIALECT: SearchDialect = {
   name: 'sqlite',
   table: (name) => name,
   jsonValues: (alias, source = '?') => `json_each(${source}) ${alias}`,
   instr: (haystack, needle) => `instr(${haystack}, ${needle})`,
-  rangeIndexHint: ' INDEXED BY search_index_range',
-  dateHighIndexHint: ' INDEXED BY search_index_date_high',
+  rangeLowIndexHint: ' INDEXED BY search_index_range_low',
+  rangeHighIndexHint: ' INDEXED BY search_index_range_high',
   rangeSeqIndexHint: ' INDEXED BY search_index_range_seq',
+  rangeRows: (alias, type) => `${alias}.type = '${rangeType(type)}'`,
   notDeleted: 'c.deleted = 0',
   true: '1',
   false: '0',
@@ -161,9 +177,10 @@ export function postgresDialect(schema: string): SearchDialect {
     table: (name) => `${schema}.${name}`,
     jsonValues: (alias, source = '?') => `jsonb_array_elements_text(${source}::jsonb) AS ${alias}(value)`,
     instr: (haystack, needle) => `strpos(${haystack}, ${needle})`,
-    rangeIndexHint: '',
-    dateHighIndexHint: '',
+    rangeLowIndexHint: '',
+    rangeHighIndexHint: '',
     rangeSeqIndexHint: '',
+    rangeRows: (alias, type) => `${alias}.low IS NOT NULL AND ${alias}.type = '${rangeType(type)}'`,
     notDeleted: 'NOT c.deleted',
     true: 'TRUE',
     false: 'FALSE',
@@ -366,7 +383,12 @@ function compositeCondition(d: SearchDialect, value: Extract<SearchValue, { kind
         : undefined;
     rest = unit ? { sql: `${core.sql} AND ${unit.sql}`, binds: [...core.binds, ...unit.binds] } : core;
   } else rest = { sql: d.false, binds: [] };
-  return { sql: `${first.sql} AND ${rest.sql}`, binds: [...first.binds, ...rest.binds] };
+  // The rows' type, the WHERE of search_index_range_seq (sqlite/schema.ts migration 13), so that a range's matches
+  // come from it in seq order.
+  return {
+    sql: `si.type = 'composite' AND ${first.sql} AND ${rest.sql}`,
+    binds: [...first.binds, ...rest.binds],
+  };
 }
 
 /** Dates: the target's [low, high] against the search value's [low, high] (both inclusive ms). */
@@ -449,8 +471,8 @@ function numberCondition(value: Extract<SearchValue, { kind: 'range' }>): Fragme
  * stands for (its value; with a comparator what lies beyond it) with the searched value `v` and its precision
  * range [sl, sh) (R4 search.html#prefix): eq: sl <= low, high < sh; ne: not eq; gt: high > v; ge: high >= v;
  * lt: low < v; le: low <= v; sa: low >= sh; eb: high < sl; ap: [low, high] meets v ± 10% (at least [sl, sh)).
- * Each is a range on `low` (search_index_range) or on `high` (search_index_quantity_high, rows of type quantity),
- * so the database reads only the index rows that match.
+ * Read from search_index_range_high (rows of the range types: `si.type = 'quantity'`): a bound on `high` is a seek,
+ * the others read the unit's entries there (low and high from the index).
  */
 function quantityRowsCondition(
   keys: (suffix: string) => Fragment,
@@ -543,11 +565,12 @@ function indexRowsOf(d: SearchDialect, types: readonly string[], params: readonl
 }
 
 const RANGE_TYPES = new Set(['date', 'number', 'quantity']);
+
 /**
- * The index type of a date condition that bounds only `high` (every value gt, ge or eb): read from
- * search_index_date_high, the matching rows only, instead of every row of the param in search_index_range.
+ * The INDEXED BY hint `hint` unless `keys` names no (type, parameter) key (nothing was indexed under it): with a
+ * condition that is always false, SQLite cannot prove the partial index's WHERE and fails ("no query solution").
  */
-const DATE_HIGH = 'date-high';
+const hinted = (d: SearchDialect, hint: string, keys: Fragment): string => (keys.sql === d.false ? '' : hint);
 
 /**
  * Range filter types whose condition reads only an entry's low and high (no system: a quantity's unit is not in the
@@ -576,10 +599,17 @@ const derivedRows = (modifier: string | undefined): string =>
  * search_index index (whose entries end in seq) and reads resource_version by its key. Binds: the rows' keys (then,
  * for range types, the lowest number), then the condition's.
  *
- * Range conditions mostly bound `high`, the last column of search_index_range: on its own SQLite cannot use that
- * index and, with sampled statistics, scanned every index row of the type (measured 72 ms vs 5 ms on 14,000
- * Observations). A bound on `low` that every row meets plus INDEXED BY make it use the index.
+ * Range conditions read a range index (sqlite/schema.ts migration 13), by INDEXED BY: with sampled statistics SQLite
+ * chose other indexes and scanned every index row of the type (measured 72 ms vs 5 ms on 14,000 Observations). A date
+ * bounded above only (`highOnly`: gt, ge, eb) and a quantity read search_index_range_high ((type, param), high, low),
+ * other date and number conditions search_index_range_low ((type, param), low, high): the matching entries are a
+ * range of the index, or (a bound it cannot seek) the param's entries read from the index alone, no row read.
  */
+function rangeIndexHint(d: SearchDialect, type: string, keys: Fragment, highOnly: boolean): string {
+  return hinted(d, type === 'quantity' || highOnly ? d.rangeHighIndexHint : d.rangeLowIndexHint, keys);
+}
+
+/** `v.seq IN (index rows of param ? matching condition)`: see matchRows for the range types' indexes. */
 function matchingIds(
   d: SearchDialect,
   types: string[],
@@ -587,6 +617,8 @@ function matchingIds(
   condition: Fragment,
   paramType: string,
   drive = true,
+  /** A date condition bounding `high` only (paramCondition). */
+  highOnly = false,
 ): Fragment {
   // Not driving: a probe of this resource's own index rows (primary key prefix), once per candidate.
   if (!drive) {
@@ -594,15 +626,10 @@ function matchingIds(
     return { sql: `EXISTS (SELECT 1 ${own.sql}${condition.sql})`, binds: [...own.binds, ...condition.binds] };
   }
   const keys = d.rowKeys('si', types, params);
-  if (paramType === DATE_HIGH)
-    return {
-      sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.dateHighIndexHint} WHERE ${keys.sql} AND si.type = 'date'${condition.sql})`,
-      binds: [...keys.binds, ...condition.binds],
-    };
   if (RANGE_TYPES.has(paramType)) {
     return {
-      sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${d.rangeIndexHint} WHERE ${keys.sql} AND si.low >= ?${condition.sql})`,
-      binds: [...keys.binds, -Number.MAX_VALUE, ...condition.binds],
+      sql: `v.seq IN (SELECT si.seq FROM ${d.table('search_index')} si${rangeIndexHint(d, paramType, keys, highOnly)} WHERE ${keys.sql} AND ${d.rangeRows('si', paramType)}${condition.sql})`,
+      binds: [...keys.binds, ...condition.binds],
     };
   }
   return {
@@ -611,13 +638,18 @@ function matchingIds(
   };
 }
 
-/** A parameter filter's values as one condition on its index rows `si`, and the index type that answers it. */
+/**
+ * A parameter filter's values as one condition on its index rows `si`, the index type that answers it, and whether it
+ * is a date condition that bounds only `high` (every value gt, ge or eb: read from search_index_range_high, the
+ * matching entries only, instead of every entry of the param in search_index_range_low).
+ */
 function paramCondition(
   d: SearchDialect,
   filter: Extract<Filter, { kind: 'param' }>,
 ): {
   condition: Fragment;
   indexType: string;
+  highOnly: boolean;
 } {
   const parts = filter.values.map((v): Fragment => {
     if (filter.type === 'string' && v.kind === 'string') {
@@ -638,15 +670,13 @@ function paramCondition(
       sql: ` AND (${parts.map((p) => `(${p.sql})`).join(' OR ')})`,
       binds: parts.flatMap((p) => p.binds),
     },
-    indexType:
-      filter.modifier === 'text'
-        ? 'string'
-        : filter.type === 'date' &&
-            filter.values.every(
-              (v) => v.kind === 'range' && (v.prefix === 'gt' || v.prefix === 'ge' || v.prefix === 'eb'),
-            )
-          ? DATE_HIGH
-          : filter.type,
+    indexType: filter.modifier === 'text' ? 'string' : filter.type,
+    highOnly:
+      filter.type === 'date' &&
+      filter.modifier === undefined &&
+      filter.values.every(
+        (v) => v.kind === 'range' && (v.prefix === 'gt' || v.prefix === 'ge' || v.prefix === 'eb'),
+      ),
   };
 }
 
@@ -941,8 +971,8 @@ export class SearchRun {
             : `EXISTS (SELECT 1 FROM ${d.table('search_index')} si WHERE si.seq = c.seq AND (${rows.sql}))`;
           return { sql, binds: rows.binds };
         }
-        const { condition, indexType } = paramCondition(d, filter);
-        const matches = matchingIds(d, types, params, condition, indexType, drive);
+        const { condition, indexType, highOnly } = paramCondition(d, filter);
+        const matches = matchingIds(d, types, params, condition, indexType, drive, highOnly);
         return { sql: `${filter.negate ? 'NOT ' : ''}${matches.sql}`, binds: matches.binds };
       }
       case 'chain': {
@@ -1133,14 +1163,13 @@ export class SearchRun {
       };
     }
     const keys = d.rowKeys('si', types, this.rowParams(types, filter.param, derivedRows(filter.modifier)));
-    const { condition, indexType } = paramCondition(d, filter);
+    const { condition, indexType, highOnly } = paramCondition(d, filter);
     const range = RANGE_TYPES.has(indexType);
-    const high = indexType === DATE_HIGH;
     return {
       sql:
-        `SELECT ${column} FROM ${d.table('search_index')} si${range ? d.rangeIndexHint : high ? d.dateHighIndexHint : ''} WHERE ${keys.sql}` +
-        `${range ? ' AND si.low >= ?' : high ? " AND si.type = 'date'" : ''}${condition.sql}`,
-      binds: [...keys.binds, ...(range ? [-Number.MAX_VALUE] : []), ...condition.binds],
+        `SELECT ${column} FROM ${d.table('search_index')} si${range ? rangeIndexHint(d, indexType, keys, highOnly) : ''} WHERE ${keys.sql}` +
+        `${range ? ` AND ${d.rangeRows('si', indexType)}` : ''}${condition.sql}`,
+      binds: [...keys.binds, ...condition.binds],
     };
   }
 
@@ -1155,8 +1184,8 @@ export class SearchRun {
     const { condition } = paramCondition(d, filter);
     return {
       sql:
-        `SELECT si.seq FROM ${d.table('search_index')} si${d.rangeSeqIndexHint} WHERE ${keys.sql} ` +
-        `AND si.low IS NOT NULL${condition.sql}`,
+        `SELECT si.seq FROM ${d.table('search_index')} si${hinted(d, d.rangeSeqIndexHint, keys)} WHERE ${keys.sql} ` +
+        `AND ${d.rangeRows('si', filter.type)}${condition.sql}`,
       binds: [...keys.binds, ...condition.binds],
     };
   }
@@ -1171,8 +1200,8 @@ export class SearchRun {
     const { condition } = paramCondition(d, filter);
     return {
       sql:
-        `EXISTS (SELECT 1 FROM ${d.table('search_index')} sr${d.rangeSeqIndexHint} WHERE ${keys.sql} ` +
-        `AND sr.seq = ${seq} AND sr.low IS NOT NULL${condition.sql.replace(/\bsi\./g, 'sr.')})`,
+        `EXISTS (SELECT 1 FROM ${d.table('search_index')} sr${hinted(d, d.rangeSeqIndexHint, keys)} WHERE ${keys.sql} ` +
+        `AND sr.seq = ${seq} AND ${d.rangeRows('sr', filter.type)}${condition.sql.replace(/\bsi\./g, 'sr.')})`,
       binds: [...keys.binds, ...condition.binds],
     };
   }
