@@ -223,8 +223,9 @@ export class AnchorJournal implements BatchJournal {
       `INSERT INTO integrity_batches (root, leaf_count, state, height_before, prepared_at)
        VALUES (?, ?, 'prepared', ?, ?) ON CONFLICT (root) DO NOTHING`,
     );
-    // The members as one JSON array per statement, not a statement per member: a batch is a thousand versions or
-    // more, and a statement each was most of the journal's CPU per anchored version.
+    // The members as one JSON array per statement, not a statement per member (a batch is a thousand versions or
+    // more). Most of a member's cost is SQLite's page writes all the same: its entry in the index by version lands
+    // on a random page (docs/integrity.md, "What anchoring costs a create").
     this.insertMembersStatement ??= this.db.prepare(
       `INSERT OR IGNORE INTO integrity_batch_members
          (root, leaf_index, resource_type, id, version_id, leaf_hash, ledger_key, leaf_version)
@@ -340,7 +341,8 @@ export class AnchorJournal implements BatchJournal {
   withoutCommitted<K extends VersionKey>(keys: K[]): K[] {
     this.committedMembersStatement ??= this.db
       .prepare(
-        `SELECT DISTINCT k.key FROM json_each(?) k JOIN integrity_batch_members m
+        // CROSS JOIN: the keys drive, each looked up by the index by version (never a scan of the members).
+        `SELECT DISTINCT k.key FROM json_each(?) k CROSS JOIN integrity_batch_members m
            ON m.resource_type = k.value ->> 0 AND m.id = k.value ->> 1 AND m.version_id = k.value ->> 2
          JOIN integrity_batches b ON b.root = m.root AND b.state = 'committed'`,
       )
