@@ -99,6 +99,9 @@ export interface BatchJournal {
   close(): Awaitable<void>;
 }
 
+/** Versions per statement where the journal takes or checks many at once (a JSON array of a few hundred KB). */
+const JSON_CHUNK = 2000;
+
 /** A drainer that no longer holds the drain lease tried to journal or submit a batch (docs/store.md). */
 export class DrainLeaseLostError extends Error {
   constructor(detail: string) {
@@ -148,7 +151,8 @@ export interface AnchorJournalOptions {
 
 export class AnchorJournal implements BatchJournal {
   private readonly db: Database.Database;
-  private committedMemberStatement?: Database.Statement;
+  private committedMembersStatement?: Database.Statement;
+  private insertMembersStatement?: Database.Statement;
   private readonly file: string;
   private readonly syncFile: FileSync;
 
@@ -219,24 +223,32 @@ export class AnchorJournal implements BatchJournal {
       `INSERT INTO integrity_batches (root, leaf_count, state, height_before, prepared_at)
        VALUES (?, ?, 'prepared', ?, ?) ON CONFLICT (root) DO NOTHING`,
     );
-    const insertMember = this.db.prepare(
+    // The members as one JSON array per statement, not a statement per member (a batch is a thousand versions or
+    // more). Most of a member's cost is SQLite's page writes all the same: its entry in the index by version lands
+    // on a random page (docs/integrity.md, "What anchoring costs a create").
+    this.insertMembersStatement ??= this.db.prepare(
       `INSERT OR IGNORE INTO integrity_batch_members
          (root, leaf_index, resource_type, id, version_id, leaf_hash, ledger_key, leaf_version)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+       SELECT ?, m.value ->> 0, m.value ->> 1, m.value ->> 2, m.value ->> 3, m.value ->> 4, m.value ->> 5,
+         m.value ->> 6
+       FROM json_each(?) m`,
     );
+    const insertMembers = this.insertMembersStatement;
     this.db.transaction(() => {
       insertBatch.run(root, members.length, heightBefore, new Date().toISOString());
-      for (const m of members) {
-        insertMember.run(
-          root,
-          m.leafIndex,
-          m.resourceType,
-          m.id,
-          m.versionId,
-          m.leafHash,
-          m.ledgerKey,
-          m.leafVersion,
-        );
+      for (let at = 0; at < members.length; at += JSON_CHUNK) {
+        const rows = members
+          .slice(at, at + JSON_CHUNK)
+          .map((m) => [
+            m.leafIndex,
+            m.resourceType,
+            m.id,
+            m.versionId,
+            m.leafHash,
+            m.ledgerKey,
+            m.leafVersion,
+          ]);
+        insertMembers.run(root, JSON.stringify(rows));
       }
     })();
     await this.syncWal();
@@ -322,19 +334,27 @@ export class AnchorJournal implements BatchJournal {
     ).map(toMember);
   }
 
-  /** Is this version a member of a batch already committed to the ledger? */
-  inCommittedBatch(key: VersionKey): boolean {
-    this.committedMemberStatement ??= this.db
+  /**
+   * The keys that are not members of a batch already committed to the ledger, in their order: one statement per
+   * JSON_CHUNK keys (a JSON array of [type, id, version]), not one per key.
+   */
+  withoutCommitted<K extends VersionKey>(keys: K[]): K[] {
+    this.committedMembersStatement ??= this.db
       .prepare(
-        `SELECT 1 FROM integrity_batch_members m JOIN integrity_batches b ON b.root = m.root
-         WHERE m.resource_type = ? AND m.id = ? AND m.version_id = ? AND b.state = 'committed' LIMIT 1`,
+        // CROSS JOIN: the keys drive, each looked up by the index by version (never a scan of the members).
+        `SELECT DISTINCT k.key FROM json_each(?) k CROSS JOIN integrity_batch_members m
+           ON m.resource_type = k.value ->> 0 AND m.id = k.value ->> 1 AND m.version_id = k.value ->> 2
+         JOIN integrity_batches b ON b.root = m.root AND b.state = 'committed'`,
       )
       .pluck();
-    return this.committedMemberStatement.get(key.resourceType, key.id, key.versionId) !== undefined;
-  }
-
-  withoutCommitted<K extends VersionKey>(keys: K[]): K[] {
-    return keys.filter((key) => !this.inCommittedBatch(key));
+    const committed = new Set<number>();
+    for (let at = 0; at < keys.length; at += JSON_CHUNK) {
+      const chunk = keys.slice(at, at + JSON_CHUNK).map((k) => [k.resourceType, k.id, k.versionId]);
+      for (const index of this.committedMembersStatement.all(JSON.stringify(chunk)) as number[]) {
+        committed.add(at + index);
+      }
+    }
+    return committed.size === 0 ? keys : keys.filter((_, i) => !committed.has(i));
   }
 
   /** The batch membership of one version (a version is in at most one committed batch). */
