@@ -103,8 +103,13 @@ export function splitByPart(
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   // Each node's part, decided once: its own mark, else its caller's (the innermost marked frame of a stack).
   const partOf = new Map<number, number>();
+  // A mark's file is matched inside the checkout (from its dist/, src/ or node_modules/ on), never against the
+  // checkout's own path: a worktree named after a part would otherwise claim every function of that name.
+  const inCheckout = (url: string) => /(?:^|\/)((?:dist|src|node_modules)\/.*)$/.exec(url)?.[1] ?? url;
   const own = (frame: CallFrame): number =>
-    PARTS.findIndex((p) => p.marks.some((m) => m.fn.test(frame.functionName) && frame.url.includes(m.file)));
+    PARTS.findIndex((p) =>
+      p.marks.some((m) => m.fn.test(frame.functionName) && inCheckout(frame.url).includes(m.file)),
+    );
   const resolve = (id: number): number => {
     let part = partOf.get(id);
     if (part === undefined) {
