@@ -54,8 +54,94 @@ export function encodeJson(json: string): string | Buffer {
 }
 
 /**
- * Deflates bodies with one zlib context kept for the process (reset between bodies), as ReusedInflater inflates
- * them (see there for the native handle it drives): deflateRawSync builds a stream, a native context (~300 KB of
+ * One zlib context kept for the process, driven through the stream's native handle (`_handle.writeSync`, the call
+ * `deflateRawSync`/`inflateRawSync` make themselves, with `_writeState` holding what it left of input and output):
+ * Node has no public synchronous way to reuse a context. The subclass names its stream and how its first use is
+ * checked against the synchronous API (`probe`); a Node whose internals differ, or that fails the probe, leaves
+ * `usable` false and every body takes the synchronous API, whose answer is the reference.
+ */
+abstract class ReusedZlibContext<S extends DeflateRaw | InflateRaw> {
+  protected stream: S | undefined;
+  protected handle: NativeZlib | undefined;
+  protected state: Uint32Array | undefined;
+  /** false once the handle's shape or the probe failed: every body then takes the synchronous API. */
+  protected usable: boolean | undefined;
+
+  protected abstract createStream(): S;
+  /** First use: whether this context gives the synchronous API's answer (`usable` is true meanwhile). */
+  protected abstract probe(): boolean;
+
+  protected open(): boolean {
+    const stream = this.createStream();
+    // An error (a corrupt body, say) makes the stream emit 'error'; the synchronous API answers that body instead.
+    stream.on('error', () => undefined);
+    const internals = stream as unknown as { _handle?: unknown; _writeState?: unknown };
+    const handle = internals._handle as NativeZlib | undefined;
+    const state = internals._writeState;
+    if (
+      !handle ||
+      typeof handle.writeSync !== 'function' ||
+      typeof handle.reset !== 'function' ||
+      !(state instanceof Uint32Array) ||
+      state.length < 2
+    ) {
+      this.usable = false;
+      stream.destroy();
+      return false;
+    }
+    this.stream = stream;
+    this.handle = handle;
+    this.state = state;
+    if (this.usable === undefined) {
+      this.usable = true;
+      if (!this.probe()) {
+        this.usable = false;
+        this.close();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /**
+   * One whole pass (Z_FINISH) of `input[0, size)` into `output` from `offset`, then a reset: the output bytes left,
+   * or undefined (context closed) on failure.
+   */
+  protected finish(input: Uint8Array, size: number, output: Buffer, offset: number): number | undefined {
+    try {
+      this.handle!.writeSync(constants.Z_FINISH, input, 0, size, output, offset, output.length - offset);
+    } catch {
+      this.close();
+      return undefined;
+    }
+    // state: [output bytes left, input bytes left]. An error destroys the stream; no output room left means the
+    // pass may not have finished.
+    const state = this.state!;
+    if (this.stream!.destroyed || state[1] !== 0 || state[0] === 0) {
+      this.close();
+      return undefined;
+    }
+    this.handle!.reset();
+    return state[0];
+  }
+
+  protected close(): void {
+    this.stream?.destroy();
+    this.stream = undefined;
+    this.handle = undefined;
+    this.state = undefined;
+  }
+
+  /** Whether bodies take the reused context (false on a Node whose zlib internals differ). For tests. */
+  reused(): boolean {
+    if (this.usable === undefined) this.open();
+    return this.usable === true;
+  }
+}
+
+/**
+ * Deflates bodies with one zlib context kept for the process (reset between bodies, ReusedZlibContext),
+ * as ReusedInflater inflates them: deflateRawSync builds a stream, a native context (~300 KB of
  * match tables) and an output chunk per call. The text is written as UTF-8 into one scratch buffer and deflated
  * into another after the format byte; the answer is a copy of its own.
  *
@@ -69,17 +155,13 @@ export function encodeJson(json: string): string | Buffer {
  * Checked when first used (a known text must deflate to deflateRawSync's bytes); a larger text, an error or other
  * Node internals go through deflateRawSync (encodeJson), whose answer is the reference.
  */
-class ReusedDeflater {
-  private stream: DeflateRaw | undefined;
-  private handle: NativeZlib | undefined;
-  private state: Uint32Array | undefined;
+class ReusedDeflater extends ReusedZlibContext<DeflateRaw> {
   /** UTF-8 of one text: 3 bytes per UTF-16 code unit at most. */
   private readonly text = Buffer.allocUnsafe(3 * REUSE_MAX_BYTES);
   /** Format byte and deflated bytes of one text: room for deflate's worst case (stored blocks) and more. */
   private readonly out = Buffer.allocUnsafe(REUSE_MAX_BYTES + 1024);
   /** Where the wiping deflate writes (a few hundred bytes of matches of zeros). */
   private readonly wipeOut = Buffer.allocUnsafe(4 * 1024);
-  private usable: boolean | undefined;
 
   /** encodeJson's answer, or undefined when deflateRawSync must give it. */
   encode(json: string): string | Buffer | undefined {
@@ -99,81 +181,26 @@ class ReusedDeflater {
   private deflate(input: Buffer, size: number): number | undefined {
     const out = this.out;
     out[0] = DEFLATE_DICTIONARY_1;
-    if (!this.finish(input, size, out, 1)) return undefined;
-    const length = out.length - 1 - this.state![0]!;
+    const left = this.finish(input, size, out, 1);
+    if (left === undefined) return undefined;
     // The window's part this body used back to zeros (see above), then the context as a fresh one.
-    if (!this.finish(WIPE, size + WIPE_MARGIN, this.wipeOut, 0)) return undefined;
-    return length;
+    if (this.finish(WIPE, size + WIPE_MARGIN, this.wipeOut, 0) === undefined) return undefined;
+    return out.length - 1 - left;
   }
 
-  /** One whole deflate of `input[0, size)` into `output` from `offset`, then a reset; false (closed) on failure. */
-  private finish(input: Buffer, size: number, output: Buffer, offset: number): boolean {
-    const handle = this.handle!;
-    const state = this.state!;
-    try {
-      handle.writeSync(constants.Z_FINISH, input, 0, size, output, offset, output.length - offset);
-    } catch {
-      this.close();
-      return false;
-    }
-    // state: [output bytes left, input bytes left]. An error destroys the stream; no output room left means the
-    // deflate may not have finished.
-    if (this.stream!.destroyed || state[1] !== 0 || state[0] === 0) {
-      this.close();
-      return false;
-    }
-    handle.reset();
-    return true;
+  protected createStream(): DeflateRaw {
+    return createDeflateRaw(DEFLATE_OPTIONS);
   }
 
-  private open(): boolean {
-    const stream = createDeflateRaw(DEFLATE_OPTIONS);
-    stream.on('error', () => undefined);
-    const internals = stream as unknown as { _handle?: unknown; _writeState?: unknown };
-    const handle = internals._handle as NativeZlib | undefined;
-    const state = internals._writeState;
-    if (
-      !handle ||
-      typeof handle.writeSync !== 'function' ||
-      typeof handle.reset !== 'function' ||
-      !(state instanceof Uint32Array) ||
-      state.length < 2
-    ) {
-      this.usable = false;
-      stream.destroy();
-      return false;
-    }
-    this.stream = stream;
-    this.handle = handle;
-    this.state = state;
-    if (this.usable === undefined) {
-      // First use: twice the same text (the second after a reset) must give deflateRawSync's bytes.
-      const probe = Buffer.from(PROBE_TEXT, 'utf8');
-      const expected = deflateRawSync(probe, DEFLATE_OPTIONS);
-      this.usable = true;
-      for (let round = 0; round < 2 && this.usable; round++) {
-        const length = this.deflate(probe, probe.length);
-        if (length === undefined || !this.out.subarray(1, 1 + length).equals(expected)) this.usable = false;
-      }
-      if (!this.usable) {
-        this.close();
-        return false;
-      }
+  /** Twice the same text (the second after a reset) must give deflateRawSync's bytes. */
+  protected probe(): boolean {
+    const probe = Buffer.from(PROBE_TEXT, 'utf8');
+    const expected = deflateRawSync(probe, DEFLATE_OPTIONS);
+    for (let round = 0; round < 2; round++) {
+      const length = this.deflate(probe, probe.length);
+      if (length === undefined || !this.out.subarray(1, 1 + length).equals(expected)) return false;
     }
     return true;
-  }
-
-  private close(): void {
-    this.stream?.destroy();
-    this.stream = undefined;
-    this.handle = undefined;
-    this.state = undefined;
-  }
-
-  /** Whether texts take the reused context (false on a Node whose zlib internals differ). For tests. */
-  reused(): boolean {
-    if (this.usable === undefined) this.open();
-    return this.usable === true;
   }
 }
 
@@ -183,85 +210,34 @@ class ReusedDeflater {
  * Node's synchronous API (`inflateRawSync`) builds a stream object, a native zlib context and a 16 KiB output chunk
  * for every call, then sets the 16 KiB dictionary: most of the ~10-15 µs a body costs (a 1.5 KB resource inflates in
  * ~2 µs), and $export and every read of a body pay it. Here one inflate context is created once and `reset()` between
- * bodies (Node's reset sets the dictionary again), with one output buffer: ~4.4 µs a body (docs/store.md). Node has
- * no public synchronous way to reuse a context, so this drives the stream's native handle (`_handle.writeSync`, the
- * call `inflateRawSync` itself makes, with `_writeState` holding what it left of input and output). It is checked
- * when first used (a known body must inflate to its text) and whatever does not fit (a body larger than the buffer,
- * an error, a Node whose internals differ) goes through `inflateRawSync`, whose answer or error is the reference.
+ * bodies (Node's reset sets the dictionary again), with one output buffer: ~4.4 µs a body (docs/store.md), through
+ * the native handle (ReusedZlibContext). It is checked when first used (a known body must inflate to its text) and
+ * whatever does not fit (a body larger than the buffer, an error, a Node whose internals differ) goes through
+ * `inflateRawSync`, whose answer or error is the reference.
  */
-class ReusedInflater {
-  private stream: InflateRaw | undefined;
-  private handle: NativeZlib | undefined;
-  private state: Uint32Array | undefined;
+class ReusedInflater extends ReusedZlibContext<InflateRaw> {
   /** Output of one body; a larger body takes inflateRawSync. */
   private readonly out = Buffer.allocUnsafe(256 * 1024);
-  /** false once the handle's shape was found unusable: every body then takes inflateRawSync. */
-  private usable: boolean | undefined;
 
   /** The inflated bytes of a format-1 body (`deflated` without the format byte), as a view of the shared buffer
    *  (valid until the next call) or undefined when inflateRawSync must answer. */
   private inflateShared(deflated: Uint8Array): { buffer: Buffer; length: number } | undefined {
     if (this.usable === false) return undefined;
     if (!this.handle && !this.open()) return undefined;
-    const handle = this.handle!;
-    const state = this.state!;
-    try {
-      handle.writeSync(constants.Z_FINISH, deflated, 0, deflated.length, this.out, 0, this.out.length);
-    } catch {
-      this.close();
-      return undefined;
-    }
-    const availableOut = state[0]!;
-    const availableIn = state[1]!;
-    if (this.stream!.destroyed || availableIn !== 0 || availableOut === 0) {
-      // An error (the stream destroyed itself) or a body that did not fit: the reference path decides.
-      this.close();
-      return undefined;
-    }
-    handle.reset();
-    return { buffer: this.out, length: this.out.length - availableOut };
+    // An error or a body that did not fit: the reference path decides.
+    const left = this.finish(deflated, deflated.length, this.out, 0);
+    return left === undefined ? undefined : { buffer: this.out, length: this.out.length - left };
   }
 
-  private open(): boolean {
-    const stream = createInflateRaw({ dictionary: DICTIONARY_1 });
-    // A corrupt body makes the stream emit 'error'; it is answered by inflateRawSync instead.
-    stream.on('error', () => undefined);
-    const internals = stream as unknown as { _handle?: unknown; _writeState?: unknown };
-    const handle = internals._handle as NativeZlib | undefined;
-    const state = internals._writeState;
-    if (
-      !handle ||
-      typeof handle.writeSync !== 'function' ||
-      typeof handle.reset !== 'function' ||
-      !(state instanceof Uint32Array) ||
-      state.length < 2
-    ) {
-      this.usable = false;
-      stream.destroy();
-      return false;
-    }
-    this.stream = stream;
-    this.handle = handle;
-    this.state = state;
-    if (this.usable === undefined) {
-      // First use: a known body must come back as its text, else this Node's internals are not what we drive.
-      const probe = deflateRawSync(Buffer.from(PROBE_TEXT, 'utf8'), { dictionary: DICTIONARY_1 });
-      this.usable = true;
-      const inflated = this.inflateShared(probe);
-      if (!inflated || inflated.buffer.toString('utf8', 0, inflated.length) !== PROBE_TEXT) {
-        this.usable = false;
-        this.close();
-        return false;
-      }
-    }
-    return true;
+  protected createStream(): InflateRaw {
+    return createInflateRaw({ dictionary: DICTIONARY_1 });
   }
 
-  private close(): void {
-    this.stream?.destroy();
-    this.stream = undefined;
-    this.handle = undefined;
-    this.state = undefined;
+  /** A known body must come back as its text. */
+  protected probe(): boolean {
+    const probe = deflateRawSync(Buffer.from(PROBE_TEXT, 'utf8'), { dictionary: DICTIONARY_1 });
+    const inflated = this.inflateShared(probe);
+    return inflated !== undefined && inflated.buffer.toString('utf8', 0, inflated.length) === PROBE_TEXT;
   }
 
   text(deflated: Uint8Array): string {
@@ -277,12 +253,6 @@ class ReusedInflater {
     const copy = Buffer.allocUnsafe(inflated.length);
     inflated.buffer.copy(copy, 0, 0, inflated.length);
     return copy;
-  }
-
-  /** Whether bodies take the reused context (false on a Node whose zlib internals differ). For tests. */
-  reused(): boolean {
-    if (this.usable === undefined) this.open();
-    return this.usable === true;
   }
 }
 
