@@ -13,13 +13,13 @@
  * BENCH_CONNECTIONS (default 10), BENCH_READER (dr-b, default, or sys-a: the custodian), BENCH_SKIP_HTTP=1,
  * BENCH_CPU_PROF=dir (CPU profiles), BENCH_FROM=tsx (run the service from the sources instead of dist/).
  */
-import { createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { startService, stopChild } from './support.js';
-import { SignJWT } from 'jose';
+import { startService, stopChild, tokenFrom } from './support.js';
+import { clientCredentials, signedAssertion } from '../test/support/client-assertion.js';
 import { openParticipantDirectory } from '../src/commands/participant.js';
 import { TokenService } from '../src/access/tokens.js';
 import { AccessControl } from '../src/access/caller-access-policy.js';
@@ -34,7 +34,6 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
 /** Who reads when access control is on: dr-b (another organisation, under the patient's grant) or sys-a (the custodian). */
 const READER = process.env.BENCH_READER === 'sys-a' ? 'sys-a' : 'dr-b';
-const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -72,19 +71,8 @@ async function decisionLatency(): Promise<void> {
         .commit();
     }
     const tokens = new TokenService({ directory: participants, secret: randomBytes(32) });
-    const assertion = await new SignJWT({ jti: randomUUID() })
-      .setProtectedHeader({ alg: 'ES384' })
-      .setIssuer('dr-b')
-      .setSubject('dr-b')
-      .setAudience('http://bench/auth/token')
-      .setExpirationTime('2m')
-      .sign(createPrivateKey(enrollment.privateKey));
     const { access_token: token } = await tokens.exchange(
-      {
-        grant_type: 'client_credentials',
-        client_assertion_type: ASSERTION_TYPE,
-        client_assertion: assertion,
-      },
+      clientCredentials(await signedAssertion(enrollment.privateKey, 'dr-b', 'http://bench/auth/token')),
       'http://bench/auth/token',
     );
     const control = new AccessControl({ compartmentTypes: patientCompartmentTypes(), consent });
@@ -151,26 +139,8 @@ async function throughput(): Promise<void> {
     }
     participants.close();
 
-    const tokenFor = async (base: string, clientId: string): Promise<string> => {
-      const assertion = await new SignJWT({ jti: randomUUID() })
-        .setProtectedHeader({ alg: 'ES384' })
-        .setIssuer(clientId)
-        .setSubject(clientId)
-        .setAudience(`${base}/auth/token`)
-        .setExpirationTime('2m')
-        .sign(createPrivateKey(keys.get(clientId)!));
-      const res = await fetch(`${base}/auth/token`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({
-          grant_type: 'client_credentials',
-          client_assertion_type: ASSERTION_TYPE,
-          client_assertion: assertion,
-        }),
-      });
-      if (!res.ok) throw new Error(`token ${clientId}: ${res.status} ${await res.text()}`);
-      return ((await res.json()) as { access_token: string }).access_token;
-    };
+    const tokenFor = (base: string, clientId: string): Promise<string> =>
+      tokenFrom(base, clientId, keys.get(clientId)!);
 
     // Data: hosp-a's patient and observation; the patient grants hosp-b (the reader is NOT the custodian).
     {

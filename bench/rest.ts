@@ -29,14 +29,12 @@
  * / BENCH_BEFORE builds, with parts left out (index rows; the full-text rows), and the index extraction alone. It
  * counts CPU, not throughput, so a loaded machine blurs it far less than the HTTP rates.
  */
-import { createPrivateKey, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
-import { SignJWT } from 'jose';
 import { openParticipantDirectory } from '../src/commands/participant.js';
 import {
   freePort,
@@ -46,6 +44,7 @@ import {
   startChild,
   startService,
   stopChild,
+  tokenFrom,
   waitFor,
 } from './support.js';
 import { profileClockUs, readProfile, splitByPart } from './cpu-split.js';
@@ -172,8 +171,6 @@ const WRITE_VARIANTS: WriteVariant[] = [
     : []),
 ];
 
-const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
-
 /**
  * For an authenticated variant: a system participant of the service's organisation, enrolled in `dataDir` before
  * the service starts; `token` gets its access token from the running service (a client assertion signed with its key).
@@ -187,26 +184,7 @@ async function enrolSystemClient(dataDir: string): Promise<{ token: (base: strin
   });
   participants.close();
   return {
-    token: async (base) => {
-      const assertion = await new SignJWT({ jti: randomUUID() })
-        .setProtectedHeader({ alg: 'ES384' })
-        .setIssuer('bench-system')
-        .setSubject('bench-system')
-        .setAudience(`${base}/auth/token`)
-        .setExpirationTime('2m')
-        .sign(createPrivateKey(enrollment.privateKey));
-      const res = await fetch(`${base}/auth/token`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({
-          grant_type: 'client_credentials',
-          client_assertion_type: ASSERTION_TYPE,
-          client_assertion: assertion,
-        }),
-      });
-      if (!res.ok) throw new Error(`token: ${res.status} ${await res.text()}`);
-      return ((await res.json()) as { access_token: string }).access_token;
-    },
+    token: (base) => tokenFrom(base, 'bench-system', enrollment.privateKey),
   };
 }
 

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { signedAssertion, tokenForm } from '../test/support/client-assertion.js';
 
 export const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 
@@ -100,4 +101,19 @@ export function printTable(header: string[], lines: string[][]): void {
   console.log(format(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const line of lines) console.log(format(line));
+}
+
+/**
+ * An access token from a running service's token endpoint (`${base}/auth/token`) for an enrolled participant: a
+ * client assertion signed with its key (the PEM of its key.pem), SMART Backend Services.
+ */
+export async function tokenFrom(base: string, clientId: string, keyPem: string): Promise<string> {
+  const tokenUrl = `${base}/auth/token`;
+  const res = await fetch(tokenUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: tokenForm(await signedAssertion(keyPem, clientId, tokenUrl)),
+  });
+  if (!res.ok) throw new Error(`token ${clientId}: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { access_token: string }).access_token;
 }
