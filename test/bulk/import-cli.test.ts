@@ -21,6 +21,7 @@ import { SqliteResourceStore } from '../../src/fhir/store/sqlite/sqlite-store.js
 import { loadSettings } from '../../src/config/config.js';
 import { IMPORT_SETTINGS } from '../../src/commands/import.js';
 import { indexedPut } from '../search/helpers.js';
+import { EYE_COLOUR_EXTENSION, eyeColourParameter } from '../support/eye-colour-parameter.js';
 
 const SHARED = path.resolve('..', 'shared', 'data');
 const NDJSON = path.join(SHARED, 'bulk-ndjson-10-patients');
@@ -384,7 +385,7 @@ describe('hie-ledger import', () => {
   it("the workers index with the data directory's custom search parameters", async () => {
     const dataDir = tempDir();
     const source = tempDir();
-    const colour = 'http://example.org/fhir/StructureDefinition/eye-colour';
+    const colour = EYE_COLOUR_EXTENSION;
     const first = path.join(source, 'first.ndjson');
     writeFileSync(first, JSON.stringify({ resourceType: 'Patient', id: 'first' }) + '\n');
     expect((await importInto(dataDir, [first])).code).toBe(0);
@@ -392,20 +393,7 @@ describe('hie-ledger import', () => {
     const store = new SqliteResourceStore({ file: path.join(dataDir, 'resources.sqlite') });
     await store.init();
     try {
-      await store.write(
-        indexedPut({
-          resourceType: 'SearchParameter',
-          id: 'eye-colour',
-          url: 'http://example.org/fhir/SearchParameter/eye-colour',
-          name: 'EyeColour',
-          status: 'active',
-          description: 'The colour of the eyes.',
-          code: 'eye-colour',
-          base: ['Patient'],
-          type: 'token',
-          expression: `Patient.extension.where(url='${colour}').value`,
-        }),
-      );
+      await store.write(indexedPut(eyeColourParameter()));
     } finally {
       await store.close();
     }

@@ -11,24 +11,10 @@ import { bootApp, send, type BootedApp } from '../support/app-harness.js';
 import { POSTGRES_URL, postgresSkipReason } from '../support/postgres.js';
 import { startHarness, grantedObservation, type Harness } from '../access/app-harness.js';
 import { setCustomSearchParameters } from '../../src/fhir/search/definitions.js';
-
-const EYE = 'http://example.org/fhir/StructureDefinition/eye-colour';
-
-function eyeParameter(extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    resourceType: 'SearchParameter',
-    id: 'eye-colour',
-    url: 'http://example.org/fhir/SearchParameter/eye-colour',
-    name: 'EyeColour',
-    status: 'active',
-    description: 'The colour of the eyes.',
-    code: 'eye-colour',
-    base: ['Patient'],
-    type: 'token',
-    expression: `Patient.extension.where(url='${EYE}').value`,
-    ...extra,
-  };
-}
+import {
+  EYE_COLOUR_EXTENSION as EYE,
+  eyeColourParameter as eyeParameter,
+} from '../support/eye-colour-parameter.js';
 
 function patient(id: string, colour: string): Record<string, unknown> {
   return { resourceType: 'Patient', id, extension: [{ url: EYE, valueCode: colour }] };
