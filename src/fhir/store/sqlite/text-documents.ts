@@ -64,16 +64,15 @@ export class TextDocuments {
 
   /** Deletes the documents of a version (its index rows are being deleted): stored ones by rowid, queued ones. */
   delete(seq: number): void {
-    this.unqueue(seq * 2);
-    this.unqueue(seq * 2 + 1);
-    this.deleteVersion.run(seq * 2, seq * 2 + 1);
+    const rowids = FULL_TEXT_FIELDS.map((param) => textRowid(seq, param));
+    for (const rowid of rowids) this.unqueue(rowid);
+    this.deleteVersion.run(...rowids);
   }
 
   /** The fields a version has a stored document for (`_text` first). */
   storedFields(seq: number): FullTextParam[] {
-    return (this.fieldsOf.all(seq * 2, seq * 2 + 1) as number[])
-      .sort((a, b) => a - b)
-      .map((rowid) => (rowid % 2 === 1 ? '_content' : '_text'));
+    const stored = new Set(this.fieldsOf.all(...FULL_TEXT_FIELDS.map((param) => textRowid(seq, param))));
+    return FULL_TEXT_FIELDS.filter((param) => stored.has(textRowid(seq, param)));
   }
 
   mark(): TextQueueMark {
