@@ -248,6 +248,12 @@ export function insertIndexRows(
   if (values.length > 0) insert(values.length / INDEX_ROW_COLUMNS).run(values);
 }
 
+/** Removes a version's search index rows and its full-text documents: insertIndexRows's counterpart, on every path. */
+function deleteIndexRows(s: Pick<Statements, 'deleteIndex' | 'text'>, seq: number): void {
+  s.deleteIndex.run(seq);
+  s.text.delete(seq);
+}
+
 /** The write's one lookup: the resource's current version (NULLs if none) and the store's last instant. */
 interface WriteStateRow {
   version_id: number | null;
@@ -647,8 +653,7 @@ export class SqliteResourceStore implements ResourceStore {
     }[];
     const s = this.statements();
     for (const row of rows) {
-      s.deleteIndex.run(row.seq);
-      s.text.delete(row.seq);
+      deleteIndexRows(s, row.seq);
       insertIndexRows(s.insertIndex, s.text, row.seq, row.resource_type, extract(decodeJson(row.json)));
     }
     if (rows.length < BATCH) this.db.prepare('DELETE FROM index_rebuild WHERE name = ?').run(state.name);
@@ -830,10 +835,7 @@ export class SqliteResourceStore implements ResourceStore {
           .prepare('SELECT seq FROM resource_current WHERE resource_type = ? AND id = ?')
           .pluck()
           .get(resourceType, id) as number | undefined;
-        if (seq !== undefined) {
-          this.statements().deleteIndex.run(seq);
-          this.statements().text.delete(seq);
-        }
+        if (seq !== undefined) deleteIndexRows(this.statements(), seq);
         this.db
           .prepare('UPDATE resource_current SET deleted = 1 WHERE resource_type = ? AND id = ?')
           .run(resourceType, id);
@@ -852,8 +854,7 @@ export class SqliteResourceStore implements ResourceStore {
           .get(key.resourceType, key.id) as { version_id: number; seq: number; deleted: number } | undefined;
         if (!current || current.version_id !== key.versionId || current.deleted !== 0) return false;
         const s = this.statements();
-        s.deleteIndex.run(current.seq);
-        s.text.delete(current.seq);
+        deleteIndexRows(s, current.seq);
         insertIndexRows(s.insertIndex, s.text, current.seq, key.resourceType, entries);
         return true;
       }),
@@ -918,8 +919,7 @@ export class SqliteResourceStore implements ResourceStore {
     s.upsertCurrent.run(resourceType, id, versionId, seq, isDelete ? 1 : 0);
 
     if (current && !current.deleted) {
-      s.deleteIndex.run(state.seq);
-      s.text.delete(state.seq!);
+      deleteIndexRows(s, state.seq!);
       deleteAccessKeys(s.deleteAccessKey, resourceType, id, state.custodian, state.patients);
     }
     if (!isDelete) {
